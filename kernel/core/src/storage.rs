@@ -1,0 +1,125 @@
+//! The narrow disk interface the log needs, implemented by each driver.
+//!
+//! Implementations: `sluice_shard::DmaStorage` (glommio `DmaFile`, O_DIRECT through
+//! io_uring) in production and [`crate::sim_disk::SimDisk`] (in memory, fault injecting,
+//! seeded) in tests and simulation. The kernel owns no file descriptors and no paths: a
+//! storage is one flat directory of named files.
+//!
+//! The methods are `async` so that io_uring completions and simulated latency can be
+//! awaited, but the trait depends on no runtime; a simulated disk returns ready futures.
+//! Futures are not `Send`: every storage belongs to one shard (thread-per-core).
+//!
+//! Contract every implementation keeps (the behavioural tests in
+//! [`crate::storage_tests`] check it against each one):
+//! - `write_at` positions and lengths are multiples of [`BLOCK_BYTES`]; buffers come from
+//!   [`StorageFile::alloc_buf`] so they meet the driver's alignment rules.
+//! - a write is durable only after a later `sync` of the same file returns `Ok`; a crash
+//!   may lose or tear (at sector granularity) any write not yet covered by a sync.
+//! - `create`, `remove` and `truncate` are durable when they return.
+//! - `read_at` returns fewer bytes than asked only at end of file.
+//! - a failed `sync` leaves the file's durable content unknown; callers must stop using
+//!   the file and recover from what is on disk (the "fsyncgate" rule).
+
+use crate::limits::BLOCK_BYTES;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoErrorKind {
+    NotFound,
+    AlreadyExists,
+    /// ENOSPC or EDQUOT.
+    NoSpace,
+    /// EIO and every other error of the device.
+    Io,
+    /// A caller broke the contract (unaligned write, bad name); a bug in the caller.
+    Invalid,
+}
+
+/// Which operation failed; carried in errors so an operator sees what the disk refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    Create,
+    Open,
+    List,
+    Remove,
+    Write,
+    Read,
+    Sync,
+    Size,
+    Truncate,
+    Preallocate,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoError {
+    pub kind: IoErrorKind,
+    pub op: IoOp,
+    /// The raw errno when the driver had one.
+    pub errno: Option<i32>,
+}
+
+impl IoError {
+    pub fn new(kind: IoErrorKind, op: IoOp) -> IoError {
+        IoError {
+            kind,
+            op,
+            errno: None,
+        }
+    }
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} failed: {:?}", self.op, self.kind)?;
+        if let Some(errno) = self.errno {
+            write!(f, " (errno {errno})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A flat directory of files.
+#[allow(async_fn_in_trait)] // Deliberately not Send: one storage per shard thread.
+pub trait Storage {
+    type File: StorageFile;
+
+    /// Creates a new, empty file. Fails with `AlreadyExists` if the name is taken. The
+    /// directory entry is durable on return.
+    async fn create(&self, name: &str) -> Result<Self::File, IoError>;
+    /// Opens an existing file for reading and writing.
+    async fn open(&self, name: &str) -> Result<Self::File, IoError>;
+    /// Every file name in the directory, sorted.
+    async fn list(&self) -> Result<Vec<String>, IoError>;
+    /// Removes a file; durable on return. Open handles may keep reading it.
+    async fn remove(&self, name: &str) -> Result<(), IoError>;
+}
+
+/// An aligned buffer for [`StorageFile::write_at`].
+pub trait StorageBuf: AsRef<[u8]> + AsMut<[u8]> {}
+
+/// One open file.
+#[allow(async_fn_in_trait)] // Deliberately not Send: one storage per shard thread.
+pub trait StorageFile {
+    type Buf: StorageBuf;
+    type ReadBuf: AsRef<[u8]>;
+
+    /// A zero-filled buffer of `bytes` (a multiple of [`BLOCK_BYTES`]) fit for direct I/O.
+    fn alloc_buf(&self, bytes: usize) -> Self::Buf;
+    /// Writes the whole buffer at `position` (a multiple of [`BLOCK_BYTES`]).
+    async fn write_at(&self, buf: Self::Buf, position: u64) -> Result<(), IoError>;
+    /// Reads up to `bytes` from `position`; short only at end of file. Any alignment.
+    async fn read_at(&self, position: u64, bytes: usize) -> Result<Self::ReadBuf, IoError>;
+    /// Makes every completed write to this file durable (fdatasync).
+    async fn sync(&self) -> Result<(), IoError>;
+    /// The file's current size in bytes.
+    async fn size(&self) -> Result<u64, IoError>;
+    /// Sets the size; bytes beyond it read as zeros if the file grows again. Durable on
+    /// return.
+    async fn truncate(&self, bytes: u64) -> Result<(), IoError>;
+    /// Reserves space up to `bytes` without changing the size (a hint; may be a no-op).
+    async fn preallocate(&self, bytes: u64) -> Result<(), IoError>;
+}
+
+/// True when `value` is a multiple of the direct-I/O block.
+pub const fn is_block_aligned(value: u64) -> bool {
+    value.is_multiple_of(BLOCK_BYTES)
+}
