@@ -149,6 +149,11 @@ impl SimDisk {
         self.state.borrow_mut().fail_next.push_back((op, kind));
     }
 
+    /// Forgets every armed one-shot fault.
+    pub fn clear_faults(&self) {
+        self.state.borrow_mut().fail_next.clear();
+    }
+
     pub fn set_fault_rates(&self, rates: FaultRates) {
         self.state.borrow_mut().rates = rates;
     }
