@@ -1,1 +1,91 @@
-fn main() {}
+//! `cargo xtask`: the project's task runner (aliased in `.cargo/config.toml`).
+//!
+//! `cargo xtask test` is the one command that decides whether the tree is good: CI
+//! (`.ci/run`) runs it and nothing else, and the README names it. The other subcommands
+//! run one part of the work for longer (`fuzz`) or on demand (`bench`). This crate only
+//! orchestrates other tools; it holds no project logic beyond the fuzz seed corpus.
+
+mod command;
+mod deps;
+mod fuzz;
+mod seeds;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Sluice project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// The single test command: fmt, clippy, dependency check, tests, fuzz smoke run.
+    Test,
+    /// Fuzzes one target (record_decode, segment_scan, index_decode) for a while.
+    Fuzz {
+        target: String,
+        /// Wall-clock seconds to fuzz for.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
+    /// Runs a benchmark in release mode.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+    /// The deterministic cluster simulation (not built yet).
+    Sim {
+        /// Arguments for the simulation, such as `--seed S`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The log append benchmark (`sluice-benches`, binary `log-bench`).
+    Log {
+        /// Passed to `log-bench` unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Test => test::run(),
+        Task::Fuzz { target, seconds } => fuzz::run_one(&target, seconds),
+        Task::Bench {
+            bench: Bench::Log { args },
+        } => bench_log(&args),
+        Task::Sim { args: _ } => Err("sim: not yet implemented (issue: simulation)".to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench_log(args: &[String]) -> Result<(), String> {
+    let mut cargo = command::cargo();
+    cargo.args([
+        "run",
+        "--release",
+        "-p",
+        "sluice-benches",
+        "--bin",
+        "log-bench",
+        "--",
+    ]);
+    cargo.args(args);
+    command::run(&mut cargo)
+}
