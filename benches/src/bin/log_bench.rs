@@ -1,0 +1,377 @@
+//! `log-bench`: appends 1 KiB records through `Log<DmaStorage>` in batches of 1, 16, 256
+//! and 1024 records, one `append` + `sync` (one fdatasync) per batch, for a fixed time
+//! per case; then runs the fio baseline script on the same file system and prints both
+//! side by side with the ratio the log issue sets goals for. Measures only; it owns no
+//! log or storage behaviour.
+//!
+//! Usage: `cargo run --release -p sluice-benches --bin log-bench -- [--seconds N]
+//! [--dir PATH] [--batches 1,16,256,1024] [--baseline-script PATH] [--no-baseline]`
+
+#[cfg(not(madsim))]
+fn main() {
+    bench::main();
+}
+
+#[cfg(madsim)]
+fn main() {
+    eprintln!("log-bench needs the real disk; build it without --cfg madsim");
+}
+
+#[cfg(not(madsim))]
+mod bench {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use sluice_core::log::{Log, LogConfig, VerifyOnOpen};
+    use sluice_core::record::RecordInput;
+    use sluice_shard::executor::ShardStartup;
+    use sluice_shard::{DmaStorage, DmaStorageStats};
+
+    const PAYLOAD_BYTES: usize = 1024;
+    /// Latency samples kept per case; beyond it samples are dropped (counts still count).
+    const LATENCY_SAMPLES_MAX: usize = 1 << 20;
+
+    struct Args {
+        seconds: u64,
+        dir: PathBuf,
+        batches: Vec<usize>,
+        baseline_script: PathBuf,
+        baseline: bool,
+    }
+
+    fn parse_args() -> Args {
+        let default_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("benches/ has a parent")
+            .join("target-bench-data");
+        let mut args = Args {
+            seconds: 5,
+            dir: default_dir,
+            batches: vec![1, 16, 256, 1024],
+            baseline_script: PathBuf::from("/work/shared/scripts/disk-baseline.sh"),
+            baseline: true,
+        };
+        let mut raw = std::env::args().skip(1);
+        // Bounded by the number of arguments.
+        while let Some(flag) = raw.next() {
+            let mut value = || {
+                raw.next()
+                    .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+            };
+            match flag.as_str() {
+                "--seconds" => {
+                    args.seconds = value().parse().unwrap_or_else(|_| usage("bad --seconds"))
+                }
+                "--dir" => args.dir = PathBuf::from(value()),
+                "--batches" => {
+                    args.batches = value()
+                        .split(',')
+                        .map(|b| b.parse().unwrap_or_else(|_| usage("bad --batches")))
+                        .collect()
+                }
+                "--baseline-script" => args.baseline_script = PathBuf::from(value()),
+                "--no-baseline" => args.baseline = false,
+                other => usage(&format!("unknown argument {other}")),
+            }
+        }
+        args
+    }
+
+    fn usage(problem: &str) -> ! {
+        eprintln!("log-bench: {problem}");
+        eprintln!(
+            "usage: log-bench [--seconds N] [--dir PATH] [--batches 1,16,256,1024] \
+             [--baseline-script PATH] [--no-baseline]"
+        );
+        std::process::exit(2);
+    }
+
+    /// The production-like config the issue asks for.
+    fn log_config() -> LogConfig {
+        LogConfig {
+            segment_bytes_max: 256 << 20,
+            index_interval_bytes: 64 << 10,
+            preallocate_bytes: 64 << 20,
+            verify_on_open: VerifyOnOpen::Tail,
+        }
+    }
+
+    struct CaseResult {
+        batch_records: usize,
+        batch_count: u64,
+        elapsed: Duration,
+        stats: DmaStorageStats,
+        latencies_us: Vec<u32>,
+    }
+
+    impl CaseResult {
+        fn seconds(&self) -> f64 {
+            self.elapsed.as_secs_f64()
+        }
+        fn records_per_s(&self) -> f64 {
+            (self.batch_count * self.batch_records as u64) as f64 / self.seconds()
+        }
+        fn payload_mb_per_s(&self) -> f64 {
+            self.records_per_s() * PAYLOAD_BYTES as f64 / 1e6
+        }
+        fn disk_mb_per_s(&self) -> f64 {
+            self.stats.write_bytes as f64 / 1e6 / self.seconds()
+        }
+        fn commits_per_s(&self) -> f64 {
+            self.batch_count as f64 / self.seconds()
+        }
+        fn device_syncs_per_s(&self) -> f64 {
+            let syncs = self.stats.file_syncs + self.stats.truncate_syncs + self.stats.dir_syncs;
+            syncs as f64 / self.seconds()
+        }
+        fn latency_ms(&self, quantile: f64) -> f64 {
+            if self.latencies_us.is_empty() {
+                return f64::NAN;
+            }
+            let index = ((self.latencies_us.len() - 1) as f64 * quantile).round() as usize;
+            f64::from(self.latencies_us[index]) / 1e3
+        }
+    }
+
+    async fn run_case(dir: &Path, batch_records: usize, duration: Duration) -> CaseResult {
+        let case_dir = dir.join(format!("log-batch-{batch_records}"));
+        let storage = DmaStorage::create_dir_all(&case_dir).expect("bench directory");
+        let counters = storage.clone();
+        let log = Log::open(storage, log_config()).await.expect("open log");
+        let payload = vec![0x5au8; PAYLOAD_BYTES];
+        let mut latencies_us = Vec::with_capacity(LATENCY_SAMPLES_MAX.min(1 << 16));
+        let mut batch_count = 0u64;
+        let start = Instant::now();
+        let deadline = start + duration;
+        // Bounded by the deadline.
+        loop {
+            let batch_start = Instant::now();
+            if batch_start >= deadline {
+                break;
+            }
+            let timestamp_ms = batch_count;
+            let records: Vec<RecordInput<'_>> = (0..batch_records)
+                .map(|_| RecordInput {
+                    timestamp_ms,
+                    attributes: b"",
+                    payload: &payload,
+                })
+                .collect();
+            let appended = log.append(&records).expect("append");
+            log.sync(appended.next_offset).await.expect("sync");
+            batch_count += 1;
+            if latencies_us.len() < LATENCY_SAMPLES_MAX {
+                let micros = batch_start.elapsed().as_micros();
+                latencies_us.push(u32::try_from(micros).unwrap_or(u32::MAX));
+            }
+        }
+        let elapsed = start.elapsed();
+        let stats = counters.stats();
+        drop(log);
+        latencies_us.sort_unstable();
+        std::fs::remove_dir_all(&case_dir).expect("remove case directory");
+        CaseResult {
+            batch_records,
+            batch_count,
+            elapsed,
+            stats,
+            latencies_us,
+        }
+    }
+
+    /// One line of the baseline script: name, MB/s, IOPS (= syncs/s for sync rows).
+    struct BaselineRow {
+        name: String,
+        mb_per_s: f64,
+        iops: f64,
+    }
+
+    fn run_baseline(script: &Path, dir: &Path, seconds: u64) -> Result<Vec<BaselineRow>, String> {
+        let fio_dir = dir.join("fio");
+        let output = Command::new("bash")
+            .arg(script)
+            .arg(&fio_dir)
+            .arg(seconds.to_string())
+            .output()
+            .map_err(|error| format!("cannot run {}: {error}", script.display()))?;
+        let _ = std::fs::remove_dir_all(&fio_dir);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        print!("{stdout}");
+        if !output.status.success() {
+            return Err(format!(
+                "{} failed ({}): {}",
+                script.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let mut rows = Vec::new();
+        for line in stdout.lines().filter(|line| !line.starts_with('#')) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let [name, mb, "MB/s", iops, "IOPS"] = fields.as_slice() {
+                rows.push(BaselineRow {
+                    name: (*name).to_string(),
+                    mb_per_s: mb.parse().map_err(|_| format!("bad line {line}"))?,
+                    iops: iops.parse().map_err(|_| format!("bad line {line}"))?,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Which fio row a batch size is compared with, on which metric, and the goal.
+    struct Comparison {
+        row: &'static str,
+        by_sync_rate: bool,
+        goal: Option<f64>,
+        note: &'static str,
+    }
+
+    fn comparison(batch_records: usize) -> Comparison {
+        match batch_records {
+            0..=3 => Comparison {
+                row: "seq-4KiB-direct-sync",
+                by_sync_rate: true,
+                goal: Some(0.80),
+                note: "commits/s vs fio fdatasync/s",
+            },
+            4..=63 => Comparison {
+                row: "seq-16KiB-direct-sync",
+                by_sync_rate: false,
+                goal: None,
+                note: "MB/s vs fio 16 KiB+fdatasync (no goal set)",
+            },
+            64..=511 => Comparison {
+                row: "seq-256KiB-direct-sync",
+                by_sync_rate: false,
+                goal: Some(0.70),
+                note: "MB/s vs fio 256 KiB+fdatasync",
+            },
+            _ => Comparison {
+                row: "seq-256KiB-direct-sync",
+                by_sync_rate: false,
+                goal: Some(0.70),
+                note: "MB/s vs fio 256 KiB+fdatasync (fio has no 1 MiB sync row)",
+            },
+        }
+    }
+
+    fn print_table(results: &[CaseResult], baseline: &[BaselineRow]) {
+        println!();
+        println!(
+            "{:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} | {:>24} {:>8} {:>8} {:>7} {:>6}  compared",
+            "batch",
+            "records/s",
+            "MB/s",
+            "diskMB/s",
+            "commits/s",
+            "syncs/s",
+            "p50 ms",
+            "p99 ms",
+            "fio row",
+            "fio MB/s",
+            "fio IOPS",
+            "ratio",
+            "goal",
+        );
+        for result in results {
+            let comparison = comparison(result.batch_records);
+            let row = baseline.iter().find(|row| row.name == comparison.row);
+            let (fio_mb, fio_iops, ratio) = match row {
+                Some(row) => {
+                    let ratio = if comparison.by_sync_rate {
+                        result.commits_per_s() / row.iops
+                    } else {
+                        result.payload_mb_per_s() / row.mb_per_s
+                    };
+                    (row.mb_per_s, row.iops, ratio)
+                }
+                None => (f64::NAN, f64::NAN, f64::NAN),
+            };
+            let goal = match comparison.goal {
+                Some(goal) if ratio.is_nan() => format!(">={:.0}%", goal * 100.0),
+                Some(goal) if ratio >= goal => format!("{:.0}% ok", goal * 100.0),
+                Some(goal) => format!("{:.0}% MISS", goal * 100.0),
+                None => "-".to_string(),
+            };
+            println!(
+                "{:>6} {:>10.0} {:>9.1} {:>9.1} {:>9.0} {:>9.0} {:>7.2} {:>7.2} | {:>24} {:>8.1} {:>8.0} {:>6.0}% {:>6}  {}",
+                result.batch_records,
+                result.records_per_s(),
+                result.payload_mb_per_s(),
+                result.disk_mb_per_s(),
+                result.commits_per_s(),
+                result.device_syncs_per_s(),
+                result.latency_ms(0.50),
+                result.latency_ms(0.99),
+                comparison.row,
+                fio_mb,
+                fio_iops,
+                ratio * 100.0,
+                goal,
+                comparison.note,
+            );
+        }
+        println!();
+        println!(
+            "MB/s = payload (1024 B x records/s, 1e6 B per MB); diskMB/s = bytes handed to \
+             write_at (headers, padding and the re-written partial block included); commits/s = \
+             append+sync rounds; syncs/s = every fdatasync/fsync the storage issued."
+        );
+    }
+
+    pub fn main() {
+        let args = parse_args();
+        if args.dir.exists() {
+            std::fs::remove_dir_all(&args.dir).expect("clear the bench directory");
+        }
+        std::fs::create_dir_all(&args.dir).expect("create the bench directory");
+        println!(
+            "# log-bench in {}: 1 KiB records, {} s per case, batches {:?}",
+            args.dir.display(),
+            args.seconds,
+            args.batches
+        );
+        let startup = ShardStartup::prepare(1);
+        let executor = startup.builder(0).make().expect("executor starts");
+        let duration = Duration::from_secs(args.seconds);
+        let results: Vec<CaseResult> = executor.run(async {
+            let mut results = Vec::new();
+            for &batch in &args.batches {
+                let result = run_case(&args.dir, batch, duration).await;
+                println!(
+                    "log batch {:>5}: {:>9.0} records/s {:>8.1} MB/s {:>7.0} commits/s \
+                     ({} batches, {} writes, {} fdatasync, {} truncate-syncs, {} dir-fsyncs, \
+                     {} fallocates)",
+                    batch,
+                    result.records_per_s(),
+                    result.payload_mb_per_s(),
+                    result.commits_per_s(),
+                    result.batch_count,
+                    result.stats.writes,
+                    result.stats.file_syncs,
+                    result.stats.truncate_syncs,
+                    result.stats.dir_syncs,
+                    result.stats.preallocates,
+                );
+                results.push(result);
+            }
+            results
+        });
+        drop(executor);
+        let baseline = if args.baseline {
+            match run_baseline(&args.baseline_script, &args.dir, args.seconds) {
+                Ok(rows) => rows,
+                Err(error) => {
+                    eprintln!("log-bench: baseline failed: {error}");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        print_table(&results, &baseline);
+        std::fs::remove_dir_all(&args.dir).expect("remove the bench directory");
+    }
+}
