@@ -71,7 +71,9 @@ fn segment(base: u64, count: u64, synced: bool) -> Vec<u8> {
     for i in 0..count {
         let start = u64::try_from(bytes.len()).expect("small");
         let claim = if synced { start } else { 0 };
-        let payload = [u8::try_from(i % 256).expect("bounded"); 40];
+        // 37 to 41 bytes: most batches end unaligned and carry padding.
+        let payload_bytes = 37 + usize::try_from(i % 5).expect("small");
+        let payload = vec![u8::try_from(i % 256).expect("bounded"); payload_bytes];
         encode_batch(
             &mut bytes,
             Offset(base + i),
@@ -100,13 +102,22 @@ fn segment_seeds() -> Vec<Vec<u8>> {
     let torn = segment(7, 5, false);
     let torn = &torn[..torn.len() - 20];
     let mut corrupt = segment(3, 5, true);
-    let third_batch_body = corrupt.len() / 5 * 2 + 70;
-    corrupt[third_batch_body] ^= 4;
+    // Batches are 128 to 136 bytes: byte 300 lies in the third one, past its header.
+    corrupt[300] ^= 4;
+    // The last batch is 125 bytes plus 3 of padding; the file ends inside the padding.
+    let padding_cut = segment(11, 1, true);
+    let padding_cut = &padding_cut[..padding_cut.len() - 2];
     vec![
         segment_input(0, 0, &clean),
         segment_input(7, 1, torn),
         segment_input(3, 0, &corrupt),
         segment_input(42, 3, &segment(42, 30, true)),
+        segment_input(11, 0, padding_cut),
+        segment_input(
+            u64::MAX - (1 << 32),
+            0,
+            &segment(u64::MAX - (1 << 32), 3, true),
+        ),
     ]
 }
 
@@ -160,6 +171,8 @@ mod tests {
         assert!(matches!(ends[1], ScanEnd::Torn { .. }), "{:?}", ends[1]);
         assert!(matches!(ends[2], ScanEnd::Corrupt { .. }), "{:?}", ends[2]);
         assert_eq!(ends[3], ScanEnd::Clean);
+        assert_eq!(ends[4], ScanEnd::Clean);
+        assert_eq!(ends[5], ScanEnd::Clean);
         for seed in index_seeds() {
             assert!(OffsetIndex::decode_file(&seed).is_some());
         }
