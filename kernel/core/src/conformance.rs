@@ -101,6 +101,7 @@ pub async fn roundtrip_reopen_retention<S: Storage>(mut fresh: impl FnMut(&str) 
             RetentionPolicy {
                 age_ms_max: None,
                 bytes_max: Some(100_000),
+                remove_below: None,
             },
         )
         .await
@@ -118,6 +119,7 @@ pub async fn roundtrip_reopen_retention<S: Storage>(mut fresh: impl FnMut(&str) 
     let policy = RetentionPolicy {
         age_ms_max: Some(10),
         bytes_max: None,
+        remove_below: None,
     };
     log.apply_retention(1_000_000, policy)
         .await

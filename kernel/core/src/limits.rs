@@ -28,3 +28,18 @@ const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(SEGMENT_BYTES_CEILING.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((BATCH_BYTES_MAX as u64) < SEGMENT_BYTES_CEILING);
 const _: () = assert!(STAGED_BYTES_MAX > BATCH_BYTES_MAX as u64);
+
+// ---- Queue engine ceilings: `EngineLimits` fields are checked against these. ----
+
+/// Tags one message may carry (DMS allows 3); the engine stores them inline.
+pub const ENGINE_TAGS_PER_MESSAGE_CEILING: usize = 3;
+/// Distinct tags one queue may have ever seen (tag ids are u16, 0 means none).
+pub const ENGINE_TAGS_PER_QUEUE_MAX: usize = u16::MAX as usize - 1;
+/// Messages one send or ack batch may hold.
+pub const ENGINE_BATCH_MESSAGES_CEILING: u32 = 1024;
+/// The longest delay or schedule horizon: one year.
+pub const ENGINE_DELAY_MS_CEILING: u64 = 366 * 24 * 3600 * 1000;
+/// Positions a receive's cursor may advance over before returning what it has.
+pub const ENGINE_SCAN_STEPS_MAX: u32 = 4096;
+/// Messages a FIFO group may park as ready-but-blocked behind locked message groups.
+pub const ENGINE_READY_BLOCKED_MAX: usize = 16 * 1024;

@@ -200,6 +200,8 @@ pub struct RetentionPolicy {
     pub age_ms_max: Option<u64>,
     /// Remove the oldest sealed segments while the log is larger than this.
     pub bytes_max: Option<u64>,
+    /// Remove sealed segments whose every offset is below this one.
+    pub remove_below: Option<Offset>,
 }
 
 struct Segment<F> {
@@ -604,7 +606,10 @@ impl<S: Storage> Log<S> {
                     .age_ms_max
                     .is_some_and(|age| front.timestamp_ms_max.saturating_add(age) < now_ms);
                 let oversized = policy.bytes_max.is_some_and(|max| total_bytes > max);
-                if !expired && !oversized {
+                let below = policy
+                    .remove_below
+                    .is_some_and(|pin| front.next_offset <= pin);
+                if !expired && !oversized && !below {
                     break;
                 }
                 let front = state.segments.pop_front().expect("checked above");
@@ -910,8 +915,15 @@ async fn open_segment<S: Storage>(
         segment.file = Some(Rc::new(file));
         return Ok(segment);
     }
-    let bytes = read_whole(&file, size).await.map_err(io)?;
+    let mut bytes = read_whole(&file, size).await.map_err(io)?;
     let scan = scan_segment(&bytes, base, config.index_interval_bytes);
+    // A file cut inside the last batch's padding: the padding is zeros by definition.
+    bytes.resize(
+        bytes
+            .len()
+            .max(usize::try_from(scan.valid_bytes).expect("fits")),
+        0,
+    );
     match scan.end {
         ScanEnd::Clean => {}
         ScanEnd::Torn { position, .. } if is_last => {
@@ -1194,6 +1206,32 @@ mod tests {
         };
         assert_eq!(file, &crate::segment::segment_name(Offset(0)));
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
+
+    #[test]
+    fn file_cut_inside_padding_recovers_every_record() {
+        // Found by the segment_scan fuzz target: a file that ends inside the zero padding
+        // of its last batch made recovery slice past the end of the bytes.
+        let disk = SimDisk::new(8);
+        let log = check_open(&disk);
+        block_on(append_range(&log, 0, 3, 1));
+        drop(log);
+        let name = crate::segment::segment_name(Offset(0));
+        let bytes = block_on(async {
+            let file = crate::storage::Storage::open(&disk, &name).await.unwrap();
+            let size = file.size().await.unwrap();
+            file.read_at(0, size as usize).await.unwrap()
+        });
+        let scan = crate::segment::scan_segment(&bytes, Offset(0), 1024);
+        let last_payload_end = scan.valid_bytes - 1;
+        assert_eq!(bytes[last_payload_end as usize], 0, "payload 2 is padded");
+        disk.truncate_at_rest(&name, last_payload_end);
+        let log = check_open(&disk);
+        block_on(expect_records(&log, 0, 3));
+        block_on(append_range(&log, 3, 6, 2));
+        drop(log);
+        let log = check_open(&disk);
+        block_on(expect_records(&log, 0, 6));
     }
 
     #[test]

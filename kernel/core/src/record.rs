@@ -382,6 +382,17 @@ fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(), DecodeError
     if record_count == 0 || record_count > BATCH_RECORDS_MAX {
         return Err(DecodeError::BadRecord { record_index: 0 });
     }
+    if header
+        .base_offset
+        .get()
+        .checked_add(u64::from(record_count))
+        .is_none()
+    {
+        // Offsets past u64::MAX cannot have been written.
+        return Err(DecodeError::BadRecord {
+            record_index: record_count - 1,
+        });
+    }
     let mut rest = body;
     let mut timestamp_ms_max = 0;
     for record_index in 0..record_count {
@@ -461,6 +472,30 @@ mod tests {
             flipped[bit / 8] ^= 1 << (bit % 8);
             assert!(decode_batch(&flipped).is_err(), "bit {bit} flip undetected");
         }
+    }
+
+    #[test]
+    fn offsets_past_u64_max_are_rejected() {
+        // Found by the record_decode fuzz target: such a batch decoded and its
+        // `next_offset` overflowed.
+        let record = RecordInput {
+            timestamp_ms: 1,
+            attributes: b"",
+            payload: b"x",
+        };
+        let mut out = Vec::new();
+        encode_batch(&mut out, Offset(u64::MAX - 1), 0, &[record]).unwrap();
+        assert!(decode_batch(&out).is_ok());
+        // Forge base offset u64::MAX with a valid checksum.
+        out[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        let batch_bytes =
+            usize::try_from(u32::from_le_bytes(out[16..20].try_into().unwrap())).unwrap();
+        let checksum = xxh3_64(&out[8..batch_bytes]);
+        out[..8].copy_from_slice(&checksum.to_le_bytes());
+        assert!(matches!(
+            decode_batch(&out),
+            Err(DecodeError::BadRecord { .. })
+        ));
     }
 
     #[test]

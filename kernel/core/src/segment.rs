@@ -85,7 +85,9 @@ pub enum ScanEnd {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentScan {
-    /// Bytes of valid batches from the start of the segment.
+    /// Bytes of valid batches from the start of the segment, padding included. May
+    /// exceed the input by less than [`BATCH_ALIGN_BYTES`] when the input ends inside the
+    /// last batch's zero padding; the missing bytes are zeros by definition.
     pub valid_bytes: u64,
     pub next_offset: Offset,
     pub timestamp_ms_max: u64,

@@ -217,6 +217,7 @@ impl Harness {
                 let policy = RetentionPolicy {
                     age_ms_max: None,
                     bytes_max: Some(u64::from(bytes_max)),
+                    remove_below: None,
                 };
                 let before = self.log().start_offset();
                 block_on(self.log().apply_retention(self.now_ms, policy)).expect("retention");

@@ -1,0 +1,468 @@
+//! Commands: the log records the engine's durable state is folded from.
+//!
+//! Every durable change is one record: its attributes hold a kind byte and the command's
+//! fields; a send's payload holds the message body. The timestamp of the record is the
+//! time the command was issued (the leader's clock), and applying uses that timestamp,
+//! never the current time, so every replay and every replica computes the same state.
+
+use super::codec::{CodecError, Reader, Writer};
+use super::types::{
+    FifoScope, GroupId, GroupStart, MessageId, QueueConfig, QueueId, QueueMode, RetryPolicy,
+    TagFilter, TagMatch,
+};
+use crate::limits::ENGINE_TAGS_PER_MESSAGE_CEILING;
+
+/// Fields of a send record besides body and user attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendMeta {
+    pub queue: QueueId,
+    /// 0 when the message is available at once.
+    pub deliver_at_ms: u64,
+    pub fifo_group: Option<String>,
+    pub tags: Vec<String>,
+    /// xxh3 of the dedup id; 0 when none.
+    pub dedup_hash: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    CreateQueue {
+        queue: QueueId,
+        tenant: String,
+        name: String,
+        config: QueueConfig,
+    },
+    DeleteQueue {
+        queue: QueueId,
+    },
+    CreateGroup {
+        queue: QueueId,
+        group: GroupId,
+        name: String,
+        start: GroupStart,
+    },
+    DeleteGroup {
+        queue: QueueId,
+        group: GroupId,
+    },
+    SetFilter {
+        queue: QueueId,
+        group: GroupId,
+        filter: TagFilter,
+    },
+    /// The body and user attributes travel beside the command (payload, trailing bytes).
+    Send(SendMeta),
+    /// A delayed or scheduled message becomes available.
+    Release {
+        queue: QueueId,
+        message: MessageId,
+    },
+    Cancel {
+        queue: QueueId,
+        message: MessageId,
+    },
+    Ack {
+        queue: QueueId,
+        group: GroupId,
+        seqs: Vec<u64>,
+    },
+    /// Failed deliveries: explicit fails and expired visibility.
+    Nack {
+        queue: QueueId,
+        group: GroupId,
+        seqs: Vec<u64>,
+    },
+    DeadAck {
+        queue: QueueId,
+        group: GroupId,
+        seqs: Vec<u64>,
+    },
+    /// Every dead letter of the group goes back to the group's main lane.
+    Redrive {
+        queue: QueueId,
+        group: GroupId,
+    },
+}
+
+const KIND_CREATE_QUEUE: u8 = 1;
+const KIND_DELETE_QUEUE: u8 = 2;
+const KIND_CREATE_GROUP: u8 = 3;
+const KIND_DELETE_GROUP: u8 = 4;
+const KIND_SET_FILTER: u8 = 5;
+const KIND_SEND: u8 = 6;
+const KIND_RELEASE: u8 = 7;
+const KIND_CANCEL: u8 = 8;
+const KIND_ACK: u8 = 9;
+const KIND_NACK: u8 = 10;
+const KIND_DEAD_ACK: u8 = 11;
+const KIND_REDRIVE: u8 = 12;
+
+/// The most sequence numbers one ack-like record lists.
+const SEQS_MAX: usize = 64 * 1024;
+
+impl Command {
+    /// Encodes the command; for a send, `user_attributes` follow the fields.
+    pub fn encode(&self, user_attributes: &[u8]) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            Command::CreateQueue {
+                queue,
+                tenant,
+                name,
+                config,
+            } => {
+                w.u8(KIND_CREATE_QUEUE).u32(queue.0).str(tenant).str(name);
+                encode_config(&mut w, config);
+            }
+            Command::DeleteQueue { queue } => {
+                w.u8(KIND_DELETE_QUEUE).u32(queue.0);
+            }
+            Command::CreateGroup {
+                queue,
+                group,
+                name,
+                start,
+            } => {
+                let start = match start {
+                    GroupStart::Oldest => 0,
+                    GroupStart::Latest => 1,
+                };
+                w.u8(KIND_CREATE_GROUP)
+                    .u32(queue.0)
+                    .u32(group.0)
+                    .str(name)
+                    .u8(start);
+            }
+            Command::DeleteGroup { queue, group } => {
+                w.u8(KIND_DELETE_GROUP).u32(queue.0).u32(group.0);
+            }
+            Command::SetFilter {
+                queue,
+                group,
+                filter,
+            } => {
+                w.u8(KIND_SET_FILTER).u32(queue.0).u32(group.0);
+                encode_filter(&mut w, filter);
+            }
+            Command::Send(meta) => {
+                w.u8(KIND_SEND)
+                    .u32(meta.queue.0)
+                    .u64(meta.deliver_at_ms)
+                    .u64(meta.dedup_hash);
+                match &meta.fifo_group {
+                    None => w.u8(0),
+                    Some(group) => w.u8(1).str(group),
+                };
+                w.u32(u32::try_from(meta.tags.len()).expect("bounded"));
+                for tag in &meta.tags {
+                    w.str(tag);
+                }
+                w.bytes(user_attributes);
+            }
+            Command::Release { queue, message } => {
+                w.u8(KIND_RELEASE).u32(queue.0).u64(message.0);
+            }
+            Command::Cancel { queue, message } => {
+                w.u8(KIND_CANCEL).u32(queue.0).u64(message.0);
+            }
+            Command::Ack { queue, group, seqs } => {
+                encode_seqs(&mut w, KIND_ACK, *queue, *group, seqs)
+            }
+            Command::Nack { queue, group, seqs } => {
+                encode_seqs(&mut w, KIND_NACK, *queue, *group, seqs)
+            }
+            Command::DeadAck { queue, group, seqs } => {
+                encode_seqs(&mut w, KIND_DEAD_ACK, *queue, *group, seqs)
+            }
+            Command::Redrive { queue, group } => {
+                w.u8(KIND_REDRIVE).u32(queue.0).u32(group.0);
+            }
+        }
+        w.bytes
+    }
+
+    /// Decodes a record's attributes; returns the command and, for a send, the user
+    /// attributes.
+    pub fn decode(bytes: &[u8]) -> Result<(Command, &[u8]), CodecError> {
+        let mut r = Reader::new(bytes);
+        let kind = r.u8()?;
+        let mut user_attributes: &[u8] = &[];
+        let command = match kind {
+            KIND_CREATE_QUEUE => {
+                let queue = QueueId(r.u32()?);
+                let tenant = r.str()?.to_string();
+                let name = r.str()?.to_string();
+                let config = decode_config(&mut r)?;
+                Command::CreateQueue {
+                    queue,
+                    tenant,
+                    name,
+                    config,
+                }
+            }
+            KIND_DELETE_QUEUE => Command::DeleteQueue {
+                queue: QueueId(r.u32()?),
+            },
+            KIND_CREATE_GROUP => {
+                let queue = QueueId(r.u32()?);
+                let group = GroupId(r.u32()?);
+                let name = r.str()?.to_string();
+                let start = match r.u8()? {
+                    0 => GroupStart::Oldest,
+                    1 => GroupStart::Latest,
+                    _ => return Err(invalid(&r)),
+                };
+                Command::CreateGroup {
+                    queue,
+                    group,
+                    name,
+                    start,
+                }
+            }
+            KIND_DELETE_GROUP => Command::DeleteGroup {
+                queue: QueueId(r.u32()?),
+                group: GroupId(r.u32()?),
+            },
+            KIND_SET_FILTER => {
+                let queue = QueueId(r.u32()?);
+                let group = GroupId(r.u32()?);
+                Command::SetFilter {
+                    queue,
+                    group,
+                    filter: decode_filter(&mut r)?,
+                }
+            }
+            KIND_SEND => {
+                let queue = QueueId(r.u32()?);
+                let deliver_at_ms = r.u64()?;
+                let dedup_hash = r.u64()?;
+                let fifo_group = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.str()?.to_string()),
+                    _ => return Err(invalid(&r)),
+                };
+                let tag_count = r.count(ENGINE_TAGS_PER_MESSAGE_CEILING)?;
+                let mut tags = Vec::with_capacity(tag_count);
+                for _ in 0..tag_count {
+                    tags.push(r.str()?.to_string());
+                }
+                user_attributes = r.bytes()?;
+                Command::Send(SendMeta {
+                    queue,
+                    deliver_at_ms,
+                    fifo_group,
+                    tags,
+                    dedup_hash,
+                })
+            }
+            KIND_RELEASE => Command::Release {
+                queue: QueueId(r.u32()?),
+                message: MessageId(r.u64()?),
+            },
+            KIND_CANCEL => Command::Cancel {
+                queue: QueueId(r.u32()?),
+                message: MessageId(r.u64()?),
+            },
+            KIND_ACK | KIND_NACK | KIND_DEAD_ACK => {
+                let queue = QueueId(r.u32()?);
+                let group = GroupId(r.u32()?);
+                let count = r.count(SEQS_MAX)?;
+                let mut seqs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    seqs.push(r.u64()?);
+                }
+                match kind {
+                    KIND_ACK => Command::Ack { queue, group, seqs },
+                    KIND_NACK => Command::Nack { queue, group, seqs },
+                    _ => Command::DeadAck { queue, group, seqs },
+                }
+            }
+            KIND_REDRIVE => Command::Redrive {
+                queue: QueueId(r.u32()?),
+                group: GroupId(r.u32()?),
+            },
+            _ => return Err(invalid(&r)),
+        };
+        if !r.is_empty() {
+            return Err(invalid(&r));
+        }
+        Ok((command, user_attributes))
+    }
+}
+
+fn invalid(r: &Reader<'_>) -> CodecError {
+    CodecError {
+        position: r.position(),
+    }
+}
+
+fn encode_seqs(w: &mut Writer, kind: u8, queue: QueueId, group: GroupId, seqs: &[u64]) {
+    assert!(seqs.len() <= SEQS_MAX, "ack records are bounded");
+    w.u8(kind)
+        .u32(queue.0)
+        .u32(group.0)
+        .u32(u32::try_from(seqs.len()).expect("bounded"));
+    for seq in seqs {
+        w.u64(*seq);
+    }
+}
+
+pub(crate) fn encode_config(w: &mut Writer, config: &QueueConfig) {
+    let mode = match config.mode {
+        QueueMode::Normal => 0,
+        QueueMode::Fifo(FifoScope::Queue) => 1,
+        QueueMode::Fifo(FifoScope::MessageGroup) => 2,
+    };
+    let retry = match config.retry {
+        RetryPolicy::Immediate => 0,
+        RetryPolicy::Backoff => 1,
+    };
+    w.u8(mode)
+        .u64(config.retention_ms)
+        .u16(config.max_consume_count.unwrap_or(0))
+        .u8(retry);
+    w.u64(config.dedup_window_ms);
+}
+
+pub(crate) fn decode_config(r: &mut Reader<'_>) -> Result<QueueConfig, CodecError> {
+    let mode = match r.u8()? {
+        0 => QueueMode::Normal,
+        1 => QueueMode::Fifo(FifoScope::Queue),
+        2 => QueueMode::Fifo(FifoScope::MessageGroup),
+        _ => return Err(invalid(r)),
+    };
+    let retention_ms = r.u64()?;
+    let max_consume_count = match r.u16()? {
+        0 => None,
+        count => Some(count),
+    };
+    let retry = match r.u8()? {
+        0 => RetryPolicy::Immediate,
+        1 => RetryPolicy::Backoff,
+        _ => return Err(invalid(r)),
+    };
+    let dedup_window_ms = r.u64()?;
+    Ok(QueueConfig {
+        mode,
+        retention_ms,
+        max_consume_count,
+        retry,
+        dedup_window_ms,
+    })
+}
+
+pub(crate) fn encode_filter(w: &mut Writer, filter: &TagFilter) {
+    let mode = match filter.mode {
+        TagMatch::Any => 0,
+        TagMatch::All => 1,
+    };
+    w.u8(mode)
+        .u32(u32::try_from(filter.tags.len()).expect("bounded"));
+    for tag in &filter.tags {
+        w.str(tag);
+    }
+}
+
+pub(crate) fn decode_filter(r: &mut Reader<'_>) -> Result<TagFilter, CodecError> {
+    let mode = match r.u8()? {
+        0 => TagMatch::Any,
+        1 => TagMatch::All,
+        _ => return Err(invalid(r)),
+    };
+    let count = r.count(ENGINE_TAGS_PER_MESSAGE_CEILING)?;
+    let mut tags = Vec::with_capacity(count);
+    for _ in 0..count {
+        tags.push(r.str()?.to_string());
+    }
+    Ok(TagFilter { tags, mode })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_roundtrips() {
+        let config = QueueConfig {
+            mode: QueueMode::Fifo(FifoScope::MessageGroup),
+            retention_ms: 5,
+            max_consume_count: Some(3),
+            retry: RetryPolicy::Backoff,
+            dedup_window_ms: 7,
+        };
+        let filter = TagFilter {
+            tags: vec!["a".into(), "b".into()],
+            mode: TagMatch::All,
+        };
+        let commands = vec![
+            Command::CreateQueue {
+                queue: QueueId(1),
+                tenant: "t".into(),
+                name: "q".into(),
+                config,
+            },
+            Command::DeleteQueue { queue: QueueId(1) },
+            Command::CreateGroup {
+                queue: QueueId(1),
+                group: GroupId(2),
+                name: "g".into(),
+                start: GroupStart::Latest,
+            },
+            Command::DeleteGroup {
+                queue: QueueId(1),
+                group: GroupId(2),
+            },
+            Command::SetFilter {
+                queue: QueueId(1),
+                group: GroupId(2),
+                filter,
+            },
+            Command::Send(SendMeta {
+                queue: QueueId(1),
+                deliver_at_ms: 9,
+                fifo_group: Some("fg".into()),
+                tags: vec!["x".into()],
+                dedup_hash: 11,
+            }),
+            Command::Release {
+                queue: QueueId(1),
+                message: MessageId(4),
+            },
+            Command::Cancel {
+                queue: QueueId(1),
+                message: MessageId(4),
+            },
+            Command::Ack {
+                queue: QueueId(1),
+                group: GroupId(2),
+                seqs: vec![1, 2],
+            },
+            Command::Nack {
+                queue: QueueId(1),
+                group: GroupId(2),
+                seqs: vec![3],
+            },
+            Command::DeadAck {
+                queue: QueueId(1),
+                group: GroupId(2),
+                seqs: vec![],
+            },
+            Command::Redrive {
+                queue: QueueId(1),
+                group: GroupId(2),
+            },
+        ];
+        for command in commands {
+            let bytes = command.encode(b"user");
+            let (decoded, user) = Command::decode(&bytes).unwrap();
+            assert_eq!(decoded, command);
+            if matches!(command, Command::Send(_)) {
+                assert_eq!(user, b"user");
+            }
+            for cut in 0..bytes.len() {
+                assert!(Command::decode(&bytes[..cut]).is_err());
+            }
+        }
+        assert!(Command::decode(&[99]).is_err());
+    }
+}

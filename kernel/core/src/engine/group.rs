@@ -1,0 +1,147 @@
+//! One consumer group's view of one queue.
+//!
+//! Durable state (folded from the log, kept in snapshots): which messages are done
+//! (acked, filtered out or dead-lettered) as a [`RangeSet`], failure counts, retry
+//! back-off waits, dead letters and the tag filter. Leader-only state (lost on restart,
+//! which only makes messages visible early, never loses them): the dispatch cursor,
+//! visibility leases, the ready set of redeliverable messages and FIFO locks.
+//!
+//! Invariant for every sequence number `seq` of a retained message below `cursor`: it is
+//! done, filtered out, held (leased, being acked or failed, or waiting out a back-off),
+//! dead, or in `ready`. Positions at or past `cursor` are found by the cursor scan.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::range_set::RangeSet;
+use super::types::{GroupId, TagFilter, TagMatch};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Delivered and invisible until `deadline_ms` (leader only).
+    Leased { nonce: u64, deadline_ms: u64 },
+    /// An ack is being made durable (leader only).
+    Acking,
+    /// A failure is being made durable (leader only).
+    Nacking,
+    /// Failed with back-off; visible again at `visible_ms` (durable).
+    Waiting { visible_ms: u64 },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DeadLetter {
+    /// The dead-letter delivery in flight, if any (leader only).
+    pub lease: Option<(u64, u64)>,
+    pub acking: bool,
+}
+
+/// A tag filter resolved to the queue's tag ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CompiledFilter {
+    pub source: TagFilter,
+    /// `None` for a tag the queue has never seen: no message can carry it.
+    pub ids: Vec<Option<u16>>,
+}
+
+impl CompiledFilter {
+    pub fn matches(&self, message_tags: &[u16; 3]) -> bool {
+        if self.ids.is_empty() {
+            return true;
+        }
+        let carried = |id: &Option<u16>| id.is_some_and(|id| message_tags.contains(&id));
+        match self.source.mode {
+            TagMatch::Any => self.ids.iter().any(carried),
+            TagMatch::All => self.ids.iter().all(carried),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    pub id: GroupId,
+    pub name: String,
+    pub filter: Option<CompiledFilter>,
+    pub done: RangeSet,
+    pub failures: HashMap<u64, u16>,
+    pub holds: BTreeMap<u64, Hold>,
+    pub dead: BTreeMap<u64, DeadLetter>,
+    pub ready: BTreeSet<u64>,
+    pub cursor: u64,
+    /// FIFO key -> number of held messages with that key.
+    pub locks: HashMap<u32, u32>,
+    pub leased_count: u64,
+    pub acked_total: u64,
+    pub delivered_total: u64,
+    pub dead_total: u64,
+}
+
+impl Group {
+    pub fn new(id: GroupId, name: String, first_seq: u64) -> Group {
+        Group {
+            id,
+            name,
+            filter: None,
+            done: RangeSet::default(),
+            failures: HashMap::new(),
+            holds: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            cursor: first_seq,
+            locks: HashMap::new(),
+            leased_count: 0,
+            acked_total: 0,
+            delivered_total: 0,
+            dead_total: 0,
+        }
+    }
+
+    /// Sets or clears the hold on `seq`, keeping FIFO locks and counters in step.
+    pub fn set_hold(&mut self, seq: u64, key: u32, hold: Option<Hold>) {
+        let previous = match hold {
+            Some(hold) => self.holds.insert(seq, hold),
+            None => self.holds.remove(&seq),
+        };
+        if matches!(previous, Some(Hold::Leased { .. })) {
+            self.leased_count -= 1;
+        }
+        if matches!(hold, Some(Hold::Leased { .. })) {
+            self.leased_count += 1;
+        }
+        match (previous.is_some(), hold.is_some()) {
+            (false, true) => *self.locks.entry(key).or_insert(0) += 1,
+            (true, false) => {
+                let count = self
+                    .locks
+                    .get_mut(&key)
+                    .expect("a held message locks its key");
+                *count -= 1;
+                if *count == 0 {
+                    self.locks.remove(&key);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A message that is neither done nor held becomes deliverable again.
+    pub fn make_visible(&mut self, seq: u64) {
+        assert!(!self.holds.contains_key(&seq), "visible message still held");
+        if seq < self.cursor {
+            self.ready.insert(seq);
+        }
+    }
+
+    /// Forgets everything about messages below `base` (removed by retention). Returns
+    /// the FIFO keys whose holds were dropped, for lock accounting by the caller.
+    pub fn trim_below(&mut self, base: u64, key_of: impl Fn(u64) -> u32) {
+        self.done.trim_below(base);
+        self.failures.retain(|seq, _| *seq >= base);
+        let dropped: Vec<u64> = self.holds.range(..base).map(|(seq, _)| *seq).collect();
+        for seq in dropped {
+            let key = key_of(seq);
+            self.set_hold(seq, key, None);
+        }
+        self.dead = self.dead.split_off(&base);
+        self.ready = self.ready.split_off(&base);
+        self.cursor = self.cursor.max(base);
+    }
+}

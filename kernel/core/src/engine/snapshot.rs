@@ -1,0 +1,266 @@
+//! Snapshots of the engine's durable state.
+//!
+//! A snapshot holds everything the log's commands fold into (queues, message tables,
+//! delayed messages, tag dictionaries, dedup windows, and per group: done ranges, failure
+//! counts, back-off waits, dead letters, filter) and the log offset it covers. Leader-only
+//! state (leases, cursor, ready set) is not in it, exactly as after a restart. Restore
+//! then replays the log from that offset. The file ends with an xxh3 checksum of all that
+//! precedes it; a snapshot that fails it is ignored in favour of an older one.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::codec::{CodecError, Reader, Writer};
+use super::command::{decode_config, decode_filter, encode_config, encode_filter};
+use super::group::{DeadLetter, Group, Hold};
+use super::state::{new_queue, DelayedMessage, MessageMeta, State};
+use super::types::{GroupId, MessageId, QueueId};
+
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP1");
+/// Bound on any count read from a snapshot, against a forged length.
+const COUNT_MAX: usize = 1 << 32;
+
+pub const SNAPSHOT_PREFIX: &str = "snapshot-";
+
+pub fn snapshot_name(applied_offset: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{applied_offset:020}")
+}
+
+pub fn parse_snapshot_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(SNAPSHOT_PREFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+pub(crate) fn encode(state: &State, applied_offset: u64) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u64(SNAPSHOT_MAGIC)
+        .u64(applied_offset)
+        .u32(state.next_queue_id)
+        .u32(state.next_group_id);
+    w.u32(u32::try_from(state.queues.len()).expect("bounded"));
+    for q in state.queues.values() {
+        w.u32(q.id.0).str(&q.tenant).str(&q.name);
+        encode_config(&mut w, &q.config);
+        w.u64(q.base_seq).u64(q.sent_total);
+        w.u32(u32::try_from(q.tag_names.len()).expect("bounded"));
+        for tag in &q.tag_names {
+            w.str(tag);
+        }
+        w.u64(q.messages.len() as u64);
+        for meta in &q.messages {
+            encode_meta(&mut w, meta);
+        }
+        w.u32(u32::try_from(q.delayed.len()).expect("bounded"));
+        for delayed in q.delayed.values() {
+            w.u64(delayed.deliver_at_ms);
+            encode_meta(&mut w, &delayed.meta);
+        }
+        w.u32(u32::try_from(q.dedup_order.len()).expect("bounded"));
+        for (expires_ms, hash) in &q.dedup_order {
+            let message = q
+                .dedup
+                .get(hash)
+                .filter(|(e, _)| e == expires_ms)
+                .map_or(0, |(_, m)| m.0);
+            w.u64(*expires_ms).u64(*hash).u64(message);
+        }
+        w.u32(u32::try_from(q.groups.len()).expect("bounded"));
+        for g in q.groups.values() {
+            encode_group(&mut w, g);
+        }
+    }
+    let checksum = xxh3_64(&w.bytes);
+    w.u64(checksum);
+    w.bytes
+}
+
+fn encode_meta(w: &mut Writer, meta: &MessageMeta) {
+    w.u64(meta.message_id.0)
+        .u64(meta.sent_ms)
+        .u32(meta.fifo_key);
+    for tag in meta.tags {
+        w.u16(tag);
+    }
+}
+
+fn encode_group(w: &mut Writer, g: &Group) {
+    w.u32(g.id.0).str(&g.name);
+    match &g.filter {
+        None => {
+            w.u8(0);
+        }
+        Some(filter) => {
+            w.u8(1);
+            encode_filter(w, &filter.source);
+        }
+    }
+    w.u64(g.acked_total)
+        .u64(g.delivered_total)
+        .u64(g.dead_total);
+    w.u32(u32::try_from(g.done.range_count()).expect("bounded"));
+    for (start, end) in g.done.ranges() {
+        w.u64(start).u64(end);
+    }
+    w.u32(u32::try_from(g.failures.len()).expect("bounded"));
+    let failures: BTreeMap<_, _> = g.failures.iter().collect();
+    for (seq, count) in failures {
+        w.u64(*seq).u16(*count);
+    }
+    let waits: Vec<(u64, u64)> = g
+        .holds
+        .iter()
+        .filter_map(|(seq, hold)| match hold {
+            Hold::Waiting { visible_ms } => Some((*seq, *visible_ms)),
+            _ => None,
+        })
+        .collect();
+    w.u32(u32::try_from(waits.len()).expect("bounded"));
+    for (seq, visible_ms) in waits {
+        w.u64(seq).u64(visible_ms);
+    }
+    w.u32(u32::try_from(g.dead.len()).expect("bounded"));
+    for seq in g.dead.keys() {
+        w.u64(*seq);
+    }
+}
+
+/// Decodes a snapshot; returns the state (leader state empty) and its applied offset.
+pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
+    let Some(body_len) = bytes.len().checked_sub(8) else {
+        return Err(CodecError { position: 0 });
+    };
+    let stored = u64::from_le_bytes(bytes[body_len..].try_into().expect("8 bytes"));
+    if xxh3_64(&bytes[..body_len]) != stored {
+        return Err(CodecError { position: body_len });
+    }
+    let mut r = Reader::new(&bytes[..body_len]);
+    if r.u64()? != SNAPSHOT_MAGIC {
+        return Err(CodecError { position: 0 });
+    }
+    let applied_offset = r.u64()?;
+    let mut state = State {
+        next_queue_id: r.u32()?,
+        next_group_id: r.u32()?,
+        ..State::default()
+    };
+    let queue_count = r.count(COUNT_MAX)?;
+    for _ in 0..queue_count {
+        let id = QueueId(r.u32()?);
+        let tenant = r.str()?.to_string();
+        let name = r.str()?.to_string();
+        let config = decode_config(&mut r)?;
+        let mut q = new_queue(id, &tenant, &name, config);
+        q.base_seq = r.u64()?;
+        q.sent_total = r.u64()?;
+        for index in 0..r.count(COUNT_MAX)? {
+            let tag = r.str()?.to_string();
+            q.tag_ids
+                .insert(tag.clone(), u16::try_from(index + 1).map_err(|_| bad(&r))?);
+            q.tag_names.push(tag);
+        }
+        let message_count = usize::try_from(r.u64()?).map_err(|_| bad(&r))?;
+        q.messages = VecDeque::with_capacity(message_count.min(1 << 20));
+        for _ in 0..message_count {
+            q.messages.push_back(decode_meta(&mut r)?);
+        }
+        for _ in 0..r.count(COUNT_MAX)? {
+            let deliver_at_ms = r.u64()?;
+            let meta = decode_meta(&mut r)?;
+            state
+                .delay_timers
+                .insert(deliver_at_ms, (id, meta.message_id));
+            q.delayed.insert(
+                meta.message_id,
+                DelayedMessage {
+                    deliver_at_ms,
+                    meta,
+                    releasing: false,
+                },
+            );
+        }
+        for _ in 0..r.count(COUNT_MAX)? {
+            let expires_ms = r.u64()?;
+            let hash = r.u64()?;
+            let message = r.u64()?;
+            q.dedup_order.push_back((expires_ms, hash));
+            q.dedup.insert(hash, (expires_ms, MessageId(message)));
+        }
+        for _ in 0..r.count(COUNT_MAX)? {
+            let g = decode_group(&mut r, &mut state, &mut q)?;
+            q.groups.insert(g.id, g);
+        }
+        state.names.insert((tenant, name), id);
+        state.queues.insert(id, q);
+    }
+    if !r.is_empty() {
+        return Err(bad(&r));
+    }
+    Ok((state, applied_offset))
+}
+
+fn bad(r: &Reader<'_>) -> CodecError {
+    CodecError {
+        position: r.position(),
+    }
+}
+
+fn decode_meta(r: &mut Reader<'_>) -> Result<MessageMeta, CodecError> {
+    Ok(MessageMeta {
+        message_id: MessageId(r.u64()?),
+        sent_ms: r.u64()?,
+        fifo_key: r.u32()?,
+        tags: [r.u16()?, r.u16()?, r.u16()?],
+    })
+}
+
+fn decode_group(
+    r: &mut Reader<'_>,
+    state: &mut State,
+    q: &mut super::state::Queue,
+) -> Result<Group, CodecError> {
+    let id = GroupId(r.u32()?);
+    let name = r.str()?.to_string();
+    let mut g = Group::new(id, name, q.base_seq);
+    g.filter = match r.u8()? {
+        0 => None,
+        1 => {
+            let filter = decode_filter(r)?;
+            Some(super::group::CompiledFilter {
+                ids: filter
+                    .tags
+                    .iter()
+                    .map(|t| q.tag_ids.get(t).copied())
+                    .collect(),
+                source: filter,
+            })
+        }
+        _ => return Err(bad(r)),
+    };
+    g.acked_total = r.u64()?;
+    g.delivered_total = r.u64()?;
+    g.dead_total = r.u64()?;
+    for _ in 0..r.count(COUNT_MAX)? {
+        let start = r.u64()?;
+        let end = r.u64()?;
+        g.done.insert_range(start, end);
+    }
+    for _ in 0..r.count(COUNT_MAX)? {
+        let seq = r.u64()?;
+        g.failures.insert(seq, r.u16()?);
+    }
+    for _ in 0..r.count(COUNT_MAX)? {
+        let seq = r.u64()?;
+        let visible_ms = r.u64()?;
+        let key = q.message(seq).map_or(0, |m| m.fifo_key);
+        g.set_hold(seq, key, Some(Hold::Waiting { visible_ms }));
+        state.wait_timers.insert(visible_ms, (q.id, id, seq));
+    }
+    for _ in 0..r.count(COUNT_MAX)? {
+        g.dead.insert(r.u64()?, DeadLetter::default());
+    }
+    Ok(g)
+}

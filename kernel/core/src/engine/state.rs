@@ -1,0 +1,947 @@
+//! The engine's state machine: queues, their messages and their consumer groups.
+//!
+//! Two kinds of transition, kept apart on purpose:
+//! - `apply_*`: deterministic folds of durable commands (log records) in log order, with
+//!   the record's timestamp as the time. Replays and replicas call exactly these.
+//! - leader operations (`receive`, `begin_ack`, `expire`, ...): decisions the serving
+//!   node takes with the current time; each durable consequence becomes a command that is
+//!   logged and later applied. Their own state (leases, cursor, ready set) may be lost on
+//!   restart; the effect is early redelivery, never loss.
+//!
+//! No I/O and no clock: time is an argument everywhere.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::command::{Command, SendMeta};
+use super::group::{CompiledFilter, DeadLetter, Group, Hold};
+use super::timers::TimerQueue;
+use super::types::{
+    AckOutcome, EngineError, FifoScope, GroupId, GroupStart, GroupStats, HandleError, MessageId,
+    QueueConfig, QueueId, QueueMode, ReceiptHandle, RetryPolicy, TagFilter, RETRY_BACKOFF_MS,
+};
+use crate::limits::{ENGINE_READY_BLOCKED_MAX, ENGINE_SCAN_STEPS_MAX, ENGINE_TAGS_PER_QUEUE_MAX};
+
+/// What the engine keeps in memory per stored message: 32 bytes, bodies stay on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MessageMeta {
+    pub message_id: MessageId,
+    pub sent_ms: u64,
+    /// FIFO ordering key: 0 for a whole-queue FIFO, else a hash of the message group.
+    pub fifo_key: u32,
+    /// Tag ids in the queue's dictionary; 0 = no tag.
+    pub tags: [u16; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<MessageMeta>() <= 32);
+
+#[derive(Clone, Debug)]
+pub(crate) struct DelayedMessage {
+    pub deliver_at_ms: u64,
+    pub meta: MessageMeta,
+    /// A release command is on its way to the log.
+    pub releasing: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Queue {
+    pub id: QueueId,
+    pub tenant: String,
+    pub name: String,
+    pub config: QueueConfig,
+    pub base_seq: u64,
+    pub messages: VecDeque<MessageMeta>,
+    pub delayed: BTreeMap<MessageId, DelayedMessage>,
+    pub tag_ids: HashMap<String, u16>,
+    pub tag_names: Vec<String>,
+    /// dedup hash -> (expiry, original message)
+    pub dedup: HashMap<u64, (u64, MessageId)>,
+    pub dedup_order: VecDeque<(u64, u64)>,
+    pub groups: BTreeMap<GroupId, Group>,
+    pub sent_total: u64,
+}
+
+impl Queue {
+    pub fn next_seq(&self) -> u64 {
+        self.base_seq + self.messages.len() as u64
+    }
+
+    pub fn message(&self, seq: u64) -> Option<&MessageMeta> {
+        let index = seq.checked_sub(self.base_seq)?;
+        self.messages.get(usize::try_from(index).ok()?)
+    }
+
+    fn intern_tag(&mut self, tag: &str) -> u16 {
+        if let Some(id) = self.tag_ids.get(tag) {
+            return *id;
+        }
+        if self.tag_names.len() >= ENGINE_TAGS_PER_QUEUE_MAX {
+            // The send was validated against this limit; a replay of an older log with a
+            // larger dictionary maps the overflow to "no tag" rather than failing.
+            return 0;
+        }
+        self.tag_names.push(tag.to_string());
+        let id = u16::try_from(self.tag_names.len()).expect("bounded by the limit");
+        self.tag_ids.insert(tag.to_string(), id);
+        id
+    }
+
+    pub fn fifo_key(&self, fifo_group: Option<&str>) -> u32 {
+        match self.config.mode {
+            QueueMode::Fifo(FifoScope::MessageGroup) => {
+                xxh3_64(fifo_group.unwrap_or("").as_bytes()) as u32
+            }
+            _ => 0,
+        }
+    }
+
+    fn compile_filter(&mut self, filter: &TagFilter) -> CompiledFilter {
+        let ids = filter
+            .tags
+            .iter()
+            .map(|tag| Some(self.intern_tag(tag)).filter(|id| *id != 0));
+        CompiledFilter {
+            source: filter.clone(),
+            ids: ids.collect(),
+        }
+    }
+}
+
+/// A message picked by a receive, before its body is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Picked {
+    pub handle: ReceiptHandle,
+    pub meta: MessageMeta,
+    pub delivery_count: u32,
+}
+
+/// Lease timers carry the nonce so a stale timer is ignored.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LeaseTimer {
+    pub queue: QueueId,
+    pub group: GroupId,
+    pub seq: u64,
+    pub nonce: u64,
+    pub dead_letter: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct State {
+    pub queues: BTreeMap<QueueId, Queue>,
+    pub names: HashMap<(String, String), QueueId>,
+    pub next_queue_id: u32,
+    pub next_group_id: u32,
+    pub lease_timers: TimerQueue<LeaseTimer>,
+    pub wait_timers: TimerQueue<(QueueId, GroupId, u64)>,
+    pub delay_timers: TimerQueue<(QueueId, MessageId)>,
+    pub next_nonce: u64,
+}
+
+impl State {
+    pub fn queue(&self, queue: QueueId) -> Result<&Queue, EngineError> {
+        self.queues.get(&queue).ok_or(EngineError::QueueNotFound)
+    }
+
+    pub fn queue_mut(&mut self, queue: QueueId) -> Result<&mut Queue, EngineError> {
+        self.queues
+            .get_mut(&queue)
+            .ok_or(EngineError::QueueNotFound)
+    }
+
+    pub fn queues_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a Queue> + 'a {
+        self.queues.values().filter(move |q| q.tenant == tenant)
+    }
+
+    // ---------------------------------------------------------------- apply (durable)
+
+    /// Applies one durable command. `message_id` is the record's offset, `ts` its time.
+    pub fn apply(&mut self, command: &Command, message_id: MessageId, ts: u64) {
+        match command {
+            Command::CreateQueue {
+                queue,
+                tenant,
+                name,
+                config,
+            } => {
+                self.next_queue_id = self.next_queue_id.max(queue.0 + 1);
+                if self.names.contains_key(&(tenant.clone(), name.clone())) {
+                    return;
+                }
+                self.names.insert((tenant.clone(), name.clone()), *queue);
+                self.queues
+                    .insert(*queue, new_queue(*queue, tenant, name, *config));
+            }
+            Command::DeleteQueue { queue } => {
+                if let Some(removed) = self.queues.remove(queue) {
+                    self.names.remove(&(removed.tenant, removed.name));
+                }
+            }
+            Command::CreateGroup {
+                queue,
+                group,
+                name,
+                start,
+            } => {
+                self.next_group_id = self.next_group_id.max(group.0 + 1);
+                let Some(q) = self.queues.get_mut(queue) else {
+                    return;
+                };
+                if q.groups.values().any(|g| &g.name == name) {
+                    return;
+                }
+                let mut created = Group::new(*group, name.clone(), q.base_seq);
+                if *start == GroupStart::Latest {
+                    created.done.insert_range(q.base_seq, q.next_seq());
+                    created.cursor = q.next_seq();
+                }
+                q.groups.insert(*group, created);
+            }
+            Command::DeleteGroup { queue, group } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    q.groups.remove(group);
+                }
+            }
+            Command::SetFilter {
+                queue,
+                group,
+                filter,
+            } => {
+                let Some(q) = self.queues.get_mut(queue) else {
+                    return;
+                };
+                let compiled = q.compile_filter(filter);
+                if let Some(g) = q.groups.get_mut(group) {
+                    g.filter = Some(compiled);
+                }
+            }
+            Command::Send(meta) => self.apply_send(meta, message_id, ts),
+            Command::Release { queue, message } => {
+                let Some(q) = self.queues.get_mut(queue) else {
+                    return;
+                };
+                if let Some(delayed) = q.delayed.remove(message) {
+                    q.messages.push_back(delayed.meta);
+                }
+            }
+            Command::Cancel { queue, message } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    q.delayed.remove(message);
+                }
+            }
+            Command::Ack { queue, group, seqs } => self.apply_ack(*queue, *group, seqs),
+            Command::Nack { queue, group, seqs } => self.apply_nack(*queue, *group, seqs, ts),
+            Command::DeadAck { queue, group, seqs } => {
+                let Some(g) = self
+                    .queues
+                    .get_mut(queue)
+                    .and_then(|q| q.groups.get_mut(group))
+                else {
+                    return;
+                };
+                for seq in seqs {
+                    g.dead.remove(seq);
+                }
+            }
+            Command::Redrive { queue, group } => self.apply_redrive(*queue, *group),
+        }
+    }
+
+    fn apply_send(&mut self, meta: &SendMeta, message_id: MessageId, ts: u64) {
+        let Some(q) = self.queues.get_mut(&meta.queue) else {
+            return;
+        };
+        let mut tags = [0u16; 3];
+        for (slot, tag) in tags.iter_mut().zip(&meta.tags) {
+            *slot = q.intern_tag(tag);
+        }
+        let fifo_key = q.fifo_key(meta.fifo_group.as_deref());
+        let message = MessageMeta {
+            message_id,
+            sent_ms: ts,
+            fifo_key,
+            tags,
+        };
+        if meta.dedup_hash != 0 {
+            let expires_ms = ts.saturating_add(q.config.dedup_window_ms);
+            q.dedup.insert(meta.dedup_hash, (expires_ms, message_id));
+            q.dedup_order.push_back((expires_ms, meta.dedup_hash));
+        }
+        q.sent_total += 1;
+        if meta.deliver_at_ms > ts {
+            let delayed = DelayedMessage {
+                deliver_at_ms: meta.deliver_at_ms,
+                meta: message,
+                releasing: false,
+            };
+            q.delayed.insert(message_id, delayed);
+            self.delay_timers
+                .insert(meta.deliver_at_ms, (meta.queue, message_id));
+        } else {
+            q.messages.push_back(message);
+        }
+    }
+
+    fn apply_ack(&mut self, queue: QueueId, group: GroupId, seqs: &[u64]) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let Queue {
+            groups,
+            messages,
+            base_seq,
+            ..
+        } = q;
+        let Some(g) = groups.get_mut(&group) else {
+            return;
+        };
+        for seq in seqs {
+            let Some(meta) = message_at(messages, *base_seq, *seq) else {
+                continue;
+            };
+            if g.done.contains(*seq) {
+                continue;
+            }
+            if g.holds.contains_key(seq) {
+                g.set_hold(*seq, meta.fifo_key, None);
+            }
+            g.failures.remove(seq);
+            g.ready.remove(seq);
+            g.done.insert(*seq);
+            g.acked_total += 1;
+        }
+    }
+
+    fn apply_nack(&mut self, queue: QueueId, group: GroupId, seqs: &[u64], ts: u64) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let Queue {
+            groups,
+            messages,
+            base_seq,
+            config,
+            ..
+        } = q;
+        let Some(g) = groups.get_mut(&group) else {
+            return;
+        };
+        for seq in seqs {
+            let Some(meta) = message_at(messages, *base_seq, *seq) else {
+                continue;
+            };
+            if g.done.contains(*seq) {
+                continue;
+            }
+            if g.holds.contains_key(seq) {
+                g.set_hold(*seq, meta.fifo_key, None);
+            }
+            let failures = g.failures.entry(*seq).or_insert(0);
+            *failures = failures.saturating_add(1);
+            let failures = *failures;
+            if config.max_consume_count.is_some_and(|max| failures >= max) {
+                g.failures.remove(seq);
+                g.ready.remove(seq);
+                g.done.insert(*seq);
+                g.dead.insert(*seq, DeadLetter::default());
+                g.dead_total += 1;
+                continue;
+            }
+            match config.retry {
+                RetryPolicy::Immediate => g.make_visible(*seq),
+                RetryPolicy::Backoff => {
+                    let index = usize::from(failures - 1).min(RETRY_BACKOFF_MS.len() - 1);
+                    let visible_ms = ts.saturating_add(RETRY_BACKOFF_MS[index]);
+                    g.ready.remove(seq);
+                    g.set_hold(*seq, meta.fifo_key, Some(Hold::Waiting { visible_ms }));
+                    self.wait_timers.insert(visible_ms, (queue, group, *seq));
+                }
+            }
+        }
+    }
+
+    fn apply_redrive(&mut self, queue: QueueId, group: GroupId) {
+        let Some(g) = self
+            .queues
+            .get_mut(&queue)
+            .and_then(|q| q.groups.get_mut(&group))
+        else {
+            return;
+        };
+        let dead = std::mem::take(&mut g.dead);
+        for seq in dead.into_keys() {
+            g.done.remove(seq);
+            g.failures.remove(&seq);
+            g.make_visible(seq);
+        }
+    }
+
+    // ---------------------------------------------------------------- leader: receive
+
+    /// Picks up to `max` messages for `group`, leasing each until `now + visibility_ms`.
+    pub fn receive(
+        &mut self,
+        queue: QueueId,
+        group: GroupId,
+        max: u32,
+        visibility_ms: u64,
+        inflight_max: u64,
+        now: u64,
+    ) -> Result<Vec<Picked>, EngineError> {
+        let State {
+            queues,
+            lease_timers,
+            next_nonce,
+            ..
+        } = self;
+        let q = queues.get_mut(&queue).ok_or(EngineError::QueueNotFound)?;
+        let Queue {
+            groups,
+            messages,
+            base_seq,
+            config,
+            ..
+        } = q;
+        let g = groups.get_mut(&group).ok_or(EngineError::GroupNotFound)?;
+        let mut leaser = Leaser {
+            queue,
+            lease_timers,
+            next_nonce,
+            visibility_ms,
+            now,
+        };
+        let base = *base_seq;
+        let next = base + messages.len() as u64;
+        let fifo = match config.mode {
+            QueueMode::Normal => None,
+            QueueMode::Fifo(scope) => Some(scope),
+        };
+        let mut picked = Vec::new();
+        let mut taken_keys: HashSet<u32> = HashSet::new();
+        let room = |g: &Group, picked: &Vec<Picked>| {
+            (picked.len() as u32) < max && g.leased_count < inflight_max
+        };
+        let takeable = |g: &Group, taken: &HashSet<u32>, key: u32| {
+            fifo.is_none() || !g.locks.contains_key(&key) || taken.contains(&key)
+        };
+        // Redeliveries first, in sequence order (FIFO: they keep their position).
+        let candidates: Vec<u64> = g
+            .ready
+            .iter()
+            .take(ENGINE_READY_BLOCKED_MAX)
+            .copied()
+            .collect();
+        for seq in candidates {
+            if !room(g, &picked) {
+                break;
+            }
+            let Some(meta) = message_at(messages, base, seq).copied() else {
+                g.ready.remove(&seq);
+                continue;
+            };
+            if g.done.contains(seq) || g.holds.contains_key(&seq) || g.dead.contains_key(&seq) {
+                g.ready.remove(&seq);
+                continue;
+            }
+            if !takeable(g, &taken_keys, meta.fifo_key) {
+                continue;
+            }
+            picked.push(leaser.lease(g, seq, meta));
+            taken_keys.insert(meta.fifo_key);
+        }
+        // Then new messages from the cursor.
+        g.cursor = g.cursor.max(base);
+        let mut steps = 0;
+        while room(g, &picked) && g.cursor < next && steps < ENGINE_SCAN_STEPS_MAX {
+            steps += 1;
+            let seq = g.cursor;
+            if let Some((_, end)) = g.done.range_of(seq) {
+                g.cursor = end.min(next);
+                continue;
+            }
+            let meta = *message_at(messages, base, seq).expect("base <= seq < next");
+            let filtered = g.filter.as_ref().is_some_and(|f| !f.matches(&meta.tags));
+            if filtered || g.holds.contains_key(&seq) || g.dead.contains_key(&seq) {
+                g.cursor += 1;
+                continue;
+            }
+            if !takeable(g, &taken_keys, meta.fifo_key) {
+                if fifo == Some(FifoScope::Queue) || g.ready.len() >= ENGINE_READY_BLOCKED_MAX {
+                    break;
+                }
+                g.ready.insert(seq);
+                g.cursor += 1;
+                continue;
+            }
+            picked.push(leaser.lease(g, seq, meta));
+            taken_keys.insert(meta.fifo_key);
+            g.cursor += 1;
+        }
+        Ok(picked)
+    }
+
+    fn lease_nonce(&mut self) -> u64 {
+        self.next_nonce += 1;
+        self.next_nonce
+    }
+
+    /// Picks dead letters of `group` for delivery.
+    pub fn receive_dead(
+        &mut self,
+        queue: QueueId,
+        group: GroupId,
+        max: u32,
+        visibility_ms: u64,
+        now: u64,
+    ) -> Result<Vec<Picked>, EngineError> {
+        let q = self.queues.get(&queue).ok_or(EngineError::QueueNotFound)?;
+        if q.config.max_consume_count.is_none() {
+            return Err(EngineError::NoDeadLetters);
+        }
+        let g = q.groups.get(&group).ok_or(EngineError::GroupNotFound)?;
+        let seqs: Vec<u64> = g
+            .dead
+            .iter()
+            .filter(|(_, dead)| dead.lease.is_none() && !dead.acking)
+            .map(|(seq, _)| *seq)
+            .take(usize::try_from(max).expect("fits"))
+            .collect();
+        let mut picked = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let nonce = self.lease_nonce();
+            let deadline_ms = now.saturating_add(visibility_ms);
+            let q = self.queues.get_mut(&queue).expect("checked above");
+            let meta = *q.message(seq).expect("dead letters are retained messages");
+            let g = q.groups.get_mut(&group).expect("checked above");
+            g.dead.get_mut(&seq).expect("listed above").lease = Some((nonce, deadline_ms));
+            let timer = LeaseTimer {
+                queue,
+                group,
+                seq,
+                nonce,
+                dead_letter: true,
+            };
+            self.lease_timers.insert(deadline_ms, timer);
+            let handle = ReceiptHandle {
+                queue,
+                group,
+                seq,
+                nonce,
+                dead_letter: true,
+            };
+            picked.push(Picked {
+                handle,
+                meta,
+                delivery_count: 1,
+            });
+        }
+        Ok(picked)
+    }
+
+    // ---------------------------------------------------------------- leader: acks
+
+    /// Validates an ack or fail and marks the message as being acked or failed.
+    /// Returns the outcome and whether a command must be logged for it.
+    pub fn begin_ack(
+        &mut self,
+        handle: &ReceiptHandle,
+        success: bool,
+    ) -> Result<(AckOutcome, bool), HandleError> {
+        let q = self
+            .queues
+            .get_mut(&handle.queue)
+            .ok_or(HandleError::Unknown)?;
+        let Queue {
+            groups,
+            messages,
+            base_seq,
+            ..
+        } = q;
+        let g = groups.get_mut(&handle.group).ok_or(HandleError::Unknown)?;
+        let meta = message_at(messages, *base_seq, handle.seq).ok_or(HandleError::Unknown)?;
+        if handle.dead_letter {
+            let Some(dead) = g.dead.get_mut(&handle.seq) else {
+                // Acked before, or redriven: either way this delivery is over.
+                return if success && g.done.contains(handle.seq) {
+                    Ok((AckOutcome::AlreadyDone, false))
+                } else {
+                    Err(HandleError::Stale)
+                };
+            };
+            if dead.lease.map(|(nonce, _)| nonce) != Some(handle.nonce) {
+                return Err(HandleError::Stale);
+            }
+            dead.lease = None;
+            if success {
+                dead.acking = true;
+                return Ok((AckOutcome::Applied, true));
+            }
+            return Ok((AckOutcome::Applied, false));
+        }
+        match g.holds.get(&handle.seq) {
+            Some(Hold::Leased { nonce, .. }) if *nonce == handle.nonce => {
+                let hold = if success { Hold::Acking } else { Hold::Nacking };
+                g.set_hold(handle.seq, meta.fifo_key, Some(hold));
+                Ok((AckOutcome::Applied, true))
+            }
+            _ if success && g.done.contains(handle.seq) && !g.dead.contains_key(&handle.seq) => {
+                Ok((AckOutcome::AlreadyDone, false))
+            }
+            _ => Err(HandleError::Stale),
+        }
+    }
+
+    /// Undoes `begin_ack` when the command could not be logged.
+    pub fn abort_ack(&mut self, handle: &ReceiptHandle, deadline_ms: u64) {
+        let Ok(q) = self.queue_mut(handle.queue) else {
+            return;
+        };
+        let Queue {
+            groups,
+            messages,
+            base_seq,
+            ..
+        } = q;
+        let Some(g) = groups.get_mut(&handle.group) else {
+            return;
+        };
+        if handle.dead_letter {
+            if let Some(dead) = g.dead.get_mut(&handle.seq) {
+                dead.acking = false;
+            }
+            return;
+        }
+        let Some(meta) = message_at(messages, *base_seq, handle.seq) else {
+            return;
+        };
+        if matches!(g.holds.get(&handle.seq), Some(Hold::Acking | Hold::Nacking)) {
+            let lease = Hold::Leased {
+                nonce: handle.nonce,
+                deadline_ms,
+            };
+            g.set_hold(handle.seq, meta.fifo_key, Some(lease));
+        }
+    }
+
+    /// Moves an in-flight message's visibility deadline.
+    pub fn change_visibility(
+        &mut self,
+        handle: &ReceiptHandle,
+        visibility_ms: u64,
+        now: u64,
+    ) -> Result<(), HandleError> {
+        let q = self
+            .queues
+            .get_mut(&handle.queue)
+            .ok_or(HandleError::Unknown)?;
+        let g = q
+            .groups
+            .get_mut(&handle.group)
+            .ok_or(HandleError::Unknown)?;
+        let deadline_ms = now.saturating_add(visibility_ms);
+        if handle.dead_letter {
+            let dead = g.dead.get_mut(&handle.seq).ok_or(HandleError::Stale)?;
+            match &mut dead.lease {
+                Some((nonce, deadline)) if *nonce == handle.nonce => *deadline = deadline_ms,
+                _ => return Err(HandleError::Stale),
+            }
+        } else {
+            match g.holds.get_mut(&handle.seq) {
+                Some(Hold::Leased {
+                    nonce,
+                    deadline_ms: deadline,
+                }) if *nonce == handle.nonce => {
+                    *deadline = deadline_ms;
+                }
+                _ => return Err(HandleError::Stale),
+            }
+        }
+        let timer = LeaseTimer {
+            queue: handle.queue,
+            group: handle.group,
+            seq: handle.seq,
+            nonce: handle.nonce,
+            dead_letter: handle.dead_letter,
+        };
+        self.lease_timers.insert(deadline_ms, timer);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- leader: time
+
+    /// Ends expired leases: main-lane ones become failures to log (returned as
+    /// `(queue, group, seq)`); dead-letter ones are simply visible again.
+    pub fn expire_leases(&mut self, now: u64) -> Vec<(QueueId, GroupId, u64)> {
+        let mut failed = Vec::new();
+        while let Some((_, timer)) = self.lease_timers.pop_due(now) {
+            let Some(q) = self.queues.get_mut(&timer.queue) else {
+                continue;
+            };
+            let Queue {
+                groups,
+                messages,
+                base_seq,
+                ..
+            } = q;
+            let Some(g) = groups.get_mut(&timer.group) else {
+                continue;
+            };
+            if timer.dead_letter {
+                if let Some(dead) = g.dead.get_mut(&timer.seq) {
+                    if matches!(dead.lease, Some((nonce, deadline)) if nonce == timer.nonce && deadline <= now)
+                    {
+                        dead.lease = None;
+                    }
+                }
+                continue;
+            }
+            let Some(meta) = message_at(messages, *base_seq, timer.seq) else {
+                continue;
+            };
+            match g.holds.get(&timer.seq) {
+                Some(Hold::Leased { nonce, deadline_ms })
+                    if *nonce == timer.nonce && *deadline_ms <= now =>
+                {
+                    g.set_hold(timer.seq, meta.fifo_key, Some(Hold::Nacking));
+                    failed.push((timer.queue, timer.group, timer.seq));
+                }
+                _ => {}
+            }
+        }
+        failed
+    }
+
+    /// Ends retry back-off waits that are over.
+    pub fn fire_waits(&mut self, now: u64) {
+        while let Some((deadline, (queue, group, seq))) = self.wait_timers.pop_due(now) {
+            let Some(q) = self.queues.get_mut(&queue) else {
+                continue;
+            };
+            let Queue {
+                groups,
+                messages,
+                base_seq,
+                ..
+            } = q;
+            let Some(g) = groups.get_mut(&group) else {
+                continue;
+            };
+            let Some(meta) = message_at(messages, *base_seq, seq) else {
+                continue;
+            };
+            if g.holds.get(&seq)
+                == Some(&Hold::Waiting {
+                    visible_ms: deadline,
+                })
+            {
+                g.set_hold(seq, meta.fifo_key, None);
+                g.make_visible(seq);
+            }
+        }
+    }
+
+    /// Delayed messages now due, to be released through the log.
+    pub fn due_releases(&mut self, now: u64) -> Vec<(QueueId, MessageId)> {
+        let mut due = Vec::new();
+        while let Some((_, (queue, message))) = self.delay_timers.pop_due(now) {
+            let Some(q) = self.queues.get_mut(&queue) else {
+                continue;
+            };
+            if let Some(delayed) = q.delayed.get_mut(&message) {
+                if !delayed.releasing {
+                    delayed.releasing = true;
+                    due.push((queue, message));
+                }
+            }
+        }
+        due
+    }
+
+    /// Removes messages past their queue's retention and expired dedup entries.
+    pub fn apply_retention(&mut self, now: u64) {
+        for q in self.queues.values_mut() {
+            let cutoff = now.saturating_sub(q.config.retention_ms);
+            let mut new_base = q.base_seq;
+            for meta in &q.messages {
+                if meta.sent_ms >= cutoff {
+                    break;
+                }
+                new_base += 1;
+            }
+            if new_base > q.base_seq {
+                let Queue {
+                    groups,
+                    messages,
+                    base_seq,
+                    ..
+                } = q;
+                for g in groups.values_mut() {
+                    let key_of =
+                        |seq| message_at(messages, *base_seq, seq).map_or(0, |m| m.fifo_key);
+                    g.trim_below(new_base, key_of);
+                }
+                let removed = usize::try_from(new_base - *base_seq).expect("fits");
+                messages.drain(..removed);
+                *base_seq = new_base;
+            }
+            while let Some((expires_ms, hash)) = q.dedup_order.front().copied() {
+                if expires_ms > now {
+                    break;
+                }
+                q.dedup_order.pop_front();
+                if q.dedup.get(&hash).is_some_and(|(e, _)| *e == expires_ms) {
+                    q.dedup.remove(&hash);
+                }
+            }
+        }
+    }
+
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        [
+            self.lease_timers.next_deadline_ms(),
+            self.wait_timers.next_deadline_ms(),
+            self.delay_timers.next_deadline_ms(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The lowest log offset any live message or pending delayed message needs.
+    pub fn oldest_needed_offset(&self) -> Option<u64> {
+        self.queues
+            .values()
+            .flat_map(|q| {
+                let oldest = q.messages.front().map(|m| m.message_id.0);
+                let delayed = q.delayed.keys().next().map(|m| m.0);
+                oldest.into_iter().chain(delayed)
+            })
+            .min()
+    }
+
+    pub fn group_stats(&self, queue: QueueId, group: GroupId) -> Result<GroupStats, EngineError> {
+        let q = self.queue(queue)?;
+        let g = q.groups.get(&group).ok_or(EngineError::GroupNotFound)?;
+        Ok(GroupStats {
+            backlog: g.done.count_missing(q.base_seq, q.next_seq()),
+            in_flight: g.leased_count,
+            dead_letters: g.dead.len() as u64,
+            acked_total: g.acked_total,
+            delivered_total: g.delivered_total,
+        })
+    }
+
+    /// Clears leader-only state, as after a restart or a loss of leadership.
+    pub fn reset_leader_state(&mut self) {
+        self.lease_timers.clear();
+        for q in self.queues.values_mut() {
+            let Queue {
+                groups,
+                messages,
+                base_seq,
+                delayed,
+                ..
+            } = q;
+            for d in delayed.values_mut() {
+                d.releasing = false;
+            }
+            for g in groups.values_mut() {
+                let transient: Vec<u64> = g
+                    .holds
+                    .iter()
+                    .filter(|(_, hold)| !matches!(hold, Hold::Waiting { .. }))
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                for seq in transient {
+                    let key = message_at(messages, *base_seq, seq).map_or(0, |m| m.fifo_key);
+                    g.set_hold(seq, key, None);
+                }
+                for dead in g.dead.values_mut() {
+                    *dead = DeadLetter::default();
+                }
+                g.ready.clear();
+                g.cursor = *base_seq;
+            }
+        }
+        self.delay_timers.clear();
+        for q in self.queues.values() {
+            for (message, delayed) in &q.delayed {
+                self.delay_timers
+                    .insert(delayed.deliver_at_ms, (q.id, *message));
+            }
+        }
+    }
+}
+
+/// Leases picked messages: nonce, deadline, timer.
+struct Leaser<'a> {
+    queue: QueueId,
+    lease_timers: &'a mut TimerQueue<LeaseTimer>,
+    next_nonce: &'a mut u64,
+    visibility_ms: u64,
+    now: u64,
+}
+
+impl Leaser<'_> {
+    fn lease(&mut self, g: &mut Group, seq: u64, meta: MessageMeta) -> Picked {
+        *self.next_nonce += 1;
+        let nonce = *self.next_nonce;
+        let deadline_ms = self.now.saturating_add(self.visibility_ms);
+        g.ready.remove(&seq);
+        g.set_hold(
+            seq,
+            meta.fifo_key,
+            Some(Hold::Leased { nonce, deadline_ms }),
+        );
+        g.delivered_total += 1;
+        let queue = self.queue;
+        let timer = LeaseTimer {
+            queue,
+            group: g.id,
+            seq,
+            nonce,
+            dead_letter: false,
+        };
+        self.lease_timers.insert(deadline_ms, timer);
+        let failures = u32::from(g.failures.get(&seq).copied().unwrap_or(0));
+        let handle = ReceiptHandle {
+            queue,
+            group: g.id,
+            seq,
+            nonce,
+            dead_letter: false,
+        };
+        Picked {
+            handle,
+            meta,
+            delivery_count: failures + 1,
+        }
+    }
+}
+
+pub(crate) fn message_at(
+    messages: &VecDeque<MessageMeta>,
+    base: u64,
+    seq: u64,
+) -> Option<&MessageMeta> {
+    let index = seq.checked_sub(base)?;
+    messages.get(usize::try_from(index).ok()?)
+}
+
+pub(crate) fn new_queue(id: QueueId, tenant: &str, name: &str, config: QueueConfig) -> Queue {
+    Queue {
+        id,
+        tenant: tenant.to_string(),
+        name: name.to_string(),
+        config,
+        base_seq: 0,
+        messages: VecDeque::new(),
+        delayed: BTreeMap::new(),
+        tag_ids: HashMap::new(),
+        tag_names: Vec::new(),
+        dedup: HashMap::new(),
+        dedup_order: VecDeque::new(),
+        groups: BTreeMap::new(),
+        sent_total: 0,
+    }
+}

@@ -1,0 +1,261 @@
+//! The engine's vocabulary: ids, queue and group configuration, requests, results and
+//! errors. Plain data; adapters convert their wire types to and from these.
+
+/// A queue, unique within one engine for its whole life (ids are never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId(pub u32);
+
+/// A consumer group, unique within one engine for its whole life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupId(pub u32);
+
+/// A message's identity: the log offset of its send record. Stable across restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FifoScope {
+    /// One order for the whole queue.
+    Queue,
+    /// One order per message group (the send's `fifo_group`).
+    MessageGroup,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueMode {
+    Normal,
+    Fifo(FifoScope),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// A failed message is visible again at once.
+    Immediate,
+    /// A failed message waits 10s, 30s, 1m, ... 2h (RocketMQ's schedule) before retrying.
+    Backoff,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub mode: QueueMode,
+    pub retention_ms: u64,
+    /// With `Some(n)`, a message that failed n times moves to the group's dead letters.
+    pub max_consume_count: Option<u16>,
+    pub retry: RetryPolicy,
+    pub dedup_window_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupStart {
+    /// The group sees every message still retained.
+    Oldest,
+    /// The group sees only messages that become available after its creation.
+    Latest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TagMatch {
+    /// A message matches when it carries any of the filter's tags.
+    Any,
+    /// A message matches when it carries every one of the filter's tags.
+    All,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagFilter {
+    pub tags: Vec<String>,
+    pub mode: TagMatch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delay {
+    None,
+    /// One of RocketMQ's 18 levels, 1-based: 1s 5s 10s 30s 1m 2m ... 1h 2h.
+    Level(u8),
+    /// Any delay in milliseconds.
+    Ms(u64),
+    /// Deliver at this absolute time (a scheduled message).
+    At(u64),
+}
+
+/// RocketMQ's delay levels in milliseconds.
+pub const DELAY_LEVELS_MS: [u64; 18] = [
+    1_000, 5_000, 10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000,
+    480_000, 540_000, 600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+
+/// The retry back-off schedule: the wait after the n-th failure (the last repeats).
+pub const RETRY_BACKOFF_MS: [u64; 16] = [
+    10_000, 30_000, 60_000, 120_000, 180_000, 240_000, 300_000, 360_000, 420_000, 480_000, 540_000,
+    600_000, 1_200_000, 1_800_000, 3_600_000, 7_200_000,
+];
+
+/// One message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendInput {
+    pub body: Vec<u8>,
+    /// Opaque to the engine (the adapter's attribute encoding), returned on receive.
+    pub attributes: Vec<u8>,
+    pub tags: Vec<String>,
+    /// FIFO message group; ignored by NORMAL queues and by FIFO queues of `Queue` scope.
+    pub fifo_group: Option<String>,
+    pub delay: Delay,
+    pub dedup_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendOutcome {
+    pub message_id: MessageId,
+    /// The send repeated a dedup id seen within the window: nothing new was stored and
+    /// `message_id` is the original's.
+    pub duplicate: bool,
+}
+
+/// An opaque receipt for one delivery. Adapters encode it for the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReceiptHandle {
+    pub queue: QueueId,
+    pub group: GroupId,
+    pub seq: u64,
+    pub nonce: u64,
+    pub dead_letter: bool,
+}
+
+impl ReceiptHandle {
+    pub const ENCODED_BYTES: usize = 4 + 4 + 8 + 8 + 1;
+
+    pub fn encode(&self) -> [u8; Self::ENCODED_BYTES] {
+        let mut out = [0u8; Self::ENCODED_BYTES];
+        out[0..4].copy_from_slice(&self.queue.0.to_le_bytes());
+        out[4..8].copy_from_slice(&self.group.0.to_le_bytes());
+        out[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        out[16..24].copy_from_slice(&self.nonce.to_le_bytes());
+        out[24] = u8::from(self.dead_letter);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<ReceiptHandle> {
+        if bytes.len() != Self::ENCODED_BYTES || bytes[24] > 1 {
+            return None;
+        }
+        Some(ReceiptHandle {
+            queue: QueueId(u32::from_le_bytes(bytes[0..4].try_into().ok()?)),
+            group: GroupId(u32::from_le_bytes(bytes[4..8].try_into().ok()?)),
+            seq: u64::from_le_bytes(bytes[8..16].try_into().ok()?),
+            nonce: u64::from_le_bytes(bytes[16..24].try_into().ok()?),
+            dead_letter: bytes[24] == 1,
+        })
+    }
+}
+
+/// One delivered message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub handle: ReceiptHandle,
+    pub message_id: MessageId,
+    /// 1 for the first delivery to this group; failed deliveries add one.
+    pub delivery_count: u32,
+    pub sent_ms: u64,
+    pub body: Vec<u8>,
+    pub attributes: Vec<u8>,
+    pub tags: Vec<String>,
+    pub fifo_group: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckKind {
+    Success,
+    /// The consumer failed: the message comes back (after back-off when configured).
+    Fail,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOutcome {
+    Applied,
+    /// The message was already done for this group (a repeated ack): nothing changed.
+    AlreadyDone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandleError {
+    /// No such queue, group or message (or retention removed it).
+    Unknown,
+    /// The delivery this handle names is over: its visibility ran out or it was
+    /// redelivered since.
+    Stale,
+}
+
+/// Counters for one consumer group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Messages the group has not finished (available, in flight or waiting to retry).
+    pub backlog: u64,
+    pub in_flight: u64,
+    pub dead_letters: u64,
+    pub acked_total: u64,
+    pub delivered_total: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    QueueNotFound,
+    GroupNotFound,
+    QueueExists,
+    GroupExists,
+    InvalidName,
+    InvalidConfig(&'static str),
+    TooManyQueues {
+        limit: u32,
+    },
+    TooManyGroups {
+        limit: u32,
+    },
+    EmptyBatch,
+    BatchTooLarge {
+        count: u32,
+        limit: u32,
+    },
+    BatchBytesTooLarge {
+        bytes: u64,
+        limit: u64,
+    },
+    MessageTooLarge {
+        bytes: u64,
+        limit: u64,
+    },
+    AttributesTooLarge {
+        bytes: u64,
+        limit: u64,
+    },
+    TooManyTags {
+        count: u32,
+        limit: u32,
+    },
+    InvalidTag,
+    InvalidDelay,
+    InvalidVisibility {
+        min_ms: u64,
+        max_ms: u64,
+    },
+    InvalidMaxMessages {
+        limit: u32,
+    },
+    /// The group already filters by a different tag filter.
+    FilterConflict,
+    TooManyDistinctTags,
+    DedupTableFull,
+    /// Cancel of a scheduled message that is unknown or already delivered.
+    NotScheduled,
+    /// A dead-letter operation on a queue without a redrive policy.
+    NoDeadLetters,
+    /// The log has too much staged; retry.
+    Busy,
+    /// The write path failed; the engine must be reopened.
+    Storage(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
