@@ -5,7 +5,13 @@
 //! log or storage behaviour.
 //!
 //! Usage: `cargo run --release -p sluice-benches --bin log-bench -- [--seconds N]
-//! [--dir PATH] [--batches 1,16,256,1024] [--baseline-script PATH] [--no-baseline]`
+//! [--dir PATH] [--batches 1,16,256,1024] [--baseline-script PATH] [--no-baseline]
+//! [--sized-preallocate]`
+//!
+//! `--sized-preallocate` is an experiment, not a production mode: the storage is wrapped
+//! so that `preallocate` uses `fallocate` without KEEP_SIZE (the file's size grows to
+//! the reservation), which breaks the storage contract's "without changing the size"
+//! but shows what the log would gain if appends did not extend the file.
 
 #[cfg(not(madsim))]
 fn main() {
@@ -25,6 +31,7 @@ mod bench {
 
     use sluice_core::log::{Log, LogConfig, VerifyOnOpen};
     use sluice_core::record::RecordInput;
+    use sluice_core::storage::Storage;
     use sluice_shard::executor::ShardStartup;
     use sluice_shard::{DmaStorage, DmaStorageStats};
 
@@ -38,6 +45,7 @@ mod bench {
         batches: Vec<usize>,
         baseline_script: PathBuf,
         baseline: bool,
+        sized_preallocate: bool,
     }
 
     fn parse_args() -> Args {
@@ -51,6 +59,7 @@ mod bench {
             batches: vec![1, 16, 256, 1024],
             baseline_script: PathBuf::from("/work/shared/scripts/disk-baseline.sh"),
             baseline: true,
+            sized_preallocate: false,
         };
         let mut raw = std::env::args().skip(1);
         // Bounded by the number of arguments.
@@ -72,6 +81,7 @@ mod bench {
                 }
                 "--baseline-script" => args.baseline_script = PathBuf::from(value()),
                 "--no-baseline" => args.baseline = false,
+                "--sized-preallocate" => args.sized_preallocate = true,
                 other => usage(&format!("unknown argument {other}")),
             }
         }
@@ -82,7 +92,7 @@ mod bench {
         eprintln!("log-bench: {problem}");
         eprintln!(
             "usage: log-bench [--seconds N] [--dir PATH] [--batches 1,16,256,1024] \
-             [--baseline-script PATH] [--no-baseline]"
+             [--baseline-script PATH] [--no-baseline] [--sized-preallocate]"
         );
         std::process::exit(2);
     }
@@ -134,11 +144,40 @@ mod bench {
         }
     }
 
-    async fn run_case(dir: &Path, batch_records: usize, duration: Duration) -> CaseResult {
+    async fn run_case(
+        dir: &Path,
+        batch_records: usize,
+        duration: Duration,
+        sized_preallocate: bool,
+    ) -> CaseResult {
         let case_dir = dir.join(format!("log-batch-{batch_records}"));
         let storage = DmaStorage::create_dir_all(&case_dir).expect("bench directory");
         let counters = storage.clone();
-        let log = Log::open(storage, log_config()).await.expect("open log");
+        let (batch_count, elapsed, mut latencies_us) = if sized_preallocate {
+            let log = Log::open(experiment::SizedPreallocate(storage), log_config());
+            drive(&log.await.expect("open log"), batch_records, duration).await
+        } else {
+            let log = Log::open(storage, log_config());
+            drive(&log.await.expect("open log"), batch_records, duration).await
+        };
+        let stats = counters.stats();
+        latencies_us.sort_unstable();
+        std::fs::remove_dir_all(&case_dir).expect("remove case directory");
+        CaseResult {
+            batch_records,
+            batch_count,
+            elapsed,
+            stats,
+            latencies_us,
+        }
+    }
+
+    /// Appends and syncs batches until the deadline: (batches, elapsed, latencies).
+    async fn drive<S: Storage>(
+        log: &Log<S>,
+        batch_records: usize,
+        duration: Duration,
+    ) -> (u64, Duration, Vec<u32>) {
         let payload = vec![0x5au8; PAYLOAD_BYTES];
         let mut latencies_us = Vec::with_capacity(LATENCY_SAMPLES_MAX.min(1 << 16));
         let mut batch_count = 0u64;
@@ -166,18 +205,7 @@ mod bench {
                 latencies_us.push(u32::try_from(micros).unwrap_or(u32::MAX));
             }
         }
-        let elapsed = start.elapsed();
-        let stats = counters.stats();
-        drop(log);
-        latencies_us.sort_unstable();
-        std::fs::remove_dir_all(&case_dir).expect("remove case directory");
-        CaseResult {
-            batch_records,
-            batch_count,
-            elapsed,
-            stats,
-            latencies_us,
-        }
+        (batch_count, start.elapsed(), latencies_us)
     }
 
     /// One line of the baseline script: name, MB/s, IOPS (= syncs/s for sync rows).
@@ -328,10 +356,15 @@ mod bench {
         }
         std::fs::create_dir_all(&args.dir).expect("create the bench directory");
         println!(
-            "# log-bench in {}: 1 KiB records, {} s per case, batches {:?}",
+            "# log-bench in {}: 1 KiB records, {} s per case, batches {:?}{}",
             args.dir.display(),
             args.seconds,
-            args.batches
+            args.batches,
+            if args.sized_preallocate {
+                " [EXPERIMENT: preallocate grows the file size]"
+            } else {
+                ""
+            }
         );
         let startup = ShardStartup::prepare(1);
         let executor = startup.builder(0).make().expect("executor starts");
@@ -339,7 +372,7 @@ mod bench {
         let results: Vec<CaseResult> = executor.run(async {
             let mut results = Vec::new();
             for &batch in &args.batches {
-                let result = run_case(&args.dir, batch, duration).await;
+                let result = run_case(&args.dir, batch, duration, args.sized_preallocate).await;
                 println!(
                     "log batch {:>5}: {:>9.0} records/s {:>8.1} MB/s {:>7.0} commits/s \
                      ({} batches, {} writes, {} fdatasync, {} truncate-syncs, {} dir-fsyncs, \
@@ -373,5 +406,68 @@ mod bench {
         };
         print_table(&results, &baseline);
         std::fs::remove_dir_all(&args.dir).expect("remove the bench directory");
+    }
+
+    /// The `--sized-preallocate` experiment: `DmaStorage` with `preallocate` replaced by
+    /// `fallocate(mode 0)`, so the reserved space is inside the file's size and appends
+    /// no longer extend it. Everything else is delegated unchanged.
+    mod experiment {
+        use std::os::unix::io::AsRawFd;
+
+        use sluice_core::storage::{IoError, IoErrorKind, IoOp, Storage, StorageFile};
+        use sluice_shard::storage::{DmaBuf, DmaReadBuf};
+        use sluice_shard::{DmaStorage, DmaStorageFile};
+
+        pub struct SizedPreallocate(pub DmaStorage);
+        pub struct SizedPreallocateFile(DmaStorageFile);
+
+        impl Storage for SizedPreallocate {
+            type File = SizedPreallocateFile;
+            async fn create(&self, name: &str) -> Result<Self::File, IoError> {
+                self.0.create(name).await.map(SizedPreallocateFile)
+            }
+            async fn open(&self, name: &str) -> Result<Self::File, IoError> {
+                self.0.open(name).await.map(SizedPreallocateFile)
+            }
+            async fn list(&self) -> Result<Vec<String>, IoError> {
+                self.0.list().await
+            }
+            async fn remove(&self, name: &str) -> Result<(), IoError> {
+                self.0.remove(name).await
+            }
+        }
+
+        impl StorageFile for SizedPreallocateFile {
+            type Buf = DmaBuf;
+            type ReadBuf = DmaReadBuf;
+            fn alloc_buf(&self, bytes: usize) -> DmaBuf {
+                self.0.alloc_buf(bytes)
+            }
+            async fn write_at(&self, buf: DmaBuf, position: u64) -> Result<(), IoError> {
+                self.0.write_at(buf, position).await
+            }
+            async fn read_at(&self, position: u64, bytes: usize) -> Result<DmaReadBuf, IoError> {
+                self.0.read_at(position, bytes).await
+            }
+            async fn sync(&self) -> Result<(), IoError> {
+                self.0.sync().await
+            }
+            async fn size(&self) -> Result<u64, IoError> {
+                self.0.size().await
+            }
+            async fn truncate(&self, bytes: u64) -> Result<(), IoError> {
+                self.0.truncate(bytes).await
+            }
+            async fn preallocate(&self, bytes: u64) -> Result<(), IoError> {
+                let length = libc::off_t::try_from(bytes).expect("fits off_t");
+                // SAFETY: plain system call on a descriptor the file keeps open.
+                let status = unsafe { libc::fallocate(self.0.as_raw_fd(), 0, 0, length) };
+                if status == 0 {
+                    Ok(())
+                } else {
+                    Err(IoError::new(IoErrorKind::Io, IoOp::Preallocate))
+                }
+            }
+        }
     }
 }

@@ -267,6 +267,14 @@ pub struct DmaStorageFile {
     stats: Rc<StatsCells>,
 }
 
+/// The descriptor, for measurements and experiments (the benchmark's alternative
+/// preallocation); I/O on it bypasses the counters and the contract checks.
+impl AsRawFd for DmaStorageFile {
+    fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 /// A zero-filled, DMA-aligned buffer (from glommio's registered I/O memory when it
 /// fits there). `None` stands for the empty buffer, which glommio cannot allocate.
 pub struct DmaBuf(Option<DmaBuffer>);
