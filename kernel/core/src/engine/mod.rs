@@ -457,6 +457,11 @@ impl<S: Storage + Clone> Engine<S> {
                 limit: limits.batch_messages_max,
             });
         }
+        let mut deliver_ats = Vec::with_capacity(messages.len());
+        for message in messages {
+            self.validate_message(message)?;
+            deliver_ats.push(deliver_at(message.delay, now)?);
+        }
         let bytes: u64 = messages
             .iter()
             .map(|m| (m.body.len() + m.attributes.len()) as u64)
@@ -466,11 +471,6 @@ impl<S: Storage + Clone> Engine<S> {
                 bytes,
                 limit: limits.batch_bytes_max,
             });
-        }
-        let mut deliver_ats = Vec::with_capacity(messages.len());
-        for message in messages {
-            self.validate_message(message)?;
-            deliver_ats.push(deliver_at(message.delay, now)?);
         }
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut entries = Vec::new();
@@ -1161,3 +1161,6 @@ async fn load_snapshot<S: Storage>(storage: &S) -> (State, u64) {
     }
     (State::default(), 0)
 }
+
+#[cfg(test)]
+mod tests;

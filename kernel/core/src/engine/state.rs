@@ -634,6 +634,7 @@ impl State {
             .queues
             .get_mut(&handle.queue)
             .ok_or(HandleError::Unknown)?;
+        q.message(handle.seq).ok_or(HandleError::Unknown)?;
         let g = q
             .groups
             .get_mut(&handle.group)

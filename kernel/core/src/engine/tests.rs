@@ -1,0 +1,677 @@
+//! Unit tests of the queue engine on the simulated disk, one behaviour each, through a
+//! small harness that owns the clock.
+
+use super::types::*;
+use super::*;
+use crate::log::VerifyOnOpen;
+use crate::sim_disk::{block_on, CrashMode, SimDisk};
+
+const SECOND: u64 = 1_000;
+
+fn test_config() -> EngineConfig {
+    EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 64 * 1024,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 64 * 1024,
+            verify_on_open: VerifyOnOpen::Tail,
+        },
+        limits: EngineLimits {
+            groups_per_queue_max: 8,
+            batch_messages_max: 64,
+            receive_messages_max: 64,
+            ..EngineLimits::dms()
+        },
+        snapshot_every_records: 10_000,
+    }
+}
+
+fn queue_config(mode: QueueMode) -> QueueConfig {
+    QueueConfig {
+        mode,
+        retention_ms: 72 * 3600 * SECOND,
+        max_consume_count: None,
+        retry: RetryPolicy::Immediate,
+        dedup_window_ms: 300 * SECOND,
+    }
+}
+
+struct Harness {
+    disk: SimDisk,
+    engine: Option<Engine<SimDisk>>,
+    now: u64,
+}
+
+fn message(body: &str) -> SendInput {
+    SendInput {
+        body: body.as_bytes().to_vec(),
+        attributes: b"{}".to_vec(),
+        tags: Vec::new(),
+        fifo_group: None,
+        delay: Delay::None,
+        dedup_id: None,
+    }
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let disk = SimDisk::new(11);
+        let engine = block_on(Engine::open(disk.clone(), test_config())).expect("open");
+        Harness {
+            disk,
+            engine: Some(engine),
+            now: 1_000_000,
+        }
+    }
+
+    fn engine(&self) -> &Engine<SimDisk> {
+        self.engine.as_ref().expect("open")
+    }
+
+    fn queue(&self, name: &str, config: QueueConfig) -> QueueId {
+        block_on(self.engine().create_queue("tenant", name, config, self.now)).expect("queue")
+    }
+
+    fn group(&self, queue: QueueId, name: &str) -> GroupId {
+        block_on(
+            self.engine()
+                .create_group(queue, name, GroupStart::Oldest, self.now),
+        )
+        .expect("group")
+    }
+
+    fn send_all(&self, queue: QueueId, messages: Vec<SendInput>) -> Vec<SendOutcome> {
+        block_on(self.engine().send(queue, &messages, self.now)).expect("send")
+    }
+
+    fn send(&self, queue: QueueId, bodies: &[&str]) -> Vec<MessageId> {
+        let messages = bodies.iter().map(|b| message(b)).collect();
+        self.send_all(queue, messages)
+            .iter()
+            .map(|o| o.message_id)
+            .collect()
+    }
+
+    fn receive_with(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        max: u32,
+        visibility_ms: u64,
+    ) -> Vec<Delivery> {
+        let request = ReceiveRequest {
+            max_messages: max,
+            visibility_ms,
+            filter: None,
+        };
+        block_on(self.engine().receive(queue, group, &request, self.now)).expect("receive")
+    }
+
+    fn receive(&self, queue: QueueId, group: GroupId, max: u32) -> Vec<Delivery> {
+        self.receive_with(queue, group, max, 30 * SECOND)
+    }
+
+    fn bodies(deliveries: &[Delivery]) -> Vec<String> {
+        deliveries
+            .iter()
+            .map(|d| String::from_utf8(d.body.clone()).unwrap())
+            .collect()
+    }
+
+    fn ack(&self, deliveries: &[Delivery], kind: AckKind) -> Vec<Result<AckOutcome, HandleError>> {
+        let acks: Vec<_> = deliveries.iter().map(|d| (d.handle, kind)).collect();
+        block_on(self.engine().ack(&acks, false, self.now)).expect("ack")
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        block_on(self.engine().tick(self.now)).expect("tick");
+    }
+
+    fn reopen(&mut self) {
+        self.engine = None;
+        self.engine =
+            Some(block_on(Engine::open(self.disk.clone(), test_config())).expect("reopen"));
+    }
+
+    fn crash(&mut self) {
+        self.engine = None;
+        self.disk.crash_with(CrashMode::ScrambleSectors);
+        self.reopen();
+    }
+}
+
+#[test]
+fn every_group_gets_every_message_and_consumers_share_a_group() {
+    let h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let a = h.group(q, "a");
+    let b = h.group(q, "b");
+    h.send(q, &["m1", "m2", "m3"]);
+    // Two consumers of group a share: together they get each message once.
+    let first = h.receive(q, a, 2);
+    let second = h.receive(q, a, 2);
+    assert_eq!(Harness::bodies(&first), ["m1", "m2"]);
+    assert_eq!(Harness::bodies(&second), ["m3"]);
+    assert!(h.receive(q, a, 5).is_empty(), "all in flight");
+    // Group b independently gets all three.
+    assert_eq!(Harness::bodies(&h.receive(q, b, 10)), ["m1", "m2", "m3"]);
+    assert_eq!(first[0].delivery_count, 1);
+    assert_eq!(first[0].attributes, b"{}");
+}
+
+#[test]
+fn ack_removes_for_good_even_across_restart() {
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    h.send(q, &["a", "b", "c"]);
+    let got = h.receive(q, g, 3);
+    let results = h.ack(&got[..2], AckKind::Success);
+    assert_eq!(results, [Ok(AckOutcome::Applied), Ok(AckOutcome::Applied)]);
+    // Repeating an ack is harmless.
+    assert_eq!(
+        h.ack(&got[..1], AckKind::Success),
+        [Ok(AckOutcome::AlreadyDone)]
+    );
+    h.crash();
+    // Leases are gone after the restart: only the unacked message comes back.
+    assert_eq!(Harness::bodies(&h.receive(q, g, 10)), ["c"]);
+    let stats = h.engine().group_stats(q, g).unwrap();
+    assert_eq!(stats.backlog, 1);
+    assert_eq!(stats.in_flight, 1);
+}
+
+#[test]
+fn visibility_timeout_redelivers_and_old_handles_go_stale() {
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    h.send(q, &["a"]);
+    let first = h.receive_with(q, g, 1, 10 * SECOND);
+    h.advance(9 * SECOND);
+    assert!(h.receive(q, g, 1).is_empty(), "hidden until the deadline");
+    h.advance(2 * SECOND);
+    let second = h.receive(q, g, 1);
+    assert_eq!(Harness::bodies(&second), ["a"]);
+    assert_eq!(second[0].delivery_count, 2);
+    assert_eq!(h.ack(&first, AckKind::Success), [Err(HandleError::Stale)]);
+    assert_eq!(h.ack(&second, AckKind::Success), [Ok(AckOutcome::Applied)]);
+    // Change visibility extends a lease.
+    h.send(q, &["b"]);
+    let third = h.receive_with(q, g, 1, 10 * SECOND);
+    h.engine()
+        .change_visibility(&third[0].handle, 60 * SECOND, h.now)
+        .unwrap();
+    h.advance(30 * SECOND);
+    assert!(h.receive(q, g, 1).is_empty());
+    let bogus = ReceiptHandle {
+        seq: 999,
+        ..third[0].handle
+    };
+    assert_eq!(
+        h.engine().change_visibility(&bogus, 1, h.now),
+        Err(HandleError::Unknown)
+    );
+}
+
+#[test]
+fn fail_redelivers_at_once_or_after_backoff() {
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    h.send(q, &["a"]);
+    let got = h.receive(q, g, 1);
+    h.ack(&got, AckKind::Fail);
+    assert_eq!(h.receive(q, g, 1)[0].delivery_count, 2);
+
+    let config = QueueConfig {
+        retry: RetryPolicy::Backoff,
+        ..queue_config(QueueMode::Normal)
+    };
+    let q = h.queue("backoff", config);
+    let g = h.group(q, "g");
+    h.send(q, &["x"]);
+    for (failure, wait_ms) in RETRY_BACKOFF_MS.iter().take(3).enumerate() {
+        let got = h.receive(q, g, 1);
+        assert_eq!(got.len(), 1, "failure {failure}");
+        h.ack(&got, AckKind::Fail);
+        h.advance(wait_ms - 1);
+        assert!(
+            h.receive(q, g, 1).is_empty(),
+            "back-off {failure} ended early"
+        );
+        h.advance(1);
+    }
+    assert_eq!(h.receive(q, g, 1)[0].delivery_count, 4);
+}
+
+#[test]
+fn dead_letters_after_max_consume_count_and_redrive() {
+    let mut h = Harness::new();
+    let config = QueueConfig {
+        max_consume_count: Some(2),
+        ..queue_config(QueueMode::Normal)
+    };
+    let q = h.queue("q", config);
+    let g = h.group(q, "g");
+    h.send(q, &["poison", "fine"]);
+    let got = h.receive(q, g, 2);
+    h.ack(&got[1..], AckKind::Success);
+    h.ack(&got[..1], AckKind::Fail);
+    let again = h.receive_with(q, g, 1, 5 * SECOND);
+    assert_eq!(Harness::bodies(&again), ["poison"]);
+    h.advance(6 * SECOND); // the second failure is an expired visibility
+    assert!(
+        h.receive(q, g, 5).is_empty(),
+        "dead letters leave the queue"
+    );
+    assert_eq!(h.engine().group_stats(q, g).unwrap().dead_letters, 1);
+    let request = ReceiveRequest {
+        max_messages: 5,
+        visibility_ms: 5 * SECOND,
+        filter: None,
+    };
+    let dead = block_on(h.engine().receive_dead(q, g, &request, h.now)).unwrap();
+    assert_eq!(Harness::bodies(&dead), ["poison"]);
+    assert!(dead[0].handle.dead_letter);
+    // Expired dead-letter lease: visible again in the dead-letter lane.
+    h.advance(6 * SECOND);
+    let dead = block_on(h.engine().receive_dead(q, g, &request, h.now)).unwrap();
+    assert_eq!(dead.len(), 1);
+    h.crash();
+    // Dead letters survive a restart; redrive sends them back to the group.
+    assert_eq!(h.engine().group_stats(q, g).unwrap().dead_letters, 1);
+    block_on(h.engine().redrive(q, g, h.now)).unwrap();
+    let back = h.receive(q, g, 5);
+    assert_eq!(Harness::bodies(&back), ["poison"]);
+    assert_eq!(
+        back[0].delivery_count, 1,
+        "redrive resets the failure count"
+    );
+    h.ack(&back, AckKind::Fail);
+    h.ack(&h.receive(q, g, 1), AckKind::Fail);
+    let dead = block_on(h.engine().receive_dead(q, g, &request, h.now)).unwrap();
+    assert_eq!(h.ack(&dead, AckKind::Success), [Ok(AckOutcome::Applied)]);
+    assert_eq!(h.engine().group_stats(q, g).unwrap().dead_letters, 0);
+    let no_dlq = h.queue("plain", queue_config(QueueMode::Normal));
+    let g2 = h.group(no_dlq, "g");
+    let err = block_on(h.engine().receive_dead(no_dlq, g2, &request, h.now)).unwrap_err();
+    assert_eq!(err, EngineError::NoDeadLetters);
+}
+
+#[test]
+fn fifo_queue_hands_out_one_batch_at_a_time_in_order() {
+    let mut h = Harness::new();
+    let q = h.queue("f", queue_config(QueueMode::Fifo(FifoScope::Queue)));
+    let g = h.group(q, "g");
+    h.send(q, &["1", "2", "3", "4"]);
+    let first = h.receive(q, g, 2);
+    assert_eq!(Harness::bodies(&first), ["1", "2"]);
+    assert!(
+        h.receive(q, g, 2).is_empty(),
+        "nothing while a batch is in flight"
+    );
+    // Failing 1 and acking 2 brings 1 back first, keeping its position.
+    h.ack(&first[1..], AckKind::Success);
+    assert!(h.receive(q, g, 2).is_empty(), "1 is still in flight");
+    h.ack(&first[..1], AckKind::Fail);
+    let next = h.receive(q, g, 2);
+    assert_eq!(Harness::bodies(&next), ["1", "3"]);
+    h.advance(31 * SECOND);
+    assert_eq!(Harness::bodies(&h.receive(q, g, 10)), ["1", "3", "4"]);
+}
+
+#[test]
+fn fifo_message_groups_are_independent() {
+    let h = Harness::new();
+    let q = h.queue("f", queue_config(QueueMode::Fifo(FifoScope::MessageGroup)));
+    let g = h.group(q, "g");
+    let mut messages = Vec::new();
+    for (group, body) in [
+        ("A", "a1"),
+        ("B", "b1"),
+        ("A", "a2"),
+        ("B", "b2"),
+        ("C", "c1"),
+    ] {
+        messages.push(SendInput {
+            fifo_group: Some(group.into()),
+            ..message(body)
+        });
+    }
+    h.send_all(q, messages);
+    let first = h.receive(q, g, 1);
+    assert_eq!(Harness::bodies(&first), ["a1"]);
+    // A is locked: B and C go ahead, B in order.
+    assert_eq!(Harness::bodies(&h.receive(q, g, 1)), ["b1"]);
+    assert_eq!(Harness::bodies(&h.receive(q, g, 10)), ["c1"]);
+    h.ack(&first, AckKind::Success);
+    assert_eq!(Harness::bodies(&h.receive(q, g, 10)), ["a2"]);
+}
+
+#[test]
+fn delayed_and_scheduled_messages_never_arrive_early() {
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    let at = h.now + 3_600 * SECOND;
+    let ids: Vec<MessageId> = h
+        .send_all(
+            q,
+            vec![
+                SendInput {
+                    delay: Delay::Level(2),
+                    ..message("level2-5s")
+                },
+                SendInput {
+                    delay: Delay::Ms(1_500),
+                    ..message("1.5s")
+                },
+                SendInput {
+                    delay: Delay::At(at),
+                    ..message("scheduled")
+                },
+                SendInput {
+                    delay: Delay::At(at),
+                    ..message("cancelled")
+                },
+                message("now"),
+            ],
+        )
+        .iter()
+        .map(|o| o.message_id)
+        .collect();
+    let take = |h: &Harness| {
+        let got = h.receive(q, g, 10);
+        h.ack(&got, AckKind::Success);
+        Harness::bodies(&got)
+    };
+    assert_eq!(take(&h), ["now"]);
+    h.advance(1_499);
+    assert!(take(&h).is_empty());
+    h.advance(1);
+    assert_eq!(take(&h), ["1.5s"]);
+    h.advance(3_499);
+    assert!(take(&h).is_empty());
+    h.advance(1);
+    assert_eq!(take(&h), ["level2-5s"]);
+    block_on(h.engine().cancel(q, ids[3], h.now)).unwrap();
+    assert_eq!(
+        block_on(h.engine().cancel(q, ids[3], h.now)),
+        Err(EngineError::NotScheduled)
+    );
+    h.crash();
+    let remaining = at - h.now;
+    h.advance(remaining - 1);
+    assert!(
+        h.receive(q, g, 10).is_empty(),
+        "scheduled delivery must survive a crash, not early"
+    );
+    h.advance(1);
+    assert_eq!(Harness::bodies(&h.receive(q, g, 10)), ["scheduled"]);
+    assert_eq!(
+        block_on(h.engine().cancel(q, ids[2], h.now)),
+        Err(EngineError::NotScheduled)
+    );
+    let err = block_on(h.engine().send(
+        q,
+        &[SendInput {
+            delay: Delay::Level(19),
+            ..message("x")
+        }],
+        h.now,
+    ));
+    assert_eq!(err.unwrap_err(), EngineError::InvalidDelay);
+}
+
+#[test]
+fn retention_deletes_messages_and_log_segments() {
+    let mut h = Harness::new();
+    let config = QueueConfig {
+        retention_ms: 3_600 * SECOND,
+        ..queue_config(QueueMode::Normal)
+    };
+    let q = h.queue("q", config);
+    let g = h.group(q, "g");
+    let body = "x".repeat(2000);
+    for _ in 0..100 {
+        h.send(q, &[body.as_str()]);
+    }
+    let segments = h.engine().log().segment_count();
+    assert!(segments > 2);
+    h.advance(1_800 * SECOND);
+    h.send(q, &["fresh"]);
+    h.advance(1_801 * SECOND);
+    block_on(h.engine().snapshot()).unwrap();
+    h.advance(1);
+    let got = h.receive(q, g, 10);
+    assert_eq!(
+        Harness::bodies(&got),
+        ["fresh"],
+        "only the unexpired message is left"
+    );
+    assert!(
+        h.engine().log().segment_count() < segments,
+        "old segments were removed"
+    );
+    h.crash();
+    assert_eq!(Harness::bodies(&h.receive(q, g, 10)), ["fresh"]);
+}
+
+#[test]
+fn dedup_within_the_window_stores_once() {
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    let with_id = |body: &str, id: &str| SendInput {
+        dedup_id: Some(id.into()),
+        ..message(body)
+    };
+    let first = h.send_all(q, vec![with_id("a", "k1"), with_id("a-again", "k1")]);
+    assert!(!first[0].duplicate);
+    assert!(first[1].duplicate);
+    assert_eq!(first[0].message_id, first[1].message_id);
+    h.reopen();
+    let second = h.send_all(q, vec![with_id("a-later", "k1")]);
+    assert!(second[0].duplicate);
+    assert_eq!(second[0].message_id, first[0].message_id);
+    h.advance(301 * SECOND);
+    assert!(!h.send_all(q, vec![with_id("a-after-window", "k1")])[0].duplicate);
+    assert_eq!(
+        Harness::bodies(&h.receive(q, g, 10)),
+        ["a", "a-after-window"]
+    );
+}
+
+#[test]
+fn tag_filters_select_and_conflicts_are_refused() {
+    let h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    let tagged = |body: &str, tags: &[&str]| SendInput {
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..message(body)
+    };
+    h.send_all(
+        q,
+        vec![
+            tagged("red", &["red"]),
+            tagged("blue", &["blue"]),
+            tagged("both", &["red", "blue"]),
+        ],
+    );
+    let filter = TagFilter {
+        tags: vec!["red".into()],
+        mode: TagMatch::Any,
+    };
+    let request = ReceiveRequest {
+        max_messages: 10,
+        visibility_ms: 30 * SECOND,
+        filter: Some(filter),
+    };
+    let got = block_on(h.engine().receive(q, g, &request, h.now)).unwrap();
+    assert_eq!(Harness::bodies(&got), ["red", "both"]);
+    assert_eq!(got[1].tags, ["red", "blue"]);
+    let other = TagFilter {
+        tags: vec!["blue".into()],
+        mode: TagMatch::Any,
+    };
+    let request = ReceiveRequest {
+        filter: Some(other),
+        ..request
+    };
+    let err = block_on(h.engine().receive(q, g, &request, h.now)).unwrap_err();
+    assert_eq!(err, EngineError::FilterConflict);
+    let g2 = h.group(q, "g2");
+    let all = TagFilter {
+        tags: vec!["red".into(), "blue".into()],
+        mode: TagMatch::All,
+    };
+    let request = ReceiveRequest {
+        filter: Some(all),
+        ..request
+    };
+    assert_eq!(
+        Harness::bodies(&block_on(h.engine().receive(q, g2, &request, h.now)).unwrap()),
+        ["both"]
+    );
+}
+
+#[test]
+fn snapshot_then_replay_gives_the_same_state() {
+    let mut h = Harness::new();
+    let config = QueueConfig {
+        max_consume_count: Some(3),
+        ..queue_config(QueueMode::Normal)
+    };
+    let q = h.queue("q", config);
+    let g = h.group(q, "g");
+    h.send(q, &["1", "2", "3", "4"]);
+    let got = h.receive(q, g, 2);
+    h.ack(&got[..1], AckKind::Success);
+    h.ack(&got[1..], AckKind::Fail);
+    block_on(h.engine().snapshot()).unwrap();
+    h.send(q, &["5"]);
+    h.reopen();
+    let got = h.receive(q, g, 10);
+    assert_eq!(Harness::bodies(&got), ["2", "3", "4", "5"]);
+    assert_eq!(
+        got[0].delivery_count, 2,
+        "failure counts survive snapshot and replay"
+    );
+}
+
+#[test]
+fn group_start_latest_skips_existing_messages() {
+    let h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    h.send(q, &["old"]);
+    let latest = block_on(
+        h.engine()
+            .create_group(q, "late", GroupStart::Latest, h.now),
+    )
+    .unwrap();
+    let oldest = h.group(q, "early");
+    h.send(q, &["new"]);
+    assert_eq!(Harness::bodies(&h.receive(q, latest, 10)), ["new"]);
+    assert_eq!(Harness::bodies(&h.receive(q, oldest, 10)), ["old", "new"]);
+}
+
+#[test]
+fn limits_are_typed_errors() {
+    let h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let engine = h.engine();
+    assert_eq!(
+        block_on(engine.create_queue("tenant", "q", queue_config(QueueMode::Normal), h.now)),
+        Err(EngineError::QueueExists)
+    );
+    assert_eq!(
+        block_on(engine.create_queue("tenant", "bad name", queue_config(QueueMode::Normal), h.now)),
+        Err(EngineError::InvalidName)
+    );
+    let big = SendInput {
+        body: vec![0; 512 * 1024 + 1],
+        ..message("")
+    };
+    assert!(matches!(
+        block_on(engine.send(q, &[big], h.now)),
+        Err(EngineError::MessageTooLarge { .. })
+    ));
+    assert_eq!(
+        block_on(engine.send(q, &[], h.now)),
+        Err(EngineError::EmptyBatch)
+    );
+    let many: Vec<_> = (0..65).map(|_| message("m")).collect();
+    assert!(matches!(
+        block_on(engine.send(q, &many, h.now)),
+        Err(EngineError::BatchTooLarge { .. })
+    ));
+    let tags = SendInput {
+        tags: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+        ..message("")
+    };
+    assert!(matches!(
+        block_on(engine.send(q, &[tags], h.now)),
+        Err(EngineError::TooManyTags { .. })
+    ));
+    for i in 0..8 {
+        h.group(q, &format!("g{i}"));
+    }
+    let err = block_on(engine.create_group(q, "g9", GroupStart::Oldest, h.now)).unwrap_err();
+    assert_eq!(err, EngineError::TooManyGroups { limit: 8 });
+    let request = ReceiveRequest {
+        max_messages: 0,
+        visibility_ms: 30 * SECOND,
+        filter: None,
+    };
+    assert!(matches!(
+        block_on(engine.receive(q, GroupId(0), &request, h.now)),
+        Err(EngineError::InvalidMaxMessages { .. })
+    ));
+    let request = ReceiveRequest {
+        max_messages: 1,
+        visibility_ms: 1,
+        filter: None,
+    };
+    assert!(matches!(
+        block_on(engine.receive(q, GroupId(0), &request, h.now)),
+        Err(EngineError::InvalidVisibility { .. })
+    ));
+    let missing = QueueId(77);
+    assert_eq!(
+        block_on(engine.send(missing, &[message("x")], h.now)),
+        Err(EngineError::QueueNotFound)
+    );
+    block_on(engine.delete_queue(q, h.now)).unwrap();
+    assert_eq!(
+        block_on(engine.send(q, &[message("x")], h.now)),
+        Err(EngineError::QueueNotFound)
+    );
+}
+
+#[test]
+fn inflight_is_bounded_per_group() {
+    let disk = SimDisk::new(3);
+    let mut config = test_config();
+    config.limits.inflight_per_group_max = 3;
+    let engine = block_on(Engine::open(disk, config)).unwrap();
+    let now = 1_000;
+    let q = block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), now)).unwrap();
+    let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, now)).unwrap();
+    let messages: Vec<_> = (0..10).map(|i| message(&i.to_string())).collect();
+    block_on(engine.send(q, &messages, now)).unwrap();
+    let request = ReceiveRequest {
+        max_messages: 10,
+        visibility_ms: 30 * SECOND,
+        filter: None,
+    };
+    assert_eq!(
+        block_on(engine.receive(q, g, &request, now)).unwrap().len(),
+        3
+    );
+    assert!(block_on(engine.receive(q, g, &request, now))
+        .unwrap()
+        .is_empty());
+}
