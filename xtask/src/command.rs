@@ -1,5 +1,6 @@
 //! Running child processes from the workspace root, with errors that name the command.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -36,6 +37,62 @@ pub fn run(command: &mut Command) -> Result<(), String> {
     let status = command
         .status()
         .map_err(|error| format!("could not start `{line}`: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{line}` failed ({status})"))
+    }
+}
+
+/// Runs with inherited stdout and its stderr copied line by line except the lines
+/// `quiet` selects; an error unless it exits 0.
+pub fn run_quieted(command: &mut Command, quiet: fn(&[u8]) -> bool) -> Result<(), String> {
+    let line = describe(command);
+    println!("$ {line}");
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("could not start `{line}`: {error}"))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut err = std::io::stderr().lock();
+    // Bounded by the child's output: ends when the child closes stderr.
+    for text in BufReader::new(stderr).split(b'\n') {
+        let text = text.map_err(|error| format!("reading `{line}`: {error}"))?;
+        if !quiet(&text) {
+            // A closed stderr must not hide the child's exit status.
+            let _ = err.write_all(&text).and_then(|()| err.write_all(b"\n"));
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|error| format!("waiting for `{line}`: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{line}` failed ({status})"))
+    }
+}
+
+/// Runs with stderr inherited and stdout echoed line by line to `on_line` after being
+/// printed; an error unless it exits 0.
+pub fn run_tee(command: &mut Command, on_line: &mut dyn FnMut(&str)) -> Result<(), String> {
+    let line = describe(command);
+    println!("$ {line}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("could not start `{line}`: {error}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    // Bounded by the child's output: ends when the child closes stdout.
+    for text in BufReader::new(stdout).split(b'\n') {
+        let text = text.map_err(|error| format!("reading `{line}`: {error}"))?;
+        let text = String::from_utf8_lossy(&text);
+        println!("{text}");
+        on_line(&text);
+    }
+    let status = child
+        .wait()
+        .map_err(|error| format!("waiting for `{line}`: {error}"))?;
     if status.success() {
         Ok(())
     } else {

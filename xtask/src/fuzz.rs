@@ -121,12 +121,28 @@ pub fn run_target(toolchain: Toolchain, target: &str, seconds: u64) -> Result<()
     cargo.arg(format!("-max_len={INPUT_BYTES_MAX}"));
     cargo.arg(format!("-timeout={INPUT_SECONDS_MAX}"));
     cargo.arg("-print_final_stats=1");
-    command::run(&mut cargo).map_err(|error| {
+    command::run_quieted(&mut cargo, is_progress_line).map_err(|error| {
         format!(
             "fuzz target {target} failed; the failing input is under {}: {error}",
             fuzz_dir().join("artifacts").join(target).display()
         )
     })
+}
+
+/// libFuzzer's progress lines (`#1234\tNEW cov: ...`), thousands per run; the start-up,
+/// `INITED`, `DONE`, final statistics and any crash report still show.
+fn is_progress_line(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"#") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
+    let Some(event) = rest[digits..].strip_prefix(b"\t") else {
+        return false;
+    };
+    digits > 0
+        && [&b"NEW "[..], b"REDUCE ", b"pulse "]
+            .iter()
+            .any(|kind| event.starts_with(kind))
 }
 
 fn write_seeds(target: &str, corpus_dir: &Path) -> Result<(), String> {
@@ -145,4 +161,27 @@ pub fn run_one(target: &str, seconds: u64) -> Result<(), String> {
     let toolchain = Toolchain::detect();
     ensure_cargo_fuzz(toolchain)?;
     run_target(toolchain, target, seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_progress_lines_are_quieted() {
+        assert!(is_progress_line(
+            b"#1131601\tREDUCE cov: 453 ft: 1266 corp: 239/64Kb"
+        ));
+        assert!(is_progress_line(b"#8\tNEW    cov: 12 ft: 13 corp: 1/1b"));
+        assert!(is_progress_line(
+            b"#524288\tpulse  cov: 12 ft: 13 corp: 1/1b"
+        ));
+        assert!(!is_progress_line(b"#2\tINITED cov: 12 ft: 13 corp: 1/1b"));
+        assert!(!is_progress_line(b"#1131601 REDUCE"));
+        assert!(!is_progress_line(b"#\tNEW"));
+        assert!(!is_progress_line(
+            b"==1234== ERROR: libFuzzer: deadly signal"
+        ));
+        assert!(!is_progress_line(b"Done 4925070 runs in 61 second(s)"));
+    }
 }

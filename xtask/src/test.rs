@@ -14,7 +14,15 @@ const PROPTEST_CASES: &str = "10000";
 
 struct Step {
     name: &'static str,
-    run: fn() -> Result<(), String>,
+    run: fn(&mut Counts) -> Result<(), String>,
+}
+
+/// Test counts summed over every `test result:` line of `cargo test`.
+#[derive(Default)]
+struct Counts {
+    tests_passed: u64,
+    tests_failed: u64,
+    tests_ran: bool,
 }
 
 const STEPS: &[Step] = &[
@@ -28,7 +36,7 @@ const STEPS: &[Step] = &[
     },
     Step {
         name: "dependency check",
-        run: deps::check_core,
+        run: |_| deps::check_core(),
     },
     Step {
         name: "tests",
@@ -44,19 +52,21 @@ const STEPS: &[Step] = &[
 
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
+    let mut counts = Counts::default();
     let mut finished: Vec<(&'static str, Duration)> = Vec::new();
     for step in STEPS {
         println!("\n==> xtask test: {}", step.name);
         let step_started = Instant::now();
-        let result = (step.run)();
+        let result = (step.run)(&mut counts);
         let elapsed = step_started.elapsed();
         if let Err(message) = result {
-            print_summary(&finished, Some((step.name, elapsed)), started.elapsed());
+            let failed = Some((step.name, elapsed));
+            print_summary(&finished, failed, started.elapsed(), &counts);
             return Err(format!("step `{}` failed: {message}", step.name));
         }
         finished.push((step.name, elapsed));
     }
-    print_summary(&finished, None, started.elapsed());
+    print_summary(&finished, None, started.elapsed(), &counts);
     Ok(())
 }
 
@@ -64,6 +74,7 @@ fn print_summary(
     finished: &[(&'static str, Duration)],
     failed: Option<(&'static str, Duration)>,
     total: Duration,
+    counts: &Counts,
 ) {
     println!("\n==> xtask test summary");
     for (name, elapsed) in finished {
@@ -77,9 +88,16 @@ fn print_summary(
         "  total                      {:>7.1} s",
         total.as_secs_f64()
     );
+    if counts.tests_ran {
+        // Last, in the plain form CI reads: the count of tests `cargo test` ran.
+        println!(
+            "tests: {} passed, {} failed",
+            counts.tests_passed, counts.tests_failed
+        );
+    }
 }
 
-fn fmt() -> Result<(), String> {
+fn fmt(_: &mut Counts) -> Result<(), String> {
     command::run(command::cargo().args(["fmt", "--all", "--", "--check"]))?;
     // The fuzz crate is its own workspace, so `--all` does not reach it.
     command::run(command::cargo().args([
@@ -91,7 +109,7 @@ fn fmt() -> Result<(), String> {
     ]))
 }
 
-fn clippy() -> Result<(), String> {
+fn clippy(_: &mut Counts) -> Result<(), String> {
     command::run(command::cargo().args([
         "clippy",
         "--workspace",
@@ -106,14 +124,34 @@ fn clippy() -> Result<(), String> {
 /// in debug against 150 s with `--profile sim`, and the 10,000-case log model test 40 s
 /// against 2 s, so debug wins by about a minute. Switch to `--profile sim` once the
 /// proptests take more than about two minutes in debug.
-fn tests() -> Result<(), String> {
+fn tests(counts: &mut Counts) -> Result<(), String> {
     let mut cargo: Command = command::cargo();
     cargo.args(["test", "--workspace"]);
     cargo.env("PROPTEST_CASES", PROPTEST_CASES);
-    command::run(&mut cargo)
+    counts.tests_ran = true;
+    command::run_tee(&mut cargo, &mut |line| {
+        if let Some((passed, failed)) = parse_test_result(line) {
+            counts.tests_passed += passed;
+            counts.tests_failed += failed;
+        }
+    })
 }
 
-fn fuzz_smoke() -> Result<(), String> {
+/// The passed and failed counts of a `test result: ok. 3 passed; 0 failed; ...` line.
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| -> Option<u64> {
+        rest.split(';').find_map(|part| {
+            let mut tokens = part.split_whitespace().rev();
+            let label = tokens.next()?;
+            let number = tokens.next()?;
+            (label == word).then(|| number.parse().ok()).flatten()
+        })
+    };
+    Some((count("passed")?, count("failed")?))
+}
+
+fn fuzz_smoke(_: &mut Counts) -> Result<(), String> {
     let toolchain = fuzz::Toolchain::detect();
     fuzz::ensure_cargo_fuzz(toolchain)?;
     fuzz::build_all(toolchain)?;
@@ -121,4 +159,20 @@ fn fuzz_smoke() -> Result<(), String> {
         fuzz::run_target(toolchain, target, fuzz::SMOKE_SECONDS)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_result_lines_are_counted() {
+        let ok = "test result: ok. 42 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+                  finished in 2.98s";
+        assert_eq!(parse_test_result(ok), Some((42, 0)));
+        let failed = "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured";
+        assert_eq!(parse_test_result(failed), Some((1, 2)));
+        assert_eq!(parse_test_result("test engine::tests::x ... ok"), None);
+        assert_eq!(parse_test_result("running 3 tests"), None);
+    }
 }
