@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod command;
 pub mod group;
+pub mod probe;
 pub mod range_set;
 pub mod snapshot;
 pub mod state;
@@ -170,6 +171,9 @@ pub struct QueueInfo {
     pub delayed: u64,
     pub groups: Vec<(GroupId, String)>,
 }
+
+/// Bytes a receive reads from the log per pass when it fetches bodies.
+const DELIVERY_READ_BYTES: u64 = 16 * 1024;
 
 /// A send's outcome before the append gives new messages their ids.
 enum Planned {
@@ -735,43 +739,56 @@ impl<S: Storage + Clone> Engine<S> {
         }
     }
 
+    /// Reads the bodies of picked messages. Messages picked together usually sit side
+    /// by side in the log, so one read serves many: each read starts at the lowest
+    /// offset still missing and fills every wanted record it returns.
     async fn deliveries(&self, picked: Vec<Picked>) -> Result<Vec<Delivery>, EngineError> {
-        let mut deliveries = Vec::with_capacity(picked.len());
-        for pick in picked {
+        let mut wanted: BTreeMap<u64, usize> = picked
+            .iter()
+            .enumerate()
+            .map(|(index, pick)| (pick.meta.message_id.0, index))
+            .collect();
+        let mut found: Vec<Option<Delivery>> = vec![None; picked.len()];
+        // Bounded: every pass fills at least the lowest wanted offset or fails.
+        while let Some((&first, _)) = wanted.first_key_value() {
             let records = self
                 .log
-                .read(Offset(pick.meta.message_id.0), 1)
+                .read(Offset(first), DELIVERY_READ_BYTES)
                 .await
                 .map_err(read_error)?;
-            let record = records.into_iter().next().ok_or_else(|| {
-                EngineError::Storage(format!(
-                    "message {} missing from the log",
-                    pick.meta.message_id.0
-                ))
-            })?;
-            assert_eq!(
-                record.offset.0, pick.meta.message_id.0,
-                "read returned another record"
-            );
-            let (command, user_attributes) = Command::decode(&record.attributes)
-                .map_err(|_| EngineError::Storage("undecodable send record".into()))?;
-            let Command::Send(meta) = command else {
-                return Err(EngineError::Storage(
-                    "message id names a non-send record".into(),
-                ));
-            };
-            deliveries.push(Delivery {
-                handle: pick.handle,
-                message_id: pick.meta.message_id,
-                delivery_count: pick.delivery_count,
-                sent_ms: pick.meta.sent_ms,
-                attributes: user_attributes.to_vec(),
-                body: record.payload,
-                tags: meta.tags,
-                fifo_group: meta.fifo_group,
-            });
+            for record in records {
+                let Some(index) = wanted.remove(&record.offset.0) else {
+                    continue;
+                };
+                let (command, user_attributes) = Command::decode(&record.attributes)
+                    .map_err(|_| EngineError::Storage("undecodable send record".into()))?;
+                let Command::Send(meta) = command else {
+                    return Err(EngineError::Storage(
+                        "message id names a non-send record".into(),
+                    ));
+                };
+                let pick = &picked[index];
+                found[index] = Some(Delivery {
+                    handle: pick.handle,
+                    message_id: pick.meta.message_id,
+                    delivery_count: pick.delivery_count,
+                    sent_ms: pick.meta.sent_ms,
+                    attributes: user_attributes.to_vec(),
+                    body: record.payload,
+                    tags: meta.tags,
+                    fifo_group: meta.fifo_group,
+                });
+            }
+            if wanted.contains_key(&first) {
+                return Err(EngineError::Storage(format!(
+                    "message {first} missing from the log"
+                )));
+            }
         }
-        Ok(deliveries)
+        Ok(found
+            .into_iter()
+            .map(|d| d.expect("every wanted record was filled"))
+            .collect())
     }
 
     // ------------------------------------------------------------------ ack

@@ -1,0 +1,233 @@
+//! `engine-bench`: does the queue engine's cost per message stay flat as the backlog
+//! grows, and how much memory does it keep per message?
+//!
+//! Part 1 drives the pure state machine (`StateProbe`: no log, no I/O) with backlogs of
+//! 10^4..10^7 messages, and with 10^6 pending delayed messages, timing receive(10) + ack
+//! of those 10, and refilling (untimed) so the backlog stays the same. A counting
+//! allocator gives the bytes the engine keeps per stored, delayed and in-flight message.
+//! Part 2 runs the whole `Engine` (commands through the log, group commit, body reads)
+//! on the in-memory simulated disk with backlogs of 10^4..10^6.
+//!
+//! Usage: `cargo run --release -p sluice-benches --bin engine-bench -- [--quick]`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Instant;
+
+use sluice_core::engine::probe::StateProbe;
+use sluice_core::engine::types::{
+    AckKind, Delay, FifoScope, GroupStart, QueueConfig, QueueMode, RetryPolicy, SendInput,
+};
+use sluice_core::engine::{Engine, EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::sim_disk::{block_on, SimDisk};
+
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator and only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> isize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+fn queue_config(mode: QueueMode) -> QueueConfig {
+    QueueConfig {
+        mode,
+        retention_ms: 72 * 3600 * 1000,
+        max_consume_count: Some(16),
+        retry: RetryPolicy::Immediate,
+        dedup_window_ms: 300_000,
+    }
+}
+
+const NOW: u64 = 1_700_000_000_000;
+const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// Times receive(10)+ack over `measured` messages, refilling so the backlog holds.
+fn time_receive_ack(probe: &mut StateProbe, measured: u64) -> f64 {
+    let mut elapsed = 0.0;
+    let mut done = 0u64;
+    while done < measured {
+        let round = 10_000.min(measured - done);
+        let start = Instant::now();
+        let mut got = 0u64;
+        while got < round {
+            let n = probe.receive_ack(10) as u64;
+            assert!(n > 0, "backlog ran dry");
+            got += n;
+        }
+        elapsed += start.elapsed().as_secs_f64();
+        probe.send(got, 0);
+        done += got;
+    }
+    elapsed * 1e9 / measured as f64
+}
+
+fn part1(quick: bool) {
+    println!("# part 1: pure state machine, receive(10) + ack, ns per message");
+    println!("{:<34} {:>12} {:>14}", "case", "ns/message", "bytes/stored");
+    let backlogs: &[u64] = if quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 100_000, 1_000_000, 10_000_000]
+    };
+    let measured = if quick { 100_000 } else { 1_000_000 };
+    let mut results = Vec::new();
+    for &backlog in backlogs {
+        for (label, mode) in [
+            ("NORMAL", QueueMode::Normal),
+            (
+                "FIFO/message-group",
+                QueueMode::Fifo(FifoScope::MessageGroup),
+            ),
+        ] {
+            let before = live();
+            let mut probe = StateProbe::new(queue_config(mode), NOW);
+            probe.send(backlog, 0);
+            let per_stored = (live() - before) as f64 / backlog as f64;
+            let ns = time_receive_ack(&mut probe, measured);
+            println!(
+                "{:<34} {:>12.0} {:>14.1}",
+                format!("{label} backlog {backlog}"),
+                ns,
+                per_stored
+            );
+            if label == "NORMAL" {
+                results.push(ns);
+            }
+            drop(probe);
+        }
+    }
+    // 10^6 delayed messages pending beside a 10^6 backlog.
+    let mut probe = StateProbe::new(queue_config(QueueMode::Normal), NOW);
+    let delayed = if quick { 100_000 } else { 1_000_000 };
+    probe.send(delayed, 0);
+    let before = live();
+    probe.send(delayed, YEAR_MS / 2);
+    let per_delayed = (live() - before) as f64 / delayed as f64;
+    assert_eq!(probe.delayed(), delayed);
+    let ns = time_receive_ack(&mut probe, measured);
+    println!(
+        "{:<34} {:>12.0} {:>14.1}",
+        format!("NORMAL backlog {delayed} + {delayed} delayed"),
+        ns,
+        per_delayed
+    );
+    results.push(ns);
+    let min = results.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = results.iter().cloned().fold(0.0, f64::max);
+    println!("NORMAL spread (slowest / fastest): {:.2}x", max / min);
+    // In-flight memory: lease a million messages and count what the leases add.
+    let count = if quick { 100_000 } else { 1_000_000 };
+    let mut probe = StateProbe::new(queue_config(QueueMode::Normal), NOW);
+    probe.send(count, 0);
+    let before = live();
+    let mut leased = 0;
+    while leased < count as usize {
+        leased += probe.lease(1000, 60_000);
+    }
+    let per_inflight = (live() - before) as f64 / count as f64;
+    println!("bytes per in-flight message (lease, timer, index): {per_inflight:.1}");
+    println!("bytes per stored message are in the table; bodies stay on disk");
+}
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 256 << 20,
+            index_interval_bytes: 64 * 1024,
+            preallocate_bytes: 0,
+            verify_on_open: VerifyOnOpen::Tail,
+        },
+        limits: EngineLimits {
+            batch_messages_max: 1000,
+            receive_messages_max: 100,
+            inflight_per_group_max: 1 << 30,
+            ..EngineLimits::dms()
+        },
+        snapshot_every_records: u64::MAX,
+    }
+}
+
+fn part2(quick: bool) {
+    println!(
+        "# part 2: Engine on the simulated disk (log, group commit, body reads), receive(10) + ack"
+    );
+    println!("{:<34} {:>12}", "case", "us/message");
+    let backlogs: &[u64] = if quick {
+        &[10_000]
+    } else {
+        &[10_000, 100_000, 1_000_000]
+    };
+    for &backlog in backlogs {
+        let engine = block_on(Engine::open(SimDisk::new(1), engine_config())).expect("open");
+        let q =
+            block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), NOW)).unwrap();
+        let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();
+        let message = SendInput {
+            body: vec![7u8; 100],
+            attributes: Vec::new(),
+            tags: Vec::new(),
+            fifo_group: None,
+            delay: Delay::None,
+            dedup_id: None,
+        };
+        // Ten per send, as DMS clients send them.
+        let batch = vec![message; 10];
+        for _ in 0..backlog / 10 {
+            block_on(engine.send(q, &batch, NOW)).unwrap();
+        }
+        let request = ReceiveRequest {
+            max_messages: 10,
+            visibility_ms: 30_000,
+            filter: None,
+        };
+        // Consume a fifth of the backlog, so it stays within 20% of its size.
+        let measured = (backlog / 5).min(50_000);
+        let start = Instant::now();
+        let mut got = 0u64;
+        while got < measured {
+            let deliveries = block_on(engine.receive(q, g, &request, NOW)).unwrap();
+            assert!(!deliveries.is_empty(), "backlog ran dry");
+            let acks: Vec<_> = deliveries
+                .iter()
+                .map(|d| (d.handle, AckKind::Success))
+                .collect();
+            block_on(engine.ack(&acks, false, NOW)).unwrap();
+            got += deliveries.len() as u64;
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / got as f64;
+        println!("{:<34} {:>12.2}", format!("NORMAL backlog {backlog}"), us);
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    part1(quick);
+    part2(quick);
+}

@@ -1,0 +1,690 @@
+//! The reference model of the queue engine for `engine_model.rs`: the delivery contract
+//! written down as plainly as possible (vectors, linear scans, no indexes, no caches), from
+//! the semantics in the test's header rather than from the engine's code. It must stay
+//! obviously right: when it disagrees with the engine, the engine is the suspect.
+//!
+//! Identities are the model's own: a queue and a group are slots in vectors (deleted ones
+//! stay as tombstones), a message is its index in `Model::messages`, a delivery is a lease
+//! number. The harness maps engine ids onto these.
+
+use sluice_core::engine::types::{
+    AckKind, AckOutcome, Delay, EngineError, FifoScope, GroupStart, GroupStats, HandleError,
+    QueueConfig, QueueMode, RetryPolicy, TagFilter, TagMatch, RETRY_BACKOFF_MS,
+};
+
+/// Where one message stands for one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Available,
+    InFlight {
+        lease: u64,
+        deadline_ms: u64,
+    },
+    /// Failed with back-off; available again once `visible_ms` has come.
+    Waiting {
+        visible_ms: u64,
+    },
+    /// Acked (in the main lane or from the dead letters).
+    Done,
+    /// A dead letter, perhaps leased in the dead-letter lane as (lease, deadline).
+    Dead {
+        lease: Option<(u64, u64)>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub queue: usize,
+    pub body: String,
+    pub tags: Vec<String>,
+    pub fifo_group: Option<String>,
+    pub sent_ms: u64,
+    /// Pending delay: released by the first tick at or after this time.
+    pub deliver_at_ms: Option<u64>,
+    /// Index in the queue's availability order, once available.
+    pub position: Option<usize>,
+    pub cancelled: bool,
+    /// Deleted by retention.
+    pub removed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub name: String,
+    pub deleted: bool,
+    /// The group sees the queue's `order[start..]`.
+    pub start: usize,
+    pub filter: Option<TagFilter>,
+    /// By message index; messages past the end are `Available`.
+    pub lanes: Vec<Lane>,
+    pub failures: Vec<u16>,
+}
+
+impl Group {
+    pub fn lane(&self, message: usize) -> Lane {
+        self.lanes.get(message).copied().unwrap_or(Lane::Available)
+    }
+
+    fn set_lane(&mut self, message: usize, lane: Lane) {
+        if self.lanes.len() <= message {
+            self.lanes.resize(message + 1, Lane::Available);
+        }
+        self.lanes[message] = lane;
+    }
+
+    pub fn failure_count(&self, message: usize) -> u16 {
+        self.failures.get(message).copied().unwrap_or(0)
+    }
+
+    fn set_failures(&mut self, message: usize, count: u16) {
+        if self.failures.len() <= message {
+            self.failures.resize(message + 1, 0);
+        }
+        self.failures[message] = count;
+    }
+
+    /// Whether the group's filter lets `tags` through (no filter or no tags: everything).
+    pub fn admits(&self, tags: &[String]) -> bool {
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        if filter.tags.is_empty() {
+            return true;
+        }
+        match filter.mode {
+            TagMatch::Any => filter.tags.iter().any(|t| tags.contains(t)),
+            TagMatch::All => filter.tags.iter().all(|t| tags.contains(t)),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub name: String,
+    pub config: QueueConfig,
+    pub deleted: bool,
+    pub groups: Vec<Group>,
+    /// Message indexes in availability order; retention marks messages, never removes.
+    pub order: Vec<usize>,
+    /// (dedup id, expiry, original message), oldest first.
+    pub dedup: Vec<(String, u64, usize)>,
+}
+
+/// A receipt as the model knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Handle {
+    pub queue: usize,
+    pub group: usize,
+    pub message: usize,
+    pub lease: u64,
+    pub dead_letter: bool,
+}
+
+/// One delivery: message, delivery count, lease.
+pub type Picked = (usize, u32, u64);
+
+/// One message of a send, as the model needs it (the body is made by the harness).
+pub struct Outgoing {
+    pub body: String,
+    pub tags: Vec<String>,
+    pub fifo_group: Option<String>,
+    pub delay: Delay,
+    pub dedup_id: Option<String>,
+}
+
+pub struct Model {
+    pub now: u64,
+    pub queues: Vec<Queue>,
+    pub messages: Vec<Message>,
+    pub groups_per_queue_max: u32,
+    pub visibility_ms_max: u64,
+    next_lease: u64,
+}
+
+impl Model {
+    pub fn new(now: u64, groups_per_queue_max: u32, visibility_ms_max: u64) -> Model {
+        Model {
+            now,
+            queues: Vec::new(),
+            messages: Vec::new(),
+            groups_per_queue_max,
+            visibility_ms_max,
+            next_lease: 0,
+        }
+    }
+
+    fn live_queue(&self, queue: Option<usize>) -> Result<usize, EngineError> {
+        match queue {
+            Some(q) if !self.queues[q].deleted => Ok(q),
+            _ => Err(EngineError::QueueNotFound),
+        }
+    }
+
+    fn live_group(&self, queue: usize, group: Option<usize>) -> Result<usize, EngineError> {
+        match group {
+            Some(g) if !self.queues[queue].groups[g].deleted => Ok(g),
+            _ => Err(EngineError::GroupNotFound),
+        }
+    }
+
+    /// Retained and available messages of the queue as the group sees them, in order.
+    fn view(&self, queue: usize, group: usize) -> Vec<usize> {
+        let q = &self.queues[queue];
+        let start = q.groups[group].start;
+        q.order[start..]
+            .iter()
+            .copied()
+            .filter(|m| !self.messages[*m].removed)
+            .collect()
+    }
+
+    fn new_lease(&mut self) -> u64 {
+        self.next_lease += 1;
+        self.next_lease
+    }
+
+    // ------------------------------------------------------------------ metadata
+
+    /// Returns the new queue's slot.
+    pub fn create_queue(&mut self, name: &str, config: QueueConfig) -> Result<usize, EngineError> {
+        if self.queues.iter().any(|q| !q.deleted && q.name == name) {
+            return Err(EngineError::QueueExists);
+        }
+        self.queues.push(Queue {
+            name: name.to_string(),
+            config,
+            deleted: false,
+            groups: Vec::new(),
+            order: Vec::new(),
+            dedup: Vec::new(),
+        });
+        Ok(self.queues.len() - 1)
+    }
+
+    pub fn delete_queue(&mut self, queue: Option<usize>) -> Result<(), EngineError> {
+        let q = self.live_queue(queue)?;
+        self.queues[q].deleted = true;
+        Ok(())
+    }
+
+    /// Returns the new group's slot in its queue.
+    pub fn create_group(
+        &mut self,
+        queue: Option<usize>,
+        name: &str,
+        start: GroupStart,
+    ) -> Result<usize, EngineError> {
+        let q = self.live_queue(queue)?;
+        let queue = &mut self.queues[q];
+        let live: Vec<&Group> = queue.groups.iter().filter(|g| !g.deleted).collect();
+        if live.iter().any(|g| g.name == name) {
+            return Err(EngineError::GroupExists);
+        }
+        if live.len() >= self.groups_per_queue_max as usize {
+            return Err(EngineError::TooManyGroups {
+                limit: self.groups_per_queue_max,
+            });
+        }
+        let start = match start {
+            GroupStart::Oldest => 0,
+            GroupStart::Latest => queue.order.len(),
+        };
+        queue.groups.push(Group {
+            name: name.to_string(),
+            deleted: false,
+            start,
+            filter: None,
+            lanes: Vec::new(),
+            failures: Vec::new(),
+        });
+        Ok(queue.groups.len() - 1)
+    }
+
+    pub fn delete_group(
+        &mut self,
+        queue: Option<usize>,
+        group: Option<usize>,
+    ) -> Result<(), EngineError> {
+        let q = self.live_queue(queue)?;
+        let g = self.live_group(q, group)?;
+        self.queues[q].groups[g].deleted = true;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ send
+
+    /// Returns per message (message, duplicate): the stored message or the original.
+    pub fn send(
+        &mut self,
+        queue: Option<usize>,
+        batch: Vec<Outgoing>,
+    ) -> Result<Vec<(usize, bool)>, EngineError> {
+        let q = self.live_queue(queue)?;
+        let now = self.now;
+        let mut outcomes = Vec::new();
+        let mut claimed: Vec<(String, usize)> = Vec::new();
+        for outgoing in batch {
+            if let Some(id) = &outgoing.dedup_id {
+                // An earlier message of this batch, else the newest stored entry still in
+                // its window (entries are appended in time order).
+                let in_batch = claimed.iter().find(|(d, _)| d == id).map(|(_, m)| *m);
+                let stored = self.queues[q]
+                    .dedup
+                    .iter()
+                    .rev()
+                    .find(|(d, expiry, _)| d == id && *expiry > now)
+                    .map(|(_, _, m)| *m);
+                if let Some(original) = in_batch.or(stored) {
+                    outcomes.push((original, true));
+                    continue;
+                }
+            }
+            let index = self.messages.len();
+            let deliver_at_ms = match outgoing.delay {
+                Delay::None => None,
+                Delay::Ms(ms) => Some(now + ms),
+                Delay::At(at) => Some(at),
+                Delay::Level(_) => unreachable!("the harness sends no levels"),
+            }
+            .filter(|at| *at > now);
+            self.messages.push(Message {
+                queue: q,
+                body: outgoing.body,
+                tags: outgoing.tags,
+                fifo_group: outgoing.fifo_group,
+                sent_ms: now,
+                deliver_at_ms,
+                position: None,
+                cancelled: false,
+                removed: false,
+            });
+            if deliver_at_ms.is_none() {
+                self.make_available(index);
+            }
+            if let Some(id) = outgoing.dedup_id {
+                let window = self.queues[q].config.dedup_window_ms;
+                claimed.push((id.clone(), index));
+                self.queues[q].dedup.push((id, now + window, index));
+            }
+            outcomes.push((index, false));
+        }
+        Ok(outcomes)
+    }
+
+    fn make_available(&mut self, message: usize) {
+        let q = self.messages[message].queue;
+        self.messages[message].position = Some(self.queues[q].order.len());
+        self.messages[message].deliver_at_ms = None;
+        self.queues[q].order.push(message);
+    }
+
+    pub fn cancel(
+        &mut self,
+        queue: Option<usize>,
+        message: Option<usize>,
+    ) -> Result<(), EngineError> {
+        let q = self.live_queue(queue)?;
+        let Some(m) = message else {
+            return Err(EngineError::NotScheduled);
+        };
+        let pending = {
+            let message = &self.messages[m];
+            message.queue == q && message.deliver_at_ms.is_some() && !message.cancelled
+        };
+        if !pending {
+            return Err(EngineError::NotScheduled);
+        }
+        self.messages[m].cancelled = true;
+        self.messages[m].deliver_at_ms = None;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ receive
+
+    pub fn receive(
+        &mut self,
+        queue: Option<usize>,
+        group: Option<usize>,
+        max: u32,
+        visibility_ms: u64,
+        filter: Option<&TagFilter>,
+    ) -> Result<Vec<Picked>, EngineError> {
+        let q = self.live_queue(queue)?;
+        let g = self.live_group(q, group)?;
+        if let Some(filter) = filter {
+            let current = &mut self.queues[q].groups[g].filter;
+            match current {
+                Some(kept) if kept == filter => {}
+                Some(_) => return Err(EngineError::FilterConflict),
+                None => *current = Some(filter.clone()),
+            }
+        }
+        let view = self.view(q, g);
+        let chosen = {
+            let group_ref = &self.queues[q].groups[g];
+            let held = |m: &usize| {
+                matches!(
+                    group_ref.lane(*m),
+                    Lane::InFlight { .. } | Lane::Waiting { .. }
+                )
+            };
+            let key = |m: &usize| self.messages[*m].fifo_group.clone().unwrap_or_default();
+            let locked: Vec<String> = match self.queues[q].config.mode {
+                QueueMode::Normal => Vec::new(),
+                QueueMode::Fifo(FifoScope::Queue) => {
+                    if view.iter().any(held) {
+                        return Ok(Vec::new());
+                    }
+                    Vec::new()
+                }
+                QueueMode::Fifo(FifoScope::MessageGroup) => {
+                    view.iter().filter(|m| held(m)).map(key).collect()
+                }
+            };
+            let chosen: Vec<usize> = view
+                .iter()
+                .copied()
+                .filter(|m| group_ref.lane(*m) == Lane::Available)
+                .filter(|m| group_ref.admits(&self.messages[*m].tags))
+                .filter(|m| !locked.contains(&key(m)))
+                .take(max as usize)
+                .collect();
+            chosen
+        };
+        let deadline_ms = self.now + visibility_ms;
+        let mut picked = Vec::new();
+        for m in chosen {
+            let lease = self.new_lease();
+            let group = &mut self.queues[q].groups[g];
+            group.set_lane(m, Lane::InFlight { lease, deadline_ms });
+            picked.push((m, u32::from(group.failure_count(m)) + 1, lease));
+        }
+        Ok(picked)
+    }
+
+    pub fn receive_dead(
+        &mut self,
+        queue: Option<usize>,
+        group: Option<usize>,
+        max: u32,
+        visibility_ms: u64,
+    ) -> Result<Vec<Picked>, EngineError> {
+        let q = self.live_queue(queue)?;
+        if self.queues[q].config.max_consume_count.is_none() {
+            return Err(EngineError::NoDeadLetters);
+        }
+        let g = self.live_group(q, group)?;
+        let chosen: Vec<usize> = self
+            .view(q, g)
+            .into_iter()
+            .filter(|m| self.queues[q].groups[g].lane(*m) == Lane::Dead { lease: None })
+            .take(max as usize)
+            .collect();
+        let deadline_ms = self.now + visibility_ms;
+        let mut picked = Vec::new();
+        for m in chosen {
+            let lease = self.new_lease();
+            let lane = Lane::Dead {
+                lease: Some((lease, deadline_ms)),
+            };
+            self.queues[q].groups[g].set_lane(m, lane);
+            picked.push((m, 1, lease));
+        }
+        Ok(picked)
+    }
+
+    // ------------------------------------------------------------------ handles
+
+    pub fn ack(
+        &mut self,
+        acks: &[(Handle, AckKind)],
+        stop_at_first_error: bool,
+    ) -> Vec<Result<AckOutcome, HandleError>> {
+        let mut failed = false;
+        let mut results = Vec::new();
+        for (handle, kind) in acks {
+            if failed && stop_at_first_error {
+                results.push(Err(HandleError::Stale));
+                continue;
+            }
+            let result = self.ack_one(handle, *kind);
+            failed |= result.is_err();
+            results.push(result);
+        }
+        results
+    }
+
+    /// Unknown when the handle's queue, group or message (retention) is gone.
+    fn handle_check(&self, handle: &Handle) -> Result<(), HandleError> {
+        let q = &self.queues[handle.queue];
+        if q.deleted || q.groups[handle.group].deleted || self.messages[handle.message].removed {
+            return Err(HandleError::Unknown);
+        }
+        Ok(())
+    }
+
+    fn ack_one(&mut self, handle: &Handle, kind: AckKind) -> Result<AckOutcome, HandleError> {
+        self.handle_check(handle)?;
+        let m = handle.message;
+        let group = &mut self.queues[handle.queue].groups[handle.group];
+        let lane = group.lane(m);
+        if handle.dead_letter {
+            return match lane {
+                Lane::Dead {
+                    lease: Some((lease, _)),
+                } if lease == handle.lease => {
+                    let next = match kind {
+                        AckKind::Success => Lane::Done,
+                        AckKind::Fail => Lane::Dead { lease: None },
+                    };
+                    group.set_lane(m, next);
+                    Ok(AckOutcome::Applied)
+                }
+                Lane::Done if kind == AckKind::Success => Ok(AckOutcome::AlreadyDone),
+                _ => Err(HandleError::Stale),
+            };
+        }
+        match lane {
+            Lane::InFlight { lease, .. } if lease == handle.lease => {
+                match kind {
+                    AckKind::Success => group.set_lane(m, Lane::Done),
+                    AckKind::Fail => self.fail(handle.queue, handle.group, m),
+                }
+                Ok(AckOutcome::Applied)
+            }
+            Lane::Done if kind == AckKind::Success => Ok(AckOutcome::AlreadyDone),
+            _ => Err(HandleError::Stale),
+        }
+    }
+
+    /// One failed delivery (an explicit fail or an expired lease) at `self.now`.
+    fn fail(&mut self, queue: usize, group: usize, message: usize) {
+        let config = self.queues[queue].config;
+        let now = self.now;
+        let g = &mut self.queues[queue].groups[group];
+        let failures = g.failure_count(message) + 1;
+        if config.max_consume_count.is_some_and(|max| failures >= max) {
+            g.set_failures(message, 0);
+            g.set_lane(message, Lane::Dead { lease: None });
+            return;
+        }
+        g.set_failures(message, failures);
+        let lane = match config.retry {
+            RetryPolicy::Immediate => Lane::Available,
+            RetryPolicy::Backoff => {
+                let index = usize::from(failures - 1).min(RETRY_BACKOFF_MS.len() - 1);
+                Lane::Waiting {
+                    visible_ms: now + RETRY_BACKOFF_MS[index],
+                }
+            }
+        };
+        g.set_lane(message, lane);
+    }
+
+    pub fn change_visibility(&mut self, handle: &Handle, ms: u64) -> Result<(), HandleError> {
+        self.handle_check(handle)?;
+        let deadline_ms = self.now + ms.min(self.visibility_ms_max);
+        let group = &mut self.queues[handle.queue].groups[handle.group];
+        let next = match (handle.dead_letter, group.lane(handle.message)) {
+            (false, Lane::InFlight { lease, .. }) if lease == handle.lease => {
+                Lane::InFlight { lease, deadline_ms }
+            }
+            (
+                true,
+                Lane::Dead {
+                    lease: Some((lease, _)),
+                },
+            ) if lease == handle.lease => Lane::Dead {
+                lease: Some((lease, deadline_ms)),
+            },
+            _ => return Err(HandleError::Stale),
+        };
+        group.set_lane(handle.message, next);
+        Ok(())
+    }
+
+    pub fn redrive(
+        &mut self,
+        queue: Option<usize>,
+        group: Option<usize>,
+    ) -> Result<(), EngineError> {
+        let q = self.live_queue(queue)?;
+        if self.queues[q].config.max_consume_count.is_none() {
+            return Err(EngineError::NoDeadLetters);
+        }
+        let g = self.live_group(q, group)?;
+        for m in self.view(q, g) {
+            let group = &mut self.queues[q].groups[g];
+            if matches!(group.lane(m), Lane::Dead { .. }) {
+                group.set_lane(m, Lane::Available);
+                group.set_failures(m, 0);
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ time, crash
+
+    /// Every live (queue, group) slot pair.
+    fn live_groups(&self) -> Vec<(usize, usize)> {
+        let mut pairs = Vec::new();
+        for (q, queue) in self.queues.iter().enumerate() {
+            for (g, group) in queue.groups.iter().enumerate() {
+                if !queue.deleted && !group.deleted {
+                    pairs.push((q, g));
+                }
+            }
+        }
+        pairs
+    }
+
+    pub fn tick(&mut self, now: u64) {
+        assert!(now >= self.now, "time went backwards");
+        self.now = now;
+        // 1. Back-off waits end.
+        for (q, g) in self.live_groups() {
+            for m in self.view(q, g) {
+                let group = &mut self.queues[q].groups[g];
+                if matches!(group.lane(m), Lane::Waiting { visible_ms } if visible_ms <= now) {
+                    group.set_lane(m, Lane::Available);
+                }
+            }
+        }
+        // 2. Leases expire: a main-lane lease is a failure, a dead-letter lease just ends.
+        for (q, g) in self.live_groups() {
+            for m in self.view(q, g) {
+                match self.queues[q].groups[g].lane(m) {
+                    Lane::InFlight { deadline_ms, .. } if deadline_ms <= now => self.fail(q, g, m),
+                    Lane::Dead {
+                        lease: Some((_, deadline_ms)),
+                    } if deadline_ms <= now => {
+                        self.queues[q].groups[g].set_lane(m, Lane::Dead { lease: None });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // 3. Delayed messages due become available, by due time then send order.
+        let mut due: Vec<(u64, usize)> = self
+            .messages
+            .iter()
+            .enumerate()
+            .filter_map(|(m, message)| message.deliver_at_ms.map(|at| (at, m)))
+            .filter(|(at, m)| *at <= now && !self.queues[self.messages[*m].queue].deleted)
+            .collect();
+        due.sort();
+        for (_, m) in due {
+            self.make_available(m);
+        }
+        // 4. Retention.
+        for message in &mut self.messages {
+            let retention_ms = self.queues[message.queue].config.retention_ms;
+            if message.position.is_some() && message.sent_ms + retention_ms < now {
+                message.removed = true;
+            }
+        }
+        // 5. Dedup entries expire: `send` only honours entries whose expiry > now.
+    }
+
+    /// A crash and reopen: every lease is lost; everything else is durable.
+    pub fn crash(&mut self) {
+        for queue in &mut self.queues {
+            for group in &mut queue.groups {
+                for lane in &mut group.lanes {
+                    *lane = match *lane {
+                        Lane::InFlight { .. } => Lane::Available,
+                        Lane::Dead { .. } => Lane::Dead { lease: None },
+                        other => other,
+                    };
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ stats
+
+    pub fn group_stats(&self, queue: usize, group: usize) -> Result<ModelStats, EngineError> {
+        let q = self.live_queue(Some(queue))?;
+        let g = self.live_group(q, Some(group))?;
+        let group_ref = &self.queues[q].groups[g];
+        let mut stats = ModelStats::default();
+        for m in self.view(q, g) {
+            let lane = group_ref.lane(m);
+            match lane {
+                Lane::Done => {}
+                Lane::Dead { .. } => stats.dead_letters += 1,
+                Lane::Available | Lane::InFlight { .. } | Lane::Waiting { .. } => {
+                    stats.backlog_max += 1;
+                    // A message the filter keeps out is as good as done for the group,
+                    // unless it is still held from before the filter was set.
+                    let held = lane != Lane::Available;
+                    if held || group_ref.admits(&self.messages[m].tags) {
+                        stats.backlog_min += 1;
+                    }
+                    if matches!(lane, Lane::InFlight { .. }) {
+                        stats.in_flight += 1;
+                    }
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// The model's group statistics: the backlog is a range when a filter keeps messages out
+/// (the contract leaves open whether those count until the group's cursor passes them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelStats {
+    pub backlog_min: u64,
+    pub backlog_max: u64,
+    pub in_flight: u64,
+    pub dead_letters: u64,
+}
+
+impl ModelStats {
+    pub fn admits(&self, stats: &GroupStats) -> bool {
+        (self.backlog_min..=self.backlog_max).contains(&stats.backlog)
+            && stats.in_flight == self.in_flight
+            && stats.dead_letters == self.dead_letters
+    }
+}
