@@ -8,7 +8,7 @@
 //! Part 2 runs the whole `Engine` (commands through the log, group commit, body reads)
 //! on the in-memory simulated disk with backlogs of 10^4..10^6.
 //!
-//! Usage: `cargo run --release -p sluice-benches --bin engine-bench -- [--quick]`
+//! Usage: `cargo run --release -p sluice-benches --bin engine-bench -- [--quick] [--part2]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -180,7 +180,7 @@ fn part2(quick: bool) {
     );
     println!("{:<34} {:>12}", "case", "us/message");
     let backlogs: &[u64] = if quick {
-        &[10_000]
+        &[10_000, 100_000]
     } else {
         &[10_000, 100_000, 1_000_000]
     };
@@ -228,6 +228,8 @@ fn part2(quick: bool) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    part1(quick);
+    if !std::env::args().any(|a| a == "--part2") {
+        part1(quick);
+    }
     part2(quick);
 }

@@ -10,7 +10,8 @@
 //! done, filtered out, held (leased, being acked or failed, or waiting out a back-off),
 //! dead, or in `ready`. Positions at or past `cursor` are found by the cursor scan.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use super::range_set::RangeSet;
 use super::types::{GroupId, TagFilter, TagMatch};
@@ -18,7 +19,8 @@ use super::types::{GroupId, TagFilter, TagMatch};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hold {
     /// Delivered and invisible until `deadline_ms` (leader only).
-    Leased { nonce: u64, deadline_ms: u64 },
+    /// `nonce` is the low half of the handle's nonce: 16 bytes a lease, not 24.
+    Leased { nonce: u32, deadline_ms: u64 },
     /// An ack is being made durable (leader only).
     Acking,
     /// A failure is being made durable (leader only).
@@ -69,6 +71,9 @@ pub(crate) struct Group {
     /// FIFO key -> number of held messages with that key.
     pub locks: HashMap<u32, u32>,
     pub leased_count: u64,
+    /// (deadline, seq) of main-lane leases, earliest first. Entries of leases that ended
+    /// are dropped lazily when they surface (leader only).
+    pub lease_heap: BinaryHeap<Reverse<(u64, u64)>>,
     pub acked_total: u64,
     pub delivered_total: u64,
     pub dead_total: u64,
@@ -88,6 +93,7 @@ impl Group {
             cursor: first_seq,
             locks: HashMap::new(),
             leased_count: 0,
+            lease_heap: BinaryHeap::new(),
             acked_total: 0,
             delivered_total: 0,
             dead_total: 0,
@@ -145,3 +151,10 @@ impl Group {
         self.cursor = self.cursor.max(base);
     }
 }
+
+/// The part of a handle's nonce a lease keeps.
+pub(crate) fn short_nonce(nonce: u64) -> u32 {
+    (nonce & u64::from(u32::MAX)) as u32
+}
+
+const _: () = assert!(core::mem::size_of::<Hold>() == 16);

@@ -10,12 +10,13 @@
 //!
 //! No I/O and no clock: time is an argument everywhere.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::command::{Command, SendMeta};
-use super::group::{CompiledFilter, DeadLetter, Group, Hold};
+use super::group::{short_nonce, CompiledFilter, DeadLetter, Group, Hold};
 use super::timers::TimerQueue;
 use super::types::{
     AckOutcome, EngineError, FifoScope, GroupId, GroupStart, GroupStats, HandleError, MessageId,
@@ -116,7 +117,7 @@ pub(crate) struct Picked {
     pub delivery_count: u32,
 }
 
-/// Lease timers carry the nonce so a stale timer is ignored.
+/// Dead-letter lease timers carry the nonce so a stale timer is ignored.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LeaseTimer {
     pub queue: QueueId,
@@ -132,7 +133,10 @@ pub(crate) struct State {
     pub names: HashMap<(String, String), QueueId>,
     pub next_queue_id: u32,
     pub next_group_id: u32,
+    /// Dead-letter leases only; main-lane leases sit in each group's heap.
     pub lease_timers: TimerQueue<LeaseTimer>,
+    /// When a group's earliest main-lane lease may expire.
+    pub group_wakeups: TimerQueue<(QueueId, GroupId)>,
     pub wait_timers: TimerQueue<(QueueId, GroupId, u64)>,
     pub delay_timers: TimerQueue<(QueueId, MessageId)>,
     pub next_nonce: u64,
@@ -390,7 +394,7 @@ impl State {
     ) -> Result<Vec<Picked>, EngineError> {
         let State {
             queues,
-            lease_timers,
+            group_wakeups,
             next_nonce,
             ..
         } = self;
@@ -405,7 +409,7 @@ impl State {
         let g = groups.get_mut(&group).ok_or(EngineError::GroupNotFound)?;
         let mut leaser = Leaser {
             queue,
-            lease_timers,
+            wakeups: group_wakeups,
             next_nonce,
             visibility_ms,
             now,
@@ -579,7 +583,7 @@ impl State {
             return Ok((AckOutcome::Applied, false));
         }
         match g.holds.get(&handle.seq) {
-            Some(Hold::Leased { nonce, .. }) if *nonce == handle.nonce => {
+            Some(Hold::Leased { nonce, .. }) if *nonce == short_nonce(handle.nonce) => {
                 let hold = if success { Hold::Acking } else { Hold::Nacking };
                 g.set_hold(handle.seq, meta.fifo_key, Some(hold));
                 Ok((AckOutcome::Applied, true))
@@ -616,7 +620,7 @@ impl State {
         };
         if matches!(g.holds.get(&handle.seq), Some(Hold::Acking | Hold::Nacking)) {
             let lease = Hold::Leased {
-                nonce: handle.nonce,
+                nonce: short_nonce(handle.nonce),
                 deadline_ms,
             };
             g.set_hold(handle.seq, meta.fifo_key, Some(lease));
@@ -640,22 +644,29 @@ impl State {
             .get_mut(&handle.group)
             .ok_or(HandleError::Unknown)?;
         let deadline_ms = now.saturating_add(visibility_ms);
-        if handle.dead_letter {
-            let dead = g.dead.get_mut(&handle.seq).ok_or(HandleError::Stale)?;
-            match &mut dead.lease {
-                Some((nonce, deadline)) if *nonce == handle.nonce => *deadline = deadline_ms,
-                _ => return Err(HandleError::Stale),
-            }
-        } else {
+        if !handle.dead_letter {
             match g.holds.get_mut(&handle.seq) {
                 Some(Hold::Leased {
                     nonce,
                     deadline_ms: deadline,
-                }) if *nonce == handle.nonce => {
+                }) if *nonce == short_nonce(handle.nonce) => {
                     *deadline = deadline_ms;
                 }
                 _ => return Err(HandleError::Stale),
             }
+            push_lease(
+                &mut self.group_wakeups,
+                handle.queue,
+                g,
+                handle.seq,
+                deadline_ms,
+            );
+            return Ok(());
+        }
+        let dead = g.dead.get_mut(&handle.seq).ok_or(HandleError::Stale)?;
+        match &mut dead.lease {
+            Some((nonce, deadline)) if *nonce == handle.nonce => *deadline = deadline_ms,
+            _ => return Err(HandleError::Stale),
         }
         let timer = LeaseTimer {
             queue: handle.queue,
@@ -675,7 +686,24 @@ impl State {
     pub fn expire_leases(&mut self, now: u64) -> Vec<(QueueId, GroupId, u64)> {
         let mut failed = Vec::new();
         while let Some((_, timer)) = self.lease_timers.pop_due(now) {
-            let Some(q) = self.queues.get_mut(&timer.queue) else {
+            assert!(
+                timer.dead_letter,
+                "main-lane leases live in the group heaps"
+            );
+            let dead = self
+                .queues
+                .get_mut(&timer.queue)
+                .and_then(|q| q.groups.get_mut(&timer.group))
+                .and_then(|g| g.dead.get_mut(&timer.seq));
+            if let Some(dead) = dead {
+                if matches!(dead.lease, Some((nonce, deadline)) if nonce == timer.nonce && deadline <= now)
+                {
+                    dead.lease = None;
+                }
+            }
+        }
+        while let Some((_, (queue, group))) = self.group_wakeups.pop_due(now) {
+            let Some(q) = self.queues.get_mut(&queue) else {
                 continue;
             };
             let Queue {
@@ -684,29 +712,24 @@ impl State {
                 base_seq,
                 ..
             } = q;
-            let Some(g) = groups.get_mut(&timer.group) else {
+            let Some(g) = groups.get_mut(&group) else {
                 continue;
             };
-            if timer.dead_letter {
-                if let Some(dead) = g.dead.get_mut(&timer.seq) {
-                    if matches!(dead.lease, Some((nonce, deadline)) if nonce == timer.nonce && deadline <= now)
-                    {
-                        dead.lease = None;
-                    }
+            // Bounded by the group's heap; stale entries (acked, extended) drop out here.
+            while let Some(Reverse((deadline, seq))) = g.lease_heap.peek().copied() {
+                if deadline > now {
+                    self.group_wakeups.insert(deadline, (queue, group));
+                    break;
                 }
-                continue;
-            }
-            let Some(meta) = message_at(messages, *base_seq, timer.seq) else {
-                continue;
-            };
-            match g.holds.get(&timer.seq) {
-                Some(Hold::Leased { nonce, deadline_ms })
-                    if *nonce == timer.nonce && *deadline_ms <= now =>
+                g.lease_heap.pop();
+                let Some(meta) = message_at(messages, *base_seq, seq) else {
+                    continue;
+                };
+                if matches!(g.holds.get(&seq), Some(Hold::Leased { deadline_ms, .. }) if *deadline_ms == deadline)
                 {
-                    g.set_hold(timer.seq, meta.fifo_key, Some(Hold::Nacking));
-                    failed.push((timer.queue, timer.group, timer.seq));
+                    g.set_hold(seq, meta.fifo_key, Some(Hold::Nacking));
+                    failed.push((queue, group, seq));
                 }
-                _ => {}
             }
         }
         failed
@@ -800,6 +823,7 @@ impl State {
     pub fn next_deadline_ms(&self) -> Option<u64> {
         [
             self.lease_timers.next_deadline_ms(),
+            self.group_wakeups.next_deadline_ms(),
             self.wait_timers.next_deadline_ms(),
             self.delay_timers.next_deadline_ms(),
         ]
@@ -835,6 +859,7 @@ impl State {
     /// Clears leader-only state, as after a restart or a loss of leadership.
     pub fn reset_leader_state(&mut self) {
         self.lease_timers.clear();
+        self.group_wakeups.clear();
         for q in self.queues.values_mut() {
             let Queue {
                 groups,
@@ -861,6 +886,7 @@ impl State {
                     *dead = DeadLetter::default();
                 }
                 g.ready.clear();
+                g.lease_heap.clear();
                 g.cursor = *base_seq;
             }
         }
@@ -877,7 +903,7 @@ impl State {
 /// Leases picked messages: nonce, deadline, timer.
 struct Leaser<'a> {
     queue: QueueId,
-    lease_timers: &'a mut TimerQueue<LeaseTimer>,
+    wakeups: &'a mut TimerQueue<(QueueId, GroupId)>,
     next_nonce: &'a mut u64,
     visibility_ms: u64,
     now: u64,
@@ -889,21 +915,14 @@ impl Leaser<'_> {
         let nonce = *self.next_nonce;
         let deadline_ms = self.now.saturating_add(self.visibility_ms);
         g.ready.remove(&seq);
-        g.set_hold(
-            seq,
-            meta.fifo_key,
-            Some(Hold::Leased { nonce, deadline_ms }),
-        );
+        let lease = Hold::Leased {
+            nonce: short_nonce(nonce),
+            deadline_ms,
+        };
+        g.set_hold(seq, meta.fifo_key, Some(lease));
         g.delivered_total += 1;
         let queue = self.queue;
-        let timer = LeaseTimer {
-            queue,
-            group: g.id,
-            seq,
-            nonce,
-            dead_letter: false,
-        };
-        self.lease_timers.insert(deadline_ms, timer);
+        push_lease(self.wakeups, queue, g, seq, deadline_ms);
         let failures = u32::from(g.failures.get(&seq).copied().unwrap_or(0));
         let handle = ReceiptHandle {
             queue,
@@ -917,6 +936,21 @@ impl Leaser<'_> {
             meta,
             delivery_count: failures + 1,
         }
+    }
+}
+
+/// Indexes a main-lane lease deadline; wakes the group if it is its earliest.
+fn push_lease(
+    wakeups: &mut TimerQueue<(QueueId, GroupId)>,
+    queue: QueueId,
+    g: &mut Group,
+    seq: u64,
+    deadline_ms: u64,
+) {
+    let earliest = g.lease_heap.peek().map(|Reverse((deadline, _))| *deadline);
+    g.lease_heap.push(Reverse((deadline_ms, seq)));
+    if earliest.is_none_or(|earliest| deadline_ms < earliest) {
+        wakeups.insert(deadline_ms, (queue, g.id));
     }
 }
 

@@ -1,0 +1,558 @@
+//! The harness of the engine model test: runs each operation on the real engine (on a
+//! simulated disk) and on the model with the same `now`, and fails on the first
+//! observable difference. Engine ids are mapped onto the model's slots and indexes.
+
+use std::collections::HashMap;
+
+use sluice_core::engine::types::{
+    AckKind, Delay, Delivery, EngineError, GroupId, GroupStart, MessageId, QueueConfig, QueueId,
+    ReceiptHandle, SendInput,
+};
+use sluice_core::engine::{Engine, EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::sim_disk::{block_on, SimDisk};
+
+use crate::model::{Handle, Model, Outgoing, Picked};
+use crate::ops::{filter_table, DelaySpec, FilterChoice, MessageSpec, Op, Pick, QueueSpec};
+use crate::{
+    DELAYS_IN_QUEUES_WITH_SHORT_RETENTION_ENABLED, FIFO_GROUPS, FILTER_AFTER_DELIVERIES_ENABLED,
+    LONG_RETENTION_MS, MESSAGES_MAX, OPERATIONS_BEFORE_FIRST_TICK_AFTER_REOPEN_ENABLED,
+    REOPEN_WITHOUT_LOG_GROWTH_ENABLED, SAME_MESSAGE_TWICE_IN_ONE_ACK_BATCH_ENABLED, START_MS, TAGS,
+};
+
+pub fn engine_config(snapshot_every_records: u64) -> EngineConfig {
+    EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 64 * 1024,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 16 * 1024,
+            verify_on_open: VerifyOnOpen::Tail,
+        },
+        limits: EngineLimits {
+            groups_per_queue_max: 8,
+            batch_messages_max: 64,
+            receive_messages_max: 64,
+            ..EngineLimits::dms()
+        },
+        snapshot_every_records,
+    }
+}
+
+/// A delivered handle: the engine's receipt and the model's.
+pub struct Delivered {
+    engine: ReceiptHandle,
+    model: Handle,
+}
+
+pub struct Harness {
+    disk: SimDisk,
+    engine: Option<Engine<SimDisk>>,
+    config: EngineConfig,
+    model: Model,
+    /// Engine ids by model slot.
+    queue_ids: Vec<QueueId>,
+    group_ids: Vec<Vec<GroupId>>,
+    /// Model message index by engine message id, and back.
+    message_index: HashMap<MessageId, usize>,
+    message_ids: Vec<MessageId>,
+    handles: Vec<Delivered>,
+    bodies_made: u32,
+    body_padding_bytes: usize,
+    step: usize,
+    /// The durable log end when the engine was last opened.
+    opened_at_offset: u64,
+}
+
+/// Checks that engine and model agree on success or on the error, and returns both
+/// successes.
+fn agree<T, U, E>(step: usize, engine: Result<T, E>, model: Result<U, E>) -> Option<(T, U)>
+where
+    T: std::fmt::Debug,
+    U: std::fmt::Debug,
+    E: std::fmt::Debug + PartialEq,
+{
+    match (engine, model) {
+        (Ok(engine), Ok(model)) => Some((engine, model)),
+        (Err(engine), Err(model)) => {
+            assert_eq!(
+                engine, model,
+                "step {step}: engine and model fail differently"
+            );
+            None
+        }
+        (engine, model) => panic!("step {step}: engine gave {engine:?}, model {model:?}"),
+    }
+}
+
+/// A body without its padding, for readable failure messages.
+fn short(body: &str) -> &str {
+    body.trim_end_matches('.')
+}
+
+impl Harness {
+    pub fn new(seed: u64, snapshot_every_records: u64, body_padding_bytes: usize) -> Harness {
+        let disk = SimDisk::new(seed);
+        let config = engine_config(snapshot_every_records);
+        let engine = block_on(Engine::open(disk.clone(), config)).expect("open empty");
+        let limits = config.limits;
+        Harness {
+            disk,
+            engine: Some(engine),
+            config,
+            model: Model::new(
+                START_MS,
+                limits.groups_per_queue_max,
+                limits.visibility_ms_max,
+            ),
+            queue_ids: Vec::new(),
+            group_ids: Vec::new(),
+            message_index: HashMap::new(),
+            message_ids: Vec::new(),
+            handles: Vec::new(),
+            bodies_made: 0,
+            body_padding_bytes,
+            step: 0,
+            opened_at_offset: 0,
+        }
+    }
+
+    fn engine(&self) -> &Engine<SimDisk> {
+        self.engine.as_ref().expect("engine is open")
+    }
+
+    fn now(&self) -> u64 {
+        self.model.now
+    }
+
+    /// A queue slot and its engine id; an id no queue has when there is no queue yet.
+    fn queue_target(&self, pick: u8) -> (Option<usize>, QueueId) {
+        if self.queue_ids.is_empty() {
+            return (None, QueueId(u32::MAX));
+        }
+        let slot = usize::from(pick) % self.queue_ids.len();
+        (Some(slot), self.queue_ids[slot])
+    }
+
+    fn group_target(&self, queue: Option<usize>, pick: u8) -> (Option<usize>, GroupId) {
+        match queue.map(|q| &self.group_ids[q]) {
+            Some(groups) if !groups.is_empty() => {
+                let slot = usize::from(pick) % groups.len();
+                (Some(slot), groups[slot])
+            }
+            _ => (None, GroupId(u32::MAX)),
+        }
+    }
+
+    pub fn run(&mut self, op: &Op) {
+        self.step += 1;
+        match op {
+            Op::CreateQueue { name, spec } => self.create_queue(*name, spec),
+            Op::CreateGroup {
+                queue,
+                name,
+                latest,
+            } => self.create_group(*queue, *name, *latest),
+            Op::Send { queue, messages } => self.send(*queue, messages),
+            Op::Receive {
+                queue,
+                group,
+                max,
+                visibility_ms,
+                filter,
+            } => self.receive(*queue, *group, *max, *visibility_ms, *filter),
+            Op::ReceiveDead {
+                queue,
+                group,
+                follow,
+                max,
+                visibility_ms,
+            } => {
+                let (q, g) = self.dead_letter_target(*queue, *group, *follow);
+                self.receive_dead(q, g, *max, *visibility_ms);
+            }
+            Op::Ack {
+                picks,
+                stop_at_first_error,
+            } => self.ack(picks, *stop_at_first_error),
+            Op::ChangeVisibility { pick, ms } => self.change_visibility(*pick, *ms),
+            Op::Cancel { message, queue } => self.cancel(*message, *queue),
+            Op::Redrive {
+                queue,
+                group,
+                follow,
+            } => {
+                let (q, g) = self.dead_letter_target(*queue, *group, *follow);
+                self.redrive(q, g);
+            }
+            Op::Advance(ms) => self.advance(*ms),
+            Op::Snapshot => {
+                let result = block_on(self.engine().snapshot());
+                agree(self.step, result, Ok::<(), EngineError>(()));
+            }
+            Op::Crash { clean } => self.crash(*clean),
+            Op::DeleteGroup { queue, group } => self.delete_group(*queue, *group),
+            Op::DeleteQueue { queue } => {
+                let (slot, id) = self.queue_target(*queue);
+                let result = block_on(self.engine().delete_queue(id, self.now()));
+                agree(self.step, result, self.model.delete_queue(slot));
+            }
+        }
+        self.check_stats();
+    }
+
+    /// The queue and group slots of a followed handle, else the given ones.
+    fn dead_letter_target(&self, queue: u8, group: u8, follow: Option<Pick>) -> (u8, u8) {
+        let followed = follow.and_then(|pick| pick.resolve(self.handles.len()));
+        match followed {
+            Some(index) => {
+                let handle = self.handles[index].model;
+                let slot = |s: usize| u8::try_from(s).expect("few slots");
+                (slot(handle.queue), slot(handle.group))
+            }
+            None => (queue, group),
+        }
+    }
+
+    fn create_queue(&mut self, name: u8, spec: &QueueSpec) {
+        let name = format!("q{name}");
+        let config = QueueConfig {
+            mode: spec.mode,
+            retention_ms: spec.retention_ms,
+            max_consume_count: spec.max_consume_count,
+            retry: spec.retry,
+            dedup_window_ms: spec.dedup_window_ms,
+        };
+        let result = block_on(self.engine().create_queue("t", &name, config, self.now()));
+        let expected = self.model.create_queue(&name, config);
+        if let Some((id, slot)) = agree(self.step, result, expected) {
+            assert!(!self.queue_ids.contains(&id), "queue id {id:?} reused");
+            assert_eq!(slot, self.queue_ids.len());
+            self.queue_ids.push(id);
+            self.group_ids.push(Vec::new());
+        }
+    }
+
+    fn create_group(&mut self, queue: u8, name: u8, latest: bool) {
+        let (slot, id) = self.queue_target(queue);
+        let name = format!("g{name}");
+        let start = if latest {
+            GroupStart::Latest
+        } else {
+            GroupStart::Oldest
+        };
+        let result = block_on(self.engine().create_group(id, &name, start, self.now()));
+        let expected = self.model.create_group(slot, &name, start);
+        if let Some((group, group_slot)) = agree(self.step, result, expected) {
+            let q = slot.expect("created in a queue");
+            assert!(
+                self.group_ids.iter().all(|groups| !groups.contains(&group)),
+                "group id {group:?} reused"
+            );
+            assert_eq!(group_slot, self.group_ids[q].len());
+            self.group_ids[q].push(group);
+        }
+    }
+
+    fn delete_group(&mut self, queue: u8, group: u8) {
+        let (q, queue_id) = self.queue_target(queue);
+        let (g, group_id) = self.group_target(q, group);
+        let result = block_on(self.engine().delete_group(queue_id, group_id, self.now()));
+        agree(self.step, result, self.model.delete_group(q, g));
+    }
+
+    fn send(&mut self, queue: u8, specs: &[MessageSpec]) {
+        if self.model.messages.len() >= MESSAGES_MAX {
+            return;
+        }
+        let (slot, id) = self.queue_target(queue);
+        let now = self.now();
+        let delays = DELAYS_IN_QUEUES_WITH_SHORT_RETENTION_ENABLED
+            || slot.is_some_and(|q| self.model.queues[q].config.retention_ms >= LONG_RETENTION_MS);
+        let mut inputs = Vec::new();
+        let mut outgoing = Vec::new();
+        for spec in specs {
+            let body = format!(
+                "m{}{}",
+                self.bodies_made,
+                ".".repeat(self.body_padding_bytes)
+            );
+            self.bodies_made += 1;
+            let delay = match spec.delay {
+                _ if !delays => Delay::None,
+                DelaySpec::None => Delay::None,
+                DelaySpec::Ms(ms) => Delay::Ms(ms),
+                DelaySpec::At(offset) => Delay::At(now.saturating_add_signed(offset)),
+            };
+            let input = SendInput {
+                body: body.clone().into_bytes(),
+                attributes: Vec::new(),
+                tags: spec
+                    .tags
+                    .iter()
+                    .map(|t| TAGS[usize::from(*t)].to_string())
+                    .collect(),
+                fifo_group: spec
+                    .fifo_group
+                    .map(|g| FIFO_GROUPS[usize::from(g)].to_string()),
+                delay,
+                dedup_id: spec.dedup_id.map(|d| format!("d{d}")),
+            };
+            outgoing.push(Outgoing {
+                body,
+                tags: input.tags.clone(),
+                fifo_group: input.fifo_group.clone(),
+                delay,
+                dedup_id: input.dedup_id.clone(),
+            });
+            inputs.push(input);
+        }
+        let result = block_on(self.engine().send(id, &inputs, now));
+        let expected = self.model.send(slot, outgoing);
+        let Some((outcomes, expected)) = agree(self.step, result, expected) else {
+            return;
+        };
+        assert_eq!(outcomes.len(), expected.len());
+        for (outcome, (message, duplicate)) in outcomes.iter().zip(expected) {
+            let step = self.step;
+            assert_eq!(outcome.duplicate, duplicate, "step {step}: duplicate flag");
+            if duplicate {
+                let named = self.message_index.get(&outcome.message_id);
+                assert_eq!(
+                    named,
+                    Some(&message),
+                    "step {step}: duplicate names another message"
+                );
+            } else {
+                assert_eq!(message, self.message_ids.len());
+                let previous = self.message_index.insert(outcome.message_id, message);
+                assert!(previous.is_none(), "step {step}: message id reused");
+                self.message_ids.push(outcome.message_id);
+            }
+        }
+    }
+
+    fn receive(
+        &mut self,
+        queue: u8,
+        group: u8,
+        max: u32,
+        visibility_ms: u64,
+        choice: FilterChoice,
+    ) {
+        let (q, queue_id) = self.queue_target(queue);
+        let (g, group_id) = self.group_target(q, group);
+        let mut filter = match choice {
+            FilterChoice::None => None,
+            FilterChoice::Own => Some(filter_table(q.unwrap_or(0) + g.unwrap_or(0) + 1)),
+            FilterChoice::Table(index) => Some(filter_table(usize::from(index))),
+        };
+        if !FILTER_AFTER_DELIVERIES_ENABLED {
+            let delivered = self
+                .handles
+                .iter()
+                .any(|h| (Some(h.model.queue), Some(h.model.group)) == (q, g));
+            let unfiltered = match (q, g) {
+                (Some(q), Some(g)) => self.model.queues[q].groups[g].filter.is_none(),
+                _ => true,
+            };
+            if delivered && unfiltered {
+                filter = None;
+            }
+        }
+        let request = ReceiveRequest {
+            max_messages: max,
+            visibility_ms,
+            filter: filter.clone(),
+        };
+        let now = self.now();
+        let result = block_on(self.engine().receive(queue_id, group_id, &request, now));
+        let expected = self
+            .model
+            .receive(q, g, max, visibility_ms, filter.as_ref());
+        if let Some((deliveries, picked)) = agree(self.step, result, expected) {
+            self.record_deliveries(q, g, deliveries, picked, false);
+        }
+    }
+
+    fn receive_dead(&mut self, queue: u8, group: u8, max: u32, visibility_ms: u64) {
+        let (q, queue_id) = self.queue_target(queue);
+        let (g, group_id) = self.group_target(q, group);
+        let request = ReceiveRequest {
+            max_messages: max,
+            visibility_ms,
+            filter: None,
+        };
+        let now = self.now();
+        let result = block_on(
+            self.engine()
+                .receive_dead(queue_id, group_id, &request, now),
+        );
+        let expected = self.model.receive_dead(q, g, max, visibility_ms);
+        if let Some((deliveries, picked)) = agree(self.step, result, expected) {
+            self.record_deliveries(q, g, deliveries, picked, true);
+        }
+    }
+
+    /// Compares a receive's deliveries with the model's picks and keeps the handles.
+    fn record_deliveries(
+        &mut self,
+        queue: Option<usize>,
+        group: Option<usize>,
+        deliveries: Vec<Delivery>,
+        picked: Vec<Picked>,
+        dead_letter: bool,
+    ) {
+        let step = self.step;
+        let got: Vec<(String, u32)> = deliveries
+            .iter()
+            .map(|d| {
+                let body = String::from_utf8(d.body.clone()).expect("bodies are text");
+                (short(&body).to_string(), d.delivery_count)
+            })
+            .collect();
+        let want: Vec<(String, u32)> = picked
+            .iter()
+            .map(|(m, count, _)| (short(&self.model.messages[*m].body).to_string(), *count))
+            .collect();
+        assert_eq!(got, want, "step {step}: receive (body, delivery count)");
+        let (queue, group) = (queue.expect("received"), group.expect("received"));
+        for (delivery, (m, _, lease)) in deliveries.into_iter().zip(picked) {
+            let message = &self.model.messages[m];
+            assert_eq!(delivery.body, message.body.as_bytes());
+            assert_eq!(self.message_index.get(&delivery.message_id), Some(&m));
+            assert_eq!(delivery.tags, message.tags, "step {step}: tags");
+            assert_eq!(
+                delivery.fifo_group, message.fifo_group,
+                "step {step}: fifo group"
+            );
+            assert_eq!(delivery.sent_ms, message.sent_ms, "step {step}: sent_ms");
+            assert_eq!(delivery.handle.dead_letter, dead_letter);
+            assert_eq!(delivery.handle.queue, self.queue_ids[queue]);
+            assert_eq!(delivery.handle.group, self.group_ids[queue][group]);
+            let model = Handle {
+                queue,
+                group,
+                message: m,
+                lease,
+                dead_letter,
+            };
+            self.handles.push(Delivered {
+                engine: delivery.handle,
+                model,
+            });
+        }
+    }
+
+    fn ack(&mut self, picks: &[(Pick, bool)], stop_at_first_error: bool) {
+        let mut chosen: Vec<(usize, AckKind)> = Vec::new();
+        for (pick, success) in picks {
+            let Some(index) = pick.resolve(self.handles.len()) else {
+                return;
+            };
+            let message = |i: usize| {
+                let h = self.handles[i].model;
+                (h.queue, h.group, h.message)
+            };
+            let repeats = chosen.iter().any(|(i, _)| message(*i) == message(index));
+            if SAME_MESSAGE_TWICE_IN_ONE_ACK_BATCH_ENABLED || !repeats {
+                let kind = if *success {
+                    AckKind::Success
+                } else {
+                    AckKind::Fail
+                };
+                chosen.push((index, kind));
+            }
+        }
+        let acks: Vec<(ReceiptHandle, AckKind)> = chosen
+            .iter()
+            .map(|(i, kind)| (self.handles[*i].engine, *kind))
+            .collect();
+        let model_acks: Vec<(Handle, AckKind)> = chosen
+            .iter()
+            .map(|(i, kind)| (self.handles[*i].model, *kind))
+            .collect();
+        let result = block_on(self.engine().ack(&acks, stop_at_first_error, self.now()));
+        let expected = self.model.ack(&model_acks, stop_at_first_error);
+        let step = self.step;
+        assert_eq!(result, Ok(expected), "step {step}: ack results");
+    }
+
+    fn change_visibility(&mut self, pick: Pick, ms: u64) {
+        let Some(index) = pick.resolve(self.handles.len()) else {
+            return;
+        };
+        let handle = &self.handles[index];
+        let result = self
+            .engine()
+            .change_visibility(&handle.engine, ms, self.now());
+        let model = handle.model;
+        let expected = self.model.change_visibility(&model, ms);
+        let step = self.step;
+        assert_eq!(result, expected, "step {step}: change_visibility");
+    }
+
+    fn cancel(&mut self, message: Pick, queue: Option<u8>) {
+        let m = message.resolve(self.message_ids.len());
+        let (slot, queue_id) = match (queue, m) {
+            (Some(queue), _) => self.queue_target(queue),
+            (None, Some(m)) => {
+                let slot = self.model.messages[m].queue;
+                (Some(slot), self.queue_ids[slot])
+            }
+            (None, None) => self.queue_target(0),
+        };
+        let id = m.map_or(MessageId(u64::MAX), |m| self.message_ids[m]);
+        let result = block_on(self.engine().cancel(queue_id, id, self.now()));
+        agree(self.step, result, self.model.cancel(slot, m));
+    }
+
+    fn redrive(&mut self, queue: u8, group: u8) {
+        let (q, queue_id) = self.queue_target(queue);
+        let (g, group_id) = self.group_target(q, group);
+        let result = block_on(self.engine().redrive(queue_id, group_id, self.now()));
+        agree(self.step, result, self.model.redrive(q, g));
+    }
+
+    fn advance(&mut self, ms: u64) {
+        let now = self.now() + ms;
+        let result = block_on(self.engine().tick(now));
+        agree(self.step, result, Ok::<(), EngineError>(()));
+        self.model.tick(now);
+    }
+
+    fn crash(&mut self, clean: bool) {
+        let durable = self.engine().log().durable_offset().0;
+        if !REOPEN_WITHOUT_LOG_GROWTH_ENABLED && durable == self.opened_at_offset {
+            return;
+        }
+        self.engine = None;
+        if !clean {
+            self.disk.crash();
+        }
+        let engine = block_on(Engine::open(self.disk.clone(), self.config));
+        let step = self.step;
+        self.engine = Some(engine.unwrap_or_else(|e| panic!("step {step}: reopen failed: {e}")));
+        self.opened_at_offset = self.engine().log().durable_offset().0;
+        self.model.crash();
+        if !OPERATIONS_BEFORE_FIRST_TICK_AFTER_REOPEN_ENABLED {
+            self.advance(0);
+        }
+    }
+
+    /// Every group's counters, including those of deleted groups and queues (errors).
+    fn check_stats(&self) {
+        let step = self.step;
+        for (q, queue_id) in self.queue_ids.iter().enumerate() {
+            for (g, group_id) in self.group_ids[q].iter().enumerate() {
+                let stats = self.engine().group_stats(*queue_id, *group_id);
+                let expected = self.model.group_stats(q, g);
+                if let Some((stats, expected)) = agree(step, stats, expected) {
+                    assert!(
+                        expected.admits(&stats),
+                        "step {step}: group ({q}, {g}) stats {stats:?}, model {expected:?}"
+                    );
+                }
+            }
+        }
+    }
+}
