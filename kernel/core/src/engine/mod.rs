@@ -772,7 +772,7 @@ impl<S: Storage + Clone> Engine<S> {
                     handle: pick.handle,
                     message_id: pick.meta.message_id,
                     delivery_count: pick.delivery_count,
-                    sent_ms: pick.meta.sent_ms,
+                    sent_ms: record.timestamp_ms,
                     attributes: user_attributes.to_vec(),
                     body: record.payload,
                     tags: meta.tags,

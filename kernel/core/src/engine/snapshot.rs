@@ -80,7 +80,7 @@ pub(crate) fn encode(state: &State, applied_offset: u64) -> Vec<u8> {
 
 fn encode_meta(w: &mut Writer, meta: &MessageMeta) {
     w.u64(meta.message_id.0)
-        .u64(meta.sent_ms)
+        .u64(meta.available_ms)
         .u32(meta.fifo_key);
     for tag in meta.tags {
         w.u16(tag);
@@ -211,7 +211,7 @@ fn bad(r: &Reader<'_>) -> CodecError {
 fn decode_meta(r: &mut Reader<'_>) -> Result<MessageMeta, CodecError> {
     Ok(MessageMeta {
         message_id: MessageId(r.u64()?),
-        sent_ms: r.u64()?,
+        available_ms: r.u64()?,
         fifo_key: r.u32()?,
         tags: [r.u16()?, r.u16()?, r.u16()?],
     })

@@ -28,7 +28,9 @@ use crate::limits::{ENGINE_READY_BLOCKED_MAX, ENGINE_SCAN_STEPS_MAX, ENGINE_TAGS
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct MessageMeta {
     pub message_id: MessageId,
-    pub sent_ms: u64,
+    /// When the message became available (sent, or released from its delay): the
+    /// start of its retention.
+    pub available_ms: u64,
     /// FIFO ordering key: 0 for a whole-queue FIFO, else a hash of the message group.
     pub fifo_key: u32,
     /// Tag ids in the queue's dictionary; 0 = no tag.
@@ -225,7 +227,13 @@ impl State {
                     return;
                 };
                 if let Some(delayed) = q.delayed.remove(message) {
-                    q.messages.push_back(delayed.meta);
+                    // Retention runs from release: a message delayed longer than its
+                    // queue's retention is still delivered.
+                    let meta = MessageMeta {
+                        available_ms: ts,
+                        ..delayed.meta
+                    };
+                    q.messages.push_back(meta);
                 }
             }
             Command::Cancel { queue, message } => {
@@ -262,7 +270,7 @@ impl State {
         let fifo_key = q.fifo_key(meta.fifo_group.as_deref());
         let message = MessageMeta {
             message_id,
-            sent_ms: ts,
+            available_ms: ts,
             fifo_key,
             tags,
         };
@@ -787,7 +795,7 @@ impl State {
             let cutoff = now.saturating_sub(q.config.retention_ms);
             let mut new_base = q.base_seq;
             for meta in &q.messages {
-                if meta.sent_ms >= cutoff {
+                if meta.available_ms >= cutoff {
                     break;
                 }
                 new_base += 1;

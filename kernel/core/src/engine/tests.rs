@@ -414,6 +414,25 @@ fn delayed_and_scheduled_messages_never_arrive_early() {
         block_on(h.engine().cancel(q, ids[2], h.now)),
         Err(EngineError::NotScheduled)
     );
+    // A schedule beyond the queue's retention is still delivered, then kept a full
+    // retention period from its release.
+    let short = QueueConfig {
+        retention_ms: 600 * SECOND,
+        ..queue_config(QueueMode::Normal)
+    };
+    let sq = h.queue("short", short);
+    let sg = h.group(sq, "g");
+    let later = SendInput {
+        delay: Delay::Ms(3_600 * SECOND),
+        ..message("an hour later")
+    };
+    let sent_at = h.now;
+    h.send_all(sq, vec![later]);
+    h.advance(3_600 * SECOND);
+    h.advance(599 * SECOND);
+    let got = h.receive(sq, sg, 10);
+    assert_eq!(Harness::bodies(&got), ["an hour later"]);
+    assert_eq!(got[0].sent_ms, sent_at, "the send time is the original one");
     let err = block_on(h.engine().send(
         q,
         &[SendInput {
