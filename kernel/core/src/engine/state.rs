@@ -437,14 +437,17 @@ impl State {
             fifo.is_none() || !g.locks.contains_key(&key) || taken.contains(&key)
         };
         // Redeliveries first, in sequence order (FIFO: they keep their position).
-        let candidates: Vec<u64> = g
-            .ready
-            .iter()
-            .take(ENGINE_READY_BLOCKED_MAX)
-            .copied()
-            .collect();
-        for seq in candidates {
-            if !room(g, &picked) {
+        let mut after = 0;
+        let mut steps = 0;
+        let mut ready_visited = true;
+        while room(g, &picked) {
+            let Some(seq) = g.ready.range(after..).next().copied() else {
+                break;
+            };
+            after = seq + 1;
+            steps += 1;
+            if steps > ENGINE_SCAN_STEPS_MAX {
+                ready_visited = false;
                 break;
             }
             let Some(meta) = message_at(messages, base, seq).copied() else {
@@ -461,9 +464,14 @@ impl State {
             picked.push(leaser.lease(g, seq, meta));
             taken_keys.insert(meta.fifo_key);
         }
+        if fifo.is_some() && !ready_visited {
+            // An unvisited redelivery may precede, in its FIFO order, whatever the cursor
+            // would find next: hand out nothing newer this time.
+            return Ok(picked);
+        }
         // Then new messages from the cursor.
         g.cursor = g.cursor.max(base);
-        let mut steps = 0;
+        steps = 0;
         while room(g, &picked) && g.cursor < next && steps < ENGINE_SCAN_STEPS_MAX {
             steps += 1;
             let seq = g.cursor;
