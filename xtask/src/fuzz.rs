@@ -33,7 +33,10 @@ pub enum Toolchain {
 
 impl Toolchain {
     pub fn detect() -> Toolchain {
-        if command::succeeds(Command::new("cargo").args(["+nightly", "--version"])) {
+        let mut probe = Command::new("cargo");
+        // Without nightly, rustup must say so rather than try to download it.
+        probe.env("RUSTUP_AUTO_INSTALL", "0");
+        if command::succeeds(probe.args(["+nightly", "--version"])) {
             Toolchain::Nightly
         } else {
             println!("no nightly toolchain: fuzzing with the default one and RUSTC_BOOTSTRAP=1");
