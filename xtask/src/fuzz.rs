@@ -107,12 +107,7 @@ pub fn build_all(toolchain: Toolchain) -> Result<(), String> {
 /// generated seeds; new inputs go to `fuzz/corpus/<target>` and crashes to
 /// `fuzz/artifacts/<target>`.
 pub fn run_target(toolchain: Toolchain, target: &str, seconds: u64) -> Result<(), String> {
-    if !TARGETS.contains(&target) {
-        return Err(format!(
-            "unknown fuzz target `{target}`; targets: {}",
-            TARGETS.join(", ")
-        ));
-    }
+    check_target(target)?;
     let corpus_dir = fuzz_dir().join("corpus").join(target);
     write_seeds(target, &corpus_dir)?;
     let mut cargo = toolchain.cargo();
@@ -130,6 +125,16 @@ pub fn run_target(toolchain: Toolchain, target: &str, seconds: u64) -> Result<()
             fuzz_dir().join("artifacts").join(target).display()
         )
     })
+}
+
+fn check_target(target: &str) -> Result<(), String> {
+    if TARGETS.contains(&target) {
+        return Ok(());
+    }
+    Err(format!(
+        "unknown fuzz target `{target}`; targets: {}",
+        TARGETS.join(", ")
+    ))
 }
 
 /// libFuzzer's progress lines (`#1234\tNEW cov: ...`), thousands per run; the start-up,
@@ -161,6 +166,7 @@ fn write_seeds(target: &str, corpus_dir: &Path) -> Result<(), String> {
 
 /// `cargo xtask fuzz <target> --seconds N`.
 pub fn run_one(target: &str, seconds: u64) -> Result<(), String> {
+    check_target(target)?;
     let toolchain = Toolchain::detect();
     ensure_cargo_fuzz(toolchain)?;
     run_target(toolchain, target, seconds)
