@@ -162,7 +162,9 @@ impl DmaStorage {
     }
 
     /// Makes glommio take its per-thread iopoll decision for this device on a file
-    /// with data (see the module doc), once per thread and device.
+    /// with data (see the module doc), once per thread and device. Best effort: where
+    /// the probe itself cannot run (no `O_TMPFILE`), say so once and go on; only a full
+    /// disk is reported, since the open that follows would fail the same way.
     async fn probe_iopoll(&self, op: IoOp) -> Result<(), IoError> {
         thread_local! {
             static PROBED_DEVICES: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
@@ -170,6 +172,23 @@ impl DmaStorage {
         if PROBED_DEVICES.with(|probed| probed.borrow().contains(&self.device)) {
             return Ok(());
         }
+        let result = self.probe_iopoll_with_tmpfile(op).await;
+        PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(self.device));
+        match result {
+            Err(error) if error.kind == IoErrorKind::NoSpace => Err(error),
+            Err(error) => {
+                eprintln!(
+                    "sluice-shard: iopoll probe in {} failed ({error}); if the first file \
+                     glommio opens on this device is empty, reads may fail with EOPNOTSUPP",
+                    self.path.display()
+                );
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    async fn probe_iopoll_with_tmpfile(&self, op: IoOp) -> Result<(), IoError> {
         let mut probe = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -189,9 +208,7 @@ impl DmaStorage {
             .map_err(|error| glommio_error(&error, op))?;
         file.close()
             .await
-            .map_err(|error| glommio_error(&error, op))?;
-        PROBED_DEVICES.with(|probed| probed.borrow_mut().insert(self.device));
-        Ok(())
+            .map_err(|error| glommio_error(&error, op))
     }
 
     async fn open_file(&self, name: &str, create: bool) -> Result<DmaStorageFile, IoError> {
