@@ -1,7 +1,9 @@
 //! `log-bench`: appends 1 KiB records through `Log<DmaStorage>` in batches of 1, 16, 256
 //! and 1024 records, one `append` + `sync` (one fdatasync) per batch, for a fixed time
-//! per case; then runs the fio baseline script on the same file system and prints both
-//! side by side with the ratio the log issue sets goals for. Measures only; it owns no
+//! per case; runs the fio baseline script on the same file system before and after
+//! them, and prints both side by side with the ratio the log issue sets goals for
+//! (against the better fio run; a large spread between the two, or build processes
+//! seen running, is printed as a warning because it makes the figures unreliable). Measures only; it owns no
 //! log or storage behaviour.
 //!
 //! Usage: `cargo run --release -p sluice-benches --bin log-bench -- [--seconds N]
@@ -248,6 +250,88 @@ mod bench {
         Ok(rows)
     }
 
+    fn baseline_or_empty(args: &Args) -> Vec<BaselineRow> {
+        match run_baseline(&args.baseline_script, &args.dir, args.seconds) {
+            Ok(rows) => rows,
+            Err(error) => {
+                eprintln!("log-bench: baseline failed: {error}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Per fio row the better of the two runs, and how far apart they were (0..1).
+    struct MergedRow {
+        row: BaselineRow,
+        spread: f64,
+    }
+
+    fn merge_baselines(before: &[BaselineRow], after: &[BaselineRow]) -> Vec<MergedRow> {
+        let mut merged = Vec::new();
+        for first in before.iter().chain(after) {
+            if merged.iter().any(|m: &MergedRow| m.row.name == first.name) {
+                continue;
+            }
+            let second = after
+                .iter()
+                .chain(before)
+                .find(|row| row.name == first.name && !std::ptr::eq(*row, first))
+                .unwrap_or(first);
+            let mb_per_s = first.mb_per_s.max(second.mb_per_s);
+            let iops = first.iops.max(second.iops);
+            let spread = (first.iops - second.iops).abs() / iops.max(f64::MIN_POSITIVE);
+            merged.push(MergedRow {
+                row: BaselineRow {
+                    name: first.name.clone(),
+                    mb_per_s,
+                    iops,
+                },
+                spread,
+            });
+        }
+        merged
+    }
+
+    /// Names of build and fuzz processes running now: the stack notes measured them
+    /// slowing fdatasync 2-5x, so the report says when they were there.
+    fn busy_processes() -> Vec<String> {
+        let mut names = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return names;
+        };
+        for entry in entries.flatten() {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            let comm = comm.trim();
+            if matches!(
+                comm,
+                "cargo" | "rustc" | "cargo-fuzz" | "cc" | "ld" | "fuzz"
+            ) {
+                names.push(comm.to_string());
+            }
+        }
+        names.sort();
+        names
+    }
+
+    fn print_noise_warnings(baseline: &[MergedRow], before: &[String], after: &[String]) {
+        for merged in baseline.iter().filter(|merged| merged.spread > 0.25) {
+            println!(
+                "WARNING: fio {} differed by {:.0}% between the runs before and after the \
+                 log cases: the disk was shared, figures are unreliable",
+                merged.row.name,
+                merged.spread * 100.0
+            );
+        }
+        for (when, names) in [("before", before), ("after", after)] {
+            if !names.is_empty() {
+                println!(
+                    "WARNING: other build processes were running {when} the run: {}",
+                    names.join(" ")
+                );
+            }
+        }
+    }
+
     /// Which fio row a batch size is compared with, on which metric, and the goal.
     struct Comparison {
         row: &'static str,
@@ -285,7 +369,7 @@ mod bench {
         }
     }
 
-    fn print_table(results: &[CaseResult], baseline: &[BaselineRow]) {
+    fn print_table(results: &[CaseResult], baseline: &[MergedRow]) {
         println!();
         println!(
             "{:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} | {:>24} {:>8} {:>8} {:>7} {:>6}  compared",
@@ -305,7 +389,10 @@ mod bench {
         );
         for result in results {
             let comparison = comparison(result.batch_records);
-            let row = baseline.iter().find(|row| row.name == comparison.row);
+            let row = baseline
+                .iter()
+                .map(|merged| &merged.row)
+                .find(|row| row.name == comparison.row);
             let (fio_mb, fio_iops, ratio) = match row {
                 Some(row) => {
                     let ratio = if comparison.by_sync_rate {
@@ -366,6 +453,14 @@ mod bench {
                 ""
             }
         );
+        let busy_before = busy_processes();
+        // The fio baseline runs before and after the log cases; the table uses the
+        // better figure of the two, and a large spread flags a busy machine.
+        let baseline_before = if args.baseline {
+            baseline_or_empty(&args)
+        } else {
+            Vec::new()
+        };
         let startup = ShardStartup::prepare(1);
         let executor = startup.builder(0).make().expect("executor starts");
         let duration = Duration::from_secs(args.seconds);
@@ -393,18 +488,15 @@ mod bench {
             results
         });
         drop(executor);
-        let baseline = if args.baseline {
-            match run_baseline(&args.baseline_script, &args.dir, args.seconds) {
-                Ok(rows) => rows,
-                Err(error) => {
-                    eprintln!("log-bench: baseline failed: {error}");
-                    Vec::new()
-                }
-            }
+        let baseline_after = if args.baseline {
+            baseline_or_empty(&args)
         } else {
             Vec::new()
         };
+        let busy_after = busy_processes();
+        let baseline = merge_baselines(&baseline_before, &baseline_after);
         print_table(&results, &baseline);
+        print_noise_warnings(&baseline, &busy_before, &busy_after);
         std::fs::remove_dir_all(&args.dir).expect("remove the bench directory");
     }
 
