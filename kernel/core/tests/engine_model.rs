@@ -14,15 +14,20 @@
 //! per-entry results, sends the same `duplicate` flags naming the same messages (message
 //! ids are log offsets, so the harness maps them to the bodies they identify), and every
 //! group's `group_stats` backlog, in-flight and dead-letter counts must match. Bodies are
-//! unique per run (a counter), so a body names a message. The number of cases comes from
-//! `PROPTEST_CASES` (CI sets 10,000; TIMING TODO).
+//! unique per run (a counter), so a body names a message. Besides random advances, the
+//! harness advances to the model's timer edges (deadlines, due times, retention and dedup
+//! expiries) give or take 1 ms, where off-by-one mistakes show. The number of cases comes
+//! from `PROPTEST_CASES` (CI sets 10,000: about 32 s in a debug build).
+//! `engine_model/fixme.rs` pins each engine bug this test found with its smallest case.
 //!
 //! The contract (the model implements this, not the engine's code):
 //! - tick(now), in order: back-off waits with visible_ms <= now end; leases with deadline
 //!   <= now expire as failures (dead-letter leases just end); delayed messages with
 //!   deliver_at <= now become available by deliver_at then send order; retained messages
-//!   with sent_ms + retention_ms < now are deleted for every group; dedup entries with
-//!   expiry <= now are dropped.
+//!   with available_ms + retention_ms < now are deleted for every group; dedup entries
+//!   with expiry <= now are dropped. available_ms is the send time, or for a delayed
+//!   message its release (docs/semantics.md: a delay longer than the retention is still
+//!   honoured); deliveries report the send time.
 //! - A message takes its position in its queue when it becomes available (at send unless
 //!   delayed to a time after now, else when a tick releases it). Oldest groups see every
 //!   retained message, Latest groups those that become available after their creation.
@@ -41,7 +46,26 @@
 //! - Crash and reopen lose every lease (in-flight messages available at once, failures
 //!   unchanged) and nothing else. A snapshot changes nothing observable.
 //!
-//! MUTATIONS: TODO
+//! How this test was checked to catch bugs: the engine was mutated by hand in a scratch
+//! copy, the test run with `PROPTEST_CASES=10000` in a debug build, and the mutation
+//! reverted (none is committed). Cases that passed before the first failure, in one run:
+//! `State::receive` ignores FIFO locks: 34. `apply_ack` does not mark the message done: 4.
+//! `apply_nack` dead-letters one failure late: 6. `Leaser::lease` reports
+//! `max(failures, 1)` deliveries: 12. `apply_retention` deletes a message 1 ms early: 15
+//! (never caught before the timer-edge advances existed). `Engine::send` ignores repeats
+//! within a batch: 4. Dead-letter leases never expire: 128. Redrive leaves the message
+//! done: 99. Back-off index off by one: 160. A Latest group also sees the newest existing
+//! message: 3. `TagMatch::All` matched as `Any`: 17. A stale dead-letter fail of an acked
+//! message answers `AlreadyDone`: 249. `change_visibility` ignores the nonce: 553. A lease
+//! expiring exactly at `now` is ignored: 35. Timers fire 1 ms late: 17. Snapshots drop
+//! failure counts: 9. Survivors, all equivalent under this protocol: not rewinding the
+//! cursor or dropping dead-letter leases on reopen (a reopened state is built fresh),
+//! redrive keeping failure counts (they are forgotten when a message dies), and a dedup
+//! entry still valid at its expiry instant (the tick at that instant drops it first).
+//!
+//! Engine disagreements with the contract that this test found are kept out of the random
+//! operations by the `*_ENABLED` constants below, each with a FIXME naming the bug; set
+//! one to `true` to see the test find it again.
 
 #[path = "engine_model/fixme.rs"]
 mod fixme;
@@ -66,8 +90,8 @@ const START_MS: u64 = 1_000_000;
 /// apply to messages the group had delivered or skipped before (they sit in the ready set,
 /// which `State::receive` serves without checking the filter), so a failed message the
 /// filter rejects is delivered again. The contract says non-matching messages are never
-/// delivered once the filter is set. Until fixed, the harness sets a group's filter only
-/// on its first delivery-making receive.
+/// delivered once the filter is set. Until fixed, the harness gives a group a filter only
+/// while the group has had no delivery.
 const FILTER_AFTER_DELIVERIES_ENABLED: bool = false;
 
 /// FIXME(engine bug): retention is not durable. `State::apply_retention` trims messages in
@@ -94,15 +118,14 @@ const SAME_MESSAGE_TWICE_IN_ONE_ACK_BATCH_ENABLED: bool = false;
 /// previous one.
 const REOPEN_WITHOUT_LOG_GROWTH_ENABLED: bool = false;
 
-/// FIXME(engine bug): retention only trims a prefix of the queue. `State::apply_retention`
-/// stops at the first message younger than the cut-off, but a delayed message takes its
-/// position when released, behind messages sent after it, so it outlives its retention
-/// until every message before it has expired (receivable, in the backlog). The contract
-/// deletes every message with sent_ms + retention_ms < now. Until fixed, the harness
-/// sends delayed messages only to queues whose retention cannot run out in a case.
-const DELAYS_IN_QUEUES_WITH_SHORT_RETENTION_ENABLED: bool = false;
-/// A retention no case lasts long enough to reach.
-const LONG_RETENTION_MS: u64 = 24 * 3600 * 1000;
+/// FIXME(engine bug, loses messages): log retention can delete the record of a released
+/// delayed message. `State::oldest_needed_offset` takes a queue's oldest needed record to
+/// be its first message's, but a released delayed message sits behind messages with
+/// larger offsets, so once a snapshot covers them `Engine::tick` removes the segment
+/// holding its body and every receive that reaches it fails with `Storage("offset removed
+/// by retention")`. Until fixed, the harness sends delayed messages only in cases whose
+/// bodies are unpadded, whose logs never fill a segment.
+const DELAYS_IN_MULTI_SEGMENT_LOGS_ENABLED: bool = false;
 
 proptest! {
     #![proptest_config(ProptestConfig {

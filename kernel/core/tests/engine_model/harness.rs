@@ -15,8 +15,8 @@ use sluice_core::sim_disk::{block_on, SimDisk};
 use crate::model::{Handle, Model, Outgoing, Picked};
 use crate::ops::{filter_table, DelaySpec, FilterChoice, MessageSpec, Op, Pick, QueueSpec};
 use crate::{
-    DELAYS_IN_QUEUES_WITH_SHORT_RETENTION_ENABLED, FIFO_GROUPS, FILTER_AFTER_DELIVERIES_ENABLED,
-    LONG_RETENTION_MS, MESSAGES_MAX, OPERATIONS_BEFORE_FIRST_TICK_AFTER_REOPEN_ENABLED,
+    DELAYS_IN_MULTI_SEGMENT_LOGS_ENABLED, FIFO_GROUPS, FILTER_AFTER_DELIVERIES_ENABLED,
+    MESSAGES_MAX, OPERATIONS_BEFORE_FIRST_TICK_AFTER_REOPEN_ENABLED,
     REOPEN_WITHOUT_LOG_GROWTH_ENABLED, SAME_MESSAGE_TWICE_IN_ONE_ACK_BATCH_ENABLED, START_MS, TAGS,
 };
 
@@ -39,7 +39,7 @@ pub fn engine_config(snapshot_every_records: u64) -> EngineConfig {
 }
 
 /// A delivered handle: the engine's receipt and the model's.
-pub struct Delivered {
+struct Delivered {
     engine: ReceiptHandle,
     model: Handle,
 }
@@ -185,6 +185,14 @@ impl Harness {
                 self.redrive(q, g);
             }
             Op::Advance(ms) => self.advance(*ms),
+            Op::AdvanceToEdge { edge, offset_ms } => {
+                let edges = self.model.edges();
+                let target = match edges.get(usize::from(*edge) % edges.len().max(1)) {
+                    Some(at) => at.saturating_add_signed(i64::from(*offset_ms)),
+                    None => self.now(),
+                };
+                self.advance(target.max(self.now()) - self.now());
+            }
             Op::Snapshot => {
                 let result = block_on(self.engine().snapshot());
                 agree(self.step, result, Ok::<(), EngineError>(()));
@@ -266,46 +274,11 @@ impl Harness {
         }
         let (slot, id) = self.queue_target(queue);
         let now = self.now();
-        let delays = DELAYS_IN_QUEUES_WITH_SHORT_RETENTION_ENABLED
-            || slot.is_some_and(|q| self.model.queues[q].config.retention_ms >= LONG_RETENTION_MS);
-        let mut inputs = Vec::new();
-        let mut outgoing = Vec::new();
-        for spec in specs {
-            let body = format!(
-                "m{}{}",
-                self.bodies_made,
-                ".".repeat(self.body_padding_bytes)
-            );
-            self.bodies_made += 1;
-            let delay = match spec.delay {
-                _ if !delays => Delay::None,
-                DelaySpec::None => Delay::None,
-                DelaySpec::Ms(ms) => Delay::Ms(ms),
-                DelaySpec::At(offset) => Delay::At(now.saturating_add_signed(offset)),
-            };
-            let input = SendInput {
-                body: body.clone().into_bytes(),
-                attributes: Vec::new(),
-                tags: spec
-                    .tags
-                    .iter()
-                    .map(|t| TAGS[usize::from(*t)].to_string())
-                    .collect(),
-                fifo_group: spec
-                    .fifo_group
-                    .map(|g| FIFO_GROUPS[usize::from(g)].to_string()),
-                delay,
-                dedup_id: spec.dedup_id.map(|d| format!("d{d}")),
-            };
-            outgoing.push(Outgoing {
-                body,
-                tags: input.tags.clone(),
-                fifo_group: input.fifo_group.clone(),
-                delay,
-                dedup_id: input.dedup_id.clone(),
-            });
-            inputs.push(input);
-        }
+        let delays = DELAYS_IN_MULTI_SEGMENT_LOGS_ENABLED || self.body_padding_bytes == 0;
+        let (inputs, outgoing): (Vec<SendInput>, Vec<Outgoing>) = specs
+            .iter()
+            .map(|spec| self.send_input(spec, delays))
+            .unzip();
         let result = block_on(self.engine().send(id, &inputs, now));
         let expected = self.model.send(slot, outgoing);
         let Some((outcomes, expected)) = agree(self.step, result, expected) else {
@@ -329,6 +302,44 @@ impl Harness {
                 self.message_ids.push(outcome.message_id);
             }
         }
+    }
+
+    /// One message to send, for the engine and for the model, with a fresh body.
+    fn send_input(&mut self, spec: &MessageSpec, delays: bool) -> (SendInput, Outgoing) {
+        let padding = ".".repeat(self.body_padding_bytes);
+        let body = format!("m{}{padding}", self.bodies_made);
+        self.bodies_made += 1;
+        let delay = match spec.delay {
+            _ if !delays => Delay::None,
+            DelaySpec::None => Delay::None,
+            DelaySpec::Ms(ms) => Delay::Ms(ms),
+            DelaySpec::At(offset) => Delay::At(self.now().saturating_add_signed(offset)),
+        };
+        let tags: Vec<String> = spec
+            .tags
+            .iter()
+            .map(|t| TAGS[usize::from(*t)].to_string())
+            .collect();
+        let fifo_group = spec
+            .fifo_group
+            .map(|g| FIFO_GROUPS[usize::from(g)].to_string());
+        let dedup_id = spec.dedup_id.map(|d| format!("d{d}"));
+        let input = SendInput {
+            body: body.clone().into_bytes(),
+            attributes: Vec::new(),
+            tags: tags.clone(),
+            fifo_group: fifo_group.clone(),
+            delay,
+            dedup_id: dedup_id.clone(),
+        };
+        let outgoing = Outgoing {
+            body,
+            tags,
+            fifo_group,
+            delay,
+            dedup_id,
+        };
+        (input, outgoing)
     }
 
     fn receive(

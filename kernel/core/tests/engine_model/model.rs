@@ -43,6 +43,9 @@ pub struct Message {
     pub deliver_at_ms: Option<u64>,
     /// Index in the queue's availability order, once available.
     pub position: Option<usize>,
+    /// When it became available (sent, or released from its delay): retention runs from
+    /// here (docs/semantics.md), while deliveries report `sent_ms`.
+    pub available_ms: Option<u64>,
     pub cancelled: bool,
     /// Deleted by retention.
     pub removed: bool,
@@ -295,6 +298,7 @@ impl Model {
                 sent_ms: now,
                 deliver_at_ms,
                 position: None,
+                available_ms: None,
                 cancelled: false,
                 removed: false,
             });
@@ -314,6 +318,7 @@ impl Model {
     fn make_available(&mut self, message: usize) {
         let q = self.messages[message].queue;
         self.messages[message].position = Some(self.queues[q].order.len());
+        self.messages[message].available_ms = Some(self.now);
         self.messages[message].deliver_at_ms = None;
         self.queues[q].order.push(message);
     }
@@ -616,14 +621,52 @@ impl Model {
         for (_, m) in due {
             self.make_available(m);
         }
-        // 4. Retention.
+        // 4. Retention, from the time a message became available.
         for message in &mut self.messages {
             let retention_ms = self.queues[message.queue].config.retention_ms;
-            if message.position.is_some() && message.sent_ms + retention_ms < now {
+            if message
+                .available_ms
+                .is_some_and(|at| at + retention_ms < now)
+            {
                 message.removed = true;
             }
         }
         // 5. Dedup entries expire: `send` only honours entries whose expiry > now.
+    }
+
+    /// Every future time at which a tick would change something (lease deadlines, waits,
+    /// due delayed messages, the first instant of a message past its retention, dedup
+    /// expiries), sorted, so the harness can land exactly on the edges.
+    pub fn edges(&self) -> Vec<u64> {
+        let mut edges = Vec::new();
+        for (q, g) in self.live_groups() {
+            for lane in &self.queues[q].groups[g].lanes {
+                match *lane {
+                    Lane::InFlight { deadline_ms, .. } => edges.push(deadline_ms),
+                    Lane::Waiting { visible_ms } => edges.push(visible_ms),
+                    Lane::Dead {
+                        lease: Some((_, deadline_ms)),
+                    } => edges.push(deadline_ms),
+                    _ => {}
+                }
+            }
+        }
+        for message in &self.messages {
+            let queue = &self.queues[message.queue];
+            if let Some(at) = message.deliver_at_ms {
+                edges.push(at);
+            }
+            if let Some(at) = message.available_ms.filter(|_| !message.removed) {
+                edges.push(at + queue.config.retention_ms + 1);
+            }
+        }
+        for queue in &self.queues {
+            edges.extend(queue.dedup.iter().map(|(_, expiry, _)| *expiry));
+        }
+        edges.retain(|edge| *edge > self.now);
+        edges.sort_unstable();
+        edges.dedup();
+        edges
     }
 
     /// A crash and reopen: every lease is lost; everything else is durable.

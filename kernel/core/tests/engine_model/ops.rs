@@ -6,8 +6,6 @@
 use proptest::prelude::*;
 use sluice_core::engine::types::{FifoScope, QueueMode, RetryPolicy, TagFilter, TagMatch};
 
-use crate::LONG_RETENTION_MS;
-
 #[derive(Clone, Debug)]
 pub struct QueueSpec {
     pub mode: QueueMode,
@@ -113,6 +111,12 @@ pub enum Op {
         follow: Option<Pick>,
     },
     Advance(u64),
+    /// Advance to one of the model's timer edges, give or take a millisecond, where
+    /// off-by-one mistakes show.
+    AdvanceToEdge {
+        edge: u8,
+        offset_ms: i8,
+    },
     Snapshot,
     Crash {
         clean: bool,
@@ -141,7 +145,8 @@ pub fn queue_spec() -> impl Strategy<Value = QueueSpec> {
             prop_oneof![2 => Just(1u16), 1 => Just(2), 1 => Just(3)],
         ),
         retry,
-        prop_oneof![3 => 60_000u64..600_000, 1 => Just(LONG_RETENTION_MS)],
+        // Mostly retentions a case outlasts; some a case rarely reaches (24 h).
+        prop_oneof![3 => 60_000u64..600_000, 1 => Just(24 * 3600 * 1000)],
         dedup_window_ms,
     )
         .prop_map(
@@ -158,8 +163,8 @@ pub fn queue_spec() -> impl Strategy<Value = QueueSpec> {
 pub fn message_spec() -> impl Strategy<Value = MessageSpec> {
     let delay = prop_oneof![
         6 => Just(DelaySpec::None),
-        2 => (0u64..20_000).prop_map(DelaySpec::Ms),
-        2 => (-10_000i64..20_000).prop_map(DelaySpec::At),
+        2 => prop_oneof![1 => Just(0), 4 => 1u64..20_000].prop_map(DelaySpec::Ms),
+        2 => prop_oneof![1 => Just(0), 4 => -10_000i64..20_000].prop_map(DelaySpec::At),
     ];
     (
         prop::collection::vec(0u8..3, 0..=3),
@@ -211,7 +216,9 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(message, queue)| Op::Cancel { message, queue }),
         3 => (slot(), slot(), follow())
             .prop_map(|(queue, group, follow)| Op::Redrive { queue, group, follow }),
-        12 => (0u64..40_000).prop_map(Op::Advance),
+        9 => (0u64..40_000).prop_map(Op::Advance),
+        4 => (any::<u8>(), -1i8..=1)
+            .prop_map(|(edge, offset_ms)| Op::AdvanceToEdge { edge, offset_ms }),
         2 => Just(Op::Snapshot),
         2 => any::<bool>().prop_map(|clean| Op::Crash { clean }),
         1 => (slot(), slot()).prop_map(|(queue, group)| Op::DeleteGroup { queue, group }),
