@@ -185,7 +185,7 @@ fn part2(quick: bool) {
         &[10_000, 100_000, 1_000_000]
     };
     for &backlog in backlogs {
-        let engine = block_on(Engine::open(SimDisk::new(1), engine_config())).expect("open");
+        let engine = block_on(Engine::open(SimDisk::new(1), engine_config(), NOW)).expect("open");
         let q =
             block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), NOW)).unwrap();
         let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();

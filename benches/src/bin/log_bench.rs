@@ -8,7 +8,7 @@
 //!
 //! Usage: `cargo run --release -p sluice-benches --bin log-bench -- [--seconds N]
 //! [--dir PATH] [--batches 1,16,256,1024] [--baseline-script PATH] [--no-baseline]
-//! [--sized-preallocate]`
+//! [--sized-preallocate] [--spin-us N]`
 //!
 //! `--sized-preallocate` is an experiment, not a production mode: the storage is wrapped
 //! so that `preallocate` uses `fallocate` without KEEP_SIZE (the file's size grows to
@@ -48,6 +48,9 @@ mod bench {
         baseline_script: PathBuf,
         baseline: bool,
         sized_preallocate: bool,
+        /// The executor's spin-before-park; none by default (see
+        /// `SPIN_BEFORE_PARK_MESSAGING` for why a storage shard does not spin).
+        spin_us: Option<u64>,
     }
 
     fn parse_args() -> Args {
@@ -62,6 +65,7 @@ mod bench {
             baseline_script: PathBuf::from("/work/shared/scripts/disk-baseline.sh"),
             baseline: true,
             sized_preallocate: false,
+            spin_us: None,
         };
         let mut raw = std::env::args().skip(1);
         // Bounded by the number of arguments.
@@ -84,6 +88,9 @@ mod bench {
                 "--baseline-script" => args.baseline_script = PathBuf::from(value()),
                 "--no-baseline" => args.baseline = false,
                 "--sized-preallocate" => args.sized_preallocate = true,
+                "--spin-us" => {
+                    args.spin_us = Some(value().parse().unwrap_or_else(|_| usage("bad --spin-us")))
+                }
                 other => usage(&format!("unknown argument {other}")),
             }
         }
@@ -94,7 +101,7 @@ mod bench {
         eprintln!("log-bench: {problem}");
         eprintln!(
             "usage: log-bench [--seconds N] [--dir PATH] [--batches 1,16,256,1024] \
-             [--baseline-script PATH] [--no-baseline] [--sized-preallocate]"
+             [--baseline-script PATH] [--no-baseline] [--sized-preallocate] [--spin-us N]"
         );
         std::process::exit(2);
     }
@@ -461,7 +468,9 @@ mod bench {
         } else {
             Vec::new()
         };
-        let startup = ShardStartup::prepare(1);
+        let spin = args.spin_us.map(Duration::from_micros);
+        println!("# executor spin_before_park: {spin:?}");
+        let startup = ShardStartup::prepare(1, spin);
         let executor = startup.builder(0).make().expect("executor starts");
         let duration = Duration::from_secs(args.seconds);
         let results: Vec<CaseResult> = executor.run(async {

@@ -18,7 +18,7 @@
 //! harness advances to the model's timer edges (deadlines, due times, retention and dedup
 //! expiries) give or take 1 ms, where off-by-one mistakes show. The number of cases comes
 //! from `PROPTEST_CASES` (CI sets 10,000: about 32 s in a debug build).
-//! `engine_model/fixme.rs` pins each engine bug this test found with its smallest case.
+//! `engine_model/fixme.rs` keeps each engine bug this test found as its smallest case.
 //!
 //! The contract (the model implements this, not the engine's code):
 //! - tick(now), in order: back-off waits with visible_ms <= now end; leases with deadline
@@ -63,9 +63,9 @@
 //! redrive keeping failure counts (they are forgotten when a message dies), and a dedup
 //! entry still valid at its expiry instant (the tick at that instant drops it first).
 //!
-//! Engine disagreements with the contract that this test found are kept out of the random
-//! operations by the `*_ENABLED` constants below, each with a FIXME naming the bug; set
-//! one to `true` to see the test find it again.
+//! Engine disagreements with the contract that this test found were fixed in the engine;
+//! the random operations cover all of them, and `engine_model/fixme.rs` keeps each one's
+//! smallest sequence as a named regression test.
 
 #[path = "engine_model/fixme.rs"]
 mod fixme;
@@ -86,46 +86,9 @@ const TAGS: [&str; 3] = ["a", "b", "c"];
 const FIFO_GROUPS: [&str; 3] = ["x", "y", "z"];
 const START_MS: u64 = 1_000_000;
 
-/// FIXME(engine bug): a tag filter given to a group that already had deliveries does not
-/// apply to messages the group had delivered or skipped before (they sit in the ready set,
-/// which `State::receive` serves without checking the filter), so a failed message the
-/// filter rejects is delivered again. The contract says non-matching messages are never
-/// delivered once the filter is set. Until fixed, the harness gives a group a filter only
-/// while the group has had no delivery.
-const FILTER_AFTER_DELIVERIES_ENABLED: bool = false;
-
-/// FIXME(engine bug): retention is not durable. `State::apply_retention` trims messages in
-/// memory only, so a reopen (snapshot plus replay) brings back every message retention had
-/// deleted since the snapshot, receivable and counted in the backlog until the next tick
-/// (and `next_deadline_ms` does not ask for one). The contract says a reopen loses leases
-/// and nothing else. Until fixed, the harness ticks once at the unchanged `now` right
-/// after every reopen, which the model treats as the no-op it should be.
-const OPERATIONS_BEFORE_FIRST_TICK_AFTER_REOPEN_ENABLED: bool = false;
-
-/// FIXME(engine bug): `Engine::ack` validates every entry against the state before the
-/// batch, so an entry whose message an earlier entry of the same batch acked (the same
-/// handle again, or an older handle of that message) gets `Stale` instead of
-/// `AlreadyDone`: `State::begin_ack` sees `Hold::Acking`, not a done message. The contract
-/// processes a batch's entries in order. Until fixed, the harness puts each message at
-/// most once into an ack batch.
-const SAME_MESSAGE_TWICE_IN_ONE_ACK_BATCH_ENABLED: bool = false;
-
-/// FIXME(engine bug): lease nonces repeat across reopens. `Engine::open` starts nonces at
-/// `(durable log end + 1) << 24` and keeps no nonce in the snapshot, so two boots with no
-/// record logged in between hand out the same nonces, and a handle from before the second
-/// reopen is taken for the current lease of the same message (ack `Applied`, not
-/// `Stale`). Until fixed, the harness skips a reopen when the log has not grown since the
-/// previous one.
-const REOPEN_WITHOUT_LOG_GROWTH_ENABLED: bool = false;
-
-/// FIXME(engine bug, loses messages): log retention can delete the record of a released
-/// delayed message. `State::oldest_needed_offset` takes a queue's oldest needed record to
-/// be its first message's, but a released delayed message sits behind messages with
-/// larger offsets, so once a snapshot covers them `Engine::tick` removes the segment
-/// holding its body and every receive that reaches it fails with `Storage("offset removed
-/// by retention")`. Until fixed, the harness sends delayed messages only in cases whose
-/// bodies are unpadded, whose logs never fill a segment.
-const DELAYS_IN_MULTI_SEGMENT_LOGS_ENABLED: bool = false;
+// The five engine bugs this test found (filters and redeliveries, retention across a
+// reopen, repeated acks in one batch, nonces across reopens, log retention under released
+// delayed messages) are fixed; their minimal sequences live on in `engine_model/fixme.rs`.
 
 proptest! {
     #![proptest_config(ProptestConfig {

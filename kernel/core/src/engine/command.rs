@@ -82,6 +82,8 @@ pub enum Command {
         queue: QueueId,
         group: GroupId,
     },
+    /// The engine started: a new boot epoch, so handles from earlier boots are stale.
+    Boot,
 }
 
 const KIND_CREATE_QUEUE: u8 = 1;
@@ -96,6 +98,7 @@ const KIND_ACK: u8 = 9;
 const KIND_NACK: u8 = 10;
 const KIND_DEAD_ACK: u8 = 11;
 const KIND_REDRIVE: u8 = 12;
+const KIND_BOOT: u8 = 13;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -176,6 +179,9 @@ impl Command {
             }
             Command::Redrive { queue, group } => {
                 w.u8(KIND_REDRIVE).u32(queue.0).u32(group.0);
+            }
+            Command::Boot => {
+                w.u8(KIND_BOOT);
             }
         }
         w.bytes
@@ -281,6 +287,7 @@ impl Command {
                 queue: QueueId(r.u32()?),
                 group: GroupId(r.u32()?),
             },
+            KIND_BOOT => Command::Boot,
             _ => return Err(invalid(&r)),
         };
         if !r.is_empty() {
@@ -451,6 +458,7 @@ mod tests {
                 queue: QueueId(1),
                 group: GroupId(2),
             },
+            Command::Boot,
         ];
         for command in commands {
             let bytes = command.encode(b"user");

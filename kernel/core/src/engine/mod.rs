@@ -129,6 +129,8 @@ pub enum EngineOpenError {
         snapshot_offset: u64,
         log_start: u64,
     },
+    /// The boot record could not be written.
+    Boot(EngineError),
 }
 
 impl std::fmt::Display for EngineOpenError {
@@ -136,6 +138,7 @@ impl std::fmt::Display for EngineOpenError {
         match self {
             EngineOpenError::Config(error) => write!(f, "invalid engine config: {error}"),
             EngineOpenError::Log(error) => write!(f, "{error}"),
+            EngineOpenError::Boot(error) => write!(f, "cannot write the boot record: {error}"),
             EngineOpenError::Replay { offset, detail } => {
                 write!(f, "cannot replay log record {offset}: {detail}")
             }
@@ -224,8 +227,14 @@ pub struct Engine<S: Storage + Clone> {
 }
 
 impl<S: Storage + Clone> Engine<S> {
-    /// Opens the engine: newest valid snapshot, then replay of the log after it.
-    pub async fn open(storage: S, config: EngineConfig) -> Result<Engine<S>, EngineOpenError> {
+    /// Opens the engine at time `now`: newest valid snapshot, replay of the log after it,
+    /// a durable `Boot` record (so handles from earlier boots are stale), then back-off
+    /// waits and retention as of `now`.
+    pub async fn open(
+        storage: S,
+        config: EngineConfig,
+        now: u64,
+    ) -> Result<Engine<S>, EngineOpenError> {
         config.limits.validate().map_err(EngineOpenError::Config)?;
         let (mut state, snapshot_offset) = load_snapshot(&storage).await;
         let log = Log::open(storage.clone(), config.log)
@@ -266,10 +275,8 @@ impl<S: Storage + Clone> Engine<S> {
             }
         }
         state.reset_leader_state();
-        // Nonces stay unique across restarts: each boot starts above every earlier one.
-        state.next_nonce = state.next_nonce.max((end + 1) << 24);
         let applied = end;
-        Ok(Engine {
+        let engine = Engine {
             storage,
             log,
             config,
@@ -283,7 +290,19 @@ impl<S: Storage + Clone> Engine<S> {
             pending_dedup: RefCell::new(HashMap::new()),
             changes: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
-        })
+        };
+        engine
+            .commit(vec![Entry::plain(Command::Boot)], now)
+            .await
+            .map_err(EngineOpenError::Boot)?;
+        {
+            // Time-driven changes that are not logged: back-off waits that ended and
+            // retention, as of `now`.
+            let mut state = engine.state.borrow_mut();
+            state.fire_waits(now);
+            state.apply_retention(now);
+        }
+        Ok(engine)
     }
 
     pub fn log(&self) -> &Log<S> {

@@ -17,7 +17,7 @@ use super::group::{DeadLetter, Group, Hold};
 use super::state::{new_queue, DelayedMessage, MessageMeta, State};
 use super::types::{GroupId, MessageId, QueueId};
 
-const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP1");
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP2");
 /// Bound on any count read from a snapshot, against a forged length.
 const COUNT_MAX: usize = 1 << 32;
 
@@ -40,7 +40,8 @@ pub(crate) fn encode(state: &State, applied_offset: u64) -> Vec<u8> {
     w.u64(SNAPSHOT_MAGIC)
         .u64(applied_offset)
         .u32(state.next_queue_id)
-        .u32(state.next_group_id);
+        .u32(state.next_group_id)
+        .u32(state.boot_epoch);
     w.u32(u32::try_from(state.queues.len()).expect("bounded"));
     for q in state.queues.values() {
         w.u32(q.id.0).str(&q.tenant).str(&q.name);
@@ -145,8 +146,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
     let mut state = State {
         next_queue_id: r.u32()?,
         next_group_id: r.u32()?,
+        boot_epoch: r.u32()?,
         ..State::default()
     };
+    state.next_nonce = u64::from(state.boot_epoch) << 32;
     let queue_count = r.count(COUNT_MAX)?;
     for _ in 0..queue_count {
         let id = QueueId(r.u32()?);
@@ -165,7 +168,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
         let message_count = usize::try_from(r.u64()?).map_err(|_| bad(&r))?;
         q.messages = VecDeque::with_capacity(message_count.min(1 << 20));
         for _ in 0..message_count {
-            q.messages.push_back(decode_meta(&mut r)?);
+            let meta = decode_meta(&mut r)?;
+            if meta.message_id.0 < q.max_message_id {
+                q.out_of_order.insert(meta.message_id.0);
+            }
+            q.max_message_id = q.max_message_id.max(meta.message_id.0);
+            q.messages.push_back(meta);
         }
         for _ in 0..r.count(COUNT_MAX)? {
             let deliver_at_ms = r.u64()?;

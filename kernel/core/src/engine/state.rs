@@ -11,7 +11,7 @@
 //! No I/O and no clock: time is an argument everywhere.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -63,9 +63,28 @@ pub(crate) struct Queue {
     pub dedup_order: VecDeque<(u64, u64)>,
     pub groups: BTreeMap<GroupId, Group>,
     pub sent_total: u64,
+    /// The highest message id in `messages`.
+    pub max_message_id: u64,
+    /// Ids of retained messages that sit behind a larger id (released delayed
+    /// messages): with the front, they give the oldest log offset the queue needs.
+    pub out_of_order: BTreeSet<u64>,
 }
 
 impl Queue {
+    /// Appends an available message, keeping the retention timer and the out-of-order
+    /// index in step.
+    fn push_message(&mut self, meta: MessageMeta, retention_timers: &mut TimerQueue<QueueId>) {
+        if self.messages.is_empty() {
+            let due = meta.available_ms.saturating_add(self.config.retention_ms) + 1;
+            retention_timers.insert(due, self.id);
+        }
+        if meta.message_id.0 < self.max_message_id {
+            self.out_of_order.insert(meta.message_id.0);
+        }
+        self.max_message_id = self.max_message_id.max(meta.message_id.0);
+        self.messages.push_back(meta);
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.base_seq + self.messages.len() as u64
     }
@@ -141,7 +160,12 @@ pub(crate) struct State {
     pub group_wakeups: TimerQueue<(QueueId, GroupId)>,
     pub wait_timers: TimerQueue<(QueueId, GroupId, u64)>,
     pub delay_timers: TimerQueue<(QueueId, MessageId)>,
+    /// When a queue's oldest message may pass its retention.
+    pub retention_timers: TimerQueue<QueueId>,
+    /// Lease nonces are `boot_epoch << 32 | counter`; a handle from another boot is stale.
     pub next_nonce: u64,
+    /// How many times the engine has started (durable `Boot` records).
+    pub boot_epoch: u32,
 }
 
 impl State {
@@ -233,7 +257,7 @@ impl State {
                         available_ms: ts,
                         ..delayed.meta
                     };
-                    q.messages.push_back(meta);
+                    q.push_message(meta, &mut self.retention_timers);
                 }
             }
             Command::Cancel { queue, message } => {
@@ -256,6 +280,10 @@ impl State {
                 }
             }
             Command::Redrive { queue, group } => self.apply_redrive(*queue, *group),
+            Command::Boot => {
+                self.boot_epoch += 1;
+                self.next_nonce = u64::from(self.boot_epoch) << 32;
+            }
         }
     }
 
@@ -274,6 +302,7 @@ impl State {
             fifo_key,
             tags,
         };
+        expire_dedup(q, ts);
         if meta.dedup_hash != 0 {
             let expires_ms = ts.saturating_add(q.config.dedup_window_ms);
             q.dedup.insert(meta.dedup_hash, (expires_ms, message_id));
@@ -290,7 +319,7 @@ impl State {
             self.delay_timers
                 .insert(meta.deliver_at_ms, (meta.queue, message_id));
         } else {
-            q.messages.push_back(message);
+            q.push_message(message, &mut self.retention_timers);
         }
     }
 
@@ -454,7 +483,12 @@ impl State {
                 g.ready.remove(&seq);
                 continue;
             };
-            if g.done.contains(seq) || g.holds.contains_key(&seq) || g.dead.contains_key(&seq) {
+            let filtered = g.filter.as_ref().is_some_and(|f| !f.matches(&meta.tags));
+            if filtered
+                || g.done.contains(seq)
+                || g.holds.contains_key(&seq)
+                || g.dead.contains_key(&seq)
+            {
                 g.ready.remove(&seq);
                 continue;
             }
@@ -567,6 +601,7 @@ impl State {
         handle: &ReceiptHandle,
         success: bool,
     ) -> Result<(AckOutcome, bool), HandleError> {
+        let current_boot = handle.nonce >> 32 == u64::from(self.boot_epoch);
         let q = self
             .queues
             .get_mut(&handle.queue)
@@ -582,12 +617,17 @@ impl State {
         if handle.dead_letter {
             let Some(dead) = g.dead.get_mut(&handle.seq) else {
                 // Acked before, or redriven: either way this delivery is over.
-                return if success && g.done.contains(handle.seq) {
+                let acking = g.holds.get(&handle.seq) == Some(&Hold::Acking);
+                return if success && (g.done.contains(handle.seq) || acking) {
                     Ok((AckOutcome::AlreadyDone, false))
                 } else {
                     Err(HandleError::Stale)
                 };
             };
+            if dead.acking && success {
+                // Being acked by an earlier entry of this batch.
+                return Ok((AckOutcome::AlreadyDone, false));
+            }
             if dead.lease.map(|(nonce, _)| nonce) != Some(handle.nonce) {
                 return Err(HandleError::Stale);
             }
@@ -599,12 +639,20 @@ impl State {
             return Ok((AckOutcome::Applied, false));
         }
         match g.holds.get(&handle.seq) {
-            Some(Hold::Leased { nonce, .. }) if *nonce == short_nonce(handle.nonce) => {
+            Some(Hold::Leased { nonce, .. })
+                if current_boot && *nonce == short_nonce(handle.nonce) =>
+            {
                 let hold = if success { Hold::Acking } else { Hold::Nacking };
                 g.set_hold(handle.seq, meta.fifo_key, Some(hold));
                 Ok((AckOutcome::Applied, true))
             }
-            _ if success && g.done.contains(handle.seq) && !g.dead.contains_key(&handle.seq) => {
+            // Being acked by an earlier entry of this batch: done once that applies.
+            Some(Hold::Acking) if success => Ok((AckOutcome::AlreadyDone, false)),
+            // Done, and not a dead letter (or one whose ack is under way in this batch).
+            _ if success
+                && g.done.contains(handle.seq)
+                && g.dead.get(&handle.seq).is_none_or(|dead| dead.acking) =>
+            {
                 Ok((AckOutcome::AlreadyDone, false))
             }
             _ => Err(HandleError::Stale),
@@ -650,6 +698,7 @@ impl State {
         visibility_ms: u64,
         now: u64,
     ) -> Result<(), HandleError> {
+        let current_boot = handle.nonce >> 32 == u64::from(self.boot_epoch);
         let q = self
             .queues
             .get_mut(&handle.queue)
@@ -665,7 +714,7 @@ impl State {
                 Some(Hold::Leased {
                     nonce,
                     deadline_ms: deadline,
-                }) if *nonce == short_nonce(handle.nonce) => {
+                }) if current_boot && *nonce == short_nonce(handle.nonce) => {
                     *deadline = deadline_ms;
                 }
                 _ => return Err(HandleError::Stale),
@@ -799,7 +848,10 @@ impl State {
 
     /// Removes messages past their queue's retention and expired dedup entries.
     pub fn apply_retention(&mut self, now: u64) {
-        for q in self.queues.values_mut() {
+        while let Some((_, queue)) = self.retention_timers.pop_due(now) {
+            let Some(q) = self.queues.get_mut(&queue) else {
+                continue;
+            };
             let cutoff = now.saturating_sub(q.config.retention_ms);
             let mut new_base = q.base_seq;
             for meta in &q.messages {
@@ -813,6 +865,7 @@ impl State {
                     groups,
                     messages,
                     base_seq,
+                    out_of_order,
                     ..
                 } = q;
                 for g in groups.values_mut() {
@@ -821,17 +874,15 @@ impl State {
                     g.trim_below(new_base, key_of);
                 }
                 let removed = usize::try_from(new_base - *base_seq).expect("fits");
-                messages.drain(..removed);
+                for meta in messages.drain(..removed) {
+                    out_of_order.remove(&meta.message_id.0);
+                }
                 *base_seq = new_base;
             }
-            while let Some((expires_ms, hash)) = q.dedup_order.front().copied() {
-                if expires_ms > now {
-                    break;
-                }
-                q.dedup_order.pop_front();
-                if q.dedup.get(&hash).is_some_and(|(e, _)| *e == expires_ms) {
-                    q.dedup.remove(&hash);
-                }
+            expire_dedup(q, now);
+            if let Some(front) = q.messages.front() {
+                let due = front.available_ms.saturating_add(q.config.retention_ms) + 1;
+                self.retention_timers.insert(due.max(now + 1), queue);
             }
         }
     }
@@ -842,6 +893,7 @@ impl State {
             self.group_wakeups.next_deadline_ms(),
             self.wait_timers.next_deadline_ms(),
             self.delay_timers.next_deadline_ms(),
+            self.retention_timers.next_deadline_ms(),
         ]
         .into_iter()
         .flatten()
@@ -854,8 +906,9 @@ impl State {
             .values()
             .flat_map(|q| {
                 let oldest = q.messages.front().map(|m| m.message_id.0);
+                let released = q.out_of_order.first().copied();
                 let delayed = q.delayed.keys().next().map(|m| m.0);
-                oldest.into_iter().chain(delayed)
+                oldest.into_iter().chain(released).chain(delayed)
             })
             .min()
     }
@@ -907,7 +960,12 @@ impl State {
             }
         }
         self.delay_timers.clear();
+        self.retention_timers.clear();
         for q in self.queues.values() {
+            if let Some(front) = q.messages.front() {
+                let due = front.available_ms.saturating_add(q.config.retention_ms) + 1;
+                self.retention_timers.insert(due, q.id);
+            }
             for (message, delayed) in &q.delayed {
                 self.delay_timers
                     .insert(delayed.deliver_at_ms, (q.id, *message));
@@ -955,6 +1013,19 @@ impl Leaser<'_> {
     }
 }
 
+/// Drops dedup entries whose window ended by `now`.
+fn expire_dedup(q: &mut Queue, now: u64) {
+    while let Some((expires_ms, hash)) = q.dedup_order.front().copied() {
+        if expires_ms > now {
+            break;
+        }
+        q.dedup_order.pop_front();
+        if q.dedup.get(&hash).is_some_and(|(e, _)| *e == expires_ms) {
+            q.dedup.remove(&hash);
+        }
+    }
+}
+
 /// Indexes a main-lane lease deadline; wakes the group if it is its earliest.
 fn push_lease(
     wakeups: &mut TimerQueue<(QueueId, GroupId)>,
@@ -994,5 +1065,7 @@ pub(crate) fn new_queue(id: QueueId, tenant: &str, name: &str, config: QueueConf
         dedup_order: VecDeque::new(),
         groups: BTreeMap::new(),
         sent_total: 0,
+        max_message_id: 0,
+        out_of_order: BTreeSet::new(),
     }
 }

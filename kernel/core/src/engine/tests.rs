@@ -56,7 +56,7 @@ fn message(body: &str) -> SendInput {
 impl Harness {
     fn new() -> Harness {
         let disk = SimDisk::new(11);
-        let engine = block_on(Engine::open(disk.clone(), test_config())).expect("open");
+        let engine = block_on(Engine::open(disk.clone(), test_config(), 1_000_000)).expect("open");
         Harness {
             disk,
             engine: Some(engine),
@@ -130,8 +130,9 @@ impl Harness {
 
     fn reopen(&mut self) {
         self.engine = None;
-        self.engine =
-            Some(block_on(Engine::open(self.disk.clone(), test_config())).expect("reopen"));
+        self.engine = Some(
+            block_on(Engine::open(self.disk.clone(), test_config(), self.now)).expect("reopen"),
+        );
     }
 
     fn crash(&mut self) {
@@ -675,7 +676,7 @@ fn inflight_is_bounded_per_group() {
     let disk = SimDisk::new(3);
     let mut config = test_config();
     config.limits.inflight_per_group_max = 3;
-    let engine = block_on(Engine::open(disk, config)).unwrap();
+    let engine = block_on(Engine::open(disk, config, 1_000)).unwrap();
     let now = 1_000;
     let q = block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), now)).unwrap();
     let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, now)).unwrap();

@@ -1,9 +1,7 @@
-//! Regression tests for the engine bugs the model test found. Each runs the smallest
-//! failing sequence straight on the engine and asserts today's behaviour, which breaks
-//! the contract (STYLE.md §7: no `#[ignore]`; assert today's wrong behaviour with a
-//! FIXME). Each names the constant in `engine_model.rs` that keeps the model test away
-//! from its bug. Once the engine is fixed, its test here fails: then assert the contract's
-//! answer (in each FIXME) and set the constant to `true`.
+//! Regression tests for the engine bugs the model test found, each the smallest failing
+//! sequence run straight on the engine and asserting the contract's answer (STYLE.md §7:
+//! a sequence that once failed becomes a named test). All five are fixed; the model test
+//! runs every operation family again.
 
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delay, Delivery, EngineError, GroupId, GroupStart, HandleError,
@@ -44,7 +42,12 @@ impl Fixture {
 
     fn with_snapshots_every(records: u64) -> Fixture {
         let disk = SimDisk::new(7);
-        let engine = block_on(Engine::open(disk.clone(), engine_config(records))).unwrap();
+        let engine = block_on(Engine::open(
+            disk.clone(),
+            engine_config(records),
+            1_000_000,
+        ))
+        .unwrap();
         Fixture {
             disk,
             engine: Some(engine),
@@ -111,13 +114,17 @@ impl Fixture {
     fn crash(&mut self) {
         self.engine = None;
         self.disk.crash();
-        let engine = block_on(Engine::open(self.disk.clone(), engine_config(10_000)));
+        let engine = block_on(Engine::open(
+            self.disk.clone(),
+            engine_config(10_000),
+            self.now,
+        ));
         self.engine = Some(engine.unwrap());
     }
 }
 
 #[test]
-fn fixme_filter_set_after_deliveries_lets_rejected_redeliveries_through() {
+fn filter_set_after_deliveries_also_rejects_redeliveries() {
     // Goal: once a group has a filter, a message the filter rejects is never delivered.
     let f = Fixture::new();
     let (q, g) = f.queue(config(3_600_000));
@@ -129,13 +136,11 @@ fn fixme_filter_set_after_deliveries_lets_rejected_redeliveries_through() {
         mode: TagMatch::Any,
     };
     let again = f.receive(q, g, Some(filter));
-    // FIXME(FILTER_AFTER_DELIVERIES_ENABLED): the contract's answer is no delivery.
-    assert_eq!(bodies(&again), ["untagged"]);
-    assert_eq!(again[0].delivery_count, 2);
+    assert!(again.is_empty(), "{:?}", bodies(&again));
 }
 
 #[test]
-fn fixme_reopen_undoes_retention() {
+fn reopen_keeps_retention() {
     // Goal: a message retention deleted stays deleted across a crash and reopen.
     let mut f = Fixture::new();
     let (q, g) = f.queue(config(60_000));
@@ -143,30 +148,30 @@ fn fixme_reopen_undoes_retention() {
     f.advance(60_001);
     assert_eq!(f.engine().group_stats(q, g).unwrap().backlog, 0);
     f.crash();
-    // FIXME(OPERATIONS_BEFORE_FIRST_TICK_AFTER_REOPEN_ENABLED): the contract's answers are
-    // a backlog of 0 and no delivery; the next tick deletes the message again.
-    assert_eq!(f.engine().group_stats(q, g).unwrap().backlog, 1);
-    assert_eq!(bodies(&f.receive(q, g, None)), ["expired"]);
+    // Retention is not logged: open applies it again as of its `now`.
+    assert_eq!(f.engine().group_stats(q, g).unwrap().backlog, 0);
+    assert!(f.receive(q, g, None).is_empty());
 }
 
 #[test]
-fn fixme_second_ack_of_a_message_in_one_batch_is_stale() {
+fn second_ack_of_a_message_in_one_batch_is_already_done() {
     // Goal: a batch's entries take effect in order, so a repeated ack is AlreadyDone.
     let f = Fixture::new();
     let (q, g) = f.queue(config(3_600_000));
     f.send(q, "m", Delay::None);
     let handle = f.receive(q, g, None)[0].handle;
     let results = f.ack(&[(handle, AckKind::Success), (handle, AckKind::Success)]);
-    // FIXME(SAME_MESSAGE_TWICE_IN_ONE_ACK_BATCH_ENABLED): the contract's answer is
-    // [Ok(Applied), Ok(AlreadyDone)].
-    assert_eq!(results, [Ok(AckOutcome::Applied), Err(HandleError::Stale)]);
+    assert_eq!(
+        results,
+        [Ok(AckOutcome::Applied), Ok(AckOutcome::AlreadyDone)]
+    );
     // In a later call the repeat gets the contract's answer.
     let repeat = f.ack(&[(handle, AckKind::Success)]);
     assert_eq!(repeat, [Ok(AckOutcome::AlreadyDone)]);
 }
 
 #[test]
-fn fixme_handle_from_before_a_reopen_is_current_again() {
+fn handle_from_before_a_reopen_stays_stale() {
     // Goal: a crash ends every lease, so a handle from before it is stale for good.
     let mut f = Fixture::new();
     let (q, g) = f.queue(config(3_600_000));
@@ -177,15 +182,14 @@ fn fixme_handle_from_before_a_reopen_is_current_again() {
     f.crash();
     let after = f.receive(q, g, None);
     assert_eq!(bodies(&after), ["m"]);
-    // FIXME(REOPEN_WITHOUT_LOG_GROWTH_ENABLED): the nonces must differ and the old
-    // handle's fail must be Err(Stale).
-    assert_eq!(before[0].handle, after[0].handle);
+    // Each open logs a boot record: a new epoch in every nonce.
+    assert_ne!(before[0].handle, after[0].handle);
     let results = f.ack(&[(before[0].handle, AckKind::Fail)]);
-    assert_eq!(results, [Ok(AckOutcome::Applied)]);
+    assert_eq!(results, [Err(HandleError::Stale)]);
 }
 
 #[test]
-fn fixme_log_retention_drops_the_body_of_a_released_delayed_message() {
+fn log_retention_keeps_the_body_of_a_released_delayed_message() {
     // Goal: the log keeps every record a retained message needs.
     let mut f = Fixture::with_snapshots_every(4);
     let (q, g) = f.queue(config(3_600_000));
@@ -197,10 +201,8 @@ fn fixme_log_retention_drops_the_body_of_a_released_delayed_message() {
     f.advance(1);
     assert_eq!(f.engine().group_stats(q, g).unwrap().backlog, 2);
     let result = f.try_receive(q, g, None);
-    // FIXME(DELAYS_IN_MULTI_SEGMENT_LOGS_ENABLED): the contract's answer is both messages,
-    // "late" then the delayed one; today the delayed message's body is gone for good.
-    assert!(
-        matches!(&result, Err(EngineError::Storage(detail)) if detail.contains("removed")),
-        "{result:?}"
-    );
+    let got = result.expect("both bodies are still in the log");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body, vec![b'l'; 40_000]);
+    assert_eq!(got[1].body, vec![b'd'; 40_000]);
 }

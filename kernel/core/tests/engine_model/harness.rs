@@ -14,11 +14,7 @@ use sluice_core::sim_disk::{block_on, SimDisk};
 
 use crate::model::{Handle, Model, Outgoing, Picked};
 use crate::ops::{filter_table, DelaySpec, FilterChoice, MessageSpec, Op, Pick, QueueSpec};
-use crate::{
-    DELAYS_IN_MULTI_SEGMENT_LOGS_ENABLED, FIFO_GROUPS, FILTER_AFTER_DELIVERIES_ENABLED,
-    MESSAGES_MAX, OPERATIONS_BEFORE_FIRST_TICK_AFTER_REOPEN_ENABLED,
-    REOPEN_WITHOUT_LOG_GROWTH_ENABLED, SAME_MESSAGE_TWICE_IN_ONE_ACK_BATCH_ENABLED, START_MS, TAGS,
-};
+use crate::{FIFO_GROUPS, MESSAGES_MAX, START_MS, TAGS};
 
 pub fn engine_config(snapshot_every_records: u64) -> EngineConfig {
     EngineConfig {
@@ -59,8 +55,6 @@ pub struct Harness {
     bodies_made: u32,
     body_padding_bytes: usize,
     step: usize,
-    /// The durable log end when the engine was last opened.
-    opened_at_offset: u64,
 }
 
 /// Checks that engine and model agree on success or on the error, and returns both
@@ -93,7 +87,7 @@ impl Harness {
     pub fn new(seed: u64, snapshot_every_records: u64, body_padding_bytes: usize) -> Harness {
         let disk = SimDisk::new(seed);
         let config = engine_config(snapshot_every_records);
-        let engine = block_on(Engine::open(disk.clone(), config)).expect("open empty");
+        let engine = block_on(Engine::open(disk.clone(), config, START_MS)).expect("open empty");
         let limits = config.limits;
         Harness {
             disk,
@@ -112,7 +106,6 @@ impl Harness {
             bodies_made: 0,
             body_padding_bytes,
             step: 0,
-            opened_at_offset: 0,
         }
     }
 
@@ -274,11 +267,8 @@ impl Harness {
         }
         let (slot, id) = self.queue_target(queue);
         let now = self.now();
-        let delays = DELAYS_IN_MULTI_SEGMENT_LOGS_ENABLED || self.body_padding_bytes == 0;
-        let (inputs, outgoing): (Vec<SendInput>, Vec<Outgoing>) = specs
-            .iter()
-            .map(|spec| self.send_input(spec, delays))
-            .unzip();
+        let (inputs, outgoing): (Vec<SendInput>, Vec<Outgoing>) =
+            specs.iter().map(|spec| self.send_input(spec)).unzip();
         let result = block_on(self.engine().send(id, &inputs, now));
         let expected = self.model.send(slot, outgoing);
         let Some((outcomes, expected)) = agree(self.step, result, expected) else {
@@ -305,12 +295,11 @@ impl Harness {
     }
 
     /// One message to send, for the engine and for the model, with a fresh body.
-    fn send_input(&mut self, spec: &MessageSpec, delays: bool) -> (SendInput, Outgoing) {
+    fn send_input(&mut self, spec: &MessageSpec) -> (SendInput, Outgoing) {
         let padding = ".".repeat(self.body_padding_bytes);
         let body = format!("m{}{padding}", self.bodies_made);
         self.bodies_made += 1;
         let delay = match spec.delay {
-            _ if !delays => Delay::None,
             DelaySpec::None => Delay::None,
             DelaySpec::Ms(ms) => Delay::Ms(ms),
             DelaySpec::At(offset) => Delay::At(self.now().saturating_add_signed(offset)),
@@ -352,24 +341,11 @@ impl Harness {
     ) {
         let (q, queue_id) = self.queue_target(queue);
         let (g, group_id) = self.group_target(q, group);
-        let mut filter = match choice {
+        let filter = match choice {
             FilterChoice::None => None,
             FilterChoice::Own => Some(filter_table(q.unwrap_or(0) + g.unwrap_or(0) + 1)),
             FilterChoice::Table(index) => Some(filter_table(usize::from(index))),
         };
-        if !FILTER_AFTER_DELIVERIES_ENABLED {
-            let delivered = self
-                .handles
-                .iter()
-                .any(|h| (Some(h.model.queue), Some(h.model.group)) == (q, g));
-            let unfiltered = match (q, g) {
-                (Some(q), Some(g)) => self.model.queues[q].groups[g].filter.is_none(),
-                _ => true,
-            };
-            if delivered && unfiltered {
-                filter = None;
-            }
-        }
         let request = ReceiveRequest {
             max_messages: max,
             visibility_ms,
@@ -460,19 +436,12 @@ impl Harness {
             let Some(index) = pick.resolve(self.handles.len()) else {
                 return;
             };
-            let message = |i: usize| {
-                let h = self.handles[i].model;
-                (h.queue, h.group, h.message)
+            let kind = if *success {
+                AckKind::Success
+            } else {
+                AckKind::Fail
             };
-            let repeats = chosen.iter().any(|(i, _)| message(*i) == message(index));
-            if SAME_MESSAGE_TWICE_IN_ONE_ACK_BATCH_ENABLED || !repeats {
-                let kind = if *success {
-                    AckKind::Success
-                } else {
-                    AckKind::Fail
-                };
-                chosen.push((index, kind));
-            }
+            chosen.push((index, kind));
         }
         let acks: Vec<(ReceiptHandle, AckKind)> = chosen
             .iter()
@@ -532,22 +501,14 @@ impl Harness {
     }
 
     fn crash(&mut self, clean: bool) {
-        let durable = self.engine().log().durable_offset().0;
-        if !REOPEN_WITHOUT_LOG_GROWTH_ENABLED && durable == self.opened_at_offset {
-            return;
-        }
         self.engine = None;
         if !clean {
             self.disk.crash();
         }
-        let engine = block_on(Engine::open(self.disk.clone(), self.config));
+        let engine = block_on(Engine::open(self.disk.clone(), self.config, self.now()));
         let step = self.step;
         self.engine = Some(engine.unwrap_or_else(|e| panic!("step {step}: reopen failed: {e}")));
-        self.opened_at_offset = self.engine().log().durable_offset().0;
         self.model.crash();
-        if !OPERATIONS_BEFORE_FIRST_TICK_AFTER_REOPEN_ENABLED {
-            self.advance(0);
-        }
     }
 
     /// Every group's counters, including those of deleted groups and queues (errors).
