@@ -10,7 +10,9 @@
 //! [`ShardStartup::prepare`] raises the soft limit to the hard one (always allowed),
 //! keeps the default when the process has CAP_IPC_LOCK or the limit is large enough, and
 //! otherwise sizes `io_memory` to fit, printing one line that says which. The measured
-//! facts are in `docs/glommio-memlock.md`.
+//! facts are in `docs/glommio-memlock.md`. Whether an idle executor spins before
+//! parking is the caller's choice, passed in explicitly: it trades disk throughput for
+//! cross-core message latency (see [`SPIN_BEFORE_PARK_MESSAGING`]).
 
 use std::time::Duration;
 
@@ -28,9 +30,13 @@ pub const RINGS_PER_EXECUTOR: u64 = 3;
 /// Share of the limit the registrations may take; the rest is headroom for other
 /// locked memory of the same user (the charge is per user, not per process).
 const MEMLOCK_USABLE_PERCENT: u64 = 75;
-/// Spinning before parking cuts cross-core wake-up from ~120-350 us to ~25-60 us on
-/// this VM (stack-notes §1) at the cost of a busy core while idle.
-pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
+/// Spinning before parking cuts cross-core channel wake-up from ~120-350 us to ~25-60
+/// us on this VM (stack-notes §1) at the cost of a busy core while idle. It costs the
+/// disk, though: with it, io_uring completions of writes and fdatasync are seen late,
+/// and log-bench measured 35-40% fewer commits per second (batch 1: ~3,100/s against
+/// ~5,000/s without; batch 256: ~420 MB/s against ~620 MB/s). Storage-bound shards
+/// should pass `None`; see docs/log-bench.md.
+pub const SPIN_BEFORE_PARK_MESSAGING: Duration = Duration::from_micros(100);
 /// Linux capability number of CAP_IPC_LOCK.
 const CAP_IPC_LOCK: u32 = 14;
 
@@ -95,6 +101,8 @@ pub struct ShardStartup {
     pub shard_count: u32,
     pub io_memory_bytes: u64,
     pub choice: IoMemoryChoice,
+    /// Busy-polling before an idle executor parks; `None` parks at once.
+    pub spin_before_park: Option<Duration>,
 }
 
 /// Pure decision: `io_memory` per executor for `shard_count` executors under `soft`.
@@ -180,7 +188,9 @@ pub fn has_cap_ipc_lock() -> bool {
 impl ShardStartup {
     /// Raises the memlock limit, decides `io_memory` for `shard_count` executors and
     /// prints the decision as one line on stderr. Call once per process.
-    pub fn prepare(shard_count: u32) -> ShardStartup {
+    /// `spin_before_park` is the caller's trade-off between cross-core message latency
+    /// and disk throughput (see [`SPIN_BEFORE_PARK_MESSAGING`]).
+    pub fn prepare(shard_count: u32, spin_before_park: Option<Duration>) -> ShardStartup {
         let facts = raise_memlock();
         let (io_memory_bytes, choice) = plan_io_memory(facts.soft, facts.cap_ipc_lock, shard_count);
         let startup = ShardStartup {
@@ -188,6 +198,7 @@ impl ShardStartup {
             shard_count,
             io_memory_bytes,
             choice,
+            spin_before_park,
         };
         eprintln!("{}", startup.describe());
         startup
@@ -234,10 +245,13 @@ impl ShardStartup {
 
     /// The builder for the executor of shard `cpu`, pinned to that core.
     pub fn builder(&self, cpu: usize) -> LocalExecutorBuilder {
-        LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("sluice-shard-{cpu}"))
-            .spin_before_park(SPIN_BEFORE_PARK)
-            .io_memory(usize::try_from(self.io_memory_bytes).expect("io_memory fits usize"))
+            .io_memory(usize::try_from(self.io_memory_bytes).expect("io_memory fits usize"));
+        match self.spin_before_park {
+            Some(spin) => builder.spin_before_park(spin),
+            None => builder,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use sluice_shard::DmaStorage;
 
 fn startup() -> &'static ShardStartup {
     static STARTUP: OnceLock<ShardStartup> = OnceLock::new();
-    STARTUP.get_or_init(|| ShardStartup::prepare(1))
+    STARTUP.get_or_init(|| ShardStartup::prepare(1, None))
 }
 
 /// Runs `future` to completion on a fresh shard executor.
