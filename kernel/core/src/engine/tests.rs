@@ -3,7 +3,7 @@
 
 use super::types::*;
 use super::*;
-use crate::log::VerifyOnOpen;
+use crate::log::{LogConfig, VerifyOnOpen};
 use crate::sim_disk::{block_on, CrashMode, SimDisk};
 
 const SECOND: u64 = 1_000;

@@ -1,0 +1,290 @@
+//! Consuming: receive (main lane and dead letters), ack and fail, change visibility,
+//! redrive, and reading delivered bodies from the log.
+
+use std::collections::BTreeMap;
+
+use super::command::Command;
+use super::config::ReceiveRequest;
+use super::state::{Picked, State};
+use super::types::{
+    AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, QueueId, ReceiptHandle,
+    TagFilter,
+};
+use super::{group, valid_tag, Engine, Entry};
+use crate::log::ReadError;
+use crate::storage::Storage;
+use crate::types::Offset;
+
+/// Bytes a receive reads from the log per pass when it fetches bodies.
+const DELIVERY_READ_BYTES: u64 = 16 * 1024;
+
+impl<S: Storage + Clone> Engine<S> {
+    // ------------------------------------------------------------------ receive
+
+    pub async fn receive(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        request: &ReceiveRequest,
+        now: u64,
+    ) -> Result<Vec<Delivery>, EngineError> {
+        self.validate_receive(request)?;
+        self.check_group(queue, group)?;
+        if let Some(filter) = &request.filter {
+            self.ensure_filter(queue, group, filter, now).await?;
+        }
+        let picked = self.state.borrow_mut().receive(
+            queue,
+            group,
+            request.max_messages,
+            request.visibility_ms,
+            self.config.limits.inflight_per_group_max,
+            now,
+        )?;
+        self.deliveries(picked).await
+    }
+
+    /// Receives from the group's dead letters.
+    pub async fn receive_dead(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        request: &ReceiveRequest,
+        now: u64,
+    ) -> Result<Vec<Delivery>, EngineError> {
+        self.validate_receive(request)?;
+        let picked = self.state.borrow_mut().receive_dead(
+            queue,
+            group,
+            request.max_messages,
+            request.visibility_ms,
+            now,
+        )?;
+        self.deliveries(picked).await
+    }
+
+    fn validate_receive(&self, request: &ReceiveRequest) -> Result<(), EngineError> {
+        let limits = &self.config.limits;
+        if request.max_messages == 0 || request.max_messages > limits.receive_messages_max {
+            return Err(EngineError::InvalidMaxMessages {
+                limit: limits.receive_messages_max,
+            });
+        }
+        if !(limits.visibility_ms_min..=limits.visibility_ms_max).contains(&request.visibility_ms) {
+            return Err(EngineError::InvalidVisibility {
+                min_ms: limits.visibility_ms_min,
+                max_ms: limits.visibility_ms_max,
+            });
+        }
+        if let Some(filter) = &request.filter {
+            let too_many = filter.tags.len() > self.config.limits.tags_per_message_max as usize;
+            if too_many || !filter.tags.iter().all(|t| valid_tag(t)) {
+                return Err(EngineError::InvalidTag);
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_filter(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        filter: &TagFilter,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        let current = {
+            let state = self.state.borrow();
+            let q = state.queue(queue)?;
+            let g = q.groups.get(&group).ok_or(EngineError::GroupNotFound)?;
+            g.filter.as_ref().map(|f| f.source.clone())
+        };
+        match current {
+            Some(current) if &current == filter => Ok(()),
+            Some(_) => Err(EngineError::FilterConflict),
+            None => {
+                let command = Command::SetFilter {
+                    queue,
+                    group,
+                    filter: filter.clone(),
+                };
+                self.commit(vec![Entry::plain(command)], now).await
+            }
+        }
+    }
+
+    /// Reads the bodies of picked messages. Messages picked together usually sit side
+    /// by side in the log, so one read serves many: each read starts at the lowest
+    /// offset still missing and fills every wanted record it returns.
+    async fn deliveries(&self, picked: Vec<Picked>) -> Result<Vec<Delivery>, EngineError> {
+        let mut wanted: BTreeMap<u64, usize> = picked
+            .iter()
+            .enumerate()
+            .map(|(index, pick)| (pick.meta.message_id.0, index))
+            .collect();
+        let mut found: Vec<Option<Delivery>> = vec![None; picked.len()];
+        // Bounded: every pass fills at least the lowest wanted offset or fails.
+        while let Some((&first, _)) = wanted.first_key_value() {
+            let records = self
+                .log
+                .read(Offset(first), DELIVERY_READ_BYTES)
+                .await
+                .map_err(read_error)?;
+            for record in records {
+                let Some(index) = wanted.remove(&record.offset.0) else {
+                    continue;
+                };
+                let (command, user_attributes) = Command::decode(&record.attributes)
+                    .map_err(|_| EngineError::Storage("undecodable send record".into()))?;
+                let Command::Send(meta) = command else {
+                    return Err(EngineError::Storage(
+                        "message id names a non-send record".into(),
+                    ));
+                };
+                let pick = &picked[index];
+                found[index] = Some(Delivery {
+                    handle: pick.handle,
+                    message_id: pick.meta.message_id,
+                    delivery_count: pick.delivery_count,
+                    sent_ms: record.timestamp_ms,
+                    attributes: user_attributes.to_vec(),
+                    body: record.payload,
+                    tags: meta.tags,
+                    fifo_group: meta.fifo_group,
+                });
+            }
+            if wanted.contains_key(&first) {
+                return Err(EngineError::Storage(format!(
+                    "message {first} missing from the log"
+                )));
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|d| d.expect("every wanted record was filled"))
+            .collect())
+    }
+
+    // ------------------------------------------------------------------ ack
+
+    /// Acks or fails deliveries, in order. With `stop_at_first_error`, entries after the
+    /// first invalid handle are not processed (DMS semantics) and get `Err(Stale)`.
+    pub async fn ack(
+        &self,
+        acks: &[(ReceiptHandle, AckKind)],
+        stop_at_first_error: bool,
+        now: u64,
+    ) -> Result<Vec<Result<AckOutcome, HandleError>>, EngineError> {
+        let limit = self.config.limits.batch_messages_max;
+        let count = u32::try_from(acks.len()).unwrap_or(u32::MAX);
+        if count > limit {
+            return Err(EngineError::BatchTooLarge { count, limit });
+        }
+        let mut results = Vec::with_capacity(acks.len());
+        let mut begun = Vec::new();
+        let mut seqs: BTreeMap<(QueueId, GroupId, u8), Vec<u64>> = BTreeMap::new();
+        {
+            let mut state = self.state.borrow_mut();
+            let mut failed = false;
+            for (handle, kind) in acks {
+                if failed && stop_at_first_error {
+                    results.push(Err(HandleError::Stale));
+                    continue;
+                }
+                let success = *kind == AckKind::Success;
+                let deadline = lease_deadline(&state, handle);
+                match state.begin_ack(handle, success) {
+                    Ok((outcome, log)) => {
+                        if log {
+                            let lane = match (handle.dead_letter, success) {
+                                (true, _) => 2,
+                                (false, true) => 0,
+                                (false, false) => 1,
+                            };
+                            seqs.entry((handle.queue, handle.group, lane))
+                                .or_default()
+                                .push(handle.seq);
+                            begun.push((*handle, deadline));
+                        }
+                        results.push(Ok(outcome));
+                    }
+                    Err(error) => {
+                        failed = true;
+                        results.push(Err(error));
+                    }
+                }
+            }
+        }
+        if seqs.is_empty() {
+            return Ok(results);
+        }
+        let entries = seqs
+            .into_iter()
+            .map(|((queue, group, lane), seqs)| {
+                Entry::plain(match lane {
+                    0 => Command::Ack { queue, group, seqs },
+                    1 => Command::Nack { queue, group, seqs },
+                    _ => Command::DeadAck { queue, group, seqs },
+                })
+            })
+            .collect();
+        if let Err(error) = self.commit(entries, now).await {
+            let mut state = self.state.borrow_mut();
+            for (handle, deadline) in begun {
+                state.abort_ack(&handle, deadline);
+            }
+            return Err(error);
+        }
+        Ok(results)
+    }
+
+    pub fn change_visibility(
+        &self,
+        handle: &ReceiptHandle,
+        visibility_ms: u64,
+        now: u64,
+    ) -> Result<(), HandleError> {
+        let limits = &self.config.limits;
+        let visibility_ms = visibility_ms.clamp(0, limits.visibility_ms_max);
+        self.state
+            .borrow_mut()
+            .change_visibility(handle, visibility_ms, now)?;
+        if visibility_ms == 0 {
+            self.notify();
+        }
+        Ok(())
+    }
+
+    /// Moves every dead letter of the group back to its main lane.
+    pub async fn redrive(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        {
+            let state = self.state.borrow();
+            if state.queue(queue)?.config.max_consume_count.is_none() {
+                return Err(EngineError::NoDeadLetters);
+            }
+        }
+        self.check_group(queue, group)?;
+        self.commit(vec![Entry::plain(Command::Redrive { queue, group })], now)
+            .await
+    }
+}
+
+fn lease_deadline(state: &State, handle: &ReceiptHandle) -> u64 {
+    state
+        .queues
+        .get(&handle.queue)
+        .and_then(|q| q.groups.get(&handle.group))
+        .and_then(|g| match g.holds.get(&handle.seq) {
+            Some(group::Hold::Leased { deadline_ms, .. }) => Some(*deadline_ms),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+fn read_error(error: ReadError) -> EngineError {
+    EngineError::Storage(error.to_string())
+}

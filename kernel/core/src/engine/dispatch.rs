@@ -1,0 +1,500 @@
+//! The engine's leader operations: decisions the serving node takes with the current
+//! time (receive, validate acks, change visibility, end leases and waits, pick due
+//! releases). Their own state (leases, cursor, ready set, FIFO locks) is leader-only;
+//! every durable consequence goes back through the log as a command and is applied by
+//! `state.rs`.
+
+use std::cmp::Reverse;
+use std::collections::HashSet;
+
+use super::group::{short_nonce, Group, Hold};
+use super::state::{message_at, LeaseTimer, MessageMeta, Picked, Queue, State};
+use super::timers::TimerQueue;
+use super::types::{
+    AckOutcome, EngineError, FifoScope, GroupId, HandleError, MessageId, QueueId, QueueMode,
+    ReceiptHandle,
+};
+use crate::limits::{ENGINE_READY_BLOCKED_MAX, ENGINE_SCAN_STEPS_MAX};
+
+impl State {
+    /// Picks up to `max` messages for `group`, leasing each until `now + visibility_ms`.
+    pub fn receive(
+        &mut self,
+        queue: QueueId,
+        group: GroupId,
+        max: u32,
+        visibility_ms: u64,
+        inflight_max: u64,
+        now: u64,
+    ) -> Result<Vec<Picked>, EngineError> {
+        let State {
+            queues,
+            group_wakeups,
+            next_nonce,
+            ..
+        } = self;
+        let q = queues.get_mut(&queue).ok_or(EngineError::QueueNotFound)?;
+        let Queue {
+            groups,
+            messages,
+            base_seq,
+            config,
+            ..
+        } = q;
+        let g = groups.get_mut(&group).ok_or(EngineError::GroupNotFound)?;
+        let mut leaser = Leaser {
+            queue,
+            wakeups: group_wakeups,
+            next_nonce,
+            visibility_ms,
+            now,
+        };
+        let base = *base_seq;
+        let next = base + messages.len() as u64;
+        let fifo = match config.mode {
+            QueueMode::Normal => None,
+            QueueMode::Fifo(scope) => Some(scope),
+        };
+        let mut picked = Vec::new();
+        let mut taken_keys: HashSet<u32> = HashSet::new();
+        let room = |g: &Group, picked: &Vec<Picked>| {
+            (picked.len() as u32) < max && g.leased_count < inflight_max
+        };
+        let takeable = |g: &Group, taken: &HashSet<u32>, key: u32| {
+            fifo.is_none() || !g.locks.contains_key(&key) || taken.contains(&key)
+        };
+        // Redeliveries first, in sequence order (FIFO: they keep their position).
+        let mut after = 0;
+        let mut steps = 0;
+        let mut ready_visited = true;
+        while room(g, &picked) {
+            let Some(seq) = g.ready.range(after..).next().copied() else {
+                break;
+            };
+            after = seq + 1;
+            steps += 1;
+            if steps > ENGINE_SCAN_STEPS_MAX {
+                ready_visited = false;
+                break;
+            }
+            let Some(meta) = message_at(messages, base, seq).copied() else {
+                g.ready.remove(&seq);
+                continue;
+            };
+            let filtered = g.filter.as_ref().is_some_and(|f| !f.matches(&meta.tags));
+            if filtered
+                || g.done.contains(seq)
+                || g.holds.contains_key(&seq)
+                || g.dead.contains_key(&seq)
+            {
+                g.ready.remove(&seq);
+                continue;
+            }
+            if !takeable(g, &taken_keys, meta.fifo_key) {
+                continue;
+            }
+            picked.push(leaser.lease(g, seq, meta));
+            taken_keys.insert(meta.fifo_key);
+        }
+        if fifo.is_some() && !ready_visited {
+            // An unvisited redelivery may precede, in its FIFO order, whatever the cursor
+            // would find next: hand out nothing newer this time.
+            return Ok(picked);
+        }
+        // Then new messages from the cursor.
+        g.cursor = g.cursor.max(base);
+        steps = 0;
+        while room(g, &picked) && g.cursor < next && steps < ENGINE_SCAN_STEPS_MAX {
+            steps += 1;
+            let seq = g.cursor;
+            if let Some((_, end)) = g.done.range_of(seq) {
+                g.cursor = end.min(next);
+                continue;
+            }
+            let meta = *message_at(messages, base, seq).expect("base <= seq < next");
+            let filtered = g.filter.as_ref().is_some_and(|f| !f.matches(&meta.tags));
+            if filtered || g.holds.contains_key(&seq) || g.dead.contains_key(&seq) {
+                g.cursor += 1;
+                continue;
+            }
+            if !takeable(g, &taken_keys, meta.fifo_key) {
+                if fifo == Some(FifoScope::Queue) || g.ready.len() >= ENGINE_READY_BLOCKED_MAX {
+                    break;
+                }
+                g.ready.insert(seq);
+                g.cursor += 1;
+                continue;
+            }
+            picked.push(leaser.lease(g, seq, meta));
+            taken_keys.insert(meta.fifo_key);
+            g.cursor += 1;
+        }
+        Ok(picked)
+    }
+
+    fn lease_nonce(&mut self) -> u64 {
+        self.next_nonce += 1;
+        self.next_nonce
+    }
+
+    /// Picks dead letters of `group` for delivery.
+    pub fn receive_dead(
+        &mut self,
+        queue: QueueId,
+        group: GroupId,
+        max: u32,
+        visibility_ms: u64,
+        now: u64,
+    ) -> Result<Vec<Picked>, EngineError> {
+        let q = self.queues.get(&queue).ok_or(EngineError::QueueNotFound)?;
+        if q.config.max_consume_count.is_none() {
+            return Err(EngineError::NoDeadLetters);
+        }
+        let g = q.groups.get(&group).ok_or(EngineError::GroupNotFound)?;
+        let seqs: Vec<u64> = g
+            .dead
+            .iter()
+            .filter(|(_, dead)| dead.lease.is_none() && !dead.acking)
+            .map(|(seq, _)| *seq)
+            .take(usize::try_from(max).expect("fits"))
+            .collect();
+        let mut picked = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let nonce = self.lease_nonce();
+            let deadline_ms = now.saturating_add(visibility_ms);
+            let q = self.queues.get_mut(&queue).expect("checked above");
+            let meta = *q.message(seq).expect("dead letters are retained messages");
+            let g = q.groups.get_mut(&group).expect("checked above");
+            g.dead.get_mut(&seq).expect("listed above").lease = Some((nonce, deadline_ms));
+            let timer = LeaseTimer {
+                queue,
+                group,
+                seq,
+                nonce,
+                dead_letter: true,
+            };
+            self.lease_timers.insert(deadline_ms, timer);
+            let handle = ReceiptHandle {
+                queue,
+                group,
+                seq,
+                nonce,
+                dead_letter: true,
+            };
+            picked.push(Picked {
+                handle,
+                meta,
+                delivery_count: 1,
+            });
+        }
+        Ok(picked)
+    }
+
+    // ---------------------------------------------------------------- leader: acks
+
+    /// Validates an ack or fail and marks the message as being acked or failed.
+    /// Returns the outcome and whether a command must be logged for it.
+    pub fn begin_ack(
+        &mut self,
+        handle: &ReceiptHandle,
+        success: bool,
+    ) -> Result<(AckOutcome, bool), HandleError> {
+        let current_boot = handle.nonce >> 32 == u64::from(self.boot_epoch);
+        let q = self
+            .queues
+            .get_mut(&handle.queue)
+            .ok_or(HandleError::Unknown)?;
+        let Queue {
+            groups,
+            messages,
+            base_seq,
+            ..
+        } = q;
+        let g = groups.get_mut(&handle.group).ok_or(HandleError::Unknown)?;
+        let meta = message_at(messages, *base_seq, handle.seq).ok_or(HandleError::Unknown)?;
+        if handle.dead_letter {
+            let Some(dead) = g.dead.get_mut(&handle.seq) else {
+                // Acked before, or redriven: either way this delivery is over.
+                let acking = g.holds.get(&handle.seq) == Some(&Hold::Acking);
+                return if success && (g.done.contains(handle.seq) || acking) {
+                    Ok((AckOutcome::AlreadyDone, false))
+                } else {
+                    Err(HandleError::Stale)
+                };
+            };
+            if dead.acking && success {
+                // Being acked by an earlier entry of this batch.
+                return Ok((AckOutcome::AlreadyDone, false));
+            }
+            if dead.lease.map(|(nonce, _)| nonce) != Some(handle.nonce) {
+                return Err(HandleError::Stale);
+            }
+            dead.lease = None;
+            if success {
+                dead.acking = true;
+                return Ok((AckOutcome::Applied, true));
+            }
+            return Ok((AckOutcome::Applied, false));
+        }
+        match g.holds.get(&handle.seq) {
+            Some(Hold::Leased { nonce, .. })
+                if current_boot && *nonce == short_nonce(handle.nonce) =>
+            {
+                let hold = if success { Hold::Acking } else { Hold::Nacking };
+                g.set_hold(handle.seq, meta.fifo_key, Some(hold));
+                Ok((AckOutcome::Applied, true))
+            }
+            // Being acked by an earlier entry of this batch: done once that applies.
+            Some(Hold::Acking) if success => Ok((AckOutcome::AlreadyDone, false)),
+            // Done, and not a dead letter (or one whose ack is under way in this batch).
+            _ if success
+                && g.done.contains(handle.seq)
+                && g.dead.get(&handle.seq).is_none_or(|dead| dead.acking) =>
+            {
+                Ok((AckOutcome::AlreadyDone, false))
+            }
+            _ => Err(HandleError::Stale),
+        }
+    }
+
+    /// Undoes `begin_ack` when the command could not be logged.
+    pub fn abort_ack(&mut self, handle: &ReceiptHandle, deadline_ms: u64) {
+        let Ok(q) = self.queue_mut(handle.queue) else {
+            return;
+        };
+        let Queue {
+            groups,
+            messages,
+            base_seq,
+            ..
+        } = q;
+        let Some(g) = groups.get_mut(&handle.group) else {
+            return;
+        };
+        if handle.dead_letter {
+            if let Some(dead) = g.dead.get_mut(&handle.seq) {
+                dead.acking = false;
+            }
+            return;
+        }
+        let Some(meta) = message_at(messages, *base_seq, handle.seq) else {
+            return;
+        };
+        if matches!(g.holds.get(&handle.seq), Some(Hold::Acking | Hold::Nacking)) {
+            let lease = Hold::Leased {
+                nonce: short_nonce(handle.nonce),
+                deadline_ms,
+            };
+            g.set_hold(handle.seq, meta.fifo_key, Some(lease));
+        }
+    }
+
+    /// Moves an in-flight message's visibility deadline.
+    pub fn change_visibility(
+        &mut self,
+        handle: &ReceiptHandle,
+        visibility_ms: u64,
+        now: u64,
+    ) -> Result<(), HandleError> {
+        let current_boot = handle.nonce >> 32 == u64::from(self.boot_epoch);
+        let q = self
+            .queues
+            .get_mut(&handle.queue)
+            .ok_or(HandleError::Unknown)?;
+        q.message(handle.seq).ok_or(HandleError::Unknown)?;
+        let g = q
+            .groups
+            .get_mut(&handle.group)
+            .ok_or(HandleError::Unknown)?;
+        let deadline_ms = now.saturating_add(visibility_ms);
+        if !handle.dead_letter {
+            match g.holds.get_mut(&handle.seq) {
+                Some(Hold::Leased {
+                    nonce,
+                    deadline_ms: deadline,
+                }) if current_boot && *nonce == short_nonce(handle.nonce) => {
+                    *deadline = deadline_ms;
+                }
+                _ => return Err(HandleError::Stale),
+            }
+            push_lease(
+                &mut self.group_wakeups,
+                handle.queue,
+                g,
+                handle.seq,
+                deadline_ms,
+            );
+            return Ok(());
+        }
+        let dead = g.dead.get_mut(&handle.seq).ok_or(HandleError::Stale)?;
+        match &mut dead.lease {
+            Some((nonce, deadline)) if *nonce == handle.nonce => *deadline = deadline_ms,
+            _ => return Err(HandleError::Stale),
+        }
+        let timer = LeaseTimer {
+            queue: handle.queue,
+            group: handle.group,
+            seq: handle.seq,
+            nonce: handle.nonce,
+            dead_letter: handle.dead_letter,
+        };
+        self.lease_timers.insert(deadline_ms, timer);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- leader: time
+
+    /// Ends expired leases: main-lane ones become failures to log (returned as
+    /// `(queue, group, seq)`); dead-letter ones are simply visible again.
+    pub fn expire_leases(&mut self, now: u64) -> Vec<(QueueId, GroupId, u64)> {
+        let mut failed = Vec::new();
+        while let Some((_, timer)) = self.lease_timers.pop_due(now) {
+            assert!(
+                timer.dead_letter,
+                "main-lane leases live in the group heaps"
+            );
+            let dead = self
+                .queues
+                .get_mut(&timer.queue)
+                .and_then(|q| q.groups.get_mut(&timer.group))
+                .and_then(|g| g.dead.get_mut(&timer.seq));
+            if let Some(dead) = dead {
+                if matches!(dead.lease, Some((nonce, deadline)) if nonce == timer.nonce && deadline <= now)
+                {
+                    dead.lease = None;
+                }
+            }
+        }
+        while let Some((_, (queue, group))) = self.group_wakeups.pop_due(now) {
+            let Some(q) = self.queues.get_mut(&queue) else {
+                continue;
+            };
+            let Queue {
+                groups,
+                messages,
+                base_seq,
+                ..
+            } = q;
+            let Some(g) = groups.get_mut(&group) else {
+                continue;
+            };
+            // Bounded by the group's heap; stale entries (acked, extended) drop out here.
+            while let Some(Reverse((deadline, seq))) = g.lease_heap.peek().copied() {
+                if deadline > now {
+                    self.group_wakeups.insert(deadline, (queue, group));
+                    break;
+                }
+                g.lease_heap.pop();
+                let Some(meta) = message_at(messages, *base_seq, seq) else {
+                    continue;
+                };
+                if matches!(g.holds.get(&seq), Some(Hold::Leased { deadline_ms, .. }) if *deadline_ms == deadline)
+                {
+                    g.set_hold(seq, meta.fifo_key, Some(Hold::Nacking));
+                    failed.push((queue, group, seq));
+                }
+            }
+        }
+        failed
+    }
+
+    /// Ends retry back-off waits that are over.
+    pub fn fire_waits(&mut self, now: u64) {
+        while let Some((deadline, (queue, group, seq))) = self.wait_timers.pop_due(now) {
+            let Some(q) = self.queues.get_mut(&queue) else {
+                continue;
+            };
+            let Queue {
+                groups,
+                messages,
+                base_seq,
+                ..
+            } = q;
+            let Some(g) = groups.get_mut(&group) else {
+                continue;
+            };
+            let Some(meta) = message_at(messages, *base_seq, seq) else {
+                continue;
+            };
+            if g.holds.get(&seq)
+                == Some(&Hold::Waiting {
+                    visible_ms: deadline,
+                })
+            {
+                g.set_hold(seq, meta.fifo_key, None);
+                g.make_visible(seq);
+            }
+        }
+    }
+
+    /// Delayed messages now due, to be released through the log.
+    pub fn due_releases(&mut self, now: u64) -> Vec<(QueueId, MessageId)> {
+        let mut due = Vec::new();
+        while let Some((_, (queue, message))) = self.delay_timers.pop_due(now) {
+            let Some(q) = self.queues.get_mut(&queue) else {
+                continue;
+            };
+            if let Some(delayed) = q.delayed.get_mut(&message) {
+                if !delayed.releasing {
+                    delayed.releasing = true;
+                    due.push((queue, message));
+                }
+            }
+        }
+        due
+    }
+}
+
+/// Leases picked messages: nonce, deadline, timer.
+struct Leaser<'a> {
+    queue: QueueId,
+    wakeups: &'a mut TimerQueue<(QueueId, GroupId)>,
+    next_nonce: &'a mut u64,
+    visibility_ms: u64,
+    now: u64,
+}
+
+impl Leaser<'_> {
+    fn lease(&mut self, g: &mut Group, seq: u64, meta: MessageMeta) -> Picked {
+        *self.next_nonce += 1;
+        let nonce = *self.next_nonce;
+        let deadline_ms = self.now.saturating_add(self.visibility_ms);
+        g.ready.remove(&seq);
+        let lease = Hold::Leased {
+            nonce: short_nonce(nonce),
+            deadline_ms,
+        };
+        g.set_hold(seq, meta.fifo_key, Some(lease));
+        g.delivered_total += 1;
+        let queue = self.queue;
+        push_lease(self.wakeups, queue, g, seq, deadline_ms);
+        let failures = u32::from(g.failures.get(&seq).copied().unwrap_or(0));
+        let handle = ReceiptHandle {
+            queue,
+            group: g.id,
+            seq,
+            nonce,
+            dead_letter: false,
+        };
+        Picked {
+            handle,
+            meta,
+            delivery_count: failures + 1,
+        }
+    }
+}
+
+/// Indexes a main-lane lease deadline; wakes the group if it is its earliest.
+fn push_lease(
+    wakeups: &mut TimerQueue<(QueueId, GroupId)>,
+    queue: QueueId,
+    g: &mut Group,
+    seq: u64,
+    deadline_ms: u64,
+) {
+    let earliest = g.lease_heap.peek().map(|Reverse((deadline, _))| *deadline);
+    g.lease_heap.push(Reverse((deadline_ms, seq)));
+    if earliest.is_none_or(|earliest| deadline_ms < earliest) {
+        wakeups.insert(deadline_ms, (queue, g.id));
+    }
+}

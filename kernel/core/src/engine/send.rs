@@ -1,0 +1,250 @@
+//! Producing: batch sends with validation, dedup and delays; cancelling scheduled
+//! messages.
+
+use std::collections::HashSet;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::command::{Command, SendMeta};
+use super::types::{
+    Delay, EngineError, MessageId, QueueId, SendInput, SendOutcome, DELAY_LEVELS_MS,
+};
+use super::{valid_tag, Engine, Entry};
+use crate::limits::{ENGINE_DELAY_MS_CEILING, ENGINE_TAGS_PER_QUEUE_MAX};
+use crate::storage::Storage;
+use crate::types::Offset;
+
+/// A send's outcome before the append gives new messages their ids.
+enum Planned {
+    Duplicate(SendOutcome),
+    /// Stored as the batch's entry at this index.
+    New(usize),
+    /// Repeats the dedup id of the batch's entry at this index.
+    RepeatOf(usize),
+}
+
+impl<S: Storage + Clone> Engine<S> {
+    // ------------------------------------------------------------------ send
+
+    /// Sends a batch as one operation: all stored (durably) or none.
+    pub async fn send(
+        &self,
+        queue: QueueId,
+        messages: &[SendInput],
+        now: u64,
+    ) -> Result<Vec<SendOutcome>, EngineError> {
+        let limits = self.config.limits;
+        if messages.is_empty() {
+            return Err(EngineError::EmptyBatch);
+        }
+        let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        if count > limits.batch_messages_max {
+            return Err(EngineError::BatchTooLarge {
+                count,
+                limit: limits.batch_messages_max,
+            });
+        }
+        let mut deliver_ats = Vec::with_capacity(messages.len());
+        for message in messages {
+            self.validate_message(message)?;
+            deliver_ats.push(deliver_at(message.delay, now)?);
+        }
+        let bytes: u64 = messages
+            .iter()
+            .map(|m| (m.body.len() + m.attributes.len()) as u64)
+            .sum();
+        if bytes > limits.batch_bytes_max {
+            return Err(EngineError::BatchBytesTooLarge {
+                bytes,
+                limit: limits.batch_bytes_max,
+            });
+        }
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut entries = Vec::new();
+        let mut claimed: Vec<(u64, usize)> = Vec::new();
+        {
+            let state = self.state.borrow();
+            let q = state.queue(queue)?;
+            let new_tags: HashSet<&str> = messages
+                .iter()
+                .flat_map(|m| m.tags.iter())
+                .filter(|tag| !q.tag_ids.contains_key(*tag))
+                .map(String::as_str)
+                .collect();
+            if q.tag_names.len() + new_tags.len() > ENGINE_TAGS_PER_QUEUE_MAX {
+                return Err(EngineError::TooManyDistinctTags);
+            }
+            let pending = self.pending_dedup.borrow();
+            for (message, deliver_at_ms) in messages.iter().zip(deliver_ats) {
+                let dedup_hash = message
+                    .dedup_id
+                    .as_deref()
+                    .map_or(0, |id| xxh3_64(id.as_bytes()) | 1);
+                if dedup_hash != 0 {
+                    let in_batch = claimed.iter().find(|(hash, _)| *hash == dedup_hash);
+                    if let Some((_, index)) = in_batch {
+                        outcomes.push(Planned::RepeatOf(*index));
+                        continue;
+                    }
+                    let seen = q
+                        .dedup
+                        .get(&dedup_hash)
+                        .filter(|(expires_ms, _)| *expires_ms > now)
+                        .map(|(_, id)| *id)
+                        .or_else(|| pending.get(&(queue, dedup_hash)).copied());
+                    if let Some(original) = seen {
+                        let duplicate = SendOutcome {
+                            message_id: original,
+                            duplicate: true,
+                        };
+                        outcomes.push(Planned::Duplicate(duplicate));
+                        continue;
+                    }
+                    let entries_max = limits.dedup_entries_per_queue_max as usize;
+                    if q.dedup.len() + pending.len() + claimed.len() >= entries_max {
+                        return Err(EngineError::DedupTableFull);
+                    }
+                    claimed.push((dedup_hash, entries.len()));
+                }
+                outcomes.push(Planned::New(entries.len()));
+                let meta = SendMeta {
+                    queue,
+                    deliver_at_ms,
+                    fifo_group: message.fifo_group.clone(),
+                    tags: message.tags.clone(),
+                    dedup_hash,
+                };
+                entries.push(Entry {
+                    command: Command::Send(meta),
+                    body: message.body.clone(),
+                    user_attributes: message.attributes.clone(),
+                });
+            }
+        }
+        let first = if entries.is_empty() {
+            Offset(0)
+        } else {
+            let first = self.append(&entries, now)?;
+            {
+                let mut pending = self.pending_dedup.borrow_mut();
+                for (hash, index) in &claimed {
+                    pending.insert((queue, *hash), MessageId(first.0 + *index as u64));
+                }
+            }
+            let result = self.sync_and_apply().await;
+            let mut pending = self.pending_dedup.borrow_mut();
+            for (hash, _) in &claimed {
+                pending.remove(&(queue, *hash));
+            }
+            result?;
+            first
+        };
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Planned::Duplicate(duplicate) => duplicate,
+                Planned::New(index) => SendOutcome {
+                    message_id: MessageId(first.0 + index as u64),
+                    duplicate: false,
+                },
+                Planned::RepeatOf(index) => SendOutcome {
+                    message_id: MessageId(first.0 + index as u64),
+                    duplicate: true,
+                },
+            })
+            .collect())
+    }
+
+    fn validate_message(&self, message: &SendInput) -> Result<(), EngineError> {
+        let limits = &self.config.limits;
+        let bytes = message.body.len() as u64;
+        if bytes > limits.message_bytes_max {
+            return Err(EngineError::MessageTooLarge {
+                bytes,
+                limit: limits.message_bytes_max,
+            });
+        }
+        let bytes = message.attributes.len() as u64;
+        if bytes > limits.attributes_bytes_max {
+            return Err(EngineError::AttributesTooLarge {
+                bytes,
+                limit: limits.attributes_bytes_max,
+            });
+        }
+        let count = u32::try_from(message.tags.len()).unwrap_or(u32::MAX);
+        if count > limits.tags_per_message_max {
+            return Err(EngineError::TooManyTags {
+                count,
+                limit: limits.tags_per_message_max,
+            });
+        }
+        if !message.tags.iter().all(|tag| valid_tag(tag)) {
+            return Err(EngineError::InvalidTag);
+        }
+        if message
+            .fifo_group
+            .as_ref()
+            .is_some_and(|g| g.is_empty() || g.len() > 128)
+        {
+            return Err(EngineError::InvalidName);
+        }
+        if message
+            .dedup_id
+            .as_ref()
+            .is_some_and(|d| d.is_empty() || d.len() > 128)
+        {
+            return Err(EngineError::InvalidName);
+        }
+        Ok(())
+    }
+
+    /// Cancels a scheduled or delayed message that has not been delivered yet.
+    pub async fn cancel(
+        &self,
+        queue: QueueId,
+        message: MessageId,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        {
+            let mut state = self.state.borrow_mut();
+            let q = state.queue_mut(queue)?;
+            match q.delayed.get_mut(&message) {
+                Some(delayed) if !delayed.releasing => delayed.releasing = true,
+                _ => return Err(EngineError::NotScheduled),
+            }
+        }
+        let result = self
+            .commit(vec![Entry::plain(Command::Cancel { queue, message })], now)
+            .await;
+        if result.is_err() {
+            let mut state = self.state.borrow_mut();
+            if let Some(delayed) = state
+                .queues
+                .get_mut(&queue)
+                .and_then(|q| q.delayed.get_mut(&message))
+            {
+                delayed.releasing = false;
+            }
+        }
+        result
+    }
+}
+
+fn deliver_at(delay: Delay, now: u64) -> Result<u64, EngineError> {
+    let at = match delay {
+        Delay::None => return Ok(0),
+        Delay::Level(level) => {
+            let index = usize::from(level)
+                .checked_sub(1)
+                .ok_or(EngineError::InvalidDelay)?;
+            now + *DELAY_LEVELS_MS
+                .get(index)
+                .ok_or(EngineError::InvalidDelay)?
+        }
+        Delay::Ms(ms) if ms <= ENGINE_DELAY_MS_CEILING => now + ms,
+        Delay::Ms(_) => return Err(EngineError::InvalidDelay),
+        Delay::At(at) if at <= now.saturating_add(ENGINE_DELAY_MS_CEILING) => at,
+        Delay::At(_) => return Err(EngineError::InvalidDelay),
+    };
+    Ok(if at <= now { 0 } else { at })
+}
