@@ -267,6 +267,63 @@ mod bench {
         }
     }
 
+    /// fio rows with the log's own write pattern, which the baseline script lacks: each
+    /// write+fdatasync extends the file into space reserved with FALLOC_FL_KEEP_SIZE
+    /// (`--fallocate=keep`), never wrapping round to overwrite. The script's sync rows
+    /// write a 512 MiB file that fio lays out first and then laps (at 256 KiB, most of
+    /// a 5 s run overwrites already-written blocks, which is much cheaper).
+    fn run_append_baseline(dir: &Path, seconds: u64) -> Vec<BaselineRow> {
+        let fio_dir = dir.join("fio-append");
+        let size_gib = (2 * seconds).max(8);
+        let mut rows = Vec::new();
+        for (name, block) in [
+            ("append-256KiB-direct-sync", "256k"),
+            ("append-1MiB-direct-sync", "1m"),
+        ] {
+            std::fs::create_dir_all(&fio_dir).expect("fio directory");
+            let output = Command::new("fio")
+                .arg(format!("--name={name}"))
+                .arg(format!("--directory={}", fio_dir.display()))
+                .args([
+                    "--rw=write",
+                    "--ioengine=psync",
+                    "--direct=1",
+                    "--fdatasync=1",
+                ])
+                .args(["--fallocate=keep", "--time_based", "--minimal"])
+                .arg(format!("--bs={block}"))
+                .arg(format!("--size={size_gib}g"))
+                .arg(format!("--runtime={seconds}"))
+                .output();
+            let _ = std::fs::remove_dir_all(&fio_dir);
+            let Ok(output) = output else {
+                eprintln!("log-bench: cannot run fio for {name}");
+                continue;
+            };
+            // Terse format v3: field 48 is write bandwidth in KiB/s, 49 write IOPS.
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let fields: Vec<&str> = stdout.trim().split(';').collect();
+            let parsed = (fields.get(47).and_then(|f| f.parse::<f64>().ok()))
+                .zip(fields.get(48).and_then(|f| f.parse::<f64>().ok()));
+            match parsed {
+                Some((kib_per_s, iops)) if output.status.success() => {
+                    let row = BaselineRow {
+                        name: name.to_string(),
+                        mb_per_s: kib_per_s * 1024.0 / 1e6,
+                        iops,
+                    };
+                    println!(
+                        "{:28} {:10.1} MB/s {:12.0} IOPS",
+                        row.name, row.mb_per_s, row.iops
+                    );
+                    rows.push(row);
+                }
+                _ => eprintln!("log-bench: fio {name} failed: {}", stdout.trim()),
+            }
+        }
+        rows
+    }
+
     /// Per fio row the better of the two runs, and how far apart they were (0..1).
     struct MergedRow {
         row: BaselineRow,
@@ -342,6 +399,8 @@ mod bench {
     /// Which fio row a batch size is compared with, on which metric, and the goal.
     struct Comparison {
         row: &'static str,
+        /// The same-size fio row with the log's append pattern, when there is one.
+        append_row: Option<&'static str>,
         by_sync_rate: bool,
         goal: Option<f64>,
         note: &'static str,
@@ -351,24 +410,28 @@ mod bench {
         match batch_records {
             0..=3 => Comparison {
                 row: "seq-4KiB-direct-sync",
+                append_row: None,
                 by_sync_rate: true,
                 goal: Some(0.80),
                 note: "commits/s vs fio fdatasync/s",
             },
             4..=63 => Comparison {
                 row: "seq-16KiB-direct-sync",
+                append_row: None,
                 by_sync_rate: false,
                 goal: None,
                 note: "MB/s vs fio 16 KiB+fdatasync (no goal set)",
             },
             64..=511 => Comparison {
                 row: "seq-256KiB-direct-sync",
+                append_row: Some("append-256KiB-direct-sync"),
                 by_sync_rate: false,
                 goal: Some(0.70),
                 note: "MB/s vs fio 256 KiB+fdatasync",
             },
             _ => Comparison {
                 row: "seq-256KiB-direct-sync",
+                append_row: Some("append-1MiB-direct-sync"),
                 by_sync_rate: false,
                 goal: Some(0.70),
                 note: "MB/s vs fio 256 KiB+fdatasync (fio has no 1 MiB sync row)",
@@ -379,7 +442,7 @@ mod bench {
     fn print_table(results: &[CaseResult], baseline: &[MergedRow]) {
         println!();
         println!(
-            "{:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} | {:>24} {:>8} {:>8} {:>7} {:>6}  compared",
+            "{:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} | {:>24} {:>8} {:>8} {:>7} {:>10} {:>9}  compared",
             "batch",
             "records/s",
             "MB/s",
@@ -393,6 +456,7 @@ mod bench {
             "fio IOPS",
             "ratio",
             "goal",
+            "vs append",
         );
         for result in results {
             let comparison = comparison(result.batch_records);
@@ -411,6 +475,15 @@ mod bench {
                 }
                 None => (f64::NAN, f64::NAN, f64::NAN),
             };
+            let versus_append = comparison
+                .append_row
+                .and_then(|name| baseline.iter().find(|merged| merged.row.name == name))
+                .map_or("-".to_string(), |merged| {
+                    format!(
+                        "{:.0}%",
+                        100.0 * result.payload_mb_per_s() / merged.row.mb_per_s
+                    )
+                });
             let goal = match comparison.goal {
                 Some(goal) if ratio.is_nan() => format!(">={:.0}%", goal * 100.0),
                 Some(goal) if ratio >= goal => format!("{:.0}% ok", goal * 100.0),
@@ -418,7 +491,7 @@ mod bench {
                 None => "-".to_string(),
             };
             println!(
-                "{:>6} {:>10.0} {:>9.1} {:>9.1} {:>9.0} {:>9.0} {:>7.2} {:>7.2} | {:>24} {:>8.1} {:>8.0} {:>6.0}% {:>6}  {}",
+                "{:>6} {:>10.0} {:>9.1} {:>9.1} {:>9.0} {:>9.0} {:>7.2} {:>7.2} | {:>24} {:>8.1} {:>8.0} {:>6.0}% {:>10} {:>9}  {}",
                 result.batch_records,
                 result.records_per_s(),
                 result.payload_mb_per_s(),
@@ -432,6 +505,7 @@ mod bench {
                 fio_iops,
                 ratio * 100.0,
                 goal,
+                versus_append,
                 comparison.note,
             );
         }
@@ -439,7 +513,9 @@ mod bench {
         println!(
             "MB/s = payload (1024 B x records/s, 1e6 B per MB); diskMB/s = bytes handed to \
              write_at (headers, padding and the re-written partial block included); commits/s = \
-             append+sync rounds; syncs/s = every fdatasync/fsync the storage issued."
+             append+sync rounds; syncs/s = every fdatasync/fsync the storage issued; ratio and \
+             goal: against the baseline script's row (the issue's goals); vs append: payload \
+             MB/s against fio writing the log's pattern (append-*-direct-sync)."
         );
     }
 
@@ -502,8 +578,19 @@ mod bench {
         } else {
             Vec::new()
         };
+        let append_rows = if args.baseline {
+            println!("# fio with the log's pattern (append into KEEP_SIZE reservation)");
+            run_append_baseline(&args.dir, args.seconds)
+        } else {
+            Vec::new()
+        };
         let busy_after = busy_processes();
-        let baseline = merge_baselines(&baseline_before, &baseline_after);
+        let mut baseline = merge_baselines(&baseline_before, &baseline_after);
+        baseline.extend(
+            append_rows
+                .into_iter()
+                .map(|row| MergedRow { row, spread: 0.0 }),
+        );
         print_table(&results, &baseline);
         print_noise_warnings(&baseline, &busy_before, &busy_after);
         std::fs::remove_dir_all(&args.dir).expect("remove the bench directory");
