@@ -1,0 +1,383 @@
+//! A queue spread over several partitions, one [`Engine`] (one log) each.
+//!
+//! A NORMAL queue is partitioned for concurrency: its sends are spread round-robin over
+//! its partitions (a batch goes to one partition, so it stays one atomic operation) and a
+//! receive drains partitions in a rotating order. A FIFO queue keeps its order where one
+//! engine can keep it: a whole-queue FIFO lives in partition 0; a per-message-group FIFO
+//! sends each message group to the partition its name hashes to, so every group's order
+//! is kept by one engine while different groups proceed in parallel.
+//!
+//! This is the routing rule; the shard layer owns the partitions (one per core) and sends
+//! each call to its owner. [`Partitioned`] applies the rule over engines held in one place,
+//! as the single-node driver and the tests do.
+
+use std::cell::Cell;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::config::ReceiveRequest;
+use super::types::{
+    AckKind, AckOutcome, Delivery, EngineError, FifoScope, GroupId, GroupStart, HandleError,
+    QueueConfig, QueueId, QueueMode, ReceiptHandle, SendInput, SendOutcome,
+};
+use super::Engine;
+use crate::storage::Storage;
+
+/// The partition a batch of sends goes to.
+pub fn partition_for_send(
+    mode: QueueMode,
+    partition_count: u16,
+    fifo_group: Option<&str>,
+    rotation: u64,
+) -> u16 {
+    assert!(partition_count > 0, "a queue has at least one partition");
+    let count = u64::from(partition_count);
+    let index = match mode {
+        QueueMode::Normal => rotation % count,
+        QueueMode::Fifo(FifoScope::Queue) => 0,
+        QueueMode::Fifo(FifoScope::MessageGroup) => {
+            xxh3_64(fifo_group.unwrap_or("").as_bytes()) % count
+        }
+    };
+    u16::try_from(index).expect("below partition_count")
+}
+
+/// Partitions in the order a receive visits them: all of them, starting at `rotation`.
+pub fn receive_order(partition_count: u16, rotation: u64) -> impl Iterator<Item = u16> {
+    let count = u64::from(partition_count);
+    (0..count).map(move |step| u16::try_from((rotation + step) % count).expect("below count"))
+}
+
+/// A delivery or handle tagged with the partition it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routed<T> {
+    pub partition: u16,
+    pub item: T,
+}
+
+/// Engines for every partition, queues and groups created on all of them alike.
+pub struct Partitioned<S: Storage + Clone> {
+    engines: Vec<Engine<S>>,
+    rotation: Cell<u64>,
+}
+
+impl<S: Storage + Clone> Partitioned<S> {
+    pub fn new(engines: Vec<Engine<S>>) -> Partitioned<S> {
+        assert!(!engines.is_empty(), "at least one partition");
+        assert!(
+            engines.len() <= usize::from(u16::MAX),
+            "partition index is a u16"
+        );
+        Partitioned {
+            engines,
+            rotation: Cell::new(0),
+        }
+    }
+
+    pub fn partition(&self, index: u16) -> &Engine<S> {
+        &self.engines[usize::from(index)]
+    }
+
+    fn count(&self) -> u16 {
+        u16::try_from(self.engines.len()).expect("checked in new")
+    }
+
+    fn next_rotation(&self) -> u64 {
+        let rotation = self.rotation.get();
+        self.rotation.set(rotation.wrapping_add(1));
+        rotation
+    }
+
+    /// Creates the queue on every partition; ids agree because every queue is created
+    /// through here.
+    pub async fn create_queue(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        now: u64,
+    ) -> Result<QueueId, EngineError> {
+        let mut id = None;
+        for engine in &self.engines {
+            let created = engine.create_queue(tenant, name, config, now).await?;
+            assert!(
+                id.is_none_or(|id| id == created),
+                "queue ids agree across partitions"
+            );
+            id = Some(created);
+        }
+        Ok(id.expect("at least one partition"))
+    }
+
+    pub async fn create_group(
+        &self,
+        queue: QueueId,
+        name: &str,
+        start: GroupStart,
+        now: u64,
+    ) -> Result<GroupId, EngineError> {
+        let mut id = None;
+        for engine in &self.engines {
+            let created = engine.create_group(queue, name, start, now).await?;
+            assert!(
+                id.is_none_or(|id| id == created),
+                "group ids agree across partitions"
+            );
+            id = Some(created);
+        }
+        Ok(id.expect("at least one partition"))
+    }
+
+    /// Sends a batch. NORMAL and whole-queue FIFO batches go to one partition as one
+    /// operation; a per-group FIFO batch is split by message group, one operation per
+    /// partition, each keeping the batch's order.
+    pub async fn send(
+        &self,
+        queue: QueueId,
+        messages: &[SendInput],
+        now: u64,
+    ) -> Result<Vec<Routed<SendOutcome>>, EngineError> {
+        if messages.is_empty() {
+            return Err(EngineError::EmptyBatch);
+        }
+        let mode = self.engines[0].queue_info(queue)?.config.mode;
+        let rotation = self.next_rotation();
+        let mut by_partition: Vec<Vec<usize>> = vec![Vec::new(); self.engines.len()];
+        for (index, message) in messages.iter().enumerate() {
+            let group = message.fifo_group.as_deref();
+            let partition = partition_for_send(mode, self.count(), group, rotation);
+            by_partition[usize::from(partition)].push(index);
+        }
+        let mut outcomes: Vec<Option<Routed<SendOutcome>>> = vec![None; messages.len()];
+        for (partition, indexes) in by_partition.iter().enumerate() {
+            if indexes.is_empty() {
+                continue;
+            }
+            let batch: Vec<SendInput> = indexes.iter().map(|i| messages[*i].clone()).collect();
+            let sent = self.engines[partition].send(queue, &batch, now).await?;
+            let partition = u16::try_from(partition).expect("checked in new");
+            for (index, outcome) in indexes.iter().zip(sent) {
+                outcomes[*index] = Some(Routed {
+                    partition,
+                    item: outcome,
+                });
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every message was routed"))
+            .collect())
+    }
+
+    /// Receives up to `max_messages` over the partitions, visiting them in rotation.
+    pub async fn receive(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        request: &ReceiveRequest,
+        now: u64,
+    ) -> Result<Vec<Routed<Delivery>>, EngineError> {
+        let mut deliveries = Vec::new();
+        for partition in receive_order(self.count(), self.next_rotation()) {
+            let wanted = request.max_messages - u32::try_from(deliveries.len()).expect("bounded");
+            if wanted == 0 {
+                break;
+            }
+            let request = ReceiveRequest {
+                max_messages: wanted,
+                ..request.clone()
+            };
+            let got = self
+                .partition(partition)
+                .receive(queue, group, &request, now)
+                .await?;
+            deliveries.extend(got.into_iter().map(|item| Routed { partition, item }));
+        }
+        Ok(deliveries)
+    }
+
+    /// Acks routed handles, each on its own partition, results in the given order.
+    pub async fn ack(
+        &self,
+        acks: &[(Routed<ReceiptHandle>, AckKind)],
+        now: u64,
+    ) -> Result<Vec<Result<AckOutcome, HandleError>>, EngineError> {
+        let mut results: Vec<Option<Result<AckOutcome, HandleError>>> = vec![None; acks.len()];
+        for partition in 0..self.count() {
+            let indexes: Vec<usize> = (0..acks.len())
+                .filter(|i| acks[*i].0.partition == partition)
+                .collect();
+            if indexes.is_empty() {
+                continue;
+            }
+            let batch: Vec<(ReceiptHandle, AckKind)> = indexes
+                .iter()
+                .map(|i| (acks[*i].0.item, acks[*i].1))
+                .collect();
+            let done = self.partition(partition).ack(&batch, false, now).await?;
+            for (index, result) in indexes.iter().zip(done) {
+                results[*index] = Some(result);
+            }
+        }
+        // A handle naming a partition that does not exist names nothing.
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(HandleError::Unknown)))
+            .collect())
+    }
+
+    pub async fn tick(&self, now: u64) -> Result<(), EngineError> {
+        for engine in &self.engines {
+            engine.tick(now).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::types::{Delay, RetryPolicy};
+    use crate::engine::{EngineConfig, EngineLimits};
+    use crate::log::{LogConfig, VerifyOnOpen};
+    use crate::sim_disk::{block_on, SimDisk};
+
+    const NOW: u64 = 1_000_000;
+
+    fn check_partitioned(count: u16) -> Partitioned<SimDisk> {
+        let config = EngineConfig {
+            log: LogConfig {
+                segment_bytes_max: 64 * 1024,
+                index_interval_bytes: 4096,
+                preallocate_bytes: 0,
+                verify_on_open: VerifyOnOpen::Tail,
+            },
+            limits: EngineLimits {
+                receive_messages_max: 64,
+                batch_messages_max: 64,
+                ..EngineLimits::dms()
+            },
+            snapshot_every_records: 10_000,
+        };
+        let engines = (0..count)
+            .map(|p| block_on(Engine::open(SimDisk::new(u64::from(p)), config, NOW)).unwrap())
+            .collect();
+        Partitioned::new(engines)
+    }
+
+    fn queue(mode: QueueMode) -> QueueConfig {
+        QueueConfig {
+            mode,
+            retention_ms: 3_600_000,
+            max_consume_count: None,
+            retry: RetryPolicy::Immediate,
+            dedup_window_ms: 300_000,
+        }
+    }
+
+    fn message(body: String, fifo_group: Option<&str>) -> SendInput {
+        SendInput {
+            body: body.into_bytes(),
+            attributes: Vec::new(),
+            tags: Vec::new(),
+            fifo_group: fifo_group.map(str::to_string),
+            delay: Delay::None,
+            dedup_id: None,
+        }
+    }
+
+    fn request(max: u32) -> ReceiveRequest {
+        ReceiveRequest {
+            max_messages: max,
+            visibility_ms: 30_000,
+            filter: None,
+        }
+    }
+
+    #[test]
+    fn normal_queue_spreads_over_every_partition_and_drains_from_all() {
+        let p = check_partitioned(4);
+        let q = block_on(p.create_queue("t", "q", queue(QueueMode::Normal), NOW)).unwrap();
+        let g = block_on(p.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();
+        let mut used = [0u32; 4];
+        for i in 0..20 {
+            let sent = block_on(p.send(q, &[message(format!("m{i}"), None)], NOW)).unwrap();
+            used[usize::from(sent[0].partition)] += 1;
+        }
+        assert!(used.iter().all(|n| *n == 5), "round-robin: {used:?}");
+        let got = block_on(p.receive(q, g, &request(64), NOW)).unwrap();
+        assert_eq!(got.len(), 20);
+        let acks: Vec<_> = got
+            .iter()
+            .map(|d| {
+                (
+                    Routed {
+                        partition: d.partition,
+                        item: d.item.handle,
+                    },
+                    AckKind::Success,
+                )
+            })
+            .collect();
+        let results = block_on(p.ack(&acks, NOW)).unwrap();
+        assert!(results.iter().all(|r| *r == Ok(AckOutcome::Applied)));
+        assert!(block_on(p.receive(q, g, &request(64), NOW))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn fifo_message_groups_stay_in_one_partition_in_order() {
+        let p = check_partitioned(3);
+        let mode = QueueMode::Fifo(FifoScope::MessageGroup);
+        let q = block_on(p.create_queue("t", "f", queue(mode), NOW)).unwrap();
+        let g = block_on(p.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();
+        let groups = ["a", "b", "c", "d", "e"];
+        let batch: Vec<SendInput> = (0..25)
+            .map(|i| message(format!("{}{}", groups[i % 5], i / 5), Some(groups[i % 5])))
+            .collect();
+        let sent = block_on(p.send(q, &batch, NOW)).unwrap();
+        for (i, outcome) in sent.iter().enumerate() {
+            let expected = partition_for_send(mode, 3, Some(groups[i % 5]), 0);
+            assert_eq!(outcome.partition, expected, "message {i}");
+        }
+        // Drain with acks: each group's messages arrive in send order.
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..50 {
+            let got = block_on(p.receive(q, g, &request(64), NOW)).unwrap();
+            let acks: Vec<_> = got
+                .iter()
+                .map(|d| {
+                    (
+                        Routed {
+                            partition: d.partition,
+                            item: d.item.handle,
+                        },
+                        AckKind::Success,
+                    )
+                })
+                .collect();
+            seen.extend(
+                got.iter()
+                    .map(|d| String::from_utf8(d.item.body.clone()).unwrap()),
+            );
+            block_on(p.ack(&acks, NOW)).unwrap();
+        }
+        assert_eq!(seen.len(), 25);
+        for group in groups {
+            let order: Vec<&String> = seen.iter().filter(|b| b.starts_with(group)).collect();
+            let expected: Vec<String> = (0..5).map(|i| format!("{group}{i}")).collect();
+            assert_eq!(order, expected.iter().collect::<Vec<_>>(), "group {group}");
+        }
+    }
+
+    #[test]
+    fn whole_queue_fifo_lives_in_partition_zero() {
+        assert_eq!(
+            partition_for_send(QueueMode::Fifo(FifoScope::Queue), 8, Some("x"), 5),
+            0
+        );
+        let order: Vec<u16> = receive_order(4, 6).collect();
+        assert_eq!(order, [2, 3, 0, 1]);
+    }
+}
