@@ -695,3 +695,33 @@ fn inflight_is_bounded_per_group() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn long_poll_wakes_when_a_message_arrives() {
+    // Goal: the engine supports long polling without a clock. Method: a consumer finds
+    // the queue empty and waits on `changed`; a producer task then sends; the consumer
+    // wakes and receives it. The driver races `changed` against its own timer for the
+    // wait limit.
+    let h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    let engine = h.engine();
+    let request = ReceiveRequest {
+        max_messages: 10,
+        visibility_ms: 30 * SECOND,
+        filter: None,
+    };
+    let consumer = async {
+        let seen = engine.change_count();
+        let first = engine.receive(q, g, &request, h.now).await.unwrap();
+        assert!(first.is_empty());
+        engine.changed(seen).await;
+        engine.receive(q, g, &request, h.now).await.unwrap()
+    };
+    let producer = async {
+        futures_lite::future::yield_now().await;
+        engine.send(q, &[message("late")], h.now).await.unwrap();
+    };
+    let (got, ()) = futures_lite::future::block_on(futures_lite::future::zip(consumer, producer));
+    assert_eq!(Harness::bodies(&got), ["late"]);
+}
