@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::HashSet;
 
 use super::group::{short_nonce, Group, Hold};
-use super::state::{message_at, LeaseTimer, MessageMeta, Picked, Queue, State};
+use super::state::{group_parts, message_at, LeaseTimer, MessageMeta, Picked, Queue, State};
 use super::timers::TimerQueue;
 use super::types::{
     AckOutcome, EngineError, FifoScope, GroupId, HandleError, MessageId, QueueId, QueueMode,
@@ -200,18 +200,9 @@ impl State {
         success: bool,
     ) -> Result<(AckOutcome, bool), HandleError> {
         let current_boot = handle.nonce >> 32 == u64::from(self.boot_epoch);
-        let q = self
-            .queues
-            .get_mut(&handle.queue)
+        let (g, table, _) = group_parts(&mut self.queues, handle.queue, handle.group)
             .ok_or(HandleError::Unknown)?;
-        let Queue {
-            groups,
-            messages,
-            base_seq,
-            ..
-        } = q;
-        let g = groups.get_mut(&handle.group).ok_or(HandleError::Unknown)?;
-        let meta = message_at(messages, *base_seq, handle.seq).ok_or(HandleError::Unknown)?;
+        let meta = table.get(handle.seq).ok_or(HandleError::Unknown)?;
         if handle.dead_letter {
             let Some(dead) = g.dead.get_mut(&handle.seq) else {
                 // Acked before, or redriven: either way this delivery is over.
@@ -259,16 +250,7 @@ impl State {
 
     /// Undoes `begin_ack` when the command could not be logged.
     pub fn abort_ack(&mut self, handle: &ReceiptHandle, deadline_ms: u64) {
-        let Ok(q) = self.queue_mut(handle.queue) else {
-            return;
-        };
-        let Queue {
-            groups,
-            messages,
-            base_seq,
-            ..
-        } = q;
-        let Some(g) = groups.get_mut(&handle.group) else {
+        let Some((g, table, _)) = group_parts(&mut self.queues, handle.queue, handle.group) else {
             return;
         };
         if handle.dead_letter {
@@ -277,7 +259,7 @@ impl State {
             }
             return;
         }
-        let Some(meta) = message_at(messages, *base_seq, handle.seq) else {
+        let Some(meta) = table.get(handle.seq) else {
             return;
         };
         if matches!(g.holds.get(&handle.seq), Some(Hold::Acking | Hold::Nacking)) {
@@ -366,16 +348,7 @@ impl State {
             }
         }
         while let Some((_, (queue, group))) = self.group_wakeups.pop_due(now) {
-            let Some(q) = self.queues.get_mut(&queue) else {
-                continue;
-            };
-            let Queue {
-                groups,
-                messages,
-                base_seq,
-                ..
-            } = q;
-            let Some(g) = groups.get_mut(&group) else {
+            let Some((g, table, _)) = group_parts(&mut self.queues, queue, group) else {
                 continue;
             };
             // Bounded by the group's heap; stale entries (acked, extended) drop out here.
@@ -385,7 +358,7 @@ impl State {
                     break;
                 }
                 g.lease_heap.pop();
-                let Some(meta) = message_at(messages, *base_seq, seq) else {
+                let Some(meta) = table.get(seq) else {
                     continue;
                 };
                 if matches!(g.holds.get(&seq), Some(Hold::Leased { deadline_ms, .. }) if *deadline_ms == deadline)
@@ -401,19 +374,10 @@ impl State {
     /// Ends retry back-off waits that are over.
     pub fn fire_waits(&mut self, now: u64) {
         while let Some((deadline, (queue, group, seq))) = self.wait_timers.pop_due(now) {
-            let Some(q) = self.queues.get_mut(&queue) else {
+            let Some((g, table, _)) = group_parts(&mut self.queues, queue, group) else {
                 continue;
             };
-            let Queue {
-                groups,
-                messages,
-                base_seq,
-                ..
-            } = q;
-            let Some(g) = groups.get_mut(&group) else {
-                continue;
-            };
-            let Some(meta) = message_at(messages, *base_seq, seq) else {
+            let Some(meta) = table.get(seq) else {
                 continue;
             };
             if g.holds.get(&seq)

@@ -323,20 +323,11 @@ impl State {
     }
 
     fn apply_ack(&mut self, queue: QueueId, group: GroupId, seqs: &[u64]) {
-        let Some(q) = self.queues.get_mut(&queue) else {
-            return;
-        };
-        let Queue {
-            groups,
-            messages,
-            base_seq,
-            ..
-        } = q;
-        let Some(g) = groups.get_mut(&group) else {
+        let Some((g, table, _)) = group_parts(&mut self.queues, queue, group) else {
             return;
         };
         for seq in seqs {
-            let Some(meta) = message_at(messages, *base_seq, *seq) else {
+            let Some(meta) = table.get(*seq) else {
                 continue;
             };
             if g.done.contains(*seq) {
@@ -353,21 +344,11 @@ impl State {
     }
 
     fn apply_nack(&mut self, queue: QueueId, group: GroupId, seqs: &[u64], ts: u64) {
-        let Some(q) = self.queues.get_mut(&queue) else {
-            return;
-        };
-        let Queue {
-            groups,
-            messages,
-            base_seq,
-            config,
-            ..
-        } = q;
-        let Some(g) = groups.get_mut(&group) else {
+        let Some((g, table, config)) = group_parts(&mut self.queues, queue, group) else {
             return;
         };
         for seq in seqs {
-            let Some(meta) = message_at(messages, *base_seq, *seq) else {
+            let Some(meta) = table.get(*seq) else {
                 continue;
             };
             if g.done.contains(*seq) {
@@ -557,6 +538,40 @@ fn expire_dedup(q: &mut Queue, now: u64) {
             q.dedup.remove(&hash);
         }
     }
+}
+
+/// A queue's messages as group operations read them.
+#[derive(Clone, Copy)]
+pub(crate) struct MessageTable<'a> {
+    messages: &'a VecDeque<MessageMeta>,
+    base_seq: u64,
+}
+
+impl MessageTable<'_> {
+    pub fn get(&self, seq: u64) -> Option<MessageMeta> {
+        message_at(self.messages, self.base_seq, seq).copied()
+    }
+}
+
+/// A consumer group with its queue's message table and config, borrowed apart so the
+/// rest of the state (timers) stays usable.
+pub(crate) fn group_parts(
+    queues: &mut BTreeMap<QueueId, Queue>,
+    queue: QueueId,
+    group: GroupId,
+) -> Option<(&mut Group, MessageTable<'_>, &QueueConfig)> {
+    let Queue {
+        groups,
+        messages,
+        base_seq,
+        config,
+        ..
+    } = queues.get_mut(&queue)?;
+    let table = MessageTable {
+        messages,
+        base_seq: *base_seq,
+    };
+    Some((groups.get_mut(&group)?, table, config))
 }
 
 pub(crate) fn message_at(
