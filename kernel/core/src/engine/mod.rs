@@ -376,10 +376,16 @@ impl<S: Storage + Clone> Engine<S> {
     /// Writes a snapshot of the applied state and removes older snapshots.
     pub async fn snapshot(&self) -> Result<(), EngineError> {
         let applied = self.applied_offset.get();
-        let bytes = snapshot::encode(&self.state.borrow(), applied);
         let storage_error =
             |error: crate::storage::IoError| EngineError::Storage(error.to_string());
         let name = snapshot::snapshot_name(applied);
+        if applied == self.snapshot_offset.get() && self.storage.open(&name).await.is_ok() {
+            // Nothing applied since the snapshot on disk: keep it rather than replace it
+            // (a crash between removing and rewriting would leave no snapshot at all).
+            return Ok(());
+        }
+        let bytes = snapshot::encode(&self.state.borrow(), applied);
+        // A file of this name that is not the current snapshot is a torn leftover.
         let _ = self.storage.remove(&name).await;
         let file = self.storage.create(&name).await.map_err(storage_error)?;
         let padded = align_up(bytes.len() as u64 + 8, BLOCK_BYTES);
