@@ -186,9 +186,10 @@ fn part2(quick: bool) {
     };
     for &backlog in backlogs {
         let engine = block_on(Engine::open(SimDisk::new(1), engine_config(), NOW)).expect("open");
-        let q =
-            block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), NOW)).unwrap();
-        let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();
+        let q = block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), NOW))
+            .expect("fresh engine");
+        let g =
+            block_on(engine.create_group(q, "g", GroupStart::Oldest, NOW)).expect("fresh queue");
         let message = SendInput {
             body: vec![7u8; 100],
             attributes: Vec::new(),
@@ -200,7 +201,7 @@ fn part2(quick: bool) {
         // Ten per send, as DMS clients send them.
         let batch = vec![message; 10];
         for _ in 0..backlog / 10 {
-            block_on(engine.send(q, &batch, NOW)).unwrap();
+            block_on(engine.send(q, &batch, NOW)).expect("send within limits");
         }
         let request = ReceiveRequest {
             max_messages: 10,
@@ -212,13 +213,13 @@ fn part2(quick: bool) {
         let start = Instant::now();
         let mut got = 0u64;
         while got < measured {
-            let deliveries = block_on(engine.receive(q, g, &request, NOW)).unwrap();
+            let deliveries = block_on(engine.receive(q, g, &request, NOW)).expect("receive");
             assert!(!deliveries.is_empty(), "backlog ran dry");
             let acks: Vec<_> = deliveries
                 .iter()
                 .map(|d| (d.handle, AckKind::Success))
                 .collect();
-            block_on(engine.ack(&acks, false, NOW)).unwrap();
+            block_on(engine.ack(&acks, false, NOW)).expect("ack");
             got += deliveries.len() as u64;
         }
         let us = start.elapsed().as_secs_f64() * 1e6 / got as f64;
