@@ -9,6 +9,7 @@ mod command;
 mod deps;
 mod fuzz;
 mod seeds;
+mod sim;
 mod test;
 
 use std::process::ExitCode;
@@ -38,9 +39,9 @@ enum Task {
         #[command(subcommand)]
         bench: Bench,
     },
-    /// The deterministic cluster simulation (not built yet).
+    /// The deterministic simulation under madsim: `--seeds N` or `--seed S` (replay).
     Sim {
-        /// Arguments for the simulation, such as `--seed S`.
+        /// `--seeds N` (seeds 0..N, pass/fail and seeds/s) or `--seed S` (trace).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
         Task::Bench {
             bench: Bench::Log { args },
         } => bench_log(&args),
-        Task::Sim { args: _ } => Err("sim: not yet implemented (issue: simulation)".to_string()),
+        Task::Sim { args } => sim::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

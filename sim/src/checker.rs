@@ -1,0 +1,224 @@
+//! The checker: judges a finished, healed and drained history against the delivery
+//! contract. It reads only the history (what clients saw, plus the serials of requests
+//! whose replies were lost, which the simulator knows) and never the engine.
+//!
+//! Checked: a send that got success reaches every group; nothing is delivered that was
+//! never sent to that queue; a key maps to one message id (dedup across retries); after
+//! an ack got success its group never receives the message again; FIFO: per group and
+//! message group, nothing is handed out while an earlier message is unacked (one
+//! delivery batch counts as simultaneous; delayed messages join the order when released);
+//! delayed messages never arrive early.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sluice_core::engine::types::{AckKind, MessageId};
+
+use crate::client::{GROUPS, QUEUES};
+use crate::history::{EventKind, History, Outcome};
+
+struct Delivery {
+    queue: usize,
+    group: usize,
+    serial: u64,
+    key: u32,
+    message_id: MessageId,
+}
+
+#[derive(Default)]
+struct Facts {
+    id_of_key: BTreeMap<u32, MessageId>,
+    key_of_id: BTreeMap<(usize, MessageId), u32>,
+    sent_ok: BTreeSet<u32>,
+    deliveries: Vec<Delivery>,
+    /// (queue, group, key) -> serial of the first ack known to have succeeded.
+    acked: BTreeMap<(usize, usize, u32), u64>,
+    /// As `acked`, plus acks whose outcome is unknown (they may have been applied).
+    maybe_acked: BTreeMap<(usize, usize, u32), u64>,
+    violations: Vec<String>,
+}
+
+impl Facts {
+    fn identify(&mut self, queue: usize, key: u32, message_id: MessageId) {
+        let known = *self.id_of_key.entry(key).or_insert(message_id);
+        if known != message_id {
+            self.violations.push(format!(
+                "m{key} stored twice: ids {} and {} (dedup)",
+                known.0, message_id.0
+            ));
+        }
+        let owner = *self.key_of_id.entry((queue, message_id)).or_insert(key);
+        if owner != key {
+            self.violations.push(format!(
+                "q{queue} id {} carries m{owner} and m{key}",
+                message_id.0
+            ));
+        }
+    }
+
+    fn ack(&mut self, at: (usize, usize, u32), serial: u64, confirmed: bool) {
+        let maybe = self.maybe_acked.entry(at).or_insert(serial);
+        *maybe = (*maybe).min(serial);
+        if confirmed {
+            let acked = self.acked.entry(at).or_insert(serial);
+            *acked = (*acked).min(serial);
+        }
+    }
+}
+
+pub fn check(history: &History) -> Vec<String> {
+    let mut facts = Facts::default();
+    for event in &history.events {
+        collect(history, &event.kind, &mut facts);
+    }
+    check_acked_stay_acked(&mut facts);
+    check_complete(&mut facts);
+    check_fifo(history, &mut facts);
+    facts.violations
+}
+
+fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
+    match kind {
+        EventKind::Send {
+            queue,
+            keys,
+            outcome: Outcome::Ok { value, .. },
+            ..
+        } => {
+            for (key, (message_id, _)) in keys.iter().zip(value) {
+                facts.identify(*queue, *key, *message_id);
+                facts.sent_ok.insert(*key);
+            }
+        }
+        EventKind::Receive {
+            queue,
+            group,
+            outcome:
+                Outcome::Ok {
+                    serial,
+                    served_ms,
+                    value,
+                },
+        } => {
+            for delivered in value {
+                let key = delivered.key;
+                let Some(spec) = history.specs.get(key as usize) else {
+                    facts.violations.push(format!(
+                        "q{queue} g{group} #{serial}: id {} was never sent",
+                        delivered.message_id.0
+                    ));
+                    continue;
+                };
+                if spec.queue != *queue {
+                    facts.violations.push(format!(
+                        "q{queue} g{group} #{serial}: m{key} belongs to q{}",
+                        spec.queue
+                    ));
+                }
+                if *served_ms < spec.first_attempt_ms + spec.delay_ms {
+                    facts.violations.push(format!(
+                        "q{queue} g{group} #{serial}: m{key} delivered at {served_ms} ms, \
+                         before its delay ended (sent from {} ms, delay {} ms)",
+                        spec.first_attempt_ms, spec.delay_ms
+                    ));
+                }
+                facts.identify(*queue, key, delivered.message_id);
+                facts.deliveries.push(Delivery {
+                    queue: *queue,
+                    group: *group,
+                    serial: *serial,
+                    key,
+                    message_id: delivered.message_id,
+                });
+            }
+        }
+        EventKind::Ack {
+            queue,
+            group,
+            kind: AckKind::Success,
+            targets,
+            outcome,
+        } => match outcome {
+            Outcome::Ok { serial, value, .. } => {
+                for ((key, _), done) in targets.iter().zip(value) {
+                    if *done {
+                        facts.ack((*queue, *group, *key), *serial, true);
+                    }
+                }
+            }
+            Outcome::Ambiguous { serial, .. } => {
+                for (key, _) in targets {
+                    facts.ack((*queue, *group, *key), *serial, false);
+                }
+            }
+            Outcome::Rejected { .. } => {}
+        },
+        _ => {}
+    }
+}
+
+fn check_acked_stay_acked(facts: &mut Facts) {
+    for d in &facts.deliveries {
+        if let Some(acked) = facts.acked.get(&(d.queue, d.group, d.key)) {
+            if *acked < d.serial {
+                facts.violations.push(format!(
+                    "q{} g{} #{}: m{} delivered again after its ack succeeded at #{acked}",
+                    d.queue, d.group, d.serial, d.key
+                ));
+            }
+        }
+    }
+}
+
+fn check_complete(facts: &mut Facts) {
+    let delivered: BTreeSet<(usize, u32)> =
+        facts.deliveries.iter().map(|d| (d.group, d.key)).collect();
+    for key in &facts.sent_ok {
+        for group in 0..GROUPS.len() {
+            if !delivered.contains(&(group, *key)) {
+                facts.violations.push(format!(
+                    "m{key} was sent successfully but never delivered to g{group}"
+                ));
+            }
+        }
+    }
+}
+
+/// Per (queue, group, message group): when a message is handed out, every earlier
+/// message (lower id) known to exist must be acked before, or be in the same batch.
+///
+/// A delayed message joins its FIFO order when it is released, at a time the history
+/// does not record, so delayed messages are skipped as the earlier one. Any undelayed
+/// message with a lower id was available before a delayed one's release, so a delayed
+/// message is still checked as the later one.
+fn check_fifo(history: &History, facts: &mut Facts) {
+    let mut violations = Vec::new();
+    for d in &facts.deliveries {
+        if !QUEUES[d.queue].2 {
+            continue;
+        }
+        let fifo_group = &history.specs[d.key as usize].fifo_group;
+        let earlier = facts
+            .key_of_id
+            .range((d.queue, MessageId(0))..(d.queue, d.message_id));
+        for (_, key) in earlier {
+            let spec = &history.specs[*key as usize];
+            if spec.fifo_group != *fifo_group || spec.delay_ms > 0 {
+                continue;
+            }
+            let acked_before = facts
+                .maybe_acked
+                .get(&(d.queue, d.group, *key))
+                .is_some_and(|serial| *serial < d.serial);
+            let same_batch = facts.deliveries.iter().any(|other| {
+                other.serial == d.serial && other.group == d.group && other.key == *key
+            });
+            if !acked_before && !same_batch {
+                violations.push(format!(
+                    "q{} g{} #{}: FIFO {:?}: m{} handed out while earlier m{key} is unacked",
+                    d.queue, d.group, d.serial, fifo_group, d.key
+                ));
+            }
+        }
+    }
+    facts.violations.extend(violations);
+}
