@@ -7,7 +7,8 @@
 //! an ack got success its group never receives the message again; FIFO: per group and
 //! message group, nothing is handed out while an earlier message is unacked (one
 //! delivery batch counts as simultaneous; delayed messages join the order when released);
-//! delayed messages never arrive early.
+//! delayed messages never arrive early; a message is not handed out again before its
+//! visibility deadline unless it was failed or the engine reopened in between.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +21,7 @@ struct Delivery {
     queue: usize,
     group: usize,
     serial: u64,
+    served_ms: u64,
     key: u32,
     message_id: MessageId,
 }
@@ -34,6 +36,10 @@ struct Facts {
     acked: BTreeMap<(usize, usize, u32), u64>,
     /// As `acked`, plus acks whose outcome is unknown (they may have been applied).
     maybe_acked: BTreeMap<(usize, usize, u32), u64>,
+    /// Serials of requests (maybe) failing a delivery: (queue, group, key) -> serials.
+    maybe_failed: BTreeMap<(usize, usize, u32), Vec<u64>>,
+    /// The serial after which the engine was (re)opened, for each boot.
+    boots: Vec<u64>,
     violations: Vec<String>,
 }
 
@@ -65,14 +71,18 @@ impl Facts {
     }
 }
 
-pub fn check(history: &History) -> Vec<String> {
+/// Judges `history`; `visibility_ms` is the one visibility timeout every receive used.
+pub fn check(history: &History, visibility_ms: u64) -> Vec<String> {
     let mut facts = Facts::default();
     for event in &history.events {
         collect(history, &event.kind, &mut facts);
     }
+    // Clients observe replies out of order; the node's serials are its real order.
+    facts.deliveries.sort_by_key(|d| d.serial);
     check_acked_stay_acked(&mut facts);
     check_complete(&mut facts);
     check_fifo(history, &mut facts);
+    check_visibility(visibility_ms, &mut facts);
     facts.violations
 }
 
@@ -126,9 +136,23 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
                     queue: *queue,
                     group: *group,
                     serial: *serial,
+                    served_ms: *served_ms,
                     key,
                     message_id: delivered.message_id,
                 });
+            }
+        }
+        EventKind::Boot { serial } => facts.boots.push(*serial),
+        EventKind::Ack {
+            queue,
+            group,
+            kind: AckKind::Fail,
+            targets,
+            outcome: Outcome::Ok { serial, .. } | Outcome::Ambiguous { serial, .. },
+        } => {
+            for (key, _) in targets {
+                let at = (*queue, *group, *key);
+                facts.maybe_failed.entry(at).or_default().push(*serial);
             }
         }
         EventKind::Ack {
@@ -219,6 +243,36 @@ fn check_fifo(history: &History, facts: &mut Facts) {
                 ));
             }
         }
+    }
+    facts.violations.extend(violations);
+}
+
+/// A delivery is not handed out again to its group before its visibility deadline unless
+/// it was (maybe) failed or the engine was reopened in between (leases are not durable).
+fn check_visibility(visibility_ms: u64, facts: &mut Facts) {
+    let mut last: BTreeMap<(usize, usize, u32), (u64, u64)> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for d in &facts.deliveries {
+        let at = (d.queue, d.group, d.key);
+        if let Some((serial, served_ms)) = last.get(&at).copied() {
+            let early = d.served_ms < served_ms + visibility_ms;
+            let rebooted = facts
+                .boots
+                .iter()
+                .any(|boot| serial <= *boot && *boot < d.serial);
+            let failed = facts
+                .maybe_failed
+                .get(&at)
+                .is_some_and(|fails| fails.iter().any(|s| serial < *s && *s < d.serial));
+            if early && !rebooted && !failed {
+                violations.push(format!(
+                    "q{} g{} #{}: m{} handed out again at {} ms, before its visibility \
+                     deadline ({} ms + {visibility_ms} ms)",
+                    d.queue, d.group, d.serial, d.key, d.served_ms, served_ms
+                ));
+            }
+        }
+        last.insert(at, (d.serial, d.served_ms));
     }
     facts.violations.extend(violations);
 }

@@ -49,6 +49,10 @@ pub enum EventKind {
         /// Per target: `true` when the engine answered Applied or AlreadyDone.
         outcome: Outcome<Vec<bool>>,
     },
+    /// The node opened its engine after request `serial` (leases start over).
+    Boot {
+        serial: u64,
+    },
     Nemesis(String),
 }
 
@@ -138,6 +142,7 @@ impl std::fmt::Display for Event {
                 let keys: Vec<u32> = targets.iter().map(|t| t.0).collect();
                 write!(f, "ack  q{queue} g{group} {kind:?} {keys:?}: {outcome}")
             }
+            EventKind::Boot { serial } => write!(f, "node: engine opened after #{serial}"),
             EventKind::Nemesis(what) => write!(f, "nemesis: {what}"),
         }
     }

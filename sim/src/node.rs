@@ -136,7 +136,13 @@ impl Node {
         match Engine::open(self.disk.clone(), self.config, now).await {
             Ok(engine) => {
                 *self.engine.borrow_mut() = Some(Rc::new(engine));
-                self.note(now, "engine opened".into());
+                self.history.borrow_mut().events.push(Event {
+                    at_ms: now - EPOCH_MS,
+                    client: 0,
+                    kind: EventKind::Boot {
+                        serial: self.serial.get(),
+                    },
+                });
                 true
             }
             Err(error) => {

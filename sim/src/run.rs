@@ -161,7 +161,7 @@ async fn simulate(seed: u64) -> Report {
     node.stopped.set(true);
     node_loop.await.expect("node task");
     let history = history.borrow();
-    let violations = checker::check(&history);
+    let violations = checker::check(&history, knobs.visibility_ms);
     let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
     Report {
         seed,

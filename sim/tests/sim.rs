@@ -58,7 +58,7 @@ fn receive(serial: u64, key: u32) -> Event {
 }
 
 /// Goal: the checker can fail. Method: a forged history in which an acked message comes
-/// back, another is never delivered to group 1, and an unknown body arrives.
+/// back early, another is never delivered to group 1, and an unknown body arrives.
 #[test]
 fn the_checker_flags_a_broken_history() {
     let spec = MessageSpec {
@@ -96,7 +96,7 @@ fn the_checker_flags_a_broken_history() {
     history.events.push(receive(4, 0));
     history.events.push(receive(5, 1));
     history.events.push(receive(6, 9));
-    let violations = check(&history);
+    let violations = check(&history, 1_000);
     let text = violations.join("\n");
     assert!(text.contains("m0 delivered again after its ack"), "{text}");
     assert!(
@@ -104,4 +104,8 @@ fn the_checker_flags_a_broken_history() {
         "{text}"
     );
     assert!(text.contains("was never sent"), "{text}");
+    assert!(
+        text.contains("m0 handed out again at 10 ms, before its visibility"),
+        "{text}"
+    );
 }
