@@ -9,6 +9,7 @@ use std::time::Duration;
 use madsim::rand::{thread_rng, Rng};
 use sluice_core::engine::types::{AckKind, Delay, SendInput};
 use sluice_core::engine::ReceiveRequest;
+use sluice_core::storage::{IoErrorKind, IoOp};
 
 use crate::history::{body_of, key_of, Delivered, Event, EventKind, History, MessageSpec, Outcome};
 use crate::node::{now_ms, HandleError, Node, Reply, Request, EPOCH_MS};
@@ -40,6 +41,8 @@ pub struct Knobs {
     pub delay_percent: u32,
     pub segment_bytes_max: u64,
     pub snapshot_every_records: u64,
+    /// Random disk faults per call while faults are on (EIO, ENOSPC, bit flips on read).
+    pub disk_fault_ppm: u32,
 }
 
 impl Knobs {
@@ -55,6 +58,7 @@ impl Knobs {
             delay_percent: rng.gen_range(0..=40),
             segment_bytes_max: [64 * 1024, 1024 * 1024][rng.gen_range(0..2)],
             snapshot_every_records: [20, 200, 10_000][rng.gen_range(0..3)],
+            disk_fault_ppm: [0, 0, 200, 2_000][rng.gen_range(0..4)],
         }
     }
 }
@@ -329,7 +333,8 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
     }
 }
 
-/// Crashes the node or arms a sync EIO at seeded random times while faults are on.
+/// Crashes the node, or arms a sync EIO or a write ENOSPC, at seeded random times while
+/// faults are on.
 pub async fn nemesis(ctx: Rc<Ctx>) {
     // Bounded by the run: the healing step turns `faults` off.
     while ctx.faults.get() {
@@ -338,8 +343,11 @@ pub async fn nemesis(ctx: Rc<Ctx>) {
             break;
         }
         let now = ctx.now();
-        if thread_rng().gen_range(0..100) < ctx.knobs.eio_percent {
-            ctx.node.arm_sync_eio(now);
+        let roll = thread_rng().gen_range(0..100);
+        if roll < ctx.knobs.eio_percent {
+            ctx.node.arm_fault(now, IoOp::Sync, IoErrorKind::Io);
+        } else if roll < ctx.knobs.eio_percent + 10 {
+            ctx.node.arm_fault(now, IoOp::Write, IoErrorKind::NoSpace);
         } else {
             ctx.node.crash(now, thread_rng().gen_range(0..=1_000));
         }

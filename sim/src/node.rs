@@ -112,9 +112,9 @@ impl Node {
         self.note(now, format!("crash ({mode:?}), down {down_ms} ms"));
     }
 
-    pub fn arm_sync_eio(&self, now: u64) {
-        self.disk.fail_next(IoOp::Sync, IoErrorKind::Io);
-        self.note(now, "next sync fails with EIO".into());
+    pub fn arm_fault(&self, now: u64, op: IoOp, kind: IoErrorKind) {
+        self.disk.fail_next(op, kind);
+        self.note(now, format!("next {op:?} fails with {kind:?}"));
     }
 
     /// A write path failure: the engine is unusable and the process restarts (the page

@@ -11,7 +11,7 @@ use sluice_core::engine::types::FifoScope;
 use sluice_core::engine::types::{GroupStart, QueueConfig, QueueMode, RetryPolicy};
 use sluice_core::engine::{EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
-use sluice_core::sim_disk::SimDisk;
+use sluice_core::sim_disk::{FaultRates, SimDisk};
 
 use crate::checker;
 use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
@@ -126,6 +126,14 @@ async fn simulate(seed: u64) -> Report {
         draining: Cell::new(false),
         stopped: Cell::new(false),
     });
+    let ppm = knobs.disk_fault_ppm;
+    node.disk.set_fault_rates(FaultRates {
+        write_eio_ppm: ppm,
+        write_enospc_ppm: ppm,
+        sync_eio_ppm: ppm,
+        read_eio_ppm: ppm,
+        read_bitflip_ppm: ppm,
+    });
     let node_loop = madsim::task::spawn_local(node.clone().run(start));
     let nemesis = madsim::task::spawn_local(client::nemesis(ctx.clone()));
     let mut client_id = 1;
@@ -175,10 +183,11 @@ async fn simulate(seed: u64) -> Report {
     }
 }
 
-/// Ends every fault: no more crashes, EIO or drops; consumers start draining.
+/// Ends every fault: no more crashes, disk faults or drops; consumers start draining.
 fn heal(ctx: &Ctx) {
     ctx.faults.set(false);
     ctx.node.disk.clear_faults();
+    ctx.node.disk.set_fault_rates(FaultRates::default());
     ctx.draining.set(true);
     let now = ctx.now();
     ctx.history.borrow_mut().events.push(crate::history::Event {
