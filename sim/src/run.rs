@@ -110,7 +110,8 @@ async fn setup(node: &Node, now: u64) {
     }
 }
 
-async fn simulate(seed: u64) -> Report {
+/// The whole run of one seed; call it inside a madsim runtime seeded with `seed`.
+pub async fn simulate(seed: u64) -> Report {
     let start = madsim::time::Instant::now();
     let knobs = Knobs::draw();
     let history = Rc::new(RefCell::new(History::default()));
