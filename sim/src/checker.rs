@@ -32,12 +32,15 @@ struct Facts {
     key_of_id: BTreeMap<(usize, MessageId), u32>,
     sent_ok: BTreeSet<u32>,
     deliveries: Vec<Delivery>,
-    /// (queue, group, key) -> serial of the first ack known to have succeeded.
+    /// (queue, group, key) -> completion serial of the first ack known to have succeeded
+    /// (its effect came before that serial).
     acked: BTreeMap<(usize, usize, u32), u64>,
-    /// As `acked`, plus acks whose outcome is unknown (they may have been applied).
+    /// Entry serial of the first ack that may have succeeded, outcome known or not (its
+    /// effect, if any, came after that serial).
     maybe_acked: BTreeMap<(usize, usize, u32), u64>,
-    /// Serials of requests (maybe) failing a delivery: (queue, group, key) -> serials.
-    maybe_failed: BTreeMap<(usize, usize, u32), Vec<u64>>,
+    /// (Entry, completion) serials of fail acks that may have taken effect; an unknown
+    /// completion is `u64::MAX`.
+    maybe_failed: BTreeMap<(usize, usize, u32), Vec<(u64, u64)>>,
     /// The serial after which the engine was (re)opened, for each boot.
     boots: Vec<u64>,
     violations: Vec<String>,
@@ -61,12 +64,12 @@ impl Facts {
         }
     }
 
-    fn ack(&mut self, at: (usize, usize, u32), serial: u64, confirmed: bool) {
+    fn ack(&mut self, at: (usize, usize, u32), serial: u64, done_serial: Option<u64>) {
         let maybe = self.maybe_acked.entry(at).or_insert(serial);
         *maybe = (*maybe).min(serial);
-        if confirmed {
-            let acked = self.acked.entry(at).or_insert(serial);
-            *acked = (*acked).min(serial);
+        if let Some(done_serial) = done_serial {
+            let acked = self.acked.entry(at).or_insert(done_serial);
+            *acked = (*acked).min(done_serial);
         }
     }
 }
@@ -107,6 +110,7 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
                     serial,
                     served_ms,
                     value,
+                    ..
                 },
         } => {
             for delivered in value {
@@ -148,11 +152,20 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             group,
             kind: AckKind::Fail,
             targets,
-            outcome: Outcome::Ok { serial, .. } | Outcome::Ambiguous { serial, .. },
+            outcome,
         } => {
+            let span = match outcome {
+                Outcome::Ok {
+                    serial,
+                    done_serial,
+                    ..
+                } => (*serial, *done_serial),
+                Outcome::Ambiguous { serial, .. } => (*serial, u64::MAX),
+                Outcome::Rejected { .. } => return,
+            };
             for (key, _) in targets {
                 let at = (*queue, *group, *key);
-                facts.maybe_failed.entry(at).or_default().push(*serial);
+                facts.maybe_failed.entry(at).or_default().push(span);
             }
         }
         EventKind::Ack {
@@ -162,16 +175,21 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             targets,
             outcome,
         } => match outcome {
-            Outcome::Ok { serial, value, .. } => {
+            Outcome::Ok {
+                serial,
+                done_serial,
+                value,
+                ..
+            } => {
                 for ((key, _), done) in targets.iter().zip(value) {
                     if *done {
-                        facts.ack((*queue, *group, *key), *serial, true);
+                        facts.ack((*queue, *group, *key), *serial, Some(*done_serial));
                     }
                 }
             }
             Outcome::Ambiguous { serial, .. } => {
                 for (key, _) in targets {
-                    facts.ack((*queue, *group, *key), *serial, false);
+                    facts.ack((*queue, *group, *key), *serial, None);
                 }
             }
             Outcome::Rejected { .. } => {}
@@ -260,10 +278,11 @@ fn check_visibility(visibility_ms: u64, facts: &mut Facts) {
                 .boots
                 .iter()
                 .any(|boot| serial <= *boot && *boot < d.serial);
-            let failed = facts
-                .maybe_failed
-                .get(&at)
-                .is_some_and(|fails| fails.iter().any(|s| serial < *s && *s < d.serial));
+            let failed = facts.maybe_failed.get(&at).is_some_and(|fails| {
+                fails
+                    .iter()
+                    .any(|(entry, done)| *entry < d.serial && serial < *done)
+            });
             if early && !rebooted && !failed {
                 violations.push(format!(
                     "q{} g{} #{}: m{} handed out again at {} ms, before its visibility \

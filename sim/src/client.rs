@@ -41,6 +41,8 @@ pub struct Knobs {
     pub delay_percent: u32,
     pub segment_bytes_max: u64,
     pub snapshot_every_records: u64,
+    /// Simulated delay of each disk operation, up to this (0: the disk never suspends).
+    pub disk_latency_ms_max: u64,
     /// Random disk faults per call while faults are on (EIO, ENOSPC, bit flips on read).
     pub disk_fault_ppm: u32,
 }
@@ -59,6 +61,7 @@ impl Knobs {
             segment_bytes_max: [64 * 1024, 1024 * 1024][rng.gen_range(0..2)],
             snapshot_every_records: [20, 200, 10_000][rng.gen_range(0..3)],
             disk_fault_ppm: [0, 0, 200, 2_000][rng.gen_range(0..4)],
+            disk_latency_ms_max: [0, 1, 5, 20][rng.gen_range(0..4)],
         }
     }
 }
@@ -116,15 +119,16 @@ impl Ctx {
         let result = self.node.handle(request, now).await;
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
         match result {
-            Ok((serial, _)) if self.link_drops() => {
+            Ok(((serial, _), _)) if self.link_drops() => {
                 sleep_ms(REPLY_TIMEOUT_MS).await;
                 Outcome::Ambiguous {
                     serial,
                     reason: "reply dropped".into(),
                 }
             }
-            Ok((serial, value)) => Outcome::Ok {
+            Ok(((serial, done_serial), value)) => Outcome::Ok {
                 serial,
+                done_serial,
                 served_ms: now - EPOCH_MS,
                 value,
             },
@@ -147,10 +151,12 @@ impl<T> Outcome<T> {
         match self {
             Outcome::Ok {
                 serial,
+                done_serial,
                 served_ms,
                 value,
             } => Outcome::Ok {
                 serial,
+                done_serial,
                 served_ms,
                 value: f(value),
             },

@@ -7,9 +7,11 @@ use sluice_core::engine::types::{AckKind, MessageId};
 /// The server's verdict as a client (or, for lost replies, the simulator) knows it.
 #[derive(Clone, Debug)]
 pub enum Outcome<T> {
-    /// Served as request number `serial` at `served_ms`; the reply arrived.
+    /// Entered the node as serial `serial` at `served_ms` and completed as serial
+    /// `done_serial`; the reply arrived.
     Ok {
         serial: u64,
+        done_serial: u64,
         served_ms: u64,
         value: T,
     },
@@ -92,9 +94,10 @@ impl<T: std::fmt::Debug> std::fmt::Display for Outcome<T> {
         match self {
             Outcome::Ok {
                 serial,
+                done_serial,
                 served_ms,
                 value,
-            } => write!(f, "ok #{serial}@{served_ms} {value:?}"),
+            } => write!(f, "ok #{serial}-{done_serial}@{served_ms} {value:?}"),
             Outcome::Ambiguous { serial, reason } => write!(f, "ambiguous #{serial} ({reason})"),
             Outcome::Rejected { reason } => write!(f, "rejected ({reason})"),
         }
@@ -122,6 +125,7 @@ impl std::fmt::Display for Event {
                         serial,
                         served_ms,
                         value,
+                        ..
                     } => {
                         let got: Vec<String> = value
                             .iter()

@@ -27,3 +27,5 @@ pub mod history;
 pub mod node;
 #[cfg(madsim)]
 pub mod run;
+#[cfg(madsim)]
+pub mod slow_disk;

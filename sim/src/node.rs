@@ -1,4 +1,4 @@
-//! The simulated node: one `Engine<SimDisk>` behind a small request handler, plus the
+//! The simulated node: one engine on the simulated disk behind a small request handler, plus the
 //! node's own loop (open after a crash, tick at the engine's deadline).
 //!
 //! The handler ([`Node::handle`]) stands in for the future server's request layer: it
@@ -6,9 +6,10 @@
 //! engine. Replace it with the server's handler when that exists; the clients and checker
 //! only see [`Request`] and [`Reply`]. It must not hold engine state of its own.
 //!
-//! Engine calls complete within one poll (every `SimDisk` future is ready at once), so a
-//! request is atomic with respect to the nemesis and carries a serial number: the node's
-//! linear order of requests, which the checker uses to order deliveries and acks.
+//! Every request takes a serial number when it enters and another when it completes: the
+//! node's linear order of events, which the checker uses to order deliveries and acks.
+//! On the slow disk, requests interleave inside the engine; a receive picks its messages
+//! when it enters, and an ack or send takes effect somewhere between its two serials.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -19,6 +20,8 @@ use sluice_core::engine::types::{
 };
 use sluice_core::engine::{Engine, EngineConfig, ReceiveRequest};
 use sluice_core::sim_disk::SimDisk;
+
+use crate::slow_disk::SlowDisk;
 use sluice_core::storage::{IoErrorKind, IoOp};
 
 use crate::history::{Event, EventKind, History};
@@ -65,8 +68,9 @@ pub enum HandleError {
 
 pub struct Node {
     pub disk: SimDisk,
+    storage: SlowDisk,
     config: EngineConfig,
-    engine: RefCell<Option<Rc<Engine<SimDisk>>>>,
+    engine: RefCell<Option<Rc<Engine<SlowDisk>>>>,
     /// While down after a crash, the node opens no engine before this time.
     down_until_ms: Cell<u64>,
     serial: Cell<u64>,
@@ -79,8 +83,14 @@ pub fn now_ms(start: madsim::time::Instant) -> u64 {
 }
 
 impl Node {
-    pub fn new(disk: SimDisk, config: EngineConfig, history: Rc<RefCell<History>>) -> Node {
+    pub fn new(
+        disk: SimDisk,
+        disk_latency_ms_max: u64,
+        config: EngineConfig,
+        history: Rc<RefCell<History>>,
+    ) -> Node {
         Node {
+            storage: SlowDisk::new(disk.clone(), disk_latency_ms_max),
             disk,
             config,
             engine: RefCell::new(None),
@@ -91,7 +101,7 @@ impl Node {
         }
     }
 
-    pub fn engine(&self) -> Option<Rc<Engine<SimDisk>>> {
+    pub fn engine(&self) -> Option<Rc<Engine<SlowDisk>>> {
         self.engine.borrow().clone()
     }
 
@@ -133,7 +143,7 @@ impl Node {
         if now < self.down_until_ms.get() {
             return false;
         }
-        match Engine::open(self.disk.clone(), self.config, now).await {
+        match Engine::open(self.storage.clone(), self.config, now).await {
             Ok(engine) => {
                 *self.engine.borrow_mut() = Some(Rc::new(engine));
                 self.history.borrow_mut().events.push(Event {
@@ -171,7 +181,12 @@ impl Node {
     }
 
     /// The request handler (the future server's place): resolve names, call the engine.
-    pub async fn handle(&self, request: Request, now: u64) -> Result<(u64, Reply), HandleError> {
+    /// Returns the serials at entry and at completion with the reply.
+    pub async fn handle(
+        &self,
+        request: Request,
+        now: u64,
+    ) -> Result<((u64, u64), Reply), HandleError> {
         let engine = self.engine().ok_or(HandleError::Unavailable)?;
         let serial = self.serial.get() + 1;
         self.serial.set(serial);
@@ -214,7 +229,11 @@ impl Node {
             }
         };
         match result {
-            Ok(reply) => Ok((serial, reply)),
+            Ok(reply) => {
+                let done = self.serial.get() + 1;
+                self.serial.set(done);
+                Ok(((serial, done), reply))
+            }
             Err(EngineError::Storage(error)) => {
                 self.poison(now, &error);
                 Err(HandleError::Storage { serial, error })
@@ -225,7 +244,7 @@ impl Node {
 }
 
 fn resolve_queue(
-    engine: &Engine<SimDisk>,
+    engine: &Engine<SlowDisk>,
     tenant: &str,
     queue: &str,
 ) -> Result<QueueId, HandleError> {
@@ -235,7 +254,7 @@ fn resolve_queue(
 }
 
 fn resolve_group(
-    engine: &Engine<SimDisk>,
+    engine: &Engine<SlowDisk>,
     queue: QueueId,
     group: &str,
 ) -> Result<GroupId, HandleError> {

@@ -116,7 +116,12 @@ pub async fn simulate(seed: u64) -> Report {
     let knobs = Knobs::draw();
     let history = Rc::new(RefCell::new(History::default()));
     let disk = SimDisk::new(thread_rng().gen());
-    let node = Rc::new(Node::new(disk, engine_config(&knobs), history.clone()));
+    let node = Rc::new(Node::new(
+        disk,
+        knobs.disk_latency_ms_max,
+        engine_config(&knobs),
+        history.clone(),
+    ));
     setup(&node, crate::node::now_ms(start)).await;
     let ctx = Rc::new(Ctx {
         node: node.clone(),

@@ -57,6 +57,7 @@ fn receive(serial: u64, key: u32) -> Event {
         group: 0,
         outcome: Outcome::Ok {
             serial,
+            done_serial: serial,
             served_ms: 10,
             value: vec![Delivered {
                 key,
@@ -87,6 +88,7 @@ fn the_checker_flags_a_broken_history() {
         attempt: 1,
         outcome: Outcome::Ok {
             serial: 1,
+            done_serial: 1,
             served_ms: 0,
             value: vec![(MessageId(0), false), (MessageId(1), false)],
         },
@@ -99,6 +101,7 @@ fn the_checker_flags_a_broken_history() {
         targets: vec![(0, MessageId(0))],
         outcome: Outcome::Ok {
             serial: 3,
+            done_serial: 3,
             served_ms: 0,
             value: vec![true],
         },
