@@ -51,9 +51,10 @@ fn the_first_seeds_pass() {
 /// handle of an earlier boot); that ack then fails on a sync EIO and the message is
 /// redelivered after the client was told it was acked.
 ///
-/// FIXME(seed 647): on the slow disk, an ack and a send that both got success (#397, #398)
-/// are lost by the crash (TearLast) right after: the message comes back and the sent
-/// messages are never delivered. Not yet root-caused.
+/// FIXME(seed 647): a random disk fault during `Engine::open` (most likely a bit flip on
+/// read) makes recovery cut the log from durable offset 171 to 167, losing an ack and a
+/// send that both got success (#397, #398): the message comes back and the sent messages
+/// are never delivered.
 #[test]
 fn engine_bugs_found_by_the_simulation_still_reproduce() {
     let report = run_seed(824);
