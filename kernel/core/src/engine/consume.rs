@@ -1,7 +1,7 @@
 //! Consuming: receive (main lane and dead letters), ack and fail, change visibility,
 //! redrive, and reading delivered bodies from the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::command::Command;
 use super::config::ReceiveRequest;
@@ -182,6 +182,7 @@ impl<S: Storage + Clone> Engine<S> {
         let mut results = Vec::with_capacity(acks.len());
         let mut begun = Vec::new();
         let mut seqs: BTreeMap<(QueueId, GroupId, u8), Vec<u64>> = BTreeMap::new();
+        let mut acked_in_batch: HashSet<(QueueId, GroupId, u64)> = HashSet::new();
         {
             let mut state = self.state.borrow_mut();
             let mut failed = false;
@@ -191,6 +192,13 @@ impl<S: Storage + Clone> Engine<S> {
                     continue;
                 }
                 let success = *kind == AckKind::Success;
+                let message = (handle.queue, handle.group, handle.seq);
+                if success && acked_in_batch.contains(&message) {
+                    // An earlier entry of this batch acks the same message: in batch
+                    // order it is done by now.
+                    results.push(Ok(AckOutcome::AlreadyDone));
+                    continue;
+                }
                 let deadline = lease_deadline(&state, handle);
                 match state.begin_ack(handle, success) {
                     Ok((outcome, log)) => {
@@ -204,6 +212,9 @@ impl<S: Storage + Clone> Engine<S> {
                                 .or_default()
                                 .push(handle.seq);
                             begun.push((*handle, deadline));
+                            if success {
+                                acked_in_batch.insert(message);
+                            }
                         }
                         results.push(Ok(outcome));
                     }

@@ -206,17 +206,12 @@ impl State {
         if handle.dead_letter {
             let Some(dead) = g.dead.get_mut(&handle.seq) else {
                 // Acked before, or redriven: either way this delivery is over.
-                let acking = g.holds.get(&handle.seq) == Some(&Hold::Acking);
-                return if success && (g.done.contains(handle.seq) || acking) {
+                return if success && g.done.contains(handle.seq) {
                     Ok((AckOutcome::AlreadyDone, false))
                 } else {
                     Err(HandleError::Stale)
                 };
             };
-            if dead.acking && success {
-                // Being acked by an earlier entry of this batch.
-                return Ok((AckOutcome::AlreadyDone, false));
-            }
             if dead.lease.map(|(nonce, _)| nonce) != Some(handle.nonce) {
                 return Err(HandleError::Stale);
             }
@@ -235,13 +230,9 @@ impl State {
                 g.set_hold(handle.seq, meta.fifo_key, Some(hold));
                 Ok((AckOutcome::Applied, true))
             }
-            // Being acked by an earlier entry of this batch: done once that applies.
-            Some(Hold::Acking) if success => Ok((AckOutcome::AlreadyDone, false)),
-            // Done, and not a dead letter (or one whose ack is under way in this batch).
-            _ if success
-                && g.done.contains(handle.seq)
-                && g.dead.get(&handle.seq).is_none_or(|dead| dead.acking) =>
-            {
+            // Done, and not a dead letter. An ack still on its way to the disk (another
+            // request's) is not done yet: the answer is Stale, never a premature success.
+            _ if success && g.done.contains(handle.seq) && !g.dead.contains_key(&handle.seq) => {
                 Ok((AckOutcome::AlreadyDone, false))
             }
             _ => Err(HandleError::Stale),
