@@ -527,6 +527,22 @@ fn valid_tag(tag: &str) -> bool {
     validate_name(tag).is_ok()
 }
 
+/// How many times open reads a snapshot that fails to load before trying an older one.
+const SNAPSHOT_READS_MAX: u32 = 3;
+
+/// The snapshot for `offset`, if it reads and verifies.
+async fn read_snapshot<S: Storage>(storage: &S, offset: u64) -> Option<(State, u64)> {
+    let file = storage.open(&snapshot::snapshot_name(offset)).await.ok()?;
+    let size = file.size().await.ok()?;
+    let bytes = file.read_at(0, usize::try_from(size).ok()?).await.ok()?;
+    let bytes = bytes.as_ref();
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().expect("8 bytes"));
+    let end = 8usize.checked_add(usize::try_from(len).ok()?)?;
+    let body = bytes.get(8..end)?;
+    let (state, applied) = snapshot::decode(body).ok()?;
+    (applied == offset).then_some((state, applied))
+}
+
 async fn load_snapshot<S: Storage>(storage: &S) -> (State, u64) {
     let Ok(names) = storage.list().await else {
         return (State::default(), 0);
@@ -537,29 +553,11 @@ async fn load_snapshot<S: Storage>(storage: &S) -> (State, u64) {
         .collect();
     offsets.sort_unstable_by(|a, b| b.cmp(a));
     for offset in offsets {
-        let Ok(file) = storage.open(&snapshot::snapshot_name(offset)).await else {
-            continue;
-        };
-        let Ok(size) = file.size().await else {
-            continue;
-        };
-        let Ok(bytes) = file.read_at(0, usize::try_from(size).unwrap_or(0)).await else {
-            continue;
-        };
-        let bytes = bytes.as_ref();
-        if bytes.len() < 8 {
-            continue;
-        }
-        let len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let Some(body) = usize::try_from(len)
-            .ok()
-            .and_then(|len| bytes.get(8..8 + len))
-        else {
-            continue;
-        };
-        if let Ok((state, applied)) = snapshot::decode(body) {
-            if applied == offset {
-                return (state, applied);
+        // A failed read or checksum may be a transient fault: try again before falling
+        // back to an older snapshot.
+        for _ in 0..SNAPSHOT_READS_MAX {
+            if let Some(found) = read_snapshot(storage, offset).await {
+                return found;
             }
         }
     }
