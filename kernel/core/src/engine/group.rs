@@ -128,6 +128,19 @@ impl Group {
         }
     }
 
+    /// For a durable ack or fail of `seq`: false when the message is done already;
+    /// otherwise ends whatever hold it had (lease, pending ack or fail, back-off) and
+    /// returns true.
+    pub fn end_hold_unless_done(&mut self, seq: u64, key: u32) -> bool {
+        if self.done.contains(seq) {
+            return false;
+        }
+        if self.holds.contains_key(&seq) {
+            self.set_hold(seq, key, None);
+        }
+        true
+    }
+
     /// A message that is neither done nor held becomes deliverable again.
     pub fn make_visible(&mut self, seq: u64) {
         assert!(!self.holds.contains_key(&seq), "visible message still held");

@@ -88,8 +88,26 @@ impl<S: Storage + Clone> Partitioned<S> {
         rotation
     }
 
-    /// Creates the queue on every partition; ids agree because every queue is created
-    /// through here.
+    /// Runs a create on every partition and returns the id they all gave, which agree
+    /// because every queue and group is created through here.
+    async fn create_everywhere<'a, T, F, Fut>(&'a self, create: F) -> Result<T, EngineError>
+    where
+        T: PartialEq + Copy,
+        F: Fn(&'a Engine<S>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, EngineError>>,
+    {
+        let mut id = None;
+        for engine in &self.engines {
+            let created = create(engine).await?;
+            assert!(
+                id.is_none_or(|id| id == created),
+                "ids agree across partitions"
+            );
+            id = Some(created);
+        }
+        Ok(id.expect("at least one partition"))
+    }
+
     pub async fn create_queue(
         &self,
         tenant: &str,
@@ -97,16 +115,8 @@ impl<S: Storage + Clone> Partitioned<S> {
         config: QueueConfig,
         now: u64,
     ) -> Result<QueueId, EngineError> {
-        let mut id = None;
-        for engine in &self.engines {
-            let created = engine.create_queue(tenant, name, config, now).await?;
-            assert!(
-                id.is_none_or(|id| id == created),
-                "queue ids agree across partitions"
-            );
-            id = Some(created);
-        }
-        Ok(id.expect("at least one partition"))
+        self.create_everywhere(|engine| engine.create_queue(tenant, name, config, now))
+            .await
     }
 
     pub async fn create_group(
@@ -116,16 +126,8 @@ impl<S: Storage + Clone> Partitioned<S> {
         start: GroupStart,
         now: u64,
     ) -> Result<GroupId, EngineError> {
-        let mut id = None;
-        for engine in &self.engines {
-            let created = engine.create_group(queue, name, start, now).await?;
-            assert!(
-                id.is_none_or(|id| id == created),
-                "group ids agree across partitions"
-            );
-            id = Some(created);
-        }
-        Ok(id.expect("at least one partition"))
+        self.create_everywhere(|engine| engine.create_group(queue, name, start, now))
+            .await
     }
 
     /// Sends a batch. NORMAL and whole-queue FIFO batches go to one partition as one

@@ -330,11 +330,8 @@ impl State {
             let Some(meta) = table.get(*seq) else {
                 continue;
             };
-            if g.done.contains(*seq) {
+            if !g.end_hold_unless_done(*seq, meta.fifo_key) {
                 continue;
-            }
-            if g.holds.contains_key(seq) {
-                g.set_hold(*seq, meta.fifo_key, None);
             }
             g.failures.remove(seq);
             g.ready.remove(seq);
@@ -351,11 +348,8 @@ impl State {
             let Some(meta) = table.get(*seq) else {
                 continue;
             };
-            if g.done.contains(*seq) {
+            if !g.end_hold_unless_done(*seq, meta.fifo_key) {
                 continue;
-            }
-            if g.holds.contains_key(seq) {
-                g.set_hold(*seq, meta.fifo_key, None);
             }
             let failures = g.failures.entry(*seq).or_insert(0);
             *failures = failures.saturating_add(1);
