@@ -37,11 +37,7 @@ pub fn run(command: &mut Command) -> Result<(), String> {
     let status = command
         .status()
         .map_err(|error| format!("could not start `{line}`: {error}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{line}` failed ({status})"))
-    }
+    exit_result(&line, status)
 }
 
 /// Runs with inherited stdout and its stderr copied line by line except the lines
@@ -66,11 +62,7 @@ pub fn run_quieted(command: &mut Command, quiet: fn(&[u8]) -> bool) -> Result<()
     let status = child
         .wait()
         .map_err(|error| format!("waiting for `{line}`: {error}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{line}` failed ({status})"))
-    }
+    exit_result(&line, status)
 }
 
 /// Runs with stderr inherited and stdout echoed line by line to `on_line` after being
@@ -93,11 +85,7 @@ pub fn run_tee(command: &mut Command, on_line: &mut dyn FnMut(&str)) -> Result<(
     let status = child
         .wait()
         .map_err(|error| format!("waiting for `{line}`: {error}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{line}` failed ({status})"))
-    }
+    exit_result(&line, status)
 }
 
 /// Runs with captured stdout (stderr inherited); its stdout unless it fails.
@@ -121,4 +109,13 @@ pub fn succeeds(command: &mut Command) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// Ok when the command exited 0, else an error naming it and its status.
+fn exit_result(line: &str, status: std::process::ExitStatus) -> Result<(), String> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{line}` failed ({status})"))
+    }
 }

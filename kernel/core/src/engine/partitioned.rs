@@ -288,6 +288,19 @@ mod tests {
         }
     }
 
+    /// A success ack for every delivery, each routed back to its partition.
+    fn ack_all_of(got: &[Routed<Delivery>]) -> Vec<(Routed<ReceiptHandle>, AckKind)> {
+        got.iter()
+            .map(|d| {
+                let handle = Routed {
+                    partition: d.partition,
+                    item: d.item.handle,
+                };
+                (handle, AckKind::Success)
+            })
+            .collect()
+    }
+
     fn request(max: u32) -> ReceiveRequest {
         ReceiveRequest {
             max_messages: max,
@@ -309,18 +322,7 @@ mod tests {
         assert!(used.iter().all(|n| *n == 5), "round-robin: {used:?}");
         let got = block_on(p.receive(q, g, &request(64), NOW)).unwrap();
         assert_eq!(got.len(), 20);
-        let acks: Vec<_> = got
-            .iter()
-            .map(|d| {
-                (
-                    Routed {
-                        partition: d.partition,
-                        item: d.item.handle,
-                    },
-                    AckKind::Success,
-                )
-            })
-            .collect();
+        let acks = ack_all_of(&got);
         let results = block_on(p.ack(&acks, NOW)).unwrap();
         assert!(results.iter().all(|r| *r == Ok(AckOutcome::Applied)));
         assert!(block_on(p.receive(q, g, &request(64), NOW))
@@ -347,18 +349,7 @@ mod tests {
         let mut seen: Vec<String> = Vec::new();
         for _ in 0..50 {
             let got = block_on(p.receive(q, g, &request(64), NOW)).unwrap();
-            let acks: Vec<_> = got
-                .iter()
-                .map(|d| {
-                    (
-                        Routed {
-                            partition: d.partition,
-                            item: d.item.handle,
-                        },
-                        AckKind::Success,
-                    )
-                })
-                .collect();
+            let acks = ack_all_of(&got);
             seen.extend(
                 got.iter()
                     .map(|d| String::from_utf8(d.item.body.clone()).unwrap()),
