@@ -1,4 +1,9 @@
 //! HTTP adapters: the DMS queue API v1.0, the SQS-compatible JSON API, the web console's
 //! assets and Prometheus `/metrics`. Adapters translate a protocol into kernel commands
-//! and kernel errors into protocol errors; they hold no queue semantics. Filled by the
-//! single-node server issue.
+//! and kernel errors into protocol errors; they hold no queue semantics.
+//!
+//! Runtime-agnostic: nothing here depends on glommio or madsim. The server and the
+//! simulation both run this code against their own [`node::Node`].
+
+pub mod node;
+pub mod tenants;

@@ -1,0 +1,139 @@
+//! The node as the HTTP adapter sees it: the operations a request can ask for, answered by
+//! whichever driver runs the kernel (the glommio server, or the madsim simulation).
+//!
+//! The adapter holds no queue state: it parses, authenticates, validates and maps errors,
+//! and calls a [`Node`]. The driver routes each call to the partitions that own the data
+//! (forwarding across shards), serialises metadata changes, keeps the clock and runs long
+//! polls. Every method is async and single-threaded (`!Send` futures are fine).
+
+use std::sync::Arc;
+
+use sluice_core::engine::partitioned::Routed;
+use sluice_core::engine::types::{
+    AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, QueueConfig,
+    QueueId, ReceiptHandle, SendInput, SendOutcome,
+};
+use sluice_core::engine::ReceiveRequest;
+
+use crate::tenants::{Tenant, TenantDirectory, TenantError};
+
+/// A queue as the directory knows it (no message counts: those need the partitions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueView {
+    pub id: QueueId,
+    /// The owning tenant's project id.
+    pub tenant: String,
+    pub name: String,
+    pub config: QueueConfig,
+    /// When the queue was created, epoch milliseconds.
+    pub created_ms: u64,
+    /// Opaque to the kernel: the adapter's own queue fields (the DMS description).
+    pub meta: Vec<u8>,
+    pub groups: Vec<(GroupId, String)>,
+}
+
+/// Message counts of one queue, summed over its partitions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages ever sent to the queue (dedup repeats not counted).
+    pub sent_total: u64,
+    /// Messages currently stored (retained), delayed ones included.
+    pub stored: u64,
+    pub delayed: u64,
+    /// Per consumer group, in the order of `QueueView::groups`.
+    pub groups: Vec<(GroupId, GroupStats)>,
+}
+
+/// Which lane of a consumer group a receive or ack works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Main,
+    DeadLetters,
+}
+
+/// A failed node call. `Engine` carries the kernel's typed error; `Unavailable` means the
+/// owning partition could not be reached or is reopening (the caller may retry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeError {
+    Engine(EngineError),
+    Unavailable(&'static str),
+}
+
+impl From<EngineError> for NodeError {
+    fn from(error: EngineError) -> NodeError {
+        NodeError::Engine(error)
+    }
+}
+
+/// The operations behind the HTTP API. Tenant checks are the adapter's job: a node call
+/// names queues by id and trusts that the caller checked the queue belongs to the tenant
+/// (through [`Node::queue`], which filters by tenant).
+#[allow(async_fn_in_trait)]
+pub trait Node {
+    /// The node's clock, epoch milliseconds (wall clock in production, simulated in sim).
+    fn now_ms(&self) -> u64;
+
+    /// Tenants and their credentials, published by the driver (read-mostly).
+    fn tenants(&self) -> Arc<TenantDirectory>;
+
+    /// The tenant's queues, ordered by name. No I/O.
+    fn queues_of(&self, tenant: &str) -> Vec<QueueView>;
+
+    /// One queue, only if it belongs to `tenant` (otherwise `None`, as if it did not exist).
+    fn queue(&self, tenant: &str, queue: QueueId) -> Option<QueueView>;
+
+    async fn create_queue(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        meta: Vec<u8>,
+    ) -> Result<QueueId, NodeError>;
+
+    async fn delete_queue(&self, queue: QueueId) -> Result<(), NodeError>;
+
+    /// Creates several groups as one request: all of them, or (on a validation error such
+    /// as a duplicate name or the per-queue limit) none.
+    async fn create_groups(
+        &self,
+        queue: QueueId,
+        names: &[String],
+    ) -> Result<Vec<GroupId>, NodeError>;
+
+    async fn delete_group(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError>;
+
+    async fn queue_counts(&self, queue: QueueId) -> Result<QueueCounts, NodeError>;
+
+    /// Sends a batch; answers once every message is durable, results in request order.
+    async fn send(
+        &self,
+        queue: QueueId,
+        messages: Vec<SendInput>,
+    ) -> Result<Vec<Routed<SendOutcome>>, NodeError>;
+
+    /// Receives up to `request.max_messages`; with nothing available, waits up to
+    /// `wait_ms` for a message (long poll) and then returns what there is (maybe none).
+    async fn receive(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        lane: Lane,
+        request: ReceiveRequest,
+        wait_ms: u64,
+    ) -> Result<Vec<Routed<Delivery>>, NodeError>;
+
+    /// Acks in the given order (DMS semantics: processing stops at the first invalid
+    /// handle and later entries answer `Err(Stale)`); answers once durable.
+    async fn ack(
+        &self,
+        lane: Lane,
+        acks: Vec<(Routed<ReceiptHandle>, AckKind)>,
+    ) -> Result<Vec<Result<AckOutcome, HandleError>>, NodeError>;
+
+    /// Admin: adds a tenant (durably) and returns it with its fresh credentials.
+    async fn create_tenant(&self, name: &str, password: Option<&str>)
+        -> Result<Tenant, TenantError>;
+
+    /// Admin: removes a tenant and every queue it owns.
+    async fn delete_tenant(&self, project_id: &str) -> Result<(), TenantError>;
+}
