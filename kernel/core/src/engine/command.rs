@@ -31,6 +31,8 @@ pub enum Command {
         tenant: String,
         name: String,
         config: QueueConfig,
+        /// Opaque adapter fields (a description), bounded by `QUEUE_META_BYTES_MAX`.
+        meta: Vec<u8>,
     },
     DeleteQueue {
         queue: QueueId,
@@ -113,9 +115,11 @@ impl Command {
                 tenant,
                 name,
                 config,
+                meta,
             } => {
                 w.u8(KIND_CREATE_QUEUE).u32(queue.0).str(tenant).str(name);
                 encode_config(&mut w, config);
+                w.bytes(meta);
             }
             Command::DeleteQueue { queue } => {
                 w.u8(KIND_DELETE_QUEUE).u32(queue.0);
@@ -199,11 +203,13 @@ impl Command {
                 let tenant = r.str()?.to_string();
                 let name = r.str()?.to_string();
                 let config = decode_config(&mut r)?;
+                let meta = r.bytes()?.to_vec();
                 Command::CreateQueue {
                     queue,
                     tenant,
                     name,
                     config,
+                    meta,
                 }
             }
             KIND_DELETE_QUEUE => Command::DeleteQueue {
@@ -407,6 +413,7 @@ mod tests {
                 tenant: "t".into(),
                 name: "q".into(),
                 config,
+                meta: b"{\"description\":\"d\"}".to_vec(),
             },
             Command::DeleteQueue { queue: QueueId(1) },
             Command::CreateGroup {

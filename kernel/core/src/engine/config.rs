@@ -129,6 +129,8 @@ pub struct QueueInfo {
     pub tenant: String,
     pub name: String,
     pub config: QueueConfig,
+    pub created_ms: u64,
+    pub meta: Vec<u8>,
     pub sent_total: u64,
     pub stored: u64,
     pub delayed: u64,

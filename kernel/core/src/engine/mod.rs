@@ -177,6 +177,23 @@ impl<S: Storage + Clone> Engine<S> {
         config: QueueConfig,
         now: u64,
     ) -> Result<QueueId, EngineError> {
+        self.create_queue_with_meta(tenant, name, config, Vec::new(), now)
+            .await
+    }
+
+    /// Creates a queue that carries `meta`, opaque adapter fields returned by
+    /// [`Engine::queue_info`] (at most `QUEUE_META_BYTES_MAX` bytes).
+    pub async fn create_queue_with_meta(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        meta: Vec<u8>,
+        now: u64,
+    ) -> Result<QueueId, EngineError> {
+        if meta.len() > crate::limits::QUEUE_META_BYTES_MAX {
+            return Err(EngineError::InvalidConfig("meta"));
+        }
         validate_name(tenant)?;
         validate_name(name)?;
         let limits = &self.config.limits;
@@ -208,6 +225,7 @@ impl<S: Storage + Clone> Engine<S> {
             tenant: tenant.into(),
             name: name.into(),
             config,
+            meta,
         };
         let result = self.commit(vec![Entry::plain(command)], now).await;
         self.pending_names.borrow_mut().remove(&key);
@@ -287,6 +305,8 @@ impl<S: Storage + Clone> Engine<S> {
             tenant: q.tenant.clone(),
             name: q.name.clone(),
             config: q.config,
+            created_ms: q.created_ms,
+            meta: q.meta.clone(),
             sent_total: q.sent_total,
             stored: q.messages.len() as u64,
             delayed: q.delayed.len() as u64,

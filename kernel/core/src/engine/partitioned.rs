@@ -115,8 +115,22 @@ impl<S: Storage + Clone> Partitioned<S> {
         config: QueueConfig,
         now: u64,
     ) -> Result<QueueId, EngineError> {
-        self.create_everywhere(|engine| engine.create_queue(tenant, name, config, now))
+        self.create_queue_with_meta(tenant, name, config, Vec::new(), now)
             .await
+    }
+
+    pub async fn create_queue_with_meta(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        meta: Vec<u8>,
+        now: u64,
+    ) -> Result<QueueId, EngineError> {
+        self.create_everywhere(|engine| {
+            engine.create_queue_with_meta(tenant, name, config, meta.clone(), now)
+        })
+        .await
     }
 
     pub async fn create_group(

@@ -25,6 +25,7 @@ impl StateProbe {
             tenant: "bench".into(),
             name: "bench".into(),
             config,
+            meta: Vec::new(),
         };
         state.apply(&create, MessageId(0), now);
         let create = Command::CreateGroup {

@@ -17,7 +17,7 @@ use super::group::{DeadLetter, Group, Hold};
 use super::state::{new_queue, DelayedMessage, MessageMeta, State};
 use super::types::{GroupId, MessageId, QueueId};
 
-const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP2");
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP3");
 /// Bound on any count read from a snapshot, against a forged length.
 const COUNT_MAX: usize = 1 << 32;
 
@@ -46,6 +46,7 @@ pub(crate) fn encode(state: &State, applied_offset: u64) -> Vec<u8> {
     for q in state.queues.values() {
         w.u32(q.id.0).str(&q.tenant).str(&q.name);
         encode_config(&mut w, &q.config);
+        w.u64(q.created_ms).bytes(&q.meta);
         w.u64(q.base_seq).u64(q.sent_total);
         w.u32(u32::try_from(q.tag_names.len()).expect("bounded"));
         for tag in &q.tag_names {
@@ -157,6 +158,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
         let name = r.str()?.to_string();
         let config = decode_config(&mut r)?;
         let mut q = new_queue(id, &tenant, &name, config);
+        q.created_ms = r.u64()?;
+        q.meta = r.bytes()?.to_vec();
         q.base_seq = r.u64()?;
         q.sent_total = r.u64()?;
         for index in 0..r.count(COUNT_MAX)? {

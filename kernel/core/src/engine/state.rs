@@ -52,6 +52,10 @@ pub(crate) struct Queue {
     pub tenant: String,
     pub name: String,
     pub config: QueueConfig,
+    /// The create record's timestamp.
+    pub created_ms: u64,
+    /// Opaque adapter fields from the create.
+    pub meta: Vec<u8>,
     pub base_seq: u64,
     pub messages: VecDeque<MessageMeta>,
     pub delayed: BTreeMap<MessageId, DelayedMessage>,
@@ -192,14 +196,17 @@ impl State {
                 tenant,
                 name,
                 config,
+                meta,
             } => {
                 self.next_queue_id = self.next_queue_id.max(queue.0 + 1);
                 if self.names.contains_key(&(tenant.clone(), name.clone())) {
                     return;
                 }
                 self.names.insert((tenant.clone(), name.clone()), *queue);
-                self.queues
-                    .insert(*queue, new_queue(*queue, tenant, name, *config));
+                let mut created = new_queue(*queue, tenant, name, *config);
+                created.created_ms = ts;
+                created.meta = meta.clone();
+                self.queues.insert(*queue, created);
             }
             Command::DeleteQueue { queue } => {
                 if let Some(removed) = self.queues.remove(queue) {
@@ -583,6 +590,8 @@ pub(crate) fn new_queue(id: QueueId, tenant: &str, name: &str, config: QueueConf
         tenant: tenant.to_string(),
         name: name.to_string(),
         config,
+        created_ms: 0,
+        meta: Vec::new(),
         base_seq: 0,
         messages: VecDeque::new(),
         delayed: BTreeMap::new(),
