@@ -5,5 +5,6 @@
 //! Runtime-agnostic: nothing here depends on glommio or madsim. The server and the
 //! simulation both run this code against their own [`node::Node`].
 
+pub mod auth;
 pub mod node;
 pub mod tenants;
