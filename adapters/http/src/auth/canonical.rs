@@ -26,11 +26,13 @@ pub const ALGORITHM: &str = "SDK-HMAC-SHA256";
 
 /// Which signer's query rules apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueryOrder {
-    /// Current form: sort pairs by key, then by value.
-    KeyThenValue,
-    /// Legacy form: a stable sort by key only; repeated keys keep their order in the request.
-    KeyStable,
+pub enum QueryForm {
+    /// Current form: the client sends the canonical query itself, so `+` is a literal plus;
+    /// pairs sort by key, then by value.
+    Current,
+    /// Legacy form: the client sends `requests`' form encoding, so `+` is a space; a stable sort
+    /// by key only, so repeated keys keep their order in the request.
+    Legacy,
 }
 
 /// Python's `unquote`: percent-decode, then decode UTF-8 replacing invalid sequences.
@@ -38,6 +40,11 @@ fn unquote(text: &str) -> String {
     percent_decode(text.as_bytes())
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// Python's `unquote_plus`: `+` is a space, then as `unquote`.
+fn unquote_plus(text: &str) -> String {
+    unquote(&text.replace('+', " "))
 }
 
 /// Python's `quote(text, safe='~')`.
@@ -64,21 +71,24 @@ pub fn canonical_uri(raw_path: &str) -> String {
 
 /// Canonical query: decode each `key=value` (a bare key has an empty value), order the pairs,
 /// re-encode both halves and join with `&`. Empty pieces (`a=1&&b=2`) carry no pair.
-pub fn canonical_query(raw_query: Option<&str>, order: QueryOrder) -> String {
+pub fn canonical_query(raw_query: Option<&str>, form: QueryForm) -> String {
     let Some(raw_query) = raw_query else {
         return String::new();
     };
     let mut pairs: Vec<(String, String)> = raw_query
         .split('&')
         .filter(|piece| !piece.is_empty())
-        .map(|piece| match piece.split_once('=') {
-            Some((key, value)) => (unquote(key), unquote(value)),
-            None => (unquote(piece), String::new()),
+        .map(|piece| {
+            let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+            match form {
+                QueryForm::Current => (unquote(key), unquote(value)),
+                QueryForm::Legacy => (unquote_plus(key), unquote_plus(value)),
+            }
         })
         .collect();
-    match order {
-        QueryOrder::KeyThenValue => pairs.sort(),
-        QueryOrder::KeyStable => pairs.sort_by(|left, right| left.0.cmp(&right.0)),
+    match form {
+        QueryForm::Current => pairs.sort(),
+        QueryForm::Legacy => pairs.sort_by(|left, right| left.0.cmp(&right.0)),
     }
     let mut query = String::with_capacity(raw_query.len());
     for (pair_index, (key, value)) in pairs.iter().enumerate() {
@@ -173,7 +183,7 @@ mod tests {
     /// Checks the canonical URI and the current-form query of one request.
     fn check(raw_path: &str, raw_query: Option<&str>, uri: &str, query: &str) {
         assert_eq!(canonical_uri(raw_path), uri, "path {raw_path:?}");
-        assert_eq!(canonical_query(raw_query, QueryOrder::KeyThenValue), query);
+        assert_eq!(canonical_query(raw_query, QueryForm::Current), query);
     }
 
     #[test]
@@ -201,9 +211,9 @@ mod tests {
     }
 
     #[test]
-    fn legacy_order_keeps_repeated_keys_in_request_order() {
-        let query = canonical_query(Some("b=1&a=z&a=y"), QueryOrder::KeyStable);
-        assert_eq!(query, "a=z&a=y&b=1");
+    fn legacy_form_keeps_repeated_keys_in_request_order_and_reads_plus_as_space() {
+        let query = canonical_query(Some("b=1&a=z&a=y&c=x+y%2B"), QueryForm::Legacy);
+        assert_eq!(query, "a=z&a=y&b=1&c=x%20y%2B");
         assert_eq!(query_pair_count("a=1&&b"), 2);
     }
 

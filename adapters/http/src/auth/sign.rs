@@ -7,7 +7,7 @@ use http::HeaderMap;
 
 use super::canonical::{
     canonical_query, canonical_request, canonical_uri, sha256_hex, string_to_sign, CanonicalParts,
-    QueryOrder, ALGORITHM,
+    QueryForm, ALGORITHM,
 };
 use super::civil_time::sdk_date_format;
 use super::signature::hmac_sha256;
@@ -66,7 +66,7 @@ pub fn sign_request(
     let canonical = canonical_request(&CanonicalParts {
         method,
         uri: &canonical_uri(raw_path),
-        query: &canonical_query(raw_query, QueryOrder::KeyThenValue),
+        query: &canonical_query(raw_query, QueryForm::Current),
         headers: &signed,
         signed_headers: &signed_headers,
         payload_sha256: &payload_sha256,

@@ -13,7 +13,7 @@ use subtle::{Choice, ConstantTimeEq};
 use super::authorization::{authorization_parse, Authorization, Credential};
 use super::canonical::{
     canonical_query, canonical_request, canonical_uri, query_pair_count, sha256_hex,
-    string_to_sign, CanonicalParts, QueryOrder, EMPTY_PAYLOAD_SHA256,
+    string_to_sign, CanonicalParts, QueryForm, EMPTY_PAYLOAD_SHA256,
 };
 use super::civil_time::sdk_date_parse;
 use super::error::AuthError;
@@ -212,14 +212,14 @@ fn canonical_bytes(
     headers: &[(&str, &[u8])],
     payload_sha256: &str,
 ) -> Vec<u8> {
-    let order = match authorization.credential {
-        Credential::Access { .. } => QueryOrder::KeyThenValue,
-        Credential::Scope { .. } => QueryOrder::KeyStable,
+    let form = match authorization.credential {
+        Credential::Access { .. } => QueryForm::Current,
+        Credential::Scope { .. } => QueryForm::Legacy,
     };
     canonical_request(&CanonicalParts {
         method: request.method,
         uri: &canonical_uri(request.raw_path),
-        query: &canonical_query(request.raw_query, order),
+        query: &canonical_query(request.raw_query, form),
         headers,
         signed_headers: authorization.signed_headers_text,
         payload_sha256,
@@ -413,6 +413,45 @@ mod tests {
             &other,
             NOW,
             Err(AuthError::Malformed("the path is longer than 8 KiB")),
+        );
+    }
+
+    #[test]
+    fn legacy_form_verifies_a_vector_of_the_real_signer() {
+        // Goal: the credential-scope form works without Python. Method: a request signed by
+        // huaweicloud-sdk-python 1.0.28's AkSksignature (from tests/py/sign_vectors.py), with
+        // repeated keys kept in request order and `+` read as a space.
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("127.0.0.1:43175"));
+        headers.insert("x-sdk-date", HeaderValue::from_static("20261125T183824Z"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static(
+                "SDK-HMAC-SHA256 Credential=SELFTESTAK0000000001/20261125/eu-de/dms/sdk_request, \
+                 SignedHeaders=host;x-sdk-date, \
+                 Signature=24191e18301273736e86d381ea7216ef0b934bda7653a04e257e7a6dcf64ba6a",
+            ),
+        );
+        let request = Owned {
+            method: "GET".into(),
+            path: "/v1.0/0123456789abcdef0123456789abcdef/queues/q/groups".into(),
+            query: Some("include_deadletter=true&tag=b&tag=a&name=a+b%2Bc".into()),
+            headers,
+            body: Vec::new(),
+        };
+        check(&request, NOW, Ok(AK));
+        let mut other = request.clone();
+        other.query = Some("include_deadletter=true&tag=a&tag=b&name=a+b%2Bc".into());
+        check(&other, NOW, Err(AuthError::SignatureMismatch));
+        let scope = request.headers["authorization"]
+            .to_str()
+            .unwrap()
+            .replace("/20261125/", "/20261124/");
+        check(
+            &set(&request, "authorization", &scope),
+            NOW,
+            Err(AuthError::BadDate),
         );
     }
 
