@@ -7,4 +7,5 @@
 
 pub mod auth;
 pub mod node;
+pub mod dms;
 pub mod tenants;

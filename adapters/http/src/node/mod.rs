@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+pub mod local;
+
 use sluice_core::engine::partitioned::Routed;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, QueueConfig,
@@ -131,8 +133,11 @@ pub trait Node {
     ) -> Result<Vec<Result<AckOutcome, HandleError>>, NodeError>;
 
     /// Admin: adds a tenant (durably) and returns it with its fresh credentials.
-    async fn create_tenant(&self, name: &str, password: Option<&str>)
-        -> Result<Tenant, TenantError>;
+    async fn create_tenant(
+        &self,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<Tenant, TenantError>;
 
     /// Admin: removes a tenant and every queue it owns.
     async fn delete_tenant(&self, project_id: &str) -> Result<(), TenantError>;

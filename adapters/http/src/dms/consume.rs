@@ -1,0 +1,199 @@
+//! Consuming and acknowledging, on a group's main lane or its dead letters (dms-api.md
+//! §3.4-§3.6): long-poll parameters, the top-level array answer, and acks processed in
+//! order that stop at the first invalid handler.
+
+use http::StatusCode;
+use serde_json::value::RawValue;
+use sluice_core::engine::partitioned::Routed;
+use sluice_core::engine::types::{AckKind, Delivery, GroupId, ReceiptHandle, TagFilter, TagMatch};
+use sluice_core::engine::ReceiveRequest;
+
+use super::errors::{
+    from_node, DmsError, INVALID_HANDLER, INVALID_PARAMETER, TIME_WAIT_RANGE, TOO_MANY_MESSAGES,
+};
+use super::request::{field, object, raw_array, raw_object};
+use super::wire::{AckResponse, Consumed, ConsumedMessage};
+use super::{ids, validate, Ctx, Reply};
+use crate::node::{Lane, Node, QueueView};
+
+pub(super) async fn consume<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+    group: GroupId,
+    lane: Lane,
+) -> Result<Reply, DmsError> {
+    let config = ctx.config;
+    let query = ctx.query;
+    let max = u64::from(config.consume_messages_max);
+    let max_messages = query.integer("max_msgs", max, (1, max), TOO_MANY_MESSAGES)?;
+    let time_wait_s = query.integer(
+        "time_wait",
+        config.time_wait_s_default,
+        (config.time_wait_s_min, config.time_wait_s_max),
+        TIME_WAIT_RANGE,
+    )?;
+    let ack_wait_s = query.integer(
+        "ack_wait",
+        config.ack_wait_s_default,
+        (config.ack_wait_s_min, config.ack_wait_s_max),
+        INVALID_PARAMETER,
+    )?;
+    let filter = match lane {
+        Lane::Main => consume_filter(ctx)?,
+        Lane::DeadLetters => None,
+    };
+    let request = ReceiveRequest {
+        max_messages: u32::try_from(max_messages).expect("at most consume_messages_max"),
+        visibility_ms: ack_wait_s * 1000,
+        filter,
+    };
+    let deliveries = ctx
+        .node
+        .receive(view.id, group, lane, request, time_wait_s * 1000)
+        .await
+        .map_err(from_node)?;
+    let consumed: Vec<Consumed> = deliveries.iter().map(consumed).collect();
+    Ok(Reply::json(StatusCode::OK, &consumed))
+}
+
+/// `tag` (repeatable) and `tag_type` (`or` by default, or `and`).
+fn consume_filter<N: Node>(ctx: &Ctx<'_, N>) -> Result<Option<TagFilter>, DmsError> {
+    let tags = ctx.query.all("tag");
+    validate::tags(&tags, ctx.config.tags_max)?;
+    let mode = match ctx
+        .query
+        .get("tag_type")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("or") => TagMatch::Any,
+        Some("and") => TagMatch::All,
+        Some(_) => {
+            return Err(DmsError::parameter(
+                "The parameter tag_type must be and or or.",
+            ))
+        }
+    };
+    Ok((!tags.is_empty()).then_some(TagFilter { tags, mode }))
+}
+
+fn consumed(delivery: &Routed<Delivery>) -> Consumed {
+    let item = &delivery.item;
+    let handle = Routed {
+        partition: delivery.partition,
+        item: item.handle,
+    };
+    // A body this adapter did not write (another protocol's message) is returned as a
+    // JSON string of its text.
+    let body = std::str::from_utf8(&item.body)
+        .ok()
+        .and_then(|text| RawValue::from_string(text.to_string()).ok())
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&item.body);
+            serde_json::value::to_raw_value(&text).expect("a string serialises")
+        });
+    let attributes = std::str::from_utf8(&item.attributes)
+        .ok()
+        .filter(|text| text.trim_start().starts_with('{'))
+        .and_then(|text| RawValue::from_string(text.to_string()).ok());
+    Consumed {
+        handler: ids::handler_encode(&handle),
+        message: ConsumedMessage {
+            body,
+            attributes,
+            tags: item.tags.clone(),
+            id: ids::message_id_encode(delivery.partition, item.message_id),
+        },
+    }
+}
+
+pub(super) async fn ack<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+    group: GroupId,
+    lane: Lane,
+) -> Result<Reply, DmsError> {
+    let entries = ack_entries(ctx)?;
+    let dead_letter = lane == Lane::DeadLetters;
+    // Entries up to the first handler that names another queue, group or lane (or no
+    // delivery at all) go to the node; that one and all later ones count as failed.
+    let mut acks: Vec<(Routed<ReceiptHandle>, AckKind)> = Vec::with_capacity(entries.len());
+    for (handler, kind) in &entries {
+        let valid = ids::handler_decode(handler).filter(|handle| {
+            handle.item.queue == view.id
+                && handle.item.group == group
+                && handle.item.dead_letter == dead_letter
+        });
+        match valid {
+            Some(handle) => acks.push((handle, *kind)),
+            None => break,
+        }
+    }
+    let rejected_early = entries.len() - acks.len();
+    let results = if acks.is_empty() {
+        Vec::new()
+    } else {
+        ctx.node.ack(lane, acks).await.map_err(from_node)?
+    };
+    let success = results.iter().filter(|result| result.is_ok()).count();
+    let fail = results.len() - success + rejected_early;
+    let response = AckResponse {
+        success: u64::try_from(success).expect("usize fits u64"),
+        fail: u64::try_from(fail).expect("usize fits u64"),
+    };
+    Ok(Reply::json(StatusCode::OK, &response))
+}
+
+/// The ack body: `message` (or `messages`), 1 to `ack_entries_max` entries, each with a
+/// non-empty string `handler` and a `status` of `success` or `fail`.
+fn ack_entries<N: Node>(ctx: &Ctx<'_, N>) -> Result<Vec<(String, AckKind)>, DmsError> {
+    let body = object(ctx.body)?;
+    let list = body
+        .get("message")
+        .or_else(|| body.get("messages"))
+        .and_then(|raw| raw_array(raw))
+        .ok_or_else(|| {
+            DmsError::parameter(
+                "The field message must be an array of objects with handler and status.",
+            )
+        })?;
+    let max = ctx.config.ack_entries_max;
+    if list.is_empty() || list.len() > usize::try_from(max).expect("u32 fits usize") {
+        return Err(DmsError::bad(
+            TOO_MANY_MESSAGES,
+            format!(
+                "An ack must carry 1 to {max} entries; it has {}.",
+                list.len()
+            ),
+        ));
+    }
+    let mut entries = Vec::with_capacity(list.len());
+    for (index, raw) in list.iter().enumerate() {
+        let entry = raw_object(raw).ok_or_else(|| {
+            DmsError::parameter(format!("message[{index}] must be a JSON object."))
+        })?;
+        let handler: String = field(&entry, "handler", "a string")
+            .map_err(|_| handler_error(index))?
+            .filter(|handler: &String| !handler.is_empty())
+            .ok_or_else(|| handler_error(index))?;
+        let status: Option<String> = field(&entry, "status", "a string")?;
+        let kind = match status.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("success") => AckKind::Success,
+            Some("fail") => AckKind::Fail,
+            _ => {
+                return Err(DmsError::parameter(format!(
+                    "message[{index}].status must be success or fail."
+                )))
+            }
+        };
+        entries.push((handler, kind));
+    }
+    Ok(entries)
+}
+
+fn handler_error(index: usize) -> DmsError {
+    DmsError::bad(
+        INVALID_HANDLER,
+        format!("message[{index}].handler must be the handler string a consume returned."),
+    )
+}

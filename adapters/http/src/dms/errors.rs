@@ -1,0 +1,192 @@
+//! DMS errors: the HTTP status, the DMS error code and a precise message, and the one
+//! mapping from the node's and kernel's typed errors to them. Codes in the 102400xx and
+//! 102401xx ranges are the service's own (dms-api.md §5); codes 10249xxx are Sluice's,
+//! for cases the service's table does not name (listed in `docs/dms-adapter.md`).
+
+use http::StatusCode;
+use sluice_core::engine::types::EngineError;
+
+use crate::node::NodeError;
+
+pub const INVALID_TAG: &str = "10240004";
+pub const INVALID_PROJECT_ID: &str = "10240005";
+pub const INVALID_NAME_CHARS: &str = "10240007";
+pub const INVALID_JSON: &str = "10240009";
+pub const INVALID_DESCRIPTION_CHARS: &str = "10240010";
+pub const QUEUE_NAME_LENGTH: &str = "10240011";
+pub const GROUP_NAME_LENGTH: &str = "10240012";
+pub const DESCRIPTION_LENGTH: &str = "10240013";
+pub const TOO_MANY_MESSAGES: &str = "10240014";
+pub const INVALID_QUEUE_ID: &str = "10240015";
+pub const INVALID_GROUP_ID: &str = "10240016";
+pub const QUEUE_EXISTS: &str = "10240017";
+pub const GROUP_EXISTS: &str = "10240018";
+pub const TOO_MANY_GROUPS: &str = "10240019";
+pub const QUOTA_EXCEEDED: &str = "10240020";
+pub const TIME_WAIT_RANGE: &str = "10240021";
+pub const MAX_CONSUME_COUNT_RANGE: &str = "10240022";
+pub const RETENTION_NOT_KAFKA: &str = "10240028";
+pub const PROJECT_MISMATCH: &str = "10240104";
+// Sluice's codes.
+pub const INVALID_PARAMETER: &str = "10249001";
+pub const UNSUPPORTED_MEDIA_TYPE: &str = "10249002";
+pub const REQUEST_TOO_LARGE: &str = "10249003";
+pub const MESSAGE_TOO_LARGE: &str = "10249004";
+pub const INVALID_HANDLER: &str = "10249005";
+pub const FILTER_CONFLICT: &str = "10249006";
+pub const NO_DEAD_LETTERS: &str = "10249007";
+pub const INVALID_DELAY: &str = "10249008";
+pub const CAPACITY: &str = "10249009";
+pub const RESOURCE_NOT_FOUND: &str = "10249040";
+pub const QUEUE_NOT_FOUND: &str = "10249041";
+pub const GROUP_NOT_FOUND: &str = "10249042";
+pub const METHOD_NOT_ALLOWED: &str = "10249050";
+pub const INTERNAL: &str = "10249500";
+pub const UNAVAILABLE: &str = "10249503";
+
+/// One failed request, ready to render as the §5 envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DmsError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl DmsError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> DmsError {
+        DmsError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 with `code`.
+    pub fn bad(code: &'static str, message: impl Into<String>) -> DmsError {
+        DmsError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A 400 for a parameter outside its rules, without a code of its own.
+    pub fn parameter(message: impl Into<String>) -> DmsError {
+        DmsError::bad(INVALID_PARAMETER, message)
+    }
+
+    pub fn queue_not_found() -> DmsError {
+        DmsError::new(
+            StatusCode::NOT_FOUND,
+            QUEUE_NOT_FOUND,
+            "The queue does not exist.",
+        )
+    }
+
+    pub fn group_not_found() -> DmsError {
+        DmsError::new(
+            StatusCode::NOT_FOUND,
+            GROUP_NOT_FOUND,
+            "The consumer group does not exist.",
+        )
+    }
+}
+
+/// The one mapping from node and kernel errors to DMS errors. No `_` arm: a new kernel
+/// error must be given its protocol meaning here (STYLE.md §6).
+pub fn from_node(error: NodeError) -> DmsError {
+    let engine = match error {
+        NodeError::Engine(engine) => engine,
+        NodeError::Unavailable(why) => {
+            return DmsError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                format!("The service is temporarily unavailable ({why}); retry."),
+            )
+        }
+    };
+    match engine {
+        EngineError::QueueNotFound => DmsError::queue_not_found(),
+        EngineError::GroupNotFound => DmsError::group_not_found(),
+        EngineError::QueueExists => DmsError::bad(QUEUE_EXISTS, "The queue already exists."),
+        EngineError::GroupExists => {
+            DmsError::bad(GROUP_EXISTS, "The consumer group already exists.")
+        }
+        EngineError::InvalidName => DmsError::bad(
+            INVALID_NAME_CHARS,
+            "The name contains invalid characters or has an invalid length.",
+        ),
+        EngineError::InvalidConfig(field) => {
+            DmsError::parameter(format!("The queue setting {field} is invalid."))
+        }
+        EngineError::TooManyQueues { limit } => DmsError::bad(
+            QUOTA_EXCEEDED,
+            format!("The quota is insufficient: at most {limit} queues per project."),
+        ),
+        EngineError::TooManyGroups { limit } => DmsError::bad(
+            TOO_MANY_GROUPS,
+            format!("The number of consumer groups exceeds the upper limit of {limit}."),
+        ),
+        EngineError::EmptyBatch => DmsError::bad(
+            TOO_MANY_MESSAGES,
+            "messages must hold at least one message.",
+        ),
+        EngineError::BatchTooLarge { count, limit } => DmsError::bad(
+            TOO_MANY_MESSAGES,
+            format!("The request holds {count} messages; at most {limit} are allowed."),
+        ),
+        EngineError::BatchBytesTooLarge { bytes, limit } => DmsError::bad(
+            MESSAGE_TOO_LARGE,
+            format!("The messages total {bytes} bytes; at most {limit} are allowed."),
+        ),
+        EngineError::MessageTooLarge { bytes, limit } => DmsError::bad(
+            MESSAGE_TOO_LARGE,
+            format!("A message body has {bytes} bytes; at most {limit} are allowed."),
+        ),
+        EngineError::AttributesTooLarge { bytes, limit } => DmsError::bad(
+            MESSAGE_TOO_LARGE,
+            format!("A message's attributes have {bytes} bytes; at most {limit} are allowed."),
+        ),
+        EngineError::TooManyTags { count, limit } => DmsError::bad(
+            INVALID_TAG,
+            format!("A message has {count} tags; at most {limit} are allowed."),
+        ),
+        EngineError::InvalidTag => DmsError::bad(INVALID_TAG, "The tag name is invalid."),
+        EngineError::InvalidDelay => DmsError::bad(INVALID_DELAY, "The delay is out of range."),
+        EngineError::InvalidVisibility { min_ms, max_ms } => DmsError::parameter(format!(
+            "ack_wait must be from {} to {} seconds.",
+            min_ms / 1000,
+            max_ms / 1000
+        )),
+        EngineError::InvalidMaxMessages { limit } => DmsError::bad(
+            TOO_MANY_MESSAGES,
+            format!("max_msgs must be an integer from 1 to {limit}."),
+        ),
+        EngineError::FilterConflict => DmsError::bad(
+            FILTER_CONFLICT,
+            "The consumer group already consumes with a different tag filter.",
+        ),
+        EngineError::TooManyDistinctTags => DmsError::bad(
+            CAPACITY,
+            "The queue has reached its limit of distinct tags.",
+        ),
+        EngineError::DedupTableFull => DmsError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            CAPACITY,
+            "The queue's deduplication table is full; retry later.",
+        ),
+        EngineError::NotScheduled => {
+            DmsError::parameter("The message is not a pending scheduled message.")
+        }
+        EngineError::NoDeadLetters => DmsError::bad(
+            NO_DEAD_LETTERS,
+            "The queue has no dead letters: its redrive_policy is disable.",
+        ),
+        EngineError::Busy => DmsError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "The server is busy; retry.",
+        ),
+        EngineError::Storage(_) => DmsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            INTERNAL,
+            "The request could not be stored; retry.",
+        ),
+    }
+}

@@ -1,0 +1,220 @@
+//! Queues: create, list, show, delete (dms-api.md §3.1), and the queue object.
+
+use http::StatusCode;
+use sluice_core::engine::types::{FifoScope, QueueConfig, QueueMode, RetryPolicy};
+
+use super::errors::{
+    from_node, DmsError, MAX_CONSUME_COUNT_RANGE, QUEUE_NAME_LENGTH, RETENTION_NOT_KAFKA,
+};
+use super::request::{field, object};
+use super::wire::{QueueCreated, QueueList, QueueMeta, QueueObject};
+use super::{ids, validate, Ctx, DmsConfig, Reply};
+use crate::node::{Node, QueueCounts, QueueView};
+
+pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
+    let body = object(ctx.body)?;
+    let name: String = field(&body, "name", "a string")?.ok_or_else(|| {
+        DmsError::bad(
+            QUEUE_NAME_LENGTH,
+            "The field name is required: 1 to 64 characters.",
+        )
+    })?;
+    validate::queue_name(&name)?;
+    let mode: Option<String> = field(&body, "queue_mode", "a string")?;
+    let fifo = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("NORMAL") => false,
+        Some("FIFO") => true,
+        Some("KAFKA_HA" | "KAFKA_HT") => {
+            return Err(DmsError::parameter(
+                "Kafka queue modes are not supported; use NORMAL or FIFO.",
+            ))
+        }
+        Some(_) => {
+            return Err(DmsError::parameter(
+                "The field queue_mode must be NORMAL or FIFO.",
+            ))
+        }
+    };
+    let description: String = field(&body, "description", "a string")?.unwrap_or_default();
+    validate::description(&description, ctx.config.description_chars_max)?;
+    let redrive: Option<String> = field(&body, "redrive_policy", "a string")?;
+    let redrive = match redrive.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("disable") => false,
+        Some("enable") => true,
+        Some(_) => {
+            return Err(DmsError::parameter(
+                "The field redrive_policy must be enable or disable.",
+            ))
+        }
+    };
+    let max_consume_count = if redrive {
+        Some(create_max_consume_count(&body, ctx.config)?)
+    } else {
+        None
+    };
+    if body
+        .get("retention_hours")
+        .is_some_and(|v| v.get() != "null")
+    {
+        return Err(DmsError::bad(
+            RETENTION_NOT_KAFKA,
+            "Non-Kafka queues do not support retention_hours.",
+        ));
+    }
+    let config = QueueConfig {
+        mode: create_mode(&body, fifo)?,
+        retention_ms: ctx.config.retention_minutes * 60_000,
+        max_consume_count,
+        retry: create_retry(&body)?,
+        dedup_window_ms: ctx.config.dedup_window_ms,
+    };
+    let meta = serde_json::to_vec(&QueueMeta { description }).expect("meta serialises");
+    let queue = ctx
+        .node
+        .create_queue(ctx.tenant, &name, config, meta)
+        .await
+        .map_err(from_node)?;
+    let created = QueueCreated {
+        id: ids::queue_id_encode(queue),
+        name,
+    };
+    Ok(Reply::json(StatusCode::CREATED, &created))
+}
+
+fn create_max_consume_count(
+    body: &super::request::Object,
+    config: &DmsConfig,
+) -> Result<u16, DmsError> {
+    let max = config.max_consume_count_max;
+    let range_error = || {
+        DmsError::bad(
+            MAX_CONSUME_COUNT_RANGE,
+            format!("The value of max_consume_count must be within the range of 1-{max}."),
+        )
+    };
+    let count: Option<i64> =
+        field(body, "max_consume_count", "an integer").map_err(|_| range_error())?;
+    let count = count.ok_or_else(range_error)?;
+    u16::try_from(count)
+        .ok()
+        .filter(|count| (1..=max).contains(count))
+        .ok_or_else(range_error)
+}
+
+/// The Sluice extension `fifo_scope` (FIFO queues only).
+fn create_mode(body: &super::request::Object, fifo: bool) -> Result<QueueMode, DmsError> {
+    let scope: Option<String> = field(body, "fifo_scope", "a string")?;
+    match (fifo, scope.as_deref()) {
+        (false, None) => Ok(QueueMode::Normal),
+        (false, Some(_)) => Err(DmsError::parameter(
+            "The field fifo_scope applies only to FIFO queues.",
+        )),
+        (true, None | Some("queue")) => Ok(QueueMode::Fifo(FifoScope::Queue)),
+        (true, Some("message_group")) => Ok(QueueMode::Fifo(FifoScope::MessageGroup)),
+        (true, Some(_)) => Err(DmsError::parameter(
+            "The field fifo_scope must be queue or message_group.",
+        )),
+    }
+}
+
+/// The Sluice extension `retry_policy`.
+fn create_retry(body: &super::request::Object) -> Result<RetryPolicy, DmsError> {
+    let retry: Option<String> = field(body, "retry_policy", "a string")?;
+    match retry.as_deref() {
+        None | Some("immediate") => Ok(RetryPolicy::Immediate),
+        Some("backoff") => Ok(RetryPolicy::Backoff),
+        Some(_) => Err(DmsError::parameter(
+            "The field retry_policy must be immediate or backoff.",
+        )),
+    }
+}
+
+pub(super) async fn list<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
+    let include_deadletter = ctx.query.boolean("include_deadletter", false)?;
+    let include_messages_num = ctx.query.boolean("include_messages_num", false)?;
+    let mut queues = Vec::new();
+    for view in ctx.node.queues_of(ctx.tenant) {
+        let counts = if include_messages_num {
+            match ctx.node.queue_counts(view.id).await {
+                Ok(counts) => Some(counts),
+                // Deleted since it was listed: leave it out.
+                Err(crate::node::NodeError::Engine(
+                    sluice_core::engine::types::EngineError::QueueNotFound,
+                )) => continue,
+                Err(error) => return Err(from_node(error)),
+            }
+        } else {
+            None
+        };
+        queues.push(queue_object(
+            &view,
+            counts.as_ref(),
+            include_deadletter,
+            ctx.config,
+        ));
+    }
+    let list = QueueList {
+        total: u64::try_from(queues.len()).expect("usize fits u64"),
+        queues,
+    };
+    Ok(Reply::json(StatusCode::OK, &list))
+}
+
+pub(super) async fn show<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<Reply, DmsError> {
+    let include_deadletter = ctx.query.boolean("include_deadletter", false)?;
+    let counts = ctx.node.queue_counts(view.id).await.map_err(from_node)?;
+    let object = queue_object(view, Some(&counts), include_deadletter, ctx.config);
+    Ok(Reply::json(StatusCode::OK, &object))
+}
+
+pub(super) async fn delete<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<Reply, DmsError> {
+    ctx.node.delete_queue(view.id).await.map_err(from_node)?;
+    Ok(Reply::no_content())
+}
+
+pub(super) fn redrive_policy(config: &QueueConfig) -> &'static str {
+    if config.max_consume_count.is_some() {
+        "enable"
+    } else {
+        "disable"
+    }
+}
+
+fn queue_object(
+    view: &QueueView,
+    counts: Option<&QueueCounts>,
+    include_deadletter: bool,
+    config: &DmsConfig,
+) -> QueueObject {
+    // Meta this adapter did not write (another adapter's queue) reads as no description.
+    let meta: QueueMeta = serde_json::from_slice(&view.meta).unwrap_or_default();
+    let (queue_mode, fifo_scope) = match view.config.mode {
+        QueueMode::Normal => ("NORMAL", None),
+        QueueMode::Fifo(FifoScope::Queue) => ("FIFO", Some("queue")),
+        QueueMode::Fifo(FifoScope::MessageGroup) => ("FIFO", Some("message_group")),
+    };
+    let retry_policy = match view.config.retry {
+        RetryPolicy::Immediate => "immediate",
+        RetryPolicy::Backoff => "backoff",
+    };
+    QueueObject {
+        id: ids::queue_id_encode(view.id),
+        name: view.name.clone(),
+        description: meta.description,
+        queue_mode,
+        created: view.created_ms,
+        eff_date: view.created_ms,
+        reservation: view.config.retention_ms / 60_000,
+        max_msg_size_byte: config.max_msg_size_byte(),
+        produced_messages: counts.map(|c| c.sent_total),
+        group_count: u64::try_from(view.groups.len()).expect("usize fits u64"),
+        redrive_policy: include_deadletter.then(|| redrive_policy(&view.config)),
+        max_consume_count: if include_deadletter {
+            view.config.max_consume_count
+        } else {
+            None
+        },
+        fifo_scope,
+        retry_policy,
+    }
+}

@@ -1,0 +1,232 @@
+//! The DMS path grammar: which endpoint a method and path name (dms-api.md §2), under the
+//! `/v1.0/{project_id}` and `/v2/{project_id}` prefixes. Parsing only: ids stay strings
+//! here and are resolved by the handlers.
+
+use http::Method;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// A resource path, ids not yet resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource<'a> {
+    Queues,
+    Queue(&'a str),
+    Groups(&'a str),
+    Group(&'a str, &'a str),
+    Messages(&'a str),
+    GroupMessages(&'a str, &'a str),
+    Ack(&'a str, &'a str),
+    DeadLetters(&'a str, &'a str),
+    DeadLetterAck(&'a str, &'a str),
+    Quotas,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub version: Version,
+    pub project: &'a str,
+    pub resource: Resource<'a>,
+}
+
+/// An endpoint of §2's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    QueueCreate,
+    QueueList,
+    QueueShow,
+    QueueDelete,
+    GroupCreate,
+    GroupList,
+    GroupDelete,
+    Send,
+    Consume,
+    Ack,
+    DeadLetterConsume,
+    DeadLetterAck,
+    Quotas,
+}
+
+impl Endpoint {
+    /// A low-cardinality name for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::QueueCreate => "queue_create",
+            Endpoint::QueueList => "queue_list",
+            Endpoint::QueueShow => "queue_show",
+            Endpoint::QueueDelete => "queue_delete",
+            Endpoint::GroupCreate => "group_create",
+            Endpoint::GroupList => "group_list",
+            Endpoint::GroupDelete => "group_delete",
+            Endpoint::Send => "send",
+            Endpoint::Consume => "consume",
+            Endpoint::Ack => "ack",
+            Endpoint::DeadLetterConsume => "deadletter_consume",
+            Endpoint::DeadLetterAck => "deadletter_ack",
+            Endpoint::Quotas => "quotas",
+        }
+    }
+}
+
+/// Splits a path (no query) into a route, or `None` if it is not a DMS resource.
+/// One trailing `/` is tolerated.
+pub fn parse(path: &str) -> Option<Route<'_>> {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let (version, rest) = if let Some(rest) = path.strip_prefix("/v1.0/") {
+        (Version::V1, rest)
+    } else if let Some(rest) = path.strip_prefix("/v2/") {
+        (Version::V2, rest)
+    } else {
+        return None;
+    };
+    let mut segments = rest.split('/');
+    let project = segments.next()?;
+    // Bounded: a DMS path has at most six segments after the project.
+    let mut parts: [&str; 6] = [""; 6];
+    let mut count = 0;
+    for segment in segments {
+        if count == parts.len() {
+            return None;
+        }
+        parts[count] = segment;
+        count += 1;
+    }
+    let resource = match (&parts[..count], version) {
+        (["queues"], _) => Resource::Queues,
+        (["queues", q], _) => Resource::Queue(q),
+        (["queues", q, "groups"], _) => Resource::Groups(q),
+        (["queues", q, "messages"], _) => Resource::Messages(q),
+        (["queues", q, "groups", g], _) => Resource::Group(q, g),
+        (["queues", q, "groups", g, "messages"], _) => Resource::GroupMessages(q, g),
+        (["queues", q, "groups", g, "ack"], _) => Resource::Ack(q, g),
+        (["queues", q, "groups", g, "deadletters"], _) => Resource::DeadLetters(q, g),
+        (["queues", q, "groups", g, "deadletters", "ack"], _) => Resource::DeadLetterAck(q, g),
+        (["quotas", "dms"], Version::V1) | (["quotas"], Version::V2) => Resource::Quotas,
+        _ => return None,
+    };
+    if project.is_empty() {
+        return None;
+    }
+    Some(Route {
+        version,
+        project,
+        resource,
+    })
+}
+
+/// The endpoint a method selects on a resource, or the methods the resource allows.
+pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'static str> {
+    let endpoint = match (resource, method.as_str()) {
+        (Resource::Queues, "POST") => Endpoint::QueueCreate,
+        (Resource::Queues, "GET") => Endpoint::QueueList,
+        (Resource::Queues, _) => return Err("GET, POST"),
+        (Resource::Queue(_), "GET") => Endpoint::QueueShow,
+        (Resource::Queue(_), "DELETE") => Endpoint::QueueDelete,
+        (Resource::Queue(_), _) => return Err("GET, DELETE"),
+        (Resource::Groups(_), "POST") => Endpoint::GroupCreate,
+        (Resource::Groups(_), "GET") => Endpoint::GroupList,
+        (Resource::Groups(_), _) => return Err("GET, POST"),
+        (Resource::Group(..), "DELETE") => Endpoint::GroupDelete,
+        (Resource::Group(..), _) => return Err("DELETE"),
+        (Resource::Messages(_), "POST") => Endpoint::Send,
+        (Resource::Messages(_), _) => return Err("POST"),
+        (Resource::GroupMessages(..), "GET") => Endpoint::Consume,
+        (Resource::GroupMessages(..), _) => return Err("GET"),
+        (Resource::Ack(..), "POST") => Endpoint::Ack,
+        (Resource::Ack(..), _) => return Err("POST"),
+        (Resource::DeadLetters(..), "GET") => Endpoint::DeadLetterConsume,
+        (Resource::DeadLetters(..), _) => return Err("GET"),
+        (Resource::DeadLetterAck(..), "POST") => Endpoint::DeadLetterAck,
+        (Resource::DeadLetterAck(..), _) => return Err("POST"),
+        (Resource::Quotas, "GET") => Endpoint::Quotas,
+        (Resource::Quotas, _) => return Err("GET"),
+    };
+    Ok(endpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: Method, path: &str) -> Option<Result<Endpoint, &'static str>> {
+        parse(path).map(|route| endpoint(&method, &route.resource))
+    }
+
+    #[test]
+    fn every_endpoint_under_both_prefixes() {
+        // Goal: the §2 table, both prefixes, the per-version quota paths, 405 lists.
+        for prefix in ["/v1.0/p", "/v2/p"] {
+            let at = |tail: &str| format!("{prefix}{tail}");
+            assert_eq!(
+                check(Method::POST, &at("/queues")),
+                Some(Ok(Endpoint::QueueCreate))
+            );
+            assert_eq!(
+                check(Method::GET, &at("/queues/")),
+                Some(Ok(Endpoint::QueueList))
+            );
+            assert_eq!(
+                check(Method::GET, &at("/queues/q")),
+                Some(Ok(Endpoint::QueueShow))
+            );
+            assert_eq!(
+                check(Method::DELETE, &at("/queues/q")),
+                Some(Ok(Endpoint::QueueDelete))
+            );
+            assert_eq!(
+                check(Method::POST, &at("/queues/q/groups")),
+                Some(Ok(Endpoint::GroupCreate))
+            );
+            assert_eq!(
+                check(Method::GET, &at("/queues/q/groups")),
+                Some(Ok(Endpoint::GroupList))
+            );
+            assert_eq!(
+                check(Method::DELETE, &at("/queues/q/groups/g")),
+                Some(Ok(Endpoint::GroupDelete))
+            );
+            assert_eq!(
+                check(Method::POST, &at("/queues/q/messages")),
+                Some(Ok(Endpoint::Send))
+            );
+            assert_eq!(
+                check(Method::GET, &at("/queues/q/groups/g/messages")),
+                Some(Ok(Endpoint::Consume))
+            );
+            assert_eq!(
+                check(Method::POST, &at("/queues/q/groups/g/ack")),
+                Some(Ok(Endpoint::Ack))
+            );
+            assert_eq!(
+                check(Method::GET, &at("/queues/q/groups/g/deadletters")),
+                Some(Ok(Endpoint::DeadLetterConsume))
+            );
+            assert_eq!(
+                check(Method::POST, &at("/queues/q/groups/g/deadletters/ack")),
+                Some(Ok(Endpoint::DeadLetterAck))
+            );
+            assert_eq!(
+                check(Method::PUT, &at("/queues/q")),
+                Some(Err("GET, DELETE"))
+            );
+            assert_eq!(check(Method::GET, &at("/queues/q/x")), None);
+            assert_eq!(check(Method::GET, &at("/queues/q/groups/g/a/b/c/d")), None);
+        }
+        assert_eq!(
+            check(Method::GET, "/v1.0/p/quotas/dms"),
+            Some(Ok(Endpoint::Quotas))
+        );
+        assert_eq!(
+            check(Method::GET, "/v2/p/quotas"),
+            Some(Ok(Endpoint::Quotas))
+        );
+        assert_eq!(check(Method::GET, "/v1.0/p/quotas"), None);
+        assert_eq!(check(Method::GET, "/v2/p/quotas/dms"), None);
+        assert_eq!(check(Method::GET, "/v1.0//queues"), None);
+        assert_eq!(check(Method::GET, "/v3/p/queues"), None);
+        assert_eq!(Endpoint::Consume.label(), "consume");
+    }
+}

@@ -1,0 +1,190 @@
+//! Sending (dms-api.md §3.3): 1-10 messages, each body any JSON value kept byte for byte,
+//! attributes, tags, `delay_time`; Sluice extensions `delay_level`, `fifo_group` (alias
+//! `message_group`) and `dedup_id`.
+
+use http::StatusCode;
+use serde_json::value::RawValue;
+use sluice_core::engine::types::{Delay, SendInput, DELAY_LEVELS_MS};
+
+use super::errors::{
+    from_node, DmsError, INVALID_DELAY, INVALID_JSON, MESSAGE_TOO_LARGE, TOO_MANY_MESSAGES,
+};
+use super::request::{field, object, raw_array, raw_object, Object};
+use super::wire::{AttributesCheck, SendResponse, SendResult};
+use super::{ids, validate, Ctx, DmsConfig, Reply};
+use crate::node::{Node, QueueView};
+
+/// Bytes of a `fifo_group` or `dedup_id` (the engine's bound).
+const KEY_BYTES_MAX: usize = 128;
+
+pub(super) async fn send<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<Reply, DmsError> {
+    let body = object(ctx.body)?;
+    let return_id = field::<bool>(&body, "return_id", "true or false")?.unwrap_or(false)
+        || field::<bool>(&body, "returnId", "true or false")?.unwrap_or(false);
+    let entries = body
+        .get("messages")
+        .and_then(|raw| raw_array(raw))
+        .ok_or_else(|| DmsError::parameter("The field messages must be an array of messages."))?;
+    let max = ctx.config.send_messages_max;
+    let count_ok = (1..=usize::try_from(max).expect("u32 fits usize")).contains(&entries.len());
+    if !count_ok {
+        return Err(DmsError::bad(
+            TOO_MANY_MESSAGES,
+            format!(
+                "A send must carry 1 to {max} messages; it has {}.",
+                entries.len()
+            ),
+        ));
+    }
+    let mut inputs = Vec::with_capacity(entries.len());
+    let mut bytes_total: u64 = 0;
+    for (index, entry) in entries.iter().enumerate() {
+        let input = message(ctx.config, entry, index)?;
+        bytes_total += u64::try_from(input.body.len() + input.attributes.len()).expect("fits");
+        inputs.push(input);
+    }
+    if bytes_total > ctx.config.send_bytes_max {
+        return Err(DmsError::bad(
+            MESSAGE_TOO_LARGE,
+            format!(
+                "The messages total {bytes_total} bytes; at most {} are allowed.",
+                ctx.config.send_bytes_max
+            ),
+        ));
+    }
+    let sent = ctx.node.send(view.id, inputs).await.map_err(from_node)?;
+    let messages = sent
+        .iter()
+        .map(|outcome| SendResult {
+            state: 0,
+            id: return_id
+                .then(|| ids::message_id_encode(outcome.partition, outcome.item.message_id)),
+        })
+        .collect();
+    Ok(Reply::json(StatusCode::CREATED, &SendResponse { messages }))
+}
+
+/// One entry of `messages`, checked field by field.
+fn message(config: &DmsConfig, entry: &RawValue, index: usize) -> Result<SendInput, DmsError> {
+    let entry = raw_object(entry)
+        .ok_or_else(|| DmsError::parameter(format!("messages[{index}] must be a JSON object.")))?;
+    let body = entry
+        .get("body")
+        .filter(|raw| raw.get().trim() != "null")
+        .ok_or_else(|| {
+            DmsError::bad(
+                INVALID_JSON,
+                format!("messages[{index}] has no body; a JSON value is required."),
+            )
+        })?;
+    let body = body.get().as_bytes().to_vec();
+    let body_bytes = u64::try_from(body.len()).expect("usize fits u64");
+    if body_bytes > config.message_bytes_max {
+        return Err(DmsError::bad(
+            MESSAGE_TOO_LARGE,
+            format!(
+                "messages[{index}] has a body of {body_bytes} bytes; at most {} are allowed.",
+                config.message_bytes_max
+            ),
+        ));
+    }
+    let attributes = message_attributes(config, &entry, index)?;
+    let tags: Vec<String> = field(&entry, "tags", "an array of strings")?.unwrap_or_default();
+    validate::tags(&tags, config.tags_max)?;
+    let fifo_group = match field::<String>(&entry, "fifo_group", "a string")? {
+        Some(group) => Some(group),
+        None => field(&entry, "message_group", "a string")?,
+    };
+    let dedup_id: Option<String> = field(&entry, "dedup_id", "a string")?;
+    for (name, key) in [("fifo_group", &fifo_group), ("dedup_id", &dedup_id)] {
+        if key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > KEY_BYTES_MAX)
+        {
+            return Err(DmsError::parameter(format!(
+                "messages[{index}].{name} must have 1 to {KEY_BYTES_MAX} bytes."
+            )));
+        }
+    }
+    Ok(SendInput {
+        body,
+        attributes,
+        tags,
+        fifo_group,
+        delay: message_delay(config, &entry, index)?,
+        dedup_id,
+    })
+}
+
+/// The attributes' raw JSON text, after checking they are unique scalars.
+fn message_attributes(
+    config: &DmsConfig,
+    entry: &Object,
+    index: usize,
+) -> Result<Vec<u8>, DmsError> {
+    let Some(raw) = entry
+        .get("attributes")
+        .filter(|raw| raw.get().trim() != "null")
+    else {
+        return Ok(Vec::new());
+    };
+    if serde_json::from_str::<AttributesCheck>(raw.get()).is_err() {
+        return Err(DmsError::parameter(format!(
+            "messages[{index}].attributes must be an object of unique names with string, \
+             number or boolean values."
+        )));
+    }
+    let bytes = u64::try_from(raw.get().len()).expect("usize fits u64");
+    if bytes > config.attributes_bytes_max {
+        return Err(DmsError::bad(
+            MESSAGE_TOO_LARGE,
+            format!(
+                "messages[{index}].attributes has {bytes} bytes; at most {} are allowed.",
+                config.attributes_bytes_max
+            ),
+        ));
+    }
+    Ok(raw.get().as_bytes().to_vec())
+}
+
+/// `delay_time` (milliseconds, fraction dropped) or the extension `delay_level` (1-18).
+fn message_delay(config: &DmsConfig, entry: &Object, index: usize) -> Result<Delay, DmsError> {
+    let delay_ms: Option<f64> = field(entry, "delay_time", "a number of milliseconds")?;
+    let level: Option<i64> = field(entry, "delay_level", "an integer")?;
+    let levels = DELAY_LEVELS_MS.len();
+    match (delay_ms, level) {
+        (Some(_), Some(_)) => Err(DmsError::bad(
+            INVALID_DELAY,
+            format!("messages[{index}] may carry delay_time or delay_level, not both."),
+        )),
+        (Some(ms), None) => {
+            let max = config.delay_ms_max;
+            // The range check is on the float, so the truncating cast below is exact.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            if ms.is_finite() && ms >= 0.0 && ms < (max + 1) as f64 {
+                let ms = ms.trunc() as u64;
+                Ok(if ms == 0 { Delay::None } else { Delay::Ms(ms) })
+            } else {
+                Err(DmsError::bad(
+                    INVALID_DELAY,
+                    format!("messages[{index}].delay_time must be from 0 to {max} ms."),
+                ))
+            }
+        }
+        (None, Some(level)) => u8::try_from(level)
+            .ok()
+            .filter(|level| (1..=levels).contains(&usize::from(*level)))
+            .map(Delay::Level)
+            .ok_or_else(|| {
+                DmsError::bad(
+                    INVALID_DELAY,
+                    format!("messages[{index}].delay_level must be from 1 to {levels}."),
+                )
+            }),
+        (None, None) => Ok(Delay::None),
+    }
+}
