@@ -8,6 +8,7 @@
 mod command;
 mod deps;
 mod fuzz;
+mod python;
 mod seeds;
 mod sim;
 mod test;

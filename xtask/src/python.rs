@@ -1,0 +1,70 @@
+//! The pinned Python venv the client-compatibility tests run with (`target/py-venv`).
+//!
+//! `ensure_venv` creates it when missing or when the pinned requirements changed since it was
+//! built (a stamp file holds the requirements it was built from), installs the pins with pip
+//! and returns its Python, which the test runner passes to the tests as `SLUICE_PYTHON`. The
+//! packages come from PyPI, so the first run needs the registry; later runs only compare the
+//! stamp. The legacy `huaweicloud-sdk-python` goes into `target/py-venv/legacy` with
+//! `--no-deps`: its `openstack` package would overwrite openstacksdk's in the venv.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::command;
+
+/// Pins shared by every client test (`pip install -r`).
+const REQUIREMENTS: &str = "adapters/http/tests/py/requirements.txt";
+/// Pins installed beside the venv, not into it (`pip install --no-deps --target`).
+const REQUIREMENTS_LEGACY: &str = "adapters/http/tests/py/requirements-legacy.txt";
+/// Bump when the way the venv is built changes, so old venvs are rebuilt.
+const LAYOUT_VERSION: &str = "py-venv layout 1";
+
+/// Makes `<root>/target/py-venv` match the pinned requirements and returns its Python.
+/// The base interpreter is `$SLUICE_PYTHON_BASE`, else `python3` on PATH.
+#[allow(dead_code)] // FIXME: remove once the test runner calls it (xtask/src/test.rs).
+pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
+    let venv = root.join("target").join("py-venv");
+    let python = venv.join("bin").join("python");
+    let stamp_path = venv.join("requirements.stamp");
+    let mut stamp = String::from(LAYOUT_VERSION);
+    for requirements in [REQUIREMENTS, REQUIREMENTS_LEGACY] {
+        let path = root.join(requirements);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| format!("reading {}: {error}", path.display()))?;
+        stamp.push_str(&format!("\n--- {requirements}\n{text}"));
+    }
+    let built = std::fs::read_to_string(&stamp_path).ok();
+    if python.exists() && built.as_deref() == Some(stamp.as_str()) {
+        return Ok(python);
+    }
+    println!(
+        "python venv: building {} from the pinned requirements",
+        venv.display()
+    );
+    if venv.exists() {
+        std::fs::remove_dir_all(&venv)
+            .map_err(|error| format!("removing stale {}: {error}", venv.display()))?;
+    }
+    let base = std::env::var_os("SLUICE_PYTHON_BASE").unwrap_or_else(|| "python3".into());
+    command::run(Command::new(base).arg("-m").arg("venv").arg(&venv))?;
+    let pip = || {
+        let mut pip = Command::new(&python);
+        pip.args(["-m", "pip", "--disable-pip-version-check", "--no-input"]);
+        pip.current_dir(root);
+        pip
+    };
+    command::run(pip().args(["install", "--quiet", "-r", REQUIREMENTS]))?;
+    // The pins must co-install: a conflict fails here rather than in a test.
+    command::run(pip().arg("check"))?;
+    let legacy = venv.join("legacy");
+    command::run(
+        pip()
+            .args(["install", "--quiet", "--no-deps", "--target"])
+            .arg(&legacy)
+            .args(["-r", REQUIREMENTS_LEGACY]),
+    )?;
+    // Written last: an interrupted build has no stamp and is rebuilt next time.
+    std::fs::write(&stamp_path, stamp)
+        .map_err(|error| format!("writing {}: {error}", stamp_path.display()))?;
+    Ok(python)
+}
