@@ -1,10 +1,355 @@
-//! The `sluice` binary: command-line wiring only. The server arrives with the
-//! single-node server issue.
+//! The `sluice` binary: command-line wiring only. `sluice server` runs the server
+//! (sluice-server); the other commands are small clients of its HTTP API.
 
-fn main() {
-    eprintln!(
-        "sluice {}: the server is not built yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use sluice_server::client::{Client, Credentials};
+use sluice_server::config::Config;
+use sluice_server::datadir;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Sluice: a replicated multi-tenant message queue")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Target {
+    /// The server's data directory: its admin secrets, tenants and address are read from it.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    data_dir: PathBuf,
+    /// The server's base URL (default: the address the server wrote to the data directory).
+    #[arg(long, env = "SLUICE_ENDPOINT")]
+    endpoint: Option<String>,
+}
+
+#[derive(clap::Args, Clone)]
+struct TenantCredentials {
+    #[command(flatten)]
+    target: Target,
+    /// Act as this tenant (by name) from the data directory's tenant list (default: "default").
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Or give the credentials explicitly (all three).
+    #[arg(long, env = "SLUICE_PROJECT_ID", requires_all = ["ak", "sk"])]
+    project_id: Option<String>,
+    #[arg(long, env = "SLUICE_AK")]
+    ak: Option<String>,
+    #[arg(long, env = "SLUICE_SK")]
+    sk: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (config: defaults < --config file < SLUICE_* variables < flags).
+    Server {
+        /// A TOML file of settings (see docs/server.md).
+        #[arg(long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        http_listen: Option<String>,
+        #[arg(long)]
+        shards: Option<u32>,
+        /// Any other setting, as key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Manage tenants through the admin API.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Create a queue (NORMAL by default).
+    QueueCreate {
+        name: String,
+        #[arg(long)]
+        fifo: bool,
+        /// Dead-letter after this many failed deliveries.
+        #[arg(long)]
+        max_consume_count: Option<u32>,
+        #[command(flatten)]
+        who: TenantCredentials,
+    },
+    /// Create a consumer group on a queue.
+    GroupCreate {
+        queue: String,
+        name: String,
+        #[command(flatten)]
+        who: TenantCredentials,
+    },
+    /// Send messages (each argument is one message; JSON if it parses, else a string).
+    Send {
+        queue: String,
+        #[arg(required = true)]
+        messages: Vec<String>,
+        #[command(flatten)]
+        who: TenantCredentials,
+    },
+    /// Receive messages for a consumer group (prints handler and body per line).
+    Receive {
+        queue: String,
+        group: String,
+        #[arg(long, default_value_t = 10)]
+        max: u32,
+        /// Long-poll seconds.
+        #[arg(long, default_value_t = 3)]
+        wait: u32,
+        /// Visibility timeout, seconds.
+        #[arg(long, default_value_t = 30)]
+        ack_wait: u32,
+        #[command(flatten)]
+        who: TenantCredentials,
+    },
+    /// Acknowledge received messages by handler.
+    Ack {
+        queue: String,
+        group: String,
+        #[arg(required = true)]
+        handlers: Vec<String>,
+        /// Report failure (the message comes back) instead of success.
+        #[arg(long)]
+        fail: bool,
+        #[command(flatten)]
+        who: TenantCredentials,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantAction {
+    Create {
+        name: String,
+        /// A password for Keystone logins (POST /v3/auth/tokens).
+        #[arg(long)]
+        password: Option<String>,
+        /// Print exactly {"project_id", "ak", "sk"}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    Delete {
+        project_id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sluice: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Server {
+            config,
+            data_dir,
+            http_listen,
+            shards,
+            settings,
+        } => {
+            let mut resolved = Config::defaults();
+            if let Some(path) = config {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                resolved
+                    .apply_toml(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            resolved.apply_env(std::env::vars())?;
+            if let Some(dir) = data_dir {
+                resolved.data_dir = dir;
+            }
+            if let Some(listen) = http_listen {
+                resolved.set("http_listen", &listen)?;
+            }
+            if let Some(shards) = shards {
+                resolved.shards = shards;
+            }
+            for setting in settings {
+                let (key, value) = setting
+                    .split_once('=')
+                    .ok_or_else(|| format!("--set {setting:?}: expected KEY=VALUE"))?;
+                resolved.set(key, value)?;
+            }
+            sluice_server::run::run(resolved)
+        }
+        Command::Tenant { action } => tenant(action),
+        Command::QueueCreate {
+            name,
+            fifo,
+            max_consume_count,
+            who,
+        } => {
+            let mode = if fifo { "FIFO" } else { "NORMAL" };
+            print_json(&client(&who)?.create_queue(&name, mode, max_consume_count)?)
+        }
+        Command::GroupCreate { queue, name, who } => {
+            print_json(&client(&who)?.create_group(&queue, &name)?)
+        }
+        Command::Send {
+            queue,
+            messages,
+            who,
+        } => {
+            let bodies: Vec<Value> = messages
+                .iter()
+                .map(|m| serde_json::from_str(m).unwrap_or_else(|_| Value::String(m.clone())))
+                .collect();
+            let client = client(&who)?;
+            for chunk in bodies.chunks(10) {
+                print_json(&client.send(&queue, chunk)?)?;
+            }
+            Ok(())
+        }
+        Command::Receive {
+            queue,
+            group,
+            max,
+            wait,
+            ack_wait,
+            who,
+        } => {
+            let got = client(&who)?.receive(&queue, &group, max, wait, ack_wait)?;
+            for message in got.as_array().into_iter().flatten() {
+                let handler = message["handler"].as_str().unwrap_or("");
+                println!("{handler}\t{}", message["message"]["body"]);
+            }
+            Ok(())
+        }
+        Command::Ack {
+            queue,
+            group,
+            handlers,
+            fail,
+            who,
+        } => print_json(&client(&who)?.ack(&queue, &group, &handlers, !fail)?),
+    }
+}
+
+fn print_json(value: &Value) -> Result<(), String> {
+    println!("{value}");
+    Ok(())
+}
+
+fn endpoint(target: &Target) -> Result<String, String> {
+    if let Some(endpoint) = &target.endpoint {
+        return Ok(endpoint.clone());
+    }
+    match datadir::read_server_file(&target.data_dir)? {
+        Some(server) => Ok(server.http),
+        None => Err(format!(
+            "no server address in {} (start the server, or pass --endpoint)",
+            target.data_dir.display()
+        )),
+    }
+}
+
+fn client(who: &TenantCredentials) -> Result<Client, String> {
+    let endpoint = endpoint(&who.target)?;
+    let credentials = match (&who.project_id, &who.ak, &who.sk) {
+        (Some(project_id), Some(ak), Some(sk)) => Credentials {
+            project_id: project_id.clone(),
+            ak: ak.clone(),
+            sk: sk.clone(),
+        },
+        _ => {
+            let tenants = datadir::load_tenants(&who.target.data_dir)?;
+            let tenant = tenants
+                .into_iter()
+                .find(|t| t.name == who.tenant)
+                .ok_or_else(|| format!("no tenant named {:?} in the data directory", who.tenant))?;
+            Credentials {
+                project_id: tenant.project_id,
+                ak: tenant.ak,
+                sk: tenant.sk,
+            }
+        }
+    };
+    Ok(Client::new(&endpoint, credentials))
+}
+
+fn admin_client(target: &Target) -> Result<Client, String> {
+    let secrets = datadir::load_secrets(&target.data_dir)?;
+    let credentials = Credentials {
+        project_id: String::new(),
+        ak: secrets.admin_ak,
+        sk: secrets.admin_sk,
+    };
+    Ok(Client::new(&endpoint(target)?, credentials))
+}
+
+fn tenant(action: TenantAction) -> Result<(), String> {
+    match action {
+        TenantAction::Create {
+            name,
+            password,
+            json,
+            target,
+        } => {
+            let mut body = serde_json::json!({ "name": name });
+            if let Some(password) = password {
+                body["password"] = password.into();
+            }
+            let created = admin_client(&target)?
+                .call("POST", "/admin/tenants", Some(&body))?
+                .ok()?;
+            if json {
+                let exact = serde_json::json!({
+                    "project_id": created["project_id"],
+                    "ak": created["ak"],
+                    "sk": created["sk"],
+                });
+                println!("{exact}");
+            } else {
+                println!("created tenant {name:?}");
+                println!("  project_id: {}", created["project_id"].as_str().unwrap_or(""));
+                println!("  ak:         {}", created["ak"].as_str().unwrap_or(""));
+                println!("  sk:         {}", created["sk"].as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
+        TenantAction::List { json, target } => {
+            let listed = admin_client(&target)?
+                .call("GET", "/admin/tenants", None)?
+                .ok()?;
+            if json {
+                println!("{listed}");
+            } else {
+                for tenant in listed["tenants"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{}",
+                        tenant["project_id"].as_str().unwrap_or(""),
+                        tenant["name"].as_str().unwrap_or(""),
+                        tenant["ak"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
+        TenantAction::Delete { project_id, target } => {
+            admin_client(&target)?
+                .call("DELETE", &format!("/admin/tenants/{project_id}"), None)?
+                .ok()?;
+            println!("deleted tenant {project_id}");
+            Ok(())
+        }
+    }
 }

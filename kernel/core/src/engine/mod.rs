@@ -314,6 +314,11 @@ impl<S: Storage + Clone> Engine<S> {
         })
     }
 
+    /// Every queue of every tenant, by id.
+    pub fn queue_ids(&self) -> Vec<QueueId> {
+        self.state.borrow().queues.keys().copied().collect()
+    }
+
     pub fn queues_of(&self, tenant: &str) -> Vec<QueueId> {
         self.state
             .borrow()

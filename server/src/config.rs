@@ -1,0 +1,244 @@
+//! Server configuration: built-in defaults, then a TOML file, then `SLUICE_*` environment
+//! variables, then command-line flags; each later source overrides the earlier ones
+//! field by field. The resolved values are checked once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Every setting the server reads. Field names are the TOML keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    /// Executors (one per core); 0 means one per available core.
+    pub shards: u32,
+    /// Partitions, fixed when the data directory is first created; 0 means one per shard.
+    pub partitions: u32,
+    /// Open HTTP connections per shard; more are answered 503 and closed.
+    pub connections_per_shard_max: u32,
+    /// Largest request body accepted (413 beyond).
+    pub request_body_bytes_max: u64,
+    /// A request's headers must arrive within this (408 beyond).
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this (408 beyond).
+    pub body_timeout_ms: u64,
+    /// Requests in flight per shard (503 beyond): bounds memory under overload.
+    pub requests_per_shard_max: u32,
+    /// Smallest `ack_wait` a consume may ask for, seconds (DMS: 15).
+    pub ack_wait_s_min: u64,
+    /// Largest difference between a signed request's date and the server clock.
+    pub clock_skew_s_max: i64,
+    /// Lifetime of Keystone tokens.
+    pub token_ttl_s: i64,
+    /// Default quotas for new tenants.
+    pub tenant_queues_max: u32,
+    pub tenant_groups_per_queue_max: u32,
+    /// Log segment size.
+    pub segment_bytes_max: u64,
+    /// Spin before parking (microseconds, 0 = off): lower cross-shard latency, a busy core.
+    pub spin_before_park_us: u64,
+}
+
+impl Config {
+    pub fn defaults() -> Config {
+        Config {
+            data_dir: PathBuf::from("./sluice-data"),
+            http_listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            shards: 0,
+            partitions: 0,
+            connections_per_shard_max: 4096,
+            request_body_bytes_max: 2 << 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            requests_per_shard_max: 8192,
+            ack_wait_s_min: 15,
+            clock_skew_s_max: 15 * 60,
+            token_ttl_s: 24 * 3600,
+            tenant_queues_max: 30,
+            tenant_groups_per_queue_max: 3,
+            segment_bytes_max: 256 << 20,
+            spin_before_park_us: 0,
+        }
+    }
+
+    /// Applies a TOML document (unknown keys are an error, so typos are caught).
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.apply(self);
+        Ok(())
+    }
+
+    /// Applies `SLUICE_<KEY>` variables (upper-case field names) from `vars`.
+    pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), String> {
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("SLUICE_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if key == "config" {
+                continue;
+            }
+            self.set(&key, &value)
+                .map_err(|e| format!("environment variable {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets one field from its textual value (the flag and environment path).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("{value:?} is not a valid number"))
+        }
+        match key {
+            "data_dir" => self.data_dir = PathBuf::from(value),
+            "http_listen" => {
+                self.http_listen = value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not an IP:port address"))?
+            }
+            "shards" => self.shards = num(value)?,
+            "partitions" => self.partitions = num(value)?,
+            "connections_per_shard_max" => self.connections_per_shard_max = num(value)?,
+            "request_body_bytes_max" => self.request_body_bytes_max = num(value)?,
+            "header_timeout_ms" => self.header_timeout_ms = num(value)?,
+            "body_timeout_ms" => self.body_timeout_ms = num(value)?,
+            "requests_per_shard_max" => self.requests_per_shard_max = num(value)?,
+            "ack_wait_s_min" => self.ack_wait_s_min = num(value)?,
+            "clock_skew_s_max" => self.clock_skew_s_max = num(value)?,
+            "token_ttl_s" => self.token_ttl_s = num(value)?,
+            "tenant_queues_max" => self.tenant_queues_max = num(value)?,
+            "tenant_groups_per_queue_max" => self.tenant_groups_per_queue_max = num(value)?,
+            "segment_bytes_max" => self.segment_bytes_max = num(value)?,
+            "spin_before_park_us" => self.spin_before_park_us = num(value)?,
+            _ => return Err(format!("unknown setting {key:?}")),
+        }
+        Ok(())
+    }
+
+    /// Checks the resolved configuration once, before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks: [(bool, &str); 10] = [
+            (self.shards <= 256, "shards must be at most 256"),
+            (self.partitions <= 1024, "partitions must be at most 1024"),
+            (self.connections_per_shard_max > 0, "connections_per_shard_max must be positive"),
+            (
+                (64 << 10..=64 << 20).contains(&self.request_body_bytes_max),
+                "request_body_bytes_max must be 64 KiB to 64 MiB",
+            ),
+            (self.header_timeout_ms >= 100, "header_timeout_ms must be at least 100"),
+            (self.body_timeout_ms >= 100, "body_timeout_ms must be at least 100"),
+            (self.requests_per_shard_max > 0, "requests_per_shard_max must be positive"),
+            ((1..=300).contains(&self.ack_wait_s_min), "ack_wait_s_min must be 1 to 300"),
+            (self.token_ttl_s >= 60, "token_ttl_s must be at least 60"),
+            (
+                (1..=1000).contains(&self.tenant_queues_max),
+                "tenant_queues_max must be 1 to 1000",
+            ),
+        ];
+        for (ok, message) in checks {
+            if !ok {
+                return Err(message.to_string());
+            }
+        }
+        if !(1..=8).contains(&self.tenant_groups_per_queue_max) {
+            return Err("tenant_groups_per_queue_max must be 1 to 8".into());
+        }
+        if !(1 << 20..=1 << 30).contains(&self.segment_bytes_max) {
+            return Err("segment_bytes_max must be 1 MiB to 1 GiB".into());
+        }
+        Ok(())
+    }
+}
+
+/// The TOML file: every field optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http_listen: Option<SocketAddr>,
+    shards: Option<u32>,
+    partitions: Option<u32>,
+    connections_per_shard_max: Option<u32>,
+    request_body_bytes_max: Option<u64>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    requests_per_shard_max: Option<u32>,
+    ack_wait_s_min: Option<u64>,
+    clock_skew_s_max: Option<i64>,
+    token_ttl_s: Option<i64>,
+    tenant_queues_max: Option<u32>,
+    tenant_groups_per_queue_max: Option<u32>,
+    segment_bytes_max: Option<u64>,
+    spin_before_park_us: Option<u64>,
+}
+
+impl FileConfig {
+    fn apply(self, config: &mut Config) {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
+        }
+        take!(
+            data_dir,
+            http_listen,
+            shards,
+            partitions,
+            connections_per_shard_max,
+            request_body_bytes_max,
+            header_timeout_ms,
+            body_timeout_ms,
+            requests_per_shard_max,
+            ack_wait_s_min,
+            clock_skew_s_max,
+            token_ttl_s,
+            tenant_queues_max,
+            tenant_groups_per_queue_max,
+            segment_bytes_max,
+            spin_before_park_us
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml: &str, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Config, String> {
+        let mut config = Config::defaults();
+        config.apply_toml(toml)?;
+        config.apply_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+        for (key, value) in flags {
+            config.set(key, value)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn flags_override_environment_which_overrides_the_file() {
+        let config = check(
+            "data_dir = \"/file\"\nshards = 2\nhttp_listen = \"127.0.0.1:9000\"",
+            &[("SLUICE_DATA_DIR", "/env"), ("SLUICE_SHARDS", "1"), ("HOME", "/x")],
+            &[("data_dir", "/flag")],
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/flag"));
+        assert_eq!(config.shards, 1);
+        assert_eq!(config.http_listen, "127.0.0.1:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused_with_the_name() {
+        let error = check("data_dri = \"x\"", &[], &[]).unwrap_err();
+        assert!(error.contains("data_dri"), "{error}");
+        let error = check("", &[("SLUICE_SHARDS", "many")], &[]).unwrap_err();
+        assert!(error.contains("SLUICE_SHARDS"), "{error}");
+        let error = check("", &[], &[("http_listen", "localhost")]).unwrap_err();
+        assert!(error.contains("IP:port"), "{error}");
+        let error = check("ack_wait_s_min = 0", &[], &[]).unwrap_err();
+        assert!(error.contains("ack_wait_s_min"), "{error}");
+    }
+}

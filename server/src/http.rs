@@ -1,0 +1,325 @@
+//! HTTP/1.1 on a shard: hyper over glommio's TCP streams. Owns what is about
+//! connections, not about any protocol: the per-shard connection and request limits,
+//! header and body timeouts, the body size limit, graceful shutdown of keep-alive
+//! connections, `/metrics`, and latency metrics. Every request then goes to the service
+//! layer of `sluice-http`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use sluice_http::node::Node;
+use sluice_http::service::{self, ServiceConfig};
+
+use crate::metrics::{GroupLabels, QueueGauges, QueueLabels};
+use crate::node::ShardNode;
+use crate::shard::Shard;
+
+/// How often an idle wait re-checks for shutdown.
+const STOP_POLL_MS: u64 = 50;
+
+/// hyper's I/O traits over a glommio stream.
+struct GlommioIo(TcpStream);
+
+impl hyper::rt::Read for GlommioIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        // SAFETY: the slice is zero-filled before it is viewed as initialised bytes, and
+        // `advance` is called with no more than the stream wrote into it.
+        unsafe {
+            let uninit = buf.as_mut();
+            for byte in uninit.iter_mut() {
+                byte.write(0);
+            }
+            let bytes = &mut *(uninit as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]);
+            match Pin::new(&mut self.0).poll_read(cx, bytes) {
+                Poll::Ready(Ok(n)) => {
+                    buf.advance(n);
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+}
+
+impl hyper::rt::Write for GlommioIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// hyper's timer (for the header read timeout) on async-io's thread-safe timers; hyper
+/// needs `Send + Sync` sleeps, which glommio's timers are not.
+#[derive(Clone)]
+struct HyperTimer;
+
+struct HyperSleep(async_io::Timer);
+
+impl Future for HyperSleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl hyper::rt::Sleep for HyperSleep {}
+
+impl hyper::rt::Timer for HyperTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(async_io::Timer::after(duration)))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(async_io::Timer::at(deadline)))
+    }
+}
+
+/// Resolves once the server is stopping.
+pub async fn stopped(shard: &Shard) {
+    // Polls a flag: signals arrive on another thread, and a 50 ms delay is fine for a stop.
+    while !shard.shared.stopping() {
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+}
+
+/// Accepts connections until the server stops.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, service: Rc<ServiceConfig>) {
+    // Runs until shutdown: one accepted connection per iteration.
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stopped(&shard).await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                eprintln!("sluice: shard {}: accept failed: {error}", shard.index);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let limit = shard.shared.config.connections_per_shard_max;
+        if shard.connections_open.get() >= limit {
+            glommio::spawn_local(refuse_connection(stream)).detach();
+            continue;
+        }
+        shard.connections_open.set(shard.connections_open.get() + 1);
+        let shard = shard.clone();
+        let service = service.clone();
+        glommio::spawn_local(async move {
+            serve_connection(&shard, stream, service).await;
+            shard.connections_open.set(shard.connections_open.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Over the connection limit: one 503 in the DMS format, then close.
+async fn refuse_connection(mut stream: TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let body = r#"{"error_code":"10249503","error_msg":"Too many connections; retry later.","error":{"code":"10249503","message":"Too many connections; retry later."}}"#;
+    let text = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(text.as_bytes()).await;
+    let _ = stream.close().await;
+}
+
+async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<ServiceConfig>) {
+    let config = &shard.shared.config;
+    let handler_shard = shard.clone();
+    let handler = service_fn(move |request: Request<Incoming>| {
+        let shard = handler_shard.clone();
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(handle_request(shard, service, request).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(HyperTimer)
+        .header_read_timeout(Duration::from_millis(config.header_timeout_ms))
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    let mut connection = pin!(builder.serve_connection(GlommioIo(stream), handler));
+    let outcome = futures_lite::future::or(
+        async { Some(connection.as_mut().await) },
+        async {
+            stopped(shard).await;
+            None
+        },
+    )
+    .await;
+    if outcome.is_none() {
+        // Finish the request in progress (if any), then close.
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
+    }
+}
+
+async fn handle_request(
+    shard: Rc<Shard>,
+    service: Rc<ServiceConfig>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let route = service::route_label(&parts);
+    let config = &shard.shared.config;
+    let response = if shard.requests_inflight.get() >= config.requests_per_shard_max {
+        service::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "10249503",
+            "The server is at its request limit; retry later.",
+        )
+    } else {
+        shard.requests_inflight.set(shard.requests_inflight.get() + 1);
+        let response = match read_body(&shard, &parts, body).await {
+            Err(response) => response,
+            Ok(_) if parts.uri.path() == "/metrics" => metrics(&shard).await,
+            Ok(body) => {
+                let node = ShardNode(shard.clone());
+                service::handle(&node, &service, &parts, &body).await
+            }
+        };
+        shard.requests_inflight.set(shard.requests_inflight.get() - 1);
+        response
+    };
+    let status = response.status().as_u16();
+    shard
+        .shared
+        .metrics
+        .observe_request(route, status, started.elapsed().as_secs_f64());
+    response.map(Full::new)
+}
+
+/// Reads the whole body within the size limit and the body timeout.
+async fn read_body(
+    shard: &Shard,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<Bytes, Response<Bytes>> {
+    let config = &shard.shared.config;
+    let limit = config.request_body_bytes_max;
+    let too_large = || {
+        service::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "10249003",
+            format!("The request body is larger than {limit} bytes."),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let limit_usize = usize::try_from(limit).expect("validated at start-up");
+    let collect = async { Some(Limited::new(body, limit_usize).collect().await) };
+    let timeout = async {
+        glommio::timer::sleep(Duration::from_millis(config.body_timeout_ms)).await;
+        None
+    };
+    match futures_lite::future::or(collect, timeout).await {
+        Some(Ok(collected)) => Ok(collected.to_bytes()),
+        Some(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Some(Err(error)) => Err(service::error(
+            StatusCode::BAD_REQUEST,
+            "10249001",
+            format!("The request body could not be read: {error}."),
+        )),
+        None => Err(service::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "10249408",
+            format!(
+                "The request body did not arrive within {} ms.",
+                config.body_timeout_ms
+            ),
+        )),
+    }
+}
+
+/// `/metrics`: process metrics, then every queue's and group's counts.
+async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
+    let node = ShardNode(shard.clone());
+    let gauges = QueueGauges::new();
+    let directory = shard.shared.directory.load_full();
+    let tenants = node.tenants();
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for view in directory.queues.values() {
+        let Ok(counts) = node.queue_counts(view.id).await else {
+            continue;
+        };
+        let tenant = tenants
+            .by_project(&view.tenant)
+            .map(|t| t.name.clone())
+            .unwrap_or_else(|| view.tenant.clone());
+        let queue = QueueLabels {
+            tenant: tenant.clone(),
+            queue: view.name.clone(),
+        };
+        gauges.sent.get_or_create(&queue).set(clamp(counts.sent_total));
+        gauges.stored.get_or_create(&queue).set(clamp(counts.stored));
+        gauges.delayed.get_or_create(&queue).set(clamp(counts.delayed));
+        for (group, stats) in &counts.groups {
+            let name = view
+                .groups
+                .iter()
+                .find(|(g, _)| g == group)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default();
+            let labels = GroupLabels {
+                tenant: tenant.clone(),
+                queue: view.name.clone(),
+                group: name,
+            };
+            gauges.backlog.get_or_create(&labels).set(clamp(stats.backlog));
+            gauges.in_flight.get_or_create(&labels).set(clamp(stats.in_flight));
+            gauges.dead_letters.get_or_create(&labels).set(clamp(stats.dead_letters));
+            gauges.delivered.get_or_create(&labels).set(clamp(stats.delivered_total));
+            gauges.acked.get_or_create(&labels).set(clamp(stats.acked_total));
+        }
+    }
+    let text = shard.shared.metrics.render(&gauges);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(Bytes::from(text))
+        .expect("a valid response")
+}

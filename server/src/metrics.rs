@@ -1,0 +1,192 @@
+//! Prometheus metrics: request counts and latency by route, fsync latency, and at scrape
+//! time per-queue and per-group gauges read from the partitions. Request metrics are
+//! shared by every shard (atomic counters; the label families take a read lock that is
+//! uncontended once a label set exists).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub tenant: String,
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub tenant: String,
+    pub queue: String,
+    pub group: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 us .. ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteLabels, Counter>,
+    pub request_seconds: Family<RouteOnly, Histogram, fn() -> Histogram>,
+    pub fsync_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RouteLabels, Counter>::default();
+        let request_seconds =
+            Family::<RouteOnly, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let fsync_seconds = latency_histogram();
+        registry.register(
+            "sluice_http_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "sluice_http_request_duration_seconds",
+            "HTTP request latency, from full request to response, by route",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "sluice_fsync_duration_seconds",
+            "Latency of the log's fdatasync (group commit)",
+            fsync_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            fsync_seconds,
+        }
+    }
+
+    pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteOnly {
+                route: route.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// The process-wide metrics, then the per-queue ones in `queues`.
+    pub fn render(&self, queues: &QueueGauges) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        // The registry ends with "# EOF"; the queue registry follows before it.
+        if let Some(stripped) = text.strip_suffix("# EOF\n") {
+            text.truncate(stripped.len());
+        }
+        let mut more = String::new();
+        encode(&mut more, &queues.registry).expect("writing to a String cannot fail");
+        text.push_str(&more);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Per-queue and per-group values gathered at scrape time.
+pub struct QueueGauges {
+    registry: Registry,
+    pub sent: Family<QueueLabels, Gauge>,
+    pub stored: Family<QueueLabels, Gauge>,
+    pub delayed: Family<QueueLabels, Gauge>,
+    pub backlog: Family<GroupLabels, Gauge>,
+    pub in_flight: Family<GroupLabels, Gauge>,
+    pub dead_letters: Family<GroupLabels, Gauge>,
+    pub delivered: Family<GroupLabels, Gauge>,
+    pub acked: Family<GroupLabels, Gauge>,
+}
+
+impl QueueGauges {
+    pub fn new() -> QueueGauges {
+        let mut registry = Registry::default();
+        let queue = || Family::<QueueLabels, Gauge>::default();
+        let group = || Family::<GroupLabels, Gauge>::default();
+        let gauges = QueueGauges {
+            sent: queue(),
+            stored: queue(),
+            delayed: queue(),
+            backlog: group(),
+            in_flight: group(),
+            dead_letters: group(),
+            delivered: group(),
+            acked: group(),
+            registry: Registry::default(),
+        };
+        let queue_entries = [
+            ("sluice_queue_sent_messages", "Messages ever sent to the queue", &gauges.sent),
+            ("sluice_queue_stored_messages", "Messages retained by the queue", &gauges.stored),
+            (
+                "sluice_queue_delayed_messages",
+                "Delayed or scheduled messages not yet released",
+                &gauges.delayed,
+            ),
+        ];
+        for (name, help, family) in queue_entries {
+            registry.register(name, help, family.clone());
+        }
+        let group_entries = [
+            (
+                "sluice_group_backlog_messages",
+                "Messages the consumer group has not finished",
+                &gauges.backlog,
+            ),
+            (
+                "sluice_group_inflight_messages",
+                "Messages received and not yet acked or expired",
+                &gauges.in_flight,
+            ),
+            (
+                "sluice_group_dead_letter_messages",
+                "Messages in the group's dead-letter queue",
+                &gauges.dead_letters,
+            ),
+            (
+                "sluice_group_delivered_messages",
+                "Deliveries to the group since the partition's state was built",
+                &gauges.delivered,
+            ),
+            ("sluice_group_acked_messages", "Successful acks by the group", &gauges.acked),
+        ];
+        for (name, help, family) in group_entries {
+            registry.register(name, help, family.clone());
+        }
+        QueueGauges { registry, ..gauges }
+    }
+}
+
+impl Default for QueueGauges {
+    fn default() -> QueueGauges {
+        QueueGauges::new()
+    }
+}

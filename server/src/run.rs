@@ -1,0 +1,296 @@
+//! `sluice server`: resolve the data directory, start one shard per core, serve until
+//! SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish in-flight
+//! requests, snapshot every partition, exit 0).
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use sluice_http::dms::DmsConfig;
+use sluice_http::service::ServiceConfig;
+use sluice_http::tenants::{Quotas, TenantDirectory};
+use sluice_shard::executor::ShardStartup;
+
+use crate::calls::Envelope;
+use crate::config::Config;
+use crate::datadir::{self, ServerFile};
+use crate::shard::Shard;
+use crate::shared::Shared;
+
+/// Messages buffered per pair of shards on the mesh.
+const MESH_CHANNEL_CAPACITY: usize = 4096;
+/// Start-up barriers re-check this often.
+const BARRIER_POLL_MS: u64 = 2;
+/// Longest a shutdown waits for in-flight requests (long polls end within a second).
+const DRAIN_MS_MAX: u64 = 30_000;
+
+/// What the first start prints: the default tenant's credentials.
+pub struct FirstStart {
+    pub tenant: sluice_http::tenants::Tenant,
+    pub password: String,
+}
+
+pub fn run(config: Config) -> Result<(), String> {
+    config.validate()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shard_count = if config.shards == 0 { cores } else { config.shards as usize };
+    let partitions_wanted = if config.partitions == 0 {
+        u32::try_from(shard_count).expect("at most 256 shards")
+    } else {
+        config.partitions
+    };
+    let (facts, secrets, _) = datadir::open_or_init(&config.data_dir, partitions_wanted)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let mut tenants = datadir::load_tenants(&config.data_dir)?;
+    let first_start = if tenants.is_empty() {
+        let password = datadir::random_alnum(20, false);
+        let quotas = Quotas {
+            queues_max: config.tenant_queues_max,
+            groups_per_queue_max: config.tenant_groups_per_queue_max,
+        };
+        let now_ms = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_millis(),
+        )
+        .expect("fits");
+        let hash = crate::secrets::hash_password(&password);
+        let tenant = datadir::new_tenant("default", Some(hash), quotas, now_ms);
+        tenants.push(tenant.clone());
+        datadir::store_tenants(&config.data_dir, &tenants).map_err(|e| e.to_string())?;
+        Some(FirstStart { tenant, password })
+    } else {
+        None
+    };
+    let shared = Shared::new(config.clone(), facts, secrets, shard_count);
+    shared.tenants.store(Arc::new(TenantDirectory::new(tenants)));
+    install_signal_handler(shared.clone())?;
+    let spin = (config.spin_before_park_us > 0)
+        .then(|| Duration::from_micros(config.spin_before_park_us));
+    let startup = ShardStartup::prepare(u32::try_from(shard_count).expect("small"), spin);
+    let mesh = MeshBuilder::<Envelope, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
+    let first_start = Arc::new(std::sync::Mutex::new(first_start));
+    let mut handles = Vec::new();
+    for index in 0..shard_count {
+        let shared = shared.clone();
+        let mesh = mesh.clone();
+        let first_start = first_start.clone();
+        let handle = startup
+            .builder(index % cores)
+            .name(&format!("sluice-shard-{index}"))
+            .spawn(move || async move {
+                let result = shard_main(index, shared.clone(), mesh, first_start).await;
+                if result.is_err() {
+                    // Let the other shards leave their barriers.
+                    shared.stopping.store(true, Ordering::Release);
+                }
+                result
+            })
+            .map_err(|e| format!("cannot start shard {index}: {e}"))?;
+        handles.push(handle);
+    }
+    let mut failure = None;
+    for (index, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failure = failure.or(Some(format!("shard {index}: {error}"))),
+            Err(error) => failure = failure.or(Some(format!("shard {index} crashed: {error}"))),
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => {
+            eprintln!("sluice: stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// One server per data directory: a second one would corrupt the logs.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    let path = data_dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(format!(
+            "{} is in use by another sluice server (cannot lock {})",
+            data_dir.display(),
+            path.display()
+        ));
+    }
+    Ok(file)
+}
+
+fn install_signal_handler(shared: Arc<Shared>) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                eprintln!("sluice: signal {signal}: shutting down");
+                shared.stopping.store(true, Ordering::Release);
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+/// Waits until `done()` or the server is stopping; Err when it stopped first.
+async fn barrier(shared: &Shared, what: &str, done: impl Fn() -> bool) -> Result<(), String> {
+    // Bounded by start-up: every shard either reaches the barrier or fails and stops all.
+    while !done() {
+        if shared.stopping() {
+            return Err(format!("stopped while waiting for {what}"));
+        }
+        glommio::timer::sleep(Duration::from_millis(BARRIER_POLL_MS)).await;
+    }
+    Ok(())
+}
+
+async fn shard_main(
+    index: usize,
+    shared: Arc<Shared>,
+    mesh: glommio::channels::channel_mesh::MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    first_start: Arc<std::sync::Mutex<Option<FirstStart>>>,
+) -> Result<(), String> {
+    let (senders, receivers) = mesh.join().await.map_err(|e| format!("mesh: {e}"))?;
+    let own_peer = senders.peer_id();
+    shared.peer_of_shard[index].store(own_peer, Ordering::Release);
+    barrier(&shared, "the mesh", || {
+        shared
+            .peer_of_shard
+            .iter()
+            .all(|p| p.load(Ordering::Acquire) != usize::MAX)
+    })
+    .await?;
+    let peers = senders.nr_consumers();
+    let shard = Shard::open(index, shared.clone(), senders).await?;
+    let receivers = Rc::new(receivers);
+    for peer in (0..peers).filter(|p| *p != own_peer) {
+        shard.spawn_mesh_receiver(receivers.clone(), peer);
+    }
+    if index == 0 {
+        shard.reconcile().await?;
+        shared.directory_ready.store(true, Ordering::Release);
+    }
+    barrier(&shared, "the directory", || {
+        shared.directory_ready.load(Ordering::Acquire)
+    })
+    .await?;
+    shard.spawn_tickers();
+    let listener = bind(&shard).await?;
+    shared.listening.fetch_add(1, Ordering::AcqRel);
+    barrier(&shared, "every shard to listen", || {
+        shared.listening.load(Ordering::Acquire) == shared.shard_count
+    })
+    .await?;
+    let endpoint = format!(
+        "http://{}:{}",
+        shared.config.http_listen.ip(),
+        shared.port.load(Ordering::Acquire)
+    );
+    if index == 0 {
+        announce(&shared, &endpoint, first_start)?;
+    }
+    let service = Rc::new(service_config(&shared, &endpoint));
+    crate::http::accept_loop(shard.clone(), listener, service).await;
+    drain(&shard).await;
+    static DRAINED: AtomicUsize = AtomicUsize::new(0);
+    DRAINED.fetch_add(1, Ordering::AcqRel);
+    // Keep serving other shards' forwarded calls until every shard has drained.
+    while DRAINED.load(Ordering::Acquire) < shared.shard_count {
+        glommio::timer::sleep(Duration::from_millis(BARRIER_POLL_MS)).await;
+    }
+    shard.sync_all().await;
+    Ok(())
+}
+
+/// Shard 0 binds first (resolving port 0); the others bind the same port (SO_REUSEPORT).
+async fn bind(shard: &Rc<Shard>) -> Result<TcpListener, String> {
+    let shared = &shard.shared;
+    let wanted = shared.config.http_listen;
+    if shard.index == 0 {
+        let listener =
+            TcpListener::bind(wanted).map_err(|e| format!("cannot listen on {wanted}: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        shared.port.store(port, Ordering::Release);
+        return Ok(listener);
+    }
+    barrier(shared, "shard 0's port", || shared.port.load(Ordering::Acquire) != 0).await?;
+    let address = std::net::SocketAddr::new(wanted.ip(), shared.port.load(Ordering::Acquire));
+    TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))
+}
+
+fn announce(
+    shared: &Shared,
+    endpoint: &str,
+    first_start: Arc<std::sync::Mutex<Option<FirstStart>>>,
+) -> Result<(), String> {
+    let server = ServerFile {
+        http: endpoint.to_string(),
+        pid: std::process::id(),
+    };
+    datadir::write_server_file(&shared.config.data_dir, &server).map_err(|e| e.to_string())?;
+    println!(
+        "sluice {} listening on {endpoint} ({} shards, {} partitions, data in {})",
+        env!("CARGO_PKG_VERSION"),
+        shared.shard_count,
+        shared.facts.partitions,
+        shared.config.data_dir.display()
+    );
+    let first = first_start.lock().expect("not poisoned").take();
+    if let Some(first) = first {
+        println!("first start: created tenant \"default\"");
+        println!("  project_id: {}", first.tenant.project_id);
+        println!("  ak:         {}", first.tenant.ak);
+        println!("  sk:         {}", first.tenant.sk);
+        println!("  password:   {}", first.password);
+        println!("  endpoint:   {endpoint}");
+        println!("(also kept in {}, mode 0600)", shared.config.data_dir.join(datadir::TENANTS_FILE).display());
+    }
+    use std::io::Write;
+    std::io::stdout().flush().map_err(|e| e.to_string())
+}
+
+fn service_config(shared: &Shared, endpoint: &str) -> ServiceConfig {
+    let config = &shared.config;
+    ServiceConfig {
+        dms: DmsConfig {
+            ack_wait_s_min: config.ack_wait_s_min,
+            request_bytes_max: config.request_body_bytes_max,
+            ..DmsConfig::dms_default()
+        },
+        clock_skew_s_max: config.clock_skew_s_max,
+        token_ttl_s: config.token_ttl_s,
+        token_key: shared.secrets.token_key_bytes(),
+        admin_ak: shared.secrets.admin_ak.clone(),
+        admin_sk: shared.secrets.admin_sk.clone(),
+        endpoint: endpoint.to_string(),
+        region: "region-1".to_string(),
+    }
+}
+
+/// Waits for this shard's connections to finish their requests and close.
+async fn drain(shard: &Shard) {
+    let mut waited = 0;
+    // Bounded by DRAIN_MS_MAX.
+    while (shard.connections_open.get() > 0 || shard.requests_inflight.get() > 0)
+        && waited < DRAIN_MS_MAX
+    {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        waited += 10;
+    }
+}

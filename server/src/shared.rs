@@ -1,0 +1,100 @@
+//! State every shard reads and none owns: configuration, secrets, and the read-mostly
+//! directories (tenants, queues) that shard 0 republishes with arc-swap after each
+//! metadata change. Readers load an `Arc` snapshot without locks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sluice_core::engine::types::QueueId;
+use sluice_core::engine::QueueInfo;
+use sluice_http::node::QueueView;
+use sluice_http::tenants::TenantDirectory;
+
+use crate::config::Config;
+use crate::datadir::{NodeFacts, Secrets};
+
+/// Every queue, from partition 0 (the metadata truth on a single node).
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    pub queues: BTreeMap<QueueId, QueueView>,
+}
+
+impl Directory {
+    pub fn from_infos(infos: Vec<QueueInfo>) -> Directory {
+        let queues = infos
+            .into_iter()
+            .map(|info| {
+                let view = QueueView {
+                    id: info.id,
+                    tenant: info.tenant,
+                    name: info.name,
+                    config: info.config,
+                    created_ms: info.created_ms,
+                    meta: info.meta,
+                    groups: info.groups,
+                };
+                (view.id, view)
+            })
+            .collect();
+        Directory { queues }
+    }
+
+    pub fn queues_of(&self, tenant: &str) -> Vec<QueueView> {
+        let mut views: Vec<QueueView> = self
+            .queues
+            .values()
+            .filter(|q| q.tenant == tenant)
+            .cloned()
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub facts: NodeFacts,
+    pub secrets: Secrets,
+    pub shard_count: usize,
+    pub tenants: ArcSwap<TenantDirectory>,
+    pub directory: ArcSwap<Directory>,
+    /// Set by the signal thread: stop accepting, finish, sync, exit.
+    pub stopping: AtomicBool,
+    /// The port every shard binds (shard 0 resolves port 0 first).
+    pub port: AtomicU16,
+    /// Mesh peer id of each shard (`usize::MAX` until it joined).
+    pub peer_of_shard: Vec<AtomicUsize>,
+    /// Shards that finished start-up (engines open, directory published, listening).
+    pub listening: AtomicUsize,
+    pub directory_ready: AtomicBool,
+    pub metrics: crate::metrics::Metrics,
+}
+
+impl Shared {
+    pub fn new(config: Config, facts: NodeFacts, secrets: Secrets, shard_count: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            config,
+            facts,
+            secrets,
+            shard_count,
+            tenants: ArcSwap::from_pointee(TenantDirectory::default()),
+            directory: ArcSwap::from_pointee(Directory::default()),
+            stopping: AtomicBool::new(false),
+            port: AtomicU16::new(0),
+            peer_of_shard: (0..shard_count).map(|_| AtomicUsize::new(usize::MAX)).collect(),
+            listening: AtomicUsize::new(0),
+            directory_ready: AtomicBool::new(false),
+            metrics: crate::metrics::Metrics::new(),
+        })
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub fn owner_of(&self, partition: u32) -> usize {
+        usize::try_from(partition).expect("u32 fits usize") % self.shard_count
+    }
+}
