@@ -8,4 +8,5 @@
 pub mod auth;
 pub mod node;
 pub mod dms;
+pub mod service;
 pub mod tenants;
