@@ -21,7 +21,6 @@ const LAYOUT_VERSION: &str = "py-venv layout 1";
 
 /// Makes `<root>/target/py-venv` match the pinned requirements and returns its Python.
 /// The base interpreter is `$SLUICE_PYTHON_BASE`, else `python3` on PATH.
-#[allow(dead_code)] // FIXME: remove once the test runner calls it (xtask/src/test.rs).
 pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
     let venv = root.join("target").join("py-venv");
     let python = venv.join("bin").join("python");

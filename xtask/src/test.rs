@@ -129,9 +129,12 @@ fn clippy(_: &mut Counts) -> Result<(), String> {
 /// against 2 s, so debug wins by about a minute. Switch to `--profile sim` once the
 /// proptests take more than about two minutes in debug.
 fn tests(counts: &mut Counts) -> Result<(), String> {
+    // The client-compatibility tests sign and call with the real Python SDKs.
+    let python = crate::python::ensure_venv(&command::workspace_root())?;
     let mut cargo: Command = command::cargo();
     cargo.args(["test", "--workspace"]);
     cargo.env("PROPTEST_CASES", PROPTEST_CASES);
+    cargo.env("SLUICE_PYTHON", python);
     counts.tests_ran = true;
     command::run_tee(&mut cargo, &mut |line| {
         if let Some((passed, failed)) = parse_test_result(line) {
