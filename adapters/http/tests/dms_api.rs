@@ -1,0 +1,929 @@
+//! End-to-end tests of the DMS queue API: every endpoint through `dms::handle` on a
+//! LocalNode over simulated disks, with a test clock (no sleeps). Each test states its
+//! goal; shapes are compared as whole JSON values where the answer is deterministic.
+
+mod dms_support;
+
+use dms_support::{Harness, START_MS};
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+fn handlers(answer: &Value) -> Vec<String> {
+    answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["handler"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn bodies(answer: &Value) -> Vec<Value> {
+    answer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"]["body"].clone())
+        .collect()
+}
+
+fn acks(handlers: &[String], status: &str) -> Value {
+    handlers
+        .iter()
+        .map(|h| json!({"handler": h, "status": status}))
+        .collect()
+}
+
+#[test]
+fn queue_lifecycle_under_both_prefixes() {
+    // Goal: create, show, list and delete answer the §3.1 shapes on /v1.0 and /v2.
+    let h = Harness::new(2);
+    let created = h.call(
+        Method::POST,
+        &h.v2("/queues"),
+        Some(json!({"name": "billing-events", "queue_mode": "FIFO",
+                    "description": "invoices to print", "redrive_policy": "enable",
+                    "max_consume_count": 5, "unknown_field": [1, 2]})),
+    );
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    assert_eq!(created.json, json!({"id": id, "name": "billing-events"}));
+    assert_eq!(id.len(), 36);
+    assert!(created.headers.contains_key("x-request-id"));
+    assert_eq!(created.headers["content-type"], "application/json");
+
+    let show = h.call(
+        Method::GET,
+        &h.v1(&format!("/queues/{id}?include_deadletter=true")),
+        None,
+    );
+    assert_eq!(show.status, StatusCode::OK);
+    assert_eq!(
+        show.json,
+        json!({"id": id, "name": "billing-events", "description": "invoices to print",
+               "queue_mode": "FIFO", "created": START_MS, "eff_date": START_MS,
+               "reservation": 4320, "max_msg_size_byte": 524288, "produced_messages": 0,
+               "group_count": 0, "redrive_policy": "enable", "max_consume_count": 5,
+               "fifo_scope": "queue", "retry_policy": "immediate"})
+    );
+    let plain = h.call(Method::GET, &h.v2(&format!("/queues/{id}")), None);
+    assert!(plain.json.get("redrive_policy").is_none());
+    assert!(plain.json.get("max_consume_count").is_none());
+
+    let second = h.queue(json!({"name": "alpha"}));
+    let list = h.call(Method::GET, &h.v1("/queues"), None);
+    assert_eq!(list.json["total"], 2);
+    let names: Vec<&str> = list.json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "billing-events"]);
+    assert!(list.json["queues"][0].get("produced_messages").is_none());
+    assert_eq!(list.json["queues"][0]["queue_mode"], "NORMAL");
+    assert!(list.json["queues"][0].get("fifo_scope").is_none());
+    let counted = h.call(
+        Method::GET,
+        &h.v2("/queues?include_messages_num=true&include_deadletter=true"),
+        None,
+    );
+    assert_eq!(counted.json["queues"][0]["produced_messages"], 0);
+    assert_eq!(counted.json["queues"][0]["redrive_policy"], "disable");
+
+    let deleted = h.call(Method::DELETE, &h.v2(&format!("/queues/{second}")), None);
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert!(deleted.raw.is_empty());
+    assert!(deleted.headers.get("content-type").is_none());
+    let gone = h.call(Method::GET, &h.v1(&format!("/queues/{second}")), None);
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(gone.code(), "10249041");
+    assert_eq!(
+        h.call(Method::DELETE, &h.v1(&format!("/queues/{second}")), None)
+            .status,
+        404
+    );
+}
+
+#[test]
+fn queue_create_rejects_every_bad_field_with_its_code() {
+    // Goal: each §3.1 rule answers 400 with the service's code and a precise message.
+    let h = Harness::new(1);
+    let check = |body: Value| {
+        let answer = h.call(Method::POST, &h.v1("/queues"), Some(body));
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.json);
+        answer.code().to_string()
+    };
+    assert_eq!(check(json!({})), "10240011");
+    assert_eq!(check(json!({"name": ""})), "10240011");
+    assert_eq!(check(json!({"name": "a".repeat(65)})), "10240011");
+    assert_eq!(check(json!({"name": "bad name"})), "10240007");
+    assert_eq!(check(json!({"name": 7})), "10249001");
+    assert_eq!(
+        check(json!({"name": "q", "description": "d".repeat(161)})),
+        "10240013"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "description": "<script>"})),
+        "10240010"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "queue_mode": "KAFKA_HA"})),
+        "10249001"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "queue_mode": "LIFO"})),
+        "10249001"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "redrive_policy": "maybe"})),
+        "10249001"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "redrive_policy": "enable"})),
+        "10240022"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "redrive_policy": "enable", "max_consume_count": 101})),
+        "10240022"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "redrive_policy": "enable", "max_consume_count": "3"})),
+        "10240022"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "retention_hours": 24})),
+        "10240028"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "fifo_scope": "message_group"})),
+        "10249001"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "queue_mode": "FIFO", "fifo_scope": "x"})),
+        "10249001"
+    );
+    assert_eq!(
+        check(json!({"name": "q", "retry_policy": "never"})),
+        "10249001"
+    );
+    h.queue(json!({"name": "q"}));
+    assert_eq!(check(json!({"name": "q"})), "10240017");
+
+    let malformed = h.call_raw(
+        Method::POST,
+        &h.v1("/queues"),
+        Some(b"{\"name\":"),
+        Some("application/json"),
+    );
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(malformed.code(), "10240009");
+    assert!(malformed.json["error_msg"]
+        .as_str()
+        .unwrap()
+        .starts_with("The request body is not valid JSON"));
+    let array = h.call_raw(
+        Method::POST,
+        &h.v1("/queues"),
+        Some(b"[]"),
+        Some("application/json"),
+    );
+    assert_eq!(
+        array.json["error_msg"],
+        "The request body must be a JSON object."
+    );
+    let empty = h.call_raw(
+        Method::POST,
+        &h.v1("/queues"),
+        None,
+        Some("application/json"),
+    );
+    assert_eq!(empty.code(), "10240009");
+    let form = h.call_raw(
+        Method::POST,
+        &h.v1("/queues"),
+        Some(b"name=q"),
+        Some("application/x-www-form-urlencoded"),
+    );
+    assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(form.code(), "10249002");
+    let untyped = h.call_raw(
+        Method::POST,
+        &h.v1("/queues"),
+        Some(b"{\"name\":\"z\"}"),
+        None,
+    );
+    assert_eq!(untyped.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let charset = h.call_raw(
+        Method::POST,
+        &h.v1("/queues"),
+        Some(b"{\"name\":\"z\"}"),
+        Some("Application/JSON; charset=utf-8"),
+    );
+    assert_eq!(charset.status, StatusCode::CREATED);
+    // GET without a content type is fine: the header is only required with a body.
+    assert_eq!(
+        h.call_raw(Method::GET, &h.v1("/queues"), None, None).status,
+        StatusCode::OK
+    );
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let too_big = h.call_raw(
+        Method::POST,
+        &h.v1("/queues"),
+        Some(&huge),
+        Some("application/json"),
+    );
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_big.code(), "10249003");
+}
+
+#[test]
+fn queue_quota_is_enforced() {
+    // Goal: the tenant's queue quota answers 10240020 and shows in /quotas.
+    let h = Harness::new(1);
+    let quotas = sluice_http::tenants::Quotas {
+        queues_max: 2,
+        groups_per_queue_max: 3,
+    };
+    h.node.set_quotas(&h.tenant.project_id, quotas).unwrap();
+    let q = h.queue(json!({"name": "a"}));
+    h.queue(json!({"name": "b"}));
+    let over = h.call(Method::POST, &h.v1("/queues"), Some(json!({"name": "c"})));
+    assert_eq!(over.code(), "10240020");
+    h.group(&q, "g1");
+    h.group(&q, "g2");
+    let expected = json!({"quotas": {"resources": [
+        {"type": "queue", "quota": 2, "used": 2, "min": 1, "max": 100},
+        {"type": "group", "quota": 3, "used": 2}]}});
+    assert_eq!(
+        h.call(Method::GET, &h.v1("/quotas/dms"), None).json,
+        expected
+    );
+    assert_eq!(h.call(Method::GET, &h.v2("/quotas"), None).json, expected);
+    assert_eq!(
+        h.call(Method::GET, &h.v1("/quotas"), None).status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[test]
+fn paths_projects_and_ids_are_checked() {
+    // Goal: project mismatch is 401, malformed project/queue/group ids are 400, unknown
+    // ids and other tenants' resources are 404, unknown paths 404, wrong methods 405.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "mine"}));
+    let g = h.group(&q, "g");
+    let other_path = format!("/v1.0/{}/queues", h.other.project_id);
+    let mismatch = h.call(Method::GET, &other_path, None);
+    assert_eq!(mismatch.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(mismatch.code(), "10240104");
+    let bad_project = h.call(Method::GET, "/v1.0/NOT-A-PROJECT/queues", None);
+    assert_eq!(bad_project.code(), "10240005");
+    assert_eq!(
+        h.call(Method::GET, &h.v1("/queues/xyz"), None).code(),
+        "10240015"
+    );
+    let forged = q.replace(&q[0..1], if &q[0..1] == "0" { "1" } else { "0" });
+    let forged = h.call(Method::GET, &h.v1(&format!("/queues/{forged}")), None);
+    assert_eq!(forged.status, StatusCode::NOT_FOUND);
+    let bad_group = h.call(
+        Method::DELETE,
+        &h.v1(&format!("/queues/{q}/groups/nope")),
+        None,
+    );
+    assert_eq!(bad_group.code(), "10240016");
+    let q2 = h.queue(json!({"name": "mine2"}));
+    let wrong_queue = h.call(
+        Method::DELETE,
+        &h.v1(&format!("/queues/{q2}/groups/{g}")),
+        None,
+    );
+    assert_eq!(wrong_queue.status, StatusCode::NOT_FOUND);
+    assert_eq!(wrong_queue.code(), "10249042");
+    // Another tenant sees none of it, on any endpoint, as if it did not exist.
+    let theirs = |tail: &str| format!("/v1.0/{}{tail}", h.other.project_id);
+    let other = &h.other;
+    for (method, tail, body) in [
+        (Method::GET, format!("/queues/{q}"), None),
+        (Method::DELETE, format!("/queues/{q}"), None),
+        (Method::GET, format!("/queues/{q}/groups"), None),
+        (
+            Method::POST,
+            format!("/queues/{q}/groups"),
+            Some(json!({"groups": [{"name": "x"}]})),
+        ),
+        (
+            Method::POST,
+            format!("/queues/{q}/messages"),
+            Some(json!({"messages": [{"body": 1}]})),
+        ),
+        (
+            Method::GET,
+            format!("/queues/{q}/groups/{g}/messages"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/queues/{q}/groups/{g}/ack"),
+            Some(json!({"message": []})),
+        ),
+        (
+            Method::GET,
+            format!("/queues/{q}/groups/{g}/deadletters"),
+            None,
+        ),
+        (Method::DELETE, format!("/queues/{q}/groups/{g}"), None),
+    ] {
+        let answer = h.call_as(other, method, &theirs(&tail), body);
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{tail}");
+        assert_eq!(answer.code(), "10249041");
+    }
+    assert_eq!(
+        h.call_as(other, Method::GET, &theirs("/queues"), None).json,
+        json!({"total": 0, "queues": []})
+    );
+    let unknown = h.call(Method::GET, &h.v1("/queues/a/b/c/d/e/f/g"), None);
+    assert_eq!(unknown.code(), "10249040");
+    let not_allowed = h.call(Method::PUT, &h.v1("/queues"), None);
+    assert_eq!(not_allowed.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(not_allowed.code(), "10249050");
+    assert_eq!(
+        h.call(Method::GET, &h.v1(&format!("/queues/{q}/")), None)
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn groups_create_list_paginate_and_delete() {
+    // Goal: §3.2 create (1-3 at once, all or nothing), list with counters, delete.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q", "redrive_policy": "enable", "max_consume_count": 3}));
+    let path = h.v1(&format!("/queues/{q}/groups"));
+    let created = h.call(
+        Method::POST,
+        &path,
+        Some(json!({"groups": [{"name": "printer-a"}, {"name": "audit"}]})),
+    );
+    assert_eq!(created.status, StatusCode::CREATED);
+    let a = created.json["groups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = created.json["groups"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        created.json,
+        json!({"groups": [{"id": a, "name": "printer-a"}, {"id": b, "name": "audit"}]})
+    );
+    let check = |body: Value| h.call(Method::POST, &path, Some(body)).code().to_string();
+    assert_eq!(
+        check(json!({"groups": [{"name": "x"}, {"name": "y"}]})),
+        "10240019"
+    );
+    assert_eq!(check(json!({"groups": [{"name": "audit"}]})), "10240018");
+    assert_eq!(
+        check(json!({"groups": [{"name": "g".repeat(33)}]})),
+        "10240012"
+    );
+    assert_eq!(check(json!({"groups": [{"name": "a b"}]})), "10240007");
+    assert_eq!(check(json!({"groups": [{}]})), "10240012");
+    assert_eq!(check(json!({"groups": []})), "10249001");
+    assert_eq!(check(json!({"groups": "x"})), "10249001");
+    assert_eq!(check(json!({"groups": [1, 2, 3, 4]})), "10240019");
+    h.send(&q, json!([{"body": 1}, {"body": 2}]));
+    let list = h.call(Method::GET, &path, None);
+    assert_eq!(
+        list.json,
+        json!({"queue_id": q, "queue_name": "q", "redrive_policy": "enable", "total": 2,
+               "groups": [
+                 {"id": a, "name": "printer-a", "produced_messages": 2,
+                  "consumed_messages": 0, "available_messages": 2},
+                 {"id": b, "name": "audit", "produced_messages": 2,
+                  "consumed_messages": 0, "available_messages": 2}]})
+    );
+    let with_dead = h.call(
+        Method::GET,
+        &format!("{path}?include_deadletter=true&include_messages_num=false"),
+        None,
+    );
+    assert_eq!(
+        with_dead.json["groups"][0],
+        json!({"id": a, "name": "printer-a", "produced_deadletters": 0, "available_deadletters": 0})
+    );
+    let page = h.call(
+        Method::GET,
+        &format!("{path}?page_size=1&current_page=2"),
+        None,
+    );
+    assert_eq!(page.json["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(page.json["groups"][0]["name"], "audit");
+    let half = h.call(Method::GET, &format!("{path}?page_size=1"), None);
+    assert_eq!(half.json["groups"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        h.call(
+            Method::GET,
+            &format!("{path}?page_size=0&current_page=1"),
+            None
+        )
+        .code(),
+        "10249001"
+    );
+    assert_eq!(
+        h.call(Method::GET, &format!("{path}?include_deadletter=yes"), None)
+            .code(),
+        "10249001"
+    );
+    let deleted = h.call(
+        Method::DELETE,
+        &h.v2(&format!("/queues/{q}/groups/{a}")),
+        None,
+    );
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert!(deleted.raw.is_empty());
+    assert_eq!(
+        h.call(
+            Method::DELETE,
+            &h.v2(&format!("/queues/{q}/groups/{a}")),
+            None
+        )
+        .status,
+        404
+    );
+    assert_eq!(h.consume(&q, &a, "").status, StatusCode::NOT_FOUND);
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{q}")), None);
+    assert_eq!(show.json["group_count"], 1);
+    assert_eq!(show.json["produced_messages"], 2);
+}
+
+#[test]
+fn send_consume_ack_round_trip_keeps_json_bodies() {
+    // Goal: bodies of any JSON type come back as JSON, byte for byte, with attributes and
+    // tags; ids are returned for return_id and returnId; acks count as §3.5 says.
+    let h = Harness::new(3);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let path = h.v2(&format!("/queues/{q}/messages"));
+    let sent = h.call(
+        Method::POST,
+        &path,
+        Some(json!({"returnId": true, "messages": [
+            {"body": {"invoice": 4711, "copies": 2}, "attributes": {"priority": 3, "source": "erp"}},
+            {"body": "reprint 4702", "attributes": {"source": "desk"}, "tags": ["manual"]}]})),
+    );
+    assert_eq!(sent.status, StatusCode::CREATED);
+    let ids: Vec<&str> = sent.json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent.json["messages"][0]["state"], 0);
+    assert_eq!(ids.len(), 2);
+    let no_ids = h.send(&q, json!([{"body": [1, 2.5, null]}]));
+    assert_eq!(no_ids.json, json!({"messages": [{"state": 0}]}));
+    let snake = h.call(
+        Method::POST,
+        &path,
+        Some(json!({"return_id": true, "messages": [{"body": 12345678901234567890u64}]})),
+    );
+    assert!(snake.json["messages"][0]["id"].is_string());
+    // Raw bytes are kept: a big integer and odd spacing survive unchanged.
+    let raw = br#"{"messages": [{"body": {"n": 123456789012345678901234567890, "s":"x"}}]}"#;
+    let raw_sent = h.call_raw(Method::POST, &path, Some(raw), Some("application/json"));
+    assert_eq!(raw_sent.status, StatusCode::CREATED);
+
+    let got = h.consume(&q, &g, "max_msgs=10&time_wait=1&ack_wait=30");
+    assert_eq!(got.status, StatusCode::OK);
+    let list = got.json.as_array().unwrap();
+    assert_eq!(list.len(), 5);
+    let first = list.iter().find(|m| m["message"]["id"] == ids[0]).unwrap();
+    assert_eq!(
+        first["message"],
+        json!({"body": {"invoice": 4711, "copies": 2}, "attributes": {"priority": 3, "source": "erp"}, "id": ids[0]})
+    );
+    let second = list.iter().find(|m| m["message"]["id"] == ids[1]).unwrap();
+    assert_eq!(second["message"]["tags"], json!(["manual"]));
+    assert_eq!(second["message"]["body"], "reprint 4702");
+    let text = String::from_utf8(got.raw.clone()).unwrap();
+    assert!(
+        text.contains(r#"{"n": 123456789012345678901234567890, "s":"x"}"#),
+        "{text}"
+    );
+    let all = handlers(&got.json);
+    assert!(all.iter().all(|h| !h.contains(['+', '/', '='])));
+    // Ack: the first three succeed, one with status fail (accepted, counted as success).
+    let mut entries = acks(&all[..2], "success").as_array().unwrap().clone();
+    entries.push(json!({"handler": all[2], "status": "fail"}));
+    let acked = h.ack(&q, &g, Value::Array(entries));
+    assert_eq!(acked.json, json!({"success": 3, "fail": 0}));
+    // The failed one comes back with a new handler; the acked and in-flight ones do not.
+    let again = h.consume(&q, &g, "time_wait=1");
+    let again_handlers = handlers(&again.json);
+    assert_eq!(again_handlers.len(), 1);
+    assert!(!all.contains(&again_handlers[0]));
+    // The `messages` key is accepted too.
+    let path = h.v1(&format!("/queues/{q}/groups/{g}/ack"));
+    let mut rest = all[3..].to_vec();
+    rest.extend(again_handlers.clone());
+    let plural = h.call(
+        Method::POST,
+        &path,
+        Some(json!({"messages": acks(&rest, "success")})),
+    );
+    assert_eq!(plural.json, json!({"success": 3, "fail": 0}));
+    let repeat = h.ack(&q, &g, acks(&again_handlers[..1], "success"));
+    assert_eq!(
+        repeat.json,
+        json!({"success": 1, "fail": 0}),
+        "a repeated ack is already done"
+    );
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{q}/groups")), None);
+    assert_eq!(show.json["groups"][0]["consumed_messages"], 5);
+    assert_eq!(show.json["groups"][0]["available_messages"], 0);
+}
+
+#[test]
+fn ack_stops_at_the_first_invalid_handler() {
+    // Goal: entries are applied in order; the first invalid one and all after it count as
+    // fail, and the later valid ones are not applied.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let g2 = h.group(&q, "g2");
+    h.send(&q, json!([{"body": 1}, {"body": 2}, {"body": 3}]));
+    let all = handlers(&h.consume(&q, &g, "").json);
+    assert_eq!(all.len(), 3);
+    let bogus = "not-a-handler".to_string();
+    let entries = json!([
+        {"handler": all[0], "status": "success"},
+        {"handler": bogus, "status": "success"},
+        {"handler": all[1], "status": "success"},
+    ]);
+    assert_eq!(
+        h.ack(&q, &g, entries).json,
+        json!({"success": 1, "fail": 2})
+    );
+    // A well-formed handler naming a live message with the wrong nonce is stale.
+    let mut forged = sluice_http::dms::ids::handler_decode(&all[1]).unwrap();
+    forged.item.nonce ^= 1;
+    let forged = sluice_http::dms::ids::handler_encode(&forged);
+    let entries = json!([
+        {"handler": forged, "status": "success"},
+        {"handler": all[2], "status": "success"},
+    ]);
+    assert_eq!(
+        h.ack(&q, &g, entries).json,
+        json!({"success": 0, "fail": 2})
+    );
+    // A handler of another group is invalid for this one.
+    let other = handlers(&h.consume(&q, &g2, "max_msgs=1").json);
+    let entries = json!([{"handler": other[0], "status": "success"}, {"handler": all[1], "status": "success"}]);
+    assert_eq!(
+        h.ack(&q, &g, entries).json,
+        json!({"success": 0, "fail": 2})
+    );
+    // The rest are still live and ack now.
+    assert_eq!(
+        h.ack(&q, &g, acks(&all[1..], "success")).json,
+        json!({"success": 2, "fail": 0})
+    );
+    // Garbage, empty and oversized acks are 400 with precise messages.
+    let check = |body: Value| {
+        h.call(
+            Method::POST,
+            &h.v1(&format!("/queues/{q}/groups/{g}/ack")),
+            Some(body),
+        )
+    };
+    assert_eq!(
+        check(json!({"message": [{"handler": "", "status": "success"}]})).code(),
+        "10249005"
+    );
+    assert_eq!(
+        check(json!({"message": [{"handler": 5, "status": "success"}]})).code(),
+        "10249005"
+    );
+    assert_eq!(
+        check(json!({"message": [{"handler": "x", "status": "maybe"}]})).code(),
+        "10249001"
+    );
+    assert_eq!(check(json!({"message": []})).code(), "10240014");
+    assert_eq!(check(json!({"message": "x"})).code(), "10249001");
+    assert_eq!(check(json!({})).code(), "10249001");
+    let many: Vec<Value> = (0..101)
+        .map(|_| json!({"handler": "x", "status": "success"}))
+        .collect();
+    assert_eq!(check(json!({"message": many})).code(), "10240014");
+}
+
+#[test]
+fn send_rejects_bad_messages() {
+    // Goal: every §3.3 rule answers 400 with a precise message, and nothing is stored.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    let check = |messages: Value| {
+        let answer = h.send(&q, messages);
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.json);
+        answer.code().to_string()
+    };
+    let eleven: Vec<Value> = (0..11).map(|i| json!({"body": i})).collect();
+    assert_eq!(check(Value::Array(eleven)), "10240014");
+    assert_eq!(check(json!([])), "10240014");
+    assert_eq!(check(json!([{"attributes": {}}])), "10240009");
+    assert_eq!(check(json!([{"body": null}])), "10240009");
+    assert_eq!(check(json!(["not an object"])), "10249001");
+    assert_eq!(check(json!([{"body": "x".repeat(512 * 1024)}])), "10249004");
+    let half = "y".repeat(300 * 1024);
+    assert_eq!(check(json!([{"body": half}, {"body": half}])), "10249004");
+    assert_eq!(check(json!([{"body": 1, "attributes": [1]}])), "10249001");
+    assert_eq!(
+        check(json!([{"body": 1, "attributes": {"a": {"b": 1}}}])),
+        "10249001"
+    );
+    assert_eq!(
+        check(json!([{"body": 1, "tags": ["a", "b", "c", "d"]}])),
+        "10240004"
+    );
+    assert_eq!(
+        check(json!([{"body": 1, "tags": ["no spaces"]}])),
+        "10240004"
+    );
+    assert_eq!(check(json!([{"body": 1, "tags": "a"}])), "10249001");
+    assert_eq!(check(json!([{"body": 1, "delay_time": -1}])), "10249008");
+    assert_eq!(
+        check(json!([{"body": 1, "delay_time": 604800001}])),
+        "10249008"
+    );
+    assert_eq!(check(json!([{"body": 1, "delay_level": 19}])), "10249008");
+    assert_eq!(
+        check(json!([{"body": 1, "delay_level": 1, "delay_time": 5}])),
+        "10249008"
+    );
+    assert_eq!(check(json!([{"body": 1, "fifo_group": ""}])), "10249001");
+    assert_eq!(
+        check(json!([{"body": 1, "dedup_id": "d".repeat(129)}])),
+        "10249001"
+    );
+    let dup = br#"{"messages": [{"body": 1, "attributes": {"a": 1, "a": 2}}]}"#;
+    let path = h.v1(&format!("/queues/{q}/messages"));
+    let answer = h.call_raw(Method::POST, &path, Some(dup), Some("application/json"));
+    assert_eq!(answer.code(), "10249001");
+    assert_eq!(
+        h.call(Method::POST, &path, Some(json!({}))).code(),
+        "10249001"
+    );
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{q}")), None);
+    assert_eq!(show.json["produced_messages"], 0);
+}
+
+#[test]
+fn consume_parameters_and_long_poll() {
+    // Goal: parameter ranges answer their codes; an empty consume waits time_wait on the
+    // node's clock and answers []; a delayed message appears once its time comes.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    assert_eq!(h.consume(&q, &g, "max_msgs=11").code(), "10240014");
+    assert_eq!(h.consume(&q, &g, "max_msgs=0").code(), "10240014");
+    assert_eq!(h.consume(&q, &g, "max_msgs=x").code(), "10240014");
+    assert_eq!(h.consume(&q, &g, "time_wait=0").code(), "10240021");
+    assert_eq!(h.consume(&q, &g, "time_wait=61").code(), "10240021");
+    assert_eq!(h.consume(&q, &g, "ack_wait=301").code(), "10249001");
+    assert_eq!(
+        h.consume(&q, &g, "tag=a&tag=b&tag=c&tag=d").code(),
+        "10240004"
+    );
+    assert_eq!(h.consume(&q, &g, "tag=a&tag_type=xor").code(), "10249001");
+    let before = h.now();
+    let empty = h.consume(&q, &g, "");
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(empty.raw, b"[]");
+    assert_eq!(h.now() - before, 3_000, "the default time_wait is 3 s");
+    let before = h.now();
+    assert_eq!(h.consume(&q, &g, "time_wait=60").json, json!([]));
+    assert_eq!(h.now() - before, 60_000);
+    h.send(&q, json!([{"body": "later", "delay_time": 5000.9}]));
+    assert_eq!(h.consume(&q, &g, "time_wait=1").json, json!([]));
+    h.advance(5_000);
+    assert_eq!(
+        bodies(&h.consume(&q, &g, "time_wait=1").json),
+        [json!("later")]
+    );
+}
+
+#[test]
+fn ack_wait_expiry_makes_a_handler_stale() {
+    // Goal: a delivery not acked within ack_wait comes back with a new handler, and the
+    // old handler counts as fail.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    h.send(&q, json!([{"body": "m"}]));
+    let first = handlers(&h.consume(&q, &g, "ack_wait=2").json);
+    h.advance(2_001);
+    let second = handlers(&h.consume(&q, &g, "ack_wait=30").json);
+    assert_eq!(second.len(), 1);
+    assert_ne!(first, second);
+    assert_eq!(
+        h.ack(&q, &g, acks(&first, "success")).json,
+        json!({"success": 0, "fail": 1})
+    );
+    assert_eq!(
+        h.ack(&q, &g, acks(&second, "success")).json,
+        json!({"success": 1, "fail": 0})
+    );
+}
+
+#[test]
+fn fifo_queues_deliver_in_send_order() {
+    // Goal: a FIFO queue hands out messages in send order, holds later ones while earlier
+    // ones are in flight, and a failed message is redelivered before anything after it.
+    let h = Harness::new(3);
+    let q = h.queue(json!({"name": "f", "queue_mode": "FIFO"}));
+    let g = h.group(&q, "g");
+    for i in 0..6 {
+        h.send(&q, json!([{"body": i}]));
+    }
+    let first = h.consume(&q, &g, "max_msgs=2");
+    assert_eq!(bodies(&first.json), [json!(0), json!(1)]);
+    assert_eq!(
+        h.consume(&q, &g, "time_wait=1").json,
+        json!([]),
+        "held while in flight"
+    );
+    let first = handlers(&first.json);
+    let entries = json!([{"handler": first[0], "status": "success"}, {"handler": first[1], "status": "fail"}]);
+    assert_eq!(
+        h.ack(&q, &g, entries).json,
+        json!({"success": 2, "fail": 0})
+    );
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let got = h.consume(&q, &g, "max_msgs=1&time_wait=1");
+        if got.json == json!([]) {
+            break;
+        }
+        seen.extend(bodies(&got.json));
+        h.ack(&q, &g, acks(&handlers(&got.json), "success"));
+    }
+    assert_eq!(seen, [json!(1), json!(2), json!(3), json!(4), json!(5)]);
+}
+
+#[test]
+fn per_message_group_fifo_extension() {
+    // Goal: with fifo_scope=message_group, each fifo_group keeps its own order and one
+    // blocked group does not hold back another.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "f", "queue_mode": "FIFO", "fifo_scope": "message_group"}));
+    let g = h.group(&q, "g");
+    h.send(
+        &q,
+        json!([{"body": "a1", "fifo_group": "a"}, {"body": "b1", "message_group": "b"},
+                      {"body": "a2", "fifo_group": "a"}, {"body": "b2", "message_group": "b"}]),
+    );
+    let first = h.consume(&q, &g, "max_msgs=1");
+    let first_body = bodies(&first.json)[0].clone();
+    let second = h.consume(&q, &g, "max_msgs=1");
+    let second_body = bodies(&second.json)[0].clone();
+    let mut heads = vec![first_body, second_body];
+    heads.sort_by_key(|v| v.as_str().unwrap().to_string());
+    assert_eq!(heads, [json!("a1"), json!("b1")]);
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{q}")), None);
+    assert_eq!(show.json["fifo_scope"], "message_group");
+}
+
+#[test]
+fn dead_letters_after_max_consume_count() {
+    // Goal: with redrive enabled, a message that failed max_consume_count times moves to
+    // the group's dead letters (not another group's), which are consumed and acked through
+    // their own endpoints and handlers.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q", "redrive_policy": "enable", "max_consume_count": 2}));
+    let g = h.group(&q, "g");
+    let other = h.group(&q, "other");
+    h.send(&q, json!([{"body": "poison", "attributes": {"k": "v"}}]));
+    for _ in 0..2 {
+        let got = handlers(&h.consume(&q, &g, "time_wait=1").json);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            h.ack(&q, &g, acks(&got, "fail")).json,
+            json!({"success": 1, "fail": 0})
+        );
+    }
+    assert_eq!(h.consume(&q, &g, "time_wait=1").json, json!([]));
+    let groups = h.call(
+        Method::GET,
+        &h.v1(&format!("/queues/{q}/groups?include_deadletter=true")),
+        None,
+    );
+    assert_eq!(groups.json["groups"][0]["available_deadletters"], 1);
+    assert_eq!(groups.json["groups"][1]["available_deadletters"], 0);
+    let dead_path = h.v1(&format!("/queues/{q}/groups/{g}/deadletters"));
+    let dead = h.call(
+        Method::GET,
+        &format!("{dead_path}?max_msgs=5&time_wait=1&ack_wait=30"),
+        None,
+    );
+    assert_eq!(dead.status, StatusCode::OK);
+    assert_eq!(bodies(&dead.json), [json!("poison")]);
+    assert_eq!(dead.json[0]["message"]["attributes"], json!({"k": "v"}));
+    let dead_handlers = handlers(&dead.json);
+    // A dead-letter handler is not valid on the main ack, nor a main one on the dead ack.
+    assert_eq!(
+        h.ack(&q, &g, acks(&dead_handlers, "success")).json,
+        json!({"success": 0, "fail": 1})
+    );
+    let other_live = handlers(&h.consume(&q, &other, "").json);
+    let dead_ack = format!("{dead_path}/ack");
+    let wrong = h.call(
+        Method::POST,
+        &dead_ack,
+        Some(json!({"message": acks(&other_live, "success")})),
+    );
+    assert_eq!(wrong.json, json!({"success": 0, "fail": 1}));
+    let acked = h.call(
+        Method::POST,
+        &dead_ack,
+        Some(json!({"message": acks(&dead_handlers, "success")})),
+    );
+    assert_eq!(acked.json, json!({"success": 1, "fail": 0}));
+    let after = h.call(Method::GET, &format!("{dead_path}?time_wait=1"), None);
+    assert_eq!(after.json, json!([]));
+    // A queue without redrive has no dead letters.
+    let plain = h.queue(json!({"name": "plain"}));
+    let pg = h.group(&plain, "g");
+    let none = h.call(
+        Method::GET,
+        &h.v1(&format!("/queues/{plain}/groups/{pg}/deadletters")),
+        None,
+    );
+    assert_eq!(none.code(), "10249007");
+}
+
+#[test]
+fn tag_filters_select_messages_and_stick_to_the_group() {
+    // Goal: tag (repeatable) and tag_type filter deliveries; a different filter later on
+    // the same group is refused.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let g2 = h.group(&q, "g2");
+    h.send(
+        &q,
+        json!([{"body": "ab", "tags": ["a", "b"]}, {"body": "a", "tags": ["a"]}, {"body": "none"}]),
+    );
+    assert_eq!(
+        bodies(&h.consume(&q, &g, "tag=a&tag=b&tag_type=and").json),
+        [json!("ab")]
+    );
+    assert_eq!(h.consume(&q, &g, "tag=a").code(), "10249006");
+    assert_eq!(
+        bodies(&h.consume(&q, &g2, "tag=b&tag=a").json),
+        [json!("ab"), json!("a")]
+    );
+}
+
+#[test]
+fn dedup_id_extension_stores_once() {
+    // Goal: a repeated dedup_id within the window is accepted and names the original.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    let first = h.call(
+        Method::POST,
+        &h.v1(&format!("/queues/{q}/messages")),
+        Some(json!({"return_id": true, "messages": [{"body": 1, "dedup_id": "x"}]})),
+    );
+    let second = h.call(
+        Method::POST,
+        &h.v1(&format!("/queues/{q}/messages")),
+        Some(json!({"return_id": true, "messages": [{"body": 2, "dedup_id": "x"}]})),
+    );
+    assert_eq!(first.json, second.json);
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{q}")), None);
+    assert_eq!(show.json["produced_messages"], 1);
+}
+
+#[test]
+fn request_ids_are_echoed_or_made() {
+    // Goal: X-Request-Id is on every answer, the client's own when it sent a sane one.
+    let h = Harness::new(1);
+    let parts = http::Request::builder()
+        .uri(h.v1("/queues"))
+        .header("x-request-id", "abc-123")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let response = sluice_core::sim_disk::block_on(sluice_http::dms::handle(
+        &h.node,
+        &h.config,
+        &h.tenant.project_id,
+        &parts,
+        b"",
+    ));
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let error = h.call(Method::GET, "/v1.0/x/queues", None);
+    assert_eq!(error.headers["x-request-id"].len(), 32);
+}

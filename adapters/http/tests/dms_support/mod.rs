@@ -1,0 +1,223 @@
+//! A DMS test harness: a LocalNode over simulated disks with a hand-advanced clock, two
+//! tenants, and one `call` helper that runs a request through `dms::handle` and parses
+//! the answer. No sleeps: the clock's sleep advances it at once.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use http::{Method, Request, StatusCode};
+use serde_json::Value;
+use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
+use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::sim_disk::{block_on, SimDisk};
+use sluice_http::dms::{self, DmsConfig};
+use sluice_http::node::local::{Clock, LocalNode};
+use sluice_http::node::Node;
+use sluice_http::tenants::Tenant;
+
+pub const START_MS: u64 = 1_764_081_000_000;
+
+/// A clock tests advance by hand; sleeping advances it to the wake-up time.
+#[derive(Clone)]
+pub struct TestClock(pub Rc<Cell<u64>>);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.get()
+    }
+    async fn sleep_ms(&self, ms: u64) {
+        self.0.set(self.0.get() + ms);
+    }
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub json: Value,
+    pub raw: Vec<u8>,
+    pub headers: http::HeaderMap,
+}
+
+impl Answer {
+    /// The DMS error code of an error answer, after checking the envelope's shape.
+    pub fn code(&self) -> &str {
+        let code = self.json["error_code"].as_str().expect("error_code");
+        assert_eq!(self.json["error"]["code"], code, "nested code agrees");
+        assert_eq!(
+            self.json["error"]["message"], self.json["error_msg"],
+            "messages agree"
+        );
+        code
+    }
+}
+
+pub struct Harness {
+    pub node: LocalNode<SimDisk, TestClock>,
+    pub clock: Rc<Cell<u64>>,
+    pub config: DmsConfig,
+    pub tenant: Tenant,
+    pub other: Tenant,
+}
+
+impl Harness {
+    pub fn new(partitions: u16) -> Harness {
+        let engine_config = EngineConfig {
+            log: LogConfig {
+                segment_bytes_max: 256 * 1024,
+                index_interval_bytes: 4096,
+                preallocate_bytes: 0,
+                verify_on_open: VerifyOnOpen::Tail,
+            },
+            limits: EngineLimits::dms(),
+            snapshot_every_records: 100_000,
+        };
+        let engines = (0..partitions)
+            .map(|p| {
+                block_on(Engine::open(
+                    SimDisk::new(u64::from(p)),
+                    engine_config,
+                    START_MS,
+                ))
+                .unwrap()
+            })
+            .collect();
+        let clock = Rc::new(Cell::new(START_MS));
+        let node = LocalNode::new(engines, TestClock(clock.clone()), 42);
+        let tenant = block_on(node.create_tenant("tenant-a", None)).unwrap();
+        let other = block_on(node.create_tenant("tenant-b", None)).unwrap();
+        let config = DmsConfig {
+            ack_wait_s_min: 1,
+            ..DmsConfig::dms_default()
+        };
+        Harness {
+            node,
+            clock,
+            config,
+            tenant,
+            other,
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.get()
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.clock.set(self.clock.get() + ms);
+        block_on(self.node.tick(self.clock.get())).unwrap();
+    }
+
+    /// `/v1.0/{project}` + `tail`.
+    pub fn v1(&self, tail: &str) -> String {
+        format!("/v1.0/{}{tail}", self.tenant.project_id)
+    }
+
+    pub fn v2(&self, tail: &str) -> String {
+        format!("/v2/{}{tail}", self.tenant.project_id)
+    }
+
+    pub fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+        self.call_raw(method, path, body.as_deref(), Some("application/json"))
+    }
+
+    pub fn call_as(
+        &self,
+        caller: &Tenant,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let body = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        let (parts, ()) = request(method, path, Some("application/json")).into_parts();
+        let response = block_on(dms::handle(
+            &self.node,
+            &self.config,
+            &caller.project_id,
+            &parts,
+            &body,
+        ));
+        answer(response)
+    }
+
+    pub fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: Option<&str>,
+    ) -> Answer {
+        let (parts, ()) = request(method, path, content_type).into_parts();
+        let response = block_on(dms::handle(
+            &self.node,
+            &self.config,
+            &self.tenant.project_id,
+            &parts,
+            body.unwrap_or_default(),
+        ));
+        answer(response)
+    }
+
+    /// Creates a queue from `fields` and returns its id.
+    pub fn queue(&self, fields: Value) -> String {
+        let answer = self.call(Method::POST, &self.v1("/queues"), Some(fields));
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.json);
+        answer.json["id"].as_str().unwrap().to_string()
+    }
+
+    /// Creates one group on `queue` and returns its id.
+    pub fn group(&self, queue: &str, name: &str) -> String {
+        let path = self.v1(&format!("/queues/{queue}/groups"));
+        let body = serde_json::json!({"groups": [{"name": name}]});
+        let answer = self.call(Method::POST, &path, Some(body));
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.json);
+        answer.json["groups"][0]["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn send(&self, queue: &str, messages: Value) -> Answer {
+        let path = self.v1(&format!("/queues/{queue}/messages"));
+        self.call(
+            Method::POST,
+            &path,
+            Some(serde_json::json!({"messages": messages})),
+        )
+    }
+
+    pub fn consume(&self, queue: &str, group: &str, query: &str) -> Answer {
+        let path = self.v1(&format!("/queues/{queue}/groups/{group}/messages?{query}"));
+        self.call(Method::GET, &path, None)
+    }
+
+    pub fn ack(&self, queue: &str, group: &str, entries: Value) -> Answer {
+        let path = self.v1(&format!("/queues/{queue}/groups/{group}/ack"));
+        self.call(
+            Method::POST,
+            &path,
+            Some(serde_json::json!({"message": entries})),
+        )
+    }
+}
+
+fn request(method: Method, path: &str, content_type: Option<&str>) -> Request<()> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(content_type) = content_type {
+        builder = builder.header("content-type", content_type);
+    }
+    builder.body(()).unwrap()
+}
+
+fn answer(response: http::Response<bytes::Bytes>) -> Answer {
+    let (parts, body) = response.into_parts();
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).expect("every answer with a body is JSON")
+    };
+    Answer {
+        status: parts.status,
+        json,
+        raw: body.to_vec(),
+        headers: parts.headers,
+    }
+}
