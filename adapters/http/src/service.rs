@@ -68,6 +68,9 @@ pub async fn handle<N: Node>(
     body: &[u8],
 ) -> Response<Bytes> {
     let mut response = route(node, config, parts, body).await;
+    if response.headers().contains_key("x-request-id") {
+        return response;
+    }
     let serial = REQUEST_SERIAL.fetch_add(1, Ordering::Relaxed);
     let id = format!("{:012x}{:08x}", node.now_ms(), serial & 0xffff_ffff);
     response.headers_mut().insert(
