@@ -365,7 +365,12 @@ fn metrics_health_and_graceful_sigterm() {
         .unwrap_or_else(|| panic!("no backlog gauge in {text}"));
     assert!(backlog.ends_with(" 7"), "{backlog}");
     assert!(text.contains("sluice_http_request_duration_seconds_bucket"), "latency histogram");
-    assert!(text.contains("sluice_fsync_duration_seconds"), "fsync histogram");
+    let fsyncs = text
+        .lines()
+        .find(|l| l.starts_with("sluice_fsync_duration_seconds_count"))
+        .unwrap_or_else(|| panic!("no fsync histogram in {text}"));
+    let count: u64 = fsyncs.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1, "the send was fsynced: {fsyncs}");
 
     // SIGTERM: exit 0; a restart finds everything.
     let status = server.terminate();

@@ -64,8 +64,12 @@ pub struct DmaStorageStats {
     pub preallocates: u64,
 }
 
+/// Called with the duration of every data fdatasync (the group commit's cost).
+pub type SyncObserver = Rc<dyn Fn(std::time::Duration)>;
+
 #[derive(Default)]
 struct StatsCells {
+    sync_observer: RefCell<Option<SyncObserver>>,
     file_syncs: Cell<u64>,
     truncate_syncs: Cell<u64>,
     dir_syncs: Cell<u64>,
@@ -125,6 +129,12 @@ impl DmaStorage {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reports every data fdatasync's duration to `observer` (metrics). The observer is
+    /// shared by every file of this storage and its clones.
+    pub fn observe_syncs(&self, observer: SyncObserver) {
+        *self.stats.sync_observer.borrow_mut() = Some(observer);
     }
 
     pub fn stats(&self) -> DmaStorageStats {
@@ -435,11 +445,16 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn sync(&self) -> Result<(), IoError> {
+        let started = std::time::Instant::now();
         self.file
             .fdatasync()
             .await
             .map_err(|error| glommio_error(&error, IoOp::Sync))?;
         bump(&self.stats.file_syncs, 1);
+        let observer = self.stats.sync_observer.borrow().clone();
+        if let Some(observer) = observer {
+            observer(started.elapsed());
+        }
         Ok(())
     }
 
