@@ -11,7 +11,11 @@ use sluice_server::config::Config;
 use sluice_server::datadir;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Sluice: a replicated multi-tenant message queue")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a replicated multi-tenant message queue"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -320,7 +324,10 @@ fn tenant(action: TenantAction) -> Result<(), String> {
                 println!("{exact}");
             } else {
                 println!("created tenant {name:?}");
-                println!("  project_id: {}", created["project_id"].as_str().unwrap_or(""));
+                println!(
+                    "  project_id: {}",
+                    created["project_id"].as_str().unwrap_or("")
+                );
                 println!("  ak:         {}", created["ak"].as_str().unwrap_or(""));
                 println!("  sk:         {}", created["sk"].as_str().unwrap_or(""));
             }

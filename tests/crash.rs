@@ -19,7 +19,10 @@ fn body_ids(got: &Value) -> Vec<(String, String)> {
         .iter()
         .map(|m| {
             let handler = m["handler"].as_str().expect("handler").to_string();
-            let id = m["message"]["body"]["id"].as_str().expect("body id").to_string();
+            let id = m["message"]["body"]["id"]
+                .as_str()
+                .expect("body id")
+                .to_string();
             (handler, id)
         })
         .collect()
@@ -86,7 +89,12 @@ fn acknowledged_sends_survive_sigkill_and_acked_messages_never_return() {
     let got = drain(&server, sent.len());
     let received: BTreeSet<String> = got.iter().map(|(_, id)| id.clone()).collect();
     let lost: Vec<&String> = sent.difference(&received).collect();
-    assert!(lost.is_empty(), "{} acknowledged sends lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged sends lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 
     // Ack every other message (answered 200), then SIGKILL again.
     let client = server.client();
@@ -103,7 +111,9 @@ fn acknowledged_sends_survive_sigkill_and_acked_messages_never_return() {
         .collect();
     for chunk in to_ack.chunks(10) {
         let handlers: Vec<String> = chunk.iter().map(|(_, h)| h.clone()).collect();
-        let answer = client.ack("crash", "g", &handlers, true).expect("ack answered 2xx");
+        let answer = client
+            .ack("crash", "g", &handlers, true)
+            .expect("ack answered 2xx");
         assert_eq!(answer["success"], chunk.len(), "{answer}");
         acked.extend(chunk.iter().map(|(id, _)| id.clone()));
     }
@@ -116,7 +126,10 @@ fn acknowledged_sends_survive_sigkill_and_acked_messages_never_return() {
     let got = drain(&server, expected.len());
     let received: BTreeSet<String> = got.iter().map(|(_, id)| id.clone()).collect();
     let returned: Vec<&String> = received.intersection(&acked).collect();
-    assert!(returned.is_empty(), "acked messages came back: {returned:?}");
+    assert!(
+        returned.is_empty(),
+        "acked messages came back: {returned:?}"
+    );
     let lost: Vec<&String> = expected.difference(&received).collect();
     assert!(lost.is_empty(), "unacked messages lost: {lost:?}");
 }

@@ -56,7 +56,10 @@ fn signed_raw(
     for (name, value) in &headers {
         text.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
     }
-    text.push_str(&format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()));
+    text.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
     let mut bytes = text.into_bytes();
     bytes.extend_from_slice(body);
     bytes
@@ -80,16 +83,20 @@ fn read_response(stream: &mut TcpStream) -> (u16, String) {
     let mut bytes = Vec::new();
     let mut buf = [0u8; 16384];
     loop {
-        let n = stream.read(&mut buf).expect("the server answers within the bound");
+        let n = stream
+            .read(&mut buf)
+            .expect("the server answers within the bound");
         if n == 0 {
             break;
         }
         bytes.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&bytes).to_string();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>().unwrap()));
+            let length = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            });
             if length.is_some_and(|len| body.len() >= len) {
                 break;
             }
@@ -119,85 +126,191 @@ fn every_endpoint_works_on_both_prefixes() {
         let base = format!("{prefix}/{p}");
         let name = format!("orders{}", prefix.replace(['/', '.'], ""));
         let created = client
-            .call("POST", &format!("{base}/queues"), Some(&json!({"name": name, "queue_mode": "FIFO",
-                "description": "invoices", "redrive_policy": "enable", "max_consume_count": 2})))
+            .call(
+                "POST",
+                &format!("{base}/queues"),
+                Some(&json!({"name": name, "queue_mode": "FIFO",
+                "description": "invoices", "redrive_policy": "enable", "max_consume_count": 2})),
+            )
             .unwrap();
         assert_eq!(created.status, 201, "{:?}", created.body);
         let queue = created.body["id"].as_str().unwrap().to_string();
         assert_eq!(created.body["name"], name.as_str());
         let again = client
-            .call("POST", &format!("{base}/queues"), Some(&json!({"name": name})))
+            .call(
+                "POST",
+                &format!("{base}/queues"),
+                Some(&json!({"name": name})),
+            )
             .unwrap();
-        assert_eq!((again.status, again.body["error_code"].as_str()), (400, Some("10240017")));
+        assert_eq!(
+            (again.status, again.body["error_code"].as_str()),
+            (400, Some("10240017"))
+        );
 
-        let shown = client.call("GET", &format!("{base}/queues/{queue}?include_deadletter=true"), None).unwrap();
+        let shown = client
+            .call(
+                "GET",
+                &format!("{base}/queues/{queue}?include_deadletter=true"),
+                None,
+            )
+            .unwrap();
         assert_eq!(shown.status, 200);
         assert_eq!(shown.body["queue_mode"], "FIFO");
         assert_eq!(shown.body["description"], "invoices");
         assert_eq!(shown.body["max_consume_count"], 2);
-        assert!(shown.body["created"].is_u64(), "created is epoch ms: {}", shown.body);
+        assert!(
+            shown.body["created"].is_u64(),
+            "created is epoch ms: {}",
+            shown.body
+        );
         let listed = client.call("GET", &format!("{base}/queues"), None).unwrap();
-        assert!(listed.body["queues"].as_array().unwrap().iter().any(|q| q["id"] == queue.as_str()));
+        assert!(listed.body["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["id"] == queue.as_str()));
 
         let groups = client
-            .call("POST", &format!("{base}/queues/{queue}/groups"), Some(&json!({"groups": [{"name": "a"}, {"name": "b"}]})))
+            .call(
+                "POST",
+                &format!("{base}/queues/{queue}/groups"),
+                Some(&json!({"groups": [{"name": "a"}, {"name": "b"}]})),
+            )
             .unwrap();
         assert_eq!(groups.status, 201, "{:?}", groups.body);
         let group = groups.body["groups"][0]["id"].as_str().unwrap().to_string();
 
         let sent = client
-            .call("POST", &format!("{base}/queues/{queue}/messages"), Some(&json!({"return_id": true, "messages": [
+            .call(
+                "POST",
+                &format!("{base}/queues/{queue}/messages"),
+                Some(&json!({"return_id": true, "messages": [
                 {"body": {"invoice": 1}, "attributes": {"priority": 3}},
-                {"body": "second"}]})))
+                {"body": "second"}]})),
+            )
             .unwrap();
         assert_eq!(sent.status, 201, "{:?}", sent.body);
         assert_eq!(sent.body["messages"][0]["state"], 0);
 
-        let consume = format!("{base}/queues/{queue}/groups/{group}/messages?max_msgs=10&time_wait=1&ack_wait=30");
+        let consume = format!(
+            "{base}/queues/{queue}/groups/{group}/messages?max_msgs=10&time_wait=1&ack_wait=30"
+        );
         let got = client.call("GET", &consume, None).unwrap();
         assert_eq!(got.status, 200);
         // FIFO: one batch in flight, in send order; the body stays JSON.
         assert_eq!(got.body[0]["message"]["body"], json!({"invoice": 1}));
         assert_eq!(got.body[0]["message"]["attributes"]["priority"], 3);
-        let handlers: Vec<String> = got.body.as_array().unwrap().iter().map(|m| m["handler"].as_str().unwrap().to_string()).collect();
+        let handlers: Vec<String> = got
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["handler"].as_str().unwrap().to_string())
+            .collect();
         // Fail every delivery twice: max_consume_count 2 dead-letters them.
-        let fail: Vec<Value> = handlers.iter().map(|h| json!({"handler": h, "status": "fail"})).collect();
-        let acked = client.call("POST", &format!("{base}/queues/{queue}/groups/{group}/ack"), Some(&json!({"message": fail}))).unwrap();
+        let fail: Vec<Value> = handlers
+            .iter()
+            .map(|h| json!({"handler": h, "status": "fail"}))
+            .collect();
+        let acked = client
+            .call(
+                "POST",
+                &format!("{base}/queues/{queue}/groups/{group}/ack"),
+                Some(&json!({"message": fail})),
+            )
+            .unwrap();
         assert_eq!(acked.status, 200, "{:?}", acked.body);
         let got = client.call("GET", &consume, None).unwrap();
-        let fail: Vec<Value> = got.body.as_array().unwrap().iter().map(|m| json!({"handler": m["handler"], "status": "fail"})).collect();
-        assert!(!fail.is_empty(), "the failed messages come back: {}", got.body);
-        client.call("POST", &format!("{base}/queues/{queue}/groups/{group}/ack"), Some(&json!({"message": fail}))).unwrap();
-        let dead = format!("{base}/queues/{queue}/groups/{group}/deadletters?max_msgs=10&time_wait=1");
+        let fail: Vec<Value> = got
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| json!({"handler": m["handler"], "status": "fail"}))
+            .collect();
+        assert!(
+            !fail.is_empty(),
+            "the failed messages come back: {}",
+            got.body
+        );
+        client
+            .call(
+                "POST",
+                &format!("{base}/queues/{queue}/groups/{group}/ack"),
+                Some(&json!({"message": fail})),
+            )
+            .unwrap();
+        let dead =
+            format!("{base}/queues/{queue}/groups/{group}/deadletters?max_msgs=10&time_wait=1");
         let mut dead_handlers = Vec::new();
         for _ in 0..5 {
             let got = client.call("GET", &dead, None).unwrap();
             assert_eq!(got.status, 200, "{:?}", got.body);
-            dead_handlers.extend(got.body.as_array().unwrap().iter().map(|m| json!({"handler": m["handler"], "status": "success"})));
+            dead_handlers.extend(
+                got.body
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| json!({"handler": m["handler"], "status": "success"})),
+            );
             if dead_handlers.len() >= 2 {
                 break;
             }
         }
         assert_eq!(dead_handlers.len(), 2, "both messages are dead letters");
-        let acked = client.call("POST", &format!("{base}/queues/{queue}/groups/{group}/deadletters/ack"), Some(&json!({"message": dead_handlers}))).unwrap();
-        assert_eq!((acked.status, acked.body["success"].as_u64()), (200, Some(2)), "{:?}", acked.body);
+        let acked = client
+            .call(
+                "POST",
+                &format!("{base}/queues/{queue}/groups/{group}/deadletters/ack"),
+                Some(&json!({"message": dead_handlers})),
+            )
+            .unwrap();
+        assert_eq!(
+            (acked.status, acked.body["success"].as_u64()),
+            (200, Some(2)),
+            "{:?}",
+            acked.body
+        );
         // Nothing left: an empty array after time_wait.
         let got = client.call("GET", &consume, None).unwrap();
         assert_eq!(got.body, json!([]));
 
-        let listed = client.call("GET", &format!("{base}/queues/{queue}/groups?include_deadletter=true"), None).unwrap();
+        let listed = client
+            .call(
+                "GET",
+                &format!("{base}/queues/{queue}/groups?include_deadletter=true"),
+                None,
+            )
+            .unwrap();
         assert_eq!(listed.status, 200);
         assert_eq!(listed.body["groups"].as_array().unwrap().len(), 2);
-        let quota_path = if prefix == "/v1.0" { "quotas/dms" } else { "quotas" };
-        let quotas = client.call("GET", &format!("{base}/{quota_path}"), None).unwrap();
+        let quota_path = if prefix == "/v1.0" {
+            "quotas/dms"
+        } else {
+            "quotas"
+        };
+        let quotas = client
+            .call("GET", &format!("{base}/{quota_path}"), None)
+            .unwrap();
         assert_eq!(quotas.status, 200, "{:?}", quotas.body);
         assert!(quotas.body["quotas"]["resources"].is_array());
 
-        let deleted = client.call("DELETE", &format!("{base}/queues/{queue}/groups/{group}"), None).unwrap();
+        let deleted = client
+            .call(
+                "DELETE",
+                &format!("{base}/queues/{queue}/groups/{group}"),
+                None,
+            )
+            .unwrap();
         assert_eq!(deleted.status, 204);
-        let deleted = client.call("DELETE", &format!("{base}/queues/{queue}"), None).unwrap();
+        let deleted = client
+            .call("DELETE", &format!("{base}/queues/{queue}"), None)
+            .unwrap();
         assert_eq!(deleted.status, 204);
-        let gone = client.call("GET", &format!("{base}/queues/{queue}"), None).unwrap();
+        let gone = client
+            .call("GET", &format!("{base}/queues/{queue}"), None)
+            .unwrap();
         assert_eq!(gone.status, 404);
     }
 }
@@ -207,7 +320,14 @@ fn tenants_are_isolated_and_credentials_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--shards", "2"]);
     let owner = server.client();
-    let created = server.cli(&["tenant", "create", "other", "--json", "--password", "s3cret-pass"]);
+    let created = server.cli(&[
+        "tenant",
+        "create",
+        "other",
+        "--json",
+        "--password",
+        "s3cret-pass",
+    ]);
     let other_json: Value = serde_json::from_str(created.trim()).unwrap();
     let keys: Vec<&String> = other_json.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["ak", "project_id", "sk"], "exactly the three fields");
@@ -217,14 +337,26 @@ fn tenants_are_isolated_and_credentials_are_checked() {
     owner.create_queue("private", "NORMAL", None).unwrap();
     let queue = owner.queue_id("private").unwrap();
     // The other tenant sees no such queue, under its own project.
-    let seen = other.call("GET", &format!("{}/queues/{queue}", base(&other)), None).unwrap();
+    let seen = other
+        .call("GET", &format!("{}/queues/{queue}", base(&other)), None)
+        .unwrap();
     assert_eq!(seen.status, 404, "{:?}", seen.body);
-    let listed = other.call("GET", &format!("{}/queues", base(&other)), None).unwrap();
+    let listed = other
+        .call("GET", &format!("{}/queues", base(&other)), None)
+        .unwrap();
     assert_eq!(listed.body["queues"], json!([]));
-    let sent = other.call("POST", &format!("{}/queues/{queue}/messages", base(&other)), Some(&json!({"messages": [{"body": 1}]}))).unwrap();
+    let sent = other
+        .call(
+            "POST",
+            &format!("{}/queues/{queue}/messages", base(&other)),
+            Some(&json!({"messages": [{"body": 1}]})),
+        )
+        .unwrap();
     assert_eq!(sent.status, 404);
     // ... and its credentials do not open the owner's project.
-    let foreign = other.call("GET", &format!("{}/queues", base(&owner)), None).unwrap();
+    let foreign = other
+        .call("GET", &format!("{}/queues", base(&owner)), None)
+        .unwrap();
     assert_eq!(foreign.status, 401);
     assert_eq!(foreign.body["error_code"], "10240104");
 
@@ -236,19 +368,47 @@ fn tenants_are_isolated_and_credentials_are_checked() {
     assert_eq!(status, 401);
     let mut unknown = owner.credentials.clone();
     unknown.ak = "UNKNOWNAK00000000000".into();
-    let (status, text) = exchange(&server, &signed_raw(&server, &unknown, "GET", &path, b"", 0));
+    let (status, text) = exchange(
+        &server,
+        &signed_raw(&server, &unknown, "GET", &path, b"", 0),
+    );
     assert_eq!(status, 401, "{text}");
-    let (status, text) = exchange(&server, &signed_raw(&server, &owner.credentials, "GET", &path, b"", -3600));
+    let (status, text) = exchange(
+        &server,
+        &signed_raw(&server, &owner.credentials, "GET", &path, b"", -3600),
+    );
     assert_eq!(status, 401);
-    assert!(body_of(&text)["error_msg"].as_str().unwrap().contains("expired"), "{text}");
-    let mut tampered = signed_raw(&server, &owner.credentials, "POST", &path, br#"{"name":"aaaa"}"#, 0);
+    assert!(
+        body_of(&text)["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{text}"
+    );
+    let mut tampered = signed_raw(
+        &server,
+        &owner.credentials,
+        "POST",
+        &path,
+        br#"{"name":"aaaa"}"#,
+        0,
+    );
     let at = tampered.len() - 3;
     tampered[at] = b'b';
     let (status, _) = exchange(&server, &tampered);
     assert_eq!(status, 401);
-    let (status, text) = exchange(&server, format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes());
-    assert_eq!((status, body_of(&text)["error_code"].as_str()), (401, Some("10240103")));
-    let (status, _) = exchange(&server, &signed_raw(&server, &owner.credentials, "GET", &path, b"", 0));
+    let (status, text) = exchange(
+        &server,
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(
+        (status, body_of(&text)["error_code"].as_str()),
+        (401, Some("10240103"))
+    );
+    let (status, _) = exchange(
+        &server,
+        &signed_raw(&server, &owner.credentials, "GET", &path, b"", 0),
+    );
     assert_eq!(status, 200, "the correctly signed request passes");
 
     // Keystone: a password login gives a token that opens only its own project.
@@ -259,7 +419,11 @@ fn tenants_are_isolated_and_credentials_are_checked() {
     assert_eq!(status, 201, "{text}");
     let token = text
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().starts_with("x-subject-token:").then(|| l[16..].trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-subject-token:")
+                .then(|| l[16..].trim().to_string())
+        })
         .expect("X-Subject-Token");
     let get = |project: &str, token: &str| {
         let request = format!("GET /v1.0/{project}/queues HTTP/1.1\r\nhost: x\r\nx-auth-token: {token}\r\nconnection: close\r\n\r\n");
@@ -268,14 +432,19 @@ fn tenants_are_isolated_and_credentials_are_checked() {
     assert_eq!(get(&other.credentials.project_id, &token).0, 200);
     assert_eq!(get(&owner.credentials.project_id, &token).0, 401);
     let (status, text) = get(&other.credentials.project_id, "bogus-token");
-    assert_eq!((status, body_of(&text)["error_code"].as_str()), (401, Some("10240101")));
+    assert_eq!(
+        (status, body_of(&text)["error_code"].as_str()),
+        (401, Some("10240101"))
+    );
     let bad_login = body.replace("s3cret-pass", "wrong-pass");
     let request = format!("POST /v3/auth/tokens HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{bad_login}", bad_login.len());
     assert_eq!(exchange(&server, request.as_bytes()).0, 401);
 
     // Deleting a tenant removes its access.
     server.cli(&["tenant", "delete", &other.credentials.project_id]);
-    let after = other.call("GET", &format!("{}/queues", base(&other)), None).unwrap();
+    let after = other
+        .call("GET", &format!("{}/queues", base(&other)), None)
+        .unwrap();
     assert_eq!(after.status, 401);
 }
 
@@ -284,35 +453,85 @@ fn bad_input_gets_precise_errors_never_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        &["--shards", "1", "--set", "header_timeout_ms=300", "--set", "body_timeout_ms=300", "--set", "connections_per_shard_max=4"],
+        &[
+            "--shards",
+            "1",
+            "--set",
+            "header_timeout_ms=300",
+            "--set",
+            "body_timeout_ms=300",
+            "--set",
+            "connections_per_shard_max=4",
+        ],
     );
     let client = server.client();
     client.create_queue("q", "NORMAL", None).unwrap();
     let queue = client.queue_id("q").unwrap();
     let base = base(&client);
     let credentials = client.credentials.clone();
-    let raw = |method: &str, path: &str, body: &[u8]| exchange(&server, &signed_raw(&server, &credentials, method, path, body, 0));
+    let raw = |method: &str, path: &str, body: &[u8]| {
+        exchange(
+            &server,
+            &signed_raw(&server, &credentials, method, path, body, 0),
+        )
+    };
 
     let (status, text) = raw("POST", &format!("{base}/queues"), b"{not json");
-    assert_eq!((status, body_of(&text)["error_code"].as_str()), (400, Some("10240009")), "{text}");
-    let (status, text) = raw("POST", &format!("{base}/queues"), br#"{"name": "bad name!"}"#);
-    assert_eq!((status, body_of(&text)["error_code"].as_str()), (400, Some("10240007")), "{text}");
+    assert_eq!(
+        (status, body_of(&text)["error_code"].as_str()),
+        (400, Some("10240009")),
+        "{text}"
+    );
+    let (status, text) = raw(
+        "POST",
+        &format!("{base}/queues"),
+        br#"{"name": "bad name!"}"#,
+    );
+    assert_eq!(
+        (status, body_of(&text)["error_code"].as_str()),
+        (400, Some("10240007")),
+        "{text}"
+    );
     let eleven: Vec<Value> = (0..11).map(|i| json!({"body": i})).collect();
     let body = json!({"messages": eleven}).to_string();
-    let (status, text) = raw("POST", &format!("{base}/queues/{queue}/messages"), body.as_bytes());
-    assert_eq!((status, body_of(&text)["error_code"].as_str()), (400, Some("10240014")), "{text}");
-    let (status, _) = raw("GET", &format!("{base}/queues/00000000-0000-0000-0000-000000000000"), b"");
+    let (status, text) = raw(
+        "POST",
+        &format!("{base}/queues/{queue}/messages"),
+        body.as_bytes(),
+    );
+    assert_eq!(
+        (status, body_of(&text)["error_code"].as_str()),
+        (400, Some("10240014")),
+        "{text}"
+    );
+    let (status, _) = raw(
+        "GET",
+        &format!("{base}/queues/00000000-0000-0000-0000-000000000000"),
+        b"",
+    );
     assert!(status == 404 || status == 400, "unknown queue id: {status}");
     let big = json!({"messages": [{"body": "x".repeat(600 * 1024)}]}).to_string();
-    let (status, text) = raw("POST", &format!("{base}/queues/{queue}/messages"), big.as_bytes());
+    let (status, text) = raw(
+        "POST",
+        &format!("{base}/queues/{queue}/messages"),
+        big.as_bytes(),
+    );
     assert_eq!(status, 400, "a message over 512 KB: {text}");
     let ack = json!({"message": [{"handler": "not-a-handler", "status": "success"}]}).to_string();
     client.create_group("q", "g").unwrap();
     let group = client.group_id(&queue, "g").unwrap();
-    let (status, text) = raw("POST", &format!("{base}/queues/{queue}/groups/{group}/ack"), ack.as_bytes());
+    let (status, text) = raw(
+        "POST",
+        &format!("{base}/queues/{queue}/groups/{group}/ack"),
+        ack.as_bytes(),
+    );
     assert!(status == 200 || status == 400, "{text}");
     if status == 200 {
-        assert_eq!(body_of(&text)["success"], 0, "a bogus handler never counts as success");
+        assert_eq!(
+            body_of(&text)["success"],
+            0,
+            "a bogus handler never counts as success"
+        );
     }
 
     // A body larger than the limit is refused from its Content-Length alone.
@@ -321,7 +540,9 @@ fn bad_input_gets_precise_errors_never_a_hang() {
     assert_eq!(status, 413);
     // Headers that never finish: the connection ends after the header timeout.
     let mut stream = connect(&server);
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
     let (status, _) = read_response(&mut stream);
     assert!(status == 0 || status == 408, "slow headers: {status}");
     // A body that stalls: 408 in the DMS format.
@@ -334,7 +555,9 @@ fn bad_input_gets_precise_errors_never_a_hang() {
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = connect(&server);
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
         let mut buf = [0u8; 512];
         let n = stream.read(&mut buf).unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -355,16 +578,27 @@ fn metrics_health_and_graceful_sigterm() {
     client.create_group("watched", "g").unwrap();
     let bodies: Vec<Value> = (0..7).map(|i| json!(i)).collect();
     client.send("watched", &bodies).unwrap();
-    let (status, _) = exchange(&server, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let (status, _) = exchange(
+        &server,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
     assert_eq!(status, 200);
-    let (status, text) = exchange(&server, b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let (status, text) = exchange(
+        &server,
+        b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
     assert_eq!(status, 200);
     let backlog = text
         .lines()
-        .find(|l| l.starts_with("sluice_group_backlog_messages{") && l.contains("queue=\"watched\""))
+        .find(|l| {
+            l.starts_with("sluice_group_backlog_messages{") && l.contains("queue=\"watched\"")
+        })
         .unwrap_or_else(|| panic!("no backlog gauge in {text}"));
     assert!(backlog.ends_with(" 7"), "{backlog}");
-    assert!(text.contains("sluice_http_request_duration_seconds_bucket"), "latency histogram");
+    assert!(
+        text.contains("sluice_http_request_duration_seconds_bucket"),
+        "latency histogram"
+    );
     let fsyncs = text
         .lines()
         .find(|l| l.starts_with("sluice_fsync_duration_seconds_count"))

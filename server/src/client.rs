@@ -71,7 +71,10 @@ impl Client {
             .split_once("://")
             .map_or(self.endpoint.as_str(), |(_, rest)| rest);
         let mut headers = HeaderMap::new();
-        headers.insert(HOST, HeaderValue::from_str(authority).map_err(|e| e.to_string())?);
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(authority).map_err(|e| e.to_string())?,
+        );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         sluice_http::auth::sign_request(
             &self.credentials.ak,
@@ -83,7 +86,9 @@ impl Client {
             &bytes,
             unix_now_s(),
         );
-        let mut request = self.agent.request(method, &format!("{}{path}", self.endpoint));
+        let mut request = self
+            .agent
+            .request(method, &format!("{}{path}", self.endpoint));
         for (name, value) in &headers {
             if name == HOST {
                 continue;
@@ -115,7 +120,9 @@ impl Client {
     }
 
     pub fn queue_id(&self, name: &str) -> Result<String, String> {
-        let list = self.call("GET", &format!("{}/queues", self.base()), None)?.ok()?;
+        let list = self
+            .call("GET", &format!("{}/queues", self.base()), None)?
+            .ok()?;
         list["queues"]
             .as_array()
             .into_iter()
@@ -137,13 +144,19 @@ impl Client {
             .ok_or_else(|| format!("no consumer group named {name:?}"))
     }
 
-    pub fn create_queue(&self, name: &str, mode: &str, max_consume_count: Option<u32>) -> Result<Value, String> {
+    pub fn create_queue(
+        &self,
+        name: &str,
+        mode: &str,
+        max_consume_count: Option<u32>,
+    ) -> Result<Value, String> {
         let mut body = serde_json::json!({"name": name, "queue_mode": mode});
         if let Some(count) = max_consume_count {
             body["redrive_policy"] = "enable".into();
             body["max_consume_count"] = count.into();
         }
-        self.call("POST", &format!("{}/queues", self.base()), Some(&body))?.ok()
+        self.call("POST", &format!("{}/queues", self.base()), Some(&body))?
+            .ok()
     }
 
     pub fn create_group(&self, queue: &str, name: &str) -> Result<Value, String> {
@@ -164,7 +177,14 @@ impl Client {
         self.call("POST", &path, Some(&body))?.ok()
     }
 
-    pub fn receive(&self, queue: &str, group: &str, max: u32, wait_s: u32, ack_wait_s: u32) -> Result<Value, String> {
+    pub fn receive(
+        &self,
+        queue: &str,
+        group: &str,
+        max: u32,
+        wait_s: u32,
+        ack_wait_s: u32,
+    ) -> Result<Value, String> {
         let queue_id = self.queue_id(queue)?;
         let group_id = self.group_id(&queue_id, group)?;
         let path = format!(
@@ -174,7 +194,13 @@ impl Client {
         self.call("GET", &path, None)?.ok()
     }
 
-    pub fn ack(&self, queue: &str, group: &str, handlers: &[String], success: bool) -> Result<Value, String> {
+    pub fn ack(
+        &self,
+        queue: &str,
+        group: &str,
+        handlers: &[String],
+        success: bool,
+    ) -> Result<Value, String> {
         let queue_id = self.queue_id(queue)?;
         let group_id = self.group_id(&queue_id, group)?;
         let status = if success { "success" } else { "fail" };
@@ -183,6 +209,11 @@ impl Client {
             .map(|h| serde_json::json!({"handler": h, "status": status}))
             .collect();
         let path = format!("{}/queues/{queue_id}/groups/{group_id}/ack", self.base());
-        self.call("POST", &path, Some(&serde_json::json!({"message": entries})))?.ok()
+        self.call(
+            "POST",
+            &path,
+            Some(&serde_json::json!({"message": entries})),
+        )?
+        .ok()
     }
 }

@@ -71,7 +71,10 @@ impl Config {
     }
 
     /// Applies `SLUICE_<KEY>` variables (upper-case field names) from `vars`.
-    pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), String> {
+    pub fn apply_env(
+        &mut self,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<(), String> {
         for (name, value) in vars {
             let Some(key) = name.strip_prefix("SLUICE_") else {
                 continue;
@@ -124,15 +127,30 @@ impl Config {
         let checks: [(bool, &str); 10] = [
             (self.shards <= 256, "shards must be at most 256"),
             (self.partitions <= 1024, "partitions must be at most 1024"),
-            (self.connections_per_shard_max > 0, "connections_per_shard_max must be positive"),
+            (
+                self.connections_per_shard_max > 0,
+                "connections_per_shard_max must be positive",
+            ),
             (
                 (64 << 10..=64 << 20).contains(&self.request_body_bytes_max),
                 "request_body_bytes_max must be 64 KiB to 64 MiB",
             ),
-            (self.header_timeout_ms >= 100, "header_timeout_ms must be at least 100"),
-            (self.body_timeout_ms >= 100, "body_timeout_ms must be at least 100"),
-            (self.requests_per_shard_max > 0, "requests_per_shard_max must be positive"),
-            ((1..=300).contains(&self.ack_wait_s_min), "ack_wait_s_min must be 1 to 300"),
+            (
+                self.header_timeout_ms >= 100,
+                "header_timeout_ms must be at least 100",
+            ),
+            (
+                self.body_timeout_ms >= 100,
+                "body_timeout_ms must be at least 100",
+            ),
+            (
+                self.requests_per_shard_max > 0,
+                "requests_per_shard_max must be positive",
+            ),
+            (
+                (1..=300).contains(&self.ack_wait_s_min),
+                "ack_wait_s_min must be 1 to 300",
+            ),
             (self.token_ttl_s >= 60, "token_ttl_s must be at least 60"),
             (
                 (1..=1000).contains(&self.tenant_queues_max),
@@ -221,7 +239,11 @@ mod tests {
     fn flags_override_environment_which_overrides_the_file() {
         let config = check(
             "data_dir = \"/file\"\nshards = 2\nhttp_listen = \"127.0.0.1:9000\"",
-            &[("SLUICE_DATA_DIR", "/env"), ("SLUICE_SHARDS", "1"), ("HOME", "/x")],
+            &[
+                ("SLUICE_DATA_DIR", "/env"),
+                ("SLUICE_SHARDS", "1"),
+                ("HOME", "/x"),
+            ],
             &[("data_dir", "/flag")],
         )
         .unwrap();

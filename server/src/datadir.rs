@@ -166,7 +166,10 @@ pub fn open_or_init(
         Some(secrets) => {
             let key_ok = hex::decode(&secrets.token_key).is_ok_and(|k| k.len() == 32);
             if !key_ok {
-                return Err(format!("{}: token_key is not 32 hex bytes", secrets_path.display()));
+                return Err(format!(
+                    "{}: token_key is not 32 hex bytes",
+                    secrets_path.display()
+                ));
             }
             secrets
         }
@@ -242,7 +245,12 @@ pub fn read_server_file(data_dir: &Path) -> Result<Option<ServerFile>, String> {
 }
 
 /// A fresh tenant with new credentials.
-pub fn new_tenant(name: &str, password_hash: Option<String>, quotas: Quotas, now_ms: u64) -> Tenant {
+pub fn new_tenant(
+    name: &str,
+    password_hash: Option<String>,
+    quotas: Quotas,
+    now_ms: u64,
+) -> Tenant {
     Tenant {
         project_id: random_hex(16),
         name: name.to_string(),
@@ -265,15 +273,24 @@ mod tests {
         let (facts, secrets, first) = open_or_init(dir.path(), 4).unwrap();
         assert!(first);
         assert_eq!(facts.partitions, 4);
-        let mode = fs::metadata(dir.path().join(SECRETS_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(SECRETS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let (facts2, secrets2, first2) = open_or_init(dir.path(), 8).unwrap();
         assert!(!first2);
-        assert_eq!(facts2.partitions, 4, "the partition count is fixed at creation");
+        assert_eq!(
+            facts2.partitions, 4,
+            "the partition count is fixed at creation"
+        );
         assert_eq!(secrets2, secrets);
         let tenant = new_tenant("acme", None, Quotas::dms_default(), 5);
         store_tenants(dir.path(), std::slice::from_ref(&tenant)).unwrap();
-        let mode = fs::metadata(dir.path().join(TENANTS_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(TENANTS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_tenants(dir.path()).unwrap(), vec![tenant]);
     }
@@ -282,9 +299,15 @@ mod tests {
     fn credentials_have_the_documented_shape() {
         let tenant = new_tenant("acme", None, Quotas::dms_default(), 5);
         assert_eq!(tenant.project_id.len(), 32);
-        assert!(tenant.project_id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(tenant
+            .project_id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(tenant.ak.len(), 20);
-        assert!(tenant.ak.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+        assert!(tenant
+            .ak
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
         assert_eq!(tenant.sk.len(), 40);
     }
 }

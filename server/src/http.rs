@@ -173,13 +173,10 @@ async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<Serv
         .keep_alive(true)
         .max_buf_size(64 * 1024);
     let mut connection = pin!(builder.serve_connection(GlommioIo(stream), handler));
-    let outcome = futures_lite::future::or(
-        async { Some(connection.as_mut().await) },
-        async {
-            stopped(shard).await;
-            None
-        },
-    )
+    let outcome = futures_lite::future::or(async { Some(connection.as_mut().await) }, async {
+        stopped(shard).await;
+        None
+    })
     .await;
     if outcome.is_none() {
         // Finish the request in progress (if any), then close.
@@ -204,7 +201,9 @@ async fn handle_request(
             "The server is at its request limit; retry later.",
         )
     } else {
-        shard.requests_inflight.set(shard.requests_inflight.get() + 1);
+        shard
+            .requests_inflight
+            .set(shard.requests_inflight.get() + 1);
         let response = match read_body(&shard, &parts, body).await {
             Err(response) => response,
             Ok(_) if parts.uri.path() == "/metrics" => metrics(&shard).await,
@@ -213,7 +212,9 @@ async fn handle_request(
                 service::handle(&node, &service, &parts, &body).await
             }
         };
-        shard.requests_inflight.set(shard.requests_inflight.get() - 1);
+        shard
+            .requests_inflight
+            .set(shard.requests_inflight.get() - 1);
         response
     };
     let status = response.status().as_u16();
@@ -291,9 +292,18 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
             tenant: tenant.clone(),
             queue: view.name.clone(),
         };
-        gauges.sent.get_or_create(&queue).set(clamp(counts.sent_total));
-        gauges.stored.get_or_create(&queue).set(clamp(counts.stored));
-        gauges.delayed.get_or_create(&queue).set(clamp(counts.delayed));
+        gauges
+            .sent
+            .get_or_create(&queue)
+            .set(clamp(counts.sent_total));
+        gauges
+            .stored
+            .get_or_create(&queue)
+            .set(clamp(counts.stored));
+        gauges
+            .delayed
+            .get_or_create(&queue)
+            .set(clamp(counts.delayed));
         for (group, stats) in &counts.groups {
             let name = view
                 .groups
@@ -306,11 +316,26 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
                 queue: view.name.clone(),
                 group: name,
             };
-            gauges.backlog.get_or_create(&labels).set(clamp(stats.backlog));
-            gauges.in_flight.get_or_create(&labels).set(clamp(stats.in_flight));
-            gauges.dead_letters.get_or_create(&labels).set(clamp(stats.dead_letters));
-            gauges.delivered.get_or_create(&labels).set(clamp(stats.delivered_total));
-            gauges.acked.get_or_create(&labels).set(clamp(stats.acked_total));
+            gauges
+                .backlog
+                .get_or_create(&labels)
+                .set(clamp(stats.backlog));
+            gauges
+                .in_flight
+                .get_or_create(&labels)
+                .set(clamp(stats.in_flight));
+            gauges
+                .dead_letters
+                .get_or_create(&labels)
+                .set(clamp(stats.dead_letters));
+            gauges
+                .delivered
+                .get_or_create(&labels)
+                .set(clamp(stats.delivered_total));
+            gauges
+                .acked
+                .get_or_create(&labels)
+                .set(clamp(stats.acked_total));
         }
     }
     let text = shard.shared.metrics.render(&gauges);

@@ -12,11 +12,11 @@
 //! - A send or ack is answered only after the engine made it durable (group commit).
 //! - Shared state is read-mostly and published with arc-swap.
 
-pub mod config;
-pub mod datadir;
 #[cfg(not(madsim))]
 pub mod calls;
 pub mod client;
+pub mod config;
+pub mod datadir;
 #[cfg(not(madsim))]
 pub mod http;
 #[cfg(not(madsim))]

@@ -44,7 +44,10 @@ pub async fn execute(shard: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, Met
                     PartitionReply::Queue(queue) => queue,
                     other => unreachable!("CreateQueue answered {other:?}"),
                 };
-                assert!(id.is_none_or(|id| id == created), "queue ids agree across partitions");
+                assert!(
+                    id.is_none_or(|id| id == created),
+                    "queue ids agree across partitions"
+                );
                 id = Some(created);
             }
             Ok(MetaReply::Queue(id.expect("at least one partition")))
@@ -53,7 +56,11 @@ pub async fn execute(shard: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, Met
             delete_queue_everywhere(shard, queue).await?;
             Ok(MetaReply::Done)
         }
-        MetaCall::CreateGroups { queue, names, start: _ } => {
+        MetaCall::CreateGroups {
+            queue,
+            names,
+            start: _,
+        } => {
             let directory = shard.shared.directory.load();
             let view = directory
                 .queues
@@ -148,7 +155,10 @@ async fn create_group_everywhere(
             PartitionReply::Group(group) => group,
             other => unreachable!("CreateGroup answered {other:?}"),
         };
-        assert!(id.is_none_or(|id| id == created), "group ids agree across partitions");
+        assert!(
+            id.is_none_or(|id| id == created),
+            "group ids agree across partitions"
+        );
         id = Some(created);
     }
     Ok(id.expect("at least one partition"))
@@ -214,7 +224,10 @@ pub async fn reconcile_partition(
             .call_partition(partition, call)
             .await
             .map_err(|e| fail("drop a queue partition 0 lacks", e))?;
-        eprintln!("sluice: partition {partition}: dropped queue {} (repair)", extra.id.0);
+        eprintln!(
+            "sluice: partition {partition}: dropped queue {} (repair)",
+            extra.id.0
+        );
     }
     for queue in truth {
         let have = held.iter().find(|h| h.id == queue.id);
@@ -235,7 +248,10 @@ pub async fn reconcile_partition(
                     queue.id
                 ));
             }
-            eprintln!("sluice: partition {partition}: added queue {} (repair)", queue.id.0);
+            eprintln!(
+                "sluice: partition {partition}: added queue {} (repair)",
+                queue.id.0
+            );
         }
         let held_groups = have.map(|h| h.groups.clone()).unwrap_or_default();
         for (group, _) in held_groups.iter().filter(|g| !queue.groups.contains(g)) {

@@ -144,8 +144,16 @@ impl QueueGauges {
             registry: Registry::default(),
         };
         let queue_entries = [
-            ("sluice_queue_sent_messages", "Messages ever sent to the queue", &gauges.sent),
-            ("sluice_queue_stored_messages", "Messages retained by the queue", &gauges.stored),
+            (
+                "sluice_queue_sent_messages",
+                "Messages ever sent to the queue",
+                &gauges.sent,
+            ),
+            (
+                "sluice_queue_stored_messages",
+                "Messages retained by the queue",
+                &gauges.stored,
+            ),
             (
                 "sluice_queue_delayed_messages",
                 "Delayed or scheduled messages not yet released",
@@ -176,7 +184,11 @@ impl QueueGauges {
                 "Deliveries to the group since the partition's state was built",
                 &gauges.delivered,
             ),
-            ("sluice_group_acked_messages", "Successful acks by the group", &gauges.acked),
+            (
+                "sluice_group_acked_messages",
+                "Successful acks by the group",
+                &gauges.acked,
+            ),
         ];
         for (name, help, family) in group_entries {
             registry.register(name, help, family.clone());

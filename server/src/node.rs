@@ -48,7 +48,9 @@ impl ShardNode {
         let count = shard.partition_count();
         let rotation = shard.next_rotation();
         let mut order: Vec<u32> = (0..count)
-            .map(|step| u32::try_from((rotation + u64::from(step)) % u64::from(count)).expect("below count"))
+            .map(|step| {
+                u32::try_from((rotation + u64::from(step)) % u64::from(count)).expect("below count")
+            })
             .collect();
         order.sort_by_key(|p| !shard.owns(*p));
         order
@@ -68,7 +70,12 @@ impl ShardNode {
             }
             QueueMode::Fifo(FifoScope::Queue) | QueueMode::Fifo(FifoScope::MessageGroup) => {
                 let count = u16::try_from(count).expect("at most 1024 partitions");
-                u32::from(partition_for_send(mode, count, message.fifo_group.as_deref(), rotation))
+                u32::from(partition_for_send(
+                    mode,
+                    count,
+                    message.fifo_group.as_deref(),
+                    rotation,
+                ))
             }
         }
     }
@@ -174,7 +181,12 @@ impl Node for ShardNode {
             config,
             meta,
         };
-        match self.shard().call_meta(call).await.map_err(meta_node_error)? {
+        match self
+            .shard()
+            .call_meta(call)
+            .await
+            .map_err(meta_node_error)?
+        {
             MetaReply::Queue(queue) => Ok(queue),
             other => unreachable!("CreateQueue answered {other:?}"),
         }
@@ -188,13 +200,22 @@ impl Node for ShardNode {
             .map(|_| ())
     }
 
-    async fn create_groups(&self, queue: QueueId, names: &[String]) -> Result<Vec<GroupId>, NodeError> {
+    async fn create_groups(
+        &self,
+        queue: QueueId,
+        names: &[String],
+    ) -> Result<Vec<GroupId>, NodeError> {
         let call = MetaCall::CreateGroups {
             queue,
             names: names.to_vec(),
             start: GroupStart::Oldest,
         };
-        match self.shard().call_meta(call).await.map_err(meta_node_error)? {
+        match self
+            .shard()
+            .call_meta(call)
+            .await
+            .map_err(meta_node_error)?
+        {
             MetaReply::Groups(groups) => Ok(groups),
             other => unreachable!("CreateGroups answered {other:?}"),
         }
@@ -299,7 +320,8 @@ impl Node for ShardNode {
                 return Ok(deliveries);
             }
             // Wake at least once a second to notice a shutdown.
-            self.wait_any_change(&seen, (deadline - now).min(1_000)).await;
+            self.wait_any_change(&seen, (deadline - now).min(1_000))
+                .await;
         }
     }
 
@@ -320,14 +342,27 @@ impl Node for ShardNode {
                 .find(|i| acks[*i].0.partition != partition)
                 .unwrap_or(acks.len());
             if stopped || u32::from(partition) >= count {
-                results.extend((start..end).map(|_| Err(if stopped { HandleError::Stale } else { HandleError::Unknown })));
+                results.extend((start..end).map(|_| {
+                    Err(if stopped {
+                        HandleError::Stale
+                    } else {
+                        HandleError::Unknown
+                    })
+                }));
                 stopped = true;
                 start = end;
                 continue;
             }
-            let run = acks[start..end].iter().map(|(h, kind)| (h.item, *kind)).collect();
+            let run = acks[start..end]
+                .iter()
+                .map(|(h, kind)| (h.item, *kind))
+                .collect();
             let call = PartitionCall::Ack { lane, acks: run };
-            let done = match self.shard().call_partition(u32::from(partition), call).await? {
+            let done = match self
+                .shard()
+                .call_partition(u32::from(partition), call)
+                .await?
+            {
                 PartitionReply::Acked(done) => done,
                 other => unreachable!("Ack answered {other:?}"),
             };
@@ -338,7 +373,11 @@ impl Node for ShardNode {
         Ok(results)
     }
 
-    async fn create_tenant(&self, name: &str, password: Option<&str>) -> Result<Tenant, TenantError> {
+    async fn create_tenant(
+        &self,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<Tenant, TenantError> {
         let call = MetaCall::CreateTenant {
             name: name.to_string(),
             password: password.map(str::to_string),

@@ -37,7 +37,11 @@ pub struct FirstStart {
 pub fn run(config: Config) -> Result<(), String> {
     config.validate()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shard_count = if config.shards == 0 { cores } else { config.shards as usize };
+    let shard_count = if config.shards == 0 {
+        cores
+    } else {
+        config.shards as usize
+    };
     let partitions_wanted = if config.partitions == 0 {
         u32::try_from(shard_count).expect("at most 256 shards")
     } else {
@@ -68,10 +72,12 @@ pub fn run(config: Config) -> Result<(), String> {
         None
     };
     let shared = Shared::new(config.clone(), facts, secrets, shard_count);
-    shared.tenants.store(Arc::new(TenantDirectory::new(tenants)));
+    shared
+        .tenants
+        .store(Arc::new(TenantDirectory::new(tenants)));
     install_signal_handler(shared.clone())?;
-    let spin = (config.spin_before_park_us > 0)
-        .then(|| Duration::from_micros(config.spin_before_park_us));
+    let spin =
+        (config.spin_before_park_us > 0).then(|| Duration::from_micros(config.spin_before_park_us));
     let startup = ShardStartup::prepare(u32::try_from(shard_count).expect("small"), spin);
     let mesh = MeshBuilder::<Envelope, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
     let first_start = Arc::new(std::sync::Mutex::new(first_start));
@@ -163,7 +169,10 @@ async fn barrier(shared: &Shared, what: &str, done: impl Fn() -> bool) -> Result
 async fn shard_main(
     index: usize,
     shared: Arc<Shared>,
-    mesh: glommio::channels::channel_mesh::MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    mesh: glommio::channels::channel_mesh::MeshBuilder<
+        Envelope,
+        glommio::channels::channel_mesh::Full,
+    >,
     first_start: Arc<std::sync::Mutex<Option<FirstStart>>>,
 ) -> Result<(), String> {
     let (senders, receivers) = mesh.join().await.map_err(|e| format!("mesh: {e}"))?;
@@ -229,7 +238,10 @@ async fn bind(shard: &Rc<Shard>) -> Result<TcpListener, String> {
         shared.port.store(port, Ordering::Release);
         return Ok(listener);
     }
-    barrier(shared, "shard 0's port", || shared.port.load(Ordering::Acquire) != 0).await?;
+    barrier(shared, "shard 0's port", || {
+        shared.port.load(Ordering::Acquire) != 0
+    })
+    .await?;
     let address = std::net::SocketAddr::new(wanted.ip(), shared.port.load(Ordering::Acquire));
     TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))
 }
@@ -259,7 +271,10 @@ fn announce(
         println!("  sk:         {}", first.tenant.sk);
         println!("  password:   {}", first.password);
         println!("  endpoint:   {endpoint}");
-        println!("(also kept in {}, mode 0600)", shared.config.data_dir.join(datadir::TENANTS_FILE).display());
+        println!(
+            "(also kept in {}, mode 0600)",
+            shared.config.data_dir.join(datadir::TENANTS_FILE).display()
+        );
     }
     use std::io::Write;
     std::io::stdout().flush().map_err(|e| e.to_string())

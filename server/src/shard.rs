@@ -114,13 +114,17 @@ impl Shard {
     fn engine(&self, partition: u32) -> Result<Rc<PartitionEngine>, NodeError> {
         let slots = self.slots.borrow();
         let slot = slots.get(&partition).expect("called on the owner");
-        slot.engine
-            .clone()
-            .ok_or(NodeError::Unavailable("the partition is recovering from a storage fault"))
+        slot.engine.clone().ok_or(NodeError::Unavailable(
+            "the partition is recovering from a storage fault",
+        ))
     }
 
     /// Storage faults leave an engine unusable until reopened: take it out of service.
-    fn check_fault<T>(&self, partition: u32, result: Result<T, EngineError>) -> Result<T, NodeError> {
+    fn check_fault<T>(
+        &self,
+        partition: u32,
+        result: Result<T, EngineError>,
+    ) -> Result<T, NodeError> {
         if let Err(EngineError::Storage(detail)) = &result {
             eprintln!("sluice: partition {partition}: storage fault, reopening: {detail}");
             if let Some(slot) = self.slots.borrow_mut().get_mut(&partition) {
@@ -284,12 +288,20 @@ impl Shard {
     /// Sends a call to another shard and waits for its answer.
     async fn remote(&self, shard: usize, call: Call) -> Result<Reply, NodeError> {
         let peer = self.shared.peer_of_shard[shard].load(Ordering::Acquire);
-        assert!(peer != usize::MAX, "every shard joined the mesh before serving");
+        assert!(
+            peer != usize::MAX,
+            "every shard joined the mesh before serving"
+        );
         let id = self.next_call.get();
         self.next_call.set(id + 1);
         let (sender, receiver) = local_channel::new_bounded(1);
         self.pending.borrow_mut().insert(id, sender);
-        if self.senders.send_to(peer, Envelope::Request { id, call }).await.is_err() {
+        if self
+            .senders
+            .send_to(peer, Envelope::Request { id, call })
+            .await
+            .is_err()
+        {
             self.pending.borrow_mut().remove(&id);
             return Err(NodeError::Unavailable("another shard is not reachable"));
         }
@@ -309,7 +321,10 @@ impl Shard {
         if owner == self.index {
             return self.execute_partition(partition, call).await;
         }
-        match self.remote(owner, Call::Partition { partition, call }).await? {
+        match self
+            .remote(owner, Call::Partition { partition, call })
+            .await?
+        {
             Reply::Partition(result) => result,
             Reply::Meta(_) => unreachable!("a partition call answers with a partition reply"),
         }
@@ -342,9 +357,10 @@ impl Shard {
                 .create_queue_with_meta(&tenant, &name, config, meta, now)
                 .await
                 .map(PartitionReply::Queue),
-            PartitionCall::DeleteQueue { queue } => {
-                engine.delete_queue(queue, now).await.map(|_| PartitionReply::Done)
-            }
+            PartitionCall::DeleteQueue { queue } => engine
+                .delete_queue(queue, now)
+                .await
+                .map(|_| PartitionReply::Done),
             PartitionCall::CreateGroup { queue, name } => engine
                 .create_group(queue, &name, GroupStart::Oldest, now)
                 .await
@@ -353,9 +369,10 @@ impl Shard {
                 .delete_group(queue, group, now)
                 .await
                 .map(|_| PartitionReply::Done),
-            PartitionCall::Send { queue, messages } => {
-                engine.send(queue, &messages, now).await.map(PartitionReply::Sent)
-            }
+            PartitionCall::Send { queue, messages } => engine
+                .send(queue, &messages, now)
+                .await
+                .map(PartitionReply::Sent),
             PartitionCall::Receive {
                 queue,
                 group,
@@ -371,10 +388,14 @@ impl Shard {
             }
             PartitionCall::Ack { lane, acks } => {
                 assert!(
-                    acks.iter().all(|(h, _)| h.dead_letter == (lane == Lane::DeadLetters)),
+                    acks.iter()
+                        .all(|(h, _)| h.dead_letter == (lane == Lane::DeadLetters)),
                     "the adapter checks handles against the lane"
                 );
-                engine.ack(&acks, true, now).await.map(PartitionReply::Acked)
+                engine
+                    .ack(&acks, true, now)
+                    .await
+                    .map(PartitionReply::Acked)
             }
             PartitionCall::WaitChange { seen, wait_ms } => {
                 let sleep = async {
@@ -406,7 +427,10 @@ impl Shard {
     // ------------------------------------------------------------------ metadata
 
     async fn list_partition(self: &Rc<Shard>, partition: u32) -> Result<Vec<QueueInfo>, NodeError> {
-        match self.call_partition(partition, PartitionCall::ListQueues).await? {
+        match self
+            .call_partition(partition, PartitionCall::ListQueues)
+            .await?
+        {
             PartitionReply::Queues(infos) => Ok(infos),
             other => unreachable!("ListQueues answered {other:?}"),
         }
@@ -444,15 +468,23 @@ impl Shard {
         for partition in 1..self.partition_count() {
             crate::meta::reconcile_partition(self, partition, &truth).await?;
         }
-        self.refresh_directory().await.map_err(|e| format!("{e:?}"))?;
+        self.refresh_directory()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         Ok(())
     }
 
     /// Every partition's counts for one queue, summed.
-    pub async fn queue_counts(self: &Rc<Shard>, queue: QueueId) -> Result<Vec<PartitionReply>, NodeError> {
+    pub async fn queue_counts(
+        self: &Rc<Shard>,
+        queue: QueueId,
+    ) -> Result<Vec<PartitionReply>, NodeError> {
         let mut replies = Vec::new();
         for partition in 0..self.partition_count() {
-            replies.push(self.call_partition(partition, PartitionCall::Counts { queue }).await?);
+            replies.push(
+                self.call_partition(partition, PartitionCall::Counts { queue })
+                    .await?,
+            );
         }
         Ok(replies)
     }

@@ -73,7 +73,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, facts: NodeFacts, secrets: Secrets, shard_count: usize) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        facts: NodeFacts,
+        secrets: Secrets,
+        shard_count: usize,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             config,
             facts,
@@ -83,7 +88,9 @@ impl Shared {
             directory: ArcSwap::from_pointee(Directory::default()),
             stopping: AtomicBool::new(false),
             port: AtomicU16::new(0),
-            peer_of_shard: (0..shard_count).map(|_| AtomicUsize::new(usize::MAX)).collect(),
+            peer_of_shard: (0..shard_count)
+                .map(|_| AtomicUsize::new(usize::MAX))
+                .collect(),
             listening: AtomicUsize::new(0),
             directory_ready: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::new(),

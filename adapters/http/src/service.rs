@@ -40,6 +40,22 @@ pub struct ServiceConfig {
     pub region: String,
 }
 
+/// A 401: the DMS code and the sentence for the body.
+struct Denied {
+    code: &'static str,
+    message: String,
+}
+
+impl Denied {
+    fn new(code: &'static str, message: String) -> Denied {
+        Denied { code, message }
+    }
+
+    fn render(self) -> Response<Bytes> {
+        error(StatusCode::UNAUTHORIZED, self.code, self.message)
+    }
+}
+
 /// Who a request is from, once authenticated.
 enum Principal {
     Tenant(String),
@@ -104,7 +120,7 @@ async fn route<N: Node>(
                 ADMIN_DENIED,
                 "The admin API needs the admin credentials (secrets.json in the data directory).",
             ),
-            Err(failure) => failure,
+            Err(failure) => failure.render(),
         };
     }
     if dms::is_dms_path(path) {
@@ -117,7 +133,7 @@ async fn route<N: Node>(
                 ADMIN_DENIED,
                 "The admin credentials manage tenants only; use a tenant's AK/SK for queues.",
             ),
-            Err(failure) => failure,
+            Err(failure) => failure.render(),
         };
     }
     error(
@@ -134,18 +150,17 @@ fn authenticate<N: Node>(
     config: &ServiceConfig,
     parts: &Parts,
     body: &[u8],
-) -> Result<Principal, Response<Bytes>> {
+) -> Result<Principal, Denied> {
     let now_s = i64::try_from(node.now_ms() / 1000).expect("seconds fit i64");
     if let Some(token) = parts.headers.get("x-auth-token") {
         let token = token.to_str().unwrap_or("");
         return match auth::verify_token(&config.token_key, token, now_s) {
             Ok(claims) => Ok(Principal::Tenant(claims.project_id)),
-            Err(auth::TokenError::Expired) => Err(error(
-                StatusCode::UNAUTHORIZED,
+            Err(auth::TokenError::Expired) => Err(Denied::new(
                 TOKEN_EXPIRED,
                 auth::TokenError::Expired.message(),
             )),
-            Err(failure) => Err(error(StatusCode::UNAUTHORIZED, TOKEN_INVALID, failure.message())),
+            Err(failure) => Err(Denied::new(TOKEN_INVALID, failure.message())),
         };
     }
     let tenants = node.tenants();
@@ -168,12 +183,8 @@ fn authenticate<N: Node>(
             let tenant = tenants.by_ak(&ak).expect("verified against this directory");
             Ok(Principal::Tenant(tenant.project_id.clone()))
         }
-        Err(AuthError::Missing) => Err(error(
-            StatusCode::UNAUTHORIZED,
-            TOKEN_MISSING,
-            AuthError::Missing.message(),
-        )),
-        Err(failure) => Err(error(StatusCode::UNAUTHORIZED, TOKEN_INVALID, failure.message())),
+        Err(AuthError::Missing) => Err(Denied::new(TOKEN_MISSING, AuthError::Missing.message())),
+        Err(failure) => Err(Denied::new(TOKEN_INVALID, failure.message())),
     }
 }
 
@@ -192,14 +203,20 @@ fn keystone<N: Node>(
                 Some(tenant) => tenant.clone(),
                 None => return unauthorized("The tenant no longer exists."),
             },
-            Ok(Principal::Admin) => return unauthorized("The admin has no project to scope a token to."),
-            Err(failure) => return failure,
+            Ok(Principal::Admin) => {
+                return unauthorized("The admin has no project to scope a token to.")
+            }
+            Err(failure) => return failure.render(),
         }
     } else {
         let request = match auth::keystone_request_parse(body) {
             Ok(request) => request,
             Err(failure) => {
-                return error(StatusCode::BAD_REQUEST, dms::errors::INVALID_JSON, failure.message())
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    dms::errors::INVALID_JSON,
+                    failure.message(),
+                )
             }
         };
         let user = match &request.user {
@@ -359,7 +376,11 @@ pub fn json_response(status: StatusCode, body: String) -> Response<Bytes> {
 }
 
 /// An error in the DMS envelope (dms-api.md §5).
-pub fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response<Bytes> {
+pub fn error(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+) -> Response<Bytes> {
     let message = message.into();
     let body = json!({
         "error_code": code,
