@@ -15,6 +15,8 @@ pub fn for_target(target: &str) -> Vec<Vec<u8>> {
         "record_decode" => record_seeds(),
         "segment_scan" => segment_seeds(),
         "index_decode" => index_seeds(),
+        "auth_verify" => auth_seeds(),
+        "dms_request" => dms_seeds(),
         _ => unreachable!("unknown fuzz target {target}, checked by the caller"),
     }
 }
@@ -144,6 +146,55 @@ fn index_seeds() -> Vec<Vec<u8>> {
         index.encode_file(&summary, 4096),
         OffsetIndex::default().encode_file(&empty_summary, 8),
     ]
+}
+
+/// Requests split by NUL: method, path, query, headers, body, Authorization, token.
+fn auth_seeds() -> Vec<Vec<u8>> {
+    let headers = "host:127.0.0.1:8080\ncontent-type:application/json\nx-sdk-date:20261125T000000Z";
+    let authorization = "SDK-HMAC-SHA256 Access=FUZZAK, SignedHeaders=content-type;host;x-sdk-date, \
+                         Signature=0000000000000000000000000000000000000000000000000000000000000000";
+    let legacy = "SDK-HMAC-SHA256 Credential=FUZZAK/20261125/region-1/dms/sdk_request, \
+                  SignedHeaders=host;x-sdk-date, Signature=00";
+    [
+        format!("GET\0/v1.0/p/queues\0include_deadletter=true\0{headers}\0\0{authorization}\0"),
+        format!("POST\0/v2/p/queues/q/messages\0!\0{headers}\0{{\"messages\":[]}}\0{legacy}\0"),
+        "GET\0/v1.0/p/queues\0\0host:x\0\0\0AQAAAAAAAAAAAAAAAAA".to_string(),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .collect()
+}
+
+/// Method selector, flags, then path, query and body split by NUL (`$Q`/`$G`: live ids).
+fn dms_seeds() -> Vec<Vec<u8>> {
+    let requests: [(u8, u8, &str); 6] = [
+        (1, 0, "queues\0\0{\"name\":\"n\",\"queue_mode\":\"FIFO\"}"),
+        (0, 0, "queues/$Q\0include_deadletter=true\0"),
+        (
+            1,
+            2,
+            "queues/$Q/messages\0\0{\"messages\":[{\"body\":{\"a\":1},\"tags\":[\"t\"]}]}",
+        ),
+        (
+            0,
+            0,
+            "queues/$Q/groups/$G/messages\0max_msgs=10&time_wait=1&ack_wait=15\0",
+        ),
+        (
+            1,
+            0,
+            "queues/$Q/groups/$G/ack\0\0{\"message\":[{\"handler\":\"AA\",\"status\":\"fail\"}]}",
+        ),
+        (2, 4, "queues/$Q/groups/$G\0\0"),
+    ];
+    requests
+        .iter()
+        .map(|(method, flags, rest)| {
+            let mut seed = vec![*method, *flags];
+            seed.extend_from_slice(rest.as_bytes());
+            seed
+        })
+        .collect()
 }
 
 #[cfg(test)]
