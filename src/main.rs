@@ -148,6 +148,16 @@ enum TenantAction {
         #[command(flatten)]
         target: Target,
     },
+    /// Set a tenant's quotas.
+    Quotas {
+        project_id: String,
+        #[arg(long)]
+        queues_max: u32,
+        #[arg(long)]
+        groups_per_queue_max: u32,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 fn main() -> ExitCode {
@@ -350,6 +360,23 @@ fn tenant(action: TenantAction) -> Result<(), String> {
                 }
             }
             Ok(())
+        }
+        TenantAction::Quotas {
+            project_id,
+            queues_max,
+            groups_per_queue_max,
+            target,
+        } => {
+            let body = serde_json::json!({
+                "queues_max": queues_max,
+                "groups_per_queue_max": groups_per_queue_max,
+            });
+            let path = format!("/admin/tenants/{project_id}/quotas");
+            print_json(
+                &admin_client(&target)?
+                    .call("PUT", &path, Some(&body))?
+                    .ok()?,
+            )
         }
         TenantAction::Delete { project_id, target } => {
             admin_client(&target)?

@@ -440,6 +440,35 @@ fn tenants_are_isolated_and_credentials_are_checked() {
     let request = format!("POST /v3/auth/tokens HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{bad_login}", bad_login.len());
     assert_eq!(exchange(&server, request.as_bytes()).0, 401);
 
+    // Quotas per tenant: one queue allowed, the second create is refused.
+    let project = other.credentials.project_id.clone();
+    server.cli(&[
+        "tenant",
+        "quotas",
+        &project,
+        "--queues-max",
+        "1",
+        "--groups-per-queue-max",
+        "1",
+    ]);
+    other.create_queue("first", "NORMAL", None).unwrap();
+    let refused = other
+        .call(
+            "POST",
+            &format!("{}/queues", base(&other)),
+            Some(&json!({"name": "second"})),
+        )
+        .unwrap();
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    let quotas = other
+        .call("GET", &format!("{}/quotas/dms", base(&other)), None)
+        .unwrap();
+    assert!(
+        quotas.body.to_string().contains("\"quota\":1"),
+        "{}",
+        quotas.body
+    );
+
     // Deleting a tenant removes its access.
     server.cli(&["tenant", "delete", &other.credentials.project_id]);
     let after = other

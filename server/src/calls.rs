@@ -98,6 +98,10 @@ pub enum MetaCall {
     DeleteTenant {
         project_id: String,
     },
+    SetQuotas {
+        project_id: String,
+        quotas: sluice_http::tenants::Quotas,
+    },
 }
 
 #[derive(Debug)]

@@ -95,6 +95,29 @@ pub async fn execute(shard: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, Met
             Ok(MetaReply::Done)
         }
         MetaCall::CreateTenant { name, password } => create_tenant(shard, &name, password),
+        MetaCall::SetQuotas { project_id, quotas } => {
+            let tenants = shard.shared.tenants.load_full();
+            let Some(found) = tenants.by_project(&project_id) else {
+                return Err(MetaError::Tenant(TenantError::NotFound));
+            };
+            let updated = sluice_http::tenants::Tenant {
+                quotas,
+                ..found.clone()
+            };
+            let all = tenants
+                .all()
+                .iter()
+                .map(|t| {
+                    if t.project_id == project_id {
+                        updated.clone()
+                    } else {
+                        t.clone()
+                    }
+                })
+                .collect();
+            publish_tenants(shard, all)?;
+            Ok(MetaReply::Tenant(Box::new(updated)))
+        }
         MetaCall::DeleteTenant { project_id } => {
             let tenants = shard.shared.tenants.load_full();
             if tenants.by_project(&project_id).is_none() {

@@ -390,6 +390,23 @@ impl Node for ShardNode {
         }
     }
 
+    async fn set_tenant_quotas(
+        &self,
+        project_id: &str,
+        quotas: sluice_http::tenants::Quotas,
+    ) -> Result<Tenant, TenantError> {
+        let call = MetaCall::SetQuotas {
+            project_id: project_id.to_string(),
+            quotas,
+        };
+        match self.shard().call_meta(call).await {
+            Ok(MetaReply::Tenant(tenant)) => Ok(*tenant),
+            Ok(other) => unreachable!("SetQuotas answered {other:?}"),
+            Err(MetaError::Tenant(error)) => Err(error),
+            Err(MetaError::Node(error)) => Err(TenantError::Storage(format!("{error:?}"))),
+        }
+    }
+
     async fn delete_tenant(&self, project_id: &str) -> Result<(), TenantError> {
         let call = MetaCall::DeleteTenant {
             project_id: project_id.to_string(),

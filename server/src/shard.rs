@@ -72,6 +72,9 @@ pub struct Shard {
     pending: RefCell<HashMap<u64, LocalSender<Reply>>>,
     next_call: Cell<u64>,
     meta_lock: Semaphore,
+    /// A metadata change failed part-way (a partition after the first refused it): the
+    /// next one repairs the partitions first (see [`Shard::reconcile`]).
+    meta_dirty: Cell<bool>,
     rotation: Cell<u64>,
     clock_ms: Cell<u64>,
     /// Requests being served by this shard's HTTP connections.
@@ -150,6 +153,7 @@ impl Shard {
             pending: RefCell::new(HashMap::new()),
             next_call: Cell::new(0),
             meta_lock: Semaphore::new(1),
+            meta_dirty: Cell::new(false),
             rotation: Cell::new(index as u64),
             clock_ms: Cell::new(0),
             requests_inflight: Cell::new(0),
@@ -453,7 +457,21 @@ impl Shard {
             .acquire_permit(1)
             .await
             .expect("the semaphore is never closed");
+        if self.meta_dirty.get() {
+            if let Err(error) = self.reconcile().await {
+                eprintln!("sluice: metadata repair failed, will retry: {error}");
+                return Err(NodeError::Unavailable("metadata repair pending").into());
+            }
+            self.meta_dirty.set(false);
+        }
         let result = crate::meta::execute(self, call).await;
+        if let Err(MetaError::Node(
+            NodeError::Unavailable(_) | NodeError::Engine(EngineError::Storage(_)),
+        )) = &result
+        {
+            // Some partitions may have applied the change and others not.
+            self.meta_dirty.set(true);
+        }
         // Whatever happened, partition 0 is the truth: publish what it holds now.
         self.refresh_directory().await?;
         result

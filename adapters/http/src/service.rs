@@ -279,7 +279,8 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| auth::hash_password("no such user", &[0u8; 16]))
 }
 
-/// `/admin/tenants`: `POST {"name", "password"?}`, `GET`, `DELETE /admin/tenants/{project_id}`.
+/// `/admin/tenants`: `POST {"name", "password"?}`, `GET`, `DELETE /admin/tenants/{project_id}`,
+/// `PUT /admin/tenants/{project_id}/quotas`.
 async fn admin<N: Node>(node: &N, parts: &Parts, body: &[u8]) -> Response<Bytes> {
     let path = parts.uri.path();
     match (&parts.method, path.strip_prefix("/admin/tenants")) {
@@ -332,6 +333,10 @@ async fn admin<N: Node>(node: &N, parts: &Parts, body: &[u8]) -> Response<Bytes>
                 Err(failure) => tenant_error(failure),
             }
         }
+        (&Method::PUT, Some(rest)) if rest.ends_with("/quotas") && rest.len() > 8 => {
+            let project = &rest[1..rest.len() - "/quotas".len()];
+            set_quotas(node, project, body).await
+        }
         (&Method::DELETE, Some(rest)) if rest.len() > 1 => {
             match node.delete_tenant(&rest[1..]).await {
                 Ok(()) => Response::builder()
@@ -344,6 +349,49 @@ async fn admin<N: Node>(node: &N, parts: &Parts, body: &[u8]) -> Response<Bytes>
         _ => method_not_allowed(),
     }
 }
+
+/// `PUT /admin/tenants/{project_id}/quotas {"queues_max": n, "groups_per_queue_max": m}`.
+async fn set_quotas<N: Node>(node: &N, project: &str, body: &[u8]) -> Response<Bytes> {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let field = |name: &str, range: std::ops::RangeInclusive<u64>| {
+        request
+            .get(name)
+            .and_then(|v| v.as_u64())
+            .filter(|v| range.contains(v))
+            .map(|v| u32::try_from(v).expect("range fits u32"))
+    };
+    let (Some(queues_max), Some(groups_per_queue_max)) = (
+        field("queues_max", 1..=QUEUES_PER_TENANT_CEILING),
+        field("groups_per_queue_max", 1..=GROUPS_PER_QUEUE_CEILING),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            dms::errors::INVALID_PARAMETER,
+            format!(
+                "The body needs \"queues_max\" (1-{QUEUES_PER_TENANT_CEILING}) and \
+                 \"groups_per_queue_max\" (1-{GROUPS_PER_QUEUE_CEILING})."
+            ),
+        );
+    };
+    let quotas = crate::tenants::Quotas {
+        queues_max,
+        groups_per_queue_max,
+    };
+    match node.set_tenant_quotas(project, quotas).await {
+        Ok(t) => json_response(
+            StatusCode::OK,
+            json!({"project_id": t.project_id, "name": t.name,
+                   "queues_max": t.quotas.queues_max,
+                   "groups_per_queue_max": t.quotas.groups_per_queue_max})
+            .to_string(),
+        ),
+        Err(failure) => tenant_error(failure),
+    }
+}
+
+/// Quota ceilings an admin may set: the engine's own limits per tenant and per queue.
+const QUEUES_PER_TENANT_CEILING: u64 = 1000;
+const GROUPS_PER_QUEUE_CEILING: u64 = 8;
 
 fn tenant_error(failure: TenantError) -> Response<Bytes> {
     let status = match failure {

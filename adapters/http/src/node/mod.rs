@@ -141,4 +141,17 @@ pub trait Node {
 
     /// Admin: removes a tenant and every queue it owns.
     async fn delete_tenant(&self, project_id: &str) -> Result<(), TenantError>;
+
+    /// Admin: changes a tenant's quotas (durably) and returns the updated tenant. Lowering
+    /// a quota below current use is allowed; it only stops further creates.
+    async fn set_tenant_quotas(
+        &self,
+        project_id: &str,
+        quotas: crate::tenants::Quotas,
+    ) -> Result<Tenant, TenantError> {
+        let _ = (project_id, quotas);
+        Err(TenantError::Storage(
+            "this node does not support changing quotas".to_string(),
+        ))
+    }
 }
