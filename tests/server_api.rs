@@ -635,8 +635,28 @@ fn metrics_health_and_graceful_sigterm() {
     let count: u64 = fsyncs.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(count >= 1, "the send was fsynced: {fsyncs}");
 
-    // SIGTERM: exit 0; a restart finds everything.
+    // SIGTERM while a long poll is in flight: the poll still gets its answer, the
+    // process exits 0, and a restart finds everything.
+    let polling = {
+        let client =
+            sluice_server::client::Client::new(&server.endpoint, client.credentials.clone());
+        client.create_queue("quiet", "NORMAL", None).unwrap();
+        client.create_group("quiet", "idle").unwrap();
+        std::thread::spawn(move || client.receive("quiet", "idle", 10, 20, 30))
+    };
+    // Bounded: the poll is in flight within a few scrapes (it lasts up to 20 s).
+    let in_flight = (0..2000).any(|_| {
+        let (_, text) = exchange(
+            &server,
+            b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        );
+        text.lines()
+            .any(|l| l.starts_with("sluice_http_requests_inflight ") && !l.ends_with(" 1"))
+    });
+    assert!(in_flight, "the long poll never showed as in flight");
     let status = server.terminate();
+    let answered = polling.join().unwrap();
+    assert_eq!(answered, Ok(json!([])), "the in-flight poll was answered");
     assert!(status.success(), "graceful exit: {status:?}");
     let server = Server::start(dir.path(), &["--shards", "2"]);
     let got = server.client().receive("watched", "g", 10, 1, 30).unwrap();

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub requests: Family<RouteLabels, Counter>,
     pub request_seconds: Family<RouteOnly, Histogram, fn() -> Histogram>,
     pub fsync_seconds: Histogram,
+    pub requests_inflight: Gauge,
 }
 
 impl Metrics {
@@ -56,6 +57,12 @@ impl Metrics {
                 latency_histogram,
             );
         let fsync_seconds = latency_histogram();
+        let requests_inflight = Gauge::default();
+        registry.register(
+            "sluice_http_requests_inflight",
+            "HTTP requests being served (long polls included)",
+            requests_inflight.clone(),
+        );
         registry.register(
             "sluice_http_requests",
             "HTTP requests answered, by route and status",
@@ -76,6 +83,7 @@ impl Metrics {
             requests,
             request_seconds,
             fsync_seconds,
+            requests_inflight,
         }
     }
 
