@@ -7,6 +7,26 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
+pub const KEYS: [&str; 16] = [
+    "data_dir",
+    "http_listen",
+    "shards",
+    "partitions",
+    "connections_per_shard_max",
+    "request_body_bytes_max",
+    "header_timeout_ms",
+    "body_timeout_ms",
+    "requests_per_shard_max",
+    "ack_wait_s_min",
+    "clock_skew_s_max",
+    "token_ttl_s",
+    "tenant_queues_max",
+    "tenant_groups_per_queue_max",
+    "segment_bytes_max",
+    "spin_before_park_us",
+];
+
 /// Every setting the server reads. Field names are the TOML keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -80,7 +100,8 @@ impl Config {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            if key == "config" {
+            // Other SLUICE_* variables belong to the CLI and tools (SLUICE_AK, ...).
+            if !KEYS.contains(&key.as_str()) {
                 continue;
             }
             self.set(&key, &value)
@@ -250,6 +271,23 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/flag"));
         assert_eq!(config.shards, 1);
         assert_eq!(config.http_listen, "127.0.0.1:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn every_key_can_be_set() {
+        let mut config = Config::defaults();
+        for key in KEYS {
+            let value = if key.ends_with("dir") {
+                "/d"
+            } else if key == "http_listen" {
+                "127.0.0.1:1"
+            } else {
+                "7"
+            };
+            config
+                .set(key, value)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
     }
 
     #[test]
