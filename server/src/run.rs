@@ -36,6 +36,13 @@ pub struct FirstStart {
 
 pub fn run(config: Config) -> Result<(), String> {
     config.validate()?;
+    // Fail-stop: a shard that panics (a broken invariant) takes the process down, so no
+    // other shard waits forever on it; restart recovers from the logs.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = if config.shards == 0 {
         cores
