@@ -326,12 +326,11 @@ fn tenant(action: TenantAction) -> Result<(), String> {
                 .call("POST", "/admin/tenants", Some(&body))?
                 .ok()?;
             if json {
-                let exact = serde_json::json!({
-                    "project_id": created["project_id"],
-                    "ak": created["ak"],
-                    "sk": created["sk"],
-                });
-                println!("{exact}");
+                // Exactly these three fields, in this order.
+                println!(
+                    "{{\"project_id\": {}, \"ak\": {}, \"sk\": {}}}",
+                    created["project_id"], created["ak"], created["sk"]
+                );
             } else {
                 println!("created tenant {name:?}");
                 println!(

@@ -331,6 +331,7 @@ fn tenants_are_isolated_and_credentials_are_checked() {
     let other_json: Value = serde_json::from_str(created.trim()).unwrap();
     let keys: Vec<&String> = other_json.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["ak", "project_id", "sk"], "exactly the three fields");
+    assert!(created.starts_with("{\"project_id\": \""), "{created}");
     let other = server.client_for("other");
     assert!(server.cli(&["tenant", "list"]).contains("other"));
 
@@ -468,6 +469,19 @@ fn tenants_are_isolated_and_credentials_are_checked() {
         "{}",
         quotas.body
     );
+
+    // A token can also be had with an AK/SK-signed request instead of a password.
+    let signed = signed_raw(
+        &server,
+        &other.credentials,
+        "POST",
+        "/v3/auth/tokens",
+        b"{}",
+        0,
+    );
+    let (status, text) = exchange(&server, &signed);
+    assert_eq!(status, 201, "{text}");
+    assert!(body_of(&text)["token"]["project"]["id"] == other.credentials.project_id.as_str());
 
     // Deleting a tenant removes its access.
     server.cli(&["tenant", "delete", &other.credentials.project_id]);
