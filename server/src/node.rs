@@ -240,13 +240,7 @@ impl Node for ShardNode {
             counts.delayed += info.delayed;
             for (group, s) in stats {
                 match counts.groups.iter_mut().find(|(g, _)| *g == group) {
-                    Some((_, total)) => {
-                        total.backlog += s.backlog;
-                        total.in_flight += s.in_flight;
-                        total.dead_letters += s.dead_letters;
-                        total.acked_total += s.acked_total;
-                        total.delivered_total += s.delivered_total;
-                    }
+                    Some((_, total)) => total.add(&s),
                     None => counts.groups.push((group, s)),
                 }
             }

@@ -25,18 +25,7 @@ impl Directory {
     pub fn from_infos(infos: Vec<QueueInfo>) -> Directory {
         let queues = infos
             .into_iter()
-            .map(|info| {
-                let view = QueueView {
-                    id: info.id,
-                    tenant: info.tenant,
-                    name: info.name,
-                    config: info.config,
-                    created_ms: info.created_ms,
-                    meta: info.meta,
-                    groups: info.groups,
-                };
-                (view.id, view)
-            })
+            .map(|info| (info.id, QueueView::from(info)))
             .collect();
         Directory { queues }
     }

@@ -112,15 +112,7 @@ impl<S: Storage + Clone, C: Clock> LocalNode<S, C> {
 
     fn view(&self, queue: QueueId) -> Option<QueueView> {
         let info = self.partitions.partition(0).queue_info(queue).ok()?;
-        Some(QueueView {
-            id: info.id,
-            tenant: info.tenant,
-            name: info.name,
-            config: info.config,
-            created_ms: info.created_ms,
-            meta: info.meta,
-            groups: info.groups,
-        })
+        Some(QueueView::from(info))
     }
 
     fn random_string(&self, alphabet: &[u8], length: usize) -> String {
@@ -339,12 +331,7 @@ impl<S: Storage + Clone, C: Clock> Node for LocalNode<S, C> {
                     .collect();
             }
             for (group, total) in &mut counts.groups {
-                let stats = engine.group_stats(queue, *group)?;
-                total.backlog += stats.backlog;
-                total.in_flight += stats.in_flight;
-                total.dead_letters += stats.dead_letters;
-                total.acked_total += stats.acked_total;
-                total.delivered_total += stats.delivered_total;
+                total.add(&engine.group_stats(queue, *group)?);
             }
         }
         Ok(counts)

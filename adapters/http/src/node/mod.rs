@@ -15,7 +15,7 @@ use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, QueueConfig,
     QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
-use sluice_core::engine::ReceiveRequest;
+use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
 use crate::tenants::{Tenant, TenantDirectory, TenantError};
 
@@ -32,6 +32,20 @@ pub struct QueueView {
     /// Opaque to the kernel: the adapter's own queue fields (the DMS description).
     pub meta: Vec<u8>,
     pub groups: Vec<(GroupId, String)>,
+}
+
+impl From<QueueInfo> for QueueView {
+    fn from(info: QueueInfo) -> QueueView {
+        QueueView {
+            id: info.id,
+            tenant: info.tenant,
+            name: info.name,
+            config: info.config,
+            created_ms: info.created_ms,
+            meta: info.meta,
+            groups: info.groups,
+        }
+    }
 }
 
 /// Message counts of one queue, summed over its partitions.

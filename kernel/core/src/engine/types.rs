@@ -196,6 +196,17 @@ pub struct GroupStats {
     pub delivered_total: u64,
 }
 
+impl GroupStats {
+    /// Adds another partition's counts of the same group.
+    pub fn add(&mut self, other: &GroupStats) {
+        self.backlog += other.backlog;
+        self.in_flight += other.in_flight;
+        self.dead_letters += other.dead_letters;
+        self.acked_total += other.acked_total;
+        self.delivered_total += other.delivered_total;
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineError {
     QueueNotFound,
