@@ -1039,7 +1039,7 @@ mod load {
         println!(
             "{:<9} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             "send",
-            value["confirmed"],
+            value["confirmed"].as_u64().unwrap_or(0),
             number("producer_msg_s"),
             number("producer_mb_s"),
             number("send_p50_ms"),
@@ -1050,7 +1050,7 @@ mod load {
             println!(
                 "{:<9} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
                 "receive",
-                value["distinct"],
+                value["distinct"].as_u64().unwrap_or(0),
                 number("consume_msg_s"),
                 number("consume_mb_s"),
                 number("receive_p50_ms"),
