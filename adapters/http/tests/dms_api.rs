@@ -498,12 +498,18 @@ fn send_consume_ack_round_trip_keeps_json_bodies() {
     assert_eq!(got.status, StatusCode::OK);
     let list = got.json.as_array().unwrap();
     assert_eq!(list.len(), 5);
-    let first = list.iter().find(|m| m["message"]["id"] == ids[0]).unwrap();
+    let first = list
+        .iter()
+        .find(|m| m["message"]["message_id"] == ids[0])
+        .unwrap();
     assert_eq!(
         first["message"],
-        json!({"body": {"invoice": 4711, "copies": 2}, "attributes": {"priority": 3, "source": "erp"}, "id": ids[0]})
+        json!({"body": {"invoice": 4711, "copies": 2}, "attributes": {"priority": 3, "source": "erp"}, "message_id": ids[0]})
     );
-    let second = list.iter().find(|m| m["message"]["id"] == ids[1]).unwrap();
+    let second = list
+        .iter()
+        .find(|m| m["message"]["message_id"] == ids[1])
+        .unwrap();
     assert_eq!(second["message"]["tags"], json!(["manual"]));
     assert_eq!(second["message"]["body"], "reprint 4702");
     let text = String::from_utf8(got.raw.clone()).unwrap();

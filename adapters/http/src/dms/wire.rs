@@ -112,7 +112,10 @@ pub struct ConsumedMessage {
     pub attributes: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// Sluice extension: the message id (as returned by a send with `return_id`).
+    /// Sluice extension: the message id (as returned by a send with `return_id`). Not `id`:
+    /// otcextensions builds its Message as `existing(id=handler, **message)`, and a second
+    /// `id` keyword makes every consume raise TypeError (docs/client-compat.md).
+    #[serde(rename = "message_id")]
     pub id: String,
 }
 
