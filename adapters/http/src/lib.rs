@@ -6,7 +6,7 @@
 //! simulation both run this code against their own [`node::Node`].
 
 pub mod auth;
-pub mod node;
 pub mod dms;
+pub mod node;
 pub mod service;
 pub mod tenants;

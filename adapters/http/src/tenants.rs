@@ -44,7 +44,10 @@ impl std::fmt::Debug for Tenant {
             .field("name", &self.name)
             .field("ak", &self.ak)
             .field("sk", &"<redacted>")
-            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
             .field("quotas", &self.quotas)
             .finish()
     }
@@ -103,7 +106,10 @@ impl TenantDirectory {
                 .insert(tenant.project_id.clone(), index)
                 .is_none();
             assert!(fresh_project, "project ids are unique");
-            let fresh_name = directory.by_name.insert(tenant.name.clone(), index).is_none();
+            let fresh_name = directory
+                .by_name
+                .insert(tenant.name.clone(), index)
+                .is_none();
             assert!(fresh_name, "tenant names are unique");
         }
         directory
