@@ -56,6 +56,12 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The HTTP load generator (`sluice-benches`, binary `http-load`; see docs/http-bench.md).
+    Http {
+        /// Passed to `http-load` unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,7 +71,10 @@ fn main() -> ExitCode {
         Task::Fuzz { target, seconds } => fuzz::run_one(&target, seconds),
         Task::Bench {
             bench: Bench::Log { args },
-        } => bench_log(&args),
+        } => bench_run("log-bench", &args),
+        Task::Bench {
+            bench: Bench::Http { args },
+        } => bench_run("http-load", &args),
         Task::Sim { args } => sim::run(&args),
     };
     match result {
@@ -77,7 +86,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench_log(args: &[String]) -> Result<(), String> {
+fn bench_run(binary: &str, args: &[String]) -> Result<(), String> {
     let mut cargo = command::cargo();
     cargo.args([
         "run",
@@ -85,7 +94,7 @@ fn bench_log(args: &[String]) -> Result<(), String> {
         "-p",
         "sluice-benches",
         "--bin",
-        "log-bench",
+        binary,
         "--",
     ]);
     cargo.args(args);
