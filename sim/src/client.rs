@@ -1,20 +1,24 @@
-//! Clients and the nemesis: the simulated link to the node, producers that retry with the
-//! same dedup id, consumers that ack, fail or forget, and the fault schedule. Each task
-//! appends what it saw to the history; none of them judges it (that is the checker's).
+//! Clients and the nemesis: the simulated link to the node, the setup of queues and groups
+//! through the API, producers that retry with the same dedup id, consumers that ack, fail
+//! or forget, and the fault schedule. Each task appends what it saw to the history; none
+//! of them judges it (that is the checker's). Requests are DMS HTTP requests (`api`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use http::StatusCode;
 use madsim::rand::{thread_rng, Rng};
-use sluice_core::engine::types::{AckKind, Delay, SendInput};
-use sluice_core::engine::ReceiveRequest;
+use serde_json::Value;
+use sluice_core::engine::types::AckKind;
 use sluice_core::storage::{IoErrorKind, IoOp};
 
-use crate::history::{body_of, key_of, Delivered, Event, EventKind, History, MessageSpec, Outcome};
-use crate::node::{now_ms, HandleError, Node, Reply, Request, EPOCH_MS};
+use crate::api::{self, ApiRequest, Credentials, Delay, Outgoing};
+use crate::history::{Event, EventKind, History, MessageSpec, Outcome};
+use crate::node::{now_ms, Node, EPOCH_MS, TENANT_NAMES};
 
-/// The workload's queues: (tenant, queue name, FIFO per message group).
+/// The workload's queues: (tenant, queue name, FIFO per message group). Both tenants use
+/// the same queue names, so a mix-up between tenants would show.
 pub const QUEUES: [(&str, &str, bool); 4] = [
     ("t0", "normal", false),
     ("t0", "fifo", true),
@@ -28,13 +32,20 @@ const SEND_ATTEMPTS_MAX: u32 = 40;
 /// How long a client waits for a reply that was dropped.
 const REPLY_TIMEOUT_MS: u64 = 1_000;
 const FIFO_GROUPS: u32 = 3;
+/// Setup requests run without faults, so they succeed at once; this only bounds the loop.
+const SETUP_ATTEMPTS_MAX: u32 = 10;
 
 /// The seed's randomised knobs.
 #[derive(Clone, Copy, Debug)]
 pub struct Knobs {
+    /// Partitions (engines, one simulated disk each) of the node.
+    pub partitions: u16,
     pub latency_ms_max: u64,
     pub drop_ppm: u32,
+    /// The consumers' `ack_wait`, in whole seconds as the API takes it.
     pub visibility_ms: u64,
+    /// The longest `time_wait` (long poll) a consume asks for, seconds.
+    pub time_wait_s_max: u64,
     pub batches_per_producer: u32,
     pub fault_interval_ms: u64,
     pub eio_percent: u32,
@@ -51,9 +62,11 @@ impl Knobs {
     pub fn draw() -> Knobs {
         let mut rng = thread_rng();
         Knobs {
+            partitions: rng.gen_range(2..=3),
             latency_ms_max: rng.gen_range(1..=30),
             drop_ppm: [0, 20_000, 100_000][rng.gen_range(0..3)],
-            visibility_ms: rng.gen_range(1_000..=5_000),
+            visibility_ms: 1_000 * rng.gen_range(1..=5),
+            time_wait_s_max: [0, 0, 1, 3][rng.gen_range(0..4)],
             batches_per_producer: rng.gen_range(10..=40),
             fault_interval_ms: rng.gen_range(300..=4_000),
             eio_percent: rng.gen_range(0..=50),
@@ -66,12 +79,23 @@ impl Knobs {
     }
 }
 
+/// A queue as the API names it: its id and its groups' ids (in `GROUPS` order).
+#[derive(Clone, Debug)]
+pub struct QueueRoute {
+    pub queue_id: String,
+    pub group_ids: Vec<String>,
+}
+
 /// What every task shares.
 pub struct Ctx {
     pub node: Rc<Node>,
     pub history: Rc<RefCell<History>>,
     pub knobs: Knobs,
     pub start: madsim::time::Instant,
+    /// Per tenant of `TENANT_NAMES`, filled once the node has booted.
+    pub credentials: RefCell<Vec<Credentials>>,
+    /// Per queue of `QUEUES`, filled by `setup`.
+    pub routes: RefCell<Vec<QueueRoute>>,
     /// Nemesis and message drops are active.
     pub faults: Cell<bool>,
     /// Consumers ack everything at once (the draining phase after healing).
@@ -105,9 +129,24 @@ impl Ctx {
         self.faults.get() && chance(self.knobs.drop_ppm)
     }
 
-    /// One request over the simulated link: latency each way, and while faults are on a
-    /// request or its reply may be dropped (the client then times out).
-    async fn call(&self, request: Request) -> Outcome<Reply> {
+    fn credentials_of(&self, tenant: &str) -> Credentials {
+        let index = TENANT_NAMES
+            .iter()
+            .position(|name| *name == tenant)
+            .expect("a known tenant");
+        self.credentials.borrow()[index].clone()
+    }
+
+    fn route(&self, queue: usize) -> QueueRoute {
+        self.routes.borrow()[queue].clone()
+    }
+
+    /// One request over the simulated link, signed by `tenant` when it leaves: latency
+    /// each way, and while faults are on a request or its reply may be dropped (the
+    /// client then times out). A 2xx answer is `Ok` with its JSON body, a 4xx is
+    /// `Rejected` (nothing applied), a 5xx is `Ambiguous` (maybe partly applied).
+    async fn call(&self, tenant: &str, request: &ApiRequest) -> Outcome<Value> {
+        let (parts, body) = api::signed(&self.credentials_of(tenant), request, self.now());
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
         if self.link_drops() {
             sleep_ms(REPLY_TIMEOUT_MS).await;
@@ -115,34 +154,62 @@ impl Ctx {
                 reason: "request dropped".into(),
             };
         }
-        let now = self.now();
-        let result = self.node.handle(request, now).await;
+        let served = self.node.handle(parts, body).await;
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
-        match result {
-            Ok(((serial, _), _)) if self.link_drops() => {
-                sleep_ms(REPLY_TIMEOUT_MS).await;
-                Outcome::Ambiguous {
-                    serial,
-                    reason: "reply dropped".into(),
+        let Some(served) = served else {
+            return Outcome::Rejected {
+                reason: "unavailable".into(),
+            };
+        };
+        if self.link_drops() {
+            sleep_ms(REPLY_TIMEOUT_MS).await;
+            return Outcome::Ambiguous {
+                serial: served.serial,
+                reason: "reply dropped".into(),
+            };
+        }
+        let status = served.response.status();
+        let answer: Value = serde_json::from_slice(served.response.body())
+            .unwrap_or_else(|e| panic!("{}: {status} answered with no JSON: {e}", request.label()));
+        if status.is_success() {
+            return Outcome::Ok {
+                serial: served.serial,
+                done_serial: served.done_serial,
+                served_ms: served.served_ms - EPOCH_MS,
+                done_ms: served.done_ms - EPOCH_MS,
+                value: answer,
+            };
+        }
+        let reason = format!("{} {}", status.as_u16(), answer["error_code"]);
+        if status.is_server_error() {
+            Outcome::Ambiguous {
+                serial: served.serial,
+                reason,
+            }
+        } else {
+            assert_ne!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{}: {answer}",
+                request.label()
+            );
+            Outcome::Rejected { reason }
+        }
+    }
+
+    /// A setup request (no faults are on yet), retried until it succeeds.
+    async fn call_setup(&self, tenant: &str, request: &ApiRequest) -> Value {
+        for _ in 0..SETUP_ATTEMPTS_MAX {
+            match self.call(tenant, request).await {
+                Outcome::Ok { value, .. } => return value,
+                other => {
+                    let what = format!("setup: {} of {tenant}: {other}", request.label());
+                    self.record(0, EventKind::Nemesis(what));
+                    sleep_ms(100).await;
                 }
             }
-            Ok(((serial, done_serial), value)) => Outcome::Ok {
-                serial,
-                done_serial,
-                served_ms: now - EPOCH_MS,
-                value,
-            },
-            Err(HandleError::Storage { serial, error }) => Outcome::Ambiguous {
-                serial,
-                reason: error,
-            },
-            Err(HandleError::Unavailable) => Outcome::Rejected {
-                reason: "unavailable".into(),
-            },
-            Err(HandleError::Rejected(error)) => Outcome::Rejected {
-                reason: format!("{error:?}"),
-            },
         }
+        panic!("setup: {} of {tenant} never succeeded", request.label());
     }
 }
 
@@ -153,11 +220,13 @@ impl<T> Outcome<T> {
                 serial,
                 done_serial,
                 served_ms,
+                done_ms,
                 value,
             } => Outcome::Ok {
                 serial,
                 done_serial,
                 served_ms,
+                done_ms,
                 value: f(value),
             },
             Outcome::Ambiguous { serial, reason } => Outcome::Ambiguous { serial, reason },
@@ -166,25 +235,51 @@ impl<T> Outcome<T> {
     }
 }
 
-fn unexpected(reply: Reply) -> ! {
-    unreachable!("reply of the wrong kind: {reply:?}")
+/// Boots the node and creates the workload's queues and groups through the API (before
+/// faults start; setup under faults is not simulated yet).
+pub async fn setup(ctx: &Ctx) {
+    assert!(
+        ctx.node.ensure_open(ctx.now()).await,
+        "the first open succeeds"
+    );
+    *ctx.credentials.borrow_mut() = ctx
+        .node
+        .tenants()
+        .iter()
+        .map(|tenant| Credentials {
+            project: tenant.project_id.clone(),
+            ak: tenant.ak.clone(),
+            sk: tenant.sk.clone(),
+        })
+        .collect();
+    for (tenant, name, fifo) in QUEUES {
+        let answer = ctx.call_setup(tenant, &api::queue_create(name, fifo)).await;
+        let queue_id = api::queue_created(&answer);
+        let answer = ctx
+            .call_setup(tenant, &api::groups_create(&queue_id, &GROUPS))
+            .await;
+        let group_ids = api::groups_created(&answer);
+        assert_eq!(group_ids.len(), GROUPS.len(), "one id per group");
+        ctx.routes.borrow_mut().push(QueueRoute {
+            queue_id,
+            group_ids,
+        });
+    }
 }
 
-/// Registers one new message and builds its input; its body names its key.
-fn new_message(ctx: &Ctx, queue: usize) -> (u32, SendInput) {
+/// Registers one new message and builds it; its body names its key.
+fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
     let mut rng = thread_rng();
     let now = ctx.now() - EPOCH_MS;
     let fifo = QUEUES[queue].2;
     let delayed = rng.gen_range(0..100) < ctx.knobs.delay_percent;
-    let (delay, delay_ms) = match (delayed, rng.gen_range(0..2)) {
+    let (delay, delay_ms) = match (delayed, rng.gen_range(0..4)) {
         (false, _) => (Delay::None, 0),
-        (true, 0) => {
-            let ms = rng.gen_range(1..=5_000);
-            (Delay::Ms(ms), ms)
-        }
+        (true, 0) => (Delay::Level(1), 1_000),
+        (true, 1) => (Delay::Level(2), 5_000),
         (true, _) => {
             let ms = rng.gen_range(1..=5_000);
-            (Delay::At(now + EPOCH_MS + ms), ms)
+            (Delay::Ms(ms), ms)
         }
     };
     let mut history = ctx.history.borrow_mut();
@@ -196,44 +291,34 @@ fn new_message(ctx: &Ctx, queue: usize) -> (u32, SendInput) {
         fifo_group: fifo_group.clone(),
         first_attempt_ms: now,
     });
-    let input = SendInput {
-        body: body_of(key),
-        attributes: Vec::new(),
-        tags: Vec::new(),
+    Outgoing {
+        key,
         fifo_group,
         delay,
-        dedup_id: Some(format!("d{key}")),
-    };
-    (key, input)
+        dedup_id: format!("d{key}"),
+    }
 }
 
 /// Sends batches of 1 to 3 new messages, retrying each batch with the same dedup ids.
 pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
-    let (tenant, name, _) = QUEUES[queue];
+    let tenant = QUEUES[queue].0;
+    let route = ctx.route(queue);
     for _ in 0..ctx.knobs.batches_per_producer {
         let count = thread_rng().gen_range(1..=3);
-        let (keys, messages): (Vec<u32>, Vec<SendInput>) =
-            (0..count).map(|_| new_message(&ctx, queue)).unzip();
+        let messages: Vec<Outgoing> = (0..count).map(|_| new_message(&ctx, queue)).collect();
+        let keys: Vec<u32> = messages.iter().map(|m| m.key).collect();
+        let request = api::send(&route.queue_id, &messages);
         for attempt in 1..=SEND_ATTEMPTS_MAX {
-            let request = Request::Send {
-                tenant: tenant.into(),
-                queue: name.into(),
-                messages: messages.clone(),
-            };
-            let outcome = ctx.call(request).await.map(|reply| match reply {
-                Reply::Sent(outcomes) => outcomes
-                    .iter()
-                    .map(|o| (o.message_id, o.duplicate))
-                    .collect(),
-                other => unexpected(other),
-            });
+            let outcome = ctx.call(tenant, &request).await.map(|v| api::sent(&v));
+            if let Outcome::Ok { value, .. } = &outcome {
+                assert_eq!(value.len(), keys.len(), "one id per message");
+            }
             let done = matches!(outcome, Outcome::Ok { .. });
-            let keys = keys.clone();
             ctx.record(
                 client,
                 EventKind::Send {
                     queue,
-                    keys,
+                    keys: keys.clone(),
                     attempt,
                     outcome,
                 },
@@ -250,37 +335,24 @@ pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
 /// Receives and then acks, fails or forgets each message until the run stops; while
 /// draining it acks everything at once.
 pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
-    let (tenant, name, _) = QUEUES[queue];
+    let tenant = QUEUES[queue].0;
+    let route = ctx.route(queue);
+    let group_id = &route.group_ids[group];
     // Bounded by the run: `stopped` is set after the draining phase.
     while !ctx.stopped.get() {
-        let request = Request::Receive {
-            tenant: tenant.into(),
-            queue: name.into(),
-            group: GROUPS[group].into(),
-            request: ReceiveRequest {
-                max_messages: thread_rng().gen_range(1..=4),
-                visibility_ms: ctx.knobs.visibility_ms,
-                filter: None,
-            },
-        };
-        let outcome = ctx.call(request).await.map(|reply| match reply {
-            Reply::Received(deliveries) => deliveries,
-            other => unexpected(other),
-        });
+        let request = api::consume(
+            &route.queue_id,
+            group_id,
+            thread_rng().gen_range(1..=4),
+            thread_rng().gen_range(0..=ctx.knobs.time_wait_s_max),
+            ctx.knobs.visibility_ms / 1_000,
+        );
+        let outcome = ctx.call(tenant, &request).await.map(|v| api::consumed(&v));
         let deliveries = match &outcome {
             Outcome::Ok { value, .. } => value.clone(),
             _ => Vec::new(),
         };
-        let seen = outcome.map(|deliveries| {
-            deliveries
-                .iter()
-                .map(|d| Delivered {
-                    key: key_of(&d.body).unwrap_or(u32::MAX),
-                    message_id: d.message_id,
-                    delivery_count: d.delivery_count,
-                })
-                .collect()
-        });
+        let seen = outcome.map(|got| got.into_iter().map(|(d, _)| d).collect());
         ctx.record(
             client,
             EventKind::Receive {
@@ -297,35 +369,34 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
             // Processing; sometimes longer than the visibility timeout (a late ack).
             sleep_ms(thread_rng().gen_range(0..=ctx.knobs.visibility_ms * 13 / 10)).await;
         }
-        let mut acks = Vec::new();
+        let mut handlers = Vec::new();
         let mut targets = Vec::new();
         let draining = ctx.draining.get();
         let mut kind = AckKind::Success;
         if !draining && thread_rng().gen_range(0..100) < 15 {
             kind = AckKind::Fail;
         }
-        for delivery in &deliveries {
+        for (delivered, handler) in &deliveries {
             if !draining && thread_rng().gen_range(0..100) < 15 {
                 continue; // Forgotten: its visibility runs out.
             }
-            acks.push((delivery.handle, kind));
-            targets.push((
-                key_of(&delivery.body).unwrap_or(u32::MAX),
-                delivery.message_id,
-            ));
+            handlers.push(handler.clone());
+            targets.push((delivered.key, delivered.message_id));
         }
-        if acks.is_empty() {
+        if handlers.is_empty() {
             continue;
         }
-        let request = Request::Ack {
-            tenant: tenant.into(),
-            queue: name.into(),
-            acks,
-        };
-        let outcome = ctx.call(request).await.map(|reply| match reply {
-            Reply::Acked(results) => results,
-            other => unexpected(other),
-        });
+        let request = api::ack(
+            &route.queue_id,
+            group_id,
+            &handlers,
+            kind == AckKind::Success,
+        );
+        let entries = handlers.len();
+        let outcome = ctx
+            .call(tenant, &request)
+            .await
+            .map(|v| api::acked(&v, entries));
         ctx.record(
             client,
             EventKind::Ack {
@@ -350,10 +421,13 @@ pub async fn nemesis(ctx: Rc<Ctx>) {
         }
         let now = ctx.now();
         let roll = thread_rng().gen_range(0..100);
+        let partition = thread_rng().gen_range(0..ctx.node.disks.len());
         if roll < ctx.knobs.eio_percent {
-            ctx.node.arm_fault(now, IoOp::Sync, IoErrorKind::Io);
+            ctx.node
+                .arm_fault(now, partition, IoOp::Sync, IoErrorKind::Io);
         } else if roll < ctx.knobs.eio_percent + 10 {
-            ctx.node.arm_fault(now, IoOp::Write, IoErrorKind::NoSpace);
+            ctx.node
+                .arm_fault(now, partition, IoOp::Write, IoErrorKind::NoSpace);
         } else {
             ctx.node.crash(now, thread_rng().gen_range(0..=1_000));
         }

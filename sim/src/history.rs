@@ -2,32 +2,65 @@
 //! plus nemesis events. It is the checker's only input besides the message catalogue, and
 //! its text form is the trace `--seed S` prints and the determinism test hashes.
 
-use sluice_core::engine::types::{AckKind, MessageId};
+use sluice_core::engine::types::AckKind;
+
+/// A message id as the API names it (`message_id`, 20 hex digits): the partition and the
+/// log offset there. Ordered by partition, then offset; a FIFO message group lives in one
+/// partition, so within a group the order is the log's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId {
+    pub partition: u16,
+    pub offset: u64,
+}
+
+impl MessageId {
+    pub const MIN: MessageId = MessageId {
+        partition: 0,
+        offset: 0,
+    };
+
+    /// Parses the adapter's `message_id` (`ppppoooooooooooooooo`, hex).
+    pub fn parse(text: &str) -> Option<MessageId> {
+        if text.len() != 20 || !text.is_ascii() {
+            return None;
+        }
+        Some(MessageId {
+            partition: u16::from_str_radix(&text[..4], 16).ok()?,
+            offset: u64::from_str_radix(&text[4..], 16).ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.partition, self.offset)
+    }
+}
 
 /// The server's verdict as a client (or, for lost replies, the simulator) knows it.
 #[derive(Clone, Debug)]
 pub enum Outcome<T> {
     /// Entered the node as serial `serial` at `served_ms` and completed as serial
-    /// `done_serial`; the reply arrived.
+    /// `done_serial` at `done_ms`; the reply arrived (a 2xx answer).
     Ok {
         serial: u64,
         done_serial: u64,
         served_ms: u64,
+        done_ms: u64,
         value: T,
     },
-    /// Reached the engine as request `serial` but the client cannot know whether it took
-    /// effect: the reply was dropped, or the engine failed its write (storage error).
+    /// Reached the node as request `serial` but the client cannot know whether it took
+    /// effect: the reply was dropped, or the node answered 5xx (a storage fault).
     Ambiguous { serial: u64, reason: String },
-    /// Definitely not applied: dropped before the node, node down, or rejected by checks.
+    /// Definitely not applied: dropped before the node, node down, or a 4xx answer.
     Rejected { reason: String },
 }
 
-/// One delivered message as the checker needs it.
+/// One delivered message as the checker needs it (the key comes from its body).
 #[derive(Clone, Debug)]
 pub struct Delivered {
     pub key: u32,
     pub message_id: MessageId,
-    pub delivery_count: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -36,7 +69,8 @@ pub enum EventKind {
         queue: usize,
         keys: Vec<u32>,
         attempt: u32,
-        outcome: Outcome<Vec<(MessageId, bool)>>,
+        /// The `message_id` of each message, in request order.
+        outcome: Outcome<Vec<MessageId>>,
     },
     Receive {
         queue: usize,
@@ -48,7 +82,9 @@ pub enum EventKind {
         group: usize,
         kind: AckKind,
         targets: Vec<(u32, MessageId)>,
-        /// Per target: `true` when the engine answered Applied or AlreadyDone.
+        /// Per target: `true` when it counted as a success. The node processes an ack's
+        /// entries in order and stops at the first invalid one, so the answer's
+        /// `{"success": n}` names the first n targets.
         outcome: Outcome<Vec<bool>>,
     },
     /// The node opened its engine after request `serial` (leases start over).
@@ -67,7 +103,7 @@ pub struct Event {
 }
 
 /// What each message key is: its queue, delay and FIFO group. Keys are global, and a
-/// message's body is `m{key}`, so a delivery names its key.
+/// message's body is the JSON object `{"k":key}`, so a delivery names its key.
 #[derive(Clone, Debug)]
 pub struct MessageSpec {
     pub queue: usize,
@@ -77,16 +113,14 @@ pub struct MessageSpec {
     pub first_attempt_ms: u64,
 }
 
-pub fn body_of(key: u32) -> Vec<u8> {
-    format!("m{key}").into_bytes()
+/// The message body (a JSON value, as the DMS API carries it) that names `key`.
+pub fn body_of(key: u32) -> serde_json::Value {
+    serde_json::json!({ "k": key })
 }
 
-pub fn key_of(body: &[u8]) -> Option<u32> {
-    std::str::from_utf8(body)
-        .ok()?
-        .strip_prefix('m')?
-        .parse()
-        .ok()
+/// The key a delivered body names, if it is one `body_of` made.
+pub fn key_of(body: &serde_json::Value) -> Option<u32> {
+    u32::try_from(body.get("k")?.as_u64()?).ok()
 }
 
 impl<T: std::fmt::Debug> std::fmt::Display for Outcome<T> {
@@ -96,8 +130,12 @@ impl<T: std::fmt::Debug> std::fmt::Display for Outcome<T> {
                 serial,
                 done_serial,
                 served_ms,
+                done_ms,
                 value,
-            } => write!(f, "ok #{serial}-{done_serial}@{served_ms} {value:?}"),
+            } => write!(
+                f,
+                "ok #{serial}-{done_serial}@{served_ms}-{done_ms} {value:?}"
+            ),
             Outcome::Ambiguous { serial, reason } => write!(f, "ambiguous #{serial} ({reason})"),
             Outcome::Rejected { reason } => write!(f, "rejected ({reason})"),
         }
@@ -113,7 +151,26 @@ impl std::fmt::Display for Event {
                 keys,
                 attempt,
                 outcome,
-            } => write!(f, "send q{queue} {keys:?} try {attempt}: {outcome}"),
+            } => {
+                write!(f, "send q{queue} {keys:?} try {attempt}: ")?;
+                match outcome {
+                    Outcome::Ok {
+                        serial,
+                        done_serial,
+                        served_ms,
+                        done_ms,
+                        value,
+                    } => {
+                        let ids: Vec<String> = value.iter().map(|id| id.to_string()).collect();
+                        write!(
+                            f,
+                            "ok #{serial}-{done_serial}@{served_ms}-{done_ms} [{}]",
+                            ids.join(" ")
+                        )
+                    }
+                    other => write!(f, "{other}"),
+                }
+            }
             EventKind::Receive {
                 queue,
                 group,
@@ -123,15 +180,20 @@ impl std::fmt::Display for Event {
                 match outcome {
                     Outcome::Ok {
                         serial,
+                        done_serial,
                         served_ms,
+                        done_ms,
                         value,
-                        ..
                     } => {
                         let got: Vec<String> = value
                             .iter()
-                            .map(|d| format!("m{}/{}x{}", d.key, d.message_id.0, d.delivery_count))
+                            .map(|d| format!("m{}/{}", d.key, d.message_id))
                             .collect();
-                        write!(f, "ok #{serial}@{served_ms} [{}]", got.join(" "))
+                        write!(
+                            f,
+                            "ok #{serial}-{done_serial}@{served_ms}-{done_ms} [{}]",
+                            got.join(" ")
+                        )
                     }
                     other => write!(f, "{other}"),
                 }
@@ -146,7 +208,7 @@ impl std::fmt::Display for Event {
                 let keys: Vec<u32> = targets.iter().map(|t| t.0).collect();
                 write!(f, "ack  q{queue} g{group} {kind:?} {keys:?}: {outcome}")
             }
-            EventKind::Boot { serial } => write!(f, "node: engine opened after #{serial}"),
+            EventKind::Boot { serial } => write!(f, "node: engines opened after #{serial}"),
             EventKind::Nemesis(what) => write!(f, "nemesis: {what}"),
         }
     }

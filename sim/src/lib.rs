@@ -1,22 +1,27 @@
-//! The madsim driver: a simulated node running the queue engine on the fault-injecting
-//! disk from `sluice_core::sim_disk`, clients, a seeded nemesis, a recorded client history
-//! and a checker of the delivery contract (issue 6, first cut).
+//! The madsim driver: a simulated node running the server's request-handling layer
+//! (`sluice_http::service::handle` over a `LocalNode` of 2 or 3 partitions) on the
+//! fault-injecting disk from `sluice_core::sim_disk`, clients that speak the DMS HTTP API
+//! with signed requests, a seeded nemesis, a recorded client history and a checker of the
+//! delivery contract (issue 6).
 //!
 //! Everything lives behind `--cfg madsim` (`cargo xtask sim`); without that cfg this crate
-//! is empty. Reading order: [`history`] (what clients saw), [`node`] (the engine behind a
-//! request handler, crash and reopen), [`client`] (the simulated network and the
-//! workload), [`checker`], [`run`] (one seed end to end).
+//! is empty. Reading order: [`history`] (what clients saw), [`node`] (the service layer
+//! over the engines, crash and reopen), [`api`] (signed DMS requests and their answers),
+//! [`client`] (the simulated network and the workload), [`checker`], [`run`] (one seed
+//! end to end).
 //!
-//! Network: clients are madsim tasks on the same simulated node as the server, and each
-//! request and reply crosses a simulated link (a seeded latency, and while faults are on a
-//! seeded drop of the request or of the reply) rather than `madsim::net::Endpoint`: the
-//! engine and `SimDisk` are `!Send` (`Rc`, `RefCell`), and a one-node first cut gains
-//! nothing from serialising requests. Replace the link with `Endpoint` once the server
-//! layer exists and has a wire format.
+//! Network: clients are madsim tasks on the same simulated node as the server. Each
+//! request is built as HTTP parts and a body, signed, and crosses a simulated link (a
+//! seeded latency, and while faults are on a seeded drop of the request or of the reply)
+//! to `service::handle`; there is no socket or HTTP/1 framing (hyper is the server's, not
+//! simulated), and `madsim::net::Endpoint` is not used: the engines and `SimDisk` are
+//! `!Send` (`Rc`, `RefCell`), and one node gains nothing from serialising the parts.
 //!
-//! Time: the engine's `now` is madsim's simulated clock in milliseconds (plus a fixed
-//! base), never a wall clock.
+//! Time: the node's clock is madsim's simulated clock in milliseconds (plus a fixed
+//! epoch), never a wall clock; clients sign with the same clock.
 
+#[cfg(madsim)]
+pub mod api;
 #[cfg(madsim)]
 pub mod checker;
 #[cfg(madsim)]

@@ -1,108 +1,146 @@
-//! The simulated node: one engine on the simulated disk behind a small request handler, plus the
-//! node's own loop (open after a crash, tick at the engine's deadline).
+//! The simulated node: the server's request-handling layer (`sluice_http::service::handle`,
+//! authentication, routing and the DMS adapter) over a `LocalNode` whose partitions are
+//! engines on simulated disks, plus the node's own loop (open after a crash, tick at the
+//! engines' deadlines).
 //!
-//! The handler ([`Node::handle`]) stands in for the future server's request layer: it
-//! takes requests that name tenants, queues and groups, resolves them and calls the
-//! engine. Replace it with the server's handler when that exists; the clients and checker
-//! only see [`Request`] and [`Reply`]. It must not hold engine state of its own.
+//! It runs the same code as the real server above the driver: requests arrive as HTTP
+//! parts and a body, answers leave as HTTP responses. It must not interpret requests
+//! itself; it only counts them (serials), takes the node out of service after a storage
+//! fault and reopens it, as the server's shards do per partition.
 //!
 //! Every request takes a serial number when it enters and another when it completes: the
 //! node's linear order of events, which the checker uses to order deliveries and acks.
-//! On the slow disk, requests interleave inside the engine; a receive picks its messages
-//! when it enters, and an ack or send takes effect somewhere between its two serials.
+//! On the slow disk, requests interleave inside the engines; a receive picks its messages
+//! somewhere between its two serials (at entry unless it long-polls or another partition
+//! suspends first), and an ack or send takes effect somewhere between its two serials.
+//!
+//! Tenants: `LocalNode` keeps its directory in memory and draws credentials from a PRNG
+//! seeded at construction, so each boot builds the node with the same seed and creates
+//! the same tenants in the same order: they get the same project ids and AK/SK, which
+//! the node asserts. The queues live in the engines and survive on their own.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use sluice_core::engine::types::{
-    AckKind, Delivery, EngineError, GroupId, QueueId, ReceiptHandle, SendInput, SendOutcome,
-};
-use sluice_core::engine::{Engine, EngineConfig, ReceiveRequest};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Response, StatusCode};
+use madsim::rand::{thread_rng, Rng};
+use sluice_core::engine::{Engine, EngineConfig};
 use sluice_core::sim_disk::SimDisk;
-
-use crate::slow_disk::SlowDisk;
 use sluice_core::storage::{IoErrorKind, IoOp};
+use sluice_http::node::local::{Clock, LocalNode};
+use sluice_http::node::Node as _;
+use sluice_http::service::{self, ServiceConfig};
+use sluice_http::tenants::Tenant;
 
 use crate::history::{Event, EventKind, History};
+use crate::slow_disk::SlowDisk;
 
-/// Engine time is this base plus simulated milliseconds, so `now` is never zero.
-pub const EPOCH_MS: u64 = 1_000_000;
+/// Node time is this base plus simulated milliseconds: a plausible epoch time (2023-11),
+/// so signed requests carry a real-looking `X-Sdk-Date`.
+pub const EPOCH_MS: u64 = 1_700_000_000_000;
 
 /// The node's ticker sleeps at most this long, so it re-checks state after faults.
 const TICK_INTERVAL_MS: u64 = 100;
 
-pub enum Request {
-    Send {
-        tenant: String,
-        queue: String,
-        messages: Vec<SendInput>,
-    },
-    Receive {
-        tenant: String,
-        queue: String,
-        group: String,
-        request: ReceiveRequest,
-    },
-    Ack {
-        tenant: String,
-        queue: String,
-        acks: Vec<(ReceiptHandle, AckKind)>,
-    },
-}
-
-#[derive(Debug)]
-pub enum Reply {
-    Sent(Vec<SendOutcome>),
-    Received(Vec<Delivery>),
-    Acked(Vec<bool>),
-}
-
-/// Why a request failed; `Storage` means its effect is unknown.
-#[derive(Debug)]
-pub enum HandleError {
-    Unavailable,
-    Rejected(EngineError),
-    Storage { serial: u64, error: String },
-}
-
-pub struct Node {
-    pub disk: SimDisk,
-    storage: SlowDisk,
-    config: EngineConfig,
-    engine: RefCell<Option<Rc<Engine<SlowDisk>>>>,
-    /// While down after a crash, the node opens no engine before this time.
-    down_until_ms: Cell<u64>,
-    serial: Cell<u64>,
-    history: Rc<RefCell<History>>,
-    pub stopped: Cell<bool>,
-}
+/// The tenants every boot creates, in this order (their credentials depend on it).
+pub const TENANT_NAMES: [&str; 3] = ["t0", "t1", "t2"];
 
 pub fn now_ms(start: madsim::time::Instant) -> u64 {
     EPOCH_MS + u64::try_from(start.elapsed().as_millis()).expect("simulated time fits")
 }
 
+/// The node's clock: madsim's simulated time, and its timers for long polls.
+#[derive(Clone, Copy)]
+pub struct SimClock {
+    start: madsim::time::Instant,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        now_ms(self.start)
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        madsim::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+pub type Local = LocalNode<SlowDisk, SimClock>;
+
+/// One request as the node served it: its serials and times at entry and completion,
+/// and the answer.
+pub struct Served {
+    pub serial: u64,
+    pub done_serial: u64,
+    pub served_ms: u64,
+    pub done_ms: u64,
+    pub response: Response<Bytes>,
+}
+
+pub struct Node {
+    /// One simulated disk per partition; a crash is a power loss of all of them.
+    pub disks: Vec<SimDisk>,
+    storages: Vec<SlowDisk>,
+    config: EngineConfig,
+    service: ServiceConfig,
+    clock: SimClock,
+    /// `LocalNode`'s credential seed, the same at every boot.
+    tenant_seed: u64,
+    local: RefCell<Option<Rc<Local>>>,
+    /// Counts boots, so a request that fails on an engine already replaced does not
+    /// take the new one out of service.
+    generation: Cell<u64>,
+    /// The tenants of the first boot; every later boot must recreate them identically.
+    tenants: RefCell<Vec<Tenant>>,
+    /// While down after a crash, the node opens no engine before this time.
+    down_until_ms: Cell<u64>,
+    crash_count: Cell<u64>,
+    serial: Cell<u64>,
+    history: Rc<RefCell<History>>,
+    pub stopped: Cell<bool>,
+}
+
 impl Node {
     pub fn new(
-        disk: SimDisk,
+        disks: Vec<SimDisk>,
         disk_latency_ms_max: u64,
         config: EngineConfig,
+        service: ServiceConfig,
+        start: madsim::time::Instant,
         history: Rc<RefCell<History>>,
     ) -> Node {
+        assert!(!disks.is_empty(), "at least one partition");
         Node {
-            storage: SlowDisk::new(disk.clone(), disk_latency_ms_max),
-            disk,
+            storages: disks
+                .iter()
+                .map(|disk| SlowDisk::new(disk.clone(), disk_latency_ms_max))
+                .collect(),
+            disks,
             config,
-            engine: RefCell::new(None),
+            service,
+            clock: SimClock { start },
+            tenant_seed: thread_rng().gen(),
+            local: RefCell::new(None),
+            generation: Cell::new(0),
+            tenants: RefCell::new(Vec::new()),
             down_until_ms: Cell::new(0),
+            crash_count: Cell::new(0),
             serial: Cell::new(0),
             history,
             stopped: Cell::new(false),
         }
     }
 
-    pub fn engine(&self) -> Option<Rc<Engine<SlowDisk>>> {
-        self.engine.borrow().clone()
+    pub fn local(&self) -> Option<Rc<Local>> {
+        self.local.borrow().clone()
+    }
+
+    /// The tenants (with credentials) the node serves; empty before the first boot.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        self.tenants.borrow().clone()
     }
 
     fn note(&self, now: u64, what: String) {
@@ -113,155 +151,152 @@ impl Node {
         });
     }
 
-    /// Power loss: the engine is dropped, unsynced writes are lost or torn, and the node
-    /// stays down for `down_ms`.
+    /// Power loss: the node is dropped, unsynced writes on every disk are lost or torn,
+    /// and the node stays down for `down_ms`.
     pub fn crash(&self, now: u64, down_ms: u64) {
-        self.engine.borrow_mut().take();
-        let mode = self.disk.crash();
+        self.local.borrow_mut().take();
+        let modes: Vec<String> = self
+            .disks
+            .iter()
+            .map(|disk| format!("{:?}", disk.crash()))
+            .collect();
         self.down_until_ms.set(now + down_ms);
-        self.note(now, format!("crash ({mode:?}), down {down_ms} ms"));
+        self.crash_count.set(self.crash_count.get() + 1);
+        self.note(
+            now,
+            format!("crash ({}), down {down_ms} ms", modes.join(" ")),
+        );
     }
 
-    pub fn arm_fault(&self, now: u64, op: IoOp, kind: IoErrorKind) {
-        self.disk.fail_next(op, kind);
-        self.note(now, format!("next {op:?} fails with {kind:?}"));
+    pub fn arm_fault(&self, now: u64, partition: usize, op: IoOp, kind: IoErrorKind) {
+        self.disks[partition].fail_next(op, kind);
+        self.note(
+            now,
+            format!("p{partition}: next {op:?} fails with {kind:?}"),
+        );
     }
 
-    /// A write path failure: the engine is unusable and the process restarts (the page
-    /// cache survives; no power loss).
-    fn poison(&self, now: u64, error: &str) {
-        if self.engine.borrow_mut().take().is_some() {
-            self.note(now, format!("engine failed ({error}); restarting"));
+    /// A storage fault: the engines are unusable and the process restarts (the page
+    /// cache survives; no power loss). Only the node of `generation` is taken down.
+    fn poison(&self, now: u64, generation: u64, error: &str) {
+        if self.generation.get() != generation {
+            return;
+        }
+        if self.local.borrow_mut().take().is_some() {
+            self.note(now, format!("storage fault ({error}); restarting"));
         }
     }
 
-    /// Opens the engine when it is closed and the node is up; true when open.
+    /// Opens every partition's engine, builds the node and recreates the tenants, when
+    /// closed and up; true when open.
     pub async fn ensure_open(&self, now: u64) -> bool {
-        if self.engine.borrow().is_some() {
+        if self.local.borrow().is_some() {
             return true;
         }
         if now < self.down_until_ms.get() {
             return false;
         }
-        match Engine::open(self.storage.clone(), self.config, now).await {
-            Ok(engine) => {
-                *self.engine.borrow_mut() = Some(Rc::new(engine));
-                self.history.borrow_mut().events.push(Event {
-                    at_ms: now - EPOCH_MS,
-                    client: 0,
-                    kind: EventKind::Boot {
-                        serial: self.serial.get(),
-                    },
-                });
-                true
+        let crash_count = self.crash_count.get();
+        let mut engines = Vec::with_capacity(self.storages.len());
+        for (partition, storage) in self.storages.iter().enumerate() {
+            match Engine::open(storage.clone(), self.config, now).await {
+                Ok(engine) => engines.push(engine),
+                Err(error) => {
+                    self.note(now, format!("p{partition}: open failed: {error}"));
+                    return false;
+                }
             }
-            Err(error) => {
-                self.note(now, format!("open failed: {error}"));
-                false
-            }
+        }
+        let local = Local::new(engines, self.clock, self.tenant_seed);
+        self.tenants_recreate(&local).await;
+        // A crash while the engines opened (the nemesis runs meanwhile) makes them stale;
+        // the next pass opens again.
+        if self.crash_count.get() != crash_count {
+            return false;
+        }
+        assert!(self.local.borrow().is_none(), "only the node loop opens");
+        *self.local.borrow_mut() = Some(Rc::new(local));
+        self.generation.set(self.generation.get() + 1);
+        self.history.borrow_mut().events.push(Event {
+            at_ms: now - EPOCH_MS,
+            client: 0,
+            kind: EventKind::Boot {
+                serial: self.serial.get(),
+            },
+        });
+        true
+    }
+
+    /// Creates `TENANT_NAMES` in order; the first boot records them, later boots must
+    /// get the same credentials (the seed and order are the same).
+    async fn tenants_recreate(&self, local: &Local) {
+        let mut created = Vec::with_capacity(TENANT_NAMES.len());
+        for name in TENANT_NAMES {
+            let tenant = local
+                .create_tenant(name, None)
+                .await
+                .expect("a fresh directory accepts the tenant");
+            created.push(tenant);
+        }
+        let mut tenants = self.tenants.borrow_mut();
+        if tenants.is_empty() {
+            *tenants = created;
+            return;
+        }
+        for (first, again) in tenants.iter().zip(&created) {
+            assert_eq!(first.project_id, again.project_id, "tenant survives a boot");
+            assert_eq!(first.ak, again.ak, "tenant keeps its access key");
+            assert_eq!(first.sk, again.sk, "tenant keeps its secret key");
         }
     }
 
-    /// The node's loop: reopen when closed, tick at the engine's deadline. It ends when
+    /// The node's loop: reopen when closed, tick at the engines' deadlines. It ends when
     /// the run sets `stopped`; otherwise each pass sleeps at most `TICK_INTERVAL_MS`.
-    pub async fn run(self: Rc<Node>, start: madsim::time::Instant) {
+    pub async fn run(self: Rc<Node>) {
         while !self.stopped.get() {
-            let now = now_ms(start);
+            let now = self.clock.now_ms();
             let mut wake = now + TICK_INTERVAL_MS;
             if self.ensure_open(now).await {
-                let engine = self.engine().expect("just ensured open");
-                if let Err(error) = engine.tick(now).await {
-                    self.poison(now, &error.to_string());
-                } else if let Some(deadline) = engine.next_deadline_ms() {
-                    wake = wake.min(deadline.max(now + 1));
+                let generation = self.generation.get();
+                let local = self.local().expect("just ensured open");
+                if let Err(error) = local.tick(now).await {
+                    self.poison(now, generation, &error.to_string());
+                } else {
+                    let partitions = local.partitions();
+                    for partition in 0..local.partition_count() {
+                        if let Some(deadline) = partitions.partition(partition).next_deadline_ms() {
+                            wake = wake.min(deadline.max(now + 1));
+                        }
+                    }
                 }
             }
-            madsim::time::sleep(Duration::from_millis(wake - now)).await;
+            let now = self.clock.now_ms();
+            madsim::time::sleep(Duration::from_millis(wake.saturating_sub(now).max(1))).await;
         }
     }
 
-    /// The request handler (the future server's place): resolve names, call the engine.
-    /// Returns the serials at entry and at completion with the reply.
-    pub async fn handle(
-        &self,
-        request: Request,
-        now: u64,
-    ) -> Result<((u64, u64), Reply), HandleError> {
-        let engine = self.engine().ok_or(HandleError::Unavailable)?;
+    /// Serves one HTTP request with the server's `service::handle`; `None` when the node
+    /// is down (the client sees a refused connection). A 500 is a storage fault: the node
+    /// restarts, as the server's shard reopens the partition.
+    pub async fn handle(&self, parts: Parts, body: Bytes) -> Option<Served> {
+        let local = self.local()?;
+        let generation = self.generation.get();
         let serial = self.serial.get() + 1;
         self.serial.set(serial);
-        let result = match request {
-            Request::Send {
-                tenant,
-                queue,
-                messages,
-            } => {
-                let queue = resolve_queue(&engine, &tenant, &queue)?;
-                engine.send(queue, &messages, now).await.map(Reply::Sent)
-            }
-            Request::Receive {
-                tenant,
-                queue,
-                group,
-                request,
-            } => {
-                let queue = resolve_queue(&engine, &tenant, &queue)?;
-                let group = resolve_group(&engine, queue, &group)?;
-                engine
-                    .receive(queue, group, &request, now)
-                    .await
-                    .map(Reply::Received)
-            }
-            Request::Ack {
-                tenant,
-                queue,
-                acks,
-            } => {
-                let queue_id = resolve_queue(&engine, &tenant, &queue)?;
-                let owned = acks.iter().all(|(handle, _)| handle.queue == queue_id);
-                if !owned {
-                    return Err(HandleError::Rejected(EngineError::QueueNotFound));
-                }
-                engine
-                    .ack(&acks, false, now)
-                    .await
-                    .map(|results| Reply::Acked(results.iter().map(|r| r.is_ok()).collect()))
-            }
-        };
-        match result {
-            Ok(reply) => {
-                let done = self.serial.get() + 1;
-                self.serial.set(done);
-                Ok(((serial, done), reply))
-            }
-            Err(EngineError::Storage(error)) => {
-                self.poison(now, &error);
-                Err(HandleError::Storage { serial, error })
-            }
-            Err(error) => Err(HandleError::Rejected(error)),
+        let served_ms = self.clock.now_ms();
+        let response = service::handle(&*local, &self.service, &parts, &body).await;
+        let done_serial = self.serial.get() + 1;
+        self.serial.set(done_serial);
+        let done_ms = self.clock.now_ms();
+        if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+            self.poison(done_ms, generation, "a request answered 500");
         }
+        Some(Served {
+            serial,
+            done_serial,
+            served_ms,
+            done_ms,
+            response,
+        })
     }
-}
-
-fn resolve_queue(
-    engine: &Engine<SlowDisk>,
-    tenant: &str,
-    queue: &str,
-) -> Result<QueueId, HandleError> {
-    engine
-        .queue_by_name(tenant, queue)
-        .ok_or(HandleError::Rejected(EngineError::QueueNotFound))
-}
-
-fn resolve_group(
-    engine: &Engine<SlowDisk>,
-    queue: QueueId,
-    group: &str,
-) -> Result<GroupId, HandleError> {
-    let info = engine.queue_info(queue).map_err(HandleError::Rejected)?;
-    info.groups
-        .iter()
-        .find(|(_, name)| name == group)
-        .map(|(id, _)| *id)
-        .ok_or(HandleError::Rejected(EngineError::GroupNotFound))
 }

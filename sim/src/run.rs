@@ -1,5 +1,5 @@
-//! One seed end to end: knobs from the seed, the node, setup, workload under faults,
-//! healing, draining, and the checker. Each seed runs on a fresh thread with its own
+//! One seed end to end: knobs from the seed, the node, setup through the API, workload
+//! under faults, healing, draining, and the checker. Each seed runs on a fresh thread with its own
 //! madsim runtime, so nothing (not even std's per-thread hash keys) leaks between runs.
 
 use std::cell::{Cell, RefCell};
@@ -7,11 +7,12 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
-use sluice_core::engine::types::FifoScope;
-use sluice_core::engine::types::{GroupStart, QueueConfig, QueueMode, RetryPolicy};
 use sluice_core::engine::{EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{FaultRates, SimDisk};
+use sluice_http::auth::SKEW_S_DEFAULT;
+use sluice_http::dms::DmsConfig;
+use sluice_http::service::ServiceConfig;
 
 use crate::checker;
 use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
@@ -30,6 +31,8 @@ pub struct Report {
     pub messages: usize,
     pub simulated_ms: u64,
     pub violations: Vec<String>,
+    /// Occurrences of known bugs (FIXMEs in the checker): reported, not failing.
+    pub known: Vec<String>,
     /// The readable trace, one event a line (simulated times only).
     pub trace: String,
 }
@@ -55,6 +58,7 @@ pub fn run_seed(seed: u64) -> Report {
             messages: 0,
             simulated_ms: 0,
             violations: vec![format!("panic: {message}")],
+            known: Vec::new(),
             trace: String::new(),
         }
     })
@@ -76,37 +80,24 @@ fn engine_config(knobs: &Knobs) -> EngineConfig {
     }
 }
 
-fn queue_config(fifo: bool) -> QueueConfig {
-    QueueConfig {
-        mode: if fifo {
-            QueueMode::Fifo(FifoScope::MessageGroup)
-        } else {
-            QueueMode::Normal
+/// The service layer as the server configures it, except for short `ack_wait` and
+/// `time_wait` minimums (the seed's visibility is 1 to 5 s; a consume may not long-poll)
+/// and a dedup window longer than a producer's retries of one batch.
+fn service_config() -> ServiceConfig {
+    ServiceConfig {
+        dms: DmsConfig {
+            ack_wait_s_min: 1,
+            time_wait_s_min: 0,
+            dedup_window_ms: 600_000,
+            ..DmsConfig::dms_default()
         },
-        // Far beyond the run, so no message expires before it is drained.
-        retention_ms: 72 * 3600 * 1000,
-        max_consume_count: None,
-        retry: RetryPolicy::Immediate,
-        // Longer than a producer's retries of one batch.
-        dedup_window_ms: 600_000,
-    }
-}
-
-/// Creates the queues and groups before faults start; setup is not under test yet.
-async fn setup(node: &Node, now: u64) {
-    assert!(node.ensure_open(now).await, "the first open succeeds");
-    let engine = node.engine().expect("open");
-    for (tenant, name, fifo) in QUEUES {
-        let queue = engine
-            .create_queue(tenant, name, queue_config(fifo), now)
-            .await
-            .expect("create queue on a healthy disk");
-        for group in GROUPS {
-            engine
-                .create_group(queue, group, GroupStart::Oldest, now)
-                .await
-                .expect("create group on a healthy disk");
-        }
+        clock_skew_s_max: SKEW_S_DEFAULT,
+        token_ttl_s: 3_600,
+        token_key: [7; 32],
+        admin_ak: "SIMADMINACCESSKEY000".into(),
+        admin_sk: "SimAdminSecretKey0000000000000000000000".into(),
+        endpoint: "http://sluice.sim:8080".into(),
+        region: "sim-1".into(),
     }
 }
 
@@ -115,32 +106,41 @@ pub async fn simulate(seed: u64) -> Report {
     let start = madsim::time::Instant::now();
     let knobs = Knobs::draw();
     let history = Rc::new(RefCell::new(History::default()));
-    let disk = SimDisk::new(thread_rng().gen());
+    let disks = (0..knobs.partitions)
+        .map(|_| SimDisk::new(thread_rng().gen()))
+        .collect();
     let node = Rc::new(Node::new(
-        disk,
+        disks,
         knobs.disk_latency_ms_max,
         engine_config(&knobs),
+        service_config(),
+        start,
         history.clone(),
     ));
-    setup(&node, crate::node::now_ms(start)).await;
     let ctx = Rc::new(Ctx {
         node: node.clone(),
         history: history.clone(),
         knobs,
         start,
-        faults: Cell::new(true),
+        credentials: RefCell::new(Vec::new()),
+        routes: RefCell::new(Vec::new()),
+        faults: Cell::new(false),
         draining: Cell::new(false),
         stopped: Cell::new(false),
     });
+    client::setup(&ctx).await;
+    ctx.faults.set(true);
     let ppm = knobs.disk_fault_ppm;
-    node.disk.set_fault_rates(FaultRates {
-        write_eio_ppm: ppm,
-        write_enospc_ppm: ppm,
-        sync_eio_ppm: ppm,
-        read_eio_ppm: ppm,
-        read_bitflip_ppm: ppm,
-    });
-    let node_loop = madsim::task::spawn_local(node.clone().run(start));
+    for disk in &node.disks {
+        disk.set_fault_rates(FaultRates {
+            write_eio_ppm: ppm,
+            write_enospc_ppm: ppm,
+            sync_eio_ppm: ppm,
+            read_eio_ppm: ppm,
+            read_bitflip_ppm: ppm,
+        });
+    }
+    let node_loop = madsim::task::spawn_local(node.clone().run());
     let nemesis = madsim::task::spawn_local(client::nemesis(ctx.clone()));
     let mut client_id = 1;
     let mut consumers = Vec::new();
@@ -175,7 +175,7 @@ pub async fn simulate(seed: u64) -> Report {
     node.stopped.set(true);
     node_loop.await.expect("node task");
     let history = history.borrow();
-    let violations = checker::check(&history, knobs.visibility_ms);
+    let judgement = checker::check(&history, knobs.visibility_ms);
     let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
     Report {
         seed,
@@ -184,7 +184,8 @@ pub async fn simulate(seed: u64) -> Report {
         events: history.events.len(),
         messages: history.specs.len(),
         simulated_ms: u64::try_from(start.elapsed().as_millis()).expect("fits"),
-        violations,
+        violations: judgement.violations,
+        known: judgement.known,
         trace,
     }
 }
@@ -192,8 +193,10 @@ pub async fn simulate(seed: u64) -> Report {
 /// Ends every fault: no more crashes, disk faults or drops; consumers start draining.
 fn heal(ctx: &Ctx) {
     ctx.faults.set(false);
-    ctx.node.disk.clear_faults();
-    ctx.node.disk.set_fault_rates(FaultRates::default());
+    for disk in &ctx.node.disks {
+        disk.clear_faults();
+        disk.set_fault_rates(FaultRates::default());
+    }
     ctx.draining.set(true);
     let now = ctx.now();
     ctx.history.borrow_mut().events.push(crate::history::Event {

@@ -2,9 +2,9 @@
 //! seeds pass the checker, and the checker flags a forged history that breaks the contract.
 #![cfg(madsim)]
 
-use sluice_core::engine::types::{AckKind, MessageId};
+use sluice_core::engine::types::AckKind;
 use sluice_sim::checker::check;
-use sluice_sim::history::{Delivered, Event, EventKind, History, MessageSpec, Outcome};
+use sluice_sim::history::{Delivered, Event, EventKind, History, MessageId, MessageSpec, Outcome};
 use sluice_sim::run::run_seed;
 
 /// Goal: `--seed S` replays exactly. Method: run one seed twice, compare history hashes
@@ -73,6 +73,13 @@ fn event(kind: EventKind) -> Event {
     }
 }
 
+fn id(offset: u64) -> MessageId {
+    MessageId {
+        partition: 0,
+        offset,
+    }
+}
+
 fn receive(serial: u64, key: u32) -> Event {
     event(EventKind::Receive {
         queue: 0,
@@ -81,10 +88,10 @@ fn receive(serial: u64, key: u32) -> Event {
             serial,
             done_serial: serial,
             served_ms: 10,
+            done_ms: 10,
             value: vec![Delivered {
                 key,
-                message_id: MessageId(u64::from(key)),
-                delivery_count: 1,
+                message_id: id(u64::from(key)),
             }],
         },
     })
@@ -112,7 +119,8 @@ fn the_checker_flags_a_broken_history() {
             serial: 1,
             done_serial: 1,
             served_ms: 0,
-            value: vec![(MessageId(0), false), (MessageId(1), false)],
+            done_ms: 0,
+            value: vec![id(0), id(1)],
         },
     }));
     history.events.push(receive(2, 0));
@@ -120,18 +128,19 @@ fn the_checker_flags_a_broken_history() {
         queue: 0,
         group: 0,
         kind: AckKind::Success,
-        targets: vec![(0, MessageId(0))],
+        targets: vec![(0, id(0))],
         outcome: Outcome::Ok {
             serial: 3,
             done_serial: 3,
             served_ms: 0,
+            done_ms: 0,
             value: vec![true],
         },
     }));
     history.events.push(receive(4, 0));
     history.events.push(receive(5, 1));
     history.events.push(receive(6, 9));
-    let violations = check(&history, 1_000);
+    let violations = check(&history, 1_000).violations;
     let text = violations.join("\n");
     assert!(text.contains("m0 delivered again after its ack"), "{text}");
     assert!(
@@ -140,7 +149,7 @@ fn the_checker_flags_a_broken_history() {
     );
     assert!(text.contains("was never sent"), "{text}");
     assert!(
-        text.contains("m0 handed out again at 10 ms, before its visibility"),
+        text.contains("m0 handed out again by 10 ms, before its visibility"),
         "{text}"
     );
 }

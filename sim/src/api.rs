@@ -1,0 +1,254 @@
+//! The simulated clients' side of the DMS API: signed HTTP requests (method, path, query,
+//! JSON body, `Host`, and the `SDK-HMAC-SHA256` Authorization that
+//! `sluice_http::auth::sign_request` makes with the tenant's AK/SK at simulated time),
+//! and the parsing of the JSON answers into what the history records.
+//!
+//! It speaks the API as a client would: from the wire shapes of dms-api.md §3 only, never
+//! from the adapter's types. An answer of the wrong shape is an adapter bug and panics
+//! (the run reports the panic as a violation).
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::request::Parts;
+use http::Method;
+use serde_json::{json, Value};
+use sluice_http::auth::sign_request;
+
+use crate::history::{key_of, Delivered, MessageId};
+
+/// The `Host` every client sends (signed, as the SDKs do).
+const HOST_NAME: &str = "sluice.sim:8080";
+
+/// Who sends a request: a tenant's project id and its AK/SK.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub project: String,
+    pub ak: String,
+    pub sk: String,
+}
+
+/// A request before signing.
+pub struct ApiRequest {
+    pub method: Method,
+    /// Without the `/v2/{project_id}` prefix, e.g. `/queues`.
+    pub path: String,
+    pub query: Option<String>,
+    pub body: Option<Value>,
+}
+
+impl ApiRequest {
+    fn new(method: Method, path: String, query: Option<String>, body: Option<Value>) -> Self {
+        ApiRequest {
+            method,
+            path,
+            query,
+            body,
+        }
+    }
+
+    /// A label for the trace when the request fails.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// `POST /queues`: a NORMAL queue, or a FIFO queue ordered per message group.
+pub fn queue_create(name: &str, fifo: bool) -> ApiRequest {
+    let body = if fifo {
+        json!({"name": name, "queue_mode": "FIFO", "fifo_scope": "message_group"})
+    } else {
+        json!({"name": name, "queue_mode": "NORMAL"})
+    };
+    ApiRequest::new(Method::POST, "/queues".into(), None, Some(body))
+}
+
+/// `POST /queues/{queue_id}/groups`.
+pub fn groups_create(queue_id: &str, names: &[&str]) -> ApiRequest {
+    let groups: Vec<Value> = names.iter().map(|name| json!({ "name": name })).collect();
+    ApiRequest::new(
+        Method::POST,
+        format!("/queues/{queue_id}/groups"),
+        None,
+        Some(json!({ "groups": groups })),
+    )
+}
+
+/// One message of a send: its key (the body), FIFO group, delay and dedup id.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub key: u32,
+    pub fifo_group: Option<String>,
+    pub delay: Delay,
+    pub dedup_id: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Delay {
+    None,
+    /// `delay_time`, milliseconds.
+    Ms(u64),
+    /// The extension `delay_level` (1 = 1 s, 2 = 5 s).
+    Level(u8),
+}
+
+/// `POST /queues/{queue_id}/messages` with `return_id`, so the answer names the ids.
+pub fn send(queue_id: &str, messages: &[Outgoing]) -> ApiRequest {
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|message| {
+            let mut entry = json!({
+                "body": crate::history::body_of(message.key),
+                "dedup_id": message.dedup_id,
+            });
+            if let Some(group) = &message.fifo_group {
+                entry["fifo_group"] = json!(group);
+            }
+            match message.delay {
+                Delay::None => {}
+                Delay::Ms(ms) => entry["delay_time"] = json!(ms),
+                Delay::Level(level) => entry["delay_level"] = json!(level),
+            }
+            entry
+        })
+        .collect();
+    ApiRequest::new(
+        Method::POST,
+        format!("/queues/{queue_id}/messages"),
+        None,
+        Some(json!({"messages": messages, "return_id": true})),
+    )
+}
+
+/// `GET /queues/{queue_id}/groups/{group_id}/messages`.
+pub fn consume(
+    queue_id: &str,
+    group_id: &str,
+    max_messages: u32,
+    time_wait_s: u64,
+    ack_wait_s: u64,
+) -> ApiRequest {
+    ApiRequest::new(
+        Method::GET,
+        format!("/queues/{queue_id}/groups/{group_id}/messages"),
+        Some(format!(
+            "ack_wait={ack_wait_s}&max_msgs={max_messages}&time_wait={time_wait_s}"
+        )),
+        None,
+    )
+}
+
+/// `POST /queues/{queue_id}/groups/{group_id}/ack`, every entry with the same status.
+pub fn ack(queue_id: &str, group_id: &str, handlers: &[String], success: bool) -> ApiRequest {
+    let status = if success { "success" } else { "fail" };
+    let entries: Vec<Value> = handlers
+        .iter()
+        .map(|handler| json!({"handler": handler, "status": status}))
+        .collect();
+    ApiRequest::new(
+        Method::POST,
+        format!("/queues/{queue_id}/groups/{group_id}/ack"),
+        None,
+        Some(json!({ "message": entries })),
+    )
+}
+
+/// The request as it leaves the client: parts with `Host`, `Content-Type` (with a body),
+/// `X-Sdk-Date` and `Authorization`, signed at `now_ms`.
+pub fn signed(credentials: &Credentials, request: &ApiRequest, now_ms: u64) -> (Parts, Bytes) {
+    let path = format!("/v2/{}{}", credentials.project, request.path);
+    let body = request
+        .body
+        .as_ref()
+        .map(|value| value.to_string().into_bytes())
+        .unwrap_or_default();
+    let uri = match &request.query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.clone(),
+    };
+    let mut builder = http::Request::builder()
+        .method(request.method.clone())
+        .uri(uri)
+        .header(HOST, HOST_NAME);
+    if request.body.is_some() {
+        builder = builder.header(CONTENT_TYPE, "application/json");
+    }
+    let (mut parts, ()) = builder.body(()).expect("a valid request").into_parts();
+    let now_s = i64::try_from(now_ms / 1000).expect("seconds fit i64");
+    sign_request(
+        &credentials.ak,
+        &credentials.sk,
+        request.method.as_str(),
+        &path,
+        request.query.as_deref(),
+        &mut parts.headers,
+        &body,
+        now_s,
+    );
+    (parts, Bytes::from(body))
+}
+
+/// The `id` of a created queue.
+pub fn queue_created(answer: &Value) -> String {
+    answer["id"]
+        .as_str()
+        .expect("a queue create answers its id")
+        .to_string()
+}
+
+/// The ids of created groups, in request order.
+pub fn groups_created(answer: &Value) -> Vec<String> {
+    answer["groups"]
+        .as_array()
+        .expect("a group create answers its groups")
+        .iter()
+        .map(|group| group["id"].as_str().expect("a group id").to_string())
+        .collect()
+}
+
+/// The message ids a send answered, in request order.
+pub fn sent(answer: &Value) -> Vec<MessageId> {
+    answer["messages"]
+        .as_array()
+        .expect("a send answers messages")
+        .iter()
+        .map(|message| {
+            assert_eq!(message["state"], json!(0), "a stored message has state 0");
+            let id = message["id"].as_str().expect("return_id gives an id");
+            MessageId::parse(id).expect("a message id is 20 hex digits")
+        })
+        .collect()
+}
+
+/// A consume's array: each delivery with its handler.
+pub fn consumed(answer: &Value) -> Vec<(Delivered, String)> {
+    answer
+        .as_array()
+        .expect("a consume answers an array")
+        .iter()
+        .map(|entry| {
+            let message = &entry["message"];
+            let id = message["message_id"].as_str().expect("a message id");
+            let delivered = Delivered {
+                // A body no producer wrote names no key; the checker flags it.
+                key: key_of(&message["body"]).unwrap_or(u32::MAX),
+                message_id: MessageId::parse(id).expect("a message id is 20 hex digits"),
+            };
+            let handler = entry["handler"].as_str().expect("a handler").to_string();
+            (delivered, handler)
+        })
+        .collect()
+}
+
+/// An ack's `{"success", "fail"}` as one flag per entry: entries are processed in order
+/// and processing stops at the first invalid one, so the successes are a prefix.
+pub fn acked(answer: &Value, entries: usize) -> Vec<bool> {
+    let success = answer["success"].as_u64().expect("an ack answers success");
+    let fail = answer["fail"].as_u64().expect("an ack answers fail");
+    let success = usize::try_from(success).expect("fits");
+    assert_eq!(
+        success + usize::try_from(fail).expect("fits"),
+        entries,
+        "an ack counts every entry"
+    );
+    (0..entries).map(|index| index < success).collect()
+}
