@@ -307,33 +307,44 @@ fn check_fifo(history: &History, facts: &mut Facts) {
 
 /// A delivery is not handed out again to its group before its visibility deadline unless
 /// it was (maybe) failed or the engine was reopened in between (leases are not durable).
-/// Early means even the latest pick of the second (its `done_ms`) came before the
-/// earliest deadline of the first (its `served_ms` plus the visibility).
+///
+/// Long polls make the node's order of picks differ from the order of entry, so every
+/// pair of deliveries of one message whose order is certain (the first completed before
+/// the second entered) is judged; overlapping pairs are not. Early means even the latest
+/// pick of the second (its `done_ms`) came before the earliest deadline of the first
+/// (its `served_ms` plus the visibility).
 fn check_visibility(visibility_ms: u64, facts: &mut Facts) {
-    let mut last: BTreeMap<(usize, usize, MessageId), (u64, u64)> = BTreeMap::new();
-    let mut violations = Vec::new();
+    let mut by_message: BTreeMap<(usize, usize, MessageId), Vec<&Delivery>> = BTreeMap::new();
     for d in &facts.deliveries {
         let at = (d.queue, d.group, d.message_id);
-        if let Some((serial, served_ms)) = last.get(&at).copied() {
-            let early = d.done_ms < served_ms + visibility_ms;
-            let rebooted = facts
-                .boots
-                .iter()
-                .any(|boot| serial <= *boot && *boot < d.done_serial);
-            let failed = facts.maybe_failed.get(&at).is_some_and(|fails| {
-                fails
+        by_message.entry(at).or_default().push(d);
+    }
+    let mut violations = Vec::new();
+    for (at, deliveries) in &by_message {
+        for first in deliveries {
+            for d in deliveries {
+                if first.done_serial >= d.serial {
+                    continue;
+                }
+                let early = d.done_ms < first.served_ms + visibility_ms;
+                let rebooted = facts
+                    .boots
                     .iter()
-                    .any(|(entry, done)| *entry < d.done_serial && serial < *done)
-            });
-            if early && !rebooted && !failed {
-                violations.push(format!(
-                    "q{} g{} #{}: m{} handed out again by {} ms, before its visibility \
-                     deadline ({} ms + {visibility_ms} ms)",
-                    d.queue, d.group, d.serial, d.key, d.done_ms, served_ms
-                ));
+                    .any(|boot| first.serial <= *boot && *boot < d.done_serial);
+                let failed = facts.maybe_failed.get(at).is_some_and(|fails| {
+                    fails
+                        .iter()
+                        .any(|(entry, done)| *entry < d.done_serial && first.serial < *done)
+                });
+                if early && !rebooted && !failed {
+                    violations.push(format!(
+                        "q{} g{} #{}: m{} handed out again by {} ms, before its visibility \
+                         deadline ({} ms + {visibility_ms} ms, #{})",
+                        d.queue, d.group, d.serial, d.key, d.done_ms, first.served_ms, first.serial
+                    ));
+                }
             }
         }
-        last.insert(at, (d.serial, d.served_ms));
     }
     facts.violations.extend(violations);
 }
