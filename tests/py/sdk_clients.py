@@ -41,7 +41,7 @@ NORMAL_MESSAGES = [
     {"body": {"invoice": 4711, "copies": 2}, "attributes": {"priority": 3, "source": "erp"}},
     {"body": "reprint 4702", "attributes": {"source": "desk"}, "tags": ["manual"]},
     {"body": [1, 2.5, "three", None, True], "attributes": {"urgent": False}},
-    {"body": 42, "attributes": {"source": "número ünïcode"}},
+    {"body": 42, "attributes": {"source": "número ünïcode"}, "delay_time": 0},
 ]
 FIFO_BODIES = [{"seq": i, "text": "fifo-%d" % i} for i in range(6)]
 
@@ -114,7 +114,7 @@ def run_v3(args):
         CreateConsumerGroupRequest, CreateQueueReq, CreateQueueRequest, DeleteQueueRequest,
         DeleteSpecifiedConsumerGroupRequest, DmsClient, GroupEntity, ListConsumerGroupsRequest,
         ListQueuesRequest, SendMessageEntity, SendMessagesReq, SendMessagesRequest,
-        ShowQueueRequest, ShowQuotasRequest)
+        ShowQueueProjectTagsRequest, ShowQueueRequest, ShowQuotasRequest)
 
     log = Log("huaweicloudsdkdms")
     config = HttpConfig.get_default_config()
@@ -195,9 +195,12 @@ def run_v3(args):
         check(response.redrive_policy == "enable", "redrive_policy %r" % response.redrive_policy)
         check(sorted(g.name for g in response.groups) == ["failer", "ok", "tagged"],
               str(response.groups))
+        page = client.list_consumer_groups(
+            ListConsumerGroupsRequest(queue_id=normal, page_size=2, current_page=2))
+        check(len(page.groups) == 1, "page 2 of size 2: %s" % page.groups)
         return [(g.name, g.available_messages) for g in response.groups]
 
-    log.step("list consumer groups", list_groups)
+    log.step("list consumer groups (and page 2 of size 2)", list_groups)
 
     def send(queue, messages):
         entities = [SendMessageEntity(**m) for m in messages]
@@ -343,6 +346,18 @@ def run_v3(args):
         return [(r.type, r.quota, r.used) for r in response.quotas.resources]
 
     log.step("show quotas (/v2/{project_id}/quotas)", quotas)
+
+    def queue_tags():
+        # FIXME(server): the optional queue tag calls (dms-api.md section 2, row 14) are not
+        # served; the SDK gets a 404 in the DMS error envelope.
+        try:
+            client.show_queue_project_tags(ShowQueueProjectTagsRequest())
+        except sdk_exceptions.ClientRequestException as e:
+            check(e.status_code == 404, "status %s" % e.status_code)
+            return "404 %s %s" % (e.error_code, e.error_msg)
+        raise Failed("queue tags are served now: replace this step with a real check")
+
+    log.step("queue tags (/v2/{project_id}/queue/tags): not served, 404", queue_tags)
 
     def delete_group():
         client.delete_specified_consumer_group(
