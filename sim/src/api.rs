@@ -62,6 +62,11 @@ pub fn queue_create(name: &str, fifo: bool) -> ApiRequest {
     ApiRequest::new(Method::POST, "/queues".into(), None, Some(body))
 }
 
+/// `GET /queues`.
+pub fn queue_list() -> ApiRequest {
+    ApiRequest::new(Method::GET, "/queues".into(), None, None)
+}
+
 /// `POST /queues/{queue_id}/groups`.
 pub fn groups_create(queue_id: &str, names: &[&str]) -> ApiRequest {
     let groups: Vec<Value> = names.iter().map(|name| json!({ "name": name })).collect();
@@ -193,6 +198,14 @@ pub fn queue_created(answer: &Value) -> String {
         .as_str()
         .expect("a queue create answers its id")
         .to_string()
+}
+
+/// How many queues a queue list names.
+pub fn queues_listed(answer: &Value) -> usize {
+    answer["queues"]
+        .as_array()
+        .expect("a queue list answers queues")
+        .len()
 }
 
 /// The ids of created groups, in request order.

@@ -11,7 +11,8 @@
 //! message group, nothing is handed out while an earlier message is unacked (one
 //! delivery batch counts as simultaneous; delayed messages join the order when released);
 //! delayed messages never arrive early; a message is not handed out again before its
-//! visibility deadline unless it was failed or the engine reopened in between.
+//! visibility deadline unless it was failed or the engine reopened in between; a
+//! tenant's requests aimed at another tenant's queues are refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -182,6 +183,20 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             }
         }
         EventKind::Boot { serial } => facts.boots.push(*serial),
+        // Only the prober's list of its own (empty) project may succeed.
+        EventKind::Probe {
+            what,
+            status: Some(status),
+            queues_seen,
+        } => {
+            let success = (200..300).contains(status);
+            let own_list = what.starts_with("list own");
+            if (success && !own_list) || *queues_seen > 0 {
+                facts.violations.push(format!(
+                    "tenant isolation: {what} answered {status} with {queues_seen} queues"
+                ));
+            }
+        }
         EventKind::Ack {
             queue,
             group,

@@ -141,60 +141,69 @@ impl Ctx {
         self.routes.borrow()[queue].clone()
     }
 
-    /// One request over the simulated link, signed by `tenant` when it leaves: latency
-    /// each way, and while faults are on a request or its reply may be dropped (the
-    /// client then times out). A 2xx answer is `Ok` with its JSON body, a 4xx is
-    /// `Rejected` (nothing applied), a 5xx is `Ambiguous` (maybe partly applied).
+    /// One request over the simulated link, signed by `tenant` when it leaves (a 401
+    /// would be a bug in signing or verifying).
     async fn call(&self, tenant: &str, request: &ApiRequest) -> Outcome<Value> {
-        let (parts, body) = api::signed(&self.credentials_of(tenant), request, self.now());
+        let (outcome, status) = self.call_as(&self.credentials_of(tenant), request).await;
+        assert_ne!(
+            status,
+            Some(StatusCode::UNAUTHORIZED),
+            "{}: {outcome}",
+            request.label()
+        );
+        outcome
+    }
+
+    /// One request over the simulated link, signed with `credentials` when it leaves:
+    /// latency each way, and while faults are on a request or its reply may be dropped
+    /// (the client then times out). A 2xx answer is `Ok` with its JSON body, a 4xx is
+    /// `Rejected` (nothing applied), a 5xx is `Ambiguous` (maybe partly applied). Also
+    /// answers the status, when a reply arrived.
+    async fn call_as(
+        &self,
+        credentials: &Credentials,
+        request: &ApiRequest,
+    ) -> (Outcome<Value>, Option<StatusCode>) {
+        let (parts, body) = api::signed(credentials, request, self.now());
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
         if self.link_drops() {
             sleep_ms(REPLY_TIMEOUT_MS).await;
-            return Outcome::Rejected {
-                reason: "request dropped".into(),
-            };
+            let reason = "request dropped".into();
+            return (Outcome::Rejected { reason }, None);
         }
         let served = self.node.handle(parts, body).await;
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
         let Some(served) = served else {
-            return Outcome::Rejected {
-                reason: "unavailable".into(),
-            };
+            let reason = "unavailable".into();
+            return (Outcome::Rejected { reason }, None);
         };
         if self.link_drops() {
             sleep_ms(REPLY_TIMEOUT_MS).await;
-            return Outcome::Ambiguous {
-                serial: served.serial,
-                reason: "reply dropped".into(),
-            };
+            let serial = served.serial;
+            let reason = "reply dropped".into();
+            return (Outcome::Ambiguous { serial, reason }, None);
         }
         let status = served.response.status();
         let answer: Value = serde_json::from_slice(served.response.body())
             .unwrap_or_else(|e| panic!("{}: {status} answered with no JSON: {e}", request.label()));
-        if status.is_success() {
-            return Outcome::Ok {
+        let reason = || format!("{} {}", status.as_u16(), answer["error_code"]);
+        let outcome = if status.is_success() {
+            Outcome::Ok {
                 serial: served.serial,
                 done_serial: served.done_serial,
                 served_ms: served.served_ms - EPOCH_MS,
                 done_ms: served.done_ms - EPOCH_MS,
                 value: answer,
-            };
-        }
-        let reason = format!("{} {}", status.as_u16(), answer["error_code"]);
-        if status.is_server_error() {
+            }
+        } else if status.is_server_error() {
             Outcome::Ambiguous {
                 serial: served.serial,
-                reason,
+                reason: reason(),
             }
         } else {
-            assert_ne!(
-                status,
-                StatusCode::UNAUTHORIZED,
-                "{}: {answer}",
-                request.label()
-            );
-            Outcome::Rejected { reason }
-        }
+            Outcome::Rejected { reason: reason() }
+        };
+        (outcome, Some(status))
     }
 
     /// A setup request (no faults are on yet), retried until it succeeds.
@@ -405,6 +414,65 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
                 kind,
                 targets,
                 outcome,
+            },
+        );
+    }
+}
+
+/// Tenant `t2` (which owns no queue) probes the other tenants' queues until the run
+/// stops: it lists its own queues, consumes from and sends to their queue ids under its
+/// own project, and signs a request to another tenant's project path. Every probe must
+/// be refused (or, for its own list, answer no queue); the checker judges the statuses.
+pub async fn prober(ctx: Rc<Ctx>, client: u32) {
+    let own = ctx.credentials_of(TENANT_NAMES[2]);
+    // Bounded by the run: `stopped` is set after the draining phase.
+    while !ctx.stopped.get() {
+        sleep_ms(thread_rng().gen_range(200..=2_000)).await;
+        let queue = thread_rng().gen_range(0..QUEUES.len());
+        let (owner, name, fifo) = QUEUES[queue];
+        let route = ctx.route(queue);
+        let (what, credentials, request) = match thread_rng().gen_range(0..4) {
+            0 => (
+                "list own queues".to_string(),
+                own.clone(),
+                api::queue_list(),
+            ),
+            1 => (
+                format!("consume {owner}/{name} under own project"),
+                own.clone(),
+                api::consume(&route.queue_id, &route.group_ids[0], 1, 0, 1),
+            ),
+            2 => {
+                let message = Outgoing {
+                    key: u32::MAX,
+                    fifo_group: fifo.then(|| "fg0".to_string()),
+                    delay: Delay::None,
+                    dedup_id: "probe".into(),
+                };
+                let request = api::send(&route.queue_id, &[message]);
+                let what = format!("send to {owner}/{name} under own project");
+                (what, own.clone(), request)
+            }
+            _ => {
+                let foreign = Credentials {
+                    project: ctx.credentials_of(owner).project,
+                    ..own.clone()
+                };
+                let what = format!("list queues of {owner} with own keys");
+                (what, foreign, api::queue_list())
+            }
+        };
+        let (outcome, status) = ctx.call_as(&credentials, &request).await;
+        let queues_seen = match &outcome {
+            Outcome::Ok { value, .. } => api::queues_listed(value),
+            _ => 0,
+        };
+        ctx.record(
+            client,
+            EventKind::Probe {
+                what,
+                status: status.map(|s| s.as_u16()),
+                queues_seen,
             },
         );
     }

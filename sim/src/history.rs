@@ -87,6 +87,13 @@ pub enum EventKind {
         /// `{"success": n}` names the first n targets.
         outcome: Outcome<Vec<bool>>,
     },
+    /// A request by one tenant aimed at another's data; `status` is the answer's
+    /// (none when dropped or the node was down), `queues_seen` what a list answered.
+    Probe {
+        what: String,
+        status: Option<u16>,
+        queues_seen: usize,
+    },
     /// The node opened its engine after request `serial` (leases start over).
     Boot {
         serial: u64,
@@ -208,6 +215,14 @@ impl std::fmt::Display for Event {
                 let keys: Vec<u32> = targets.iter().map(|t| t.0).collect();
                 write!(f, "ack  q{queue} g{group} {kind:?} {keys:?}: {outcome}")
             }
+            EventKind::Probe {
+                what,
+                status,
+                queues_seen,
+            } => match status {
+                Some(status) => write!(f, "probe {what}: {status}, {queues_seen} queues"),
+                None => write!(f, "probe {what}: no answer"),
+            },
             EventKind::Boot { serial } => write!(f, "node: engines opened after #{serial}"),
             EventKind::Nemesis(what) => write!(f, "nemesis: {what}"),
         }

@@ -153,6 +153,8 @@ pub async fn simulate(seed: u64) -> Report {
             }
         }
     }
+    let prober = madsim::task::spawn_local(client::prober(ctx.clone(), client_id));
+    client_id += 1;
     let mut producers = Vec::new();
     for queue in 0..QUEUES.len() {
         producers.push(madsim::task::spawn_local(client::producer(
@@ -172,6 +174,7 @@ pub async fn simulate(seed: u64) -> Report {
     for consumer in consumers {
         consumer.await.expect("consumer task");
     }
+    prober.await.expect("prober task");
     node.stopped.set(true);
     node_loop.await.expect("node task");
     let history = history.borrow();
