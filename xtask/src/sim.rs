@@ -4,7 +4,8 @@
 
 use crate::command;
 
-/// Seeds `cargo xtask test` runs (about 25 s at ~85 seeds/s on this 2-core machine).
+/// Seeds `cargo xtask test` runs (about 2 to 3 minutes at 12 to 16 seeds/s on a loaded
+/// 2-core machine since the sim runs the HTTP service layer; docs/simulation.md).
 const CI_SEEDS: &str = "2000";
 
 /// The simulation step of `cargo xtask test`: the sim crate's tests, then a seed sweep.
