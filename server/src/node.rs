@@ -2,8 +2,8 @@
 //! own the data, here or on another shard, and metadata changes go to shard 0.
 //!
 //! Routing: a NORMAL queue's send goes to a partition this shard owns when it owns any
-//! (no hop), rotating among them; FIFO sends follow the kernel's rule
-//! (`partition_for_send`). A receive visits this shard's partitions first, then the
+//! (no hop), rotating among them, unless it carries a dedup id; those, and FIFO sends,
+//! follow the kernel's rule (`partition_for_send`). A receive visits this shard's partitions first, then the
 //! others, until it has enough. A long poll that found nothing waits for a change on any
 //! partition (a `WaitChange` call on each) or its deadline, then tries again.
 
@@ -60,6 +60,11 @@ impl ShardNode {
         let shard = self.shard();
         let count = shard.partition_count();
         match mode {
+            // A dedup id decides the partition (so a retry meets its original).
+            QueueMode::Normal if message.dedup_id.is_some() => {
+                let count = u16::try_from(count).expect("at most 1024 partitions");
+                u32::from(partition_for_send(mode, count, message, rotation))
+            }
             QueueMode::Normal => {
                 let local = shard.local_partitions();
                 if local.is_empty() {
@@ -70,12 +75,7 @@ impl ShardNode {
             }
             QueueMode::Fifo(FifoScope::Queue) | QueueMode::Fifo(FifoScope::MessageGroup) => {
                 let count = u16::try_from(count).expect("at most 1024 partitions");
-                u32::from(partition_for_send(
-                    mode,
-                    count,
-                    message.fifo_group.as_deref(),
-                    rotation,
-                ))
+                u32::from(partition_for_send(mode, count, message, rotation))
             }
         }
     }

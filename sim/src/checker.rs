@@ -72,18 +72,9 @@ impl Facts {
     fn identify(&mut self, queue: usize, key: u32, message_id: MessageId) {
         let known = *self.id_of_key.entry(key).or_insert(message_id);
         if known != message_id {
-            let text = format!("m{key} stored twice: ids {known} and {message_id} (dedup)");
-            // FIXME(dedup across partitions): a NORMAL queue's sends rotate over its
-            // partitions (`partition_for_send`) and each engine deduplicates only its own
-            // log, so a retry after a lost reply that lands on another partition is stored
-            // again. Report it as known until the routing honours `dedup_id`.
-            if known.partition != message_id.partition && !QUEUES[queue].2 {
-                self.known.insert(format!(
-                    "{text}: dedup_id not honoured across partitions (NORMAL queue)"
-                ));
-            } else {
-                self.violations.push(text);
-            }
+            self.violations.push(format!(
+                "m{key} stored twice: ids {known} and {message_id} (dedup)"
+            ));
         }
         let owner = *self.key_of_id.entry((queue, message_id)).or_insert(key);
         if owner != key {

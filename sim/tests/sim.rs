@@ -86,24 +86,15 @@ fn seeds_that_found_checker_bugs_now_pass() {
     }
 }
 
-/// Goal: today's wrong behaviour is pinned (STYLE §7: no ignore; assert it and FIXME).
-/// Seed 1: a NORMAL queue's send whose reply was dropped is retried with the same
-/// `dedup_id`, the retry lands on another partition (sends rotate over partitions, each
-/// engine deduplicates only its own log), and the message is stored twice.
-/// FIXME(dedup across partitions): when routing honours `dedup_id`, this seed reports no
-/// known bug; flip the assertion and drop the checker's classification.
+/// Goal: seed 1 stays green. It found that a NORMAL queue's send whose reply was dropped,
+/// retried with the same `dedup_id`, landed on another partition (sends rotated over
+/// partitions; each engine deduplicates only its own log) and was stored twice. Fixed: a
+/// message with a dedup id goes to the partition its id hashes to (`partition_for_send`).
 #[test]
-fn seed_1_stores_a_retried_send_twice_on_another_partition() {
+fn seed_1_stores_a_retried_send_once() {
     let report = run_seed(1);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
-    assert!(
-        report
-            .known
-            .iter()
-            .any(|known| known.contains("dedup_id not honoured across partitions")),
-        "{:?}",
-        report.known
-    );
+    assert!(report.known.is_empty(), "{:?}", report.known);
 }
 
 fn event(kind: EventKind) -> Event {

@@ -23,20 +23,25 @@ use super::types::{
 use super::Engine;
 use crate::storage::Storage;
 
-/// The partition a batch of sends goes to.
+/// The partition one message goes to. A NORMAL message with a dedup id goes where the id
+/// hashes, so that a retry (same id) meets the original in the one engine that can
+/// recognise it; other NORMAL messages rotate. FIFO messages stay where their order is kept.
 pub fn partition_for_send(
     mode: QueueMode,
     partition_count: u16,
-    fifo_group: Option<&str>,
+    message: &SendInput,
     rotation: u64,
 ) -> u16 {
     assert!(partition_count > 0, "a queue has at least one partition");
     let count = u64::from(partition_count);
     let index = match mode {
-        QueueMode::Normal => rotation % count,
+        QueueMode::Normal => match &message.dedup_id {
+            Some(dedup_id) => xxh3_64(dedup_id.as_bytes()) % count,
+            None => rotation % count,
+        },
         QueueMode::Fifo(FifoScope::Queue) => 0,
         QueueMode::Fifo(FifoScope::MessageGroup) => {
-            xxh3_64(fifo_group.unwrap_or("").as_bytes()) % count
+            xxh3_64(message.fifo_group.as_deref().unwrap_or("").as_bytes()) % count
         }
     };
     u16::try_from(index).expect("below partition_count")
@@ -160,8 +165,7 @@ impl<S: Storage + Clone> Partitioned<S> {
         let rotation = self.next_rotation();
         let mut by_partition: Vec<Vec<usize>> = vec![Vec::new(); self.engines.len()];
         for (index, message) in messages.iter().enumerate() {
-            let group = message.fifo_group.as_deref();
-            let partition = partition_for_send(mode, self.count(), group, rotation);
+            let partition = partition_for_send(mode, self.count(), message, rotation);
             by_partition[usize::from(partition)].push(index);
         }
         let mut outcomes: Vec<Option<Routed<SendOutcome>>> = vec![None; messages.len()];
@@ -356,7 +360,7 @@ mod tests {
             .collect();
         let sent = block_on(p.send(q, &batch, NOW)).unwrap();
         for (i, outcome) in sent.iter().enumerate() {
-            let expected = partition_for_send(mode, 3, Some(groups[i % 5]), 0);
+            let expected = partition_for_send(mode, 3, &batch[i], 0);
             assert_eq!(outcome.partition, expected, "message {i}");
         }
         // Drain with acks: each group's messages arrive in send order.
@@ -379,9 +383,32 @@ mod tests {
     }
 
     #[test]
+    fn a_retried_send_with_a_dedup_id_is_stored_once_across_partitions() {
+        // Goal: dedup holds for a partitioned NORMAL queue. Method: send the same dedup id
+        // many times (the rotation moves on each time); one message is stored.
+        let p = check_partitioned(4);
+        let q = block_on(p.create_queue("t", "q", queue(QueueMode::Normal), NOW)).unwrap();
+        let g = block_on(p.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();
+        let retry = SendInput {
+            dedup_id: Some("order-4711".into()),
+            ..message("once".into(), None)
+        };
+        let first = block_on(p.send(q, std::slice::from_ref(&retry), NOW)).unwrap();
+        for _ in 0..8 {
+            let again = block_on(p.send(q, std::slice::from_ref(&retry), NOW)).unwrap();
+            assert!(again[0].item.duplicate);
+            assert_eq!(again[0].item.message_id, first[0].item.message_id);
+            assert_eq!(again[0].partition, first[0].partition);
+        }
+        let got = block_on(p.receive(q, g, &request(64), NOW)).unwrap();
+        assert_eq!(got.len(), 1, "stored once");
+    }
+
+    #[test]
     fn whole_queue_fifo_lives_in_partition_zero() {
+        let in_group = message("m".into(), Some("x"));
         assert_eq!(
-            partition_for_send(QueueMode::Fifo(FifoScope::Queue), 8, Some("x"), 5),
+            partition_for_send(QueueMode::Fifo(FifoScope::Queue), 8, &in_group, 5),
             0
         );
         let order: Vec<u16> = receive_order(4, 6).collect();
