@@ -26,6 +26,8 @@ use crate::metrics::{GroupLabels, QueueGauges, QueueLabels};
 use crate::node::ShardNode;
 use crate::shard::Shard;
 
+/// Bytes one socket read may take (per shard thread, reused).
+const READ_SCRATCH_BYTES: usize = 64 * 1024;
 /// How often an idle wait re-checks for shutdown.
 const STOP_POLL_MS: u64 = 50;
 
@@ -38,23 +40,23 @@ impl hyper::rt::Read for GlommioIo {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        // SAFETY: the slice is zero-filled before it is viewed as initialised bytes, and
-        // `advance` is called with no more than the stream wrote into it.
-        unsafe {
-            let uninit = buf.as_mut();
-            for byte in uninit.iter_mut() {
-                byte.write(0);
-            }
-            let bytes = &mut *(uninit as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]);
-            match Pin::new(&mut self.0).poll_read(cx, bytes) {
+        // Read into this thread's scratch buffer, then copy what arrived: zero-filling
+        // hyper's whole uninitialised buffer on every read cost more than the copy.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_SCRATCH_BYTES]);
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let room = buf.remaining().min(scratch.len());
+            match Pin::new(&mut self.0).poll_read(cx, &mut scratch[..room]) {
                 Poll::Ready(Ok(n)) => {
-                    buf.advance(n);
+                    buf.put_slice(&scratch[..n]);
                     Poll::Ready(Ok(()))
                 }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             }
-        }
+        })
     }
 }
 
