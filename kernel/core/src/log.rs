@@ -715,7 +715,10 @@ impl<F> LogState<F> {
             };
             segment.written_bytes = written_end;
             let reserve_end = align_up(written_end, BLOCK_BYTES);
-            let preallocate_to = (reserve_end > segment.allocated_bytes).then(|| {
+            // Ask again once half the reserve is used, so a storage that prepares the
+            // space in the background (DmaStorage writes zeros ahead) stays ahead.
+            let wanted = reserve_end + config.preallocate_bytes / 2;
+            let preallocate_to = (wanted > segment.allocated_bytes).then(|| {
                 segment.allocated_bytes = reserve_end + config.preallocate_bytes;
                 segment.allocated_bytes
             });

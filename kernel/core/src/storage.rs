@@ -115,7 +115,10 @@ pub trait StorageFile {
     /// Sets the size; bytes beyond it read as zeros if the file grows again. Durable on
     /// return.
     async fn truncate(&self, bytes: u64) -> Result<(), IoError>;
-    /// Reserves space up to `bytes` without changing the size (a hint; may be a no-op).
+    /// Reserves space up to `bytes` (a hint; may be a no-op). An implementation may also
+    /// write zeros up to `bytes` in the background, growing the size: callers treat bytes
+    /// past their own data as zeros of unknown extent. Zeros never land on a write made
+    /// after the call, and `truncate` waits for such a fill.
     async fn preallocate(&self, bytes: u64) -> Result<(), IoError>;
 }
 

@@ -241,9 +241,10 @@ impl DmaStorage {
             "O_DIRECT alignment {alignment} must divide the kernel's block size"
         );
         Ok(DmaStorageFile {
-            file,
+            file: Rc::new(file),
             alignment,
             stats: self.stats.clone(),
+            fill: Rc::new(ZeroFill::default()),
         })
     }
 }
@@ -288,10 +289,94 @@ impl Storage for DmaStorage {
 
 /// One open file. Reads and writes bypass the page cache.
 pub struct DmaStorageFile {
-    file: DmaFile,
+    file: Rc<DmaFile>,
     /// The device's O_DIRECT alignment (512 or 4096); divides `BLOCK_BYTES`.
     alignment: u64,
     stats: Rc<StatsCells>,
+    fill: Rc<ZeroFill>,
+}
+
+/// Bytes of zeros one fill write covers.
+const ZERO_FILL_CHUNK_BYTES: u64 = 1 << 20;
+
+/// `preallocate` writes zeros ahead of the data in the background, so that later appends
+/// overwrite written blocks inside the file's size: their fdatasync then flushes data
+/// only, where an append that grows the file (or fills a fallocated, unwritten extent)
+/// also commits metadata to the journal each time. Measured in the HTTP benchmark at 2
+/// connections: half the server CPU per message and 21% more throughput.
+///
+/// The fill writes `[written_end, target)` in ascending chunks. A data write that
+/// overlaps the part not yet filled waits for it (zeros must never land on data), a
+/// truncate waits for the fill to stop, and a failed fill just stops: the data writes
+/// then extend the file as they would without it.
+#[derive(Default)]
+struct ZeroFill {
+    /// Zeros are written below this (block aligned); `None` until the first preallocate.
+    written_end: Cell<Option<u64>>,
+    target: Cell<u64>,
+    running: Cell<bool>,
+    waiters: RefCell<Vec<std::task::Waker>>,
+}
+
+impl ZeroFill {
+    fn wake_all(&self) {
+        for waker in self.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once no part of `[start, end)` is still to be filled.
+    async fn clear_of(&self, start: u64, end: u64) {
+        std::future::poll_fn(|cx| {
+            let pending_from = self.written_end.get().unwrap_or(u64::MAX);
+            let overlaps = self.running.get() && start < self.target.get() && end > pending_from;
+            if overlaps {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await
+    }
+
+    /// Resolves once the fill task has stopped.
+    async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.running.get() {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await
+    }
+}
+
+/// Writes zeros up to `fill.target`, one chunk at a time, until done or a write fails.
+async fn zero_fill(file: Rc<DmaFile>, fill: Rc<ZeroFill>) {
+    // Bounded: every pass advances `written_end` by a chunk towards `target`.
+    loop {
+        let from = fill.written_end.get().expect("set before the fill starts");
+        let target = fill.target.get();
+        if from >= target {
+            break;
+        }
+        let bytes = (target - from).min(ZERO_FILL_CHUNK_BYTES);
+        let length = usize::try_from(bytes).expect("a chunk fits usize");
+        let mut buf = file.alloc_dma_buffer(length);
+        // glommio hands out recycled memory.
+        buf.as_bytes_mut().fill(0);
+        match file.write_at(buf, from).await {
+            Ok(written) if written == length => fill.written_end.set(Some(from + bytes)),
+            // Out of room or failing: stop; data writes extend the file themselves.
+            _ => break,
+        }
+        fill.wake_all();
+    }
+    fill.running.set(false);
+    fill.wake_all();
 }
 
 /// The descriptor, for measurements and experiments (the benchmark's alternative
@@ -365,6 +450,27 @@ impl DmaStorageFile {
     }
 }
 
+impl DmaStorageFile {
+    /// Extends the background fill to `bytes` (block aligned up), starting it if idle.
+    async fn start_zero_fill(&self, bytes: u64) -> Result<(), IoError> {
+        let fill = &self.fill;
+        if fill.written_end.get().is_none() {
+            fill.written_end
+                .set(Some(self.size().await?.next_multiple_of(BLOCK_BYTES)));
+        }
+        let target = bytes.next_multiple_of(BLOCK_BYTES);
+        if target <= fill.target.get() {
+            return Ok(());
+        }
+        fill.target.set(target);
+        if !fill.running.get() {
+            fill.running.set(true);
+            glommio::spawn_local(zero_fill(self.file.clone(), fill.clone())).detach();
+        }
+        Ok(())
+    }
+}
+
 impl StorageFile for DmaStorageFile {
     type Buf = DmaBuf;
     type ReadBuf = DmaReadBuf;
@@ -394,6 +500,7 @@ impl StorageFile for DmaStorageFile {
         };
         let length = buf.len();
         assert!(is_block_aligned(length as u64), "unaligned write length");
+        self.fill.clear_of(position, position + length as u64).await;
         let written = self
             .file
             .write_at(buf, position)
@@ -474,6 +581,17 @@ impl StorageFile for DmaStorageFile {
     }
 
     async fn truncate(&self, bytes: u64) -> Result<(), IoError> {
+        // No zeros may land past the new end after it: stop the fill after its current
+        // chunk and wait for that.
+        if let Some(end) = self.fill.written_end.get() {
+            self.fill.target.set(self.fill.target.get().min(end));
+        }
+        self.fill.stopped().await;
+        let aligned = bytes.next_multiple_of(BLOCK_BYTES);
+        if self.fill.written_end.get().is_some_and(|end| end > aligned) {
+            self.fill.written_end.set(Some(aligned));
+            self.fill.target.set(aligned);
+        }
         self.file
             .truncate(bytes)
             .await
@@ -490,7 +608,10 @@ impl StorageFile for DmaStorageFile {
     async fn preallocate(&self, bytes: u64) -> Result<(), IoError> {
         bump(&self.stats.preallocates, 1);
         match self.file.pre_allocate(bytes, true).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.start_zero_fill(bytes).await?;
+                Ok(())
+            }
             Err(error) => {
                 let error = glommio_error(&error, IoOp::Preallocate);
                 if error.kind == IoErrorKind::NoSpace {

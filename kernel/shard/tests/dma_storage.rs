@@ -260,12 +260,27 @@ fn truncate_preallocate_and_zeroed_buffers() {
             buf.as_ref().iter().all(|b| *b == 0),
             "recycled buffers are zeroed"
         );
-        file.preallocate(1 << 20).await.unwrap();
-        assert_eq!(
-            file.size().await.unwrap(),
-            8192,
-            "preallocation keeps the size"
+        // Preallocation writes zeros ahead in the background; a data write into the
+        // range being filled waits for it and is never overwritten by zeros.
+        file.preallocate(4 << 20).await.unwrap();
+        let mut data = file.alloc_buf(8192);
+        data.as_mut().fill(0xcd);
+        file.write_at(data, 8192).await.unwrap();
+        let mut far = file.alloc_buf(4096);
+        far.as_mut().fill(0xef);
+        file.write_at(far, 3 << 20).await.unwrap();
+        file.sync().await.unwrap();
+        let read = file.read_at(8192, 8192).await.unwrap();
+        assert!(
+            read.as_ref().iter().all(|b| *b == 0xcd),
+            "data survives the fill"
         );
+        let read = file.read_at(3 << 20, 4096).await.unwrap();
+        assert!(
+            read.as_ref().iter().all(|b| *b == 0xef),
+            "data survives the fill"
+        );
+        // Truncation waits for the fill, so no zeros land past the new end.
         file.truncate(5000).await.unwrap();
         assert_eq!(file.size().await.unwrap(), 5000);
         assert_eq!(
@@ -277,8 +292,11 @@ fn truncate_preallocate_and_zeroed_buffers() {
         assert!(read.as_ref().iter().all(|b| *b == 0xab));
         let stats = storage.stats();
         assert_eq!(stats.truncate_syncs, 1);
-        assert_eq!(stats.writes, 1);
-        assert_eq!(stats.write_bytes, 8192);
+        assert_eq!(
+            stats.writes, 3,
+            "fill writes are not counted as data writes"
+        );
+        assert_eq!(stats.write_bytes, 8192 * 2 + 4096);
     });
 }
 
