@@ -4,36 +4,60 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use sluice_sim::run::{run_seed, Report};
+use sluice_core::bugs::Bug;
+use sluice_sim::run::{run_seed_with_bugs, Report};
 
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
         ["--seed", seed] => match seed.parse() {
-            Ok(seed) => replay(seed),
+            Ok(seed) => replay(seed, None),
             Err(_) => usage(),
         },
         ["--seeds", count] => match count.parse() {
             Ok(count) => many(count),
             Err(_) => usage(),
         },
+        ["--bug", name, "--seed", seed] => match (Bug::from_name(name), seed.parse()) {
+            (Some(bug), Ok(seed)) => replay(seed, Some(bug)),
+            _ => usage(),
+        },
+        ["--bug", name, "--seeds", count] => match (Bug::from_name(name), count.parse()) {
+            (Some(bug), Ok(count)) => hunt(&[bug], count),
+            _ => usage(),
+        },
+        ["--bugs-ci"] => hunt(&Bug::ALL, BUGS_CI_SEEDS),
+        ["--bugs-ci", count] => match count.parse() {
+            Ok(count) => hunt(&Bug::ALL, count),
+            Err(_) => usage(),
+        },
         _ => usage(),
     }
 }
 
+/// Seeds per deliberate bug for `--bugs-ci`: every bug so far is caught by seed 0, so
+/// this bounds a weaker future mutation; 4 bugs take about 40 s on 2 cores
+/// (docs/simulation.md, "The checker can fail").
+const BUGS_CI_SEEDS: u64 = 200;
+
 fn usage() -> ExitCode {
-    eprintln!("usage: sluice-sim --seed S | --seeds N");
+    let names: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+    eprintln!(
+        "usage: sluice-sim --seed S | --seeds N | --bug NAME (--seed S | --seeds N) \
+         | --bugs-ci [N]\n  bugs: {}",
+        names.join(", ")
+    );
     ExitCode::from(2)
 }
 
-fn replay(seed: u64) -> ExitCode {
-    let report = run_seed(seed);
+fn replay(seed: u64, bug: Option<Bug>) -> ExitCode {
+    let bugs: Vec<Bug> = bug.into_iter().collect();
+    let report = run_seed_with_bugs(seed, &bugs);
     println!("seed {seed}");
+    if let Some(bug) = bug {
+        println!("deliberate bug {}", bug.name());
+    }
     println!("knobs {}", report.knobs);
     print!("{}", report.trace);
     summary(&report);
@@ -66,7 +90,16 @@ fn summary(report: &Report) {
     );
 }
 
-fn many(count: u64) -> ExitCode {
+/// Seeds `0..count` over all cores with `bugs` on: the failed seeds in order with their
+/// reports (traces dropped), the seeds that hit known bugs, the wall time and threads.
+struct Sweep {
+    failed: Vec<(u64, Report)>,
+    known: Vec<u64>,
+    seconds: f64,
+    threads: usize,
+}
+
+fn sweep(count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
     let started = std::time::Instant::now();
     let next = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
@@ -81,25 +114,47 @@ fn many(count: u64) -> ExitCode {
                     if seed >= count {
                         break;
                     }
-                    let report = run_seed(seed);
-                    if !report.violations.is_empty() {
-                        summary(&report);
-                        for violation in report.violations.iter().take(5) {
-                            println!("  {violation}");
-                        }
-                        failed.lock().expect("no poisoned lock").push(seed);
-                    }
+                    let mut report = run_seed_with_bugs(seed, bugs);
                     if !report.known.is_empty() {
                         known.lock().expect("no poisoned lock").push(seed);
+                    }
+                    if !report.violations.is_empty() {
+                        if print_failures {
+                            summary(&report);
+                            for violation in report.violations.iter().take(5) {
+                                println!("  {violation}");
+                            }
+                        }
+                        report.trace = String::new();
+                        failed
+                            .lock()
+                            .expect("no poisoned lock")
+                            .push((seed, report));
                     }
                 }
             });
         }
     });
     let mut failed = failed.into_inner().expect("no poisoned lock");
-    failed.sort_unstable();
+    failed.sort_unstable_by_key(|(seed, _)| *seed);
     let mut known = known.into_inner().expect("no poisoned lock");
     known.sort_unstable();
+    Sweep {
+        failed,
+        known,
+        seconds: started.elapsed().as_secs_f64(),
+        threads,
+    }
+}
+
+fn many(count: u64) -> ExitCode {
+    let Sweep {
+        failed,
+        known,
+        seconds,
+        threads,
+    } = sweep(count, &[], true);
+    let failed: Vec<u64> = failed.iter().map(|(seed, _)| *seed).collect();
     if !known.is_empty() {
         let first: Vec<u64> = known.iter().copied().take(10).collect();
         println!(
@@ -107,7 +162,6 @@ fn many(count: u64) -> ExitCode {
             known.len()
         );
     }
-    let seconds = started.elapsed().as_secs_f64();
     println!(
         "{} seeds, {} passed, {} failed {:?}; {:.1} s wall, {:.1} seeds/s on {threads} threads",
         count,
@@ -120,6 +174,68 @@ fn many(count: u64) -> ExitCode {
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs seeds `0..count` once per bug, each bug on alone, and prints a table. A seed
+/// catches a bug when the checker reports a violation; a panic (an engine assertion) is
+/// counted apart and does not count as caught. Fails unless the checker caught every
+/// bug at least once.
+fn hunt(bugs: &[Bug], count: u64) -> ExitCode {
+    let mut missed = Vec::new();
+    let mut rows = Vec::new();
+    for bug in bugs {
+        let Sweep {
+            failed, seconds, ..
+        } = sweep(count, &[*bug], false);
+        let panicked = |report: &Report| {
+            report
+                .violations
+                .iter()
+                .any(|violation| violation.starts_with("panic: "))
+        };
+        let caught: Vec<&(u64, Report)> = failed
+            .iter()
+            .filter(|(_, report)| !panicked(report))
+            .collect();
+        let panics = failed.len() - caught.len();
+        let first = caught.first().map(|(seed, report)| {
+            let violation = report.violations.first().map_or("", String::as_str);
+            (*seed, violation.chars().take(100).collect::<String>())
+        });
+        println!(
+            "{}: {} of {count} seeds caught it, {panics} panicked; first {}; {seconds:.1} s",
+            bug.name(),
+            caught.len(),
+            first
+                .as_ref()
+                .map_or("none".to_string(), |(seed, violation)| format!(
+                    "seed {seed}: {violation}"
+                )),
+        );
+        if caught.is_empty() {
+            missed.push(bug.name());
+        }
+        rows.push((
+            bug.name(),
+            caught.len(),
+            panics,
+            first.map(|(seed, _)| seed),
+            seconds,
+        ));
+    }
+    println!();
+    println!("| bug | seeds run | seeds caught | panicked | first catching seed | wall s |");
+    println!("|---|---|---|---|---|---|");
+    for (name, caught, panics, first, seconds) in rows {
+        let first = first.map_or("none".to_string(), |seed| seed.to_string());
+        println!("| {name} | {count} | {caught} | {panics} | {first} | {seconds:.1} |");
+    }
+    if missed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("NOT CAUGHT by the checker: {}", missed.join(", "));
         ExitCode::FAILURE
     }
 }

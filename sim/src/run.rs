@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
+use sluice_core::bugs::Bug;
 use sluice_core::engine::{EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{FaultRates, SimDisk};
@@ -38,7 +39,15 @@ pub struct Report {
 }
 
 pub fn run_seed(seed: u64) -> Report {
+    run_seed_with_bugs(seed, &[])
+}
+
+/// [`run_seed`] with deliberate bugs on (`sluice_core::bugs`): they are set on the
+/// seed's own thread, so seeds running side by side do not share them.
+pub fn run_seed_with_bugs(seed: u64, bugs: &[Bug]) -> Report {
+    let bugs = bugs.to_vec();
     let joined = std::thread::spawn(move || {
+        sluice_core::bugs::set(&bugs);
         let runtime =
             madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         runtime.block_on(simulate(seed))

@@ -42,7 +42,8 @@ enum Task {
     },
     /// The deterministic simulation under madsim: `--seeds N` or `--seed S` (replay).
     Sim {
-        /// `--seeds N` (seeds 0..N, pass/fail and seeds/s) or `--seed S` (trace).
+        /// `--seeds N` (seeds 0..N, pass/fail and seeds/s), `--seed S` (trace),
+        /// `--bug NAME --seeds N | --seed S` (a deliberate bug on), `--bugs-ci [N]`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -1,6 +1,9 @@
 //! `cargo xtask sim`: builds the simulation under `--cfg madsim` in its own target dir
 //! (`target-madsim`, so the std build's cache is untouched) and runs its binary.
 //! `--seeds N` runs seeds 0..N over all cores; `--seed S` replays one seed with its trace.
+//! `--bug NAME --seeds N` runs seeds with one deliberate bug on (`sluice_core::bugs`) and
+//! reports how many the checker caught; `--bugs-ci [N]` does so for every bug and fails
+//! unless each is caught (docs/simulation.md, "The checker can fail").
 
 use crate::command;
 
@@ -8,12 +11,15 @@ use crate::command;
 /// 2-core machine since the sim runs the HTTP service layer; docs/simulation.md).
 const CI_SEEDS: &str = "2000";
 
-/// The simulation step of `cargo xtask test`: the sim crate's tests, then a seed sweep.
+/// The simulation step of `cargo xtask test`: the sim crate's tests, a seed sweep of the
+/// unmodified code, then the proof that the checker can fail: each deliberate bug must be
+/// caught within the binary's bounded number of seeds (`--bugs-ci`).
 pub fn ci() -> Result<(), String> {
     let mut cargo = madsim_cargo();
     cargo.args(["test", "--profile", "sim", "-p", "sluice-sim"]);
     command::run(&mut cargo)?;
-    run(&["--seeds".to_string(), CI_SEEDS.to_string()])
+    run(&["--seeds".to_string(), CI_SEEDS.to_string()])?;
+    run(&["--bugs-ci".to_string()])
 }
 
 fn madsim_cargo() -> std::process::Command {
@@ -26,12 +32,23 @@ fn madsim_cargo() -> std::process::Command {
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
-    let valid = matches!(
-        args.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
-        ["--seed" | "--seeds", number] if number.parse::<u64>().is_ok()
-    );
+    let number = |text: &str| text.parse::<u64>().is_ok();
+    let valid = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["--seed" | "--seeds", count] => number(count),
+        ["--bug", _, "--seed" | "--seeds", count] => number(count),
+        ["--bugs-ci"] => true,
+        ["--bugs-ci", count] => number(count),
+        _ => false,
+    };
     if !valid {
-        return Err("usage: cargo xtask sim --seeds N | --seed S".to_string());
+        return Err("usage: cargo xtask sim --seeds N | --seed S \
+             | --bug NAME (--seeds N | --seed S) | --bugs-ci [N]"
+            .to_string());
     }
     let mut cargo = madsim_cargo();
     cargo

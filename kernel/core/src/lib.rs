@@ -17,6 +17,7 @@
 //!   unsynced tail may be truncated by recovery.
 //! - Every buffer and batch has a bound in [`limits`].
 
+pub mod bugs;
 pub mod conformance;
 pub mod engine;
 pub mod limits;

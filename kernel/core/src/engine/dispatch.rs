@@ -14,6 +14,7 @@ use super::types::{
     AckOutcome, EngineError, FifoScope, GroupId, HandleError, MessageId, QueueId, QueueMode,
     ReceiptHandle,
 };
+use crate::bugs::{self, Bug};
 use crate::limits::{ENGINE_READY_BLOCKED_MAX, ENGINE_SCAN_STEPS_MAX};
 
 impl State {
@@ -61,7 +62,10 @@ impl State {
             (picked.len() as u32) < max && g.leased_count < inflight_max
         };
         let takeable = |g: &Group, taken: &HashSet<u32>, key: u32| {
-            fifo.is_none() || !g.locks.contains_key(&key) || taken.contains(&key)
+            fifo.is_none()
+                || !g.locks.contains_key(&key)
+                || taken.contains(&key)
+                || bugs::enabled(Bug::SkipFifoBlocking)
         };
         // Redeliveries first, in sequence order (FIFO: they keep their position).
         let mut after = 0;
@@ -413,7 +417,12 @@ impl Leaser<'_> {
     fn lease(&mut self, g: &mut Group, seq: u64, meta: MessageMeta) -> Picked {
         *self.next_nonce += 1;
         let nonce = *self.next_nonce;
-        let deadline_ms = self.now.saturating_add(self.visibility_ms);
+        let visibility_ms = if bugs::enabled(Bug::IgnoreVisibility) {
+            self.visibility_ms / 4
+        } else {
+            self.visibility_ms
+        };
+        let deadline_ms = self.now.saturating_add(visibility_ms);
         g.ready.remove(&seq);
         let lease = Hold::Leased {
             nonce: short_nonce(nonce),

@@ -10,6 +10,7 @@ use super::types::{
     Delay, EngineError, MessageId, QueueId, SendInput, SendOutcome, DELAY_LEVELS_MS,
 };
 use super::{valid_tag, Engine, Entry};
+use crate::bugs::{self, Bug};
 use crate::limits::{ENGINE_DELAY_MS_CEILING, ENGINE_TAGS_PER_QUEUE_MAX};
 use crate::storage::Storage;
 use crate::types::Offset;
@@ -131,7 +132,11 @@ impl<S: Storage + Clone> Engine<S> {
                     pending.insert((queue, *hash), MessageId(first.0 + *index as u64));
                 }
             }
-            let result = self.sync_and_apply().await;
+            let result = if bugs::enabled(Bug::ReplyBeforeFsync) {
+                Ok(())
+            } else {
+                self.sync_and_apply().await
+            };
             let mut pending = self.pending_dedup.borrow_mut();
             for (hash, _) in &claimed {
                 pending.remove(&(queue, *hash));

@@ -21,6 +21,7 @@ use super::types::{
     EngineError, FifoScope, GroupId, GroupStart, GroupStats, MessageId, QueueConfig, QueueId,
     QueueMode, ReceiptHandle, RetryPolicy, TagFilter, RETRY_BACKOFF_MS,
 };
+use crate::bugs::{self, Bug};
 use crate::limits::ENGINE_TAGS_PER_QUEUE_MAX;
 
 /// What the engine keeps in memory per stored message: 32 bytes, bodies stay on disk.
@@ -342,7 +343,9 @@ impl State {
             }
             g.failures.remove(seq);
             g.ready.remove(seq);
-            g.done.insert(*seq);
+            if !bugs::enabled(Bug::RedeliverAcked) {
+                g.done.insert(*seq);
+            }
             g.acked_total += 1;
         }
     }

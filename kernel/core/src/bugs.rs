@@ -1,0 +1,103 @@
+//! Deliberate bugs for proving that the simulation's checker can fail (issue 6).
+//!
+//! TEST-ONLY MUTATIONS. Each [`Bug`] names a small change at one point of the engine that
+//! breaks the delivery contract. They exist only under `--cfg madsim`: there [`set`] turns
+//! some on for the current thread (the simulator sets them per seed run; every seed runs
+//! on its own thread), and [`enabled`] reads them. Without the cfg, [`enabled`] is a
+//! `const fn` returning `false` and [`set`] does not exist, so every
+//! `if bugs::enabled(..)` branch compiles away and production code is unchanged. With the
+//! cfg and no bug set, every branch takes the unmodified path.
+//!
+//! `cargo xtask sim --bugs-ci` runs a bounded number of seeds with each bug on and fails
+//! unless the checker catches each one (docs/simulation.md, "The checker can fail").
+
+/// One deliberate bug. The insertion points are marked `bugs::enabled(Bug::..)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Bug {
+    /// A send is answered without waiting for the fsync of its records (engine `send.rs`):
+    /// the records apply at the next sync, or are lost by a power loss.
+    ReplyBeforeFsync,
+    /// An ack's success does not mark the message done (engine `state.rs`, `apply_ack`):
+    /// a replay or a scan from an older cursor hands it out again.
+    RedeliverAcked,
+    /// FIFO locks are ignored when picking messages (engine `dispatch.rs`, `receive`).
+    SkipFifoBlocking,
+    /// Leases last a quarter of the requested visibility (engine `dispatch.rs`, `Leaser`).
+    IgnoreVisibility,
+}
+
+impl Bug {
+    /// Every bug, in the order the CI step runs them.
+    pub const ALL: [Bug; 4] = [
+        Bug::ReplyBeforeFsync,
+        Bug::RedeliverAcked,
+        Bug::SkipFifoBlocking,
+        Bug::IgnoreVisibility,
+    ];
+
+    /// The command-line name (`cargo xtask sim --bug NAME`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Bug::ReplyBeforeFsync => "reply-before-fsync",
+            Bug::RedeliverAcked => "redeliver-acked",
+            Bug::SkipFifoBlocking => "skip-fifo-blocking",
+            Bug::IgnoreVisibility => "ignore-visibility",
+        }
+    }
+
+    /// The bug called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+
+    #[cfg(madsim)]
+    const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+#[cfg(madsim)]
+std::thread_local! {
+    static ENABLED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Turns on exactly `bugs` for the current thread (an empty slice turns all off).
+#[cfg(madsim)]
+pub fn set(bugs: &[Bug]) {
+    let bits = bugs.iter().fold(0, |bits, bug| bits | bug.bit());
+    ENABLED.with(|enabled| enabled.set(bits));
+}
+
+/// Whether `bug` is on for the current thread.
+#[cfg(madsim)]
+pub fn enabled(bug: Bug) -> bool {
+    ENABLED.with(|enabled| enabled.get() & bug.bit() != 0)
+}
+
+/// Always `false` outside the simulation: the mutations compile away.
+#[cfg(not(madsim))]
+#[inline(always)]
+pub const fn enabled(_bug: Bug) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for bug in Bug::ALL {
+            assert_eq!(Bug::from_name(bug.name()), Some(bug));
+        }
+        assert_eq!(Bug::from_name("no-such-bug"), None);
+    }
+
+    #[cfg(not(madsim))]
+    #[test]
+    fn nothing_is_enabled_outside_the_simulation() {
+        for bug in Bug::ALL {
+            assert!(!enabled(bug));
+        }
+    }
+}
