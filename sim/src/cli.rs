@@ -27,18 +27,18 @@ pub fn main() -> ExitCode {
             (Some(bug), Ok(count)) => hunt(&[bug], count),
             _ => usage(),
         },
-        ["--bugs-ci"] => hunt(&Bug::ALL, BUGS_CI_SEEDS),
+        ["--bugs-ci"] => hunt(&Bug::CAUGHT, BUGS_CI_SEEDS),
         ["--bugs-ci", count] => match count.parse() {
-            Ok(count) => hunt(&Bug::ALL, count),
+            Ok(count) => hunt(&Bug::CAUGHT, count),
             Err(_) => usage(),
         },
         _ => usage(),
     }
 }
 
-/// Seeds per deliberate bug for `--bugs-ci`: every bug so far is caught by seed 0, so
-/// this bounds a weaker future mutation; 4 bugs take about 40 s on 2 cores
-/// (docs/simulation.md, "The checker can fail").
+/// Seeds per deliberate bug for `--bugs-ci`: the weakest required bug
+/// (`trust-unsynced-tail`) is caught by 27 of seeds 0..200, first seed 4; the 5 bugs take
+/// about 50 s on 2 cores (docs/simulation.md, "The checker can fail").
 const BUGS_CI_SEEDS: u64 = 200;
 
 fn usage() -> ExitCode {

@@ -8,8 +8,9 @@
 //! `if bugs::enabled(..)` branch compiles away and production code is unchanged. With the
 //! cfg and no bug set, every branch takes the unmodified path.
 //!
-//! `cargo xtask sim --bugs-ci` runs a bounded number of seeds with each bug on and fails
-//! unless the checker catches each one (docs/simulation.md, "The checker can fail").
+//! `cargo xtask sim --bugs-ci` runs a bounded number of seeds with each bug of
+//! [`Bug::CAUGHT`] on and fails unless the checker catches each one; `--bug NAME` runs any
+//! bug (docs/simulation.md, "The checker can fail").
 
 /// One deliberate bug. The insertion points are marked `bugs::enabled(Bug::..)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,15 +25,39 @@ pub enum Bug {
     SkipFifoBlocking,
     /// Leases last a quarter of the requested visibility (engine `dispatch.rs`, `Leaser`).
     IgnoreVisibility,
+    /// Recovery leaves a torn tail in the last segment instead of truncating it (`log.rs`,
+    /// `open_segment`); appends then overwrite it from the last valid batch.
+    KeepTornTail,
+    /// Recovery believes the first read of a segment that does not scan cleanly (`log.rs`,
+    /// `read_and_scan`): a bit flipped on read makes a durable tail look torn (seed 647).
+    TrustOneRead,
+    /// Recovery believes the last segment's tail past the highest synced position without
+    /// writing and syncing it again (`log.rs`, `open_segment`): after a failed fsync those
+    /// records are readable but not durable, and a later power loss takes them back.
+    TrustUnsyncedTail,
 }
 
 impl Bug {
-    /// Every bug, in the order the CI step runs them.
-    pub const ALL: [Bug; 4] = [
+    /// Every bug.
+    pub const ALL: [Bug; 7] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
         Bug::IgnoreVisibility,
+        Bug::TrustUnsyncedTail,
+        Bug::KeepTornTail,
+        Bug::TrustOneRead,
+    ];
+
+    /// The bugs the CI step requires the checker to catch, in the order it runs them.
+    /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
+    /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs.
+    pub const CAUGHT: [Bug; 5] = [
+        Bug::ReplyBeforeFsync,
+        Bug::RedeliverAcked,
+        Bug::SkipFifoBlocking,
+        Bug::IgnoreVisibility,
+        Bug::TrustUnsyncedTail,
     ];
 
     /// The command-line name (`cargo xtask sim --bug NAME`).
@@ -42,6 +67,9 @@ impl Bug {
             Bug::RedeliverAcked => "redeliver-acked",
             Bug::SkipFifoBlocking => "skip-fifo-blocking",
             Bug::IgnoreVisibility => "ignore-visibility",
+            Bug::KeepTornTail => "keep-torn-tail",
+            Bug::TrustOneRead => "trust-one-read",
+            Bug::TrustUnsyncedTail => "trust-unsynced-tail",
         }
     }
 

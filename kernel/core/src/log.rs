@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use crate::bugs::{self, Bug};
 use crate::limits::{
     BLOCK_BYTES, INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, SEGMENTS_MAX,
     SEGMENT_BYTES_CEILING, SEGMENT_BYTES_MIN, STAGED_BYTES_MAX,
@@ -917,7 +918,10 @@ async fn read_and_scan<F: StorageFile>(
     for _ in 0..RECOVERY_READS_MAX {
         let bytes = read_whole(file, size).await.map_err(StableReadError::Io)?;
         let scan = scan_segment(&bytes, base, config.index_interval_bytes);
-        if scan.end == ScanEnd::Clean || previous == Some(scan.end) {
+        if scan.end == ScanEnd::Clean
+            || previous == Some(scan.end)
+            || bugs::enabled(Bug::TrustOneRead)
+        {
             return Ok((bytes, scan));
         }
         previous = Some(scan.end);
@@ -973,7 +977,9 @@ async fn open_segment<S: Storage>(
     match scan.end {
         ScanEnd::Clean => {}
         ScanEnd::Torn { position, .. } if is_last => {
-            file.truncate(position).await.map_err(io)?;
+            if !bugs::enabled(Bug::KeepTornTail) {
+                file.truncate(position).await.map_err(io)?;
+            }
         }
         ScanEnd::Torn { position, problem }
         | ScanEnd::Corrupt {
@@ -1002,7 +1008,7 @@ async fn open_segment<S: Storage>(
         // Data past the highest position any batch saw synced may sit only in a page
         // cache whose flush failed: write it again and sync before trusting it.
         let rewrite_from = scan.durable_claim_max - scan.durable_claim_max % BLOCK_BYTES;
-        if rewrite_from < valid {
+        if rewrite_from < valid && !bugs::enabled(Bug::TrustUnsyncedTail) {
             let data = &bytes[usize::try_from(rewrite_from).expect("fits")
                 ..usize::try_from(valid).expect("fits")];
             let padded = align_up(data.len() as u64, BLOCK_BYTES);
