@@ -42,9 +42,10 @@ const STEPS: &[Step] = &[
         name: "tests",
         run: tests,
     },
-    // The madsim simulation (first cut of the simulation issue): its own tests (replay
-    // determinism, regression seeds, the checker catching a forged history), then a
-    // bounded sweep of seeds. Grows with the server and replication issues.
+    // The madsim simulation (the node's request layer over the engines, on simulated
+    // disks and links): its own tests (replay determinism, regression seeds, the checker
+    // catching a forged history), a bounded sweep of seeds, then each deliberate bug
+    // (`--bugs-ci`) must be caught within 200 seeds. Grows with the replication issue.
     Step {
         name: "simulation",
         run: |_| crate::sim::ci(),
