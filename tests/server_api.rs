@@ -470,6 +470,14 @@ fn tenants_are_isolated_and_credentials_are_checked() {
         quotas.body
     );
 
+    // Keystone's version document, which keystoneauth reads first.
+    let (status, text) = exchange(
+        &server,
+        b"GET /v3 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body_of(&text)["version"]["status"], "stable");
+
     // A token can also be had with an AK/SK-signed request instead of a password.
     let signed = signed_raw(
         &server,

@@ -71,6 +71,7 @@ pub fn route_label(parts: &Parts) -> &'static str {
         "/healthz" => "healthz",
         "/metrics" => "metrics",
         "/v3/auth/tokens" => "keystone_token",
+        "/v3" | "/v3/" => "keystone_version",
         _ if path.starts_with("/admin/") => "admin",
         _ if dms::is_dms_path(path) => dms::route_label(parts),
         _ => "unknown",
@@ -105,6 +106,18 @@ async fn route<N: Node>(
     let path = parts.uri.path();
     if path == "/healthz" {
         return json_response(StatusCode::OK, json!({"status": "ok"}).to_string());
+    }
+    if path == "/v3" || path == "/v3/" {
+        // Keystone's version document: keystoneauth reads it before logging in.
+        let body = json!({"version": {
+            "id": "v3.14",
+            "status": "stable",
+            "updated": "2020-04-07T00:00:00Z",
+            "links": [{"rel": "self", "href": format!("{}/v3/", config.endpoint)}],
+            "media-types": [{"base": "application/json",
+                             "type": "application/vnd.openstack.identity-v3+json"}],
+        }});
+        return json_response(StatusCode::OK, body.to_string());
     }
     if path == "/v3/auth/tokens" {
         if parts.method != Method::POST {
