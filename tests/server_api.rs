@@ -722,7 +722,7 @@ fn fifo_message_groups_keep_order_across_shards() {
             .call(
                 "POST",
                 &format!("{base}/queues/{queue}/messages"),
-                Some(&json!({"messages": messages})),
+                Some(&json!({"messages": messages, "return_id": true})),
             )
             .unwrap();
         assert_eq!(sent.status, 201, "{:?}", sent.body);
