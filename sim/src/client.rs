@@ -98,9 +98,32 @@ pub struct Ctx {
     pub routes: RefCell<Vec<QueueRoute>>,
     /// Nemesis and message drops are active.
     pub faults: Cell<bool>,
+    /// The link's duplication, apart from the seed's main random stream.
+    pub link: LinkFaults,
     /// Consumers ack everything at once (the draining phase after healing).
     pub draining: Cell<bool>,
     pub stopped: Cell<bool>,
+}
+
+/// Duplicated requests: their rate and generator (seeded from the run's seed, not drawn
+/// from the main stream, so adding them changed no other seed's run).
+pub struct LinkFaults {
+    pub duplicate_ppm: u32,
+    pub rng: RefCell<rand_pcg::Pcg64>,
+    pub duplicates: Cell<u64>,
+}
+
+impl LinkFaults {
+    pub fn new(seed: u64) -> LinkFaults {
+        use rand::SeedableRng;
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(seed ^ 0xd0b1_e5ee_d0b1_e5ee);
+        let duplicate_ppm = [0, 0, 20_000, 50_000][rng.gen_range(0..4)];
+        LinkFaults {
+            duplicate_ppm,
+            rng: RefCell::new(rng),
+            duplicates: Cell::new(0),
+        }
+    }
 }
 
 fn chance(ppm: u32) -> bool {
@@ -127,6 +150,30 @@ impl Ctx {
 
     fn link_drops(&self) -> bool {
         self.faults.get() && chance(self.knobs.drop_ppm)
+    }
+
+    /// While faults are on, the link may deliver a request a second time, late: after
+    /// the original was served, so the copy's effects come after the original's (a
+    /// duplicate overtaking its original would be a new request, which the client's own
+    /// retries already cover). The copy's answer goes nowhere. Decided by the link's own
+    /// generator, so seeds without duplication replay as before.
+    fn maybe_duplicate(&self, credentials: &Credentials, request: &ApiRequest) {
+        if !self.faults.get() || self.link.duplicate_ppm == 0 {
+            return;
+        }
+        let mut rng = self.link.rng.borrow_mut();
+        if rng.gen_range(0..1_000_000) >= self.link.duplicate_ppm {
+            return;
+        }
+        let delay_ms = rng.gen_range(0..=self.knobs.latency_ms_max * 4);
+        let (parts, body) = api::signed(credentials, request, self.now());
+        let node = self.node.clone();
+        self.link.duplicates.set(self.link.duplicates.get() + 1);
+        // Detached: the copy runs to its end on its own.
+        let _ = madsim::task::spawn_local(async move {
+            sleep_ms(delay_ms).await;
+            let _ = node.handle(parts, body).await;
+        });
     }
 
     fn credentials_of(&self, tenant: &str) -> Credentials {
@@ -172,6 +219,7 @@ impl Ctx {
             return (Outcome::Rejected { reason }, None);
         }
         let served = self.node.handle(parts, body).await;
+        self.maybe_duplicate(credentials, request);
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
         let Some(served) = served else {
             let reason = "unavailable".into();

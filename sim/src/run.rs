@@ -134,6 +134,7 @@ pub async fn simulate(seed: u64) -> Report {
         credentials: RefCell::new(Vec::new()),
         routes: RefCell::new(Vec::new()),
         faults: Cell::new(false),
+        link: client::LinkFaults::new(seed),
         draining: Cell::new(false),
         stopped: Cell::new(false),
     });
@@ -191,7 +192,11 @@ pub async fn simulate(seed: u64) -> Report {
     let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
     Report {
         seed,
-        knobs: format!("{knobs:?}"),
+        knobs: format!(
+            "{knobs:?} duplicate_ppm: {} ({} requests duplicated)",
+            ctx.link.duplicate_ppm,
+            ctx.link.duplicates.get()
+        ),
         history_hash: history.hash(),
         events: history.events.len(),
         messages: history.specs.len(),
