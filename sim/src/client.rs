@@ -169,11 +169,11 @@ impl Ctx {
         let (parts, body) = api::signed(credentials, request, self.now());
         let node = self.node.clone();
         self.link.duplicates.set(self.link.duplicates.get() + 1);
-        // Detached: the copy runs to its end on its own.
-        let _ = madsim::task::spawn_local(async move {
+        // Dropping madsim's join handle detaches the task: the copy runs to its end.
+        drop(madsim::task::spawn_local(async move {
             sleep_ms(delay_ms).await;
             let _ = node.handle(parts, body).await;
-        });
+        }));
     }
 
     fn credentials_of(&self, tenant: &str) -> Credentials {
