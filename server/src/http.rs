@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use sluice_http::dms::errors;
 use sluice_http::node::Node;
 use sluice_http::service::{self, ServiceConfig};
 
@@ -163,12 +164,18 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, service: Rc<Se
 /// Over the connection limit: one 503 in the DMS format, then close.
 async fn refuse_connection(mut stream: TcpStream) {
     use futures_lite::AsyncWriteExt;
-    let body = r#"{"error_code":"10249503","error_msg":"Too many connections; retry later.","error":{"code":"10249503","message":"Too many connections; retry later."}}"#;
-    let text = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    let refusal = service::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        errors::UNAVAILABLE,
+        "Too many connections; retry later.",
+    );
+    let body = refusal.body();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
-    let _ = stream.write_all(text.as_bytes()).await;
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
     let _ = stream.close().await;
 }
 
@@ -211,7 +218,7 @@ async fn handle_request(
     let response = if shard.requests_inflight.get() >= config.requests_per_shard_max {
         service::error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "10249503",
+            errors::UNAVAILABLE,
             "The server is at its request limit; retry later.",
         )
     } else {
@@ -250,7 +257,7 @@ async fn read_body(
     let too_large = || {
         service::error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "10249003",
+            errors::REQUEST_TOO_LARGE,
             format!("The request body is larger than {limit} bytes."),
         )
     };
@@ -273,12 +280,12 @@ async fn read_body(
         Some(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Some(Err(error)) => Err(service::error(
             StatusCode::BAD_REQUEST,
-            "10249001",
+            errors::INVALID_PARAMETER,
             format!("The request body could not be read: {error}."),
         )),
         None => Err(service::error(
             StatusCode::REQUEST_TIMEOUT,
-            "10249408",
+            errors::REQUEST_TIMEOUT,
             format!(
                 "The request body did not arrive within {} ms.",
                 config.body_timeout_ms

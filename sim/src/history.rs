@@ -130,22 +130,34 @@ pub fn key_of(body: &serde_json::Value) -> Option<u32> {
     u32::try_from(body.get("k")?.as_u64()?).ok()
 }
 
-impl<T: std::fmt::Debug> std::fmt::Display for Outcome<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<T> Outcome<T> {
+    /// Writes the outcome for the trace, the value of a success as `value` renders it.
+    fn write_with(
+        &self,
+        f: &mut std::fmt::Formatter<'_>,
+        value: impl FnOnce(&T) -> String,
+    ) -> std::fmt::Result {
         match self {
             Outcome::Ok {
                 serial,
                 done_serial,
                 served_ms,
                 done_ms,
-                value,
+                value: ok,
             } => write!(
                 f,
-                "ok #{serial}-{done_serial}@{served_ms}-{done_ms} {value:?}"
+                "ok #{serial}-{done_serial}@{served_ms}-{done_ms} {}",
+                value(ok)
             ),
             Outcome::Ambiguous { serial, reason } => write!(f, "ambiguous #{serial} ({reason})"),
             Outcome::Rejected { reason } => write!(f, "rejected ({reason})"),
         }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Display for Outcome<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write_with(f, |value| format!("{value:?}"))
     }
 }
 
@@ -160,23 +172,10 @@ impl std::fmt::Display for Event {
                 outcome,
             } => {
                 write!(f, "send q{queue} {keys:?} try {attempt}: ")?;
-                match outcome {
-                    Outcome::Ok {
-                        serial,
-                        done_serial,
-                        served_ms,
-                        done_ms,
-                        value,
-                    } => {
-                        let ids: Vec<String> = value.iter().map(|id| id.to_string()).collect();
-                        write!(
-                            f,
-                            "ok #{serial}-{done_serial}@{served_ms}-{done_ms} [{}]",
-                            ids.join(" ")
-                        )
-                    }
-                    other => write!(f, "{other}"),
-                }
+                outcome.write_with(f, |ids| {
+                    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+                    format!("[{}]", ids.join(" "))
+                })
             }
             EventKind::Receive {
                 queue,
@@ -184,26 +183,13 @@ impl std::fmt::Display for Event {
                 outcome,
             } => {
                 write!(f, "recv q{queue} g{group}: ")?;
-                match outcome {
-                    Outcome::Ok {
-                        serial,
-                        done_serial,
-                        served_ms,
-                        done_ms,
-                        value,
-                    } => {
-                        let got: Vec<String> = value
-                            .iter()
-                            .map(|d| format!("m{}/{}", d.key, d.message_id))
-                            .collect();
-                        write!(
-                            f,
-                            "ok #{serial}-{done_serial}@{served_ms}-{done_ms} [{}]",
-                            got.join(" ")
-                        )
-                    }
-                    other => write!(f, "{other}"),
-                }
+                outcome.write_with(f, |delivered| {
+                    let got: Vec<String> = delivered
+                        .iter()
+                        .map(|d| format!("m{}/{}", d.key, d.message_id))
+                        .collect();
+                    format!("[{}]", got.join(" "))
+                })
             }
             EventKind::Ack {
                 queue,

@@ -9,6 +9,18 @@ use sluice_sim::checker::check;
 use sluice_sim::history::{Delivered, Event, EventKind, History, MessageId, MessageSpec, Outcome};
 use sluice_sim::run::{run_seed, run_seed_with_bugs};
 
+/// Runs each seed and fails, naming it, at the first whose history breaks the contract.
+fn assert_seeds_pass(seeds: impl IntoIterator<Item = u64>) {
+    for seed in seeds {
+        let report = run_seed(seed);
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            report.violations
+        );
+    }
+}
+
 /// Goal: `--seed S` replays exactly. Method: run one seed twice, compare history hashes
 /// and the full trace text.
 #[test]
@@ -35,14 +47,7 @@ fn madsim_finds_no_nondeterminism() {
 /// `cargo xtask sim --seeds N`).
 #[test]
 fn the_first_seeds_pass() {
-    for seed in 0..8 {
-        let report = run_seed(seed);
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}",
-            report.violations
-        );
-    }
+    assert_seeds_pass(0..8);
 }
 
 /// Goal: the checker can fail on the real engine (issue 6). Method: each deliberate bug
@@ -85,14 +90,7 @@ fn each_deliberate_bug_is_caught() {
 /// does not scan cleanly until two reads agree; `log.rs` keeps a unit test of it.
 #[test]
 fn seeds_that_found_engine_bugs_now_pass() {
-    for seed in [824, 647] {
-        let report = run_seed(seed);
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}",
-            report.violations
-        );
-    }
+    assert_seeds_pass([824, 647]);
 }
 
 /// Goal: seeds that failed under the HTTP-level simulation stay green. Seeds 2, 223 and
@@ -101,14 +99,7 @@ fn seeds_that_found_engine_bugs_now_pass() {
 /// fail ack (the checker now judges only pairs of deliveries whose order is certain).
 #[test]
 fn seeds_that_found_checker_bugs_now_pass() {
-    for seed in [2, 223, 259] {
-        let report = run_seed(seed);
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}",
-            report.violations
-        );
-    }
+    assert_seeds_pass([2, 223, 259]);
 }
 
 /// Goal: seed 1 stays green. It found that a NORMAL queue's send whose reply was dropped,

@@ -442,11 +442,5 @@ pub fn error(
     code: &'static str,
     message: impl Into<String>,
 ) -> Response<Bytes> {
-    let message = message.into();
-    let body = json!({
-        "error_code": code,
-        "error_msg": message,
-        "error": {"code": code, "message": message},
-    });
-    json_response(status, body.to_string())
+    dms::error_response(&dms::errors::DmsError::new(status, code, message))
 }

@@ -41,6 +41,7 @@ pub const RESOURCE_NOT_FOUND: &str = "10249040";
 pub const QUEUE_NOT_FOUND: &str = "10249041";
 pub const GROUP_NOT_FOUND: &str = "10249042";
 pub const METHOD_NOT_ALLOWED: &str = "10249050";
+pub const REQUEST_TIMEOUT: &str = "10249408";
 pub const INTERNAL: &str = "10249500";
 pub const UNAVAILABLE: &str = "10249503";
 

@@ -117,6 +117,17 @@ pub async fn handle<N: Node>(
         .expect("status and headers are valid")
 }
 
+/// A response carrying `error` in the §5 envelope, for answers made outside
+/// [`handle`] (authentication, server limits).
+pub fn error_response(error: &DmsError) -> Response<Bytes> {
+    let reply = error_reply(error);
+    Response::builder()
+        .status(reply.status)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(Bytes::from(reply.body.unwrap_or_default()))
+        .expect("status and headers are valid")
+}
+
 /// The §5 error envelope.
 pub(crate) fn error_reply(error: &DmsError) -> Reply {
     let body = wire::ErrorBody {
