@@ -151,6 +151,10 @@ impl Node for ShardNode {
         self.shard().now_ms()
     }
 
+    fn wall_ms(&self) -> u64 {
+        crate::shared::wall_ms()
+    }
+
     fn tenants(&self) -> Arc<TenantDirectory> {
         self.shard().shared.tenants.load_full()
     }

@@ -63,13 +63,7 @@ pub fn run(config: Config) -> Result<(), String> {
             queues_max: config.tenant_queues_max,
             groups_per_queue_max: config.tenant_groups_per_queue_max,
         };
-        let now_ms = u64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_millis(),
-        )
-        .expect("fits");
+        let now_ms = crate::shared::wall_ms();
         let hash = crate::secrets::hash_password(&password);
         let tenant = datadir::new_tenant("default", Some(hash), quotas, now_ms);
         tenants.push(tenant.clone());

@@ -76,23 +76,16 @@ pub struct Shard {
     /// next one repairs the partitions first (see [`Shard::reconcile`]).
     meta_dirty: Cell<bool>,
     rotation: Cell<u64>,
-    clock_ms: Cell<u64>,
     /// Requests being served by this shard's HTTP connections.
     pub requests_inflight: Cell<u32>,
     pub connections_open: Cell<u32>,
 }
 
 impl Shard {
+    /// Queue time, epoch milliseconds: the wall clock at start advanced by the monotonic
+    /// clock (steps of the wall clock do not move it; `sluice_core::clock`).
     pub fn now_ms(&self) -> u64 {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("the clock is after 1970")
-            .as_millis();
-        let wall = u64::try_from(wall).expect("milliseconds fit u64");
-        // Engine time never goes backwards, even when the wall clock does.
-        let now = wall.max(self.clock_ms.get());
-        self.clock_ms.set(now);
-        now
+        self.shared.queue_ms()
     }
 
     pub fn partition_count(&self) -> u32 {
@@ -155,7 +148,6 @@ impl Shard {
             meta_lock: Semaphore::new(1),
             meta_dirty: Cell::new(false),
             rotation: Cell::new(index as u64),
-            clock_ms: Cell::new(0),
             requests_inflight: Cell::new(0),
             connections_open: Cell::new(0),
         });

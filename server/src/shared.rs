@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use sluice_core::clock::{QueueClock, Reading};
 use sluice_core::engine::types::QueueId;
 use sluice_core::engine::QueueInfo;
 use sluice_http::node::QueueView;
@@ -59,6 +61,19 @@ pub struct Shared {
     pub listening: AtomicUsize,
     pub directory_ready: AtomicBool,
     pub metrics: crate::metrics::Metrics,
+    /// Queue time of this run: the wall clock at start, advanced by `started`
+    /// (`sluice_core::clock`); every shard reads the same.
+    clock: QueueClock,
+    started: Instant,
+}
+
+/// The wall clock, epoch milliseconds (signatures, tokens, and queue time's anchor).
+pub fn wall_ms() -> u64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_millis();
+    u64::try_from(wall).expect("milliseconds fit u64")
 }
 
 impl Shared {
@@ -83,6 +98,21 @@ impl Shared {
             listening: AtomicUsize::new(0),
             directory_ready: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::new(),
+            clock: QueueClock::start(Reading {
+                wall_ms: wall_ms(),
+                mono_ms: 0,
+            }),
+            started: Instant::now(),
+        })
+    }
+
+    /// Queue time (epoch ms) for the engines: steps of the wall clock while the server
+    /// runs do not move it (`sluice_core::clock`).
+    pub fn queue_ms(&self) -> u64 {
+        let mono = u64::try_from(self.started.elapsed().as_millis()).expect("ms fit u64");
+        self.clock.now_ms(Reading {
+            wall_ms: wall_ms(),
+            mono_ms: mono,
         })
     }
 

@@ -56,6 +56,8 @@ pub struct Knobs {
     pub disk_latency_ms_max: u64,
     /// Random disk faults per call while faults are on (EIO, ENOSPC, bit flips on read).
     pub disk_fault_ppm: u32,
+    /// Share of nemesis events that step the node's wall clock, percent.
+    pub clock_jump_percent: u32,
 }
 
 impl Knobs {
@@ -75,6 +77,7 @@ impl Knobs {
             snapshot_every_records: [20, 200, 10_000][rng.gen_range(0..3)],
             disk_fault_ppm: [0, 0, 200, 2_000][rng.gen_range(0..4)],
             disk_latency_ms_max: [0, 1, 5, 20][rng.gen_range(0..4)],
+            clock_jump_percent: [0, 10, 30][rng.gen_range(0..3)],
         }
     }
 }
@@ -419,7 +422,9 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
             },
         );
         if deliveries.is_empty() {
-            sleep_ms(thread_rng().gen_range(20..=300)).await;
+            // Draining may last minutes (clock steps hold delayed messages back).
+            let pause_ms = if ctx.draining.get() { 1_000 } else { 300 };
+            sleep_ms(thread_rng().gen_range(20..=pause_ms)).await;
             continue;
         }
         if !ctx.draining.get() {
@@ -526,8 +531,13 @@ pub async fn prober(ctx: Rc<Ctx>, client: u32) {
     }
 }
 
-/// Crashes the node, or arms a sync EIO or a write ENOSPC, at seeded random times while
-/// faults are on.
+/// The node's wall clock stays within this of true time (clients sign at true time; the
+/// allowed skew is 15 minutes). A boot's queue time starts at its wall clock, so a delayed
+/// message may wait up to twice this longer than its delay (`run::DRAIN_MS`).
+pub const WALL_OFFSET_MS_MAX: i64 = 120_000;
+
+/// Crashes the node, arms a sync EIO or a write ENOSPC, or steps the node's wall clock
+/// (forwards or backwards, up to 2 minutes), at seeded random times while faults are on.
 pub async fn nemesis(ctx: Rc<Ctx>) {
     // Bounded by the run: the healing step turns `faults` off.
     while ctx.faults.get() {
@@ -539,11 +549,20 @@ pub async fn nemesis(ctx: Rc<Ctx>) {
         let roll = thread_rng().gen_range(0..100);
         let partition = thread_rng().gen_range(0..ctx.node.disks.len());
         if roll < ctx.knobs.eio_percent {
-            ctx.node
-                .arm_fault(now, partition, IoOp::Sync, IoErrorKind::Io);
+            ctx.node.arm_fault(partition, IoOp::Sync, IoErrorKind::Io);
         } else if roll < ctx.knobs.eio_percent + 10 {
             ctx.node
-                .arm_fault(now, partition, IoOp::Write, IoErrorKind::NoSpace);
+                .arm_fault(partition, IoOp::Write, IoErrorKind::NoSpace);
+        } else if roll < ctx.knobs.eio_percent + 10 + ctx.knobs.clock_jump_percent {
+            let step = thread_rng().gen_range(1_000..=WALL_OFFSET_MS_MAX);
+            let offset = ctx.node.wall_offset_ms();
+            let step = if thread_rng().gen_bool(0.5) {
+                step
+            } else {
+                -step
+            };
+            let step = (offset + step).clamp(-WALL_OFFSET_MS_MAX, WALL_OFFSET_MS_MAX) - offset;
+            ctx.node.jump_clock(step);
         } else {
             ctx.node.crash(now, thread_rng().gen_range(0..=1_000));
         }

@@ -116,7 +116,7 @@ pub struct MessageSpec {
     pub queue: usize,
     pub delay_ms: u64,
     pub fifo_group: Option<String>,
-    /// Simulated time of the first attempt to send it (a lower bound of its arrival).
+    /// True simulated time of the first attempt to send it.
     pub first_attempt_ms: u64,
 }
 
@@ -220,9 +220,27 @@ impl std::fmt::Display for Event {
 pub struct History {
     pub events: Vec<Event>,
     pub specs: Vec<MessageSpec>,
+    /// The node's queue time (epoch ms) at each request serial, entry and completion
+    /// alike: true time plus the offset the boot's clock started with. The checker judges
+    /// delays by it (a delay is kept in queue time, which follows the wall clock across
+    /// restarts).
+    pub queue_ms: std::collections::BTreeMap<u64, u64>,
+    /// The queue time at the end of each boot, with the last serial taken by then.
+    pub boot_ends: Vec<(u64, u64)>,
 }
 
 impl History {
+    /// The highest queue time the node had reached by `serial` (over every boot).
+    pub fn queue_high_water_ms(&self, serial: u64) -> u64 {
+        let served = self.queue_ms.range(..=serial).map(|(_, ms)| *ms);
+        let ends = self
+            .boot_ends
+            .iter()
+            .filter(|(at, _)| *at <= serial)
+            .map(|(_, ms)| *ms);
+        served.chain(ends).max().unwrap_or(0)
+    }
+
     /// FNV-1a over the trace text: equal hashes mean byte-identical traces.
     pub fn hash(&self) -> u64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Response, StatusCode};
 use madsim::rand::{thread_rng, Rng};
+use sluice_core::clock::{QueueClock, Reading};
 use sluice_core::engine::{Engine, EngineConfig};
 use sluice_core::sim_disk::SimDisk;
 use sluice_core::storage::{IoErrorKind, IoOp};
@@ -48,19 +49,56 @@ const TICK_INTERVAL_MS: u64 = 100;
 /// The tenants every boot creates, in this order (their credentials depend on it).
 pub const TENANT_NAMES: [&str; 3] = ["t0", "t1", "t2"];
 
+/// True simulated time as epoch milliseconds: what clients and the nemesis go by.
 pub fn now_ms(start: madsim::time::Instant) -> u64 {
-    EPOCH_MS + u64::try_from(start.elapsed().as_millis()).expect("simulated time fits")
+    EPOCH_MS + elapsed_ms(start)
 }
 
-/// The node's clock: madsim's simulated time, and its timers for long polls.
-#[derive(Clone, Copy)]
+fn elapsed_ms(start: madsim::time::Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).expect("simulated time fits")
+}
+
+/// The node's clocks: a wall clock that the nemesis steps (true time plus `wall_offset`),
+/// madsim's time as the monotonic clock, and queue time for the engines as the server
+/// computes it (`sluice_core::clock::QueueClock`, anchored when the node boots). Long
+/// polls sleep on madsim's timers.
+#[derive(Clone)]
 pub struct SimClock {
     start: madsim::time::Instant,
+    wall_offset: Rc<Cell<i64>>,
+    queue: QueueClock,
+}
+
+impl SimClock {
+    /// The clock of a boot now: queue time starts at the wall clock's reading.
+    fn boot(start: madsim::time::Instant, wall_offset: Rc<Cell<i64>>) -> SimClock {
+        let mut clock = SimClock {
+            start,
+            wall_offset,
+            queue: QueueClock::start(Reading {
+                wall_ms: 0,
+                mono_ms: 0,
+            }),
+        };
+        clock.queue = QueueClock::start(clock.reading());
+        clock
+    }
+
+    fn reading(&self) -> Reading {
+        Reading {
+            wall_ms: self.wall_ms(),
+            mono_ms: elapsed_ms(self.start),
+        }
+    }
 }
 
 impl Clock for SimClock {
     fn now_ms(&self) -> u64 {
-        now_ms(self.start)
+        self.queue.now_ms(self.reading())
+    }
+
+    fn wall_ms(&self) -> u64 {
+        now_ms(self.start).saturating_add_signed(self.wall_offset.get())
     }
 
     async fn sleep_ms(&self, ms: u64) {
@@ -70,8 +108,9 @@ impl Clock for SimClock {
 
 pub type Local = LocalNode<SlowDisk, SimClock>;
 
-/// One request as the node served it: its serials and times at entry and completion,
-/// and the answer.
+/// One request as the node served it: its serials and true times at entry and
+/// completion, and the answer. (The node's queue times at both serials go to
+/// `History::queue_ms`.)
 pub struct Served {
     pub serial: u64,
     pub done_serial: u64,
@@ -86,7 +125,9 @@ pub struct Node {
     storages: Vec<SlowDisk>,
     config: EngineConfig,
     service: ServiceConfig,
-    clock: SimClock,
+    start: madsim::time::Instant,
+    /// The wall clock's step from true time (the nemesis's clock jumps).
+    wall_offset: Rc<Cell<i64>>,
     /// `LocalNode`'s credential seed, the same at every boot.
     tenant_seed: u64,
     local: RefCell<Option<Rc<Local>>>,
@@ -121,7 +162,8 @@ impl Node {
             disks,
             config,
             service,
-            clock: SimClock { start },
+            start,
+            wall_offset: Rc::new(Cell::new(0)),
             tenant_seed: thread_rng().gen(),
             local: RefCell::new(None),
             generation: Cell::new(0),
@@ -143,9 +185,10 @@ impl Node {
         self.tenants.borrow().clone()
     }
 
-    fn note(&self, now: u64, what: String) {
+    /// A nemesis line in the trace, at true time.
+    fn note(&self, what: String) {
         self.history.borrow_mut().events.push(Event {
-            at_ms: now - EPOCH_MS,
+            at_ms: elapsed_ms(self.start),
             client: 0,
             kind: EventKind::Nemesis(what),
         });
@@ -154,7 +197,7 @@ impl Node {
     /// Power loss: the node is dropped, unsynced writes on every disk are lost or torn,
     /// and the node stays down for `down_ms`.
     pub fn crash(&self, now: u64, down_ms: u64) {
-        self.local.borrow_mut().take();
+        self.end_boot();
         let modes: Vec<String> = self
             .disks
             .iter()
@@ -162,28 +205,50 @@ impl Node {
             .collect();
         self.down_until_ms.set(now + down_ms);
         self.crash_count.set(self.crash_count.get() + 1);
-        self.note(
-            now,
-            format!("crash ({}), down {down_ms} ms", modes.join(" ")),
-        );
+        self.note(format!("crash ({}), down {down_ms} ms", modes.join(" ")));
     }
 
-    pub fn arm_fault(&self, now: u64, partition: usize, op: IoOp, kind: IoErrorKind) {
+    /// Steps the node's wall clock by `delta_ms` (queue time of the running boot must
+    /// not follow it; signatures are checked against it).
+    pub fn jump_clock(&self, delta_ms: i64) {
+        let offset = self.wall_offset.get() + delta_ms;
+        self.wall_offset.set(offset);
+        self.note(format!(
+            "wall clock steps {delta_ms:+} ms (now {offset:+} ms from true time)"
+        ));
+    }
+
+    pub fn wall_offset_ms(&self) -> i64 {
+        self.wall_offset.get()
+    }
+
+    pub fn arm_fault(&self, partition: usize, op: IoOp, kind: IoErrorKind) {
         self.disks[partition].fail_next(op, kind);
-        self.note(
-            now,
-            format!("p{partition}: next {op:?} fails with {kind:?}"),
-        );
+        self.note(format!("p{partition}: next {op:?} fails with {kind:?}"));
+    }
+
+    /// Drops the running node, if any, and records its last queue time (the next boot's
+    /// clock may start lower); true when one was running.
+    fn end_boot(&self) -> bool {
+        let Some(local) = self.local.borrow_mut().take() else {
+            return false;
+        };
+        let last = local.clock().now_ms();
+        self.history
+            .borrow_mut()
+            .boot_ends
+            .push((self.serial.get(), last));
+        true
     }
 
     /// A storage fault: the engines are unusable and the process restarts (the page
     /// cache survives; no power loss). Only the node of `generation` is taken down.
-    fn poison(&self, now: u64, generation: u64, error: &str) {
+    fn poison(&self, generation: u64, error: &str) {
         if self.generation.get() != generation {
             return;
         }
-        if self.local.borrow_mut().take().is_some() {
-            self.note(now, format!("storage fault ({error}); restarting"));
+        if self.end_boot() {
+            self.note(format!("storage fault ({error}); restarting"));
         }
     }
 
@@ -197,17 +262,18 @@ impl Node {
             return false;
         }
         let crash_count = self.crash_count.get();
+        let clock = SimClock::boot(self.start, self.wall_offset.clone());
         let mut engines = Vec::with_capacity(self.storages.len());
         for (partition, storage) in self.storages.iter().enumerate() {
-            match Engine::open(storage.clone(), self.config, now).await {
+            match Engine::open(storage.clone(), self.config, clock.now_ms()).await {
                 Ok(engine) => engines.push(engine),
                 Err(error) => {
-                    self.note(now, format!("p{partition}: open failed: {error}"));
+                    self.note(format!("p{partition}: open failed: {error}"));
                     return false;
                 }
             }
         }
-        let local = Local::new(engines, self.clock, self.tenant_seed);
+        let local = Local::new(engines, clock, self.tenant_seed);
         self.tenants_recreate(&local).await;
         // A crash while the engines opened (the nemesis runs meanwhile) makes them stale;
         // the next pass opens again.
@@ -254,13 +320,15 @@ impl Node {
     /// the run sets `stopped`; otherwise each pass sleeps at most `TICK_INTERVAL_MS`.
     pub async fn run(self: Rc<Node>) {
         while !self.stopped.get() {
-            let now = self.clock.now_ms();
-            let mut wake = now + TICK_INTERVAL_MS;
-            if self.ensure_open(now).await {
+            let mut sleep_ms = TICK_INTERVAL_MS;
+            if self.ensure_open(now_ms(self.start)).await {
                 let generation = self.generation.get();
                 let local = self.local().expect("just ensured open");
+                // Queue time: the engines' deadlines are in it.
+                let now = local.clock().now_ms();
+                let mut wake = now + TICK_INTERVAL_MS;
                 if let Err(error) = local.tick(now).await {
-                    self.poison(now, generation, &error.to_string());
+                    self.poison(generation, &error.to_string());
                 } else {
                     let partitions = local.partitions();
                     for partition in 0..local.partition_count() {
@@ -269,9 +337,9 @@ impl Node {
                         }
                     }
                 }
+                sleep_ms = wake.saturating_sub(local.clock().now_ms()).max(1);
             }
-            let now = self.clock.now_ms();
-            madsim::time::sleep(Duration::from_millis(wake.saturating_sub(now).max(1))).await;
+            madsim::time::sleep(Duration::from_millis(sleep_ms)).await;
         }
     }
 
@@ -283,13 +351,19 @@ impl Node {
         let generation = self.generation.get();
         let serial = self.serial.get() + 1;
         self.serial.set(serial);
-        let served_ms = self.clock.now_ms();
+        let served_ms = now_ms(self.start);
+        let entry_queue_ms = local.clock().now_ms();
         let response = service::handle(&*local, &self.service, &parts, &body).await;
         let done_serial = self.serial.get() + 1;
         self.serial.set(done_serial);
-        let done_ms = self.clock.now_ms();
+        let done_ms = now_ms(self.start);
+        {
+            let mut history = self.history.borrow_mut();
+            history.queue_ms.insert(serial, entry_queue_ms);
+            history.queue_ms.insert(done_serial, local.clock().now_ms());
+        }
         if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
-            self.poison(done_ms, generation, "a request answered 500");
+            self.poison(generation, "a request answered 500");
         }
         Some(Served {
             serial,

@@ -17,12 +17,41 @@ use sluice_http::service::ServiceConfig;
 
 use crate::checker;
 use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
-use crate::history::History;
+use crate::history::{EventKind, History, Outcome};
 use crate::node::Node;
+use sluice_http::node::local::Clock as _;
 
 /// Simulated time for draining after healing: longer than any delay (5 s), visibility
-/// (5 s) and node downtime together, so every stored message is consumed by then.
+/// (5 s) and node downtime together, so every stored message is consumed by then. Seeds
+/// that step the node's wall clock may drain longer (`release_wait_ms`).
 const DRAIN_MS: u64 = 30_000;
+
+/// How much longer the node's queue time needs to reach the latest release time any
+/// send may have stored: a delayed message stored by a boot whose clock ran ahead waits
+/// for the queue time of a later boot to get there (up to twice
+/// `client::WALL_OFFSET_MS_MAX`).
+fn release_wait_ms(node: &Node, history: &History) -> u64 {
+    let Some(local) = node.local() else {
+        return 0;
+    };
+    let latest = history
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::Send { keys, outcome, .. } => {
+                let serial = match outcome {
+                    Outcome::Ok { serial, .. } | Outcome::Ambiguous { serial, .. } => *serial,
+                    Outcome::Rejected { .. } => return None,
+                };
+                let delay = keys.iter().map(|key| history.specs[*key as usize].delay_ms);
+                Some(history.queue_ms[&serial] + delay.max().unwrap_or(0))
+            }
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    latest.saturating_sub(local.clock().now_ms())
+}
 
 pub struct Report {
     pub seed: u64,
@@ -180,6 +209,10 @@ pub async fn simulate(seed: u64) -> Report {
     heal(&ctx);
     nemesis.await.expect("nemesis task");
     madsim::time::sleep(Duration::from_millis(DRAIN_MS)).await;
+    let wait_ms = release_wait_ms(&node, &history.borrow());
+    if wait_ms > 0 {
+        madsim::time::sleep(Duration::from_millis(wait_ms + DRAIN_MS)).await;
+    }
     ctx.stopped.set(true);
     for consumer in consumers {
         consumer.await.expect("consumer task");
@@ -219,6 +252,6 @@ fn heal(ctx: &Ctx) {
     ctx.history.borrow_mut().events.push(crate::history::Event {
         at_ms: now - crate::node::EPOCH_MS,
         client: 0,
-        kind: crate::history::EventKind::Nemesis("healed; draining".into()),
+        kind: EventKind::Nemesis("healed; draining".into()),
     });
 }

@@ -164,7 +164,7 @@ fn authenticate<N: Node>(
     parts: &Parts,
     body: &[u8],
 ) -> Result<Principal, Denied> {
-    let now_s = i64::try_from(node.now_ms() / 1000).expect("seconds fit i64");
+    let now_s = i64::try_from(node.wall_ms() / 1000).expect("seconds fit i64");
     if let Some(token) = parts.headers.get("x-auth-token") {
         let token = token.to_str().unwrap_or("");
         return match auth::verify_token(&config.token_key, token, now_s) {
@@ -260,7 +260,7 @@ fn keystone<N: Node>(
             _ => return unauthorized("The user name, password or project is wrong."),
         }
     };
-    let now_s = i64::try_from(node.now_ms() / 1000).expect("seconds fit i64");
+    let now_s = i64::try_from(node.wall_ms() / 1000).expect("seconds fit i64");
     let claims = TokenClaims {
         project_id: tenant.project_id.clone(),
         user_name: tenant.name.clone(),

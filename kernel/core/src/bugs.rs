@@ -35,16 +35,21 @@ pub enum Bug {
     /// writing and syncing it again (`log.rs`, `open_segment`): after a failed fsync those
     /// records are readable but not durable, and a later power loss takes them back.
     TrustUnsyncedTail,
+    /// Queue time follows the wall clock (never going backwards) instead of the monotonic
+    /// clock from the node's start (`clock.rs`, `QueueClock::now_ms`): a step of the wall
+    /// clock forwards ends leases and delays early; a step backwards stalls them.
+    FollowWallClock,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
         Bug::IgnoreVisibility,
         Bug::TrustUnsyncedTail,
+        Bug::FollowWallClock,
         Bug::KeepTornTail,
         Bug::TrustOneRead,
     ];
@@ -52,12 +57,13 @@ impl Bug {
     /// The bugs the CI step requires the checker to catch, in the order it runs them.
     /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
     /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs.
-    pub const CAUGHT: [Bug; 5] = [
+    pub const CAUGHT: [Bug; 6] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
         Bug::IgnoreVisibility,
         Bug::TrustUnsyncedTail,
+        Bug::FollowWallClock,
     ];
 
     /// The command-line name (`cargo xtask sim --bug NAME`).
@@ -70,6 +76,7 @@ impl Bug {
             Bug::KeepTornTail => "keep-torn-tail",
             Bug::TrustOneRead => "trust-one-read",
             Bug::TrustUnsyncedTail => "trust-unsynced-tail",
+            Bug::FollowWallClock => "follow-wall-clock",
         }
     }
 

@@ -18,6 +18,7 @@
 //! - Every buffer and batch has a bound in [`limits`].
 
 pub mod bugs;
+pub mod clock;
 pub mod conformance;
 pub mod engine;
 pub mod limits;

@@ -29,8 +29,12 @@ use crate::tenants::{valid_tenant_name, Quotas, Tenant, TenantDirectory, TenantE
 /// a hand-advanced counter in tests.
 #[allow(async_fn_in_trait)]
 pub trait Clock {
-    /// Epoch milliseconds.
+    /// Queue time, epoch milliseconds (see [`super::Node::now_ms`]).
     fn now_ms(&self) -> u64;
+    /// The wall clock, epoch milliseconds (see [`super::Node::wall_ms`]).
+    fn wall_ms(&self) -> u64 {
+        self.now_ms()
+    }
     /// Resolves once `ms` milliseconds of this clock's time have passed.
     async fn sleep_ms(&self, ms: u64);
 }
@@ -196,6 +200,10 @@ impl<S: Storage + Clone, C: Clock> LocalNode<S, C> {
 impl<S: Storage + Clone, C: Clock> Node for LocalNode<S, C> {
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.clock.wall_ms()
     }
 
     fn tenants(&self) -> Arc<TenantDirectory> {

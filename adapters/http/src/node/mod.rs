@@ -86,8 +86,16 @@ impl From<EngineError> for NodeError {
 /// (through [`Node::queue`], which filters by tenant).
 #[allow(async_fn_in_trait)]
 pub trait Node {
-    /// The node's clock, epoch milliseconds (wall clock in production, simulated in sim).
+    /// Queue time, epoch milliseconds: what the engines run on (leases, delays, long
+    /// polls). Steps of the wall clock while the node runs do not move it
+    /// (`sluice_core::clock`); simulated in sim.
     fn now_ms(&self) -> u64;
+
+    /// The wall clock, epoch milliseconds, for dates that come from outside: request
+    /// signatures and token expiry.
+    fn wall_ms(&self) -> u64 {
+        self.now_ms()
+    }
 
     /// Tenants and their credentials, published by the driver (read-mostly).
     fn tenants(&self) -> Arc<TenantDirectory>;
