@@ -777,3 +777,103 @@ fn fifo_message_groups_keep_order_across_shards() {
         );
     }
 }
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
+#[test]
+fn scheduled_messages_are_cancelled_on_either_shard() {
+    // Goal: `deliver_at` and the cancel extension work through the shards: a cancel whose
+    // message id names the other shard's partition is forwarded over the mesh and the
+    // message never arrives; a second cancel, and one after release, answer 409. Method:
+    // two shards and two partitions; dedup ids spread the sends over both partitions, so
+    // whichever shard the connection lands on, some cancels are forwarded. Times are the
+    // server's wall clock (same machine); no sleeps, only bounded long polls.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", "2"]);
+    let client = server.client();
+    let base = base(&client);
+    client.create_queue("timed", "NORMAL", None).unwrap();
+    let queue = client.queue_id("timed").unwrap();
+    client.create_group("timed", "g").unwrap();
+    let group = client.group_id(&queue, "g").unwrap();
+    let messages = format!("{base}/queues/{queue}/messages");
+    let send = |message: Value| {
+        let sent = client
+            .call(
+                "POST",
+                &messages,
+                Some(&json!({"return_id": true, "messages": [message]})),
+            )
+            .unwrap();
+        assert_eq!(sent.status, 201, "{:?}", sent.body);
+        sent.body["messages"][0]["id"].as_str().unwrap().to_string()
+    };
+    let cancel = |id: &str| {
+        client
+            .call("DELETE", &format!("{messages}/{id}"), None)
+            .unwrap()
+    };
+    let hour_ahead = now_ms() + 3_600_000;
+    let ids: Vec<String> = (0..8)
+        .map(|n| send(json!({"body": n, "deliver_at": hour_ahead, "dedup_id": format!("d{n}")})))
+        .collect();
+    let partitions: std::collections::BTreeSet<&str> = ids.iter().map(|id| &id[..4]).collect();
+    assert_eq!(
+        partitions.len(),
+        2,
+        "the sends span both shards' partitions"
+    );
+    for id in &ids {
+        let cancelled = cancel(id);
+        assert_eq!((cancelled.status, &cancelled.body), (204, &Value::Null));
+        let again = cancel(id);
+        assert_eq!(
+            (again.status, again.body["error_code"].as_str()),
+            (409, Some("10249409")),
+            "{id}"
+        );
+    }
+    let soon = now_ms() + 1_500;
+    let released = send(json!({"body": "soon", "deliver_at": soon, "dedup_id": "soon"}));
+    let consume = format!("{base}/queues/{queue}/groups/{group}/messages?time_wait=5&ack_wait=30");
+    let mut got = Value::Null;
+    // Bounded: the message is due in 1.5 s; each poll waits at most 5 s.
+    for _ in 0..6 {
+        got = client.call("GET", &consume, None).unwrap().body;
+        if !got.as_array().unwrap().is_empty() {
+            break;
+        }
+    }
+    assert!(now_ms() >= soon, "not delivered before its time");
+    assert_eq!(got.as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(
+        got[0]["message"]["body"], "soon",
+        "the cancelled never arrive"
+    );
+    let late = cancel(&released);
+    assert_eq!(
+        (late.status, late.body["error_code"].as_str()),
+        (409, Some("10249409"))
+    );
+    let malformed = cancel("not-an-id");
+    assert_eq!(
+        (malformed.status, malformed.body["error_code"].as_str()),
+        (400, Some("10249001"))
+    );
+    let too_far = client
+        .call(
+            "POST",
+            &messages,
+            Some(&json!({"messages": [{"body": 1, "deliver_at": now_ms() + 400 * 86_400_000}]})),
+        )
+        .unwrap();
+    assert_eq!(
+        (too_far.status, too_far.body["error_code"].as_str()),
+        (400, Some("10249008"))
+    );
+}

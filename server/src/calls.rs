@@ -4,7 +4,7 @@
 
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStart, GroupStats, HandleError,
-    QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
+    MessageId, QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
 use sluice_http::node::{Lane, NodeError};
@@ -33,6 +33,11 @@ pub enum PartitionCall {
     Send {
         queue: QueueId,
         messages: Vec<SendInput>,
+    },
+    /// Cancels a scheduled message not yet released; answers `Done`.
+    Cancel {
+        queue: QueueId,
+        message: MessageId,
     },
     Receive {
         queue: QueueId,

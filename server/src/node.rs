@@ -14,7 +14,7 @@ use std::time::Duration;
 use sluice_core::engine::partitioned::{partition_for_send, Routed};
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, FifoScope, GroupId, GroupStart, HandleError,
-    QueueConfig, QueueId, QueueMode, ReceiptHandle, SendInput, SendOutcome,
+    MessageId, QueueConfig, QueueId, QueueMode, ReceiptHandle, SendInput, SendOutcome,
 };
 use sluice_core::engine::ReceiveRequest;
 use sluice_http::node::{Lane, Node, NodeError, QueueCounts, QueueView};
@@ -299,6 +299,24 @@ impl Node for ShardNode {
             .into_iter()
             .map(|o| o.expect("every message was routed"))
             .collect())
+    }
+
+    async fn cancel(
+        &self,
+        queue: QueueId,
+        partition: u16,
+        message: MessageId,
+    ) -> Result<(), NodeError> {
+        let partition = u32::from(partition);
+        // An id naming a partition this node does not have names no scheduled message.
+        if partition >= self.shard().partition_count() {
+            return Err(EngineError::NotScheduled.into());
+        }
+        let call = PartitionCall::Cancel { queue, message };
+        match self.shard().call_partition(partition, call).await? {
+            PartitionReply::Done => Ok(()),
+            other => unreachable!("Cancel answered {other:?}"),
+        }
     }
 
     async fn receive(

@@ -367,6 +367,10 @@ impl Shard {
                 .send(queue, &messages, now)
                 .await
                 .map(PartitionReply::Sent),
+            PartitionCall::Cancel { queue, message } => engine
+                .cancel(queue, message, now)
+                .await
+                .map(|()| PartitionReply::Done),
             PartitionCall::Receive {
                 queue,
                 group,

@@ -933,3 +933,223 @@ fn request_ids_are_echoed_or_made() {
     let error = h.call(Method::GET, "/v1.0/x/queues", None);
     assert_eq!(error.headers["x-request-id"].len(), 32);
 }
+
+/// Sends `messages` with `return_id` and returns their ids.
+fn send_ids(h: &Harness, queue: &str, messages: Value) -> Vec<String> {
+    let answer = h.call(
+        Method::POST,
+        &h.v1(&format!("/queues/{queue}/messages")),
+        Some(json!({"return_id": true, "messages": messages})),
+    );
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.json);
+    answer.json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn cancel(h: &Harness, queue: &str, id: &str) -> dms_support::Answer {
+    h.call(
+        Method::DELETE,
+        &h.v2(&format!("/queues/{queue}/messages/{id}")),
+        None,
+    )
+}
+
+/// Consumes what is available now (a non-empty answer does not wait) and acks it.
+fn take(h: &Harness, queue: &str, group: &str) -> Vec<Value> {
+    let got = h.consume(queue, group, "time_wait=1");
+    assert_eq!(got.status, StatusCode::OK, "{}", got.json);
+    let taken = handlers(&got.json);
+    if !taken.is_empty() {
+        assert_eq!(
+            h.ack(queue, group, acks(&taken, "success")).json["success"],
+            taken.len()
+        );
+    }
+    bodies(&got.json)
+}
+
+#[test]
+fn deliver_at_holds_a_message_until_its_time() {
+    // Goal: the `deliver_at` extension delivers no earlier than the given epoch ms, and a
+    // time now or in the past means no delay. Method: an immediate marker message makes
+    // the consume one ms before the time return without a long poll (which would move
+    // the clock); one tick later, at the time, the scheduled message is there.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let at = h.now() + 10_000;
+    let now = h.now();
+    h.send(
+        &q,
+        json!([{"body": "scheduled", "deliver_at": at}, {"body": "now", "deliver_at": now},
+               {"body": "past", "deliver_at": now - 1}, {"body": "epoch", "deliver_at": 0}]),
+    );
+    let mut first = take(&h, &q, &g);
+    first.sort_by_key(|body| body.to_string());
+    assert_eq!(first, [json!("epoch"), json!("now"), json!("past")]);
+    h.advance(at - 1 - h.now());
+    h.send(&q, json!([{"body": "marker"}]));
+    assert_eq!(take(&h, &q, &g), [json!("marker")]);
+    assert_eq!(h.now(), at - 1, "the consume did not wait");
+    h.advance(1);
+    assert_eq!(take(&h, &q, &g), [json!("scheduled")]);
+    assert_eq!(h.now(), at, "the consume did not wait");
+}
+
+#[test]
+fn cancel_stops_a_scheduled_message_on_the_partition_its_id_names() {
+    // Goal: DELETE .../messages/{id} cancels a message that waits for its time (204, no
+    // body), on the partition the id names; it never arrives. Cancelling again, after
+    // release, a message never delayed, or an id naming no partition answers 409. Method:
+    // two partitions; two sends rotate over them and land at the same offset, so a cancel
+    // sent to the wrong partition would stop the other message.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let at = h.now() + 60_000;
+    let kept = send_ids(&h, &q, json!([{"body": "kept", "deliver_at": at}]))[0].clone();
+    let doomed = send_ids(&h, &q, json!([{"body": "doomed", "deliver_at": at}]))[0].clone();
+    assert_ne!(kept[..4], doomed[..4], "the sends went to both partitions");
+    assert_eq!(kept[4..], doomed[4..], "at the same offset");
+    let delayed = send_ids(&h, &q, json!([{"body": "delayed", "delay_time": 30_000}]))[0].clone();
+    let plain = send_ids(&h, &q, json!([{"body": "plain"}]))[0].clone();
+
+    let cancelled = cancel(&h, &q, &doomed);
+    assert_eq!(
+        cancelled.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        cancelled.json
+    );
+    assert!(cancelled.raw.is_empty());
+    assert!(cancelled.headers.get("content-type").is_none());
+    assert!(cancelled.headers.contains_key("x-request-id"));
+    let v1 = h.v1(&format!("/queues/{q}/messages/{delayed}"));
+    assert_eq!(
+        h.call(Method::DELETE, &v1, None).status,
+        StatusCode::NO_CONTENT
+    );
+    for id in [&doomed, &delayed, &plain] {
+        let again = cancel(&h, &q, id);
+        assert_eq!(again.status, StatusCode::CONFLICT, "{id}: {}", again.json);
+        assert_eq!(again.code(), "10249409");
+    }
+    let no_partition = format!("0007{}", &kept[4..]);
+    assert_eq!(cancel(&h, &q, &no_partition).code(), "10249409");
+
+    assert_eq!(take(&h, &q, &g), [json!("plain")]);
+    h.advance(at - h.now());
+    assert_eq!(take(&h, &q, &g), [json!("kept")]);
+    let late = cancel(&h, &q, &kept);
+    assert_eq!(
+        (late.status, late.code()),
+        (StatusCode::CONFLICT, "10249409")
+    );
+    h.advance(3_600_000);
+    let rest = h.consume(&q, &g, "time_wait=1");
+    assert_eq!(rest.json, json!([]), "the cancelled messages never arrive");
+    let show = h.call(
+        Method::GET,
+        &h.v1(&format!("/queues/{q}/groups?include_deadletter=false")),
+        None,
+    );
+    assert_eq!(show.json["groups"][0]["available_messages"], 0);
+}
+
+#[test]
+fn cancel_is_scoped_to_the_callers_queue() {
+    // Goal: another tenant's queue answers 404 as every queue call does, an id from
+    // another queue names nothing here (409), and a deleted queue answers 404.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    let other = h.queue(json!({"name": "other"}));
+    let at = h.now() + 60_000;
+    let id = send_ids(&h, &q, json!([{"body": 1, "deliver_at": at}]))[0].clone();
+    let path = h.v1(&format!("/queues/{q}/messages/{id}"));
+    let foreign = h.call_as(
+        &h.other,
+        Method::DELETE,
+        &path.replace(&h.tenant.project_id, &h.other.project_id),
+        None,
+    );
+    assert_eq!(
+        (foreign.status, foreign.code()),
+        (StatusCode::NOT_FOUND, "10249041")
+    );
+    assert_eq!(cancel(&h, &other, &id).code(), "10249409");
+    assert_eq!(cancel(&h, &q, &id).status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.call(Method::DELETE, &h.v1(&format!("/queues/{q}")), None)
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let gone = cancel(&h, &q, &id);
+    assert_eq!(
+        (gone.status, gone.code()),
+        (StatusCode::NOT_FOUND, "10249041")
+    );
+}
+
+#[test]
+fn scheduled_sends_and_cancels_reject_bad_input() {
+    // Goal: at most one of delay_time, delay_level and deliver_at; a deliver_at beyond the
+    // horizon; a deliver_at that is not a non-negative integer; a malformed message id or
+    // queue id; a method other than DELETE: each answers its error in the §5 envelope,
+    // and nothing is stored.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    let horizon = h.config.schedule_ahead_ms_max;
+    assert_eq!(horizon, 365 * 24 * 3_600_000, "one year by default");
+    let check = |messages: Value| {
+        let answer = h.send(&q, messages);
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.json);
+        (
+            answer.code().to_string(),
+            answer.json["error_msg"].as_str().unwrap().to_string(),
+        )
+    };
+    let at = h.now() + 1_000;
+    let (code, message) =
+        check(json!([{"body": 1}, {"body": 2, "delay_time": 5, "deliver_at": at}]));
+    assert_eq!(code, "10249008");
+    assert!(message.starts_with("messages[1] "), "{message}");
+    let (code, _) = check(json!([{"body": 1, "delay_level": 1, "deliver_at": at}]));
+    assert_eq!(code, "10249008");
+    let (code, message) = check(json!([{"body": 1, "deliver_at": h.now() + horizon + 1}]));
+    assert_eq!(code, "10249008");
+    assert!(message.starts_with("messages[0].deliver_at "), "{message}");
+    for bad in [json!("soon"), json!(-1), json!(1.5), json!(true)] {
+        assert_eq!(check(json!([{"body": 1, "deliver_at": bad}])).0, "10249001");
+    }
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{q}")), None);
+    assert_eq!(show.json["produced_messages"], 0);
+    // The horizon itself is allowed.
+    let edge = h.send(&q, json!([{"body": 1, "deliver_at": h.now() + horizon}]));
+    assert_eq!(edge.status, StatusCode::CREATED, "{}", edge.json);
+
+    for id in [
+        "xyz",
+        "000100000000000000FF",
+        "000100000000000000ff0",
+        "0001-0000000000000ff",
+    ] {
+        let answer = cancel(&h, &q, id);
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{id}");
+        assert_eq!(answer.code(), "10249001");
+    }
+    let id = "00000000000000000001";
+    assert_eq!(cancel(&h, "not-a-queue", id).code(), "10240015");
+    let post = h.call(
+        Method::POST,
+        &h.v1(&format!("/queues/{q}/messages/{id}")),
+        None,
+    );
+    assert_eq!(
+        (post.status, post.code()),
+        (StatusCode::METHOD_NOT_ALLOWED, "10249050")
+    );
+}

@@ -38,6 +38,12 @@ pub struct DmsConfig {
     pub max_consume_count_max: u16,
     /// Longest `delay_time`, milliseconds (7 days).
     pub delay_ms_max: u64,
+    /// How far ahead of the node's wall clock a `deliver_at` (Sluice extension) may lie,
+    /// milliseconds (365 days). Both delay limits must stay within the engine's
+    /// `ENGINE_DELAY_MS_CEILING` (366 days), which refuses anything beyond with the same
+    /// code; the day between is slack for the time from the adapter's clock reading to
+    /// the engine's.
+    pub schedule_ahead_ms_max: u64,
     /// The dedup window of new queues, milliseconds (Sluice extension `dedup_id`).
     pub dedup_window_ms: u64,
     /// Queue description length, characters.
@@ -66,6 +72,7 @@ impl DmsConfig {
             retention_minutes: 4320,
             max_consume_count_max: 100,
             delay_ms_max: 604_800_000,
+            schedule_ahead_ms_max: 365 * 24 * 3_600_000,
             dedup_window_ms: 300_000,
             description_chars_max: 160,
         }
@@ -74,5 +81,19 @@ impl DmsConfig {
     /// `max_msg_size_byte` of the queue object.
     pub fn max_msg_size_byte(&self) -> u64 {
         self.message_bytes_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::limits::ENGINE_DELAY_MS_CEILING;
+
+    #[test]
+    fn delay_limits_stay_within_the_engine_ceiling() {
+        // Goal: what the adapter accepts the engine accepts too, with a day to spare.
+        let config = DmsConfig::dms_default();
+        assert!(config.delay_ms_max <= ENGINE_DELAY_MS_CEILING);
+        assert!(config.schedule_ahead_ms_max + 24 * 3_600_000 <= ENGINE_DELAY_MS_CEILING);
     }
 }

@@ -42,6 +42,7 @@ pub const QUEUE_NOT_FOUND: &str = "10249041";
 pub const GROUP_NOT_FOUND: &str = "10249042";
 pub const METHOD_NOT_ALLOWED: &str = "10249050";
 pub const REQUEST_TIMEOUT: &str = "10249408";
+pub const NOT_SCHEDULED: &str = "10249409";
 pub const INTERNAL: &str = "10249500";
 pub const UNAVAILABLE: &str = "10249503";
 
@@ -172,9 +173,14 @@ pub fn from_node(error: NodeError) -> DmsError {
             CAPACITY,
             "The queue's deduplication table is full; retry later.",
         ),
-        EngineError::NotScheduled => {
-            DmsError::parameter("The message is not a pending scheduled message.")
-        }
+        // 409, not 404: the id may name a message that exists (released, being
+        // consumed), and a client must not read "already gone" as "cancelled".
+        EngineError::NotScheduled => DmsError::new(
+            StatusCode::CONFLICT,
+            NOT_SCHEDULED,
+            "The message is not waiting for its delivery time: it was released or \
+             cancelled already, was never delayed, or does not exist.",
+        ),
         EngineError::NoDeadLetters => DmsError::bad(
             NO_DEAD_LETTERS,
             "The queue has no dead letters: its redrive_policy is disable.",

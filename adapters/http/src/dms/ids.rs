@@ -1,6 +1,8 @@
 //! Wire identifiers: queue and group ids (UUID-shaped strings carrying the engine's u32
 //! id and a check value), message ids and consume handlers.
 //!
+//! A message id is 20 lower-case hex digits: the partition (4) and the log offset (16).
+//!
 //! A queue id is 16 bytes: a 12-byte check (SHA-256 of a domain tag and the id) followed
 //! by the id XOR the check's first four bytes, printed 8-4-4-4-12. A group id's check also
 //! covers its queue, so a group id only resolves under the queue it belongs to. Anything
@@ -18,6 +20,8 @@ const ID_BYTES: usize = 16;
 /// Characters of the 8-4-4-4-12 form.
 const ID_CHARS: usize = 36;
 const DASH_POSITIONS: [usize; 4] = [8, 13, 18, 23];
+/// Hex digits of a message id: the partition (u16) and the offset (u64).
+const MESSAGE_ID_CHARS: usize = 4 + 16;
 /// A handler: the partition (u16 LE) and the engine's encoded receipt handle.
 const HANDLER_BYTES: usize = 2 + ReceiptHandle::ENCODED_BYTES;
 
@@ -110,6 +114,18 @@ pub fn message_id_encode(partition: u16, message: MessageId) -> String {
     format!("{partition:04x}{:016x}", message.0)
 }
 
+/// The partition and message a message id names, if it has the shape
+/// [`message_id_encode`] produces (lower-case only, so each message has one id).
+pub fn message_id_decode(text: &str) -> Option<(u16, MessageId)> {
+    let lower_hex = |byte: &u8| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte);
+    if text.len() != MESSAGE_ID_CHARS || !text.as_bytes().iter().all(lower_hex) {
+        return None;
+    }
+    let partition = u16::from_str_radix(&text[..4], 16).ok()?;
+    let offset = u64::from_str_radix(&text[4..], 16).ok()?;
+    Some((partition, MessageId(offset)))
+}
+
 /// The handler of one delivery: url-safe base64 (no padding) of the partition and the
 /// receipt handle.
 pub fn handler_encode(handle: &Routed<ReceiptHandle>) -> String {
@@ -191,5 +207,26 @@ mod tests {
         assert_eq!(handler_decode(&"A".repeat(4000)), None);
         assert_eq!(handler_decode(&text[1..]), None);
         assert_eq!(message_id_encode(1, MessageId(255)), "000100000000000000ff");
+    }
+
+    #[test]
+    fn message_ids_round_trip_and_reject_other_shapes() {
+        // Goal: a message id decodes to its partition and offset; other lengths, upper
+        // case, signs and non-hex are refused.
+        for (partition, offset) in [(0, 0), (1, 255), (1023, 1 << 40), (u16::MAX, u64::MAX)] {
+            let text = message_id_encode(partition, MessageId(offset));
+            assert_eq!(
+                message_id_decode(&text),
+                Some((partition, MessageId(offset)))
+            );
+        }
+        assert_eq!(message_id_decode("000100000000000000FF"), None);
+        assert_eq!(message_id_decode("000100000000000000f"), None);
+        assert_eq!(message_id_decode("000100000000000000ff0"), None);
+        assert_eq!(message_id_decode("+00100000000000000ff"), None);
+        assert_eq!(message_id_decode("00010000000000000-ff"), None);
+        assert_eq!(message_id_decode("0001000000000000000g"), None);
+        assert_eq!(message_id_decode("é0010000000000000ff"), None);
+        assert_eq!(message_id_decode(""), None);
     }
 }

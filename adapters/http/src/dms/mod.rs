@@ -1,4 +1,5 @@
-//! The DMS queue API v1.0 (and its `/v2` alias): dms-api.md §2-§6 over a [`Node`].
+//! The DMS queue API v1.0 (and its `/v2` alias): dms-api.md §2-§6 over a [`Node`], plus
+//! Sluice's extensions (`docs/dms-adapter.md`).
 //!
 //! The adapter parses the path and the body, checks every field against [`DmsConfig`],
 //! resolves wire ids to the caller's queues and groups (another tenant's resources answer
@@ -8,8 +9,8 @@
 //!
 //! Files: `routes` (path grammar), `request` (body and query reading), `validate` (field
 //! rules), `ids` (wire ids and handlers), `wire` (response types), `errors` (codes and the
-//! kernel error mapping), and one file per resource: `queues`, `groups`, `send`,
-//! `consume` (consume and ack, both lanes), `quotas`.
+//! kernel error mapping), and one file per resource: `queues`, `groups`, `send` (send and
+//! the cancel of a scheduled message), `consume` (consume and ack, both lanes), `quotas`.
 
 mod config;
 mod consume;
@@ -216,6 +217,7 @@ async fn dispatch<N: Node>(
             groups::delete(&ctx, &queue, group).await
         }
         (Endpoint::Send, Resource::Messages(q)) => send::send(&ctx, &ctx.queue(q)?).await,
+        (Endpoint::Cancel, Resource::Message(q, m)) => send::cancel(&ctx, &ctx.queue(q)?, m).await,
         (Endpoint::Consume, Resource::GroupMessages(q, g)) => {
             let (queue, group) = ctx.group(q, g)?;
             consume::consume(&ctx, &queue, group, crate::node::Lane::Main).await

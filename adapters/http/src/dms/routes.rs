@@ -1,5 +1,6 @@
-//! The DMS path grammar: which endpoint a method and path name (dms-api.md §2), under the
-//! `/v1.0/{project_id}` and `/v2/{project_id}` prefixes. Parsing only: ids stay strings
+//! The DMS path grammar: which endpoint a method and path name (dms-api.md §2, plus the
+//! Sluice extension `DELETE .../messages/{message_id}`), under the `/v1.0/{project_id}`
+//! and `/v2/{project_id}` prefixes. Parsing only: ids stay strings
 //! here and are resolved by the handlers.
 
 use http::Method;
@@ -18,6 +19,8 @@ pub enum Resource<'a> {
     Groups(&'a str),
     Group(&'a str, &'a str),
     Messages(&'a str),
+    /// One message of a queue: the queue id, the message id (Sluice extension).
+    Message(&'a str, &'a str),
     GroupMessages(&'a str, &'a str),
     Ack(&'a str, &'a str),
     DeadLetters(&'a str, &'a str),
@@ -43,6 +46,8 @@ pub enum Endpoint {
     GroupList,
     GroupDelete,
     Send,
+    /// Sluice extension: cancel a scheduled message.
+    Cancel,
     Consume,
     Ack,
     DeadLetterConsume,
@@ -62,6 +67,7 @@ impl Endpoint {
             Endpoint::GroupList => "group_list",
             Endpoint::GroupDelete => "group_delete",
             Endpoint::Send => "send",
+            Endpoint::Cancel => "cancel",
             Endpoint::Consume => "consume",
             Endpoint::Ack => "ack",
             Endpoint::DeadLetterConsume => "deadletter_consume",
@@ -100,6 +106,7 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
         (["queues", q, "groups"], _) => Resource::Groups(q),
         (["queues", q, "messages"], _) => Resource::Messages(q),
         (["queues", q, "groups", g], _) => Resource::Group(q, g),
+        (["queues", q, "messages", m], _) => Resource::Message(q, m),
         (["queues", q, "groups", g, "messages"], _) => Resource::GroupMessages(q, g),
         (["queues", q, "groups", g, "ack"], _) => Resource::Ack(q, g),
         (["queues", q, "groups", g, "deadletters"], _) => Resource::DeadLetters(q, g),
@@ -133,6 +140,8 @@ pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'
         (Resource::Group(..), _) => return Err("DELETE"),
         (Resource::Messages(_), "POST") => Endpoint::Send,
         (Resource::Messages(_), _) => return Err("POST"),
+        (Resource::Message(..), "DELETE") => Endpoint::Cancel,
+        (Resource::Message(..), _) => return Err("DELETE"),
         (Resource::GroupMessages(..), "GET") => Endpoint::Consume,
         (Resource::GroupMessages(..), _) => return Err("GET"),
         (Resource::Ack(..), "POST") => Endpoint::Ack,
@@ -193,6 +202,15 @@ mod tests {
                 Some(Ok(Endpoint::Send))
             );
             assert_eq!(
+                check(Method::DELETE, &at("/queues/q/messages/m")),
+                Some(Ok(Endpoint::Cancel))
+            );
+            assert_eq!(
+                check(Method::GET, &at("/queues/q/messages/m")),
+                Some(Err("DELETE"))
+            );
+            assert_eq!(check(Method::DELETE, &at("/queues/q/messages/m/x")), None);
+            assert_eq!(
                 check(Method::GET, &at("/queues/q/groups/g/messages")),
                 Some(Ok(Endpoint::Consume))
             );
@@ -228,5 +246,6 @@ mod tests {
         assert_eq!(check(Method::GET, "/v1.0//queues"), None);
         assert_eq!(check(Method::GET, "/v3/p/queues"), None);
         assert_eq!(Endpoint::Consume.label(), "consume");
+        assert_eq!(Endpoint::Cancel.label(), "cancel");
     }
 }

@@ -1,6 +1,7 @@
 //! Sending (dms-api.md §3.3): 1-10 messages, each body any JSON value kept byte for byte,
-//! attributes, tags, `delay_time`; Sluice extensions `delay_level`, `fifo_group` (alias
-//! `message_group`) and `dedup_id`.
+//! attributes, tags, `delay_time`; Sluice extensions `delay_level`, `deliver_at` (a
+//! scheduled time), `fifo_group` (alias `message_group`) and `dedup_id`. And the Sluice
+//! extension that undoes a delay: cancelling a message not yet released, by its id.
 
 use http::StatusCode;
 use serde_json::value::RawValue;
@@ -16,6 +17,14 @@ use crate::node::{Node, QueueView};
 
 /// Bytes of a `fifo_group` or `dedup_id` (the engine's bound).
 const KEY_BYTES_MAX: usize = 128;
+
+/// The node's two clocks when a send arrives: a `deliver_at` is a client's wall-clock
+/// date, and the engines run on queue time (`sluice_core::clock`).
+#[derive(Clone, Copy, Debug)]
+struct SendTime {
+    queue_ms: u64,
+    wall_ms: u64,
+}
 
 pub(super) async fn send<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<Reply, DmsError> {
     let body = object(ctx.body)?;
@@ -38,8 +47,12 @@ pub(super) async fn send<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<
     }
     let mut inputs = Vec::with_capacity(entries.len());
     let mut bytes_total: u64 = 0;
+    let time = SendTime {
+        queue_ms: ctx.node.now_ms(),
+        wall_ms: ctx.node.wall_ms(),
+    };
     for (index, entry) in entries.iter().enumerate() {
-        let input = message(ctx.config, entry, index)?;
+        let input = message(ctx.config, time, entry, index)?;
         bytes_total += u64::try_from(input.body.len() + input.attributes.len()).expect("fits");
         inputs.push(input);
     }
@@ -64,8 +77,34 @@ pub(super) async fn send<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<
     Ok(Reply::json(StatusCode::CREATED, &SendResponse { messages }))
 }
 
+/// Sluice extension: cancels a delayed or scheduled message that has not been released,
+/// named by the id its send answered (`return_id`). 204 on success; a message already
+/// released or cancelled, never delayed, or unknown answers 409 ([`from_node`]).
+pub(super) async fn cancel<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+    message_id: &str,
+) -> Result<Reply, DmsError> {
+    let (partition, message) = ids::message_id_decode(message_id).ok_or_else(|| {
+        DmsError::parameter(
+            "The message ID format is invalid: it is the 20 lower-case hex digits a send \
+             answers with return_id.",
+        )
+    })?;
+    ctx.node
+        .cancel(view.id, partition, message)
+        .await
+        .map_err(from_node)?;
+    Ok(Reply::no_content())
+}
+
 /// One entry of `messages`, checked field by field.
-fn message(config: &DmsConfig, entry: &RawValue, index: usize) -> Result<SendInput, DmsError> {
+fn message(
+    config: &DmsConfig,
+    time: SendTime,
+    entry: &RawValue,
+    index: usize,
+) -> Result<SendInput, DmsError> {
     let entry = raw_object(entry)
         .ok_or_else(|| DmsError::parameter(format!("messages[{index}] must be a JSON object.")))?;
     let body = entry
@@ -111,7 +150,7 @@ fn message(config: &DmsConfig, entry: &RawValue, index: usize) -> Result<SendInp
         attributes,
         tags,
         fifo_group,
-        delay: message_delay(config, &entry, index)?,
+        delay: message_delay(config, time, &entry, index)?,
         dedup_id,
     })
 }
@@ -147,35 +186,37 @@ fn message_attributes(
     Ok(raw.get().as_bytes().to_vec())
 }
 
-/// `delay_time` (milliseconds, fraction dropped) or the extension `delay_level` (1-18).
-fn message_delay(config: &DmsConfig, entry: &Object, index: usize) -> Result<Delay, DmsError> {
+/// At most one of `delay_time` (milliseconds, fraction dropped), the extension
+/// `delay_level` (1-18) and the extension `deliver_at` (epoch milliseconds).
+fn message_delay(
+    config: &DmsConfig,
+    time: SendTime,
+    entry: &Object,
+    index: usize,
+) -> Result<Delay, DmsError> {
     let delay_ms: Option<f64> = field(entry, "delay_time", "a number of milliseconds")?;
     let level: Option<i64> = field(entry, "delay_level", "an integer")?;
-    let levels = DELAY_LEVELS_MS.len();
-    match (delay_ms, level) {
-        (Some(_), Some(_)) => Err(DmsError::bad(
+    let deliver_at: Option<u64> = field(
+        entry,
+        "deliver_at",
+        "a non-negative integer (epoch milliseconds)",
+    )?;
+    let given = [delay_ms.is_some(), level.is_some(), deliver_at.is_some()];
+    if given.iter().filter(|given| **given).count() > 1 {
+        return Err(DmsError::bad(
             INVALID_DELAY,
-            format!("messages[{index}] may carry delay_time or delay_level, not both."),
-        )),
-        (Some(ms), None) => {
-            let max = config.delay_ms_max;
-            // The range check is on the float, so the truncating cast below is exact.
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                clippy::cast_precision_loss
-            )]
-            if ms.is_finite() && ms >= 0.0 && ms < (max + 1) as f64 {
-                let ms = ms.trunc() as u64;
-                Ok(if ms == 0 { Delay::None } else { Delay::Ms(ms) })
-            } else {
-                Err(DmsError::bad(
-                    INVALID_DELAY,
-                    format!("messages[{index}].delay_time must be from 0 to {max} ms."),
-                ))
-            }
-        }
-        (None, Some(level)) => u8::try_from(level)
+            format!(
+                "messages[{index}] may carry only one of delay_time, delay_level and \
+                 deliver_at."
+            ),
+        ));
+    }
+    if let Some(ms) = delay_ms {
+        return message_delay_time(config, ms, index);
+    }
+    if let Some(level) = level {
+        let levels = DELAY_LEVELS_MS.len();
+        return u8::try_from(level)
             .ok()
             .filter(|level| (1..=levels).contains(&usize::from(*level)))
             .map(Delay::Level)
@@ -184,7 +225,93 @@ fn message_delay(config: &DmsConfig, entry: &Object, index: usize) -> Result<Del
                     INVALID_DELAY,
                     format!("messages[{index}].delay_level must be from 1 to {levels}."),
                 )
-            }),
-        (None, None) => Ok(Delay::None),
+            });
+    }
+    match deliver_at {
+        Some(at) => message_deliver_at(config, time, at, index),
+        None => Ok(Delay::None),
+    }
+}
+
+fn message_delay_time(config: &DmsConfig, ms: f64, index: usize) -> Result<Delay, DmsError> {
+    let max = config.delay_ms_max;
+    // The range check is on the float, so the truncating cast below is exact.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    if ms.is_finite() && ms >= 0.0 && ms < (max + 1) as f64 {
+        let ms = ms.trunc() as u64;
+        Ok(if ms == 0 { Delay::None } else { Delay::Ms(ms) })
+    } else {
+        Err(DmsError::bad(
+            INVALID_DELAY,
+            format!("messages[{index}].delay_time must be from 0 to {max} ms."),
+        ))
+    }
+}
+
+/// A scheduled time, a wall-clock date: at most `schedule_ahead_ms_max` ahead of the
+/// node's wall clock. It becomes queue time by the two clocks' difference now, so a date
+/// now or in the past lands at or before queue time's now, which the engine reads as no
+/// delay.
+fn message_deliver_at(
+    config: &DmsConfig,
+    time: SendTime,
+    at: u64,
+    index: usize,
+) -> Result<Delay, DmsError> {
+    let max = config.schedule_ahead_ms_max;
+    let ahead_ms = at.saturating_sub(time.wall_ms);
+    if ahead_ms > max {
+        return Err(DmsError::bad(
+            INVALID_DELAY,
+            format!(
+                "messages[{index}].deliver_at is {ahead_ms} ms ahead; at most {max} ms are \
+                 allowed."
+            ),
+        ));
+    }
+    let behind_ms = time.wall_ms.saturating_sub(at);
+    Ok(Delay::At(
+        time.queue_ms
+            .saturating_add(ahead_ms)
+            .saturating_sub(behind_ms),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `deliver_at` = `at` with the node's clocks at `queue_ms` and `wall_ms`.
+    fn check(queue_ms: u64, wall_ms: u64, at: u64) -> Result<Delay, &'static str> {
+        let time = SendTime { queue_ms, wall_ms };
+        message_deliver_at(&DmsConfig::dms_default(), time, at, 0).map_err(|e| e.code)
+    }
+
+    #[test]
+    fn deliver_at_is_a_wall_clock_date_turned_into_queue_time() {
+        // Goal: the horizon is measured from the wall clock and the release keeps its
+        // distance from now in queue time, whichever way the wall clock was stepped.
+        let horizon = DmsConfig::dms_default().schedule_ahead_ms_max;
+        let queue = 1_764_081_000_000;
+        for wall in [queue, queue + 3_600_000, queue - 3_600_000] {
+            assert_eq!(
+                check(queue, wall, wall + 10_000),
+                Ok(Delay::At(queue + 10_000))
+            );
+            assert_eq!(check(queue, wall, wall), Ok(Delay::At(queue)));
+            assert_eq!(check(queue, wall, wall - 5), Ok(Delay::At(queue - 5)));
+            assert_eq!(
+                check(queue, wall, wall + horizon),
+                Ok(Delay::At(queue + horizon))
+            );
+            assert_eq!(check(queue, wall, wall + horizon + 1), Err(INVALID_DELAY));
+        }
+        assert_eq!(check(queue, queue, 0), Ok(Delay::At(0)));
+        assert_eq!(check(5, 10, 0), Ok(Delay::At(0)));
+        assert_eq!(check(queue, queue, u64::MAX), Err(INVALID_DELAY));
     }
 }

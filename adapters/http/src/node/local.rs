@@ -17,7 +17,7 @@ use rand_pcg::Pcg64;
 use sluice_core::engine::partitioned::{receive_order, Partitioned, Routed};
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStart, GroupStats, HandleError,
-    QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
+    MessageId, QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
 use sluice_core::engine::{Engine, ReceiveRequest};
 use sluice_core::storage::Storage;
@@ -352,6 +352,20 @@ impl<S: Storage + Clone, C: Clock> Node for LocalNode<S, C> {
     ) -> Result<Vec<Routed<SendOutcome>>, NodeError> {
         let now = self.clock.now_ms();
         Ok(self.partitions.send(queue, &messages, now).await?)
+    }
+
+    async fn cancel(
+        &self,
+        queue: QueueId,
+        partition: u16,
+        message: MessageId,
+    ) -> Result<(), NodeError> {
+        // An id naming a partition this node does not have names no scheduled message.
+        if partition >= self.partition_count {
+            return Err(EngineError::NotScheduled.into());
+        }
+        let engine = self.partitions.partition(partition);
+        Ok(engine.cancel(queue, message, self.clock.now_ms()).await?)
     }
 
     async fn receive(

@@ -12,8 +12,8 @@ pub mod local;
 
 use sluice_core::engine::partitioned::Routed;
 use sluice_core::engine::types::{
-    AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, QueueConfig,
-    QueueId, ReceiptHandle, SendInput, SendOutcome,
+    AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, MessageId,
+    QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
@@ -134,6 +134,17 @@ pub trait Node {
         queue: QueueId,
         messages: Vec<SendInput>,
     ) -> Result<Vec<Routed<SendOutcome>>, NodeError>;
+
+    /// Cancels a delayed or scheduled message of `queue` that has not been released, on
+    /// the partition its id names; answers once the cancel is durable. A message that is
+    /// not waiting for release (released, cancelled, never delayed, unknown, or a
+    /// partition the node does not have) is `EngineError::NotScheduled`.
+    async fn cancel(
+        &self,
+        queue: QueueId,
+        partition: u16,
+        message: MessageId,
+    ) -> Result<(), NodeError>;
 
     /// Receives up to `request.max_messages`; with nothing available, waits up to
     /// `wait_ms` for a message (long poll) and then returns what there is (maybe none).
