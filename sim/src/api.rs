@@ -52,13 +52,18 @@ impl ApiRequest {
     }
 }
 
-/// `POST /queues`: a NORMAL queue, or a FIFO queue ordered per message group.
-pub fn queue_create(name: &str, fifo: bool) -> ApiRequest {
-    let body = if fifo {
+/// `POST /queues`: a NORMAL queue, or a FIFO queue ordered per message group; with
+/// `max_consume_count`, dead letters are on (`redrive_policy: enable`).
+pub fn queue_create(name: &str, fifo: bool, max_consume_count: Option<u32>) -> ApiRequest {
+    let mut body = if fifo {
         json!({"name": name, "queue_mode": "FIFO", "fifo_scope": "message_group"})
     } else {
         json!({"name": name, "queue_mode": "NORMAL"})
     };
+    if let Some(count) = max_consume_count {
+        body["redrive_policy"] = json!("enable");
+        body["max_consume_count"] = json!(count);
+    }
     ApiRequest::new(Method::POST, "/queues".into(), None, Some(body))
 }
 
@@ -124,17 +129,42 @@ pub fn send(queue_id: &str, messages: &[Outgoing]) -> ApiRequest {
     )
 }
 
-/// `GET /queues/{queue_id}/groups/{group_id}/messages`.
+/// Which of a group's message sets a consume or ack reaches: its queue's messages or its
+/// dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    Main,
+    Dead,
+}
+
+impl Lane {
+    fn path(self) -> &'static str {
+        match self {
+            Lane::Main => "messages",
+            Lane::Dead => "deadletters",
+        }
+    }
+
+    fn ack_path(self) -> &'static str {
+        match self {
+            Lane::Main => "ack",
+            Lane::Dead => "deadletters/ack",
+        }
+    }
+}
+
+/// `GET /queues/{queue_id}/groups/{group_id}/messages` (or `/deadletters`).
 pub fn consume(
     queue_id: &str,
     group_id: &str,
+    lane: Lane,
     max_messages: u32,
     time_wait_s: u64,
     ack_wait_s: u64,
 ) -> ApiRequest {
     ApiRequest::new(
         Method::GET,
-        format!("/queues/{queue_id}/groups/{group_id}/messages"),
+        format!("/queues/{queue_id}/groups/{group_id}/{}", lane.path()),
         Some(format!(
             "ack_wait={ack_wait_s}&max_msgs={max_messages}&time_wait={time_wait_s}"
         )),
@@ -142,8 +172,15 @@ pub fn consume(
     )
 }
 
-/// `POST /queues/{queue_id}/groups/{group_id}/ack`, every entry with the same status.
-pub fn ack(queue_id: &str, group_id: &str, handlers: &[String], success: bool) -> ApiRequest {
+/// `POST /queues/{queue_id}/groups/{group_id}/ack` (or `/deadletters/ack`), every entry
+/// with the same status.
+pub fn ack(
+    queue_id: &str,
+    group_id: &str,
+    lane: Lane,
+    handlers: &[String],
+    success: bool,
+) -> ApiRequest {
     let status = if success { "success" } else { "fail" };
     let entries: Vec<Value> = handlers
         .iter()
@@ -151,7 +188,7 @@ pub fn ack(queue_id: &str, group_id: &str, handlers: &[String], success: bool) -
         .collect();
     ApiRequest::new(
         Method::POST,
-        format!("/queues/{queue_id}/groups/{group_id}/ack"),
+        format!("/queues/{queue_id}/groups/{group_id}/{}", lane.ack_path()),
         None,
         Some(json!({ "message": entries })),
     )

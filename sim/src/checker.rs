@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sluice_core::engine::types::AckKind;
 
 use crate::client::{GROUPS, QUEUES};
-use crate::history::{EventKind, History, MessageId, Outcome};
+use crate::history::{EventKind, History, Lane, MessageId, Outcome};
 
 /// One delivery. The node picked it somewhere between the receive's entry and completion
 /// (serials and times): at entry, unless the receive long-polled or suspended on another
@@ -28,6 +28,7 @@ use crate::history::{EventKind, History, MessageId, Outcome};
 struct Delivery {
     queue: usize,
     group: usize,
+    lane: Lane,
     serial: u64,
     done_serial: u64,
     served_ms: u64,
@@ -43,15 +44,18 @@ struct Facts {
     sent_ok: BTreeSet<u32>,
     deliveries: Vec<Delivery>,
     /// (queue, group, message id) -> completion serial of the first ack known to have
-    /// succeeded (its effect came before that serial). Keyed by id, not key, so a known
-    /// duplicate (see `known`) is judged as the separate message it is.
+    /// succeeded, on either lane (its effect came before that serial). Keyed by id, not
+    /// key, so a known duplicate (see `known`) is judged as the separate message it is.
     acked: BTreeMap<(usize, usize, MessageId), u64>,
-    /// Entry serial of the first ack that may have succeeded, outcome known or not (its
-    /// effect, if any, came after that serial).
+    /// Entry serial of the first ack of the queue's lane that may have succeeded, outcome
+    /// known or not (its effect, if any, came after that serial).
     maybe_acked: BTreeMap<(usize, usize, MessageId), u64>,
     /// (Entry, completion) serials of fail acks that may have taken effect; an unknown
     /// completion is `u64::MAX`.
-    maybe_failed: BTreeMap<(usize, usize, MessageId), Vec<(u64, u64)>>,
+    maybe_failed: BTreeMap<(usize, usize, Lane, MessageId), Vec<(u64, u64)>>,
+    /// Completion serials of fail acks on the queue's lane known to have counted: each is
+    /// a failure of that delivery.
+    failed: BTreeMap<(usize, usize, MessageId), Vec<u64>>,
     /// Per delivery (key, queue, group, entry serial, completion serial), for the delay
     /// check.
     picked_by: Vec<(u32, usize, usize, u64, u64)>,
@@ -90,9 +94,17 @@ impl Facts {
         }
     }
 
-    fn ack(&mut self, at: (usize, usize, MessageId), serial: u64, done_serial: Option<u64>) {
-        let maybe = self.maybe_acked.entry(at).or_insert(serial);
-        *maybe = (*maybe).min(serial);
+    fn ack(
+        &mut self,
+        at: (usize, usize, MessageId),
+        lane: Lane,
+        serial: u64,
+        done_serial: Option<u64>,
+    ) {
+        if lane == Lane::Main {
+            let maybe = self.maybe_acked.entry(at).or_insert(serial);
+            *maybe = (*maybe).min(serial);
+        }
         if let Some(done_serial) = done_serial {
             let acked = self.acked.entry(at).or_insert(done_serial);
             *acked = (*acked).min(done_serial);
@@ -100,8 +112,9 @@ impl Facts {
     }
 }
 
-/// Judges `history`; `visibility_ms` is the one visibility timeout every receive used.
-pub fn check(history: &History, visibility_ms: u64) -> Judgement {
+/// Judges `history`; `visibility_ms` is the one visibility timeout every receive used,
+/// `max_consume_count` the failures after which a redrive queue's message is dead.
+pub fn check(history: &History, visibility_ms: u64, max_consume_count: u32) -> Judgement {
     let mut facts = Facts::default();
     for event in &history.events {
         collect(history, &event.kind, &mut facts);
@@ -113,6 +126,7 @@ pub fn check(history: &History, visibility_ms: u64) -> Judgement {
     check_fifo(history, &mut facts);
     check_visibility(visibility_ms, &mut facts);
     check_delays(history, &mut facts);
+    check_dead_letters(max_consume_count, &mut facts);
     Judgement {
         violations: facts.violations,
         known: facts.known.into_iter().collect(),
@@ -147,6 +161,7 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
         EventKind::Receive {
             queue,
             group,
+            lane,
             outcome:
                 Outcome::Ok {
                     serial,
@@ -178,6 +193,7 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
                 facts.deliveries.push(Delivery {
                     queue: *queue,
                     group: *group,
+                    lane: *lane,
                     serial: *serial,
                     done_serial: *done_serial,
                     served_ms: *served_ms,
@@ -205,6 +221,7 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
         EventKind::Ack {
             queue,
             group,
+            lane,
             kind: AckKind::Fail,
             targets,
             outcome,
@@ -213,19 +230,29 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
                 Outcome::Ok {
                     serial,
                     done_serial,
+                    value,
                     ..
-                } => (*serial, *done_serial),
+                } => {
+                    for ((_, message_id), counted) in targets.iter().zip(value) {
+                        if *counted && *lane == Lane::Main {
+                            let at = (*queue, *group, *message_id);
+                            facts.failed.entry(at).or_default().push(*done_serial);
+                        }
+                    }
+                    (*serial, *done_serial)
+                }
                 Outcome::Ambiguous { serial, .. } => (*serial, u64::MAX),
                 Outcome::Rejected { .. } => return,
             };
             for (_, message_id) in targets {
-                let at = (*queue, *group, *message_id);
+                let at = (*queue, *group, *lane, *message_id);
                 facts.maybe_failed.entry(at).or_default().push(span);
             }
         }
         EventKind::Ack {
             queue,
             group,
+            lane,
             kind: AckKind::Success,
             targets,
             outcome,
@@ -238,19 +265,62 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             } => {
                 for ((_, message_id), done) in targets.iter().zip(value) {
                     if *done {
-                        facts.ack((*queue, *group, *message_id), *serial, Some(*done_serial));
+                        let at = (*queue, *group, *message_id);
+                        facts.ack(at, *lane, *serial, Some(*done_serial));
                     }
                 }
             }
             Outcome::Ambiguous { serial, .. } => {
                 for (_, message_id) in targets {
-                    facts.ack((*queue, *group, *message_id), *serial, None);
+                    facts.ack((*queue, *group, *message_id), *lane, *serial, None);
                 }
             }
             Outcome::Rejected { .. } => {}
         },
         _ => {}
     }
+}
+
+/// Dead letters: a message whose group failed it `max_consume_count` times (fail acks known
+/// to have counted; visibility timeouts count too, but are not observed) is a dead letter
+/// of that group from the last of them on, and one that the dead-letter lane delivered
+/// is one from that delivery's completion on: the queue's lane never hands it to the
+/// group again. Only redrive queues have dead letters. (Acks of dead letters are judged
+/// with the queue's: after either lane's ack succeeded, neither delivers it again.)
+fn check_dead_letters(max_consume_count: u32, facts: &mut Facts) {
+    let count = usize::try_from(max_consume_count).expect("fits");
+    let mut dead_from: BTreeMap<(usize, usize, MessageId), u64> = BTreeMap::new();
+    for (at, serials) in &facts.failed {
+        if QUEUES[at.0].redrive && serials.len() >= count {
+            let mut serials = serials.clone();
+            serials.sort_unstable();
+            dead_from.insert(*at, serials[count - 1]);
+        }
+    }
+    let mut violations = Vec::new();
+    for d in facts.deliveries.iter().filter(|d| d.lane == Lane::Dead) {
+        if !QUEUES[d.queue].redrive {
+            violations.push(format!(
+                "q{} g{} #{}: m{} is a dead letter of a queue without redrive",
+                d.queue, d.group, d.serial, d.key
+            ));
+        }
+        let from = dead_from
+            .entry((d.queue, d.group, d.message_id))
+            .or_insert(d.done_serial);
+        *from = (*from).min(d.done_serial);
+    }
+    for d in facts.deliveries.iter().filter(|d| d.lane == Lane::Main) {
+        if let Some(from) = dead_from.get(&(d.queue, d.group, d.message_id)) {
+            if *from < d.serial {
+                violations.push(format!(
+                    "q{} g{} #{}: m{} delivered from the queue after it was a dead letter (#{from})",
+                    d.queue, d.group, d.serial, d.key
+                ));
+            }
+        }
+    }
+    facts.violations.extend(violations);
 }
 
 /// Delayed messages never arrive early: by the delivery's latest pick (its completion),
@@ -321,9 +391,17 @@ fn check_complete(facts: &mut Facts) {
 /// message with a lower id was available before a delayed one's release, so a delayed
 /// message is still checked as the later one.
 fn check_fifo(history: &History, facts: &mut Facts) {
+    // Dead-lettering releases the order: a message that became a dead letter of the
+    // group (its dead-letter lane delivered it) does not count as the earlier one.
+    let dead: BTreeSet<(usize, usize, MessageId)> = facts
+        .deliveries
+        .iter()
+        .filter(|d| d.lane == Lane::Dead)
+        .map(|d| (d.queue, d.group, d.message_id))
+        .collect();
     let mut violations = Vec::new();
     for d in &facts.deliveries {
-        if !QUEUES[d.queue].2 {
+        if !QUEUES[d.queue].fifo || d.lane == Lane::Dead {
             continue;
         }
         let fifo_group = &history.specs[d.key as usize].fifo_group;
@@ -332,7 +410,10 @@ fn check_fifo(history: &History, facts: &mut Facts) {
             .range((d.queue, MessageId::MIN)..(d.queue, d.message_id));
         for ((_, earlier_id), key) in earlier {
             let spec = &history.specs[*key as usize];
-            if spec.fifo_group != *fifo_group || spec.delay_ms > 0 {
+            if spec.fifo_group != *fifo_group
+                || spec.delay_ms > 0
+                || dead.contains(&(d.queue, d.group, *earlier_id))
+            {
                 continue;
             }
             let acked_before = facts
@@ -342,6 +423,7 @@ fn check_fifo(history: &History, facts: &mut Facts) {
             let same_batch = facts.deliveries.iter().any(|other| {
                 other.serial == d.serial
                     && other.group == d.group
+                    && other.lane == d.lane
                     && other.message_id == *earlier_id
             });
             if !acked_before && !same_batch {
@@ -364,9 +446,9 @@ fn check_fifo(history: &History, facts: &mut Facts) {
 /// pick of the second (its `done_ms`) came before the earliest deadline of the first
 /// (its `served_ms` plus the visibility).
 fn check_visibility(visibility_ms: u64, facts: &mut Facts) {
-    let mut by_message: BTreeMap<(usize, usize, MessageId), Vec<&Delivery>> = BTreeMap::new();
+    let mut by_message: BTreeMap<(usize, usize, Lane, MessageId), Vec<&Delivery>> = BTreeMap::new();
     for d in &facts.deliveries {
-        let at = (d.queue, d.group, d.message_id);
+        let at = (d.queue, d.group, d.lane, d.message_id);
         by_message.entry(at).or_default().push(d);
     }
     let mut violations = Vec::new();

@@ -13,17 +13,37 @@ use serde_json::Value;
 use sluice_core::engine::types::AckKind;
 use sluice_core::storage::{IoErrorKind, IoOp};
 
-use crate::api::{self, ApiRequest, Credentials, Delay, Outgoing};
+use crate::api::{self, ApiRequest, Credentials, Delay, Lane, Outgoing};
 use crate::history::{Event, EventKind, History, MessageSpec, Outcome};
 use crate::node::{now_ms, Node, EPOCH_MS, TENANT_NAMES};
 
-/// The workload's queues: (tenant, queue name, FIFO per message group). Both tenants use
-/// the same queue names, so a mix-up between tenants would show.
-pub const QUEUES: [(&str, &str, bool); 4] = [
-    ("t0", "normal", false),
-    ("t0", "fifo", true),
-    ("t1", "normal", false),
-    ("t1", "fifo", true),
+/// One of the workload's queues.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueSpec {
+    pub tenant: &'static str,
+    pub name: &'static str,
+    /// FIFO per message group (else NORMAL).
+    pub fifo: bool,
+    /// Dead letters on, after the seed's `max_consume_count` failures.
+    pub redrive: bool,
+}
+
+const fn queue(tenant: &'static str, name: &'static str, fifo: bool, redrive: bool) -> QueueSpec {
+    QueueSpec {
+        tenant,
+        name,
+        fifo,
+        redrive,
+    }
+}
+
+/// The workload's queues. Both tenants use the same queue names, so a mix-up between
+/// tenants would show; `t1`'s queues dead-letter.
+pub const QUEUES: [QueueSpec; 4] = [
+    queue("t0", "normal", false, false),
+    queue("t0", "fifo", true, false),
+    queue("t1", "normal", false, true),
+    queue("t1", "fifo", true, true),
 ];
 pub const GROUPS: [&str; 2] = ["g0", "g1"];
 pub const CONSUMERS_PER_GROUP: usize = 2;
@@ -58,6 +78,9 @@ pub struct Knobs {
     pub disk_fault_ppm: u32,
     /// Share of nemesis events that step the node's wall clock, percent.
     pub clock_jump_percent: u32,
+    /// Failures (fail acks and visibility timeouts) before a message of a redrive queue
+    /// becomes a dead letter of its group.
+    pub max_consume_count: u32,
 }
 
 impl Knobs {
@@ -78,6 +101,7 @@ impl Knobs {
             disk_fault_ppm: [0, 0, 200, 2_000][rng.gen_range(0..4)],
             disk_latency_ms_max: [0, 1, 5, 20][rng.gen_range(0..4)],
             clock_jump_percent: [0, 10, 30][rng.gen_range(0..3)],
+            max_consume_count: rng.gen_range(1..=3),
         }
     }
 }
@@ -222,7 +246,11 @@ impl Ctx {
             return (Outcome::Rejected { reason }, None);
         }
         let served = self.node.handle(parts, body).await;
-        self.maybe_duplicate(credentials, request);
+        if served.is_some() {
+            // Only a request the node took can be delivered twice (a refused connection
+            // carried nothing; seed 39 once stored a refused send through its copy).
+            self.maybe_duplicate(credentials, request);
+        }
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
         let Some(served) = served else {
             let reason = "unavailable".into();
@@ -312,8 +340,11 @@ pub async fn setup(ctx: &Ctx) {
             sk: tenant.sk.clone(),
         })
         .collect();
-    for (tenant, name, fifo) in QUEUES {
-        let answer = ctx.call_setup(tenant, &api::queue_create(name, fifo)).await;
+    for spec in QUEUES {
+        let tenant = spec.tenant;
+        let max_consume_count = spec.redrive.then_some(ctx.knobs.max_consume_count);
+        let request = api::queue_create(spec.name, spec.fifo, max_consume_count);
+        let answer = ctx.call_setup(tenant, &request).await;
         let queue_id = api::queue_created(&answer);
         let answer = ctx
             .call_setup(tenant, &api::groups_create(&queue_id, &GROUPS))
@@ -331,7 +362,7 @@ pub async fn setup(ctx: &Ctx) {
 fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
     let mut rng = thread_rng();
     let now = ctx.now() - EPOCH_MS;
-    let fifo = QUEUES[queue].2;
+    let fifo = QUEUES[queue].fifo;
     let delayed = rng.gen_range(0..100) < ctx.knobs.delay_percent;
     let (delay, delay_ms) = match (delayed, rng.gen_range(0..4)) {
         (false, _) => (Delay::None, 0),
@@ -361,7 +392,7 @@ fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
 
 /// Sends batches of 1 to 3 new messages, retrying each batch with the same dedup ids.
 pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
-    let tenant = QUEUES[queue].0;
+    let tenant = QUEUES[queue].tenant;
     let route = ctx.route(queue);
     for _ in 0..ctx.knobs.batches_per_producer {
         let count = thread_rng().gen_range(1..=3);
@@ -393,9 +424,10 @@ pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
 }
 
 /// Receives and then acks, fails or forgets each message until the run stops; while
-/// draining it acks everything at once.
-pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
-    let tenant = QUEUES[queue].0;
+/// draining it acks everything at once. On the dead-letter lane it never fails a message
+/// (a failed dead letter just comes back).
+pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize, lane: Lane) {
+    let tenant = QUEUES[queue].tenant;
     let route = ctx.route(queue);
     let group_id = &route.group_ids[group];
     // Bounded by the run: `stopped` is set after the draining phase.
@@ -403,6 +435,7 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
         let request = api::consume(
             &route.queue_id,
             group_id,
+            lane,
             thread_rng().gen_range(1..=4),
             thread_rng().gen_range(0..=ctx.knobs.time_wait_s_max),
             ctx.knobs.visibility_ms / 1_000,
@@ -418,6 +451,7 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
             EventKind::Receive {
                 queue,
                 group,
+                lane,
                 outcome: seen,
             },
         );
@@ -435,7 +469,7 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
         let mut targets = Vec::new();
         let draining = ctx.draining.get();
         let mut kind = AckKind::Success;
-        if !draining && thread_rng().gen_range(0..100) < 15 {
+        if !draining && lane == Lane::Main && thread_rng().gen_range(0..100) < 15 {
             kind = AckKind::Fail;
         }
         for (delivered, handler) in &deliveries {
@@ -451,6 +485,7 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
         let request = api::ack(
             &route.queue_id,
             group_id,
+            lane,
             &handlers,
             kind == AckKind::Success,
         );
@@ -464,6 +499,7 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize) {
             EventKind::Ack {
                 queue,
                 group,
+                lane,
                 kind,
                 targets,
                 outcome,
@@ -482,7 +518,12 @@ pub async fn prober(ctx: Rc<Ctx>, client: u32) {
     while !ctx.stopped.get() {
         sleep_ms(thread_rng().gen_range(200..=2_000)).await;
         let queue = thread_rng().gen_range(0..QUEUES.len());
-        let (owner, name, fifo) = QUEUES[queue];
+        let QueueSpec {
+            tenant: owner,
+            name,
+            fifo,
+            ..
+        } = QUEUES[queue];
         let route = ctx.route(queue);
         let (what, credentials, request) = match thread_rng().gen_range(0..4) {
             0 => (
@@ -493,7 +534,7 @@ pub async fn prober(ctx: Rc<Ctx>, client: u32) {
             1 => (
                 format!("consume {owner}/{name} under own project"),
                 own.clone(),
-                api::consume(&route.queue_id, &route.group_ids[0], 1, 0, 1),
+                api::consume(&route.queue_id, &route.group_ids[0], Lane::Main, 1, 0, 1),
             ),
             2 => {
                 let message = Outgoing {

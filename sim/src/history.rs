@@ -4,6 +4,8 @@
 
 use sluice_core::engine::types::AckKind;
 
+pub use crate::api::Lane;
+
 /// A message id as the API names it (`message_id`, 20 hex digits): the partition and the
 /// log offset there. Ordered by partition, then offset; a FIFO message group lives in one
 /// partition, so within a group the order is the log's.
@@ -75,11 +77,13 @@ pub enum EventKind {
     Receive {
         queue: usize,
         group: usize,
+        lane: Lane,
         outcome: Outcome<Vec<Delivered>>,
     },
     Ack {
         queue: usize,
         group: usize,
+        lane: Lane,
         kind: AckKind,
         targets: Vec<(u32, MessageId)>,
         /// Per target: `true` when it counted as a success. The node processes an ack's
@@ -161,6 +165,14 @@ impl<T: std::fmt::Debug> std::fmt::Display for Outcome<T> {
     }
 }
 
+/// How the trace marks the dead-letter lane (nothing for the queue's own messages).
+fn lane_mark(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Main => "",
+        Lane::Dead => " dlq",
+    }
+}
+
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:>9} ms c{:<2} ", self.at_ms, self.client)?;
@@ -180,9 +192,10 @@ impl std::fmt::Display for Event {
             EventKind::Receive {
                 queue,
                 group,
+                lane,
                 outcome,
             } => {
-                write!(f, "recv q{queue} g{group}: ")?;
+                write!(f, "recv q{queue} g{group}{}: ", lane_mark(*lane))?;
                 outcome.write_with(f, |delivered| {
                     let got: Vec<String> = delivered
                         .iter()
@@ -194,12 +207,17 @@ impl std::fmt::Display for Event {
             EventKind::Ack {
                 queue,
                 group,
+                lane,
                 kind,
                 targets,
                 outcome,
             } => {
                 let keys: Vec<u32> = targets.iter().map(|t| t.0).collect();
-                write!(f, "ack  q{queue} g{group} {kind:?} {keys:?}: {outcome}")
+                let lane = lane_mark(*lane);
+                write!(
+                    f,
+                    "ack  q{queue} g{group}{lane} {kind:?} {keys:?}: {outcome}"
+                )
             }
             EventKind::Probe {
                 what,

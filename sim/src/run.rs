@@ -17,7 +17,7 @@ use sluice_http::service::ServiceConfig;
 
 use crate::checker;
 use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
-use crate::history::{EventKind, History, Outcome};
+use crate::history::{EventKind, History, Lane, Outcome};
 use crate::node::Node;
 use sluice_http::node::local::Clock as _;
 
@@ -26,9 +26,10 @@ use sluice_http::node::local::Clock as _;
 /// that step the node's wall clock may drain longer (`release_wait_ms`).
 const DRAIN_MS: u64 = 30_000;
 
-/// How much longer the node's queue time needs to reach the latest release time any
-/// send may have stored: a delayed message stored by a boot whose clock ran ahead waits
-/// for the queue time of a later boot to get there (up to twice
+/// How much longer the run must drain so that `DRAIN_MS` pass after the latest release
+/// time any send may have stored (its entry's queue time plus its delay; the engine stores
+/// a little later than the entry): a delayed message stored by a boot whose clock ran ahead
+/// waits for the queue time of a later boot to get there (up to twice
 /// `client::WALL_OFFSET_MS_MAX`).
 fn release_wait_ms(node: &Node, history: &History) -> u64 {
     let Some(local) = node.local() else {
@@ -50,7 +51,7 @@ fn release_wait_ms(node: &Node, history: &History) -> u64 {
         })
         .max()
         .unwrap_or(0);
-    latest.saturating_sub(local.clock().now_ms())
+    (latest + DRAIN_MS).saturating_sub(local.clock().now_ms())
 }
 
 pub struct Report {
@@ -186,7 +187,12 @@ pub async fn simulate(seed: u64) -> Report {
     for queue in 0..QUEUES.len() {
         for group in 0..GROUPS.len() {
             for _ in 0..CONSUMERS_PER_GROUP {
-                let task = client::consumer(ctx.clone(), client_id, queue, group);
+                let task = client::consumer(ctx.clone(), client_id, queue, group, Lane::Main);
+                consumers.push(madsim::task::spawn_local(task));
+                client_id += 1;
+            }
+            if QUEUES[queue].redrive {
+                let task = client::consumer(ctx.clone(), client_id, queue, group, Lane::Dead);
                 consumers.push(madsim::task::spawn_local(task));
                 client_id += 1;
             }
@@ -210,9 +216,7 @@ pub async fn simulate(seed: u64) -> Report {
     nemesis.await.expect("nemesis task");
     madsim::time::sleep(Duration::from_millis(DRAIN_MS)).await;
     let wait_ms = release_wait_ms(&node, &history.borrow());
-    if wait_ms > 0 {
-        madsim::time::sleep(Duration::from_millis(wait_ms + DRAIN_MS)).await;
-    }
+    madsim::time::sleep(Duration::from_millis(wait_ms)).await;
     ctx.stopped.set(true);
     for consumer in consumers {
         consumer.await.expect("consumer task");
@@ -221,7 +225,7 @@ pub async fn simulate(seed: u64) -> Report {
     node.stopped.set(true);
     node_loop.await.expect("node task");
     let history = history.borrow();
-    let judgement = checker::check(&history, knobs.visibility_ms);
+    let judgement = checker::check(&history, knobs.visibility_ms, knobs.max_consume_count);
     let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
     Report {
         seed,

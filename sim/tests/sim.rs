@@ -6,7 +6,9 @@
 use sluice_core::bugs::Bug;
 use sluice_core::engine::types::AckKind;
 use sluice_sim::checker::check;
-use sluice_sim::history::{Delivered, Event, EventKind, History, MessageId, MessageSpec, Outcome};
+use sluice_sim::history::{
+    Delivered, Event, EventKind, History, Lane, MessageId, MessageSpec, Outcome,
+};
 use sluice_sim::run::{run_seed, run_seed_with_bugs};
 
 /// Runs each seed and fails, naming it, at the first whose history breaks the contract.
@@ -58,7 +60,7 @@ fn the_first_seeds_pass() {
 #[test]
 fn each_deliberate_bug_is_caught() {
     // The first catching seed of each bug (`--bugs-ci`'s table).
-    let first_caught = [0, 0, 0, 0, 4, 0];
+    let first_caught = [0, 0, 0, 0, 7, 0, 0];
     assert_eq!(first_caught.len(), Bug::CAUGHT.len());
     for (bug, seed) in Bug::CAUGHT.into_iter().zip(first_caught) {
         let report = run_seed_with_bugs(seed, &[bug]);
@@ -141,6 +143,7 @@ fn receive(serial: u64, key: u32) -> Event {
     event(EventKind::Receive {
         queue: 0,
         group: 0,
+        lane: Lane::Main,
         outcome: Outcome::Ok {
             serial,
             done_serial: serial,
@@ -156,8 +159,8 @@ fn receive(serial: u64, key: u32) -> Event {
 
 /// Goal: the checker can fail. Method: a forged history in which an acked message comes
 /// back early, another is never delivered to group 1 and arrives before its delay ended
-/// in queue time, an unknown body arrives, and a tenant's consume of another tenant's
-/// queue succeeds.
+/// in queue time, an unknown body arrives, a queue without redrive has a dead letter, and
+/// a tenant's consume of another tenant's queue succeeds.
 #[test]
 fn the_checker_flags_a_broken_history() {
     let spec = MessageSpec {
@@ -175,7 +178,7 @@ fn the_checker_flags_a_broken_history() {
         ..History::default()
     };
     // Queue time: the send entered at 1,000 ms; every later serial at 3,000 ms.
-    history.queue_ms = (1..=6).map(|serial| (serial, 3_000)).collect();
+    history.queue_ms = (1..=7).map(|serial| (serial, 3_000)).collect();
     history.queue_ms.insert(1, 1_000);
     history.events.push(event(EventKind::Send {
         queue: 0,
@@ -193,6 +196,7 @@ fn the_checker_flags_a_broken_history() {
     history.events.push(event(EventKind::Ack {
         queue: 0,
         group: 0,
+        lane: Lane::Main,
         kind: AckKind::Success,
         targets: vec![(0, id(0))],
         outcome: Outcome::Ok {
@@ -206,12 +210,18 @@ fn the_checker_flags_a_broken_history() {
     history.events.push(receive(4, 0));
     history.events.push(receive(5, 1));
     history.events.push(receive(6, 9));
+    // q0 has no redrive: a dead letter of it is wrong.
+    let mut dead = receive(7, 1);
+    if let EventKind::Receive { lane, .. } = &mut dead.kind {
+        *lane = Lane::Dead;
+    }
+    history.events.push(dead);
     history.events.push(event(EventKind::Probe {
         what: "consume t0/normal under own project".into(),
         status: Some(200),
         queues_seen: 0,
     }));
-    let violations = check(&history, 1_000).violations;
+    let violations = check(&history, 1_000, 3).violations;
     let text = violations.join("\n");
     assert!(text.contains("m0 delivered again after its ack"), "{text}");
     assert!(
@@ -219,6 +229,10 @@ fn the_checker_flags_a_broken_history() {
         "{text}"
     );
     assert!(text.contains("was never sent"), "{text}");
+    assert!(
+        text.contains("m1 is a dead letter of a queue without redrive"),
+        "{text}"
+    );
     assert!(
         text.contains("m1 delivered by queue time 3000 ms, before its delay ended"),
         "{text}"

@@ -39,17 +39,21 @@ pub enum Bug {
     /// clock from the node's start (`clock.rs`, `QueueClock::now_ms`): a step of the wall
     /// clock forwards ends leases and delays early; a step backwards stalls them.
     FollowWallClock,
+    /// A message that failed `max_consume_count` times stays in its queue instead of
+    /// becoming a dead letter (engine `state.rs`, `apply_nack`).
+    NeverDeadLetter,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
         Bug::IgnoreVisibility,
         Bug::TrustUnsyncedTail,
         Bug::FollowWallClock,
+        Bug::NeverDeadLetter,
         Bug::KeepTornTail,
         Bug::TrustOneRead,
     ];
@@ -57,13 +61,14 @@ impl Bug {
     /// The bugs the CI step requires the checker to catch, in the order it runs them.
     /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
     /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs.
-    pub const CAUGHT: [Bug; 6] = [
+    pub const CAUGHT: [Bug; 7] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
         Bug::IgnoreVisibility,
         Bug::TrustUnsyncedTail,
         Bug::FollowWallClock,
+        Bug::NeverDeadLetter,
     ];
 
     /// The command-line name (`cargo xtask sim --bug NAME`).
@@ -77,6 +82,7 @@ impl Bug {
             Bug::TrustOneRead => "trust-one-read",
             Bug::TrustUnsyncedTail => "trust-unsynced-tail",
             Bug::FollowWallClock => "follow-wall-clock",
+            Bug::NeverDeadLetter => "never-dead-letter",
         }
     }
 

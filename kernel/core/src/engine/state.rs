@@ -364,7 +364,8 @@ impl State {
             let failures = g.failures.entry(*seq).or_insert(0);
             *failures = failures.saturating_add(1);
             let failures = *failures;
-            if config.max_consume_count.is_some_and(|max| failures >= max) {
+            let dead = config.max_consume_count.is_some_and(|max| failures >= max);
+            if dead && !bugs::enabled(Bug::NeverDeadLetter) {
                 g.failures.remove(seq);
                 g.ready.remove(seq);
                 g.done.insert(*seq);
