@@ -99,6 +99,9 @@ pub enum Delay {
     Ms(u64),
     /// The extension `delay_level` (1 = 1 s, 2 = 5 s).
     Level(u8),
+    /// The extension `deliver_at`: a wall-clock date, epoch milliseconds (a scheduled
+    /// message).
+    At(u64),
 }
 
 /// `POST /queues/{queue_id}/messages` with `return_id`, so the answer names the ids.
@@ -117,6 +120,7 @@ pub fn send(queue_id: &str, messages: &[Outgoing]) -> ApiRequest {
                 Delay::None => {}
                 Delay::Ms(ms) => entry["delay_time"] = json!(ms),
                 Delay::Level(level) => entry["delay_level"] = json!(level),
+                Delay::At(at) => entry["deliver_at"] = json!(at),
             }
             entry
         })
@@ -126,6 +130,18 @@ pub fn send(queue_id: &str, messages: &[Outgoing]) -> ApiRequest {
         format!("/queues/{queue_id}/messages"),
         None,
         Some(json!({"messages": messages, "return_id": true})),
+    )
+}
+
+/// `DELETE /queues/{queue_id}/messages/{message_id}` (extension): cancels a scheduled or
+/// delayed message not yet released.
+pub fn cancel(queue_id: &str, message_id: MessageId) -> ApiRequest {
+    let id = format!("{:04x}{:016x}", message_id.partition, message_id.offset);
+    ApiRequest::new(
+        Method::DELETE,
+        format!("/queues/{queue_id}/messages/{id}"),
+        None,
+        None,
     )
 }
 

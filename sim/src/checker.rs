@@ -59,9 +59,14 @@ struct Facts {
     /// Per delivery (key, queue, group, entry serial, completion serial), for the delay
     /// check.
     picked_by: Vec<(u32, usize, usize, u64, u64)>,
-    /// Per key: the earliest queue time at which a send attempt that may have stored it
-    /// entered the node (succeeded or ambiguous).
-    first_arrival_ms: BTreeMap<u32, u64>,
+    /// Per key: the earliest queue time at which the node may release it, over the send
+    /// attempts that may have stored it (succeeded or ambiguous).
+    release_floor_ms: BTreeMap<u32, u64>,
+    /// Cancels that may have taken effect, per message: (entry serial, completion serial
+    /// when it is known to have succeeded).
+    cancels: BTreeMap<(usize, MessageId), Vec<(u64, Option<u64>)>>,
+    /// Keys whose cancel may have taken effect: they need not be delivered.
+    maybe_cancelled: BTreeSet<u32>,
     /// The serial after which the engine was (re)opened, for each boot.
     boots: Vec<u64>,
     violations: Vec<String>,
@@ -127,6 +132,7 @@ pub fn check(history: &History, visibility_ms: u64, max_consume_count: u32) -> J
     check_visibility(visibility_ms, &mut facts);
     check_delays(history, &mut facts);
     check_dead_letters(max_consume_count, &mut facts);
+    check_cancels(&mut facts);
     Judgement {
         violations: facts.violations,
         known: facts.known.into_iter().collect(),
@@ -141,21 +147,26 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             outcome,
             ..
         } => {
-            let entry = match outcome {
-                Outcome::Ok { serial, value, .. } => {
+            let (entry, done) = match outcome {
+                Outcome::Ok {
+                    serial,
+                    done_serial,
+                    value,
+                    ..
+                } => {
                     for (key, message_id) in keys.iter().zip(value) {
                         facts.identify(*queue, *key, *message_id);
                         facts.sent_ok.insert(*key);
                     }
-                    *serial
+                    (*serial, Some(*done_serial))
                 }
-                Outcome::Ambiguous { serial, .. } => *serial,
+                Outcome::Ambiguous { serial, .. } => (*serial, None),
                 Outcome::Rejected { .. } => return,
             };
-            let arrival = history.queue_ms[&entry];
             for key in keys {
-                let first = facts.first_arrival_ms.entry(*key).or_insert(arrival);
-                *first = (*first).min(arrival);
+                let (floor, _) = history.release_bounds(*key, entry, done);
+                let first = facts.release_floor_ms.entry(*key).or_insert(floor);
+                *first = (*first).min(floor);
             }
         }
         EventKind::Receive {
@@ -204,6 +215,25 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             }
         }
         EventKind::Boot { serial } => facts.boots.push(*serial),
+        EventKind::Cancel {
+            queue,
+            key,
+            message_id,
+            outcome,
+        } => {
+            let span = match outcome {
+                Outcome::Ok {
+                    serial,
+                    done_serial,
+                    ..
+                } => (*serial, Some(*done_serial)),
+                Outcome::Ambiguous { serial, .. } => (*serial, None),
+                Outcome::Rejected { .. } => return,
+            };
+            facts.maybe_cancelled.insert(*key);
+            let at = (*queue, *message_id);
+            facts.cancels.entry(at).or_default().push(span);
+        }
         // Only the prober's list of its own (empty) project may succeed.
         EventKind::Probe {
             what,
@@ -281,6 +311,34 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
     }
 }
 
+/// Cancels: a message whose cancel succeeded is never handed out after it (by any
+/// group), and a cancel cannot succeed for a message already handed out (it was
+/// released, so it was no longer cancellable).
+fn check_cancels(facts: &mut Facts) {
+    let mut violations = Vec::new();
+    for d in &facts.deliveries {
+        let Some(cancels) = facts.cancels.get(&(d.queue, d.message_id)) else {
+            continue;
+        };
+        for (entry, done) in cancels {
+            let Some(done) = done else { continue };
+            if *done < d.serial {
+                violations.push(format!(
+                    "q{} g{} #{}: m{} delivered after its cancel succeeded at #{done}",
+                    d.queue, d.group, d.serial, d.key
+                ));
+            }
+            if d.done_serial < *entry {
+                violations.push(format!(
+                    "q{}: cancel of m{} at #{entry} succeeded after its delivery (#{})",
+                    d.queue, d.key, d.serial
+                ));
+            }
+        }
+    }
+    facts.violations.extend(violations);
+}
+
 /// Dead letters: a message whose group failed it `max_consume_count` times (fail acks known
 /// to have counted; visibility timeouts count too, but are not observed) is a dead letter
 /// of that group from the last of them on, and one that the dead-letter lane delivered
@@ -335,18 +393,19 @@ fn check_delays(history: &History, facts: &mut Facts) {
     let mut violations = Vec::new();
     for (key, queue, group, serial, done_serial) in &facts.picked_by {
         let spec = &history.specs[*key as usize];
-        let Some(arrival) = facts.first_arrival_ms.get(key) else {
+        let Some(floor) = facts.release_floor_ms.get(key) else {
             violations.push(format!(
                 "q{queue} g{group} #{serial}: m{key} delivered, but no send of it reached the node"
             ));
             continue;
         };
         let reached = history.queue_high_water_ms(*done_serial);
-        if reached < arrival + spec.delay_ms {
+        if reached < *floor {
             violations.push(format!(
                 "q{queue} g{group} #{serial}: m{key} delivered by queue time {reached} ms, \
-                 before its delay ended (arrived from {arrival} ms, delay {} ms)",
-                spec.delay_ms
+                 before its delay ended (release at {floor} ms at the earliest: delay {} ms, \
+                 scheduled {:?})",
+                spec.delay_ms, spec.deliver_at_ms
             ));
         }
     }
@@ -371,7 +430,7 @@ fn check_acked_stay_acked(facts: &mut Facts) {
 fn check_complete(facts: &mut Facts) {
     let delivered: BTreeSet<(usize, u32)> =
         facts.deliveries.iter().map(|d| (d.group, d.key)).collect();
-    for key in &facts.sent_ok {
+    for key in facts.sent_ok.difference(&facts.maybe_cancelled) {
         for group in 0..GROUPS.len() {
             if !delivered.contains(&(group, *key)) {
                 facts.violations.push(format!(
@@ -412,6 +471,7 @@ fn check_fifo(history: &History, facts: &mut Facts) {
             let spec = &history.specs[*key as usize];
             if spec.fifo_group != *fifo_group
                 || spec.delay_ms > 0
+                || spec.deliver_at_ms.is_some()
                 || dead.contains(&(d.queue, d.group, *earlier_id))
             {
                 continue;

@@ -263,8 +263,13 @@ impl Ctx {
             return (Outcome::Ambiguous { serial, reason }, None);
         }
         let status = served.response.status();
-        let answer: Value = serde_json::from_slice(served.response.body())
-            .unwrap_or_else(|e| panic!("{}: {status} answered with no JSON: {e}", request.label()));
+        let answer: Value = if status == StatusCode::NO_CONTENT {
+            Value::Null
+        } else {
+            serde_json::from_slice(served.response.body()).unwrap_or_else(|e| {
+                panic!("{}: {status} answered with no JSON: {e}", request.label())
+            })
+        };
         let reason = || format!("{} {}", status.as_u16(), answer["error_code"]);
         let outcome = if status.is_success() {
             Outcome::Ok {
@@ -368,10 +373,16 @@ fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
         (false, _) => (Delay::None, 0),
         (true, 0) => (Delay::Level(1), 1_000),
         (true, 1) => (Delay::Level(2), 5_000),
-        (true, _) => {
+        (true, 2) => {
             let ms = rng.gen_range(1..=5_000);
             (Delay::Ms(ms), ms)
         }
+        // Scheduled by the client's own (true) clock, up to 8 s ahead.
+        (true, _) => (Delay::At(ctx.now() + rng.gen_range(1..=8_000)), 0),
+    };
+    let deliver_at_ms = match delay {
+        Delay::At(at) => Some(at),
+        _ => None,
     };
     let mut history = ctx.history.borrow_mut();
     let key = u32::try_from(history.specs.len()).expect("few messages");
@@ -379,6 +390,7 @@ fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
     history.specs.push(MessageSpec {
         queue,
         delay_ms,
+        deliver_at_ms,
         fifo_group: fifo_group.clone(),
         first_attempt_ms: now,
     });
@@ -390,7 +402,8 @@ fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
     }
 }
 
-/// Sends batches of 1 to 3 new messages, retrying each batch with the same dedup ids.
+/// Sends batches of 1 to 3 new messages, retrying each batch with the same dedup ids; then
+/// cancels some of the batch's scheduled messages (one attempt each).
 pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
     let tenant = QUEUES[queue].tenant;
     let route = ctx.route(queue);
@@ -399,10 +412,12 @@ pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
         let messages: Vec<Outgoing> = (0..count).map(|_| new_message(&ctx, queue)).collect();
         let keys: Vec<u32> = messages.iter().map(|m| m.key).collect();
         let request = api::send(&route.queue_id, &messages);
+        let mut ids = Vec::new();
         for attempt in 1..=SEND_ATTEMPTS_MAX {
             let outcome = ctx.call(tenant, &request).await.map(|v| api::sent(&v));
             if let Outcome::Ok { value, .. } = &outcome {
                 assert_eq!(value.len(), keys.len(), "one id per message");
+                ids.clone_from(value);
             }
             let done = matches!(outcome, Outcome::Ok { .. });
             ctx.record(
@@ -418,6 +433,20 @@ pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
                 break;
             }
             sleep_ms(thread_rng().gen_range(50..=500)).await;
+        }
+        for (message, message_id) in messages.iter().zip(&ids) {
+            if matches!(message.delay, Delay::At(_)) && thread_rng().gen_range(0..100) < 40 {
+                sleep_ms(thread_rng().gen_range(0..=3_000)).await;
+                let request = api::cancel(&route.queue_id, *message_id);
+                let outcome = ctx.call(tenant, &request).await.map(|_| ());
+                let kind = EventKind::Cancel {
+                    queue,
+                    key: message.key,
+                    message_id: *message_id,
+                    outcome,
+                };
+                ctx.record(client, kind);
+            }
         }
         sleep_ms(thread_rng().gen_range(0..=1_000)).await;
     }

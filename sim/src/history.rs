@@ -98,6 +98,13 @@ pub enum EventKind {
         status: Option<u16>,
         queues_seen: usize,
     },
+    /// A cancel of a scheduled message (`message_id`, carrying `key`).
+    Cancel {
+        queue: usize,
+        key: u32,
+        message_id: MessageId,
+        outcome: Outcome<()>,
+    },
     /// The node opened its engine after request `serial` (leases start over).
     Boot {
         serial: u64,
@@ -119,6 +126,8 @@ pub struct Event {
 pub struct MessageSpec {
     pub queue: usize,
     pub delay_ms: u64,
+    /// A scheduled message's `deliver_at` (the client's wall clock, epoch ms).
+    pub deliver_at_ms: Option<u64>,
     pub fifo_group: Option<String>,
     /// True simulated time of the first attempt to send it.
     pub first_attempt_ms: u64,
@@ -227,6 +236,12 @@ impl std::fmt::Display for Event {
                 Some(status) => write!(f, "probe {what}: {status}, {queues_seen} queues"),
                 None => write!(f, "probe {what}: no answer"),
             },
+            EventKind::Cancel {
+                queue,
+                key,
+                message_id,
+                outcome,
+            } => write!(f, "cancel q{queue} m{key}/{message_id}: {outcome}"),
             EventKind::Boot { serial } => write!(f, "node: engines opened after #{serial}"),
             EventKind::Nemesis(what) => write!(f, "nemesis: {what}"),
         }
@@ -245,9 +260,38 @@ pub struct History {
     pub queue_ms: std::collections::BTreeMap<u64, u64>,
     /// The queue time at the end of each boot, with the last serial taken by then.
     pub boot_ends: Vec<(u64, u64)>,
+    /// The node's wall clock minus its queue time at each request serial, entry and
+    /// completion (a scheduled message's date becomes queue time by it).
+    pub wall_gap_ms: std::collections::BTreeMap<u64, i64>,
 }
 
 impl History {
+    /// Bounds of the queue time at which the node may release `key` if the send attempt
+    /// that entered as `serial` (and completed as `done_serial`, when known) stored it:
+    /// the entry's queue time plus the delay, or a schedule's date turned into queue time
+    /// by the node's clocks then (the wall clock may step during the request).
+    pub fn release_bounds(&self, key: u32, serial: u64, done_serial: Option<u64>) -> (u64, u64) {
+        let spec = &self.specs[key as usize];
+        match spec.deliver_at_ms {
+            Some(at) => {
+                let gaps = [Some(serial), done_serial]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| self.wall_gap_ms.get(&s).copied());
+                let (low, high) = gaps.fold((i64::MAX, i64::MIN), |(lo, hi), gap| {
+                    (lo.min(gap), hi.max(gap))
+                });
+                let at = i64::try_from(at).expect("fits");
+                let bound = |gap: i64| u64::try_from(at - gap).expect("positive");
+                (bound(high), bound(low))
+            }
+            None => {
+                let release = self.queue_ms[&serial] + spec.delay_ms;
+                (release, release)
+            }
+        }
+    }
+
     /// The highest queue time the node had reached by `serial` (over every boot).
     pub fn queue_high_water_ms(&self, serial: u64) -> u64 {
         let served = self.queue_ms.range(..=serial).map(|(_, ms)| *ms);

@@ -92,6 +92,12 @@ impl SimClock {
     }
 }
 
+/// The clock's wall time minus its queue time.
+fn wall_gap_ms(clock: &SimClock) -> i64 {
+    let wall = i64::try_from(clock.wall_ms()).expect("fits");
+    wall - i64::try_from(clock.now_ms()).expect("fits")
+}
+
 impl Clock for SimClock {
     fn now_ms(&self) -> u64 {
         self.queue.now_ms(self.reading())
@@ -353,6 +359,7 @@ impl Node {
         self.serial.set(serial);
         let served_ms = now_ms(self.start);
         let entry_queue_ms = local.clock().now_ms();
+        let entry_gap = wall_gap_ms(local.clock());
         let response = service::handle(&*local, &self.service, &parts, &body).await;
         let done_serial = self.serial.get() + 1;
         self.serial.set(done_serial);
@@ -360,6 +367,10 @@ impl Node {
         {
             let mut history = self.history.borrow_mut();
             history.queue_ms.insert(serial, entry_queue_ms);
+            history.wall_gap_ms.insert(serial, entry_gap);
+            history
+                .wall_gap_ms
+                .insert(done_serial, wall_gap_ms(local.clock()));
             history.queue_ms.insert(done_serial, local.clock().now_ms());
         }
         if response.status() == StatusCode::INTERNAL_SERVER_ERROR {

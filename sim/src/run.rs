@@ -40,12 +40,19 @@ fn release_wait_ms(node: &Node, history: &History) -> u64 {
         .iter()
         .filter_map(|event| match &event.kind {
             EventKind::Send { keys, outcome, .. } => {
-                let serial = match outcome {
-                    Outcome::Ok { serial, .. } | Outcome::Ambiguous { serial, .. } => *serial,
+                let (serial, done) = match outcome {
+                    Outcome::Ok {
+                        serial,
+                        done_serial,
+                        ..
+                    } => (*serial, Some(*done_serial)),
+                    Outcome::Ambiguous { serial, .. } => (*serial, None),
                     Outcome::Rejected { .. } => return None,
                 };
-                let delay = keys.iter().map(|key| history.specs[*key as usize].delay_ms);
-                Some(history.queue_ms[&serial] + delay.max().unwrap_or(0))
+                let latest = keys
+                    .iter()
+                    .map(|key| history.release_bounds(*key, serial, done).1);
+                latest.max()
             }
             _ => None,
         })

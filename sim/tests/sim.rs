@@ -60,7 +60,7 @@ fn the_first_seeds_pass() {
 #[test]
 fn each_deliberate_bug_is_caught() {
     // The first catching seed of each bug (`--bugs-ci`'s table).
-    let first_caught = [0, 0, 0, 0, 7, 0, 0];
+    let first_caught = [0, 0, 0, 0, 4, 0, 0, 1, 0];
     assert_eq!(first_caught.len(), Bug::CAUGHT.len());
     for (bug, seed) in Bug::CAUGHT.into_iter().zip(first_caught) {
         let report = run_seed_with_bugs(seed, &[bug]);
@@ -159,13 +159,15 @@ fn receive(serial: u64, key: u32) -> Event {
 
 /// Goal: the checker can fail. Method: a forged history in which an acked message comes
 /// back early, another is never delivered to group 1 and arrives before its delay ended
-/// in queue time, an unknown body arrives, a queue without redrive has a dead letter, and
-/// a tenant's consume of another tenant's queue succeeds.
+/// in queue time, an unknown body arrives, a queue without redrive has a dead letter, a
+/// cancel succeeds after its message was delivered, and a tenant's consume of another
+/// tenant's queue succeeds.
 #[test]
 fn the_checker_flags_a_broken_history() {
     let spec = MessageSpec {
         queue: 0,
         delay_ms: 0,
+        deliver_at_ms: None,
         fifo_group: None,
         first_attempt_ms: 0,
     };
@@ -178,7 +180,7 @@ fn the_checker_flags_a_broken_history() {
         ..History::default()
     };
     // Queue time: the send entered at 1,000 ms; every later serial at 3,000 ms.
-    history.queue_ms = (1..=7).map(|serial| (serial, 3_000)).collect();
+    history.queue_ms = (1..=8).map(|serial| (serial, 3_000)).collect();
     history.queue_ms.insert(1, 1_000);
     history.events.push(event(EventKind::Send {
         queue: 0,
@@ -216,6 +218,19 @@ fn the_checker_flags_a_broken_history() {
         *lane = Lane::Dead;
     }
     history.events.push(dead);
+    // A cancel cannot succeed for a message already delivered.
+    history.events.push(event(EventKind::Cancel {
+        queue: 0,
+        key: 0,
+        message_id: id(0),
+        outcome: Outcome::Ok {
+            serial: 8,
+            done_serial: 8,
+            served_ms: 20,
+            done_ms: 20,
+            value: (),
+        },
+    }));
     history.events.push(event(EventKind::Probe {
         what: "consume t0/normal under own project".into(),
         status: Some(200),
@@ -229,6 +244,10 @@ fn the_checker_flags_a_broken_history() {
         "{text}"
     );
     assert!(text.contains("was never sent"), "{text}");
+    assert!(
+        text.contains("cancel of m0 at #8 succeeded after its delivery (#2)"),
+        "{text}"
+    );
     assert!(
         text.contains("m1 is a dead letter of a queue without redrive"),
         "{text}"

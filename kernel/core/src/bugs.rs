@@ -42,11 +42,17 @@ pub enum Bug {
     /// A message that failed `max_consume_count` times stays in its queue instead of
     /// becoming a dead letter (engine `state.rs`, `apply_nack`).
     NeverDeadLetter,
+    /// A cancel of a delayed or scheduled message answers success but changes nothing
+    /// (engine `send.rs`, `cancel`).
+    IgnoreCancel,
+    /// Delayed and scheduled messages are released a second early (engine `dispatch.rs`,
+    /// `due_releases`).
+    ReleaseEarly,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 11] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -54,6 +60,8 @@ impl Bug {
         Bug::TrustUnsyncedTail,
         Bug::FollowWallClock,
         Bug::NeverDeadLetter,
+        Bug::IgnoreCancel,
+        Bug::ReleaseEarly,
         Bug::KeepTornTail,
         Bug::TrustOneRead,
     ];
@@ -61,7 +69,7 @@ impl Bug {
     /// The bugs the CI step requires the checker to catch, in the order it runs them.
     /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
     /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs.
-    pub const CAUGHT: [Bug; 7] = [
+    pub const CAUGHT: [Bug; 9] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -69,6 +77,8 @@ impl Bug {
         Bug::TrustUnsyncedTail,
         Bug::FollowWallClock,
         Bug::NeverDeadLetter,
+        Bug::IgnoreCancel,
+        Bug::ReleaseEarly,
     ];
 
     /// The command-line name (`cargo xtask sim --bug NAME`).
@@ -83,6 +93,8 @@ impl Bug {
             Bug::TrustUnsyncedTail => "trust-unsynced-tail",
             Bug::FollowWallClock => "follow-wall-clock",
             Bug::NeverDeadLetter => "never-dead-letter",
+            Bug::IgnoreCancel => "ignore-cancel",
+            Bug::ReleaseEarly => "release-early",
         }
     }
 

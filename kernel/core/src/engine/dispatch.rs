@@ -389,6 +389,11 @@ impl State {
     /// Delayed messages now due, to be released through the log.
     pub fn due_releases(&mut self, now: u64) -> Vec<(QueueId, MessageId)> {
         let mut due = Vec::new();
+        let now = if bugs::enabled(Bug::ReleaseEarly) {
+            now + 1_000
+        } else {
+            now
+        };
         while let Some((_, (queue, message))) = self.delay_timers.pop_due(now) {
             let Some(q) = self.queues.get_mut(&queue) else {
                 continue;

@@ -214,6 +214,7 @@ impl<S: Storage + Clone> Engine<S> {
             let mut state = self.state.borrow_mut();
             let q = state.queue_mut(queue)?;
             match q.delayed.get_mut(&message) {
+                Some(_) if bugs::enabled(Bug::IgnoreCancel) => return Ok(()),
                 Some(delayed) if !delayed.releasing => delayed.releasing = true,
                 _ => return Err(EngineError::NotScheduled),
             }
