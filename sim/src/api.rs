@@ -19,18 +19,24 @@ use crate::history::{key_of, Delivered, MessageId};
 /// The `Host` every client sends (signed, as the SDKs do).
 const HOST_NAME: &str = "sluice.sim:8080";
 
-/// Who sends a request: a tenant's project id and its AK/SK.
+/// Who sends a request: a tenant's project id and its AK/SK, and how this request
+/// authenticates and names the API version.
 #[derive(Clone, Debug)]
 pub struct Credentials {
     pub project: String,
     pub ak: String,
     pub sk: String,
+    /// Sent as `X-Auth-Token` instead of a signature, when set (a Keystone token).
+    pub token: Option<String>,
+    /// Under `/v1.0/{project_id}` instead of `/v2/{project_id}`.
+    pub v1: bool,
 }
 
 /// A request before signing.
 pub struct ApiRequest {
     pub method: Method,
-    /// Without the `/v2/{project_id}` prefix, e.g. `/queues`.
+    /// Without the `/v2/{project_id}` prefix, e.g. `/queues`; or, starting with `/v3/`,
+    /// the whole path.
     pub path: String,
     pub query: Option<String>,
     pub body: Option<Value>,
@@ -50,6 +56,17 @@ impl ApiRequest {
     pub fn label(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
+}
+
+/// `POST /v3/auth/tokens`, signed with the AK/SK: the answer's `X-Subject-Token` header
+/// is a token for the tenant's project.
+pub fn login() -> ApiRequest {
+    ApiRequest::new(
+        Method::POST,
+        "/v3/auth/tokens".into(),
+        None,
+        Some(json!({})),
+    )
 }
 
 /// `POST /queues`: a NORMAL queue, or a FIFO queue ordered per message group; with
@@ -211,9 +228,14 @@ pub fn ack(
 }
 
 /// The request as it leaves the client: parts with `Host`, `Content-Type` (with a body),
-/// `X-Sdk-Date` and `Authorization`, signed at `now_ms`.
+/// and `X-Sdk-Date` and `Authorization` signed at `now_ms`, or `X-Auth-Token`.
 pub fn signed(credentials: &Credentials, request: &ApiRequest, now_ms: u64) -> (Parts, Bytes) {
-    let path = format!("/v2/{}{}", credentials.project, request.path);
+    let version = if credentials.v1 { "v1.0" } else { "v2" };
+    let path = if request.path.starts_with("/v3/") {
+        request.path.clone()
+    } else {
+        format!("/{version}/{}{}", credentials.project, request.path)
+    };
     let body = request
         .body
         .as_ref()
@@ -231,6 +253,11 @@ pub fn signed(credentials: &Credentials, request: &ApiRequest, now_ms: u64) -> (
         builder = builder.header(CONTENT_TYPE, "application/json");
     }
     let (mut parts, ()) = builder.body(()).expect("a valid request").into_parts();
+    if let Some(token) = &credentials.token {
+        let token = http::HeaderValue::from_str(token).expect("a token is a header value");
+        parts.headers.insert("x-auth-token", token);
+        return (parts, Bytes::from(body));
+    }
     let now_s = i64::try_from(now_ms / 1000).expect("seconds fit i64");
     sign_request(
         &credentials.ak,

@@ -121,6 +121,12 @@ pub struct Ctx {
     pub start: madsim::time::Instant,
     /// Per tenant of `TENANT_NAMES`, filled once the node has booted.
     pub credentials: RefCell<Vec<Credentials>>,
+    /// Per tenant, a Keystone token (from setup) that half of its requests carry
+    /// instead of a signature (`t1` only).
+    pub tokens: RefCell<Vec<Option<String>>>,
+    /// A network partition: the tenant (index) whose clients cannot reach the node until
+    /// the time (true epoch ms).
+    pub cut: Cell<Option<(usize, u64)>>,
     /// Per queue of `QUEUES`, filled by `setup`.
     pub routes: RefCell<Vec<QueueRoute>>,
     /// Nemesis and message drops are active.
@@ -204,11 +210,25 @@ impl Ctx {
     }
 
     fn credentials_of(&self, tenant: &str) -> Credentials {
-        let index = TENANT_NAMES
-            .iter()
-            .position(|name| *name == tenant)
-            .expect("a known tenant");
-        self.credentials.borrow()[index].clone()
+        let index = tenant_index(tenant);
+        let mut credentials = self.credentials.borrow()[index].clone();
+        // Each request picks its API version, and (with a token) how it authenticates.
+        credentials.v1 = thread_rng().gen_bool(0.5);
+        if let Some(token) = &self.tokens.borrow()[index] {
+            if thread_rng().gen_bool(0.5) {
+                credentials.token = Some(token.clone());
+            }
+        }
+        credentials
+    }
+
+    /// Whether a network partition separates the clients of the tenant with
+    /// `credentials` from the node now.
+    fn cut_off(&self, credentials: &Credentials) -> bool {
+        let Some((tenant, until)) = self.cut.get() else {
+            return false;
+        };
+        self.now() < until && self.credentials.borrow()[tenant].project == credentials.project
     }
 
     fn route(&self, queue: usize) -> QueueRoute {
@@ -240,7 +260,7 @@ impl Ctx {
     ) -> (Outcome<Value>, Option<StatusCode>) {
         let (parts, body) = api::signed(credentials, request, self.now());
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
-        if self.link_drops() {
+        if self.link_drops() || self.cut_off(credentials) {
             sleep_ms(REPLY_TIMEOUT_MS).await;
             let reason = "request dropped".into();
             return (Outcome::Rejected { reason }, None);
@@ -256,7 +276,7 @@ impl Ctx {
             let reason = "unavailable".into();
             return (Outcome::Rejected { reason }, None);
         };
-        if self.link_drops() {
+        if self.link_drops() || self.cut_off(credentials) {
             sleep_ms(REPLY_TIMEOUT_MS).await;
             let serial = served.serial;
             let reason = "reply dropped".into();
@@ -343,8 +363,14 @@ pub async fn setup(ctx: &Ctx) {
             project: tenant.project_id.clone(),
             ak: tenant.ak.clone(),
             sk: tenant.sk.clone(),
+            token: None,
+            v1: false,
         })
         .collect();
+    *ctx.tokens.borrow_mut() = vec![None; TENANT_NAMES.len()];
+    let t1 = tenant_index("t1");
+    let token = login(ctx, &ctx.credentials.borrow()[t1].clone()).await;
+    ctx.tokens.borrow_mut()[t1] = Some(token);
     for spec in QUEUES {
         let tenant = spec.tenant;
         let max_consume_count = spec.redrive.then_some(ctx.knobs.max_consume_count);
@@ -361,6 +387,25 @@ pub async fn setup(ctx: &Ctx) {
             group_ids,
         });
     }
+}
+
+fn tenant_index(tenant: &str) -> usize {
+    TENANT_NAMES
+        .iter()
+        .position(|name| *name == tenant)
+        .expect("a known tenant")
+}
+
+/// A Keystone token for the tenant of `credentials`, from an AK/SK-signed login (setup:
+/// no faults are on, so it reaches the node).
+async fn login(ctx: &Ctx, credentials: &Credentials) -> String {
+    let (parts, body) = api::signed(credentials, &api::login(), ctx.now());
+    let served = ctx.node.handle(parts, body).await.expect("the node is up");
+    assert_eq!(served.response.status(), StatusCode::CREATED, "login");
+    served.response.headers()["x-subject-token"]
+        .to_str()
+        .expect("a token is text")
+        .to_string()
 }
 
 /// Registers one new message and builds it; its body names its key.
@@ -488,6 +533,17 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize, lan
             // Draining may last minutes (clock steps hold delayed messages back).
             let pause_ms = if ctx.draining.get() { 1_000 } else { 300 };
             sleep_ms(thread_rng().gen_range(20..=pause_ms)).await;
+            continue;
+        }
+        if !ctx.draining.get() && thread_rng().gen_range(0..100) < 3 {
+            // The consumer crashes with the batch in hand and restarts a while later; its
+            // leases run out.
+            let down_ms = thread_rng().gen_range(500..=3_000);
+            ctx.record(
+                client,
+                EventKind::Nemesis(format!("consumer crashes, down {down_ms} ms")),
+            );
+            sleep_ms(down_ms).await;
             continue;
         }
         if !ctx.draining.get() {
@@ -623,7 +679,16 @@ pub async fn nemesis(ctx: Rc<Ctx>) {
         } else if roll < ctx.knobs.eio_percent + 10 {
             ctx.node
                 .arm_fault(partition, IoOp::Write, IoErrorKind::NoSpace);
-        } else if roll < ctx.knobs.eio_percent + 10 + ctx.knobs.clock_jump_percent {
+        } else if roll < ctx.knobs.eio_percent + 20 {
+            let tenant = thread_rng().gen_range(0..2);
+            let down_ms = thread_rng().gen_range(200..=5_000);
+            ctx.cut.set(Some((tenant, now + down_ms)));
+            let what = format!(
+                "network partition: {} cut off for {down_ms} ms",
+                TENANT_NAMES[tenant]
+            );
+            ctx.record(0, EventKind::Nemesis(what));
+        } else if roll < ctx.knobs.eio_percent + 20 + ctx.knobs.clock_jump_percent {
             let step = thread_rng().gen_range(1_000..=WALL_OFFSET_MS_MAX);
             let offset = ctx.node.wall_offset_ms();
             let step = if thread_rng().gen_bool(0.5) {

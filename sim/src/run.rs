@@ -169,6 +169,8 @@ pub async fn simulate(seed: u64) -> Report {
         knobs,
         start,
         credentials: RefCell::new(Vec::new()),
+        tokens: RefCell::new(Vec::new()),
+        cut: Cell::new(None),
         routes: RefCell::new(Vec::new()),
         faults: Cell::new(false),
         link: client::LinkFaults::new(seed),
@@ -254,6 +256,7 @@ pub async fn simulate(seed: u64) -> Report {
 /// Ends every fault: no more crashes, disk faults or drops; consumers start draining.
 fn heal(ctx: &Ctx) {
     ctx.faults.set(false);
+    ctx.cut.set(None);
     for disk in &ctx.node.disks {
         disk.clear_faults();
         disk.set_fault_rates(FaultRates::default());
