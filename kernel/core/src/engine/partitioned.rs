@@ -15,7 +15,8 @@ use std::cell::Cell;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::config::ReceiveRequest;
+use super::config::{QueueInfo, ReceiveRequest};
+use super::metadata::{MetadataPartitions, NewQueue};
 use super::types::{
     AckKind, AckOutcome, Delivery, EngineError, FifoScope, GroupId, GroupStart, HandleError,
     QueueConfig, QueueId, QueueMode, ReceiptHandle, SendInput, SendOutcome,
@@ -60,7 +61,8 @@ pub struct Routed<T> {
     pub item: T,
 }
 
-/// Engines for every partition, queues and groups created on all of them alike.
+/// Engines for every partition. Queues and groups are created on all of them alike, in
+/// partition order, by [`super::metadata`].
 pub struct Partitioned<S: Storage + Clone> {
     engines: Vec<Engine<S>>,
     rotation: Cell<u64>,
@@ -83,8 +85,16 @@ impl<S: Storage + Clone> Partitioned<S> {
         &self.engines[usize::from(index)]
     }
 
-    fn count(&self) -> u16 {
+    pub fn partition_count(&self) -> u16 {
         u16::try_from(self.engines.len()).expect("checked in new")
+    }
+
+    /// These engines as [`MetadataPartitions`], every call at `now_ms`.
+    pub fn at(&self, now_ms: u64) -> PartitionedAt<'_, S> {
+        PartitionedAt {
+            partitioned: self,
+            now_ms,
+        }
     }
 
     fn next_rotation(&self) -> u64 {
@@ -165,7 +175,7 @@ impl<S: Storage + Clone> Partitioned<S> {
         let rotation = self.next_rotation();
         let mut by_partition: Vec<Vec<usize>> = vec![Vec::new(); self.engines.len()];
         for (index, message) in messages.iter().enumerate() {
-            let partition = partition_for_send(mode, self.count(), message, rotation);
+            let partition = partition_for_send(mode, self.partition_count(), message, rotation);
             by_partition[usize::from(partition)].push(index);
         }
         let mut outcomes: Vec<Option<Routed<SendOutcome>>> = vec![None; messages.len()];
@@ -198,7 +208,7 @@ impl<S: Storage + Clone> Partitioned<S> {
         now: u64,
     ) -> Result<Vec<Routed<Delivery>>, EngineError> {
         let mut deliveries = Vec::new();
-        for partition in receive_order(self.count(), self.next_rotation()) {
+        for partition in receive_order(self.partition_count(), self.next_rotation()) {
             let wanted = request.max_messages - u32::try_from(deliveries.len()).expect("bounded");
             if wanted == 0 {
                 break;
@@ -223,7 +233,7 @@ impl<S: Storage + Clone> Partitioned<S> {
         now: u64,
     ) -> Result<Vec<Result<AckOutcome, HandleError>>, EngineError> {
         let mut results: Vec<Option<Result<AckOutcome, HandleError>>> = vec![None; acks.len()];
-        for partition in 0..self.count() {
+        for partition in 0..self.partition_count() {
             let indexes: Vec<usize> = (0..acks.len())
                 .filter(|i| acks[*i].0.partition == partition)
                 .collect();
@@ -254,9 +264,84 @@ impl<S: Storage + Clone> Partitioned<S> {
     }
 }
 
+/// Engines held in one place ([`Partitioned`]) at one moment: the metadata partitions of
+/// a node that owns every engine itself (`LocalNode`, tests). Every call runs at `now_ms`.
+pub struct PartitionedAt<'a, S: Storage + Clone> {
+    partitioned: &'a Partitioned<S>,
+    now_ms: u64,
+}
+
+impl<S: Storage + Clone> PartitionedAt<'_, S> {
+    fn engine(&self, partition: u32) -> &Engine<S> {
+        let index = u16::try_from(partition).expect("partition indexes are u16");
+        self.partitioned.partition(index)
+    }
+}
+
+impl<S: Storage + Clone> MetadataPartitions for PartitionedAt<'_, S> {
+    type Error = EngineError;
+
+    fn partition_count(&self) -> u32 {
+        u32::from(self.partitioned.partition_count())
+    }
+
+    fn engine_error(error: &EngineError) -> Option<&EngineError> {
+        Some(error)
+    }
+
+    async fn list_queues(&self, partition: u32) -> Result<Vec<QueueInfo>, EngineError> {
+        let engine = self.engine(partition);
+        Ok(engine
+            .queue_ids()
+            .into_iter()
+            .map(|queue| engine.queue_info(queue).expect("listed just now"))
+            .collect())
+    }
+
+    async fn create_queue(
+        &self,
+        partition: u32,
+        queue: &NewQueue<'_>,
+    ) -> Result<QueueId, EngineError> {
+        let meta = queue.meta.to_vec();
+        self.engine(partition)
+            .create_queue_with_meta(queue.tenant, queue.name, queue.config, meta, self.now_ms)
+            .await
+    }
+
+    async fn delete_queue(&self, partition: u32, queue: QueueId) -> Result<(), EngineError> {
+        self.engine(partition)
+            .delete_queue(queue, self.now_ms)
+            .await
+    }
+
+    async fn create_group(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        name: &str,
+    ) -> Result<GroupId, EngineError> {
+        self.engine(partition)
+            .create_group(queue, name, GroupStart::Oldest, self.now_ms)
+            .await
+    }
+
+    async fn delete_group(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        group: GroupId,
+    ) -> Result<(), EngineError> {
+        self.engine(partition)
+            .delete_group(queue, group, self.now_ms)
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::metadata::{create_group, create_queue, NewQueue};
     use crate::engine::types::{Delay, RetryPolicy};
     use crate::engine::{EngineConfig, EngineLimits};
     use crate::log::{LogConfig, VerifyOnOpen};
@@ -283,6 +368,23 @@ mod tests {
             .map(|p| block_on(Engine::open(SimDisk::new(u64::from(p)), config, NOW)).unwrap())
             .collect();
         Partitioned::new(engines)
+    }
+
+    /// A queue with one group "g", created on every partition.
+    fn check_queue(
+        p: &Partitioned<SimDisk>,
+        name: &str,
+        config: QueueConfig,
+    ) -> (QueueId, GroupId) {
+        let new = NewQueue {
+            tenant: "t",
+            name,
+            config,
+            meta: &[],
+        };
+        let q = block_on(create_queue(&p.at(NOW), &new)).unwrap();
+        let g = block_on(create_group(&p.at(NOW), q, "g")).unwrap();
+        (q, g)
     }
 
     fn queue(mode: QueueMode) -> QueueConfig {
@@ -330,8 +432,7 @@ mod tests {
     #[test]
     fn normal_queue_spreads_over_every_partition_and_drains_from_all() {
         let p = check_partitioned(4);
-        let q = block_on(p.create_queue("t", "q", queue(QueueMode::Normal), NOW)).unwrap();
-        let g = block_on(p.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();
+        let (q, g) = check_queue(&p, "q", queue(QueueMode::Normal));
         let mut used = [0u32; 4];
         for i in 0..20 {
             let sent = block_on(p.send(q, &[message(format!("m{i}"), None)], NOW)).unwrap();
@@ -352,8 +453,7 @@ mod tests {
     fn fifo_message_groups_stay_in_one_partition_in_order() {
         let p = check_partitioned(3);
         let mode = QueueMode::Fifo(FifoScope::MessageGroup);
-        let q = block_on(p.create_queue("t", "f", queue(mode), NOW)).unwrap();
-        let g = block_on(p.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();
+        let (q, g) = check_queue(&p, "f", queue(mode));
         let groups = ["a", "b", "c", "d", "e"];
         let batch: Vec<SendInput> = (0..25)
             .map(|i| message(format!("{}{}", groups[i % 5], i / 5), Some(groups[i % 5])))
@@ -387,8 +487,7 @@ mod tests {
         // Goal: dedup holds for a partitioned NORMAL queue. Method: send the same dedup id
         // many times (the rotation moves on each time); one message is stored.
         let p = check_partitioned(4);
-        let q = block_on(p.create_queue("t", "q", queue(QueueMode::Normal), NOW)).unwrap();
-        let g = block_on(p.create_group(q, "g", GroupStart::Oldest, NOW)).unwrap();
+        let (q, g) = check_queue(&p, "q", queue(QueueMode::Normal));
         let retry = SendInput {
             dedup_id: Some("order-4711".into()),
             ..message("once".into(), None)

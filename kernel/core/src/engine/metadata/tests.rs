@@ -1,0 +1,332 @@
+//! Tests of the metadata changes and their repair on real engines over simulated disks:
+//! a change fails part-way (fsync EIO), the node restarts, repair makes the partitions
+//! agree.
+
+use super::*;
+use crate::engine::partitioned::{Partitioned, PartitionedAt};
+use crate::engine::types::{QueueMode, RetryPolicy};
+use crate::engine::{Engine, EngineConfig, EngineLimits};
+use crate::log::{LogConfig, VerifyOnOpen};
+use crate::sim_disk::{block_on, CrashMode, SimDisk};
+use crate::storage::{IoErrorKind, IoOp};
+
+const NOW: u64 = 1_000_000;
+
+/// A queue as a partition holds it: id, tenant, name, groups.
+type Held = (QueueId, String, String, Vec<(GroupId, String)>);
+
+/// A node's partitions on simulated disks that outlive the engines, so a test can
+/// fail a disk, "restart" (reopen every engine) and repair.
+struct Check {
+    disks: Vec<SimDisk>,
+    partitioned: Partitioned<SimDisk>,
+    gate: MetadataGate,
+}
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 64 * 1024,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 0,
+            verify_on_open: VerifyOnOpen::Tail,
+        },
+        limits: EngineLimits::dms(),
+        snapshot_every_records: 10_000,
+    }
+}
+
+fn open(disks: &[SimDisk]) -> Partitioned<SimDisk> {
+    let engines = disks
+        .iter()
+        .map(|disk| block_on(Engine::open(disk.clone(), engine_config(), NOW)).unwrap())
+        .collect();
+    Partitioned::new(engines)
+}
+
+fn normal() -> QueueConfig {
+    QueueConfig {
+        mode: QueueMode::Normal,
+        retention_ms: 3_600_000,
+        max_consume_count: None,
+        retry: RetryPolicy::Immediate,
+        dedup_window_ms: 60_000,
+    }
+}
+
+fn named(name: &str) -> NewQueue<'_> {
+    NewQueue {
+        tenant: "t",
+        name,
+        config: normal(),
+        meta: b"m",
+    }
+}
+
+impl Check {
+    fn new(partitions: u64) -> Check {
+        let disks: Vec<SimDisk> = (0..partitions).map(SimDisk::new).collect();
+        Check {
+            partitioned: open(&disks),
+            disks,
+            gate: MetadataGate::new(false),
+        }
+    }
+
+    fn at(&self) -> PartitionedAt<'_, SimDisk> {
+        self.partitioned.at(NOW)
+    }
+
+    fn create_queue(&self, name: &str) -> Result<QueueId, ChangeError<EngineError>> {
+        let permit = block_on(self.gate.lock());
+        block_on(permit.create_queue(&self.at(), &named(name)))
+    }
+
+    fn create_group(
+        &self,
+        queue: QueueId,
+        name: &str,
+    ) -> Result<GroupId, ChangeError<EngineError>> {
+        let permit = block_on(self.gate.lock());
+        block_on(permit.create_group(&self.at(), queue, name))
+    }
+
+    fn delete_queue(&self, queue: QueueId) -> Result<(), ChangeError<EngineError>> {
+        let permit = block_on(self.gate.lock());
+        block_on(permit.delete_queue(&self.at(), queue))
+    }
+
+    /// The process dies: `lost` loses its unsynced writes, every engine is reopened
+    /// (a node keeps its repair flag only in memory, so it needs repair afterwards).
+    fn restart(&mut self, lost: Option<usize>) {
+        if let Some(partition) = lost {
+            self.disks[partition].crash_with(CrashMode::LoseUnsynced);
+        }
+        self.partitioned = open(&self.disks);
+        self.gate = MetadataGate::new(true);
+    }
+
+    fn reconcile(&self) -> Result<Vec<Repair>, RepairError<EngineError>> {
+        let permit = block_on(self.gate.lock());
+        block_on(permit.reconcile(&self.at()))
+    }
+
+    /// Partition `partition`'s queues as (id, tenant, name, groups), by id.
+    fn held(&self, partition: u32) -> Vec<Held> {
+        let mut infos = block_on(self.at().list_queues(partition)).unwrap();
+        infos.sort_by_key(|info| info.id);
+        infos
+            .into_iter()
+            .map(|i| (i.id, i.tenant, i.name, i.groups))
+            .collect()
+    }
+
+    fn assert_agree(&self) {
+        for partition in 1..self.at().partition_count() {
+            assert_eq!(self.held(partition), self.held(0), "partition {partition}");
+        }
+    }
+}
+
+#[test]
+fn a_create_that_fails_on_partition_1_is_repaired_by_reconcile() {
+    // Goal: a queue create and then a group create that fail part-way (fsync EIO on a
+    // later partition) leave partitions that reconcile makes agree, with partition 0's
+    // ids. Method: fail the disk's sync, restart losing the unsynced tail, repair.
+    let mut check = Check::new(3);
+    let a = check.create_queue("a").unwrap();
+    check.create_group(a, "g").unwrap();
+    check.disks[1].fail_next(IoOp::Sync, IoErrorKind::Io);
+    let failed = check.create_queue("b").unwrap_err();
+    assert_eq!(failed.partition, 1);
+    assert!(failed.part_way);
+    assert!(check.gate.needs_repair());
+    assert_eq!(check.held(0).len(), 2);
+    assert_eq!(check.held(2).len(), 1, "partition 2 never saw the create");
+    check.restart(Some(1));
+    let repaired = check.reconcile().unwrap();
+    let b = check.held(0)[1].0;
+    assert_eq!(
+        repaired,
+        [
+            Repair::AddedQueue {
+                partition: 1,
+                queue: b
+            },
+            Repair::AddedQueue {
+                partition: 2,
+                queue: b
+            },
+        ]
+    );
+    check.assert_agree();
+    assert!(!check.gate.needs_repair());
+    // Now a group: partition 2's fsync fails, partitions 0 and 1 hold the group.
+    check.disks[2].fail_next(IoOp::Sync, IoErrorKind::Io);
+    let failed = check.create_group(b, "h").unwrap_err();
+    assert_eq!((failed.partition, failed.part_way), (2, true));
+    check.restart(Some(2));
+    let h = check.held(0)[1].3[0].0;
+    let repaired = check.reconcile().unwrap();
+    assert_eq!(
+        repaired,
+        [Repair::AddedGroup {
+            partition: 2,
+            queue: b,
+            group: h
+        }]
+    );
+    check.assert_agree();
+    // The partitions go on handing out the same ids.
+    let c = check.create_queue("c").unwrap();
+    check.create_group(c, "g").unwrap();
+    check.assert_agree();
+}
+
+#[test]
+fn a_create_whose_failed_fsync_survives_is_kept_and_completed() {
+    // Goal: a failed fsync may still leave the record on disk (the pages were written);
+    // repair then keeps it there and only adds the queue where it is missing. Method:
+    // fail partition 1's sync, restart without losing anything.
+    let mut check = Check::new(3);
+    check.disks[1].fail_next(IoOp::Sync, IoErrorKind::Io);
+    check.create_queue("a").unwrap_err();
+    check.restart(None);
+    let repaired = check.reconcile().unwrap();
+    let a = check.held(0)[0].0;
+    assert_eq!(
+        repaired,
+        [Repair::AddedQueue {
+            partition: 2,
+            queue: a
+        }],
+        "partition 1 kept the record whose fsync failed"
+    );
+    check.assert_agree();
+}
+
+#[test]
+fn a_delete_that_fails_part_way_is_finished_by_reconcile() {
+    // Goal: a queue delete that fails on partition 1 leaves the queue on partition 2;
+    // reconcile removes it everywhere, groups included. Method: as above, for a delete.
+    let mut check = Check::new(3);
+    let keep = check.create_queue("keep").unwrap();
+    let gone = check.create_queue("gone").unwrap();
+    check.create_group(gone, "g").unwrap();
+    check.create_group(keep, "g").unwrap();
+    check.disks[1].fail_next(IoOp::Sync, IoErrorKind::Io);
+    let failed = check.delete_queue(gone).unwrap_err();
+    assert_eq!((failed.partition, failed.part_way), (1, true));
+    check.restart(Some(1));
+    let repaired = check.reconcile().unwrap();
+    assert_eq!(
+        repaired,
+        [
+            Repair::DroppedQueue {
+                partition: 1,
+                queue: gone
+            },
+            Repair::DroppedQueue {
+                partition: 2,
+                queue: gone
+            },
+        ]
+    );
+    check.assert_agree();
+    assert_eq!(check.held(2).len(), 1);
+    // Deleting again is refused on partition 0 alone: nothing was changed.
+    let again = check.delete_queue(gone).unwrap_err();
+    assert_eq!(again.error, EngineError::QueueNotFound);
+    assert_eq!((again.partition, again.part_way), (0, false));
+    assert!(!check.gate.needs_repair());
+}
+
+#[test]
+fn a_later_partition_that_already_lacks_a_deleted_item_is_fine() {
+    // Goal: a delete that repeats an earlier half-done one does not fail on the
+    // partitions that already applied it. Method: delete on partition 1 directly.
+    let check = Check::new(2);
+    let q = check.create_queue("q").unwrap();
+    let g = check.create_group(q, "g").unwrap();
+    block_on(check.at().delete_group(1, q, g)).unwrap();
+    block_on(delete_group(&check.at(), q, g)).unwrap();
+    block_on(check.at().delete_queue(1, q)).unwrap();
+    check.delete_queue(q).unwrap();
+    check.assert_agree();
+    assert!(check.held(0).is_empty());
+}
+
+#[test]
+fn reconcile_refuses_when_an_id_would_differ() {
+    // Goal: repair never guesses. Method: give partition 0 changes that partition 1
+    // cannot have as a prefix (a queue created and deleted that partition 1 never
+    // saw; a same id under another name; a group id burned the same way).
+    let check = Check::new(2);
+    let at = check.at();
+    let x = block_on(at.create_queue(0, &named("x"))).unwrap();
+    block_on(at.delete_queue(0, x)).unwrap();
+    let y = block_on(at.create_queue(0, &named("y"))).unwrap();
+    assert_eq!(
+        check.reconcile(),
+        Err(RepairError::QueueId {
+            partition: 1,
+            expected: y,
+            got: x
+        })
+    );
+    assert!(check.gate.needs_repair(), "a failed repair is retried");
+    // Partition 1 now holds "y" under x's id: the next repair drops it and creates
+    // "y" again, which now gets y's id (the failed attempt used up x's).
+    check.reconcile().unwrap();
+    check.assert_agree();
+
+    let check = Check::new(2);
+    let at = check.at();
+    let x = block_on(at.create_queue(0, &named("x"))).unwrap();
+    assert_eq!(block_on(at.create_queue(1, &named("z"))), Ok(x));
+    let differs = check.reconcile().unwrap_err();
+    assert_eq!(
+        differs,
+        RepairError::QueueDiffers {
+            partition: 1,
+            queue: x
+        }
+    );
+    assert!(differs.to_string().contains("another tenant or name"));
+
+    let check = Check::new(2);
+    let at = check.at();
+    let q = check.create_queue("q").unwrap();
+    let g = block_on(at.create_group(0, q, "g")).unwrap();
+    block_on(at.delete_group(0, q, g)).unwrap();
+    let h = block_on(at.create_group(0, q, "h")).unwrap();
+    assert_eq!(
+        check.reconcile(),
+        Err(RepairError::GroupId {
+            partition: 1,
+            queue: q,
+            expected: h,
+            got: g
+        })
+    );
+}
+
+#[test]
+fn a_refusal_on_partition_0_leaves_no_repair_behind() {
+    // Goal: only a change that may have split the partitions asks for repair. Method:
+    // an invalid name (refused by partition 0), then a refusal on partition 1 (a
+    // name it already holds, put there behind the node's back).
+    let check = Check::new(2);
+    let refused = check.create_queue("bad name").unwrap_err();
+    assert_eq!(refused.error, EngineError::InvalidName);
+    assert!(!refused.part_way);
+    assert!(!check.gate.needs_repair());
+    block_on(check.at().create_queue(1, &named("q"))).unwrap();
+    let refused = check.create_queue("q").unwrap_err();
+    assert_eq!(
+        (refused.partition, refused.error),
+        (1, EngineError::QueueExists)
+    );
+    assert!(refused.part_way);
+    assert!(check.gate.needs_repair());
+}
