@@ -2,6 +2,7 @@
 //! metadata change for shard 0 (which serialises them). Plain data, `Send`, carried over
 //! glommio's channel mesh; the answer comes back the same way, matched by call number.
 
+use sluice_core::engine::metadata::ChangeError;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStart, GroupStats, HandleError,
     MessageId, QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
@@ -138,6 +139,14 @@ pub enum MetaError {
 impl From<NodeError> for MetaError {
     fn from(error: NodeError) -> MetaError {
         MetaError::Node(error)
+    }
+}
+
+/// A metadata change that failed on some partition; the gate has already noted whether it
+/// may have left the partitions apart.
+impl From<ChangeError<NodeError>> for MetaError {
+    fn from(failure: ChangeError<NodeError>) -> MetaError {
+        MetaError::Node(failure.error)
     }
 }
 

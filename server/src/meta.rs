@@ -1,15 +1,16 @@
-//! Metadata changes (queues, groups, tenants), run by shard 0 one at a time, and the
-//! start-up repair of partitions that missed the end of one.
+//! Metadata changes (queues, groups, tenants), run by shard 0 one at a time.
 //!
-//! Order matters for repair: every change is applied to partition 0 first and then to
-//! the others in order, so after a crash each later partition holds a prefix of
-//! partition 0's changes. Repair then only adds what is missing and removes what
-//! partition 0 no longer has; ids agree because engines hand them out in sequence.
+//! The order of a queue or group change over the partitions and the repair of partitions
+//! that missed the end of one are `sluice_core::engine::metadata`'s, shared with
+//! `LocalNode` (and so with the simulation); this file reaches the partitions for it
+//! through [`ShardPartitions`] (calls forwarded to the owning shard) and adds what only
+//! the server has: tenant quotas, and tenants stored in the data directory.
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use sluice_core::engine::metadata::{MetadataPartitions, MetadataPermit, NewQueue};
 use sluice_core::engine::types::{EngineError, GroupId, QueueId};
 use sluice_core::engine::QueueInfo;
 use sluice_http::node::NodeError;
@@ -19,7 +20,92 @@ use crate::calls::{MetaCall, MetaError, MetaReply, PartitionCall, PartitionReply
 use crate::datadir;
 use crate::shard::Shard;
 
-pub async fn execute(shard: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, MetaError> {
+/// A shard's view of every partition for metadata changes: each call runs on the
+/// partition's owner (here, or forwarded over the mesh).
+pub struct ShardPartitions<'a>(pub &'a Rc<Shard>);
+
+impl MetadataPartitions for ShardPartitions<'_> {
+    type Error = NodeError;
+
+    fn partition_count(&self) -> u32 {
+        self.0.partition_count()
+    }
+
+    fn engine_error(error: &NodeError) -> Option<&EngineError> {
+        match error {
+            NodeError::Engine(engine) => Some(engine),
+            NodeError::Unavailable(_) => None,
+        }
+    }
+
+    async fn list_queues(&self, partition: u32) -> Result<Vec<QueueInfo>, NodeError> {
+        match self
+            .0
+            .call_partition(partition, PartitionCall::ListQueues)
+            .await?
+        {
+            PartitionReply::Queues(infos) => Ok(infos),
+            other => unreachable!("ListQueues answered {other:?}"),
+        }
+    }
+
+    async fn create_queue(
+        &self,
+        partition: u32,
+        queue: &NewQueue<'_>,
+    ) -> Result<QueueId, NodeError> {
+        let call = PartitionCall::CreateQueue {
+            tenant: queue.tenant.to_string(),
+            name: queue.name.to_string(),
+            config: queue.config,
+            meta: queue.meta.to_vec(),
+        };
+        match self.0.call_partition(partition, call).await? {
+            PartitionReply::Queue(queue) => Ok(queue),
+            other => unreachable!("CreateQueue answered {other:?}"),
+        }
+    }
+
+    async fn delete_queue(&self, partition: u32, queue: QueueId) -> Result<(), NodeError> {
+        let call = PartitionCall::DeleteQueue { queue };
+        self.0.call_partition(partition, call).await.map(|_| ())
+    }
+
+    async fn create_group(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        name: &str,
+    ) -> Result<GroupId, NodeError> {
+        let call = PartitionCall::CreateGroup {
+            queue,
+            name: name.to_string(),
+        };
+        match self.0.call_partition(partition, call).await? {
+            PartitionReply::Group(group) => Ok(group),
+            other => unreachable!("CreateGroup answered {other:?}"),
+        }
+    }
+
+    async fn delete_group(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        group: GroupId,
+    ) -> Result<(), NodeError> {
+        let call = PartitionCall::DeleteGroup { queue, group };
+        self.0.call_partition(partition, call).await.map(|_| ())
+    }
+}
+
+/// Runs one metadata change; the caller holds the metadata turn (`permit`) and has
+/// repaired the partitions if an earlier change left them apart.
+pub async fn execute(
+    shard: &Rc<Shard>,
+    permit: &MetadataPermit<'_>,
+    call: MetaCall,
+) -> Result<MetaReply, MetaError> {
+    let partitions = ShardPartitions(shard);
     match call {
         MetaCall::CreateQueue {
             tenant,
@@ -32,28 +118,18 @@ pub async fn execute(shard: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, Met
             if owned >= quota as usize {
                 return Err(EngineError::TooManyQueues { limit: quota }.into());
             }
-            let mut id = None;
-            for partition in 0..shard.partition_count() {
-                let call = PartitionCall::CreateQueue {
-                    tenant: tenant.clone(),
-                    name: name.clone(),
-                    config,
-                    meta: meta.clone(),
-                };
-                let created = match shard.call_partition(partition, call).await? {
-                    PartitionReply::Queue(queue) => queue,
-                    other => unreachable!("CreateQueue answered {other:?}"),
-                };
-                assert!(
-                    id.is_none_or(|id| id == created),
-                    "queue ids agree across partitions"
-                );
-                id = Some(created);
-            }
-            Ok(MetaReply::Queue(id.expect("at least one partition")))
+            let queue = NewQueue {
+                tenant: &tenant,
+                name: &name,
+                config,
+                meta: &meta,
+            };
+            Ok(MetaReply::Queue(
+                permit.create_queue(&partitions, &queue).await?,
+            ))
         }
         MetaCall::DeleteQueue { queue } => {
-            delete_queue_everywhere(shard, queue).await?;
+            permit.delete_queue(&partitions, queue).await?;
             Ok(MetaReply::Done)
         }
         MetaCall::CreateGroups {
@@ -78,20 +154,12 @@ pub async fn execute(shard: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, Met
             }
             let mut ids = Vec::new();
             for name in &names {
-                ids.push(create_group_everywhere(shard, queue, name).await?);
+                ids.push(permit.create_group(&partitions, queue, name).await?);
             }
             Ok(MetaReply::Groups(ids))
         }
         MetaCall::DeleteGroup { queue, group } => {
-            for partition in 0..shard.partition_count() {
-                let call = PartitionCall::DeleteGroup { queue, group };
-                match shard.call_partition(partition, call).await {
-                    Ok(_) => {}
-                    // Later partitions may already lack it (an earlier attempt crashed).
-                    Err(NodeError::Engine(EngineError::GroupNotFound)) if partition > 0 => {}
-                    Err(error) => return Err(error.into()),
-                }
-            }
+            permit.delete_group(&partitions, queue, group).await?;
             Ok(MetaReply::Done)
         }
         MetaCall::CreateTenant { name, password } => create_tenant(shard, &name, password),
@@ -125,7 +193,7 @@ pub async fn execute(shard: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, Met
             }
             let owned = shard.shared.directory.load().queues_of(&project_id);
             for queue in owned {
-                delete_queue_everywhere(shard, queue.id).await?;
+                permit.delete_queue(&partitions, queue.id).await?;
             }
             let remaining = tenants
                 .all()
@@ -147,44 +215,6 @@ fn tenant_quotas(shard: &Shard, tenant: &str) -> Result<Quotas, MetaError> {
         .by_project(tenant)
         .map(|t| t.quotas)
         .ok_or(MetaError::Tenant(TenantError::NotFound))
-}
-
-async fn delete_queue_everywhere(shard: &Rc<Shard>, queue: QueueId) -> Result<(), MetaError> {
-    for partition in 0..shard.partition_count() {
-        match shard
-            .call_partition(partition, PartitionCall::DeleteQueue { queue })
-            .await
-        {
-            Ok(_) => {}
-            Err(NodeError::Engine(EngineError::QueueNotFound)) if partition > 0 => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(())
-}
-
-async fn create_group_everywhere(
-    shard: &Rc<Shard>,
-    queue: QueueId,
-    name: &str,
-) -> Result<GroupId, MetaError> {
-    let mut id = None;
-    for partition in 0..shard.partition_count() {
-        let call = PartitionCall::CreateGroup {
-            queue,
-            name: name.to_string(),
-        };
-        let created = match shard.call_partition(partition, call).await? {
-            PartitionReply::Group(group) => group,
-            other => unreachable!("CreateGroup answered {other:?}"),
-        };
-        assert!(
-            id.is_none_or(|id| id == created),
-            "group ids agree across partitions"
-        );
-        id = Some(created);
-    }
-    Ok(id.expect("at least one partition"))
 }
 
 fn create_tenant(
@@ -223,85 +253,5 @@ fn publish_tenants(
         .shared
         .tenants
         .store(Arc::new(TenantDirectory::new(tenants)));
-    Ok(())
-}
-
-/// Makes `partition` hold exactly partition 0's queues and groups (see the module doc).
-pub async fn reconcile_partition(
-    shard: &Rc<Shard>,
-    partition: u32,
-    truth: &[QueueInfo],
-) -> Result<(), String> {
-    let fail = |what: &str, e: NodeError| format!("partition {partition}: {what}: {e:?}");
-    let held = match shard
-        .call_partition(partition, PartitionCall::ListQueues)
-        .await
-        .map_err(|e| fail("list", e))?
-    {
-        PartitionReply::Queues(infos) => infos,
-        other => unreachable!("ListQueues answered {other:?}"),
-    };
-    for extra in held.iter().filter(|h| !truth.iter().any(|t| t.id == h.id)) {
-        let call = PartitionCall::DeleteQueue { queue: extra.id };
-        shard
-            .call_partition(partition, call)
-            .await
-            .map_err(|e| fail("drop a queue partition 0 lacks", e))?;
-        eprintln!(
-            "sluice: partition {partition}: dropped queue {} (repair)",
-            extra.id.0
-        );
-    }
-    for queue in truth {
-        let have = held.iter().find(|h| h.id == queue.id);
-        if have.is_none() {
-            let call = PartitionCall::CreateQueue {
-                tenant: queue.tenant.clone(),
-                name: queue.name.clone(),
-                config: queue.config,
-                meta: queue.meta.clone(),
-            };
-            let created = shard
-                .call_partition(partition, call)
-                .await
-                .map_err(|e| fail("add a missing queue", e))?;
-            if !matches!(created, PartitionReply::Queue(id) if id == queue.id) {
-                return Err(format!(
-                    "partition {partition}: repair gave queue {:?} another id ({created:?})",
-                    queue.id
-                ));
-            }
-            eprintln!(
-                "sluice: partition {partition}: added queue {} (repair)",
-                queue.id.0
-            );
-        }
-        let held_groups = have.map(|h| h.groups.clone()).unwrap_or_default();
-        for (group, _) in held_groups.iter().filter(|g| !queue.groups.contains(g)) {
-            let call = PartitionCall::DeleteGroup {
-                queue: queue.id,
-                group: *group,
-            };
-            shard
-                .call_partition(partition, call)
-                .await
-                .map_err(|e| fail("drop a group", e))?;
-        }
-        for (group, name) in queue.groups.iter().filter(|g| !held_groups.contains(g)) {
-            let call = PartitionCall::CreateGroup {
-                queue: queue.id,
-                name: name.clone(),
-            };
-            let created = shard
-                .call_partition(partition, call)
-                .await
-                .map_err(|e| fail("add a missing group", e))?;
-            if !matches!(created, PartitionReply::Group(id) if id == *group) {
-                return Err(format!(
-                    "partition {partition}: repair gave group {group:?} another id"
-                ));
-            }
-        }
-    }
     Ok(())
 }

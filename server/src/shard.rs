@@ -7,7 +7,8 @@
 //! metadata truth: every queue and group change runs on shard 0, one at a time, on
 //! partition 0 first and then on the others in order, so every partition's sequence of
 //! metadata changes is a prefix of partition 0's and ids agree. A crash between
-//! partitions leaves a gap that start-up repairs ([`Shard::reconcile`]).
+//! partitions leaves a gap that start-up repairs ([`Shard::reconcile`]); the order and
+//! the repair are `sluice_core::engine::metadata`'s (shared with `LocalNode`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::channels::local_channel::{self, LocalSender};
-use glommio::sync::Semaphore;
+use sluice_core::engine::metadata::MetadataGate;
 use sluice_core::engine::types::{EngineError, GroupStart, QueueId};
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits, QueueInfo};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
@@ -29,6 +30,7 @@ use crate::calls::{
     Call, Envelope, MetaCall, MetaError, MetaReply, PartitionCall, PartitionReply, Reply,
 };
 use crate::datadir::partition_dir;
+use crate::meta::ShardPartitions;
 use crate::shared::{Directory, Shared};
 
 pub type PartitionEngine = Engine<DmaStorage>;
@@ -71,10 +73,9 @@ pub struct Shard {
     senders: Senders<Envelope>,
     pending: RefCell<HashMap<u64, LocalSender<Reply>>>,
     next_call: Cell<u64>,
-    meta_lock: Semaphore,
-    /// A metadata change failed part-way (a partition after the first refused it): the
-    /// next one repairs the partitions first (see [`Shard::reconcile`]).
-    meta_dirty: Cell<bool>,
+    /// Metadata changes one at a time (shard 0 only), and whether one failed part-way
+    /// so that the next one repairs the partitions first (see [`Shard::reconcile`]).
+    meta_gate: MetadataGate,
     rotation: Cell<u64>,
     /// Requests being served by this shard's HTTP connections.
     pub requests_inflight: Cell<u32>,
@@ -145,8 +146,8 @@ impl Shard {
             senders,
             pending: RefCell::new(HashMap::new()),
             next_call: Cell::new(0),
-            meta_lock: Semaphore::new(1),
-            meta_dirty: Cell::new(false),
+            // Not known to agree until start-up has repaired them (shard 0, before serving).
+            meta_gate: MetadataGate::new(true),
             rotation: Cell::new(index as u64),
             requests_inflight: Cell::new(0),
             connections_open: Cell::new(0),
@@ -446,26 +447,19 @@ impl Shard {
 
     async fn execute_meta(self: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, MetaError> {
         assert_eq!(self.index, 0, "metadata changes run on shard 0");
-        let _permit = self
-            .meta_lock
-            .acquire_permit(1)
-            .await
-            .expect("the semaphore is never closed");
-        if self.meta_dirty.get() {
-            if let Err(error) = self.reconcile().await {
+        let permit = self.meta_gate.lock().await;
+        match permit.repair_if_needed(&ShardPartitions(self)).await {
+            Ok(repaired) => repaired
+                .iter()
+                .for_each(|repair| eprintln!("sluice: {repair}")),
+            Err(error) => {
                 eprintln!("sluice: metadata repair failed, will retry: {error}");
                 return Err(NodeError::Unavailable("metadata repair pending").into());
             }
-            self.meta_dirty.set(false);
         }
-        let result = crate::meta::execute(self, call).await;
-        if let Err(MetaError::Node(
-            NodeError::Unavailable(_) | NodeError::Engine(EngineError::Storage(_)),
-        )) = &result
-        {
-            // Some partitions may have applied the change and others not.
-            self.meta_dirty.set(true);
-        }
+        // A change that may have left the partitions apart (a storage fault or an
+        // unreachable shard part-way) sets the gate's repair flag for the next one.
+        let result = crate::meta::execute(self, &permit, call).await;
         // Whatever happened, partition 0 is the truth: publish what it holds now.
         self.refresh_directory().await?;
         result
@@ -476,9 +470,13 @@ impl Shard {
     /// partitions behind). Runs on shard 0 before anything is served.
     pub async fn reconcile(self: &Rc<Shard>) -> Result<(), String> {
         assert_eq!(self.index, 0, "shard 0 owns the metadata");
-        let truth = self.list_partition(0).await.map_err(|e| format!("{e:?}"))?;
-        for partition in 1..self.partition_count() {
-            crate::meta::reconcile_partition(self, partition, &truth).await?;
+        let permit = self.meta_gate.lock().await;
+        let repaired = permit
+            .reconcile(&ShardPartitions(self))
+            .await
+            .map_err(|e| e.to_string())?;
+        for repair in &repaired {
+            eprintln!("sluice: {repair}");
         }
         self.refresh_directory()
             .await

@@ -19,7 +19,7 @@ use super::config::{QueueInfo, ReceiveRequest};
 use super::metadata::{MetadataPartitions, NewQueue};
 use super::types::{
     AckKind, AckOutcome, Delivery, EngineError, FifoScope, GroupId, GroupStart, HandleError,
-    QueueConfig, QueueId, QueueMode, ReceiptHandle, SendInput, SendOutcome,
+    QueueId, QueueMode, ReceiptHandle, SendInput, SendOutcome,
 };
 use super::Engine;
 use crate::storage::Storage;
@@ -101,62 +101,6 @@ impl<S: Storage + Clone> Partitioned<S> {
         let rotation = self.rotation.get();
         self.rotation.set(rotation.wrapping_add(1));
         rotation
-    }
-
-    /// Runs a create on every partition and returns the id they all gave, which agree
-    /// because every queue and group is created through here.
-    async fn create_everywhere<'a, T, F, Fut>(&'a self, create: F) -> Result<T, EngineError>
-    where
-        T: PartialEq + Copy,
-        F: Fn(&'a Engine<S>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, EngineError>>,
-    {
-        let mut id = None;
-        for engine in &self.engines {
-            let created = create(engine).await?;
-            assert!(
-                id.is_none_or(|id| id == created),
-                "ids agree across partitions"
-            );
-            id = Some(created);
-        }
-        Ok(id.expect("at least one partition"))
-    }
-
-    pub async fn create_queue(
-        &self,
-        tenant: &str,
-        name: &str,
-        config: QueueConfig,
-        now: u64,
-    ) -> Result<QueueId, EngineError> {
-        self.create_queue_with_meta(tenant, name, config, Vec::new(), now)
-            .await
-    }
-
-    pub async fn create_queue_with_meta(
-        &self,
-        tenant: &str,
-        name: &str,
-        config: QueueConfig,
-        meta: Vec<u8>,
-        now: u64,
-    ) -> Result<QueueId, EngineError> {
-        self.create_everywhere(|engine| {
-            engine.create_queue_with_meta(tenant, name, config, meta.clone(), now)
-        })
-        .await
-    }
-
-    pub async fn create_group(
-        &self,
-        queue: QueueId,
-        name: &str,
-        start: GroupStart,
-        now: u64,
-    ) -> Result<GroupId, EngineError> {
-        self.create_everywhere(|engine| engine.create_group(queue, name, start, now))
-            .await
     }
 
     /// Sends a batch. NORMAL and whole-queue FIFO batches go to one partition as one
@@ -342,7 +286,7 @@ impl<S: Storage + Clone> MetadataPartitions for PartitionedAt<'_, S> {
 mod tests {
     use super::*;
     use crate::engine::metadata::{create_group, create_queue, NewQueue};
-    use crate::engine::types::{Delay, RetryPolicy};
+    use crate::engine::types::{Delay, QueueConfig, RetryPolicy};
     use crate::engine::{EngineConfig, EngineLimits};
     use crate::log::{LogConfig, VerifyOnOpen};
     use crate::sim_disk::{block_on, SimDisk};
