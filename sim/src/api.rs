@@ -84,6 +84,21 @@ pub fn queue_create(name: &str, fifo: bool, max_consume_count: Option<u32>) -> A
     ApiRequest::new(Method::POST, "/queues".into(), None, Some(body))
 }
 
+/// `DELETE /queues/{queue_id}`.
+pub fn queue_delete(queue_id: &str) -> ApiRequest {
+    ApiRequest::new(Method::DELETE, format!("/queues/{queue_id}"), None, None)
+}
+
+/// `GET /queues/{queue_id}/groups`.
+pub fn groups_list(queue_id: &str) -> ApiRequest {
+    ApiRequest::new(
+        Method::GET,
+        format!("/queues/{queue_id}/groups"),
+        None,
+        None,
+    )
+}
+
 /// `GET /queues`.
 pub fn queue_list() -> ApiRequest {
     ApiRequest::new(Method::GET, "/queues".into(), None, None)
@@ -278,6 +293,24 @@ pub fn queue_created(answer: &Value) -> String {
         .as_str()
         .expect("a queue create answers its id")
         .to_string()
+}
+
+/// The id of the queue named `name` in a queue list, if any.
+pub fn queue_named(answer: &Value, name: &str) -> Option<String> {
+    named_id(&answer["queues"], name, "a queue list answers queues")
+}
+
+/// The id of the group named `name` in a group list, if any.
+pub fn group_named(answer: &Value, name: &str) -> Option<String> {
+    named_id(&answer["groups"], name, "a group list answers groups")
+}
+
+fn named_id(list: &Value, name: &str, shape: &str) -> Option<String> {
+    list.as_array()
+        .expect(shape)
+        .iter()
+        .find(|item| item["name"] == json!(name))
+        .map(|item| item["id"].as_str().expect("an id").to_string())
 }
 
 /// How many queues a queue list names.

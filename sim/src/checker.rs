@@ -67,6 +67,14 @@ struct Facts {
     cancels: BTreeMap<(usize, MessageId), Vec<(u64, Option<u64>)>>,
     /// Keys whose cancel may have taken effect: they need not be delivered.
     maybe_cancelled: BTreeSet<u32>,
+    /// (queue, incarnation) -> completion serials of deletes known to have succeeded, and
+    /// whether one may have (its messages need not be delivered).
+    deleted: BTreeMap<(usize, u32), Vec<u64>>,
+    maybe_deleted: BTreeSet<(usize, u32)>,
+    /// Per delivery: (queue, incarnation, entry serial, key), for the delete check.
+    incarnations: Vec<(usize, u32, u64, u32)>,
+    /// Sends that succeeded: (queue, incarnation, entry serial, key).
+    sends: Vec<(usize, u32, u64, u32)>,
     /// The serial after which the engine was (re)opened, for each boot.
     boots: Vec<u64>,
     violations: Vec<String>,
@@ -127,7 +135,8 @@ pub fn check(history: &History, visibility_ms: u64, max_consume_count: u32) -> J
     // Clients observe replies out of order; the node's serials are its real order.
     facts.deliveries.sort_by_key(|d| d.serial);
     check_acked_stay_acked(&mut facts);
-    check_complete(&mut facts);
+    check_complete(history, &mut facts);
+    check_deletes(&mut facts);
     check_fifo(history, &mut facts);
     check_visibility(visibility_ms, &mut facts);
     check_delays(history, &mut facts);
@@ -157,6 +166,8 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
                     for (key, message_id) in keys.iter().zip(value) {
                         facts.identify(*queue, *key, *message_id);
                         facts.sent_ok.insert(*key);
+                        let incarnation = history.specs[*key as usize].incarnation;
+                        facts.sends.push((*queue, incarnation, *serial, *key));
                     }
                     (*serial, Some(*done_serial))
                 }
@@ -171,6 +182,7 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
         }
         EventKind::Receive {
             queue,
+            incarnation,
             group,
             lane,
             outcome:
@@ -196,7 +208,16 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
                         "q{queue} g{group} #{serial}: m{key} belongs to q{}",
                         spec.queue
                     ));
+                } else if spec.incarnation != *incarnation {
+                    facts.violations.push(format!(
+                        "q{queue}.{incarnation} g{group} #{serial}: m{key} was sent to an earlier \
+                         creation of the queue (q{queue}.{})",
+                        spec.incarnation
+                    ));
                 }
+                facts
+                    .incarnations
+                    .push((*queue, *incarnation, *serial, key));
                 facts
                     .picked_by
                     .push((key, *queue, *group, *serial, *done_serial));
@@ -215,6 +236,21 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             }
         }
         EventKind::Boot { serial } => facts.boots.push(*serial),
+        EventKind::QueueDelete {
+            queue,
+            incarnation,
+            outcome,
+        } => match outcome {
+            Outcome::Ok { done_serial, .. } => {
+                facts.maybe_deleted.insert((*queue, *incarnation));
+                let deletes = facts.deleted.entry((*queue, *incarnation)).or_default();
+                deletes.push(*done_serial);
+            }
+            Outcome::Ambiguous { .. } => {
+                facts.maybe_deleted.insert((*queue, *incarnation));
+            }
+            Outcome::Rejected { .. } => {}
+        },
         EventKind::Cancel {
             queue,
             key,
@@ -309,6 +345,39 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
         },
         _ => {}
     }
+}
+
+/// Deletes: after a delete of a queue succeeded, that creation of the queue delivers
+/// nothing and accepts no send (its id is gone; a new creation has a new id).
+fn check_deletes(facts: &mut Facts) {
+    let mut violations = Vec::new();
+    let deleted_by = |queue: usize, incarnation: u32| {
+        facts
+            .deleted
+            .get(&(queue, incarnation))
+            .and_then(|serials| serials.iter().min().copied())
+    };
+    for (queue, incarnation, serial, key) in &facts.incarnations {
+        if let Some(done) = deleted_by(*queue, *incarnation) {
+            if done < *serial {
+                violations.push(format!(
+                    "q{queue}.{incarnation} #{serial}: m{key} delivered after the queue's delete \
+                     succeeded at #{done}"
+                ));
+            }
+        }
+    }
+    for (queue, incarnation, serial, key) in &facts.sends {
+        if let Some(done) = deleted_by(*queue, *incarnation) {
+            if done < *serial {
+                violations.push(format!(
+                    "q{queue}.{incarnation} #{serial}: a send of m{key} succeeded after the \
+                     queue's delete succeeded at #{done}"
+                ));
+            }
+        }
+    }
+    facts.violations.extend(violations);
 }
 
 /// Cancels: a message whose cancel succeeded is never handed out after it (by any
@@ -427,10 +496,24 @@ fn check_acked_stay_acked(facts: &mut Facts) {
     }
 }
 
-fn check_complete(facts: &mut Facts) {
+/// Every send that got success reaches every group (on either lane), unless it was
+/// (maybe) cancelled or its queue (maybe) deleted.
+fn check_complete(history: &History, facts: &mut Facts) {
     let delivered: BTreeSet<(usize, u32)> =
         facts.deliveries.iter().map(|d| (d.group, d.key)).collect();
-    for key in facts.sent_ok.difference(&facts.maybe_cancelled) {
+    let gone = |key: &u32| {
+        let spec = &history.specs[*key as usize];
+        facts
+            .maybe_deleted
+            .contains(&(spec.queue, spec.incarnation))
+    };
+    let required: Vec<u32> = facts
+        .sent_ok
+        .difference(&facts.maybe_cancelled)
+        .filter(|key| !gone(key))
+        .copied()
+        .collect();
+    for key in &required {
         for group in 0..GROUPS.len() {
             if !delivered.contains(&(group, *key)) {
                 facts.violations.push(format!(

@@ -26,6 +26,8 @@ pub struct QueueSpec {
     pub fifo: bool,
     /// Dead letters on, after the seed's `max_consume_count` failures.
     pub redrive: bool,
+    /// Deleted and created again (with its groups) while the workload runs.
+    pub churned: bool,
 }
 
 const fn queue(tenant: &'static str, name: &'static str, fifo: bool, redrive: bool) -> QueueSpec {
@@ -34,16 +36,21 @@ const fn queue(tenant: &'static str, name: &'static str, fifo: bool, redrive: bo
         name,
         fifo,
         redrive,
+        churned: false,
     }
 }
 
 /// The workload's queues. Both tenants use the same queue names, so a mix-up between
-/// tenants would show; `t1`'s queues dead-letter.
-pub const QUEUES: [QueueSpec; 4] = [
+/// tenants would show; `t1`'s queues dead-letter; `t0/temp` is deleted and created again.
+pub const QUEUES: [QueueSpec; 5] = [
     queue("t0", "normal", false, false),
     queue("t0", "fifo", true, false),
     queue("t1", "normal", false, true),
     queue("t1", "fifo", true, true),
+    QueueSpec {
+        churned: true,
+        ..queue("t0", "temp", false, false)
+    },
 ];
 pub const GROUPS: [&str; 2] = ["g0", "g1"];
 pub const CONSUMERS_PER_GROUP: usize = 2;
@@ -52,6 +59,8 @@ const SEND_ATTEMPTS_MAX: u32 = 40;
 /// How long a client waits for a reply that was dropped.
 const REPLY_TIMEOUT_MS: u64 = 1_000;
 const FIFO_GROUPS: u32 = 3;
+/// Rounds of list-and-create before the churner gives a queue up.
+const CREATE_AGAIN_ROUNDS_MAX: u32 = 200;
 /// Setup requests run without faults, so they succeed at once; this only bounds the loop.
 const SETUP_ATTEMPTS_MAX: u32 = 10;
 
@@ -106,11 +115,13 @@ impl Knobs {
     }
 }
 
-/// A queue as the API names it: its id and its groups' ids (in `GROUPS` order).
+/// A queue as the API names it: its id and its groups' ids (in `GROUPS` order), and
+/// which creation of the queue it is.
 #[derive(Clone, Debug)]
 pub struct QueueRoute {
     pub queue_id: String,
     pub group_ids: Vec<String>,
+    pub incarnation: u32,
 }
 
 /// What every task shares.
@@ -385,6 +396,7 @@ pub async fn setup(ctx: &Ctx) {
         ctx.routes.borrow_mut().push(QueueRoute {
             queue_id,
             group_ids,
+            incarnation: 0,
         });
     }
 }
@@ -436,6 +448,7 @@ fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
         queue,
         delay_ms,
         deliver_at_ms,
+        incarnation: ctx.route(queue).incarnation,
         fifo_group: fifo_group.clone(),
         first_attempt_ms: now,
     });
@@ -451,14 +464,18 @@ fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
 /// cancels some of the batch's scheduled messages (one attempt each).
 pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
     let tenant = QUEUES[queue].tenant;
-    let route = ctx.route(queue);
     for _ in 0..ctx.knobs.batches_per_producer {
+        // A churned queue may have been created again since the last batch.
+        let route = ctx.route(queue);
         let count = thread_rng().gen_range(1..=3);
         let messages: Vec<Outgoing> = (0..count).map(|_| new_message(&ctx, queue)).collect();
         let keys: Vec<u32> = messages.iter().map(|m| m.key).collect();
         let request = api::send(&route.queue_id, &messages);
         let mut ids = Vec::new();
         for attempt in 1..=SEND_ATTEMPTS_MAX {
+            if ctx.route(queue).incarnation != route.incarnation {
+                break; // Its queue was deleted: the batch is given up.
+            }
             let outcome = ctx.call(tenant, &request).await.map(|v| api::sent(&v));
             if let Outcome::Ok { value, .. } = &outcome {
                 assert_eq!(value.len(), keys.len(), "one id per message");
@@ -502,10 +519,10 @@ pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
 /// (a failed dead letter just comes back).
 pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize, lane: Lane) {
     let tenant = QUEUES[queue].tenant;
-    let route = ctx.route(queue);
-    let group_id = &route.group_ids[group];
     // Bounded by the run: `stopped` is set after the draining phase.
     while !ctx.stopped.get() {
+        let route = ctx.route(queue);
+        let group_id = &route.group_ids[group];
         let request = api::consume(
             &route.queue_id,
             group_id,
@@ -524,6 +541,7 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize, lan
             client,
             EventKind::Receive {
                 queue,
+                incarnation: route.incarnation,
                 group,
                 lane,
                 outcome: seen,
@@ -591,6 +609,96 @@ pub async fn consumer(ctx: Rc<Ctx>, client: u32, queue: usize, group: usize, lan
             },
         );
     }
+}
+
+/// Deletes each churned queue and creates it again (with its groups) every few seconds
+/// while faults are on. A delete is retried until it succeeds or the queue is gone
+/// (404), and the queue is created again only then; the new queue and groups are found by name first, so a create whose answer was
+/// lost is not made twice.
+pub async fn churner(ctx: Rc<Ctx>, client: u32) {
+    // Bounded by the run: the healing step turns `faults` off.
+    while ctx.faults.get() {
+        sleep_ms(thread_rng().gen_range(2_000..=8_000)).await;
+        for queue in (0..QUEUES.len()).filter(|q| QUEUES[*q].churned) {
+            let route = ctx.route(queue);
+            let tenant = QUEUES[queue].tenant;
+            let mut gone = false;
+            for _ in 0..SEND_ATTEMPTS_MAX {
+                let (outcome, status) = ctx
+                    .call_as(
+                        &ctx.credentials_of(tenant),
+                        &api::queue_delete(&route.queue_id),
+                    )
+                    .await;
+                gone =
+                    matches!(outcome, Outcome::Ok { .. }) || status == Some(StatusCode::NOT_FOUND);
+                let kind = EventKind::QueueDelete {
+                    queue,
+                    incarnation: route.incarnation,
+                    outcome: outcome.map(|_| ()),
+                };
+                ctx.record(client, kind);
+                if gone {
+                    break;
+                }
+                sleep_ms(thread_rng().gen_range(50..=500)).await;
+            }
+            if !gone {
+                continue; // Not known to be deleted: the next round tries again.
+            }
+            let Some((queue_id, group_ids)) = create_again(&ctx, queue).await else {
+                let what = format!("q{queue}: not created again; the churner stops");
+                ctx.record(client, EventKind::Nemesis(what));
+                return;
+            };
+            ctx.routes.borrow_mut()[queue] = QueueRoute {
+                queue_id,
+                group_ids,
+                incarnation: route.incarnation + 1,
+            };
+        }
+    }
+}
+
+/// Finds or creates the queue and its groups by name, retrying until all exist; `None`
+/// after `CREATE_AGAIN_ROUNDS_MAX` rounds (a node that never serves them again: the
+/// queue stays deleted).
+async fn create_again(ctx: &Ctx, queue: usize) -> Option<(String, Vec<String>)> {
+    let spec = QUEUES[queue];
+    for _ in 0..CREATE_AGAIN_ROUNDS_MAX {
+        let listed = ctx.call(spec.tenant, &api::queue_list()).await;
+        let Outcome::Ok { value, .. } = listed else {
+            sleep_ms(100).await;
+            continue;
+        };
+        let Some(queue_id) = api::queue_named(&value, spec.name) else {
+            let create = api::queue_create(spec.name, spec.fifo, None);
+            let _ = ctx.call(spec.tenant, &create).await;
+            sleep_ms(50).await;
+            continue;
+        };
+        let Outcome::Ok { value, .. } = ctx.call(spec.tenant, &api::groups_list(&queue_id)).await
+        else {
+            sleep_ms(100).await;
+            continue;
+        };
+        let found: Vec<Option<String>> = GROUPS
+            .iter()
+            .map(|name| api::group_named(&value, name))
+            .collect();
+        if found.iter().all(Option::is_some) {
+            return Some((queue_id, found.into_iter().flatten().collect()));
+        }
+        for (name, id) in GROUPS.iter().zip(&found) {
+            if id.is_none() {
+                let _ = ctx
+                    .call(spec.tenant, &api::groups_create(&queue_id, &[name]))
+                    .await;
+            }
+        }
+        sleep_ms(50).await;
+    }
+    None
 }
 
 /// Tenant `t2` (which owns no queue) probes the other tenants' queues until the run

@@ -76,6 +76,9 @@ pub enum EventKind {
     },
     Receive {
         queue: usize,
+        /// Which creation of the queue the client addressed (a deleted queue may be
+        /// created again under its name, with a new id).
+        incarnation: u32,
         group: usize,
         lane: Lane,
         outcome: Outcome<Vec<Delivered>>,
@@ -105,6 +108,12 @@ pub enum EventKind {
         message_id: MessageId,
         outcome: Outcome<()>,
     },
+    /// A delete of one creation of a queue.
+    QueueDelete {
+        queue: usize,
+        incarnation: u32,
+        outcome: Outcome<()>,
+    },
     /// The node opened its engine after request `serial` (leases start over).
     Boot {
         serial: u64,
@@ -126,6 +135,8 @@ pub struct Event {
 pub struct MessageSpec {
     pub queue: usize,
     pub delay_ms: u64,
+    /// Which creation of the queue it was sent to.
+    pub incarnation: u32,
     /// A scheduled message's `deliver_at` (the client's wall clock, epoch ms).
     pub deliver_at_ms: Option<u64>,
     pub fifo_group: Option<String>,
@@ -174,6 +185,15 @@ impl<T: std::fmt::Debug> std::fmt::Display for Outcome<T> {
     }
 }
 
+/// A queue in the trace: `q4`, and `q4.2` for its third creation.
+fn queue_mark(queue: usize, incarnation: u32) -> String {
+    if incarnation == 0 {
+        format!("q{queue}")
+    } else {
+        format!("q{queue}.{incarnation}")
+    }
+}
+
 /// How the trace marks the dead-letter lane (nothing for the queue's own messages).
 fn lane_mark(lane: Lane) -> &'static str {
     match lane {
@@ -200,11 +220,13 @@ impl std::fmt::Display for Event {
             }
             EventKind::Receive {
                 queue,
+                incarnation,
                 group,
                 lane,
                 outcome,
             } => {
-                write!(f, "recv q{queue} g{group}{}: ", lane_mark(*lane))?;
+                let queue = queue_mark(*queue, *incarnation);
+                write!(f, "recv {queue} g{group}{}: ", lane_mark(*lane))?;
                 outcome.write_with(f, |delivered| {
                     let got: Vec<String> = delivered
                         .iter()
@@ -242,6 +264,11 @@ impl std::fmt::Display for Event {
                 message_id,
                 outcome,
             } => write!(f, "cancel q{queue} m{key}/{message_id}: {outcome}"),
+            EventKind::QueueDelete {
+                queue,
+                incarnation,
+                outcome,
+            } => write!(f, "delete {}: {outcome}", queue_mark(*queue, *incarnation)),
             EventKind::Boot { serial } => write!(f, "node: engines opened after #{serial}"),
             EventKind::Nemesis(what) => write!(f, "nemesis: {what}"),
         }

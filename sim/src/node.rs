@@ -280,6 +280,12 @@ impl Node {
             }
         }
         let local = Local::new(engines, clock, self.tenant_seed);
+        // As the server does at start-up: partitions that missed the end of a queue or
+        // group change are repaired from partition 0 (`sluice_core::engine::metadata`).
+        if let Err(error) = local.reconcile().await {
+            self.note(format!("metadata repair failed: {error}"));
+            return false;
+        }
         self.tenants_recreate(&local).await;
         // A crash while the engines opened (the nemesis runs meanwhile) makes them stale;
         // the next pass opens again.

@@ -26,6 +26,9 @@ use sluice_http::node::local::Clock as _;
 /// that step the node's wall clock may drain longer (`release_wait_ms`).
 const DRAIN_MS: u64 = 30_000;
 
+/// Simulated time after which a run counts as hung (a run takes 1 to 10 minutes).
+const SIMULATED_MS_MAX: u64 = 3_600_000;
+
 /// How much longer the run must drain so that `DRAIN_MS` pass after the latest release
 /// time any send may have stored (its entry's queue time plus its delay; the engine stores
 /// a little later than the entry): a delayed message stored by a boot whose clock ran ahead
@@ -189,6 +192,12 @@ pub async fn simulate(seed: u64) -> Report {
             read_bitflip_ppm: ppm,
         });
     }
+    // A run that does not end within this much simulated time is a failure (a hang),
+    // not a wait: the task panics and the seed reports it.
+    let watchdog = madsim::task::spawn_local(async {
+        madsim::time::sleep(Duration::from_millis(SIMULATED_MS_MAX)).await;
+        panic!("the run did not end within {SIMULATED_MS_MAX} ms of simulated time");
+    });
     let node_loop = madsim::task::spawn_local(node.clone().run());
     let nemesis = madsim::task::spawn_local(client::nemesis(ctx.clone()));
     let mut client_id = 1;
@@ -209,6 +218,8 @@ pub async fn simulate(seed: u64) -> Report {
     }
     let prober = madsim::task::spawn_local(client::prober(ctx.clone(), client_id));
     client_id += 1;
+    let churner = madsim::task::spawn_local(client::churner(ctx.clone(), client_id));
+    client_id += 1;
     let mut producers = Vec::new();
     for queue in 0..QUEUES.len() {
         producers.push(madsim::task::spawn_local(client::producer(
@@ -223,6 +234,7 @@ pub async fn simulate(seed: u64) -> Report {
     }
     heal(&ctx);
     nemesis.await.expect("nemesis task");
+    churner.await.expect("churner task");
     madsim::time::sleep(Duration::from_millis(DRAIN_MS)).await;
     let wait_ms = release_wait_ms(&node, &history.borrow());
     madsim::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -233,6 +245,7 @@ pub async fn simulate(seed: u64) -> Report {
     prober.await.expect("prober task");
     node.stopped.set(true);
     node_loop.await.expect("node task");
+    watchdog.abort();
     let history = history.borrow();
     let judgement = checker::check(&history, knobs.visibility_ms, knobs.max_consume_count);
     let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
