@@ -15,6 +15,8 @@ use sluice_http::tenants::{Tenant, TenantError};
 #[derive(Debug)]
 pub enum PartitionCall {
     CreateQueue {
+        /// Partition 0's id for it (later partitions and repair), or `None`: the next.
+        id: Option<QueueId>,
         tenant: String,
         name: String,
         config: QueueConfig,
@@ -24,6 +26,8 @@ pub enum PartitionCall {
         queue: QueueId,
     },
     CreateGroup {
+        /// As `CreateQueue::id`.
+        id: Option<GroupId>,
         queue: QueueId,
         name: String,
     },

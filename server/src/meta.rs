@@ -53,8 +53,10 @@ impl MetadataPartitions for ShardPartitions<'_> {
         &self,
         partition: u32,
         queue: &NewQueue<'_>,
+        id: Option<QueueId>,
     ) -> Result<QueueId, NodeError> {
         let call = PartitionCall::CreateQueue {
+            id,
             tenant: queue.tenant.to_string(),
             name: queue.name.to_string(),
             config: queue.config,
@@ -76,8 +78,10 @@ impl MetadataPartitions for ShardPartitions<'_> {
         partition: u32,
         queue: QueueId,
         name: &str,
+        id: Option<GroupId>,
     ) -> Result<GroupId, NodeError> {
         let call = PartitionCall::CreateGroup {
+            id,
             queue,
             name: name.to_string(),
         };

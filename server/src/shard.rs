@@ -344,20 +344,21 @@ impl Shard {
         let now = self.now_ms();
         let result = match call {
             PartitionCall::CreateQueue {
+                id,
                 tenant,
                 name,
                 config,
                 meta,
             } => engine
-                .create_queue_with_meta(&tenant, &name, config, meta, now)
+                .create_queue_with_id(id, &tenant, &name, config, meta, now)
                 .await
                 .map(PartitionReply::Queue),
             PartitionCall::DeleteQueue { queue } => engine
                 .delete_queue(queue, now)
                 .await
                 .map(|_| PartitionReply::Done),
-            PartitionCall::CreateGroup { queue, name } => engine
-                .create_group(queue, &name, GroupStart::Oldest, now)
+            PartitionCall::CreateGroup { id, queue, name } => engine
+                .create_group_with_id(id, queue, &name, GroupStart::Oldest, now)
                 .await
                 .map(PartitionReply::Group),
             PartitionCall::DeleteGroup { queue, group } => engine

@@ -48,11 +48,17 @@ pub enum Bug {
     /// Delayed and scheduled messages are released a second early (engine `dispatch.rs`,
     /// `due_releases`).
     ReleaseEarly,
+    /// A queue is found by id whichever tenant asks (`LocalNode::queue` in sluice-http,
+    /// the node layer the simulation runs): tenant isolation is gone.
+    CrossTenant,
+    /// A send ignores the dedup ids of messages already stored (engine `send.rs`): a
+    /// retried send is stored again.
+    IgnoreDedup,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 13] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -62,6 +68,8 @@ impl Bug {
         Bug::NeverDeadLetter,
         Bug::IgnoreCancel,
         Bug::ReleaseEarly,
+        Bug::CrossTenant,
+        Bug::IgnoreDedup,
         Bug::KeepTornTail,
         Bug::TrustOneRead,
     ];
@@ -69,7 +77,7 @@ impl Bug {
     /// The bugs the CI step requires the checker to catch, in the order it runs them.
     /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
     /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs.
-    pub const CAUGHT: [Bug; 9] = [
+    pub const CAUGHT: [Bug; 11] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -79,6 +87,8 @@ impl Bug {
         Bug::NeverDeadLetter,
         Bug::IgnoreCancel,
         Bug::ReleaseEarly,
+        Bug::CrossTenant,
+        Bug::IgnoreDedup,
     ];
 
     /// The command-line name (`cargo xtask sim --bug NAME`).
@@ -95,6 +105,8 @@ impl Bug {
             Bug::NeverDeadLetter => "never-dead-letter",
             Bug::IgnoreCancel => "ignore-cancel",
             Bug::ReleaseEarly => "release-early",
+            Bug::CrossTenant => "cross-tenant",
+            Bug::IgnoreDedup => "ignore-dedup",
         }
     }
 

@@ -192,6 +192,24 @@ impl<S: Storage + Clone> Engine<S> {
         meta: Vec<u8>,
         now: u64,
     ) -> Result<QueueId, EngineError> {
+        self.create_queue_with_id(None, tenant, name, config, meta, now)
+            .await
+    }
+
+    /// [`Engine::create_queue_with_meta`] under a given id (`Some`) instead of the next
+    /// of this engine's sequence: how a node's later partitions take partition 0's ids
+    /// (`metadata`), so ids agree even when a partition's sequence ran ahead (a create
+    /// that failed there but left its record). The id must not name a queue this engine
+    /// holds; the sequence continues after it.
+    pub async fn create_queue_with_id(
+        &self,
+        id: Option<QueueId>,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        meta: Vec<u8>,
+        now: u64,
+    ) -> Result<QueueId, EngineError> {
         if meta.len() > crate::limits::QUEUE_META_BYTES_MAX {
             return Err(EngineError::InvalidConfig("meta"));
         }
@@ -216,8 +234,11 @@ impl<S: Storage + Clone> Engine<S> {
                     limit: limits.queues_per_tenant_max,
                 });
             }
-            let queue = QueueId(state.next_queue_id);
-            state.next_queue_id += 1;
+            let queue = id.unwrap_or(QueueId(state.next_queue_id));
+            if state.queues.contains_key(&queue) {
+                return Err(EngineError::QueueExists);
+            }
+            state.next_queue_id = state.next_queue_id.max(queue.0 + 1);
             queue
         };
         self.pending_names.borrow_mut().insert(key.clone());
@@ -246,6 +267,20 @@ impl<S: Storage + Clone> Engine<S> {
         start: GroupStart,
         now: u64,
     ) -> Result<GroupId, EngineError> {
+        self.create_group_with_id(None, queue, name, start, now)
+            .await
+    }
+
+    /// [`Engine::create_group`] under a given id (`Some`), as
+    /// [`Engine::create_queue_with_id`]: the id must not name a group of any queue here.
+    pub async fn create_group_with_id(
+        &self,
+        id: Option<GroupId>,
+        queue: QueueId,
+        name: &str,
+        start: GroupStart,
+        now: u64,
+    ) -> Result<GroupId, EngineError> {
         validate_name(name)?;
         let key = (queue, name.to_string());
         let group = {
@@ -260,8 +295,12 @@ impl<S: Storage + Clone> Engine<S> {
             if q.groups.len() + self.pending_groups.borrow().len() >= limit as usize {
                 return Err(EngineError::TooManyGroups { limit });
             }
-            let group = GroupId(state.next_group_id);
-            state.next_group_id += 1;
+            let group = id.unwrap_or(GroupId(state.next_group_id));
+            let in_use = state.queues.values().any(|q| q.groups.contains_key(&group));
+            if in_use {
+                return Err(EngineError::GroupExists);
+            }
+            state.next_group_id = state.next_group_id.max(group.0 + 1);
             group
         };
         self.pending_groups.borrow_mut().insert(key.clone());

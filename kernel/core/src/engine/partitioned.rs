@@ -246,10 +246,12 @@ impl<S: Storage + Clone> MetadataPartitions for PartitionedAt<'_, S> {
         &self,
         partition: u32,
         queue: &NewQueue<'_>,
+        id: Option<QueueId>,
     ) -> Result<QueueId, EngineError> {
         let meta = queue.meta.to_vec();
+        let (tenant, name, config) = (queue.tenant, queue.name, queue.config);
         self.engine(partition)
-            .create_queue_with_meta(queue.tenant, queue.name, queue.config, meta, self.now_ms)
+            .create_queue_with_id(id, tenant, name, config, meta, self.now_ms)
             .await
     }
 
@@ -264,9 +266,10 @@ impl<S: Storage + Clone> MetadataPartitions for PartitionedAt<'_, S> {
         partition: u32,
         queue: QueueId,
         name: &str,
+        id: Option<GroupId>,
     ) -> Result<GroupId, EngineError> {
         self.engine(partition)
-            .create_group(queue, name, GroupStart::Oldest, self.now_ms)
+            .create_group_with_id(id, queue, name, GroupStart::Oldest, self.now_ms)
             .await
     }
 

@@ -91,6 +91,7 @@ impl<S: Storage + Clone> Engine<S> {
                         .dedup
                         .get(&dedup_hash)
                         .filter(|(expires_ms, _)| *expires_ms > now)
+                        .filter(|_| !bugs::enabled(Bug::IgnoreDedup))
                         .map(|(_, id)| *id)
                         .or_else(|| pending.get(&(queue, dedup_hash)).copied());
                     if let Some(original) = seen {

@@ -8,8 +8,12 @@
 //! 0 first and then to the others in order, one change at a time ([`MetadataGate`]), so
 //! after a crash or a storage fault each later partition holds a prefix of partition 0's
 //! changes. Partition 0 is the truth: [`reconcile`] drops what the others hold beyond it
-//! and adds what they miss, and ids agree because every engine hands queue and group ids
-//! out in sequence. Repair refuses (an error, nothing guessed) when an id would differ.
+//! and adds what they miss. Partition 0 picks each new queue's and group's id from its
+//! sequence and the other partitions take that id (`Engine::create_queue_with_id`), so ids
+//! agree even when a partition's own sequence ran ahead (simulation seed 2851: a group
+//! create that failed on partition 1 after writing its record made partition 1's next id
+//! one higher, and every repair after it failed). Repair refuses (an error, nothing
+//! guessed) when an id would still differ.
 //!
 //! No I/O of its own, no clock, no runtime: the calls go through the trait, time is the
 //! implementation's business, and what repair did is returned for the driver to log.
@@ -53,19 +57,23 @@ pub trait MetadataPartitions {
     /// Every queue the partition holds, with its groups.
     async fn list_queues(&self, partition: u32) -> Result<Vec<QueueInfo>, Self::Error>;
 
+    /// Creates `queue` under `id`, or under the engine's next id when `None`.
     async fn create_queue(
         &self,
         partition: u32,
         queue: &NewQueue<'_>,
+        id: Option<QueueId>,
     ) -> Result<QueueId, Self::Error>;
 
     async fn delete_queue(&self, partition: u32, queue: QueueId) -> Result<(), Self::Error>;
 
+    /// Creates group `name` under `id`, or under the engine's next id when `None`.
     async fn create_group(
         &self,
         partition: u32,
         queue: QueueId,
         name: &str,
+        id: Option<GroupId>,
     ) -> Result<GroupId, Self::Error>;
 
     async fn delete_group(
@@ -108,8 +116,10 @@ pub async fn create_queue<P: MetadataPartitions>(
 ) -> Result<QueueId, ChangeError<P::Error>> {
     let mut id = None;
     for partition in 0..partitions.partition_count() {
+        // Partition 0 picks the id; the others take it (their sequences may have run
+        // ahead: a create that failed there after writing its record).
         let created = partitions
-            .create_queue(partition, queue)
+            .create_queue(partition, queue, id)
             .await
             .map_err(|error| ChangeError::at::<P>(partition, error))?;
         assert!(
@@ -147,7 +157,7 @@ pub async fn create_group<P: MetadataPartitions>(
     let mut id = None;
     for partition in 0..partitions.partition_count() {
         let created = partitions
-            .create_group(partition, queue, name)
+            .create_group(partition, queue, name, id)
             .await
             .map_err(|error| ChangeError::at::<P>(partition, error))?;
         assert!(

@@ -203,7 +203,7 @@ async fn reconcile_partition<P: MetadataPartitions>(
                 meta: &queue.meta,
             };
             let got = partitions
-                .create_queue(partition, &new)
+                .create_queue(partition, &new, Some(queue.id))
                 .await
                 .map_err(call(RepairStep::AddQueue))?;
             if got != queue.id {
@@ -226,7 +226,7 @@ async fn reconcile_partition<P: MetadataPartitions>(
     missing_groups.sort_by_key(|(group, _, _)| *group);
     for (group, queue, name) in missing_groups {
         let got = partitions
-            .create_group(partition, queue, name)
+            .create_group(partition, queue, name, Some(group))
             .await
             .map_err(call(RepairStep::AddGroup))?;
         if got != group {

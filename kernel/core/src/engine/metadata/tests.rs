@@ -257,33 +257,50 @@ fn a_later_partition_that_already_lacks_a_deleted_item_is_fine() {
 }
 
 #[test]
-fn reconcile_refuses_when_an_id_would_differ() {
-    // Goal: repair never guesses. Method: give partition 0 changes that partition 1
-    // cannot have as a prefix (a queue created and deleted that partition 1 never
-    // saw; a same id under another name; a group id burned the same way).
+fn reconcile_gives_partition_0s_ids_when_sequences_differ() {
+    // Goal: ids agree even when a later partition's own sequence differs (simulation
+    // seed 2851: a create that failed on partition 1 after writing its record left
+    // partition 1's next id one higher, and every repair after it failed). Method: give
+    // partition 0 changes that partition 1 never saw (a queue created and deleted; a
+    // group created and deleted), then one it lacks; repair must create it under
+    // partition 0's id. Burn an id on partition 1 alone too, then create through the
+    // node: partition 1 takes partition 0's id.
     let check = Check::new(2);
     let at = check.at();
-    let x = block_on(at.create_queue(0, &named("x"))).unwrap();
+    let x = block_on(at.create_queue(0, &named("x"), None)).unwrap();
     block_on(at.delete_queue(0, x)).unwrap();
-    let y = block_on(at.create_queue(0, &named("y"))).unwrap();
-    assert_eq!(
-        check.reconcile(),
-        Err(RepairError::QueueId {
-            partition: 1,
-            expected: y,
-            got: x
-        })
-    );
-    assert!(check.gate.needs_repair(), "a failed repair is retried");
-    // Partition 1 now holds "y" under x's id: the next repair drops it and creates
-    // "y" again, which now gets y's id (the failed attempt used up x's).
+    let y = block_on(at.create_queue(0, &named("y"), None)).unwrap();
+    assert_ne!(x, y);
+    check.reconcile().unwrap();
+    check.assert_agree();
+    assert_eq!(check.held(1)[0].0, y);
+
+    let check = Check::new(2);
+    let at = check.at();
+    let q = check.create_queue("q").unwrap();
+    let g = block_on(at.create_group(0, q, "g", None)).unwrap();
+    block_on(at.delete_group(0, q, g)).unwrap();
+    block_on(at.create_group(0, q, "h", None)).unwrap();
     check.reconcile().unwrap();
     check.assert_agree();
 
     let check = Check::new(2);
     let at = check.at();
-    let x = block_on(at.create_queue(0, &named("x"))).unwrap();
-    assert_eq!(block_on(at.create_queue(1, &named("z"))), Ok(x));
+    let burned = block_on(at.create_queue(1, &named("burned"), None)).unwrap();
+    block_on(at.delete_queue(1, burned)).unwrap();
+    let made = check.create_queue("made").unwrap();
+    check.assert_agree();
+    assert_eq!(made, burned, "partition 0's sequence had not used the id");
+}
+
+#[test]
+fn reconcile_refuses_a_same_id_with_another_name() {
+    // Goal: repair never guesses. Method: partition 1 holds partition 0's queue id
+    // under another name.
+    let check = Check::new(2);
+    let at = check.at();
+    let x = block_on(at.create_queue(0, &named("x"), None)).unwrap();
+    assert_eq!(block_on(at.create_queue(1, &named("z"), None)), Ok(x));
     let differs = check.reconcile().unwrap_err();
     assert_eq!(
         differs,
@@ -293,22 +310,6 @@ fn reconcile_refuses_when_an_id_would_differ() {
         }
     );
     assert!(differs.to_string().contains("another tenant or name"));
-
-    let check = Check::new(2);
-    let at = check.at();
-    let q = check.create_queue("q").unwrap();
-    let g = block_on(at.create_group(0, q, "g")).unwrap();
-    block_on(at.delete_group(0, q, g)).unwrap();
-    let h = block_on(at.create_group(0, q, "h")).unwrap();
-    assert_eq!(
-        check.reconcile(),
-        Err(RepairError::GroupId {
-            partition: 1,
-            queue: q,
-            expected: h,
-            got: g
-        })
-    );
 }
 
 #[test]
@@ -321,7 +322,7 @@ fn a_refusal_on_partition_0_leaves_no_repair_behind() {
     assert_eq!(refused.error, EngineError::InvalidName);
     assert!(!refused.part_way);
     assert!(!check.gate.needs_repair());
-    block_on(check.at().create_queue(1, &named("q"))).unwrap();
+    block_on(check.at().create_queue(1, &named("q"), None)).unwrap();
     let refused = check.create_queue("q").unwrap_err();
     assert_eq!(
         (refused.partition, refused.error),
