@@ -809,6 +809,12 @@ pub async fn nemesis(ctx: Rc<Ctx>) {
             ctx.node.jump_clock(step);
         } else {
             ctx.node.crash(now, thread_rng().gen_range(0..=1_000));
+            if thread_rng().gen_bool(0.5) {
+                // The recovery after the crash reads flipped bits (seed 647's fault).
+                for partition in 0..ctx.node.disks.len() {
+                    ctx.node.flip_read(partition, thread_rng().gen_range(1..=6));
+                }
+            }
         }
     }
 }

@@ -214,6 +214,14 @@ impl Node {
         self.note(format!("crash ({}), down {down_ms} ms", modes.join(" ")));
     }
 
+    /// One of the next reads of `partition`'s disk (the `nth` non-empty one) returns a bit
+    /// flipped (transient: the disk keeps the right bytes). Armed at a crash, it lands in
+    /// the recovery's reads.
+    pub fn flip_read(&self, partition: usize, nth: u32) {
+        self.disks[partition].flip_read(nth);
+        self.note(format!("p{partition}: read {nth} from now flips a bit"));
+    }
+
     /// Steps the node's wall clock by `delta_ms` (queue time of the running boot must
     /// not follow it; signatures are checked against it).
     pub fn jump_clock(&self, delta_ms: i64) {

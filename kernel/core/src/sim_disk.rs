@@ -59,6 +59,9 @@ struct DiskState {
     epoch: u64,
     files: BTreeMap<String, Rc<RefCell<Inode>>>,
     fail_next: VecDeque<(IoOp, IoErrorKind)>,
+    /// One-shot bit flip: the read this many non-empty reads from now (1 = the next)
+    /// returns one bit flipped; 0 when none is armed.
+    flip_read_in: u32,
     rates: FaultRates,
     /// Total bytes the disk may hold before writes fail with ENOSPC.
     capacity_bytes: u64,
@@ -108,6 +111,7 @@ impl SimDisk {
                 epoch: 0,
                 files: BTreeMap::new(),
                 fail_next: VecDeque::new(),
+                flip_read_in: 0,
                 rates: FaultRates::default(),
                 capacity_bytes: u64::MAX,
                 stats: SimDiskStats::default(),
@@ -149,9 +153,18 @@ impl SimDisk {
         self.state.borrow_mut().fail_next.push_back((op, kind));
     }
 
+    /// The `nth` non-empty read from now (1 = the next) returns one random bit flipped;
+    /// the data on the disk stays intact (a transient read error, as the simulator's
+    /// nemesis arms it for the reads of a recovery).
+    pub fn flip_read(&self, nth: u32) {
+        self.state.borrow_mut().flip_read_in = nth;
+    }
+
     /// Forgets every armed one-shot fault.
     pub fn clear_faults(&self) {
-        self.state.borrow_mut().fail_next.clear();
+        let mut state = self.state.borrow_mut();
+        state.fail_next.clear();
+        state.flip_read_in = 0;
     }
 
     pub fn set_fault_rates(&self, rates: FaultRates) {
@@ -383,8 +396,12 @@ impl StorageFile for SimFile {
         let mut out = inode.current[start..end].to_vec();
         drop(inode);
         let mut state = self.disk.state.borrow_mut();
+        let armed = !out.is_empty() && state.flip_read_in > 0 && {
+            state.flip_read_in -= 1;
+            state.flip_read_in == 0
+        };
         let ppm = state.rates.read_bitflip_ppm;
-        if ppm > 0 && !out.is_empty() && state.rng.gen_range(0..1_000_000) < ppm {
+        if armed || ppm > 0 && !out.is_empty() && state.rng.gen_range(0..1_000_000) < ppm {
             let bit = state.rng.gen_range(0..out.len() * 8);
             out[bit / 8] ^= 1 << (bit % 8);
             state.stats.faults_injected += 1;
@@ -543,5 +560,24 @@ mod tests {
         write(&file, 0, 1);
         let err = block_on(file.write_at(file.alloc_buf(4096), 4096)).unwrap_err();
         assert_eq!(err.kind, IoErrorKind::NoSpace);
+    }
+
+    #[test]
+    fn an_armed_read_flip_hits_the_nth_read_once() {
+        let disk = SimDisk::new(4);
+        let file = block_on(disk.create("f")).unwrap();
+        write(&file, 0, 9);
+        block_on(file.sync()).unwrap();
+        let clean = block_on(file.read_at(0, 4096)).unwrap();
+        disk.flip_read(2);
+        assert_eq!(block_on(file.read_at(0, 4096)).unwrap(), clean);
+        let flipped = block_on(file.read_at(0, 4096)).unwrap();
+        let bits: u32 = clean
+            .iter()
+            .zip(&flipped)
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        assert_eq!(bits, 1, "one bit flipped on the second read");
+        assert_eq!(block_on(file.read_at(0, 4096)).unwrap(), clean, "transient");
     }
 }
