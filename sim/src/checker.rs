@@ -37,6 +37,13 @@ struct Delivery {
     message_id: MessageId,
 }
 
+/// (queue, group, lane, message id).
+type LaneMessage = (usize, usize, Lane, MessageId);
+
+/// A request that reached the node: entry serial, and completion serial when it is known
+/// to have succeeded (`Outcome::reached`).
+type Reached = (u64, Option<u64>);
+
 #[derive(Default)]
 struct Facts {
     id_of_key: BTreeMap<u32, MessageId>,
@@ -52,7 +59,7 @@ struct Facts {
     maybe_acked: BTreeMap<(usize, usize, MessageId), u64>,
     /// (Entry, completion) serials of fail acks that may have taken effect; an unknown
     /// completion is `u64::MAX`.
-    maybe_failed: BTreeMap<(usize, usize, Lane, MessageId), Vec<(u64, u64)>>,
+    maybe_failed: BTreeMap<LaneMessage, Vec<(u64, u64)>>,
     /// Completion serials of fail acks on the queue's lane known to have counted: each is
     /// a failure of that delivery.
     failed: BTreeMap<(usize, usize, MessageId), Vec<u64>>,
@@ -64,7 +71,7 @@ struct Facts {
     release_floor_ms: BTreeMap<u32, u64>,
     /// Cancels that may have taken effect, per message: (entry serial, completion serial
     /// when it is known to have succeeded).
-    cancels: BTreeMap<(usize, MessageId), Vec<(u64, Option<u64>)>>,
+    cancels: BTreeMap<(usize, MessageId), Vec<Reached>>,
     /// Keys whose cancel may have taken effect: they need not be delivered.
     maybe_cancelled: BTreeSet<u32>,
     /// (queue, incarnation) -> completion serials of deletes known to have succeeded, and
@@ -156,24 +163,17 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             outcome,
             ..
         } => {
-            let (entry, done) = match outcome {
-                Outcome::Ok {
-                    serial,
-                    done_serial,
-                    value,
-                    ..
-                } => {
-                    for (key, message_id) in keys.iter().zip(value) {
-                        facts.identify(*queue, *key, *message_id);
-                        facts.sent_ok.insert(*key);
-                        let incarnation = history.specs[*key as usize].incarnation;
-                        facts.sends.push((*queue, incarnation, *serial, *key));
-                    }
-                    (*serial, Some(*done_serial))
-                }
-                Outcome::Ambiguous { serial, .. } => (*serial, None),
-                Outcome::Rejected { .. } => return,
+            let Some((entry, done)) = outcome.reached() else {
+                return;
             };
+            if let Outcome::Ok { value, .. } = outcome {
+                for (key, message_id) in keys.iter().zip(value) {
+                    facts.identify(*queue, *key, *message_id);
+                    facts.sent_ok.insert(*key);
+                    let incarnation = history.specs[*key as usize].incarnation;
+                    facts.sends.push((*queue, incarnation, entry, *key));
+                }
+            }
             for key in keys {
                 let (floor, _) = history.release_bounds(*key, entry, done);
                 let first = facts.release_floor_ms.entry(*key).or_insert(floor);
@@ -257,14 +257,8 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             message_id,
             outcome,
         } => {
-            let span = match outcome {
-                Outcome::Ok {
-                    serial,
-                    done_serial,
-                    ..
-                } => (*serial, Some(*done_serial)),
-                Outcome::Ambiguous { serial, .. } => (*serial, None),
-                Outcome::Rejected { .. } => return,
+            let Some(span) = outcome.reached() else {
+                return;
             };
             facts.maybe_cancelled.insert(*key);
             let at = (*queue, *message_id);
@@ -292,24 +286,21 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             targets,
             outcome,
         } => {
-            let span = match outcome {
-                Outcome::Ok {
-                    serial,
-                    done_serial,
-                    value,
-                    ..
-                } => {
-                    for ((_, message_id), counted) in targets.iter().zip(value) {
-                        if *counted && *lane == Lane::Main {
-                            let at = (*queue, *group, *message_id);
-                            facts.failed.entry(at).or_default().push(*done_serial);
-                        }
-                    }
-                    (*serial, *done_serial)
-                }
-                Outcome::Ambiguous { serial, .. } => (*serial, u64::MAX),
-                Outcome::Rejected { .. } => return,
+            let Some((entry, done)) = outcome.reached() else {
+                return;
             };
+            if let Outcome::Ok {
+                done_serial, value, ..
+            } = outcome
+            {
+                for ((_, message_id), counted) in targets.iter().zip(value) {
+                    if *counted && *lane == Lane::Main {
+                        let at = (*queue, *group, *message_id);
+                        facts.failed.entry(at).or_default().push(*done_serial);
+                    }
+                }
+            }
+            let span = (entry, done.unwrap_or(u64::MAX));
             for (_, message_id) in targets {
                 let at = (*queue, *group, *lane, *message_id);
                 facts.maybe_failed.entry(at).or_default().push(span);
@@ -459,6 +450,7 @@ fn check_dead_letters(max_consume_count: u32, facts: &mut Facts) {
 /// stays released; `sluice_core::clock`). A delivery of a message no attempt of which
 /// reached the node is a violation too.
 fn check_delays(history: &History, facts: &mut Facts) {
+    let high_water = history.queue_high_water();
     let mut violations = Vec::new();
     for (key, queue, group, serial, done_serial) in &facts.picked_by {
         let spec = &history.specs[*key as usize];
@@ -468,7 +460,7 @@ fn check_delays(history: &History, facts: &mut Facts) {
             ));
             continue;
         };
-        let reached = history.queue_high_water_ms(*done_serial);
+        let reached = high_water.at(*done_serial);
         if reached < *floor {
             violations.push(format!(
                 "q{queue} g{group} #{serial}: m{key} delivered by queue time {reached} ms, \

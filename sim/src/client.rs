@@ -380,7 +380,8 @@ pub async fn setup(ctx: &Ctx) {
         .collect();
     *ctx.tokens.borrow_mut() = vec![None; TENANT_NAMES.len()];
     let t1 = tenant_index("t1");
-    let token = login(ctx, &ctx.credentials.borrow()[t1].clone()).await;
+    let credentials = ctx.credentials.borrow()[t1].clone();
+    let token = login(ctx, &credentials).await;
     ctx.tokens.borrow_mut()[t1] = Some(token);
     for spec in QUEUES {
         let tenant = spec.tenant;

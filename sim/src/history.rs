@@ -155,6 +155,21 @@ pub fn key_of(body: &serde_json::Value) -> Option<u32> {
 }
 
 impl<T> Outcome<T> {
+    /// For a request that reached the node and so may have taken effect (a success or an
+    /// ambiguous answer): its entry serial, and its completion serial when it is known to
+    /// have succeeded.
+    pub fn reached(&self) -> Option<(u64, Option<u64>)> {
+        match self {
+            Outcome::Ok {
+                serial,
+                done_serial,
+                ..
+            } => Some((*serial, Some(*done_serial))),
+            Outcome::Ambiguous { serial, .. } => Some((*serial, None)),
+            Outcome::Rejected { .. } => None,
+        }
+    }
+
     /// Writes the outcome for the trace, the value of a success as `value` renders it.
     fn write_with(
         &self,
@@ -275,6 +290,19 @@ impl std::fmt::Display for Event {
     }
 }
 
+/// The highest queue time reached by each serial: (serial, running maximum), by serial.
+pub struct QueueHighWater {
+    points: Vec<(u64, u64)>,
+}
+
+impl QueueHighWater {
+    /// The highest queue time the node had reached by `serial` (0 before any).
+    pub fn at(&self, serial: u64) -> u64 {
+        let after = self.points.partition_point(|(at, _)| *at <= serial);
+        after.checked_sub(1).map_or(0, |last| self.points[last].1)
+    }
+}
+
 /// The shared, append-only record of a run.
 #[derive(Default)]
 pub struct History {
@@ -319,15 +347,22 @@ impl History {
         }
     }
 
-    /// The highest queue time the node had reached by `serial` (over every boot).
-    pub fn queue_high_water_ms(&self, serial: u64) -> u64 {
-        let served = self.queue_ms.range(..=serial).map(|(_, ms)| *ms);
-        let ends = self
-            .boot_ends
+    /// The highest queue time the node had reached by each serial (over every boot),
+    /// built once for every lookup.
+    pub fn queue_high_water(&self) -> QueueHighWater {
+        let mut points: Vec<(u64, u64)> = self
+            .queue_ms
             .iter()
-            .filter(|(at, _)| *at <= serial)
-            .map(|(_, ms)| *ms);
-        served.chain(ends).max().unwrap_or(0)
+            .map(|(serial, ms)| (*serial, *ms))
+            .chain(self.boot_ends.iter().copied())
+            .collect();
+        points.sort_unstable();
+        let mut highest = 0;
+        for point in &mut points {
+            highest = highest.max(point.1);
+            point.1 = highest;
+        }
+        QueueHighWater { points }
     }
 
     /// FNV-1a over the trace text: equal hashes mean byte-identical traces.

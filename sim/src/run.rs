@@ -17,7 +17,7 @@ use sluice_http::service::ServiceConfig;
 
 use crate::checker;
 use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
-use crate::history::{EventKind, History, Lane, Outcome};
+use crate::history::{EventKind, History, Lane};
 use crate::node::Node;
 use sluice_http::node::local::Clock as _;
 
@@ -43,15 +43,7 @@ fn release_wait_ms(node: &Node, history: &History) -> u64 {
         .iter()
         .filter_map(|event| match &event.kind {
             EventKind::Send { keys, outcome, .. } => {
-                let (serial, done) = match outcome {
-                    Outcome::Ok {
-                        serial,
-                        done_serial,
-                        ..
-                    } => (*serial, Some(*done_serial)),
-                    Outcome::Ambiguous { serial, .. } => (*serial, None),
-                    Outcome::Rejected { .. } => return None,
-                };
+                let (serial, done) = outcome.reached()?;
                 let latest = keys
                     .iter()
                     .map(|key| history.release_bounds(*key, serial, done).1);
@@ -202,14 +194,14 @@ pub async fn simulate(seed: u64) -> Report {
     let nemesis = madsim::task::spawn_local(client::nemesis(ctx.clone()));
     let mut client_id = 1;
     let mut consumers = Vec::new();
-    for queue in 0..QUEUES.len() {
+    for (queue, spec) in QUEUES.iter().enumerate() {
         for group in 0..GROUPS.len() {
             for _ in 0..CONSUMERS_PER_GROUP {
                 let task = client::consumer(ctx.clone(), client_id, queue, group, Lane::Main);
                 consumers.push(madsim::task::spawn_local(task));
                 client_id += 1;
             }
-            if QUEUES[queue].redrive {
+            if spec.redrive {
                 let task = client::consumer(ctx.clone(), client_id, queue, group, Lane::Dead);
                 consumers.push(madsim::task::spawn_local(task));
                 client_id += 1;

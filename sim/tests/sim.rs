@@ -151,6 +151,18 @@ fn id(offset: u64) -> MessageId {
     }
 }
 
+/// A message of queue 0 (its first creation), undelayed, in no FIFO group.
+fn plain_spec() -> MessageSpec {
+    MessageSpec {
+        queue: 0,
+        delay_ms: 0,
+        incarnation: 0,
+        deliver_at_ms: None,
+        fifo_group: None,
+        first_attempt_ms: 0,
+    }
+}
+
 fn receive(serial: u64, key: u32) -> Event {
     event(EventKind::Receive {
         queue: 0,
@@ -177,14 +189,7 @@ fn receive(serial: u64, key: u32) -> Event {
 /// tenant's queue succeeds.
 #[test]
 fn the_checker_flags_a_broken_history() {
-    let spec = MessageSpec {
-        queue: 0,
-        delay_ms: 0,
-        incarnation: 0,
-        deliver_at_ms: None,
-        fifo_group: None,
-        first_attempt_ms: 0,
-    };
+    let spec = plain_spec();
     let delayed = MessageSpec {
         delay_ms: 5_000,
         ..spec.clone()
@@ -287,14 +292,7 @@ fn the_checker_flags_a_broken_history() {
 /// message need not be delivered to every group.
 #[test]
 fn the_checker_flags_deliveries_of_deleted_queues() {
-    let spec = MessageSpec {
-        queue: 0,
-        delay_ms: 0,
-        incarnation: 0,
-        deliver_at_ms: None,
-        fifo_group: None,
-        first_attempt_ms: 0,
-    };
+    let spec = plain_spec();
     let mut history = History {
         specs: vec![spec],
         ..History::default()

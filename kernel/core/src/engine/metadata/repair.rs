@@ -170,6 +170,15 @@ pub async fn reconcile<P: MetadataPartitions>(
     Ok(repaired)
 }
 
+/// Turns a failed call of `step` on `partition` into the repair's error.
+fn call_failed<E>(partition: u32, step: RepairStep) -> impl FnOnce(E) -> RepairError<E> {
+    move |error| RepairError::Call {
+        partition,
+        step,
+        error,
+    }
+}
+
 /// Makes `partition` hold exactly `truth` (partition 0's queues, by id). Drops first, then
 /// adds missing queues by ascending id and then missing groups by ascending id: queue and
 /// group ids come from two separate counters, so this replays partition 0's order of
@@ -180,13 +189,7 @@ async fn reconcile_partition<P: MetadataPartitions>(
     truth: &[QueueInfo],
     repaired: &mut Vec<Repair>,
 ) -> Result<(), RepairError<P::Error>> {
-    let call = |step| {
-        move |error| RepairError::Call {
-            partition,
-            step,
-            error,
-        }
-    };
+    let call = |step| call_failed(partition, step);
     let held = partitions
         .list_queues(partition)
         .await
@@ -255,13 +258,7 @@ async fn reconcile_drop<P: MetadataPartitions>(
     held: &[QueueInfo],
     repaired: &mut Vec<Repair>,
 ) -> Result<(), RepairError<P::Error>> {
-    let call = |step| {
-        move |error| RepairError::Call {
-            partition,
-            step,
-            error,
-        }
-    };
+    let call = |step| call_failed(partition, step);
     for queue in held {
         let Some(true_queue) = truth.iter().find(|t| t.id == queue.id) else {
             partitions
