@@ -16,8 +16,8 @@ use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 use sluice_http::dms::{self, DmsConfig};
-use sluice_http::node::local::{Clock, LocalNode};
-use sluice_http::node::Node;
+use sluice_node::local::{Clock, LocalNode};
+use sluice_node::Node;
 
 #[derive(Clone)]
 struct StepClock(Rc<Cell<u64>>);

@@ -8,8 +8,8 @@ use sluice_core::engine::types::{
     MessageId, QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
-use sluice_http::node::{Lane, NodeError};
-use sluice_http::tenants::{Tenant, TenantError};
+use sluice_node::{Lane, NodeError};
+use sluice_node::tenants::{Tenant, TenantError};
 
 /// A call on one partition's engine.
 #[derive(Debug)]
@@ -110,7 +110,7 @@ pub enum MetaCall {
     },
     SetQuotas {
         project_id: String,
-        quotas: sluice_http::tenants::Quotas,
+        quotas: sluice_node::tenants::Quotas,
     },
 }
 

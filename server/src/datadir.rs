@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sluice_http::tenants::{Quotas, Tenant};
+use sluice_node::tenants::{Quotas, Tenant};
 
 pub const NODE_FILE: &str = "node.json";
 pub const SECRETS_FILE: &str = "secrets.json";

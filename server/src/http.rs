@@ -20,11 +20,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use sluice_http::dms::errors;
-use sluice_http::node::Node;
+use sluice_node::Node;
 use sluice_http::service::{self, ServiceConfig};
 
 use crate::metrics::{GroupLabels, QueueGauges, QueueLabels};
-use crate::node::ShardNode;
+use sluice_node::ShardNode;
 use crate::shard::Shard;
 
 /// Bytes one socket read may take (per shard thread, reused).

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use sluice_core::engine::metadata::{MetadataPartitions, MetadataPermit, NewQueue};
 use sluice_core::engine::types::{EngineError, GroupId, QueueId};
 use sluice_core::engine::QueueInfo;
-use sluice_http::node::NodeError;
-use sluice_http::tenants::{valid_tenant_name, Quotas, TenantDirectory, TenantError};
+use sluice_node::NodeError;
+use sluice_node::tenants::{valid_tenant_name, Quotas, TenantDirectory, TenantError};
 
 use crate::calls::{MetaCall, MetaError, MetaReply, PartitionCall, PartitionReply};
 use crate::datadir;
@@ -172,7 +172,7 @@ pub async fn execute(
             let Some(found) = tenants.by_project(&project_id) else {
                 return Err(MetaError::Tenant(TenantError::NotFound));
             };
-            let updated = sluice_http::tenants::Tenant {
+            let updated = sluice_node::tenants::Tenant {
                 quotas,
                 ..found.clone()
             };
@@ -249,7 +249,7 @@ fn create_tenant(
 /// Stores the tenant list durably, then publishes it to every shard.
 fn publish_tenants(
     shard: &Shard,
-    tenants: Vec<sluice_http::tenants::Tenant>,
+    tenants: Vec<sluice_node::tenants::Tenant>,
 ) -> Result<(), MetaError> {
     datadir::store_tenants(&shard.shared.config.data_dir, &tenants)
         .map_err(|e| MetaError::Tenant(TenantError::Storage(e.to_string())))?;

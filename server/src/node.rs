@@ -17,8 +17,8 @@ use sluice_core::engine::types::{
     MessageId, QueueConfig, QueueId, QueueMode, ReceiptHandle, SendInput, SendOutcome,
 };
 use sluice_core::engine::ReceiveRequest;
-use sluice_http::node::{Lane, Node, NodeError, QueueCounts, QueueView};
-use sluice_http::tenants::{Tenant, TenantDirectory, TenantError};
+use sluice_node::{Lane, Node, NodeError, QueueCounts, QueueView};
+use sluice_node::tenants::{Tenant, TenantDirectory, TenantError};
 
 use crate::calls::{MetaCall, MetaError, MetaReply, PartitionCall, PartitionReply};
 use crate::shard::Shard;
@@ -409,7 +409,7 @@ impl Node for ShardNode {
     async fn set_tenant_quotas(
         &self,
         project_id: &str,
-        quotas: sluice_http::tenants::Quotas,
+        quotas: sluice_node::tenants::Quotas,
     ) -> Result<Tenant, TenantError> {
         let call = MetaCall::SetQuotas {
             project_id: project_id.to_string(),

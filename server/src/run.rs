@@ -12,7 +12,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use sluice_http::dms::DmsConfig;
 use sluice_http::service::ServiceConfig;
-use sluice_http::tenants::{Quotas, TenantDirectory};
+use sluice_node::tenants::{Quotas, TenantDirectory};
 use sluice_shard::executor::ShardStartup;
 
 use crate::calls::Envelope;
@@ -30,7 +30,7 @@ const DRAIN_MS_MAX: u64 = 30_000;
 
 /// What the first start prints: the default tenant's credentials.
 pub struct FirstStart {
-    pub tenant: sluice_http::tenants::Tenant,
+    pub tenant: sluice_node::tenants::Tenant,
     pub password: String,
 }
 

@@ -23,7 +23,7 @@ use sluice_core::engine::metadata::MetadataGate;
 use sluice_core::engine::types::{EngineError, GroupStart, QueueId};
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits, QueueInfo};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
-use sluice_http::node::{Lane, NodeError};
+use sluice_node::{Lane, NodeError};
 use sluice_shard::DmaStorage;
 
 use crate::calls::{

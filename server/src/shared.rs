@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use sluice_core::clock::{QueueClock, Reading};
 use sluice_core::engine::types::QueueId;
 use sluice_core::engine::QueueInfo;
-use sluice_http::node::QueueView;
-use sluice_http::tenants::TenantDirectory;
+use sluice_node::QueueView;
+use sluice_node::tenants::TenantDirectory;
 
 use crate::config::Config;
 use crate::datadir::{NodeFacts, Secrets};

@@ -15,7 +15,7 @@ use sluice_core::storage::{IoErrorKind, IoOp};
 
 use crate::api::{self, ApiRequest, Credentials, Delay, Lane, Outgoing};
 use crate::history::{Event, EventKind, History, MessageSpec, Outcome};
-use crate::node::{now_ms, Node, EPOCH_MS, TENANT_NAMES};
+use sluice_node::{now_ms, Node, EPOCH_MS, TENANT_NAMES};
 
 /// One of the workload's queues.
 #[derive(Clone, Copy, Debug)]

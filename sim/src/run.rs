@@ -18,8 +18,8 @@ use sluice_http::service::ServiceConfig;
 use crate::checker;
 use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
 use crate::history::{EventKind, History, Lane};
-use crate::node::Node;
-use sluice_http::node::local::Clock as _;
+use sluice_node::Node;
+use sluice_node::local::Clock as _;
 
 /// Simulated time for draining after healing: longer than any delay (5 s), visibility
 /// (5 s) and node downtime together, so every stored message is consumed by then. Seeds
@@ -269,7 +269,7 @@ fn heal(ctx: &Ctx) {
     ctx.draining.set(true);
     let now = ctx.now();
     ctx.history.borrow_mut().events.push(crate::history::Event {
-        at_ms: now - crate::node::EPOCH_MS,
+        at_ms: now - sluice_node::EPOCH_MS,
         client: 0,
         kind: EventKind::Nemesis("healed; draining".into()),
     });

@@ -3,10 +3,8 @@
 //! and kernel errors into protocol errors; they hold no queue semantics.
 //!
 //! Runtime-agnostic: nothing here depends on glommio or madsim. The server and the
-//! simulation both run this code against their own [`node::Node`].
+//! simulation both run this code against the one node layer (`sluice_node::Node`).
 
 pub mod auth;
 pub mod dms;
-pub mod node;
 pub mod service;
-pub mod tenants;

@@ -18,8 +18,8 @@ use serde_json::json;
 
 use crate::auth::{self, AuthError, KeystoneResponse, NameOrId, SignedRequest, TokenClaims};
 use crate::dms::{self, DmsConfig};
-use crate::node::Node;
-use crate::tenants::{Tenant, TenantError};
+use sluice_node::Node;
+use sluice_node::tenants::{Tenant, TenantError};
 
 const TOKEN_INVALID: &str = "10240101";
 const TOKEN_EXPIRED: &str = "10240102";
@@ -386,7 +386,7 @@ async fn set_quotas<N: Node>(node: &N, project: &str, body: &[u8]) -> Response<B
             ),
         );
     };
-    let quotas = crate::tenants::Quotas {
+    let quotas = sluice_node::tenants::Quotas {
         queues_max,
         groups_per_queue_max,
     };
@@ -410,8 +410,8 @@ fn tenant_error(failure: TenantError) -> Response<Bytes> {
     let status = match failure {
         TenantError::Exists => StatusCode::CONFLICT,
         TenantError::NotFound => StatusCode::NOT_FOUND,
-        TenantError::InvalidName => StatusCode::BAD_REQUEST,
-        TenantError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        TenantError::InvalidName | TenantError::InvalidPassword => StatusCode::BAD_REQUEST,
+        TenantError::Storage(_) | TenantError::Node(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, dms::errors::INVALID_PARAMETER, failure.to_string())
 }

@@ -7,6 +7,8 @@ mod dms_support;
 use dms_support::{Harness, START_MS};
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
+use sluice_core::sim_disk::block_on;
+use sluice_node::Node as _;
 
 fn handlers(answer: &Value) -> Vec<String> {
     answer
@@ -240,11 +242,11 @@ fn queue_create_rejects_every_bad_field_with_its_code() {
 fn queue_quota_is_enforced() {
     // Goal: the tenant's queue quota answers 10240020 and shows in /quotas.
     let h = Harness::new(1);
-    let quotas = sluice_http::tenants::Quotas {
+    let quotas = sluice_node::tenants::Quotas {
         queues_max: 2,
         groups_per_queue_max: 3,
     };
-    h.node.set_quotas(&h.tenant.project_id, quotas).unwrap();
+    block_on(h.node.set_tenant_quotas(&h.tenant.project_id, quotas)).unwrap();
     let q = h.queue(json!({"name": "a"}));
     h.queue(json!({"name": "b"}));
     let over = h.call(Method::POST, &h.v1("/queues"), Some(json!({"name": "c"})));
@@ -923,7 +925,7 @@ fn request_ids_are_echoed_or_made() {
         .into_parts()
         .0;
     let response = sluice_core::sim_disk::block_on(sluice_http::dms::handle(
-        &h.node,
+        h.entry(),
         &h.config,
         &h.tenant.project_id,
         &parts,

@@ -48,17 +48,31 @@ pub enum Bug {
     /// Delayed and scheduled messages are released a second early (engine `dispatch.rs`,
     /// `due_releases`).
     ReleaseEarly,
-    /// A queue is found by id whichever tenant asks (`LocalNode::queue` in sluice-http,
-    /// the node layer the simulation runs): tenant isolation is gone.
+    /// A queue is found by id whichever tenant asks (`Node::queue` of sluice-node's
+    /// `NodeShard`): tenant isolation is gone.
     CrossTenant,
     /// A send ignores the dedup ids of messages already stored (engine `send.rs`): a
     /// retried send is stored again.
     IgnoreDedup,
+    /// A NORMAL message with a dedup id is routed like any other (to a partition of the
+    /// receiving shard) instead of where its id hashes (sluice-node `routing.rs`): a
+    /// retry that reaches another shard is stored again.
+    DedupAnyPartition,
+    /// A per-message-group FIFO message is routed to a partition of the receiving shard
+    /// instead of its group's partition (sluice-node `routing.rs`): a group's messages
+    /// spread over engines that cannot keep their order.
+    FifoGroupAnyPartition,
+    /// An ack forwarded to the shard that owns its partition is answered as applied
+    /// without waiting for the owner (sluice-node `shard.rs`, `ack_run`).
+    AckForwardUnconfirmed,
+    /// A long poll does not wake when a partition changes; it waits out its deadline
+    /// (sluice-node `shard.rs`, `wait_any_change`).
+    LongPollNeverWakes,
 }
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 17] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -72,12 +86,16 @@ impl Bug {
         Bug::IgnoreDedup,
         Bug::KeepTornTail,
         Bug::TrustOneRead,
+        Bug::DedupAnyPartition,
+        Bug::FifoGroupAnyPartition,
+        Bug::AckForwardUnconfirmed,
+        Bug::LongPollNeverWakes,
     ];
 
     /// The bugs the CI step requires the checker to catch, in the order it runs them.
     /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
     /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs.
-    pub const CAUGHT: [Bug; 11] = [
+    pub const CAUGHT: [Bug; 15] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -89,6 +107,10 @@ impl Bug {
         Bug::ReleaseEarly,
         Bug::CrossTenant,
         Bug::IgnoreDedup,
+        Bug::DedupAnyPartition,
+        Bug::FifoGroupAnyPartition,
+        Bug::AckForwardUnconfirmed,
+        Bug::LongPollNeverWakes,
     ];
 
     /// The command-line name (`cargo xtask sim --bug NAME`).
@@ -107,6 +129,10 @@ impl Bug {
             Bug::ReleaseEarly => "release-early",
             Bug::CrossTenant => "cross-tenant",
             Bug::IgnoreDedup => "ignore-dedup",
+            Bug::DedupAnyPartition => "dedup-any-partition",
+            Bug::FifoGroupAnyPartition => "fifo-group-any-partition",
+            Bug::AckForwardUnconfirmed => "ack-forward-unconfirmed",
+            Bug::LongPollNeverWakes => "long-poll-never-wakes",
         }
     }
 

@@ -31,12 +31,12 @@ pub const SKEW_S_DEFAULT: i64 = 15 * 60;
 pub const TOKEN_CHARS_MAX: usize = 1024;
 /// Longest project id, project name, user id, user name or domain in a token or Keystone body.
 pub const NAME_BYTES_MAX: usize = 255;
-/// Longest password accepted in a Keystone body.
-pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// Longest password accepted in a Keystone body (the node layer's limit).
+pub use sluice_node::password::PASSWORD_BYTES_MAX;
 /// Largest `POST /v3/auth/tokens` body.
 pub const KEYSTONE_BODY_BYTES_MAX: usize = 16 * 1024;
 /// Longest PHC string `verify_password` parses.
-pub const PHC_BYTES_MAX: usize = 256;
+pub use sluice_node::password::PHC_BYTES_MAX;
 
 const _: () = assert!(TOKEN_CHARS_MAX > 4 * (1 + 8 + 8 + 2 + 2 * NAME_BYTES_MAX + 32) / 3 + 4);
 const _: () = assert!(HEADER_NAME_BYTES_MAX * SIGNED_HEADERS_COUNT_MAX <= HEADER_BYTES_MAX * 2);

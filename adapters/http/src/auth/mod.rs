@@ -15,7 +15,6 @@ pub mod civil_time;
 pub mod error;
 pub mod keystone;
 pub mod limits;
-pub mod password;
 pub mod sign;
 pub mod signature;
 pub mod token;
@@ -26,7 +25,7 @@ pub use keystone::{
     KeystoneResponse, NameOrId,
 };
 pub use limits::SKEW_S_DEFAULT;
-pub use password::{hash_password, verify_password};
+pub use sluice_node::password::{hash_password, verify_password};
 pub use sign::sign_request;
 pub use signature::{verify_signature, SignedRequest, UNSIGNED_PAYLOAD};
 pub use token::{issue_token, verify_token, TokenClaims, TokenError};

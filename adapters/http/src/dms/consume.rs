@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 use serde_json::value::RawValue;
-use sluice_core::engine::partitioned::Routed;
+use sluice_node::Routed;
 use sluice_core::engine::types::{AckKind, Delivery, GroupId, ReceiptHandle, TagFilter, TagMatch};
 use sluice_core::engine::ReceiveRequest;
 
@@ -14,7 +14,7 @@ use super::errors::{
 use super::request::{field, object, raw_array, raw_object};
 use super::wire::{AckResponse, Consumed, ConsumedMessage};
 use super::{ids, validate, Ctx, Reply};
-use crate::node::{Lane, Node, QueueView};
+use sluice_node::{Lane, Node, QueueView};
 
 pub(super) async fn consume<N: Node>(
     ctx: &Ctx<'_, N>,

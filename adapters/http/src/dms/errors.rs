@@ -6,7 +6,7 @@
 use http::StatusCode;
 use sluice_core::engine::types::EngineError;
 
-use crate::node::NodeError;
+use sluice_node::NodeError;
 
 pub const INVALID_TAG: &str = "10240004";
 pub const INVALID_PROJECT_ID: &str = "10240005";

@@ -8,7 +8,7 @@ use super::errors::{from_node, DmsError, GROUP_NAME_LENGTH, TOO_MANY_GROUPS};
 use super::request::{field, object, raw_array, raw_object};
 use super::wire::{GroupList, GroupObject, GroupRef, GroupsCreated};
 use super::{ids, queues, validate, Ctx, Reply};
-use crate::node::{Node, QueueView};
+use sluice_node::{Node, QueueView};
 
 pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<Reply, DmsError> {
     let body = object(ctx.body)?;

@@ -12,7 +12,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use sluice_core::engine::partitioned::Routed;
+use sluice_node::Routed;
 use sluice_core::engine::types::{GroupId, MessageId, QueueId, ReceiptHandle};
 
 const CHECK_BYTES: usize = 12;

@@ -42,7 +42,7 @@ use ids::IdError;
 use request::Query;
 use routes::{Endpoint, Resource};
 
-use crate::node::{Node, QueueView};
+use sluice_node::{Node, QueueView};
 
 /// The request id header every response carries.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -220,19 +220,19 @@ async fn dispatch<N: Node>(
         (Endpoint::Cancel, Resource::Message(q, m)) => send::cancel(&ctx, &ctx.queue(q)?, m).await,
         (Endpoint::Consume, Resource::GroupMessages(q, g)) => {
             let (queue, group) = ctx.group(q, g)?;
-            consume::consume(&ctx, &queue, group, crate::node::Lane::Main).await
+            consume::consume(&ctx, &queue, group, sluice_node::Lane::Main).await
         }
         (Endpoint::DeadLetterConsume, Resource::DeadLetters(q, g)) => {
             let (queue, group) = ctx.group(q, g)?;
-            consume::consume(&ctx, &queue, group, crate::node::Lane::DeadLetters).await
+            consume::consume(&ctx, &queue, group, sluice_node::Lane::DeadLetters).await
         }
         (Endpoint::Ack, Resource::Ack(q, g)) => {
             let (queue, group) = ctx.group(q, g)?;
-            consume::ack(&ctx, &queue, group, crate::node::Lane::Main).await
+            consume::ack(&ctx, &queue, group, sluice_node::Lane::Main).await
         }
         (Endpoint::DeadLetterAck, Resource::DeadLetterAck(q, g)) => {
             let (queue, group) = ctx.group(q, g)?;
-            consume::ack(&ctx, &queue, group, crate::node::Lane::DeadLetters).await
+            consume::ack(&ctx, &queue, group, sluice_node::Lane::DeadLetters).await
         }
         (Endpoint::Quotas, _) => quotas::show(&ctx),
         (endpoint, resource) => unreachable!("endpoint {endpoint:?} on resource {resource:?}"),
@@ -278,11 +278,11 @@ impl<N: Node> Ctx<'_, N> {
         Ok((view, group))
     }
 
-    fn quotas(&self) -> crate::tenants::Quotas {
+    fn quotas(&self) -> sluice_node::tenants::Quotas {
         self.node
             .tenants()
             .by_project(self.tenant)
-            .map_or(crate::tenants::Quotas::dms_default(), |t| t.quotas)
+            .map_or(sluice_node::tenants::Quotas::dms_default(), |t| t.quotas)
     }
 }
 

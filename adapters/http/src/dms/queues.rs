@@ -9,7 +9,7 @@ use super::errors::{
 use super::request::{field, object};
 use super::wire::{QueueCreated, QueueList, QueueMeta, QueueObject};
 use super::{ids, validate, Ctx, DmsConfig, Reply};
-use crate::node::{Node, QueueCounts, QueueView};
+use sluice_node::{Node, QueueCounts, QueueView};
 
 pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
     let body = object(ctx.body)?;
@@ -138,7 +138,7 @@ pub(super) async fn list<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
             match ctx.node.queue_counts(view.id).await {
                 Ok(counts) => Some(counts),
                 // Deleted since it was listed: leave it out.
-                Err(crate::node::NodeError::Engine(
+                Err(sluice_node::NodeError::Engine(
                     sluice_core::engine::types::EngineError::QueueNotFound,
                 )) => continue,
                 Err(error) => return Err(from_node(error)),

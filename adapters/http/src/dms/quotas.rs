@@ -5,7 +5,7 @@ use http::StatusCode;
 use super::errors::DmsError;
 use super::wire::{QuotaResource, QuotaResources, QuotasResponse};
 use super::{Ctx, Reply};
-use crate::node::Node;
+use sluice_node::Node;
 
 /// The range an operator may set a queue quota to, as the service reports it.
 const QUEUE_QUOTA_MIN: u64 = 1;

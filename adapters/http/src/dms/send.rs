@@ -13,7 +13,7 @@ use super::errors::{
 use super::request::{field, object, raw_array, raw_object, Object};
 use super::wire::{AttributesCheck, SendResponse, SendResult};
 use super::{ids, validate, Ctx, DmsConfig, Reply};
-use crate::node::{Node, QueueView};
+use sluice_node::{Node, QueueView};
 
 /// Bytes of a `fifo_group` or `dedup_id` (the engine's bound).
 const KEY_BYTES_MAX: usize = 128;

@@ -1,6 +1,8 @@
-//! A DMS test harness: a LocalNode over simulated disks with a hand-advanced clock, two
-//! tenants, and one `call` helper that runs a request through `dms::handle` and parses
-//! the answer. No sleeps: the clock's sleep advances it at once.
+//! A DMS test harness: a LocalNode (the production node logic, two shards when there
+//! are two partitions or more) over simulated disks with a hand-advanced clock, two
+//! tenants, and one `call` helper that runs a request through `dms::handle` on the next
+//! shard in turn (as connections spread over the server's shards) and parses the answer.
+//! No sleeps: the clock's sleep advances it at once.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -11,9 +13,9 @@ use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 use sluice_http::dms::{self, DmsConfig};
-use sluice_http::node::local::{Clock, LocalNode};
-use sluice_http::node::Node;
-use sluice_http::tenants::Tenant;
+use sluice_node::local::{LocalNode, LocalShard, Runtime};
+use sluice_node::Node;
+use sluice_node::tenants::Tenant;
 
 pub const START_MS: u64 = 1_764_081_000_000;
 
@@ -21,7 +23,7 @@ pub const START_MS: u64 = 1_764_081_000_000;
 #[derive(Clone)]
 pub struct TestClock(pub Rc<Cell<u64>>);
 
-impl Clock for TestClock {
+impl Runtime for TestClock {
     fn now_ms(&self) -> u64 {
         self.0.get()
     }
@@ -56,6 +58,8 @@ pub struct Harness {
     pub config: DmsConfig,
     pub tenant: Tenant,
     pub other: Tenant,
+    /// The shard the next request enters at.
+    entry: Cell<usize>,
 }
 
 impl Harness {
@@ -81,7 +85,8 @@ impl Harness {
             })
             .collect();
         let clock = Rc::new(Cell::new(START_MS));
-        let node = LocalNode::new(engines, TestClock(clock.clone()), 42);
+        let shards = usize::from(partitions).min(2);
+        let node = LocalNode::new(engines, TestClock(clock.clone()), 42, shards);
         let tenant = block_on(node.create_tenant("tenant-a", None)).unwrap();
         let other = block_on(node.create_tenant("tenant-b", None)).unwrap();
         let config = DmsConfig {
@@ -94,7 +99,15 @@ impl Harness {
             config,
             tenant,
             other,
+            entry: Cell::new(0),
         }
+    }
+
+    /// The shard the next request enters at: each in turn.
+    pub fn entry(&self) -> &LocalShard<SimDisk, TestClock> {
+        let index = self.entry.get();
+        self.entry.set((index + 1) % self.node.shard_count());
+        self.node.shard(index)
     }
 
     pub fn now(&self) -> u64 {
@@ -132,7 +145,7 @@ impl Harness {
             .unwrap_or_default();
         let (parts, ()) = request(method, path, Some("application/json")).into_parts();
         let response = block_on(dms::handle(
-            &self.node,
+            self.entry(),
             &self.config,
             &caller.project_id,
             &parts,
@@ -150,7 +163,7 @@ impl Harness {
     ) -> Answer {
         let (parts, ()) = request(method, path, content_type).into_parts();
         let response = block_on(dms::handle(
-            &self.node,
+            self.entry(),
             &self.config,
             &self.tenant.project_id,
             &parts,

@@ -1,6 +1,7 @@
 //! Tenants and their credentials: the read-mostly directory every request authenticates
-//! against. The driver owns persistence and publishes a new `Arc<TenantDirectory>` on
-//! every change (arc-swap in the server); this module only holds and indexes it.
+//! against, and how a new tenant's credentials are drawn. The metadata shard changes it
+//! and publishes a new `Arc<TenantDirectory>` after the host stored it
+//! ([`crate::Directories`]); this module holds and indexes it.
 
 use std::collections::HashMap;
 
@@ -58,8 +59,13 @@ pub enum TenantError {
     Exists,
     NotFound,
     InvalidName,
-    /// The change could not be made durable.
+    /// A password longer than [`crate::password::PASSWORD_BYTES_MAX`].
+    InvalidPassword,
+    /// The tenant list could not be stored (the host's I/O error, as text).
     Storage(String),
+    /// The node could not make the change (deleting the tenant's queues, reaching the
+    /// metadata shard).
+    Node(crate::NodeError),
 }
 
 impl std::fmt::Display for TenantError {
@@ -70,7 +76,13 @@ impl std::fmt::Display for TenantError {
             TenantError::InvalidName => {
                 write!(f, "tenant names are 1-64 characters of A-Z a-z 0-9 _ -")
             }
+            TenantError::InvalidPassword => write!(
+                f,
+                "passwords are at most {} bytes",
+                crate::password::PASSWORD_BYTES_MAX
+            ),
             TenantError::Storage(detail) => write!(f, "cannot store the tenant: {detail}"),
+            TenantError::Node(error) => write!(f, "cannot change the tenant: {error}"),
         }
     }
 }
@@ -81,6 +93,48 @@ pub fn valid_tenant_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Project ids: 32 lower-case hex digits; access keys: 20 upper-case letters and digits;
+/// secret keys: 40 letters and digits.
+const PROJECT_ID_CHARS: &[u8] = b"0123456789abcdef";
+const AK_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+const SK_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// `length` characters of `alphabet`, uniformly drawn from `fill`'s bytes (rejection
+/// sampling: bytes past the largest multiple of the alphabet's size are drawn again).
+fn random_string(alphabet: &[u8], length: usize, fill: &mut impl FnMut(&mut [u8])) -> String {
+    let limit = 256 - 256 % alphabet.len();
+    let mut out = String::with_capacity(length);
+    let mut byte = [0u8; 1];
+    // Bounded in expectation: each draw is accepted with probability above 1/2.
+    while out.len() < length {
+        fill(&mut byte);
+        let value = usize::from(byte[0]);
+        if value < limit {
+            out.push(char::from(alphabet[value % alphabet.len()]));
+        }
+    }
+    out
+}
+
+/// A tenant with fresh credentials drawn from `fill` (the caller checks they are unused).
+pub fn new_tenant(
+    name: &str,
+    password_hash: Option<String>,
+    quotas: Quotas,
+    now_ms: u64,
+    mut fill: impl FnMut(&mut [u8]),
+) -> Tenant {
+    Tenant {
+        project_id: random_string(PROJECT_ID_CHARS, 32, &mut fill),
+        name: name.to_string(),
+        ak: random_string(AK_CHARS, 20, &mut fill),
+        sk: random_string(SK_CHARS, 40, &mut fill),
+        password_hash,
+        quotas,
+        created_ms: now_ms,
+    }
 }
 
 /// An immutable, indexed set of tenants.

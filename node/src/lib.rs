@@ -1,23 +1,45 @@
-//! The node as the HTTP adapter sees it: the operations a request can ask for, answered by
-//! whichever driver runs the kernel (the glommio server, or the madsim simulation).
+//! The node layer: what every adapter calls ([`Node`]), and the one implementation of it
+//! ([`NodeShard`]) that the glommio server, the madsim simulation and the in-process tests
+//! all run.
 //!
-//! The adapter holds no queue state: it parses, authenticates, validates and maps errors,
-//! and calls a [`Node`]. The driver routes each call to the partitions that own the data
-//! (forwarding across shards), serialises metadata changes, keeps the clock and runs long
-//! polls. Every method is async and single-threaded (`!Send` futures are fine).
+//! A node is a set of shards (threads in the server, tasks in the simulation) that own
+//! its partitions: partition `p` belongs to shard `p % shards`. Any shard takes any
+//! request; [`NodeShard`] routes each call to the partitions that hold the data and runs
+//! it there, forwarding through its [`Host`] when another shard owns the partition.
+//! Everything above the engines that decides something lives here, once: send routing,
+//! receive order and long polls, ack runs, tenant quotas, the order and repair of
+//! metadata changes, tenant creation, count aggregation. A host only carries calls
+//! between shards, keeps time, owns the engines and stores the tenant list.
+//!
+//! Adapters hold no queue state: they parse, authenticate, validate, map errors, and call
+//! a [`Node`]. Every method is async and single-threaded (`!Send` futures are fine).
+
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
-pub mod local;
-
-use sluice_core::engine::partitioned::Routed;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, MessageId,
     QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
-use crate::tenants::{Tenant, TenantDirectory, TenantError};
+pub mod directory;
+pub mod host;
+pub mod local;
+mod metadata;
+pub mod password;
+pub mod requests;
+pub mod routing;
+mod shard;
+pub mod tenants;
+
+pub use directory::{Directories, QueueDirectory};
+pub use host::{Host, Job};
+pub use routing::Routed;
+pub use shard::{NodeConfig, NodeShard};
+
+use tenants::{Quotas, Tenant, TenantDirectory, TenantError};
 
 /// A queue as the directory knows it (no message counts: those need the partitions).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +89,13 @@ pub enum Lane {
     DeadLetters,
 }
 
+impl Lane {
+    /// Whether a receipt handle belongs to this lane.
+    pub fn holds(self, handle: &ReceiptHandle) -> bool {
+        handle.dead_letter == (self == Lane::DeadLetters)
+    }
+}
+
 /// A failed node call. `Engine` carries the kernel's typed error; `Unavailable` means the
 /// owning partition could not be reached or is reopening (the caller may retry).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,23 +110,30 @@ impl From<EngineError> for NodeError {
     }
 }
 
-/// The operations behind the HTTP API. Tenant checks are the adapter's job: a node call
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Engine(error) => write!(f, "{error}"),
+            NodeError::Unavailable(why) => write!(f, "unavailable: {why}"),
+        }
+    }
+}
+
+/// The operations behind every API. Tenant checks are the adapter's job: a node call
 /// names queues by id and trusts that the caller checked the queue belongs to the tenant
 /// (through [`Node::queue`], which filters by tenant).
 #[allow(async_fn_in_trait)]
 pub trait Node {
     /// Queue time, epoch milliseconds: what the engines run on (leases, delays, long
     /// polls). Steps of the wall clock while the node runs do not move it
-    /// (`sluice_core::clock`); simulated in sim.
+    /// (`sluice_core::clock`).
     fn now_ms(&self) -> u64;
 
     /// The wall clock, epoch milliseconds, for dates that come from outside: request
     /// signatures and token expiry.
-    fn wall_ms(&self) -> u64 {
-        self.now_ms()
-    }
+    fn wall_ms(&self) -> u64;
 
-    /// Tenants and their credentials, published by the driver (read-mostly).
+    /// Tenants and their credentials (read-mostly, published on every change).
     fn tenants(&self) -> Arc<TenantDirectory>;
 
     /// The tenant's queues, ordered by name. No I/O.
@@ -106,6 +142,7 @@ pub trait Node {
     /// One queue, only if it belongs to `tenant` (otherwise `None`, as if it did not exist).
     fn queue(&self, tenant: &str, queue: QueueId) -> Option<QueueView>;
 
+    /// Creates a queue on every partition; refused past the tenant's queue quota.
     async fn create_queue(
         &self,
         tenant: &str,
@@ -117,7 +154,7 @@ pub trait Node {
     async fn delete_queue(&self, queue: QueueId) -> Result<(), NodeError>;
 
     /// Creates several groups as one request: all of them, or (on a validation error such
-    /// as a duplicate name or the per-queue limit) none.
+    /// as a duplicate name or the per-queue limit, or a fault part-way) none.
     async fn create_groups(
         &self,
         queue: QueueId,
@@ -147,7 +184,8 @@ pub trait Node {
     ) -> Result<(), NodeError>;
 
     /// Receives up to `request.max_messages`; with nothing available, waits up to
-    /// `wait_ms` for a message (long poll) and then returns what there is (maybe none).
+    /// `wait_ms` (capped by the node's long-poll limit) for a message and then returns
+    /// what there is (maybe none).
     async fn receive(
         &self,
         queue: QueueId,
@@ -158,14 +196,16 @@ pub trait Node {
     ) -> Result<Vec<Routed<Delivery>>, NodeError>;
 
     /// Acks in the given order (DMS semantics: processing stops at the first invalid
-    /// handle and later entries answer `Err(Stale)`); answers once durable.
+    /// handle, a handle of the other lane included, and later entries answer
+    /// `Err(Stale)`); answers once durable.
     async fn ack(
         &self,
         lane: Lane,
         acks: Vec<(Routed<ReceiptHandle>, AckKind)>,
     ) -> Result<Vec<Result<AckOutcome, HandleError>>, NodeError>;
 
-    /// Admin: adds a tenant (durably) and returns it with its fresh credentials.
+    /// Admin: adds a tenant (durably) and returns it with its fresh credentials; with a
+    /// password, its argon2id hash is kept for Keystone logins.
     async fn create_tenant(
         &self,
         name: &str,
@@ -180,11 +220,6 @@ pub trait Node {
     async fn set_tenant_quotas(
         &self,
         project_id: &str,
-        quotas: crate::tenants::Quotas,
-    ) -> Result<Tenant, TenantError> {
-        let _ = (project_id, quotas);
-        Err(TenantError::Storage(
-            "this node does not support changing quotas".to_string(),
-        ))
-    }
+        quotas: Quotas,
+    ) -> Result<Tenant, TenantError>;
 }

@@ -8,7 +8,6 @@
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use super::limits::{PASSWORD_BYTES_MAX, PHC_BYTES_MAX};
 
 pub const ARGON2_MEMORY_KIB: u32 = 19_456;
 pub const ARGON2_ITERATIONS: u32 = 2;
@@ -18,6 +17,10 @@ pub const ARGON2_LANES: u32 = 1;
 const ARGON2_MEMORY_KIB_MAX: u32 = 4 * ARGON2_MEMORY_KIB;
 const ARGON2_ITERATIONS_MAX: u32 = 8;
 const ARGON2_LANES_MAX: u32 = 4;
+/// Longest password accepted (a Keystone login, a tenant's creation), in bytes.
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// Longest PHC string `verify_password` parses.
+pub const PHC_BYTES_MAX: usize = 256;
 
 fn argon2_params(memory_kib: u32, iterations: u32, lanes: u32) -> Argon2<'static> {
     let params =

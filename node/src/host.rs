@@ -1,0 +1,64 @@
+//! What a [`NodeShard`] needs from the program that runs it: time, the engines of the
+//! partitions its shard owns, a way to run work on another shard, and somewhere to keep
+//! the tenant list. The glommio server, the madsim simulation and the in-process tests
+//! each provide one; none of them decides anything about queues.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use sluice_core::engine::types::EngineError;
+use sluice_core::engine::Engine;
+use sluice_core::storage::Storage;
+
+use crate::tenants::Tenant;
+use crate::{NodeError, NodeShard};
+
+/// Work for another shard of the same node: run there, on that shard's thread, with that
+/// shard's [`NodeShard`]. A forwarded call is one of these; it carries its typed request
+/// and the sender of its typed answer (`crate::requests`), so it is `Send` while the
+/// future it makes need not be.
+pub type Job<H> = Box<dyn FnOnce(Rc<NodeShard<H>>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// One shard's view of the program around it.
+pub trait Host: Sized + 'static {
+    type Storage: Storage + Clone + 'static;
+
+    /// Queue time, epoch milliseconds (`sluice_core::clock`): what the engines run on.
+    fn now_ms(&self) -> u64;
+
+    /// The wall clock, epoch milliseconds: request signatures and token expiry.
+    fn wall_ms(&self) -> u64;
+
+    /// Resolves once `ms` milliseconds of queue time have passed.
+    fn sleep_ms(&self, ms: u64) -> impl Future<Output = ()>;
+
+    /// The program is shutting down: long polls end early.
+    fn stopping(&self) -> bool {
+        false
+    }
+
+    /// The engine of `partition`, which this shard owns; `Unavailable` while it is out of
+    /// service (reopening after a storage fault).
+    fn engine(&self, partition: u32) -> Result<Rc<Engine<Self::Storage>>, NodeError>;
+
+    /// A call on `partition`'s engine failed with a storage fault: the engine must not be
+    /// used again until reopened (the host takes it out of service).
+    fn storage_fault(&self, partition: u32, error: &EngineError);
+
+    /// Runs `job` on shard `shard` (never this one). Resolves once the job is handed
+    /// over, not when it has run; `Unavailable` if the shard cannot be reached.
+    fn forward(&self, shard: usize, job: Job<Self>) -> impl Future<Output = Result<(), NodeError>>;
+
+    /// Stores the whole tenant list durably before it is published.
+    fn store_tenants(&self, tenants: &[Tenant]) -> Result<(), String>;
+
+    /// A line for the operator's log (what a metadata repair did, why it failed).
+    fn log(&self, line: &str) {
+        let _ = line;
+    }
+
+    /// Fills `bytes` with randomness for credentials and password salts (the OS in
+    /// production; a seeded generator in the simulation, so a seed replays).
+    fn fill_random(&self, bytes: &mut [u8]);
+}

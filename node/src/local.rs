@@ -1,0 +1,230 @@
+//! [`LocalNode`]: a whole node in one thread, every partition's engine held in one place,
+//! run by the in-process tests, the fuzz targets and the madsim simulation.
+//!
+//! It is the production node logic ([`NodeShard`]) with a host of its own: the node has
+//! `shard_count` shards, each owning partitions `p % shard_count`, and a call for another
+//! shard's partition is forwarded exactly as in the server, as a [`Job`] the target shard
+//! runs. Only the carrying differs: the [`Runtime`] decides how a job reaches its shard
+//! (tests run it at once; the simulation delays it on a simulated link and runs it as a
+//! task of its own, so that requests interleave as they do between real shards).
+//!
+//! It must not read a wall clock or a global RNG: time comes from the runtime, and
+//! credentials from a PRNG seeded at construction, so a simulation seed replays exactly.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+
+use rand::{RngCore, SeedableRng};
+use rand_pcg::Pcg64;
+use sluice_core::engine::types::EngineError;
+use sluice_core::engine::Engine;
+use sluice_core::storage::Storage;
+
+use crate::tenants::{Tenant, TenantDirectory};
+use crate::{Directories, Host, Job, NodeConfig, NodeError, NodeShard};
+
+/// Time and the carrying of forwarded jobs, as the program running a [`LocalNode`] has
+/// them: a hand-advanced clock in tests, simulated time and links under madsim.
+pub trait Runtime: 'static {
+    /// Queue time, epoch milliseconds.
+    fn now_ms(&self) -> u64;
+
+    /// The wall clock, epoch milliseconds.
+    fn wall_ms(&self) -> u64 {
+        self.now_ms()
+    }
+
+    /// Resolves once `ms` milliseconds of queue time have passed.
+    fn sleep_ms(&self, ms: u64) -> impl Future<Output = ()>;
+
+    /// Carries a forwarded job to its shard and starts it; resolves once it is handed
+    /// over. The default runs it to completion at once.
+    fn forward(&self, job: Pin<Box<dyn Future<Output = ()>>>) -> impl Future<Output = ()> {
+        job
+    }
+}
+
+/// A shard of a [`LocalNode`].
+pub type LocalShard<S, R> = NodeShard<LocalHost<S, R>>;
+
+/// A shard of a [`LocalNode`]: its index and the node's shared parts.
+pub struct LocalHost<S: Storage + Clone + 'static, R: Runtime> {
+    shard: usize,
+    shared: Rc<Shared<S, R>>,
+}
+
+struct Shared<S: Storage + Clone + 'static, R: Runtime> {
+    /// Every partition's engine; `None` once a storage fault took it out of service.
+    engines: Vec<RefCell<Option<Rc<Engine<S>>>>>,
+    runtime: R,
+    rng: RefCell<Pcg64>,
+    shards: RefCell<Vec<Weak<LocalShard<S, R>>>>,
+    faults: Cell<u64>,
+}
+
+impl<S: Storage + Clone + 'static, R: Runtime> Host for LocalHost<S, R> {
+    type Storage = S;
+
+    fn now_ms(&self) -> u64 {
+        self.shared.runtime.now_ms()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.shared.runtime.wall_ms()
+    }
+
+    fn sleep_ms(&self, ms: u64) -> impl Future<Output = ()> {
+        self.shared.runtime.sleep_ms(ms)
+    }
+
+    fn engine(&self, partition: u32) -> Result<Rc<Engine<S>>, NodeError> {
+        let slot = &self.shared.engines[usize::try_from(partition).expect("fits")];
+        slot.borrow().clone().ok_or(NodeError::Unavailable(
+            "the partition is out of service after a storage fault",
+        ))
+    }
+
+    fn storage_fault(&self, partition: u32, _error: &EngineError) {
+        let slot = &self.shared.engines[usize::try_from(partition).expect("fits")];
+        slot.borrow_mut().take();
+        self.shared.faults.set(self.shared.faults.get() + 1);
+    }
+
+    async fn forward(&self, shard: usize, job: Job<Self>) -> Result<(), NodeError> {
+        assert_ne!(shard, self.shard, "a shard runs its own calls");
+        let target = self.shared.shards.borrow()[shard]
+            .upgrade()
+            .ok_or(NodeError::Unavailable("the shard has stopped"))?;
+        self.shared.runtime.forward(job(target)).await;
+        Ok(())
+    }
+
+    fn store_tenants(&self, _tenants: &[Tenant]) -> Result<(), String> {
+        // Kept in memory only: the directory is the store.
+        Ok(())
+    }
+
+    fn fill_random(&self, bytes: &mut [u8]) {
+        self.shared.rng.borrow_mut().fill_bytes(bytes);
+    }
+}
+
+/// A node in one thread: its shards over engines held in one place. Dereferences to
+/// shard 0, so a test calls [`crate::Node`] methods on it directly.
+pub struct LocalNode<S: Storage + Clone + 'static, R: Runtime> {
+    shards: Vec<Rc<LocalShard<S, R>>>,
+    shared: Rc<Shared<S, R>>,
+}
+
+impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
+    /// A node of `shard_count` shards over opened engines, one per partition, with an
+    /// empty tenant directory; credentials are drawn from `seed`. The limits are the
+    /// first engine's. The engines' queues and groups are not yet known to agree (a crash
+    /// may have cut a change short): call [`NodeShard::reconcile`] on shard 0 before
+    /// serving, or the first change repairs them first.
+    pub fn new(engines: Vec<Engine<S>>, runtime: R, seed: u64, shard_count: usize) -> Self {
+        assert!(!engines.is_empty(), "at least one partition");
+        let partition_count = u32::try_from(engines.len()).expect("few partitions");
+        let config = NodeConfig::new(shard_count, partition_count, *engines[0].limits());
+        LocalNode::with_config(engines, runtime, seed, config)
+    }
+
+    /// As [`LocalNode::new`], with the node's configuration given.
+    pub fn with_config(
+        engines: Vec<Engine<S>>,
+        runtime: R,
+        seed: u64,
+        config: NodeConfig,
+    ) -> Self {
+        assert_eq!(
+            engines.len(),
+            usize::try_from(config.partition_count).expect("fits"),
+            "one engine per partition"
+        );
+        let shared = Rc::new(Shared {
+            engines: engines
+                .into_iter()
+                .map(|engine| RefCell::new(Some(Rc::new(engine))))
+                .collect(),
+            runtime,
+            rng: RefCell::new(Pcg64::seed_from_u64(seed)),
+            shards: RefCell::new(Vec::new()),
+            faults: Cell::new(0),
+        });
+        let directories = Directories::new(TenantDirectory::default());
+        let shards: Vec<Rc<LocalShard<S, R>>> = (0..config.shard_count)
+            .map(|shard| {
+                let host = LocalHost {
+                    shard,
+                    shared: shared.clone(),
+                };
+                Rc::new(NodeShard::new(shard, host, config, directories.clone()))
+            })
+            .collect();
+        *shared.shards.borrow_mut() = shards.iter().map(Rc::downgrade).collect();
+        LocalNode { shards, shared }
+    }
+
+    pub fn shard(&self, index: usize) -> &Rc<LocalShard<S, R>> {
+        &self.shards[index]
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.shards[0].config().partition_count
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.shared.runtime
+    }
+
+    /// A partition's engine, whichever shard owns it; `None` once out of service.
+    pub fn engine(&self, partition: u32) -> Option<Rc<Engine<S>>> {
+        self.shared.engines[usize::try_from(partition).expect("fits")]
+            .borrow()
+            .clone()
+    }
+
+    /// Storage faults seen so far (each took a partition out of service).
+    pub fn faults(&self) -> u64 {
+        self.shared.faults.get()
+    }
+
+    /// Advances every partition's time-driven work (visibility expiry, delayed releases,
+    /// retention, snapshots); the driver calls it at the engines' deadlines. A storage
+    /// fault takes the partition out of service and is returned.
+    pub async fn tick(&self, now_ms: u64) -> Result<(), EngineError> {
+        for (partition, slot) in self.shared.engines.iter().enumerate() {
+            let Some(engine) = slot.borrow().clone() else {
+                continue;
+            };
+            if let Err(error) = engine.tick(now_ms).await {
+                let partition = u32::try_from(partition).expect("fits");
+                self.shards[0].host().storage_fault(partition, &error);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest deadline of any partition in service (queue time).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        (0..self.partition_count())
+            .filter_map(|p| self.engine(p)?.next_deadline_ms())
+            .min()
+    }
+}
+
+impl<S: Storage + Clone + 'static, R: Runtime> Deref for LocalNode<S, R> {
+    type Target = LocalShard<S, R>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.shards[0]
+    }
+}

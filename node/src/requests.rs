@@ -1,0 +1,257 @@
+//! The shard mesh protocol: one request type per call, each with its own reply type.
+//!
+//! A [`PartitionRequest`] runs on the shard that owns its partition, against that
+//! partition's engine; a [`MetaRequest`] runs on the metadata shard (shard 0), which
+//! applies queue, group and tenant changes one at a time. [`NodeShard::call`] runs a
+//! request here when this shard is the target and otherwise forwards it as a
+//! [`crate::Job`]; the answer comes back on a channel typed by the request, so no reply
+//! is ever matched against the wrong call.
+
+use std::rc::Rc;
+
+use sluice_core::engine::types::{
+    AckKind, AckOutcome, Delivery, GroupId, GroupStats, HandleError, MessageId, QueueConfig,
+    QueueId, ReceiptHandle, SendInput, SendOutcome,
+};
+use sluice_core::engine::{QueueInfo, ReceiveRequest};
+
+use crate::tenants::{Quotas, Tenant, TenantError};
+use crate::{Host, Lane, NodeError, NodeShard};
+
+/// A call to run on one shard. `Send`: it may travel to another shard's thread.
+#[allow(async_fn_in_trait)]
+pub trait ShardRequest: Send + 'static {
+    type Reply: Send + 'static;
+
+    /// The shard that must run it, of `shard_count`.
+    fn target(&self, shard_count: usize) -> usize;
+
+    /// Runs it on the target shard.
+    async fn execute<H: Host>(self, shard: &NodeShard<H>) -> Result<Self::Reply, NodeError>;
+}
+
+/// The shard that owns `partition`.
+pub fn owner_of(partition: u32, shard_count: usize) -> usize {
+    usize::try_from(partition).expect("u32 fits usize") % shard_count
+}
+
+/// Defines a request on one partition's engine: its fields, its reply and its body (with
+/// `engine`, `now` and the request's fields in scope).
+macro_rules! partition_request {
+    (
+        $(#[$doc:meta])*
+        $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $reply:ty,
+        |$this:ident, $shard:ident, $engine:ident, $now:ident| $body:expr
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            pub partition: u32,
+            $(pub $field: $ty,)*
+        }
+
+        impl ShardRequest for $name {
+            type Reply = $reply;
+
+            fn target(&self, shard_count: usize) -> usize {
+                owner_of(self.partition, shard_count)
+            }
+
+            async fn execute<H: Host>(
+                self,
+                $shard: &NodeShard<H>,
+            ) -> Result<$reply, NodeError> {
+                let $this = self;
+                let $engine: Rc<sluice_core::engine::Engine<H::Storage>> =
+                    $shard.owned_engine($this.partition)?;
+                let $now = $shard.host().now_ms();
+                let result = $body;
+                $shard.checked($this.partition, result)
+            }
+        }
+    };
+}
+
+partition_request! {
+    /// Every queue the partition holds, with its groups (the directory, repair).
+    ListQueues {} -> Vec<QueueInfo>,
+    |this, shard, engine, now| {
+        let _ = (&this, now);
+        Ok(engine
+            .queue_ids()
+            .into_iter()
+            .map(|queue| engine.queue_info(queue).expect("listed just now"))
+            .collect())
+    }
+}
+
+partition_request! {
+    /// Creates a queue under partition 0's id (`None` on partition 0: the next id).
+    CreateQueue {
+        id: Option<QueueId>,
+        tenant: String,
+        name: String,
+        config: QueueConfig,
+        meta: Vec<u8>,
+    } -> QueueId,
+    |this, shard, engine, now| {
+        engine
+            .create_queue_with_id(this.id, &this.tenant, &this.name, this.config, this.meta, now)
+            .await
+    }
+}
+
+partition_request! {
+    DeleteQueue { queue: QueueId } -> (),
+    |this, shard, engine, now| engine.delete_queue(this.queue, now).await
+}
+
+partition_request! {
+    /// Creates a group (at the oldest message) under partition 0's id, as `CreateQueue`.
+    CreateGroup { id: Option<GroupId>, queue: QueueId, name: String } -> GroupId,
+    |this, shard, engine, now| {
+        let start = sluice_core::engine::types::GroupStart::Oldest;
+        engine
+            .create_group_with_id(this.id, this.queue, &this.name, start, now)
+            .await
+    }
+}
+
+partition_request! {
+    DeleteGroup { queue: QueueId, group: GroupId } -> (),
+    |this, shard, engine, now| engine.delete_group(this.queue, this.group, now).await
+}
+
+partition_request! {
+    /// Stores a batch as one operation; answers once it is durable.
+    SendBatch { queue: QueueId, messages: Vec<SendInput> } -> Vec<SendOutcome>,
+    |this, shard, engine, now| engine.send(this.queue, &this.messages, now).await
+}
+
+partition_request! {
+    /// Cancels a delayed or scheduled message not yet released.
+    Cancel { queue: QueueId, message: MessageId } -> (),
+    |this, shard, engine, now| engine.cancel(this.queue, this.message, now).await
+}
+
+partition_request! {
+    /// Picks messages for a group's lane; answers them with the partition's change count
+    /// read before picking (a long poll waits for it to move).
+    Receive {
+        queue: QueueId,
+        group: GroupId,
+        lane: Lane,
+        request: ReceiveRequest,
+    } -> (Vec<Delivery>, u64),
+    |this, shard, engine, now| {
+        let seen = engine.change_count();
+        let got = match this.lane {
+            Lane::Main => engine.receive(this.queue, this.group, &this.request, now).await,
+            Lane::DeadLetters => {
+                engine
+                    .receive_dead(this.queue, this.group, &this.request, now)
+                    .await
+            }
+        };
+        got.map(|deliveries| (deliveries, seen))
+    }
+}
+
+partition_request! {
+    /// Acks a run of handles of one lane, in order, stopping at the first invalid one
+    /// (later entries answer `Stale`); at most the engine's batch limit.
+    Ack { acks: Vec<(ReceiptHandle, AckKind)> } -> Vec<Result<AckOutcome, HandleError>>,
+    |this, shard, engine, now| engine.ack(&this.acks, true, now).await
+}
+
+partition_request! {
+    /// Answers once the partition changed after `seen`, or after `wait_ms`.
+    WaitChange { seen: u64, wait_ms: u64 } -> (),
+    |this, shard, engine, now| {
+        let _ = now;
+        futures_lite::future::or(engine.changed(this.seen), shard.host().sleep_ms(this.wait_ms))
+            .await;
+        Ok(())
+    }
+}
+
+partition_request! {
+    /// The queue as this partition holds it, and each group's counts here.
+    Counts { queue: QueueId } -> (QueueInfo, Vec<(GroupId, GroupStats)>),
+    |this, shard, engine, now| {
+        let _ = now;
+        engine.queue_info(this.queue).and_then(|info| {
+            let stats = info
+                .groups
+                .iter()
+                .map(|(group, _)| engine.group_stats(this.queue, *group).map(|s| (*group, s)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((info, stats))
+        })
+    }
+}
+
+/// Defines a metadata change, run by shard 0 one at a time: its fields, its reply and
+/// the [`NodeShard`] method that applies it.
+macro_rules! meta_request {
+    (
+        $(#[$doc:meta])*
+        $name:ident { $($field:ident: $ty:ty),* $(,)? } -> $reply:ty,
+        $method:ident
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            $(pub $field: $ty,)*
+        }
+
+        impl ShardRequest for $name {
+            type Reply = $reply;
+
+            fn target(&self, _shard_count: usize) -> usize {
+                0
+            }
+
+            async fn execute<H: Host>(self, shard: &NodeShard<H>) -> Result<$reply, NodeError> {
+                shard.$method(self).await
+            }
+        }
+    };
+}
+
+meta_request! {
+    MetaCreateQueue { tenant: String, name: String, config: QueueConfig, meta: Vec<u8> } -> QueueId,
+    apply_create_queue
+}
+
+meta_request! {
+    MetaDeleteQueue { queue: QueueId } -> (),
+    apply_delete_queue
+}
+
+meta_request! {
+    /// All the groups or none.
+    MetaCreateGroups { queue: QueueId, names: Vec<String> } -> Vec<GroupId>,
+    apply_create_groups
+}
+
+meta_request! {
+    MetaDeleteGroup { queue: QueueId, group: GroupId } -> (),
+    apply_delete_group
+}
+
+meta_request! {
+    MetaCreateTenant { name: String, password: Option<String> } -> Result<Tenant, TenantError>,
+    apply_create_tenant
+}
+
+meta_request! {
+    /// Deletes the tenant's queues, then the tenant.
+    MetaDeleteTenant { project_id: String } -> Result<(), TenantError>,
+    apply_delete_tenant
+}
+
+meta_request! {
+    MetaSetQuotas { project_id: String, quotas: Quotas } -> Result<Tenant, TenantError>,
+    apply_set_quotas
+}

@@ -1,0 +1,523 @@
+//! [`NodeShard`]: one shard of a node, and the one implementation of [`Node`].
+//!
+//! Every request an adapter makes of a shard is routed here (`crate::routing`), split
+//! into typed calls on partitions (`crate::requests`), and each call runs on the shard
+//! that owns its partition: here, or forwarded through the [`Host`]. Metadata changes run
+//! on shard 0, one at a time (`crate::metadata`).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+
+use sluice_core::bugs::{self, Bug};
+use sluice_core::engine::metadata::MetadataGate;
+use sluice_core::engine::types::{
+    AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, MessageId, QueueConfig,
+    QueueId, ReceiptHandle, SendInput, SendOutcome,
+};
+use sluice_core::engine::{Engine, EngineLimits, ReceiveRequest};
+
+use crate::requests::{self, owner_of, ShardRequest};
+use crate::routing::{self, Routed};
+use crate::tenants::{Quotas, Tenant, TenantDirectory, TenantError};
+use crate::{Directories, Host, Job, Lane, Node, NodeError, QueueCounts, QueueView};
+
+/// A long poll wakes at least this often (queue time) to notice a shutdown.
+const LONG_POLL_WAKE_MS_MAX: u64 = 1_000;
+
+/// The shape of a node and the limits its shards enforce.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeConfig {
+    pub shard_count: usize,
+    pub partition_count: u32,
+    /// Quotas of a tenant created through the admin API.
+    pub default_quotas: Quotas,
+    /// The engines' limits: ceilings over the tenants' quotas (a quota above the engine's
+    /// group limit would be refused part-way), and the size of one ack call.
+    pub limits: EngineLimits,
+    /// Longest long poll, whatever an adapter asks.
+    pub wait_ms_max: u64,
+}
+
+impl NodeConfig {
+    /// DMS quotas and limits: 60 s long polls are DMS's longest; 120 s leaves room.
+    pub fn new(shard_count: usize, partition_count: u32, limits: EngineLimits) -> NodeConfig {
+        assert!(shard_count > 0 && partition_count > 0, "a node has both");
+        NodeConfig {
+            shard_count,
+            partition_count,
+            default_quotas: Quotas::dms_default(),
+            limits,
+            wait_ms_max: 120_000,
+        }
+    }
+}
+
+/// One shard of a node: the routing, forwarding, long-poll, ack and metadata logic over
+/// its host.
+pub struct NodeShard<H: Host> {
+    index: usize,
+    host: H,
+    config: NodeConfig,
+    directories: Arc<Directories>,
+    /// Metadata changes one at a time (shard 0), and whether one left the partitions
+    /// apart so that the next repairs first. A node starts not knowing they agree.
+    pub(crate) meta_gate: MetadataGate,
+    rotation: Cell<u64>,
+    /// The partitions this shard owns, in order.
+    owned: Vec<u32>,
+}
+
+impl<H: Host> NodeShard<H> {
+    pub fn new(
+        index: usize,
+        host: H,
+        config: NodeConfig,
+        directories: Arc<Directories>,
+    ) -> NodeShard<H> {
+        assert!(index < config.shard_count, "shard {index} of a smaller node");
+        let owned = (0..config.partition_count)
+            .filter(|p| owner_of(*p, config.shard_count) == index)
+            .collect();
+        NodeShard {
+            index,
+            host,
+            config,
+            directories,
+            meta_gate: MetadataGate::new(true),
+            rotation: Cell::new(index as u64),
+            owned,
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn directories(&self) -> &Arc<Directories> {
+        &self.directories
+    }
+
+    /// The partitions this shard owns, in order.
+    pub fn owned(&self) -> &[u32] {
+        &self.owned
+    }
+
+    pub fn owns(&self, partition: u32) -> bool {
+        owner_of(partition, self.config.shard_count) == self.index
+    }
+
+    fn next_rotation(&self) -> u64 {
+        let rotation = self.rotation.get();
+        self.rotation.set(rotation.wrapping_add(1));
+        rotation
+    }
+
+    /// The engine of a partition this shard owns (a request's target check).
+    pub(crate) fn owned_engine(
+        &self,
+        partition: u32,
+    ) -> Result<Rc<Engine<H::Storage>>, NodeError> {
+        assert!(self.owns(partition), "a partition call runs on its owner");
+        self.host.engine(partition)
+    }
+
+    /// An engine's answer; a storage fault takes the engine out of service.
+    pub(crate) fn checked<T>(
+        &self,
+        partition: u32,
+        result: Result<T, EngineError>,
+    ) -> Result<T, NodeError> {
+        if let Err(error @ EngineError::Storage(_)) = &result {
+            self.host.storage_fault(partition, error);
+        }
+        result.map_err(NodeError::Engine)
+    }
+
+    /// Runs `request` on its target shard: here, or forwarded through the host; answers
+    /// with the request's own reply type.
+    pub async fn call<R: ShardRequest>(&self, request: R) -> Result<R::Reply, NodeError> {
+        let target = request.target(self.config.shard_count);
+        if target == self.index {
+            return request.execute(self).await;
+        }
+        let (reply, answer) = async_channel::bounded(1);
+        let job: Job<H> = Box::new(move |shard: Rc<NodeShard<H>>| {
+            Box::pin(async move {
+                let result = request.execute(&shard).await;
+                // The caller may have given up (a long poll that ended).
+                let _ = reply.try_send(result);
+            })
+        });
+        self.host.forward(target, job).await?;
+        answer
+            .recv()
+            .await
+            .map_err(|_| NodeError::Unavailable("another shard dropped the call"))?
+    }
+
+    /// Republishes the queue directory from partition 0 (shard 0, after every change).
+    pub(crate) async fn refresh_directory(&self) -> Result<(), NodeError> {
+        let infos = self.call(requests::ListQueues { partition: 0 }).await?;
+        self.directories
+            .queues
+            .store(Arc::new(crate::QueueDirectory::from_infos(infos)));
+        Ok(())
+    }
+
+    /// Publishes a tenant list after the host stored it.
+    pub(crate) fn publish_tenants(&self, tenants: Vec<Tenant>) -> Result<(), TenantError> {
+        self.host
+            .store_tenants(&tenants)
+            .map_err(TenantError::Storage)?;
+        self.directories
+            .tenants
+            .store(Arc::new(TenantDirectory::new(tenants)));
+        Ok(())
+    }
+
+    /// One pass over the partitions, this shard's first; the deliveries and each visited
+    /// partition's change count.
+    async fn receive_pass(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        lane: Lane,
+        request: &ReceiveRequest,
+    ) -> Result<(Vec<Routed<Delivery>>, Vec<(u32, u64)>), NodeError> {
+        let mut deliveries = Vec::new();
+        let mut seen = Vec::new();
+        let order = routing::receive_order(self.config.partition_count, self.next_rotation(), |p| {
+            self.owns(p)
+        });
+        for partition in order {
+            let wanted = request.max_messages - u32::try_from(deliveries.len()).expect("bounded");
+            if wanted == 0 {
+                break;
+            }
+            let call = requests::Receive {
+                partition,
+                queue,
+                group,
+                lane,
+                request: ReceiveRequest {
+                    max_messages: wanted,
+                    ..request.clone()
+                },
+            };
+            let (got, change_count) = self.call(call).await?;
+            seen.push((partition, change_count));
+            let partition = u16::try_from(partition).expect("partition indexes are u16");
+            deliveries.extend(got.into_iter().map(|item| Routed { partition, item }));
+        }
+        Ok((deliveries, seen))
+    }
+
+    /// Waits until one of the partitions changed after what `seen` recorded, or `wait_ms`.
+    async fn wait_any_change(&self, seen: &[(u32, u64)], wait_ms: u64) {
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
+        if !bugs::enabled(Bug::LongPollNeverWakes) {
+            for (partition, seen) in seen {
+                let call = requests::WaitChange {
+                    partition: *partition,
+                    seen: *seen,
+                    wait_ms,
+                };
+                waits.push(Box::pin(async move {
+                    // An error ends this wait early; the caller then tries again.
+                    let _ = self.call(call).await;
+                }));
+            }
+        }
+        let any = std::future::poll_fn(|cx| {
+            for wait in waits.iter_mut() {
+                if wait.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        });
+        futures_lite::future::or(any, self.host.sleep_ms(wait_ms)).await;
+    }
+
+    /// Acks one run of handles on one partition, in calls of at most the engine's batch
+    /// size; stops after the first chunk with an invalid handle.
+    async fn ack_run(
+        &self,
+        partition: u32,
+        run: &[(Routed<ReceiptHandle>, AckKind)],
+        results: &mut Vec<Result<AckOutcome, HandleError>>,
+    ) -> Result<bool, NodeError> {
+        let chunk_max = usize::try_from(self.config.limits.batch_messages_max).expect("fits");
+        for chunk in run.chunks(chunk_max.max(1)) {
+            let acks: Vec<(ReceiptHandle, AckKind)> =
+                chunk.iter().map(|(handle, kind)| (handle.item, *kind)).collect();
+            let count = acks.len();
+            let call = requests::Ack { partition, acks };
+            let done = if bugs::enabled(Bug::AckForwardUnconfirmed) && !self.owns(partition) {
+                self.forward_unconfirmed(call).await?;
+                vec![Ok(AckOutcome::Applied); count]
+            } else {
+                self.call(call).await?
+            };
+            let failed = done.len() < count || done.iter().any(Result::is_err);
+            results.extend(done);
+            if failed {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The deliberate bug [`Bug::AckForwardUnconfirmed`]: hands a call to its owner and
+    /// does not wait for the answer.
+    async fn forward_unconfirmed<R: ShardRequest>(&self, request: R) -> Result<(), NodeError> {
+        let target = request.target(self.config.shard_count);
+        let job: Job<H> = Box::new(move |shard: Rc<NodeShard<H>>| {
+            Box::pin(async move {
+                let _ = request.execute(&shard).await;
+            })
+        });
+        self.host.forward(target, job).await
+    }
+
+    pub(crate) fn view(&self, queue: QueueId) -> Option<QueueView> {
+        self.directories.queues.load().queues.get(&queue).cloned()
+    }
+}
+
+impl<H: Host> Node for NodeShard<H> {
+    fn now_ms(&self) -> u64 {
+        self.host.now_ms()
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.host.wall_ms()
+    }
+
+    fn tenants(&self) -> Arc<TenantDirectory> {
+        self.directories.tenants.load_full()
+    }
+
+    fn queues_of(&self, tenant: &str) -> Vec<QueueView> {
+        self.directories.queues.load().queues_of(tenant)
+    }
+
+    fn queue(&self, tenant: &str, queue: QueueId) -> Option<QueueView> {
+        let any_tenant = bugs::enabled(Bug::CrossTenant);
+        self.view(queue)
+            .filter(|view| view.tenant == tenant || any_tenant)
+    }
+
+    async fn create_queue(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        meta: Vec<u8>,
+    ) -> Result<QueueId, NodeError> {
+        self.call(requests::MetaCreateQueue {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            config,
+            meta,
+        })
+        .await
+    }
+
+    async fn delete_queue(&self, queue: QueueId) -> Result<(), NodeError> {
+        self.call(requests::MetaDeleteQueue { queue }).await
+    }
+
+    async fn create_groups(
+        &self,
+        queue: QueueId,
+        names: &[String],
+    ) -> Result<Vec<GroupId>, NodeError> {
+        let names = names.to_vec();
+        self.call(requests::MetaCreateGroups { queue, names }).await
+    }
+
+    async fn delete_group(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError> {
+        self.call(requests::MetaDeleteGroup { queue, group }).await
+    }
+
+    async fn queue_counts(&self, queue: QueueId) -> Result<QueueCounts, NodeError> {
+        let mut counts = QueueCounts::default();
+        for partition in 0..self.config.partition_count {
+            let (info, stats) = self.call(requests::Counts { partition, queue }).await?;
+            counts.sent_total += info.sent_total;
+            counts.stored += info.stored;
+            counts.delayed += info.delayed;
+            for (group, s) in stats {
+                match counts.groups.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, total)) => total.add(&s),
+                    None => counts.groups.push((group, s)),
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn send(
+        &self,
+        queue: QueueId,
+        messages: Vec<SendInput>,
+    ) -> Result<Vec<Routed<SendOutcome>>, NodeError> {
+        if messages.is_empty() {
+            return Err(EngineError::EmptyBatch.into());
+        }
+        let mode = self
+            .view(queue)
+            .map(|view| view.config.mode)
+            .ok_or(EngineError::QueueNotFound)?;
+        let batches = routing::split_send(
+            mode,
+            self.config.partition_count,
+            &self.owned,
+            &messages,
+            self.next_rotation(),
+        );
+        let mut outcomes: Vec<Option<Routed<SendOutcome>>> = vec![None; messages.len()];
+        for (partition, indexes) in batches {
+            let batch = indexes.iter().map(|i| messages[*i].clone()).collect();
+            let call = requests::SendBatch {
+                partition,
+                queue,
+                messages: batch,
+            };
+            let sent = self.call(call).await?;
+            assert_eq!(sent.len(), indexes.len(), "one outcome per message");
+            let partition = u16::try_from(partition).expect("partition indexes are u16");
+            for (index, item) in indexes.iter().zip(sent) {
+                outcomes[*index] = Some(Routed { partition, item });
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every message was routed"))
+            .collect())
+    }
+
+    async fn cancel(
+        &self,
+        queue: QueueId,
+        partition: u16,
+        message: MessageId,
+    ) -> Result<(), NodeError> {
+        let partition = u32::from(partition);
+        // An id naming a partition this node does not have names no scheduled message.
+        if partition >= self.config.partition_count {
+            return Err(EngineError::NotScheduled.into());
+        }
+        self.call(requests::Cancel {
+            partition,
+            queue,
+            message,
+        })
+        .await
+    }
+
+    async fn receive(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        lane: Lane,
+        request: ReceiveRequest,
+        wait_ms: u64,
+    ) -> Result<Vec<Routed<Delivery>>, NodeError> {
+        let deadline = self
+            .now_ms()
+            .saturating_add(wait_ms.min(self.config.wait_ms_max));
+        // Bounded by the deadline: every pass but the last waits for a change or for
+        // time, which moves on (a clock that stood still would end at the round limit).
+        for _ in 0..LONG_POLL_ROUNDS_MAX {
+            let (deliveries, seen) = self.receive_pass(queue, group, lane, &request).await?;
+            let now = self.now_ms();
+            if !deliveries.is_empty() || now >= deadline || self.host.stopping() {
+                return Ok(deliveries);
+            }
+            let wait = (deadline - now).min(LONG_POLL_WAKE_MS_MAX);
+            self.wait_any_change(&seen, wait).await;
+        }
+        Ok(Vec::new())
+    }
+
+    async fn ack(
+        &self,
+        lane: Lane,
+        acks: Vec<(Routed<ReceiptHandle>, AckKind)>,
+    ) -> Result<Vec<Result<AckOutcome, HandleError>>, NodeError> {
+        let mut results: Vec<Result<AckOutcome, HandleError>> = Vec::with_capacity(acks.len());
+        // Runs of consecutive acks on one partition, in request order; the first invalid
+        // handle (a partition the node lacks, the other lane, or one the engine refuses)
+        // stops the rest.
+        for (partition, start, end) in routing::runs(&acks, |(handle, _)| handle.partition) {
+            let partition = u32::from(partition);
+            if partition >= self.config.partition_count {
+                results.push(Err(HandleError::Unknown));
+                break;
+            }
+            let run = &acks[start..end];
+            let valid = run
+                .iter()
+                .position(|(handle, _)| !lane.holds(&handle.item))
+                .unwrap_or(run.len());
+            if !self.ack_run(partition, &run[..valid], &mut results).await? {
+                break;
+            }
+            if valid < run.len() {
+                results.push(Err(HandleError::Unknown));
+                break;
+            }
+        }
+        results.resize(acks.len(), Err(HandleError::Stale));
+        Ok(results)
+    }
+
+    async fn create_tenant(
+        &self,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<Tenant, TenantError> {
+        let call = requests::MetaCreateTenant {
+            name: name.to_string(),
+            password: password.map(str::to_string),
+        };
+        self.call(call).await.map_err(TenantError::Node)?
+    }
+
+    async fn delete_tenant(&self, project_id: &str) -> Result<(), TenantError> {
+        let call = requests::MetaDeleteTenant {
+            project_id: project_id.to_string(),
+        };
+        self.call(call).await.map_err(TenantError::Node)?
+    }
+
+    async fn set_tenant_quotas(
+        &self,
+        project_id: &str,
+        quotas: Quotas,
+    ) -> Result<Tenant, TenantError> {
+        let call = requests::MetaSetQuotas {
+            project_id: project_id.to_string(),
+            quotas,
+        };
+        self.call(call).await.map_err(TenantError::Node)?
+    }
+}
+
+/// Long-poll rounds are bounded: each round waits for a change or for time, and the
+/// deadline ends the poll, so this only guards against a clock that never advances.
+const LONG_POLL_ROUNDS_MAX: u32 = 100_000;
