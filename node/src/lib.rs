@@ -33,6 +33,8 @@ pub mod requests;
 pub mod routing;
 mod shard;
 pub mod tenants;
+#[cfg(test)]
+mod tests;
 
 pub use directory::{Directories, QueueDirectory};
 pub use host::{Host, Job};

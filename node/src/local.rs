@@ -133,12 +133,7 @@ impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
     }
 
     /// As [`LocalNode::new`], with the node's configuration given.
-    pub fn with_config(
-        engines: Vec<Engine<S>>,
-        runtime: R,
-        seed: u64,
-        config: NodeConfig,
-    ) -> Self {
+    pub fn with_config(engines: Vec<Engine<S>>, runtime: R, seed: u64, config: NodeConfig) -> Self {
         assert_eq!(
             engines.len(),
             usize::try_from(config.partition_count).expect("fits"),

@@ -175,6 +175,9 @@ mod tests {
     fn receives_visit_owned_partitions_first_in_rotation() {
         assert_eq!(receive_order(4, 1, |p| p % 2 == 0), [2, 0, 1, 3]);
         assert_eq!(receive_order(3, 0, |_| false), [0, 1, 2]);
-        assert_eq!(runs(&[1, 1, 2, 1], |x| *x), [(1, 0, 2), (2, 2, 3), (1, 3, 4)]);
+        assert_eq!(
+            runs(&[1, 1, 2, 1], |x| *x),
+            [(1, 0, 2), (2, 2, 3), (1, 3, 4)]
+        );
     }
 }

@@ -78,7 +78,10 @@ impl<H: Host> NodeShard<H> {
         config: NodeConfig,
         directories: Arc<Directories>,
     ) -> NodeShard<H> {
-        assert!(index < config.shard_count, "shard {index} of a smaller node");
+        assert!(
+            index < config.shard_count,
+            "shard {index} of a smaller node"
+        );
         let owned = (0..config.partition_count)
             .filter(|p| owner_of(*p, config.shard_count) == index)
             .collect();
@@ -125,10 +128,7 @@ impl<H: Host> NodeShard<H> {
     }
 
     /// The engine of a partition this shard owns (a request's target check).
-    pub(crate) fn owned_engine(
-        &self,
-        partition: u32,
-    ) -> Result<Rc<Engine<H::Storage>>, NodeError> {
+    pub(crate) fn owned_engine(&self, partition: u32) -> Result<Rc<Engine<H::Storage>>, NodeError> {
         assert!(self.owns(partition), "a partition call runs on its owner");
         self.host.engine(partition)
     }
@@ -198,9 +198,10 @@ impl<H: Host> NodeShard<H> {
     ) -> Result<(Vec<Routed<Delivery>>, Vec<(u32, u64)>), NodeError> {
         let mut deliveries = Vec::new();
         let mut seen = Vec::new();
-        let order = routing::receive_order(self.config.partition_count, self.next_rotation(), |p| {
-            self.owns(p)
-        });
+        let order =
+            routing::receive_order(self.config.partition_count, self.next_rotation(), |p| {
+                self.owns(p)
+            });
         for partition in order {
             let wanted = request.max_messages - u32::try_from(deliveries.len()).expect("bounded");
             if wanted == 0 {
@@ -261,8 +262,10 @@ impl<H: Host> NodeShard<H> {
     ) -> Result<bool, NodeError> {
         let chunk_max = usize::try_from(self.config.limits.batch_messages_max).expect("fits");
         for chunk in run.chunks(chunk_max.max(1)) {
-            let acks: Vec<(ReceiptHandle, AckKind)> =
-                chunk.iter().map(|(handle, kind)| (handle.item, *kind)).collect();
+            let acks: Vec<(ReceiptHandle, AckKind)> = chunk
+                .iter()
+                .map(|(handle, kind)| (handle.item, *kind))
+                .collect();
             let count = acks.len();
             let call = requests::Ack { partition, acks };
             let done = if bugs::enabled(Bug::AckForwardUnconfirmed) && !self.owns(partition) {

@@ -251,15 +251,9 @@ pub fn new_tenant(
     quotas: Quotas,
     now_ms: u64,
 ) -> Tenant {
-    Tenant {
-        project_id: random_hex(16),
-        name: name.to_string(),
-        ak: random_alnum(20, true),
-        sk: random_alnum(40, false),
-        password_hash,
-        quotas,
-        created_ms: now_ms,
-    }
+    sluice_node::tenants::new_tenant(name, password_hash, quotas, now_ms, |bytes| {
+        rand::rngs::OsRng.fill_bytes(bytes)
+    })
 }
 
 #[cfg(test)]

@@ -20,11 +20,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use sluice_http::dms::errors;
-use sluice_node::Node;
 use sluice_http::service::{self, ServiceConfig};
+use sluice_node::Node;
 
 use crate::metrics::{GroupLabels, QueueGauges, QueueLabels};
-use sluice_node::ShardNode;
 use crate::shard::Shard;
 
 /// Bytes one socket read may take (per shard thread, reused).
@@ -229,8 +228,8 @@ async fn handle_request(
             Err(response) => response,
             Ok(_) if parts.uri.path() == "/metrics" => metrics(&shard).await,
             Ok(body) => {
-                let node = ShardNode(shard.clone());
-                service::handle(&node, &service, &parts, &body).await
+                let node = &*shard.node;
+                service::handle(node, &service, &parts, &body).await
             }
         };
         shard
@@ -296,9 +295,9 @@ async fn read_body(
 
 /// `/metrics`: process metrics, then every queue's and group's counts.
 async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
-    let node = ShardNode(shard.clone());
+    let node = &*shard.node;
     let gauges = QueueGauges::new();
-    let directory = shard.shared.directory.load_full();
+    let directory = shard.shared.directories.queues.load_full();
     let tenants = node.tenants();
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     for view in directory.queues.values() {

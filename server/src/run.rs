@@ -13,12 +13,12 @@ use glommio::net::TcpListener;
 use sluice_http::dms::DmsConfig;
 use sluice_http::service::ServiceConfig;
 use sluice_node::tenants::{Quotas, TenantDirectory};
+use sluice_node::Job;
 use sluice_shard::executor::ShardStartup;
 
-use crate::calls::Envelope;
 use crate::config::Config;
 use crate::datadir::{self, ServerFile};
-use crate::shard::Shard;
+use crate::shard::{ServerHost, Shard};
 use crate::shared::Shared;
 
 /// Messages buffered per pair of shards on the mesh.
@@ -72,15 +72,18 @@ pub fn run(config: Config) -> Result<(), String> {
     } else {
         None
     };
-    let shared = Shared::new(config.clone(), facts, secrets, shard_count);
-    shared
-        .tenants
-        .store(Arc::new(TenantDirectory::new(tenants)));
+    let shared = Shared::new(
+        config.clone(),
+        facts,
+        secrets,
+        shard_count,
+        TenantDirectory::new(tenants),
+    );
     install_signal_handler(shared.clone())?;
     let spin =
         (config.spin_before_park_us > 0).then(|| Duration::from_micros(config.spin_before_park_us));
     let startup = ShardStartup::prepare(u32::try_from(shard_count).expect("small"), spin);
-    let mesh = MeshBuilder::<Envelope, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
+    let mesh = MeshBuilder::<Job<ServerHost>, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
     let first_start = Arc::new(std::sync::Mutex::new(first_start));
     let mut handles = Vec::new();
     for index in 0..shard_count {
@@ -171,7 +174,7 @@ async fn shard_main(
     index: usize,
     shared: Arc<Shared>,
     mesh: glommio::channels::channel_mesh::MeshBuilder<
-        Envelope,
+        Job<ServerHost>,
         glommio::channels::channel_mesh::Full,
     >,
     first_start: Arc<std::sync::Mutex<Option<FirstStart>>>,
@@ -187,13 +190,14 @@ async fn shard_main(
     })
     .await?;
     let peers = senders.nr_consumers();
-    let shard = Shard::open(index, shared.clone(), senders).await?;
+    let directories = shared.directories.clone();
+    let shard = Shard::open(index, shared.clone(), directories, senders).await?;
     let receivers = Rc::new(receivers);
     for peer in (0..peers).filter(|p| *p != own_peer) {
         shard.spawn_mesh_receiver(receivers.clone(), peer);
     }
     if index == 0 {
-        shard.reconcile().await?;
+        shard.node.reconcile().await?;
         shared.directory_ready.store(true, Ordering::Release);
     }
     barrier(&shared, "the directory", || {

@@ -1,37 +1,32 @@
 //! One shard: a glommio executor pinned to a core that owns some partitions (their
-//! engines), serves HTTP on the shared port, executes calls other shards forward to it
-//! and forwards its own calls for partitions it does not own. Everything here is
-//! single-threaded; shards share nothing but [`Shared`] and the channel mesh.
+//! engines), serves HTTP on the shared port, and runs the node layer's
+//! [`NodeShard`] over a [`ServerHost`]. Everything here is single-threaded; shards share
+//! nothing but [`Shared`] and the channel mesh.
 //!
-//! Partition `p` belongs to shard `p % shards`. Shard 0 owns partition 0, which is the
-//! metadata truth: every queue and group change runs on shard 0, one at a time, on
-//! partition 0 first and then on the others in order, so every partition's sequence of
-//! metadata changes is a prefix of partition 0's and ids agree. A crash between
-//! partitions leaves a gap that start-up repairs ([`Shard::reconcile`]); the order and
-//! the repair are `sluice_core::engine::metadata`'s (shared with `LocalNode`).
+//! What a request does (routing, forwarding, long polls, acks, quotas, metadata changes)
+//! is `sluice_node`'s, the same code the simulation and the in-process tests run. This
+//! file only provides what a shard is made of: its engines (opened here, taken out of
+//! service after a storage fault and reopened by the ticker), the mesh that carries
+//! forwarded calls between shards as [`Job`]s, the clock, and the tenant file.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
-use glommio::channels::local_channel::{self, LocalSender};
-use sluice_core::engine::metadata::MetadataGate;
-use sluice_core::engine::types::{EngineError, GroupStart, QueueId};
-use sluice_core::engine::{Engine, EngineConfig, EngineLimits, QueueInfo};
+use rand::RngCore;
+use sluice_core::engine::types::EngineError;
+use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
-use sluice_node::{Lane, NodeError};
+use sluice_node::tenants::{Quotas, Tenant};
+use sluice_node::{Directories, Host, Job, NodeConfig, NodeError, NodeShard};
 use sluice_shard::DmaStorage;
 
-use crate::calls::{
-    Call, Envelope, MetaCall, MetaError, MetaReply, PartitionCall, PartitionReply, Reply,
-};
-use crate::datadir::partition_dir;
-use crate::meta::ShardPartitions;
-use crate::shared::{Directory, Shared};
+use crate::datadir::{self, partition_dir};
+use crate::shared::Shared;
 
 pub type PartitionEngine = Engine<DmaStorage>;
 
@@ -51,12 +46,28 @@ pub fn engine_config(segment_bytes_max: u64) -> EngineConfig {
             verify_on_open: VerifyOnOpen::Tail,
         },
         limits: EngineLimits {
-            // Tenant quotas (lower) are checked by the metadata path; these are ceilings.
+            // Tenant quotas (lower) are checked by the node layer; these are ceilings.
             groups_per_queue_max: 8,
             visibility_ms_min: 1_000,
             ..EngineLimits::dms()
         },
         snapshot_every_records: SNAPSHOT_EVERY_RECORDS,
+    }
+}
+
+/// The node layer's configuration for this server.
+pub fn node_config(shared: &Shared) -> NodeConfig {
+    let config = &shared.config;
+    NodeConfig {
+        default_quotas: Quotas {
+            queues_max: config.tenant_queues_max,
+            groups_per_queue_max: config.tenant_groups_per_queue_max,
+        },
+        ..NodeConfig::new(
+            shared.shard_count,
+            shared.facts.partitions,
+            engine_config(config.segment_bytes_max).limits,
+        )
     }
 }
 
@@ -66,46 +77,33 @@ struct Slot {
     engine: Option<Rc<PartitionEngine>>,
 }
 
-pub struct Shard {
-    pub index: usize,
-    pub shared: Arc<Shared>,
+/// What the node layer needs of a server shard.
+pub struct ServerHost {
+    index: usize,
+    shared: Arc<Shared>,
     slots: RefCell<BTreeMap<u32, Slot>>,
-    senders: Senders<Envelope>,
-    pending: RefCell<HashMap<u64, LocalSender<Reply>>>,
-    next_call: Cell<u64>,
-    /// Metadata changes one at a time (shard 0 only), and whether one failed part-way
-    /// so that the next one repairs the partitions first (see [`Shard::reconcile`]).
-    meta_gate: MetadataGate,
-    rotation: Cell<u64>,
-    /// Requests being served by this shard's HTTP connections.
-    pub requests_inflight: Cell<u32>,
-    pub connections_open: Cell<u32>,
+    senders: Senders<Job<ServerHost>>,
 }
 
-impl Shard {
+impl Host for ServerHost {
+    type Storage = DmaStorage;
+
     /// Queue time, epoch milliseconds: the wall clock at start advanced by the monotonic
     /// clock (steps of the wall clock do not move it; `sluice_core::clock`).
-    pub fn now_ms(&self) -> u64 {
+    fn now_ms(&self) -> u64 {
         self.shared.queue_ms()
     }
 
-    pub fn partition_count(&self) -> u32 {
-        self.shared.facts.partitions
+    fn wall_ms(&self) -> u64 {
+        crate::shared::wall_ms()
     }
 
-    pub fn next_rotation(&self) -> u64 {
-        let rotation = self.rotation.get();
-        self.rotation.set(rotation.wrapping_add(1));
-        rotation
+    async fn sleep_ms(&self, ms: u64) {
+        glommio::timer::sleep(Duration::from_millis(ms)).await;
     }
 
-    /// Partitions this shard owns, in order.
-    pub fn local_partitions(&self) -> Vec<u32> {
-        self.slots.borrow().keys().copied().collect()
-    }
-
-    pub fn owns(&self, partition: u32) -> bool {
-        self.shared.owner_of(partition) == self.index
+    fn stopping(&self) -> bool {
+        self.shared.stopping()
     }
 
     fn engine(&self, partition: u32) -> Result<Rc<PartitionEngine>, NodeError> {
@@ -116,45 +114,61 @@ impl Shard {
         ))
     }
 
-    /// Storage faults leave an engine unusable until reopened: take it out of service.
-    fn check_fault<T>(
-        &self,
-        partition: u32,
-        result: Result<T, EngineError>,
-    ) -> Result<T, NodeError> {
-        if let Err(EngineError::Storage(detail)) = &result {
-            eprintln!("sluice: partition {partition}: storage fault, reopening: {detail}");
-            if let Some(slot) = self.slots.borrow_mut().get_mut(&partition) {
-                slot.engine = None;
-            }
+    fn storage_fault(&self, partition: u32, error: &EngineError) {
+        eprintln!("sluice: partition {partition}: storage fault, reopening: {error}");
+        if let Some(slot) = self.slots.borrow_mut().get_mut(&partition) {
+            slot.engine = None;
         }
-        result.map_err(NodeError::Engine)
     }
 
-    // ------------------------------------------------------------------ start-up
+    async fn forward(&self, shard: usize, job: Job<ServerHost>) -> Result<(), NodeError> {
+        assert_ne!(shard, self.index, "a shard runs its own calls");
+        let peer = self.shared.peer_of_shard[shard].load(Ordering::Acquire);
+        assert!(
+            peer != usize::MAX,
+            "every shard joined the mesh before serving"
+        );
+        self.senders
+            .send_to(peer, job)
+            .await
+            .map_err(|_| NodeError::Unavailable("another shard is not reachable"))
+    }
 
+    fn store_tenants(&self, tenants: &[Tenant]) -> Result<(), String> {
+        datadir::store_tenants(&self.shared.config.data_dir, tenants).map_err(|e| e.to_string())
+    }
+
+    fn fill_random(&self, bytes: &mut [u8]) {
+        rand::rngs::OsRng.fill_bytes(bytes);
+    }
+
+    fn log(&self, line: &str) {
+        eprintln!("sluice: {line}");
+    }
+}
+
+/// A server shard: the node layer's shard over this host, and the HTTP side's counters.
+pub struct Shard {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub node: Rc<NodeShard<ServerHost>>,
+    /// Requests being served by this shard's HTTP connections.
+    pub requests_inflight: Cell<u32>,
+    pub connections_open: Cell<u32>,
+}
+
+impl Shard {
     /// Opens this shard's partitions. Runs before the mesh is used.
     pub async fn open(
         index: usize,
         shared: Arc<Shared>,
-        senders: Senders<Envelope>,
+        directories: Arc<Directories>,
+        senders: Senders<Job<ServerHost>>,
     ) -> Result<Rc<Shard>, String> {
-        let shard = Rc::new(Shard {
-            index,
-            shared: shared.clone(),
-            slots: RefCell::new(BTreeMap::new()),
-            senders,
-            pending: RefCell::new(HashMap::new()),
-            next_call: Cell::new(0),
-            // Not known to agree until start-up has repaired them (shard 0, before serving).
-            meta_gate: MetadataGate::new(true),
-            rotation: Cell::new(index as u64),
-            requests_inflight: Cell::new(0),
-            connections_open: Cell::new(0),
-        });
         let config = engine_config(shared.config.segment_bytes_max);
+        let mut slots = BTreeMap::new();
         for partition in 0..shared.facts.partitions {
-            if !shard.owns(partition) {
+            if shared.owner_of(partition) != index {
                 continue;
             }
             let dir = partition_dir(&shared.config.data_dir, partition);
@@ -164,45 +178,45 @@ impl Shard {
             storage.observe_syncs(Rc::new(move |took| {
                 metrics_of.metrics.fsync_seconds.observe(took.as_secs_f64());
             }));
-            let engine = Engine::open(storage.clone(), config, shard.now_ms())
+            let engine = Engine::open(storage.clone(), config, shared.queue_ms())
                 .await
                 .map_err(|e| format!("partition {partition} at {}: {e}", dir.display()))?;
-            shard.slots.borrow_mut().insert(
-                partition,
-                Slot {
-                    storage,
-                    engine: Some(Rc::new(engine)),
-                },
-            );
+            let engine = Some(Rc::new(engine));
+            slots.insert(partition, Slot { storage, engine });
         }
-        Ok(shard)
+        let host = ServerHost {
+            index,
+            shared: shared.clone(),
+            slots: RefCell::new(slots),
+            senders,
+        };
+        let node = NodeShard::new(index, host, node_config(&shared), directories);
+        Ok(Rc::new(Shard {
+            index,
+            shared,
+            node: Rc::new(node),
+            requests_inflight: Cell::new(0),
+            connections_open: Cell::new(0),
+        }))
     }
 
-    /// Serves forwarded calls and answers from one peer until the mesh closes.
-    pub fn spawn_mesh_receiver(self: &Rc<Shard>, receivers: Rc<Receivers<Envelope>>, peer: usize) {
-        let shard = self.clone();
+    fn host(&self) -> &ServerHost {
+        self.node.host()
+    }
+
+    /// Runs the calls one peer forwards to this shard until the mesh closes: each as a
+    /// task of its own, so a long wait does not hold up the calls behind it.
+    pub fn spawn_mesh_receiver(
+        self: &Rc<Shard>,
+        receivers: Rc<Receivers<Job<ServerHost>>>,
+        peer: usize,
+    ) {
+        let node = self.node.clone();
         glommio::spawn_local(async move {
-            // Runs for the life of the shard: one message per iteration, ends when the
+            // Runs for the life of the shard: one job per iteration, ends when the
             // peer's side of the mesh closes.
-            while let Ok(Some(envelope)) = receivers.recv_from(peer).await {
-                match envelope {
-                    Envelope::Request { id, call } => {
-                        let shard = shard.clone();
-                        glommio::spawn_local(async move {
-                            let reply = shard.execute(call).await;
-                            let response = Envelope::Response { id, reply };
-                            // A peer that stopped listening no longer waits for it.
-                            let _ = shard.senders.send_to(peer, response).await;
-                        })
-                        .detach();
-                    }
-                    Envelope::Response { id, reply } => {
-                        if let Some(waiter) = shard.pending.borrow_mut().remove(&id) {
-                            // The caller may have given up (a long poll that ended).
-                            let _ = waiter.try_send(reply);
-                        }
-                    }
-                }
+            while let Ok(Some(job)) = receivers.recv_from(peer).await {
+                glommio::spawn_local(job(node.clone())).detach();
             }
         })
         .detach();
@@ -211,7 +225,7 @@ impl Shard {
     /// One ticker per owned partition: drives time into the engine, reopens it after a
     /// storage fault.
     pub fn spawn_tickers(self: &Rc<Shard>) {
-        for partition in self.local_partitions() {
+        for partition in self.node.owned().to_vec() {
             let shard = self.clone();
             glommio::spawn_local(async move { shard.tick_loop(partition).await }).detach();
         }
@@ -220,7 +234,7 @@ impl Shard {
     async fn tick_loop(self: Rc<Shard>, partition: u32) {
         // Runs until the shard stops; each pass sleeps at most TICK_INTERVAL_MS.
         while !self.shared.stopping() {
-            let engine = match self.engine(partition) {
+            let engine = match self.host().engine(partition) {
                 Ok(engine) => engine,
                 Err(_) => {
                     glommio::timer::sleep(Duration::from_millis(REOPEN_PAUSE_MS)).await;
@@ -228,9 +242,11 @@ impl Shard {
                     continue;
                 }
             };
-            let now = self.now_ms();
-            let result = engine.tick(now).await;
-            if self.check_fault(partition, result).is_err() {
+            let now = self.shared.queue_ms();
+            if let Err(error) = engine.tick(now).await {
+                if matches!(error, EngineError::Storage(_)) {
+                    self.host().storage_fault(partition, &error);
+                }
                 continue;
             }
             // Not woken by changes: a deadline set since (a new lease) is at most
@@ -245,12 +261,12 @@ impl Shard {
     }
 
     async fn reopen(&self, partition: u32) {
-        let storage = self.slots.borrow()[&partition].storage.clone();
+        let storage = self.host().slots.borrow()[&partition].storage.clone();
         let config = engine_config(self.shared.config.segment_bytes_max);
-        match Engine::open(storage, config, self.now_ms()).await {
+        match Engine::open(storage, config, self.shared.queue_ms()).await {
             Ok(engine) => {
                 eprintln!("sluice: partition {partition} reopened");
-                if let Some(slot) = self.slots.borrow_mut().get_mut(&partition) {
+                if let Some(slot) = self.host().slots.borrow_mut().get_mut(&partition) {
                     slot.engine = Some(Rc::new(engine));
                 }
             }
@@ -260,243 +276,12 @@ impl Shard {
 
     /// Writes a snapshot of every owned partition (graceful shutdown).
     pub async fn sync_all(&self) {
-        for partition in self.local_partitions() {
-            if let Ok(engine) = self.engine(partition) {
+        for partition in self.node.owned() {
+            if let Ok(engine) = self.host().engine(*partition) {
                 if let Err(error) = engine.snapshot().await {
                     eprintln!("sluice: partition {partition}: snapshot at shutdown: {error}");
                 }
             }
         }
-    }
-
-    // ------------------------------------------------------------------ calls
-
-    async fn execute(self: &Rc<Shard>, call: Call) -> Reply {
-        match call {
-            Call::Partition { partition, call } => {
-                Reply::Partition(self.execute_partition(partition, call).await)
-            }
-            Call::Meta(call) => Reply::Meta(self.execute_meta(call).await),
-        }
-    }
-
-    /// Sends a call to another shard and waits for its answer.
-    async fn remote(&self, shard: usize, call: Call) -> Result<Reply, NodeError> {
-        let peer = self.shared.peer_of_shard[shard].load(Ordering::Acquire);
-        assert!(
-            peer != usize::MAX,
-            "every shard joined the mesh before serving"
-        );
-        let id = self.next_call.get();
-        self.next_call.set(id + 1);
-        let (sender, receiver) = local_channel::new_bounded(1);
-        self.pending.borrow_mut().insert(id, sender);
-        if self
-            .senders
-            .send_to(peer, Envelope::Request { id, call })
-            .await
-            .is_err()
-        {
-            self.pending.borrow_mut().remove(&id);
-            return Err(NodeError::Unavailable("another shard is not reachable"));
-        }
-        receiver
-            .recv()
-            .await
-            .ok_or(NodeError::Unavailable("another shard dropped the call"))
-    }
-
-    /// Runs a call on a partition, here or on its owner.
-    pub async fn call_partition(
-        self: &Rc<Shard>,
-        partition: u32,
-        call: PartitionCall,
-    ) -> Result<PartitionReply, NodeError> {
-        let owner = self.shared.owner_of(partition);
-        if owner == self.index {
-            return self.execute_partition(partition, call).await;
-        }
-        match self
-            .remote(owner, Call::Partition { partition, call })
-            .await?
-        {
-            Reply::Partition(result) => result,
-            Reply::Meta(_) => unreachable!("a partition call answers with a partition reply"),
-        }
-    }
-
-    pub async fn call_meta(self: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, MetaError> {
-        if self.index == 0 {
-            return self.execute_meta(call).await;
-        }
-        match self.remote(0, Call::Meta(call)).await? {
-            Reply::Meta(result) => result,
-            Reply::Partition(_) => unreachable!("a metadata call answers with a metadata reply"),
-        }
-    }
-
-    async fn execute_partition(
-        &self,
-        partition: u32,
-        call: PartitionCall,
-    ) -> Result<PartitionReply, NodeError> {
-        let engine = self.engine(partition)?;
-        let now = self.now_ms();
-        let result = match call {
-            PartitionCall::CreateQueue {
-                id,
-                tenant,
-                name,
-                config,
-                meta,
-            } => engine
-                .create_queue_with_id(id, &tenant, &name, config, meta, now)
-                .await
-                .map(PartitionReply::Queue),
-            PartitionCall::DeleteQueue { queue } => engine
-                .delete_queue(queue, now)
-                .await
-                .map(|_| PartitionReply::Done),
-            PartitionCall::CreateGroup { id, queue, name } => engine
-                .create_group_with_id(id, queue, &name, GroupStart::Oldest, now)
-                .await
-                .map(PartitionReply::Group),
-            PartitionCall::DeleteGroup { queue, group } => engine
-                .delete_group(queue, group, now)
-                .await
-                .map(|_| PartitionReply::Done),
-            PartitionCall::Send { queue, messages } => engine
-                .send(queue, &messages, now)
-                .await
-                .map(PartitionReply::Sent),
-            PartitionCall::Cancel { queue, message } => engine
-                .cancel(queue, message, now)
-                .await
-                .map(|()| PartitionReply::Done),
-            PartitionCall::Receive {
-                queue,
-                group,
-                lane,
-                request,
-            } => {
-                let seen = engine.change_count();
-                let got = match lane {
-                    Lane::Main => engine.receive(queue, group, &request, now).await,
-                    Lane::DeadLetters => engine.receive_dead(queue, group, &request, now).await,
-                };
-                got.map(|deliveries| PartitionReply::Received(deliveries, seen))
-            }
-            PartitionCall::Ack { lane, acks } => {
-                assert!(
-                    acks.iter()
-                        .all(|(h, _)| h.dead_letter == (lane == Lane::DeadLetters)),
-                    "the adapter checks handles against the lane"
-                );
-                engine
-                    .ack(&acks, true, now)
-                    .await
-                    .map(PartitionReply::Acked)
-            }
-            PartitionCall::WaitChange { seen, wait_ms } => {
-                let sleep = async {
-                    glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
-                };
-                futures_lite::future::or(sleep, engine.changed(seen)).await;
-                Ok(PartitionReply::Changed)
-            }
-            PartitionCall::Counts { queue } => engine.queue_info(queue).and_then(|info| {
-                let stats = info
-                    .groups
-                    .iter()
-                    .map(|(group, _)| engine.group_stats(queue, *group).map(|s| (*group, s)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(PartitionReply::Counts(info, stats))
-            }),
-            PartitionCall::ListQueues => {
-                let infos = engine
-                    .queue_ids()
-                    .into_iter()
-                    .map(|queue| engine.queue_info(queue).expect("listed just now"))
-                    .collect();
-                Ok(PartitionReply::Queues(infos))
-            }
-        };
-        self.check_fault(partition, result)
-    }
-
-    // ------------------------------------------------------------------ metadata
-
-    async fn list_partition(self: &Rc<Shard>, partition: u32) -> Result<Vec<QueueInfo>, NodeError> {
-        match self
-            .call_partition(partition, PartitionCall::ListQueues)
-            .await?
-        {
-            PartitionReply::Queues(infos) => Ok(infos),
-            other => unreachable!("ListQueues answered {other:?}"),
-        }
-    }
-
-    /// Republishes the queue directory from partition 0.
-    pub async fn refresh_directory(self: &Rc<Shard>) -> Result<(), NodeError> {
-        assert_eq!(self.index, 0, "shard 0 owns the metadata");
-        let infos = self.list_partition(0).await?;
-        self.shared
-            .directory
-            .store(Arc::new(Directory::from_infos(infos)));
-        Ok(())
-    }
-
-    async fn execute_meta(self: &Rc<Shard>, call: MetaCall) -> Result<MetaReply, MetaError> {
-        assert_eq!(self.index, 0, "metadata changes run on shard 0");
-        let permit = self.meta_gate.lock().await;
-        match permit.repair_if_needed(&ShardPartitions(self)).await {
-            Ok(repaired) => repaired
-                .iter()
-                .for_each(|repair| eprintln!("sluice: {repair}")),
-            Err(error) => {
-                eprintln!("sluice: metadata repair failed, will retry: {error}");
-                return Err(NodeError::Unavailable("metadata repair pending").into());
-            }
-        }
-        // A change that may have left the partitions apart (a storage fault or an
-        // unreachable shard part-way) sets the gate's repair flag for the next one.
-        let result = crate::meta::execute(self, &permit, call).await;
-        // Whatever happened, partition 0 is the truth: publish what it holds now.
-        self.refresh_directory().await?;
-        result
-    }
-
-    /// Start-up repair: brings every other partition's queues and groups in line with
-    /// partition 0's (a crash in the middle of a metadata change leaves the later
-    /// partitions behind). Runs on shard 0 before anything is served.
-    pub async fn reconcile(self: &Rc<Shard>) -> Result<(), String> {
-        assert_eq!(self.index, 0, "shard 0 owns the metadata");
-        let permit = self.meta_gate.lock().await;
-        let repaired = permit
-            .reconcile(&ShardPartitions(self))
-            .await
-            .map_err(|e| e.to_string())?;
-        for repair in &repaired {
-            eprintln!("sluice: {repair}");
-        }
-        self.refresh_directory()
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        Ok(())
-    }
-
-    /// Every partition's counts for one queue, summed.
-    pub async fn queue_counts(
-        self: &Rc<Shard>,
-        queue: QueueId,
-    ) -> Result<Vec<PartitionReply>, NodeError> {
-        let mut replies = Vec::new();
-        for partition in 0..self.partition_count() {
-            replies.push(
-                self.call_partition(partition, PartitionCall::Counts { queue })
-                    .await?,
-            );
-        }
-        Ok(replies)
     }
 }

@@ -1,56 +1,24 @@
-//! State every shard reads and none owns: configuration, secrets, and the read-mostly
-//! directories (tenants, queues) that shard 0 republishes with arc-swap after each
-//! metadata change. Readers load an `Arc` snapshot without locks.
+//! State every shard reads and none owns: configuration, secrets, and the node layer's
+//! read-mostly directories (tenants, queues), which shard 0 republishes with arc-swap
+//! after each metadata change. Readers load an `Arc` snapshot without locks.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use sluice_core::clock::{QueueClock, Reading};
-use sluice_core::engine::types::QueueId;
-use sluice_core::engine::QueueInfo;
-use sluice_node::QueueView;
 use sluice_node::tenants::TenantDirectory;
+use sluice_node::Directories;
 
 use crate::config::Config;
 use crate::datadir::{NodeFacts, Secrets};
-
-/// Every queue, from partition 0 (the metadata truth on a single node).
-#[derive(Clone, Debug, Default)]
-pub struct Directory {
-    pub queues: BTreeMap<QueueId, QueueView>,
-}
-
-impl Directory {
-    pub fn from_infos(infos: Vec<QueueInfo>) -> Directory {
-        let queues = infos
-            .into_iter()
-            .map(|info| (info.id, QueueView::from(info)))
-            .collect();
-        Directory { queues }
-    }
-
-    pub fn queues_of(&self, tenant: &str) -> Vec<QueueView> {
-        let mut views: Vec<QueueView> = self
-            .queues
-            .values()
-            .filter(|q| q.tenant == tenant)
-            .cloned()
-            .collect();
-        views.sort_by(|a, b| a.name.cmp(&b.name));
-        views
-    }
-}
 
 pub struct Shared {
     pub config: Config,
     pub facts: NodeFacts,
     pub secrets: Secrets,
     pub shard_count: usize,
-    pub tenants: ArcSwap<TenantDirectory>,
-    pub directory: ArcSwap<Directory>,
+    pub directories: Arc<Directories>,
     /// Set by the signal thread: stop accepting, finish, sync, exit.
     pub stopping: AtomicBool,
     /// The port every shard binds (shard 0 resolves port 0 first).
@@ -82,14 +50,14 @@ impl Shared {
         facts: NodeFacts,
         secrets: Secrets,
         shard_count: usize,
+        tenants: TenantDirectory,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             config,
             facts,
             secrets,
             shard_count,
-            tenants: ArcSwap::from_pointee(TenantDirectory::default()),
-            directory: ArcSwap::from_pointee(Directory::default()),
+            directories: Directories::new(tenants),
             stopping: AtomicBool::new(false),
             port: AtomicU16::new(0),
             peer_of_shard: (0..shard_count)

@@ -31,10 +31,10 @@ use sluice_core::clock::{QueueClock, Reading};
 use sluice_core::engine::{Engine, EngineConfig};
 use sluice_core::sim_disk::SimDisk;
 use sluice_core::storage::{IoErrorKind, IoOp};
-use sluice_node::local::{Clock, LocalNode};
-use sluice_node::Node as _;
 use sluice_http::service::{self, ServiceConfig};
+use sluice_node::local::{Clock, LocalNode};
 use sluice_node::tenants::Tenant;
+use sluice_node::Node as _;
 
 use crate::history::{Event, EventKind, History};
 use crate::slow_disk::SlowDisk;

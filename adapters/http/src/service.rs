@@ -18,8 +18,8 @@ use serde_json::json;
 
 use crate::auth::{self, AuthError, KeystoneResponse, NameOrId, SignedRequest, TokenClaims};
 use crate::dms::{self, DmsConfig};
-use sluice_node::Node;
 use sluice_node::tenants::{Tenant, TenantError};
+use sluice_node::Node;
 
 const TOKEN_INVALID: &str = "10240101";
 const TOKEN_EXPIRED: &str = "10240102";

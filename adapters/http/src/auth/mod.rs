@@ -25,7 +25,7 @@ pub use keystone::{
     KeystoneResponse, NameOrId,
 };
 pub use limits::SKEW_S_DEFAULT;
-pub use sluice_node::password::{hash_password, verify_password};
 pub use sign::sign_request;
 pub use signature::{verify_signature, SignedRequest, UNSIGNED_PAYLOAD};
+pub use sluice_node::password::{hash_password, verify_password};
 pub use token::{issue_token, verify_token, TokenClaims, TokenError};

@@ -4,9 +4,9 @@
 
 use http::StatusCode;
 use serde_json::value::RawValue;
-use sluice_node::Routed;
 use sluice_core::engine::types::{AckKind, Delivery, GroupId, ReceiptHandle, TagFilter, TagMatch};
 use sluice_core::engine::ReceiveRequest;
+use sluice_node::Routed;
 
 use super::errors::{
     from_node, DmsError, INVALID_HANDLER, INVALID_PARAMETER, TIME_WAIT_RANGE, TOO_MANY_MESSAGES,

@@ -12,8 +12,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use sluice_node::Routed;
 use sluice_core::engine::types::{GroupId, MessageId, QueueId, ReceiptHandle};
+use sluice_node::Routed;
 
 const CHECK_BYTES: usize = 12;
 const ID_BYTES: usize = 16;

@@ -14,8 +14,8 @@ use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 use sluice_http::dms::{self, DmsConfig};
 use sluice_node::local::{LocalNode, LocalShard, Runtime};
-use sluice_node::Node;
 use sluice_node::tenants::Tenant;
+use sluice_node::Node;
 
 pub const START_MS: u64 = 1_764_081_000_000;
 

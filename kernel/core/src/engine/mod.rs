@@ -19,7 +19,6 @@ mod consume;
 pub mod dispatch;
 pub mod group;
 pub mod metadata;
-pub mod partitioned;
 pub mod probe;
 pub mod range_set;
 mod send;

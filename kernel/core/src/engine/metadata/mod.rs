@@ -1,8 +1,8 @@
 //! Queue and group metadata across a node's partitions: the order changes are applied in,
 //! and the repair ("reconcile") that brings partitions back in line after a change failed
-//! or crashed half-way. The glommio server and `LocalNode` (tests, fuzzing, the madsim
-//! simulation) both run this code; each reaches its partitions through
-//! [`MetadataPartitions`] (the server forwards calls to the shard that owns the partition).
+//! or crashed half-way. The node layer (sluice-node, which the glommio server, the tests,
+//! the fuzz targets and the madsim simulation all run) reaches the partitions through
+//! [`MetadataPartitions`], forwarding each call to the shard that owns the partition.
 //!
 //! Every partition's engine holds every queue and group. A change is applied to partition
 //! 0 first and then to the others in order, one change at a time ([`MetadataGate`]), so

@@ -1,0 +1,579 @@
+//! The node layer over [`LocalNode`]: routing, forwarding between shards, long polls,
+//! ack runs, quotas, metadata changes and their repair. No sleeps: the test clock's sleep
+//! advances it at once.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use sluice_core::engine::types::{
+    AckKind, AckOutcome, Delay, Delivery, EngineError, FifoScope, GroupId, GroupStart, HandleError,
+    QueueConfig, QueueId, QueueMode, ReceiptHandle, RetryPolicy, SendInput,
+};
+use sluice_core::engine::{Engine, EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::sim_disk::{block_on, CrashMode, SimDisk};
+use sluice_core::storage::{IoErrorKind, IoOp};
+
+use crate::local::{LocalNode, Runtime};
+use crate::routing::{partition_for_send, Routed};
+use crate::tenants::{Quotas, TenantError};
+use crate::{Lane, Node, NodeError};
+
+const START_MS: u64 = 1_000;
+
+/// A clock whose sleep yields once (so that other futures polled alongside run) and
+/// then advances it by the time slept.
+#[derive(Clone)]
+struct StepClock(Rc<Cell<u64>>);
+
+impl Runtime for StepClock {
+    fn now_ms(&self) -> u64 {
+        self.0.get()
+    }
+    async fn sleep_ms(&self, ms: u64) {
+        futures_lite::future::yield_now().await;
+        self.0.set(self.0.get() + ms);
+    }
+}
+
+type TestNode = LocalNode<SimDisk, StepClock>;
+
+fn engine_config(limits: EngineLimits) -> EngineConfig {
+    EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 64 * 1024,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 0,
+            verify_on_open: VerifyOnOpen::Tail,
+        },
+        limits,
+        snapshot_every_records: 10_000,
+    }
+}
+
+/// A node of `shards` shards over engines opened on `disks`, each with its limits.
+fn node_over(disks: &[SimDisk], limits: &[EngineLimits], shards: usize) -> TestNode {
+    let engines = disks
+        .iter()
+        .zip(limits)
+        .map(|(disk, limits)| {
+            block_on(Engine::open(disk.clone(), engine_config(*limits), START_MS)).unwrap()
+        })
+        .collect();
+    LocalNode::new(engines, StepClock(Rc::new(Cell::new(START_MS))), 7, shards)
+}
+
+/// DMS limits, but receives and batches of up to 64.
+fn wide() -> EngineLimits {
+    EngineLimits {
+        receive_messages_max: 64,
+        batch_messages_max: 64,
+        ..EngineLimits::dms()
+    }
+}
+
+fn check_node(partitions: u16, shards: usize) -> TestNode {
+    let disks: Vec<SimDisk> = (0..partitions)
+        .map(|p| SimDisk::new(u64::from(p)))
+        .collect();
+    node_over(&disks, &vec![wide(); disks.len()], shards)
+}
+
+/// A node with a tenant "t" (default quotas), its project id.
+fn with_tenant(node: &TestNode) -> String {
+    block_on(node.create_tenant("t", None)).unwrap().project_id
+}
+
+/// A queue as a partition holds it: id, name, groups.
+type Held = (QueueId, String, Vec<(GroupId, String)>);
+
+/// Every partition's queues as (id, name, groups), by id, checked to be alike.
+fn agreed_queues(node: &TestNode) -> Vec<Held> {
+    let held = |partition: u32| {
+        let engine = node.engine(partition).unwrap();
+        engine
+            .queue_ids()
+            .into_iter()
+            .map(|queue| {
+                let info = engine.queue_info(queue).unwrap();
+                (info.id, info.name, info.groups)
+            })
+            .collect::<Vec<_>>()
+    };
+    for partition in 1..node.partition_count() {
+        assert_eq!(held(partition), held(0), "partition {partition}");
+    }
+    held(0)
+}
+
+fn config(mode: QueueMode) -> QueueConfig {
+    QueueConfig {
+        mode,
+        retention_ms: 3_600_000,
+        max_consume_count: None,
+        retry: RetryPolicy::Immediate,
+        dedup_window_ms: 300_000,
+    }
+}
+
+fn normal() -> QueueConfig {
+    config(QueueMode::Normal)
+}
+
+fn message(body: &str) -> SendInput {
+    SendInput {
+        body: body.as_bytes().to_vec(),
+        attributes: Vec::new(),
+        tags: Vec::new(),
+        fifo_group: None,
+        delay: Delay::None,
+        dedup_id: None,
+    }
+}
+
+fn receive_request(max: u32) -> ReceiveRequest {
+    ReceiveRequest {
+        max_messages: max,
+        visibility_ms: 30_000,
+        filter: None,
+    }
+}
+
+fn route(delivery: &Routed<Delivery>) -> Routed<ReceiptHandle> {
+    Routed {
+        partition: delivery.partition,
+        item: delivery.item.handle,
+    }
+}
+
+fn ack_all(got: &[Routed<Delivery>]) -> Vec<(Routed<ReceiptHandle>, AckKind)> {
+    got.iter().map(|d| (route(d), AckKind::Success)).collect()
+}
+
+/// A queue with one group "g" for tenant `t`.
+fn queue_with_group(node: &TestNode, tenant: &str, config: QueueConfig) -> (QueueId, GroupId) {
+    let queue = block_on(node.create_queue(tenant, "q", config, Vec::new())).unwrap();
+    let group = block_on(node.create_groups(queue, &["g".to_string()])).unwrap()[0];
+    (queue, group)
+}
+
+#[test]
+fn tenants_get_distinct_credentials_password_hashes_and_settable_quotas() {
+    // Goal: credentials have the documented shapes, a password is kept as an argon2id
+    // hash that verifies, and quotas can be changed and are enforced.
+    let node = check_node(1, 1);
+    let a = block_on(node.create_tenant("alpha", Some("s3cret"))).unwrap();
+    let b = block_on(node.create_tenant("beta", None)).unwrap();
+    assert_ne!(a.project_id, b.project_id);
+    assert_eq!(a.project_id.len(), 32);
+    assert!(a
+        .project_id
+        .bytes()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert_eq!(a.ak.len(), 20);
+    assert_eq!(a.sk.len(), 40);
+    let hash = a.password_hash.as_deref().expect("a password hash");
+    assert!(crate::password::verify_password("s3cret", hash));
+    assert!(b.password_hash.is_none());
+    assert_eq!(
+        block_on(node.create_tenant("alpha", None)),
+        Err(TenantError::Exists)
+    );
+    let quotas = Quotas {
+        queues_max: 1,
+        groups_per_queue_max: 3,
+    };
+    let updated = block_on(node.set_tenant_quotas(&a.project_id, quotas)).unwrap();
+    assert_eq!(updated.quotas, quotas);
+    assert_eq!(
+        node.tenants().by_project(&a.project_id).unwrap().quotas,
+        quotas
+    );
+    block_on(node.create_queue(&a.project_id, "q1", normal(), Vec::new())).unwrap();
+    let over = block_on(node.create_queue(&a.project_id, "q2", normal(), Vec::new()));
+    assert_eq!(
+        over,
+        Err(NodeError::Engine(EngineError::TooManyQueues { limit: 1 }))
+    );
+    block_on(node.delete_tenant(&a.project_id)).unwrap();
+    assert!(node.queues_of(&a.project_id).is_empty());
+    assert_eq!(
+        block_on(node.set_tenant_quotas(&a.project_id, quotas)),
+        Err(TenantError::NotFound)
+    );
+}
+
+#[test]
+fn the_group_limit_is_the_lower_of_quota_and_engine_limit() {
+    // Goal: a quota above the engines' group limit does not let a request through that
+    // the engines would refuse part-way. Method: engines allow 2 groups, the quota 8.
+    let limits = EngineLimits {
+        groups_per_queue_max: 2,
+        ..EngineLimits::dms()
+    };
+    let disks = [SimDisk::new(0), SimDisk::new(1)];
+    let node = node_over(&disks, &[limits; 2], 2);
+    let tenant = with_tenant(&node);
+    let quotas = Quotas {
+        queues_max: 30,
+        groups_per_queue_max: 8,
+    };
+    block_on(node.set_tenant_quotas(&tenant, quotas)).unwrap();
+    let queue = block_on(node.create_queue(&tenant, "q", normal(), Vec::new())).unwrap();
+    let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        block_on(node.create_groups(queue, &names)),
+        Err(NodeError::Engine(EngineError::TooManyGroups { limit: 2 }))
+    );
+    assert!(!node.needs_repair(), "refused before any partition changed");
+    assert!(agreed_queues(&node)[0].2.is_empty());
+}
+
+#[test]
+fn group_creation_is_all_or_nothing() {
+    // Goal: a request that would pass the group limit or repeats a name creates none.
+    let node = check_node(2, 2);
+    let tenant = with_tenant(&node);
+    let queue = block_on(node.create_queue(&tenant, "q", normal(), Vec::new())).unwrap();
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    block_on(node.create_groups(queue, &names(&["a", "b"]))).unwrap();
+    let over = block_on(node.create_groups(queue, &names(&["c", "d"])));
+    assert_eq!(
+        over,
+        Err(NodeError::Engine(EngineError::TooManyGroups { limit: 3 }))
+    );
+    let repeated = block_on(node.create_groups(queue, &names(&["b"])));
+    assert_eq!(repeated, Err(NodeError::Engine(EngineError::GroupExists)));
+    let twice = block_on(node.create_groups(queue, &names(&["e", "e"])));
+    assert_eq!(twice, Err(NodeError::Engine(EngineError::GroupExists)));
+    assert_eq!(node.queue(&tenant, queue).unwrap().groups.len(), 2);
+    assert!(node.queue("someone-else", queue).is_none());
+}
+
+#[test]
+fn a_group_create_refused_part_way_leaves_no_group_behind() {
+    // Goal: all or nothing even when a later partition refuses: a request for two groups
+    // that partition 1 refuses at the second leaves neither, on any partition. Method:
+    // partition 1's engine allows one group per queue, partition 0's three.
+    let disks = [SimDisk::new(0), SimDisk::new(1)];
+    let tight = EngineLimits {
+        groups_per_queue_max: 1,
+        ..EngineLimits::dms()
+    };
+    let node = node_over(&disks, &[EngineLimits::dms(), tight], 1);
+    block_on(node.reconcile()).unwrap();
+    let tenant = with_tenant(&node);
+    let q = block_on(node.create_queue(&tenant, "q", normal(), Vec::new())).unwrap();
+    let names = ["a".to_string(), "b".to_string()];
+    let refused = block_on(node.create_groups(q, &names));
+    assert_eq!(
+        refused,
+        Err(NodeError::Engine(EngineError::TooManyGroups { limit: 1 }))
+    );
+    assert!(node.needs_repair(), "the change went part-way");
+    assert!(node.queue(&tenant, q).unwrap().groups.is_empty());
+    block_on(node.create_queue(&tenant, "r", normal(), Vec::new())).unwrap();
+    assert!(!node.needs_repair());
+    let queues = agreed_queues(&node);
+    assert_eq!(queues.len(), 2);
+    assert!(queues[0].2.is_empty(), "no group left: {:?}", queues[0].2);
+}
+
+#[test]
+fn long_polls_wait_out_the_clock_capped_and_acks_stop_at_the_first_invalid_handle() {
+    // Goal: an empty receive waits exactly wait_ms of clock time, at most the node's
+    // cap; an ack batch stops at the first bad handle, across partitions and shards.
+    let node = check_node(3, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    let start = node.now_ms();
+    let empty =
+        block_on(node.receive(queue, group, Lane::Main, receive_request(10), 5_000)).unwrap();
+    assert!(empty.is_empty());
+    assert_eq!(node.now_ms(), start + 5_000);
+    let cap = node.config().wait_ms_max;
+    block_on(node.receive(queue, group, Lane::Main, receive_request(10), 10 * cap)).unwrap();
+    assert_eq!(node.now_ms(), start + 5_000 + cap, "capped");
+    for body in ["1", "2", "3"] {
+        block_on(node.shard(1).send(queue, vec![message(body)])).unwrap();
+    }
+    let got = block_on(node.receive(queue, group, Lane::Main, receive_request(10), 0)).unwrap();
+    assert_eq!(got.len(), 3);
+    let mut bogus = got[1].clone();
+    bogus.item.handle.nonce ^= 1;
+    let acks = vec![
+        (route(&got[0]), AckKind::Success),
+        (route(&bogus), AckKind::Success),
+        (route(&got[2]), AckKind::Success),
+    ];
+    let results = block_on(node.shard(1).ack(Lane::Main, acks)).unwrap();
+    assert_eq!(results[0], Ok(AckOutcome::Applied));
+    assert!(results[1].is_err());
+    assert_eq!(results[2], Err(HandleError::Stale));
+    let counts = block_on(node.queue_counts(queue)).unwrap();
+    assert_eq!(counts.sent_total, 3);
+    assert_eq!(counts.groups[0].1.acked_total, 1);
+}
+
+#[test]
+fn a_long_poll_wakes_when_a_message_arrives_on_another_shard() {
+    // Goal: a waiting receive returns the message sent meanwhile through another shard,
+    // long before its deadline. Method: poll the two futures together; the clock only
+    // moves when the poll sleeps, so the send lands while it waits.
+    let node = check_node(2, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    let start = node.now_ms();
+    let poll = node
+        .shard(0)
+        .receive(queue, group, Lane::Main, receive_request(1), 60_000);
+    let send = async {
+        node.shard(1)
+            .send(queue, vec![message("late")])
+            .await
+            .unwrap();
+        std::future::pending::<()>().await;
+    };
+    let got = block_on(futures_lite::future::or(poll, async {
+        send.await;
+        unreachable!("the send never ends")
+    }))
+    .unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(node.now_ms() - start < 60_000, "woken before the deadline");
+}
+
+#[test]
+fn acks_of_the_wrong_lane_are_refused_and_long_runs_are_split() {
+    // Goal: a dead-letter handle on the main lane is Unknown (no panic) and stops the
+    // rest; a run longer than the engine's batch limit is acked in several calls.
+    let limits = EngineLimits {
+        batch_messages_max: 4,
+        receive_messages_max: 64,
+        ..EngineLimits::dms()
+    };
+    let disks = [SimDisk::new(0)];
+    let node = node_over(&disks, &[limits], 1);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    for i in 0..3 {
+        let batch = (0..4).map(|j| message(&format!("{i}-{j}"))).collect();
+        block_on(node.send(queue, batch)).unwrap();
+    }
+    let got = block_on(node.receive(queue, group, Lane::Main, receive_request(64), 0)).unwrap();
+    assert_eq!(got.len(), 12);
+    let mut acks = ack_all(&got[..2]);
+    let mut wrong = route(&got[2]);
+    wrong.item.dead_letter = true;
+    acks.push((wrong, AckKind::Success));
+    acks.extend(ack_all(&got[3..4]));
+    let results = block_on(node.ack(Lane::Main, acks)).unwrap();
+    assert_eq!(
+        results,
+        [
+            Ok(AckOutcome::Applied),
+            Ok(AckOutcome::Applied),
+            Err(HandleError::Unknown),
+            Err(HandleError::Stale)
+        ]
+    );
+    let results = block_on(node.ack(Lane::Main, ack_all(&got[2..]))).unwrap();
+    assert_eq!(results.len(), 10, "three calls of at most 4");
+    assert!(results.iter().all(|r| *r == Ok(AckOutcome::Applied)));
+    let dead = ack_all(&got[..1]);
+    let results = block_on(node.ack(Lane::DeadLetters, dead)).unwrap();
+    assert_eq!(results, [Err(HandleError::Unknown)]);
+}
+
+#[test]
+fn normal_sends_stay_on_the_entry_shards_partitions_and_receives_drain_all() {
+    // Goal: with two shards, a plain NORMAL send entering at a shard is stored on that
+    // shard's partitions (no hop), alternating; a receive at either shard drains all.
+    let node = check_node(4, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    let mut used = [0u32; 4];
+    for shard in 0..2 {
+        for i in 0..8 {
+            let sent = block_on(
+                node.shard(shard)
+                    .send(queue, vec![message(&format!("m{i}"))]),
+            )
+            .unwrap();
+            let partition = u32::from(sent[0].partition);
+            assert!(node.shard(shard).owns(partition));
+            used[usize::try_from(partition).unwrap()] += 1;
+        }
+    }
+    assert_eq!(used, [4, 4, 4, 4], "rotating over the owned partitions");
+    let got = block_on(
+        node.shard(1)
+            .receive(queue, group, Lane::Main, receive_request(64), 0),
+    )
+    .unwrap();
+    assert_eq!(got.len(), 16);
+    let results = block_on(node.shard(0).ack(Lane::Main, ack_all(&got))).unwrap();
+    assert!(results.iter().all(|r| *r == Ok(AckOutcome::Applied)));
+    let again = block_on(node.receive(queue, group, Lane::Main, receive_request(64), 0)).unwrap();
+    assert!(again.is_empty());
+}
+
+#[test]
+fn a_retried_send_with_a_dedup_id_is_stored_once_whichever_shard_it_enters() {
+    // Goal: dedup holds for a partitioned NORMAL queue: the id decides the partition, so
+    // a retry entering at another shard meets the original.
+    let node = check_node(4, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    let retry = SendInput {
+        dedup_id: Some("order-4711".into()),
+        ..message("once")
+    };
+    let first = block_on(node.send(queue, vec![retry.clone()])).unwrap();
+    for attempt in 0..8 {
+        let again = block_on(node.shard(attempt % 2).send(queue, vec![retry.clone()])).unwrap();
+        assert!(again[0].item.duplicate);
+        assert_eq!(again[0].item.message_id, first[0].item.message_id);
+        assert_eq!(again[0].partition, first[0].partition);
+    }
+    let got = block_on(node.receive(queue, group, Lane::Main, receive_request(64), 0)).unwrap();
+    assert_eq!(got.len(), 1, "stored once");
+}
+
+#[test]
+fn fifo_message_groups_stay_in_one_partition_in_order() {
+    let node = check_node(3, 2);
+    let tenant = with_tenant(&node);
+    let mode = QueueMode::Fifo(FifoScope::MessageGroup);
+    let (queue, group) = queue_with_group(&node, &tenant, config(mode));
+    let groups = ["a", "b", "c", "d", "e"];
+    let batch: Vec<SendInput> = (0..25)
+        .map(|i| SendInput {
+            fifo_group: Some(groups[i % 5].to_string()),
+            ..message(&format!("{}{}", groups[i % 5], i / 5))
+        })
+        .collect();
+    let sent = block_on(node.shard(1).send(queue, batch.clone())).unwrap();
+    for (i, outcome) in sent.iter().enumerate() {
+        let expected = partition_for_send(mode, 3, &[], &batch[i], 0);
+        assert_eq!(u32::from(outcome.partition), expected, "message {i}");
+    }
+    // Drain with acks: each group's messages arrive in send order.
+    let mut seen: Vec<String> = Vec::new();
+    for round in 0..50 {
+        let shard = node.shard(round % 2);
+        let got =
+            block_on(shard.receive(queue, group, Lane::Main, receive_request(64), 0)).unwrap();
+        seen.extend(
+            got.iter()
+                .map(|d| String::from_utf8(d.item.body.clone()).unwrap()),
+        );
+        block_on(shard.ack(Lane::Main, ack_all(&got))).unwrap();
+    }
+    assert_eq!(seen.len(), 25);
+    for name in groups {
+        let order: Vec<&String> = seen.iter().filter(|b| b.starts_with(name)).collect();
+        let expected: Vec<String> = (0..5).map(|i| format!("{name}{i}")).collect();
+        assert_eq!(order, expected.iter().collect::<Vec<_>>(), "group {name}");
+    }
+}
+
+#[test]
+fn whole_queue_fifo_lives_in_partition_zero() {
+    let node = check_node(4, 2);
+    let tenant = with_tenant(&node);
+    let (queue, _) = queue_with_group(&node, &tenant, config(QueueMode::Fifo(FifoScope::Queue)));
+    for shard in 0..2 {
+        let sent = block_on(node.shard(shard).send(queue, vec![message("m")])).unwrap();
+        assert_eq!(sent[0].partition, 0);
+    }
+}
+
+#[test]
+fn cancels_and_counts_reach_every_partition_through_any_shard() {
+    // Goal: a cancel entering at a shard that does not own the message's partition is
+    // forwarded; counts sum every partition; an id naming no partition is NotScheduled.
+    let node = check_node(2, 2);
+    let tenant = with_tenant(&node);
+    let (queue, _) = queue_with_group(&node, &tenant, normal());
+    let delayed = SendInput {
+        delay: Delay::Ms(60_000),
+        ..message("later")
+    };
+    let sent = block_on(node.shard(1).send(queue, vec![delayed])).unwrap();
+    assert_eq!(sent[0].partition, 1, "shard 1 owns partition 1");
+    let id = sent[0].item.message_id;
+    block_on(node.shard(0).cancel(queue, 1, id)).unwrap();
+    assert_eq!(
+        block_on(node.shard(0).cancel(queue, 1, id)),
+        Err(NodeError::Engine(EngineError::NotScheduled))
+    );
+    assert_eq!(
+        block_on(node.cancel(queue, 9, id)),
+        Err(NodeError::Engine(EngineError::NotScheduled))
+    );
+    block_on(node.shard(0).send(queue, vec![message("now")])).unwrap();
+    let counts = block_on(node.shard(1).queue_counts(queue)).unwrap();
+    assert_eq!(counts.sent_total, 2);
+}
+
+#[test]
+fn the_first_change_repairs_engines_left_apart_by_a_crash() {
+    // Goal: a node built over engines that a crash left apart (partition 0 holds a
+    // queue and group the others lack) repairs them before its first change. Method:
+    // create on partition 0's engine directly, then build the node and create.
+    let disks = [SimDisk::new(0), SimDisk::new(1), SimDisk::new(2)];
+    let engine = block_on(Engine::open(
+        disks[0].clone(),
+        engine_config(EngineLimits::dms()),
+        START_MS,
+    ))
+    .unwrap();
+    let a = block_on(engine.create_queue("t", "a", normal(), START_MS)).unwrap();
+    let g = block_on(engine.create_group(a, "g", GroupStart::Oldest, START_MS)).unwrap();
+    drop(engine);
+    let node = node_over(&disks, &[EngineLimits::dms(); 3], 2);
+    assert!(node.needs_repair());
+    let tenant = with_tenant(&node);
+    let b = block_on(node.create_queue(&tenant, "b", normal(), Vec::new())).unwrap();
+    assert!(!node.needs_repair());
+    let queues = agreed_queues(&node);
+    assert_eq!(queues.len(), 2);
+    assert_eq!(queues[0], (a, "a".to_string(), vec![(g, "g".to_string())]));
+    assert_eq!(queues[1].0, b);
+}
+
+#[test]
+fn a_storage_fault_part_way_refuses_changes_until_a_reboot_repairs() {
+    // Goal: after a create fails on partition 1 with fsync EIO, the partition is out of
+    // service and the next change is refused, changing nothing; a new node over the
+    // reopened engines repairs at boot.
+    let disks = [SimDisk::new(0), SimDisk::new(1), SimDisk::new(2)];
+    let node = node_over(&disks, &[EngineLimits::dms(); 3], 2);
+    let tenant = with_tenant(&node);
+    disks[1].fail_next(IoOp::Sync, IoErrorKind::Io);
+    let failed = block_on(node.create_queue(&tenant, "a", normal(), Vec::new()));
+    assert!(matches!(
+        failed,
+        Err(NodeError::Engine(EngineError::Storage(_)))
+    ));
+    assert!(node.needs_repair());
+    assert_eq!(node.faults(), 1);
+    assert!(node.engine(1).is_none(), "out of service");
+    let refused = block_on(node.create_queue(&tenant, "b", normal(), Vec::new()));
+    assert!(refused.is_err());
+    assert_eq!(
+        node.engine(0).unwrap().queue_ids().len(),
+        1,
+        "b was never created"
+    );
+    drop(node);
+    disks[1].crash_with(CrashMode::LoseUnsynced);
+    let node = node_over(&disks, &[EngineLimits::dms(); 3], 2);
+    block_on(node.reconcile()).unwrap();
+    assert!(!node.needs_repair());
+    let tenant = with_tenant(&node);
+    block_on(node.create_queue(&tenant, "b", normal(), Vec::new())).unwrap();
+    let names: Vec<String> = agreed_queues(&node).into_iter().map(|q| q.1).collect();
+    assert_eq!(names, ["a", "b"]);
+}
