@@ -451,7 +451,11 @@ impl<H: Host> Node for NodeShard<H> {
             if !deliveries.is_empty() || now >= deadline || self.host.stopping() {
                 return Ok(deliveries);
             }
-            let wait = (deadline - now).min(LONG_POLL_WAKE_MS_MAX);
+            let wait = if bugs::enabled(Bug::LongPollNeverWakes) {
+                deadline - now
+            } else {
+                (deadline - now).min(LONG_POLL_WAKE_MS_MAX)
+            };
             self.wait_any_change(&seen, wait).await;
         }
         Ok(Vec::new())

@@ -15,7 +15,7 @@ use sluice_core::storage::{IoErrorKind, IoOp};
 
 use crate::api::{self, ApiRequest, Credentials, Delay, Lane, Outgoing};
 use crate::history::{Event, EventKind, History, MessageSpec, Outcome};
-use sluice_node::{now_ms, Node, EPOCH_MS, TENANT_NAMES};
+use crate::node::{now_ms, Node, EPOCH_MS, TENANT_NAMES};
 
 /// One of the workload's queues.
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +69,12 @@ const SETUP_ATTEMPTS_MAX: u32 = 10;
 pub struct Knobs {
     /// Partitions (engines, one simulated disk each) of the node.
     pub partitions: u16,
+    /// Shards of the node (2 up to `partitions`): shard `s` owns partitions `p % shards
+    /// == s`, a request enters at a random shard, and calls for another shard's
+    /// partitions are forwarded, as in the server.
+    pub shards: u16,
+    /// Delay of a forwarded call on its way to the owning shard, up to this (ms).
+    pub hop_ms_max: u64,
     pub latency_ms_max: u64,
     pub drop_ppm: u32,
     /// The consumers' `ack_wait`, in whole seconds as the API takes it.
@@ -111,6 +117,16 @@ impl Knobs {
             disk_latency_ms_max: [0, 1, 5, 20][rng.gen_range(0..4)],
             clock_jump_percent: [0, 10, 30][rng.gen_range(0..3)],
             max_consume_count: rng.gen_range(1..=3),
+            shards: 0,
+            hop_ms_max: [0, 1, 5][rng.gen_range(0..3)],
+        }
+        .with_shards(&mut rng)
+    }
+
+    fn with_shards(self, rng: &mut impl Rng) -> Knobs {
+        Knobs {
+            shards: rng.gen_range(2..=self.partitions),
+            ..self
         }
     }
 }
@@ -818,4 +834,71 @@ pub async fn nemesis(ctx: Rc<Ctx>) {
             }
         }
     }
+}
+
+/// The long poll of the wake probe, seconds: far longer than a wake-up may take.
+const WAKE_PROBE_WAIT_S: u64 = 20;
+/// The probe's send leaves this long after the long poll.
+const WAKE_PROBE_SEND_AFTER_MS: u64 = 1_000;
+/// A woken long poll answers within this of the send's reply (link latency, disk
+/// latency and hops are tens of milliseconds).
+const WAKE_PROBE_SLACK_MS: u64 = 2_000;
+/// Rounds of draining before the probe; the workload has drained already.
+const WAKE_PROBE_DRAIN_ROUNDS_MAX: u32 = 100;
+
+/// Liveness, after the run (no faults, no other client): a consume long-polling on a
+/// drained queue must return a message sent meanwhile long before its wait ends, because
+/// the node wakes a long poll when a partition changes, not only at its deadline. Not
+/// recorded in the history (the checker has judged it already); `Some` names a failure.
+pub async fn wake_probe(ctx: Rc<Ctx>) -> Option<String> {
+    let tenant = QUEUES[0].tenant;
+    let route = ctx.route(0);
+    let (queue, group) = (route.queue_id.clone(), route.group_ids[0].clone());
+    let ack_wait_s = ctx.knobs.visibility_ms / 1_000;
+    for _ in 0..WAKE_PROBE_DRAIN_ROUNDS_MAX {
+        let request = api::consume(&queue, &group, Lane::Main, 10, 0, ack_wait_s);
+        let Outcome::Ok { value, .. } = ctx.call(tenant, &request).await else {
+            return Some("wake probe: a drain consume failed".into());
+        };
+        let handlers: Vec<String> = api::consumed(&value).into_iter().map(|d| d.1).collect();
+        if handlers.is_empty() {
+            break;
+        }
+        let ack = api::ack(&queue, &group, Lane::Main, &handlers, true);
+        let _ = ctx.call(tenant, &ack).await;
+    }
+    let poller = {
+        let ctx = ctx.clone();
+        let request = api::consume(&queue, &group, Lane::Main, 1, WAKE_PROBE_WAIT_S, ack_wait_s);
+        madsim::task::spawn_local(async move {
+            let outcome = ctx.call(tenant, &request).await;
+            (outcome, ctx.now())
+        })
+    };
+    sleep_ms(WAKE_PROBE_SEND_AFTER_MS).await;
+    let message = Outgoing {
+        key: u32::MAX - 1,
+        fifo_group: None,
+        delay: Delay::None,
+        dedup_id: "wake-probe".into(),
+    };
+    if !matches!(
+        ctx.call(tenant, &api::send(&queue, &[message])).await,
+        Outcome::Ok { .. }
+    ) {
+        return Some("wake probe: the send failed".into());
+    }
+    let sent_ms = ctx.now();
+    let (outcome, answered_ms) = poller.await.expect("the poll task");
+    let Outcome::Ok { value, .. } = outcome else {
+        return Some("wake probe: the long poll failed".into());
+    };
+    let got = api::consumed(&value).len();
+    let late_ms = answered_ms.saturating_sub(sent_ms);
+    (got == 0 || late_ms > WAKE_PROBE_SLACK_MS).then(|| {
+        format!(
+            "wake probe: a long poll answered {got} message(s) {late_ms} ms after a send to \
+             its queue (expected one within {WAKE_PROBE_SLACK_MS} ms)"
+        )
+    })
 }

@@ -1,12 +1,15 @@
-//! The simulated node: the server's request-handling layer (`sluice_http::service::handle`,
-//! authentication, routing and the DMS adapter) over a `LocalNode` whose partitions are
-//! engines on simulated disks, plus the node's own loop (open after a crash, tick at the
+//! The simulated node: the server's request-handling layer (`sluice_http::service::handle`:
+//! authentication and the DMS adapter) over the production node layer
+//! (`sluice_node::NodeShard`, as a `LocalNode` of several shards whose partitions are
+//! engines on simulated disks), plus the node's own loop (open after a crash, tick at the
 //! engines' deadlines).
 //!
 //! It runs the same code as the real server above the driver: requests arrive as HTTP
-//! parts and a body, answers leave as HTTP responses. It must not interpret requests
-//! itself; it only counts them (serials), takes the node out of service after a storage
-//! fault and reopens it, as the server's shards do per partition.
+//! parts and a body at a random shard, answers leave as HTTP responses; a call for a
+//! partition another shard owns is forwarded as the server forwards it, carried by
+//! `SimClock::forward` as a task of its own after a random hop delay. It must not
+//! interpret requests itself; it only counts them (serials), takes the node out of
+//! service after a storage fault and reopens it, as the server's shards do per partition.
 //!
 //! Every request takes a serial number when it enters and another when it completes: the
 //! node's linear order of events, which the checker uses to order deliveries and acks.
@@ -14,7 +17,7 @@
 //! somewhere between its two serials (at entry unless it long-polls or another partition
 //! suspends first), and an ack or send takes effect somewhere between its two serials.
 //!
-//! Tenants: `LocalNode` keeps its directory in memory and draws credentials from a PRNG
+//! Tenants: the `LocalNode` host keeps the directory in memory and draws credentials from a PRNG
 //! seeded at construction, so each boot builds the node with the same seed and creates
 //! the same tenants in the same order: they get the same project ids and AK/SK, which
 //! the node asserts. The queues live in the engines and survive on their own.
@@ -32,7 +35,7 @@ use sluice_core::engine::{Engine, EngineConfig};
 use sluice_core::sim_disk::SimDisk;
 use sluice_core::storage::{IoErrorKind, IoOp};
 use sluice_http::service::{self, ServiceConfig};
-use sluice_node::local::{Clock, LocalNode};
+use sluice_node::local::{LocalNode, Runtime};
 use sluice_node::tenants::Tenant;
 use sluice_node::Node as _;
 
@@ -61,20 +64,22 @@ fn elapsed_ms(start: madsim::time::Instant) -> u64 {
 /// The node's clocks: a wall clock that the nemesis steps (true time plus `wall_offset`),
 /// madsim's time as the monotonic clock, and queue time for the engines as the server
 /// computes it (`sluice_core::clock::QueueClock`, anchored when the node boots). Long
-/// polls sleep on madsim's timers.
+/// polls sleep on madsim's timers. It also carries forwarded calls between shards.
 #[derive(Clone)]
 pub struct SimClock {
     start: madsim::time::Instant,
     wall_offset: Rc<Cell<i64>>,
     queue: QueueClock,
+    hop_ms_max: u64,
 }
 
 impl SimClock {
     /// The clock of a boot now: queue time starts at the wall clock's reading.
-    fn boot(start: madsim::time::Instant, wall_offset: Rc<Cell<i64>>) -> SimClock {
+    fn boot(start: madsim::time::Instant, wall_offset: Rc<Cell<i64>>, hop_ms_max: u64) -> SimClock {
         let mut clock = SimClock {
             start,
             wall_offset,
+            hop_ms_max,
             queue: QueueClock::start(Reading {
                 wall_ms: 0,
                 mono_ms: 0,
@@ -98,7 +103,7 @@ fn wall_gap_ms(clock: &SimClock) -> i64 {
     wall - i64::try_from(clock.now_ms()).expect("fits")
 }
 
-impl Clock for SimClock {
+impl Runtime for SimClock {
     fn now_ms(&self) -> u64 {
         self.queue.now_ms(self.reading())
     }
@@ -109,6 +114,16 @@ impl Clock for SimClock {
 
     async fn sleep_ms(&self, ms: u64) {
         madsim::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    /// The job runs as a task of its own after a random hop: the caller may give up
+    /// (a long poll that ended) while the owner still runs it, as between real shards.
+    async fn forward(&self, job: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
+        let hop_ms = thread_rng().gen_range(0..=self.hop_ms_max);
+        drop(madsim::task::spawn_local(async move {
+            madsim::time::sleep(Duration::from_millis(hop_ms)).await;
+            job.await;
+        }));
     }
 }
 
@@ -136,6 +151,8 @@ pub struct Node {
     wall_offset: Rc<Cell<i64>>,
     /// `LocalNode`'s credential seed, the same at every boot.
     tenant_seed: u64,
+    shards: usize,
+    hop_ms_max: u64,
     local: RefCell<Option<Rc<Local>>>,
     /// Counts boots, so a request that fails on an engine already replaced does not
     /// take the new one out of service.
@@ -151,8 +168,11 @@ pub struct Node {
 }
 
 impl Node {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         disks: Vec<SimDisk>,
+        shards: usize,
+        hop_ms_max: u64,
         disk_latency_ms_max: u64,
         config: EngineConfig,
         service: ServiceConfig,
@@ -171,6 +191,8 @@ impl Node {
             start,
             wall_offset: Rc::new(Cell::new(0)),
             tenant_seed: thread_rng().gen(),
+            shards,
+            hop_ms_max,
             local: RefCell::new(None),
             generation: Cell::new(0),
             tenants: RefCell::new(Vec::new()),
@@ -247,7 +269,7 @@ impl Node {
         let Some(local) = self.local.borrow_mut().take() else {
             return false;
         };
-        let last = local.clock().now_ms();
+        let last = local.runtime().now_ms();
         self.history
             .borrow_mut()
             .boot_ends
@@ -276,7 +298,7 @@ impl Node {
             return false;
         }
         let crash_count = self.crash_count.get();
-        let clock = SimClock::boot(self.start, self.wall_offset.clone());
+        let clock = SimClock::boot(self.start, self.wall_offset.clone(), self.hop_ms_max);
         let mut engines = Vec::with_capacity(self.storages.len());
         for (partition, storage) in self.storages.iter().enumerate() {
             match Engine::open(storage.clone(), self.config, clock.now_ms()).await {
@@ -287,7 +309,7 @@ impl Node {
                 }
             }
         }
-        let local = Local::new(engines, clock, self.tenant_seed);
+        let local = Local::new(engines, clock, self.tenant_seed, self.shards);
         // As the server does at start-up: partitions that missed the end of a queue or
         // group change are repaired from partition 0 (`sluice_core::engine::metadata`).
         if let Err(error) = local.reconcile().await {
@@ -345,19 +367,14 @@ impl Node {
                 let generation = self.generation.get();
                 let local = self.local().expect("just ensured open");
                 // Queue time: the engines' deadlines are in it.
-                let now = local.clock().now_ms();
+                let now = local.runtime().now_ms();
                 let mut wake = now + TICK_INTERVAL_MS;
                 if let Err(error) = local.tick(now).await {
                     self.poison(generation, &error.to_string());
-                } else {
-                    let partitions = local.partitions();
-                    for partition in 0..local.partition_count() {
-                        if let Some(deadline) = partitions.partition(partition).next_deadline_ms() {
-                            wake = wake.min(deadline.max(now + 1));
-                        }
-                    }
+                } else if let Some(deadline) = local.next_deadline_ms() {
+                    wake = wake.min(deadline.max(now + 1));
                 }
-                sleep_ms = wake.saturating_sub(local.clock().now_ms()).max(1);
+                sleep_ms = wake.saturating_sub(local.runtime().now_ms()).max(1);
             }
             madsim::time::sleep(Duration::from_millis(sleep_ms)).await;
         }
@@ -372,9 +389,10 @@ impl Node {
         let serial = self.serial.get() + 1;
         self.serial.set(serial);
         let served_ms = now_ms(self.start);
-        let entry_queue_ms = local.clock().now_ms();
-        let entry_gap = wall_gap_ms(local.clock());
-        let response = service::handle(&*local, &self.service, &parts, &body).await;
+        let entry_queue_ms = local.runtime().now_ms();
+        let entry_gap = wall_gap_ms(local.runtime());
+        let entry = thread_rng().gen_range(0..local.shard_count());
+        let response = service::handle(&**local.shard(entry), &self.service, &parts, &body).await;
         let done_serial = self.serial.get() + 1;
         self.serial.set(done_serial);
         let done_ms = now_ms(self.start);
@@ -384,11 +402,11 @@ impl Node {
             history.wall_gap_ms.insert(serial, entry_gap);
             history
                 .wall_gap_ms
-                .insert(done_serial, wall_gap_ms(local.clock()));
-            history.queue_ms.insert(done_serial, local.clock().now_ms());
+                .insert(done_serial, wall_gap_ms(local.runtime()));
+            history.queue_ms.insert(done_serial, local.runtime().now_ms());
         }
-        if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
-            self.poison(generation, "a request answered 500");
+        if response.status() == StatusCode::INTERNAL_SERVER_ERROR || local.faults() > 0 {
+            self.poison(generation, "a storage fault");
         }
         Some(Served {
             serial,

@@ -18,8 +18,8 @@ use sluice_http::service::ServiceConfig;
 use crate::checker;
 use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
 use crate::history::{EventKind, History, Lane};
-use sluice_node::local::Clock as _;
-use sluice_node::Node;
+use sluice_node::local::Runtime as _;
+use crate::node::Node;
 
 /// Simulated time for draining after healing: longer than any delay (5 s), visibility
 /// (5 s) and node downtime together, so every stored message is consumed by then. Seeds
@@ -53,7 +53,7 @@ fn release_wait_ms(node: &Node, history: &History) -> u64 {
         })
         .max()
         .unwrap_or(0);
-    (latest + DRAIN_MS).saturating_sub(local.clock().now_ms())
+    (latest + DRAIN_MS).saturating_sub(local.runtime().now_ms())
 }
 
 pub struct Report {
@@ -152,6 +152,8 @@ pub async fn simulate(seed: u64) -> Report {
         .collect();
     let node = Rc::new(Node::new(
         disks,
+        usize::from(knobs.shards),
+        knobs.hop_ms_max,
         knobs.disk_latency_ms_max,
         engine_config(&knobs),
         service_config(),
@@ -235,11 +237,13 @@ pub async fn simulate(seed: u64) -> Report {
         consumer.await.expect("consumer task");
     }
     prober.await.expect("prober task");
+    let wake = client::wake_probe(ctx.clone()).await;
     node.stopped.set(true);
     node_loop.await.expect("node task");
     watchdog.abort();
     let history = history.borrow();
-    let judgement = checker::check(&history, knobs.visibility_ms, knobs.max_consume_count);
+    let mut judgement = checker::check(&history, knobs.visibility_ms, knobs.max_consume_count);
+    judgement.violations.extend(wake);
     let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
     Report {
         seed,
@@ -269,7 +273,7 @@ fn heal(ctx: &Ctx) {
     ctx.draining.set(true);
     let now = ctx.now();
     ctx.history.borrow_mut().events.push(crate::history::Event {
-        at_ms: now - sluice_node::EPOCH_MS,
+        at_ms: now - crate::node::EPOCH_MS,
         client: 0,
         kind: EventKind::Nemesis("healed; draining".into()),
     });
