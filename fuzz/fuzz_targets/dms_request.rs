@@ -1,5 +1,5 @@
-//! Fuzz target: arbitrary DMS requests through `sluice_http::dms::handle` on a LocalNode
-//! over simulated disks must never panic, and every answer must carry a valid status
+//! Fuzz target: arbitrary DMS requests through `sluice_http::dms::handle` on a two-shard
+//! LocalNode (the production node layer) over simulated disks must never panic, and every answer must carry a valid status
 //! and a JSON body (or none for 204).
 //!
 //! Input layout: byte 0 picks the method, byte 1 flags (content type, prefix, caller),
@@ -16,13 +16,13 @@ use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 use sluice_http::dms::{self, DmsConfig};
-use sluice_node::local::{Clock, LocalNode};
+use sluice_node::local::{LocalNode, Runtime};
 use sluice_node::Node;
 
 #[derive(Clone)]
 struct StepClock(Rc<Cell<u64>>);
 
-impl Clock for StepClock {
+impl Runtime for StepClock {
     fn now_ms(&self) -> u64 {
         self.0.get()
     }
@@ -55,7 +55,7 @@ fn world() -> World {
         .map(|p| block_on(Engine::open(SimDisk::new(p), config, 1_000)).expect("opens"))
         .collect();
     let clock = Rc::new(Cell::new(1_000));
-    let node = LocalNode::new(engines, StepClock(clock.clone()), 1);
+    let node = LocalNode::new(engines, StepClock(clock.clone()), 1, 2);
     let tenant = block_on(node.create_tenant("fuzz", None)).expect("tenant");
     let mut world = World {
         node,
@@ -121,7 +121,15 @@ impl World {
         };
         let (parts, ()) = request.into_parts();
         let _ = dms::route_label(&parts);
-        let response = block_on(dms::handle(&self.node, config, &self.project, &parts, body));
+        let response = block_on(dms::handle(
+            self.node
+                .shard(usize::from(self.requests % 2 == 1))
+                .as_ref(),
+            config,
+            &self.project,
+            &parts,
+            body,
+        ));
         let status = response.status().as_u16();
         assert!((200..600).contains(&status), "status {status}");
         if response.body().is_empty() {
