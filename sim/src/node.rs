@@ -403,7 +403,9 @@ impl Node {
             history
                 .wall_gap_ms
                 .insert(done_serial, wall_gap_ms(local.runtime()));
-            history.queue_ms.insert(done_serial, local.runtime().now_ms());
+            history
+                .queue_ms
+                .insert(done_serial, local.runtime().now_ms());
         }
         if response.status() == StatusCode::INTERNAL_SERVER_ERROR || local.faults() > 0 {
             self.poison(generation, "a storage fault");

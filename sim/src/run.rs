@@ -18,8 +18,8 @@ use sluice_http::service::ServiceConfig;
 use crate::checker;
 use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
 use crate::history::{EventKind, History, Lane};
-use sluice_node::local::Runtime as _;
 use crate::node::Node;
+use sluice_node::local::Runtime as _;
 
 /// Simulated time for draining after healing: longer than any delay (5 s), visibility
 /// (5 s) and node downtime together, so every stored message is consumed by then. Seeds

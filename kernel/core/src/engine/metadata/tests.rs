@@ -3,8 +3,7 @@
 //! agree.
 
 use super::*;
-use crate::engine::partitioned::{Partitioned, PartitionedAt};
-use crate::engine::types::{QueueMode, RetryPolicy};
+use crate::engine::types::{GroupStart, QueueMode, RetryPolicy};
 use crate::engine::{Engine, EngineConfig, EngineLimits};
 use crate::log::{LogConfig, VerifyOnOpen};
 use crate::sim_disk::{block_on, CrashMode, SimDisk};
@@ -19,7 +18,7 @@ type Held = (QueueId, String, String, Vec<(GroupId, String)>);
 /// fail a disk, "restart" (reopen every engine) and repair.
 struct Check {
     disks: Vec<SimDisk>,
-    partitioned: Partitioned<SimDisk>,
+    partitioned: Engines,
     gate: MetadataGate,
 }
 
@@ -36,12 +35,80 @@ fn engine_config() -> EngineConfig {
     }
 }
 
-fn open(disks: &[SimDisk]) -> Partitioned<SimDisk> {
+/// A node's engines held in one place, every call at `NOW`: the partitions as the
+/// metadata functions reach them.
+struct Engines(Vec<Engine<SimDisk>>);
+
+impl Engines {
+    fn engine(&self, partition: u32) -> &Engine<SimDisk> {
+        &self.0[usize::try_from(partition).expect("fits")]
+    }
+}
+
+impl MetadataPartitions for Engines {
+    type Error = EngineError;
+
+    fn partition_count(&self) -> u32 {
+        u32::try_from(self.0.len()).expect("few partitions")
+    }
+
+    fn engine_error(error: &EngineError) -> Option<&EngineError> {
+        Some(error)
+    }
+
+    async fn list_queues(&self, partition: u32) -> Result<Vec<QueueInfo>, EngineError> {
+        let engine = self.engine(partition);
+        Ok(engine
+            .queue_ids()
+            .into_iter()
+            .map(|queue| engine.queue_info(queue).expect("listed just now"))
+            .collect())
+    }
+
+    async fn create_queue(
+        &self,
+        partition: u32,
+        queue: &NewQueue<'_>,
+        id: Option<QueueId>,
+    ) -> Result<QueueId, EngineError> {
+        let (tenant, name, config) = (queue.tenant, queue.name, queue.config);
+        self.engine(partition)
+            .create_queue_with_id(id, tenant, name, config, queue.meta.to_vec(), NOW)
+            .await
+    }
+
+    async fn delete_queue(&self, partition: u32, queue: QueueId) -> Result<(), EngineError> {
+        self.engine(partition).delete_queue(queue, NOW).await
+    }
+
+    async fn create_group(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        name: &str,
+        id: Option<GroupId>,
+    ) -> Result<GroupId, EngineError> {
+        self.engine(partition)
+            .create_group_with_id(id, queue, name, GroupStart::Oldest, NOW)
+            .await
+    }
+
+    async fn delete_group(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        group: GroupId,
+    ) -> Result<(), EngineError> {
+        self.engine(partition).delete_group(queue, group, NOW).await
+    }
+}
+
+fn open(disks: &[SimDisk]) -> Engines {
     let engines = disks
         .iter()
         .map(|disk| block_on(Engine::open(disk.clone(), engine_config(), NOW)).unwrap())
         .collect();
-    Partitioned::new(engines)
+    Engines(engines)
 }
 
 fn normal() -> QueueConfig {
@@ -73,13 +140,13 @@ impl Check {
         }
     }
 
-    fn at(&self) -> PartitionedAt<'_, SimDisk> {
-        self.partitioned.at(NOW)
+    fn at(&self) -> &Engines {
+        &self.partitioned
     }
 
     fn create_queue(&self, name: &str) -> Result<QueueId, ChangeError<EngineError>> {
         let permit = block_on(self.gate.lock());
-        block_on(permit.create_queue(&self.at(), &named(name)))
+        block_on(permit.create_queue(self.at(), &named(name)))
     }
 
     fn create_group(
@@ -88,12 +155,12 @@ impl Check {
         name: &str,
     ) -> Result<GroupId, ChangeError<EngineError>> {
         let permit = block_on(self.gate.lock());
-        block_on(permit.create_group(&self.at(), queue, name))
+        block_on(permit.create_group(self.at(), queue, name))
     }
 
     fn delete_queue(&self, queue: QueueId) -> Result<(), ChangeError<EngineError>> {
         let permit = block_on(self.gate.lock());
-        block_on(permit.delete_queue(&self.at(), queue))
+        block_on(permit.delete_queue(self.at(), queue))
     }
 
     /// The process dies: `lost` loses its unsynced writes, every engine is reopened
@@ -108,7 +175,7 @@ impl Check {
 
     fn reconcile(&self) -> Result<Vec<Repair>, RepairError<EngineError>> {
         let permit = block_on(self.gate.lock());
-        block_on(permit.reconcile(&self.at()))
+        block_on(permit.reconcile(self.at()))
     }
 
     /// Partition `partition`'s queues as (id, tenant, name, groups), by id.
@@ -249,7 +316,7 @@ fn a_later_partition_that_already_lacks_a_deleted_item_is_fine() {
     let q = check.create_queue("q").unwrap();
     let g = check.create_group(q, "g").unwrap();
     block_on(check.at().delete_group(1, q, g)).unwrap();
-    block_on(delete_group(&check.at(), q, g)).unwrap();
+    block_on(delete_group(check.at(), q, g)).unwrap();
     block_on(check.at().delete_queue(1, q)).unwrap();
     check.delete_queue(q).unwrap();
     check.assert_agree();
