@@ -27,7 +27,7 @@ fn python() -> PathBuf {
         None => panic!(
             "SLUICE_PYTHON is not set. Run this test via `cargo xtask test`, which creates the \
              pinned Python venv (target/py-venv, xtask/src/python.rs) and sets SLUICE_PYTHON; \
-             by hand: SLUICE_PYTHON=$PWD/target/py-venv/bin/python cargo test --test sdk_clients"
+             by hand: SLUICE_PYTHON=$PWD/target/py-venv/bin/python cargo test --test sdk_clients -- --ignored"
         ),
     }
 }
@@ -107,12 +107,14 @@ fn run_client(client: &str) {
 
 /// huaweicloudsdkdms 3.1.42: /v2 prefix, AK/SK (SDK-HMAC-SHA256), dead letters, tags, quotas.
 #[test]
+#[ignore = "needs the pinned Python SDK venv: `cargo xtask test` runs it"]
 fn huaweicloudsdkdms_works_unchanged() {
     run_client("v3");
 }
 
 /// otcextensions 0.34.8 on openstacksdk: Keystone v3 password login, X-Auth-Token, /v1.0.
 #[test]
+#[ignore = "needs the pinned Python SDK venv: `cargo xtask test` runs it"]
 fn otcextensions_works_unchanged() {
     run_client("otc");
 }
@@ -122,6 +124,7 @@ fn otcextensions_works_unchanged() {
 /// runtime shims in the script (a no-op `deprecation`, `collections.MutableMapping`, the old
 /// `Session._send_request` signature); the requests it sends are its own.
 #[test]
+#[ignore = "needs the pinned Python SDK venv: `cargo xtask test` runs it"]
 fn legacy_huaweicloud_sdk_python_works_unchanged() {
     run_client("legacy");
 }

@@ -8,7 +8,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -79,27 +81,82 @@ impl hyper::rt::Write for GlommioIo {
 }
 
 /// hyper's timer (for the header read timeout) on glommio's timers. hyper asks for
-/// `Send + Sync` sleeps because its timer API serves multi-threaded runtimes; here every
-/// connection, its hyper dispatcher and therefore every sleep it creates live and die on
-/// the one executor thread that accepted the connection (`spawn_local`), so the sleep is
-/// never touched from another thread. (An async-io timer, which is thread-safe, cost a
-/// cross-thread wake-up per request: about 6% of the server's CPU in the HTTP benchmark.)
+/// `Send + Sync` sleeps because its timer API serves multi-threaded runtimes, and a
+/// glommio timer is neither; so a sleep is only a shared flag pair, and the glommio timer
+/// runs in a task of the shard that created the sleep. The task sets `fired` when the
+/// time is up and wakes whoever polled the sleep; dropping the sleep (the common case: the
+/// headers arrived in time) sets `dropped` and wakes the task, which ends and drops its
+/// timer at once. Everything is safe code: a waker may be woken from any thread, and
+/// glommio queues a wake from another thread to the task's own executor. (An async-io
+/// timer, thread-safe by itself, cost a cross-thread wake-up per request: about 6% of
+/// the server's CPU in the HTTP benchmark.)
 #[derive(Clone)]
 struct HyperTimer;
 
-struct HyperSleep(glommio::timer::Timer);
+#[derive(Default)]
+struct SleepState {
+    fired: AtomicBool,
+    dropped: AtomicBool,
+    /// The task polling the sleep (hyper's connection).
+    sleeper: Mutex<Option<Waker>>,
+    /// The task running the glommio timer.
+    timer: Mutex<Option<Waker>>,
+}
 
-// SAFETY: see `HyperTimer`: a `HyperSleep` is created, polled and dropped only on the
-// executor thread that owns its connection; hyper never sends it elsewhere because the
-// connection future itself is `!Send` and runs under `spawn_local`.
-unsafe impl Send for HyperSleep {}
-// SAFETY: as above; no shared references to it exist on other threads.
-unsafe impl Sync for HyperSleep {}
+impl SleepState {
+    /// Sets `flag` and wakes the task waiting in `waker`.
+    fn raise(flag: &AtomicBool, waker: &Mutex<Option<Waker>>) {
+        flag.store(true, Ordering::Release);
+        if let Some(waker) = waker.lock().expect("not poisoned").take() {
+            waker.wake();
+        }
+    }
+
+    /// Ready once `flag` is set; otherwise leaves the current task's waker in `waker`.
+    fn poll_flag(flag: &AtomicBool, waker: &Mutex<Option<Waker>>, cx: &Context<'_>) -> Poll<()> {
+        if flag.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *waker.lock().expect("not poisoned") = Some(cx.waker().clone());
+        // Set between the first check and storing the waker: do not sleep through it.
+        if flag.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+struct HyperSleep(Arc<SleepState>);
+
+impl HyperSleep {
+    fn start(duration: Duration) -> HyperSleep {
+        let state = Arc::new(SleepState::default());
+        let timer_state = state.clone();
+        glommio::spawn_local(async move {
+            let state = timer_state;
+            let dropped =
+                std::future::poll_fn(|cx| SleepState::poll_flag(&state.dropped, &state.timer, cx));
+            let elapsed = async {
+                glommio::timer::sleep(duration).await;
+                SleepState::raise(&state.fired, &state.sleeper);
+            };
+            futures_lite::future::or(elapsed, dropped).await;
+        })
+        .detach();
+        HyperSleep(state)
+    }
+}
+
+impl Drop for HyperSleep {
+    fn drop(&mut self) {
+        SleepState::raise(&self.0.dropped, &self.0.timer);
+    }
+}
 
 impl Future for HyperSleep {
     type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        SleepState::poll_flag(&self.0.fired, &self.0.sleeper, cx)
     }
 }
 
@@ -107,12 +164,12 @@ impl hyper::rt::Sleep for HyperSleep {}
 
 impl hyper::rt::Timer for HyperTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HyperSleep(glommio::timer::Timer::new(duration)))
+        Box::pin(HyperSleep::start(duration))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         let duration = deadline.saturating_duration_since(Instant::now());
-        Box::pin(HyperSleep(glommio::timer::Timer::new(duration)))
+        Box::pin(HyperSleep::start(duration))
     }
 }
 

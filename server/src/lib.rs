@@ -12,6 +12,7 @@
 //! - A send or ack is answered only after the engine made it durable (group commit).
 //! - Shared state is read-mostly and published with arc-swap.
 
+#![forbid(unsafe_code)]
 // The futures of a request (hyper, the adapter, the node layer, the engine) nest deeply.
 #![recursion_limit = "256"]
 

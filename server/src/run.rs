@@ -2,7 +2,6 @@
 //! SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish in-flight
 //! requests, snapshot every partition, exit 0).
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -130,14 +129,18 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
         .write(true)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        return Err(format!(
-            "{} is in use by another sluice server (cannot lock {})",
-            data_dir.display(),
-            path.display()
-        ));
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "{} is in use by another sluice server (cannot lock {})",
+                data_dir.display(),
+                path.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(format!("cannot lock {}: {error}", path.display()))
+        }
     }
     Ok(file)
 }

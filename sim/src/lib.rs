@@ -1,8 +1,9 @@
 //! The madsim driver: a simulated node running the server's request-handling layer
-//! (`sluice_http::service::handle` over a `LocalNode` of 2 or 3 partitions) on the
-//! fault-injecting disk from `sluice_core::sim_disk`, clients that speak the DMS HTTP API
-//! with signed requests, a seeded nemesis, a recorded client history and a checker of the
-//! delivery contract (issue 6).
+//! (`sluice_http::service::handle` over the production node layer, `sluice_node`'s
+//! `LocalNode` of 2 or 3 partitions and 2 or 3 shards) on the fault-injecting disk from
+//! `sluice_core::sim_disk`, clients that speak the DMS HTTP API with signed requests, a
+//! seeded nemesis, a recorded client history, a checker of the delivery contract and a
+//! liveness probe of long polls.
 //!
 //! Everything lives behind `--cfg madsim` (`cargo xtask sim`); without that cfg this crate
 //! is empty. Reading order: [`history`] (what clients saw), [`node`] (the service layer
@@ -20,6 +21,8 @@
 //! Time: the node's clock is madsim's simulated clock in milliseconds (plus a fixed
 //! epoch), never a wall clock; clients sign with the same clock.
 
+#![forbid(unsafe_code)]
+
 #[cfg(madsim)]
 pub mod api;
 #[cfg(madsim)]
@@ -34,3 +37,15 @@ pub mod node;
 pub mod run;
 #[cfg(madsim)]
 pub mod slow_disk;
+
+/// Without `--cfg madsim` this crate is empty; a plain `cargo test` lists this test as
+/// ignored, with the command that runs the simulation. (`cargo xtask test` runs the
+/// simulation in its own step and skips this marker.)
+#[cfg(all(test, not(madsim)))]
+mod without_madsim {
+    #[test]
+    #[ignore = "the simulation needs --cfg madsim: run `cargo xtask sim --seeds 100`"]
+    fn simulation_needs_madsim() {
+        panic!("run the simulation with `cargo xtask sim --seeds 100` (it needs --cfg madsim)");
+    }
+}

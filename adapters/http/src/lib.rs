@@ -5,6 +5,8 @@
 //! Runtime-agnostic: nothing here depends on glommio or madsim. The server and the
 //! simulation both run this code against the one node layer (`sluice_node::Node`).
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod dms;
 pub mod service;

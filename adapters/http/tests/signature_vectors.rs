@@ -38,7 +38,7 @@ fn python() -> PathBuf {
             "SLUICE_PYTHON is not set. Run this test via `cargo xtask test`, which creates the \
              pinned Python venv (target/py-venv, xtask/src/python.rs) and sets SLUICE_PYTHON; \
              by hand: SLUICE_PYTHON=target/py-venv/bin/python cargo test -p sluice-http \
-             --test signature_vectors"
+             --test signature_vectors -- --ignored"
         ),
     }
 }
@@ -206,6 +206,7 @@ fn signed_headers(vector: &Vector) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs the pinned Python SDK venv: `cargo xtask test` runs it"]
 fn real_client_signatures_verify_and_tampering_fails() {
     let vectors = vectors();
     let count = |prefix: &str| {
