@@ -3,7 +3,8 @@
 Run by tests/sdk_clients.rs through the pinned venv of `cargo xtask test` (SLUICE_PYTHON,
 built by xtask/src/python.rs). One client per run:
 
-* `v3`: huaweicloudsdkdms 3.1.42 (`DmsClient`, prefix /v2, AK/SK signing of dms-api.md 7.2);
+* `v3`: huaweicloudsdkdms 3.1.42 (`DmsClient`, prefix /v2, AK/SK signing of
+  docs/dms-api.md section 7.2);
 * `otc`: otcextensions 0.34.8 on openstacksdk (prefix /v1.0, a Keystone v3 password login
   against the server's `POST /v3/auth/tokens`, then `X-Auth-Token`, 7.1);
 * `legacy`: huaweicloud-sdk-python 1.0.28 (prefix /v1.0, legacy AK/SK form of 7.3). Its
@@ -348,7 +349,7 @@ def run_v3(args):
     log.step("show quotas (/v2/{project_id}/quotas)", quotas)
 
     def queue_tags():
-        # FIXME(server): the optional queue tag calls (dms-api.md section 2, row 14) are not
+        # FIXME(server): the optional queue tag calls (docs/dms-api.md section 2, row 14) are not
         # served; the SDK gets a 404 in the DMS error envelope.
         try:
             client.show_queue_project_tags(ShowQueueProjectTagsRequest())

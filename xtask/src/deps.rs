@@ -1,5 +1,5 @@
 //! The dependency check: `sluice-core` must not pull in a runtime, driver or server
-//! framework (STYLE.md §1, ARCHITECTURE.md "Layers").
+//! framework (docs/style.md §1; docs/ARCHITECTURE.md, Layers).
 
 use crate::command;
 

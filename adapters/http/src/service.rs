@@ -4,7 +4,7 @@
 //! [`crate::dms::handle`] with the caller's project. Every response carries an
 //! `X-Request-Id`.
 //!
-//! Errors use the DMS envelope (dms-api.md §5), so every client parses them. Auth failures
+//! Errors use the DMS envelope (docs/dms-api.md §5), so every client parses them. Auth failures
 //! are 401 with the token codes of §5 (10240101-10240104); no message ever contains a
 //! secret.
 
@@ -436,7 +436,7 @@ pub fn json_response(status: StatusCode, body: String) -> Response<Bytes> {
         .expect("a valid response")
 }
 
-/// An error in the DMS envelope (dms-api.md §5).
+/// An error in the DMS envelope (docs/dms-api.md §5).
 pub fn error(
     status: StatusCode,
     code: &'static str,

@@ -1,6 +1,7 @@
 //! End-to-end tests of the DMS queue API: every endpoint through `dms::handle` on a
 //! LocalNode over simulated disks, with a test clock (no sleeps). Each test states its
 //! goal; shapes are compared as whole JSON values where the answer is deterministic.
+//! Section numbers (§3.1, §5, ...) are those of docs/dms-api.md.
 
 mod dms_support;
 

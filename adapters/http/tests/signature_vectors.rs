@@ -1,5 +1,5 @@
 //! Verifies `verify_signature` against requests signed by the real client libraries
-//! (dms-api.md §7: "test your verifier against requests the real libraries sign").
+//! (docs/dms-api.md §7: a verifier is proven against requests the real libraries signed).
 //!
 //! Method: `tests/py/sign_vectors.py`, run with the pinned venv's Python named by
 //! `SLUICE_PYTHON` (`cargo xtask test` creates it; see xtask/src/python.rs), signs varied

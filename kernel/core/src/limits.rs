@@ -1,4 +1,4 @@
-//! Named bounds for every buffer, batch and queue in the kernel (STYLE.md §4).
+//! Named bounds for every buffer, batch and queue in the kernel (docs/style.md §4).
 //!
 //! Limits that an operator may tune are `Config` fields checked against these absolute
 //! bounds at start-up; the constants here are the hard ceilings.

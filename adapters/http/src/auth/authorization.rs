@@ -1,4 +1,4 @@
-//! Parsing the `Authorization` header of `SDK-HMAC-SHA256` in its two forms (dms-api.md §7.2,
+//! Parsing the `Authorization` header of `SDK-HMAC-SHA256` in its two forms (docs/dms-api.md §7.2,
 //! §7.3) into borrowed parts, checking every bound before anything else reads them.
 //!
 //! It decides nothing about the signature itself; `signature.rs` does that.

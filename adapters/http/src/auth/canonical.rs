@@ -1,5 +1,5 @@
 //! The canonical request of `SDK-HMAC-SHA256`: the byte string both the signer and the verifier
-//! hash, built from the request as received (dms-api.md §7.2 step 3 and §7.3).
+//! hash, built from the request as received (docs/dms-api.md §7.2 step 3 and §7.3).
 //!
 //! Everything here mirrors what the real signers do in Python, byte for byte:
 //! `urllib.parse.unquote` (invalid UTF-8 becomes U+FFFD, invalid `%` escapes stay literal) and
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn paths_gain_a_trailing_slash_and_are_reencoded() {
-        // Goal: the examples of dms-api.md §7.2 and Python's quote/unquote corner cases.
+        // Goal: the examples of docs/dms-api.md §7.2 and Python's quote/unquote corner cases.
         check("/v1.0/p/queues", None, "/v1.0/p/queues/", "");
         check("/v1.0/p/queues/", None, "/v1.0/p/queues/", "");
         check("/", None, "/", "");

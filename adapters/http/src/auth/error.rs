@@ -4,7 +4,7 @@
 //! Messages never carry the secret key, the expected signature or a hash derived from the
 //! secret: a client learns what was wrong with its request, not what the server computed.
 
-/// Why `verify_signature` refused a request. Every variant maps to 401 (see dms-api.md §7).
+/// Why `verify_signature` refused a request. Every variant maps to 401 (see docs/dms-api.md §7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthError {
     /// Neither `Authorization` nor `X-Auth-Token` is present.

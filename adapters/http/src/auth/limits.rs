@@ -1,4 +1,4 @@
-//! Named limits for everything the authentication code reads from the network (STYLE.md §4).
+//! Named limits for everything the authentication code reads from the network (docs/style.md §4).
 //!
 //! Each bound is checked before the input is used, so an attacker cannot make a verifier hash,
 //! sort or allocate more than these sizes allow. The values are generous for real clients: the

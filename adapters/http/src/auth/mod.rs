@@ -1,6 +1,6 @@
 //! Authentication for the HTTP adapters: AK/SK request signatures (`SDK-HMAC-SHA256`, current
 //! and legacy forms), self-contained `X-Auth-Token` tokens, the Keystone v3 token request and
-//! response bodies, and password hashes. See `docs/auth.md` and dms-api.md §7.
+//! response bodies, and password hashes. See `docs/auth.md` and docs/dms-api.md §7.
 //!
 //! Everything here is pure: no clock reads (times are unix seconds passed in), no I/O, no
 //! runtime, no global RNG (salts come from the caller). It authenticates only; checking that a

@@ -1,4 +1,4 @@
-//! Verifying an `SDK-HMAC-SHA256` request, current form (dms-api.md §7.2) and legacy
+//! Verifying an `SDK-HMAC-SHA256` request, current form (docs/dms-api.md §7.2) and legacy
 //! credential-scope form (§7.3), in one entry point: `verify_signature`.
 //!
 //! Pure: the time and the secret lookup are parameters. Every input is bounded before it is

@@ -3,7 +3,7 @@
 //! (`EngineLimits`) behind these. No `Default`: callers choose, usually
 //! [`DmsConfig::dms_default`].
 
-/// Limits and defaults of the DMS queue API (dms-api.md §4).
+/// Limits and defaults of the DMS queue API (docs/dms-api.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DmsConfig {
     /// Smallest `ack_wait` accepted, seconds (15 on the real service; lower in tests).
@@ -51,7 +51,7 @@ pub struct DmsConfig {
 }
 
 impl DmsConfig {
-    /// The values of dms-api.md §4.
+    /// The values of docs/dms-api.md §4.
     pub fn dms_default() -> DmsConfig {
         DmsConfig {
             ack_wait_s_min: 15,

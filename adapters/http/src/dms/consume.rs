@@ -1,4 +1,4 @@
-//! Consuming and acknowledging, on a group's main lane or its dead letters (dms-api.md
+//! Consuming and acknowledging, on a group's main lane or its dead letters (docs/dms-api.md
 //! §3.4-§3.6): long-poll parameters, the top-level array answer, and acks processed in
 //! order that stop at the first invalid handler.
 

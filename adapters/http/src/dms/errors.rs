@@ -1,6 +1,6 @@
 //! DMS errors: the HTTP status, the DMS error code and a precise message, and the one
 //! mapping from the node's and kernel's typed errors to them. Codes in the 102400xx and
-//! 102401xx ranges are the service's own (dms-api.md §5); codes 10249xxx are Sluice's,
+//! 102401xx ranges are the service's own (docs/dms-api.md §5); codes 10249xxx are Sluice's,
 //! for cases the service's table does not name (listed in `docs/dms-adapter.md`).
 
 use http::StatusCode;
@@ -91,7 +91,7 @@ impl DmsError {
 }
 
 /// The one mapping from node and kernel errors to DMS errors. No `_` arm: a new kernel
-/// error must be given its protocol meaning here (STYLE.md §6).
+/// error must be given its protocol meaning here (docs/style.md §6).
 pub fn from_node(error: NodeError) -> DmsError {
     let engine = match error {
         NodeError::Engine(engine) => engine,

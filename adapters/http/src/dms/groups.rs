@@ -1,5 +1,5 @@
 //! Consumer groups: create 1-3 at once (all or nothing), list with counters and
-//! pagination, delete (dms-api.md §3.2).
+//! pagination, delete (docs/dms-api.md §3.2).
 
 use http::StatusCode;
 use sluice_core::engine::types::GroupId;

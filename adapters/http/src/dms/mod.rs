@@ -1,4 +1,4 @@
-//! The DMS queue API v1.0 (and its `/v2` alias): dms-api.md §2-§6 over a [`Node`], plus
+//! The DMS queue API v1.0 (and its `/v2` alias): docs/dms-api.md §2-§6 over a [`Node`], plus
 //! Sluice's extensions (`docs/dms-adapter.md`).
 //!
 //! The adapter parses the path and the body, checks every field against [`DmsConfig`],

@@ -1,4 +1,4 @@
-//! Queues: create, list, show, delete (dms-api.md §3.1), and the queue object.
+//! Queues: create, list, show, delete (docs/dms-api.md §3.1), and the queue object.
 
 use http::StatusCode;
 use sluice_core::engine::types::{FifoScope, QueueConfig, QueueMode, RetryPolicy};

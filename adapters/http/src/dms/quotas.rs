@@ -1,4 +1,4 @@
-//! Quotas (dms-api.md §3.7): the caller's queue quota and the per-queue group quota.
+//! Quotas (docs/dms-api.md §3.7): the caller's queue quota and the per-queue group quota.
 
 use http::StatusCode;
 

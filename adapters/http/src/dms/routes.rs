@@ -1,4 +1,4 @@
-//! The DMS path grammar: which endpoint a method and path name (dms-api.md §2, plus the
+//! The DMS path grammar: which endpoint a method and path name (docs/dms-api.md §2, plus the
 //! Sluice extension `DELETE .../messages/{message_id}`), under the `/v1.0/{project_id}`
 //! and `/v2/{project_id}` prefixes. Parsing only: ids stay strings
 //! here and are resolved by the handlers.

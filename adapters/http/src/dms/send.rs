@@ -1,4 +1,4 @@
-//! Sending (dms-api.md §3.3): 1-10 messages, each body any JSON value kept byte for byte,
+//! Sending (docs/dms-api.md §3.3): 1-10 messages, each body any JSON value kept byte for byte,
 //! attributes, tags, `delay_time`; Sluice extensions `delay_level`, `deliver_at` (a
 //! scheduled time), `fifo_group` (alias `message_group`) and `dedup_id`. And the Sluice
 //! extension that undoes a delay: cancelling a message not yet released, by its id.

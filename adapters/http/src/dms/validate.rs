@@ -1,4 +1,4 @@
-//! Field rules of dms-api.md §3 and §4: names, descriptions, tags. Each check answers the
+//! Field rules of docs/dms-api.md §3 and §4: names, descriptions, tags. Each check answers the
 //! DMS code the service uses for that rule.
 
 use super::errors::{

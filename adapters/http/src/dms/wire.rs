@@ -1,6 +1,6 @@
-//! Wire types of the DMS queue API (dms-api.md §3 and §5): what responses look like, field
+//! Wire types of the DMS queue API (docs/dms-api.md §3 and §5): what responses look like, field
 //! by field, plus the queue's opaque `meta` encoding. Kernel types never derive `Serialize`
-//! (STYLE.md §6); handlers convert into these.
+//! (docs/style.md §6); handlers convert into these.
 
 use std::collections::HashSet;
 

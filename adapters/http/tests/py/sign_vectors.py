@@ -4,7 +4,7 @@ Run by adapters/http/tests/signature_vectors.rs through the venv of `cargo xtask
 (xtask/src/python.rs). Signers:
 
 * huaweicloudsdkcore 3.1.219: `huaweicloudsdkcore.signer.signer.Signer` on an `SdkRequest`
-  (current form, dms-api.md section 7.2);
+  (current form, docs/dms-api.md section 7.2);
 * apigateway-sdk-python 1.0.0: `apigateway_sdk_python.signer.Signer` on its `HttpRequest`
   (current form);
 * huaweicloud-sdk-python 1.0.28: `AkSksignature` from `openstack/aksksession.py` (legacy

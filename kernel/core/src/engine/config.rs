@@ -24,7 +24,7 @@ pub struct EngineLimits {
 }
 
 impl EngineLimits {
-    /// Limits that match the DMS queue API (dms-api.md §4) where clients depend on them.
+    /// Limits that match the DMS queue API (docs/dms-api.md §4) where clients depend on them.
     pub fn dms() -> EngineLimits {
         EngineLimits {
             queues_per_tenant_max: 1000,

@@ -1,5 +1,5 @@
 //! Regression tests for the engine bugs the model test found, each the smallest failing
-//! sequence run straight on the engine and asserting the contract's answer (STYLE.md §7:
+//! sequence run straight on the engine and asserting the contract's answer (docs/style.md §7:
 //! a sequence that once failed becomes a named test). All five are fixed; the model test
 //! runs every operation family again.
 
