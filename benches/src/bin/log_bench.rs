@@ -356,8 +356,9 @@ mod bench {
         merged
     }
 
-    /// Names of build and fuzz processes running now: the stack notes measured them
-    /// slowing fdatasync 2-5x, so the report says when they were there.
+    /// Names of build and fuzz processes running now: on this VM, disk runs made while cargo
+    /// wrote hundreds of MB of target/ were 2-5x slower than on an idle machine, so the
+    /// report says when they were there.
     fn busy_processes() -> Vec<String> {
         let mut names = Vec::new();
         let Ok(entries) = std::fs::read_dir("/proc") else {

@@ -31,7 +31,8 @@ pub const RINGS_PER_EXECUTOR: u64 = 3;
 /// locked memory of the same user (the charge is per user, not per process).
 const MEMLOCK_USABLE_PERCENT: u64 = 75;
 /// Spinning before parking cuts cross-core channel wake-up from ~120-350 us to ~25-60
-/// us on this VM (stack-notes §1) at the cost of a busy core while idle. It costs the
+/// us on this VM (a 100k round-trip ping-pong over a glommio channel mesh between two
+/// cores; see docs/glommio-memlock.md) at the cost of a busy core while idle. It costs the
 /// disk, though: with it, io_uring completions of writes and fdatasync are seen late,
 /// and log-bench measured 35-40% fewer commits per second (batch 1: ~3,100/s against
 /// ~5,000/s without; batch 256: ~420 MB/s against ~620 MB/s). Storage-bound shards
