@@ -25,15 +25,18 @@ pub enum Bug {
     SkipFifoBlocking,
     /// Leases last a quarter of the requested visibility (engine `dispatch.rs`, `Leaser`).
     IgnoreVisibility,
-    /// Recovery leaves a torn tail in the last segment instead of truncating it (`log.rs`,
-    /// `open_segment`); appends then overwrite it from the last valid batch.
+    /// Recovery leaves a torn tail in the last segment instead of truncating it
+    /// (`log/recovery.rs`, `open_segment`); appends then overwrite it from the last valid
+    /// batch.
     KeepTornTail,
-    /// Recovery believes the first read of a segment that does not scan cleanly (`log.rs`,
-    /// `read_and_scan`): a bit flipped on read makes a durable tail look torn (seed 647).
+    /// Recovery believes the first read of a segment that does not scan cleanly
+    /// (`log/recovery.rs`, `read_and_scan`): a bit flipped on read makes a durable tail look
+    /// torn (seed 647).
     TrustOneRead,
     /// Recovery believes the last segment's tail past the highest synced position without
-    /// writing and syncing it again (`log.rs`, `open_segment`): after a failed fsync those
-    /// records are readable but not durable, and a later power loss takes them back.
+    /// writing and syncing it again (`log/recovery.rs`, `open_segment`): after a failed
+    /// fsync those records are readable but not durable, and a later power loss takes them
+    /// back.
     TrustUnsyncedTail,
     /// Queue time follows the wall clock (never going backwards) instead of the monotonic
     /// clock from the node's start (`clock.rs`, `QueueClock::now_ms`): a step of the wall
