@@ -26,7 +26,7 @@ pub enum Bug {
     /// Leases last a quarter of the requested visibility (engine `dispatch.rs`, `Leaser`).
     IgnoreVisibility,
     /// Recovery leaves a torn tail in the last segment instead of truncating it
-    /// (`log/recovery.rs`, `open_segment`); appends then overwrite it from the last valid
+    /// (`log/recovery.rs`, `cut_torn_tail`); appends then overwrite it from the last valid
     /// batch.
     KeepTornTail,
     /// Recovery believes the first read of a segment that does not scan cleanly
@@ -34,9 +34,9 @@ pub enum Bug {
     /// torn (seed 647).
     TrustOneRead,
     /// Recovery believes the last segment's tail past the highest synced position without
-    /// writing and syncing it again (`log/recovery.rs`, `open_segment`): after a failed
-    /// fsync those records are readable but not durable, and a later power loss takes them
-    /// back.
+    /// writing and syncing it again (`log/recovery.rs`, `rewrite_unsynced_tail`): after a
+    /// failed fsync those records are readable but not durable, and a later power loss
+    /// takes them back.
     TrustUnsyncedTail,
     /// Queue time follows the wall clock (never going backwards) instead of the monotonic
     /// clock from the node's start (`clock.rs`, `QueueClock::now_ms`): a step of the wall

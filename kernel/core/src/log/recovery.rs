@@ -11,7 +11,7 @@ use crate::limits::{BLOCK_BYTES, SEGMENTS_MAX};
 use crate::offset_index::{OffsetIndex, SegmentSummary};
 use crate::record::align_up;
 use crate::segment::{
-    index_name, parse_name, scan_segment, segment_name, FileKind, ScanEnd, ScanProblem,
+    index_name, parse_name, scan_segment, segment_name, FileKind, ScanEnd, ScanProblem, SegmentScan,
 };
 use crate::storage::{IoError, Storage, StorageFile};
 use crate::types::Offset;
@@ -133,7 +133,7 @@ async fn read_and_scan<F: StorageFile>(
     size: u64,
     base: Offset,
     config: &LogConfig,
-) -> Result<(Vec<u8>, crate::segment::SegmentScan), StableReadError> {
+) -> Result<(Vec<u8>, SegmentScan), StableReadError> {
     let mut previous: Option<ScanEnd> = None;
     for _ in 0..RECOVERY_READS_MAX {
         let bytes = read_whole(file, size).await.map_err(StableReadError::Io)?;
@@ -149,6 +149,10 @@ async fn read_and_scan<F: StorageFile>(
     Err(StableReadError::Unstable)
 }
 
+/// Opens one segment at start-up. Under [`VerifyOnOpen::Tail`] a sealed segment whose
+/// index file matches it is believed without reading its data; every other segment is
+/// read and scanned batch by batch. The last segment loses its torn tail and has its
+/// unsynced tail written again; an earlier one is sealed if a crash interrupted its roll.
 async fn open_segment<S: Storage>(
     storage: &S,
     config: &LogConfig,
@@ -170,16 +174,7 @@ async fn open_segment<S: Storage>(
         _ => None,
     };
     if let (Some((index, summary)), VerifyOnOpen::Tail) = (&indexed, config.verify_on_open) {
-        let mut segment = new_segment(base);
-        segment.next_offset = summary.next_offset;
-        segment.written_bytes = summary.data_bytes;
-        segment.durable_bytes = summary.data_bytes;
-        segment.allocated_bytes = size;
-        segment.index = index.clone();
-        segment.timestamp_ms_max = summary.timestamp_ms_max;
-        segment.sealed = true;
-        segment.file = Some(Rc::new(file));
-        return Ok(segment);
+        return Ok(segment_from_index(file, size, index.clone(), summary));
     }
     let (mut bytes, scan) = read_and_scan(&file, size, base, config)
         .await
@@ -194,24 +189,75 @@ async fn open_segment<S: Storage>(
             .max(usize::try_from(scan.valid_bytes).expect("fits")),
         0,
     );
-    match scan.end {
-        ScanEnd::Clean => {}
+    cut_torn_tail(&file, &name, scan.end, is_last).await?;
+    let durable_claim_max = scan.durable_claim_max;
+    let mut segment = segment_from_scan(base, size, &bytes, scan);
+    if is_last {
+        rewrite_unsynced_tail(&file, &bytes, durable_claim_max, segment.written_bytes)
+            .await
+            .map_err(io)?;
+    } else {
+        finish_sealing(storage, &file, &name, &mut segment, size, indexed.as_ref()).await?;
+    }
+    segment.file = Some(Rc::new(file));
+    Ok(segment)
+}
+
+/// A sealed segment believed from its index file, without reading its data.
+fn segment_from_index<F>(
+    file: F,
+    size: u64,
+    index: OffsetIndex,
+    summary: &SegmentSummary,
+) -> Segment<F> {
+    let mut segment = new_segment(summary.base_offset);
+    segment.next_offset = summary.next_offset;
+    segment.written_bytes = summary.data_bytes;
+    segment.durable_bytes = summary.data_bytes;
+    segment.allocated_bytes = size;
+    segment.index = index;
+    segment.timestamp_ms_max = summary.timestamp_ms_max;
+    segment.sealed = true;
+    segment.file = Some(Rc::new(file));
+    segment
+}
+
+/// Acts on how the scan of a segment ended. A torn last segment is an unsynced write the
+/// crash cut short: its tail is truncated. A torn earlier segment, or corruption in any
+/// segment, is damage to data that had been durable: start-up stops.
+async fn cut_torn_tail<F: StorageFile>(
+    file: &F,
+    name: &str,
+    end: ScanEnd,
+    is_last: bool,
+) -> Result<(), OpenError> {
+    match end {
+        ScanEnd::Clean => Ok(()),
         ScanEnd::Torn { position, .. } if is_last => {
             if !bugs::enabled(Bug::KeepTornTail) {
-                file.truncate(position).await.map_err(io)?;
+                file.truncate(position)
+                    .await
+                    .map_err(|error| OpenError::Io {
+                        file: name.to_string(),
+                        error,
+                    })?;
             }
+            Ok(())
         }
         ScanEnd::Torn { position, problem }
         | ScanEnd::Corrupt {
             position, problem, ..
-        } => {
-            return Err(OpenError::Corrupt {
-                file: name,
-                position,
-                problem,
-            });
-        }
+        } => Err(OpenError::Corrupt {
+            file: name.to_string(),
+            position,
+            problem,
+        }),
     }
+}
+
+/// The segment a scan found: every valid byte durable, and the written part of the last
+/// block kept for the next append to write again.
+fn segment_from_scan<F>(base: Offset, size: u64, bytes: &[u8], scan: SegmentScan) -> Segment<F> {
     let valid = scan.valid_bytes;
     let tail_start = valid - valid % BLOCK_BYTES;
     let mut segment = new_segment(base);
@@ -224,35 +270,58 @@ async fn open_segment<S: Storage>(
         .to_vec();
     segment.index = scan.index;
     segment.timestamp_ms_max = scan.timestamp_ms_max;
-    if is_last {
-        // Data past the highest position any batch saw synced may sit only in a page
-        // cache whose flush failed: write it again and sync before trusting it.
-        let rewrite_from = scan.durable_claim_max - scan.durable_claim_max % BLOCK_BYTES;
-        if rewrite_from < valid && !bugs::enabled(Bug::TrustUnsyncedTail) {
-            let data = &bytes[usize::try_from(rewrite_from).expect("fits")
-                ..usize::try_from(valid).expect("fits")];
-            let padded = align_up(data.len() as u64, BLOCK_BYTES);
-            let mut buf = file.alloc_buf(usize::try_from(padded).expect("fits"));
-            buf.as_mut()[..data.len()].copy_from_slice(data);
-            file.write_at(buf, rewrite_from).await.map_err(io)?;
-            file.sync().await.map_err(io)?;
-        }
-    } else {
-        // Sealed by the crash-interrupted roll or with a bad index: finish sealing.
-        if size != valid {
-            file.truncate(valid).await.map_err(io)?;
-        }
-        let summary = segment.summary();
-        let index_matches = indexed.as_ref().is_some_and(|(index, stored)| {
-            *stored == summary && index.entry_count() == segment.index.entry_count()
-        });
-        if !index_matches {
-            write_index_file(storage, &segment.index, &summary)
-                .await
-                .map_err(|(file, error)| OpenError::Io { file, error })?;
-        }
-        segment.sealed = true;
+    segment
+}
+
+/// Data of the last segment past the highest position any batch saw synced may sit only
+/// in a page cache whose flush failed: writes it again and syncs before trusting it.
+async fn rewrite_unsynced_tail<F: StorageFile>(
+    file: &F,
+    bytes: &[u8],
+    durable_claim_max: u64,
+    valid: u64,
+) -> Result<(), IoError> {
+    let rewrite_from = durable_claim_max - durable_claim_max % BLOCK_BYTES;
+    if rewrite_from < valid && !bugs::enabled(Bug::TrustUnsyncedTail) {
+        let data = &bytes
+            [usize::try_from(rewrite_from).expect("fits")..usize::try_from(valid).expect("fits")];
+        let padded = align_up(data.len() as u64, BLOCK_BYTES);
+        let mut buf = file.alloc_buf(usize::try_from(padded).expect("fits"));
+        buf.as_mut()[..data.len()].copy_from_slice(data);
+        file.write_at(buf, rewrite_from).await?;
+        file.sync().await?;
     }
-    segment.file = Some(Rc::new(file));
-    Ok(segment)
+    Ok(())
+}
+
+/// Finishes sealing a segment that is not the last: its roll was interrupted by a crash,
+/// or its index file was missing or bad. Cuts the file to its data and writes the index
+/// file unless the stored one already matches.
+async fn finish_sealing<S: Storage>(
+    storage: &S,
+    file: &S::File,
+    name: &str,
+    segment: &mut Segment<S::File>,
+    size: u64,
+    indexed: Option<&(OffsetIndex, SegmentSummary)>,
+) -> Result<(), OpenError> {
+    if size != segment.written_bytes {
+        file.truncate(segment.written_bytes)
+            .await
+            .map_err(|error| OpenError::Io {
+                file: name.to_string(),
+                error,
+            })?;
+    }
+    let summary = segment.summary();
+    let index_matches = indexed.is_some_and(|(index, stored)| {
+        *stored == summary && index.entry_count() == segment.index.entry_count()
+    });
+    if !index_matches {
+        write_index_file(storage, &segment.index, &summary)
+            .await
+            .map_err(|(file, error)| OpenError::Io { file, error })?;
+    }
+    segment.sealed = true;
+    Ok(())
 }
