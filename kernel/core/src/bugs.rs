@@ -15,13 +15,14 @@
 /// One deliberate bug. The insertion points are marked `bugs::enabled(Bug::..)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bug {
-    /// A send is answered without waiting for the fsync of its records (engine `send.rs`):
-    /// the records apply at the next sync, or are lost by a power loss.
+    /// A send is answered without waiting for the fsync of its records (engine `send.rs`,
+    /// `commit_send`): the records apply at the next sync, or are lost by a power loss.
     ReplyBeforeFsync,
     /// An ack's success does not mark the message done (engine `state.rs`, `apply_ack`):
     /// a replay or a scan from an older cursor hands it out again.
     RedeliverAcked,
-    /// FIFO locks are ignored when picking messages (engine `dispatch.rs`, `receive`).
+    /// FIFO locks are ignored when picking messages (engine `dispatch.rs`,
+    /// `Picking::takeable`, used by `receive`).
     SkipFifoBlocking,
     /// Leases last a quarter of the requested visibility (engine `dispatch.rs`, `Leaser`).
     IgnoreVisibility,
@@ -54,8 +55,8 @@ pub enum Bug {
     /// A queue is found by id whichever tenant asks (`LocalNode::queue` in sluice-http,
     /// the node layer the simulation runs): tenant isolation is gone.
     CrossTenant,
-    /// A send ignores the dedup ids of messages already stored (engine `send.rs`): a
-    /// retried send is stored again.
+    /// A send ignores the dedup ids of messages already stored (engine `send.rs`,
+    /// `plan_send`): a retried send is stored again.
     IgnoreDedup,
 }
 
