@@ -190,6 +190,12 @@ pub fn from_node(error: NodeError) -> DmsError {
             UNAVAILABLE,
             "The server is busy; retry.",
         ),
+        // The engine's limits keep such batches out: the server's fault, not the client's.
+        EngineError::Encode(error) => DmsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            INTERNAL,
+            format!("The messages could not be written as one log batch ({error})."),
+        ),
         EngineError::Storage(_) => DmsError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             INTERNAL,
