@@ -90,7 +90,7 @@ fn each_deliberate_bug_is_caught() {
 ///
 /// Seed 647: a bit flipped on read during `Engine::open` made recovery take a good tail
 /// for a torn one and cut acknowledged records. Fixed: recovery re-reads a segment that
-/// does not scan cleanly until two reads agree; `log.rs` keeps a unit test of it.
+/// does not scan cleanly until two reads agree; `log/tests.rs` keeps a unit test of it.
 #[test]
 fn seeds_that_found_engine_bugs_now_pass() {
     assert_seeds_pass([824, 647]);

@@ -15,25 +15,29 @@
 /// One deliberate bug. The insertion points are marked `bugs::enabled(Bug::..)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bug {
-    /// A send is answered without waiting for the fsync of its records (engine `send.rs`):
-    /// the records apply at the next sync, or are lost by a power loss.
+    /// A send is answered without waiting for the fsync of its records (engine `send.rs`,
+    /// `commit_send`): the records apply at the next sync, or are lost by a power loss.
     ReplyBeforeFsync,
     /// An ack's success does not mark the message done (engine `state.rs`, `apply_ack`):
     /// a replay or a scan from an older cursor hands it out again.
     RedeliverAcked,
-    /// FIFO locks are ignored when picking messages (engine `dispatch.rs`, `receive`).
+    /// FIFO locks are ignored when picking messages (engine `dispatch.rs`,
+    /// `Picking::takeable`, used by `receive`).
     SkipFifoBlocking,
     /// Leases last a quarter of the requested visibility (engine `dispatch.rs`, `Leaser`).
     IgnoreVisibility,
-    /// Recovery leaves a torn tail in the last segment instead of truncating it (`log.rs`,
-    /// `open_segment`); appends then overwrite it from the last valid batch.
+    /// Recovery leaves a torn tail in the last segment instead of truncating it
+    /// (`log/recovery.rs`, `cut_torn_tail`); appends then overwrite it from the last valid
+    /// batch.
     KeepTornTail,
-    /// Recovery believes the first read of a segment that does not scan cleanly (`log.rs`,
-    /// `read_and_scan`): a bit flipped on read makes a durable tail look torn (seed 647).
+    /// Recovery believes the first read of a segment that does not scan cleanly
+    /// (`log/recovery.rs`, `read_and_scan`): a bit flipped on read makes a durable tail look
+    /// torn (seed 647).
     TrustOneRead,
     /// Recovery believes the last segment's tail past the highest synced position without
-    /// writing and syncing it again (`log.rs`, `open_segment`): after a failed fsync those
-    /// records are readable but not durable, and a later power loss takes them back.
+    /// writing and syncing it again (`log/recovery.rs`, `rewrite_unsynced_tail`): after a
+    /// failed fsync those records are readable but not durable, and a later power loss
+    /// takes them back.
     TrustUnsyncedTail,
     /// Queue time follows the wall clock (never going backwards) instead of the monotonic
     /// clock from the node's start (`clock.rs`, `QueueClock::now_ms`): a step of the wall
@@ -51,8 +55,8 @@ pub enum Bug {
     /// A queue is found by id whichever tenant asks (`Node::queue` of sluice-node's
     /// `NodeShard`): tenant isolation is gone.
     CrossTenant,
-    /// A send ignores the dedup ids of messages already stored (engine `send.rs`): a
-    /// retried send is stored again.
+    /// A send ignores the dedup ids of messages already stored (engine `send.rs`,
+    /// `plan_send`): a retried send is stored again.
     IgnoreDedup,
     /// A NORMAL message with a dedup id is routed like any other (to a partition of the
     /// receiving shard) instead of where its id hashes (sluice-node `routing.rs`): a

@@ -16,6 +16,9 @@
 //! - Corruption of data that was durable is reported, never silently dropped; only an
 //!   unsynced tail may be truncated by recovery.
 //! - Every buffer and batch has a bound in [`limits`].
+//! - No `unsafe` code (`forbid(unsafe_code)`): fixed-layout headers go through zerocopy.
+
+#![forbid(unsafe_code)]
 
 pub mod bugs;
 pub mod clock;

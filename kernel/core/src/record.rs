@@ -89,11 +89,28 @@ pub struct RecordView<'a> {
     pub payload: &'a [u8],
 }
 
+/// Why a set of records cannot be one batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EncodeError {
     Empty,
     TooManyRecords { record_count: u64 },
     TooLarge { batch_bytes: u64 },
+}
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncodeError::Empty => write!(f, "a batch needs at least one record"),
+            EncodeError::TooManyRecords { record_count } => write!(
+                f,
+                "{record_count} records exceed the batch limit of {BATCH_RECORDS_MAX}"
+            ),
+            EncodeError::TooLarge { batch_bytes } => write!(
+                f,
+                "{batch_bytes} encoded bytes exceed the batch limit of {BATCH_BYTES_MAX}"
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -67,9 +67,38 @@ impl IoError {
     }
 }
 
+impl std::fmt::Display for IoErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoErrorKind::NotFound => "no such file",
+            IoErrorKind::AlreadyExists => "file exists",
+            IoErrorKind::NoSpace => "no space left on the device",
+            IoErrorKind::Io => "I/O error",
+            IoErrorKind::Invalid => "invalid request (a bug in the caller)",
+        })
+    }
+}
+
+impl std::fmt::Display for IoOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoOp::Create => "create",
+            IoOp::Open => "open",
+            IoOp::List => "list",
+            IoOp::Remove => "remove",
+            IoOp::Write => "write",
+            IoOp::Read => "read",
+            IoOp::Sync => "sync",
+            IoOp::Size => "size",
+            IoOp::Truncate => "truncate",
+            IoOp::Preallocate => "preallocate",
+        })
+    }
+}
+
 impl std::fmt::Display for IoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} failed: {:?}", self.op, self.kind)?;
+        write!(f, "{} failed: {}", self.op, self.kind)?;
         if let Some(errno) = self.errno {
             write!(f, " (errno {errno})")?;
         }

@@ -190,10 +190,53 @@ pub fn from_node(error: NodeError) -> DmsError {
             UNAVAILABLE,
             "The server is busy; retry.",
         ),
+        // The engine's limits keep such batches out: the server's fault, not the client's.
+        EngineError::Encode(error) => DmsError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            INTERNAL,
+            format!("The messages could not be written as one log batch ({error})."),
+        ),
         EngineError::Storage(_) => DmsError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             INTERNAL,
             "The request could not be stored; retry.",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::engine::types::{RecordProblem, StorageFault};
+    use sluice_core::record::EncodeError;
+
+    use super::*;
+
+    #[test]
+    fn kernel_faults_are_server_errors_with_readable_messages() {
+        // Goal: an encode failure is the server's fault (not an empty batch) and its
+        // message reads as a sentence; a storage fault stays generic (no file names).
+        let encode = from_node(NodeError::Engine(EngineError::Encode(EncodeError::Empty)));
+        assert_eq!(
+            (encode.status, encode.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL)
+        );
+        assert_eq!(
+            encode.message,
+            "The messages could not be written as one log batch (a batch needs at least one \
+             record)."
+        );
+        let fault = StorageFault::Record {
+            offset: 7,
+            problem: RecordProblem::Missing,
+        };
+        let storage = from_node(NodeError::Engine(EngineError::Storage(fault)));
+        assert_eq!(
+            (storage.status, storage.code, storage.message.as_str()),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                INTERNAL,
+                "The request could not be stored; retry."
+            )
+        );
     }
 }

@@ -198,39 +198,11 @@ impl Command {
         let kind = r.u8()?;
         let mut user_attributes: &[u8] = &[];
         let command = match kind {
-            KIND_CREATE_QUEUE => {
-                let queue = QueueId(r.u32()?);
-                let tenant = r.str()?.to_string();
-                let name = r.str()?.to_string();
-                let config = decode_config(&mut r)?;
-                let meta = r.bytes()?.to_vec();
-                Command::CreateQueue {
-                    queue,
-                    tenant,
-                    name,
-                    config,
-                    meta,
-                }
-            }
+            KIND_CREATE_QUEUE => decode_create_queue(&mut r)?,
             KIND_DELETE_QUEUE => Command::DeleteQueue {
                 queue: QueueId(r.u32()?),
             },
-            KIND_CREATE_GROUP => {
-                let queue = QueueId(r.u32()?);
-                let group = GroupId(r.u32()?);
-                let name = r.str()?.to_string();
-                let start = match r.u8()? {
-                    0 => GroupStart::Oldest,
-                    1 => GroupStart::Latest,
-                    _ => return Err(invalid(&r)),
-                };
-                Command::CreateGroup {
-                    queue,
-                    group,
-                    name,
-                    start,
-                }
-            }
+            KIND_CREATE_GROUP => decode_create_group(&mut r)?,
             KIND_DELETE_GROUP => Command::DeleteGroup {
                 queue: QueueId(r.u32()?),
                 group: GroupId(r.u32()?),
@@ -245,27 +217,9 @@ impl Command {
                 }
             }
             KIND_SEND => {
-                let queue = QueueId(r.u32()?);
-                let deliver_at_ms = r.u64()?;
-                let dedup_hash = r.u64()?;
-                let fifo_group = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.str()?.to_string()),
-                    _ => return Err(invalid(&r)),
-                };
-                let tag_count = r.count(ENGINE_TAGS_PER_MESSAGE_CEILING)?;
-                let mut tags = Vec::with_capacity(tag_count);
-                for _ in 0..tag_count {
-                    tags.push(r.str()?.to_string());
-                }
-                user_attributes = r.bytes()?;
-                Command::Send(SendMeta {
-                    queue,
-                    deliver_at_ms,
-                    fifo_group,
-                    tags,
-                    dedup_hash,
-                })
+                let (meta, attributes) = decode_send(&mut r)?;
+                user_attributes = attributes;
+                Command::Send(meta)
             }
             KIND_RELEASE => Command::Release {
                 queue: QueueId(r.u32()?),
@@ -276,13 +230,7 @@ impl Command {
                 message: MessageId(r.u64()?),
             },
             KIND_ACK | KIND_NACK | KIND_DEAD_ACK => {
-                let queue = QueueId(r.u32()?);
-                let group = GroupId(r.u32()?);
-                let count = r.count(SEQS_MAX)?;
-                let mut seqs = Vec::with_capacity(count);
-                for _ in 0..count {
-                    seqs.push(r.u64()?);
-                }
+                let (queue, group, seqs) = decode_seqs(&mut r)?;
                 match kind {
                     KIND_ACK => Command::Ack { queue, group, seqs },
                     KIND_NACK => Command::Nack { queue, group, seqs },
@@ -318,6 +266,76 @@ fn encode_seqs(w: &mut Writer, kind: u8, queue: QueueId, group: GroupId, seqs: &
     for seq in seqs {
         w.u64(*seq);
     }
+}
+
+fn decode_create_queue(r: &mut Reader<'_>) -> Result<Command, CodecError> {
+    let queue = QueueId(r.u32()?);
+    let tenant = r.str()?.to_string();
+    let name = r.str()?.to_string();
+    let config = decode_config(r)?;
+    let meta = r.bytes()?.to_vec();
+    Ok(Command::CreateQueue {
+        queue,
+        tenant,
+        name,
+        config,
+        meta,
+    })
+}
+
+fn decode_create_group(r: &mut Reader<'_>) -> Result<Command, CodecError> {
+    let queue = QueueId(r.u32()?);
+    let group = GroupId(r.u32()?);
+    let name = r.str()?.to_string();
+    let start = match r.u8()? {
+        0 => GroupStart::Oldest,
+        1 => GroupStart::Latest,
+        _ => return Err(invalid(r)),
+    };
+    Ok(Command::CreateGroup {
+        queue,
+        group,
+        name,
+        start,
+    })
+}
+
+/// A send record's fields and the user attributes that follow them.
+fn decode_send<'a>(r: &mut Reader<'a>) -> Result<(SendMeta, &'a [u8]), CodecError> {
+    let queue = QueueId(r.u32()?);
+    let deliver_at_ms = r.u64()?;
+    let dedup_hash = r.u64()?;
+    let fifo_group = match r.u8()? {
+        0 => None,
+        1 => Some(r.str()?.to_string()),
+        _ => return Err(invalid(r)),
+    };
+    let tag_count = r.count(ENGINE_TAGS_PER_MESSAGE_CEILING)?;
+    let mut tags = Vec::with_capacity(tag_count);
+    for _ in 0..tag_count {
+        tags.push(r.str()?.to_string());
+    }
+    let user_attributes = r.bytes()?;
+    let meta = SendMeta {
+        queue,
+        deliver_at_ms,
+        fifo_group,
+        tags,
+        dedup_hash,
+    };
+    Ok((meta, user_attributes))
+}
+
+/// The fields of an ack-like record after its kind (see [`encode_seqs`]).
+fn decode_seqs(r: &mut Reader<'_>) -> Result<(QueueId, GroupId, Vec<u64>), CodecError> {
+    let queue = QueueId(r.u32()?);
+    let group = GroupId(r.u32()?);
+    let count = r.count(SEQS_MAX)?;
+    let mut seqs = Vec::with_capacity(count);
+    for _ in 0..count {
+        seqs.push(r.u64()?);
+    }
+    Ok((queue, group, seqs))
 }
 
 pub(crate) fn encode_config(w: &mut Writer, config: &QueueConfig) {

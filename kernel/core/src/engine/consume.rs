@@ -8,7 +8,7 @@ use super::config::ReceiveRequest;
 use super::state::{Picked, State};
 use super::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, QueueId, ReceiptHandle,
-    TagFilter,
+    RecordProblem, StorageFault, TagFilter,
 };
 use super::{group, valid_tag, Engine, Entry};
 use crate::log::ReadError;
@@ -133,12 +133,12 @@ impl<S: Storage + Clone> Engine<S> {
                 let Some(index) = wanted.remove(&record.offset.0) else {
                     continue;
                 };
-                let (command, user_attributes) = Command::decode(&record.attributes)
-                    .map_err(|_| EngineError::Storage("undecodable send record".into()))?;
+                let (command, user_attributes) =
+                    Command::decode(&record.attributes).map_err(|error| {
+                        bad_record(record.offset.0, RecordProblem::Undecodable(error))
+                    })?;
                 let Command::Send(meta) = command else {
-                    return Err(EngineError::Storage(
-                        "message id names a non-send record".into(),
-                    ));
+                    return Err(bad_record(record.offset.0, RecordProblem::NotASend));
                 };
                 let pick = &picked[index];
                 found[index] = Some(Delivery {
@@ -153,9 +153,7 @@ impl<S: Storage + Clone> Engine<S> {
                 });
             }
             if wanted.contains_key(&first) {
-                return Err(EngineError::Storage(format!(
-                    "message {first} missing from the log"
-                )));
+                return Err(bad_record(first, RecordProblem::Missing));
             }
         }
         Ok(found
@@ -297,5 +295,9 @@ fn lease_deadline(state: &State, handle: &ReceiptHandle) -> u64 {
 }
 
 fn read_error(error: ReadError) -> EngineError {
-    EngineError::Storage(error.to_string())
+    EngineError::Storage(StorageFault::Read(error))
+}
+
+fn bad_record(offset: u64, problem: RecordProblem) -> EngineError {
+    EngineError::Storage(StorageFault::Record { offset, problem })
 }

@@ -5,7 +5,7 @@
 //! `state.rs`.
 
 use std::cmp::Reverse;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use super::group::{short_nonce, Group, Hold};
 use super::state::{group_parts, message_at, LeaseTimer, MessageMeta, Picked, Queue, State};
@@ -43,97 +43,35 @@ impl State {
             ..
         } = q;
         let g = groups.get_mut(&group).ok_or(EngineError::GroupNotFound)?;
-        let mut leaser = Leaser {
-            queue,
-            wakeups: group_wakeups,
-            next_nonce,
-            visibility_ms,
-            now,
-        };
-        let base = *base_seq;
-        let next = base + messages.len() as u64;
-        let fifo = match config.mode {
-            QueueMode::Normal => None,
-            QueueMode::Fifo(scope) => Some(scope),
-        };
-        let mut picked = Vec::new();
-        let mut taken_keys: HashSet<u32> = HashSet::new();
-        let room = |g: &Group, picked: &Vec<Picked>| {
-            (picked.len() as u32) < max && g.leased_count < inflight_max
-        };
-        let takeable = |g: &Group, taken: &HashSet<u32>, key: u32| {
-            fifo.is_none()
-                || !g.locks.contains_key(&key)
-                || taken.contains(&key)
-                || bugs::enabled(Bug::SkipFifoBlocking)
+        let mut picking = Picking {
+            leaser: Leaser {
+                queue,
+                wakeups: group_wakeups,
+                next_nonce,
+                visibility_ms,
+                now,
+            },
+            messages,
+            base: *base_seq,
+            max,
+            inflight_max,
+            fifo: match config.mode {
+                QueueMode::Normal => None,
+                QueueMode::Fifo(scope) => Some(scope),
+            },
+            picked: Vec::new(),
+            taken_keys: HashSet::new(),
         };
         // Redeliveries first, in sequence order (FIFO: they keep their position).
-        let mut after = 0;
-        let mut steps = 0;
-        let mut ready_visited = true;
-        while room(g, &picked) {
-            let Some(seq) = g.ready.range(after..).next().copied() else {
-                break;
-            };
-            after = seq + 1;
-            steps += 1;
-            if steps > ENGINE_SCAN_STEPS_MAX {
-                ready_visited = false;
-                break;
-            }
-            let Some(meta) = message_at(messages, base, seq).copied() else {
-                g.ready.remove(&seq);
-                continue;
-            };
-            let filtered = g.filter.as_ref().is_some_and(|f| !f.matches(&meta.tags));
-            if filtered
-                || g.done.contains(seq)
-                || g.holds.contains_key(&seq)
-                || g.dead.contains_key(&seq)
-            {
-                g.ready.remove(&seq);
-                continue;
-            }
-            if !takeable(g, &taken_keys, meta.fifo_key) {
-                continue;
-            }
-            picked.push(leaser.lease(g, seq, meta));
-            taken_keys.insert(meta.fifo_key);
-        }
-        if fifo.is_some() && !ready_visited {
+        let ready_visited = picking.pick_ready(g);
+        if picking.fifo.is_some() && !ready_visited {
             // An unvisited redelivery may precede, in its FIFO order, whatever the cursor
             // would find next: hand out nothing newer this time.
-            return Ok(picked);
+            return Ok(picking.picked);
         }
         // Then new messages from the cursor.
-        g.cursor = g.cursor.max(base);
-        steps = 0;
-        while room(g, &picked) && g.cursor < next && steps < ENGINE_SCAN_STEPS_MAX {
-            steps += 1;
-            let seq = g.cursor;
-            if let Some((_, end)) = g.done.range_of(seq) {
-                g.cursor = end.min(next);
-                continue;
-            }
-            let meta = *message_at(messages, base, seq).expect("base <= seq < next");
-            let filtered = g.filter.as_ref().is_some_and(|f| !f.matches(&meta.tags));
-            if filtered || g.holds.contains_key(&seq) || g.dead.contains_key(&seq) {
-                g.cursor += 1;
-                continue;
-            }
-            if !takeable(g, &taken_keys, meta.fifo_key) {
-                if fifo == Some(FifoScope::Queue) || g.ready.len() >= ENGINE_READY_BLOCKED_MAX {
-                    break;
-                }
-                g.ready.insert(seq);
-                g.cursor += 1;
-                continue;
-            }
-            picked.push(leaser.lease(g, seq, meta));
-            taken_keys.insert(meta.fifo_key);
-            g.cursor += 1;
-        }
-        Ok(picked)
+        picking.pick_new(g);
+        Ok(picking.picked)
     }
 
     fn lease_nonce(&mut self) -> u64 {
@@ -410,6 +348,110 @@ impl State {
 }
 
 /// Leases picked messages: nonce, deadline, timer.
+/// One receive in progress: what it picked so far and the rules for picking more.
+struct Picking<'a> {
+    leaser: Leaser<'a>,
+    messages: &'a VecDeque<MessageMeta>,
+    base: u64,
+    max: u32,
+    inflight_max: u64,
+    fifo: Option<FifoScope>,
+    picked: Vec<Picked>,
+    /// FIFO keys of this receive's picks: a lock this receive took does not block it.
+    taken_keys: HashSet<u32>,
+}
+
+impl Picking<'_> {
+    /// Whether the receive may pick another message.
+    fn room(&self, g: &Group) -> bool {
+        (self.picked.len() as u32) < self.max && g.leased_count < self.inflight_max
+    }
+
+    /// Whether a message of FIFO key `key` may be handed out (no other delivery holds
+    /// its lock).
+    fn takeable(&self, g: &Group, key: u32) -> bool {
+        self.fifo.is_none()
+            || !g.locks.contains_key(&key)
+            || self.taken_keys.contains(&key)
+            || bugs::enabled(Bug::SkipFifoBlocking)
+    }
+
+    fn take(&mut self, g: &mut Group, seq: u64, meta: MessageMeta) {
+        self.picked.push(self.leaser.lease(g, seq, meta));
+        self.taken_keys.insert(meta.fifo_key);
+    }
+
+    /// Picks from the ready set (redeliveries and messages a FIFO lock held back), in
+    /// sequence order, dropping entries that no longer qualify. Returns whether it
+    /// visited the whole set within the scan bound.
+    fn pick_ready(&mut self, g: &mut Group) -> bool {
+        let mut after = 0;
+        let mut steps = 0;
+        while self.room(g) {
+            let Some(seq) = g.ready.range(after..).next().copied() else {
+                break;
+            };
+            after = seq + 1;
+            steps += 1;
+            if steps > ENGINE_SCAN_STEPS_MAX {
+                return false;
+            }
+            let Some(meta) = message_at(self.messages, self.base, seq).copied() else {
+                g.ready.remove(&seq);
+                continue;
+            };
+            let filtered = g.filter.as_ref().is_some_and(|f| !f.matches(&meta.tags));
+            if filtered
+                || g.done.contains(seq)
+                || g.holds.contains_key(&seq)
+                || g.dead.contains_key(&seq)
+            {
+                g.ready.remove(&seq);
+                continue;
+            }
+            if !self.takeable(g, meta.fifo_key) {
+                continue;
+            }
+            self.take(g, seq, meta);
+        }
+        true
+    }
+
+    /// Picks new messages from the group's cursor, moving it past what the group is
+    /// done with or cannot take; a message a FIFO lock holds back goes to the ready set
+    /// (a queue-scope FIFO stops there instead).
+    fn pick_new(&mut self, g: &mut Group) {
+        let next = self.base + self.messages.len() as u64;
+        g.cursor = g.cursor.max(self.base);
+        let mut steps = 0;
+        while self.room(g) && g.cursor < next && steps < ENGINE_SCAN_STEPS_MAX {
+            steps += 1;
+            let seq = g.cursor;
+            if let Some((_, end)) = g.done.range_of(seq) {
+                g.cursor = end.min(next);
+                continue;
+            }
+            let meta = *message_at(self.messages, self.base, seq).expect("base <= seq < next");
+            let filtered = g.filter.as_ref().is_some_and(|f| !f.matches(&meta.tags));
+            if filtered || g.holds.contains_key(&seq) || g.dead.contains_key(&seq) {
+                g.cursor += 1;
+                continue;
+            }
+            if !self.takeable(g, meta.fifo_key) {
+                if self.fifo == Some(FifoScope::Queue) || g.ready.len() >= ENGINE_READY_BLOCKED_MAX
+                {
+                    break;
+                }
+                g.ready.insert(seq);
+                g.cursor += 1;
+                continue;
+            }
+            self.take(g, seq, meta);
+            g.cursor += 1;
+        }
+    }
+}
+
 struct Leaser<'a> {
     queue: QueueId,
     wakeups: &'a mut TimerQueue<(QueueId, GroupId)>,

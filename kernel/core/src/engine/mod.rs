@@ -40,7 +40,9 @@ use crate::storage::{Storage, StorageFile};
 use crate::types::Offset;
 use command::Command;
 use state::State;
-use types::{EngineError, GroupId, GroupStart, GroupStats, MessageId, QueueConfig, QueueId};
+use types::{
+    EngineError, GroupId, GroupStart, GroupStats, MessageId, QueueConfig, QueueId, StorageFault,
+};
 
 struct Unapplied {
     offset: u64,
@@ -428,7 +430,7 @@ impl<S: Storage + Clone> Engine<S> {
         self.log
             .apply_retention(now, policy)
             .await
-            .map_err(|error| EngineError::Storage(error.to_string()))?;
+            .map_err(|error| EngineError::Storage(StorageFault::Log(error)))?;
         Ok(())
     }
 
@@ -440,8 +442,6 @@ impl<S: Storage + Clone> Engine<S> {
     /// Writes a snapshot of the applied state and removes older snapshots.
     pub async fn snapshot(&self) -> Result<(), EngineError> {
         let applied = self.applied_offset.get();
-        let storage_error =
-            |error: crate::storage::IoError| EngineError::Storage(error.to_string());
         let name = snapshot::snapshot_name(applied);
         if applied == self.snapshot_offset.get() && self.storage.open(&name).await.is_ok() {
             // Nothing applied since the snapshot on disk: keep it rather than replace it
@@ -451,16 +451,23 @@ impl<S: Storage + Clone> Engine<S> {
         let bytes = snapshot::encode(&self.state.borrow(), applied);
         // A file of this name that is not the current snapshot is a torn leftover.
         let _ = self.storage.remove(&name).await;
-        let file = self.storage.create(&name).await.map_err(storage_error)?;
+        let file = self
+            .storage
+            .create(&name)
+            .await
+            .map_err(snapshot_fault(&name))?;
         let padded = align_up(bytes.len() as u64 + 8, BLOCK_BYTES);
         let mut buf = file.alloc_buf(usize::try_from(padded).expect("fits"));
         buf.as_mut()[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
         buf.as_mut()[8..8 + bytes.len()].copy_from_slice(&bytes);
-        file.write_at(buf, 0).await.map_err(storage_error)?;
-        file.sync().await.map_err(storage_error)?;
-        for old in self.storage.list().await.map_err(storage_error)? {
+        file.write_at(buf, 0).await.map_err(snapshot_fault(&name))?;
+        file.sync().await.map_err(snapshot_fault(&name))?;
+        for old in self.storage.list().await.map_err(snapshot_fault("."))? {
             if snapshot::parse_snapshot_name(&old).is_some_and(|offset| offset < applied) {
-                self.storage.remove(&old).await.map_err(storage_error)?;
+                self.storage
+                    .remove(&old)
+                    .await
+                    .map_err(snapshot_fault(&old))?;
             }
         }
         self.snapshot_offset.set(applied);
@@ -510,17 +517,7 @@ impl<S: Storage + Clone> Engine<S> {
                 payload: &entry.body,
             })
             .collect();
-        let appended = self.log.append(&records).map_err(|error| match error {
-            AppendError::Busy { .. } => EngineError::Busy,
-            AppendError::Encode(EncodeError::TooLarge { batch_bytes }) => {
-                EngineError::BatchBytesTooLarge {
-                    bytes: batch_bytes,
-                    limit: u64::from(crate::limits::BATCH_BYTES_MAX),
-                }
-            }
-            AppendError::Encode(_) => EngineError::EmptyBatch,
-            AppendError::Poisoned(error) => EngineError::Storage(error.to_string()),
-        })?;
+        let appended = self.log.append(&records).map_err(append_error)?;
         let mut unapplied = self.unapplied.borrow_mut();
         for (index, entry) in entries.iter().enumerate() {
             unapplied.push_back(Unapplied {
@@ -537,7 +534,7 @@ impl<S: Storage + Clone> Engine<S> {
         self.log
             .sync(upto)
             .await
-            .map_err(|error| EngineError::Storage(error.to_string()))?;
+            .map_err(|error| EngineError::Storage(StorageFault::Log(error)))?;
         self.apply_durable();
         Ok(())
     }
@@ -584,6 +581,35 @@ fn validate_name(name: &str) -> Result<(), EngineError> {
         Ok(())
     } else {
         Err(EngineError::InvalidName)
+    }
+}
+
+/// What a refused log append means to the engine's caller.
+fn append_error(error: AppendError) -> EngineError {
+    match error {
+        AppendError::Busy { .. } => EngineError::Busy,
+        // The encoding adds headers and command fields to the bytes the engine's limits
+        // count, so a batch within them can still be too large for the log: the client
+        // can send a smaller one.
+        AppendError::Encode(EncodeError::TooLarge { batch_bytes }) => {
+            EngineError::BatchBytesTooLarge {
+                bytes: batch_bytes,
+                limit: u64::from(crate::limits::BATCH_BYTES_MAX),
+            }
+        }
+        // An empty batch or too many records: the engine's own limits keep these out.
+        AppendError::Encode(error) => EngineError::Encode(error),
+        AppendError::Poisoned(error) => EngineError::Storage(StorageFault::Log(error)),
+    }
+}
+
+/// Reports a disk error on the snapshot file `file` as the engine's storage fault.
+fn snapshot_fault(file: &str) -> impl FnOnce(crate::storage::IoError) -> EngineError + '_ {
+    move |error| {
+        EngineError::Storage(StorageFault::Snapshot {
+            file: file.to_string(),
+            error,
+        })
     }
 }
 

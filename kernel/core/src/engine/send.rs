@@ -24,6 +24,33 @@ enum Planned {
     RepeatOf(usize),
 }
 
+impl Planned {
+    /// The answer once the batch's first entry has been logged at `first`.
+    fn resolve(self, first: Offset) -> SendOutcome {
+        match self {
+            Planned::Duplicate(duplicate) => duplicate,
+            Planned::New(index) => SendOutcome {
+                message_id: MessageId(first.0 + index as u64),
+                duplicate: false,
+            },
+            Planned::RepeatOf(index) => SendOutcome {
+                message_id: MessageId(first.0 + index as u64),
+                duplicate: true,
+            },
+        }
+    }
+}
+
+/// What a validated send will do: the entries to log and the answer for each message.
+struct SendPlan {
+    /// One per message of the batch, in order.
+    outcomes: Vec<Planned>,
+    /// The new messages to log; may be empty when every message is a duplicate.
+    entries: Vec<Entry>,
+    /// Dedup hashes the batch stores, with the index of the entry that stores each.
+    claimed: Vec<(u64, usize)>,
+}
+
 impl<S: Storage + Clone> Engine<S> {
     // ------------------------------------------------------------------ send
 
@@ -34,6 +61,20 @@ impl<S: Storage + Clone> Engine<S> {
         messages: &[SendInput],
         now: u64,
     ) -> Result<Vec<SendOutcome>, EngineError> {
+        let deliver_ats = self.validate_send(messages, now)?;
+        let plan = self.plan_send(queue, messages, deliver_ats, now)?;
+        let first = self.commit_send(queue, &plan, now).await?;
+        Ok(plan
+            .outcomes
+            .into_iter()
+            .map(|outcome| outcome.resolve(first))
+            .collect())
+    }
+
+    /// Checks a batch against the limits that need no queue state: its size, each
+    /// message's fields and delay, and its total bytes. Returns each message's delivery
+    /// time (0 for at once).
+    fn validate_send(&self, messages: &[SendInput], now: u64) -> Result<Vec<u64>, EngineError> {
         let limits = self.config.limits;
         if messages.is_empty() {
             return Err(EngineError::EmptyBatch);
@@ -60,105 +101,120 @@ impl<S: Storage + Clone> Engine<S> {
                 limit: limits.batch_bytes_max,
             });
         }
+        Ok(deliver_ats)
+    }
+
+    /// Decides against the queue's state what each message becomes: a duplicate of a
+    /// stored or pending message (dedup window), a repeat of an earlier message of the
+    /// same batch, or a new entry to log. Refuses the batch when the queue is unknown, its
+    /// distinct tags or its dedup table would overflow. Changes nothing.
+    fn plan_send(
+        &self,
+        queue: QueueId,
+        messages: &[SendInput],
+        deliver_ats: Vec<u64>,
+        now: u64,
+    ) -> Result<SendPlan, EngineError> {
+        let limits = self.config.limits;
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut entries = Vec::new();
         let mut claimed: Vec<(u64, usize)> = Vec::new();
-        {
-            let state = self.state.borrow();
-            let q = state.queue(queue)?;
-            let new_tags: HashSet<&str> = messages
-                .iter()
-                .flat_map(|m| m.tags.iter())
-                .filter(|tag| !q.tag_ids.contains_key(*tag))
-                .map(String::as_str)
-                .collect();
-            if q.tag_names.len() + new_tags.len() > ENGINE_TAGS_PER_QUEUE_MAX {
-                return Err(EngineError::TooManyDistinctTags);
-            }
-            let pending = self.pending_dedup.borrow();
-            for (message, deliver_at_ms) in messages.iter().zip(deliver_ats) {
-                let dedup_hash = message
-                    .dedup_id
-                    .as_deref()
-                    .map_or(0, |id| xxh3_64(id.as_bytes()) | 1);
-                if dedup_hash != 0 {
-                    let in_batch = claimed.iter().find(|(hash, _)| *hash == dedup_hash);
-                    if let Some((_, index)) = in_batch {
-                        outcomes.push(Planned::RepeatOf(*index));
-                        continue;
-                    }
-                    let seen = q
-                        .dedup
-                        .get(&dedup_hash)
-                        .filter(|(expires_ms, _)| *expires_ms > now)
-                        .filter(|_| !bugs::enabled(Bug::IgnoreDedup))
-                        .map(|(_, id)| *id)
-                        .or_else(|| pending.get(&(queue, dedup_hash)).copied());
-                    if let Some(original) = seen {
-                        let duplicate = SendOutcome {
-                            message_id: original,
-                            duplicate: true,
-                        };
-                        outcomes.push(Planned::Duplicate(duplicate));
-                        continue;
-                    }
-                    let entries_max = limits.dedup_entries_per_queue_max as usize;
-                    if q.dedup.len() + pending.len() + claimed.len() >= entries_max {
-                        return Err(EngineError::DedupTableFull);
-                    }
-                    claimed.push((dedup_hash, entries.len()));
+        let state = self.state.borrow();
+        let q = state.queue(queue)?;
+        let new_tags: HashSet<&str> = messages
+            .iter()
+            .flat_map(|m| m.tags.iter())
+            .filter(|tag| !q.tag_ids.contains_key(*tag))
+            .map(String::as_str)
+            .collect();
+        if q.tag_names.len() + new_tags.len() > ENGINE_TAGS_PER_QUEUE_MAX {
+            return Err(EngineError::TooManyDistinctTags);
+        }
+        let pending = self.pending_dedup.borrow();
+        for (message, deliver_at_ms) in messages.iter().zip(deliver_ats) {
+            let dedup_hash = message
+                .dedup_id
+                .as_deref()
+                .map_or(0, |id| xxh3_64(id.as_bytes()) | 1);
+            if dedup_hash != 0 {
+                let in_batch = claimed.iter().find(|(hash, _)| *hash == dedup_hash);
+                if let Some((_, index)) = in_batch {
+                    outcomes.push(Planned::RepeatOf(*index));
+                    continue;
                 }
-                outcomes.push(Planned::New(entries.len()));
-                let meta = SendMeta {
-                    queue,
-                    deliver_at_ms,
-                    fifo_group: message.fifo_group.clone(),
-                    tags: message.tags.clone(),
-                    dedup_hash,
-                };
-                entries.push(Entry {
-                    command: Command::Send(meta),
-                    body: message.body.clone(),
-                    user_attributes: message.attributes.clone(),
-                });
+                let seen = q
+                    .dedup
+                    .get(&dedup_hash)
+                    .filter(|(expires_ms, _)| *expires_ms > now)
+                    .filter(|_| !bugs::enabled(Bug::IgnoreDedup))
+                    .map(|(_, id)| *id)
+                    .or_else(|| pending.get(&(queue, dedup_hash)).copied());
+                if let Some(original) = seen {
+                    let duplicate = SendOutcome {
+                        message_id: original,
+                        duplicate: true,
+                    };
+                    outcomes.push(Planned::Duplicate(duplicate));
+                    continue;
+                }
+                let entries_max = limits.dedup_entries_per_queue_max as usize;
+                if q.dedup.len() + pending.len() + claimed.len() >= entries_max {
+                    return Err(EngineError::DedupTableFull);
+                }
+                claimed.push((dedup_hash, entries.len()));
+            }
+            outcomes.push(Planned::New(entries.len()));
+            let meta = SendMeta {
+                queue,
+                deliver_at_ms,
+                fifo_group: message.fifo_group.clone(),
+                tags: message.tags.clone(),
+                dedup_hash,
+            };
+            entries.push(Entry {
+                command: Command::Send(meta),
+                body: message.body.clone(),
+                user_attributes: message.attributes.clone(),
+            });
+        }
+        Ok(SendPlan {
+            outcomes,
+            entries,
+            claimed,
+        })
+    }
+
+    /// Logs the plan's new entries and waits until they are durable and applied. While
+    /// they wait, their dedup ids are pending, so a concurrent send of the same id is a
+    /// duplicate rather than a second copy. Returns the offset of the first entry (the
+    /// first new message's id); `Offset(0)` when there is nothing to log.
+    async fn commit_send(
+        &self,
+        queue: QueueId,
+        plan: &SendPlan,
+        now: u64,
+    ) -> Result<Offset, EngineError> {
+        if plan.entries.is_empty() {
+            return Ok(Offset(0));
+        }
+        let first = self.append(&plan.entries, now)?;
+        {
+            let mut pending = self.pending_dedup.borrow_mut();
+            for (hash, index) in &plan.claimed {
+                pending.insert((queue, *hash), MessageId(first.0 + *index as u64));
             }
         }
-        let first = if entries.is_empty() {
-            Offset(0)
+        let result = if bugs::enabled(Bug::ReplyBeforeFsync) {
+            Ok(())
         } else {
-            let first = self.append(&entries, now)?;
-            {
-                let mut pending = self.pending_dedup.borrow_mut();
-                for (hash, index) in &claimed {
-                    pending.insert((queue, *hash), MessageId(first.0 + *index as u64));
-                }
-            }
-            let result = if bugs::enabled(Bug::ReplyBeforeFsync) {
-                Ok(())
-            } else {
-                self.sync_and_apply().await
-            };
-            let mut pending = self.pending_dedup.borrow_mut();
-            for (hash, _) in &claimed {
-                pending.remove(&(queue, *hash));
-            }
-            result?;
-            first
+            self.sync_and_apply().await
         };
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                Planned::Duplicate(duplicate) => duplicate,
-                Planned::New(index) => SendOutcome {
-                    message_id: MessageId(first.0 + index as u64),
-                    duplicate: false,
-                },
-                Planned::RepeatOf(index) => SendOutcome {
-                    message_id: MessageId(first.0 + index as u64),
-                    duplicate: true,
-                },
-            })
-            .collect())
+        let mut pending = self.pending_dedup.borrow_mut();
+        for (hash, _) in &plan.claimed {
+            pending.remove(&(queue, *hash));
+        }
+        result?;
+        Ok(first)
     }
 
     fn validate_message(&self, message: &SendInput) -> Result<(), EngineError> {

@@ -198,17 +198,7 @@ impl State {
                 name,
                 config,
                 meta,
-            } => {
-                self.next_queue_id = self.next_queue_id.max(queue.0 + 1);
-                if self.names.contains_key(&(tenant.clone(), name.clone())) {
-                    return;
-                }
-                self.names.insert((tenant.clone(), name.clone()), *queue);
-                let mut created = new_queue(*queue, tenant, name, *config);
-                created.created_ms = ts;
-                created.meta = meta.clone();
-                self.queues.insert(*queue, created);
-            }
+            } => self.apply_create_queue(*queue, tenant, name, *config, meta, ts),
             Command::DeleteQueue { queue } => {
                 if let Some(removed) = self.queues.remove(queue) {
                     self.names.remove(&(removed.tenant, removed.name));
@@ -219,21 +209,7 @@ impl State {
                 group,
                 name,
                 start,
-            } => {
-                self.next_group_id = self.next_group_id.max(group.0 + 1);
-                let Some(q) = self.queues.get_mut(queue) else {
-                    return;
-                };
-                if q.groups.values().any(|g| &g.name == name) {
-                    return;
-                }
-                let mut created = Group::new(*group, name.clone(), q.base_seq);
-                if *start == GroupStart::Latest {
-                    created.done.insert_range(q.base_seq, q.next_seq());
-                    created.cursor = q.next_seq();
-                }
-                q.groups.insert(*group, created);
-            }
+            } => self.apply_create_group(*queue, *group, name, *start),
             Command::DeleteGroup { queue, group } => {
                 if let Some(q) = self.queues.get_mut(queue) {
                     q.groups.remove(group);
@@ -253,20 +229,7 @@ impl State {
                 }
             }
             Command::Send(meta) => self.apply_send(meta, message_id, ts),
-            Command::Release { queue, message } => {
-                let Some(q) = self.queues.get_mut(queue) else {
-                    return;
-                };
-                if let Some(delayed) = q.delayed.remove(message) {
-                    // Retention runs from release: a message delayed longer than its
-                    // queue's retention is still delivered.
-                    let meta = MessageMeta {
-                        available_ms: ts,
-                        ..delayed.meta
-                    };
-                    q.push_message(meta, &mut self.retention_timers);
-                }
-            }
+            Command::Release { queue, message } => self.apply_release(*queue, *message, ts),
             Command::Cancel { queue, message } => {
                 if let Some(q) = self.queues.get_mut(queue) {
                     q.delayed.remove(message);
@@ -291,6 +254,70 @@ impl State {
                 self.boot_epoch += 1;
                 self.next_nonce = u64::from(self.boot_epoch) << 32;
             }
+        }
+    }
+
+    /// Creates a queue unless the tenant already has one of that name (a repeated
+    /// create); the id counter moves past `queue` either way.
+    fn apply_create_queue(
+        &mut self,
+        queue: QueueId,
+        tenant: &str,
+        name: &str,
+        config: QueueConfig,
+        meta: &[u8],
+        ts: u64,
+    ) {
+        self.next_queue_id = self.next_queue_id.max(queue.0 + 1);
+        let key = (tenant.to_string(), name.to_string());
+        if self.names.contains_key(&key) {
+            return;
+        }
+        self.names.insert(key, queue);
+        let mut created = new_queue(queue, tenant, name, config);
+        created.created_ms = ts;
+        created.meta = meta.to_vec();
+        self.queues.insert(queue, created);
+    }
+
+    /// Creates a group unless its queue is gone or already has a group of that name; the
+    /// id counter moves past `group` either way. A group that starts at the latest
+    /// message counts every stored message as done.
+    fn apply_create_group(
+        &mut self,
+        queue: QueueId,
+        group: GroupId,
+        name: &str,
+        start: GroupStart,
+    ) {
+        self.next_group_id = self.next_group_id.max(group.0 + 1);
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        if q.groups.values().any(|g| g.name == name) {
+            return;
+        }
+        let mut created = Group::new(group, name.to_string(), q.base_seq);
+        if start == GroupStart::Latest {
+            created.done.insert_range(q.base_seq, q.next_seq());
+            created.cursor = q.next_seq();
+        }
+        q.groups.insert(group, created);
+    }
+
+    /// Makes a delayed message available (unless a cancel removed it first).
+    fn apply_release(&mut self, queue: QueueId, message: MessageId, ts: u64) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        if let Some(delayed) = q.delayed.remove(&message) {
+            // Retention runs from release: a message delayed longer than its
+            // queue's retention is still delivered.
+            let meta = MessageMeta {
+                available_ms: ts,
+                ..delayed.meta
+            };
+            q.push_message(meta, &mut self.retention_timers);
         }
     }
 

@@ -933,3 +933,88 @@ fn an_ack_racing_a_pending_ack_whose_fsync_fails_is_not_reported_done() {
         "the ack never became durable: the message comes back"
     );
 }
+
+#[test]
+fn append_errors_keep_their_meaning() {
+    // Goal: a refused append is reported for what it is; an encoding error in particular
+    // is not an empty batch.
+    use crate::log::{AppendError, LogError};
+    use crate::record::EncodeError;
+    use crate::storage::{IoError, IoErrorKind, IoOp};
+    assert_eq!(
+        append_error(AppendError::Encode(EncodeError::Empty)),
+        EngineError::Encode(EncodeError::Empty)
+    );
+    let many = EncodeError::TooManyRecords {
+        record_count: 20_000,
+    };
+    assert_eq!(
+        append_error(AppendError::Encode(many)),
+        EngineError::Encode(many)
+    );
+    assert_eq!(
+        append_error(AppendError::Encode(EncodeError::TooLarge {
+            batch_bytes: 5
+        })),
+        EngineError::BatchBytesTooLarge {
+            bytes: 5,
+            limit: u64::from(crate::limits::BATCH_BYTES_MAX),
+        }
+    );
+    assert_eq!(
+        append_error(AppendError::Busy { staged_bytes: 1 }),
+        EngineError::Busy
+    );
+    let log = LogError::Io {
+        file: "00000000000000000000.log".into(),
+        error: IoError::new(IoErrorKind::Io, IoOp::Sync),
+    };
+    assert_eq!(
+        append_error(AppendError::Poisoned(log.clone())),
+        EngineError::Storage(StorageFault::Log(log))
+    );
+}
+
+#[test]
+fn storage_faults_are_typed_and_readable() {
+    // Goal: a failed fsync and a failed snapshot reach the caller as typed faults that
+    // name the file, the operation and the kind, and read as sentences. Method: fail a
+    // send's sync with ENOSPC, then (after reopening) a snapshot's create.
+    use crate::log::LogError;
+    use crate::storage::{IoErrorKind, IoOp};
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    h.disk.fail_next(IoOp::Sync, IoErrorKind::NoSpace);
+    let error = block_on(h.engine().send(q, &[message("m")], h.now)).unwrap_err();
+    let EngineError::Storage(fault) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        matches!(fault, StorageFault::Log(LogError::Io { .. })),
+        "{fault:?}"
+    );
+    assert_eq!(fault.io_kind(), Some(IoErrorKind::NoSpace));
+    let text = error.to_string();
+    assert!(
+        text.starts_with("storage fault: log write failed: ")
+            && text.contains("sync failed: no space left on the device"),
+        "{text}"
+    );
+
+    h.crash();
+    h.send(q, &["after"]);
+    h.disk.fail_next(IoOp::Create, IoErrorKind::Io);
+    let error = block_on(h.engine().snapshot()).unwrap_err();
+    let EngineError::Storage(StorageFault::Snapshot { file, error: io }) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        snapshot::parse_snapshot_name(file).is_some(),
+        "names the snapshot file: {file}"
+    );
+    assert_eq!((io.op, io.kind), (IoOp::Create, IoErrorKind::Io));
+    assert_eq!(
+        error.to_string(),
+        format!("storage fault: snapshot {file}: create failed: I/O error")
+    );
+}

@@ -1,6 +1,11 @@
 //! The engine's vocabulary: ids, queue and group configuration, requests, results and
 //! errors. Plain data; adapters convert their wire types to and from these.
 
+use super::codec::CodecError;
+use crate::log::{LogError, ReadError};
+use crate::record::EncodeError;
+use crate::storage::{IoError, IoErrorKind};
+
 /// A queue, unique within one engine for its whole life (ids are never reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueId(pub u32);
@@ -261,12 +266,152 @@ pub enum EngineError {
     NoDeadLetters,
     /// The log has too much staged; retry.
     Busy,
-    /// The write path failed; the engine must be reopened.
-    Storage(String),
+    /// The log cannot take the batch the engine built as one record batch; nothing was
+    /// stored. The engine's own limits keep such batches out, so this is the server's
+    /// fault, not the request's. (An encoding too large for the log is reported as
+    /// [`EngineError::BatchBytesTooLarge`] instead: a smaller batch fits.)
+    Encode(EncodeError),
+    /// The disk or the log failed. After a write-path fault ([`StorageFault::Log`]) the
+    /// engine must be reopened.
+    Storage(StorageFault),
 }
 
 impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            EngineError::QueueNotFound => write!(f, "queue not found"),
+            EngineError::GroupNotFound => write!(f, "consumer group not found"),
+            EngineError::QueueExists => write!(f, "the queue already exists"),
+            EngineError::GroupExists => write!(f, "the consumer group already exists"),
+            EngineError::InvalidName => write!(f, "invalid name"),
+            EngineError::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
+            EngineError::TooManyQueues { limit } => {
+                write!(f, "too many queues (at most {limit})")
+            }
+            EngineError::TooManyGroups { limit } => {
+                write!(f, "too many consumer groups (at most {limit})")
+            }
+            EngineError::EmptyBatch => write!(f, "a send needs at least one message"),
+            EngineError::BatchTooLarge { count, limit } => {
+                write!(
+                    f,
+                    "{count} messages in one batch; at most {limit} are allowed"
+                )
+            }
+            EngineError::BatchBytesTooLarge { bytes, limit } => {
+                write!(
+                    f,
+                    "the batch has {bytes} bytes; at most {limit} are allowed"
+                )
+            }
+            EngineError::MessageTooLarge { bytes, limit } => {
+                write!(
+                    f,
+                    "a message body has {bytes} bytes; at most {limit} are allowed"
+                )
+            }
+            EngineError::AttributesTooLarge { bytes, limit } => write!(
+                f,
+                "a message's attributes have {bytes} bytes; at most {limit} are allowed"
+            ),
+            EngineError::TooManyTags { count, limit } => {
+                write!(f, "a message has {count} tags; at most {limit} are allowed")
+            }
+            EngineError::InvalidTag => write!(f, "invalid tag"),
+            EngineError::InvalidDelay => write!(f, "the delay is out of range"),
+            EngineError::InvalidVisibility { min_ms, max_ms } => {
+                write!(f, "visibility must be from {min_ms} to {max_ms} ms")
+            }
+            EngineError::InvalidMaxMessages { limit } => {
+                write!(f, "the message count must be from 1 to {limit}")
+            }
+            EngineError::FilterConflict => {
+                write!(f, "the consumer group already uses a different tag filter")
+            }
+            EngineError::TooManyDistinctTags => {
+                write!(f, "the queue has reached its limit of distinct tags")
+            }
+            EngineError::DedupTableFull => write!(f, "the queue's deduplication table is full"),
+            EngineError::NotScheduled => {
+                write!(f, "the message is not waiting for its delivery time")
+            }
+            EngineError::NoDeadLetters => write!(f, "the queue keeps no dead letters"),
+            EngineError::Busy => write!(f, "the log is busy; retry"),
+            EngineError::Encode(error) => write!(f, "the log cannot take the batch: {error}"),
+            EngineError::Storage(fault) => write!(f, "storage fault: {fault}"),
+        }
+    }
+}
+
+/// What failed under [`EngineError::Storage`], as the log or the disk reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageFault {
+    /// The log's write path failed (append, group commit, sealing or retention). The log
+    /// is poisoned: every later write fails until the engine is reopened.
+    Log(LogError),
+    /// A read of the log failed (message bodies for a receive).
+    Read(ReadError),
+    /// Writing a snapshot, or removing an older one, failed.
+    Snapshot { file: String, error: IoError },
+    /// The record at `offset`, where the engine's state places a message, is not a
+    /// usable send record.
+    Record { offset: u64, problem: RecordProblem },
+}
+
+/// Why a log record is not the send record the engine expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordProblem {
+    /// Its attributes do not decode as a command.
+    Undecodable(CodecError),
+    /// It holds a command other than a send.
+    NotASend,
+    /// The log returned no record at that offset.
+    Missing,
+}
+
+impl StorageFault {
+    /// The disk error underneath, when the disk reported one.
+    pub fn io_error(&self) -> Option<&IoError> {
+        match self {
+            StorageFault::Log(LogError::Io { error, .. })
+            | StorageFault::Read(ReadError::Io { error, .. })
+            | StorageFault::Snapshot { error, .. } => Some(error),
+            StorageFault::Read(ReadError::Corrupt { .. } | ReadError::Removed { .. })
+            | StorageFault::Record { .. } => None,
+        }
+    }
+
+    /// The kind of the disk error underneath, when the disk reported one.
+    pub fn io_kind(&self) -> Option<IoErrorKind> {
+        self.io_error().map(|error| error.kind)
+    }
+}
+
+impl std::fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageFault::Log(error) => write!(f, "log write failed: {error}"),
+            StorageFault::Read(error) => write!(f, "log read failed: {error}"),
+            StorageFault::Snapshot { file, error } => {
+                write!(f, "snapshot {file}: {error}")
+            }
+            StorageFault::Record { offset, problem } => {
+                write!(f, "log record {offset} {problem}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RecordProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordProblem::Undecodable(error) => write!(
+                f,
+                "does not decode as a command (at byte {} of its attributes)",
+                error.position
+            ),
+            RecordProblem::NotASend => write!(f, "is not a send"),
+            RecordProblem::Missing => write!(f, "is missing from the log"),
+        }
     }
 }

@@ -1,0 +1,338 @@
+//! The segment log: append, group commit, read, retention and crash recovery.
+//!
+//! A log is a directory of segments (see [`crate::segment`]) reached only through a
+//! [`Storage`]. Appends are staged in memory and given offsets at once; [`Log::sync`]
+//! makes them durable with group commit: the first waiter that finds no flush running
+//! becomes the flusher, writes everything staged by everyone (one aligned write per
+//! segment, re-writing the partial last block) and issues one `sync`; every waiter whose
+//! offset that sync covers is released together. Only durable records are readable.
+//!
+//! Invariants (asserted): offsets are contiguous across batches and segments;
+//! `durable_offset <= next_offset`; a segment's `durable_bytes <= written_bytes`; a segment
+//! is sealed (exact length, index file written) only after all its data is durable and a
+//! later segment exists. Any I/O error on the write path poisons the log: its state on
+//! disk is unknown (a failed fsync may have dropped pages), so every later call fails
+//! until the log is reopened, and reopening re-derives everything from the disk.
+//!
+//! Single-threaded by design (one log per shard): interior mutability through `RefCell`,
+//! never held across an `.await`.
+//!
+//! The code is split by concern: this file holds the types, the configuration and the
+//! log's state; `append.rs` appends and group commit (and sealing); `read.rs` reads;
+//! `retention.rs` removes old segments; `recovery.rs` opens the log and recovers it
+//! after a crash; `files.rs` holds the index-file helpers they share.
+
+mod append;
+mod files;
+mod read;
+mod recovery;
+mod retention;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::Waker;
+
+use crate::limits::{
+    INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, SEGMENTS_MAX, SEGMENT_BYTES_CEILING,
+    SEGMENT_BYTES_MIN,
+};
+use crate::offset_index::{OffsetIndex, SegmentSummary};
+use crate::record::{DecodeError, EncodeError};
+use crate::segment::ScanProblem;
+use crate::storage::{IoError, Storage};
+use crate::types::Offset;
+
+/// How much of the log start-up verifies batch by batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyOnOpen {
+    /// The last segment and every segment without a valid index file. Sealed segments are
+    /// verified when read (every read checks every checksum).
+    Tail,
+    /// Every segment: start-up reads the whole log.
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A segment rolls when the next batch would take it past this size.
+    pub segment_bytes_max: u64,
+    /// Distance between sparse index entries.
+    pub index_interval_bytes: u64,
+    /// Space reserved ahead of the active segment's end, so appends rarely allocate.
+    pub preallocate_bytes: u64,
+    pub verify_on_open: VerifyOnOpen,
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), OpenError> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_CEILING).contains(&self.segment_bytes_max) {
+            return Err(OpenError::Config("segment_bytes_max out of range"));
+        }
+        let interval = INDEX_INTERVAL_BYTES_MIN..=INDEX_INTERVAL_BYTES_MAX;
+        if !interval.contains(&self.index_interval_bytes) {
+            return Err(OpenError::Config("index_interval_bytes out of range"));
+        }
+        if self.preallocate_bytes > SEGMENT_BYTES_CEILING {
+            return Err(OpenError::Config("preallocate_bytes out of range"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    Config(&'static str),
+    Io {
+        file: String,
+        error: IoError,
+    },
+    /// Damage in data that had been durable: start-up must stop.
+    Corrupt {
+        file: String,
+        position: u64,
+        problem: ScanProblem,
+    },
+    TooManySegments {
+        segment_count: usize,
+    },
+    /// Reads of the segment disagreed every time: the device returns unstable data.
+    UnstableReads {
+        file: String,
+    },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Config(what) => write!(f, "invalid log config: {what}"),
+            OpenError::Io { file, error } => write!(f, "{file}: {error}"),
+            OpenError::Corrupt {
+                file,
+                position,
+                problem,
+            } => write!(
+                f,
+                "corrupt log: {file} at byte {position}: {problem}; refusing to start \
+                 (data after this point was acknowledged as durable)"
+            ),
+            OpenError::UnstableReads { file } => write!(
+                f,
+                "{file}: repeated reads disagree; refusing to recover from unstable data"
+            ),
+            OpenError::TooManySegments { segment_count } => {
+                write!(
+                    f,
+                    "{segment_count} segments exceed the limit of {SEGMENTS_MAX}"
+                )
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendError {
+    Encode(EncodeError),
+    /// Too much staged and not yet written; sync and retry.
+    Busy {
+        staged_bytes: u64,
+    },
+    /// An earlier I/O error; reopen the log.
+    Poisoned(LogError),
+}
+
+/// A write-path failure. The log is poisoned afterwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogError {
+    Io { file: String, error: IoError },
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::Io { file, error } => write!(f, "{file}: {error}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    Io {
+        file: String,
+        error: IoError,
+    },
+    Corrupt {
+        file: String,
+        position: u64,
+        problem: DecodeError,
+    },
+    /// Retention removed the requested offset; the log now starts at `start_offset`.
+    Removed {
+        start_offset: Offset,
+    },
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io { file, error } => write!(f, "{file}: {error}"),
+            ReadError::Corrupt {
+                file,
+                position,
+                problem,
+            } => {
+                write!(f, "corrupt log: {file} at byte {position}: {problem}")
+            }
+            ReadError::Removed { start_offset } => {
+                write!(
+                    f,
+                    "offset removed by retention; log starts at {start_offset}"
+                )
+            }
+        }
+    }
+}
+
+/// Offsets given to an appended batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub first_offset: Offset,
+    /// One past the last record; `sync(next_offset)` makes the batch durable.
+    pub next_offset: Offset,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub offset: Offset,
+    pub timestamp_ms: u64,
+    pub attributes: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Remove a sealed segment once its newest record is older than this.
+    pub age_ms_max: Option<u64>,
+    /// Remove the oldest sealed segments while the log is larger than this.
+    pub bytes_max: Option<u64>,
+    /// Remove sealed segments whose every offset is below this one.
+    pub remove_below: Option<Offset>,
+}
+
+struct Segment<F> {
+    base_offset: Offset,
+    next_offset: Offset,
+    file: Option<Rc<F>>,
+    /// Data bytes handed to storage.
+    written_bytes: u64,
+    /// Data bytes covered by a completed sync.
+    durable_bytes: u64,
+    allocated_bytes: u64,
+    /// Encoded batches not yet handed to storage; they start at `written_bytes`.
+    staged: Vec<u8>,
+    /// The written bytes of the last, partial block: re-written with the next append
+    /// because direct I/O writes whole blocks.
+    tail_block: Vec<u8>,
+    index: OffsetIndex,
+    timestamp_ms_max: u64,
+    sealed: bool,
+}
+
+impl<F> Segment<F> {
+    fn data_bytes(&self) -> u64 {
+        self.written_bytes + self.staged.len() as u64
+    }
+
+    fn summary(&self) -> SegmentSummary {
+        SegmentSummary {
+            base_offset: self.base_offset,
+            next_offset: self.next_offset,
+            data_bytes: self.written_bytes,
+            timestamp_ms_max: self.timestamp_ms_max,
+        }
+    }
+}
+
+struct LogState<F> {
+    segments: VecDeque<Segment<F>>,
+    next_offset: Offset,
+    durable_offset: Offset,
+    staged_bytes: u64,
+    flushing: bool,
+    flush_generation: u64,
+    waiters: Vec<Waker>,
+    poisoned: Option<LogError>,
+}
+
+pub struct Log<S: Storage> {
+    storage: S,
+    config: LogConfig,
+    state: RefCell<LogState<S::File>>,
+}
+
+impl<S: Storage> Log<S> {
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The offset the next appended record gets.
+    pub fn next_offset(&self) -> Offset {
+        self.state.borrow().next_offset
+    }
+
+    /// Every record below this offset is durable and readable.
+    pub fn durable_offset(&self) -> Offset {
+        self.state.borrow().durable_offset
+    }
+
+    /// The oldest offset still stored (retention removes whole segments before it).
+    pub fn start_offset(&self) -> Offset {
+        let state = self.state.borrow();
+        state
+            .segments
+            .front()
+            .map_or(state.next_offset, |s| s.base_offset)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    pub fn poisoned(&self) -> Option<LogError> {
+        self.state.borrow().poisoned.clone()
+    }
+}
+
+impl<F> LogState<F> {
+    fn segment(&self, base: Offset) -> &Segment<F> {
+        let index = self.segments.partition_point(|s| s.base_offset < base);
+        let segment = &self.segments[index];
+        assert_eq!(segment.base_offset, base, "segment vanished during a flush");
+        segment
+    }
+
+    fn segment_mut(&mut self, base: Offset) -> &mut Segment<F> {
+        let index = self.segments.partition_point(|s| s.base_offset < base);
+        let segment = &mut self.segments[index];
+        assert_eq!(segment.base_offset, base, "segment vanished during a flush");
+        segment
+    }
+}
+
+fn new_segment<F>(base_offset: Offset) -> Segment<F> {
+    Segment {
+        base_offset,
+        next_offset: base_offset,
+        file: None,
+        written_bytes: 0,
+        durable_bytes: 0,
+        allocated_bytes: 0,
+        staged: Vec::new(),
+        tail_block: Vec::new(),
+        index: OffsetIndex::default(),
+        timestamp_ms_max: 0,
+        sealed: false,
+    }
+}

@@ -1,0 +1,327 @@
+//! Start-up: opening the log, verifying segments and recovering from a crash.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use super::files::{remove_if_present, write_index_file};
+use super::{new_segment, Log, LogConfig, LogState, OpenError, Segment, VerifyOnOpen};
+use crate::bugs::{self, Bug};
+use crate::limits::{BLOCK_BYTES, SEGMENTS_MAX};
+use crate::offset_index::{OffsetIndex, SegmentSummary};
+use crate::record::align_up;
+use crate::segment::{
+    index_name, parse_name, scan_segment, segment_name, FileKind, ScanEnd, ScanProblem, SegmentScan,
+};
+use crate::storage::{IoError, Storage, StorageFile};
+use crate::types::Offset;
+
+/// Bytes per read call when recovery or a reader loads a large range.
+const READ_CHUNK_BYTES: u64 = 8 << 20;
+
+impl<S: Storage> Log<S> {
+    /// Opens (recovering) or creates the log in `storage`.
+    pub async fn open(storage: S, config: LogConfig) -> Result<Log<S>, OpenError> {
+        config.validate()?;
+        let list_error = |error| OpenError::Io {
+            file: ".".to_string(),
+            error,
+        };
+        let mut files: BTreeMap<Offset, (bool, bool)> = BTreeMap::new();
+        for name in storage.list().await.map_err(list_error)? {
+            if let Some((base, kind)) = parse_name(&name) {
+                let entry = files.entry(base).or_default();
+                match kind {
+                    FileKind::Segment => entry.0 = true,
+                    FileKind::Index => entry.1 = true,
+                }
+            }
+        }
+        for (base, (has_segment, _)) in &files {
+            if !has_segment {
+                // An index whose segment retention removed before a crash.
+                remove_if_present(&storage, &index_name(*base))
+                    .await
+                    .map_err(|(file, error)| OpenError::Io { file, error })?;
+            }
+        }
+        files.retain(|_, (has_segment, _)| *has_segment);
+        if files.len() > SEGMENTS_MAX {
+            return Err(OpenError::TooManySegments {
+                segment_count: files.len(),
+            });
+        }
+        let mut segments = VecDeque::with_capacity(files.len());
+        let segment_count = files.len();
+        for (position, (base, (_, has_index))) in files.into_iter().enumerate() {
+            if let Some(previous) = segments.back() {
+                let previous: &Segment<S::File> = previous;
+                if previous.next_offset != base {
+                    return Err(OpenError::Corrupt {
+                        file: segment_name(base),
+                        position: 0,
+                        problem: ScanProblem::OffsetGap {
+                            expected: previous.next_offset,
+                            found: base,
+                        },
+                    });
+                }
+            }
+            let is_last = position + 1 == segment_count;
+            let segment = open_segment(&storage, &config, base, has_index, is_last).await?;
+            segments.push_back(segment);
+        }
+        let next_offset = segments.back().map_or(Offset(0), |s| s.next_offset);
+        Ok(Log {
+            storage,
+            config,
+            state: RefCell::new(LogState {
+                segments,
+                next_offset,
+                durable_offset: next_offset,
+                staged_bytes: 0,
+                flushing: false,
+                flush_generation: 0,
+                waiters: Vec::new(),
+                poisoned: None,
+            }),
+        })
+    }
+}
+
+async fn read_index_file<S: Storage>(
+    storage: &S,
+    base: Offset,
+) -> Option<(OffsetIndex, SegmentSummary)> {
+    let file = storage.open(&index_name(base)).await.ok()?;
+    let size = file.size().await.ok()?;
+    let bytes = file.read_at(0, usize::try_from(size).ok()?).await.ok()?;
+    OffsetIndex::decode_file(bytes.as_ref())
+}
+
+async fn read_whole<F: StorageFile>(file: &F, size: u64) -> Result<Vec<u8>, IoError> {
+    let mut bytes = Vec::with_capacity(usize::try_from(size).expect("bounded by segment max"));
+    // Bounded: each pass reads a chunk or stops at end of file.
+    while (bytes.len() as u64) < size {
+        let want = READ_CHUNK_BYTES.min(size - bytes.len() as u64);
+        let chunk = file
+            .read_at(bytes.len() as u64, usize::try_from(want).expect("fits"))
+            .await?;
+        if chunk.as_ref().is_empty() {
+            break;
+        }
+        bytes.extend_from_slice(chunk.as_ref());
+    }
+    Ok(bytes)
+}
+
+/// How many times recovery reads a segment whose scan does not end cleanly.
+const RECOVERY_READS_MAX: u32 = 4;
+
+enum StableReadError {
+    Io(IoError),
+    Unstable,
+}
+
+/// Reads and scans a segment. A clean scan is believed at once (every batch passed its
+/// checksum). Otherwise the damage might be a transient read fault, not the disk's
+/// content, and truncating on it would drop durable records: the segment is read again
+/// until two reads in a row end the same way, and if they never agree, recovery stops
+/// rather than guess.
+async fn read_and_scan<F: StorageFile>(
+    file: &F,
+    size: u64,
+    base: Offset,
+    config: &LogConfig,
+) -> Result<(Vec<u8>, SegmentScan), StableReadError> {
+    let mut previous: Option<ScanEnd> = None;
+    for _ in 0..RECOVERY_READS_MAX {
+        let bytes = read_whole(file, size).await.map_err(StableReadError::Io)?;
+        let scan = scan_segment(&bytes, base, config.index_interval_bytes);
+        if scan.end == ScanEnd::Clean
+            || previous == Some(scan.end)
+            || bugs::enabled(Bug::TrustOneRead)
+        {
+            return Ok((bytes, scan));
+        }
+        previous = Some(scan.end);
+    }
+    Err(StableReadError::Unstable)
+}
+
+/// Opens one segment at start-up. Under [`VerifyOnOpen::Tail`] a sealed segment whose
+/// index file matches it is believed without reading its data; every other segment is
+/// read and scanned batch by batch. The last segment loses its torn tail and has its
+/// unsynced tail written again; an earlier one is sealed if a crash interrupted its roll.
+async fn open_segment<S: Storage>(
+    storage: &S,
+    config: &LogConfig,
+    base: Offset,
+    has_index: bool,
+    is_last: bool,
+) -> Result<Segment<S::File>, OpenError> {
+    let name = segment_name(base);
+    let io = |error| OpenError::Io {
+        file: name.clone(),
+        error,
+    };
+    let file = storage.open(&name).await.map_err(io)?;
+    let size = file.size().await.map_err(io)?;
+    let indexed = match (is_last, has_index) {
+        (false, true) => read_index_file(storage, base)
+            .await
+            .filter(|(_, summary)| summary.base_offset == base && summary.data_bytes == size),
+        _ => None,
+    };
+    if let (Some((index, summary)), VerifyOnOpen::Tail) = (&indexed, config.verify_on_open) {
+        return Ok(segment_from_index(file, size, index.clone(), summary));
+    }
+    let (mut bytes, scan) = read_and_scan(&file, size, base, config)
+        .await
+        .map_err(|error| match error {
+            StableReadError::Io(error) => io(error),
+            StableReadError::Unstable => OpenError::UnstableReads { file: name.clone() },
+        })?;
+    // A file cut inside the last batch's padding: the padding is zeros by definition.
+    bytes.resize(
+        bytes
+            .len()
+            .max(usize::try_from(scan.valid_bytes).expect("fits")),
+        0,
+    );
+    cut_torn_tail(&file, &name, scan.end, is_last).await?;
+    let durable_claim_max = scan.durable_claim_max;
+    let mut segment = segment_from_scan(base, size, &bytes, scan);
+    if is_last {
+        rewrite_unsynced_tail(&file, &bytes, durable_claim_max, segment.written_bytes)
+            .await
+            .map_err(io)?;
+    } else {
+        finish_sealing(storage, &file, &name, &mut segment, size, indexed.as_ref()).await?;
+    }
+    segment.file = Some(Rc::new(file));
+    Ok(segment)
+}
+
+/// A sealed segment believed from its index file, without reading its data.
+fn segment_from_index<F>(
+    file: F,
+    size: u64,
+    index: OffsetIndex,
+    summary: &SegmentSummary,
+) -> Segment<F> {
+    let mut segment = new_segment(summary.base_offset);
+    segment.next_offset = summary.next_offset;
+    segment.written_bytes = summary.data_bytes;
+    segment.durable_bytes = summary.data_bytes;
+    segment.allocated_bytes = size;
+    segment.index = index;
+    segment.timestamp_ms_max = summary.timestamp_ms_max;
+    segment.sealed = true;
+    segment.file = Some(Rc::new(file));
+    segment
+}
+
+/// Acts on how the scan of a segment ended. A torn last segment is an unsynced write the
+/// crash cut short: its tail is truncated. A torn earlier segment, or corruption in any
+/// segment, is damage to data that had been durable: start-up stops.
+async fn cut_torn_tail<F: StorageFile>(
+    file: &F,
+    name: &str,
+    end: ScanEnd,
+    is_last: bool,
+) -> Result<(), OpenError> {
+    match end {
+        ScanEnd::Clean => Ok(()),
+        ScanEnd::Torn { position, .. } if is_last => {
+            if !bugs::enabled(Bug::KeepTornTail) {
+                file.truncate(position)
+                    .await
+                    .map_err(|error| OpenError::Io {
+                        file: name.to_string(),
+                        error,
+                    })?;
+            }
+            Ok(())
+        }
+        ScanEnd::Torn { position, problem }
+        | ScanEnd::Corrupt {
+            position, problem, ..
+        } => Err(OpenError::Corrupt {
+            file: name.to_string(),
+            position,
+            problem,
+        }),
+    }
+}
+
+/// The segment a scan found: every valid byte durable, and the written part of the last
+/// block kept for the next append to write again.
+fn segment_from_scan<F>(base: Offset, size: u64, bytes: &[u8], scan: SegmentScan) -> Segment<F> {
+    let valid = scan.valid_bytes;
+    let tail_start = valid - valid % BLOCK_BYTES;
+    let mut segment = new_segment(base);
+    segment.next_offset = scan.next_offset;
+    segment.written_bytes = valid;
+    segment.durable_bytes = valid;
+    segment.allocated_bytes = size.max(align_up(valid, BLOCK_BYTES));
+    segment.tail_block = bytes[usize::try_from(tail_start).expect("fits")..]
+        [..usize::try_from(valid - tail_start).expect("fits")]
+        .to_vec();
+    segment.index = scan.index;
+    segment.timestamp_ms_max = scan.timestamp_ms_max;
+    segment
+}
+
+/// Data of the last segment past the highest position any batch saw synced may sit only
+/// in a page cache whose flush failed: writes it again and syncs before trusting it.
+async fn rewrite_unsynced_tail<F: StorageFile>(
+    file: &F,
+    bytes: &[u8],
+    durable_claim_max: u64,
+    valid: u64,
+) -> Result<(), IoError> {
+    let rewrite_from = durable_claim_max - durable_claim_max % BLOCK_BYTES;
+    if rewrite_from < valid && !bugs::enabled(Bug::TrustUnsyncedTail) {
+        let data = &bytes
+            [usize::try_from(rewrite_from).expect("fits")..usize::try_from(valid).expect("fits")];
+        let padded = align_up(data.len() as u64, BLOCK_BYTES);
+        let mut buf = file.alloc_buf(usize::try_from(padded).expect("fits"));
+        buf.as_mut()[..data.len()].copy_from_slice(data);
+        file.write_at(buf, rewrite_from).await?;
+        file.sync().await?;
+    }
+    Ok(())
+}
+
+/// Finishes sealing a segment that is not the last: its roll was interrupted by a crash,
+/// or its index file was missing or bad. Cuts the file to its data and writes the index
+/// file unless the stored one already matches.
+async fn finish_sealing<S: Storage>(
+    storage: &S,
+    file: &S::File,
+    name: &str,
+    segment: &mut Segment<S::File>,
+    size: u64,
+    indexed: Option<&(OffsetIndex, SegmentSummary)>,
+) -> Result<(), OpenError> {
+    if size != segment.written_bytes {
+        file.truncate(segment.written_bytes)
+            .await
+            .map_err(|error| OpenError::Io {
+                file: name.to_string(),
+                error,
+            })?;
+    }
+    let summary = segment.summary();
+    let index_matches = indexed.is_some_and(|(index, stored)| {
+        *stored == summary && index.entry_count() == segment.index.entry_count()
+    });
+    if !index_matches {
+        write_index_file(storage, &segment.index, &summary)
+            .await
+            .map_err(|(file, error)| OpenError::Io { file, error })?;
+    }
+    segment.sealed = true;
+    Ok(())
+}
