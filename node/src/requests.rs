@@ -1,8 +1,9 @@
 //! The shard mesh protocol: one request type per call, each with its own reply type.
 //!
-//! A [`PartitionRequest`] runs on the shard that owns its partition, against that
-//! partition's engine; a [`MetaRequest`] runs on the metadata shard (shard 0), which
-//! applies queue, group and tenant changes one at a time. [`NodeShard::call`] runs a
+//! A partition request (e.g. [`SendBatch`]) runs on the shard that owns its partition,
+//! against that partition's engine; a metadata request (e.g. [`MetaCreateQueue`]) runs on
+//! the metadata shard (shard 0), which applies queue, group and tenant changes one at a
+//! time. [`NodeShard::call`] runs a
 //! request here when this shard is the target and otherwise forwards it as a
 //! [`crate::Job`]; the answer comes back on a channel typed by the request, so no reply
 //! is ever matched against the wrong call.

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-/// Per-tenant limits. Defaults follow dms-api.md where clients depend on them.
+/// Per-tenant limits. Defaults follow docs/dms-api.md where clients depend on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quotas {
     pub queues_max: u32,
@@ -13,7 +13,7 @@ pub struct Quotas {
 }
 
 impl Quotas {
-    /// dms-api.md §4: 30 queues per project, 3 groups per queue.
+    /// docs/dms-api.md §4: 30 queues per project, 3 groups per queue.
     pub fn dms_default() -> Quotas {
         Quotas {
             queues_max: 30,

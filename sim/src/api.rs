@@ -3,7 +3,7 @@
 //! `sluice_http::auth::sign_request` makes with the tenant's AK/SK at simulated time),
 //! and the parsing of the JSON answers into what the history records.
 //!
-//! It speaks the API as a client would: from the wire shapes of dms-api.md §3 only, never
+//! It speaks the API as a client would: from the wire shapes of docs/dms-api.md §3 only, never
 //! from the adapter's types. An answer of the wrong shape is an adapter bug and panics
 //! (the run reports the panic as a violation).
 

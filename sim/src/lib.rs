@@ -6,10 +6,10 @@
 //! liveness probe of long polls.
 //!
 //! Everything lives behind `--cfg madsim` (`cargo xtask sim`); without that cfg this crate
-//! is empty. Reading order: [`history`] (what clients saw), [`node`] (the service layer
-//! over the engines, crash and reopen), [`api`] (signed DMS requests and their answers),
-//! [`client`] (the simulated network and the workload), [`checker`], [`run`] (one seed
-//! end to end).
+//! is empty. Reading order: `history` (what clients saw), `node` (the service layer over
+//! the node layer and the engines, crash and reopen), `api` (signed DMS requests and
+//! their answers), `client` (the simulated network, the workload and the wake probe),
+//! `checker`, `run` (one seed end to end).
 //!
 //! Network: clients are madsim tasks on the same simulated node as the server. Each
 //! request is built as HTTP parts and a body, signed, and crosses a simulated link (a

@@ -1,10 +1,10 @@
 //! Deliberate bugs for proving that the simulation's checker can fail (issue 6).
 //!
 //! TEST-ONLY MUTATIONS. Each [`Bug`] names a small change at one point of the engine that
-//! breaks the delivery contract. They exist only under `--cfg madsim`: there [`set`] turns
+//! breaks the delivery contract. They exist only under `--cfg madsim`: there `set` turns
 //! some on for the current thread (the simulator sets them per seed run; every seed runs
 //! on its own thread), and [`enabled`] reads them. Without the cfg, [`enabled`] is a
-//! `const fn` returning `false` and [`set`] does not exist, so every
+//! `const fn` returning `false` and `set` does not exist, so every
 //! `if bugs::enabled(..)` branch compiles away and production code is unchanged. With the
 //! cfg and no bug set, every branch takes the unmodified path.
 //!

@@ -9,8 +9,8 @@
 //! awaited, but the trait depends on no runtime; a simulated disk returns ready futures.
 //! Futures are not `Send`: every storage belongs to one shard (thread-per-core).
 //!
-//! Contract every implementation keeps (the behavioural tests in
-//! [`crate::storage_tests`] check it against each one):
+//! Contract every implementation keeps (kernel/shard/tests/dma_storage.rs checks the
+//! glommio one; the log's model tests run over the simulated disk):
 //! - `write_at` positions and lengths are multiples of [`BLOCK_BYTES`]; buffers come from
 //!   [`StorageFile::alloc_buf`] so they meet the driver's alignment rules.
 //! - a write is durable only after a later `sync` of the same file returns `Ok`; a crash
