@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sluice_core::engine::types::AckKind;
 
 use crate::client::{GROUPS, QUEUES};
-use crate::history::{EventKind, History, Lane, MessageId, Outcome};
+use crate::history::{Delivered, EventKind, History, Lane, MessageId, Outcome};
 
 /// One delivery. The node picked it somewhere between the receive's entry and completion
 /// (serials and times): at entry, unless the receive long-polled or suspended on another
@@ -155,6 +155,7 @@ pub fn check(history: &History, visibility_ms: u64, max_consume_count: u32) -> J
     }
 }
 
+/// Gathers into `facts` what one event tells the checks.
 fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
     match kind {
         EventKind::Send {
@@ -162,122 +163,31 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             keys,
             outcome,
             ..
-        } => {
-            let Some((entry, done)) = outcome.reached() else {
-                return;
-            };
-            if let Outcome::Ok { value, .. } = outcome {
-                for (key, message_id) in keys.iter().zip(value) {
-                    facts.identify(*queue, *key, *message_id);
-                    facts.sent_ok.insert(*key);
-                    let incarnation = history.specs[*key as usize].incarnation;
-                    facts.sends.push((*queue, incarnation, entry, *key));
-                }
-            }
-            for key in keys {
-                let (floor, _) = history.release_bounds(*key, entry, done);
-                let first = facts.release_floor_ms.entry(*key).or_insert(floor);
-                *first = (*first).min(floor);
-            }
-        }
+        } => collect_send(history, *queue, keys, outcome, facts),
         EventKind::Receive {
             queue,
             incarnation,
             group,
             lane,
-            outcome:
-                Outcome::Ok {
-                    serial,
-                    done_serial,
-                    served_ms,
-                    done_ms,
-                    value,
-                },
-        } => {
-            for delivered in value {
-                let key = delivered.key;
-                let Some(spec) = history.specs.get(key as usize) else {
-                    facts.violations.push(format!(
-                        "q{queue} g{group} #{serial}: id {} was never sent",
-                        delivered.message_id
-                    ));
-                    continue;
-                };
-                if spec.queue != *queue {
-                    facts.violations.push(format!(
-                        "q{queue} g{group} #{serial}: m{key} belongs to q{}",
-                        spec.queue
-                    ));
-                } else if spec.incarnation != *incarnation {
-                    facts.violations.push(format!(
-                        "q{queue}.{incarnation} g{group} #{serial}: m{key} was sent to an earlier \
-                         creation of the queue (q{queue}.{})",
-                        spec.incarnation
-                    ));
-                }
-                facts
-                    .incarnations
-                    .push((*queue, *incarnation, *serial, key));
-                facts
-                    .picked_by
-                    .push((key, *queue, *group, *serial, *done_serial));
-                facts.identify(*queue, key, delivered.message_id);
-                facts.deliveries.push(Delivery {
-                    queue: *queue,
-                    group: *group,
-                    lane: *lane,
-                    serial: *serial,
-                    done_serial: *done_serial,
-                    served_ms: *served_ms,
-                    done_ms: *done_ms,
-                    key,
-                    message_id: delivered.message_id,
-                });
-            }
-        }
+            outcome,
+        } => collect_receive(history, *queue, *incarnation, *group, *lane, outcome, facts),
         EventKind::Boot { serial } => facts.boots.push(*serial),
         EventKind::QueueDelete {
             queue,
             incarnation,
             outcome,
-        } => match outcome {
-            Outcome::Ok { done_serial, .. } => {
-                facts.maybe_deleted.insert((*queue, *incarnation));
-                let deletes = facts.deleted.entry((*queue, *incarnation)).or_default();
-                deletes.push(*done_serial);
-            }
-            Outcome::Ambiguous { .. } => {
-                facts.maybe_deleted.insert((*queue, *incarnation));
-            }
-            Outcome::Rejected { .. } => {}
-        },
+        } => collect_queue_delete(*queue, *incarnation, outcome, facts),
         EventKind::Cancel {
             queue,
             key,
             message_id,
             outcome,
-        } => {
-            let Some(span) = outcome.reached() else {
-                return;
-            };
-            facts.maybe_cancelled.insert(*key);
-            let at = (*queue, *message_id);
-            facts.cancels.entry(at).or_default().push(span);
-        }
-        // Only the prober's list of its own (empty) project may succeed.
+        } => collect_cancel(*queue, *key, *message_id, outcome, facts),
         EventKind::Probe {
             what,
-            status: Some(status),
+            status,
             queues_seen,
-        } => {
-            let success = (200..300).contains(status);
-            let own_list = what.starts_with("list own");
-            if (success && !own_list) || *queues_seen > 0 {
-                facts.violations.push(format!(
-                    "tenant isolation: {what} answered {status} with {queues_seen} queues"
-                ));
-            }
-        }
+        } => collect_probe(what, *status, *queues_seen, facts),
         EventKind::Ack {
             queue,
             group,
@@ -285,27 +195,7 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             kind: AckKind::Fail,
             targets,
             outcome,
-        } => {
-            let Some((entry, done)) = outcome.reached() else {
-                return;
-            };
-            if let Outcome::Ok {
-                done_serial, value, ..
-            } = outcome
-            {
-                for ((_, message_id), counted) in targets.iter().zip(value) {
-                    if *counted && *lane == Lane::Main {
-                        let at = (*queue, *group, *message_id);
-                        facts.failed.entry(at).or_default().push(*done_serial);
-                    }
-                }
-            }
-            let span = (entry, done.unwrap_or(u64::MAX));
-            for (_, message_id) in targets {
-                let at = (*queue, *group, *lane, *message_id);
-                facts.maybe_failed.entry(at).or_default().push(span);
-            }
-        }
+        } => collect_fail_ack(*queue, *group, *lane, targets, outcome, facts),
         EventKind::Ack {
             queue,
             group,
@@ -313,28 +203,205 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             kind: AckKind::Success,
             targets,
             outcome,
-        } => match outcome {
-            Outcome::Ok {
-                serial,
-                done_serial,
-                value,
-                ..
-            } => {
-                for ((_, message_id), done) in targets.iter().zip(value) {
-                    if *done {
-                        let at = (*queue, *group, *message_id);
-                        facts.ack(at, *lane, *serial, Some(*done_serial));
-                    }
+        } => collect_success_ack(*queue, *group, *lane, targets, outcome, facts),
+        EventKind::Nemesis(_) => {}
+    }
+}
+
+/// A send that reached the node: a success identifies its messages; every attempt that
+/// may have stored them bounds their release time.
+fn collect_send(
+    history: &History,
+    queue: usize,
+    keys: &[u32],
+    outcome: &Outcome<Vec<MessageId>>,
+    facts: &mut Facts,
+) {
+    let Some((entry, done)) = outcome.reached() else {
+        return;
+    };
+    if let Outcome::Ok { value, .. } = outcome {
+        for (key, message_id) in keys.iter().zip(value) {
+            facts.identify(queue, *key, *message_id);
+            facts.sent_ok.insert(*key);
+            let incarnation = history.specs[*key as usize].incarnation;
+            facts.sends.push((queue, incarnation, entry, *key));
+        }
+    }
+    for key in keys {
+        let (floor, _) = history.release_bounds(*key, entry, done);
+        let first = facts.release_floor_ms.entry(*key).or_insert(floor);
+        *first = (*first).min(floor);
+    }
+}
+
+/// A receive that got success: each delivery, after checking that it was sent to this
+/// creation of this queue.
+fn collect_receive(
+    history: &History,
+    queue: usize,
+    incarnation: u32,
+    group: usize,
+    lane: Lane,
+    outcome: &Outcome<Vec<Delivered>>,
+    facts: &mut Facts,
+) {
+    let Outcome::Ok {
+        serial,
+        done_serial,
+        served_ms,
+        done_ms,
+        value,
+    } = outcome
+    else {
+        return;
+    };
+    for delivered in value {
+        let key = delivered.key;
+        let Some(spec) = history.specs.get(key as usize) else {
+            facts.violations.push(format!(
+                "q{queue} g{group} #{serial}: id {} was never sent",
+                delivered.message_id
+            ));
+            continue;
+        };
+        if spec.queue != queue {
+            facts.violations.push(format!(
+                "q{queue} g{group} #{serial}: m{key} belongs to q{}",
+                spec.queue
+            ));
+        } else if spec.incarnation != incarnation {
+            facts.violations.push(format!(
+                "q{queue}.{incarnation} g{group} #{serial}: m{key} was sent to an earlier \
+                 creation of the queue (q{queue}.{})",
+                spec.incarnation
+            ));
+        }
+        facts.incarnations.push((queue, incarnation, *serial, key));
+        facts
+            .picked_by
+            .push((key, queue, group, *serial, *done_serial));
+        facts.identify(queue, key, delivered.message_id);
+        facts.deliveries.push(Delivery {
+            queue,
+            group,
+            lane,
+            serial: *serial,
+            done_serial: *done_serial,
+            served_ms: *served_ms,
+            done_ms: *done_ms,
+            key,
+            message_id: delivered.message_id,
+        });
+    }
+}
+
+/// A delete of one creation of a queue: known to have succeeded, or maybe.
+fn collect_queue_delete(queue: usize, incarnation: u32, outcome: &Outcome<()>, facts: &mut Facts) {
+    match outcome {
+        Outcome::Ok { done_serial, .. } => {
+            facts.maybe_deleted.insert((queue, incarnation));
+            let deletes = facts.deleted.entry((queue, incarnation)).or_default();
+            deletes.push(*done_serial);
+        }
+        Outcome::Ambiguous { .. } => {
+            facts.maybe_deleted.insert((queue, incarnation));
+        }
+        Outcome::Rejected { .. } => {}
+    }
+}
+
+/// A cancel that reached the node, and so may have taken effect.
+fn collect_cancel(
+    queue: usize,
+    key: u32,
+    message_id: MessageId,
+    outcome: &Outcome<()>,
+    facts: &mut Facts,
+) {
+    let Some(span) = outcome.reached() else {
+        return;
+    };
+    facts.maybe_cancelled.insert(key);
+    let at = (queue, message_id);
+    facts.cancels.entry(at).or_default().push(span);
+}
+
+/// An answered probe: only the prober's list of its own (empty) project may succeed.
+fn collect_probe(what: &str, status: Option<u16>, queues_seen: usize, facts: &mut Facts) {
+    let Some(status) = status else {
+        return;
+    };
+    let success = (200..300).contains(&status);
+    let own_list = what.starts_with("list own");
+    if (success && !own_list) || queues_seen > 0 {
+        facts.violations.push(format!(
+            "tenant isolation: {what} answered {status} with {queues_seen} queues"
+        ));
+    }
+}
+
+/// A fail ack that reached the node: the targets it is known to have counted (queue's
+/// lane), and the span in which each target may have been failed.
+fn collect_fail_ack(
+    queue: usize,
+    group: usize,
+    lane: Lane,
+    targets: &[(u32, MessageId)],
+    outcome: &Outcome<Vec<bool>>,
+    facts: &mut Facts,
+) {
+    let Some((entry, done)) = outcome.reached() else {
+        return;
+    };
+    if let Outcome::Ok {
+        done_serial, value, ..
+    } = outcome
+    {
+        for ((_, message_id), counted) in targets.iter().zip(value) {
+            if *counted && lane == Lane::Main {
+                let at = (queue, group, *message_id);
+                facts.failed.entry(at).or_default().push(*done_serial);
+            }
+        }
+    }
+    let span = (entry, done.unwrap_or(u64::MAX));
+    for (_, message_id) in targets {
+        let at = (queue, group, lane, *message_id);
+        facts.maybe_failed.entry(at).or_default().push(span);
+    }
+}
+
+/// A success ack: the targets it is known to have acked, or, when its outcome is
+/// unknown, all of them as maybe acked (`Facts::ack`).
+fn collect_success_ack(
+    queue: usize,
+    group: usize,
+    lane: Lane,
+    targets: &[(u32, MessageId)],
+    outcome: &Outcome<Vec<bool>>,
+    facts: &mut Facts,
+) {
+    match outcome {
+        Outcome::Ok {
+            serial,
+            done_serial,
+            value,
+            ..
+        } => {
+            for ((_, message_id), done) in targets.iter().zip(value) {
+                if *done {
+                    let at = (queue, group, *message_id);
+                    facts.ack(at, lane, *serial, Some(*done_serial));
                 }
             }
-            Outcome::Ambiguous { serial, .. } => {
-                for (_, message_id) in targets {
-                    facts.ack((*queue, *group, *message_id), *lane, *serial, None);
-                }
+        }
+        Outcome::Ambiguous { serial, .. } => {
+            for (_, message_id) in targets {
+                facts.ack((queue, group, *message_id), lane, *serial, None);
             }
-            Outcome::Rejected { .. } => {}
-        },
-        _ => {}
+        }
+        Outcome::Rejected { .. } => {}
     }
 }
 

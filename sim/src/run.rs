@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
+use madsim::task::JoinHandle;
 use sluice_core::bugs::Bug;
 use sluice_core::engine::{EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
@@ -144,6 +145,25 @@ fn service_config() -> ServiceConfig {
 
 /// The whole run of one seed; call it inside a madsim runtime seeded with `seed`.
 pub async fn simulate(seed: u64) -> Report {
+    let ctx = build(seed);
+    client::setup(&ctx).await;
+    unleash(&ctx);
+    // A run that does not end within this much simulated time is a failure (a hang),
+    // not a wait: the task panics and the seed reports it.
+    let watchdog = madsim::task::spawn_local(async {
+        madsim::time::sleep(Duration::from_millis(SIMULATED_MS_MAX)).await;
+        panic!("the run did not end within {SIMULATED_MS_MAX} ms of simulated time");
+    });
+    let workload = spawn_workload(&ctx);
+    let wake = wind_down(&ctx, workload).await;
+    watchdog.abort();
+    report(seed, &ctx, wake)
+}
+
+/// The seed's knobs, its node (one simulated disk per partition) and the context every
+/// task shares. Draws from the seed's random stream, so the order of its steps is part
+/// of the run.
+fn build(seed: u64) -> Rc<Ctx> {
     let start = madsim::time::Instant::now();
     let knobs = Knobs::draw();
     let history = Rc::new(RefCell::new(History::default()));
@@ -160,9 +180,9 @@ pub async fn simulate(seed: u64) -> Report {
         start,
         history.clone(),
     ));
-    let ctx = Rc::new(Ctx {
-        node: node.clone(),
-        history: history.clone(),
+    Rc::new(Ctx {
+        node,
+        history,
         knobs,
         start,
         credentials: RefCell::new(Vec::new()),
@@ -173,11 +193,15 @@ pub async fn simulate(seed: u64) -> Report {
         link: client::LinkFaults::new(seed),
         draining: Cell::new(false),
         stopped: Cell::new(false),
-    });
-    client::setup(&ctx).await;
+    })
+}
+
+/// Starts every fault (after setup): the nemesis, drops and the disks' fault rates.
+/// `heal` ends them.
+fn unleash(ctx: &Ctx) {
     ctx.faults.set(true);
-    let ppm = knobs.disk_fault_ppm;
-    for disk in &node.disks {
+    let ppm = ctx.knobs.disk_fault_ppm;
+    for disk in &ctx.node.disks {
         disk.set_fault_rates(FaultRates {
             write_eio_ppm: ppm,
             write_enospc_ppm: ppm,
@@ -186,13 +210,22 @@ pub async fn simulate(seed: u64) -> Report {
             read_bitflip_ppm: ppm,
         });
     }
-    // A run that does not end within this much simulated time is a failure (a hang),
-    // not a wait: the task panics and the seed reports it.
-    let watchdog = madsim::task::spawn_local(async {
-        madsim::time::sleep(Duration::from_millis(SIMULATED_MS_MAX)).await;
-        panic!("the run did not end within {SIMULATED_MS_MAX} ms of simulated time");
-    });
-    let node_loop = madsim::task::spawn_local(node.clone().run());
+}
+
+/// The node's loop and the clients' tasks of one run.
+struct Workload {
+    node_loop: JoinHandle<()>,
+    nemesis: JoinHandle<()>,
+    consumers: Vec<JoinHandle<()>>,
+    prober: JoinHandle<()>,
+    churner: JoinHandle<()>,
+    producers: Vec<JoinHandle<()>>,
+}
+
+/// Spawns the node's loop, the nemesis and the clients, numbering the clients from 1.
+/// The order of spawns is part of the run.
+fn spawn_workload(ctx: &Rc<Ctx>) -> Workload {
+    let node_loop = madsim::task::spawn_local(ctx.node.clone().run());
     let nemesis = madsim::task::spawn_local(client::nemesis(ctx.clone()));
     let mut client_id = 1;
     let mut consumers = Vec::new();
@@ -223,25 +256,45 @@ pub async fn simulate(seed: u64) -> Report {
         )));
         client_id += 1;
     }
-    for producer in producers {
+    Workload {
+        node_loop,
+        nemesis,
+        consumers,
+        prober,
+        churner,
+        producers,
+    }
+}
+
+/// Ends the run: once the producers are done, heals, drains (`DRAIN_MS`, plus
+/// `release_wait_ms`), stops the clients, probes that the node still answers, and stops
+/// the node. Returns the wake probe's violation, if any.
+async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Option<String> {
+    for producer in workload.producers {
         producer.await.expect("producer task");
     }
-    heal(&ctx);
-    nemesis.await.expect("nemesis task");
-    churner.await.expect("churner task");
+    heal(ctx);
+    workload.nemesis.await.expect("nemesis task");
+    workload.churner.await.expect("churner task");
     madsim::time::sleep(Duration::from_millis(DRAIN_MS)).await;
-    let wait_ms = release_wait_ms(&node, &history.borrow());
+    let wait_ms = release_wait_ms(&ctx.node, &ctx.history.borrow());
     madsim::time::sleep(Duration::from_millis(wait_ms)).await;
     ctx.stopped.set(true);
-    for consumer in consumers {
+    for consumer in workload.consumers {
         consumer.await.expect("consumer task");
     }
-    prober.await.expect("prober task");
+    workload.prober.await.expect("prober task");
     let wake = client::wake_probe(ctx.clone()).await;
-    node.stopped.set(true);
-    node_loop.await.expect("node task");
-    watchdog.abort();
-    let history = history.borrow();
+    ctx.node.stopped.set(true);
+    workload.node_loop.await.expect("node task");
+    wake
+}
+
+/// The checker's verdict on the finished history, with the wake probe's violation, and
+/// the run's figures and trace.
+fn report(seed: u64, ctx: &Ctx, wake: Option<String>) -> Report {
+    let knobs = ctx.knobs;
+    let history = ctx.history.borrow();
     let mut judgement = checker::check(&history, knobs.visibility_ms, knobs.max_consume_count);
     judgement.violations.extend(wake);
     let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
@@ -255,7 +308,7 @@ pub async fn simulate(seed: u64) -> Report {
         history_hash: history.hash(),
         events: history.events.len(),
         messages: history.specs.len(),
-        simulated_ms: u64::try_from(start.elapsed().as_millis()).expect("fits"),
+        simulated_ms: u64::try_from(ctx.start.elapsed().as_millis()).expect("fits"),
         violations: judgement.violations,
         known: judgement.known,
         trace,
