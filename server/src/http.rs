@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use sluice_http::dms::errors;
-use sluice_http::service::{self, ServiceConfig};
+use sluice_http::service::{self, PeerAddr, ServiceConfig};
 use sluice_node::Node;
 
 use crate::metrics::{GroupLabels, QueueGauges, QueueLabels};
@@ -238,9 +238,13 @@ async fn refuse_connection(mut stream: TcpStream) {
 async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<ServiceConfig>) {
     let config = &shard.shared.config;
     let handler_shard = shard.clone();
-    let handler = service_fn(move |request: Request<Incoming>| {
+    let peer = stream.peer_addr().ok().map(|address| PeerAddr(address.ip()));
+    let handler = service_fn(move |mut request: Request<Incoming>| {
         let shard = handler_shard.clone();
         let service = service.clone();
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
         async move { Ok::<_, Infallible>(handle_request(shard, service, request).await) }
     });
     let mut builder = http1::Builder::new();

@@ -40,6 +40,11 @@ pub struct ServiceConfig {
     pub region: String,
 }
 
+/// The client's address, as the driver saw the connection; drivers put it in the
+/// request's extensions (absent in tests and in the simulation unless they set it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::IpAddr);
+
 /// A 401: the DMS code and the sentence for the body.
 struct Denied {
     code: &'static str,
