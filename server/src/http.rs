@@ -238,7 +238,10 @@ async fn refuse_connection(mut stream: TcpStream) {
 async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<ServiceConfig>) {
     let config = &shard.shared.config;
     let handler_shard = shard.clone();
-    let peer = stream.peer_addr().ok().map(|address| PeerAddr(address.ip()));
+    let peer = stream
+        .peer_addr()
+        .ok()
+        .map(|address| PeerAddr(address.ip()));
     let handler = service_fn(move |mut request: Request<Incoming>| {
         let shard = handler_shard.clone();
         let service = service.clone();

@@ -88,7 +88,8 @@ impl Shared {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// The shard that owns `partition` (the node layer's rule).
     pub fn owner_of(&self, partition: u32) -> usize {
-        usize::try_from(partition).expect("u32 fits usize") % self.shard_count
+        sluice_node::requests::owner_of(partition, self.shard_count)
     }
 }

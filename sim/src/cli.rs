@@ -37,8 +37,8 @@ pub fn main() -> ExitCode {
 }
 
 /// Seeds per deliberate bug for `--bugs-ci`: the weakest required bug
-/// (`trust-unsynced-tail`) is caught by 27 of seeds 0..200, first seed 4; the 5 bugs take
-/// about 50 s on 2 cores (docs/simulation.md, "The checker can fail").
+/// (`trust-unsynced-tail`) is caught by 6 of seeds 0..30, first seed 4; the 15 bugs take
+/// about 5 minutes on 2 cores (docs/simulation.md, "The checker can fail").
 const BUGS_CI_SEEDS: u64 = 200;
 
 fn usage() -> ExitCode {

@@ -7,9 +7,10 @@
 
 use crate::command;
 
-/// Seeds `cargo xtask test` runs: about 6 minutes at 17 seeds/s on the 2-core machine,
-/// so that the simulation step (its tests, these seeds, `--bugs-ci`) takes about the 10
-/// minutes of CI that issue 6 gives it (docs/simulation.md).
+/// Seeds `cargo xtask test` runs: about 10 minutes at 10 seeds/s on the 2-core machine
+/// (a node of several shards, 2026-12), so that the simulation step (its tests, these
+/// seeds, `--bugs-ci`) stays near a third of the 45 minutes CI may take
+/// (docs/simulation.md).
 const CI_SEEDS: &str = "6000";
 
 /// The simulation step of `cargo xtask test`: the sim crate's tests, a seed sweep of the

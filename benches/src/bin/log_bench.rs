@@ -45,7 +45,9 @@ mod bench {
         seconds: u64,
         dir: PathBuf,
         batches: Vec<usize>,
-        baseline_script: PathBuf,
+        /// The fio disk-baseline script (docs/log-bench.md says what it runs); without
+        /// one there is no baseline.
+        baseline_script: Option<PathBuf>,
         baseline: bool,
         sized_preallocate: bool,
         /// The executor's spin-before-park; none by default (see
@@ -62,7 +64,7 @@ mod bench {
             seconds: 5,
             dir: default_dir,
             batches: vec![1, 16, 256, 1024],
-            baseline_script: PathBuf::from("/work/shared/scripts/disk-baseline.sh"),
+            baseline_script: None,
             baseline: true,
             sized_preallocate: false,
             spin_us: None,
@@ -85,7 +87,7 @@ mod bench {
                         .map(|b| b.parse().unwrap_or_else(|_| usage("bad --batches")))
                         .collect()
                 }
-                "--baseline-script" => args.baseline_script = PathBuf::from(value()),
+                "--baseline-script" => args.baseline_script = Some(PathBuf::from(value())),
                 "--no-baseline" => args.baseline = false,
                 "--sized-preallocate" => args.sized_preallocate = true,
                 "--spin-us" => {
@@ -258,7 +260,11 @@ mod bench {
     }
 
     fn baseline_or_empty(args: &Args) -> Vec<BaselineRow> {
-        match run_baseline(&args.baseline_script, &args.dir, args.seconds) {
+        let Some(script) = &args.baseline_script else {
+            eprintln!("log-bench: no --baseline-script given: no disk baseline");
+            return Vec::new();
+        };
+        match run_baseline(script, &args.dir, args.seconds) {
             Ok(rows) => rows,
             Err(error) => {
                 eprintln!("log-bench: baseline failed: {error}");

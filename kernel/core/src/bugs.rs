@@ -1,7 +1,7 @@
-//! Deliberate bugs for proving that the simulation's checker can fail (issue 6).
+//! Deliberate bugs for proving that the simulation's checker can fail.
 //!
-//! TEST-ONLY MUTATIONS. Each [`Bug`] names a small change at one point of the engine that
-//! breaks the delivery contract. They exist only under `--cfg madsim`: there `set` turns
+//! TEST-ONLY MUTATIONS. Each [`Bug`] names a small change at one point of the engine (or
+//! of the node layer, sluice-node) that breaks the delivery contract. They exist only under `--cfg madsim`: there `set` turns
 //! some on for the current thread (the simulator sets them per seed run; every seed runs
 //! on its own thread), and [`enabled`] reads them. Without the cfg, [`enabled`] is a
 //! `const fn` returning `false` and `set` does not exist, so every
