@@ -18,7 +18,7 @@ use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, MessageId, QueueConfig,
     QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
-use sluice_core::engine::{Engine, EngineLimits, ReceiveRequest};
+use sluice_core::engine::{validate_batch, Engine, EngineLimits, ReceiveRequest};
 
 use crate::requests::{self, owner_of, ShardRequest};
 use crate::routing::{self, Routed};
@@ -378,9 +378,9 @@ impl<H: Host> Node for NodeShard<H> {
         queue: QueueId,
         messages: Vec<SendInput>,
     ) -> Result<Vec<Routed<SendOutcome>>, NodeError> {
-        if messages.is_empty() {
-            return Err(EngineError::EmptyBatch.into());
-        }
+        // Refused whole for anything that needs no queue state, before any partition
+        // stores part of it.
+        validate_batch(&self.config.limits, &messages, self.now_ms())?;
         let mode = self
             .view(queue)
             .map(|view| view.config.mode)
@@ -400,7 +400,18 @@ impl<H: Host> Node for NodeShard<H> {
                 queue,
                 messages: batch,
             };
-            let sent = self.call(call).await?;
+            let sent = match self.call(call).await {
+                Ok(sent) => sent,
+                // A batch over several partitions is not atomic: once a part is stored, a
+                // refusal of a later part must not read as "nothing stored". The client
+                // retries (dedup ids, which are what split the batch, make it safe).
+                Err(_) if outcomes.iter().any(Option::is_some) => {
+                    return Err(NodeError::Unavailable(
+                        "part of the batch was stored and part refused; retry it",
+                    ));
+                }
+                Err(error) => return Err(error),
+            };
             assert_eq!(sent.len(), indexes.len(), "one outcome per message");
             let partition = u16::try_from(partition).expect("partition indexes are u16");
             for (index, item) in indexes.iter().zip(sent) {

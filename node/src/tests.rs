@@ -577,3 +577,43 @@ fn a_storage_fault_part_way_refuses_changes_until_a_reboot_repairs() {
     let names: Vec<String> = agreed_queues(&node).into_iter().map(|q| q.1).collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+#[test]
+fn a_batch_split_over_partitions_is_refused_whole_or_answered_as_retriable() {
+    // Goal: a batch whose messages go to several partitions is refused before anything is
+    // stored when a message breaks a limit; and when a later partition refuses its part
+    // after an earlier one stored its own, the answer is a retriable Unavailable, never a
+    // refusal that reads as "nothing stored". Method: dedup ids that hash to partitions 0
+    // and 1; the queue deleted on partition 1's engine alone.
+    let node = check_node(2, 1);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    let keyed = |partition: u32| {
+        (0..)
+            .map(|i| SendInput {
+                dedup_id: Some(format!("id-{i}")),
+                ..message(&format!("to p{partition}"))
+            })
+            .find(|m| partition_for_send(QueueMode::Normal, 2, &[0, 1], m, 0) == partition)
+            .unwrap()
+    };
+    let too_big = SendInput {
+        body: vec![b'x'; usize::try_from(wide().message_bytes_max).unwrap() + 1],
+        ..keyed(1)
+    };
+    let refused = block_on(node.send(queue, vec![keyed(0), too_big]));
+    assert!(matches!(
+        refused,
+        Err(NodeError::Engine(EngineError::MessageTooLarge { .. }))
+    ));
+    let nothing = block_on(node.receive(queue, group, Lane::Main, receive_request(10), 0)).unwrap();
+    assert!(nothing.is_empty(), "refused whole");
+    block_on(node.engine(1).unwrap().delete_queue(queue, START_MS)).unwrap();
+    let partial = block_on(node.send(queue, vec![keyed(0), keyed(1)]));
+    assert!(
+        matches!(partial, Err(NodeError::Unavailable(_))),
+        "{partial:?}"
+    );
+    let info = node.engine(0).unwrap().queue_info(queue).unwrap();
+    assert_eq!(info.sent_total, 1, "partition 0's part was stored");
+}

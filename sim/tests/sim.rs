@@ -338,3 +338,15 @@ fn the_checker_flags_deliveries_of_deleted_queues() {
     );
     assert!(!text.contains("never delivered"), "{text}");
 }
+
+/// Goal: the seeds that found the partial-batch bug of the node layer stay green. Seeds
+/// 2630 and 2886 (of the first 3,000 with several shards) sent a batch whose dedup ids
+/// split it over two partitions while the churner deleted the queue: one part was stored,
+/// the other refused with 404, and the client took the 404 for "nothing stored" (the
+/// checker saw a message delivered that no send had reached the node with, and a delivery
+/// before the only recorded send). The node now answers a retriable 503 once part of a
+/// batch is stored, and refuses a batch whole for limits that need no queue state.
+#[test]
+fn seeds_that_found_the_partial_batch_bug_now_pass() {
+    assert_seeds_pass([2630, 2886]);
+}

@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod probe;
 pub mod range_set;
 mod send;
+pub use send::validate_batch;
 pub mod snapshot;
 pub mod state;
 pub mod timers;

@@ -9,7 +9,7 @@ use super::command::{Command, SendMeta};
 use super::types::{
     Delay, EngineError, MessageId, QueueId, SendInput, SendOutcome, DELAY_LEVELS_MS,
 };
-use super::{valid_tag, Engine, Entry};
+use super::{valid_tag, Engine, EngineLimits, Entry};
 use crate::bugs::{self, Bug};
 use crate::limits::{ENGINE_DELAY_MS_CEILING, ENGINE_TAGS_PER_QUEUE_MAX};
 use crate::storage::Storage;
@@ -71,37 +71,9 @@ impl<S: Storage + Clone> Engine<S> {
             .collect())
     }
 
-    /// Checks a batch against the limits that need no queue state: its size, each
-    /// message's fields and delay, and its total bytes. Returns each message's delivery
-    /// time (0 for at once).
+    /// Checks a batch against the limits that need no queue state ([`validate_batch`]).
     fn validate_send(&self, messages: &[SendInput], now: u64) -> Result<Vec<u64>, EngineError> {
-        let limits = self.config.limits;
-        if messages.is_empty() {
-            return Err(EngineError::EmptyBatch);
-        }
-        let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
-        if count > limits.batch_messages_max {
-            return Err(EngineError::BatchTooLarge {
-                count,
-                limit: limits.batch_messages_max,
-            });
-        }
-        let mut deliver_ats = Vec::with_capacity(messages.len());
-        for message in messages {
-            self.validate_message(message)?;
-            deliver_ats.push(deliver_at(message.delay, now)?);
-        }
-        let bytes: u64 = messages
-            .iter()
-            .map(|m| (m.body.len() + m.attributes.len()) as u64)
-            .sum();
-        if bytes > limits.batch_bytes_max {
-            return Err(EngineError::BatchBytesTooLarge {
-                bytes,
-                limit: limits.batch_bytes_max,
-            });
-        }
-        Ok(deliver_ats)
+        validate_batch(&self.config.limits, messages, now)
     }
 
     /// Decides against the queue's state what each message becomes: a duplicate of a
@@ -217,49 +189,6 @@ impl<S: Storage + Clone> Engine<S> {
         Ok(first)
     }
 
-    fn validate_message(&self, message: &SendInput) -> Result<(), EngineError> {
-        let limits = &self.config.limits;
-        let bytes = message.body.len() as u64;
-        if bytes > limits.message_bytes_max {
-            return Err(EngineError::MessageTooLarge {
-                bytes,
-                limit: limits.message_bytes_max,
-            });
-        }
-        let bytes = message.attributes.len() as u64;
-        if bytes > limits.attributes_bytes_max {
-            return Err(EngineError::AttributesTooLarge {
-                bytes,
-                limit: limits.attributes_bytes_max,
-            });
-        }
-        let count = u32::try_from(message.tags.len()).unwrap_or(u32::MAX);
-        if count > limits.tags_per_message_max {
-            return Err(EngineError::TooManyTags {
-                count,
-                limit: limits.tags_per_message_max,
-            });
-        }
-        if !message.tags.iter().all(|tag| valid_tag(tag)) {
-            return Err(EngineError::InvalidTag);
-        }
-        if message
-            .fifo_group
-            .as_ref()
-            .is_some_and(|g| g.is_empty() || g.len() > 128)
-        {
-            return Err(EngineError::InvalidName);
-        }
-        if message
-            .dedup_id
-            .as_ref()
-            .is_some_and(|d| d.is_empty() || d.len() > 128)
-        {
-            return Err(EngineError::InvalidName);
-        }
-        Ok(())
-    }
-
     /// Cancels a scheduled or delayed message that has not been delivered yet.
     pub async fn cancel(
         &self,
@@ -291,6 +220,87 @@ impl<S: Storage + Clone> Engine<S> {
         }
         result
     }
+}
+
+/// Checks a batch against the limits that need no queue state: its size, each message's
+/// fields and delay, and its total bytes. Returns each message's delivery time (0 for at
+/// once). The engine checks every send with it; the node layer checks a whole batch with
+/// it before splitting the batch over partitions, so that a batch is refused whole or not
+/// at all for these reasons.
+pub fn validate_batch(
+    limits: &EngineLimits,
+    messages: &[SendInput],
+    now: u64,
+) -> Result<Vec<u64>, EngineError> {
+    if messages.is_empty() {
+        return Err(EngineError::EmptyBatch);
+    }
+    let count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+    if count > limits.batch_messages_max {
+        return Err(EngineError::BatchTooLarge {
+            count,
+            limit: limits.batch_messages_max,
+        });
+    }
+    let mut deliver_ats = Vec::with_capacity(messages.len());
+    for message in messages {
+        validate_message(limits, message)?;
+        deliver_ats.push(deliver_at(message.delay, now)?);
+    }
+    let bytes: u64 = messages
+        .iter()
+        .map(|m| (m.body.len() + m.attributes.len()) as u64)
+        .sum();
+    if bytes > limits.batch_bytes_max {
+        return Err(EngineError::BatchBytesTooLarge {
+            bytes,
+            limit: limits.batch_bytes_max,
+        });
+    }
+    Ok(deliver_ats)
+}
+
+/// Checks one message's fields against the limits.
+fn validate_message(limits: &EngineLimits, message: &SendInput) -> Result<(), EngineError> {
+    let bytes = message.body.len() as u64;
+    if bytes > limits.message_bytes_max {
+        return Err(EngineError::MessageTooLarge {
+            bytes,
+            limit: limits.message_bytes_max,
+        });
+    }
+    let bytes = message.attributes.len() as u64;
+    if bytes > limits.attributes_bytes_max {
+        return Err(EngineError::AttributesTooLarge {
+            bytes,
+            limit: limits.attributes_bytes_max,
+        });
+    }
+    let count = u32::try_from(message.tags.len()).unwrap_or(u32::MAX);
+    if count > limits.tags_per_message_max {
+        return Err(EngineError::TooManyTags {
+            count,
+            limit: limits.tags_per_message_max,
+        });
+    }
+    if !message.tags.iter().all(|tag| valid_tag(tag)) {
+        return Err(EngineError::InvalidTag);
+    }
+    if message
+        .fifo_group
+        .as_ref()
+        .is_some_and(|g| g.is_empty() || g.len() > 128)
+    {
+        return Err(EngineError::InvalidName);
+    }
+    if message
+        .dedup_id
+        .as_ref()
+        .is_some_and(|d| d.is_empty() || d.len() > 128)
+    {
+        return Err(EngineError::InvalidName);
+    }
+    Ok(())
 }
 
 fn deliver_at(delay: Delay, now: u64) -> Result<u64, EngineError> {
