@@ -122,12 +122,17 @@ pub fn run(config: Config) -> Result<(), String> {
 
 /// One server per data directory: a second one would corrupt the logs.
 fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = data_dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(datadir::FILE_MODE)
         .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // An older LOCK keeps its mode through `open`: set it (docs/server.md, "Data directory").
+    file.set_permissions(std::fs::Permissions::from_mode(datadir::FILE_MODE))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
