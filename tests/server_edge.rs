@@ -4,11 +4,20 @@
 
 mod support;
 
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use support::Server;
+
+/// A port that was free a moment ago: bound on port 0 and released.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
 
 /// Every entry under `root` (itself included) whose mode is not 0700 (directories) or
 /// 0600 (files), with its mode in octal.
@@ -56,4 +65,56 @@ fn data_dir_and_every_file_in_it_are_private_whatever_the_umask() {
     assert_eq!(wrong_modes(&dir), vec![], "while running");
     assert!(server.terminate().success());
     assert_eq!(wrong_modes(&dir), vec![], "after a graceful stop");
+}
+
+#[test]
+fn the_cli_reaches_a_server_the_moment_its_port_opens() {
+    // Goal: a client that finds the port open also finds the server's address in
+    // server.json (written before the port accepts), never a missing or stale one.
+    // Method: 50 runs on one data directory, each on a new port (bound on port 0 and
+    // released): start the real server, connect until the port accepts, at once run
+    // `sluice tenant create NAME --data-dir D --json`, which reads server.json, and check
+    // it succeeded; then SIGKILL the server, which leaves its server.json behind naming a
+    // port that the next run does not use.
+    const RUNS: usize = 50;
+    const START_BOUND: Duration = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    for run in 0..RUNS {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut server = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(Server::args(
+                dir.path(),
+                &["--http-listen", &listen, "--shards", "1"],
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + START_BOUND;
+        // Bounded by START_BOUND: a refused connection returns at once.
+        while TcpStream::connect(&listen).is_err() {
+            assert!(
+                server.try_wait().unwrap().is_none(),
+                "run {run}: the server exited"
+            );
+            assert!(Instant::now() < deadline, "run {run}: the port never opened");
+            std::thread::yield_now();
+        }
+        let name = format!("tenant{run}");
+        let created = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["tenant", "create", &name, "--json", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        server.kill().unwrap();
+        server.wait().unwrap();
+        assert!(
+            created.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let tenant: Value = serde_json::from_slice(&created.stdout).unwrap();
+        assert!(tenant["project_id"].is_string(), "run {run}: {tenant}");
+    }
 }

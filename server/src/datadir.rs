@@ -61,7 +61,8 @@ impl Secrets {
     }
 }
 
-/// Where the running server listens; written once it listens, for the CLI.
+/// Where the running server listens, for the CLI: written after the port is bound and
+/// before it accepts connections, removed when the server stops.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerFile {
     pub http: String,
@@ -263,6 +264,14 @@ pub fn store_tenants(data_dir: &Path, tenants: &[Tenant]) -> std::io::Result<()>
 pub fn write_server_file(data_dir: &Path, server: &ServerFile) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(server).expect("plain data");
     write_atomic(&data_dir.join(SERVER_FILE), &text)
+}
+
+/// Removes `server.json` (absent is fine): the server is about to start, or has stopped.
+pub fn remove_server_file(data_dir: &Path) -> std::io::Result<()> {
+    match fs::remove_file(data_dir.join(SERVER_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 pub fn read_server_file(data_dir: &Path) -> Result<Option<ServerFile>, String> {
