@@ -66,6 +66,12 @@ enum Command {
         http_listen: Option<String>,
         #[arg(long)]
         shards: Option<u32>,
+        /// Serve /metrics on this IP:port only, not on the API's address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+        /// Label queue metrics with tenant names too (by default only project ids).
+        #[arg(long)]
+        metrics_tenant_names: bool,
         /// Any other setting, as key=value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
@@ -183,6 +189,8 @@ fn run(cli: Cli) -> Result<(), String> {
             data_dir,
             http_listen,
             shards,
+            metrics_listen,
+            metrics_tenant_names,
             settings,
         } => {
             let mut resolved = Config::defaults();
@@ -202,6 +210,12 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(shards) = shards {
                 resolved.shards = shards;
+            }
+            if let Some(listen) = metrics_listen {
+                resolved.set("metrics_listen", &listen)?;
+            }
+            if metrics_tenant_names {
+                resolved.metrics_tenant_names = true;
             }
             for setting in settings {
                 let (key, value) = setting

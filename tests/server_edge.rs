@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::Server;
+use support::{raw, Server};
 
 /// A port that was free a moment ago: bound on port 0 and released.
 fn free_port() -> u16 {
@@ -117,4 +117,109 @@ fn the_cli_reaches_a_server_the_moment_its_port_opens() {
         let tenant: Value = serde_json::from_slice(&created.stdout).unwrap();
         assert!(tenant["project_id"].is_string(), "run {run}: {tenant}");
     }
+}
+
+/// `GET /metrics` (or `method`) on `endpoint`: the status and the raw response.
+fn scrape(endpoint: &str, method: &str) -> (u16, String) {
+    let request = format!("{method} /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    raw::exchange(endpoint, request.as_bytes())
+}
+
+#[test]
+fn metrics_answer_get_only() {
+    // Goal: /metrics is read-only: other methods get 405 in the DMS envelope. Method: a
+    // real server; GET, then POST, PUT and DELETE with raw requests.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", "1"]);
+    let (status, text) = scrape(&server.endpoint, "GET");
+    assert_eq!(status, 200, "{text}");
+    for method in ["POST", "PUT", "DELETE"] {
+        let (status, text) = scrape(&server.endpoint, method);
+        assert_eq!(
+            (status, raw::body_of(&text)["error_code"].as_str()),
+            (405, Some("10249050")),
+            "{method}: {text}"
+        );
+    }
+}
+
+#[test]
+fn metrics_label_tenants_by_project_id_unless_names_are_asked_for() {
+    // Goal: a scrape does not name tenants unless the operator asks: queue and group
+    // values carry the tenant's project id; with --metrics-tenant-names also its name.
+    // Method: a tenant with a distinctive name, a queue and a group; scrape; restart with
+    // the flag and scrape again.
+    let dir = tempfile::tempdir().unwrap();
+    let name = "acme-hidden-name";
+    let mut server = Server::start(dir.path(), &["--shards", "1"]);
+    server.cli(&["tenant", "create", name, "--json"]);
+    let client = server.client_for(name);
+    let project = client.credentials.project_id.clone();
+    client.create_queue("orders", "NORMAL", None).unwrap();
+    client.create_group("orders", "g").unwrap();
+    let (status, text) = scrape(&server.endpoint, "GET");
+    assert_eq!(status, 200);
+    let backlog = text
+        .lines()
+        .find(|l| l.starts_with("sluice_group_backlog_messages{"))
+        .unwrap_or_else(|| panic!("no backlog gauge in {text}"));
+    assert!(
+        backlog.contains(&format!("project_id=\"{project}\"")),
+        "{backlog}"
+    );
+    assert!(!text.contains(name), "a tenant name in the scrape: {text}");
+    assert!(server.terminate().success());
+
+    let server = Server::start(dir.path(), &["--shards", "1", "--metrics-tenant-names"]);
+    let (_, text) = scrape(&server.endpoint, "GET");
+    let backlog = text
+        .lines()
+        .find(|l| l.starts_with("sluice_group_backlog_messages{"))
+        .unwrap_or_else(|| panic!("no backlog gauge in {text}"));
+    assert!(
+        backlog.contains(&format!("tenant=\"{name}\"")),
+        "names when asked: {backlog}"
+    );
+}
+
+#[test]
+fn metrics_listener_of_its_own() {
+    // Goal: with --metrics-listen, /metrics is served on that address only: the API's
+    // address answers it 404, and the metrics address serves nothing else. Method: a real
+    // server with --metrics-listen 127.0.0.1:0; the bound address is in its first line.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--shards", "2", "--metrics-listen", "127.0.0.1:0"],
+    );
+    let metrics = server.banner[0]
+        .split("metrics on ")
+        .nth(1)
+        .and_then(|rest| rest.split([')', ' ', ';']).next())
+        .unwrap_or_else(|| panic!("no metrics address in {:?}", server.banner[0]))
+        .to_string();
+    // Both shards answer on the API port; scrape a few times so each is asked.
+    for _ in 0..4 {
+        let (status, text) = scrape(&server.endpoint, "GET");
+        assert_eq!(
+            (status, raw::body_of(&text)["error_code"].as_str()),
+            (404, Some("10249040")),
+            "{text}"
+        );
+    }
+    let (status, text) = scrape(&metrics, "GET");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("sluice_http_requests_total"), "{text}");
+    let (status, text) = scrape(&metrics, "POST");
+    assert_eq!(status, 405, "{text}");
+    let (status, text) = raw::exchange(
+        &metrics,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 404, "{text}");
+    let listed = server
+        .client()
+        .call("GET", &format!("{}/queues", support::base(&server.client())), None)
+        .unwrap();
+    assert_eq!(listed.status, 200, "the API still answers: {:?}", listed.body);
 }

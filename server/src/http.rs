@@ -25,7 +25,7 @@ use sluice_http::dms::errors;
 use sluice_http::service::{self, PeerAddr, ServiceConfig};
 use sluice_node::Node;
 
-use crate::metrics::{GroupLabels, QueueGauges, QueueLabels};
+use crate::metrics::{GroupLabels, QueueGauges, QueueLabels, TenantLabel};
 use crate::shard::Shard;
 
 /// Bytes one socket read may take (per shard thread, reused).
@@ -181,8 +181,22 @@ pub async fn stopped(shard: &Shard) {
     }
 }
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `http_listen`: the whole API (and `/metrics` unless it has a listener of its own).
+    Api,
+    /// `metrics_listen`: `/metrics` only.
+    Metrics,
+}
+
 /// Accepts connections until the server stops.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, service: Rc<ServiceConfig>) {
+pub async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    service: Rc<ServiceConfig>,
+    role: Role,
+) {
     // Runs until shutdown: one accepted connection per iteration.
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -210,7 +224,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, service: Rc<Se
         let shard = shard.clone();
         let service = service.clone();
         glommio::spawn_local(async move {
-            serve_connection(&shard, stream, service).await;
+            serve_connection(&shard, stream, service, role).await;
             shard.connections_open.set(shard.connections_open.get() - 1);
         })
         .detach();
@@ -235,7 +249,12 @@ async fn refuse_connection(mut stream: TcpStream) {
     let _ = stream.close().await;
 }
 
-async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<ServiceConfig>) {
+async fn serve_connection(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    service: Rc<ServiceConfig>,
+    role: Role,
+) {
     let config = &shard.shared.config;
     let handler_shard = shard.clone();
     let peer = stream.peer_addr().ok().map(|address| PeerAddr(address.ip()));
@@ -245,7 +264,7 @@ async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<Serv
         if let Some(peer) = peer {
             request.extensions_mut().insert(peer);
         }
-        async move { Ok::<_, Infallible>(handle_request(shard, service, request).await) }
+        async move { Ok::<_, Infallible>(handle_request(shard, service, role, request).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -269,6 +288,7 @@ async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<Serv
 async fn handle_request(
     shard: Rc<Shard>,
     service: Rc<ServiceConfig>,
+    role: Role,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
@@ -285,9 +305,29 @@ async fn handle_request(
         shard
             .requests_inflight
             .set(shard.requests_inflight.get() + 1);
+        // `/metrics` is served here when this is its listener (docs/server.md, "Metrics").
+        let metrics_here = match role {
+            Role::Metrics => true,
+            Role::Api => config.metrics_listen.is_none(),
+        };
         let response = match read_body(&shard, &parts, body).await {
             Err(response) => response,
-            Ok(_) if parts.uri.path() == "/metrics" => metrics(&shard).await,
+            Ok(_) if metrics_here && parts.uri.path() == "/metrics" => {
+                if parts.method == http::Method::GET {
+                    metrics(&shard).await
+                } else {
+                    service::error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        errors::METHOD_NOT_ALLOWED,
+                        "/metrics answers GET only.",
+                    )
+                }
+            }
+            Ok(_) if role == Role::Metrics => service::error(
+                StatusCode::NOT_FOUND,
+                errors::RESOURCE_NOT_FOUND,
+                "This listener serves /metrics only.",
+            ),
             Ok(body) => {
                 let node = &*shard.node;
                 service::handle(node, &service, &parts, &body).await
@@ -365,10 +405,16 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
         let Ok(counts) = node.queue_counts(view.id).await else {
             continue;
         };
-        let tenant = tenants
-            .by_project(&view.tenant)
-            .map(|t| t.name.clone())
-            .unwrap_or_else(|| view.tenant.clone());
+        // Tenant names only when the operator asked (docs/server.md, "Metrics").
+        let tenant = TenantLabel {
+            project_id: view.tenant.clone(),
+            name: shard
+                .shared
+                .config
+                .metrics_tenant_names
+                .then(|| tenants.by_project(&view.tenant).map(|t| t.name.clone()))
+                .flatten(),
+        };
         let queue = QueueLabels {
             tenant: tenant.clone(),
             queue: view.name.clone(),

@@ -4,7 +4,7 @@
 //! uncontended once a label set exists).
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,17 +22,51 @@ pub struct RouteOnly {
     pub route: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Whose queue a value is: the tenant's project id, and its name only when the operator
+/// asked for names (`metrics_tenant_names`): a scrape should not list the customers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct TenantLabel {
+    pub project_id: String,
+    pub name: Option<String>,
+}
+
+impl TenantLabel {
+    /// Labels `project_id`, then `tenant` (the name) when there is one.
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("project_id", self.project_id.as_str()).encode(encoder.encode_label())?;
+        if let Some(name) = &self.name {
+            ("tenant", name.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct QueueLabels {
-    pub tenant: String,
+    pub tenant: TenantLabel,
     pub queue: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl EncodeLabelSet for QueueLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.tenant.encode(encoder)?;
+        ("queue", self.queue.as_str()).encode(encoder.encode_label())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct GroupLabels {
-    pub tenant: String,
+    pub tenant: TenantLabel,
     pub queue: String,
     pub group: String,
+}
+
+impl EncodeLabelSet for GroupLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.tenant.encode(encoder)?;
+        ("queue", self.queue.as_str()).encode(encoder.encode_label())?;
+        ("group", self.group.as_str()).encode(encoder.encode_label())
+    }
 }
 
 fn latency_histogram() -> Histogram {

@@ -17,6 +17,7 @@ use sluice_shard::executor::ShardStartup;
 
 use crate::config::Config;
 use crate::datadir::{self, ServerFile};
+use crate::http::Role;
 use crate::shard::{ServerHost, Shard};
 use crate::shared::Shared;
 
@@ -239,11 +240,22 @@ async fn shard_main(
     })
     .await?;
     drop(reservation);
-    if index == 0 {
-        announce(&shared, &endpoint, first_start)?;
-    }
     let service = Rc::new(service_config(&shared, &endpoint));
-    crate::http::accept_loop(shard.clone(), listener, service).await;
+    if index == 0 {
+        let metrics = match shared.config.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .map_err(|e| format!("cannot listen on {address} (metrics_listen): {e}"))?;
+                let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                let loop_ = crate::http::accept_loop(shard.clone(), listener, service.clone(), Role::Metrics);
+                glommio::spawn_local(loop_).detach();
+                Some(bound)
+            }
+            None => None,
+        };
+        announce(&shared, &endpoint, metrics, first_start)?;
+    }
+    crate::http::accept_loop(shard.clone(), listener, service, Role::Api).await;
     drain(&shard).await;
     static DRAINED: AtomicUsize = AtomicUsize::new(0);
     DRAINED.fetch_add(1, Ordering::AcqRel);
@@ -306,10 +318,15 @@ async fn bind(shard: &Rc<Shard>) -> Result<TcpListener, String> {
 fn announce(
     shared: &Shared,
     endpoint: &str,
+    metrics: Option<std::net::SocketAddr>,
     first_start: Arc<std::sync::Mutex<Option<FirstStart>>>,
 ) -> Result<(), String> {
+    let metrics = match metrics {
+        Some(address) => format!("; metrics on http://{address}"),
+        None => String::new(),
+    };
     println!(
-        "sluice {} listening on {endpoint} ({} shards, {} partitions, data in {})",
+        "sluice {} listening on {endpoint} ({} shards, {} partitions, data in {}{metrics})",
         env!("CARGO_PKG_VERSION"),
         shared.shard_count,
         shared.facts.partitions,
