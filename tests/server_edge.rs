@@ -223,3 +223,232 @@ fn metrics_listener_of_its_own() {
         .unwrap();
     assert_eq!(listed.status, 200, "the API still answers: {:?}", listed.body);
 }
+
+const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
+const FLOODER: [u8; 4] = [127, 0, 0, 2];
+const HEALTHZ_KEEP_ALIVE: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+
+/// Opens a connection from `from` and asks `/healthz` on it, leaving it open: the status
+/// (200: admitted and now held; 503: refused; 0: closed without an answer), the raw
+/// response and the connection (None when it could not even connect).
+fn hold(endpoint: &str, from: [u8; 4]) -> (u16, String, Option<TcpStream>) {
+    use std::io::Write;
+    let Ok(mut stream) = raw::connect_from(endpoint, from.into()) else {
+        return (0, String::new(), None);
+    };
+    if stream.write_all(HEALTHZ_KEEP_ALIVE).is_err() {
+        let (status, text) = raw::read_response(&mut stream);
+        return (status, text, None);
+    }
+    let (status, text) = raw::read_response(&mut stream);
+    (status, text, Some(stream))
+}
+
+/// Asks `/healthz` then a signed `GET .../queues` on one connection from `from`; returns
+/// both statuses and the round trip of the health check.
+fn served_from(server: &Server, from: [u8; 4]) -> (u16, u16, Duration) {
+    use std::io::Write;
+    let client = server.client();
+    let mut stream = raw::connect_from(&server.endpoint, from.into()).unwrap();
+    let started = Instant::now();
+    stream.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+    let (health, _) = raw::read_response(&mut stream);
+    let took = started.elapsed();
+    let path = format!("{}/queues", support::base(&client));
+    let signed = raw::signed_raw(&server.endpoint, &client.credentials, "GET", &path, b"", true);
+    stream.write_all(&signed).unwrap();
+    let (listed, text) = raw::read_response(&mut stream);
+    assert!(listed != 200 || raw::body_of(&text)["queues"].is_array(), "{text}");
+    (health, listed, took)
+}
+
+/// The median of `samples`.
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[test]
+fn a_flooding_address_is_capped_while_others_are_served() {
+    // Goal: one address cannot take a shard's connections: past its own limit it is
+    // refused with a 503 in the DMS envelope and closed at once, while another address
+    // still gets /healthz and signed requests served. Method: one shard, at most 64
+    // connections, 16 per address; from 127.0.0.2 open 200 connections, each asking
+    // /healthz and held open when answered; then, while a second thread keeps opening
+    // connections from 127.0.0.2 (400 more), 127.0.0.1 asks /healthz and a signed request
+    // 20 times. Health-check round trips before and during the flood are printed.
+    const ATTEMPTS: usize = 200;
+    const FLOOD_MORE: usize = 400;
+    const SAMPLES: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--shards",
+            "1",
+            "--set",
+            "connections_per_shard_max=64",
+            "--set",
+            "connections_reserved_per_shard=8",
+            "--set",
+            "connections_per_address_max=16",
+            "--set",
+            "accepts_per_address_per_s=100000",
+            "--set",
+            "accepts_per_address_burst=100000",
+        ],
+    );
+    let idle: Vec<Duration> = (0..SAMPLES)
+        .map(|_| served_from(&server, LOCALHOST))
+        .map(|(health, listed, took)| {
+            assert_eq!((health, listed), (200, 200));
+            took
+        })
+        .collect();
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..ATTEMPTS {
+        match hold(&server.endpoint, FLOODER) {
+            (200, _, Some(stream)) => held.push(stream),
+            (status, text, _) => refused.push((status, text)),
+        }
+    }
+    assert_eq!(held.len(), 16, "admitted from the flooding address");
+    assert_eq!(refused.len(), ATTEMPTS - 16);
+    let enveloped = refused
+        .iter()
+        .filter(|(status, text)| {
+            *status == 503 && raw::body_of(text)["error_code"] == "10249503"
+        })
+        .count();
+    assert!(enveloped > 0, "no 503 envelope among {refused:?}");
+    let endpoint = server.endpoint.clone();
+    let flood = std::thread::spawn(move || {
+        (0..FLOOD_MORE)
+            .filter(|_| hold(&endpoint, FLOODER).0 != 200)
+            .count()
+    });
+    let during: Vec<Duration> = (0..SAMPLES)
+        .map(|_| served_from(&server, LOCALHOST))
+        .map(|(health, listed, took)| {
+            assert_eq!((health, listed), (200, 200), "127.0.0.1 during the flood");
+            took
+        })
+        .collect();
+    let refused_more = flood.join().unwrap();
+    assert_eq!(refused_more, FLOOD_MORE, "the flooder stays refused");
+    eprintln!(
+        "flood: 127.0.0.2 admitted {}, refused {} ({} with the 503 envelope read) and then \
+         {refused_more} more; 127.0.0.1 /healthz median {:?} idle, {:?} during the flood",
+        held.len(),
+        refused.len(),
+        enveloped,
+        median(idle),
+        median(during)
+    );
+}
+
+#[test]
+fn the_reserve_is_kept_from_a_flooding_address() {
+    // Goal: the last slots of a shard's connection cap go only to addresses that
+    // authenticated or hold almost nothing, so a flooder whose own limit is high cannot
+    // shut out health checks or known clients. Method: one shard, 32 connections of which
+    // 8 reserved, 1000 per address. 127.0.0.3 makes a signed request (and keeps that
+    // connection); 127.0.0.2 opens connections until refused (23: the 24 general slots
+    // less 127.0.0.3's); then
+    // 127.0.0.1 gets /healthz and a signed request, 127.0.0.3 (authenticated) four more
+    // connections, and 127.0.0.4 (never authenticated) two, its third refused.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--shards",
+            "1",
+            "--set",
+            "connections_per_shard_max=32",
+            "--set",
+            "connections_reserved_per_shard=8",
+            "--set",
+            "connections_per_address_max=1000",
+            "--set",
+            "accepts_per_address_per_s=100000",
+            "--set",
+            "accepts_per_address_burst=100000",
+        ],
+    );
+    let known = [127, 0, 0, 3];
+    let stranger = [127, 0, 0, 4];
+    let client = server.client();
+    let mut known_first = raw::connect_from(&server.endpoint, known.into()).unwrap();
+    let path = format!("{}/queues", support::base(&client));
+    let signed = raw::signed_raw(&server.endpoint, &client.credentials, "GET", &path, b"", false);
+    std::io::Write::write_all(&mut known_first, &signed).unwrap();
+    assert_eq!(raw::read_response(&mut known_first).0, 200);
+
+    let mut held = Vec::new();
+    // Bounded: the cap is 32.
+    let refusal = loop {
+        assert!(held.len() <= 32, "never refused");
+        match hold(&server.endpoint, FLOODER) {
+            (200, _, Some(stream)) => held.push(stream),
+            (status, text, _) => break (status, text),
+        }
+    };
+    assert_eq!(held.len(), 23, "the flooder took the general slots only");
+    assert!(refusal.0 == 503 || refusal.0 == 0, "{refusal:?}");
+
+    let (health, listed, _) = served_from(&server, LOCALHOST);
+    assert_eq!((health, listed), (200, 200), "a health check and a signed request");
+    for n in 0..4 {
+        let (status, text, stream) = hold(&server.endpoint, known);
+        assert_eq!(status, 200, "authenticated address, connection {n}: {text}");
+        held.push(stream.unwrap());
+    }
+    for n in 0..2 {
+        let (status, text, stream) = hold(&server.endpoint, stranger);
+        assert_eq!(status, 200, "light address, connection {n}: {text}");
+        held.push(stream.unwrap());
+    }
+    let (status, text, _) = hold(&server.endpoint, stranger);
+    assert!(status == 503 || status == 0, "a third from 127.0.0.4: {text}");
+}
+
+#[test]
+fn connections_arriving_too_fast_from_one_address_are_refused() {
+    // Goal: an address opening connections faster than its accept rate is refused (503)
+    // past its burst, and another address is not. Method: one shard, 1 connection per
+    // second per address with a burst of 5; from 127.0.0.2 open and close connections
+    // (each asks /healthz) until refused, at most 20; then 127.0.0.1 asks /healthz.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--shards",
+            "1",
+            "--set",
+            "accepts_per_address_per_s=1",
+            "--set",
+            "accepts_per_address_burst=5",
+        ],
+    );
+    let mut admitted = 0;
+    let mut refusal = None;
+    for _ in 0..20 {
+        let (status, text, _) = hold(&server.endpoint, FLOODER);
+        if status == 200 {
+            admitted += 1;
+        } else {
+            refusal = Some((status, text));
+            break;
+        }
+    }
+    let (status, text) = refusal.expect("refused within 20 connections");
+    // The burst, plus what the bucket refilled (1/s) while the test ran.
+    assert!((5..=8).contains(&admitted), "admitted {admitted}");
+    if status != 0 {
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("too fast"), "{text}");
+    }
+    let (health, listed, _) = served_from(&server, LOCALHOST);
+    assert_eq!((health, listed), (200, 200));
+}

@@ -1,11 +1,13 @@
 //! HTTP/1.1 on a shard: hyper over glommio's TCP streams. Owns what is about
-//! connections, not about any protocol: the per-shard connection and request limits,
+//! connections, not about any protocol: admitting connections (`fairness` decides:
+//! per-shard and per-address limits, the reserve), the per-shard request limit,
 //! header and body timeouts, the body size limit, graceful shutdown of keep-alive
 //! connections, `/metrics`, and latency metrics. Every request then goes to the service
 //! layer of `sluice-http`.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +27,8 @@ use sluice_http::dms::errors;
 use sluice_http::service::{self, PeerAddr, ServiceConfig};
 use sluice_node::Node;
 
-use crate::metrics::{GroupLabels, QueueGauges, QueueLabels, TenantLabel};
+use crate::fairness::{self, Refusal};
+use crate::metrics::{GroupLabels, QueueGauges, QueueLabels, ReasonLabels, TenantLabel};
 use crate::shard::Shard;
 
 /// Bytes one socket read may take (per shard thread, reused).
@@ -215,29 +218,51 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let limit = shard.shared.config.connections_per_shard_max;
-        if shard.connections_open.get() >= limit {
-            glommio::spawn_local(refuse_connection(stream)).detach();
+        let peer = stream.peer_addr().ok().map(|address| address.ip());
+        let key = peer.map(fairness::client_key);
+        let open = shard.connections_open.get();
+        let admitted = match key {
+            Some(key) => shard.addresses.borrow_mut().admit(key, open),
+            // The peer is gone already (its address unknown): only the shard's cap.
+            None if open >= shard.shared.config.connections_per_shard_max => {
+                Err(Refusal::ShardFull)
+            }
+            None => Ok(()),
+        };
+        if let Err(refusal) = admitted {
+            let reason = ReasonLabels {
+                reason: refusal.label(),
+            };
+            shard
+                .shared
+                .metrics
+                .connections_refused
+                .get_or_create(&reason)
+                .inc();
+            glommio::spawn_local(refuse_connection(stream, refusal)).detach();
             continue;
         }
-        shard.connections_open.set(shard.connections_open.get() + 1);
+        shard.connections_open.set(open + 1);
         let shard = shard.clone();
         let service = service.clone();
         glommio::spawn_local(async move {
-            serve_connection(&shard, stream, service, role).await;
+            serve_connection(&shard, stream, service, role, peer).await;
             shard.connections_open.set(shard.connections_open.get() - 1);
+            if let Some(key) = key {
+                shard.addresses.borrow_mut().release(key);
+            }
         })
         .detach();
     }
 }
 
-/// Over the connection limit: one 503 in the DMS format, then close.
-async fn refuse_connection(mut stream: TcpStream) {
+/// A connection refused at accept (`fairness`): one 503 in the DMS format, then close.
+async fn refuse_connection(mut stream: TcpStream, refusal: Refusal) {
     use futures_lite::AsyncWriteExt;
     let refusal = service::error(
         StatusCode::SERVICE_UNAVAILABLE,
         errors::UNAVAILABLE,
-        "Too many connections; retry later.",
+        refusal.message(),
     );
     let body = refusal.body();
     let head = format!(
@@ -254,15 +279,15 @@ async fn serve_connection(
     stream: TcpStream,
     service: Rc<ServiceConfig>,
     role: Role,
+    peer: Option<IpAddr>,
 ) {
     let config = &shard.shared.config;
     let handler_shard = shard.clone();
-    let peer = stream.peer_addr().ok().map(|address| PeerAddr(address.ip()));
     let handler = service_fn(move |mut request: Request<Incoming>| {
         let shard = handler_shard.clone();
         let service = service.clone();
         if let Some(peer) = peer {
-            request.extensions_mut().insert(peer);
+            request.extensions_mut().insert(PeerAddr(peer));
         }
         async move { Ok::<_, Infallible>(handle_request(shard, service, role, request).await) }
     });
@@ -330,7 +355,13 @@ async fn handle_request(
             ),
             Ok(body) => {
                 let node = &*shard.node;
-                service::handle(node, &service, &parts, &body).await
+                let response = service::handle(node, &service, &parts, &body).await;
+                let peer = parts.extensions.get::<PeerAddr>();
+                if let Some(PeerAddr(peer)) = peer.filter(|_| authenticated(route, &response)) {
+                    let key = fairness::client_key(*peer);
+                    shard.addresses.borrow_mut().authenticated(key);
+                }
+                response
             }
         };
         shard
@@ -344,6 +375,19 @@ async fn handle_request(
         .metrics
         .observe_request(route, status, started.elapsed().as_secs_f64());
     response.map(Full::new)
+}
+
+/// Whether the service's answer shows that it authenticated the caller (which gives the
+/// address a claim to the shard's reserved connections, `fairness`): a token issued, or
+/// an answer other than 401 on the admin API or a DMS route, both of which authenticate
+/// before anything else.
+fn authenticated(route: &str, response: &Response<Bytes>) -> bool {
+    let status = response.status();
+    match route {
+        "keystone_token" => status == StatusCode::CREATED,
+        "healthz" | "metrics" | "keystone_version" | "unknown" => false,
+        _ => status != StatusCode::UNAUTHORIZED,
+    }
 }
 
 /// Reads the whole body within the size limit and the body timeout.

@@ -22,6 +22,11 @@ pub struct RouteOnly {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// Whose queue a value is: the tenant's project id, and its name only when the operator
 /// asked for names (`metrics_tenant_names`): a scrape should not list the customers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -80,6 +85,8 @@ pub struct Metrics {
     pub request_seconds: Family<RouteOnly, Histogram, fn() -> Histogram>,
     pub fsync_seconds: Histogram,
     pub requests_inflight: Gauge,
+    /// Connections refused at accept, by `fairness::Refusal::label`.
+    pub connections_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -112,8 +119,16 @@ impl Metrics {
             "Latency of the log's fdatasync (group commit)",
             fsync_seconds.clone(),
         );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "sluice_http_connections_refused",
+            "Connections refused at accept (503), by reason: shard_full, reserve, \
+             address_connections, address_rate",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
+            connections_refused,
             requests,
             request_seconds,
             fsync_seconds,
