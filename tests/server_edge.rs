@@ -98,7 +98,10 @@ fn the_cli_reaches_a_server_the_moment_its_port_opens() {
                 server.try_wait().unwrap().is_none(),
                 "run {run}: the server exited"
             );
-            assert!(Instant::now() < deadline, "run {run}: the port never opened");
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: the port never opened"
+            );
             std::thread::yield_now();
         }
         let name = format!("tenant{run}");
@@ -219,9 +222,17 @@ fn metrics_listener_of_its_own() {
     assert_eq!(status, 404, "{text}");
     let listed = server
         .client()
-        .call("GET", &format!("{}/queues", support::base(&server.client())), None)
+        .call(
+            "GET",
+            &format!("{}/queues", support::base(&server.client())),
+            None,
+        )
         .unwrap();
-    assert_eq!(listed.status, 200, "the API still answers: {:?}", listed.body);
+    assert_eq!(
+        listed.status, 200,
+        "the API still answers: {:?}",
+        listed.body
+    );
 }
 
 const LOCALHOST: [u8; 4] = [127, 0, 0, 1];
@@ -255,10 +266,20 @@ fn served_from(server: &Server, from: [u8; 4]) -> (u16, u16, Duration) {
     let (health, _) = raw::read_response(&mut stream);
     let took = started.elapsed();
     let path = format!("{}/queues", support::base(&client));
-    let signed = raw::signed_raw(&server.endpoint, &client.credentials, "GET", &path, b"", true);
+    let signed = raw::signed_raw(
+        &server.endpoint,
+        &client.credentials,
+        "GET",
+        &path,
+        b"",
+        true,
+    );
     stream.write_all(&signed).unwrap();
     let (listed, text) = raw::read_response(&mut stream);
-    assert!(listed != 200 || raw::body_of(&text)["queues"].is_array(), "{text}");
+    assert!(
+        listed != 200 || raw::body_of(&text)["queues"].is_array(),
+        "{text}"
+    );
     (health, listed, took)
 }
 
@@ -317,9 +338,7 @@ fn a_flooding_address_is_capped_while_others_are_served() {
     assert_eq!(refused.len(), ATTEMPTS - 16);
     let enveloped = refused
         .iter()
-        .filter(|(status, text)| {
-            *status == 503 && raw::body_of(text)["error_code"] == "10249503"
-        })
+        .filter(|(status, text)| *status == 503 && raw::body_of(text)["error_code"] == "10249503")
         .count();
     assert!(enveloped > 0, "no 503 envelope among {refused:?}");
     let endpoint = server.endpoint.clone();
@@ -381,7 +400,14 @@ fn the_reserve_is_kept_from_a_flooding_address() {
     let client = server.client();
     let mut known_first = raw::connect_from(&server.endpoint, known.into()).unwrap();
     let path = format!("{}/queues", support::base(&client));
-    let signed = raw::signed_raw(&server.endpoint, &client.credentials, "GET", &path, b"", false);
+    let signed = raw::signed_raw(
+        &server.endpoint,
+        &client.credentials,
+        "GET",
+        &path,
+        b"",
+        false,
+    );
     std::io::Write::write_all(&mut known_first, &signed).unwrap();
     assert_eq!(raw::read_response(&mut known_first).0, 200);
 
@@ -398,7 +424,11 @@ fn the_reserve_is_kept_from_a_flooding_address() {
     assert!(refusal.0 == 503 || refusal.0 == 0, "{refusal:?}");
 
     let (health, listed, _) = served_from(&server, LOCALHOST);
-    assert_eq!((health, listed), (200, 200), "a health check and a signed request");
+    assert_eq!(
+        (health, listed),
+        (200, 200),
+        "a health check and a signed request"
+    );
     for n in 0..4 {
         let (status, text, stream) = hold(&server.endpoint, known);
         assert_eq!(status, 200, "authenticated address, connection {n}: {text}");
@@ -410,7 +440,10 @@ fn the_reserve_is_kept_from_a_flooding_address() {
         held.push(stream.unwrap());
     }
     let (status, text, _) = hold(&server.endpoint, stranger);
-    assert!(status == 503 || status == 0, "a third from 127.0.0.4: {text}");
+    assert!(
+        status == 503 || status == 0,
+        "a third from 127.0.0.4: {text}"
+    );
 }
 
 #[test]
@@ -451,4 +484,78 @@ fn connections_arriving_too_fast_from_one_address_are_refused() {
     }
     let (health, listed, _) = served_from(&server, LOCALHOST);
     assert_eq!((health, listed), (200, 200));
+}
+
+#[test]
+fn strict_framing_refuses_bare_lf_and_transfer_codings_other_than_chunked() {
+    // Goal: requests whose framing a proxy could read differently are refused with 400
+    // in the DMS envelope, and well-framed ones (bare LF inside a body included) are
+    // served. Method: raw requests over real sockets to a real server: a head with bare
+    // LF line ends, a bare LF in the second request of a keep-alive connection, bare LF
+    // in a chunk-size line, Transfer-Encoding "gzip, chunked" and "gzip", both
+    // Transfer-Encoding and Content-Length; then a chunked and a sized body holding LF.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", "1"]);
+    let refused = |request: &[u8], why: &str| {
+        let (status, text) = raw::exchange(&server.endpoint, request);
+        let body = raw::body_of(&text);
+        assert_eq!(
+            (status, body["error_code"].as_str()),
+            (400, Some("10249001")),
+            "{why}: {text}"
+        );
+        body["error_msg"].as_str().unwrap().to_string()
+    };
+    let message = refused(b"GET /healthz HTTP/1.1\nhost: x\n\n", "bare LF head");
+    assert!(message.contains("bare LF"), "{message}");
+    refused(
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\n\r\n",
+        "one bare LF",
+    );
+    let message = refused(
+        b"POST /healthz HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "gzip, chunked",
+    );
+    assert!(message.contains("gzip, chunked"), "{message}");
+    refused(
+        b"POST /healthz HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\ncontent-length: 2\r\n\r\nab",
+        "gzip",
+    );
+    refused(
+        b"POST /healthz HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n",
+        "both lengths",
+    );
+    refused(
+        b"POST /healthz HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\na\nb\r\n0\r\n\r\n",
+        "bare LF chunk line",
+    );
+
+    // Keep-alive: the first request is served, the second (bare LF) refused.
+    let mut stream = raw::connect(&server.endpoint);
+    use std::io::Write;
+    stream.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+    assert_eq!(raw::read_response(&mut stream).0, 200);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\nhost: x\n\n")
+        .unwrap();
+    let (status, text) = raw::read_response(&mut stream);
+    assert_eq!(status, 400, "{text}");
+
+    // Well framed, with LF inside the bodies: served.
+    let (status, text) = raw::exchange(
+        &server.endpoint,
+        b"POST /healthz HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\na\nb\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{text}");
+    let mut stream = raw::connect(&server.endpoint);
+    stream
+        .write_all(b"POST /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\na\nb")
+        .unwrap();
+    assert_eq!(raw::read_response(&mut stream).0, 200);
+    stream.write_all(HEALTHZ_KEEP_ALIVE).unwrap();
+    assert_eq!(
+        raw::read_response(&mut stream).0,
+        200,
+        "the next request on it"
+    );
 }

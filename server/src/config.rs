@@ -171,9 +171,7 @@ impl Config {
             "tenant_groups_per_queue_max" => self.tenant_groups_per_queue_max = num(value)?,
             "segment_bytes_max" => self.segment_bytes_max = num(value)?,
             "spin_before_park_us" => self.spin_before_park_us = num(value)?,
-            "connections_reserved_per_shard" => {
-                self.connections_reserved_per_shard = num(value)?
-            }
+            "connections_reserved_per_shard" => self.connections_reserved_per_shard = num(value)?,
             "connections_per_address_max" => self.connections_per_address_max = num(value)?,
             "accepts_per_address_per_s" => self.accepts_per_address_per_s = num(value)?,
             "accepts_per_address_burst" => self.accepts_per_address_burst = num(value)?,

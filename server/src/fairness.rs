@@ -110,12 +110,13 @@ pub fn client_key(address: IpAddr) -> IpAddr {
 impl AddressTable {
     /// A table for the validated `config`; the idle table is allocated to its limit.
     pub fn new(config: &Config) -> AddressTable {
-        let nonzero = |n: u32, what: &str| NonZeroU32::new(n).unwrap_or_else(|| panic!("{what}: validated at start-up"));
+        let nonzero = |n: u32, what: &str| {
+            NonZeroU32::new(n).unwrap_or_else(|| panic!("{what}: validated at start-up"))
+        };
         let quota = Quota::per_second(nonzero(config.accepts_per_address_per_s, "rate"))
             .allow_burst(nonzero(config.accepts_per_address_burst, "burst"));
         let idle_max = usize::try_from(config.addresses_tracked_max).expect("u32 fits usize");
-        let active_max =
-            usize::try_from(config.connections_per_shard_max).expect("u32 fits usize");
+        let active_max = usize::try_from(config.connections_per_shard_max).expect("u32 fits usize");
         AddressTable {
             limits: Limits {
                 connections_per_shard_max: config.connections_per_shard_max,
@@ -149,7 +150,8 @@ impl AddressTable {
             Ok(()) => {
                 entry.connections_open = 1;
                 assert!(
-                    self.active.len() < usize::try_from(limits.connections_per_shard_max).expect("fits"),
+                    self.active.len()
+                        < usize::try_from(limits.connections_per_shard_max).expect("fits"),
                     "an active address holds at least one of the shard's connections"
                 );
                 self.active.insert(key, entry);
@@ -169,8 +171,8 @@ impl AddressTable {
             return Err(Refusal::AddressConnections);
         }
         let general = limits.connections_per_shard_max - limits.connections_reserved;
-        let claims_reserve = entry.authenticated
-            || entry.connections_open < RESERVE_CONNECTIONS_PER_ADDRESS_MAX;
+        let claims_reserve =
+            entry.authenticated || entry.connections_open < RESERVE_CONNECTIONS_PER_ADDRESS_MAX;
         if shard_open >= general && !claims_reserve {
             return Err(Refusal::ReserveKept);
         }
@@ -236,7 +238,11 @@ mod tests {
         assert_eq!(table.admit(ip(1), 4), Err(Refusal::AddressConnections));
         assert_eq!(table.admit(ip(2), 4), Ok(()));
         table.release(ip(1));
-        assert_eq!(table.admit(ip(1), 4), Ok(()), "a released slot is free again");
+        assert_eq!(
+            table.admit(ip(1), 4),
+            Ok(()),
+            "a released slot is free again"
+        );
     }
 
     #[test]
@@ -258,7 +264,11 @@ mod tests {
             assert_eq!(table.admit(ip(1 + u8::from(open >= 4)), open), Ok(()));
         }
         assert_eq!(table.admit(ip(1), 8), Err(Refusal::AddressConnections));
-        assert_eq!(table.admit(ip(3), 8), Ok(()), "a new address gets a reserved slot");
+        assert_eq!(
+            table.admit(ip(3), 8),
+            Ok(()),
+            "a new address gets a reserved slot"
+        );
         table.release(ip(2));
         table.authenticated(ip(2));
         // ip(2) holds 3 (over the light limit) but authenticated.

@@ -1,6 +1,7 @@
 //! HTTP/1.1 on a shard: hyper over glommio's TCP streams. Owns what is about
 //! connections, not about any protocol: admitting connections (`fairness` decides:
 //! per-shard and per-address limits, the reserve), the per-shard request limit,
+//! strict request framing (`framing` checks every byte read before hyper parses it),
 //! header and body timeouts, the body size limit, graceful shutdown of keep-alive
 //! connections, `/metrics`, and latency metrics. Every request then goes to the service
 //! layer of `sluice-http`.
@@ -28,16 +29,60 @@ use sluice_http::service::{self, PeerAddr, ServiceConfig};
 use sluice_node::Node;
 
 use crate::fairness::{self, Refusal};
+use crate::framing::{Framing, FramingError};
 use crate::metrics::{GroupLabels, QueueGauges, QueueLabels, ReasonLabels, TenantLabel};
 use crate::shard::Shard;
 
 /// Bytes one socket read may take (per shard thread, reused).
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
+/// hyper's read buffer per connection (its limit on a request head).
+pub const READ_BUF_BYTES_MAX: usize = 64 * 1024;
+const _: () = assert!(crate::framing::HEAD_BYTES_MAX < READ_BUF_BYTES_MAX);
 /// How often an idle wait re-checks for shutdown.
 const STOP_POLL_MS: u64 = 50;
 
-/// hyper's I/O traits over a glommio stream.
-struct GlommioIo(TcpStream);
+/// hyper's I/O traits over a glommio stream, with every byte read checked for strict
+/// framing (`framing`) before hyper sees it.
+struct GlommioIo {
+    stream: TcpStream,
+    framing: Framing,
+    /// Set at the first framing error: the answer still to write (and how much of it is
+    /// written). hyper gets nothing more to read, and may write nothing more.
+    refusal: Option<(Vec<u8>, usize)>,
+}
+
+impl GlommioIo {
+    fn new(stream: TcpStream) -> GlommioIo {
+        GlommioIo {
+            stream,
+            framing: Framing::new(),
+            refusal: None,
+        }
+    }
+
+    /// Writes the refusal, closes the stream, then fails hyper's read, which ends the
+    /// connection without an answer of hyper's own. Bounded by hyper's header timeout,
+    /// which ends the connection if the client never takes the answer.
+    fn poll_refuse(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let (answer, written) = self.refusal.as_mut().expect("refusing");
+        // Bounded: every pass writes at least one byte or returns.
+        while *written < answer.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(_)) => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if Pin::new(&mut self.stream).poll_close(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the request's framing was refused",
+        )))
+    }
+}
 
 impl hyper::rt::Read for GlommioIo {
     fn poll_read(
@@ -45,23 +90,48 @@ impl hyper::rt::Read for GlommioIo {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.refusal.is_some() {
+            return self.poll_refuse(cx);
+        }
         // Read into this thread's scratch buffer, then copy what arrived: zero-filling
         // hyper's whole uninitialised buffer on every read cost more than the copy.
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_SCRATCH_BYTES]);
         }
-        SCRATCH.with(|scratch| {
+        let read = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let room = buf.remaining().min(scratch.len());
-            match Pin::new(&mut self.0).poll_read(cx, &mut scratch[..room]) {
-                Poll::Ready(Ok(n)) => {
-                    buf.put_slice(&scratch[..n]);
-                    Poll::Ready(Ok(()))
-                }
+            let this = &mut *self;
+            match Pin::new(&mut this.stream).poll_read(cx, &mut scratch[..room]) {
+                Poll::Ready(Ok(n)) => match this.framing.feed(&scratch[..n]) {
+                    Ok(()) => {
+                        buf.put_slice(&scratch[..n]);
+                        Poll::Ready(Ok(None))
+                    }
+                    Err(error) => Poll::Ready(Ok(Some(error))),
+                },
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             }
-        })
+        });
+        match read {
+            Poll::Ready(Ok(Some(error))) => {
+                let answer = service::error(error.status(), errors_of(&error), error.message());
+                self.refusal = Some((raw_response(&answer), 0));
+                self.poll_refuse(cx)
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The DMS code of a framing error.
+fn errors_of(error: &FramingError) -> &'static str {
+    match error.status() {
+        StatusCode::BAD_REQUEST => errors::INVALID_PARAMETER,
+        _ => errors::REQUEST_TOO_LARGE,
     }
 }
 
@@ -71,16 +141,34 @@ impl hyper::rt::Write for GlommioIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        if self.refusal.is_some() {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.stream).poll_close(cx)
     }
+}
+
+/// A whole response as bytes, closing the connection: for answers written outside hyper
+/// (refused connections, refused framing).
+fn raw_response(response: &Response<Bytes>) -> Vec<u8> {
+    let status = response.status();
+    let mut bytes = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        response.body().len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(response.body());
+    bytes
 }
 
 /// hyper's timer (for the header read timeout) on glommio's timers. hyper asks for
@@ -264,13 +352,7 @@ async fn refuse_connection(mut stream: TcpStream, refusal: Refusal) {
         errors::UNAVAILABLE,
         refusal.message(),
     );
-    let body = refusal.body();
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body).await;
+    let _ = stream.write_all(&raw_response(&refusal)).await;
     let _ = stream.close().await;
 }
 
@@ -296,8 +378,8 @@ async fn serve_connection(
         .timer(HyperTimer)
         .header_read_timeout(Duration::from_millis(config.header_timeout_ms))
         .keep_alive(true)
-        .max_buf_size(64 * 1024);
-    let mut connection = pin!(builder.serve_connection(GlommioIo(stream), handler));
+        .max_buf_size(READ_BUF_BYTES_MAX);
+    let mut connection = pin!(builder.serve_connection(GlommioIo::new(stream), handler));
     let outcome = futures_lite::future::or(async { Some(connection.as_mut().await) }, async {
         stopped(shard).await;
         None

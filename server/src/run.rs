@@ -247,7 +247,12 @@ async fn shard_main(
                 let listener = TcpListener::bind(address)
                     .map_err(|e| format!("cannot listen on {address} (metrics_listen): {e}"))?;
                 let bound = listener.local_addr().map_err(|e| e.to_string())?;
-                let loop_ = crate::http::accept_loop(shard.clone(), listener, service.clone(), Role::Metrics);
+                let loop_ = crate::http::accept_loop(
+                    shard.clone(),
+                    listener,
+                    service.clone(),
+                    Role::Metrics,
+                );
                 glommio::spawn_local(loop_).detach();
                 Some(bound)
             }
