@@ -1,7 +1,7 @@
 //! Connection fairness on one shard: whether a new connection from a client address is
 //! admitted. Per address, a cap on open connections and a token bucket (GCRA, the
 //! `governor` crate) on new ones; per shard, the connection cap, whose last
-//! `connections_reserved_per_shard` slots go only to addresses that authenticated on the
+//! `connections_reserved_per_shard` slots (at most half) go only to addresses that authenticated on the
 //! shard or hold fewer than [`RESERVE_CONNECTIONS_PER_ADDRESS_MAX`] of its connections,
 //! so that health checks and known clients are still served while one address floods.
 //! The accept loop (`http.rs`) asks and acts; what counts as authenticated is decided
@@ -120,7 +120,10 @@ impl AddressTable {
         AddressTable {
             limits: Limits {
                 connections_per_shard_max: config.connections_per_shard_max,
-                connections_reserved: config.connections_reserved_per_shard,
+                // At most half the cap (docs/server.md, "Connection fairness").
+                connections_reserved: config
+                    .connections_reserved_per_shard
+                    .min(config.connections_per_shard_max / 2),
                 connections_per_address_max: config.connections_per_address_max,
                 quota,
             },
@@ -284,6 +287,19 @@ mod tests {
         }
         // The shard is at its general limit (8) from others' connections.
         assert_eq!(table.admit(ip(1), 8), Err(Refusal::ReserveKept));
+    }
+
+    #[test]
+    fn at_most_half_the_cap_is_reserved() {
+        let mut config = Config::defaults();
+        config.connections_per_shard_max = 4;
+        config.validate().unwrap();
+        let mut table = AddressTable::new(&config);
+        for open in 0..2 {
+            assert_eq!(table.admit(ip(1), open), Ok(()));
+        }
+        assert_eq!(table.admit(ip(1), 2), Err(Refusal::ReserveKept));
+        assert_eq!(table.admit(ip(2), 2), Ok(()));
     }
 
     #[test]
