@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -65,6 +66,12 @@ enum Command {
         http_listen: Option<String>,
         #[arg(long)]
         shards: Option<u32>,
+        /// Serve /metrics on this IP:port only, not on the API's address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+        /// Label queue metrics with tenant names too (by default only project ids).
+        #[arg(long)]
+        metrics_tenant_names: bool,
         /// Any other setting, as key=value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
@@ -182,6 +189,8 @@ fn run(cli: Cli) -> Result<(), String> {
             data_dir,
             http_listen,
             shards,
+            metrics_listen,
+            metrics_tenant_names,
             settings,
         } => {
             let mut resolved = Config::defaults();
@@ -201,6 +210,12 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             if let Some(shards) = shards {
                 resolved.shards = shards;
+            }
+            if let Some(listen) = metrics_listen {
+                resolved.set("metrics_listen", &listen)?;
+            }
+            if metrics_tenant_names {
+                resolved.metrics_tenant_names = true;
             }
             for setting in settings {
                 let (key, value) = setting
@@ -268,21 +283,49 @@ fn print_json(value: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// How long a command waits for a server that is starting: for its `server.json` to
+/// appear in the data directory, then for the address in it to accept connections.
+const SERVER_WAIT: Duration = Duration::from_millis(5_000);
+/// Pause between two looks at the data directory while waiting.
+const SERVER_POLL: Duration = Duration::from_millis(20);
+
+/// A client of `endpoint`; one whose address came from the data directory waits up to
+/// [`SERVER_WAIT`] for the server to accept connections.
+fn client_of(target: &Target, credentials: Credentials) -> Result<Client, String> {
+    let client = Client::new(&endpoint(target)?, credentials);
+    Ok(match target.endpoint {
+        Some(_) => client,
+        None => client.with_connect_wait(SERVER_WAIT),
+    })
+}
+
+/// `--endpoint`, or the address the server wrote to the data directory. The server
+/// writes it before its port accepts connections and removes it when it stops
+/// (docs/server.md, "Start-up"), so a missing file means no server or one starting:
+/// wait up to [`SERVER_WAIT`] for it.
 fn endpoint(target: &Target) -> Result<String, String> {
     if let Some(endpoint) = &target.endpoint {
         return Ok(endpoint.clone());
     }
-    match datadir::read_server_file(&target.data_dir)? {
-        Some(server) => Ok(server.http),
-        None => Err(format!(
-            "no server address in {} (start the server, or pass --endpoint)",
-            target.data_dir.display()
-        )),
+    let deadline = Instant::now() + SERVER_WAIT;
+    // Bounded by SERVER_WAIT.
+    loop {
+        if let Some(server) = datadir::read_server_file(&target.data_dir)? {
+            return Ok(server.http);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no server address in {} after waiting {} ms: no server is running on \
+                 this data directory (start one, or pass --endpoint)",
+                target.data_dir.join(datadir::SERVER_FILE).display(),
+                SERVER_WAIT.as_millis()
+            ));
+        }
+        std::thread::sleep(SERVER_POLL);
     }
 }
 
 fn client(who: &TenantCredentials) -> Result<Client, String> {
-    let endpoint = endpoint(&who.target)?;
     let credentials = match (&who.project_id, &who.ak, &who.sk) {
         (Some(project_id), Some(ak), Some(sk)) => Credentials {
             project_id: project_id.clone(),
@@ -302,7 +345,7 @@ fn client(who: &TenantCredentials) -> Result<Client, String> {
             }
         }
     };
-    Ok(Client::new(&endpoint, credentials))
+    client_of(&who.target, credentials)
 }
 
 fn admin_client(target: &Target) -> Result<Client, String> {
@@ -312,7 +355,7 @@ fn admin_client(target: &Target) -> Result<Client, String> {
         ak: secrets.admin_ak,
         sk: secrets.admin_sk,
     };
-    Ok(Client::new(&endpoint(target)?, credentials))
+    client_of(target, credentials)
 }
 
 fn tenant(action: TenantAction) -> Result<(), String> {

@@ -2,6 +2,8 @@
 //! CLI's `send`, `receive`, `ack`, `queue` and `tenant` commands, and the end-to-end
 //! tests, use it. Queues and groups are named by name; the client looks their ids up.
 
+use std::time::{Duration, Instant};
+
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::HeaderMap;
 use serde_json::Value;
@@ -19,7 +21,13 @@ pub struct Client {
     pub endpoint: String,
     pub credentials: Credentials,
     agent: ureq::Agent,
+    /// How long a request keeps trying to connect (a server that is starting); zero by
+    /// default: one attempt.
+    connect_wait: Duration,
 }
+
+/// Pause between two connection attempts while `connect_wait` lasts.
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// A response: status and parsed JSON body (`Value::Null` when empty).
 #[derive(Debug)]
@@ -56,7 +64,15 @@ impl Client {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             credentials,
             agent,
+            connect_wait: Duration::ZERO,
         }
+    }
+
+    /// Keeps trying to connect for up to `wait` (the connection is refused while a
+    /// server starts); a request that never reached the server is safe to repeat.
+    pub fn with_connect_wait(mut self, wait: Duration) -> Client {
+        self.connect_wait = wait;
+        self
     }
 
     /// Sends one signed request. `path` may carry a query (`/v1.0/p/queues?x=1`).
@@ -86,24 +102,42 @@ impl Client {
             &bytes,
             unix_now_s(),
         );
-        let mut request = self
-            .agent
-            .request(method, &format!("{}{path}", self.endpoint));
-        for (name, value) in &headers {
-            if name == HOST {
-                continue;
+        let deadline = Instant::now() + self.connect_wait;
+        // Bounded by `connect_wait`: only refused connections are tried again.
+        let response = loop {
+            let mut request = self
+                .agent
+                .request(method, &format!("{}{path}", self.endpoint));
+            for (name, value) in &headers {
+                if name == HOST {
+                    continue;
+                }
+                request = request.set(name.as_str(), value.to_str().map_err(|e| e.to_string())?);
             }
-            request = request.set(name.as_str(), value.to_str().map_err(|e| e.to_string())?);
-        }
-        let result = if bytes.is_empty() {
-            request.call()
-        } else {
-            request.send_bytes(&bytes)
-        };
-        let response = match result {
-            Ok(response) => response,
-            Err(ureq::Error::Status(_, response)) => response,
-            Err(error) => return Err(format!("{method} {path}: {error}")),
+            let result = if bytes.is_empty() {
+                request.call()
+            } else {
+                request.send_bytes(&bytes)
+            };
+            match result {
+                Ok(response) => break response,
+                Err(ureq::Error::Status(_, response)) => break response,
+                Err(ureq::Error::Transport(failure))
+                    if failure.kind() == ureq::ErrorKind::ConnectionFailed
+                        && !self.connect_wait.is_zero() =>
+                {
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "{method} {path}: no server accepts connections at {} \
+                             (waited {} ms; is the server running?): {failure}",
+                            self.endpoint,
+                            self.connect_wait.as_millis()
+                        ));
+                    }
+                    std::thread::sleep(CONNECT_RETRY_PAUSE);
+                }
+                Err(error) => return Err(format!("{method} {path}: {error}")),
+            }
         };
         let status = response.status();
         let text = response.into_string().map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 23] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -25,6 +25,13 @@ pub const KEYS: [&str; 16] = [
     "tenant_groups_per_queue_max",
     "segment_bytes_max",
     "spin_before_park_us",
+    "connections_reserved_per_shard",
+    "connections_per_address_max",
+    "accepts_per_address_per_s",
+    "accepts_per_address_burst",
+    "addresses_tracked_max",
+    "metrics_listen",
+    "metrics_tenant_names",
 ];
 
 /// Every setting the server reads. Field names are the TOML keys.
@@ -59,6 +66,26 @@ pub struct Config {
     pub segment_bytes_max: u64,
     /// Spin before parking (microseconds, 0 = off): lower cross-shard latency, a busy core.
     pub spin_before_park_us: u64,
+    /// The last of a shard's `connections_per_shard_max` slots, kept for addresses that
+    /// authenticated on the shard or hold fewer than `RESERVE_CONNECTIONS_PER_ADDRESS_MAX`
+    /// (`fairness.rs`) of its connections: a flooding address cannot take them. At most
+    /// half the cap is reserved, whatever this says (so a small cap needs no change here).
+    pub connections_reserved_per_shard: u32,
+    /// Open connections one client address may hold on a shard; more are refused (503).
+    pub connections_per_address_max: u32,
+    /// Connections a client address may open per second on a shard, on average (a token
+    /// bucket); faster ones are refused (503).
+    pub accepts_per_address_per_s: u32,
+    /// The bucket's size: connections an address may open at once after a quiet spell.
+    pub accepts_per_address_burst: u32,
+    /// Client addresses a shard remembers without open connections (their accept
+    /// buckets); the least recently seen is forgotten first.
+    pub addresses_tracked_max: u32,
+    /// Serve `/metrics` on this address only (not on `http_listen`); `None`: on
+    /// `http_listen`, unauthenticated.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Label queue metrics with tenant names too (by default only project ids).
+    pub metrics_tenant_names: bool,
 }
 
 impl Config {
@@ -80,6 +107,13 @@ impl Config {
             tenant_groups_per_queue_max: 3,
             segment_bytes_max: 256 << 20,
             spin_before_park_us: 0,
+            connections_reserved_per_shard: 256,
+            connections_per_address_max: 1024,
+            accepts_per_address_per_s: 200,
+            accepts_per_address_burst: 400,
+            addresses_tracked_max: 16_384,
+            metrics_listen: None,
+            metrics_tenant_names: false,
         }
     }
 
@@ -138,6 +172,24 @@ impl Config {
             "tenant_groups_per_queue_max" => self.tenant_groups_per_queue_max = num(value)?,
             "segment_bytes_max" => self.segment_bytes_max = num(value)?,
             "spin_before_park_us" => self.spin_before_park_us = num(value)?,
+            "connections_reserved_per_shard" => self.connections_reserved_per_shard = num(value)?,
+            "connections_per_address_max" => self.connections_per_address_max = num(value)?,
+            "accepts_per_address_per_s" => self.accepts_per_address_per_s = num(value)?,
+            "accepts_per_address_burst" => self.accepts_per_address_burst = num(value)?,
+            "addresses_tracked_max" => self.addresses_tracked_max = num(value)?,
+            "metrics_listen" => {
+                self.metrics_listen = match value {
+                    "" | "off" => None,
+                    _ => Some(value.parse().map_err(|_| {
+                        format!("{value:?} is not an IP:port address (or \"off\")")
+                    })?),
+                }
+            }
+            "metrics_tenant_names" => {
+                self.metrics_tenant_names = value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not true or false"))?
+            }
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
@@ -189,6 +241,37 @@ impl Config {
         if !(1 << 20..=1 << 30).contains(&self.segment_bytes_max) {
             return Err("segment_bytes_max must be 1 MiB to 1 GiB".into());
         }
+        self.validate_fairness()
+    }
+
+    /// The per-address limits (docs/server.md, "Connection fairness").
+    fn validate_fairness(&self) -> Result<(), String> {
+        let checks: [(bool, &str); 4] = [
+            (
+                self.connections_per_address_max > 0,
+                "connections_per_address_max must be positive",
+            ),
+            (
+                (1..=1_000_000).contains(&self.accepts_per_address_per_s),
+                "accepts_per_address_per_s must be 1 to 1000000",
+            ),
+            (
+                (1..=1_000_000).contains(&self.accepts_per_address_burst),
+                "accepts_per_address_burst must be 1 to 1000000",
+            ),
+            (
+                (1..=1 << 20).contains(&self.addresses_tracked_max),
+                "addresses_tracked_max must be 1 to 1048576",
+            ),
+        ];
+        for (ok, message) in checks {
+            if !ok {
+                return Err(message.to_string());
+            }
+        }
+        if self.metrics_listen == Some(self.http_listen) && self.http_listen.port() != 0 {
+            return Err("metrics_listen must differ from http_listen".into());
+        }
         Ok(())
     }
 }
@@ -213,6 +296,13 @@ struct FileConfig {
     tenant_groups_per_queue_max: Option<u32>,
     segment_bytes_max: Option<u64>,
     spin_before_park_us: Option<u64>,
+    connections_reserved_per_shard: Option<u32>,
+    connections_per_address_max: Option<u32>,
+    accepts_per_address_per_s: Option<u32>,
+    accepts_per_address_burst: Option<u32>,
+    addresses_tracked_max: Option<u32>,
+    metrics_listen: Option<SocketAddr>,
+    metrics_tenant_names: Option<bool>,
 }
 
 impl FileConfig {
@@ -236,8 +326,17 @@ impl FileConfig {
             tenant_queues_max,
             tenant_groups_per_queue_max,
             segment_bytes_max,
-            spin_before_park_us
+            spin_before_park_us,
+            connections_reserved_per_shard,
+            connections_per_address_max,
+            accepts_per_address_per_s,
+            accepts_per_address_burst,
+            addresses_tracked_max,
+            metrics_tenant_names
         );
+        if let Some(address) = self.metrics_listen {
+            config.metrics_listen = Some(address);
+        }
     }
 }
 
@@ -279,8 +378,10 @@ mod tests {
         for key in KEYS {
             let value = if key.ends_with("dir") {
                 "/d"
-            } else if key == "http_listen" {
+            } else if key.ends_with("listen") {
                 "127.0.0.1:1"
+            } else if key == "metrics_tenant_names" {
+                "true"
             } else {
                 "7"
             };

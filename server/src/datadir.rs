@@ -1,8 +1,12 @@
 //! The data directory's small files: the node's fixed facts, the secrets (admin
 //! credentials and the token key), and the tenant list. Each is JSON, replaced
-//! atomically (write a temporary file, fsync it, rename, fsync the directory), and the
-//! two that hold secrets are created with mode 0600 so that only the server's user (and
-//! the `sluice` CLI run by it with `--data-dir`) can read them.
+//! atomically (write a temporary file, fsync it, rename, fsync the directory).
+//!
+//! Everything the server creates is private to its user (and the `sluice` CLI run by it
+//! with `--data-dir`): the data directory and its subdirectories get mode [`DIR_MODE`]
+//! (0700) and every file [`FILE_MODE`] (0600), set explicitly (on creation and again
+//! with `chmod`) rather than left to the umask. The partitions' own files are created
+//! by `sluice_shard::DmaStorage` with the same modes.
 //!
 //! Layout: `node.json`, `secrets.json`, `tenants.json`, `server.json` (the address the
 //! running server listens on, for the CLI), and `partitions/pNNNN/` (one segment log
@@ -11,7 +15,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -23,6 +27,12 @@ pub const SECRETS_FILE: &str = "secrets.json";
 pub const TENANTS_FILE: &str = "tenants.json";
 pub const SERVER_FILE: &str = "server.json";
 const FORMAT: u32 = 1;
+/// Mode of every file the server creates in the data directory (the partitions' files
+/// too: `sluice_shard::storage::FILE_MODE` is the same).
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the data directory and every directory in it
+/// (`sluice_shard::storage::DIR_MODE` is the same).
+pub const DIR_MODE: u32 = 0o700;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeFacts {
@@ -51,7 +61,8 @@ impl Secrets {
     }
 }
 
-/// Where the running server listens; written once it listens, for the CLI.
+/// Where the running server listens, for the CLI: written after the port is bound and
+/// before it accepts connections, removed when the server stops.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerFile {
     pub http: String,
@@ -99,8 +110,9 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-/// Writes `bytes` to `path` atomically and durably, with `mode` on the new file.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// Writes `bytes` to `path` atomically and durably, with mode [`FILE_MODE`] on the new
+/// file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("files live in the data directory");
     let tmp = path.with_extension("tmp");
     {
@@ -108,8 +120,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(mode)
+            .mode(FILE_MODE)
             .open(&tmp)?;
+        // A temporary file left by a crash keeps its old mode through `open`: set it.
+        file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
@@ -127,14 +141,26 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Str
     }
 }
 
+/// Creates `dir` (and missing parents) with mode [`DIR_MODE`], and sets that mode on it
+/// explicitly: the umask, or an older and wider mode, must not leave it open.
+pub fn create_private_dir(dir: &Path) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
+}
+
 /// Opens the data directory, creating it and its node and secrets files on first
 /// start. Returns the facts, the secrets, and whether this was the first start.
 pub fn open_or_init(
     data_dir: &Path,
     partitions_wanted: u32,
 ) -> Result<(NodeFacts, Secrets, bool), String> {
-    fs::create_dir_all(data_dir.join("partitions"))
-        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    create_private_dir(data_dir)?;
+    create_private_dir(&data_dir.join("partitions"))?;
     let node_path = data_dir.join(NODE_FILE);
     let secrets_path = data_dir.join(SECRETS_FILE);
     let first_start = !node_path.exists();
@@ -158,7 +184,7 @@ pub fn open_or_init(
                 partitions: partitions_wanted,
             };
             let text = serde_json::to_vec_pretty(&facts).expect("plain data");
-            write_atomic(&node_path, &text, 0o644).map_err(|e| e.to_string())?;
+            write_atomic(&node_path, &text).map_err(|e| e.to_string())?;
             facts
         }
     };
@@ -180,7 +206,7 @@ pub fn open_or_init(
                 token_key: random_hex(32),
             };
             let text = serde_json::to_vec_pretty(&secrets).expect("plain data");
-            write_atomic(&secrets_path, &text, 0o600).map_err(|e| e.to_string())?;
+            write_atomic(&secrets_path, &text).map_err(|e| e.to_string())?;
             secrets
         }
     };
@@ -232,12 +258,20 @@ pub fn store_tenants(data_dir: &Path, tenants: &[Tenant]) -> std::io::Result<()>
         })
         .collect();
     let text = serde_json::to_vec_pretty(&stored).expect("plain data");
-    write_atomic(&data_dir.join(TENANTS_FILE), &text, 0o600)
+    write_atomic(&data_dir.join(TENANTS_FILE), &text)
 }
 
 pub fn write_server_file(data_dir: &Path, server: &ServerFile) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(server).expect("plain data");
-    write_atomic(&data_dir.join(SERVER_FILE), &text, 0o644)
+    write_atomic(&data_dir.join(SERVER_FILE), &text)
+}
+
+/// Removes `server.json` (absent is fine): the server is about to start, or has stopped.
+pub fn remove_server_file(data_dir: &Path) -> std::io::Result<()> {
+    match fs::remove_file(data_dir.join(SERVER_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 pub fn read_server_file(data_dir: &Path) -> Result<Option<ServerFile>, String> {

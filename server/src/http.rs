@@ -1,11 +1,14 @@
 //! HTTP/1.1 on a shard: hyper over glommio's TCP streams. Owns what is about
-//! connections, not about any protocol: the per-shard connection and request limits,
+//! connections, not about any protocol: admitting connections (`fairness` decides:
+//! per-shard and per-address limits, the reserve), the per-shard request limit,
+//! strict request framing (`framing` checks every byte read before hyper parses it),
 //! header and body timeouts, the body size limit, graceful shutdown of keep-alive
 //! connections, `/metrics`, and latency metrics. Every request then goes to the service
 //! layer of `sluice-http`.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,16 +28,61 @@ use sluice_http::dms::errors;
 use sluice_http::service::{self, PeerAddr, ServiceConfig};
 use sluice_node::Node;
 
-use crate::metrics::{GroupLabels, QueueGauges, QueueLabels};
+use crate::fairness::{self, Refusal};
+use crate::framing::{Framing, FramingError};
+use crate::metrics::{GroupLabels, QueueGauges, QueueLabels, ReasonLabels, TenantLabel};
 use crate::shard::Shard;
 
 /// Bytes one socket read may take (per shard thread, reused).
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
+/// hyper's read buffer per connection (its limit on a request head).
+pub const READ_BUF_BYTES_MAX: usize = 64 * 1024;
+const _: () = assert!(crate::framing::HEAD_BYTES_MAX < READ_BUF_BYTES_MAX);
 /// How often an idle wait re-checks for shutdown.
 const STOP_POLL_MS: u64 = 50;
 
-/// hyper's I/O traits over a glommio stream.
-struct GlommioIo(TcpStream);
+/// hyper's I/O traits over a glommio stream, with every byte read checked for strict
+/// framing (`framing`) before hyper sees it.
+struct GlommioIo {
+    stream: TcpStream,
+    framing: Framing,
+    /// Set at the first framing error: the answer still to write (and how much of it is
+    /// written). hyper gets nothing more to read, and may write nothing more.
+    refusal: Option<(Vec<u8>, usize)>,
+}
+
+impl GlommioIo {
+    fn new(stream: TcpStream) -> GlommioIo {
+        GlommioIo {
+            stream,
+            framing: Framing::new(),
+            refusal: None,
+        }
+    }
+
+    /// Writes the refusal, closes the stream, then fails hyper's read, which ends the
+    /// connection without an answer of hyper's own. Bounded by hyper's header timeout,
+    /// which ends the connection if the client never takes the answer.
+    fn poll_refuse(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let (answer, written) = self.refusal.as_mut().expect("refusing");
+        // Bounded: every pass writes at least one byte or returns.
+        while *written < answer.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(_)) => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if Pin::new(&mut self.stream).poll_close(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the request's framing was refused",
+        )))
+    }
+}
 
 impl hyper::rt::Read for GlommioIo {
     fn poll_read(
@@ -42,23 +90,48 @@ impl hyper::rt::Read for GlommioIo {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.refusal.is_some() {
+            return self.poll_refuse(cx);
+        }
         // Read into this thread's scratch buffer, then copy what arrived: zero-filling
         // hyper's whole uninitialised buffer on every read cost more than the copy.
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_SCRATCH_BYTES]);
         }
-        SCRATCH.with(|scratch| {
+        let read = SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let room = buf.remaining().min(scratch.len());
-            match Pin::new(&mut self.0).poll_read(cx, &mut scratch[..room]) {
-                Poll::Ready(Ok(n)) => {
-                    buf.put_slice(&scratch[..n]);
-                    Poll::Ready(Ok(()))
-                }
+            let this = &mut *self;
+            match Pin::new(&mut this.stream).poll_read(cx, &mut scratch[..room]) {
+                Poll::Ready(Ok(n)) => match this.framing.feed(&scratch[..n]) {
+                    Ok(()) => {
+                        buf.put_slice(&scratch[..n]);
+                        Poll::Ready(Ok(None))
+                    }
+                    Err(error) => Poll::Ready(Ok(Some(error))),
+                },
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             }
-        })
+        });
+        match read {
+            Poll::Ready(Ok(Some(error))) => {
+                let answer = service::error(error.status(), errors_of(&error), error.message());
+                self.refusal = Some((raw_response(&answer), 0));
+                self.poll_refuse(cx)
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The DMS code of a framing error.
+fn errors_of(error: &FramingError) -> &'static str {
+    match error.status() {
+        StatusCode::BAD_REQUEST => errors::INVALID_PARAMETER,
+        _ => errors::REQUEST_TOO_LARGE,
     }
 }
 
@@ -68,16 +141,34 @@ impl hyper::rt::Write for GlommioIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        if self.refusal.is_some() {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.stream).poll_close(cx)
     }
+}
+
+/// A whole response as bytes, closing the connection: for answers written outside hyper
+/// (refused connections, refused framing).
+fn raw_response(response: &Response<Bytes>) -> Vec<u8> {
+    let status = response.status();
+    let mut bytes = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        response.body().len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(response.body());
+    bytes
 }
 
 /// hyper's timer (for the header read timeout) on glommio's timers. hyper asks for
@@ -181,8 +272,22 @@ pub async fn stopped(shard: &Shard) {
     }
 }
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `http_listen`: the whole API (and `/metrics` unless it has a listener of its own).
+    Api,
+    /// `metrics_listen`: `/metrics` only.
+    Metrics,
+}
+
 /// Accepts connections until the server stops.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, service: Rc<ServiceConfig>) {
+pub async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    service: Rc<ServiceConfig>,
+    role: Role,
+) {
     // Runs until shutdown: one accepted connection per iteration.
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -201,62 +306,80 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, service: Rc<Se
             }
         };
         let _ = stream.set_nodelay(true);
-        let limit = shard.shared.config.connections_per_shard_max;
-        if shard.connections_open.get() >= limit {
-            glommio::spawn_local(refuse_connection(stream)).detach();
+        let peer = stream.peer_addr().ok().map(|address| address.ip());
+        let key = peer.map(fairness::client_key);
+        let open = shard.connections_open.get();
+        let admitted = match key {
+            Some(key) => shard.addresses.borrow_mut().admit(key, open),
+            // The peer is gone already (its address unknown): only the shard's cap.
+            None if open >= shard.shared.config.connections_per_shard_max => {
+                Err(Refusal::ShardFull)
+            }
+            None => Ok(()),
+        };
+        if let Err(refusal) = admitted {
+            let reason = ReasonLabels {
+                reason: refusal.label(),
+            };
+            shard
+                .shared
+                .metrics
+                .connections_refused
+                .get_or_create(&reason)
+                .inc();
+            glommio::spawn_local(refuse_connection(stream, refusal)).detach();
             continue;
         }
-        shard.connections_open.set(shard.connections_open.get() + 1);
+        shard.connections_open.set(open + 1);
         let shard = shard.clone();
         let service = service.clone();
         glommio::spawn_local(async move {
-            serve_connection(&shard, stream, service).await;
+            serve_connection(&shard, stream, service, role, peer).await;
             shard.connections_open.set(shard.connections_open.get() - 1);
+            if let Some(key) = key {
+                shard.addresses.borrow_mut().release(key);
+            }
         })
         .detach();
     }
 }
 
-/// Over the connection limit: one 503 in the DMS format, then close.
-async fn refuse_connection(mut stream: TcpStream) {
+/// A connection refused at accept (`fairness`): one 503 in the DMS format, then close.
+async fn refuse_connection(mut stream: TcpStream, refusal: Refusal) {
     use futures_lite::AsyncWriteExt;
     let refusal = service::error(
         StatusCode::SERVICE_UNAVAILABLE,
         errors::UNAVAILABLE,
-        "Too many connections; retry later.",
+        refusal.message(),
     );
-    let body = refusal.body();
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body).await;
+    let _ = stream.write_all(&raw_response(&refusal)).await;
     let _ = stream.close().await;
 }
 
-async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<ServiceConfig>) {
+async fn serve_connection(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    service: Rc<ServiceConfig>,
+    role: Role,
+    peer: Option<IpAddr>,
+) {
     let config = &shard.shared.config;
     let handler_shard = shard.clone();
-    let peer = stream
-        .peer_addr()
-        .ok()
-        .map(|address| PeerAddr(address.ip()));
     let handler = service_fn(move |mut request: Request<Incoming>| {
         let shard = handler_shard.clone();
         let service = service.clone();
         if let Some(peer) = peer {
-            request.extensions_mut().insert(peer);
+            request.extensions_mut().insert(PeerAddr(peer));
         }
-        async move { Ok::<_, Infallible>(handle_request(shard, service, request).await) }
+        async move { Ok::<_, Infallible>(handle_request(shard, service, role, request).await) }
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(HyperTimer)
         .header_read_timeout(Duration::from_millis(config.header_timeout_ms))
         .keep_alive(true)
-        .max_buf_size(64 * 1024);
-    let mut connection = pin!(builder.serve_connection(GlommioIo(stream), handler));
+        .max_buf_size(READ_BUF_BYTES_MAX);
+    let mut connection = pin!(builder.serve_connection(GlommioIo::new(stream), handler));
     let outcome = futures_lite::future::or(async { Some(connection.as_mut().await) }, async {
         stopped(shard).await;
         None
@@ -272,6 +395,7 @@ async fn serve_connection(shard: &Rc<Shard>, stream: TcpStream, service: Rc<Serv
 async fn handle_request(
     shard: Rc<Shard>,
     service: Rc<ServiceConfig>,
+    role: Role,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
@@ -288,12 +412,38 @@ async fn handle_request(
         shard
             .requests_inflight
             .set(shard.requests_inflight.get() + 1);
+        // `/metrics` is served here when this is its listener (docs/server.md, "Metrics").
+        let metrics_here = match role {
+            Role::Metrics => true,
+            Role::Api => config.metrics_listen.is_none(),
+        };
         let response = match read_body(&shard, &parts, body).await {
             Err(response) => response,
-            Ok(_) if parts.uri.path() == "/metrics" => metrics(&shard).await,
+            Ok(_) if metrics_here && parts.uri.path() == "/metrics" => {
+                if parts.method == http::Method::GET {
+                    metrics(&shard).await
+                } else {
+                    service::error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        errors::METHOD_NOT_ALLOWED,
+                        "/metrics answers GET only.",
+                    )
+                }
+            }
+            Ok(_) if role == Role::Metrics => service::error(
+                StatusCode::NOT_FOUND,
+                errors::RESOURCE_NOT_FOUND,
+                "This listener serves /metrics only.",
+            ),
             Ok(body) => {
                 let node = &*shard.node;
-                service::handle(node, &service, &parts, &body).await
+                let response = service::handle(node, &service, &parts, &body).await;
+                let peer = parts.extensions.get::<PeerAddr>();
+                if let Some(PeerAddr(peer)) = peer.filter(|_| authenticated(route, &response)) {
+                    let key = fairness::client_key(*peer);
+                    shard.addresses.borrow_mut().authenticated(key);
+                }
+                response
             }
         };
         shard
@@ -307,6 +457,19 @@ async fn handle_request(
         .metrics
         .observe_request(route, status, started.elapsed().as_secs_f64());
     response.map(Full::new)
+}
+
+/// Whether the service's answer shows that it authenticated the caller (which gives the
+/// address a claim to the shard's reserved connections, `fairness`): a token issued, or
+/// an answer other than 401 on the admin API or a DMS route, both of which authenticate
+/// before anything else.
+fn authenticated(route: &str, response: &Response<Bytes>) -> bool {
+    let status = response.status();
+    match route {
+        "keystone_token" => status == StatusCode::CREATED,
+        "healthz" | "metrics" | "keystone_version" | "unknown" => false,
+        _ => status != StatusCode::UNAUTHORIZED,
+    }
 }
 
 /// Reads the whole body within the size limit and the body timeout.
@@ -368,10 +531,16 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
         let Ok(counts) = node.queue_counts(view.id).await else {
             continue;
         };
-        let tenant = tenants
-            .by_project(&view.tenant)
-            .map(|t| t.name.clone())
-            .unwrap_or_else(|| view.tenant.clone());
+        // Tenant names only when the operator asked (docs/server.md, "Metrics").
+        let tenant = TenantLabel {
+            project_id: view.tenant.clone(),
+            name: shard
+                .shared
+                .config
+                .metrics_tenant_names
+                .then(|| tenants.by_project(&view.tenant).map(|t| t.name.clone()))
+                .flatten(),
+        };
         let queue = QueueLabels {
             tenant: tenant.clone(),
             queue: view.name.clone(),

@@ -3,7 +3,8 @@
 //! only without `--cfg madsim`; the simulation runs the same node and adapter code on
 //! its own host.
 //!
-//! Reading order: `config`, `datadir`, `shared`, `shard`, `http`, `metrics`, `run`.
+//! Reading order: `config`, `datadir`, `shared`, `shard`, `fairness`, `framing`, `http`,
+//! `metrics`, `run`.
 //!
 //! # Architecture invariants
 //! - A partition's engine lives on one shard (`p % shards`) and is touched only there;
@@ -19,6 +20,9 @@
 pub mod client;
 pub mod config;
 pub mod datadir;
+#[cfg(not(madsim))]
+pub mod fairness;
+pub mod framing;
 #[cfg(not(madsim))]
 pub mod http;
 pub mod metrics;

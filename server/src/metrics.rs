@@ -4,7 +4,7 @@
 //! uncontended once a label set exists).
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,16 +23,55 @@ pub struct RouteOnly {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Whose queue a value is: the tenant's project id, and its name only when the operator
+/// asked for names (`metrics_tenant_names`): a scrape should not list the customers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct TenantLabel {
+    pub project_id: String,
+    pub name: Option<String>,
+}
+
+impl TenantLabel {
+    /// Labels `project_id`, then `tenant` (the name) when there is one.
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("project_id", self.project_id.as_str()).encode(encoder.encode_label())?;
+        if let Some(name) = &self.name {
+            ("tenant", name.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct QueueLabels {
-    pub tenant: String,
+    pub tenant: TenantLabel,
     pub queue: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl EncodeLabelSet for QueueLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.tenant.encode(encoder)?;
+        ("queue", self.queue.as_str()).encode(encoder.encode_label())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct GroupLabels {
-    pub tenant: String,
+    pub tenant: TenantLabel,
     pub queue: String,
     pub group: String,
+}
+
+impl EncodeLabelSet for GroupLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.tenant.encode(encoder)?;
+        ("queue", self.queue.as_str()).encode(encoder.encode_label())?;
+        ("group", self.group.as_str()).encode(encoder.encode_label())
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -46,6 +85,8 @@ pub struct Metrics {
     pub request_seconds: Family<RouteOnly, Histogram, fn() -> Histogram>,
     pub fsync_seconds: Histogram,
     pub requests_inflight: Gauge,
+    /// Connections refused at accept, by `fairness::Refusal::label`.
+    pub connections_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -78,8 +119,16 @@ impl Metrics {
             "Latency of the log's fdatasync (group commit)",
             fsync_seconds.clone(),
         );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "sluice_http_connections_refused",
+            "Connections refused at accept (503), by reason: shard_full, reserve, \
+             address_connections, address_rate",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
+            connections_refused,
             requests,
             request_seconds,
             fsync_seconds,

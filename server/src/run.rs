@@ -17,6 +17,7 @@ use sluice_shard::executor::ShardStartup;
 
 use crate::config::Config;
 use crate::datadir::{self, ServerFile};
+use crate::http::Role;
 use crate::shard::{ServerHost, Shard};
 use crate::shared::Shared;
 
@@ -55,6 +56,10 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let (facts, secrets, _) = datadir::open_or_init(&config.data_dir, partitions_wanted)?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // A server.json left by a killed server names a dead address: remove it before this
+    // server starts, so a client waits for the new one (docs/server.md, "Start-up").
+    datadir::remove_server_file(&config.data_dir)
+        .map_err(|e| format!("cannot remove the old {}: {e}", datadir::SERVER_FILE))?;
     let mut tenants = datadir::load_tenants(&config.data_dir)?;
     let first_start = if tenants.is_empty() {
         let password = datadir::random_alnum(20, false);
@@ -111,6 +116,10 @@ pub fn run(config: Config) -> Result<(), String> {
             Err(error) => failure = failure.or(Some(format!("shard {index} crashed: {error}"))),
         }
     }
+    // Still holding the lock: no other server can have written the file since.
+    if let Err(error) = datadir::remove_server_file(&config.data_dir) {
+        eprintln!("sluice: cannot remove {}: {error}", datadir::SERVER_FILE);
+    }
     match failure {
         Some(error) => Err(error),
         None => {
@@ -122,12 +131,17 @@ pub fn run(config: Config) -> Result<(), String> {
 
 /// One server per data directory: a second one would corrupt the logs.
 fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = data_dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(datadir::FILE_MODE)
         .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // An older LOCK keeps its mode through `open`: set it (docs/server.md, "Data directory").
+    file.set_permissions(std::fs::Permissions::from_mode(datadir::FILE_MODE))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
@@ -208,22 +222,45 @@ async fn shard_main(
     })
     .await?;
     shard.spawn_tickers();
+    // Shard 0 holds the port (bound, not listening) until every shard listens on it.
+    let reservation = if index == 0 {
+        Some(reserve_port(&shared)?)
+    } else {
+        None
+    };
+    let endpoint = format!(
+        "http://{}:{}",
+        shared.config.http_listen.ip(),
+        shared.port.load(Ordering::Acquire)
+    );
     let listener = bind(&shard).await?;
     shared.listening.fetch_add(1, Ordering::AcqRel);
     barrier(&shared, "every shard to listen", || {
         shared.listening.load(Ordering::Acquire) == shared.shard_count
     })
     .await?;
-    let endpoint = format!(
-        "http://{}:{}",
-        shared.config.http_listen.ip(),
-        shared.port.load(Ordering::Acquire)
-    );
-    if index == 0 {
-        announce(&shared, &endpoint, first_start)?;
-    }
+    drop(reservation);
     let service = Rc::new(service_config(&shared, &endpoint));
-    crate::http::accept_loop(shard.clone(), listener, service).await;
+    if index == 0 {
+        let metrics = match shared.config.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .map_err(|e| format!("cannot listen on {address} (metrics_listen): {e}"))?;
+                let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                let loop_ = crate::http::accept_loop(
+                    shard.clone(),
+                    listener,
+                    service.clone(),
+                    Role::Metrics,
+                );
+                glommio::spawn_local(loop_).detach();
+                Some(bound)
+            }
+            None => None,
+        };
+        announce(&shared, &endpoint, metrics, first_start)?;
+    }
+    crate::http::accept_loop(shard.clone(), listener, service, Role::Api).await;
     drain(&shard).await;
     static DRAINED: AtomicUsize = AtomicUsize::new(0);
     DRAINED.fetch_add(1, Ordering::AcqRel);
@@ -235,37 +272,66 @@ async fn shard_main(
     Ok(())
 }
 
-/// Shard 0 binds first (resolving port 0); the others bind the same port (SO_REUSEPORT).
+/// Shard 0's start-up step before anyone listens: binds the configured address without
+/// listening (resolving port 0), writes `server.json` with the bound port, and only then
+/// publishes the port to the other shards, which (like shard 0 itself) then bind and
+/// listen on it. So the port accepts no connection before `server.json` names it: a
+/// client that reaches the port finds the file (docs/server.md, "Start-up"). The returned
+/// socket holds the port (SO_REUSEPORT, like glommio's listeners) until every shard
+/// listens; a bound socket that does not listen receives no connections.
+fn reserve_port(shared: &Shared) -> Result<socket2::Socket, String> {
+    let wanted = shared.config.http_listen;
+    let cannot = |e: std::io::Error| format!("cannot listen on {wanted}: {e}");
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(wanted),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(cannot)?;
+    socket.set_reuse_port(true).map_err(cannot)?;
+    socket.bind(&wanted.into()).map_err(cannot)?;
+    let port = socket
+        .local_addr()
+        .map_err(cannot)?
+        .as_socket()
+        .expect("an IP socket has an IP address")
+        .port();
+    let server = ServerFile {
+        http: format!("http://{}:{port}", wanted.ip()),
+        pid: std::process::id(),
+    };
+    datadir::write_server_file(&shared.config.data_dir, &server)
+        .map_err(|e| format!("cannot write {}: {e}", datadir::SERVER_FILE))?;
+    shared.port.store(port, Ordering::Release);
+    Ok(socket)
+}
+
+/// Every shard binds and listens on the port shard 0 reserved (SO_REUSEPORT).
 async fn bind(shard: &Rc<Shard>) -> Result<TcpListener, String> {
     let shared = &shard.shared;
-    let wanted = shared.config.http_listen;
-    if shard.index == 0 {
-        let listener =
-            TcpListener::bind(wanted).map_err(|e| format!("cannot listen on {wanted}: {e}"))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        shared.port.store(port, Ordering::Release);
-        return Ok(listener);
-    }
     barrier(shared, "shard 0's port", || {
         shared.port.load(Ordering::Acquire) != 0
     })
     .await?;
-    let address = std::net::SocketAddr::new(wanted.ip(), shared.port.load(Ordering::Acquire));
+    let address = std::net::SocketAddr::new(
+        shared.config.http_listen.ip(),
+        shared.port.load(Ordering::Acquire),
+    );
     TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
 fn announce(
     shared: &Shared,
     endpoint: &str,
+    metrics: Option<std::net::SocketAddr>,
     first_start: Arc<std::sync::Mutex<Option<FirstStart>>>,
 ) -> Result<(), String> {
-    let server = ServerFile {
-        http: endpoint.to_string(),
-        pid: std::process::id(),
+    let metrics = match metrics {
+        Some(address) => format!("; metrics on http://{address}"),
+        None => String::new(),
     };
-    datadir::write_server_file(&shared.config.data_dir, &server).map_err(|e| e.to_string())?;
     println!(
-        "sluice {} listening on {endpoint} ({} shards, {} partitions, data in {})",
+        "sluice {} listening on {endpoint} ({} shards, {} partitions, data in {}{metrics})",
         env!("CARGO_PKG_VERSION"),
         shared.shard_count,
         shared.facts.partitions,

@@ -26,6 +26,7 @@ use sluice_node::{Directories, Host, Job, NodeConfig, NodeError, NodeShard};
 use sluice_shard::DmaStorage;
 
 use crate::datadir::{self, partition_dir};
+use crate::fairness::AddressTable;
 use crate::shared::Shared;
 
 pub type PartitionEngine = Engine<DmaStorage>;
@@ -155,6 +156,8 @@ pub struct Shard {
     /// Requests being served by this shard's HTTP connections.
     pub requests_inflight: Cell<u32>,
     pub connections_open: Cell<u32>,
+    /// Who holds this shard's connections, and who may open more (`fairness`).
+    pub addresses: RefCell<AddressTable>,
 }
 
 impl Shard {
@@ -193,10 +196,11 @@ impl Shard {
         let node = NodeShard::new(index, host, node_config(&shared), directories);
         Ok(Rc::new(Shard {
             index,
-            shared,
             node: Rc::new(node),
             requests_inflight: Cell::new(0),
             connections_open: Cell::new(0),
+            addresses: RefCell::new(AddressTable::new(&shared.config)),
+            shared,
         }))
     }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -28,10 +30,38 @@ impl Server {
     /// Starts a server on `data_dir` with `extra` flags (after the defaults).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.args(Server::args(data_dir, extra));
+        Server::spawn(command, data_dir)
+    }
+
+    /// Like [`Server::start`], with the process's umask set to `umask` (octal) first, by
+    /// `sh`, which then `exec`s the server.
+    pub fn start_with_umask(data_dir: &Path, extra: &[&str], umask: &str) -> Server {
+        let mut command = Command::new("sh");
         command
-            .args(["server", "--http-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .args(Server::args(data_dir, extra));
+        Server::spawn(command, data_dir)
+    }
+
+    /// The server's arguments: `server`, port 0 on loopback (unless `extra` names an
+    /// address), the data directory, `extra`.
+    pub fn args(data_dir: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["server".into()];
+        if !extra.contains(&"--http-listen") {
+            args.extend(["--http-listen".into(), "127.0.0.1:0".into()]);
+        }
+        args.push("--data-dir".into());
+        args.push(data_dir.into());
+        args.extend(extra.iter().map(|a| a.into()));
+        args
+    }
+
+    /// Spawns `command` (a server) and waits for its address on its first stdout line.
+    fn spawn(mut command: Command, data_dir: &Path) -> Server {
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -14,6 +14,9 @@
 //!   bytes from beyond the end of file when the position is unaligned and the read
 //!   reaches EOF, so reads are aligned here and the result is cut at the real end.
 //! - Every failure carries the errno and the kind the kernel acts on.
+//! - Files are created with mode [`FILE_MODE`] (0600) and directories with [`DIR_MODE`]
+//!   (0700), passed explicitly rather than left to the process umask: a queue's
+//!   messages are readable by the server's user only.
 //!
 //! - glommio decides per device and thread whether reads may use its polled ring, by
 //!   reading the first block of the first file opened there; on an empty file that
@@ -46,6 +49,12 @@ use sluice_core::storage::{
 /// Bounds the size of one DMA buffer (glommio falls back to the heap past its
 /// registered `io_memory`, so this is about memory per request, not correctness).
 pub const READ_CHUNK_BYTES: usize = 4 << 20;
+
+/// Mode of every file a storage creates: read and write for the server's user only.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the directories a storage creates, and that `create_dir_all` sets on its own
+/// directory: only the server's user may list or enter them.
+pub const DIR_MODE: u32 = 0o700;
 
 /// Counters of what the storage asked of the device, shared by every file of one
 /// storage. Tests use them to prove group commit; the benchmark reports them.
@@ -120,10 +129,19 @@ impl DmaStorage {
         })
     }
 
-    /// Creates the directory (and its parents) when missing, then opens it.
+    /// Creates the directory (and its parents) when missing, each with mode
+    /// [`DIR_MODE`], then sets that mode on the directory itself (explicitly, so neither
+    /// the umask nor an older, wider mode leaves it open to other users) and opens it.
     pub fn create_dir_all(path: impl Into<PathBuf>) -> Result<DmaStorage, IoError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let path = path.into();
-        std::fs::create_dir_all(&path).map_err(|error| std_error(&error, IoOp::Create))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&path)
+            .map_err(|error| std_error(&error, IoOp::Create))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(DIR_MODE))
+            .map_err(|error| std_error(&error, IoOp::Create))?;
         DmaStorage::open(path)
     }
 
@@ -203,6 +221,7 @@ impl DmaStorage {
             .read(true)
             .write(true)
             .custom_flags(libc::O_TMPFILE)
+            .mode(FILE_MODE)
             .open(&self.path)
             .map_err(|error| std_error(&error, op))?;
         let block = vec![0u8; usize::try_from(BLOCK_BYTES).expect("small")];
@@ -226,7 +245,11 @@ impl DmaStorage {
         let path = self.file_path(name, op)?;
         self.probe_iopoll(op).await?;
         let mut options = OpenOptions::new();
-        options.read(true).write(true).create_new(create);
+        options
+            .read(true)
+            .write(true)
+            .create_new(create)
+            .mode(FILE_MODE);
         let file = options
             .dma_open(&path)
             .await
