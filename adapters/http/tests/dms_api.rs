@@ -1156,3 +1156,151 @@ fn scheduled_sends_and_cancels_reject_bad_input() {
         (StatusCode::METHOD_NOT_ALLOWED, "10249050")
     );
 }
+
+/// `depth` nested arrays around `inner`: `[[...inner...]]`.
+fn nested(depth: usize, inner: &str) -> String {
+    format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn deeply_nested_message_bodies_are_refused_and_never_stored() {
+    // Goal: a message body nested past JSON_DEPTH_MAX (docs/dms-adapter.md, "Limits") is
+    // refused with 400 and the invalid-parameter code whether or not it is well-formed,
+    // and nothing of the send is stored. Method: send 100,000 `[` (unclosed), then the
+    // same balanced, then a body at the limit; a consume must return only the last.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let path = h.v1(&format!("/queues/{q}/messages"));
+    let send_raw = |body: &str| {
+        let request = format!(r#"{{"messages": [{{"body": {body}}}]}}"#);
+        h.call_raw(
+            Method::POST,
+            &path,
+            Some(request.as_bytes()),
+            Some("application/json"),
+        )
+    };
+    for body in ["[".repeat(100_000), nested(100_000, "")] {
+        let refused = send_raw(&body);
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.json);
+        assert_eq!(refused.code(), "10249001");
+        let text = refused.json["error_msg"].as_str().unwrap();
+        assert!(text.contains("nested deeper than 64"), "{text}");
+    }
+    // The request's own object, array and message object are three levels: a body may
+    // nest 61 more, and one more is refused.
+    assert_eq!(
+        send_raw(&nested(62, "1")).code(),
+        "10249001",
+        "one level past the limit"
+    );
+    let at_limit = nested(61, "1");
+    let stored = send_raw(&at_limit);
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.json);
+    let got = h.consume(&q, &g, "time_wait=1");
+    let expected: Value = serde_json::from_str(&at_limit).unwrap();
+    assert_eq!(bodies(&got.json), [expected.clone()]);
+    // Brackets inside strings do not count.
+    let text_body = format!("\"{}\\\"{}\"", "[".repeat(200), "{".repeat(200));
+    assert_eq!(send_raw(&text_body).status, StatusCode::CREATED);
+    let got = h.consume(&q, &g, "time_wait=1");
+    let text: String = serde_json::from_str(&text_body).unwrap();
+    assert_eq!(bodies(&got.json), [Value::String(text)]);
+    // A body another protocol stored, nested deeper than a send accepts, comes back as a
+    // JSON string of its text, so the answer keeps within the limit; one at the limit
+    // comes back as JSON.
+    let foreign = |body: &str| sluice_core::engine::types::SendInput {
+        body: body.as_bytes().to_vec(),
+        attributes: Vec::new(),
+        tags: Vec::new(),
+        fifo_group: None,
+        delay: sluice_core::engine::types::Delay::None,
+        dedup_id: None,
+    };
+    let queue_id = sluice_http::dms::ids::queue_id_decode(&q).unwrap();
+    let too_deep = nested(62, "1");
+    block_on(h.node.send(queue_id, vec![foreign(&at_limit)])).unwrap();
+    block_on(h.node.send(queue_id, vec![foreign(&too_deep)])).unwrap();
+    let got = h.consume(&q, &g, "time_wait=1&max_msgs=10");
+    let mut got = bodies(&got.json);
+    got.sort_by_key(Value::is_string);
+    assert_eq!(got, [expected, Value::String(too_deep)]);
+}
+
+#[test]
+fn deeply_nested_json_is_refused_on_every_endpoint() {
+    // Goal: the depth limit holds for every JSON body the DMS API reads (queue and group
+    // creation, acks), not only message bodies. Method: a valid-looking body with one
+    // field nested 100,000 deep on each endpoint.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let deep = nested(100_000, "");
+    let cases = [
+        (h.v1("/queues"), format!(r#"{{"name": "x", "extra": {deep}}}"#)),
+        (
+            h.v1(&format!("/queues/{q}/groups")),
+            format!(r#"{{"groups": [{{"name": "y"}}], "extra": {deep}}}"#),
+        ),
+        (
+            h.v1(&format!("/queues/{q}/groups/{g}/ack")),
+            format!(r#"{{"message": [{{"handler": "x", "status": "success", "extra": {deep}}}]}}"#),
+        ),
+    ];
+    for (path, body) in cases {
+        let answer = h.call_raw(
+            Method::POST,
+            &path,
+            Some(body.as_bytes()),
+            Some("application/json"),
+        );
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(answer.code(), "10249001", "{path}");
+    }
+    let list = h.call(Method::GET, &h.v1("/queues"), None);
+    assert_eq!(list.json["total"], 1, "no queue was created");
+}
+
+#[test]
+fn deeply_nested_keystone_and_admin_bodies_are_refused() {
+    // Goal: the service's own JSON bodies (the Keystone token request, the admin API)
+    // obey the same depth limit, through `service::handle`. Method: 10,000 `[` (within the
+    // Keystone body limit) in the body of each; each answers 400 with the invalid-parameter
+    // code in the §5 envelope.
+    let h = Harness::new(1);
+    let config = sluice_http::service::ServiceConfig {
+        dms: h.config,
+        clock_skew_s_max: 900,
+        token_ttl_s: 3600,
+        token_key: [7; 32],
+        admin_ak: "ADMINAK".to_string(),
+        admin_sk: "admin-secret".to_string(),
+        endpoint: "http://127.0.0.1:1".to_string(),
+        region: "region-1".to_string(),
+    };
+    let deep = format!(r#"{{"auth": {}}}"#, "[".repeat(10_000));
+    for (method, path) in [
+        (Method::POST, "/v3/auth/tokens"),
+        (Method::POST, "/admin/tenants"),
+        (Method::PUT, "/admin/tenants/x/quotas"),
+    ] {
+        let (parts, ()) = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let response = block_on(sluice_http::service::handle(
+            h.entry(),
+            &config,
+            &parts,
+            deep.as_bytes(),
+        ));
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let json: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(json["error_code"], "10249001", "{path}: {json}");
+        assert_eq!(json["error"]["code"], "10249001", "{path}");
+    }
+}

@@ -16,6 +16,10 @@ use super::wire::{AckResponse, Consumed, ConsumedMessage};
 use super::{ids, validate, Ctx, Reply};
 use sluice_node::{Lane, Node, QueueView};
 
+/// The deepest message body a consume answers as JSON: what a send accepts, the request's
+/// three levels (`{"messages": [{"body": ...`) taken from the limit on the whole request.
+const BODY_DEPTH_MAX: u32 = crate::json_depth::JSON_DEPTH_MAX - 3;
+
 pub(super) async fn consume<N: Node>(
     ctx: &Ctx<'_, N>,
     view: &QueueView,
@@ -84,9 +88,11 @@ fn consumed(delivery: &Routed<Delivery>) -> Consumed {
         item: item.handle,
     };
     // A body this adapter did not write (another protocol's message) is returned as a
-    // JSON string of its text.
+    // JSON string of its text when it is not JSON, or JSON nested deeper than a body this
+    // adapter accepts (the answer stays within the depth limit clients were promised).
     let body = std::str::from_utf8(&item.body)
         .ok()
+        .filter(|text| crate::json_depth::check(text.as_bytes(), BODY_DEPTH_MAX).is_ok())
         .and_then(|text| RawValue::from_string(text.to_string()).ok())
         .unwrap_or_else(|| {
             let text = String::from_utf8_lossy(&item.body);

@@ -197,6 +197,8 @@ async fn dispatch<N: Node>(
         )
     })?;
     request::check_body(parts, body, config.request_bytes_max)?;
+    crate::json_depth::check(body, crate::json_depth::JSON_DEPTH_MAX)
+        .map_err(crate::json_depth::error)?;
     let query = Query::parse(parts.uri.query());
     let ctx = Ctx {
         node,
