@@ -134,6 +134,8 @@ fn message(body: &str) -> SendInput {
 fn receive_request(max: u32) -> ReceiveRequest {
     ReceiveRequest {
         max_messages: max,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 30_000,
         filter: None,
     }

@@ -31,7 +31,10 @@
 //! - A message takes its position in its queue when it becomes available (at send unless
 //!   delayed to a time after now, else when a tick releases it). Oldest groups see every
 //!   retained message, Latest groups those that become available after their creation.
-//! - receive: NORMAL returns the first `max` available messages the group's filter admits;
+//! - receive: NORMAL returns the first `max` available messages the group's filter admits,
+//!   cut before the first whose bytes (body and attributes) would take the total past the
+//!   request's `bytes_max`, except that an oversize first message is returned alone when
+//!   `oversize_first` is set (the dead-letter lane cuts its list the same way);
 //!   FIFO Queue returns nothing while any message is in flight or waiting for the group;
 //!   FIFO MessageGroup skips message groups with a message in flight or waiting at the
 //!   start of the receive. delivery_count = failures + 1. A group keeps the first filter it

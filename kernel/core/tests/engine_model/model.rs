@@ -36,6 +36,8 @@ pub enum Lane {
 pub struct Message {
     pub queue: usize,
     pub body: String,
+    /// Bytes of body and attributes: what a receive's byte budget counts.
+    pub bytes: u64,
     pub tags: Vec<String>,
     pub fifo_group: Option<String>,
     pub sent_ms: u64,
@@ -125,6 +127,33 @@ pub struct Handle {
 
 /// One delivery: message, delivery count, lease.
 pub type Picked = (usize, u32, u64);
+
+/// A receive's byte budget (the `ReceiveRequest` fields of the same names).
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub bytes_max: u64,
+    pub oversize_first: bool,
+}
+
+impl Budget {
+    /// The longest prefix of `chosen` within the budget: a receive takes messages in
+    /// order while their bytes fit, and stops at the first that does not, except that
+    /// an oversize first message is taken alone where allowed.
+    fn prefix(&self, chosen: Vec<usize>, messages: &[Message]) -> Vec<usize> {
+        let mut taken = Vec::new();
+        let mut bytes = 0u64;
+        for m in chosen {
+            let total = bytes + messages[m].bytes;
+            let alone = taken.is_empty() && self.oversize_first;
+            if total > self.bytes_max && !alone {
+                break;
+            }
+            bytes = total;
+            taken.push(m);
+        }
+        taken
+    }
+}
 
 /// One message of a send, as the model needs it (the body is made by the harness).
 pub struct Outgoing {
@@ -292,6 +321,7 @@ impl Model {
             .filter(|at| *at > now);
             self.messages.push(Message {
                 queue: q,
+                bytes: outgoing.body.len() as u64,
                 body: outgoing.body,
                 tags: outgoing.tags,
                 fifo_group: outgoing.fifo_group,
@@ -351,6 +381,7 @@ impl Model {
         queue: Option<usize>,
         group: Option<usize>,
         max: u32,
+        budget: Budget,
         visibility_ms: u64,
         filter: Option<&TagFilter>,
     ) -> Result<Vec<Picked>, EngineError> {
@@ -394,7 +425,7 @@ impl Model {
                 .filter(|m| !locked.contains(&key(m)))
                 .take(max as usize)
                 .collect();
-            chosen
+            budget.prefix(chosen, &self.messages)
         };
         let deadline_ms = self.now + visibility_ms;
         let mut picked = Vec::new();
@@ -412,6 +443,7 @@ impl Model {
         queue: Option<usize>,
         group: Option<usize>,
         max: u32,
+        budget: Budget,
         visibility_ms: u64,
     ) -> Result<Vec<Picked>, EngineError> {
         let q = self.live_queue(queue)?;
@@ -425,6 +457,7 @@ impl Model {
             .filter(|m| self.queues[q].groups[g].lane(*m) == Lane::Dead { lease: None })
             .take(max as usize)
             .collect();
+        let chosen = budget.prefix(chosen, &self.messages);
         let deadline_ms = self.now + visibility_ms;
         let mut picked = Vec::new();
         for m in chosen {
