@@ -185,9 +185,11 @@ pub trait Node {
         message: MessageId,
     ) -> Result<(), NodeError>;
 
-    /// Receives up to `request.max_messages`; with nothing available, waits up to
-    /// `wait_ms` (capped by the node's long-poll limit) for a message and then returns
-    /// what there is (maybe none).
+    /// Receives up to `request.max_messages`, whose bodies and attributes total at most
+    /// `request.bytes_max` over all partitions (or one message alone, larger, when
+    /// `request.oversize_first`); with nothing available, waits up to `wait_ms` (capped by
+    /// the node's long-poll limit) for a message and then returns what there is (maybe
+    /// none).
     async fn receive(
         &self,
         queue: QueueId,

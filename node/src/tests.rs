@@ -579,3 +579,52 @@ fn a_storage_fault_part_way_refuses_changes_until_a_reboot_repairs() {
     let names: Vec<String> = agreed_queues(&node).into_iter().map(|q| q.1).collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+#[test]
+fn a_receive_spreads_one_byte_budget_over_the_partitions() {
+    // Goal: a receive's byte budget holds for its whole answer, not per partition: the
+    // partitions visited later get what the earlier ones left, and only the answer's first
+    // message may exceed the budget (alone). Method: four partitions each hold one message
+    // of 300 bytes (body and attributes); receives with budgets of 700 and 250 bytes.
+    let node = check_node(4, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    let sized = SendInput {
+        body: vec![b'b'; 290],
+        attributes: vec![b'a'; 10],
+        ..message("")
+    };
+    let mut partitions = Vec::new();
+    for entry in [0, 0, 1, 1] {
+        let sent = block_on(node.shard(entry).send(queue, vec![sized.clone()])).unwrap();
+        partitions.push(sent[0].partition);
+    }
+    partitions.sort_unstable();
+    assert_eq!(partitions, [0, 1, 2, 3], "one message a partition");
+    let budget = |bytes_max: u64| ReceiveRequest {
+        bytes_max,
+        ..receive_request(64)
+    };
+    let bytes = |got: &[Routed<Delivery>]| -> usize {
+        got.iter()
+            .map(|d| d.item.body.len() + d.item.attributes.len())
+            .sum()
+    };
+    let first = block_on(node.receive(queue, group, Lane::Main, budget(700), 0)).unwrap();
+    assert_eq!(first.len(), 2, "two of 300 bytes fit 700, a third does not");
+    assert_eq!(bytes(&first), 600);
+    let second = block_on(node.receive(queue, group, Lane::Main, budget(250), 0)).unwrap();
+    assert_eq!(
+        second.len(),
+        1,
+        "the first alone, though larger than the budget"
+    );
+    let closed = ReceiveRequest {
+        oversize_first: false,
+        ..budget(250)
+    };
+    let none = block_on(node.receive(queue, group, Lane::Main, closed, 0)).unwrap();
+    assert!(none.is_empty(), "no oversize message where none is allowed");
+    let last = block_on(node.receive(queue, group, Lane::Main, budget(u64::MAX), 0)).unwrap();
+    assert_eq!(last.len(), 1);
+}

@@ -1238,7 +1238,10 @@ fn deeply_nested_json_is_refused_on_every_endpoint() {
     let g = h.group(&q, "g");
     let deep = nested(100_000, "");
     let cases = [
-        (h.v1("/queues"), format!(r#"{{"name": "x", "extra": {deep}}}"#)),
+        (
+            h.v1("/queues"),
+            format!(r#"{{"name": "x", "extra": {deep}}}"#),
+        ),
         (
             h.v1(&format!("/queues/{q}/groups")),
             format!(r#"{{"groups": [{{"name": "y"}}], "extra": {deep}}}"#),
@@ -1302,5 +1305,90 @@ fn deeply_nested_keystone_and_admin_bodies_are_refused() {
         let json: Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(json["error_code"], "10249001", "{path}: {json}");
         assert_eq!(json["error"]["code"], "10249001", "{path}");
+    }
+}
+
+#[test]
+fn a_consume_answer_carries_at_most_512_kib_of_messages() {
+    // Goal: §3.4/§4: one consume answer carries at most 512 KiB of messages (bodies and
+    // attributes): a consume answers fewer messages rather than more bytes, never a cut
+    // message, and nothing it does not answer is leased (the rest comes with the next
+    // consume at once, not after ack_wait). Method: five messages of about 200 KiB on a
+    // three-partition queue; consumes with max_msgs=10 get two, two and one, each body
+    // whole.
+    let h = Harness::new(3);
+    let q = h.queue(json!({"name": "big"}));
+    let g = h.group(&q, "g");
+    let body = |i: usize| format!("{i}{}", "x".repeat(200 * 1024));
+    for i in 0..5 {
+        let sent = h.send(&q, json!([{"body": body(i), "attributes": {"n": i}}]));
+        assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.json);
+    }
+    let mut seen = Vec::new();
+    for expected in [2, 2, 1] {
+        let got = h.consume(&q, &g, "max_msgs=10&time_wait=1&ack_wait=30");
+        assert_eq!(got.status, StatusCode::OK);
+        let list = got.json.as_array().unwrap();
+        assert_eq!(list.len(), expected, "messages in one answer");
+        let bytes: usize = list
+            .iter()
+            .map(|m| {
+                let body = m["message"]["body"].to_string();
+                let attributes = m["message"]["attributes"].to_string();
+                body.len() + attributes.len()
+            })
+            .sum();
+        assert!(bytes <= 512 * 1024, "{bytes} bytes of messages");
+        for m in list {
+            let text = m["message"]["body"].as_str().unwrap().to_string();
+            let index: usize = text[..1].parse().unwrap();
+            assert_eq!(text, body(index), "a whole body");
+            assert_eq!(m["message"]["attributes"], json!({"n": index}));
+            seen.push(index);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+    assert_eq!(h.consume(&q, &g, "time_wait=1").json, json!([]));
+}
+
+#[test]
+fn a_consume_answers_one_message_larger_than_its_cap_alone() {
+    // Goal: a message larger than the consume cap on its own (possible when the cap is
+    // configured below the message limit, or for another protocol's message) is answered
+    // alone rather than never, on the main lane and the dead letters. Method: a cap of
+    // 1,000 bytes, messages of 600, 1,500 and 600 bytes sent in that order to a FIFO
+    // queue on one partition.
+    let mut h = Harness::new(1);
+    h.config.consume_bytes_max = 1_000;
+    let q = h.queue(
+        json!({"name": "q", "queue_mode": "FIFO", "redrive_policy": "enable",
+                          "max_consume_count": 1}),
+    );
+    let g = h.group(&q, "g");
+    let text = |n: usize| "y".repeat(n - 2);
+    let sent = h.send(
+        &q,
+        json!([{"body": text(600)}, {"body": text(1_500)}, {"body": text(600)}]),
+    );
+    assert_eq!(sent.status, StatusCode::CREATED);
+    let mut handlers_all = Vec::new();
+    for expected in [600, 1_500, 600] {
+        let got = h.consume(&q, &g, "max_msgs=10&time_wait=1&ack_wait=30");
+        let list = got.json.as_array().unwrap();
+        assert_eq!(list.len(), 1, "{expected}");
+        assert_eq!(list[0]["message"]["body"], json!(text(expected)));
+        handlers_all.extend(handlers(&got.json));
+        let acked = h.ack(&q, &g, acks(&handlers(&got.json), "fail"));
+        assert_eq!(acked.json, json!({"success": 1, "fail": 0}));
+    }
+    let dead = h.v1(&format!(
+        "/queues/{q}/groups/{g}/deadletters?max_msgs=10&time_wait=1"
+    ));
+    for expected in [600, 1_500, 600] {
+        let got = h.call(Method::GET, &dead, None);
+        let list = got.json.as_array().unwrap();
+        assert_eq!(list.len(), 1, "dead letter {expected}");
+        assert_eq!(list[0]["message"]["body"], json!(text(expected)));
     }
 }

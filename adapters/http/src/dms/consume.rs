@@ -1,5 +1,6 @@
 //! Consuming and acknowledging, on a group's main lane or its dead letters (docs/dms-api.md
-//! §3.4-§3.6): long-poll parameters, the top-level array answer, and acks processed in
+//! §3.4-§3.6): long-poll parameters, the top-level array answer within the 512 KiB of
+//! messages one answer carries (`DmsConfig::consume_bytes_max`), and acks processed in
 //! order that stop at the first invalid handler.
 
 use http::StatusCode;
@@ -46,8 +47,12 @@ pub(super) async fn consume<N: Node>(
         Lane::Main => consume_filter(ctx)?,
         Lane::DeadLetters => None,
     };
+    // The byte budget goes into the receive, not after it: messages picked and then left
+    // out of the answer would be leased to nobody until their ack_wait ran out.
     let request = ReceiveRequest {
         max_messages: u32::try_from(max_messages).expect("at most consume_messages_max"),
+        bytes_max: config.consume_bytes_max,
+        oversize_first: true,
         visibility_ms: ack_wait_s * 1000,
         filter,
     };
