@@ -46,6 +46,8 @@
 //!   receive_dead leases unleased dead letters (delivery count 1); Success removes the
 //!   dead letter (done), Fail or lease expiry makes it receivable again; redrive makes
 //!   every dead letter available with failures 0.
+//! - A queue's adapter fields are empty at create and then what the latest set gave;
+//!   more than `QUEUE_META_BYTES_MAX` bytes is `InvalidConfig("meta")`.
 //! - Crash and reopen lose every lease (in-flight messages available at once, failures
 //!   unchanged) and nothing else. A snapshot changes nothing observable.
 //!

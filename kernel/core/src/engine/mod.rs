@@ -265,6 +265,22 @@ impl<S: Storage + Clone> Engine<S> {
         result.map(|_| queue)
     }
 
+    /// Replaces the queue's opaque adapter fields (`meta`, at most `QUEUE_META_BYTES_MAX`
+    /// bytes) durably: what [`Engine::queue_info`] answers from then on.
+    pub async fn set_queue_meta(
+        &self,
+        queue: QueueId,
+        meta: Vec<u8>,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        if meta.len() > crate::limits::QUEUE_META_BYTES_MAX {
+            return Err(EngineError::InvalidConfig("meta"));
+        }
+        self.state.borrow().queue(queue)?;
+        let command = Command::SetQueueMeta { queue, meta };
+        self.commit(vec![Entry::plain(command)], now).await
+    }
+
     pub async fn delete_queue(&self, queue: QueueId, now: u64) -> Result<(), EngineError> {
         self.state.borrow().queue(queue)?;
         self.commit(vec![Entry::plain(Command::DeleteQueue { queue })], now)

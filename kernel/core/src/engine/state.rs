@@ -72,7 +72,7 @@ pub(crate) struct Queue {
     pub config: QueueConfig,
     /// The create record's timestamp.
     pub created_ms: u64,
-    /// Opaque adapter fields from the create.
+    /// Opaque adapter fields from the create, or the latest `SetQueueMeta`.
     pub meta: Vec<u8>,
     pub base_seq: u64,
     pub messages: VecDeque<MessageMeta>,
@@ -271,6 +271,11 @@ impl State {
             Command::Boot => {
                 self.boot_epoch += 1;
                 self.next_nonce = u64::from(self.boot_epoch) << 32;
+            }
+            Command::SetQueueMeta { queue, meta } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    q.meta.clone_from(meta);
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ use sluice_core::engine::types::{
     ReceiptHandle, SendInput,
 };
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::limits::QUEUE_META_BYTES_MAX;
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 
@@ -204,6 +205,13 @@ impl Harness {
                 let (slot, id) = self.queue_target(*queue);
                 let result = block_on(self.engine().delete_queue(id, self.now()));
                 agree(self.step, result, self.model.delete_queue(slot));
+            }
+            Op::SetQueueMeta { queue, fill, bytes } => {
+                let (slot, id) = self.queue_target(*queue);
+                let meta = vec![*fill; usize::from(*bytes)];
+                let result = block_on(self.engine().set_queue_meta(id, meta.clone(), self.now()));
+                let expected = self.model.set_queue_meta(slot, meta, QUEUE_META_BYTES_MAX);
+                agree(self.step, result, expected);
             }
         }
         self.check_stats();
@@ -565,10 +573,14 @@ impl Harness {
         self.model.crash();
     }
 
-    /// Every group's counters, including those of deleted groups and queues (errors).
+    /// Every group's counters, including those of deleted groups and queues (errors),
+    /// and every queue's adapter fields.
     fn check_stats(&self) {
         let step = self.step;
         for (q, queue_id) in self.queue_ids.iter().enumerate() {
+            let meta = self.engine().queue_info(*queue_id).map(|info| info.meta);
+            let expected = self.model.queue_meta(q).map(<[u8]>::to_vec);
+            assert_eq!(meta, expected, "step {step}: queue {q} meta");
             for (g, group_id) in self.group_ids[q].iter().enumerate() {
                 let stats = self.engine().group_stats(*queue_id, *group_id);
                 let expected = self.model.group_stats(q, g);

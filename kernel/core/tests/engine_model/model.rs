@@ -113,6 +113,8 @@ pub struct Queue {
     pub order: Vec<usize>,
     /// (dedup id, expiry, original message), oldest first.
     pub dedup: Vec<(String, u64, usize)>,
+    /// The adapter fields: empty at create, then the latest set.
+    pub meta: Vec<u8>,
 }
 
 /// A receipt as the model knows it.
@@ -229,8 +231,30 @@ impl Model {
             groups: Vec::new(),
             order: Vec::new(),
             dedup: Vec::new(),
+            meta: Vec::new(),
         });
         Ok(self.queues.len() - 1)
+    }
+
+    /// Replaces a live queue's adapter fields; more than `meta_bytes_max` is refused.
+    pub fn set_queue_meta(
+        &mut self,
+        queue: Option<usize>,
+        meta: Vec<u8>,
+        meta_bytes_max: usize,
+    ) -> Result<(), EngineError> {
+        if meta.len() > meta_bytes_max {
+            return Err(EngineError::InvalidConfig("meta"));
+        }
+        let q = self.live_queue(queue)?;
+        self.queues[q].meta = meta;
+        Ok(())
+    }
+
+    /// A live queue's adapter fields.
+    pub fn queue_meta(&self, queue: usize) -> Result<&[u8], EngineError> {
+        let q = self.live_queue(Some(queue))?;
+        Ok(&self.queues[q].meta)
     }
 
     pub fn delete_queue(&mut self, queue: Option<usize>) -> Result<(), EngineError> {

@@ -141,6 +141,12 @@ pub enum Op {
     DeleteQueue {
         queue: u8,
     },
+    /// Replace a queue's adapter fields with `meta` bytes of `fill`.
+    SetQueueMeta {
+        queue: u8,
+        fill: u8,
+        bytes: u16,
+    },
 }
 
 pub fn queue_spec() -> impl Strategy<Value = QueueSpec> {
@@ -251,6 +257,8 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         2 => any::<bool>().prop_map(|clean| Op::Crash { clean }),
         1 => (slot(), slot()).prop_map(|(queue, group)| Op::DeleteGroup { queue, group }),
         1 => slot().prop_map(|queue| Op::DeleteQueue { queue }),
+        2 => (slot(), any::<u8>(), prop_oneof![9 => 0u16..64, 1 => Just(16 * 1024 + 1)])
+            .prop_map(|(queue, fill, bytes)| Op::SetQueueMeta { queue, fill, bytes }),
     ]
 }
 
