@@ -53,7 +53,8 @@ pub struct QueueView {
     pub config: QueueConfig,
     /// When the queue was created, epoch milliseconds.
     pub created_ms: u64,
-    /// Opaque to the kernel: the adapter's own queue fields (the DMS description).
+    /// Opaque to the kernel: the adapter's own queue fields (the DMS description and
+    /// tags), set at create and replaced by [`Node::set_queue_meta`].
     pub meta: Vec<u8>,
     pub groups: Vec<(GroupId, String)>,
 }
@@ -104,6 +105,9 @@ impl Lane {
 pub enum NodeError {
     Engine(EngineError),
     Unavailable(&'static str),
+    /// [`Node::set_queue_meta`]: the queue's fields were no longer what the caller read
+    /// (another change came first); read them again and retry.
+    MetaChanged,
 }
 
 impl From<EngineError> for NodeError {
@@ -117,6 +121,7 @@ impl std::fmt::Display for NodeError {
         match self {
             NodeError::Engine(error) => write!(f, "{error}"),
             NodeError::Unavailable(why) => write!(f, "unavailable: {why}"),
+            NodeError::MetaChanged => write!(f, "the queue's fields changed meanwhile"),
         }
     }
 }
@@ -154,6 +159,17 @@ pub trait Node {
     ) -> Result<QueueId, NodeError>;
 
     async fn delete_queue(&self, queue: QueueId) -> Result<(), NodeError>;
+
+    /// Replaces the queue's adapter fields ([`QueueView::meta`]) durably on every
+    /// partition, if they are still `expected` (what the caller read and changed);
+    /// otherwise [`NodeError::MetaChanged`] and nothing is written. Bounded by
+    /// `QUEUE_META_BYTES_MAX` (`EngineError::InvalidConfig("meta")` beyond).
+    async fn set_queue_meta(
+        &self,
+        queue: QueueId,
+        expected: &[u8],
+        meta: Vec<u8>,
+    ) -> Result<(), NodeError>;
 
     /// Creates several groups as one request: all of them, or (on a validation error such
     /// as a duplicate name or the per-queue limit, or a fault part-way) none.

@@ -361,6 +361,20 @@ impl<H: Host> Node for NodeShard<H> {
         self.call(requests::MetaDeleteQueue { queue }).await
     }
 
+    async fn set_queue_meta(
+        &self,
+        queue: QueueId,
+        expected: &[u8],
+        meta: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        let call = requests::MetaSetQueueMeta {
+            queue,
+            expected: expected.to_vec(),
+            meta,
+        };
+        self.call(call).await
+    }
+
     async fn create_groups(
         &self,
         queue: QueueId,

@@ -628,3 +628,26 @@ fn a_receive_spreads_one_byte_budget_over_the_partitions() {
     let last = block_on(node.receive(queue, group, Lane::Main, budget(u64::MAX), 0)).unwrap();
     assert_eq!(last.len(), 1);
 }
+
+#[test]
+fn queue_meta_changes_reach_every_partition_and_refuse_a_stale_read() {
+    // Goal: `set_queue_meta` replaces a queue's fields on every partition through any
+    // shard, the directory shows them at once, and a change based on fields that another
+    // change replaced meanwhile is refused (nothing written) rather than undoing it.
+    // Method: two changes from the same read; the second answers MetaChanged.
+    let node = check_node(3, 2);
+    let tenant = with_tenant(&node);
+    let queue = block_on(node.create_queue(&tenant, "q", normal(), b"v0".to_vec())).unwrap();
+    block_on(node.shard(1).set_queue_meta(queue, b"v0", b"v1".to_vec())).unwrap();
+    assert_eq!(node.shard(1).queue(&tenant, queue).unwrap().meta, b"v1");
+    for partition in 0..node.partition_count() {
+        let engine = node.engine(partition).unwrap();
+        assert_eq!(engine.queue_info(queue).unwrap().meta, b"v1", "{partition}");
+    }
+    let stale = block_on(node.set_queue_meta(queue, b"v0", b"v2".to_vec()));
+    assert_eq!(stale, Err(NodeError::MetaChanged));
+    assert_eq!(node.queue(&tenant, queue).unwrap().meta, b"v1");
+    let missing = block_on(node.set_queue_meta(QueueId(999), b"", Vec::new()));
+    assert_eq!(missing, Err(NodeError::Engine(EngineError::QueueNotFound)));
+    assert!(!node.needs_repair());
+}
