@@ -1200,7 +1200,7 @@ fn deeply_nested_message_bodies_are_refused_and_never_stored() {
     assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.json);
     let got = h.consume(&q, &g, "time_wait=1");
     let expected: Value = serde_json::from_str(&at_limit).unwrap();
-    assert_eq!(bodies(&got.json), [expected.clone()]);
+    assert_eq!(bodies(&got.json), std::slice::from_ref(&expected));
     // Brackets inside strings do not count.
     let text_body = format!("\"{}\\\"{}\"", "[".repeat(200), "{".repeat(200));
     assert_eq!(send_raw(&text_body).status, StatusCode::CREATED);
@@ -1391,4 +1391,213 @@ fn a_consume_answers_one_message_larger_than_its_cap_alone() {
         assert_eq!(list.len(), 1, "dead letter {expected}");
         assert_eq!(list[0]["message"]["body"], json!(text(expected)));
     }
+}
+
+/// `POST /v2/{p}/queue/{q}/tags/action` with `action` and `tags`.
+fn tag_action(h: &Harness, queue: &str, action: &str, tags: Value) -> dms_support::Answer {
+    let path = h.v2(&format!("/queue/{queue}/tags/action"));
+    h.call(
+        Method::POST,
+        &path,
+        Some(json!({"action": action, "tags": tags})),
+    )
+}
+
+fn queue_tags(h: &Harness, queue: &str) -> Value {
+    let answer = h.call(Method::GET, &h.v2(&format!("/queue/{queue}/tags")), None);
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.json);
+    answer.json
+}
+
+#[test]
+fn queue_tags_are_added_listed_deleted_and_listed_by_project() {
+    // Goal: the v2 queue-tag calls of §2 row 14 as huaweicloudsdkdms makes them: batch
+    // create (a repeated key takes the new value) and delete through `tags/action` (204),
+    // a queue's tags (`{"tags": [{"key", "value"}]}`), the project's tags by key with all
+    // values (`{"tags": [{"key", "values"}]}`); the Sluice extensions: tags at queue
+    // create, deleting one tag by key, listing the queues that carry a tag. Tags are
+    // durable queue fields: they survive and do not disturb the description.
+    let h = Harness::new(2);
+    let a = h.queue(json!({"name": "a", "description": "first"}));
+    let b = h.queue(json!({"name": "b", "tags": [{"key": "env", "value": "test"}]}));
+    let c = h.queue(json!({"name": "c"}));
+    assert_eq!(queue_tags(&h, &a), json!({"tags": []}));
+    assert_eq!(
+        queue_tags(&h, &b),
+        json!({"tags": [{"key": "env", "value": "test"}]})
+    );
+    let created = tag_action(
+        &h,
+        &a,
+        "create",
+        json!([{"key": "env", "value": "prod"}, {"key": "team", "value": "billing"},
+               {"key": "empty", "value": ""}]),
+    );
+    assert_eq!(created.status, StatusCode::NO_CONTENT, "{}", created.json);
+    assert!(created.raw.is_empty());
+    let changed = tag_action(&h, &a, "create", json!([{"key": "team", "value": "ops"}]));
+    assert_eq!(changed.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        queue_tags(&h, &a),
+        json!({"tags": [{"key": "empty", "value": ""}, {"key": "env", "value": "prod"},
+                        {"key": "team", "value": "ops"}]})
+    );
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{a}")), None);
+    assert_eq!(show.json["description"], "first");
+    let project = h.call(Method::GET, &h.v2("/queue/tags"), None);
+    assert_eq!(project.status, StatusCode::OK);
+    assert_eq!(
+        project.json,
+        json!({"tags": [{"key": "empty", "values": [""]},
+                        {"key": "env", "values": ["prod", "test"]},
+                        {"key": "team", "values": ["ops"]}]})
+    );
+    // Queues by tag (extension): a key, or a key and a value.
+    let names = |query: &str| -> Vec<String> {
+        let list = h.call(Method::GET, &h.v2(&format!("/queues?{query}")), None);
+        assert_eq!(list.status, StatusCode::OK, "{}", list.json);
+        assert_eq!(
+            list.json["total"],
+            list.json["queues"].as_array().unwrap().len()
+        );
+        list.json["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("tag_key=env"), ["a", "b"]);
+    assert_eq!(names("tag_key=env&tag_value=test"), ["b"]);
+    assert_eq!(names("tag_key=none"), Vec::<String>::new());
+    assert_eq!(names(""), ["a", "b", "c"]);
+    // Delete: by key (a value, if given, must match); absent keys are no error.
+    let deleted = tag_action(
+        &h,
+        &a,
+        "delete",
+        json!([{"key": "env"}, {"key": "absent"}, {"key": "team", "value": "other"}]),
+    );
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.json);
+    assert_eq!(
+        queue_tags(&h, &a),
+        json!({"tags": [{"key": "empty", "value": ""}, {"key": "team", "value": "ops"}]})
+    );
+    let one = h.call(
+        Method::DELETE,
+        &h.v2(&format!("/queue/{a}/tags/team")),
+        None,
+    );
+    assert_eq!(one.status, StatusCode::NO_CONTENT, "{}", one.json);
+    assert_eq!(
+        queue_tags(&h, &a),
+        json!({"tags": [{"key": "empty", "value": ""}]})
+    );
+    let encoded = tag_action(&h, &c, "create", json!([{"key": "a b", "value": "x"}]));
+    assert_eq!(encoded.status, StatusCode::NO_CONTENT);
+    let path = h.v2(&format!("/queue/{c}/tags/a%20b"));
+    assert_eq!(h.call(Method::DELETE, &path, None).status, 204);
+    assert_eq!(queue_tags(&h, &c), json!({"tags": []}));
+    // The tag calls are /v2 only, and another tenant's queue is unknown.
+    let v1 = h.call(Method::GET, &h.v1(&format!("/queue/{a}/tags")), None);
+    assert_eq!((v1.status.as_u16(), v1.code()), (404, "10249040"));
+    let other = h.call_as(
+        &h.other,
+        Method::GET,
+        &format!("/v2/{}/queue/{a}/tags", h.other.project_id),
+        None,
+    );
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.call(Method::PUT, &h.v2(&format!("/queue/{a}/tags")), None)
+            .code(),
+        "10249050"
+    );
+}
+
+#[test]
+fn queue_tag_rules_answer_the_invalid_tag_code() {
+    // Goal: keys of 1-36 and values of 0-43 characters without `=*<>\,|/` or control
+    // characters, at most 20 tags a queue and a request, unique keys in a request: each
+    // rule answers 400 with 10240004 (invalid tag) and changes nothing; a malformed body
+    // answers 10249001. Method: one refused request per rule on a queue with one tag.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    tag_action(&h, &q, "create", json!([{"key": "keep", "value": "v"}]));
+    let refused = |action: &str, tags: Value| {
+        let answer = tag_action(&h, &q, action, tags);
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.json);
+        answer.code().to_string()
+    };
+    let tag = |key: &str, value: &str| json!([{"key": key, "value": value}]);
+    assert_eq!(refused("create", tag("", "v")), "10240004");
+    assert_eq!(refused("create", tag(&"k".repeat(37), "v")), "10240004");
+    assert_eq!(refused("create", tag("k", &"v".repeat(44))), "10240004");
+    for bad in ["=", "*", "<", ">", "\\", ",", "|", "/", "\u{1}"] {
+        assert_eq!(
+            refused("create", tag(&format!("k{bad}"), "v")),
+            "10240004",
+            "{bad}"
+        );
+        assert_eq!(
+            refused("create", tag("k", &format!("v{bad}"))),
+            "10240004",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        refused("create", json!([{"key": "k"}])),
+        "10240004",
+        "no value"
+    );
+    assert_eq!(
+        refused(
+            "create",
+            json!([{"key": "k", "value": "1"}, {"key": "k", "value": "2"}])
+        ),
+        "10240004"
+    );
+    let many = |count: usize, prefix: &str| -> Value {
+        (0..count)
+            .map(|i| json!({"key": format!("{prefix}{i}"), "value": "v"}))
+            .collect()
+    };
+    assert_eq!(refused("create", many(21, "k")), "10240004", "per request");
+    // 19 more make 20 with `keep`; one more than that is refused.
+    let full = tag_action(&h, &q, "create", many(19, "k"));
+    assert_eq!(full.status, StatusCode::NO_CONTENT, "{}", full.json);
+    assert_eq!(
+        refused("create", tag("one-more", "v")),
+        "10240004",
+        "per queue"
+    );
+    let replaced = tag_action(&h, &q, "create", tag("keep", "new"));
+    assert_eq!(
+        replaced.status,
+        StatusCode::NO_CONTENT,
+        "a new value is no new tag"
+    );
+    assert_eq!(
+        refused("delete", json!([{"value": "v"}])),
+        "10240004",
+        "no key"
+    );
+    assert_eq!(refused("create", json!([])), "10249001");
+    assert_eq!(refused("create", json!("x")), "10249001");
+    assert_eq!(refused("Create", tag("k", "v")), "10249001");
+    assert_eq!(
+        refused("create", json!([{"key": 1, "value": "v"}])),
+        "10240004"
+    );
+    let tags = queue_tags(&h, &q);
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 20);
+    assert_eq!(tags["tags"][0], json!({"key": "k0", "value": "v"}));
+    let create = h.call(
+        Method::POST,
+        &h.v2("/queues"),
+        Some(json!({"name": "z", "tags": [{"key": "a/b", "value": "v"}]})),
+    );
+    assert_eq!((create.status.as_u16(), create.code()), (400, "10240004"));
+    let filter = h.call(Method::GET, &h.v2("/queues?tag_key=a%3Db"), None);
+    assert_eq!(filter.code(), "10240004");
 }
