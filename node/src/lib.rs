@@ -53,7 +53,8 @@ pub struct QueueView {
     pub config: QueueConfig,
     /// When the queue was created, epoch milliseconds.
     pub created_ms: u64,
-    /// Opaque to the kernel: the adapter's own queue fields (the DMS description).
+    /// Opaque to the kernel: the adapter's own queue fields (the DMS description and
+    /// tags), set at create and replaced by [`Node::set_queue_meta`].
     pub meta: Vec<u8>,
     pub groups: Vec<(GroupId, String)>,
 }
@@ -104,6 +105,9 @@ impl Lane {
 pub enum NodeError {
     Engine(EngineError),
     Unavailable(&'static str),
+    /// [`Node::set_queue_meta`]: the queue's fields were no longer what the caller read
+    /// (another change came first); read them again and retry.
+    MetaChanged,
 }
 
 impl From<EngineError> for NodeError {
@@ -117,6 +121,7 @@ impl std::fmt::Display for NodeError {
         match self {
             NodeError::Engine(error) => write!(f, "{error}"),
             NodeError::Unavailable(why) => write!(f, "unavailable: {why}"),
+            NodeError::MetaChanged => write!(f, "the queue's fields changed meanwhile"),
         }
     }
 }
@@ -155,6 +160,17 @@ pub trait Node {
 
     async fn delete_queue(&self, queue: QueueId) -> Result<(), NodeError>;
 
+    /// Replaces the queue's adapter fields ([`QueueView::meta`]) durably on every
+    /// partition, if they are still `expected` (what the caller read and changed);
+    /// otherwise [`NodeError::MetaChanged`] and nothing is written. Bounded by
+    /// `QUEUE_META_BYTES_MAX` (`EngineError::InvalidConfig("meta")` beyond).
+    async fn set_queue_meta(
+        &self,
+        queue: QueueId,
+        expected: &[u8],
+        meta: Vec<u8>,
+    ) -> Result<(), NodeError>;
+
     /// Creates several groups as one request: all of them, or (on a validation error such
     /// as a duplicate name or the per-queue limit, or a fault part-way) none.
     async fn create_groups(
@@ -185,9 +201,11 @@ pub trait Node {
         message: MessageId,
     ) -> Result<(), NodeError>;
 
-    /// Receives up to `request.max_messages`; with nothing available, waits up to
-    /// `wait_ms` (capped by the node's long-poll limit) for a message and then returns
-    /// what there is (maybe none).
+    /// Receives up to `request.max_messages`, whose bodies and attributes total at most
+    /// `request.bytes_max` over all partitions (or one message alone, larger, when
+    /// `request.oversize_first`); with nothing available, waits up to `wait_ms` (capped by
+    /// the node's long-poll limit) for a message and then returns what there is (maybe
+    /// none).
     async fn receive(
         &self,
         queue: QueueId,

@@ -13,7 +13,7 @@ use sluice_core::engine::QueueInfo;
 
 use crate::requests::{
     self, MetaCreateGroups, MetaCreateQueue, MetaCreateTenant, MetaDeleteGroup, MetaDeleteQueue,
-    MetaDeleteTenant, MetaSetQuotas,
+    MetaDeleteTenant, MetaSetQueueMeta, MetaSetQuotas,
 };
 use crate::tenants::{self, valid_tenant_name, Quotas, Tenant, TenantError};
 use crate::{Host, NodeError, NodeShard};
@@ -31,7 +31,7 @@ impl<H: Host> MetadataPartitions for ShardPartitions<'_, H> {
     fn engine_error(error: &NodeError) -> Option<&EngineError> {
         match error {
             NodeError::Engine(engine) => Some(engine),
-            NodeError::Unavailable(_) => None,
+            NodeError::Unavailable(_) | NodeError::MetaChanged => None,
         }
     }
 
@@ -60,6 +60,20 @@ impl<H: Host> MetadataPartitions for ShardPartitions<'_, H> {
         self.0
             .call(requests::DeleteQueue { partition, queue })
             .await
+    }
+
+    async fn set_queue_meta(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        meta: &[u8],
+    ) -> Result<(), NodeError> {
+        let call = requests::SetQueueMeta {
+            partition,
+            queue,
+            meta: meta.to_vec(),
+        };
+        self.0.call(call).await
     }
 
     async fn create_group(
@@ -198,6 +212,26 @@ impl<H: Host> NodeShard<H> {
         self.change(async |permit, partitions| {
             permit
                 .delete_queue(partitions, request.queue)
+                .await
+                .map_err(|failure| failure.error)
+        })
+        .await
+    }
+
+    /// Under the turn, so that two changes of one queue's fields cannot both start from
+    /// the same fields and one silently undo the other: the directory (partition 0,
+    /// republished after every change) must still hold `expected`.
+    pub(crate) async fn apply_set_queue_meta(
+        &self,
+        request: MetaSetQueueMeta,
+    ) -> Result<(), NodeError> {
+        self.change(async |permit, partitions| {
+            let view = self.view(request.queue).ok_or(EngineError::QueueNotFound)?;
+            if view.meta != request.expected {
+                return Err(NodeError::MetaChanged);
+            }
+            permit
+                .set_queue_meta(partitions, request.queue, &request.meta)
                 .await
                 .map_err(|failure| failure.error)
         })

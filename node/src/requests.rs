@@ -108,6 +108,12 @@ partition_request! {
 }
 
 partition_request! {
+    /// Replaces a queue's adapter fields on this partition.
+    SetQueueMeta { queue: QueueId, meta: Vec<u8> } -> (),
+    |this, shard, engine, now| engine.set_queue_meta(this.queue, this.meta, now).await
+}
+
+partition_request! {
     /// Creates a group (at the oldest message) under partition 0's id, as `CreateQueue`.
     CreateGroup { id: Option<GroupId>, queue: QueueId, name: String } -> GroupId,
     |this, shard, engine, now| {
@@ -228,6 +234,12 @@ meta_request! {
 meta_request! {
     MetaDeleteQueue { queue: QueueId } -> (),
     apply_delete_queue
+}
+
+meta_request! {
+    /// Replaces the queue's adapter fields if they are still `expected`.
+    MetaSetQueueMeta { queue: QueueId, expected: Vec<u8>, meta: Vec<u8> } -> (),
+    apply_set_queue_meta
 }
 
 meta_request! {

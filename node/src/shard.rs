@@ -188,7 +188,9 @@ impl<H: Host> NodeShard<H> {
     }
 
     /// One pass over the partitions, this shard's first; the deliveries and each visited
-    /// partition's change count.
+    /// partition's change count. The request's count and byte budget hold for the whole
+    /// pass: each partition gets what the earlier ones left, and only while nothing was
+    /// delivered may a partition answer an oversize first message.
     async fn receive_pass(
         &self,
         queue: QueueId,
@@ -196,7 +198,8 @@ impl<H: Host> NodeShard<H> {
         lane: Lane,
         request: &ReceiveRequest,
     ) -> Result<(Vec<Routed<Delivery>>, Vec<(u32, u64)>), NodeError> {
-        let mut deliveries = Vec::new();
+        let mut deliveries: Vec<Routed<Delivery>> = Vec::new();
+        let mut bytes_delivered: u64 = 0;
         let mut seen = Vec::new();
         let order =
             routing::receive_order(self.config.partition_count, self.next_rotation(), |p| {
@@ -204,7 +207,9 @@ impl<H: Host> NodeShard<H> {
             });
         for partition in order {
             let wanted = request.max_messages - u32::try_from(deliveries.len()).expect("bounded");
-            if wanted == 0 {
+            let bytes_left = request.bytes_max.saturating_sub(bytes_delivered);
+            let first = deliveries.is_empty();
+            if wanted == 0 || (bytes_left == 0 && !first) {
                 break;
             }
             let call = requests::Receive {
@@ -214,14 +219,27 @@ impl<H: Host> NodeShard<H> {
                 lane,
                 request: ReceiveRequest {
                     max_messages: wanted,
+                    bytes_max: bytes_left,
+                    oversize_first: request.oversize_first && first,
                     ..request.clone()
                 },
             };
             let (got, change_count) = self.call(call).await?;
             seen.push((partition, change_count));
             let partition = u16::try_from(partition).expect("partition indexes are u16");
-            deliveries.extend(got.into_iter().map(|item| Routed { partition, item }));
+            for item in got {
+                let bytes = item.body.len().saturating_add(item.attributes.len());
+                let bytes = u64::try_from(bytes).expect("usize fits u64");
+                bytes_delivered = bytes_delivered.saturating_add(bytes);
+                deliveries.push(Routed { partition, item });
+            }
         }
+        let alone = deliveries.len() == 1 && request.oversize_first;
+        assert!(
+            bytes_delivered <= request.bytes_max || alone,
+            "a receive keeps its byte budget: {bytes_delivered} bytes in {} messages",
+            deliveries.len()
+        );
         Ok((deliveries, seen))
     }
 
@@ -341,6 +359,20 @@ impl<H: Host> Node for NodeShard<H> {
 
     async fn delete_queue(&self, queue: QueueId) -> Result<(), NodeError> {
         self.call(requests::MetaDeleteQueue { queue }).await
+    }
+
+    async fn set_queue_meta(
+        &self,
+        queue: QueueId,
+        expected: &[u8],
+        meta: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        let call = requests::MetaSetQueueMeta {
+            queue,
+            expected: expected.to_vec(),
+            meta,
+        };
+        self.call(call).await
     }
 
     async fn create_groups(

@@ -134,6 +134,8 @@ fn message(body: &str) -> SendInput {
 fn receive_request(max: u32) -> ReceiveRequest {
     ReceiveRequest {
         max_messages: max,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 30_000,
         filter: None,
     }
@@ -616,4 +618,76 @@ fn a_batch_split_over_partitions_is_refused_whole_or_answered_as_retriable() {
     );
     let info = node.engine(0).unwrap().queue_info(queue).unwrap();
     assert_eq!(info.sent_total, 1, "partition 0's part was stored");
+}
+
+#[test]
+fn a_receive_spreads_one_byte_budget_over_the_partitions() {
+    // Goal: a receive's byte budget holds for its whole answer, not per partition: the
+    // partitions visited later get what the earlier ones left, and only the answer's first
+    // message may exceed the budget (alone). Method: four partitions each hold one message
+    // of 300 bytes (body and attributes); receives with budgets of 700 and 250 bytes.
+    let node = check_node(4, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    let sized = SendInput {
+        body: vec![b'b'; 290],
+        attributes: vec![b'a'; 10],
+        ..message("")
+    };
+    let mut partitions = Vec::new();
+    for entry in [0, 0, 1, 1] {
+        let sent = block_on(node.shard(entry).send(queue, vec![sized.clone()])).unwrap();
+        partitions.push(sent[0].partition);
+    }
+    partitions.sort_unstable();
+    assert_eq!(partitions, [0, 1, 2, 3], "one message a partition");
+    let budget = |bytes_max: u64| ReceiveRequest {
+        bytes_max,
+        ..receive_request(64)
+    };
+    let bytes = |got: &[Routed<Delivery>]| -> usize {
+        got.iter()
+            .map(|d| d.item.body.len() + d.item.attributes.len())
+            .sum()
+    };
+    let first = block_on(node.receive(queue, group, Lane::Main, budget(700), 0)).unwrap();
+    assert_eq!(first.len(), 2, "two of 300 bytes fit 700, a third does not");
+    assert_eq!(bytes(&first), 600);
+    let second = block_on(node.receive(queue, group, Lane::Main, budget(250), 0)).unwrap();
+    assert_eq!(
+        second.len(),
+        1,
+        "the first alone, though larger than the budget"
+    );
+    let closed = ReceiveRequest {
+        oversize_first: false,
+        ..budget(250)
+    };
+    let none = block_on(node.receive(queue, group, Lane::Main, closed, 0)).unwrap();
+    assert!(none.is_empty(), "no oversize message where none is allowed");
+    let last = block_on(node.receive(queue, group, Lane::Main, budget(u64::MAX), 0)).unwrap();
+    assert_eq!(last.len(), 1);
+}
+
+#[test]
+fn queue_meta_changes_reach_every_partition_and_refuse_a_stale_read() {
+    // Goal: `set_queue_meta` replaces a queue's fields on every partition through any
+    // shard, the directory shows them at once, and a change based on fields that another
+    // change replaced meanwhile is refused (nothing written) rather than undoing it.
+    // Method: two changes from the same read; the second answers MetaChanged.
+    let node = check_node(3, 2);
+    let tenant = with_tenant(&node);
+    let queue = block_on(node.create_queue(&tenant, "q", normal(), b"v0".to_vec())).unwrap();
+    block_on(node.shard(1).set_queue_meta(queue, b"v0", b"v1".to_vec())).unwrap();
+    assert_eq!(node.shard(1).queue(&tenant, queue).unwrap().meta, b"v1");
+    for partition in 0..node.partition_count() {
+        let engine = node.engine(partition).unwrap();
+        assert_eq!(engine.queue_info(queue).unwrap().meta, b"v1", "{partition}");
+    }
+    let stale = block_on(node.set_queue_meta(queue, b"v0", b"v2".to_vec()));
+    assert_eq!(stale, Err(NodeError::MetaChanged));
+    assert_eq!(node.queue(&tenant, queue).unwrap().meta, b"v1");
+    let missing = block_on(node.set_queue_meta(QueueId(999), b"", Vec::new()));
+    assert_eq!(missing, Err(NodeError::Engine(EngineError::QueueNotFound)));
+    assert!(!node.needs_repair());
 }

@@ -109,13 +109,14 @@ def run_v3(args):
     from huaweicloudsdkcore.exceptions import exceptions as sdk_exceptions
     from huaweicloudsdkcore.http.http_config import HttpConfig
     from huaweicloudsdkdms.v2 import (
-        ConfirmConsumptionMessagesReq, ConfirmConsumptionMessagesRequest,
+        BatchCreateOrDeleteQueueTagRequest, BatchCreateOrDeleteTagReq,
+        BatchCreateOrDeleteTagReqTags, ConfirmConsumptionMessagesReq, ConfirmConsumptionMessagesRequest,
         ConfirmDeadLettersMessagesReq, ConfirmDeadLettersMessagesRequest, ConfirmMessageEntity,
         ConsumeDeadlettersMessageRequest, ConsumeMessagesRequest, CreateConsumerGroupReq,
         CreateConsumerGroupRequest, CreateQueueReq, CreateQueueRequest, DeleteQueueRequest,
         DeleteSpecifiedConsumerGroupRequest, DmsClient, GroupEntity, ListConsumerGroupsRequest,
         ListQueuesRequest, SendMessageEntity, SendMessagesReq, SendMessagesRequest,
-        ShowQueueProjectTagsRequest, ShowQueueRequest, ShowQuotasRequest)
+        ShowQueueProjectTagsRequest, ShowQueueRequest, ShowQueueTagsRequest, ShowQuotasRequest)
 
     log = Log("huaweicloudsdkdms")
     config = HttpConfig.get_default_config()
@@ -349,16 +350,26 @@ def run_v3(args):
     log.step("show quotas (/v2/{project_id}/quotas)", quotas)
 
     def queue_tags():
-        # FIXME(server): the optional queue tag calls (docs/dms-api.md section 2, row 14) are not
-        # served; the SDK gets a 404 in the DMS error envelope.
-        try:
-            client.show_queue_project_tags(ShowQueueProjectTagsRequest())
-        except sdk_exceptions.ClientRequestException as e:
-            check(e.status_code == 404, "status %s" % e.status_code)
-            return "404 %s %s" % (e.error_code, e.error_msg)
-        raise Failed("queue tags are served now: replace this step with a real check")
+        def action(name, tags):
+            body = BatchCreateOrDeleteTagReq(
+                action=name,
+                tags=[BatchCreateOrDeleteTagReqTags(key=k, value=v) for k, v in tags])
+            client.batch_create_or_delete_queue_tag(
+                BatchCreateOrDeleteQueueTagRequest(queue_id=normal, body=body))
 
-    log.step("queue tags (/v2/{project_id}/queue/tags): not served, 404", queue_tags)
+        action("create", [("env", "test"), ("team", "billing")])
+        action("create", [("team", "ops")])
+        action("delete", [("env", "test")])
+        response = client.show_queue_tags(ShowQueueTagsRequest(queue_id=normal))
+        tags = [(t.key, t.value) for t in response.tags]
+        check(tags == [("team", "ops")], "queue tags %s" % tags)
+        response = client.show_queue_project_tags(ShowQueueProjectTagsRequest())
+        project = [(t.key, t.values) for t in response.tags]
+        check(project == [("team", ["ops"])], "project tags %s" % project)
+        return {"queue": tags, "project": project}
+
+    log.step("queue tags: batch create and delete, show_queue_tags, show_queue_project_tags",
+             queue_tags)
 
     def delete_group():
         client.delete_specified_consumer_group(

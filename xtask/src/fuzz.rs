@@ -18,6 +18,7 @@ pub const TARGETS: &[&str] = &[
     "index_decode",
     "auth_verify",
     "dms_request",
+    "http_service",
 ];
 /// Wall-clock bound of each target in `cargo xtask test`.
 pub const SMOKE_SECONDS: u64 = 20;

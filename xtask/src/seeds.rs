@@ -17,6 +17,7 @@ pub fn for_target(target: &str) -> Vec<Vec<u8>> {
         "index_decode" => index_seeds(),
         "auth_verify" => auth_seeds(),
         "dms_request" => dms_seeds(),
+        "http_service" => http_service_seeds(),
         _ => unreachable!("unknown fuzz target {target}, checked by the caller"),
     }
 }
@@ -197,6 +198,51 @@ fn dms_seeds() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Requests as `fuzz_targets/http_service.rs` reads them: method, flags (credentials in
+/// bits 0-1, JSON content type in bit 2, `X-Project-Id` in bit 3), then path, query,
+/// headers and body separated by NUL.
+fn http_service_seeds() -> Vec<Vec<u8>> {
+    let requests: [(u8, u8, &str); 9] = [
+        (
+            1,
+            4,
+            "/v2/$P/queues\0\0\0{\"name\":\"n\",\"tags\":[{\"key\":\"a\",\"value\":\"b\"}]}",
+        ),
+        (0, 1, "/v1.0/$P/queues/$Q\0include_deadletter=true\0\0"),
+        (
+            1,
+            4,
+            "/v2/$P/queues/$Q/messages\0\0user-agent:fuzz\0{\"messages\":[{\"body\":[1,{\"a\":null}]}]}",
+        ),
+        (
+            0,
+            12,
+            "/v2/$P/queues/$Q/groups/$G/messages\0max_msgs=10&time_wait=1&ack_wait=15\0\0",
+        ),
+        (
+            1,
+            5,
+            "/v2/$P/queue/$Q/tags/action\0\0\0{\"action\":\"create\",\"tags\":[{\"key\":\"k\",\"value\":\"v\"}]}",
+        ),
+        (0, 0, "/v2/$P/queue/tags\0\0\0"),
+        (1, 0, "/v3/auth/tokens\0\0\0{\"auth\":{}}"),
+        (0, 3, "/admin/tenants\0\0\0"),
+        (
+            0,
+            2,
+            "/v2/$P/quotas\0\0authorization:SDK-HMAC-SHA256 Access=x, SignedHeaders=host, Signature=00\nx-sdk-date:20261126T000000Z\0",
+        ),
+    ];
+    requests
+        .iter()
+        .map(|(method, flags, rest)| {
+            let mut seed = vec![*method, *flags];
+            seed.extend_from_slice(rest.as_bytes());
+            seed
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use sluice_core::record::decode_batch;
@@ -227,5 +273,12 @@ mod tests {
         for seed in index_seeds() {
             assert!(OffsetIndex::decode_file(&seed).is_some());
         }
+        for seed in http_service_seeds() {
+            // Path, query, headers and body: the target splits the rest into four fields.
+            let fields = seed[2..].splitn(4, |b| *b == 0).count();
+            assert_eq!(fields, 4, "{:?}", String::from_utf8_lossy(&seed));
+            assert!(seed[2] == b'/', "a path");
+        }
+        assert!(for_target("http_service").len() >= 9);
     }
 }

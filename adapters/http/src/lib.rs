@@ -10,4 +10,5 @@
 
 pub mod auth;
 pub mod dms;
+pub mod json_depth;
 pub mod service;

@@ -109,6 +109,9 @@ async fn route<N: Node>(
     body: &[u8],
 ) -> Response<Bytes> {
     let path = parts.uri.path();
+    if let Some(refused) = crate::json_depth::refusal(path, body) {
+        return refused;
+    }
     if path == "/healthz" {
         return json_response(StatusCode::OK, json!({"status": "ok"}).to_string());
     }

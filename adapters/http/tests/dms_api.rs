@@ -1156,3 +1156,448 @@ fn scheduled_sends_and_cancels_reject_bad_input() {
         (StatusCode::METHOD_NOT_ALLOWED, "10249050")
     );
 }
+
+/// `depth` nested arrays around `inner`: `[[...inner...]]`.
+fn nested(depth: usize, inner: &str) -> String {
+    format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn deeply_nested_message_bodies_are_refused_and_never_stored() {
+    // Goal: a message body nested past JSON_DEPTH_MAX (docs/dms-adapter.md, "Limits") is
+    // refused with 400 and the invalid-parameter code whether or not it is well-formed,
+    // and nothing of the send is stored. Method: send 100,000 `[` (unclosed), then the
+    // same balanced, then a body at the limit; a consume must return only the last.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let path = h.v1(&format!("/queues/{q}/messages"));
+    let send_raw = |body: &str| {
+        let request = format!(r#"{{"messages": [{{"body": {body}}}]}}"#);
+        h.call_raw(
+            Method::POST,
+            &path,
+            Some(request.as_bytes()),
+            Some("application/json"),
+        )
+    };
+    for body in ["[".repeat(100_000), nested(100_000, "")] {
+        let refused = send_raw(&body);
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.json);
+        assert_eq!(refused.code(), "10249001");
+        let text = refused.json["error_msg"].as_str().unwrap();
+        assert!(text.contains("nested deeper than 64"), "{text}");
+    }
+    // The request's own object, array and message object are three levels: a body may
+    // nest 61 more, and one more is refused.
+    assert_eq!(
+        send_raw(&nested(62, "1")).code(),
+        "10249001",
+        "one level past the limit"
+    );
+    let at_limit = nested(61, "1");
+    let stored = send_raw(&at_limit);
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.json);
+    let got = h.consume(&q, &g, "time_wait=1");
+    let expected: Value = serde_json::from_str(&at_limit).unwrap();
+    assert_eq!(bodies(&got.json), std::slice::from_ref(&expected));
+    // Brackets inside strings do not count.
+    let text_body = format!("\"{}\\\"{}\"", "[".repeat(200), "{".repeat(200));
+    assert_eq!(send_raw(&text_body).status, StatusCode::CREATED);
+    let got = h.consume(&q, &g, "time_wait=1");
+    let text: String = serde_json::from_str(&text_body).unwrap();
+    assert_eq!(bodies(&got.json), [Value::String(text)]);
+    // A body another protocol stored, nested deeper than a send accepts, comes back as a
+    // JSON string of its text, so the answer keeps within the limit; one at the limit
+    // comes back as JSON.
+    let foreign = |body: &str| sluice_core::engine::types::SendInput {
+        body: body.as_bytes().to_vec(),
+        attributes: Vec::new(),
+        tags: Vec::new(),
+        fifo_group: None,
+        delay: sluice_core::engine::types::Delay::None,
+        dedup_id: None,
+    };
+    let queue_id = sluice_http::dms::ids::queue_id_decode(&q).unwrap();
+    let too_deep = nested(62, "1");
+    block_on(h.node.send(queue_id, vec![foreign(&at_limit)])).unwrap();
+    block_on(h.node.send(queue_id, vec![foreign(&too_deep)])).unwrap();
+    let got = h.consume(&q, &g, "time_wait=1&max_msgs=10");
+    let mut got = bodies(&got.json);
+    got.sort_by_key(Value::is_string);
+    assert_eq!(got, [expected, Value::String(too_deep)]);
+}
+
+#[test]
+fn deeply_nested_json_is_refused_on_every_endpoint() {
+    // Goal: the depth limit holds for every JSON body the DMS API reads (queue and group
+    // creation, acks), not only message bodies. Method: a valid-looking body with one
+    // field nested 100,000 deep on each endpoint.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "g");
+    let deep = nested(100_000, "");
+    let cases = [
+        (
+            h.v1("/queues"),
+            format!(r#"{{"name": "x", "extra": {deep}}}"#),
+        ),
+        (
+            h.v1(&format!("/queues/{q}/groups")),
+            format!(r#"{{"groups": [{{"name": "y"}}], "extra": {deep}}}"#),
+        ),
+        (
+            h.v1(&format!("/queues/{q}/groups/{g}/ack")),
+            format!(r#"{{"message": [{{"handler": "x", "status": "success", "extra": {deep}}}]}}"#),
+        ),
+    ];
+    for (path, body) in cases {
+        let answer = h.call_raw(
+            Method::POST,
+            &path,
+            Some(body.as_bytes()),
+            Some("application/json"),
+        );
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(answer.code(), "10249001", "{path}");
+    }
+    let list = h.call(Method::GET, &h.v1("/queues"), None);
+    assert_eq!(list.json["total"], 1, "no queue was created");
+}
+
+#[test]
+fn deeply_nested_keystone_and_admin_bodies_are_refused() {
+    // Goal: the service's own JSON bodies (the Keystone token request, the admin API)
+    // obey the same depth limit, through `service::handle`. Method: 10,000 `[` (within the
+    // Keystone body limit) in the body of each; each answers 400 with the invalid-parameter
+    // code in the §5 envelope.
+    let h = Harness::new(1);
+    let config = sluice_http::service::ServiceConfig {
+        dms: h.config,
+        clock_skew_s_max: 900,
+        token_ttl_s: 3600,
+        token_key: [7; 32],
+        admin_ak: "ADMINAK".to_string(),
+        admin_sk: "admin-secret".to_string(),
+        endpoint: "http://127.0.0.1:1".to_string(),
+        region: "region-1".to_string(),
+    };
+    let deep = format!(r#"{{"auth": {}}}"#, "[".repeat(10_000));
+    for (method, path) in [
+        (Method::POST, "/v3/auth/tokens"),
+        (Method::POST, "/admin/tenants"),
+        (Method::PUT, "/admin/tenants/x/quotas"),
+    ] {
+        let (parts, ()) = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let response = block_on(sluice_http::service::handle(
+            h.entry(),
+            &config,
+            &parts,
+            deep.as_bytes(),
+        ));
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let json: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(json["error_code"], "10249001", "{path}: {json}");
+        assert_eq!(json["error"]["code"], "10249001", "{path}");
+    }
+}
+
+#[test]
+fn a_consume_answer_carries_at_most_512_kib_of_messages() {
+    // Goal: §3.4/§4: one consume answer carries at most 512 KiB of messages (bodies and
+    // attributes): a consume answers fewer messages rather than more bytes, never a cut
+    // message, and nothing it does not answer is leased (the rest comes with the next
+    // consume at once, not after ack_wait). Method: five messages of about 200 KiB on a
+    // three-partition queue; consumes with max_msgs=10 get two, two and one, each body
+    // whole.
+    let h = Harness::new(3);
+    let q = h.queue(json!({"name": "big"}));
+    let g = h.group(&q, "g");
+    let body = |i: usize| format!("{i}{}", "x".repeat(200 * 1024));
+    for i in 0..5 {
+        let sent = h.send(&q, json!([{"body": body(i), "attributes": {"n": i}}]));
+        assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.json);
+    }
+    let mut seen = Vec::new();
+    for expected in [2, 2, 1] {
+        let got = h.consume(&q, &g, "max_msgs=10&time_wait=1&ack_wait=30");
+        assert_eq!(got.status, StatusCode::OK);
+        let list = got.json.as_array().unwrap();
+        assert_eq!(list.len(), expected, "messages in one answer");
+        let bytes: usize = list
+            .iter()
+            .map(|m| {
+                let body = m["message"]["body"].to_string();
+                let attributes = m["message"]["attributes"].to_string();
+                body.len() + attributes.len()
+            })
+            .sum();
+        assert!(bytes <= 512 * 1024, "{bytes} bytes of messages");
+        for m in list {
+            let text = m["message"]["body"].as_str().unwrap().to_string();
+            let index: usize = text[..1].parse().unwrap();
+            assert_eq!(text, body(index), "a whole body");
+            assert_eq!(m["message"]["attributes"], json!({"n": index}));
+            seen.push(index);
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+    assert_eq!(h.consume(&q, &g, "time_wait=1").json, json!([]));
+}
+
+#[test]
+fn a_consume_answers_one_message_larger_than_its_cap_alone() {
+    // Goal: a message larger than the consume cap on its own (possible when the cap is
+    // configured below the message limit, or for another protocol's message) is answered
+    // alone rather than never, on the main lane and the dead letters. Method: a cap of
+    // 1,000 bytes, messages of 600, 1,500 and 600 bytes sent in that order to a FIFO
+    // queue on one partition.
+    let mut h = Harness::new(1);
+    h.config.consume_bytes_max = 1_000;
+    let q = h.queue(
+        json!({"name": "q", "queue_mode": "FIFO", "redrive_policy": "enable",
+                          "max_consume_count": 1}),
+    );
+    let g = h.group(&q, "g");
+    let text = |n: usize| "y".repeat(n - 2);
+    let sent = h.send(
+        &q,
+        json!([{"body": text(600)}, {"body": text(1_500)}, {"body": text(600)}]),
+    );
+    assert_eq!(sent.status, StatusCode::CREATED);
+    let mut handlers_all = Vec::new();
+    for expected in [600, 1_500, 600] {
+        let got = h.consume(&q, &g, "max_msgs=10&time_wait=1&ack_wait=30");
+        let list = got.json.as_array().unwrap();
+        assert_eq!(list.len(), 1, "{expected}");
+        assert_eq!(list[0]["message"]["body"], json!(text(expected)));
+        handlers_all.extend(handlers(&got.json));
+        let acked = h.ack(&q, &g, acks(&handlers(&got.json), "fail"));
+        assert_eq!(acked.json, json!({"success": 1, "fail": 0}));
+    }
+    let dead = h.v1(&format!(
+        "/queues/{q}/groups/{g}/deadletters?max_msgs=10&time_wait=1"
+    ));
+    for expected in [600, 1_500, 600] {
+        let got = h.call(Method::GET, &dead, None);
+        let list = got.json.as_array().unwrap();
+        assert_eq!(list.len(), 1, "dead letter {expected}");
+        assert_eq!(list[0]["message"]["body"], json!(text(expected)));
+    }
+}
+
+/// `POST /v2/{p}/queue/{q}/tags/action` with `action` and `tags`.
+fn tag_action(h: &Harness, queue: &str, action: &str, tags: Value) -> dms_support::Answer {
+    let path = h.v2(&format!("/queue/{queue}/tags/action"));
+    h.call(
+        Method::POST,
+        &path,
+        Some(json!({"action": action, "tags": tags})),
+    )
+}
+
+fn queue_tags(h: &Harness, queue: &str) -> Value {
+    let answer = h.call(Method::GET, &h.v2(&format!("/queue/{queue}/tags")), None);
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.json);
+    answer.json
+}
+
+#[test]
+fn queue_tags_are_added_listed_deleted_and_listed_by_project() {
+    // Goal: the v2 queue-tag calls of §2 row 14 as huaweicloudsdkdms makes them: batch
+    // create (a repeated key takes the new value) and delete through `tags/action` (204),
+    // a queue's tags (`{"tags": [{"key", "value"}]}`), the project's tags by key with all
+    // values (`{"tags": [{"key", "values"}]}`); the Sluice extensions: tags at queue
+    // create, deleting one tag by key, listing the queues that carry a tag. Tags are
+    // durable queue fields: they survive and do not disturb the description.
+    let h = Harness::new(2);
+    let a = h.queue(json!({"name": "a", "description": "first"}));
+    let b = h.queue(json!({"name": "b", "tags": [{"key": "env", "value": "test"}]}));
+    let c = h.queue(json!({"name": "c"}));
+    assert_eq!(queue_tags(&h, &a), json!({"tags": []}));
+    assert_eq!(
+        queue_tags(&h, &b),
+        json!({"tags": [{"key": "env", "value": "test"}]})
+    );
+    let created = tag_action(
+        &h,
+        &a,
+        "create",
+        json!([{"key": "env", "value": "prod"}, {"key": "team", "value": "billing"},
+               {"key": "empty", "value": ""}]),
+    );
+    assert_eq!(created.status, StatusCode::NO_CONTENT, "{}", created.json);
+    assert!(created.raw.is_empty());
+    let changed = tag_action(&h, &a, "create", json!([{"key": "team", "value": "ops"}]));
+    assert_eq!(changed.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        queue_tags(&h, &a),
+        json!({"tags": [{"key": "empty", "value": ""}, {"key": "env", "value": "prod"},
+                        {"key": "team", "value": "ops"}]})
+    );
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{a}")), None);
+    assert_eq!(show.json["description"], "first");
+    let project = h.call(Method::GET, &h.v2("/queue/tags"), None);
+    assert_eq!(project.status, StatusCode::OK);
+    assert_eq!(
+        project.json,
+        json!({"tags": [{"key": "empty", "values": [""]},
+                        {"key": "env", "values": ["prod", "test"]},
+                        {"key": "team", "values": ["ops"]}]})
+    );
+    // Queues by tag (extension): a key, or a key and a value.
+    let names = |query: &str| -> Vec<String> {
+        let list = h.call(Method::GET, &h.v2(&format!("/queues?{query}")), None);
+        assert_eq!(list.status, StatusCode::OK, "{}", list.json);
+        assert_eq!(
+            list.json["total"],
+            list.json["queues"].as_array().unwrap().len()
+        );
+        list.json["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("tag_key=env"), ["a", "b"]);
+    assert_eq!(names("tag_key=env&tag_value=test"), ["b"]);
+    assert_eq!(names("tag_key=none"), Vec::<String>::new());
+    assert_eq!(names(""), ["a", "b", "c"]);
+    // Delete: by key (a value, if given, must match); absent keys are no error.
+    let deleted = tag_action(
+        &h,
+        &a,
+        "delete",
+        json!([{"key": "env"}, {"key": "absent"}, {"key": "team", "value": "other"}]),
+    );
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.json);
+    assert_eq!(
+        queue_tags(&h, &a),
+        json!({"tags": [{"key": "empty", "value": ""}, {"key": "team", "value": "ops"}]})
+    );
+    let one = h.call(
+        Method::DELETE,
+        &h.v2(&format!("/queue/{a}/tags/team")),
+        None,
+    );
+    assert_eq!(one.status, StatusCode::NO_CONTENT, "{}", one.json);
+    assert_eq!(
+        queue_tags(&h, &a),
+        json!({"tags": [{"key": "empty", "value": ""}]})
+    );
+    let encoded = tag_action(&h, &c, "create", json!([{"key": "a b", "value": "x"}]));
+    assert_eq!(encoded.status, StatusCode::NO_CONTENT);
+    let path = h.v2(&format!("/queue/{c}/tags/a%20b"));
+    assert_eq!(h.call(Method::DELETE, &path, None).status, 204);
+    assert_eq!(queue_tags(&h, &c), json!({"tags": []}));
+    // The tag calls are /v2 only, and another tenant's queue is unknown.
+    let v1 = h.call(Method::GET, &h.v1(&format!("/queue/{a}/tags")), None);
+    assert_eq!((v1.status.as_u16(), v1.code()), (404, "10249040"));
+    let other = h.call_as(
+        &h.other,
+        Method::GET,
+        &format!("/v2/{}/queue/{a}/tags", h.other.project_id),
+        None,
+    );
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.call(Method::PUT, &h.v2(&format!("/queue/{a}/tags")), None)
+            .code(),
+        "10249050"
+    );
+}
+
+#[test]
+fn queue_tag_rules_answer_the_invalid_tag_code() {
+    // Goal: keys of 1-36 and values of 0-43 characters without `=*<>\,|/` or control
+    // characters, at most 20 tags a queue and a request, unique keys in a request: each
+    // rule answers 400 with 10240004 (invalid tag) and changes nothing; a malformed body
+    // answers 10249001. Method: one refused request per rule on a queue with one tag.
+    let h = Harness::new(1);
+    let q = h.queue(json!({"name": "q"}));
+    tag_action(&h, &q, "create", json!([{"key": "keep", "value": "v"}]));
+    let refused = |action: &str, tags: Value| {
+        let answer = tag_action(&h, &q, action, tags);
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.json);
+        answer.code().to_string()
+    };
+    let tag = |key: &str, value: &str| json!([{"key": key, "value": value}]);
+    assert_eq!(refused("create", tag("", "v")), "10240004");
+    assert_eq!(refused("create", tag(&"k".repeat(37), "v")), "10240004");
+    assert_eq!(refused("create", tag("k", &"v".repeat(44))), "10240004");
+    for bad in ["=", "*", "<", ">", "\\", ",", "|", "/", "\u{1}"] {
+        assert_eq!(
+            refused("create", tag(&format!("k{bad}"), "v")),
+            "10240004",
+            "{bad}"
+        );
+        assert_eq!(
+            refused("create", tag("k", &format!("v{bad}"))),
+            "10240004",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        refused("create", json!([{"key": "k"}])),
+        "10240004",
+        "no value"
+    );
+    assert_eq!(
+        refused(
+            "create",
+            json!([{"key": "k", "value": "1"}, {"key": "k", "value": "2"}])
+        ),
+        "10240004"
+    );
+    let many = |count: usize, prefix: &str| -> Value {
+        (0..count)
+            .map(|i| json!({"key": format!("{prefix}{i}"), "value": "v"}))
+            .collect()
+    };
+    assert_eq!(refused("create", many(21, "k")), "10240004", "per request");
+    // 19 more make 20 with `keep`; one more than that is refused.
+    let full = tag_action(&h, &q, "create", many(19, "k"));
+    assert_eq!(full.status, StatusCode::NO_CONTENT, "{}", full.json);
+    assert_eq!(
+        refused("create", tag("one-more", "v")),
+        "10240004",
+        "per queue"
+    );
+    let replaced = tag_action(&h, &q, "create", tag("keep", "new"));
+    assert_eq!(
+        replaced.status,
+        StatusCode::NO_CONTENT,
+        "a new value is no new tag"
+    );
+    assert_eq!(
+        refused("delete", json!([{"value": "v"}])),
+        "10240004",
+        "no key"
+    );
+    assert_eq!(refused("create", json!([])), "10249001");
+    assert_eq!(refused("create", json!("x")), "10249001");
+    assert_eq!(refused("Create", tag("k", "v")), "10249001");
+    assert_eq!(
+        refused("create", json!([{"key": 1, "value": "v"}])),
+        "10240004"
+    );
+    let tags = queue_tags(&h, &q);
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 20);
+    assert_eq!(tags["tags"][0], json!({"key": "k0", "value": "v"}));
+    let create = h.call(
+        Method::POST,
+        &h.v2("/queues"),
+        Some(json!({"name": "z", "tags": [{"key": "a/b", "value": "v"}]})),
+    );
+    assert_eq!((create.status.as_u16(), create.code()), (400, "10240004"));
+    let filter = h.call(Method::GET, &h.v2("/queues?tag_key=a%3Db"), None);
+    assert_eq!(filter.code(), "10240004");
+}

@@ -205,6 +205,8 @@ fn part2(quick: bool) {
         }
         let request = ReceiveRequest {
             max_messages: 10,
+            bytes_max: u64::MAX,
+            oversize_first: true,
             visibility_ms: 30_000,
             filter: None,
         };

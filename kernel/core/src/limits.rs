@@ -43,5 +43,5 @@ pub const ENGINE_DELAY_MS_CEILING: u64 = 366 * 24 * 3600 * 1000;
 pub const ENGINE_SCAN_STEPS_MAX: u32 = 4096;
 /// Messages a FIFO group may park as ready-but-blocked behind locked message groups.
 pub const ENGINE_READY_BLOCKED_MAX: usize = 16 * 1024;
-/// Bytes of opaque adapter fields (a queue's description) a queue may carry.
-pub const QUEUE_META_BYTES_MAX: usize = 4096;
+/// Bytes of opaque adapter fields (a queue's description and tags) a queue may carry.
+pub const QUEUE_META_BYTES_MAX: usize = 16 * 1024;

@@ -31,7 +31,10 @@
 //! - A message takes its position in its queue when it becomes available (at send unless
 //!   delayed to a time after now, else when a tick releases it). Oldest groups see every
 //!   retained message, Latest groups those that become available after their creation.
-//! - receive: NORMAL returns the first `max` available messages the group's filter admits;
+//! - receive: NORMAL returns the first `max` available messages the group's filter admits,
+//!   cut before the first whose bytes (body and attributes) would take the total past the
+//!   request's `bytes_max`, except that an oversize first message is returned alone when
+//!   `oversize_first` is set (the dead-letter lane cuts its list the same way);
 //!   FIFO Queue returns nothing while any message is in flight or waiting for the group;
 //!   FIFO MessageGroup skips message groups with a message in flight or waiting at the
 //!   start of the receive. delivery_count = failures + 1. A group keeps the first filter it
@@ -43,6 +46,8 @@
 //!   receive_dead leases unleased dead letters (delivery count 1); Success removes the
 //!   dead letter (done), Fail or lease expiry makes it receivable again; redrive makes
 //!   every dead letter available with failures 0.
+//! - A queue's adapter fields are empty at create and then what the latest set gave;
+//!   more than `QUEUE_META_BYTES_MAX` bytes is `InvalidConfig("meta")`.
 //! - Crash and reopen lose every lease (in-flight messages available at once, failures
 //!   unchanged) and nothing else. A snapshot changes nothing observable.
 //!

@@ -16,6 +16,10 @@ pub struct DmsConfig {
     pub time_wait_s_default: u64,
     /// `max_msgs` upper bound and default of a consume.
     pub consume_messages_max: u32,
+    /// Bytes of messages (bodies and attributes, as stored) one consume answer carries at
+    /// most: fewer messages are answered rather than more bytes, except that a single
+    /// message larger than this on its own is answered alone.
+    pub consume_bytes_max: u64,
     /// Messages one send may carry.
     pub send_messages_max: u32,
     /// Bytes of one message's body (its JSON text), and of all bodies and attributes of
@@ -61,6 +65,7 @@ impl DmsConfig {
             time_wait_s_max: 60,
             time_wait_s_default: 3,
             consume_messages_max: 10,
+            consume_bytes_max: 512 * 1024,
             send_messages_max: 10,
             message_bytes_max: 512 * 1024,
             send_bytes_max: 512 * 1024,
@@ -88,6 +93,14 @@ impl DmsConfig {
 mod tests {
     use super::*;
     use sluice_core::limits::ENGINE_DELAY_MS_CEILING;
+
+    #[test]
+    fn a_send_always_fits_one_consume() {
+        // Goal: whatever one send may carry, one consume answer may carry too, so a
+        // message of this adapter never needs the oversize exception.
+        let config = DmsConfig::dms_default();
+        assert!(config.send_bytes_max <= config.consume_bytes_max);
+    }
 
     #[test]
     fn delay_limits_stay_within_the_engine_ceiling() {

@@ -1,5 +1,6 @@
 //! Consuming and acknowledging, on a group's main lane or its dead letters (docs/dms-api.md
-//! §3.4-§3.6): long-poll parameters, the top-level array answer, and acks processed in
+//! §3.4-§3.6): long-poll parameters, the top-level array answer within the 512 KiB of
+//! messages one answer carries (`DmsConfig::consume_bytes_max`), and acks processed in
 //! order that stop at the first invalid handler.
 
 use http::StatusCode;
@@ -15,6 +16,10 @@ use super::request::{field, object, raw_array, raw_object};
 use super::wire::{AckResponse, Consumed, ConsumedMessage};
 use super::{ids, validate, Ctx, Reply};
 use sluice_node::{Lane, Node, QueueView};
+
+/// The deepest message body a consume answers as JSON: what a send accepts, the request's
+/// three levels (`{"messages": [{"body": ...`) taken from the limit on the whole request.
+const BODY_DEPTH_MAX: u32 = crate::json_depth::JSON_DEPTH_MAX - 3;
 
 pub(super) async fn consume<N: Node>(
     ctx: &Ctx<'_, N>,
@@ -42,8 +47,12 @@ pub(super) async fn consume<N: Node>(
         Lane::Main => consume_filter(ctx)?,
         Lane::DeadLetters => None,
     };
+    // The byte budget goes into the receive, not after it: messages picked and then left
+    // out of the answer would be leased to nobody until their ack_wait ran out.
     let request = ReceiveRequest {
         max_messages: u32::try_from(max_messages).expect("at most consume_messages_max"),
+        bytes_max: config.consume_bytes_max,
+        oversize_first: true,
         visibility_ms: ack_wait_s * 1000,
         filter,
     };
@@ -84,9 +93,11 @@ fn consumed(delivery: &Routed<Delivery>) -> Consumed {
         item: item.handle,
     };
     // A body this adapter did not write (another protocol's message) is returned as a
-    // JSON string of its text.
+    // JSON string of its text when it is not JSON, or JSON nested deeper than a body this
+    // adapter accepts (the answer stays within the depth limit clients were promised).
     let body = std::str::from_utf8(&item.body)
         .ok()
+        .filter(|text| crate::json_depth::check(text.as_bytes(), BODY_DEPTH_MAX).is_ok())
         .and_then(|text| RawValue::from_string(text.to_string()).ok())
         .unwrap_or_else(|| {
             let text = String::from_utf8_lossy(&item.body);

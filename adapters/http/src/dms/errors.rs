@@ -102,6 +102,14 @@ pub fn from_node(error: NodeError) -> DmsError {
                 format!("The service is temporarily unavailable ({why}); retry."),
             )
         }
+        // The tag handlers retry a bounded number of times before they let this through.
+        NodeError::MetaChanged => {
+            return DmsError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "The queue's tags were changed by other requests meanwhile; retry.",
+            )
+        }
     };
     match engine {
         EngineError::QueueNotFound => DmsError::queue_not_found(),

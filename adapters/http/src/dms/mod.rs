@@ -10,7 +10,8 @@
 //! Files: `routes` (path grammar), `request` (body and query reading), `validate` (field
 //! rules), `ids` (wire ids and handlers), `wire` (response types), `errors` (codes and the
 //! kernel error mapping), and one file per resource: `queues`, `groups`, `send` (send and
-//! the cancel of a scheduled message), `consume` (consume and ack, both lanes), `quotas`.
+//! the cancel of a scheduled message), `consume` (consume and ack, both lanes), `quotas`,
+//! `tags` (queue tags).
 
 mod config;
 mod consume;
@@ -22,6 +23,7 @@ mod quotas;
 mod request;
 pub mod routes;
 mod send;
+mod tags;
 mod validate;
 pub mod wire;
 
@@ -73,17 +75,23 @@ impl Reply {
 }
 
 /// Whether `path` belongs to the DMS API (a `queues` or `quotas` resource under a
-/// `/v1.0/{project}` or `/v2/{project}` prefix), so the server sends it to [`handle`].
+/// `/v1.0/{project}` or `/v2/{project}` prefix, or the `queue` tag resources under
+/// `/v2/{project}`), so the server sends it to [`handle`].
 pub fn is_dms_path(path: &str) -> bool {
-    let rest = path
-        .strip_prefix("/v1.0/")
-        .or_else(|| path.strip_prefix("/v2/"));
-    let Some(rest) = rest else {
+    let (v2, rest) = if let Some(rest) = path.strip_prefix("/v1.0/") {
+        (false, rest)
+    } else if let Some(rest) = path.strip_prefix("/v2/") {
+        (true, rest)
+    } else {
         return false;
     };
     let mut segments = rest.split('/');
     let _project = segments.next();
-    matches!(segments.next(), Some("queues" | "quotas"))
+    match segments.next() {
+        Some("queues" | "quotas") => true,
+        Some("queue") => v2,
+        _ => false,
+    }
 }
 
 /// A low-cardinality name of the request's endpoint for metrics: `send`, `consume`, ...,
@@ -197,6 +205,8 @@ async fn dispatch<N: Node>(
         )
     })?;
     request::check_body(parts, body, config.request_bytes_max)?;
+    crate::json_depth::check(body, crate::json_depth::JSON_DEPTH_MAX)
+        .map_err(crate::json_depth::error)?;
     let query = Query::parse(parts.uri.query());
     let ctx = Ctx {
         node,
@@ -235,6 +245,12 @@ async fn dispatch<N: Node>(
             consume::ack(&ctx, &queue, group, sluice_node::Lane::DeadLetters).await
         }
         (Endpoint::Quotas, _) => quotas::show(&ctx),
+        (Endpoint::ProjectTags, _) => tags::project(&ctx),
+        (Endpoint::QueueTagList, Resource::QueueTags(q)) => tags::list(&ctx.queue(q)?),
+        (Endpoint::QueueTagAction, Resource::QueueTagAction(q)) => tags::action(&ctx, q).await,
+        (Endpoint::QueueTagDelete, Resource::QueueTag(q, key)) => {
+            tags::delete_one(&ctx, q, key).await
+        }
         (endpoint, resource) => unreachable!("endpoint {endpoint:?} on resource {resource:?}"),
     }
 }
@@ -298,6 +314,8 @@ mod tests {
         assert!(is_dms_path("/v1.0/p/quotas/dms"));
         assert!(!is_dms_path("/v3/auth/tokens"));
         assert!(!is_dms_path("/v1.0/p/instances"));
+        assert!(is_dms_path("/v2/p/queue/tags"));
+        assert!(!is_dms_path("/v1.0/p/queue/tags"));
         assert!(!is_dms_path("/metrics"));
         let parts = |method: &str, uri: &str| {
             http::Request::builder()

@@ -1,4 +1,5 @@
-//! Queues: create, list, show, delete (docs/dms-api.md §3.1), and the queue object.
+//! Queues: create, list, show, delete (docs/dms-api.md §3.1), and the queue object; the
+//! Sluice extensions `tags` at create and the list's tag filter (`dms/tags.rs`).
 
 use http::StatusCode;
 use sluice_core::engine::types::{FifoScope, QueueConfig, QueueMode, RetryPolicy};
@@ -8,7 +9,7 @@ use super::errors::{
 };
 use super::request::{field, object};
 use super::wire::{QueueCreated, QueueList, QueueMeta, QueueObject};
-use super::{ids, validate, Ctx, DmsConfig, Reply};
+use super::{ids, tags, validate, Ctx, DmsConfig, Reply};
 use sluice_node::{Node, QueueCounts, QueueView};
 
 pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
@@ -68,7 +69,8 @@ pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError>
         retry: create_retry(&body)?,
         dedup_window_ms: ctx.config.dedup_window_ms,
     };
-    let meta = serde_json::to_vec(&QueueMeta { description }).expect("meta serialises");
+    let tags = tags::parse_create(&body)?;
+    let meta = serde_json::to_vec(&QueueMeta { description, tags }).expect("meta serialises");
     let queue = ctx
         .node
         .create_queue(ctx.tenant, &name, config, meta)
@@ -132,8 +134,15 @@ fn create_retry(body: &super::request::Object) -> Result<RetryPolicy, DmsError> 
 pub(super) async fn list<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
     let include_deadletter = ctx.query.boolean("include_deadletter", false)?;
     let include_messages_num = ctx.query.boolean("include_messages_num", false)?;
+    let tag_filter = tags::list_filter(ctx.query)?;
     let mut queues = Vec::new();
     for view in ctx.node.queues_of(ctx.tenant) {
+        if tag_filter
+            .as_ref()
+            .is_some_and(|f| !tags::matches(&view, f))
+        {
+            continue;
+        }
         let counts = if include_messages_num {
             match ctx.node.queue_counts(view.id).await {
                 Ok(counts) => Some(counts),

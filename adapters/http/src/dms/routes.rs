@@ -1,6 +1,7 @@
-//! The DMS path grammar: which endpoint a method and path name (docs/dms-api.md §2, plus the
-//! Sluice extension `DELETE .../messages/{message_id}`), under the `/v1.0/{project_id}`
-//! and `/v2/{project_id}` prefixes. Parsing only: ids stay strings
+//! The DMS path grammar: which endpoint a method and path name (docs/dms-api.md §2, the
+//! queue tags of row 14 on `/v2` only, plus the Sluice extensions
+//! `DELETE .../messages/{message_id}` and `DELETE .../queue/{queue_id}/tags/{key}`), under
+//! the `/v1.0/{project_id}` and `/v2/{project_id}` prefixes. Parsing only: ids stay strings
 //! here and are resolved by the handlers.
 
 use http::Method;
@@ -26,6 +27,15 @@ pub enum Resource<'a> {
     DeadLetters(&'a str, &'a str),
     DeadLetterAck(&'a str, &'a str),
     Quotas,
+    /// `/v2` `queue/tags`: the tags of the project's queues.
+    ProjectTags,
+    /// `/v2` `queue/{queue_id}/tags`.
+    QueueTags(&'a str),
+    /// `/v2` `queue/{queue_id}/tags/action`.
+    QueueTagAction(&'a str),
+    /// `/v2` `queue/{queue_id}/tags/{key}`, the key still percent-encoded (Sluice
+    /// extension).
+    QueueTag(&'a str, &'a str),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +63,11 @@ pub enum Endpoint {
     DeadLetterConsume,
     DeadLetterAck,
     Quotas,
+    ProjectTags,
+    QueueTagList,
+    QueueTagAction,
+    /// Sluice extension: delete one tag by key.
+    QueueTagDelete,
 }
 
 impl Endpoint {
@@ -73,6 +88,10 @@ impl Endpoint {
             Endpoint::DeadLetterConsume => "deadletter_consume",
             Endpoint::DeadLetterAck => "deadletter_ack",
             Endpoint::Quotas => "quotas",
+            Endpoint::ProjectTags => "project_tags",
+            Endpoint::QueueTagList => "queue_tags",
+            Endpoint::QueueTagAction => "queue_tag_action",
+            Endpoint::QueueTagDelete => "queue_tag_delete",
         }
     }
 }
@@ -112,6 +131,10 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
         (["queues", q, "groups", g, "deadletters"], _) => Resource::DeadLetters(q, g),
         (["queues", q, "groups", g, "deadletters", "ack"], _) => Resource::DeadLetterAck(q, g),
         (["quotas", "dms"], Version::V1) | (["quotas"], Version::V2) => Resource::Quotas,
+        (["queue", "tags"], Version::V2) => Resource::ProjectTags,
+        (["queue", q, "tags"], Version::V2) => Resource::QueueTags(q),
+        (["queue", q, "tags", "action"], Version::V2) => Resource::QueueTagAction(q),
+        (["queue", q, "tags", key], Version::V2) => Resource::QueueTag(q, key),
         _ => return None,
     };
     if project.is_empty() {
@@ -152,6 +175,14 @@ pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'
         (Resource::DeadLetterAck(..), _) => return Err("POST"),
         (Resource::Quotas, "GET") => Endpoint::Quotas,
         (Resource::Quotas, _) => return Err("GET"),
+        (Resource::ProjectTags, "GET") => Endpoint::ProjectTags,
+        (Resource::ProjectTags, _) => return Err("GET"),
+        (Resource::QueueTags(_), "GET") => Endpoint::QueueTagList,
+        (Resource::QueueTags(_), _) => return Err("GET"),
+        (Resource::QueueTagAction(_), "POST") => Endpoint::QueueTagAction,
+        (Resource::QueueTagAction(_), _) => return Err("POST"),
+        (Resource::QueueTag(..), "DELETE") => Endpoint::QueueTagDelete,
+        (Resource::QueueTag(..), _) => return Err("DELETE"),
     };
     Ok(endpoint)
 }
@@ -244,6 +275,28 @@ mod tests {
         assert_eq!(check(Method::GET, "/v1.0/p/quotas"), None);
         assert_eq!(check(Method::GET, "/v2/p/quotas/dms"), None);
         assert_eq!(check(Method::GET, "/v1.0//queues"), None);
+        assert_eq!(
+            check(Method::GET, "/v2/p/queue/tags"),
+            Some(Ok(Endpoint::ProjectTags))
+        );
+        assert_eq!(
+            check(Method::GET, "/v2/p/queue/q/tags"),
+            Some(Ok(Endpoint::QueueTagList))
+        );
+        assert_eq!(
+            check(Method::POST, "/v2/p/queue/q/tags/action"),
+            Some(Ok(Endpoint::QueueTagAction))
+        );
+        assert_eq!(
+            check(Method::DELETE, "/v2/p/queue/q/tags/env"),
+            Some(Ok(Endpoint::QueueTagDelete))
+        );
+        assert_eq!(
+            check(Method::DELETE, "/v2/p/queue/q/tags/action"),
+            Some(Err("POST"))
+        );
+        assert_eq!(check(Method::GET, "/v1.0/p/queue/tags"), None);
+        assert_eq!(check(Method::GET, "/v1.0/p/queue/q/tags"), None);
         assert_eq!(check(Method::GET, "/v3/p/queues"), None);
         assert_eq!(Endpoint::Consume.label(), "consume");
         assert_eq!(Endpoint::Cancel.label(), "cancel");

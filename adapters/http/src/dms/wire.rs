@@ -13,6 +13,36 @@ use serde_json::value::RawValue;
 pub struct QueueMeta {
     #[serde(default)]
     pub description: String,
+    /// The queue's tags, sorted by key (absent from the JSON when there are none, so the
+    /// fields of a queue without tags read as before tags existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<QueueTag>,
+}
+
+/// One queue tag, in the meta and in the answers of the tag calls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueTag {
+    pub key: String,
+    pub value: String,
+}
+
+/// `GET /v2/{p}/queue/{queue_id}/tags`.
+#[derive(Serialize)]
+pub struct QueueTags {
+    pub tags: Vec<QueueTag>,
+}
+
+/// One key of the project's tags with every value its queues give it.
+#[derive(Serialize)]
+pub struct ProjectTag {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+/// `GET /v2/{p}/queue/tags`.
+#[derive(Serialize)]
+pub struct ProjectTags {
+    pub tags: Vec<ProjectTag>,
 }
 
 #[derive(Serialize)]

@@ -86,6 +86,12 @@ pub enum Command {
     },
     /// The engine started: a new boot epoch, so handles from earlier boots are stale.
     Boot,
+    /// A queue's opaque adapter fields are replaced (tags an adapter changes after the
+    /// create), bounded by `QUEUE_META_BYTES_MAX` like the create's.
+    SetQueueMeta {
+        queue: QueueId,
+        meta: Vec<u8>,
+    },
 }
 
 const KIND_CREATE_QUEUE: u8 = 1;
@@ -101,6 +107,7 @@ const KIND_NACK: u8 = 10;
 const KIND_DEAD_ACK: u8 = 11;
 const KIND_REDRIVE: u8 = 12;
 const KIND_BOOT: u8 = 13;
+const KIND_SET_QUEUE_META: u8 = 14;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -187,6 +194,9 @@ impl Command {
             Command::Boot => {
                 w.u8(KIND_BOOT);
             }
+            Command::SetQueueMeta { queue, meta } => {
+                w.u8(KIND_SET_QUEUE_META).u32(queue.0).bytes(meta);
+            }
         }
         w.bytes
     }
@@ -242,6 +252,10 @@ impl Command {
                 group: GroupId(r.u32()?),
             },
             KIND_BOOT => Command::Boot,
+            KIND_SET_QUEUE_META => Command::SetQueueMeta {
+                queue: QueueId(r.u32()?),
+                meta: r.bytes()?.to_vec(),
+            },
             _ => return Err(invalid(&r)),
         };
         if !r.is_empty() {
@@ -484,6 +498,10 @@ mod tests {
                 group: GroupId(2),
             },
             Command::Boot,
+            Command::SetQueueMeta {
+                queue: QueueId(1),
+                meta: b"{\"tags\":[]}".to_vec(),
+            },
         ];
         for command in commands {
             let bytes = command.encode(b"user");

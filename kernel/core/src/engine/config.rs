@@ -118,6 +118,14 @@ impl std::fmt::Display for EngineOpenError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceiveRequest {
     pub max_messages: u32,
+    /// The most bytes (bodies and user attributes) the delivered messages may total: the
+    /// receive stops before the first message that would take it past this, so an answer
+    /// holds whole messages only. `u64::MAX` for no byte limit.
+    pub bytes_max: u64,
+    /// Whether a first message larger than `bytes_max` on its own is delivered (alone)
+    /// rather than nothing, so a large message cannot stall its consumers. A caller that
+    /// spreads one budget over several receives sets it only while nothing was delivered.
+    pub oversize_first: bool,
     pub visibility_ms: u64,
     pub filter: Option<TagFilter>,
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::command::Command;
 use super::config::ReceiveRequest;
+use super::dispatch::PickLimits;
 use super::state::{Picked, State};
 use super::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, QueueId, ReceiptHandle,
@@ -36,7 +37,7 @@ impl<S: Storage + Clone> Engine<S> {
         let picked = self.state.borrow_mut().receive(
             queue,
             group,
-            request.max_messages,
+            pick_limits(request),
             request.visibility_ms,
             self.config.limits.inflight_per_group_max,
             now,
@@ -56,7 +57,7 @@ impl<S: Storage + Clone> Engine<S> {
         let picked = self.state.borrow_mut().receive_dead(
             queue,
             group,
-            request.max_messages,
+            pick_limits(request),
             request.visibility_ms,
             now,
         )?;
@@ -279,6 +280,14 @@ impl<S: Storage + Clone> Engine<S> {
         self.check_group(queue, group)?;
         self.commit(vec![Entry::plain(Command::Redrive { queue, group })], now)
             .await
+    }
+}
+
+fn pick_limits(request: &ReceiveRequest) -> PickLimits {
+    PickLimits {
+        messages_max: request.max_messages,
+        bytes_max: request.bytes_max,
+        oversize_first: request.oversize_first,
     }
 }
 

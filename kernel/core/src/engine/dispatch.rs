@@ -17,13 +17,39 @@ use super::types::{
 use crate::bugs::{self, Bug};
 use crate::limits::{ENGINE_READY_BLOCKED_MAX, ENGINE_SCAN_STEPS_MAX};
 
+/// How much one receive may pick: a number of messages and a byte budget (the
+/// `ReceiveRequest` fields of the same names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PickLimits {
+    pub messages_max: u32,
+    pub bytes_max: u64,
+    pub oversize_first: bool,
+}
+
+impl PickLimits {
+    /// Whether a receive that picked `picked_bytes` in `picked_count` messages kept its
+    /// budget: within it, or one message alone where an oversize first is allowed.
+    fn kept(&self, picked_count: usize, picked_bytes: u64) -> bool {
+        picked_bytes <= self.bytes_max || (picked_count == 1 && self.oversize_first)
+    }
+
+    /// Whether a message of `message_bytes` may follow `picked_count` messages of
+    /// `picked_bytes`.
+    fn fits(&self, picked_count: usize, picked_bytes: u64, message_bytes: u32) -> bool {
+        let total = picked_bytes.saturating_add(u64::from(message_bytes));
+        total <= self.bytes_max || (picked_count == 0 && self.oversize_first)
+    }
+}
+
 impl State {
-    /// Picks up to `max` messages for `group`, leasing each until `now + visibility_ms`.
-    pub fn receive(
+    /// Picks up to `limits` for `group` (a count and a byte budget), leasing each until
+    /// `now + visibility_ms`. It stops before the first message that does not fit the
+    /// budget: a receive never skips a message for a smaller one behind it.
+    pub(crate) fn receive(
         &mut self,
         queue: QueueId,
         group: GroupId,
-        max: u32,
+        limits: PickLimits,
         visibility_ms: u64,
         inflight_max: u64,
         now: u64,
@@ -53,7 +79,9 @@ impl State {
             },
             messages,
             base: *base_seq,
-            max,
+            limits,
+            picked_bytes: 0,
+            budget_full: false,
             inflight_max,
             fifo: match config.mode {
                 QueueMode::Normal => None,
@@ -64,13 +92,18 @@ impl State {
         };
         // Redeliveries first, in sequence order (FIFO: they keep their position).
         let ready_visited = picking.pick_ready(g);
-        if picking.fifo.is_some() && !ready_visited {
-            // An unvisited redelivery may precede, in its FIFO order, whatever the cursor
-            // would find next: hand out nothing newer this time.
-            return Ok(picking.picked);
+        if picking.fifo.is_none() || ready_visited {
+            // Then new messages from the cursor. (On a FIFO queue, an unvisited
+            // redelivery may precede, in its FIFO order, whatever the cursor would find
+            // next: hand out nothing newer this time.)
+            picking.pick_new(g);
         }
-        // Then new messages from the cursor.
-        picking.pick_new(g);
+        assert!(
+            limits.kept(picking.picked.len(), picking.picked_bytes),
+            "a receive keeps its byte budget: {} bytes in {} messages, {limits:?}",
+            picking.picked_bytes,
+            picking.picked.len()
+        );
         Ok(picking.picked)
     }
 
@@ -79,12 +112,13 @@ impl State {
         self.next_nonce
     }
 
-    /// Picks dead letters of `group` for delivery.
-    pub fn receive_dead(
+    /// Picks dead letters of `group` for delivery, in sequence order, within `limits`
+    /// (stopping before the first that does not fit the byte budget, as `receive`).
+    pub(crate) fn receive_dead(
         &mut self,
         queue: QueueId,
         group: GroupId,
-        max: u32,
+        limits: PickLimits,
         visibility_ms: u64,
         now: u64,
     ) -> Result<Vec<Picked>, EngineError> {
@@ -98,14 +132,20 @@ impl State {
             .iter()
             .filter(|(_, dead)| dead.lease.is_none() && !dead.acking)
             .map(|(seq, _)| *seq)
-            .take(usize::try_from(max).expect("fits"))
+            .take(usize::try_from(limits.messages_max).expect("fits"))
             .collect();
         let mut picked = Vec::with_capacity(seqs.len());
+        let mut picked_bytes: u64 = 0;
         for seq in seqs {
+            let q = self.queues.get(&queue).expect("checked above");
+            let meta = *q.message(seq).expect("dead letters are retained messages");
+            if !limits.fits(picked.len(), picked_bytes, meta.message_bytes) {
+                break;
+            }
+            picked_bytes = picked_bytes.saturating_add(u64::from(meta.message_bytes));
             let nonce = self.lease_nonce();
             let deadline_ms = now.saturating_add(visibility_ms);
             let q = self.queues.get_mut(&queue).expect("checked above");
-            let meta = *q.message(seq).expect("dead letters are retained messages");
             let g = q.groups.get_mut(&group).expect("checked above");
             g.dead.get_mut(&seq).expect("listed above").lease = Some((nonce, deadline_ms));
             let timer = LeaseTimer {
@@ -129,6 +169,10 @@ impl State {
                 delivery_count: 1,
             });
         }
+        assert!(
+            limits.kept(picked.len(), picked_bytes),
+            "a dead-letter receive keeps its byte budget: {picked_bytes} bytes, {limits:?}"
+        );
         Ok(picked)
     }
 
@@ -353,7 +397,11 @@ struct Picking<'a> {
     leaser: Leaser<'a>,
     messages: &'a VecDeque<MessageMeta>,
     base: u64,
-    max: u32,
+    limits: PickLimits,
+    /// Bytes of the messages picked so far.
+    picked_bytes: u64,
+    /// A message did not fit the byte budget: the receive takes nothing more.
+    budget_full: bool,
     inflight_max: u64,
     fifo: Option<FifoScope>,
     picked: Vec<Picked>,
@@ -364,7 +412,20 @@ struct Picking<'a> {
 impl Picking<'_> {
     /// Whether the receive may pick another message.
     fn room(&self, g: &Group) -> bool {
-        (self.picked.len() as u32) < self.max && g.leased_count < self.inflight_max
+        !self.budget_full
+            && (self.picked.len() as u32) < self.limits.messages_max
+            && g.leased_count < self.inflight_max
+    }
+
+    /// Whether `meta` fits the byte budget after what was picked; when it does not, the
+    /// receive is over (it never skips a message for a smaller one behind it, which on a
+    /// FIFO queue would break the order).
+    fn fits(&mut self, meta: &MessageMeta) -> bool {
+        let fits = self
+            .limits
+            .fits(self.picked.len(), self.picked_bytes, meta.message_bytes);
+        self.budget_full = !fits;
+        fits
     }
 
     /// Whether a message of FIFO key `key` may be handed out (no other delivery holds
@@ -377,6 +438,9 @@ impl Picking<'_> {
     }
 
     fn take(&mut self, g: &mut Group, seq: u64, meta: MessageMeta) {
+        self.picked_bytes = self
+            .picked_bytes
+            .saturating_add(u64::from(meta.message_bytes));
         self.picked.push(self.leaser.lease(g, seq, meta));
         self.taken_keys.insert(meta.fifo_key);
     }
@@ -412,6 +476,9 @@ impl Picking<'_> {
             if !self.takeable(g, meta.fifo_key) {
                 continue;
             }
+            if !self.fits(&meta) {
+                break;
+            }
             self.take(g, seq, meta);
         }
         true
@@ -445,6 +512,10 @@ impl Picking<'_> {
                 g.ready.insert(seq);
                 g.cursor += 1;
                 continue;
+            }
+            if !self.fits(&meta) {
+                // The cursor stays: the next receive starts with this message.
+                break;
             }
             self.take(g, seq, meta);
             g.cursor += 1;

@@ -49,6 +49,8 @@ struct Unapplied {
     offset: u64,
     timestamp_ms: u64,
     command: Command,
+    /// A send's body and user attributes' size (`state::message_bytes`).
+    message_bytes: u32,
 }
 
 /// One command to log: the command, and for sends the body and user attributes.
@@ -122,13 +124,21 @@ impl<S: Storage + Clone> Engine<S> {
                 });
             }
             for record in records {
-                let (command, _) = Command::decode(&record.attributes).map_err(|error| {
-                    EngineOpenError::Replay {
-                        offset: record.offset.0,
-                        detail: format!("undecodable command at byte {}", error.position),
-                    }
-                })?;
-                state.apply(&command, MessageId(record.offset.0), record.timestamp_ms);
+                let (command, user_attributes) =
+                    Command::decode(&record.attributes).map_err(|error| {
+                        EngineOpenError::Replay {
+                            offset: record.offset.0,
+                            detail: format!("undecodable command at byte {}", error.position),
+                        }
+                    })?;
+                let message_bytes =
+                    state::message_bytes(record.payload.len(), user_attributes.len());
+                state.apply(
+                    &command,
+                    MessageId(record.offset.0),
+                    record.timestamp_ms,
+                    message_bytes,
+                );
                 next = record.offset.0 + 1;
             }
         }
@@ -254,6 +264,22 @@ impl<S: Storage + Clone> Engine<S> {
         let result = self.commit(vec![Entry::plain(command)], now).await;
         self.pending_names.borrow_mut().remove(&key);
         result.map(|_| queue)
+    }
+
+    /// Replaces the queue's opaque adapter fields (`meta`, at most `QUEUE_META_BYTES_MAX`
+    /// bytes) durably: what [`Engine::queue_info`] answers from then on.
+    pub async fn set_queue_meta(
+        &self,
+        queue: QueueId,
+        meta: Vec<u8>,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        if meta.len() > crate::limits::QUEUE_META_BYTES_MAX {
+            return Err(EngineError::InvalidConfig("meta"));
+        }
+        self.state.borrow().queue(queue)?;
+        let command = Command::SetQueueMeta { queue, meta };
+        self.commit(vec![Entry::plain(command)], now).await
     }
 
     pub async fn delete_queue(&self, queue: QueueId, now: u64) -> Result<(), EngineError> {
@@ -525,6 +551,7 @@ impl<S: Storage + Clone> Engine<S> {
                 offset: appended.first_offset.0 + index as u64,
                 timestamp_ms: now,
                 command: entry.command.clone(),
+                message_bytes: state::message_bytes(entry.body.len(), entry.user_attributes.len()),
             });
         }
         Ok(appended.first_offset)
@@ -558,7 +585,12 @@ impl<S: Storage + Clone> Engine<S> {
                 self.applied_offset.get(),
                 "commands apply in log order"
             );
-            state.apply(&next.command, MessageId(next.offset), next.timestamp_ms);
+            state.apply(
+                &next.command,
+                MessageId(next.offset),
+                next.timestamp_ms,
+                next.message_bytes,
+            );
             self.applied_offset.set(next.offset + 1);
             self.applied_since_snapshot
                 .set(self.applied_since_snapshot.get() + 1);

@@ -4,6 +4,7 @@
 //! use; adapters go through [`super::Engine`].
 
 use super::command::{Command, SendMeta};
+use super::dispatch::PickLimits;
 use super::state::State;
 use super::types::{GroupId, GroupStart, MessageId, QueueConfig, QueueId};
 
@@ -27,14 +28,14 @@ impl StateProbe {
             config,
             meta: Vec::new(),
         };
-        state.apply(&create, MessageId(0), now);
+        state.apply(&create, MessageId(0), now, 0);
         let create = Command::CreateGroup {
             queue,
             group,
             name: "g".into(),
             start: GroupStart::Oldest,
         };
-        state.apply(&create, MessageId(1), now);
+        state.apply(&create, MessageId(1), now, 0);
         StateProbe {
             state,
             queue,
@@ -54,8 +55,12 @@ impl StateProbe {
                 tags: Vec::new(),
                 dedup_hash: 0,
             };
-            self.state
-                .apply(&Command::Send(meta), MessageId(self.next_offset), self.now);
+            self.state.apply(
+                &Command::Send(meta),
+                MessageId(self.next_offset),
+                self.now,
+                0,
+            );
             self.next_offset += 1;
         }
     }
@@ -67,7 +72,7 @@ impl StateProbe {
             .receive(
                 self.queue,
                 self.group,
-                max,
+                unlimited(max),
                 visibility_ms,
                 u64::MAX,
                 self.now,
@@ -80,7 +85,14 @@ impl StateProbe {
     pub fn receive_ack(&mut self, max: u32) -> usize {
         let picked = self
             .state
-            .receive(self.queue, self.group, max, 30_000, u64::MAX, self.now)
+            .receive(
+                self.queue,
+                self.group,
+                unlimited(max),
+                30_000,
+                u64::MAX,
+                self.now,
+            )
             .expect("queue and group exist");
         let mut seqs = Vec::with_capacity(picked.len());
         for pick in &picked {
@@ -97,7 +109,7 @@ impl StateProbe {
             seqs,
         };
         self.state
-            .apply(&ack, MessageId(self.next_offset), self.now);
+            .apply(&ack, MessageId(self.next_offset), self.now, 0);
         self.next_offset += 1;
         picked.len()
     }
@@ -108,6 +120,15 @@ impl StateProbe {
 
     pub fn delayed(&self) -> u64 {
         self.state.queues[&self.queue].delayed.len() as u64
+    }
+}
+
+/// A receive of up to `max` messages without a byte budget.
+fn unlimited(max: u32) -> PickLimits {
+    PickLimits {
+        messages_max: max,
+        bytes_max: u64::MAX,
+        oversize_first: true,
     }
 }
 

@@ -35,9 +35,26 @@ pub(crate) struct MessageMeta {
     pub fifo_key: u32,
     /// Tag ids in the queue's dictionary; 0 = no tag.
     pub tags: [u16; 3],
+    /// Bytes of the body and user attributes, what a receive's byte budget counts;
+    /// [`MESSAGE_BYTES_UNKNOWN`] for messages restored from a snapshot that predates it.
+    pub message_bytes: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<MessageMeta>() <= 32);
+
+/// The size of a message whose size was not recorded (a version 3 snapshot): larger
+/// than any byte budget but the unlimited one, so it is delivered only as the first,
+/// alone (`ReceiveRequest::oversize_first`), and never pushes an answer past its budget.
+pub(crate) const MESSAGE_BYTES_UNKNOWN: u32 = u32::MAX;
+
+/// The bytes a message counts against a receive's budget: body and user attributes. A
+/// size past `u32` (the log's batch limit keeps it far below) counts as unknown.
+pub(crate) fn message_bytes(body_bytes: usize, attributes_bytes: usize) -> u32 {
+    body_bytes
+        .checked_add(attributes_bytes)
+        .and_then(|bytes| u32::try_from(bytes).ok())
+        .unwrap_or(MESSAGE_BYTES_UNKNOWN)
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct DelayedMessage {
@@ -55,7 +72,7 @@ pub(crate) struct Queue {
     pub config: QueueConfig,
     /// The create record's timestamp.
     pub created_ms: u64,
-    /// Opaque adapter fields from the create.
+    /// Opaque adapter fields from the create, or the latest `SetQueueMeta`.
     pub meta: Vec<u8>,
     pub base_seq: u64,
     pub messages: VecDeque<MessageMeta>,
@@ -189,8 +206,9 @@ impl State {
 
     // ---------------------------------------------------------------- apply (durable)
 
-    /// Applies one durable command. `message_id` is the record's offset, `ts` its time.
-    pub fn apply(&mut self, command: &Command, message_id: MessageId, ts: u64) {
+    /// Applies one durable command. `message_id` is the record's offset, `ts` its time,
+    /// `message_bytes` (for a send) its body and user attributes' size.
+    pub fn apply(&mut self, command: &Command, message_id: MessageId, ts: u64, message_bytes: u32) {
         match command {
             Command::CreateQueue {
                 queue,
@@ -228,7 +246,7 @@ impl State {
                     g.filter = Some(compiled);
                 }
             }
-            Command::Send(meta) => self.apply_send(meta, message_id, ts),
+            Command::Send(meta) => self.apply_send(meta, message_id, ts, message_bytes),
             Command::Release { queue, message } => self.apply_release(*queue, *message, ts),
             Command::Cancel { queue, message } => {
                 if let Some(q) = self.queues.get_mut(queue) {
@@ -253,6 +271,11 @@ impl State {
             Command::Boot => {
                 self.boot_epoch += 1;
                 self.next_nonce = u64::from(self.boot_epoch) << 32;
+            }
+            Command::SetQueueMeta { queue, meta } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    q.meta.clone_from(meta);
+                }
             }
         }
     }
@@ -321,7 +344,7 @@ impl State {
         }
     }
 
-    fn apply_send(&mut self, meta: &SendMeta, message_id: MessageId, ts: u64) {
+    fn apply_send(&mut self, meta: &SendMeta, message_id: MessageId, ts: u64, message_bytes: u32) {
         let Some(q) = self.queues.get_mut(&meta.queue) else {
             return;
         };
@@ -335,6 +358,7 @@ impl State {
             available_ms: ts,
             fifo_key,
             tags,
+            message_bytes,
         };
         expire_dedup(q, ts);
         if meta.dedup_hash != 0 {

@@ -101,6 +101,8 @@ impl Harness {
     ) -> Vec<Delivery> {
         let request = ReceiveRequest {
             max_messages: max,
+            bytes_max: u64::MAX,
+            oversize_first: true,
             visibility_ms,
             filter: None,
         };
@@ -270,6 +272,8 @@ fn dead_letters_after_max_consume_count_and_redrive() {
     assert_eq!(h.engine().group_stats(q, g).unwrap().dead_letters, 1);
     let request = ReceiveRequest {
         max_messages: 5,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 5 * SECOND,
         filter: None,
     };
@@ -527,6 +531,8 @@ fn tag_filters_select_and_conflicts_are_refused() {
     };
     let request = ReceiveRequest {
         max_messages: 10,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 30 * SECOND,
         filter: Some(filter),
     };
@@ -643,6 +649,8 @@ fn limits_are_typed_errors() {
     assert_eq!(err, EngineError::TooManyGroups { limit: 8 });
     let request = ReceiveRequest {
         max_messages: 0,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 30 * SECOND,
         filter: None,
     };
@@ -652,6 +660,8 @@ fn limits_are_typed_errors() {
     ));
     let request = ReceiveRequest {
         max_messages: 1,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 1,
         filter: None,
     };
@@ -684,6 +694,8 @@ fn inflight_is_bounded_per_group() {
     block_on(engine.send(q, &messages, now)).unwrap();
     let request = ReceiveRequest {
         max_messages: 10,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 30 * SECOND,
         filter: None,
     };
@@ -708,6 +720,8 @@ fn long_poll_wakes_when_a_message_arrives() {
     let engine = h.engine();
     let request = ReceiveRequest {
         max_messages: 10,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 30 * SECOND,
         filter: None,
     };
@@ -881,6 +895,8 @@ fn an_ack_racing_a_pending_ack_whose_fsync_fails_is_not_reported_done() {
     block_on(engine.send(q, &[message("m")], now)).unwrap();
     let request = ReceiveRequest {
         max_messages: 1,
+        bytes_max: u64::MAX,
+        oversize_first: true,
         visibility_ms: 30 * SECOND,
         filter: None,
     };
@@ -1017,4 +1033,77 @@ fn storage_faults_are_typed_and_readable() {
         error.to_string(),
         format!("storage fault: snapshot {file}: create failed: I/O error")
     );
+}
+
+#[test]
+fn a_receive_keeps_its_byte_budget_except_for_a_single_first_message() {
+    // Goal: the picked messages' bodies and attributes total at most `bytes_max`; the
+    // receive stops before the first message that does not fit (never skipping it for a
+    // smaller one behind), except that a first message larger than the whole budget is
+    // delivered alone when `oversize_first` allows; the same on the dead-letter lane and
+    // after a restart (sizes come from the log on replay). Method: messages of 100, 300,
+    // 50 and 2,000 bytes (body plus attributes) and receives with chosen budgets.
+    let mut h = Harness::new();
+    let config = QueueConfig {
+        max_consume_count: Some(1),
+        ..queue_config(QueueMode::Normal)
+    };
+    let q = h.queue("q", config);
+    let g = h.group(q, "g");
+    let sized = |body_bytes: usize| SendInput {
+        body: vec![b'x'; body_bytes - 2],
+        attributes: b"{}".to_vec(),
+        ..message("")
+    };
+    h.send_all(q, vec![sized(100), sized(300), sized(50), sized(2_000)]);
+    let receive = |h: &Harness, lane_dead: bool, bytes_max: u64, oversize_first: bool| {
+        let request = ReceiveRequest {
+            max_messages: 10,
+            bytes_max,
+            oversize_first,
+            visibility_ms: 30 * SECOND,
+            filter: None,
+        };
+        let engine = h.engine();
+        let got = if lane_dead {
+            block_on(engine.receive_dead(q, g, &request, h.now))
+        } else {
+            block_on(engine.receive(q, g, &request, h.now))
+        };
+        let got = got.unwrap();
+        let sizes: Vec<usize> = got
+            .iter()
+            .map(|d| d.body.len() + d.attributes.len())
+            .collect();
+        (got, sizes)
+    };
+    // 100 + 300 = 400 fits 450; the 50 behind would fit too, but the 300 came first.
+    let (first, sizes) = receive(&h, false, 399, true);
+    assert_eq!(sizes, [100], "300 more would pass 399");
+    let (second, sizes) = receive(&h, false, 450, true);
+    assert_eq!(sizes, [300, 50], "the 2,000 does not fit behind them");
+    let (_, sizes) = receive(&h, false, 1_000, false);
+    assert_eq!(
+        sizes,
+        Vec::<usize>::new(),
+        "an oversize first only where allowed"
+    );
+    let (third, sizes) = receive(&h, false, 1_000, true);
+    assert_eq!(sizes, [2_000], "alone, and only as the first");
+    // Every one fails once and becomes a dead letter: the same budget rules there.
+    let all: Vec<Delivery> = [first, second, third].concat();
+    h.ack(&all, AckKind::Fail);
+    let (_, sizes) = receive(&h, true, 420, false);
+    assert_eq!(sizes, [100, 300]);
+    let (_, sizes) = receive(&h, true, 10, false);
+    assert_eq!(sizes, Vec::<usize>::new());
+    let (_, sizes) = receive(&h, true, 10, true);
+    assert_eq!(sizes, [50]);
+    // After a restart (sizes replayed from the log) the main lane counts the same.
+    h.send_all(q, vec![sized(100), sized(300), sized(50)]);
+    h.crash();
+    let (_, sizes) = receive(&h, false, 449, true);
+    assert_eq!(sizes, [100, 300]);
+    let (_, sizes) = receive(&h, false, u64::MAX, true);
+    assert_eq!(sizes, [50]);
 }

@@ -96,6 +96,8 @@ impl Fixture {
     ) -> Result<Vec<Delivery>, EngineError> {
         let request = ReceiveRequest {
             max_messages: 10,
+            bytes_max: u64::MAX,
+            oversize_first: true,
             visibility_ms: 30_000,
             filter,
         };

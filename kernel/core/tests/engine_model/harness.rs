@@ -9,11 +9,14 @@ use sluice_core::engine::types::{
     ReceiptHandle, SendInput,
 };
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::limits::QUEUE_META_BYTES_MAX;
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 
-use crate::model::{Handle, Model, Outgoing, Picked};
-use crate::ops::{filter_table, DelaySpec, FilterChoice, MessageSpec, Op, Pick, QueueSpec};
+use crate::model::{Budget, Handle, Model, Outgoing, Picked};
+use crate::ops::{
+    filter_table, BudgetSpec, DelaySpec, FilterChoice, MessageSpec, Op, Pick, QueueSpec,
+};
 use crate::{FIFO_GROUPS, MESSAGES_MAX, START_MS, TAGS};
 
 pub fn engine_config(snapshot_every_records: u64) -> EngineConfig {
@@ -150,18 +153,24 @@ impl Harness {
                 queue,
                 group,
                 max,
+                budget,
                 visibility_ms,
                 filter,
-            } => self.receive(*queue, *group, *max, *visibility_ms, *filter),
+            } => {
+                let budget = self.budget(*budget);
+                self.receive(*queue, *group, (*max, budget), *visibility_ms, *filter);
+            }
             Op::ReceiveDead {
                 queue,
                 group,
                 follow,
                 max,
+                budget,
                 visibility_ms,
             } => {
                 let (q, g) = self.dead_letter_target(*queue, *group, *follow);
-                self.receive_dead(q, g, *max, *visibility_ms);
+                let budget = self.budget(*budget);
+                self.receive_dead(q, g, (*max, budget), *visibility_ms);
             }
             Op::Ack {
                 picks,
@@ -197,8 +206,32 @@ impl Harness {
                 let result = block_on(self.engine().delete_queue(id, self.now()));
                 agree(self.step, result, self.model.delete_queue(slot));
             }
+            Op::SetQueueMeta { queue, fill, bytes } => {
+                let (slot, id) = self.queue_target(*queue);
+                let meta = vec![*fill; usize::from(*bytes)];
+                let result = block_on(self.engine().set_queue_meta(id, meta.clone(), self.now()));
+                let expected = self.model.set_queue_meta(slot, meta, QUEUE_META_BYTES_MAX);
+                agree(self.step, result, expected);
+            }
         }
         self.check_stats();
+    }
+
+    /// A byte budget in bytes: `units` plain messages of this case plus `extra`.
+    fn budget(&self, spec: Option<BudgetSpec>) -> Budget {
+        match spec {
+            None => Budget {
+                bytes_max: u64::MAX,
+                oversize_first: true,
+            },
+            Some(spec) => {
+                let plain = self.body_padding_bytes as u64 + 3;
+                Budget {
+                    bytes_max: u64::from(spec.units) * plain + u64::from(spec.extra),
+                    oversize_first: spec.oversize_first,
+                }
+            }
+        }
     }
 
     /// The queue and group slots of a followed handle, else the given ones.
@@ -296,7 +329,7 @@ impl Harness {
 
     /// One message to send, for the engine and for the model, with a fresh body.
     fn send_input(&mut self, spec: &MessageSpec) -> (SendInput, Outgoing) {
-        let padding = ".".repeat(self.body_padding_bytes);
+        let padding = ".".repeat(self.body_padding_bytes + usize::from(spec.extra_bytes));
         let body = format!("m{}{padding}", self.bodies_made);
         self.bodies_made += 1;
         let delay = match spec.delay {
@@ -335,7 +368,7 @@ impl Harness {
         &mut self,
         queue: u8,
         group: u8,
-        max: u32,
+        (max, budget): (u32, Budget),
         visibility_ms: u64,
         choice: FilterChoice,
     ) {
@@ -348,6 +381,8 @@ impl Harness {
         };
         let request = ReceiveRequest {
             max_messages: max,
+            bytes_max: budget.bytes_max,
+            oversize_first: budget.oversize_first,
             visibility_ms,
             filter: filter.clone(),
         };
@@ -355,17 +390,26 @@ impl Harness {
         let result = block_on(self.engine().receive(queue_id, group_id, &request, now));
         let expected = self
             .model
-            .receive(q, g, max, visibility_ms, filter.as_ref());
+            .receive(q, g, max, budget, visibility_ms, filter.as_ref());
         if let Some((deliveries, picked)) = agree(self.step, result, expected) {
+            self.check_budget(&deliveries, budget);
             self.record_deliveries(q, g, deliveries, picked, false);
         }
     }
 
-    fn receive_dead(&mut self, queue: u8, group: u8, max: u32, visibility_ms: u64) {
+    fn receive_dead(
+        &mut self,
+        queue: u8,
+        group: u8,
+        (max, budget): (u32, Budget),
+        visibility_ms: u64,
+    ) {
         let (q, queue_id) = self.queue_target(queue);
         let (g, group_id) = self.group_target(q, group);
         let request = ReceiveRequest {
             max_messages: max,
+            bytes_max: budget.bytes_max,
+            oversize_first: budget.oversize_first,
             visibility_ms,
             filter: None,
         };
@@ -374,10 +418,28 @@ impl Harness {
             self.engine()
                 .receive_dead(queue_id, group_id, &request, now),
         );
-        let expected = self.model.receive_dead(q, g, max, visibility_ms);
+        let expected = self.model.receive_dead(q, g, max, budget, visibility_ms);
         if let Some((deliveries, picked)) = agree(self.step, result, expected) {
+            self.check_budget(&deliveries, budget);
             self.record_deliveries(q, g, deliveries, picked, true);
         }
+    }
+
+    /// The byte budget's promise, checked on the engine's answer directly (not only
+    /// through the model): the deliveries' bodies and attributes total at most
+    /// `bytes_max`, or the answer is one message alone where an oversize first is allowed.
+    fn check_budget(&self, deliveries: &[Delivery], budget: Budget) {
+        let bytes: u64 = deliveries
+            .iter()
+            .map(|d| (d.body.len() + d.attributes.len()) as u64)
+            .sum();
+        let alone = deliveries.len() == 1 && budget.oversize_first;
+        let step = self.step;
+        assert!(
+            bytes <= budget.bytes_max || alone,
+            "step {step}: {} deliveries of {bytes} bytes past the budget {budget:?}",
+            deliveries.len()
+        );
     }
 
     /// Compares a receive's deliveries with the model's picks and keeps the handles.
@@ -511,10 +573,14 @@ impl Harness {
         self.model.crash();
     }
 
-    /// Every group's counters, including those of deleted groups and queues (errors).
+    /// Every group's counters, including those of deleted groups and queues (errors),
+    /// and every queue's adapter fields.
     fn check_stats(&self) {
         let step = self.step;
         for (q, queue_id) in self.queue_ids.iter().enumerate() {
+            let meta = self.engine().queue_info(*queue_id).map(|info| info.meta);
+            let expected = self.model.queue_meta(q).map(<[u8]>::to_vec);
+            assert_eq!(meta, expected, "step {step}: queue {q} meta");
             for (g, group_id) in self.group_ids[q].iter().enumerate() {
                 let stats = self.engine().group_stats(*queue_id, *group_id);
                 let expected = self.model.group_stats(q, g);

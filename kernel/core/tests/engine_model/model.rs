@@ -36,6 +36,8 @@ pub enum Lane {
 pub struct Message {
     pub queue: usize,
     pub body: String,
+    /// Bytes of body and attributes: what a receive's byte budget counts.
+    pub bytes: u64,
     pub tags: Vec<String>,
     pub fifo_group: Option<String>,
     pub sent_ms: u64,
@@ -111,6 +113,8 @@ pub struct Queue {
     pub order: Vec<usize>,
     /// (dedup id, expiry, original message), oldest first.
     pub dedup: Vec<(String, u64, usize)>,
+    /// The adapter fields: empty at create, then the latest set.
+    pub meta: Vec<u8>,
 }
 
 /// A receipt as the model knows it.
@@ -125,6 +129,33 @@ pub struct Handle {
 
 /// One delivery: message, delivery count, lease.
 pub type Picked = (usize, u32, u64);
+
+/// A receive's byte budget (the `ReceiveRequest` fields of the same names).
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub bytes_max: u64,
+    pub oversize_first: bool,
+}
+
+impl Budget {
+    /// The longest prefix of `chosen` within the budget: a receive takes messages in
+    /// order while their bytes fit, and stops at the first that does not, except that
+    /// an oversize first message is taken alone where allowed.
+    fn prefix(&self, chosen: Vec<usize>, messages: &[Message]) -> Vec<usize> {
+        let mut taken = Vec::new();
+        let mut bytes = 0u64;
+        for m in chosen {
+            let total = bytes + messages[m].bytes;
+            let alone = taken.is_empty() && self.oversize_first;
+            if total > self.bytes_max && !alone {
+                break;
+            }
+            bytes = total;
+            taken.push(m);
+        }
+        taken
+    }
+}
 
 /// One message of a send, as the model needs it (the body is made by the harness).
 pub struct Outgoing {
@@ -200,8 +231,30 @@ impl Model {
             groups: Vec::new(),
             order: Vec::new(),
             dedup: Vec::new(),
+            meta: Vec::new(),
         });
         Ok(self.queues.len() - 1)
+    }
+
+    /// Replaces a live queue's adapter fields; more than `meta_bytes_max` is refused.
+    pub fn set_queue_meta(
+        &mut self,
+        queue: Option<usize>,
+        meta: Vec<u8>,
+        meta_bytes_max: usize,
+    ) -> Result<(), EngineError> {
+        if meta.len() > meta_bytes_max {
+            return Err(EngineError::InvalidConfig("meta"));
+        }
+        let q = self.live_queue(queue)?;
+        self.queues[q].meta = meta;
+        Ok(())
+    }
+
+    /// A live queue's adapter fields.
+    pub fn queue_meta(&self, queue: usize) -> Result<&[u8], EngineError> {
+        let q = self.live_queue(Some(queue))?;
+        Ok(&self.queues[q].meta)
     }
 
     pub fn delete_queue(&mut self, queue: Option<usize>) -> Result<(), EngineError> {
@@ -292,6 +345,7 @@ impl Model {
             .filter(|at| *at > now);
             self.messages.push(Message {
                 queue: q,
+                bytes: outgoing.body.len() as u64,
                 body: outgoing.body,
                 tags: outgoing.tags,
                 fifo_group: outgoing.fifo_group,
@@ -351,6 +405,7 @@ impl Model {
         queue: Option<usize>,
         group: Option<usize>,
         max: u32,
+        budget: Budget,
         visibility_ms: u64,
         filter: Option<&TagFilter>,
     ) -> Result<Vec<Picked>, EngineError> {
@@ -394,7 +449,7 @@ impl Model {
                 .filter(|m| !locked.contains(&key(m)))
                 .take(max as usize)
                 .collect();
-            chosen
+            budget.prefix(chosen, &self.messages)
         };
         let deadline_ms = self.now + visibility_ms;
         let mut picked = Vec::new();
@@ -412,6 +467,7 @@ impl Model {
         queue: Option<usize>,
         group: Option<usize>,
         max: u32,
+        budget: Budget,
         visibility_ms: u64,
     ) -> Result<Vec<Picked>, EngineError> {
         let q = self.live_queue(queue)?;
@@ -425,6 +481,7 @@ impl Model {
             .filter(|m| self.queues[q].groups[g].lane(*m) == Lane::Dead { lease: None })
             .take(max as usize)
             .collect();
+        let chosen = budget.prefix(chosen, &self.messages);
         let deadline_ms = self.now + visibility_ms;
         let mut picked = Vec::new();
         for m in chosen {

@@ -29,6 +29,17 @@ pub struct MessageSpec {
     pub fifo_group: Option<u8>,
     pub delay: DelaySpec,
     pub dedup_id: Option<u8>,
+    /// Padding beyond the case's own, so that messages differ in size for byte budgets.
+    pub extra_bytes: u16,
+}
+
+/// A receive's byte budget: `units` messages of the case's plain size plus `extra`
+/// bytes, so that budgets land near message boundaries whatever the case's padding.
+#[derive(Clone, Copy, Debug)]
+pub struct BudgetSpec {
+    pub units: u8,
+    pub extra: u8,
+    pub oversize_first: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +91,7 @@ pub enum Op {
         queue: u8,
         group: u8,
         max: u32,
+        budget: Option<BudgetSpec>,
         visibility_ms: u64,
         filter: FilterChoice,
     },
@@ -90,6 +102,7 @@ pub enum Op {
         group: u8,
         follow: Option<Pick>,
         max: u32,
+        budget: Option<BudgetSpec>,
         visibility_ms: u64,
     },
     Ack {
@@ -127,6 +140,12 @@ pub enum Op {
     },
     DeleteQueue {
         queue: u8,
+    },
+    /// Replace a queue's adapter fields with `meta` bytes of `fill`.
+    SetQueueMeta {
+        queue: u8,
+        fill: u8,
+        bytes: u16,
     },
 }
 
@@ -171,13 +190,28 @@ pub fn message_spec() -> impl Strategy<Value = MessageSpec> {
         prop::option::weighted(0.8, 0u8..3),
         delay,
         prop::option::weighted(0.3, 0u8..3),
+        prop_oneof![2 => Just(0u16), 1 => 1u16..40],
     )
-        .prop_map(|(tags, fifo_group, delay, dedup_id)| MessageSpec {
-            tags,
-            fifo_group,
-            delay,
-            dedup_id,
-        })
+        .prop_map(
+            |(tags, fifo_group, delay, dedup_id, extra_bytes)| MessageSpec {
+                tags,
+                fifo_group,
+                delay,
+                dedup_id,
+                extra_bytes,
+            },
+        )
+}
+
+pub fn budget() -> impl Strategy<Value = Option<BudgetSpec>> {
+    let spec = (0u8..=4, 0u8..=60, prop::bool::weighted(0.7)).prop_map(
+        |(units, extra, oversize_first)| BudgetSpec {
+            units,
+            extra,
+            oversize_first,
+        },
+    );
+    prop::option::weighted(0.35, spec)
 }
 
 pub fn pick() -> impl Strategy<Value = Pick> {
@@ -198,14 +232,14 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(queue, name, latest)| Op::CreateGroup { queue, name, latest }),
         16 => (slot(), prop::collection::vec(message_spec(), 1..=4))
             .prop_map(|(queue, messages)| Op::Send { queue, messages }),
-        16 => (slot(), slot(), 1u32..=5, 1_000u64..30_000, filter).prop_map(
-            |(queue, group, max, visibility_ms, filter)| Op::Receive {
-                queue, group, max, visibility_ms, filter,
+        16 => (slot(), slot(), 1u32..=5, budget(), 1_000u64..30_000, filter).prop_map(
+            |(queue, group, max, budget, visibility_ms, filter)| Op::Receive {
+                queue, group, max, budget, visibility_ms, filter,
             }
         ),
-        7 => (slot(), slot(), follow(), 1u32..=5, 1_000u64..30_000).prop_map(
-            |(queue, group, follow, max, visibility_ms)| Op::ReceiveDead {
-                queue, group, follow, max, visibility_ms,
+        7 => (slot(), slot(), follow(), 1u32..=5, budget(), 1_000u64..30_000).prop_map(
+            |(queue, group, follow, max, budget, visibility_ms)| Op::ReceiveDead {
+                queue, group, follow, max, budget, visibility_ms,
             }
         ),
         12 => (prop::collection::vec((pick(), prop::bool::weighted(0.6)), 1..=5), any::<bool>())
@@ -223,6 +257,8 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         2 => any::<bool>().prop_map(|clean| Op::Crash { clean }),
         1 => (slot(), slot()).prop_map(|(queue, group)| Op::DeleteGroup { queue, group }),
         1 => slot().prop_map(|queue| Op::DeleteQueue { queue }),
+        2 => (slot(), any::<u8>(), prop_oneof![9 => 0u16..64, 1 => Just(16 * 1024 + 1)])
+            .prop_map(|(queue, fill, bytes)| Op::SetQueueMeta { queue, fill, bytes }),
     ]
 }
 

@@ -8,8 +8,8 @@ use std::task::{Poll, Waker};
 
 use super::repair::{reconcile, Repair, RepairError};
 use super::{
-    create_group, create_queue, delete_group, delete_queue, ChangeError, MetadataPartitions,
-    NewQueue,
+    create_group, create_queue, delete_group, delete_queue, set_queue_meta, ChangeError,
+    MetadataPartitions, NewQueue,
 };
 use crate::engine::types::{GroupId, QueueId};
 
@@ -117,6 +117,15 @@ impl MetadataPermit<'_> {
         queue: QueueId,
     ) -> Result<(), ChangeError<P::Error>> {
         self.guard(delete_queue(partitions, queue)).await
+    }
+
+    pub async fn set_queue_meta<P: MetadataPartitions>(
+        &self,
+        partitions: &P,
+        queue: QueueId,
+        meta: &[u8],
+    ) -> Result<(), ChangeError<P::Error>> {
+        self.guard(set_queue_meta(partitions, queue, meta)).await
     }
 
     pub async fn create_group<P: MetadataPartitions>(

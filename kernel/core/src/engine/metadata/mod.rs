@@ -67,6 +67,14 @@ pub trait MetadataPartitions {
 
     async fn delete_queue(&self, partition: u32, queue: QueueId) -> Result<(), Self::Error>;
 
+    /// Replaces the queue's opaque adapter fields (`Engine::set_queue_meta`).
+    async fn set_queue_meta(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        meta: &[u8],
+    ) -> Result<(), Self::Error>;
+
     /// Creates group `name` under `id`, or under the engine's next id when `None`.
     async fn create_group(
         &self,
@@ -144,6 +152,23 @@ pub async fn delete_queue<P: MetadataPartitions>(
                 return Err(ChangeError::at::<P>(partition, error));
             }
         }
+    }
+    Ok(())
+}
+
+/// Replaces a queue's adapter fields on every partition, partition 0 first (the one the
+/// node's directory reads). A later partition that lacks the queue is an error like any
+/// other: repair re-creates the queue there with partition 0's fields.
+pub async fn set_queue_meta<P: MetadataPartitions>(
+    partitions: &P,
+    queue: QueueId,
+    meta: &[u8],
+) -> Result<(), ChangeError<P::Error>> {
+    for partition in 0..partitions.partition_count() {
+        partitions
+            .set_queue_meta(partition, queue, meta)
+            .await
+            .map_err(|error| ChangeError::at::<P>(partition, error))?;
     }
     Ok(())
 }

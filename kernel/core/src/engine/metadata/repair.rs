@@ -1,5 +1,6 @@
 //! Repair ("reconcile"): partition 0 is the truth; every later partition is made to hold
-//! exactly its queues and groups, with the same ids, or the repair stops with an error.
+//! exactly its queues (with their adapter fields) and groups, with the same ids, or the
+//! repair stops with an error.
 
 use std::fmt;
 
@@ -27,6 +28,11 @@ pub enum Repair {
         partition: u32,
         queue: QueueId,
         group: GroupId,
+    },
+    /// The queue's adapter fields differed from partition 0's and were replaced.
+    SetQueueMeta {
+        partition: u32,
+        queue: QueueId,
     },
 }
 
@@ -61,6 +67,11 @@ impl fmt::Display for Repair {
                 "partition {partition}: added group {} of queue {} (repair)",
                 group.0, queue.0
             ),
+            Repair::SetQueueMeta { partition, queue } => write!(
+                f,
+                "partition {partition}: replaced the fields of queue {} (repair)",
+                queue.0
+            ),
         }
     }
 }
@@ -73,6 +84,7 @@ pub enum RepairStep {
     DropGroup,
     AddQueue,
     AddGroup,
+    SetQueueMeta,
 }
 
 /// Why a repair stopped. The partitions are still apart; a later repair starts over.
@@ -217,6 +229,16 @@ async fn reconcile_partition<P: MetadataPartitions>(
                 });
             }
             repaired.push(Repair::AddedQueue {
+                partition,
+                queue: queue.id,
+            });
+        }
+        if have.is_some_and(|h| h.meta != queue.meta) {
+            partitions
+                .set_queue_meta(partition, queue.id, &queue.meta)
+                .await
+                .map_err(call(RepairStep::SetQueueMeta))?;
+            repaired.push(Repair::SetQueueMeta {
                 partition,
                 queue: queue.id,
             });

@@ -81,6 +81,17 @@ impl MetadataPartitions for Engines {
         self.engine(partition).delete_queue(queue, NOW).await
     }
 
+    async fn set_queue_meta(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        meta: &[u8],
+    ) -> Result<(), EngineError> {
+        self.engine(partition)
+            .set_queue_meta(queue, meta.to_vec(), NOW)
+            .await
+    }
+
     async fn create_group(
         &self,
         partition: u32,
@@ -156,6 +167,18 @@ impl Check {
     ) -> Result<GroupId, ChangeError<EngineError>> {
         let permit = block_on(self.gate.lock());
         block_on(permit.create_group(self.at(), queue, name))
+    }
+
+    fn set_queue_meta(&self, queue: QueueId, meta: &[u8]) -> Result<(), ChangeError<EngineError>> {
+        let permit = block_on(self.gate.lock());
+        block_on(permit.set_queue_meta(self.at(), queue, meta))
+    }
+
+    /// Every partition's meta of `queue`.
+    fn metas(&self, queue: QueueId) -> Vec<Vec<u8>> {
+        (0..self.at().partition_count())
+            .map(|p| self.at().engine(p).queue_info(queue).unwrap().meta)
+            .collect()
     }
 
     fn delete_queue(&self, queue: QueueId) -> Result<(), ChangeError<EngineError>> {
@@ -397,4 +420,46 @@ fn a_refusal_on_partition_0_leaves_no_repair_behind() {
     );
     assert!(refused.part_way);
     assert!(check.gate.needs_repair());
+}
+
+#[test]
+fn a_meta_change_that_fails_part_way_is_finished_by_reconcile() {
+    // Goal: a queue's adapter fields are replaced on every partition, durably, and a
+    // change that failed on a later partition is completed by repair from partition 0.
+    // Method: set, restart, check; then fail partition 2's fsync, restart losing its
+    // unsynced tail, repair.
+    let mut check = Check::new(3);
+    let q = check.create_queue("q").unwrap();
+    assert_eq!(
+        check.metas(q),
+        [b"m".to_vec(), b"m".to_vec(), b"m".to_vec()]
+    );
+    check.set_queue_meta(q, b"tags: a").unwrap();
+    check.restart(None);
+    assert!(check.reconcile().unwrap().is_empty());
+    assert_eq!(check.metas(q), vec![b"tags: a".to_vec(); 3]);
+    check.disks[2].fail_next(IoOp::Sync, IoErrorKind::Io);
+    let failed = check.set_queue_meta(q, b"tags: b").unwrap_err();
+    assert_eq!((failed.partition, failed.part_way), (2, true));
+    check.restart(Some(2));
+    assert_eq!(check.metas(q)[2], b"tags: a");
+    let repaired = check.reconcile().unwrap();
+    assert_eq!(
+        repaired,
+        [Repair::SetQueueMeta {
+            partition: 2,
+            queue: q
+        }]
+    );
+    assert_eq!(check.metas(q), vec![b"tags: b".to_vec(); 3]);
+    // A missing queue and oversized fields are refused on partition 0: nothing changed.
+    let missing = check.set_queue_meta(QueueId(99), b"x").unwrap_err();
+    assert_eq!(
+        (missing.error, missing.part_way),
+        (EngineError::QueueNotFound, false)
+    );
+    let big = vec![b'x'; crate::limits::QUEUE_META_BYTES_MAX + 1];
+    let refused = check.set_queue_meta(q, &big).unwrap_err();
+    assert_eq!(refused.error, EngineError::InvalidConfig("meta"));
+    assert!(!check.gate.needs_repair());
 }
