@@ -6,12 +6,12 @@
 //! runtime, no global RNG (salts come from the caller). It authenticates only; checking that a
 //! credential's project owns the path's project is the caller's job.
 //!
-//! Reading order: `limits`, `civil_time`, `error`, `canonical`, `authorization`, `signature`,
+//! Reading order: `limits`, `dates`, `error`, `canonical`, `authorization`, `signature`,
 //! `sign`, `token`, `keystone`, `password`.
 
 pub mod authorization;
 pub mod canonical;
-pub mod civil_time;
+pub mod dates;
 pub mod error;
 pub mod keystone;
 pub mod limits;

@@ -15,7 +15,7 @@ use super::canonical::{
     canonical_query, canonical_request, canonical_uri, query_pair_count, sha256_hex,
     string_to_sign, CanonicalParts, QueryForm, EMPTY_PAYLOAD_SHA256,
 };
-use super::civil_time::sdk_date_parse;
+use super::dates::sdk_date_parse;
 use super::error::AuthError;
 use super::limits::{
     BODY_BYTES_MAX, HEADER_BYTES_MAX, METHOD_BYTES_MAX, PATH_BYTES_MAX, QUERY_BYTES_MAX,
