@@ -24,11 +24,15 @@ use sluice_core::engine::types::{
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
+pub mod backoff;
 pub mod directory;
+pub mod guards;
 pub mod host;
 pub mod local;
+pub mod login;
 mod metadata;
 pub mod password;
+pub mod replay;
 pub mod requests;
 pub mod routing;
 mod shard;
@@ -37,7 +41,10 @@ pub mod tenants;
 mod tests;
 
 pub use directory::{Directories, QueueDirectory};
+pub use guards::{AuthEvent, AuthGuards, LoginLimits};
 pub use host::{Host, Job};
+pub use login::{LoginError, LoginName, LoginRequest};
+pub use replay::ReplayRefusal;
 pub use routing::Routed;
 pub use shard::{NodeConfig, NodeShard};
 
@@ -137,6 +144,22 @@ pub trait Node {
 
     /// Tenants and their credentials (read-mostly, published on every change).
     fn tenants(&self) -> Arc<TenantDirectory>;
+
+    /// A password login (Keystone's password method): the tenant, or why not. Refused
+    /// before the password is checked while the tenant or the address backs off after
+    /// failed logins; the check itself runs off the shard's thread (the host's verifiers).
+    async fn login(&self, request: LoginRequest<'_>) -> Result<Tenant, LoginError>;
+
+    /// Admits a signed token request once: `signature` (its `SDK-HMAC-SHA256` signature,
+    /// already verified), dated `dated_unix_s`, is remembered node-wide until the date has
+    /// left the `window_s` skew window; the same signature is refused meanwhile, whichever
+    /// shard it reaches.
+    fn admit_token_request(
+        &self,
+        signature: [u8; 32],
+        dated_unix_s: i64,
+        window_s: i64,
+    ) -> Result<(), ReplayRefusal>;
 
     /// The tenant's queues, ordered by name. No I/O.
     fn queues_of(&self, tenant: &str) -> Vec<QueueView>;

@@ -24,8 +24,10 @@ pub use keystone::{
     keystone_request_parse, keystone_response_body, KeystoneError, KeystoneRequest,
     KeystoneResponse, NameOrId,
 };
-pub use limits::SKEW_S_DEFAULT;
+pub use limits::{SKEW_S_DEFAULT, SKEW_S_MAX};
 pub use sign::sign_request;
-pub use signature::{verify_signature, SignedRequest, UNSIGNED_PAYLOAD};
+pub use signature::{
+    verify_signature, verify_signed_request, SignedRequest, Verified, UNSIGNED_PAYLOAD,
+};
 pub use sluice_node::password::{hash_password, verify_password};
-pub use token::{issue_token, verify_token, TokenClaims, TokenError};
+pub use token::{issue_token, key_fingerprint, verify_token, TokenClaims, TokenError};
