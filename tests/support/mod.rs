@@ -25,9 +25,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on `data_dir` with `extra` flags (after the defaults).
+    /// Starts a server on `data_dir` with `extra` flags (after the defaults). The binary is
+    /// this build's `sluice`, or `$SLUICE_SERVER_BIN` when set (to measure another build,
+    /// such as a release one, with the same test).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// As `start`, with `env` added to the server's environment (`SLUICE_<KEY>` settings).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let binary = std::env::var_os("SLUICE_SERVER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice").into());
+        let mut command = Command::new(binary);
+        command.envs(env.iter().copied());
         command
             .args(["server", "--http-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
