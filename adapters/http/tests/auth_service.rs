@@ -15,7 +15,7 @@ use http::header::{CONTENT_TYPE, HOST};
 use http::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 use sluice_core::sim_disk::block_on;
-use sluice_http::auth::{sign_request, SKEW_S_DEFAULT};
+use sluice_http::auth::{issue_token, key_fingerprint, sign_request, TokenClaims, SKEW_S_DEFAULT};
 use sluice_http::service::{self, PeerAddr, ServiceConfig};
 use sluice_node::tenants::Tenant;
 use sluice_node::{LoginLimits, Node};
@@ -246,6 +246,47 @@ fn tokens_die_with_their_tenant_on_every_shard() {
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "shard {shard}");
         assert_eq!(answer.code(), "10240101");
     }
+}
+
+#[test]
+fn a_token_issued_under_other_credentials_is_refused() {
+    // Goal: a token binds the credentials it was issued under, so changing a tenant's AK,
+    // SK or password revokes it. Method: Sluice has no operation that changes them yet, so
+    // tokens are minted with the service's key for the tenant as it is and as it would be
+    // with another SK; only the first opens the project.
+    let auth = Auth::new();
+    let tenant = &auth.h.tenant;
+    let now = auth.now_s();
+    let token_with = |secret_key: &str| {
+        let claims = TokenClaims {
+            project_id: tenant.project_id.clone(),
+            user_name: tenant.name.clone(),
+            issued_unix_s: now,
+            expires_unix_s: now + 600,
+            key_fingerprint: key_fingerprint(
+                &auth.config.token_key,
+                &tenant.ak,
+                secret_key,
+                tenant.password_hash.as_deref(),
+            ),
+        };
+        issue_token(&auth.config.token_key, &claims)
+    };
+    let current = auth.send(
+        0,
+        &auth.with_token(&tenant.project_id, &token_with(&tenant.sk)),
+    );
+    assert_eq!(current.status, StatusCode::OK, "{}", current.json);
+    let rotated = auth.send(
+        1,
+        &auth.with_token(&tenant.project_id, &token_with("rotated")),
+    );
+    assert_eq!(rotated.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(rotated.code(), "10240101");
+    assert!(rotated.json["error_msg"]
+        .as_str()
+        .unwrap()
+        .contains("revoked"));
 }
 
 #[test]
