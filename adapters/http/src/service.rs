@@ -275,6 +275,9 @@ async fn keystone<N: Node>(
     parts: &Parts,
     body: &[u8],
 ) -> Response<Bytes> {
+    if parts.headers.contains_key("x-auth-token") {
+        return unauthorized(TOKEN_EXCHANGE_REFUSED);
+    }
     let tenant = if parts.headers.contains_key(http::header::AUTHORIZATION) {
         match keystone_signed(node, config, parts, body) {
             Ok(tenant) => tenant,
@@ -313,6 +316,9 @@ async fn keystone<N: Node>(
     response
 }
 
+const TOKEN_EXCHANGE_REFUSED: &str = "A token is issued for a password or an AK/SK-signed \
+     request, not for an X-Auth-Token: send the request without it.";
+
 /// A refused token request's answer (boxed: a response is large next to a tenant).
 type Refusal = Box<Response<Bytes>>;
 
@@ -338,9 +344,10 @@ fn keystone_signed<N: Node>(
         .by_project(&project)
         .cloned()
         .ok_or_else(|| Box::new(unauthorized("The tenant no longer exists.")))?;
-    let signed = authenticated
-        .signed
-        .expect("a request with Authorization was verified by its signature");
+    // A token request authenticated by an X-Auth-Token would renew tokens without end.
+    let Some(signed) = authenticated.signed else {
+        return Err(Box::new(unauthorized(TOKEN_EXCHANGE_REFUSED)));
+    };
     let admitted = node.admit_token_request(
         signed.signature,
         signed.sdk_date_unix_s,

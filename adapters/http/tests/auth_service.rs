@@ -224,6 +224,30 @@ fn a_signed_token_request_is_accepted_once_on_any_shard() {
 }
 
 #[test]
+fn a_token_is_not_exchanged_for_a_new_one() {
+    // Goal: a token cannot renew itself past its expiry, whether it comes alone or beside
+    // a valid signature (an X-Auth-Token authenticates before a signature elsewhere).
+    let auth = Auth::new();
+    let tenant = &auth.h.tenant;
+    let request = |at_s| auth.signed(keys(tenant), Method::POST, "/v3/auth/tokens", b"{}", at_s);
+    let token = token_of(&auth.send(0, &request(auth.now_s())));
+    let mut both = request(auth.now_s() + 1);
+    both.headers_mut()
+        .insert("x-auth-token", token.parse().unwrap());
+    let refused = auth.send(1, &both);
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.json);
+    assert!(refused.json["error_msg"]
+        .as_str()
+        .unwrap()
+        .contains("X-Auth-Token"));
+    let mut alone = auth.login("tenant-a", "x", None);
+    alone
+        .headers_mut()
+        .insert("x-auth-token", token.parse().unwrap());
+    assert_eq!(auth.send(0, &alone).status, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
 fn tokens_die_with_their_tenant_on_every_shard() {
     // Goal: deleting a tenant revokes its tokens at once, everywhere, although tokens are
     // stateless. Method: log in with a password, use the token on both shards, delete the
