@@ -8,8 +8,14 @@
 //! it there, forwarding through its [`Host`] when another shard owns the partition.
 //! Everything above the engines that decides something lives here, once: send routing,
 //! receive order and long polls, ack runs, tenant quotas, the order and repair of
-//! metadata changes, tenant creation, count aggregation. A host only carries calls
-//! between shards, keeps time, owns the engines and stores the tenant list.
+//! metadata changes, tenant creation, count aggregation, password logins and their
+//! back-off, the replay cache of signed token requests. A host only carries calls
+//! between shards, keeps time, owns the engines, stores the tenant list and checks
+//! passwords where it has room (the server on threads of its own).
+//!
+//! Shards share read-mostly directories (arc-swap, [`Directories`]) and the login guards
+//! ([`AuthGuards`], a mutex per bounded table, held for one map operation): one of each per
+//! node, since a request may reach any shard.
 //!
 //! Adapters hold no queue state: they parse, authenticate, validate, map errors, and call
 //! a [`Node`]. Every method is async and single-threaded (`!Send` futures are fine).
