@@ -241,6 +241,7 @@ impl World {
                     user_name: "fuzz".to_string(),
                     issued_unix_s: now_s,
                     expires_unix_s: now_s + 3600,
+                    key_fingerprint: auth::key_fingerprint(&TOKEN_KEY, &self.ak, &self.sk, None),
                 };
                 let token = auth::issue_token(&TOKEN_KEY, &claims);
                 let token = HeaderValue::from_str(&token).expect("tokens are url-safe");

@@ -11,6 +11,8 @@ use sluice_core::engine::types::EngineError;
 use sluice_core::engine::Engine;
 use sluice_core::storage::Storage;
 
+use crate::guards::AuthEvent;
+use crate::password::VerifierBusy;
 use crate::tenants::Tenant;
 use crate::{NodeError, NodeShard};
 
@@ -56,6 +58,22 @@ pub trait Host: Sized + 'static {
     /// A line for the operator's log (what a metadata repair did, why it failed).
     fn log(&self, line: &str) {
         let _ = line;
+    }
+
+    /// Checks `password` against the PHC string `phc` (`crate::password::verify_password`)
+    /// without holding up the shard: an argon2id check takes tens of milliseconds of CPU,
+    /// which a shard's thread must spend on requests. The server runs it on a bounded pool
+    /// of threads and refuses with [`VerifierBusy`] when the pool's queue is full; a host
+    /// without threads (the simulation, the tests) checks inline.
+    fn verify_password(
+        &self,
+        password: String,
+        phc: String,
+    ) -> impl Future<Output = Result<bool, VerifierBusy>>;
+
+    /// Something the login guards saw, for the host's metrics (never names a tenant).
+    fn auth_event(&self, event: AuthEvent) {
+        let _ = event;
     }
 
     /// Fills `bytes` with randomness for credentials and password salts (the OS in

@@ -8,8 +8,14 @@
 //! it there, forwarding through its [`Host`] when another shard owns the partition.
 //! Everything above the engines that decides something lives here, once: send routing,
 //! receive order and long polls, ack runs, tenant quotas, the order and repair of
-//! metadata changes, tenant creation, count aggregation. A host only carries calls
-//! between shards, keeps time, owns the engines and stores the tenant list.
+//! metadata changes, tenant creation, count aggregation, password logins and their
+//! back-off, the replay cache of signed token requests. A host only carries calls
+//! between shards, keeps time, owns the engines, stores the tenant list and checks
+//! passwords where it has room (the server on threads of its own).
+//!
+//! Shards share read-mostly directories (arc-swap, [`Directories`]) and the login guards
+//! ([`AuthGuards`], a mutex per bounded table, held for one map operation): one of each per
+//! node, since a request may reach any shard.
 //!
 //! Adapters hold no queue state: they parse, authenticate, validate, map errors, and call
 //! a [`Node`]. Every method is async and single-threaded (`!Send` futures are fine).
@@ -24,11 +30,15 @@ use sluice_core::engine::types::{
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
+pub mod backoff;
 pub mod directory;
+pub mod guards;
 pub mod host;
 pub mod local;
+pub mod login;
 mod metadata;
 pub mod password;
+pub mod replay;
 pub mod requests;
 pub mod routing;
 mod shard;
@@ -37,7 +47,10 @@ pub mod tenants;
 mod tests;
 
 pub use directory::{Directories, QueueDirectory};
+pub use guards::{AuthEvent, AuthGuards, LoginLimits};
 pub use host::{Host, Job};
+pub use login::{LoginError, LoginName, LoginRequest};
+pub use replay::ReplayRefusal;
 pub use routing::Routed;
 pub use shard::{NodeConfig, NodeShard};
 
@@ -142,6 +155,22 @@ pub trait Node {
 
     /// Tenants and their credentials (read-mostly, published on every change).
     fn tenants(&self) -> Arc<TenantDirectory>;
+
+    /// A password login (Keystone's password method): the tenant, or why not. Refused
+    /// before the password is checked while the tenant or the address backs off after
+    /// failed logins; the check itself runs off the shard's thread (the host's verifiers).
+    async fn login(&self, request: LoginRequest<'_>) -> Result<Tenant, LoginError>;
+
+    /// Admits a signed token request once: `signature` (its `SDK-HMAC-SHA256` signature,
+    /// already verified), dated `dated_unix_s`, is remembered node-wide until the date has
+    /// left the `window_s` skew window; the same signature is refused meanwhile, whichever
+    /// shard it reaches.
+    fn admit_token_request(
+        &self,
+        signature: [u8; 32],
+        dated_unix_s: i64,
+        window_s: i64,
+    ) -> Result<(), ReplayRefusal>;
 
     /// The tenant's queues, ordered by name. No I/O.
     fn queues_of(&self, tenant: &str) -> Vec<QueueView>;

@@ -23,8 +23,9 @@ use sluice_core::engine::types::EngineError;
 use sluice_core::engine::Engine;
 use sluice_core::storage::Storage;
 
+use crate::password::VerifierBusy;
 use crate::tenants::{Tenant, TenantDirectory};
-use crate::{Directories, Host, Job, NodeConfig, NodeError, NodeShard};
+use crate::{AuthGuards, Directories, Host, Job, NodeConfig, NodeError, NodeShard};
 
 /// Time and the carrying of forwarded jobs, as the program running a [`LocalNode`] has
 /// them: a hand-advanced clock in tests, simulated time and links under madsim.
@@ -63,6 +64,8 @@ struct Shared<S: Storage + Clone + 'static, R: Runtime> {
     rng: RefCell<Pcg64>,
     shards: RefCell<Vec<Weak<LocalShard<S, R>>>>,
     faults: Cell<u64>,
+    /// Password checks run (each an argon2id verification).
+    password_checks: Cell<u64>,
 }
 
 impl<S: Storage + Clone + 'static, R: Runtime> Host for LocalHost<S, R> {
@@ -107,6 +110,15 @@ impl<S: Storage + Clone + 'static, R: Runtime> Host for LocalHost<S, R> {
         Ok(())
     }
 
+    /// Inline: a local node has no threads of its own (the simulation must stay
+    /// deterministic), and its shards share one thread anyway.
+    async fn verify_password(&self, password: String, phc: String) -> Result<bool, VerifierBusy> {
+        self.shared
+            .password_checks
+            .set(self.shared.password_checks.get() + 1);
+        Ok(crate::password::verify_password(&password, &phc))
+    }
+
     fn fill_random(&self, bytes: &mut [u8]) {
         self.shared.rng.borrow_mut().fill_bytes(bytes);
     }
@@ -148,15 +160,24 @@ impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
             rng: RefCell::new(Pcg64::seed_from_u64(seed)),
             shards: RefCell::new(Vec::new()),
             faults: Cell::new(0),
+            password_checks: Cell::new(0),
         });
         let directories = Directories::new(TenantDirectory::default());
+        let guards = AuthGuards::new(&config.login, shared.runtime.wall_ms());
         let shards: Vec<Rc<LocalShard<S, R>>> = (0..config.shard_count)
             .map(|shard| {
                 let host = LocalHost {
                     shard,
                     shared: shared.clone(),
                 };
-                Rc::new(NodeShard::new(shard, host, config, directories.clone()))
+                let guards = guards.clone();
+                Rc::new(NodeShard::new(
+                    shard,
+                    host,
+                    config,
+                    directories.clone(),
+                    guards,
+                ))
             })
             .collect();
         *shared.shards.borrow_mut() = shards.iter().map(Rc::downgrade).collect();
@@ -189,6 +210,11 @@ impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
     /// Storage faults seen so far (each took a partition out of service).
     pub fn faults(&self) -> u64 {
         self.shared.faults.get()
+    }
+
+    /// Password checks run so far (each an argon2id verification).
+    pub fn password_checks(&self) -> u64 {
+        self.shared.password_checks.get()
     }
 
     /// Advances every partition's time-driven work (visibility expiry, delayed releases,

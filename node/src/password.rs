@@ -21,6 +21,17 @@ pub const PASSWORD_BYTES_MAX: usize = 1024;
 /// Longest PHC string `verify_password` parses.
 pub const PHC_BYTES_MAX: usize = 256;
 
+/// A hash checked when a login names no known user (or one without a password), so that
+/// case costs one verification like the others and timing does not tell them apart. It is
+/// the hash of a fixed sentence under a fixed salt, with the standard parameters (a test
+/// checks both), made once with `hash_password` rather than at every start.
+pub const UNKNOWN_USER_PHC: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$CzBVep/E6Q4zWH2ix+wRNg$P1mwf54IlJqNFKaB+Uusu7YwaQMmghct9Nx5aoJXToI";
+
+/// A password check could not be queued: every verifier is busy and the queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifierBusy;
+
 fn argon2_params(memory_kib: u32, iterations: u32, lanes: u32) -> Argon2<'static> {
     let params =
         Params::new(memory_kib, iterations, lanes, Some(32)).expect("argon2 parameters in range");
@@ -104,5 +115,20 @@ mod tests {
         check("x", &phc.replace("t=2", "t=100"), false);
         check("x", &phc.replace("argon2id", "argon2i"), false);
         check(&"x".repeat(PASSWORD_BYTES_MAX + 1), &phc, false);
+    }
+
+    #[test]
+    fn the_unknown_user_hash_costs_what_a_real_one_costs() {
+        // Goal: a login for an unknown user runs a verification of the same cost. Method:
+        // the constant has the standard parameters and is a genuine hash of its sentence.
+        let parameters =
+            format!("$argon2id$v=19$m={ARGON2_MEMORY_KIB},t={ARGON2_ITERATIONS},p={ARGON2_LANES}$");
+        assert!(
+            UNKNOWN_USER_PHC.starts_with(&parameters),
+            "{UNKNOWN_USER_PHC}"
+        );
+        let sentence = "sluice: no such user; this password is never checked";
+        check(sentence, UNKNOWN_USER_PHC, true);
+        check("", UNKNOWN_USER_PHC, false);
     }
 }

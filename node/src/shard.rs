@@ -20,6 +20,9 @@ use sluice_core::engine::types::{
 };
 use sluice_core::engine::{validate_batch, Engine, EngineLimits, ReceiveRequest};
 
+use crate::guards::{AuthGuards, LoginLimits};
+use crate::login::{LoginError, LoginRequest};
+use crate::replay::ReplayRefusal;
 use crate::requests::{self, owner_of, ShardRequest};
 use crate::routing::{self, Routed};
 use crate::tenants::{Quotas, Tenant, TenantDirectory, TenantError};
@@ -40,6 +43,9 @@ pub struct NodeConfig {
     pub limits: EngineLimits,
     /// Longest long poll, whatever an adapter asks.
     pub wait_ms_max: u64,
+    /// Bounds of the login guards (back-off, replay cache); the node's [`AuthGuards`] are
+    /// built from them.
+    pub login: LoginLimits,
 }
 
 impl NodeConfig {
@@ -52,6 +58,7 @@ impl NodeConfig {
             default_quotas: Quotas::dms_default(),
             limits,
             wait_ms_max: 120_000,
+            login: LoginLimits::standard(),
         }
     }
 }
@@ -63,6 +70,8 @@ pub struct NodeShard<H: Host> {
     host: H,
     config: NodeConfig,
     directories: Arc<Directories>,
+    /// The node's login back-off and replay cache, shared by all its shards.
+    guards: Arc<AuthGuards>,
     /// Metadata changes one at a time (shard 0), and whether one left the partitions
     /// apart so that the next repairs first. A node starts not knowing they agree.
     pub(crate) meta_gate: MetadataGate,
@@ -77,6 +86,7 @@ impl<H: Host> NodeShard<H> {
         host: H,
         config: NodeConfig,
         directories: Arc<Directories>,
+        guards: Arc<AuthGuards>,
     ) -> NodeShard<H> {
         assert!(
             index < config.shard_count,
@@ -90,6 +100,7 @@ impl<H: Host> NodeShard<H> {
             host,
             config,
             directories,
+            guards,
             meta_gate: MetadataGate::new(true),
             rotation: Cell::new(index as u64),
             owned,
@@ -110,6 +121,10 @@ impl<H: Host> NodeShard<H> {
 
     pub fn directories(&self) -> &Arc<Directories> {
         &self.directories
+    }
+
+    pub fn guards(&self) -> &Arc<AuthGuards> {
+        &self.guards
     }
 
     /// The partitions this shard owns, in order.
@@ -329,6 +344,19 @@ impl<H: Host> Node for NodeShard<H> {
 
     fn tenants(&self) -> Arc<TenantDirectory> {
         self.directories.tenants.load_full()
+    }
+
+    async fn login(&self, request: LoginRequest<'_>) -> Result<Tenant, LoginError> {
+        self.login_run(request).await
+    }
+
+    fn admit_token_request(
+        &self,
+        signature: [u8; 32],
+        dated_unix_s: i64,
+        window_s: i64,
+    ) -> Result<(), ReplayRefusal> {
+        self.admit_token_request_run(signature, dated_unix_s, window_s)
     }
 
     fn queues_of(&self, tenant: &str) -> Vec<QueueView> {

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use sluice_node::LoginLimits;
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 23] = [
+pub const KEYS: [&str; 29] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -32,7 +33,19 @@ pub const KEYS: [&str; 23] = [
     "addresses_tracked_max",
     "metrics_listen",
     "metrics_tenant_names",
+    "password_threads",
+    "password_queue_max",
+    "login_failures_per_tenant_max",
+    "login_failures_per_address_max",
+    "login_backoff_s_max",
+    "replay_entries_max",
 ];
+
+/// Widest configurable skew window (APIG's 15 minutes).
+const CLOCK_SKEW_S_CEILING: i64 = 15 * 60;
+/// Longest configurable token lifetime: 30 days, so `expires_at` always fits Keystone's
+/// four-digit year.
+const TOKEN_TTL_S_CEILING: i64 = 30 * 24 * 3600;
 
 /// Every setting the server reads. Field names are the TOML keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +68,8 @@ pub struct Config {
     pub requests_per_shard_max: u32,
     /// Smallest `ack_wait` a consume may ask for, seconds (DMS: 15).
     pub ack_wait_s_min: u64,
-    /// Largest difference between a signed request's date and the server clock.
+    /// Largest difference between a signed request's date and the server clock; also how
+    /// long a captured signed request stays usable and a token request is remembered.
     pub clock_skew_s_max: i64,
     /// Lifetime of Keystone tokens.
     pub token_ttl_s: i64,
@@ -86,6 +100,18 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Label queue metrics with tenant names too (by default only project ids).
     pub metrics_tenant_names: bool,
+    /// Threads that check login passwords (argon2id) for all shards.
+    pub password_threads: u32,
+    /// Password checks waiting for a thread; more are answered 503 with Retry-After.
+    pub password_queue_max: u32,
+    /// Failed logins naming one tenant before its logins back off.
+    pub login_failures_per_tenant_max: u32,
+    /// Failed logins from one address (IPv6: one /64) before its logins back off.
+    pub login_failures_per_address_max: u32,
+    /// Longest back-off after failed logins (it starts at 1 s and doubles per failure).
+    pub login_backoff_s_max: u64,
+    /// Signed token requests remembered at once against replays.
+    pub replay_entries_max: u32,
 }
 
 impl Config {
@@ -101,7 +127,7 @@ impl Config {
             body_timeout_ms: 30_000,
             requests_per_shard_max: 8192,
             ack_wait_s_min: 15,
-            clock_skew_s_max: 15 * 60,
+            clock_skew_s_max: 5 * 60,
             token_ttl_s: 24 * 3600,
             tenant_queues_max: 30,
             tenant_groups_per_queue_max: 3,
@@ -114,6 +140,23 @@ impl Config {
             addresses_tracked_max: 16_384,
             metrics_listen: None,
             metrics_tenant_names: false,
+            password_threads: 2,
+            password_queue_max: 64,
+            login_failures_per_tenant_max: 5,
+            login_failures_per_address_max: 20,
+            login_backoff_s_max: 300,
+            replay_entries_max: 65_536,
+        }
+    }
+
+    /// The node layer's login guards, from the standard limits and these settings.
+    pub fn login_limits(&self) -> LoginLimits {
+        LoginLimits {
+            failures_per_tenant_max: self.login_failures_per_tenant_max,
+            failures_per_address_max: self.login_failures_per_address_max,
+            backoff_ms_max: self.login_backoff_s_max.saturating_mul(1000),
+            replay_entries_max: usize::try_from(self.replay_entries_max).expect("u32 fits"),
+            ..LoginLimits::standard()
         }
     }
 
@@ -190,6 +233,12 @@ impl Config {
                     .parse()
                     .map_err(|_| format!("{value:?} is not true or false"))?
             }
+            "password_threads" => self.password_threads = num(value)?,
+            "password_queue_max" => self.password_queue_max = num(value)?,
+            "login_failures_per_tenant_max" => self.login_failures_per_tenant_max = num(value)?,
+            "login_failures_per_address_max" => self.login_failures_per_address_max = num(value)?,
+            "login_backoff_s_max" => self.login_backoff_s_max = num(value)?,
+            "replay_entries_max" => self.replay_entries_max = num(value)?,
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
@@ -197,7 +246,7 @@ impl Config {
 
     /// Checks the resolved configuration once, before anything starts.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 9] = [
             (self.shards <= 256, "shards must be at most 256"),
             (self.partitions <= 1024, "partitions must be at most 1024"),
             (
@@ -224,7 +273,6 @@ impl Config {
                 (1..=300).contains(&self.ack_wait_s_min),
                 "ack_wait_s_min must be 1 to 300",
             ),
-            (self.token_ttl_s >= 60, "token_ttl_s must be at least 60"),
             (
                 (1..=1000).contains(&self.tenant_queues_max),
                 "tenant_queues_max must be 1 to 1000",
@@ -241,7 +289,8 @@ impl Config {
         if !(1 << 20..=1 << 30).contains(&self.segment_bytes_max) {
             return Err("segment_bytes_max must be 1 MiB to 1 GiB".into());
         }
-        self.validate_fairness()
+        self.validate_fairness()?;
+        self.validate_auth()
     }
 
     /// The per-address limits (docs/server.md, "Connection fairness").
@@ -274,6 +323,43 @@ impl Config {
         }
         Ok(())
     }
+
+    /// The authentication settings: the skew window, token lifetime, password verifiers,
+    /// login back-off and replay cache.
+    fn validate_auth(&self) -> Result<(), String> {
+        let checks: [(bool, String); 6] = [
+            (
+                (1..=CLOCK_SKEW_S_CEILING).contains(&self.clock_skew_s_max),
+                format!("clock_skew_s_max must be 1 to {CLOCK_SKEW_S_CEILING}"),
+            ),
+            (
+                (60..=TOKEN_TTL_S_CEILING).contains(&self.token_ttl_s),
+                format!("token_ttl_s must be 60 to {TOKEN_TTL_S_CEILING}"),
+            ),
+            (
+                (1..=64).contains(&self.password_threads),
+                "password_threads must be 1 to 64".to_string(),
+            ),
+            (
+                (1..=65_536).contains(&self.password_queue_max),
+                "password_queue_max must be 1 to 65536".to_string(),
+            ),
+            (
+                (1..=86_400).contains(&self.login_backoff_s_max),
+                "login_backoff_s_max must be 1 to 86400".to_string(),
+            ),
+            (
+                (1..=1 << 24).contains(&self.replay_entries_max),
+                "replay_entries_max must be 1 to 16777216".to_string(),
+            ),
+        ];
+        for (ok, message) in checks {
+            if !ok {
+                return Err(message);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The TOML file: every field optional.
@@ -303,6 +389,12 @@ struct FileConfig {
     addresses_tracked_max: Option<u32>,
     metrics_listen: Option<SocketAddr>,
     metrics_tenant_names: Option<bool>,
+    password_threads: Option<u32>,
+    password_queue_max: Option<u32>,
+    login_failures_per_tenant_max: Option<u32>,
+    login_failures_per_address_max: Option<u32>,
+    login_backoff_s_max: Option<u64>,
+    replay_entries_max: Option<u32>,
 }
 
 impl FileConfig {
@@ -332,7 +424,13 @@ impl FileConfig {
             accepts_per_address_per_s,
             accepts_per_address_burst,
             addresses_tracked_max,
-            metrics_tenant_names
+            metrics_tenant_names,
+            password_threads,
+            password_queue_max,
+            login_failures_per_tenant_max,
+            login_failures_per_address_max,
+            login_backoff_s_max,
+            replay_entries_max
         );
         if let Some(address) = self.metrics_listen {
             config.metrics_listen = Some(address);
@@ -401,5 +499,31 @@ mod tests {
         assert!(error.contains("IP:port"), "{error}");
         let error = check("ack_wait_s_min = 0", &[], &[]).unwrap_err();
         assert!(error.contains("ack_wait_s_min"), "{error}");
+    }
+
+    #[test]
+    fn the_skew_window_is_at_most_five_minutes_by_default_and_bounded() {
+        // Goal: a captured signed request is usable for at most 5 minutes either way unless
+        // the operator widens it, within a checked range; a token lifetime cannot push
+        // `expires_at` past what Keystone's date form holds.
+        let defaults = check("", &[], &[]).unwrap();
+        assert!(
+            defaults.clock_skew_s_max <= 300,
+            "{}",
+            defaults.clock_skew_s_max
+        );
+        assert!(defaults.clock_skew_s_max > 0);
+        assert_eq!(
+            check("clock_skew_s_max = 900", &[], &[])
+                .unwrap()
+                .clock_skew_s_max,
+            900
+        );
+        for bad in ["0", "-5", "901"] {
+            let error = check("", &[], &[("clock_skew_s_max", bad)]).unwrap_err();
+            assert!(error.contains("clock_skew_s_max"), "{bad}: {error}");
+        }
+        let error = check("token_ttl_s = 100000000000000", &[], &[]).unwrap_err();
+        assert!(error.contains("token_ttl_s"), "{error}");
     }
 }

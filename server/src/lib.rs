@@ -3,7 +3,8 @@
 //! only without `--cfg madsim`; the simulation runs the same node and adapter code on
 //! its own host.
 //!
-//! Reading order: `config`, `datadir`, `shared`, `shard`, `fairness`, `framing`, `http`,
+//! Reading order: `config`, `datadir`, `password_pool`, `shared`, `shard`, `fairness`,
+//! `framing`, `http`,
 //! `metrics`, `run`.
 //!
 //! # Architecture invariants
@@ -11,7 +12,10 @@
 //!   other shards reach it by jobs on the channel mesh. No locks on the data path.
 //! - Metadata changes run on shard 0, one at a time, partition 0 first (`sluice_node`).
 //! - A send or ack is answered only after the engine made it durable (group commit).
-//! - Shared state is read-mostly and published with arc-swap.
+//! - Shared state is read-mostly and published with arc-swap; the login guards (replay cache,
+//!   back-off tables) are the exception, one mutex each, held for one map operation.
+//! - No shard thread checks a login's password: argon2id runs on the password verifiers'
+//!   threads (`password_pool`).
 
 #![forbid(unsafe_code)]
 // The futures of a request (hyper, the adapter, the node layer, the engine) nest deeply.
@@ -26,6 +30,8 @@ pub mod framing;
 #[cfg(not(madsim))]
 pub mod http;
 pub mod metrics;
+#[cfg(not(madsim))]
+pub mod password_pool;
 #[cfg(not(madsim))]
 pub mod run;
 pub mod secrets;

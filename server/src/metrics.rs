@@ -1,7 +1,8 @@
-//! Prometheus metrics: request counts and latency by route, fsync latency, and at scrape
-//! time per-queue and per-group gauges read from the partitions. Request metrics are
-//! shared by every shard (atomic counters; the label families take a read lock that is
-//! uncontended once a label set exists).
+//! Prometheus metrics: request counts and latency by route, fsync latency, login outcomes
+//! and replayed token requests (never labelled with a tenant: a name in a failed login is
+//! the client's, not a tenant's), and at scrape time per-queue and per-group gauges read
+//! from the partitions. Request metrics are shared by every shard (atomic counters; the
+//! label families take a read lock that is uncontended once a label set exists).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
@@ -10,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use sluice_node::AuthEvent;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -20,6 +22,13 @@ pub struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteOnly {
     pub route: String,
+}
+
+/// Why a login failed: `wrong_credentials` (the password was checked), `throttled` (refused
+/// while backing off) or `verifier_busy` (no password verifier was free).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginFailureLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +96,9 @@ pub struct Metrics {
     pub requests_inflight: Gauge,
     /// Connections refused at accept, by `fairness::Refusal::label`.
     pub connections_refused: Family<ReasonLabels, Counter>,
+    pub logins_succeeded: Counter,
+    pub logins_failed: Family<LoginFailureLabels, Counter>,
+    pub token_requests_replayed: Counter,
 }
 
 impl Metrics {
@@ -126,6 +138,24 @@ impl Metrics {
              address_connections, address_rate",
             connections_refused.clone(),
         );
+        let logins_succeeded = Counter::default();
+        let logins_failed = Family::<LoginFailureLabels, Counter>::default();
+        let token_requests_replayed = Counter::default();
+        registry.register(
+            "sluice_auth_logins_succeeded",
+            "Password logins that gave a token",
+            logins_succeeded.clone(),
+        );
+        registry.register(
+            "sluice_auth_logins_failed",
+            "Password logins refused, by reason (no tenant label)",
+            logins_failed.clone(),
+        );
+        registry.register(
+            "sluice_auth_token_requests_replayed",
+            "Signed token requests refused as already used",
+            token_requests_replayed.clone(),
+        );
         Metrics {
             registry,
             connections_refused,
@@ -133,6 +163,29 @@ impl Metrics {
             request_seconds,
             fsync_seconds,
             requests_inflight,
+            logins_succeeded,
+            logins_failed,
+            token_requests_replayed,
+        }
+    }
+
+    /// Counts what the node's login guards saw.
+    pub fn auth_event(&self, event: AuthEvent) {
+        let failed = |reason| {
+            self.logins_failed
+                .get_or_create(&LoginFailureLabels { reason })
+                .inc();
+        };
+        match event {
+            AuthEvent::LoginSucceeded => {
+                self.logins_succeeded.inc();
+            }
+            AuthEvent::LoginFailed => failed("wrong_credentials"),
+            AuthEvent::LoginThrottled => failed("throttled"),
+            AuthEvent::LoginBusy => failed("verifier_busy"),
+            AuthEvent::TokenRequestReplayed => {
+                self.token_requests_replayed.inc();
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use sluice_shard::executor::ShardStartup;
 use crate::config::Config;
 use crate::datadir::{self, ServerFile};
 use crate::http::Role;
+use crate::password_pool::PasswordPool;
 use crate::shard::{ServerHost, Shard};
 use crate::shared::Shared;
 
@@ -76,12 +77,17 @@ pub fn run(config: Config) -> Result<(), String> {
     } else {
         None
     };
+    let passwords = PasswordPool::start(
+        usize::try_from(config.password_threads).expect("u32 fits"),
+        usize::try_from(config.password_queue_max).expect("u32 fits"),
+    )?;
     let shared = Shared::new(
         config.clone(),
         facts,
         secrets,
         shard_count,
         TenantDirectory::new(tenants),
+        passwords,
     );
     install_signal_handler(shared.clone())?;
     let spin =

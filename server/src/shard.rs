@@ -21,8 +21,9 @@ use rand::RngCore;
 use sluice_core::engine::types::EngineError;
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_node::password::VerifierBusy;
 use sluice_node::tenants::{Quotas, Tenant};
-use sluice_node::{Directories, Host, Job, NodeConfig, NodeError, NodeShard};
+use sluice_node::{AuthEvent, Directories, Host, Job, NodeConfig, NodeError, NodeShard};
 use sluice_shard::DmaStorage;
 
 use crate::datadir::{self, partition_dir};
@@ -64,6 +65,7 @@ pub fn node_config(shared: &Shared) -> NodeConfig {
             queues_max: config.tenant_queues_max,
             groups_per_queue_max: config.tenant_groups_per_queue_max,
         },
+        login: config.login_limits(),
         ..NodeConfig::new(
             shared.shard_count,
             shared.facts.partitions,
@@ -139,6 +141,16 @@ impl Host for ServerHost {
         datadir::store_tenants(&self.shared.config.data_dir, tenants).map_err(|e| e.to_string())
     }
 
+    /// On the password verifiers' threads (`crate::password_pool`); this shard serves
+    /// other requests while it waits.
+    async fn verify_password(&self, password: String, phc: String) -> Result<bool, VerifierBusy> {
+        self.shared.passwords.verify(password, phc).await
+    }
+
+    fn auth_event(&self, event: AuthEvent) {
+        self.shared.metrics.auth_event(event);
+    }
+
     fn fill_random(&self, bytes: &mut [u8]) {
         rand::rngs::OsRng.fill_bytes(bytes);
     }
@@ -193,7 +205,8 @@ impl Shard {
             slots: RefCell::new(slots),
             senders,
         };
-        let node = NodeShard::new(index, host, node_config(&shared), directories);
+        let guards = shared.guards.clone();
+        let node = NodeShard::new(index, host, node_config(&shared), directories, guards);
         Ok(Rc::new(Shard {
             index,
             node: Rc::new(node),

@@ -1,6 +1,8 @@
 //! State every shard reads and none owns: configuration, secrets, and the node layer's
 //! read-mostly directories (tenants, queues), which shard 0 republishes with arc-swap
-//! after each metadata change. Readers load an `Arc` snapshot without locks.
+//! after each metadata change. Readers load an `Arc` snapshot without locks. Also the
+//! node's login guards (a mutex per table, `sluice_node::guards`) and the password
+//! verifiers, one set for all shards: a login may reach any shard.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,10 +10,11 @@ use std::time::Instant;
 
 use sluice_core::clock::{QueueClock, Reading};
 use sluice_node::tenants::TenantDirectory;
-use sluice_node::Directories;
+use sluice_node::{AuthGuards, Directories};
 
 use crate::config::Config;
 use crate::datadir::{NodeFacts, Secrets};
+use crate::password_pool::PasswordPool;
 
 pub struct Shared {
     pub config: Config,
@@ -19,6 +22,10 @@ pub struct Shared {
     pub secrets: Secrets,
     pub shard_count: usize,
     pub directories: Arc<Directories>,
+    /// Replay cache of signed token requests and login back-off, for every shard.
+    pub guards: Arc<AuthGuards>,
+    /// Threads that check login passwords for every shard.
+    pub passwords: PasswordPool,
     /// Set by the signal thread: stop accepting, finish, sync, exit.
     pub stopping: AtomicBool,
     /// The port every shard binds (shard 0 resolves port 0 first).
@@ -51,13 +58,17 @@ impl Shared {
         secrets: Secrets,
         shard_count: usize,
         tenants: TenantDirectory,
+        passwords: PasswordPool,
     ) -> Arc<Shared> {
+        let guards = AuthGuards::new(&config.login_limits(), wall_ms());
         Arc::new(Shared {
             config,
             facts,
             secrets,
             shard_count,
             directories: Directories::new(tenants),
+            guards,
+            passwords,
             stopping: AtomicBool::new(false),
             port: AtomicU16::new(0),
             peer_of_shard: (0..shard_count)

@@ -784,8 +784,9 @@ pub async fn prober(ctx: Rc<Ctx>, client: u32) {
 }
 
 /// The node's wall clock stays within this of true time (clients sign at true time; the
-/// allowed skew is 15 minutes). A boot's queue time starts at its wall clock, so a delayed
-/// message may wait up to twice this longer than its delay (`run::DRAIN_MS`).
+/// allowed skew is 5 minutes, `SKEW_S_DEFAULT`). A boot's queue time starts at its wall
+/// clock, so a delayed message may wait up to twice this longer than its delay
+/// (`run::DRAIN_MS`).
 pub const WALL_OFFSET_MS_MAX: i64 = 120_000;
 
 /// Crashes the node, arms a sync EIO or a write ENOSPC, or steps the node's wall clock

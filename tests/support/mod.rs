@@ -27,9 +27,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server on `data_dir` with `extra` flags (after the defaults).
+    /// Starts a server on `data_dir` with `extra` flags (after the defaults). The binary is
+    /// this build's `sluice`, or `$SLUICE_SERVER_BIN` when set (to measure another build,
+    /// such as a release one, with the same test).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// As `start`, with `env` added to the server's environment (`SLUICE_<KEY>` settings).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(Server::binary());
+        command.envs(env.iter().copied());
         command.args(Server::args(data_dir, extra));
         Server::spawn(command, data_dir)
     }
@@ -41,9 +49,14 @@ impl Server {
         command
             .arg("-c")
             .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .arg(Server::binary())
             .args(Server::args(data_dir, extra));
         Server::spawn(command, data_dir)
+    }
+
+    /// This build's `sluice`, or `$SLUICE_SERVER_BIN` when set.
+    fn binary() -> std::ffi::OsString {
+        std::env::var_os("SLUICE_SERVER_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice").into())
     }
 
     /// The server's arguments: `server`, port 0 on loopback (unless `extra` names an

@@ -6,7 +6,9 @@
 //!
 //! Errors use the DMS envelope (docs/dms-api.md §5), so every client parses them. Auth failures
 //! are 401 with the token codes of §5 (10240101-10240104); no message ever contains a
-//! secret.
+//! secret. Password logins backing off answer 429 (10249429) with `Retry-After`; what a
+//! login, a replayed token request or a revoked token is refused for is the node layer's
+//! and the token's (docs/auth.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,13 +20,16 @@ use serde_json::json;
 
 use crate::auth::{self, AuthError, KeystoneResponse, NameOrId, SignedRequest, TokenClaims};
 use crate::dms::{self, DmsConfig};
-use sluice_node::tenants::{Tenant, TenantError};
-use sluice_node::Node;
+use sluice_node::tenants::{Tenant, TenantDirectory, TenantError};
+use sluice_node::{LoginError, LoginName, LoginRequest, Node, ReplayRefusal};
+use subtle::ConstantTimeEq;
 
 const TOKEN_INVALID: &str = "10240101";
 const TOKEN_EXPIRED: &str = "10240102";
 const TOKEN_MISSING: &str = "10240103";
 const ADMIN_DENIED: &str = "10240309";
+/// Sluice's code for a password login refused while its tenant or address backs off.
+pub const LOGIN_THROTTLED: &str = "10249429";
 
 /// Settings of the service layer; the driver builds it once from its configuration.
 #[derive(Clone)]
@@ -65,6 +70,13 @@ impl Denied {
 enum Principal {
     Tenant(String),
     Admin,
+}
+
+/// An authenticated request: who, and for a signed one its signature and date (what the
+/// replay cache of token requests remembers).
+struct Authenticated {
+    principal: Principal,
+    signed: Option<auth::Verified>,
 }
 
 static REQUEST_SERIAL: AtomicU64 = AtomicU64::new(0);
@@ -131,10 +143,10 @@ async fn route<N: Node>(
         if parts.method != Method::POST {
             return method_not_allowed();
         }
-        return keystone(node, config, parts, body);
+        return keystone(node, config, parts, body).await;
     }
     if path == "/admin/tenants" || path.starts_with("/admin/tenants/") {
-        return match authenticate(node, config, parts, body) {
+        return match authenticate(node, config, parts, body).map(|a| a.principal) {
             Ok(Principal::Admin) => admin(node, parts, body).await,
             Ok(Principal::Tenant(_)) => error(
                 StatusCode::FORBIDDEN,
@@ -145,7 +157,7 @@ async fn route<N: Node>(
         };
     }
     if dms::is_dms_path(path) {
-        return match authenticate(node, config, parts, body) {
+        return match authenticate(node, config, parts, body).map(|a| a.principal) {
             Ok(Principal::Tenant(project)) => {
                 dms::handle(node, &config.dms, &project, parts, body).await
             }
@@ -171,20 +183,32 @@ fn authenticate<N: Node>(
     config: &ServiceConfig,
     parts: &Parts,
     body: &[u8],
-) -> Result<Principal, Denied> {
+) -> Result<Authenticated, Denied> {
     let now_s = i64::try_from(node.wall_ms() / 1000).expect("seconds fit i64");
+    let tenants = node.tenants();
     if let Some(token) = parts.headers.get("x-auth-token") {
         let token = token.to_str().unwrap_or("");
-        return match auth::verify_token(&config.token_key, token, now_s) {
-            Ok(claims) => Ok(Principal::Tenant(claims.project_id)),
-            Err(auth::TokenError::Expired) => Err(Denied::new(
-                TOKEN_EXPIRED,
-                auth::TokenError::Expired.message(),
-            )),
-            Err(failure) => Err(Denied::new(TOKEN_INVALID, failure.message())),
+        let claims = match auth::verify_token(&config.token_key, token, now_s) {
+            Ok(claims) => claims,
+            Err(auth::TokenError::Expired) => {
+                let message = auth::TokenError::Expired.message();
+                return Err(Denied::new(TOKEN_EXPIRED, message));
+            }
+            Err(failure) => return Err(Denied::new(TOKEN_INVALID, failure.message())),
         };
+        if !token_still_valid(config, &tenants, &claims) {
+            return Err(Denied::new(
+                TOKEN_INVALID,
+                "The X-Auth-Token was revoked: its tenant was deleted or its credentials \
+                 changed. Request a new token."
+                    .to_string(),
+            ));
+        }
+        return Ok(Authenticated {
+            principal: Principal::Tenant(claims.project_id),
+            signed: None,
+        });
     }
-    let tenants = node.tenants();
     let request = SignedRequest {
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
@@ -198,74 +222,74 @@ fn authenticate<N: Node>(
         }
         tenants.by_ak(ak).map(|t| t.sk.clone())
     };
-    match auth::verify_signature(&request, secret, now_s, config.clock_skew_s_max) {
-        Ok(ak) if ak == config.admin_ak => Ok(Principal::Admin),
-        Ok(ak) => {
-            let tenant = tenants.by_ak(&ak).expect("verified against this directory");
-            Ok(Principal::Tenant(tenant.project_id.clone()))
+    match auth::verify_signed_request(&request, secret, now_s, config.clock_skew_s_max) {
+        Ok(verified) => {
+            let principal = if verified.access_key == config.admin_ak {
+                Principal::Admin
+            } else {
+                let tenant = tenants
+                    .by_ak(&verified.access_key)
+                    .expect("verified against this directory");
+                Principal::Tenant(tenant.project_id.clone())
+            };
+            Ok(Authenticated {
+                principal,
+                signed: Some(verified),
+            })
         }
         Err(AuthError::Missing) => Err(Denied::new(TOKEN_MISSING, AuthError::Missing.message())),
         Err(failure) => Err(Denied::new(TOKEN_INVALID, failure.message())),
     }
 }
 
+/// A verified token is honoured only while its tenant exists with the credentials it was
+/// issued under: deleting the tenant or changing its keys or password revokes it at once,
+/// on every shard (they share the tenant directory).
+fn token_still_valid(
+    config: &ServiceConfig,
+    tenants: &TenantDirectory,
+    claims: &TokenClaims,
+) -> bool {
+    let Some(tenant) = tenants.by_project(&claims.project_id) else {
+        return false;
+    };
+    let current = token_fingerprint(config, tenant);
+    bool::from(current.ct_eq(&claims.key_fingerprint))
+}
+
+fn token_fingerprint(
+    config: &ServiceConfig,
+    tenant: &Tenant,
+) -> [u8; auth::token::FINGERPRINT_BYTES] {
+    auth::key_fingerprint(
+        &config.token_key,
+        &tenant.ak,
+        &tenant.sk,
+        tenant.password_hash.as_deref(),
+    )
+}
+
 /// `POST /v3/auth/tokens`: a password login (tenant name and password), or an AK/SK-signed
-/// request with any body, answered with a token for the tenant's project.
-fn keystone<N: Node>(
+/// request with any body, accepted once (its signature is remembered for the skew window),
+/// answered with a token for the tenant's project.
+async fn keystone<N: Node>(
     node: &N,
     config: &ServiceConfig,
     parts: &Parts,
     body: &[u8],
 ) -> Response<Bytes> {
-    let tenants = node.tenants();
-    let tenant: Tenant = if parts.headers.contains_key(http::header::AUTHORIZATION) {
-        match authenticate(node, config, parts, body) {
-            Ok(Principal::Tenant(project)) => match tenants.by_project(&project) {
-                Some(tenant) => tenant.clone(),
-                None => return unauthorized("The tenant no longer exists."),
-            },
-            Ok(Principal::Admin) => {
-                return unauthorized("The admin has no project to scope a token to.")
-            }
-            Err(failure) => return failure.render(),
+    if parts.headers.contains_key("x-auth-token") {
+        return unauthorized(TOKEN_EXCHANGE_REFUSED);
+    }
+    let tenant = if parts.headers.contains_key(http::header::AUTHORIZATION) {
+        match keystone_signed(node, config, parts, body) {
+            Ok(tenant) => tenant,
+            Err(refusal) => return *refusal,
         }
     } else {
-        let request = match auth::keystone_request_parse(body) {
-            Ok(request) => request,
-            Err(failure) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    dms::errors::INVALID_JSON,
-                    failure.message(),
-                )
-            }
-        };
-        let user = match &request.user {
-            NameOrId::Name(name) => tenants.by_name(name),
-            NameOrId::Id(id) => tenants.by_project(id),
-        };
-        let project_matches = |t: &Tenant| match &request.project {
-            NameOrId::Name(name) => &t.name == name,
-            NameOrId::Id(id) => &t.project_id == id,
-        };
-        // One answer for every failure, so the response does not tell which part was wrong;
-        // a missing user still costs a hash, so timing does not tell either.
-        let verified = match user {
-            Some(t) => {
-                let ok = t
-                    .password_hash
-                    .as_deref()
-                    .is_some_and(|hash| auth::verify_password(&request.password, hash));
-                ok && project_matches(t)
-            }
-            None => {
-                let _ = auth::verify_password(&request.password, dummy_hash());
-                false
-            }
-        };
-        match (verified, user) {
-            (true, Some(t)) => t.clone(),
-            _ => return unauthorized("The user name, password or project is wrong."),
+        match keystone_password(node, parts, body).await {
+            Ok(tenant) => tenant,
+            Err(refusal) => return *refusal,
         }
     };
     let now_s = i64::try_from(node.wall_ms() / 1000).expect("seconds fit i64");
@@ -274,6 +298,7 @@ fn keystone<N: Node>(
         user_name: tenant.name.clone(),
         issued_unix_s: now_s,
         expires_unix_s: now_s + config.token_ttl_s,
+        key_fingerprint: token_fingerprint(config, &tenant),
     };
     let token = auth::issue_token(&config.token_key, &claims);
     let body = auth::keystone_response_body(&KeystoneResponse {
@@ -294,10 +319,124 @@ fn keystone<N: Node>(
     response
 }
 
-/// A hash checked when the user is unknown, so that case costs the same time.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| auth::hash_password("no such user", &[0u8; 16]))
+const TOKEN_EXCHANGE_REFUSED: &str = "A token is issued for a password or an AK/SK-signed \
+     request, not for an X-Auth-Token: send the request without it.";
+
+/// A refused token request's answer (boxed: a response is large next to a tenant).
+type Refusal = Box<Response<Bytes>>;
+
+/// The tenant of an AK/SK-signed token request, admitted once by the node's replay cache.
+fn keystone_signed<N: Node>(
+    node: &N,
+    config: &ServiceConfig,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Tenant, Refusal> {
+    let authenticated =
+        authenticate(node, config, parts, body).map_err(|denied| Box::new(denied.render()))?;
+    let project = match authenticated.principal {
+        Principal::Tenant(project) => project,
+        Principal::Admin => {
+            return Err(Box::new(unauthorized(
+                "The admin has no project to scope a token to.",
+            )))
+        }
+    };
+    let tenant = node
+        .tenants()
+        .by_project(&project)
+        .cloned()
+        .ok_or_else(|| Box::new(unauthorized("The tenant no longer exists.")))?;
+    // A token request authenticated by an X-Auth-Token would renew tokens without end.
+    let Some(signed) = authenticated.signed else {
+        return Err(Box::new(unauthorized(TOKEN_EXCHANGE_REFUSED)));
+    };
+    let admitted = node.admit_token_request(
+        signed.signature,
+        signed.sdk_date_unix_s,
+        config.clock_skew_s_max,
+    );
+    match admitted {
+        Ok(()) => Ok(tenant),
+        Err(ReplayRefusal::Seen) => Err(Box::new(unauthorized(
+            "This signed token request was already used: a signed request gives one token. \
+             Sign a new request.",
+        ))),
+        Err(ReplayRefusal::BeforeStart) => Err(Box::new(unauthorized(
+            "This signed token request is dated before the server started and may have been \
+             used already. Sign a new request.",
+        ))),
+        Err(ReplayRefusal::Full { retry_after_ms }) => Err(Box::new(retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            dms::errors::UNAVAILABLE,
+            "The server is remembering too many signed token requests; retry later or log \
+             in with a password.",
+            retry_after_ms,
+        ))),
+    }
+}
+
+/// The tenant of a password login, decided by the node (back-off, off-thread check).
+async fn keystone_password<N: Node>(
+    node: &N,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Tenant, Refusal> {
+    let request = auth::keystone_request_parse(body).map_err(|failure| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            dms::errors::INVALID_JSON,
+            failure.message(),
+        ))
+    })?;
+    let login = LoginRequest {
+        user: login_name(&request.user),
+        project: login_name(&request.project),
+        password: &request.password,
+        address: parts.extensions.get::<PeerAddr>().map(|peer| peer.0),
+    };
+    match node.login(login).await {
+        Ok(tenant) => Ok(tenant),
+        // One answer for every failure, so the response does not tell which part was wrong.
+        Err(LoginError::Refused) => Err(Box::new(unauthorized(
+            "The user name, password or project is wrong.",
+        ))),
+        Err(LoginError::Throttled { retry_after_ms }) => Err(Box::new(retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            LOGIN_THROTTLED,
+            "Too many failed logins for this user or from this address; retry after the \
+             time in Retry-After.",
+            retry_after_ms,
+        ))),
+        Err(LoginError::Busy { retry_after_ms }) => Err(Box::new(retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            dms::errors::UNAVAILABLE,
+            "The server is checking too many passwords at once; retry later.",
+            retry_after_ms,
+        ))),
+    }
+}
+
+fn login_name(name: &NameOrId) -> LoginName<'_> {
+    match name {
+        NameOrId::Name(name) => LoginName::Name(name),
+        NameOrId::Id(id) => LoginName::Id(id),
+    }
+}
+
+/// An error with `Retry-After` in whole seconds (at least 1).
+fn retry_later(
+    status: StatusCode,
+    code: &'static str,
+    message: &str,
+    retry_after_ms: u64,
+) -> Response<Bytes> {
+    let mut response = error(status, code, message);
+    let seconds = retry_after_ms.div_ceil(1000).max(1);
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// `/admin/tenants`: `POST {"name", "password"?}`, `GET`, `DELETE /admin/tenants/{project_id}`,

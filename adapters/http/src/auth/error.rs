@@ -13,7 +13,8 @@ pub enum AuthError {
     Malformed(&'static str),
     /// `Authorization` names a scheme other than `SDK-HMAC-SHA256` (for example SM3 or V11).
     UnsupportedAlgorithm,
-    /// The access key is not known to the server.
+    /// The access key is not known to the server. Its message is `SignatureMismatch`'s, so
+    /// that a client cannot probe which access keys exist.
     UnknownAccessKey,
     /// `X-Sdk-Date` is absent.
     MissingDate,
@@ -47,7 +48,6 @@ impl AuthError {
                  only SDK-HMAC-SHA256 is accepted."
                     .to_string()
             }
-            AuthError::UnknownAccessKey => "The access key (AK) is not known.".to_string(),
             AuthError::MissingDate => "The X-Sdk-Date header is missing.".to_string(),
             AuthError::BadDate => {
                 "The X-Sdk-Date header is not a valid UTC time of the form YYYYMMDDTHHMMSSZ \
@@ -71,9 +71,9 @@ impl AuthError {
             AuthError::BodyHashMismatch => {
                 "The X-Sdk-Content-Sha256 header does not match the request body.".to_string()
             }
-            AuthError::SignatureMismatch => {
-                "The request signature does not match: check the secret key (SK) and \
-                 that the request was not changed after signing."
+            AuthError::UnknownAccessKey | AuthError::SignatureMismatch => {
+                "The request signature does not match: check the access key (AK), the \
+                 secret key (SK), and that the request was not changed after signing."
                     .to_string()
             }
         }
@@ -107,7 +107,7 @@ mod tests {
             "SignedHeaders list",
         );
         check(AuthError::UnsupportedAlgorithm, "SDK-HMAC-SHA256");
-        check(AuthError::UnknownAccessKey, "access key");
+        check(AuthError::UnknownAccessKey, "access key (AK)");
         check(AuthError::MissingDate, "X-Sdk-Date");
         check(AuthError::BadDate, "YYYYMMDDTHHMMSSZ");
         check(
@@ -125,5 +125,10 @@ mod tests {
         );
         check(AuthError::BodyHashMismatch, "X-Sdk-Content-Sha256");
         check(AuthError::SignatureMismatch, "does not match");
+        assert_eq!(
+            AuthError::UnknownAccessKey.message(),
+            AuthError::SignatureMismatch.message(),
+            "an unknown AK reads like a wrong signature"
+        );
     }
 }

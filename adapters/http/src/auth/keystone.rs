@@ -8,7 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::civil_time::keystone_time_format;
+use super::dates::keystone_time_format;
 use super::limits::{KEYSTONE_BODY_BYTES_MAX, NAME_BYTES_MAX, PASSWORD_BYTES_MAX};
 
 /// An entity named either way Keystone allows.

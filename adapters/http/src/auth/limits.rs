@@ -24,8 +24,12 @@ pub const ACCESS_KEY_BYTES_MAX: usize = 128;
 pub const SCOPE_PART_BYTES_MAX: usize = 64;
 /// Largest body the verifier hashes; the HTTP layer enforces its own, smaller, request limit.
 pub const BODY_BYTES_MAX: usize = 32 * 1024 * 1024;
-/// Default clock-skew window between `X-Sdk-Date` and the server's clock (APIG uses 15 min).
-pub const SKEW_S_DEFAULT: i64 = 15 * 60;
+/// Default clock-skew window between `X-Sdk-Date` and the server's clock: 5 minutes either
+/// way. It is also how long a captured signed request stays usable (docs/auth.md, "Replay"),
+/// so it is a third of APIG's 15 minutes; NTP keeps real clocks far closer.
+pub const SKEW_S_DEFAULT: i64 = 5 * 60;
+/// Widest skew window a server may be configured with (APIG's).
+pub const SKEW_S_MAX: i64 = 15 * 60;
 
 /// Longest `X-Auth-Token` accepted; issued tokens are far shorter (see `token.rs`).
 pub const TOKEN_CHARS_MAX: usize = 1024;
@@ -38,5 +42,7 @@ pub const KEYSTONE_BODY_BYTES_MAX: usize = 16 * 1024;
 /// Longest PHC string `verify_password` parses.
 pub use sluice_node::password::PHC_BYTES_MAX;
 
-const _: () = assert!(TOKEN_CHARS_MAX > 4 * (1 + 8 + 8 + 2 + 2 * NAME_BYTES_MAX + 32) / 3 + 4);
+const _: () = assert!(TOKEN_CHARS_MAX > 4 * (1 + 8 + 8 + 16 + 2 + 2 * NAME_BYTES_MAX + 32) / 3 + 4);
+const _: () = assert!(SKEW_S_DEFAULT <= 5 * 60);
+const _: () = assert!(SKEW_S_DEFAULT <= SKEW_S_MAX);
 const _: () = assert!(HEADER_NAME_BYTES_MAX * SIGNED_HEADERS_COUNT_MAX <= HEADER_BYTES_MAX * 2);

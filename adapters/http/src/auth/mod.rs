@@ -6,12 +6,12 @@
 //! runtime, no global RNG (salts come from the caller). It authenticates only; checking that a
 //! credential's project owns the path's project is the caller's job.
 //!
-//! Reading order: `limits`, `civil_time`, `error`, `canonical`, `authorization`, `signature`,
+//! Reading order: `limits`, `dates`, `error`, `canonical`, `authorization`, `signature`,
 //! `sign`, `token`, `keystone`, `password`.
 
 pub mod authorization;
 pub mod canonical;
-pub mod civil_time;
+pub mod dates;
 pub mod error;
 pub mod keystone;
 pub mod limits;
@@ -24,8 +24,10 @@ pub use keystone::{
     keystone_request_parse, keystone_response_body, KeystoneError, KeystoneRequest,
     KeystoneResponse, NameOrId,
 };
-pub use limits::SKEW_S_DEFAULT;
+pub use limits::{SKEW_S_DEFAULT, SKEW_S_MAX};
 pub use sign::sign_request;
-pub use signature::{verify_signature, SignedRequest, UNSIGNED_PAYLOAD};
+pub use signature::{
+    verify_signature, verify_signed_request, SignedRequest, Verified, UNSIGNED_PAYLOAD,
+};
 pub use sluice_node::password::{hash_password, verify_password};
-pub use token::{issue_token, verify_token, TokenClaims, TokenError};
+pub use token::{issue_token, key_fingerprint, verify_token, TokenClaims, TokenError};

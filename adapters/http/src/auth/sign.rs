@@ -9,7 +9,7 @@ use super::canonical::{
     canonical_query, canonical_request, canonical_uri, sha256_hex, string_to_sign, CanonicalParts,
     QueryForm, ALGORITHM,
 };
-use super::civil_time::sdk_date_format;
+use super::dates::sdk_date_format;
 use super::signature::hmac_sha256;
 
 /// Adds `X-Sdk-Date` (from `now_unix_s`) and `Authorization` to `headers`.

@@ -15,7 +15,7 @@ use super::canonical::{
     canonical_query, canonical_request, canonical_uri, query_pair_count, sha256_hex,
     string_to_sign, CanonicalParts, QueryForm, EMPTY_PAYLOAD_SHA256,
 };
-use super::civil_time::sdk_date_parse;
+use super::dates::sdk_date_parse;
 use super::error::AuthError;
 use super::limits::{
     BODY_BYTES_MAX, HEADER_BYTES_MAX, METHOD_BYTES_MAX, PATH_BYTES_MAX, QUERY_BYTES_MAX,
@@ -43,6 +43,20 @@ pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// What a verified request proved: who signed it, the signature itself (unique per signed
+/// request, the key of the replay cache) and the request's `X-Sdk-Date`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub access_key: String,
+    pub signature: [u8; 32],
+    pub sdk_date_unix_s: i64,
+}
+
+/// The key an unknown AK's request is checked with, so that it costs the same HMACs as a
+/// known one and answers at the same time. No request can match it: the result is
+/// discarded.
+const UNKNOWN_AK_SECRET: &str = "sluice: the access key is unknown";
+
 /// Verifies the signature of `request` and returns its access key.
 ///
 /// `secret_for_ak` maps an AK to its SK; `skew_s_max` bounds `|X-Sdk-Date - now|` (use
@@ -54,6 +68,17 @@ pub fn verify_signature(
     now_unix_s: i64,
     skew_s_max: i64,
 ) -> Result<String, AuthError> {
+    verify_signed_request(request, secret_for_ak, now_unix_s, skew_s_max)
+        .map(|verified| verified.access_key)
+}
+
+/// [`verify_signature`], returning the signature and the date as well.
+pub fn verify_signed_request(
+    request: &SignedRequest<'_>,
+    secret_for_ak: impl Fn(&str) -> Option<String>,
+    now_unix_s: i64,
+    skew_s_max: i64,
+) -> Result<Verified, AuthError> {
     assert!(skew_s_max >= 0, "negative skew window {skew_s_max}");
     let authorization_text = match single_header(request.headers, "authorization")? {
         Some(value) => std::str::from_utf8(value)
@@ -79,9 +104,9 @@ pub fn verify_signature(
         }
     }
     let access_key = authorization.credential.access_key();
-    let Some(secret_key) = secret_for_ak(access_key) else {
-        return Err(AuthError::UnknownAccessKey);
-    };
+    let secret_key = secret_for_ak(access_key);
+    let known = secret_key.is_some();
+    let secret_key = secret_key.unwrap_or_else(|| UNKNOWN_AK_SECRET.to_string());
     let matched = match &authorization.credential {
         Credential::Access { .. } => {
             let payload_hashes = payload_hashes(request)?;
@@ -110,10 +135,17 @@ pub fn verify_signature(
             hmac_sha256(&signing_key, to_sign.as_bytes()).ct_eq(&authorization.signature)
         }
     };
+    if !known {
+        return Err(AuthError::UnknownAccessKey);
+    }
     if !bool::from(matched) {
         return Err(AuthError::SignatureMismatch);
     }
-    Ok(access_key.to_string())
+    Ok(Verified {
+        access_key: access_key.to_string(),
+        signature: authorization.signature,
+        sdk_date_unix_s,
+    })
 }
 
 /// The one value of header `name`; two or more values, or an oversized one, are malformed.
