@@ -105,6 +105,9 @@ fn sweep(count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
     let failed = Mutex::new(Vec::new());
     let known = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+    // SLUICE_SIM_PROGRESS=1: each seed's start and end on stderr (to find a seed that
+    // hangs or grows without bound).
+    let progress = std::env::var_os("SLUICE_SIM_PROGRESS").is_some();
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -114,7 +117,13 @@ fn sweep(count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
                     if seed >= count {
                         break;
                     }
+                    if progress {
+                        eprintln!("seed {seed} starts");
+                    }
                     let mut report = run_seed_with_bugs(seed, bugs);
+                    if progress {
+                        eprintln!("seed {seed} ends");
+                    }
                     if !report.known.is_empty() {
                         known.lock().expect("no poisoned lock").push(seed);
                     }

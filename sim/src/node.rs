@@ -71,6 +71,10 @@ pub struct SimClock {
     wall_offset: Rc<Cell<i64>>,
     queue: QueueClock,
     hop_ms_max: u64,
+    /// The forwarded calls of this boot still running: a crash or restart ends them, as
+    /// the end of a process ends its threads (they must not write to the disks of the
+    /// next boot, nor outlive the run).
+    jobs: Rc<RefCell<Vec<madsim::task::AbortHandle>>>,
 }
 
 impl SimClock {
@@ -80,6 +84,7 @@ impl SimClock {
             start,
             wall_offset,
             hop_ms_max,
+            jobs: Rc::new(RefCell::new(Vec::new())),
             queue: QueueClock::start(Reading {
                 wall_ms: 0,
                 mono_ms: 0,
@@ -96,6 +101,18 @@ impl SimClock {
         }
     }
 }
+
+impl SimClock {
+    /// Ends every forwarded call of this boot that is still running.
+    fn abort_jobs(&self) {
+        for job in self.jobs.borrow_mut().drain(..) {
+            job.abort();
+        }
+    }
+}
+
+/// The list of a boot's forwarded calls drops the finished ones when it reaches this.
+const FORWARDED_JOBS_PRUNE_AT: usize = 256;
 
 /// The clock's wall time minus its queue time.
 fn wall_gap_ms(clock: &SimClock) -> i64 {
@@ -120,10 +137,15 @@ impl Runtime for SimClock {
     /// (a long poll that ended) while the owner still runs it, as between real shards.
     async fn forward(&self, job: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>) {
         let hop_ms = thread_rng().gen_range(0..=self.hop_ms_max);
-        drop(madsim::task::spawn_local(async move {
+        let task = madsim::task::spawn_local(async move {
             madsim::time::sleep(Duration::from_millis(hop_ms)).await;
             job.await;
-        }));
+        });
+        let mut jobs = self.jobs.borrow_mut();
+        if jobs.len() >= FORWARDED_JOBS_PRUNE_AT {
+            jobs.retain(|job| !job.is_finished());
+        }
+        jobs.push(task.abort_handle());
     }
 }
 
@@ -269,6 +291,7 @@ impl Node {
         let Some(local) = self.local.borrow_mut().take() else {
             return false;
         };
+        local.runtime().abort_jobs();
         let last = local.runtime().now_ms();
         self.history
             .borrow_mut()
@@ -377,6 +400,10 @@ impl Node {
                 sleep_ms = wake.saturating_sub(local.runtime().now_ms()).max(1);
             }
             madsim::time::sleep(Duration::from_millis(sleep_ms)).await;
+        }
+        // The run is over: no forwarded call may outlive it.
+        if let Some(local) = self.local() {
+            local.runtime().abort_jobs();
         }
     }
 
