@@ -234,12 +234,14 @@ async fn shard_main(
     } else {
         None
     };
+    // After `bind`, which waits for shard 0's port: every shard's endpoint (the Keystone
+    // catalog's URL) names the real port, never 0.
+    let listener = bind(&shard).await?;
     let endpoint = format!(
         "http://{}:{}",
         shared.config.http_listen.ip(),
         shared.port.load(Ordering::Acquire)
     );
-    let listener = bind(&shard).await?;
     shared.listening.fetch_add(1, Ordering::AcqRel);
     barrier(&shared, "every shard to listen", || {
         shared.listening.load(Ordering::Acquire) == shared.shard_count
