@@ -243,9 +243,7 @@ impl<H: Host> NodeShard<H> {
             seen.push((partition, change_count));
             let partition = u16::try_from(partition).expect("partition indexes are u16");
             for item in got {
-                let bytes = item.body.len().saturating_add(item.attributes.len());
-                let bytes = u64::try_from(bytes).expect("usize fits u64");
-                bytes_delivered = bytes_delivered.saturating_add(bytes);
+                bytes_delivered = bytes_delivered.saturating_add(item.budget_bytes());
                 deliveries.push(Routed { partition, item });
             }
         }

@@ -167,6 +167,17 @@ pub struct Delivery {
     pub fifo_group: Option<String>,
 }
 
+impl Delivery {
+    /// The bytes this message counts against a receive's byte budget
+    /// (`ReceiveRequest::bytes_max`), as the engine counted them when it picked it.
+    pub fn budget_bytes(&self) -> u64 {
+        u64::from(super::state::message_bytes(
+            self.body.len(),
+            self.attributes.len(),
+        ))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckKind {
     Success,
