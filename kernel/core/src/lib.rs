@@ -28,6 +28,7 @@ pub mod limits;
 pub mod log;
 pub mod offset_index;
 pub mod record;
+pub mod replica;
 pub mod segment;
 pub mod sim_disk;
 pub mod storage;

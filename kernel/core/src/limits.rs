@@ -45,3 +45,26 @@ pub const ENGINE_SCAN_STEPS_MAX: u32 = 4096;
 pub const ENGINE_READY_BLOCKED_MAX: usize = 16 * 1024;
 /// Bytes of opaque adapter fields (a queue's description and tags) a queue may carry.
 pub const QUEUE_META_BYTES_MAX: usize = 16 * 1024;
+
+// ---- Replication (`replica/`). ----
+
+/// Bytes of recent, already applied Raft entries a replica keeps in memory beyond the
+/// ones it must (unpersisted or unapplied), so a follower a little behind is served
+/// without a disk read.
+pub const REPLICA_TAIL_BYTES_MAX: u64 = 32 << 20;
+/// Bytes of older entries a leader keeps after reading them from its log for lagging
+/// followers.
+pub const REPLICA_FETCHED_BYTES_MAX: u64 = 16 << 20;
+/// Bytes of entries one Raft append message carries (`max_size_per_msg`).
+pub const REPLICA_MESSAGE_BYTES_MAX: u64 = 1 << 20;
+/// Append messages in flight to one follower (`max_inflight_msgs`).
+pub const REPLICA_INFLIGHT_MESSAGES_MAX: usize = 256;
+/// Bytes of proposed but uncommitted entries a leader accepts (`max_uncommitted_size`);
+/// beyond it a proposal is refused as busy.
+pub const REPLICA_UNCOMMITTED_BYTES_MAX: u64 = 64 << 20;
+/// Outbound Raft messages a replica queues for its host before it drops the oldest
+/// (Raft tolerates lost messages).
+pub const REPLICA_OUTBOX_MAX: usize = 4096;
+/// Raft commits a replica may advance before it saves its commit index (a stale saved
+/// commit is safe; it bounds how much a restart re-reads before applying).
+pub const REPLICA_COMMIT_SAVE_EVERY: u64 = 1024;

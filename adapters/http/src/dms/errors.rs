@@ -198,6 +198,12 @@ pub fn from_node(error: NodeError) -> DmsError {
             UNAVAILABLE,
             "The server is busy; retry.",
         ),
+        // A failover is under way: the write may or may not have been stored.
+        EngineError::NotLeader { .. } => DmsError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "The partition is changing leaders; retry.",
+        ),
         // The engine's limits keep such batches out: the server's fault, not the client's.
         EngineError::Encode(error) => DmsError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -92,6 +92,13 @@ pub enum Command {
         queue: QueueId,
         meta: Vec<u8>,
     },
+    /// Raft's empty entry at the start of a leader's term; the state ignores it.
+    RaftNoop,
+    /// A Raft membership change; the record's payload is the encoded `ConfChange`
+    /// (`ConfChangeV2` when `v2`). The state ignores it; the replica applies it.
+    Membership {
+        v2: bool,
+    },
 }
 
 const KIND_CREATE_QUEUE: u8 = 1;
@@ -108,6 +115,8 @@ const KIND_DEAD_ACK: u8 = 11;
 const KIND_REDRIVE: u8 = 12;
 const KIND_BOOT: u8 = 13;
 const KIND_SET_QUEUE_META: u8 = 14;
+const KIND_RAFT_NOOP: u8 = 15;
+const KIND_MEMBERSHIP: u8 = 16;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -197,6 +206,12 @@ impl Command {
             Command::SetQueueMeta { queue, meta } => {
                 w.u8(KIND_SET_QUEUE_META).u32(queue.0).bytes(meta);
             }
+            Command::RaftNoop => {
+                w.u8(KIND_RAFT_NOOP);
+            }
+            Command::Membership { v2 } => {
+                w.u8(KIND_MEMBERSHIP).u8(u8::from(*v2));
+            }
         }
         w.bytes
     }
@@ -252,6 +267,8 @@ impl Command {
                 group: GroupId(r.u32()?),
             },
             KIND_BOOT => Command::Boot,
+            KIND_RAFT_NOOP => Command::RaftNoop,
+            KIND_MEMBERSHIP => Command::Membership { v2: r.u8()? != 0 },
             KIND_SET_QUEUE_META => Command::SetQueueMeta {
                 queue: QueueId(r.u32()?),
                 meta: r.bytes()?.to_vec(),
@@ -502,6 +519,9 @@ mod tests {
                 queue: QueueId(1),
                 meta: b"{\"tags\":[]}".to_vec(),
             },
+            Command::RaftNoop,
+            Command::Membership { v2: true },
+            Command::Membership { v2: false },
         ];
         for command in commands {
             let bytes = command.encode(b"user");

@@ -91,6 +91,8 @@ pub enum EngineOpenError {
     },
     /// The boot record could not be written.
     Boot(EngineError),
+    /// The replica's Raft state file could not be read, or raft-rs refused the state.
+    Replica(String),
 }
 
 impl std::fmt::Display for EngineOpenError {
@@ -99,6 +101,7 @@ impl std::fmt::Display for EngineOpenError {
             EngineOpenError::Config(error) => write!(f, "invalid engine config: {error}"),
             EngineOpenError::Log(error) => write!(f, "{error}"),
             EngineOpenError::Boot(error) => write!(f, "cannot write the boot record: {error}"),
+            EngineOpenError::Replica(what) => write!(f, "raft state: {what}"),
             EngineOpenError::Replay { offset, detail } => {
                 write!(f, "cannot replay log record {offset}: {detail}")
             }

@@ -31,6 +31,7 @@ impl<S: Storage + Clone> Engine<S> {
     ) -> Result<Vec<Delivery>, EngineError> {
         self.validate_receive(request)?;
         self.check_group(queue, group)?;
+        self.confirm_leadership().await?;
         if let Some(filter) = &request.filter {
             self.ensure_filter(queue, group, filter, now).await?;
         }
@@ -54,6 +55,7 @@ impl<S: Storage + Clone> Engine<S> {
         now: u64,
     ) -> Result<Vec<Delivery>, EngineError> {
         self.validate_receive(request)?;
+        self.confirm_leadership().await?;
         let picked = self.state.borrow_mut().receive_dead(
             queue,
             group,

@@ -21,6 +21,7 @@ pub mod group;
 pub mod metadata;
 pub mod probe;
 pub mod range_set;
+mod replication;
 mod send;
 pub use send::validate_batch;
 pub mod snapshot;
@@ -34,9 +35,16 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::task::{Poll, Waker};
 
+use std::rc::Rc;
+
+use raft::RawNode;
+
 use crate::limits::{BLOCK_BYTES, ENGINE_BATCH_MESSAGES_CEILING};
 use crate::log::{AppendError, Log, RetentionPolicy};
-use crate::record::{align_up, EncodeError, RecordInput};
+use crate::record::{align_up, EncodeError};
+use crate::replica::hard_state::{DurableState, HardStateFile};
+use crate::replica::store::{LogStore, SharedStore};
+use crate::replica::{discard_logger, ReplicaConfig};
 use crate::storage::{Storage, StorageFile};
 use crate::types::Offset;
 use command::Command;
@@ -47,6 +55,8 @@ use types::{
 
 struct Unapplied {
     offset: u64,
+    /// The Raft term it was proposed in.
+    term: u64,
     timestamp_ms: u64,
     command: Command,
     /// A send's body and user attributes' size (`state::message_bytes`).
@@ -72,7 +82,7 @@ impl Entry {
 
 pub struct Engine<S: Storage + Clone> {
     storage: S,
-    log: Log<S>,
+    log: Rc<Log<S>>,
     config: EngineConfig,
     state: RefCell<State>,
     unapplied: RefCell<VecDeque<Unapplied>>,
@@ -84,15 +94,31 @@ pub struct Engine<S: Storage + Clone> {
     pending_dedup: RefCell<HashMap<(QueueId, u64), MessageId>>,
     changes: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
+    replica: replication::Replica<S>,
 }
 
 impl<S: Storage + Clone> Engine<S> {
-    /// Opens the engine at time `now`: newest valid snapshot, replay of the log after it,
-    /// a durable `Boot` record (so handles from earlier boots are stale), then back-off
-    /// waits and retention as of `now`.
+    /// Opens the engine at time `now` as a group of one (the embedded single-node
+    /// default): see [`Engine::open_replica`]. It leads at once, so it serves when this
+    /// returns.
     pub async fn open(
         storage: S,
         config: EngineConfig,
+        now: u64,
+    ) -> Result<Engine<S>, EngineOpenError> {
+        Engine::open_replica(storage, config, ReplicaConfig::single(), now).await
+    }
+
+    /// Opens the engine at time `now` as replica `replica.id` of its partition's Raft
+    /// group: newest valid snapshot, replay of the committed log after it, the Raft state
+    /// file, then back-off waits and retention as of `now`. A group of one elects itself
+    /// and proposes its `Boot` (so handles from earlier boots are stale) before this
+    /// returns; a member of a larger group waits for an election (driven by the host's
+    /// `raft_tick`s and messages).
+    pub async fn open_replica(
+        storage: S,
+        config: EngineConfig,
+        replica: ReplicaConfig,
         now: u64,
     ) -> Result<Engine<S>, EngineOpenError> {
         config.limits.validate().map_err(EngineOpenError::Config)?;
@@ -106,63 +132,49 @@ impl<S: Storage + Clone> Engine<S> {
                 log_start: log.start_offset().0,
             });
         }
-        let mut next = snapshot_offset;
-        let end = log.durable_offset().0;
-        // Bounded by the log length: every pass applies at least one record.
-        while next < end {
-            let records =
-                log.read(Offset(next), 1 << 20)
-                    .await
-                    .map_err(|error| EngineOpenError::Replay {
-                        offset: next,
-                        detail: error.to_string(),
-                    })?;
-            if records.is_empty() {
-                return Err(EngineOpenError::Replay {
-                    offset: next,
-                    detail: "no record".into(),
-                });
-            }
-            for record in records {
-                let (command, user_attributes) =
-                    Command::decode(&record.attributes).map_err(|error| {
-                        EngineOpenError::Replay {
-                            offset: record.offset.0,
-                            detail: format!("undecodable command at byte {}", error.position),
-                        }
-                    })?;
-                let message_bytes =
-                    state::message_bytes(record.payload.len(), user_attributes.len());
-                state.apply(
-                    &command,
-                    MessageId(record.offset.0),
-                    record.timestamp_ms,
-                    message_bytes,
-                );
-                next = record.offset.0 + 1;
-            }
-        }
+        let (hard_file, loaded) = HardStateFile::open(&storage)
+            .await
+            .map_err(|error| EngineOpenError::Replica(error.to_string()))?;
+        let saved = loaded.unwrap_or_else(|| initial_durable(&replica));
+        let mut durable = saved.clone();
+        // Raft index i is offset i - 1: the commit index is also the end offset of the
+        // committed prefix. A snapshot covers only committed records.
+        let commit = durable
+            .hard
+            .commit
+            .max(snapshot_offset)
+            .min(log.durable_offset().0);
+        durable.hard.commit = commit;
+        replay(&log, &mut state, snapshot_offset, commit).await?;
         state.reset_leader_state();
-        let applied = end;
+        let tail = read_entries(&log, commit).await?;
+        let log = Rc::new(log);
+        let store = Rc::new(LogStore::new(log.clone(), durable, commit, tail));
+        let node = RawNode::new(
+            &replica.raft_config(commit),
+            SharedStore(store.clone()),
+            &discard_logger(),
+        )
+        .map_err(|error| EngineOpenError::Replica(error.to_string()))?;
         let engine = Engine {
             storage,
             log,
             config,
             state: RefCell::new(state),
             unapplied: RefCell::new(VecDeque::new()),
-            applied_offset: Cell::new(applied),
+            applied_offset: Cell::new(commit),
             snapshot_offset: Cell::new(snapshot_offset),
-            applied_since_snapshot: Cell::new(applied - snapshot_offset),
+            applied_since_snapshot: Cell::new(commit - snapshot_offset),
             pending_names: RefCell::new(HashSet::new()),
             pending_groups: RefCell::new(HashSet::new()),
             pending_dedup: RefCell::new(HashMap::new()),
             changes: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
+            replica: replication::Replica::new(replica.id, node, store, hard_file, saved),
         };
-        engine
-            .commit(vec![Entry::plain(Command::Boot)], now)
-            .await
-            .map_err(EngineOpenError::Boot)?;
+        if engine.replica.alone() {
+            engine.lead_alone().await.map_err(EngineOpenError::Boot)?;
+        }
         {
             // Time-driven changes that are not logged: back-off waits that ended and
             // retention, as of `now`.
@@ -171,6 +183,22 @@ impl<S: Storage + Clone> Engine<S> {
             state.apply_retention(now);
         }
         Ok(engine)
+    }
+
+    /// A group of one elects itself and applies its `Boot` (bounded: each round of the
+    /// Ready loop either makes progress or the loop reports why not).
+    async fn lead_alone(&self) -> Result<(), EngineError> {
+        let _ = self.replica.node.borrow_mut().campaign();
+        for _ in 0..LEAD_ALONE_ROUNDS_MAX {
+            self.drive().await;
+            if let Some(error) = self.replica.failed.borrow().clone() {
+                return Err(error);
+            }
+            if self.replica.serving.get() {
+                return Ok(());
+            }
+        }
+        Err(EngineError::NotLeader { leader: None })
     }
 
     pub fn log(&self) -> &Log<S> {
@@ -413,11 +441,13 @@ impl<S: Storage + Clone> Engine<S> {
     /// Advances time: ends leases and back-off waits, releases due delayed messages,
     /// applies retention, and takes a snapshot when due.
     pub async fn tick(&self, now: u64) -> Result<(), EngineError> {
+        // Only the serving leader decides time-driven changes; replicas apply its records.
+        let leads = self.replica.serving.get();
         let (failed, releases) = {
             let mut state = self.state.borrow_mut();
             state.fire_waits(now);
-            let failed = state.expire_leases(now);
-            let releases = state.due_releases(now);
+            let failed = if leads { state.expire_leases(now) } else { Vec::new() };
+            let releases = if leads { state.due_releases(now) } else { Vec::new() };
             state.apply_retention(now);
             (failed, releases)
         };
@@ -528,80 +558,98 @@ impl<S: Storage + Clone> Engine<S> {
         }
     }
 
-    // ------------------------------------------------------------------ log plumbing
+    // ------------------------------------------------------------------ commit
 
-    fn append(&self, entries: &[Entry], now: u64) -> Result<Offset, EngineError> {
-        let encoded: Vec<Vec<u8>> = entries
-            .iter()
-            .map(|e| e.command.encode(&e.user_attributes))
-            .collect();
-        let records: Vec<RecordInput<'_>> = entries
-            .iter()
-            .zip(&encoded)
-            .map(|(entry, attributes)| RecordInput {
-                timestamp_ms: now,
-                attributes,
-                payload: &entry.body,
-            })
-            .collect();
-        let appended = self.log.append(&records).map_err(append_error)?;
-        let mut unapplied = self.unapplied.borrow_mut();
-        for (index, entry) in entries.iter().enumerate() {
-            unapplied.push_back(Unapplied {
-                offset: appended.first_offset.0 + index as u64,
-                timestamp_ms: now,
-                command: entry.command.clone(),
-                message_bytes: state::message_bytes(entry.body.len(), entry.user_attributes.len()),
+    /// Proposes `entries` and waits until they are committed and applied.
+    async fn commit(&self, entries: Vec<Entry>, now: u64) -> Result<(), EngineError> {
+        let proposal = self.propose(&entries, now)?;
+        self.wait_committed(&proposal).await
+    }
+}
+
+/// Rounds of the Ready loop a group of one gets to elect itself and apply its `Boot`
+/// (it needs four: campaign, no-op, boot, apply).
+const LEAD_ALONE_ROUNDS_MAX: u32 = 16;
+
+/// The Raft state of a replica that never saved one: its group's first voters.
+fn initial_durable(replica: &ReplicaConfig) -> DurableState {
+    let mut durable = DurableState::default();
+    durable.conf.voters = replica.initial_voters.clone();
+    durable
+}
+
+/// Applies the committed records `[from, to)` of the log to `state`.
+async fn replay<S: Storage>(
+    log: &Log<S>,
+    state: &mut State,
+    from: u64,
+    to: u64,
+) -> Result<(), EngineOpenError> {
+    let mut next = from;
+    // Bounded by the log length: every pass applies at least one record.
+    while next < to {
+        let records = log
+            .read(Offset(next), 1 << 20)
+            .await
+            .map_err(|error| EngineOpenError::Replay {
+                offset: next,
+                detail: error.to_string(),
+            })?;
+        if records.is_empty() {
+            return Err(EngineOpenError::Replay {
+                offset: next,
+                detail: "no record".into(),
             });
         }
-        Ok(appended.first_offset)
-    }
-
-    async fn sync_and_apply(&self) -> Result<(), EngineError> {
-        let upto = self.log.next_offset();
-        self.log
-            .sync(upto)
-            .await
-            .map_err(|error| EngineError::Storage(StorageFault::Log(error)))?;
-        self.apply_durable();
-        Ok(())
-    }
-
-    async fn commit(&self, entries: Vec<Entry>, now: u64) -> Result<(), EngineError> {
-        self.append(&entries, now)?;
-        self.sync_and_apply().await
-    }
-
-    /// Applies, in log order, every logged command that is now durable.
-    fn apply_durable(&self) {
-        let durable = self.log.durable_offset().0;
-        let mut applied_any = false;
-        let mut unapplied = self.unapplied.borrow_mut();
-        let mut state = self.state.borrow_mut();
-        while unapplied.front().is_some_and(|u| u.offset < durable) {
-            let next = unapplied.pop_front().expect("checked above");
-            assert_eq!(
-                next.offset,
-                self.applied_offset.get(),
-                "commands apply in log order"
-            );
+        for record in records.into_iter().take_while(|r| r.offset.0 < to) {
+            let (command, user_attributes) =
+                Command::decode(&record.attributes).map_err(|error| EngineOpenError::Replay {
+                    offset: record.offset.0,
+                    detail: format!("undecodable command at byte {}", error.position),
+                })?;
+            let message_bytes = state::message_bytes(record.payload.len(), user_attributes.len());
             state.apply(
-                &next.command,
-                MessageId(next.offset),
-                next.timestamp_ms,
-                next.message_bytes,
+                &command,
+                MessageId(record.offset.0),
+                record.timestamp_ms,
+                message_bytes,
             );
-            self.applied_offset.set(next.offset + 1);
-            self.applied_since_snapshot
-                .set(self.applied_since_snapshot.get() + 1);
-            applied_any = true;
-        }
-        drop(state);
-        drop(unapplied);
-        if applied_any {
-            self.notify();
+            next = record.offset.0 + 1;
         }
     }
+    Ok(())
+}
+
+/// The Raft entries of the log from offset `from` to its end: the persisted entries not
+/// known committed, which raft-rs may hand back for applying.
+async fn read_entries<S: Storage>(
+    log: &Log<S>,
+    from: u64,
+) -> Result<Vec<raft::prelude::Entry>, EngineOpenError> {
+    let end = log.durable_offset().0;
+    let mut entries = Vec::new();
+    let mut next = from;
+    while next < end {
+        let records = log
+            .read(Offset(next), 1 << 20)
+            .await
+            .map_err(|error| EngineOpenError::Replay {
+                offset: next,
+                detail: error.to_string(),
+            })?;
+        if records.is_empty() {
+            return Err(EngineOpenError::Replay {
+                offset: next,
+                detail: "no record".into(),
+            });
+        }
+        for record in records {
+            let term = log.term_at(record.offset).unwrap_or(0);
+            entries.push(crate::replica::entry::entry_of(&record, term));
+            next = record.offset.0 + 1;
+        }
+    }
+    Ok(entries)
 }
 
 fn validate_name(name: &str) -> Result<(), EngineError> {

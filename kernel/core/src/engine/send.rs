@@ -169,7 +169,8 @@ impl<S: Storage + Clone> Engine<S> {
         if plan.entries.is_empty() {
             return Ok(Offset(0));
         }
-        let first = self.append(&plan.entries, now)?;
+        let proposal = self.propose(&plan.entries, now)?;
+        let first = proposal.first;
         {
             let mut pending = self.pending_dedup.borrow_mut();
             for (hash, index) in &plan.claimed {
@@ -179,7 +180,7 @@ impl<S: Storage + Clone> Engine<S> {
         let result = if bugs::enabled(Bug::ReplyBeforeFsync) {
             Ok(())
         } else {
-            self.sync_and_apply().await
+            self.wait_committed(&proposal).await
         };
         let mut pending = self.pending_dedup.borrow_mut();
         for (hash, _) in &plan.claimed {

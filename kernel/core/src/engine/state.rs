@@ -277,6 +277,8 @@ impl State {
                     q.meta.clone_from(meta);
                 }
             }
+            // Raft's own records: the replica acts on them, the queue state does not.
+            Command::RaftNoop | Command::Membership { .. } => {}
         }
     }
 

@@ -275,8 +275,14 @@ pub enum EngineError {
     NotScheduled,
     /// A dead-letter operation on a queue without a redrive policy.
     NoDeadLetters,
-    /// The log has too much staged; retry.
+    /// The log has too much staged, or the Raft group too much uncommitted; retry.
     Busy,
+    /// This replica does not lead its Raft group, or lost the lead before the request was
+    /// committed (it may still commit: the caller cannot tell). `leader` is the replica
+    /// it believes leads, if any. Retriable, at the leader.
+    NotLeader {
+        leader: Option<u64>,
+    },
     /// The log cannot take the batch the engine built as one record batch; nothing was
     /// stored. The engine's own limits keep such batches out, so this is the server's
     /// fault, not the request's. (An encoding too large for the log is reported as
@@ -296,6 +302,12 @@ impl std::fmt::Display for EngineError {
             EngineError::GroupExists => write!(f, "the consumer group already exists"),
             EngineError::InvalidName => write!(f, "invalid name"),
             EngineError::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
+            EngineError::NotLeader { leader: Some(leader) } => {
+                write!(f, "this replica does not lead its partition (replica {leader} does)")
+            }
+            EngineError::NotLeader { leader: None } => {
+                write!(f, "this replica does not lead its partition (no leader is known)")
+            }
             EngineError::TooManyQueues { limit } => {
                 write!(f, "too many queues (at most {limit})")
             }
@@ -367,6 +379,9 @@ pub enum StorageFault {
     /// The record at `offset`, where the engine's state places a message, is not a
     /// usable send record.
     Record { offset: u64, problem: RecordProblem },
+    /// The replica's Raft state could not be kept: its state file failed, or a committed
+    /// entry does not decode. The engine must be reopened.
+    Replica(String),
 }
 
 /// Why a log record is not the send record the engine expected.
@@ -388,7 +403,8 @@ impl StorageFault {
             | StorageFault::Read(ReadError::Io { error, .. })
             | StorageFault::Snapshot { error, .. } => Some(error),
             StorageFault::Read(ReadError::Corrupt { .. } | ReadError::Removed { .. })
-            | StorageFault::Record { .. } => None,
+            | StorageFault::Record { .. }
+            | StorageFault::Replica(_) => None,
         }
     }
 
@@ -409,6 +425,7 @@ impl std::fmt::Display for StorageFault {
             StorageFault::Record { offset, problem } => {
                 write!(f, "log record {offset} {problem}")
             }
+            StorageFault::Replica(what) => write!(f, "replica: {what}"),
         }
     }
 }

@@ -85,6 +85,7 @@ impl<S: Storage> Log<S> {
                 waiters: Vec::new(),
                 poisoned: None,
             }),
+            term_stub: RefCell::new(std::collections::BTreeMap::new()),
         })
     }
 }

@@ -1,0 +1,638 @@
+//! The engine as a Raft replica: proposals, the Ready loop, applying committed entries,
+//! leadership.
+//!
+//! A write is *proposed* (encoded once as Raft entries), persisted by the Ready loop with
+//! the log's group commit, and applied to the state once raft-rs reports it committed,
+//! in index order, on every replica alike. The caller's answer waits for that apply; it
+//! fails with `NotLeader` when this replica loses the lead first (the write may still
+//! commit: a retry may duplicate, never lose).
+//!
+//! Only one task runs the Ready loop at a time (`driving`); others propose and wait, and
+//! the running loop picks their entries up on its next round, so concurrent writes share
+//! one write and one sync, as the log's group commit did before.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry as RaftEntry, EntryType, Message, MessageType};
+use raft::{RawNode, StateRole};
+
+use super::command::Command;
+use super::state;
+use super::types::{EngineError, MessageId, StorageFault};
+use super::{Engine, Entry, Unapplied};
+use crate::limits::REPLICA_OUTBOX_MAX;
+use crate::record::{check_batch, RecordInput};
+use crate::replica::entry::{encode_data, record_of};
+use crate::replica::hard_state::{DurableState, HardStateFile};
+use crate::log::AppendError;
+use crate::replica::store::{LogStore, PersistError, SharedStore};
+use crate::storage::Storage;
+use crate::types::Offset;
+
+/// The Raft side of an engine.
+pub(crate) struct Replica<S: Storage> {
+    pub(crate) id: u64,
+    pub(crate) node: RefCell<RawNode<SharedStore<S>>>,
+    pub(crate) store: Rc<LogStore<S>>,
+    /// Taken by the Ready loop while it saves (only the loop saves).
+    pub(crate) hard_file: RefCell<Option<HardStateFile<S::File>>>,
+    /// What the last save wrote.
+    pub(crate) saved: RefCell<DurableState>,
+    pub(crate) driving: Cell<bool>,
+    pub(crate) outbox: RefCell<VecDeque<Message>>,
+    pub(crate) outbox_waiters: RefCell<Vec<Waker>>,
+    pub(crate) role: Cell<StateRole>,
+    pub(crate) leader: Cell<u64>,
+    /// A leader serves once the `Boot` it proposed at its term is applied: from then on
+    /// its leases and handles are its own.
+    pub(crate) serving: Cell<bool>,
+    pub(crate) boot_index: Cell<Option<u64>>,
+    pub(crate) boot_needed: Cell<bool>,
+    /// Moves whenever this replica stops leading: proposals made before it fail.
+    pub(crate) generation: Cell<u64>,
+    /// Leadership confirmations (read index requests) by context: the read index once
+    /// the heartbeat round confirmed it.
+    pub(crate) reads: RefCell<HashMap<u64, Option<u64>>>,
+    pub(crate) next_read: Cell<u64>,
+    pub(crate) failed: RefCell<Option<EngineError>>,
+    pub(crate) progress_waiters: RefCell<Vec<Waker>>,
+}
+
+/// A proposal in flight.
+pub(crate) struct Proposal {
+    /// The log offset of its first entry.
+    pub(crate) first: Offset,
+    pub(crate) last_index: u64,
+    pub(crate) term: u64,
+    pub(crate) generation: u64,
+}
+
+impl<S: Storage> Replica<S> {
+    pub(crate) fn new(
+        id: u64,
+        node: RawNode<SharedStore<S>>,
+        store: Rc<LogStore<S>>,
+        hard_file: HardStateFile<S::File>,
+        saved: DurableState,
+    ) -> Replica<S> {
+        Replica {
+            id,
+            node: RefCell::new(node),
+            store,
+            hard_file: RefCell::new(Some(hard_file)),
+            saved: RefCell::new(saved),
+            driving: Cell::new(false),
+            outbox: RefCell::new(VecDeque::new()),
+            outbox_waiters: RefCell::new(Vec::new()),
+            role: Cell::new(StateRole::Follower),
+            leader: Cell::new(0),
+            serving: Cell::new(false),
+            boot_index: Cell::new(None),
+            boot_needed: Cell::new(false),
+            generation: Cell::new(0),
+            reads: RefCell::new(HashMap::new()),
+            next_read: Cell::new(1),
+            failed: RefCell::new(None),
+            progress_waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn wake_progress(&self) {
+        for waker in self.progress_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    fn not_leader(&self) -> EngineError {
+        let leader = self.leader.get();
+        EngineError::NotLeader {
+            leader: (leader != 0 && leader != self.id).then_some(leader),
+        }
+    }
+
+    /// Whether this replica is its group's only voter.
+    pub(crate) fn alone(&self) -> bool {
+        let node = self.node.borrow();
+        let conf = node.raft.prs().conf();
+        let voters = conf.voters().ids();
+        voters.len() == 1 && voters.contains(self.id) && conf.learners().is_empty()
+    }
+}
+
+impl<S: Storage + Clone> Engine<S> {
+    // ------------------------------------------------------------------ host interface
+
+    /// Hands a message from a peer replica to Raft; call [`Engine::drive`] afterwards.
+    pub fn step(&self, message: Message) {
+        // A message from an unknown peer or of the wrong kind is dropped: Raft tolerates
+        // lost messages.
+        let _ = self.replica.node.borrow_mut().step(message);
+    }
+
+    /// Advances Raft's logical clock by one tick (the host calls it every tick interval);
+    /// call [`Engine::drive`] afterwards.
+    pub fn raft_tick(&self) {
+        self.replica.node.borrow_mut().tick();
+    }
+
+    /// Messages for peer replicas queued since the last call.
+    pub fn take_messages(&self) -> Vec<Message> {
+        self.replica.outbox.borrow_mut().drain(..).collect()
+    }
+
+    /// Resolves once a message for a peer is queued.
+    pub async fn messages_queued(&self) {
+        std::future::poll_fn(|context| {
+            if !self.replica.outbox.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            self.replica
+                .outbox_waiters
+                .borrow_mut()
+                .push(context.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// This replica's id in its group.
+    pub fn replica_id(&self) -> u64 {
+        self.replica.id
+    }
+
+    /// Whether this replica leads its group and has taken up its term (its `Boot` applied).
+    pub fn is_serving_leader(&self) -> bool {
+        self.replica.serving.get() && self.replica.failed.borrow().is_none()
+    }
+
+    /// The replica this one believes leads the group, if any.
+    pub fn leader_id(&self) -> Option<u64> {
+        let leader = self.replica.leader.get();
+        (leader != 0).then_some(leader)
+    }
+
+    /// The current Raft term.
+    pub fn raft_term(&self) -> u64 {
+        self.replica.node.borrow().raft.term
+    }
+
+    /// The highest Raft index applied to the state.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_offset.get()
+    }
+
+    /// The highest Raft index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.replica.node.borrow().raft.raft_log.committed
+    }
+
+    // ------------------------------------------------------------------ proposals
+
+    /// Proposes `entries` as this leader's, stamped with its time `now`.
+    pub(super) fn propose(&self, entries: &[Entry], now: u64) -> Result<Proposal, EngineError> {
+        if let Some(error) = self.replica.failed.borrow().clone() {
+            return Err(error);
+        }
+        if !self.replica.serving.get() {
+            return Err(self.replica.not_leader());
+        }
+        self.propose_entries(entries, now)
+    }
+
+    fn propose_entries(&self, entries: &[Entry], now: u64) -> Result<Proposal, EngineError> {
+        let encoded: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| e.command.encode(&e.user_attributes))
+            .collect();
+        let records: Vec<RecordInput<'_>> = entries
+            .iter()
+            .zip(&encoded)
+            .map(|(entry, attributes)| RecordInput {
+                timestamp_ms: now,
+                attributes,
+                payload: &entry.body,
+            })
+            .collect();
+        // The log stores them in batches of its own; a batch too large to store as one is
+        // refused here, as before replication.
+        check_batch(&records)
+            .map_err(|error| super::append_error(crate::log::AppendError::Encode(error)))?;
+        let raft_entries: Vec<RaftEntry> = records
+            .iter()
+            .map(|r| {
+                let mut entry = RaftEntry::default();
+                entry.data = encode_data(r.timestamp_ms, r.attributes, r.payload);
+                entry
+            })
+            .collect();
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.from = self.replica.id;
+        message.set_entries(raft_entries.into());
+        let (last_index, term) = {
+            let mut node = self.replica.node.borrow_mut();
+            match node.raft.step(message) {
+                Ok(()) => {}
+                Err(raft::Error::ProposalDropped) if node.raft.state == StateRole::Leader => {
+                    return Err(EngineError::Busy);
+                }
+                Err(_) => return Err(self.replica.not_leader()),
+            }
+            (node.raft.raft_log.last_index(), node.raft.term)
+        };
+        let first_index = last_index + 1 - entries.len() as u64;
+        let mut unapplied = self.unapplied.borrow_mut();
+        for (position, entry) in entries.iter().enumerate() {
+            unapplied.push_back(Unapplied {
+                offset: first_index - 1 + position as u64,
+                term,
+                timestamp_ms: now,
+                command: entry.command.clone(),
+                message_bytes: state::message_bytes(entry.body.len(), entry.user_attributes.len()),
+            });
+        }
+        Ok(Proposal {
+            first: Offset(first_index - 1),
+            last_index,
+            term,
+            generation: self.replica.generation.get(),
+        })
+    }
+
+    /// Runs the Ready loop, then waits until the proposal is applied (or fails).
+    pub(super) async fn wait_committed(&self, proposal: &Proposal) -> Result<(), EngineError> {
+        self.drive().await;
+        std::future::poll_fn(|context| {
+            if let Some(error) = self.replica.failed.borrow().clone() {
+                return Poll::Ready(Err(error));
+            }
+            if self.applied_offset.get() >= proposal.last_index {
+                let term = self.replica.store.log().term_at(Offset(proposal.last_index - 1));
+                return Poll::Ready(if term == Some(proposal.term) {
+                    Ok(())
+                } else {
+                    Err(self.replica.not_leader())
+                });
+            }
+            if self.replica.generation.get() != proposal.generation {
+                return Poll::Ready(Err(self.replica.not_leader()));
+            }
+            self.replica
+                .progress_waiters
+                .borrow_mut()
+                .push(context.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Confirms that this replica still leads: a heartbeat round reached a majority
+    /// after the call began, and everything committed before it is applied. A receive
+    /// asks first, so a deposed leader stops handing out messages.
+    pub(super) async fn confirm_leadership(&self) -> Result<(), EngineError> {
+        if let Some(error) = self.replica.failed.borrow().clone() {
+            return Err(error);
+        }
+        if !self.replica.serving.get() {
+            return Err(self.replica.not_leader());
+        }
+        if self.replica.alone() {
+            return Ok(());
+        }
+        let context_id = self.replica.next_read.get();
+        self.replica.next_read.set(context_id + 1);
+        let generation = self.replica.generation.get();
+        self.replica.reads.borrow_mut().insert(context_id, None);
+        self.replica
+            .node
+            .borrow_mut()
+            .read_index(context_id.to_le_bytes().to_vec());
+        self.drive().await;
+        let result = std::future::poll_fn(|context| {
+            if let Some(error) = self.replica.failed.borrow().clone() {
+                return Poll::Ready(Err(error));
+            }
+            if self.replica.generation.get() != generation || !self.replica.serving.get() {
+                return Poll::Ready(Err(self.replica.not_leader()));
+            }
+            let index = self.replica.reads.borrow().get(&context_id).copied().flatten();
+            if let Some(index) = index {
+                if self.applied_offset.get() >= index {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            self.replica
+                .progress_waiters
+                .borrow_mut()
+                .push(context.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        self.replica.reads.borrow_mut().remove(&context_id);
+        result
+    }
+
+    // ------------------------------------------------------------------ the Ready loop
+
+    /// Handles everything Raft has ready: sends, persists, applies. Returns at once when
+    /// another task is already doing so (it will see this task's work).
+    pub async fn drive(&self) {
+        if self.replica.driving.replace(true) {
+            return;
+        }
+        let result = self.drive_rounds().await;
+        self.replica.driving.set(false);
+        if let Err(error) = result {
+            self.replica.failed.replace(Some(error));
+            self.replica.wake_progress();
+            self.notify();
+        }
+    }
+
+    async fn drive_rounds(&self) -> Result<(), EngineError> {
+        loop {
+            if self.replica.failed.borrow().is_some() {
+                return Ok(());
+            }
+            if self.replica.boot_needed.replace(false) {
+                self.propose_boot();
+            }
+            let Some(pending) = self.take_ready()? else {
+                return Ok(());
+            };
+            self.finish_ready(pending).await?;
+        }
+    }
+
+    fn propose_boot(&self) {
+        if self.replica.role.get() != StateRole::Leader {
+            return;
+        }
+        // A boot marks the new leader's epoch: handles from before it are stale.
+        if let Ok(proposal) = self.propose_entries(&[Entry::plain(Command::Boot)], 0) {
+            self.replica.boot_index.set(Some(proposal.last_index));
+        }
+    }
+
+    /// The synchronous half of a Ready: everything up to handing it back to raft-rs.
+    fn take_ready(&self) -> Result<Option<PendingReady>, EngineError> {
+        let mut ready = {
+            let mut node = self.replica.node.borrow_mut();
+            if !node.has_ready() {
+                return Ok(None);
+            }
+            node.ready()
+        };
+        self.queue_messages(ready.take_messages());
+        if let Some(soft) = ready.ss() {
+            self.on_role(soft.leader_id, soft.raft_state);
+        }
+        for read in ready.take_read_states() {
+            if let Ok(bytes) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) {
+                let id = u64::from_le_bytes(bytes);
+                if let Some(slot) = self.replica.reads.borrow_mut().get_mut(&id) {
+                    *slot = Some(read.index);
+                }
+            }
+        }
+        if !ready.snapshot().is_empty() {
+            return Err(EngineError::Storage(StorageFault::Replica(
+                "a Raft snapshot arrived; installing snapshots is not supported yet".into(),
+            )));
+        }
+        let committed = ready.take_committed_entries();
+        let conf_changed = self.apply_committed(&committed)?;
+        let entries = ready.take_entries();
+        self.drop_replaced(&entries);
+        self.replica.store.stage(entries);
+        let mut must_save = conf_changed;
+        if let Some(hard) = ready.hs() {
+            let saved = self.replica.saved.borrow();
+            must_save |= hard.term != saved.hard.term || hard.vote != saved.hard.vote;
+            self.replica.store.set_hard_state(hard);
+        }
+        let persisted_messages = ready.take_persisted_messages();
+        let number = ready.number();
+        {
+            let mut node = self.replica.node.borrow_mut();
+            node.advance_append_async(ready);
+            if let Some(last) = committed.last() {
+                node.advance_apply_to(last.index);
+            }
+        }
+        Ok(Some(PendingReady {
+            number,
+            persisted_messages,
+            must_save,
+        }))
+    }
+
+    /// The asynchronous half: persist entries and state, then tell raft-rs.
+    async fn finish_ready(&self, pending: PendingReady) -> Result<(), EngineError> {
+        let store = &self.replica.store;
+        store.persist().await.map_err(persist_fault)?;
+        let commit = store.durable().hard.commit;
+        let saved_commit = self.replica.saved.borrow().hard.commit;
+        let lagging = commit >= saved_commit + crate::limits::REPLICA_COMMIT_SAVE_EVERY;
+        if pending.must_save || lagging {
+            self.save_durable().await?;
+        }
+        self.replica
+            .node
+            .borrow_mut()
+            .on_persist_ready(pending.number);
+        self.queue_messages(pending.persisted_messages);
+        for (request, context) in store.take_fetch_requests() {
+            if store.fetch(request).await.is_ok() {
+                self.replica.node.borrow_mut().on_entries_fetched(context);
+            }
+        }
+        Ok(())
+    }
+
+    async fn save_durable(&self) -> Result<(), EngineError> {
+        let Some(mut file) = self.replica.hard_file.borrow_mut().take() else {
+            return Ok(());
+        };
+        let durable = self.replica.store.durable();
+        let result = file.save(&durable).await;
+        self.replica.hard_file.replace(Some(file));
+        result.map_err(|error| EngineError::Storage(StorageFault::Replica(error.to_string())))?;
+        self.replica.saved.replace(durable);
+        Ok(())
+    }
+
+    fn queue_messages(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut outbox = self.replica.outbox.borrow_mut();
+        for message in messages {
+            if outbox.len() >= REPLICA_OUTBOX_MAX {
+                outbox.pop_front();
+            }
+            outbox.push_back(message);
+        }
+        drop(outbox);
+        for waker in self.replica.outbox_waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// A role change: a new leader resets the leader-only state and proposes its `Boot`;
+    /// a deposed one fails what it proposed and forgets its leases.
+    fn on_role(&self, leader: u64, role: StateRole) {
+        let was_leader = self.replica.role.get() == StateRole::Leader;
+        self.replica.role.set(role);
+        self.replica.leader.set(leader);
+        if was_leader && role != StateRole::Leader {
+            self.replica.generation.set(self.replica.generation.get() + 1);
+            self.replica.serving.set(false);
+            self.replica.boot_index.set(None);
+            // Proposals of the old term apply, if they commit, from their entries.
+            self.unapplied.borrow_mut().clear();
+            self.state.borrow_mut().reset_leader_state();
+            self.replica.wake_progress();
+            self.notify();
+        }
+        if !was_leader && role == StateRole::Leader {
+            self.state.borrow_mut().reset_leader_state();
+            self.replica.boot_needed.set(true);
+        }
+    }
+
+    /// Forgets this leader's proposals that new entries replace (they never commit).
+    fn drop_replaced(&self, entries: &[RaftEntry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let mut unapplied = self.unapplied.borrow_mut();
+        let position = unapplied.partition_point(|u| u.offset + 1 < first.index);
+        let replaced = unapplied
+            .iter()
+            .skip(position)
+            .zip(entries)
+            .any(|(u, e)| u.offset + 1 != e.index || u.term != e.term);
+        if replaced {
+            unapplied.truncate(position);
+        }
+    }
+
+    /// Applies committed entries in index order; answers whether membership changed.
+    fn apply_committed(&self, entries: &[RaftEntry]) -> Result<bool, EngineError> {
+        let mut conf_changed = false;
+        let mut applied_any = false;
+        for entry in entries {
+            let offset = entry.index - 1;
+            if offset < self.applied_offset.get() {
+                continue;
+            }
+            debug_assert_eq!(offset, self.applied_offset.get(), "entries apply in order");
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(entry)?,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_membership(entry)?;
+                    conf_changed = true;
+                }
+            }
+            self.applied_offset.set(offset + 1);
+            self.applied_since_snapshot
+                .set(self.applied_since_snapshot.get() + 1);
+            applied_any = true;
+        }
+        if applied_any {
+            self.replica.store.set_applied(self.applied_offset.get());
+            self.replica.wake_progress();
+            self.notify();
+        }
+        Ok(conf_changed)
+    }
+
+    fn apply_normal(&self, entry: &RaftEntry) -> Result<(), EngineError> {
+        let offset = entry.index - 1;
+        let own = {
+            let mut unapplied = self.unapplied.borrow_mut();
+            match unapplied.front() {
+                Some(u) if u.offset == offset && u.term == entry.term => unapplied.pop_front(),
+                _ => None,
+            }
+        };
+        let (command, timestamp_ms, message_bytes) = match own {
+            Some(u) => (u.command, u.timestamp_ms, u.message_bytes),
+            None if entry.data.is_empty() => (Command::RaftNoop, 0, 0),
+            None => decode_entry(entry)?,
+        };
+        self.state
+            .borrow_mut()
+            .apply(&command, MessageId(offset), timestamp_ms, message_bytes);
+        if command == Command::Boot
+            && self.replica.boot_index.get() == Some(entry.index)
+            && self.replica.role.get() == StateRole::Leader
+        {
+            self.replica.serving.set(true);
+        }
+        Ok(())
+    }
+
+    fn apply_membership(&self, entry: &RaftEntry) -> Result<(), EngineError> {
+        let bad = || {
+            EngineError::Storage(StorageFault::Replica(format!(
+                "membership entry {} does not decode",
+                entry.index
+            )))
+        };
+        let change = if entry.get_entry_type() == EntryType::EntryConfChangeV2 {
+            ConfChangeV2::parse_from_bytes(&entry.data).map_err(|_| bad())?
+        } else {
+            raft_proto::ConfChangeI::into_v2(
+                ConfChange::parse_from_bytes(&entry.data).map_err(|_| bad())?,
+            )
+        };
+        let conf = self
+            .replica
+            .node
+            .borrow_mut()
+            .apply_conf_change(&change)
+            .map_err(|error| EngineError::Storage(StorageFault::Replica(error.to_string())))?;
+        self.replica.store.set_conf_state(conf);
+        Ok(())
+    }
+}
+
+/// What the asynchronous half of a Ready still has to do.
+struct PendingReady {
+    number: u64,
+    persisted_messages: Vec<Message>,
+    must_save: bool,
+}
+
+/// A committed command entry this replica did not propose: decoded from its bytes.
+fn decode_entry(entry: &RaftEntry) -> Result<(Command, u64, u32), EngineError> {
+    let bad = |what: &str| {
+        EngineError::Storage(StorageFault::Replica(format!(
+            "raft entry {}: {what}",
+            entry.index
+        )))
+    };
+    let mut scratch = Vec::new();
+    let record = record_of(entry, &mut scratch).map_err(|error| bad(&error.to_string()))?;
+    let (command, user_attributes) =
+        Command::decode(record.attributes).map_err(|_| bad("undecodable command"))?;
+    let message_bytes = state::message_bytes(record.payload.len(), user_attributes.len());
+    Ok((command, record.timestamp_ms, message_bytes))
+}
+
+/// A failed persist as the engine's storage fault: a log failure poisons the log (the
+/// host reopens the engine), anything else is the replica's.
+fn persist_fault(error: PersistError) -> EngineError {
+    match error {
+        PersistError::Log(error) | PersistError::Append(AppendError::Poisoned(error)) => {
+            EngineError::Storage(StorageFault::Log(error))
+        }
+        other => EngineError::Storage(StorageFault::Replica(other.to_string())),
+    }
+}

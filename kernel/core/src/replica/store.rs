@@ -1,0 +1,437 @@
+//! raft-rs's `Storage` over the partition's segment log.
+//!
+//! The log holds every persisted entry (one record each, its term in the batch header).
+//! In memory the store keeps the *tail*: every entry not yet persisted, every entry not
+//! yet applied (raft-rs reads those synchronously when it hands out committed entries),
+//! and a bounded window of recent ones, so a follower that is a little behind is served
+//! without a disk read. Older entries for a lagging follower are read from the log
+//! asynchronously: the store answers `LogTemporarilyUnavailable`, the replica reads them
+//! into `fetched` and calls raft-rs's `on_entries_fetched`.
+//!
+//! Appended entries become visible to raft-rs at once (`stage`) and durable later
+//! (`persist`), which truncates the log where a new leader's entries replace a
+//! conflicting suffix, appends one batch per run of equal terms, and syncs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::entry::{entry_bytes, entry_of, index_of, offset_of, record_of, BadEntry};
+use super::hard_state::DurableState;
+use crate::limits::{
+    BATCH_BYTES_MAX, ENGINE_BATCH_MESSAGES_CEILING, REPLICA_FETCHED_BYTES_MAX, REPLICA_TAIL_BYTES_MAX,
+};
+use crate::log::{AppendError, Log, LogError};
+use crate::record::RecordInput;
+use crate::storage::Storage;
+use crate::types::Offset;
+
+/// Why persisting a Ready failed: the log is poisoned or an entry did not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PersistError {
+    Log(LogError),
+    Append(AppendError),
+    Entry(BadEntry),
+}
+
+impl std::fmt::Display for PersistError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PersistError::Log(error) => write!(f, "{error}"),
+            PersistError::Append(error) => write!(f, "{error:?}"),
+            PersistError::Entry(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// A read of older entries a leader asked for (to send to a lagging follower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub low: u64,
+    pub high: u64,
+}
+
+pub struct LogStore<S: Storage> {
+    log: Rc<Log<S>>,
+    durable: RefCell<DurableState>,
+    /// Entries from `tail_first` to the last index, in order.
+    tail: RefCell<VecDeque<Entry>>,
+    tail_first: Cell<u64>,
+    tail_bytes: Cell<u64>,
+    /// The first index `persist` has not written yet (`u64::MAX`: none pending).
+    unpersisted_from: Cell<u64>,
+    /// The log must be truncated from this index before the pending entries are written.
+    truncate_from: Cell<Option<u64>>,
+    /// The highest index applied to the engine; the tail is never trimmed past it.
+    applied: Cell<u64>,
+    /// Entries read from the log for lagging followers, by index.
+    fetched: RefCell<BTreeMap<u64, Entry>>,
+    fetched_bytes: Cell<u64>,
+    fetch_requests: RefCell<Vec<(FetchRequest, GetEntriesContext)>>,
+}
+
+impl<S: Storage> LogStore<S> {
+    /// A store over `log` with the loaded durable state, the engine applied up to
+    /// `applied`, and `tail` holding every entry after `applied` (read by the caller).
+    pub fn new(log: Rc<Log<S>>, durable: DurableState, applied: u64, tail: Vec<Entry>) -> Self {
+        let tail_first = tail.first().map_or(applied + 1, |e| e.index);
+        let tail_bytes = tail.iter().map(entry_bytes).sum();
+        LogStore {
+            log,
+            durable: RefCell::new(durable),
+            tail: RefCell::new(tail.into()),
+            tail_first: Cell::new(tail_first),
+            tail_bytes: Cell::new(tail_bytes),
+            unpersisted_from: Cell::new(u64::MAX),
+            truncate_from: Cell::new(None),
+            applied: Cell::new(applied),
+            fetched: RefCell::new(BTreeMap::new()),
+            fetched_bytes: Cell::new(0),
+            fetch_requests: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn log(&self) -> &Rc<Log<S>> {
+        &self.log
+    }
+
+    pub fn durable(&self) -> DurableState {
+        self.durable.borrow().clone()
+    }
+
+    pub fn set_hard_state(&self, hard: &HardState) {
+        self.durable.borrow_mut().hard = hard.clone();
+    }
+
+    pub fn set_commit(&self, commit: u64) {
+        self.durable.borrow_mut().hard.commit = commit;
+    }
+
+    pub fn set_conf_state(&self, conf: ConfState) {
+        self.durable.borrow_mut().conf = conf;
+    }
+
+    /// The index and term of the entry just before the first one the store serves.
+    fn compaction_point(&self) -> (u64, u64) {
+        let start = self.log.start_offset();
+        if start.0 == 0 {
+            (0, 0)
+        } else {
+            // The oldest stored record stands for everything compacted before it.
+            (index_of(start), self.log.term_at(start).unwrap_or(0))
+        }
+    }
+
+    fn last(&self) -> u64 {
+        match self.tail.borrow().back() {
+            Some(entry) => entry.index,
+            None => self.log.next_offset().0,
+        }
+    }
+
+    /// Makes raft-rs's new entries visible at once; `persist` writes them.
+    pub fn stage(&self, entries: Vec<Entry>) {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        let mut tail = self.tail.borrow_mut();
+        if first <= self.log.next_offset().0 {
+            // They replace a suffix already handed to the log.
+            let from = self.truncate_from.get().map_or(first, |f| f.min(first));
+            self.truncate_from.set(Some(from));
+        }
+        if first < self.tail_first.get() {
+            tail.clear();
+            self.tail_first.set(first);
+            self.tail_bytes.set(0);
+        } else {
+            let keep = ((first - self.tail_first.get()) as usize).min(tail.len());
+            for dropped in tail.drain(keep..) {
+                self.tail_bytes.set(self.tail_bytes.get() - entry_bytes(&dropped));
+            }
+        }
+        for entry in entries {
+            self.tail_bytes.set(self.tail_bytes.get() + entry_bytes(&entry));
+            tail.push_back(entry);
+        }
+        self.unpersisted_from.set(self.unpersisted_from.get().min(first));
+        // Fetched entries at or past `first` may be stale now.
+        let mut fetched = self.fetched.borrow_mut();
+        for (_, dropped) in fetched.split_off(&first) {
+            self.fetched_bytes.set(self.fetched_bytes.get() - entry_bytes(&dropped));
+        }
+    }
+
+    /// Writes the staged entries to the log (after any truncation they need) and syncs.
+    pub async fn persist(&self) -> Result<(), PersistError> {
+        if let Some(from) = self.truncate_from.take() {
+            self.log
+                .truncate_from(offset_of(from))
+                .await
+                .map_err(PersistError::Log)?;
+        }
+        let from = self.unpersisted_from.replace(u64::MAX);
+        if from == u64::MAX {
+            return Ok(());
+        }
+        let pending: Vec<Entry> = {
+            let tail = self.tail.borrow();
+            let skip = from.saturating_sub(self.tail_first.get()) as usize;
+            tail.iter().skip(skip).cloned().collect()
+        };
+        for run in pending.chunk_by(|a, b| a.term == b.term) {
+            let mut start = 0;
+            while start < run.len() {
+                let end = chunk_end(run, start);
+                self.append_chunk(&run[start..end]).await?;
+                start = end;
+            }
+        }
+        let next = self.log.next_offset();
+        self.log.sync(next).await.map_err(PersistError::Log)?;
+        self.trim();
+        Ok(())
+    }
+
+    async fn append_chunk(&self, chunk: &[Entry]) -> Result<(), PersistError> {
+        debug_assert_eq!(offset_of(chunk[0].index), self.log.next_offset());
+        let mut scratch: Vec<Vec<u8>> = vec![Vec::new(); chunk.len()];
+        let mut records: Vec<RecordInput<'_>> = Vec::with_capacity(chunk.len());
+        for (entry, scratch) in chunk.iter().zip(scratch.iter_mut()) {
+            records.push(record_of(entry, scratch).map_err(PersistError::Entry)?);
+        }
+        let term = chunk[0].term;
+        match self.log.append_with_term(term, &records) {
+            Ok(_) => Ok(()),
+            Err(AppendError::Busy { .. }) => {
+                // Staging is full: make room by syncing what is staged, then retry once.
+                let next = self.log.next_offset();
+                self.log.sync(next).await.map_err(PersistError::Log)?;
+                self.log
+                    .append_with_term(term, &records)
+                    .map(|_| ())
+                    .map_err(PersistError::Append)
+            }
+            Err(error) => Err(PersistError::Append(error)),
+        }
+    }
+
+    /// Records that the engine applied everything up to `index`.
+    pub fn set_applied(&self, index: u64) {
+        self.applied.set(index);
+        self.trim();
+    }
+
+    /// Drops tail entries that are persisted, applied and beyond the recent window.
+    fn trim(&self) {
+        let mut tail = self.tail.borrow_mut();
+        let keep_after = self
+            .applied
+            .get()
+            .min(self.unpersisted_from.get().saturating_sub(1))
+            .min(self.log.durable_offset().0);
+        while self.tail_bytes.get() > REPLICA_TAIL_BYTES_MAX {
+            match tail.front() {
+                Some(entry) if entry.index <= keep_after => {
+                    self.tail_bytes.set(self.tail_bytes.get() - entry_bytes(entry));
+                    tail.pop_front();
+                    self.tail_first.set(self.tail_first.get() + 1);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// The reads raft-rs asked for since the last call.
+    pub fn take_fetch_requests(&self) -> Vec<(FetchRequest, GetEntriesContext)> {
+        std::mem::take(&mut self.fetch_requests.borrow_mut())
+    }
+
+    /// Reads `[low, high)` (bounded) from the log into `fetched`.
+    pub async fn fetch(&self, request: FetchRequest) -> Result<(), String> {
+        let mut next = request.low;
+        while next < request.high.min(self.tail_first.get()) {
+            let records = self
+                .log
+                .read(offset_of(next), 1 << 20)
+                .await
+                .map_err(|error| error.to_string())?;
+            if records.is_empty() {
+                return Err(format!("no record at raft index {next}"));
+            }
+            let mut fetched = self.fetched.borrow_mut();
+            for record in records {
+                let index = index_of(record.offset);
+                if index >= request.high || index >= self.tail_first.get() {
+                    break;
+                }
+                let term = self
+                    .log
+                    .term_at(record.offset)
+                    .ok_or_else(|| format!("no term for raft index {index}"))?;
+                let entry = entry_of(&record, term);
+                self.fetched_bytes.set(self.fetched_bytes.get() + entry_bytes(&entry));
+                fetched.insert(index, entry);
+                next = index + 1;
+            }
+            while self.fetched_bytes.get() > REPLICA_FETCHED_BYTES_MAX && fetched.len() > 1 {
+                let (_, dropped) = fetched.pop_first().expect("not empty");
+                self.fetched_bytes.set(self.fetched_bytes.get() - entry_bytes(&dropped));
+            }
+        }
+        Ok(())
+    }
+
+    fn from_tail(&self, low: u64, high: u64, max_size: Option<u64>) -> Vec<Entry> {
+        let tail = self.tail.borrow();
+        let skip = (low - self.tail_first.get()) as usize;
+        let take = (high - low) as usize;
+        let mut out: Vec<Entry> = tail.iter().skip(skip).take(take).cloned().collect();
+        raft::util::limit_size(&mut out, max_size);
+        out
+    }
+
+    fn from_fetched(&self, low: u64, high: u64, max_size: Option<u64>) -> Option<Vec<Entry>> {
+        let fetched = self.fetched.borrow();
+        let mut out = Vec::new();
+        for index in low..high {
+            match fetched.get(&index) {
+                Some(entry) => out.push(entry.clone()),
+                None if out.is_empty() => return None,
+                None => break,
+            }
+        }
+        raft::util::limit_size(&mut out, max_size);
+        Some(out)
+    }
+}
+
+/// The store as raft-rs owns it: shared with the engine, which persists and trims it
+/// while raft-rs keeps reading it.
+pub struct SharedStore<S: Storage>(pub Rc<LogStore<S>>);
+
+impl<S: Storage> raft::Storage for SharedStore<S> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.0.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.0.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        self.0.term(index)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.0.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.0.last_index()
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        self.0.snapshot(request_index, to)
+    }
+}
+
+impl<S: Storage> raft::Storage for LogStore<S> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let durable = self.durable.borrow();
+        Ok(RaftState::new(durable.hard.clone(), durable.conf.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into();
+        let (compacted, _) = self.compaction_point();
+        if low <= compacted {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if low >= self.tail_first.get() {
+            return Ok(self.from_tail(low, high, max_size));
+        }
+        if let Some(found) = self.from_fetched(low, high, max_size) {
+            return Ok(found);
+        }
+        if context.can_async() {
+            let request = FetchRequest { low, high };
+            let mut requests = self.fetch_requests.borrow_mut();
+            if requests.len() < FETCH_REQUESTS_MAX {
+                requests.push((request, context));
+            }
+            return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+        }
+        Err(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        let (compacted, compacted_term) = self.compaction_point();
+        if index == compacted {
+            return Ok(compacted_term);
+        }
+        if index < compacted {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if index > self.last() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if index >= self.tail_first.get() {
+            let tail = self.tail.borrow();
+            let entry = &tail[(index - self.tail_first.get()) as usize];
+            return Ok(entry.term);
+        }
+        self.log
+            .term_at(Offset(index - 1))
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.compaction_point().0 + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+/// The end of the chunk of `run` starting at `start` that fits one log batch (at least
+/// one entry).
+fn chunk_end(run: &[Entry], start: usize) -> usize {
+    let budget = u64::from(BATCH_BYTES_MAX) / 2;
+    let mut bytes = 0;
+    let mut end = start;
+    while end < run.len() && end - start < ENGINE_BATCH_MESSAGES_CEILING as usize {
+        bytes += entry_bytes(&run[end]);
+        if end > start && bytes > budget {
+            break;
+        }
+        end += 1;
+    }
+    end
+}
+
+/// The most outstanding log reads for lagging followers (one per follower suffices).
+const FETCH_REQUESTS_MAX: usize = 16;
