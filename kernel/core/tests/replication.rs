@@ -1,0 +1,328 @@
+//! Three engines as replicas of one Raft group, on simulated disks, with the messages
+//! between them carried by the test (and cut where a test partitions the network).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::pin;
+
+use futures_lite::future::{block_on, poll_once};
+use sluice_core::engine::types::*;
+use sluice_core::engine::{EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::engine::Engine;
+use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::replica::ReplicaConfig;
+use sluice_core::sim_disk::SimDisk;
+
+const START_MS: u64 = 1_000_000;
+const TICK_MS: u64 = 100;
+/// Pump rounds a test waits for something before it calls it stuck.
+const ROUNDS_MAX: u32 = 2_000;
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 64 * 1024,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 64 * 1024,
+            verify_on_open: VerifyOnOpen::Tail,
+        },
+        limits: EngineLimits::dms(),
+        snapshot_every_records: 10_000,
+    }
+}
+
+struct Cluster {
+    disks: Vec<SimDisk>,
+    engines: Vec<Option<Engine<SimDisk>>>,
+    /// Directed links that drop everything: (from, to) replica ids.
+    cut: RefCell<HashSet<(u64, u64)>>,
+    now: Cell<u64>,
+}
+
+impl Cluster {
+    fn new(size: u64) -> Cluster {
+        let disks: Vec<SimDisk> = (0..size).map(|i| SimDisk::new(100 + i)).collect();
+        let mut cluster = Cluster {
+            disks,
+            engines: Vec::new(),
+            cut: RefCell::new(HashSet::new()),
+            now: Cell::new(START_MS),
+        };
+        for id in 1..=size {
+            let engine = cluster.open(id);
+            cluster.engines.push(Some(engine));
+        }
+        cluster
+    }
+
+    fn size(&self) -> u64 {
+        self.disks.len() as u64
+    }
+
+    fn open(&self, id: u64) -> Engine<SimDisk> {
+        let voters = (1..=self.size()).collect();
+        let replica = ReplicaConfig::member(id, voters);
+        let disk = self.disks[(id - 1) as usize].clone();
+        block_on(Engine::open_replica(disk, config(), replica, self.now.get())).expect("open")
+    }
+
+    fn engine(&self, id: u64) -> &Engine<SimDisk> {
+        self.engines[(id - 1) as usize].as_ref().expect("running")
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Engine<SimDisk>> {
+        self.engines.iter().flatten()
+    }
+
+    /// Delivers every queued message over the links that are up and lets every replica
+    /// handle what arrived. Answers whether anything moved.
+    fn pump(&self) -> bool {
+        let mut moved = false;
+        for engine in self.running() {
+            for message in engine.take_messages() {
+                moved = true;
+                let link = (engine.replica_id(), message.to);
+                if self.cut.borrow().contains(&link) {
+                    continue;
+                }
+                if let Some(Some(target)) = self.engines.get((message.to - 1) as usize) {
+                    target.step(message);
+                }
+            }
+        }
+        for engine in self.running() {
+            block_on(engine.drive());
+        }
+        moved
+    }
+
+    fn tick(&self) {
+        self.now.set(self.now.get() + TICK_MS);
+        for engine in self.running() {
+            engine.raft_tick();
+            block_on(engine.drive());
+        }
+    }
+
+    /// Runs `future` to completion while the cluster exchanges messages and ticks.
+    fn run<F: Future>(&self, future: F) -> F::Output {
+        let mut future = pin!(future);
+        for _ in 0..ROUNDS_MAX {
+            if let Some(output) = block_on(poll_once(&mut future)) {
+                return output;
+            }
+            if !self.pump() {
+                self.tick();
+            }
+        }
+        panic!("the future did not complete within {ROUNDS_MAX} rounds");
+    }
+
+    /// Ticks until exactly one replica serves as leader; answers its id.
+    fn leader(&self) -> u64 {
+        for _ in 0..ROUNDS_MAX {
+            let serving: Vec<u64> = self
+                .running()
+                .filter(|e| e.is_serving_leader())
+                .map(|e| e.replica_id())
+                .collect();
+            if serving.len() == 1 {
+                return serving[0];
+            }
+            if !self.pump() {
+                self.tick();
+            }
+        }
+        panic!("no single leader within {ROUNDS_MAX} rounds");
+    }
+
+    /// Pumps until every running replica applied everything the leader applied.
+    fn settle(&self, leader: u64) {
+        for _ in 0..ROUNDS_MAX {
+            let target = self.engine(leader).applied_index();
+            if self.running().all(|e| e.applied_index() == target) && !self.pump() {
+                return;
+            }
+            if !self.pump() {
+                self.tick();
+            }
+        }
+        panic!("replicas did not catch up within {ROUNDS_MAX} rounds");
+    }
+
+    fn crash(&mut self, id: u64) {
+        self.engines[(id - 1) as usize] = None;
+        self.disks[(id - 1) as usize].crash();
+    }
+
+    fn restart(&mut self, id: u64) {
+        let engine = self.open(id);
+        self.engines[(id - 1) as usize] = Some(engine);
+    }
+
+    /// Cuts every link to and from `id`.
+    fn isolate(&self, id: u64) {
+        for other in 1..=self.size() {
+            self.cut.borrow_mut().insert((id, other));
+            self.cut.borrow_mut().insert((other, id));
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.borrow_mut().clear();
+    }
+}
+
+fn queue_config() -> QueueConfig {
+    QueueConfig {
+        mode: QueueMode::Normal,
+        retention_ms: 72 * 3600 * 1000,
+        max_consume_count: None,
+        retry: RetryPolicy::Immediate,
+        dedup_window_ms: 300 * 1000,
+    }
+}
+
+fn message(body: &str) -> SendInput {
+    SendInput {
+        body: body.as_bytes().to_vec(),
+        attributes: b"{}".to_vec(),
+        tags: Vec::new(),
+        fifo_group: None,
+        delay: Delay::None,
+        dedup_id: None,
+    }
+}
+
+fn request(max: u32) -> ReceiveRequest {
+    ReceiveRequest {
+        max_messages: max,
+        bytes_max: u64::MAX,
+        oversize_first: true,
+        visibility_ms: 30_000,
+        filter: None,
+    }
+}
+
+/// A queue with one group, created through the leader.
+fn setup(cluster: &Cluster, leader: u64) -> (QueueId, GroupId) {
+    let engine = cluster.engine(leader);
+    let now = cluster.now.get();
+    let queue = cluster
+        .run(engine.create_queue("tenant", "orders", queue_config(), now))
+        .expect("queue");
+    let group = cluster
+        .run(engine.create_group(queue, "workers", GroupStart::Oldest, now))
+        .expect("group");
+    (queue, group)
+}
+
+fn send(cluster: &Cluster, leader: u64, queue: QueueId, bodies: &[&str]) {
+    let messages: Vec<SendInput> = bodies.iter().map(|b| message(b)).collect();
+    let engine = cluster.engine(leader);
+    let outcomes = cluster
+        .run(engine.send(queue, &messages, cluster.now.get()))
+        .expect("send");
+    assert_eq!(outcomes.len(), bodies.len());
+}
+
+fn receive_bodies(cluster: &Cluster, id: u64, queue: QueueId, group: GroupId) -> Vec<String> {
+    let engine = cluster.engine(id);
+    let deliveries = cluster
+        .run(engine.receive(queue, group, &request(10), cluster.now.get()))
+        .expect("receive");
+    deliveries
+        .iter()
+        .map(|d| String::from_utf8(d.body.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_committed_send_is_applied_by_every_replica() {
+    let cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let (queue, group) = setup(&cluster, leader);
+    send(&cluster, leader, queue, &["a", "b", "c"]);
+    cluster.settle(leader);
+    let expected = cluster.engine(leader).queue_info(queue).expect("info");
+    for engine in cluster.running() {
+        assert_eq!(engine.queue_info(queue).expect("replicated"), expected);
+        assert_eq!(
+            engine.group_stats(queue, group).expect("group"),
+            cluster.engine(leader).group_stats(queue, group).unwrap()
+        );
+    }
+    assert_eq!(expected.stored, 3);
+    assert_eq!(receive_bodies(&cluster, leader, queue, group), ["a", "b", "c"]);
+}
+
+#[test]
+fn a_follower_refuses_writes_and_receives_with_the_leader_named() {
+    let cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let (queue, group) = setup(&cluster, leader);
+    cluster.settle(leader);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let engine = cluster.engine(follower);
+    let sent = block_on(engine.send(queue, &[message("x")], cluster.now.get()));
+    assert_eq!(
+        sent.unwrap_err(),
+        EngineError::NotLeader {
+            leader: Some(leader)
+        }
+    );
+    let received = block_on(engine.receive(queue, group, &request(1), cluster.now.get()));
+    assert!(matches!(received, Err(EngineError::NotLeader { .. })));
+}
+
+#[test]
+fn after_the_leader_crashes_a_new_one_has_every_acknowledged_message() {
+    let mut cluster = Cluster::new(3);
+    let first = cluster.leader();
+    let (queue, group) = setup(&cluster, first);
+    send(&cluster, first, queue, &["1", "2", "3"]);
+    cluster.crash(first);
+    let second = cluster.leader();
+    assert_ne!(second, first);
+    send(&cluster, second, queue, &["4"]);
+    assert_eq!(
+        receive_bodies(&cluster, second, queue, group),
+        ["1", "2", "3", "4"]
+    );
+    // The crashed replica comes back, catches up, and agrees with the new leader.
+    cluster.restart(first);
+    cluster.settle(second);
+    assert_eq!(
+        cluster.engine(first).queue_info(queue).unwrap(),
+        cluster.engine(second).queue_info(queue).unwrap()
+    );
+    assert_eq!(cluster.engine(first).leader_id(), Some(second));
+}
+
+#[test]
+fn an_isolated_leader_stops_handing_out_messages_and_never_confirms_a_write() {
+    let cluster = Cluster::new(3);
+    let old = cluster.leader();
+    let (queue, group) = setup(&cluster, old);
+    send(&cluster, old, queue, &["kept"]);
+    cluster.settle(old);
+    cluster.isolate(old);
+    // The isolated leader cannot confirm its lead: no delivery, and a write fails.
+    let engine = cluster.engine(old);
+    let now = cluster.now.get();
+    let received = cluster.run(engine.receive(queue, group, &request(8), now));
+    assert!(
+        matches!(received, Err(EngineError::NotLeader { .. })),
+        "{received:?}"
+    );
+    let lost = block_on(engine.send(queue, &[message("lost")], now));
+    assert!(matches!(lost, Err(EngineError::NotLeader { .. })), "{lost:?}");
+    // The majority elects a new leader that delivers the committed message.
+    let new = cluster.leader();
+    assert_ne!(new, old);
+    assert_eq!(receive_bodies(&cluster, new, queue, group), ["kept"]);
+    cluster.heal();
+    cluster.settle(new);
+    assert!(!cluster.engine(old).is_serving_leader());
+}
