@@ -27,7 +27,6 @@ mod files;
 mod read;
 mod recovery;
 mod retention;
-mod term_stub;
 #[cfg(test)]
 mod tests;
 
@@ -271,7 +270,6 @@ pub struct Log<S: Storage> {
     storage: S,
     config: LogConfig,
     state: RefCell<LogState<S::File>>,
-    term_stub: RefCell<std::collections::BTreeMap<u64, u64>>,
 }
 
 impl<S: Storage> Log<S> {

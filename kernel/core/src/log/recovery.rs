@@ -85,7 +85,6 @@ impl<S: Storage> Log<S> {
                 waiters: Vec::new(),
                 poisoned: None,
             }),
-            term_stub: RefCell::new(std::collections::BTreeMap::new()),
         })
     }
 }
