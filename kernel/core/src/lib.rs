@@ -31,6 +31,7 @@ pub mod record;
 pub mod segment;
 pub mod sim_disk;
 pub mod storage;
+pub mod term_runs;
 pub mod types;
 
 pub use types::Offset;

@@ -59,6 +59,10 @@ struct DiskState {
     epoch: u64,
     files: BTreeMap<String, Rc<RefCell<Inode>>>,
     fail_next: VecDeque<(IoOp, IoErrorKind)>,
+    /// One-shot failure of the call this many calls from now (1 = the next), whatever
+    /// its operation; 0 when none is armed.
+    fail_call_in: u32,
+    fail_call_kind: IoErrorKind,
     /// One-shot bit flip: the read this many non-empty reads from now (1 = the next)
     /// returns one bit flipped; 0 when none is armed.
     flip_read_in: u32,
@@ -111,6 +115,8 @@ impl SimDisk {
                 epoch: 0,
                 files: BTreeMap::new(),
                 fail_next: VecDeque::new(),
+                fail_call_in: 0,
+                fail_call_kind: IoErrorKind::Io,
                 flip_read_in: 0,
                 rates: FaultRates::default(),
                 capacity_bytes: u64::MAX,
@@ -153,6 +159,14 @@ impl SimDisk {
         self.state.borrow_mut().fail_next.push_back((op, kind));
     }
 
+    /// The `nth` storage call from now (1 = the next), of any operation, fails with
+    /// `kind`: stops a multi-step operation at any point, as a crash there would.
+    pub fn fail_nth_call(&self, nth: u32, kind: IoErrorKind) {
+        let mut state = self.state.borrow_mut();
+        state.fail_call_in = nth;
+        state.fail_call_kind = kind;
+    }
+
     /// The `nth` non-empty read from now (1 = the next) returns one random bit flipped;
     /// the data on the disk stays intact (a transient read error, as the simulator's
     /// nemesis arms it for the reads of a recovery).
@@ -164,6 +178,7 @@ impl SimDisk {
     pub fn clear_faults(&self) {
         let mut state = self.state.borrow_mut();
         state.fail_next.clear();
+        state.fail_call_in = 0;
         state.flip_read_in = 0;
     }
 
@@ -220,6 +235,13 @@ impl SimDisk {
     /// Fails the call when a one-shot or random fault is due.
     fn inject(&self, op: IoOp) -> Result<(), IoError> {
         let mut state = self.state.borrow_mut();
+        if state.fail_call_in > 0 {
+            state.fail_call_in -= 1;
+            if state.fail_call_in == 0 {
+                state.stats.faults_injected += 1;
+                return Err(IoError::new(state.fail_call_kind, op));
+            }
+        }
         if let Some(index) = state.fail_next.iter().position(|(o, _)| *o == op) {
             let (_, kind) = state.fail_next.remove(index).expect("index is in range");
             state.stats.faults_injected += 1;

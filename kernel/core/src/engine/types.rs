@@ -388,6 +388,7 @@ impl StorageFault {
             | StorageFault::Read(ReadError::Io { error, .. })
             | StorageFault::Snapshot { error, .. } => Some(error),
             StorageFault::Read(ReadError::Corrupt { .. } | ReadError::Removed { .. })
+            | StorageFault::Log(LogError::OutOfRange { .. } | LogError::Truncated { .. })
             | StorageFault::Record { .. } => None,
         }
     }
