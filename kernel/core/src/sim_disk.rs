@@ -160,7 +160,9 @@ impl SimDisk {
     }
 
     /// The `nth` storage call from now (1 = the next), of any operation, fails with
-    /// `kind`: stops a multi-step operation at any point, as a crash there would.
+    /// `kind` before doing anything: stops a multi-step operation at any point, as a
+    /// crash there would. A sync stopped so leaves its file's writes unsynced (not
+    /// dropped, as a failed fsync does), so a crash next may keep any part of them.
     pub fn fail_nth_call(&self, nth: u32, kind: IoErrorKind) {
         let mut state = self.state.borrow_mut();
         state.fail_call_in = nth;
@@ -234,6 +236,12 @@ impl SimDisk {
 
     /// Fails the call when a one-shot or random fault is due.
     fn inject(&self, op: IoOp) -> Result<(), IoError> {
+        self.stop_point(op)?;
+        self.inject_fault(op)
+    }
+
+    /// Fails the call armed by [`SimDisk::fail_nth_call`].
+    fn stop_point(&self, op: IoOp) -> Result<(), IoError> {
         let mut state = self.state.borrow_mut();
         if state.fail_call_in > 0 {
             state.fail_call_in -= 1;
@@ -242,6 +250,11 @@ impl SimDisk {
                 return Err(IoError::new(state.fail_call_kind, op));
             }
         }
+        Ok(())
+    }
+
+    fn inject_fault(&self, op: IoOp) -> Result<(), IoError> {
+        let mut state = self.state.borrow_mut();
         if let Some(index) = state.fail_next.iter().position(|(o, _)| *o == op) {
             let (_, kind) = state.fail_next.remove(index).expect("index is in range");
             state.stats.faults_injected += 1;
@@ -366,11 +379,16 @@ impl Storage for SimDisk {
 
 impl SimFile {
     fn check_live(&self, op: IoOp) -> Result<(), IoError> {
+        self.check_epoch(op)?;
+        self.disk.inject(op)
+    }
+
+    fn check_epoch(&self, op: IoOp) -> Result<(), IoError> {
         if self.epoch != self.disk.state.borrow().epoch {
             // A handle from before a crash: the process that held it is gone.
             return Err(IoError::new(IoErrorKind::Io, op));
         }
-        self.disk.inject(op)
+        Ok(())
     }
 }
 
@@ -432,7 +450,9 @@ impl StorageFile for SimFile {
     }
 
     async fn sync(&self) -> Result<(), IoError> {
-        let result = self.check_live(IoOp::Sync);
+        // A stop before the sync is issued leaves the writes pending.
+        self.disk.stop_point(IoOp::Sync)?;
+        let result = self.check_epoch(IoOp::Sync).and_then(|()| self.disk.inject_fault(IoOp::Sync));
         let mut inode = self.inode.borrow_mut();
         let unsynced = std::mem::take(&mut inode.unsynced);
         // Like Linux after a failed fsync: the pages count as clean, so these writes
