@@ -452,7 +452,9 @@ impl StorageFile for SimFile {
     async fn sync(&self) -> Result<(), IoError> {
         // A stop before the sync is issued leaves the writes pending.
         self.disk.stop_point(IoOp::Sync)?;
-        let result = self.check_epoch(IoOp::Sync).and_then(|()| self.disk.inject_fault(IoOp::Sync));
+        let result = self
+            .check_epoch(IoOp::Sync)
+            .and_then(|()| self.disk.inject_fault(IoOp::Sync));
         let mut inode = self.inode.borrow_mut();
         let unsynced = std::mem::take(&mut inode.unsynced);
         // Like Linux after a failed fsync: the pages count as clean, so these writes

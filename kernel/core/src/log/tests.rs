@@ -24,6 +24,7 @@ fn check_open(disk: &SimDisk) -> Log<SimDisk> {
 fn conformance_on_sim_disk() {
     block_on(conformance::roundtrip_reopen_retention(disks()));
     block_on(conformance::truncated_tail_recovers(disks()));
+    block_on(conformance::truncation_survives_reopen(disks()));
     block_on(conformance::corruption_before_tail_is_refused(
         disks(),
         |disk, name, byte| disk.flip_bit(name, byte, 3),
