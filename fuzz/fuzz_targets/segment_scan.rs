@@ -1,5 +1,6 @@
 //! Arbitrary bytes into `scan_segment`, the function recovery trusts to decide what to
-//! keep, truncate or refuse.
+//! keep, truncate or refuse, and into `scan_segment_upto` with an end inside the valid
+//! data (a segment a truncation capped).
 //!
 //! Input layout: bytes 0..8 are the little-endian base offset; byte 8 is a control byte
 //! (bits 0-3: index interval `512 << (n % 12)`, bit 4: repair batch checksums, bit 5:
@@ -9,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sluice_core::limits::{INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN};
-use sluice_core::segment::{scan_segment, ScanEnd};
+use sluice_core::segment::{scan_segment, scan_segment_upto, ScanEnd};
 use sluice_core::Offset;
 use sluice_fuzz::repair_batches;
 
@@ -73,4 +74,28 @@ fn check(segment: &[u8], base: Offset, interval_bytes: u64) {
     assert_eq!(prefix.timestamp_ms_max, scan.timestamp_ms_max);
     assert_eq!(prefix.durable_claim_max, scan.durable_claim_max);
     assert_eq!(prefix.index, scan.index);
+    assert_eq!(prefix.terms, scan.terms);
+    check_capped(segment, base, interval_bytes, &scan);
+}
+
+/// An end offset inside the valid data stops the scan cleanly there, with the terms
+/// of the records below it, whatever follows.
+fn check_capped(
+    segment: &[u8],
+    base: Offset,
+    interval_bytes: u64,
+    scan: &sluice_core::segment::SegmentScan,
+) {
+    let records = scan.next_offset.0 - base.0;
+    if records == 0 {
+        return;
+    }
+    let end = Offset(base.0 + records / 2 + 1);
+    let capped = scan_segment_upto(segment, base, interval_bytes, Some(end));
+    assert_eq!(capped.end, ScanEnd::Clean);
+    assert_eq!(capped.next_offset, end);
+    assert!(capped.valid_bytes <= scan.valid_bytes);
+    let last = Offset(end.0 - 1);
+    assert_eq!(capped.terms.term_at(last), scan.terms.term_at(last));
+    assert!(capped.terms.runs().iter().all(|(first, _)| *first < end));
 }

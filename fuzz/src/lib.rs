@@ -49,21 +49,27 @@ pub fn repair_batches(bytes: &mut [u8], renumber_from: Option<u64>) {
 }
 
 /// Index file layout (private to `offset_index.rs`, mirrored here): checksum at 0..8
-/// covering bytes 8.. to the end of the entries, `entry_count` at 48..52, a 56-byte
-/// header, then 8 bytes per entry.
+/// covering bytes 8.. to the end of the term runs, `entry_count` at 48..52,
+/// `term_run_count` at 52..56, a 56-byte header, then 8 bytes per entry and 16 bytes per
+/// term run.
 const INDEX_HEADER_BYTES: usize = 56;
 const INDEX_ENTRY_COUNT_AT: usize = 48;
+const INDEX_TERM_RUN_COUNT_AT: usize = 52;
 const INDEX_ENTRY_BYTES: usize = 8;
+const INDEX_TERM_RUN_BYTES: usize = 16;
 
-/// Rewrites an index file's checksum when its entry count fits the bytes.
+/// Rewrites an index file's checksum when its entry and term-run counts fit the bytes.
 pub fn repair_index(bytes: &mut [u8]) {
     if bytes.len() < INDEX_HEADER_BYTES {
         return;
     }
     let entry_count = usize::try_from(read_u32(bytes, INDEX_ENTRY_COUNT_AT)).expect("fits");
+    let run_count = usize::try_from(read_u32(bytes, INDEX_TERM_RUN_COUNT_AT)).expect("fits");
     let Some(end) = entry_count
         .checked_mul(INDEX_ENTRY_BYTES)
-        .and_then(|entries_bytes| entries_bytes.checked_add(INDEX_HEADER_BYTES))
+        .zip(run_count.checked_mul(INDEX_TERM_RUN_BYTES))
+        .and_then(|(entries, runs)| entries.checked_add(runs))
+        .and_then(|body| body.checked_add(INDEX_HEADER_BYTES))
     else {
         return;
     };

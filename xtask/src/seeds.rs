@@ -7,6 +7,7 @@
 
 use sluice_core::offset_index::{OffsetIndex, SegmentSummary};
 use sluice_core::record::{encode_batch, RecordInput};
+use sluice_core::term_runs::TermRuns;
 use sluice_core::Offset;
 
 /// The seeds of one fuzz target.
@@ -22,10 +23,17 @@ pub fn for_target(target: &str) -> Vec<Vec<u8>> {
     }
 }
 
+/// A batch in term 7 (any term: the decoders do not interpret it).
 fn batch(base_offset: u64, durable_position: u64, records: &[RecordInput<'_>]) -> Vec<u8> {
     let mut bytes = Vec::new();
-    encode_batch(&mut bytes, Offset(base_offset), durable_position, records)
-        .expect("seed batches are within limits");
+    encode_batch(
+        &mut bytes,
+        Offset(base_offset),
+        7,
+        durable_position,
+        records,
+    )
+    .expect("seed batches are within limits");
     bytes
 }
 
@@ -80,6 +88,7 @@ fn segment(base: u64, count: u64, synced: bool) -> Vec<u8> {
         encode_batch(
             &mut bytes,
             Offset(base + i),
+            i / 3,
             claim,
             &[RecordInput {
                 timestamp_ms: i,
@@ -142,10 +151,13 @@ fn index_seeds() -> Vec<Vec<u8>> {
         data_bytes: 0,
         timestamp_ms_max: 0,
     };
+    let mut terms = TermRuns::default();
+    terms.observe(base, 1);
+    terms.observe(Offset(112), 2);
     vec![
-        index.encode_file(&summary, 8),
-        index.encode_file(&summary, 4096),
-        OffsetIndex::default().encode_file(&empty_summary, 8),
+        index.encode_file(&summary, &terms, 8),
+        index.encode_file(&summary, &terms, 4096),
+        OffsetIndex::default().encode_file(&empty_summary, &TermRuns::default(), 8),
     ]
 }
 

@@ -133,6 +133,94 @@ pub async fn roundtrip_reopen_retention<S: Storage>(mut fresh: impl FnMut(&str) 
     expect_records(&log, log.start_offset().0, 400).await;
 }
 
+/// Appends records `from..to` with `term` in batches of `batch`, then syncs them.
+async fn append_range_in_term<S: Storage>(log: &Log<S>, term: u64, from: u64, to: u64, batch: u64) {
+    let mut i = from;
+    while i < to {
+        let end = (i + batch).min(to);
+        let payloads: Vec<Vec<u8>> = (i..end).map(payload).collect();
+        let records: Vec<_> = (i..end).zip(&payloads).map(|(j, p)| record(j, p)).collect();
+        let appended = log.append_with_term(term, &records).expect("append");
+        assert_eq!(appended.first_offset, Offset(i));
+        i = end;
+    }
+    log.sync(Offset(to)).await.expect("sync");
+}
+
+/// Every record in `from..to` has `term`.
+fn expect_terms<S: Storage>(log: &Log<S>, from: u64, to: u64, term: u64) {
+    for offset in from..to {
+        assert_eq!(log.term_at(Offset(offset)), Some(term), "term of {offset}");
+    }
+}
+
+/// Truncation in the middle of a batch of a sealed segment, at a segment base and of
+/// staged records: the removed records never come back after a reopen, the kept ones
+/// read back with their terms, appends continue at the truncation offset, and
+/// retention works across the capped segment.
+pub async fn truncation_survives_reopen<S: Storage>(mut fresh: impl FnMut(&str) -> S) {
+    let log = Log::open(fresh("r"), test_config()).await.expect("open");
+    append_range_in_term(&log, 1, 0, 300, 7).await;
+    assert!(log.segment_count() > 2, "small segments must roll");
+    // 123 lies inside the batch 119..126, in a sealed segment.
+    log.truncate_from(Offset(123)).await.expect("truncate");
+    assert_eq!(log.next_offset(), Offset(123));
+    assert_eq!(log.term_at(Offset(123)), None);
+    expect_records(&log, 0, 123).await;
+    append_range_in_term(&log, 2, 123, 250, 5).await;
+    drop(log);
+    let log = Log::open(fresh("r"), test_config()).await.expect("reopen");
+    assert_eq!(log.next_offset(), Offset(250));
+    expect_records(&log, 0, 250).await;
+    expect_terms(&log, 0, 123, 1);
+    expect_terms(&log, 123, 250, 2);
+    // At the base of the newest segment that starts after 123, then of staged records.
+    let second_base = segment_bases(&fresh("r"))
+        .await
+        .into_iter()
+        .filter(|base| *base > 123 && *base < 250)
+        .max()
+        .expect("a segment starts after 123");
+    log.truncate_from(Offset(second_base))
+        .await
+        .expect("truncate at a base");
+    append_range_in_term(&log, 3, second_base, 260, 9).await;
+    let payloads: Vec<Vec<u8>> = (260..270).map(payload).collect();
+    let records: Vec<_> = (260..270)
+        .zip(&payloads)
+        .map(|(j, p)| record(j, p))
+        .collect();
+    log.append_with_term(3, &records).expect("stage");
+    log.truncate_from(Offset(265))
+        .await
+        .expect("truncate staged");
+    assert_eq!(log.durable_offset(), Offset(265));
+    drop(log);
+    let log = Log::open(fresh("r"), test_config()).await.expect("reopen");
+    assert_eq!(log.next_offset(), Offset(265));
+    expect_records(&log, 0, 265).await;
+    expect_terms(&log, second_base, 265, 3);
+    assert_eq!(log.last_term(), 3);
+    let policy = RetentionPolicy {
+        age_ms_max: None,
+        bytes_max: None,
+        remove_below: Some(Offset(130)),
+    };
+    assert!(log.apply_retention(0, policy).await.expect("retention") > 0);
+    let start = log.start_offset();
+    expect_records(&log, start.0, 265).await;
+}
+
+async fn segment_bases<S: Storage>(storage: &S) -> Vec<u64> {
+    let names = storage.list().await.expect("list");
+    names
+        .iter()
+        .filter_map(|name| crate::segment::parse_name(name))
+        .filter(|(_, kind)| *kind == crate::segment::FileKind::Segment)
+        .map(|(base, _)| base.0)
+        .collect()
+}
+
 /// Cutting the last segment mid-record loses only that record's batch.
 pub async fn truncated_tail_recovers<S: Storage>(mut fresh: impl FnMut(&str) -> S) {
     let log = Log::open(fresh("t"), test_config()).await.expect("open");

@@ -32,6 +32,7 @@ pub mod replica;
 pub mod segment;
 pub mod sim_disk;
 pub mod storage;
+pub mod term_runs;
 pub mod types;
 
 pub use types::Offset;

@@ -50,8 +50,10 @@ pub struct BatchHeader {
     /// Recovery uses it to tell a torn tail (truncate) from corruption of data that was
     /// already synced (refuse to start).
     pub durable_position: U64,
-    /// Reserved, zero.
-    pub reserved: U64,
+    /// The Raft term of every record in the batch. Batches written before terms existed
+    /// hold 0 here (the field was reserved and zero), and 0 stays legal: it means "no
+    /// term". The header version stays 1.
+    pub term: U64,
 }
 
 /// The fixed header of one record inside a batch.
@@ -207,10 +209,11 @@ pub const fn align_up(value: u64, align: u64) -> u64 {
     value.div_ceil(align) * align
 }
 
-/// Appends one encoded, checksummed, padded batch to `out`.
+/// Appends one encoded, checksummed, padded batch to `out`; every record gets `term`.
 pub fn encode_batch(
     out: &mut Vec<u8>,
     base_offset: Offset,
+    term: u64,
     durable_position: u64,
     records: &[RecordInput<'_>],
 ) -> Result<EncodedBatch, EncodeError> {
@@ -246,7 +249,7 @@ pub fn encode_batch(
         timestamp_ms_min: U64::new(timestamp_ms_min),
         timestamp_ms_max: U64::new(timestamp_ms_max),
         durable_position: U64::new(durable_position),
-        reserved: U64::new(0),
+        term: U64::new(term),
     };
     out[start..start + BATCH_HEADER_BYTES].copy_from_slice(header.as_bytes());
     let checksum = xxh3_64(&out[start + CHECKSUM_BYTES..]);
@@ -290,6 +293,10 @@ impl<'a> BatchView<'a> {
     }
     pub fn durable_position(&self) -> u64 {
         self.header.durable_position.get()
+    }
+    /// The term of every record in the batch (0: written without a term).
+    pub fn term(&self) -> u64 {
+        self.header.term.get()
     }
     /// Bytes this batch occupies in a segment, including padding.
     pub fn encoded_bytes(&self) -> u64 {
@@ -436,10 +443,11 @@ mod tests {
 
     fn check_roundtrip(records: &[RecordInput<'_>]) -> Vec<u8> {
         let mut out = vec![0xAA; 3];
-        let encoded = encode_batch(&mut out, Offset(7), 0, records).unwrap();
+        let encoded = encode_batch(&mut out, Offset(7), 3, 0, records).unwrap();
         assert_eq!(out.len() as u64 - 3, encoded.encoded_bytes);
         let batch = decode_batch(&out[3..]).unwrap();
         assert_eq!(batch.base_offset(), Offset(7));
+        assert_eq!(batch.term(), 3);
         assert_eq!(batch.encoded_bytes(), encoded.encoded_bytes);
         let decoded: Vec<_> = batch.records().collect();
         assert_eq!(decoded.len(), records.len());
@@ -501,7 +509,7 @@ mod tests {
             payload: b"x",
         };
         let mut out = Vec::new();
-        encode_batch(&mut out, Offset(u64::MAX - 1), 0, &[record]).unwrap();
+        encode_batch(&mut out, Offset(u64::MAX - 1), 0, 0, &[record]).unwrap();
         assert!(decode_batch(&out).is_ok());
         // Forge base offset u64::MAX with a valid checksum.
         out[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -528,13 +536,14 @@ mod tests {
         assert!(matches!(err, DecodeError::Truncated { .. }), "{err:?}");
         let mut out = Vec::new();
         assert_eq!(
-            encode_batch(&mut out, Offset(0), 0, &[]),
+            encode_batch(&mut out, Offset(0), 0, 0, &[]),
             Err(EncodeError::Empty)
         );
         let big = vec![0u8; BATCH_BYTES_MAX as usize];
         let err = encode_batch(
             &mut out,
             Offset(0),
+            0,
             0,
             &[RecordInput {
                 timestamp_ms: 0,

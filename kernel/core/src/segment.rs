@@ -9,10 +9,17 @@
 //! - `Corrupt`: an invalid batch at P and a later valid batch whose `durable_position`
 //!   is beyond P: synced data was damaged, and start-up must stop.
 //!
+//! A scan may be given an end offset (`scan_segment_upto`): a segment whose successor
+//! starts below its last record (a truncation capped it there, see `Log::truncate_from`)
+//! logically ends at the successor's base. The scan keeps the batch holding the offset
+//! just below the end whole (its later records are ignored by every reader) and looks no
+//! further: what lies past it was removed.
+//!
 //! Pure function over bytes: no I/O, no allocation beyond the index it builds.
 
 use crate::offset_index::OffsetIndex;
 use crate::record::{decode_batch, DecodeError, BATCH_ALIGN_BYTES};
+use crate::term_runs::TermRuns;
 use crate::types::Offset;
 
 pub const SEGMENT_SUFFIX: &str = ".log";
@@ -94,21 +101,41 @@ pub struct SegmentScan {
     /// The highest `durable_position` any valid batch claims.
     pub durable_claim_max: u64,
     pub index: OffsetIndex,
+    /// The terms of the records up to `next_offset`.
+    pub terms: TermRuns,
     pub end: ScanEnd,
 }
 
+/// Scans a whole segment (no end offset).
 pub fn scan_segment(bytes: &[u8], base_offset: Offset, index_interval_bytes: u64) -> SegmentScan {
+    scan_segment_upto(bytes, base_offset, index_interval_bytes, None)
+}
+
+/// Scans a segment that logically ends at `end` when given: the scan stops cleanly after
+/// the batch that holds `end - 1` (or reaches `end`), with `next_offset == end`, and
+/// never looks at the bytes after it. A scan that ends below `end` reports where and why
+/// as usual.
+pub fn scan_segment_upto(
+    bytes: &[u8],
+    base_offset: Offset,
+    index_interval_bytes: u64,
+    end: Option<Offset>,
+) -> SegmentScan {
     let mut scan = SegmentScan {
         valid_bytes: 0,
         next_offset: base_offset,
         timestamp_ms_max: 0,
         durable_claim_max: 0,
         index: OffsetIndex::default(),
+        terms: TermRuns::default(),
         end: ScanEnd::Clean,
     };
     let len = bytes.len() as u64;
     // Bounded: every iteration advances `position` by at least one aligned batch.
     while scan.valid_bytes < len {
+        if end.is_some_and(|end| scan.next_offset >= end) {
+            break;
+        }
         let position = scan.valid_bytes;
         let rest = &bytes[usize::try_from(position).expect("fits")..];
         let problem = match decode_batch(rest) {
@@ -119,8 +146,12 @@ pub fn scan_segment(bytes: &[u8], base_offset: Offset, index_interval_bytes: u64
                     position,
                     index_interval_bytes,
                 );
+                scan.terms.observe(scan.next_offset, batch.term());
                 scan.valid_bytes += batch.encoded_bytes();
-                scan.next_offset = batch.next_offset();
+                scan.next_offset = match end {
+                    Some(end) => batch.next_offset().min(end),
+                    None => batch.next_offset(),
+                };
                 scan.timestamp_ms_max = scan.timestamp_ms_max.max(batch.timestamp_ms_max());
                 scan.durable_claim_max = scan.durable_claim_max.max(batch.durable_position());
                 continue;
@@ -179,7 +210,7 @@ mod tests {
                 attributes: b"",
                 payload: &[7; 100],
             };
-            encode_batch(&mut bytes, Offset(10 + i), claim, &[record]).unwrap();
+            encode_batch(&mut bytes, Offset(10 + i), i / 2, claim, &[record]).unwrap();
         }
         (bytes, starts)
     }
@@ -225,6 +256,44 @@ mod tests {
         flipped[usize::try_from(starts[2]).unwrap() + 70] ^= 4;
         let scan = scan_segment(&flipped, Offset(10), 512);
         assert!(matches!(scan.end, ScanEnd::Torn { position, .. } if position == starts[2]));
+    }
+
+    #[test]
+    fn terms_are_runs_of_batch_terms() {
+        let (bytes, _) = check_segment(5, true);
+        let scan = scan_segment(&bytes, Offset(10), 512);
+        let runs = [(Offset(10), 0), (Offset(12), 1), (Offset(14), 2)];
+        assert_eq!(scan.terms.runs(), &runs);
+    }
+
+    #[test]
+    fn an_end_offset_stops_the_scan_inside_a_batch() {
+        // Three batches of 3 records (10..19), then garbage: the end at 14 keeps the
+        // second batch whole, reports next offset 14 and never looks at the garbage.
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for i in 0..3u64 {
+            let records = [RecordInput {
+                timestamp_ms: i,
+                attributes: b"",
+                payload: &[1; 50],
+            }; 3];
+            encode_batch(&mut bytes, Offset(10 + 3 * i), i, 0, &records).unwrap();
+            ends.push(bytes.len() as u64);
+        }
+        bytes.extend_from_slice(&[0xEE; 300]);
+        let scan = scan_segment_upto(&bytes, Offset(10), 512, Some(Offset(14)));
+        assert_eq!(scan.end, ScanEnd::Clean);
+        assert_eq!(scan.next_offset, Offset(14));
+        assert_eq!(scan.valid_bytes, ends[1]);
+        assert_eq!(scan.terms.runs(), &[(Offset(10), 0), (Offset(13), 1)]);
+        // At a batch boundary.
+        let scan = scan_segment_upto(&bytes, Offset(10), 512, Some(Offset(16)));
+        assert_eq!((scan.next_offset, scan.valid_bytes), (Offset(16), ends[1]));
+        // An end past the data: the garbage is looked at as usual.
+        let scan = scan_segment_upto(&bytes, Offset(10), 512, Some(Offset(30)));
+        assert_eq!(scan.next_offset, Offset(19));
+        assert!(matches!(scan.end, ScanEnd::Torn { .. }), "{:?}", scan.end);
     }
 
     #[test]

@@ -59,6 +59,10 @@ struct DiskState {
     epoch: u64,
     files: BTreeMap<String, Rc<RefCell<Inode>>>,
     fail_next: VecDeque<(IoOp, IoErrorKind)>,
+    /// One-shot failure of the call this many calls from now (1 = the next), whatever
+    /// its operation; 0 when none is armed.
+    fail_call_in: u32,
+    fail_call_kind: IoErrorKind,
     /// One-shot bit flip: the read this many non-empty reads from now (1 = the next)
     /// returns one bit flipped; 0 when none is armed.
     flip_read_in: u32,
@@ -111,6 +115,8 @@ impl SimDisk {
                 epoch: 0,
                 files: BTreeMap::new(),
                 fail_next: VecDeque::new(),
+                fail_call_in: 0,
+                fail_call_kind: IoErrorKind::Io,
                 flip_read_in: 0,
                 rates: FaultRates::default(),
                 capacity_bytes: u64::MAX,
@@ -153,6 +159,16 @@ impl SimDisk {
         self.state.borrow_mut().fail_next.push_back((op, kind));
     }
 
+    /// The `nth` storage call from now (1 = the next), of any operation, fails with
+    /// `kind` before doing anything: stops a multi-step operation at any point, as a
+    /// crash there would. A sync stopped so leaves its file's writes unsynced (not
+    /// dropped, as a failed fsync does), so a crash next may keep any part of them.
+    pub fn fail_nth_call(&self, nth: u32, kind: IoErrorKind) {
+        let mut state = self.state.borrow_mut();
+        state.fail_call_in = nth;
+        state.fail_call_kind = kind;
+    }
+
     /// The `nth` non-empty read from now (1 = the next) returns one random bit flipped;
     /// the data on the disk stays intact (a transient read error, as the simulator's
     /// nemesis arms it for the reads of a recovery).
@@ -164,6 +180,7 @@ impl SimDisk {
     pub fn clear_faults(&self) {
         let mut state = self.state.borrow_mut();
         state.fail_next.clear();
+        state.fail_call_in = 0;
         state.flip_read_in = 0;
     }
 
@@ -219,6 +236,24 @@ impl SimDisk {
 
     /// Fails the call when a one-shot or random fault is due.
     fn inject(&self, op: IoOp) -> Result<(), IoError> {
+        self.stop_point(op)?;
+        self.inject_fault(op)
+    }
+
+    /// Fails the call armed by [`SimDisk::fail_nth_call`].
+    fn stop_point(&self, op: IoOp) -> Result<(), IoError> {
+        let mut state = self.state.borrow_mut();
+        if state.fail_call_in > 0 {
+            state.fail_call_in -= 1;
+            if state.fail_call_in == 0 {
+                state.stats.faults_injected += 1;
+                return Err(IoError::new(state.fail_call_kind, op));
+            }
+        }
+        Ok(())
+    }
+
+    fn inject_fault(&self, op: IoOp) -> Result<(), IoError> {
         let mut state = self.state.borrow_mut();
         if let Some(index) = state.fail_next.iter().position(|(o, _)| *o == op) {
             let (_, kind) = state.fail_next.remove(index).expect("index is in range");
@@ -344,11 +379,16 @@ impl Storage for SimDisk {
 
 impl SimFile {
     fn check_live(&self, op: IoOp) -> Result<(), IoError> {
+        self.check_epoch(op)?;
+        self.disk.inject(op)
+    }
+
+    fn check_epoch(&self, op: IoOp) -> Result<(), IoError> {
         if self.epoch != self.disk.state.borrow().epoch {
             // A handle from before a crash: the process that held it is gone.
             return Err(IoError::new(IoErrorKind::Io, op));
         }
-        self.disk.inject(op)
+        Ok(())
     }
 }
 
@@ -410,7 +450,11 @@ impl StorageFile for SimFile {
     }
 
     async fn sync(&self) -> Result<(), IoError> {
-        let result = self.check_live(IoOp::Sync);
+        // A stop before the sync is issued leaves the writes pending.
+        self.disk.stop_point(IoOp::Sync)?;
+        let result = self
+            .check_epoch(IoOp::Sync)
+            .and_then(|()| self.disk.inject_fault(IoOp::Sync));
         let mut inode = self.inode.borrow_mut();
         let unsynced = std::mem::take(&mut inode.unsynced);
         // Like Linux after a failed fsync: the pages count as clean, so these writes

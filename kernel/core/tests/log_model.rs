@@ -1,28 +1,47 @@
 //! Model test of the segment log on the fault-injecting simulated disk.
 //!
-//! Goal: whatever sequence of appends, syncs, injected I/O errors, crashes (losing,
-//! tearing or scrambling unsynced writes), clean reopens and retention passes happens,
-//! the recovered log is exactly a prefix of what was appended, it holds every record
-//! whose sync returned success, and every record reads back byte for byte.
+//! Goal: whatever sequence of appends (with terms), syncs, truncations, injected I/O
+//! errors, crashes (losing, tearing or scrambling unsynced writes, also in the middle of
+//! a truncation), clean reopens and retention passes happens, the recovered log is
+//! exactly a prefix of the model, it holds every record whose sync (or truncation)
+//! returned success and that no successful truncation removed, no record a successful
+//! truncation removed ever comes back, every record reads back byte for byte, and every
+//! record has the term it was appended with.
 //!
-//! Method: a plain model (a `Vec` of every appended record plus the count known durable)
-//! and the real `Log` receive the same random operations; after every operation the
-//! observable state is compared, and after every reopen the whole log is read back.
+//! Method: a plain model (a `Vec` of every appended record and its term, plus the count
+//! known durable) and the real `Log` receive the same random operations; after every
+//! operation the observable state is compared, and after every reopen the whole log is
+//! read back. A truncation that returned `Ok` drops the model's records from its offset
+//! and starts a new payload generation, so a removed record that came back would differ
+//! from the model. A crash during a truncation is made by failing its n-th storage call
+//! and then crashing: the model then keeps its records, and only those below the
+//! truncation offset that were durable must survive.
 //! The number of cases comes from `PROPTEST_CASES` (the test command sets 10,000).
 
 use proptest::prelude::*;
 use sluice_core::log::{
-    AppendError, Log, LogConfig, OpenError, ReadError, RetentionPolicy, VerifyOnOpen,
+    AppendError, Log, LogConfig, LogError, OpenError, ReadError, RetentionPolicy, VerifyOnOpen,
 };
 use sluice_core::record::RecordInput;
 use sluice_core::sim_disk::{block_on, CrashMode, SimDisk};
 use sluice_core::storage::{IoErrorKind, IoOp};
 use sluice_core::Offset;
 
+/// The term an append asks for.
+#[derive(Clone, Copy, Debug)]
+enum Term {
+    /// `Log::append`: the last term.
+    Keep,
+    /// `append_with_term` with the last term plus this.
+    Raise(u8),
+    /// `append_with_term` with a lower term than the last: refused.
+    Lower,
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     /// Stage a batch of records with these payload sizes.
-    Append(Vec<u16>),
+    Append(Vec<u16>, Term),
     /// Sync everything staged.
     Sync,
     /// The next sync fails with EIO (the log is then poisoned).
@@ -36,6 +55,10 @@ enum Op {
     Retain(u32),
     /// Read from a position given as a fraction (per mille) of the log.
     Read(u16),
+    /// Truncate from a position given as a fraction (per mille) of the log.
+    Truncate(u16),
+    /// Truncate with its n-th storage call failing, then crash: a crash in the middle.
+    TruncateCrash(u16, u8, CrashMode),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -43,16 +66,27 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         Just(CrashMode::LoseUnsynced),
         Just(CrashMode::TearLast),
         Just(CrashMode::ScrambleSectors),
+    ]
+    .boxed();
+    let term = prop_oneof![
+        4 => Just(Term::Keep),
+        4 => (0u8..3).prop_map(Term::Raise),
+        1 => Just(Term::Lower),
     ];
     prop_oneof![
-        8 => prop::collection::vec(0u16..2500, 1..12).prop_map(Op::Append),
+        8 => (prop::collection::vec(0u16..2500, 1..12), term)
+            .prop_map(|(sizes, term)| Op::Append(sizes, term)),
         4 => Just(Op::Sync),
         1 => Just(Op::FailSync),
         1 => any::<bool>().prop_map(Op::FailWrite),
-        2 => crash_mode.prop_map(Op::Crash),
+        2 => crash_mode.clone().prop_map(Op::Crash),
         1 => Just(Op::Reopen),
         1 => (20_000u32..400_000).prop_map(Op::Retain),
         2 => (0u16..1000).prop_map(Op::Read),
+        2 => (0u16..=1000).prop_map(Op::Truncate),
+        2 => (0u16..=1000, 1u8..24, crash_mode.clone()).prop_map(|(at, call, mode)| {
+            Op::TruncateCrash(at, call, mode)
+        }),
     ]
 }
 
@@ -75,8 +109,9 @@ fn payload(generation: u32, offset: u64, size: u16) -> Vec<u8> {
 }
 
 struct Model {
-    /// Every appended record, by offset: its payload.
-    records: Vec<Vec<u8>>,
+    /// Every appended record not removed by a successful truncation, by offset: its
+    /// payload and term.
+    records: Vec<(Vec<u8>, u64)>,
     /// Records below this offset had a successful sync.
     acked: u64,
     /// Retention removed everything below this offset.
@@ -147,43 +182,35 @@ impl Harness {
             for record in records {
                 assert_eq!(record.offset, Offset(next));
                 assert_eq!(
-                    &record.payload, &self.model.records[next as usize],
+                    &record.payload, &self.model.records[next as usize].0,
                     "offset {next}"
                 );
                 next += 1;
             }
         }
         assert_eq!(next, end);
+        self.check_terms();
+    }
+
+    /// Every record's term, staged ones included, is the model's.
+    fn check_terms(&self) {
+        let log = self.log();
+        let next = log.next_offset().0;
+        assert_eq!(next, self.model.records.len() as u64);
+        for offset in self.model.start..next {
+            let term = self.model.records[offset as usize].1;
+            assert_eq!(log.term_at(Offset(offset)), Some(term), "term at {offset}");
+        }
+        assert_eq!(log.term_at(Offset(next)), None);
+        if next > self.model.start {
+            assert_eq!(log.last_term(), self.model.records[next as usize - 1].1);
+        }
     }
 
     fn step(&mut self, op: Op) {
         self.now_ms += 1;
         match op {
-            Op::Append(sizes) => {
-                let generation = self.model.generation;
-                let first = self.model.records.len() as u64;
-                let payloads: Vec<Vec<u8>> = sizes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, size)| payload(generation, first + i as u64, *size))
-                    .collect();
-                let records: Vec<RecordInput<'_>> = payloads
-                    .iter()
-                    .map(|p| RecordInput {
-                        timestamp_ms: self.now_ms,
-                        attributes: b"a",
-                        payload: p,
-                    })
-                    .collect();
-                match self.log().append(&records) {
-                    Ok(appended) => {
-                        assert_eq!(appended.first_offset, Offset(first));
-                        self.model.records.extend(payloads);
-                    }
-                    Err(AppendError::Poisoned(_)) => self.reopen(),
-                    Err(error) => panic!("unexpected append error {error:?}"),
-                }
-            }
+            Op::Append(sizes, term) => self.append(&sizes, term),
             Op::Sync => {
                 let upto = self.log().next_offset();
                 match block_on(self.log().sync(upto)) {
@@ -203,53 +230,160 @@ impl Harness {
                 };
                 self.disk.fail_next(IoOp::Write, kind);
             }
-            Op::Crash(mode) => {
-                self.log = None;
-                self.disk.crash_with(mode);
-                self.disarm();
-                self.reopen();
-            }
+            Op::Crash(mode) => self.crash(mode),
             Op::Reopen => {
                 self.disarm();
                 self.reopen();
             }
-            Op::Retain(bytes_max) => {
-                let policy = RetentionPolicy {
-                    age_ms_max: None,
-                    bytes_max: Some(u64::from(bytes_max)),
-                    remove_below: None,
-                };
-                let before = self.log().start_offset();
-                block_on(self.log().apply_retention(self.now_ms, policy)).expect("retention");
-                let after = self.log().start_offset();
-                assert!(after >= before);
-                assert!(
-                    after <= self.log().durable_offset(),
-                    "retention removed undurable data"
-                );
-                self.model.start = after.0;
-            }
-            Op::Read(per_mille) => {
-                let log = self.log();
-                let span = log.next_offset().0 + 1;
-                let from = u64::from(per_mille) * span / 1000;
-                match block_on(log.read(Offset(from), 4096)) {
-                    Ok(records) => {
-                        let expect_some = from >= self.model.start && from < log.durable_offset().0;
-                        assert_eq!(!records.is_empty(), expect_some, "read at {from}");
-                        for (i, record) in records.iter().enumerate() {
-                            let offset = from + i as u64;
-                            assert_eq!(record.offset, Offset(offset));
-                            assert_eq!(&record.payload, &self.model.records[offset as usize]);
-                        }
-                    }
-                    Err(ReadError::Removed { start_offset }) => {
-                        assert!(from < start_offset.0);
-                        assert_eq!(start_offset.0, self.model.start);
-                    }
-                    Err(error) => panic!("read at {from}: {error}"),
+            Op::Retain(bytes_max) => self.retain(bytes_max),
+            Op::Read(per_mille) => self.read(per_mille),
+            Op::Truncate(per_mille) => {
+                if !self.truncate(per_mille) {
+                    self.reopen();
                 }
             }
+            Op::TruncateCrash(per_mille, call, mode) => {
+                self.disk.fail_nth_call(u32::from(call), IoErrorKind::Io);
+                self.truncate(per_mille);
+                self.crash(mode);
+            }
+        }
+    }
+
+    fn append(&mut self, sizes: &[u16], term: Term) {
+        let generation = self.model.generation;
+        let first = self.model.records.len() as u64;
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| payload(generation, first + i as u64, *size))
+            .collect();
+        let records: Vec<RecordInput<'_>> = payloads
+            .iter()
+            .map(|p| RecordInput {
+                timestamp_ms: self.now_ms,
+                attributes: b"a",
+                payload: p,
+            })
+            .collect();
+        let log = self.log();
+        let last_term = log.last_term();
+        let (result, term) = match term {
+            Term::Keep => (log.append(&records), last_term),
+            Term::Raise(by) => {
+                let term = last_term + u64::from(by);
+                (log.append_with_term(term, &records), term)
+            }
+            Term::Lower => match last_term.checked_sub(1) {
+                Some(lower) => {
+                    let result = log.append_with_term(lower, &records);
+                    let expected = AppendError::TermRegressed {
+                        term: lower,
+                        last_term,
+                    };
+                    assert!(
+                        matches!(&result, Err(error) if *error == expected)
+                            || matches!(result, Err(AppendError::Poisoned(_))),
+                        "{result:?}"
+                    );
+                    (result, lower)
+                }
+                None => (log.append(&records), last_term),
+            },
+        };
+        match result {
+            Ok(appended) => {
+                assert_eq!(appended.first_offset, Offset(first));
+                self.model
+                    .records
+                    .extend(payloads.into_iter().map(|p| (p, term)));
+            }
+            Err(AppendError::Poisoned(_)) => self.reopen(),
+            Err(AppendError::TermRegressed { .. }) => {}
+            Err(error) => panic!("unexpected append error {error:?}"),
+        }
+    }
+
+    fn crash(&mut self, mode: CrashMode) {
+        self.log = None;
+        self.disk.crash_with(mode);
+        self.disarm();
+        self.reopen();
+    }
+
+    fn retain(&mut self, bytes_max: u32) {
+        let policy = RetentionPolicy {
+            age_ms_max: None,
+            bytes_max: Some(u64::from(bytes_max)),
+            remove_below: None,
+        };
+        let before = self.log().start_offset();
+        block_on(self.log().apply_retention(self.now_ms, policy)).expect("retention");
+        let after = self.log().start_offset();
+        assert!(after >= before);
+        assert!(
+            after <= self.log().durable_offset(),
+            "retention removed undurable data"
+        );
+        self.model.start = after.0;
+    }
+
+    fn read(&self, per_mille: u16) {
+        let log = self.log();
+        let span = log.next_offset().0 + 1;
+        let from = u64::from(per_mille) * span / 1000;
+        match block_on(log.read(Offset(from), 4096)) {
+            Ok(records) => {
+                let expect_some = from >= self.model.start && from < log.durable_offset().0;
+                assert_eq!(!records.is_empty(), expect_some, "read at {from}");
+                for (i, record) in records.iter().enumerate() {
+                    let offset = from + i as u64;
+                    assert_eq!(record.offset, Offset(offset));
+                    assert_eq!(&record.payload, &self.model.records[offset as usize].0);
+                }
+            }
+            Err(ReadError::Removed { start_offset }) => {
+                assert!(from < start_offset.0);
+                assert_eq!(start_offset.0, self.model.start);
+            }
+            Err(error) => panic!("read at {from}: {error}"),
+        }
+    }
+
+    /// Truncates at a fraction of the stored range. On success the model drops the
+    /// records and starts a new payload generation; on an I/O error it keeps them, and
+    /// only the durable ones below the offset must survive. Returns whether it succeeded.
+    fn truncate(&mut self, per_mille: u16) -> bool {
+        let start = self.model.start;
+        let next = self.model.records.len() as u64;
+        let offset = start + u64::from(per_mille) * (next - start) / 1000;
+        let result = block_on(self.log().truncate_from(Offset(offset)));
+        self.disarm();
+        match result {
+            Ok(()) => {
+                let log = self.log();
+                assert_eq!(log.next_offset(), Offset(offset));
+                let durable = log.durable_offset().0;
+                assert!(durable <= offset);
+                assert!(
+                    durable >= self.model.acked.min(offset),
+                    "lost durable records"
+                );
+                assert!(block_on(log.read(Offset(offset), 4096)).unwrap().is_empty());
+                self.model
+                    .records
+                    .truncate(usize::try_from(offset).unwrap());
+                self.model.acked = durable;
+                self.model.generation += 1;
+                self.check_all();
+                true
+            }
+            Err(LogError::Io { .. }) => {
+                assert!(self.log().poisoned().is_some());
+                self.model.acked = self.model.acked.min(offset);
+                false
+            }
+            Err(error) => panic!("truncate at {offset} of {start}..{next}: {error}"),
         }
     }
 

@@ -69,6 +69,14 @@ fn conformance_truncated_tail_recovers() {
 }
 
 #[test]
+fn conformance_truncation_survives_reopen() {
+    let root = tempfile::tempdir().unwrap();
+    check(conformance::truncation_survives_reopen(fresh_in(
+        root.path(),
+    )));
+}
+
+#[test]
 fn conformance_corruption_before_tail_is_refused() {
     let root = tempfile::tempdir().unwrap();
     check(conformance::corruption_before_tail_is_refused(

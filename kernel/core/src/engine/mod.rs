@@ -668,7 +668,9 @@ fn validate_name(name: &str) -> Result<(), EngineError> {
 /// What a refused log append means to the engine's caller.
 fn append_error(error: AppendError) -> EngineError {
     match error {
-        AppendError::Busy { .. } => EngineError::Busy,
+        // `TermRegressed` cannot happen: the engine appends with `Log::append`, which
+        // takes the log's last term. Busy (retry) is the harmless answer if it ever did.
+        AppendError::Busy { .. } | AppendError::TermRegressed { .. } => EngineError::Busy,
         // The encoding adds headers and command fields to the bytes the engine's limits
         // count, so a batch within them can still be too large for the log: the client
         // can send a smaller one.

@@ -403,6 +403,7 @@ impl StorageFault {
             | StorageFault::Read(ReadError::Io { error, .. })
             | StorageFault::Snapshot { error, .. } => Some(error),
             StorageFault::Read(ReadError::Corrupt { .. } | ReadError::Removed { .. })
+            | StorageFault::Log(LogError::OutOfRange { .. } | LogError::Truncated { .. })
             | StorageFault::Record { .. }
             | StorageFault::Replica(_) => None,
         }

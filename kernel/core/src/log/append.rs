@@ -27,18 +27,34 @@ struct FlushWork<F> {
 }
 
 impl<S: Storage> Log<S> {
-    /// Stages one batch and gives its records offsets. Not durable until
-    /// [`Log::sync`] returns for `next_offset`.
+    /// Stages one batch and gives its records offsets; they get the term of the log's
+    /// last record ([`Log::last_term`]). Not durable until [`Log::sync`] returns for
+    /// `next_offset`.
     pub fn append(&self, records: &[RecordInput<'_>]) -> Result<Appended, AppendError> {
+        let term = self.last_term();
+        self.append_with_term(term, records)
+    }
+
+    /// Like [`Log::append`], with every record of the batch in `term`. A term lower than
+    /// [`Log::last_term`] is refused with [`AppendError::TermRegressed`].
+    pub fn append_with_term(
+        &self,
+        term: u64,
+        records: &[RecordInput<'_>],
+    ) -> Result<Appended, AppendError> {
         let mut state = self.state.borrow_mut();
         if let Some(error) = &state.poisoned {
             return Err(AppendError::Poisoned(error.clone()));
         }
         let batch_bytes = check_batch(records).map_err(AppendError::Encode)?;
-        if state.staged_bytes + batch_bytes > STAGED_BYTES_MAX {
+        if state.truncating || state.staged_bytes + batch_bytes > STAGED_BYTES_MAX {
             return Err(AppendError::Busy {
                 staged_bytes: state.staged_bytes,
             });
+        }
+        let last_term = state.last_term();
+        if term < last_term {
+            return Err(AppendError::TermRegressed { term, last_term });
         }
         let first_offset = state.next_offset;
         let needs_segment = match state.segments.back() {
@@ -57,6 +73,7 @@ impl<S: Storage> Log<S> {
         let encoded = encode_batch(
             &mut active.staged,
             first_offset,
+            term,
             active.durable_bytes,
             records,
         )
@@ -64,6 +81,7 @@ impl<S: Storage> Log<S> {
         active
             .index
             .observe(active.base_offset, first_offset, position, interval);
+        active.terms.observe(first_offset, term);
         active.timestamp_ms_max = active.timestamp_ms_max.max(encoded.timestamp_ms_max);
         let next_offset = Offset(first_offset.0 + u64::from(encoded.record_count));
         active.next_offset = next_offset;
@@ -76,11 +94,14 @@ impl<S: Storage> Log<S> {
     }
 
     /// Returns once every record below `upto` is durable, flushing with group commit.
+    /// Fails with [`LogError::Truncated`] if a truncation removed records below `upto`
+    /// while it waited.
     pub async fn sync(&self, upto: Offset) -> Result<(), LogError> {
         assert!(
             upto <= self.next_offset(),
             "sync beyond the appended offsets"
         );
+        let truncations = self.state.borrow().truncations;
         // Bounded: each pass either returns or waits for a flush generation to finish,
         // and every flush makes progress or poisons the log.
         loop {
@@ -88,6 +109,14 @@ impl<S: Storage> Log<S> {
                 let mut state = self.state.borrow_mut();
                 if let Some(error) = &state.poisoned {
                     return Err(error.clone());
+                }
+                if let Some(from) = state.truncated_since(truncations) {
+                    if from < upto {
+                        return Err(LogError::Truncated {
+                            upto,
+                            truncated_from: from,
+                        });
+                    }
                 }
                 if state.durable_offset >= upto {
                     return Ok(());
@@ -125,7 +154,7 @@ impl<S: Storage> Log<S> {
         Ok(appended)
     }
 
-    async fn wait_flush(&self, generation: u64) {
+    pub(super) async fn wait_flush(&self, generation: u64) {
         std::future::poll_fn(|context| {
             let mut state = self.state.borrow_mut();
             if state.flush_generation != generation {
@@ -137,7 +166,7 @@ impl<S: Storage> Log<S> {
         .await
     }
 
-    async fn flush_once(&self) -> Result<(), LogError> {
+    pub(super) async fn flush_once(&self) -> Result<(), LogError> {
         let work = self.state.borrow_mut().take_flush_work(&self.config);
         for item in work {
             let name = segment_name(item.base_offset);
@@ -173,34 +202,53 @@ impl<S: Storage> Log<S> {
                 );
             }
             if item.seal {
-                let segment_durable = {
-                    let state = self.state.borrow();
-                    let segment = state.segment(item.base_offset);
-                    segment.durable_bytes == segment.written_bytes
-                };
-                assert!(segment_durable, "sealing a segment with unsynced data");
-                let summary = self.state.borrow().segment(item.base_offset).summary();
-                file.truncate(summary.data_bytes).await.map_err(io)?;
-                let index = self.state.borrow().segment(item.base_offset).index.clone();
-                write_index_file(&self.storage, &index, &summary)
+                self.seal_segment(item.base_offset, &file)
                     .await
                     .map_err(|(file, error)| LogError::Io { file, error })?;
-                self.state.borrow_mut().segment_mut(item.base_offset).sealed = true;
             }
         }
         Ok(())
     }
+
+    /// Seals a segment that is no longer the last: cuts the file to its data and writes
+    /// its index file (summary, sparse index, term runs).
+    pub(super) async fn seal_segment(
+        &self,
+        base: Offset,
+        file: &S::File,
+    ) -> Result<(), (String, IoError)> {
+        let (summary, index, terms) = {
+            let state = self.state.borrow();
+            let segment = state.segment(base);
+            assert_eq!(
+                segment.durable_bytes, segment.written_bytes,
+                "sealing a segment with unsynced data"
+            );
+            (
+                segment.summary(),
+                segment.index.clone(),
+                segment.terms.clone(),
+            )
+        };
+        file.truncate(summary.data_bytes)
+            .await
+            .map_err(|error| (segment_name(base), error))?;
+        write_index_file(&self.storage, &index, &summary, &terms).await?;
+        self.state.borrow_mut().segment_mut(base).sealed = true;
+        Ok(())
+    }
 }
 
-/// Resets the flushing flag however the flush ends; a flush abandoned half way (its
-/// future dropped) leaves the disk state unknown, so it poisons the log.
-struct FlushGuard<'a, F> {
-    state: &'a RefCell<LogState<F>>,
-    completed: bool,
+/// Resets the flushing (and truncating) flag however the flush or truncation ends; one
+/// abandoned half way (its future dropped) leaves the disk state unknown, so it poisons
+/// the log.
+pub(super) struct FlushGuard<'a, F> {
+    pub(super) state: &'a RefCell<LogState<F>>,
+    pub(super) completed: bool,
 }
 
 impl<F> FlushGuard<'_, F> {
-    fn finish(mut self, result: Result<(), LogError>) {
+    pub(super) fn finish(mut self, result: Result<(), LogError>) {
         let mut state = self.state.borrow_mut();
         if let Err(error) = result {
             state.poisoned.get_or_insert(error);
@@ -220,6 +268,7 @@ impl<F> Drop for FlushGuard<'_, F> {
             });
         }
         state.flushing = false;
+        state.truncating = false;
         state.flush_generation += 1;
         for waker in state.waiters.drain(..) {
             waker.wake();

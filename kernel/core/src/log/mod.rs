@@ -17,10 +17,16 @@
 //! Single-threaded by design (one log per shard): interior mutability through `RefCell`,
 //! never held across an `.await`.
 //!
+//! Every batch carries a Raft term (0: none); the log keeps the terms of its records in
+//! memory as runs per segment ([`TermRuns`]) for [`Log::term_at`] and [`Log::last_term`].
+//! [`Log::truncate_from`] removes a suffix of the log, durably and without ever touching
+//! the bytes of the records it keeps (docs/log.md, "Truncation").
+//!
 //! The code is split by concern: this file holds the types, the configuration and the
 //! log's state; `append.rs` appends and group commit (and sealing); `read.rs` reads;
-//! `retention.rs` removes old segments; `recovery.rs` opens the log and recovers it
-//! after a crash; `files.rs` holds the index-file helpers they share.
+//! `retention.rs` removes old segments; `truncate.rs` removes a suffix; `recovery.rs`
+//! opens the log and recovers it after a crash (finishing an interrupted truncation);
+//! `files.rs` holds the index-file and truncation-record helpers they share.
 
 mod append;
 mod files;
@@ -29,6 +35,7 @@ mod recovery;
 mod retention;
 #[cfg(test)]
 mod tests;
+mod truncate;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -43,6 +50,7 @@ use crate::offset_index::{OffsetIndex, SegmentSummary};
 use crate::record::{DecodeError, EncodeError};
 use crate::segment::ScanProblem;
 use crate::storage::{IoError, Storage};
+use crate::term_runs::TermRuns;
 use crate::types::Offset;
 
 /// How much of the log start-up verifies batch by batch.
@@ -132,27 +140,63 @@ impl std::fmt::Display for OpenError {
     }
 }
 
+/// Why [`Log::append`] or [`Log::append_with_term`] refused a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AppendError {
     Encode(EncodeError),
-    /// Too much staged and not yet written; sync and retry.
+    /// Too much staged and not yet written, or a truncation is running; sync and retry.
     Busy {
         staged_bytes: u64,
     },
     /// An earlier I/O error; reopen the log.
     Poisoned(LogError),
+    /// The batch's term is lower than the term of the log's last record.
+    TermRegressed {
+        term: u64,
+        last_term: u64,
+    },
 }
 
-/// A write-path failure. The log is poisoned afterwards.
+/// A failure of a sync or a truncation. After `Io` (a write-path failure) the log is
+/// poisoned; the other variants leave it as it was.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogError {
-    Io { file: String, error: IoError },
+    Io {
+        file: String,
+        error: IoError,
+    },
+    /// [`Log::truncate_from`] was given an offset outside `start_offset..=next_offset`.
+    OutOfRange {
+        offset: Offset,
+        start_offset: Offset,
+        next_offset: Offset,
+    },
+    /// While [`Log::sync`] waited, a truncation removed records below `upto`.
+    Truncated {
+        upto: Offset,
+        truncated_from: Offset,
+    },
 }
 
 impl std::fmt::Display for LogError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LogError::Io { file, error } => write!(f, "{file}: {error}"),
+            LogError::OutOfRange {
+                offset,
+                start_offset,
+                next_offset,
+            } => write!(
+                f,
+                "cannot truncate from offset {offset}: the log holds {start_offset}..{next_offset}"
+            ),
+            LogError::Truncated {
+                upto,
+                truncated_from,
+            } => write!(
+                f,
+                "sync up to {upto} failed: a truncation removed the records from {truncated_from}"
+            ),
         }
     }
 }
@@ -236,6 +280,9 @@ struct Segment<F> {
     /// because direct I/O writes whole blocks.
     tail_block: Vec<u8>,
     index: OffsetIndex,
+    /// The terms of the records below `next_offset`.
+    terms: TermRuns,
+    /// Newest record time; after a truncation capped the segment, an upper bound.
     timestamp_ms_max: u64,
     sealed: bool,
 }
@@ -264,8 +311,22 @@ struct LogState<F> {
     flush_generation: u64,
     waiters: Vec<Waker>,
     poisoned: Option<LogError>,
+    /// A truncation holds the flush role and refuses appends until it ends.
+    truncating: bool,
+    /// Truncations so far and the offsets of the latest few, so a waiting sync can tell
+    /// whether its records were removed.
+    truncations: u64,
+    recent_truncations: VecDeque<(u64, Offset)>,
+    /// The term of the record at `start_offset - 1`, when retention or truncation removed
+    /// it in this process's lifetime.
+    term_before_start: Option<u64>,
 }
 
+/// How many truncation offsets the log remembers for waiting syncs.
+const RECENT_TRUNCATIONS_MAX: usize = 16;
+
+/// An append-only log of records in segment files, with group commit, reads, retention,
+/// truncation and crash recovery.
 pub struct Log<S: Storage> {
     storage: S,
     config: LogConfig,
@@ -289,11 +350,7 @@ impl<S: Storage> Log<S> {
 
     /// The oldest offset still stored (retention removes whole segments before it).
     pub fn start_offset(&self) -> Offset {
-        let state = self.state.borrow();
-        state
-            .segments
-            .front()
-            .map_or(state.next_offset, |s| s.base_offset)
+        self.state.borrow().start_offset()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -303,9 +360,74 @@ impl<S: Storage> Log<S> {
     pub fn poisoned(&self) -> Option<LogError> {
         self.state.borrow().poisoned.clone()
     }
+
+    /// The term of the record at `offset`, for any offset in
+    /// `start_offset..next_offset` (staged records included); `None` outside.
+    pub fn term_at(&self, offset: Offset) -> Option<u64> {
+        self.state.borrow().term_at(offset)
+    }
+
+    /// The term of the last record. When the log holds no record, the term of the record
+    /// just before `next_offset` if this process saw it (retention or truncation removed
+    /// it), else 0; a reopened empty log answers 0.
+    pub fn last_term(&self) -> u64 {
+        self.state.borrow().last_term()
+    }
 }
 
 impl<F> LogState<F> {
+    fn start_offset(&self) -> Offset {
+        self.segments
+            .front()
+            .map_or(self.next_offset, |s| s.base_offset)
+    }
+
+    fn term_at(&self, offset: Offset) -> Option<u64> {
+        if offset < self.start_offset() || offset >= self.next_offset {
+            return None;
+        }
+        let index = self.segments.partition_point(|s| s.base_offset <= offset);
+        self.segments[index.checked_sub(1)?].terms.term_at(offset)
+    }
+
+    fn last_term(&self) -> u64 {
+        match self.next_offset.0.checked_sub(1) {
+            Some(last) if self.next_offset > self.start_offset() => {
+                self.term_at(Offset(last)).unwrap_or(0)
+            }
+            _ => self.term_before_start.unwrap_or(0),
+        }
+    }
+
+    /// The lowest offset a truncation after the `since`-th one removed from; `None` when
+    /// none ran since. Conservatively 0 when the memory of them ran out.
+    fn truncated_since(&self, since: u64) -> Option<Offset> {
+        if self.truncations == since {
+            return None;
+        }
+        let remembered = self
+            .recent_truncations
+            .front()
+            .is_some_and(|(seq, _)| *seq <= since + 1);
+        if !remembered {
+            return Some(Offset(0));
+        }
+        self.recent_truncations
+            .iter()
+            .filter(|(seq, _)| *seq > since)
+            .map(|(_, offset)| *offset)
+            .min()
+    }
+
+    fn note_truncation(&mut self, offset: Offset) {
+        self.truncations += 1;
+        if self.recent_truncations.len() == RECENT_TRUNCATIONS_MAX {
+            self.recent_truncations.pop_front();
+        }
+        self.recent_truncations
+            .push_back((self.truncations, offset));
+    }
+
     fn segment(&self, base: Offset) -> &Segment<F> {
         let index = self.segments.partition_point(|s| s.base_offset < base);
         let segment = &self.segments[index];
@@ -332,6 +454,7 @@ fn new_segment<F>(base_offset: Offset) -> Segment<F> {
         staged: Vec::new(),
         tail_block: Vec::new(),
         index: OffsetIndex::default(),
+        terms: TermRuns::default(),
         timestamp_ms_max: 0,
         sealed: false,
     }

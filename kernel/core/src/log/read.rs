@@ -11,9 +11,10 @@ const READ_BYTES_MIN: u64 = 64 * 1024;
 
 impl<S: Storage> Log<S> {
     /// Reads durable records from `from`, about `bytes_max` of them (at least one when
-    /// any exists), never crossing into the next segment.
+    /// any exists), never crossing into the next segment. A segment capped by a
+    /// truncation is read up to its logical end only.
     pub async fn read(&self, from: Offset, bytes_max: u64) -> Result<Vec<ReadRecord>, ReadError> {
-        let (file, base, position, limit, durable_offset) = {
+        let (file, base, position, limit, end_offset) = {
             let state = self.state.borrow();
             let start = state
                 .segments
@@ -39,14 +40,14 @@ impl<S: Storage> Log<S> {
                 segment.base_offset,
                 position,
                 segment.durable_bytes,
-                state.durable_offset,
+                state.durable_offset.min(segment.next_offset),
             )
         };
         let request = ReadRequest {
             from,
             bytes_max,
             limit,
-            durable_offset,
+            end_offset,
         };
         match read_segment(&*file, base, position, request).await {
             Err(ReadError::Corrupt { .. }) if position > 0 => {
@@ -63,7 +64,9 @@ struct ReadRequest {
     from: Offset,
     bytes_max: u64,
     limit: u64,
-    durable_offset: Offset,
+    /// Records at or past this offset are not returned: not durable yet, or past the
+    /// segment's logical end.
+    end_offset: Offset,
 }
 
 async fn read_segment<F: StorageFile>(
@@ -109,7 +112,7 @@ async fn read_segment<F: StorageFile>(
                 }
             };
             for record in batch.records() {
-                if record.offset >= request.from && record.offset < request.durable_offset {
+                if record.offset >= request.from && record.offset < request.end_offset {
                     records_bytes += (record.payload.len() + record.attributes.len()) as u64;
                     records.push(ReadRecord {
                         offset: record.offset,
@@ -120,7 +123,8 @@ async fn read_segment<F: StorageFile>(
                 }
             }
             cursor += usize::try_from(batch.encoded_bytes()).expect("bounded");
-            if records_bytes >= request.bytes_max && !records.is_empty() {
+            let full = records_bytes >= request.bytes_max && !records.is_empty();
+            if full || batch.next_offset() >= request.end_offset {
                 return Ok(records);
             }
         }

@@ -4,14 +4,15 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use super::files::{remove_if_present, write_index_file};
+use super::files::{decode_truncation, remove_if_present, write_index_file, TRUNCATION_NAME};
 use super::{new_segment, Log, LogConfig, LogState, OpenError, Segment, VerifyOnOpen};
 use crate::bugs::{self, Bug};
 use crate::limits::{BLOCK_BYTES, SEGMENTS_MAX};
-use crate::offset_index::{OffsetIndex, SegmentSummary};
+use crate::offset_index::{IndexFile, OffsetIndex};
 use crate::record::align_up;
 use crate::segment::{
-    index_name, parse_name, scan_segment, segment_name, FileKind, ScanEnd, ScanProblem, SegmentScan,
+    index_name, parse_name, scan_segment_upto, segment_name, FileKind, ScanEnd, ScanProblem,
+    SegmentScan,
 };
 use crate::storage::{IoError, Storage, StorageFile};
 use crate::types::Offset;
@@ -20,59 +21,26 @@ use crate::types::Offset;
 const READ_CHUNK_BYTES: u64 = 8 << 20;
 
 impl<S: Storage> Log<S> {
-    /// Opens (recovering) or creates the log in `storage`.
+    /// Opens (recovering) or creates the log in `storage`. A truncation that a crash
+    /// interrupted is finished first.
     pub async fn open(storage: S, config: LogConfig) -> Result<Log<S>, OpenError> {
         config.validate()?;
-        let list_error = |error| OpenError::Io {
-            file: ".".to_string(),
-            error,
+        let (mut files, has_truncation) = list_files(&storage).await?;
+        let truncation = match has_truncation {
+            true => read_truncation(&storage).await?,
+            false => None,
         };
-        let mut files: BTreeMap<Offset, (bool, bool)> = BTreeMap::new();
-        for name in storage.list().await.map_err(list_error)? {
-            if let Some((base, kind)) = parse_name(&name) {
-                let entry = files.entry(base).or_default();
-                match kind {
-                    FileKind::Segment => entry.0 = true,
-                    FileKind::Index => entry.1 = true,
-                }
-            }
+        if let Some(offset) = truncation {
+            remove_truncated_segments(&storage, &mut files, offset).await?;
         }
-        for (base, (has_segment, _)) in &files {
-            if !has_segment {
-                // An index whose segment retention removed before a crash.
-                remove_if_present(&storage, &index_name(*base))
-                    .await
-                    .map_err(|(file, error)| OpenError::Io { file, error })?;
-            }
-        }
-        files.retain(|_, (has_segment, _)| *has_segment);
         if files.len() > SEGMENTS_MAX {
             return Err(OpenError::TooManySegments {
                 segment_count: files.len(),
             });
         }
-        let mut segments = VecDeque::with_capacity(files.len());
-        let segment_count = files.len();
-        for (position, (base, (_, has_index))) in files.into_iter().enumerate() {
-            if let Some(previous) = segments.back() {
-                let previous: &Segment<S::File> = previous;
-                if previous.next_offset != base {
-                    return Err(OpenError::Corrupt {
-                        file: segment_name(base),
-                        position: 0,
-                        problem: ScanProblem::OffsetGap {
-                            expected: previous.next_offset,
-                            found: base,
-                        },
-                    });
-                }
-            }
-            let is_last = position + 1 == segment_count;
-            let segment = open_segment(&storage, &config, base, has_index, is_last).await?;
-            segments.push_back(segment);
-        }
+        let segments = open_segments(&storage, &config, &files, truncation).await?;
         let next_offset = segments.back().map_or(Offset(0), |s| s.next_offset);
-        Ok(Log {
+        let log = Log {
             storage,
             config,
             state: RefCell::new(LogState {
@@ -84,15 +52,151 @@ impl<S: Storage> Log<S> {
                 flush_generation: 0,
                 waiters: Vec::new(),
                 poisoned: None,
+                truncating: false,
+                truncations: 0,
+                recent_truncations: VecDeque::new(),
+                term_before_start: None,
             }),
-        })
+        };
+        if has_truncation {
+            log.finish_open_truncation(truncation).await?;
+        }
+        Ok(log)
+    }
+
+    /// Finishes the truncation the record names, or removes a record whose write a crash
+    /// interrupted (no segment was touched before its sync).
+    async fn finish_open_truncation(&self, truncation: Option<Offset>) -> Result<(), OpenError> {
+        let result = match truncation {
+            Some(offset) => self.finish_truncation(offset).await,
+            None => remove_if_present(&self.storage, TRUNCATION_NAME).await,
+        };
+        result.map_err(|(file, error)| OpenError::Io { file, error })?;
+        let mut state = self.state.borrow_mut();
+        state.next_offset = state.segments.back().map_or(Offset(0), |s| s.next_offset);
+        state.durable_offset = state.next_offset;
+        Ok(())
     }
 }
 
-async fn read_index_file<S: Storage>(
+/// Segment base offsets found, with (segment file present, index file present), and
+/// whether a truncation record exists. Index files whose segment is gone are removed.
+type FileMap = BTreeMap<Offset, (bool, bool)>;
+
+async fn list_files<S: Storage>(storage: &S) -> Result<(FileMap, bool), OpenError> {
+    let list_error = |error| OpenError::Io {
+        file: ".".to_string(),
+        error,
+    };
+    let mut files: FileMap = BTreeMap::new();
+    let mut has_truncation = false;
+    for name in storage.list().await.map_err(list_error)? {
+        has_truncation |= name == TRUNCATION_NAME;
+        if let Some((base, kind)) = parse_name(&name) {
+            let entry = files.entry(base).or_default();
+            match kind {
+                FileKind::Segment => entry.0 = true,
+                FileKind::Index => entry.1 = true,
+            }
+        }
+    }
+    for (base, (has_segment, _)) in &files {
+        if !has_segment {
+            // An index whose segment retention or truncation removed before a crash.
+            remove_if_present(storage, &index_name(*base))
+                .await
+                .map_err(|(file, error)| OpenError::Io { file, error })?;
+        }
+    }
+    files.retain(|_, (has_segment, _)| *has_segment);
+    Ok((files, has_truncation))
+}
+
+/// The offset of the truncation record. Damage can only make a valid record look
+/// invalid, never the reverse, so a record is invalid only if every read says so.
+async fn read_truncation<S: Storage>(storage: &S) -> Result<Option<Offset>, OpenError> {
+    let io = |error| OpenError::Io {
+        file: TRUNCATION_NAME.to_string(),
+        error,
+    };
+    let file = storage.open(TRUNCATION_NAME).await.map_err(io)?;
+    for _ in 0..RECOVERY_READS_MAX {
+        let bytes = file
+            .read_at(0, usize::try_from(BLOCK_BYTES).expect("small"))
+            .await
+            .map_err(io)?;
+        if let Some(offset) = decode_truncation(bytes.as_ref()) {
+            return Ok(Some(offset));
+        }
+    }
+    Ok(None)
+}
+
+/// Redoes step 3 of an interrupted truncation: removes every segment whose base is at
+/// or after `offset`, newest first.
+async fn remove_truncated_segments<S: Storage>(
     storage: &S,
+    files: &mut FileMap,
+    offset: Offset,
+) -> Result<(), OpenError> {
+    let removed: Vec<Offset> = files.range(offset..).rev().map(|(b, _)| *b).collect();
+    for base in removed {
+        for name in [index_name(base), segment_name(base)] {
+            remove_if_present(storage, &name)
+                .await
+                .map_err(|(file, error)| OpenError::Io { file, error })?;
+        }
+        files.remove(&base);
+    }
+    Ok(())
+}
+
+/// Opens every segment. Each but the last logically ends where its successor begins
+/// (a truncation may have capped it there); the last ends at the interrupted
+/// truncation's offset, if any. They must form a contiguous offset sequence.
+async fn open_segments<S: Storage>(
+    storage: &S,
+    config: &LogConfig,
+    files: &FileMap,
+    truncation: Option<Offset>,
+) -> Result<VecDeque<Segment<S::File>>, OpenError> {
+    let bases: Vec<Offset> = files.keys().copied().collect();
+    let mut segments = VecDeque::with_capacity(files.len());
+    for (position, (base, (_, has_index))) in files.iter().enumerate() {
+        let successor = bases.get(position + 1).copied();
+        let place = Place {
+            base: *base,
+            has_index: *has_index,
+            is_last: successor.is_none(),
+            end: successor.or(truncation),
+        };
+        let segment = open_segment(storage, config, place).await?;
+        if let Some(found) = successor.filter(|found| segment.next_offset != *found) {
+            return Err(OpenError::Corrupt {
+                file: segment_name(found),
+                position: 0,
+                problem: ScanProblem::OffsetGap {
+                    expected: segment.next_offset,
+                    found,
+                },
+            });
+        }
+        segments.push_back(segment);
+    }
+    Ok(segments)
+}
+
+/// Where a segment sits in the log at start-up.
+#[derive(Clone, Copy)]
+struct Place {
     base: Offset,
-) -> Option<(OffsetIndex, SegmentSummary)> {
+    has_index: bool,
+    is_last: bool,
+    /// The logical end: the successor's base, or an interrupted truncation's offset.
+    end: Option<Offset>,
+}
+
+async fn read_index_file<S: Storage>(storage: &S, base: Offset) -> Option<IndexFile> {
     let file = storage.open(&index_name(base)).await.ok()?;
     let size = file.size().await.ok()?;
     let bytes = file.read_at(0, usize::try_from(size).ok()?).await.ok()?;
@@ -131,13 +235,13 @@ enum StableReadError {
 async fn read_and_scan<F: StorageFile>(
     file: &F,
     size: u64,
-    base: Offset,
+    place: Place,
     config: &LogConfig,
 ) -> Result<(Vec<u8>, SegmentScan), StableReadError> {
     let mut previous: Option<ScanEnd> = None;
     for _ in 0..RECOVERY_READS_MAX {
         let bytes = read_whole(file, size).await.map_err(StableReadError::Io)?;
-        let scan = scan_segment(&bytes, base, config.index_interval_bytes);
+        let scan = scan_segment_upto(&bytes, place.base, config.index_interval_bytes, place.end);
         if scan.end == ScanEnd::Clean
             || previous == Some(scan.end)
             || bugs::enabled(Bug::TrustOneRead)
@@ -150,33 +254,35 @@ async fn read_and_scan<F: StorageFile>(
 }
 
 /// Opens one segment at start-up. Under [`VerifyOnOpen::Tail`] a sealed segment whose
-/// index file matches it is believed without reading its data; every other segment is
-/// read and scanned batch by batch. The last segment loses its torn tail and has its
-/// unsynced tail written again; an earlier one is sealed if a crash interrupted its roll.
+/// index file matches it (including its logical end) is believed without reading its
+/// data; every other segment is read and scanned batch by batch up to its logical end.
+/// The last segment loses its torn tail and has its unsynced tail written again; an
+/// earlier one is sealed if a crash interrupted its roll or its truncation.
 async fn open_segment<S: Storage>(
     storage: &S,
     config: &LogConfig,
-    base: Offset,
-    has_index: bool,
-    is_last: bool,
+    place: Place,
 ) -> Result<Segment<S::File>, OpenError> {
-    let name = segment_name(base);
+    let name = segment_name(place.base);
     let io = |error| OpenError::Io {
         file: name.clone(),
         error,
     };
     let file = storage.open(&name).await.map_err(io)?;
     let size = file.size().await.map_err(io)?;
-    let indexed = match (is_last, has_index) {
-        (false, true) => read_index_file(storage, base)
-            .await
-            .filter(|(_, summary)| summary.base_offset == base && summary.data_bytes == size),
+    let indexed = match (place.is_last, place.has_index) {
+        (false, true) => read_index_file(storage, place.base).await.filter(|stored| {
+            let summary = &stored.summary;
+            summary.base_offset == place.base
+                && summary.data_bytes == size
+                && Some(summary.next_offset) == place.end
+        }),
         _ => None,
     };
-    if let (Some((index, summary)), VerifyOnOpen::Tail) = (&indexed, config.verify_on_open) {
-        return Ok(segment_from_index(file, size, index.clone(), summary));
+    if let (Some(stored), VerifyOnOpen::Tail) = (&indexed, config.verify_on_open) {
+        return Ok(segment_from_index(file, size, stored.clone()));
     }
-    let (mut bytes, scan) = read_and_scan(&file, size, base, config)
+    let (mut bytes, scan) = read_and_scan(&file, size, place, config)
         .await
         .map_err(|error| match error {
             StableReadError::Io(error) => io(error),
@@ -189,10 +295,10 @@ async fn open_segment<S: Storage>(
             .max(usize::try_from(scan.valid_bytes).expect("fits")),
         0,
     );
-    cut_torn_tail(&file, &name, scan.end, is_last).await?;
+    cut_torn_tail(&file, &name, scan.end, place.is_last).await?;
     let durable_claim_max = scan.durable_claim_max;
-    let mut segment = segment_from_scan(base, size, &bytes, scan);
-    if is_last {
+    let mut segment = segment_from_scan(place.base, size, &bytes, scan);
+    if place.is_last {
         rewrite_unsynced_tail(&file, &bytes, durable_claim_max, segment.written_bytes)
             .await
             .map_err(io)?;
@@ -204,18 +310,15 @@ async fn open_segment<S: Storage>(
 }
 
 /// A sealed segment believed from its index file, without reading its data.
-fn segment_from_index<F>(
-    file: F,
-    size: u64,
-    index: OffsetIndex,
-    summary: &SegmentSummary,
-) -> Segment<F> {
+fn segment_from_index<F>(file: F, size: u64, stored: IndexFile) -> Segment<F> {
+    let summary = stored.summary;
     let mut segment = new_segment(summary.base_offset);
     segment.next_offset = summary.next_offset;
     segment.written_bytes = summary.data_bytes;
     segment.durable_bytes = summary.data_bytes;
     segment.allocated_bytes = size;
-    segment.index = index;
+    segment.index = stored.index;
+    segment.terms = stored.terms;
     segment.timestamp_ms_max = summary.timestamp_ms_max;
     segment.sealed = true;
     segment.file = Some(Rc::new(file));
@@ -269,6 +372,7 @@ fn segment_from_scan<F>(base: Offset, size: u64, bytes: &[u8], scan: SegmentScan
         [..usize::try_from(valid - tail_start).expect("fits")]
         .to_vec();
     segment.index = scan.index;
+    segment.terms = scan.terms;
     segment.timestamp_ms_max = scan.timestamp_ms_max;
     segment
 }
@@ -294,8 +398,8 @@ async fn rewrite_unsynced_tail<F: StorageFile>(
     Ok(())
 }
 
-/// Finishes sealing a segment that is not the last: its roll was interrupted by a crash,
-/// or its index file was missing or bad. Cuts the file to its data and writes the index
+/// Finishes sealing a segment that is not the last: its roll or truncation was
+/// interrupted by a crash, or its index file was missing, bad or of an older version. Cuts the file to its data and writes the index
 /// file unless the stored one already matches.
 async fn finish_sealing<S: Storage>(
     storage: &S,
@@ -303,7 +407,7 @@ async fn finish_sealing<S: Storage>(
     name: &str,
     segment: &mut Segment<S::File>,
     size: u64,
-    indexed: Option<&(OffsetIndex, SegmentSummary)>,
+    indexed: Option<&IndexFile>,
 ) -> Result<(), OpenError> {
     if size != segment.written_bytes {
         file.truncate(segment.written_bytes)
@@ -314,11 +418,13 @@ async fn finish_sealing<S: Storage>(
             })?;
     }
     let summary = segment.summary();
-    let index_matches = indexed.is_some_and(|(index, stored)| {
-        *stored == summary && index.entry_count() == segment.index.entry_count()
+    let index_matches = indexed.is_some_and(|stored| {
+        stored.summary == summary
+            && stored.index.entry_count() == segment.index.entry_count()
+            && stored.terms == segment.terms
     });
     if !index_matches {
-        write_index_file(storage, &segment.index, &summary)
+        write_index_file(storage, &segment.index, &summary, &segment.terms)
             .await
             .map_err(|(file, error)| OpenError::Io { file, error })?;
     }

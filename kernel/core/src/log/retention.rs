@@ -7,6 +7,7 @@ use crate::storage::Storage;
 
 impl<S: Storage> Log<S> {
     /// Removes whole sealed segments that `policy` no longer keeps. Returns how many.
+    /// Removes nothing while a truncation runs.
     pub async fn apply_retention(
         &self,
         now_ms: u64,
@@ -21,7 +22,7 @@ impl<S: Storage> Log<S> {
                 let Some(front) = state.segments.front() else {
                     break;
                 };
-                if state.segments.len() < 2 || !front.sealed {
+                if state.segments.len() < 2 || !front.sealed || state.truncating {
                     break;
                 }
                 let expired = policy
@@ -35,6 +36,9 @@ impl<S: Storage> Log<S> {
                     break;
                 }
                 let front = state.segments.pop_front().expect("checked above");
+                if let Some(term) = front.terms.last_term() {
+                    state.term_before_start = Some(term);
+                }
                 front.base_offset
             };
             for name in [index_name(base), segment_name(base)] {
