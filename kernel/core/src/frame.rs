@@ -55,8 +55,11 @@ const _: () = assert!(FRAME_HEADER_BYTES < CLUSTER_READ_CHUNK_BYTES);
 /// One verified frame borrowing its payload from the bytes it was decoded from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameView<'a> {
+    /// The shard the frame is for.
     pub channel: u16,
+    /// The payload's type.
     pub kind: u8,
+    /// The payload, verified by the checksum.
     pub payload: &'a [u8],
 }
 
@@ -70,8 +73,11 @@ impl FrameView<'_> {
 /// One verified frame owning its payload, as [`FrameDecoder::next_frame`] returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// The shard the frame is for.
     pub channel: u16,
+    /// The payload's type.
     pub kind: u8,
+    /// The payload, verified by the checksum.
     pub payload: Vec<u8>,
 }
 
@@ -79,7 +85,10 @@ pub struct Frame {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EncodeError {
     /// The payload exceeds [`CLUSTER_FRAME_BYTES_MAX`].
-    TooLarge { payload_bytes: u64 },
+    TooLarge {
+        /// The payload's length.
+        payload_bytes: u64,
+    },
 }
 
 impl std::fmt::Display for EncodeError {
@@ -98,23 +107,16 @@ impl std::fmt::Display for EncodeError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// Fewer bytes than the header or than the header says the frame takes.
-    Truncated {
-        needed: u64,
-        available: u64,
-    },
+    Truncated { needed: u64, available: u64 },
     /// The header claims a payload over the reader's limit.
     TooLarge {
         payload_bytes: u32,
         payload_bytes_max: u32,
     },
     /// The reserved header byte is not zero.
-    Reserved {
-        found: u8,
-    },
-    ChecksumMismatch {
-        stored: u64,
-        computed: u64,
-    },
+    Reserved { found: u8 },
+    /// The frame's bytes do not match its checksum.
+    ChecksumMismatch { stored: u64, computed: u64 },
 }
 
 impl std::fmt::Display for DecodeError {

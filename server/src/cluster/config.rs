@@ -14,7 +14,9 @@ pub const CLUSTER_VOTERS_MAX: usize = 7;
 /// A node as `--peers` names it: its id and the address of its cluster port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
+    /// The node's id, at least 1.
     pub id: NodeId,
+    /// Where the node accepts its peers' connections.
     pub address: SocketAddr,
 }
 

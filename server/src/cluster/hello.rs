@@ -31,7 +31,9 @@ pub const HELLO_BYTES: usize = 28;
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct HelloWire {
+    /// "SLCH".
     pub magic: U32,
+    /// 1.
     pub version: U16,
     /// The sender's shard: the shard it talks to on the other node.
     pub shard: U16,
@@ -39,6 +41,7 @@ pub struct HelloWire {
     pub shard_count: U16,
     /// Zero.
     pub reserved: U16,
+    /// The sender's node.
     pub node_id: U64,
     /// [`ClusterConfig::cluster_id`] of the sender.
     pub cluster_id: U64,
@@ -49,9 +52,13 @@ const _: () = assert!(core::mem::size_of::<HelloWire>() == HELLO_BYTES);
 /// What a hello says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
+    /// The sender's [`ClusterConfig::cluster_id`].
     pub cluster_id: u64,
+    /// The sender's node.
     pub node_id: NodeId,
+    /// The sender's shard, which is the shard it talks to on the other node.
     pub shard: u16,
+    /// Shards per node on the sender.
     pub shard_count: u16,
 }
 
@@ -203,8 +210,11 @@ impl Hello {
 /// This node as its hellos present it, and the peers it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
+    /// [`ClusterConfig::cluster_id`].
     pub cluster_id: u64,
+    /// This node.
     pub node_id: NodeId,
+    /// Shards this node runs.
     pub shard_count: u16,
     /// The other nodes of the cluster.
     pub peers: Vec<NodeId>,

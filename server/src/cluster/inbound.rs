@@ -30,6 +30,7 @@ pub struct Inbound {
     pub peer: NodeId,
     /// The frame's kind, as the sender passed it to `send`.
     pub kind: u8,
+    /// The frame's payload, verified by its checksum.
     pub payload: Bytes,
     budget: StaticPermit,
 }

@@ -39,7 +39,9 @@ pub enum SendError {
     /// The peer's queue holds its most frames or bytes already; the frame was not
     /// queued (and is counted as dropped).
     Full {
+        /// Frames in the queue.
         frames_queued: usize,
+        /// Their bytes, as the queue counts them (payload plus 16 per frame).
         bytes_queued: u64,
     },
     /// Not a peer of this node (or this node itself).

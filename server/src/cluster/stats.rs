@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct PeerStats {
     /// Frames written to the peer's socket.
     pub frames_sent: u64,
+    /// Payload bytes of those frames.
     pub bytes_sent: u64,
     /// Frames received from the peer and handed to the consumer.
     pub frames_received: u64,
+    /// Payload bytes of those frames.
     pub bytes_received: u64,
     /// Frames `send` refused because the peer's queue was full.
     pub frames_dropped: u64,
