@@ -72,6 +72,16 @@ enum Command {
         /// Label queue metrics with tenant names too (by default only project ids).
         #[arg(long)]
         metrics_tenant_names: bool,
+        /// This node's id in a cluster (with --cluster-listen and --peers).
+        #[arg(long, value_name = "N")]
+        node_id: Option<u64>,
+        /// Where this node accepts its peers' connections, IP:port.
+        #[arg(long, value_name = "ADDR")]
+        cluster_listen: Option<String>,
+        /// Every node of the cluster, this one included, the same list on every node:
+        /// ID=IP:PORT,ID=IP:PORT,...
+        #[arg(long, value_name = "ID=ADDR,...")]
+        peers: Option<String>,
         /// Any other setting, as key=value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
@@ -191,6 +201,9 @@ fn run(cli: Cli) -> Result<(), String> {
             shards,
             metrics_listen,
             metrics_tenant_names,
+            node_id,
+            cluster_listen,
+            peers,
             settings,
         } => {
             let mut resolved = Config::defaults();
@@ -216,6 +229,19 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             if metrics_tenant_names {
                 resolved.metrics_tenant_names = true;
+            }
+            if let Some(node_id) = node_id {
+                resolved.set("node_id", &node_id.to_string())?;
+            }
+            if let Some(listen) = cluster_listen {
+                resolved
+                    .set("cluster_listen", &listen)
+                    .map_err(|e| format!("--cluster-listen: {e}"))?;
+            }
+            if let Some(peers) = peers {
+                resolved
+                    .set("peers", &peers)
+                    .map_err(|e| format!("--peers: {e}"))?;
             }
             for setting in settings {
                 let (key, value) = setting

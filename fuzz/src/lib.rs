@@ -79,3 +79,29 @@ pub fn repair_index(bytes: &mut [u8]) {
     let checksum = xxh3_64(&bytes[CHECKSUM_BYTES..end]);
     bytes[..CHECKSUM_BYTES].copy_from_slice(&checksum.to_le_bytes());
 }
+
+/// Walks `bytes` as a stream of cluster frames (`sluice_core::frame`): while a header
+/// fits and its length fits the bytes left, rewrites its checksum (over the header's
+/// other fields, as mutated, and the payload) and skips the frame. A stream has no
+/// alignment to resynchronise on, so the walk stops at the first length that does not fit.
+pub fn repair_frames(bytes: &mut [u8]) {
+    use sluice_core::frame::FRAME_HEADER_BYTES;
+    let mut position = 0usize;
+    // Bounded: every iteration advances `position` by at least the header size.
+    while position + FRAME_HEADER_BYTES <= bytes.len() {
+        let frame = &mut bytes[position..];
+        let payload_bytes = usize::try_from(read_u32(frame, 0)).expect("u32 fits usize");
+        let Some(frame_bytes) = payload_bytes.checked_add(FRAME_HEADER_BYTES) else {
+            return;
+        };
+        if frame_bytes > frame.len() {
+            return;
+        }
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&frame[..4]);
+        hasher.update(&frame[12..FRAME_HEADER_BYTES]);
+        hasher.update(&frame[FRAME_HEADER_BYTES..frame_bytes]);
+        frame[4..12].copy_from_slice(&hasher.digest().to_le_bytes());
+        position += frame_bytes;
+    }
+}

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use sluice_node::LoginLimits;
 
+use crate::cluster::config::parse_peers;
+use crate::cluster::{ClusterConfig, NodeId, Peer};
+
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 29] = [
+pub const KEYS: [&str; 32] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -39,6 +42,9 @@ pub const KEYS: [&str; 29] = [
     "login_failures_per_address_max",
     "login_backoff_s_max",
     "replay_entries_max",
+    "node_id",
+    "cluster_listen",
+    "peers",
 ];
 
 /// Widest configurable skew window (APIG's 15 minutes).
@@ -112,6 +118,13 @@ pub struct Config {
     pub login_backoff_s_max: u64,
     /// Signed token requests remembered at once against replays.
     pub replay_entries_max: u32,
+    /// This node's id in the cluster (`--node-id`); `None` without a cluster.
+    pub node_id: Option<NodeId>,
+    /// Where this node accepts its peers' connections (`--cluster-listen`).
+    pub cluster_listen: Option<SocketAddr>,
+    /// Every node of the cluster, this one included (`--peers`); empty without a cluster.
+    /// The three cluster settings go together: [`Config::cluster`] checks and combines them.
+    pub peers: Vec<Peer>,
 }
 
 impl Config {
@@ -146,6 +159,36 @@ impl Config {
             login_failures_per_address_max: 20,
             login_backoff_s_max: 300,
             replay_entries_max: 65_536,
+            node_id: None,
+            cluster_listen: None,
+            peers: Vec::new(),
+        }
+    }
+
+    /// The cluster this node belongs to, from `node_id`, `cluster_listen` and `peers`:
+    /// `None` when none is set (the single-node server), an error when only some are or
+    /// they do not fit together (`ClusterConfig::new`).
+    pub fn cluster(&self) -> Result<Option<ClusterConfig>, String> {
+        match (self.node_id, self.cluster_listen, self.peers.is_empty()) {
+            (None, None, true) => Ok(None),
+            (Some(node_id), Some(listen), false) => {
+                ClusterConfig::new(node_id, listen, self.peers.clone()).map(Some)
+            }
+            (node_id, listen, no_peers) => {
+                let missing: Vec<&str> = [
+                    (node_id.is_none(), "node_id (--node-id)"),
+                    (listen.is_none(), "cluster_listen (--cluster-listen)"),
+                    (no_peers, "peers (--peers)"),
+                ]
+                .iter()
+                .filter(|(absent, _)| *absent)
+                .map(|(_, name)| *name)
+                .collect();
+                Err(format!(
+                    "a cluster needs node_id, cluster_listen and peers together; missing: {}",
+                    missing.join(", ")
+                ))
+            }
         }
     }
 
@@ -162,7 +205,10 @@ impl Config {
 
     /// Applies a TOML document (unknown keys are an error, so typos are caught).
     pub fn apply_toml(&mut self, text: &str) -> Result<(), String> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(peers) = file.peers.take() {
+            self.peers = parse_peers(&peers).map_err(|e| format!("peers: {e}"))?;
+        }
         file.apply(self);
         Ok(())
     }
@@ -239,6 +285,15 @@ impl Config {
             "login_failures_per_address_max" => self.login_failures_per_address_max = num(value)?,
             "login_backoff_s_max" => self.login_backoff_s_max = num(value)?,
             "replay_entries_max" => self.replay_entries_max = num(value)?,
+            "node_id" => self.node_id = Some(NodeId(num(value)?)),
+            "cluster_listen" => {
+                self.cluster_listen = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{value:?} is not an IP:port address"))?,
+                )
+            }
+            "peers" => self.peers = parse_peers(value)?,
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
@@ -290,7 +345,29 @@ impl Config {
             return Err("segment_bytes_max must be 1 MiB to 1 GiB".into());
         }
         self.validate_fairness()?;
-        self.validate_auth()
+        self.validate_auth()?;
+        self.validate_cluster()
+    }
+
+    /// The cluster settings together, and a cluster port apart from the HTTP ones.
+    fn validate_cluster(&self) -> Result<(), String> {
+        let Some(cluster) = self.cluster()? else {
+            return Ok(());
+        };
+        let clashes = |other: SocketAddr| {
+            let listen = cluster.listen;
+            let same_ip = listen.ip() == other.ip()
+                || listen.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            same_ip && listen.port() == other.port()
+        };
+        if clashes(self.http_listen) {
+            return Err("cluster_listen must differ from http_listen".into());
+        }
+        if self.metrics_listen.is_some_and(clashes) {
+            return Err("cluster_listen must differ from metrics_listen".into());
+        }
+        Ok(())
     }
 
     /// The per-address limits (docs/server.md, "Connection fairness").
@@ -395,6 +472,10 @@ struct FileConfig {
     login_failures_per_address_max: Option<u32>,
     login_backoff_s_max: Option<u64>,
     replay_entries_max: Option<u32>,
+    node_id: Option<u64>,
+    cluster_listen: Option<SocketAddr>,
+    /// As `--peers` writes it: `"1=IP:PORT,2=IP:PORT,..."`.
+    peers: Option<String>,
 }
 
 impl FileConfig {
@@ -434,6 +515,12 @@ impl FileConfig {
         );
         if let Some(address) = self.metrics_listen {
             config.metrics_listen = Some(address);
+        }
+        if let Some(node_id) = self.node_id {
+            config.node_id = Some(NodeId(node_id));
+        }
+        if let Some(address) = self.cluster_listen {
+            config.cluster_listen = Some(address);
         }
     }
 }
@@ -476,6 +563,8 @@ mod tests {
         for key in KEYS {
             let value = if key.ends_with("dir") {
                 "/d"
+            } else if key == "peers" {
+                "7=127.0.0.1:1"
             } else if key.ends_with("listen") {
                 "127.0.0.1:1"
             } else if key == "metrics_tenant_names" {
@@ -525,5 +614,81 @@ mod tests {
         }
         let error = check("token_ttl_s = 100000000000000", &[], &[]).unwrap_err();
         assert!(error.contains("token_ttl_s"), "{error}");
+    }
+
+    #[test]
+    fn without_cluster_settings_nothing_changes() {
+        let config = check("", &[], &[]).unwrap();
+        assert_eq!(config.cluster(), Ok(None));
+    }
+
+    #[test]
+    fn cluster_settings_come_from_flags_the_file_or_the_environment() {
+        // Goal: the three settings work through every source and combine into one
+        // checked ClusterConfig. Method: the same node described three ways.
+        let peers = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003";
+        let flags = check(
+            "",
+            &[],
+            &[
+                ("node_id", "2"),
+                ("cluster_listen", "0.0.0.0:7002"),
+                ("peers", peers),
+            ],
+        )
+        .unwrap();
+        let file = check(
+            &format!("node_id = 2\ncluster_listen = \"0.0.0.0:7002\"\npeers = \"{peers}\""),
+            &[],
+            &[],
+        )
+        .unwrap();
+        let env = check(
+            "",
+            &[
+                ("SLUICE_NODE_ID", "2"),
+                ("SLUICE_CLUSTER_LISTEN", "0.0.0.0:7002"),
+                ("SLUICE_PEERS", peers),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(flags, file);
+        assert_eq!(flags, env);
+        let cluster = flags.cluster().unwrap().unwrap();
+        assert_eq!(cluster.node_id, NodeId(2));
+        assert_eq!(cluster.peers.len(), 3);
+        assert_eq!(cluster.others().count(), 2);
+    }
+
+    #[test]
+    fn incomplete_or_clashing_cluster_settings_are_refused() {
+        let error = check("", &[], &[("node_id", "1")]).unwrap_err();
+        assert!(error.contains("missing: cluster_listen"), "{error}");
+        assert!(error.contains("peers"), "{error}");
+        let error = check("peers = \"1=127.0.0.1:x\"", &[], &[]).unwrap_err();
+        assert!(error.contains("peers"), "{error}");
+        let error = check(
+            "",
+            &[],
+            &[
+                ("node_id", "1"),
+                ("cluster_listen", "127.0.0.1:8080"),
+                ("peers", "1=127.0.0.1:8080"),
+            ],
+        )
+        .unwrap_err();
+        assert!(error.contains("http_listen"), "{error}");
+        let error = check(
+            "",
+            &[],
+            &[
+                ("node_id", "4"),
+                ("cluster_listen", "127.0.0.1:7004"),
+                ("peers", "1=127.0.0.1:7001"),
+            ],
+        )
+        .unwrap_err();
+        assert!(error.contains("not in peers"), "{error}");
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Reading order: `config`, `datadir`, `password_pool`, `shared`, `shard`, `fairness`,
 //! `framing`, `http`,
-//! `metrics`, `run`.
+//! `metrics`, `run`; `cluster` (the node-to-node transport) stands apart until Raft uses it.
 //!
 //! # Architecture invariants
 //! - A partition's engine lives on one shard (`p % shards`) and is touched only there;
@@ -16,12 +16,15 @@
 //!   back-off tables) are the exception, one mutex each, held for one map operation.
 //! - No shard thread checks a login's password: argon2id runs on the password verifiers'
 //!   threads (`password_pool`).
+//! - Every queue of the cluster transport is bounded; a full one refuses (`SendError::Full`)
+//!   or stops reading its socket, and never grows.
 
 #![forbid(unsafe_code)]
 // The futures of a request (hyper, the adapter, the node layer, the engine) nest deeply.
 #![recursion_limit = "256"]
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod datadir;
 #[cfg(not(madsim))]

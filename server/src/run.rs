@@ -37,6 +37,16 @@ pub struct FirstStart {
 
 pub fn run(config: Config) -> Result<(), String> {
     config.validate()?;
+    if let Some(cluster) = config.cluster()? {
+        // Checked and kept in the configuration; replication will start the transport.
+        eprintln!(
+            "sluice: cluster settings checked (node {} of {}, cluster port {}); replication \
+             is not wired yet: serving as a single node",
+            cluster.node_id,
+            cluster.peers.len(),
+            cluster.listen
+        );
+    }
     // Fail-stop: a shard that panics (a broken invariant) takes the process down, so no
     // other shard waits forever on it; restart recovers from the logs.
     let report = std::panic::take_hook();

@@ -21,6 +21,7 @@
 //! Time: the node's clock is madsim's simulated clock in milliseconds (plus a fixed
 //! epoch), never a wall clock; clients sign with the same clock.
 
+#![recursion_limit = "256"]
 #![forbid(unsafe_code)]
 
 #[cfg(madsim)]

@@ -19,6 +19,7 @@ pub const TARGETS: &[&str] = &[
     "auth_verify",
     "dms_request",
     "http_service",
+    "cluster_frame",
 ];
 /// Wall-clock bound of each target in `cargo xtask test`.
 pub const SMOKE_SECONDS: u64 = 20;

@@ -5,6 +5,7 @@
 //! `segment_scan` layout is repeated here: 8 bytes of little-endian base offset, one byte
 //! choosing the index interval, then the segment bytes.
 
+use sluice_core::frame::encode_frame;
 use sluice_core::offset_index::{OffsetIndex, SegmentSummary};
 use sluice_core::record::{encode_batch, RecordInput};
 use sluice_core::term_runs::TermRuns;
@@ -19,6 +20,7 @@ pub fn for_target(target: &str) -> Vec<Vec<u8>> {
         "auth_verify" => auth_seeds(),
         "dms_request" => dms_seeds(),
         "http_service" => http_service_seeds(),
+        "cluster_frame" => cluster_frame_seeds(),
         _ => unreachable!("unknown fuzz target {target}, checked by the caller"),
     }
 }
@@ -255,8 +257,42 @@ fn http_service_seeds() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Streams as `fuzz_targets/cluster_frame.rs` reads them: the read-size byte, the
+/// payload-limit byte (in units of 64 bytes), then frames.
+fn cluster_frame_seeds() -> Vec<Vec<u8>> {
+    let stream = |chunk: u8, limit: u8, frames: &[(u16, u8, &[u8])]| {
+        let mut seed = vec![chunk, limit];
+        for (channel, kind, payload) in frames {
+            encode_frame(&mut seed, *channel, *kind, payload).expect("small payloads");
+        }
+        seed
+    };
+    let hello: &[u8] = &[7; 28];
+    let several = stream(
+        15,
+        4,
+        &[
+            (0, 0, hello),
+            (0, 1, b"vote"),
+            (1, 2, b""),
+            (3, 255, &[9; 200]),
+        ],
+    );
+    let mut truncated = several.clone();
+    truncated.truncate(several.len() - 5);
+    vec![
+        stream(0, 1, &[(0, 1, b"x")]),
+        several,
+        stream(255, 255, &[(65_535, 9, &[1; 4000]), (2, 3, b"after")]),
+        // The second frame's payload (200 bytes) is over a limit of 192.
+        stream(31, 3, &[(0, 1, b"ok"), (0, 1, &[2; 200])]),
+        truncated,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
+    use sluice_core::frame::decode_frame;
     use sluice_core::record::decode_batch;
     use sluice_core::segment::{scan_segment, ScanEnd};
 
@@ -292,5 +328,19 @@ mod tests {
             assert!(seed[2] == b'/', "a path");
         }
         assert!(for_target("http_service").len() >= 9);
+        let frames: Vec<usize> = cluster_frame_seeds()
+            .iter()
+            .map(|seed| {
+                let payload_bytes_max = u32::from(seed[1]) * 64;
+                let mut rest = &seed[2..];
+                let mut frame_count = 0;
+                while let Ok(view) = decode_frame(rest, payload_bytes_max) {
+                    rest = &rest[view.encoded_bytes()..];
+                    frame_count += 1;
+                }
+                frame_count
+            })
+            .collect();
+        assert_eq!(frames, [1, 4, 2, 1, 3]);
     }
 }

@@ -3,7 +3,8 @@
 //! Everything Sluice decides lives here: the record format, the segment log, the queue
 //! engine (later issues) and the replication glue. Drivers feed it inputs and perform its
 //! I/O: `kernel/shard` on glommio in production, `sim/` on madsim in simulation, and the
-//! in-memory [`sim_disk::SimDisk`] in tests.
+//! in-memory [`sim_disk::SimDisk`] in tests. The frame format of the connections between
+//! cluster nodes ([`frame`]) is here too, so that the server and the simulation share it.
 //!
 //! # Architecture invariants
 //! - No clock, no sockets, no threads, no async runtime, no global randomness. Time is an
@@ -24,6 +25,7 @@ pub mod bugs;
 pub mod clock;
 pub mod conformance;
 pub mod engine;
+pub mod frame;
 pub mod limits;
 pub mod log;
 pub mod offset_index;

@@ -68,3 +68,15 @@ pub const REPLICA_OUTBOX_MAX: usize = 4096;
 /// Raft commits a replica may advance before it saves its commit index (a stale saved
 /// commit is safe; it bounds how much a restart re-reads before applying).
 pub const REPLICA_COMMIT_SAVE_EVERY: u64 = 1024;
+// ---- Cluster transport: frames between nodes (`frame.rs`). ----
+
+/// The largest payload one cluster frame may carry (the header is extra). A frame that
+/// claims more is refused before any of its payload is buffered, so this also bounds
+/// what one connection's decoder may hold.
+pub const CLUSTER_FRAME_BYTES_MAX: u32 = 16 << 20;
+/// Bytes a frame decoder offers for one socket read beyond what it already holds, until
+/// a frame's header says it needs more (at most the frame's own size).
+pub const CLUSTER_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+const _: () = assert!(CLUSTER_FRAME_BYTES_MAX as usize >= CLUSTER_READ_CHUNK_BYTES);
+const _: () = assert!(CLUSTER_FRAME_BYTES_MAX > BATCH_BYTES_MAX);
