@@ -60,6 +60,9 @@ pub(crate) struct Replica<S: Storage> {
     pub(crate) next_read: Cell<u64>,
     pub(crate) failed: RefCell<Option<EngineError>>,
     pub(crate) progress_waiters: RefCell<Vec<Waker>>,
+    /// A Ready handed back to raft-rs whose persisting has not finished: the task that
+    /// drove it may have been dropped at an `.await`, so the next driver finishes it.
+    pending: RefCell<Option<PendingReady>>,
 }
 
 /// A proposal in flight.
@@ -98,6 +101,7 @@ impl<S: Storage> Replica<S> {
             next_read: Cell::new(1),
             failed: RefCell::new(None),
             progress_waiters: RefCell::new(Vec::new()),
+            pending: RefCell::new(None),
         }
     }
 
@@ -344,8 +348,9 @@ impl<S: Storage + Clone> Engine<S> {
         if self.replica.driving.replace(true) {
             return;
         }
+        // However this ends, dropped at an `.await` included, the next caller may drive.
+        let _guard = DrivingGuard(&self.replica.driving);
         let result = self.drive_rounds().await;
-        self.replica.driving.set(false);
         if let Err(error) = result {
             self.replica.failed.replace(Some(error));
             self.replica.wake_progress();
@@ -358,13 +363,19 @@ impl<S: Storage + Clone> Engine<S> {
             if self.replica.failed.borrow().is_some() {
                 return Ok(());
             }
+            let pending = self.replica.pending.borrow().clone();
+            if let Some(pending) = pending {
+                self.finish_ready(pending).await?;
+                self.replica.pending.replace(None);
+                continue;
+            }
             if self.replica.boot_needed.replace(false) {
                 self.propose_boot();
             }
             let Some(pending) = self.take_ready()? else {
                 return Ok(());
             };
-            self.finish_ready(pending).await?;
+            self.replica.pending.replace(Some(pending));
         }
     }
 
@@ -603,8 +614,18 @@ impl<S: Storage + Clone> Engine<S> {
     }
 }
 
+/// Clears the driving flag when the Ready loop ends or is dropped.
+struct DrivingGuard<'a>(&'a Cell<bool>);
+
+impl Drop for DrivingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// What the asynchronous half of a Ready still has to do.
-struct PendingReady {
+#[derive(Clone)]
+pub(crate) struct PendingReady {
     number: u64,
     persisted_messages: Vec<Message>,
     must_save: bool,

@@ -166,17 +166,23 @@ impl<S: Storage> LogStore<S> {
     }
 
     /// Writes the staged entries to the log (after any truncation they need) and syncs.
+    /// Safe to run again after it was dropped at an `.await`: it truncates only while a
+    /// truncation is still pending, appends only the entries the log does not hold yet,
+    /// and forgets the pending work only once it is durable.
     pub async fn persist(&self) -> Result<(), PersistError> {
-        if let Some(from) = self.truncate_from.take() {
+        if let Some(from) = self.truncate_from.get() {
             self.log
                 .truncate_from(offset_of(from))
                 .await
                 .map_err(PersistError::Log)?;
+            self.truncate_from.set(None);
         }
-        let from = self.unpersisted_from.replace(u64::MAX);
+        let from = self.unpersisted_from.get();
         if from == u64::MAX {
             return Ok(());
         }
+        // Entries up to the log's next offset were handed to it by an earlier attempt.
+        let from = from.max(index_of(self.log.next_offset()));
         let pending: Vec<Entry> = {
             let tail = self.tail.borrow();
             let skip = from.saturating_sub(self.tail_first.get()) as usize;
@@ -192,6 +198,7 @@ impl<S: Storage> LogStore<S> {
         }
         let next = self.log.next_offset();
         self.log.sync(next).await.map_err(PersistError::Log)?;
+        self.unpersisted_from.set(u64::MAX);
         self.trim();
         Ok(())
     }
