@@ -267,31 +267,50 @@ impl<S: Storage + Clone> Engine<S> {
         })
     }
 
-    /// Runs the Ready loop, then waits until the proposal is applied (or fails).
+    /// Runs the Ready loop, then waits until the proposal is applied (or fails). When the
+    /// task driving the loop is dropped while work remains, a waiter takes over.
     pub(super) async fn wait_committed(&self, proposal: &Proposal) -> Result<(), EngineError> {
-        self.drive().await;
-        std::future::poll_fn(|context| {
-            if let Some(error) = self.replica.failed.borrow().clone() {
-                return Poll::Ready(Err(error));
+        loop {
+            self.drive().await;
+            let outcome = std::future::poll_fn(|context| {
+                if let Some(error) = self.replica.failed.borrow().clone() {
+                    return Poll::Ready(Some(Err(error)));
+                }
+                if self.applied_offset.get() >= proposal.last_index {
+                    let offset = Offset(proposal.last_index - 1);
+                    let term = self.replica.store.log().term_at(offset);
+                    return Poll::Ready(Some(if term == Some(proposal.term) {
+                        Ok(())
+                    } else {
+                        Err(self.replica.not_leader())
+                    }));
+                }
+                if self.replica.generation.get() != proposal.generation {
+                    return Poll::Ready(Some(Err(self.replica.not_leader())));
+                }
+                self.wait_progress(context)
+            })
+            .await;
+            if let Some(outcome) = outcome {
+                return outcome;
             }
-            if self.applied_offset.get() >= proposal.last_index {
-                let term = self.replica.store.log().term_at(Offset(proposal.last_index - 1));
-                return Poll::Ready(if term == Some(proposal.term) {
-                    Ok(())
-                } else {
-                    Err(self.replica.not_leader())
-                });
-            }
-            if self.replica.generation.get() != proposal.generation {
-                return Poll::Ready(Err(self.replica.not_leader()));
-            }
-            self.replica
-                .progress_waiters
-                .borrow_mut()
-                .push(context.waker().clone());
-            Poll::Pending
-        })
-        .await
+        }
+    }
+
+    /// Registers for the next progress; `Ready(None)` asks the caller to drive, because
+    /// work is waiting and nobody drives.
+    fn wait_progress<T>(&self, context: &mut std::task::Context<'_>) -> Poll<Option<T>> {
+        let unattended = !self.replica.driving.get()
+            && (self.replica.pending.borrow().is_some()
+                || self.replica.node.borrow().has_ready());
+        if unattended {
+            return Poll::Ready(None);
+        }
+        self.replica
+            .progress_waiters
+            .borrow_mut()
+            .push(context.waker().clone());
+        Poll::Pending
     }
 
     /// Confirms that this replica still leads: a heartbeat round reached a majority
@@ -315,27 +334,26 @@ impl<S: Storage + Clone> Engine<S> {
             .node
             .borrow_mut()
             .read_index(context_id.to_le_bytes().to_vec());
-        self.drive().await;
-        let result = std::future::poll_fn(|context| {
-            if let Some(error) = self.replica.failed.borrow().clone() {
-                return Poll::Ready(Err(error));
-            }
-            if self.replica.generation.get() != generation || !self.replica.serving.get() {
-                return Poll::Ready(Err(self.replica.not_leader()));
-            }
-            let index = self.replica.reads.borrow().get(&context_id).copied().flatten();
-            if let Some(index) = index {
-                if self.applied_offset.get() >= index {
-                    return Poll::Ready(Ok(()));
+        let result = loop {
+            self.drive().await;
+            let outcome = std::future::poll_fn(|context| {
+                if let Some(error) = self.replica.failed.borrow().clone() {
+                    return Poll::Ready(Some(Err(error)));
                 }
+                if self.replica.generation.get() != generation || !self.replica.serving.get() {
+                    return Poll::Ready(Some(Err(self.replica.not_leader())));
+                }
+                let index = self.replica.reads.borrow().get(&context_id).copied().flatten();
+                if index.is_some_and(|index| self.applied_offset.get() >= index) {
+                    return Poll::Ready(Some(Ok(())));
+                }
+                self.wait_progress(context)
+            })
+            .await;
+            if let Some(outcome) = outcome {
+                break outcome;
             }
-            self.replica
-                .progress_waiters
-                .borrow_mut()
-                .push(context.waker().clone());
-            Poll::Pending
-        })
-        .await;
+        };
         self.replica.reads.borrow_mut().remove(&context_id);
         result
     }
@@ -349,7 +367,7 @@ impl<S: Storage + Clone> Engine<S> {
             return;
         }
         // However this ends, dropped at an `.await` included, the next caller may drive.
-        let _guard = DrivingGuard(&self.replica.driving);
+        let _guard = DrivingGuard(&self.replica);
         let result = self.drive_rounds().await;
         if let Err(error) = result {
             self.replica.failed.replace(Some(error));
@@ -615,11 +633,13 @@ impl<S: Storage + Clone> Engine<S> {
 }
 
 /// Clears the driving flag when the Ready loop ends or is dropped.
-struct DrivingGuard<'a>(&'a Cell<bool>);
+struct DrivingGuard<'a, S: Storage>(&'a Replica<S>);
 
-impl Drop for DrivingGuard<'_> {
+impl<S: Storage> Drop for DrivingGuard<'_, S> {
     fn drop(&mut self) {
-        self.0.set(false);
+        self.0.driving.set(false);
+        // A waiter may have to take over if this driver was dropped with work left.
+        self.0.wake_progress();
     }
 }
 
