@@ -7,16 +7,16 @@ use std::future::Future;
 use std::pin::pin;
 
 use futures_lite::future::{block_on, poll_once};
-use sluice_core::engine::types::*;
-use sluice_core::engine::{EngineConfig, EngineLimits, ReceiveRequest};
-use sluice_core::engine::Engine;
-use sluice_core::log::{LogConfig, VerifyOnOpen};
-use sluice_core::replica::ReplicaConfig;
-use sluice_core::replica::Message;
-use sluice_core::sim_disk::SimDisk;
-use sluice_core::types::Offset;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
+use sluice_core::engine::types::*;
+use sluice_core::engine::Engine;
+use sluice_core::engine::{EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::replica::Message;
+use sluice_core::replica::ReplicaConfig;
+use sluice_core::sim_disk::SimDisk;
+use sluice_core::types::Offset;
 
 const START_MS: u64 = 1_000_000;
 const TICK_MS: u64 = 100;
@@ -84,7 +84,13 @@ impl Cluster {
         let voters = (1..=self.size()).collect();
         let replica = ReplicaConfig::member(id, voters);
         let disk = self.disks[(id - 1) as usize].clone();
-        block_on(Engine::open_replica(disk, config(), replica, self.now.get())).expect("open")
+        block_on(Engine::open_replica(
+            disk,
+            config(),
+            replica,
+            self.now.get(),
+        ))
+        .expect("open")
     }
 
     fn engine(&self, id: u64) -> &Engine<SimDisk> {
@@ -297,7 +303,10 @@ fn a_committed_send_is_applied_by_every_replica() {
         );
     }
     assert_eq!(expected.stored, 3);
-    assert_eq!(receive_bodies(&cluster, leader, queue, group), ["a", "b", "c"]);
+    assert_eq!(
+        receive_bodies(&cluster, leader, queue, group),
+        ["a", "b", "c"]
+    );
 }
 
 #[test]
@@ -360,7 +369,10 @@ fn an_isolated_leader_stops_handing_out_messages_and_never_confirms_a_write() {
         "{received:?}"
     );
     let lost = block_on(engine.send(queue, &[message("lost")], now));
-    assert!(matches!(lost, Err(EngineError::NotLeader { .. })), "{lost:?}");
+    assert!(
+        matches!(lost, Err(EngineError::NotLeader { .. })),
+        "{lost:?}"
+    );
     // The majority elects a new leader that delivers the committed message.
     let new = cluster.leader();
     assert_ne!(new, old);
@@ -423,11 +435,17 @@ impl Cluster {
             let mut next = 0;
             while next < applied {
                 let records = block_on(engine.log().read(Offset(next), 1 << 20)).expect("read");
-                assert!(!records.is_empty(), "replica {} lost record {next}", engine.replica_id());
+                assert!(
+                    !records.is_empty(),
+                    "replica {} lost record {next}",
+                    engine.replica_id()
+                );
                 for record in records.into_iter().take_while(|r| r.offset.0 < applied) {
                     let term = engine.log().term_at(record.offset).expect("term");
                     let key = (term, record.timestamp_ms, record.attributes, record.payload);
-                    let known = committed.entry(record.offset.0).or_insert_with(|| key.clone());
+                    let known = committed
+                        .entry(record.offset.0)
+                        .or_insert_with(|| key.clone());
                     assert!(
                         *known == key,
                         "replica {} changed committed record {}",
@@ -535,10 +553,17 @@ fn chaos(seed: u64, size: u64, steps: u32) {
         }
         let acks: Vec<_> = batch.iter().map(|d| (d.handle, AckKind::Success)).collect();
         cluster.run(engine.ack(&acks, false, now)).expect("ack");
-        delivered.extend(batch.iter().map(|d| String::from_utf8(d.body.clone()).unwrap()));
+        delivered.extend(
+            batch
+                .iter()
+                .map(|d| String::from_utf8(d.body.clone()).unwrap()),
+        );
     }
     for body in &acked {
-        assert!(delivered.contains(body), "seed {seed}: acknowledged {body} was lost");
+        assert!(
+            delivered.contains(body),
+            "seed {seed}: acknowledged {body} was lost"
+        );
     }
     cluster.settle(leader);
     let expected = cluster.engine(leader).queue_info(queue).unwrap();

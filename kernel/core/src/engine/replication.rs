@@ -17,7 +17,9 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry as RaftEntry, EntryType, Message, MessageType};
+use raft::prelude::{
+    ConfChange, ConfChangeV2, Entry as RaftEntry, EntryType, Message, MessageType,
+};
 use raft::{RawNode, StateRole};
 
 use super::command::Command;
@@ -25,10 +27,10 @@ use super::state;
 use super::types::{EngineError, MessageId, StorageFault};
 use super::{Engine, Entry, Unapplied};
 use crate::limits::REPLICA_OUTBOX_MAX;
+use crate::log::AppendError;
 use crate::record::{check_batch, RecordInput};
 use crate::replica::entry::{encode_data, record_of};
 use crate::replica::hard_state::{DurableState, HardStateFile};
-use crate::log::AppendError;
 use crate::replica::store::{LogStore, PersistError, SharedStore};
 use crate::storage::Storage;
 use crate::types::Offset;
@@ -227,10 +229,9 @@ impl<S: Storage + Clone> Engine<S> {
             .map_err(|error| super::append_error(crate::log::AppendError::Encode(error)))?;
         let raft_entries: Vec<RaftEntry> = records
             .iter()
-            .map(|r| {
-                let mut entry = RaftEntry::default();
-                entry.data = encode_data(r.timestamp_ms, r.attributes, r.payload);
-                entry
+            .map(|r| RaftEntry {
+                data: encode_data(r.timestamp_ms, r.attributes, r.payload),
+                ..RaftEntry::default()
             })
             .collect();
         let mut message = Message::default();
@@ -301,8 +302,7 @@ impl<S: Storage + Clone> Engine<S> {
     /// work is waiting and nobody drives.
     fn wait_progress<T>(&self, context: &mut std::task::Context<'_>) -> Poll<Option<T>> {
         let unattended = !self.replica.driving.get()
-            && (self.replica.pending.borrow().is_some()
-                || self.replica.node.borrow().has_ready());
+            && (self.replica.pending.borrow().is_some() || self.replica.node.borrow().has_ready());
         if unattended {
             return Poll::Ready(None);
         }
@@ -343,7 +343,13 @@ impl<S: Storage + Clone> Engine<S> {
                 if self.replica.generation.get() != generation || !self.replica.serving.get() {
                     return Poll::Ready(Some(Err(self.replica.not_leader())));
                 }
-                let index = self.replica.reads.borrow().get(&context_id).copied().flatten();
+                let index = self
+                    .replica
+                    .reads
+                    .borrow()
+                    .get(&context_id)
+                    .copied()
+                    .flatten();
                 if index.is_some_and(|index| self.applied_offset.get() >= index) {
                     return Poll::Ready(Some(Ok(())));
                 }
@@ -519,7 +525,9 @@ impl<S: Storage + Clone> Engine<S> {
         self.replica.role.set(role);
         self.replica.leader.set(leader);
         if was_leader && role != StateRole::Leader {
-            self.replica.generation.set(self.replica.generation.get() + 1);
+            self.replica
+                .generation
+                .set(self.replica.generation.get() + 1);
             self.replica.serving.set(false);
             self.replica.boot_index.set(None);
             // Proposals of the old term apply, if they commit, from their entries.

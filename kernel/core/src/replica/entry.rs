@@ -42,7 +42,10 @@ impl std::fmt::Display for BadEntry {
 
 /// The record an entry is stored as. `scratch` holds the encoded attributes of Raft's own
 /// entries (no-ops, membership changes), which the record borrows.
-pub fn record_of<'a>(entry: &'a Entry, scratch: &'a mut Vec<u8>) -> Result<RecordInput<'a>, BadEntry> {
+pub fn record_of<'a>(
+    entry: &'a Entry,
+    scratch: &'a mut Vec<u8>,
+) -> Result<RecordInput<'a>, BadEntry> {
     let bad = BadEntry { index: entry.index };
     match entry.get_entry_type() {
         EntryType::EntryNormal if entry.data.is_empty() => {
@@ -84,9 +87,11 @@ pub fn record_of<'a>(entry: &'a Entry, scratch: &'a mut Vec<u8>) -> Result<Recor
 
 /// The entry a stored record came from, given the term the log keeps for it.
 pub fn entry_of(record: &ReadRecord, term: u64) -> Entry {
-    let mut entry = Entry::default();
-    entry.index = index_of(record.offset);
-    entry.term = term;
+    let mut entry = Entry {
+        index: index_of(record.offset),
+        term,
+        ..Entry::default()
+    };
     match Command::decode(&record.attributes) {
         Ok((Command::RaftNoop, _)) => {}
         Ok((Command::Membership { v2 }, _)) => {
@@ -137,19 +142,25 @@ mod tests {
 
     #[test]
     fn every_kind_of_entry_survives_the_log() {
-        let mut command = Entry::default();
-        command.index = 7;
-        command.term = 3;
         let attributes = Command::Boot.encode(&[]);
-        command.data = encode_data(1234, &attributes, b"body");
-        let mut noop = Entry::default();
-        noop.index = 8;
-        noop.term = 4;
-        let mut change = Entry::default();
-        change.index = 9;
-        change.term = 4;
+        let command = Entry {
+            index: 7,
+            term: 3,
+            data: encode_data(1234, &attributes, b"body"),
+            ..Entry::default()
+        };
+        let noop = Entry {
+            index: 8,
+            term: 4,
+            ..Entry::default()
+        };
+        let mut change = Entry {
+            index: 9,
+            term: 4,
+            data: Bytes::from_static(b"\x08\x01"),
+            ..Entry::default()
+        };
         change.set_entry_type(EntryType::EntryConfChangeV2);
-        change.data = Bytes::from_static(b"\x08\x01");
         for entry in [command, noop, change] {
             assert_eq!(read_back(&entry), entry);
         }
@@ -157,14 +168,22 @@ mod tests {
 
     #[test]
     fn a_short_entry_is_refused() {
-        let mut entry = Entry::default();
-        entry.index = 2;
-        entry.data = Bytes::from_static(&[1, 2, 3]);
-        assert_eq!(record_of(&entry, &mut Vec::new()), Err(BadEntry { index: 2 }));
+        let mut entry = Entry {
+            index: 2,
+            data: Bytes::from_static(&[1, 2, 3]),
+            ..Entry::default()
+        };
+        assert_eq!(
+            record_of(&entry, &mut Vec::new()),
+            Err(BadEntry { index: 2 })
+        );
         entry.data = encode_data(1, b"abc", b"");
         let mut data = entry.data.to_vec();
         data.truncate(13);
         entry.data = Bytes::from(data);
-        assert_eq!(record_of(&entry, &mut Vec::new()), Err(BadEntry { index: 2 }));
+        assert_eq!(
+            record_of(&entry, &mut Vec::new()),
+            Err(BadEntry { index: 2 })
+        );
     }
 }
