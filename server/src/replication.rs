@@ -244,10 +244,12 @@ mod tests {
 
     #[test]
     fn a_payload_round_trips() {
-        let mut message = Message::default();
-        message.to = 3;
-        message.from = 1;
-        message.term = 7;
+        let message = Message {
+            to: 3,
+            from: 1,
+            term: 7,
+            ..Message::default()
+        };
         let payload = encode_payload(42, &message);
         let (partition, decoded) = decode_payload(&payload).expect("decodes");
         assert_eq!(partition, 42);
