@@ -5,7 +5,7 @@
 //!
 //! Readiness only: requests to a partition led elsewhere are not forwarded yet, and
 //! tenants are not replicated yet (docs/server.md, "Cluster mode"). Every wait polls with
-//! a deadline.
+//! a deadline. A single node is ready as soon as it listens.
 
 mod support;
 
@@ -118,4 +118,16 @@ fn three_nodes_elect_leaders_and_reelect_after_a_node_is_killed() {
     nodes.insert(victim, restarted);
     let rejoined = wait_agreed(&nodes, None);
     assert_eq!(rejoined.len(), 4);
+}
+
+#[test]
+fn a_single_node_is_ready_once_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", SHARDS, "--set", PARTITIONS]);
+    // No election to wait for: each partition is a group of one that elected itself.
+    assert_eq!(readiness(&server), Some(vec![1, 1, 1, 1]));
+    let request =
+        b"POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let (status, _) = raw::exchange(&server.endpoint, request);
+    assert_eq!(status, 405);
 }
