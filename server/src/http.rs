@@ -430,6 +430,9 @@ async fn handle_request(
                     )
                 }
             }
+            Ok(_) if role == Role::Api && parts.uri.path() == "/readyz" => {
+                readyz(&shard, &parts.method)
+            }
             Ok(_) if role == Role::Metrics => service::error(
                 StatusCode::NOT_FOUND,
                 errors::RESOURCE_NOT_FOUND,
@@ -467,7 +470,7 @@ fn authenticated(route: &str, response: &Response<Bytes>) -> bool {
     let status = response.status();
     match route {
         "keystone_token" => status == StatusCode::CREATED,
-        "healthz" | "metrics" | "keystone_version" | "unknown" => false,
+        "healthz" | "readyz" | "metrics" | "keystone_version" | "unknown" => false,
         _ => status != StatusCode::UNAUTHORIZED,
     }
 }
@@ -518,6 +521,34 @@ async fn read_body(
             ),
         )),
     }
+}
+
+/// `/readyz`: 200 once every partition has a leader this node knows of (on a single node,
+/// once the partitions are open), 503 before and while one is unknown (an election, a
+/// reopen after a storage fault). The body names each partition's leader (a node id,
+/// or null). Unauthenticated, like `/healthz`.
+fn readyz(shard: &Shard, method: &http::Method) -> Response<Bytes> {
+    if method != http::Method::GET {
+        return service::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            errors::METHOD_NOT_ALLOWED,
+            "/readyz answers GET only.",
+        );
+    }
+    let leaders = shard.shared.leaders();
+    let ready = leaders.iter().all(Option::is_some);
+    let partitions: Vec<serde_json::Value> = leaders
+        .iter()
+        .enumerate()
+        .map(|(partition, leader)| serde_json::json!({"partition": partition, "leader": leader}))
+        .collect();
+    let (status, word) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    };
+    let body = serde_json::json!({"status": word, "partitions": partitions});
+    service::json_response(status, body.to_string())
 }
 
 /// `/metrics`: process metrics, then every queue's and group's counts.

@@ -5,7 +5,8 @@
 //!
 //! Reading order: `config`, `datadir`, `password_pool`, `shared`, `shard`, `fairness`,
 //! `framing`, `http`,
-//! `metrics`, `run`; `cluster` (the node-to-node transport) stands apart until Raft uses it.
+//! `metrics`, `run`; `cluster` (the node-to-node transport) and `replication` (cluster
+//! mode: the Raft messages of a shard's partitions over it).
 //!
 //! # Architecture invariants
 //! - A partition's engine lives on one shard (`p % shards`) and is touched only there;
@@ -35,6 +36,8 @@ pub mod http;
 pub mod metrics;
 #[cfg(not(madsim))]
 pub mod password_pool;
+#[cfg(not(madsim))]
+pub mod replication;
 #[cfg(not(madsim))]
 pub mod run;
 pub mod secrets;

@@ -15,6 +15,7 @@ use sluice_node::tenants::{Quotas, TenantDirectory};
 use sluice_node::Job;
 use sluice_shard::executor::ShardStartup;
 
+use crate::cluster::{ClusterNet, ShardNet, TransportLimits};
 use crate::config::Config;
 use crate::datadir::{self, ServerFile};
 use crate::http::Role;
@@ -37,16 +38,7 @@ pub struct FirstStart {
 
 pub fn run(config: Config) -> Result<(), String> {
     config.validate()?;
-    if let Some(cluster) = config.cluster()? {
-        // Checked and kept in the configuration; replication will start the transport.
-        eprintln!(
-            "sluice: cluster settings checked (node {} of {}, cluster port {}); replication \
-             is not wired yet: serving as a single node",
-            cluster.node_id,
-            cluster.peers.len(),
-            cluster.listen
-        );
-    }
+    let cluster = config.cluster()?;
     // Fail-stop: a shard that panics (a broken invariant) takes the process down, so no
     // other shard waits forever on it; restart recovers from the logs.
     let report = std::panic::take_hook();
@@ -98,7 +90,9 @@ pub fn run(config: Config) -> Result<(), String> {
         shard_count,
         TenantDirectory::new(tenants),
         passwords,
+        cluster,
     );
+    let mut net = start_cluster_net(&shared)?;
     install_signal_handler(shared.clone())?;
     let spin =
         (config.spin_before_park_us > 0).then(|| Duration::from_micros(config.spin_before_park_us));
@@ -110,11 +104,12 @@ pub fn run(config: Config) -> Result<(), String> {
         let shared = shared.clone();
         let mesh = mesh.clone();
         let first_start = first_start.clone();
+        let shard_net = net.as_ref().map(|net| net.shard(index));
         let handle = startup
             .builder(index % cores)
             .name(&format!("sluice-shard-{index}"))
             .spawn(move || async move {
-                let result = shard_main(index, shared.clone(), mesh, first_start).await;
+                let result = shard_main(index, shared.clone(), mesh, first_start, shard_net).await;
                 if result.is_err() {
                     // Let the other shards leave their barriers.
                     shared.stopping.store(true, Ordering::Release);
@@ -132,6 +127,9 @@ pub fn run(config: Config) -> Result<(), String> {
             Err(error) => failure = failure.or(Some(format!("shard {index} crashed: {error}"))),
         }
     }
+    if let Some(net) = net.as_mut() {
+        net.stop();
+    }
     // Still holding the lock: no other server can have written the file since.
     if let Err(error) = datadir::remove_server_file(&config.data_dir) {
         eprintln!("sluice: cannot remove {}: {error}", datadir::SERVER_FILE);
@@ -143,6 +141,23 @@ pub fn run(config: Config) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Cluster mode: binds the cluster port (`--cluster-listen`) for every shard's
+/// transport, which each shard starts on its executor. `None` on a single node.
+fn start_cluster_net(shared: &Shared) -> Result<Option<ClusterNet>, String> {
+    let Some(cluster) = &shared.cluster else {
+        return Ok(None);
+    };
+    let net = ClusterNet::bind(cluster, shared.shard_count, TransportLimits::standard())?;
+    eprintln!(
+        "sluice: cluster mode: node {} of {}, cluster port {}; every partition is a Raft \
+         group of every node",
+        cluster.node_id,
+        cluster.peers.len(),
+        net.local_addr()
+    );
+    Ok(Some(net))
 }
 
 /// One server per data directory: a second one would corrupt the logs.
@@ -211,6 +226,7 @@ async fn shard_main(
         glommio::channels::channel_mesh::Full,
     >,
     first_start: Arc<std::sync::Mutex<Option<FirstStart>>>,
+    net: Option<ShardNet>,
 ) -> Result<(), String> {
     let (senders, receivers) = mesh.join().await.map_err(|e| format!("mesh: {e}"))?;
     let own_peer = senders.peer_id();
@@ -225,12 +241,15 @@ async fn shard_main(
     let peers = senders.nr_consumers();
     let directories = shared.directories.clone();
     let shard = Shard::open(index, shared.clone(), directories, senders).await?;
+    if let Some(net) = net {
+        shard.start_replication(net);
+    }
     let receivers = Rc::new(receivers);
     for peer in (0..peers).filter(|p| *p != own_peer) {
         shard.spawn_mesh_receiver(receivers.clone(), peer);
     }
     if index == 0 {
-        shard.node.reconcile().await?;
+        reconcile(&shard).await?;
         shared.directory_ready.store(true, Ordering::Release);
     }
     barrier(&shared, "the directory", || {
@@ -287,7 +306,23 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(BARRIER_POLL_MS)).await;
     }
     shard.sync_all().await;
+    shard.stop_replication().await;
     Ok(())
+}
+
+/// Shard 0's repair of the partitions' metadata before serving. On a single node a
+/// failure stops start-up. In a cluster a repair writes to partitions that other nodes
+/// may lead, which answer "not leader": the failure is logged and the next metadata
+/// change repairs first (docs/server.md, "Cluster mode").
+async fn reconcile(shard: &Shard) -> Result<(), String> {
+    match shard.node.reconcile().await {
+        Ok(()) => Ok(()),
+        Err(error) if shard.shared.cluster.is_some() => {
+            eprintln!("sluice: metadata repair at start-up deferred: {error}");
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Shard 0's start-up step before anyone listens: binds the configured address without

@@ -7,7 +7,9 @@
 //! is `sluice_node`'s, the same code the simulation and the in-process tests run. This
 //! file only provides what a shard is made of: its engines (opened here, taken out of
 //! service after a storage fault and reopened by the ticker), the mesh that carries
-//! forwarded calls between shards as [`Job`]s, the clock, and the tenant file.
+//! forwarded calls between shards as [`Job`]s, the clock, and the tenant file. In cluster
+//! mode each engine is one replica of its partition's Raft group, and the shard's
+//! [`Replication`] carries its messages (`crate::replication`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -19,15 +21,18 @@ use std::time::Duration;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use rand::RngCore;
 use sluice_core::engine::types::EngineError;
-use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
+use sluice_core::engine::{Engine, EngineConfig, EngineLimits, EngineOpenError};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::replica::ReplicaConfig;
 use sluice_node::password::VerifierBusy;
 use sluice_node::tenants::{Quotas, Tenant};
 use sluice_node::{AuthEvent, Directories, Host, Job, NodeConfig, NodeError, NodeShard};
 use sluice_shard::DmaStorage;
 
+use crate::cluster::ShardNet;
 use crate::datadir::{self, partition_dir};
 use crate::fairness::AddressTable;
+use crate::replication::Replication;
 use crate::shared::Shared;
 
 pub type PartitionEngine = Engine<DmaStorage>;
@@ -72,6 +77,27 @@ pub fn node_config(shared: &Shared) -> NodeConfig {
             engine_config(config.segment_bytes_max).limits,
         )
     }
+}
+
+/// This node's place in every partition's Raft group: a group of one on a single node;
+/// in a cluster, the member `node_id` of a group of every node of `--peers`.
+pub fn replica_config(shared: &Shared) -> ReplicaConfig {
+    match &shared.cluster {
+        None => ReplicaConfig::single(),
+        Some(cluster) => {
+            let voters = cluster.peers.iter().map(|peer| peer.id.0).collect();
+            ReplicaConfig::member(cluster.node_id.0, voters)
+        }
+    }
+}
+
+/// Opens a partition's engine on `storage` as this node's replica of it.
+async fn open_engine(
+    shared: &Shared,
+    storage: DmaStorage,
+) -> Result<PartitionEngine, EngineOpenError> {
+    let config = engine_config(shared.config.segment_bytes_max);
+    Engine::open_replica(storage, config, replica_config(shared), shared.queue_ms()).await
 }
 
 /// A partition this shard owns: its engine, absent while it reopens after a fault.
@@ -119,6 +145,7 @@ impl Host for ServerHost {
 
     fn storage_fault(&self, partition: u32, error: &EngineError) {
         eprintln!("sluice: partition {partition}: storage fault, reopening: {error}");
+        self.shared.set_leader(partition, None);
         if let Some(slot) = self.slots.borrow_mut().get_mut(&partition) {
             slot.engine = None;
         }
@@ -170,6 +197,8 @@ pub struct Shard {
     pub connections_open: Cell<u32>,
     /// Who holds this shard's connections, and who may open more (`fairness`).
     pub addresses: RefCell<AddressTable>,
+    /// Cluster mode: the transport and tasks that carry this shard's Raft messages.
+    replication: RefCell<Option<Rc<Replication>>>,
 }
 
 impl Shard {
@@ -180,7 +209,6 @@ impl Shard {
         directories: Arc<Directories>,
         senders: Senders<Job<ServerHost>>,
     ) -> Result<Rc<Shard>, String> {
-        let config = engine_config(shared.config.segment_bytes_max);
         let mut slots = BTreeMap::new();
         for partition in 0..shared.facts.partitions {
             if shared.owner_of(partition) != index {
@@ -193,9 +221,10 @@ impl Shard {
             storage.observe_syncs(Rc::new(move |took| {
                 metrics_of.metrics.fsync_seconds.observe(took.as_secs_f64());
             }));
-            let engine = Engine::open(storage.clone(), config, shared.queue_ms())
+            let engine = open_engine(&shared, storage.clone())
                 .await
                 .map_err(|e| format!("partition {partition} at {}: {e}", dir.display()))?;
+            shared.set_leader(partition, engine.leader_id());
             let engine = Some(Rc::new(engine));
             slots.insert(partition, Slot { storage, engine });
         }
@@ -213,12 +242,45 @@ impl Shard {
             requests_inflight: Cell::new(0),
             connections_open: Cell::new(0),
             addresses: RefCell::new(AddressTable::new(&shared.config)),
+            replication: RefCell::new(None),
             shared,
         }))
     }
 
     fn host(&self) -> &ServerHost {
         self.node.host()
+    }
+
+    /// The engine of `partition` when this shard owns it and it is in service; `None`
+    /// for any other partition number (never a panic: peers name partitions).
+    pub fn owned_engine(&self, partition: u32) -> Option<Rc<PartitionEngine>> {
+        let slots = self.host().slots.borrow();
+        slots.get(&partition).and_then(|slot| slot.engine.clone())
+    }
+
+    /// Cluster mode: starts this shard's transport and Raft tasks (`crate::replication`).
+    pub fn start_replication(self: &Rc<Shard>, net: ShardNet) {
+        let replication = Replication::start(self, net);
+        *self.replication.borrow_mut() = Some(replication);
+    }
+
+    /// Cluster mode: ends this shard's Raft tasks and closes its transport, logging what
+    /// it dropped. Nothing on a single node.
+    pub async fn stop_replication(&self) {
+        let replication = self.replication.borrow_mut().take();
+        let Some(replication) = replication else {
+            return;
+        };
+        replication.close().await;
+        let counters = replication.counters();
+        eprintln!(
+            "sluice: shard {}: raft messages dropped: {} (peer queue full), {} (refused), \
+             {} received (undeliverable)",
+            self.index,
+            counters.sent_full.get(),
+            counters.sent_refused.get(),
+            counters.received_dropped.get()
+        );
     }
 
     /// Runs the calls one peer forwards to this shard until the mesh closes: each as a
@@ -279,12 +341,16 @@ impl Shard {
 
     async fn reopen(&self, partition: u32) {
         let storage = self.host().slots.borrow()[&partition].storage.clone();
-        let config = engine_config(self.shared.config.segment_bytes_max);
-        match Engine::open(storage, config, self.shared.queue_ms()).await {
+        match open_engine(&self.shared, storage).await {
             Ok(engine) => {
                 eprintln!("sluice: partition {partition} reopened");
+                self.shared.set_leader(partition, engine.leader_id());
+                let engine = Rc::new(engine);
+                if let Some(replication) = self.replication.borrow().as_ref() {
+                    replication.wire(partition, engine.clone());
+                }
                 if let Some(slot) = self.host().slots.borrow_mut().get_mut(&partition) {
-                    slot.engine = Some(Rc::new(engine));
+                    slot.engine = Some(engine);
                 }
             }
             Err(error) => eprintln!("sluice: partition {partition}: reopen failed: {error}"),

@@ -2,9 +2,10 @@
 //! read-mostly directories (tenants, queues), which shard 0 republishes with arc-swap
 //! after each metadata change. Readers load an `Arc` snapshot without locks. Also the
 //! node's login guards (a mutex per table, `sluice_node::guards`) and the password
-//! verifiers, one set for all shards: a login may reach any shard.
+//! verifiers, one set for all shards: a login may reach any shard. And what `/readyz`
+//! reads: the leader each partition's replica last saw, kept by the shard that owns it.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use sluice_core::clock::{QueueClock, Reading};
 use sluice_node::tenants::TenantDirectory;
 use sluice_node::{AuthGuards, Directories};
 
+use crate::cluster::ClusterConfig;
 use crate::config::Config;
 use crate::datadir::{NodeFacts, Secrets};
 use crate::password_pool::PasswordPool;
@@ -36,6 +38,12 @@ pub struct Shared {
     pub listening: AtomicUsize,
     pub directory_ready: AtomicBool,
     pub metrics: crate::metrics::Metrics,
+    /// The cluster this node belongs to (`Config::cluster`); `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
+    /// Per partition, the node id of the leader its replica here last saw; 0 while none
+    /// is known (before the first election, while the partition reopens after a fault).
+    /// Written by the owning shard, read by `/readyz` on any shard.
+    pub leaders: Vec<AtomicU64>,
     /// Queue time of this run: the wall clock at start, advanced by `started`
     /// (`sluice_core::clock`); every shard reads the same.
     clock: QueueClock,
@@ -59,8 +67,10 @@ impl Shared {
         shard_count: usize,
         tenants: TenantDirectory,
         passwords: PasswordPool,
+        cluster: Option<ClusterConfig>,
     ) -> Arc<Shared> {
         let guards = AuthGuards::new(&config.login_limits(), wall_ms());
+        let leaders = (0..facts.partitions).map(|_| AtomicU64::new(0)).collect();
         Arc::new(Shared {
             config,
             facts,
@@ -77,6 +87,8 @@ impl Shared {
             listening: AtomicUsize::new(0),
             directory_ready: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::new(),
+            leaders,
+            cluster,
             clock: QueueClock::start(Reading {
                 wall_ms: wall_ms(),
                 mono_ms: 0,
@@ -97,6 +109,21 @@ impl Shared {
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Records the leader `partition`'s replica here sees now (`None`: none known).
+    pub fn set_leader(&self, partition: u32, leader: Option<u64>) {
+        if let Some(slot) = self.leaders.get(partition as usize) {
+            slot.store(leader.unwrap_or(0), Ordering::Release);
+        }
+    }
+
+    /// Each partition's leader as this node last saw it, by partition.
+    pub fn leaders(&self) -> Vec<Option<u64>> {
+        self.leaders
+            .iter()
+            .map(|slot| Some(slot.load(Ordering::Acquire)).filter(|id| *id != 0))
+            .collect()
     }
 
     /// The shard that owns `partition` (the node layer's rule).

@@ -86,6 +86,7 @@ pub fn route_label(parts: &Parts) -> &'static str {
     let path = parts.uri.path();
     match path {
         "/healthz" => "healthz",
+        "/readyz" => "readyz",
         "/metrics" => "metrics",
         "/v3/auth/tokens" => "keystone_token",
         "/v3" | "/v3/" => "keystone_version",
