@@ -8,8 +8,8 @@ use std::pin::pin;
 
 use futures_lite::future::{block_on, poll_once};
 use sluice_core::engine::types::*;
-use sluice_core::engine::{EngineConfig, EngineLimits, ReceiveRequest};
 use sluice_core::engine::Engine;
+use sluice_core::engine::{EngineConfig, EngineLimits, ReceiveRequest};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::replica::ReplicaConfig;
 use sluice_core::sim_disk::SimDisk;
@@ -64,7 +64,13 @@ impl Cluster {
         let voters = (1..=self.size()).collect();
         let replica = ReplicaConfig::member(id, voters);
         let disk = self.disks[(id - 1) as usize].clone();
-        block_on(Engine::open_replica(disk, config(), replica, self.now.get())).expect("open")
+        block_on(Engine::open_replica(
+            disk,
+            config(),
+            replica,
+            self.now.get(),
+        ))
+        .expect("open")
     }
 
     fn engine(&self, id: u64) -> &Engine<SimDisk> {
@@ -254,7 +260,10 @@ fn a_committed_send_is_applied_by_every_replica() {
         );
     }
     assert_eq!(expected.stored, 3);
-    assert_eq!(receive_bodies(&cluster, leader, queue, group), ["a", "b", "c"]);
+    assert_eq!(
+        receive_bodies(&cluster, leader, queue, group),
+        ["a", "b", "c"]
+    );
 }
 
 #[test]
@@ -317,7 +326,10 @@ fn an_isolated_leader_stops_handing_out_messages_and_never_confirms_a_write() {
         "{received:?}"
     );
     let lost = block_on(engine.send(queue, &[message("lost")], now));
-    assert!(matches!(lost, Err(EngineError::NotLeader { .. })), "{lost:?}");
+    assert!(
+        matches!(lost, Err(EngineError::NotLeader { .. })),
+        "{lost:?}"
+    );
     // The majority elects a new leader that delivers the committed message.
     let new = cluster.leader();
     assert_ne!(new, old);
@@ -325,4 +337,54 @@ fn an_isolated_leader_stops_handing_out_messages_and_never_confirms_a_write() {
     cluster.heal();
     cluster.settle(new);
     assert!(!cluster.engine(old).is_serving_leader());
+}
+
+#[test]
+fn replicas_agree_on_tenants_and_the_admin_secret_after_writes_at_the_leader() {
+    // Goal: tenants and the admin secret written at partition 0's leader are applied by
+    // every replica (a follower's `tenant_changes` moves, so its node can republish), a
+    // second admin secret never replaces the first, and a replica restarted from its own
+    // log agrees. Method: three replicas; put, replace and delete tenants and set the
+    // secret twice at the leader; settle; compare every replica; crash and restart one.
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let before = cluster.engine(follower).tenant_changes();
+    let engine = cluster.engine(leader);
+    let now = cluster.now.get();
+    cluster
+        .run(engine.put_tenant("acme", b"one".to_vec(), now))
+        .unwrap();
+    cluster
+        .run(engine.put_tenant("beta", b"two".to_vec(), now))
+        .unwrap();
+    cluster
+        .run(engine.put_tenant("acme", b"three".to_vec(), now))
+        .unwrap();
+    cluster.run(engine.delete_tenant("beta", now)).unwrap();
+    let first = cluster
+        .run(engine.set_admin_secret(b"first".to_vec(), now))
+        .unwrap();
+    let second = cluster
+        .run(engine.set_admin_secret(b"second".to_vec(), now))
+        .unwrap();
+    assert_eq!(first, b"first");
+    assert_eq!(second, b"first", "the secret is set once");
+    let refused = block_on(cluster.engine(follower).put_tenant("x", Vec::new(), now));
+    assert!(matches!(refused, Err(EngineError::NotLeader { .. })));
+    cluster.settle(leader);
+    let expected = vec![("acme".to_string(), b"three".to_vec())];
+    for engine in cluster.running() {
+        assert_eq!(engine.tenants(), expected);
+        assert_eq!(engine.admin_secret().as_deref(), Some(&b"first"[..]));
+        assert_eq!(engine.tenant_changes(), before + 5);
+    }
+    cluster.crash(follower);
+    cluster.restart(follower);
+    cluster.settle(leader);
+    assert_eq!(cluster.engine(follower).tenants(), expected);
+    assert_eq!(
+        cluster.engine(follower).admin_secret().as_deref(),
+        Some(&b"first"[..])
+    );
 }

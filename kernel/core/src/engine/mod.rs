@@ -26,6 +26,7 @@ mod send;
 pub use send::validate_batch;
 pub mod snapshot;
 pub mod state;
+mod tenants;
 pub mod timers;
 pub mod types;
 
@@ -446,8 +447,16 @@ impl<S: Storage + Clone> Engine<S> {
         let (failed, releases) = {
             let mut state = self.state.borrow_mut();
             state.fire_waits(now);
-            let failed = if leads { state.expire_leases(now) } else { Vec::new() };
-            let releases = if leads { state.due_releases(now) } else { Vec::new() };
+            let failed = if leads {
+                state.expire_leases(now)
+            } else {
+                Vec::new()
+            };
+            let releases = if leads {
+                state.due_releases(now)
+            } else {
+                Vec::new()
+            };
             state.apply_retention(now);
             (failed, releases)
         };
@@ -588,13 +597,13 @@ async fn replay<S: Storage>(
     let mut next = from;
     // Bounded by the log length: every pass applies at least one record.
     while next < to {
-        let records = log
-            .read(Offset(next), 1 << 20)
-            .await
-            .map_err(|error| EngineOpenError::Replay {
-                offset: next,
-                detail: error.to_string(),
-            })?;
+        let records =
+            log.read(Offset(next), 1 << 20)
+                .await
+                .map_err(|error| EngineOpenError::Replay {
+                    offset: next,
+                    detail: error.to_string(),
+                })?;
         if records.is_empty() {
             return Err(EngineOpenError::Replay {
                 offset: next,
@@ -630,13 +639,13 @@ async fn read_entries<S: Storage>(
     let mut entries = Vec::new();
     let mut next = from;
     while next < end {
-        let records = log
-            .read(Offset(next), 1 << 20)
-            .await
-            .map_err(|error| EngineOpenError::Replay {
-                offset: next,
-                detail: error.to_string(),
-            })?;
+        let records =
+            log.read(Offset(next), 1 << 20)
+                .await
+                .map_err(|error| EngineOpenError::Replay {
+                    offset: next,
+                    detail: error.to_string(),
+                })?;
         if records.is_empty() {
             return Err(EngineOpenError::Replay {
                 offset: next,

@@ -17,7 +17,9 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry as RaftEntry, EntryType, Message, MessageType};
+use raft::prelude::{
+    ConfChange, ConfChangeV2, Entry as RaftEntry, EntryType, Message, MessageType,
+};
 use raft::{RawNode, StateRole};
 
 use super::command::Command;
@@ -25,10 +27,10 @@ use super::state;
 use super::types::{EngineError, MessageId, StorageFault};
 use super::{Engine, Entry, Unapplied};
 use crate::limits::REPLICA_OUTBOX_MAX;
+use crate::log::AppendError;
 use crate::record::{check_batch, RecordInput};
 use crate::replica::entry::{encode_data, record_of};
 use crate::replica::hard_state::{DurableState, HardStateFile};
-use crate::log::AppendError;
 use crate::replica::store::{LogStore, PersistError, SharedStore};
 use crate::storage::Storage;
 use crate::types::Offset;
@@ -271,7 +273,11 @@ impl<S: Storage + Clone> Engine<S> {
                 return Poll::Ready(Err(error));
             }
             if self.applied_offset.get() >= proposal.last_index {
-                let term = self.replica.store.log().term_at(Offset(proposal.last_index - 1));
+                let term = self
+                    .replica
+                    .store
+                    .log()
+                    .term_at(Offset(proposal.last_index - 1));
                 return Poll::Ready(if term == Some(proposal.term) {
                     Ok(())
                 } else {
@@ -319,7 +325,13 @@ impl<S: Storage + Clone> Engine<S> {
             if self.replica.generation.get() != generation || !self.replica.serving.get() {
                 return Poll::Ready(Err(self.replica.not_leader()));
             }
-            let index = self.replica.reads.borrow().get(&context_id).copied().flatten();
+            let index = self
+                .replica
+                .reads
+                .borrow()
+                .get(&context_id)
+                .copied()
+                .flatten();
             if let Some(index) = index {
                 if self.applied_offset.get() >= index {
                     return Poll::Ready(Ok(()));
@@ -490,7 +502,9 @@ impl<S: Storage + Clone> Engine<S> {
         self.replica.role.set(role);
         self.replica.leader.set(leader);
         if was_leader && role != StateRole::Leader {
-            self.replica.generation.set(self.replica.generation.get() + 1);
+            self.replica
+                .generation
+                .set(self.replica.generation.get() + 1);
             self.replica.serving.set(false);
             self.replica.boot_index.set(None);
             // Proposals of the old term apply, if they commit, from their entries.

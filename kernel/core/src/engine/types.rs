@@ -302,11 +302,19 @@ impl std::fmt::Display for EngineError {
             EngineError::GroupExists => write!(f, "the consumer group already exists"),
             EngineError::InvalidName => write!(f, "invalid name"),
             EngineError::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
-            EngineError::NotLeader { leader: Some(leader) } => {
-                write!(f, "this replica does not lead its partition (replica {leader} does)")
+            EngineError::NotLeader {
+                leader: Some(leader),
+            } => {
+                write!(
+                    f,
+                    "this replica does not lead its partition (replica {leader} does)"
+                )
             }
             EngineError::NotLeader { leader: None } => {
-                write!(f, "this replica does not lead its partition (no leader is known)")
+                write!(
+                    f,
+                    "this replica does not lead its partition (no leader is known)"
+                )
             }
             EngineError::TooManyQueues { limit } => {
                 write!(f, "too many queues (at most {limit})")

@@ -42,7 +42,10 @@ impl std::fmt::Display for BadEntry {
 
 /// The record an entry is stored as. `scratch` holds the encoded attributes of Raft's own
 /// entries (no-ops, membership changes), which the record borrows.
-pub fn record_of<'a>(entry: &'a Entry, scratch: &'a mut Vec<u8>) -> Result<RecordInput<'a>, BadEntry> {
+pub fn record_of<'a>(
+    entry: &'a Entry,
+    scratch: &'a mut Vec<u8>,
+) -> Result<RecordInput<'a>, BadEntry> {
     let bad = BadEntry { index: entry.index };
     match entry.get_entry_type() {
         EntryType::EntryNormal if entry.data.is_empty() => {
@@ -160,11 +163,17 @@ mod tests {
         let mut entry = Entry::default();
         entry.index = 2;
         entry.data = Bytes::from_static(&[1, 2, 3]);
-        assert_eq!(record_of(&entry, &mut Vec::new()), Err(BadEntry { index: 2 }));
+        assert_eq!(
+            record_of(&entry, &mut Vec::new()),
+            Err(BadEntry { index: 2 })
+        );
         entry.data = encode_data(1, b"abc", b"");
         let mut data = entry.data.to_vec();
         data.truncate(13);
         entry.data = Bytes::from(data);
-        assert_eq!(record_of(&entry, &mut Vec::new()), Err(BadEntry { index: 2 }));
+        assert_eq!(
+            record_of(&entry, &mut Vec::new()),
+            Err(BadEntry { index: 2 })
+        );
     }
 }

@@ -34,7 +34,9 @@ pub struct DurableState {
 pub enum HardStateError {
     Io(IoError),
     /// The encoded states do not fit a slot (a membership of thousands of nodes).
-    TooLarge { bytes: usize },
+    TooLarge {
+        bytes: usize,
+    },
     /// The file exists but neither slot holds a valid state.
     Unreadable,
 }
@@ -44,7 +46,10 @@ impl std::fmt::Display for HardStateError {
         match self {
             HardStateError::Io(error) => write!(f, "{FILE_NAME}: {error}"),
             HardStateError::TooLarge { bytes } => {
-                write!(f, "{FILE_NAME}: the state takes {bytes} bytes, over {BODY_BYTES_MAX}")
+                write!(
+                    f,
+                    "{FILE_NAME}: the state takes {bytes} bytes, over {BODY_BYTES_MAX}"
+                )
             }
             HardStateError::Unreadable => write!(f, "{FILE_NAME}: neither slot is valid"),
         }
@@ -66,7 +71,10 @@ impl<F: StorageFile> HardStateFile<F> {
         let file = match storage.open(FILE_NAME).await {
             Ok(file) => file,
             Err(_) => {
-                let file = storage.create(FILE_NAME).await.map_err(HardStateError::Io)?;
+                let file = storage
+                    .create(FILE_NAME)
+                    .await
+                    .map_err(HardStateError::Io)?;
                 return Ok((HardStateFile { file, sequence: 0 }, None));
             }
         };
@@ -113,8 +121,14 @@ impl<F: StorageFile> HardStateFile<F> {
 }
 
 fn encode_slot(sequence: u64, state: &DurableState) -> Result<Vec<u8>, HardStateError> {
-    let hard = state.hard.write_to_bytes().expect("a HardState always encodes");
-    let conf = state.conf.write_to_bytes().expect("a ConfState always encodes");
+    let hard = state
+        .hard
+        .write_to_bytes()
+        .expect("a HardState always encodes");
+    let conf = state
+        .conf
+        .write_to_bytes()
+        .expect("a ConfState always encodes");
     let mut body = Vec::with_capacity(8 + hard.len() + conf.len());
     for part in [&hard, &conf] {
         body.extend_from_slice(&(part.len() as u32).to_le_bytes());

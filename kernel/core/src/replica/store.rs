@@ -22,7 +22,8 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use super::entry::{entry_bytes, entry_of, index_of, offset_of, record_of, BadEntry};
 use super::hard_state::DurableState;
 use crate::limits::{
-    BATCH_BYTES_MAX, ENGINE_BATCH_MESSAGES_CEILING, REPLICA_FETCHED_BYTES_MAX, REPLICA_TAIL_BYTES_MAX,
+    BATCH_BYTES_MAX, ENGINE_BATCH_MESSAGES_CEILING, REPLICA_FETCHED_BYTES_MAX,
+    REPLICA_TAIL_BYTES_MAX,
 };
 use crate::log::{AppendError, Log, LogError};
 use crate::record::RecordInput;
@@ -150,18 +151,22 @@ impl<S: Storage> LogStore<S> {
         } else {
             let keep = ((first - self.tail_first.get()) as usize).min(tail.len());
             for dropped in tail.drain(keep..) {
-                self.tail_bytes.set(self.tail_bytes.get() - entry_bytes(&dropped));
+                self.tail_bytes
+                    .set(self.tail_bytes.get() - entry_bytes(&dropped));
             }
         }
         for entry in entries {
-            self.tail_bytes.set(self.tail_bytes.get() + entry_bytes(&entry));
+            self.tail_bytes
+                .set(self.tail_bytes.get() + entry_bytes(&entry));
             tail.push_back(entry);
         }
-        self.unpersisted_from.set(self.unpersisted_from.get().min(first));
+        self.unpersisted_from
+            .set(self.unpersisted_from.get().min(first));
         // Fetched entries at or past `first` may be stale now.
         let mut fetched = self.fetched.borrow_mut();
         for (_, dropped) in fetched.split_off(&first) {
-            self.fetched_bytes.set(self.fetched_bytes.get() - entry_bytes(&dropped));
+            self.fetched_bytes
+                .set(self.fetched_bytes.get() - entry_bytes(&dropped));
         }
     }
 
@@ -236,7 +241,8 @@ impl<S: Storage> LogStore<S> {
         while self.tail_bytes.get() > REPLICA_TAIL_BYTES_MAX {
             match tail.front() {
                 Some(entry) if entry.index <= keep_after => {
-                    self.tail_bytes.set(self.tail_bytes.get() - entry_bytes(entry));
+                    self.tail_bytes
+                        .set(self.tail_bytes.get() - entry_bytes(entry));
                     tail.pop_front();
                     self.tail_first.set(self.tail_first.get() + 1);
                 }
@@ -273,13 +279,15 @@ impl<S: Storage> LogStore<S> {
                     .term_at(record.offset)
                     .ok_or_else(|| format!("no term for raft index {index}"))?;
                 let entry = entry_of(&record, term);
-                self.fetched_bytes.set(self.fetched_bytes.get() + entry_bytes(&entry));
+                self.fetched_bytes
+                    .set(self.fetched_bytes.get() + entry_bytes(&entry));
                 fetched.insert(index, entry);
                 next = index + 1;
             }
             while self.fetched_bytes.get() > REPLICA_FETCHED_BYTES_MAX && fetched.len() > 1 {
                 let (_, dropped) = fetched.pop_first().expect("not empty");
-                self.fetched_bytes.set(self.fetched_bytes.get() - entry_bytes(&dropped));
+                self.fetched_bytes
+                    .set(self.fetched_bytes.get() - entry_bytes(&dropped));
             }
         }
         Ok(())
@@ -413,7 +421,9 @@ impl<S: Storage> raft::Storage for LogStore<S> {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }
 
