@@ -52,8 +52,23 @@ pub trait Host: Sized + 'static {
     /// over, not when it has run; `Unavailable` if the shard cannot be reached.
     fn forward(&self, shard: usize, job: Job<Self>) -> impl Future<Output = Result<(), NodeError>>;
 
-    /// Stores the whole tenant list durably before it is published.
+    /// Keeps a local copy of the whole tenant list, as partition 0 holds it, each time
+    /// the node republishes it (the server's `tenants.json`, which the CLI reads).
+    /// Partition 0 is the durable home; a failure here is only logged.
     fn store_tenants(&self, tenants: &[Tenant]) -> Result<(), String>;
+
+    /// The admin secret this node proposes when partition 0 holds none (the server's
+    /// secrets file, opaque to the node layer); `None` for a host without one.
+    fn admin_secret(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Partition 0's admin secret, as the node learned it (at start and after it
+    /// changes): the server writes it into its data directory.
+    fn learn_admin_secret(&self, secret: &[u8]) -> Result<(), String> {
+        let _ = secret;
+        Ok(())
+    }
 
     /// A line for the operator's log (what a metadata repair did, why it failed).
     fn log(&self, line: &str) {

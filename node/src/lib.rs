@@ -42,6 +42,7 @@ pub mod replay;
 pub mod requests;
 pub mod routing;
 mod shard;
+mod tenant_sync;
 pub mod tenants;
 #[cfg(test)]
 mod tests;

@@ -66,6 +66,10 @@ struct Shared<S: Storage + Clone + 'static, R: Runtime> {
     faults: Cell<u64>,
     /// Password checks run (each an argon2id verification).
     password_checks: Cell<u64>,
+    /// The admin secret this node proposes when partition 0 has none.
+    admin_secret: RefCell<Option<Vec<u8>>>,
+    /// The admin secret the node learned from partition 0.
+    learned_secret: RefCell<Option<Vec<u8>>>,
 }
 
 impl<S: Storage + Clone + 'static, R: Runtime> Host for LocalHost<S, R> {
@@ -106,7 +110,16 @@ impl<S: Storage + Clone + 'static, R: Runtime> Host for LocalHost<S, R> {
     }
 
     fn store_tenants(&self, _tenants: &[Tenant]) -> Result<(), String> {
-        // Kept in memory only: the directory is the store.
+        // No local copy: partition 0 is the store.
+        Ok(())
+    }
+
+    fn admin_secret(&self) -> Option<Vec<u8>> {
+        self.shared.admin_secret.borrow().clone()
+    }
+
+    fn learn_admin_secret(&self, secret: &[u8]) -> Result<(), String> {
+        *self.shared.learned_secret.borrow_mut() = Some(secret.to_vec());
         Ok(())
     }
 
@@ -161,6 +174,8 @@ impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
             shards: RefCell::new(Vec::new()),
             faults: Cell::new(0),
             password_checks: Cell::new(0),
+            admin_secret: RefCell::new(None),
+            learned_secret: RefCell::new(None),
         });
         let directories = Directories::new(TenantDirectory::default());
         let guards = AuthGuards::new(&config.login, shared.runtime.wall_ms());
@@ -207,6 +222,17 @@ impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
             .clone()
     }
 
+    /// Sets the admin secret the node proposes at its next start
+    /// ([`NodeShard::reconcile`]) if partition 0 holds none.
+    pub fn propose_admin_secret(&self, secret: Vec<u8>) {
+        *self.shared.admin_secret.borrow_mut() = Some(secret);
+    }
+
+    /// The admin secret the node learned from partition 0, if any yet.
+    pub fn learned_admin_secret(&self) -> Option<Vec<u8>> {
+        self.shared.learned_secret.borrow().clone()
+    }
+
     /// Storage faults seen so far (each took a partition out of service).
     pub fn faults(&self) -> u64 {
         self.shared.faults.get()
@@ -218,9 +244,18 @@ impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
     }
 
     /// Advances every partition's time-driven work (visibility expiry, delayed releases,
-    /// retention, snapshots); the driver calls it at the engines' deadlines. A storage
-    /// fault takes the partition out of service and is returned.
+    /// retention, snapshots) and republishes the tenants if partition 0's changed
+    /// (the server's `NodeShard::follow_tenants`, by polling); the driver calls it at the
+    /// engines' deadlines. A storage fault takes the partition out of service and is
+    /// returned.
     pub async fn tick(&self, now_ms: u64) -> Result<(), EngineError> {
+        self.tick_engines(now_ms).await?;
+        // Partition 0 out of service: the next tick after its return republishes.
+        let _ = self.shards[0].refresh_tenants_if_changed().await;
+        Ok(())
+    }
+
+    async fn tick_engines(&self, now_ms: u64) -> Result<(), EngineError> {
         for (partition, slot) in self.shared.engines.iter().enumerate() {
             let Some(engine) = slot.borrow().clone() else {
                 continue;

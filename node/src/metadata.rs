@@ -123,7 +123,10 @@ impl<H: Host> NodeShard<H> {
         }
         self.refresh_directory()
             .await
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string())?;
+        self.start_tenants()
+            .await
+            .map_err(|error| format!("tenants: {error}"))
     }
 
     /// Whether the partitions may disagree (a change failed part-way, or no repair has
@@ -330,9 +333,8 @@ impl<H: Host> NodeShard<H> {
         let Some(tenant) = fresh else {
             return Ok(Err(TenantError::Storage("no free credentials".to_string())));
         };
-        let mut all = directory.all().to_vec();
-        all.push(tenant.clone());
-        Ok(self.publish_tenants(all).map(|()| tenant))
+        self.put_tenant(&tenant).await?;
+        Ok(Ok(tenant))
     }
 
     pub(crate) async fn apply_delete_tenant(
@@ -359,13 +361,10 @@ impl<H: Host> NodeShard<H> {
                         .map_err(|failure| failure.error)?;
                 }
                 let tenants = self.directories().tenants.load_full();
-                let remaining = tenants
-                    .all()
-                    .iter()
-                    .filter(|t| t.project_id != project_id)
-                    .cloned()
-                    .collect();
-                Ok(self.publish_tenants(remaining))
+                match tenants.by_project(&project_id) {
+                    Some(tenant) => self.remove_tenant(&tenant.name).await.map(Ok),
+                    None => Ok(Err(TenantError::NotFound)),
+                }
             })
             .await;
         Ok(deleted.unwrap_or_else(|error| Err(TenantError::Node(error))))
@@ -384,18 +383,8 @@ impl<H: Host> NodeShard<H> {
             quotas: request.quotas,
             ..found.clone()
         };
-        let all = tenants
-            .all()
-            .iter()
-            .map(|t| {
-                if t.project_id == request.project_id {
-                    updated.clone()
-                } else {
-                    t.clone()
-                }
-            })
-            .collect();
-        Ok(self.publish_tenants(all).map(|()| updated))
+        self.put_tenant(&updated).await?;
+        Ok(Ok(updated))
     }
 }
 

@@ -86,6 +86,52 @@ partition_request! {
     }
 }
 
+/// Partition 0's tenant records, admin secret and change count ([`ReadTenants`]).
+#[derive(Clone, Debug, Default)]
+pub struct TenantRecords {
+    /// `Engine::tenant_changes`: moves whenever the records or the secret change.
+    pub changes: u64,
+    pub tenants: Vec<(String, Vec<u8>)>,
+    pub admin_secret: Option<Vec<u8>>,
+}
+
+partition_request! {
+    /// The tenants and admin secret the partition (0) holds.
+    ReadTenants {} -> TenantRecords,
+    |this, shard, engine, now| {
+        let _ = (&this, now);
+        Ok::<_, sluice_core::engine::types::EngineError>(TenantRecords {
+            changes: engine.tenant_changes(),
+            tenants: engine.tenants(),
+            admin_secret: engine.admin_secret(),
+        })
+    }
+}
+
+partition_request! {
+    /// Adds or replaces a tenant's record (`crate::tenants::encode_tenant`).
+    PutTenant { name: String, record: Vec<u8> } -> (),
+    |this, shard, engine, now| {
+        engine.put_tenant(&this.name, this.record, now).await
+    }
+}
+
+partition_request! {
+    /// Removes a tenant's record.
+    RemoveTenant { name: String } -> (),
+    |this, shard, engine, now| {
+        engine.delete_tenant(&this.name, now).await
+    }
+}
+
+partition_request! {
+    /// Proposes the node's admin secret; answers the one partition 0 holds (the first).
+    SetAdminSecret { secret: Vec<u8> } -> Vec<u8>,
+    |this, shard, engine, now| {
+        engine.set_admin_secret(this.secret, now).await
+    }
+}
+
 partition_request! {
     /// Creates a queue under partition 0's id (`None` on partition 0: the next id).
     CreateQueue {

@@ -78,6 +78,9 @@ pub struct NodeShard<H: Host> {
     rotation: Cell<u64>,
     /// The partitions this shard owns, in order.
     owned: Vec<u32>,
+    /// Partition 0's `tenant_changes` when this shard last published the tenant
+    /// directory from it (`crate::tenant_sync`); `None` before the first.
+    pub(crate) tenants_published: Cell<Option<u64>>,
 }
 
 impl<H: Host> NodeShard<H> {
@@ -104,6 +107,7 @@ impl<H: Host> NodeShard<H> {
             meta_gate: MetadataGate::new(true),
             rotation: Cell::new(index as u64),
             owned,
+            tenants_published: Cell::new(None),
         }
     }
 
@@ -188,17 +192,6 @@ impl<H: Host> NodeShard<H> {
         self.directories
             .queues
             .store(Arc::new(crate::QueueDirectory::from_infos(infos)));
-        Ok(())
-    }
-
-    /// Publishes a tenant list after the host stored it.
-    pub(crate) fn publish_tenants(&self, tenants: Vec<Tenant>) -> Result<(), TenantError> {
-        self.host
-            .store_tenants(&tenants)
-            .map_err(TenantError::Storage)?;
-        self.directories
-            .tenants
-            .store(Arc::new(TenantDirectory::new(tenants)));
         Ok(())
     }
 

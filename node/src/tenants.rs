@@ -1,9 +1,16 @@
 //! Tenants and their credentials: the read-mostly directory every request authenticates
-//! against, and how a new tenant's credentials are drawn. The metadata shard changes it
-//! and publishes a new `Arc<TenantDirectory>` after the host stored it
-//! ([`crate::Directories`]); this module holds and indexes it.
+//! against, how a new tenant's credentials are drawn, and a tenant's record as partition
+//! 0's engine keeps it ([`encode_tenant`], opaque to the engine). The metadata shard
+//! writes tenants through partition 0 and republishes a new `Arc<TenantDirectory>` from
+//! partition 0's applied tenants ([`crate::Directories`]); this module holds and indexes
+//! it.
 
 use std::collections::HashMap;
+
+use sluice_core::engine::codec::{Reader, Writer};
+
+/// The layout of [`encode_tenant`]'s records.
+const RECORD_VERSION: u8 = 1;
 
 /// Per-tenant limits. Defaults follow docs/dms-api.md where clients depend on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +144,54 @@ pub fn new_tenant(
     }
 }
 
+/// A tenant as partition 0 keeps it: a version byte, then its fields. Well under
+/// `sluice_core::limits::TENANT_RECORD_BYTES_MAX` for any tenant [`new_tenant`] draws.
+pub fn encode_tenant(tenant: &Tenant) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(RECORD_VERSION)
+        .str(&tenant.project_id)
+        .str(&tenant.name)
+        .str(&tenant.ak)
+        .str(&tenant.sk);
+    match &tenant.password_hash {
+        None => w.u8(0),
+        Some(hash) => w.u8(1).str(hash),
+    };
+    w.u32(tenant.quotas.queues_max)
+        .u32(tenant.quotas.groups_per_queue_max)
+        .u64(tenant.created_ms);
+    w.bytes
+}
+
+/// The tenant of an [`encode_tenant`] record; `None` for anything else (never panics).
+pub fn decode_tenant(record: &[u8]) -> Option<Tenant> {
+    let mut r = Reader::new(record);
+    if r.u8().ok()? != RECORD_VERSION {
+        return None;
+    }
+    let mut text = || r.str().ok().map(str::to_string);
+    let (project_id, name, ak, sk) = (text()?, text()?, text()?, text()?);
+    let password_hash = match r.u8().ok()? {
+        0 => None,
+        1 => Some(r.str().ok()?.to_string()),
+        _ => return None,
+    };
+    let quotas = Quotas {
+        queues_max: r.u32().ok()?,
+        groups_per_queue_max: r.u32().ok()?,
+    };
+    let created_ms = r.u64().ok()?;
+    r.is_empty().then_some(Tenant {
+        project_id,
+        name,
+        ak,
+        sk,
+        password_hash,
+        quotas,
+        created_ms,
+    })
+}
+
 /// An immutable, indexed set of tenants.
 #[derive(Clone, Debug, Default)]
 pub struct TenantDirectory {
@@ -169,6 +224,32 @@ impl TenantDirectory {
         directory
     }
 
+    /// The directory of partition 0's tenant records, and how many were left out: a
+    /// record that does not decode, or whose name, access key or project id an earlier
+    /// one holds (only a forged log has either; none panics).
+    pub fn from_records(records: &[(String, Vec<u8>)]) -> (TenantDirectory, usize) {
+        let mut kept: Vec<Tenant> = Vec::with_capacity(records.len());
+        let mut seen = TenantDirectory::default();
+        for (name, record) in records {
+            let Some(tenant) = decode_tenant(record).filter(|t| &t.name == name) else {
+                continue;
+            };
+            let clash = seen.by_ak.contains_key(&tenant.ak)
+                || seen.by_project.contains_key(&tenant.project_id)
+                || seen.by_name.contains_key(&tenant.name);
+            if clash {
+                continue;
+            }
+            let index = kept.len();
+            seen.by_ak.insert(tenant.ak.clone(), index);
+            seen.by_project.insert(tenant.project_id.clone(), index);
+            seen.by_name.insert(tenant.name.clone(), index);
+            kept.push(tenant);
+        }
+        let skipped = records.len() - kept.len();
+        (TenantDirectory::new(kept), skipped)
+    }
+
     pub fn all(&self) -> &[Tenant] {
         &self.tenants
     }
@@ -183,5 +264,72 @@ impl TenantDirectory {
 
     pub fn by_name(&self, name: &str) -> Option<&Tenant> {
         self.by_name.get(name).map(|i| &self.tenants[*i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str, seed: u8) -> Tenant {
+        let mut next = seed;
+        new_tenant(
+            name,
+            Some("$argon2id$x".into()),
+            Quotas::dms_default(),
+            7,
+            |bytes| {
+                for byte in bytes {
+                    next = next.wrapping_mul(31).wrapping_add(17);
+                    *byte = next;
+                }
+            },
+        )
+    }
+
+    #[test]
+    fn a_tenant_record_roundtrips_and_anything_else_is_refused() {
+        // Goal: partition 0's record of a tenant gives back the same tenant; a cut,
+        // extended or foreign record decodes to nothing, without panicking.
+        let original = tenant("acme", 1);
+        let record = encode_tenant(&original);
+        assert!(record.len() <= sluice_core::limits::TENANT_RECORD_BYTES_MAX);
+        assert_eq!(decode_tenant(&record), Some(original.clone()));
+        let plain = Tenant {
+            password_hash: None,
+            ..original
+        };
+        assert_eq!(decode_tenant(&encode_tenant(&plain)), Some(plain));
+        for cut in 0..record.len() {
+            assert_eq!(decode_tenant(&record[..cut]), None);
+        }
+        let mut longer = record.clone();
+        longer.push(0);
+        assert_eq!(decode_tenant(&longer), None);
+        assert_eq!(decode_tenant(&[9, 0, 0]), None);
+    }
+
+    #[test]
+    fn records_that_clash_or_do_not_decode_are_left_out_of_the_directory() {
+        // Goal: a directory built from partition 0's records never panics on a forged
+        // log: undecodable records, a record under another name and repeated
+        // credentials are skipped and counted.
+        let a = tenant("a", 1);
+        let b = tenant("b", 2);
+        let b_same_ak = Tenant {
+            name: "c".into(),
+            project_id: "f".repeat(32),
+            ..b.clone()
+        };
+        let records = vec![
+            ("a".to_string(), encode_tenant(&a)),
+            ("b".to_string(), encode_tenant(&b)),
+            ("c".to_string(), encode_tenant(&b_same_ak)),
+            ("d".to_string(), vec![1, 2, 3]),
+            ("e".to_string(), encode_tenant(&a)),
+        ];
+        let (directory, skipped) = TenantDirectory::from_records(&records);
+        assert_eq!(skipped, 3);
+        assert_eq!(directory.all(), &[a, b]);
     }
 }

@@ -574,7 +574,8 @@ fn a_storage_fault_part_way_refuses_changes_until_a_reboot_repairs() {
     let node = node_over(&disks, &[EngineLimits::dms(); 3], 2);
     block_on(node.reconcile()).unwrap();
     assert!(!node.needs_repair());
-    let tenant = with_tenant(&node);
+    // The tenant is durable in partition 0: the reopened node still has it.
+    assert!(node.tenants().by_project(&tenant).is_some());
     block_on(node.create_queue(&tenant, "b", normal(), Vec::new())).unwrap();
     let names: Vec<String> = agreed_queues(&node).into_iter().map(|q| q.1).collect();
     assert_eq!(names, ["a", "b"]);
@@ -690,4 +691,165 @@ fn queue_meta_changes_reach_every_partition_and_refuse_a_stale_read() {
     let missing = block_on(node.set_queue_meta(QueueId(999), b"", Vec::new()));
     assert_eq!(missing, Err(NodeError::Engine(EngineError::QueueNotFound)));
     assert!(!node.needs_repair());
+}
+
+/// A node over `disks` (reopened: a new node, as after a restart), repaired and with its
+/// tenants published, as the server starts one.
+fn started_over(disks: &[SimDisk], shards: usize) -> TestNode {
+    let node = node_over(disks, &vec![wide(); disks.len()], shards);
+    block_on(node.reconcile()).unwrap();
+    node
+}
+
+/// Every shard's directory, as (name, project id, ak, quotas), checked to be one.
+fn shared_tenants(node: &TestNode) -> Vec<(String, String, String, Quotas)> {
+    let of = |shard: usize| {
+        let directory = node.shard(shard).tenants();
+        let mut all: Vec<_> = directory
+            .all()
+            .iter()
+            .map(|t| (t.name.clone(), t.project_id.clone(), t.ak.clone(), t.quotas))
+            .collect();
+        all.sort_by(|x, y| x.0.cmp(&y.0));
+        all
+    };
+    let first = of(0);
+    for shard in 1..node.shard_count() {
+        assert_eq!(of(shard), first, "shard {shard} publishes the same tenants");
+    }
+    first
+}
+
+#[test]
+fn tenants_survive_a_reopen_from_partition_zero_alone() {
+    // Goal: tenants, their quotas and deletions are durable in partition 0: a node
+    // reopened over the same disks with no stored tenant list (LocalNode keeps none)
+    // publishes them again, password hashes included. Method: create, change, delete;
+    // reopen; compare.
+    let disks: Vec<SimDisk> = (0..3).map(SimDisk::new).collect();
+    let node = started_over(&disks, 2);
+    let a = block_on(node.create_tenant("alpha", Some("pw"))).unwrap();
+    let b = block_on(node.create_tenant("beta", None)).unwrap();
+    let quotas = Quotas {
+        queues_max: 2,
+        groups_per_queue_max: 1,
+    };
+    block_on(node.set_tenant_quotas(&a.project_id, quotas)).unwrap();
+    block_on(node.delete_tenant(&b.project_id)).unwrap();
+    let before = shared_tenants(&node);
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].3, quotas);
+    drop(node);
+    let reopened = started_over(&disks, 3);
+    assert_eq!(shared_tenants(&reopened), before);
+    let kept = reopened
+        .tenants()
+        .by_project(&a.project_id)
+        .cloned()
+        .unwrap();
+    assert_eq!(kept.sk, a.sk);
+    assert!(crate::password::verify_password(
+        "pw",
+        kept.password_hash.as_deref().unwrap()
+    ));
+    assert_eq!(
+        block_on(reopened.create_tenant("alpha", None)),
+        Err(TenantError::Exists)
+    );
+}
+
+#[test]
+fn a_tenant_created_through_any_shard_is_in_partition_zero_and_every_shard() {
+    // Goal: a tenant created through a shard that does not own partition 0 is written
+    // there (forwarded) and every shard's directory shows it at once.
+    let disks: Vec<SimDisk> = (0..4).map(SimDisk::new).collect();
+    let node = started_over(&disks, 3);
+    let tenant = block_on(node.shard(2).create_tenant("gamma", None)).unwrap();
+    let names: Vec<String> = node
+        .engine(0)
+        .unwrap()
+        .tenants()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, ["gamma"]);
+    for shard in 0..3 {
+        let directory = node.shard(shard).tenants();
+        assert_eq!(directory.by_ak(&tenant.ak).unwrap().name, "gamma");
+    }
+    assert_eq!(shared_tenants(&node).len(), 1);
+}
+
+#[test]
+fn a_stored_tenant_list_moves_into_partition_zero_once() {
+    // Goal: on start, a host's stored tenants (an existing data directory's list) are
+    // written into a partition 0 that never held tenants; once partition 0 has held any,
+    // a stored list no longer matters (deleting every tenant does not bring them back).
+    let disks: Vec<SimDisk> = (0..2).map(SimDisk::new).collect();
+    let stored = crate::tenants::new_tenant("old", None, Quotas::dms_default(), 5, |b| {
+        b.fill(3);
+    });
+    let store = |node: &TestNode| {
+        let directory = crate::tenants::TenantDirectory::new(vec![stored.clone()]);
+        node.directories()
+            .tenants
+            .store(std::sync::Arc::new(directory));
+    };
+    let node = node_over(&disks, &[wide(); 2], 2);
+    store(&node);
+    block_on(node.reconcile()).unwrap();
+    assert_eq!(node.engine(0).unwrap().tenants().len(), 1);
+    assert_eq!(node.tenants().by_ak(&stored.ak).unwrap().name, "old");
+    block_on(node.delete_tenant(&stored.project_id)).unwrap();
+    drop(node);
+    let again = node_over(&disks, &[wide(); 2], 2);
+    store(&again);
+    block_on(again.reconcile()).unwrap();
+    assert!(again.engine(0).unwrap().tenants().is_empty());
+    assert!(again.tenants().all().is_empty(), "partition 0 is the truth");
+}
+
+#[test]
+fn tenants_applied_to_partition_zero_by_others_are_republished() {
+    // Goal: a tenant change the metadata shard did not make (a follower replica applying
+    // the leader's write) reaches every shard's directory: the owner of partition 0
+    // notices `tenant_changes` move. Method: write a record straight into partition 0's
+    // engine, then tick.
+    let disks: Vec<SimDisk> = (0..2).map(SimDisk::new).collect();
+    let node = started_over(&disks, 2);
+    let tenant = crate::tenants::new_tenant("delta", None, Quotas::dms_default(), 5, |b| {
+        b.fill(9);
+    });
+    let record = crate::tenants::encode_tenant(&tenant);
+    block_on(
+        node.engine(0)
+            .unwrap()
+            .put_tenant("delta", record, START_MS),
+    )
+    .unwrap();
+    assert!(node.tenants().by_name("delta").is_none(), "not yet noticed");
+    block_on(node.tick(START_MS)).unwrap();
+    for shard in 0..2 {
+        assert_eq!(node.shard(shard).tenants().by_name("delta"), Some(&tenant));
+    }
+}
+
+#[test]
+fn the_admin_secret_is_created_once_and_learned_on_every_start() {
+    // Goal: the first start puts the host's admin secret into partition 0 and learns
+    // it; a later start whose host would propose another learns the first instead.
+    let disks: Vec<SimDisk> = (0..2).map(SimDisk::new).collect();
+    let node = node_over(&disks, &[wide(); 2], 2);
+    node.propose_admin_secret(b"first".to_vec());
+    block_on(node.reconcile()).unwrap();
+    assert_eq!(node.learned_admin_secret().as_deref(), Some(&b"first"[..]));
+    drop(node);
+    let again = node_over(&disks, &[wide(); 2], 2);
+    again.propose_admin_secret(b"second".to_vec());
+    block_on(again.reconcile()).unwrap();
+    assert_eq!(again.learned_admin_secret().as_deref(), Some(&b"first"[..]));
+    assert_eq!(
+        again.engine(0).unwrap().admin_secret().as_deref(),
+        Some(&b"first"[..])
+    );
 }

@@ -10,8 +10,11 @@
 //!
 //! Layout: `node.json`, `secrets.json`, `tenants.json`, `server.json` (the address the
 //! running server listens on, for the CLI), and `partitions/pNNNN/` (one segment log
-//! each). Replication will move tenants into the metadata Raft group; until then this
-//! file is their durable home.
+//! each). Tenants and the secrets are durable in partition 0's engine (replicated
+//! commands); `tenants.json` and `secrets.json` are this node's copies of them, written
+//! whenever the node learns a change, for the CLI's `--data-dir`. On first start the
+//! secrets file is made here and then proposed to partition 0; an existing data
+//! directory's `tenants.json` moves into a partition 0 that never held tenants.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -213,6 +216,33 @@ pub fn open_or_init(
     Ok((facts, secrets, first_start))
 }
 
+impl Secrets {
+    /// The record partition 0 replicates (`sluice_core`'s `SetAdminSecret`): this JSON.
+    pub fn to_record(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("plain data")
+    }
+
+    /// The secrets of a partition 0 record; `None` unless well-formed with a 32-byte key.
+    pub fn from_record(record: &[u8]) -> Option<Secrets> {
+        let secrets: Secrets = serde_json::from_slice(record).ok()?;
+        let key_ok = hex::decode(&secrets.token_key).is_ok_and(|k| k.len() == 32);
+        key_ok.then_some(secrets)
+    }
+}
+
+/// Writes `secrets` as the data directory's secrets file (the admin credentials the CLI's
+/// `--data-dir` signs with), replacing what it held.
+pub fn store_secrets(data_dir: &Path, secrets: &Secrets) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(secrets).expect("plain data");
+    write_atomic(&data_dir.join(SECRETS_FILE), &text)
+}
+
+/// Whether the data directory has a tenants file (written at first start, and after every
+/// tenant change as the local copy of partition 0's list).
+pub fn has_tenants_file(data_dir: &Path) -> bool {
+    data_dir.join(TENANTS_FILE).exists()
+}
+
 pub fn load_secrets(data_dir: &Path) -> Result<Secrets, String> {
     let path = data_dir.join(SECRETS_FILE);
     read_json(&path)?.ok_or_else(|| {
@@ -321,6 +351,23 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_tenants(dir.path()).unwrap(), vec![tenant]);
+    }
+
+    #[test]
+    fn secrets_roundtrip_as_partition_zero_records_and_bad_records_are_refused() {
+        // Goal: the record partition 0 replicates gives back the same secrets and fits
+        // the engine's limit; a malformed record or a short token key gives none.
+        let dir = tempfile::tempdir().unwrap();
+        let (_, secrets, _) = open_or_init(dir.path(), 1).unwrap();
+        let record = secrets.to_record();
+        assert!(record.len() <= sluice_core::limits::ADMIN_SECRET_BYTES_MAX);
+        assert_eq!(Secrets::from_record(&record), Some(secrets.clone()));
+        assert_eq!(Secrets::from_record(b"{"), None);
+        let short = Secrets {
+            token_key: "00".into(),
+            ..secrets
+        };
+        assert_eq!(Secrets::from_record(&short.to_record()), None);
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub fn run(config: Config) -> Result<(), String> {
     datadir::remove_server_file(&config.data_dir)
         .map_err(|e| format!("cannot remove the old {}: {e}", datadir::SERVER_FILE))?;
     let mut tenants = datadir::load_tenants(&config.data_dir)?;
-    let first_start = if tenants.is_empty() {
+    // No tenants file: a new data directory (or one whose first start stopped before
+    // writing it). After that, partition 0 holds the tenants, and deleting them all does
+    // not bring a default back.
+    let first_start = if !datadir::has_tenants_file(&config.data_dir) {
         let password = datadir::random_alnum(20, false);
         let quotas = Quotas {
             queues_max: config.tenant_queues_max,
@@ -250,6 +253,8 @@ async fn shard_main(
     }
     if index == 0 {
         reconcile(&shard).await?;
+        let node = shard.node.clone();
+        glommio::spawn_local(async move { node.follow_tenants().await }).detach();
         shared.directory_ready.store(true, Ordering::Release);
     }
     barrier(&shared, "the directory", || {
@@ -407,8 +412,11 @@ fn announce(
     std::io::stdout().flush().map_err(|e| e.to_string())
 }
 
+/// The service's settings; the admin secrets are partition 0's (learned before any shard
+/// serves, at shard 0's start).
 fn service_config(shared: &Shared, endpoint: &str) -> ServiceConfig {
     let config = &shared.config;
+    let secrets = shared.secrets();
     ServiceConfig {
         dms: DmsConfig {
             ack_wait_s_min: config.ack_wait_s_min,
@@ -417,9 +425,9 @@ fn service_config(shared: &Shared, endpoint: &str) -> ServiceConfig {
         },
         clock_skew_s_max: config.clock_skew_s_max,
         token_ttl_s: config.token_ttl_s,
-        token_key: shared.secrets.token_key_bytes(),
-        admin_ak: shared.secrets.admin_ak.clone(),
-        admin_sk: shared.secrets.admin_sk.clone(),
+        token_key: secrets.token_key_bytes(),
+        admin_ak: secrets.admin_ak,
+        admin_sk: secrets.admin_sk,
         endpoint: endpoint.to_string(),
         region: "region-1".to_string(),
     }

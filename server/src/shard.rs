@@ -164,8 +164,28 @@ impl Host for ServerHost {
             .map_err(|_| NodeError::Unavailable("another shard is not reachable"))
     }
 
+    /// The local copy of partition 0's tenants, for the CLI and the next start.
     fn store_tenants(&self, tenants: &[Tenant]) -> Result<(), String> {
         datadir::store_tenants(&self.shared.config.data_dir, tenants).map_err(|e| e.to_string())
+    }
+
+    /// The data directory's secrets, proposed when partition 0 holds none.
+    fn admin_secret(&self) -> Option<Vec<u8>> {
+        Some(self.shared.secrets().to_record())
+    }
+
+    /// Partition 0's secrets: written into the data directory when they differ from the
+    /// file's, and used from then on.
+    fn learn_admin_secret(&self, secret: &[u8]) -> Result<(), String> {
+        let learned = datadir::Secrets::from_record(secret)
+            .ok_or("partition 0's admin secret record is malformed")?;
+        let mut held = self.shared.secrets.lock().expect("not poisoned");
+        if *held != learned {
+            datadir::store_secrets(&self.shared.config.data_dir, &learned)
+                .map_err(|e| e.to_string())?;
+            *held = learned;
+        }
+        Ok(())
     }
 
     /// On the password verifiers' threads (`crate::password_pool`); this shard serves

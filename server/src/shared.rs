@@ -21,7 +21,9 @@ use crate::password_pool::PasswordPool;
 pub struct Shared {
     pub config: Config,
     pub facts: NodeFacts,
-    pub secrets: Secrets,
+    /// The admin secrets: this data directory's at start, replaced by partition 0's once
+    /// the node learns them (`ServerHost::learn_admin_secret`).
+    pub secrets: std::sync::Mutex<Secrets>,
     pub shard_count: usize,
     pub directories: Arc<Directories>,
     /// Replay cache of signed token requests and login back-off, for every shard.
@@ -74,7 +76,7 @@ impl Shared {
         Arc::new(Shared {
             config,
             facts,
-            secrets,
+            secrets: std::sync::Mutex::new(secrets),
             shard_count,
             directories: Directories::new(tenants),
             guards,
@@ -105,6 +107,11 @@ impl Shared {
             wall_ms: wall_ms(),
             mono_ms: mono,
         })
+    }
+
+    /// The admin secrets as of now.
+    pub fn secrets(&self) -> Secrets {
+        self.secrets.lock().expect("not poisoned").clone()
     }
 
     pub fn stopping(&self) -> bool {

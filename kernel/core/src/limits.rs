@@ -45,6 +45,14 @@ pub const ENGINE_SCAN_STEPS_MAX: u32 = 4096;
 pub const ENGINE_READY_BLOCKED_MAX: usize = 16 * 1024;
 /// Bytes of opaque adapter fields (a queue's description and tags) a queue may carry.
 pub const QUEUE_META_BYTES_MAX: usize = 16 * 1024;
+/// Bytes of one tenant's record (its credentials and quotas, opaque to the engine) that
+/// partition 0 keeps (`Command::PutTenant`).
+pub const TENANT_RECORD_BYTES_MAX: usize = 4 * 1024;
+/// Tenants one engine (partition 0) keeps.
+pub const TENANTS_MAX: usize = 10_000;
+/// Bytes of the node's admin secret record (opaque to the engine) partition 0 keeps
+/// (`Command::SetAdminSecret`).
+pub const ADMIN_SECRET_BYTES_MAX: usize = 1024;
 
 // ---- Replication (`replica/`). ----
 

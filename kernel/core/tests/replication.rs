@@ -585,3 +585,53 @@ fn five_replicas_survive_chaos() {
         chaos(seed, 5, 300);
     }
 }
+
+#[test]
+fn replicas_agree_on_tenants_and_the_admin_secret_after_writes_at_the_leader() {
+    // Goal: tenants and the admin secret written at partition 0's leader are applied by
+    // every replica (a follower's `tenant_changes` moves, so its node can republish), a
+    // second admin secret never replaces the first, and a replica restarted from its own
+    // log agrees. Method: three replicas; put, replace and delete tenants and set the
+    // secret twice at the leader; settle; compare every replica; crash and restart one.
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let before = cluster.engine(follower).tenant_changes();
+    let engine = cluster.engine(leader);
+    let now = cluster.now.get();
+    cluster
+        .run(engine.put_tenant("acme", b"one".to_vec(), now))
+        .unwrap();
+    cluster
+        .run(engine.put_tenant("beta", b"two".to_vec(), now))
+        .unwrap();
+    cluster
+        .run(engine.put_tenant("acme", b"three".to_vec(), now))
+        .unwrap();
+    cluster.run(engine.delete_tenant("beta", now)).unwrap();
+    let first = cluster
+        .run(engine.set_admin_secret(b"first".to_vec(), now))
+        .unwrap();
+    let second = cluster
+        .run(engine.set_admin_secret(b"second".to_vec(), now))
+        .unwrap();
+    assert_eq!(first, b"first");
+    assert_eq!(second, b"first", "the secret is set once");
+    let refused = block_on(cluster.engine(follower).put_tenant("x", Vec::new(), now));
+    assert!(matches!(refused, Err(EngineError::NotLeader { .. })));
+    cluster.settle(leader);
+    let expected = vec![("acme".to_string(), b"three".to_vec())];
+    for engine in cluster.running() {
+        assert_eq!(engine.tenants(), expected);
+        assert_eq!(engine.admin_secret().as_deref(), Some(&b"first"[..]));
+        assert_eq!(engine.tenant_changes(), before + 5);
+    }
+    cluster.crash(follower);
+    cluster.restart(follower);
+    cluster.settle(leader);
+    assert_eq!(cluster.engine(follower).tenants(), expected);
+    assert_eq!(
+        cluster.engine(follower).admin_secret().as_deref(),
+        Some(&b"first"[..])
+    );
+}

@@ -10,7 +10,9 @@ use super::types::{
     FifoScope, GroupId, GroupStart, MessageId, QueueConfig, QueueId, QueueMode, RetryPolicy,
     TagFilter, TagMatch,
 };
-use crate::limits::ENGINE_TAGS_PER_MESSAGE_CEILING;
+use crate::limits::{
+    ADMIN_SECRET_BYTES_MAX, ENGINE_TAGS_PER_MESSAGE_CEILING, TENANT_RECORD_BYTES_MAX,
+};
 
 /// Fields of a send record besides body and user attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +101,22 @@ pub enum Command {
     Membership {
         v2: bool,
     },
+    /// Adds or replaces a tenant (partition 0): `record` is the node layer's serialized
+    /// tenant, opaque to the engine, at most `TENANT_RECORD_BYTES_MAX` bytes.
+    PutTenant {
+        name: String,
+        record: Vec<u8>,
+    },
+    /// Removes a tenant (partition 0).
+    DeleteTenant {
+        name: String,
+    },
+    /// The node's admin secret (partition 0), opaque to the engine, at most
+    /// `ADMIN_SECRET_BYTES_MAX` bytes. Set once: the first applied wins, later ones are
+    /// ignored, so every replica keeps the same.
+    SetAdminSecret {
+        secret: Vec<u8>,
+    },
 }
 
 const KIND_CREATE_QUEUE: u8 = 1;
@@ -117,6 +135,9 @@ const KIND_BOOT: u8 = 13;
 const KIND_SET_QUEUE_META: u8 = 14;
 const KIND_RAFT_NOOP: u8 = 15;
 const KIND_MEMBERSHIP: u8 = 16;
+const KIND_PUT_TENANT: u8 = 17;
+const KIND_DELETE_TENANT: u8 = 18;
+const KIND_SET_ADMIN_SECRET: u8 = 19;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -212,6 +233,15 @@ impl Command {
             Command::Membership { v2 } => {
                 w.u8(KIND_MEMBERSHIP).u8(u8::from(*v2));
             }
+            Command::PutTenant { name, record } => {
+                w.u8(KIND_PUT_TENANT).str(name).bytes(record);
+            }
+            Command::DeleteTenant { name } => {
+                w.u8(KIND_DELETE_TENANT).str(name);
+            }
+            Command::SetAdminSecret { secret } => {
+                w.u8(KIND_SET_ADMIN_SECRET).bytes(secret);
+            }
         }
         w.bytes
     }
@@ -269,6 +299,16 @@ impl Command {
             KIND_BOOT => Command::Boot,
             KIND_RAFT_NOOP => Command::RaftNoop,
             KIND_MEMBERSHIP => Command::Membership { v2: r.u8()? != 0 },
+            KIND_PUT_TENANT => Command::PutTenant {
+                name: r.str()?.to_string(),
+                record: bounded_bytes(&mut r, TENANT_RECORD_BYTES_MAX)?,
+            },
+            KIND_DELETE_TENANT => Command::DeleteTenant {
+                name: r.str()?.to_string(),
+            },
+            KIND_SET_ADMIN_SECRET => Command::SetAdminSecret {
+                secret: bounded_bytes(&mut r, ADMIN_SECRET_BYTES_MAX)?,
+            },
             KIND_SET_QUEUE_META => Command::SetQueueMeta {
                 queue: QueueId(r.u32()?),
                 meta: r.bytes()?.to_vec(),
@@ -286,6 +326,16 @@ fn invalid(r: &Reader<'_>) -> CodecError {
     CodecError {
         position: r.position(),
     }
+}
+
+/// A length-prefixed byte string of at most `max` bytes.
+fn bounded_bytes(r: &mut Reader<'_>, max: usize) -> Result<Vec<u8>, CodecError> {
+    let position = r.position();
+    let bytes = r.bytes()?;
+    if bytes.len() > max {
+        return Err(CodecError { position });
+    }
+    Ok(bytes.to_vec())
 }
 
 fn encode_seqs(w: &mut Writer, kind: u8, queue: QueueId, group: GroupId, seqs: &[u64]) {
@@ -522,6 +572,16 @@ mod tests {
             Command::RaftNoop,
             Command::Membership { v2: true },
             Command::Membership { v2: false },
+            Command::PutTenant {
+                name: "acme".into(),
+                record: b"opaque tenant".to_vec(),
+            },
+            Command::DeleteTenant {
+                name: "acme".into(),
+            },
+            Command::SetAdminSecret {
+                secret: b"opaque secret".to_vec(),
+            },
         ];
         for command in commands {
             let bytes = command.encode(b"user");
@@ -535,5 +595,20 @@ mod tests {
             }
         }
         assert!(Command::decode(&[99]).is_err());
+    }
+
+    #[test]
+    fn oversized_tenant_and_secret_records_are_refused_on_decode() {
+        // Goal: a forged record longer than the named limits never decodes (so it never
+        // reaches the state), and decoding does not panic.
+        let tenant = Command::PutTenant {
+            name: "t".into(),
+            record: vec![0; TENANT_RECORD_BYTES_MAX + 1],
+        };
+        assert!(Command::decode(&tenant.encode(&[])).is_err());
+        let secret = Command::SetAdminSecret {
+            secret: vec![0; ADMIN_SECRET_BYTES_MAX + 1],
+        };
+        assert!(Command::decode(&secret.encode(&[])).is_err());
     }
 }

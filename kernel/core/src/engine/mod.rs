@@ -26,6 +26,7 @@ mod send;
 pub use send::validate_batch;
 pub mod snapshot;
 pub mod state;
+mod tenants;
 pub mod timers;
 pub mod types;
 

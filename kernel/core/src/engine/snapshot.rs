@@ -16,9 +16,13 @@ use super::command::{decode_config, decode_filter, encode_config, encode_filter}
 use super::group::{DeadLetter, Group, Hold};
 use super::state::{new_queue, DelayedMessage, MessageMeta, State, MESSAGE_BYTES_UNKNOWN};
 use super::types::{GroupId, MessageId, QueueId};
+use crate::limits::{ADMIN_SECRET_BYTES_MAX, TENANTS_MAX, TENANT_RECORD_BYTES_MAX};
 
-/// The current format: version 3 plus each message's size (`MessageMeta::message_bytes`).
-const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP4");
+/// The current format: version 4 plus partition 0's tenants and admin secret.
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP5");
+/// Version 3 plus each message's size (`MessageMeta::message_bytes`); still read, with
+/// no tenants and no admin secret.
+const SNAPSHOT_MAGIC_V4: u64 = u64::from_le_bytes(*b"SLCSNAP4");
 /// The format before message sizes; still read, so that a node upgraded in place keeps
 /// its snapshots (the log segments before them may be gone). Its messages get
 /// `MESSAGE_BYTES_UNKNOWN`.
@@ -45,17 +49,19 @@ pub fn parse_snapshot_name(name: &str) -> Option<u64> {
 enum Version {
     V3,
     V4,
+    V5,
 }
 
 pub(crate) fn encode(state: &State, applied_offset: u64) -> Vec<u8> {
-    encode_version(state, applied_offset, Version::V4)
+    encode_version(state, applied_offset, Version::V5)
 }
 
 fn encode_version(state: &State, applied_offset: u64, version: Version) -> Vec<u8> {
     let mut w = Writer::default();
     let magic = match version {
         Version::V3 => SNAPSHOT_MAGIC_V3,
-        Version::V4 => SNAPSHOT_MAGIC,
+        Version::V4 => SNAPSHOT_MAGIC_V4,
+        Version::V5 => SNAPSHOT_MAGIC,
     };
     w.u64(magic)
         .u64(applied_offset)
@@ -95,6 +101,9 @@ fn encode_version(state: &State, applied_offset: u64, version: Version) -> Vec<u
             encode_group(&mut w, g);
         }
     }
+    if version == Version::V5 {
+        encode_tenants(&mut w, state);
+    }
     let checksum = xxh3_64(&w.bytes);
     w.u64(checksum);
     w.bytes
@@ -107,9 +116,46 @@ fn encode_meta(w: &mut Writer, meta: &MessageMeta, version: Version) {
     for tag in meta.tags {
         w.u16(tag);
     }
-    if version == Version::V4 {
+    if version != Version::V3 {
         w.u32(meta.message_bytes);
     }
+}
+
+/// Partition 0's tenants and admin secret (format 5).
+fn encode_tenants(w: &mut Writer, state: &State) {
+    w.u64(state.tenant_changes)
+        .u32(u32::try_from(state.tenants.len()).expect("bounded"));
+    for (name, record) in &state.tenants {
+        w.str(name).bytes(record);
+    }
+    match &state.admin_secret {
+        None => w.u8(0),
+        Some(secret) => w.u8(1).bytes(secret),
+    };
+}
+
+fn decode_tenants(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecError> {
+    state.tenant_changes = r.u64()?;
+    for _ in 0..r.count(TENANTS_MAX)? {
+        let name = r.str()?.to_string();
+        let record = r.bytes()?;
+        if record.len() > TENANT_RECORD_BYTES_MAX {
+            return Err(bad(r));
+        }
+        state.tenants.insert(name, record.to_vec());
+    }
+    state.admin_secret = match r.u8()? {
+        0 => None,
+        1 => {
+            let secret = r.bytes()?;
+            if secret.len() > ADMIN_SECRET_BYTES_MAX {
+                return Err(bad(r));
+            }
+            Some(secret.to_vec())
+        }
+        _ => return Err(bad(r)),
+    };
+    Ok(())
 }
 
 fn encode_group(w: &mut Writer, g: &Group) {
@@ -164,7 +210,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
     }
     let mut r = Reader::new(&bytes[..body_len]);
     let version = match r.u64()? {
-        SNAPSHOT_MAGIC => Version::V4,
+        SNAPSHOT_MAGIC => Version::V5,
+        SNAPSHOT_MAGIC_V4 => Version::V4,
         SNAPSHOT_MAGIC_V3 => Version::V3,
         _ => return Err(CodecError { position: 0 }),
     };
@@ -232,6 +279,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
         state.names.insert((tenant, name), id);
         state.queues.insert(id, q);
     }
+    if version == Version::V5 {
+        decode_tenants(&mut r, &mut state)?;
+    }
     if !r.is_empty() {
         return Err(bad(&r));
     }
@@ -252,7 +302,7 @@ fn decode_meta(r: &mut Reader<'_>, version: Version) -> Result<MessageMeta, Code
         tags: [r.u16()?, r.u16()?, r.u16()?],
         message_bytes: match version {
             Version::V3 => MESSAGE_BYTES_UNKNOWN,
-            Version::V4 => r.u32()?,
+            Version::V4 | Version::V5 => r.u32()?,
         },
     })
 }
@@ -388,5 +438,45 @@ mod tests {
         assert_eq!(check(&mut old, 35), 1);
         assert_eq!(check(&mut old, 35), 1);
         assert_eq!(check(&mut old, u64::MAX), 1, "the last one");
+    }
+
+    #[test]
+    fn tenants_and_the_admin_secret_survive_a_snapshot_and_older_formats_load_without() {
+        // Goal: format 5 keeps partition 0's tenants, admin secret and change counter;
+        // a format 4 snapshot (written before tenants lived in the engine) still loads,
+        // with none. Method: apply tenant commands, round-trip in both formats.
+        let mut state = three_messages();
+        let put = |name: &str, record: &[u8]| Command::PutTenant {
+            name: name.into(),
+            record: record.to_vec(),
+        };
+        state.apply(&put("acme", b"one"), MessageId(5), 1_000, 0);
+        state.apply(&put("beta", b"two"), MessageId(6), 1_000, 0);
+        state.apply(&put("acme", b"three"), MessageId(7), 1_000, 0);
+        let delete = Command::DeleteTenant {
+            name: "beta".into(),
+        };
+        state.apply(&delete, MessageId(8), 1_000, 0);
+        let secret = |bytes: &[u8]| Command::SetAdminSecret {
+            secret: bytes.to_vec(),
+        };
+        state.apply(&secret(b"first"), MessageId(9), 1_000, 0);
+        state.apply(&secret(b"second"), MessageId(10), 1_000, 0);
+        assert_eq!(
+            state.admin_secret.as_deref(),
+            Some(&b"first"[..]),
+            "set once"
+        );
+        assert_eq!(state.tenant_changes, 5);
+        let (restored, _) = decode(&encode(&state, 11)).unwrap();
+        assert_eq!(restored.tenants, state.tenants);
+        assert_eq!(restored.tenants.len(), 1);
+        assert_eq!(restored.admin_secret, state.admin_secret);
+        assert_eq!(restored.tenant_changes, 5);
+        let (old, _) = decode(&encode_version(&state, 11, Version::V4)).unwrap();
+        assert!(old.tenants.is_empty());
+        assert_eq!(old.admin_secret, None);
+        assert_eq!(old.tenant_changes, 0);
+        assert_eq!(old.queues.len(), 1);
     }
 }

@@ -187,6 +187,13 @@ pub(crate) struct State {
     pub next_nonce: u64,
     /// How many times the engine has started (durable `Boot` records).
     pub boot_epoch: u32,
+    /// Tenants by name, each the node layer's opaque record (partition 0 only).
+    pub tenants: BTreeMap<String, Vec<u8>>,
+    /// The node's admin secret, opaque; set once (partition 0 only).
+    pub admin_secret: Option<Vec<u8>>,
+    /// Applied changes of `tenants` and `admin_secret`, ever (kept in snapshots): it
+    /// moves exactly when they change, on every replica alike.
+    pub tenant_changes: u64,
 }
 
 impl State {
@@ -279,7 +286,30 @@ impl State {
             }
             // Raft's own records: the replica acts on them, the queue state does not.
             Command::RaftNoop | Command::Membership { .. } => {}
+            Command::PutTenant { name, record } => self.apply_put_tenant(name, record),
+            Command::DeleteTenant { name } => {
+                if self.tenants.remove(name).is_some() {
+                    self.tenant_changes += 1;
+                }
+            }
+            Command::SetAdminSecret { secret } => {
+                if self.admin_secret.is_none() {
+                    self.admin_secret = Some(secret.clone());
+                    self.tenant_changes += 1;
+                }
+            }
         }
+    }
+
+    /// Adds or replaces a tenant; a new one past `TENANTS_MAX` is ignored (the engine
+    /// refuses it before logging, so only a forged log holds one).
+    fn apply_put_tenant(&mut self, name: &str, record: &[u8]) {
+        let full = self.tenants.len() >= crate::limits::TENANTS_MAX;
+        if full && !self.tenants.contains_key(name) {
+            return;
+        }
+        self.tenants.insert(name.to_string(), record.to_vec());
+        self.tenant_changes += 1;
     }
 
     /// Creates a queue unless the tenant already has one of that name (a repeated

@@ -1,0 +1,164 @@
+//! The tenant directory and the admin secret follow partition 0.
+//!
+//! Partition 0's engine holds every tenant's record and the node's admin secret as
+//! replicated commands (`sluice_core::engine::Engine::put_tenant`,
+//! `set_admin_secret`). The shard that owns partition 0 (shard 0, the metadata shard)
+//! republishes the node's tenant directory from partition 0's applied records: after
+//! each tenant change it makes, and whenever partition 0's `tenant_changes` moves for
+//! another reason (a follower replica applying the leader's writes) —
+//! [`NodeShard::follow_tenants`] or [`NodeShard::refresh_tenants_if_changed`]. At start
+//! ([`NodeShard::start_tenants`]) it moves a host's stored list into a partition 0 that
+//! never held tenants, once, and proposes the host's admin secret if partition 0 has
+//! none.
+
+use std::sync::Arc;
+
+use sluice_core::engine::types::EngineError;
+
+use crate::requests::{self, TenantRecords};
+use crate::tenants::{encode_tenant, Tenant, TenantDirectory};
+use crate::{Host, NodeError, NodeShard};
+
+/// Longest a follower's directory may lag a tenant change it missed a wake-up for.
+const FOLLOW_WAKE_MS_MAX: u64 = 1_000;
+
+/// Whether `error` only says this replica does not lead partition 0 (another node will
+/// make the change; this one learns it when it applies it).
+fn not_leader(error: &NodeError) -> bool {
+    matches!(error, NodeError::Engine(EngineError::NotLeader { .. }))
+}
+
+impl<H: Host> NodeShard<H> {
+    /// Writes `tenant` (new or changed) into partition 0, then republishes the directory.
+    pub(crate) async fn put_tenant(&self, tenant: &Tenant) -> Result<(), NodeError> {
+        let call = requests::PutTenant {
+            partition: 0,
+            name: tenant.name.clone(),
+            record: encode_tenant(tenant),
+        };
+        let written = self.call(call).await;
+        self.refresh_tenants().await?;
+        written
+    }
+
+    /// Removes the tenant `name` from partition 0, then republishes the directory.
+    pub(crate) async fn remove_tenant(&self, name: &str) -> Result<(), NodeError> {
+        let call = requests::RemoveTenant {
+            partition: 0,
+            name: name.to_string(),
+        };
+        let removed = self.call(call).await;
+        self.refresh_tenants().await?;
+        removed
+    }
+
+    /// Shard 0 at start, after the queue repair: migrates the host's stored tenants into
+    /// a partition 0 that never held any (an existing data directory's list), proposes
+    /// the host's admin secret when partition 0 has none, and publishes the directory
+    /// from partition 0. A replica that does not lead partition 0 skips both writes.
+    pub async fn start_tenants(&self) -> Result<(), NodeError> {
+        let records = self.read_tenants().await?;
+        if records.changes == 0 {
+            let stored = self.directories().tenants.load_full();
+            for tenant in stored.all() {
+                let call = requests::PutTenant {
+                    partition: 0,
+                    name: tenant.name.clone(),
+                    record: encode_tenant(tenant),
+                };
+                match self.call(call).await {
+                    Err(error) if not_leader(&error) => break,
+                    written => written?,
+                }
+            }
+        }
+        if let (None, Some(secret)) = (&records.admin_secret, self.host().admin_secret()) {
+            match self
+                .call(requests::SetAdminSecret {
+                    partition: 0,
+                    secret,
+                })
+                .await
+            {
+                Err(error) if not_leader(&error) => {}
+                written => drop(written?),
+            }
+        }
+        self.tenants_published.set(None);
+        self.refresh_tenants().await
+    }
+
+    /// Republishes the tenant directory from partition 0 if its tenants or admin secret
+    /// changed since this shard last did; hands a (new) admin secret to the host.
+    pub async fn refresh_tenants(&self) -> Result<(), NodeError> {
+        let records = self.read_tenants().await?;
+        if self
+            .tenants_published
+            .get()
+            .is_some_and(|published| published >= records.changes)
+        {
+            return Ok(());
+        }
+        let (directory, skipped) = TenantDirectory::from_records(&records.tenants);
+        if skipped > 0 {
+            self.host().log(&format!(
+                "partition 0 holds {skipped} tenant records that do not decode or clash; \
+                 left out"
+            ));
+        }
+        if let Err(error) = self.host().store_tenants(directory.all()) {
+            self.host().log(&format!(
+                "cannot keep the local copy of the tenants: {error}"
+            ));
+        }
+        if let Some(secret) = &records.admin_secret {
+            if let Err(error) = self.host().learn_admin_secret(secret) {
+                self.host()
+                    .log(&format!("cannot keep the admin secret: {error}"));
+            }
+        }
+        self.directories().tenants.store(Arc::new(directory));
+        self.tenants_published.set(Some(records.changes));
+        Ok(())
+    }
+
+    /// [`NodeShard::refresh_tenants`] when partition 0's `tenant_changes` moved since the
+    /// last publish; a no-op elsewhere than on the shard that owns partition 0.
+    pub async fn refresh_tenants_if_changed(&self) -> Result<(), NodeError> {
+        if !self.owns(0) {
+            return Ok(());
+        }
+        let changes = self.host().engine(0)?.tenant_changes();
+        if self.tenants_published.get() == Some(changes) {
+            return Ok(());
+        }
+        self.refresh_tenants().await
+    }
+
+    /// Runs on the shard that owns partition 0 until the host stops: republishes the
+    /// directory whenever partition 0 applied a tenant change, wherever it came from
+    /// (this node's metadata shard, or the leader's writes applied by this replica).
+    /// Wakes on partition 0's changes, and at least every [`FOLLOW_WAKE_MS_MAX`].
+    pub async fn follow_tenants(&self) {
+        assert!(self.owns(0), "the owner of partition 0 follows its tenants");
+        // Runs for the life of the shard; each pass waits for a change or the wake-up.
+        while !self.host().stopping() {
+            let seen = self.host().engine(0).map(|engine| engine.change_count());
+            if let Err(error) = self.refresh_tenants_if_changed().await {
+                self.host()
+                    .log(&format!("cannot republish the tenants: {error}"));
+            }
+            let sleep = self.host().sleep_ms(FOLLOW_WAKE_MS_MAX);
+            match (seen, self.host().engine(0)) {
+                (Ok(seen), Ok(engine)) => {
+                    futures_lite::future::or(engine.changed(seen), sleep).await
+                }
+                _ => sleep.await,
+            }
+        }
+    }
+
+    async fn read_tenants(&self) -> Result<TenantRecords, NodeError> {
+        self.call(requests::ReadTenants { partition: 0 }).await
+    }
+}
