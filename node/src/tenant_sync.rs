@@ -138,7 +138,7 @@ impl<H: Host> NodeShard<H> {
     /// Runs on the shard that owns partition 0 until the host stops: republishes the
     /// directory whenever partition 0 applied a tenant change, wherever it came from
     /// (this node's metadata shard, or the leader's writes applied by this replica).
-    /// Wakes on partition 0's changes, and at least every [`FOLLOW_WAKE_MS_MAX`].
+    /// Wakes on partition 0's changes, and at least every `FOLLOW_WAKE_MS_MAX` milliseconds.
     pub async fn follow_tenants(&self) {
         assert!(self.owns(0), "the owner of partition 0 follows its tenants");
         // Runs for the life of the shard; each pass waits for a change or the wake-up.
