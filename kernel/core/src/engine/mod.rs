@@ -488,7 +488,9 @@ impl<S: Storage + Clone> Engine<S> {
             .borrow()
             .oldest_needed_offset()
             .unwrap_or(u64::MAX)
-            .min(self.snapshot_offset.get());
+            // Keep the last record the snapshot covers: the oldest record the log holds
+            // stands for Raft's compaction point, which must be committed.
+            .min(self.snapshot_offset.get().saturating_sub(1));
         let policy = RetentionPolicy {
             remove_below: Some(Offset(pin)),
             ..RetentionPolicy::default()
