@@ -358,15 +358,20 @@ impl Node {
         true
     }
 
-    /// Creates `TENANT_NAMES` in order; the first boot records them, later boots must
-    /// get the same credentials (the seed and order are the same).
+    /// Creates `TENANT_NAMES` in order, unless partition 0 already holds them (tenants
+    /// are replicated commands there and survive a boot); the first boot records them,
+    /// later boots must find or get the same credentials.
     async fn tenants_recreate(&self, local: &Local) {
         let mut created = Vec::with_capacity(TENANT_NAMES.len());
         for name in TENANT_NAMES {
-            let tenant = local
-                .create_tenant(name, None)
-                .await
-                .expect("a fresh directory accepts the tenant");
+            let kept = local.tenants().by_name(name).cloned();
+            let tenant = match kept {
+                Some(tenant) => tenant,
+                None => local
+                    .create_tenant(name, None)
+                    .await
+                    .expect("a directory without the tenant accepts it"),
+            };
             created.push(tenant);
         }
         let mut tenants = self.tenants.borrow_mut();
