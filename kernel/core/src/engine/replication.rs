@@ -444,10 +444,10 @@ impl<S: Storage + Clone> Engine<S> {
         let entries = ready.take_entries();
         self.drop_replaced(&entries);
         self.replica.store.stage(entries);
-        let mut must_save = conf_changed;
+        let mut new_vote = false;
         if let Some(hard) = ready.hs() {
             let saved = self.replica.saved.borrow();
-            must_save |= hard.term != saved.hard.term || hard.vote != saved.hard.vote;
+            new_vote = hard.term != saved.hard.term || hard.vote != saved.hard.vote;
             self.replica.store.set_hard_state(hard);
         }
         let persisted_messages = ready.take_persisted_messages();
@@ -462,19 +462,33 @@ impl<S: Storage + Clone> Engine<S> {
         Ok(Some(PendingReady {
             number,
             persisted_messages,
-            must_save,
+            new_vote,
+            conf_changed,
         }))
     }
 
     /// The asynchronous half: persist entries and state, then tell raft-rs.
+    ///
+    /// A new term or vote is saved before the entries: the log must never hold an entry
+    /// of a term the state file has not reached (a crash between the two would leave a
+    /// replica that forgot its vote in a term it already wrote entries for, and could
+    /// vote twice in it). That early save keeps the commit index last saved, since the
+    /// Ready's commit may cover the entries it brings.
     async fn finish_ready(&self, pending: PendingReady) -> Result<(), EngineError> {
         let store = &self.replica.store;
+        if pending.new_vote {
+            let mut early = self.replica.saved.borrow().clone();
+            let staged = store.durable().hard;
+            early.hard.term = staged.term;
+            early.hard.vote = staged.vote;
+            self.save_durable(early).await?;
+        }
         store.persist().await.map_err(persist_fault)?;
         let commit = store.durable().hard.commit;
         let saved_commit = self.replica.saved.borrow().hard.commit;
         let lagging = commit >= saved_commit + crate::limits::REPLICA_COMMIT_SAVE_EVERY;
-        if pending.must_save || lagging {
-            self.save_durable().await?;
+        if pending.new_vote || pending.conf_changed || lagging {
+            self.save_durable(store.durable()).await?;
         }
         self.replica
             .node
@@ -489,11 +503,10 @@ impl<S: Storage + Clone> Engine<S> {
         Ok(())
     }
 
-    async fn save_durable(&self) -> Result<(), EngineError> {
+    async fn save_durable(&self, durable: DurableState) -> Result<(), EngineError> {
         let Some(mut file) = self.replica.hard_file.borrow_mut().take() else {
             return Ok(());
         };
-        let durable = self.replica.store.durable();
         let result = file.save(&durable).await;
         self.replica.hard_file.replace(Some(file));
         result.map_err(|error| EngineError::Storage(StorageFault::Replica(error.to_string())))?;
@@ -656,7 +669,10 @@ impl<S: Storage> Drop for DrivingGuard<'_, S> {
 pub(crate) struct PendingReady {
     number: u64,
     persisted_messages: Vec<Message>,
-    must_save: bool,
+    /// The Ready raised the term or cast a vote: saved before its entries are written.
+    new_vote: bool,
+    /// A membership change was applied: the configuration is saved after the entries.
+    conf_changed: bool,
 }
 
 /// A committed command entry this replica did not propose: decoded from its bytes.
