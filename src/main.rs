@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod cluster_cli;
+
 use clap::{Parser, Subcommand};
 
 /// mimalloc: the server allocates per request (bodies, JSON, records); glibc's malloc and
@@ -86,6 +88,11 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },
+    /// A local cluster for trying it out, and how a node sees its cluster.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Manage tenants through the admin API.
     Tenant {
         #[command(subcommand)]
@@ -143,6 +150,29 @@ enum Command {
         fail: bool,
         #[command(flatten)]
         who: TenantCredentials,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Start NODES `sluice server` processes on 127.0.0.1 as one cluster (node N: HTTP on
+    /// HTTP_BASE+N-1, cluster port CLUSTER_BASE+N-1, data in DIR/nodeN); Ctrl-C stops them.
+    Local {
+        #[arg(long, default_value = "./sluice-cluster")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        #[arg(long, default_value_t = 8081)]
+        http_base: u16,
+        #[arg(long, default_value_t = 9081)]
+        cluster_base: u16,
+        #[arg(long)]
+        shards: Option<u32>,
+    },
+    /// A node's readiness and each partition's leader as it sees them (GET /readyz).
+    Status {
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -252,6 +282,7 @@ fn run(cli: Cli) -> Result<(), String> {
             sluice_server::run::run(resolved)
         }
         Command::Tenant { action } => tenant(action),
+        Command::Cluster { action } => cluster(action),
         Command::QueueCreate {
             name,
             fifo,
@@ -382,6 +413,41 @@ fn admin_client(target: &Target) -> Result<Client, String> {
         sk: secrets.admin_sk,
     };
     client_of(target, credentials)
+}
+
+fn cluster(action: ClusterAction) -> Result<(), String> {
+    match action {
+        ClusterAction::Local {
+            dir,
+            nodes,
+            http_base,
+            cluster_base,
+            shards,
+        } => cluster_cli::local(&cluster_cli::Local {
+            dir,
+            nodes,
+            http_base,
+            cluster_base,
+            shards,
+        }),
+        ClusterAction::Status { target } => {
+            let endpoint = endpoint(&target)?;
+            let authority = endpoint
+                .split_once("://")
+                .map_or(endpoint.as_str(), |(_, rest)| rest)
+                .trim_end_matches('/');
+            let address = authority
+                .parse()
+                .map_err(|_| format!("{endpoint}: expected http://IP:PORT"))?;
+            let (status, body) = cluster_cli::readyz(address)?;
+            println!("{body}");
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("not ready (HTTP {status})"))
+            }
+        }
+    }
 }
 
 fn tenant(action: TenantAction) -> Result<(), String> {

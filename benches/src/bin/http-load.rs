@@ -61,7 +61,9 @@ mod load {
     #[derive(Parser, Debug)]
     #[command(name = "http-load", about = "Load generator for sluice's DMS HTTP API")]
     struct Args {
-        /// `http://host:port` of a running server (needs --data-dir for credentials).
+        /// `http://host:port` of a running server (needs --data-dir for credentials); a
+        /// comma-separated list spreads the connections over the nodes of a cluster
+        /// (producer i and consumer i use endpoint i % E).
         #[arg(long, requires = "data_dir", conflicts_with = "spawn_server")]
         endpoint: Option<String>,
         /// The running server's data directory: credentials come from its tenants.json.
@@ -514,11 +516,19 @@ mod load {
 
     struct Ctx {
         signer: Signer,
+        /// The first endpoint: setup and teardown.
         address: SocketAddr,
+        /// Every endpoint: connection `i` uses `addresses[i % len]`.
+        addresses: Vec<SocketAddr>,
         args: Args,
     }
 
     impl Ctx {
+        fn address_for(&self, index: u32) -> SocketAddr {
+            let index = usize::try_from(index).expect("fits") % self.addresses.len();
+            self.addresses[index]
+        }
+
         fn base(&self) -> String {
             format!("/v1.0/{}", self.signer.tenant.project_id)
         }
@@ -592,8 +602,13 @@ mod load {
         send: Samples,
     }
 
-    async fn producer(ctx: Rc<Ctx>, ledger: Rc<Ledger>, queue_id: String) -> ProducerOut {
-        let mut conn = Conn::new(ctx.address);
+    async fn producer(
+        ctx: Rc<Ctx>,
+        ledger: Rc<Ledger>,
+        queue_id: String,
+        index: u32,
+    ) -> ProducerOut {
+        let mut conn = Conn::new(ctx.address_for(index));
         let path = format!("{}/queues/{queue_id}/messages", ctx.base());
         let mut out = ProducerOut {
             send: Samples::default(),
@@ -674,8 +689,9 @@ mod load {
         queue_id: String,
         group_id: String,
         out: Rc<RefCell<ConsumerOut>>,
+        index: u32,
     ) {
-        let mut conn = Conn::new(ctx.address);
+        let mut conn = Conn::new(ctx.address_for(index));
         let receive_path = format!(
             "{}/queues/{queue_id}/groups/{group_id}/messages",
             ctx.base()
@@ -834,6 +850,7 @@ mod load {
                     setup.queue_ids[queue_index].clone(),
                     setup.group_ids[queue_index].clone(),
                     consumer_out.clone(),
+                    index,
                 )));
             }
         };
@@ -849,6 +866,7 @@ mod load {
                 ctx.clone(),
                 ledger.clone(),
                 queue_id,
+                index,
             )));
         }
         let mut send = Samples::default();
@@ -1209,11 +1227,11 @@ mod load {
             eprintln!("http-load: {message}");
             return ExitCode::from(2);
         }
-        let (spawned, address, data_dir) = match &args.spawn_server {
+        let (spawned, addresses, data_dir) = match &args.spawn_server {
             Some(binary) => match spawn_server(binary, &args.spawn_parent, args.server_shards) {
                 Ok((spawned, address)) => {
                     let data_dir = spawned.data_dir.clone();
-                    (Some(spawned), address, data_dir)
+                    (Some(spawned), vec![address], data_dir)
                 }
                 Err(message) => {
                     eprintln!("http-load: {message}");
@@ -1221,18 +1239,22 @@ mod load {
                 }
             },
             None => {
-                let endpoint = args.endpoint.as_deref().expect("validated");
-                let authority = endpoint
-                    .split_once("://")
-                    .map_or(endpoint, |(_, rest)| rest)
-                    .trim_end_matches('/');
-                let Ok(address) = authority.parse::<SocketAddr>() else {
-                    eprintln!(
-                        "http-load: --endpoint needs an ip:port authority, got {authority:?}"
-                    );
-                    return ExitCode::from(2);
-                };
-                (None, address, args.data_dir.clone().expect("validated"))
+                let endpoints = args.endpoint.as_deref().expect("validated");
+                let mut addresses = Vec::new();
+                for endpoint in endpoints.split(',') {
+                    let authority = endpoint
+                        .split_once("://")
+                        .map_or(endpoint, |(_, rest)| rest)
+                        .trim_end_matches('/');
+                    let Ok(address) = authority.parse::<SocketAddr>() else {
+                        eprintln!(
+                            "http-load: --endpoint needs ip:port authorities, got {authority:?}"
+                        );
+                        return ExitCode::from(2);
+                    };
+                    addresses.push(address);
+                }
+                (None, addresses, args.data_dir.clone().expect("validated"))
             }
         };
         let tenant = match read_tenant(&data_dir) {
@@ -1251,9 +1273,10 @@ mod load {
         let ctx = Rc::new(Ctx {
             signer: Signer {
                 tenant,
-                host: address.to_string(),
+                host: addresses[0].to_string(),
             },
-            address,
+            address: addresses[0],
+            addresses,
             args,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
