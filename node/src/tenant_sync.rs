@@ -164,7 +164,9 @@ impl<H: Host> NodeShard<H> {
     /// Runs on the shard that owns partition 0 until the host stops: republishes the
     /// directories whenever this node's replica of partition 0 applied a change,
     /// wherever it came from (this node's metadata shard, or the leader's writes applied
-    /// by this replica). Wakes on partition 0's changes (at most once per
+    /// by this replica). The first time it finds this node leading partition 0 it runs
+    /// [`NodeShard::start_tenants`]'s writes (which skip what partition 0 already holds).
+    /// Wakes on partition 0's changes (at most once per
     /// `FOLLOW_PASS_MS_MIN`), and at least every `FOLLOW_WAKE_MS_MAX` milliseconds.
     pub async fn follow_metadata(&self) {
         assert!(
@@ -172,8 +174,19 @@ impl<H: Host> NodeShard<H> {
             "the owner of partition 0 follows its metadata"
         );
         // Runs for the life of the shard; each pass waits for a change or the wake-up.
+        let mut seeded = false;
         while !self.host().stopping() {
             let seen = self.host().engine(0).map(|engine| engine.change_count());
+            if !seeded && self.leads(0) {
+                // A fresh cluster's start-up ran before any election: the first node to
+                // lead partition 0 writes its tenants and admin secret then.
+                match self.start_tenants().await {
+                    Ok(()) => seeded = true,
+                    Err(error) => self
+                        .host()
+                        .log(&format!("cannot seed the tenants: {error}")),
+                }
+            }
             if let Err(error) = self.refresh_metadata_if_changed().await {
                 self.host()
                     .log(&format!("cannot republish the directories: {error}"));
