@@ -314,8 +314,11 @@ impl<H: Host> NodeShard<H> {
                     wait_ms,
                 };
                 waits.push(Box::pin(async move {
-                    // An error ends this wait early; the caller then tries again.
-                    let _ = self.call(call).await;
+                    // A failed wait (a partition reopening, a refused or failed forward)
+                    // waits out the round instead, so that a long poll never spins.
+                    if self.call(call).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }));
             }
         }
