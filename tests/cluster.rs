@@ -1,17 +1,26 @@
 //! Cluster mode with the real binary: three `sluice server` processes on 127.0.0.1, each
-//! holding a replica of every partition. They become ready (`/readyz` 200, every
-//! partition with a leader all three agree on); after SIGKILL of a node that leads, the
-//! other two elect new leaders; the killed node, restarted, catches up and is ready.
+//! holding a replica of every partition.
 //!
-//! Readiness only: requests to a partition led elsewhere are not forwarded yet, and
-//! tenants are not replicated yet (docs/server.md, "Cluster mode"). Every wait polls with
-//! a deadline. A single node is ready as soon as it listens.
+//! - Readiness: they become ready (`/readyz` 200, every partition with a leader all three
+//!   agree on); after SIGKILL of a node that leads, the other two elect new leaders; the
+//!   killed node, restarted, catches up and is ready. A single node is ready as soon as
+//!   it listens.
+//! - Any node serves any request (forwarding to the partition's leader): the admin secret
+//!   and tenants follow partition 0 on every node; a tenant created with the CLI through a
+//!   node that does not lead partition 0, a queue and group created through one node and
+//!   visible through every other, sends through every node (each 2xx send's ids kept),
+//!   receives and acks through every node until every kept id was received: none lost.
+//!
+//! Every wait polls with a deadline; nothing sleeps for correctness.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+use sluice_server::client::{Client, Credentials};
+use sluice_server::datadir;
 use support::{raw, Server};
 
 const NODES: u64 = 3;
@@ -130,4 +139,193 @@ fn a_single_node_is_ready_once_it_listens() {
         b"POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let (status, _) = raw::exchange(&server.endpoint, request);
     assert_eq!(status, 405);
+}
+
+/// Polls `attempt` until it answers `Some`, for at most [`READY_WAIT`]; panics with `what`.
+fn poll<T>(what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + READY_WAIT;
+    // Bounded by READY_WAIT.
+    loop {
+        if let Some(done) = attempt() {
+            return done;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {READY_WAIT:?}"
+        );
+        std::thread::sleep(POLL_PAUSE);
+    }
+}
+
+/// Starts three nodes and waits until they agree on every partition's leader; returns
+/// the nodes and the leaders.
+fn start_cluster(dir: &std::path::Path) -> (BTreeMap<u64, Server>, Vec<u64>) {
+    let ports: BTreeMap<u64, u16> = (1..=NODES).map(|id| (id, free_port())).collect();
+    let peers: Vec<String> = ports
+        .iter()
+        .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
+        .collect();
+    let peers = peers.join(",");
+    let nodes: BTreeMap<u64, Server> = ports
+        .iter()
+        .map(|(id, port)| (*id, start_node(dir, *id, &peers, *port)))
+        .collect();
+    let leaders = wait_agreed(&nodes, None);
+    (nodes, leaders)
+}
+
+/// Creates a tenant with the CLI against `server`'s data directory (its admin secret);
+/// retried while the node answers 503 (an election), by a fresh name each time so that
+/// a create that took effect behind a 503 does not make the retry fail.
+fn create_tenant(server: &Server) -> Credentials {
+    let binary = env!("CARGO_BIN_EXE_sluice");
+    let mut attempt = 0;
+    poll("a tenant created through the CLI", || {
+        attempt += 1;
+        let name = format!("fwd{attempt}");
+        let output = std::process::Command::new(binary)
+            .args(["tenant", "create", &name, "--json", "--data-dir"])
+            .arg(&server.data_dir)
+            .output()
+            .expect("the CLI runs");
+        if !output.status.success() {
+            eprintln!("tenant create: {}", String::from_utf8_lossy(&output.stderr));
+            return None;
+        }
+        let created: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        Some(Credentials {
+            project_id: created["project_id"].as_str()?.to_string(),
+            ak: created["ak"].as_str()?.to_string(),
+            sk: created["sk"].as_str()?.to_string(),
+        })
+    })
+}
+
+/// The message ids of a send's 2xx answer; `None` for any other answer (retriable).
+fn send_once(client: &Client, path: &str, tag: &str) -> Option<Vec<String>> {
+    let messages: Vec<Value> = (0..3)
+        .map(|n| json!({"body": {"tag": tag, "n": n}}))
+        .collect();
+    let body = json!({"messages": messages, "return_id": true});
+    let answer = client.call("POST", path, Some(&body)).ok()?;
+    if !(200..300).contains(&answer.status) {
+        assert_eq!(
+            answer.status, 503,
+            "only a retriable refusal: {:?}",
+            answer.body
+        );
+        return None;
+    }
+    let ids = answer.body["messages"].as_array()?;
+    Some(
+        ids.iter()
+            .map(|m| m["id"].as_str().expect("an id").to_string())
+            .collect(),
+    )
+}
+
+/// One receive and ack through `client`; the ids received and acked.
+fn drain_once(client: &Client, receive: &str, ack: &str) -> Vec<String> {
+    let Ok(got) = client.call("GET", receive, None) else {
+        return Vec::new();
+    };
+    let Some(messages) = got.body.as_array().filter(|_| got.status == 200) else {
+        assert_eq!(got.status, 503, "only a retriable refusal: {:?}", got.body);
+        return Vec::new();
+    };
+    let handlers: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"handler": m["handler"], "status": "success"}))
+        .collect();
+    if handlers.is_empty() {
+        return Vec::new();
+    }
+    let acked = client.call("POST", ack, Some(&json!({"message": handlers})));
+    match acked {
+        Ok(answer) if answer.body["success"].as_u64() == Some(messages.len() as u64) => messages
+            .iter()
+            .map(|m| {
+                m["message"]["message_id"]
+                    .as_str()
+                    .expect("an id")
+                    .to_string()
+            })
+            .collect(),
+        // Not acked: the messages come back after their visibility and are received again.
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn any_node_serves_any_request_and_no_acknowledged_message_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, leaders) = start_cluster(dir.path());
+    // The admin secret is partition 0's: every node learns it into its data directory.
+    poll("every node holding partition 0's admin secret", || {
+        let all: Vec<datadir::Secrets> = nodes
+            .values()
+            .map(|node| datadir::load_secrets(&node.data_dir).ok())
+            .collect::<Option<_>>()?;
+        all.windows(2).all(|w| w[0] == w[1]).then_some(())
+    });
+    // A node that does not lead partition 0 (so tenant creation is forwarded).
+    let (&creator, _) = nodes
+        .iter()
+        .find(|(id, _)| **id != leaders[0])
+        .expect("three nodes");
+    let credentials = create_tenant(&nodes[&creator]);
+    let clients: BTreeMap<u64, Client> = nodes
+        .iter()
+        .map(|(id, node)| (*id, Client::new(&node.endpoint, credentials.clone())))
+        .collect();
+    let base = format!("/v1.0/{}", credentials.project_id);
+
+    // A queue and group through the creator; visible through every node.
+    let creating = &clients[&creator];
+    // Retried on a 503; a create that took effect behind one is found by name.
+    let queue = poll("the queue created", || {
+        let _ = creating.create_queue("orders", "NORMAL", None);
+        creating.queue_id("orders").ok()
+    });
+    let group = poll("the group created", || {
+        let _ = creating.create_group("orders", "g");
+        creating.group_id(&queue, "g").ok()
+    });
+    for (id, client) in &clients {
+        poll(&format!("the queue visible through node {id}"), || {
+            client
+                .queue_id("orders")
+                .ok()
+                .filter(|found| *found == queue)
+        });
+    }
+
+    // Sends through every node: each 2xx send's ids are kept.
+    let send_path = format!("{base}/queues/{queue}/messages");
+    let mut sent: BTreeSet<String> = BTreeSet::new();
+    for round in 0..4 {
+        for (id, client) in &clients {
+            let tag = format!("node{id}-round{round}");
+            let ids = poll(&format!("a send through node {id}"), || {
+                send_once(client, &send_path, &tag)
+            });
+            sent.extend(ids);
+        }
+    }
+    assert_eq!(sent.len(), 4 * 3 * NODES as usize, "every id distinct");
+
+    // Receive and ack through every node in turn until every kept id was received.
+    let receive = format!(
+        "{base}/queues/{queue}/groups/{group}/messages?max_msgs=10&time_wait=1&ack_wait=30"
+    );
+    let ack = format!("{base}/queues/{queue}/groups/{group}/ack");
+    let mut received: BTreeSet<String> = BTreeSet::new();
+    let mut turn = clients.values().cycle();
+    poll("every sent message received", || {
+        let client = turn.next().expect("cycles");
+        received.extend(drain_once(client, &receive, &ack));
+        sent.is_subset(&received).then_some(())
+    });
+    let lost: Vec<&String> = sent.difference(&received).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
 }

@@ -16,15 +16,18 @@ use crate::QueueView;
 #[derive(Clone, Debug, Default)]
 pub struct QueueDirectory {
     pub queues: BTreeMap<QueueId, QueueView>,
+    /// Partition 0's Raft index this directory reflects (the replica's applied index when
+    /// it was read); a directory of a lower index never replaces it.
+    pub applied: u64,
 }
 
 impl QueueDirectory {
-    pub fn from_infos(infos: Vec<QueueInfo>) -> QueueDirectory {
+    pub fn from_infos(applied: u64, infos: Vec<QueueInfo>) -> QueueDirectory {
         let queues = infos
             .into_iter()
             .map(|info| (info.id, QueueView::from(info)))
             .collect();
-        QueueDirectory { queues }
+        QueueDirectory { queues, applied }
     }
 
     /// The tenant's queues, ordered by name.

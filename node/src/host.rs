@@ -52,6 +52,21 @@ pub trait Host: Sized + 'static {
     /// over, not when it has run; `Unavailable` if the shard cannot be reached.
     fn forward(&self, shard: usize, job: Job<Self>) -> impl Future<Output = Result<(), NodeError>>;
 
+    /// Sends a call forwarded to another node (`crate::forward`'s bytes) to the same
+    /// shard of node `node` (its Raft replica id) and resolves with the bytes of its
+    /// answer, or `Unavailable` when it cannot be delivered. The node layer bounds how
+    /// many are in flight and how long it waits; dropping the future gives the call up,
+    /// and the host forgets it. A host of one node (the simulation, the tests) has no
+    /// other node: the default answers `Unavailable`.
+    fn call_node(
+        &self,
+        node: u64,
+        call: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, NodeError>> {
+        let _ = (node, call);
+        async { Err(NodeError::Unavailable("no other node is reachable")) }
+    }
+
     /// Keeps a local copy of the whole tenant list, as partition 0 holds it, each time
     /// the node republishes it (the server's `tenants.json`, which the CLI reads).
     /// Partition 0 is the durable home; a failure here is only logged.

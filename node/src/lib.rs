@@ -32,6 +32,7 @@ use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
 pub mod backoff;
 pub mod directory;
+pub mod forward;
 pub mod guards;
 pub mod host;
 pub mod local;
@@ -100,7 +101,7 @@ pub struct QueueCounts {
 }
 
 /// Which lane of a consumer group a receive or ack works on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Lane {
     Main,
     DeadLetters,
@@ -114,7 +115,8 @@ impl Lane {
 }
 
 /// A failed node call. `Engine` carries the kernel's typed error; `Unavailable` means the
-/// owning partition could not be reached or is reopening (the caller may retry).
+/// owning partition could not be reached or is reopening (the caller may retry). Crosses
+/// between nodes as [`forward::WireNodeError`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeError {
     Engine(EngineError),

@@ -244,14 +244,14 @@ impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
     }
 
     /// Advances every partition's time-driven work (visibility expiry, delayed releases,
-    /// retention, snapshots) and republishes the tenants if partition 0's changed
-    /// (the server's `NodeShard::follow_tenants`, by polling); the driver calls it at the
+    /// retention, snapshots) and republishes the directories if partition 0 applied a change
+    /// (the server's `NodeShard::follow_metadata`, by polling); the driver calls it at the
     /// engines' deadlines. A storage fault takes the partition out of service and is
     /// returned.
     pub async fn tick(&self, now_ms: u64) -> Result<(), EngineError> {
         self.tick_engines(now_ms).await?;
         // Partition 0 out of service: the next tick after its return republishes.
-        let _ = self.shards[0].refresh_tenants_if_changed().await;
+        let _ = self.shards[0].refresh_metadata_if_changed().await;
         Ok(())
     }
 

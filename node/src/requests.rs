@@ -6,7 +6,10 @@
 //! time. [`NodeShard::call`] runs a
 //! request here when this shard is the target and otherwise forwards it as a
 //! [`crate::Job`]; the answer comes back on a channel typed by the request, so no reply
-//! is ever matched against the wrong call.
+//! is ever matched against the wrong call. On the target shard a request whose partition
+//! another node leads (partition 0 for a metadata change) goes to that node once
+//! (`crate::forward`): every request is serde data, one variant of
+//! [`crate::forward::Call`], its reply one of [`crate::forward::Answer`].
 
 use std::rc::Rc;
 
@@ -16,6 +19,9 @@ use sluice_core::engine::types::{
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
+use serde::{Deserialize, Serialize};
+
+use crate::forward::{Answer, Call};
 use crate::tenants::{Quotas, Tenant, TenantError};
 use crate::{Host, Lane, NodeError, NodeShard};
 
@@ -26,6 +32,19 @@ pub trait ShardRequest: Send + 'static {
 
     /// The shard that must run it, of `shard_count`.
     fn target(&self, shard_count: usize) -> usize;
+
+    /// The partition whose Raft leader runs it: its own, or 0 for a metadata change.
+    fn led_by(&self) -> u32;
+
+    /// Whether it is a metadata change (a node that forwarded one refreshes its
+    /// directories from the leader afterwards).
+    const META: bool;
+
+    /// As the variant of the forwarded-call enum that carries it.
+    fn into_call(self) -> Call;
+
+    /// Its reply out of a forwarded call's answer; `None` for another kind's answer.
+    fn from_answer(answer: Answer) -> Option<Self::Reply>;
 
     /// Runs it on the target shard.
     async fn execute<H: Host>(self, shard: &NodeShard<H>) -> Result<Self::Reply, NodeError>;
@@ -45,7 +64,7 @@ macro_rules! partition_request {
         |$this:ident, $shard:ident, $engine:ident, $now:ident| $body:expr
     ) => {
         $(#[$doc])*
-        #[derive(Debug)]
+        #[derive(Debug, Serialize, Deserialize)]
         pub struct $name {
             pub partition: u32,
             $(pub $field: $ty,)*
@@ -53,9 +72,25 @@ macro_rules! partition_request {
 
         impl ShardRequest for $name {
             type Reply = $reply;
+            const META: bool = false;
 
             fn target(&self, shard_count: usize) -> usize {
                 owner_of(self.partition, shard_count)
+            }
+
+            fn led_by(&self) -> u32 {
+                self.partition
+            }
+
+            fn into_call(self) -> Call {
+                Call::$name(self)
+            }
+
+            fn from_answer(answer: Answer) -> Option<$reply> {
+                match answer {
+                    Answer::$name(reply) => Some(reply),
+                    _ => None,
+                }
             }
 
             async fn execute<H: Host>(
@@ -86,8 +121,24 @@ partition_request! {
     }
 }
 
+partition_request! {
+    /// The queue directory as the partition (0) holds it, with the Raft index it has
+    /// applied (`Engine::applied_index`): indexes of one group compare across replicas, so
+    /// a node never publishes an older directory over a newer one.
+    ReadDirectory {} -> (u64, Vec<QueueInfo>),
+    |this, shard, engine, now| {
+        let _ = (&this, now);
+        let infos = engine
+            .queue_ids()
+            .into_iter()
+            .map(|queue| engine.queue_info(queue).expect("listed just now"))
+            .collect();
+        Ok::<_, sluice_core::engine::types::EngineError>((engine.applied_index(), infos))
+    }
+}
+
 /// Partition 0's tenant records, admin secret and change count ([`ReadTenants`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TenantRecords {
     /// `Engine::tenant_changes`: moves whenever the records or the secret change.
     pub changes: u64,
@@ -253,16 +304,32 @@ macro_rules! meta_request {
         $method:ident
     ) => {
         $(#[$doc])*
-        #[derive(Debug)]
+        #[derive(Debug, Serialize, Deserialize)]
         pub struct $name {
             $(pub $field: $ty,)*
         }
 
         impl ShardRequest for $name {
             type Reply = $reply;
+            const META: bool = true;
 
             fn target(&self, _shard_count: usize) -> usize {
                 0
+            }
+
+            fn led_by(&self) -> u32 {
+                0
+            }
+
+            fn into_call(self) -> Call {
+                Call::$name(self)
+            }
+
+            fn from_answer(answer: Answer) -> Option<$reply> {
+                match answer {
+                    Answer::$name(reply) => Some(reply),
+                    _ => None,
+                }
             }
 
             async fn execute<H: Host>(self, shard: &NodeShard<H>) -> Result<$reply, NodeError> {

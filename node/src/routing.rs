@@ -1,7 +1,9 @@
 //! Where a message goes and where a receive looks: the routing rule of a node.
 //!
 //! A NORMAL queue is partitioned for concurrency: a send goes to a partition the
-//! receiving shard owns when it owns any (no hop to another shard), rotating among them.
+//! receiving shard owns and this node leads when there is one (no hop to another shard
+//! nor to another node), else to one the shard owns, rotating among them
+//! ([`send_preference`]).
 //! A NORMAL message with a dedup id goes where its id hashes instead, so that a retry
 //! (same id) meets the original in the one engine that can recognise it. A FIFO queue
 //! keeps its order where one engine can keep it: a whole-queue FIFO lives in partition 0;
@@ -21,8 +23,9 @@ pub struct Routed<T> {
     pub item: T,
 }
 
-/// The partition one message goes to. `owned` lists the partitions the routing shard
-/// owns (maybe none); `rotation` is the shard's rotation counter for this request.
+/// The partition one message goes to. `owned` lists the partitions a plain NORMAL send
+/// may rotate over (the routing shard's [`send_preference`], maybe none); `rotation` is
+/// the shard's rotation counter for this request.
 pub fn partition_for_send(
     mode: QueueMode,
     partition_count: u32,
@@ -53,6 +56,18 @@ pub fn partition_for_send(
         QueueMode::Fifo(FifoScope::MessageGroup) => {
             hashed(message.fifo_group.as_deref().unwrap_or("").as_bytes())
         }
+    }
+}
+
+/// The partitions a NORMAL send without a dedup id rotates over, from the shard's
+/// `owned` ones: those this node leads (`leads`) when there are any (no forwarding), else
+/// all of them (each then forwarded to its leader). Empty only when `owned` is.
+pub fn send_preference(owned: &[u32], leads: impl Fn(u32) -> bool) -> Vec<u32> {
+    let led: Vec<u32> = owned.iter().copied().filter(|p| leads(*p)).collect();
+    if led.is_empty() {
+        owned.to_vec()
+    } else {
+        led
     }
 }
 
@@ -135,6 +150,14 @@ mod tests {
         let from_a = partition_for_send(QueueMode::Normal, 4, &[1, 3], &keyed, 0);
         let from_b = partition_for_send(QueueMode::Normal, 4, &[0, 2], &keyed, 5);
         assert_eq!(from_a, from_b);
+    }
+
+    #[test]
+    fn plain_sends_prefer_partitions_this_node_leads() {
+        // Goal: most sends in a cluster need no hop to another node.
+        assert_eq!(send_preference(&[0, 2, 4], |p| p == 2), [2]);
+        assert_eq!(send_preference(&[0, 2, 4], |_| false), [0, 2, 4]);
+        assert_eq!(send_preference(&[], |_| true), Vec::<u32>::new());
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct NodeShard<H: Host> {
     /// Partition 0's `tenant_changes` when this shard last published the tenant
     /// directory from it (`crate::tenant_sync`); `None` before the first.
     pub(crate) tenants_published: Cell<Option<u64>>,
+    /// Calls forwarded to and from other nodes (`crate::forward`).
+    forwarding: crate::forward::Forwarding,
 }
 
 impl<H: Host> NodeShard<H> {
@@ -108,6 +110,7 @@ impl<H: Host> NodeShard<H> {
             rotation: Cell::new(index as u64),
             owned,
             tenants_published: Cell::new(None),
+            forwarding: crate::forward::Forwarding::default(),
         }
     }
 
@@ -129,6 +132,11 @@ impl<H: Host> NodeShard<H> {
 
     pub fn guards(&self) -> &Arc<AuthGuards> {
         &self.guards
+    }
+
+    /// Calls forwarded to and from other nodes: in flight, and counted.
+    pub fn forwarding(&self) -> &crate::forward::Forwarding {
+        &self.forwarding
     }
 
     /// The partitions this shard owns, in order.
@@ -164,17 +172,35 @@ impl<H: Host> NodeShard<H> {
         result.map_err(NodeError::Engine)
     }
 
-    /// Runs `request` on its target shard: here, or forwarded through the host; answers
-    /// with the request's own reply type.
+    /// Runs `request` on its target shard (here, or handed over through the host) and
+    /// there on the node that leads its partition (here, or forwarded once,
+    /// `crate::forward`); answers with the request's own reply type.
     pub async fn call<R: ShardRequest>(&self, request: R) -> Result<R::Reply, NodeError> {
+        self.route(request, true).await
+    }
+
+    /// As [`NodeShard::call`], but runs on this node's replica whoever leads: reads that
+    /// follow the local replica's applied state, and writes only a leader may make.
+    pub(crate) async fn call_local<R: ShardRequest>(
+        &self,
+        request: R,
+    ) -> Result<R::Reply, NodeError> {
+        self.route(request, false).await
+    }
+
+    async fn route<R: ShardRequest>(
+        &self,
+        request: R,
+        remote: bool,
+    ) -> Result<R::Reply, NodeError> {
         let target = request.target(self.config.shard_count);
         if target == self.index {
-            return request.execute(self).await;
+            return self.run_owned(request, remote).await;
         }
         let (reply, answer) = async_channel::bounded(1);
         let job: Job<H> = Box::new(move |shard: Rc<NodeShard<H>>| {
             Box::pin(async move {
-                let result = request.execute(&shard).await;
+                let result = shard.run_owned(request, remote).await;
                 // The caller may have given up (a long poll that ended).
                 let _ = reply.try_send(result);
             })
@@ -186,13 +212,41 @@ impl<H: Host> NodeShard<H> {
             .map_err(|_| NodeError::Unavailable("another shard dropped the call"))?
     }
 
-    /// Republishes the queue directory from partition 0 (shard 0, after every change).
+    /// On the target shard: forwards `request` to the node leading its partition when
+    /// that is another node (and `remote` allows), otherwise runs it here.
+    async fn run_owned<R: ShardRequest>(
+        &self,
+        request: R,
+        remote: bool,
+    ) -> Result<R::Reply, NodeError> {
+        if remote {
+            if let Some(node) = self.leader_elsewhere(request.led_by()) {
+                return self.call_remote(node, request).await;
+            }
+        }
+        request.execute(self).await
+    }
+
+    /// Republishes the queue directory from partition 0's leader (shard 0, after every
+    /// change; the leader's replica when known, this node's otherwise).
     pub(crate) async fn refresh_directory(&self) -> Result<(), NodeError> {
-        let infos = self.call(requests::ListQueues { partition: 0 }).await?;
-        self.directories
-            .queues
-            .store(Arc::new(crate::QueueDirectory::from_infos(infos)));
+        let (applied, infos) = self.call(requests::ReadDirectory { partition: 0 }).await?;
+        self.publish_directory(applied, infos);
         Ok(())
+    }
+
+    /// Publishes the directory partition 0 held at Raft index `applied`, unless the one
+    /// published already reflects a later index.
+    pub(crate) fn publish_directory(
+        &self,
+        applied: u64,
+        infos: Vec<sluice_core::engine::QueueInfo>,
+    ) {
+        if self.directories.queues.load().applied > applied {
+            return;
+        }
+        let directory = crate::QueueDirectory::from_infos(applied, infos);
+        self.directories.queues.store(Arc::new(directory));
     }
 
     /// One pass over the partitions, this shard's first; the deliveries and each visited
@@ -260,8 +314,11 @@ impl<H: Host> NodeShard<H> {
                     wait_ms,
                 };
                 waits.push(Box::pin(async move {
-                    // An error ends this wait early; the caller then tries again.
-                    let _ = self.call(call).await;
+                    // A failed wait (a partition reopening, a refused or failed forward)
+                    // waits out the round instead, so that a long poll never spins.
+                    if self.call(call).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }));
             }
         }
@@ -436,10 +493,11 @@ impl<H: Host> Node for NodeShard<H> {
             .view(queue)
             .map(|view| view.config.mode)
             .ok_or(EngineError::QueueNotFound)?;
+        let preferred = routing::send_preference(&self.owned, |p| self.leads(p));
         let batches = routing::split_send(
             mode,
             self.config.partition_count,
-            &self.owned,
+            &preferred,
             &messages,
             self.next_rotation(),
         );

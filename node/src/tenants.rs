@@ -13,7 +13,7 @@ use sluice_core::engine::codec::{Reader, Writer};
 const RECORD_VERSION: u8 = 1;
 
 /// Per-tenant limits. Defaults follow docs/dms-api.md where clients depend on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Quotas {
     pub queues_max: u32,
     pub groups_per_queue_max: u32,
@@ -29,7 +29,7 @@ impl Quotas {
     }
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tenant {
     /// 32 lowercase hex characters; the `{project_id}` of every API path.
     pub project_id: String,
@@ -61,7 +61,7 @@ impl std::fmt::Debug for Tenant {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TenantError {
     Exists,
     NotFound,

@@ -399,6 +399,7 @@ async fn handle_request(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    let service = shard.service(&service);
     let (parts, body) = request.into_parts();
     let route = service::route_label(&parts);
     let config = &shard.shared.config;

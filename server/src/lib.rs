@@ -30,6 +30,8 @@ pub mod config;
 pub mod datadir;
 #[cfg(not(madsim))]
 pub mod fairness;
+#[cfg(not(madsim))]
+pub mod forwarding;
 pub mod framing;
 #[cfg(not(madsim))]
 pub mod http;

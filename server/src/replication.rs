@@ -28,6 +28,7 @@ use glommio::Task;
 use sluice_core::replica::{decode_message, encode_message, Message};
 
 use crate::cluster::{ClusterTransport, InboundReceiver, NodeId, SendError, ShardNet};
+use crate::forwarding::Forwarder;
 use crate::shard::{PartitionEngine, Shard};
 
 /// The frame kind of a Raft message (kind 0 is the transport's hello).
@@ -61,6 +62,8 @@ fn bump(counter: &Cell<u64>) {
 /// One shard's replication: its transport and the tasks that use it.
 pub struct Replication {
     transport: Rc<ClusterTransport>,
+    /// Calls forwarded to and from the other nodes over the same transport.
+    forwarder: Rc<Forwarder>,
     counters: Rc<ReplicationCounters>,
     /// The outbound task of each owned partition's current engine.
     outbound: RefCell<BTreeMap<u32, Task<()>>>,
@@ -73,12 +76,20 @@ impl Replication {
     /// now. Runs on the shard's executor.
     pub fn start(shard: &Rc<Shard>, net: ShardNet) -> Rc<Replication> {
         let (transport, inbound) = ClusterTransport::start(net);
+        let transport = Rc::new(transport);
+        let forwarder = Rc::new(Forwarder::new(transport.clone()));
+        shard.node.host().attach_forwarder(Some(forwarder.clone()));
         let counters = Rc::new(ReplicationCounters::default());
-        let ticker = glommio::spawn_local(raft_ticker(shard.clone()));
-        let receiving =
-            glommio::spawn_local(inbound_loop(shard.clone(), counters.clone(), inbound));
+        let ticker = glommio::spawn_local(raft_ticker(shard.clone(), forwarder.clone()));
+        let receiving = glommio::spawn_local(inbound_loop(
+            shard.clone(),
+            forwarder.clone(),
+            counters.clone(),
+            inbound,
+        ));
         let replication = Rc::new(Replication {
-            transport: Rc::new(transport),
+            transport,
+            forwarder,
             counters,
             outbound: RefCell::new(BTreeMap::new()),
             tasks: RefCell::new(vec![ticker, receiving]),
@@ -109,6 +120,11 @@ impl Replication {
         &self.counters
     }
 
+    /// The shard's forwarded calls.
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
     /// Ends every task and closes the transport; returns once they have ended. Called
     /// after the shard's last request and snapshot, before its executor ends.
     pub async fn close(&self) {
@@ -120,6 +136,7 @@ impl Replication {
         for task in outbound.into_values() {
             task.cancel().await;
         }
+        self.forwarder.fail_all();
         self.transport.close().await;
     }
 }
@@ -149,13 +166,15 @@ fn drive_soon(engine: Rc<PartitionEngine>) {
 }
 
 /// Ticks every engine this shard owns, starts their Ready loops and records the leader
-/// each one sees. Runs until [`Replication::close`] cancels it (not on `stopping`: the
-/// requests that a shutdown finishes still need their commits).
-async fn raft_ticker(shard: Rc<Shard>) {
+/// each one sees, and fails the forwarded calls whose connections broke
+/// ([`Forwarder::sweep`]). Runs until [`Replication::close`] cancels it (not on
+/// `stopping`: the requests that a shutdown finishes still need their commits).
+async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
     let owned = shard.node.owned().to_vec();
     // Ends by cancellation; one pass per RAFT_TICK_MS.
     loop {
         glommio::timer::sleep(Duration::from_millis(RAFT_TICK_MS)).await;
+        forwarder.sweep();
         for partition in &owned {
             let engine = shard.owned_engine(*partition);
             let leader = engine.as_ref().and_then(|engine| engine.leader_id());
@@ -190,11 +209,12 @@ async fn outbound_loop(
     }
 }
 
-/// Hands the frames peers send this shard to the engines they are for, until the
-/// transport closes. Takes up to [`INBOUND_BATCH_MAX`] frames that are waiting, steps
+/// Hands the frames peers send this shard to the engines they are for (forwarded calls
+/// and answers to the [`Forwarder`]), until the transport closes. Takes up to [`INBOUND_BATCH_MAX`] frames that are waiting, steps
 /// each into its engine, then starts the Ready loop of each engine touched once.
 async fn inbound_loop(
     shard: Rc<Shard>,
+    forwarder: Rc<Forwarder>,
     counters: Rc<ReplicationCounters>,
     receiver: InboundReceiver,
 ) {
@@ -204,12 +224,14 @@ async fn inbound_loop(
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(frame) = next {
-            let (_, kind, payload) = frame.into_parts();
-            match deliver(&shard, kind, &payload) {
-                Some((partition, engine)) => {
-                    touched.insert(partition, engine);
+            let (peer, kind, payload) = frame.into_parts();
+            if !forwarder.receive(&shard.node, peer, kind, &payload) {
+                match deliver(&shard, kind, &payload) {
+                    Some((partition, engine)) => {
+                        touched.insert(partition, engine);
+                    }
+                    None => bump(&counters.received_dropped),
                 }
-                None => bump(&counters.received_dropped),
             }
             taken += 1;
             next = (taken < INBOUND_BATCH_MAX)

@@ -254,7 +254,7 @@ async fn shard_main(
     if index == 0 {
         reconcile(&shard).await?;
         let node = shard.node.clone();
-        glommio::spawn_local(async move { node.follow_tenants().await }).detach();
+        glommio::spawn_local(async move { node.follow_metadata().await }).detach();
         shared.directory_ready.store(true, Ordering::Release);
     }
     barrier(&shared, "the directory", || {

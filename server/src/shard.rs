@@ -24,14 +24,16 @@ use sluice_core::engine::types::EngineError;
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits, EngineOpenError};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::replica::ReplicaConfig;
+use sluice_http::service::ServiceConfig;
 use sluice_node::password::VerifierBusy;
 use sluice_node::tenants::{Quotas, Tenant};
 use sluice_node::{AuthEvent, Directories, Host, Job, NodeConfig, NodeError, NodeShard};
 use sluice_shard::DmaStorage;
 
-use crate::cluster::ShardNet;
+use crate::cluster::{NodeId, ShardNet};
 use crate::datadir::{self, partition_dir};
 use crate::fairness::AddressTable;
+use crate::forwarding::Forwarder;
 use crate::replication::Replication;
 use crate::shared::Shared;
 
@@ -112,6 +114,15 @@ pub struct ServerHost {
     shared: Arc<Shared>,
     slots: RefCell<BTreeMap<u32, Slot>>,
     senders: Senders<Job<ServerHost>>,
+    /// Cluster mode: carries calls forwarded to the node leading a partition.
+    forwarder: RefCell<Option<Rc<Forwarder>>>,
+}
+
+impl ServerHost {
+    /// Cluster mode: forwarded calls go through `forwarder` from now on (`None`: no more).
+    pub fn attach_forwarder(&self, forwarder: Option<Rc<Forwarder>>) {
+        *self.forwarder.borrow_mut() = forwarder;
+    }
 }
 
 impl Host for ServerHost {
@@ -164,6 +175,15 @@ impl Host for ServerHost {
             .map_err(|_| NodeError::Unavailable("another shard is not reachable"))
     }
 
+    /// Over the shard's cluster transport (`crate::forwarding`).
+    async fn call_node(&self, node: u64, call: Vec<u8>) -> Result<Vec<u8>, NodeError> {
+        let forwarder = self.forwarder.borrow().clone();
+        let Some(forwarder) = forwarder else {
+            return Err(NodeError::Unavailable("no cluster transport"));
+        };
+        forwarder.call(NodeId(node), call).await
+    }
+
     /// The local copy of partition 0's tenants, for the CLI and the next start.
     fn store_tenants(&self, tenants: &[Tenant]) -> Result<(), String> {
         datadir::store_tenants(&self.shared.config.data_dir, tenants).map_err(|e| e.to_string())
@@ -184,6 +204,7 @@ impl Host for ServerHost {
             datadir::store_secrets(&self.shared.config.data_dir, &learned)
                 .map_err(|e| e.to_string())?;
             *held = learned;
+            self.shared.secrets_version.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -219,6 +240,9 @@ pub struct Shard {
     pub addresses: RefCell<AddressTable>,
     /// Cluster mode: the transport and tasks that carry this shard's Raft messages.
     replication: RefCell<Option<Rc<Replication>>>,
+    /// The HTTP service's settings with the admin secrets of `Shared::secrets_version`
+    /// (partition 0's, which a cluster node learns after it started serving).
+    service: RefCell<Option<(u64, Rc<ServiceConfig>)>>,
 }
 
 impl Shard {
@@ -253,6 +277,7 @@ impl Shard {
             shared: shared.clone(),
             slots: RefCell::new(slots),
             senders,
+            forwarder: RefCell::new(None),
         };
         let guards = shared.guards.clone();
         let node = NodeShard::new(index, host, node_config(&shared), directories, guards);
@@ -263,12 +288,32 @@ impl Shard {
             connections_open: Cell::new(0),
             addresses: RefCell::new(AddressTable::new(&shared.config)),
             replication: RefCell::new(None),
+            service: RefCell::new(None),
             shared,
         }))
     }
 
     fn host(&self) -> &ServerHost {
         self.node.host()
+    }
+
+    /// `base` with the admin secrets the node holds now (rebuilt once per change).
+    pub fn service(&self, base: &Rc<ServiceConfig>) -> Rc<ServiceConfig> {
+        let version = self.shared.secrets_version.load(Ordering::Acquire);
+        if let Some((cached, service)) = self.service.borrow().as_ref() {
+            if *cached == version {
+                return service.clone();
+            }
+        }
+        let secrets = self.shared.secrets();
+        let service = Rc::new(ServiceConfig {
+            token_key: secrets.token_key_bytes(),
+            admin_ak: secrets.admin_ak,
+            admin_sk: secrets.admin_sk,
+            ..(**base).clone()
+        });
+        *self.service.borrow_mut() = Some((version, service.clone()));
+        service
     }
 
     /// The engine of `partition` when this shard owns it and it is in service; `None`
@@ -292,6 +337,22 @@ impl Shard {
             return;
         };
         replication.close().await;
+        self.host().attach_forwarder(None);
+        let forwarded = self.node.forwarding().stats();
+        let frames = replication.forwarder().stats();
+        eprintln!(
+            "sluice: shard {}: forwarded calls: {} sent, {} failed, {} refused (busy); {} \
+             served, {} refused; {} early failures, {} unmatched replies, {} bad frames",
+            self.index,
+            forwarded.sent,
+            forwarded.failed,
+            forwarded.refused,
+            forwarded.served,
+            forwarded.serve_refused,
+            frames.calls_failed,
+            frames.replies_unmatched,
+            frames.frames_dropped
+        );
         let counters = replication.counters();
         eprintln!(
             "sluice: shard {}: raft messages dropped: {} (peer queue full), {} (refused), \

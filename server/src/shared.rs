@@ -24,6 +24,9 @@ pub struct Shared {
     /// The admin secrets: this data directory's at start, replaced by partition 0's once
     /// the node learns them (`ServerHost::learn_admin_secret`).
     pub secrets: std::sync::Mutex<Secrets>,
+    /// Moves each time `secrets` is replaced: the shards rebuild their HTTP service's
+    /// settings (admin credentials, token key) from it (`Shard::service`).
+    pub secrets_version: AtomicU64,
     pub shard_count: usize,
     pub directories: Arc<Directories>,
     /// Replay cache of signed token requests and login back-off, for every shard.
@@ -77,6 +80,7 @@ impl Shared {
             config,
             facts,
             secrets: std::sync::Mutex::new(secrets),
+            secrets_version: AtomicU64::new(0),
             shard_count,
             directories: Directories::new(tenants),
             guards,

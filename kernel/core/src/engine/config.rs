@@ -118,7 +118,7 @@ impl std::fmt::Display for EngineOpenError {
 }
 
 /// What a receive asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReceiveRequest {
     pub max_messages: u32,
     /// The most bytes (bodies and user attributes) the delivered messages may total: the
@@ -134,7 +134,7 @@ pub struct ReceiveRequest {
 }
 
 /// A queue as listed to its tenant.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueInfo {
     pub id: QueueId,
     pub tenant: String,

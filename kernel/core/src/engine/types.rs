@@ -1,24 +1,26 @@
 //! The engine's vocabulary: ids, queue and group configuration, requests, results and
 //! errors. Plain data; adapters convert their wire types to and from these.
 
+use serde::{Deserialize, Serialize};
+
 use super::codec::CodecError;
 use crate::log::{LogError, ReadError};
 use crate::record::EncodeError;
 use crate::storage::{IoError, IoErrorKind};
 
 /// A queue, unique within one engine for its whole life (ids are never reused).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QueueId(pub u32);
 
 /// A consumer group, unique within one engine for its whole life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupId(pub u32);
 
 /// A message's identity: the log offset of its send record. Stable across restarts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageId(pub u64);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FifoScope {
     /// One order for the whole queue.
     Queue,
@@ -26,13 +28,13 @@ pub enum FifoScope {
     MessageGroup,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueMode {
     Normal,
     Fifo(FifoScope),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RetryPolicy {
     /// A failed message is visible again at once.
     Immediate,
@@ -40,7 +42,7 @@ pub enum RetryPolicy {
     Backoff,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueConfig {
     pub mode: QueueMode,
     pub retention_ms: u64,
@@ -58,7 +60,7 @@ pub enum GroupStart {
     Latest,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TagMatch {
     /// A message matches when it carries any of the filter's tags.
     Any,
@@ -66,13 +68,13 @@ pub enum TagMatch {
     All,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagFilter {
     pub tags: Vec<String>,
     pub mode: TagMatch,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Delay {
     None,
     /// One of RocketMQ's 18 levels, 1-based: 1s 5s 10s 30s 1m 2m ... 1h 2h.
@@ -96,7 +98,7 @@ pub const RETRY_BACKOFF_MS: [u64; 16] = [
 ];
 
 /// One message to send.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendInput {
     pub body: Vec<u8>,
     /// Opaque to the engine (the adapter's attribute encoding), returned on receive.
@@ -108,7 +110,7 @@ pub struct SendInput {
     pub dedup_id: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendOutcome {
     pub message_id: MessageId,
     /// The send repeated a dedup id seen within the window: nothing new was stored and
@@ -117,7 +119,7 @@ pub struct SendOutcome {
 }
 
 /// An opaque receipt for one delivery. Adapters encode it for the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ReceiptHandle {
     pub queue: QueueId,
     pub group: GroupId,
@@ -154,7 +156,7 @@ impl ReceiptHandle {
 }
 
 /// One delivered message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub handle: ReceiptHandle,
     pub message_id: MessageId,
@@ -178,21 +180,21 @@ impl Delivery {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckKind {
     Success,
     /// The consumer failed: the message comes back (after back-off when configured).
     Fail,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckOutcome {
     Applied,
     /// The message was already done for this group (a repeated ack): nothing changed.
     AlreadyDone,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandleError {
     /// No such queue, group or message (or retention removed it).
     Unknown,
@@ -202,7 +204,7 @@ pub enum HandleError {
 }
 
 /// Counters for one consumer group.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupStats {
     /// Messages the group has not finished (available, in flight or waiting to retry).
     pub backlog: u64,
@@ -223,14 +225,17 @@ impl GroupStats {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serde carries an error between nodes (a forwarded call's answer) except the two that
+/// only the replica that met them can act on: [`EngineError::Encode`] and
+/// [`EngineError::Storage`] fail to serialize (the sender reports them otherwise).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EngineError {
     QueueNotFound,
     GroupNotFound,
     QueueExists,
     GroupExists,
     InvalidName,
-    InvalidConfig(&'static str),
+    InvalidConfig(#[serde(with = "config_field")] ConfigField),
     TooManyQueues {
         limit: u32,
     },
@@ -287,9 +292,11 @@ pub enum EngineError {
     /// stored. The engine's own limits keep such batches out, so this is the server's
     /// fault, not the request's. (An encoding too large for the log is reported as
     /// [`EngineError::BatchBytesTooLarge`] instead: a smaller batch fits.)
+    #[serde(skip)]
     Encode(EncodeError),
     /// The disk or the log failed. After a write-path fault ([`StorageFault::Log`]) the
     /// engine must be reopened.
+    #[serde(skip)]
     Storage(StorageFault),
 }
 
@@ -373,6 +380,51 @@ impl std::fmt::Display for EngineError {
         }
     }
 }
+
+/// The field [`EngineError::InvalidConfig`] names (an alias, so that serde does not
+/// borrow it from the input: it is read back through `config_field`).
+pub type ConfigField = &'static str;
+
+/// [`EngineError::InvalidConfig`]'s field name over serde: written as text, read back as
+/// the engine's own name for it ([`CONFIG_FIELDS`]), or `"unknown"` for any other text
+/// (a name is never allocated for the life of the process from a peer's bytes).
+mod config_field {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        field: &&'static str,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(field)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<&'static str, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(super::CONFIG_FIELDS
+            .iter()
+            .find(|known| **known == text)
+            .copied()
+            .unwrap_or("unknown"))
+    }
+}
+
+/// Every field name [`EngineError::InvalidConfig`] carries, in the engine and the node
+/// layer, so that one read from a peer keeps its name.
+pub const CONFIG_FIELDS: [&str; 11] = [
+    "admin secret",
+    "batch_bytes_max",
+    "batch_messages_max",
+    "max_consume_count",
+    "meta",
+    "receive_messages_max",
+    "retention_ms",
+    "tags_per_message_max",
+    "tenant record",
+    "tenants",
+    "visibility range",
+];
 
 /// What failed under [`EngineError::Storage`], as the log or the disk reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
