@@ -11,6 +11,12 @@
 //!   visible through every other, sends through every node (each 2xx send's ids kept),
 //!   receives and acks through every node until every kept id was received: none lost.
 //!
+//! - Under load (a producer and a consumer thread through every live node), SIGKILL the
+//!   leader of partition 0, restart it, then SIGKILL another leader and restart it: every
+//!   message sent with a 2xx is received, none is received again after its ack succeeded,
+//!   and every replica ends with the same term, commit and applied index per partition
+//!   (`/readyz`), so the restarted nodes caught up.
+//!
 //! Every wait polls with a deadline; nothing sleeps for correctness.
 
 mod support;
@@ -160,6 +166,19 @@ fn poll<T>(what: &str, mut attempt: impl FnMut() -> Option<T>) -> T {
 /// Starts three nodes and waits until they agree on every partition's leader; returns
 /// the nodes and the leaders.
 fn start_cluster(dir: &std::path::Path) -> (BTreeMap<u64, Server>, Vec<u64>) {
+    let (nodes, leaders, _) = start_cluster_with_peers(dir);
+    (nodes, leaders)
+}
+
+/// [`start_cluster`], with the `--peers` list and each node's cluster port, to restart
+/// a node with.
+fn start_cluster_with_peers(
+    dir: &std::path::Path,
+) -> (
+    BTreeMap<u64, Server>,
+    Vec<u64>,
+    (String, BTreeMap<u64, u16>),
+) {
     let ports: BTreeMap<u64, u16> = (1..=NODES).map(|id| (id, free_port())).collect();
     let peers: Vec<String> = ports
         .iter()
@@ -171,7 +190,7 @@ fn start_cluster(dir: &std::path::Path) -> (BTreeMap<u64, Server>, Vec<u64>) {
         .map(|(id, port)| (*id, start_node(dir, *id, &peers, *port)))
         .collect();
     let leaders = wait_agreed(&nodes, None);
-    (nodes, leaders)
+    (nodes, leaders, (peers, ports))
 }
 
 /// Creates a tenant with the CLI against `server`'s data directory (its admin secret);
@@ -328,4 +347,255 @@ fn any_node_serves_any_request_and_no_acknowledged_message_is_lost() {
     });
     let lost: Vec<&String> = sent.difference(&received).collect();
     assert!(lost.is_empty(), "lost: {lost:?}");
+}
+
+/// What the load threads of the kill test saw.
+#[derive(Default)]
+struct Load {
+    /// Ids of messages whose send was answered 2xx.
+    sent: BTreeSet<String>,
+    /// Ids received at least once.
+    received: BTreeSet<String>,
+    /// Ids whose ack was answered as a success.
+    acked: BTreeSet<String>,
+    /// Ids received again after their ack succeeded (must stay empty).
+    returned_after_ack: Vec<String>,
+    /// Sends and receives answered 2xx, to see the load progress.
+    answered: u64,
+}
+
+/// The kill test's shared state: the live nodes' endpoints, the load's record, and the
+/// flags that stop its producer and its consumer.
+#[derive(Default)]
+struct Shared {
+    endpoints: std::sync::Mutex<BTreeMap<u64, String>>,
+    load: std::sync::Mutex<Load>,
+    stop_sending: std::sync::atomic::AtomicBool,
+    stop_receiving: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// A client of the `turn`-th live node (rotating).
+    fn client(&self, credentials: &Credentials, turn: usize) -> Option<Client> {
+        let endpoints = self.endpoints.lock().unwrap();
+        let endpoint = endpoints.values().nth(turn % endpoints.len().max(1))?;
+        Some(Client::new(endpoint, credentials.clone()))
+    }
+
+    fn answered(&self) -> u64 {
+        self.load.lock().unwrap().answered
+    }
+}
+
+/// Sends through the live nodes in turn until told to stop; keeps each 2xx send's ids.
+fn produce(shared: &Shared, credentials: &Credentials, path: &str) {
+    let mut turn = 0;
+    while !shared
+        .stop_sending
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        turn += 1;
+        let Some(client) = shared.client(credentials, turn) else {
+            continue;
+        };
+        if let Some(ids) = send_once(&client, path, &format!("load-{turn}")) {
+            let mut load = shared.load.lock().unwrap();
+            load.sent.extend(ids);
+            load.answered += 1;
+        }
+    }
+}
+
+/// Receives and acks through the live nodes in turn until told to stop; records what it
+/// received and acked, and any message received again after its ack succeeded.
+fn consume(shared: &Shared, credentials: &Credentials, receive: &str, ack: &str) {
+    let mut turn = 0;
+    while !shared
+        .stop_receiving
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        turn += 1;
+        let Some(client) = shared.client(credentials, turn) else {
+            continue;
+        };
+        let Ok(got) = client.call("GET", receive, None) else {
+            continue;
+        };
+        let Some(messages) = got.body.as_array().filter(|_| got.status == 200) else {
+            assert_eq!(got.status, 503, "only a retriable refusal: {:?}", got.body);
+            continue;
+        };
+        let ids: Vec<String> = messages
+            .iter()
+            .map(|m| {
+                m["message"]["message_id"]
+                    .as_str()
+                    .expect("an id")
+                    .to_string()
+            })
+            .collect();
+        {
+            let mut load = shared.load.lock().unwrap();
+            load.answered += 1;
+            for id in &ids {
+                if load.acked.contains(id) {
+                    load.returned_after_ack.push(id.clone());
+                }
+            }
+            load.received.extend(ids.iter().cloned());
+        }
+        if ids.is_empty() {
+            continue;
+        }
+        let handlers: Vec<Value> = messages
+            .iter()
+            .map(|m| json!({"handler": m["handler"], "status": "success"}))
+            .collect();
+        let acked = client.call("POST", ack, Some(&json!({"message": handlers})));
+        if let Ok(answer) = acked {
+            if answer.body["success"].as_u64() == Some(ids.len() as u64) {
+                shared.load.lock().unwrap().acked.extend(ids);
+            }
+        }
+    }
+}
+
+/// Waits until the load answered `more` requests after now (it makes progress).
+fn wait_progress(shared: &Shared, more: u64, what: &str) {
+    let start = shared.answered();
+    poll(what, || (shared.answered() >= start + more).then_some(()));
+}
+
+/// Each partition's (term, commit, applied) as `server` reports them; `None` unless 200.
+fn progress(server: &Server) -> Option<Vec<(u64, u64, u64)>> {
+    let request = b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, text) = raw::exchange(&server.endpoint, request);
+    if status != 200 {
+        return None;
+    }
+    let body = raw::body_of(&text);
+    body["partitions"]
+        .as_array()?
+        .iter()
+        .map(|p| {
+            Some((
+                p["term"].as_u64()?,
+                p["commit"].as_u64()?,
+                p["applied"].as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+/// Kills `victim` (SIGKILL) while the load runs, waits for the others to elect leaders
+/// without it and for the load to go on, then restarts it and waits until all agree.
+fn kill_and_restart(
+    dir: &std::path::Path,
+    nodes: &mut BTreeMap<u64, Server>,
+    shared: &Shared,
+    (peers, ports): &(String, BTreeMap<u64, u16>),
+    victim: u64,
+) {
+    shared.endpoints.lock().unwrap().remove(&victim);
+    let mut killed = nodes.remove(&victim).expect("a live node");
+    killed.kill();
+    wait_agreed(nodes, Some(victim));
+    wait_progress(
+        shared,
+        20,
+        &format!("the load going on without node {victim}"),
+    );
+    let restarted = start_node(dir, victim, peers, ports[&victim]);
+    let endpoint = restarted.endpoint.clone();
+    nodes.insert(victim, restarted);
+    wait_agreed(nodes, None);
+    shared.endpoints.lock().unwrap().insert(victim, endpoint);
+    wait_progress(
+        shared,
+        20,
+        &format!("the load going on with node {victim} back"),
+    );
+}
+
+#[test]
+fn under_load_killing_two_leaders_loses_no_acknowledged_message_and_replicas_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, leaders, peers) = start_cluster_with_peers(dir.path());
+    let credentials = create_tenant(&nodes[&1]);
+    let client = Client::new(&nodes[&1].endpoint, credentials.clone());
+    let queue = poll("the queue created", || {
+        let _ = client.create_queue("load", "NORMAL", None);
+        client.queue_id("load").ok()
+    });
+    let group = poll("the group created", || {
+        let _ = client.create_group("load", "g");
+        client.group_id(&queue, "g").ok()
+    });
+    let base = format!("/v1.0/{}", credentials.project_id);
+    let send = format!("{base}/queues/{queue}/messages");
+    // A short visibility: a message whose ack was lost with a node comes back soon.
+    let receive = format!(
+        "{base}/queues/{queue}/groups/{group}/messages?max_msgs=10&time_wait=1&ack_wait=15"
+    );
+    let ack = format!("{base}/queues/{queue}/groups/{group}/ack");
+    let shared = Shared::default();
+    *shared.endpoints.lock().unwrap() = nodes
+        .iter()
+        .map(|(id, node)| (*id, node.endpoint.clone()))
+        .collect();
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| produce(&shared, &credentials, &send));
+        scope.spawn(|| consume(&shared, &credentials, &receive, &ack));
+        wait_progress(&shared, 30, "the load starting");
+        // The leader of partition 0 first; then, once it is back, another node.
+        let first = leaders[0];
+        kill_and_restart(dir.path(), &mut nodes, &shared, &peers, first);
+        let now = wait_agreed(&nodes, None);
+        let second = now
+            .iter()
+            .copied()
+            .find(|leader| *leader != first)
+            .unwrap_or(if first == 1 { 2 } else { 1 });
+        kill_and_restart(dir.path(), &mut nodes, &shared, &peers, second);
+        shared
+            .stop_sending
+            .store(true, std::sync::atomic::Ordering::Release);
+        poll("every message sent with a 2xx received", || {
+            let load = shared.load.lock().unwrap();
+            load.sent.is_subset(&load.received).then_some(())
+        });
+        shared
+            .stop_receiving
+            .store(true, std::sync::atomic::Ordering::Release);
+    });
+
+    let load = shared.load.lock().unwrap();
+    eprintln!(
+        "load: {} sent with a 2xx, {} received, {} acked, {} answered requests",
+        load.sent.len(),
+        load.received.len(),
+        load.acked.len(),
+        load.answered
+    );
+    assert!(
+        load.sent.len() > 100,
+        "the load sent {} messages",
+        load.sent.len()
+    );
+    let lost: Vec<&String> = load.sent.difference(&load.received).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(
+        load.returned_after_ack.is_empty(),
+        "received again after a successful ack: {:?}",
+        load.returned_after_ack
+    );
+    // The restarted nodes caught up: every replica shows the same term, commit and
+    // applied index per partition (Raft's log matching makes equal logs of that).
+    poll("every replica caught up with its leader", || {
+        let all: Vec<Vec<(u64, u64, u64)>> = nodes.values().map(progress).collect::<Option<_>>()?;
+        let caught_up = all.windows(2).all(|pair| pair[0] == pair[1])
+            && all[0].iter().all(|(_, commit, applied)| commit == applied);
+        caught_up.then_some(())
+    });
 }

@@ -67,6 +67,12 @@ pub trait Host: Sized + 'static {
         async { Err(NodeError::Unavailable("no other node is reachable")) }
     }
 
+    /// Whether other nodes hold replicas of this node's partitions (a cluster): then
+    /// this node's directories may trail partition 0's leader by a moment.
+    fn replicated(&self) -> bool {
+        false
+    }
+
     /// Keeps a local copy of the whole tenant list, as partition 0 holds it, each time
     /// the node republishes it (the server's `tenants.json`, which the CLI reads).
     /// Partition 0 is the durable home; a failure here is only logged.

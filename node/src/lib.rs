@@ -181,6 +181,21 @@ pub trait Node {
     /// One queue, only if it belongs to `tenant` (otherwise `None`, as if it did not exist).
     fn queue(&self, tenant: &str, queue: QueueId) -> Option<QueueView>;
 
+    /// Brings the queue directory up to partition 0's leader's when this node may trail
+    /// it (a cluster): an adapter calls it before answering that a queue or group does not
+    /// exist, or before listing queues, so that one created through another node a moment
+    /// ago is found (read your writes through any node). Rate-limited per shard; a
+    /// failure leaves the directory as it was. A no-op on a single node. Answers whether
+    /// the directory is known to hold every committed queue and group (always on a single
+    /// node; in a cluster, when this or the last read within the rate limit reached
+    /// partition 0's serving leader).
+    async fn sync_directory(&self) -> bool;
+
+    /// As [`Node::sync_directory`] for the tenant directory: an adapter calls it before
+    /// refusing credentials this node does not know, which may belong to a tenant created
+    /// through another node a moment ago.
+    async fn sync_tenants(&self);
+
     /// Creates a queue on every partition; refused past the tenant's queue quota.
     async fn create_queue(
         &self,

@@ -125,7 +125,7 @@ partition_request! {
     /// The queue directory as the partition (0) holds it, with the Raft index it has
     /// applied (`Engine::applied_index`): indexes of one group compare across replicas, so
     /// a node never publishes an older directory over a newer one.
-    ReadDirectory {} -> (u64, Vec<QueueInfo>),
+    ReadDirectory {} -> (u64, Vec<QueueInfo>, bool),
     |this, shard, engine, now| {
         let _ = (&this, now);
         let infos = engine
@@ -133,7 +133,9 @@ partition_request! {
             .into_iter()
             .map(|queue| engine.queue_info(queue).expect("listed just now"))
             .collect();
-        Ok::<_, sluice_core::engine::types::EngineError>((engine.applied_index(), infos))
+        // Read at the serving leader: nothing committed is missing from it.
+        let current = engine.is_serving_leader();
+        Ok::<_, sluice_core::engine::types::EngineError>((engine.applied_index(), infos, current))
     }
 }
 

@@ -155,7 +155,7 @@ impl<H: Host> NodeShard<H> {
         }
         if engine.applied_index() > self.directories().queues.load().applied {
             let call = requests::ReadDirectory { partition: 0 };
-            let (applied, infos) = self.call_local(call).await?;
+            let (applied, infos, _) = self.call_local(call).await?;
             self.publish_directory(applied, infos);
         }
         Ok(())

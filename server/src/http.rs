@@ -538,10 +538,21 @@ fn readyz(shard: &Shard, method: &http::Method) -> Response<Bytes> {
     }
     let leaders = shard.shared.leaders();
     let ready = leaders.iter().all(Option::is_some);
+    let cluster = shard.shared.cluster.is_some();
+    let progress = shard.shared.progress();
     let partitions: Vec<serde_json::Value> = leaders
         .iter()
+        .zip(progress)
         .enumerate()
-        .map(|(partition, leader)| serde_json::json!({"partition": partition, "leader": leader}))
+        .map(|(partition, (leader, [term, commit, applied]))| {
+            let mut view = serde_json::json!({"partition": partition, "leader": leader});
+            if cluster {
+                view["term"] = term.into();
+                view["commit"] = commit.into();
+                view["applied"] = applied.into();
+            }
+            view
+        })
         .collect();
     let (status, word) = if ready {
         (StatusCode::OK, "ready")

@@ -180,6 +180,12 @@ async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
             let leader = engine.as_ref().and_then(|engine| engine.leader_id());
             shard.shared.set_leader(*partition, leader);
             if let Some(engine) = engine {
+                shard.shared.set_progress(
+                    *partition,
+                    engine.raft_term(),
+                    engine.commit_index(),
+                    engine.applied_index(),
+                );
                 engine.raft_tick();
                 drive_soon(engine);
             }

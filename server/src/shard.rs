@@ -146,6 +146,10 @@ impl Host for ServerHost {
         self.shared.stopping()
     }
 
+    fn replicated(&self) -> bool {
+        self.shared.cluster.is_some()
+    }
+
     fn engine(&self, partition: u32) -> Result<Rc<PartitionEngine>, NodeError> {
         let slots = self.slots.borrow();
         let slot = slots.get(&partition).expect("called on the owner");

@@ -49,6 +49,9 @@ pub struct Shared {
     /// is known (before the first election, while the partition reopens after a fault).
     /// Written by the owning shard, read by `/readyz` on any shard.
     pub leaders: Vec<AtomicU64>,
+    /// Per partition, its replica's Raft term, commit index and applied index here, as
+    /// the Raft ticker last recorded them (cluster mode; zeros on a single node).
+    pub progress: Vec<[AtomicU64; 3]>,
     /// Queue time of this run: the wall clock at start, advanced by `started`
     /// (`sluice_core::clock`); every shard reads the same.
     clock: QueueClock,
@@ -76,6 +79,9 @@ impl Shared {
     ) -> Arc<Shared> {
         let guards = AuthGuards::new(&config.login_limits(), wall_ms());
         let leaders = (0..facts.partitions).map(|_| AtomicU64::new(0)).collect();
+        let progress = (0..facts.partitions)
+            .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+            .collect();
         Arc::new(Shared {
             config,
             facts,
@@ -94,6 +100,7 @@ impl Shared {
             directory_ready: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::new(),
             leaders,
+            progress,
             cluster,
             clock: QueueClock::start(Reading {
                 wall_ms: wall_ms(),
@@ -127,6 +134,23 @@ impl Shared {
         if let Some(slot) = self.leaders.get(partition as usize) {
             slot.store(leader.unwrap_or(0), Ordering::Release);
         }
+    }
+
+    /// Records `partition`'s replica's term, commit index and applied index.
+    pub fn set_progress(&self, partition: u32, term: u64, commit: u64, applied: u64) {
+        if let Some(slots) = self.progress.get(partition as usize) {
+            for (slot, value) in slots.iter().zip([term, commit, applied]) {
+                slot.store(value, Ordering::Release);
+            }
+        }
+    }
+
+    /// Each partition's term, commit index and applied index here, by partition.
+    pub fn progress(&self) -> Vec<[u64; 3]> {
+        self.progress
+            .iter()
+            .map(|slots| std::array::from_fn(|i| slots[i].load(Ordering::Acquire)))
+            .collect()
     }
 
     /// Each partition's leader as this node last saw it, by partition.

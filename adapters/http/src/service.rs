@@ -147,7 +147,10 @@ async fn route<N: Node>(
         return keystone(node, config, parts, body).await;
     }
     if path == "/admin/tenants" || path.starts_with("/admin/tenants/") {
-        return match authenticate(node, config, parts, body).map(|a| a.principal) {
+        return match authenticate_synced(node, config, parts, body)
+            .await
+            .map(|a| a.principal)
+        {
             Ok(Principal::Admin) => admin(node, parts, body).await,
             Ok(Principal::Tenant(_)) => error(
                 StatusCode::FORBIDDEN,
@@ -158,7 +161,10 @@ async fn route<N: Node>(
         };
     }
     if dms::is_dms_path(path) {
-        return match authenticate(node, config, parts, body).map(|a| a.principal) {
+        return match authenticate_synced(node, config, parts, body)
+            .await
+            .map(|a| a.principal)
+        {
             Ok(Principal::Tenant(project)) => {
                 dms::handle(node, &config.dms, &project, parts, body).await
             }
@@ -175,6 +181,25 @@ async fn route<N: Node>(
         dms::errors::RESOURCE_NOT_FOUND,
         format!("No resource at {path}."),
     )
+}
+
+/// [`authenticate`], and once more after the node read the tenants from partition 0's
+/// leader when the first check failed: the credentials may be those of a tenant created
+/// through another node of a cluster a moment ago (`Node::sync_tenants`, rate-limited
+/// per shard; a no-op on a single node).
+async fn authenticate_synced<N: Node>(
+    node: &N,
+    config: &ServiceConfig,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Authenticated, Denied> {
+    match authenticate(node, config, parts, body) {
+        Ok(authenticated) => Ok(authenticated),
+        Err(_) => {
+            node.sync_tenants().await;
+            authenticate(node, config, parts, body)
+        }
+    }
 }
 
 /// Checks the request's credentials: an X-Auth-Token, or an AK/SK signature by a tenant

@@ -215,6 +215,18 @@ async fn dispatch<N: Node>(
         query: &query,
         body,
     };
+    if may_trail(&ctx, endpoint, route.resource)
+        && !node.sync_directory().await
+        && may_trail(&ctx, endpoint, route.resource)
+    {
+        // The directory may lack what the request names and the leader of partition 0
+        // could not be asked (an election): retriable, not "does not exist".
+        return Err(DmsError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            errors::UNAVAILABLE,
+            "This node is catching up with the cluster's queue directory; retry.",
+        ));
+    }
     match (endpoint, route.resource) {
         (Endpoint::QueueCreate, _) => queues::create(&ctx).await,
         (Endpoint::QueueList, _) => queues::list(&ctx).await,
@@ -252,6 +264,21 @@ async fn dispatch<N: Node>(
             tags::delete_one(&ctx, q, key).await
         }
         (endpoint, resource) => unreachable!("endpoint {endpoint:?} on resource {resource:?}"),
+    }
+}
+
+/// Whether the answer may depend on a queue or group made through another node of a
+/// cluster a moment ago, which this node's directory may not show yet: the request lists
+/// queues or groups, or names a queue or group the directory lacks. The node then reads
+/// the directory from partition 0's leader first (`Node::sync_directory`).
+fn may_trail<N: Node>(ctx: &Ctx<'_, N>, endpoint: Endpoint, resource: Resource<'_>) -> bool {
+    if matches!(endpoint, Endpoint::QueueList | Endpoint::GroupList) {
+        return true;
+    }
+    match resource.ids() {
+        (Some(queue), None) => ctx.queue(queue).is_err(),
+        (Some(queue), Some(group)) => ctx.group(queue, group).is_err(),
+        (None, _) => false,
     }
 }
 

@@ -38,6 +38,27 @@ pub enum Resource<'a> {
     QueueTag(&'a str, &'a str),
 }
 
+impl<'a> Resource<'a> {
+    /// The queue id and group id the resource names, as written in the path.
+    pub fn ids(self) -> (Option<&'a str>, Option<&'a str>) {
+        match self {
+            Resource::Queues | Resource::Quotas | Resource::ProjectTags => (None, None),
+            Resource::Queue(q)
+            | Resource::Groups(q)
+            | Resource::Messages(q)
+            | Resource::Message(q, _)
+            | Resource::QueueTags(q)
+            | Resource::QueueTagAction(q)
+            | Resource::QueueTag(q, _) => (Some(q), None),
+            Resource::Group(q, g)
+            | Resource::GroupMessages(q, g)
+            | Resource::Ack(q, g)
+            | Resource::DeadLetters(q, g)
+            | Resource::DeadLetterAck(q, g) => (Some(q), Some(g)),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route<'a> {
     pub version: Version,
