@@ -3,8 +3,9 @@
 //!
 //! - Readiness: they become ready (`/readyz` 200, every partition with a leader all three
 //!   agree on); after SIGKILL of a node that leads, the other two elect new leaders; the
-//!   killed node, restarted, catches up and is ready. A single node is ready as soon as
-//!   it listens.
+//!   killed node, restarted, catches up and is ready; then every partition's lead goes
+//!   to its preferred node (leaders spread over the nodes). A single node is ready as
+//!   soon as it listens.
 //! - Any node serves any request (forwarding to the partition's leader): the admin secret
 //!   and tenants follow partition 0 on every node; a tenant created with the CLI through a
 //!   node that does not lead partition 0, a queue and group created through one node and
@@ -133,6 +134,12 @@ fn three_nodes_elect_leaders_and_reelect_after_a_node_is_killed() {
     nodes.insert(victim, restarted);
     let rejoined = wait_agreed(&nodes, None);
     assert_eq!(rejoined.len(), 4);
+
+    // The leads spread: each partition goes back to its preferred node (the nodes take
+    // the partitions in turn), the restarted one included, once it caught up.
+    poll("the leaders spread over the nodes", || {
+        (wait_agreed(&nodes, None) == [1, 2, 3, 1]).then_some(())
+    });
 }
 
 #[test]

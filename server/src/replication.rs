@@ -37,6 +37,9 @@ pub const KIND_RAFT: u8 = 1;
 /// settings in `ReplicaConfig` (10 election ticks, 2 heartbeat ticks) a follower
 /// campaigns after 1-2 s without a leader, and a leader heartbeats every 200 ms.
 pub const RAFT_TICK_MS: u64 = 100;
+/// How often, in Raft ticks, a leader hands partitions to their preferred nodes
+/// ([`balance_leaders`]): every 3 s.
+pub const LEADER_BALANCE_TICKS: u64 = 30;
 /// Frames the inbound task takes in one go before it starts the Ready loops of the
 /// engines they touched.
 pub const INBOUND_BATCH_MAX: usize = 64;
@@ -171,10 +174,21 @@ fn drive_soon(engine: Rc<PartitionEngine>) {
 /// `stopping`: the requests that a shutdown finishes still need their commits).
 async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
     let owned = shard.node.owned().to_vec();
+    let voters: Vec<u64> = shard
+        .shared
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.peers.iter().map(|peer| peer.id.0).collect())
+        .unwrap_or_default();
+    let mut ticks: u64 = 0;
     // Ends by cancellation; one pass per RAFT_TICK_MS.
     loop {
         glommio::timer::sleep(Duration::from_millis(RAFT_TICK_MS)).await;
         forwarder.sweep();
+        ticks += 1;
+        if ticks % LEADER_BALANCE_TICKS == 0 {
+            balance_leaders(&shard, &owned, &voters);
+        }
         for partition in &owned {
             let engine = shard.owned_engine(*partition);
             let leader = engine.as_ref().and_then(|engine| engine.leader_id());
@@ -189,6 +203,33 @@ async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
                 engine.raft_tick();
                 drive_soon(engine);
             }
+        }
+    }
+}
+
+/// The node that should lead `partition` when it is up and caught up: the voters (by
+/// ascending id) take the partitions in turn, so the leaders of a cluster's partitions
+/// spread evenly over its nodes, and over each node's shards (partition `p` is on shard
+/// `p % shards` everywhere).
+pub fn preferred_leader(partition: u32, voters: &[u64]) -> Option<u64> {
+    let index = usize::try_from(partition).ok()? % voters.len().max(1);
+    voters.get(index).copied()
+}
+
+/// Hands the lead of each partition this shard leads to its preferred node
+/// ([`preferred_leader`]) when that node is up and holds the whole log
+/// (`Engine::transfer_lead`); after a failover the lead goes back once the preferred
+/// node has caught up.
+fn balance_leaders(shard: &Shard, owned: &[u32], voters: &[u64]) {
+    for partition in owned {
+        let Some(engine) = shard.owned_engine(*partition) else {
+            continue;
+        };
+        let Some(preferred) = preferred_leader(*partition, voters) else {
+            continue;
+        };
+        if preferred != engine.replica_id() && engine.transfer_lead(preferred) {
+            drive_soon(engine);
         }
     }
 }
@@ -269,6 +310,14 @@ fn deliver(shard: &Shard, kind: u8, payload: &[u8]) -> Option<(u32, Rc<Partition
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preferred_leaders_take_the_partitions_in_turn() {
+        let voters = [1, 2, 3];
+        let leaders: Vec<Option<u64>> = (0..6).map(|p| preferred_leader(p, &voters)).collect();
+        assert_eq!(leaders, [1, 2, 3, 1, 2, 3].map(Some));
+        assert_eq!(preferred_leader(5, &[]), None);
+    }
 
     #[test]
     fn a_payload_round_trips() {

@@ -196,6 +196,32 @@ impl<S: Storage + Clone> Engine<S> {
         self.replica.node.borrow().raft.raft_log.committed
     }
 
+    /// Hands the lead to replica `to` when this replica is the serving leader, no
+    /// transfer is under way, and `to` is a voter that answered within the last election
+    /// timeout and holds this leader's whole log: the handover then takes one round trip
+    /// (raft-rs's `MsgTimeoutNow`), and proposals refused meanwhile answer `NotLeader`.
+    /// Returns whether a transfer started; call [`Engine::drive`] afterwards.
+    pub fn transfer_lead(&self, to: u64) -> bool {
+        if to == self.replica.id || !self.is_serving_leader() {
+            return false;
+        }
+        let mut node = self.replica.node.borrow_mut();
+        let raft = &node.raft;
+        if raft.lead_transferee.is_some() {
+            return false;
+        }
+        let last_index = raft.raft_log.last_index();
+        let ready = raft.prs().conf().voters().contains(to)
+            && raft
+                .prs()
+                .get(to)
+                .is_some_and(|progress| progress.recent_active && progress.matched == last_index);
+        if ready {
+            node.transfer_leader(to);
+        }
+        ready
+    }
+
     // ------------------------------------------------------------------ proposals
 
     /// Proposes `entries` as this leader's, stamped with its time `now`.
