@@ -18,6 +18,10 @@
 //!   and every replica ends with the same term, commit and applied index per partition
 //!   (`/readyz`), so the restarted nodes caught up.
 //!
+//! - A node whose data directory was deleted, started again under its id, rebuilds its
+//!   replicas from the leaders' logs, learns the admin secret again and serves every
+//!   message.
+//!
 //! Every wait polls with a deadline; nothing sleeps for correctness.
 
 mod support;
@@ -604,5 +608,61 @@ fn under_load_killing_two_leaders_loses_no_acknowledged_message_and_replicas_cat
         let caught_up = all.windows(2).all(|pair| pair[0] == pair[1])
             && all[0].iter().all(|(_, commit, applied)| commit == applied);
         caught_up.then_some(())
+    });
+}
+
+#[test]
+fn a_node_whose_data_directory_was_lost_rebuilds_from_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _, (peers, ports)) = start_cluster_with_peers(dir.path());
+    let credentials = create_tenant(&nodes[&1]);
+    let client = Client::new(&nodes[&1].endpoint, credentials.clone());
+    let queue = poll("the queue created", || {
+        let _ = client.create_queue("rebuilt", "NORMAL", None);
+        client.queue_id("rebuilt").ok()
+    });
+    let group = poll("the group created", || {
+        let _ = client.create_group("rebuilt", "g");
+        client.group_id(&queue, "g").ok()
+    });
+    let base = format!("/v1.0/{}", credentials.project_id);
+    let send_path = format!("{base}/queues/{queue}/messages");
+    let mut sent: BTreeSet<String> = BTreeSet::new();
+    for round in 0..10 {
+        let ids = poll("a send", || {
+            send_once(&client, &send_path, &format!("r{round}"))
+        });
+        sent.extend(ids);
+    }
+
+    // Node 3 loses its disk: killed, its data directory deleted, started again empty.
+    let victim = 3;
+    let mut killed = nodes.remove(&victim).expect("node 3");
+    killed.kill();
+    std::fs::remove_dir_all(&killed.data_dir).expect("the data directory is deleted");
+    let rebuilt = start_node(dir.path(), victim, &peers, ports[&victim]);
+    nodes.insert(victim, rebuilt);
+    wait_agreed(&nodes, None);
+    poll("the rebuilt replica caught up with its leaders", || {
+        let all: Vec<Vec<(u64, u64, u64)>> = nodes.values().map(progress).collect::<Option<_>>()?;
+        let caught_up = all.windows(2).all(|pair| pair[0] == pair[1])
+            && all[0].iter().all(|(_, commit, applied)| commit == applied);
+        caught_up.then_some(())
+    });
+
+    // It learned the admin secret and the tenants again, and serves every message.
+    poll("the rebuilt node holding the admin secret", || {
+        let mine = datadir::load_secrets(&nodes[&victim].data_dir).ok()?;
+        (datadir::load_secrets(&nodes[&1].data_dir).ok()? == mine).then_some(())
+    });
+    let through_rebuilt = Client::new(&nodes[&victim].endpoint, credentials);
+    let receive = format!(
+        "{base}/queues/{queue}/groups/{group}/messages?max_msgs=10&time_wait=1&ack_wait=30"
+    );
+    let ack = format!("{base}/queues/{queue}/groups/{group}/ack");
+    let mut received: BTreeSet<String> = BTreeSet::new();
+    poll("every message received through the rebuilt node", || {
+        received.extend(drain_once(&through_rebuilt, &receive, &ack));
+        sent.is_subset(&received).then_some(())
     });
 }

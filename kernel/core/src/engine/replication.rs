@@ -133,10 +133,43 @@ impl<S: Storage + Clone> Engine<S> {
     // ------------------------------------------------------------------ host interface
 
     /// Hands a message from a peer replica to Raft; call [`Engine::drive`] afterwards.
-    pub fn step(&self, message: Message) {
+    ///
+    /// A replica that lost its log (its data directory deleted, the node started again
+    /// under the same id) holds less than its leader believes it acknowledged; raft-rs
+    /// would abort on such a follower, or never send it what it lacks. Here the follower
+    /// takes a heartbeat's commit only up to its own log and tells the leader what it
+    /// holds (a rejection), and the leader, told by a rejection that a follower holds
+    /// less than it acknowledged, counts only what it holds and probes it from there.
+    /// Neither happens between replicas that kept their logs.
+    pub fn step(&self, mut message: Message) {
+        let mut node = self.replica.node.borrow_mut();
+        let last_index = node.raft.raft_log.last_index();
+        let mut lost = None;
+        match message.get_msg_type() {
+            MessageType::MsgHeartbeat if message.commit > last_index => {
+                lost = Some(lost_log_rejection(&message, node.raft.term, last_index));
+                message.commit = last_index;
+            }
+            MessageType::MsgAppendResponse if message.reject => {
+                let from = message.from;
+                let hint = message.reject_hint;
+                if let Some(progress) = node.raft.mut_prs().get_mut(from) {
+                    if hint < progress.matched {
+                        progress.matched = hint;
+                        progress.become_probe();
+                        progress.next_idx = hint + 1;
+                    }
+                }
+            }
+            _ => {}
+        }
         // A message from an unknown peer or of the wrong kind is dropped: Raft tolerates
         // lost messages.
-        let _ = self.replica.node.borrow_mut().step(message);
+        let _ = node.step(message);
+        drop(node);
+        if let Some(rejection) = lost {
+            self.queue_messages(vec![rejection]);
+        }
     }
 
     /// Advances Raft's logical clock by one tick (the host calls it every tick interval);
@@ -688,6 +721,21 @@ impl<S: Storage> Drop for DrivingGuard<'_, S> {
         // A waiter may have to take over if this driver was dropped with work left.
         self.0.wake_progress();
     }
+}
+
+/// A follower's answer to a heartbeat whose commit lies past its log: a rejected append
+/// at that index naming the follower's last index, as a follower that lacks entries
+/// answers an append.
+fn lost_log_rejection(heartbeat: &Message, term: u64, last_index: u64) -> Message {
+    let mut rejection = Message::default();
+    rejection.set_msg_type(MessageType::MsgAppendResponse);
+    rejection.to = heartbeat.from;
+    rejection.from = heartbeat.to;
+    rejection.term = term.max(heartbeat.term);
+    rejection.index = heartbeat.commit;
+    rejection.reject = true;
+    rejection.reject_hint = last_index;
+    rejection
 }
 
 /// What the asynchronous half of a Ready still has to do.
