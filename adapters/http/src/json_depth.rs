@@ -33,33 +33,46 @@ pub struct TooDeep {
 /// strings do not count; stray closing brackets are left to the parser).
 pub fn check(text: &[u8], depth_max: u32) -> Result<(), TooDeep> {
     let mut depth: u32 = 0;
-    let mut in_string = false;
-    let mut escaped = false;
-    // Bounded by the text's length, which each endpoint's byte limit bounds.
-    for (byte_offset, byte) in text.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if *byte == b'\\' {
-                escaped = true;
-            } else if *byte == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
+    let mut at = 0;
+    // Each pass moves `at` forward; bounded by the text's length, which each endpoint's
+    // byte limit bounds. Message bodies are mostly string content, which memchr skips
+    // to its next quote or backslash instead of looking at every byte.
+    while at < text.len() {
+        match text[at] {
+            b'"' => at = string_end(text, at + 1),
             b'[' | b'{' => {
                 depth += 1;
                 if depth > depth_max {
-                    return Err(TooDeep { byte_offset });
+                    return Err(TooDeep { byte_offset: at });
                 }
+                at += 1;
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                at += 1;
+            }
+            _ => at += 1,
         }
     }
     Ok(())
+}
+
+/// The position just past the quote that closes the string whose content starts at
+/// `at` (the text's length when it is not closed).
+fn string_end(text: &[u8], mut at: usize) -> usize {
+    // Each pass moves past one backslash escape or ends; bounded by the text's length.
+    while let Some(found) = memchr::memchr2(b'"', b'\\', &text[at..]) {
+        let position = at + found;
+        if text[position] == b'"' {
+            return position + 1;
+        }
+        // A backslash: it and the byte it escapes.
+        at = position + 2;
+        if at >= text.len() {
+            return text.len();
+        }
+    }
+    text.len()
 }
 
 /// The §5 error for a body nested deeper than [`JSON_DEPTH_MAX`]: 400 with the
@@ -114,5 +127,49 @@ mod tests {
             check(deep.as_bytes(), JSON_DEPTH_MAX),
             Err(TooDeep { byte_offset: 64 })
         );
+        // A backslash as the last byte of an unclosed string.
+        assert_eq!(check3("[\"ab\\"), Ok(()));
+        assert_eq!(check3("\"\\\"[[[[\""), Ok(()));
+    }
+
+    /// The rule stated plainly: one byte at a time, a string's content skipped.
+    fn check_bytewise(text: &[u8], depth_max: u32) -> Result<(), usize> {
+        let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+        for (offset, byte) in text.iter().enumerate() {
+            if in_string {
+                match (escaped, byte) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > depth_max {
+                        return Err(offset);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skipping_strings_agrees_with_the_bytewise_rule(
+            text in proptest::collection::vec(
+                proptest::sample::select(b"[]{}\"\\a, ".to_vec()),
+                0..200,
+            ),
+        ) {
+            let fast = check(&text, 3).map_err(|too_deep| too_deep.byte_offset);
+            proptest::prop_assert_eq!(fast, check_bytewise(&text, 3));
+        }
     }
 }
