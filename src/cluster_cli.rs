@@ -35,6 +35,8 @@ pub struct Local {
     pub http_base: u16,
     pub cluster_base: u16,
     pub shards: Option<u32>,
+    /// `--set KEY=VALUE` for every node.
+    pub settings: Vec<String>,
 }
 
 /// The nodes of a running local cluster; dropping it kills those still running.
@@ -132,6 +134,9 @@ fn start_node(
         .stderr(log);
     if let Some(shards) = local.shards {
         command.arg("--shards").arg(shards.to_string());
+    }
+    for setting in &local.settings {
+        command.arg("--set").arg(setting);
     }
     command
         .spawn()

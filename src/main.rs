@@ -168,6 +168,9 @@ enum ClusterAction {
         cluster_base: u16,
         #[arg(long)]
         shards: Option<u32>,
+        /// A server setting for every node, KEY=VALUE (repeatable; e.g. partitions=6).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
     },
     /// A node's readiness and each partition's leader as it sees them (GET /readyz).
     Status {
@@ -423,12 +426,14 @@ fn cluster(action: ClusterAction) -> Result<(), String> {
             http_base,
             cluster_base,
             shards,
+            settings,
         } => cluster_cli::local(&cluster_cli::Local {
             dir,
             nodes,
             http_base,
             cluster_base,
             shards,
+            settings,
         }),
         ClusterAction::Status { target } => {
             let endpoint = endpoint(&target)?;
