@@ -82,7 +82,7 @@ macro_rules! forwardable {
 }
 
 forwardable! {
-    ListQueues, ReadDirectory, ReadTenants, PutTenant, RemoveTenant, SetAdminSecret,
+    ReadDirectory, ReadTenants, PutTenant, RemoveTenant, SetAdminSecret,
     CreateQueue, DeleteQueue, SetQueueMeta, CreateGroup, DeleteGroup, SendBatch, Cancel,
     Receive, Ack, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,

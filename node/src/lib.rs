@@ -35,6 +35,7 @@ pub mod directory;
 pub mod forward;
 pub mod guards;
 pub mod host;
+pub mod leader_reads;
 pub mod local;
 pub mod login;
 mod metadata;

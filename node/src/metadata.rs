@@ -35,8 +35,17 @@ impl<H: Host> MetadataPartitions for ShardPartitions<'_, H> {
         }
     }
 
+    /// Read at the partition's serving leader only: a repair compares the partitions with
+    /// partition 0 and adds or drops queues to make them agree, so a list from a replica
+    /// that is behind (one restarted, or rebuilt from an empty data directory) would have
+    /// it drop queues that exist. Anywhere else the list is refused as `NotLeader`, and the
+    /// repair waits for a leader.
     async fn list_queues(&self, partition: u32) -> Result<Vec<QueueInfo>, NodeError> {
-        self.0.call(requests::ListQueues { partition }).await
+        let (_, infos, at_leader) = self.0.call(requests::ReadDirectory { partition }).await?;
+        if !at_leader {
+            return Err(NodeError::Engine(EngineError::NotLeader { leader: None }));
+        }
+        Ok(infos)
     }
 
     async fn create_queue(

@@ -109,22 +109,11 @@ macro_rules! partition_request {
 }
 
 partition_request! {
-    /// Every queue the partition holds, with its groups (the directory, repair).
-    ListQueues {} -> Vec<QueueInfo>,
-    |this, shard, engine, now| {
-        let _ = (&this, now);
-        Ok(engine
-            .queue_ids()
-            .into_iter()
-            .map(|queue| engine.queue_info(queue).expect("listed just now"))
-            .collect())
-    }
-}
-
-partition_request! {
-    /// The queue directory as the partition (0) holds it, with the Raft index it has
-    /// applied (`Engine::applied_index`): indexes of one group compare across replicas, so
-    /// a node never publishes an older directory over a newer one.
+    /// Every queue the partition holds, with its groups (partition 0's is the queue
+    /// directory; a repair reads every partition's), the Raft index it has applied
+    /// (`Engine::applied_index`: indexes of one group compare across replicas, so a node
+    /// never publishes an older directory over a newer one) and whether it was read at
+    /// the partition's serving leader.
     ReadDirectory {} -> (u64, Vec<QueueInfo>, bool),
     |this, shard, engine, now| {
         let _ = (&this, now);

@@ -83,18 +83,11 @@ pub struct NodeShard<H: Host> {
     pub(crate) tenants_published: Cell<Option<u64>>,
     /// Calls forwarded to and from other nodes (`crate::forward`).
     forwarding: crate::forward::Forwarding,
-    /// Queue time of this shard's last [`Node::sync_directory`] read.
-    directory_synced_ms: Cell<Option<u64>>,
-    /// Whether that read was at partition 0's serving leader.
-    directory_synced_current: Cell<bool>,
-    /// Queue time of this shard's last [`Node::sync_tenants`] read.
-    tenants_synced_ms: Cell<Option<u64>>,
+    /// Reads of the queue directory from partition 0's leader ([`Node::sync_directory`]).
+    directory_reads: crate::leader_reads::LeaderReads,
+    /// Reads of the tenants from partition 0's leader ([`Node::sync_tenants`]).
+    tenant_reads: crate::leader_reads::LeaderReads,
 }
-
-/// Least time between two directory reads from partition 0's leader that lookups which
-/// missed ask for ([`Node::sync_directory`]): misses on made-up ids cost a client at
-/// most one read per shard this often.
-pub const DIRECTORY_SYNC_MIN_MS: u64 = 20;
 
 impl<H: Host> NodeShard<H> {
     pub fn new(
@@ -122,9 +115,8 @@ impl<H: Host> NodeShard<H> {
             owned,
             tenants_published: Cell::new(None),
             forwarding: crate::forward::Forwarding::default(),
-            directory_synced_ms: Cell::new(None),
-            directory_synced_current: Cell::new(false),
-            tenants_synced_ms: Cell::new(None),
+            directory_reads: Default::default(),
+            tenant_reads: Default::default(),
         }
     }
 
@@ -401,26 +393,6 @@ impl<H: Host> NodeShard<H> {
     }
 }
 
-impl<H: Host> NodeShard<H> {
-    /// Whether a read from partition 0's leader that a lookup which missed asks for may
-    /// run now (a cluster, and none by this shard within [`DIRECTORY_SYNC_MIN_MS`]);
-    /// if so, records it as run.
-    fn sync_due(&self, last: &Cell<Option<u64>>) -> bool {
-        if !self.host.replicated() {
-            return false;
-        }
-        let now = self.now_ms();
-        if last
-            .get()
-            .is_some_and(|at| now < at.saturating_add(DIRECTORY_SYNC_MIN_MS))
-        {
-            return false;
-        }
-        last.set(Some(now));
-        true
-    }
-}
-
 impl<H: Host> Node for NodeShard<H> {
     fn now_ms(&self) -> u64 {
         self.host.now_ms()
@@ -461,37 +433,22 @@ impl<H: Host> Node for NodeShard<H> {
         if !self.host.replicated() {
             return true;
         }
-        if !self.sync_due(&self.directory_synced_ms) {
-            return self.directory_synced_current.get();
-        }
         // A failure leaves the directory as it was: the lookup answers from it.
-        let current = self.refresh_directory_current().await.unwrap_or(false);
-        self.directory_synced_current.set(current);
-        current
+        let read = async || self.refresh_directory_current().await.unwrap_or(false);
+        self.directory_reads.after_now(read).await
     }
 
     async fn sync_tenants(&self) {
-        if !self.sync_due(&self.tenants_synced_ms) {
+        if !self.host.replicated() {
             return;
         }
-        if self.index == 0 {
-            let _ = self.refresh_tenants().await;
-            return;
-        }
-        // Shard 0 publishes the tenants (and keeps the host's copy): it reads them from
-        // partition 0's leader.
-        let (done, finished) = async_channel::bounded(1);
-        let job: Job<H> = Box::new(move |shard: Rc<NodeShard<H>>| {
-            Box::pin(async move {
-                let _ = shard.refresh_tenants().await;
-                let _ = done.try_send(());
+        self.tenant_reads
+            .after_now(async || {
+                self.refresh_tenants_on_shard_0().await;
+                true
             })
-        });
-        if self.host.forward(0, job).await.is_ok() {
-            let _ = finished.recv().await;
-        }
+            .await;
     }
-
     async fn create_queue(
         &self,
         tenant: &str,

@@ -35,6 +35,25 @@ fn not_leader(error: &NodeError) -> bool {
 }
 
 impl<H: Host> NodeShard<H> {
+    /// Has shard 0 republish the tenants from partition 0's leader (it publishes them
+    /// and keeps the host's copy), from any shard; a failure leaves them as they were.
+    pub(crate) async fn refresh_tenants_on_shard_0(&self) {
+        if self.index() == 0 {
+            let _ = self.refresh_tenants().await;
+            return;
+        }
+        let (done, finished) = async_channel::bounded(1);
+        let job: crate::Job<H> = Box::new(move |shard: std::rc::Rc<NodeShard<H>>| {
+            Box::pin(async move {
+                let _ = shard.refresh_tenants().await;
+                let _ = done.try_send(());
+            })
+        });
+        if self.host().forward(0, job).await.is_ok() {
+            let _ = finished.recv().await;
+        }
+    }
+
     /// Writes `tenant` (new or changed) into partition 0, then republishes the directory.
     pub(crate) async fn put_tenant(&self, tenant: &Tenant) -> Result<(), NodeError> {
         let call = requests::PutTenant {

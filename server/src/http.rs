@@ -371,7 +371,22 @@ async fn serve_connection(
         if let Some(peer) = peer {
             request.extensions_mut().insert(PeerAddr(peer));
         }
-        async move { Ok::<_, Infallible>(handle_request(shard, service, role, request).await) }
+        async move {
+            // A task of its own, which runs to its end even when hyper drops this future
+            // (the client went away): a request dropped half way could abandon the flush
+            // or the Ready loop it was driving for every request of its partition (that
+            // poisons the log until the engine reopens), and its in-flight count.
+            let task = glommio::spawn_local(handle_request(shard, service, role, request));
+            let response = task.detach().await.unwrap_or_else(|| {
+                service::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    errors::INTERNAL,
+                    "The request's task ended without an answer.",
+                )
+                .map(Full::new)
+            });
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = http1::Builder::new();
     builder
