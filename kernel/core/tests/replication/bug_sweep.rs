@@ -17,7 +17,7 @@ const SEEDS: u64 = 200;
 const STEPS: u32 = 300;
 /// Seeds the unmodified code runs in the sweep: about 40 s in the sim profile on the
 /// 2-core machine (docs/simulation.md).
-const CLEAN_SEEDS: u64 = 1_000;
+const CLEAN_SEEDS: u64 = 20_000;
 
 fn size(seed: u64) -> u64 {
     if seed % 2 == 0 {
