@@ -229,7 +229,7 @@ impl<S: Storage + Clone> Engine<S> {
         if seqs.is_empty() {
             return Ok(results);
         }
-        let entries = seqs
+        let entries: Vec<Entry> = seqs
             .into_iter()
             .map(|((queue, group, lane), seqs)| {
                 Entry::plain(match lane {
@@ -239,7 +239,11 @@ impl<S: Storage + Clone> Engine<S> {
                 })
             })
             .collect();
-        if let Err(error) = self.commit(entries, now).await {
+        let committed = match self.propose(&entries, now) {
+            Ok(proposal) => self.wait_answered(&proposal).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = committed {
             let mut state = self.state.borrow_mut();
             for (handle, deadline) in begun {
                 state.abort_ack(&handle, deadline);

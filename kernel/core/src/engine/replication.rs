@@ -26,6 +26,7 @@ use super::command::Command;
 use super::state;
 use super::types::{EngineError, MessageId, StorageFault};
 use super::{Engine, Entry, Unapplied};
+use crate::bugs::{self, Bug};
 use crate::limits::REPLICA_OUTBOX_MAX;
 use crate::log::AppendError;
 use crate::record::{check_batch, RecordInput};
@@ -208,6 +209,11 @@ impl<S: Storage + Clone> Engine<S> {
         self.replica.serving.get() && self.replica.failed.borrow().is_none()
     }
 
+    /// Why this replica stopped, if its Ready loop failed (the host reopens it).
+    pub fn failure(&self) -> Option<EngineError> {
+        self.replica.failed.borrow().clone()
+    }
+
     /// The replica this one believes leads the group, if any.
     pub fn leader_id(&self) -> Option<u64> {
         let leader = self.replica.leader.get();
@@ -357,6 +363,41 @@ impl<S: Storage + Clone> Engine<S> {
         }
     }
 
+    /// How a send or an ack waits for its proposal before answering: committed and
+    /// applied ([`Engine::wait_committed`]).
+    pub(super) async fn wait_answered(&self, proposal: &Proposal) -> Result<(), EngineError> {
+        if bugs::enabled(Bug::RaftConfirmBeforeMajority) {
+            return self.wait_own_log(proposal).await;
+        }
+        self.wait_committed(proposal).await
+    }
+
+    /// The mutation [`Bug::RaftConfirmBeforeMajority`]: waits only until this replica's
+    /// own log holds the proposal durably, whether or not a majority has it.
+    async fn wait_own_log(&self, proposal: &Proposal) -> Result<(), EngineError> {
+        loop {
+            self.drive().await;
+            let outcome = std::future::poll_fn(|context| {
+                if let Some(error) = self.replica.failed.borrow().clone() {
+                    return Poll::Ready(Some(Err(error)));
+                }
+                let log = self.replica.store.log();
+                let offset = Offset(proposal.last_index - 1);
+                if log.durable_offset() > offset && log.term_at(offset) == Some(proposal.term) {
+                    return Poll::Ready(Some(Ok(())));
+                }
+                if self.replica.generation.get() != proposal.generation {
+                    return Poll::Ready(Some(Err(self.replica.not_leader())));
+                }
+                self.wait_progress(context)
+            })
+            .await;
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+        }
+    }
+
     /// Registers for the next progress; `Ready(None)` asks the caller to drive, because
     /// work is waiting and nobody drives.
     fn wait_progress<T>(&self, context: &mut std::task::Context<'_>) -> Poll<Option<T>> {
@@ -382,7 +423,7 @@ impl<S: Storage + Clone> Engine<S> {
         if !self.replica.serving.get() {
             return Err(self.replica.not_leader());
         }
-        if self.replica.alone() {
+        if self.replica.alone() || bugs::enabled(Bug::RaftDeposedLeaderServes) {
             return Ok(());
         }
         let context_id = self.replica.next_read.get();
@@ -501,6 +542,14 @@ impl<S: Storage + Clone> Engine<S> {
         let committed = ready.take_committed_entries();
         let conf_changed = self.apply_committed(&committed)?;
         let entries = ready.take_entries();
+        let mut conf_changed = conf_changed;
+        if bugs::enabled(Bug::RaftApplyUncommitted)
+            && entries
+                .first()
+                .is_some_and(|first| first.index <= self.applied_offset.get() + 1)
+        {
+            conf_changed |= self.apply_committed(&entries)?;
+        }
         self.drop_replaced(&entries);
         self.replica.store.stage(entries);
         let mut new_vote = false;
@@ -535,7 +584,8 @@ impl<S: Storage + Clone> Engine<S> {
     /// Ready's commit may cover the entries it brings.
     async fn finish_ready(&self, pending: PendingReady) -> Result<(), EngineError> {
         let store = &self.replica.store;
-        if pending.new_vote {
+        let new_vote = pending.new_vote && !bugs::enabled(Bug::RaftVoteWithoutPersisting);
+        if new_vote {
             let mut early = self.replica.saved.borrow().clone();
             let staged = store.durable().hard;
             early.hard.term = staged.term;
@@ -546,7 +596,7 @@ impl<S: Storage + Clone> Engine<S> {
         let commit = store.durable().hard.commit;
         let saved_commit = self.replica.saved.borrow().hard.commit;
         let lagging = commit >= saved_commit + crate::limits::REPLICA_COMMIT_SAVE_EVERY;
-        if pending.new_vote || pending.conf_changed || lagging {
+        if new_vote || pending.conf_changed || lagging {
             self.save_durable(store.durable()).await?;
         }
         self.replica

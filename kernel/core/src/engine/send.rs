@@ -180,7 +180,7 @@ impl<S: Storage + Clone> Engine<S> {
         let result = if bugs::enabled(Bug::ReplyBeforeFsync) {
             Ok(())
         } else {
-            self.wait_committed(&proposal).await
+            self.wait_answered(&proposal).await
         };
         let mut pending = self.pending_dedup.borrow_mut();
         for (hash, _) in &plan.claimed {

@@ -38,6 +38,10 @@ pub struct ReplicaConfig {
     pub election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
+    /// A fixed election timeout (at least `election_ticks`) instead of raft-rs's random
+    /// one: raft-rs draws that from the thread's OS-seeded generator, which a test that
+    /// must replay a seed exactly cannot seed. `None` in production.
+    pub election_timeout_ticks: Option<usize>,
 }
 
 impl ReplicaConfig {
@@ -48,6 +52,7 @@ impl ReplicaConfig {
             initial_voters: vec![1],
             election_ticks: 10,
             heartbeat_ticks: 2,
+            election_timeout_ticks: None,
         }
     }
 
@@ -64,7 +69,14 @@ impl ReplicaConfig {
     /// disrupts the group nor keeps believing it leads), reads confirmed by a heartbeat
     /// round (`Safe`), and the named bounds on messages and uncommitted bytes.
     pub(crate) fn raft_config(&self, applied: u64) -> raft::Config {
+        let (min_election_tick, max_election_tick) = match self.election_timeout_ticks {
+            Some(ticks) => (ticks, ticks + 1),
+            // raft-rs's defaults: [election_ticks, 2 * election_ticks).
+            None => (0, 0),
+        };
         raft::Config {
+            min_election_tick,
+            max_election_tick,
             id: self.id,
             election_tick: self.election_ticks,
             heartbeat_tick: self.heartbeat_ticks,

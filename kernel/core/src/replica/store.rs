@@ -21,6 +21,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::entry::{entry_bytes, entry_of, index_of, offset_of, record_of, BadEntry};
 use super::hard_state::DurableState;
+use crate::bugs::{self, Bug};
 use crate::limits::{
     BATCH_BYTES_MAX, ENGINE_BATCH_MESSAGES_CEILING, REPLICA_FETCHED_BYTES_MAX,
     REPLICA_TAIL_BYTES_MAX,
@@ -141,7 +142,12 @@ impl<S: Storage> LogStore<S> {
         let mut tail = self.tail.borrow_mut();
         if first <= self.log.next_offset().0 {
             // They replace a suffix already handed to the log.
-            let from = self.truncate_from.get().map_or(first, |f| f.min(first));
+            let start = if bugs::enabled(Bug::RaftFollowerTruncatesCommitted) && first > 1 {
+                first - 1
+            } else {
+                first
+            };
+            let from = self.truncate_from.get().map_or(start, |f| f.min(start));
             self.truncate_from.set(Some(from));
         }
         if first < self.tail_first.get() {
@@ -209,7 +215,11 @@ impl<S: Storage> LogStore<S> {
     }
 
     async fn append_chunk(&self, chunk: &[Entry]) -> Result<(), PersistError> {
-        debug_assert_eq!(offset_of(chunk[0].index), self.log.next_offset());
+        // Under `Bug::RaftFollowerTruncatesCommitted` the log runs one record short.
+        debug_assert!(
+            offset_of(chunk[0].index) == self.log.next_offset()
+                || bugs::enabled(Bug::RaftFollowerTruncatesCommitted)
+        );
         let mut scratch: Vec<Vec<u8>> = vec![Vec::new(); chunk.len()];
         let mut records: Vec<RecordInput<'_>> = Vec::with_capacity(chunk.len());
         for (entry, scratch) in chunk.iter().zip(scratch.iter_mut()) {

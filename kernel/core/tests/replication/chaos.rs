@@ -1,0 +1,533 @@
+//! Seeded chaos against Raft's safety checks.
+//!
+//! A run sends at whoever leads (some sends left in flight across a fault), receives at
+//! every replica and acks part of what it got, while the network drops, duplicates and
+//! reorders messages, nodes are isolated, crash and restart, lose power in the middle of a
+//! Ready (between a log fsync and the state file's save, say) one at a time or all at
+//! once. The same seed replays the same run: every choice comes from the cluster's
+//! seeded generator and the simulated disks' own.
+//!
+//! The checks, after every step:
+//! - no replica's Ready loop failed, and every replica reopens after a crash;
+//! - one serving leader per term;
+//! - replicas that applied the same index show the same replicated state (queue info,
+//!   acked and dead-letter counts) as any replica ever showed at that index;
+//! - a receive hands out messages only at a replica that can have confirmed its lead: not
+//!   one cut off from every peer, nor one whose term is below a term in which another
+//!   leader already served;
+//!
+//! every 20 steps and at the end:
+//! - committed records never change: every replica's log records up to its applied index
+//!   match, by index, what any replica ever held there (term, time, attributes, body);
+//!
+//! and at the end, with the network healed: every acknowledged send is delivered or was
+//! acked by a consumer, and the replicas' queue info agrees.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::pin;
+
+use futures_lite::future::{block_on, poll_once};
+use rand::Rng;
+use sluice_core::engine::config::QueueInfo;
+use sluice_core::engine::types::*;
+use sluice_core::storage::IoErrorKind;
+use sluice_core::types::Offset;
+
+use super::{message, request, setup, Cluster, Faults};
+
+/// What a committed record holds, as every replica must agree on it forever: term,
+/// timestamp, attributes, body.
+type RecordKey = (u64, u64, Vec<u8>, Vec<u8>);
+
+/// The replicated state a replica shows: queue info, then the group's acked and
+/// dead-letter counts.
+type AppliedState = (Option<QueueInfo>, Option<(u64, u64)>);
+
+/// The storage call, counted from when a crash point is armed, that fails (then the node
+/// loses power): 1 to this many.
+const CRASH_POINT_CALLS_MAX: u64 = 8;
+
+/// Receives the final drain may take (each hands out up to 10 messages).
+const DRAIN_ROUNDS_MAX: u32 = 1_000;
+
+/// What the checks remember across a run.
+#[derive(Default)]
+struct Checker {
+    seed: u64,
+    /// The serving leader seen in each term.
+    leaders: HashMap<u64, u64>,
+    committed: HashMap<u64, RecordKey>,
+    /// By applied index: the replica that first showed a state there, and the state.
+    states: HashMap<u64, (u64, AppliedState)>,
+    /// The highest term in which a leader was seen serving.
+    serving_term: u64,
+}
+
+impl Checker {
+    fn check(&mut self, cluster: &Cluster, queue: QueueId, group: GroupId, records: bool) {
+        self.check_failures(cluster);
+        self.check_leaders(cluster);
+        self.check_states(cluster, queue, group);
+        if records {
+            self.check_committed(cluster);
+        }
+    }
+
+    /// No replica's Ready loop failed (the harness injects storage faults only right
+    /// before a crash, and restarts the node).
+    fn check_failures(&self, cluster: &Cluster) {
+        for engine in cluster.running() {
+            if let Some(error) = engine.failure() {
+                panic!(
+                    "seed {}: replica {} failed: {error:?}",
+                    self.seed,
+                    engine.replica_id()
+                );
+            }
+        }
+    }
+
+    /// One leader per term: every serving leader seen is the only one of its term.
+    fn check_leaders(&mut self, cluster: &Cluster) {
+        for engine in cluster.running().filter(|e| e.is_serving_leader()) {
+            let id = engine.replica_id();
+            let term = engine.raft_term();
+            let known = *self.leaders.entry(term).or_insert(id);
+            assert_eq!(known, id, "seed {}: two leaders in term {term}", self.seed);
+            self.serving_term = self.serving_term.max(term);
+        }
+    }
+
+    /// Equal applied indexes, equal replicated state, across replicas and time.
+    fn check_states(&mut self, cluster: &Cluster, queue: QueueId, group: GroupId) {
+        for engine in cluster.running() {
+            let id = engine.replica_id();
+            let state = (
+                engine.queue_info(queue).ok(),
+                engine
+                    .group_stats(queue, group)
+                    .ok()
+                    .map(|g| (g.acked_total, g.dead_letters)),
+            );
+            let applied = engine.applied_index();
+            let (first, known) = self
+                .states
+                .entry(applied)
+                .or_insert_with(|| (id, state.clone()));
+            assert!(
+                *known == state,
+                "seed {}: at applied index {applied} replica {id} shows {state:?}, \
+                 replica {first} showed {known:?}",
+                self.seed
+            );
+        }
+    }
+
+    /// Committed records never change: every replica's applied prefix matches what any
+    /// replica ever applied at the same offsets.
+    fn check_committed(&mut self, cluster: &Cluster) {
+        for engine in cluster.running() {
+            let id = engine.replica_id();
+            let applied = engine.applied_index();
+            let mut next = 0;
+            while next < applied {
+                let records =
+                    block_on(engine.log().read(Offset(next), 1 << 20)).unwrap_or_else(|error| {
+                        panic!(
+                            "seed {}: replica {id} cannot read {next}: {error}",
+                            self.seed
+                        )
+                    });
+                assert!(
+                    !records.is_empty(),
+                    "seed {}: replica {id} lost committed record {next}",
+                    self.seed
+                );
+                for record in records.into_iter().take_while(|r| r.offset.0 < applied) {
+                    let term = engine.log().term_at(record.offset).unwrap_or(0);
+                    let key = (term, record.timestamp_ms, record.attributes, record.payload);
+                    let known = self
+                        .committed
+                        .entry(record.offset.0)
+                        .or_insert_with(|| key.clone());
+                    assert!(
+                        *known == key,
+                        "seed {}: replica {id} changed committed record {} (term {} was {})",
+                        self.seed,
+                        record.offset.0,
+                        key.0,
+                        known.0
+                    );
+                    next = record.offset.0 + 1;
+                }
+            }
+        }
+    }
+
+    /// A receive at replica `id` that began in `term` (cut off from every peer when
+    /// `isolated`) handed out `count` messages.
+    fn check_receive(&self, id: u64, term: u64, isolated: bool, serving_term: u64, count: usize) {
+        if count == 0 {
+            return;
+        }
+        assert!(
+            !isolated,
+            "seed {}: replica {id}, cut off from every peer, handed out {count} messages \
+             (it cannot have confirmed its lead)",
+            self.seed
+        );
+        assert!(
+            term >= serving_term,
+            "seed {}: replica {id} of term {term} handed out {count} messages after a leader \
+             of term {serving_term} served",
+            self.seed
+        );
+    }
+}
+
+impl Cluster {
+    fn random(&self, below: u64) -> u64 {
+        self.rng.borrow_mut().gen_range(0..below)
+    }
+
+    /// Runs `future` for at most `rounds` rounds of pumping and ticking.
+    fn try_run<F: Future>(&self, future: F, rounds: u32) -> Option<F::Output> {
+        let mut future = pin!(future);
+        for _ in 0..rounds {
+            if let Some(output) = block_on(poll_once(&mut future)) {
+                return Some(output);
+            }
+            if !self.pump() {
+                self.tick();
+            }
+        }
+        None
+    }
+
+    fn serving(&self) -> Option<u64> {
+        self.running()
+            .find(|e| e.is_serving_leader())
+            .map(|e| e.replica_id())
+    }
+
+    fn crashed(&self) -> Vec<u64> {
+        (1..=self.size())
+            .filter(|id| !self.is_running(*id))
+            .collect()
+    }
+
+    /// The serving leader's engine tick (leases end, their nacks are proposed).
+    fn engine_tick(&self) {
+        if let Some(leader) = self.serving() {
+            let _ = self.try_run(self.engine(leader).tick(self.now.get()), 20);
+        }
+    }
+
+    fn is_isolated(&self, id: u64) -> bool {
+        let cut = self.cut.borrow();
+        (1..=self.size())
+            .filter(|other| *other != id)
+            .all(|other| cut.contains(&(id, other)) && cut.contains(&(other, id)))
+    }
+
+    fn is_running(&self, id: u64) -> bool {
+        self.engines[(id - 1) as usize].is_some()
+    }
+
+    /// Power loss in the middle of Raft work: each of `ids` that runs gets a storage call
+    /// that fails (its Ready loop stops there: between a log fsync and the state file's
+    /// save, say), the cluster ticks and pumps once, then they crash and restart.
+    fn crash_during_ready(&mut self, ids: &[u64]) {
+        let ids: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.is_running(*id))
+            .collect();
+        for &id in &ids {
+            let nth = 1 + self.random(CRASH_POINT_CALLS_MAX);
+            self.disks[(id - 1) as usize].fail_nth_call(nth as u32, IoErrorKind::Io);
+        }
+        self.tick();
+        self.pump();
+        for &id in &ids {
+            self.disks[(id - 1) as usize].clear_faults();
+            self.crash(id);
+        }
+        for &id in &ids {
+            self.restart(id);
+        }
+    }
+
+    fn power_loss(&mut self) {
+        let running: Vec<u64> = (1..=self.size())
+            .filter(|id| self.is_running(*id))
+            .collect();
+        for &id in &running {
+            self.crash(id);
+        }
+        for id in 1..=self.size() {
+            self.restart(id);
+        }
+    }
+}
+
+/// One run's workload and what it was promised.
+struct Run {
+    seed: u64,
+    queue: QueueId,
+    group: GroupId,
+    /// Bodies whose send was answered with success.
+    acked: Vec<String>,
+    /// Bodies a consumer acked (answered with success, or not answered: it may commit).
+    consumed: HashSet<String>,
+    checker: Checker,
+}
+
+impl Run {
+    fn send(&mut self, cluster: &Cluster, step: u32) {
+        let Some(leader) = cluster.serving() else {
+            return;
+        };
+        let body = format!("m{}-{step}", self.seed);
+        let engine = cluster.engine(leader);
+        let batch = [message(&body)];
+        let sent = engine.send(self.queue, &batch, cluster.now.get());
+        if let Some(Ok(_)) = cluster.try_run(sent, 50) {
+            self.acked.push(body);
+        }
+    }
+
+    /// A send still in flight (proposed, perhaps partly replicated) when a fault hits:
+    /// the leader is cut off and the send goes on, or the client gives up and the leader,
+    /// or every node, loses power (in the middle of a Ready or between two).
+    fn send_across_fault(&mut self, cluster: &mut Cluster, step: u32) {
+        let Some(leader) = cluster.serving() else {
+            return;
+        };
+        let body = format!("m{}-{step}", self.seed);
+        let fault = cluster.random(5);
+        let answered = {
+            let engine = cluster.engine(leader);
+            let batch = [message(&body)];
+            let mut sent = pin!(engine.send(self.queue, &batch, cluster.now.get()));
+            let mut answered = block_on(poll_once(&mut sent));
+            for _ in 0..cluster.random(4) {
+                if answered.is_some() {
+                    break;
+                }
+                cluster.pump();
+                answered = block_on(poll_once(&mut sent));
+            }
+            if answered.is_none() && fault == 0 {
+                cluster.isolate(leader);
+                answered = cluster.try_run(sent, 50);
+            }
+            answered
+        };
+        if let Some(Ok(_)) = answered {
+            self.acked.push(body);
+        }
+        match fault {
+            1 => cluster.crash_during_ready(&[leader]),
+            2 => cluster.power_loss(),
+            3 => {
+                let all: Vec<u64> = (1..=cluster.size()).collect();
+                cluster.crash_during_ready(&all);
+            }
+            _ => {}
+        }
+    }
+
+    /// A receive at every running replica, each acking about half of what it got.
+    fn receive_everywhere(&mut self, cluster: &Cluster) {
+        for id in 1..=cluster.size() {
+            if !cluster.is_running(id) {
+                continue;
+            }
+            self.checker.check_leaders(cluster);
+            let serving_term = self.checker.serving_term;
+            let engine = cluster.engine(id);
+            let term = engine.raft_term();
+            let isolated = cluster.is_isolated(id);
+            let now = cluster.now.get();
+            let mut receive = request(4);
+            receive.visibility_ms = 1_000;
+            let got = cluster.try_run(engine.receive(self.queue, self.group, &receive, now), 30);
+            let Some(Ok(batch)) = got else {
+                continue;
+            };
+            self.checker
+                .check_receive(id, term, isolated, serving_term, batch.len());
+            let acks: Vec<(ReceiptHandle, AckKind, String)> = batch
+                .iter()
+                .filter(|_| cluster.random(2) == 0)
+                .map(|d| {
+                    let body = String::from_utf8(d.body.clone()).unwrap();
+                    (d.handle, AckKind::Success, body)
+                })
+                .collect();
+            if acks.is_empty() {
+                continue;
+            }
+            let handles: Vec<_> = acks.iter().map(|(h, k, _)| (*h, *k)).collect();
+            let answered = cluster.try_run(engine.ack(&handles, false, now), 50);
+            for (position, (_, _, body)) in acks.into_iter().enumerate() {
+                // An ack not answered (given up here) may still commit: its message may be
+                // done without a word to the consumer.
+                let refused = match &answered {
+                    Some(Ok(results)) => results[position].is_err(),
+                    Some(Err(_)) => false,
+                    None => false,
+                };
+                if !refused {
+                    self.consumed.insert(body);
+                }
+            }
+        }
+    }
+}
+
+/// One seeded run of `steps` steps on `size` replicas (see the module's documentation).
+pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
+    let mut cluster = Cluster::seeded(size, seed);
+    let first = cluster.leader();
+    let (queue, group) = setup(&cluster, first);
+    cluster.faults.set(Faults {
+        drop: 10,
+        duplicate: 5,
+        delay: 20,
+    });
+    let minority = (size - 1) / 2;
+    let mut run = Run {
+        seed,
+        queue,
+        group,
+        acked: Vec::new(),
+        consumed: HashSet::new(),
+        checker: Checker {
+            seed,
+            ..Checker::default()
+        },
+    };
+    for step in 0..steps {
+        match cluster.random(100) {
+            0..30 => run.send(&cluster, step),
+            30..40 => run.send_across_fault(&mut cluster, step),
+            40..55 => run.receive_everywhere(&cluster),
+            55..61 => {
+                let id = 1 + cluster.random(size);
+                cluster.isolate(id);
+            }
+            61..69 => cluster.heal(),
+            69..73 if (cluster.crashed().len() as u64) < minority => {
+                let id = 1 + cluster.random(size);
+                if cluster.is_running(id) {
+                    cluster.crash(id);
+                }
+            }
+            73..79 => {
+                if let Some(&id) = cluster.crashed().first() {
+                    cluster.restart(id);
+                }
+            }
+            79..82 => {
+                let id = 1 + cluster.random(size);
+                cluster.crash_during_ready(&[id]);
+            }
+            82 => cluster.power_loss(),
+            83 => {
+                let all: Vec<u64> = (1..=size).collect();
+                cluster.crash_during_ready(&all);
+            }
+            _ => {}
+        }
+        // Time passes between steps; now and then the leader ends leases (its nacks are
+        // writes in flight too).
+        cluster.tick();
+        cluster.pump();
+        if step % 5 == 0 {
+            cluster.engine_tick();
+        }
+        run.checker.check(&cluster, queue, group, step % 20 == 0);
+    }
+    finish(&mut cluster, &mut run);
+}
+
+/// Heals everything, drains the queue at the leader and checks what was promised.
+fn finish(cluster: &mut Cluster, run: &mut Run) {
+    let seed = run.seed;
+    let (queue, group) = (run.queue, run.group);
+    cluster.heal();
+    cluster.faults.set(Faults::default());
+    for id in cluster.crashed() {
+        cluster.restart(id);
+    }
+    let leader = cluster.leader();
+    cluster.settle(leader);
+    run.checker.check(cluster, queue, group, true);
+    let mut delivered = run.consumed.clone();
+    // Drains at whoever leads (a healed cluster may still change leaders: a new one
+    // starts without leases, and the drain starts over there).
+    let mut empty = 0;
+    let mut drained_at = leader;
+    for _ in 0..DRAIN_ROUNDS_MAX {
+        if empty == 2 {
+            break;
+        }
+        let leader = cluster.leader();
+        if leader != drained_at {
+            (drained_at, empty) = (leader, 0);
+        }
+        let engine = cluster.engine(leader);
+        let now = cluster.now.get();
+        let batch = match cluster.run(engine.receive(queue, group, &request(10), now)) {
+            Ok(batch) => batch,
+            Err(EngineError::NotLeader { .. }) => continue,
+            Err(error) => panic!("seed {seed}: receive: {error:?}"),
+        };
+        if batch.is_empty() {
+            // Leases the chaos handed out end; then the queue must be empty.
+            empty += 1;
+            cluster.now.set(now + 2_000);
+            let _ = cluster.run(engine.tick(cluster.now.get()));
+            continue;
+        }
+        empty = 0;
+        let acks: Vec<_> = batch.iter().map(|d| (d.handle, AckKind::Success)).collect();
+        let _ = cluster.run(engine.ack(&acks, false, now));
+        delivered.extend(
+            batch
+                .iter()
+                .map(|d| String::from_utf8(d.body.clone()).unwrap()),
+        );
+    }
+    assert_eq!(empty, 2, "seed {seed}: the queue did not drain");
+    let leader = cluster.leader();
+    for body in &run.acked {
+        assert!(
+            delivered.contains(body),
+            "seed {seed}: acknowledged {body} was lost"
+        );
+    }
+    cluster.settle(leader);
+    run.checker.check(cluster, queue, group, true);
+    let expected = cluster.engine(leader).queue_info(queue).unwrap();
+    for engine in cluster.running() {
+        assert_eq!(engine.queue_info(queue).unwrap(), expected, "seed {seed}");
+    }
+}
+
+#[test]
+fn three_replicas_survive_chaos() {
+    for seed in 0..12 {
+        chaos(seed, 3, 300);
+    }
+}
+
+#[test]
+fn five_replicas_survive_chaos() {
+    for seed in 100..104 {
+        chaos(seed, 5, 300);
+    }
+}
