@@ -181,15 +181,11 @@ fn start_cluster(dir: &std::path::Path) -> (BTreeMap<u64, Server>, Vec<u64>) {
     (nodes, leaders)
 }
 
-/// [`start_cluster`], with the `--peers` list and each node's cluster port, to restart
-/// a node with.
-fn start_cluster_with_peers(
-    dir: &std::path::Path,
-) -> (
-    BTreeMap<u64, Server>,
-    Vec<u64>,
-    (String, BTreeMap<u64, u16>),
-) {
+/// The `--peers` list and each node's cluster port: what restarting a node takes.
+type Peers = (String, BTreeMap<u64, u16>);
+
+/// [`start_cluster`], with the [`Peers`] to restart a node with.
+fn start_cluster_with_peers(dir: &std::path::Path) -> (BTreeMap<u64, Server>, Vec<u64>, Peers) {
     let ports: BTreeMap<u64, u16> = (1..=NODES).map(|id| (id, free_port())).collect();
     let peers: Vec<String> = ports
         .iter()
@@ -504,7 +500,7 @@ fn kill_and_restart(
     dir: &std::path::Path,
     nodes: &mut BTreeMap<u64, Server>,
     shared: &Shared,
-    (peers, ports): &(String, BTreeMap<u64, u16>),
+    (peers, ports): &Peers,
     victim: u64,
 ) {
     shared.endpoints.lock().unwrap().remove(&victim);

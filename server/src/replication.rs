@@ -38,7 +38,7 @@ pub const KIND_RAFT: u8 = 1;
 /// campaigns after 1-2 s without a leader, and a leader heartbeats every 200 ms.
 pub const RAFT_TICK_MS: u64 = 100;
 /// How often, in Raft ticks, a leader hands partitions to their preferred nodes
-/// ([`balance_leaders`]): every 3 s.
+/// (`balance_leaders`): every 3 s.
 pub const LEADER_BALANCE_TICKS: u64 = 30;
 /// Frames the inbound task takes in one go before it starts the Ready loops of the
 /// engines they touched.
@@ -186,7 +186,7 @@ async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
         glommio::timer::sleep(Duration::from_millis(RAFT_TICK_MS)).await;
         forwarder.sweep();
         ticks += 1;
-        if ticks % LEADER_BALANCE_TICKS == 0 {
+        if ticks.is_multiple_of(LEADER_BALANCE_TICKS) {
             balance_leaders(&shard, &owned, &voters);
         }
         for partition in &owned {
