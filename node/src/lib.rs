@@ -185,11 +185,12 @@ pub trait Node {
     /// Brings the queue directory up to partition 0's leader's when this node may trail
     /// it (a cluster): an adapter calls it before answering that a queue or group does not
     /// exist, or before listing queues, so that one created through another node a moment
-    /// ago is found (read your writes through any node). Rate-limited per shard; a
-    /// failure leaves the directory as it was. A no-op on a single node. Answers whether
-    /// the directory is known to hold every committed queue and group (always on a single
-    /// node; in a cluster, when this or the last read within the rate limit reached
-    /// partition 0's serving leader).
+    /// ago is found (read your writes through any node). The read it waits for started
+    /// after the call, and one read in flight per shard serves every caller meanwhile
+    /// (`crate::leader_reads`); a failure leaves the directory as it was. A no-op on a
+    /// single node. Answers whether the directory is known to hold every queue and group
+    /// committed before the call (always on a single node; in a cluster, when that read
+    /// reached partition 0's serving leader).
     async fn sync_directory(&self) -> bool;
 
     /// As [`Node::sync_directory`] for the tenant directory: an adapter calls it before

@@ -185,8 +185,8 @@ async fn route<N: Node>(
 
 /// [`authenticate`], and once more after the node read the tenants from partition 0's
 /// leader when the first check failed: the credentials may be those of a tenant created
-/// through another node of a cluster a moment ago (`Node::sync_tenants`, rate-limited
-/// per shard; a no-op on a single node).
+/// through another node of a cluster a moment ago (`Node::sync_tenants`: one read in
+/// flight per shard serves every refusal meanwhile; a no-op on a single node).
 async fn authenticate_synced<N: Node>(
     node: &N,
     config: &ServiceConfig,
