@@ -28,14 +28,21 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most nodes `cluster local` starts.
 const NODES_MAX: u16 = 9;
 
-/// What `sluice cluster local` starts.
+/// What `sluice cluster local` starts (its command-line arguments).
+#[derive(clap::Args)]
 pub struct Local {
+    #[arg(long, default_value = "./sluice-cluster")]
     pub dir: PathBuf,
+    #[arg(long, default_value_t = 3)]
     pub nodes: u16,
+    #[arg(long, default_value_t = 8081)]
     pub http_base: u16,
+    #[arg(long, default_value_t = 9081)]
     pub cluster_base: u16,
+    #[arg(long)]
     pub shards: Option<u32>,
-    /// `--set KEY=VALUE` for every node.
+    /// A server setting for every node, KEY=VALUE (repeatable; e.g. partitions=6).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
 }
 

@@ -157,21 +157,7 @@ enum Command {
 enum ClusterAction {
     /// Start NODES `sluice server` processes on 127.0.0.1 as one cluster (node N: HTTP on
     /// HTTP_BASE+N-1, cluster port CLUSTER_BASE+N-1, data in DIR/nodeN); Ctrl-C stops them.
-    Local {
-        #[arg(long, default_value = "./sluice-cluster")]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 3)]
-        nodes: u16,
-        #[arg(long, default_value_t = 8081)]
-        http_base: u16,
-        #[arg(long, default_value_t = 9081)]
-        cluster_base: u16,
-        #[arg(long)]
-        shards: Option<u32>,
-        /// A server setting for every node, KEY=VALUE (repeatable; e.g. partitions=6).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        settings: Vec<String>,
-    },
+    Local(cluster_cli::Local),
     /// A node's readiness and each partition's leader as it sees them (GET /readyz).
     Status {
         #[command(flatten)]
@@ -420,21 +406,7 @@ fn admin_client(target: &Target) -> Result<Client, String> {
 
 fn cluster(action: ClusterAction) -> Result<(), String> {
     match action {
-        ClusterAction::Local {
-            dir,
-            nodes,
-            http_base,
-            cluster_base,
-            shards,
-            settings,
-        } => cluster_cli::local(&cluster_cli::Local {
-            dir,
-            nodes,
-            http_base,
-            cluster_base,
-            shards,
-            settings,
-        }),
+        ClusterAction::Local(local) => cluster_cli::local(&local),
         ClusterAction::Status { target } => {
             let endpoint = endpoint(&target)?;
             let authority = endpoint

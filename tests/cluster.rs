@@ -308,15 +308,7 @@ fn any_node_serves_any_request_and_no_acknowledged_message_is_lost() {
 
     // A queue and group through the creator; visible through every node.
     let creating = &clients[&creator];
-    // Retried on a 503; a create that took effect behind one is found by name.
-    let queue = poll("the queue created", || {
-        let _ = creating.create_queue("orders", "NORMAL", None);
-        creating.queue_id("orders").ok()
-    });
-    let group = poll("the group created", || {
-        let _ = creating.create_group("orders", "g");
-        creating.group_id(&queue, "g").ok()
-    });
+    let (queue, group) = queue_and_group(creating, "orders");
     for (id, client) in &clients {
         poll(&format!("the queue visible through node {id}"), || {
             client
@@ -473,6 +465,33 @@ fn wait_progress(shared: &Shared, more: u64, what: &str) {
     poll(what, || (shared.answered() >= start + more).then_some(()));
 }
 
+/// A NORMAL queue named `name` with a group `g`, created through `client`; their ids.
+/// Each create is retried while refused (a 503 at an election); one that took effect
+/// behind a 503 is found by name.
+fn queue_and_group(client: &Client, name: &str) -> (String, String) {
+    let queue = poll("the queue created", || {
+        let _ = client.create_queue(name, "NORMAL", None);
+        client.queue_id(name).ok()
+    });
+    let group = poll("the group created", || {
+        let _ = client.create_group(name, "g");
+        client.group_id(&queue, "g").ok()
+    });
+    (queue, group)
+}
+
+/// Polls until every node reports the same term, commit and applied index for each
+/// partition, and has applied all it knows committed (Raft's log matching makes equal
+/// logs of that): the replicas caught up with their leaders.
+fn wait_caught_up(nodes: &BTreeMap<u64, Server>, what: &str) {
+    poll(what, || {
+        let all: Vec<Vec<(u64, u64, u64)>> = nodes.values().map(progress).collect::<Option<_>>()?;
+        let caught_up = all.windows(2).all(|pair| pair[0] == pair[1])
+            && all[0].iter().all(|(_, commit, applied)| commit == applied);
+        caught_up.then_some(())
+    });
+}
+
 /// Each partition's (term, commit, applied) as `server` reports them; `None` unless 200.
 fn progress(server: &Server) -> Option<Vec<(u64, u64, u64)>> {
     let request = b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -530,14 +549,7 @@ fn under_load_killing_two_leaders_loses_no_acknowledged_message_and_replicas_cat
     let (mut nodes, leaders, peers) = start_cluster_with_peers(dir.path());
     let credentials = create_tenant(&nodes[&1]);
     let client = Client::new(&nodes[&1].endpoint, credentials.clone());
-    let queue = poll("the queue created", || {
-        let _ = client.create_queue("load", "NORMAL", None);
-        client.queue_id("load").ok()
-    });
-    let group = poll("the group created", || {
-        let _ = client.create_group("load", "g");
-        client.group_id(&queue, "g").ok()
-    });
+    let (queue, group) = queue_and_group(&client, "load");
     let base = format!("/v1.0/{}", credentials.project_id);
     let send = format!("{base}/queues/{queue}/messages");
     // A short visibility: a message whose ack was lost with a node comes back soon.
@@ -597,14 +609,8 @@ fn under_load_killing_two_leaders_loses_no_acknowledged_message_and_replicas_cat
         "received again after a successful ack: {:?}",
         load.returned_after_ack
     );
-    // The restarted nodes caught up: every replica shows the same term, commit and
-    // applied index per partition (Raft's log matching makes equal logs of that).
-    poll("every replica caught up with its leader", || {
-        let all: Vec<Vec<(u64, u64, u64)>> = nodes.values().map(progress).collect::<Option<_>>()?;
-        let caught_up = all.windows(2).all(|pair| pair[0] == pair[1])
-            && all[0].iter().all(|(_, commit, applied)| commit == applied);
-        caught_up.then_some(())
-    });
+    // The restarted nodes caught up with their leaders.
+    wait_caught_up(&nodes, "every replica caught up with its leader");
 }
 
 #[test]
@@ -613,14 +619,7 @@ fn a_node_whose_data_directory_was_lost_rebuilds_from_the_others() {
     let (mut nodes, _, (peers, ports)) = start_cluster_with_peers(dir.path());
     let credentials = create_tenant(&nodes[&1]);
     let client = Client::new(&nodes[&1].endpoint, credentials.clone());
-    let queue = poll("the queue created", || {
-        let _ = client.create_queue("rebuilt", "NORMAL", None);
-        client.queue_id("rebuilt").ok()
-    });
-    let group = poll("the group created", || {
-        let _ = client.create_group("rebuilt", "g");
-        client.group_id(&queue, "g").ok()
-    });
+    let (queue, group) = queue_and_group(&client, "rebuilt");
     let base = format!("/v1.0/{}", credentials.project_id);
     let send_path = format!("{base}/queues/{queue}/messages");
     let mut sent: BTreeSet<String> = BTreeSet::new();
@@ -639,12 +638,7 @@ fn a_node_whose_data_directory_was_lost_rebuilds_from_the_others() {
     let rebuilt = start_node(dir.path(), victim, &peers, ports[&victim]);
     nodes.insert(victim, rebuilt);
     wait_agreed(&nodes, None);
-    poll("the rebuilt replica caught up with its leaders", || {
-        let all: Vec<Vec<(u64, u64, u64)>> = nodes.values().map(progress).collect::<Option<_>>()?;
-        let caught_up = all.windows(2).all(|pair| pair[0] == pair[1])
-            && all[0].iter().all(|(_, commit, applied)| commit == applied);
-        caught_up.then_some(())
-    });
+    wait_caught_up(&nodes, "the rebuilt replica caught up with its leaders");
 
     // It learned the admin secret and the tenants again, and serves every message.
     poll("the rebuilt node holding the admin secret", || {

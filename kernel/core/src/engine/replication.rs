@@ -336,31 +336,22 @@ impl<S: Storage + Clone> Engine<S> {
     /// Runs the Ready loop, then waits until the proposal is applied (or fails). When the
     /// task driving the loop is dropped while work remains, a waiter takes over.
     pub(super) async fn wait_committed(&self, proposal: &Proposal) -> Result<(), EngineError> {
-        loop {
-            self.drive().await;
-            let outcome = std::future::poll_fn(|context| {
-                if let Some(error) = self.replica.failed.borrow().clone() {
-                    return Poll::Ready(Some(Err(error)));
-                }
-                if self.applied_offset.get() >= proposal.last_index {
-                    let offset = Offset(proposal.last_index - 1);
-                    let term = self.replica.store.log().term_at(offset);
-                    return Poll::Ready(Some(if term == Some(proposal.term) {
-                        Ok(())
-                    } else {
-                        Err(self.replica.not_leader())
-                    }));
-                }
-                if self.replica.generation.get() != proposal.generation {
-                    return Poll::Ready(Some(Err(self.replica.not_leader())));
-                }
-                self.wait_progress(context)
-            })
-            .await;
-            if let Some(outcome) = outcome {
-                return outcome;
+        self.wait_until(proposal, || {
+            if self.applied_offset.get() < proposal.last_index {
+                return None;
             }
-        }
+            let term = self
+                .replica
+                .store
+                .log()
+                .term_at(Offset(proposal.last_index - 1));
+            Some(if term == Some(proposal.term) {
+                Ok(())
+            } else {
+                Err(self.replica.not_leader())
+            })
+        })
+        .await
     }
 
     /// How a send or an ack waits for its proposal before answering: committed and
@@ -375,16 +366,32 @@ impl<S: Storage + Clone> Engine<S> {
     /// The mutation [`Bug::RaftConfirmBeforeMajority`]: waits only until this replica's
     /// own log holds the proposal durably, whether or not a majority has it.
     async fn wait_own_log(&self, proposal: &Proposal) -> Result<(), EngineError> {
+        self.wait_until(proposal, || {
+            let log = self.replica.store.log();
+            let offset = Offset(proposal.last_index - 1);
+            let held = log.durable_offset() > offset && log.term_at(offset) == Some(proposal.term);
+            held.then_some(Ok(()))
+        })
+        .await
+    }
+
+    /// Runs the Ready loop and waits until `reached` answers for the proposal, the
+    /// replica fails, or it loses the lead the proposal was made under.
+    async fn wait_until(
+        &self,
+        proposal: &Proposal,
+        reached: impl Fn() -> Option<Result<(), EngineError>>,
+    ) -> Result<(), EngineError> {
+        // Each pass drives, then waits for progress; a pass ends without an outcome only
+        // when work is waiting and nobody drives.
         loop {
             self.drive().await;
             let outcome = std::future::poll_fn(|context| {
                 if let Some(error) = self.replica.failed.borrow().clone() {
                     return Poll::Ready(Some(Err(error)));
                 }
-                let log = self.replica.store.log();
-                let offset = Offset(proposal.last_index - 1);
-                if log.durable_offset() > offset && log.term_at(offset) == Some(proposal.term) {
-                    return Poll::Ready(Some(Ok(())));
+                if let Some(outcome) = reached() {
+                    return Poll::Ready(Some(outcome));
                 }
                 if self.replica.generation.get() != proposal.generation {
                     return Poll::Ready(Some(Err(self.replica.not_leader())));
