@@ -41,6 +41,7 @@ pub mod login;
 mod metadata;
 pub mod password;
 pub mod replay;
+pub mod replication;
 pub mod requests;
 pub mod routing;
 mod shard;

@@ -27,8 +27,9 @@ use crate::password::VerifierBusy;
 use crate::tenants::{Tenant, TenantDirectory};
 use crate::{AuthGuards, Directories, Host, Job, NodeConfig, NodeError, NodeShard};
 
-/// Time and the carrying of forwarded jobs, as the program running a [`LocalNode`] has
-/// them: a hand-advanced clock in tests, simulated time and links under madsim.
+/// Time and the carrying of forwarded jobs (between its shards and, in a cluster, to
+/// other nodes), as the program running a [`LocalNode`] has them: a hand-advanced clock
+/// in tests, simulated time and links under madsim.
 pub trait Runtime: 'static {
     /// Queue time, epoch milliseconds.
     fn now_ms(&self) -> u64;
@@ -45,6 +46,35 @@ pub trait Runtime: 'static {
     /// over. The default runs it to completion at once.
     fn forward(&self, job: Pin<Box<dyn Future<Output = ()>>>) -> impl Future<Output = ()> {
         job
+    }
+
+    /// Carries a call forwarded to shard `shard` of node `node` ([`Host::call_node`]).
+    /// The default has no other node: `Unavailable`.
+    fn call_node(
+        &self,
+        shard: usize,
+        node: u64,
+        call: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, NodeError>> {
+        let _ = (shard, node, call);
+        async { Err(NodeError::Unavailable("no other node is reachable")) }
+    }
+
+    /// Whether other nodes hold replicas of this node's partitions ([`Host::replicated`]).
+    fn replicated(&self) -> bool {
+        false
+    }
+
+    /// The node's local copy of the tenant list ([`Host::store_tenants`], the server's
+    /// `tenants.json`), which a node starts with; the default keeps none.
+    fn stored_tenants(&self) -> Vec<Tenant> {
+        Vec::new()
+    }
+
+    /// Keeps the local copy of the tenant list ([`Host::store_tenants`]).
+    fn store_tenants(&self, tenants: &[Tenant]) -> Result<(), String> {
+        let _ = tenants;
+        Ok(())
     }
 }
 
@@ -109,9 +139,20 @@ impl<S: Storage + Clone + 'static, R: Runtime> Host for LocalHost<S, R> {
         Ok(())
     }
 
-    fn store_tenants(&self, _tenants: &[Tenant]) -> Result<(), String> {
-        // No local copy: partition 0 is the store.
-        Ok(())
+    fn call_node(
+        &self,
+        node: u64,
+        call: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, NodeError>> {
+        self.shared.runtime.call_node(self.shard, node, call)
+    }
+
+    fn replicated(&self) -> bool {
+        self.shared.runtime.replicated()
+    }
+
+    fn store_tenants(&self, tenants: &[Tenant]) -> Result<(), String> {
+        self.shared.runtime.store_tenants(tenants)
     }
 
     fn admin_secret(&self) -> Option<Vec<u8>> {
@@ -177,7 +218,7 @@ impl<S: Storage + Clone + 'static, R: Runtime> LocalNode<S, R> {
             admin_secret: RefCell::new(None),
             learned_secret: RefCell::new(None),
         });
-        let directories = Directories::new(TenantDirectory::default());
+        let directories = Directories::new(TenantDirectory::new(shared.runtime.stored_tenants()));
         let guards = AuthGuards::new(&config.login, shared.runtime.wall_ms());
         let shards: Vec<Rc<LocalShard<S, R>>> = (0..config.shard_count)
             .map(|shard| {

@@ -136,6 +136,16 @@ impl<H: Host> NodeShard<H> {
         {
             return;
         }
+        // In a cluster, a replica of partition 0 that applied no tenant command yet (a
+        // node just restarted, before it caught up or learned the leader) knows less than
+        // the local copy this node started with: keeping that copy avoids answering
+        // valid credentials 401 until the replica catches up.
+        if records.changes == 0
+            && self.host().replicated()
+            && !self.directories().tenants.load().all().is_empty()
+        {
+            return;
+        }
         let (directory, skipped) = TenantDirectory::from_records(&records.tenants);
         if skipped > 0 {
             self.host().log(&format!(

@@ -84,6 +84,8 @@ struct Facts {
     sends: Vec<(usize, u32, u64, u32)>,
     /// The serial after which the engine was (re)opened, for each boot.
     boots: Vec<u64>,
+    /// Cluster: (serial, partition) at which a new leader of the partition began serving.
+    failovers: Vec<(u64, u16)>,
     violations: Vec<String>,
     /// Known bugs, reported but not failing the seed (each with a FIXME where it is
     /// classified).
@@ -172,6 +174,9 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             outcome,
         } => collect_receive(history, *queue, *incarnation, *group, *lane, outcome, facts),
         EventKind::Boot { serial } => facts.boots.push(*serial),
+        EventKind::Failover {
+            serial, partition, ..
+        } => facts.failovers.push((*serial, *partition)),
         EventKind::QueueDelete {
             queue,
             incarnation,
@@ -640,7 +645,9 @@ fn check_fifo(history: &History, facts: &mut Facts) {
 }
 
 /// A delivery is not handed out again to its group before its visibility deadline unless
-/// it was (maybe) failed or the engine was reopened in between (leases are not durable).
+/// it was (maybe) failed or the engine was reopened in between (leases are not durable),
+/// or, in a cluster, a new leader of the message's partition began serving in between
+/// (leases live only on the leader).
 ///
 /// Long polls make the node's order of picks differ from the order of entry, so every
 /// pair of deliveries of one message whose order is certain (the first completed before
@@ -661,10 +668,13 @@ fn check_visibility(visibility_ms: u64, facts: &mut Facts) {
                     continue;
                 }
                 let early = d.done_ms < first.served_ms + visibility_ms;
-                let rebooted = facts
-                    .boots
-                    .iter()
-                    .any(|boot| first.serial <= *boot && *boot < d.done_serial);
+                let between = |serial: u64| first.serial <= serial && serial < d.done_serial;
+                // A failover of the message's own partition only (its leases were on the
+                // old leader).
+                let rebooted = facts.boots.iter().any(|boot| between(*boot))
+                    || facts.failovers.iter().any(|(serial, partition)| {
+                        *partition == d.message_id.partition && between(*serial)
+                    });
                 let failed = facts.maybe_failed.get(at).is_some_and(|fails| {
                     fails
                         .iter()

@@ -5,31 +5,69 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use sluice_core::bugs::Bug;
-use sluice_sim::run::{run_seed_with_bugs, Report};
+use sluice_sim::run::{run_cluster_seed, run_seed_with_bugs, Nodes, Report};
+
+/// Which simulation the binary runs: one node, or the cluster (`--cluster`, with
+/// `--nodes K` to fix the node count instead of drawing it from the seed).
+#[derive(Clone, Copy)]
+enum Mode {
+    Single,
+    Cluster(Nodes),
+}
+
+impl Mode {
+    fn run(self, seed: u64, bugs: &[Bug]) -> Report {
+        match self {
+            Mode::Single => run_seed_with_bugs(seed, bugs),
+            Mode::Cluster(nodes) => run_cluster_seed(seed, bugs, nodes),
+        }
+    }
+
+    /// The bugs `--bugs-ci` must see caught: the node bugs on one node, the Raft bugs in
+    /// the cluster.
+    fn ci_bugs(self) -> &'static [Bug] {
+        match self {
+            Mode::Single => &Bug::CAUGHT,
+            Mode::Cluster(_) => &Bug::RAFT,
+        }
+    }
+}
 
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut mode = Mode::Single;
+    if args.first() == Some(&"--cluster") {
+        args.remove(0);
+        mode = Mode::Cluster(Nodes::Drawn);
+        if args.first() == Some(&"--nodes") {
+            match args.get(1).and_then(|n| n.parse::<usize>().ok()) {
+                Some(nodes @ (3 | 5)) => mode = Mode::Cluster(Nodes::Exactly(nodes)),
+                _ => return usage(),
+            }
+            args.drain(..2);
+        }
+    }
     match args.as_slice() {
         ["--seed", seed] => match seed.parse() {
-            Ok(seed) => replay(seed, None),
+            Ok(seed) => replay(mode, seed, None),
             Err(_) => usage(),
         },
         ["--seeds", count] => match count.parse() {
-            Ok(count) => many(count),
+            Ok(count) => many(mode, count),
             Err(_) => usage(),
         },
         ["--bug", name, "--seed", seed] => match (Bug::from_name(name), seed.parse()) {
-            (Some(bug), Ok(seed)) => replay(seed, Some(bug)),
+            (Some(bug), Ok(seed)) => replay(mode, seed, Some(bug)),
             _ => usage(),
         },
         ["--bug", name, "--seeds", count] => match (Bug::from_name(name), count.parse()) {
-            (Some(bug), Ok(count)) => hunt(&[bug], count),
+            (Some(bug), Ok(count)) => hunt(mode, &[bug], count),
             _ => usage(),
         },
-        ["--bugs-ci"] => hunt(&Bug::CAUGHT, BUGS_CI_SEEDS),
+        ["--bugs-ci"] => hunt(mode, mode.ci_bugs(), BUGS_CI_SEEDS),
         ["--bugs-ci", count] => match count.parse() {
-            Ok(count) => hunt(&Bug::CAUGHT, count),
+            Ok(count) => hunt(mode, mode.ci_bugs(), count),
             Err(_) => usage(),
         },
         _ => usage(),
@@ -44,16 +82,16 @@ const BUGS_CI_SEEDS: u64 = 200;
 fn usage() -> ExitCode {
     let names: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
     eprintln!(
-        "usage: sluice-sim --seed S | --seeds N | --bug NAME (--seed S | --seeds N) \
-         | --bugs-ci [N]\n  bugs: {}",
+        "usage: sluice-sim [--cluster [--nodes 3|5]] (--seed S | --seeds N \
+         | --bug NAME (--seed S | --seeds N) | --bugs-ci [N])\n  bugs: {}",
         names.join(", ")
     );
     ExitCode::from(2)
 }
 
-fn replay(seed: u64, bug: Option<Bug>) -> ExitCode {
+fn replay(mode: Mode, seed: u64, bug: Option<Bug>) -> ExitCode {
     let bugs: Vec<Bug> = bug.into_iter().collect();
-    let report = run_seed_with_bugs(seed, &bugs);
+    let report = mode.run(seed, &bugs);
     println!("seed {seed}");
     if let Some(bug) = bug {
         println!("deliberate bug {}", bug.name());
@@ -99,7 +137,7 @@ struct Sweep {
     threads: usize,
 }
 
-fn sweep(count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
+fn sweep(mode: Mode, count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
     let started = std::time::Instant::now();
     let next = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
@@ -120,7 +158,7 @@ fn sweep(count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
                     if progress {
                         eprintln!("seed {seed} starts");
                     }
-                    let mut report = run_seed_with_bugs(seed, bugs);
+                    let mut report = mode.run(seed, bugs);
                     if progress {
                         eprintln!("seed {seed} ends");
                     }
@@ -156,13 +194,13 @@ fn sweep(count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
     }
 }
 
-fn many(count: u64) -> ExitCode {
+fn many(mode: Mode, count: u64) -> ExitCode {
     let Sweep {
         failed,
         known,
         seconds,
         threads,
-    } = sweep(count, &[], true);
+    } = sweep(mode, count, &[], true);
     let failed: Vec<u64> = failed.iter().map(|(seed, _)| *seed).collect();
     if !known.is_empty() {
         let first: Vec<u64> = known.iter().copied().take(10).collect();
@@ -191,13 +229,13 @@ fn many(count: u64) -> ExitCode {
 /// catches a bug when the checker reports a violation; a panic (an engine assertion) is
 /// counted apart and does not count as caught. Fails unless the checker caught every
 /// bug at least once.
-fn hunt(bugs: &[Bug], count: u64) -> ExitCode {
+fn hunt(mode: Mode, bugs: &[Bug], count: u64) -> ExitCode {
     let mut missed = Vec::new();
     let mut rows = Vec::new();
     for bug in bugs {
         let Sweep {
             failed, seconds, ..
-        } = sweep(count, &[*bug], false);
+        } = sweep(mode, count, &[*bug], false);
         let panicked = |report: &Report| {
             report
                 .violations

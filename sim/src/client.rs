@@ -14,6 +14,7 @@ use sluice_core::engine::types::AckKind;
 use sluice_core::storage::{IoErrorKind, IoOp};
 
 use crate::api::{self, ApiRequest, Credentials, Delay, Lane, Outgoing};
+use crate::cluster::{Cluster, Reached};
 use crate::history::{Event, EventKind, History, MessageSpec, Outcome};
 use crate::node::{now_ms, Node, EPOCH_MS, TENANT_NAMES};
 
@@ -61,8 +62,10 @@ const REPLY_TIMEOUT_MS: u64 = 1_000;
 const FIFO_GROUPS: u32 = 3;
 /// Rounds of list-and-create before the churner gives a queue up.
 const CREATE_AGAIN_ROUNDS_MAX: u32 = 200;
-/// Setup requests run without faults, so they succeed at once; this only bounds the loop.
-const SETUP_ATTEMPTS_MAX: u32 = 10;
+/// Setup requests run without faults, so on one node they succeed at once; in a cluster
+/// a leader change (the leads moving to their preferred nodes) may refuse some. This
+/// bounds the loop.
+const SETUP_ATTEMPTS_MAX: u32 = 100;
 
 /// The seed's randomised knobs.
 #[derive(Clone, Copy, Debug)]
@@ -140,9 +143,41 @@ pub struct QueueRoute {
     pub incarnation: u32,
 }
 
+/// Where the clients' requests go: the one node, or a random node of the cluster.
+#[derive(Clone)]
+pub enum Target {
+    Single(Rc<Node>),
+    Cluster(Rc<Cluster>),
+}
+
+impl Target {
+    /// One request to the node (or a random node of the cluster) and what became of it.
+    pub async fn handle(&self, parts: http::request::Parts, body: bytes::Bytes) -> Reached {
+        match self {
+            Target::Single(node) => match node.handle(parts, body).await {
+                Some(served) => Reached::Served(served),
+                None => Reached::Refused,
+            },
+            Target::Cluster(cluster) => {
+                let nodes = cluster.machines.len() as u64;
+                let id = thread_rng().gen_range(1..=nodes);
+                cluster.handle(id, parts, body).await
+            }
+        }
+    }
+
+    /// The one node, when there is one.
+    pub fn single(&self) -> Option<&Rc<Node>> {
+        match self {
+            Target::Single(node) => Some(node),
+            Target::Cluster(_) => None,
+        }
+    }
+}
+
 /// What every task shares.
 pub struct Ctx {
-    pub node: Rc<Node>,
+    pub target: Target,
     pub history: Rc<RefCell<History>>,
     pub knobs: Knobs,
     pub start: madsim::time::Instant,
@@ -227,12 +262,12 @@ impl Ctx {
         }
         let delay_ms = rng.gen_range(0..=self.knobs.latency_ms_max * 4);
         let (parts, body) = api::signed(credentials, request, self.now());
-        let node = self.node.clone();
+        let target = self.target.clone();
         self.link.duplicates.set(self.link.duplicates.get() + 1);
         // Dropping madsim's join handle detaches the task: the copy runs to its end.
         drop(madsim::task::spawn_local(async move {
             sleep_ms(delay_ms).await;
-            let _ = node.handle(parts, body).await;
+            let _ = target.handle(parts, body).await;
         }));
     }
 
@@ -292,16 +327,24 @@ impl Ctx {
             let reason = "request dropped".into();
             return (Outcome::Rejected { reason }, None);
         }
-        let served = self.node.handle(parts, body).await;
-        if served.is_some() {
+        let reached = self.target.handle(parts, body).await;
+        if !matches!(reached, Reached::Refused) {
             // Only a request the node took can be delivered twice (a refused connection
             // carried nothing; seed 39 once stored a refused send through its copy).
             self.maybe_duplicate(credentials, request);
         }
         sleep_ms(thread_rng().gen_range(0..=self.knobs.latency_ms_max)).await;
-        let Some(served) = served else {
-            let reason = "unavailable".into();
-            return (Outcome::Rejected { reason }, None);
+        let served = match reached {
+            Reached::Served(served) => served,
+            Reached::Refused => {
+                let reason = "unavailable".into();
+                return (Outcome::Rejected { reason }, None);
+            }
+            Reached::Lost { serial } => {
+                // The node took it and died before answering (cluster only).
+                let reason = "node lost".into();
+                return (Outcome::Ambiguous { serial, reason }, None);
+            }
         };
         if self.link_drops() || self.cut_off(credentials) {
             sleep_ms(REPLY_TIMEOUT_MS).await;
@@ -378,13 +421,20 @@ impl<T> Outcome<T> {
 /// Boots the node and creates the workload's queues and groups through the API (before
 /// faults start; setup under faults is not simulated yet).
 pub async fn setup(ctx: &Ctx) {
-    assert!(
-        ctx.node.ensure_open(ctx.now()).await,
-        "the first open succeeds"
-    );
-    *ctx.credentials.borrow_mut() = ctx
-        .node
-        .tenants()
+    let tenants = match &ctx.target {
+        Target::Single(node) => {
+            assert!(node.ensure_open(ctx.now()).await, "the first open succeeds");
+            node.tenants()
+        }
+        Target::Cluster(cluster) => {
+            assert!(
+                cluster.create_tenants().await,
+                "the cluster creates the tenants"
+            );
+            cluster.tenants()
+        }
+    };
+    *ctx.credentials.borrow_mut() = tenants
         .iter()
         .map(|tenant| Credentials {
             project: tenant.project_id.clone(),
@@ -428,13 +478,26 @@ fn tenant_index(tenant: &str) -> usize {
 /// A Keystone token for the tenant of `credentials`, from an AK/SK-signed login (setup:
 /// no faults are on, so it reaches the node).
 async fn login(ctx: &Ctx, credentials: &Credentials) -> String {
-    let (parts, body) = api::signed(credentials, &api::login(), ctx.now());
-    let served = ctx.node.handle(parts, body).await.expect("the node is up");
-    assert_eq!(served.response.status(), StatusCode::CREATED, "login");
-    served.response.headers()["x-subject-token"]
-        .to_str()
-        .expect("a token is text")
-        .to_string()
+    // Setup runs without faults; a cluster's node may still answer 503 while partition
+    // 0's leader settles, so a login is retried (one node answers the first one).
+    for _ in 0..SETUP_ATTEMPTS_MAX {
+        let (parts, body) = api::signed(credentials, &api::login(), ctx.now());
+        let served = match ctx.target.handle(parts, body).await {
+            Reached::Served(served) if served.response.status() == StatusCode::CREATED => served,
+            Reached::Served(served) if ctx.target.single().is_some() => {
+                panic!("login: {}", served.response.status())
+            }
+            _ => {
+                sleep_ms(100).await;
+                continue;
+            }
+        };
+        return served.response.headers()["x-subject-token"]
+            .to_str()
+            .expect("a token is text")
+            .to_string();
+    }
+    panic!("setup: login never succeeded");
 }
 
 /// Registers one new message and builds it; its body names its key.
@@ -792,6 +855,11 @@ pub const WALL_OFFSET_MS_MAX: i64 = 120_000;
 /// Crashes the node, arms a sync EIO or a write ENOSPC, or steps the node's wall clock
 /// (forwards or backwards, up to 2 minutes), at seeded random times while faults are on.
 pub async fn nemesis(ctx: Rc<Ctx>) {
+    let node = ctx
+        .target
+        .single()
+        .expect("the single-node nemesis")
+        .clone();
     // Bounded by the run: the healing step turns `faults` off.
     while ctx.faults.get() {
         sleep_ms(thread_rng().gen_range(0..=2 * ctx.knobs.fault_interval_ms)).await;
@@ -800,12 +868,11 @@ pub async fn nemesis(ctx: Rc<Ctx>) {
         }
         let now = ctx.now();
         let roll = thread_rng().gen_range(0..100);
-        let partition = thread_rng().gen_range(0..ctx.node.disks.len());
+        let partition = thread_rng().gen_range(0..node.disks.len());
         if roll < ctx.knobs.eio_percent {
-            ctx.node.arm_fault(partition, IoOp::Sync, IoErrorKind::Io);
+            node.arm_fault(partition, IoOp::Sync, IoErrorKind::Io);
         } else if roll < ctx.knobs.eio_percent + 10 {
-            ctx.node
-                .arm_fault(partition, IoOp::Write, IoErrorKind::NoSpace);
+            node.arm_fault(partition, IoOp::Write, IoErrorKind::NoSpace);
         } else if roll < ctx.knobs.eio_percent + 20 {
             let tenant = thread_rng().gen_range(0..2);
             let down_ms = thread_rng().gen_range(200..=5_000);
@@ -817,20 +884,20 @@ pub async fn nemesis(ctx: Rc<Ctx>) {
             ctx.record(0, EventKind::Nemesis(what));
         } else if roll < ctx.knobs.eio_percent + 20 + ctx.knobs.clock_jump_percent {
             let step = thread_rng().gen_range(1_000..=WALL_OFFSET_MS_MAX);
-            let offset = ctx.node.wall_offset_ms();
+            let offset = node.wall_offset_ms();
             let step = if thread_rng().gen_bool(0.5) {
                 step
             } else {
                 -step
             };
             let step = (offset + step).clamp(-WALL_OFFSET_MS_MAX, WALL_OFFSET_MS_MAX) - offset;
-            ctx.node.jump_clock(step);
+            node.jump_clock(step);
         } else {
-            ctx.node.crash(now, thread_rng().gen_range(0..=1_000));
+            node.crash(now, thread_rng().gen_range(0..=1_000));
             if thread_rng().gen_bool(0.5) {
                 // The recovery after the crash reads flipped bits (seed 647's fault).
-                for partition in 0..ctx.node.disks.len() {
-                    ctx.node.flip_read(partition, thread_rng().gen_range(1..=6));
+                for partition in 0..node.disks.len() {
+                    node.flip_read(partition, thread_rng().gen_range(1..=6));
                 }
             }
         }

@@ -118,6 +118,16 @@ pub enum EventKind {
     Boot {
         serial: u64,
     },
+    /// Cluster: a replica of `partition` began serving as its leader (in a new term)
+    /// after request `serial`. Leases live only on the leader, so that partition's
+    /// messages in flight may be handed out again before their visibility deadline
+    /// (docs/semantics.md); nothing else is excused.
+    Failover {
+        serial: u64,
+        partition: u16,
+        term: u64,
+        node: u64,
+    },
     Nemesis(String),
 }
 
@@ -285,6 +295,15 @@ impl std::fmt::Display for Event {
                 outcome,
             } => write!(f, "delete {}: {outcome}", queue_mark(*queue, *incarnation)),
             EventKind::Boot { serial } => write!(f, "node: engines opened after #{serial}"),
+            EventKind::Failover {
+                serial,
+                partition,
+                term,
+                node,
+            } => write!(
+                f,
+                "cluster: n{node} leads p{partition} in term {term} after #{serial}"
+            ),
             EventKind::Nemesis(what) => write!(f, "nemesis: {what}"),
         }
     }
@@ -315,6 +334,11 @@ pub struct History {
     pub queue_ms: std::collections::BTreeMap<u64, u64>,
     /// The queue time at the end of each boot, with the last serial taken by then.
     pub boot_ends: Vec<(u64, u64)>,
+    /// Cluster: the highest queue time of any running node at each serial (`queue_ms`
+    /// then holds the lowest, the conservative start of a delay). A leader releases a
+    /// delayed message by its own queue time, which is at most this; empty on one node,
+    /// where `queue_ms` serves both.
+    pub queue_max_ms: std::collections::BTreeMap<u64, u64>,
     /// The node's wall clock minus its queue time at each request serial, entry and
     /// completion (a scheduled message's date becomes queue time by it).
     pub wall_gap_ms: std::collections::BTreeMap<u64, i64>,
@@ -350,8 +374,12 @@ impl History {
     /// The highest queue time the node had reached by each serial (over every boot),
     /// built once for every lookup.
     pub fn queue_high_water(&self) -> QueueHighWater {
-        let mut points: Vec<(u64, u64)> = self
-            .queue_ms
+        let highest = if self.queue_max_ms.is_empty() {
+            &self.queue_ms
+        } else {
+            &self.queue_max_ms
+        };
+        let mut points: Vec<(u64, u64)> = highest
             .iter()
             .map(|(serial, ms)| (*serial, *ms))
             .chain(self.boot_ends.iter().copied())

@@ -31,6 +31,10 @@ pub mod checker;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
+pub mod cluster_nemesis;
+#[cfg(madsim)]
 pub mod history;
 #[cfg(madsim)]
 pub mod node;

@@ -17,7 +17,9 @@ use sluice_http::dms::DmsConfig;
 use sluice_http::service::ServiceConfig;
 
 use crate::checker;
-use crate::client::{self, Ctx, Knobs, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
+use crate::client::{self, Ctx, Knobs, Target, CONSUMERS_PER_GROUP, GROUPS, QUEUES};
+use crate::cluster::{self, Cluster, NetKnobs};
+use crate::cluster_nemesis;
 use crate::history::{EventKind, History, Lane};
 use crate::node::Node;
 use sluice_node::local::Runtime as _;
@@ -35,8 +37,8 @@ const SIMULATED_MS_MAX: u64 = 3_600_000;
 /// a little later than the entry): a delayed message stored by a boot whose clock ran ahead
 /// waits for the queue time of a later boot to get there (up to twice
 /// `client::WALL_OFFSET_MS_MAX`).
-fn release_wait_ms(node: &Node, history: &History) -> u64 {
-    let Some(local) = node.local() else {
+fn release_wait_ms(queue_now_ms: Option<u64>, history: &History) -> u64 {
+    let Some(queue_now_ms) = queue_now_ms else {
         return 0;
     };
     let latest = history
@@ -54,7 +56,7 @@ fn release_wait_ms(node: &Node, history: &History) -> u64 {
         })
         .max()
         .unwrap_or(0);
-    (latest + DRAIN_MS).saturating_sub(local.runtime().now_ms())
+    (latest + DRAIN_MS).saturating_sub(queue_now_ms)
 }
 
 pub struct Report {
@@ -78,12 +80,35 @@ pub fn run_seed(seed: u64) -> Report {
 /// [`run_seed`] with deliberate bugs on (`sluice_core::bugs`): they are set on the
 /// seed's own thread, so seeds running side by side do not share them.
 pub fn run_seed_with_bugs(seed: u64, bugs: &[Bug]) -> Report {
+    run_seed_as(seed, bugs, None)
+}
+
+/// Which simulation a seed runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nodes {
+    /// The cluster simulation with the node count drawn from the seed (3, or 5 for one
+    /// seed in four).
+    Drawn,
+    /// The cluster simulation with this many nodes.
+    Exactly(usize),
+}
+
+/// [`run_seed_with_bugs`] of the cluster simulation (`crate::cluster`).
+pub fn run_cluster_seed(seed: u64, bugs: &[Bug], nodes: Nodes) -> Report {
+    run_seed_as(seed, bugs, Some(nodes))
+}
+
+/// One seed on a thread of its own; `cluster` picks the cluster simulation.
+fn run_seed_as(seed: u64, bugs: &[Bug], cluster: Option<Nodes>) -> Report {
     let bugs = bugs.to_vec();
     let joined = std::thread::spawn(move || {
         sluice_core::bugs::set(&bugs);
         let runtime =
             madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-        runtime.block_on(simulate(seed))
+        match cluster {
+            None => runtime.block_on(simulate(seed)),
+            Some(nodes) => runtime.block_on(simulate_cluster(seed, nodes)),
+        }
     })
     .join();
     joined.unwrap_or_else(|payload| {
@@ -160,6 +185,83 @@ pub async fn simulate(seed: u64) -> Report {
     report(seed, &ctx, wake)
 }
 
+/// Simulated time the cluster gets, after the drain, to bring every replica to the same
+/// applied index before the final checks.
+const SETTLE_MS_MAX: u64 = 60_000;
+
+/// The whole run of one seed of the cluster simulation (`crate::cluster`): as
+/// [`simulate`], with the cluster's nemesis, and the Raft checks (while running, and once
+/// healed and settled) added to the checker's verdict.
+pub async fn simulate_cluster(seed: u64, nodes: Nodes) -> Report {
+    let (ctx, cluster) = build_cluster(seed, nodes);
+    cluster.launch();
+    client::setup(&ctx).await;
+    unleash(&ctx);
+    cluster_nemesis::unleash(&cluster);
+    let watchdog = madsim::task::spawn_local(async {
+        madsim::time::sleep(Duration::from_millis(SIMULATED_MS_MAX)).await;
+        panic!("the run did not end within {SIMULATED_MS_MAX} ms of simulated time");
+    });
+    let workload = spawn_workload(&ctx);
+    let wake = wind_down(&ctx, workload).await;
+    cluster_nemesis::settle(&cluster, SETTLE_MS_MAX).await;
+    let mut raft = cluster.violations.borrow().clone();
+    raft.extend(cluster::final_checks(&cluster).await);
+    watchdog.abort();
+    let mut report = report(seed, &ctx, wake);
+    report.violations.extend(raft);
+    report.knobs = format!(
+        "nodes: {} {:?} {}",
+        cluster.machines.len(),
+        cluster.net,
+        report.knobs
+    );
+    let counters = cluster.counters.borrow();
+    report.trace.push_str(&format!("cluster: {counters:?}\n"));
+    drop(counters);
+    cluster.close();
+    report
+}
+
+/// The seed's knobs and its cluster (each machine one simulated disk per partition).
+fn build_cluster(seed: u64, nodes: Nodes) -> (Rc<Ctx>, Rc<Cluster>) {
+    let start = madsim::time::Instant::now();
+    let knobs = Knobs::draw();
+    let mut rng = thread_rng();
+    let drawn = if rng.gen_range(0..4) == 0 { 5 } else { 3 };
+    let nodes = match nodes {
+        Nodes::Drawn => drawn,
+        Nodes::Exactly(nodes) => nodes,
+    };
+    let net = NetKnobs {
+        duplicate_ppm: [0, 10_000, 50_000][rng.gen_range(0..3)],
+        reorder_ms_max: [0, 20, 100][rng.gen_range(0..3)],
+        loss_ppm: [0, 10_000, 50_000][rng.gen_range(0..3)],
+    };
+    drop(rng);
+    let history = Rc::new(RefCell::new(History::default()));
+    let cluster = Cluster::new(
+        nodes,
+        usize::from(knobs.partitions),
+        usize::from(knobs.shards),
+        knobs.hop_ms_max,
+        knobs.disk_latency_ms_max,
+        engine_config(&knobs),
+        service_config(),
+        net,
+        start,
+        history.clone(),
+    );
+    let ctx = context(
+        seed,
+        Target::Cluster(cluster.clone()),
+        knobs,
+        history,
+        start,
+    );
+    (ctx, cluster)
+}
+
 /// The seed's knobs, its node (one simulated disk per partition) and the context every
 /// task shares. Draws from the seed's random stream, so the order of its steps is part
 /// of the run.
@@ -180,8 +282,18 @@ fn build(seed: u64) -> Rc<Ctx> {
         start,
         history.clone(),
     ));
+    context(seed, Target::Single(node), knobs, history, start)
+}
+
+fn context(
+    seed: u64,
+    target: Target,
+    knobs: Knobs,
+    history: Rc<RefCell<History>>,
+    start: madsim::time::Instant,
+) -> Rc<Ctx> {
     Rc::new(Ctx {
-        node,
+        target,
         history,
         knobs,
         start,
@@ -201,7 +313,7 @@ fn build(seed: u64) -> Rc<Ctx> {
 fn unleash(ctx: &Ctx) {
     ctx.faults.set(true);
     let ppm = ctx.knobs.disk_fault_ppm;
-    for disk in &ctx.node.disks {
+    for disk in disks(ctx) {
         disk.set_fault_rates(FaultRates {
             write_eio_ppm: ppm,
             write_enospc_ppm: ppm,
@@ -209,6 +321,18 @@ fn unleash(ctx: &Ctx) {
             read_eio_ppm: ppm,
             read_bitflip_ppm: ppm,
         });
+    }
+}
+
+/// Every simulated disk of the run.
+fn disks(ctx: &Ctx) -> Vec<SimDisk> {
+    match &ctx.target {
+        Target::Single(node) => node.disks.clone(),
+        Target::Cluster(cluster) => cluster
+            .machines
+            .iter()
+            .flat_map(|machine| machine.disks.iter().cloned())
+            .collect(),
     }
 }
 
@@ -225,8 +349,16 @@ struct Workload {
 /// Spawns the node's loop, the nemesis and the clients, numbering the clients from 1.
 /// The order of spawns is part of the run.
 fn spawn_workload(ctx: &Rc<Ctx>) -> Workload {
-    let node_loop = madsim::task::spawn_local(ctx.node.clone().run());
-    let nemesis = madsim::task::spawn_local(client::nemesis(ctx.clone()));
+    let (node_loop, nemesis) = match &ctx.target {
+        Target::Single(node) => (
+            madsim::task::spawn_local(node.clone().run()),
+            madsim::task::spawn_local(client::nemesis(ctx.clone())),
+        ),
+        Target::Cluster(cluster) => (
+            madsim::task::spawn_local(cluster_nemesis::supervise(ctx.clone(), cluster.clone())),
+            madsim::task::spawn_local(cluster_nemesis::nemesis(ctx.clone(), cluster.clone())),
+        ),
+    };
     let mut client_id = 1;
     let mut consumers = Vec::new();
     for (queue, spec) in QUEUES.iter().enumerate() {
@@ -275,9 +407,16 @@ async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Option<String> {
     }
     heal(ctx);
     workload.nemesis.await.expect("nemesis task");
+    if let Target::Cluster(cluster) = &ctx.target {
+        cluster_nemesis::heal(cluster);
+    }
     workload.churner.await.expect("churner task");
     madsim::time::sleep(Duration::from_millis(DRAIN_MS)).await;
-    let wait_ms = release_wait_ms(&ctx.node, &ctx.history.borrow());
+    let queue_now_ms = match &ctx.target {
+        Target::Single(node) => node.local().map(|local| local.runtime().now_ms()),
+        Target::Cluster(cluster) => cluster.queue_ms_low(),
+    };
+    let wait_ms = release_wait_ms(queue_now_ms, &ctx.history.borrow());
     madsim::time::sleep(Duration::from_millis(wait_ms)).await;
     ctx.stopped.set(true);
     for consumer in workload.consumers {
@@ -285,8 +424,13 @@ async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Option<String> {
     }
     workload.prober.await.expect("prober task");
     let wake = client::wake_probe(ctx.clone()).await;
-    ctx.node.stopped.set(true);
-    workload.node_loop.await.expect("node task");
+    match &ctx.target {
+        Target::Single(node) => {
+            node.stopped.set(true);
+            workload.node_loop.await.expect("node task");
+        }
+        Target::Cluster(_) => workload.node_loop.abort(),
+    }
     wake
 }
 
@@ -319,7 +463,7 @@ fn report(seed: u64, ctx: &Ctx, wake: Option<String>) -> Report {
 fn heal(ctx: &Ctx) {
     ctx.faults.set(false);
     ctx.cut.set(None);
-    for disk in &ctx.node.disks {
+    for disk in disks(ctx) {
         disk.clear_faults();
         disk.set_fault_rates(FaultRates::default());
     }
