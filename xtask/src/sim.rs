@@ -3,7 +3,9 @@
 //! `--seeds N` runs seeds 0..N over all cores; `--seed S` replays one seed with its trace.
 //! `--bug NAME --seeds N` runs seeds with one deliberate bug on (`sluice_core::bugs`) and
 //! reports how many the checker caught; `--bugs-ci [N]` does so for every bug and fails
-//! unless each is caught (docs/simulation.md, "The checker can fail").
+//! unless each is caught (docs/simulation.md, "The checker can fail"). `--cluster` (with
+//! `--nodes 3|5` to fix the node count) in front runs the cluster simulation instead, whose
+//! `--bugs-ci` sweeps the Raft bugs.
 
 use crate::command;
 
@@ -49,12 +51,18 @@ fn madsim_cargo() -> std::process::Command {
 
 pub fn run(args: &[String]) -> Result<(), String> {
     let number = |text: &str| text.parse::<u64>().is_ok();
-    let valid = match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    let mut rest: Vec<&str> = args.iter().map(String::as_str).collect();
+    // `--cluster [--nodes 3|5]` in front picks the cluster simulation.
+    if rest.first() == Some(&"--cluster") {
+        rest.remove(0);
+        if rest.first() == Some(&"--nodes") {
+            if !matches!(rest.get(1), Some(&"3" | &"5")) {
+                return Err(usage());
+            }
+            rest.drain(..2);
+        }
+    }
+    let valid = match rest.as_slice() {
         ["--seed" | "--seeds", count] => number(count),
         ["--bug", _, "--seed" | "--seeds", count] => number(count),
         ["--bugs-ci"] => true,
@@ -62,9 +70,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         _ => false,
     };
     if !valid {
-        return Err("usage: cargo xtask sim --seeds N | --seed S \
-             | --bug NAME (--seeds N | --seed S) | --bugs-ci [N]"
-            .to_string());
+        return Err(usage());
     }
     let mut cargo = madsim_cargo();
     cargo
@@ -82,4 +88,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ])
         .args(args);
     command::run(&mut cargo)
+}
+
+fn usage() -> String {
+    "usage: cargo xtask sim [--cluster [--nodes 3|5]] (--seeds N | --seed S \
+     | --bug NAME (--seeds N | --seed S) | --bugs-ci [N])"
+        .to_string()
 }
