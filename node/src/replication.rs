@@ -11,7 +11,8 @@
 //!
 //! - a Raft ticker ([`RaftDriver::ticker`]): every [`RAFT_TICK_MS`] it calls `raft_tick`
 //!   on each owned engine, starts its Ready loop and reports what it saw
-//!   ([`RaftHost::observe`]); every [`LEADER_BALANCE_TICKS`] it hands partitions this
+//!   ([`RaftHost::observe`]); an engine whose Ready loop failed goes to the host to be
+//!   reopened ([`RaftHost::failed`]); every [`LEADER_BALANCE_TICKS`] it hands partitions this
 //!   node leads to their preferred nodes ([`preferred_leader`]);
 //! - per owned engine an outbound loop ([`outbound_loop`]): waits for
 //!   `messages_queued`, takes the messages and sends each to its peer;
@@ -29,6 +30,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 
+use sluice_core::engine::types::EngineError;
 use sluice_core::engine::Engine;
 use sluice_core::replica::{decode_message, encode_message, Message};
 use sluice_core::storage::Storage;
@@ -90,6 +92,12 @@ pub trait RaftHost: 'static {
     /// Resolves once `ms` milliseconds have passed (the host's timer).
     fn sleep_ms(&self, ms: u64) -> impl Future<Output = ()>;
 
+    /// The Ready loop of `partition`'s engine failed (a storage fault while persisting):
+    /// the engine must be taken out of service and reopened, as after a storage fault a
+    /// request met (`Host::storage_fault`). Nothing else notices on a follower, which
+    /// serves no requests.
+    fn failed(&self, partition: u32, error: &EngineError);
+
     /// Once per tick, before the engines tick (the server fails forwarded calls whose
     /// connections broke).
     fn ticked(&self) {}
@@ -148,6 +156,11 @@ impl RaftDriver {
         }
         for partition in &self.owned {
             let engine = host.raft_engine(*partition);
+            if let Some(error) = engine.as_ref().and_then(|engine| engine.failure()) {
+                host.failed(*partition, &error);
+                host.observe(*partition, None);
+                continue;
+            }
             host.observe(*partition, engine.as_deref());
             if let Some(engine) = engine {
                 engine.raft_tick();

@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::Task;
+use sluice_core::engine::types::EngineError;
 pub use sluice_node::replication::{
     decode_payload, encode_payload, preferred_leader, INBOUND_BATCH_MAX, LEADER_BALANCE_TICKS,
     RAFT_TICK_MS,
 };
 use sluice_node::replication::{outbound_loop, RaftCounters, RaftDriver, RaftHost, SendRefused};
+use sluice_node::Host as _;
 use sluice_shard::DmaStorage;
 
 use crate::cluster::{ClusterTransport, InboundReceiver, NodeId, SendError, ShardNet};
@@ -65,6 +67,11 @@ impl RaftHost for ServerRaft {
 
     async fn sleep_ms(&self, ms: u64) {
         glommio::timer::sleep(Duration::from_millis(ms)).await;
+    }
+
+    /// Out of service: the partition's ticker reopens it (`Shard::tick_loop`).
+    fn failed(&self, partition: u32, error: &EngineError) {
+        self.shard.node.host().storage_fault(partition, error);
     }
 
     /// Fails the forwarded calls whose connections broke ([`Forwarder::sweep`]).

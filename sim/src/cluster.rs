@@ -1005,6 +1005,15 @@ impl RaftHost for ShardRaft {
         sleep_ms(ms).await;
     }
 
+    /// Out of service; the supervisor restarts the node (`Cluster::restart_faulted`).
+    fn failed(&self, partition: u32, error: &sluice_core::engine::types::EngineError) {
+        use sluice_node::Host as _;
+        self.local
+            .shard(self.shard)
+            .host()
+            .storage_fault(partition, error);
+    }
+
     /// One serving leader per term, at every tick.
     fn observe(&self, partition: u32, engine: Option<&Engine<SlowDisk>>) {
         if let Some(engine) = engine {
@@ -1149,7 +1158,12 @@ pub async fn final_checks(cluster: &Cluster) -> Vec<String> {
                     if applied != *first_applied {
                         violations.push(format!(
                             "raft: p{partition} applied index {applied} on n{id}, \
-                             {first_applied} on n{first} after settling"
+                             {first_applied} on n{first} after settling (n{id}: commit {}, \
+                             term {}, leader {:?}, failure {:?})",
+                            engine.commit_index(),
+                            engine.raft_term(),
+                            engine.leader_id(),
+                            engine.failure()
                         ));
                     } else if state != *first_state {
                         violations.push(format!(
