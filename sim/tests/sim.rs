@@ -51,6 +51,22 @@ fn a_cluster_seed_replays_to_the_identical_history() {
     assert_ne!(first.history_hash, other.history_hash, "seeds differ");
 }
 
+/// Goal: the cluster seeds that found node-layer bugs stay green (docs/simulation.md,
+/// "What it has found"): seed 1 (a restarted node published its replica's empty tenant
+/// list and answered valid requests 401) and seed 3 (a follower whose Ready loop failed
+/// was never reopened and stayed behind).
+#[test]
+fn cluster_seeds_that_found_node_bugs_now_pass() {
+    for seed in [1, 3] {
+        let report = run_cluster_seed(seed, &[], Nodes::Drawn);
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}",
+            report.violations
+        );
+    }
+}
+
 /// Goal: the 5-node variant replays exactly too. Method: as above, with `--nodes 5`.
 #[test]
 fn a_five_node_cluster_seed_replays() {
