@@ -17,6 +17,7 @@ use std::pin::pin;
 use futures_lite::future::{block_on, poll_once};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
+use sluice_core::engine::membership::{MembershipStep, Refusal};
 use sluice_core::engine::types::*;
 use sluice_core::engine::Engine;
 use sluice_core::engine::{EngineConfig, EngineLimits, ReceiveRequest};
@@ -44,6 +45,10 @@ fn config() -> EngineConfig {
 }
 
 struct Cluster {
+    /// Replicas `1..=genesis` are the group's first voters; the others start outside it
+    /// (each with those voters as its initial configuration) until a membership change
+    /// adds them.
+    genesis: u64,
     disks: Vec<SimDisk>,
     engines: Vec<Option<Engine<SimDisk>>>,
     /// Directed links that drop everything: (from, to) replica ids.
@@ -71,8 +76,14 @@ impl Cluster {
 
     /// A cluster whose every choice (network faults, election timeouts) follows `seed`.
     fn seeded(size: u64, seed: u64) -> Cluster {
+        Cluster::with_spares(size, size, seed)
+    }
+
+    /// `size` replicas of which the first `genesis` form the group.
+    fn with_spares(genesis: u64, size: u64, seed: u64) -> Cluster {
         let disks: Vec<SimDisk> = (0..size).map(|i| SimDisk::new(100 + i)).collect();
         let mut cluster = Cluster {
+            genesis,
             disks,
             engines: Vec::new(),
             cut: RefCell::new(HashSet::new()),
@@ -93,7 +104,7 @@ impl Cluster {
     }
 
     fn open(&self, id: u64) -> Engine<SimDisk> {
-        let voters = (1..=self.size()).collect();
+        let voters = (1..=self.genesis).collect();
         // A fixed election timeout drawn from the seeded generator (raft-rs's own draw is
         // not seeded, and a run must replay from its seed), distinct per replica so that
         // no two campaign in step forever.
@@ -206,11 +217,20 @@ impl Cluster {
         panic!("no single leader within {ROUNDS_MAX} rounds");
     }
 
-    /// Pumps until every running replica applied everything the leader applied.
+    /// The running replicas the leader's configuration holds.
+    fn members(&self, leader: u64) -> Vec<&Engine<SimDisk>> {
+        let membership = self.engine(leader).membership();
+        self.running()
+            .filter(|e| membership.holds(e.replica_id()))
+            .collect()
+    }
+
+    /// Pumps until every running member applied everything the leader applied.
     fn settle(&self, leader: u64) {
         for _ in 0..ROUNDS_MAX {
             let target = self.engine(leader).applied_index();
-            if self.running().all(|e| e.applied_index() == target) && !self.pump() {
+            let members = self.members(leader);
+            if members.iter().all(|e| e.applied_index() == target) && !self.pump() {
                 return;
             }
             if !self.pump() {
@@ -450,4 +470,144 @@ fn replicas_agree_on_tenants_and_the_admin_secret_after_writes_at_the_leader() {
         cluster.engine(follower).admin_secret().as_deref(),
         Some(&b"first"[..])
     );
+}
+
+/// The records of `engine`'s log below `end`, as (offset, term, attributes, body).
+fn records(engine: &Engine<SimDisk>, end: u64) -> Vec<(u64, u64, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut next = engine.log().start_offset().0;
+    while next < end {
+        let batch =
+            block_on(engine.log().read(sluice_core::types::Offset(next), 1 << 20)).expect("read");
+        assert!(!batch.is_empty(), "no record at {next}");
+        for record in batch.into_iter().take_while(|r| r.offset.0 < end) {
+            let term = engine.log().term_at(record.offset).unwrap_or(0);
+            next = record.offset.0 + 1;
+            out.push((record.offset.0, term, record.attributes, record.payload));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_group_moves_onto_a_new_replica_while_sends_go_on() {
+    // Goal: a replica joins as a learner and copies the whole log (its records equal the
+    // leader's), is promoted while a voter leaves in one joint change with a send in
+    // flight, and the new group keeps every acknowledged message through the loss of its
+    // old leader; the new membership survives a restart. Method: replicas 1-3 form the
+    // group, 4 starts outside it; add 4, move from the follower f to 4 while sending,
+    // then crash the leader and read everything at the new one.
+    let mut cluster = Cluster::with_spares(3, 4, 4);
+    let leader = cluster.leader();
+    let (queue, group) = setup(&cluster, leader);
+    send(&cluster, leader, queue, &["1", "2"]);
+    let engine = cluster.engine(leader);
+    let added = cluster
+        .run(engine.change_membership(&[MembershipStep::AddLearner(4)]))
+        .expect("add learner");
+    assert_eq!(added.learners, vec![4]);
+    assert_eq!(added.voters, vec![1, 2, 3]);
+    cluster.settle(leader);
+    let end = cluster.engine(leader).applied_index();
+    assert_eq!(
+        records(cluster.engine(4), end),
+        records(cluster.engine(leader), end)
+    );
+    assert_eq!(cluster.engine(4).membership(), added);
+    assert!(
+        cluster.engine(4).queue_info(queue).is_ok(),
+        "the learner applied the queue"
+    );
+
+    let leaving = (1..=3).find(|id| *id != leader).unwrap();
+    let engine = cluster.engine(leader);
+    let now = cluster.now.get();
+    let moved = [message("3")];
+    let (changed, sent) = cluster.run(futures_lite::future::zip(
+        engine.change_membership(&[MembershipStep::Promote(4), MembershipStep::Remove(leaving)]),
+        engine.send(queue, &moved, now),
+    ));
+    sent.expect("a send during the move");
+    let changed = changed.expect("move");
+    let mut expected: Vec<u64> = (1..=4).filter(|id| *id != leaving).collect();
+    expected.sort_unstable();
+    assert_eq!(changed.voters, expected);
+    assert!(!changed.joint() && changed.learners.is_empty());
+    cluster.settle(leader);
+    assert_eq!(cluster.engine(4).membership(), changed);
+
+    // The old group's follower is out: the new group survives losing its leader.
+    cluster.crash(leaving);
+    cluster.crash(leader);
+    cluster.restart(leader);
+    let next = cluster.leader();
+    assert_ne!(next, leaving);
+    assert_eq!(
+        receive_bodies(&cluster, next, queue, group),
+        ["1", "2", "3"]
+    );
+    cluster.settle(next);
+    for id in [leader, next, 4] {
+        assert_eq!(cluster.engine(id).membership(), changed, "replica {id}");
+    }
+}
+
+#[test]
+fn membership_changes_that_would_hurt_the_group_are_refused() {
+    // Goal: each rule of a membership change holds before anything is proposed, and only
+    // the leader takes changes. Method: a group of 1-3 with 4 outside it; try each
+    // forbidden change.
+    let cluster = Cluster::with_spares(3, 5, 5);
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let engine = cluster.engine(leader);
+    let refused_at = |engine: &Engine<SimDisk>, steps: &[MembershipStep]| match cluster
+        .run(engine.change_membership(steps))
+    {
+        Err(EngineError::InvalidMembership(why)) => why,
+        other => panic!("{steps:?} was not refused: {other:?}"),
+    };
+    let refused = |steps: &[MembershipStep]| refused_at(engine, steps);
+    assert_eq!(refused(&[]), Refusal::NoSteps);
+    assert_eq!(
+        refused(&[MembershipStep::Remove(leader)]),
+        Refusal::RemoveLeader
+    );
+    assert_eq!(refused(&[MembershipStep::Promote(4)]), Refusal::NotLearner);
+    assert_eq!(
+        refused(&[MembershipStep::AddLearner(follower)]),
+        Refusal::AlreadyMember
+    );
+    assert_eq!(refused(&[MembershipStep::Remove(5)]), Refusal::NotMember);
+    assert_eq!(
+        refused(&[MembershipStep::AddLearner(4), MembershipStep::Remove(4)]),
+        Refusal::Repeated
+    );
+    let at_follower = block_on(
+        cluster
+            .engine(follower)
+            .change_membership(&[MembershipStep::AddLearner(4)]),
+    );
+    assert!(matches!(at_follower, Err(EngineError::NotLeader { .. })));
+    // A learner that cannot hear from the leader is not promoted.
+    cluster
+        .run(engine.change_membership(&[MembershipStep::AddLearner(5)]))
+        .expect("add 5");
+    cluster.isolate(5);
+    for _ in 0..30 {
+        cluster.tick();
+        while cluster.pump() {}
+    }
+    let leader = cluster.leader();
+    let engine = cluster.engine(leader);
+    send(&cluster, leader, queue_of(&cluster, leader), &["x"]);
+    assert_eq!(
+        refused_at(engine, &[MembershipStep::Promote(5)]),
+        Refusal::Behind
+    );
+}
+
+/// A queue created through the leader (for tests that need some writes).
+fn queue_of(cluster: &Cluster, leader: u64) -> QueueId {
+    setup(cluster, leader).0
 }

@@ -18,6 +18,7 @@ pub mod config;
 mod consume;
 pub mod dispatch;
 pub mod group;
+pub mod membership;
 pub mod metadata;
 pub mod probe;
 pub mod range_set;

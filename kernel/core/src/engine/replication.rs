@@ -114,7 +114,7 @@ impl<S: Storage> Replica<S> {
         }
     }
 
-    fn not_leader(&self) -> EngineError {
+    pub(super) fn not_leader(&self) -> EngineError {
         let leader = self.leader.get();
         EngineError::NotLeader {
             leader: (leader != 0 && leader != self.id).then_some(leader),
@@ -177,6 +177,7 @@ impl<S: Storage + Clone> Engine<S> {
     /// call [`Engine::drive`] afterwards.
     pub fn raft_tick(&self) {
         self.replica.node.borrow_mut().tick();
+        self.leave_joint_if_stuck();
     }
 
     /// Messages for peer replicas queued since the last call.
@@ -377,7 +378,7 @@ impl<S: Storage + Clone> Engine<S> {
 
     /// Runs the Ready loop and waits until `reached` answers for the proposal, the
     /// replica fails, or it loses the lead the proposal was made under.
-    async fn wait_until(
+    pub(super) async fn wait_until(
         &self,
         proposal: &Proposal,
         reached: impl Fn() -> Option<Result<(), EngineError>>,
