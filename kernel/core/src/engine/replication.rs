@@ -759,15 +759,41 @@ impl<S: Storage + Clone> Engine<S> {
                 ConfChange::parse_from_bytes(&entry.data).map_err(|_| bad())?,
             )
         };
-        let conf = self
-            .replica
-            .node
-            .borrow_mut()
+        let mut node = self.replica.node.borrow_mut();
+        let conf = node
             .apply_conf_change(&change)
             .map_err(|error| EngineError::Storage(StorageFault::Replica(error.to_string())))?;
+        step_down_if_removed(&mut node);
+        drop(node);
         self.replica.store.set_conf_state(conf);
         Ok(())
     }
+}
+
+/// A leader that applied a configuration without itself as a voter stops leading (raft-rs
+/// leaves that to its host): it first asks the voter that holds the most of its log to
+/// campaign at once (`MsgTimeoutNow` when that voter holds the whole log), then becomes a
+/// follower of its term. The change can reach a leader that never proposed it: one
+/// leader proposes removing a follower, loses the lead, and that follower, now leading,
+/// commits its own removal.
+fn step_down_if_removed<S: Storage>(node: &mut RawNode<SharedStore<S>>) {
+    let raft = &node.raft;
+    let id = raft.id;
+    if raft.state != StateRole::Leader || raft.prs().conf().voters().contains(id) {
+        return;
+    }
+    let voters = raft.prs().conf().voters();
+    let successor = raft
+        .prs()
+        .iter()
+        .filter(|(other, _)| **other != id && voters.contains(**other))
+        .max_by_key(|(_, progress)| progress.matched)
+        .map(|(other, _)| *other);
+    if let Some(successor) = successor {
+        node.transfer_leader(successor);
+    }
+    let term = node.raft.term;
+    node.raft.become_follower(term, raft::INVALID_ID);
 }
 
 /// Clears the driving flag when the Ready loop ends or is dropped.

@@ -34,6 +34,8 @@ use sluice_core::engine::types::*;
 use sluice_core::storage::IoErrorKind;
 use sluice_core::types::Offset;
 
+use sluice_core::engine::membership::MembershipStep;
+
 use super::{message, request, setup, Cluster, Faults};
 
 /// What a committed record holds, as every replica must agree on it forever: term,
@@ -281,6 +283,9 @@ struct Run {
     acked: Vec<String>,
     /// Bodies a consumer acked (answered with success, or not answered: it may commit).
     consumed: HashSet<String>,
+    /// Membership changes answered with success, and how many of them were moves.
+    changes: u32,
+    moves: u32,
     checker: Checker,
 }
 
@@ -339,6 +344,55 @@ impl Run {
         }
     }
 
+    /// A membership change proposed at the serving leader, picked from its view: add a
+    /// replica outside the group as a learner, promote a learner (alone, or moving the
+    /// group off a follower in one joint change), or remove a learner or a voter while
+    /// more than three vote. Refusals and changes cut short by faults are part of the run.
+    fn change_membership(&mut self, cluster: &Cluster) {
+        let Some(leader) = cluster.serving() else {
+            return;
+        };
+        let engine = cluster.engine(leader);
+        let now = engine.membership();
+        let outside: Vec<u64> = (1..=cluster.size()).filter(|id| !now.holds(*id)).collect();
+        let followers: Vec<u64> = now
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| *id != leader)
+            .collect();
+        let pick = |ids: &[u64]| ids[cluster.random(ids.len() as u64) as usize];
+        let mut options: Vec<Vec<MembershipStep>> = Vec::new();
+        if !outside.is_empty() {
+            options.push(vec![MembershipStep::AddLearner(pick(&outside))]);
+        }
+        if !now.learners.is_empty() {
+            let learner = pick(&now.learners);
+            options.push(vec![MembershipStep::Promote(learner)]);
+            options.push(vec![MembershipStep::Remove(learner)]);
+            if !followers.is_empty() {
+                options.push(vec![
+                    MembershipStep::Promote(learner),
+                    MembershipStep::Remove(pick(&followers)),
+                ]);
+            }
+        }
+        if now.voters.len() > 3 && !followers.is_empty() {
+            options.push(vec![MembershipStep::Remove(pick(&followers))]);
+        }
+        if options.is_empty() {
+            return;
+        }
+        let steps = options.swap_remove(cluster.random(options.len() as u64) as usize);
+        let outcome = cluster.try_run(engine.change_membership(&steps), 50);
+        if let Some(Ok(_)) = outcome {
+            self.changes += 1;
+            if steps.len() > 1 {
+                self.moves += 1;
+            }
+        }
+    }
+
     /// A receive at every running replica, each acking about half of what it got.
     fn receive_everywhere(&mut self, cluster: &Cluster) {
         for id in 1..=cluster.size() {
@@ -390,7 +444,21 @@ impl Run {
 
 /// One seeded run of `steps` steps on `size` replicas (see the module's documentation).
 pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
-    let mut cluster = Cluster::seeded(size, seed);
+    chaos_with(seed, size, size, steps);
+}
+
+/// Membership changes a run completed: (changes, moves).
+pub(super) type Changed = (u32, u32);
+
+/// A run in which replicas `1..=genesis` of `size` start as the group and membership
+/// changes (adding learners, promoting them, moves, removals) run under the same load and
+/// faults as everything else, between 3 and `size` voters.
+pub(super) fn membership_chaos(seed: u64, steps: u32) -> Changed {
+    chaos_with(seed, 3, 5, steps)
+}
+
+fn chaos_with(seed: u64, genesis: u64, size: u64, steps: u32) -> Changed {
+    let mut cluster = Cluster::with_spares(genesis, size, seed);
     let first = cluster.leader();
     let (queue, group) = setup(&cluster, first);
     cluster.faults.set(Faults {
@@ -405,6 +473,8 @@ pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
         group,
         acked: Vec::new(),
         consumed: HashSet::new(),
+        changes: 0,
+        moves: 0,
         checker: Checker {
             seed,
             ..Checker::default()
@@ -440,6 +510,7 @@ pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
                 let all: Vec<u64> = (1..=size).collect();
                 cluster.crash_during_ready(&all);
             }
+            84..94 if genesis < size => run.change_membership(&cluster),
             _ => {}
         }
         // Time passes between steps; now and then the leader ends leases (its nacks are
@@ -452,6 +523,7 @@ pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
         run.checker.check(&cluster, queue, group, step % 20 == 0);
     }
     finish(&mut cluster, &mut run);
+    (run.changes, run.moves)
 }
 
 /// Heals everything, drains the queue at the leader and checks what was promised.
@@ -513,7 +585,7 @@ fn finish(cluster: &mut Cluster, run: &mut Run) {
     cluster.settle(leader);
     run.checker.check(cluster, queue, group, true);
     let expected = cluster.engine(leader).queue_info(queue).unwrap();
-    for engine in cluster.running() {
+    for engine in cluster.members(leader) {
         assert_eq!(engine.queue_info(queue).unwrap(), expected, "seed {seed}");
     }
 }
@@ -523,6 +595,22 @@ fn three_replicas_survive_chaos() {
     for seed in 0..12 {
         chaos(seed, 3, 300);
     }
+}
+
+#[test]
+fn membership_changes_survive_chaos() {
+    // Goal: the checks hold while the group changes under load and faults, and the runs
+    // do change it (moves included), so a pass means something.
+    let (mut changes, mut moves) = (0, 0);
+    for seed in 200..208 {
+        let (c, m) = membership_chaos(seed, 300);
+        changes += c;
+        moves += m;
+    }
+    assert!(
+        changes >= 8 && moves >= 1,
+        "{changes} changes, {moves} moves"
+    );
 }
 
 #[test]
