@@ -12,7 +12,7 @@ use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 32] = [
+pub const KEYS: [&str; 33] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -45,7 +45,22 @@ pub const KEYS: [&str; 32] = [
     "node_id",
     "cluster_listen",
     "peers",
+    "initial_voters",
 ];
+
+/// Parses node ids separated by commas (`--initial-voters 1,2,3`).
+fn parse_node_ids(text: &str) -> Result<Vec<NodeId>, String> {
+    text.split(',')
+        .map(|id| {
+            id.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .map(NodeId)
+                .ok_or_else(|| format!("{:?} is not a node id", id.trim()))
+        })
+        .collect()
+}
 
 /// Widest configurable skew window (APIG's 15 minutes).
 const CLOCK_SKEW_S_CEILING: i64 = 15 * 60;
@@ -125,6 +140,9 @@ pub struct Config {
     /// Every node of the cluster, this one included (`--peers`); empty without a cluster.
     /// The three cluster settings go together: [`Config::cluster`] checks and combines them.
     pub peers: Vec<Peer>,
+    /// The nodes every partition's group starts with (`--initial-voters`, ids separated
+    /// by commas); empty: every node of `peers`.
+    pub initial_voters: Vec<NodeId>,
 }
 
 impl Config {
@@ -162,6 +180,7 @@ impl Config {
             node_id: None,
             cluster_listen: None,
             peers: Vec::new(),
+            initial_voters: Vec::new(),
         }
     }
 
@@ -172,7 +191,13 @@ impl Config {
         match (self.node_id, self.cluster_listen, self.peers.is_empty()) {
             (None, None, true) => Ok(None),
             (Some(node_id), Some(listen), false) => {
-                ClusterConfig::new(node_id, listen, self.peers.clone()).map(Some)
+                let cluster = ClusterConfig::new(node_id, listen, self.peers.clone())?;
+                if self.initial_voters.is_empty() {
+                    return Ok(Some(cluster));
+                }
+                cluster
+                    .with_initial_voters(self.initial_voters.clone())
+                    .map(Some)
             }
             (node_id, listen, no_peers) => {
                 let missing: Vec<&str> = [
@@ -208,6 +233,10 @@ impl Config {
         let mut file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         if let Some(peers) = file.peers.take() {
             self.peers = parse_peers(&peers).map_err(|e| format!("peers: {e}"))?;
+        }
+        if let Some(voters) = file.initial_voters.take() {
+            self.initial_voters =
+                parse_node_ids(&voters).map_err(|e| format!("initial_voters: {e}"))?;
         }
         file.apply(self);
         Ok(())
@@ -294,6 +323,7 @@ impl Config {
                 )
             }
             "peers" => self.peers = parse_peers(value)?,
+            "initial_voters" => self.initial_voters = parse_node_ids(value)?,
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
@@ -476,6 +506,8 @@ struct FileConfig {
     cluster_listen: Option<SocketAddr>,
     /// As `--peers` writes it: `"1=IP:PORT,2=IP:PORT,..."`.
     peers: Option<String>,
+    /// As `--initial-voters` writes it: `"1,2,3"`.
+    initial_voters: Option<String>,
 }
 
 impl FileConfig {
@@ -565,6 +597,8 @@ mod tests {
                 "/d"
             } else if key == "peers" {
                 "7=127.0.0.1:1"
+            } else if key == "initial_voters" {
+                "7"
             } else if key.ends_with("listen") {
                 "127.0.0.1:1"
             } else if key == "metrics_tenant_names" {

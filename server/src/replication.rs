@@ -174,12 +174,6 @@ fn drive_soon(engine: Rc<PartitionEngine>) {
 /// `stopping`: the requests that a shutdown finishes still need their commits).
 async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
     let owned = shard.node.owned().to_vec();
-    let voters: Vec<u64> = shard
-        .shared
-        .cluster
-        .as_ref()
-        .map(|cluster| cluster.peers.iter().map(|peer| peer.id.0).collect())
-        .unwrap_or_default();
     let mut ticks: u64 = 0;
     // Ends by cancellation; one pass per RAFT_TICK_MS.
     loop {
@@ -187,7 +181,7 @@ async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
         forwarder.sweep();
         ticks += 1;
         if ticks.is_multiple_of(LEADER_BALANCE_TICKS) {
-            balance_leaders(&shard, &owned, &voters);
+            balance_leaders(&shard, &owned);
         }
         for partition in &owned {
             let engine = shard.owned_engine(*partition);
@@ -217,15 +211,21 @@ pub fn preferred_leader(partition: u32, voters: &[u64]) -> Option<u64> {
 }
 
 /// Hands the lead of each partition this shard leads to its preferred node
-/// ([`preferred_leader`]) when that node is up and holds the whole log
+/// ([`preferred_leader`] among the partition's current voters, so membership changes
+/// move the preference with the replicas) when that node is up and holds the whole log
 /// (`Engine::transfer_lead`); after a failover the lead goes back once the preferred
-/// node has caught up.
-fn balance_leaders(shard: &Shard, owned: &[u32], voters: &[u64]) {
+/// node has caught up. A partition in a joint configuration (a move under way) keeps its
+/// leader.
+fn balance_leaders(shard: &Shard, owned: &[u32]) {
     for partition in owned {
         let Some(engine) = shard.owned_engine(*partition) else {
             continue;
         };
-        let Some(preferred) = preferred_leader(*partition, voters) else {
+        let membership = engine.membership();
+        if membership.joint() {
+            continue;
+        }
+        let Some(preferred) = preferred_leader(*partition, &membership.voters) else {
             continue;
         };
         if preferred != engine.replica_id() && engine.transfer_lead(preferred) {

@@ -82,12 +82,14 @@ pub fn node_config(shared: &Shared) -> NodeConfig {
 }
 
 /// This node's place in every partition's Raft group: a group of one on a single node;
-/// in a cluster, the member `node_id` of a group of every node of `--peers`.
+/// in a cluster, replica `node_id` of a group whose first voters are `--initial-voters`
+/// (every node of `--peers` unless set). A node outside them starts outside every group
+/// until `sluice cluster add-node` or `move` adds it.
 pub fn replica_config(shared: &Shared) -> ReplicaConfig {
     match &shared.cluster {
         None => ReplicaConfig::single(),
         Some(cluster) => {
-            let voters = cluster.peers.iter().map(|peer| peer.id.0).collect();
+            let voters = cluster.initial_voters.iter().map(|id| id.0).collect();
             ReplicaConfig::member(cluster.node_id.0, voters)
         }
     }
@@ -148,6 +150,14 @@ impl Host for ServerHost {
 
     fn replicated(&self) -> bool {
         self.shared.cluster.is_some()
+    }
+
+    fn cluster_nodes(&self) -> Vec<u64> {
+        self.shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.peers.iter().map(|peer| peer.id.0).collect())
+            .unwrap_or_default()
     }
 
     fn engine(&self, partition: u32) -> Result<Rc<PartitionEngine>, NodeError> {

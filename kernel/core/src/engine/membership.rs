@@ -57,6 +57,11 @@ pub enum Refusal {
     RemoveLeader,
     NotMember,
     NoVoters,
+    /// The node layer: the node is not one of the cluster's (`--peers`), or there is no
+    /// cluster.
+    UnknownNode,
+    /// The node layer: a move from a node to itself.
+    SameNode,
 }
 
 impl std::fmt::Display for Refusal {
@@ -71,6 +76,8 @@ impl std::fmt::Display for Refusal {
             Refusal::RemoveLeader => "the leader cannot remove itself; transfer the lead first",
             Refusal::NotMember => "the replica is not in the group",
             Refusal::NoVoters => "a change cannot remove every voter",
+            Refusal::UnknownNode => "the node is not one of the cluster's nodes (--peers)",
+            Refusal::SameNode => "a move needs two different nodes",
         })
     }
 }
