@@ -460,7 +460,8 @@ fn cluster(action: ClusterAction) -> Result<(), String> {
         }
         ClusterAction::AddNode { id, target } => {
             let body = json!({ "id": id });
-            let answer = admin_client(&target)?.call("POST", "/admin/cluster/nodes", Some(&body))?;
+            let answer =
+                admin_client(&target)?.call("POST", "/admin/cluster/nodes", Some(&body))?;
             print_json(&answer.ok()?)
         }
         ClusterAction::Move { from, to, target } => {

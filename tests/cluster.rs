@@ -22,6 +22,13 @@
 //!   replicas from the leaders' logs, learns the admin secret again and serves every
 //!   message.
 //!
+//! - Online migration: four nodes, the groups starting on nodes 1-3
+//!   (`--initial-voters`); under load, `sluice cluster move 1 4` moves every partition's
+//!   replica from node 1 to node 4 (learner, catch-up, one joint change each); node 1 is
+//!   then killed and the load goes on; `sluice cluster remove-node 2` takes node 2's
+//!   replicas off. Every message sent with a 2xx is received, none comes back after its
+//!   ack succeeded, and the remaining replicas agree.
+//!
 //! Every wait polls with a deadline; nothing sleeps for correctness.
 
 mod support;
@@ -88,9 +95,20 @@ fn free_port() -> u16 {
 }
 
 fn start_node(dir: &std::path::Path, id: u64, peers: &str, cluster_port: u16) -> Server {
+    start_node_with(dir, id, peers, cluster_port, &[])
+}
+
+/// [`start_node`] with more arguments.
+fn start_node_with(
+    dir: &std::path::Path,
+    id: u64,
+    peers: &str,
+    cluster_port: u16,
+    extra: &[&str],
+) -> Server {
     let listen = format!("127.0.0.1:{cluster_port}");
     let id = id.to_string();
-    let args = [
+    let mut args = vec![
         "--shards",
         SHARDS,
         "--set",
@@ -102,6 +120,7 @@ fn start_node(dir: &std::path::Path, id: u64, peers: &str, cluster_port: u16) ->
         "--peers",
         peers,
     ];
+    args.extend_from_slice(extra);
     Server::start(&dir.join(format!("node-{id}")), &args)
 }
 
@@ -655,4 +674,132 @@ fn a_node_whose_data_directory_was_lost_rebuilds_from_the_others() {
         received.extend(drain_once(&through_rebuilt, &receive, &ack));
         sent.is_subset(&received).then_some(())
     });
+}
+
+/// Runs `sluice cluster ARGS --data-dir DIR` and answers the last JSON document it printed
+/// (the partitions' configurations; `status` prints `/readyz` first), or panics with what
+/// it printed.
+fn cluster_cli(server: &Server, args: &[&str]) -> Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("cluster")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .output()
+        .expect("the CLI runs");
+    assert!(
+        output.status.success(),
+        "sluice cluster {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::Deserializer::from_slice(&output.stdout)
+        .into_iter::<Value>()
+        .last()
+        .expect("a JSON document")
+        .expect("JSON")
+}
+
+/// Every partition's voters in a `sluice cluster` answer, sorted.
+fn voters_of(answer: &Value) -> Vec<Vec<u64>> {
+    answer["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| {
+            assert!(p["outgoing"].as_array().is_some_and(Vec::is_empty), "{p}");
+            p["voters"]
+                .as_array()
+                .expect("voters")
+                .iter()
+                .map(|v| v.as_u64().expect("an id"))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn under_load_a_move_puts_every_partition_on_a_new_node_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: BTreeMap<u64, u16> = (1..=4).map(|id| (id, free_port())).collect();
+    let peers: Vec<String> = ports
+        .iter()
+        .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
+        .collect();
+    let peers = peers.join(",");
+    let extra = ["--initial-voters", "1,2,3"];
+    let mut nodes: BTreeMap<u64, Server> = ports
+        .iter()
+        .map(|(id, port)| (*id, start_node_with(dir.path(), *id, &peers, *port, &extra)))
+        .collect();
+    let spare = nodes.remove(&4).expect("node 4");
+    wait_agreed(&nodes, None);
+    let credentials = create_tenant(&nodes[&1]);
+    let client = Client::new(&nodes[&1].endpoint, credentials.clone());
+    let (queue, group) = queue_and_group(&client, "moved");
+    let base = format!("/v1.0/{}", credentials.project_id);
+    let send = format!("{base}/queues/{queue}/messages");
+    let receive = format!(
+        "{base}/queues/{queue}/groups/{group}/messages?max_msgs=10&time_wait=1&ack_wait=15"
+    );
+    let ack = format!("{base}/queues/{queue}/groups/{group}/ack");
+    let shared = Shared::default();
+    *shared.endpoints.lock().unwrap() = nodes
+        .iter()
+        .map(|(id, node)| (*id, node.endpoint.clone()))
+        .collect();
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| produce(&shared, &credentials, &send));
+        scope.spawn(|| consume(&shared, &credentials, &receive, &ack));
+        wait_progress(&shared, 30, "the load starting");
+        // The move, through node 2, while the load runs through nodes 1-3.
+        let moved = cluster_cli(&nodes[&2], &["move", "1", "4"]);
+        assert_eq!(voters_of(&moved), vec![vec![2, 3, 4]; 4], "{moved}");
+        nodes.insert(4, spare);
+        shared
+            .endpoints
+            .lock()
+            .unwrap()
+            .insert(4, nodes[&4].endpoint.clone());
+        wait_progress(&shared, 20, "the load going on after the move");
+        // Node 1 holds no replica now: killing it costs nothing.
+        shared.endpoints.lock().unwrap().remove(&1);
+        nodes.remove(&1).expect("node 1").kill();
+        wait_agreed(&nodes, Some(1));
+        wait_progress(&shared, 20, "the load going on without node 1");
+        // Node 2's replicas go too (its leads hand over first).
+        let removed = cluster_cli(&nodes[&4], &["remove-node", "2"]);
+        assert_eq!(voters_of(&removed), vec![vec![3, 4]; 4], "{removed}");
+        shared.endpoints.lock().unwrap().remove(&2);
+        wait_progress(&shared, 20, "the load going on with nodes 3 and 4");
+        shared
+            .stop_sending
+            .store(true, std::sync::atomic::Ordering::Release);
+        poll("every message sent with a 2xx received", || {
+            let load = shared.load.lock().unwrap();
+            load.sent.is_subset(&load.received).then_some(())
+        });
+        shared
+            .stop_receiving
+            .store(true, std::sync::atomic::Ordering::Release);
+    });
+
+    let load = shared.load.lock().unwrap();
+    eprintln!(
+        "load: {} sent with a 2xx, {} received, {} acked",
+        load.sent.len(),
+        load.received.len(),
+        load.acked.len()
+    );
+    let lost: Vec<&String> = load.sent.difference(&load.received).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(
+        load.returned_after_ack.is_empty(),
+        "received again after a successful ack: {:?}",
+        load.returned_after_ack
+    );
+    nodes.remove(&2);
+    wait_caught_up(&nodes, "nodes 3 and 4 agree");
+    let status = cluster_cli(&nodes[&3], &["status"]);
+    assert_eq!(voters_of(&status), vec![vec![3, 4]; 4], "{status}");
 }

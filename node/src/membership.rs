@@ -174,10 +174,7 @@ impl<H: Host> NodeShard<H> {
             let outcome = match next_step(&view, gain, lose) {
                 Next::Done => return Ok(view),
                 Next::Wait => Ok(()),
-                Next::Transfer(to) => self
-                    .call(TransferLead { partition, to })
-                    .await
-                    .map(|_| ()),
+                Next::Transfer(to) => self.call(TransferLead { partition, to }).await.map(|_| ()),
                 Next::Change(steps) => self
                     .call(ChangeMembership { partition, steps })
                     .await
@@ -204,7 +201,12 @@ mod tests {
 
     use super::*;
 
-    fn view(leader: u64, voters: &[u64], learners: &[u64], caught_up: &[u64]) -> PartitionMembership {
+    fn view(
+        leader: u64,
+        voters: &[u64],
+        learners: &[u64],
+        caught_up: &[u64],
+    ) -> PartitionMembership {
         PartitionMembership {
             partition: 0,
             leader: Some(leader),
@@ -225,7 +227,10 @@ mod tests {
             next_step(&view(2, &[1, 2, 3], &[], &[]), gain, lose),
             Next::Change(vec![MembershipStep::AddLearner(4)])
         );
-        assert_eq!(next_step(&view(2, &[1, 2, 3], &[4], &[]), gain, lose), Next::Wait);
+        assert_eq!(
+            next_step(&view(2, &[1, 2, 3], &[4], &[]), gain, lose),
+            Next::Wait
+        );
         assert_eq!(
             next_step(&view(2, &[1, 2, 3], &[4], &[4]), gain, lose),
             Next::Change(vec![MembershipStep::Promote(4), MembershipStep::Remove(1)])
@@ -235,7 +240,10 @@ mod tests {
             next_step(&view(1, &[1, 2, 3], &[4], &[4]), gain, lose),
             Next::Transfer(3)
         );
-        assert_eq!(next_step(&view(2, &[2, 3, 4], &[], &[]), gain, lose), Next::Done);
+        assert_eq!(
+            next_step(&view(2, &[2, 3, 4], &[], &[]), gain, lose),
+            Next::Done
+        );
         let mut joint = view(2, &[2, 3, 4], &[], &[]);
         joint.membership.outgoing = vec![1, 2, 3];
         assert_eq!(next_step(&joint, gain, lose), Next::Wait);
@@ -248,14 +256,23 @@ mod tests {
             next_step(&view(1, &[1, 2, 3], &[4], &[4]), gain, lose),
             Next::Change(vec![MembershipStep::Promote(4)])
         );
-        assert_eq!(next_step(&view(1, &[1, 2, 3, 4], &[], &[]), gain, lose), Next::Done);
+        assert_eq!(
+            next_step(&view(1, &[1, 2, 3, 4], &[], &[]), gain, lose),
+            Next::Done
+        );
         let (gain, lose) = ClusterChange::RemoveNode(3).ends();
         assert_eq!(
             next_step(&view(1, &[1, 2, 3], &[], &[]), gain, lose),
             Next::Change(vec![MembershipStep::Remove(3)])
         );
-        assert_eq!(next_step(&view(3, &[1, 2, 3], &[], &[]), gain, lose), Next::Transfer(2));
-        assert_eq!(next_step(&view(1, &[1, 2], &[], &[]), gain, lose), Next::Done);
+        assert_eq!(
+            next_step(&view(3, &[1, 2, 3], &[], &[]), gain, lose),
+            Next::Transfer(2)
+        );
+        assert_eq!(
+            next_step(&view(1, &[1, 2], &[], &[]), gain, lose),
+            Next::Done
+        );
         let mut follower_view = view(1, &[1, 2, 3], &[], &[]);
         follower_view.at_leader = false;
         assert_eq!(next_step(&follower_view, gain, lose), Next::Wait);

@@ -13,11 +13,11 @@
 
 use std::rc::Rc;
 
+use sluice_core::engine::membership::{Membership, MembershipStep};
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, GroupId, GroupStats, HandleError, MessageId, QueueConfig,
     QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
-use sluice_core::engine::membership::{Membership, MembershipStep};
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
 use serde::{Deserialize, Serialize};

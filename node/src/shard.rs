@@ -22,8 +22,8 @@ use sluice_core::engine::{validate_batch, Engine, EngineLimits, ReceiveRequest};
 
 use crate::guards::{AuthGuards, LoginLimits};
 use crate::login::{LoginError, LoginRequest};
-use crate::replay::ReplayRefusal;
 use crate::membership::ClusterChange;
+use crate::replay::ReplayRefusal;
 use crate::requests::{self, owner_of, PartitionMembership, ShardRequest};
 use crate::routing::{self, Routed};
 use crate::tenants::{Quotas, Tenant, TenantDirectory, TenantError};

@@ -20,10 +20,10 @@ use serde_json::json;
 
 use crate::auth::{self, AuthError, KeystoneResponse, NameOrId, SignedRequest, TokenClaims};
 use crate::dms::{self, DmsConfig};
-use sluice_node::tenants::{Tenant, TenantDirectory, TenantError};
 use sluice_core::engine::types::EngineError;
 use sluice_node::membership::ClusterChange;
 use sluice_node::requests::PartitionMembership;
+use sluice_node::tenants::{Tenant, TenantDirectory, TenantError};
 use sluice_node::{LoginError, LoginName, LoginRequest, Node, NodeError, ReplayRefusal};
 use subtle::ConstantTimeEq;
 
@@ -640,7 +640,11 @@ fn node_ids(body: &[u8], names: &[&str]) -> Result<Vec<u64>, Response<Bytes>> {
                 .get(*name)
                 .and_then(serde_json::Value::as_u64)
                 .filter(|id| *id > 0)
-                .ok_or_else(|| bad(format!("The body needs a node id (a positive integer) \"{name}\".")))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "The body needs a node id (a positive integer) \"{name}\"."
+                    ))
+                })
         })
         .collect()
 }

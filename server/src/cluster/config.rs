@@ -150,7 +150,11 @@ impl ClusterConfig {
     pub fn cluster_id(&self) -> u64 {
         let mut text = format!("sluice-cluster-v1 {}", format_peers(&self.peers));
         if self.initial_voters.len() != self.peers.len() {
-            let voters: Vec<String> = self.initial_voters.iter().map(ToString::to_string).collect();
+            let voters: Vec<String> = self
+                .initial_voters
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             text.push_str(&format!(" voters {}", voters.join(",")));
         }
         xxh3_64(text.as_bytes())
