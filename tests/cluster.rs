@@ -26,7 +26,7 @@
 //!   (`--initial-voters`); under load, `sluice cluster move 1 4` moves every partition's
 //!   replica from node 1 to node 4 (learner, catch-up, one joint change each); node 1 is
 //!   then killed and the load goes on; `sluice cluster remove-node 2` takes node 2's
-//!   replicas off. Every message sent with a 2xx is received, none comes back after its
+//!   replicas off and `add-node 2` puts them back. Every message sent with a 2xx is received, none comes back after its
 //!   ack succeeded, and the remaining replicas agree.
 //!
 //! Every wait polls with a deadline; nothing sleeps for correctness.
@@ -772,6 +772,15 @@ fn under_load_a_move_puts_every_partition_on_a_new_node_and_loses_nothing() {
         assert_eq!(voters_of(&removed), vec![vec![3, 4]; 4], "{removed}");
         shared.endpoints.lock().unwrap().remove(&2);
         wait_progress(&shared, 20, "the load going on with nodes 3 and 4");
+        // And come back: node 2 joins every group again (learner, catch-up, voter).
+        let added = cluster_cli(&nodes[&3], &["add-node", "2"]);
+        assert_eq!(voters_of(&added), vec![vec![2, 3, 4]; 4], "{added}");
+        shared
+            .endpoints
+            .lock()
+            .unwrap()
+            .insert(2, nodes[&2].endpoint.clone());
+        wait_progress(&shared, 20, "the load going on with node 2 back");
         shared
             .stop_sending
             .store(true, std::sync::atomic::Ordering::Release);
@@ -798,8 +807,7 @@ fn under_load_a_move_puts_every_partition_on_a_new_node_and_loses_nothing() {
         "received again after a successful ack: {:?}",
         load.returned_after_ack
     );
-    nodes.remove(&2);
-    wait_caught_up(&nodes, "nodes 3 and 4 agree");
+    wait_caught_up(&nodes, "nodes 2, 3 and 4 agree");
     let status = cluster_cli(&nodes[&3], &["status"]);
-    assert_eq!(voters_of(&status), vec![vec![3, 4]; 4], "{status}");
+    assert_eq!(voters_of(&status), vec![vec![2, 3, 4]; 4], "{status}");
 }
