@@ -565,7 +565,7 @@ async fn admin_cluster<N: Node>(node: &N, parts: &Parts, body: &[u8]) -> Respons
         }
         (&Method::POST, "/admin/cluster/nodes") => match node_ids(body, &["id"]) {
             Ok(ids) => ClusterChange::AddNode(ids[0]),
-            Err(response) => return response,
+            Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
         },
         (&Method::DELETE, rest) if rest.starts_with("/admin/cluster/nodes/") => {
             match rest["/admin/cluster/nodes/".len()..].parse::<u64>() {
@@ -584,7 +584,7 @@ async fn admin_cluster<N: Node>(node: &N, parts: &Parts, body: &[u8]) -> Respons
                 from: ids[0],
                 to: ids[1],
             },
-            Err(response) => return response,
+            Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
         },
         _ => return method_not_allowed(),
     };
@@ -617,18 +617,11 @@ fn membership_json(view: &PartitionMembership) -> serde_json::Value {
     })
 }
 
-/// The positive integer fields `names` of a JSON body, in that order.
-fn node_ids(body: &[u8], names: &[&str]) -> Result<Vec<u64>, Response<Bytes>> {
-    let bad = |message: String| {
-        error(
-            StatusCode::BAD_REQUEST,
-            dms::errors::INVALID_PARAMETER,
-            message,
-        )
-    };
+/// The positive integer fields `names` of a JSON body, in that order; otherwise the DMS
+/// error code and message of the refusal.
+fn node_ids(body: &[u8], names: &[&str]) -> Result<Vec<u64>, (&'static str, String)> {
     let request: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
+        (
             dms::errors::INVALID_JSON,
             format!("The body is not valid JSON: {e}."),
         )
@@ -641,9 +634,10 @@ fn node_ids(body: &[u8], names: &[&str]) -> Result<Vec<u64>, Response<Bytes>> {
                 .and_then(serde_json::Value::as_u64)
                 .filter(|id| *id > 0)
                 .ok_or_else(|| {
-                    bad(format!(
-                        "The body needs a node id (a positive integer) \"{name}\"."
-                    ))
+                    (
+                        dms::errors::INVALID_PARAMETER,
+                        format!("The body needs a node id (a positive integer) \"{name}\"."),
+                    )
                 })
         })
         .collect()
