@@ -8,7 +8,7 @@
 //! configuration in which every decision needs a majority of the old voters and of the
 //! new; raft-rs leaves it automatically once the entering entry is applied, and if that
 //! leader loses the lead first, the next leader leaves it on its first Raft tick
-//! ([`Engine::leave_joint_if_stuck`]). The answer waits for the group to be out of
+//! (`Engine::leave_joint_if_stuck`). The answer waits for the group to be out of
 //! the joint configuration again.
 //!
 //! Rules, checked against the leader's view before anything is proposed:
