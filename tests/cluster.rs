@@ -365,6 +365,42 @@ fn any_node_serves_any_request_and_no_acknowledged_message_is_lost() {
     });
     let lost: Vec<&String> = sent.difference(&received).collect();
     assert!(lost.is_empty(), "lost: {lost:?}");
+
+    // /metrics shows each partition's Raft progress and leader, and the forwarding the
+    // requests above took (receives visit partitions led by other nodes).
+    for node in nodes.values() {
+        let text = metrics_text(node);
+        let leader = metric(&text, "sluice_raft_leader{partition=\"0\"}");
+        assert!(leader.is_some_and(|id| id >= 1.0), "{text}");
+        assert!(metric(&text, "sluice_raft_applied_index{partition=\"0\"}").is_some());
+    }
+    // Published every second: poll until the shards published the calls.
+    poll("forwarded calls counted on /metrics", || {
+        let total: f64 = nodes
+            .values()
+            .filter_map(|node| {
+                metric(
+                    &metrics_text(node),
+                    "sluice_forwarded_calls_total{outcome=\"served\"}",
+                )
+            })
+            .sum();
+        (total > 0.0).then_some(())
+    });
+}
+
+/// A node's `/metrics` text.
+fn metrics_text(server: &Server) -> String {
+    let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, text) = raw::exchange(&server.endpoint, request);
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// The value of the sample `series` (name and labels, exactly as printed) in `text`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// What the load threads of the kill test saw.

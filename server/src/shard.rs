@@ -41,6 +41,8 @@ pub type PartitionEngine = Engine<DmaStorage>;
 
 /// Engines take a snapshot after this many applied records.
 const SNAPSHOT_EVERY_RECORDS: u64 = 200_000;
+/// How often a shard publishes its cluster counters for `/metrics`.
+pub const CLUSTER_COUNTERS_PUBLISH_MS: u64 = 1_000;
 /// A ticker sleeps at most this long, so time-driven changes are at most this late.
 const TICK_INTERVAL_MS: u64 = 250;
 /// After a storage fault a partition is reopened after this pause.
@@ -337,10 +339,49 @@ impl Shard {
         slots.get(&partition).and_then(|slot| slot.engine.clone())
     }
 
-    /// Cluster mode: starts this shard's transport and Raft tasks (`crate::replication`).
+    /// Cluster mode: starts this shard's transport and Raft tasks (`crate::replication`),
+    /// and publishes its cluster counters for `/metrics` every
+    /// [`CLUSTER_COUNTERS_PUBLISH_MS`] until the replication stops.
     pub fn start_replication(self: &Rc<Shard>, net: ShardNet) {
         let replication = Replication::start(self, net);
         *self.replication.borrow_mut() = Some(replication);
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            // Ends when the replication stops.
+            while shard.publish_cluster_counters() {
+                glommio::timer::sleep(Duration::from_millis(CLUSTER_COUNTERS_PUBLISH_MS)).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Publishes this shard's forwarding and Raft counters to `Shared`; `false` once the
+    /// replication stopped.
+    fn publish_cluster_counters(&self) -> bool {
+        let replication = self.replication.borrow();
+        let Some(replication) = replication.as_ref() else {
+            return false;
+        };
+        let calls = self.node.forwarding().stats();
+        let frames = replication.forwarder().stats();
+        let raft = replication.counters();
+        self.shared.publish_cluster_counters(
+            self.index,
+            [
+                calls.sent,
+                calls.failed,
+                calls.refused,
+                calls.served,
+                calls.serve_refused,
+                frames.calls_failed,
+                frames.replies_unmatched,
+                frames.frames_dropped,
+                raft.sent_full.get(),
+                raft.sent_refused.get(),
+                raft.received_dropped.get(),
+            ],
+        );
+        true
     }
 
     /// Cluster mode: ends this shard's Raft tasks and closes its transport, logging what
