@@ -20,15 +20,21 @@ use rand_pcg::Pcg64;
 use sluice_core::engine::types::*;
 use sluice_core::engine::Engine;
 use sluice_core::engine::{EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::log::ReadRecord;
 use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::replica::snapshot::{Chunk, ChunkRequest};
 use sluice_core::replica::Message;
 use sluice_core::replica::ReplicaConfig;
 use sluice_core::sim_disk::SimDisk;
+use sluice_core::storage::IoErrorKind;
+use sluice_core::Offset;
 
 const START_MS: u64 = 1_000_000;
 const TICK_MS: u64 = 100;
 /// Pump rounds a test waits for something before it calls it stuck.
 const ROUNDS_MAX: u32 = 2_000;
+/// The chunk size the test's hosts ask for.
+const CHUNK_BYTES_TEST: u32 = 16 * 1024;
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -146,8 +152,42 @@ impl Cluster {
             }
             self.deliver(message);
         }
+        moved |= self.carry_snapshot_chunks();
         for engine in self.running() {
             block_on(engine.drive());
+        }
+        moved
+    }
+
+    /// Carries the snapshot chunks followers ask for to their leaders and the answers
+    /// back (through their byte encodings, as a host does), over the links that are up.
+    /// A request or an answer lost to a fault is asked again after the engine's wait.
+    fn carry_snapshot_chunks(&self) -> bool {
+        let mut moved = false;
+        for follower in self.running() {
+            let id = follower.replica_id();
+            // One chunk per follower and pump, as a host's round trip takes time.
+            if let Some((to, request)) = follower.snapshot_wanted() {
+                moved = true;
+                let faults = self.faults.get();
+                let up = !self.cut.borrow().contains(&(id, to))
+                    && !self.cut.borrow().contains(&(to, id));
+                let Some(Some(leader)) = self.engines.get((to - 1) as usize) else {
+                    continue;
+                };
+                if !up || self.chance(faults.drop) {
+                    continue;
+                }
+                // Small chunks, so a transfer takes many (as a large log does).
+                let request = ChunkRequest {
+                    bytes_max: request.bytes_max.min(CHUNK_BYTES_TEST),
+                    ..request
+                };
+                let request = ChunkRequest::decode(&request.encode()).expect("round trip");
+                let answer = block_on(leader.snapshot_chunk(id, &request))
+                    .map(|chunk| Chunk::decode(&chunk.encode()).expect("round trip"));
+                let _ = block_on(follower.install_chunk(to, answer));
+            }
         }
         moved
     }
@@ -450,4 +490,160 @@ fn replicas_agree_on_tenants_and_the_admin_secret_after_writes_at_the_leader() {
         cluster.engine(follower).admin_secret().as_deref(),
         Some(&b"first"[..])
     );
+}
+
+/// A queue with the shortest retention, so that moving the clock expires its messages.
+fn setup_expiring(cluster: &Cluster, leader: u64) -> (QueueId, GroupId) {
+    let engine = cluster.engine(leader);
+    let now = cluster.now.get();
+    let config = QueueConfig {
+        retention_ms: EngineLimits::dms().retention_ms_min,
+        ..queue_config()
+    };
+    let queue = cluster
+        .run(engine.create_queue("tenant", "expiring", config, now))
+        .expect("queue");
+    let group = cluster
+        .run(engine.create_group(queue, "workers", GroupStart::Oldest, now))
+        .expect("group");
+    (queue, group)
+}
+
+/// Moves the clock past the queue's retention, then every running replica expires the
+/// messages, takes an engine snapshot and lets its log retention remove old segments.
+fn expire_and_compact(cluster: &Cluster) {
+    cluster
+        .now
+        .set(cluster.now.get() + EngineLimits::dms().retention_ms_min + 10_000);
+    let now = cluster.now.get();
+    for engine in cluster.running() {
+        cluster.run(engine.tick(now)).expect("tick");
+        cluster.run(engine.snapshot()).expect("snapshot");
+        cluster.run(engine.tick(now)).expect("retention");
+    }
+}
+
+/// Every record of `engine`'s log from `from` to `to`, with its term.
+fn log_records(engine: &Engine<SimDisk>, from: u64, to: u64) -> Vec<(Option<u64>, ReadRecord)> {
+    let log = engine.log();
+    let mut out = Vec::new();
+    let mut next = from;
+    while next < to {
+        let records = block_on(log.read(Offset(next), 1 << 20)).expect("read");
+        assert!(!records.is_empty(), "no record at {next}");
+        for record in records.into_iter().take_while(|r| r.offset.0 < to) {
+            next = record.offset.0 + 1;
+            out.push((log.term_at(record.offset), record));
+        }
+    }
+    out
+}
+
+/// `id` applied what `leader` applied, holds the same queue and group, and its log
+/// records from its start equal the leader's.
+fn assert_same_replica(cluster: &Cluster, leader: u64, id: u64, queue: QueueId, group: GroupId) {
+    let (a, b) = (cluster.engine(leader), cluster.engine(id));
+    assert_eq!(b.applied_index(), a.applied_index());
+    assert_eq!(b.queue_info(queue).unwrap(), a.queue_info(queue).unwrap());
+    assert_eq!(
+        b.group_stats(queue, group).unwrap(),
+        a.group_stats(queue, group).unwrap()
+    );
+    assert_eq!(b.tenants(), a.tenants());
+    let from = b.log().start_offset().0.max(a.log().start_offset().0);
+    let to = a.applied_index();
+    assert!(from < to);
+    assert_eq!(log_records(b, from, to), log_records(a, from, to));
+}
+
+/// Sends enough 1 KiB bodies to fill several 64 KiB segments.
+fn send_many(cluster: &Cluster, leader: u64, queue: QueueId, count: usize) {
+    let bodies: Vec<String> = (0..count)
+        .map(|i| format!("{i:05}{}", "x".repeat(1024)))
+        .collect();
+    for batch in bodies.chunks(10) {
+        let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+        send(cluster, leader, queue, &batch);
+    }
+}
+
+/// Builds the situation of the snapshot tests: replica `lagging` stopped while the
+/// others took sends past their log retention; then two more sends. Answers the leader,
+/// the lagging replica, the queue and the group.
+fn lagging_behind_retention() -> (Cluster, u64, u64, QueueId, GroupId) {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let (queue, group) = setup_expiring(&cluster, leader);
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.settle(leader);
+    cluster.crash(lagging);
+    send_many(&cluster, leader, queue, 300);
+    expire_and_compact(&cluster);
+    let start = cluster.engine(leader).log().start_offset().0;
+    assert!(start > 0, "retention removed no segment");
+    send(&cluster, leader, queue, &["after-1", "after-2"]);
+    (cluster, leader, lagging, queue, group)
+}
+
+#[test]
+fn a_follower_behind_the_leaders_retention_catches_up_from_a_snapshot() {
+    // Goal: a follower that needs entries the leader's retention removed gets a Raft
+    // snapshot (the engine state and the log records it refers to, pulled in chunks)
+    // and then follows as before. Method: one of three replicas stops; the others take
+    // sends until their logs span several segments, the clock passes the queue's
+    // retention, they snapshot and retention removes segments; two more sends; the
+    // stopped replica restarts and catches up: its applied state and its log records from
+    // its new start equal the leader's; a send after that reaches it too.
+    let (mut cluster, leader, lagging, queue, group) = lagging_behind_retention();
+    let leader_start = cluster.engine(leader).log().start_offset().0;
+    cluster.restart(lagging);
+    cluster.settle(leader);
+    assert_same_replica(&cluster, leader, lagging, queue, group);
+    assert_eq!(cluster.engine(lagging).log().start_offset().0, leader_start);
+    assert!(!cluster.engine(lagging).installing_snapshot());
+    send(&cluster, leader, queue, &["after-3"]);
+    cluster.settle(leader);
+    assert_same_replica(&cluster, leader, lagging, queue, group);
+    // The installed replica restarts from its own disk, then leads and serves.
+    cluster.crash(lagging);
+    cluster.restart(lagging);
+    cluster.settle(leader);
+    assert_same_replica(&cluster, leader, lagging, queue, group);
+    assert_eq!(
+        receive_bodies(&cluster, leader, queue, group),
+        ["after-1", "after-2", "after-3"]
+    );
+}
+
+#[test]
+fn a_crash_at_any_point_of_an_install_leaves_the_old_replica_or_the_new_one() {
+    // Goal: power loss at any storage call of a snapshot install (staging, commit point,
+    // replacing the log, the engine snapshot, the Raft state, cleaning up) leaves a
+    // replica that reopens as the old one or the new one, and then catches up. Method:
+    // the scenario above; once the lagging replica pulls a snapshot, its `nth` storage
+    // call fails, it loses power and restarts; for many `nth`.
+    for nth in (1..120).step_by(3) {
+        let (mut cluster, leader, lagging, queue, group) = lagging_behind_retention();
+        cluster.restart(lagging);
+        let mut rounds = 0;
+        while !cluster.engine(lagging).installing_snapshot() {
+            rounds += 1;
+            assert!(rounds < ROUNDS_MAX, "no install started");
+            if !cluster.pump() {
+                cluster.tick();
+            }
+        }
+        let disk = cluster.disks[(lagging - 1) as usize].clone();
+        disk.fail_nth_call(nth, IoErrorKind::Io);
+        for _ in 0..50 {
+            if !cluster.pump() {
+                cluster.tick();
+            }
+        }
+        disk.clear_faults();
+        cluster.crash(lagging);
+        cluster.restart(lagging);
+        cluster.settle(leader);
+        assert_same_replica(&cluster, leader, lagging, queue, group);
+    }
 }

@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod group;
 pub mod metadata;
 pub mod probe;
+mod raft_snapshot;
 pub mod range_set;
 mod replication;
 mod send;
@@ -96,6 +97,7 @@ pub struct Engine<S: Storage + Clone> {
     changes: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
     replica: replication::Replica<S>,
+    raft_snapshots: raft_snapshot::RaftSnapshots,
 }
 
 impl<S: Storage + Clone> Engine<S> {
@@ -123,6 +125,10 @@ impl<S: Storage + Clone> Engine<S> {
         now: u64,
     ) -> Result<Engine<S>, EngineOpenError> {
         config.limits.validate().map_err(EngineOpenError::Config)?;
+        // A Raft snapshot install a crash cut short is finished (or dropped) first.
+        crate::replica::install::recover(&storage, config.log)
+            .await
+            .map_err(EngineOpenError::Replica)?;
         let (mut state, snapshot_offset) = load_snapshot(&storage).await;
         let log = Log::open(storage.clone(), config.log)
             .await
@@ -151,6 +157,7 @@ impl<S: Storage + Clone> Engine<S> {
         let tail = read_entries(&log, commit).await?;
         let log = Rc::new(log);
         let store = Rc::new(LogStore::new(log.clone(), durable, commit, tail));
+        store.set_snapshot_point(snapshot_offset);
         let node = RawNode::new(
             &replica.raft_config(commit),
             SharedStore(store.clone()),
@@ -172,6 +179,7 @@ impl<S: Storage + Clone> Engine<S> {
             changes: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             replica: replication::Replica::new(replica.id, node, store, hard_file, saved),
+            raft_snapshots: raft_snapshot::RaftSnapshots::default(),
         };
         if engine.replica.alone() {
             engine.lead_alone().await.map_err(EngineOpenError::Boot)?;
@@ -480,6 +488,10 @@ impl<S: Storage + Clone> Engine<S> {
             self.commit(entries, now).await?;
             entries = rest;
         }
+        if self.raft_snapshots.applying.get() {
+            // A Raft snapshot is replacing the log and the engine snapshots.
+            return Ok(());
+        }
         if self.applied_since_snapshot.get() >= self.config.snapshot_every_records {
             self.snapshot().await?;
         }
@@ -490,7 +502,9 @@ impl<S: Storage + Clone> Engine<S> {
             .unwrap_or(u64::MAX)
             // Keep the last record the snapshot covers: the oldest record the log holds
             // stands for Raft's compaction point, which must be committed.
-            .min(self.snapshot_offset.get().saturating_sub(1));
+            .min(self.snapshot_offset.get().saturating_sub(1))
+            // And what a follower is pulling as part of a Raft snapshot.
+            .min(self.replica.store.transfer_pin().unwrap_or(u64::MAX));
         let policy = RetentionPolicy {
             remove_below: Some(Offset(pin)),
             ..RetentionPolicy::default()
@@ -509,6 +523,9 @@ impl<S: Storage + Clone> Engine<S> {
 
     /// Writes a snapshot of the applied state and removes older snapshots.
     pub async fn snapshot(&self) -> Result<(), EngineError> {
+        if self.raft_snapshots.applying.get() {
+            return Ok(());
+        }
         let applied = self.applied_offset.get();
         let name = snapshot::snapshot_name(applied);
         if applied == self.snapshot_offset.get() && self.storage.open(&name).await.is_ok() {
@@ -530,8 +547,17 @@ impl<S: Storage + Clone> Engine<S> {
         buf.as_mut()[8..8 + bytes.len()].copy_from_slice(&bytes);
         file.write_at(buf, 0).await.map_err(snapshot_fault(&name))?;
         file.sync().await.map_err(snapshot_fault(&name))?;
+        // Snapshots a follower is pulling (Raft snapshot transfers) stay.
+        let pinned: Vec<u64> = self
+            .replica
+            .store
+            .transfers()
+            .iter()
+            .map(|t| t.index)
+            .collect();
         for old in self.storage.list().await.map_err(snapshot_fault("."))? {
-            if snapshot::parse_snapshot_name(&old).is_some_and(|offset| offset < applied) {
+            let offset = snapshot::parse_snapshot_name(&old);
+            if offset.is_some_and(|offset| offset < applied && !pinned.contains(&offset)) {
                 self.storage
                     .remove(&old)
                     .await
@@ -540,6 +566,7 @@ impl<S: Storage + Clone> Engine<S> {
         }
         self.snapshot_offset.set(applied);
         self.applied_since_snapshot.set(0);
+        self.replica.store.set_snapshot_point(applied);
         Ok(())
     }
 

@@ -143,6 +143,11 @@ impl<S: Storage + Clone> Engine<S> {
     /// less than it acknowledged, counts only what it holds and probes it from there.
     /// Neither happens between replicas that kept their logs.
     pub fn step(&self, mut message: Message) {
+        if Self::is_snapshot(&message) {
+            // Pulled in chunks before raft-rs sees it (`raft_snapshot.rs`).
+            self.snapshot_arrived(message);
+            return;
+        }
         let mut node = self.replica.node.borrow_mut();
         let last_index = node.raft.raft_log.last_index();
         let mut lost = None;
@@ -177,6 +182,7 @@ impl<S: Storage + Clone> Engine<S> {
     /// call [`Engine::drive`] afterwards.
     pub fn raft_tick(&self) {
         self.replica.node.borrow_mut().tick();
+        self.snapshot_tick();
     }
 
     /// Messages for peer replicas queued since the last call.
@@ -541,11 +547,7 @@ impl<S: Storage + Clone> Engine<S> {
                 }
             }
         }
-        if !ready.snapshot().is_empty() {
-            return Err(EngineError::Storage(StorageFault::Replica(
-                "a Raft snapshot arrived; installing snapshots is not supported yet".into(),
-            )));
-        }
+        let install = self.snapshot_in_ready(ready.snapshot())?;
         let committed = ready.take_committed_entries();
         let conf_changed = self.apply_committed(&committed)?;
         let entries = ready.take_entries();
@@ -579,6 +581,7 @@ impl<S: Storage + Clone> Engine<S> {
             persisted_messages,
             new_vote,
             conf_changed,
+            install,
         }))
     }
 
@@ -599,6 +602,9 @@ impl<S: Storage + Clone> Engine<S> {
             early.hard.vote = staged.vote;
             self.save_durable(early).await?;
         }
+        if let Some(index) = pending.install {
+            self.install_snapshot(index).await?;
+        }
         store.persist().await.map_err(persist_fault)?;
         let commit = store.durable().hard.commit;
         let saved_commit = self.replica.saved.borrow().hard.commit;
@@ -606,10 +612,13 @@ impl<S: Storage + Clone> Engine<S> {
         if new_vote || pending.conf_changed || lagging {
             self.save_durable(store.durable()).await?;
         }
-        self.replica
-            .node
-            .borrow_mut()
-            .on_persist_ready(pending.number);
+        {
+            let mut node = self.replica.node.borrow_mut();
+            node.on_persist_ready(pending.number);
+            if let Some(index) = pending.install {
+                node.advance_apply_to(index);
+            }
+        }
         self.queue_messages(pending.persisted_messages);
         for (request, context) in store.take_fetch_requests() {
             if store.fetch(request).await.is_ok() {
@@ -619,7 +628,7 @@ impl<S: Storage + Clone> Engine<S> {
         Ok(())
     }
 
-    async fn save_durable(&self, durable: DurableState) -> Result<(), EngineError> {
+    pub(super) async fn save_durable(&self, durable: DurableState) -> Result<(), EngineError> {
         let Some(mut file) = self.replica.hard_file.borrow_mut().take() else {
             return Ok(());
         };
@@ -804,6 +813,8 @@ pub(crate) struct PendingReady {
     new_vote: bool,
     /// A membership change was applied: the configuration is saved after the entries.
     conf_changed: bool,
+    /// The Raft snapshot (its index) the Ready brought: installed before the entries.
+    install: Option<u64>,
 }
 
 /// A committed command entry this replica did not propose: decoded from its bytes.
