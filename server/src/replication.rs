@@ -30,6 +30,7 @@ use sluice_core::replica::{decode_message, encode_message, Message};
 use crate::cluster::{ClusterTransport, InboundReceiver, NodeId, SendError, ShardNet};
 use crate::forwarding::Forwarder;
 use crate::shard::{PartitionEngine, Shard};
+use crate::snapshot_transfer::SnapshotCarrier;
 
 /// The frame kind of a Raft message (kind 0 is the transport's hello).
 pub const KIND_RAFT: u8 = 1;
@@ -83,10 +84,16 @@ impl Replication {
         let forwarder = Rc::new(Forwarder::new(transport.clone()));
         shard.node.host().attach_forwarder(Some(forwarder.clone()));
         let counters = Rc::new(ReplicationCounters::default());
-        let ticker = glommio::spawn_local(raft_ticker(shard.clone(), forwarder.clone()));
+        let snapshots = Rc::new(SnapshotCarrier::new(transport.clone()));
+        let ticker = glommio::spawn_local(raft_ticker(
+            shard.clone(),
+            forwarder.clone(),
+            snapshots.clone(),
+        ));
         let receiving = glommio::spawn_local(inbound_loop(
             shard.clone(),
             forwarder.clone(),
+            snapshots,
             counters.clone(),
             inbound,
         ));
@@ -172,7 +179,7 @@ fn drive_soon(engine: Rc<PartitionEngine>) {
 /// each one sees, and fails the forwarded calls whose connections broke
 /// ([`Forwarder::sweep`]). Runs until [`Replication::close`] cancels it (not on
 /// `stopping`: the requests that a shutdown finishes still need their commits).
-async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
+async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>, snapshots: Rc<SnapshotCarrier>) {
     let owned = shard.node.owned().to_vec();
     let voters: Vec<u64> = shard
         .shared
@@ -201,6 +208,7 @@ async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
                     engine.applied_index(),
                 );
                 engine.raft_tick();
+                snapshots.request_next(*partition, &engine);
                 drive_soon(engine);
             }
         }
@@ -262,6 +270,7 @@ async fn outbound_loop(
 async fn inbound_loop(
     shard: Rc<Shard>,
     forwarder: Rc<Forwarder>,
+    snapshots: Rc<SnapshotCarrier>,
     counters: Rc<ReplicationCounters>,
     receiver: InboundReceiver,
 ) {
@@ -272,7 +281,9 @@ async fn inbound_loop(
         let mut taken = 0;
         while let Some(frame) = next {
             let (peer, kind, payload) = frame.into_parts();
-            if !forwarder.receive(&shard.node, peer, kind, &payload) {
+            let taken_by = forwarder.receive(&shard.node, peer, kind, &payload)
+                || snapshots.receive(&shard, peer, kind, &payload);
+            if !taken_by {
                 match deliver(&shard, kind, &payload) {
                     Some((partition, engine)) => {
                         touched.insert(partition, engine);

@@ -183,6 +183,55 @@ impl Chunk {
     }
 }
 
+/// A leader's answer to a chunk request as bytes: a tag, then the chunk or the error.
+pub fn encode_answer(answer: &Result<Chunk, SnapshotError>) -> Vec<u8> {
+    let mut w = Writer::default();
+    match answer {
+        Ok(chunk) => {
+            w.u8(0);
+            w.bytes.extend_from_slice(&chunk.encode());
+        }
+        Err(SnapshotError::UnknownTransfer) => {
+            w.u8(1);
+        }
+        Err(SnapshotError::Malformed) => {
+            w.u8(2);
+        }
+        Err(SnapshotError::Unexpected) => {
+            w.u8(3);
+        }
+        Err(SnapshotError::Io(detail)) => {
+            let detail = &detail.as_bytes()[..detail.len().min(ERROR_DETAIL_BYTES_MAX)];
+            w.u8(4).bytes(detail);
+        }
+    }
+    w.bytes
+}
+
+/// An answer [`encode_answer`] made; bytes that do not decode are `Malformed`.
+pub fn decode_answer(bytes: &[u8]) -> Result<Chunk, SnapshotError> {
+    let (tag, rest) = bytes.split_first().ok_or(SnapshotError::Malformed)?;
+    match (tag, rest.is_empty()) {
+        (0, _) => Chunk::decode(rest),
+        (1, true) => Err(SnapshotError::UnknownTransfer),
+        (3, true) => Err(SnapshotError::Unexpected),
+        (4, _) => {
+            let mut r = Reader::new(rest);
+            let detail = r.bytes()?;
+            if !r.is_empty() || detail.len() > ERROR_DETAIL_BYTES_MAX {
+                return Err(SnapshotError::Malformed);
+            }
+            Err(SnapshotError::Io(
+                String::from_utf8_lossy(detail).into_owned(),
+            ))
+        }
+        _ => Err(SnapshotError::Malformed),
+    }
+}
+
+/// The most bytes of an I/O error's text an answer carries.
+const ERROR_DETAIL_BYTES_MAX: usize = 512;
+
 /// One log record of a log-section chunk, with its term.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TermRecord {
@@ -314,6 +363,17 @@ mod tests {
         for end in 1..data.len() {
             assert!(decode_records(&data[..end], 4).is_err());
         }
+        for answer in [
+            Ok(chunk.clone()),
+            Err(SnapshotError::UnknownTransfer),
+            Err(SnapshotError::Malformed),
+            Err(SnapshotError::Unexpected),
+            Err(SnapshotError::Io("disk".into())),
+        ] {
+            assert_eq!(decode_answer(&encode_answer(&answer)), answer);
+        }
+        assert_eq!(decode_answer(&[]), Err(SnapshotError::Malformed));
+        assert_eq!(decode_answer(&[9]), Err(SnapshotError::Malformed));
         assert!(Descriptor::decode(&[0; 24]).is_err());
         assert!(ChunkRequest::decode(b"junk").is_err());
     }
