@@ -59,6 +59,8 @@ struct Cluster {
     wire: RefCell<Vec<Message>>,
     faults: Cell<Faults>,
     rng: RefCell<Pcg64>,
+    /// The engines' `snapshot_every_records`.
+    snapshot_every_records: u64,
 }
 
 /// How the network misbehaves, in percent per message and pump.
@@ -77,6 +79,11 @@ impl Cluster {
 
     /// A cluster whose every choice (network faults, election timeouts) follows `seed`.
     fn seeded(size: u64, seed: u64) -> Cluster {
+        Cluster::seeded_with(size, seed, config().snapshot_every_records)
+    }
+
+    /// [`Cluster::seeded`] with engines that snapshot every `snapshot_every_records`.
+    fn seeded_with(size: u64, seed: u64, snapshot_every_records: u64) -> Cluster {
         let disks: Vec<SimDisk> = (0..size).map(|i| SimDisk::new(100 + i)).collect();
         let mut cluster = Cluster {
             disks,
@@ -86,6 +93,7 @@ impl Cluster {
             wire: RefCell::new(Vec::new()),
             faults: Cell::new(Faults::default()),
             rng: RefCell::new(Pcg64::seed_from_u64(seed)),
+            snapshot_every_records,
         };
         for id in 1..=size {
             let engine = cluster.open(id);
@@ -110,13 +118,12 @@ impl Cluster {
             ..ReplicaConfig::member(id, voters)
         };
         let disk = self.disks[(id - 1) as usize].clone();
-        block_on(Engine::open_replica(
-            disk,
-            config(),
-            replica,
-            self.now.get(),
-        ))
-        .unwrap_or_else(|error| panic!("replica {id} does not reopen: {error:?}"))
+        let config = EngineConfig {
+            snapshot_every_records: self.snapshot_every_records,
+            ..config()
+        };
+        block_on(Engine::open_replica(disk, config, replica, self.now.get()))
+            .unwrap_or_else(|error| panic!("replica {id} does not reopen: {error:?}"))
     }
 
     fn engine(&self, id: u64) -> &Engine<SimDisk> {
