@@ -69,6 +69,8 @@ pub struct Replication {
     /// Calls forwarded to and from the other nodes over the same transport.
     forwarder: Rc<Forwarder>,
     counters: Rc<ReplicationCounters>,
+    /// Raft snapshot chunks carried to and from the other nodes.
+    snapshots: Rc<SnapshotCarrier>,
     /// The outbound task of each owned partition's current engine.
     outbound: RefCell<BTreeMap<u32, Task<()>>>,
     /// The Raft ticker and the inbound task.
@@ -93,7 +95,7 @@ impl Replication {
         let receiving = glommio::spawn_local(inbound_loop(
             shard.clone(),
             forwarder.clone(),
-            snapshots,
+            snapshots.clone(),
             counters.clone(),
             inbound,
         ));
@@ -101,6 +103,7 @@ impl Replication {
             transport,
             forwarder,
             counters,
+            snapshots,
             outbound: RefCell::new(BTreeMap::new()),
             tasks: RefCell::new(vec![ticker, receiving]),
         });
@@ -128,6 +131,11 @@ impl Replication {
     /// What this shard dropped so far.
     pub fn counters(&self) -> &ReplicationCounters {
         &self.counters
+    }
+
+    /// Snapshot chunk frames this shard dropped so far.
+    pub fn snapshot_frames_dropped(&self) -> u64 {
+        self.snapshots.dropped.get()
     }
 
     /// The shard's forwarded calls.

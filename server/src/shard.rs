@@ -363,11 +363,12 @@ impl Shard {
         let counters = replication.counters();
         eprintln!(
             "sluice: shard {}: raft messages dropped: {} (peer queue full), {} (refused), \
-             {} received (undeliverable)",
+             {} received (undeliverable); snapshot chunk frames dropped: {}",
             self.index,
             counters.sent_full.get(),
             counters.sent_refused.get(),
-            counters.received_dropped.get()
+            counters.received_dropped.get(),
+            replication.snapshot_frames_dropped()
         );
     }
 
