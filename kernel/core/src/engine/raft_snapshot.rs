@@ -65,6 +65,14 @@ struct Accepted {
     state: State,
 }
 
+impl RaftSnapshots {
+    /// A chunk is being staged, a staged snapshot waits for its Ready, or one is being
+    /// installed: no other install may start (it would replace the staging files).
+    fn busy(&self) -> bool {
+        self.staging.get() || self.accepted.borrow().is_some() || self.applying.get()
+    }
+}
+
 /// Clears the staging flag however staging ends.
 struct StagingGuard<'a>(&'a Cell<bool>);
 
@@ -98,10 +106,10 @@ impl<S: Storage + Clone> Engine<S> {
                 return;
             }
         }
-        let snapshots = &self.raft_snapshots;
-        if snapshots.staging.get() || snapshots.accepted.borrow().is_some() {
+        if self.raft_snapshots.busy() {
             return;
         }
+        let snapshots = &self.raft_snapshots;
         let Ok(descriptor) = Descriptor::decode(&snapshot.data) else {
             return;
         };
@@ -135,7 +143,7 @@ impl<S: Storage + Clone> Engine<S> {
     /// Each request is handed out once; it is handed out again when its answer did not
     /// arrive within `REPLICA_SNAPSHOT_CHUNK_WAIT_TICKS` Raft ticks.
     pub fn snapshot_wanted(&self) -> Option<(u64, ChunkRequest)> {
-        if self.raft_snapshots.staging.get() {
+        if self.raft_snapshots.busy() {
             return None;
         }
         let mut install = self.raft_snapshots.install.borrow_mut();
@@ -171,7 +179,7 @@ impl<S: Storage + Clone> Engine<S> {
         answer: Result<Chunk, SnapshotError>,
     ) -> Result<(), SnapshotError> {
         let snapshots = &self.raft_snapshots;
-        if snapshots.staging.get() {
+        if snapshots.busy() {
             return Err(SnapshotError::Unexpected);
         }
         let (section, position, log_bytes) = {
@@ -197,11 +205,11 @@ impl<S: Storage + Clone> Engine<S> {
                 return Err(error);
             }
         };
+        // Held until the chunk is staged and, after the last one, the install accepted
+        // or dropped: nothing may start another install over these staging files.
         snapshots.staging.set(true);
-        let guard = StagingGuard(&snapshots.staging);
-        let staged = self.stage_chunk(section, position, log_bytes, &chunk).await;
-        drop(guard);
-        match staged {
+        let _guard = StagingGuard(&snapshots.staging);
+        match self.stage_chunk(section, position, log_bytes, &chunk).await {
             Ok(true) => self.accept_install().await,
             Ok(false) => Ok(()),
             Err(error) => {
@@ -362,21 +370,34 @@ impl<S: Storage + Clone> Engine<S> {
     /// state (term and vote as they stand), the staging files removed; then the state in
     /// memory. A failure fails the engine; reopening finishes the install or keeps the
     /// old replica, depending on whether the commit point was written.
+    ///
+    /// Safe to run again after it was dropped at an `.await` (the next driver finishes
+    /// the Ready): every disk step can be redone, and the accepted snapshot is let go
+    /// only once the install is done.
     pub(super) async fn install_snapshot(&self, index: u64) -> Result<(), EngineError> {
-        let accepted = self
+        let record = self
             .raft_snapshots
             .accepted
-            .borrow_mut()
-            .take()
-            .ok_or_else(|| fault(format!("snapshot {index} vanished before its install")))?;
+            .borrow()
+            .as_ref()
+            .map(|accepted| accepted.record.clone());
+        let Some(record) = record else {
+            if self.applied_offset.get() == index && !self.raft_snapshots.applying.get() {
+                // An earlier run finished it and was dropped after.
+                return Ok(());
+            }
+            return Err(fault(format!(
+                "snapshot {index} vanished before its install"
+            )));
+        };
         assert_eq!(
-            accepted.record.index, index,
+            record.index, index,
             "the Ready's snapshot is the one staged"
         );
-        install::commit(&self.storage, &accepted.record)
+        install::commit(&self.storage, &record)
             .await
             .map_err(fault)?;
-        install::apply(&self.storage, &self.log, &accepted.record)
+        install::apply(&self.storage, &self.log, &record)
             .await
             .map_err(fault)?;
         let store = &self.replica.store;
@@ -385,6 +406,12 @@ impl<S: Storage + Clone> Engine<S> {
         store.set_commit(durable.hard.commit);
         self.save_durable(durable).await?;
         install::remove_all(&self.storage).await.map_err(fault)?;
+        let accepted = self
+            .raft_snapshots
+            .accepted
+            .borrow_mut()
+            .take()
+            .expect("kept until the install is done");
         let mut state = accepted.state;
         state.reset_leader_state();
         self.state.replace(state);
