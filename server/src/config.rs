@@ -12,7 +12,7 @@ use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 33] = [
+pub const KEYS: [&str; 35] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -28,6 +28,8 @@ pub const KEYS: [&str; 33] = [
     "tenant_queues_max",
     "tenant_groups_per_queue_max",
     "segment_bytes_max",
+    "snapshot_every_records",
+    "queue_retention_minutes",
     "spin_before_park_us",
     "connections_reserved_per_shard",
     "connections_per_address_max",
@@ -99,6 +101,11 @@ pub struct Config {
     pub tenant_groups_per_queue_max: u32,
     /// Log segment size.
     pub segment_bytes_max: u64,
+    /// Records an engine applies between two snapshots of its state (its log retention
+    /// keeps what the newest snapshot needs; a follower behind that gets a Raft snapshot).
+    pub snapshot_every_records: u64,
+    /// The retention of new queues, minutes (the DMS `reservation`; 4320 = 72 h).
+    pub queue_retention_minutes: u64,
     /// Spin before parking (microseconds, 0 = off): lower cross-shard latency, a busy core.
     pub spin_before_park_us: u64,
     /// The last of a shard's `connections_per_shard_max` slots, kept for addresses that
@@ -163,6 +170,8 @@ impl Config {
             tenant_queues_max: 30,
             tenant_groups_per_queue_max: 3,
             segment_bytes_max: 256 << 20,
+            snapshot_every_records: 200_000,
+            queue_retention_minutes: 4320,
             spin_before_park_us: 0,
             connections_reserved_per_shard: 256,
             connections_per_address_max: 1024,
@@ -289,6 +298,8 @@ impl Config {
             "tenant_queues_max" => self.tenant_queues_max = num(value)?,
             "tenant_groups_per_queue_max" => self.tenant_groups_per_queue_max = num(value)?,
             "segment_bytes_max" => self.segment_bytes_max = num(value)?,
+            "snapshot_every_records" => self.snapshot_every_records = num(value)?,
+            "queue_retention_minutes" => self.queue_retention_minutes = num(value)?,
             "spin_before_park_us" => self.spin_before_park_us = num(value)?,
             "connections_reserved_per_shard" => self.connections_reserved_per_shard = num(value)?,
             "connections_per_address_max" => self.connections_per_address_max = num(value)?,
@@ -373,6 +384,13 @@ impl Config {
         }
         if !(1 << 20..=1 << 30).contains(&self.segment_bytes_max) {
             return Err("segment_bytes_max must be 1 MiB to 1 GiB".into());
+        }
+        if !(100..=100_000_000).contains(&self.snapshot_every_records) {
+            return Err("snapshot_every_records must be 100 to 100000000".into());
+        }
+        // The engine's retention range (`EngineLimits::dms`): 1 minute to 72 hours.
+        if !(1..=4320).contains(&self.queue_retention_minutes) {
+            return Err("queue_retention_minutes must be 1 to 4320".into());
         }
         self.validate_fairness()?;
         self.validate_auth()?;
@@ -488,6 +506,8 @@ struct FileConfig {
     tenant_queues_max: Option<u32>,
     tenant_groups_per_queue_max: Option<u32>,
     segment_bytes_max: Option<u64>,
+    snapshot_every_records: Option<u64>,
+    queue_retention_minutes: Option<u64>,
     spin_before_park_us: Option<u64>,
     connections_reserved_per_shard: Option<u32>,
     connections_per_address_max: Option<u32>,
@@ -531,6 +551,8 @@ impl FileConfig {
             tenant_queues_max,
             tenant_groups_per_queue_max,
             segment_bytes_max,
+            snapshot_every_records,
+            queue_retention_minutes,
             spin_before_park_us,
             connections_reserved_per_shard,
             connections_per_address_max,

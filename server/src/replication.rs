@@ -30,6 +30,7 @@ use sluice_core::replica::{decode_message, encode_message, Message};
 use crate::cluster::{ClusterTransport, InboundReceiver, NodeId, SendError, ShardNet};
 use crate::forwarding::Forwarder;
 use crate::shard::{PartitionEngine, Shard};
+use crate::snapshot_transfer::SnapshotCarrier;
 
 /// The frame kind of a Raft message (kind 0 is the transport's hello).
 pub const KIND_RAFT: u8 = 1;
@@ -68,6 +69,8 @@ pub struct Replication {
     /// Calls forwarded to and from the other nodes over the same transport.
     forwarder: Rc<Forwarder>,
     counters: Rc<ReplicationCounters>,
+    /// Raft snapshot chunks carried to and from the other nodes.
+    snapshots: Rc<SnapshotCarrier>,
     /// The outbound task of each owned partition's current engine.
     outbound: RefCell<BTreeMap<u32, Task<()>>>,
     /// The Raft ticker and the inbound task.
@@ -83,10 +86,16 @@ impl Replication {
         let forwarder = Rc::new(Forwarder::new(transport.clone()));
         shard.node.host().attach_forwarder(Some(forwarder.clone()));
         let counters = Rc::new(ReplicationCounters::default());
-        let ticker = glommio::spawn_local(raft_ticker(shard.clone(), forwarder.clone()));
+        let snapshots = Rc::new(SnapshotCarrier::new(transport.clone()));
+        let ticker = glommio::spawn_local(raft_ticker(
+            shard.clone(),
+            forwarder.clone(),
+            snapshots.clone(),
+        ));
         let receiving = glommio::spawn_local(inbound_loop(
             shard.clone(),
             forwarder.clone(),
+            snapshots.clone(),
             counters.clone(),
             inbound,
         ));
@@ -94,6 +103,7 @@ impl Replication {
             transport,
             forwarder,
             counters,
+            snapshots,
             outbound: RefCell::new(BTreeMap::new()),
             tasks: RefCell::new(vec![ticker, receiving]),
         });
@@ -121,6 +131,11 @@ impl Replication {
     /// What this shard dropped so far.
     pub fn counters(&self) -> &ReplicationCounters {
         &self.counters
+    }
+
+    /// Snapshot chunk frames this shard dropped so far.
+    pub fn snapshot_frames_dropped(&self) -> u64 {
+        self.snapshots.dropped.get()
     }
 
     /// The shard's forwarded calls.
@@ -172,7 +187,7 @@ fn drive_soon(engine: Rc<PartitionEngine>) {
 /// each one sees, and fails the forwarded calls whose connections broke
 /// ([`Forwarder::sweep`]). Runs until [`Replication::close`] cancels it (not on
 /// `stopping`: the requests that a shutdown finishes still need their commits).
-async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
+async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>, snapshots: Rc<SnapshotCarrier>) {
     let owned = shard.node.owned().to_vec();
     let mut ticks: u64 = 0;
     // Ends by cancellation; one pass per RAFT_TICK_MS.
@@ -195,6 +210,7 @@ async fn raft_ticker(shard: Rc<Shard>, forwarder: Rc<Forwarder>) {
                     engine.applied_index(),
                 );
                 engine.raft_tick();
+                snapshots.request_next(*partition, &engine);
                 drive_soon(engine);
             }
         }
@@ -262,6 +278,7 @@ async fn outbound_loop(
 async fn inbound_loop(
     shard: Rc<Shard>,
     forwarder: Rc<Forwarder>,
+    snapshots: Rc<SnapshotCarrier>,
     counters: Rc<ReplicationCounters>,
     receiver: InboundReceiver,
 ) {
@@ -272,7 +289,9 @@ async fn inbound_loop(
         let mut taken = 0;
         while let Some(frame) = next {
             let (peer, kind, payload) = frame.into_parts();
-            if !forwarder.receive(&shard.node, peer, kind, &payload) {
+            let taken_by = forwarder.receive(&shard.node, peer, kind, &payload)
+                || snapshots.receive(&shard, peer, kind, &payload);
+            if !taken_by {
                 match deliver(&shard, kind, &payload) {
                     Some((partition, engine)) => {
                         touched.insert(partition, engine);

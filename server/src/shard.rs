@@ -39,8 +39,6 @@ use crate::shared::Shared;
 
 pub type PartitionEngine = Engine<DmaStorage>;
 
-/// Engines take a snapshot after this many applied records.
-const SNAPSHOT_EVERY_RECORDS: u64 = 200_000;
 /// How often a shard publishes its cluster counters for `/metrics`.
 pub const CLUSTER_COUNTERS_PUBLISH_MS: u64 = 1_000;
 /// A ticker sleeps at most this long, so time-driven changes are at most this late.
@@ -48,7 +46,9 @@ const TICK_INTERVAL_MS: u64 = 250;
 /// After a storage fault a partition is reopened after this pause.
 const REOPEN_PAUSE_MS: u64 = 200;
 
-pub fn engine_config(segment_bytes_max: u64) -> EngineConfig {
+/// The engines' configuration: `snapshot_every_records` applied records between two
+/// snapshots.
+pub fn engine_config(segment_bytes_max: u64, snapshot_every_records: u64) -> EngineConfig {
     EngineConfig {
         log: LogConfig {
             segment_bytes_max,
@@ -62,7 +62,7 @@ pub fn engine_config(segment_bytes_max: u64) -> EngineConfig {
             visibility_ms_min: 1_000,
             ..EngineLimits::dms()
         },
-        snapshot_every_records: SNAPSHOT_EVERY_RECORDS,
+        snapshot_every_records,
     }
 }
 
@@ -78,7 +78,7 @@ pub fn node_config(shared: &Shared) -> NodeConfig {
         ..NodeConfig::new(
             shared.shard_count,
             shared.facts.partitions,
-            engine_config(config.segment_bytes_max).limits,
+            engine_config(config.segment_bytes_max, config.snapshot_every_records).limits,
         )
     }
 }
@@ -102,7 +102,10 @@ async fn open_engine(
     shared: &Shared,
     storage: DmaStorage,
 ) -> Result<PartitionEngine, EngineOpenError> {
-    let config = engine_config(shared.config.segment_bytes_max);
+    let config = engine_config(
+        shared.config.segment_bytes_max,
+        shared.config.snapshot_every_records,
+    );
     Engine::open_replica(storage, config, replica_config(shared), shared.queue_ms()).await
 }
 
@@ -411,11 +414,12 @@ impl Shard {
         let counters = replication.counters();
         eprintln!(
             "sluice: shard {}: raft messages dropped: {} (peer queue full), {} (refused), \
-             {} received (undeliverable)",
+             {} received (undeliverable); snapshot chunk frames dropped: {}",
             self.index,
             counters.sent_full.get(),
             counters.sent_refused.get(),
-            counters.received_dropped.get()
+            counters.received_dropped.get(),
+            replication.snapshot_frames_dropped()
         );
     }
 

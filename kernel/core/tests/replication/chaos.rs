@@ -31,12 +31,13 @@ use futures_lite::future::{block_on, poll_once};
 use rand::Rng;
 use sluice_core::engine::config::QueueInfo;
 use sluice_core::engine::types::*;
+use sluice_core::engine::EngineLimits;
 use sluice_core::storage::IoErrorKind;
 use sluice_core::types::Offset;
 
 use sluice_core::engine::membership::MembershipStep;
 
-use super::{message, request, setup, Cluster, Faults};
+use super::{message, request, setup, setup_expiring, Cluster, Faults};
 
 /// What a committed record holds, as every replica must agree on it forever: term,
 /// timestamp, attributes, body.
@@ -57,6 +58,10 @@ const DRAIN_ROUNDS_MAX: u32 = 1_000;
 #[derive(Default)]
 struct Checker {
     seed: u64,
+    /// The run expires messages by time, which each replica applies on its own clock
+    /// (unlogged): the state comparison leaves out queue sizes and ack counts (an ack
+    /// applied after one replica expired its message counts only at the others).
+    compacting: bool,
     /// The serving leader seen in each term.
     leaders: HashMap<u64, u64>,
     committed: HashMap<u64, RecordKey>,
@@ -105,11 +110,18 @@ impl Checker {
     fn check_states(&mut self, cluster: &Cluster, queue: QueueId, group: GroupId) {
         for engine in cluster.running() {
             let id = engine.replica_id();
+            let info = engine.queue_info(queue).ok().map(|mut info| {
+                if self.compacting {
+                    (info.stored, info.delayed) = (0, 0);
+                }
+                info
+            });
             let state = (
-                engine.queue_info(queue).ok(),
+                info,
                 engine
                     .group_stats(queue, group)
                     .ok()
+                    .filter(|_| !self.compacting)
                     .map(|g| (g.acked_total, g.dead_letters)),
             );
             let applied = engine.applied_index();
@@ -132,7 +144,8 @@ impl Checker {
         for engine in cluster.running() {
             let id = engine.replica_id();
             let applied = engine.applied_index();
-            let mut next = 0;
+            // Retention (or a Raft snapshot) may have removed the log's start.
+            let mut next = engine.log().start_offset().0;
             while next < applied {
                 let records =
                     block_on(engine.log().read(Offset(next), 1 << 20)).unwrap_or_else(|error| {
@@ -283,18 +296,48 @@ struct Run {
     acked: Vec<String>,
     /// Bodies a consumer acked (answered with success, or not answered: it may commit).
     consumed: HashSet<String>,
+    checker: Checker,
+    /// Bodies are padded and the clock jumps past the queue's retention now and then, so
+    /// that logs lose segments and lagging replicas need Raft snapshots.
+    compacting: bool,
+    /// Steps after which some replica was pulling or installing a Raft snapshot.
+    installs_seen: u32,
     /// Membership changes answered with success, and how many of them were moves.
     changes: u32,
     moves: u32,
-    checker: Checker,
 }
 
 impl Run {
+    /// The body of the send at `step`.
+    fn body(&self, step: u32) -> String {
+        let pad = if self.compacting {
+            COMPACTING_PAD_BYTES
+        } else {
+            0
+        };
+        format!("m{}-{step}{}", self.seed, "x".repeat(pad))
+    }
+
+    /// The clock passes the queue's retention; every replica expires its messages, takes
+    /// an engine snapshot and lets retention remove old segments. Sends acknowledged so
+    /// far may expire unreceived: only later ones must be delivered.
+    fn compact(&mut self, cluster: &Cluster) {
+        let jump = EngineLimits::dms().retention_ms_min + 1_000;
+        cluster.now.set(cluster.now.get() + jump);
+        let now = cluster.now.get();
+        for engine in cluster.running() {
+            let _ = cluster.try_run(engine.tick(now), 20);
+            let _ = cluster.try_run(engine.snapshot(), 20);
+            let _ = cluster.try_run(engine.tick(now), 20);
+        }
+        self.acked.clear();
+    }
+
     fn send(&mut self, cluster: &Cluster, step: u32) {
         let Some(leader) = cluster.serving() else {
             return;
         };
-        let body = format!("m{}-{step}", self.seed);
+        let body = self.body(step);
         let engine = cluster.engine(leader);
         let batch = [message(&body)];
         let sent = engine.send(self.queue, &batch, cluster.now.get());
@@ -310,7 +353,7 @@ impl Run {
         let Some(leader) = cluster.serving() else {
             return;
         };
-        let body = format!("m{}-{step}", self.seed);
+        let body = self.body(step);
         let fault = cluster.random(5);
         let answered = {
             let engine = cluster.engine(leader);
@@ -444,23 +487,69 @@ impl Run {
 
 /// One seeded run of `steps` steps on `size` replicas (see the module's documentation).
 pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
-    chaos_with(seed, size, size, steps);
+    chaos_with(seed, Shape::plain(size), steps);
 }
 
 /// Membership changes a run completed: (changes, moves).
 pub(super) type Changed = (u32, u32);
 
-/// A run in which replicas `1..=genesis` of `size` start as the group and membership
-/// changes (adding learners, promoting them, moves, removals) run under the same load and
-/// faults as everything else, between 3 and `size` voters.
+/// A run in which replicas `1..=3` of 5 start as the group and membership changes
+/// (adding learners, promoting them, moves, removals) run under the same load and faults
+/// as everything else, between 3 and 5 voters; odd seeds also compact (so replicas join
+/// from Raft snapshots).
 pub(super) fn membership_chaos(seed: u64, steps: u32) -> Changed {
-    chaos_with(seed, 3, 5, steps)
+    let run = chaos_with(
+        seed,
+        Shape {
+            genesis: 3,
+            size: 5,
+            compacting: seed % 2 == 1,
+        },
+        steps,
+    );
+    (run.changes, run.moves)
 }
 
-fn chaos_with(seed: u64, genesis: u64, size: u64, steps: u32) -> Changed {
-    let mut cluster = Cluster::with_spares(genesis, size, seed);
+/// What a run's cluster looks like.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Replicas `1..=genesis` of `size` form the group at first; with fewer than `size`,
+    /// the run changes the membership too.
+    genesis: u64,
+    size: u64,
+    /// See [`Run::compacting`].
+    compacting: bool,
+}
+
+impl Shape {
+    fn plain(size: u64) -> Shape {
+        Shape {
+            genesis: size,
+            size,
+            compacting: false,
+        }
+    }
+}
+
+/// One seeded run of `shape`; answers the run (what it saw).
+fn chaos_with(seed: u64, shape: Shape, steps: u32) -> Run {
+    let Shape {
+        genesis,
+        size,
+        compacting,
+    } = shape;
+    let snapshot_every = if compacting {
+        COMPACTING_SNAPSHOT_EVERY
+    } else {
+        super::config().snapshot_every_records
+    };
+    let mut cluster = Cluster::build(genesis, size, seed, snapshot_every);
     let first = cluster.leader();
-    let (queue, group) = setup(&cluster, first);
+    let (queue, group) = if compacting {
+        setup_expiring(&cluster, first)
+    } else {
+        setup(&cluster, first)
+    };
     cluster.faults.set(Faults {
         drop: 10,
         duplicate: 5,
@@ -473,12 +562,15 @@ fn chaos_with(seed: u64, genesis: u64, size: u64, steps: u32) -> Changed {
         group,
         acked: Vec::new(),
         consumed: HashSet::new(),
-        changes: 0,
-        moves: 0,
         checker: Checker {
             seed,
+            compacting,
             ..Checker::default()
         },
+        compacting,
+        installs_seen: 0,
+        changes: 0,
+        moves: 0,
     };
     for step in 0..steps {
         match cluster.random(100) {
@@ -520,11 +612,24 @@ fn chaos_with(seed: u64, genesis: u64, size: u64, steps: u32) -> Changed {
         if step % 5 == 0 {
             cluster.engine_tick();
         }
+        if compacting && step % COMPACTING_EVERY_STEPS == COMPACTING_EVERY_STEPS - 1 {
+            run.compact(&cluster);
+        }
+        if cluster.running().any(|e| e.installing_snapshot()) {
+            run.installs_seen += 1;
+        }
         run.checker.check(&cluster, queue, group, step % 20 == 0);
     }
     finish(&mut cluster, &mut run);
-    (run.changes, run.moves)
+    run
 }
+
+/// Body padding of a compacting run: a few sends fill a 64 KiB segment.
+const COMPACTING_PAD_BYTES: usize = 4096;
+/// A compacting run's engines snapshot this often.
+const COMPACTING_SNAPSHOT_EVERY: u64 = 50;
+/// A compacting run's clock passes the retention this often.
+const COMPACTING_EVERY_STEPS: u32 = 25;
 
 /// Heals everything, drains the queue at the leader and checks what was promised.
 fn finish(cluster: &mut Cluster, run: &mut Run) {
@@ -575,6 +680,14 @@ fn finish(cluster: &mut Cluster, run: &mut Run) {
         );
     }
     assert_eq!(empty, 2, "seed {seed}: the queue did not drain");
+    if run.compacting {
+        // Retention is applied by each replica's own tick: one more at the same time
+        // everywhere, so that their queue sizes agree.
+        let now = cluster.now.get();
+        for engine in cluster.running() {
+            let _ = cluster.try_run(engine.tick(now), 20);
+        }
+    }
     let leader = cluster.leader();
     for body in &run.acked {
         assert!(
@@ -598,6 +711,22 @@ fn three_replicas_survive_chaos() {
 }
 
 #[test]
+fn three_replicas_survive_chaos_with_retention_and_raft_snapshots() {
+    // Goal: the chaos checks hold while logs lose segments to retention and lagging
+    // replicas catch up from Raft snapshots (whose transfers and installs meet the same
+    // crashes, power losses and network faults). Method: compacting runs; at least one
+    // of them must have seen a snapshot pulled or installed.
+    let compacting = Shape {
+        compacting: true,
+        ..Shape::plain(3)
+    };
+    let installs: u32 = (0..8)
+        .map(|seed| chaos_with(seed, compacting, 300).installs_seen)
+        .sum();
+    assert!(installs > 0, "no run needed a Raft snapshot");
+}
+
+#[test]
 fn membership_changes_survive_chaos() {
     // Goal: the checks hold while the group changes under load and faults, and the runs
     // do change it (moves included), so a pass means something.
@@ -610,6 +739,29 @@ fn membership_changes_survive_chaos() {
     assert!(
         changes >= 8 && moves >= 1,
         "{changes} changes, {moves} moves"
+    );
+}
+
+#[test]
+fn membership_changes_survive_chaos_with_retention_and_raft_snapshots() {
+    // Goal: replicas join groups whose logs retention already cut, so they start from a
+    // Raft snapshot carrying the configuration as of its index, and the checks hold.
+    // Method: membership runs that also compact; the runs must have changed the
+    // membership and needed snapshots.
+    let shape = Shape {
+        genesis: 3,
+        size: 5,
+        compacting: true,
+    };
+    let (mut installs, mut changes) = (0, 0);
+    for seed in 300..308 {
+        let run = chaos_with(seed, shape, 300);
+        installs += run.installs_seen;
+        changes += run.changes;
+    }
+    assert!(
+        installs > 0 && changes > 0,
+        "{installs} installs, {changes} changes"
     );
 }
 
