@@ -92,11 +92,8 @@ impl Cluster {
         Cluster::build(genesis, size, seed, config().snapshot_every_records)
     }
 
-    /// [`Cluster::seeded`] with engines that snapshot every `snapshot_every_records`.
-    fn seeded_with(size: u64, seed: u64, snapshot_every_records: u64) -> Cluster {
-        Cluster::build(size, size, seed, snapshot_every_records)
-    }
-
+    /// `size` replicas, the first `genesis` of them the group, whose engines snapshot
+    /// every `snapshot_every_records`.
     fn build(genesis: u64, size: u64, seed: u64, snapshot_every_records: u64) -> Cluster {
         let disks: Vec<SimDisk> = (0..size).map(|i| SimDisk::new(100 + i)).collect();
         let mut cluster = Cluster {
