@@ -167,16 +167,8 @@ impl<S: Storage + Clone> Engine<S> {
             }
         };
         self.wait_until(&proposal, || {
-            if self.applied_offset.get() < proposal.last_index {
-                return None;
-            }
-            let term = self
-                .replica
-                .store
-                .log()
-                .term_at(Offset(proposal.last_index - 1));
-            if term != Some(proposal.term) {
-                return Some(Err(self.replica.not_leader()));
+            if let Err(error) = self.applied_outcome(&proposal)? {
+                return Some(Err(error));
             }
             // Entered: wait until the joint configuration (if any) is left again.
             (!self.membership().joint()).then_some(Ok(()))

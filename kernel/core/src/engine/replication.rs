@@ -343,22 +343,26 @@ impl<S: Storage + Clone> Engine<S> {
     /// Runs the Ready loop, then waits until the proposal is applied (or fails). When the
     /// task driving the loop is dropped while work remains, a waiter takes over.
     pub(super) async fn wait_committed(&self, proposal: &Proposal) -> Result<(), EngineError> {
-        self.wait_until(proposal, || {
-            if self.applied_offset.get() < proposal.last_index {
-                return None;
-            }
-            let term = self
-                .replica
-                .store
-                .log()
-                .term_at(Offset(proposal.last_index - 1));
-            Some(if term == Some(proposal.term) {
-                Ok(())
-            } else {
-                Err(self.replica.not_leader())
-            })
+        self.wait_until(proposal, || self.applied_outcome(proposal))
+            .await
+    }
+
+    /// Whether `proposal` is applied: `None` not yet, `Ok` when the applied entry has the
+    /// proposal's term, `NotLeader` when another leader's entry took its place.
+    pub(super) fn applied_outcome(&self, proposal: &Proposal) -> Option<Result<(), EngineError>> {
+        if self.applied_offset.get() < proposal.last_index {
+            return None;
+        }
+        let term = self
+            .replica
+            .store
+            .log()
+            .term_at(Offset(proposal.last_index - 1));
+        Some(if term == Some(proposal.term) {
+            Ok(())
+        } else {
+            Err(self.replica.not_leader())
         })
-        .await
     }
 
     /// How a send or an ack waits for its proposal before answering: committed and
