@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 /// free took about 11% of its CPU under the HTTP produce benchmark.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sluice_server::client::{Client, Credentials};
 use sluice_server::config::Config;
 use sluice_server::datadir;
@@ -84,6 +84,11 @@ enum Command {
         /// ID=IP:PORT,ID=IP:PORT,...
         #[arg(long, value_name = "ID=ADDR,...")]
         peers: Option<String>,
+        /// The nodes of --peers every partition's group starts with (default: all of
+        /// them); the others join by `sluice cluster add-node` or `move`. The same on
+        /// every node.
+        #[arg(long, value_name = "ID,...")]
+        initial_voters: Option<String>,
         /// Any other setting, as key=value (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
@@ -158,8 +163,31 @@ enum ClusterAction {
     /// Start NODES `sluice server` processes on 127.0.0.1 as one cluster (node N: HTTP on
     /// HTTP_BASE+N-1, cluster port CLUSTER_BASE+N-1, data in DIR/nodeN); Ctrl-C stops them.
     Local(cluster_cli::Local),
-    /// A node's readiness and each partition's leader as it sees them (GET /readyz).
+    /// A node's readiness and each partition's leader as it sees them (GET /readyz),
+    /// then every partition's replicas as its leader sees them (GET /admin/cluster).
     Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Give node ID (one of --peers) a voting replica of every partition: it joins each
+    /// group as a learner, copies the log, then votes. Traffic goes on meanwhile.
+    AddNode {
+        id: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Move every partition's replica on node FROM to node TO (online: each partition
+    /// adds TO as a learner, then swaps it in for FROM in one joint-consensus change).
+    Move {
+        from: u64,
+        to: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Take every partition's replica off node ID (leads hand over first); the node can
+    /// then be stopped.
+    RemoveNode {
+        id: u64,
         #[command(flatten)]
         target: Target,
     },
@@ -223,6 +251,7 @@ fn run(cli: Cli) -> Result<(), String> {
             node_id,
             cluster_listen,
             peers,
+            initial_voters,
             settings,
         } => {
             let mut resolved = Config::defaults();
@@ -261,6 +290,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 resolved
                     .set("peers", &peers)
                     .map_err(|e| format!("--peers: {e}"))?;
+            }
+            if let Some(voters) = initial_voters {
+                resolved
+                    .set("initial_voters", &voters)
+                    .map_err(|e| format!("--initial-voters: {e}"))?;
             }
             for setting in settings {
                 let (key, value) = setting
@@ -418,11 +452,27 @@ fn cluster(action: ClusterAction) -> Result<(), String> {
                 .map_err(|_| format!("{endpoint}: expected http://IP:PORT"))?;
             let (status, body) = cluster_cli::readyz(address)?;
             println!("{body}");
-            if status == 200 {
-                Ok(())
-            } else {
-                Err(format!("not ready (HTTP {status})"))
+            if status != 200 {
+                return Err(format!("not ready (HTTP {status})"));
             }
+            let members = admin_client(&target)?.call("GET", "/admin/cluster", None)?;
+            print_json(&members.ok()?)
+        }
+        ClusterAction::AddNode { id, target } => {
+            let body = json!({ "id": id });
+            let answer =
+                admin_client(&target)?.call("POST", "/admin/cluster/nodes", Some(&body))?;
+            print_json(&answer.ok()?)
+        }
+        ClusterAction::Move { from, to, target } => {
+            let body = json!({ "from": from, "to": to });
+            let answer = admin_client(&target)?.call("POST", "/admin/cluster/move", Some(&body))?;
+            print_json(&answer.ok()?)
+        }
+        ClusterAction::RemoveNode { id, target } => {
+            let path = format!("/admin/cluster/nodes/{id}");
+            let answer = admin_client(&target)?.call("DELETE", &path, None)?;
+            print_json(&answer.ok()?)
         }
     }
 }

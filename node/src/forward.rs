@@ -86,6 +86,7 @@ forwardable! {
     CreateQueue, DeleteQueue, SetQueueMeta, CreateGroup, DeleteGroup, SendBatch, Cancel,
     Receive, Ack, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,
+    ReadMembership, ChangeMembership, TransferLead,
 }
 
 impl Call {

@@ -67,6 +67,12 @@ pub trait Host: Sized + 'static {
         async { Err(NodeError::Unavailable("no other node is reachable")) }
     }
 
+    /// The ids of every node of the cluster (`--peers`), this one included; empty on a
+    /// single node. Membership changes name only these.
+    fn cluster_nodes(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// Whether other nodes hold replicas of this node's partitions (a cluster): then
     /// this node's directories may trail partition 0's leader by a moment.
     fn replicated(&self) -> bool {

@@ -38,6 +38,7 @@ pub mod host;
 pub mod leader_reads;
 pub mod local;
 pub mod login;
+pub mod membership;
 mod metadata;
 pub mod password;
 pub mod replay;
@@ -58,6 +59,8 @@ pub use replay::ReplayRefusal;
 pub use routing::Routed;
 pub use shard::{NodeConfig, NodeShard};
 
+use membership::ClusterChange;
+use requests::PartitionMembership;
 use tenants::{Quotas, Tenant, TenantDirectory, TenantError};
 
 /// A queue as the directory knows it (no message counts: those need the partitions).
@@ -292,4 +295,15 @@ pub trait Node {
         project_id: &str,
         quotas: Quotas,
     ) -> Result<Tenant, TenantError>;
+
+    /// Admin: every partition's replicas, read at its leader (or, when no leader can be
+    /// asked, at this node's replica, marked so).
+    async fn cluster_membership(&self) -> Vec<Result<PartitionMembership, NodeError>>;
+
+    /// Admin: adds, removes or moves a node's replicas in every partition
+    /// ([`membership`]); answers every partition's configuration afterwards.
+    async fn change_cluster(
+        &self,
+        change: ClusterChange,
+    ) -> Result<Vec<PartitionMembership>, NodeError>;
 }

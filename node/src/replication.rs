@@ -102,6 +102,12 @@ pub trait RaftHost: 'static {
     /// connections broke).
     fn ticked(&self) {}
 
+    /// After `partition`'s engine ticked, before its Ready loop starts (the server asks
+    /// the leader for the Raft snapshot chunk the engine wants next).
+    fn engine_ticked(&self, partition: u32, engine: &Engine<Self::Storage>) {
+        let _ = (partition, engine);
+    }
+
     /// What the tick saw of `partition` (`None`: out of service): the server records
     /// the leader and progress for `/readyz`, the simulation checks one leader per term.
     fn observe(&self, partition: u32, engine: Option<&Engine<Self::Storage>>) {
@@ -110,22 +116,20 @@ pub trait RaftHost: 'static {
 }
 
 /// The runtime-independent part of one shard's replication: the partitions it owns, the
-/// cluster's voters, the tick count and what it dropped.
+/// tick count and what it dropped.
 pub struct RaftDriver {
     node_id: u64,
     owned: Vec<u32>,
-    voters: Vec<u64>,
     ticks: Cell<u64>,
     counters: RaftCounters,
 }
 
 impl RaftDriver {
-    /// The driver of node `node_id`'s shard that owns `owned`, in a cluster of `voters`.
-    pub fn new(node_id: u64, owned: Vec<u32>, voters: Vec<u64>) -> RaftDriver {
+    /// The driver of node `node_id`'s shard that owns `owned`.
+    pub fn new(node_id: u64, owned: Vec<u32>) -> RaftDriver {
         RaftDriver {
             node_id,
             owned,
-            voters,
             ticks: Cell::new(0),
             counters: RaftCounters::default(),
         }
@@ -164,6 +168,7 @@ impl RaftDriver {
             host.observe(*partition, engine.as_deref());
             if let Some(engine) = engine {
                 engine.raft_tick();
+                host.engine_ticked(*partition, &engine);
                 host.drive_soon(engine);
             }
         }
@@ -180,15 +185,21 @@ impl RaftDriver {
     }
 
     /// Hands the lead of each partition this shard leads to its preferred node
-    /// ([`preferred_leader`]) when that node is up and holds the whole log
+    /// ([`preferred_leader`] among the partition's current voters, so membership changes
+    /// move the preference with the replicas) when that node is up and holds the whole log
     /// (`Engine::transfer_lead`); after a failover the lead goes back once the preferred
-    /// node has caught up.
+    /// node has caught up. A partition in a joint configuration (a move under way) keeps
+    /// its leader.
     fn balance_leaders<H: RaftHost>(&self, host: &H) {
         for partition in &self.owned {
             let Some(engine) = host.raft_engine(*partition) else {
                 continue;
             };
-            let Some(preferred) = preferred_leader(*partition, &self.voters) else {
+            let membership = engine.membership();
+            if membership.joint() {
+                continue;
+            }
+            let Some(preferred) = preferred_leader(*partition, &membership.voters) else {
                 continue;
             };
             if preferred != engine.replica_id() && engine.transfer_lead(preferred) {

@@ -13,6 +13,7 @@
 
 use std::rc::Rc;
 
+use sluice_core::engine::membership::{Membership, MembershipStep};
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, GroupId, GroupStats, HandleError, MessageId, QueueConfig,
     QueueId, ReceiptHandle, SendInput, SendOutcome,
@@ -284,6 +285,64 @@ partition_request! {
             Ok((info, stats))
         })
     }
+}
+
+partition_request! {
+    /// The partition's Raft configuration as its leader applied it, the leader's id, and
+    /// which learners hold everything committed (`Engine::caught_up`).
+    ReadMembership {} -> PartitionMembership,
+    |this, shard, engine, now| {
+        let _ = (&this, now);
+        let membership = engine.membership();
+        let caught_up = membership
+            .learners
+            .iter()
+            .copied()
+            .filter(|id| engine.caught_up(*id))
+            .collect();
+        Ok::<_, sluice_core::engine::types::EngineError>(PartitionMembership {
+            partition: this.partition,
+            leader: engine.leader_id(),
+            at_leader: engine.is_serving_leader(),
+            membership,
+            caught_up,
+        })
+    }
+}
+
+partition_request! {
+    /// One membership change of the partition's group, at its leader
+    /// (`Engine::change_membership`); answers the configuration once applied.
+    ChangeMembership { steps: Vec<MembershipStep> } -> Membership,
+    |this, shard, engine, now| {
+        let _ = now;
+        engine.change_membership(&this.steps).await
+    }
+}
+
+partition_request! {
+    /// Hands the partition's lead to node `to` (`Engine::transfer_lead`); answers whether
+    /// the handover started.
+    TransferLead { to: u64 } -> bool,
+    |this, shard, engine, now| {
+        let _ = now;
+        let started = engine.transfer_lead(this.to);
+        engine.drive().await;
+        Ok::<_, sluice_core::engine::types::EngineError>(started)
+    }
+}
+
+/// A partition's replicas as [`ReadMembership`] reads them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMembership {
+    pub partition: u32,
+    /// The replica that answered believes this node leads.
+    pub leader: Option<u64>,
+    /// Whether the answer came from the serving leader (a follower's view may trail).
+    pub at_leader: bool,
+    pub membership: Membership,
+    /// The learners that hold everything committed (may be promoted).
+    pub caught_up: Vec<u64>,
 }
 
 /// Defines a metadata change, run by shard 0 one at a time: its fields, its reply and

@@ -22,8 +22,9 @@ use sluice_core::engine::{validate_batch, Engine, EngineLimits, ReceiveRequest};
 
 use crate::guards::{AuthGuards, LoginLimits};
 use crate::login::{LoginError, LoginRequest};
+use crate::membership::ClusterChange;
 use crate::replay::ReplayRefusal;
-use crate::requests::{self, owner_of, ShardRequest};
+use crate::requests::{self, owner_of, PartitionMembership, ShardRequest};
 use crate::routing::{self, Routed};
 use crate::tenants::{Quotas, Tenant, TenantDirectory, TenantError};
 use crate::{Directories, Host, Job, Lane, Node, NodeError, QueueCounts, QueueView};
@@ -643,6 +644,17 @@ impl<H: Host> Node for NodeShard<H> {
         }
         results.resize(acks.len(), Err(HandleError::Stale));
         Ok(results)
+    }
+
+    async fn cluster_membership(&self) -> Vec<Result<PartitionMembership, NodeError>> {
+        self.membership_views().await
+    }
+
+    async fn change_cluster(
+        &self,
+        change: ClusterChange,
+    ) -> Result<Vec<PartitionMembership>, NodeError> {
+        self.run_cluster_change(change).await
     }
 
     async fn create_tenant(

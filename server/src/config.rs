@@ -12,7 +12,7 @@ use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 32] = [
+pub const KEYS: [&str; 35] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -28,6 +28,8 @@ pub const KEYS: [&str; 32] = [
     "tenant_queues_max",
     "tenant_groups_per_queue_max",
     "segment_bytes_max",
+    "snapshot_every_records",
+    "queue_retention_minutes",
     "spin_before_park_us",
     "connections_reserved_per_shard",
     "connections_per_address_max",
@@ -45,7 +47,22 @@ pub const KEYS: [&str; 32] = [
     "node_id",
     "cluster_listen",
     "peers",
+    "initial_voters",
 ];
+
+/// Parses node ids separated by commas (`--initial-voters 1,2,3`).
+fn parse_node_ids(text: &str) -> Result<Vec<NodeId>, String> {
+    text.split(',')
+        .map(|id| {
+            id.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .map(NodeId)
+                .ok_or_else(|| format!("{:?} is not a node id", id.trim()))
+        })
+        .collect()
+}
 
 /// Widest configurable skew window (APIG's 15 minutes).
 const CLOCK_SKEW_S_CEILING: i64 = 15 * 60;
@@ -84,6 +101,11 @@ pub struct Config {
     pub tenant_groups_per_queue_max: u32,
     /// Log segment size.
     pub segment_bytes_max: u64,
+    /// Records an engine applies between two snapshots of its state (its log retention
+    /// keeps what the newest snapshot needs; a follower behind that gets a Raft snapshot).
+    pub snapshot_every_records: u64,
+    /// The retention of new queues, minutes (the DMS `reservation`; 4320 = 72 h).
+    pub queue_retention_minutes: u64,
     /// Spin before parking (microseconds, 0 = off): lower cross-shard latency, a busy core.
     pub spin_before_park_us: u64,
     /// The last of a shard's `connections_per_shard_max` slots, kept for addresses that
@@ -125,6 +147,9 @@ pub struct Config {
     /// Every node of the cluster, this one included (`--peers`); empty without a cluster.
     /// The three cluster settings go together: [`Config::cluster`] checks and combines them.
     pub peers: Vec<Peer>,
+    /// The nodes every partition's group starts with (`--initial-voters`, ids separated
+    /// by commas); empty: every node of `peers`.
+    pub initial_voters: Vec<NodeId>,
 }
 
 impl Config {
@@ -145,6 +170,8 @@ impl Config {
             tenant_queues_max: 30,
             tenant_groups_per_queue_max: 3,
             segment_bytes_max: 256 << 20,
+            snapshot_every_records: 200_000,
+            queue_retention_minutes: 4320,
             spin_before_park_us: 0,
             connections_reserved_per_shard: 256,
             connections_per_address_max: 1024,
@@ -162,6 +189,7 @@ impl Config {
             node_id: None,
             cluster_listen: None,
             peers: Vec::new(),
+            initial_voters: Vec::new(),
         }
     }
 
@@ -172,7 +200,13 @@ impl Config {
         match (self.node_id, self.cluster_listen, self.peers.is_empty()) {
             (None, None, true) => Ok(None),
             (Some(node_id), Some(listen), false) => {
-                ClusterConfig::new(node_id, listen, self.peers.clone()).map(Some)
+                let cluster = ClusterConfig::new(node_id, listen, self.peers.clone())?;
+                if self.initial_voters.is_empty() {
+                    return Ok(Some(cluster));
+                }
+                cluster
+                    .with_initial_voters(self.initial_voters.clone())
+                    .map(Some)
             }
             (node_id, listen, no_peers) => {
                 let missing: Vec<&str> = [
@@ -208,6 +242,10 @@ impl Config {
         let mut file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         if let Some(peers) = file.peers.take() {
             self.peers = parse_peers(&peers).map_err(|e| format!("peers: {e}"))?;
+        }
+        if let Some(voters) = file.initial_voters.take() {
+            self.initial_voters =
+                parse_node_ids(&voters).map_err(|e| format!("initial_voters: {e}"))?;
         }
         file.apply(self);
         Ok(())
@@ -260,6 +298,8 @@ impl Config {
             "tenant_queues_max" => self.tenant_queues_max = num(value)?,
             "tenant_groups_per_queue_max" => self.tenant_groups_per_queue_max = num(value)?,
             "segment_bytes_max" => self.segment_bytes_max = num(value)?,
+            "snapshot_every_records" => self.snapshot_every_records = num(value)?,
+            "queue_retention_minutes" => self.queue_retention_minutes = num(value)?,
             "spin_before_park_us" => self.spin_before_park_us = num(value)?,
             "connections_reserved_per_shard" => self.connections_reserved_per_shard = num(value)?,
             "connections_per_address_max" => self.connections_per_address_max = num(value)?,
@@ -294,6 +334,7 @@ impl Config {
                 )
             }
             "peers" => self.peers = parse_peers(value)?,
+            "initial_voters" => self.initial_voters = parse_node_ids(value)?,
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
@@ -343,6 +384,13 @@ impl Config {
         }
         if !(1 << 20..=1 << 30).contains(&self.segment_bytes_max) {
             return Err("segment_bytes_max must be 1 MiB to 1 GiB".into());
+        }
+        if !(100..=100_000_000).contains(&self.snapshot_every_records) {
+            return Err("snapshot_every_records must be 100 to 100000000".into());
+        }
+        // The engine's retention range (`EngineLimits::dms`): 1 minute to 72 hours.
+        if !(1..=4320).contains(&self.queue_retention_minutes) {
+            return Err("queue_retention_minutes must be 1 to 4320".into());
         }
         self.validate_fairness()?;
         self.validate_auth()?;
@@ -458,6 +506,8 @@ struct FileConfig {
     tenant_queues_max: Option<u32>,
     tenant_groups_per_queue_max: Option<u32>,
     segment_bytes_max: Option<u64>,
+    snapshot_every_records: Option<u64>,
+    queue_retention_minutes: Option<u64>,
     spin_before_park_us: Option<u64>,
     connections_reserved_per_shard: Option<u32>,
     connections_per_address_max: Option<u32>,
@@ -476,6 +526,8 @@ struct FileConfig {
     cluster_listen: Option<SocketAddr>,
     /// As `--peers` writes it: `"1=IP:PORT,2=IP:PORT,..."`.
     peers: Option<String>,
+    /// As `--initial-voters` writes it: `"1,2,3"`.
+    initial_voters: Option<String>,
 }
 
 impl FileConfig {
@@ -499,6 +551,8 @@ impl FileConfig {
             tenant_queues_max,
             tenant_groups_per_queue_max,
             segment_bytes_max,
+            snapshot_every_records,
+            queue_retention_minutes,
             spin_before_park_us,
             connections_reserved_per_shard,
             connections_per_address_max,
@@ -565,6 +619,8 @@ mod tests {
                 "/d"
             } else if key == "peers" {
                 "7=127.0.0.1:1"
+            } else if key == "initial_voters" {
+                "7"
             } else if key.ends_with("listen") {
                 "127.0.0.1:1"
             } else if key == "metrics_tenant_names" {

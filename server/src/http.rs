@@ -30,7 +30,10 @@ use sluice_node::Node;
 
 use crate::fairness::{self, Refusal};
 use crate::framing::{Framing, FramingError};
-use crate::metrics::{GroupLabels, QueueGauges, QueueLabels, ReasonLabels, TenantLabel};
+use crate::metrics::{
+    ClusterGauges, GroupLabels, PartitionLabels, QueueGauges, QueueLabels, ReasonLabels,
+    TenantLabel,
+};
 use crate::shard::Shard;
 
 /// Bytes one socket read may take (per shard thread, reused).
@@ -578,7 +581,31 @@ fn readyz(shard: &Shard, method: &http::Method) -> Response<Bytes> {
     service::json_response(status, body.to_string())
 }
 
-/// `/metrics`: process metrics, then every queue's and group's counts.
+/// Cluster mode's part of `/metrics`: each partition's Raft progress here, and the
+/// shards' forwarding and Raft message counters as they last published them.
+fn cluster_gauges(shared: &crate::shared::Shared) -> ClusterGauges {
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let gauges = ClusterGauges::new();
+    let leaders = shared.leaders();
+    for (partition, [term, commit, applied]) in shared.progress().into_iter().enumerate() {
+        let labels = PartitionLabels {
+            partition: u32::try_from(partition).expect("partitions fit u32"),
+        };
+        gauges.term.get_or_create(&labels).set(clamp(term));
+        gauges.commit.get_or_create(&labels).set(clamp(commit));
+        gauges.applied.get_or_create(&labels).set(clamp(applied));
+        let leader = leaders.get(partition).copied().flatten().unwrap_or(0);
+        gauges.leader.get_or_create(&labels).set(clamp(leader));
+    }
+    let totals = shared.cluster_counters();
+    for ((metric, outcome), total) in crate::shared::CLUSTER_COUNTER_NAMES.iter().zip(totals) {
+        gauges.count(metric, outcome, total);
+    }
+    gauges
+}
+
+/// `/metrics`: process metrics, the cluster's (in cluster mode), then every queue's and
+/// group's counts.
 async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
     let node = &*shard.node;
     let gauges = QueueGauges::new();
@@ -649,7 +676,12 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
                 .set(clamp(stats.acked_total));
         }
     }
-    let text = shard.shared.metrics.render(&gauges);
+    let cluster = shard
+        .shared
+        .cluster
+        .is_some()
+        .then(|| cluster_gauges(&shard.shared));
+    let text = shard.shared.metrics.render(cluster.as_ref(), &gauges);
     Response::builder()
         .status(StatusCode::OK)
         .header(

@@ -47,3 +47,5 @@ pub mod secrets;
 pub mod shard;
 #[cfg(not(madsim))]
 pub mod shared;
+#[cfg(not(madsim))]
+pub mod snapshot_transfer;

@@ -203,13 +203,17 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The process-wide metrics, then the per-queue ones in `queues`.
-    pub fn render(&self, queues: &QueueGauges) -> String {
+    /// The process-wide metrics, then the cluster's (in cluster mode), then the
+    /// per-queue ones in `queues`.
+    pub fn render(&self, cluster: Option<&ClusterGauges>, queues: &QueueGauges) -> String {
         let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        // The registry ends with "# EOF"; the queue registry follows before it.
-        if let Some(stripped) = text.strip_suffix("# EOF\n") {
-            text.truncate(stripped.len());
+        let registries = [Some(&self.registry), cluster.map(|c| &c.registry)];
+        for registry in registries.into_iter().flatten() {
+            encode(&mut text, registry).expect("writing to a String cannot fail");
+            // Each registry ends with "# EOF"; only the last one keeps it.
+            if let Some(stripped) = text.strip_suffix("# EOF\n") {
+                text.truncate(stripped.len());
+            }
         }
         let mut more = String::new();
         encode(&mut more, &queues.registry).expect("writing to a String cannot fail");
@@ -221,6 +225,105 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Metrics {
         Metrics::new()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub partition: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// Cluster mode: each partition's Raft progress on this node and the node's forwarding
+/// and Raft message counters, gathered at scrape time.
+pub struct ClusterGauges {
+    registry: Registry,
+    pub term: Family<PartitionLabels, Gauge>,
+    pub commit: Family<PartitionLabels, Gauge>,
+    pub applied: Family<PartitionLabels, Gauge>,
+    /// The node id of the leader this node's replica sees (0: none known).
+    pub leader: Family<PartitionLabels, Gauge>,
+    /// Counter families by metric name (`crate::shared::CLUSTER_COUNTER_NAMES`).
+    pub counters: Vec<(&'static str, Family<OutcomeLabels, Counter>)>,
+}
+
+impl ClusterGauges {
+    pub fn new() -> ClusterGauges {
+        let mut registry = Registry::default();
+        let partition = || Family::<PartitionLabels, Gauge>::default();
+        let (term, commit, applied, leader) = (partition(), partition(), partition(), partition());
+        let gauges = [
+            (
+                "sluice_raft_term",
+                "The partition's Raft term at this node's replica",
+                &term,
+            ),
+            (
+                "sluice_raft_commit_index",
+                "The highest Raft index this replica knows committed",
+                &commit,
+            ),
+            (
+                "sluice_raft_applied_index",
+                "The highest Raft index this replica applied",
+                &applied,
+            ),
+            (
+                "sluice_raft_leader",
+                "The node this replica sees leading the partition (0: none)",
+                &leader,
+            ),
+        ];
+        for (name, help, family) in gauges {
+            registry.register(name, help, family.clone());
+        }
+        let mut counters = Vec::new();
+        let helps = [
+            (
+                "sluice_forwarded_calls",
+                "Calls forwarded to or served for another node, by outcome",
+            ),
+            (
+                "sluice_forward_frames_dropped",
+                "Forwarding frames or calls dropped by the transport side, by reason",
+            ),
+            (
+                "sluice_raft_messages_dropped",
+                "Raft messages not sent or not delivered (Raft retransmits), by reason",
+            ),
+        ];
+        for (name, help) in helps {
+            let family = Family::<OutcomeLabels, Counter>::default();
+            registry.register(name, help, family.clone());
+            counters.push((name, family));
+        }
+        ClusterGauges {
+            registry,
+            term,
+            commit,
+            applied,
+            leader,
+            counters,
+        }
+    }
+
+    /// Adds one published counter total (`CLUSTER_COUNTER_NAMES`' metric and label).
+    pub fn count(&self, metric: &str, outcome: &'static str, total: u64) {
+        if let Some((_, family)) = self.counters.iter().find(|(name, _)| *name == metric) {
+            family
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(total);
+        }
+    }
+}
+
+impl Default for ClusterGauges {
+    fn default() -> ClusterGauges {
+        ClusterGauges::new()
     }
 }
 

@@ -29,6 +29,7 @@ use sluice_shard::DmaStorage;
 use crate::cluster::{ClusterTransport, InboundReceiver, NodeId, SendError, ShardNet};
 use crate::forwarding::Forwarder;
 use crate::shard::{PartitionEngine, Shard};
+use crate::snapshot_transfer::SnapshotCarrier;
 
 /// The frame kind of a Raft message (kind 0 is the transport's hello).
 pub const KIND_RAFT: u8 = 1;
@@ -39,6 +40,8 @@ struct ServerRaft {
     shard: Rc<Shard>,
     transport: Rc<ClusterTransport>,
     forwarder: Rc<Forwarder>,
+    /// Raft snapshot chunks carried to and from the other nodes.
+    snapshots: Rc<SnapshotCarrier>,
 }
 
 impl RaftHost for ServerRaft {
@@ -79,6 +82,11 @@ impl RaftHost for ServerRaft {
         self.forwarder.sweep();
     }
 
+    /// Asks the leader for the snapshot chunk the engine wants next, if any.
+    fn engine_ticked(&self, partition: u32, engine: &PartitionEngine) {
+        self.snapshots.request_next(partition, engine);
+    }
+
     /// The leader and progress for `/readyz`.
     fn observe(&self, partition: u32, engine: Option<&PartitionEngine>) {
         let shared = &self.shard.shared;
@@ -112,20 +120,15 @@ impl Replication {
         let transport = Rc::new(transport);
         let forwarder = Rc::new(Forwarder::new(transport.clone()));
         shard.node.host().attach_forwarder(Some(forwarder.clone()));
+        let snapshots = Rc::new(SnapshotCarrier::new(transport.clone()));
         let cluster = shard.shared.cluster.as_ref();
         let node_id = cluster.map_or(0, |cluster| cluster.node_id.0);
-        let voters: Vec<u64> = cluster
-            .map(|cluster| cluster.peers.iter().map(|peer| peer.id.0).collect())
-            .unwrap_or_default();
-        let driver = Rc::new(RaftDriver::new(
-            node_id,
-            shard.node.owned().to_vec(),
-            voters,
-        ));
+        let driver = Rc::new(RaftDriver::new(node_id, shard.node.owned().to_vec()));
         let host = Rc::new(ServerRaft {
             shard: shard.clone(),
             transport,
             forwarder,
+            snapshots,
         });
         let ticker = {
             let (driver, host) = (driver.clone(), host.clone());
@@ -161,6 +164,11 @@ impl Replication {
         self.driver.counters()
     }
 
+    /// Snapshot chunk frames this shard dropped so far.
+    pub fn snapshot_frames_dropped(&self) -> u64 {
+        self.host.snapshots.dropped.get()
+    }
+
     /// The shard's forwarded calls.
     pub fn forwarder(&self) -> &Forwarder {
         &self.host.forwarder
@@ -194,10 +202,11 @@ async fn inbound_loop(host: Rc<ServerRaft>, driver: Rc<RaftDriver>, receiver: In
         let mut taken = 0;
         while let Some(frame) = next {
             let (peer, kind, payload) = frame.into_parts();
-            if !host
+            let taken_by = host
                 .forwarder
                 .receive(&host.shard.node, peer, kind, &payload)
-            {
+                || host.snapshots.receive(&host.shard, peer, kind, &payload);
+            if !taken_by {
                 if kind == KIND_RAFT {
                     raft.push(payload);
                 } else {

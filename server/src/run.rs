@@ -421,6 +421,7 @@ fn service_config(shared: &Shared, endpoint: &str) -> ServiceConfig {
         dms: DmsConfig {
             ack_wait_s_min: config.ack_wait_s_min,
             request_bytes_max: config.request_body_bytes_max,
+            retention_minutes: config.queue_retention_minutes,
             ..DmsConfig::dms_default()
         },
         clock_skew_s_max: config.clock_skew_s_max,

@@ -39,14 +39,16 @@ use crate::shared::Shared;
 
 pub type PartitionEngine = Engine<DmaStorage>;
 
-/// Engines take a snapshot after this many applied records.
-const SNAPSHOT_EVERY_RECORDS: u64 = 200_000;
+/// How often a shard publishes its cluster counters for `/metrics`.
+pub const CLUSTER_COUNTERS_PUBLISH_MS: u64 = 1_000;
 /// A ticker sleeps at most this long, so time-driven changes are at most this late.
 const TICK_INTERVAL_MS: u64 = 250;
 /// After a storage fault a partition is reopened after this pause.
 const REOPEN_PAUSE_MS: u64 = 200;
 
-pub fn engine_config(segment_bytes_max: u64) -> EngineConfig {
+/// The engines' configuration: `snapshot_every_records` applied records between two
+/// snapshots.
+pub fn engine_config(segment_bytes_max: u64, snapshot_every_records: u64) -> EngineConfig {
     EngineConfig {
         log: LogConfig {
             segment_bytes_max,
@@ -60,7 +62,7 @@ pub fn engine_config(segment_bytes_max: u64) -> EngineConfig {
             visibility_ms_min: 1_000,
             ..EngineLimits::dms()
         },
-        snapshot_every_records: SNAPSHOT_EVERY_RECORDS,
+        snapshot_every_records,
     }
 }
 
@@ -76,18 +78,20 @@ pub fn node_config(shared: &Shared) -> NodeConfig {
         ..NodeConfig::new(
             shared.shard_count,
             shared.facts.partitions,
-            engine_config(config.segment_bytes_max).limits,
+            engine_config(config.segment_bytes_max, config.snapshot_every_records).limits,
         )
     }
 }
 
 /// This node's place in every partition's Raft group: a group of one on a single node;
-/// in a cluster, the member `node_id` of a group of every node of `--peers`.
+/// in a cluster, replica `node_id` of a group whose first voters are `--initial-voters`
+/// (every node of `--peers` unless set). A node outside them starts outside every group
+/// until `sluice cluster add-node` or `move` adds it.
 pub fn replica_config(shared: &Shared) -> ReplicaConfig {
     match &shared.cluster {
         None => ReplicaConfig::single(),
         Some(cluster) => {
-            let voters = cluster.peers.iter().map(|peer| peer.id.0).collect();
+            let voters = cluster.initial_voters.iter().map(|id| id.0).collect();
             ReplicaConfig::member(cluster.node_id.0, voters)
         }
     }
@@ -98,7 +102,10 @@ async fn open_engine(
     shared: &Shared,
     storage: DmaStorage,
 ) -> Result<PartitionEngine, EngineOpenError> {
-    let config = engine_config(shared.config.segment_bytes_max);
+    let config = engine_config(
+        shared.config.segment_bytes_max,
+        shared.config.snapshot_every_records,
+    );
     Engine::open_replica(storage, config, replica_config(shared), shared.queue_ms()).await
 }
 
@@ -148,6 +155,14 @@ impl Host for ServerHost {
 
     fn replicated(&self) -> bool {
         self.shared.cluster.is_some()
+    }
+
+    fn cluster_nodes(&self) -> Vec<u64> {
+        self.shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.peers.iter().map(|peer| peer.id.0).collect())
+            .unwrap_or_default()
     }
 
     fn engine(&self, partition: u32) -> Result<Rc<PartitionEngine>, NodeError> {
@@ -327,10 +342,49 @@ impl Shard {
         slots.get(&partition).and_then(|slot| slot.engine.clone())
     }
 
-    /// Cluster mode: starts this shard's transport and Raft tasks (`crate::replication`).
+    /// Cluster mode: starts this shard's transport and Raft tasks (`crate::replication`),
+    /// and publishes its cluster counters for `/metrics` every
+    /// [`CLUSTER_COUNTERS_PUBLISH_MS`] until the replication stops.
     pub fn start_replication(self: &Rc<Shard>, net: ShardNet) {
         let replication = Replication::start(self, net);
         *self.replication.borrow_mut() = Some(replication);
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            // Ends when the replication stops.
+            while shard.publish_cluster_counters() {
+                glommio::timer::sleep(Duration::from_millis(CLUSTER_COUNTERS_PUBLISH_MS)).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Publishes this shard's forwarding and Raft counters to `Shared`; `false` once the
+    /// replication stopped.
+    fn publish_cluster_counters(&self) -> bool {
+        let replication = self.replication.borrow();
+        let Some(replication) = replication.as_ref() else {
+            return false;
+        };
+        let calls = self.node.forwarding().stats();
+        let frames = replication.forwarder().stats();
+        let raft = replication.counters();
+        self.shared.publish_cluster_counters(
+            self.index,
+            [
+                calls.sent,
+                calls.failed,
+                calls.refused,
+                calls.served,
+                calls.serve_refused,
+                frames.calls_failed,
+                frames.replies_unmatched,
+                frames.frames_dropped,
+                raft.sent_full.get(),
+                raft.sent_refused.get(),
+                raft.received_dropped.get(),
+            ],
+        );
+        true
     }
 
     /// Cluster mode: ends this shard's Raft tasks and closes its transport, logging what
@@ -360,11 +414,12 @@ impl Shard {
         let counters = replication.counters();
         eprintln!(
             "sluice: shard {}: raft messages dropped: {} (peer queue full), {} (refused), \
-             {} received (undeliverable)",
+             {} received (undeliverable); snapshot chunk frames dropped: {}",
             self.index,
             counters.sent_full.get(),
             counters.sent_refused.get(),
-            counters.received_dropped.get()
+            counters.received_dropped.get(),
+            replication.snapshot_frames_dropped()
         );
     }
 

@@ -52,11 +52,33 @@ pub struct Shared {
     /// Per partition, its replica's Raft term, commit index and applied index here, as
     /// the Raft ticker last recorded them (cluster mode; zeros on a single node).
     pub progress: Vec<[AtomicU64; 3]>,
+    /// Per shard, its cluster counters (forwarded calls, dropped frames and Raft
+    /// messages) as it last published them (`Shard::publish_cluster_counters`), for
+    /// `/metrics` on any shard.
+    pub cluster_counters: Vec<[AtomicU64; CLUSTER_COUNTERS]>,
     /// Queue time of this run: the wall clock at start, advanced by `started`
     /// (`sluice_core::clock`); every shard reads the same.
     clock: QueueClock,
     started: Instant,
 }
+
+/// How many cluster counters each shard publishes.
+pub const CLUSTER_COUNTERS: usize = 11;
+/// The cluster counters as `/metrics` names them: (metric, label value), in the order a
+/// shard publishes them.
+pub const CLUSTER_COUNTER_NAMES: [(&str, &str); CLUSTER_COUNTERS] = [
+    ("sluice_forwarded_calls", "sent"),
+    ("sluice_forwarded_calls", "failed"),
+    ("sluice_forwarded_calls", "refused_busy"),
+    ("sluice_forwarded_calls", "served"),
+    ("sluice_forwarded_calls", "serve_refused"),
+    ("sluice_forward_frames_dropped", "early_failure"),
+    ("sluice_forward_frames_dropped", "unmatched_reply"),
+    ("sluice_forward_frames_dropped", "bad_frame"),
+    ("sluice_raft_messages_dropped", "peer_queue_full"),
+    ("sluice_raft_messages_dropped", "refused"),
+    ("sluice_raft_messages_dropped", "undeliverable"),
+];
 
 /// The wall clock, epoch milliseconds (signatures, tokens, and queue time's anchor).
 pub fn wall_ms() -> u64 {
@@ -82,7 +104,11 @@ impl Shared {
         let progress = (0..facts.partitions)
             .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
             .collect();
+        let cluster_counters = (0..shard_count)
+            .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+            .collect();
         Arc::new(Shared {
+            cluster_counters,
             config,
             facts,
             secrets: std::sync::Mutex::new(secrets),
@@ -151,6 +177,26 @@ impl Shared {
             .iter()
             .map(|slots| std::array::from_fn(|i| slots[i].load(Ordering::Acquire)))
             .collect()
+    }
+
+    /// Shard `shard`'s cluster counters, in [`CLUSTER_COUNTER_NAMES`] order.
+    pub fn publish_cluster_counters(&self, shard: usize, values: [u64; CLUSTER_COUNTERS]) {
+        if let Some(slots) = self.cluster_counters.get(shard) {
+            for (slot, value) in slots.iter().zip(values) {
+                slot.store(value, Ordering::Release);
+            }
+        }
+    }
+
+    /// Every shard's cluster counters summed, in [`CLUSTER_COUNTER_NAMES`] order.
+    pub fn cluster_counters(&self) -> [u64; CLUSTER_COUNTERS] {
+        let mut sums = [0; CLUSTER_COUNTERS];
+        for slots in &self.cluster_counters {
+            for (sum, slot) in sums.iter_mut().zip(slots) {
+                *sum += slot.load(Ordering::Acquire);
+            }
+        }
+        sums
     }
 
     /// Each partition's leader as this node last saw it, by partition.

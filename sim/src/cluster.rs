@@ -864,14 +864,13 @@ async fn boot(index: usize) {
     *machine.boot.borrow_mut() = Some(boot.clone());
     machine.boots.set(machine.boots.get() + 1);
     // The cluster driver: per shard a ticker and per owned engine an outbound loop.
-    let voters = cluster.voters();
     let shards = local.shard_count();
     let mut drivers = Vec::with_capacity(shards);
     for shard in 0..shards {
         let owned: Vec<u32> = (0..local.partition_count())
             .filter(|p| usize::try_from(*p).expect("fits") % shards == shard)
             .collect();
-        let driver = Rc::new(RaftDriver::new(machine.id, owned.clone(), voters.clone()));
+        let driver = Rc::new(RaftDriver::new(machine.id, owned.clone()));
         let host = Rc::new(ShardRaft {
             local: local.clone(),
             shard,

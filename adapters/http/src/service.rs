@@ -20,8 +20,11 @@ use serde_json::json;
 
 use crate::auth::{self, AuthError, KeystoneResponse, NameOrId, SignedRequest, TokenClaims};
 use crate::dms::{self, DmsConfig};
+use sluice_core::engine::types::EngineError;
+use sluice_node::membership::ClusterChange;
+use sluice_node::requests::PartitionMembership;
 use sluice_node::tenants::{Tenant, TenantDirectory, TenantError};
-use sluice_node::{LoginError, LoginName, LoginRequest, Node, ReplayRefusal};
+use sluice_node::{LoginError, LoginName, LoginRequest, Node, NodeError, ReplayRefusal};
 use subtle::ConstantTimeEq;
 
 const TOKEN_INVALID: &str = "10240101";
@@ -146,11 +149,14 @@ async fn route<N: Node>(
         }
         return keystone(node, config, parts, body).await;
     }
-    if path == "/admin/tenants" || path.starts_with("/admin/tenants/") {
+    let tenants_path = path == "/admin/tenants" || path.starts_with("/admin/tenants/");
+    let cluster_path = path == "/admin/cluster" || path.starts_with("/admin/cluster/");
+    if tenants_path || cluster_path {
         return match authenticate_synced(node, config, parts, body)
             .await
             .map(|a| a.principal)
         {
+            Ok(Principal::Admin) if cluster_path => admin_cluster(node, parts, body).await,
             Ok(Principal::Admin) => admin(node, parts, body).await,
             Ok(Principal::Tenant(_)) => error(
                 StatusCode::FORBIDDEN,
@@ -534,6 +540,107 @@ async fn admin<N: Node>(node: &N, parts: &Parts, body: &[u8]) -> Response<Bytes>
         }
         _ => method_not_allowed(),
     }
+}
+
+/// `/admin/cluster`: `GET` (every partition's replicas and leader), `POST
+/// /admin/cluster/nodes {"id": n}` (add node n's replicas), `DELETE
+/// /admin/cluster/nodes/{n}` (remove them), `POST /admin/cluster/move {"from": a, "to": b}`
+/// (move them). A change answers once every partition has it, with every partition's
+/// configuration (`sluice_node::membership`).
+async fn admin_cluster<N: Node>(node: &N, parts: &Parts, body: &[u8]) -> Response<Bytes> {
+    let path = parts.uri.path();
+    let change = match (&parts.method, path) {
+        (&Method::GET, "/admin/cluster") => {
+            let views: Vec<serde_json::Value> = node
+                .cluster_membership()
+                .await
+                .into_iter()
+                .enumerate()
+                .map(|(partition, view)| match view {
+                    Ok(view) => membership_json(&view),
+                    Err(e) => json!({"partition": partition, "error": e.to_string()}),
+                })
+                .collect();
+            return json_response(StatusCode::OK, json!({ "partitions": views }).to_string());
+        }
+        (&Method::POST, "/admin/cluster/nodes") => match node_ids(body, &["id"]) {
+            Ok(ids) => ClusterChange::AddNode(ids[0]),
+            Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
+        },
+        (&Method::DELETE, rest) if rest.starts_with("/admin/cluster/nodes/") => {
+            match rest["/admin/cluster/nodes/".len()..].parse::<u64>() {
+                Ok(id) => ClusterChange::RemoveNode(id),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        dms::errors::INVALID_PARAMETER,
+                        "The path must end in a node id.",
+                    )
+                }
+            }
+        }
+        (&Method::POST, "/admin/cluster/move") => match node_ids(body, &["from", "to"]) {
+            Ok(ids) => ClusterChange::Move {
+                from: ids[0],
+                to: ids[1],
+            },
+            Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
+        },
+        _ => return method_not_allowed(),
+    };
+    match node.change_cluster(change).await {
+        Ok(views) => {
+            let views: Vec<serde_json::Value> = views.iter().map(membership_json).collect();
+            json_response(StatusCode::OK, json!({ "partitions": views }).to_string())
+        }
+        Err(NodeError::Engine(EngineError::InvalidMembership(why))) => error(
+            StatusCode::BAD_REQUEST,
+            dms::errors::INVALID_PARAMETER,
+            format!("The membership change is refused: {why}."),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            dms::errors::UNAVAILABLE,
+            format!("The membership change did not finish ({e}); run it again to go on."),
+        ),
+    }
+}
+
+fn membership_json(view: &PartitionMembership) -> serde_json::Value {
+    json!({
+        "partition": view.partition,
+        "leader": view.leader,
+        "at_leader": view.at_leader,
+        "voters": view.membership.voters,
+        "learners": view.membership.learners,
+        "outgoing": view.membership.outgoing,
+    })
+}
+
+/// The positive integer fields `names` of a JSON body, in that order; otherwise the DMS
+/// error code and message of the refusal.
+fn node_ids(body: &[u8], names: &[&str]) -> Result<Vec<u64>, (&'static str, String)> {
+    let request: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        (
+            dms::errors::INVALID_JSON,
+            format!("The body is not valid JSON: {e}."),
+        )
+    })?;
+    names
+        .iter()
+        .map(|name| {
+            request
+                .get(*name)
+                .and_then(serde_json::Value::as_u64)
+                .filter(|id| *id > 0)
+                .ok_or_else(|| {
+                    (
+                        dms::errors::INVALID_PARAMETER,
+                        format!("The body needs a node id (a positive integer) \"{name}\"."),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// `PUT /admin/tenants/{project_id}/quotas {"queues_max": n, "groups_per_queue_max": m}`.

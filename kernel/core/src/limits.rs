@@ -76,6 +76,22 @@ pub const REPLICA_OUTBOX_MAX: usize = 4096;
 /// Raft commits a replica may advance before it saves its commit index (a stale saved
 /// commit is safe; it bounds how much a restart re-reads before applying).
 pub const REPLICA_COMMIT_SAVE_EVERY: u64 = 1024;
+/// Bytes of one Raft snapshot chunk (engine snapshot bytes or log records) a leader
+/// hands out and a follower stages at once: at least one whole batch, well within a
+/// cluster frame.
+pub const REPLICA_SNAPSHOT_CHUNK_BYTES_MAX: u32 = 8 << 20;
+/// Raft snapshot transfers a leader serves at once (one per lagging follower); beyond
+/// it raft-rs is told the snapshot is temporarily unavailable and retries later.
+pub const REPLICA_SNAPSHOT_TRANSFERS_MAX: usize = 4;
+/// Raft ticks a leader keeps a transfer (and its pin on the log and the engine snapshot)
+/// without a chunk request: then it drops it and reports the snapshot failed, so a
+/// vanished follower cannot pin the log forever.
+pub const REPLICA_SNAPSHOT_IDLE_TICKS_MAX: u32 = 100;
+/// Raft ticks a follower waits for a requested chunk before it asks again.
+pub const REPLICA_SNAPSHOT_CHUNK_WAIT_TICKS: u32 = 20;
+/// Times a follower asks again for one chunk before it gives the install up (the leader
+/// then sends a new snapshot).
+pub const REPLICA_SNAPSHOT_CHUNK_RETRIES_MAX: u32 = 5;
 // ---- Cluster transport: frames between nodes (`frame.rs`). ----
 
 /// The largest payload one cluster frame may carry (the header is extra). A frame that
@@ -88,3 +104,7 @@ pub const CLUSTER_READ_CHUNK_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(CLUSTER_FRAME_BYTES_MAX as usize >= CLUSTER_READ_CHUNK_BYTES);
 const _: () = assert!(CLUSTER_FRAME_BYTES_MAX > BATCH_BYTES_MAX);
+// A chunk holds at least one whole batch and, with its header, fits one frame.
+const _: () = assert!(REPLICA_SNAPSHOT_CHUNK_BYTES_MAX > BATCH_BYTES_MAX + 4096);
+const _: () = assert!(REPLICA_SNAPSHOT_CHUNK_BYTES_MAX <= CLUSTER_FRAME_BYTES_MAX / 2);
+const _: () = assert!((REPLICA_SNAPSHOT_CHUNK_BYTES_MAX as u64).is_multiple_of(BLOCK_BYTES));

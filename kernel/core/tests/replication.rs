@@ -17,18 +17,25 @@ use std::pin::pin;
 use futures_lite::future::{block_on, poll_once};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
+use sluice_core::engine::membership::{MembershipStep, Refusal};
 use sluice_core::engine::types::*;
 use sluice_core::engine::Engine;
 use sluice_core::engine::{EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::log::ReadRecord;
 use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::replica::snapshot::{Chunk, ChunkRequest};
 use sluice_core::replica::Message;
 use sluice_core::replica::ReplicaConfig;
 use sluice_core::sim_disk::SimDisk;
+use sluice_core::storage::IoErrorKind;
+use sluice_core::Offset;
 
 const START_MS: u64 = 1_000_000;
 const TICK_MS: u64 = 100;
 /// Pump rounds a test waits for something before it calls it stuck.
 const ROUNDS_MAX: u32 = 2_000;
+/// The chunk size the test's hosts ask for.
+const CHUNK_BYTES_TEST: u32 = 16 * 1024;
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -44,6 +51,10 @@ fn config() -> EngineConfig {
 }
 
 struct Cluster {
+    /// Replicas `1..=genesis` are the group's first voters; the others start outside it
+    /// (each with those voters as its initial configuration) until a membership change
+    /// adds them.
+    genesis: u64,
     disks: Vec<SimDisk>,
     engines: Vec<Option<Engine<SimDisk>>>,
     /// Directed links that drop everything: (from, to) replica ids.
@@ -53,6 +64,8 @@ struct Cluster {
     wire: RefCell<Vec<Message>>,
     faults: Cell<Faults>,
     rng: RefCell<Pcg64>,
+    /// The engines' `snapshot_every_records`.
+    snapshot_every_records: u64,
 }
 
 /// How the network misbehaves, in percent per message and pump.
@@ -71,8 +84,20 @@ impl Cluster {
 
     /// A cluster whose every choice (network faults, election timeouts) follows `seed`.
     fn seeded(size: u64, seed: u64) -> Cluster {
+        Cluster::build(size, size, seed, config().snapshot_every_records)
+    }
+
+    /// `size` replicas of which the first `genesis` form the group.
+    fn with_spares(genesis: u64, size: u64, seed: u64) -> Cluster {
+        Cluster::build(genesis, size, seed, config().snapshot_every_records)
+    }
+
+    /// `size` replicas, the first `genesis` of them the group, whose engines snapshot
+    /// every `snapshot_every_records`.
+    fn build(genesis: u64, size: u64, seed: u64, snapshot_every_records: u64) -> Cluster {
         let disks: Vec<SimDisk> = (0..size).map(|i| SimDisk::new(100 + i)).collect();
         let mut cluster = Cluster {
+            genesis,
             disks,
             engines: Vec::new(),
             cut: RefCell::new(HashSet::new()),
@@ -80,6 +105,7 @@ impl Cluster {
             wire: RefCell::new(Vec::new()),
             faults: Cell::new(Faults::default()),
             rng: RefCell::new(Pcg64::seed_from_u64(seed)),
+            snapshot_every_records,
         };
         for id in 1..=size {
             let engine = cluster.open(id);
@@ -93,7 +119,7 @@ impl Cluster {
     }
 
     fn open(&self, id: u64) -> Engine<SimDisk> {
-        let voters = (1..=self.size()).collect();
+        let voters = (1..=self.genesis).collect();
         // A fixed election timeout drawn from the seeded generator (raft-rs's own draw is
         // not seeded, and a run must replay from its seed), distinct per replica so that
         // no two campaign in step forever.
@@ -104,13 +130,12 @@ impl Cluster {
             ..ReplicaConfig::member(id, voters)
         };
         let disk = self.disks[(id - 1) as usize].clone();
-        block_on(Engine::open_replica(
-            disk,
-            config(),
-            replica,
-            self.now.get(),
-        ))
-        .unwrap_or_else(|error| panic!("replica {id} does not reopen: {error:?}"))
+        let config = EngineConfig {
+            snapshot_every_records: self.snapshot_every_records,
+            ..config()
+        };
+        block_on(Engine::open_replica(disk, config, replica, self.now.get()))
+            .unwrap_or_else(|error| panic!("replica {id} does not reopen: {error:?}"))
     }
 
     fn engine(&self, id: u64) -> &Engine<SimDisk> {
@@ -146,8 +171,42 @@ impl Cluster {
             }
             self.deliver(message);
         }
+        moved |= self.carry_snapshot_chunks();
         for engine in self.running() {
             block_on(engine.drive());
+        }
+        moved
+    }
+
+    /// Carries the snapshot chunks followers ask for to their leaders and the answers
+    /// back (through their byte encodings, as a host does), over the links that are up.
+    /// A request or an answer lost to a fault is asked again after the engine's wait.
+    fn carry_snapshot_chunks(&self) -> bool {
+        let mut moved = false;
+        for follower in self.running() {
+            let id = follower.replica_id();
+            // One chunk per follower and pump, as a host's round trip takes time.
+            if let Some((to, request)) = follower.snapshot_wanted() {
+                moved = true;
+                let faults = self.faults.get();
+                let up = !self.cut.borrow().contains(&(id, to))
+                    && !self.cut.borrow().contains(&(to, id));
+                let Some(Some(leader)) = self.engines.get((to - 1) as usize) else {
+                    continue;
+                };
+                if !up || self.chance(faults.drop) {
+                    continue;
+                }
+                // Small chunks, so a transfer takes many (as a large log does).
+                let request = ChunkRequest {
+                    bytes_max: request.bytes_max.min(CHUNK_BYTES_TEST),
+                    ..request
+                };
+                let request = ChunkRequest::decode(&request.encode()).expect("round trip");
+                let answer = block_on(leader.snapshot_chunk(id, &request))
+                    .map(|chunk| Chunk::decode(&chunk.encode()).expect("round trip"));
+                let _ = block_on(follower.install_chunk(to, answer));
+            }
         }
         moved
     }
@@ -206,18 +265,47 @@ impl Cluster {
         panic!("no single leader within {ROUNDS_MAX} rounds");
     }
 
-    /// Pumps until every running replica applied everything the leader applied.
+    /// The running replicas the leader's configuration holds.
+    fn members(&self, leader: u64) -> Vec<&Engine<SimDisk>> {
+        let membership = self.engine(leader).membership();
+        self.running()
+            .filter(|e| membership.holds(e.replica_id()))
+            .collect()
+    }
+
+    /// Pumps until every running member applied everything the leader applied.
     fn settle(&self, leader: u64) {
         for _ in 0..ROUNDS_MAX {
             let target = self.engine(leader).applied_index();
-            if self.running().all(|e| e.applied_index() == target) && !self.pump() {
+            let members = self.members(leader);
+            if members.iter().all(|e| e.applied_index() == target) && !self.pump() {
                 return;
             }
             if !self.pump() {
                 self.tick();
             }
         }
-        panic!("replicas did not catch up within {ROUNDS_MAX} rounds");
+        let seen: Vec<String> = self
+            .running()
+            .map(|e| {
+                format!(
+                    "replica {}: applied {} commit {} term {} leader {:?} installing {} log {}..{} {:?}",
+                    e.replica_id(),
+                    e.applied_index(),
+                    e.commit_index(),
+                    e.raft_term(),
+                    e.leader_id(),
+                    e.installing_snapshot(),
+                    e.log().start_offset().0,
+                    e.log().next_offset().0,
+                    e.membership()
+                )
+            })
+            .collect();
+        panic!(
+            "replicas did not catch up within {ROUNDS_MAX} rounds (leader {leader}):\n{}",
+            seen.join("\n")
+        );
     }
 
     fn crash(&mut self, id: u64) {
@@ -450,4 +538,332 @@ fn replicas_agree_on_tenants_and_the_admin_secret_after_writes_at_the_leader() {
         cluster.engine(follower).admin_secret().as_deref(),
         Some(&b"first"[..])
     );
+}
+
+/// A queue with the shortest retention, so that moving the clock expires its messages.
+fn setup_expiring(cluster: &Cluster, leader: u64) -> (QueueId, GroupId) {
+    let engine = cluster.engine(leader);
+    let now = cluster.now.get();
+    let config = QueueConfig {
+        retention_ms: EngineLimits::dms().retention_ms_min,
+        ..queue_config()
+    };
+    let queue = cluster
+        .run(engine.create_queue("tenant", "expiring", config, now))
+        .expect("queue");
+    let group = cluster
+        .run(engine.create_group(queue, "workers", GroupStart::Oldest, now))
+        .expect("group");
+    (queue, group)
+}
+
+/// Moves the clock past the queue's retention, then every running replica expires the
+/// messages, takes an engine snapshot and lets its log retention remove old segments.
+fn expire_and_compact(cluster: &Cluster) {
+    cluster
+        .now
+        .set(cluster.now.get() + EngineLimits::dms().retention_ms_min + 10_000);
+    let now = cluster.now.get();
+    for engine in cluster.running() {
+        cluster.run(engine.tick(now)).expect("tick");
+        cluster.run(engine.snapshot()).expect("snapshot");
+        cluster.run(engine.tick(now)).expect("retention");
+    }
+}
+
+/// Every record of `engine`'s log from `from` to `to`, with its term.
+fn log_records(engine: &Engine<SimDisk>, from: u64, to: u64) -> Vec<(Option<u64>, ReadRecord)> {
+    let log = engine.log();
+    let mut out = Vec::new();
+    let mut next = from;
+    while next < to {
+        let records = block_on(log.read(Offset(next), 1 << 20)).expect("read");
+        assert!(!records.is_empty(), "no record at {next}");
+        for record in records.into_iter().take_while(|r| r.offset.0 < to) {
+            next = record.offset.0 + 1;
+            out.push((log.term_at(record.offset), record));
+        }
+    }
+    out
+}
+
+/// `id` applied what `leader` applied, holds the same queue and group, and its log
+/// records from its start equal the leader's.
+fn assert_same_replica(cluster: &Cluster, leader: u64, id: u64, queue: QueueId, group: GroupId) {
+    let (a, b) = (cluster.engine(leader), cluster.engine(id));
+    assert_eq!(b.applied_index(), a.applied_index());
+    assert_eq!(b.queue_info(queue).unwrap(), a.queue_info(queue).unwrap());
+    assert_eq!(
+        b.group_stats(queue, group).unwrap(),
+        a.group_stats(queue, group).unwrap()
+    );
+    assert_eq!(b.tenants(), a.tenants());
+    let from = b.log().start_offset().0.max(a.log().start_offset().0);
+    let to = a.applied_index();
+    assert!(from < to);
+    assert_eq!(log_records(b, from, to), log_records(a, from, to));
+}
+
+/// Sends enough 1 KiB bodies to fill several 64 KiB segments.
+fn send_many(cluster: &Cluster, leader: u64, queue: QueueId, count: usize) {
+    let bodies: Vec<String> = (0..count)
+        .map(|i| format!("{i:05}{}", "x".repeat(1024)))
+        .collect();
+    for batch in bodies.chunks(10) {
+        let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+        send(cluster, leader, queue, &batch);
+    }
+}
+
+/// Builds the situation of the snapshot tests: replica `lagging` stopped while the
+/// others took sends past their log retention; then two more sends. Answers the leader,
+/// the lagging replica, the queue and the group.
+fn lagging_behind_retention() -> (Cluster, u64, u64, QueueId, GroupId) {
+    lagging_behind_retention_seeded(3)
+}
+
+/// [`lagging_behind_retention`] with the cluster's choices drawn from `seed`.
+fn lagging_behind_retention_seeded(seed: u64) -> (Cluster, u64, u64, QueueId, GroupId) {
+    let mut cluster = Cluster::seeded(3, seed);
+    let leader = cluster.leader();
+    let (queue, group) = setup_expiring(&cluster, leader);
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.settle(leader);
+    cluster.crash(lagging);
+    send_many(&cluster, leader, queue, 300);
+    expire_and_compact(&cluster);
+    let start = cluster.engine(leader).log().start_offset().0;
+    assert!(start > 0, "retention removed no segment");
+    send(&cluster, leader, queue, &["after-1", "after-2"]);
+    (cluster, leader, lagging, queue, group)
+}
+
+#[test]
+fn a_follower_behind_the_leaders_retention_catches_up_from_a_snapshot() {
+    // Goal: a follower that needs entries the leader's retention removed gets a Raft
+    // snapshot (the engine state and the log records it refers to, pulled in chunks)
+    // and then follows as before. Method: one of three replicas stops; the others take
+    // sends until their logs span several segments, the clock passes the queue's
+    // retention, they snapshot and retention removes segments; two more sends; the
+    // stopped replica restarts and catches up: its applied state and its log records from
+    // its new start equal the leader's; a send after that reaches it too.
+    let (mut cluster, leader, lagging, queue, group) = lagging_behind_retention();
+    let leader_start = cluster.engine(leader).log().start_offset().0;
+    cluster.restart(lagging);
+    cluster.settle(leader);
+    assert_same_replica(&cluster, leader, lagging, queue, group);
+    assert_eq!(cluster.engine(lagging).log().start_offset().0, leader_start);
+    assert!(!cluster.engine(lagging).installing_snapshot());
+    send(&cluster, leader, queue, &["after-3"]);
+    cluster.settle(leader);
+    assert_same_replica(&cluster, leader, lagging, queue, group);
+    // The installed replica restarts from its own disk, then leads and serves.
+    cluster.crash(lagging);
+    cluster.restart(lagging);
+    cluster.settle(leader);
+    assert_same_replica(&cluster, leader, lagging, queue, group);
+    assert_eq!(
+        receive_bodies(&cluster, leader, queue, group),
+        ["after-1", "after-2", "after-3"]
+    );
+}
+
+#[test]
+fn a_crash_at_any_point_of_an_install_leaves_the_old_replica_or_the_new_one() {
+    // Goal: power loss at any storage call of a snapshot install (staging, commit point,
+    // replacing the log, the engine snapshot, the Raft state, cleaning up) leaves a
+    // replica that reopens as the old one or the new one, and then catches up. Method:
+    // the scenario above; once the lagging replica pulls a snapshot, its `nth` storage
+    // call fails, it loses power and restarts; for many `nth`.
+    for nth in (1..120).step_by(3) {
+        let (mut cluster, leader, lagging, queue, group) = lagging_behind_retention();
+        cluster.restart(lagging);
+        let mut rounds = 0;
+        while !cluster.engine(lagging).installing_snapshot() {
+            rounds += 1;
+            assert!(rounds < ROUNDS_MAX, "no install started");
+            if !cluster.pump() {
+                cluster.tick();
+            }
+        }
+        let disk = cluster.disks[(lagging - 1) as usize].clone();
+        disk.fail_nth_call(nth, IoErrorKind::Io);
+        for _ in 0..50 {
+            if !cluster.pump() {
+                cluster.tick();
+            }
+        }
+        disk.clear_faults();
+        cluster.crash(lagging);
+        cluster.restart(lagging);
+        cluster.settle(leader);
+        assert_same_replica(&cluster, leader, lagging, queue, group);
+    }
+}
+
+#[test]
+fn a_snapshot_catch_up_survives_message_loss_duplication_and_reordering() {
+    // Goal: the snapshot transfer tolerates a bad network: lost, duplicated and
+    // reordered Raft messages (a lost `MsgSnapshot` included) and lost chunk requests
+    // (re-asked after the engine's wait). Method: the catch-up scenario for several
+    // seeds, with the chaos harness's message faults on while the stopped replica
+    // catches up and while more sends happen; then the faults stop and it must agree.
+    for seed in 0..8 {
+        let (mut cluster, _, lagging, queue, group) = lagging_behind_retention_seeded(seed);
+        cluster.faults.set(Faults {
+            drop: 10,
+            duplicate: 5,
+            delay: 20,
+        });
+        cluster.restart(lagging);
+        for _ in 0..300 {
+            if !cluster.pump() {
+                cluster.tick();
+            }
+        }
+        cluster.faults.set(Faults::default());
+        let leader = cluster.leader();
+        cluster.settle(leader);
+        assert_same_replica(&cluster, leader, lagging, queue, group);
+    }
+}
+
+/// The records of `engine`'s log below `end`, as (offset, term, attributes, body).
+fn records(engine: &Engine<SimDisk>, end: u64) -> Vec<(u64, u64, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut next = engine.log().start_offset().0;
+    while next < end {
+        let batch =
+            block_on(engine.log().read(sluice_core::types::Offset(next), 1 << 20)).expect("read");
+        assert!(!batch.is_empty(), "no record at {next}");
+        for record in batch.into_iter().take_while(|r| r.offset.0 < end) {
+            let term = engine.log().term_at(record.offset).unwrap_or(0);
+            next = record.offset.0 + 1;
+            out.push((record.offset.0, term, record.attributes, record.payload));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_group_moves_onto_a_new_replica_while_sends_go_on() {
+    // Goal: a replica joins as a learner and copies the whole log (its records equal the
+    // leader's), is promoted while a voter leaves in one joint change with a send in
+    // flight, and the new group keeps every acknowledged message through the loss of its
+    // old leader; the new membership survives a restart. Method: replicas 1-3 form the
+    // group, 4 starts outside it; add 4, move from the follower f to 4 while sending,
+    // then crash the leader and read everything at the new one.
+    let mut cluster = Cluster::with_spares(3, 4, 4);
+    let leader = cluster.leader();
+    let (queue, group) = setup(&cluster, leader);
+    send(&cluster, leader, queue, &["1", "2"]);
+    let engine = cluster.engine(leader);
+    let added = cluster
+        .run(engine.change_membership(&[MembershipStep::AddLearner(4)]))
+        .expect("add learner");
+    assert_eq!(added.learners, vec![4]);
+    assert_eq!(added.voters, vec![1, 2, 3]);
+    cluster.settle(leader);
+    let end = cluster.engine(leader).applied_index();
+    assert_eq!(
+        records(cluster.engine(4), end),
+        records(cluster.engine(leader), end)
+    );
+    assert_eq!(cluster.engine(4).membership(), added);
+    assert!(
+        cluster.engine(4).queue_info(queue).is_ok(),
+        "the learner applied the queue"
+    );
+
+    let leaving = (1..=3).find(|id| *id != leader).unwrap();
+    let engine = cluster.engine(leader);
+    let now = cluster.now.get();
+    let moved = [message("3")];
+    let (changed, sent) = cluster.run(futures_lite::future::zip(
+        engine.change_membership(&[MembershipStep::Promote(4), MembershipStep::Remove(leaving)]),
+        engine.send(queue, &moved, now),
+    ));
+    sent.expect("a send during the move");
+    let changed = changed.expect("move");
+    let mut expected: Vec<u64> = (1..=4).filter(|id| *id != leaving).collect();
+    expected.sort_unstable();
+    assert_eq!(changed.voters, expected);
+    assert!(!changed.joint() && changed.learners.is_empty());
+    cluster.settle(leader);
+    assert_eq!(cluster.engine(4).membership(), changed);
+
+    // The old group's follower is out: the new group survives losing its leader.
+    cluster.crash(leaving);
+    cluster.crash(leader);
+    cluster.restart(leader);
+    let next = cluster.leader();
+    assert_ne!(next, leaving);
+    assert_eq!(
+        receive_bodies(&cluster, next, queue, group),
+        ["1", "2", "3"]
+    );
+    cluster.settle(next);
+    for id in [leader, next, 4] {
+        assert_eq!(cluster.engine(id).membership(), changed, "replica {id}");
+    }
+}
+
+#[test]
+fn membership_changes_that_would_hurt_the_group_are_refused() {
+    // Goal: each rule of a membership change holds before anything is proposed, and only
+    // the leader takes changes. Method: a group of 1-3 with 4 outside it; try each
+    // forbidden change.
+    let cluster = Cluster::with_spares(3, 5, 5);
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let engine = cluster.engine(leader);
+    let refused_at = |engine: &Engine<SimDisk>, steps: &[MembershipStep]| match cluster
+        .run(engine.change_membership(steps))
+    {
+        Err(EngineError::InvalidMembership(why)) => why,
+        other => panic!("{steps:?} was not refused: {other:?}"),
+    };
+    let refused = |steps: &[MembershipStep]| refused_at(engine, steps);
+    assert_eq!(refused(&[]), Refusal::NoSteps);
+    assert_eq!(
+        refused(&[MembershipStep::Remove(leader)]),
+        Refusal::RemoveLeader
+    );
+    assert_eq!(refused(&[MembershipStep::Promote(4)]), Refusal::NotLearner);
+    assert_eq!(
+        refused(&[MembershipStep::AddLearner(follower)]),
+        Refusal::AlreadyMember
+    );
+    assert_eq!(refused(&[MembershipStep::Remove(5)]), Refusal::NotMember);
+    assert_eq!(
+        refused(&[MembershipStep::AddLearner(4), MembershipStep::Remove(4)]),
+        Refusal::Repeated
+    );
+    let at_follower = block_on(
+        cluster
+            .engine(follower)
+            .change_membership(&[MembershipStep::AddLearner(4)]),
+    );
+    assert!(matches!(at_follower, Err(EngineError::NotLeader { .. })));
+    // A learner that cannot hear from the leader is not promoted.
+    cluster
+        .run(engine.change_membership(&[MembershipStep::AddLearner(5)]))
+        .expect("add 5");
+    cluster.isolate(5);
+    for _ in 0..30 {
+        cluster.tick();
+        while cluster.pump() {}
+    }
+    let leader = cluster.leader();
+    let engine = cluster.engine(leader);
+    send(&cluster, leader, queue_of(&cluster, leader), &["x"]);
+    assert_eq!(
+        refused_at(engine, &[MembershipStep::Promote(5)]),
+        Refusal::Behind
+    );
+}
+
+/// A queue created through the leader (for tests that need some writes).
+fn queue_of(cluster: &Cluster, leader: u64) -> QueueId {
+    setup(cluster, leader).0
 }

@@ -71,6 +71,10 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// Every node of the cluster, this one included, by ascending id (`--peers`).
     pub peers: Vec<Peer>,
+    /// The voters every partition's group starts with, by ascending id
+    /// (`--initial-voters`; every peer unless set). Peers outside them hold no voting
+    /// replica until a membership change adds them.
+    pub initial_voters: Vec<NodeId>,
 }
 
 impl ClusterConfig {
@@ -105,10 +109,12 @@ impl ClusterConfig {
                 own.address
             ));
         }
+        let initial_voters = peers.iter().map(|peer| peer.id).collect();
         Ok(ClusterConfig {
             node_id,
             listen,
             peers,
+            initial_voters,
         })
     }
 
@@ -117,10 +123,41 @@ impl ClusterConfig {
         self.peers.iter().filter(|peer| peer.id != self.node_id)
     }
 
-    /// Names this cluster in every hello: a hash of the peer list, so that nodes given
-    /// different lists (another cluster, or a mistake) refuse each other's connections.
+    /// Sets the first voters of every group (`--initial-voters`): a non-empty subset of
+    /// the peers.
+    pub fn with_initial_voters(mut self, mut voters: Vec<NodeId>) -> Result<ClusterConfig, String> {
+        voters.sort();
+        voters.dedup();
+        if voters.is_empty() {
+            return Err("initial_voters must name at least one node".into());
+        }
+        if let Some(stranger) = voters
+            .iter()
+            .find(|id| !self.peers.iter().any(|peer| peer.id == **id))
+        {
+            return Err(format!(
+                "initial_voters names node {stranger}, which is not in peers ({})",
+                format_peers(&self.peers)
+            ));
+        }
+        self.initial_voters = voters;
+        Ok(self)
+    }
+
+    /// Names this cluster in every hello: a hash of the peer list (and of the initial
+    /// voters when they are not every peer), so that nodes given different lists (another
+    /// cluster, or a mistake) refuse each other's connections.
     pub fn cluster_id(&self) -> u64 {
-        xxh3_64(format!("sluice-cluster-v1 {}", format_peers(&self.peers)).as_bytes())
+        let mut text = format!("sluice-cluster-v1 {}", format_peers(&self.peers));
+        if self.initial_voters.len() != self.peers.len() {
+            let voters: Vec<String> = self
+                .initial_voters
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            text.push_str(&format!(" voters {}", voters.join(",")));
+        }
+        xxh3_64(text.as_bytes())
     }
 }
 

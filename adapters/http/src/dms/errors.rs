@@ -204,6 +204,16 @@ pub fn from_node(error: NodeError) -> DmsError {
             UNAVAILABLE,
             "The partition is changing leaders; retry.",
         ),
+        // Membership changes come from the admin API, not the DMS API; should one reach
+        // here, it reads as the change it is.
+        EngineError::MembershipBusy => DmsError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "A membership change is under way; retry once it is done.",
+        ),
+        EngineError::InvalidMembership(why) => {
+            DmsError::parameter(format!("Invalid membership change: {why}."))
+        }
         // The engine's limits keep such batches out: the server's fault, not the client's.
         EngineError::Encode(error) => DmsError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

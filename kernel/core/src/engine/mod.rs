@@ -18,8 +18,10 @@ pub mod config;
 mod consume;
 pub mod dispatch;
 pub mod group;
+pub mod membership;
 pub mod metadata;
 pub mod probe;
+mod raft_snapshot;
 pub mod range_set;
 mod replication;
 mod send;
@@ -96,6 +98,7 @@ pub struct Engine<S: Storage + Clone> {
     changes: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
     replica: replication::Replica<S>,
+    raft_snapshots: raft_snapshot::RaftSnapshots,
 }
 
 impl<S: Storage + Clone> Engine<S> {
@@ -123,6 +126,10 @@ impl<S: Storage + Clone> Engine<S> {
         now: u64,
     ) -> Result<Engine<S>, EngineOpenError> {
         config.limits.validate().map_err(EngineOpenError::Config)?;
+        // A Raft snapshot install a crash cut short is finished (or dropped) first.
+        crate::replica::install::recover(&storage, config.log)
+            .await
+            .map_err(EngineOpenError::Replica)?;
         let (mut state, snapshot_offset) = load_snapshot(&storage).await;
         let log = Log::open(storage.clone(), config.log)
             .await
@@ -151,6 +158,9 @@ impl<S: Storage + Clone> Engine<S> {
         let tail = read_entries(&log, commit).await?;
         let log = Rc::new(log);
         let store = Rc::new(LogStore::new(log.clone(), durable, commit, tail));
+        // The configuration as of that snapshot is not known after a restart (the state
+        // file holds a later one): a Raft snapshot is offered from the next engine snapshot.
+        store.set_snapshot_point(snapshot_offset, None);
         let node = RawNode::new(
             &replica.raft_config(commit),
             SharedStore(store.clone()),
@@ -172,6 +182,7 @@ impl<S: Storage + Clone> Engine<S> {
             changes: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             replica: replication::Replica::new(replica.id, node, store, hard_file, saved),
+            raft_snapshots: raft_snapshot::RaftSnapshots::default(),
         };
         if engine.replica.alone() {
             engine.lead_alone().await.map_err(EngineOpenError::Boot)?;
@@ -480,7 +491,12 @@ impl<S: Storage + Clone> Engine<S> {
             self.commit(entries, now).await?;
             entries = rest;
         }
-        if self.applied_since_snapshot.get() >= self.config.snapshot_every_records {
+        if self.raft_snapshots.applying.get() {
+            // A Raft snapshot is replacing the log and the engine snapshots.
+            return Ok(());
+        }
+        let fresh_wanted = self.replica.store.take_fresh_snapshot_wanted();
+        if fresh_wanted || self.applied_since_snapshot.get() >= self.config.snapshot_every_records {
             self.snapshot().await?;
         }
         let pin = self
@@ -490,7 +506,9 @@ impl<S: Storage + Clone> Engine<S> {
             .unwrap_or(u64::MAX)
             // Keep the last record the snapshot covers: the oldest record the log holds
             // stands for Raft's compaction point, which must be committed.
-            .min(self.snapshot_offset.get().saturating_sub(1));
+            .min(self.snapshot_offset.get().saturating_sub(1))
+            // And what a follower is pulling as part of a Raft snapshot.
+            .min(self.replica.store.transfer_pin().unwrap_or(u64::MAX));
         let policy = RetentionPolicy {
             remove_below: Some(Offset(pin)),
             ..RetentionPolicy::default()
@@ -509,14 +527,26 @@ impl<S: Storage + Clone> Engine<S> {
 
     /// Writes a snapshot of the applied state and removes older snapshots.
     pub async fn snapshot(&self) -> Result<(), EngineError> {
+        if self.raft_snapshots.applying.get() {
+            return Ok(());
+        }
         let applied = self.applied_offset.get();
         let name = snapshot::snapshot_name(applied);
         if applied == self.snapshot_offset.get() && self.storage.open(&name).await.is_ok() {
             // Nothing applied since the snapshot on disk: keep it rather than replace it
-            // (a crash between removing and rewriting would leave no snapshot at all).
+            // (a crash between removing and rewriting would leave no snapshot at all). The
+            // configuration applied now is the one as of it.
+            let conf = self.replica.store.durable().conf;
+            self.save_snapshot_point(applied, conf.clone()).await?;
+            self.replica.store.set_snapshot_point(applied, Some(conf));
             return Ok(());
         }
         let bytes = snapshot::encode(&self.state.borrow(), applied);
+        // The configuration as of `applied` (membership entries apply with the state).
+        let conf = self.replica.store.durable().conf;
+        // First the Raft state file reaches the snapshot's index, with that configuration:
+        // a restart from the snapshot then replays nothing the saved configuration lacks.
+        self.save_snapshot_point(applied, conf.clone()).await?;
         // A file of this name that is not the current snapshot is a torn leftover.
         let _ = self.storage.remove(&name).await;
         let file = self
@@ -530,8 +560,17 @@ impl<S: Storage + Clone> Engine<S> {
         buf.as_mut()[8..8 + bytes.len()].copy_from_slice(&bytes);
         file.write_at(buf, 0).await.map_err(snapshot_fault(&name))?;
         file.sync().await.map_err(snapshot_fault(&name))?;
+        // Snapshots a follower is pulling (Raft snapshot transfers) stay.
+        let pinned: Vec<u64> = self
+            .replica
+            .store
+            .transfers()
+            .iter()
+            .map(|t| t.index)
+            .collect();
         for old in self.storage.list().await.map_err(snapshot_fault("."))? {
-            if snapshot::parse_snapshot_name(&old).is_some_and(|offset| offset < applied) {
+            let offset = snapshot::parse_snapshot_name(&old);
+            if offset.is_some_and(|offset| offset < applied && !pinned.contains(&offset)) {
                 self.storage
                     .remove(&old)
                     .await
@@ -540,6 +579,7 @@ impl<S: Storage + Clone> Engine<S> {
         }
         self.snapshot_offset.set(applied);
         self.applied_since_snapshot.set(0);
+        self.replica.store.set_snapshot_point(applied, Some(conf));
         Ok(())
     }
 

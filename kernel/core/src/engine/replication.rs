@@ -114,7 +114,7 @@ impl<S: Storage> Replica<S> {
         }
     }
 
-    fn not_leader(&self) -> EngineError {
+    pub(super) fn not_leader(&self) -> EngineError {
         let leader = self.leader.get();
         EngineError::NotLeader {
             leader: (leader != 0 && leader != self.id).then_some(leader),
@@ -143,6 +143,11 @@ impl<S: Storage + Clone> Engine<S> {
     /// less than it acknowledged, counts only what it holds and probes it from there.
     /// Neither happens between replicas that kept their logs.
     pub fn step(&self, mut message: Message) {
+        if Self::is_snapshot(&message) {
+            // Pulled in chunks before raft-rs sees it (`raft_snapshot.rs`).
+            self.snapshot_arrived(message);
+            return;
+        }
         let mut node = self.replica.node.borrow_mut();
         let last_index = node.raft.raft_log.last_index();
         let mut lost = None;
@@ -177,6 +182,8 @@ impl<S: Storage + Clone> Engine<S> {
     /// call [`Engine::drive`] afterwards.
     pub fn raft_tick(&self) {
         self.replica.node.borrow_mut().tick();
+        self.leave_joint_if_stuck();
+        self.snapshot_tick();
     }
 
     /// Messages for peer replicas queued since the last call.
@@ -336,22 +343,26 @@ impl<S: Storage + Clone> Engine<S> {
     /// Runs the Ready loop, then waits until the proposal is applied (or fails). When the
     /// task driving the loop is dropped while work remains, a waiter takes over.
     pub(super) async fn wait_committed(&self, proposal: &Proposal) -> Result<(), EngineError> {
-        self.wait_until(proposal, || {
-            if self.applied_offset.get() < proposal.last_index {
-                return None;
-            }
-            let term = self
-                .replica
-                .store
-                .log()
-                .term_at(Offset(proposal.last_index - 1));
-            Some(if term == Some(proposal.term) {
-                Ok(())
-            } else {
-                Err(self.replica.not_leader())
-            })
+        self.wait_until(proposal, || self.applied_outcome(proposal))
+            .await
+    }
+
+    /// Whether `proposal` is applied: `None` not yet, `Ok` when the applied entry has the
+    /// proposal's term, `NotLeader` when another leader's entry took its place.
+    pub(super) fn applied_outcome(&self, proposal: &Proposal) -> Option<Result<(), EngineError>> {
+        if self.applied_offset.get() < proposal.last_index {
+            return None;
+        }
+        let term = self
+            .replica
+            .store
+            .log()
+            .term_at(Offset(proposal.last_index - 1));
+        Some(if term == Some(proposal.term) {
+            Ok(())
+        } else {
+            Err(self.replica.not_leader())
         })
-        .await
     }
 
     /// How a send or an ack waits for its proposal before answering: committed and
@@ -377,7 +388,7 @@ impl<S: Storage + Clone> Engine<S> {
 
     /// Runs the Ready loop and waits until `reached` answers for the proposal, the
     /// replica fails, or it loses the lead the proposal was made under.
-    async fn wait_until(
+    pub(super) async fn wait_until(
         &self,
         proposal: &Proposal,
         reached: impl Fn() -> Option<Result<(), EngineError>>,
@@ -503,6 +514,11 @@ impl<S: Storage + Clone> Engine<S> {
             if self.replica.boot_needed.replace(false) {
                 self.propose_boot();
             }
+            if self.replica.store.take_fresh_snapshot_wanted() {
+                // A follower needs a Raft snapshot and the newest engine snapshot's
+                // configuration is unknown (taken before a restart): take one now.
+                self.snapshot().await?;
+            }
             let Some(pending) = self.take_ready()? else {
                 return Ok(());
             };
@@ -541,11 +557,7 @@ impl<S: Storage + Clone> Engine<S> {
                 }
             }
         }
-        if !ready.snapshot().is_empty() {
-            return Err(EngineError::Storage(StorageFault::Replica(
-                "a Raft snapshot arrived; installing snapshots is not supported yet".into(),
-            )));
-        }
+        let install = self.snapshot_in_ready(ready.snapshot())?;
         let committed = ready.take_committed_entries();
         let conf_changed = self.apply_committed(&committed)?;
         let entries = ready.take_entries();
@@ -579,6 +591,7 @@ impl<S: Storage + Clone> Engine<S> {
             persisted_messages,
             new_vote,
             conf_changed,
+            install,
         }))
     }
 
@@ -593,23 +606,37 @@ impl<S: Storage + Clone> Engine<S> {
         let store = &self.replica.store;
         let new_vote = pending.new_vote && !bugs::enabled(Bug::RaftVoteWithoutPersisting);
         if new_vote {
-            let mut early = self.replica.saved.borrow().clone();
             let staged = store.durable().hard;
-            early.hard.term = staged.term;
-            early.hard.vote = staged.vote;
-            self.save_durable(early).await?;
+            self.save_durable_with(|saved| {
+                let mut early = saved.clone();
+                early.hard.term = staged.term;
+                early.hard.vote = staged.vote;
+                Some(early)
+            })
+            .await?;
+        }
+        if let Some(index) = pending.install {
+            self.install_snapshot(index).await?;
         }
         store.persist().await.map_err(persist_fault)?;
         let commit = store.durable().hard.commit;
         let saved_commit = self.replica.saved.borrow().hard.commit;
         let lagging = commit >= saved_commit + crate::limits::REPLICA_COMMIT_SAVE_EVERY;
         if new_vote || pending.conf_changed || lagging {
-            self.save_durable(store.durable()).await?;
+            // The configuration is the one applied so far: the saved commit index goes no
+            // further, so that a restart (which takes the saved commit as applied) never
+            // skips a membership entry between the two.
+            let mut durable = store.durable();
+            durable.hard.commit = durable.hard.commit.min(self.applied_offset.get());
+            self.save_durable(durable).await?;
         }
-        self.replica
-            .node
-            .borrow_mut()
-            .on_persist_ready(pending.number);
+        {
+            let mut node = self.replica.node.borrow_mut();
+            node.on_persist_ready(pending.number);
+            if let Some(index) = pending.install {
+                node.advance_apply_to(index);
+            }
+        }
         self.queue_messages(pending.persisted_messages);
         for (request, context) in store.take_fetch_requests() {
             if store.fetch(request).await.is_ok() {
@@ -619,15 +646,59 @@ impl<S: Storage + Clone> Engine<S> {
         Ok(())
     }
 
-    async fn save_durable(&self, durable: DurableState) -> Result<(), EngineError> {
-        let Some(mut file) = self.replica.hard_file.borrow_mut().take() else {
+    pub(super) async fn save_durable(&self, durable: DurableState) -> Result<(), EngineError> {
+        self.save_durable_with(|_| Some(durable)).await
+    }
+
+    /// Saves what `next` makes of the state last saved, one save at a time: it waits
+    /// while another task saves, and `next` sees the state that save left (so a save
+    /// never puts back an older term or vote). `None` saves nothing.
+    pub(super) async fn save_durable_with(
+        &self,
+        next: impl FnOnce(&DurableState) -> Option<DurableState>,
+    ) -> Result<(), EngineError> {
+        let mut turn = std::future::poll_fn(|context| {
+            if let Some(file) = self.replica.hard_file.borrow_mut().take() {
+                return Poll::Ready(SaveTurn {
+                    replica: &self.replica,
+                    file: Some(file),
+                });
+            }
+            self.replica
+                .progress_waiters
+                .borrow_mut()
+                .push(context.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some(durable) = next(&self.replica.saved.borrow()) else {
             return Ok(());
         };
-        let result = file.save(&durable).await;
-        self.replica.hard_file.replace(Some(file));
-        result.map_err(|error| EngineError::Storage(StorageFault::Replica(error.to_string())))?;
+        let file = turn.file.as_mut().expect("held until dropped");
+        file.save(&durable)
+            .await
+            .map_err(|error| EngineError::Storage(StorageFault::Replica(error.to_string())))?;
         self.replica.saved.replace(durable);
         Ok(())
+    }
+
+    /// Records that the engine snapshot at `applied` exists: the saved commit index
+    /// reaches it, with the configuration as of it (`conf`), so that a restart from
+    /// that snapshot replays no membership entry the saved configuration lacks.
+    pub(super) async fn save_snapshot_point(
+        &self,
+        applied: u64,
+        conf: raft::prelude::ConfState,
+    ) -> Result<(), EngineError> {
+        self.save_durable_with(|saved| {
+            (saved.hard.commit < applied).then(|| {
+                let mut next = saved.clone();
+                next.hard.commit = applied;
+                next.conf = conf;
+                next
+            })
+        })
+        .await
     }
 
     fn queue_messages(&self, messages: Vec<Message>) {
@@ -758,14 +829,54 @@ impl<S: Storage + Clone> Engine<S> {
                 ConfChange::parse_from_bytes(&entry.data).map_err(|_| bad())?,
             )
         };
-        let conf = self
-            .replica
-            .node
-            .borrow_mut()
+        let mut node = self.replica.node.borrow_mut();
+        let conf = node
             .apply_conf_change(&change)
             .map_err(|error| EngineError::Storage(StorageFault::Replica(error.to_string())))?;
+        step_down_if_removed(&mut node);
+        drop(node);
         self.replica.store.set_conf_state(conf);
         Ok(())
+    }
+}
+
+/// A leader that applied a configuration without itself as a voter stops leading (raft-rs
+/// leaves that to its host): it first asks the voter that holds the most of its log to
+/// campaign at once (`MsgTimeoutNow` when that voter holds the whole log), then becomes a
+/// follower of its term. The change can reach a leader that never proposed it: one
+/// leader proposes removing a follower, loses the lead, and that follower, now leading,
+/// commits its own removal.
+fn step_down_if_removed<S: Storage>(node: &mut RawNode<SharedStore<S>>) {
+    let raft = &node.raft;
+    let id = raft.id;
+    if raft.state != StateRole::Leader || raft.prs().conf().voters().contains(id) {
+        return;
+    }
+    let voters = raft.prs().conf().voters();
+    let successor = raft
+        .prs()
+        .iter()
+        .filter(|(other, _)| **other != id && voters.contains(**other))
+        .max_by_key(|(_, progress)| progress.matched)
+        .map(|(other, _)| *other);
+    if let Some(successor) = successor {
+        node.transfer_leader(successor);
+    }
+    let term = node.raft.term;
+    node.raft.become_follower(term, raft::INVALID_ID);
+}
+
+/// The right to save the Raft state file: the file, handed back (and waiters woken) when
+/// the save ends or its task is dropped.
+struct SaveTurn<'a, S: Storage> {
+    replica: &'a Replica<S>,
+    file: Option<HardStateFile<S::File>>,
+}
+
+impl<S: Storage> Drop for SaveTurn<'_, S> {
+    fn drop(&mut self) {
+        self.replica.hard_file.replace(self.file.take());
+        self.replica.wake_progress();
     }
 }
 
@@ -804,6 +915,8 @@ pub(crate) struct PendingReady {
     new_vote: bool,
     /// A membership change was applied: the configuration is saved after the entries.
     conf_changed: bool,
+    /// The Raft snapshot (its index) the Ready brought: installed before the entries.
+    install: Option<u64>,
 }
 
 /// A committed command entry this replica did not propose: decoded from its bytes.

@@ -288,6 +288,10 @@ pub enum EngineError {
     NotLeader {
         leader: Option<u64>,
     },
+    /// A membership change is under way in the partition's group; retry once it is done.
+    MembershipBusy,
+    /// A membership change the group cannot take (the reason says why).
+    InvalidMembership(super::membership::Refusal),
     /// The log cannot take the batch the engine built as one record batch; nothing was
     /// stored. The engine's own limits keep such batches out, so this is the server's
     /// fault, not the request's. (An encoding too large for the log is reported as
@@ -375,6 +379,10 @@ impl std::fmt::Display for EngineError {
             }
             EngineError::NoDeadLetters => write!(f, "the queue keeps no dead letters"),
             EngineError::Busy => write!(f, "the log is busy; retry"),
+            EngineError::MembershipBusy => {
+                write!(f, "a membership change is under way; retry once it is done")
+            }
+            EngineError::InvalidMembership(why) => write!(f, "invalid membership change: {why}"),
             EngineError::Encode(error) => write!(f, "the log cannot take the batch: {error}"),
             EngineError::Storage(fault) => write!(f, "storage fault: {fault}"),
         }

@@ -32,10 +32,13 @@ mod append;
 mod files;
 mod read;
 mod recovery;
+mod reset;
 mod retention;
 #[cfg(test)]
 mod tests;
 mod truncate;
+
+pub use files::TRUNCATION_NAME;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

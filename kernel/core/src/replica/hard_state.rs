@@ -80,6 +80,9 @@ impl<F: StorageFile> HardStateFile<F> {
         };
         let size = file.size().await.map_err(HardStateError::Io)?;
         let mut newest: Option<(u64, DurableState)> = None;
+        // Whether slot 0 was ever written: the first save (sequence 1) writes slot 1, so
+        // while slot 0 is blank no save but the first can have completed.
+        let mut slot0_blank = true;
         for slot in 0..2u64 {
             if size < (slot + 1) * SLOT_BYTES {
                 continue;
@@ -88,6 +91,9 @@ impl<F: StorageFile> HardStateFile<F> {
                 .read_at(slot * SLOT_BYTES, SLOT_BYTES as usize)
                 .await
                 .map_err(HardStateError::Io)?;
+            if slot == 0 {
+                slot0_blank = bytes.as_ref().iter().all(|byte| *byte == 0);
+            }
             if let Some((sequence, state)) = decode_slot(bytes.as_ref()) {
                 if newest.as_ref().is_none_or(|(s, _)| sequence > *s) {
                     newest = Some((sequence, state));
@@ -96,8 +102,11 @@ impl<F: StorageFile> HardStateFile<F> {
         }
         match newest {
             Some((sequence, state)) => Ok((HardStateFile { file, sequence }, Some(state))),
-            // A file with no slot written completes no save: nothing was promised yet.
-            None if size == 0 => Ok((HardStateFile { file, sequence: 0 }, None)),
+            // No valid slot and slot 0 never written: the first save was cut short (a
+            // power loss during it), so it completed no save and nothing was promised
+            // yet. (A new replica that joined a group and lost power during its first
+            // save is such a file.)
+            None if slot0_blank => Ok((HardStateFile { file, sequence: 0 }, None)),
             None => Err(HardStateError::Unreadable),
         }
     }
@@ -241,6 +250,26 @@ mod tests {
                 HardStateFile::open(&disk).await,
                 Err(HardStateError::Unreadable)
             ));
+        });
+    }
+
+    #[test]
+    fn a_torn_first_save_promised_nothing() {
+        // Goal: a replica that lost power during its very first save (slot 1 torn, slot 0
+        // never written) opens as one that never saved, not as a damaged file; one whose
+        // slot 0 was written is still an error. Method: write garbage into slot 1 only.
+        let disk = SimDisk::new(9);
+        block_on(async {
+            let raw = disk.create(FILE_NAME).await.unwrap();
+            let mut buf = raw.alloc_buf(SLOT_BYTES as usize);
+            buf.as_mut().fill(0xCD);
+            raw.write_at(buf, SLOT_BYTES).await.unwrap();
+            raw.sync().await.unwrap();
+            let (mut file, loaded) = HardStateFile::open(&disk).await.unwrap();
+            assert_eq!(loaded, None);
+            file.save(&state(1, vec![1, 2, 3])).await.unwrap();
+            let (_, loaded) = HardStateFile::open(&disk).await.unwrap();
+            assert_eq!(loaded, Some(state(1, vec![1, 2, 3])));
         });
     }
 }

@@ -6,7 +6,12 @@
 //! - [`hard_state`]: the durable term, vote, commit and membership, in two checksummed
 //!   slots.
 //! - [`store`]: raft-rs's `Storage` over the log, with the in-memory tail raft-rs reads
-//!   synchronously and asynchronous reads for lagging followers.
+//!   synchronously and asynchronous reads for lagging followers, and the snapshot a
+//!   leader offers a follower behind its log's start.
+//! - [`snapshot`]: what a Raft snapshot message names and the chunks that carry its bulk
+//!   (the engine snapshot and the log records it needs) from leader to follower.
+//! - [`install`]: a follower's staging of those chunks and the crash-safe replacement of
+//!   its log, engine snapshot and Raft state by them.
 //!
 //! The engine (`crate::engine`) owns the Raft node of its partition: a send, an ack or a
 //! metadata change is proposed, persisted by the same group commit on every replica,
@@ -15,6 +20,8 @@
 
 pub mod entry;
 pub mod hard_state;
+pub mod install;
+pub mod snapshot;
 pub mod store;
 
 use protobuf::Message as _;

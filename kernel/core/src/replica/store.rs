@@ -11,20 +11,29 @@
 //! Appended entries become visible to raft-rs at once (`stage`) and durable later
 //! (`persist`), which truncates the log where a new leader's entries replace a
 //! conflicting suffix, appends one batch per run of equal terms, and syncs.
+//!
+//! A follower that needs entries below the log's start gets a snapshot: the store offers
+//! the engine's newest snapshot (its index `A`, the term of the record there, the
+//! membership) with a [`Descriptor`] naming the log's start `S` as its data, and keeps a
+//! [`Transfer`] that pins `S..A` and the engine snapshot file while the follower pulls
+//! them (`engine/raft_snapshot.rs`). After a follower installed a snapshot the store
+//! answers as raft-rs expects of a snapshot at `A` (`installed`), though the log also
+//! holds the records from `S`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::entry::{entry_bytes, entry_of, index_of, offset_of, record_of, BadEntry};
 use super::hard_state::DurableState;
+use super::snapshot::Descriptor;
 use crate::bugs::{self, Bug};
 use crate::limits::{
     BATCH_BYTES_MAX, ENGINE_BATCH_MESSAGES_CEILING, REPLICA_FETCHED_BYTES_MAX,
-    REPLICA_TAIL_BYTES_MAX,
+    REPLICA_SNAPSHOT_TRANSFERS_MAX, REPLICA_TAIL_BYTES_MAX,
 };
 use crate::log::{AppendError, Log, LogError};
 use crate::record::RecordInput;
@@ -56,6 +65,18 @@ pub struct FetchRequest {
     pub high: u64,
 }
 
+/// A snapshot a leader offered a follower, while the follower may pull it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub to: u64,
+    pub index: u64,
+    pub term: u64,
+    /// The log offset the transfer's records start at: retention keeps it.
+    pub start: u64,
+    /// Raft ticks since the follower last asked for a chunk.
+    pub idle_ticks: u32,
+}
+
 pub struct LogStore<S: Storage> {
     log: Rc<Log<S>>,
     durable: RefCell<DurableState>,
@@ -73,6 +94,20 @@ pub struct LogStore<S: Storage> {
     fetched: RefCell<BTreeMap<u64, Entry>>,
     fetched_bytes: Cell<u64>,
     fetch_requests: RefCell<Vec<(FetchRequest, GetEntriesContext)>>,
+    /// The engine's newest snapshot (its applied offset, which is its Raft index): what
+    /// a snapshot for a lagging follower is made of (0: none).
+    snapshot_point: Cell<u64>,
+    /// The group's configuration as of `snapshot_point`, when known (taken or installed
+    /// by this process); `None` after a restart.
+    snapshot_conf: RefCell<Option<ConfState>>,
+    /// A follower needs a snapshot and the newest one's configuration is unknown or
+    /// predates the follower: the engine's Ready loop takes a fresh one.
+    fresh_snapshot_wanted: Cell<bool>,
+    /// Snapshot transfers in progress, at most `REPLICA_SNAPSHOT_TRANSFERS_MAX`.
+    transfers: RefCell<Vec<Transfer>>,
+    /// The (index, term) of the snapshot this replica installed since it opened: raft-rs
+    /// sees nothing before it.
+    installed: Cell<(u64, u64)>,
 }
 
 impl<S: Storage> LogStore<S> {
@@ -93,7 +128,59 @@ impl<S: Storage> LogStore<S> {
             fetched: RefCell::new(BTreeMap::new()),
             fetched_bytes: Cell::new(0),
             fetch_requests: RefCell::new(Vec::new()),
+            snapshot_point: Cell::new(0),
+            snapshot_conf: RefCell::new(None),
+            fresh_snapshot_wanted: Cell::new(false),
+            transfers: RefCell::new(Vec::new()),
+            installed: Cell::new((0, 0)),
         }
+    }
+
+    /// Records the engine's newest snapshot, which later snapshot transfers offer.
+    /// The engine's newest snapshot is at `index`, with the configuration as of it when
+    /// known.
+    pub fn set_snapshot_point(&self, index: u64, conf: Option<ConfState>) {
+        self.snapshot_point.set(index);
+        self.snapshot_conf.replace(conf);
+    }
+
+    /// Whether a follower needed a snapshot this replica could not offer (its newest
+    /// engine snapshot's configuration is unknown); clears the request.
+    pub fn take_fresh_snapshot_wanted(&self) -> bool {
+        self.fresh_snapshot_wanted.replace(false)
+    }
+
+    /// The transfers in progress.
+    pub fn transfers(&self) -> Vec<Transfer> {
+        self.transfers.borrow().clone()
+    }
+
+    /// Replaces the transfers in progress (the engine's tick expires them).
+    pub fn set_transfers(&self, transfers: Vec<Transfer>) {
+        assert!(transfers.len() <= REPLICA_SNAPSHOT_TRANSFERS_MAX);
+        self.transfers.replace(transfers);
+    }
+
+    /// The lowest log offset a transfer in progress still needs.
+    pub fn transfer_pin(&self) -> Option<u64> {
+        self.transfers.borrow().iter().map(|t| t.start).min()
+    }
+
+    /// Forgets the log before a snapshot raft-rs just restored: from now on the store
+    /// answers as a log compacted at `index` (of `term`) whose tail follows it, until the
+    /// caller has replaced the log on disk by the snapshot's.
+    pub fn reset_for_snapshot(&self, index: u64, term: u64) {
+        assert!(index > 0, "a snapshot is at a real index");
+        self.tail.borrow_mut().clear();
+        self.tail_first.set(index + 1);
+        self.tail_bytes.set(0);
+        self.unpersisted_from.set(u64::MAX);
+        self.truncate_from.set(None);
+        self.applied.set(index);
+        self.fetched.borrow_mut().clear();
+        self.fetched_bytes.set(0);
+        self.fetch_requests.borrow_mut().clear();
+        self.installed.set((index, term));
     }
 
     pub fn log(&self) -> &Rc<Log<S>> {
@@ -119,19 +206,77 @@ impl<S: Storage> LogStore<S> {
     /// The index and term of the entry just before the first one the store serves.
     fn compaction_point(&self) -> (u64, u64) {
         let start = self.log.start_offset();
-        if start.0 == 0 {
+        let stored = if start.0 == 0 {
             (0, 0)
         } else {
             // The oldest stored record stands for everything compacted before it.
             (index_of(start), self.log.term_at(start).unwrap_or(0))
-        }
+        };
+        // An installed snapshot is the compaction point until retention passes it.
+        stored.max(self.installed.get())
     }
 
     fn last(&self) -> u64 {
-        match self.tail.borrow().back() {
+        let last = match self.tail.borrow().back() {
             Some(entry) => entry.index,
             None => self.log.next_offset().0,
+        };
+        last.max(self.installed.get().0)
+    }
+
+    /// The snapshot raft-rs asks for to send to `to`: the engine's newest snapshot at
+    /// `A` with the log's records from its start, as a new or refreshed [`Transfer`].
+    fn offer_snapshot(&self, request_index: u64, to: u64) -> Option<Snapshot> {
+        let index = self.snapshot_point.get();
+        if index == 0 || index < request_index {
+            return None;
         }
+        // The configuration as of the snapshot must be known and hold the follower
+        // (raft-rs refuses a snapshot whose configuration lacks it: one taken before it
+        // joined); otherwise the engine takes a fresh snapshot and raft-rs asks again.
+        let conf = self.snapshot_conf.borrow().clone().filter(|conf| {
+            [
+                &conf.voters,
+                &conf.learners,
+                &conf.voters_outgoing,
+                &conf.learners_next,
+            ]
+            .iter()
+            .any(|ids| ids.contains(&to))
+        });
+        let Some(conf) = conf else {
+            self.fresh_snapshot_wanted.set(true);
+            return None;
+        };
+        let term = self.log.term_at(offset_of(index))?;
+        let start = self.log.start_offset().0;
+        if start >= index {
+            return None;
+        }
+        let mut transfers = self.transfers.borrow_mut();
+        let transfer = Transfer {
+            to,
+            index,
+            term,
+            start,
+            idle_ticks: 0,
+        };
+        match transfers.iter().position(|t| t.to == to) {
+            // A new offer replaces the old one: the follower starts over with it.
+            Some(existing) => transfers[existing] = transfer,
+            None if transfers.len() < REPLICA_SNAPSHOT_TRANSFERS_MAX => transfers.push(transfer),
+            None => return None,
+        }
+        let mut metadata = SnapshotMetadata {
+            index,
+            term,
+            ..SnapshotMetadata::default()
+        };
+        metadata.set_conf_state(conf);
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(metadata);
+        snapshot.data = Descriptor { start, index }.encode().into();
+        Some(snapshot)
     }
 
     /// Makes raft-rs's new entries visible at once; `persist` writes them.
@@ -437,10 +582,11 @@ impl<S: Storage> raft::Storage for LogStore<S> {
         Ok(self.last())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        self.offer_snapshot(request_index, to)
+            .ok_or(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ))
     }
 }
 

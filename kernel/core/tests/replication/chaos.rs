@@ -31,10 +31,13 @@ use futures_lite::future::{block_on, poll_once};
 use rand::Rng;
 use sluice_core::engine::config::QueueInfo;
 use sluice_core::engine::types::*;
+use sluice_core::engine::EngineLimits;
 use sluice_core::storage::IoErrorKind;
 use sluice_core::types::Offset;
 
-use super::{message, request, setup, Cluster, Faults};
+use sluice_core::engine::membership::MembershipStep;
+
+use super::{message, request, setup, setup_expiring, Cluster, Faults};
 
 /// What a committed record holds, as every replica must agree on it forever: term,
 /// timestamp, attributes, body.
@@ -55,6 +58,10 @@ const DRAIN_ROUNDS_MAX: u32 = 1_000;
 #[derive(Default)]
 struct Checker {
     seed: u64,
+    /// The run expires messages by time, which each replica applies on its own clock
+    /// (unlogged): the state comparison leaves out queue sizes and ack counts (an ack
+    /// applied after one replica expired its message counts only at the others).
+    compacting: bool,
     /// The serving leader seen in each term.
     leaders: HashMap<u64, u64>,
     committed: HashMap<u64, RecordKey>,
@@ -103,11 +110,18 @@ impl Checker {
     fn check_states(&mut self, cluster: &Cluster, queue: QueueId, group: GroupId) {
         for engine in cluster.running() {
             let id = engine.replica_id();
+            let info = engine.queue_info(queue).ok().map(|mut info| {
+                if self.compacting {
+                    (info.stored, info.delayed) = (0, 0);
+                }
+                info
+            });
             let state = (
-                engine.queue_info(queue).ok(),
+                info,
                 engine
                     .group_stats(queue, group)
                     .ok()
+                    .filter(|_| !self.compacting)
                     .map(|g| (g.acked_total, g.dead_letters)),
             );
             let applied = engine.applied_index();
@@ -130,7 +144,8 @@ impl Checker {
         for engine in cluster.running() {
             let id = engine.replica_id();
             let applied = engine.applied_index();
-            let mut next = 0;
+            // Retention (or a Raft snapshot) may have removed the log's start.
+            let mut next = engine.log().start_offset().0;
             while next < applied {
                 let records =
                     block_on(engine.log().read(Offset(next), 1 << 20)).unwrap_or_else(|error| {
@@ -282,14 +297,47 @@ struct Run {
     /// Bodies a consumer acked (answered with success, or not answered: it may commit).
     consumed: HashSet<String>,
     checker: Checker,
+    /// Bodies are padded and the clock jumps past the queue's retention now and then, so
+    /// that logs lose segments and lagging replicas need Raft snapshots.
+    compacting: bool,
+    /// Steps after which some replica was pulling or installing a Raft snapshot.
+    installs_seen: u32,
+    /// Membership changes answered with success, and how many of them were moves.
+    changes: u32,
+    moves: u32,
 }
 
 impl Run {
+    /// The body of the send at `step`.
+    fn body(&self, step: u32) -> String {
+        let pad = if self.compacting {
+            COMPACTING_PAD_BYTES
+        } else {
+            0
+        };
+        format!("m{}-{step}{}", self.seed, "x".repeat(pad))
+    }
+
+    /// The clock passes the queue's retention; every replica expires its messages, takes
+    /// an engine snapshot and lets retention remove old segments. Sends acknowledged so
+    /// far may expire unreceived: only later ones must be delivered.
+    fn compact(&mut self, cluster: &Cluster) {
+        let jump = EngineLimits::dms().retention_ms_min + 1_000;
+        cluster.now.set(cluster.now.get() + jump);
+        let now = cluster.now.get();
+        for engine in cluster.running() {
+            let _ = cluster.try_run(engine.tick(now), 20);
+            let _ = cluster.try_run(engine.snapshot(), 20);
+            let _ = cluster.try_run(engine.tick(now), 20);
+        }
+        self.acked.clear();
+    }
+
     fn send(&mut self, cluster: &Cluster, step: u32) {
         let Some(leader) = cluster.serving() else {
             return;
         };
-        let body = format!("m{}-{step}", self.seed);
+        let body = self.body(step);
         let engine = cluster.engine(leader);
         let batch = [message(&body)];
         let sent = engine.send(self.queue, &batch, cluster.now.get());
@@ -305,7 +353,7 @@ impl Run {
         let Some(leader) = cluster.serving() else {
             return;
         };
-        let body = format!("m{}-{step}", self.seed);
+        let body = self.body(step);
         let fault = cluster.random(5);
         let answered = {
             let engine = cluster.engine(leader);
@@ -336,6 +384,55 @@ impl Run {
                 cluster.crash_during_ready(&all);
             }
             _ => {}
+        }
+    }
+
+    /// A membership change proposed at the serving leader, picked from its view: add a
+    /// replica outside the group as a learner, promote a learner (alone, or moving the
+    /// group off a follower in one joint change), or remove a learner or a voter while
+    /// more than three vote. Refusals and changes cut short by faults are part of the run.
+    fn change_membership(&mut self, cluster: &Cluster) {
+        let Some(leader) = cluster.serving() else {
+            return;
+        };
+        let engine = cluster.engine(leader);
+        let now = engine.membership();
+        let outside: Vec<u64> = (1..=cluster.size()).filter(|id| !now.holds(*id)).collect();
+        let followers: Vec<u64> = now
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| *id != leader)
+            .collect();
+        let pick = |ids: &[u64]| ids[cluster.random(ids.len() as u64) as usize];
+        let mut options: Vec<Vec<MembershipStep>> = Vec::new();
+        if !outside.is_empty() {
+            options.push(vec![MembershipStep::AddLearner(pick(&outside))]);
+        }
+        if !now.learners.is_empty() {
+            let learner = pick(&now.learners);
+            options.push(vec![MembershipStep::Promote(learner)]);
+            options.push(vec![MembershipStep::Remove(learner)]);
+            if !followers.is_empty() {
+                options.push(vec![
+                    MembershipStep::Promote(learner),
+                    MembershipStep::Remove(pick(&followers)),
+                ]);
+            }
+        }
+        if now.voters.len() > 3 && !followers.is_empty() {
+            options.push(vec![MembershipStep::Remove(pick(&followers))]);
+        }
+        if options.is_empty() {
+            return;
+        }
+        let steps = options.swap_remove(cluster.random(options.len() as u64) as usize);
+        let outcome = cluster.try_run(engine.change_membership(&steps), 50);
+        if let Some(Ok(_)) = outcome {
+            self.changes += 1;
+            if steps.len() > 1 {
+                self.moves += 1;
+            }
         }
     }
 
@@ -390,9 +487,69 @@ impl Run {
 
 /// One seeded run of `steps` steps on `size` replicas (see the module's documentation).
 pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
-    let mut cluster = Cluster::seeded(size, seed);
+    chaos_with(seed, Shape::plain(size), steps);
+}
+
+/// Membership changes a run completed: (changes, moves).
+pub(super) type Changed = (u32, u32);
+
+/// A run in which replicas `1..=3` of 5 start as the group and membership changes
+/// (adding learners, promoting them, moves, removals) run under the same load and faults
+/// as everything else, between 3 and 5 voters; odd seeds also compact (so replicas join
+/// from Raft snapshots).
+pub(super) fn membership_chaos(seed: u64, steps: u32) -> Changed {
+    let run = chaos_with(
+        seed,
+        Shape {
+            genesis: 3,
+            size: 5,
+            compacting: seed % 2 == 1,
+        },
+        steps,
+    );
+    (run.changes, run.moves)
+}
+
+/// What a run's cluster looks like.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Replicas `1..=genesis` of `size` form the group at first; with fewer than `size`,
+    /// the run changes the membership too.
+    genesis: u64,
+    size: u64,
+    /// See [`Run::compacting`].
+    compacting: bool,
+}
+
+impl Shape {
+    fn plain(size: u64) -> Shape {
+        Shape {
+            genesis: size,
+            size,
+            compacting: false,
+        }
+    }
+}
+
+/// One seeded run of `shape`; answers the run (what it saw).
+fn chaos_with(seed: u64, shape: Shape, steps: u32) -> Run {
+    let Shape {
+        genesis,
+        size,
+        compacting,
+    } = shape;
+    let snapshot_every = if compacting {
+        COMPACTING_SNAPSHOT_EVERY
+    } else {
+        super::config().snapshot_every_records
+    };
+    let mut cluster = Cluster::build(genesis, size, seed, snapshot_every);
     let first = cluster.leader();
-    let (queue, group) = setup(&cluster, first);
+    let (queue, group) = if compacting {
+        setup_expiring(&cluster, first)
+    } else {
+        setup(&cluster, first)
+    };
     cluster.faults.set(Faults {
         drop: 10,
         duplicate: 5,
@@ -407,8 +564,13 @@ pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
         consumed: HashSet::new(),
         checker: Checker {
             seed,
+            compacting,
             ..Checker::default()
         },
+        compacting,
+        installs_seen: 0,
+        changes: 0,
+        moves: 0,
     };
     for step in 0..steps {
         match cluster.random(100) {
@@ -440,6 +602,7 @@ pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
                 let all: Vec<u64> = (1..=size).collect();
                 cluster.crash_during_ready(&all);
             }
+            84..94 if genesis < size => run.change_membership(&cluster),
             _ => {}
         }
         // Time passes between steps; now and then the leader ends leases (its nacks are
@@ -449,10 +612,24 @@ pub(super) fn chaos(seed: u64, size: u64, steps: u32) {
         if step % 5 == 0 {
             cluster.engine_tick();
         }
+        if compacting && step % COMPACTING_EVERY_STEPS == COMPACTING_EVERY_STEPS - 1 {
+            run.compact(&cluster);
+        }
+        if cluster.running().any(|e| e.installing_snapshot()) {
+            run.installs_seen += 1;
+        }
         run.checker.check(&cluster, queue, group, step % 20 == 0);
     }
     finish(&mut cluster, &mut run);
+    run
 }
+
+/// Body padding of a compacting run: a few sends fill a 64 KiB segment.
+const COMPACTING_PAD_BYTES: usize = 4096;
+/// A compacting run's engines snapshot this often.
+const COMPACTING_SNAPSHOT_EVERY: u64 = 50;
+/// A compacting run's clock passes the retention this often.
+const COMPACTING_EVERY_STEPS: u32 = 25;
 
 /// Heals everything, drains the queue at the leader and checks what was promised.
 fn finish(cluster: &mut Cluster, run: &mut Run) {
@@ -503,6 +680,14 @@ fn finish(cluster: &mut Cluster, run: &mut Run) {
         );
     }
     assert_eq!(empty, 2, "seed {seed}: the queue did not drain");
+    if run.compacting {
+        // Retention is applied by each replica's own tick: one more at the same time
+        // everywhere, so that their queue sizes agree.
+        let now = cluster.now.get();
+        for engine in cluster.running() {
+            let _ = cluster.try_run(engine.tick(now), 20);
+        }
+    }
     let leader = cluster.leader();
     for body in &run.acked {
         assert!(
@@ -513,7 +698,7 @@ fn finish(cluster: &mut Cluster, run: &mut Run) {
     cluster.settle(leader);
     run.checker.check(cluster, queue, group, true);
     let expected = cluster.engine(leader).queue_info(queue).unwrap();
-    for engine in cluster.running() {
+    for engine in cluster.members(leader) {
         assert_eq!(engine.queue_info(queue).unwrap(), expected, "seed {seed}");
     }
 }
@@ -523,6 +708,61 @@ fn three_replicas_survive_chaos() {
     for seed in 0..12 {
         chaos(seed, 3, 300);
     }
+}
+
+#[test]
+fn three_replicas_survive_chaos_with_retention_and_raft_snapshots() {
+    // Goal: the chaos checks hold while logs lose segments to retention and lagging
+    // replicas catch up from Raft snapshots (whose transfers and installs meet the same
+    // crashes, power losses and network faults). Method: compacting runs; at least one
+    // of them must have seen a snapshot pulled or installed.
+    let compacting = Shape {
+        compacting: true,
+        ..Shape::plain(3)
+    };
+    let installs: u32 = (0..8)
+        .map(|seed| chaos_with(seed, compacting, 300).installs_seen)
+        .sum();
+    assert!(installs > 0, "no run needed a Raft snapshot");
+}
+
+#[test]
+fn membership_changes_survive_chaos() {
+    // Goal: the checks hold while the group changes under load and faults, and the runs
+    // do change it (moves included), so a pass means something.
+    let (mut changes, mut moves) = (0, 0);
+    for seed in 200..208 {
+        let (c, m) = membership_chaos(seed, 300);
+        changes += c;
+        moves += m;
+    }
+    assert!(
+        changes >= 8 && moves >= 1,
+        "{changes} changes, {moves} moves"
+    );
+}
+
+#[test]
+fn membership_changes_survive_chaos_with_retention_and_raft_snapshots() {
+    // Goal: replicas join groups whose logs retention already cut, so they start from a
+    // Raft snapshot carrying the configuration as of its index, and the checks hold.
+    // Method: membership runs that also compact; the runs must have changed the
+    // membership and needed snapshots.
+    let shape = Shape {
+        genesis: 3,
+        size: 5,
+        compacting: true,
+    };
+    let (mut installs, mut changes) = (0, 0);
+    for seed in 300..308 {
+        let run = chaos_with(seed, shape, 300);
+        installs += run.installs_seen;
+        changes += run.changes;
+    }
+    assert!(
+        installs > 0 && changes > 0,
+        "{installs} installs, {changes} changes"
+    );
 }
 
 #[test]
