@@ -436,6 +436,59 @@ fn a_follower_refuses_writes_and_receives_with_the_leader_named() {
     assert!(matches!(received, Err(EngineError::NotLeader { .. })));
 }
 
+/// Goal: only the serving leader answers acks. A follower holds no leases, so it would
+/// call a valid handle Stale, and the client, told its ack failed, would wait for a
+/// message the leader then acks or still hides (cluster simulation seed 28: a retried
+/// ack reached a replica that was not the leader and answered Stale). Also: a second ack
+/// of a message whose first ack is still on its way to a majority (a client's retry, a
+/// duplicated request) waits for a durable ack of its own instead of answering Stale.
+/// Method: ack a delivery at a follower; then start two acks of it at the leader, the
+/// second while the first is uncommitted, and let the cluster run both.
+#[test]
+fn acks_are_answered_by_the_leader_and_a_second_ack_waits_for_the_first() {
+    let cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let (queue, group) = setup(&cluster, leader);
+    send(&cluster, leader, queue, &["a"]);
+    cluster.settle(leader);
+    let engine = cluster.engine(leader);
+    let now = cluster.now.get();
+    let delivery = cluster
+        .run(engine.receive(queue, group, &request(1), now))
+        .expect("receive")
+        .pop()
+        .expect("a delivery");
+    let acks = [(delivery.handle, AckKind::Success)];
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let refused = block_on(cluster.engine(follower).ack(&acks, true, now));
+    assert_eq!(
+        refused.unwrap_err(),
+        EngineError::NotLeader {
+            leader: Some(leader)
+        }
+    );
+    let mut first = pin!(engine.ack(&acks, true, now));
+    assert!(
+        block_on(poll_once(&mut first)).is_none(),
+        "the first ack waits for a majority"
+    );
+    let second = engine.ack(&acks, true, now);
+    let (first, second) = cluster.run(futures_lite::future::zip(first, second));
+    assert_eq!(first.expect("first"), [Ok(AckOutcome::Applied)]);
+    assert_eq!(second.expect("second"), [Ok(AckOutcome::Applied)]);
+    cluster.settle(leader);
+    let later = cluster.now.get() + 60_000;
+    cluster.now.set(later);
+    let again = cluster
+        .run(engine.receive(queue, group, &request(1), later))
+        .expect("receive");
+    assert!(again.is_empty(), "acked once, never back: {again:?}");
+    assert_eq!(
+        engine.group_stats(queue, group).expect("group").acked_total,
+        1
+    );
+}
+
 #[test]
 fn after_the_leader_crashes_a_new_one_has_every_acknowledged_message() {
     let mut cluster = Cluster::new(3);

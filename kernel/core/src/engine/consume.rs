@@ -180,6 +180,11 @@ impl<S: Storage + Clone> Engine<S> {
         if count > limit {
             return Err(EngineError::BatchTooLarge { count, limit });
         }
+        // Only the serving leader holds the leases: elsewhere (a follower, a replica
+        // reached by a retried forward, a new leader before its `Boot`) a valid handle
+        // would answer Stale, and a client told its ack failed while the leader applies
+        // it (or holds the lease) waits for a message that does not come back.
+        self.check_serving()?;
         let mut results = Vec::with_capacity(acks.len());
         let mut begun = Vec::new();
         let mut seqs: BTreeMap<(QueueId, GroupId, u8), Vec<u64>> = BTreeMap::new();

@@ -198,14 +198,29 @@ impl State {
                     Err(HandleError::Stale)
                 };
             };
+            if dead.acking {
+                // Another request's ack of this dead letter is on its way to a majority
+                // (a client's retry, a duplicated request): a second ack logs its own
+                // and answers once that is durable, never a premature success and never
+                // a Stale that tells the client its ack failed when it will not; a fail
+                // comes too late.
+                return if success {
+                    Ok((AckOutcome::Applied, true))
+                } else {
+                    Err(HandleError::Stale)
+                };
+            }
             if dead.lease.map(|(nonce, _)| nonce) != Some(handle.nonce) {
                 return Err(HandleError::Stale);
             }
-            dead.lease = None;
             if success {
+                // The lease stays until the ack is durable: if it cannot be logged
+                // (`abort_ack`), the dead letter stays hidden until its deadline, as a
+                // main-lane message does.
                 dead.acking = true;
                 return Ok((AckOutcome::Applied, true));
             }
+            dead.lease = None;
             return Ok((AckOutcome::Applied, false));
         }
         match g.holds.get(&handle.seq) {
@@ -216,8 +231,13 @@ impl State {
                 g.set_hold(handle.seq, meta.fifo_key, Some(hold));
                 Ok((AckOutcome::Applied, true))
             }
-            // Done, and not a dead letter. An ack still on its way to the disk (another
-            // request's) is not done yet: the answer is Stale, never a premature success.
+            // Another request's ack is on its way to the disk and a majority (a client's
+            // retry, a duplicated request): this one logs its own ack (applying an ack
+            // twice changes nothing) and answers once that is durable, so it never
+            // answers a premature success, nor a Stale that tells the client the
+            // message will come back when it will not.
+            Some(Hold::Acking) if success => Ok((AckOutcome::Applied, true)),
+            // Done, and not a dead letter.
             _ if success && g.done.contains(handle.seq) && !g.dead.contains_key(&handle.seq) => {
                 Ok((AckOutcome::AlreadyDone, false))
             }

@@ -272,13 +272,22 @@ impl<S: Storage + Clone> Engine<S> {
 
     /// Proposes `entries` as this leader's, stamped with its time `now`.
     pub(super) fn propose(&self, entries: &[Entry], now: u64) -> Result<Proposal, EngineError> {
+        self.check_serving()?;
+        self.propose_entries(entries, now)
+    }
+
+    /// Whether this replica may answer for the group's leader-only state (leases, the
+    /// current boot's handles): it is in service, leads and has taken up its term. A
+    /// follower or a leader whose `Boot` is not applied yet holds no leases, so it would
+    /// call a valid handle stale.
+    pub(super) fn check_serving(&self) -> Result<(), EngineError> {
         if let Some(error) = self.replica.failed.borrow().clone() {
             return Err(error);
         }
         if !self.replica.serving.get() {
             return Err(self.replica.not_leader());
         }
-        self.propose_entries(entries, now)
+        Ok(())
     }
 
     fn propose_entries(&self, entries: &[Entry], now: u64) -> Result<Proposal, EngineError> {
@@ -435,12 +444,7 @@ impl<S: Storage + Clone> Engine<S> {
     /// after the call began, and everything committed before it is applied. A receive
     /// asks first, so a deposed leader stops handing out messages.
     pub(super) async fn confirm_leadership(&self) -> Result<(), EngineError> {
-        if let Some(error) = self.replica.failed.borrow().clone() {
-            return Err(error);
-        }
-        if !self.replica.serving.get() {
-            return Err(self.replica.not_leader());
-        }
+        self.check_serving()?;
         if self.replica.alone() || bugs::enabled(Bug::RaftDeposedLeaderServes) {
             return Ok(());
         }
