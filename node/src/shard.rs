@@ -281,7 +281,9 @@ impl<H: Host> NodeShard<H> {
                 self.owns(p)
             });
         for partition in order {
-            let wanted = request.max_messages - u32::try_from(deliveries.len()).expect("bounded");
+            let wanted = request
+                .max_messages
+                .saturating_sub(u32::try_from(deliveries.len()).unwrap_or(u32::MAX));
             let bytes_left = request.bytes_max.saturating_sub(bytes_delivered);
             let first = deliveries.is_empty();
             if wanted == 0 || (bytes_left == 0 && !first) {

@@ -846,7 +846,10 @@ async fn boot(index: usize) {
         id: machine.id,
         endpoint,
         pending: RefCell::new(BTreeMap::new()),
-        next_call: Cell::new(0),
+        // Call ids never repeat across boots: a late answer to a call of the node's
+        // previous boot must not find a new call under the same id (the server's calls
+        // ride connections that end with the process, so none arrives there).
+        next_call: Cell::new((machine.boots.get() + 1) << 32),
         sends_in_flight: Rc::new(Cell::new(0)),
         http_in_flight: Cell::new(0),
         cluster: cluster.clone(),
