@@ -9,16 +9,21 @@
 
 use crate::command;
 
-/// Seeds `cargo xtask test` runs: about 10 minutes at 10 seeds/s on the 2-core machine
-/// (a node of several shards, 2026-12), so that the simulation step (its tests, these
-/// seeds, `--bugs-ci`) stays near a third of the 45 minutes CI may take
-/// (docs/simulation.md).
-const CI_SEEDS: &str = "6000";
+/// Seeds of the single node `cargo xtask test` runs: about 9 minutes at 5.4 seeds/s on
+/// the 2-core machine (a node of several shards, 2026-12), so that the simulation step
+/// (its tests, these seeds, the cluster seeds, `--bugs-ci`) stays near half of the 45
+/// minutes CI may take (docs/simulation.md).
+const CI_SEEDS: &str = "3000";
+/// Seeds of the three- and five-node cluster simulation `cargo xtask test` runs (0.3 to
+/// 0.4 seeds/s: about 2 minutes). Seeds 14, 18, 20 and 28 among them found engine and sim
+/// bugs (docs/simulation.md, "The cluster simulation").
+const CI_CLUSTER_SEEDS: &str = "40";
 
 /// The simulation step of `cargo xtask test`: the sim crate's tests, the Raft cluster's
-/// chaos tests (the Raft bugs caught, a seed sweep), a seed sweep of the unmodified code,
-/// then the proof that the checker can fail: each deliberate bug of `Bug::CAUGHT` must be
-/// caught within the binary's bounded number of seeds (`--bugs-ci`).
+/// chaos tests (the Raft bugs caught, a seed sweep), a seed sweep of the unmodified code
+/// on one node and one of the cluster simulation, then the proof that the checker can
+/// fail: each deliberate bug of `Bug::CAUGHT` must be caught within the binary's bounded
+/// number of seeds (`--bugs-ci`).
 pub fn ci() -> Result<(), String> {
     let mut cargo = madsim_cargo();
     cargo.args(["test", "--profile", "sim", "-p", "sluice-sim"]);
@@ -37,6 +42,11 @@ pub fn ci() -> Result<(), String> {
     ]);
     command::run(&mut cargo)?;
     run(&["--seeds".to_string(), CI_SEEDS.to_string()])?;
+    run(&[
+        "--cluster".to_string(),
+        "--seeds".to_string(),
+        CI_CLUSTER_SEEDS.to_string(),
+    ])?;
     run(&["--bugs-ci".to_string()])
 }
 
