@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::command::Command;
 use super::config::ReceiveRequest;
-use super::dispatch::PickLimits;
+use super::dispatch::{AckLog, PickLimits};
 use super::state::{Picked, State};
 use super::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, QueueId, ReceiptHandle,
@@ -208,7 +208,7 @@ impl<S: Storage + Clone> Engine<S> {
                 let deadline = lease_deadline(&state, handle);
                 match state.begin_ack(handle, success) {
                     Ok((outcome, log)) => {
-                        if log {
+                        if log != AckLog::Nothing {
                             let lane = match (handle.dead_letter, success) {
                                 (true, _) => 2,
                                 (false, true) => 0,
@@ -217,7 +217,9 @@ impl<S: Storage + Clone> Engine<S> {
                             seqs.entry((handle.queue, handle.group, lane))
                                 .or_default()
                                 .push(handle.seq);
-                            begun.push((*handle, deadline));
+                            if log == AckLog::Own {
+                                begun.push((*handle, deadline));
+                            }
                             if success {
                                 acked_in_batch.insert(message);
                             }

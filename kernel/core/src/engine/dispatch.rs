@@ -41,6 +41,19 @@ impl PickLimits {
     }
 }
 
+/// What an ack that `begin_ack` accepted must log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AckLog {
+    /// Nothing: already done, or a dead letter's fail (it only ends the lease).
+    Nothing,
+    /// Its own command; it took the message's hold, which `abort_ack` gives back if the
+    /// command cannot be logged.
+    Own,
+    /// Its own command while another request's ack of the message is in flight; the hold
+    /// stays that request's (an abort of this one must not touch it).
+    Joined,
+}
+
 impl State {
     /// Picks up to `limits` for `group` (a count and a byte budget), leasing each until
     /// `now + visibility_ms`. It stops before the first message that does not fit the
@@ -179,12 +192,12 @@ impl State {
     // ---------------------------------------------------------------- leader: acks
 
     /// Validates an ack or fail and marks the message as being acked or failed.
-    /// Returns the outcome and whether a command must be logged for it.
+    /// Returns the outcome and what must be logged for it.
     pub fn begin_ack(
         &mut self,
         handle: &ReceiptHandle,
         success: bool,
-    ) -> Result<(AckOutcome, bool), HandleError> {
+    ) -> Result<(AckOutcome, AckLog), HandleError> {
         let current_boot = handle.nonce >> 32 == u64::from(self.boot_epoch);
         let (g, table, _) = group_parts(&mut self.queues, handle.queue, handle.group)
             .ok_or(HandleError::Unknown)?;
@@ -193,7 +206,7 @@ impl State {
             let Some(dead) = g.dead.get_mut(&handle.seq) else {
                 // Acked before, or redriven: either way this delivery is over.
                 return if success && g.done.contains(handle.seq) {
-                    Ok((AckOutcome::AlreadyDone, false))
+                    Ok((AckOutcome::AlreadyDone, AckLog::Nothing))
                 } else {
                     Err(HandleError::Stale)
                 };
@@ -205,7 +218,7 @@ impl State {
                 // a Stale that tells the client its ack failed when it will not; a fail
                 // comes too late.
                 return if success {
-                    Ok((AckOutcome::Applied, true))
+                    Ok((AckOutcome::Applied, AckLog::Joined))
                 } else {
                     Err(HandleError::Stale)
                 };
@@ -218,10 +231,10 @@ impl State {
                 // (`abort_ack`), the dead letter stays hidden until its deadline, as a
                 // main-lane message does.
                 dead.acking = true;
-                return Ok((AckOutcome::Applied, true));
+                return Ok((AckOutcome::Applied, AckLog::Own));
             }
             dead.lease = None;
-            return Ok((AckOutcome::Applied, false));
+            return Ok((AckOutcome::Applied, AckLog::Nothing));
         }
         match g.holds.get(&handle.seq) {
             Some(Hold::Leased { nonce, .. })
@@ -229,23 +242,24 @@ impl State {
             {
                 let hold = if success { Hold::Acking } else { Hold::Nacking };
                 g.set_hold(handle.seq, meta.fifo_key, Some(hold));
-                Ok((AckOutcome::Applied, true))
+                Ok((AckOutcome::Applied, AckLog::Own))
             }
             // Another request's ack is on its way to the disk and a majority (a client's
             // retry, a duplicated request): this one logs its own ack (applying an ack
             // twice changes nothing) and answers once that is durable, so it never
             // answers a premature success, nor a Stale that tells the client the
             // message will come back when it will not.
-            Some(Hold::Acking) if success => Ok((AckOutcome::Applied, true)),
+            Some(Hold::Acking) if success => Ok((AckOutcome::Applied, AckLog::Joined)),
             // Done, and not a dead letter.
             _ if success && g.done.contains(handle.seq) && !g.dead.contains_key(&handle.seq) => {
-                Ok((AckOutcome::AlreadyDone, false))
+                Ok((AckOutcome::AlreadyDone, AckLog::Nothing))
             }
             _ => Err(HandleError::Stale),
         }
     }
 
-    /// Undoes `begin_ack` when the command could not be logged.
+    /// Undoes `begin_ack` when the command could not be logged (an [`AckLog::Own`] one
+    /// only: a joined ack leaves the hold to the ack it joined).
     pub fn abort_ack(&mut self, handle: &ReceiptHandle, deadline_ms: u64) {
         let Some((g, table, _)) = group_parts(&mut self.queues, handle.queue, handle.group) else {
             return;

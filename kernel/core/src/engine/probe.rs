@@ -100,7 +100,11 @@ impl StateProbe {
                 .state
                 .begin_ack(&pick.handle, true)
                 .expect("fresh lease");
-            assert!(log, "a fresh lease is acked through the log");
+            assert_eq!(
+                log,
+                super::dispatch::AckLog::Own,
+                "a fresh lease is acked through the log"
+            );
             seqs.push(pick.handle.seq);
         }
         let ack = Command::Ack {
