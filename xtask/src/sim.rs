@@ -9,14 +9,15 @@
 
 use crate::command;
 
-/// Seeds of the single node `cargo xtask test` runs: about 9 minutes at 5.4 seeds/s on
-/// the 2-core machine (a node of several shards, 2026-12), so that the simulation step
-/// (its tests, these seeds, the cluster seeds, `--bugs-ci`) stays near half of the 45
-/// minutes CI may take (docs/simulation.md).
+/// Seeds of the single node `cargo xtask test` runs: 325 s at 9.2 seeds/s on the 2-core
+/// machine in the run of 2026-12-05 (5.4 seeds/s with builds beside it), so that the
+/// simulation step (its tests, these seeds, the cluster seeds, `--bugs-ci`; 1,055 s in
+/// that run) stays under half of the 45 minutes CI may take (docs/simulation.md).
 const CI_SEEDS: &str = "3000";
-/// Seeds of the three- and five-node cluster simulation `cargo xtask test` runs (0.3 to
-/// 0.4 seeds/s: about 2 minutes). Seeds 14, 18, 20 and 28 among them found engine and sim
-/// bugs (docs/simulation.md, "The cluster simulation").
+/// Seeds of the three- and five-node cluster simulation `cargo xtask test` runs: 80.5 s
+/// at 0.5 seeds/s in the same run (0.3 seeds/s with builds beside it). Seeds 14, 18, 20
+/// and 28 among them found engine and sim bugs (docs/simulation.md, "The cluster
+/// simulation").
 const CI_CLUSTER_SEEDS: &str = "40";
 
 /// The simulation step of `cargo xtask test`: the sim crate's tests, the Raft cluster's
