@@ -65,6 +65,11 @@ pub trait Runtime: 'static {
         false
     }
 
+    /// Every node of the cluster ([`Host::cluster_nodes`]); the default: none.
+    fn cluster_nodes(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// The node's local copy of the tenant list ([`Host::store_tenants`], the server's
     /// `tenants.json`), which a node starts with; the default keeps none.
     fn stored_tenants(&self) -> Vec<Tenant> {
@@ -149,6 +154,10 @@ impl<S: Storage + Clone + 'static, R: Runtime> Host for LocalHost<S, R> {
 
     fn replicated(&self) -> bool {
         self.shared.runtime.replicated()
+    }
+
+    fn cluster_nodes(&self) -> Vec<u64> {
+        self.shared.runtime.cluster_nodes()
     }
 
     fn store_tenants(&self, tenants: &[Tenant]) -> Result<(), String> {

@@ -35,8 +35,8 @@ pub struct Credentials {
 /// A request before signing.
 pub struct ApiRequest {
     pub method: Method,
-    /// Without the `/v2/{project_id}` prefix, e.g. `/queues`; or, starting with `/v3/`,
-    /// the whole path.
+    /// Without the `/v2/{project_id}` prefix, e.g. `/queues`; or, starting with `/v3/` or
+    /// `/admin/`, the whole path.
     pub path: String,
     pub query: Option<String>,
     pub body: Option<Value>,
@@ -87,6 +87,17 @@ pub fn queue_create(name: &str, fifo: bool, max_consume_count: Option<u32>) -> A
 /// `DELETE /queues/{queue_id}`.
 pub fn queue_delete(queue_id: &str) -> ApiRequest {
     ApiRequest::new(Method::DELETE, format!("/queues/{queue_id}"), None, None)
+}
+
+/// `POST /admin/cluster/move`: every partition's replica on node `from` moves to node
+/// `to` (signed with the admin credentials).
+pub fn cluster_move(from: u64, to: u64) -> ApiRequest {
+    ApiRequest::new(
+        Method::POST,
+        "/admin/cluster/move".into(),
+        None,
+        Some(json!({ "from": from, "to": to })),
+    )
 }
 
 /// `GET /queues/{queue_id}/groups`.
@@ -246,7 +257,7 @@ pub fn ack(
 /// and `X-Sdk-Date` and `Authorization` signed at `now_ms`, or `X-Auth-Token`.
 pub fn signed(credentials: &Credentials, request: &ApiRequest, now_ms: u64) -> (Parts, Bytes) {
     let version = if credentials.v1 { "v1.0" } else { "v2" };
-    let path = if request.path.starts_with("/v3/") {
+    let path = if request.path.starts_with("/v3/") || request.path.starts_with("/admin/") {
         request.path.clone()
     } else {
         format!("/{version}/{}{}", credentials.project, request.path)

@@ -151,7 +151,8 @@ pub enum Target {
 }
 
 impl Target {
-    /// One request to the node (or a random node of the cluster) and what became of it.
+    /// One request to the node (or a random member node of the cluster) and what became of
+    /// it.
     pub async fn handle(&self, parts: http::request::Parts, body: bytes::Bytes) -> Reached {
         match self {
             Target::Single(node) => match node.handle(parts, body).await {
@@ -159,8 +160,9 @@ impl Target {
                 None => Reached::Refused,
             },
             Target::Cluster(cluster) => {
-                let nodes = cluster.machines.len() as u64;
-                let id = thread_rng().gen_range(1..=nodes);
+                // Any node that holds the directories (partition 0's voters).
+                let nodes = cluster.client_nodes();
+                let id = nodes[thread_rng().gen_range(0..nodes.len())];
                 cluster.handle(id, parts, body).await
             }
         }

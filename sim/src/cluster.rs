@@ -38,6 +38,7 @@ use http::request::Parts;
 use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
 use sluice_core::clock::{QueueClock, Reading};
+use sluice_core::engine::membership::Membership;
 use sluice_core::engine::{Engine, EngineConfig};
 use sluice_core::replica::ReplicaConfig;
 use sluice_core::sim_disk::SimDisk;
@@ -321,6 +322,15 @@ impl Runtime for ClusterRuntime {
         true
     }
 
+    fn cluster_nodes(&self) -> Vec<u64> {
+        self.net
+            .cluster
+            .machines
+            .iter()
+            .map(|machine| machine.id)
+            .collect()
+    }
+
     fn stored_tenants(&self) -> Vec<Tenant> {
         self.tenants_file.borrow().clone()
     }
@@ -337,11 +347,22 @@ pub struct Counters {
     pub shim_dropped: u64,
     pub http_dropped: u64,
     pub restarts: u64,
+    /// Membership moves asked for (runs again of a move cut short included), and
+    /// answered done.
+    pub moves_asked: u64,
+    pub moves_done: u64,
 }
 
 /// The whole cluster: the machines and what the checks gather while the run goes.
 pub struct Cluster {
+    /// The group's first voters (nodes 1..=`initial`), then the spares: nodes outside
+    /// every group until a membership change moves replicas onto them.
     pub machines: Vec<Rc<Machine>>,
+    initial: usize,
+    /// Every partition's members as its serving leader last showed them (all partitions
+    /// are changed alike, so partition 0's): the nodes clients call, since a node
+    /// outside partition 0's group does not follow the tenant and queue directories.
+    members: RefCell<Vec<u64>>,
     pub history: Rc<RefCell<History>>,
     start: madsim::time::Instant,
     config: EngineConfig,
@@ -362,6 +383,11 @@ pub struct Cluster {
     /// The tenants as partition 0 holds them, once created.
     tenants: RefCell<Vec<Tenant>>,
     pub counters: RefCell<Counters>,
+    /// A membership move (from, to) asked for and not yet answered done: the next one is
+    /// this one again (`cluster_nemesis::change_membership`).
+    pub move_pending: Cell<Option<(u64, u64)>>,
+    /// A membership move's admin request is under way.
+    pub move_running: Cell<bool>,
     /// The madsim node the clients' packets leave from (the simulator's own node has no
     /// address).
     clients: RefCell<Option<madsim::runtime::NodeHandle>>,
@@ -371,6 +397,7 @@ impl Cluster {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         nodes: usize,
+        spares: usize,
         partitions: usize,
         shards: usize,
         hop_ms_max: u64,
@@ -381,7 +408,7 @@ impl Cluster {
         start: madsim::time::Instant,
         history: Rc<RefCell<History>>,
     ) -> Rc<Cluster> {
-        let machines = (1..=nodes as u64)
+        let machines = (1..=(nodes + spares) as u64)
             .map(|id| {
                 let disks: Vec<SimDisk> = (0..partitions)
                     .map(|_| SimDisk::new(thread_rng().gen()))
@@ -406,6 +433,8 @@ impl Cluster {
             .collect();
         let cluster = Rc::new(Cluster {
             machines,
+            initial: nodes,
+            members: RefCell::new((1..=nodes as u64).collect()),
             history,
             start,
             config,
@@ -420,6 +449,8 @@ impl Cluster {
             violations: RefCell::new(Vec::new()),
             tenants: RefCell::new(Vec::new()),
             counters: RefCell::new(Counters::default()),
+            move_pending: Cell::new(None),
+            move_running: Cell::new(false),
             clients: RefCell::new(None),
         });
         CLUSTER.with(|slot| *slot.borrow_mut() = Some(cluster.clone()));
@@ -469,7 +500,7 @@ impl Cluster {
 
     /// Whether every partition is led by its preferred node.
     fn leads_preferred(&self) -> bool {
-        let voters = self.voters();
+        let voters = self.initial_voters();
         (0..self.partitions()).all(|partition| {
             let preferred = sluice_node::replication::preferred_leader(partition, &voters);
             preferred.is_some_and(|id| {
@@ -482,14 +513,18 @@ impl Cluster {
         })
     }
 
-    /// Whether every running replica of every partition applied the same index, and all
-    /// nodes run.
+    /// Whether every member's replica of every partition applied the same index (as its
+    /// serving leader shows the members), and all nodes run.
     pub fn settled(&self) -> bool {
         let boots = self.boots();
         boots.len() == self.machines.len()
             && (0..self.partitions()).all(|partition| {
+                let Some(members) = self.members_of(partition) else {
+                    return false;
+                };
                 let applied: Vec<Option<(u64, u64)>> = boots
                     .iter()
+                    .filter(|(id, _)| members.contains(id))
                     .map(|(_, boot)| {
                         let engine = boot.local.engine(partition)?;
                         Some((engine.applied_index(), engine.commit_index()))
@@ -504,8 +539,39 @@ impl Cluster {
             })
     }
 
-    pub fn voters(&self) -> Vec<u64> {
-        self.machines.iter().map(|machine| machine.id).collect()
+    /// The voters every group starts with.
+    pub fn initial_voters(&self) -> Vec<u64> {
+        (1..=self.initial as u64).collect()
+    }
+
+    /// The members (voters, learners, outgoing voters) of `partition` as a running
+    /// serving leader of it shows them; `None` without one.
+    pub fn members_of(&self, partition: u32) -> Option<Vec<u64>> {
+        let membership = self.membership_of(partition)?;
+        let mut members = membership.voters;
+        members.extend(membership.learners);
+        members.extend(membership.outgoing);
+        members.sort_unstable();
+        members.dedup();
+        Some(members)
+    }
+
+    /// The configuration of `partition` at a running serving leader of it.
+    fn membership_of(&self, partition: u32) -> Option<Membership> {
+        self.boots().into_iter().find_map(|(_, boot)| {
+            let engine = boot.local.engine(partition)?;
+            engine.is_serving_leader().then(|| engine.membership())
+        })
+    }
+
+    /// The voters of partition 0 as its serving leader now shows them, else as one last
+    /// did: the nodes that follow the directories, which clients call.
+    pub fn client_nodes(&self) -> Vec<u64> {
+        let voters = self.membership_of(0).map(|membership| membership.voters);
+        if let Some(voters) = voters.filter(|voters| !voters.is_empty()) {
+            *self.members.borrow_mut() = voters;
+        }
+        self.members.borrow().clone()
     }
 
     pub fn partitions(&self) -> u32 {
@@ -753,9 +819,15 @@ impl Cluster {
         false
     }
 
+    /// Whether every first voter runs and its directory holds `tenants`.
     fn everyone_knows(&self, tenants: &[Tenant]) -> bool {
-        let boots = self.boots();
-        boots.len() == self.machines.len()
+        let voters = self.initial_voters();
+        let boots: Vec<_> = self
+            .boots()
+            .into_iter()
+            .filter(|(id, _)| voters.contains(id))
+            .collect();
+        boots.len() == voters.len()
             && boots.iter().all(|(_, boot)| {
                 tenants.iter().all(|tenant| {
                     boot.local
@@ -764,6 +836,17 @@ impl Cluster {
                         .is_some_and(|known| known.ak == tenant.ak)
                 })
             })
+    }
+
+    /// The admin's credentials (the admin API).
+    pub fn admin_credentials(&self) -> crate::api::Credentials {
+        crate::api::Credentials {
+            project: String::new(),
+            ak: self.service.admin_ak.clone(),
+            sk: self.service.admin_sk.clone(),
+            token: None,
+            v1: false,
+        }
     }
 
     pub fn tenants(&self) -> Vec<Tenant> {
@@ -949,7 +1032,7 @@ async fn open(cluster: &Rc<Cluster>, machine: &Machine, net: Rc<NodeNet>) -> Opt
         // replica and boot, from the seed, keeps the run deterministic.
         let replica = ReplicaConfig {
             election_timeout_ticks: Some(thread_rng().gen_range(10..20)),
-            ..ReplicaConfig::member(machine.id, cluster.voters())
+            ..ReplicaConfig::member(machine.id, cluster.initial_voters())
         };
         match Engine::open_replica(storage.clone(), cluster.config, replica, runtime.now_ms()).await
         {
@@ -1121,8 +1204,8 @@ async fn http_inbound(net: Rc<NodeNet>, boot: Rc<Boot>) {
     }
 }
 
-/// Final Raft checks, once healed and settled: every replica of a partition reached the
-/// same applied index, holds the same records below it (read from its log), and shows
+/// Final Raft checks, once healed and settled: every member's replica of a partition (as
+/// its serving leader shows the members) reached the same applied index, holds the same records below it (read from its log), and shows
 /// the same replicated state (queues, groups' acked and dead-letter counts).
 pub async fn final_checks(cluster: &Cluster) -> Vec<String> {
     let mut violations = Vec::new();
@@ -1136,9 +1219,38 @@ pub async fn final_checks(cluster: &Cluster) -> Vec<String> {
         return violations;
     }
     cluster.check_terms();
+    // Every move done: each partition is held by the same voters, as many as at first.
+    if cluster.move_pending.get().is_none() {
+        let first = cluster.membership_of(0);
+        for partition in 0..cluster.partitions() {
+            let membership = cluster.membership_of(partition);
+            let whole = membership.as_ref().is_some_and(|membership| {
+                membership.voters.len() == cluster.initial_voters().len()
+                    && membership.learners.is_empty()
+                    && !membership.joint()
+            });
+            if !whole || membership.as_ref().map(|m| &m.voters) != first.as_ref().map(|m| &m.voters)
+            {
+                violations.push(format!(
+                    "membership: p{partition} ends as {membership:?}, p0 as {first:?}"
+                ));
+            }
+        }
+    }
+    // First every member replica's applied index and state at one instant (no await
+    // between them: the leaders' timers go on logging, e.g. the nacks of leases that
+    // expire after settling), then their logs.
+    let mut replicas = Vec::new();
     for partition in 0..cluster.partitions() {
-        let mut seen: Option<(u64, u64, String, Vec<u64>)> = None;
-        for (id, boot) in &boots {
+        // A node the partition's group no longer (or never) held keeps what it had.
+        let Some(members) = cluster.members_of(partition) else {
+            violations.push(format!(
+                "raft: p{partition} has no serving leader at the end"
+            ));
+            continue;
+        };
+        let mut seen: Option<(u64, u64, String)> = None;
+        for (id, boot) in boots.iter().filter(|(id, _)| members.contains(id)) {
             let Some(engine) = boot.local.engine(partition) else {
                 violations.push(format!(
                     "raft: p{partition} out of service on n{id} at the end"
@@ -1147,16 +1259,9 @@ pub async fn final_checks(cluster: &Cluster) -> Vec<String> {
             };
             let applied = engine.applied_index();
             let state = state_summary(&engine, &cluster.tenants());
-            let records = match record_hashes(&engine, applied).await {
-                Ok(records) => records,
-                Err(error) => {
-                    violations.push(format!("raft: p{partition} on n{id}: {error}"));
-                    continue;
-                }
-            };
             match &seen {
-                None => seen = Some((*id, applied, state, records)),
-                Some((first, first_applied, first_state, first_records)) => {
+                None => seen = Some((*id, applied, state)),
+                Some((first, first_applied, first_state)) => {
                     if applied != *first_applied {
                         violations.push(format!(
                             "raft: p{partition} applied index {applied} on n{id}, \
@@ -1173,13 +1278,31 @@ pub async fn final_checks(cluster: &Cluster) -> Vec<String> {
                              {state}, n{first} shows {first_state}"
                         ));
                     }
-                    let common = records.len().min(first_records.len());
-                    if let Some(offset) = (0..common).find(|i| records[*i] != first_records[*i]) {
-                        violations.push(format!(
-                            "raft: p{partition} committed record {offset} differs between \
-                             n{id} and n{first}"
-                        ));
-                    }
+                }
+            }
+            replicas.push((partition, *id, engine, applied));
+        }
+    }
+    let mut first_records: BTreeMap<u32, (u64, Vec<u64>)> = BTreeMap::new();
+    for (partition, id, engine, applied) in replicas {
+        let records = match record_hashes(&engine, applied).await {
+            Ok(records) => records,
+            Err(error) => {
+                violations.push(format!("raft: p{partition} on n{id}: {error}"));
+                continue;
+            }
+        };
+        match first_records.get(&partition) {
+            None => {
+                first_records.insert(partition, (id, records));
+            }
+            Some((first, first_records)) => {
+                let common = records.len().min(first_records.len());
+                if let Some(offset) = (0..common).find(|i| records[*i] != first_records[*i]) {
+                    violations.push(format!(
+                        "raft: p{partition} committed record {offset} differs between \
+                         n{id} and n{first}"
+                    ));
                 }
             }
         }

@@ -13,9 +13,12 @@
 //! - a disk fault on one replica (EIO on its next sync or ENOSPC on its next write; the
 //!   node restarts, as the server reopens the partition), and the seed's random disk
 //!   fault rate;
-//! - a step of one node's wall clock (its queue time must not follow).
+//! - a step of one node's wall clock (its queue time must not follow);
+//! - with a spare node: a membership move of every partition's replica from a voter to
+//!   the node outside the groups, through the admin API of a random node, while the
+//!   workload runs and the other faults go on (`change_membership`).
 //!
-//! At most a minority of nodes is down at once, except for the power loss of all.
+//! At most a minority of the voters is down at once, except for the power loss of all.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -24,8 +27,9 @@ use madsim::net::NetSim;
 use madsim::rand::{seq::SliceRandom, thread_rng, Rng};
 use sluice_core::storage::{IoErrorKind, IoOp};
 
+use crate::api;
 use crate::client::{Ctx, WALL_OFFSET_MS_MAX};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Reached};
 
 /// A partition, slow node or downed node heals within this.
 const FAULT_MS_MAX: u64 = 5_000;
@@ -33,6 +37,12 @@ const FAULT_MS_MAX: u64 = 5_000;
 const SUPERVISE_MS: u64 = 100;
 /// Committed terms are checked every this many supervisor passes.
 const TERM_CHECK_PASSES: u64 = 10;
+/// Runs of a membership move cut short that the end of the run makes, once healed,
+/// before it calls the move stuck.
+const FINISH_MOVE_RUNS_MAX: u32 = 5;
+/// Longest the end of the run waits for a membership move's admin request under way:
+/// the node layer gives each partition `MEMBERSHIP_PARTITION_MS_MAX`.
+const MOVE_WAIT_MS_MAX: u64 = 600_000;
 
 async fn sleep_ms(ms: u64) {
     madsim::time::sleep(Duration::from_millis(ms)).await;
@@ -157,7 +167,8 @@ fn clog_for(cluster: &Rc<Cluster>, links: Vec<(u64, u64)>, ms: u64) {
 /// faults are on.
 pub async fn nemesis(ctx: Rc<Ctx>, cluster: Rc<Cluster>) {
     let n = cluster.machines.len();
-    let minority = (n - 1) / 2;
+    let minority = (cluster.initial_voters().len() - 1) / 2;
+    let spare = n > cluster.initial_voters().len();
     let ids: Vec<u64> = cluster.machines.iter().map(|m| m.id).collect();
     // Bounded by the run: the healing step turns `faults` off.
     while ctx.faults.get() {
@@ -221,7 +232,11 @@ pub async fn nemesis(ctx: Rc<Ctx>, cluster: Rc<Cluster>) {
                     restart_later(&cluster, *id, thread_rng().gen_range(0..=1_000));
                 }
             }
-        } else if roll < 63 {
+        } else if roll < 60 {
+            if spare {
+                change_membership(&ctx, &cluster);
+            }
+        } else if roll < 68 {
             let ms = thread_rng().gen_range(50..=500);
             cluster.note(format!("n{node} slow: packets +{ms} ms for {lasts} ms"));
             cluster.machine(node).slow_ms.set(ms);
@@ -230,7 +245,7 @@ pub async fn nemesis(ctx: Rc<Ctx>, cluster: Rc<Cluster>) {
                 sleep_ms(lasts).await;
                 cluster.machine(node).slow_ms.set(0);
             });
-        } else if roll < 63 + ctx.knobs.eio_percent / 3 {
+        } else if roll < 68 + ctx.knobs.eio_percent / 3 {
             let machine = cluster.machine(node);
             let partition = thread_rng().gen_range(0..machine.disks.len());
             let (op, kind) = if thread_rng().gen_bool(0.7) {
@@ -242,7 +257,7 @@ pub async fn nemesis(ctx: Rc<Ctx>, cluster: Rc<Cluster>) {
             cluster.note(format!(
                 "n{node} p{partition}: next {op:?} fails with {kind:?}"
             ));
-        } else if roll < 63 + ctx.knobs.eio_percent / 3 + ctx.knobs.clock_jump_percent {
+        } else if roll < 68 + ctx.knobs.eio_percent / 3 + ctx.knobs.clock_jump_percent {
             let machine = cluster.machine(node);
             let offset = machine.wall_offset.get();
             let step = thread_rng().gen_range(1_000..=WALL_OFFSET_MS_MAX);
@@ -269,5 +284,95 @@ fn flip_recovery_reads(cluster: &Cluster, id: u64) {
         for disk in &cluster.machine(id).disks {
             disk.flip_read(thread_rng().gen_range(1..=6));
         }
+    }
+}
+
+/// Moves every partition's replica from a voter to a node outside the groups (the spare,
+/// or the node an earlier move emptied), unless a move's request is under way. A move
+/// that was cut short (its node killed, an error answered) is asked for again instead:
+/// the node layer finishes a change by running it again.
+fn change_membership(ctx: &Rc<Ctx>, cluster: &Rc<Cluster>) {
+    if cluster.move_running.get() {
+        return;
+    }
+    let change = match cluster.move_pending.get() {
+        Some(change) => change,
+        None => {
+            let voters = cluster.client_nodes();
+            let outside: Vec<u64> = cluster
+                .machines
+                .iter()
+                .map(|machine| machine.id)
+                .filter(|id| !voters.contains(id))
+                .collect();
+            let (Some(from), Some(to)) = (
+                voters.choose(&mut thread_rng()),
+                outside.choose(&mut thread_rng()),
+            ) else {
+                return;
+            };
+            (*from, *to)
+        }
+    };
+    cluster.move_pending.set(Some(change));
+    cluster.move_running.set(true);
+    let (ctx, cluster) = (ctx.clone(), cluster.clone());
+    madsim::task::spawn_local(async move {
+        ask_move(&ctx, &cluster, change).await;
+    });
+}
+
+/// `POST /admin/cluster/move` of `change` through a random node; marks the move done
+/// when answered 2xx. Ends `Cluster::move_running`.
+async fn ask_move(ctx: &Ctx, cluster: &Cluster, (from, to): (u64, u64)) {
+    let via = cluster.machines[thread_rng().gen_range(0..cluster.machines.len())].id;
+    cluster.counters.borrow_mut().moves_asked += 1;
+    cluster.note(format!("membership: move n{from} -> n{to} asked of n{via}"));
+    let (parts, body) = api::signed(
+        &cluster.admin_credentials(),
+        &api::cluster_move(from, to),
+        ctx.now(),
+    );
+    let outcome = match cluster.handle(via, parts, body).await {
+        Reached::Served(served) if served.response.status().is_success() => {
+            cluster.move_pending.set(None);
+            cluster.counters.borrow_mut().moves_done += 1;
+            "done".to_string()
+        }
+        Reached::Served(served) => format!(
+            "{}: {}",
+            served.response.status(),
+            String::from_utf8_lossy(served.response.body())
+        ),
+        Reached::Lost { .. } => "lost with its node".into(),
+        Reached::Refused => "refused".into(),
+    };
+    cluster.note(format!("membership: move n{from} -> n{to}: {outcome}"));
+    cluster.move_running.set(false);
+}
+
+/// Once healed: waits for a move's request under way, then asks again for a move cut
+/// short until it is done; a move still not done after `FINISH_MOVE_RUNS_MAX` runs is a
+/// violation (a change that cannot finish on a healed cluster).
+pub async fn finish_membership_change(ctx: &Ctx, cluster: &Cluster) {
+    let mut waited = 0;
+    while cluster.move_running.get() && waited < MOVE_WAIT_MS_MAX {
+        sleep_ms(SUPERVISE_MS).await;
+        waited += SUPERVISE_MS;
+    }
+    for _ in 0..FINISH_MOVE_RUNS_MAX {
+        let Some(change) = cluster.move_pending.get() else {
+            return;
+        };
+        if cluster.move_running.get() {
+            break;
+        }
+        cluster.move_running.set(true);
+        ask_move(ctx, cluster, change).await;
+    }
+    if let Some((from, to)) = cluster.move_pending.get() {
+        cluster.violations.borrow_mut().push(format!(
+            "membership: the move n{from} -> n{to} did not finish on the healed cluster"
+        ));
     }
 }

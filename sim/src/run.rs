@@ -211,8 +211,9 @@ pub async fn simulate_cluster(seed: u64, nodes: Nodes) -> Report {
     let mut report = report(seed, &ctx, wake);
     report.violations.extend(raft);
     report.knobs = format!(
-        "nodes: {} {:?} {}",
-        cluster.machines.len(),
+        "nodes: {} (spares {}) {:?} {}",
+        cluster.initial_voters().len(),
+        cluster.machines.len() - cluster.initial_voters().len(),
         cluster.net,
         report.knobs
     );
@@ -238,10 +239,14 @@ fn build_cluster(seed: u64, nodes: Nodes) -> (Rc<Ctx>, Rc<Cluster>) {
         reorder_ms_max: [0, 20, 100][rng.gen_range(0..3)],
         loss_ppm: [0, 10_000, 50_000][rng.gen_range(0..3)],
     };
+    // A spare node (outside every group at first) in three seeds of four: the nemesis
+    // moves replicas onto it and back (`cluster_nemesis::change_membership`).
+    let spares = usize::from(rng.gen_range(0..4) != 0);
     drop(rng);
     let history = Rc::new(RefCell::new(History::default()));
     let cluster = Cluster::new(
         nodes,
+        spares,
         usize::from(knobs.partitions),
         usize::from(knobs.shards),
         knobs.hop_ms_max,
@@ -409,6 +414,7 @@ async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Option<String> {
     workload.nemesis.await.expect("nemesis task");
     if let Target::Cluster(cluster) = &ctx.target {
         cluster_nemesis::heal(cluster);
+        cluster_nemesis::finish_membership_change(ctx, cluster).await;
     }
     workload.churner.await.expect("churner task");
     madsim::time::sleep(Duration::from_millis(DRAIN_MS)).await;
