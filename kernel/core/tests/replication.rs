@@ -417,21 +417,33 @@ fn a_committed_send_is_applied_by_every_replica() {
     );
 }
 
+/// Also: a send that its dedup id makes a duplicate is refused too. Answered from a
+/// follower's (or a cut-off node's) table, it would confirm a message into a queue the
+/// leader may have deleted since (cluster simulation: `a send of mN succeeded after the
+/// queue's delete succeeded`).
 #[test]
 fn a_follower_refuses_writes_and_receives_with_the_leader_named() {
     let cluster = Cluster::new(3);
     let leader = cluster.leader();
     let (queue, group) = setup(&cluster, leader);
+    let deduped = SendInput {
+        dedup_id: Some("d1".into()),
+        ..message("d")
+    };
+    let engine = cluster.engine(leader);
+    cluster
+        .run(engine.send(queue, &[deduped.clone()], cluster.now.get()))
+        .expect("send");
     cluster.settle(leader);
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let engine = cluster.engine(follower);
+    let not_leader = EngineError::NotLeader {
+        leader: Some(leader),
+    };
     let sent = block_on(engine.send(queue, &[message("x")], cluster.now.get()));
-    assert_eq!(
-        sent.unwrap_err(),
-        EngineError::NotLeader {
-            leader: Some(leader)
-        }
-    );
+    assert_eq!(sent.unwrap_err(), not_leader);
+    let repeated = block_on(engine.send(queue, &[deduped], cluster.now.get()));
+    assert_eq!(repeated.unwrap_err(), not_leader);
     let received = block_on(engine.receive(queue, group, &request(1), cluster.now.get()));
     assert!(matches!(received, Err(EngineError::NotLeader { .. })));
 }

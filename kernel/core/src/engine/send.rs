@@ -54,7 +54,9 @@ struct SendPlan {
 impl<S: Storage + Clone> Engine<S> {
     // ------------------------------------------------------------------ send
 
-    /// Sends a batch as one operation: all stored (durably) or none.
+    /// Sends a batch as one operation: all stored (durably) or none. Only the serving
+    /// leader answers, even a batch of duplicates only, which logs nothing: a replica
+    /// that is not the leader may not have applied the queue's deletion yet.
     pub async fn send(
         &self,
         queue: QueueId,
@@ -62,6 +64,7 @@ impl<S: Storage + Clone> Engine<S> {
         now: u64,
     ) -> Result<Vec<SendOutcome>, EngineError> {
         let deliver_ats = self.validate_send(messages, now)?;
+        self.check_serving()?;
         let plan = self.plan_send(queue, messages, deliver_ats, now)?;
         let first = self.commit_send(queue, &plan, now).await?;
         Ok(plan
