@@ -169,7 +169,10 @@ fn fresh_dir(parent: &Path, name: &str) -> Result<PathBuf, String> {
             std::io::Error::last_os_error()
         ));
     }
-    if i64::from(stat.f_type) == TMPFS_MAGIC {
+    // `f_type`'s integer type differs between architectures (i64 on x86-64).
+    #[allow(clippy::useless_conversion)]
+    let file_system = i64::from(stat.f_type);
+    if file_system == TMPFS_MAGIC {
         return Err(format!(
             "{} is tmpfs: fsync there costs nothing; give --data-parent on a real disk",
             parent.display()

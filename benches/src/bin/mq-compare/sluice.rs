@@ -53,6 +53,13 @@ impl Sluice {
     }
 }
 
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        // The server's stderr log sits beside its data directory, which `Spawned` removes.
+        let _ = std::fs::remove_file(self._server.data_dir.with_extension("log"));
+    }
+}
+
 impl Driver for Sluice {
     type Producer = SluiceProducer;
     type Consumer = SluiceConsumer;
