@@ -63,6 +63,14 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Sluice against PostgreSQL, RabbitMQ quorum queues and Redis Streams (`mq-compare`;
+    /// see docs/compare-bench.md): builds the release `sluice` and runs `mq-compare`,
+    /// which installs missing peers with apt-get and starts each one in turn.
+    Compare {
+        /// Passed to `mq-compare` unchanged (`--quick`, `--systems`, `--json-out FILE`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +84,14 @@ fn main() -> ExitCode {
         Task::Bench {
             bench: Bench::Http { args },
         } => bench_run("http-load", &args),
+        Task::Bench {
+            bench: Bench::Compare { args },
+        } => {
+            // mq-compare starts the `sluice` beside it: build that first, same profile.
+            let mut cargo = command::cargo();
+            cargo.args(["build", "--release", "-p", "sluice", "--bin", "sluice"]);
+            command::run(&mut cargo).and_then(|()| bench_run("mq-compare", &args))
+        }
         Task::Sim { args } => sim::run(&args),
     };
     match result {

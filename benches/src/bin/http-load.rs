@@ -32,22 +32,17 @@ mod load {
     use std::cell::{Cell, RefCell};
     use std::net::SocketAddr;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, ExitCode, Stdio};
+    use std::process::ExitCode;
     use std::rc::Rc;
-    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, Instant};
 
     use clap::{Parser, ValueEnum};
-    use http::header::{HeaderValue, CONTENT_TYPE, HOST};
-    use http::HeaderMap;
-    use serde::Deserialize;
     use serde_json::{json, Value};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
-
-    /// Messages per send request allowed by the DMS API.
-    const SEND_BATCH_MAX: u32 = 10;
-    /// Largest response the client accepts (a receive of 10 x 512 KB, with slack).
-    const RESPONSE_BYTES_MAX: usize = 8 << 20;
+    use sluice_benches::dms::{
+        read_tenant, send_all_stored, spawn_server, unix_now, Conn, Delivery, Signer,
+        SEND_BATCH_MAX,
+    };
+    use sluice_benches::latency::Samples;
     /// Prefix of every body: 16 hex digits of the run nonce, '-', 10 digits of id, '-'.
     const BODY_PREFIX_BYTES: usize = 28;
 
@@ -118,262 +113,6 @@ mod load {
         /// Append one JSON line per run to this file.
         #[arg(long)]
         json_out: Option<PathBuf>,
-    }
-
-    #[derive(Deserialize, Clone)]
-    struct Tenant {
-        project_id: String,
-        name: String,
-        ak: String,
-        sk: String,
-    }
-
-    /// Signs and serialises requests for one tenant.
-    struct Signer {
-        tenant: Tenant,
-        host: String,
-    }
-
-    impl Signer {
-        /// Writes the request head and body into `out`.
-        fn request(
-            &self,
-            method: &str,
-            path: &str,
-            query: Option<&str>,
-            body: &[u8],
-            out: &mut Vec<u8>,
-        ) {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                HOST,
-                HeaderValue::from_str(&self.host).expect("host is a header value"),
-            );
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            let now_s = i64::try_from(unix_now().as_secs()).expect("seconds fit i64");
-            sluice_http::auth::sign_request(
-                &self.tenant.ak,
-                &self.tenant.sk,
-                method,
-                path,
-                query,
-                &mut headers,
-                body,
-                now_s,
-            );
-            out.clear();
-            out.extend_from_slice(method.as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(path.as_bytes());
-            if let Some(query) = query {
-                out.push(b'?');
-                out.extend_from_slice(query.as_bytes());
-            }
-            out.extend_from_slice(b" HTTP/1.1\r\n");
-            for (name, value) in &headers {
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(value.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-            out.extend_from_slice(body);
-        }
-    }
-
-    fn unix_now() -> Duration {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("after 1970")
-    }
-
-    /// One keep-alive connection with one request in flight.
-    struct Conn {
-        address: SocketAddr,
-        stream: Option<TcpStream>,
-        read_buf: Vec<u8>,
-        write_buf: Vec<u8>,
-    }
-
-    struct Response {
-        status: u16,
-        body: Vec<u8>,
-    }
-
-    impl Conn {
-        fn new(address: SocketAddr) -> Conn {
-            Conn {
-                address,
-                stream: None,
-                read_buf: Vec::with_capacity(64 << 10),
-                write_buf: Vec::new(),
-            }
-        }
-
-        async fn call(
-            &mut self,
-            signer: &Signer,
-            method: &str,
-            path: &str,
-            query: Option<&str>,
-            body: &[u8],
-        ) -> Result<Response, String> {
-            signer.request(method, path, query, body, &mut self.write_buf);
-            let result = self.exchange().await;
-            if result.is_err() {
-                self.stream = None;
-            }
-            result
-        }
-
-        async fn exchange(&mut self) -> Result<Response, String> {
-            if self.stream.is_none() {
-                let stream = TcpStream::connect(self.address)
-                    .await
-                    .map_err(|e| format!("connect: {e}"))?;
-                stream
-                    .set_nodelay(true)
-                    .map_err(|e| format!("nodelay: {e}"))?;
-                self.stream = Some(stream);
-                self.read_buf.clear();
-            }
-            let stream = self.stream.as_mut().expect("connected above");
-            stream
-                .write_all(&self.write_buf)
-                .await
-                .map_err(|e| format!("write: {e}"))?;
-            loop {
-                if let Some((response, consumed, close)) = parse_response(&self.read_buf)? {
-                    self.read_buf.drain(..consumed);
-                    if close {
-                        self.stream = None;
-                    }
-                    return Ok(response);
-                }
-                if self.read_buf.len() > RESPONSE_BYTES_MAX {
-                    return Err(format!("response over {RESPONSE_BYTES_MAX} bytes"));
-                }
-                let stream = self.stream.as_mut().expect("connected above");
-                let mut chunk = [0u8; 64 << 10];
-                let read = stream
-                    .read(&mut chunk)
-                    .await
-                    .map_err(|e| format!("read: {e}"))?;
-                if read == 0 {
-                    return Err("connection closed by the server".to_string());
-                }
-                self.read_buf.extend_from_slice(&chunk[..read]);
-            }
-        }
-    }
-
-    /// A complete response at the start of `buf`: (response, bytes used, connection closes).
-    fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize, bool)>, String> {
-        let Some(head_end) = find(buf, b"\r\n\r\n") else {
-            return Ok(None);
-        };
-        let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "non-UTF-8 head")?;
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().expect("split yields at least one item");
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-        let mut content_bytes: Option<usize> = None;
-        let mut chunked = false;
-        let mut close = false;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                return Err(format!("bad header line {line:?}"));
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                content_bytes = Some(value.parse().map_err(|_| "bad content-length")?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.eq_ignore_ascii_case("close");
-            }
-        }
-        let body_start = head_end + 4;
-        if chunked {
-            return Ok(parse_chunked(&buf[body_start..])?
-                .map(|(body, used)| (Response { status, body }, body_start + used, close)));
-        }
-        let content_bytes = content_bytes.unwrap_or(0);
-        if buf.len() < body_start + content_bytes {
-            return Ok(None);
-        }
-        let body = buf[body_start..body_start + content_bytes].to_vec();
-        Ok(Some((
-            Response { status, body },
-            body_start + content_bytes,
-            close,
-        )))
-    }
-
-    /// A complete chunked body (no trailers) at the start of `buf`: (body, bytes used).
-    fn parse_chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
-        let mut body = Vec::new();
-        let mut position = 0;
-        // Bounded by the buffer: every pass consumes at least the size line.
-        loop {
-            let Some(line_end) = find(&buf[position..], b"\r\n") else {
-                return Ok(None);
-            };
-            let line = std::str::from_utf8(&buf[position..position + line_end])
-                .map_err(|_| "bad chunk")?;
-            let size_hex = line
-                .split(';')
-                .next()
-                .expect("split yields one item")
-                .trim();
-            let chunk_bytes = usize::from_str_radix(size_hex, 16).map_err(|_| "bad chunk size")?;
-            let data_start = position + line_end + 2;
-            if buf.len() < data_start + chunk_bytes + 2 {
-                return Ok(None);
-            }
-            if chunk_bytes == 0 {
-                return Ok(Some((body, data_start + 2)));
-            }
-            body.extend_from_slice(&buf[data_start..data_start + chunk_bytes]);
-            position = data_start + chunk_bytes + 2;
-        }
-    }
-
-    fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-        haystack
-            .windows(needle.len())
-            .position(|window| window == needle)
-    }
-
-    /// Latency samples of one request kind, microseconds.
-    #[derive(Default)]
-    struct Samples {
-        us: Vec<u32>,
-    }
-
-    impl Samples {
-        fn push(&mut self, started: Instant) {
-            let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-            self.us.push(us);
-        }
-        fn append(&mut self, other: Samples) {
-            self.us.extend(other.us);
-        }
-        /// (p50, p99, max) in milliseconds.
-        fn quantiles_ms(&mut self) -> (f64, f64, f64) {
-            if self.us.is_empty() {
-                return (0.0, 0.0, 0.0);
-            }
-            self.us.sort_unstable();
-            let at = |q: f64| {
-                let index = ((self.us.len() as f64 - 1.0) * q).round() as usize;
-                f64::from(self.us[index]) / 1000.0
-            };
-            (at(0.50), at(0.99), at(1.0))
-        }
     }
 
     /// Run-wide accounting, shared by the tasks of the single-threaded runtime.
@@ -540,21 +279,7 @@ mod load {
             path: &str,
             body: &Value,
         ) -> Result<Value, String> {
-            let bytes = if body.is_null() {
-                Vec::new()
-            } else {
-                body.to_string().into_bytes()
-            };
-            let response = conn.call(&self.signer, method, path, None, &bytes).await?;
-            if !(200..300).contains(&response.status) {
-                let text = String::from_utf8_lossy(&response.body);
-                return Err(format!("{method} {path}: HTTP {}: {text}", response.status));
-            }
-            if response.body.is_empty() {
-                return Ok(Value::Null);
-            }
-            serde_json::from_slice(&response.body)
-                .map_err(|e| format!("{method} {path}: bad JSON: {e}"))
+            conn.call_json(&self.signer, method, path, body).await
         }
 
         async fn setup(&self, nonce: u64) -> Result<Setup, String> {
@@ -654,27 +379,6 @@ mod load {
             }
         }
         out
-    }
-
-    /// A send answer whose every result has `state` 0 (stored).
-    fn send_all_stored(body: &[u8]) -> bool {
-        let Ok(answer) = serde_json::from_slice::<Value>(body) else {
-            return false;
-        };
-        answer["messages"]
-            .as_array()
-            .is_some_and(|results| results.iter().all(|result| result["state"] == 0))
-    }
-
-    #[derive(Deserialize)]
-    struct Delivery {
-        handler: String,
-        message: DeliveredMessage,
-    }
-
-    #[derive(Deserialize)]
-    struct DeliveredMessage {
-        body: Value,
     }
 
     #[derive(Default)]
@@ -1107,95 +811,6 @@ mod load {
         }
     }
 
-    /// A server this tool started: killed and its directory removed on drop.
-    struct Spawned {
-        child: Child,
-        data_dir: PathBuf,
-    }
-
-    impl Drop for Spawned {
-        fn drop(&mut self) {
-            let pid = i32::try_from(self.child.id()).expect("pid fits i32");
-            // SAFETY: signalling our own child, whose pid is not reused before we wait on it.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            // Bounded by the deadline.
-            while Instant::now() < deadline {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let _ = std::fs::remove_dir_all(&self.data_dir);
-        }
-    }
-
-    fn spawn_server(
-        binary: &Path,
-        parent: &Path,
-        shards: Option<u32>,
-    ) -> Result<(Spawned, SocketAddr), String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|e| format!("free port: {e}"))?
-            .port();
-        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid address");
-        let data_dir = parent.join(format!(
-            "http-load-{}-{}",
-            std::process::id(),
-            unix_now().as_nanos()
-        ));
-        std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-        let log = std::fs::File::create(data_dir.with_extension("log"))
-            .map_err(|e| format!("server log: {e}"))?;
-        let mut command = std::process::Command::new(binary);
-        command
-            .arg("server")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--http-listen")
-            .arg(address.to_string());
-        if let Some(shards) = shards {
-            command.arg("--shards").arg(shards.to_string());
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{}: {e}", binary.display()))?;
-        let spawned = Spawned { child, data_dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // Bounded by the deadline.
-        loop {
-            let ready = spawned.data_dir.join("tenants.json").exists()
-                && std::net::TcpStream::connect(address).is_ok();
-            if ready {
-                return Ok((spawned, address));
-            }
-            if Instant::now() >= deadline {
-                return Err("the spawned server did not come up within 30 s".to_string());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn read_tenant(data_dir: &Path) -> Result<Tenant, String> {
-        let path = data_dir.join("tenants.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let tenants: Vec<Tenant> =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        tenants
-            .iter()
-            .find(|tenant| tenant.name == "default")
-            .or(tenants.first())
-            .cloned()
-            .ok_or_else(|| format!("{}: no tenant", path.display()))
-    }
-
     fn validate(args: &Args) -> Result<(), String> {
         if !(1..=SEND_BATCH_MAX).contains(&args.batch) {
             return Err(format!("--batch must be 1..={SEND_BATCH_MAX}"));
@@ -1228,16 +843,18 @@ mod load {
             return ExitCode::from(2);
         }
         let (spawned, addresses, data_dir) = match &args.spawn_server {
-            Some(binary) => match spawn_server(binary, &args.spawn_parent, args.server_shards) {
-                Ok((spawned, address)) => {
-                    let data_dir = spawned.data_dir.clone();
-                    (Some(spawned), vec![address], data_dir)
+            Some(binary) => {
+                match spawn_server(binary, &args.spawn_parent, "http-load", args.server_shards) {
+                    Ok((spawned, address)) => {
+                        let data_dir = spawned.data_dir.clone();
+                        (Some(spawned), vec![address], data_dir)
+                    }
+                    Err(message) => {
+                        eprintln!("http-load: {message}");
+                        return ExitCode::FAILURE;
+                    }
                 }
-                Err(message) => {
-                    eprintln!("http-load: {message}");
-                    return ExitCode::FAILURE;
-                }
-            },
+            }
             None => {
                 let endpoints = args.endpoint.as_deref().expect("validated");
                 let mut addresses = Vec::new();
