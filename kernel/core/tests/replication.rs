@@ -432,7 +432,7 @@ fn a_follower_refuses_writes_and_receives_with_the_leader_named() {
     };
     let engine = cluster.engine(leader);
     cluster
-        .run(engine.send(queue, &[deduped.clone()], cluster.now.get()))
+        .run(engine.send(queue, std::slice::from_ref(&deduped), cluster.now.get()))
         .expect("send");
     cluster.settle(leader);
     let follower = (1..=3).find(|id| *id != leader).unwrap();
