@@ -481,8 +481,19 @@ impl Cluster {
     /// The run is over: forgets every boot (their runtimes point back at the cluster)
     /// and the thread's registry.
     pub fn close(&self) {
+        // Killing every madsim node drops its tasks' futures. madsim does not drop the
+        // tasks still pending when its runtime is dropped, and a task whose waker sits in
+        // state it holds itself (an engine's waiters) keeps that state alive: each seed of
+        // a sweep leaked its cluster, about 100 MB, until a 300-seed sweep ran out of memory.
+        let handle = madsim::runtime::Handle::current();
         for machine in &self.machines {
+            if let Some(node) = machine.node.get() {
+                handle.kill(node);
+            }
             machine.boot.borrow_mut().take();
+        }
+        if let Some(clients) = self.clients.borrow_mut().take() {
+            handle.kill(clients.id());
         }
         CLUSTER.with(|slot| slot.borrow_mut().take());
     }

@@ -556,6 +556,114 @@ fn an_isolated_leader_stops_handing_out_messages_and_never_confirms_a_write() {
 }
 
 #[test]
+fn a_duplicate_of_a_send_still_on_its_way_is_confirmed_only_with_it() {
+    // Goal: a retried send whose dedup id matches a send the leader has proposed but not
+    // committed is not confirmed before that send is; when the original is lost with
+    // its leader's term, the retry fails too rather than confirming a lost message.
+    // (Cluster seed 78 of the simulation: the retry was answered at once, the original
+    // was overwritten after a failover, and the message was never delivered.)
+    let cluster = Cluster::new(3);
+    let old = cluster.leader();
+    let (queue, _) = setup(&cluster, old);
+    cluster.settle(old);
+    cluster.isolate(old);
+    let engine = cluster.engine(old);
+    let now = cluster.now.get();
+    let with_id = SendInput {
+        dedup_id: Some("order-7".into()),
+        ..message("once")
+    };
+    let mut original = pin!(engine.send(queue, std::slice::from_ref(&with_id), now));
+    assert!(
+        block_on(poll_once(&mut original)).is_none(),
+        "cannot commit"
+    );
+    let mut retry = pin!(engine.send(queue, std::slice::from_ref(&with_id), now));
+    assert!(
+        block_on(poll_once(&mut retry)).is_none(),
+        "a duplicate of an uncommitted send was answered before it"
+    );
+    // The old leader steps down, the others elect a leader; healed, the old leader's
+    // uncommitted entry is replaced.
+    for _ in 0..ROUNDS_MAX {
+        if !cluster.engine(old).is_serving_leader() {
+            break;
+        }
+        cluster.tick();
+    }
+    let new = cluster.leader();
+    assert_ne!(new, old);
+    cluster.heal();
+    cluster.settle(new);
+    let retried = cluster.run(retry);
+    assert!(
+        matches!(retried, Err(EngineError::NotLeader { .. })),
+        "{retried:?}"
+    );
+    let lost = cluster.run(original);
+    assert!(
+        matches!(lost, Err(EngineError::NotLeader { .. })),
+        "{lost:?}"
+    );
+    // The message is not a duplicate at the new leader: nothing holds it.
+    let engine = cluster.engine(new);
+    let outcomes = cluster
+        .run(engine.send(queue, std::slice::from_ref(&with_id), cluster.now.get()))
+        .expect("send");
+    assert!(!outcomes[0].duplicate, "{outcomes:?}");
+}
+
+#[test]
+fn a_release_refused_during_a_lead_transfer_is_tried_again() {
+    // Goal: a delayed message whose release could not be logged (the leader drops
+    // proposals while it hands its lead over, and the handover fails) is released later
+    // by the same leader, and can still be cancelled meanwhile. Before, it stayed marked
+    // "being released" for as long as that replica led: never delivered, and a cancel
+    // answered NotScheduled.
+    let cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let (queue, group) = setup(&cluster, leader);
+    let engine = cluster.engine(leader);
+    let delayed = SendInput {
+        delay: Delay::Ms(1_000),
+        ..message("later")
+    };
+    let sent = cluster
+        .run(engine.send(queue, &[delayed.clone(), delayed], cluster.now.get()))
+        .expect("send");
+    cluster.settle(leader);
+    // A handover whose one message to the follower is lost: it never completes. (Only
+    // that message: a follower cut off longer would start an election of its own.)
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let term = engine.raft_term();
+    cluster.isolate(follower);
+    assert!(engine.transfer_lead(follower), "transfer starts");
+    block_on(engine.drive());
+    cluster.pump();
+    cluster.heal();
+    cluster.now.set(cluster.now.get() + 2_000);
+    let refused = cluster.run(engine.tick(cluster.now.get()));
+    assert!(
+        matches!(refused, Err(EngineError::Busy)),
+        "the release is refused: {refused:?}"
+    );
+    // The transfer times out (an election timeout); the same replica still leads, in
+    // the same term.
+    for _ in 0..50 {
+        while cluster.pump() {}
+        cluster.tick();
+    }
+    assert_eq!(cluster.leader(), leader);
+    assert_eq!(engine.raft_term(), term, "no election in between");
+    let now = cluster.now.get();
+    cluster
+        .run(engine.cancel(queue, sent[1].message_id, now))
+        .expect("the second is still cancellable");
+    cluster.run(engine.tick(now)).expect("tick");
+    assert_eq!(receive_bodies(&cluster, leader, queue, group), ["later"]);
+}
+
+#[test]
 fn replicas_agree_on_tenants_and_the_admin_secret_after_writes_at_the_leader() {
     // Goal: tenants and the admin secret written at partition 0's leader are applied by
     // every replica (a follower's `tenant_changes` moves, so its node can republish), a

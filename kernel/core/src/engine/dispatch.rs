@@ -337,9 +337,10 @@ impl State {
 
     // ---------------------------------------------------------------- leader: time
 
-    /// Ends expired leases: main-lane ones become failures to log (returned as
-    /// `(queue, group, seq)`); dead-letter ones are simply visible again.
-    pub fn expire_leases(&mut self, now: u64) -> Vec<(QueueId, GroupId, u64)> {
+    /// Ends expired leases: main-lane ones become failures to log (returned with the
+    /// lease's nonce, for [`State::abort_tick`]); dead-letter ones are simply visible
+    /// again.
+    pub fn expire_leases(&mut self, now: u64) -> Vec<ExpiredLease> {
         let mut failed = Vec::new();
         while let Some((_, timer)) = self.lease_timers.pop_due(now) {
             assert!(
@@ -372,14 +373,63 @@ impl State {
                 let Some(meta) = table.get(seq) else {
                     continue;
                 };
-                if matches!(g.holds.get(&seq), Some(Hold::Leased { deadline_ms, .. }) if *deadline_ms == deadline)
-                {
-                    g.set_hold(seq, meta.fifo_key, Some(Hold::Nacking));
-                    failed.push((queue, group, seq));
+                if let Some(Hold::Leased { nonce, deadline_ms }) = g.holds.get(&seq).copied() {
+                    if deadline_ms == deadline {
+                        g.set_hold(seq, meta.fifo_key, Some(Hold::Nacking));
+                        failed.push(ExpiredLease {
+                            queue,
+                            group,
+                            seq,
+                            nonce,
+                        });
+                    }
                 }
             }
         }
         failed
+    }
+
+    /// Undoes what [`State::expire_leases`] and [`State::due_releases`] began when the
+    /// commands that finish it could not be logged (a proposal dropped during a leader
+    /// transfer, a lost quorum) while this replica may still lead: an expired lease
+    /// still waiting for its failure to be logged becomes a lease again until
+    /// `retry_at`, and a delayed message still waiting for its release is due again at
+    /// `retry_at`. What was applied meanwhile, or cleared by a loss of leadership
+    /// ([`State::reset_leader_state`]), is left alone. Without this, the message stayed
+    /// held (or unreleased, and uncancellable) for as long as this replica led.
+    pub fn abort_tick(
+        &mut self,
+        expired: &[ExpiredLease],
+        releases: &[(QueueId, MessageId)],
+        retry_at: u64,
+    ) {
+        for lease in expired {
+            let Some((g, table, _)) = group_parts(&mut self.queues, lease.queue, lease.group)
+            else {
+                continue;
+            };
+            let Some(meta) = table.get(lease.seq) else {
+                continue;
+            };
+            if g.holds.get(&lease.seq) == Some(&Hold::Nacking) {
+                let hold = Hold::Leased {
+                    nonce: lease.nonce,
+                    deadline_ms: retry_at,
+                };
+                g.set_hold(lease.seq, meta.fifo_key, Some(hold));
+                push_lease(&mut self.group_wakeups, lease.queue, g, lease.seq, retry_at);
+            }
+        }
+        for (queue, message) in releases {
+            let delayed = self
+                .queues
+                .get_mut(queue)
+                .and_then(|q| q.delayed.get_mut(message));
+            if let Some(delayed) = delayed.filter(|d| d.releasing) {
+                delayed.releasing = false;
+                self.delay_timers.insert(retry_at, (*queue, *message));
+            }
+        }
     }
 
     /// Ends retry back-off waits that are over.
@@ -423,6 +473,16 @@ impl State {
         }
         due
     }
+}
+
+/// A main-lane lease that ran out; its failure is to be logged.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ExpiredLease {
+    pub queue: QueueId,
+    pub group: GroupId,
+    pub seq: u64,
+    /// The lease's (short) nonce, to restore it if the failure cannot be logged.
+    pub nonce: u32,
 }
 
 /// Leases picked messages: nonce, deadline, timer.

@@ -94,7 +94,9 @@ pub struct Engine<S: Storage + Clone> {
     applied_since_snapshot: Cell<u64>,
     pending_names: RefCell<HashSet<(String, String)>>,
     pending_groups: RefCell<HashSet<(QueueId, String)>>,
-    pending_dedup: RefCell<HashMap<(QueueId, u64), MessageId>>,
+    /// Dedup ids of sends on their way to a majority: the id each will have, and the
+    /// proposal a duplicate must see committed before it may answer.
+    pending_dedup: RefCell<HashMap<(QueueId, u64), (MessageId, replication::Proposal)>>,
     changes: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
     replica: replication::Replica<S>,
@@ -472,8 +474,11 @@ impl<S: Storage + Clone> Engine<S> {
             (failed, releases)
         };
         let mut nacks: BTreeMap<(QueueId, GroupId), Vec<u64>> = BTreeMap::new();
-        for (queue, group, seq) in failed {
-            nacks.entry((queue, group)).or_default().push(seq);
+        for lease in &failed {
+            nacks
+                .entry((lease.queue, lease.group))
+                .or_default()
+                .push(lease.seq);
         }
         let mut entries: Vec<Entry> = nacks
             .into_iter()
@@ -481,14 +486,21 @@ impl<S: Storage + Clone> Engine<S> {
             .collect();
         entries.extend(
             releases
-                .into_iter()
-                .map(|(queue, message)| Entry::plain(Command::Release { queue, message })),
+                .iter()
+                .map(|&(queue, message)| Entry::plain(Command::Release { queue, message })),
         );
         self.notify();
         // Bounded: each pass logs up to a ceiling's worth of commands.
         while !entries.is_empty() {
             let rest = entries.split_off(entries.len().min(ENGINE_BATCH_MESSAGES_CEILING as usize));
-            self.commit(entries, now).await?;
+            if let Err(error) = self.commit(entries, now).await {
+                // Whatever was not applied is tried again later rather than left held.
+                let retry_at = now.saturating_add(TICK_RETRY_MS);
+                self.state
+                    .borrow_mut()
+                    .abort_tick(&failed, &releases, retry_at);
+                return Err(error);
+            }
             entries = rest;
         }
         if self.raft_snapshots.applying.get() {
@@ -617,6 +629,10 @@ impl<S: Storage + Clone> Engine<S> {
         self.wait_committed(&proposal).await
     }
 }
+
+/// How long after a tick's failed commit (a proposal dropped during a leader transfer,
+/// a lost quorum) its expired leases and due releases are tried again.
+const TICK_RETRY_MS: u64 = 200;
 
 /// Rounds of the Ready loop a group of one gets to elect itself and apply its `Boot`
 /// (it needs four: campaign, no-op, boot, apply).

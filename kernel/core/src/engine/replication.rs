@@ -69,6 +69,7 @@ pub(crate) struct Replica<S: Storage> {
 }
 
 /// A proposal in flight.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Proposal {
     /// The log offset of its first entry.
     pub(crate) first: Offset,

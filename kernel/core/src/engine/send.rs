@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::command::{Command, SendMeta};
+use super::replication::Proposal;
 use super::types::{
     Delay, EngineError, MessageId, QueueId, SendInput, SendOutcome, DELAY_LEVELS_MS,
 };
@@ -49,6 +50,9 @@ struct SendPlan {
     entries: Vec<Entry>,
     /// Dedup hashes the batch stores, with the index of the entry that stores each.
     claimed: Vec<(u64, usize)>,
+    /// Proposals of other sends, still on their way to a majority, that some of this
+    /// batch's messages duplicate: the batch is answered only once they are committed.
+    awaited: Vec<Proposal>,
 }
 
 impl<S: Storage + Clone> Engine<S> {
@@ -67,6 +71,12 @@ impl<S: Storage + Clone> Engine<S> {
         self.check_serving()?;
         let plan = self.plan_send(queue, messages, deliver_ats, now)?;
         let first = self.commit_send(queue, &plan, now).await?;
+        // A duplicate of a message still on its way is confirmed only with it: had the
+        // original's proposal been lost in a change of leader, an early answer would
+        // have confirmed a message no replica keeps.
+        for proposal in &plan.awaited {
+            self.wait_committed(proposal).await?;
+        }
         Ok(plan
             .outcomes
             .into_iter()
@@ -94,6 +104,7 @@ impl<S: Storage + Clone> Engine<S> {
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut entries = Vec::new();
         let mut claimed: Vec<(u64, usize)> = Vec::new();
+        let mut awaited: Vec<Proposal> = Vec::new();
         let state = self.state.borrow();
         let q = state.queue(queue)?;
         let new_tags: HashSet<&str> = messages
@@ -117,13 +128,19 @@ impl<S: Storage + Clone> Engine<S> {
                     outcomes.push(Planned::RepeatOf(*index));
                     continue;
                 }
-                let seen = q
+                let stored = q
                     .dedup
                     .get(&dedup_hash)
                     .filter(|(expires_ms, _)| *expires_ms > now)
                     .filter(|_| !bugs::enabled(Bug::IgnoreDedup))
-                    .map(|(_, id)| *id)
-                    .or_else(|| pending.get(&(queue, dedup_hash)).copied());
+                    .map(|(_, id)| *id);
+                let seen = stored.or_else(|| {
+                    let (id, proposal) = pending.get(&(queue, dedup_hash)).copied()?;
+                    if !awaited.iter().any(|p| p.last_index == proposal.last_index) {
+                        awaited.push(proposal);
+                    }
+                    Some(id)
+                });
                 if let Some(original) = seen {
                     let duplicate = SendOutcome {
                         message_id: original,
@@ -156,6 +173,7 @@ impl<S: Storage + Clone> Engine<S> {
             outcomes,
             entries,
             claimed,
+            awaited,
         })
     }
 
@@ -177,7 +195,8 @@ impl<S: Storage + Clone> Engine<S> {
         {
             let mut pending = self.pending_dedup.borrow_mut();
             for (hash, index) in &plan.claimed {
-                pending.insert((queue, *hash), MessageId(first.0 + *index as u64));
+                let id = MessageId(first.0 + *index as u64);
+                pending.insert((queue, *hash), (id, proposal));
             }
         }
         let result = if bugs::enabled(Bug::ReplyBeforeFsync) {
@@ -200,6 +219,9 @@ impl<S: Storage + Clone> Engine<S> {
         message: MessageId,
         now: u64,
     ) -> Result<(), EngineError> {
+        // Only the serving leader knows whether a release is on its way; a lagging
+        // follower would call a message it has not applied yet "not scheduled".
+        self.check_serving()?;
         {
             let mut state = self.state.borrow_mut();
             let q = state.queue_mut(queue)?;
