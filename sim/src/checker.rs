@@ -580,8 +580,11 @@ fn check_complete(history: &History, facts: &mut Facts) {
     for key in &required {
         for group in 0..GROUPS.len() {
             if !delivered.contains(&(group, *key)) {
+                let spec = &history.specs[*key as usize];
                 facts.violations.push(format!(
-                    "m{key} was sent successfully but never delivered to g{group}"
+                    "m{key} was sent successfully but never delivered to g{group} \
+                     (delay {} ms, scheduled {:?})",
+                    spec.delay_ms, spec.deliver_at_ms
                 ));
             }
         }

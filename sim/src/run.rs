@@ -41,15 +41,23 @@ fn release_wait_ms(queue_now_ms: Option<u64>, history: &History) -> u64 {
     let Some(queue_now_ms) = queue_now_ms else {
         return 0;
     };
+    let high_water = history.queue_high_water();
     let latest = history
         .events
         .iter()
         .filter_map(|event| match &event.kind {
             EventKind::Send { keys, outcome, .. } => {
                 let (serial, done) = outcome.reached()?;
-                let latest = keys
-                    .iter()
-                    .map(|key| history.release_bounds(*key, serial, done).1);
+                // In a cluster the entry is the leader's, whose queue clock may run
+                // ahead of the lowest one `release_bounds` starts a delay from, and a
+                // duplicate's entry is an earlier attempt's: the delay may count from
+                // the highest queue time any node reached by the completion.
+                let reached = high_water.at(done.unwrap_or(u64::MAX));
+                let latest = keys.iter().map(|key| {
+                    let delay_ms = history.specs[*key as usize].delay_ms;
+                    let high = history.release_bounds(*key, serial, done).1;
+                    high.max(reached + delay_ms)
+                });
                 latest.max()
             }
             _ => None,
