@@ -556,6 +556,35 @@ fn an_isolated_leader_stops_handing_out_messages_and_never_confirms_a_write() {
 }
 
 #[test]
+fn a_leader_deposed_by_a_tick_stops_serving_before_its_next_ready_round() {
+    // Goal: the moment Raft deposes a leader (here check-quorum on a tick; a step that
+    // sees a higher term is the same), it stops serving, without waiting for the Ready
+    // round that handles the role change. Before, it went on counting as the serving
+    // leader until then (cluster seed 194: "two leaders of p1 in term 169").
+    let cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let (queue, group) = setup(&cluster, leader);
+    cluster.settle(leader);
+    cluster.isolate(leader);
+    let engine = cluster.engine(leader);
+    let mut ticks = 0;
+    while engine.is_serving_leader() {
+        engine.raft_tick();
+        ticks += 1;
+        assert!(
+            ticks < 1_000,
+            "still serving after {ticks} ticks without a quorum"
+        );
+    }
+    let now = cluster.now.get();
+    let refused = block_on(engine.receive(queue, group, &request(1), now));
+    assert!(
+        matches!(refused, Err(EngineError::NotLeader { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
 fn a_duplicate_of_a_send_still_on_its_way_is_confirmed_only_with_it() {
     // Goal: a retried send whose dedup id matches a send the leader has proposed but not
     // committed is not confirmed before that send is; when the original is lost with

@@ -173,6 +173,7 @@ impl<S: Storage + Clone> Engine<S> {
         // A message from an unknown peer or of the wrong kind is dropped: Raft tolerates
         // lost messages.
         let _ = node.step(message);
+        self.stop_serving_if_deposed(&node);
         drop(node);
         if let Some(rejection) = lost {
             self.queue_messages(vec![rejection]);
@@ -182,9 +183,23 @@ impl<S: Storage + Clone> Engine<S> {
     /// Advances Raft's logical clock by one tick (the host calls it every tick interval);
     /// call [`Engine::drive`] afterwards.
     pub fn raft_tick(&self) {
-        self.replica.node.borrow_mut().tick();
+        {
+            let mut node = self.replica.node.borrow_mut();
+            node.tick();
+            self.stop_serving_if_deposed(&node);
+        }
         self.leave_joint_if_stuck();
         self.snapshot_tick();
+    }
+
+    /// Stops serving at once when a step or a tick ended this replica's lead (a higher
+    /// term seen, check-quorum): the role change itself is handled by the next Ready
+    /// round ([`Engine::drive`]), and until then a deposed leader must neither hand out
+    /// messages nor count as the term's leader.
+    fn stop_serving_if_deposed(&self, node: &RawNode<SharedStore<S>>) {
+        if self.replica.serving.get() && node.raft.state != StateRole::Leader {
+            self.replica.serving.set(false);
+        }
     }
 
     /// Messages for peer replicas queued since the last call.
