@@ -53,11 +53,14 @@ fn a_cluster_seed_replays_to_the_identical_history() {
 
 /// Goal: the cluster seeds that found node-layer bugs stay green (docs/simulation.md,
 /// "What it has found"): seed 1 (a restarted node published its replica's empty tenant
-/// list and answered valid requests 401) and seed 3 (a follower whose Ready loop failed
-/// was never reopened and stayed behind).
+/// list and answered valid requests 401), seed 3 (a follower whose Ready loop failed
+/// was never reopened and stayed behind), seed 78 (a retried send answered as a
+/// duplicate of an uncommitted one that was then lost), seed 128 (the drain ended before
+/// a release stored by a leader whose clock ran ahead) and seed 194 (a deposed leader
+/// served until its next Ready round). Each of the last three fails with its fix undone.
 #[test]
 fn cluster_seeds_that_found_node_bugs_now_pass() {
-    for seed in [1, 3] {
+    for seed in [1, 3, 78, 128, 194] {
         let report = run_cluster_seed(seed, &[], Nodes::Drawn);
         assert!(
             report.violations.is_empty(),
