@@ -585,6 +585,39 @@ fn a_leader_deposed_by_a_tick_stops_serving_before_its_next_ready_round() {
 }
 
 #[test]
+fn retention_is_cut_by_the_leader_and_applied_alike_by_every_replica() {
+    // Goal: retention changes the replicated state only through the log, so replicas
+    // whose clocks differ still hold the same messages and counts. Before, each replica
+    // cut by its own clock in `tick`, and an ack applied after a replica's own cut was
+    // not counted there (the cluster simulation with short retention: "acked counts
+    // differ").
+    let cluster = Cluster::new(3);
+    let leader = cluster.leader();
+    let (queue, group) = setup_expiring(&cluster, leader);
+    send(&cluster, leader, queue, &["old", "older"]);
+    cluster.settle(leader);
+    let stats = |id: u64| cluster.engine(id).group_stats(queue, group).expect("stats");
+    assert_eq!(stats(leader).backlog, 2);
+    // A follower whose clock is far ahead ticks: it cuts nothing itself.
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let later = cluster.now.get() + EngineLimits::dms().retention_ms_min + 10_000;
+    cluster
+        .run(cluster.engine(follower).tick(later))
+        .expect("follower tick");
+    assert_eq!(stats(follower), stats(leader));
+    // The leader's tick past the retention logs the cut; every replica applies it.
+    cluster.now.set(later);
+    cluster
+        .run(cluster.engine(leader).tick(later))
+        .expect("leader tick");
+    cluster.settle(leader);
+    for id in 1..=3 {
+        assert_eq!(stats(id).backlog, 0, "replica {id}");
+        assert_eq!(stats(id), stats(leader), "replica {id}");
+    }
+}
+
+#[test]
 fn a_duplicate_of_a_send_still_on_its_way_is_confirmed_only_with_it() {
     // Goal: a retried send whose dedup id matches a send the leader has proposed but not
     // committed is not confirmed before that send is; when the original is lost with

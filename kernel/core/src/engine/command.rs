@@ -65,6 +65,12 @@ pub enum Command {
         queue: QueueId,
         message: MessageId,
     },
+    /// Retention: the queue's messages below `below_seq` are gone. The serving leader
+    /// picks the cut by its queue time; every replica applies the same one.
+    Trim {
+        queue: QueueId,
+        below_seq: u64,
+    },
     Ack {
         queue: QueueId,
         group: GroupId,
@@ -138,6 +144,7 @@ const KIND_MEMBERSHIP: u8 = 16;
 const KIND_PUT_TENANT: u8 = 17;
 const KIND_DELETE_TENANT: u8 = 18;
 const KIND_SET_ADMIN_SECRET: u8 = 19;
+const KIND_TRIM: u8 = 20;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -208,6 +215,9 @@ impl Command {
             }
             Command::Cancel { queue, message } => {
                 w.u8(KIND_CANCEL).u32(queue.0).u64(message.0);
+            }
+            Command::Trim { queue, below_seq } => {
+                w.u8(KIND_TRIM).u32(queue.0).u64(*below_seq);
             }
             Command::Ack { queue, group, seqs } => {
                 encode_seqs(&mut w, KIND_ACK, *queue, *group, seqs)
@@ -283,6 +293,10 @@ impl Command {
             KIND_CANCEL => Command::Cancel {
                 queue: QueueId(r.u32()?),
                 message: MessageId(r.u64()?),
+            },
+            KIND_TRIM => Command::Trim {
+                queue: QueueId(r.u32()?),
+                below_seq: r.u64()?,
             },
             KIND_ACK | KIND_NACK | KIND_DEAD_ACK => {
                 let (queue, group, seqs) = decode_seqs(&mut r)?;
@@ -544,6 +558,10 @@ mod tests {
             Command::Cancel {
                 queue: QueueId(1),
                 message: MessageId(4),
+            },
+            Command::Trim {
+                queue: QueueId(1),
+                below_seq: 7,
             },
             Command::Ack {
                 queue: QueueId(1),

@@ -394,15 +394,21 @@ impl State {
     /// transfer, a lost quorum) while this replica may still lead: an expired lease
     /// still waiting for its failure to be logged becomes a lease again until
     /// `retry_at`, and a delayed message still waiting for its release is due again at
-    /// `retry_at`. What was applied meanwhile, or cleared by a loss of leadership
-    /// ([`State::reset_leader_state`]), is left alone. Without this, the message stayed
-    /// held (or unreleased, and uncancellable) for as long as this replica led.
+    /// `retry_at`, as is a retention cut ([`State::due_trims`]). What was applied
+    /// meanwhile, or cleared by a loss of leadership ([`State::reset_leader_state`]), is
+    /// left alone. Without this, the message stayed held (or unreleased, and
+    /// uncancellable) for as long as this replica led.
     pub fn abort_tick(
         &mut self,
         expired: &[ExpiredLease],
         releases: &[(QueueId, MessageId)],
+        trims: &[(QueueId, u64)],
         retry_at: u64,
     ) {
+        for (queue, _) in trims {
+            // Cutting what was cut already changes nothing: no need to tell which were.
+            self.retention_timers.insert(retry_at, *queue);
+        }
         for lease in expired {
             let Some((g, table, _)) = group_parts(&mut self.queues, lease.queue, lease.group)
             else {

@@ -190,11 +190,10 @@ impl<S: Storage + Clone> Engine<S> {
             engine.lead_alone().await.map_err(EngineOpenError::Boot)?;
         }
         {
-            // Time-driven changes that are not logged: back-off waits that ended and
-            // retention, as of `now`.
+            // Time-driven changes that are not logged: back-off waits that ended, as of
+            // `now` (retention is logged: the leader's first tick cuts).
             let mut state = engine.state.borrow_mut();
             state.fire_waits(now);
-            state.apply_retention(now);
         }
         Ok(engine)
     }
@@ -457,21 +456,18 @@ impl<S: Storage + Clone> Engine<S> {
     pub async fn tick(&self, now: u64) -> Result<(), EngineError> {
         // Only the serving leader decides time-driven changes; replicas apply its records.
         let leads = self.replica.serving.get();
-        let (failed, releases) = {
+        let (failed, releases, trims) = {
             let mut state = self.state.borrow_mut();
             state.fire_waits(now);
-            let failed = if leads {
-                state.expire_leases(now)
+            if leads {
+                let failed = state.expire_leases(now);
+                let releases = state.due_releases(now);
+                let trims = state.due_trims(now);
+                (failed, releases, trims)
             } else {
-                Vec::new()
-            };
-            let releases = if leads {
-                state.due_releases(now)
-            } else {
-                Vec::new()
-            };
-            state.apply_retention(now);
-            (failed, releases)
+                state.drop_due_trims(now);
+                (Vec::new(), Vec::new(), Vec::new())
+            }
         };
         let mut nacks: BTreeMap<(QueueId, GroupId), Vec<u64>> = BTreeMap::new();
         for lease in &failed {
@@ -489,6 +485,11 @@ impl<S: Storage + Clone> Engine<S> {
                 .iter()
                 .map(|&(queue, message)| Entry::plain(Command::Release { queue, message })),
         );
+        entries.extend(
+            trims
+                .iter()
+                .map(|&(queue, below_seq)| Entry::plain(Command::Trim { queue, below_seq })),
+        );
         self.notify();
         // Bounded: each pass logs up to a ceiling's worth of commands.
         while !entries.is_empty() {
@@ -498,7 +499,7 @@ impl<S: Storage + Clone> Engine<S> {
                 let retry_at = now.saturating_add(TICK_RETRY_MS);
                 self.state
                     .borrow_mut()
-                    .abort_tick(&failed, &releases, retry_at);
+                    .abort_tick(&failed, &releases, &trims, retry_at);
                 return Err(error);
             }
             entries = rest;

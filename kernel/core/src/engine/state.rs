@@ -260,6 +260,7 @@ impl State {
                     q.delayed.remove(message);
                 }
             }
+            Command::Trim { queue, below_seq } => self.apply_trim(*queue, *below_seq, ts),
             Command::Ack { queue, group, seqs } => self.apply_ack(*queue, *group, seqs),
             Command::Nack { queue, group, seqs } => self.apply_nack(*queue, *group, seqs, ts),
             Command::DeadAck { queue, group, seqs } => {
@@ -487,44 +488,75 @@ impl State {
 
     // ---------------------------------------------------------------- leader: receive
 
-    /// Removes messages past their queue's retention and expired dedup entries.
-    pub fn apply_retention(&mut self, now: u64) {
+    /// Retention, on the serving leader: the cut of each queue whose oldest message
+    /// passed its retention by `now`, as `(queue, below_seq)`, to be logged as `Trim`
+    /// commands. Applying a cut arms the queue's next deadline; a queue with nothing to
+    /// cut yet is armed again here, and a cut that cannot be logged is tried again
+    /// ([`State::abort_tick`]). Each queue is looked at once a pass, so duplicate
+    /// deadlines of a queue merge rather than multiply.
+    pub fn due_trims(&mut self, now: u64) -> Vec<(QueueId, u64)> {
+        let mut due = BTreeSet::new();
         while let Some((_, queue)) = self.retention_timers.pop_due(now) {
-            let Some(q) = self.queues.get_mut(&queue) else {
+            due.insert(queue);
+        }
+        let mut trims = Vec::new();
+        for queue in due {
+            let Some(q) = self.queues.get(&queue) else {
                 continue;
             };
             let cutoff = now.saturating_sub(q.config.retention_ms);
-            let mut new_base = q.base_seq;
-            for meta in &q.messages {
-                if meta.available_ms >= cutoff {
-                    break;
-                }
-                new_base += 1;
-            }
-            if new_base > q.base_seq {
-                let Queue {
-                    groups,
-                    messages,
-                    base_seq,
-                    out_of_order,
-                    ..
-                } = q;
-                for g in groups.values_mut() {
-                    let key_of =
-                        |seq| message_at(messages, *base_seq, seq).map_or(0, |m| m.fifo_key);
-                    g.trim_below(new_base, key_of);
-                }
-                let removed = usize::try_from(new_base - *base_seq).expect("fits");
-                for meta in messages.drain(..removed) {
-                    out_of_order.remove(&meta.message_id.0);
-                }
-                *base_seq = new_base;
-            }
-            expire_dedup(q, now);
-            if let Some(front) = q.messages.front() {
+            let expired = q
+                .messages
+                .iter()
+                .take_while(|meta| meta.available_ms < cutoff)
+                .count();
+            if expired > 0 {
+                trims.push((queue, q.base_seq + expired as u64));
+            } else if let Some(front) = q.messages.front() {
                 let due = front.available_ms.saturating_add(q.config.retention_ms) + 1;
                 self.retention_timers.insert(due.max(now + 1), queue);
             }
+        }
+        trims
+    }
+
+    /// Retention deadlines are the leader's: a replica that does not lead drops those
+    /// that came due (they only accumulate otherwise; a new leader arms them afresh in
+    /// [`State::reset_leader_state`]).
+    pub fn drop_due_trims(&mut self, now: u64) {
+        while self.retention_timers.pop_due(now).is_some() {}
+    }
+
+    /// Applies a logged cut: the queue's messages below `below_seq` go, with every
+    /// group's record of them, and dedup entries whose window ended by the command's
+    /// time `ts`.
+    fn apply_trim(&mut self, queue: QueueId, below_seq: u64, ts: u64) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let new_base = below_seq.min(q.next_seq());
+        if new_base > q.base_seq {
+            let Queue {
+                groups,
+                messages,
+                base_seq,
+                out_of_order,
+                ..
+            } = q;
+            for g in groups.values_mut() {
+                let key_of = |seq| message_at(messages, *base_seq, seq).map_or(0, |m| m.fifo_key);
+                g.trim_below(new_base, key_of);
+            }
+            let removed = usize::try_from(new_base - *base_seq).expect("fits");
+            for meta in messages.drain(..removed) {
+                out_of_order.remove(&meta.message_id.0);
+            }
+            *base_seq = new_base;
+        }
+        expire_dedup(q, ts);
+        if let Some(front) = q.messages.front() {
+            let due = front.available_ms.saturating_add(q.config.retention_ms) + 1;
+            self.retention_timers.insert(due.max(ts + 1), queue);
         }
     }
 
