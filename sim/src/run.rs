@@ -71,6 +71,9 @@ pub struct Report {
     pub known: Vec<String>,
     /// The readable trace, one event a line (simulated times only).
     pub trace: String,
+    /// Raft snapshots a follower pulled whole and raft-rs accepted (the cluster
+    /// simulation; 0 on one node).
+    pub snapshots_accepted: u64,
 }
 
 pub fn run_seed(seed: u64) -> Report {
@@ -127,6 +130,7 @@ fn run_seed_as(seed: u64, bugs: &[Bug], cluster: Option<Nodes>) -> Report {
             violations: vec![format!("panic: {message}")],
             known: Vec::new(),
             trace: String::new(),
+            snapshots_accepted: 0,
         }
     })
 }
@@ -219,6 +223,7 @@ pub async fn simulate_cluster(seed: u64, nodes: Nodes) -> Report {
     );
     let counters = cluster.counters.borrow();
     report.trace.push_str(&format!("cluster: {counters:?}\n"));
+    report.snapshots_accepted = counters.snapshots_accepted;
     drop(counters);
     cluster.close();
     report
@@ -462,6 +467,7 @@ fn report(seed: u64, ctx: &Ctx, wake: Option<String>) -> Report {
         violations: judgement.violations,
         known: judgement.known,
         trace,
+        snapshots_accepted: 0,
     }
 }
 
