@@ -46,6 +46,7 @@ pub mod replication;
 pub mod requests;
 pub mod routing;
 mod shard;
+pub mod snapshot_transfer;
 mod tenant_sync;
 pub mod tenants;
 #[cfg(test)]

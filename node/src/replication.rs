@@ -102,8 +102,9 @@ pub trait RaftHost: 'static {
     /// connections broke).
     fn ticked(&self) {}
 
-    /// After `partition`'s engine ticked, before its Ready loop starts (the server asks
-    /// the leader for the Raft snapshot chunk the engine wants next).
+    /// After `partition`'s engine ticked, before its Ready loop starts (the server and the
+    /// cluster simulation ask the leader for the Raft snapshot chunk the engine wants
+    /// next: `crate::snapshot_transfer::SnapshotCarrier::request_next`).
     fn engine_ticked(&self, partition: u32, engine: &Engine<Self::Storage>) {
         let _ = (partition, engine);
     }

@@ -29,7 +29,7 @@ use sluice_shard::DmaStorage;
 use crate::cluster::{ClusterTransport, InboundReceiver, NodeId, SendError, ShardNet};
 use crate::forwarding::Forwarder;
 use crate::shard::{PartitionEngine, Shard};
-use crate::snapshot_transfer::SnapshotCarrier;
+use crate::snapshot_transfer::{SnapshotCarrier, TransportLink};
 
 /// The frame kind of a Raft message (kind 0 is the transport's hello).
 pub const KIND_RAFT: u8 = 1;
@@ -120,7 +120,7 @@ impl Replication {
         let transport = Rc::new(transport);
         let forwarder = Rc::new(Forwarder::new(transport.clone()));
         shard.node.host().attach_forwarder(Some(forwarder.clone()));
-        let snapshots = Rc::new(SnapshotCarrier::new(transport.clone()));
+        let snapshots = Rc::new(SnapshotCarrier::new(TransportLink(transport.clone())));
         let cluster = shard.shared.cluster.as_ref();
         let node_id = cluster.map_or(0, |cluster| cluster.node_id.0);
         let driver = Rc::new(RaftDriver::new(node_id, shard.node.owned().to_vec()));
@@ -166,7 +166,7 @@ impl Replication {
 
     /// Snapshot chunk frames this shard dropped so far.
     pub fn snapshot_frames_dropped(&self) -> u64 {
-        self.host.snapshots.dropped.get()
+        self.host.snapshots.dropped()
     }
 
     /// The shard's forwarded calls.
@@ -205,7 +205,7 @@ async fn inbound_loop(host: Rc<ServerRaft>, driver: Rc<RaftDriver>, receiver: In
             let taken_by = host
                 .forwarder
                 .receive(&host.shard.node, peer, kind, &payload)
-                || host.snapshots.receive(&host.shard, peer, kind, &payload);
+                || host.snapshots.receive(&*host, peer.0, kind, &payload);
             if !taken_by {
                 if kind == KIND_RAFT {
                     raft.push(payload);

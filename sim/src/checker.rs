@@ -13,13 +13,18 @@
 //! delayed messages never arrive early; a message is not handed out again before its
 //! visibility deadline unless it was failed or the engine reopened in between; a
 //! tenant's requests aimed at another tenant's queues are refused.
+//!
+//! With a queue retention shorter than the run (some cluster seeds), a message that may
+//! have passed it (its earliest release plus the retention reached by the highest queue
+//! time any node had) need not be delivered, nor acked before later ones of its FIFO
+//! group.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use sluice_core::engine::types::AckKind;
 
 use crate::client::{GROUPS, QUEUES};
-use crate::history::{Delivered, EventKind, History, Lane, MessageId, Outcome};
+use crate::history::{Delivered, EventKind, History, Lane, MessageId, Outcome, QueueHighWater};
 
 /// One delivery. The node picked it somewhere between the receive's entry and completion
 /// (serials and times): at entry, unless the receive long-polled or suspended on another
@@ -136,17 +141,26 @@ impl Facts {
 
 /// Judges `history`; `visibility_ms` is the one visibility timeout every receive used,
 /// `max_consume_count` the failures after which a redrive queue's message is dead.
-pub fn check(history: &History, visibility_ms: u64, max_consume_count: u32) -> Judgement {
+pub fn check(
+    history: &History,
+    visibility_ms: u64,
+    max_consume_count: u32,
+    retention_ms: Option<u64>,
+) -> Judgement {
     let mut facts = Facts::default();
     for event in &history.events {
         collect(history, &event.kind, &mut facts);
     }
     // Clients observe replies out of order; the node's serials are its real order.
     facts.deliveries.sort_by_key(|d| d.serial);
+    let expiry = Expiry {
+        retention_ms,
+        high_water: history.queue_high_water(),
+    };
     check_acked_stay_acked(&mut facts);
-    check_complete(history, &mut facts);
+    check_complete(history, &expiry, &mut facts);
     check_deletes(&mut facts);
-    check_fifo(history, &mut facts);
+    check_fifo(history, &expiry, &mut facts);
     check_visibility(visibility_ms, &mut facts);
     check_delays(history, &mut facts);
     check_dead_letters(max_consume_count, &mut facts);
@@ -560,9 +574,28 @@ fn check_acked_stay_acked(facts: &mut Facts) {
     }
 }
 
+/// Which messages may have passed their queue's retention.
+struct Expiry {
+    /// `None`: longer than any run.
+    retention_ms: Option<u64>,
+    high_water: QueueHighWater,
+}
+
+impl Expiry {
+    /// Whether `key` may have passed the retention by `serial`: its earliest release
+    /// plus the retention is reached by the highest queue time any node had by then.
+    fn may_have_expired(&self, facts: &Facts, key: u32, serial: u64) -> bool {
+        let (Some(retention), Some(floor)) = (self.retention_ms, facts.release_floor_ms.get(&key))
+        else {
+            return false;
+        };
+        floor.saturating_add(retention) <= self.high_water.at(serial)
+    }
+}
+
 /// Every send that got success reaches every group (on either lane), unless it was
-/// (maybe) cancelled or its queue (maybe) deleted.
-fn check_complete(history: &History, facts: &mut Facts) {
+/// (maybe) cancelled, its queue (maybe) deleted, or it may have passed its retention.
+fn check_complete(history: &History, expiry: &Expiry, facts: &mut Facts) {
     let delivered: BTreeSet<(usize, u32)> =
         facts.deliveries.iter().map(|d| (d.group, d.key)).collect();
     let gone = |key: &u32| {
@@ -574,7 +607,7 @@ fn check_complete(history: &History, facts: &mut Facts) {
     let required: Vec<u32> = facts
         .sent_ok
         .difference(&facts.maybe_cancelled)
-        .filter(|key| !gone(key))
+        .filter(|key| !gone(key) && !expiry.may_have_expired(facts, **key, u64::MAX))
         .copied()
         .collect();
     for key in &required {
@@ -599,7 +632,7 @@ fn check_complete(history: &History, facts: &mut Facts) {
 /// does not record, so delayed messages are skipped as the earlier one. Any undelayed
 /// message with a lower id was available before a delayed one's release, so a delayed
 /// message is still checked as the later one.
-fn check_fifo(history: &History, facts: &mut Facts) {
+fn check_fifo(history: &History, expiry: &Expiry, facts: &mut Facts) {
     // Dead-lettering releases the order: a message that became a dead letter of the
     // group (its dead-letter lane delivered it) does not count as the earlier one.
     let dead: BTreeSet<(usize, usize, MessageId)> = facts
@@ -623,6 +656,7 @@ fn check_fifo(history: &History, facts: &mut Facts) {
                 || spec.delay_ms > 0
                 || spec.deliver_at_ms.is_some()
                 || dead.contains(&(d.queue, d.group, *earlier_id))
+                || expiry.may_have_expired(facts, *key, d.done_serial)
             {
                 continue;
             }

@@ -133,6 +133,8 @@ fn summary(report: &Report) {
 struct Sweep {
     failed: Vec<(u64, Report)>,
     known: Vec<u64>,
+    /// Seeds in which a follower pulled a Raft snapshot whole (the cluster simulation).
+    snapshots: u64,
     seconds: f64,
     threads: usize,
 }
@@ -142,6 +144,7 @@ fn sweep(mode: Mode, count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
     let next = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
     let known = Mutex::new(Vec::new());
+    let snapshots = AtomicU64::new(0);
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
     // SLUICE_SIM_PROGRESS=1: each seed's start and end on stderr (to find a seed that
     // hangs or grows without bound).
@@ -161,6 +164,9 @@ fn sweep(mode: Mode, count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
                     let mut report = mode.run(seed, bugs);
                     if progress {
                         eprintln!("seed {seed} ends");
+                    }
+                    if report.snapshots_accepted > 0 {
+                        snapshots.fetch_add(1, Ordering::Relaxed);
                     }
                     if !report.known.is_empty() {
                         known.lock().expect("no poisoned lock").push(seed);
@@ -189,6 +195,7 @@ fn sweep(mode: Mode, count: u64, bugs: &[Bug], print_failures: bool) -> Sweep {
     Sweep {
         failed,
         known,
+        snapshots: snapshots.into_inner(),
         seconds: started.elapsed().as_secs_f64(),
         threads,
     }
@@ -198,6 +205,7 @@ fn many(mode: Mode, count: u64) -> ExitCode {
     let Sweep {
         failed,
         known,
+        snapshots,
         seconds,
         threads,
     } = sweep(mode, count, &[], true);
@@ -208,6 +216,9 @@ fn many(mode: Mode, count: u64) -> ExitCode {
             "{} seeds hit known bugs (FIXMEs in the checker; not failures), first {first:?}",
             known.len()
         );
+    }
+    if let Mode::Cluster(_) = mode {
+        println!("{snapshots} seeds had a follower pull a Raft snapshot whole");
     }
     println!(
         "{} seeds, {} passed, {} failed {:?}; {:.1} s wall, {:.1} seeds/s on {threads} threads",

@@ -99,6 +99,11 @@ pub struct Knobs {
     /// Failures (fail acks and visibility timeouts) before a message of a redrive queue
     /// becomes a dead letter of its group.
     pub max_consume_count: u32,
+    /// Queues keep a message this long after it became available (`None`: the DMS
+    /// default, three days, longer than any run). Set in some cluster seeds
+    /// (`run::short_retention`) so that logs compact and Raft snapshots are needed; the
+    /// checker then excuses messages that may have passed it.
+    pub retention_minutes: Option<u64>,
 }
 
 impl Knobs {
@@ -122,6 +127,7 @@ impl Knobs {
             max_consume_count: rng.gen_range(1..=3),
             shards: 0,
             hop_ms_max: [0, 1, 5][rng.gen_range(0..3)],
+            retention_minutes: None,
         }
         .with_shards(&mut rng)
     }

@@ -9,8 +9,10 @@
 //! per kind), so madsim's `NetSim` can clog links (partitions, one direction or both) and
 //! lose packets; the node's own send shim adds duplication, reordering (a random extra
 //! delay) and a slow node's delay. Kinds: Raft messages (`sluice_node::replication`'s
-//! payload), forwarded calls (`Host::call_node`: a correlation id, the shard, the node
-//! layer's bytes) and their answers, and clients' HTTP requests.
+//! payload) and, with the same tag, Raft snapshot chunks and their requests (the node
+//! layer's `snapshot_transfer` carrier, which the server runs too), forwarded calls
+//! (`Host::call_node`: a correlation id, the shard, the node layer's bytes) and their
+//! answers, and clients' HTTP requests.
 //!
 //! A client's request travels to a node as a madsim packet that carries the HTTP parts,
 //! a slot the node marks when it takes the request (the simulator's knowledge of which
@@ -46,6 +48,7 @@ use sluice_core::types::Offset;
 use sluice_http::service::{self, ServiceConfig};
 use sluice_node::local::{LocalNode, Runtime};
 use sluice_node::replication::{outbound_loop, RaftDriver, RaftHost, SendRefused};
+use sluice_node::snapshot_transfer::{SnapshotCarrier, SnapshotLink, KIND_SNAPSHOT_REQUEST};
 use sluice_node::tenants::Tenant;
 use sluice_node::{Node as _, NodeError};
 
@@ -212,17 +215,20 @@ impl Drop for InFlight {
 }
 
 impl NodeNet {
-    /// Sends `bytes` to `to` with `tag` through the shim: while faults are on, a seeded
+    /// Sends `packet` to `to` with `tag` through the shim: while faults are on, a seeded
     /// extra delay (reordering) and sometimes a second copy; a slow node's delay always.
     /// Never waits; a full shim drops the packet.
-    fn send(&self, to: SocketAddr, tag: u64, bytes: Vec<u8>) {
+    fn send<P: Clone + Send + Sync + 'static>(&self, to: SocketAddr, tag: u64, packet: P) {
         let cluster = &self.cluster;
         let faults = cluster.faults.get();
         let knobs = cluster.net;
         let slow = cluster.slow_between(self.id, to);
-        // Only Raft messages are duplicated and reordered: the server carries forwarded
-        // calls over TCP, in order and at most once per connection, and the node layer
-        // relies on that (a call run twice is a request run twice).
+        // Only Raft packets (messages, snapshot chunks and their requests) are duplicated
+        // and reordered: the server carries forwarded calls over TCP, in order and at most
+        // once per connection, and the node layer relies on that (a call run twice is a
+        // request run twice). A snapshot chunk may come late or twice anyway (the follower
+        // asks again when an answer is late), and the engine refuses one that does not
+        // continue its install.
         let raft = tag == TAG_RAFT;
         let copies = if raft && faults && thread_rng().gen_range(0..1_000_000) < knobs.duplicate_ppm
         {
@@ -244,14 +250,14 @@ impl NodeNet {
             self.sends_in_flight.set(self.sends_in_flight.get() + 1);
             let guard = InFlight(self.sends_in_flight.clone());
             let endpoint = self.endpoint.clone();
-            let bytes = bytes.clone();
+            let packet = packet.clone();
             madsim::task::spawn_local(async move {
                 let _guard = guard;
                 if delay > 0 {
                     sleep_ms(delay).await;
                 }
                 // An unreachable peer loses the packet, as a datagram would.
-                let _ = endpoint.send_to_raw(to, tag, Box::new(bytes)).await;
+                let _ = endpoint.send_to_raw(to, tag, Box::new(packet)).await;
             });
         }
     }
@@ -351,6 +357,13 @@ pub struct Counters {
     /// answered done.
     pub moves_asked: u64,
     pub moves_done: u64,
+    /// Raft snapshot chunk requests followers sent, and answers leaders sent (chunks or
+    /// errors); chunks a follower staged, and snapshots whose last chunk was staged and
+    /// which raft-rs accepted (the next Ready installs them).
+    pub snapshot_requests: u64,
+    pub snapshot_answers: u64,
+    pub snapshot_chunks: u64,
+    pub snapshots_accepted: u64,
 }
 
 /// The whole cluster: the machines and what the checks gather while the run goes.
@@ -973,6 +986,7 @@ async fn boot(index: usize) {
             shard,
             net: net.clone(),
             cluster: cluster.clone(),
+            snapshots: Rc::new(SnapshotCarrier::new(SnapshotNet(net.clone()))),
         });
         for partition in owned {
             if let Some(engine) = local.engine(partition) {
@@ -1071,6 +1085,57 @@ struct ShardRaft {
     shard: usize,
     net: Rc<NodeNet>,
     cluster: Rc<Cluster>,
+    /// Raft snapshot chunks carried to and from the other nodes (the server's carrier).
+    snapshots: Rc<SnapshotCarrier<SnapshotNet>>,
+}
+
+/// A Raft snapshot chunk request or answer from node `from`: the carrier's kind and
+/// payload. It travels with the Raft messages (their tag, their inbound task), told apart
+/// by its type.
+#[derive(Clone)]
+struct SnapshotPacket {
+    from: u64,
+    kind: u8,
+    payload: Vec<u8>,
+}
+
+/// The node's endpoint and madsim's tasks, as a snapshot carrier's link.
+struct SnapshotNet(Rc<NodeNet>);
+
+impl SnapshotLink for SnapshotNet {
+    /// As a [`SnapshotPacket`] with the Raft messages, through the node's send shim.
+    fn send_snapshot(&self, to: u64, kind: u8, payload: Vec<u8>) -> Result<(), SendRefused> {
+        if to == 0 || to > self.0.cluster.machines.len() as u64 {
+            return Err(SendRefused::Refused);
+        }
+        {
+            let mut counters = self.0.cluster.counters.borrow_mut();
+            if kind == KIND_SNAPSHOT_REQUEST {
+                counters.snapshot_requests += 1;
+            } else {
+                counters.snapshot_answers += 1;
+            }
+        }
+        let packet = SnapshotPacket {
+            from: self.0.id,
+            kind,
+            payload,
+        };
+        self.0.send(address(to), TAG_RAFT, packet);
+        Ok(())
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + 'static) {
+        madsim::task::spawn_local(task);
+    }
+
+    fn chunk_staged(&self, _partition: u32, accepted: bool) {
+        let mut counters = self.0.cluster.counters.borrow_mut();
+        counters.snapshot_chunks += 1;
+        if accepted {
+            counters.snapshots_accepted += 1;
+        }
+    }
 }
 
 impl RaftHost for ShardRaft {
@@ -1101,6 +1166,12 @@ impl RaftHost for ShardRaft {
         sleep_ms(ms).await;
     }
 
+    /// Asks the leader for the snapshot chunk the engine wants next, if any (as the
+    /// server does).
+    fn engine_ticked(&self, partition: u32, engine: &Engine<SlowDisk>) {
+        self.snapshots.request_next(partition, engine);
+    }
+
     /// Out of service; the supervisor restarts the node (`Cluster::restart_faulted`).
     fn failed(&self, partition: u32, error: &sluice_core::engine::types::EngineError) {
         use sluice_node::Host as _;
@@ -1121,22 +1192,40 @@ impl RaftHost for ShardRaft {
     }
 }
 
-/// Raft packets to this node, each to the driver of the shard owning its partition.
+/// Raft packets to this node, each to the shard owning its partition: a message to its
+/// driver, a snapshot chunk or request ([`SnapshotPacket`]) to its carrier.
 async fn raft_inbound(net: Rc<NodeNet>, drivers: Rc<Vec<(Rc<RaftDriver>, Rc<ShardRaft>)>>) {
-    // Ends when the node is killed (the task is dropped) or the endpoint fails.
-    while let Ok((payload, _from)) = net.endpoint.recv_from_raw(TAG_RAFT).await {
-        let Ok(bytes) = payload.downcast::<Vec<u8>>() else {
-            continue;
-        };
-        let partition = bytes
+    // Both payloads start with the partition (u32, little-endian).
+    let shard_of = |payload: &[u8]| {
+        let partition = payload
             .get(..4)
             .and_then(|prefix| prefix.try_into().ok())
             .map(u32::from_le_bytes);
-        let (driver, host) = match partition {
-            Some(partition) => &drivers[usize::try_from(partition).unwrap_or(0) % drivers.len()],
-            None => &drivers[0],
-        };
-        driver.deliver_batch(&**host, [&bytes[..]]);
+        match partition {
+            Some(partition) => usize::try_from(partition).unwrap_or(0) % drivers.len(),
+            None => 0,
+        }
+    };
+    // Ends when the node is killed (the task is dropped) or the endpoint fails.
+    while let Ok((payload, _from)) = net.endpoint.recv_from_raw(TAG_RAFT).await {
+        match payload.downcast::<Vec<u8>>() {
+            Ok(bytes) => {
+                let (driver, host) = &drivers[shard_of(&bytes)];
+                driver.deliver_batch(&**host, [&bytes[..]]);
+            }
+            Err(payload) => {
+                let Ok(packet) = payload.downcast::<SnapshotPacket>() else {
+                    continue;
+                };
+                let (driver, host) = &drivers[shard_of(&packet.payload)];
+                if !host
+                    .snapshots
+                    .receive(&**host, packet.from, packet.kind, &packet.payload)
+                {
+                    driver.count_dropped();
+                }
+            }
+        }
     }
 }
 

@@ -79,6 +79,9 @@ pub struct Report {
     pub known: Vec<String>,
     /// The readable trace, one event a line (simulated times only).
     pub trace: String,
+    /// Raft snapshots a follower pulled whole and raft-rs accepted (the cluster
+    /// simulation; 0 on one node).
+    pub snapshots_accepted: u64,
 }
 
 pub fn run_seed(seed: u64) -> Report {
@@ -135,6 +138,7 @@ fn run_seed_as(seed: u64, bugs: &[Bug], cluster: Option<Nodes>) -> Report {
             violations: vec![format!("panic: {message}")],
             known: Vec::new(),
             trace: String::new(),
+            snapshots_accepted: 0,
         }
     })
 }
@@ -156,15 +160,18 @@ fn engine_config(knobs: &Knobs) -> EngineConfig {
 }
 
 /// The service layer as the server configures it, except for short `ack_wait` and
-/// `time_wait` minimums (the seed's visibility is 1 to 5 s; a consume may not long-poll)
-/// and a dedup window longer than a producer's retries of one batch.
-fn service_config() -> ServiceConfig {
+/// `time_wait` minimums (the seed's visibility is 1 to 5 s; a consume may not long-poll),
+/// a dedup window longer than a producer's retries of one batch, and the seed's queue
+/// retention.
+fn service_config(knobs: &Knobs) -> ServiceConfig {
+    let default = DmsConfig::dms_default();
     ServiceConfig {
         dms: DmsConfig {
             ack_wait_s_min: 1,
             time_wait_s_min: 0,
             dedup_window_ms: 600_000,
-            ..DmsConfig::dms_default()
+            retention_minutes: knobs.retention_minutes.unwrap_or(default.retention_minutes),
+            ..default
         },
         clock_skew_s_max: SKEW_S_DEFAULT,
         token_ttl_s: 3_600,
@@ -227,15 +234,40 @@ pub async fn simulate_cluster(seed: u64, nodes: Nodes) -> Report {
     );
     let counters = cluster.counters.borrow();
     report.trace.push_str(&format!("cluster: {counters:?}\n"));
+    report.snapshots_accepted = counters.snapshots_accepted;
     drop(counters);
     cluster.close();
     report
 }
 
+/// Queue retention of the cluster seeds that compact their logs.
+const SHORT_RETENTION_MINUTES: u64 = 1;
+
+/// With `SLUICE_SIM_SHORT_RETENTION=1` in the environment, one cluster seed in four (by
+/// its number, not its random stream, so that the other seeds run as before) compacts
+/// its logs: queues keep messages a minute ([`SHORT_RETENTION_MINUTES`]), 64 KiB
+/// segments, an engine snapshot every 20 or 200 records. The log's start then passes
+/// what a node that was down, cut off or moved in holds, and its leader sends it a Raft
+/// snapshot (`sluice_node::snapshot_transfer`). Off by default: replicas apply retention
+/// each by its own clock, so their acked counts diverge and such seeds fail the final
+/// state check (docs/simulation.md, "Not covered yet").
+fn short_retention(seed: u64, knobs: Knobs) -> Knobs {
+    let on = std::env::var_os("SLUICE_SIM_SHORT_RETENTION").is_some_and(|value| value == "1");
+    if !on || seed % 4 != 1 {
+        return knobs;
+    }
+    Knobs {
+        retention_minutes: Some(SHORT_RETENTION_MINUTES),
+        segment_bytes_max: 64 * 1024,
+        snapshot_every_records: knobs.snapshot_every_records.min(200),
+        ..knobs
+    }
+}
+
 /// The seed's knobs and its cluster (each machine one simulated disk per partition).
 fn build_cluster(seed: u64, nodes: Nodes) -> (Rc<Ctx>, Rc<Cluster>) {
     let start = madsim::time::Instant::now();
-    let knobs = Knobs::draw();
+    let knobs = short_retention(seed, Knobs::draw());
     let mut rng = thread_rng();
     let drawn = if rng.gen_range(0..4) == 0 { 5 } else { 3 };
     let nodes = match nodes {
@@ -260,7 +292,7 @@ fn build_cluster(seed: u64, nodes: Nodes) -> (Rc<Ctx>, Rc<Cluster>) {
         knobs.hop_ms_max,
         knobs.disk_latency_ms_max,
         engine_config(&knobs),
-        service_config(),
+        service_config(&knobs),
         net,
         start,
         history.clone(),
@@ -291,7 +323,7 @@ fn build(seed: u64) -> Rc<Ctx> {
         knobs.hop_ms_max,
         knobs.disk_latency_ms_max,
         engine_config(&knobs),
-        service_config(),
+        service_config(&knobs),
         start,
         history.clone(),
     ));
@@ -453,7 +485,12 @@ async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Option<String> {
 fn report(seed: u64, ctx: &Ctx, wake: Option<String>) -> Report {
     let knobs = ctx.knobs;
     let history = ctx.history.borrow();
-    let mut judgement = checker::check(&history, knobs.visibility_ms, knobs.max_consume_count);
+    let mut judgement = checker::check(
+        &history,
+        knobs.visibility_ms,
+        knobs.max_consume_count,
+        knobs.retention_minutes.map(|minutes| minutes * 60_000),
+    );
     judgement.violations.extend(wake);
     let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
     Report {
@@ -470,6 +507,7 @@ fn report(seed: u64, ctx: &Ctx, wake: Option<String>) -> Report {
         violations: judgement.violations,
         known: judgement.known,
         trace,
+        snapshots_accepted: 0,
     }
 }
 

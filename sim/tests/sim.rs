@@ -300,7 +300,7 @@ fn the_checker_flags_a_broken_history() {
         status: Some(200),
         queues_seen: 0,
     }));
-    let violations = check(&history, 1_000, 3).violations;
+    let violations = check(&history, 1_000, 3, None).violations;
     let text = violations.join("\n");
     assert!(text.contains("m0 delivered again after its ack"), "{text}");
     assert!(
@@ -372,7 +372,7 @@ fn the_checker_flags_deliveries_of_deleted_queues() {
         *incarnation = 1;
     }
     history.events.push(again);
-    let text = check(&history, 1_000, 3).violations.join("\n");
+    let text = check(&history, 1_000, 3, None).violations.join("\n");
     assert!(
         text.contains("q0.0 #3: m0 delivered after the queue's delete succeeded at #2"),
         "{text}"
@@ -382,6 +382,45 @@ fn the_checker_flags_deliveries_of_deleted_queues() {
         "{text}"
     );
     assert!(!text.contains("never delivered"), "{text}");
+}
+
+/// Goal: with a queue retention, a message need not be delivered once it may have passed
+/// it, and only then. Method: a message sent at queue time 1,000 ms and never received,
+/// judged with a one-minute retention when the highest queue time reached 30 s (flagged)
+/// and 61 s (excused).
+#[test]
+fn the_checker_excuses_only_messages_that_may_have_passed_their_retention() {
+    let mut history = History {
+        specs: vec![plain_spec()],
+        ..History::default()
+    };
+    history.queue_ms = [(1, 1_000), (2, 30_000)].into_iter().collect();
+    history.events.push(event(EventKind::Send {
+        queue: 0,
+        keys: vec![0],
+        attempt: 1,
+        outcome: Outcome::Ok {
+            serial: 1,
+            done_serial: 1,
+            served_ms: 0,
+            done_ms: 0,
+            value: vec![id(0)],
+        },
+    }));
+    let text = check(&history, 1_000, 3, Some(60_000))
+        .violations
+        .join("\n");
+    assert!(
+        text.contains("m0 was sent successfully but never delivered"),
+        "{text}"
+    );
+    history.queue_ms.insert(2, 61_000);
+    let text = check(&history, 1_000, 3, Some(60_000))
+        .violations
+        .join("\n");
+    assert!(!text.contains("never delivered"), "{text}");
+    let text = check(&history, 1_000, 3, None).violations.join("\n");
+    assert!(text.contains("never delivered"), "{text}");
 }
 
 /// Goal: the seeds that found the partial-batch bug of the node layer stay green. Seeds

@@ -168,6 +168,13 @@ impl<S: Storage + Clone> Engine<S> {
             || self.raft_snapshots.accepted.borrow().is_some()
     }
 
+    /// Whether this follower still has chunks to pull (false once the last one is staged,
+    /// while the accepted snapshot waits for its Ready: see
+    /// [`Engine::installing_snapshot`]).
+    pub fn pulling_snapshot(&self) -> bool {
+        self.raft_snapshots.install.borrow().is_some()
+    }
+
     /// Takes the leader `from`'s answer to a chunk request: stages the chunk (durably)
     /// and, after the last one, verifies the staged snapshot and steps its message into
     /// raft-rs; call [`Engine::drive`] afterwards. A failed answer or a staging error
