@@ -243,17 +243,14 @@ pub async fn simulate_cluster(seed: u64, nodes: Nodes) -> Report {
 /// Queue retention of the cluster seeds that compact their logs.
 const SHORT_RETENTION_MINUTES: u64 = 1;
 
-/// With `SLUICE_SIM_SHORT_RETENTION=1` in the environment, one cluster seed in four (by
-/// its number, not its random stream, so that the other seeds run as before) compacts
-/// its logs: queues keep messages a minute ([`SHORT_RETENTION_MINUTES`]), 64 KiB
-/// segments, an engine snapshot every 20 or 200 records. The log's start then passes
-/// what a node that was down, cut off or moved in holds, and its leader sends it a Raft
-/// snapshot (`sluice_node::snapshot_transfer`). Off by default: replicas apply retention
-/// each by its own clock, so their acked counts diverge and such seeds fail the final
-/// state check (docs/simulation.md, "Not covered yet").
+/// One cluster seed in four (by its number, not its random stream, so that the other
+/// seeds run as they did before) compacts its logs: queues keep messages a minute
+/// ([`SHORT_RETENTION_MINUTES`]), 64 KiB segments, an engine snapshot every 20 or 200
+/// records. The log's start then passes what a node that was down, cut off or moved in
+/// holds, and its leader sends it a Raft snapshot (`sluice_node::snapshot_transfer`);
+/// retention's logged cuts (`Command::Trim`) run under every fault.
 fn short_retention(seed: u64, knobs: Knobs) -> Knobs {
-    let on = std::env::var_os("SLUICE_SIM_SHORT_RETENTION").is_some_and(|value| value == "1");
-    if !on || seed % 4 != 1 {
+    if seed % 4 != 1 {
         return knobs;
     }
     Knobs {
