@@ -160,7 +160,7 @@ pub fn check(
     check_acked_stay_acked(&mut facts);
     check_complete(history, &expiry, &mut facts);
     check_deletes(&mut facts);
-    check_fifo(history, &expiry, &mut facts);
+    check_fifo(history, &expiry, max_consume_count, &mut facts);
     check_visibility(visibility_ms, &mut facts);
     check_delays(history, &mut facts);
     check_dead_letters(max_consume_count, &mut facts);
@@ -632,7 +632,7 @@ fn check_complete(history: &History, expiry: &Expiry, facts: &mut Facts) {
 /// does not record, so delayed messages are skipped as the earlier one. Any undelayed
 /// message with a lower id was available before a delayed one's release, so a delayed
 /// message is still checked as the later one.
-fn check_fifo(history: &History, expiry: &Expiry, facts: &mut Facts) {
+fn check_fifo(history: &History, expiry: &Expiry, max_consume_count: u32, facts: &mut Facts) {
     // Dead-lettering releases the order: a message that became a dead letter of the
     // group (its dead-letter lane delivered it) does not count as the earlier one.
     let dead: BTreeSet<(usize, usize, MessageId)> = facts
@@ -641,6 +641,21 @@ fn check_fifo(history: &History, expiry: &Expiry, facts: &mut Facts) {
         .filter(|d| d.lane == Lane::Dead)
         .map(|d| (d.queue, d.group, d.message_id))
         .collect();
+    // A dead letter that retention took away before its lane delivered it leaves no
+    // trace: a message the group was handed `max_consume_count` times (each lease may
+    // have run out, which counts as a failure) and that may have expired by the end may
+    // have been one. The serials of each message's main-lane deliveries, in order:
+    let mut handed: BTreeMap<(usize, usize, MessageId), Vec<u64>> = BTreeMap::new();
+    for d in facts.deliveries.iter().filter(|d| d.lane == Lane::Main) {
+        handed
+            .entry((d.queue, d.group, d.message_id))
+            .or_default()
+            .push(d.serial);
+    }
+    for serials in handed.values_mut() {
+        serials.sort_unstable();
+    }
+    let failures_to_die = usize::try_from(max_consume_count).expect("fits");
     let mut violations = Vec::new();
     for d in &facts.deliveries {
         if !QUEUES[d.queue].fifo || d.lane == Lane::Dead {
@@ -657,6 +672,15 @@ fn check_fifo(history: &History, expiry: &Expiry, facts: &mut Facts) {
                 || spec.deliver_at_ms.is_some()
                 || dead.contains(&(d.queue, d.group, *earlier_id))
                 || expiry.may_have_expired(facts, *key, d.done_serial)
+            {
+                continue;
+            }
+            let handed_before = handed
+                .get(&(d.queue, d.group, *earlier_id))
+                .map_or(0, |serials| serials.partition_point(|s| *s < d.done_serial));
+            if failures_to_die > 0
+                && handed_before >= failures_to_die
+                && expiry.may_have_expired(facts, *key, u64::MAX)
             {
                 continue;
             }
