@@ -632,7 +632,7 @@ impl<S: Storage + Clone> Engine<S> {
 }
 
 /// How long after a tick's failed commit (a proposal dropped during a leader transfer,
-/// a lost quorum) its expired leases and due releases are tried again.
+/// a lost quorum) its expired leases, due releases and retention cuts are tried again.
 const TICK_RETRY_MS: u64 = 200;
 
 /// Rounds of the Ready loop a group of one gets to elect itself and apply its `Boot`
