@@ -58,10 +58,6 @@ const DRAIN_ROUNDS_MAX: u32 = 1_000;
 #[derive(Default)]
 struct Checker {
     seed: u64,
-    /// The run expires messages by time, which each replica applies on its own clock
-    /// (unlogged): the state comparison leaves out queue sizes and ack counts (an ack
-    /// applied after one replica expired its message counts only at the others).
-    compacting: bool,
     /// The serving leader seen in each term.
     leaders: HashMap<u64, u64>,
     committed: HashMap<u64, RecordKey>,
@@ -110,18 +106,11 @@ impl Checker {
     fn check_states(&mut self, cluster: &Cluster, queue: QueueId, group: GroupId) {
         for engine in cluster.running() {
             let id = engine.replica_id();
-            let info = engine.queue_info(queue).ok().map(|mut info| {
-                if self.compacting {
-                    (info.stored, info.delayed) = (0, 0);
-                }
-                info
-            });
             let state = (
-                info,
+                engine.queue_info(queue).ok(),
                 engine
                     .group_stats(queue, group)
                     .ok()
-                    .filter(|_| !self.compacting)
                     .map(|g| (g.acked_total, g.dead_letters)),
             );
             let applied = engine.applied_index();
@@ -564,7 +553,6 @@ fn chaos_with(seed: u64, shape: Shape, steps: u32) -> Run {
         consumed: HashSet::new(),
         checker: Checker {
             seed,
-            compacting,
             ..Checker::default()
         },
         compacting,
