@@ -208,6 +208,23 @@ fn plain_spec() -> MessageSpec {
     }
 }
 
+/// A send of `keys` to queue 0 that succeeded at `serial`, each key stored at the offset
+/// of its number.
+fn sent(serial: u64, keys: &[u32]) -> Event {
+    event(EventKind::Send {
+        queue: 0,
+        keys: keys.to_vec(),
+        attempt: 1,
+        outcome: Outcome::Ok {
+            serial,
+            done_serial: serial,
+            served_ms: 0,
+            done_ms: 0,
+            value: keys.iter().map(|key| id(u64::from(*key))).collect(),
+        },
+    })
+}
+
 fn receive(serial: u64, key: u32) -> Event {
     event(EventKind::Receive {
         queue: 0,
@@ -246,18 +263,7 @@ fn the_checker_flags_a_broken_history() {
     // Queue time: the send entered at 1,000 ms; every later serial at 3,000 ms.
     history.queue_ms = (1..=8).map(|serial| (serial, 3_000)).collect();
     history.queue_ms.insert(1, 1_000);
-    history.events.push(event(EventKind::Send {
-        queue: 0,
-        keys: vec![0, 1],
-        attempt: 1,
-        outcome: Outcome::Ok {
-            serial: 1,
-            done_serial: 1,
-            served_ms: 0,
-            done_ms: 0,
-            value: vec![id(0), id(1)],
-        },
-    }));
+    history.events.push(sent(1, &[0, 1]));
     history.events.push(receive(2, 0));
     history.events.push(event(EventKind::Ack {
         queue: 0,
@@ -343,18 +349,7 @@ fn the_checker_flags_deliveries_of_deleted_queues() {
         ..History::default()
     };
     history.queue_ms = (1..=4).map(|serial| (serial, 3_000)).collect();
-    history.events.push(event(EventKind::Send {
-        queue: 0,
-        keys: vec![0],
-        attempt: 1,
-        outcome: Outcome::Ok {
-            serial: 1,
-            done_serial: 1,
-            served_ms: 0,
-            done_ms: 0,
-            value: vec![id(0)],
-        },
-    }));
+    history.events.push(sent(1, &[0]));
     history.events.push(event(EventKind::QueueDelete {
         queue: 0,
         incarnation: 0,
@@ -395,18 +390,7 @@ fn the_checker_excuses_only_messages_that_may_have_passed_their_retention() {
         ..History::default()
     };
     history.queue_ms = [(1, 1_000), (2, 30_000)].into_iter().collect();
-    history.events.push(event(EventKind::Send {
-        queue: 0,
-        keys: vec![0],
-        attempt: 1,
-        outcome: Outcome::Ok {
-            serial: 1,
-            done_serial: 1,
-            served_ms: 0,
-            done_ms: 0,
-            value: vec![id(0)],
-        },
-    }));
+    history.events.push(sent(1, &[0]));
     let text = check(&history, 1_000, 3, Some(60_000))
         .violations
         .join("\n");
