@@ -16,6 +16,12 @@
 //! - The decision is taken before anything runs here (the engine's view of the leader),
 //!   never after a local attempt: a write refused here as `NotLeader` after it was
 //!   proposed may still commit, and is not sent again.
+//! - A leader from the peers: when this node's replica knows no leader, the node asks
+//!   its peers which node they take for the partition's leader
+//!   ([`requests::LeaderHint`], [`LEADER_HINT_TIMEOUT_MS`] each) and forwards to the
+//!   first one named. Without it a replica removed from its group, which never hears of
+//!   its removal (a Raft leader sends nothing to non-members), would answer `NotLeader`
+//!   for that partition for ever; an election in progress costs a round of asks.
 //! - Bounds: [`FORWARD_INFLIGHT_MAX`] calls out and [`FORWARD_SERVING_MAX`] calls in per
 //!   shard (503 beyond), [`FORWARD_TIMEOUT_MS`] per call (503 at expiry: the call may
 //!   still have taken effect, as with any 503 of a write), a forwarded long-poll wait cut
@@ -47,6 +53,10 @@ pub const FORWARD_INFLIGHT_MAX: usize = 256;
 pub const FORWARD_SERVING_MAX: usize = 256;
 /// Longest wait for a forwarded call's answer.
 pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
+/// Longest wait for one peer's [`requests::LeaderHint`]: a peer that does not answer
+/// by then is skipped (a partitioned peer must not hold a request for the full
+/// [`FORWARD_TIMEOUT_MS`]).
+pub const LEADER_HINT_TIMEOUT_MS: u64 = 500;
 /// Longest wait of a forwarded [`requests::WaitChange`] (a long poll waits in rounds of
 /// at most this, well within [`FORWARD_TIMEOUT_MS`]).
 pub const FORWARD_WAIT_MS_MAX: u64 = 1_000;
@@ -86,7 +96,7 @@ forwardable! {
     CreateQueue, DeleteQueue, SetQueueMeta, CreateGroup, DeleteGroup, SendBatch, Cancel,
     Receive, Ack, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,
-    ReadMembership, ChangeMembership, TransferLead,
+    ReadMembership, ChangeMembership, TransferLead, LeaderHint,
 }
 
 impl Call {
@@ -261,6 +271,33 @@ impl<H: Host> NodeShard<H> {
             .filter(|leader| *leader != engine.replica_id())
     }
 
+    /// The leader of `partition` (owned here) as the first peer that knows one names it,
+    /// asked only when this node's replica knows none (see the module documentation);
+    /// `None` when no peer names another node within [`LEADER_HINT_TIMEOUT_MS`] each.
+    pub(crate) async fn leader_from_peers(&self, partition: u32) -> Option<u64> {
+        let engine = self.host().engine(partition).ok()?;
+        if engine.leader_id().is_some() {
+            return None;
+        }
+        let me = engine.replica_id();
+        // Bounded by the cluster's size, each ask by its timeout.
+        for peer in self.host().cluster_nodes() {
+            if peer == me {
+                continue;
+            }
+            let call = requests::LeaderHint { partition }.into_call();
+            let answer = self.exchange(peer, call, LEADER_HINT_TIMEOUT_MS).await;
+            let hint = answer
+                .ok()
+                .and_then(requests::LeaderHint::from_answer)
+                .flatten();
+            if let Some(leader) = hint.filter(|leader| *leader != me) {
+                return Some(leader);
+            }
+        }
+        None
+    }
+
     /// Whether this node's replica of `partition` (owned here) serves as its leader.
     pub(crate) fn leads(&self, partition: u32) -> bool {
         self.host()
@@ -276,7 +313,9 @@ impl<H: Host> NodeShard<H> {
         node: u64,
         request: R,
     ) -> Result<R::Reply, NodeError> {
-        let answer = self.exchange(node, request.into_call()).await;
+        let answer = self
+            .exchange(node, request.into_call(), FORWARD_TIMEOUT_MS)
+            .await;
         if R::META {
             self.refresh_after_change().await;
         }
@@ -302,7 +341,7 @@ impl<H: Host> NodeShard<H> {
     }
 
     /// One call to `node` and its decoded answer, within the bounds.
-    async fn exchange(&self, node: u64, call: Call) -> Result<Answer, NodeError> {
+    async fn exchange(&self, node: u64, call: Call, timeout_ms: u64) -> Result<Answer, NodeError> {
         let forwarding = self.forwarding();
         let Some(_slot) = Slot::take(&forwarding.outgoing, FORWARD_INFLIGHT_MAX) else {
             forwarding.count(|stats| stats.refused += 1);
@@ -311,7 +350,7 @@ impl<H: Host> NodeShard<H> {
         let bytes = encode_call(call)?;
         forwarding.count(|stats| stats.sent += 1);
         let timeout = async {
-            self.host().sleep_ms(FORWARD_TIMEOUT_MS).await;
+            self.host().sleep_ms(timeout_ms).await;
             Err(NodeError::Unavailable("a forwarded call timed out"))
         };
         let reply = futures_lite::future::or(self.host().call_node(node, bytes), timeout).await;

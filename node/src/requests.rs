@@ -332,6 +332,17 @@ partition_request! {
     }
 }
 
+partition_request! {
+    /// The node this node's replica of the partition takes for its leader, if any: what
+    /// a node whose own replica knows none asks its peers before forwarding
+    /// (`crate::forward`, "a leader from the peers").
+    LeaderHint {} -> Option<u64>,
+    |this, shard, engine, now| {
+        let _ = (&this, now);
+        Ok::<_, sluice_core::engine::types::EngineError>(engine.leader_id())
+    }
+}
+
 /// A partition's replicas as [`ReadMembership`] reads them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMembership {

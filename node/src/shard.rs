@@ -227,7 +227,12 @@ impl<H: Host> NodeShard<H> {
         remote: bool,
     ) -> Result<R::Reply, NodeError> {
         if remote {
-            if let Some(node) = self.leader_elsewhere(request.led_by()) {
+            let partition = request.led_by();
+            let leader = match self.leader_elsewhere(partition) {
+                Some(node) => Some(node),
+                None => self.leader_from_peers(partition).await,
+            };
+            if let Some(node) = leader {
                 return self.call_remote(node, request).await;
             }
         }
