@@ -68,6 +68,9 @@ struct Facts {
     /// Completion serials of fail acks on the queue's lane known to have counted: each is
     /// a failure of that delivery.
     failed: BTreeMap<(usize, usize, MessageId), Vec<u64>>,
+    /// Entry serials of the main-lane receives of each (queue, group) whose outcome is
+    /// unknown: each may have handed out any message then available, unseen.
+    unseen_receives: BTreeMap<(usize, usize), Vec<u64>>,
     /// Per delivery (key, queue, group, entry serial, completion serial), for the delay
     /// check.
     picked_by: Vec<(u32, usize, usize, u64, u64)>,
@@ -255,7 +258,7 @@ fn collect_send(
 }
 
 /// A receive that got success: each delivery, after checking that it was sent to this
-/// creation of this queue.
+/// creation of this queue. One whose outcome is unknown is noted as an unseen handing.
 fn collect_receive(
     history: &History,
     queue: usize,
@@ -273,6 +276,10 @@ fn collect_receive(
         value,
     } = outcome
     else {
+        if let (Outcome::Ambiguous { serial, .. }, Lane::Main) = (outcome, lane) {
+            let unseen = facts.unseen_receives.entry((queue, group)).or_default();
+            unseen.push(*serial);
+        }
         return;
     };
     for delivered in value {
@@ -644,7 +651,9 @@ fn check_fifo(history: &History, expiry: &Expiry, max_consume_count: u32, facts:
     // A dead letter that retention took away before its lane delivered it leaves no
     // trace: a message the group was handed `max_consume_count` times (each lease may
     // have run out, which counts as a failure) and that may have expired by the end may
-    // have been one. The serials of each message's main-lane deliveries, in order:
+    // have been one. A receive whose outcome is unknown may have handed it too, unseen
+    // (cluster 49: one handing seen, one in a receive that answered 503, then a fail
+    // ack). The serials of each message's main-lane deliveries, in order:
     let mut handed: BTreeMap<(usize, usize, MessageId), Vec<u64>> = BTreeMap::new();
     for d in facts.deliveries.iter().filter(|d| d.lane == Lane::Main) {
         handed
@@ -656,6 +665,15 @@ fn check_fifo(history: &History, expiry: &Expiry, max_consume_count: u32, facts:
         serials.sort_unstable();
     }
     let failures_to_die = usize::try_from(max_consume_count).expect("fits");
+    for serials in facts.unseen_receives.values_mut() {
+        serials.sort_unstable();
+    }
+    let unseen = &facts.unseen_receives;
+    let unseen_before = |queue: usize, group: usize, serial: u64| {
+        unseen
+            .get(&(queue, group))
+            .map_or(0, |serials| serials.partition_point(|s| *s < serial))
+    };
     let mut violations = Vec::new();
     for d in &facts.deliveries {
         if !QUEUES[d.queue].fifo || d.lane == Lane::Dead {
@@ -677,7 +695,8 @@ fn check_fifo(history: &History, expiry: &Expiry, max_consume_count: u32, facts:
             }
             let handed_before = handed
                 .get(&(d.queue, d.group, *earlier_id))
-                .map_or(0, |serials| serials.partition_point(|s| *s < d.done_serial));
+                .map_or(0, |serials| serials.partition_point(|s| *s < d.done_serial))
+                + unseen_before(d.queue, d.group, d.done_serial);
             if failures_to_die > 0
                 && handed_before >= failures_to_die
                 && expiry.may_have_expired(facts, *key, u64::MAX)
