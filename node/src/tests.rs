@@ -45,6 +45,7 @@ fn engine_config(limits: EngineLimits) -> EngineConfig {
             index_interval_bytes: 4096,
             preallocate_bytes: 0,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
         },
         limits,
         snapshot_every_records: 10_000,
@@ -468,7 +469,7 @@ fn fifo_message_groups_stay_in_one_partition_in_order() {
             block_on(shard.receive(queue, group, Lane::Main, receive_request(64), 0)).unwrap();
         seen.extend(
             got.iter()
-                .map(|d| String::from_utf8(d.item.body.clone()).unwrap()),
+                .map(|d| String::from_utf8(d.item.body.to_vec()).unwrap()),
         );
         block_on(shard.ack(Lane::Main, ack_all(&got))).unwrap();
     }

@@ -12,7 +12,7 @@ use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 35] = [
+pub const KEYS: [&str; 36] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -28,6 +28,7 @@ pub const KEYS: [&str; 35] = [
     "tenant_queues_max",
     "tenant_groups_per_queue_max",
     "segment_bytes_max",
+    "log_cache_bytes_max",
     "snapshot_every_records",
     "queue_retention_minutes",
     "spin_before_park_us",
@@ -101,6 +102,9 @@ pub struct Config {
     pub tenant_groups_per_queue_max: u32,
     /// Log segment size.
     pub segment_bytes_max: u64,
+    /// Bytes of recently written and read log batches each partition keeps in memory
+    /// (0: off), so receives of recent messages do not read the disk.
+    pub log_cache_bytes_max: u64,
     /// Records an engine applies between two snapshots of its state (its log retention
     /// keeps what the newest snapshot needs; a follower behind that gets a Raft snapshot).
     pub snapshot_every_records: u64,
@@ -170,6 +174,7 @@ impl Config {
             tenant_queues_max: 30,
             tenant_groups_per_queue_max: 3,
             segment_bytes_max: 256 << 20,
+            log_cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
             snapshot_every_records: 200_000,
             queue_retention_minutes: 4320,
             spin_before_park_us: 0,
@@ -298,6 +303,7 @@ impl Config {
             "tenant_queues_max" => self.tenant_queues_max = num(value)?,
             "tenant_groups_per_queue_max" => self.tenant_groups_per_queue_max = num(value)?,
             "segment_bytes_max" => self.segment_bytes_max = num(value)?,
+            "log_cache_bytes_max" => self.log_cache_bytes_max = num(value)?,
             "snapshot_every_records" => self.snapshot_every_records = num(value)?,
             "queue_retention_minutes" => self.queue_retention_minutes = num(value)?,
             "spin_before_park_us" => self.spin_before_park_us = num(value)?,
@@ -384,6 +390,9 @@ impl Config {
         }
         if !(1 << 20..=1 << 30).contains(&self.segment_bytes_max) {
             return Err("segment_bytes_max must be 1 MiB to 1 GiB".into());
+        }
+        if self.log_cache_bytes_max > sluice_core::limits::LOG_CACHE_BYTES_CEILING {
+            return Err("log_cache_bytes_max must be 0 to 1 GiB".into());
         }
         if !(100..=100_000_000).contains(&self.snapshot_every_records) {
             return Err("snapshot_every_records must be 100 to 100000000".into());
@@ -506,6 +515,7 @@ struct FileConfig {
     tenant_queues_max: Option<u32>,
     tenant_groups_per_queue_max: Option<u32>,
     segment_bytes_max: Option<u64>,
+    log_cache_bytes_max: Option<u64>,
     snapshot_every_records: Option<u64>,
     queue_retention_minutes: Option<u64>,
     spin_before_park_us: Option<u64>,
@@ -551,6 +561,7 @@ impl FileConfig {
             tenant_queues_max,
             tenant_groups_per_queue_max,
             segment_bytes_max,
+            log_cache_bytes_max,
             snapshot_every_records,
             queue_retention_minutes,
             spin_before_park_us,

@@ -31,6 +31,7 @@ use sluice_node::{AuthEvent, Directories, Host, Job, NodeConfig, NodeError, Node
 use sluice_shard::DmaStorage;
 
 use crate::cluster::{NodeId, ShardNet};
+use crate::config::Config;
 use crate::datadir::{self, partition_dir};
 use crate::fairness::AddressTable;
 use crate::forwarding::Forwarder;
@@ -46,15 +47,16 @@ const TICK_INTERVAL_MS: u64 = 250;
 /// After a storage fault a partition is reopened after this pause.
 const REOPEN_PAUSE_MS: u64 = 200;
 
-/// The engines' configuration: `snapshot_every_records` applied records between two
-/// snapshots.
-pub fn engine_config(segment_bytes_max: u64, snapshot_every_records: u64) -> EngineConfig {
+/// The engines' configuration from the server's: segment size, log cache, and
+/// `snapshot_every_records` applied records between two snapshots.
+pub fn engine_config(config: &Config) -> EngineConfig {
     EngineConfig {
         log: LogConfig {
-            segment_bytes_max,
+            segment_bytes_max: config.segment_bytes_max,
             index_interval_bytes: 64 * 1024,
             preallocate_bytes: 16 << 20,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: config.log_cache_bytes_max,
         },
         limits: EngineLimits {
             // Tenant quotas (lower) are checked by the node layer; these are ceilings.
@@ -62,7 +64,7 @@ pub fn engine_config(segment_bytes_max: u64, snapshot_every_records: u64) -> Eng
             visibility_ms_min: 1_000,
             ..EngineLimits::dms()
         },
-        snapshot_every_records,
+        snapshot_every_records: config.snapshot_every_records,
     }
 }
 
@@ -78,7 +80,7 @@ pub fn node_config(shared: &Shared) -> NodeConfig {
         ..NodeConfig::new(
             shared.shard_count,
             shared.facts.partitions,
-            engine_config(config.segment_bytes_max, config.snapshot_every_records).limits,
+            engine_config(config).limits,
         )
     }
 }
@@ -102,10 +104,7 @@ async fn open_engine(
     shared: &Shared,
     storage: DmaStorage,
 ) -> Result<PartitionEngine, EngineOpenError> {
-    let config = engine_config(
-        shared.config.segment_bytes_max,
-        shared.config.snapshot_every_records,
-    );
+    let config = engine_config(&shared.config);
     Engine::open_replica(storage, config, replica_config(shared), shared.queue_ms()).await
 }
 

@@ -150,6 +150,7 @@ fn engine_config(knobs: &Knobs) -> EngineConfig {
             index_interval_bytes: 4096,
             preallocate_bytes: 64 * 1024,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
         },
         limits: EngineLimits {
             groups_per_queue_max: 8,

@@ -163,6 +163,7 @@ fn engine_config() -> EngineConfig {
             index_interval_bytes: 64 * 1024,
             preallocate_bytes: 0,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
         },
         limits: EngineLimits {
             batch_messages_max: 1000,

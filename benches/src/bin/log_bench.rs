@@ -115,6 +115,7 @@ mod bench {
             index_interval_bytes: 64 << 10,
             preallocate_bytes: 64 << 20,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
         }
     }
 

@@ -18,6 +18,7 @@ pub fn test_config() -> LogConfig {
         index_interval_bytes: 1024,
         preallocate_bytes: 64 * 1024,
         verify_on_open: VerifyOnOpen::Tail,
+        cache_bytes_max: crate::limits::LOG_CACHE_BYTES_DEFAULT,
     }
 }
 
@@ -66,7 +67,7 @@ pub async fn expect_records<S: Storage>(log: &Log<S>, from: u64, to: u64) {
             assert_eq!(r.offset, Offset(next), "offset order");
             assert_eq!(r.payload, payload(next), "payload of {next}");
             assert_eq!(r.timestamp_ms, 1_000 + next);
-            assert_eq!(r.attributes, b"attr");
+            assert_eq!(&r.attributes[..], b"attr");
             next += 1;
         }
     }

@@ -22,6 +22,16 @@ pub const SEGMENTS_MAX: usize = 1 << 20;
 /// Bounds of `LogConfig::index_interval_bytes`.
 pub const INDEX_INTERVAL_BYTES_MIN: u64 = 512;
 pub const INDEX_INTERVAL_BYTES_MAX: u64 = 1 << 20;
+/// The default of `LogConfig::cache_bytes_max`: recently written and read batches each
+/// log (partition) keeps in memory, so receives of recent messages never read the disk.
+pub const LOG_CACHE_BYTES_DEFAULT: u64 = 32 << 20;
+/// The largest `LogConfig::cache_bytes_max` (per log).
+pub const LOG_CACHE_BYTES_CEILING: u64 = 1 << 30;
+/// A read that misses the cache asks storage for at least this much (one block).
+pub const LOG_READ_BYTES_MIN: u64 = BLOCK_BYTES;
+/// A read that is still looking for its first record (the sparse index put it before
+/// it) doubles what it asks storage for up to this.
+pub const LOG_READ_BYTES_SKIP_MAX: u64 = 1 << 20;
 
 const _: () = assert!(BLOCK_BYTES.is_multiple_of(SECTOR_BYTES));
 const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES));

@@ -356,6 +356,16 @@ fn split_record(bytes: &[u8]) -> Option<(RecordParts<'_>, &[u8])> {
 
 /// Decodes and verifies the batch at the start of `bytes`. Trailing bytes are ignored.
 pub fn decode_batch(bytes: &[u8]) -> Result<BatchView<'_>, DecodeError> {
+    decode_batch_with(bytes, true)
+}
+
+/// Like [`decode_batch`] without the checksum (the structure is still validated): for
+/// bytes this process encoded itself or already verified, such as the log's cache.
+pub fn decode_batch_trusted(bytes: &[u8]) -> Result<BatchView<'_>, DecodeError> {
+    decode_batch_with(bytes, false)
+}
+
+fn decode_batch_with(bytes: &[u8], verify: bool) -> Result<BatchView<'_>, DecodeError> {
     let available = bytes.len() as u64;
     let Ok((header, _)) = BatchHeader::read_from_prefix(bytes) else {
         if bytes.iter().all(|b| *b == 0) {
@@ -391,10 +401,12 @@ pub fn decode_batch(bytes: &[u8]) -> Result<BatchView<'_>, DecodeError> {
             available,
         });
     }
-    let computed = xxh3_64(&bytes[CHECKSUM_BYTES..batch_len]);
-    let stored = header.checksum.get();
-    if computed != stored {
-        return Err(DecodeError::ChecksumMismatch { stored, computed });
+    if verify {
+        let computed = xxh3_64(&bytes[CHECKSUM_BYTES..batch_len]);
+        let stored = header.checksum.get();
+        if computed != stored {
+            return Err(DecodeError::ChecksumMismatch { stored, computed });
+        }
     }
     let body = &bytes[BATCH_HEADER_BYTES..batch_len];
     validate_records(&header, body)?;

@@ -79,6 +79,9 @@ pub struct SimDiskStats {
     pub syncs: u64,
     pub crashes: u64,
     pub faults_injected: u64,
+    /// `read_at` calls that returned data, and the bytes they returned.
+    pub reads: u64,
+    pub read_bytes: u64,
 }
 
 /// A simulated disk; clones share the same state.
@@ -436,6 +439,8 @@ impl StorageFile for SimFile {
         let mut out = inode.current[start..end].to_vec();
         drop(inode);
         let mut state = self.disk.state.borrow_mut();
+        state.stats.reads += 1;
+        state.stats.read_bytes += out.len() as u64;
         let armed = !out.is_empty() && state.flip_read_in > 0 && {
             state.flip_read_in -= 1;
             state.flip_read_in == 0

@@ -96,6 +96,7 @@ fn config() -> LogConfig {
         index_interval_bytes: 2048,
         preallocate_bytes: 16 * 1024,
         verify_on_open: VerifyOnOpen::Tail,
+        cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
     }
 }
 

@@ -44,6 +44,7 @@ fn config() -> EngineConfig {
             index_interval_bytes: 4096,
             preallocate_bytes: 64 * 1024,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
         },
         limits: EngineLimits::dms(),
         snapshot_every_records: 10_000,
@@ -391,7 +392,7 @@ fn receive_bodies(cluster: &Cluster, id: u64, queue: QueueId, group: GroupId) ->
         .expect("receive");
     deliveries
         .iter()
-        .map(|d| String::from_utf8(d.body.clone()).unwrap())
+        .map(|d| String::from_utf8(d.body.to_vec()).unwrap())
         .collect()
 }
 
@@ -974,7 +975,7 @@ fn records(engine: &Engine<SimDisk>, end: u64) -> Vec<(u64, u64, Vec<u8>, Vec<u8
         for record in batch.into_iter().take_while(|r| r.offset.0 < end) {
             let term = engine.log().term_at(record.offset).unwrap_or(0);
             next = record.offset.0 + 1;
-            out.push((record.offset.0, term, record.attributes, record.payload));
+            out.push((record.offset.0, term, record.attributes.to_vec(), record.payload.to_vec()));
         }
     }
     out

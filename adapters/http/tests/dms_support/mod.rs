@@ -70,6 +70,7 @@ impl Harness {
                 index_interval_bytes: 4096,
                 preallocate_bytes: 0,
                 verify_on_open: VerifyOnOpen::Tail,
+                cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
             },
             limits: EngineLimits::dms(),
             snapshot_every_records: 100_000,

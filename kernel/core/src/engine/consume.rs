@@ -149,7 +149,7 @@ impl<S: Storage + Clone> Engine<S> {
                     message_id: pick.meta.message_id,
                     delivery_count: pick.delivery_count,
                     sent_ms: record.timestamp_ms,
-                    attributes: user_attributes.to_vec(),
+                    attributes: share(&record.attributes, user_attributes),
                     body: record.payload,
                     tags: meta.tags,
                     fifo_group: meta.fifo_group,
@@ -322,4 +322,15 @@ fn read_error(error: ReadError) -> EngineError {
 
 fn bad_record(offset: u64, problem: RecordProblem) -> EngineError {
     EngineError::Storage(StorageFault::Record { offset, problem })
+}
+
+/// `part`, a slice of `whole`, as a `Bytes` sharing `whole`'s memory (a copy should it
+/// lie elsewhere, such as an empty slice of a constant).
+fn share(whole: &bytes::Bytes, part: &[u8]) -> bytes::Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    if start <= whole.len() && part.len() <= whole.len() - start {
+        whole.slice(start..start + part.len())
+    } else {
+        bytes::Bytes::copy_from_slice(part)
+    }
 }

@@ -15,6 +15,7 @@ fn test_config() -> EngineConfig {
             index_interval_bytes: 4096,
             preallocate_bytes: 64 * 1024,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: crate::limits::LOG_CACHE_BYTES_DEFAULT,
         },
         limits: EngineLimits {
             groups_per_queue_max: 8,
@@ -116,7 +117,7 @@ impl Harness {
     fn bodies(deliveries: &[Delivery]) -> Vec<String> {
         deliveries
             .iter()
-            .map(|d| String::from_utf8(d.body.clone()).unwrap())
+            .map(|d| String::from_utf8(d.body.to_vec()).unwrap())
             .collect()
     }
 
@@ -160,7 +161,7 @@ fn every_group_gets_every_message_and_consumers_share_a_group() {
     // Group b independently gets all three.
     assert_eq!(Harness::bodies(&h.receive(q, b, 10)), ["m1", "m2", "m3"]);
     assert_eq!(first[0].delivery_count, 1);
-    assert_eq!(first[0].attributes, b"{}");
+    assert_eq!(&first[0].attributes[..], b"{}");
 }
 
 #[test]

@@ -163,8 +163,10 @@ pub struct Delivery {
     /// 1 for the first delivery to this group; failed deliveries add one.
     pub delivery_count: u32,
     pub sent_ms: u64,
-    pub body: Vec<u8>,
-    pub attributes: Vec<u8>,
+    /// A slice of the log's batch (cached or read), not a copy.
+    pub body: bytes::Bytes,
+    /// The user's attributes, a slice of the record's like `body`.
+    pub attributes: bytes::Bytes,
     pub tags: Vec<String>,
     pub fifo_group: Option<String>,
 }

@@ -5,10 +5,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::Poll;
 
+use bytes::Bytes;
+
 use super::files::write_index_file;
 use super::{new_segment, AppendError, Appended, Log, LogConfig, LogError, LogState};
 use crate::limits::{BLOCK_BYTES, STAGED_BYTES_MAX};
-use crate::record::{align_up, check_batch, encode_batch, RecordInput};
+use crate::record::{align_up, check_batch, decode_batch_trusted, encode_batch, RecordInput};
 use crate::segment::segment_name;
 use crate::storage::{IoError, IoErrorKind, Storage, StorageFile};
 use crate::types::Offset;
@@ -70,6 +72,7 @@ impl<S: Storage> Log<S> {
         let interval = self.config.index_interval_bytes;
         let active = state.segments.back_mut().expect("pushed above");
         let position = active.data_bytes();
+        let staged_start = active.staged.len();
         let encoded = encode_batch(
             &mut active.staged,
             first_offset,
@@ -85,6 +88,17 @@ impl<S: Storage> Log<S> {
         active.timestamp_ms_max = active.timestamp_ms_max.max(encoded.timestamp_ms_max);
         let next_offset = Offset(first_offset.0 + u64::from(encoded.record_count));
         active.next_offset = next_offset;
+        let cached = state.cache.enabled().then(|| {
+            let active = state.segments.back().expect("pushed above");
+            Bytes::copy_from_slice(&active.staged[staged_start..])
+        });
+        if let Some(bytes) = cached {
+            // Recently written: a receive of these records soon is served from memory.
+            if let Ok(view) = decode_batch_trusted(&bytes) {
+                let epoch = state.cache.epoch();
+                state.cache.insert(epoch, &bytes, &view, false);
+            }
+        }
         state.next_offset = next_offset;
         state.staged_bytes += encoded.encoded_bytes;
         Ok(Appended {

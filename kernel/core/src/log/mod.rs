@@ -29,6 +29,9 @@
 //! `files.rs` holds the index-file and truncation-record helpers they share.
 
 mod append;
+mod cache;
+#[cfg(test)]
+mod cache_tests;
 mod files;
 mod read;
 mod recovery;
@@ -38,7 +41,10 @@ mod retention;
 mod tests;
 mod truncate;
 
+pub use cache::CacheStats;
 pub use files::TRUNCATION_NAME;
+
+use bytes::Bytes;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -46,9 +52,10 @@ use std::rc::Rc;
 use std::task::Waker;
 
 use crate::limits::{
-    INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, SEGMENTS_MAX, SEGMENT_BYTES_CEILING,
-    SEGMENT_BYTES_MIN,
+    INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, LOG_CACHE_BYTES_CEILING, SEGMENTS_MAX,
+    SEGMENT_BYTES_CEILING, SEGMENT_BYTES_MIN,
 };
+use cache::LogCache;
 use crate::offset_index::{OffsetIndex, SegmentSummary};
 use crate::record::{DecodeError, EncodeError};
 use crate::segment::ScanProblem;
@@ -75,6 +82,10 @@ pub struct LogConfig {
     /// Space reserved ahead of the active segment's end, so appends rarely allocate.
     pub preallocate_bytes: u64,
     pub verify_on_open: VerifyOnOpen,
+    /// Bytes of recently written and read batches kept in memory
+    /// ([`crate::limits::LOG_CACHE_BYTES_DEFAULT`] is a good default; 0 turns the cache
+    /// off); at most [`LOG_CACHE_BYTES_CEILING`].
+    pub cache_bytes_max: u64,
 }
 
 impl LogConfig {
@@ -88,6 +99,9 @@ impl LogConfig {
         }
         if self.preallocate_bytes > SEGMENT_BYTES_CEILING {
             return Err(OpenError::Config("preallocate_bytes out of range"));
+        }
+        if self.cache_bytes_max > LOG_CACHE_BYTES_CEILING {
+            return Err(OpenError::Config("cache_bytes_max out of range"));
         }
         Ok(())
     }
@@ -250,12 +264,14 @@ pub struct Appended {
     pub next_offset: Offset,
 }
 
+/// A record read from the log. Its attributes and payload are slices of the batch they
+/// were read with (cached or read from storage), shared, not copied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadRecord {
     pub offset: Offset,
     pub timestamp_ms: u64,
-    pub attributes: Vec<u8>,
-    pub payload: Vec<u8>,
+    pub attributes: Bytes,
+    pub payload: Bytes,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -323,6 +339,8 @@ struct LogState<F> {
     /// The term of the record at `start_offset - 1`, when retention or truncation removed
     /// it in this process's lifetime.
     term_before_start: Option<u64>,
+    /// Recently written and read batches (`cache.rs`).
+    cache: LogCache,
 }
 
 /// How many truncation offsets the log remembers for waiting syncs.
@@ -358,6 +376,11 @@ impl<S: Storage> Log<S> {
 
     pub fn segment_count(&self) -> usize {
         self.state.borrow().segments.len()
+    }
+
+    /// The counters of the log's cache of recent batches.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.state.borrow().cache.stats()
     }
 
     pub fn poisoned(&self) -> Option<LogError> {

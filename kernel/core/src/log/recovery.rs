@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
+use super::cache::LogCache;
 use super::files::{decode_truncation, remove_if_present, write_index_file, TRUNCATION_NAME};
 use super::{new_segment, Log, LogConfig, LogState, OpenError, Segment, VerifyOnOpen};
 use crate::bugs::{self, Bug};
@@ -56,6 +57,7 @@ impl<S: Storage> Log<S> {
                 truncations: 0,
                 recent_truncations: VecDeque::new(),
                 term_before_start: None,
+                cache: LogCache::new(config.cache_bytes_max),
             }),
         };
         if has_truncation {

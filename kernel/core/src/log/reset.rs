@@ -54,6 +54,7 @@ impl<S: Storage> Log<S> {
             .map_err(io)?;
         let mut state = self.state.borrow_mut();
         state.segments.clear();
+        state.cache.clear();
         state.next_offset = start;
         state.durable_offset = start;
         state.staged_bytes = 0;

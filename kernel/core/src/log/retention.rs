@@ -39,6 +39,8 @@ impl<S: Storage> Log<S> {
                 if let Some(term) = front.terms.last_term() {
                     state.term_before_start = Some(term);
                 }
+                let start = front.next_offset;
+                state.cache.remove_below(start);
                 front.base_offset
             };
             for name in [index_name(base), segment_name(base)] {

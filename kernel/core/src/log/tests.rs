@@ -209,6 +209,7 @@ fn corrupt_index_is_rebuilt_and_corrupt_sealed_segment_is_reported() {
     drop(log);
     let config = LogConfig {
         verify_on_open: VerifyOnOpen::All,
+        cache_bytes_max: crate::limits::LOG_CACHE_BYTES_DEFAULT,
         ..test_config()
     };
     let err = block_on(Log::open(disk.clone(), config))

@@ -70,6 +70,7 @@ impl<S: Storage> Log<S> {
             state.next_offset = offset;
             state.durable_offset = offset;
             state.note_truncation(offset);
+            state.cache.truncate_from(offset);
         }
         let io = |(file, error)| LogError::Io { file, error };
         write_truncation(&self.storage, offset).await.map_err(io)?;

@@ -100,7 +100,7 @@ pub fn entry_of(record: &ReadRecord, term: u64) -> Entry {
             } else {
                 EntryType::EntryConfChange
             });
-            entry.data = Bytes::copy_from_slice(&record.payload);
+            entry.data = record.payload.clone();
         }
         _ => {
             entry.data = encode_data(record.timestamp_ms, &record.attributes, &record.payload);
@@ -134,8 +134,8 @@ mod tests {
         let stored = ReadRecord {
             offset: offset_of(entry.index),
             timestamp_ms: record.timestamp_ms,
-            attributes: record.attributes.to_vec(),
-            payload: record.payload.to_vec(),
+            attributes: Bytes::copy_from_slice(record.attributes),
+            payload: Bytes::copy_from_slice(record.payload),
         };
         entry_of(&stored, entry.term)
     }

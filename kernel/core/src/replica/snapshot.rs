@@ -267,8 +267,8 @@ pub fn decode_records(data: &[u8], first: u64) -> Result<Vec<TermRecord>, Snapsh
         let offset = r.u64()?;
         let term = r.u64()?;
         let timestamp_ms = r.u64()?;
-        let attributes = r.bytes()?.to_vec();
-        let payload = r.bytes()?.to_vec();
+        let attributes = bytes::Bytes::copy_from_slice(r.bytes()?);
+        let payload = bytes::Bytes::copy_from_slice(r.bytes()?);
         if offset != expected {
             return Err(SnapshotError::Malformed);
         }
@@ -336,8 +336,8 @@ mod tests {
         let record = ReadRecord {
             offset: Offset(4),
             timestamp_ms: 7,
-            attributes: vec![1, 2],
-            payload: b"body".to_vec(),
+            attributes: bytes::Bytes::from_static(&[1, 2]),
+            payload: bytes::Bytes::from_static(b"body"),
         };
         let mut data = Vec::new();
         encode_record(&mut data, 2, &record);

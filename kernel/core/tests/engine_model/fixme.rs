@@ -31,7 +31,7 @@ fn config(retention_ms: u64) -> QueueConfig {
 fn bodies(deliveries: &[Delivery]) -> Vec<String> {
     deliveries
         .iter()
-        .map(|d| String::from_utf8(d.body.clone()).unwrap())
+        .map(|d| String::from_utf8(d.body.to_vec()).unwrap())
         .collect()
 }
 

@@ -26,6 +26,7 @@ pub fn engine_config(snapshot_every_records: u64) -> EngineConfig {
             index_interval_bytes: 4096,
             preallocate_bytes: 16 * 1024,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
         },
         limits: EngineLimits {
             groups_per_queue_max: 8,
@@ -455,7 +456,7 @@ impl Harness {
         let got: Vec<(String, u32)> = deliveries
             .iter()
             .map(|d| {
-                let body = String::from_utf8(d.body.clone()).expect("bodies are text");
+                let body = String::from_utf8(d.body.to_vec()).expect("bodies are text");
                 (short(&body).to_string(), d.delivery_count)
             })
             .collect();

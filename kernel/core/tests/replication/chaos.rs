@@ -150,7 +150,12 @@ impl Checker {
                 );
                 for record in records.into_iter().take_while(|r| r.offset.0 < applied) {
                     let term = engine.log().term_at(record.offset).unwrap_or(0);
-                    let key = (term, record.timestamp_ms, record.attributes, record.payload);
+                    let key = (
+                        term,
+                        record.timestamp_ms,
+                        record.attributes.to_vec(),
+                        record.payload.to_vec(),
+                    );
                     let known = self
                         .committed
                         .entry(record.offset.0)
@@ -449,7 +454,7 @@ impl Run {
                 .iter()
                 .filter(|_| cluster.random(2) == 0)
                 .map(|d| {
-                    let body = String::from_utf8(d.body.clone()).unwrap();
+                    let body = String::from_utf8(d.body.to_vec()).unwrap();
                     (d.handle, AckKind::Success, body)
                 })
                 .collect();
@@ -664,7 +669,7 @@ fn finish(cluster: &mut Cluster, run: &mut Run) {
         delivered.extend(
             batch
                 .iter()
-                .map(|d| String::from_utf8(d.body.clone()).unwrap()),
+                .map(|d| String::from_utf8(d.body.to_vec()).unwrap()),
         );
     }
     assert_eq!(empty, 2, "seed {seed}: the queue did not drain");

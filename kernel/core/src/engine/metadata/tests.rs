@@ -29,6 +29,7 @@ fn engine_config() -> EngineConfig {
             index_interval_bytes: 4096,
             preallocate_bytes: 0,
             verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: crate::limits::LOG_CACHE_BYTES_DEFAULT,
         },
         limits: EngineLimits::dms(),
         snapshot_every_records: 10_000,
