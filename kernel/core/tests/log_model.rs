@@ -90,13 +90,15 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn config() -> LogConfig {
+/// The log's config; `cache_bytes_max` varies per case (0, tiny, default) so reads are
+/// checked against the model with the cache off, thrashing and roomy.
+fn config(cache_bytes_max: u64) -> LogConfig {
     LogConfig {
         segment_bytes_max: 64 * 1024,
         index_interval_bytes: 2048,
         preallocate_bytes: 16 * 1024,
         verify_on_open: VerifyOnOpen::Tail,
-        cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+        cache_bytes_max,
     }
 }
 
@@ -125,6 +127,7 @@ struct Harness {
     log: Option<Log<SimDisk>>,
     model: Model,
     now_ms: u64,
+    cache_bytes_max: u64,
 }
 
 impl Harness {
@@ -134,13 +137,13 @@ impl Harness {
 
     fn reopen(&mut self) {
         self.log = None;
-        let log = match block_on(Log::open(self.disk.clone(), config())) {
+        let log = match block_on(Log::open(self.disk.clone(), config(self.cache_bytes_max))) {
             Ok(log) => log,
             Err(OpenError::Io { .. }) => {
                 // An armed fault hit recovery itself (an operating error, reported as
                 // such); the operator restarts once the disk is healthy again.
                 self.disk.clear_faults();
-                match block_on(Log::open(self.disk.clone(), config())) {
+                match block_on(Log::open(self.disk.clone(), config(self.cache_bytes_max))) {
                     Ok(log) => log,
                     Err(error) => panic!("recovery failed on a healthy disk: {error}"),
                 }
@@ -403,14 +406,24 @@ proptest! {
     })]
 
     #[test]
-    fn log_matches_model(seed in any::<u64>(), ops in prop::collection::vec(op_strategy(), 1..40)) {
+    fn log_matches_model(
+        seed in any::<u64>(),
+        ops in prop::collection::vec(op_strategy(), 1..40),
+        cache_bytes_max in prop_oneof![
+            Just(0u64),
+            Just(2048u64),
+            Just(12 * 1024u64),
+            Just(sluice_core::limits::LOG_CACHE_BYTES_DEFAULT),
+        ],
+    ) {
         let disk = SimDisk::new(seed);
-        let log = block_on(Log::open(disk.clone(), config())).expect("open empty");
+        let log = block_on(Log::open(disk.clone(), config(cache_bytes_max))).expect("open empty");
         let mut harness = Harness {
             disk,
             log: Some(log),
             model: Model { records: Vec::new(), acked: 0, start: 0, generation: 0 },
             now_ms: 0,
+            cache_bytes_max,
         };
         for op in ops {
             harness.step(op);

@@ -975,7 +975,12 @@ fn records(engine: &Engine<SimDisk>, end: u64) -> Vec<(u64, u64, Vec<u8>, Vec<u8
         for record in batch.into_iter().take_while(|r| r.offset.0 < end) {
             let term = engine.log().term_at(record.offset).unwrap_or(0);
             next = record.offset.0 + 1;
-            out.push((record.offset.0, term, record.attributes.to_vec(), record.payload.to_vec()));
+            out.push((
+                record.offset.0,
+                term,
+                record.attributes.to_vec(),
+                record.payload.to_vec(),
+            ));
         }
     }
     out

@@ -55,13 +55,13 @@ use crate::limits::{
     INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, LOG_CACHE_BYTES_CEILING, SEGMENTS_MAX,
     SEGMENT_BYTES_CEILING, SEGMENT_BYTES_MIN,
 };
-use cache::LogCache;
 use crate::offset_index::{OffsetIndex, SegmentSummary};
 use crate::record::{DecodeError, EncodeError};
 use crate::segment::ScanProblem;
 use crate::storage::{IoError, Storage};
 use crate::term_runs::TermRuns;
 use crate::types::Offset;
+use cache::LogCache;
 
 /// How much of the log start-up verifies batch by batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

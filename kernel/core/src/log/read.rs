@@ -144,16 +144,16 @@ async fn read_segment<F: StorageFile>(
                 if cache {
                     let end = (cursor + encoded).min(chunk.len());
                     let bytes = Bytes::copy_from_slice(&chunk[cursor..end]);
-                    let view = decode_batch_trusted(&bytes).map_err(|problem| {
-                        ReadError::Corrupt {
+                    let view =
+                        decode_batch_trusted(&bytes).map_err(|problem| ReadError::Corrupt {
                             file: name.clone(),
                             position: position + cursor as u64,
                             problem,
-                        }
-                    })?;
+                        })?;
                     for record in records_of(&bytes, &view) {
                         if wanted(record.offset) {
-                            records_bytes += (record.payload.len() + record.attributes.len()) as u64;
+                            records_bytes +=
+                                (record.payload.len() + record.attributes.len()) as u64;
                             read.records.push(record);
                         }
                     }
@@ -161,7 +161,8 @@ async fn read_segment<F: StorageFile>(
                 } else {
                     for record in batch.records() {
                         if wanted(record.offset) {
-                            records_bytes += (record.payload.len() + record.attributes.len()) as u64;
+                            records_bytes +=
+                                (record.payload.len() + record.attributes.len()) as u64;
                             read.records.push(ReadRecord {
                                 offset: record.offset,
                                 timestamp_ms: record.timestamp_ms,
@@ -182,7 +183,10 @@ async fn read_segment<F: StorageFile>(
         if read.records.is_empty() && cursor > 0 {
             // Still before `from` (the sparse index points up to an interval before it):
             // ask for more at once next time.
-            want = want.saturating_mul(2).min(LOG_READ_BYTES_SKIP_MAX).max(want);
+            want = want
+                .saturating_mul(2)
+                .min(LOG_READ_BYTES_SKIP_MAX)
+                .max(want);
         }
     }
     Ok(read)
