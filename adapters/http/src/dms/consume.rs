@@ -3,6 +3,8 @@
 //! messages one answer carries (`DmsConfig::consume_bytes_max`), and acks processed in
 //! order that stop at the first invalid handler.
 
+use std::borrow::Cow;
+
 use http::StatusCode;
 use serde_json::value::RawValue;
 use sluice_core::engine::types::{AckKind, Delivery, GroupId, ReceiptHandle, TagFilter, TagMatch};
@@ -86,7 +88,7 @@ fn consume_filter<N: Node>(ctx: &Ctx<'_, N>) -> Result<Option<TagFilter>, DmsErr
     Ok((!tags.is_empty()).then_some(TagFilter { tags, mode }))
 }
 
-fn consumed(delivery: &Routed<Delivery>) -> Consumed {
+fn consumed(delivery: &Routed<Delivery>) -> Consumed<'_> {
     let item = &delivery.item;
     let handle = Routed {
         partition: delivery.partition,
@@ -98,15 +100,16 @@ fn consumed(delivery: &Routed<Delivery>) -> Consumed {
     let body = std::str::from_utf8(&item.body)
         .ok()
         .filter(|text| crate::json_depth::check(text.as_bytes(), BODY_DEPTH_MAX).is_ok())
-        .and_then(|text| RawValue::from_string(text.to_string()).ok())
+        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
+        .map(Cow::Borrowed)
         .unwrap_or_else(|| {
             let text = String::from_utf8_lossy(&item.body);
-            serde_json::value::to_raw_value(&text).expect("a string serialises")
+            Cow::Owned(serde_json::value::to_raw_value(&text).expect("a string serialises"))
         });
     let attributes = std::str::from_utf8(&item.attributes)
         .ok()
         .filter(|text| text.trim_start().starts_with('{'))
-        .and_then(|text| RawValue::from_string(text.to_string()).ok());
+        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
     Consumed {
         handler: ids::handler_encode(&handle),
         message: ConsumedMessage {

@@ -135,11 +135,13 @@ pub struct SendResponse {
     pub messages: Vec<SendResult>,
 }
 
+/// A consumed message; its body and attributes borrow the delivery's bytes when they are
+/// JSON already, so they are copied once, into the response.
 #[derive(Serialize)]
-pub struct ConsumedMessage {
-    pub body: Box<RawValue>,
+pub struct ConsumedMessage<'a> {
+    pub body: std::borrow::Cow<'a, RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attributes: Option<Box<RawValue>>,
+    pub attributes: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// Sluice extension: the message id (as returned by a send with `return_id`). Not `id`:
@@ -151,9 +153,9 @@ pub struct ConsumedMessage {
 
 /// One element of the top-level array a consume answers.
 #[derive(Serialize)]
-pub struct Consumed {
+pub struct Consumed<'a> {
     pub handler: String,
-    pub message: ConsumedMessage,
+    pub message: ConsumedMessage<'a>,
 }
 
 #[derive(Serialize)]

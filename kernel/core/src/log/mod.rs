@@ -24,6 +24,7 @@
 //!
 //! The code is split by concern: this file holds the types, the configuration and the
 //! log's state; `append.rs` appends and group commit (and sealing); `read.rs` reads;
+//! `cache.rs` keeps recently written and read batches for reads (docs/log.md, "Cache");
 //! `retention.rs` removes old segments; `truncate.rs` removes a suffix; `recovery.rs`
 //! opens the log and recovers it after a crash (finishing an interrupted truncation);
 //! `files.rs` holds the index-file and truncation-record helpers they share.
