@@ -240,8 +240,7 @@ mod tests {
     use std::pin::Pin;
 
     use sluice_core::engine::types::EngineError;
-    use sluice_core::engine::{EngineConfig, EngineLimits};
-    use sluice_core::log::{LogConfig, VerifyOnOpen};
+    use sluice_core::engine::EngineLimits;
     use sluice_core::sim_disk::{block_on, SimDisk};
 
     use super::*;
@@ -300,16 +299,7 @@ mod tests {
     }
 
     fn one_engine() -> OneEngine {
-        let config = EngineConfig {
-            log: LogConfig {
-                segment_bytes_max: 64 * 1024,
-                index_interval_bytes: 4096,
-                preallocate_bytes: 0,
-                verify_on_open: VerifyOnOpen::Tail,
-            },
-            limits: EngineLimits::dms(),
-            snapshot_every_records: 10_000,
-        };
+        let config = crate::tests::engine_config(EngineLimits::dms());
         OneEngine(Rc::new(
             block_on(Engine::open(SimDisk::new(1), config, 1_000)).expect("opens"),
         ))

@@ -38,7 +38,8 @@ impl Runtime for StepClock {
 
 type TestNode = LocalNode<SimDisk, StepClock>;
 
-fn engine_config(limits: EngineLimits) -> EngineConfig {
+/// The engine configuration of the node layer's tests (also `snapshot_transfer`'s).
+pub(crate) fn engine_config(limits: EngineLimits) -> EngineConfig {
     EngineConfig {
         log: LogConfig {
             segment_bytes_max: 64 * 1024,
