@@ -332,6 +332,17 @@ pub fn spawn_server(
     name: &str,
     shards: Option<u32>,
 ) -> Result<(Spawned, SocketAddr), String> {
+    spawn_server_with(binary, parent, name, shards, &[])
+}
+
+/// [`spawn_server`] with extra `SLUICE_*` configuration variables for the server.
+pub fn spawn_server_with(
+    binary: &Path,
+    parent: &Path,
+    name: &str,
+    shards: Option<u32>,
+    env: &[(&str, String)],
+) -> Result<(Spawned, SocketAddr), String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|e| format!("free port: {e}"))?
@@ -354,6 +365,9 @@ pub fn spawn_server(
         .arg(address.to_string());
     if let Some(shards) = shards {
         command.arg("--shards").arg(shards.to_string());
+    }
+    for (key, value) in env {
+        command.env(key, value);
     }
     let child = command
         .stdin(Stdio::null())

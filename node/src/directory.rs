@@ -2,7 +2,7 @@
 //! directory and the queue directory. The metadata shard publishes a new snapshot after
 //! each change (arc-swap); readers load an `Arc` without locks and without I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,28 +12,125 @@ use sluice_core::engine::QueueInfo;
 use crate::tenants::TenantDirectory;
 use crate::QueueView;
 
-/// Every queue, as partition 0 (the metadata truth) holds it.
-#[derive(Clone, Debug, Default)]
+/// Buckets of the queue directory: a change copies one bucket (about 1/256 of the
+/// queues), not the whole directory.
+const BUCKETS: usize = 256;
+
+type Bucket = BTreeMap<QueueId, Arc<QueueView>>;
+
+/// Every queue, as partition 0 (the metadata truth) holds it. Published whole through
+/// arc-swap, and changed copy-on-write by bucket (queue id modulo [`BUCKETS`]), so a
+/// change costs what it touches whatever the number of queues.
+#[derive(Clone, Debug)]
 pub struct QueueDirectory {
-    pub queues: BTreeMap<QueueId, QueueView>,
+    buckets: Vec<Arc<Bucket>>,
+    /// Queues per tenant (the quota check).
+    counts: Arc<HashMap<String, u32>>,
     /// Partition 0's Raft index this directory reflects (the replica's applied index when
     /// it was read); a directory of a lower index never replaces it.
     pub applied: u64,
 }
 
+impl Default for QueueDirectory {
+    fn default() -> QueueDirectory {
+        QueueDirectory {
+            buckets: vec![Arc::default(); BUCKETS],
+            counts: Arc::default(),
+            applied: 0,
+        }
+    }
+}
+
+fn bucket_of(queue: QueueId) -> usize {
+    queue.0 as usize % BUCKETS
+}
+
 impl QueueDirectory {
     pub fn from_infos(applied: u64, infos: Vec<QueueInfo>) -> QueueDirectory {
-        let queues = infos
-            .into_iter()
-            .map(|info| (info.id, QueueView::from(info)))
-            .collect();
-        QueueDirectory { queues, applied }
+        let mut buckets: Vec<Bucket> = vec![Bucket::new(); BUCKETS];
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        for info in infos {
+            *counts.entry(info.tenant.clone()).or_default() += 1;
+            buckets[bucket_of(info.id)].insert(info.id, Arc::new(QueueView::from(info)));
+        }
+        QueueDirectory {
+            buckets: buckets.into_iter().map(Arc::new).collect(),
+            counts: Arc::new(counts),
+            applied,
+        }
+    }
+
+    /// This directory brought from its index to `applied` by partition 0's changes in
+    /// between: `deleted` first, then `changed` (as they are at `applied`). Applying them
+    /// to a directory read at any index from `since` to `applied` gives the same result.
+    pub fn with_changes(
+        &self,
+        applied: u64,
+        changed: Vec<QueueInfo>,
+        deleted: &[QueueId],
+    ) -> QueueDirectory {
+        let mut next = self.clone();
+        next.applied = applied;
+        for queue in deleted {
+            let bucket = Arc::make_mut(&mut next.buckets[bucket_of(*queue)]);
+            if let Some(view) = bucket.remove(queue) {
+                let counts = Arc::make_mut(&mut next.counts);
+                if let Some(count) = counts.get_mut(&view.tenant) {
+                    *count -= 1;
+                    if *count == 0 {
+                        counts.remove(&view.tenant);
+                    }
+                }
+            }
+        }
+        for info in changed {
+            let bucket = Arc::make_mut(&mut next.buckets[bucket_of(info.id)]);
+            let view = Arc::new(QueueView::from(info));
+            match bucket.insert(view.id, view.clone()) {
+                Some(old) if old.tenant == view.tenant => {}
+                old => {
+                    let counts = Arc::make_mut(&mut next.counts);
+                    if let Some(old) = old {
+                        if let Some(count) = counts.get_mut(&old.tenant) {
+                            *count -= 1;
+                        }
+                    }
+                    *counts.entry(view.tenant.clone()).or_default() += 1;
+                }
+            }
+        }
+        next
+    }
+
+    pub fn get(&self, queue: QueueId) -> Option<&QueueView> {
+        self.buckets[bucket_of(queue)]
+            .get(&queue)
+            .map(|view| &**view)
+    }
+
+    /// Every queue (by id within each bucket, buckets in turn).
+    pub fn values(&self) -> impl Iterator<Item = &QueueView> {
+        self.buckets
+            .iter()
+            .flat_map(|bucket| bucket.values().map(|view| &**view))
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(|bucket| bucket.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.iter().all(|bucket| bucket.is_empty())
+    }
+
+    /// How many queues the tenant owns.
+    pub fn count_of(&self, tenant: &str) -> usize {
+        self.counts.get(tenant).map_or(0, |count| *count as usize)
     }
 
     /// The tenant's queues, ordered by name.
     pub fn queues_of(&self, tenant: &str) -> Vec<QueueView> {
         let mut views: Vec<QueueView> = self
-            .queues
             .values()
             .filter(|q| q.tenant == tenant)
             .cloned()
@@ -58,5 +155,76 @@ impl Directories {
             tenants: ArcSwap::from_pointee(tenants),
             queues: ArcSwap::from_pointee(QueueDirectory::default()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::engine::types::GroupId;
+
+    use super::*;
+
+    fn info(id: u32, tenant: &str, name: &str, groups: &[u32]) -> QueueInfo {
+        QueueInfo {
+            id: QueueId(id),
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            config: crate::tests::normal(),
+            created_ms: 0,
+            meta: Vec::new(),
+            sent_total: 0,
+            stored: 0,
+            delayed: 0,
+            groups: groups
+                .iter()
+                .map(|g| (GroupId(*g), format!("g{g}")))
+                .collect(),
+        }
+    }
+
+    fn summary(directory: &QueueDirectory) -> Vec<(u32, String, usize)> {
+        let mut all: Vec<_> = directory
+            .values()
+            .map(|v| (v.id.0, v.name.clone(), v.groups.len()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Goal: a directory brought forward by changes equals one read whole at the same
+    /// index, counts per tenant included, and the one it came from is left as it was.
+    /// Method: ids that share a bucket and ids that do not; a delete, a create, a change.
+    #[test]
+    fn changes_give_the_same_directory_as_a_whole_read() {
+        let before = QueueDirectory::from_infos(
+            10,
+            vec![
+                info(1, "t1", "a", &[]),
+                info(2, "t1", "b", &[]),
+                info(257, "t2", "c", &[]),
+            ],
+        );
+        let after = before.with_changes(
+            20,
+            vec![info(2, "t1", "b", &[7]), info(513, "t2", "d", &[])],
+            &[QueueId(1), QueueId(999)],
+        );
+        let whole = QueueDirectory::from_infos(
+            20,
+            vec![
+                info(2, "t1", "b", &[7]),
+                info(257, "t2", "c", &[]),
+                info(513, "t2", "d", &[]),
+            ],
+        );
+        assert_eq!(summary(&after), summary(&whole));
+        assert_eq!(after.applied, 20);
+        assert_eq!((after.count_of("t1"), after.count_of("t2")), (1, 2));
+        assert_eq!(after.len(), 3);
+        assert_eq!(after.get(QueueId(2)).map(|v| v.groups.len()), Some(1));
+        assert!(after.get(QueueId(1)).is_none());
+        assert_eq!(summary(&before).len(), 3);
+        assert_eq!(before.count_of("t1"), 2);
+        assert_eq!(before.get(QueueId(2)).map(|v| v.groups.len()), Some(0));
     }
 }

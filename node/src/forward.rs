@@ -92,7 +92,7 @@ macro_rules! forwardable {
 }
 
 forwardable! {
-    ReadDirectory, ReadTenants, PutTenant, RemoveTenant, SetAdminSecret,
+    ReadDirectory, ReadDirectoryChanges, ReadTenants, PutTenant, RemoveTenant, SetAdminSecret,
     CreateQueue, DeleteQueue, SetQueueMeta, CreateGroup, DeleteGroup, SendBatch, Cancel,
     Receive, Ack, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,

@@ -194,12 +194,7 @@ impl<H: Host> NodeShard<H> {
             // Under the turn, so concurrent creates cannot both pass the quota.
             let quota = self.quotas_of(&request.tenant)?.queues_max;
             let limit = quota.min(self.config().limits.queues_per_tenant_max);
-            let owned = self
-                .directories()
-                .queues
-                .load()
-                .queues_of(&request.tenant)
-                .len();
+            let owned = self.directories().queues.load().count_of(&request.tenant);
             if u32::try_from(owned).unwrap_or(u32::MAX) >= limit {
                 return Err(EngineError::TooManyQueues { limit }.into());
             }

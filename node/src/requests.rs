@@ -129,6 +129,36 @@ partition_request! {
     }
 }
 
+/// What changed in a partition's queue directory after a Raft index
+/// ([`ReadDirectoryChanges`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DirectoryChanges {
+    /// The Raft index the partition has applied: the changes bring a directory read at
+    /// `since` up to it.
+    pub applied: u64,
+    /// The queues created or changed after `since` (their entries as now), and those
+    /// deleted after it; `None` when the partition cannot tell (read the whole
+    /// directory).
+    pub changes: Option<(Vec<QueueInfo>, Vec<QueueId>)>,
+    /// Whether it was read at the partition's serving leader.
+    pub current: bool,
+}
+
+partition_request! {
+    /// The queues whose directory entries changed after Raft index `since`
+    /// (`Engine::directory_since`): a directory is brought up to date at the cost of
+    /// what changed, not of every queue.
+    ReadDirectoryChanges { since: u64 } -> DirectoryChanges,
+    |this, shard, engine, now| {
+        let _ = now;
+        Ok::<_, sluice_core::engine::types::EngineError>(DirectoryChanges {
+            applied: engine.applied_index(),
+            changes: engine.directory_since(this.since),
+            current: engine.is_serving_leader(),
+        })
+    }
+}
+
 /// Partition 0's tenant records, admin secret and change count ([`ReadTenants`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TenantRecords {

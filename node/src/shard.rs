@@ -246,8 +246,23 @@ impl<H: Host> NodeShard<H> {
     }
 
     /// [`NodeShard::refresh_directory`]; `true` when it was read at partition 0's serving
-    /// leader (the directory now holds every committed queue and group).
+    /// leader (the directory now holds every committed queue and group). It reads what
+    /// changed since the published directory's index, and every queue only when
+    /// partition 0 cannot tell (it started from a later snapshot, or let go of as old
+    /// deletions).
     async fn refresh_directory_current(&self) -> Result<bool, NodeError> {
+        let since = self.directories.queues.load().applied;
+        let read = self
+            .call(requests::ReadDirectoryChanges {
+                partition: 0,
+                since,
+            })
+            .await?;
+        if let Some((changed, deleted)) = read.changes {
+            if self.publish_directory_changes(since, read.applied, changed, &deleted) {
+                return Ok(read.current);
+            }
+        }
         let (applied, infos, current) = self.call(requests::ReadDirectory { partition: 0 }).await?;
         self.publish_directory(applied, infos);
         Ok(current)
@@ -265,6 +280,29 @@ impl<H: Host> NodeShard<H> {
         }
         let directory = crate::QueueDirectory::from_infos(applied, infos);
         self.directories.queues.store(Arc::new(directory));
+    }
+
+    /// Brings the published directory to `applied` with partition 0's changes after
+    /// `since`; `false` (nothing published) when the published one is older than `since`
+    /// (another publish replaced it meanwhile with an older read; read everything then).
+    /// One published at `applied` or later is kept.
+    pub(crate) fn publish_directory_changes(
+        &self,
+        since: u64,
+        applied: u64,
+        changed: Vec<sluice_core::engine::QueueInfo>,
+        deleted: &[QueueId],
+    ) -> bool {
+        let current = self.directories.queues.load();
+        if current.applied >= applied {
+            return true;
+        }
+        if current.applied < since {
+            return false;
+        }
+        let directory = current.with_changes(applied, changed, deleted);
+        self.directories.queues.store(Arc::new(directory));
+        true
     }
 
     /// One pass over the partitions, this shard's first; the deliveries and each visited
@@ -397,7 +435,7 @@ impl<H: Host> NodeShard<H> {
     }
 
     pub(crate) fn view(&self, queue: QueueId) -> Option<QueueView> {
-        self.directories.queues.load().queues.get(&queue).cloned()
+        self.directories.queues.load().get(queue).cloned()
     }
 }
 

@@ -182,10 +182,21 @@ impl<H: Host> NodeShard<H> {
                 .await?;
             self.publish_tenants(records);
         }
-        if engine.applied_index() > self.directories().queues.load().applied {
-            let call = requests::ReadDirectory { partition: 0 };
-            let (applied, infos, _) = self.call_local(call).await?;
-            self.publish_directory(applied, infos);
+        let since = self.directories().queues.load().applied;
+        if engine.directory_changed_at() > since {
+            let call = requests::ReadDirectoryChanges {
+                partition: 0,
+                since,
+            };
+            let read = self.call_local(call).await?;
+            let published = read.changes.is_some_and(|(changed, deleted)| {
+                self.publish_directory_changes(since, read.applied, changed, &deleted)
+            });
+            if !published {
+                let call = requests::ReadDirectory { partition: 0 };
+                let (applied, infos, _) = self.call_local(call).await?;
+                self.publish_directory(applied, infos);
+            }
         }
         Ok(())
     }

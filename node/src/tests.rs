@@ -118,7 +118,7 @@ fn config(mode: QueueMode) -> QueueConfig {
     }
 }
 
-fn normal() -> QueueConfig {
+pub(crate) fn normal() -> QueueConfig {
     config(QueueMode::Normal)
 }
 

@@ -12,7 +12,7 @@ use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 36] = [
+pub const KEYS: [&str; 37] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -26,6 +26,7 @@ pub const KEYS: [&str; 36] = [
     "clock_skew_s_max",
     "token_ttl_s",
     "tenant_queues_max",
+    "queues_per_tenant_max",
     "tenant_groups_per_queue_max",
     "segment_bytes_max",
     "log_cache_bytes_max",
@@ -99,6 +100,8 @@ pub struct Config {
     pub token_ttl_s: i64,
     /// Default quotas for new tenants.
     pub tenant_queues_max: u32,
+    /// The node's ceiling on any tenant's queue count (its quota included).
+    pub queues_per_tenant_max: u32,
     pub tenant_groups_per_queue_max: u32,
     /// Log segment size.
     pub segment_bytes_max: u64,
@@ -172,6 +175,7 @@ impl Config {
             clock_skew_s_max: 5 * 60,
             token_ttl_s: 24 * 3600,
             tenant_queues_max: 30,
+            queues_per_tenant_max: 1000,
             tenant_groups_per_queue_max: 3,
             segment_bytes_max: 256 << 20,
             log_cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
@@ -301,6 +305,7 @@ impl Config {
             "clock_skew_s_max" => self.clock_skew_s_max = num(value)?,
             "token_ttl_s" => self.token_ttl_s = num(value)?,
             "tenant_queues_max" => self.tenant_queues_max = num(value)?,
+            "queues_per_tenant_max" => self.queues_per_tenant_max = num(value)?,
             "tenant_groups_per_queue_max" => self.tenant_groups_per_queue_max = num(value)?,
             "segment_bytes_max" => self.segment_bytes_max = num(value)?,
             "log_cache_bytes_max" => self.log_cache_bytes_max = num(value)?,
@@ -348,7 +353,7 @@ impl Config {
 
     /// Checks the resolved configuration once, before anything starts.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
             (self.shards <= 256, "shards must be at most 256"),
             (self.partitions <= 1024, "partitions must be at most 1024"),
             (
@@ -376,8 +381,13 @@ impl Config {
                 "ack_wait_s_min must be 1 to 300",
             ),
             (
-                (1..=1000).contains(&self.tenant_queues_max),
-                "tenant_queues_max must be 1 to 1000",
+                (1..=sluice_core::limits::QUEUES_PER_TENANT_CEILING)
+                    .contains(&self.queues_per_tenant_max),
+                "queues_per_tenant_max must be 1 to 1000000",
+            ),
+            (
+                (1..=self.queues_per_tenant_max).contains(&self.tenant_queues_max),
+                "tenant_queues_max must be 1 to queues_per_tenant_max (default 1000)",
             ),
         ];
         for (ok, message) in checks {
@@ -513,6 +523,7 @@ struct FileConfig {
     clock_skew_s_max: Option<i64>,
     token_ttl_s: Option<i64>,
     tenant_queues_max: Option<u32>,
+    queues_per_tenant_max: Option<u32>,
     tenant_groups_per_queue_max: Option<u32>,
     segment_bytes_max: Option<u64>,
     log_cache_bytes_max: Option<u64>,
@@ -559,6 +570,7 @@ impl FileConfig {
             clock_skew_s_max,
             token_ttl_s,
             tenant_queues_max,
+            queues_per_tenant_max,
             tenant_groups_per_queue_max,
             segment_bytes_max,
             log_cache_bytes_max,

@@ -612,7 +612,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
     let directory = shard.shared.directories.queues.load_full();
     let tenants = node.tenants();
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    for view in directory.queues.values() {
+    for view in directory.values() {
         let Ok(counts) = node.queue_counts(view.id).await else {
             continue;
         };

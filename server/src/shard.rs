@@ -61,6 +61,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         limits: EngineLimits {
             // Tenant quotas (lower) are checked by the node layer; these are ceilings.
             groups_per_queue_max: 8,
+            queues_per_tenant_max: config.queues_per_tenant_max,
             visibility_ms_min: 1_000,
             ..EngineLimits::dms()
         },

@@ -71,6 +71,14 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// 100,000 queues and 1,000,000 pending delayed messages against send and receive
+    /// cost and RSS (`scale-bench`; docs/http-bench.md, "Scale"): builds the release
+    /// `sluice` and runs `scale-bench`, which starts it on a fresh data directory.
+    Scale {
+        /// Passed to `scale-bench` unchanged (`--queues`, `--delayed`, `--json-out FILE`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,13 @@ fn main() -> ExitCode {
             let mut cargo = command::cargo();
             cargo.args(["build", "--release", "-p", "sluice", "--bin", "sluice"]);
             command::run(&mut cargo).and_then(|()| bench_run("mq-compare", &args))
+        }
+        Task::Bench {
+            bench: Bench::Scale { args },
+        } => {
+            let mut cargo = command::cargo();
+            cargo.args(["build", "--release", "-p", "sluice", "--bin", "sluice"]);
+            command::run(&mut cargo).and_then(|()| bench_run("scale-bench", &args))
         }
         Task::Sim { args } => sim::run(&args),
     };

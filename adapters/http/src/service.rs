@@ -654,7 +654,7 @@ async fn set_quotas<N: Node>(node: &N, project: &str, body: &[u8]) -> Response<B
             .map(|v| u32::try_from(v).expect("range fits u32"))
     };
     let (Some(queues_max), Some(groups_per_queue_max)) = (
-        field("queues_max", 1..=QUEUES_PER_TENANT_CEILING),
+        field("queues_max", 1..=u64::from(QUEUES_PER_TENANT_CEILING)),
         field("groups_per_queue_max", 1..=GROUPS_PER_QUEUE_CEILING),
     ) else {
         return error(
@@ -682,8 +682,9 @@ async fn set_quotas<N: Node>(node: &N, project: &str, body: &[u8]) -> Response<B
     }
 }
 
-/// Quota ceilings an admin may set: the engine's own limits per tenant and per queue.
-const QUEUES_PER_TENANT_CEILING: u64 = 1000;
+/// Quota ceilings an admin may set: the engine's own ceilings per tenant and per queue
+/// (the node's `queues_per_tenant_max` caps the queue quota below the first).
+use sluice_core::limits::QUEUES_PER_TENANT_CEILING;
 const GROUPS_PER_QUEUE_CEILING: u64 = 8;
 
 fn tenant_error(failure: TenantError) -> Response<Bytes> {

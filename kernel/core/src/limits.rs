@@ -58,6 +58,14 @@ pub const QUEUE_META_BYTES_MAX: usize = 16 * 1024;
 /// Bytes of one tenant's record (its credentials and quotas, opaque to the engine) that
 /// partition 0 keeps (`Command::PutTenant`).
 pub const TENANT_RECORD_BYTES_MAX: usize = 4 * 1024;
+/// Highest queue quota a tenant may have (`EngineLimits::queues_per_tenant_max`, the
+/// server's `queues_per_tenant_max`, an admin's quota). The DMS default ceiling is 1000;
+/// the scale benchmark runs one tenant with 100,000 queues.
+pub const QUEUES_PER_TENANT_CEILING: u32 = 1_000_000;
+/// Deleted queues an engine remembers for readers of its directory changes
+/// (`DirectoryJournal`); a reader that last read before the oldest one remembered reads
+/// the whole directory again.
+pub const DIRECTORY_DELETIONS_MAX: usize = 4096;
 /// Tenants one engine (partition 0) keeps.
 pub const TENANTS_MAX: usize = 10_000;
 /// Bytes of the node's admin secret record (opaque to the engine) partition 0 keeps

@@ -59,6 +59,11 @@ impl EngineLimits {
         if self.visibility_ms_min > self.visibility_ms_max {
             return Err(EngineError::InvalidConfig("visibility range"));
         }
+        if self.queues_per_tenant_max == 0
+            || self.queues_per_tenant_max > crate::limits::QUEUES_PER_TENANT_CEILING
+        {
+            return Err(EngineError::InvalidConfig("queues_per_tenant_max"));
+        }
         let batch_ceiling = u64::from(crate::limits::BATCH_BYTES_MAX) / 2;
         if self.batch_bytes_max > batch_ceiling || self.message_bytes_max > self.batch_bytes_max {
             return Err(EngineError::InvalidConfig("batch_bytes_max"));

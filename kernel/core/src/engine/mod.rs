@@ -423,6 +423,24 @@ impl<S: Storage + Clone> Engine<S> {
         })
     }
 
+    /// The queues whose directory entries changed after applied index `since`, and those
+    /// deleted after it; `None` when this engine cannot tell (it started from a snapshot
+    /// past `since`, or let go of deletions as old): read every queue then.
+    pub fn directory_since(&self, since: u64) -> Option<(Vec<QueueInfo>, Vec<QueueId>)> {
+        let (changed, deleted) = self.state.borrow().directory.since(since)?;
+        let infos = changed
+            .into_iter()
+            .map(|queue| self.queue_info(queue).expect("a journal entry is live"))
+            .collect();
+        Some((infos, deleted))
+    }
+
+    /// The applied index of the last change to any queue's directory entry (at least the
+    /// index this engine's journal starts from).
+    pub fn directory_changed_at(&self) -> u64 {
+        self.state.borrow().directory.last_change()
+    }
+
     /// Every queue of every tenant, by id.
     pub fn queue_ids(&self) -> Vec<QueueId> {
         self.state.borrow().queues.keys().copied().collect()

@@ -220,6 +220,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
         next_queue_id: r.u32()?,
         next_group_id: r.u32()?,
         boot_epoch: r.u32()?,
+        // Every change up to the snapshot is in the state, none in the journal.
+        directory: super::state::DirectoryJournal::starting_at(applied_offset),
         ..State::default()
     };
     state.next_nonce = u64::from(state.boot_epoch) << 32;

@@ -89,6 +89,9 @@ pub(crate) struct Queue {
     /// Ids of retained messages that sit behind a larger id (released delayed
     /// messages): with the front, they give the oldest log offset the queue needs.
     pub out_of_order: BTreeSet<u64>,
+    /// The applied index of the last change to the queue's directory entry (its key in
+    /// `DirectoryJournal::changed`); 0 when it predates the journal.
+    pub changed_at: u64,
 }
 
 impl Queue {
@@ -194,6 +197,8 @@ pub(crate) struct State {
     /// Applied changes of `tenants` and `admin_secret`, ever (kept in snapshots): it
     /// moves exactly when they change, on every replica alike.
     pub tenant_changes: u64,
+    /// Which queues' directory entries changed when (in memory only).
+    pub directory: DirectoryJournal,
 }
 
 impl State {
@@ -216,6 +221,8 @@ impl State {
     /// Applies one durable command. `message_id` is the record's offset, `ts` its time,
     /// `message_bytes` (for a send) its body and user attributes' size.
     pub fn apply(&mut self, command: &Command, message_id: MessageId, ts: u64, message_bytes: u32) {
+        // The applied index once this record is applied (`Engine::applied_index`).
+        let index = message_id.0 + 1;
         match command {
             Command::CreateQueue {
                 queue,
@@ -223,9 +230,15 @@ impl State {
                 name,
                 config,
                 meta,
-            } => self.apply_create_queue(*queue, tenant, name, *config, meta, ts),
+            } => {
+                if self.apply_create_queue(*queue, tenant, name, *config, meta, ts) {
+                    let created = self.queues.get_mut(queue).expect("created just now");
+                    self.directory.note_change(created, index);
+                }
+            }
             Command::DeleteQueue { queue } => {
                 if let Some(removed) = self.queues.remove(queue) {
+                    self.directory.note_delete(&removed, index);
                     self.names.remove(&(removed.tenant, removed.name));
                 }
             }
@@ -234,10 +247,12 @@ impl State {
                 group,
                 name,
                 start,
-            } => self.apply_create_group(*queue, *group, name, *start),
+            } => self.apply_create_group(*queue, *group, name, *start, index),
             Command::DeleteGroup { queue, group } => {
                 if let Some(q) = self.queues.get_mut(queue) {
-                    q.groups.remove(group);
+                    if q.groups.remove(group).is_some() {
+                        self.directory.note_change(q, index);
+                    }
                 }
             }
             Command::SetFilter {
@@ -283,6 +298,7 @@ impl State {
             Command::SetQueueMeta { queue, meta } => {
                 if let Some(q) = self.queues.get_mut(queue) {
                     q.meta.clone_from(meta);
+                    self.directory.note_change(q, index);
                 }
             }
             // Raft's own records: the replica acts on them, the queue state does not.
@@ -314,7 +330,7 @@ impl State {
     }
 
     /// Creates a queue unless the tenant already has one of that name (a repeated
-    /// create); the id counter moves past `queue` either way.
+    /// create; `false`); the id counter moves past `queue` either way.
     fn apply_create_queue(
         &mut self,
         queue: QueueId,
@@ -323,17 +339,18 @@ impl State {
         config: QueueConfig,
         meta: &[u8],
         ts: u64,
-    ) {
+    ) -> bool {
         self.next_queue_id = self.next_queue_id.max(queue.0 + 1);
         let key = (tenant.to_string(), name.to_string());
         if self.names.contains_key(&key) {
-            return;
+            return false;
         }
         self.names.insert(key, queue);
         let mut created = new_queue(queue, tenant, name, config);
         created.created_ms = ts;
         created.meta = meta.to_vec();
         self.queues.insert(queue, created);
+        true
     }
 
     /// Creates a group unless its queue is gone or already has a group of that name; the
@@ -345,6 +362,7 @@ impl State {
         group: GroupId,
         name: &str,
         start: GroupStart,
+        index: u64,
     ) {
         self.next_group_id = self.next_group_id.max(group.0 + 1);
         let Some(q) = self.queues.get_mut(&queue) else {
@@ -359,6 +377,7 @@ impl State {
             created.cursor = q.next_seq();
         }
         q.groups.insert(group, created);
+        self.directory.note_change(q, index);
     }
 
     /// Makes a delayed message available (unless a cancel removed it first).
@@ -722,5 +741,68 @@ pub(crate) fn new_queue(id: QueueId, tenant: &str, name: &str, config: QueueConf
         sent_total: 0,
         max_message_id: 0,
         out_of_order: BTreeSet::new(),
+        changed_at: 0,
+    }
+}
+
+/// Which queues' directory entries (what `Engine::queue_info` gives less its counts:
+/// name, config, meta, groups) changed at which applied index, so a reader that holds
+/// the directory as of index N reads only what changed after it
+/// (`Engine::directory_since`) rather than every queue. In memory only, and the same on
+/// every replica (indexes are the log's): a state decoded from a snapshot of index A
+/// starts with `floor` A, and a reader behind the floor reads everything.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DirectoryJournal {
+    /// Live queues by the index of their last change past `floor`.
+    changed: BTreeSet<(u64, QueueId)>,
+    /// Deleted queues by the index of their deletion; the oldest are let go past
+    /// `DIRECTORY_DELETIONS_MAX`, raising `floor`.
+    deleted: BTreeSet<(u64, QueueId)>,
+    /// Changes at or below this index may be missing from the journal.
+    pub floor: u64,
+}
+
+impl DirectoryJournal {
+    pub fn starting_at(floor: u64) -> DirectoryJournal {
+        DirectoryJournal {
+            floor,
+            ..DirectoryJournal::default()
+        }
+    }
+
+    fn note_change(&mut self, queue: &mut Queue, index: u64) {
+        self.changed.remove(&(queue.changed_at, queue.id));
+        self.changed.insert((index, queue.id));
+        queue.changed_at = index;
+    }
+
+    fn note_delete(&mut self, queue: &Queue, index: u64) {
+        self.changed.remove(&(queue.changed_at, queue.id));
+        self.deleted.insert((index, queue.id));
+        if self.deleted.len() > crate::limits::DIRECTORY_DELETIONS_MAX {
+            let (oldest, _) = self.deleted.pop_first().expect("over the bound");
+            self.floor = self.floor.max(oldest);
+        }
+    }
+
+    /// The highest index any change is known at (the floor when none is).
+    pub fn last_change(&self) -> u64 {
+        let changed = self.changed.last().map_or(0, |(index, _)| *index);
+        let deleted = self.deleted.last().map_or(0, |(index, _)| *index);
+        self.floor.max(changed).max(deleted)
+    }
+
+    /// Queues changed and queues deleted after index `since`, each by increasing index;
+    /// `None` when the journal may miss some (`since` is below the floor). A reader
+    /// applies the deletions first: a queue deleted and created again with its id is
+    /// live, and listed among the changed.
+    pub fn since(&self, since: u64) -> Option<(Vec<QueueId>, Vec<QueueId>)> {
+        if since < self.floor {
+            return None;
+        }
+        let after = (since.saturating_add(1), QueueId(0));
+        let changed = self.changed.range(after..).map(|(_, id)| *id).collect();
+        let deleted = self.deleted.range(after..).map(|(_, id)| *id).collect();
+        Some((changed, deleted))
     }
 }

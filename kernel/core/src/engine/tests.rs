@@ -1108,3 +1108,90 @@ fn a_receive_keeps_its_byte_budget_except_for_a_single_first_message() {
     let (_, sizes) = receive(&h, false, u64::MAX, true);
     assert_eq!(sizes, [50]);
 }
+
+/// Goal: a reader of the queue directory learns exactly what changed after the index it
+/// read at (creates, group and meta changes, deletions), and is told to read everything
+/// when the engine cannot know (it started from a snapshot past that index). Method:
+/// changes through the engine API, `directory_since` at each step, a snapshot and a
+/// reopen.
+#[test]
+fn the_directory_journal_gives_what_changed_after_an_index() {
+    let mut h = Harness::new();
+    let start = h.engine().applied_index();
+    let a = h.queue("a", queue_config(QueueMode::Normal));
+    let b = h.queue("b", queue_config(QueueMode::Normal));
+    let ids = |changes: Option<(Vec<QueueInfo>, Vec<QueueId>)>| {
+        let (changed, deleted) = changes.expect("known");
+        (
+            changed.iter().map(|info| info.id).collect::<Vec<_>>(),
+            deleted,
+        )
+    };
+    assert_eq!(ids(h.engine().directory_since(start)), (vec![a, b], vec![]));
+    let after_creates = h.engine().applied_index();
+    assert_eq!(h.engine().directory_changed_at(), after_creates);
+    assert_eq!(
+        ids(h.engine().directory_since(after_creates)),
+        (vec![], vec![])
+    );
+
+    // Sends move the applied index, not the directory.
+    h.send(a, &["one", "two"]);
+    assert_eq!(h.engine().directory_changed_at(), after_creates);
+    let after_sends = h.engine().applied_index();
+    assert!(after_sends > after_creates);
+
+    // A group and a meta change are changes of their queue, listed once, at the last.
+    let group = h.group(a, "g");
+    block_on(h.engine().set_queue_meta(b, b"described".to_vec(), h.now)).expect("meta");
+    let (changed, deleted) = h.engine().directory_since(after_sends).expect("known");
+    assert_eq!(
+        changed.iter().map(|info| info.id).collect::<Vec<_>>(),
+        vec![a, b]
+    );
+    assert_eq!(changed[0].groups, vec![(group, "g".to_string())]);
+    assert_eq!(changed[1].meta, b"described".to_vec());
+    assert!(deleted.is_empty());
+    assert_eq!(ids(h.engine().directory_since(start)), (vec![a, b], vec![]));
+
+    let before_delete = h.engine().applied_index();
+    block_on(h.engine().delete_group(a, group, h.now)).expect("delete group");
+    block_on(h.engine().delete_queue(b, h.now)).expect("delete");
+    assert_eq!(
+        ids(h.engine().directory_since(before_delete)),
+        (vec![a], vec![b])
+    );
+    // A queue created and deleted after the reader's index reads as deleted only.
+    assert_eq!(ids(h.engine().directory_since(start)), (vec![a], vec![b]));
+
+    // From a snapshot, the engine knows nothing before it; replayed records after it.
+    block_on(h.engine().snapshot()).expect("snapshot");
+    let at_snapshot = h.engine().applied_index();
+    let c = h.queue("c", queue_config(QueueMode::Normal));
+    h.reopen();
+    assert!(h.engine().directory_since(start).is_none());
+    assert_eq!(
+        ids(h.engine().directory_since(at_snapshot)),
+        (vec![c], vec![])
+    );
+    assert!(h.engine().directory_changed_at() > at_snapshot);
+}
+
+/// Goal: deletions remembered for directory readers are bounded; a reader older than
+/// the oldest one kept reads everything. Method: `DIRECTORY_DELETIONS_MAX` + 1 queues
+/// created and deleted.
+#[test]
+fn the_directory_journal_keeps_a_bounded_number_of_deletions() {
+    let h = Harness::new();
+    let start = h.engine().applied_index();
+    let count = crate::limits::DIRECTORY_DELETIONS_MAX + 1;
+    for index in 0..count {
+        let queue = h.queue(&format!("q{index}"), queue_config(QueueMode::Normal));
+        block_on(h.engine().delete_queue(queue, h.now)).expect("delete");
+    }
+    assert!(h.engine().directory_since(start).is_none());
+    let recent = h.engine().applied_index() - 2;
+    let (changed, deleted) = h.engine().directory_since(recent).expect("known");
+    assert!(changed.is_empty());
+    assert_eq!(deleted.len(), 1);
+}
