@@ -97,7 +97,11 @@ mod scale {
 
     pub fn main() -> ExitCode {
         let args = Args::parse();
-        if args.probe_messages == 0 || !args.probe_messages.is_multiple_of(u64::from(SEND_BATCH_MAX)) {
+        if args.probe_messages == 0
+            || !args
+                .probe_messages
+                .is_multiple_of(u64::from(SEND_BATCH_MAX))
+        {
             eprintln!("scale-bench: --probe-messages must be a positive multiple of 10");
             return ExitCode::from(2);
         }

@@ -281,7 +281,7 @@ impl<S: Storage + Clone> Engine<S> {
             if state.names.contains_key(&key) || self.pending_names.borrow().contains(&key) {
                 return Err(EngineError::QueueExists);
             }
-            let owned = state.queues_of(tenant).count() + self.pending_names.borrow().len();
+            let owned = state.queue_count_of(tenant) + self.pending_names.borrow().len();
             if owned >= limits.queues_per_tenant_max as usize {
                 return Err(EngineError::TooManyQueues {
                     limit: limits.queues_per_tenant_max,

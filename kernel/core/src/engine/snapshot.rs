@@ -279,7 +279,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
             q.groups.insert(g.id, g);
         }
         state.names.insert((tenant, name), id);
-        state.queues.insert(id, q);
+        state.insert_queue(q);
     }
     if version == Version::V5 {
         decode_tenants(&mut r, &mut state)?;

@@ -199,6 +199,8 @@ pub(crate) struct State {
     pub tenant_changes: u64,
     /// Which queues' directory entries changed when (in memory only).
     pub directory: DirectoryJournal,
+    /// Queues per tenant (the quota check at create), kept with `queues`.
+    pub tenant_queue_counts: HashMap<String, u32>,
 }
 
 impl State {
@@ -214,6 +216,33 @@ impl State {
 
     pub fn queues_of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a Queue> + 'a {
         self.queues.values().filter(move |q| q.tenant == tenant)
+    }
+
+    /// How many queues the tenant owns.
+    pub fn queue_count_of(&self, tenant: &str) -> usize {
+        self.tenant_queue_counts
+            .get(tenant)
+            .map_or(0, |count| *count as usize)
+    }
+
+    /// Adds a queue to `queues` and the counts.
+    pub fn insert_queue(&mut self, queue: Queue) {
+        *self
+            .tenant_queue_counts
+            .entry(queue.tenant.clone())
+            .or_default() += 1;
+        if let Some(replaced) = self.queues.insert(queue.id, queue) {
+            self.uncount(&replaced.tenant);
+        }
+    }
+
+    fn uncount(&mut self, tenant: &str) {
+        if let Some(count) = self.tenant_queue_counts.get_mut(tenant) {
+            *count -= 1;
+            if *count == 0 {
+                self.tenant_queue_counts.remove(tenant);
+            }
+        }
     }
 
     // ---------------------------------------------------------------- apply (durable)
@@ -238,6 +267,7 @@ impl State {
             }
             Command::DeleteQueue { queue } => {
                 if let Some(removed) = self.queues.remove(queue) {
+                    self.uncount(&removed.tenant);
                     self.directory.note_delete(&removed, index);
                     self.names.remove(&(removed.tenant, removed.name));
                 }
@@ -349,7 +379,7 @@ impl State {
         let mut created = new_queue(queue, tenant, name, config);
         created.created_ms = ts;
         created.meta = meta.to_vec();
-        self.queues.insert(queue, created);
+        self.insert_queue(created);
         true
     }
 

@@ -1195,3 +1195,34 @@ fn the_directory_journal_keeps_a_bounded_number_of_deletions() {
     assert!(changed.is_empty());
     assert_eq!(deleted.len(), 1);
 }
+
+/// Goal: the per-tenant queue limit counts the tenant's queues exactly, through deletes,
+/// other tenants' queues and a restart from a snapshot. Method: fill the limit, try one
+/// more, delete one, snapshot, reopen.
+#[test]
+fn the_queue_limit_counts_each_tenants_queues_across_deletes_and_restarts() {
+    let mut h = Harness::new();
+    let limit = h.engine().config.limits.queues_per_tenant_max;
+    let config = queue_config(QueueMode::Normal);
+    let mut first = None;
+    for index in 0..limit {
+        let queue = h.queue(&format!("q{index}"), config);
+        first.get_or_insert(queue);
+    }
+    let over = |h: &Harness, tenant: &str, name: &str| {
+        block_on(h.engine().create_queue(tenant, name, config, h.now))
+    };
+    assert_eq!(
+        over(&h, "tenant", "over"),
+        Err(EngineError::TooManyQueues { limit })
+    );
+    over(&h, "other", "fine").expect("another tenant's count is its own");
+    block_on(h.engine().delete_queue(first.expect("created"), h.now)).expect("delete");
+    over(&h, "tenant", "again").expect("a delete frees a place");
+    block_on(h.engine().snapshot()).expect("snapshot");
+    h.reopen();
+    assert_eq!(
+        over(&h, "tenant", "over"),
+        Err(EngineError::TooManyQueues { limit })
+    );
+}
