@@ -2,7 +2,7 @@
 //!
 //! The library holds what more than one benchmark binary uses: the Sluice DMS client and
 //! server spawner ([`dms`]) of `http-load` and `mq-compare`, and latency samples
-//! ([`latency`]). Both need real sockets, so they are left out under `--cfg madsim`.
+//! ([`latency`]), and a process's CPU time and RSS from /proc ([`procfs`]). Both need real sockets, so they are left out under `--cfg madsim`.
 //!
 //! # Architecture invariants
 //!
@@ -15,3 +15,5 @@
 pub mod dms;
 #[cfg(not(madsim))]
 pub mod latency;
+#[cfg(not(madsim))]
+pub mod procfs;

@@ -43,6 +43,7 @@ mod load {
         SEND_BATCH_MAX,
     };
     use sluice_benches::latency::Samples;
+    use sluice_benches::procfs::cpu_s;
     /// Prefix of every body: 16 hex digits of the run nonce, '-', 10 digits of id, '-'.
     const BODY_PREFIX_BYTES: usize = 28;
 
@@ -470,21 +471,6 @@ mod load {
             .consume_error_count
             .set(ledger.consume_error_count.get() + 1);
         ledger.error(message);
-    }
-
-    /// CPU seconds (user + system) of a process from /proc, or of this one.
-    fn cpu_s(pid: Option<u32>) -> Option<f64> {
-        let path = match pid {
-            Some(pid) => format!("/proc/{pid}/stat"),
-            None => "/proc/self/stat".to_string(),
-        };
-        let stat = std::fs::read_to_string(path).ok()?;
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        Some(ticks as f64 / per_s as f64)
     }
 
     fn load_average() -> String {

@@ -10,7 +10,8 @@
 //! 3. `--delayed` messages of `--delayed-bytes` sent with a delay of one hour to a second
 //!    queue (pending for the whole run), RSS before and after; the probe runs again.
 //!
-//! The table gives each probe's figures as a ratio to the first probe's (same run).
+//! After each step the server's idle CPU over 3 s is reported. Each probe's figures are
+//! given as a ratio to the first probe's (same run).
 //! Usage: cargo xtask bench scale [--queues 100000] [--delayed 1000000] [--json-out FILE]
 
 #![recursion_limit = "256"]
@@ -40,6 +41,7 @@ mod scale {
         read_tenant, send_all_stored, spawn_server_with, Conn, Delivery, Signer, SEND_BATCH_MAX,
     };
     use sluice_benches::latency::Samples;
+    use sluice_benches::procfs::{cpu_s, rss_bytes};
 
     #[derive(Parser, Debug)]
     #[command(about = "Queue count and pending delayed messages against send/receive cost")]
@@ -59,8 +61,10 @@ mod scale {
         /// Body bytes of a delayed message.
         #[arg(long, default_value_t = 100)]
         delayed_bytes: usize,
-        /// Messages per probe phase (a multiple of 10).
-        #[arg(long, default_value_t = 20_000)]
+        /// Messages per probe phase (a multiple of 10). The first probe also fills the
+        /// server's bounded caches (log cache, Raft tail), so the RSS growth after it is
+        /// the queues' and the delayed messages' own.
+        #[arg(long, default_value_t = 100_000)]
         probe_messages: u64,
         /// Body bytes of a probe message.
         #[arg(long, default_value_t = 1024)]
@@ -186,6 +190,8 @@ mod scale {
         let first = probe(&ctx, &probe_queue, &probe_group, &body, args.probe_messages).await?;
         print_probe("probe, 1 queue", &first, &first);
 
+        let idle_first = idle_cpu_percent(pid).await?;
+        println!("idle server CPU, 1 queue: {idle_first:.1}%");
         let rss_before_queues = rss_bytes(pid)?;
         let (created_s, tenths) = create_queues(&ctx, args.queues).await?;
         let rss_after_queues = rss_bytes(pid)?;
@@ -205,6 +211,11 @@ mod scale {
             "RSS {} MiB -> {} MiB: {per_queue:.0} bytes per idle queue",
             rss_before_queues >> 20,
             rss_after_queues >> 20
+        );
+        let idle_queues = idle_cpu_percent(pid).await?;
+        println!(
+            "idle server CPU, {} queues: {idle_queues:.1}%",
+            args.queues + 1
         );
         let with_queues =
             probe(&ctx, &probe_queue, &probe_group, &body, args.probe_messages).await?;
@@ -231,6 +242,8 @@ mod scale {
                 rss_before >> 20,
                 rss_after >> 20
             );
+            let idle_delayed = idle_cpu_percent(pid).await?;
+            println!("idle server CPU, + delayed pending: {idle_delayed:.1}%");
             let with_delayed =
                 probe(&ctx, &probe_queue, &probe_group, &body, args.probe_messages).await?;
             print_probe(
@@ -245,6 +258,7 @@ mod scale {
                 "rss_before": rss_before,
                 "rss_after": rss_after,
                 "bytes_per_message": per_message,
+                "idle_cpu_percent": idle_delayed,
                 "probe": probe_json(&with_delayed, &first),
             });
         }
@@ -259,6 +273,8 @@ mod scale {
             "rss_before_queues": rss_before_queues,
             "rss_after_queues": rss_after_queues,
             "bytes_per_idle_queue": per_queue,
+            "idle_cpu_percent_first": idle_first,
+            "idle_cpu_percent_with_queues": idle_queues,
             "probe_with_queues": probe_json(&with_queues, &first),
             "delayed": delayed,
         }))
@@ -292,21 +308,14 @@ mod scale {
         })
     }
 
-    /// The server's resident set, bytes.
-    fn rss_bytes(pid: u32) -> Result<u64, String> {
-        let path = format!("/proc/{pid}/status");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        text.lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kib| kib * 1024)
-            .ok_or_else(|| format!("{path}: no VmRSS"))
+    /// The server's CPU use over `IDLE_SAMPLE_S` seconds with no requests, percent of one
+    /// core (what timers and background passes cost at this scale).
+    async fn idle_cpu_percent(pid: u32) -> Result<f64, String> {
+        const IDLE_SAMPLE_S: u64 = 3;
+        let before = cpu_s(Some(pid)).ok_or("no server CPU time")?;
+        tokio::time::sleep(std::time::Duration::from_secs(IDLE_SAMPLE_S)).await;
+        let after = cpu_s(Some(pid)).ok_or("no server CPU time")?;
+        Ok((after - before) * 100.0 / IDLE_SAMPLE_S as f64)
     }
 
     /// Creates a NORMAL queue (and a group `g` when `group`): (queue id, group id).

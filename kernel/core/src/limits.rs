@@ -66,6 +66,10 @@ pub const QUEUES_PER_TENANT_CEILING: u32 = 1_000_000;
 /// (`DirectoryJournal`); a reader that last read before the oldest one remembered reads
 /// the whole directory again.
 pub const DIRECTORY_DELETIONS_MAX: usize = 4096;
+/// How often, at most, an engine's tick applies log retention (the pass walks every
+/// queue for the oldest offset still needed: with 100,000 queues that walk is the idle
+/// node's largest cost). A snapshot applies it at once.
+pub const LOG_RETENTION_PASS_MS: u64 = 1_000;
 /// Tenants one engine (partition 0) keeps.
 pub const TENANTS_MAX: usize = 10_000;
 /// Bytes of the node's admin secret record (opaque to the engine) partition 0 keeps

@@ -92,6 +92,9 @@ pub struct Engine<S: Storage + Clone> {
     applied_offset: Cell<u64>,
     snapshot_offset: Cell<u64>,
     applied_since_snapshot: Cell<u64>,
+    /// When `tick` last applied log retention (it walks every queue for the oldest
+    /// offset still needed, so it runs at most every `LOG_RETENTION_PASS_MS`).
+    retention_pass_ms: Cell<Option<u64>>,
     pending_names: RefCell<HashSet<(String, String)>>,
     pending_groups: RefCell<HashSet<(QueueId, String)>>,
     /// Dedup ids of sends on their way to a majority: the id each will have, and the
@@ -178,6 +181,7 @@ impl<S: Storage + Clone> Engine<S> {
             applied_offset: Cell::new(commit),
             snapshot_offset: Cell::new(snapshot_offset),
             applied_since_snapshot: Cell::new(commit - snapshot_offset),
+            retention_pass_ms: Cell::new(None),
             pending_names: RefCell::new(HashSet::new()),
             pending_groups: RefCell::new(HashSet::new()),
             pending_dedup: RefCell::new(HashMap::new()),
@@ -527,9 +531,19 @@ impl<S: Storage + Clone> Engine<S> {
             return Ok(());
         }
         let fresh_wanted = self.replica.store.take_fresh_snapshot_wanted();
-        if fresh_wanted || self.applied_since_snapshot.get() >= self.config.snapshot_every_records {
+        let snapshot_due =
+            fresh_wanted || self.applied_since_snapshot.get() >= self.config.snapshot_every_records;
+        if snapshot_due {
             self.snapshot().await?;
         }
+        let retention_due = self
+            .retention_pass_ms
+            .get()
+            .is_none_or(|last| now >= last.saturating_add(crate::limits::LOG_RETENTION_PASS_MS));
+        if !retention_due {
+            return Ok(());
+        }
+        self.retention_pass_ms.set(Some(now));
         let pin = self
             .state
             .borrow()
@@ -556,11 +570,13 @@ impl<S: Storage + Clone> Engine<S> {
         self.state.borrow().next_deadline_ms()
     }
 
-    /// Writes a snapshot of the applied state and removes older snapshots.
+    /// Writes a snapshot of the applied state and removes older snapshots; the next tick
+    /// applies log retention whenever it last did.
     pub async fn snapshot(&self) -> Result<(), EngineError> {
         if self.raft_snapshots.applying.get() {
             return Ok(());
         }
+        self.retention_pass_ms.set(None);
         let applied = self.applied_offset.get();
         let name = snapshot::snapshot_name(applied);
         if applied == self.snapshot_offset.get() && self.storage.open(&name).await.is_ok() {
