@@ -19,7 +19,7 @@ const BUCKETS: usize = 256;
 type Bucket = BTreeMap<QueueId, Arc<QueueView>>;
 
 /// Every queue, as partition 0 (the metadata truth) holds it. Published whole through
-/// arc-swap, and changed copy-on-write by bucket (queue id modulo [`BUCKETS`]), so a
+/// arc-swap, and changed copy-on-write by bucket (queue id modulo `BUCKETS`), so a
 /// change costs what it touches whatever the number of queues.
 #[derive(Clone, Debug)]
 pub struct QueueDirectory {
