@@ -52,7 +52,8 @@ mod scale {
         /// Where the server's data directory goes (removed afterwards).
         #[arg(long, default_value = "target/scale-bench")]
         spawn_parent: PathBuf,
-        /// Queues to create (at most 1,000,000: the server's ceiling per tenant).
+        /// Queues to create (at most 999,990: the server's ceiling per tenant, less the
+        /// probe's and the delayed messages' queues).
         #[arg(long, default_value_t = 100_000)]
         queues: u32,
         /// Delayed messages to leave pending (0 skips the step).
@@ -107,6 +108,12 @@ mod scale {
                 .is_multiple_of(u64::from(SEND_BATCH_MAX))
         {
             eprintln!("scale-bench: --probe-messages must be a positive multiple of 10");
+            return ExitCode::from(2);
+        }
+        // The probe and delayed queues count too; the server refuses a ceiling past this.
+        let queues_max = sluice_core::limits::QUEUES_PER_TENANT_CEILING - 10;
+        if args.queues > queues_max {
+            eprintln!("scale-bench: --queues must be at most {queues_max}");
             return ExitCode::from(2);
         }
         if args.connections == 0 || args.connections > 256 {
