@@ -66,7 +66,7 @@ impl QueueDirectory {
     pub fn with_changes(
         &self,
         applied: u64,
-        changed: Vec<QueueInfo>,
+        changed: &[QueueInfo],
         deleted: &[QueueId],
     ) -> QueueDirectory {
         let mut next = self.clone();
@@ -85,7 +85,7 @@ impl QueueDirectory {
         }
         for info in changed {
             let bucket = Arc::make_mut(&mut next.buckets[bucket_of(info.id)]);
-            let view = Arc::new(QueueView::from(info));
+            let view = Arc::new(QueueView::from(info.clone()));
             match bucket.insert(view.id, view.clone()) {
                 Some(old) if old.tenant == view.tenant => {}
                 old => {
@@ -206,7 +206,7 @@ mod tests {
         );
         let after = before.with_changes(
             20,
-            vec![info(2, "t1", "b", &[7]), info(513, "t2", "d", &[])],
+            &[info(2, "t1", "b", &[7]), info(513, "t2", "d", &[])],
             &[QueueId(1), QueueId(999)],
         );
         let whole = QueueDirectory::from_infos(

@@ -259,7 +259,7 @@ impl<H: Host> NodeShard<H> {
             })
             .await?;
         if let Some((changed, deleted)) = read.changes {
-            if self.publish_directory_changes(since, read.applied, changed, &deleted) {
+            if self.publish_directory_changes(since, read.applied, &changed, &deleted) {
                 return Ok(read.current);
             }
         }
@@ -269,7 +269,9 @@ impl<H: Host> NodeShard<H> {
     }
 
     /// Publishes the directory partition 0 held at Raft index `applied`, unless the one
-    /// published already reflects a later index.
+    /// published already reflects a later index. Every shard of the node may publish (a
+    /// lookup that misses reads partition 0's leader): the check and the store are one
+    /// compare-and-swap (`rcu`), so a slower shard never puts an older directory back.
     pub(crate) fn publish_directory(
         &self,
         applied: u64,
@@ -278,31 +280,38 @@ impl<H: Host> NodeShard<H> {
         if self.directories.queues.load().applied > applied {
             return;
         }
-        let directory = crate::QueueDirectory::from_infos(applied, infos);
-        self.directories.queues.store(Arc::new(directory));
+        let directory = Arc::new(crate::QueueDirectory::from_infos(applied, infos));
+        self.directories.queues.rcu(|current| {
+            if current.applied > applied {
+                Arc::clone(current)
+            } else {
+                Arc::clone(&directory)
+            }
+        });
     }
 
     /// Brings the published directory to `applied` with partition 0's changes after
     /// `since`; `false` (nothing published) when the published one is older than `since`
     /// (another publish replaced it meanwhile with an older read; read everything then).
-    /// One published at `applied` or later is kept.
+    /// One published at `applied` or later is kept. One compare-and-swap, as
+    /// [`NodeShard::publish_directory`].
     pub(crate) fn publish_directory_changes(
         &self,
         since: u64,
         applied: u64,
-        changed: Vec<sluice_core::engine::QueueInfo>,
+        changed: &[sluice_core::engine::QueueInfo],
         deleted: &[QueueId],
     ) -> bool {
-        let current = self.directories.queues.load();
-        if current.applied >= applied {
-            return true;
-        }
-        if current.applied < since {
-            return false;
-        }
-        let directory = current.with_changes(applied, changed, deleted);
-        self.directories.queues.store(Arc::new(directory));
-        true
+        let mut published = true;
+        self.directories.queues.rcu(|current| {
+            published = current.applied >= since;
+            if current.applied >= applied || !published {
+                Arc::clone(current)
+            } else {
+                Arc::new(current.with_changes(applied, changed, deleted))
+            }
+        });
+        published
     }
 
     /// One pass over the partitions, this shard's first; the deliveries and each visited

@@ -190,7 +190,7 @@ impl<H: Host> NodeShard<H> {
             };
             let read = self.call_local(call).await?;
             let published = read.changes.is_some_and(|(changed, deleted)| {
-                self.publish_directory_changes(since, read.applied, changed, &deleted)
+                self.publish_directory_changes(since, read.applied, &changed, &deleted)
             });
             if !published {
                 let call = requests::ReadDirectory { partition: 0 };
