@@ -403,76 +403,23 @@ mod scale {
         Ok((total, rates))
     }
 
-    /// Sends `count` messages of `bytes` with `delay_time` one hour.
-    async fn send_delayed(
-        ctx: &Rc<Ctx>,
-        queue: &str,
-        count: u64,
-        bytes: usize,
-    ) -> Result<(), String> {
-        let body = "d".repeat(bytes);
-        let mut request = String::from("{\"messages\":[");
-        for index in 0..SEND_BATCH_MAX {
-            if index > 0 {
-                request.push(',');
-            }
-            request.push_str(&format!("{{\"body\":\"{body}\",\"delay_time\":3600000}}"));
-        }
-        request.push_str("]}");
-        let request = Rc::new(request);
-        let requests = count.div_ceil(u64::from(SEND_BATCH_MAX));
-        let next = Rc::new(Cell::new(0u64));
-        let mut tasks = Vec::new();
-        for _ in 0..ctx.connections {
-            let ctx = ctx.clone();
-            let next = next.clone();
-            let request = request.clone();
-            let path = format!("{}/queues/{queue}/messages", ctx.base);
-            tasks.push(tokio::task::spawn_local(async move {
-                let mut conn = Conn::new(ctx.address);
-                // Bounded by `requests`.
-                loop {
-                    let index = next.get();
-                    if index >= requests {
-                        return Ok::<(), String>(());
-                    }
-                    next.set(index + 1);
-                    let response = conn
-                        .call(&ctx.signer, "POST", &path, None, request.as_bytes())
-                        .await?;
-                    if response.status != 201 || !send_all_stored(&response.body) {
-                        let text = String::from_utf8_lossy(&response.body);
-                        return Err(format!("delayed send: HTTP {}: {text}", response.status));
-                    }
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.map_err(|e| format!("send task: {e}"))??;
-        }
-        Ok(())
+    /// A send request of 10 copies of the message `message` (a JSON object).
+    fn batch_request(message: &str) -> String {
+        let messages = vec![message; SEND_BATCH_MAX as usize];
+        format!("{{\"messages\":[{}]}}", messages.join(","))
     }
 
-    /// Sends `messages` to the queue, then receives and acks as many from the group.
-    async fn probe(
+    /// Posts `request` (a batch) `requests` times to the queue over `ctx.connections`
+    /// connections; each answer must be 201 with every message stored. The latency
+    /// samples of every request.
+    async fn send_batches(
         ctx: &Rc<Ctx>,
         queue: &str,
-        group: &str,
-        body: &str,
-        messages: u64,
-    ) -> Result<Probe, String> {
-        let mut request = String::from("{\"messages\":[");
-        for index in 0..SEND_BATCH_MAX {
-            if index > 0 {
-                request.push(',');
-            }
-            request.push_str(&format!("{{\"body\":\"{body}\"}}"));
-        }
-        request.push_str("]}");
+        request: String,
+        requests: u64,
+    ) -> Result<Samples, String> {
         let request = Rc::new(request);
-        let requests = messages / u64::from(SEND_BATCH_MAX);
         let next = Rc::new(Cell::new(0u64));
-        let started = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..ctx.connections {
             let ctx = ctx.clone();
@@ -495,16 +442,46 @@ mod scale {
                         .await?;
                     if response.status != 201 || !send_all_stored(&response.body) {
                         let text = String::from_utf8_lossy(&response.body);
-                        return Err(format!("probe send: HTTP {}: {text}", response.status));
+                        return Err(format!("send: HTTP {}: {text}", response.status));
                     }
                     samples.push(sent);
                 }
             }));
         }
-        let mut send_samples = Samples::default();
+        let mut samples = Samples::default();
         for task in tasks {
-            send_samples.append(task.await.map_err(|e| format!("send task: {e}"))??);
+            samples.append(task.await.map_err(|e| format!("send task: {e}"))??);
         }
+        Ok(samples)
+    }
+
+    /// Sends `count` messages of `bytes` with `delay_time` one hour.
+    async fn send_delayed(
+        ctx: &Rc<Ctx>,
+        queue: &str,
+        count: u64,
+        bytes: usize,
+    ) -> Result<(), String> {
+        let body = "d".repeat(bytes);
+        let message = format!("{{\"body\":\"{body}\",\"delay_time\":3600000}}");
+        let requests = count.div_ceil(u64::from(SEND_BATCH_MAX));
+        send_batches(ctx, queue, batch_request(&message), requests)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends `messages` to the queue, then receives and acks as many from the group.
+    async fn probe(
+        ctx: &Rc<Ctx>,
+        queue: &str,
+        group: &str,
+        body: &str,
+        messages: u64,
+    ) -> Result<Probe, String> {
+        let message = format!("{{\"body\":\"{body}\"}}");
+        let requests = messages / u64::from(SEND_BATCH_MAX);
+        let started = Instant::now();
+        let mut send_samples = send_batches(ctx, queue, batch_request(&message), requests).await?;
         let send_s = started.elapsed().as_secs_f64();
 
         let received = Rc::new(Cell::new(0u64));
