@@ -369,7 +369,10 @@ impl<S: Storage + Clone> Engine<S> {
                 return Err(EngineError::TooManyGroups { limit });
             }
             let group = id.unwrap_or(GroupId(state.next_group_id));
-            let in_use = state.queues.values().any(|q| q.groups.contains_key(&group));
+            // Every group id in use is below `next_group_id` (applying a create raises it
+            // past the id), so only an id below it needs the walk over every queue.
+            let in_use = group.0 < state.next_group_id
+                && state.queues.values().any(|q| q.groups.contains_key(&group));
             if in_use {
                 return Err(EngineError::GroupExists);
             }

@@ -1226,3 +1226,27 @@ fn the_queue_limit_counts_each_tenants_queues_across_deletes_and_restarts() {
         Err(EngineError::TooManyQueues { limit })
     );
 }
+
+#[test]
+fn group_ids_are_unique_across_queues_even_when_given() {
+    let mut h = Harness::new();
+    let a = h.queue("a", queue_config(QueueMode::Normal));
+    let b = h.queue("b", queue_config(QueueMode::Normal));
+    let taken = h.group(a, "g");
+    let given = |h: &Harness, id: GroupId, name: &str| {
+        block_on(
+            h.engine()
+                .create_group_with_id(Some(id), b, name, GroupStart::Oldest, h.now),
+        )
+    };
+    // An id another queue's group holds is refused, whichever queue asks.
+    assert_eq!(given(&h, taken, "h"), Err(EngineError::GroupExists));
+    // A fresh id above every id in use is taken as given, and the next id the engine
+    // picks itself lies above it, also after a restart.
+    let ahead = GroupId(taken.0 + 5);
+    assert_eq!(given(&h, ahead, "h"), Ok(ahead));
+    h.reopen();
+    let next = h.group(b, "i");
+    assert!(next.0 > ahead.0, "{next:?} after {ahead:?}");
+    assert_eq!(given(&h, ahead, "j"), Err(EngineError::GroupExists));
+}
