@@ -155,6 +155,11 @@ mod compare {
         let mut failures = Vec::new();
         for &system in &args.systems {
             let version = peers::version(system);
+            // Writes that earlier jobs (and the previous system) left in the page cache
+            // would otherwise be written back during this system's first rows, competing
+            // with its fdatasyncs: flush them before it starts.
+            // SAFETY: sync(2) takes no arguments and always succeeds.
+            unsafe { libc::sync() };
             eprintln!("mq-compare: starting {} {version}", system.name());
             // A fresh LocalSet per system: its connection tasks end with it.
             let local = tokio::task::LocalSet::new();
