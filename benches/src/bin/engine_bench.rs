@@ -7,18 +7,23 @@
 //! allocator gives the bytes the engine keeps per stored, delayed and in-flight message.
 //! Part 2 runs the whole `Engine` (commands through the log, group commit, body reads)
 //! on the in-memory simulated disk with backlogs of 10^4..10^6.
+//! Part 3 (`--idle`) counts what an idle queue keeps: in one engine's state (created
+//! through its command, as each partition does), in the node's queue directory, and their
+//! sum for a node of 2 partitions (what `scale-bench` measures as RSS); and what a first
+//! send adds to an idle queue.
 //!
-//! Usage: `cargo run --release -p sluice-benches --bin engine-bench -- [--quick] [--part2]`
+//! Usage: `cargo run --release -p sluice-benches --bin engine-bench -- [--quick] [--part2] [--idle]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
-use sluice_core::engine::probe::StateProbe;
+use sluice_core::engine::probe::{IdleQueues, StateProbe};
 use sluice_core::engine::types::{
-    AckKind, Delay, FifoScope, GroupStart, QueueConfig, QueueMode, RetryPolicy, SendInput,
+    AckKind, Delay, FifoScope, GroupStart, QueueConfig, QueueId, QueueMode, RetryPolicy,
+    SendInput,
 };
-use sluice_core::engine::{Engine, EngineConfig, EngineLimits, ReceiveRequest};
+use sluice_core::engine::{Engine, EngineConfig, EngineLimits, QueueInfo, ReceiveRequest};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 
@@ -230,8 +235,77 @@ fn part2(quick: bool) {
     }
 }
 
+/// An idle queue as `scale-bench` creates it: a 32-character project id, `scale-N`, and
+/// the DMS adapter's fields of a queue without description or tags.
+const IDLE_TENANT: &str = "0123456789abcdef0123456789abcdef";
+const IDLE_PREFIX: &str = "scale-";
+const IDLE_META: &[u8] = br#"{"description":""}"#;
+
+/// Part 3: bytes per idle queue (requested from the allocator; the server's allocator
+/// rounds each block up to its size class, so RSS grows somewhat more).
+fn part3(quick: bool) {
+    println!("# part 3: bytes per idle queue (NORMAL, no groups)");
+    let count: u32 = if quick { 10_000 } else { 100_000 };
+    let config = queue_config(QueueMode::Normal);
+    let before = live();
+    let mut engine = IdleQueues::new(NOW);
+    engine.create(IDLE_TENANT, IDLE_PREFIX, count, config, IDLE_META);
+    let per_engine = (live() - before) as f64 / f64::from(count);
+    assert_eq!(engine.len(), count as usize);
+
+    // The node's directory, brought forward 16 changes at a time as the metadata shard
+    // publishes it while 16 creates are in flight.
+    let before = live();
+    let mut directory = sluice_node::QueueDirectory::default();
+    let mut batch = Vec::new();
+    for n in 0..count {
+        batch.push(QueueInfo {
+            id: QueueId(n),
+            tenant: IDLE_TENANT.to_string(),
+            name: format!("{IDLE_PREFIX}{n}"),
+            config,
+            created_ms: NOW,
+            meta: IDLE_META.to_vec(),
+            sent_total: 0,
+            stored: 0,
+            delayed: 0,
+            groups: Vec::new(),
+        });
+        if batch.len() == 16 || n + 1 == count {
+            directory = directory.with_changes(u64::from(n), &batch, &[]);
+            batch.clear();
+        }
+    }
+    let per_directory = (live() - before) as f64 / f64::from(count);
+    assert_eq!(directory.len(), count as usize);
+
+    println!("{:<44} {:>10}", "part", "bytes");
+    println!("{:<44} {:>10.0}", "one engine (partition) per idle queue", per_engine);
+    println!("{:<44} {:>10.0}", "node queue directory per queue", per_directory);
+    println!(
+        "{:<44} {:>10.0}",
+        "node of 2 partitions per idle queue",
+        2.0 * per_engine + per_directory
+    );
+    // What a first send allocates on a queue (its message state), less the message.
+    let sent = (count / 10).max(1) as usize;
+    let before = live();
+    engine.send_to_first(sent);
+    let per_first_send = (live() - before) as f64 / sent as f64;
+    println!(
+        "{:<44} {:>10.0}",
+        "first send to an idle queue, per queue", per_first_send
+    );
+    drop(engine);
+    drop(directory);
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--idle") {
+        part3(quick);
+        return;
+    }
     if !std::env::args().any(|a| a == "--part2") {
         part1(quick);
     }

@@ -127,6 +127,76 @@ impl StateProbe {
     }
 }
 
+/// An engine's state holding idle queues, built as a partition builds it: one
+/// `CreateQueue` command applied per queue (name index, directory journal, tenant counts
+/// included). For measuring what an idle queue costs an engine, and what its first send
+/// adds.
+pub struct IdleQueues {
+    state: State,
+    next_offset: u64,
+    now: u64,
+}
+
+impl IdleQueues {
+    pub fn new(now: u64) -> IdleQueues {
+        IdleQueues {
+            state: State::default(),
+            next_offset: 0,
+            now,
+        }
+    }
+
+    /// Creates `count` queues of `tenant` named `{prefix}{n}`, ids continuing the state's.
+    pub fn create(
+        &mut self,
+        tenant: &str,
+        prefix: &str,
+        count: u32,
+        config: QueueConfig,
+        meta: &[u8],
+    ) {
+        for n in 0..count {
+            let create = Command::CreateQueue {
+                queue: QueueId(self.state.next_queue_id),
+                tenant: tenant.into(),
+                name: format!("{prefix}{n}"),
+                config,
+                meta: meta.to_vec(),
+            };
+            self.apply(&create);
+        }
+    }
+
+    /// Sends one message (no tags, no dedup, no delay) to each of the first `count` queues.
+    pub fn send_to_first(&mut self, count: usize) {
+        let queues: Vec<QueueId> = self.state.queues.keys().take(count).copied().collect();
+        for queue in queues {
+            let meta = SendMeta {
+                queue,
+                deliver_at_ms: 0,
+                fifo_group: None,
+                tags: Vec::new(),
+                dedup_hash: 0,
+            };
+            self.apply(&Command::Send(meta));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.queues.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.state.queues.is_empty()
+    }
+
+    fn apply(&mut self, command: &Command) {
+        self.state
+            .apply(command, MessageId(self.next_offset), self.now, 100);
+        self.next_offset += 1;
+    }
+}
+
 /// A receive of up to `max` messages without a byte budget.
 fn unlimited(max: u32) -> PickLimits {
     PickLimits {
