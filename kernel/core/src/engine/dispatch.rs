@@ -76,12 +76,12 @@ impl State {
         let q = queues.get_mut(&queue).ok_or(EngineError::QueueNotFound)?;
         let Queue {
             groups,
-            messages,
-            base_seq,
+            store,
             config,
             ..
-        } = q;
+        } = &mut **q;
         let g = groups.get_mut(&group).ok_or(EngineError::GroupNotFound)?;
+        let store = store.get();
         let mut picking = Picking {
             leaser: Leaser {
                 queue,
@@ -90,8 +90,8 @@ impl State {
                 visibility_ms,
                 now,
             },
-            messages,
-            base: *base_seq,
+            messages: &store.messages,
+            base: store.base_seq,
             limits,
             picked_bytes: 0,
             budget_full: false,
@@ -430,7 +430,8 @@ impl State {
             let delayed = self
                 .queues
                 .get_mut(queue)
-                .and_then(|q| q.delayed.get_mut(message));
+                .and_then(|q| q.store.used_mut())
+                .and_then(|s| s.delayed.get_mut(message));
             if let Some(delayed) = delayed.filter(|d| d.releasing) {
                 delayed.releasing = false;
                 self.delay_timers.insert(retry_at, (*queue, *message));
@@ -467,10 +468,12 @@ impl State {
             now
         };
         while let Some((_, (queue, message))) = self.delay_timers.pop_due(now) {
-            let Some(q) = self.queues.get_mut(&queue) else {
-                continue;
-            };
-            if let Some(delayed) = q.delayed.get_mut(&message) {
+            let delayed = self
+                .queues
+                .get_mut(&queue)
+                .and_then(|q| q.store.used_mut())
+                .and_then(|s| s.delayed.get_mut(&message));
+            if let Some(delayed) = delayed {
                 if !delayed.releasing {
                     delayed.releasing = true;
                     due.push((queue, message));

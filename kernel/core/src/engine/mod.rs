@@ -282,7 +282,8 @@ impl<S: Storage + Clone> Engine<S> {
         let key = (tenant.to_string(), name.to_string());
         let queue = {
             let mut state = self.state.borrow_mut();
-            if state.names.contains_key(&key) || self.pending_names.borrow().contains(&key) {
+            let named = state.queue_by_name(tenant, name).is_some();
+            if named || self.pending_names.borrow().contains(&key) {
                 return Err(EngineError::QueueExists);
             }
             let owned = state.queue_count_of(tenant) + self.pending_names.borrow().len();
@@ -406,11 +407,7 @@ impl<S: Storage + Clone> Engine<S> {
     }
 
     pub fn queue_by_name(&self, tenant: &str, name: &str) -> Option<QueueId> {
-        self.state
-            .borrow()
-            .names
-            .get(&(tenant.to_string(), name.to_string()))
-            .copied()
+        self.state.borrow().queue_by_name(tenant, name)
     }
 
     pub fn queue_info(&self, queue: QueueId) -> Result<QueueInfo, EngineError> {
@@ -418,14 +415,14 @@ impl<S: Storage + Clone> Engine<S> {
         let q = state.queue(queue)?;
         Ok(QueueInfo {
             id: q.id,
-            tenant: q.tenant.clone(),
-            name: q.name.clone(),
+            tenant: q.tenant.to_string(),
+            name: q.name.to_string(),
             config: q.config,
             created_ms: q.created_ms,
-            meta: q.meta.clone(),
-            sent_total: q.sent_total,
-            stored: q.messages.len() as u64,
-            delayed: q.delayed.len() as u64,
+            meta: q.meta.to_vec(),
+            sent_total: q.store.get().sent_total,
+            stored: q.store.get().messages.len() as u64,
+            delayed: q.store.get().delayed.len() as u64,
             groups: q.groups.values().map(|g| (g.id, g.name.clone())).collect(),
         })
     }

@@ -119,11 +119,11 @@ impl StateProbe {
     }
 
     pub fn stored(&self) -> u64 {
-        self.state.queues[&self.queue].messages.len() as u64
+        self.state.queues[&self.queue].store.get().messages.len() as u64
     }
 
     pub fn delayed(&self) -> u64 {
-        self.state.queues[&self.queue].delayed.len() as u64
+        self.state.queues[&self.queue].store.get().delayed.len() as u64
     }
 }
 

@@ -106,7 +106,7 @@ impl<S: Storage + Clone> Engine<S> {
         let mut claimed: Vec<(u64, usize)> = Vec::new();
         let mut awaited: Vec<Proposal> = Vec::new();
         let state = self.state.borrow();
-        let q = state.queue(queue)?;
+        let q = state.queue(queue)?.store.get();
         let new_tags: HashSet<&str> = messages
             .iter()
             .flat_map(|m| m.tags.iter())
@@ -225,7 +225,8 @@ impl<S: Storage + Clone> Engine<S> {
         {
             let mut state = self.state.borrow_mut();
             let q = state.queue_mut(queue)?;
-            match q.delayed.get_mut(&message) {
+            let delayed = q.store.used_mut().and_then(|s| s.delayed.get_mut(&message));
+            match delayed {
                 Some(_) if bugs::enabled(Bug::IgnoreCancel) => return Ok(()),
                 Some(delayed) if !delayed.releasing => delayed.releasing = true,
                 _ => return Err(EngineError::NotScheduled),
@@ -239,7 +240,8 @@ impl<S: Storage + Clone> Engine<S> {
             if let Some(delayed) = state
                 .queues
                 .get_mut(&queue)
-                .and_then(|q| q.delayed.get_mut(&message))
+                .and_then(|q| q.store.used_mut())
+                .and_then(|s| s.delayed.get_mut(&message))
             {
                 delayed.releasing = false;
             }

@@ -14,7 +14,9 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::codec::{CodecError, Reader, Writer};
 use super::command::{decode_config, decode_filter, encode_config, encode_filter};
 use super::group::{DeadLetter, Group, Hold};
-use super::state::{new_queue, DelayedMessage, MessageMeta, State, MESSAGE_BYTES_UNKNOWN};
+use super::state::{
+    new_queue, DelayedMessage, MessageMeta, MessageState, State, MESSAGE_BYTES_UNKNOWN,
+};
 use super::types::{GroupId, MessageId, QueueId};
 use crate::limits::{ADMIN_SECRET_BYTES_MAX, TENANTS_MAX, TENANT_RECORD_BYTES_MAX};
 
@@ -73,23 +75,25 @@ fn encode_version(state: &State, applied_offset: u64, version: Version) -> Vec<u
         w.u32(q.id.0).str(&q.tenant).str(&q.name);
         encode_config(&mut w, &q.config);
         w.u64(q.created_ms).bytes(&q.meta);
-        w.u64(q.base_seq).u64(q.sent_total);
-        w.u32(u32::try_from(q.tag_names.len()).expect("bounded"));
-        for tag in &q.tag_names {
+        // A queue whose message state was never allocated encodes as an empty one.
+        let s = q.store.get();
+        w.u64(s.base_seq).u64(s.sent_total);
+        w.u32(u32::try_from(s.tag_names.len()).expect("bounded"));
+        for tag in &s.tag_names {
             w.str(tag);
         }
-        w.u64(q.messages.len() as u64);
-        for meta in &q.messages {
+        w.u64(s.messages.len() as u64);
+        for meta in &s.messages {
             encode_meta(&mut w, meta, version);
         }
-        w.u32(u32::try_from(q.delayed.len()).expect("bounded"));
-        for delayed in q.delayed.values() {
+        w.u32(u32::try_from(s.delayed.len()).expect("bounded"));
+        for delayed in s.delayed.values() {
             w.u64(delayed.deliver_at_ms);
             encode_meta(&mut w, &delayed.meta, version);
         }
-        w.u32(u32::try_from(q.dedup_order.len()).expect("bounded"));
-        for (expires_ms, hash) in &q.dedup_order {
-            let message = q
+        w.u32(u32::try_from(s.dedup_order.len()).expect("bounded"));
+        for (expires_ms, hash) in &s.dedup_order {
+            let message = s
                 .dedup
                 .get(hash)
                 .filter(|(e, _)| e == expires_ms)
@@ -228,29 +232,33 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
     let queue_count = r.count(COUNT_MAX)?;
     for _ in 0..queue_count {
         let id = QueueId(r.u32()?);
-        let tenant = r.str()?.to_string();
-        let name = r.str()?.to_string();
+        let tenant = r.str()?;
+        let tenant = state.tenant_name(tenant);
+        let name = r.str()?;
         let config = decode_config(&mut r)?;
-        let mut q = new_queue(id, &tenant, &name, config);
+        let mut q = new_queue(id, tenant, name, config);
         q.created_ms = r.u64()?;
-        q.meta = r.bytes()?.to_vec();
-        q.base_seq = r.u64()?;
-        q.sent_total = r.u64()?;
+        q.meta = r.bytes()?.into();
+        let mut s = MessageState {
+            base_seq: r.u64()?,
+            sent_total: r.u64()?,
+            ..MessageState::default()
+        };
         for index in 0..r.count(COUNT_MAX)? {
             let tag = r.str()?.to_string();
-            q.tag_ids
+            s.tag_ids
                 .insert(tag.clone(), u16::try_from(index + 1).map_err(|_| bad(&r))?);
-            q.tag_names.push(tag);
+            s.tag_names.push(tag);
         }
         let message_count = usize::try_from(r.u64()?).map_err(|_| bad(&r))?;
-        q.messages = VecDeque::with_capacity(message_count.min(1 << 20));
+        s.messages = VecDeque::with_capacity(message_count.min(1 << 20));
         for _ in 0..message_count {
             let meta = decode_meta(&mut r, version)?;
-            if meta.message_id.0 < q.max_message_id {
-                q.out_of_order.insert(meta.message_id.0);
+            if meta.message_id.0 < s.max_message_id {
+                s.out_of_order.insert(meta.message_id.0);
             }
-            q.max_message_id = q.max_message_id.max(meta.message_id.0);
-            q.messages.push_back(meta);
+            s.max_message_id = s.max_message_id.max(meta.message_id.0);
+            s.messages.push_back(meta);
         }
         for _ in 0..r.count(COUNT_MAX)? {
             let deliver_at_ms = r.u64()?;
@@ -258,7 +266,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
             state
                 .delay_timers
                 .insert(deliver_at_ms, (id, meta.message_id));
-            q.delayed.insert(
+            s.delayed.insert(
                 meta.message_id,
                 DelayedMessage {
                     deliver_at_ms,
@@ -271,14 +279,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
             let expires_ms = r.u64()?;
             let hash = r.u64()?;
             let message = r.u64()?;
-            q.dedup_order.push_back((expires_ms, hash));
-            q.dedup.insert(hash, (expires_ms, MessageId(message)));
+            s.dedup_order.push_back((expires_ms, hash));
+            s.dedup.insert(hash, (expires_ms, MessageId(message)));
+        }
+        // A queue that held nothing here stays without message state, as it was.
+        if !s.is_unused() {
+            *q.store.make() = s;
         }
         for _ in 0..r.count(COUNT_MAX)? {
             let g = decode_group(&mut r, &mut state, &mut q)?;
             q.groups.insert(g.id, g);
         }
-        state.names.insert((tenant, name), id);
         state.insert_queue(q);
     }
     if version == Version::V5 {
@@ -316,7 +327,7 @@ fn decode_group(
 ) -> Result<Group, CodecError> {
     let id = GroupId(r.u32()?);
     let name = r.str()?.to_string();
-    let mut g = Group::new(id, name, q.base_seq);
+    let mut g = Group::new(id, name, q.base_seq());
     g.filter = match r.u8()? {
         0 => None,
         1 => {
@@ -325,7 +336,7 @@ fn decode_group(
                 ids: filter
                     .tags
                     .iter()
-                    .map(|t| q.tag_ids.get(t).copied())
+                    .map(|t| q.store.get().tag_ids.get(t).copied())
                     .collect(),
                 source: filter,
             })
@@ -426,6 +437,8 @@ mod tests {
         let (mut restored, applied) = decode(&encode(&state, 5)).unwrap();
         assert_eq!(applied, 5);
         let sizes: Vec<u32> = restored.queues[&QueueId(0)]
+            .store
+            .get()
             .messages
             .iter()
             .map(|m| m.message_bytes)
@@ -434,6 +447,8 @@ mod tests {
         assert_eq!(check(&mut restored, 35), 2);
         let (mut old, _) = decode(&encode_version(&state, 5, Version::V3)).unwrap();
         assert!(old.queues[&QueueId(0)]
+            .store
+            .get()
             .messages
             .iter()
             .all(|m| m.message_bytes == MESSAGE_BYTES_UNKNOWN));
