@@ -24,8 +24,9 @@ type Bucket = BTreeMap<QueueId, Arc<QueueView>>;
 #[derive(Clone, Debug)]
 pub struct QueueDirectory {
     buckets: Vec<Arc<Bucket>>,
-    /// Queues per tenant (the quota check).
-    counts: Arc<HashMap<String, u32>>,
+    /// Queues per tenant (the quota check); its keys are the project ids the tenant's
+    /// views share.
+    counts: Arc<HashMap<Arc<str>, u32>>,
     /// Partition 0's Raft index this directory reflects (the replica's applied index when
     /// it was read); a directory of a lower index never replaces it.
     pub applied: u64,
@@ -45,13 +46,22 @@ fn bucket_of(queue: QueueId) -> usize {
     queue.0 as usize % BUCKETS
 }
 
+/// The tenant's project id as its views share it (a new one for a tenant without queues).
+fn shared_tenant(counts: &HashMap<Arc<str>, u32>, tenant: &str) -> Arc<str> {
+    counts
+        .get_key_value(tenant)
+        .map_or_else(|| Arc::from(tenant), |(shared, _)| shared.clone())
+}
+
 impl QueueDirectory {
     pub fn from_infos(applied: u64, infos: Vec<QueueInfo>) -> QueueDirectory {
         let mut buckets: Vec<Bucket> = vec![Bucket::new(); BUCKETS];
-        let mut counts: HashMap<String, u32> = HashMap::new();
+        let mut counts: HashMap<Arc<str>, u32> = HashMap::new();
         for info in infos {
-            *counts.entry(info.tenant.clone()).or_default() += 1;
-            buckets[bucket_of(info.id)].insert(info.id, Arc::new(QueueView::from(info)));
+            let tenant = shared_tenant(&counts, &info.tenant);
+            *counts.entry(tenant.clone()).or_default() += 1;
+            let view = QueueView::with_tenant(info, tenant);
+            buckets[bucket_of(view.id)].insert(view.id, Arc::new(view));
         }
         QueueDirectory {
             buckets: buckets.into_iter().map(Arc::new).collect(),
@@ -84,8 +94,9 @@ impl QueueDirectory {
             }
         }
         for info in changed {
+            let tenant = shared_tenant(&next.counts, &info.tenant);
             let bucket = Arc::make_mut(&mut next.buckets[bucket_of(info.id)]);
-            let view = Arc::new(QueueView::from(info.clone()));
+            let view = Arc::new(QueueView::with_tenant(info.clone(), tenant));
             match bucket.insert(view.id, view.clone()) {
                 Some(old) if old.tenant == view.tenant => {}
                 old => {
@@ -132,7 +143,7 @@ impl QueueDirectory {
     pub fn queues_of(&self, tenant: &str) -> Vec<QueueView> {
         let mut views: Vec<QueueView> = self
             .values()
-            .filter(|q| q.tenant == tenant)
+            .filter(|q| &*q.tenant == tenant)
             .cloned()
             .collect();
         views.sort_by(|a, b| a.name.cmp(&b.name));
@@ -185,7 +196,7 @@ mod tests {
     fn summary(directory: &QueueDirectory) -> Vec<(u32, String, usize)> {
         let mut all: Vec<_> = directory
             .values()
-            .map(|v| (v.id.0, v.name.clone(), v.groups.len()))
+            .map(|v| (v.id.0, v.name.to_string(), v.groups.len()))
             .collect();
         all.sort();
         all

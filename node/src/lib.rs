@@ -65,32 +65,43 @@ use requests::PartitionMembership;
 use tenants::{Quotas, Tenant, TenantDirectory, TenantError};
 
 /// A queue as the directory knows it (no message counts: those need the partitions).
+/// Kept compact, one per queue per node: the tenant's project id is shared by its
+/// queues' views (`QueueDirectory`), the rest are boxed slices.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueView {
     pub id: QueueId,
     /// The owning tenant's project id.
-    pub tenant: String,
-    pub name: String,
+    pub tenant: Arc<str>,
+    pub name: Box<str>,
     pub config: QueueConfig,
     /// When the queue was created, epoch milliseconds.
     pub created_ms: u64,
     /// Opaque to the kernel: the adapter's own queue fields (the DMS description and
     /// tags), set at create and replaced by [`Node::set_queue_meta`].
-    pub meta: Vec<u8>,
+    pub meta: Box<[u8]>,
     pub groups: Vec<(GroupId, String)>,
+}
+
+impl QueueView {
+    /// The view of `info`, with `tenant` (its project id) shared.
+    pub fn with_tenant(info: QueueInfo, tenant: Arc<str>) -> QueueView {
+        debug_assert_eq!(*tenant, *info.tenant);
+        QueueView {
+            id: info.id,
+            tenant,
+            name: info.name.into(),
+            config: info.config,
+            created_ms: info.created_ms,
+            meta: info.meta.into(),
+            groups: info.groups,
+        }
+    }
 }
 
 impl From<QueueInfo> for QueueView {
     fn from(info: QueueInfo) -> QueueView {
-        QueueView {
-            id: info.id,
-            tenant: info.tenant,
-            name: info.name,
-            config: info.config,
-            created_ms: info.created_ms,
-            meta: info.meta,
-            groups: info.groups,
-        }
+        let tenant = Arc::from(info.tenant.as_str());
+        QueueView::with_tenant(info, tenant)
     }
 }
 

@@ -234,7 +234,7 @@ impl<H: Host> NodeShard<H> {
     ) -> Result<(), NodeError> {
         self.change(async |permit, partitions| {
             let view = self.view(request.queue).ok_or(EngineError::QueueNotFound)?;
-            if view.meta != request.expected {
+            if *view.meta != *request.expected {
                 return Err(NodeError::MetaChanged);
             }
             permit

@@ -481,7 +481,7 @@ impl<H: Host> Node for NodeShard<H> {
     fn queue(&self, tenant: &str, queue: QueueId) -> Option<QueueView> {
         let any_tenant = bugs::enabled(Bug::CrossTenant);
         self.view(queue)
-            .filter(|view| view.tenant == tenant || any_tenant)
+            .filter(|view| &*view.tenant == tenant || any_tenant)
     }
 
     async fn sync_directory(&self) -> bool {

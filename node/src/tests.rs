@@ -682,14 +682,14 @@ fn queue_meta_changes_reach_every_partition_and_refuse_a_stale_read() {
     let tenant = with_tenant(&node);
     let queue = block_on(node.create_queue(&tenant, "q", normal(), b"v0".to_vec())).unwrap();
     block_on(node.shard(1).set_queue_meta(queue, b"v0", b"v1".to_vec())).unwrap();
-    assert_eq!(node.shard(1).queue(&tenant, queue).unwrap().meta, b"v1");
+    assert_eq!(*node.shard(1).queue(&tenant, queue).unwrap().meta, *b"v1");
     for partition in 0..node.partition_count() {
         let engine = node.engine(partition).unwrap();
         assert_eq!(engine.queue_info(queue).unwrap().meta, b"v1", "{partition}");
     }
     let stale = block_on(node.set_queue_meta(queue, b"v0", b"v2".to_vec()));
     assert_eq!(stale, Err(NodeError::MetaChanged));
-    assert_eq!(node.queue(&tenant, queue).unwrap().meta, b"v1");
+    assert_eq!(*node.queue(&tenant, queue).unwrap().meta, *b"v1");
     let missing = block_on(node.set_queue_meta(QueueId(999), b"", Vec::new()));
     assert_eq!(missing, Err(NodeError::Engine(EngineError::QueueNotFound)));
     assert!(!node.needs_repair());

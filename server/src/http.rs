@@ -618,7 +618,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
         };
         // Tenant names only when the operator asked (docs/server.md, "Metrics").
         let tenant = TenantLabel {
-            project_id: view.tenant.clone(),
+            project_id: view.tenant.to_string(),
             name: shard
                 .shared
                 .config
@@ -628,7 +628,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
         };
         let queue = QueueLabels {
             tenant: tenant.clone(),
-            queue: view.name.clone(),
+            queue: view.name.to_string(),
         };
         gauges
             .sent
@@ -651,7 +651,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response<Bytes> {
                 .unwrap_or_default();
             let labels = GroupLabels {
                 tenant: tenant.clone(),
-                queue: view.name.clone(),
+                queue: view.name.to_string(),
                 group: name,
             };
             gauges

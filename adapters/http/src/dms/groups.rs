@@ -100,7 +100,7 @@ pub(super) async fn list<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<
     }
     let list = GroupList {
         queue_id: ids::queue_id_encode(view.id),
-        queue_name: view.name.clone(),
+        queue_name: view.name.to_string(),
         redrive_policy: queues::redrive_policy(&view.config),
         total,
         groups,

@@ -208,7 +208,7 @@ fn queue_object(
     };
     QueueObject {
         id: ids::queue_id_encode(view.id),
-        name: view.name.clone(),
+        name: view.name.to_string(),
         description: meta.description,
         queue_mode,
         created: view.created_ms,
