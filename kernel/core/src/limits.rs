@@ -80,7 +80,8 @@ pub const ADMIN_SECRET_BYTES_MAX: usize = 1024;
 
 /// Bytes of recent, already applied Raft entries a replica keeps in memory beyond the
 /// ones it must (unpersisted or unapplied), so a follower a little behind is served
-/// without a disk read.
+/// without a disk read; none when the group has no other replica (`LogStore::trim`).
+/// Counted with each entry's own size (`replica::entry::entry_bytes`).
 pub const REPLICA_TAIL_BYTES_MAX: u64 = 32 << 20;
 /// Bytes of older entries a leader keeps after reading them from its log for lagging
 /// followers.

@@ -119,9 +119,13 @@ pub fn offset_of(index: u64) -> Offset {
     Offset(index - 1)
 }
 
-/// The bytes an entry costs in memory, for the cache's bound.
+/// The bytes an entry costs in memory, for the bounds of the replica's caches (its tail,
+/// the entries fetched for followers) and of a log batch: raft-rs's `Entry` itself (its
+/// slot in a cache, 104 bytes) and its buffers. A small entry (a queue's create, an ack)
+/// costs more for its slot than for its bytes; counting it at its bytes plus less than
+/// its slot let a tail of small entries hold more memory than its bound.
 pub fn entry_bytes(entry: &Entry) -> u64 {
-    (entry.data.len() + entry.context.len() + 48) as u64
+    (std::mem::size_of::<Entry>() + entry.data.len() + entry.context.len()) as u64
 }
 
 #[cfg(test)]

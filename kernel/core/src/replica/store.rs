@@ -392,15 +392,22 @@ impl<S: Storage> LogStore<S> {
         self.trim();
     }
 
-    /// Drops tail entries that are persisted, applied and beyond the recent window.
+    /// Drops tail entries that are persisted, applied and beyond the recent window. The
+    /// window is for followers a little behind: a group of this replica alone (one voter,
+    /// no learner) has none, and keeps only the entries it must.
     fn trim(&self) {
+        let window = if self.alone() {
+            0
+        } else {
+            REPLICA_TAIL_BYTES_MAX
+        };
         let mut tail = self.tail.borrow_mut();
         let keep_after = self
             .applied
             .get()
             .min(self.unpersisted_from.get().saturating_sub(1))
             .min(self.log.durable_offset().0);
-        while self.tail_bytes.get() > REPLICA_TAIL_BYTES_MAX {
+        while self.tail_bytes.get() > window {
             match tail.front() {
                 Some(entry) if entry.index <= keep_after => {
                     self.tail_bytes
@@ -411,6 +418,17 @@ impl<S: Storage> LogStore<S> {
                 _ => break,
             }
         }
+    }
+
+    /// Whether the group's configuration has no replica but one voter: nobody reads
+    /// this replica's tail to catch up.
+    fn alone(&self) -> bool {
+        let durable = self.durable.borrow();
+        let conf = &durable.conf;
+        conf.voters.len() <= 1
+            && conf.learners.is_empty()
+            && conf.voters_outgoing.is_empty()
+            && conf.learners_next.is_empty()
     }
 
     /// The reads raft-rs asked for since the last call.
@@ -608,3 +626,62 @@ fn chunk_end(run: &[Entry], start: usize) -> usize {
 
 /// The most outstanding log reads for lagging followers (one per follower suffices).
 const FETCH_REQUESTS_MAX: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage as _;
+
+    use super::*;
+    use crate::conformance::test_config;
+    use crate::replica::entry::encode_data;
+    use crate::sim_disk::{block_on, SimDisk};
+
+    /// A store over a fresh log whose group has `voters` and `learners`, holding entries
+    /// 1..=20 of 1 KiB each, persisted and applied.
+    fn applied_store(voters: Vec<u64>, learners: Vec<u64>) -> LogStore<SimDisk> {
+        let log = block_on(Log::open(SimDisk::new(3), test_config())).expect("open");
+        let durable = DurableState {
+            conf: ConfState {
+                voters,
+                learners,
+                ..ConfState::default()
+            },
+            ..DurableState::default()
+        };
+        let store = LogStore::new(Rc::new(log), durable, 0, Vec::new());
+        let entries: Vec<Entry> = (1..=20)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                data: encode_data(5, b"a", &[7; 1024]),
+                ..Entry::default()
+            })
+            .collect();
+        store.stage(entries);
+        block_on(store.persist()).expect("persist");
+        store.set_applied(20);
+        store
+    }
+
+    /// Goal: a replica whose group has no other member keeps no applied entry in memory
+    /// (nobody reads its tail to catch up); with a follower or a learner it keeps the
+    /// recent ones. Either way every entry stays readable: term from the log. Method: the
+    /// same 20 applied entries in three configurations; a synchronous read of the first.
+    #[test]
+    fn a_replica_alone_keeps_no_applied_tail() {
+        let read_first = |store: &LogStore<SimDisk>| {
+            store.entries(1, 2, None, GetEntriesContext::empty(false))
+        };
+        let alone = applied_store(vec![1], Vec::new());
+        assert_eq!(alone.tail.borrow().len(), 0);
+        assert_eq!(alone.tail_bytes.get(), 0);
+        assert!(read_first(&alone).is_err(), "not in memory");
+        assert_eq!(alone.term(1), Ok(1));
+        assert_eq!(alone.last(), 20);
+        for (voters, learners) in [(vec![1, 2, 3], vec![]), (vec![1], vec![2])] {
+            let store = applied_store(voters, learners);
+            assert_eq!(store.tail.borrow().len(), 20);
+            assert_eq!(read_first(&store).map(|e| e.len()), Ok(1));
+        }
+    }
+}
