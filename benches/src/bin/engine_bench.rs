@@ -20,8 +20,7 @@ use std::time::Instant;
 
 use sluice_core::engine::probe::{IdleQueues, StateProbe};
 use sluice_core::engine::types::{
-    AckKind, Delay, FifoScope, GroupStart, QueueConfig, QueueId, QueueMode, RetryPolicy,
-    SendInput,
+    AckKind, Delay, FifoScope, GroupStart, QueueConfig, QueueId, QueueMode, RetryPolicy, SendInput,
 };
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits, QueueInfo, ReceiveRequest};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
@@ -280,8 +279,14 @@ fn part3(quick: bool) {
     assert_eq!(directory.len(), count as usize);
 
     println!("{:<44} {:>10}", "part", "bytes");
-    println!("{:<44} {:>10.0}", "one engine (partition) per idle queue", per_engine);
-    println!("{:<44} {:>10.0}", "node queue directory per queue", per_directory);
+    println!(
+        "{:<44} {:>10.0}",
+        "one engine (partition) per idle queue", per_engine
+    );
+    println!(
+        "{:<44} {:>10.0}",
+        "node queue directory per queue", per_directory
+    );
     println!(
         "{:<44} {:>10.0}",
         "node of 2 partitions per idle queue",

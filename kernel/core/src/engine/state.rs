@@ -324,7 +324,8 @@ impl State {
     pub fn insert_queue(&mut self, queue: Queue) {
         if let Some(replaced) = self.queues.remove(&queue.id) {
             self.uncount(&replaced.tenant);
-            self.names.remove(&replaced.tenant, &replaced.name, replaced.id);
+            self.names
+                .remove(&replaced.tenant, &replaced.name, replaced.id);
         }
         *self
             .tenant_queue_counts
@@ -367,7 +368,8 @@ impl State {
                 if let Some(removed) = self.queues.remove(queue) {
                     self.uncount(&removed.tenant);
                     self.directory.note_delete(&removed, index);
-                    self.names.remove(&removed.tenant, &removed.name, removed.id);
+                    self.names
+                        .remove(&removed.tenant, &removed.name, removed.id);
                 }
             }
             Command::CreateGroup {
@@ -547,7 +549,9 @@ impl State {
         expire_dedup(store, ts);
         if meta.dedup_hash != 0 {
             let expires_ms = ts.saturating_add(config.dedup_window_ms);
-            store.dedup.insert(meta.dedup_hash, (expires_ms, message_id));
+            store
+                .dedup
+                .insert(meta.dedup_hash, (expires_ms, message_id));
             store.dedup_order.push_back((expires_ms, meta.dedup_hash));
         }
         store.sent_total += 1;
@@ -1175,12 +1179,23 @@ mod tests {
         // Queue 1 ("b") also filed under the hash of ("t", "a"): ordered after queue 0,
         // so a lookup of "a" meets it only after, a lookup of a colliding unknown name
         // meets both and takes neither.
-        state.names.0.insert((NameIndex::hash("t", "a"), QueueId(1)));
+        state
+            .names
+            .0
+            .insert((NameIndex::hash("t", "a"), QueueId(1)));
         assert_eq!(state.queue_by_name("t", "a"), Some(QueueId(0)));
-        state.names.0.insert((NameIndex::hash("t", "c"), QueueId(0)));
+        state
+            .names
+            .0
+            .insert((NameIndex::hash("t", "c"), QueueId(0)));
         assert_eq!(state.queue_by_name("t", "c"), None);
 
-        state.apply(&Command::DeleteQueue { queue: QueueId(0) }, MessageId(4), NOW, 0);
+        state.apply(
+            &Command::DeleteQueue { queue: QueueId(0) },
+            MessageId(4),
+            NOW,
+            0,
+        );
         assert_eq!(state.queue_by_name("t", "a"), None);
         assert_eq!(state.queue_by_name("t", "b"), Some(QueueId(1)));
         let (decoded, _) = decode(&encode(&state, 5)).unwrap();

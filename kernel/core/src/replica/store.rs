@@ -669,9 +669,8 @@ mod tests {
     /// same 20 applied entries in three configurations; a synchronous read of the first.
     #[test]
     fn a_replica_alone_keeps_no_applied_tail() {
-        let read_first = |store: &LogStore<SimDisk>| {
-            store.entries(1, 2, None, GetEntriesContext::empty(false))
-        };
+        let read_first =
+            |store: &LogStore<SimDisk>| store.entries(1, 2, None, GetEntriesContext::empty(false));
         let alone = applied_store(vec![1], Vec::new());
         assert_eq!(alone.tail.borrow().len(), 0);
         assert_eq!(alone.tail_bytes.get(), 0);
