@@ -139,6 +139,13 @@ pub trait StorageFile {
     async fn read_at(&self, position: u64, bytes: usize) -> Result<Self::ReadBuf, IoError>;
     /// Makes every completed write to this file durable (fdatasync).
     async fn sync(&self) -> Result<(), IoError>;
+    /// `write_at` then `sync`, as one operation where the storage can submit them
+    /// together (production: one linked io_uring submission). Same contract as the two
+    /// calls in order: on `Ok` the buffer is written and durable.
+    async fn write_sync_at(&self, buf: Self::Buf, position: u64) -> Result<(), IoError> {
+        self.write_at(buf, position).await?;
+        self.sync().await
+    }
     /// The file's current size in bytes.
     async fn size(&self) -> Result<u64, IoError>;
     /// Sets the size; bytes beyond it read as zeros if the file grows again. Durable on

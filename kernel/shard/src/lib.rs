@@ -18,6 +18,10 @@
 pub mod executor;
 #[cfg(not(madsim))]
 pub mod storage;
+#[cfg(not(madsim))]
+pub mod uring;
 
 #[cfg(not(madsim))]
 pub use storage::{DmaStorage, DmaStorageFile, DmaStorageStats};
+#[cfg(not(madsim))]
+pub use uring::IoSubmit;

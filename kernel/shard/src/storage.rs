@@ -8,6 +8,11 @@
 //!   entry survives a crash; `remove` unlinks and fsyncs the directory the same way.
 //! - `sync` is one `fdatasync` through io_uring; `truncate` is `ftruncate` followed by
 //!   `fdatasync`, so the new size is durable when it returns.
+//! - Data writes and `sync` go through the thread's own ring ([`crate::uring`], default
+//!   [`IoSubmit::Ring`]): writes are never run inline at submission, and
+//!   `write_sync_at` is one linked write + fdatasync. [`IoSubmit::Glommio`] keeps them
+//!   on glommio's `DmaFile` calls (the path measured against). Reads, the zero fill,
+//!   truncation and preallocation always use glommio.
 //! - `preallocate` is `fallocate(FALLOC_FL_KEEP_SIZE)`. It is a hint: only ENOSPC and
 //!   EDQUOT are reported, every other failure (EOPNOTSUPP on some file systems) is not.
 //! - `read_at` takes any position and length. glommio's own unaligned `read_at` returns
@@ -41,6 +46,8 @@ use std::sync::Arc;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 use glommio::GlommioError;
 use sluice_core::limits::BLOCK_BYTES;
+
+use crate::uring::{IoSubmit, Ring, WriteSyncError};
 use sluice_core::storage::{
     is_block_aligned, IoError, IoErrorKind, IoOp, Storage, StorageBuf, StorageFile,
 };
@@ -71,6 +78,9 @@ pub struct DmaStorageStats {
     pub reads: u64,
     pub read_bytes: u64,
     pub preallocates: u64,
+    /// Writes and syncs submitted through the thread's own ring (a linked write and
+    /// sync counts once).
+    pub ring_submissions: u64,
 }
 
 /// Called with the duration of every data fdatasync (the group commit's cost).
@@ -87,6 +97,7 @@ struct StatsCells {
     reads: Cell<u64>,
     read_bytes: Cell<u64>,
     preallocates: Cell<u64>,
+    ring_submissions: Cell<u64>,
 }
 
 fn bump(cell: &Cell<u64>, by: u64) {
@@ -104,6 +115,7 @@ pub struct DmaStorage {
     /// The file system's device, the key of glommio's per-thread iopoll decision.
     device: u64,
     stats: Rc<StatsCells>,
+    io_submit: IoSubmit,
 }
 
 impl DmaStorage {
@@ -126,6 +138,7 @@ impl DmaStorage {
             dir: Arc::new(dir),
             device: metadata.dev(),
             stats: Rc::default(),
+            io_submit: IoSubmit::default(),
         })
     }
 
@@ -145,11 +158,19 @@ impl DmaStorage {
         DmaStorage::open(path)
     }
 
+    /// Chooses how data writes and fdatasyncs of files opened afterwards are submitted
+    /// (default [`IoSubmit::Ring`]).
+    pub fn with_io_submit(mut self, io_submit: IoSubmit) -> DmaStorage {
+        self.io_submit = io_submit;
+        self
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Reports every data fdatasync's duration to `observer` (metrics). The observer is
+    /// Reports every data fdatasync's duration to `observer` (metrics); for a linked
+    /// `write_sync_at`, the duration of the write and the sync together. The observer is
     /// shared by every file of this storage and its clones.
     pub fn observe_syncs(&self, observer: SyncObserver) {
         *self.stats.sync_observer.borrow_mut() = Some(observer);
@@ -166,6 +187,7 @@ impl DmaStorage {
             reads: cells.reads.get(),
             read_bytes: cells.read_bytes.get(),
             preallocates: cells.preallocates.get(),
+            ring_submissions: cells.ring_submissions.get(),
         }
     }
 
@@ -268,6 +290,7 @@ impl DmaStorage {
             alignment,
             stats: self.stats.clone(),
             fill: Rc::new(ZeroFill::default()),
+            io_submit: self.io_submit,
         })
     }
 }
@@ -317,6 +340,7 @@ pub struct DmaStorageFile {
     alignment: u64,
     stats: Rc<StatsCells>,
     fill: Rc<ZeroFill>,
+    io_submit: IoSubmit,
 }
 
 /// Bytes of zeros one fill write covers.
@@ -474,6 +498,52 @@ impl DmaStorageFile {
 }
 
 impl DmaStorageFile {
+    /// This thread's directly driven ring, when the storage submits through it. If the
+    /// ring cannot be set up (an old kernel, a locked-memory limit) the storage says so
+    /// once per thread and uses glommio's path.
+    fn ring(&self) -> Option<Rc<Ring>> {
+        thread_local! {
+            static REFUSED: Cell<bool> = const { Cell::new(false) };
+        }
+        if self.io_submit != IoSubmit::Ring || REFUSED.with(Cell::get) {
+            return None;
+        }
+        match Ring::current() {
+            Ok(ring) => {
+                bump(&self.stats.ring_submissions, 1);
+                Some(ring)
+            }
+            Err(error) => {
+                REFUSED.with(|refused| refused.set(true));
+                eprintln!("sluice: no io_uring of its own on this thread ({error}); writes go through glommio");
+                None
+            }
+        }
+    }
+
+    fn count_write(&self, written: usize, length: usize) -> Result<(), IoError> {
+        bump(&self.stats.writes, 1);
+        bump(&self.stats.write_bytes, written as u64);
+        if written < length {
+            // A short direct write means the device ran out of room part way (the
+            // only case write(2) documents); the caller sees ENOSPC and poisons.
+            return Err(IoError {
+                kind: IoErrorKind::NoSpace,
+                op: IoOp::Write,
+                errno: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn count_sync(&self, started: std::time::Instant) {
+        bump(&self.stats.file_syncs, 1);
+        let observer = self.stats.sync_observer.borrow().clone();
+        if let Some(observer) = observer {
+            observer(started.elapsed());
+        }
+    }
+
     /// Extends the background fill to `bytes` (block aligned up), starting it if idle.
     async fn start_zero_fill(&self, bytes: u64) -> Result<(), IoError> {
         let fill = &self.fill;
@@ -524,22 +594,45 @@ impl StorageFile for DmaStorageFile {
         let length = buf.len();
         assert!(is_block_aligned(length as u64), "unaligned write length");
         self.fill.clear_of(position, position + length as u64).await;
-        let written = self
-            .file
-            .write_at(buf, position)
+        let written = match self.ring() {
+            Some(ring) => ring
+                .write(&self.file, buf, position)
+                .await
+                .map_err(|errno| errno_error(errno, IoOp::Write))?,
+            None => self
+                .file
+                .write_at(buf, position)
+                .await
+                .map_err(|error| glommio_error(&error, IoOp::Write))?,
+        };
+        self.count_write(written, length)
+    }
+
+    async fn write_sync_at(&self, buf: DmaBuf, position: u64) -> Result<(), IoError> {
+        let ring = self.ring();
+        let (Some(ring), Some(dma)) = (ring, buf.0.as_ref()) else {
+            self.write_at(buf, position).await?;
+            return self.sync().await;
+        };
+        assert!(
+            is_block_aligned(position),
+            "write at unaligned position {position}"
+        );
+        let length = dma.len();
+        assert!(is_block_aligned(length as u64), "unaligned write length");
+        self.fill.clear_of(position, position + length as u64).await;
+        let started = std::time::Instant::now();
+        let buf = buf.0.expect("checked above");
+        let (written, synced) = ring
+            .write_sync(&self.file, buf, position)
             .await
-            .map_err(|error| glommio_error(&error, IoOp::Write))?;
-        bump(&self.stats.writes, 1);
-        bump(&self.stats.write_bytes, written as u64);
-        if written < length {
-            // A short direct write means the device ran out of room part way (the
-            // only case write(2) documents); the caller sees ENOSPC and poisons.
-            return Err(IoError {
-                kind: IoErrorKind::NoSpace,
-                op: IoOp::Write,
-                errno: None,
-            });
-        }
+            .map_err(|failed| match failed {
+                WriteSyncError::Write(errno) => errno_error(errno, IoOp::Write),
+                WriteSyncError::Sync(errno) => errno_error(errno, IoOp::Sync),
+            })?;
+        self.count_write(written, length)?;
+        assert!(synced, "a full write is followed by its sync");
+        self.count_sync(started);
         Ok(())
     }
 
@@ -576,15 +669,18 @@ impl StorageFile for DmaStorageFile {
 
     async fn sync(&self) -> Result<(), IoError> {
         let started = std::time::Instant::now();
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|error| glommio_error(&error, IoOp::Sync))?;
-        bump(&self.stats.file_syncs, 1);
-        let observer = self.stats.sync_observer.borrow().clone();
-        if let Some(observer) = observer {
-            observer(started.elapsed());
+        match self.ring() {
+            Some(ring) => ring
+                .sync(&self.file)
+                .await
+                .map_err(|errno| errno_error(errno, IoOp::Sync))?,
+            None => self
+                .file
+                .fdatasync()
+                .await
+                .map_err(|error| glommio_error(&error, IoOp::Sync))?,
         }
+        self.count_sync(started);
         Ok(())
     }
 
@@ -665,6 +761,14 @@ pub fn errno_kind(errno: i32) -> IoErrorKind {
         libc::ENOSPC | libc::EDQUOT => IoErrorKind::NoSpace,
         libc::EINVAL => IoErrorKind::Invalid,
         _ => IoErrorKind::Io,
+    }
+}
+
+fn errno_error(errno: i32, op: IoOp) -> IoError {
+    IoError {
+        kind: errno_kind(errno),
+        op,
+        errno: Some(errno),
     }
 }
 

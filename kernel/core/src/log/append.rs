@@ -207,8 +207,9 @@ impl<S: Storage> Log<S> {
                 let target = buf.as_mut();
                 target[..item.tail_block.len()].copy_from_slice(&item.tail_block);
                 target[item.tail_block.len()..data_bytes].copy_from_slice(&item.staged);
-                file.write_at(buf, item.block_position).await.map_err(io)?;
-                file.sync().await.map_err(io)?;
+                file.write_sync_at(buf, item.block_position)
+                    .await
+                    .map_err(io)?;
                 self.state.borrow_mut().mark_durable(
                     item.base_offset,
                     item.written_end,

@@ -45,8 +45,7 @@ async fn write_new_file<S: Storage>(
     let file = storage.create(name).await.map_err(with_name)?;
     let mut buf = file.alloc_buf(bytes.len());
     buf.as_mut().copy_from_slice(bytes);
-    file.write_at(buf, 0).await.map_err(with_name)?;
-    file.sync().await.map_err(with_name)
+    file.write_sync_at(buf, 0).await.map_err(with_name)
 }
 
 /// The truncation record: while it exists and is valid, a truncation to its offset is

@@ -394,8 +394,7 @@ async fn rewrite_unsynced_tail<F: StorageFile>(
         let padded = align_up(data.len() as u64, BLOCK_BYTES);
         let mut buf = file.alloc_buf(usize::try_from(padded).expect("fits"));
         buf.as_mut()[..data.len()].copy_from_slice(data);
-        file.write_at(buf, rewrite_from).await?;
-        file.sync().await?;
+        file.write_sync_at(buf, rewrite_from).await?;
     }
     Ok(())
 }
