@@ -7,12 +7,13 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use sluice_node::LoginLimits;
+use sluice_shard::IoSubmit;
 
 use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 37] = [
+pub const KEYS: [&str; 38] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -33,6 +34,7 @@ pub const KEYS: [&str; 37] = [
     "snapshot_every_records",
     "queue_retention_minutes",
     "spin_before_park_us",
+    "io_submit",
     "connections_reserved_per_shard",
     "connections_per_address_max",
     "accepts_per_address_per_s",
@@ -115,6 +117,10 @@ pub struct Config {
     pub queue_retention_minutes: u64,
     /// Spin before parking (microseconds, 0 = off): lower cross-shard latency, a busy core.
     pub spin_before_park_us: u64,
+    /// How the log's data writes and fdatasyncs are submitted: `ring` (the shard's own
+    /// io_uring, writes never inline at submission, write + fdatasync linked) or
+    /// `glommio` (glommio's calls; kept to measure against).
+    pub io_submit: IoSubmit,
     /// The last of a shard's `connections_per_shard_max` slots, kept for addresses that
     /// authenticated on the shard or hold fewer than `RESERVE_CONNECTIONS_PER_ADDRESS_MAX`
     /// (`fairness.rs`) of its connections: a flooding address cannot take them. At most
@@ -182,6 +188,7 @@ impl Config {
             snapshot_every_records: 200_000,
             queue_retention_minutes: 4320,
             spin_before_park_us: 0,
+            io_submit: IoSubmit::Ring,
             connections_reserved_per_shard: 256,
             connections_per_address_max: 1024,
             accepts_per_address_per_s: 200,
@@ -252,6 +259,9 @@ impl Config {
         if let Some(peers) = file.peers.take() {
             self.peers = parse_peers(&peers).map_err(|e| format!("peers: {e}"))?;
         }
+        if let Some(io_submit) = file.io_submit.take() {
+            self.io_submit = io_submit.parse()?;
+        }
         if let Some(voters) = file.initial_voters.take() {
             self.initial_voters =
                 parse_node_ids(&voters).map_err(|e| format!("initial_voters: {e}"))?;
@@ -312,6 +322,7 @@ impl Config {
             "snapshot_every_records" => self.snapshot_every_records = num(value)?,
             "queue_retention_minutes" => self.queue_retention_minutes = num(value)?,
             "spin_before_park_us" => self.spin_before_park_us = num(value)?,
+            "io_submit" => self.io_submit = value.parse()?,
             "connections_reserved_per_shard" => self.connections_reserved_per_shard = num(value)?,
             "connections_per_address_max" => self.connections_per_address_max = num(value)?,
             "accepts_per_address_per_s" => self.accepts_per_address_per_s = num(value)?,
@@ -530,6 +541,7 @@ struct FileConfig {
     snapshot_every_records: Option<u64>,
     queue_retention_minutes: Option<u64>,
     spin_before_park_us: Option<u64>,
+    io_submit: Option<String>,
     connections_reserved_per_shard: Option<u32>,
     connections_per_address_max: Option<u32>,
     accepts_per_address_per_s: Option<u32>,
@@ -648,6 +660,8 @@ mod tests {
                 "127.0.0.1:1"
             } else if key == "metrics_tenant_names" {
                 "true"
+            } else if key == "io_submit" {
+                "glommio"
             } else {
                 "7"
             };

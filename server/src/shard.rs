@@ -279,7 +279,8 @@ impl Shard {
             }
             let dir = partition_dir(&shared.config.data_dir, partition);
             let storage = DmaStorage::create_dir_all(&dir)
-                .map_err(|e| format!("partition {partition} at {}: {e}", dir.display()))?;
+                .map_err(|e| format!("partition {partition} at {}: {e}", dir.display()))?
+                .with_io_submit(shared.config.io_submit);
             let metrics_of = shared.clone();
             storage.observe_syncs(Rc::new(move |took| {
                 metrics_of.metrics.fsync_seconds.observe(took.as_secs_f64());

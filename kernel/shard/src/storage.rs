@@ -623,13 +623,13 @@ impl StorageFile for DmaStorageFile {
         self.fill.clear_of(position, position + length as u64).await;
         let started = std::time::Instant::now();
         let buf = buf.0.expect("checked above");
-        let (written, synced) = ring
-            .write_sync(&self.file, buf, position)
-            .await
-            .map_err(|failed| match failed {
-                WriteSyncError::Write(errno) => errno_error(errno, IoOp::Write),
-                WriteSyncError::Sync(errno) => errno_error(errno, IoOp::Sync),
-            })?;
+        let (written, synced) =
+            ring.write_sync(&self.file, buf, position)
+                .await
+                .map_err(|failed| match failed {
+                    WriteSyncError::Write(errno) => errno_error(errno, IoOp::Write),
+                    WriteSyncError::Sync(errno) => errno_error(errno, IoOp::Sync),
+                })?;
         self.count_write(written, length)?;
         assert!(synced, "a full write is followed by its sync");
         self.count_sync(started);

@@ -70,7 +70,9 @@ enum Slot {
     },
     Done(i32),
     /// The future was dropped before the completion: free the slot when it comes.
-    Orphan { _keep: Option<Box<dyn Any>> },
+    Orphan {
+        _keep: Option<Box<dyn Any>>,
+    },
 }
 
 /// One executor thread's directly driven io_uring. Get it with [`Ring::current`].
@@ -165,7 +167,10 @@ impl Ring {
         let mut uring = self.uring.borrow_mut();
         for entry in entries {
             let index = self.take_slot(keep.take());
-            ops.push(Op { ring: self, slot: index });
+            ops.push(Op {
+                ring: self,
+                slot: index,
+            });
             let entry = entry.clone().user_data(index as u64);
             // Bounded: a full queue is handed to the kernel, which takes every entry
             // (or fails, and then the entries stay queued for the next submit).
@@ -216,7 +221,9 @@ impl Ring {
                 match std::mem::replace(&mut slots[index], Slot::Done(result)) {
                     Slot::Waiting { waker, .. } => wake.extend(waker),
                     Slot::Orphan { .. } => orphans.push(index),
-                    Slot::Free | Slot::Done(_) => unreachable!("a completion for slot {index} that was not waiting"),
+                    Slot::Free | Slot::Done(_) => {
+                        unreachable!("a completion for slot {index} that was not waiting")
+                    }
                 }
             }
             drop(slots);
@@ -235,7 +242,12 @@ impl Ring {
 
     /// Writes all of `buf` at `position` of `file`; the write never runs inline.
     /// Resolves to the byte count or the errno.
-    pub async fn write(&self, file: &Rc<DmaFile>, buf: DmaBuffer, position: u64) -> Result<usize, i32> {
+    pub async fn write(
+        &self,
+        file: &Rc<DmaFile>,
+        buf: DmaBuffer,
+        position: u64,
+    ) -> Result<usize, i32> {
         let entry = write_entry(file, &buf, position).flags(squeue::Flags::ASYNC);
         let keep: Box<dyn Any> = Box::new((file.clone(), buf));
         let op = self.submit(&[entry], Some(keep)).pop().expect("one op");
@@ -245,7 +257,10 @@ impl Ring {
     /// `fdatasync` of `file`.
     pub async fn sync(&self, file: &Rc<DmaFile>) -> Result<(), i32> {
         let keep: Box<dyn Any> = Box::new(file.clone());
-        let op = self.submit(&[sync_entry(file)], Some(keep)).pop().expect("one op");
+        let op = self
+            .submit(&[sync_entry(file)], Some(keep))
+            .pop()
+            .expect("one op");
         result_of(op.await).map(|_| ())
     }
 
@@ -260,10 +275,12 @@ impl Ring {
         position: u64,
     ) -> Result<(usize, bool), WriteSyncError> {
         let length = buf.len();
-        let write = write_entry(file, &buf, position)
-            .flags(squeue::Flags::ASYNC | squeue::Flags::IO_LINK);
+        let write =
+            write_entry(file, &buf, position).flags(squeue::Flags::ASYNC | squeue::Flags::IO_LINK);
         let keep: Box<dyn Any> = Box::new((file.clone(), buf));
-        let mut ops = self.submit(&[write, sync_entry(file)], Some(keep)).into_iter();
+        let mut ops = self
+            .submit(&[write, sync_entry(file)], Some(keep))
+            .into_iter();
         let (write, sync) = (ops.next().expect("write"), ops.next().expect("sync"));
         // Both are awaited; a dropped one leaves its slot to the reaper.
         let written = write.await;

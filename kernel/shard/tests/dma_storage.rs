@@ -102,7 +102,9 @@ fn conformance_on_glommio_submission() {
     check(conformance::roundtrip_reopen_retention(fresh_glommio_in(
         root.path(),
     )));
-    check(conformance::truncated_tail_recovers(fresh_glommio_in(root.path())));
+    check(conformance::truncated_tail_recovers(fresh_glommio_in(
+        root.path(),
+    )));
 }
 
 #[test]
@@ -144,7 +146,13 @@ fn ring_writes_syncs_and_survives_dropped_futures_and_executors() {
         buf.as_mut().fill(7);
         file.write_sync_at(buf, 0).await.unwrap();
         assert_eq!(storage.stats().ring_submissions, 1);
-        assert!(file.read_at(0, 4096).await.unwrap().as_ref().iter().all(|b| *b == 7));
+        assert!(file
+            .read_at(0, 4096)
+            .await
+            .unwrap()
+            .as_ref()
+            .iter()
+            .all(|b| *b == 7));
     });
 }
 
