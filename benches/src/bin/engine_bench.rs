@@ -12,7 +12,10 @@
 //! sum for a node of 2 partitions (what `scale-bench` measures as RSS); and what a first
 //! send adds to an idle queue.
 //!
-//! Usage: `cargo run --release -p sluice-benches --bin engine-bench -- [--quick] [--part2] [--idle]`
+//! Part 4 (`--crowded`) times send + receive + ack through the whole `Engine` with and
+//! without 100,000 idle queues present, snapshots and ticks included, and one snapshot.
+//!
+//! Usage: `cargo run --release -p sluice-benches --bin engine-bench -- [--quick] [--part2] [--idle] [--crowded]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -305,8 +308,109 @@ fn part3(quick: bool) {
     drop(directory);
 }
 
+/// Bytes of the newest snapshot file on `disk`.
+fn snapshot_bytes(disk: &SimDisk) -> u64 {
+    use sluice_core::storage::{Storage, StorageFile};
+    let names = block_on(disk.list()).expect("list");
+    let newest = names
+        .iter()
+        .filter(|name| name.starts_with("snapshot-"))
+        .max_by_key(|name| name[9..].parse::<u64>().unwrap_or(0))
+        .expect("a snapshot was written");
+    let file = block_on(disk.open(newest)).expect("open");
+    block_on(file.size()).expect("size")
+}
+
+/// Part 4: does a message cost the same with 100,000 idle queues beside its queue? The
+/// whole `Engine` on the simulated disk, snapshots due every 200,000 records (the
+/// server's default) and `tick` run every 1,000 messages as the server's timer would:
+/// send 10, receive 10, ack them, repeated. Also times one snapshot of each state.
+fn part4(quick: bool) {
+    println!("# part 4: Engine, send(10) + receive(10) + ack, with idle queues present");
+    println!(
+        "{:<14} {:>12} {:>10} {:>14} {:>12}",
+        "idle queues", "us/message", "snapshots", "snapshot ms", "snapshot MB"
+    );
+    let crowds: &[u32] = if quick { &[0, 10_000] } else { &[0, 100_000] };
+    let messages: u64 = if quick { 50_000 } else { 400_000 };
+    let config = EngineConfig {
+        snapshot_every_records: 200_000,
+        limits: EngineLimits {
+            queues_per_tenant_max: sluice_core::limits::QUEUES_PER_TENANT_CEILING,
+            ..engine_config().limits
+        },
+        ..engine_config()
+    };
+    for &idle in crowds {
+        let disk = SimDisk::new(1);
+        let engine = block_on(Engine::open(disk.clone(), config, NOW)).expect("open");
+        for n in 0..idle {
+            let name = format!("{IDLE_PREFIX}{n}");
+            block_on(engine.create_queue(IDLE_TENANT, &name, queue_config(QueueMode::Normal), NOW))
+                .expect("within the raised quota");
+        }
+        let q = block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), NOW))
+            .expect("fresh name");
+        let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, NOW)).expect("fresh");
+        let message = SendInput {
+            body: vec![7u8; 1024],
+            attributes: Vec::new(),
+            tags: Vec::new(),
+            fifo_group: None,
+            delay: Delay::None,
+            dedup_id: None,
+        };
+        let batch = vec![message; 10];
+        let request = ReceiveRequest {
+            max_messages: 10,
+            bytes_max: u64::MAX,
+            oversize_first: true,
+            visibility_ms: 30_000,
+            filter: None,
+        };
+        block_on(engine.snapshot()).expect("snapshot");
+        let start = Instant::now();
+        let mut snapshots = 0;
+        let mut last_snapshot = engine.snapshot_offset();
+        let mut done = 0u64;
+        while done < messages {
+            block_on(engine.send(q, &batch, NOW)).expect("send");
+            let deliveries = block_on(engine.receive(q, g, &request, NOW)).expect("receive");
+            assert_eq!(deliveries.len(), 10, "what was sent is there");
+            let acks: Vec<_> = deliveries
+                .iter()
+                .map(|d| (d.handle, AckKind::Success))
+                .collect();
+            block_on(engine.ack(&acks, false, NOW)).expect("ack");
+            done += 10;
+            if done % 1_000 == 0 {
+                block_on(engine.tick(NOW)).expect("tick");
+                if engine.snapshot_offset() != last_snapshot {
+                    snapshots += 1;
+                    last_snapshot = engine.snapshot_offset();
+                }
+            }
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / done as f64;
+        let start = Instant::now();
+        // One more record so the snapshot is written, not kept.
+        block_on(engine.send(q, &batch[..1], NOW)).expect("send");
+        block_on(engine.snapshot()).expect("snapshot");
+        let snapshot_ms = start.elapsed().as_secs_f64() * 1e3;
+        let snapshot_mb = snapshot_bytes(&disk) as f64 / 1e6;
+        println!(
+            "{:<14} {:>12.2} {:>10} {:>14.1} {:>12.1}",
+            idle, us, snapshots, snapshot_ms, snapshot_mb
+        );
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--crowded") {
+        part4(quick);
+        return;
+    }
     if std::env::args().any(|a| a == "--idle") {
         part3(quick);
         return;

@@ -565,7 +565,12 @@ impl<S: Storage + Clone> Engine<S> {
         Ok(())
     }
 
-    /// When `tick` next has work, if ever.
+    /// The applied offset the newest engine snapshot covers.
+    pub fn snapshot_offset(&self) -> u64 {
+        self.snapshot_offset.get()
+    }
+
+        /// When `tick` next has work, if ever.
     pub fn next_deadline_ms(&self) -> Option<u64> {
         self.state.borrow().next_deadline_ms()
     }
