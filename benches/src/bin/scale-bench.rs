@@ -76,6 +76,11 @@ mod scale {
         /// Server shards (default: the server's, one per core).
         #[arg(long)]
         shards: Option<u32>,
+        /// After the steps, start a second, fresh server (the control: one queue) and
+        /// probe the two alternately this many times each, so that drift of the machine
+        /// over the run falls on both (0: no control).
+        #[arg(long, default_value_t = 0)]
+        control_rounds: u32,
         /// Appends the result as one JSON line here.
         #[arg(long)]
         json_out: Option<PathBuf>,
@@ -166,7 +171,13 @@ mod scale {
             .build()
             .expect("a runtime");
         let local = tokio::task::LocalSet::new();
-        let result = local.block_on(&runtime, run(ctx, &args, pid));
+        let result = local.block_on(&runtime, async {
+            let (mut value, probe_queue) = run(ctx.clone(), &args, pid).await?;
+            if args.control_rounds > 0 {
+                value["control"] = control(&ctx, &probe_queue, &args, &env).await?;
+            }
+            Ok::<Value, String>(value)
+        });
         drop(spawned);
         match result {
             Ok(value) => {
@@ -191,7 +202,8 @@ mod scale {
         }
     }
 
-    async fn run(ctx: Rc<Ctx>, args: &Args, pid: u32) -> Result<Value, String> {
+    /// The steps; returns the result and the probe's queue and group.
+    async fn run(ctx: Rc<Ctx>, args: &Args, pid: u32) -> Result<(Value, (String, String)), String> {
         let (probe_queue, probe_group) = create_queue(&ctx, "scale-probe", true).await?;
         let body = "p".repeat(args.probe_bytes);
         let first = probe(&ctx, &probe_queue, &probe_group, &body, args.probe_messages).await?;
@@ -269,7 +281,7 @@ mod scale {
                 "probe": probe_json(&with_delayed, &first),
             });
         }
-        Ok(json!({
+        let result = json!({
             "queues": args.queues,
             "connections": args.connections,
             "probe_messages": args.probe_messages,
@@ -284,7 +296,106 @@ mod scale {
             "idle_cpu_percent_with_queues": idle_queues,
             "probe_with_queues": probe_json(&with_queues, &first),
             "delayed": delayed,
-        }))
+        });
+        Ok((result, (probe_queue, probe_group)))
+    }
+
+    /// Probes the crowded server and a fresh control server alternately
+    /// (`--control-rounds` times each; the control's first, untimed probe fills its
+    /// caches as the crowded server's first probe did). Ratios are crowded / control of
+    /// the same round.
+    async fn control(
+        ctx: &Rc<Ctx>,
+        (crowded_queue, crowded_group): &(String, String),
+        args: &Args,
+        env: &[(&str, String)],
+    ) -> Result<Value, String> {
+        let env: Vec<(&str, String)> = env.to_vec();
+        let (spawned, address) = spawn_server_with(
+            &args.binary,
+            &args.spawn_parent,
+            "scale-bench-control",
+            args.shards,
+            &env,
+        )?;
+        let tenant = read_tenant(&spawned.data_dir)?;
+        let control = Rc::new(Ctx {
+            base: format!("/v1.0/{}", tenant.project_id),
+            signer: Signer {
+                tenant,
+                host: address.to_string(),
+            },
+            address,
+            connections: args.connections,
+        });
+        let body = "p".repeat(args.probe_bytes);
+        let (control_queue, control_group) = create_queue(&control, "scale-probe", true).await?;
+        probe(
+            &control,
+            &control_queue,
+            &control_group,
+            &body,
+            args.probe_messages,
+        )
+        .await?;
+        let mut rows = Vec::new();
+        let (mut send_ratios, mut consume_ratios) = (Vec::new(), Vec::new());
+        for round in 0..args.control_rounds {
+            // Alternate which goes first, so neither always follows the other.
+            let (crowded, base) = if round % 2 == 0 {
+                let crowded = probe(
+                    ctx,
+                    &crowded_queue,
+                    &crowded_group,
+                    &body,
+                    args.probe_messages,
+                )
+                .await?;
+                let base = probe(
+                    &control,
+                    &control_queue,
+                    &control_group,
+                    &body,
+                    args.probe_messages,
+                )
+                .await?;
+                (crowded, base)
+            } else {
+                let base = probe(
+                    &control,
+                    &control_queue,
+                    &control_group,
+                    &body,
+                    args.probe_messages,
+                )
+                .await?;
+                let crowded = probe(
+                    ctx,
+                    &crowded_queue,
+                    &crowded_group,
+                    &body,
+                    args.probe_messages,
+                )
+                .await?;
+                (crowded, base)
+            };
+            print_probe(&format!("round {round}: control"), &base, &base);
+            print_probe(&format!("round {round}: crowded"), &crowded, &base);
+            send_ratios.push(crowded.send_per_s / base.send_per_s);
+            consume_ratios.push(crowded.consume_per_s / base.consume_per_s);
+            rows.push(json!({ "control": probe_json(&base, &base), "crowded": probe_json(&crowded, &base) }));
+        }
+        let median = |values: &mut Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        let (send, consume) = (median(&mut send_ratios), median(&mut consume_ratios));
+        println!(
+            "crowded / control, median of {} rounds: send {send:.2}x, receive+ack {consume:.2}x",
+            args.control_rounds
+        );
+        drop(spawned);
+        Ok(json!({ "rounds": rows, "send_ratio_median": send, "consume_ratio_median": consume }))
     }
 
     fn print_probe(label: &str, probe: &Probe, base: &Probe) {

@@ -570,7 +570,7 @@ impl<S: Storage + Clone> Engine<S> {
         self.snapshot_offset.get()
     }
 
-        /// When `tick` next has work, if ever.
+    /// When `tick` next has work, if ever.
     pub fn next_deadline_ms(&self) -> Option<u64> {
         self.state.borrow().next_deadline_ms()
     }
