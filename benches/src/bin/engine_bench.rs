@@ -328,10 +328,21 @@ fn snapshot_bytes(disk: &SimDisk) -> u64 {
 fn part4(quick: bool) {
     println!("# part 4: Engine, send(10) + receive(10) + ack, with idle queues present");
     println!(
-        "{:<14} {:>12} {:>10} {:>14} {:>12}",
-        "idle queues", "us/message", "snapshots", "snapshot ms", "snapshot MB"
+        "{:<14} {:>10} {:>12} {:>14} {:>10} {:>14} {:>12}",
+        "idle queues",
+        "delayed",
+        "us/message",
+        "of it in tick",
+        "snapshots",
+        "snapshot ms",
+        "snapshot MB"
     );
-    let crowds: &[u32] = if quick { &[0, 10_000] } else { &[0, 100_000] };
+    // (idle queues, pending delayed messages of 100 bytes on one more queue)
+    let crowds: &[(u32, u64)] = if quick {
+        &[(0, 0), (10_000, 0), (10_000, 100_000)]
+    } else {
+        &[(0, 0), (100_000, 0), (100_000, 1_000_000)]
+    };
     let messages: u64 = if quick { 50_000 } else { 400_000 };
     let config = EngineConfig {
         snapshot_every_records: 200_000,
@@ -341,13 +352,29 @@ fn part4(quick: bool) {
         },
         ..engine_config()
     };
-    for &idle in crowds {
+    for &(idle, delayed) in crowds {
         let disk = SimDisk::new(1);
         let engine = block_on(Engine::open(disk.clone(), config, NOW)).expect("open");
         for n in 0..idle {
             let name = format!("{IDLE_PREFIX}{n}");
             block_on(engine.create_queue(IDLE_TENANT, &name, queue_config(QueueMode::Normal), NOW))
                 .expect("within the raised quota");
+        }
+        if delayed > 0 {
+            let d = block_on(engine.create_queue("t", "d", queue_config(QueueMode::Normal), NOW))
+                .expect("fresh name");
+            let message = SendInput {
+                body: vec![1u8; 100],
+                attributes: Vec::new(),
+                tags: Vec::new(),
+                fifo_group: None,
+                delay: Delay::Ms(3_600_000),
+                dedup_id: None,
+            };
+            let batch = vec![message; 100];
+            for _ in 0..delayed / 100 {
+                block_on(engine.send(d, &batch, NOW)).expect("send delayed");
+            }
         }
         let q = block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), NOW))
             .expect("fresh name");
@@ -373,6 +400,7 @@ fn part4(quick: bool) {
         let mut snapshots = 0;
         let mut last_snapshot = engine.snapshot_offset();
         let mut done = 0u64;
+        let mut tick_s = 0.0;
         while done < messages {
             block_on(engine.send(q, &batch, NOW)).expect("send");
             let deliveries = block_on(engine.receive(q, g, &request, NOW)).expect("receive");
@@ -384,7 +412,9 @@ fn part4(quick: bool) {
             block_on(engine.ack(&acks, false, NOW)).expect("ack");
             done += 10;
             if done % 1_000 == 0 {
+                let ticked = Instant::now();
                 block_on(engine.tick(NOW)).expect("tick");
+                tick_s += ticked.elapsed().as_secs_f64();
                 if engine.snapshot_offset() != last_snapshot {
                     snapshots += 1;
                     last_snapshot = engine.snapshot_offset();
@@ -392,6 +422,7 @@ fn part4(quick: bool) {
             }
         }
         let us = start.elapsed().as_secs_f64() * 1e6 / done as f64;
+        let tick_us = tick_s * 1e6 / done as f64;
         let start = Instant::now();
         // One more record so the snapshot is written, not kept.
         block_on(engine.send(q, &batch[..1], NOW)).expect("send");
@@ -399,8 +430,8 @@ fn part4(quick: bool) {
         let snapshot_ms = start.elapsed().as_secs_f64() * 1e3;
         let snapshot_mb = snapshot_bytes(&disk) as f64 / 1e6;
         println!(
-            "{:<14} {:>12.2} {:>10} {:>14.1} {:>12.1}",
-            idle, us, snapshots, snapshot_ms, snapshot_mb
+            "{:<14} {:>10} {:>12.2} {:>14.2} {:>10} {:>14.1} {:>12.1}",
+            idle, delayed, us, tick_us, snapshots, snapshot_ms, snapshot_mb
         );
     }
 }

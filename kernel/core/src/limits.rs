@@ -34,6 +34,7 @@ pub const LOG_READ_BYTES_MIN: u64 = BLOCK_BYTES;
 pub const LOG_READ_BYTES_SKIP_MAX: u64 = 1 << 20;
 
 const _: () = assert!(BLOCK_BYTES.is_multiple_of(SECTOR_BYTES));
+const _: () = assert!((SNAPSHOT_WRITE_CHUNK_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(SEGMENT_BYTES_CEILING.is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((BATCH_BYTES_MAX as u64) < SEGMENT_BYTES_CEILING);
@@ -103,6 +104,10 @@ pub const REPLICA_COMMIT_SAVE_EVERY: u64 = 1024;
 /// hands out and a follower stages at once: at least one whole batch, well within a
 /// cluster frame.
 pub const REPLICA_SNAPSHOT_CHUNK_BYTES_MAX: u32 = 8 << 20;
+/// Bytes of one write of an engine snapshot file (a multiple of `BLOCK_BYTES`): the
+/// largest buffer a snapshot write allocates, and how much is copied between two chances
+/// for the executor to run other work.
+pub const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 4 << 20;
 /// Raft snapshot transfers a leader serves at once (one per lagging follower); beyond
 /// it raft-rs is told the snapshot is temporarily unavailable and retries later.
 pub const REPLICA_SNAPSHOT_TRANSFERS_MAX: usize = 4;

@@ -54,12 +54,21 @@ enum Version {
     V5,
 }
 
-pub(crate) fn encode(state: &State, applied_offset: u64) -> Vec<u8> {
-    encode_version(state, applied_offset, Version::V5)
+/// Encodes the state; `capacity` is a guess of the size (the previous snapshot's), so
+/// that a large state is not copied again each time the buffer doubles.
+pub(crate) fn encode(state: &State, applied_offset: u64, capacity: usize) -> Vec<u8> {
+    encode_version(state, applied_offset, Version::V5, capacity)
 }
 
-fn encode_version(state: &State, applied_offset: u64, version: Version) -> Vec<u8> {
-    let mut w = Writer::default();
+fn encode_version(
+    state: &State,
+    applied_offset: u64,
+    version: Version,
+    capacity: usize,
+) -> Vec<u8> {
+    let mut w = Writer {
+        bytes: Vec::with_capacity(capacity),
+    };
     let magic = match version {
         Version::V3 => SNAPSHOT_MAGIC_V3,
         Version::V4 => SNAPSHOT_MAGIC_V4,
@@ -434,7 +443,7 @@ mod tests {
         // count as larger than any budget: one at a time. Method: round-trip a state in
         // both formats and receive with a budget of 35 bytes (two of the messages).
         let state = three_messages();
-        let (mut restored, applied) = decode(&encode(&state, 5)).unwrap();
+        let (mut restored, applied) = decode(&encode(&state, 5, 0)).unwrap();
         assert_eq!(applied, 5);
         let sizes: Vec<u32> = restored.queues[&QueueId(0)]
             .store
@@ -445,7 +454,7 @@ mod tests {
             .collect();
         assert_eq!(sizes, [10, 20, 30]);
         assert_eq!(check(&mut restored, 35), 2);
-        let (mut old, _) = decode(&encode_version(&state, 5, Version::V3)).unwrap();
+        let (mut old, _) = decode(&encode_version(&state, 5, Version::V3, 0)).unwrap();
         assert!(old.queues[&QueueId(0)]
             .store
             .get()
@@ -485,12 +494,12 @@ mod tests {
             "set once"
         );
         assert_eq!(state.tenant_changes, 5);
-        let (restored, _) = decode(&encode(&state, 11)).unwrap();
+        let (restored, _) = decode(&encode(&state, 11, 0)).unwrap();
         assert_eq!(restored.tenants, state.tenants);
         assert_eq!(restored.tenants.len(), 1);
         assert_eq!(restored.admin_secret, state.admin_secret);
         assert_eq!(restored.tenant_changes, 5);
-        let (old, _) = decode(&encode_version(&state, 11, Version::V4)).unwrap();
+        let (old, _) = decode(&encode_version(&state, 11, Version::V4, 0)).unwrap();
         assert!(old.tenants.is_empty());
         assert_eq!(old.admin_secret, None);
         assert_eq!(old.tenant_changes, 0);

@@ -1094,8 +1094,12 @@ mod tests {
             assert_eq!(state.oldest_needed_offset(), None);
         }
         assert!(!idle.queue(QUEUE).unwrap().store.is_allocated());
-        assert_eq!(encode(&idle, 6), encode(&eager, 6), "idle encodes as empty");
-        let (decoded, _) = decode(&encode(&eager, 6)).unwrap();
+        assert_eq!(
+            encode(&idle, 6, 0),
+            encode(&eager, 6, 0),
+            "idle encodes as empty"
+        );
+        let (decoded, _) = decode(&encode(&eager, 6, 0)).unwrap();
         assert!(
             !decoded.queue(QUEUE).unwrap().store.is_allocated(),
             "an empty queue decodes without message state"
@@ -1129,7 +1133,7 @@ mod tests {
         assert!(idle.queue(QUEUE).unwrap().store.is_allocated());
         assert_eq!(picks[0], picks[1]);
         assert_eq!(picks[0].0.len(), 2, "both messages delivered");
-        assert_eq!(encode(&idle, 10), encode(&eager, 10));
+        assert_eq!(encode(&idle, 10, 0), encode(&eager, 10, 0));
         for state in [&mut idle, &mut eager] {
             let trims = state.due_trims(later);
             assert_eq!(trims, vec![(QUEUE, 2)]);
@@ -1139,7 +1143,7 @@ mod tests {
             };
             state.apply(&trim, MessageId(10), later, 0);
         }
-        assert_eq!(encode(&idle, 11), encode(&eager, 11));
+        assert_eq!(encode(&idle, 11, 0), encode(&eager, 11, 0));
         assert_eq!(idle.queue(QUEUE).unwrap().base_seq(), 2);
     }
 
@@ -1198,7 +1202,7 @@ mod tests {
         );
         assert_eq!(state.queue_by_name("t", "a"), None);
         assert_eq!(state.queue_by_name("t", "b"), Some(QueueId(1)));
-        let (decoded, _) = decode(&encode(&state, 5)).unwrap();
+        let (decoded, _) = decode(&encode(&state, 5, 0)).unwrap();
         assert_eq!(decoded.queue_by_name("t", "b"), Some(QueueId(1)));
         assert_eq!(decoded.queue_by_name("u", "a"), Some(QueueId(2)));
         assert_eq!(decoded.queue_count_of("t"), 1);

@@ -1250,3 +1250,34 @@ fn group_ids_are_unique_across_queues_even_when_given() {
     assert!(next.0 > ahead.0, "{next:?} after {ahead:?}");
     assert_eq!(given(&h, ahead, "j"), Err(EngineError::GroupExists));
 }
+
+#[test]
+fn a_snapshot_file_written_in_chunks_has_the_one_buffer_layout() {
+    // Goal: the chunked snapshot write lays out the file exactly as one buffer would
+    // (length, bytes, zeros to the block) for every length around the chunk edges.
+    use crate::storage::{Storage, StorageFile};
+    let disk = SimDisk::new(3);
+    let chunk = BLOCK_BYTES as usize;
+    for (n, length) in [
+        0usize,
+        1,
+        chunk - 9,
+        chunk - 8,
+        chunk - 7,
+        chunk,
+        3 * chunk + 5,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes: Vec<u8> = (0..length).map(|i| (i % 249) as u8 + 1).collect();
+        let name = format!("s{n}");
+        let file = block_on(disk.create(&name)).unwrap();
+        block_on(super::write_snapshot_file(&file, &bytes, chunk)).unwrap();
+        let mut expected = (length as u64).to_le_bytes().to_vec();
+        expected.extend_from_slice(&bytes);
+        expected.resize((length + 8).next_multiple_of(chunk), 0);
+        let written = block_on(file.read_at(0, expected.len() + chunk)).unwrap();
+        assert_eq!(written, expected, "length {length}");
+    }
+}
