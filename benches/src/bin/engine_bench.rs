@@ -411,7 +411,7 @@ fn part4(quick: bool) {
                 .collect();
             block_on(engine.ack(&acks, false, NOW)).expect("ack");
             done += 10;
-            if done % 1_000 == 0 {
+            if done.is_multiple_of(1_000) {
                 let ticked = Instant::now();
                 block_on(engine.tick(NOW)).expect("tick");
                 tick_s += ticked.elapsed().as_secs_f64();
