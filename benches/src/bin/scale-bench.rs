@@ -345,8 +345,8 @@ mod scale {
             let (crowded, base) = if round % 2 == 0 {
                 let crowded = probe(
                     ctx,
-                    &crowded_queue,
-                    &crowded_group,
+                    crowded_queue,
+                    crowded_group,
                     &body,
                     args.probe_messages,
                 )
@@ -371,8 +371,8 @@ mod scale {
                 .await?;
                 let crowded = probe(
                     ctx,
-                    &crowded_queue,
-                    &crowded_group,
+                    crowded_queue,
+                    crowded_group,
                     &body,
                     args.probe_messages,
                 )
