@@ -427,11 +427,7 @@ impl State {
             }
         }
         for (queue, message) in releases {
-            let delayed = self
-                .queues
-                .get_mut(queue)
-                .and_then(|q| q.store.used_mut())
-                .and_then(|s| s.delayed.get_mut(message));
+            let delayed = self.delayed_mut(*queue, *message);
             if let Some(delayed) = delayed.filter(|d| d.releasing) {
                 delayed.releasing = false;
                 self.delay_timers.insert(retry_at, (*queue, *message));
@@ -468,11 +464,7 @@ impl State {
             now
         };
         while let Some((_, (queue, message))) = self.delay_timers.pop_due(now) {
-            let delayed = self
-                .queues
-                .get_mut(&queue)
-                .and_then(|q| q.store.used_mut())
-                .and_then(|s| s.delayed.get_mut(&message));
+            let delayed = self.delayed_mut(queue, message);
             if let Some(delayed) = delayed {
                 if !delayed.releasing {
                     delayed.releasing = true;

@@ -225,7 +225,7 @@ impl<S: Storage + Clone> Engine<S> {
         {
             let mut state = self.state.borrow_mut();
             let q = state.queue_mut(queue)?;
-            let delayed = q.store.used_mut().and_then(|s| s.delayed.get_mut(&message));
+            let delayed = q.delayed_mut(message);
             match delayed {
                 Some(_) if bugs::enabled(Bug::IgnoreCancel) => return Ok(()),
                 Some(delayed) if !delayed.releasing => delayed.releasing = true,
@@ -237,12 +237,7 @@ impl<S: Storage + Clone> Engine<S> {
             .await;
         if result.is_err() {
             let mut state = self.state.borrow_mut();
-            if let Some(delayed) = state
-                .queues
-                .get_mut(&queue)
-                .and_then(|q| q.store.used_mut())
-                .and_then(|s| s.delayed.get_mut(&message))
-            {
+            if let Some(delayed) = state.delayed_mut(queue, message) {
                 delayed.releasing = false;
             }
         }

@@ -203,6 +203,11 @@ impl MessageState {
 }
 
 impl Queue {
+    /// The pending delayed message `message`, if the queue holds one.
+    pub(crate) fn delayed_mut(&mut self, message: MessageId) -> Option<&mut DelayedMessage> {
+        self.store.used_mut()?.delayed.get_mut(&message)
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.store.get().next_seq()
     }
@@ -280,6 +285,15 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The pending delayed message `message` of `queue`, if both exist.
+    pub(crate) fn delayed_mut(
+        &mut self,
+        queue: QueueId,
+        message: MessageId,
+    ) -> Option<&mut DelayedMessage> {
+        self.queues.get_mut(&queue)?.delayed_mut(message)
+    }
+
     pub fn queue(&self, queue: QueueId) -> Result<&Queue, EngineError> {
         self.queues
             .get(&queue)
