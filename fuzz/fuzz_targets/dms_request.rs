@@ -48,6 +48,7 @@ fn world() -> World {
             preallocate_bytes: 0,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits: EngineLimits::dms(),
         snapshot_every_records: 1_000,

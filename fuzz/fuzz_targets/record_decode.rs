@@ -47,6 +47,7 @@ fn check(bytes: &[u8]) {
     let summary = encode_batch(
         &mut encoded,
         batch.base_offset(),
+        batch.epoch(),
         batch.term(),
         batch.durable_position(),
         &inputs,
@@ -58,6 +59,7 @@ fn check(bytes: &[u8]) {
     assert_eq!(again.base_offset(), batch.base_offset());
     assert_eq!(again.durable_position(), batch.durable_position());
     assert_eq!(again.term(), batch.term());
+    assert_eq!(again.epoch(), batch.epoch());
     assert_eq!(again.timestamp_ms_max(), batch.timestamp_ms_max());
     let records_again: Vec<RecordView<'_>> = again.records().collect();
     assert_eq!(records_again, records);

@@ -10,6 +10,8 @@ use std::mem::offset_of;
 use sluice_core::record::{
     align_up, BatchHeader, BATCH_ALIGN_BYTES, BATCH_HEADER_BYTES, BATCH_MAGIC,
 };
+use sluice_core::segment::segment_epoch;
+use sluice_core::Offset;
 use xxhash_rust::xxh3::xxh3_64;
 
 const CHECKSUM_BYTES: usize = 8;
@@ -20,7 +22,8 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 
 /// Walks `bytes` as a segment: at each aligned position holding the batch magic and a
 /// length that fits, rewrites the checksum (and, with `renumber_from`, the base offset so
-/// offsets continue from it), then skips the batch; elsewhere steps one alignment unit.
+/// offsets continue from it and the epoch of the segment based there), then skips the
+/// batch; elsewhere steps one alignment unit.
 pub fn repair_batches(bytes: &mut [u8], renumber_from: Option<u64>) {
     let mut next_offset = renumber_from;
     let mut position = 0usize;
@@ -38,6 +41,10 @@ pub fn repair_batches(bytes: &mut [u8], renumber_from: Option<u64>) {
         if let Some(offset) = next_offset {
             let at = offset_of!(BatchHeader, base_offset);
             batch[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+            // The segment's epoch, so the scan takes the batch as this life's.
+            let epoch = segment_epoch(Offset(renumber_from.expect("renumbering")));
+            let at = offset_of!(BatchHeader, epoch);
+            batch[at..at + 2].copy_from_slice(&epoch.to_le_bytes());
             let record_count = read_u32(batch, offset_of!(BatchHeader, record_count));
             next_offset = offset.checked_add(u64::from(record_count));
         }

@@ -47,6 +47,7 @@ pub(crate) fn engine_config(limits: EngineLimits) -> EngineConfig {
             preallocate_bytes: 0,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits,
         snapshot_every_records: 10_000,

@@ -57,6 +57,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             preallocate_bytes: 16 << 20,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: config.log_cache_bytes_max,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits: EngineLimits {
             // Tenant quotas (lower) are checked by the node layer; these are ceilings.

@@ -151,6 +151,7 @@ fn engine_config(knobs: &Knobs) -> EngineConfig {
             preallocate_bytes: 64 * 1024,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits: EngineLimits {
             groups_per_queue_max: 8,

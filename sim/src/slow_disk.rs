@@ -66,6 +66,11 @@ impl Storage for SlowDisk {
         pause(self.latency_ms_max).await;
         self.inner.remove(name).await
     }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
+        pause(self.latency_ms_max).await;
+        self.inner.rename(from, to).await
+    }
 }
 
 impl StorageFile for SlowFile {

@@ -31,6 +31,7 @@ fn batch(base_offset: u64, durable_position: u64, records: &[RecordInput<'_>]) -
     encode_batch(
         &mut bytes,
         Offset(base_offset),
+        sluice_core::segment::segment_epoch(Offset(base_offset)),
         7,
         durable_position,
         records,
@@ -90,6 +91,7 @@ fn segment(base: u64, count: u64, synced: bool) -> Vec<u8> {
         encode_batch(
             &mut bytes,
             Offset(base + i),
+            sluice_core::segment::segment_epoch(Offset(base)),
             i / 3,
             claim,
             &[RecordInput {
@@ -146,12 +148,14 @@ fn index_seeds() -> Vec<Vec<u8>> {
         next_offset: Offset(130),
         data_bytes: 10_000,
         timestamp_ms_max: 77,
+        epoch_tagged: true,
     };
     let empty_summary = SegmentSummary {
         base_offset: Offset(5),
         next_offset: Offset(5),
         data_bytes: 0,
         timestamp_ms_max: 0,
+        epoch_tagged: false,
     };
     let mut terms = TermRuns::default();
     terms.observe(base, 1);

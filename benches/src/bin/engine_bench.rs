@@ -171,6 +171,7 @@ fn engine_config() -> EngineConfig {
             preallocate_bytes: 0,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits: EngineLimits {
             batch_messages_max: 1000,

@@ -116,6 +116,7 @@ mod bench {
             preallocate_bytes: 64 << 20,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         }
     }
 
@@ -630,6 +631,9 @@ mod bench {
             }
             async fn remove(&self, name: &str) -> Result<(), IoError> {
                 self.0.remove(name).await
+            }
+            async fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
+                self.0.rename(from, to).await
             }
         }
 

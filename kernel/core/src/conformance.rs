@@ -19,6 +19,7 @@ pub fn test_config() -> LogConfig {
         preallocate_bytes: 64 * 1024,
         verify_on_open: VerifyOnOpen::Tail,
         cache_bytes_max: crate::limits::LOG_CACHE_BYTES_DEFAULT,
+        recycle_segments_max: crate::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
     }
 }
 

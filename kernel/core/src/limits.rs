@@ -27,6 +27,11 @@ pub const INDEX_INTERVAL_BYTES_MAX: u64 = 1 << 20;
 pub const LOG_CACHE_BYTES_DEFAULT: u64 = 32 << 20;
 /// The largest `LogConfig::cache_bytes_max` (per log).
 pub const LOG_CACHE_BYTES_CEILING: u64 = 1 << 30;
+/// The default of `LogConfig::recycle_segments_max`: segment files retention removed
+/// that a log keeps for reuse by its next segments (docs/log.md D13).
+pub const LOG_RECYCLE_SEGMENTS_DEFAULT: u32 = 2;
+/// The largest `LogConfig::recycle_segments_max`.
+pub const LOG_RECYCLE_SEGMENTS_CEILING: u32 = 64;
 /// A read that misses the cache asks storage for at least this much (one block).
 pub const LOG_READ_BYTES_MIN: u64 = BLOCK_BYTES;
 /// A read that is still looking for its first record (the sparse index put it before

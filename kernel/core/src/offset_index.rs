@@ -75,7 +75,14 @@ pub struct SegmentSummary {
     pub next_offset: Offset,
     pub data_bytes: u64,
     pub timestamp_ms_max: u64,
+    /// Every batch of the segment carries its epoch (none was written before epochs):
+    /// only such a file may be recycled (docs/log.md D13). Index flag bit 0; files written
+    /// before the flag existed read as `false`.
+    pub epoch_tagged: bool,
 }
+
+/// Index header flag: the segment's batches all carry its epoch.
+const FLAG_EPOCH_TAGGED: u16 = 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OffsetIndex {
@@ -149,7 +156,11 @@ impl OffsetIndex {
             checksum: U64::new(0),
             magic: U32::new(INDEX_MAGIC),
             version: U16::new(INDEX_VERSION),
-            flags: U16::new(0),
+            flags: U16::new(if summary.epoch_tagged {
+                FLAG_EPOCH_TAGGED
+            } else {
+                0
+            }),
             base_offset: U64::new(summary.base_offset.0),
             next_offset: U64::new(summary.next_offset.0),
             data_bytes: U64::new(summary.data_bytes),
@@ -187,6 +198,7 @@ impl OffsetIndex {
             next_offset: Offset(header.next_offset.get()),
             data_bytes: header.data_bytes.get(),
             timestamp_ms_max: header.timestamp_ms_max.get(),
+            epoch_tagged: header.flags.get() & FLAG_EPOCH_TAGGED != 0,
         };
         if summary.next_offset < summary.base_offset {
             return None;
@@ -260,6 +272,7 @@ mod tests {
             next_offset: Offset(130),
             data_bytes: 10_000,
             timestamp_ms_max: 77,
+            epoch_tagged: true,
         };
         (index, summary)
     }

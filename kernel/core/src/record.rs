@@ -38,8 +38,11 @@ pub struct BatchHeader {
     pub checksum: U64,
     pub magic: U32,
     pub version: U16,
-    /// Reserved, zero.
-    pub flags: U16,
+    /// The epoch of the segment file's life this batch was written in (the old
+    /// reserved `flags` field, docs/log.md D12): recovery ends a segment's data at the
+    /// first batch of another epoch, a leftover of the file's previous life (a recycled
+    /// file). 0 in batches written before epochs existed; 0 is never a segment's epoch.
+    pub epoch: U16,
     /// Header plus records, without the alignment padding.
     pub batch_bytes: U32,
     pub record_count: U32,
@@ -209,10 +212,12 @@ pub const fn align_up(value: u64, align: u64) -> u64 {
     value.div_ceil(align) * align
 }
 
-/// Appends one encoded, checksummed, padded batch to `out`; every record gets `term`.
+/// Appends one encoded, checksummed, padded batch to `out`; every record gets `term`,
+/// and the batch the segment `epoch` (see [`BatchHeader::epoch`]).
 pub fn encode_batch(
     out: &mut Vec<u8>,
     base_offset: Offset,
+    epoch: u16,
     term: u64,
     durable_position: u64,
     records: &[RecordInput<'_>],
@@ -242,7 +247,7 @@ pub fn encode_batch(
         checksum: U64::new(0),
         magic: U32::new(BATCH_MAGIC),
         version: U16::new(BATCH_VERSION),
-        flags: U16::new(0),
+        epoch: U16::new(epoch),
         batch_bytes: U32::new(u32::try_from(batch_bytes).expect("bounded by BATCH_BYTES_MAX")),
         record_count: U32::new(u32::try_from(record_count).expect("bounded by limit")),
         base_offset: U64::new(base_offset.0),
@@ -293,6 +298,10 @@ impl<'a> BatchView<'a> {
     }
     pub fn durable_position(&self) -> u64 {
         self.header.durable_position.get()
+    }
+    /// The epoch of the segment life the batch was written in (0: before epochs).
+    pub fn epoch(&self) -> u16 {
+        self.header.epoch.get()
     }
     /// The term of every record in the batch (0: written without a term).
     pub fn term(&self) -> u64 {
@@ -455,11 +464,12 @@ mod tests {
 
     fn check_roundtrip(records: &[RecordInput<'_>]) -> Vec<u8> {
         let mut out = vec![0xAA; 3];
-        let encoded = encode_batch(&mut out, Offset(7), 3, 0, records).unwrap();
+        let encoded = encode_batch(&mut out, Offset(7), 5, 3, 0, records).unwrap();
         assert_eq!(out.len() as u64 - 3, encoded.encoded_bytes);
         let batch = decode_batch(&out[3..]).unwrap();
         assert_eq!(batch.base_offset(), Offset(7));
         assert_eq!(batch.term(), 3);
+        assert_eq!(batch.epoch(), 5);
         assert_eq!(batch.encoded_bytes(), encoded.encoded_bytes);
         let decoded: Vec<_> = batch.records().collect();
         assert_eq!(decoded.len(), records.len());
@@ -521,7 +531,7 @@ mod tests {
             payload: b"x",
         };
         let mut out = Vec::new();
-        encode_batch(&mut out, Offset(u64::MAX - 1), 0, 0, &[record]).unwrap();
+        encode_batch(&mut out, Offset(u64::MAX - 1), 1, 0, 0, &[record]).unwrap();
         assert!(decode_batch(&out).is_ok());
         // Forge base offset u64::MAX with a valid checksum.
         out[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -548,13 +558,14 @@ mod tests {
         assert!(matches!(err, DecodeError::Truncated { .. }), "{err:?}");
         let mut out = Vec::new();
         assert_eq!(
-            encode_batch(&mut out, Offset(0), 0, 0, &[]),
+            encode_batch(&mut out, Offset(0), 1, 0, 0, &[]),
             Err(EncodeError::Empty)
         );
         let big = vec![0u8; BATCH_BYTES_MAX as usize];
         let err = encode_batch(
             &mut out,
             Offset(0),
+            1,
             0,
             0,
             &[RecordInput {

@@ -15,15 +15,32 @@
 //! just below the end whole (its later records are ignored by every reader) and looks no
 //! further: what lies past it was removed.
 //!
+//! A segment file may be recycled (docs/log.md D13): renamed from a segment retention
+//! removed, it keeps that segment's bytes past the new data. Every batch carries its
+//! segment's epoch ([`segment_epoch`], derived from the base offset; docs/log.md D12), and
+//! the scan ends the data cleanly at the first valid batch of another nonzero epoch. The
+//! search past an invalid batch (`classify`) counts only batches of the segment's epoch
+//! (or of epoch 0, written before epochs) that lie after the damaged one in offsets, so a
+//! stale batch's `durable_position` never turns a torn tail into corruption.
+//!
 //! Pure function over bytes: no I/O, no allocation beyond the index it builds.
 
 use crate::offset_index::OffsetIndex;
-use crate::record::{decode_batch, DecodeError, BATCH_ALIGN_BYTES};
+use crate::record::{decode_batch, BatchView, DecodeError, BATCH_ALIGN_BYTES};
 use crate::term_runs::TermRuns;
 use crate::types::Offset;
 
 pub const SEGMENT_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".idx";
+/// A segment file retention removed, kept for reuse under the name of its old base.
+pub const FREE_SUFFIX: &str = ".free";
+
+/// The epoch every batch of the segment based at `base_offset` carries: never 0, and
+/// different for any two bases that differ by less than 65,535 (the log also refuses to
+/// reuse a file for a base of the same epoch, docs/log.md D13).
+pub fn segment_epoch(base_offset: Offset) -> u16 {
+    u16::try_from(base_offset.0 % 65_535).expect("below 65,535") + 1
+}
 
 pub fn segment_name(base_offset: Offset) -> String {
     format!("{:020}{SEGMENT_SUFFIX}", base_offset.0)
@@ -33,12 +50,18 @@ pub fn index_name(base_offset: Offset) -> String {
     format!("{:020}{INDEX_SUFFIX}", base_offset.0)
 }
 
+pub fn free_name(old_base_offset: Offset) -> String {
+    format!("{:020}{FREE_SUFFIX}", old_base_offset.0)
+}
+
 /// The kind and base offset of a file name the log owns; `None` for other files.
 pub fn parse_name(name: &str) -> Option<(Offset, FileKind)> {
     let (stem, kind) = if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) {
         (stem, FileKind::Segment)
     } else if let Some(stem) = name.strip_suffix(INDEX_SUFFIX) {
         (stem, FileKind::Index)
+    } else if let Some(stem) = name.strip_suffix(FREE_SUFFIX) {
+        (stem, FileKind::Free)
     } else {
         return None;
     };
@@ -52,6 +75,8 @@ pub fn parse_name(name: &str) -> Option<(Offset, FileKind)> {
 pub enum FileKind {
     Segment,
     Index,
+    /// A recycled segment file waiting for reuse; the offset is its old base.
+    Free,
 }
 
 /// Why a scan stopped before the end of the bytes.
@@ -63,6 +88,12 @@ pub enum ScanProblem {
         expected: Offset,
         found: Offset,
     },
+    /// A valid batch of another epoch: the end of this life's data in a recycled file.
+    /// Reported only when a later batch proves the position had been synced.
+    OtherEpoch {
+        found: u16,
+        expected: u16,
+    },
 }
 
 impl std::fmt::Display for ScanProblem {
@@ -72,6 +103,10 @@ impl std::fmt::Display for ScanProblem {
             ScanProblem::OffsetGap { expected, found } => {
                 write!(f, "batch has base offset {found}, expected {expected}")
             }
+            ScanProblem::OtherEpoch { found, expected } => write!(
+                f,
+                "batch of epoch {found} (a previous life of the file), expected {expected}"
+            ),
         }
     }
 }
@@ -103,6 +138,11 @@ pub struct SegmentScan {
     pub index: OffsetIndex,
     /// The terms of the records up to `next_offset`.
     pub terms: TermRuns,
+    /// Every valid batch carries the segment's epoch (none has epoch 0).
+    pub epoch_tagged: bool,
+    /// Where the data ended at a valid batch of another epoch (a recycled file's
+    /// leftover); the scan then ends `Clean` there.
+    pub stale_from: Option<u64>,
     pub end: ScanEnd,
 }
 
@@ -128,8 +168,11 @@ pub fn scan_segment_upto(
         durable_claim_max: 0,
         index: OffsetIndex::default(),
         terms: TermRuns::default(),
+        epoch_tagged: true,
+        stale_from: None,
         end: ScanEnd::Clean,
     };
+    let epoch = segment_epoch(base_offset);
     let len = bytes.len() as u64;
     // Bounded: every iteration advances `position` by at least one aligned batch.
     while scan.valid_bytes < len {
@@ -139,7 +182,23 @@ pub fn scan_segment_upto(
         let position = scan.valid_bytes;
         let rest = &bytes[usize::try_from(position).expect("fits")..];
         let problem = match decode_batch(rest) {
+            Ok(batch) if is_stale(&batch, epoch) => {
+                // Written in the file's previous life: the data ends here, unless a
+                // later batch of this life claims this position was synced (a write
+                // the device lost after its sync).
+                scan.stale_from = Some(position);
+                let problem = ScanProblem::OtherEpoch {
+                    found: batch.epoch(),
+                    expected: epoch,
+                };
+                let end = classify(bytes, position, scan.next_offset, epoch, problem);
+                if matches!(end, ScanEnd::Corrupt { .. }) {
+                    scan.end = end;
+                }
+                break;
+            }
             Ok(batch) if batch.base_offset() == scan.next_offset => {
+                scan.epoch_tagged &= batch.epoch() != 0;
                 scan.index.observe(
                     base_offset,
                     scan.next_offset,
@@ -163,28 +222,48 @@ pub fn scan_segment_upto(
             Err(DecodeError::Zeroed) if rest.iter().all(|b| *b == 0) => break,
             Err(error) => ScanProblem::Decode(error),
         };
-        scan.end = classify(bytes, position, problem);
+        scan.end = classify(bytes, position, scan.next_offset, epoch, problem);
         break;
     }
     // A clean end may leave the valid length unaligned only if the file was cut short.
     scan
 }
 
-/// Looks past an invalid batch at `position` for proof that it had been synced.
-fn classify(bytes: &[u8], position: u64, problem: ScanProblem) -> ScanEnd {
+/// A valid batch of another nonzero epoch: a leftover of the file's previous life.
+fn is_stale(batch: &BatchView<'_>, epoch: u16) -> bool {
+    batch.epoch() != 0 && batch.epoch() != epoch
+}
+
+/// Looks past an invalid batch at `position`, where the batch of offset `expected`
+/// should be, for proof that it had been synced: a later batch of this segment's life
+/// claiming a `durable_position` beyond it. A batch of another epoch, or one whose
+/// offsets lie below `expected` (a stale batch's lie below the segment's base), is not
+/// of this life's data after the damage and proves nothing. A valid batch is stepped
+/// over whole: no batch of this life can start inside one (it would have overwritten
+/// bytes its checksum covers).
+fn classify(
+    bytes: &[u8],
+    position: u64,
+    expected: Offset,
+    epoch: u16,
+    problem: ScanProblem,
+) -> ScanEnd {
     let len = bytes.len() as u64;
     let mut candidate = position + BATCH_ALIGN_BYTES;
     // Bounded by the segment length; runs only when recovery met an invalid batch.
     while candidate < len {
         let rest = &bytes[usize::try_from(candidate).expect("fits")..];
         if let Ok(batch) = decode_batch(rest) {
-            if batch.durable_position() > position {
+            let this_life = !is_stale(&batch, epoch) && batch.base_offset() >= expected;
+            if this_life && batch.durable_position() > position {
                 return ScanEnd::Corrupt {
                     position,
                     problem,
                     durable_claim: batch.durable_position(),
                 };
             }
+            candidate += batch.encoded_bytes();
+            continue;
         }
         candidate += BATCH_ALIGN_BYTES;
     }
@@ -199,6 +278,11 @@ mod tests {
     /// Encodes `count` one-record batches; each claims durability up to its own start
     /// when `synced` is set (as if each were synced before the next was encoded).
     fn check_segment(count: u64, synced: bool) -> (Vec<u8>, Vec<u64>) {
+        check_segment_of(Offset(10), segment_epoch(Offset(10)), count, synced)
+    }
+
+    /// Like `check_segment`, from offset `base`, every batch in `epoch`.
+    fn check_segment_of(base: Offset, epoch: u16, count: u64, synced: bool) -> (Vec<u8>, Vec<u64>) {
         let mut bytes = Vec::new();
         let mut starts = Vec::new();
         for i in 0..count {
@@ -210,7 +294,15 @@ mod tests {
                 attributes: b"",
                 payload: &[7; 100],
             };
-            encode_batch(&mut bytes, Offset(10 + i), i / 2, claim, &[record]).unwrap();
+            encode_batch(
+                &mut bytes,
+                Offset(base.0 + i),
+                epoch,
+                i / 2,
+                claim,
+                &[record],
+            )
+            .unwrap();
         }
         (bytes, starts)
     }
@@ -278,7 +370,15 @@ mod tests {
                 attributes: b"",
                 payload: &[1; 50],
             }; 3];
-            encode_batch(&mut bytes, Offset(10 + 3 * i), i, 0, &records).unwrap();
+            encode_batch(
+                &mut bytes,
+                Offset(10 + 3 * i),
+                segment_epoch(Offset(10)),
+                i,
+                0,
+                &records,
+            )
+            .unwrap();
             ends.push(bytes.len() as u64);
         }
         bytes.extend_from_slice(&[0xEE; 300]);
@@ -298,7 +398,7 @@ mod tests {
 
     #[test]
     fn offset_gap_is_reported() {
-        let (bytes, _) = check_segment(3, true);
+        let (bytes, _) = check_segment_of(Offset(10), segment_epoch(Offset(11)), 3, true);
         let scan = scan_segment(&bytes, Offset(11), 512);
         // Later batches claim position 0 was durable, so the gap is corruption.
         assert!(matches!(
@@ -309,5 +409,108 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A recycled file: the previous life's segment (base 10, 8 synced batches) with the
+    /// new life's `count` batches (base 1000, synced claims) written over its start.
+    fn check_recycled(count: u64) -> (Vec<u8>, Vec<u64>, Vec<u64>) {
+        let (mut bytes, old_starts) =
+            check_segment_of(Offset(10), segment_epoch(Offset(10)), 8, true);
+        let (new, new_starts) =
+            check_segment_of(Offset(1000), segment_epoch(Offset(1000)), count, true);
+        bytes[..new.len()].copy_from_slice(&new);
+        (bytes, old_starts, new_starts)
+    }
+
+    #[test]
+    fn epochs_differ_and_are_never_zero() {
+        assert_ne!(segment_epoch(Offset(10)), segment_epoch(Offset(1000)));
+        assert_ne!(segment_epoch(Offset(65_534)), 0);
+        assert_eq!(segment_epoch(Offset(0)), segment_epoch(Offset(65_535)));
+        assert_eq!(
+            parse_name("00000000000000000042.free"),
+            Some((Offset(42), FileKind::Free))
+        );
+    }
+
+    #[test]
+    fn a_stale_batch_ends_the_data_cleanly() {
+        // Same batch sizes in both lives: the new data ends exactly where an old batch
+        // starts, and that valid batch of another epoch ends the scan, clean.
+        let (bytes, old_starts, _) = check_recycled(3);
+        let scan = scan_segment(&bytes, Offset(1000), 512);
+        assert_eq!(scan.end, ScanEnd::Clean);
+        assert_eq!(scan.next_offset, Offset(1003));
+        assert_eq!(scan.valid_bytes, old_starts[3]);
+        assert_eq!(scan.stale_from, Some(old_starts[3]));
+        assert!(scan.epoch_tagged);
+        // No new data at all (a crash right after the rename): empty, clean.
+        let (bytes, _, _) = check_recycled(0);
+        let scan = scan_segment(&bytes, Offset(1000), 512);
+        assert_eq!(scan.end, ScanEnd::Clean);
+        assert_eq!((scan.next_offset, scan.valid_bytes), (Offset(1000), 0));
+    }
+
+    #[test]
+    fn a_torn_end_over_stale_batches_is_torn_not_corrupt() {
+        // The stale batches after the tear claim large durable positions: they must not
+        // count as proof that the torn position was synced.
+        let (mut bytes, _, new_starts) = check_recycled(3);
+        let last = usize::try_from(new_starts[2]).unwrap();
+        bytes[last + 70] ^= 1;
+        let scan = scan_segment(&bytes, Offset(1000), 512);
+        assert!(
+            matches!(scan.end, ScanEnd::Torn { position, .. } if position == new_starts[2]),
+            "{:?}",
+            scan.end
+        );
+        assert_eq!(scan.next_offset, Offset(1002));
+    }
+
+    #[test]
+    fn corruption_of_synced_new_data_is_still_found() {
+        // Damage in the new life's second batch; its third claims the second synced.
+        let (mut bytes, _, new_starts) = check_recycled(3);
+        let second = usize::try_from(new_starts[1]).unwrap();
+        bytes[second + 70] ^= 1;
+        let scan = scan_segment(&bytes, Offset(1000), 512);
+        assert!(
+            matches!(scan.end, ScanEnd::Corrupt { position, .. } if position == new_starts[1]),
+            "{:?}",
+            scan.end
+        );
+        // A stale batch where a synced one should be (a write the device lost) is
+        // corruption too when a later batch of this life proves the position synced.
+        let (mut bytes, old_starts, new_starts) = check_recycled(3);
+        let (old, _) = check_segment_of(Offset(10), segment_epoch(Offset(10)), 8, true);
+        let (one, two) = (
+            usize::try_from(new_starts[1]).unwrap(),
+            usize::try_from(new_starts[2]).unwrap(),
+        );
+        bytes[one..two].copy_from_slice(&old[one..two]);
+        assert_eq!(new_starts[1], old_starts[1]);
+        let scan = scan_segment(&bytes, Offset(1000), 512);
+        assert!(
+            matches!(
+                scan.end,
+                ScanEnd::Corrupt {
+                    problem: ScanProblem::OtherEpoch { .. },
+                    ..
+                }
+            ),
+            "{:?}",
+            scan.end
+        );
+    }
+
+    #[test]
+    fn legacy_batches_of_epoch_zero_still_read() {
+        let (bytes, _) = check_segment_of(Offset(10), 0, 5, true);
+        let scan = scan_segment(&bytes, Offset(10), 512);
+        assert_eq!((scan.end, scan.next_offset), (ScanEnd::Clean, Offset(15)));
+        assert!(
+            !scan.epoch_tagged,
+            "a file with epoch-0 batches is never recycled"
+        );
     }
 }

@@ -378,6 +378,21 @@ impl Storage for SimDisk {
             None => Err(IoError::new(IoErrorKind::NotFound, IoOp::Remove)),
         }
     }
+
+    /// Like `create` and `remove`, atomic and durable at once: a crash before the call
+    /// (or a call stopped by an injected fault) leaves the old name, a crash after it the
+    /// new one. The inode moves with its unsynced writes, so a crash treats them as it
+    /// would have under the old name.
+    async fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
+        self.inject(IoOp::Rename)?;
+        let mut state = self.state.borrow_mut();
+        let inode = state
+            .files
+            .remove(from)
+            .ok_or(IoError::new(IoErrorKind::NotFound, IoOp::Rename))?;
+        state.files.insert(to.to_string(), inode);
+        Ok(())
+    }
 }
 
 impl SimFile {
@@ -609,6 +624,31 @@ mod tests {
         write(&file, 0, 1);
         let err = block_on(file.write_at(file.alloc_buf(4096), 4096)).unwrap_err();
         assert_eq!(err.kind, IoErrorKind::NoSpace);
+    }
+
+    #[test]
+    fn rename_moves_the_file_atomically_and_durably() {
+        let disk = SimDisk::new(5);
+        let file = block_on(disk.create("a")).unwrap();
+        write(&file, 0, 4);
+        block_on(file.sync()).unwrap();
+        let other = block_on(disk.create("b")).unwrap();
+        write(&other, 0, 9);
+        block_on(disk.rename("a", "b")).unwrap();
+        assert_eq!(block_on(disk.list()).unwrap(), vec!["b".to_string()]);
+        assert_eq!(block_on(file.read_at(0, 1)).unwrap(), vec![4], "same inode");
+        let err = block_on(disk.rename("a", "c")).unwrap_err();
+        assert_eq!(err.kind, IoErrorKind::NotFound);
+        // Stopped before it does anything: the old name stays, also after a crash.
+        disk.fail_nth_call(1, IoErrorKind::Io);
+        assert!(block_on(disk.rename("b", "c")).is_err());
+        disk.crash_with(CrashMode::LoseUnsynced);
+        assert_eq!(block_on(disk.list()).unwrap(), vec!["b".to_string()]);
+        block_on(disk.rename("b", "c")).unwrap();
+        disk.crash_with(CrashMode::LoseUnsynced);
+        assert_eq!(block_on(disk.list()).unwrap(), vec!["c".to_string()]);
+        let file = block_on(disk.open("c")).unwrap();
+        assert_eq!(block_on(file.read_at(0, 1)).unwrap(), vec![4]);
     }
 
     #[test]

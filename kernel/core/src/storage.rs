@@ -15,7 +15,7 @@
 //!   [`StorageFile::alloc_buf`] so they meet the driver's alignment rules.
 //! - a write is durable only after a later `sync` of the same file returns `Ok`; a crash
 //!   may lose or tear (at sector granularity) any write not yet covered by a sync.
-//! - `create`, `remove` and `truncate` are durable when they return.
+//! - `create`, `remove`, `rename` and `truncate` are durable when they return.
 //! - `read_at` returns fewer bytes than asked only at end of file.
 //! - a failed `sync` leaves the file's durable content unknown; callers must stop using
 //!   the file and recover from what is on disk (the "fsyncgate" rule).
@@ -41,6 +41,7 @@ pub enum IoOp {
     Open,
     List,
     Remove,
+    Rename,
     Write,
     Read,
     Sync,
@@ -86,6 +87,7 @@ impl std::fmt::Display for IoOp {
             IoOp::Open => "open",
             IoOp::List => "list",
             IoOp::Remove => "remove",
+            IoOp::Rename => "rename",
             IoOp::Write => "write",
             IoOp::Read => "read",
             IoOp::Sync => "sync",
@@ -120,6 +122,11 @@ pub trait Storage {
     async fn list(&self) -> Result<Vec<String>, IoError>;
     /// Removes a file; durable on return. Open handles may keep reading it.
     async fn remove(&self, name: &str) -> Result<(), IoError>;
+    /// Gives the file `from` the name `to`, atomically: a crash leaves the file under
+    /// one name or the other, never both or neither. A file already named `to` is
+    /// replaced (rename(2)). Durable on return; the content is unchanged, and open
+    /// handles keep reaching the same file. Fails with `NotFound` if `from` is missing.
+    async fn rename(&self, from: &str, to: &str) -> Result<(), IoError>;
 }
 
 /// An aligned buffer for [`StorageFile::write_at`].

@@ -99,6 +99,7 @@ fn config(cache_bytes_max: u64) -> LogConfig {
         preallocate_bytes: 16 * 1024,
         verify_on_open: VerifyOnOpen::Tail,
         cache_bytes_max,
+        recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
     }
 }
 

@@ -45,6 +45,7 @@ fn config() -> EngineConfig {
             preallocate_bytes: 64 * 1024,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits: EngineLimits::dms(),
         snapshot_every_records: 10_000,

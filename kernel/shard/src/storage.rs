@@ -5,7 +5,8 @@
 //!
 //! How each contract clause is kept:
 //! - `create` opens with `O_CREAT | O_EXCL` and then fsyncs the directory, so the new
-//!   entry survives a crash; `remove` unlinks and fsyncs the directory the same way.
+//!   entry survives a crash; `remove` unlinks and `rename` is rename(2), each followed
+//!   by a directory fsync the same way.
 //! - `sync` is one `fdatasync` through io_uring; `truncate` is `ftruncate` followed by
 //!   `fdatasync`, so the new size is durable when it returns.
 //! - Data writes and `sync` go through the thread's own ring ([`crate::uring`], default
@@ -71,7 +72,7 @@ pub struct DmaStorageStats {
     pub file_syncs: u64,
     /// `fdatasync` calls made by [`StorageFile::truncate`].
     pub truncate_syncs: u64,
-    /// `fsync` calls on the directory (after create and remove).
+    /// `fsync` calls on the directory (after create, remove and rename).
     pub dir_syncs: u64,
     pub writes: u64,
     pub write_bytes: u64,
@@ -330,6 +331,15 @@ impl Storage for DmaStorage {
             .await
             .map_err(|error| glommio_error(&error, IoOp::Remove))?;
         self.sync_dir(IoOp::Remove).await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<(), IoError> {
+        let from = self.file_path(from, IoOp::Rename)?;
+        let to = self.file_path(to, IoOp::Rename)?;
+        glommio::io::rename(&from, &to)
+            .await
+            .map_err(|error| glommio_error(&error, IoOp::Rename))?;
+        self.sync_dir(IoOp::Rename).await
     }
 }
 

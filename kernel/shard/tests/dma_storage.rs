@@ -178,6 +178,7 @@ fn group_commit_shares_fdatasync_between_tasks() {
             preallocate_bytes: 1 << 20,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         };
         let counters = storage.clone();
         let log = Rc::new(Log::open(storage, config).await.unwrap());

@@ -71,6 +71,7 @@ impl Harness {
                 preallocate_bytes: 0,
                 verify_on_open: VerifyOnOpen::Tail,
                 cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+                recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
             },
             limits: EngineLimits::dms(),
             snapshot_every_records: 100_000,

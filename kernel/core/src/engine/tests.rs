@@ -16,6 +16,7 @@ fn test_config() -> EngineConfig {
             preallocate_bytes: 64 * 1024,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: crate::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: crate::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits: EngineLimits {
             groups_per_queue_max: 8,
@@ -831,6 +832,9 @@ impl crate::storage::Storage for GatedDisk {
     }
     async fn remove(&self, name: &str) -> Result<(), crate::storage::IoError> {
         self.inner.remove(name).await
+    }
+    async fn rename(&self, from: &str, to: &str) -> Result<(), crate::storage::IoError> {
+        self.inner.rename(from, to).await
     }
 }
 

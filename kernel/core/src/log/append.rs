@@ -11,7 +11,7 @@ use super::files::write_index_file;
 use super::{new_segment, AppendError, Appended, Log, LogConfig, LogError, LogState};
 use crate::limits::{BLOCK_BYTES, STAGED_BYTES_MAX};
 use crate::record::{align_up, check_batch, decode_batch_trusted, encode_batch, RecordInput};
-use crate::segment::segment_name;
+use crate::segment::{free_name, segment_epoch, segment_name};
 use crate::storage::{IoError, IoErrorKind, Storage, StorageFile};
 use crate::types::Offset;
 
@@ -76,6 +76,7 @@ impl<S: Storage> Log<S> {
         let encoded = encode_batch(
             &mut active.staged,
             first_offset,
+            segment_epoch(active.base_offset),
             term,
             active.durable_bytes,
             records,
@@ -191,7 +192,7 @@ impl<S: Storage> Log<S> {
             let file = match item.file {
                 Some(file) => file,
                 None => {
-                    let file = Rc::new(self.storage.create(&name).await.map_err(io)?);
+                    let file = Rc::new(self.new_segment_file(item.base_offset).await.map_err(io)?);
                     let mut state = self.state.borrow_mut();
                     state.segment_mut(item.base_offset).file = Some(file.clone());
                     file
@@ -223,6 +224,32 @@ impl<S: Storage> Log<S> {
             }
         }
         Ok(())
+    }
+
+    /// The file of a new segment: a recycled one renamed to the segment's name when one
+    /// of another epoch waits (docs/log.md D13), else a new, empty file. Either way the
+    /// name is durable on return; a recycled file keeps its old bytes, which the new
+    /// segment's appends overwrite and recovery tells apart by their epoch.
+    async fn new_segment_file(&self, base: Offset) -> Result<S::File, IoError> {
+        let name = segment_name(base);
+        let recycled = {
+            let mut state = self.state.borrow_mut();
+            let epoch = segment_epoch(base);
+            // A file whose old batches carry the new segment's epoch would be read as
+            // its data: never reused for that base.
+            let found = state
+                .free
+                .iter()
+                .position(|old| segment_epoch(*old) != epoch);
+            found.map(|index| state.free.remove(index))
+        };
+        let Some(old) = recycled else {
+            return self.storage.create(&name).await;
+        };
+        self.storage.rename(&free_name(old), &name).await?;
+        let file = self.storage.open(&name).await?;
+        self.state.borrow_mut().reused += 1;
+        Ok(file)
     }
 
     /// Seals a segment that is no longer the last: cuts the file to its data and writes

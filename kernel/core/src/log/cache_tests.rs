@@ -271,7 +271,7 @@ fn a_cache_fill_from_before_an_invalidation_is_refused() {
         attributes: b"",
         payload: &payload,
     };
-    encode_batch(&mut encoded, Offset(0), 1, 0, &[record]).expect("encodes");
+    encode_batch(&mut encoded, Offset(0), 1, 1, 0, &[record]).expect("encodes");
     let bytes = Bytes::from(encoded);
     let view = decode_batch_trusted(&bytes).expect("decodes");
     for invalidate in 0..3 {

@@ -25,7 +25,8 @@
 //! The code is split by concern: this file holds the types, the configuration and the
 //! log's state; `append.rs` appends and group commit (and sealing); `read.rs` reads;
 //! `cache.rs` keeps recently written and read batches for reads (docs/log.md, "Cache");
-//! `retention.rs` removes old segments; `truncate.rs` removes a suffix; `recovery.rs`
+//! `retention.rs` removes old segments (keeping a few files for reuse by later segments,
+//! docs/log.md D13); `truncate.rs` removes a suffix; `recovery.rs`
 //! opens the log and recovers it after a crash (finishing an interrupted truncation);
 //! `files.rs` holds the index-file and truncation-record helpers they share.
 
@@ -53,8 +54,8 @@ use std::rc::Rc;
 use std::task::Waker;
 
 use crate::limits::{
-    INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, LOG_CACHE_BYTES_CEILING, SEGMENTS_MAX,
-    SEGMENT_BYTES_CEILING, SEGMENT_BYTES_MIN,
+    INDEX_INTERVAL_BYTES_MAX, INDEX_INTERVAL_BYTES_MIN, LOG_CACHE_BYTES_CEILING,
+    LOG_RECYCLE_SEGMENTS_CEILING, SEGMENTS_MAX, SEGMENT_BYTES_CEILING, SEGMENT_BYTES_MIN,
 };
 use crate::offset_index::{OffsetIndex, SegmentSummary};
 use crate::record::{DecodeError, EncodeError};
@@ -87,6 +88,11 @@ pub struct LogConfig {
     /// ([`crate::limits::LOG_CACHE_BYTES_DEFAULT`] is a good default; 0 turns the cache
     /// off); at most [`LOG_CACHE_BYTES_CEILING`].
     pub cache_bytes_max: u64,
+    /// Segment files retention removed that are kept (renamed `<old base>.free`) for the
+    /// next segments to reuse instead of creating empty files
+    /// ([`crate::limits::LOG_RECYCLE_SEGMENTS_DEFAULT`] is a good default; 0 unlinks
+    /// them); at most [`LOG_RECYCLE_SEGMENTS_CEILING`].
+    pub recycle_segments_max: u32,
 }
 
 impl LogConfig {
@@ -103,6 +109,9 @@ impl LogConfig {
         }
         if self.cache_bytes_max > LOG_CACHE_BYTES_CEILING {
             return Err(OpenError::Config("cache_bytes_max out of range"));
+        }
+        if self.recycle_segments_max > LOG_RECYCLE_SEGMENTS_CEILING {
+            return Err(OpenError::Config("recycle_segments_max out of range"));
         }
         Ok(())
     }
@@ -305,6 +314,9 @@ struct Segment<F> {
     /// Newest record time; after a truncation capped the segment, an upper bound.
     timestamp_ms_max: u64,
     sealed: bool,
+    /// Every batch carries the segment's epoch (none was written before epochs): the
+    /// file may be recycled once retention removes it.
+    epoch_tagged: bool,
 }
 
 impl<F> Segment<F> {
@@ -318,6 +330,7 @@ impl<F> Segment<F> {
             next_offset: self.next_offset,
             data_bytes: self.written_bytes,
             timestamp_ms_max: self.timestamp_ms_max,
+            epoch_tagged: self.epoch_tagged,
         }
     }
 }
@@ -342,6 +355,19 @@ struct LogState<F> {
     term_before_start: Option<u64>,
     /// Recently written and read batches (`cache.rs`).
     cache: LogCache,
+    /// Recycled segment files waiting for reuse, by old base (`<base>.free`).
+    free: Vec<Offset>,
+    /// Files retention is renaming into `free` (counted against the bound meanwhile).
+    free_reserved: usize,
+    /// Segments this process created from a recycled file.
+    reused: u64,
+}
+
+/// See [`Log::recycle_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecycleStats {
+    pub free_files: usize,
+    pub reused: u64,
 }
 
 /// How many truncation offsets the log remembers for waiting syncs.
@@ -382,6 +408,16 @@ impl<S: Storage> Log<S> {
     /// The counters of the log's cache of recent batches.
     pub fn cache_stats(&self) -> CacheStats {
         self.state.borrow().cache.stats()
+    }
+
+    /// Recycled segment files: how many wait for reuse, and how many segments this
+    /// process created from one.
+    pub fn recycle_stats(&self) -> RecycleStats {
+        let state = self.state.borrow();
+        RecycleStats {
+            free_files: state.free.len(),
+            reused: state.reused,
+        }
     }
 
     pub fn poisoned(&self) -> Option<LogError> {
@@ -484,5 +520,6 @@ fn new_segment<F>(base_offset: Offset) -> Segment<F> {
         terms: TermRuns::default(),
         timestamp_ms_max: 0,
         sealed: false,
+        epoch_tagged: true,
     }
 }

@@ -58,7 +58,17 @@ impl<S: Storage> Log<S> {
                 read_segment(&*file, base, 0, request).await
             }
             result => result,
-        }?;
+        };
+        let start = self.state.borrow().start_offset();
+        if from < start {
+            // Retention removed the segment while the read waited for storage; its file
+            // may since have been recycled and overwritten by a new segment, so whatever
+            // the read found (records or damage) is not this offset's.
+            return Err(ReadError::Removed {
+                start_offset: start,
+            });
+        }
+        let read = read?;
         if !read.batches.is_empty() {
             let mut state = self.state.borrow_mut();
             for bytes in &read.batches {

@@ -12,8 +12,8 @@ use crate::limits::{BLOCK_BYTES, SEGMENTS_MAX};
 use crate::offset_index::{IndexFile, OffsetIndex};
 use crate::record::align_up;
 use crate::segment::{
-    index_name, parse_name, scan_segment_upto, segment_name, FileKind, ScanEnd, ScanProblem,
-    SegmentScan,
+    free_name, index_name, parse_name, scan_segment_upto, segment_name, FileKind, ScanEnd,
+    ScanProblem, SegmentScan,
 };
 use crate::storage::{IoError, Storage, StorageFile};
 use crate::types::Offset;
@@ -26,7 +26,7 @@ impl<S: Storage> Log<S> {
     /// interrupted is finished first.
     pub async fn open(storage: S, config: LogConfig) -> Result<Log<S>, OpenError> {
         config.validate()?;
-        let (mut files, has_truncation) = list_files(&storage).await?;
+        let (mut files, has_truncation, free) = list_files(&storage, &config).await?;
         let truncation = match has_truncation {
             true => read_truncation(&storage).await?,
             false => None,
@@ -58,6 +58,9 @@ impl<S: Storage> Log<S> {
                 recent_truncations: VecDeque::new(),
                 term_before_start: None,
                 cache: LogCache::new(config.cache_bytes_max),
+                free,
+                free_reserved: 0,
+                reused: 0,
             }),
         };
         if has_truncation {
@@ -85,22 +88,35 @@ impl<S: Storage> Log<S> {
 /// whether a truncation record exists. Index files whose segment is gone are removed.
 type FileMap = BTreeMap<Offset, (bool, bool)>;
 
-async fn list_files<S: Storage>(storage: &S) -> Result<(FileMap, bool), OpenError> {
+/// The files of the log: segments with their index files, whether a truncation record
+/// exists, and the recycled files kept for reuse (by old base; those beyond
+/// `recycle_segments_max` are removed).
+async fn list_files<S: Storage>(
+    storage: &S,
+    config: &LogConfig,
+) -> Result<(FileMap, bool, Vec<Offset>), OpenError> {
     let list_error = |error| OpenError::Io {
         file: ".".to_string(),
         error,
     };
     let mut files: FileMap = BTreeMap::new();
     let mut has_truncation = false;
+    let mut free = Vec::new();
     for name in storage.list().await.map_err(list_error)? {
         has_truncation |= name == TRUNCATION_NAME;
-        if let Some((base, kind)) = parse_name(&name) {
-            let entry = files.entry(base).or_default();
-            match kind {
-                FileKind::Segment => entry.0 = true,
-                FileKind::Index => entry.1 = true,
-            }
+        match parse_name(&name) {
+            Some((base, FileKind::Segment)) => files.entry(base).or_default().0 = true,
+            Some((base, FileKind::Index)) => files.entry(base).or_default().1 = true,
+            Some((base, FileKind::Free)) => free.push(base),
+            None => {}
         }
+    }
+    let keep = usize::try_from(config.recycle_segments_max).expect("small");
+    for base in free.split_off(keep.min(free.len())) {
+        // More than this configuration keeps (it was lowered).
+        remove_if_present(storage, &free_name(base))
+            .await
+            .map_err(|(file, error)| OpenError::Io { file, error })?;
     }
     for (base, (has_segment, _)) in &files {
         if !has_segment {
@@ -111,7 +127,7 @@ async fn list_files<S: Storage>(storage: &S) -> Result<(FileMap, bool), OpenErro
         }
     }
     files.retain(|_, (has_segment, _)| *has_segment);
-    Ok((files, has_truncation))
+    Ok((files, has_truncation, free))
 }
 
 /// The offset of the truncation record. Damage can only make a valid record look
@@ -323,6 +339,7 @@ fn segment_from_index<F>(file: F, size: u64, stored: IndexFile) -> Segment<F> {
     segment.terms = stored.terms;
     segment.timestamp_ms_max = summary.timestamp_ms_max;
     segment.sealed = true;
+    segment.epoch_tagged = summary.epoch_tagged;
     segment.file = Some(Rc::new(file));
     segment
 }
@@ -376,6 +393,7 @@ fn segment_from_scan<F>(base: Offset, size: u64, bytes: &[u8], scan: SegmentScan
     segment.index = scan.index;
     segment.terms = scan.terms;
     segment.timestamp_ms_max = scan.timestamp_ms_max;
+    segment.epoch_tagged = scan.epoch_tagged;
     segment
 }
 

@@ -5,13 +5,15 @@
 
 use super::files::{remove_if_present, TRUNCATION_NAME};
 use super::{Log, LogError};
-use crate::segment::{index_name, parse_name, segment_name};
+use crate::segment::{free_name, index_name, parse_name, segment_name, FileKind};
 use crate::storage::Storage;
 use crate::types::Offset;
 
 impl<S: Storage> Log<S> {
     /// Removes every segment and index file (those this log knows and any other the
-    /// storage lists) and any truncation record, then makes the log empty with
+    /// storage lists), every recycled file (the new log's offsets may repeat theirs, so
+    /// their batches could pass for data) and any truncation record, then makes the log
+    /// empty with
     /// `next_offset == start`: the next append creates the segment based at `start`, and
     /// reopening the directory finds a log that starts there. Staged records are
     /// dropped. Not durable as a whole: the caller keeps its own record of what it is
@@ -34,9 +36,22 @@ impl<S: Storage> Log<S> {
             .iter()
             .map(|s| s.base_offset)
             .collect();
+        let listed_free: Vec<Offset> = listed
+            .iter()
+            .filter_map(|name| parse_name(name).filter(|(_, kind)| *kind == FileKind::Free))
+            .map(|(base, _)| base)
+            .collect();
+        // Bounded by the files listed.
+        for base in listed_free {
+            remove_if_present(&self.storage, &free_name(base))
+                .await
+                .map_err(io)?;
+        }
+        self.state.borrow_mut().free.clear();
         let listed_bases = listed
             .iter()
-            .filter_map(|name| parse_name(name).map(|(base, _)| base));
+            .filter_map(|name| parse_name(name).filter(|(_, kind)| *kind != FileKind::Free))
+            .map(|(base, _)| base);
         let mut bases: Vec<Offset> = known.into_iter().chain(listed_bases).collect();
         bases.sort_unstable();
         bases.dedup();

@@ -681,3 +681,313 @@ fn an_io_error_during_truncation_poisons() {
     let log = check_open(&disk);
     expect_content(&log, &expected[..50]);
 }
+
+// Recycled segment files (docs/log.md D12, D13).
+
+fn names_with(disk: &SimDisk, suffix: &str) -> Vec<String> {
+    block_on(crate::storage::Storage::list(disk))
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.ends_with(suffix))
+        .collect()
+}
+
+/// The log holds exactly `expected[start..]` from its start offset on.
+fn expect_content_from(log: &Log<SimDisk>, expected: &[(u8, u64)]) {
+    let start = log.start_offset().0;
+    let records = read_all(log);
+    assert_eq!(
+        log.next_offset(),
+        Offset(expected.len() as u64),
+        "next offset"
+    );
+    assert_eq!(records.len() as u64, expected.len() as u64 - start, "count");
+    for record in &records {
+        let offset = record.offset.0;
+        let (tag, term) = expected[usize::try_from(offset).unwrap()];
+        assert_eq!(
+            record.payload,
+            tagged_payload(offset, tag),
+            "payload {offset}"
+        );
+        assert_eq!(log.term_at(record.offset), Some(term), "term of {offset}");
+    }
+}
+
+/// A log whose older segments retention removed into the recycle pool (2 files), its
+/// last segment full enough that the next batches roll into a recycled file.
+fn recycling_fixture(seed: u64) -> (SimDisk, Log<SimDisk>, Vec<(u8, u64)>) {
+    let disk = SimDisk::new(seed);
+    let log = check_open(&disk);
+    append_tagged(&log, 1, 300, 5, 1);
+    sync_all(&log);
+    let segments = log.segment_count();
+    assert!(segments >= 4, "{segments}");
+    let last_base = log.state.borrow().segments.back().unwrap().base_offset;
+    let policy = RetentionPolicy {
+        remove_below: Some(last_base),
+        ..RetentionPolicy::default()
+    };
+    let removed = block_on(log.apply_retention(0, policy)).unwrap();
+    assert_eq!(removed as usize, segments - 1);
+    assert_eq!(log.recycle_stats().free_files, 2, "bounded by the config");
+    assert_eq!(names_with(&disk, ".free").len(), 2, "the others unlinked");
+    assert_eq!(names_with(&disk, ".idx").len(), 0);
+    (disk, log, same(1, 1, 300))
+}
+
+/// Appends (tag 2, term 2) until the log rolls into a new segment and then `extra`
+/// batches of 2; returns the new segment's base.
+fn roll_into_new_segment(log: &Log<SimDisk>, expected: &mut Vec<(u8, u64)>, extra: u64) -> Offset {
+    let segments = log.segment_count();
+    while log.segment_count() == segments {
+        append_tagged(log, 2, 5, 5, 2);
+        expected.extend(same(2, 2, 5));
+    }
+    let base = log.state.borrow().segments.back().unwrap().base_offset;
+    append_tagged(log, 2, 2 * extra, 2, 2);
+    expected.extend(same(2, 2, usize::try_from(2 * extra).unwrap()));
+    sync_all(log);
+    base
+}
+
+#[test]
+fn a_recycled_segment_with_stale_batches_recovers_exactly_the_new_data() {
+    for mode in [
+        CrashMode::LoseUnsynced,
+        CrashMode::TearLast,
+        CrashMode::ScrambleSectors,
+    ] {
+        for seed in 0..8 {
+            let (disk, log, mut expected) = recycling_fixture(100 + seed);
+            let base = roll_into_new_segment(&log, &mut expected, 3);
+            assert_eq!(log.recycle_stats().reused, 1);
+            assert_eq!(log.recycle_stats().free_files, 1);
+            let name = crate::segment::segment_name(base);
+            let data = log.state.borrow().segments.back().unwrap().written_bytes;
+            let size = disk.file_bytes(&name).unwrap();
+            assert!(size > data + 8192, "stale bytes follow: {size} vs {data}");
+            // Stale batches are valid batches of another epoch right after the data.
+            let bytes = read_file(&disk, &name);
+            let scan = crate::segment::scan_segment(&bytes, base, 1024);
+            assert_eq!(scan.next_offset, log.next_offset());
+            assert!(
+                matches!(scan.end, crate::segment::ScanEnd::Clean)
+                    || matches!(scan.end, crate::segment::ScanEnd::Torn { .. }),
+                "{:?}",
+                scan.end
+            );
+            // Unsynced records on top, then a crash.
+            append_tagged(&log, 2, 6, 3, 3);
+            drop(log);
+            disk.crash_with(mode);
+            for verify_on_open in [VerifyOnOpen::Tail, VerifyOnOpen::All] {
+                let config = LogConfig {
+                    verify_on_open,
+                    ..test_config()
+                };
+                let log = block_on(Log::open(disk.clone(), config)).expect("recovers");
+                let next = log.next_offset().0 as usize;
+                assert!(next >= expected.len() && next <= expected.len() + 6);
+                let mut with_unsynced = expected.clone();
+                with_unsynced.extend(same(3, 2, next - expected.len()));
+                expect_content_from(&log, &with_unsynced);
+            }
+            // The recycled segment, sealed by a later roll, is cut to its data.
+            let log = check_open(&disk);
+            let mut expected: Vec<(u8, u64)> = (0..log.next_offset().0)
+                .map(|offset| match offset {
+                    o if (o as usize) < expected.len() => expected[o as usize],
+                    _ => (3, 2),
+                })
+                .collect();
+            roll_into_new_segment(&log, &mut expected, 1);
+            let sealed = log.state.borrow().segment(base).written_bytes;
+            assert_eq!(disk.file_bytes(&name), Some(sealed));
+            drop(log);
+            expect_content_from(&check_open(&disk), &expected);
+        }
+    }
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_roll_into_a_recycled_file_loses_nothing() {
+    // The flush that rolls writes and syncs the old segment's data, cuts it, writes its
+    // index file, renames a recycled file to the new segment's name, opens it, writes
+    // and syncs. Stop it at each storage call in turn and crash: every acknowledged
+    // record survives, nothing else appears, and a crash between the rename and the
+    // first sync leaves an empty segment over the previous life's bytes.
+    let (mut before_rename, mut after_rename) = (false, false);
+    for fail_at in 1..30u32 {
+        let (disk, log, mut expected) = recycling_fixture(200 + u64::from(fail_at));
+        let acked = expected.len();
+        let segments = log.segment_count();
+        while log.segment_count() == segments {
+            append_tagged(&log, 2, 5, 5, 2);
+            expected.extend(same(2, 2, 5));
+        }
+        let new_base = log.state.borrow().segments.back().unwrap().base_offset;
+        let new_name = crate::segment::segment_name(new_base);
+        disk.fail_nth_call(fail_at, IoErrorKind::Io);
+        let result = block_on(log.sync(log.next_offset()));
+        disk.clear_faults();
+        drop(log);
+        disk.crash();
+        let free = names_with(&disk, ".free").len();
+        let renamed_bytes = disk.file_bytes(&new_name);
+        let renamed = renamed_bytes.is_some();
+        assert_eq!(free + usize::from(renamed), 2, "the rename is atomic");
+        assert_ne!(
+            renamed_bytes,
+            Some(0),
+            "a recycled file holds its old bytes"
+        );
+        let log = check_open(&disk);
+        let next = usize::try_from(log.next_offset().0).unwrap();
+        assert!(next >= acked && next <= expected.len(), "{next}");
+        if result.is_ok() {
+            assert_eq!(next, expected.len());
+        }
+        expect_content_from(&log, &expected[..next]);
+        before_rename |= !renamed;
+        after_rename |= renamed && log.next_offset() == new_base;
+        // The log goes on: appends roll on and reuse what is left.
+        let mut expected = expected[..next].to_vec();
+        roll_into_new_segment(&log, &mut expected, 2);
+        drop(log);
+        disk.crash();
+        expect_content_from(&check_open(&disk), &expected);
+        if result.is_ok() {
+            break;
+        }
+    }
+    assert!(
+        before_rename && after_rename,
+        "{before_rename} {after_rename}"
+    );
+}
+
+#[test]
+fn recycling_is_bounded_and_configurable() {
+    // Retention passes keep at most `recycle_segments_max` files; 0 keeps none; a
+    // reopen with a lower bound removes the extras.
+    for max in [0u32, 1, 2, 3] {
+        let disk = SimDisk::new(300 + u64::from(max));
+        let config = LogConfig {
+            recycle_segments_max: max,
+            ..test_config()
+        };
+        let log = block_on(Log::open(disk.clone(), config)).unwrap();
+        let mut expected = Vec::new();
+        for round in 0..6u64 {
+            append_tagged(&log, 1, 100, 5, 1);
+            expected.extend(same(1, 1, 100));
+            sync_all(&log);
+            let policy = RetentionPolicy {
+                bytes_max: Some(100_000),
+                ..RetentionPolicy::default()
+            };
+            block_on(log.apply_retention(round, policy)).unwrap();
+            let free = names_with(&disk, ".free").len();
+            assert!(free <= max as usize, "{free} > {max}");
+            assert_eq!(log.recycle_stats().free_files, free);
+        }
+        let stats = log.recycle_stats();
+        if max > 0 {
+            assert!(stats.reused > 0, "rolls reuse recycled files");
+        } else {
+            assert_eq!((stats.reused, stats.free_files), (0, 0));
+        }
+        expect_content_from(&log, &expected);
+        drop(log);
+        let config = LogConfig {
+            recycle_segments_max: max.min(1),
+            ..test_config()
+        };
+        let log = block_on(Log::open(disk.clone(), config)).unwrap();
+        assert!(names_with(&disk, ".free").len() <= max.min(1) as usize);
+        expect_content_from(&log, &expected);
+    }
+}
+
+#[test]
+fn a_free_file_of_the_same_epoch_is_never_reused_for_a_base() {
+    // Base 65,535 has the epoch of base 0: its batches would pass for segment 0's.
+    let disk = SimDisk::new(400);
+    block_on(async {
+        let file =
+            crate::storage::Storage::create(&disk, &crate::segment::free_name(Offset(65_535)))
+                .await
+                .unwrap();
+        let mut bytes = Vec::new();
+        let payload = tagged_payload(65_535, 9);
+        let record = RecordInput {
+            timestamp_ms: 1,
+            attributes: b"",
+            payload: &payload,
+        };
+        crate::record::encode_batch(&mut bytes, Offset(0), 1, 0, 0, &[record]).unwrap();
+        bytes.resize(4096, 0);
+        let mut buf = file.alloc_buf(4096);
+        buf.as_mut().copy_from_slice(&bytes);
+        file.write_at(buf, 0).await.unwrap();
+        file.sync().await.unwrap();
+    });
+    assert_eq!(crate::segment::segment_epoch(Offset(0)), 1);
+    let log = check_open(&disk);
+    assert_eq!(log.recycle_stats().free_files, 1);
+    append_tagged(&log, 0, 1, 1, 1);
+    sync_all(&log);
+    assert_eq!(log.recycle_stats().reused, 0, "a new file instead");
+    assert_eq!(names_with(&disk, ".free").len(), 1);
+    expect_content_from(&log, &same(1, 0, 1));
+}
+
+#[test]
+fn legacy_segments_read_and_are_never_recycled() {
+    // Two segments written before epochs (every batch of epoch 0), no index files.
+    let disk = SimDisk::new(500);
+    block_on(async {
+        for base in [0u64, 10] {
+            let mut bytes = Vec::new();
+            for offset in base..base + 10 {
+                let payload = tagged_payload(offset, 1);
+                let record = RecordInput {
+                    timestamp_ms: 1,
+                    attributes: b"",
+                    payload: &payload,
+                };
+                let claim = bytes.len() as u64;
+                crate::record::encode_batch(&mut bytes, Offset(offset), 0, 4, claim, &[record])
+                    .unwrap();
+            }
+            bytes.resize(
+                usize::try_from(crate::record::align_up(bytes.len() as u64, 4096)).unwrap(),
+                0,
+            );
+            let name = crate::segment::segment_name(Offset(base));
+            let file = crate::storage::Storage::create(&disk, &name).await.unwrap();
+            let mut buf = file.alloc_buf(bytes.len());
+            buf.as_mut().copy_from_slice(&bytes);
+            file.write_at(buf, 0).await.unwrap();
+            file.sync().await.unwrap();
+        }
+    });
+    let log = check_open(&disk);
+    expect_content_from(&log, &same(1, 4, 20));
+    // New batches go on in the legacy last segment.
+    append_tagged(&log, 4, 5, 5, 2);
+    sync_all(&log);
+    let mut expected = same(1, 4, 20);
+    expected.extend(same(2, 4, 5));
+    let policy = RetentionPolicy {
+        remove_below: Some(Offset(10)),
+        ..RetentionPolicy::default()
+    };
+    assert_eq!(block_on(log.apply_retention(0, policy)).unwrap(), 1);
+    assert_eq!(log.recycle_stats().free_files, 0, "unlinked, not recycled");
+    assert!(names_with(&disk, ".free").is_empty());
+    drop(log);
+    let log = check_open(&disk);
+    expect_content_from(&log, &expected);
+}

@@ -27,6 +27,7 @@ pub fn engine_config(snapshot_every_records: u64) -> EngineConfig {
             preallocate_bytes: 16 * 1024,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits: EngineLimits {
             groups_per_queue_max: 8,

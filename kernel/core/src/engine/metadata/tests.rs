@@ -30,6 +30,7 @@ fn engine_config() -> EngineConfig {
             preallocate_bytes: 0,
             verify_on_open: VerifyOnOpen::Tail,
             cache_bytes_max: crate::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: crate::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
         },
         limits: EngineLimits::dms(),
         snapshot_every_records: 10_000,
