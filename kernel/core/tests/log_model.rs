@@ -15,7 +15,11 @@
 //! and starts a new payload generation, so a removed record that came back would differ
 //! from the model. A crash during a truncation is made by failing its n-th storage call
 //! and then crashing: the model then keeps its records, and only those below the
-//! truncation offset that were durable must survive.
+//! truncation offset that were durable must survive. Syncs and retention passes are
+//! stopped the same way. Each case keeps 0 to 3 recycled segment files
+//! (`recycle_segments_max`), so retention renames removed segments for reuse and rolls
+//! take them, leaving the previous life's batches past the new data, also across
+//! crashes in the middle of either; the recycled files on disk never exceed the bound.
 //! The number of cases comes from `PROPTEST_CASES` (the test command sets 10,000).
 
 use proptest::prelude::*;
@@ -24,7 +28,7 @@ use sluice_core::log::{
 };
 use sluice_core::record::RecordInput;
 use sluice_core::sim_disk::{block_on, CrashMode, SimDisk};
-use sluice_core::storage::{IoErrorKind, IoOp};
+use sluice_core::storage::{IoErrorKind, IoOp, Storage};
 use sluice_core::Offset;
 
 /// The term an append asks for.
@@ -42,6 +46,10 @@ enum Term {
 enum Op {
     /// Stage a batch of records with these payload sizes.
     Append(Vec<u16>, Term),
+    /// Stage this many batches of 12 records of 2,400 bytes (about 29 KB each) and
+    /// sync: segments fill, so retention has whole segments to remove and rolls take
+    /// recycled files.
+    Fill(u8),
     /// Sync everything staged.
     Sync,
     /// The next sync fails with EIO (the log is then poisoned).
@@ -59,6 +67,12 @@ enum Op {
     Truncate(u16),
     /// Truncate with its n-th storage call failing, then crash: a crash in the middle.
     TruncateCrash(u16, u8, CrashMode),
+    /// Sync (which may roll into a recycled file) with its n-th storage call failing,
+    /// then crash.
+    SyncCrash(u8, CrashMode),
+    /// Retention (which may rename segments for reuse) with its n-th storage call
+    /// failing, then crash.
+    RetainCrash(u32, u8, CrashMode),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -76,12 +90,16 @@ fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (prop::collection::vec(0u16..2500, 1..12), term)
             .prop_map(|(sizes, term)| Op::Append(sizes, term)),
+        3 => (1u8..=4).prop_map(Op::Fill),
         4 => Just(Op::Sync),
         1 => Just(Op::FailSync),
         1 => any::<bool>().prop_map(Op::FailWrite),
         2 => crash_mode.clone().prop_map(Op::Crash),
         1 => Just(Op::Reopen),
-        1 => (20_000u32..400_000).prop_map(Op::Retain),
+        2 => (20_000u32..400_000).prop_map(Op::Retain),
+        1 => (1u8..16, crash_mode.clone()).prop_map(|(call, mode)| Op::SyncCrash(call, mode)),
+        1 => (20_000u32..200_000, 1u8..8, crash_mode.clone())
+            .prop_map(|(bytes, call, mode)| Op::RetainCrash(bytes, call, mode)),
         2 => (0u16..1000).prop_map(Op::Read),
         2 => (0u16..=1000).prop_map(Op::Truncate),
         2 => (0u16..=1000, 1u8..24, crash_mode.clone()).prop_map(|(at, call, mode)| {
@@ -91,15 +109,16 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 }
 
 /// The log's config; `cache_bytes_max` varies per case (0, tiny, default) so reads are
-/// checked against the model with the cache off, thrashing and roomy.
-fn config(cache_bytes_max: u64) -> LogConfig {
+/// checked against the model with the cache off, thrashing and roomy, and
+/// `recycle_segments_max` (0 to 3) so segment files are unlinked or recycled.
+fn config(cache_bytes_max: u64, recycle_segments_max: u32) -> LogConfig {
     LogConfig {
         segment_bytes_max: 64 * 1024,
         index_interval_bytes: 2048,
         preallocate_bytes: 16 * 1024,
         verify_on_open: VerifyOnOpen::Tail,
         cache_bytes_max,
-        recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
+        recycle_segments_max,
     }
 }
 
@@ -129,6 +148,7 @@ struct Harness {
     model: Model,
     now_ms: u64,
     cache_bytes_max: u64,
+    recycle_segments_max: u32,
 }
 
 impl Harness {
@@ -138,13 +158,14 @@ impl Harness {
 
     fn reopen(&mut self) {
         self.log = None;
-        let log = match block_on(Log::open(self.disk.clone(), config(self.cache_bytes_max))) {
+        let config = config(self.cache_bytes_max, self.recycle_segments_max);
+        let log = match block_on(Log::open(self.disk.clone(), config)) {
             Ok(log) => log,
             Err(OpenError::Io { .. }) => {
                 // An armed fault hit recovery itself (an operating error, reported as
                 // such); the operator restarts once the disk is healthy again.
                 self.disk.clear_faults();
-                match block_on(Log::open(self.disk.clone(), config(self.cache_bytes_max))) {
+                match block_on(Log::open(self.disk.clone(), config)) {
                     Ok(log) => log,
                     Err(error) => panic!("recovery failed on a healthy disk: {error}"),
                 }
@@ -172,6 +193,19 @@ impl Harness {
         model.start = log.start_offset().0;
         self.log = Some(log);
         self.check_all();
+        self.check_recycled_files();
+    }
+
+    /// The recycled files on disk stay within the bound, and the log knows each.
+    fn check_recycled_files(&self) {
+        let names = block_on(Storage::list(&self.disk)).expect("list");
+        let free = names.iter().filter(|name| name.ends_with(".free")).count();
+        assert!(
+            free <= self.recycle_segments_max as usize,
+            "{free} recycled files, bound {}",
+            self.recycle_segments_max
+        );
+        assert_eq!(self.log().recycle_stats().free_files, free);
     }
 
     fn check_all(&self) {
@@ -216,6 +250,12 @@ impl Harness {
         self.now_ms += 1;
         match op {
             Op::Append(sizes, term) => self.append(&sizes, term),
+            Op::Fill(batches) => {
+                for _ in 0..batches {
+                    self.append(&[2400; 12], Term::Keep);
+                }
+                self.step(Op::Sync);
+            }
             Op::Sync => {
                 let upto = self.log().next_offset();
                 match block_on(self.log().sync(upto)) {
@@ -250,6 +290,30 @@ impl Harness {
             Op::TruncateCrash(per_mille, call, mode) => {
                 self.disk.fail_nth_call(u32::from(call), IoErrorKind::Io);
                 self.truncate(per_mille);
+                self.crash(mode);
+            }
+            Op::SyncCrash(call, mode) => {
+                let upto = self.log().next_offset();
+                self.disk.fail_nth_call(u32::from(call), IoErrorKind::Io);
+                if block_on(self.log().sync(upto)).is_ok() {
+                    self.model.acked = upto.0;
+                }
+                self.crash(mode);
+            }
+            Op::RetainCrash(bytes_max, call, mode) => {
+                self.disk.fail_nth_call(u32::from(call), IoErrorKind::Io);
+                let before = self.log().start_offset();
+                let policy = RetentionPolicy {
+                    age_ms_max: None,
+                    bytes_max: Some(u64::from(bytes_max)),
+                    remove_below: None,
+                };
+                // A pass stopped half way may leave on disk segments it had taken out
+                // of the log: after the crash the log may start anywhere from `before`.
+                match block_on(self.log().apply_retention(self.now_ms, policy)) {
+                    Ok(_) => self.model.start = self.log().start_offset().0,
+                    Err(_) => self.model.start = before.0,
+                }
                 self.crash(mode);
             }
         }
@@ -409,22 +473,25 @@ proptest! {
     #[test]
     fn log_matches_model(
         seed in any::<u64>(),
-        ops in prop::collection::vec(op_strategy(), 1..40),
+        ops in prop::collection::vec(op_strategy(), 1..50),
         cache_bytes_max in prop_oneof![
             Just(0u64),
             Just(2048u64),
             Just(12 * 1024u64),
             Just(sluice_core::limits::LOG_CACHE_BYTES_DEFAULT),
         ],
+        recycle_segments_max in 0u32..=3,
     ) {
         let disk = SimDisk::new(seed);
-        let log = block_on(Log::open(disk.clone(), config(cache_bytes_max))).expect("open empty");
+        let config = config(cache_bytes_max, recycle_segments_max);
+        let log = block_on(Log::open(disk.clone(), config)).expect("open empty");
         let mut harness = Harness {
             disk,
             log: Some(log),
             model: Model { records: Vec::new(), acked: 0, start: 0, generation: 0 },
             now_ms: 0,
             cache_bytes_max,
+            recycle_segments_max,
         };
         for op in ops {
             harness.step(op);
