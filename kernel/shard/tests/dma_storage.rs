@@ -86,6 +86,14 @@ fn conformance_truncation_survives_reopen() {
 }
 
 #[test]
+fn conformance_recycled_segments_roundtrip() {
+    let root = tempfile::tempdir().unwrap();
+    check(conformance::recycled_segments_roundtrip(fresh_in(
+        root.path(),
+    )));
+}
+
+#[test]
 fn conformance_corruption_before_tail_is_refused() {
     let root = tempfile::tempdir().unwrap();
     check(conformance::corruption_before_tail_is_refused(

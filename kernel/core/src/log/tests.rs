@@ -25,6 +25,7 @@ fn conformance_on_sim_disk() {
     block_on(conformance::roundtrip_reopen_retention(disks()));
     block_on(conformance::truncated_tail_recovers(disks()));
     block_on(conformance::truncation_survives_reopen(disks()));
+    block_on(conformance::recycled_segments_roundtrip(disks()));
     block_on(conformance::corruption_before_tail_is_refused(
         disks(),
         |disk, name, byte| disk.flip_bit(name, byte, 3),
