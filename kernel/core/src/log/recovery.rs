@@ -41,6 +41,8 @@ impl<S: Storage> Log<S> {
         }
         let segments = open_segments(&storage, &config, &files, truncation).await?;
         let next_offset = segments.back().map_or(Offset(0), |s| s.next_offset);
+        let start = segments.front().map_or(next_offset, |s| s.base_offset);
+        let free = keep_free_below(&storage, free, start).await?;
         let log = Log {
             storage,
             config,
@@ -128,6 +130,26 @@ async fn list_files<S: Storage>(
     }
     files.retain(|_, (has_segment, _)| *has_segment);
     Ok((files, has_truncation, free))
+}
+
+/// The recycled files whose old base lies below the log's start; the others are removed.
+/// Retention frees only segments below the start, so a free file at or past it did not
+/// come from this log's retention (the log started over, or its segments were removed
+/// by hand): its batches' offsets could be the next segments' own (docs/log.md D13).
+async fn keep_free_below<S: Storage>(
+    storage: &S,
+    free: Vec<Offset>,
+    start: Offset,
+) -> Result<Vec<Offset>, OpenError> {
+    let (kept, foreign): (Vec<Offset>, Vec<Offset>) =
+        free.into_iter().partition(|base| *base < start);
+    // Bounded by the recycle bound.
+    for base in foreign {
+        remove_if_present(storage, &free_name(base))
+            .await
+            .map_err(|(file, error)| OpenError::Io { file, error })?;
+    }
+    Ok(kept)
 }
 
 /// The offset of the truncation record. Damage can only make a valid record look

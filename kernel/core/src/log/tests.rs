@@ -911,37 +911,86 @@ fn recycling_is_bounded_and_configurable() {
     }
 }
 
-#[test]
-fn a_free_file_of_the_same_epoch_is_never_reused_for_a_base() {
-    // Base 65,535 has the epoch of base 0: its batches would pass for segment 0's.
-    let disk = SimDisk::new(400);
+/// Writes a synced free file `<old_base>.free` holding one batch of the segment based at
+/// `old_base` (its epoch).
+fn put_free_file(disk: &SimDisk, old_base: Offset) {
     block_on(async {
-        let file =
-            crate::storage::Storage::create(&disk, &crate::segment::free_name(Offset(65_535)))
-                .await
-                .unwrap();
+        let name = crate::segment::free_name(old_base);
+        let file = crate::storage::Storage::create(disk, &name).await.unwrap();
         let mut bytes = Vec::new();
-        let payload = tagged_payload(65_535, 9);
         let record = RecordInput {
             timestamp_ms: 1,
             attributes: b"",
-            payload: &payload,
+            payload: b"stale",
         };
-        crate::record::encode_batch(&mut bytes, Offset(0), 1, 0, 0, &[record]).unwrap();
+        let epoch = crate::segment::segment_epoch(old_base);
+        crate::record::encode_batch(&mut bytes, old_base, epoch, 0, 0, &[record]).unwrap();
         bytes.resize(4096, 0);
         let mut buf = file.alloc_buf(4096);
         buf.as_mut().copy_from_slice(&bytes);
         file.write_at(buf, 0).await.unwrap();
         file.sync().await.unwrap();
     });
-    assert_eq!(crate::segment::segment_epoch(Offset(0)), 1);
+}
+
+#[test]
+fn a_free_file_is_reused_only_for_a_later_base_of_another_epoch() {
+    // Base 65,535 has the epoch of base 131,070: its batches would pass for that
+    // segment's. A free file at or past the log's start did not come from its
+    // retention and is removed at open.
+    use crate::segment::segment_epoch;
+    assert_eq!(
+        segment_epoch(Offset(65_535)),
+        segment_epoch(Offset(131_070))
+    );
+    let disk = SimDisk::new(400);
     let log = check_open(&disk);
-    assert_eq!(log.recycle_stats().free_files, 1);
-    append_tagged(&log, 0, 1, 1, 1);
+    block_on(log.reset_to(Offset(131_000))).unwrap();
+    let small: Vec<RecordInput<'_>> = (0..70)
+        .map(|_| RecordInput {
+            timestamp_ms: 1,
+            attributes: b"",
+            payload: b"0123456789",
+        })
+        .collect();
+    log.append(&small).unwrap();
     sync_all(&log);
+    drop(log);
+    put_free_file(&disk, Offset(65_535));
+    put_free_file(&disk, Offset(200_000));
+    let log = check_open(&disk);
+    assert_eq!(log.start_offset(), Offset(131_000));
+    assert_eq!(
+        log.recycle_stats().free_files,
+        1,
+        "the one past the start removed"
+    );
+    assert_eq!(
+        names_with(&disk, ".free"),
+        vec![crate::segment::free_name(Offset(65_535))]
+    );
+    // A batch too large for what is left of the segment: a roll to base 131,070.
+    let big = vec![7u8; 63 * 1024];
+    log.append(&[RecordInput {
+        timestamp_ms: 1,
+        attributes: b"",
+        payload: &big,
+    }])
+    .unwrap();
+    sync_all(&log);
+    assert_eq!(log.segment_count(), 2);
     assert_eq!(log.recycle_stats().reused, 0, "a new file instead");
     assert_eq!(names_with(&disk, ".free").len(), 1);
-    expect_content_from(&log, &same(1, 0, 1));
+    drop(log);
+    disk.crash();
+    let log = check_open(&disk);
+    assert_eq!(log.next_offset(), Offset(131_071));
+    let records = read_all(&log);
+    assert_eq!(records.len(), 71);
+    assert_eq!(records[70].payload, big);
+    assert!(records[..70]
+        .iter()
+        .all(|r| &r.payload[..] == b"0123456789"));
 }
 
 #[test]
