@@ -159,48 +159,49 @@ impl Ring {
         self.free.borrow_mut().push(index);
     }
 
-    /// Queues `entries` (already carrying their flags) and submits them without waiting.
-    /// The entries' `user_data` are set here, one slot each; `keep` goes with the first.
-    fn submit(&self, entries: &[squeue::Entry], keep: Option<Box<dyn Any>>) -> Vec<Op<'_>> {
-        let mut keep = keep;
-        let mut ops = Vec::with_capacity(entries.len());
+    /// Queues `entries` (already carrying their flags), each with what must outlive the
+    /// kernel's use of it, and submits them without waiting. The entries' `user_data`
+    /// are set here, one slot each. All of them are queued in one go (a link chain must
+    /// reach the kernel in one submission, or its last entry would run unlinked).
+    fn submit(&self, entries: Vec<(squeue::Entry, Box<dyn Any>)>) -> Vec<Op<'_>> {
+        assert!(
+            entries.len() <= RING_ENTRIES as usize,
+            "a group fits the ring"
+        );
         let mut uring = self.uring.borrow_mut();
-        for entry in entries {
-            let index = self.take_slot(keep.take());
+        // Bounded by the kernel's progress: each pass hands the queued entries over, or
+        // waits for it to take them by reaping completions first.
+        loop {
+            let free = {
+                let queue = uring.submission();
+                queue.capacity() - queue.len()
+            };
+            if free >= entries.len() {
+                break;
+            }
+            if let Err(error) = uring.submit() {
+                assert!(transient(&error), "io_uring submission failed: {error}");
+                drop(uring);
+                self.drain();
+                uring = self.uring.borrow_mut();
+            }
+        }
+        let mut ops = Vec::with_capacity(entries.len());
+        for (entry, keep) in entries {
+            let index = self.take_slot(Some(keep));
             ops.push(Op {
                 ring: self,
                 slot: index,
             });
-            let entry = entry.clone().user_data(index as u64);
-            // Bounded: a full queue is handed to the kernel, which takes every entry
-            // (or fails, and then the entries stay queued for the next submit).
-            loop {
-                // SAFETY: every pointer in `entry` stays valid until its completion is
-                // reaped: buffers live in the slots, descriptors in the files (which
-                // outlive the futures that submitted on them).
-                let pushed = unsafe { uring.submission().push(&entry) };
-                if pushed.is_ok() {
-                    break;
-                }
-                if let Err(error) = uring.submit() {
-                    if error.raw_os_error() != Some(libc::EBUSY) {
-                        panic!("io_uring submission failed: {error}");
-                    }
-                    // Completions must be reaped first: drain them here.
-                    drop(uring);
-                    self.drain();
-                    uring = self.uring.borrow_mut();
-                }
-            }
+            let entry = entry.user_data(index as u64);
+            // SAFETY: every pointer in `entry` stays valid until its completion is
+            // reaped: buffers and files live in the slots.
+            let pushed = unsafe { uring.submission().push(&entry) };
+            assert!(pushed.is_ok(), "room was made above");
         }
-        // Linked entries must reach the kernel in one submit call (a link never spans
-        // two), which holds because they were pushed together above unless the queue
-        // filled in between; the kernel then links what it got and the rest follows.
         if let Err(error) = uring.submit() {
-            // EBUSY/EAGAIN: the entries stay queued; the reaper submits them after it
-            // drains completions.
-            let transient = matches!(error.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN));
-            assert!(transient, "io_uring submission failed: {error}");
+            // The entries stay queued; the reaper submits them after it drains.
+            assert!(transient(&error), "io_uring submission failed: {error}");
         }
         ops
     }
@@ -250,7 +251,7 @@ impl Ring {
     ) -> Result<usize, i32> {
         let entry = write_entry(file, &buf, position).flags(squeue::Flags::ASYNC);
         let keep: Box<dyn Any> = Box::new((file.clone(), buf));
-        let op = self.submit(&[entry], Some(keep)).pop().expect("one op");
+        let op = self.submit(vec![(entry, keep)]).pop().expect("one op");
         result_of(op.await)
     }
 
@@ -258,7 +259,7 @@ impl Ring {
     pub async fn sync(&self, file: &Rc<DmaFile>) -> Result<(), i32> {
         let keep: Box<dyn Any> = Box::new(file.clone());
         let op = self
-            .submit(&[sync_entry(file)], Some(keep))
+            .submit(vec![(sync_entry(file), keep)])
             .pop()
             .expect("one op");
         result_of(op.await).map(|_| ())
@@ -277,9 +278,11 @@ impl Ring {
         let length = buf.len();
         let write =
             write_entry(file, &buf, position).flags(squeue::Flags::ASYNC | squeue::Flags::IO_LINK);
-        let keep: Box<dyn Any> = Box::new((file.clone(), buf));
+        let sync = sync_entry(file);
+        let keep_write: Box<dyn Any> = Box::new((file.clone(), buf));
+        let keep_sync: Box<dyn Any> = Box::new(file.clone());
         let mut ops = self
-            .submit(&[write, sync_entry(file)], Some(keep))
+            .submit(vec![(write, keep_write), (sync, keep_sync)])
             .into_iter();
         let (write, sync) = (ops.next().expect("write"), ops.next().expect("sync"));
         // Both are awaited; a dropped one leaves its slot to the reaper.
@@ -293,6 +296,14 @@ impl Ring {
             .map(|_| (written, true))
             .map_err(WriteSyncError::Sync)
     }
+}
+
+/// Whether a failed `io_uring_enter` leaves the queued entries for a later try.
+fn transient(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
+    )
 }
 
 /// Which half of a linked write and sync failed, with its errno.
