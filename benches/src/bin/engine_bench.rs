@@ -163,6 +163,18 @@ fn part1(quick: bool) {
     println!("bytes per stored message are in the table; bodies stay on disk");
 }
 
+/// A message of `bytes` bytes of body, sent after `delay`.
+fn plain_message(bytes: usize, delay: Delay) -> SendInput {
+    SendInput {
+        body: vec![7u8; bytes],
+        attributes: Vec::new(),
+        tags: Vec::new(),
+        fifo_group: None,
+        delay,
+        dedup_id: None,
+    }
+}
+
 fn engine_config() -> EngineConfig {
     EngineConfig {
         log: LogConfig {
@@ -199,14 +211,7 @@ fn part2(quick: bool) {
             .expect("fresh engine");
         let g =
             block_on(engine.create_group(q, "g", GroupStart::Oldest, NOW)).expect("fresh queue");
-        let message = SendInput {
-            body: vec![7u8; 100],
-            attributes: Vec::new(),
-            tags: Vec::new(),
-            fifo_group: None,
-            delay: Delay::None,
-            dedup_id: None,
-        };
+        let message = plain_message(100, Delay::None);
         // Ten per send, as DMS clients send them.
         let batch = vec![message; 10];
         for _ in 0..backlog / 10 {
@@ -364,14 +369,7 @@ fn part4(quick: bool) {
         if delayed > 0 {
             let d = block_on(engine.create_queue("t", "d", queue_config(QueueMode::Normal), NOW))
                 .expect("fresh name");
-            let message = SendInput {
-                body: vec![1u8; 100],
-                attributes: Vec::new(),
-                tags: Vec::new(),
-                fifo_group: None,
-                delay: Delay::Ms(3_600_000),
-                dedup_id: None,
-            };
+            let message = plain_message(100, Delay::Ms(3_600_000));
             let batch = vec![message; 100];
             for _ in 0..delayed / 100 {
                 block_on(engine.send(d, &batch, NOW)).expect("send delayed");
@@ -380,14 +378,7 @@ fn part4(quick: bool) {
         let q = block_on(engine.create_queue("t", "q", queue_config(QueueMode::Normal), NOW))
             .expect("fresh name");
         let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, NOW)).expect("fresh");
-        let message = SendInput {
-            body: vec![7u8; 1024],
-            attributes: Vec::new(),
-            tags: Vec::new(),
-            fifo_group: None,
-            delay: Delay::None,
-            dedup_id: None,
-        };
+        let message = plain_message(1024, Delay::None);
         let batch = vec![message; 10];
         let request = ReceiveRequest {
             max_messages: 10,

@@ -38,7 +38,8 @@ mod scale {
     use clap::Parser;
     use serde_json::{json, Value};
     use sluice_benches::dms::{
-        read_tenant, send_all_stored, spawn_server_with, Conn, Delivery, Signer, SEND_BATCH_MAX,
+        read_tenant, send_all_stored, spawn_server_with, Conn, Delivery, Signer, Tenant,
+        SEND_BATCH_MAX,
     };
     use sluice_benches::latency::Samples;
     use sluice_benches::procfs::{cpu_s, rss_bytes};
@@ -92,6 +93,20 @@ mod scale {
         address: SocketAddr,
         base: String,
         connections: u32,
+    }
+
+    impl Ctx {
+        fn new(tenant: Tenant, address: SocketAddr, connections: u32) -> Ctx {
+            Ctx {
+                base: format!("/v1.0/{}", tenant.project_id),
+                signer: Signer {
+                    tenant,
+                    host: address.to_string(),
+                },
+                address,
+                connections,
+            }
+        }
     }
 
     /// One probe: send and consume figures.
@@ -157,15 +172,7 @@ mod scale {
             }
         };
         let pid = spawned.child.id();
-        let ctx = Rc::new(Ctx {
-            base: format!("/v1.0/{}", tenant.project_id),
-            signer: Signer {
-                tenant,
-                host: address.to_string(),
-            },
-            address,
-            connections: args.connections,
-        });
+        let ctx = Rc::new(Ctx::new(tenant, address, args.connections));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -319,15 +326,7 @@ mod scale {
             &env,
         )?;
         let tenant = read_tenant(&spawned.data_dir)?;
-        let control = Rc::new(Ctx {
-            base: format!("/v1.0/{}", tenant.project_id),
-            signer: Signer {
-                tenant,
-                host: address.to_string(),
-            },
-            address,
-            connections: args.connections,
-        });
+        let control = Rc::new(Ctx::new(tenant, address, args.connections));
         let body = "p".repeat(args.probe_bytes);
         let (control_queue, control_group) = create_queue(&control, "scale-probe", true).await?;
         probe(
@@ -342,42 +341,30 @@ mod scale {
         let (mut send_ratios, mut consume_ratios) = (Vec::new(), Vec::new());
         for round in 0..args.control_rounds {
             // Alternate which goes first, so neither always follows the other.
+            let crowded_probe = || {
+                probe(
+                    ctx,
+                    crowded_queue,
+                    crowded_group,
+                    &body,
+                    args.probe_messages,
+                )
+            };
+            let control_probe = || {
+                probe(
+                    &control,
+                    &control_queue,
+                    &control_group,
+                    &body,
+                    args.probe_messages,
+                )
+            };
             let (crowded, base) = if round % 2 == 0 {
-                let crowded = probe(
-                    ctx,
-                    crowded_queue,
-                    crowded_group,
-                    &body,
-                    args.probe_messages,
-                )
-                .await?;
-                let base = probe(
-                    &control,
-                    &control_queue,
-                    &control_group,
-                    &body,
-                    args.probe_messages,
-                )
-                .await?;
-                (crowded, base)
+                let crowded = crowded_probe().await?;
+                (crowded, control_probe().await?)
             } else {
-                let base = probe(
-                    &control,
-                    &control_queue,
-                    &control_group,
-                    &body,
-                    args.probe_messages,
-                )
-                .await?;
-                let crowded = probe(
-                    ctx,
-                    crowded_queue,
-                    crowded_group,
-                    &body,
-                    args.probe_messages,
-                )
-                .await?;
-                (crowded, base)
+                let base = control_probe().await?;
+                (crowded_probe().await?, base)
             };
             print_probe(&format!("round {round}: control"), &base, &base);
             print_probe(&format!("round {round}: crowded"), &crowded, &base);
