@@ -374,7 +374,12 @@ mod scale {
         }
         let median = |values: &mut Vec<f64>| {
             values.sort_by(f64::total_cmp);
-            values[values.len() / 2]
+            let middle = values.len() / 2;
+            if values.len() % 2 == 0 {
+                (values[middle - 1] + values[middle]) / 2.0
+            } else {
+                values[middle]
+            }
         };
         let (send, consume) = (median(&mut send_ratios), median(&mut consume_ratios));
         println!(
