@@ -47,11 +47,11 @@ use std::sync::Arc;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 use glommio::GlommioError;
 use sluice_core::limits::BLOCK_BYTES;
-
-use crate::uring::{IoSubmit, Ring, WriteSyncError};
 use sluice_core::storage::{
     is_block_aligned, IoError, IoErrorKind, IoOp, Storage, StorageBuf, StorageFile,
 };
+
+use crate::uring::{IoSubmit, Ring, WriteSyncError};
 
 /// The largest single read submitted to io_uring; longer reads are split and joined.
 /// Bounds the size of one DMA buffer (glommio falls back to the heap past its
