@@ -175,6 +175,17 @@ fn plain_message(bytes: usize, delay: Delay) -> SendInput {
     }
 }
 
+/// A receive of up to 10 messages, as DMS clients ask, with no byte budget.
+fn receive_ten() -> ReceiveRequest {
+    ReceiveRequest {
+        max_messages: 10,
+        bytes_max: u64::MAX,
+        oversize_first: true,
+        visibility_ms: 30_000,
+        filter: None,
+    }
+}
+
 fn engine_config() -> EngineConfig {
     EngineConfig {
         log: LogConfig {
@@ -217,13 +228,7 @@ fn part2(quick: bool) {
         for _ in 0..backlog / 10 {
             block_on(engine.send(q, &batch, NOW)).expect("send within limits");
         }
-        let request = ReceiveRequest {
-            max_messages: 10,
-            bytes_max: u64::MAX,
-            oversize_first: true,
-            visibility_ms: 30_000,
-            filter: None,
-        };
+        let request = receive_ten();
         // Consume a fifth of the backlog, so it stays within 20% of its size.
         let measured = (backlog / 5).min(50_000);
         let start = Instant::now();
@@ -380,13 +385,7 @@ fn part4(quick: bool) {
         let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, NOW)).expect("fresh");
         let message = plain_message(1024, Delay::None);
         let batch = vec![message; 10];
-        let request = ReceiveRequest {
-            max_messages: 10,
-            bytes_max: u64::MAX,
-            oversize_first: true,
-            visibility_ms: 30_000,
-            filter: None,
-        };
+        let request = receive_ten();
         block_on(engine.snapshot()).expect("snapshot");
         let start = Instant::now();
         let mut snapshots = 0;
