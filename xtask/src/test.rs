@@ -49,7 +49,7 @@ const STEPS: &[Step] = &[
     // The madsim simulation (the node's request layer over the engines, on simulated
     // disks and links): its own tests (replay determinism, regression seeds, the checker
     // catching a forged history), a bounded sweep of seeds, then each deliberate bug
-    // (`--bugs-ci`) must be caught within 200 seeds. Grows with the replication issue.
+    // (`--bugs-ci`) must be caught within 100 seeds. Grows with the replication issue.
     Step {
         name: "simulation",
         run: |_| crate::sim::ci(),
