@@ -93,7 +93,8 @@ macro_rules! forwardable {
 
 forwardable! {
     ReadDirectory, ReadDirectoryChanges, ReadTenants, PutTenant, RemoveTenant, SetAdminSecret,
-    CreateQueue, DeleteQueue, SetQueueMeta, CreateGroup, DeleteGroup, SendBatch, Cancel,
+    CreateQueue, DeleteQueue, SetQueueMeta, CreateGroup, DeleteGroup, SendBatch, SendTo, ReadPositions,
+    Positions, Cancel,
     Receive, Ack, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,
     ReadMembership, ChangeMembership, TransferLead, LeaderHint,

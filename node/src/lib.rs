@@ -24,6 +24,7 @@
 
 use std::sync::Arc;
 
+use sluice_core::engine::read_at::ReadAt;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, MessageId,
     QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
@@ -115,6 +116,18 @@ pub struct QueueCounts {
     pub delayed: u64,
     /// Per consumer group, in the order of `QueueView::groups`.
     pub groups: Vec<(GroupId, GroupStats)>,
+}
+
+/// One read of [`Node::read_positions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PositionRead {
+    pub queue: QueueId,
+    pub partition: u32,
+    /// The first position wanted.
+    pub from: u64,
+    /// Bytes of bodies and attributes this read may answer (its first message is
+    /// answered whatever its size).
+    pub bytes_max: u64,
 }
 
 /// Which lane of a consumer group a receive or ack works on.
@@ -279,6 +292,41 @@ pub trait Node {
         request: ReceiveRequest,
         wait_ms: u64,
     ) -> Result<Vec<Routed<Delivery>>, NodeError>;
+
+    /// The node's partition count: every queue has this many partitions (a Kafka
+    /// topic's partitions).
+    fn partition_count(&self) -> u32;
+
+    /// Sends a batch to one partition, chosen by the caller (a Kafka producer); answers
+    /// once durable, with the outcomes in order and the position (`seq`) of the first new
+    /// message in its queue there (`None` when all were duplicates).
+    async fn send_to(
+        &self,
+        queue: QueueId,
+        partition: u32,
+        messages: Vec<SendInput>,
+    ) -> Result<(Vec<SendOutcome>, Option<u64>), NodeError>;
+
+    /// Reads queues by position (log-style consumers): each read gets up to its own
+    /// `bytes_max`, all of them together at most `bytes_max`; with fewer than `min_bytes`
+    /// found, waits up to `wait_ms` (capped by the node's long-poll limit) for more and
+    /// reads again. Answers per read, in order (a read's failure is its own).
+    async fn read_positions(
+        &self,
+        reads: Vec<PositionRead>,
+        bytes_max: u64,
+        min_bytes: u64,
+        wait_ms: u64,
+    ) -> Result<Vec<Result<ReadAt, NodeError>>, NodeError>;
+
+    /// A queue's retained positions on one partition (first, next) and, with `at_ms`, the
+    /// first position whose message became available at or after it.
+    async fn positions(
+        &self,
+        queue: QueueId,
+        partition: u32,
+        at_ms: Option<u64>,
+    ) -> Result<(u64, u64, Option<u64>), NodeError>;
 
     /// Acks in the given order (DMS semantics: processing stops at the first invalid
     /// handle, a handle of the other lane included, and later entries answer

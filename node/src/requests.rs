@@ -14,6 +14,7 @@
 use std::rc::Rc;
 
 use sluice_core::engine::membership::{Membership, MembershipStep};
+use sluice_core::engine::read_at::ReadAt;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, GroupId, GroupStats, HandleError, MessageId, QueueConfig,
     QueueId, ReceiptHandle, SendInput, SendOutcome,
@@ -252,6 +253,51 @@ partition_request! {
     /// Stores a batch as one operation; answers once it is durable.
     SendBatch { queue: QueueId, messages: Vec<SendInput> } -> Vec<SendOutcome>,
     |this, shard, engine, now| engine.send(this.queue, &this.messages, now).await
+}
+
+partition_request! {
+    /// Stores a batch on this partition (a log-style producer chose it); answers the
+    /// outcomes and the position of the batch's first new message in its queue
+    /// (`Engine::seq_of`; `None` when every message was a duplicate).
+    SendTo { queue: QueueId, messages: Vec<SendInput> } -> (Vec<SendOutcome>, Option<u64>),
+    |this, shard, engine, now| {
+        match engine.send(this.queue, &this.messages, now).await {
+            Ok(outcomes) => {
+                let first = outcomes
+                    .iter()
+                    .find(|outcome| !outcome.duplicate)
+                    .and_then(|outcome| engine.seq_of(this.queue, outcome.message_id));
+                Ok((outcomes, first))
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+partition_request! {
+    /// Reads the queue by position (`Engine::read_at`); answers with the partition's
+    /// change count read before reading (a long poll waits for it to move).
+    ReadPositions { queue: QueueId, from: u64, max_messages: u32, bytes_max: u64 } -> (ReadAt, u64),
+    |this, shard, engine, now| {
+        let _ = now;
+        let seen = engine.change_count();
+        let max = usize::try_from(this.max_messages).unwrap_or(usize::MAX);
+        engine
+            .read_at(this.queue, this.from, max, this.bytes_max)
+            .await
+            .map(|read| (read, seen))
+    }
+}
+
+partition_request! {
+    /// The queue's retained positions here (first, next) and, with `at_ms`, the first
+    /// position whose message became available at or after it; read at the serving
+    /// leader.
+    Positions { queue: QueueId, at_ms: Option<u64> } -> (u64, u64, Option<u64>),
+    |this, shard, engine, now| {
+        let _ = now;
+        engine.positions(this.queue, this.at_ms).await
+    }
 }
 
 partition_request! {

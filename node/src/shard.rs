@@ -14,6 +14,7 @@ use std::task::Poll;
 
 use sluice_core::bugs::{self, Bug};
 use sluice_core::engine::metadata::MetadataGate;
+use sluice_core::engine::read_at::ReadAt;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, MessageId, QueueConfig,
     QueueId, ReceiptHandle, SendInput, SendOutcome,
@@ -27,7 +28,7 @@ use crate::replay::ReplayRefusal;
 use crate::requests::{self, owner_of, PartitionMembership, ShardRequest};
 use crate::routing::{self, Routed};
 use crate::tenants::{Quotas, Tenant, TenantDirectory, TenantError};
-use crate::{Directories, Host, Job, Lane, Node, NodeError, QueueCounts, QueueView};
+use crate::{Directories, Host, Job, Lane, Node, NodeError, PositionRead, QueueCounts, QueueView};
 
 /// A long poll wakes at least this often (queue time) to notice a shutdown.
 const LONG_POLL_WAKE_MS_MAX: u64 = 1_000;
@@ -668,6 +669,103 @@ impl<H: Host> Node for NodeShard<H> {
         Ok(Vec::new())
     }
 
+    fn partition_count(&self) -> u32 {
+        self.config.partition_count
+    }
+
+    async fn send_to(
+        &self,
+        queue: QueueId,
+        partition: u32,
+        messages: Vec<SendInput>,
+    ) -> Result<(Vec<SendOutcome>, Option<u64>), NodeError> {
+        validate_batch(&self.config.limits, &messages, self.now_ms())?;
+        if partition >= self.config.partition_count {
+            return Err(NodeError::Engine(EngineError::QueueNotFound));
+        }
+        self.call(requests::SendTo {
+            partition,
+            queue,
+            messages,
+        })
+        .await
+    }
+
+    async fn read_positions(
+        &self,
+        reads: Vec<PositionRead>,
+        bytes_max: u64,
+        min_bytes: u64,
+        wait_ms: u64,
+    ) -> Result<Vec<Result<ReadAt, NodeError>>, NodeError> {
+        let deadline = self
+            .now_ms()
+            .saturating_add(wait_ms.min(self.config.wait_ms_max));
+        let mut answers = Vec::new();
+        // Bounded by the deadline, as `receive` is.
+        for _ in 0..LONG_POLL_ROUNDS_MAX {
+            answers.clear();
+            let mut seen = Vec::with_capacity(reads.len());
+            let mut total = 0u64;
+            for read in &reads {
+                let budget = read.bytes_max.min(bytes_max.saturating_sub(total));
+                if read.partition >= self.config.partition_count {
+                    answers.push(Err(NodeError::Engine(EngineError::QueueNotFound)));
+                    continue;
+                }
+                if budget == 0 && total > 0 {
+                    // The request's budget is spent: answer this one empty.
+                    answers.push(Ok(ReadAt::default()));
+                    continue;
+                }
+                let call = requests::ReadPositions {
+                    partition: read.partition,
+                    queue: read.queue,
+                    from: read.from,
+                    max_messages: READ_POSITIONS_MESSAGES_MAX,
+                    bytes_max: budget.max(1),
+                };
+                match self.call(call).await {
+                    Ok((answer, changes)) => {
+                        seen.push((read.partition, changes));
+                        total = answer.messages.iter().fold(total, |sum, message| {
+                            sum.saturating_add(message.body.len() as u64)
+                                .saturating_add(message.attributes.len() as u64)
+                        });
+                        answers.push(Ok(answer));
+                    }
+                    Err(error) => answers.push(Err(error)),
+                }
+            }
+            let now = self.now_ms();
+            if total >= min_bytes.max(1) || now >= deadline || self.host.stopping() {
+                return Ok(answers);
+            }
+            seen.sort_unstable();
+            seen.dedup_by_key(|(partition, _)| *partition);
+            self.wait_any_change(&seen, (deadline - now).min(LONG_POLL_WAKE_MS_MAX))
+                .await;
+        }
+        Ok(answers)
+    }
+
+    async fn positions(
+        &self,
+        queue: QueueId,
+        partition: u32,
+        at_ms: Option<u64>,
+    ) -> Result<(u64, u64, Option<u64>), NodeError> {
+        if partition >= self.config.partition_count {
+            return Err(NodeError::Engine(EngineError::QueueNotFound));
+        }
+        self.call(requests::Positions {
+            partition,
+            queue,
+            at_ms,
+        })
+        .await
+    }
+
     async fn ack(
         &self,
         lane: Lane,
@@ -742,6 +840,9 @@ impl<H: Host> Node for NodeShard<H> {
         self.call(call).await.map_err(TenantError::Node)?
     }
 }
+
+/// Messages one read of [`Node::read_positions`] answers at most, however small they are.
+const READ_POSITIONS_MESSAGES_MAX: u32 = 10_000;
 
 /// Long-poll rounds are bounded: each round waits for a change or for time, and the
 /// deadline ends the poll, so this only guards against a clock that never advances.

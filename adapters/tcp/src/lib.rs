@@ -1,5 +1,7 @@
-//! TCP adapters: Sluice's binary protocol for high-throughput clients and the Kafka wire
-//! protocol (produce, fetch, groups, share groups). Like every adapter, it maps protocol
-//! frames to kernel commands and holds no queue semantics. Filled by a later issue.
+//! TCP adapters: the Kafka wire protocol ([`kafka`]). Like every adapter, it maps protocol
+//! frames to node calls and holds no queue state; the server owns the sockets and hands
+//! each whole frame to a connection's [`kafka::Session`].
 
 #![forbid(unsafe_code)]
+
+pub mod kafka;

@@ -8,8 +8,8 @@ use super::config::ReceiveRequest;
 use super::dispatch::{AckLog, PickLimits};
 use super::state::{Picked, State};
 use super::types::{
-    AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, QueueId, ReceiptHandle,
-    RecordProblem, StorageFault, TagFilter,
+    AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, MessageId, QueueId,
+    ReceiptHandle, RecordProblem, StorageFault, TagFilter,
 };
 use super::{group, valid_tag, Engine, Entry};
 use crate::log::ReadError;
@@ -18,6 +18,17 @@ use crate::types::Offset;
 
 /// Bytes a receive reads from the log per pass when it fetches bodies.
 const DELIVERY_READ_BYTES: u64 = 16 * 1024;
+
+/// A send record as read back: its time, body and user attributes (slices of the log's
+/// batch, not copies), tags and FIFO group.
+#[derive(Clone, Debug)]
+pub(super) struct SendRead {
+    pub sent_ms: u64,
+    pub body: bytes::Bytes,
+    pub attributes: bytes::Bytes,
+    pub tags: Vec<String>,
+    pub fifo_group: Option<String>,
+}
 
 impl<S: Storage + Clone> Engine<S> {
     // ------------------------------------------------------------------ receive
@@ -115,16 +126,36 @@ impl<S: Storage + Clone> Engine<S> {
         }
     }
 
-    /// Reads the bodies of picked messages. Messages picked together usually sit side
-    /// by side in the log, so one read serves many: each read starts at the lowest
-    /// offset still missing and fills every wanted record it returns.
+    /// Reads the bodies of picked messages.
     async fn deliveries(&self, picked: Vec<Picked>) -> Result<Vec<Delivery>, EngineError> {
-        let mut wanted: BTreeMap<u64, usize> = picked
-            .iter()
-            .enumerate()
-            .map(|(index, pick)| (pick.meta.message_id.0, index))
-            .collect();
-        let mut found: Vec<Option<Delivery>> = vec![None; picked.len()];
+        let ids: Vec<MessageId> = picked.iter().map(|pick| pick.meta.message_id).collect();
+        let read = self.read_sends(&ids).await?;
+        Ok(picked
+            .into_iter()
+            .zip(read)
+            .map(|(pick, send)| Delivery {
+                handle: pick.handle,
+                message_id: pick.meta.message_id,
+                delivery_count: pick.delivery_count,
+                sent_ms: send.sent_ms,
+                attributes: send.attributes,
+                body: send.body,
+                tags: send.tags,
+                fifo_group: send.fifo_group,
+            })
+            .collect())
+    }
+
+    /// Reads the send records of `ids` from the log, answered in the order asked.
+    /// Messages read together usually sit side by side in the log, so one read serves
+    /// many: each read starts at the lowest offset still missing and fills every wanted
+    /// record it returns.
+    pub(super) async fn read_sends(&self, ids: &[MessageId]) -> Result<Vec<SendRead>, EngineError> {
+        let mut wanted: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (index, id) in ids.iter().enumerate() {
+            wanted.entry(id.0).or_default().push(index);
+        }
+        let mut found: Vec<Option<SendRead>> = vec![None; ids.len()];
         // Bounded: every pass fills at least the lowest wanted offset or fails.
         while let Some((&first, _)) = wanted.first_key_value() {
             let records = self
@@ -133,7 +164,7 @@ impl<S: Storage + Clone> Engine<S> {
                 .await
                 .map_err(read_error)?;
             for record in records {
-                let Some(index) = wanted.remove(&record.offset.0) else {
+                let Some(indexes) = wanted.remove(&record.offset.0) else {
                     continue;
                 };
                 let (command, user_attributes) =
@@ -143,17 +174,19 @@ impl<S: Storage + Clone> Engine<S> {
                 let Command::Send(meta) = command else {
                     return Err(bad_record(record.offset.0, RecordProblem::NotASend));
                 };
-                let pick = &picked[index];
-                found[index] = Some(Delivery {
-                    handle: pick.handle,
-                    message_id: pick.meta.message_id,
-                    delivery_count: pick.delivery_count,
+                let read = SendRead {
                     sent_ms: record.timestamp_ms,
                     attributes: share(&record.attributes, user_attributes),
                     body: record.payload,
                     tags: meta.tags,
                     fifo_group: meta.fifo_group,
-                });
+                };
+                // The same id asked twice (rare) takes a copy; the last takes the read.
+                let (last, repeats) = indexes.split_last().expect("never an empty list");
+                for index in repeats {
+                    found[*index] = Some(read.clone());
+                }
+                found[*last] = Some(read);
             }
             if wanted.contains_key(&first) {
                 return Err(bad_record(first, RecordProblem::Missing));

@@ -23,6 +23,7 @@ pub mod metadata;
 pub mod probe;
 mod raft_snapshot;
 pub mod range_set;
+pub mod read_at;
 mod replication;
 mod send;
 pub use send::validate_batch;

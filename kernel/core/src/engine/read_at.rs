@@ -1,0 +1,151 @@
+//! Reading a queue by position, for log-style consumers (the Kafka adapter): no group, no
+//! lease, nothing logged. A message's position is its sequence number in its queue on
+//! this partition (`seq`): dense, assigned in apply order (a delayed message when it is
+//! released), the same on every replica and across restarts; retention moves the start.
+
+use super::state::MessageMeta;
+use super::types::{EngineError, MessageId, QueueId};
+use super::Engine;
+use crate::storage::Storage;
+
+/// One message read by position.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub message_id: MessageId,
+    /// When the leader logged it (the send record's timestamp).
+    pub sent_ms: u64,
+    pub body: bytes::Bytes,
+    pub attributes: bytes::Bytes,
+}
+
+/// The answer to [`Engine::read_at`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadAt {
+    /// The first retained position (older ones were removed by retention).
+    pub start_seq: u64,
+    /// The position the next message will take.
+    pub next_seq: u64,
+    /// Messages from the asked position on, in order; empty when the position is outside
+    /// `start_seq..next_seq`.
+    pub messages: Vec<StoredMessage>,
+}
+
+impl<S: Storage + Clone> Engine<S> {
+    /// Reads up to `max_messages` of `queue` from position `from`, whose bodies and
+    /// attributes total at most `bytes_max` (the first message is read whatever its size,
+    /// so a large one cannot stall a reader). Only the serving leader answers, after
+    /// confirming its leadership, so nothing committed is missing.
+    pub async fn read_at(
+        &self,
+        queue: QueueId,
+        from: u64,
+        max_messages: usize,
+        bytes_max: u64,
+    ) -> Result<ReadAt, EngineError> {
+        self.confirm_leadership().await?;
+        let (start_seq, next_seq, metas) = {
+            let state = self.state.borrow();
+            let q = state.queue(queue)?;
+            let (start_seq, next_seq) = (q.base_seq(), q.next_seq());
+            let mut metas: Vec<(u64, MessageMeta)> = Vec::new();
+            let mut bytes = 0u64;
+            let mut seq = from.max(start_seq);
+            if from >= start_seq {
+                while seq < next_seq && metas.len() < max_messages {
+                    let meta = *q.message(seq).expect("positions below next_seq are held");
+                    let size = u64::from(meta.message_bytes);
+                    if !metas.is_empty() && bytes.saturating_add(size) > bytes_max {
+                        break;
+                    }
+                    bytes = bytes.saturating_add(size);
+                    metas.push((seq, meta));
+                    seq += 1;
+                }
+            }
+            (start_seq, next_seq, metas)
+        };
+        let ids: Vec<MessageId> = metas.iter().map(|(_, meta)| meta.message_id).collect();
+        let read = self.read_sends(&ids).await?;
+        let messages = metas
+            .iter()
+            .zip(read)
+            .map(|((seq, meta), send)| StoredMessage {
+                seq: *seq,
+                message_id: meta.message_id,
+                sent_ms: send.sent_ms,
+                body: send.body,
+                attributes: send.attributes,
+            })
+            .collect();
+        Ok(ReadAt {
+            start_seq,
+            next_seq,
+            messages,
+        })
+    }
+
+    /// The position of a message of `queue` still held, by its id (what a send answered).
+    pub fn seq_of(&self, queue: QueueId, message: MessageId) -> Option<u64> {
+        let state = self.state.borrow();
+        let q = state.queue(queue).ok()?;
+        let (start, next) = (q.base_seq(), q.next_seq());
+        // Ids grow with positions but for released delayed messages; search the recent
+        // end first, where a message just sent is.
+        let mut seq = next;
+        let mut steps = 0u32;
+        while seq > start && steps < SEQ_SCAN_STEPS_MAX {
+            seq -= 1;
+            steps += 1;
+            let id = q.message(seq)?.message_id;
+            if id == message {
+                return Some(seq);
+            }
+        }
+        // Binary search over the rest, correct where ids are in order there.
+        let (mut low, mut high) = (start, seq);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let id = q.message(middle)?.message_id;
+            match id.cmp(&message) {
+                std::cmp::Ordering::Equal => return Some(middle),
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+            }
+        }
+        None
+    }
+
+    /// The retained positions of `queue` (its first and the next one) and, with `at_ms`,
+    /// the first position whose message became available at or after it (the next one
+    /// when none did): Kafka's ListOffsets. Answered by the serving leader.
+    pub async fn positions(
+        &self,
+        queue: QueueId,
+        at_ms: Option<u64>,
+    ) -> Result<(u64, u64, Option<u64>), EngineError> {
+        self.confirm_leadership().await?;
+        let state = self.state.borrow();
+        let q = state.queue(queue)?;
+        let (start, next) = (q.base_seq(), q.next_seq());
+        let at = at_ms.map(|time_ms| {
+            // Availability times follow positions (the leader's queue time, which never
+            // goes back within a run): a binary search finds the first at or after.
+            let (mut low, mut high) = (start, next);
+            while low < high {
+                let middle = low + (high - low) / 2;
+                let available = q.message(middle).map_or(u64::MAX, |m| m.available_ms);
+                if available < time_ms {
+                    low = middle + 1;
+                } else {
+                    high = middle;
+                }
+            }
+            low
+        });
+        Ok((start, next, at))
+    }
+}
+
+/// How many of the newest positions [`Engine::seq_of`] scans before it searches.
+const SEQ_SCAN_STEPS_MAX: u32 = 4096;
