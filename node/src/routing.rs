@@ -116,6 +116,30 @@ pub fn runs<T, K: PartialEq + Copy>(items: &[T], key: impl Fn(&T) -> K) -> Vec<(
     runs
 }
 
+/// Splits `messages` into consecutive runs of at most `count_max` messages and, unless
+/// one message alone exceeds it, `bytes_max` bytes of bodies and attributes (the engine's
+/// batch limits); answers each run as its index range.
+pub fn chunks(messages: &[SendInput], count_max: u32, bytes_max: u64) -> Vec<(usize, usize)> {
+    let count_max = usize::try_from(count_max.max(1)).expect("u32 fits usize");
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (index, message) in messages.iter().enumerate() {
+        let size = (message.body.len() + message.attributes.len()) as u64;
+        let full = index - start == count_max || (index > start && bytes + size > bytes_max);
+        if full {
+            runs.push((start, index));
+            start = index;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        runs.push((start, messages.len()));
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +226,24 @@ mod tests {
             runs(&[1, 1, 2, 1], |x| *x),
             [(1, 0, 2), (2, 2, 3), (1, 3, 4)]
         );
+    }
+
+    #[test]
+    fn chunks_keep_order_and_both_limits() {
+        let message = |bytes: usize| SendInput {
+            body: vec![0; bytes],
+            attributes: Vec::new(),
+            tags: Vec::new(),
+            fifo_group: None,
+            delay: sluice_core::engine::types::Delay::None,
+            dedup_id: None,
+        };
+        let messages: Vec<SendInput> = [1, 1, 1, 5, 1, 9, 1].map(message).to_vec();
+        assert_eq!(
+            chunks(&messages, 2, 6),
+            [(0, 2), (2, 4), (4, 5), (5, 6), (6, 7)]
+        );
+        assert_eq!(chunks(&messages, 10, 100), [(0, 7)]);
+        assert!(chunks(&[], 10, 100).is_empty());
     }
 }

@@ -679,16 +679,40 @@ impl<H: Host> Node for NodeShard<H> {
         partition: u32,
         messages: Vec<SendInput>,
     ) -> Result<(Vec<SendOutcome>, Option<u64>), NodeError> {
-        validate_batch(&self.config.limits, &messages, self.now_ms())?;
         if partition >= self.config.partition_count {
             return Err(NodeError::Engine(EngineError::QueueNotFound));
         }
-        self.call(requests::SendTo {
-            partition,
-            queue,
-            messages,
-        })
-        .await
+        // In engine-sized calls, in order; each is checked whole before it is sent.
+        let limits = &self.config.limits;
+        let chunks = routing::chunks(&messages, limits.batch_messages_max, limits.batch_bytes_max);
+        for (start, end) in &chunks {
+            validate_batch(limits, &messages[*start..*end], self.now_ms())?;
+        }
+        let mut outcomes = Vec::with_capacity(messages.len());
+        let mut first = None;
+        let mut rest = messages;
+        for (start, end) in chunks {
+            let tail = rest.split_off(end - start);
+            let call = requests::SendTo {
+                partition,
+                queue,
+                messages: std::mem::replace(&mut rest, tail),
+            };
+            match self.call(call).await {
+                Ok((sent, seq)) => {
+                    first = first.or(seq);
+                    outcomes.extend(sent);
+                }
+                // Part is stored: the refusal must not read as "nothing stored".
+                Err(_) if !outcomes.is_empty() => {
+                    return Err(NodeError::Unavailable(
+                        "part of the batch was stored and part refused; retry it",
+                    ));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((outcomes, first))
     }
 
     async fn read_positions(

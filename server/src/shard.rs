@@ -64,11 +64,20 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             groups_per_queue_max: 8,
             queues_per_tenant_max: config.queues_per_tenant_max,
             visibility_ms_min: 1_000,
+            // A Kafka produce of 1,000 records is one engine call; the DMS adapter keeps
+            // its own, lower, per-request limits (10 messages, 512 KiB).
+            batch_messages_max: sluice_core::limits::ENGINE_BATCH_MESSAGES_CEILING,
+            batch_bytes_max: KAFKA_ENGINE_BATCH_BYTES_MAX,
             ..EngineLimits::dms()
         },
         snapshot_every_records: config.snapshot_every_records,
     }
 }
+
+/// Bytes of bodies and attributes one engine send may carry: a Kafka batch of 1,000
+/// records of 1 KiB with their keys and headers, well inside a log batch
+/// (`sluice_core::limits::BATCH_BYTES_MAX`, 4 MiB).
+const KAFKA_ENGINE_BATCH_BYTES_MAX: u64 = 2 << 20;
 
 /// The node layer's configuration for this server.
 pub fn node_config(shared: &Shared) -> NodeConfig {

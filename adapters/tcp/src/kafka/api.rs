@@ -99,13 +99,16 @@ pub(super) async fn handle<N: Node>(session: &mut Session, node: &N, mut frame: 
         tenant: &tenant,
         head: &head,
     };
+    // Each handler's future is boxed: the node's futures nest deeply, and one state
+    // machine holding all of them would be as large as the largest and deep to lay out.
+    let body = &mut frame;
     match head.api_key {
-        ApiKey::Metadata => topics::metadata(&context, node, &mut frame).await,
-        ApiKey::CreateTopics => topics::create_topics(&context, node, &mut frame).await,
-        ApiKey::DeleteTopics => topics::delete_topics(&context, node, &mut frame).await,
-        ApiKey::ListOffsets => topics::list_offsets(&context, node, &mut frame).await,
-        ApiKey::Produce => produce::produce(&context, node, &mut frame).await,
-        ApiKey::Fetch => fetch::fetch(&context, node, &mut frame).await,
+        ApiKey::Metadata => Box::pin(topics::metadata(&context, node, body)).await,
+        ApiKey::CreateTopics => Box::pin(topics::create_topics(&context, node, body)).await,
+        ApiKey::DeleteTopics => Box::pin(topics::delete_topics(&context, node, body)).await,
+        ApiKey::ListOffsets => Box::pin(topics::list_offsets(&context, node, body)).await,
+        ApiKey::Produce => Box::pin(produce::produce(&context, node, body)).await,
+        ApiKey::Fetch => Box::pin(fetch::fetch(&context, node, body)).await,
         other => Reply::Close(format!("{other:?} is not served")),
     }
 }

@@ -1,11 +1,126 @@
-//! Produce.
+//! Produce: each partition's record batches become one `Node::send_to` of that
+//! partition, one message per record, answered once durable (every `acks` but 0, which
+//! answers nothing at all).
 
 use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_core::engine::types::{Delay, SendInput};
 use sluice_node::Node;
 
-use super::api::Context;
-use super::Reply;
+use super::api::{decode, respond, Context};
+use super::records::{attributes_of, decode_batches, BatchError};
+use super::topics::{error_code, queue_of, too_many_partitions, topic_index};
+use super::{Reply, TOPICS_PER_REQUEST_MAX};
 
-pub async fn produce<N: Node>(_c: &Context<'_>, _node: &N, _body: &mut Bytes) -> Reply {
-    Reply::Close("Produce: not yet".to_string())
+pub async fn produce<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes) -> Reply {
+    let request: ProduceRequest = match decode(context.head, body) {
+        Ok(request) => request,
+        Err(reply) => return reply,
+    };
+    if request.topic_data.len() > TOPICS_PER_REQUEST_MAX {
+        return Reply::Close(format!(
+            "{} topics in one Produce; at most {TOPICS_PER_REQUEST_MAX}",
+            request.topic_data.len()
+        ));
+    }
+    if request.transactional_id.is_some() {
+        return Reply::Close("transactional producers are not served".to_string());
+    }
+    let tenant = context.tenant.project_id.as_str();
+    let names: Vec<&str> = request
+        .topic_data
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .collect();
+    let index = topic_index(node, tenant, &names).await;
+    let mut response = ProduceResponse::default();
+    for topic in &request.topic_data {
+        if let Some(reply) = too_many_partitions(topic.partition_data.len()) {
+            return reply;
+        }
+        let mut answer = TopicProduceResponse::default();
+        answer.name = topic.name.clone();
+        for data in &topic.partition_data {
+            let mut part = PartitionProduceResponse::default();
+            part.index = data.index;
+            part.base_offset = -1;
+            part.log_append_time_ms = -1;
+            part.log_start_offset = -1;
+            let outcome = match (
+                queue_of(&index, topic.name.0.as_str()),
+                u32::try_from(data.index),
+            ) {
+                (Ok(queue), Ok(partition)) => {
+                    produce_partition(node, queue, partition, data.records.as_ref()).await
+                }
+                _ => Err((ResponseError::UnknownTopicOrPartition.code(), None)),
+            };
+            match outcome {
+                Ok(base_offset) => part.base_offset = base_offset,
+                Err((code, message)) => {
+                    part.error_code = code;
+                    part.error_message = message.map(StrBytes::from_string);
+                }
+            }
+            answer.partition_responses.push(part);
+        }
+        response.responses.push(answer);
+    }
+    if request.acks == 0 {
+        return Reply::Nothing;
+    }
+    respond(context.head, &response)
+}
+
+/// Stores one partition's records; answers the offset of the first.
+async fn produce_partition<N: Node>(
+    node: &N,
+    queue: sluice_core::engine::types::QueueId,
+    partition: u32,
+    records: Option<&Bytes>,
+) -> Result<i64, (i16, Option<String>)> {
+    let Some(records) = records else {
+        return Err((
+            ResponseError::CorruptMessage.code(),
+            Some("no records".into()),
+        ));
+    };
+    let (records, _producer) = decode_batches(records).map_err(|error| match error {
+        BatchError::Corrupt(why) => (ResponseError::CorruptMessage.code(), Some(why)),
+        BatchError::TooLarge(why) => (ResponseError::RecordListTooLarge.code(), Some(why)),
+        BatchError::Compression(compression) => (
+            ResponseError::UnsupportedCompressionType.code(),
+            Some(format!(
+                "{compression:?} batches are not served; use none or gzip"
+            )),
+        ),
+    })?;
+    if records.is_empty() {
+        return Err((
+            ResponseError::CorruptMessage.code(),
+            Some("an empty batch".into()),
+        ));
+    }
+    let messages: Vec<SendInput> = records
+        .iter()
+        .map(|record| SendInput {
+            body: record
+                .value
+                .as_ref()
+                .map_or_else(Vec::new, |value| value.to_vec()),
+            attributes: attributes_of(record),
+            tags: Vec::new(),
+            fifo_group: None,
+            delay: Delay::None,
+            dedup_id: None,
+        })
+        .collect();
+    match node.send_to(queue, partition, messages).await {
+        Ok((_, Some(first))) => Ok(i64::try_from(first).unwrap_or(i64::MAX)),
+        Ok((_, None)) => Ok(-1),
+        Err(error) => Err((error_code(&error), Some(error.to_string()))),
+    }
 }

@@ -1,20 +1,410 @@
-//! Topics: Metadata, CreateTopics, DeleteTopics, ListOffsets.
+//! Topics: Metadata, CreateTopics, DeleteTopics, ListOffsets, and the mapping of topic
+//! names to the tenant's queues and of node errors to Kafka's error codes.
 
 use bytes::Bytes;
-use sluice_node::Node;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use sluice_core::engine::types::{EngineError, QueueConfig, QueueId, QueueMode, RetryPolicy};
+use sluice_node::{Node, NodeError, QueueView};
+use uuid::Uuid;
 
-use super::api::Context;
-use super::Reply;
+use super::api::{decode, respond, Context};
+use super::{Reply, TOPICS_PER_REQUEST_MAX};
 
-pub async fn metadata<N: Node>(_c: &Context<'_>, _node: &N, _body: &mut Bytes) -> Reply {
-    Reply::Close("Metadata: not yet".to_string())
+/// How long a topic keeps its messages when CreateTopics does not say (`retention.ms`):
+/// 72 hours, the DMS default.
+pub const RETENTION_MS_DEFAULT: u64 = 72 * 3_600_000;
+
+/// The Kafka error code of a node error.
+pub fn error_code(error: &NodeError) -> i16 {
+    let code = match error {
+        NodeError::Engine(EngineError::QueueNotFound) => ResponseError::UnknownTopicOrPartition,
+        NodeError::Engine(EngineError::NotLeader { .. }) | NodeError::Unavailable(_) => {
+            ResponseError::NotLeaderOrFollower
+        }
+        NodeError::Engine(EngineError::QueueExists) => ResponseError::TopicAlreadyExists,
+        NodeError::Engine(EngineError::InvalidName) => ResponseError::InvalidTopicException,
+        NodeError::Engine(EngineError::TooManyQueues { .. }) => ResponseError::PolicyViolation,
+        NodeError::Engine(
+            EngineError::MessageTooLarge { .. }
+            | EngineError::AttributesTooLarge { .. }
+            | EngineError::BatchBytesTooLarge { .. },
+        ) => ResponseError::MessageTooLarge,
+        NodeError::Engine(EngineError::BatchTooLarge { .. }) => ResponseError::RecordListTooLarge,
+        NodeError::Engine(EngineError::Busy | EngineError::DedupTableFull) => {
+            ResponseError::ThrottlingQuotaExceeded
+        }
+        NodeError::Engine(EngineError::Storage(_)) => ResponseError::KafkaStorageError,
+        _ => ResponseError::UnknownServerError,
+    };
+    code.code()
 }
-pub async fn create_topics<N: Node>(_c: &Context<'_>, _node: &N, _body: &mut Bytes) -> Reply {
-    Reply::Close("CreateTopics: not yet".to_string())
+
+/// A stable topic id: the queue id and a hash of its tenant.
+pub fn topic_id(view: &QueueView) -> Uuid {
+    let tenant = xxhash_rust::xxh3::xxh3_64(view.tenant.as_bytes());
+    Uuid::from_u64_pair(tenant | 1, u64::from(view.id.0))
 }
-pub async fn delete_topics<N: Node>(_c: &Context<'_>, _node: &N, _body: &mut Bytes) -> Reply {
-    Reply::Close("DeleteTopics: not yet".to_string())
+
+/// The tenant's queue named `name`, if any. Topic names are looked up once per request
+/// from the node's directory.
+pub struct TopicIndex {
+    views: Vec<QueueView>,
 }
-pub async fn list_offsets<N: Node>(_c: &Context<'_>, _node: &N, _body: &mut Bytes) -> Reply {
-    Reply::Close("ListOffsets: not yet".to_string())
+
+impl TopicIndex {
+    pub fn of<N: Node>(node: &N, tenant: &str) -> TopicIndex {
+        TopicIndex {
+            views: node.queues_of(tenant),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&QueueView> {
+        self.views
+            .binary_search_by(|view| (*view.name).cmp(name))
+            .ok()
+            .map(|index| &self.views[index])
+    }
+
+    pub fn all(&self) -> &[QueueView] {
+        &self.views
+    }
+}
+
+/// Looks the tenant's topics up, reading partition 0's leader first when one is missing
+/// (a topic created through another node a moment ago).
+pub async fn topic_index<N: Node>(node: &N, tenant: &str, names: &[&str]) -> TopicIndex {
+    let index = TopicIndex::of(node, tenant);
+    if names.iter().all(|name| index.get(name).is_some()) {
+        return index;
+    }
+    if node.sync_directory().await {
+        return TopicIndex::of(node, tenant);
+    }
+    index
+}
+
+fn too_many(what: &str, count: usize) -> Option<Reply> {
+    (count > TOPICS_PER_REQUEST_MAX).then(|| {
+        Reply::Close(format!(
+            "{count} {what} in one request; at most {TOPICS_PER_REQUEST_MAX}"
+        ))
+    })
+}
+
+fn broker(context: &Context<'_>) -> MetadataResponseBroker {
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = BrokerId(context.config.broker_id);
+    broker.host = StrBytes::from_string(context.config.advertised_host.clone());
+    broker.port = context.config.advertised_port;
+    broker
+}
+
+fn topic_metadata<N: Node>(
+    context: &Context<'_>,
+    node: &N,
+    view: &QueueView,
+) -> MetadataResponseTopic {
+    let me = BrokerId(context.config.broker_id);
+    let mut topic = MetadataResponseTopic::default();
+    topic.name = Some(TopicName(StrBytes::from_string(view.name.to_string())));
+    topic.topic_id = topic_id(view);
+    topic.partitions = (0..node.partition_count())
+        .map(|partition| {
+            let mut p = MetadataResponsePartition::default();
+            p.partition_index = i32::try_from(partition).expect("partitions are u16");
+            // Any node serves any partition (it forwards to the leader), so this node
+            // is every partition's leader as far as its clients are concerned.
+            p.leader_id = me;
+            p.leader_epoch = 0;
+            p.replica_nodes = vec![me];
+            p.isr_nodes = vec![me];
+            p
+        })
+        .collect();
+    topic
+}
+
+pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes) -> Reply {
+    let request: MetadataRequest = match decode(context.head, body) {
+        Ok(request) => request,
+        Err(reply) => return reply,
+    };
+    let mut response = MetadataResponse::default();
+    response.brokers = vec![broker(context)];
+    response.cluster_id = Some(StrBytes::from_static_str("sluice"));
+    response.controller_id = BrokerId(context.config.broker_id);
+    let tenant = context.tenant.project_id.as_str();
+    match &request.topics {
+        // Null (or, before v1, empty) asks for every topic.
+        None => {
+            let index = TopicIndex::of(node, tenant);
+            response.topics = index
+                .all()
+                .iter()
+                .map(|view| topic_metadata(context, node, view))
+                .collect();
+        }
+        Some(topics) => {
+            if let Some(reply) = too_many("topics", topics.len()) {
+                return reply;
+            }
+            let names: Vec<&str> = topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str()))
+                .collect();
+            let index = topic_index(node, tenant, &names).await;
+            for wanted in topics {
+                let Some(name) = &wanted.name else {
+                    let mut topic = MetadataResponseTopic::default();
+                    topic.topic_id = wanted.topic_id;
+                    topic.error_code = ResponseError::UnknownTopicId.code();
+                    response.topics.push(topic);
+                    continue;
+                };
+                match index.get(name.0.as_str()) {
+                    Some(view) => response.topics.push(topic_metadata(context, node, view)),
+                    None => {
+                        let mut topic = MetadataResponseTopic::default();
+                        topic.name = Some(name.clone());
+                        topic.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        response.topics.push(topic);
+                    }
+                }
+            }
+        }
+    }
+    respond(context.head, &response)
+}
+
+/// The queue configuration of a new topic, from its `configs`.
+fn topic_config(
+    configs: &[kafka_protocol::messages::create_topics_request::CreatableTopicConfig],
+) -> Result<QueueConfig, String> {
+    let mut config = QueueConfig {
+        mode: QueueMode::Normal,
+        retention_ms: RETENTION_MS_DEFAULT,
+        max_consume_count: None,
+        retry: RetryPolicy::Immediate,
+        dedup_window_ms: 0,
+    };
+    for entry in configs {
+        let value = entry.value.as_ref().map(StrBytes::as_str);
+        match (entry.name.as_str(), value) {
+            ("retention.ms", Some(value)) => {
+                let ms: i64 = value
+                    .parse()
+                    .map_err(|_| format!("retention.ms {value:?} is not a number"))?;
+                // -1 is Kafka's "forever"; Sluice keeps at most a year.
+                config.retention_ms = if ms < 0 {
+                    365 * 24 * 3_600_000
+                } else {
+                    u64::try_from(ms).expect("not negative")
+                };
+            }
+            // Accepted and meaningless here: Sluice's segments, cleanup and replication
+            // are its own.
+            ("cleanup.policy", Some("delete"))
+            | ("segment.bytes" | "segment.ms" | "min.insync.replicas", _)
+            | ("compression.type" | "message.timestamp.type", _)
+            | ("retention.bytes" | "max.message.bytes", _) => {}
+            (name, _) => return Err(format!("topic config {name} is not supported")),
+        }
+    }
+    Ok(config)
+}
+
+pub async fn create_topics<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes) -> Reply {
+    let request: CreateTopicsRequest = match decode(context.head, body) {
+        Ok(request) => request,
+        Err(reply) => return reply,
+    };
+    if let Some(reply) = too_many("topics", request.topics.len()) {
+        return reply;
+    }
+    let partitions = i32::try_from(node.partition_count()).expect("partitions are u16");
+    let mut response = CreateTopicsResponse::default();
+    for topic in &request.topics {
+        let mut result = CreatableTopicResult::default();
+        result.name = topic.name.clone();
+        result.num_partitions = partitions;
+        result.replication_factor = 1;
+        let refusal = if topic.num_partitions != -1 && topic.num_partitions != partitions {
+            Some((
+                ResponseError::InvalidPartitions,
+                format!("every topic here has {partitions} partitions (the node's)"),
+            ))
+        } else if !(-1..=1).contains(&topic.replication_factor) && topic.replication_factor != 3 {
+            Some((
+                ResponseError::InvalidReplicationFactor,
+                "the replication factor is the cluster's (1 or 3)".to_string(),
+            ))
+        } else if !topic.assignments.is_empty() {
+            Some((
+                ResponseError::InvalidReplicaAssignment,
+                "replica assignments are the cluster's own".to_string(),
+            ))
+        } else {
+            None
+        };
+        if let Some((error, message)) = refusal {
+            result.error_code = error.code();
+            result.error_message = Some(StrBytes::from_string(message));
+            response.topics.push(result);
+            continue;
+        }
+        let config = match topic_config(&topic.configs) {
+            Ok(config) => config,
+            Err(message) => {
+                result.error_code = ResponseError::InvalidConfig.code();
+                result.error_message = Some(StrBytes::from_string(message));
+                response.topics.push(result);
+                continue;
+            }
+        };
+        if request.validate_only {
+            response.topics.push(result);
+            continue;
+        }
+        let tenant = context.tenant.project_id.as_str();
+        match node
+            .create_queue(tenant, topic.name.0.as_str(), config, Vec::new())
+            .await
+        {
+            Ok(queue) => {
+                if let Some(view) = node.queue(tenant, queue) {
+                    result.topic_id = topic_id(&view);
+                }
+            }
+            Err(error) => {
+                result.error_code = error_code(&error);
+                result.error_message = Some(StrBytes::from_string(error.to_string()));
+            }
+        }
+        response.topics.push(result);
+    }
+    respond(context.head, &response)
+}
+
+pub async fn delete_topics<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes) -> Reply {
+    let request: DeleteTopicsRequest = match decode(context.head, body) {
+        Ok(request) => request,
+        Err(reply) => return reply,
+    };
+    let mut names: Vec<TopicName> = request.topic_names.clone();
+    names.extend(request.topics.iter().filter_map(|t| t.name.clone()));
+    if let Some(reply) = too_many("topics", names.len()) {
+        return reply;
+    }
+    let tenant = context.tenant.project_id.as_str();
+    let wanted: Vec<&str> = names.iter().map(|n| n.0.as_str()).collect();
+    let index = topic_index(node, tenant, &wanted).await;
+    let mut response = DeleteTopicsResponse::default();
+    for name in &names {
+        let mut result = DeletableTopicResult::default();
+        result.name = Some(name.clone());
+        match index.get(name.0.as_str()) {
+            Some(view) => {
+                result.topic_id = topic_id(view);
+                if let Err(error) = node.delete_queue(view.id).await {
+                    result.error_code = error_code(&error);
+                    result.error_message = Some(StrBytes::from_string(error.to_string()));
+                }
+            }
+            None => result.error_code = ResponseError::UnknownTopicOrPartition.code(),
+        }
+        response.responses.push(result);
+    }
+    respond(context.head, &response)
+}
+
+/// ListOffsets' special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub async fn list_offsets<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes) -> Reply {
+    let request: ListOffsetsRequest = match decode(context.head, body) {
+        Ok(request) => request,
+        Err(reply) => return reply,
+    };
+    if let Some(reply) = too_many("topics", request.topics.len()) {
+        return reply;
+    }
+    let tenant = context.tenant.project_id.as_str();
+    let wanted: Vec<&str> = request.topics.iter().map(|t| t.name.0.as_str()).collect();
+    let index = topic_index(node, tenant, &wanted).await;
+    let mut response = ListOffsetsResponse::default();
+    for topic in &request.topics {
+        let mut answer = ListOffsetsTopicResponse::default();
+        answer.name = topic.name.clone();
+        if let Some(reply) = too_many_partitions(topic.partitions.len()) {
+            return reply;
+        }
+        for wanted in &topic.partitions {
+            let mut part = ListOffsetsPartitionResponse::default();
+            part.partition_index = wanted.partition_index;
+            part.timestamp = -1;
+            let Some(view) = index.get(topic.name.0.as_str()) else {
+                part.error_code = ResponseError::UnknownTopicOrPartition.code();
+                answer.partitions.push(part);
+                continue;
+            };
+            let Ok(partition) = u32::try_from(wanted.partition_index) else {
+                part.error_code = ResponseError::UnknownTopicOrPartition.code();
+                answer.partitions.push(part);
+                continue;
+            };
+            let at_ms = u64::try_from(wanted.timestamp).ok();
+            match node.positions(view.id, partition, at_ms).await {
+                Ok((start, next, at)) => {
+                    let offset = match wanted.timestamp {
+                        EARLIEST => start,
+                        LATEST => next,
+                        _ => at.unwrap_or(next),
+                    };
+                    part.offset = i64::try_from(offset).unwrap_or(i64::MAX);
+                    if at_ms.is_some() && offset == next {
+                        // No message at or after that time: Kafka answers -1.
+                        part.offset = -1;
+                    } else if at_ms.is_some() {
+                        part.timestamp = wanted.timestamp;
+                    }
+                }
+                Err(error) => part.error_code = error_code(&error),
+            }
+            answer.partitions.push(part);
+        }
+        response.topics.push(answer);
+    }
+    respond(context.head, &response)
+}
+
+pub fn too_many_partitions(count: usize) -> Option<Reply> {
+    (count > super::PARTITIONS_PER_TOPIC_MAX).then(|| {
+        Reply::Close(format!(
+            "{count} partitions of one topic in one request; at most {}",
+            super::PARTITIONS_PER_TOPIC_MAX
+        ))
+    })
+}
+
+/// The queue of a topic name for produce and fetch, with the error code to answer when
+/// there is none.
+pub fn queue_of(index: &TopicIndex, name: &str) -> Result<QueueId, i16> {
+    index
+        .get(name)
+        .map(|view| view.id)
+        .ok_or(ResponseError::UnknownTopicOrPartition.code())
 }

@@ -769,7 +769,7 @@ fn validate_name(name: &str) -> Result<(), EngineError> {
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if valid {
         Ok(())
     } else {

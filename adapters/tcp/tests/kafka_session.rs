@@ -1,0 +1,334 @@
+//! The Kafka adapter at the protocol level: requests encoded as a Kafka client encodes
+//! them (the `kafka-protocol` crate's client side) go through `Session::handle` on a
+//! two-shard `LocalNode` (the production node layer) over simulated disks, and the
+//! answers are decoded as a client would.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
+use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::sim_disk::{block_on, SimDisk};
+use sluice_node::local::{LocalNode, Runtime};
+use sluice_node::Node;
+use sluice_tcp::kafka::{KafkaConfig, Reply, Session};
+
+#[derive(Clone)]
+struct StepClock(Rc<Cell<u64>>);
+
+impl Runtime for StepClock {
+    fn now_ms(&self) -> u64 {
+        self.0.get()
+    }
+    async fn sleep_ms(&self, ms: u64) {
+        self.0.set(self.0.get().saturating_add(ms));
+    }
+}
+
+struct World {
+    node: LocalNode<SimDisk, StepClock>,
+    ak: String,
+    sk: String,
+    correlation: Cell<i32>,
+}
+
+fn world() -> World {
+    let config = EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 1 << 20,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 0,
+            verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
+        },
+        limits: EngineLimits::dms(),
+        snapshot_every_records: 1_000,
+    };
+    let engines = (0..2)
+        .map(|p| block_on(Engine::open(SimDisk::new(p), config, 1_000)).expect("opens"))
+        .collect();
+    let clock = Rc::new(Cell::new(1_000));
+    let node = LocalNode::new(engines, StepClock(clock), 1, 2);
+    let tenant = block_on(node.create_tenant("kafka", None)).expect("tenant");
+    World {
+        node,
+        ak: tenant.ak,
+        sk: tenant.sk,
+        correlation: Cell::new(0),
+    }
+}
+
+fn session() -> Session {
+    Session::new(Arc::new(KafkaConfig {
+        broker_id: 0,
+        advertised_host: "127.0.0.1".to_string(),
+        advertised_port: 9092,
+    }))
+}
+
+impl World {
+    /// Encodes `request` as a client would, runs it, decodes the answer.
+    fn call<R: Request>(&self, session: &mut Session, version: i16, request: &R) -> R::Response {
+        match self.raw(session, R::KEY, version, request) {
+            Reply::Send(frame) => {
+                let mut frame = Bytes::from(frame);
+                let length = i32::from_be_bytes(frame[..4].try_into().unwrap());
+                assert_eq!(length as usize, frame.len() - 4);
+                let _ = bytes::Buf::copy_to_bytes(&mut frame, 4);
+                let header_version = if R::KEY == ApiKey::ApiVersions as i16 {
+                    0
+                } else {
+                    R::Response::header_version(version)
+                };
+                let header = ResponseHeader::decode(&mut frame, header_version).unwrap();
+                assert_eq!(header.correlation_id, self.correlation.get());
+                let response = R::Response::decode(&mut frame, version).unwrap();
+                assert!(frame.is_empty(), "the whole response was read");
+                response
+            }
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+
+    fn raw<R: Request>(&self, session: &mut Session, key: i16, version: i16, request: &R) -> Reply {
+        self.correlation.set(self.correlation.get() + 1);
+        let mut header = RequestHeader::default();
+        header.request_api_key = key;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation.get();
+        header.client_id = Some(StrBytes::from_static_str("test"));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, R::header_version(version)).unwrap();
+        request.encode(&mut buf, version).unwrap();
+        block_on(session.handle(&**self.node.shard(0), buf.freeze()))
+    }
+
+    fn login(&self, session: &mut Session) {
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+        let answer: SaslHandshakeResponse = self.call(session, 1, &handshake);
+        assert_eq!(answer.error_code, 0);
+        let message = format!("\0{}\0{}", self.ak, self.sk);
+        let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message));
+        let answer: SaslAuthenticateResponse = self.call(session, 2, &auth);
+        assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+    }
+}
+
+fn batch(values: &[&str]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let mut headers = IndexMap::new();
+            headers.insert(
+                StrBytes::from_static_str("h"),
+                Some(Bytes::from(format!("v{i}"))),
+            );
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: 1_700_000_000_000 + i as i64,
+                key: Some(Bytes::from(format!("key{i}"))),
+                value: Some(Bytes::from(value.to_string())),
+                headers,
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    buf.freeze()
+}
+
+fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+#[test]
+fn api_versions_answer_before_authentication_and_requests_before_it_close() {
+    let world = world();
+    let mut session = session();
+    let answer: ApiVersionsResponse = world.call(&mut session, 3, &ApiVersionsRequest::default());
+    assert_eq!(answer.error_code, 0);
+    let keys: Vec<i16> = answer.api_keys.iter().map(|k| k.api_key).collect();
+    assert!(keys.contains(&0) && keys.contains(&1), "{keys:?}");
+    let reply = world.raw(&mut session, 3, 12, &MetadataRequest::default());
+    assert!(matches!(reply, Reply::Close(_)), "{reply:?}");
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_ends_the_session() {
+    let world = world();
+    let mut session = session();
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let _: SaslHandshakeResponse = world.call(&mut session, 1, &handshake);
+    let message = format!("\0{}\0{}x", world.ak, world.sk);
+    let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message));
+    let answer: SaslAuthenticateResponse = world.call(&mut session, 2, &auth);
+    assert_eq!(answer.error_code, 58);
+    let reply = world.raw(&mut session, 3, 12, &MetadataRequest::default());
+    assert!(matches!(reply, Reply::Close(_)));
+}
+
+#[test]
+fn produce_then_fetch_keeps_offsets_keys_headers_and_timestamps() {
+    let world = world();
+    let mut session = session();
+    world.login(&mut session);
+    let mut create = CreateTopicsRequest::default();
+    let mut wanted = CreatableTopic::default();
+    wanted.name = topic("orders.v1");
+    wanted.num_partitions = -1;
+    wanted.replication_factor = -1;
+    create.topics.push(wanted);
+    let created: CreateTopicsResponse = world.call(&mut session, 5, &create);
+    assert_eq!(
+        created.topics[0].error_code, 0,
+        "{:?}",
+        created.topics[0].error_message
+    );
+    assert_eq!(created.topics[0].num_partitions, 2);
+
+    let mut metadata = MetadataRequest::default();
+    let mut asked = MetadataRequestTopic::default();
+    asked.name = Some(topic("orders.v1"));
+    metadata.topics = Some(vec![asked]);
+    let answer: MetadataResponse = world.call(&mut session, 12, &metadata);
+    assert_eq!(answer.topics[0].error_code, 0);
+    assert_eq!(answer.topics[0].partitions.len(), 2);
+    assert_eq!(answer.brokers[0].port, 9092);
+
+    for (round, values) in [["a", "b", "c"], ["d", "e", "f"]].iter().enumerate() {
+        let mut produce = ProduceRequest::default();
+        produce.acks = -1;
+        produce.timeout_ms = 5_000;
+        let mut data = TopicProduceData::default();
+        data.name = topic("orders.v1");
+        let mut part = PartitionProduceData::default();
+        part.index = 1;
+        part.records = Some(batch(values));
+        data.partition_data.push(part);
+        produce.topic_data.push(data);
+        let answer: ProduceResponse = world.call(&mut session, 9, &produce);
+        let part = &answer.responses[0].partition_responses[0];
+        assert_eq!(part.error_code, 0, "{:?}", part.error_message);
+        assert_eq!(part.base_offset, 3 * round as i64);
+    }
+
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = 0;
+    fetch.min_bytes = 1;
+    fetch.max_bytes = 1 << 20;
+    fetch.session_epoch = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic = topic("orders.v1");
+    let mut fp = FetchPartition::default();
+    fp.partition = 1;
+    fp.fetch_offset = 2;
+    fp.partition_max_bytes = 1 << 20;
+    ft.partitions.push(fp);
+    fetch.topics.push(ft);
+    let answer: FetchResponse = world.call(&mut session, 12, &fetch);
+    let data = &answer.responses[0].partitions[0];
+    assert_eq!(data.error_code, 0);
+    assert_eq!(data.high_watermark, 6);
+    assert_eq!(data.log_start_offset, 0);
+    let mut records = data.records.clone().unwrap();
+    let sets = RecordBatchDecoder::decode_all(&mut records).unwrap();
+    let records: Vec<&Record> = sets.iter().flat_map(|s| &s.records).collect();
+    let values: Vec<&[u8]> = records
+        .iter()
+        .map(|r| r.value.as_deref().unwrap())
+        .collect();
+    assert_eq!(values, [&b"c"[..], b"d", b"e", b"f"]);
+    let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [2, 3, 4, 5]);
+    assert_eq!(records[1].key.as_deref(), Some(&b"key0"[..]));
+    assert_eq!(records[1].timestamp, 1_700_000_000_000);
+    assert_eq!(
+        records[2]
+            .headers
+            .get(&StrBytes::from_static_str("h"))
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some(&b"v1"[..])
+    );
+
+    // Past the end: out of range; at the end: empty.
+    let mut past = fetch.clone();
+    past.topics[0].partitions[0].fetch_offset = 7;
+    let answer: FetchResponse = world.call(&mut session, 12, &past);
+    assert_eq!(answer.responses[0].partitions[0].error_code, 1);
+
+    let mut offsets = ListOffsetsRequest::default();
+    let mut lt = ListOffsetsTopic::default();
+    lt.name = topic("orders.v1");
+    for timestamp in [-2, -1] {
+        let mut lp = ListOffsetsPartition::default();
+        lp.partition_index = 1;
+        lp.timestamp = timestamp;
+        lt.partitions.push(lp);
+    }
+    offsets.topics.push(lt);
+    let answer: ListOffsetsResponse = world.call(&mut session, 7, &offsets);
+    let parts = &answer.topics[0].partitions;
+    assert_eq!((parts[0].offset, parts[1].offset), (0, 6));
+}
+
+#[test]
+fn another_tenants_topic_is_invisible() {
+    let world = world();
+    let mut session = session();
+    world.login(&mut session);
+    let other = block_on(world.node.create_tenant("other", None)).expect("tenant");
+    let node = &**world.node.shard(0);
+    let config = sluice_core::engine::types::QueueConfig {
+        mode: sluice_core::engine::types::QueueMode::Normal,
+        retention_ms: 3_600_000,
+        max_consume_count: None,
+        retry: sluice_core::engine::types::RetryPolicy::Immediate,
+        dedup_window_ms: 0,
+    };
+    block_on(node.create_queue(&other.project_id, "secret", config, Vec::new())).unwrap();
+    let answer: MetadataResponse = world.call(&mut session, 12, &MetadataRequest::default());
+    assert!(answer.topics.is_empty());
+    let mut metadata = MetadataRequest::default();
+    let mut asked = MetadataRequestTopic::default();
+    asked.name = Some(topic("secret"));
+    metadata.topics = Some(vec![asked]);
+    let answer: MetadataResponse = world.call(&mut session, 12, &metadata);
+    assert_eq!(answer.topics[0].error_code, 3);
+}
