@@ -36,6 +36,7 @@ pub mod directory;
 pub mod forward;
 pub mod guards;
 pub mod host;
+pub mod idempotence;
 pub mod leader_reads;
 pub mod local;
 pub mod login;
@@ -61,6 +62,7 @@ pub use replay::ReplayRefusal;
 pub use routing::Routed;
 pub use shard::{NodeConfig, NodeShard};
 
+use idempotence::{ProducerBatch, SequenceRefusal};
 use membership::ClusterChange;
 use requests::PartitionMembership;
 use tenants::{Quotas, Tenant, TenantDirectory, TenantError};
@@ -116,6 +118,19 @@ pub struct QueueCounts {
     pub delayed: u64,
     /// Per consumer group, in the order of `QueueView::groups`.
     pub groups: Vec<(GroupId, GroupStats)>,
+}
+
+/// The answer to [`Node::send_to`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SendToReply {
+    /// One per message, in order; empty for a duplicate or refused batch.
+    pub outcomes: Vec<SendOutcome>,
+    /// The position of the batch's first message (of the original, for a duplicate);
+    /// `None` when unknown (every message a dedup repeat, or trimmed meanwhile).
+    pub first_seq: Option<u64>,
+    /// The producer's batch was stored before: nothing was stored now.
+    pub duplicate: bool,
+    pub refused: Option<SequenceRefusal>,
 }
 
 /// One read of [`Node::read_positions`].
@@ -299,13 +314,17 @@ pub trait Node {
 
     /// Sends a batch to one partition, chosen by the caller (a Kafka producer); answers
     /// once durable, with the outcomes in order and the position (`seq`) of the first new
-    /// message in its queue there (`None` when all were duplicates).
+    /// message in its queue there. With `producer`, a batch this partition already stored
+    /// for that producer is not stored again but answered with its first position, and
+    /// one that skips sequence numbers or comes from a fenced epoch is refused
+    /// ([`idempotence`]).
     async fn send_to(
         &self,
         queue: QueueId,
         partition: u32,
         messages: Vec<SendInput>,
-    ) -> Result<(Vec<SendOutcome>, Option<u64>), NodeError>;
+        producer: Option<ProducerBatch>,
+    ) -> Result<SendToReply, NodeError>;
 
     /// Reads queues by position (log-style consumers): each read gets up to its own
     /// `bytes_max`, all of them together at most `bytes_max`; with fewer than `min_bytes`

@@ -24,8 +24,9 @@ use sluice_core::engine::{QueueInfo, ReceiveRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::forward::{Answer, Call};
+use crate::idempotence::ProducerBatch;
 use crate::tenants::{Quotas, Tenant, TenantError};
-use crate::{Host, Lane, NodeError, NodeShard};
+use crate::{Host, Lane, NodeError, NodeShard, SendToReply};
 
 /// A call to run on one shard. `Send`: it may travel to another shard's thread.
 #[allow(async_fn_in_trait)]
@@ -256,21 +257,18 @@ partition_request! {
 }
 
 partition_request! {
-    /// Stores a batch on this partition (a log-style producer chose it); answers the
-    /// outcomes and the position of the batch's first new message in its queue
-    /// (`Engine::seq_of`; `None` when every message was a duplicate).
-    SendTo { queue: QueueId, messages: Vec<SendInput> } -> (Vec<SendOutcome>, Option<u64>),
+    /// Stores a batch on this partition (a log-style producer chose it), in engine-sized
+    /// calls, checking an idempotent producer's sequence first
+    /// (`NodeShard::send_to_partition`).
+    SendTo {
+        queue: QueueId,
+        messages: Vec<SendInput>,
+        producer: Option<ProducerBatch>,
+    } -> SendToReply,
     |this, shard, engine, now| {
-        match engine.send(this.queue, &this.messages, now).await {
-            Ok(outcomes) => {
-                let first = outcomes
-                    .iter()
-                    .find(|outcome| !outcome.duplicate)
-                    .and_then(|outcome| engine.seq_of(this.queue, outcome.message_id));
-                Ok((outcomes, first))
-            }
-            Err(error) => Err(error),
-        }
+        shard
+            .send_to_partition(&engine, this.partition, this.queue, this.messages, this.producer, now)
+            .await
     }
 }
 

@@ -22,13 +22,17 @@ use sluice_core::engine::types::{
 use sluice_core::engine::{validate_batch, Engine, EngineLimits, ReceiveRequest};
 
 use crate::guards::{AuthGuards, LoginLimits};
+use crate::idempotence::{Check, ProducerBatch, Producers};
 use crate::login::{LoginError, LoginRequest};
 use crate::membership::ClusterChange;
 use crate::replay::ReplayRefusal;
 use crate::requests::{self, owner_of, PartitionMembership, ShardRequest};
 use crate::routing::{self, Routed};
 use crate::tenants::{Quotas, Tenant, TenantDirectory, TenantError};
-use crate::{Directories, Host, Job, Lane, Node, NodeError, PositionRead, QueueCounts, QueueView};
+use crate::{
+    Directories, Host, Job, Lane, Node, NodeError, PositionRead, QueueCounts, QueueView,
+    SendToReply,
+};
 
 /// A long poll wakes at least this often (queue time) to notice a shutdown.
 const LONG_POLL_WAKE_MS_MAX: u64 = 1_000;
@@ -89,6 +93,8 @@ pub struct NodeShard<H: Host> {
     directory_reads: crate::leader_reads::LeaderReads,
     /// Reads of the tenants from partition 0's leader ([`Node::sync_tenants`]).
     tenant_reads: crate::leader_reads::LeaderReads,
+    /// Idempotent producers of the partitions this shard leads (`crate::idempotence`).
+    producers: std::cell::RefCell<Producers>,
 }
 
 impl<H: Host> NodeShard<H> {
@@ -119,6 +125,7 @@ impl<H: Host> NodeShard<H> {
             forwarding: crate::forward::Forwarding::default(),
             directory_reads: Default::default(),
             tenant_reads: Default::default(),
+            producers: Default::default(),
         }
     }
 
@@ -444,6 +451,70 @@ impl<H: Host> NodeShard<H> {
         self.host.forward(target, job).await
     }
 
+    /// [`Node::send_to`] on the partition's owner: the producer's sequence is checked,
+    /// then the batch goes to the engine in calls within its batch limits (each checked
+    /// whole before the first is sent), in order; a batch refused part-way is answered
+    /// retriable, since part of it is stored.
+    pub(crate) async fn send_to_partition(
+        &self,
+        engine: &Engine<H::Storage>,
+        partition: u32,
+        queue: QueueId,
+        messages: Vec<SendInput>,
+        producer: Option<ProducerBatch>,
+        now: u64,
+    ) -> Result<SendToReply, EngineError> {
+        let term = engine.raft_term();
+        if let Some(batch) = &producer {
+            match self.producers.borrow().check(partition, queue, batch, term) {
+                Check::New => {}
+                Check::Duplicate(first_seq) => {
+                    return Ok(SendToReply {
+                        first_seq,
+                        duplicate: true,
+                        ..SendToReply::default()
+                    })
+                }
+                Check::Refused(refusal) => {
+                    return Ok(SendToReply {
+                        refused: Some(refusal),
+                        ..SendToReply::default()
+                    })
+                }
+            }
+        }
+        let limits = *engine.limits();
+        let chunks = routing::chunks(&messages, limits.batch_messages_max, limits.batch_bytes_max);
+        for (start, end) in &chunks {
+            validate_batch(&limits, &messages[*start..*end], now)?;
+        }
+        let mut reply = SendToReply::default();
+        let mut rest = messages;
+        for (start, end) in chunks {
+            let tail = rest.split_off(end - start);
+            let chunk = std::mem::replace(&mut rest, tail);
+            match engine.send(queue, &chunk, now).await {
+                Ok(sent) => {
+                    if reply.first_seq.is_none() {
+                        reply.first_seq = sent
+                            .iter()
+                            .find(|outcome| !outcome.duplicate)
+                            .and_then(|outcome| engine.seq_of(queue, outcome.message_id));
+                    }
+                    reply.outcomes.extend(sent);
+                }
+                Err(_) if !reply.outcomes.is_empty() => return Err(EngineError::Busy),
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some(batch) = &producer {
+            self.producers
+                .borrow_mut()
+                .record(partition, queue, batch, reply.first_seq, term);
+        }
+        Ok(reply)
+    }
+
     pub(crate) fn view(&self, queue: QueueId) -> Option<QueueView> {
         self.directories.queues.load().get(queue).cloned()
     }
@@ -678,41 +749,21 @@ impl<H: Host> Node for NodeShard<H> {
         queue: QueueId,
         partition: u32,
         messages: Vec<SendInput>,
-    ) -> Result<(Vec<SendOutcome>, Option<u64>), NodeError> {
+        producer: Option<ProducerBatch>,
+    ) -> Result<SendToReply, NodeError> {
         if partition >= self.config.partition_count {
             return Err(NodeError::Engine(EngineError::QueueNotFound));
         }
-        // In engine-sized calls, in order; each is checked whole before it is sent.
-        let limits = &self.config.limits;
-        let chunks = routing::chunks(&messages, limits.batch_messages_max, limits.batch_bytes_max);
-        for (start, end) in &chunks {
-            validate_batch(limits, &messages[*start..*end], self.now_ms())?;
+        if messages.is_empty() {
+            return Err(NodeError::Engine(EngineError::EmptyBatch));
         }
-        let mut outcomes = Vec::with_capacity(messages.len());
-        let mut first = None;
-        let mut rest = messages;
-        for (start, end) in chunks {
-            let tail = rest.split_off(end - start);
-            let call = requests::SendTo {
-                partition,
-                queue,
-                messages: std::mem::replace(&mut rest, tail),
-            };
-            match self.call(call).await {
-                Ok((sent, seq)) => {
-                    first = first.or(seq);
-                    outcomes.extend(sent);
-                }
-                // Part is stored: the refusal must not read as "nothing stored".
-                Err(_) if !outcomes.is_empty() => {
-                    return Err(NodeError::Unavailable(
-                        "part of the batch was stored and part refused; retry it",
-                    ));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok((outcomes, first))
+        self.call(requests::SendTo {
+            partition,
+            queue,
+            messages,
+            producer,
+        })
+        .await
     }
 
     async fn read_positions(

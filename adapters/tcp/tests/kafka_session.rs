@@ -136,6 +136,11 @@ impl World {
 }
 
 fn batch(values: &[&str]) -> Bytes {
+    idempotent_batch(values, -1, -1)
+}
+
+/// A batch of an idempotent producer `producer_id` starting at `sequence` (-1: none).
+fn idempotent_batch(values: &[&str], producer_id: i64, sequence: i32) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -150,11 +155,15 @@ fn batch(values: &[&str]) -> Bytes {
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch: if producer_id < 0 { -1 } else { 0 },
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                sequence: if sequence < 0 {
+                    -1
+                } else {
+                    sequence + i as i32
+                },
                 timestamp: 1_700_000_000_000 + i as i64,
                 key: Some(Bytes::from(format!("key{i}"))),
                 value: Some(Bytes::from(value.to_string())),
@@ -331,4 +340,84 @@ fn another_tenants_topic_is_invisible() {
     metadata.topics = Some(vec![asked]);
     let answer: MetadataResponse = world.call(&mut session, 12, &metadata);
     assert_eq!(answer.topics[0].error_code, 3);
+}
+
+impl World {
+    fn create_topic(&self, session: &mut Session, name: &str) {
+        let mut create = CreateTopicsRequest::default();
+        let mut wanted = CreatableTopic::default();
+        wanted.name = topic(name);
+        wanted.num_partitions = -1;
+        wanted.replication_factor = -1;
+        create.topics.push(wanted);
+        let created: CreateTopicsResponse = self.call(session, 5, &create);
+        assert_eq!(
+            created.topics[0].error_code, 0,
+            "{:?}",
+            created.topics[0].error_message
+        );
+    }
+
+    /// Produces `records` to partition 0 of `name`; answers (error code, base offset).
+    fn produce(&self, session: &mut Session, name: &str, records: Bytes) -> (i16, i64) {
+        let mut produce = ProduceRequest::default();
+        produce.acks = -1;
+        produce.timeout_ms = 5_000;
+        let mut data = TopicProduceData::default();
+        data.name = topic(name);
+        let mut part = PartitionProduceData::default();
+        part.index = 0;
+        part.records = Some(records);
+        data.partition_data.push(part);
+        produce.topic_data.push(data);
+        let answer: ProduceResponse = self.call(session, 9, &produce);
+        let part = &answer.responses[0].partition_responses[0];
+        (part.error_code, part.base_offset)
+    }
+}
+
+#[test]
+fn an_idempotent_producers_retry_is_stored_once_and_a_gap_is_refused() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+    let world = world();
+    let mut session = session();
+    world.login(&mut session);
+    world.create_topic(&mut session, "pay");
+    let mut init = InitProducerIdRequest::default();
+    init.producer_id = ProducerId(-1);
+    init.producer_epoch = -1;
+    init.transactional_id = None;
+    let producer: InitProducerIdResponse = world.call(&mut session, 4, &init);
+    assert_eq!(producer.error_code, 0);
+    let id = producer.producer_id.0;
+    assert!(id >= 0);
+    assert_eq!(
+        world.produce(&mut session, "pay", idempotent_batch(&["a", "b"], id, 0)),
+        (0, 0)
+    );
+    assert_eq!(
+        world.produce(&mut session, "pay", idempotent_batch(&["c"], id, 2)),
+        (0, 2)
+    );
+    // The retry of the first batch answers its offset and stores nothing.
+    assert_eq!(
+        world.produce(&mut session, "pay", idempotent_batch(&["a", "b"], id, 0)),
+        (0, 0)
+    );
+    // A batch that skips sequence 3 is refused: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    assert_eq!(
+        world
+            .produce(&mut session, "pay", idempotent_batch(&["x"], id, 5))
+            .0,
+        45
+    );
+    // Another producer has its own sequence.
+    assert_eq!(
+        world.produce(&mut session, "pay", idempotent_batch(&["d"], id + 1, 0)),
+        (0, 3)
+    );
+    let node = &**world.node.shard(0);
+    let queue = node.queues_of(&node.tenants().by_ak(&world.ak).unwrap().project_id)[0].id;
+    let (start, next, _) = block_on(node.positions(queue, 0, None)).unwrap();
+    assert_eq!((start, next), (0, 4), "a, b, c, d: once each");
 }

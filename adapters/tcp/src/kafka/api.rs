@@ -29,6 +29,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// The versions of `api_key` Sluice serves, if any.
@@ -109,6 +112,9 @@ pub(super) async fn handle<N: Node>(session: &mut Session, node: &N, mut frame: 
         ApiKey::ListOffsets => Box::pin(topics::list_offsets(&context, node, body)).await,
         ApiKey::Produce => Box::pin(produce::produce(&context, node, body)).await,
         ApiKey::Fetch => Box::pin(fetch::fetch(&context, node, body)).await,
+        ApiKey::InitProducerId => produce::init_producer_id(&context, body),
+        ApiKey::DescribeConfigs => Box::pin(topics::describe_configs(&context, node, body)).await,
+        ApiKey::CreatePartitions => Box::pin(topics::create_partitions(&context, node, body)).await,
         other => Reply::Close(format!("{other:?} is not served")),
     }
 }

@@ -4,10 +4,13 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_core::engine::types::{Delay, SendInput};
+use sluice_node::idempotence::{ProducerBatch, SequenceRefusal};
 use sluice_node::Node;
 
 use super::api::{decode, respond, Context};
@@ -88,7 +91,7 @@ async fn produce_partition<N: Node>(
             Some("no records".into()),
         ));
     };
-    let (records, _producer) = decode_batches(records).map_err(|error| match error {
+    let (records, producer) = decode_batches(records).map_err(|error| match error {
         BatchError::Corrupt(why) => (ResponseError::CorruptMessage.code(), Some(why)),
         BatchError::TooLarge(why) => (ResponseError::RecordListTooLarge.code(), Some(why)),
         BatchError::Compression(compression) => (
@@ -104,6 +107,12 @@ async fn produce_partition<N: Node>(
             Some("an empty batch".into()),
         ));
     }
+    let producer = producer.map(|producer| ProducerBatch {
+        id: producer.id,
+        epoch: producer.epoch,
+        base_sequence: producer.base_sequence,
+        count: i32::try_from(records.len()).expect("bounded by RECORDS_PER_BATCH_MAX"),
+    });
     let messages: Vec<SendInput> = records
         .iter()
         .map(|record| SendInput {
@@ -118,9 +127,49 @@ async fn produce_partition<N: Node>(
             dedup_id: None,
         })
         .collect();
-    match node.send_to(queue, partition, messages).await {
-        Ok((_, Some(first))) => Ok(i64::try_from(first).unwrap_or(i64::MAX)),
-        Ok((_, None)) => Ok(-1),
+    match node.send_to(queue, partition, messages, producer).await {
+        Ok(reply) => match reply.refused {
+            Some(SequenceRefusal::OutOfOrder) => Err((
+                ResponseError::OutOfOrderSequenceNumber.code(),
+                Some("the batch skips sequence numbers".into()),
+            )),
+            Some(SequenceRefusal::StaleEpoch) => Err((
+                ResponseError::InvalidProducerEpoch.code(),
+                Some("a newer epoch of this producer exists".into()),
+            )),
+            None => Ok(reply
+                .first_seq
+                .map_or(-1, |first| i64::try_from(first).unwrap_or(i64::MAX))),
+        },
         Err(error) => Err((error_code(&error), Some(error.to_string()))),
     }
+}
+
+/// InitProducerId for idempotent producers (no transactions): a fresh random producer
+/// id with epoch 0, or, when the client names its id and epoch (KIP-360, after a fatal
+/// sequence error), the same id with the next epoch, which fences the old one.
+pub fn init_producer_id(context: &Context<'_>, body: &mut Bytes) -> Reply {
+    let request: InitProducerIdRequest = match decode(context.head, body) {
+        Ok(request) => request,
+        Err(reply) => return reply,
+    };
+    let mut response = InitProducerIdResponse::default();
+    response.ongoing_txn_producer_id = ProducerId(-1);
+    response.ongoing_txn_producer_epoch = -1;
+    if request.transactional_id.is_some() {
+        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+        return respond(context.head, &response);
+    }
+    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 {
+        response.producer_id = request.producer_id;
+        response.producer_epoch = request.producer_epoch.checked_add(1).unwrap_or(0);
+    } else {
+        let mut bytes = [0u8; 8];
+        getrandom::getrandom(&mut bytes).expect("the OS random source works");
+        response.producer_id = ProducerId(i64::from_le_bytes(bytes) & i64::MAX);
+        response.producer_epoch = 0;
+    }
+    respond(context.head, &response)
 }

@@ -408,3 +408,109 @@ pub fn queue_of(index: &TopicIndex, name: &str) -> Result<QueueId, i16> {
         .map(|view| view.id)
         .ok_or(ResponseError::UnknownTopicOrPartition.code())
 }
+
+/// DescribeConfigs' resource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs' resource type of a broker.
+const RESOURCE_BROKER: i8 = 4;
+
+/// DescribeConfigs: a topic's retention (`retention.ms`) and the fixed settings that
+/// follow from Sluice's design; a broker's id. Other resources answer INVALID_REQUEST.
+pub async fn describe_configs<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes) -> Reply {
+    use kafka_protocol::messages::describe_configs_response::{
+        DescribeConfigsResourceResult, DescribeConfigsResult,
+    };
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    let request: DescribeConfigsRequest = match decode(context.head, body) {
+        Ok(request) => request,
+        Err(reply) => return reply,
+    };
+    if let Some(reply) = too_many("resources", request.resources.len()) {
+        return reply;
+    }
+    let tenant = context.tenant.project_id.as_str();
+    let names: Vec<&str> = request
+        .resources
+        .iter()
+        .filter(|r| r.resource_type == RESOURCE_TOPIC)
+        .map(|r| r.resource_name.as_str())
+        .collect();
+    let index = topic_index(node, tenant, &names).await;
+    let mut response = DescribeConfigsResponse::default();
+    for resource in &request.resources {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        let entries: Vec<(&str, String)> = match resource.resource_type {
+            RESOURCE_TOPIC => match index.get(resource.resource_name.as_str()) {
+                Some(view) => vec![
+                    ("retention.ms", view.config.retention_ms.to_string()),
+                    ("cleanup.policy", "delete".to_string()),
+                    ("message.timestamp.type", "CreateTime".to_string()),
+                    ("compression.type", "producer".to_string()),
+                ],
+                None => {
+                    result.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    Vec::new()
+                }
+            },
+            RESOURCE_BROKER => vec![("broker.id", context.config.broker_id.to_string())],
+            _ => {
+                result.error_code = ResponseError::InvalidRequest.code();
+                Vec::new()
+            }
+        };
+        let wanted = resource.configuration_keys.as_ref();
+        for (name, value) in entries {
+            if wanted.is_some_and(|keys| !keys.iter().any(|key| key.as_str() == name)) {
+                continue;
+            }
+            let mut entry = DescribeConfigsResourceResult::default();
+            entry.name = StrBytes::from_static_str(name);
+            entry.value = Some(StrBytes::from_string(value));
+            entry.read_only = name != "retention.ms";
+            // DEFAULT_CONFIG (5) for the fixed ones, DYNAMIC_TOPIC_CONFIG (1) otherwise.
+            entry.config_source = if entry.read_only { 5 } else { 1 };
+            result.configs.push(entry);
+        }
+        response.results.push(result);
+    }
+    respond(context.head, &response)
+}
+
+/// CreatePartitions: a topic has the node's partitions, no more and no fewer, so only a
+/// request for that count succeeds (as a no-op).
+pub async fn create_partitions<N: Node>(
+    context: &Context<'_>,
+    node: &N,
+    body: &mut Bytes,
+) -> Reply {
+    use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+    use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+    let request: CreatePartitionsRequest = match decode(context.head, body) {
+        Ok(request) => request,
+        Err(reply) => return reply,
+    };
+    if let Some(reply) = too_many("topics", request.topics.len()) {
+        return reply;
+    }
+    let tenant = context.tenant.project_id.as_str();
+    let names: Vec<&str> = request.topics.iter().map(|t| t.name.0.as_str()).collect();
+    let index = topic_index(node, tenant, &names).await;
+    let partitions = i32::try_from(node.partition_count()).expect("partitions are u16");
+    let mut response = CreatePartitionsResponse::default();
+    for topic in &request.topics {
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = topic.name.clone();
+        if index.get(topic.name.0.as_str()).is_none() {
+            result.error_code = ResponseError::UnknownTopicOrPartition.code();
+        } else if topic.count != partitions {
+            result.error_code = ResponseError::InvalidPartitions.code();
+            result.error_message = Some(StrBytes::from_string(format!(
+                "every topic here has {partitions} partitions (the node's)"
+            )));
+        }
+        response.results.push(result);
+    }
+    respond(context.head, &response)
+}
