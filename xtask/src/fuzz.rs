@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "dms_request",
     "http_service",
     "cluster_frame",
+    "kafka_frame",
 ];
 /// Wall-clock bound of each target in `cargo xtask test`.
 pub const SMOKE_SECONDS: u64 = 20;

@@ -21,6 +21,7 @@ pub fn for_target(target: &str) -> Vec<Vec<u8>> {
         "dms_request" => dms_seeds(),
         "http_service" => http_service_seeds(),
         "cluster_frame" => cluster_frame_seeds(),
+        "kafka_frame" => kafka_frame_seeds(),
         _ => unreachable!("unknown fuzz target {target}, checked by the caller"),
     }
 }
@@ -347,4 +348,107 @@ mod tests {
             .collect();
         assert_eq!(frames, [1, 4, 2, 1, 3]);
     }
+}
+
+/// Kafka requests as a client encodes them (the `kafka-protocol` crate's client side),
+/// each behind the target's u16 length: one seed per API, and one with all of them.
+fn kafka_frame_seeds() -> Vec<Vec<u8>> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+        MetadataRequest, ProduceRequest, ProducerId, RequestHeader, TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, HeaderVersion, Request, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn frame<R: Request>(version: i16, request: &R) -> Vec<u8> {
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = 9;
+        header.client_id = Some(StrBytes::from_static_str("seed"));
+        let mut body = bytes::BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .expect("encodes");
+        request.encode(&mut body, version).expect("encodes");
+        let mut seed = u16::try_from(body.len())
+            .expect("small")
+            .to_be_bytes()
+            .to_vec();
+        seed.extend_from_slice(&body);
+        seed
+    }
+    let topic = || TopicName(StrBytes::from_static_str("t"));
+    let mut metadata = MetadataRequest::default();
+    let mut wanted = MetadataRequestTopic::default();
+    wanted.name = Some(topic());
+    metadata.topics = Some(vec![wanted]);
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: 5,
+        producer_epoch: 0,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: 0,
+        timestamp: 1_700_000_000_000,
+        key: Some(bytes::Bytes::from_static(b"k")),
+        value: Some(bytes::Bytes::from_static(b"value")),
+        headers: Default::default(),
+    };
+    let mut records = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut records, [&record, &record], &options).expect("encodes");
+    let mut produce = ProduceRequest::default();
+    produce.acks = -1;
+    let mut data = TopicProduceData::default();
+    data.name = topic();
+    let mut part = PartitionProduceData::default();
+    part.records = Some(records.freeze());
+    data.partition_data.push(part);
+    produce.topic_data.push(data);
+    let mut fetch = FetchRequest::default();
+    fetch.max_bytes = 1 << 20;
+    fetch.min_bytes = 1;
+    let mut ft = FetchTopic::default();
+    ft.topic = topic();
+    let mut fp = FetchPartition::default();
+    fp.partition_max_bytes = 1 << 20;
+    ft.partitions.push(fp);
+    fetch.topics.push(ft);
+    let mut offsets = ListOffsetsRequest::default();
+    let mut lt = ListOffsetsTopic::default();
+    lt.name = topic();
+    let mut lp = ListOffsetsPartition::default();
+    lp.timestamp = -2;
+    lt.partitions.push(lp);
+    offsets.topics.push(lt);
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = None;
+    init.producer_id = ProducerId(-1);
+    init.producer_epoch = -1;
+    let seeds = vec![
+        frame(3, &ApiVersionsRequest::default()),
+        frame(12, &metadata),
+        frame(9, &produce),
+        frame(12, &fetch),
+        frame(7, &offsets),
+        frame(4, &init),
+    ];
+    let mut all = seeds.concat();
+    all.extend(frame(12, &fetch));
+    let mut seeds = seeds;
+    seeds.push(all);
+    seeds
 }
