@@ -4,7 +4,7 @@
 //! its own host.
 //!
 //! Reading order: `config`, `datadir`, `password_pool`, `shared`, `shard`, `fairness`,
-//! `framing`, `http`,
+//! `framing`, `http`, `kafka`,
 //! `metrics`, `run`; `cluster` (the node-to-node transport) and `replication` (cluster
 //! mode: the Raft messages of a shard's partitions over it).
 //!
@@ -35,6 +35,8 @@ pub mod forwarding;
 pub mod framing;
 #[cfg(not(madsim))]
 pub mod http;
+#[cfg(not(madsim))]
+pub mod kafka;
 pub mod metrics;
 #[cfg(not(madsim))]
 pub mod password_pool;
