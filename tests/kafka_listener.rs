@@ -88,24 +88,18 @@ fn check_api_versions(stream: &mut TcpStream, correlation_id: i32) {
 }
 
 /// Waits (bounded by the read timeout) for the server to close `stream`: end of stream
-/// or a reset, never a timeout; any bytes before it are not a Kafka answer to wait for.
+/// or a reset, never a timeout, and no bytes before it.
 fn assert_closed(stream: &mut TcpStream, what: &str) {
     let mut scratch = [0; 4096];
-    // Bounded: each pass reads at least one byte or ends the loop.
-    loop {
-        match stream.read(&mut scratch) {
-            Ok(0) => return,
-            Ok(n) => panic!("{what}: {n} unexpected bytes instead of a close"),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return
-            }
-            Err(error) => panic!("{what}: the server did not close the connection: {error}"),
-        }
+    match stream.read(&mut scratch) {
+        Ok(0) => {}
+        Ok(n) => panic!("{what}: {n} unexpected bytes instead of a close"),
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ) => {}
+        Err(error) => panic!("{what}: the server did not close the connection: {error}"),
     }
 }
 
