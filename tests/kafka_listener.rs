@@ -124,6 +124,14 @@ fn kafka_frames_are_answered_and_bad_frames_close_only_their_connection() {
     kept.write_all(&both).unwrap();
     assert_eq!(read_response(&mut kept).0, 2);
     assert_eq!(read_response(&mut kept).0, 3);
+    // A frame that arrives in pieces (the length prefix split too) is one request.
+    kept.set_nodelay(true).unwrap();
+    let request = api_versions_request(8);
+    for piece in [&request[..2], &request[2..9], &request[9..]] {
+        kept.write_all(piece).unwrap();
+        kept.flush().unwrap();
+    }
+    assert_eq!(read_response(&mut kept).0, 8);
 
     // (b) A length prefix of 100 MB (above FRAME_BYTES_MAX) closes that connection at
     // once, before any body arrives; so does a negative one. Others are served.
@@ -162,8 +170,8 @@ fn kafka_frames_are_answered_and_bad_frames_close_only_their_connection() {
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in /metrics"))
     };
-    // 6 frames answered, plus the unknown key's (the bad lengths are no frames).
-    assert_eq!(counter("sluice_kafka_requests_total"), 7.0);
+    // 7 frames answered, plus the unknown key's (the bad lengths are no frames).
+    assert_eq!(counter("sluice_kafka_requests_total"), 8.0);
     assert_eq!(counter("sluice_kafka_connections_total"), 6.0);
     assert!(
         metrics.contains("sluice_kafka_connections_closed_total{reason=\"frame_length\"} 2"),

@@ -41,7 +41,7 @@ const READ_BUF_BYTES: usize = 16 * 1024;
 /// A frame's body is read in steps of at most this many bytes.
 const FRAME_STEP_BYTES: usize = 64 * 1024;
 /// How often a frame waiting for the shard's request limit re-checks it.
-const BUSY_POLL_MS: u64 = 1;
+const BUSY_POLL_MS: u64 = 10;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -176,6 +176,10 @@ async fn serve_connection(
     let config = &shard.shared.config;
     // One frame per iteration; ends when the connection does.
     loop {
+        // A client that keeps frames buffered does not hold off a stop.
+        if shard.shared.stopping() {
+            return Closed::Stopping;
+        }
         let frame = match read_frame(shard, reader).await {
             Ok(frame) => frame,
             Err(closed) => return closed,

@@ -1,7 +1,7 @@
 //! The single-node Sluice server: glommio shards (kernel/shard) running the node layer
-//! (node/) over the kernel's engines, behind the HTTP adapters (adapters/http). Built
-//! only without `--cfg madsim`; the simulation runs the same node and adapter code on
-//! its own host.
+//! (node/) over the kernel's engines, behind the HTTP adapters (adapters/http) and, with
+//! `kafka_listen`, the Kafka adapter (adapters/tcp). Built only without `--cfg madsim`;
+//! the simulation runs the same node and adapter code on its own host.
 //!
 //! Reading order: `config`, `datadir`, `password_pool`, `shared`, `shard`, `fairness`,
 //! `framing`, `http`, `kafka`,
