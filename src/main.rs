@@ -74,6 +74,13 @@ enum Command {
         /// Label queue metrics with tenant names too (by default only project ids).
         #[arg(long)]
         metrics_tenant_names: bool,
+        /// Serve the Kafka wire protocol on this IP:port (every shard; default: off).
+        #[arg(long, value_name = "ADDR")]
+        kafka_listen: Option<String>,
+        /// The address Kafka clients are told to connect to (default: the
+        /// --kafka-listen address, 127.0.0.1 for 0.0.0.0).
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka_advertise: Option<String>,
         /// This node's id in a cluster (with --cluster-listen and --peers).
         #[arg(long, value_name = "N")]
         node_id: Option<u64>,
@@ -248,6 +255,8 @@ fn run(cli: Cli) -> Result<(), String> {
             shards,
             metrics_listen,
             metrics_tenant_names,
+            kafka_listen,
+            kafka_advertise,
             node_id,
             cluster_listen,
             peers,
@@ -277,6 +286,16 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             if metrics_tenant_names {
                 resolved.metrics_tenant_names = true;
+            }
+            if let Some(listen) = kafka_listen {
+                resolved
+                    .set("kafka_listen", &listen)
+                    .map_err(|e| format!("--kafka-listen: {e}"))?;
+            }
+            if let Some(advertise) = kafka_advertise {
+                resolved
+                    .set("kafka_advertise", &advertise)
+                    .map_err(|e| format!("--kafka-advertise: {e}"))?;
             }
             if let Some(node_id) = node_id {
                 resolved.set("node_id", &node_id.to_string())?;

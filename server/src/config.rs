@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use sluice_node::LoginLimits;
 use sluice_shard::IoSubmit;
+use sluice_tcp::kafka::KafkaConfig;
 
 use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 38] = [
+pub const KEYS: [&str; 40] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -52,6 +53,8 @@ pub const KEYS: [&str; 38] = [
     "cluster_listen",
     "peers",
     "initial_voters",
+    "kafka_listen",
+    "kafka_advertise",
 ];
 
 /// Parses node ids separated by commas (`--initial-voters 1,2,3`).
@@ -66,6 +69,23 @@ fn parse_node_ids(text: &str) -> Result<Vec<NodeId>, String> {
                 .ok_or_else(|| format!("{:?} is not a node id", id.trim()))
         })
         .collect()
+}
+
+/// Splits `HOST:PORT` (an IPv6 host in brackets: `[::1]:9092`) into the host, without
+/// brackets, and a port above 0.
+pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{text:?} is not a HOST:PORT address");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']').ok_or_else(bad)?,
+        None if host.contains(':') => return Err(bad()),
+        None => host,
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || host.chars().any(char::is_whitespace) || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
 }
 
 /// Widest configurable skew window (APIG's 15 minutes).
@@ -163,6 +183,12 @@ pub struct Config {
     /// The nodes every partition's group starts with (`--initial-voters`, ids separated
     /// by commas); empty: every node of `peers`.
     pub initial_voters: Vec<NodeId>,
+    /// Serve the Kafka wire protocol on this address (`--kafka-listen`; every shard
+    /// listens, SO_REUSEPORT); `None`: no Kafka listener.
+    pub kafka_listen: Option<SocketAddr>,
+    /// The `HOST:PORT` Kafka clients are told to connect to (Metadata, FindCoordinator);
+    /// `None`: the Kafka listener's own address (127.0.0.1 for an unspecified IP).
+    pub kafka_advertise: Option<String>,
 }
 
 impl Config {
@@ -206,6 +232,34 @@ impl Config {
             cluster_listen: None,
             peers: Vec::new(),
             initial_voters: Vec::new(),
+            kafka_listen: None,
+            kafka_advertise: None,
+        }
+    }
+
+    /// What the Kafka adapter tells clients about this node, once the Kafka listener is
+    /// bound at `bound` (its real port when `kafka_listen` asked for port 0): broker id
+    /// the node id in cluster mode (else 0), and the address `kafka_advertise` names or,
+    /// without it, the listener's (127.0.0.1 for an unspecified IP).
+    pub fn kafka_config(&self, bound: SocketAddr) -> KafkaConfig {
+        let broker_id = self
+            .node_id
+            .map_or(0, |id| i32::try_from(id.0).expect("validated: fits i32"));
+        let (advertised_host, advertised_port) = match &self.kafka_advertise {
+            Some(advertise) => parse_host_port(advertise).expect("validated: a HOST:PORT address"),
+            None => {
+                let host = if bound.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    bound.ip().to_string()
+                };
+                (host, bound.port())
+            }
+        };
+        KafkaConfig {
+            broker_id,
+            advertised_host,
+            advertised_port: i32::from(advertised_port),
         }
     }
 
@@ -261,6 +315,10 @@ impl Config {
         }
         if let Some(io_submit) = file.io_submit.take() {
             self.io_submit = io_submit.parse()?;
+        }
+        if let Some(advertise) = file.kafka_advertise.take() {
+            self.set("kafka_advertise", &advertise)
+                .map_err(|e| format!("kafka_advertise: {e}"))?;
         }
         if let Some(voters) = file.initial_voters.take() {
             self.initial_voters =
@@ -357,6 +415,23 @@ impl Config {
             }
             "peers" => self.peers = parse_peers(value)?,
             "initial_voters" => self.initial_voters = parse_node_ids(value)?,
+            "kafka_listen" => {
+                self.kafka_listen = match value {
+                    "" | "off" => None,
+                    _ => Some(value.parse().map_err(|_| {
+                        format!("{value:?} is not an IP:port address (or \"off\")")
+                    })?),
+                }
+            }
+            "kafka_advertise" => {
+                self.kafka_advertise = match value {
+                    "" => None,
+                    _ => {
+                        parse_host_port(value)?;
+                        Some(value.to_string())
+                    }
+                }
+            }
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
@@ -424,7 +499,37 @@ impl Config {
         }
         self.validate_fairness()?;
         self.validate_auth()?;
-        self.validate_cluster()
+        self.validate_cluster()?;
+        self.validate_kafka()
+    }
+
+    /// A Kafka port apart from the others, and a node id a Kafka broker id can carry.
+    fn validate_kafka(&self) -> Result<(), String> {
+        let Some(kafka) = self.kafka_listen else {
+            return Ok(());
+        };
+        let clashes = |other: SocketAddr| {
+            let same_ip = kafka.ip() == other.ip()
+                || kafka.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            same_ip && kafka.port() == other.port() && kafka.port() != 0
+        };
+        let others = [
+            (Some(self.http_listen), "http_listen"),
+            (self.metrics_listen, "metrics_listen"),
+            (self.cluster_listen, "cluster_listen"),
+        ];
+        for (other, name) in others {
+            if other.is_some_and(clashes) {
+                return Err(format!("kafka_listen must differ from {name}"));
+            }
+        }
+        if self.node_id.is_some_and(|id| i32::try_from(id.0).is_err()) {
+            return Err(
+                "node_id must fit a Kafka broker id (at most 2147483647) with kafka_listen".into(),
+            );
+        }
+        Ok(())
     }
 
     /// The cluster settings together, and a cluster port apart from the HTTP ones.
@@ -561,6 +666,9 @@ struct FileConfig {
     peers: Option<String>,
     /// As `--initial-voters` writes it: `"1,2,3"`.
     initial_voters: Option<String>,
+    kafka_listen: Option<SocketAddr>,
+    /// `"HOST:PORT"`, checked like `--kafka-advertise`.
+    kafka_advertise: Option<String>,
 }
 
 impl FileConfig {
@@ -611,6 +719,9 @@ impl FileConfig {
         if let Some(address) = self.cluster_listen {
             config.cluster_listen = Some(address);
         }
+        if let Some(address) = self.kafka_listen {
+            config.kafka_listen = Some(address);
+        }
     }
 }
 
@@ -656,6 +767,8 @@ mod tests {
                 "7=127.0.0.1:1"
             } else if key == "initial_voters" {
                 "7"
+            } else if key == "kafka_advertise" {
+                "kafka.example:9092"
             } else if key.ends_with("listen") {
                 "127.0.0.1:1"
             } else if key == "metrics_tenant_names" {
@@ -783,5 +896,131 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("not in peers"), "{error}");
+    }
+
+    #[test]
+    fn the_kafka_listener_is_off_by_default_and_set_from_every_source() {
+        let defaults = check("", &[], &[]).unwrap();
+        assert_eq!(defaults.kafka_listen, None);
+        assert_eq!(defaults.kafka_advertise, None);
+        let file = check(
+            "kafka_listen = \"0.0.0.0:9092\"\nkafka_advertise = \"kafka.example:19092\"",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let env = check(
+            "",
+            &[
+                ("SLUICE_KAFKA_LISTEN", "0.0.0.0:9092"),
+                ("SLUICE_KAFKA_ADVERTISE", "kafka.example:19092"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let flags = check(
+            "",
+            &[],
+            &[
+                ("kafka_listen", "0.0.0.0:9092"),
+                ("kafka_advertise", "kafka.example:19092"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(file, env);
+        assert_eq!(file, flags);
+        assert_eq!(flags.kafka_listen, Some("0.0.0.0:9092".parse().unwrap()));
+        let kafka = flags.kafka_config("0.0.0.0:9092".parse().unwrap());
+        assert_eq!(kafka.broker_id, 0);
+        assert_eq!(kafka.advertised_host, "kafka.example");
+        assert_eq!(kafka.advertised_port, 19092);
+        let off = check(
+            "kafka_listen = \"127.0.0.1:9092\"",
+            &[],
+            &[("kafka_listen", "off")],
+        );
+        assert_eq!(off.unwrap().kafka_listen, None);
+    }
+
+    #[test]
+    fn the_advertised_kafka_address_defaults_to_the_bound_one() {
+        // Goal: without kafka_advertise, clients are told the listener's address, with
+        // the port resolved (port 0) and a reachable host for 0.0.0.0.
+        let config = check("", &[], &[("kafka_listen", "0.0.0.0:0")]).unwrap();
+        let kafka = config.kafka_config("0.0.0.0:41234".parse().unwrap());
+        assert_eq!(kafka.advertised_host, "127.0.0.1");
+        assert_eq!(kafka.advertised_port, 41234);
+        let kafka = config.kafka_config("127.0.0.5:9092".parse().unwrap());
+        assert_eq!(kafka.advertised_host, "127.0.0.5");
+        let advertised = check("", &[], &[("kafka_advertise", "[::1]:9093")]).unwrap();
+        let kafka = advertised.kafka_config("0.0.0.0:9092".parse().unwrap());
+        assert_eq!(
+            (kafka.advertised_host.as_str(), kafka.advertised_port),
+            ("::1", 9093)
+        );
+    }
+
+    #[test]
+    fn bad_or_clashing_kafka_settings_are_refused() {
+        for bad in [
+            "localhost",
+            "127.0.0.1",
+            "x:0",
+            ":9092",
+            "a b:1",
+            "::1:9092",
+            "h:99999",
+        ] {
+            let error = check("", &[], &[("kafka_advertise", bad)]).unwrap_err();
+            assert!(error.contains("HOST:PORT"), "{bad}: {error}");
+        }
+        let error = check("", &[], &[("kafka_listen", "localhost:9092")]).unwrap_err();
+        assert!(error.contains("IP:port"), "{error}");
+        let error = check(
+            "",
+            &[],
+            &[
+                ("http_listen", "127.0.0.1:9092"),
+                ("kafka_listen", "0.0.0.0:9092"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("kafka_listen must differ from http_listen"),
+            "{error}"
+        );
+        let error = check(
+            "",
+            &[],
+            &[
+                ("metrics_listen", "127.0.0.1:9100"),
+                ("kafka_listen", "127.0.0.1:9100"),
+            ],
+        )
+        .unwrap_err();
+        assert!(error.contains("metrics_listen"), "{error}");
+        let error = check("kafka_advertise = \"nope\"", &[], &[]).unwrap_err();
+        assert!(error.contains("kafka_advertise"), "{error}");
+    }
+
+    #[test]
+    fn the_kafka_broker_id_is_the_node_id_in_a_cluster() {
+        let config = check(
+            "",
+            &[],
+            &[
+                ("node_id", "2"),
+                ("cluster_listen", "127.0.0.1:7002"),
+                ("peers", "1=127.0.0.1:7001,2=127.0.0.1:7002"),
+                ("kafka_listen", "127.0.0.1:9092"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config
+                .kafka_config("127.0.0.1:9092".parse().unwrap())
+                .broker_id,
+            2
+        );
     }
 }

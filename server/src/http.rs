@@ -311,16 +311,7 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().ok().map(|address| address.ip());
         let key = peer.map(fairness::client_key);
-        let open = shard.connections_open.get();
-        let admitted = match key {
-            Some(key) => shard.addresses.borrow_mut().admit(key, open),
-            // The peer is gone already (its address unknown): only the shard's cap.
-            None if open >= shard.shared.config.connections_per_shard_max => {
-                Err(Refusal::ShardFull)
-            }
-            None => Ok(()),
-        };
-        if let Err(refusal) = admitted {
+        if let Err(refusal) = admit(&shard, key) {
             let reason = ReasonLabels {
                 reason: refusal.label(),
             };
@@ -333,17 +324,39 @@ pub async fn accept_loop(
             glommio::spawn_local(refuse_connection(stream, refusal)).detach();
             continue;
         }
-        shard.connections_open.set(open + 1);
         let shard = shard.clone();
         let service = service.clone();
         glommio::spawn_local(async move {
             serve_connection(&shard, stream, service, role, peer).await;
-            shard.connections_open.set(shard.connections_open.get() - 1);
-            if let Some(key) = key {
-                shard.addresses.borrow_mut().release(key);
-            }
+            release(&shard, key);
         })
         .detach();
+    }
+}
+
+/// Admits a new connection from the client address `key` (`None`: the peer is gone
+/// already, its address unknown) by the shard's and the address's limits (`fairness`),
+/// and counts it open; the connection's end must call [`release`]. HTTP and Kafka
+/// connections share the limits.
+pub fn admit(shard: &Shard, key: Option<IpAddr>) -> Result<(), Refusal> {
+    let open = shard.connections_open.get();
+    match key {
+        Some(key) => shard.addresses.borrow_mut().admit(key, open)?,
+        // Only the shard's cap applies.
+        None if open >= shard.shared.config.connections_per_shard_max => {
+            return Err(Refusal::ShardFull)
+        }
+        None => {}
+    }
+    shard.connections_open.set(open + 1);
+    Ok(())
+}
+
+/// Counts an admitted connection closed.
+pub fn release(shard: &Shard, key: Option<IpAddr>) {
+    shard.connections_open.set(shard.connections_open.get() - 1);
+    if let Some(key) = key {
+        shard.addresses.borrow_mut().release(key);
     }
 }
 

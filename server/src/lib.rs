@@ -1,10 +1,10 @@
 //! The single-node Sluice server: glommio shards (kernel/shard) running the node layer
-//! (node/) over the kernel's engines, behind the HTTP adapters (adapters/http). Built
-//! only without `--cfg madsim`; the simulation runs the same node and adapter code on
-//! its own host.
+//! (node/) over the kernel's engines, behind the HTTP adapters (adapters/http) and, with
+//! `kafka_listen`, the Kafka adapter (adapters/tcp). Built only without `--cfg madsim`;
+//! the simulation runs the same node and adapter code on its own host.
 //!
 //! Reading order: `config`, `datadir`, `password_pool`, `shared`, `shard`, `fairness`,
-//! `framing`, `http`,
+//! `framing`, `http`, `kafka`,
 //! `metrics`, `run`; `cluster` (the node-to-node transport) and `replication` (cluster
 //! mode: the Raft messages of a shard's partitions over it).
 //!
@@ -35,6 +35,8 @@ pub mod forwarding;
 pub mod framing;
 #[cfg(not(madsim))]
 pub mod http;
+#[cfg(not(madsim))]
+pub mod kafka;
 pub mod metrics;
 #[cfg(not(madsim))]
 pub mod password_pool;

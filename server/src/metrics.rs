@@ -99,6 +99,13 @@ pub struct Metrics {
     pub logins_succeeded: Counter,
     pub logins_failed: Family<LoginFailureLabels, Counter>,
     pub token_requests_replayed: Counter,
+    /// Kafka listener (`kafka.rs`): connections accepted, open now, refused at accept
+    /// (by `fairness::Refusal::label`) and closed (by why), and request frames read.
+    pub kafka_connections: Counter,
+    pub kafka_connections_open: Gauge,
+    pub kafka_connections_refused: Family<ReasonLabels, Counter>,
+    pub kafka_connections_closed: Family<ReasonLabels, Counter>,
+    pub kafka_requests: Counter,
 }
 
 impl Metrics {
@@ -156,8 +163,45 @@ impl Metrics {
             "Signed token requests refused as already used",
             token_requests_replayed.clone(),
         );
+        let kafka_connections = Counter::default();
+        let kafka_connections_open = Gauge::default();
+        let kafka_connections_refused = Family::<ReasonLabels, Counter>::default();
+        let kafka_connections_closed = Family::<ReasonLabels, Counter>::default();
+        let kafka_requests = Counter::default();
+        registry.register(
+            "sluice_kafka_connections",
+            "Kafka connections accepted",
+            kafka_connections.clone(),
+        );
+        registry.register(
+            "sluice_kafka_connections_open",
+            "Kafka connections open now",
+            kafka_connections_open.clone(),
+        );
+        registry.register(
+            "sluice_kafka_connections_refused",
+            "Kafka connections refused at accept (closed at once), by reason: shard_full, \
+             reserve, address_connections, address_rate",
+            kafka_connections_refused.clone(),
+        );
+        registry.register(
+            "sluice_kafka_connections_closed",
+            "Kafka connections closed, by reason: client, idle, frame_length, \
+             frame_timeout, protocol, io_error, stopping",
+            kafka_connections_closed.clone(),
+        );
+        registry.register(
+            "sluice_kafka_requests",
+            "Kafka request frames read and handed to the adapter",
+            kafka_requests.clone(),
+        );
         Metrics {
             registry,
+            kafka_connections,
+            kafka_connections_open,
+            kafka_connections_refused,
+            kafka_connections_closed,
+            kafka_requests,
             connections_refused,
             requests,
             request_seconds,

@@ -2,6 +2,7 @@
 //! SIGTERM or SIGINT, then shut down gracefully (stop accepting, finish in-flight
 //! requests, snapshot every partition, exit 0).
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use sluice_http::service::ServiceConfig;
 use sluice_node::tenants::{Quotas, TenantDirectory};
 use sluice_node::Job;
 use sluice_shard::executor::ShardStartup;
+use sluice_tcp::kafka::KafkaConfig;
 
 use crate::cluster::{ClusterNet, ShardNet, TransportLimits};
 use crate::config::Config;
@@ -271,6 +273,7 @@ async fn shard_main(
     // After `bind`, which waits for shard 0's port: every shard's endpoint (the Keystone
     // catalog's URL) names the real port, never 0.
     let listener = bind(&shard).await?;
+    let kafka = bind_kafka(&shard).await?;
     let endpoint = format!(
         "http://{}:{}",
         shared.config.http_listen.ip(),
@@ -300,7 +303,14 @@ async fn shard_main(
             }
             None => None,
         };
-        announce(&shared, &endpoint, metrics, first_start)?;
+        let kafka = kafka
+            .as_ref()
+            .map(|(_, bound, config)| crate::kafka::describe(*bound, config));
+        announce(&shared, &endpoint, metrics, kafka, first_start)?;
+    }
+    if let Some((listener, _, config)) = kafka {
+        let loop_ = crate::kafka::accept_loop(shard.clone(), listener, config);
+        glommio::spawn_local(loop_).detach();
     }
     crate::http::accept_loop(shard.clone(), listener, service, Role::Api).await;
     drain(&shard).await;
@@ -378,18 +388,52 @@ async fn bind(shard: &Rc<Shard>) -> Result<TcpListener, String> {
     TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))
 }
 
+/// With `kafka_listen`: every shard's Kafka listener (SO_REUSEPORT), on the port shard 0
+/// bound first (which resolves port 0), its address, and what the adapter tells clients.
+async fn bind_kafka(
+    shard: &Rc<Shard>,
+) -> Result<Option<(TcpListener, SocketAddr, Arc<KafkaConfig>)>, String> {
+    let shared = &shard.shared;
+    let Some(wanted) = shared.config.kafka_listen else {
+        return Ok(None);
+    };
+    let address = if shard.index == 0 {
+        wanted
+    } else {
+        barrier(shared, "shard 0's Kafka port", || {
+            shared.kafka_port.load(Ordering::Acquire) != 0
+        })
+        .await?;
+        SocketAddr::new(wanted.ip(), shared.kafka_port.load(Ordering::Acquire))
+    };
+    let listener = TcpListener::bind(address)
+        .map_err(|e| format!("cannot listen on {address} (kafka_listen): {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    if shard.index == 0 {
+        shared.kafka_port.store(bound.port(), Ordering::Release);
+    }
+    let config = Arc::new(shared.config.kafka_config(bound));
+    Ok(Some((listener, bound, config)))
+}
+
 fn announce(
     shared: &Shared,
     endpoint: &str,
     metrics: Option<std::net::SocketAddr>,
+    kafka: Option<String>,
     first_start: Arc<std::sync::Mutex<Option<FirstStart>>>,
 ) -> Result<(), String> {
     let metrics = match metrics {
         Some(address) => format!("; metrics on http://{address}"),
         None => String::new(),
     };
+    let kafka = match kafka {
+        Some(kafka) => format!("; {kafka}"),
+        None => String::new(),
+    };
     println!(
-        "sluice {} listening on {endpoint} ({} shards, {} partitions, data in {}{metrics})",
+        "sluice {} listening on {endpoint} ({} shards, {} partitions, data in \
+         {}{metrics}{kafka})",
         env!("CARGO_PKG_VERSION"),
         shared.shard_count,
         shared.facts.partitions,

@@ -262,8 +262,9 @@ pub struct Shard {
     pub index: usize,
     pub shared: Arc<Shared>,
     pub node: Rc<NodeShard<ServerHost>>,
-    /// Requests being served by this shard's HTTP connections.
+    /// Requests being served by this shard's HTTP and Kafka connections.
     pub requests_inflight: Cell<u32>,
+    /// This shard's open HTTP and Kafka connections (`http::admit`).
     pub connections_open: Cell<u32>,
     /// Who holds this shard's connections, and who may open more (`fairness`).
     pub addresses: RefCell<AddressTable>,

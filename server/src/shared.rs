@@ -37,6 +37,8 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// The port every shard binds (shard 0 resolves port 0 first).
     pub port: AtomicU16,
+    /// The Kafka port every shard binds (`kafka_listen`; shard 0 resolves port 0 first).
+    pub kafka_port: AtomicU16,
     /// Mesh peer id of each shard (`usize::MAX` until it joined).
     pub peer_of_shard: Vec<AtomicUsize>,
     /// Shards that finished start-up (engines open, directory published, listening).
@@ -119,6 +121,7 @@ impl Shared {
             passwords,
             stopping: AtomicBool::new(false),
             port: AtomicU16::new(0),
+            kafka_port: AtomicU16::new(0),
             peer_of_shard: (0..shard_count)
                 .map(|_| AtomicUsize::new(usize::MAX))
                 .collect(),
