@@ -1,4 +1,5 @@
-//! The pinned Python venv the client-compatibility tests run with (`target/py-venv`).
+//! The pinned Python venv the client-compatibility tests run with (`target/py-venv`), and
+//! the pinned kafkajs of the Kafka client tests (`target/kafkajs`).
 //!
 //! `ensure_venv` creates it when missing or when the pinned requirements changed since it was
 //! built (a stamp file holds the requirements it was built from), installs the pins with pip
@@ -14,6 +15,8 @@ use crate::command;
 
 /// Pins shared by every client test (`pip install -r`).
 const REQUIREMENTS: &str = "adapters/http/tests/py/requirements.txt";
+/// Pins of the Kafka client tests (tests/kafka_clients.rs), installed into the same venv.
+const REQUIREMENTS_KAFKA: &str = "tests/kafka/requirements.txt";
 /// Pins installed beside the venv, not into it (`pip install --no-deps --target`).
 const REQUIREMENTS_LEGACY: &str = "adapters/http/tests/py/requirements-legacy.txt";
 /// Bump when the way the venv is built changes, so old venvs are rebuilt.
@@ -26,7 +29,7 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
     let python = venv.join("bin").join("python");
     let stamp_path = venv.join("requirements.stamp");
     let mut stamp = String::from(LAYOUT_VERSION);
-    for requirements in [REQUIREMENTS, REQUIREMENTS_LEGACY] {
+    for requirements in [REQUIREMENTS, REQUIREMENTS_KAFKA, REQUIREMENTS_LEGACY] {
         let path = root.join(requirements);
         let text = std::fs::read_to_string(&path)
             .map_err(|error| format!("reading {}: {error}", path.display()))?;
@@ -52,7 +55,14 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
         pip.current_dir(root);
         pip
     };
-    command::run(pip().args(["install", "--quiet", "-r", REQUIREMENTS]))?;
+    command::run(pip().args([
+        "install",
+        "--quiet",
+        "-r",
+        REQUIREMENTS,
+        "-r",
+        REQUIREMENTS_KAFKA,
+    ]))?;
     // The pins must co-install: a conflict fails here rather than in a test.
     command::run(pip().arg("check"))?;
     let legacy = venv.join("legacy");
@@ -66,4 +76,45 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
     std::fs::write(&stamp_path, stamp)
         .map_err(|error| format!("writing {}: {error}", stamp_path.display()))?;
     Ok(python)
+}
+
+/// The kafkajs package of the Kafka client tests: its package.json and lock file.
+const KAFKAJS_PACKAGE: &str = "tests/kafka/kafkajs";
+
+/// Makes `<root>/target/kafkajs` hold `npm ci` of the pinned kafkajs package (rebuilt when
+/// its lock file changed, by a stamp as for the venv) and returns its `node_modules`, which
+/// the test runner passes to the tests as `SLUICE_KAFKAJS`.
+pub fn ensure_kafkajs(root: &Path) -> Result<PathBuf, String> {
+    let dir = root.join("target").join("kafkajs");
+    let modules = dir.join("node_modules");
+    let stamp_path = dir.join("lock.stamp");
+    let source = root.join(KAFKAJS_PACKAGE);
+    let read = |name: &str| {
+        let path = source.join(name);
+        std::fs::read_to_string(&path)
+            .map_err(|error| format!("reading {}: {error}", path.display()))
+    };
+    let (package, lock) = (read("package.json")?, read("package-lock.json")?);
+    let stamp = format!("{package}\n{lock}");
+    if modules.exists() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
+        return Ok(modules);
+    }
+    println!("kafkajs: installing {} from the lock file", dir.display());
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|error| format!("removing stale {}: {error}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|error| format!("creating {}: {error}", dir.display()))?;
+    for (name, text) in [("package.json", &package), ("package-lock.json", &lock)] {
+        std::fs::write(dir.join(name), text).map_err(|error| format!("writing {name}: {error}"))?;
+    }
+    command::run(
+        Command::new("npm")
+            .args(["ci", "--silent", "--no-audit", "--no-fund"])
+            .current_dir(&dir),
+    )?;
+    std::fs::write(&stamp_path, stamp)
+        .map_err(|error| format!("writing {}: {error}", stamp_path.display()))?;
+    Ok(modules)
 }

@@ -1,0 +1,225 @@
+"""Kafka clients against Sluice's Kafka listener, driven by tests/kafka_clients.rs.
+
+Usage: clients.py SCENARIO, with SLUICE_KAFKA (host:port), SLUICE_AK, SLUICE_SK and, for
+some scenarios, SLUICE_OTHER_AK/SLUICE_OTHER_SK (a second tenant) or SLUICE_TOPIC in the
+environment. Every scenario checks what it gets and exits non-zero with a message on the
+first mismatch; it prints JSON lines the Rust test may read.
+"""
+
+import json
+import os
+import sys
+import time
+
+BOOT = os.environ["SLUICE_KAFKA"]
+AK = os.environ["SLUICE_AK"]
+SK = os.environ["SLUICE_SK"]
+# Every wait below is bounded: a hang fails the scenario instead of the test run.
+DEADLINE_S = 60
+
+
+def fail(message):
+    print("FAIL: " + message, flush=True)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def kp_common(ak=AK, sk=SK, mechanism="PLAIN"):
+    return dict(
+        bootstrap_servers=BOOT,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=mechanism,
+        sasl_plain_username=ak,
+        sasl_plain_password=sk,
+        request_timeout_ms=30000,
+    )
+
+
+def ck_common(ak=AK, sk=SK, mechanism="PLAIN"):
+    return {
+        "bootstrap.servers": BOOT,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": ak,
+        "sasl.password": sk,
+    }
+
+
+def kafka_python():
+    """kafka-python: topics, produce with acks 0, 1 and all, keys, headers and timestamps
+    back by assignment, ListOffsets, a wrong secret refused, another tenant's topic
+    invisible."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError
+
+    admin = KafkaAdminClient(**kp_common())
+    admin.create_topics([NewTopic("kp-orders", num_partitions=2, replication_factor=1)])
+    check("kp-orders" in admin.list_topics(), "created topic is listed")
+    sent = {}
+    for acks in (0, 1, "all"):
+        producer = KafkaProducer(acks=acks, **kp_common())
+        for i in range(20):
+            value = ("acks=%s #%d" % (acks, i)).encode()
+            future = producer.send(
+                "kp-orders",
+                key=b"key-%d" % i,
+                value=value,
+                headers=[("trace", b"t-%d" % i)],
+                partition=i % 2,
+                timestamp_ms=1_700_000_000_000 + i,
+            )
+            if acks != 0:
+                metadata = future.get(timeout=DEADLINE_S)
+                check(metadata.partition == i % 2, "acked on the asked partition")
+            sent[value] = (b"key-%d" % i, b"t-%d" % i, 1_700_000_000_000 + i)
+        producer.flush(timeout=DEADLINE_S)
+        producer.close()
+    consumer = KafkaConsumer(
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=5000,
+        **kp_common(),
+    )
+    partitions = [TopicPartition("kp-orders", 0), TopicPartition("kp-orders", 1)]
+    consumer.assign(partitions)
+    got = {}
+    started = time.time()
+    while len(got) < len(sent) and time.time() - started < DEADLINE_S:
+        for records in consumer.poll(timeout_ms=1000).values():
+            for record in records:
+                got[record.value] = (record.key, dict(record.headers)["trace"], record.timestamp)
+    check(got == sent, "every record back with its key, header and timestamp: %d of %d" % (len(got), len(sent)))
+    ends = consumer.end_offsets(partitions)
+    check(sum(ends.values()) == 60, "end offsets count 60 records: %s" % ends)
+    starts = consumer.beginning_offsets(partitions)
+    check(all(v == 0 for v in starts.values()), "beginning offsets are 0: %s" % starts)
+    consumer.close()
+
+    # Another tenant sees none of this tenant's topics, and its produce is refused.
+    other = dict(kp_common(os.environ["SLUICE_OTHER_AK"], os.environ["SLUICE_OTHER_SK"]))
+    other_admin = KafkaAdminClient(**other)
+    check("kp-orders" not in other_admin.list_topics(), "another tenant's topic is invisible")
+    other_producer = KafkaProducer(acks="all", max_block_ms=3000, **other)
+    try:
+        other_producer.send("kp-orders", b"intruder").get(timeout=10)
+        fail("a produce to another tenant's topic succeeded")
+    except KafkaError:
+        pass
+    other_producer.close()
+
+    # A wrong secret is refused.
+    started = time.time()
+    try:
+        KafkaAdminClient(**{**kp_common(AK, SK + "x"), "request_timeout_ms": 5000})
+        fail("a wrong secret was accepted")
+    except KafkaError:
+        pass
+    print(json.dumps({"wrong_secret_refused_s": round(time.time() - started, 1)}), flush=True)
+    print(json.dumps({"scenario": "kafka-python", "records": len(got)}), flush=True)
+
+
+def confluent():
+    """confluent-kafka (librdkafka): SCRAM-SHA-256 and -512, an idempotent producer with
+    acks=all, and a read back by assignment."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(ck_common(mechanism="SCRAM-SHA-256"))
+    futures = admin.create_topics([NewTopic("ck-events", num_partitions=2)])
+    for future in futures.values():
+        future.result(timeout=DEADLINE_S)
+    delivered = []
+    for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+        producer = Producer(
+            {**ck_common(mechanism=mechanism), "acks": "all", "enable.idempotence": True}
+        )
+
+        def on_delivery(error, message):
+            check(error is None, "delivery failed: %s" % error)
+            delivered.append(message.value())
+
+        for i in range(200):
+            producer.produce("ck-events", key=b"k%d" % (i % 7), value=b"%s-%d" % (mechanism.encode(), i), on_delivery=on_delivery)
+            producer.poll(0)
+        check(producer.flush(DEADLINE_S) == 0, "everything delivered")
+    check(len(delivered) == 400, "400 deliveries: %d" % len(delivered))
+    consumer = Consumer({**ck_common(), "group.id": "unused", "enable.auto.commit": False})
+    consumer.assign([TopicPartition("ck-events", p, 0) for p in (0, 1)])
+    got = set()
+    started = time.time()
+    while len(got) < 400 and time.time() - started < DEADLINE_S:
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        check(not message.error(), "consume error: %s" % message.error())
+        got.add(message.value())
+    check(got == set(delivered), "every delivered record read back once: %d" % len(got))
+    consumer.close()
+    print(json.dumps({"scenario": "confluent", "records": len(got)}), flush=True)
+
+
+def produce_acked():
+    """Produces with acks=all until killed, printing each acknowledged value."""
+    from confluent_kafka import Producer
+
+    topic = os.environ["SLUICE_TOPIC"]
+    producer = Producer({**ck_common(), "acks": "all", "enable.idempotence": True, "linger.ms": 1, "message.timeout.ms": 20000})
+
+    def on_delivery(error, message):
+        if error is None:
+            print("acked " + message.value().decode(), flush=True)
+
+    i = 0
+    started = time.time()
+    while time.time() - started < DEADLINE_S:
+        producer.produce(topic, value=b"m%d" % i, on_delivery=on_delivery)
+        i += 1
+        producer.poll(0.002)
+    producer.flush(10)
+
+
+def consume_all():
+    """Reads every record of SLUICE_TOPIC from the start and prints their values."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = os.environ["SLUICE_TOPIC"]
+    partitions = int(os.environ.get("SLUICE_PARTITIONS", "2"))
+    consumer = Consumer({**ck_common(), "group.id": "reader", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    idle = 0
+    while idle < 5:
+        message = consumer.poll(1.0)
+        if message is None:
+            idle += 1
+            continue
+        check(not message.error(), "consume error: %s" % message.error())
+        idle = 0
+        print("read " + message.value().decode(), flush=True)
+    consumer.close()
+
+
+def create_topic():
+    """Creates SLUICE_TOPIC."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(**kp_common())
+    admin.create_topics([NewTopic(os.environ["SLUICE_TOPIC"], num_partitions=2, replication_factor=1)])
+    admin.close()
+
+
+SCENARIOS = {
+    "create-topic": create_topic,
+    "kafka-python": kafka_python,
+    "confluent": confluent,
+    "produce-acked": produce_acked,
+    "consume-all": consume_all,
+}
+
+if __name__ == "__main__":
+    SCENARIOS[sys.argv[1]]()
