@@ -295,61 +295,6 @@ fn cluster_frame_seeds() -> Vec<Vec<u8>> {
     ]
 }
 
-#[cfg(test)]
-mod tests {
-    use sluice_core::frame::decode_frame;
-    use sluice_core::record::decode_batch;
-    use sluice_core::segment::{scan_segment, ScanEnd};
-
-    use super::*;
-
-    #[test]
-    fn seeds_reach_the_interesting_paths() {
-        // Goal: the seeds start the fuzzer past the checksums. Method: decode each seed
-        // the way its fuzz target does and expect the outcome it was built for.
-        let records = record_seeds();
-        assert!(records[..3].iter().all(|seed| decode_batch(seed).is_ok()));
-        assert!(records[3..].iter().all(|seed| decode_batch(seed).is_err()));
-        let ends: Vec<ScanEnd> = segment_seeds()
-            .iter()
-            .map(|seed| {
-                let base = u64::from_le_bytes(seed[..8].try_into().unwrap());
-                scan_segment(&seed[9..], Offset(base), 512).end
-            })
-            .collect();
-        assert_eq!(ends[0], ScanEnd::Clean);
-        assert!(matches!(ends[1], ScanEnd::Torn { .. }), "{:?}", ends[1]);
-        assert!(matches!(ends[2], ScanEnd::Corrupt { .. }), "{:?}", ends[2]);
-        assert_eq!(ends[3], ScanEnd::Clean);
-        assert_eq!(ends[4], ScanEnd::Clean);
-        assert_eq!(ends[5], ScanEnd::Clean);
-        for seed in index_seeds() {
-            assert!(OffsetIndex::decode_file(&seed).is_some());
-        }
-        for seed in http_service_seeds() {
-            // Path, query, headers and body: the target splits the rest into four fields.
-            let fields = seed[2..].splitn(4, |b| *b == 0).count();
-            assert_eq!(fields, 4, "{:?}", String::from_utf8_lossy(&seed));
-            assert!(seed[2] == b'/', "a path");
-        }
-        assert!(for_target("http_service").len() >= 9);
-        let frames: Vec<usize> = cluster_frame_seeds()
-            .iter()
-            .map(|seed| {
-                let payload_bytes_max = u32::from(seed[1]) * 64;
-                let mut rest = &seed[2..];
-                let mut frame_count = 0;
-                while let Ok(view) = decode_frame(rest, payload_bytes_max) {
-                    rest = &rest[view.encoded_bytes()..];
-                    frame_count += 1;
-                }
-                frame_count
-            })
-            .collect();
-        assert_eq!(frames, [1, 4, 2, 1, 3]);
-    }
-}
-
 /// Kafka requests as a client encodes them (the `kafka-protocol` crate's client side),
 /// each behind the target's u16 length: one seed per API, and one with all of them.
 fn kafka_frame_seeds() -> Vec<Vec<u8>> {
@@ -361,7 +306,7 @@ fn kafka_frame_seeds() -> Vec<Vec<u8>> {
         ApiVersionsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
         MetadataRequest, ProduceRequest, ProducerId, RequestHeader, TopicName,
     };
-    use kafka_protocol::protocol::{Encodable, HeaderVersion, Request, StrBytes};
+    use kafka_protocol::protocol::{Encodable, Request, StrBytes};
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -451,4 +396,59 @@ fn kafka_frame_seeds() -> Vec<Vec<u8>> {
     let mut seeds = seeds;
     seeds.push(all);
     seeds
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::frame::decode_frame;
+    use sluice_core::record::decode_batch;
+    use sluice_core::segment::{scan_segment, ScanEnd};
+
+    use super::*;
+
+    #[test]
+    fn seeds_reach_the_interesting_paths() {
+        // Goal: the seeds start the fuzzer past the checksums. Method: decode each seed
+        // the way its fuzz target does and expect the outcome it was built for.
+        let records = record_seeds();
+        assert!(records[..3].iter().all(|seed| decode_batch(seed).is_ok()));
+        assert!(records[3..].iter().all(|seed| decode_batch(seed).is_err()));
+        let ends: Vec<ScanEnd> = segment_seeds()
+            .iter()
+            .map(|seed| {
+                let base = u64::from_le_bytes(seed[..8].try_into().unwrap());
+                scan_segment(&seed[9..], Offset(base), 512).end
+            })
+            .collect();
+        assert_eq!(ends[0], ScanEnd::Clean);
+        assert!(matches!(ends[1], ScanEnd::Torn { .. }), "{:?}", ends[1]);
+        assert!(matches!(ends[2], ScanEnd::Corrupt { .. }), "{:?}", ends[2]);
+        assert_eq!(ends[3], ScanEnd::Clean);
+        assert_eq!(ends[4], ScanEnd::Clean);
+        assert_eq!(ends[5], ScanEnd::Clean);
+        for seed in index_seeds() {
+            assert!(OffsetIndex::decode_file(&seed).is_some());
+        }
+        for seed in http_service_seeds() {
+            // Path, query, headers and body: the target splits the rest into four fields.
+            let fields = seed[2..].splitn(4, |b| *b == 0).count();
+            assert_eq!(fields, 4, "{:?}", String::from_utf8_lossy(&seed));
+            assert!(seed[2] == b'/', "a path");
+        }
+        assert!(for_target("http_service").len() >= 9);
+        let frames: Vec<usize> = cluster_frame_seeds()
+            .iter()
+            .map(|seed| {
+                let payload_bytes_max = u32::from(seed[1]) * 64;
+                let mut rest = &seed[2..];
+                let mut frame_count = 0;
+                while let Ok(view) = decode_frame(rest, payload_bytes_max) {
+                    rest = &rest[view.encoded_bytes()..];
+                    frame_count += 1;
+                }
+                frame_count
+            })
+            .collect();
+        assert_eq!(frames, [1, 4, 2, 1, 3]);
+    }
 }
