@@ -197,6 +197,25 @@ fn librdkafka_produces_idempotently_over_scram_and_reads_back() {
         lines.iter().any(|l| l.contains("\"records\": 400")),
         "{lines:?}"
     );
+    // The topic is a queue of the tenant: a DMS consumer group reads the same records,
+    // values as bodies (a string, since they are not JSON).
+    let dms = server.server.client_for("ck");
+    dms.create_group("ck-events", "dms-readers")
+        .expect("a DMS group on the topic");
+    let got = dms
+        .receive("ck-events", "dms-readers", 10, 1, 30)
+        .expect("a DMS receive");
+    let bodies: Vec<&str> = got
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .filter_map(|m| m["message"]["body"].as_str())
+        .collect();
+    assert!(!bodies.is_empty(), "{got}");
+    assert!(
+        bodies.iter().all(|b| b.starts_with("SCRAM-SHA-")),
+        "the DMS bodies are the Kafka values: {bodies:?}"
+    );
 }
 
 #[test]
