@@ -18,12 +18,18 @@ const BUCKETS: usize = 256;
 
 type Bucket = BTreeMap<QueueId, Arc<QueueView>>;
 
+/// A bucket of the name index: hash of (tenant, name) to the queues with that hash.
+type NameBucket = HashMap<u64, Vec<QueueId>>;
+
 /// Every queue, as partition 0 (the metadata truth) holds it. Published whole through
 /// arc-swap, and changed copy-on-write by bucket (queue id modulo `BUCKETS`), so a
 /// change costs what it touches whatever the number of queues.
 #[derive(Clone, Debug)]
 pub struct QueueDirectory {
     buckets: Vec<Arc<Bucket>>,
+    /// The name index (`QueueDirectory::named`), bucketed and copied on write the same
+    /// way, by the hash of (tenant, name).
+    names: Vec<Arc<NameBucket>>,
     /// Queues per tenant (the quota check); its keys are the project ids the tenant's
     /// views share.
     counts: Arc<HashMap<Arc<str>, u32>>,
@@ -36,6 +42,7 @@ impl Default for QueueDirectory {
     fn default() -> QueueDirectory {
         QueueDirectory {
             buckets: vec![Arc::default(); BUCKETS],
+            names: vec![Arc::default(); BUCKETS],
             counts: Arc::default(),
             applied: 0,
         }
@@ -44,6 +51,40 @@ impl Default for QueueDirectory {
 
 fn bucket_of(queue: QueueId) -> usize {
     queue.0 as usize % BUCKETS
+}
+
+/// The hash of a queue's (tenant, name) in the name index.
+fn name_hash(tenant: &str, name: &str) -> u64 {
+    let mut key = Vec::with_capacity(tenant.len() + 1 + name.len());
+    key.extend_from_slice(tenant.as_bytes());
+    key.push(0);
+    key.extend_from_slice(name.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(&key)
+}
+
+fn name_bucket_of(hash: u64) -> usize {
+    (hash % BUCKETS as u64) as usize
+}
+
+fn index_name(names: &mut [Arc<NameBucket>], view: &QueueView) {
+    let hash = name_hash(&view.tenant, &view.name);
+    let ids = Arc::make_mut(&mut names[name_bucket_of(hash)])
+        .entry(hash)
+        .or_default();
+    if !ids.contains(&view.id) {
+        ids.push(view.id);
+    }
+}
+
+fn unindex_name(names: &mut [Arc<NameBucket>], view: &QueueView) {
+    let hash = name_hash(&view.tenant, &view.name);
+    let bucket = Arc::make_mut(&mut names[name_bucket_of(hash)]);
+    if let Some(ids) = bucket.get_mut(&hash) {
+        ids.retain(|id| *id != view.id);
+        if ids.is_empty() {
+            bucket.remove(&hash);
+        }
+    }
 }
 
 /// The tenant's project id as its views share it (a new one for a tenant without queues).
@@ -56,15 +97,18 @@ fn shared_tenant(counts: &HashMap<Arc<str>, u32>, tenant: &str) -> Arc<str> {
 impl QueueDirectory {
     pub fn from_infos(applied: u64, infos: Vec<QueueInfo>) -> QueueDirectory {
         let mut buckets: Vec<Bucket> = vec![Bucket::new(); BUCKETS];
+        let mut names: Vec<Arc<NameBucket>> = vec![Arc::default(); BUCKETS];
         let mut counts: HashMap<Arc<str>, u32> = HashMap::new();
         for info in infos {
             let tenant = shared_tenant(&counts, &info.tenant);
             *counts.entry(tenant.clone()).or_default() += 1;
             let view = QueueView::with_tenant(info, tenant);
+            index_name(&mut names, &view);
             buckets[bucket_of(view.id)].insert(view.id, Arc::new(view));
         }
         QueueDirectory {
             buckets: buckets.into_iter().map(Arc::new).collect(),
+            names,
             counts: Arc::new(counts),
             applied,
         }
@@ -84,6 +128,7 @@ impl QueueDirectory {
         for queue in deleted {
             let bucket = Arc::make_mut(&mut next.buckets[bucket_of(*queue)]);
             if let Some(view) = bucket.remove(queue) {
+                unindex_name(&mut next.names, &view);
                 let counts = Arc::make_mut(&mut next.counts);
                 if let Some(count) = counts.get_mut(&view.tenant) {
                     *count -= 1;
@@ -97,7 +142,12 @@ impl QueueDirectory {
             let tenant = shared_tenant(&next.counts, &info.tenant);
             let bucket = Arc::make_mut(&mut next.buckets[bucket_of(info.id)]);
             let view = Arc::new(QueueView::with_tenant(info.clone(), tenant));
-            match bucket.insert(view.id, view.clone()) {
+            let old = bucket.insert(view.id, view.clone());
+            if let Some(old) = &old {
+                unindex_name(&mut next.names, old);
+            }
+            index_name(&mut next.names, &view);
+            match old {
                 Some(old) if old.tenant == view.tenant => {}
                 old => {
                     let counts = Arc::make_mut(&mut next.counts);
@@ -117,6 +167,16 @@ impl QueueDirectory {
         self.buckets[bucket_of(queue)]
             .get(&queue)
             .map(|view| &**view)
+    }
+
+    /// The tenant's queue named `name`, through the name index (no scan).
+    pub fn named(&self, tenant: &str, name: &str) -> Option<&QueueView> {
+        let hash = name_hash(tenant, name);
+        self.names[name_bucket_of(hash)]
+            .get(&hash)?
+            .iter()
+            .filter_map(|id| self.get(*id))
+            .find(|view| &*view.tenant == tenant && &*view.name == name)
     }
 
     /// Every queue (by id within each bucket, buckets in turn).
@@ -237,5 +297,15 @@ mod tests {
         assert_eq!(summary(&before).len(), 3);
         assert_eq!(before.count_of("t1"), 2);
         assert_eq!(before.get(QueueId(2)).map(|v| v.groups.len()), Some(0));
+        // The name index follows: a deleted name is gone, a new one found, a name is the
+        // tenant's own, and the older directory still finds what it held.
+        let id =
+            |d: &QueueDirectory, tenant: &str, name: &str| d.named(tenant, name).map(|v| v.id.0);
+        assert_eq!(id(&after, "t1", "a"), None);
+        assert_eq!(id(&after, "t1", "b"), Some(2));
+        assert_eq!(id(&after, "t2", "d"), Some(513));
+        assert_eq!(id(&after, "t1", "d"), None);
+        assert_eq!(id(&whole, "t2", "c"), Some(257));
+        assert_eq!(id(&before, "t1", "a"), Some(1));
     }
 }

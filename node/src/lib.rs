@@ -226,6 +226,10 @@ pub trait Node {
     /// One queue, only if it belongs to `tenant` (otherwise `None`, as if it did not exist).
     fn queue(&self, tenant: &str, queue: QueueId) -> Option<QueueView>;
 
+    /// The tenant's queue named `name`, if any. No I/O, no scan (the directory's name
+    /// index).
+    fn queue_named(&self, tenant: &str, name: &str) -> Option<QueueView>;
+
     /// Brings the queue directory up to partition 0's leader's when this node may trail
     /// it (a cluster): an adapter calls it before answering that a queue or group does not
     /// exist, or before listing queues, so that one created through another node a moment

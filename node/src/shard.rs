@@ -556,6 +556,10 @@ impl<H: Host> Node for NodeShard<H> {
             .filter(|view| &*view.tenant == tenant || any_tenant)
     }
 
+    fn queue_named(&self, tenant: &str, name: &str) -> Option<QueueView> {
+        self.directories.queues.load().named(tenant, name).cloned()
+    }
+
     async fn sync_directory(&self) -> bool {
         if !self.host.replicated() {
             return true;

@@ -58,17 +58,28 @@ pub fn topic_id(view: &QueueView) -> Uuid {
     Uuid::from_u64_pair(tenant | 1, u64::from(view.id.0))
 }
 
-/// The tenant's queue named `name`, if any. Topic names are looked up once per request
-/// from the node's directory.
+/// The tenant's topics a request names, looked up once per request through the node's
+/// name index (no scan of the directory).
 pub struct TopicIndex {
     views: Vec<QueueView>,
 }
 
 impl TopicIndex {
-    pub fn of<N: Node>(node: &N, tenant: &str) -> TopicIndex {
+    /// Every topic of the tenant (Metadata without names).
+    pub fn all_of<N: Node>(node: &N, tenant: &str) -> TopicIndex {
         TopicIndex {
             views: node.queues_of(tenant),
         }
+    }
+
+    fn named<N: Node>(node: &N, tenant: &str, names: &[&str]) -> TopicIndex {
+        let mut views: Vec<QueueView> = names
+            .iter()
+            .filter_map(|name| node.queue_named(tenant, name))
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views.dedup_by_key(|view| view.id);
+        TopicIndex { views }
     }
 
     pub fn get(&self, name: &str) -> Option<&QueueView> {
@@ -83,15 +94,15 @@ impl TopicIndex {
     }
 }
 
-/// Looks the tenant's topics up, reading partition 0's leader first when one is missing
-/// (a topic created through another node a moment ago).
+/// Looks the tenant's topics `names` up, reading partition 0's leader first when one is
+/// missing (a topic created through another node a moment ago).
 pub async fn topic_index<N: Node>(node: &N, tenant: &str, names: &[&str]) -> TopicIndex {
-    let index = TopicIndex::of(node, tenant);
+    let index = TopicIndex::named(node, tenant, names);
     if names.iter().all(|name| index.get(name).is_some()) {
         return index;
     }
     if node.sync_directory().await {
-        return TopicIndex::of(node, tenant);
+        return TopicIndex::named(node, tenant, names);
     }
     index
 }
@@ -150,7 +161,7 @@ pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes
     match &request.topics {
         // Null (or, before v1, empty) asks for every topic.
         None => {
-            let index = TopicIndex::of(node, tenant);
+            let index = TopicIndex::all_of(node, tenant);
             response.topics = index
                 .all()
                 .iter()
