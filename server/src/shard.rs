@@ -68,6 +68,9 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             // its own, lower, per-request limits (10 messages, 512 KiB).
             batch_messages_max: sluice_core::limits::ENGINE_BATCH_MESSAGES_CEILING,
             batch_bytes_max: KAFKA_ENGINE_BATCH_BYTES_MAX,
+            // A Kafka share fetch acquires up to 1,000 records in one receive; the DMS
+            // adapter keeps its own limit (10 a consume).
+            receive_messages_max: 1_000,
             ..EngineLimits::dms()
         },
         snapshot_every_records: config.snapshot_every_records,

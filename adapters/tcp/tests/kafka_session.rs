@@ -421,3 +421,103 @@ fn an_idempotent_producers_retry_is_stored_once_and_a_gap_is_refused() {
     let (start, next, _) = block_on(node.positions(queue, 0, None)).unwrap();
     assert_eq!((start, next), (0, 4), "a, b, c, d: once each");
 }
+
+/// Share groups: two members of one share group split a topic's records; a released
+/// record comes back to the other member with a higher delivery count, accepted ones
+/// never come back.
+#[test]
+fn share_group_members_split_records_and_a_released_one_comes_back() {
+    use kafka_protocol::messages::share_fetch_request::{
+        AcknowledgementBatch, FetchPartition as SharePartition, FetchTopic as ShareTopic,
+    };
+    use kafka_protocol::messages::{
+        GroupId, ShareFetchRequest, ShareFetchResponse, ShareGroupHeartbeatRequest,
+        ShareGroupHeartbeatResponse,
+    };
+    let world = world();
+    let (mut one, mut two) = (session(), session());
+    world.login(&mut one);
+    world.login(&mut two);
+    world.create_topic(&mut one, "jobs");
+    assert_eq!(
+        world.produce(&mut one, "jobs", batch(&["a", "b", "c", "d"])),
+        (0, 0)
+    );
+    let mut heartbeat = ShareGroupHeartbeatRequest::default();
+    heartbeat.group_id = GroupId(StrBytes::from_static_str("workers"));
+    heartbeat.member_epoch = 0;
+    heartbeat.subscribed_topic_names = Some(vec![topic("jobs")]);
+    let joined: ShareGroupHeartbeatResponse = world.call(&mut one, 1, &heartbeat);
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.member_epoch, 1);
+    let assignment = joined.assignment.expect("an assignment");
+    let topic_id = assignment.topic_partitions[0].topic_id;
+    assert_eq!(assignment.topic_partitions[0].partitions, [0, 1]);
+
+    let fetch = |epoch: i32, acks: Vec<AcknowledgementBatch>, max_records: i32| {
+        let mut request = ShareFetchRequest::default();
+        request.group_id = Some(GroupId(StrBytes::from_static_str("workers")));
+        request.member_id = Some(StrBytes::from_static_str("m"));
+        request.share_session_epoch = epoch;
+        request.max_wait_ms = 0;
+        request.min_bytes = 1;
+        request.max_bytes = 1 << 20;
+        request.max_records = max_records;
+        request.batch_size = 500;
+        let mut topic = ShareTopic::default();
+        topic.topic_id = topic_id;
+        let mut partition = SharePartition::default();
+        partition.partition_index = 0;
+        partition.partition_max_bytes = 1 << 20;
+        partition.acknowledgement_batches = acks;
+        topic.partitions.push(partition);
+        request.topics.push(topic);
+        request
+    };
+    let acquired = |response: &ShareFetchResponse| -> Vec<(i64, i64, i16)> {
+        response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .flat_map(|p| &p.acquired_records)
+            .map(|r| (r.first_offset, r.last_offset, r.delivery_count))
+            .collect()
+    };
+    // Member one takes three of the four records, member two the fourth.
+    let got: ShareFetchResponse = world.call(&mut one, 1, &fetch(0, Vec::new(), 3));
+    assert_eq!(got.error_code, 0);
+    assert_eq!(acquired(&got), [(0, 2, 1)]);
+    let got: ShareFetchResponse = world.call(&mut two, 1, &fetch(0, Vec::new(), 10));
+    assert_eq!(acquired(&got), [(3, 3, 1)]);
+    let got: ShareFetchResponse = world.call(&mut two, 1, &fetch(1, Vec::new(), 10));
+    assert!(acquired(&got).is_empty(), "everything is locked");
+    // One accepts 0 and 2 and releases 1; two then gets 1 again, its second delivery.
+    let mut accept = AcknowledgementBatch::default();
+    accept.first_offset = 0;
+    accept.last_offset = 2;
+    accept.acknowledge_types = vec![1, 2, 1];
+    let got: ShareFetchResponse = world.call(&mut one, 1, &fetch(1, vec![accept], 10));
+    let ack_codes: Vec<i16> = got
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.acknowledge_error_code)
+        .collect();
+    assert_eq!(ack_codes, [0]);
+    let again: ShareFetchResponse = world.call(&mut two, 1, &fetch(2, Vec::new(), 10));
+    let both = [acquired(&got), acquired(&again)].concat();
+    assert_eq!(both, [(1, 1, 2)], "only the released record comes back");
+    // An acknowledgement of a record this session never acquired is refused.
+    let mut stranger = AcknowledgementBatch::default();
+    stranger.first_offset = 0;
+    stranger.last_offset = 0;
+    stranger.acknowledge_types = vec![1];
+    let got: ShareFetchResponse = world.call(&mut two, 1, &fetch(3, vec![stranger], 10));
+    let ack_codes: Vec<i16> = got
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.acknowledge_error_code)
+        .collect();
+    assert_eq!(ack_codes, [121]);
+}

@@ -14,7 +14,7 @@ use sluice_node::Node;
 
 use super::codec::{self, FrameHead};
 use super::sasl::{self, Mechanism, SaslState, Step, MECHANISMS, SASL_MESSAGE_BYTES_MAX};
-use super::{fetch, produce, topics, Reply, Session};
+use super::{fetch, produce, share, topics, Reply, Session};
 
 /// The APIs Sluice serves and the versions of each (what ApiVersions advertises). The
 /// ranges stop where a version needs what Sluice does not keep (topic ids in Fetch 13+,
@@ -32,6 +32,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
 ];
 
 /// The versions of `api_key` Sluice serves, if any.
@@ -115,6 +118,21 @@ pub(super) async fn handle<N: Node>(session: &mut Session, node: &N, mut frame: 
         ApiKey::InitProducerId => produce::init_producer_id(&context, body),
         ApiKey::DescribeConfigs => Box::pin(topics::describe_configs(&context, node, body)).await,
         ApiKey::CreatePartitions => Box::pin(topics::create_partitions(&context, node, body)).await,
+        ApiKey::ShareGroupHeartbeat => {
+            Box::pin(share::heartbeat(&context, node, &mut session.share, body)).await
+        }
+        ApiKey::ShareFetch => {
+            Box::pin(share::fetch(&context, node, &mut session.share, body)).await
+        }
+        ApiKey::ShareAcknowledge => {
+            Box::pin(share::acknowledge_request(
+                &context,
+                node,
+                &mut session.share,
+                body,
+            ))
+            .await
+        }
         other => Reply::Close(format!("{other:?} is not served")),
     }
 }

@@ -19,6 +19,7 @@ mod fetch;
 mod produce;
 mod records;
 mod sasl;
+mod share;
 mod topics;
 
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct Session {
     config: Arc<KafkaConfig>,
     tenant: Option<Tenant>,
     sasl: sasl::SaslState,
+    /// Share groups (KIP-932): subscriptions, sessions, acquired records.
+    share: share::ShareState,
 }
 
 impl Session {
@@ -81,6 +84,7 @@ impl Session {
             config,
             tenant: None,
             sasl: sasl::SaslState::default(),
+            share: share::ShareState::default(),
         }
     }
 
