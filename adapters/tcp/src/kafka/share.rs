@@ -216,10 +216,11 @@ async fn acknowledge<N: Node>(
             unknown = true;
             continue;
         };
-        let kind = if kind == ACK_RELEASE {
-            AckKind::Fail
-        } else {
-            AckKind::Success
+        let kind = match kind {
+            ACK_RELEASE => AckKind::Fail,
+            // ACCEPT and REJECT: done; a rejected record is archived, never delivered again.
+            ACK_ACCEPT | ACK_REJECT => AckKind::Success,
+            _ => unreachable!("checked by expand"),
         };
         let partition = u16::try_from(partition).expect("partitions are u16");
         entries.push((
