@@ -220,3 +220,65 @@ fn port_zero_is_resolved_and_a_stop_closes_idle_kafka_connections() {
         assert_closed(stream, "an idle connection at shutdown");
     }
 }
+
+/// A frame of a few bytes whose array count says 2^31 - 1 elements (the decoder sizes its
+/// vector from it before reading any) closes that connection; the process survives
+/// (Linux overcommits the untouched allocation) and serves the next.
+#[test]
+fn a_huge_array_count_closes_only_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--kafka-listen", "127.0.0.1:0"]);
+    let address: SocketAddr = server.banner[0]
+        .split("kafka on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the Kafka address in the banner")
+        .parse()
+        .unwrap();
+    let credentials = server.client().credentials;
+    let frame = |body: Vec<u8>| {
+        let mut frame = i32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        frame.extend(body);
+        frame
+    };
+    // Request header v1: api key, version, correlation id, a null client id.
+    let header = |key: i16, version: i16, id: i32| {
+        let mut bytes = Vec::new();
+        bytes.extend(key.to_be_bytes());
+        bytes.extend(version.to_be_bytes());
+        bytes.extend(id.to_be_bytes());
+        bytes.extend((-1i16).to_be_bytes());
+        bytes
+    };
+    let mut stream = connect(address);
+    let mut handshake = header(17, 1, 1);
+    handshake.extend(5i16.to_be_bytes());
+    handshake.extend(b"PLAIN");
+    stream.write_all(&frame(handshake)).unwrap();
+    assert_eq!(read_frame(&mut stream).0, 1);
+    let message = format!("\0{}\0{}", credentials.ak, credentials.sk);
+    let mut authenticate = header(36, 0, 2);
+    authenticate.extend(i32::try_from(message.len()).unwrap().to_be_bytes());
+    authenticate.extend(message.as_bytes());
+    stream.write_all(&frame(authenticate)).unwrap();
+    assert_eq!(read_frame(&mut stream).0, 2);
+    // Metadata v1 whose topic array claims i32::MAX topics and carries none.
+    let mut metadata = header(3, 1, 3);
+    metadata.extend(i32::MAX.to_be_bytes());
+    stream.write_all(&frame(metadata)).unwrap();
+    assert_closed(&mut stream, "a huge array count");
+    let mut other = connect(address);
+    check_api_versions(&mut other, 4);
+}
+
+/// Reads one response frame of any API: its correlation id (response header v0) and the
+/// rest.
+fn read_frame(stream: &mut TcpStream) -> (i32, Vec<u8>) {
+    let mut prefix = [0; 4];
+    stream.read_exact(&mut prefix).expect("a response frame");
+    let length = usize::try_from(i32::from_be_bytes(prefix)).expect("a positive length");
+    let mut frame = vec![0; length];
+    stream.read_exact(&mut frame).expect("the whole frame");
+    let id = i32::from_be_bytes(frame[..4].try_into().unwrap());
+    (id, frame[4..].to_vec())
+}

@@ -10,6 +10,12 @@
 //! the topic `t` exists.
 #![no_main]
 
+/// A Kafka array count read off the wire may reserve address space, as the server's
+/// host lets it (`sluice_fuzz::reserve`).
+#[global_allocator]
+static ALLOCATOR: sluice_fuzz::reserve::ReserveLarge<std::alloc::System> =
+    sluice_fuzz::reserve::ReserveLarge(std::alloc::System);
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;

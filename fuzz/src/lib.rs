@@ -5,6 +5,8 @@
 //! A repaired input is still an arbitrary input to the code under test: only the fields
 //! the decoder checks first are made consistent; every other byte stays as mutated.
 
+pub mod reserve;
+
 use std::mem::offset_of;
 
 use sluice_core::record::{
