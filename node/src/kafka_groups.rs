@@ -216,6 +216,9 @@ pub struct Group {
     leader: String,
     members: BTreeMap<String, Member>,
     phase: Phase,
+    /// Moves on every change a waiting call may be waiting for (members, phase,
+    /// assignments), so that only those wake the waiting calls.
+    version: u64,
 }
 
 impl Group {
@@ -227,6 +230,7 @@ impl Group {
             leader: String::new(),
             members: BTreeMap::new(),
             phase: Phase::Stable,
+            version: 0,
         }
     }
 
@@ -248,6 +252,7 @@ impl Group {
         });
         let gone = self.members.len() < before;
         if gone {
+            self.version += 1;
             self.after_departure(now_ms);
         }
         gone
@@ -268,6 +273,7 @@ impl Group {
     }
 
     fn begin_rebalance(&mut self, now_ms: u64) {
+        self.version += 1;
         let timeout_ms = self
             .members
             .values()
@@ -294,6 +300,7 @@ impl Group {
         if !all && now_ms < deadline_ms {
             return false;
         }
+        self.version += 1;
         self.members.retain(|_, member| member.joined);
         if self.members.is_empty() {
             self.leader.clear();
@@ -382,6 +389,7 @@ impl Group {
             self.protocol_type = join.protocol_type.clone();
         }
         let deadline_ms = now_ms.saturating_add(session);
+        self.version += 1;
         let previous = self.members.insert(
             member_id.clone(),
             Member {
@@ -475,6 +483,7 @@ impl Group {
                     }
                 }
                 self.phase = Phase::Stable;
+                self.version += 1;
             }
             Phase::AwaitingSync => return Ok(None),
             Phase::Stable => {}
@@ -503,6 +512,7 @@ impl Group {
         self.members
             .remove(member_id)
             .ok_or(GroupError::UnknownMember)?;
+        self.version += 1;
         self.after_departure(now_ms);
         Ok(())
     }
@@ -621,14 +631,18 @@ impl Coordinator {
         key: &str,
         f: impl FnOnce(Option<&mut Group>) -> T,
     ) -> T {
-        let answer = self.with(partition, term, |groups| {
+        let (answer, changed) = self.with(partition, term, |groups| {
+            let before = groups.groups.get(key).map(|group| group.version);
             let answer = f(groups.groups.get_mut(key));
             if groups.groups.get(key).is_some_and(|g| g.members.is_empty()) {
                 groups.groups.remove(key);
             }
-            answer
+            let after = groups.groups.get(key).map(|group| group.version);
+            (answer, before != after)
         });
-        self.notify();
+        if changed {
+            self.notify();
+        }
         answer
     }
 
@@ -669,7 +683,6 @@ impl Coordinator {
         // Bounded: each round waits for a change or for time, and `end_ms` ends it.
         let answer = loop {
             let now_ms = clock();
-            let seen = self.changes.get();
             let look = self.on_group(partition, term, key, |group| match group {
                 None => (Some(Err(GroupError::UnknownMember)), u64::MAX),
                 Some(group) => {
@@ -682,6 +695,7 @@ impl Coordinator {
                 (Some(answer), _) => break answer,
                 _ if now_ms >= end_ms => break Err(at_bound),
                 (None, next_ms) => {
+                    let seen = self.changes.get();
                     let until = end_ms.min(next_ms.max(now_ms + 1));
                     futures_lite::future::or(self.changed(seen), sleep(until - now_ms)).await;
                 }
