@@ -34,6 +34,7 @@ use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 use sluice_node::local::{LocalNode, Runtime};
+use sluice_node::Node;
 use sluice_tcp::kafka::{KafkaConfig, Reply, Session};
 
 /// A clock that stands still while any request can progress; [`World::run`] moves it
@@ -321,6 +322,7 @@ fn two_members_join_sync_commit_and_a_third_session_reads_the_offsets() {
     );
     assert_eq!(found.host.as_str(), "sluice.test");
     find.coordinator_keys = vec![find.key.clone(), StrBytes::from_static_str("other")];
+    find.key = StrBytes::default();
     let found: FindCoordinatorResponse = world.call(&mut a, 4, &find);
     assert_eq!(found.coordinators.len(), 2);
     assert_eq!(found.coordinators[1].node_id.0, 7);
