@@ -98,6 +98,8 @@ forwardable! {
     Receive, Ack, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,
     ReadMembership, ChangeMembership, TransferLead, LeaderHint,
+    KafkaJoinGroup, KafkaSyncGroup, KafkaHeartbeat, KafkaLeaveGroup, KafkaCommitOffsets,
+    KafkaFetchOffsets, KafkaDescribeGroup, KafkaListGroups,
 }
 
 impl Call {

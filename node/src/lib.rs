@@ -24,6 +24,7 @@
 
 use std::sync::Arc;
 
+use sluice_core::engine::command::CommittedOffset;
 use sluice_core::engine::read_at::ReadAt;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, MessageId,
@@ -37,6 +38,7 @@ pub mod forward;
 pub mod guards;
 pub mod host;
 pub mod idempotence;
+pub mod kafka_groups;
 pub mod leader_reads;
 pub mod local;
 pub mod login;
@@ -63,6 +65,7 @@ pub use routing::Routed;
 pub use shard::{NodeConfig, NodeShard};
 
 use idempotence::{ProducerBatch, SequenceRefusal};
+use kafka_groups::{GroupError, GroupView, Join, Joined};
 use membership::ClusterChange;
 use requests::PartitionMembership;
 use tenants::{Quotas, Tenant, TenantDirectory, TenantError};
@@ -378,6 +381,69 @@ pub trait Node {
         project_id: &str,
         quotas: Quotas,
     ) -> Result<Tenant, TenantError>;
+
+    /// Kafka JoinGroup of `group` (the tenant's; `kafka_groups`): answers once the
+    /// rebalance it joined completed, at most `kafka_groups::JOIN_WAIT_MS_MAX` later.
+    async fn join_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        join: Join,
+    ) -> Result<Result<Joined, GroupError>, NodeError>;
+
+    /// Kafka SyncGroup: the member's assignment; the leader's call hands them out.
+    async fn sync_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    ) -> Result<Result<Vec<u8>, GroupError>, NodeError>;
+
+    /// Kafka Heartbeat: `RebalanceInProgress` tells the member to join again.
+    async fn heartbeat_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<Result<(), GroupError>, NodeError>;
+
+    /// Kafka LeaveGroup of several members: each one's answer, in order.
+    async fn leave_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        members: Vec<String>,
+    ) -> Result<Vec<Result<(), GroupError>>, NodeError>;
+
+    /// Kafka OffsetCommit: checked against the member and generation when `generation`
+    /// is at least 0 (a standalone consumer's commit, -1, is not), then durable on the
+    /// group's partition before the answer. The caller checked the queues are the
+    /// tenant's and the partitions exist.
+    async fn commit_group_offsets(
+        &self,
+        tenant: &str,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<Result<(), GroupError>, NodeError>;
+
+    /// Kafka OffsetFetch: the group's committed offsets, read at the serving leader.
+    async fn group_offsets(
+        &self,
+        tenant: &str,
+        group: &str,
+    ) -> Result<Vec<CommittedOffset>, NodeError>;
+
+    /// Kafka DescribeGroups of one group.
+    async fn describe_group(&self, tenant: &str, group: &str) -> Result<GroupView, NodeError>;
+
+    /// Kafka ListGroups: the tenant's groups with members (group id, protocol type,
+    /// state), from every partition.
+    async fn list_groups(&self, tenant: &str) -> Result<Vec<(String, String, String)>, NodeError>;
 
     /// Admin: every partition's replicas, read at its leader (or, when no leader can be
     /// asked, at this node's replica, marked so).

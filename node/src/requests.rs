@@ -23,8 +23,11 @@ use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
 use serde::{Deserialize, Serialize};
 
+use sluice_core::engine::command::CommittedOffset;
+
 use crate::forward::{Answer, Call};
 use crate::idempotence::ProducerBatch;
+use crate::kafka_groups::{GroupError, GroupView, Join, Joined};
 use crate::tenants::{Quotas, Tenant, TenantError};
 use crate::{Host, Lane, NodeError, NodeShard, SendToReply};
 
@@ -414,6 +417,137 @@ partition_request! {
     |this, shard, engine, now| {
         let _ = (&this, now);
         Ok::<_, sluice_core::engine::types::EngineError>(engine.leader_id())
+    }
+}
+
+partition_request! {
+    /// A Kafka JoinGroup on the group's partition (`crate::kafka_groups`): answers once
+    /// the rebalance it joined completed (bounded).
+    KafkaJoinGroup { key: String, join: Join } -> Result<Joined, GroupError>,
+    |this, shard, engine, now| {
+        let _ = now;
+        match shard.group_place(&engine, this.partition) {
+            Ok(place) => {
+                let host = shard.host();
+                let clock = || host.now_ms();
+                let groups = shard.kafka_groups();
+                Ok(groups.join(place, &this.key, this.join, clock, |ms| host.sleep_ms(ms)).await)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+partition_request! {
+    /// A Kafka SyncGroup: the member's assignment (the leader's hands them out).
+    KafkaSyncGroup {
+        key: String,
+        member_id: String,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    } -> Result<Vec<u8>, GroupError>,
+    |this, shard, engine, now| {
+        let _ = now;
+        match shard.group_place(&engine, this.partition) {
+            Ok(place) => {
+                let host = shard.host();
+                let clock = || host.now_ms();
+                let sleep = |ms| host.sleep_ms(ms);
+                let (member, generation) = (&this.member_id, this.generation);
+                let groups = shard.kafka_groups();
+                Ok(groups
+                    .sync(place, &this.key, member, generation, this.assignments, clock, sleep)
+                    .await)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+partition_request! {
+    /// A Kafka Heartbeat.
+    KafkaHeartbeat { key: String, member_id: String, generation: i32 } -> Result<(), GroupError>,
+    |this, shard, engine, now| {
+        shard.group_place(&engine, this.partition).map(|place| {
+            shard.kafka_groups().call(place, &this.key, |group| {
+                group.heartbeat(&this.member_id, this.generation, now)
+            })
+        })
+    }
+}
+
+partition_request! {
+    /// A Kafka LeaveGroup of several members: each one's answer.
+    KafkaLeaveGroup { key: String, members: Vec<String> } -> Vec<Result<(), GroupError>>,
+    |this, shard, engine, now| {
+        shard.group_place(&engine, this.partition).map(|place| {
+            this.members
+                .iter()
+                .map(|member| {
+                    shard
+                        .kafka_groups()
+                        .call(place, &this.key, |group| group.leave(member, now))
+                })
+                .collect()
+        })
+    }
+}
+
+partition_request! {
+    /// A Kafka OffsetCommit: with a generation (>= 0), only by a member of it while no
+    /// rebalance is under way; then the offsets are committed durably
+    /// (`Engine::commit_offsets`) before the answer.
+    KafkaCommitOffsets {
+        key: String,
+        member_id: String,
+        generation: i32,
+        offsets: Vec<CommittedOffset>,
+    } -> Result<(), GroupError>,
+    |this, shard, engine, now| {
+        let checked = shard.group_place(&engine, this.partition).map(|place| {
+            if this.generation < 0 {
+                return Ok(());
+            }
+            shard.kafka_groups().call(place, &this.key, |group| {
+                group.check_commit(&this.member_id, this.generation, now)
+            })
+        });
+        match checked {
+            Ok(Ok(())) => engine.commit_offsets(&this.key, this.offsets, now).await.map(Ok),
+            Ok(Err(refused)) => Ok(Err(refused)),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+partition_request! {
+    /// A group's committed offsets, read at the serving leader.
+    KafkaFetchOffsets { key: String } -> Vec<CommittedOffset>,
+    |this, shard, engine, now| {
+        let _ = now;
+        engine.committed_offsets(&this.key).await
+    }
+}
+
+partition_request! {
+    /// A group's members as DescribeGroups shows them.
+    KafkaDescribeGroup { key: String } -> GroupView,
+    |this, shard, engine, now| {
+        shard
+            .group_place(&engine, this.partition)
+            .map(|place| shard.kafka_groups().describe(place, &this.key, now))
+    }
+}
+
+partition_request! {
+    /// The partition's groups whose key starts with `prefix` (key, protocol type,
+    /// state).
+    KafkaListGroups { prefix: String } -> Vec<(String, String, String)>,
+    |this, shard, engine, now| {
+        let _ = now;
+        shard
+            .group_place(&engine, this.partition)
+            .map(|place| shard.kafka_groups().list(place, &this.prefix))
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use sluice_core::bugs::{self, Bug};
+use sluice_core::engine::command::CommittedOffset;
 use sluice_core::engine::metadata::MetadataGate;
 use sluice_core::engine::read_at::ReadAt;
 use sluice_core::engine::types::{
@@ -23,6 +24,7 @@ use sluice_core::engine::{validate_batch, Engine, EngineLimits, ReceiveRequest};
 
 use crate::guards::{AuthGuards, LoginLimits};
 use crate::idempotence::{Check, ProducerBatch, Producers};
+use crate::kafka_groups::{group_key, group_partition, GroupError, GroupView, Join, Joined};
 use crate::login::{LoginError, LoginRequest};
 use crate::membership::ClusterChange;
 use crate::replay::ReplayRefusal;
@@ -95,6 +97,8 @@ pub struct NodeShard<H: Host> {
     tenant_reads: crate::leader_reads::LeaderReads,
     /// Idempotent producers of the partitions this shard leads (`crate::idempotence`).
     producers: std::cell::RefCell<Producers>,
+    /// Kafka consumer groups of the partitions this shard owns (leader-only state).
+    kafka_groups: crate::kafka_groups::Coordinator,
 }
 
 impl<H: Host> NodeShard<H> {
@@ -126,6 +130,7 @@ impl<H: Host> NodeShard<H> {
             directory_reads: Default::default(),
             tenant_reads: Default::default(),
             producers: Default::default(),
+            kafka_groups: Default::default(),
         }
     }
 
@@ -167,6 +172,26 @@ impl<H: Host> NodeShard<H> {
         let rotation = self.rotation.get();
         self.rotation.set(rotation.wrapping_add(1));
         rotation
+    }
+
+    /// The Kafka consumer groups of the partitions this shard owns.
+    pub(crate) fn kafka_groups(&self) -> &crate::kafka_groups::Coordinator {
+        &self.kafka_groups
+    }
+
+    /// Where a group call runs: the partition and its Raft term, when this replica
+    /// serves as its leader (group membership is the leader's alone).
+    pub(crate) fn group_place(
+        &self,
+        engine: &Engine<H::Storage>,
+        partition: u32,
+    ) -> Result<(u32, u64), EngineError> {
+        if !engine.is_serving_leader() {
+            return Err(EngineError::NotLeader {
+                leader: engine.leader_id(),
+            });
+        }
+        Ok((partition, engine.raft_term()))
     }
 
     /// The engine of a partition this shard owns (a request's target check).
@@ -875,6 +900,131 @@ impl<H: Host> Node for NodeShard<H> {
         }
         results.resize(acks.len(), Err(HandleError::Stale));
         Ok(results)
+    }
+
+    async fn join_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        join: Join,
+    ) -> Result<Result<Joined, GroupError>, NodeError> {
+        let key = group_key(tenant, group);
+        let partition = group_partition(&key, self.config.partition_count);
+        self.call(requests::KafkaJoinGroup {
+            partition,
+            key,
+            join,
+        })
+        .await
+    }
+
+    async fn sync_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    ) -> Result<Result<Vec<u8>, GroupError>, NodeError> {
+        let key = group_key(tenant, group);
+        let partition = group_partition(&key, self.config.partition_count);
+        self.call(requests::KafkaSyncGroup {
+            partition,
+            key,
+            member_id: member_id.to_string(),
+            generation,
+            assignments,
+        })
+        .await
+    }
+
+    async fn heartbeat_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<Result<(), GroupError>, NodeError> {
+        let key = group_key(tenant, group);
+        let partition = group_partition(&key, self.config.partition_count);
+        self.call(requests::KafkaHeartbeat {
+            partition,
+            key,
+            member_id: member_id.to_string(),
+            generation,
+        })
+        .await
+    }
+
+    async fn leave_group(
+        &self,
+        tenant: &str,
+        group: &str,
+        members: Vec<String>,
+    ) -> Result<Vec<Result<(), GroupError>>, NodeError> {
+        let key = group_key(tenant, group);
+        let partition = group_partition(&key, self.config.partition_count);
+        self.call(requests::KafkaLeaveGroup {
+            partition,
+            key,
+            members,
+        })
+        .await
+    }
+
+    async fn commit_group_offsets(
+        &self,
+        tenant: &str,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<Result<(), GroupError>, NodeError> {
+        let key = group_key(tenant, group);
+        let partition = group_partition(&key, self.config.partition_count);
+        self.call(requests::KafkaCommitOffsets {
+            partition,
+            key,
+            member_id: member_id.to_string(),
+            generation,
+            offsets,
+        })
+        .await
+    }
+
+    async fn group_offsets(
+        &self,
+        tenant: &str,
+        group: &str,
+    ) -> Result<Vec<CommittedOffset>, NodeError> {
+        let key = group_key(tenant, group);
+        let partition = group_partition(&key, self.config.partition_count);
+        self.call(requests::KafkaFetchOffsets { partition, key })
+            .await
+    }
+
+    async fn describe_group(&self, tenant: &str, group: &str) -> Result<GroupView, NodeError> {
+        let key = group_key(tenant, group);
+        let partition = group_partition(&key, self.config.partition_count);
+        self.call(requests::KafkaDescribeGroup { partition, key })
+            .await
+    }
+
+    async fn list_groups(&self, tenant: &str) -> Result<Vec<(String, String, String)>, NodeError> {
+        let prefix = group_key(tenant, "");
+        let mut listed = Vec::new();
+        for partition in 0..self.config.partition_count {
+            let call = requests::KafkaListGroups {
+                partition,
+                prefix: prefix.clone(),
+            };
+            for (key, protocol_type, state) in self.call(call).await? {
+                let group = key[prefix.len()..].to_string();
+                listed.push((group, protocol_type, state));
+            }
+        }
+        listed.sort();
+        Ok(listed)
     }
 
     async fn cluster_membership(&self) -> Vec<Result<PartitionMembership, NodeError>> {

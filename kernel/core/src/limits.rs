@@ -82,6 +82,31 @@ pub const TENANTS_MAX: usize = 10_000;
 /// (`Command::SetAdminSecret`).
 pub const ADMIN_SECRET_BYTES_MAX: usize = 1024;
 
+// ---- Committed consumer offsets (`Command::CommitOffsets`, `engine/offsets.rs`). ----
+
+/// Bytes of a group's key (the node layer's tenant and group id) an offset commit names.
+pub const COMMIT_GROUP_BYTES_MAX: usize = 512;
+/// Offsets one commit record carries.
+pub const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
+/// Bytes of the metadata string kept with one committed offset (Kafka's default
+/// `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Bytes of one commit record's fields: within a record batch, so it is never the
+/// reason a commit cannot be logged.
+pub const COMMIT_RECORD_BYTES_MAX: usize = 1 << 20;
+/// Groups with committed offsets one engine (partition) keeps.
+pub const COMMITTED_GROUPS_MAX: usize = 10_000;
+/// Committed offsets (queue and partition pairs) one group keeps on its partition.
+pub const COMMITTED_OFFSETS_PER_GROUP_MAX: usize = 10_000;
+/// Committed offsets one engine keeps over all its groups.
+pub const COMMITTED_OFFSETS_MAX: usize = 1_000_000;
+/// Bytes of committed-offset metadata one engine keeps over all its groups.
+pub const COMMITTED_METADATA_BYTES_MAX: usize = 16 << 20;
+
+const _: () = assert!(COMMIT_RECORD_BYTES_MAX < BATCH_BYTES_MAX as usize);
+const _: () = assert!(COMMITTED_OFFSETS_PER_GROUP_MAX <= COMMITTED_OFFSETS_MAX);
+const _: () = assert!(OFFSET_METADATA_BYTES_MAX < COMMIT_RECORD_BYTES_MAX);
+
 // ---- Replication (`replica/`). ----
 
 /// Bytes of recent, already applied Raft entries a replica keeps in memory beyond the

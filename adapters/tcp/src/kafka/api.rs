@@ -14,7 +14,7 @@ use sluice_node::Node;
 
 use super::codec::{self, FrameHead};
 use super::sasl::{self, Mechanism, SaslState, Step, MECHANISMS, SASL_MESSAGE_BYTES_MAX};
-use super::{fetch, produce, share, topics, Reply, Session};
+use super::{fetch, groups, produce, share, topics, Reply, Session};
 
 /// The APIs Sluice serves and the versions of each (what ApiVersions advertises). The
 /// ranges stop where a version needs what Sluice does not keep (topic ids in Fetch 13+,
@@ -35,6 +35,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
 ];
 
 /// The versions of `api_key` Sluice serves, if any.
@@ -133,6 +142,15 @@ pub(super) async fn handle<N: Node>(session: &mut Session, node: &N, mut frame: 
             ))
             .await
         }
+        ApiKey::FindCoordinator => Box::pin(groups::find_coordinator(&context, node, body)).await,
+        ApiKey::JoinGroup => Box::pin(groups::join_group(&context, node, body)).await,
+        ApiKey::SyncGroup => Box::pin(groups::sync_group(&context, node, body)).await,
+        ApiKey::Heartbeat => Box::pin(groups::heartbeat(&context, node, body)).await,
+        ApiKey::LeaveGroup => Box::pin(groups::leave_group(&context, node, body)).await,
+        ApiKey::OffsetCommit => Box::pin(groups::offset_commit(&context, node, body)).await,
+        ApiKey::OffsetFetch => Box::pin(groups::offset_fetch(&context, node, body)).await,
+        ApiKey::DescribeGroups => Box::pin(groups::describe_groups(&context, node, body)).await,
+        ApiKey::ListGroups => Box::pin(groups::list_groups(&context, node, body)).await,
         other => Reply::Close(format!("{other:?} is not served")),
     }
 }

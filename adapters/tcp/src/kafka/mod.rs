@@ -16,6 +16,7 @@
 mod api;
 mod codec;
 mod fetch;
+mod groups;
 mod produce;
 mod records;
 mod sasl;

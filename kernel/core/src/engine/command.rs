@@ -11,7 +11,8 @@ use super::types::{
     TagFilter, TagMatch,
 };
 use crate::limits::{
-    ADMIN_SECRET_BYTES_MAX, ENGINE_TAGS_PER_MESSAGE_CEILING, TENANT_RECORD_BYTES_MAX,
+    ADMIN_SECRET_BYTES_MAX, COMMIT_GROUP_BYTES_MAX, ENGINE_TAGS_PER_MESSAGE_CEILING,
+    OFFSETS_PER_COMMIT_MAX, OFFSET_METADATA_BYTES_MAX, TENANT_RECORD_BYTES_MAX,
 };
 
 /// Fields of a send record besides body and user attributes.
@@ -123,7 +124,19 @@ pub enum Command {
     SetAdminSecret {
         secret: Vec<u8>,
     },
+    /// A consumer group's committed offsets (a Kafka OffsetCommit), on the partition the
+    /// group's key hashes to: each a queue, a partition of it, the next position to
+    /// consume there and the client's metadata string. A later commit of the same queue
+    /// and partition replaces the earlier. Bounded by `COMMIT_GROUP_BYTES_MAX`,
+    /// `OFFSETS_PER_COMMIT_MAX` and `OFFSET_METADATA_BYTES_MAX`.
+    CommitOffsets {
+        group: String,
+        offsets: Vec<CommittedOffset>,
+    },
 }
+
+/// One committed offset: queue, partition, next position to consume, metadata.
+pub type CommittedOffset = (QueueId, u32, u64, String);
 
 const KIND_CREATE_QUEUE: u8 = 1;
 const KIND_DELETE_QUEUE: u8 = 2;
@@ -145,6 +158,7 @@ const KIND_PUT_TENANT: u8 = 17;
 const KIND_DELETE_TENANT: u8 = 18;
 const KIND_SET_ADMIN_SECRET: u8 = 19;
 const KIND_TRIM: u8 = 20;
+const KIND_COMMIT_OFFSETS: u8 = 21;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -252,6 +266,18 @@ impl Command {
             Command::SetAdminSecret { secret } => {
                 w.u8(KIND_SET_ADMIN_SECRET).bytes(secret);
             }
+            Command::CommitOffsets { group, offsets } => {
+                assert!(
+                    offsets.len() <= OFFSETS_PER_COMMIT_MAX,
+                    "commits are bounded"
+                );
+                w.u8(KIND_COMMIT_OFFSETS)
+                    .str(group)
+                    .u32(u32::try_from(offsets.len()).expect("bounded"));
+                for (queue, partition, offset, metadata) in offsets {
+                    w.u32(queue.0).u32(*partition).u64(*offset).str(metadata);
+                }
+            }
         }
         w.bytes
     }
@@ -323,6 +349,7 @@ impl Command {
             KIND_SET_ADMIN_SECRET => Command::SetAdminSecret {
                 secret: bounded_bytes(&mut r, ADMIN_SECRET_BYTES_MAX)?,
             },
+            KIND_COMMIT_OFFSETS => decode_commit_offsets(&mut r)?,
             KIND_SET_QUEUE_META => Command::SetQueueMeta {
                 queue: QueueId(r.u32()?),
                 meta: r.bytes()?.to_vec(),
@@ -350,6 +377,28 @@ fn bounded_bytes(r: &mut Reader<'_>, max: usize) -> Result<Vec<u8>, CodecError> 
         return Err(CodecError { position });
     }
     Ok(bytes.to_vec())
+}
+
+fn decode_commit_offsets(r: &mut Reader<'_>) -> Result<Command, CodecError> {
+    let position = r.position();
+    let group = r.str()?.to_string();
+    if group.len() > COMMIT_GROUP_BYTES_MAX {
+        return Err(CodecError { position });
+    }
+    let count = r.count(OFFSETS_PER_COMMIT_MAX)?;
+    let mut offsets = Vec::with_capacity(count);
+    for _ in 0..count {
+        let queue = QueueId(r.u32()?);
+        let partition = r.u32()?;
+        let offset = r.u64()?;
+        let position = r.position();
+        let metadata = r.str()?;
+        if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+            return Err(CodecError { position });
+        }
+        offsets.push((queue, partition, offset, metadata.to_string()));
+    }
+    Ok(Command::CommitOffsets { group, offsets })
 }
 
 fn encode_seqs(w: &mut Writer, kind: u8, queue: QueueId, group: GroupId, seqs: &[u64]) {
@@ -600,6 +649,17 @@ mod tests {
             Command::SetAdminSecret {
                 secret: b"opaque secret".to_vec(),
             },
+            Command::CommitOffsets {
+                group: "project/orders".into(),
+                offsets: vec![
+                    (QueueId(1), 0, 42, String::new()),
+                    (QueueId(3), 7, u64::MAX, "meta".into()),
+                ],
+            },
+            Command::CommitOffsets {
+                group: "g".into(),
+                offsets: vec![],
+            },
         ];
         for command in commands {
             let bytes = command.encode(b"user");
@@ -628,5 +688,15 @@ mod tests {
             secret: vec![0; ADMIN_SECRET_BYTES_MAX + 1],
         };
         assert!(Command::decode(&secret.encode(&[])).is_err());
+        let metadata = Command::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![(QueueId(1), 0, 1, "m".repeat(OFFSET_METADATA_BYTES_MAX + 1))],
+        };
+        assert!(Command::decode(&metadata.encode(&[])).is_err());
+        let group = Command::CommitOffsets {
+            group: "g".repeat(COMMIT_GROUP_BYTES_MAX + 1),
+            offsets: vec![],
+        };
+        assert!(Command::decode(&group.encode(&[])).is_err());
     }
 }

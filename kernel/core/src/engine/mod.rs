@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod group;
 pub mod membership;
 pub mod metadata;
+pub mod offsets;
 pub mod probe;
 mod raft_snapshot;
 pub mod range_set;

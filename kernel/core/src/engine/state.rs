@@ -277,6 +277,8 @@ pub(crate) struct State {
     /// Applied changes of `tenants` and `admin_secret`, ever (kept in snapshots): it
     /// moves exactly when they change, on every replica alike.
     pub tenant_changes: u64,
+    /// Consumer groups' committed offsets (`Command::CommitOffsets`).
+    pub committed: super::offsets::CommittedOffsets,
     /// Which queues' directory entries changed when (in memory only).
     pub directory: DirectoryJournal,
     /// Queues per tenant (the quota check at create), kept with `queues`; its keys are
@@ -380,6 +382,7 @@ impl State {
             }
             Command::DeleteQueue { queue } => {
                 if let Some(removed) = self.queues.remove(queue) {
+                    self.committed.remove_queue(*queue);
                     self.uncount(&removed.tenant);
                     self.directory.note_delete(&removed, index);
                     self.names
@@ -458,6 +461,11 @@ impl State {
                     self.admin_secret = Some(secret.clone());
                     self.tenant_changes += 1;
                 }
+            }
+            Command::CommitOffsets { group, offsets } => {
+                let queues = &self.queues;
+                self.committed
+                    .apply(group, offsets, |queue| queues.contains_key(&queue));
             }
         }
     }

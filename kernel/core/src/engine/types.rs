@@ -422,12 +422,14 @@ mod config_field {
 
 /// Every field name [`EngineError::InvalidConfig`] carries, in the engine and the node
 /// layer, so that one read from a peer keeps its name.
-pub const CONFIG_FIELDS: [&str; 11] = [
+pub const CONFIG_FIELDS: [&str; 13] = [
     "admin secret",
     "batch_bytes_max",
     "batch_messages_max",
+    "committed offsets",
     "max_consume_count",
     "meta",
+    "offset metadata",
     "receive_messages_max",
     "retention_ms",
     "tags_per_message_max",
