@@ -343,6 +343,38 @@ pub fn spawn_server_with(
     shards: Option<u32>,
     env: &[(&str, String)],
 ) -> Result<(Spawned, SocketAddr), String> {
+    spawn(binary, parent, name, shards, env, None).map(|(spawned, address, _)| (spawned, address))
+}
+
+/// [`spawn_server`] with `--kafka-listen 127.0.0.1:0` as well: also answers the Kafka
+/// address the server bound, read from its start-up line ("kafka on ADDR (...").
+pub fn spawn_server_kafka(
+    binary: &Path,
+    parent: &Path,
+    name: &str,
+) -> Result<(Spawned, SocketAddr, SocketAddr), String> {
+    let (spawned, address, banner) = spawn(binary, parent, name, None, &[], Some("127.0.0.1:0"))?;
+    let banner = banner.expect("asked for the banner");
+    let kafka = banner
+        .split("kafka on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|address| address.parse().ok())
+        .ok_or_else(|| format!("no Kafka address in the server's first line {banner:?}"))?;
+    Ok((spawned, address, kafka))
+}
+
+/// Starts the server; with `kafka_listen`, also its Kafka listener, and answers the first
+/// line it prints on stdout (the rest of its stdout is read and dropped by a thread that
+/// ends with the server).
+fn spawn(
+    binary: &Path,
+    parent: &Path,
+    name: &str,
+    shards: Option<u32>,
+    env: &[(&str, String)],
+    kafka_listen: Option<&str>,
+) -> Result<(Spawned, SocketAddr, Option<String>), String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|e| format!("free port: {e}"))?
@@ -366,23 +398,51 @@ pub fn spawn_server_with(
     if let Some(shards) = shards {
         command.arg("--shards").arg(shards.to_string());
     }
+    if let Some(listen) = kafka_listen {
+        command.arg("--kafka-listen").arg(listen);
+    }
     for (key, value) in env {
         command.env(key, value);
     }
-    let child = command
+    let stdout = if kafka_listen.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut child = command
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(log)
         .spawn()
         .map_err(|e| format!("{}: {e}", binary.display()))?;
+    let first_line = child.stdout.take().map(|stdout| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = sender.send(line);
+            }
+            // Bounded by the server: its stdout closes when it exits.
+            for _ in lines {}
+        });
+        receiver
+    });
     let spawned = Spawned { child, data_dir };
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut banner = None;
     // Bounded by the deadline.
     loop {
+        if let Some(receiver) = &first_line {
+            if banner.is_none() {
+                banner = receiver.try_recv().ok();
+            }
+        }
         let ready = spawned.data_dir.join("tenants.json").exists()
-            && std::net::TcpStream::connect(address).is_ok();
+            && std::net::TcpStream::connect(address).is_ok()
+            && (first_line.is_none() || banner.is_some());
         if ready {
-            return Ok((spawned, address));
+            return Ok((spawned, address, banner));
         }
         if Instant::now() >= deadline {
             return Err("the spawned server did not come up within 30 s".to_string());

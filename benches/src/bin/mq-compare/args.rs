@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-/// Messages per send request the DMS API allows: Sluice's batch is capped here.
+/// Messages per send request the DMS API allows: the `sluice` (DMS) system's batch is
+/// capped here (`Args::batch_of`); `sluice-kafka` and the peers take `--batch` as given.
 pub const SLUICE_BATCH_MAX: u32 = sluice_benches::dms::SEND_BATCH_MAX;
 /// Largest producer batch (messages in flight per producer) and consume batch.
 pub const BATCH_MAX: u32 = 1000;
@@ -20,7 +21,10 @@ pub const BODY_BYTES_MAX: u32 = 1 << 20;
 /// A system under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum System {
+    /// Sluice over the DMS HTTP API.
     Sluice,
+    /// Sluice over its Kafka listener.
+    SluiceKafka,
     Postgres,
     Rabbitmq,
     Redis,
@@ -30,15 +34,17 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Sluice => "sluice",
+            System::SluiceKafka => "sluice-kafka",
             System::Postgres => "postgres",
             System::Rabbitmq => "rabbitmq",
             System::Redis => "redis",
         }
     }
 
-    /// Every system but Sluice is a peer: the ratio column compares with the best peer.
+    /// Every system but Sluice (DMS or Kafka) is a peer: the ratio column compares with
+    /// the best peer.
     pub fn is_peer(self) -> bool {
-        self != System::Sluice
+        !matches!(self, System::Sluice | System::SluiceKafka)
     }
 }
 
@@ -100,7 +106,8 @@ pub struct Args {
     pub latency_messages: u64,
     /// Messages per producer batch (one batch in flight per producer; one request, one
     /// transaction, one pipeline or one window of confirms) and per consumer receive.
-    /// Sluice's DMS API caps it at 10 per request.
+    /// The `sluice` (DMS API) system caps it at 10 per request; `sluice-kafka` and the
+    /// peers take it as given.
     #[arg(long, default_value_t = 10)]
     pub batch: u32,
     /// Body bytes per message.
@@ -130,6 +137,20 @@ pub struct Args {
 }
 
 impl Args {
+    /// The batch `system` runs with: `--batch`, but at most [`SLUICE_BATCH_MAX`] for the
+    /// `sluice` (DMS API) system.
+    pub fn batch_of(&self, system: System) -> u32 {
+        match system {
+            System::Sluice => self.batch.min(SLUICE_BATCH_MAX),
+            _ => self.batch,
+        }
+    }
+
+    /// Whether the DMS cap lowered the `sluice` system's batch in this run.
+    pub fn dms_batch_capped(&self) -> bool {
+        self.systems.contains(&System::Sluice) && self.batch > SLUICE_BATCH_MAX
+    }
+
     /// Applies `--quick`, sorts and dedups the lists, and checks every bound.
     pub fn normalise(mut self) -> Result<Args, String> {
         if self.quick {
@@ -161,13 +182,6 @@ impl Args {
         }
         if !(1..=BATCH_MAX).contains(&self.batch) {
             return Err(format!("--batch must be 1..={BATCH_MAX}"));
-        }
-        if self.batch > SLUICE_BATCH_MAX && self.systems.contains(&System::Sluice) {
-            return Err(format!(
-                "--batch {}: Sluice's DMS API takes at most {SLUICE_BATCH_MAX} messages per \
-                 request; use --batch {SLUICE_BATCH_MAX} or leave sluice out of --systems",
-                self.batch
-            ));
         }
         if !(1..=MESSAGES_MAX).contains(&self.messages)
             || !(1..=MESSAGES_MAX).contains(&self.latency_messages)
@@ -224,6 +238,26 @@ mod tests {
     }
 
     #[test]
+    fn the_dms_cap_applies_to_the_sluice_system_only() {
+        let args = parse(&[
+            "--batch",
+            "1000",
+            "--systems",
+            "sluice,sluice-kafka,postgres",
+        ])
+        .expect("valid");
+        assert_eq!(args.batch_of(System::Sluice), SLUICE_BATCH_MAX);
+        assert_eq!(args.batch_of(System::SluiceKafka), 1000);
+        assert_eq!(args.batch_of(System::Postgres), 1000);
+        assert!(args.dms_batch_capped());
+        let args = parse(&["--batch", "10"]).expect("valid");
+        assert_eq!(args.batch_of(System::Sluice), 10);
+        assert!(!args.dms_batch_capped());
+        let args = parse(&["--batch", "100", "--systems", "sluice-kafka"]).expect("valid");
+        assert!(!args.dms_batch_capped());
+    }
+
+    #[test]
     fn quick_shrinks_the_run() {
         let args = parse(&["--quick", "--messages", "99999"]).expect("valid");
         assert_eq!((args.messages, args.latency_messages), (2_000, 200));
@@ -232,15 +266,15 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        let error = parse(&["--batch", "100"]).expect_err("sluice caps batches");
-        assert!(error.contains("at most 10"), "{error}");
-        assert!(parse(&["--batch", "100", "--systems", "postgres"]).is_ok());
+        assert!(parse(&["--batch", "1001"]).is_err());
+        assert!(parse(&["--batch", "0"]).is_err());
         assert!(parse(&["--concurrency", "0"]).is_err());
         assert!(parse(&["--concurrency", "65"]).is_err());
         assert!(parse(&["--size", "27"]).is_err());
         assert!(parse(&["--messages", "0"]).is_err());
         assert!(parse(&["--seconds", "NaN"]).is_err());
         assert!(parse(&["--systems", "kafka"]).is_err());
+        assert!(parse(&["--systems", "sluice-kafka"]).is_ok());
         assert!(parse(&["--workloads", ""]).is_err());
     }
 }

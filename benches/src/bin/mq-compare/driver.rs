@@ -1,6 +1,7 @@
 //! What the workloads need of a system: a fresh queue per row, producers that send a
 //! batch and return once it is durable, and consumers that receive a batch and ack it.
-//! One implementation per system (`sluice.rs`, `postgres.rs`, `rabbitmq.rs`, `redis.rs`).
+//! One implementation per system (`sluice.rs`, `kafka.rs`, `postgres.rs`, `rabbitmq.rs`,
+//! `redis.rs`).
 
 /// How long a receive may wait for a first message before it returns none.
 pub const RECEIVE_WAIT_MS: u64 = 100;
@@ -14,8 +15,9 @@ pub trait Driver {
     async fn reset(&mut self) -> Result<(), String>;
     /// A producer on its own connection.
     async fn producer(&self, index: u32) -> Result<Self::Producer, String>;
-    /// A consumer on its own connection, receiving at most `batch` at a time.
-    async fn consumer(&self, index: u32, batch: u32) -> Result<Self::Consumer, String>;
+    /// A consumer on its own connection, receiving at most `batch` at a time: consumer
+    /// `index` of the row's `count`.
+    async fn consumer(&self, index: u32, count: u32, batch: u32) -> Result<Self::Consumer, String>;
 }
 
 #[allow(async_fn_in_trait)]

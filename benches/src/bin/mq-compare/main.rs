@@ -1,5 +1,6 @@
-//! `mq-compare`: Sluice against its durable peers (PostgreSQL, RabbitMQ quorum queues,
-//! Redis Streams with `appendfsync always`), each started here one at a time on a fresh
+//! `mq-compare`: Sluice (over its DMS HTTP API, and over its Kafka listener as
+//! `sluice-kafka`) against its durable peers (PostgreSQL, RabbitMQ quorum queues, Redis
+//! Streams with `appendfsync always`), each started here one at a time on a fresh
 //! data directory and driven with the same workloads: produce, consume + ack, mixed, and
 //! unbatched (one message in flight), at each `--concurrency`. Every message is confirmed
 //! durable (fsync) before it counts, and every confirmed message must come back (a loss
@@ -19,6 +20,8 @@ fn main() {
 mod args;
 #[cfg(not(madsim))]
 mod driver;
+#[cfg(not(madsim))]
+mod kafka;
 #[cfg(not(madsim))]
 mod peers;
 #[cfg(not(madsim))]
@@ -47,10 +50,10 @@ mod compare {
     use clap::Parser;
     use serde_json::Value;
 
-    use crate::args::{Args, System};
+    use crate::args::{Args, System, Workload};
     use crate::driver::Driver;
     use crate::table::{self, Row};
-    use crate::{peers, postgres, rabbitmq, redis, run, sluice};
+    use crate::{kafka, peers, postgres, rabbitmq, redis, run, sluice};
 
     fn sluice_binary(args: &Args) -> Result<PathBuf, String> {
         let path = match &args.sluice {
@@ -105,6 +108,11 @@ mod compare {
                 let mut driver = sluice::Sluice::start(&sluice_binary(args)?, parent)?;
                 rows_of(&mut driver, system, args).await
             }
+            System::SluiceKafka => {
+                let binary = sluice_binary(args)?;
+                let mut driver = kafka::Kafka::start(&binary, parent, args.size)?;
+                rows_of(&mut driver, system, args).await
+            }
             System::Postgres => {
                 let peer = peers::start_postgres(parent)?;
                 let mut driver = postgres::Postgres::new(peer.port);
@@ -131,7 +139,7 @@ mod compare {
                 return ExitCode::from(2);
             }
         };
-        if args.systems.contains(&System::Sluice) {
+        if args.systems.contains(&System::Sluice) || args.systems.contains(&System::SluiceKafka) {
             if let Err(message) = sluice_binary(&args) {
                 eprintln!("mq-compare: {message}");
                 return ExitCode::from(2);
@@ -178,6 +186,20 @@ mod compare {
              the best peer's of the same workload and concurrency",
             args.size, args.batch, args.messages, args.latency_messages
         );
+        if args.dms_batch_capped() {
+            println!(
+                "sluice (DMS API): batch capped at {} messages per request (its batch column)",
+                crate::args::SLUICE_BATCH_MAX
+            );
+        }
+        if args.systems.contains(&System::SluiceKafka)
+            && args.workloads.contains(&Workload::Consume)
+        {
+            println!(
+                "sluice-kafka consume: Fetch only (a Kafka consumer commits offsets, it does not \
+                 ack); the other systems' consume rows include an ack per batch"
+            );
+        }
         print!("{}", table::render(&rows));
         for failure in &failures {
             println!("not measured: {failure}");

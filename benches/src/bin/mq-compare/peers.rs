@@ -219,7 +219,7 @@ const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 /// The Debian package of a peer, if its binaries are missing.
 fn missing_package(system: System) -> Option<&'static str> {
     match system {
-        System::Sluice => None,
+        System::Sluice | System::SluiceKafka => None,
         System::Postgres => postgres_bin().is_none().then_some("postgresql"),
         System::Redis => (!on_path("redis-server")).then_some("redis-server"),
         System::Rabbitmq => {
@@ -462,7 +462,7 @@ pub fn start_rabbitmq(parent: &Path) -> Result<PeerProcess, String> {
 /// Package versions, for the report.
 pub fn version(system: System) -> String {
     let package = match system {
-        System::Sluice => return String::new(),
+        System::Sluice | System::SluiceKafka => return String::new(),
         System::Postgres => {
             return postgres_bin()
                 .and_then(|bin| {

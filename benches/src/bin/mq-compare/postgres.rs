@@ -83,7 +83,7 @@ impl Driver for Postgres {
         Ok(PgProducer { client, insert })
     }
 
-    async fn consumer(&self, _index: u32, _batch: u32) -> Result<PgConsumer, String> {
+    async fn consumer(&self, _index: u32, _count: u32, _batch: u32) -> Result<PgConsumer, String> {
         let client = connect(&self.dsn).await?;
         let sql = format!(
             "SELECT id, body FROM {} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",

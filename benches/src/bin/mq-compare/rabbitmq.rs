@@ -98,7 +98,12 @@ impl Driver for Rabbitmq {
         })
     }
 
-    async fn consumer(&self, index: u32, batch: u32) -> Result<RabbitConsumer, String> {
+    async fn consumer(
+        &self,
+        index: u32,
+        _count: u32,
+        batch: u32,
+    ) -> Result<RabbitConsumer, String> {
         let (connection, channel) = self.open().await?;
         let prefetch = u16::try_from(batch.saturating_mul(2)).unwrap_or(u16::MAX);
         channel

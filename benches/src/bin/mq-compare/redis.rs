@@ -81,7 +81,12 @@ impl Driver for Redis {
         })
     }
 
-    async fn consumer(&self, index: u32, _batch: u32) -> Result<RedisConsumer, String> {
+    async fn consumer(
+        &self,
+        index: u32,
+        _count: u32,
+        _batch: u32,
+    ) -> Result<RedisConsumer, String> {
         Ok(RedisConsumer {
             conn: self.connect().await?,
             key: self.key.clone(),

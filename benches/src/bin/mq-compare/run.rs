@@ -232,7 +232,9 @@ async fn start_consumers<D: Driver>(
 ) -> Result<Vec<tokio::task::JoinHandle<Samples>>, String> {
     let mut handles = Vec::new();
     for index in 0..plan.consumer_count {
-        let consumer = driver.consumer(index, plan.batch).await?;
+        let consumer = driver
+            .consumer(index, plan.consumer_count, plan.batch)
+            .await?;
         handles.push(tokio::task::spawn_local(consumer_task(
             consumer,
             ledger.clone(),
@@ -375,11 +377,12 @@ pub async fn system_rows<D: Driver>(
         on_row(&row);
         rows.push(row);
     };
+    let batch = args.batch_of(system);
     for &concurrency in &args.concurrency {
         let batched = PassPlan {
             producer_count: concurrency,
             consumer_count: concurrency,
-            batch: args.batch,
+            batch,
             message_count_max: args.messages,
             concurrent: false,
         };
@@ -387,7 +390,7 @@ pub async fn system_rows<D: Driver>(
             let mut pass = pass(driver, args, &batched).await?;
             for workload in [Workload::Produce, Workload::Consume] {
                 if wants(workload) {
-                    let row = row(system, workload, concurrency, args.batch, &mut pass);
+                    let row = row(system, workload, concurrency, batch, &mut pass);
                     push(row, &mut rows);
                 }
             }
@@ -399,7 +402,7 @@ pub async fn system_rows<D: Driver>(
             };
             let mut pass = pass(driver, args, &plan).await?;
             push(
-                row(system, Workload::Mixed, concurrency, args.batch, &mut pass),
+                row(system, Workload::Mixed, concurrency, batch, &mut pass),
                 &mut rows,
             );
         }

@@ -113,7 +113,12 @@ impl Driver for Sluice {
         })
     }
 
-    async fn consumer(&self, _index: u32, batch: u32) -> Result<SluiceConsumer, String> {
+    async fn consumer(
+        &self,
+        _index: u32,
+        _count: u32,
+        batch: u32,
+    ) -> Result<SluiceConsumer, String> {
         let (queue_id, group_id) = self.queue()?;
         let group_path = format!("{}/queues/{queue_id}/groups/{group_id}", self.base);
         Ok(SluiceConsumer {

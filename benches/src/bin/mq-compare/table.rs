@@ -66,7 +66,7 @@ pub fn sort(rows: &mut [Row]) {
 /// The table, one line per row, with a blank line between row groups.
 pub fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<9} {:<10} {:>5} {:>5} {:>9} {:>11} {:>8} {:>8} {:>9}  {}\n",
+        "{:<12} {:<10} {:>5} {:>5} {:>9} {:>11} {:>8} {:>8} {:>9}  {}\n",
         "system",
         "workload",
         "conc",
@@ -97,7 +97,7 @@ pub fn render(rows: &[Row]) -> String {
             )
         };
         out.push_str(&format!(
-            "{:<9} {:<10} {:>5} {:>5} {:>9} {:>11.0} {:>8.2} {:>8.2} {:>9}  {}\n",
+            "{:<12} {:<10} {:>5} {:>5} {:>9} {:>11.0} {:>8.2} {:>8.2} {:>9}  {}\n",
             row.system.name(),
             row.workload.name(),
             row.concurrency,
@@ -209,8 +209,11 @@ mod tests {
         let text = render(&rows);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1 + 3 + 2, "{text}");
-        assert!(lines[1].starts_with("sluice    produce        2"), "{text}");
-        assert!(lines[5].starts_with("redis     consume"), "{text}");
+        assert!(
+            lines[1].starts_with("sluice       produce        2"),
+            "{text}"
+        );
+        assert!(lines[5].starts_with("redis        consume"), "{text}");
         assert!(lines[5].contains("1.00x"), "{text}");
         let value = to_json(&rows[2]);
         assert_eq!(value["system"], "redis");
