@@ -220,7 +220,7 @@ fn librdkafka_produces_idempotently_over_scram_and_reads_back() {
 
 #[test]
 #[ignore = "needs the pinned kafkajs: run by `cargo xtask test` (SLUICE_KAFKAJS)"]
-fn kafkajs_produces_and_consumes() {
+fn kafkajs_produces_idempotently_and_a_group_reads_everything_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = KafkaServer::start(dir.path());
     let tenant = server.tenant("js");
@@ -296,5 +296,49 @@ fn a_sigkill_during_an_acks_all_produce_loses_no_acknowledged_record() {
         lost.len(),
         acked.len(),
         &lost[..lost.len().min(5)]
+    );
+}
+
+/// librdkafka's classic consumer group: two members and a rebalance, committed offsets,
+/// and a member resuming from them after a server restart.
+#[test]
+#[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
+fn a_consumer_group_rebalances_commits_and_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = KafkaServer::start(dir.path());
+    let tenant = server.tenant("grp");
+    let mut groups = scenario_command("python", "groups", &server.kafka, &tenant);
+    groups.env("SLUICE_TOPIC", "grp-events");
+    let lines = run(groups);
+    assert!(
+        lines.iter().any(|l| l.contains("\"records\": 100")),
+        "{lines:?}"
+    );
+    assert_eq!(server.server.terminate().code(), Some(0), "a clean stop");
+    drop(server);
+    let server = KafkaServer::start(dir.path());
+    let mut resume = scenario_command("python", "resume", &server.kafka, &tenant);
+    resume.env("SLUICE_TOPIC", "grp-events");
+    let lines = run(resume);
+    assert!(
+        lines.iter().any(|l| l.contains("\"records\": 10")),
+        "{lines:?}"
+    );
+}
+
+/// librdkafka's share consumer (KIP-932) on a share group: explicit acknowledgements,
+/// released records redelivered with a higher delivery count.
+#[test]
+#[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
+fn a_share_consumer_acquires_acknowledges_and_gets_released_records_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KafkaServer::start(dir.path());
+    let tenant = server.tenant("share");
+    let mut share = scenario_command("python", "share", &server.kafka, &tenant);
+    share.env("SLUICE_TOPIC", "share-jobs");
+    let lines = run(share);
+    assert!(
+        lines.iter().any(|l| l.contains("\"records\": 50")),
+        "{lines:?}"
     );
 }

@@ -37,8 +37,33 @@ async function produceConsume() {
   const offsets = await admin.fetchTopicOffsets('js-events');
   const total = offsets.reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0);
   check(total === 100, '100 records stored: ' + JSON.stringify(offsets));
+  // A consumer group reads them all back with their keys and headers, then commits.
+  const consumer = kafka.consumer({ groupId: 'js-readers', sessionTimeout: 10000, heartbeatInterval: 500 });
+  await consumer.connect();
+  await consumer.subscribe({ topic: 'js-events', fromBeginning: true });
+  const seen = new Map();
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('FAIL: read ' + seen.size + ' of 100 in time')), 60000);
+    consumer.run({
+      eachMessage: async ({ message }) => {
+        seen.set(message.value.toString(), [message.key.toString(), message.headers.trace.toString()]);
+        if (seen.size === 100) {
+          clearTimeout(timer);
+          resolve();
+        }
+      },
+    });
+  });
+  for (let i = 0; i < 100; i++) {
+    const got = seen.get('v' + i);
+    check(got && got[0] === 'k' + (i % 10) && got[1] === 't' + i, 'record v' + i + ' came back whole: ' + got);
+  }
+  await consumer.disconnect();
+  const committed = await admin.fetchOffsets({ groupId: 'js-readers', topics: ['js-events'] });
+  const sum = committed[0].partitions.reduce((s, p) => s + Number(p.offset), 0);
+  check(sum === 100, 'the group committed every record: ' + JSON.stringify(committed));
   await admin.disconnect();
-  console.log(JSON.stringify({ scenario: 'produce-consume', records: total }));
+  console.log(JSON.stringify({ scenario: 'produce-consume', records: seen.size }));
 }
 
 const scenarios = { 'produce-consume': produceConsume };

@@ -213,7 +213,134 @@ def create_topic():
     admin.close()
 
 
+def produce_values(topic, values, partitions=2):
+    """Produces `values` round-robin over the partitions with acks=all."""
+    from confluent_kafka import Producer
+
+    producer = Producer({**ck_common(), "acks": "all"})
+    for i, value in enumerate(values):
+        producer.produce(topic, value=value, partition=i % partitions)
+    check(producer.flush(DEADLINE_S) == 0, "everything delivered")
+
+
+def group_consumer(group):
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        {
+            **ck_common(),
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+    )
+
+
+def groups():
+    """librdkafka classic consumer group: one member takes both partitions, commits what
+    it read; a second member joins and the partitions are split between them (a
+    rebalance); together they read the rest; the committed offsets are what was read."""
+    from confluent_kafka import TopicPartition
+
+    topic = os.environ["SLUICE_TOPIC"]
+    create_topic()
+    produce_values(topic, [b"g%d" % i for i in range(100)])
+    first = group_consumer("readers")
+    first.subscribe([topic])
+    seen = set()
+    started = time.time()
+    while len(seen) < 40 and time.time() - started < DEADLINE_S:
+        message = first.poll(1.0)
+        if message is None or message.error():
+            continue
+        seen.add(message.value())
+    check(len(first.assignment()) == 2, "a lone member holds both partitions")
+    first.commit(asynchronous=False)
+    second = group_consumer("readers")
+    second.subscribe([topic])
+    started = time.time()
+    while time.time() - started < DEADLINE_S:
+        for consumer in (first, second):
+            message = consumer.poll(0.2)
+            if message is not None and not message.error():
+                seen.add(message.value())
+        if len(first.assignment()) == 1 and len(second.assignment()) == 1 and len(seen) == 100:
+            break
+    check(len(first.assignment()) == 1 and len(second.assignment()) == 1, "a rebalance split the partitions")
+    check(len(seen) == 100, "the two members read every record: %d" % len(seen))
+    for consumer in (first, second):
+        consumer.commit(asynchronous=False)
+    committed = first.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
+    check([tp.offset for tp in committed] == [50, 50], "committed offsets: %s" % committed)
+    first.close()
+    second.close()
+    # More records for the resume after a restart.
+    produce_values(topic, [b"after-%d" % i for i in range(10)])
+    print(json.dumps({"scenario": "groups", "records": len(seen)}), flush=True)
+
+
+def resume():
+    """A member of the group resumes from the committed offsets: it reads exactly the
+    records produced after the commit."""
+    topic = os.environ["SLUICE_TOPIC"]
+    consumer = group_consumer("readers")
+    consumer.subscribe([topic])
+    got = []
+    started = time.time()
+    idle = 0
+    while idle < 3 and time.time() - started < DEADLINE_S:
+        message = consumer.poll(1.0)
+        if message is None:
+            idle += 1 if got else 0
+            continue
+        if message.error():
+            continue
+        got.append(message.value())
+    consumer.close()
+    check(sorted(got) == sorted(b"after-%d" % i for i in range(10)), "resumed at the commit: %s" % got)
+    print(json.dumps({"scenario": "resume", "records": len(got)}), flush=True)
+
+
+def share():
+    """librdkafka share consumer (KIP-932): explicit acknowledgements; released records
+    come back with a higher delivery count, accepted ones never."""
+    from confluent_kafka import AcknowledgeType, ShareConsumer
+
+    topic = os.environ["SLUICE_TOPIC"]
+    create_topic()
+    produce_values(topic, [b"s%d" % i for i in range(50)])
+    consumer = ShareConsumer({**ck_common(), "group.id": "sharers", "share.acknowledgement.mode": "explicit"})
+    consumer.subscribe([topic])
+    accepted = set()
+    released = set()
+    redelivered = {}
+    started = time.time()
+    while len(accepted) < 50 and time.time() - started < DEADLINE_S:
+        for message in consumer.poll(1.0):
+            check(not message.error(), "share fetch error: %s" % message.error())
+            value = message.value()
+            check(value not in accepted, "an accepted record came back: %s" % value)
+            if value in released:
+                redelivered[value] = message.delivery_count()
+            if value.endswith(b"7") and value not in released:
+                released.add(value)
+                consumer.acknowledge(message, AcknowledgeType.RELEASE)
+            else:
+                accepted.add(value)
+                consumer.acknowledge(message, AcknowledgeType.ACCEPT)
+    check(len(accepted) == 50, "every record accepted once: %d" % len(accepted))
+    check(set(redelivered) == released, "every released record came back")
+    check(all(count >= 2 for count in redelivered.values()), "with a higher delivery count: %s" % redelivered)
+    consumer.close()
+    print(json.dumps({"scenario": "share", "records": len(accepted), "released": len(released)}), flush=True)
+
+
 SCENARIOS = {
+    "groups": groups,
+    "resume": resume,
+    "share": share,
     "create-topic": create_topic,
     "kafka-python": kafka_python,
     "confluent": confluent,

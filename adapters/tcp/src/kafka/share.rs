@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use super::api::{decode, respond, Context};
 use super::records::encode_batch;
-use super::topics::{error_code, topic_id, topic_index};
+use super::topics::{error_code, topic_id, topic_index, view_of_topic_id};
 use super::{Reply, TOPICS_PER_REQUEST_MAX};
 
 /// How long acquired records stay locked to their member (the receive's visibility).
@@ -93,14 +93,6 @@ impl ShareState {
         // `order` keeps the key until it reaches the front; it is skipped there.
         self.acquired.remove(key)
     }
-}
-
-/// The tenant's queue of a topic id (the inverse of `topics::topic_id`).
-fn queue_of_id<N: Node>(node: &N, tenant: &str, id: Uuid) -> Option<QueueView> {
-    let (_, low) = id.as_u64_pair();
-    let queue = QueueId(u32::try_from(low).ok()?);
-    node.queue(tenant, queue)
-        .filter(|view| topic_id(view) == id)
 }
 
 pub async fn heartbeat<N: Node>(
@@ -329,7 +321,7 @@ pub async fn fetch<N: Node>(
     }
     // Acknowledgements first, so released records may be fetched again.
     for topic in &request.topics {
-        let view = queue_of_id(node, tenant, topic.topic_id);
+        let view = view_of_topic_id(node, tenant, topic.topic_id);
         for partition in &topic.partitions {
             let mut data = PartitionData::default();
             data.partition_index = partition.partition_index;
@@ -419,7 +411,7 @@ async fn acquire<N: Node>(
         if budget_records == 0 || budget_bytes == 0 {
             break;
         }
-        let Some(view) = queue_of_id(node, tenant, id) else {
+        let Some(view) = view_of_topic_id(node, tenant, id) else {
             for (_, partition) in session.iter().filter(|(t, _)| *t == id) {
                 let data = answers.entry((id, *partition)).or_default();
                 data.partition_index = *partition;
@@ -554,7 +546,7 @@ pub async fn acknowledge_request<N: Node>(
     let tenant = context.tenant.project_id.as_str();
     let mut response = ShareAcknowledgeResponse::default();
     for topic in &request.topics {
-        let view = queue_of_id(node, tenant, topic.topic_id);
+        let view = view_of_topic_id(node, tenant, topic.topic_id);
         let mut answer = ShareAcknowledgeTopicResponse::default();
         answer.topic_id = topic.topic_id;
         for partition in &topic.partitions {

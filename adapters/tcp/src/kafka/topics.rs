@@ -58,6 +58,14 @@ pub fn topic_id(view: &QueueView) -> Uuid {
     Uuid::from_u64_pair(tenant | 1, u64::from(view.id.0))
 }
 
+/// The tenant's queue of a topic id (the inverse of [`topic_id`]).
+pub fn view_of_topic_id<N: Node>(node: &N, tenant: &str, id: Uuid) -> Option<QueueView> {
+    let (_, low) = id.as_u64_pair();
+    let queue = QueueId(u32::try_from(low).ok()?);
+    node.queue(tenant, queue)
+        .filter(|view| topic_id(view) == id)
+}
+
 /// The tenant's topics a request names, looked up once per request through the node's
 /// name index (no scan of the directory).
 pub struct TopicIndex {
@@ -179,10 +187,16 @@ pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes
             let index = topic_index(node, tenant, &names).await;
             for wanted in topics {
                 let Some(name) = &wanted.name else {
-                    let mut topic = MetadataResponseTopic::default();
-                    topic.topic_id = wanted.topic_id;
-                    topic.error_code = ResponseError::UnknownTopicId.code();
-                    response.topics.push(topic);
+                    // Asked by topic id (share consumers resolve their assignment so).
+                    match view_of_topic_id(node, tenant, wanted.topic_id) {
+                        Some(view) => response.topics.push(topic_metadata(context, node, &view)),
+                        None => {
+                            let mut topic = MetadataResponseTopic::default();
+                            topic.topic_id = wanted.topic_id;
+                            topic.error_code = ResponseError::UnknownTopicId.code();
+                            response.topics.push(topic);
+                        }
+                    }
                     continue;
                 };
                 match index.get(name.0.as_str()) {
