@@ -16,57 +16,26 @@
 static ALLOCATOR: sluice_fuzz::reserve::ReserveLarge<std::alloc::System> =
     sluice_fuzz::reserve::ReserveLarge(std::alloc::System);
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice_core::engine::types::{QueueConfig, QueueMode, RetryPolicy};
-use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
-use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::engine::EngineLimits;
 use sluice_core::sim_disk::{block_on, SimDisk};
-use sluice_node::local::{LocalNode, Runtime};
+use sluice_node::local::{sim_node, LocalNode, StepClock};
 use sluice_node::Node;
 use sluice_tcp::kafka::{KafkaConfig, Reply, Session};
 
-#[derive(Clone)]
-struct StepClock(Rc<Cell<u64>>);
-
-impl Runtime for StepClock {
-    fn now_ms(&self) -> u64 {
-        self.0.get()
-    }
-    async fn sleep_ms(&self, ms: u64) {
-        self.0.set(self.0.get().saturating_add(ms));
-    }
-}
-
 struct World {
     node: LocalNode<SimDisk, StepClock>,
-    clock: Rc<Cell<u64>>,
     login: Vec<Vec<u8>>,
     inputs: u64,
 }
 
 fn world() -> World {
-    let config = EngineConfig {
-        log: LogConfig {
-            segment_bytes_max: 1 << 20,
-            index_interval_bytes: 4096,
-            preallocate_bytes: 0,
-            verify_on_open: VerifyOnOpen::Tail,
-            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
-            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
-        },
-        limits: EngineLimits::dms(),
-        snapshot_every_records: 1_000,
-    };
-    let engines = (0..2)
-        .map(|p| block_on(Engine::open(SimDisk::new(p), config, 1_000)).expect("opens"))
-        .collect();
-    let clock = Rc::new(Cell::new(1_000));
-    let node = LocalNode::new(engines, StepClock(clock.clone()), 1, 2);
+    let node = sim_node(2, 2, EngineLimits::dms(), 1_000);
     let tenant = block_on(node.create_tenant("fuzz", None)).expect("tenant");
     let queue = QueueConfig {
         mode: QueueMode::Normal,
@@ -83,7 +52,6 @@ fn world() -> World {
     ];
     World {
         node,
-        clock,
         login,
         inputs: 0,
     }
@@ -139,8 +107,9 @@ fuzz_target!(|data: &[u8]| {
         let world = slot.get_or_insert_with(world);
         world.inputs += 1;
         if world.inputs % 64 == 0 {
-            world.clock.set(world.clock.get() + 40_000);
-            block_on(world.node.tick(world.clock.get())).expect("tick");
+            let clock = &world.node.runtime().0;
+            clock.set(clock.get() + 40_000);
+            block_on(world.node.tick(clock.get())).expect("tick");
         }
         let mut session = session();
         for frame in &world.login {

@@ -334,3 +334,66 @@ impl<S: Storage + Clone + 'static, R: Runtime> Deref for LocalNode<S, R> {
         &self.shards[0]
     }
 }
+
+/// The hand-advanced clock of in-process tests and fuzz targets: a sleep yields once (so
+/// that futures polled alongside run) and then moves the clock by the time slept, so a
+/// long poll or a rebalance wait ends without real time passing.
+#[derive(Clone)]
+pub struct StepClock(pub Rc<Cell<u64>>);
+
+impl StepClock {
+    pub fn starting_at(now_ms: u64) -> StepClock {
+        StepClock(Rc::new(Cell::new(now_ms)))
+    }
+}
+
+impl Runtime for StepClock {
+    fn now_ms(&self) -> u64 {
+        self.0.get()
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        futures_lite::future::yield_now().await;
+        self.0.set(self.0.get().saturating_add(ms));
+    }
+}
+
+/// The engine configuration of in-process tests and fuzz targets: small segments, no
+/// preallocation, `limits` as given.
+pub fn test_engine_config(
+    limits: sluice_core::engine::EngineLimits,
+) -> sluice_core::engine::EngineConfig {
+    use sluice_core::log::{LogConfig, VerifyOnOpen};
+    sluice_core::engine::EngineConfig {
+        log: LogConfig {
+            segment_bytes_max: 64 * 1024,
+            index_interval_bytes: 4096,
+            preallocate_bytes: 0,
+            verify_on_open: VerifyOnOpen::Tail,
+            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
+            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
+        },
+        limits,
+        snapshot_every_records: 10_000,
+    }
+}
+
+/// A node of `shards` shards over `partitions` fresh simulated disks (disk `p` seeded
+/// with `p`), its engines opened at `now_ms` with [`test_engine_config`], on a
+/// [`StepClock`] starting there.
+pub fn sim_node(
+    partitions: u32,
+    shards: usize,
+    limits: sluice_core::engine::EngineLimits,
+    now_ms: u64,
+) -> LocalNode<sluice_core::sim_disk::SimDisk, StepClock> {
+    use sluice_core::sim_disk::{block_on, SimDisk};
+    let config = test_engine_config(limits);
+    let engines = (0..partitions)
+        .map(|p| {
+            block_on(Engine::open(SimDisk::new(u64::from(p)), config, now_ms))
+                .expect("a fresh simulated disk opens")
+        })
+        .collect();
+    LocalNode::new(engines, StepClock::starting_at(now_ms), 1, shards)
+}

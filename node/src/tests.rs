@@ -14,44 +14,18 @@ use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, CrashMode, SimDisk};
 use sluice_core::storage::{IoErrorKind, IoOp};
 
-use crate::local::{LocalNode, Runtime};
+use crate::local::{LocalNode, Runtime, StepClock};
 use crate::routing::{partition_for_send, Routed};
 use crate::tenants::{Quotas, TenantError};
 use crate::{Lane, Node, NodeError};
 
 const START_MS: u64 = 1_000;
 
-/// A clock whose sleep yields once (so that other futures polled alongside run) and
-/// then advances it by the time slept.
-#[derive(Clone)]
-struct StepClock(Rc<Cell<u64>>);
-
-impl Runtime for StepClock {
-    fn now_ms(&self) -> u64 {
-        self.0.get()
-    }
-    async fn sleep_ms(&self, ms: u64) {
-        futures_lite::future::yield_now().await;
-        self.0.set(self.0.get() + ms);
-    }
-}
-
 type TestNode = LocalNode<SimDisk, StepClock>;
 
 /// The engine configuration of the node layer's tests (also `snapshot_transfer`'s).
 pub(crate) fn engine_config(limits: EngineLimits) -> EngineConfig {
-    EngineConfig {
-        log: LogConfig {
-            segment_bytes_max: 64 * 1024,
-            index_interval_bytes: 4096,
-            preallocate_bytes: 0,
-            verify_on_open: VerifyOnOpen::Tail,
-            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
-            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
-        },
-        limits,
-        snapshot_every_records: 10_000,
-    }
+    crate::local::test_engine_config(limits)
 }
 
 /// A node of `shards` shards over engines opened on `disks`, each with its limits.

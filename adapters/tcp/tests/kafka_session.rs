@@ -4,7 +4,6 @@
 //! answers are decoded as a client would.
 
 use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -25,24 +24,11 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
-use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::engine::EngineLimits;
 use sluice_core::sim_disk::{block_on, SimDisk};
-use sluice_node::local::{LocalNode, Runtime};
+use sluice_node::local::{sim_node, LocalNode, StepClock};
 use sluice_node::Node;
 use sluice_tcp::kafka::{KafkaConfig, Reply, Session};
-
-#[derive(Clone)]
-struct StepClock(Rc<Cell<u64>>);
-
-impl Runtime for StepClock {
-    fn now_ms(&self) -> u64 {
-        self.0.get()
-    }
-    async fn sleep_ms(&self, ms: u64) {
-        self.0.set(self.0.get().saturating_add(ms));
-    }
-}
 
 struct World {
     node: LocalNode<SimDisk, StepClock>,
@@ -52,23 +38,7 @@ struct World {
 }
 
 fn world() -> World {
-    let config = EngineConfig {
-        log: LogConfig {
-            segment_bytes_max: 1 << 20,
-            index_interval_bytes: 4096,
-            preallocate_bytes: 0,
-            verify_on_open: VerifyOnOpen::Tail,
-            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
-            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
-        },
-        limits: EngineLimits::dms(),
-        snapshot_every_records: 1_000,
-    };
-    let engines = (0..2)
-        .map(|p| block_on(Engine::open(SimDisk::new(p), config, 1_000)).expect("opens"))
-        .collect();
-    let clock = Rc::new(Cell::new(1_000));
-    let node = LocalNode::new(engines, StepClock(clock), 1, 2);
+    let node = sim_node(2, 2, EngineLimits::dms(), 1_000);
     let tenant = block_on(node.create_tenant("kafka", None)).expect("tenant");
     World {
         node,
@@ -520,4 +490,18 @@ fn share_group_members_split_records_and_a_released_one_comes_back() {
         .map(|p| p.acknowledge_error_code)
         .collect();
     assert_eq!(ack_codes, [121]);
+}
+
+/// An API Sluice does not serve is answered UNSUPPORTED_VERSION where its response has a
+/// top-level error code (EndTxn here), and the session goes on.
+#[test]
+fn an_unsupported_api_is_answered_unsupported_version() {
+    use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
+    let world = world();
+    let mut session = session();
+    world.login(&mut session);
+    let answer: EndTxnResponse = world.call(&mut session, 3, &EndTxnRequest::default());
+    assert_eq!(answer.error_code, 35);
+    let versions: ApiVersionsResponse = world.call(&mut session, 3, &ApiVersionsRequest::default());
+    assert_eq!(versions.error_code, 0);
 }

@@ -14,7 +14,7 @@ use sluice_node::Node;
 
 use super::codec::{self, FrameHead};
 use super::sasl::{self, Mechanism, SaslState, Step, MECHANISMS, SASL_MESSAGE_BYTES_MAX};
-use super::{fetch, groups, produce, share, topics, Reply, Session};
+use super::{fetch, groups, produce, share, topics, unsupported, Reply, Session};
 
 /// The APIs Sluice serves and the versions of each (what ApiVersions advertises). The
 /// ranges stop where a version needs what Sluice does not keep (topic ids in Fetch 13+,
@@ -79,17 +79,20 @@ pub(super) async fn handle<N: Node>(session: &mut Session, node: &N, mut frame: 
         Ok(head) => head,
         Err(error) => return Reply::Close(error),
     };
-    let Some((min, max)) = served(head.api_key) else {
-        return Reply::Close(format!("{:?} is not served", head.api_key));
-    };
-    if !(min..=max).contains(&head.version) {
+    let served_range = served(head.api_key);
+    if !served_range.is_some_and(|(min, max)| (min..=max).contains(&head.version)) {
         if head.api_key == ApiKey::ApiVersions {
             return api_versions(&head, ResponseError::UnsupportedVersion.code());
         }
-        return Reply::Close(format!(
-            "{:?} v{} is not served (v{min} to v{max} are)",
-            head.api_key, head.version
-        ));
+        return unsupported::answer(&head).unwrap_or_else(|| {
+            Reply::Close(match served_range {
+                Some((min, max)) => format!(
+                    "{:?} v{} is not served (v{min} to v{max} are)",
+                    head.api_key, head.version
+                ),
+                None => format!("{:?} is not served", head.api_key),
+            })
+        });
     }
     if matches!(session.sasl, SaslState::Failed) {
         return Reply::Close("a request after failed authentication".to_string());

@@ -22,6 +22,7 @@ mod records;
 mod sasl;
 mod share;
 mod topics;
+mod unsupported;
 
 use std::sync::Arc;
 

@@ -247,6 +247,22 @@ async fn acknowledge<N: Node>(
     }
 }
 
+/// One partition's acknowledgement batches (from ShareFetch or ShareAcknowledge): the
+/// partition's error code, or why the request is malformed (the connection closes).
+async fn acknowledge_partition<N: Node>(
+    node: &N,
+    state: &mut ShareState,
+    view: Option<&QueueView>,
+    partition_index: i32,
+    batches: &[(i64, i64, Vec<i8>)],
+) -> Result<i16, String> {
+    let acks = expand(batches)?;
+    match (view, u32::try_from(partition_index)) {
+        (Some(view), Ok(partition)) => Ok(acknowledge(node, state, view.id, partition, acks).await),
+        _ => Ok(ResponseError::UnknownTopicOrPartition.code()),
+    }
+}
+
 /// The Sluice group of a share group on a queue, created when missing.
 async fn group_of<N: Node>(node: &N, view: &QueueView, name: &str) -> Result<GroupId, i16> {
     if let Some((id, _)) = view.groups.iter().find(|(_, n)| n == name) {
@@ -335,16 +351,16 @@ pub async fn fetch<N: Node>(
                 .iter()
                 .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
                 .collect();
-            data.acknowledge_error_code = match (
-                &view,
-                u32::try_from(partition.partition_index),
-                expand(&batches),
-            ) {
-                (Some(view), Ok(number), Ok(acks)) => {
-                    acknowledge(node, state, view.id, number, acks).await
-                }
-                (None, _, _) | (_, Err(_), _) => ResponseError::UnknownTopicOrPartition.code(),
-                (_, _, Err(why)) => return Reply::Close(why),
+            let acked = acknowledge_partition(
+                node,
+                state,
+                view.as_ref(),
+                partition.partition_index,
+                &batches,
+            );
+            data.acknowledge_error_code = match acked.await {
+                Ok(code) => code,
+                Err(why) => return Reply::Close(why),
             };
             answers.insert((topic.topic_id, partition.partition_index), data);
         }
@@ -558,16 +574,16 @@ pub async fn acknowledge_request<N: Node>(
                 .iter()
                 .map(|b| (b.first_offset, b.last_offset, b.acknowledge_types.clone()))
                 .collect();
-            data.error_code = match (
-                &view,
-                u32::try_from(partition.partition_index),
-                expand(&batches),
-            ) {
-                (Some(view), Ok(number), Ok(acks)) => {
-                    acknowledge(node, state, view.id, number, acks).await
-                }
-                (None, _, _) | (_, Err(_), _) => ResponseError::UnknownTopicOrPartition.code(),
-                (_, _, Err(why)) => return Reply::Close(why),
+            let acked = acknowledge_partition(
+                node,
+                state,
+                view.as_ref(),
+                partition.partition_index,
+                &batches,
+            );
+            data.error_code = match acked.await {
+                Ok(code) => code,
+                Err(why) => return Reply::Close(why),
             };
             answer.partitions.push(data);
         }
