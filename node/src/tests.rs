@@ -10,11 +10,10 @@ use sluice_core::engine::types::{
     QueueConfig, QueueId, QueueMode, ReceiptHandle, RetryPolicy, SendInput,
 };
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits, ReceiveRequest};
-use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, CrashMode, SimDisk};
 use sluice_core::storage::{IoErrorKind, IoOp};
 
-use crate::local::{LocalNode, Runtime, StepClock};
+use crate::local::{LocalNode, StepClock};
 use crate::routing::{partition_for_send, Routed};
 use crate::tenants::{Quotas, TenantError};
 use crate::{Lane, Node, NodeError};
