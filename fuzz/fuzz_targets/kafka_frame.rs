@@ -44,8 +44,11 @@ fn world() -> World {
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 0,
     };
-    block_on(node.shard(0).create_queue(&tenant.project_id, "t", queue, Vec::new()))
-        .expect("topic");
+    block_on(
+        node.shard(0)
+            .create_queue(&tenant.project_id, "t", queue, Vec::new()),
+    )
+    .expect("topic");
     let login = vec![
         sasl_handshake(),
         sasl_authenticate(format!("\0{}\0{}", tenant.ak, tenant.sk).as_bytes()),
@@ -88,7 +91,11 @@ fn run(world: &World, session: &mut Session, frame: &[u8]) -> bool {
         Reply::Send(answer) => {
             assert!(answer.len() >= 8, "a response frame has a length and an id");
             let length = i32::from_be_bytes(answer[..4].try_into().unwrap());
-            assert_eq!(length as usize, answer.len() - 4, "the length prefix is exact");
+            assert_eq!(
+                length as usize,
+                answer.len() - 4,
+                "the length prefix is exact"
+            );
             assert_eq!(answer[4..8], frame[4..8], "the correlation id comes back");
             true
         }

@@ -98,11 +98,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ReserveLarge<A> {
                 unsafe {
                     let fresh = self.alloc(new_layout);
                     if !fresh.is_null() {
-                        std::ptr::copy_nonoverlapping(
-                            pointer,
-                            fresh,
-                            layout.size().min(new_size),
-                        );
+                        std::ptr::copy_nonoverlapping(pointer, fresh, layout.size().min(new_size));
                         self.dealloc(pointer, layout);
                     }
                     fresh
@@ -111,4 +107,3 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for ReserveLarge<A> {
         }
     }
 }
-
