@@ -85,13 +85,21 @@ impl ShareState {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
+            // A key taken meanwhile is gone from `acquired` already.
             self.acquired.remove(&oldest);
         }
     }
 
     fn take(&mut self, key: &AcquiredKey) -> Option<ReceiptHandle> {
-        // `order` keeps the key until it reaches the front; it is skipped there.
-        self.acquired.remove(key)
+        let handle = self.acquired.remove(key);
+        // `order` keeps taken keys until they reach its front; once it holds twice what
+        // is still acquired (and more than a few), it drops them, so it stays within
+        // twice the bound however many records come and go.
+        if self.order.len() > 64 && self.order.len() > 2 * self.acquired.len() {
+            let acquired = &self.acquired;
+            self.order.retain(|key| acquired.contains_key(key));
+        }
+        handle
     }
 }
 
@@ -601,4 +609,43 @@ fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::getrandom(&mut bytes).expect("the OS random source works");
     u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(seq: u64) -> ReceiptHandle {
+        ReceiptHandle {
+            queue: QueueId(1),
+            group: GroupId(1),
+            seq,
+            nonce: 7,
+            dead_letter: false,
+        }
+    }
+
+    /// Goal: what a connection remembers stays bounded whether its records are
+    /// acknowledged (taken) or never are (the oldest forgotten). Method: a million
+    /// records remembered and taken one by one; then more than the bound never taken.
+    #[test]
+    fn acquired_records_stay_bounded() {
+        let mut state = ShareState::default();
+        for seq in 0..1_000_000u64 {
+            state.remember((QueueId(1), 0, seq), handle(seq));
+            assert_eq!(state.take(&(QueueId(1), 0, seq)), Some(handle(seq)));
+        }
+        assert!(state.acquired.is_empty());
+        assert!(state.order.len() <= 64, "{}", state.order.len());
+        for seq in 0..(ACQUIRED_MAX as u64 + 10) {
+            state.remember((QueueId(1), 1, seq), handle(seq));
+        }
+        assert_eq!(state.acquired.len(), ACQUIRED_MAX);
+        assert!(state.order.len() <= 2 * ACQUIRED_MAX);
+        // The oldest were forgotten, the newest are there.
+        assert_eq!(state.take(&(QueueId(1), 1, 0)), None);
+        assert!(state
+            .take(&(QueueId(1), 1, ACQUIRED_MAX as u64 + 9))
+            .is_some());
+    }
 }
