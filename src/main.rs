@@ -81,6 +81,11 @@ enum Command {
         /// --kafka-listen address, 127.0.0.1 for 0.0.0.0).
         #[arg(long, value_name = "HOST:PORT")]
         kafka_advertise: Option<String>,
+        /// Every node's Kafka address in a cluster, this one included, the same list on
+        /// every node: `1=HOST:PORT,2=HOST:PORT,...`; Metadata then names each
+        /// partition's leader (default: this node alone, forwarding to the leaders).
+        #[arg(long, value_name = "ID=HOST:PORT,...")]
+        kafka_brokers: Option<String>,
         /// This node's id in a cluster (with --cluster-listen and --peers).
         #[arg(long, value_name = "N")]
         node_id: Option<u64>,
@@ -257,6 +262,7 @@ fn run(cli: Cli) -> Result<(), String> {
             metrics_tenant_names,
             kafka_listen,
             kafka_advertise,
+            kafka_brokers,
             node_id,
             cluster_listen,
             peers,
@@ -296,6 +302,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 resolved
                     .set("kafka_advertise", &advertise)
                     .map_err(|e| format!("--kafka-advertise: {e}"))?;
+            }
+            if let Some(brokers) = kafka_brokers {
+                resolved
+                    .set("kafka_brokers", &brokers)
+                    .map_err(|e| format!("--kafka-brokers: {e}"))?;
             }
             if let Some(node_id) = node_id {
                 resolved.set("node_id", &node_id.to_string())?;

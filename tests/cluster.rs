@@ -33,6 +33,10 @@
 //!   replicas off and `add-node 2` puts them back. Every message sent with a 2xx is
 //!   received, none comes back after its ack succeeded, and the remaining replicas agree.
 //!
+//! - Kafka with `--kafka-brokers`: Metadata through any node names the three nodes as
+//!   brokers and each partition's leader as `/readyz` reports it; a record produced
+//!   through each partition's leader and through a node that forwards is stored there.
+//!
 //! Every wait polls with a deadline; nothing sleeps for correctness.
 
 mod support;
@@ -43,6 +47,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice_server::client::{Client, Credentials};
 use sluice_server::datadir;
+use support::kafka::KafkaConnection;
 use support::{raw, Server};
 
 const NODES: u64 = 3;
@@ -217,6 +222,14 @@ fn start_cluster_with(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> (BTreeMap<u64, Server>, Vec<u64>, Peers) {
+    start_cluster_each(dir, |_| extra.iter().map(|a| (*a).to_string()).collect())
+}
+
+/// [`start_cluster_with`], node `id` started with the arguments `extra(id)`.
+fn start_cluster_each(
+    dir: &std::path::Path,
+    extra: impl Fn(u64) -> Vec<String>,
+) -> (BTreeMap<u64, Server>, Vec<u64>, Peers) {
     let ports: BTreeMap<u64, u16> = (1..=NODES).map(|id| (id, free_port())).collect();
     let peers: Vec<String> = ports
         .iter()
@@ -225,7 +238,11 @@ fn start_cluster_with(
     let peers = peers.join(",");
     let nodes: BTreeMap<u64, Server> = ports
         .iter()
-        .map(|(id, port)| (*id, start_node_with(dir, *id, &peers, *port, extra)))
+        .map(|(id, port)| {
+            let extra = extra(*id);
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            (*id, start_node_with(dir, *id, &peers, *port, &extra))
+        })
         .collect();
     let leaders = wait_agreed(&nodes, None);
     (nodes, leaders, (peers, ports))
@@ -988,4 +1005,129 @@ fn under_load_a_move_puts_every_partition_on_a_new_node_and_loses_nothing() {
     wait_caught_up(&nodes, "nodes 2, 3 and 4 agree");
     let status = cluster_cli(&nodes[&3], &["status"]);
     assert_eq!(voters_of(&status), vec![vec![2, 3, 4]; 4], "{status}");
+}
+
+#[test]
+fn kafka_metadata_names_every_node_and_each_partitions_leader() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+        ProduceRequest, ProduceResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let kafka_ports: BTreeMap<u64, u16> = (1..=NODES).map(|id| (id, free_port())).collect();
+    let address = |id: u64| format!("127.0.0.1:{}", kafka_ports[&id]);
+    let brokers: Vec<String> = (1..=NODES)
+        .map(|id| format!("{id}={}", address(id)))
+        .collect();
+    let brokers = brokers.join(",");
+    let (nodes, _, _) = start_cluster_each(dir.path(), |id| {
+        vec![
+            "--kafka-listen".to_string(),
+            address(id),
+            "--kafka-brokers".to_string(),
+            brokers.clone(),
+        ]
+    });
+    let credentials = create_tenant(&nodes[&1]);
+    let topic = TopicName(StrBytes::from_static_str("placed"));
+    let mut via_two = KafkaConnection::login(&address(2), &credentials.ak, &credentials.sk);
+    let create = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)])
+        .with_timeout_ms(30_000);
+    let created: CreateTopicsResponse = via_two.call(5, &create);
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+
+    // Metadata through node 2 agrees with the leaders every node reports (polled: a
+    // follower's view may trail an election by a moment).
+    let metadata = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic.clone())),
+    ]));
+    let leaders = poll("Kafka Metadata naming the leaders /readyz reports", || {
+        let answer: MetadataResponse = via_two.call(12, &metadata);
+        let leaders = wait_agreed(&nodes, None);
+        let named: Vec<u64> = answer.topics[0]
+            .partitions
+            .iter()
+            .map(|p| u64::try_from(p.leader_id.0).unwrap())
+            .collect();
+        let brokers: BTreeMap<u64, String> = answer
+            .brokers
+            .iter()
+            .map(|b| {
+                (
+                    u64::try_from(b.node_id.0).unwrap(),
+                    format!("{}:{}", b.host, b.port),
+                )
+            })
+            .collect();
+        assert_eq!(
+            brokers,
+            (1..=NODES).map(|id| (id, address(id))).collect(),
+            "every node is a broker at its Kafka address"
+        );
+        for partition in &answer.topics[0].partitions {
+            let mut replicas: Vec<i32> = partition.replica_nodes.iter().map(|b| b.0).collect();
+            replicas.sort_unstable();
+            assert_eq!(replicas, vec![1, 2, 3], "every node holds a replica");
+        }
+        (named == leaders).then_some(leaders)
+    });
+
+    // A record produced at each partition's leader, and one through node 2 (which
+    // forwards where it does not lead), are stored: offsets 0 and 1 of each partition.
+    let batch = |value: &str| {
+        let record = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(bytes::Bytes::from(value.to_string())),
+            headers: Default::default(),
+        };
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
+        buf.freeze()
+    };
+    let produce = |connection: &mut KafkaConnection, partition: usize, value: &str| {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic.clone())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(i32::try_from(partition).unwrap())
+                    .with_records(Some(batch(value)))])]);
+        let answer: ProduceResponse = connection.call(9, &request);
+        let partition = &answer.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, 0, "{partition:?}");
+        partition.base_offset
+    };
+    for (partition, leader) in leaders.iter().enumerate() {
+        let mut at_leader =
+            KafkaConnection::login(&address(*leader), &credentials.ak, &credentials.sk);
+        assert_eq!(produce(&mut at_leader, partition, "at the leader"), 0);
+        assert_eq!(produce(&mut via_two, partition, "through node 2"), 1);
+    }
 }

@@ -183,7 +183,7 @@ fn kafka_python_produces_with_every_acks_mode_and_reads_back_keys_headers_and_ti
 
 #[test]
 #[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
-fn librdkafka_produces_idempotently_over_scram_and_reads_back() {
+fn librdkafka_produces_idempotently_over_scram_with_every_codec_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = KafkaServer::start(dir.path());
     let tenant = server.tenant("ck");

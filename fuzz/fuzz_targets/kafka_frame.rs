@@ -81,6 +81,7 @@ fn session() -> Session {
         broker_id: 0,
         advertised_host: "127.0.0.1".to_string(),
         advertised_port: 9092,
+        brokers: Vec::new(),
     }))
 }
 

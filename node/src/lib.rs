@@ -449,6 +449,11 @@ pub trait Node {
     /// asked, at this node's replica, marked so).
     async fn cluster_membership(&self) -> Vec<Result<PartitionMembership, NodeError>>;
 
+    /// Every partition's leader and replicas as this node's own replicas see them, with
+    /// no network round trip (a follower's view may trail the leader's): what Kafka's
+    /// Metadata tells clients.
+    async fn local_membership(&self) -> Vec<Result<PartitionMembership, NodeError>>;
+
     /// Admin: adds, removes or moves a node's replicas in every partition
     /// ([`membership`]); answers every partition's configuration afterwards.
     async fn change_cluster(

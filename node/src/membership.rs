@@ -131,6 +131,17 @@ impl<H: Host> NodeShard<H> {
         out
     }
 
+    /// Every partition's configuration as this node's replica holds it.
+    pub(crate) async fn local_membership_views(
+        &self,
+    ) -> Vec<Result<PartitionMembership, NodeError>> {
+        let mut out = Vec::new();
+        for partition in 0..self.config().partition_count {
+            out.push(self.call_local(ReadMembership { partition }).await);
+        }
+        out
+    }
+
     /// Applies `change` to every partition in turn (see the module documentation) and
     /// answers every partition's configuration afterwards.
     pub(crate) async fn run_cluster_change(

@@ -1038,6 +1038,10 @@ impl<H: Host> Node for NodeShard<H> {
         self.run_cluster_change(change).await
     }
 
+    async fn local_membership(&self) -> Vec<Result<PartitionMembership, NodeError>> {
+        self.local_membership_views().await
+    }
+
     async fn create_tenant(
         &self,
         name: &str,

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use sluice_node::LoginLimits;
 use sluice_shard::IoSubmit;
-use sluice_tcp::kafka::KafkaConfig;
+use sluice_tcp::kafka::{Broker, KafkaConfig};
 
 use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 40] = [
+pub const KEYS: [&str; 41] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -55,6 +55,7 @@ pub const KEYS: [&str; 40] = [
     "initial_voters",
     "kafka_listen",
     "kafka_advertise",
+    "kafka_brokers",
 ];
 
 /// Parses node ids separated by commas (`--initial-voters 1,2,3`).
@@ -189,6 +190,32 @@ pub struct Config {
     /// The `HOST:PORT` Kafka clients are told to connect to (Metadata, FindCoordinator);
     /// `None`: the Kafka listener's own address (127.0.0.1 for an unspecified IP).
     pub kafka_advertise: Option<String>,
+    /// Every node's Kafka address, this node's included (`--kafka-brokers`,
+    /// `ID=HOST:PORT` separated by commas), so Metadata names each partition's leader;
+    /// empty: this node alone (it forwards to the leaders).
+    pub kafka_brokers: Vec<(NodeId, String)>,
+}
+
+/// Parses `--kafka-brokers`: `ID=HOST:PORT` entries separated by commas.
+fn parse_kafka_brokers(text: &str) -> Result<Vec<(NodeId, String)>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            let (id, address) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("broker {entry:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("broker {entry:?}: {:?} is not a node id", id.trim()))?;
+            parse_host_port(address.trim())?;
+            Ok((NodeId(id), address.trim().to_string()))
+        })
+        .collect()
 }
 
 impl Config {
@@ -234,6 +261,7 @@ impl Config {
             initial_voters: Vec::new(),
             kafka_listen: None,
             kafka_advertise: None,
+            kafka_brokers: Vec::new(),
         }
     }
 
@@ -245,7 +273,12 @@ impl Config {
         let broker_id = self
             .node_id
             .map_or(0, |id| i32::try_from(id.0).expect("validated: fits i32"));
-        let (advertised_host, advertised_port) = match &self.kafka_advertise {
+        let own_entry = self
+            .kafka_brokers
+            .iter()
+            .find(|(id, _)| Some(*id) == self.node_id)
+            .map(|(_, address)| address);
+        let (advertised_host, advertised_port) = match self.kafka_advertise.as_ref().or(own_entry) {
             Some(advertise) => parse_host_port(advertise).expect("validated: a HOST:PORT address"),
             None => {
                 let host = if bound.ip().is_unspecified() {
@@ -256,10 +289,24 @@ impl Config {
                 (host, bound.port())
             }
         };
+        let brokers = self
+            .kafka_brokers
+            .iter()
+            .map(|(id, address)| {
+                let (host, port) =
+                    parse_host_port(address).expect("validated: a HOST:PORT address");
+                Broker {
+                    id: i32::try_from(id.0).expect("validated: a peer's id, which fits i32"),
+                    host,
+                    port: i32::from(port),
+                }
+            })
+            .collect();
         KafkaConfig {
             broker_id,
             advertised_host,
             advertised_port: i32::from(advertised_port),
+            brokers,
         }
     }
 
@@ -315,6 +362,10 @@ impl Config {
         }
         if let Some(io_submit) = file.io_submit.take() {
             self.io_submit = io_submit.parse()?;
+        }
+        if let Some(brokers) = file.kafka_brokers.take() {
+            self.kafka_brokers =
+                parse_kafka_brokers(&brokers).map_err(|e| format!("kafka_brokers: {e}"))?;
         }
         if let Some(advertise) = file.kafka_advertise.take() {
             self.set("kafka_advertise", &advertise)
@@ -423,6 +474,7 @@ impl Config {
                     })?),
                 }
             }
+            "kafka_brokers" => self.kafka_brokers = parse_kafka_brokers(value)?,
             "kafka_advertise" => {
                 self.kafka_advertise = match value {
                     "" => None,
@@ -506,8 +558,12 @@ impl Config {
     /// A Kafka port apart from the others, and a node id a Kafka broker id can carry.
     fn validate_kafka(&self) -> Result<(), String> {
         let Some(kafka) = self.kafka_listen else {
+            if !self.kafka_brokers.is_empty() {
+                return Err("kafka_brokers needs kafka_listen".into());
+            }
             return Ok(());
         };
+        self.validate_kafka_brokers()?;
         let clashes = |other: SocketAddr| {
             let same_ip = kafka.ip() == other.ip()
                 || kafka.ip().is_unspecified()
@@ -528,6 +584,35 @@ impl Config {
             return Err(
                 "node_id must fit a Kafka broker id (at most 2147483647) with kafka_listen".into(),
             );
+        }
+        Ok(())
+    }
+
+    /// `kafka_brokers`: in a cluster, one entry for every peer and none else, this node's
+    /// agreeing with `kafka_advertise` when both are set.
+    fn validate_kafka_brokers(&self) -> Result<(), String> {
+        if self.kafka_brokers.is_empty() {
+            return Ok(());
+        }
+        let Some(me) = self.node_id.filter(|_| !self.peers.is_empty()) else {
+            return Err("kafka_brokers names a cluster's nodes: it needs node_id and peers".into());
+        };
+        let mut ids: Vec<u64> = self.kafka_brokers.iter().map(|(id, _)| id.0).collect();
+        ids.sort_unstable();
+        let mut peers: Vec<u64> = self.peers.iter().map(|peer| peer.id.0).collect();
+        peers.sort_unstable();
+        if ids != peers {
+            return Err(format!(
+                "kafka_brokers must name every peer once: brokers {ids:?}, peers {peers:?}"
+            ));
+        }
+        let own = self.kafka_brokers.iter().find(|(id, _)| *id == me);
+        if let (Some((_, address)), Some(advertise)) = (own, &self.kafka_advertise) {
+            if address != advertise {
+                return Err(format!(
+                    "kafka_brokers gives this node {address:?}, kafka_advertise {advertise:?}"
+                ));
+            }
         }
         Ok(())
     }
@@ -669,6 +754,8 @@ struct FileConfig {
     kafka_listen: Option<SocketAddr>,
     /// `"HOST:PORT"`, checked like `--kafka-advertise`.
     kafka_advertise: Option<String>,
+    /// As `--kafka-brokers` writes it: `"1=HOST:PORT,2=HOST:PORT,..."`.
+    kafka_brokers: Option<String>,
 }
 
 impl FileConfig {
@@ -769,6 +856,8 @@ mod tests {
                 "7"
             } else if key == "kafka_advertise" {
                 "kafka.example:9092"
+            } else if key == "kafka_brokers" {
+                "7=kafka.example:9092"
             } else if key.ends_with("listen") {
                 "127.0.0.1:1"
             } else if key == "metrics_tenant_names" {
@@ -1022,5 +1111,66 @@ mod tests {
                 .broker_id,
             2
         );
+    }
+
+    #[test]
+    fn kafka_brokers_name_every_peer_and_give_this_node_its_address() {
+        let cluster = [
+            ("node_id", "2"),
+            ("cluster_listen", "127.0.0.1:7002"),
+            ("peers", "1=127.0.0.1:7001,2=127.0.0.1:7002"),
+            ("kafka_listen", "0.0.0.0:9092"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut settings = cluster.to_vec();
+            settings.extend_from_slice(extra);
+            check("", &[], &settings)
+        };
+        let config = with(&[("kafka_brokers", "1=kafka-1:9092, 2=kafka-2:9093")]).unwrap();
+        let kafka = config.kafka_config("0.0.0.0:9092".parse().unwrap());
+        assert_eq!(
+            (kafka.advertised_host.as_str(), kafka.advertised_port),
+            ("kafka-2", 9093)
+        );
+        assert_eq!(
+            kafka.brokers,
+            vec![
+                Broker {
+                    id: 1,
+                    host: "kafka-1".into(),
+                    port: 9092
+                },
+                Broker {
+                    id: 2,
+                    host: "kafka-2".into(),
+                    port: 9093
+                },
+            ]
+        );
+        let refused = [
+            (vec![("kafka_brokers", "1=kafka-1:9092")], "every peer"),
+            (vec![("kafka_brokers", "1=a:1,2=b:2,3=c:3")], "every peer"),
+            (vec![("kafka_brokers", "1=a:1,2=b")], "HOST:PORT"),
+            (vec![("kafka_brokers", "x=a:1")], "node id"),
+            (
+                vec![("kafka_brokers", "1=a:1,2=b:2"), ("kafka_advertise", "c:3")],
+                "kafka_advertise",
+            ),
+        ];
+        for (extra, why) in refused {
+            let error = with(&extra).unwrap_err();
+            assert!(error.contains(why), "{extra:?}: {error}");
+        }
+        // Without a cluster there is nothing to name.
+        let error = check(
+            "",
+            &[],
+            &[
+                ("kafka_listen", "127.0.0.1:9092"),
+                ("kafka_brokers", "1=a:1"),
+            ],
+        )
+        .unwrap_err();
+        assert!(error.contains("node_id and peers"), "{error}");
     }
 }

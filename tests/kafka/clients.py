@@ -125,7 +125,7 @@ def kafka_python():
 
 def confluent():
     """confluent-kafka (librdkafka): SCRAM-SHA-256 and -512, an idempotent producer with
-    acks=all, and a read back by assignment."""
+    acks=all compressing with snappy, lz4, zstd and gzip, and a read back by assignment."""
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -134,19 +134,25 @@ def confluent():
     for future in futures.values():
         future.result(timeout=DEADLINE_S)
     delivered = []
-    for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+    # Both SCRAM mechanisms, and every compression codec librdkafka has (the values
+    # repeat themselves, so each batch really is compressed).
+    runs = [("SCRAM-SHA-256", "snappy"), ("SCRAM-SHA-256", "lz4"),
+            ("SCRAM-SHA-512", "zstd"), ("SCRAM-SHA-512", "gzip")]
+    for mechanism, codec in runs:
         producer = Producer(
-            {**ck_common(mechanism=mechanism), "acks": "all", "enable.idempotence": True}
+            {**ck_common(mechanism=mechanism), "acks": "all", "enable.idempotence": True,
+             "compression.type": codec, "linger.ms": 5}
         )
 
         def on_delivery(error, message):
             check(error is None, "delivery failed: %s" % error)
             delivered.append(message.value())
 
-        for i in range(200):
-            producer.produce("ck-events", key=b"k%d" % (i % 7), value=b"%s-%d" % (mechanism.encode(), i), on_delivery=on_delivery)
+        for i in range(100):
+            value = b"%s-%s-%d-%s" % (mechanism.encode(), codec.encode(), i, b"abcd" * 50)
+            producer.produce("ck-events", key=b"k%d" % (i % 7), value=value, on_delivery=on_delivery)
             producer.poll(0)
-        check(producer.flush(DEADLINE_S) == 0, "everything delivered")
+        check(producer.flush(DEADLINE_S) == 0, "everything delivered with %s" % codec)
     check(len(delivered) == 400, "400 deliveries: %d" % len(delivered))
     consumer = Consumer({**ck_common(), "group.id": "unused", "enable.auto.commit": False})
     consumer.assign([TopicPartition("ck-events", p, 0) for p in (0, 1)])

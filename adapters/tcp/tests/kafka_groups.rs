@@ -139,6 +139,7 @@ fn session() -> Session {
         broker_id: 7,
         advertised_host: "sluice.test".to_string(),
         advertised_port: 9092,
+        brokers: Vec::new(),
     }))
 }
 

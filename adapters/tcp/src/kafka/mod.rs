@@ -58,6 +58,18 @@ pub struct KafkaConfig {
     /// The address clients are told to connect to (Metadata, FindCoordinator).
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Every node of the cluster as a broker (`--kafka-brokers`), this one included;
+    /// empty: Metadata names this node alone as every partition's leader (any node
+    /// serves any partition by forwarding), which is all a single node can say.
+    pub brokers: Vec<Broker>,
+}
+
+/// A node of the cluster as Kafka clients see it: its node id and Kafka address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
 }
 
 /// What the server does after a frame.

@@ -94,12 +94,6 @@ async fn produce_partition<N: Node>(
     let (records, producer) = decode_batches(records).map_err(|error| match error {
         BatchError::Corrupt(why) => (ResponseError::CorruptMessage.code(), Some(why)),
         BatchError::TooLarge(why) => (ResponseError::RecordListTooLarge.code(), Some(why)),
-        BatchError::Compression(compression) => (
-            ResponseError::UnsupportedCompressionType.code(),
-            Some(format!(
-                "{compression:?} batches are not served; use none or gzip"
-            )),
-        ),
     })?;
     if records.is_empty() {
         return Err((

@@ -123,37 +123,99 @@ fn too_many(what: &str, count: usize) -> Option<Reply> {
     })
 }
 
-fn broker(context: &Context<'_>) -> MetadataResponseBroker {
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(context.config.broker_id);
-    broker.host = StrBytes::from_string(context.config.advertised_host.clone());
-    broker.port = context.config.advertised_port;
-    broker
+/// What Metadata says about brokers and partition leaders: every node with its Kafka
+/// address when `--kafka-brokers` names them, each partition led by the node this
+/// node's replica believes leads it; else this node alone, leading every partition.
+struct Placement {
+    brokers: Vec<MetadataResponseBroker>,
+    /// Per partition: the leader and the replicas, as broker ids.
+    partitions: Vec<(BrokerId, Vec<BrokerId>)>,
 }
 
-fn topic_metadata<N: Node>(
-    context: &Context<'_>,
-    node: &N,
-    view: &QueueView,
-) -> MetadataResponseTopic {
-    let me = BrokerId(context.config.broker_id);
-    let mut topic = MetadataResponseTopic::default();
-    topic.name = Some(TopicName(StrBytes::from_string(view.name.to_string())));
-    topic.topic_id = topic_id(view);
-    topic.partitions = (0..node.partition_count())
-        .map(|partition| {
-            let mut p = MetadataResponsePartition::default();
-            p.partition_index = i32::try_from(partition).expect("partitions are u16");
-            // Any node serves any partition (it forwards to the leader), so this node
-            // is every partition's leader as far as its clients are concerned.
-            p.leader_id = me;
-            p.leader_epoch = 0;
-            p.replica_nodes = vec![me];
-            p.isr_nodes = vec![me];
-            p
-        })
-        .collect();
-    topic
+impl Placement {
+    async fn read<N: Node>(context: &Context<'_>, node: &N) -> Placement {
+        let config = &context.config;
+        let me = BrokerId(config.broker_id);
+        let alone = |count: u32| Placement {
+            brokers: vec![broker_entry(
+                me,
+                &config.advertised_host,
+                config.advertised_port,
+            )],
+            partitions: (0..count).map(|_| (me, vec![me])).collect(),
+        };
+        if config.brokers.is_empty() {
+            return alone(node.partition_count());
+        }
+        let known = |id: u64| {
+            i32::try_from(id)
+                .ok()
+                .filter(|id| config.brokers.iter().any(|b| b.id == *id))
+                .map(BrokerId)
+        };
+        let partitions = node
+            .local_membership()
+            .await
+            .into_iter()
+            .map(|view| {
+                let Ok(view) = view else {
+                    // Unreadable here: this node forwards whatever is sent to it.
+                    return (me, vec![me]);
+                };
+                // No known leader (an election under way): this node, which forwards
+                // once one is elected.
+                let leader = view.leader.and_then(known).unwrap_or(me);
+                let mut replicas: Vec<BrokerId> = view
+                    .membership
+                    .voters
+                    .iter()
+                    .filter_map(|id| known(*id))
+                    .collect();
+                if !replicas.contains(&leader) {
+                    replicas.push(leader);
+                }
+                (leader, replicas)
+            })
+            .collect();
+        Placement {
+            brokers: config
+                .brokers
+                .iter()
+                .map(|b| broker_entry(BrokerId(b.id), &b.host, b.port))
+                .collect(),
+            partitions,
+        }
+    }
+
+    fn topic(&self, view: &QueueView) -> MetadataResponseTopic {
+        let mut topic = MetadataResponseTopic::default();
+        topic.name = Some(TopicName(StrBytes::from_string(view.name.to_string())));
+        topic.topic_id = topic_id(view);
+        topic.partitions = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(partition, (leader, replicas))| {
+                let mut p = MetadataResponsePartition::default();
+                p.partition_index = i32::try_from(partition).expect("partitions are u16");
+                p.leader_id = *leader;
+                p.leader_epoch = 0;
+                p.replica_nodes.clone_from(replicas);
+                // Raft commits on a majority of voters; Kafka's ISR is the closest thing.
+                p.isr_nodes.clone_from(replicas);
+                p
+            })
+            .collect();
+        topic
+    }
+}
+
+fn broker_entry(id: BrokerId, host: &str, port: i32) -> MetadataResponseBroker {
+    let mut broker = MetadataResponseBroker::default();
+    broker.node_id = id;
+    broker.host = StrBytes::from_string(host.to_string());
+    broker.port = port;
+    broker
 }
 
 pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes) -> Reply {
@@ -161,8 +223,9 @@ pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes
         Ok(request) => request,
         Err(reply) => return reply,
     };
+    let placement = Placement::read(context, node).await;
     let mut response = MetadataResponse::default();
-    response.brokers = vec![broker(context)];
+    response.brokers.clone_from(&placement.brokers);
     response.cluster_id = Some(StrBytes::from_static_str("sluice"));
     response.controller_id = BrokerId(context.config.broker_id);
     let tenant = context.tenant.project_id.as_str();
@@ -173,7 +236,7 @@ pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes
             response.topics = index
                 .all()
                 .iter()
-                .map(|view| topic_metadata(context, node, view))
+                .map(|view| placement.topic(view))
                 .collect();
         }
         Some(topics) => {
@@ -189,7 +252,7 @@ pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes
                 let Some(name) = &wanted.name else {
                     // Asked by topic id (share consumers resolve their assignment so).
                     match view_of_topic_id(node, tenant, wanted.topic_id) {
-                        Some(view) => response.topics.push(topic_metadata(context, node, &view)),
+                        Some(view) => response.topics.push(placement.topic(&view)),
                         None => {
                             let mut topic = MetadataResponseTopic::default();
                             topic.topic_id = wanted.topic_id;
@@ -200,7 +263,7 @@ pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes
                     continue;
                 };
                 match index.get(name.0.as_str()) {
-                    Some(view) => response.topics.push(topic_metadata(context, node, view)),
+                    Some(view) => response.topics.push(placement.topic(view)),
                     None => {
                         let mut topic = MetadataResponseTopic::default();
                         topic.name = Some(name.clone());
