@@ -524,7 +524,8 @@ impl<H: Host> NodeShard<H> {
                         reply.first_seq = sent
                             .iter()
                             .find(|outcome| !outcome.duplicate)
-                            .and_then(|outcome| engine.seq_of(queue, outcome.message_id));
+                            .and_then(|outcome| engine.seq_of(queue, outcome.message_id))
+                            .map(|seq| seq + u64::from(bugs::enabled(Bug::SendToWrongOffset)));
                     }
                     reply.outcomes.extend(sent);
                 }

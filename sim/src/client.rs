@@ -206,6 +206,8 @@ pub struct Ctx {
     /// Consumers ack everything at once (the draining phase after healing).
     pub draining: Cell<bool>,
     pub stopped: Cell<bool>,
+    /// The Kafka producer's attempts (single node; `crate::kafka`).
+    pub kafka: RefCell<crate::kafka::KafkaHistory>,
 }
 
 /// Duplicated requests: their rate and generator (seeded from the run's seed, not drawn

@@ -37,6 +37,8 @@ pub mod cluster_nemesis;
 #[cfg(madsim)]
 pub mod history;
 #[cfg(madsim)]
+pub mod kafka;
+#[cfg(madsim)]
 pub mod node;
 #[cfg(madsim)]
 pub mod run;

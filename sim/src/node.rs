@@ -38,6 +38,7 @@ use sluice_http::service::{self, ServiceConfig};
 use sluice_node::local::{LocalNode, Runtime};
 use sluice_node::tenants::Tenant;
 use sluice_node::Node as _;
+use sluice_tcp::kafka::{Reply, Session};
 
 use crate::history::{Event, EventKind, History};
 use crate::slow_disk::SlowDisk;
@@ -449,5 +450,27 @@ impl Node {
             done_ms,
             response,
         })
+    }
+
+    /// Serves one Kafka connection's `frames` (without length prefixes) in order with the
+    /// server's Kafka session at a random shard, up to the first that closes it; `None`
+    /// when the node is down. A storage fault restarts the node, as for [`Node::handle`].
+    pub async fn kafka(&self, session: &mut Session, frames: Vec<Bytes>) -> Option<Vec<Reply>> {
+        let local = self.local()?;
+        let generation = self.generation.get();
+        let entry = thread_rng().gen_range(0..local.shard_count());
+        let mut replies = Vec::new();
+        for frame in frames {
+            let reply = session.handle(&**local.shard(entry), frame).await;
+            let closed = matches!(reply, Reply::Close(_));
+            replies.push(reply);
+            if closed {
+                break;
+            }
+        }
+        if local.faults() > 0 {
+            self.poison(generation, "a storage fault");
+        }
+        Some(replies)
     }
 }

@@ -21,6 +21,7 @@ use crate::client::{self, Ctx, Knobs, Target, CONSUMERS_PER_GROUP, GROUPS, QUEUE
 use crate::cluster::{self, Cluster, NetKnobs};
 use crate::cluster_nemesis;
 use crate::history::{EventKind, History, Lane};
+use crate::kafka;
 use crate::node::Node;
 use sluice_node::local::Runtime as _;
 
@@ -189,6 +190,7 @@ fn service_config(knobs: &Knobs) -> ServiceConfig {
 pub async fn simulate(seed: u64) -> Report {
     let ctx = build(seed);
     client::setup(&ctx).await;
+    kafka::setup(&ctx).await;
     unleash(&ctx);
     // A run that does not end within this much simulated time is a failure (a hang),
     // not a wait: the task panics and the seed reports it.
@@ -196,7 +198,9 @@ pub async fn simulate(seed: u64) -> Report {
         madsim::time::sleep(Duration::from_millis(SIMULATED_MS_MAX)).await;
         panic!("the run did not end within {SIMULATED_MS_MAX} ms of simulated time");
     });
-    let workload = spawn_workload(&ctx);
+    let mut workload = spawn_workload(&ctx);
+    let kafka = kafka::producer(ctx.clone(), ctx.knobs.partitions);
+    workload.producers.push(madsim::task::spawn_local(kafka));
     let wake = wind_down(&ctx, workload).await;
     watchdog.abort();
     report(seed, &ctx, wake)
@@ -349,6 +353,7 @@ fn context(
         link: client::LinkFaults::new(seed),
         draining: Cell::new(false),
         stopped: Cell::new(false),
+        kafka: RefCell::new(kafka::KafkaHistory::default()),
     })
 }
 
@@ -444,8 +449,9 @@ fn spawn_workload(ctx: &Rc<Ctx>) -> Workload {
 
 /// Ends the run: once the producers are done, heals, drains (`DRAIN_MS`, plus
 /// `release_wait_ms`), stops the clients, probes that the node still answers, and stops
-/// the node. Returns the wake probe's violation, if any.
-async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Option<String> {
+/// the node. Returns the wake probe's violation, if any, and the Kafka checks' (single
+/// node).
+async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Vec<String> {
     for producer in workload.producers {
         producer.await.expect("producer task");
     }
@@ -468,7 +474,10 @@ async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Option<String> {
         consumer.await.expect("consumer task");
     }
     workload.prober.await.expect("prober task");
-    let wake = client::wake_probe(ctx.clone()).await;
+    let mut wake: Vec<String> = client::wake_probe(ctx.clone()).await.into_iter().collect();
+    if matches!(ctx.target, Target::Single(_)) {
+        wake.extend(kafka::verify(ctx, ctx.knobs.partitions).await);
+    }
     match &ctx.target {
         Target::Single(node) => {
             node.stopped.set(true);
@@ -481,7 +490,7 @@ async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Option<String> {
 
 /// The checker's verdict on the finished history, with the wake probe's violation, and
 /// the run's figures and trace.
-fn report(seed: u64, ctx: &Ctx, wake: Option<String>) -> Report {
+fn report(seed: u64, ctx: &Ctx, wake: Vec<String>) -> Report {
     let knobs = ctx.knobs;
     let history = ctx.history.borrow();
     let mut judgement = checker::check(
@@ -491,7 +500,8 @@ fn report(seed: u64, ctx: &Ctx, wake: Option<String>) -> Report {
         knobs.retention_minutes.map(|minutes| minutes * 60_000),
     );
     judgement.violations.extend(wake);
-    let trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
+    let mut trace: String = history.events.iter().map(|e| format!("{e}\n")).collect();
+    trace.push_str(&kafka::trace(&ctx.kafka));
     Report {
         seed,
         knobs: format!(

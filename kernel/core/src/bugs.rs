@@ -72,6 +72,9 @@ pub enum Bug {
     /// A long poll does not wake when a partition changes; it waits out its deadline
     /// (sluice-node `shard.rs`, `wait_any_change`).
     LongPollNeverWakes,
+    /// The position `send_to` answers for a batch (a Kafka produce's base offset) is one
+    /// past its first message's (sluice-node `shard.rs`, `send_to_partition`).
+    SendToWrongOffset,
     /// A write (a send, an ack, a metadata change) is answered once the leader's own log
     /// holds its entries durably, before a majority has them (engine `replication.rs`,
     /// `wait_committed`): a leader deposed before replicating loses them.
@@ -98,7 +101,7 @@ pub enum Bug {
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 22] = [
+    pub const ALL: [Bug; 23] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -116,6 +119,7 @@ impl Bug {
         Bug::FifoGroupAnyPartition,
         Bug::AckForwardUnconfirmed,
         Bug::LongPollNeverWakes,
+        Bug::SendToWrongOffset,
         Bug::RaftConfirmBeforeMajority,
         Bug::RaftVoteWithoutPersisting,
         Bug::RaftApplyUncommitted,
@@ -127,7 +131,7 @@ impl Bug {
     /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
     /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs. Left out too:
     /// [`Bug::RAFT`], which a node of single-replica partitions cannot catch.
-    pub const CAUGHT: [Bug; 15] = [
+    pub const CAUGHT: [Bug; 16] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -143,6 +147,7 @@ impl Bug {
         Bug::FifoGroupAnyPartition,
         Bug::AckForwardUnconfirmed,
         Bug::LongPollNeverWakes,
+        Bug::SendToWrongOffset,
     ];
 
     /// The Raft bugs: the seeded cluster of sluice-core's replication tests
@@ -175,6 +180,7 @@ impl Bug {
             Bug::FifoGroupAnyPartition => "fifo-group-any-partition",
             Bug::AckForwardUnconfirmed => "ack-forward-unconfirmed",
             Bug::LongPollNeverWakes => "long-poll-never-wakes",
+            Bug::SendToWrongOffset => "send-to-wrong-offset",
             Bug::RaftConfirmBeforeMajority => "raft-confirm-before-majority",
             Bug::RaftVoteWithoutPersisting => "raft-vote-without-persisting",
             Bug::RaftApplyUncommitted => "raft-apply-uncommitted",
