@@ -1017,9 +1017,7 @@ fn kafka_metadata_names_every_node_and_each_partitions_leader() {
         ProduceRequest, ProduceResponse, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use sluice_tcp::kafka::{encode_records, plain_record};
 
     let dir = tempfile::tempdir().unwrap();
     let kafka_ports: BTreeMap<u64, u16> = (1..=NODES).map(|id| (id, free_port())).collect();
@@ -1087,28 +1085,8 @@ fn kafka_metadata_names_every_node_and_each_partitions_leader() {
     // A record produced at each partition's leader, and one through node 2 (which
     // forwards where it does not lead), are stored: offsets 0 and 1 of each partition.
     let batch = |value: &str| {
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(bytes::Bytes::from(value.to_string())),
-            headers: Default::default(),
-        };
-        let mut buf = bytes::BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
-        buf.freeze()
+        let record = plain_record(0, Some(bytes::Bytes::from(value.to_string())));
+        encode_records(&[record]).unwrap()
     };
     let produce = |connection: &mut KafkaConnection, partition: usize, value: &str| {
         let request = ProduceRequest::default()

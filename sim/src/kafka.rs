@@ -34,7 +34,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use madsim::rand::{thread_rng, Rng};
-use sluice_tcp::kafka::{KafkaConfig, Reply, Session};
+use sluice_tcp::kafka::{encode_records, plain_record, KafkaConfig, Reply, Session};
 
 use crate::client::{Ctx, Target};
 
@@ -174,32 +174,11 @@ pub async fn setup(ctx: &Ctx) {
 }
 
 fn batch(values: &[String]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::try_from(i).expect("small"),
-            sequence: i32::try_from(i).expect("small"),
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(value.clone())),
-            headers: Default::default(),
-        })
+    let records: Vec<_> = (0i64..)
+        .zip(values)
+        .map(|(offset, value)| plain_record(offset, Some(Bytes::from(value.clone()))))
         .collect();
-    let mut out = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut out, &records, &options).expect("encodes");
-    out.freeze()
+    encode_records(&records).expect("encodes")
 }
 
 /// Produces `BATCHES` batches of new records to random partitions with acks=all,

@@ -31,7 +31,9 @@ use sluice_node::tenants::Tenant;
 use sluice_node::Node;
 
 pub use codec::{decode_frame, FrameHead};
-pub use records::{decode_attributes, encode_attributes, KafkaAttributes};
+pub use records::{
+    decode_attributes, encode_attributes, encode_records, plain_record, KafkaAttributes,
+};
 
 /// Bytes of one request frame after its length prefix. A produce of 1,000 records of
 /// 1 KiB is about 1.1 MB; this leaves room for several such batches in one request.

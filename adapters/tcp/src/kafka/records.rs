@@ -263,15 +263,16 @@ fn snappy_block(block: &[u8], budget: usize) -> anyhow::Result<Vec<u8>> {
 /// The record batch (v2, uncompressed) that carries `messages` of one partition to a
 /// Fetch. Each message keeps its position as its offset.
 pub fn encode_batch(messages: &[StoredMessage]) -> Result<Bytes, String> {
-    let records: Vec<Record> = messages.iter().map(record_of).collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options)
-        .map_err(|error| format!("encoding a record batch: {error}"))?;
-    Ok(buf.freeze())
+    let mut records: Vec<Record> = messages.iter().map(record_of).collect();
+    // One batch of no producer: a base sequence of -1, and offset - sequence the same for
+    // every record (the encoder starts a new batch where it changes).
+    if let Some(first) = records.first().map(|record| record.offset) {
+        for record in &mut records {
+            let delta = i32::try_from(record.offset - first).unwrap_or(i32::MAX);
+            record.sequence = delta.wrapping_sub(1);
+        }
+    }
+    encode_records(&records)
 }
 
 fn record_of(message: &StoredMessage) -> Record {
@@ -296,6 +297,19 @@ fn record_of(message: &StoredMessage) -> Record {
             (sent, None, headers)
         }
     };
+    let offset = i64::try_from(message.seq).unwrap_or(i64::MAX);
+    let mut record = plain_record(offset, Some(message.body.clone()));
+    record.timestamp = timestamp;
+    record.key = key;
+    record.headers = headers;
+    record
+}
+
+/// A record of no producer and no transaction at `offset`, with no key or headers and
+/// timestamp 0 (a creation time): what Fetch serves once it has set those, and what
+/// the tests' and the simulation's producers send. Its sequence follows its offset, so
+/// consecutive records encode into one batch.
+pub fn plain_record(offset: i64, value: Option<Bytes>) -> Record {
     Record {
         transactional: false,
         control: false,
@@ -304,13 +318,25 @@ fn record_of(message: &StoredMessage) -> Record {
         producer_id: -1,
         producer_epoch: -1,
         timestamp_type: TimestampType::Creation,
-        offset: i64::try_from(message.seq).unwrap_or(i64::MAX),
-        sequence: -1,
-        timestamp,
-        key,
-        value: Some(message.body.clone()),
-        headers,
+        offset,
+        sequence: i32::try_from(offset).unwrap_or(-1),
+        timestamp: 0,
+        key: None,
+        value,
+        headers: IndexMap::new(),
     }
+}
+
+/// One uncompressed record batch (v2) of `records`.
+pub fn encode_records(records: &[Record]) -> Result<Bytes, String> {
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, records, &options)
+        .map_err(|error| format!("encoding a record batch: {error}"))?;
+    Ok(buf.freeze())
 }
 
 /// The attributes a produced record is stored with.
@@ -355,25 +381,14 @@ mod tests {
         let records: Vec<Record> = values
             .iter()
             .enumerate()
-            .map(|(i, value)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i64::try_from(i).unwrap(),
+            .map(|(i, value)| {
+                let mut record = plain_record(i64::try_from(i).unwrap(), Some(value.clone()));
                 // The encoder starts a new batch where offset - sequence changes.
-                sequence: if one_batch {
-                    i32::try_from(i).unwrap()
-                } else {
-                    -1
-                },
-                timestamp: 1_700_000_000_000,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(value.clone()),
-                headers: IndexMap::new(),
+                if !one_batch {
+                    record.sequence = -1;
+                }
+                record.key = Some(Bytes::from(format!("k{i}")));
+                record
             })
             .collect();
         let mut buf = BytesMut::new();
@@ -475,6 +490,10 @@ mod tests {
             },
         ];
         let batch = encode_batch(&messages).unwrap();
+        // One batch for the whole answer, of no producer.
+        let infos = RecordBatchDecoder::decode_batch_info(&mut batch.clone()).unwrap();
+        assert_eq!(infos.len(), 1);
+        assert_eq!((infos[0].producer_id, infos[0].base_sequence), (-1, -1));
         let (records, producer) = decode_batches(&batch).unwrap();
         assert_eq!(producer, None);
         assert_eq!(records.len(), 2);
