@@ -2,18 +2,13 @@
 //! two-shard [`LocalNode`] whose clock only moves when every call waits on a timer, so
 //! that several members' calls run together as they do against a server. No sleeps.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::cell::Cell;
 
 use sluice_core::engine::{Engine, EngineLimits};
 use sluice_core::sim_disk::{block_on, SimDisk};
 
 use super::*;
-use crate::local::{LocalNode, Runtime};
+use crate::local::{LocalNode, Runtime, TimerClock};
 use crate::Node;
 
 const START_MS: u64 = 1_000;
@@ -32,74 +27,6 @@ fn join(member_id: &str, protocols: &[&str]) -> Join {
     }
 }
 
-/// A clock that stands still while any call can progress; [`run`] moves it to the
-/// earliest pending timer when all of them wait.
-#[derive(Clone, Default)]
-struct TimerClock {
-    now: Rc<Cell<u64>>,
-    timers: Rc<RefCell<BTreeMap<u64, u64>>>,
-    next_timer: Rc<Cell<u64>>,
-}
-
-struct Sleep {
-    clock: TimerClock,
-    deadline_ms: u64,
-    id: u64,
-}
-
-impl Future for Sleep {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if self.clock.now.get() >= self.deadline_ms {
-            self.clock.timers.borrow_mut().remove(&self.id);
-            return Poll::Ready(());
-        }
-        self.clock
-            .timers
-            .borrow_mut()
-            .insert(self.id, self.deadline_ms);
-        Poll::Pending
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        self.clock.timers.borrow_mut().remove(&self.id);
-    }
-}
-
-impl Runtime for TimerClock {
-    fn now_ms(&self) -> u64 {
-        self.now.get()
-    }
-    fn sleep_ms(&self, ms: u64) -> impl Future<Output = ()> {
-        self.next_timer.set(self.next_timer.get() + 1);
-        Sleep {
-            clock: self.clone(),
-            deadline_ms: self.now.get().saturating_add(ms),
-            id: self.next_timer.get(),
-        }
-    }
-}
-
-/// Runs `future` to completion, moving the clock to the earliest timer whenever it
-/// cannot progress otherwise.
-fn run<F: Future>(clock: &TimerClock, future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut context = Context::from_waker(std::task::Waker::noop());
-    for _ in 0..10_000 {
-        for _ in 0..4 {
-            if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-                return output;
-            }
-        }
-        let earliest = clock.timers.borrow().values().min().copied();
-        let earliest = earliest.expect("a pending call waits on a timer");
-        clock.now.set(clock.now.get().max(earliest));
-    }
-    panic!("the calls never completed");
-}
-
 type TestNode = LocalNode<SimDisk, TimerClock>;
 
 fn node() -> (TestNode, TimerClock) {
@@ -107,8 +34,7 @@ fn node() -> (TestNode, TimerClock) {
     let engines = (0..2)
         .map(|p| block_on(Engine::open(SimDisk::new(p), config, START_MS)).unwrap())
         .collect();
-    let clock = TimerClock::default();
-    clock.now.set(START_MS);
+    let clock = TimerClock::starting_at(START_MS);
     (LocalNode::new(engines, clock.clone(), 3, 2), clock)
 }
 
@@ -123,25 +49,28 @@ fn two_members_join_sync_and_a_third_triggers_a_rebalance() {
     let (node, clock) = node();
     let (a_shard, b_shard) = (node.shard(0), node.shard(1));
     let t = "tenant";
-    let a = run(&clock, a_shard.join_group(t, "g", join("", &["range"])))
+    let a = clock
+        .run(a_shard.join_group(t, "g", join("", &["range"])))
         .unwrap()
         .unwrap();
     assert_eq!((a.generation, a.leader.as_str()), (1, a.member_id.as_str()));
     assert_eq!(a.members.len(), 1);
     let a_id = a.member_id.clone();
     let own = vec![(a_id.clone(), b"a1".to_vec())];
-    let got = run(&clock, a_shard.sync_group(t, "g", &a_id, 1, own)).unwrap();
+    let got = clock
+        .run(a_shard.sync_group(t, "g", &a_id, 1, own))
+        .unwrap();
     assert_eq!(got, Ok(b"a1".to_vec()));
 
     // B joins; A learns of it by its heartbeat and rejoins.
-    let (b, a2) = run(
-        &clock,
-        futures_lite::future::zip(b_shard.join_group(t, "g", join("", &["range"])), async {
+    let (b, a2) = clock.run(futures_lite::future::zip(
+        b_shard.join_group(t, "g", join("", &["range"])),
+        async {
             let beat = a_shard.heartbeat_group(t, "g", &a_id, 1).await.unwrap();
             assert_eq!(beat, Err(GroupError::RebalanceInProgress));
             a_shard.join_group(t, "g", join(&a_id, &["range"])).await
-        }),
-    );
+        },
+    ));
     let (b, a2) = (b.unwrap().unwrap(), a2.unwrap().unwrap());
     assert_eq!((a2.generation, b.generation), (2, 2));
     assert_eq!(a2.leader, a_id, "the leader stays");
@@ -154,23 +83,20 @@ fn two_members_join_sync_and_a_third_triggers_a_rebalance() {
         (a_id.clone(), b"part-0".to_vec()),
         (b_id.clone(), b"part-1".to_vec()),
     ];
-    let (b_got, a_got) = run(
-        &clock,
-        futures_lite::future::zip(
-            b_shard.sync_group(t, "g", &b_id, 2, Vec::new()),
-            a_shard.sync_group(t, "g", &a_id, 2, assignments),
-        ),
-    );
+    let (b_got, a_got) = clock.run(futures_lite::future::zip(
+        b_shard.sync_group(t, "g", &b_id, 2, Vec::new()),
+        a_shard.sync_group(t, "g", &a_id, 2, assignments),
+    ));
     assert_eq!(b_got.unwrap(), Ok(b"part-1".to_vec()));
     assert_eq!(a_got.unwrap(), Ok(b"part-0".to_vec()));
-    let view = run(&clock, a_shard.describe_group(t, "g")).unwrap();
+    let view = clock.run(a_shard.describe_group(t, "g")).unwrap();
     assert_eq!(view.state, "Stable");
     assert_eq!(view.members.len(), 2);
 
     // A third member: the others are told to rejoin, and all three complete.
-    let (c, rest) = run(
-        &clock,
-        futures_lite::future::zip(a_shard.join_group(t, "g", join("", &["range"])), async {
+    let (c, rest) = clock.run(futures_lite::future::zip(
+        a_shard.join_group(t, "g", join("", &["range"])),
+        async {
             for (id, shard) in [(&a_id, a_shard), (&b_id, b_shard)] {
                 let beat = shard.heartbeat_group(t, "g", id, 2).await.unwrap();
                 assert_eq!(beat, Err(GroupError::RebalanceInProgress));
@@ -180,23 +106,23 @@ fn two_members_join_sync_and_a_third_triggers_a_rebalance() {
                 b_shard.join_group(t, "g", join(&b_id, &["range"])),
             )
             .await
-        }),
-    );
+        },
+    ));
     let c = c.unwrap().unwrap();
     assert_eq!(c.generation, 3);
     assert_eq!(rest.0.unwrap().unwrap().members.len(), 3);
     assert_eq!(rest.1.unwrap().unwrap().generation, 3);
 
     // B leaves: the others rebalance; an unknown member is refused.
-    let left = run(
-        &clock,
-        b_shard.leave_group(t, "g", vec![b_id.clone(), "x".into()]),
-    )
-    .unwrap();
+    let left = clock
+        .run(b_shard.leave_group(t, "g", vec![b_id.clone(), "x".into()]))
+        .unwrap();
     assert_eq!(left, vec![Ok(()), Err(GroupError::UnknownMember)]);
-    let beat = run(&clock, a_shard.heartbeat_group(t, "g", &a_id, 3)).unwrap();
+    let beat = clock
+        .run(a_shard.heartbeat_group(t, "g", &a_id, 3))
+        .unwrap();
     assert_eq!(beat, Err(GroupError::RebalanceInProgress));
-    let listed = run(&clock, a_shard.list_groups(t)).unwrap();
+    let listed = clock.run(a_shard.list_groups(t)).unwrap();
     assert_eq!(
         listed,
         vec![(
@@ -205,9 +131,7 @@ fn two_members_join_sync_and_a_third_triggers_a_rebalance() {
             "PreparingRebalance".to_string()
         )]
     );
-    assert!(run(&clock, a_shard.list_groups("other"))
-        .unwrap()
-        .is_empty());
+    assert!(clock.run(a_shard.list_groups("other")).unwrap().is_empty());
 }
 
 #[test]
@@ -219,47 +143,50 @@ fn a_member_whose_session_ended_is_removed_and_the_group_rebalances() {
     let (node, clock) = node();
     let shard = node.shard(0);
     let t = "tenant";
-    let a = run(&clock, shard.join_group(t, "g", join("", &["range"])))
+    let a = clock
+        .run(shard.join_group(t, "g", join("", &["range"])))
         .unwrap()
         .unwrap();
     let a_id = a.member_id;
-    let (b, a2) = run(
-        &clock,
-        futures_lite::future::zip(shard.join_group(t, "g", join("", &["range"])), async {
+    let (b, a2) = clock.run(futures_lite::future::zip(
+        shard.join_group(t, "g", join("", &["range"])),
+        async {
             let _ = shard.heartbeat_group(t, "g", &a_id, 1).await;
             shard.join_group(t, "g", join(&a_id, &["range"])).await
-        }),
-    );
+        },
+    ));
     let b_id = b.unwrap().unwrap().member_id;
     assert_eq!(a2.unwrap().unwrap().generation, 2);
     // A keeps its session alive; B (10 s session) does not.
     for _ in 0..3 {
-        clock.now.set(clock.now.get() + 4_000);
-        let beat = run(&clock, shard.heartbeat_group(t, "g", &a_id, 2)).unwrap();
+        clock.advance(4_000);
+        let beat = clock.run(shard.heartbeat_group(t, "g", &a_id, 2)).unwrap();
         if beat.is_err() {
             assert_eq!(beat, Err(GroupError::RebalanceInProgress));
             break;
         }
     }
-    let gone = run(&clock, shard.heartbeat_group(t, "g", &b_id, 2)).unwrap();
+    let gone = clock.run(shard.heartbeat_group(t, "g", &b_id, 2)).unwrap();
     assert_eq!(gone, Err(GroupError::UnknownMember));
-    let alone = run(&clock, shard.join_group(t, "g", join(&a_id, &["range"])))
+    let alone = clock
+        .run(shard.join_group(t, "g", join(&a_id, &["range"])))
         .unwrap()
         .unwrap();
     assert_eq!((alone.generation, alone.members.len()), (3, 1));
 
     // A rebalance that a member never rejoins ends at the rebalance timeout without it.
-    let before = clock.now.get();
-    let c = run(&clock, shard.join_group(t, "g", join("", &["range"])))
+    let before = clock.now_ms();
+    let c = clock
+        .run(shard.join_group(t, "g", join("", &["range"])))
         .unwrap()
         .unwrap();
     assert_eq!(c.generation, 4);
     assert_eq!(
-        clock.now.get(),
+        clock.now_ms(),
         before + 5_000,
         "waited out the rebalance timeout"
     );
-    let dropped = run(&clock, shard.heartbeat_group(t, "g", &a_id, 3)).unwrap();
+    let dropped = clock.run(shard.heartbeat_group(t, "g", &a_id, 3)).unwrap();
     assert_eq!(dropped, Err(GroupError::UnknownMember));
 }
 

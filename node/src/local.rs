@@ -358,6 +358,96 @@ impl Runtime for StepClock {
     }
 }
 
+/// A clock of in-process tests that stands still while any call can progress:
+/// [`TimerClock::run`] moves it to the earliest pending timer only when every call waits
+/// on one, so several clients' calls (members joining a group) meet at their timers as
+/// they do against a server, with no real time passing.
+#[derive(Clone, Default)]
+pub struct TimerClock {
+    now: Rc<Cell<u64>>,
+    /// Pending sleeps: id to deadline.
+    timers: Rc<RefCell<std::collections::BTreeMap<u64, u64>>>,
+    next_timer: Rc<Cell<u64>>,
+}
+
+/// Polls of a [`TimerClock::run`] between two moves of the clock, and moves at most.
+const TIMER_RUN_POLLS: usize = 4;
+const TIMER_RUN_MOVES_MAX: usize = 10_000;
+
+impl TimerClock {
+    pub fn starting_at(now_ms: u64) -> TimerClock {
+        let clock = TimerClock::default();
+        clock.now.set(now_ms);
+        clock
+    }
+
+    /// Moves the clock forward by `ms` (the test's own passage of time).
+    pub fn advance(&self, ms: u64) {
+        self.now.set(self.now.get().saturating_add(ms));
+    }
+
+    /// Runs `future` to completion, moving the clock to the earliest pending timer
+    /// whenever it cannot progress otherwise; panics if it never completes (bounded).
+    pub fn run<F: Future>(&self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..TIMER_RUN_MOVES_MAX {
+            for _ in 0..TIMER_RUN_POLLS {
+                if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                    return output;
+                }
+            }
+            let earliest = self.timers.borrow().values().min().copied();
+            let earliest = earliest.expect("a pending call waits on a timer");
+            self.now.set(self.now.get().max(earliest));
+        }
+        panic!("the calls never completed");
+    }
+}
+
+/// One pending sleep of a [`TimerClock`].
+struct TimerSleep {
+    clock: TimerClock,
+    deadline_ms: u64,
+    id: u64,
+}
+
+impl Future for TimerSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.clock.now.get() >= self.deadline_ms {
+            self.clock.timers.borrow_mut().remove(&self.id);
+            return std::task::Poll::Ready(());
+        }
+        self.clock
+            .timers
+            .borrow_mut()
+            .insert(self.id, self.deadline_ms);
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for TimerSleep {
+    fn drop(&mut self) {
+        self.clock.timers.borrow_mut().remove(&self.id);
+    }
+}
+
+impl Runtime for TimerClock {
+    fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+
+    fn sleep_ms(&self, ms: u64) -> impl Future<Output = ()> {
+        self.next_timer.set(self.next_timer.get() + 1);
+        TimerSleep {
+            clock: self.clone(),
+            deadline_ms: self.now.get().saturating_add(ms),
+            id: self.next_timer.get(),
+        }
+    }
+}
+
 /// The engine configuration of in-process tests and fuzz targets: small segments, no
 /// preallocation, `limits` as given.
 pub fn test_engine_config(

@@ -3,13 +3,7 @@
 //! Several sessions' requests run together; the clock only moves when every one of them
 //! waits on a timer (no sleeps).
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -33,57 +27,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
-use sluice_node::local::{LocalNode, Runtime};
+use sluice_node::local::{LocalNode, Runtime, TimerClock};
 use sluice_node::Node;
 use sluice_tcp::kafka::{KafkaConfig, Reply, Session};
-
-/// A clock that stands still while any request can progress; [`World::run`] moves it
-/// to the earliest pending timer when all of them wait.
-#[derive(Clone, Default)]
-struct TimerClock {
-    now: Rc<Cell<u64>>,
-    timers: Rc<RefCell<BTreeMap<u64, u64>>>,
-    next_timer: Rc<Cell<u64>>,
-}
-
-struct Sleep {
-    clock: TimerClock,
-    deadline_ms: u64,
-    id: u64,
-}
-
-impl Future for Sleep {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if self.clock.now.get() >= self.deadline_ms {
-            self.clock.timers.borrow_mut().remove(&self.id);
-            return Poll::Ready(());
-        }
-        let mut timers = self.clock.timers.borrow_mut();
-        timers.insert(self.id, self.deadline_ms);
-        Poll::Pending
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        self.clock.timers.borrow_mut().remove(&self.id);
-    }
-}
-
-impl Runtime for TimerClock {
-    fn now_ms(&self) -> u64 {
-        self.now.get()
-    }
-    fn sleep_ms(&self, ms: u64) -> impl Future<Output = ()> {
-        self.next_timer.set(self.next_timer.get() + 1);
-        Sleep {
-            clock: self.clone(),
-            deadline_ms: self.now.get().saturating_add(ms),
-            id: self.next_timer.get(),
-        }
-    }
-}
 
 struct World {
     disks: Vec<SimDisk>,
@@ -112,7 +58,7 @@ fn config() -> EngineConfig {
 fn open(disks: &[SimDisk], clock: &TimerClock) -> LocalNode<SimDisk, TimerClock> {
     let engines = disks
         .iter()
-        .map(|disk| block_on(Engine::open(disk.clone(), config(), clock.now.get())).unwrap())
+        .map(|disk| block_on(Engine::open(disk.clone(), config(), clock.now_ms())).unwrap())
         .collect();
     let node = LocalNode::new(engines, clock.clone(), 1, 2);
     block_on(node.reconcile()).unwrap();
@@ -121,8 +67,7 @@ fn open(disks: &[SimDisk], clock: &TimerClock) -> LocalNode<SimDisk, TimerClock>
 
 fn world() -> World {
     let disks: Vec<SimDisk> = (0..2).map(SimDisk::new).collect();
-    let clock = TimerClock::default();
-    clock.now.set(1_000);
+    let clock = TimerClock::starting_at(1_000);
     let node = open(&disks, &clock);
     let tenant = block_on(node.create_tenant("kafka", None)).expect("tenant");
     World {
@@ -172,22 +117,9 @@ fn answer<R: Request>(version: i16, reply: Reply) -> R::Response {
 }
 
 impl World {
-    /// Runs `future` to completion, moving the clock to the earliest timer whenever it
-    /// cannot progress otherwise.
-    fn run<F: Future>(&self, future: F) -> F::Output {
-        let mut future = std::pin::pin!(future);
-        let mut context = Context::from_waker(std::task::Waker::noop());
-        for _ in 0..10_000 {
-            for _ in 0..4 {
-                if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-                    return output;
-                }
-            }
-            let earliest = self.clock.timers.borrow().values().min().copied();
-            let earliest = earliest.expect("a pending request waits on a timer");
-            self.clock.now.set(self.clock.now.get().max(earliest));
-        }
-        panic!("the requests never completed");
+    /// Runs `future` to completion on the world's clock.
+    fn run<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.clock.run(future)
     }
 
     /// One request of one session, run alone.
