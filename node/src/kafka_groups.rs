@@ -447,14 +447,26 @@ impl Group {
         generation: i32,
         now_ms: u64,
     ) -> Result<(), GroupError> {
-        self.touch(member_id, now_ms)?;
-        if generation != self.generation {
-            return Err(GroupError::IllegalGeneration);
-        }
+        self.touch_in_generation(member_id, generation, now_ms)?;
         match self.phase {
             Phase::Preparing { .. } => Err(GroupError::RebalanceInProgress),
             Phase::AwaitingSync | Phase::Stable => Ok(()),
         }
+    }
+
+    /// A call of `member_id` in `generation`: the member exists (its session is renewed)
+    /// and the generation is the group's.
+    fn touch_in_generation(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        now_ms: u64,
+    ) -> Result<(), GroupError> {
+        self.touch(member_id, now_ms)?;
+        if generation != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        Ok(())
     }
 
     /// The first step of a sync: the leader's assignments are stored; answers the
@@ -466,10 +478,7 @@ impl Group {
         assignments: &[(String, Vec<u8>)],
         now_ms: u64,
     ) -> Result<Option<Vec<u8>>, GroupError> {
-        self.touch(member_id, now_ms)?;
-        if generation != self.generation {
-            return Err(GroupError::IllegalGeneration);
-        }
+        self.touch_in_generation(member_id, generation, now_ms)?;
         match self.phase {
             Phase::Preparing { .. } => return Err(GroupError::RebalanceInProgress),
             Phase::AwaitingSync if member_id == self.leader => {
@@ -525,10 +534,7 @@ impl Group {
         generation: i32,
         now_ms: u64,
     ) -> Result<(), GroupError> {
-        self.touch(member_id, now_ms)?;
-        if generation != self.generation {
-            return Err(GroupError::IllegalGeneration);
-        }
+        self.touch_in_generation(member_id, generation, now_ms)?;
         match self.phase {
             Phase::Stable => Ok(()),
             Phase::Preparing { .. } | Phase::AwaitingSync => Err(GroupError::RebalanceInProgress),
