@@ -206,7 +206,7 @@ pub struct Ctx {
     /// Consumers ack everything at once (the draining phase after healing).
     pub draining: Cell<bool>,
     pub stopped: Cell<bool>,
-    /// The Kafka producer's attempts (single node; `crate::kafka`).
+    /// The Kafka producer's attempts (`crate::kafka`).
     pub kafka: RefCell<crate::kafka::KafkaHistory>,
 }
 

@@ -793,7 +793,12 @@ impl Cluster {
         let served_ms = now_ms(self.start);
         let local = &boot.local;
         let entry = thread_rng().gen_range(0..local.shard_count());
-        let response = service::handle(&**local.shard(entry), &self.service, &parts, &body).await;
+        let shard = &**local.shard(entry);
+        let response = if parts.uri.path() == crate::kafka::KAFKA_PATH {
+            crate::kafka::serve_connection(shard, &body).await
+        } else {
+            service::handle(shard, &self.service, &parts, &body).await
+        };
         let done_serial = self.take_serial(&boot.runtime);
         let done_ms = now_ms(self.start);
         let _ = answer.try_send(Served {

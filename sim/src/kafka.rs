@@ -1,4 +1,4 @@
-//! Kafka traffic in the single-node simulation: a producer of record batches through the
+//! Kafka traffic in the simulation, on one node and in the cluster: a producer of record batches through the
 //! server's Kafka adapter (`sluice_tcp::kafka::Session` over the same node layer the DMS
 //! clients use), under the same crashes, disk faults and clock jumps, and after the drain
 //! a reader that fetches every partition of the topic from offset 0 and checks it against
@@ -11,9 +11,9 @@
 //! - nothing appears that no produce sent, and a record appears at most once per attempt
 //!   that may have stored it (duplicates come only from retries).
 //!
-//! Each exchange is one connection: a fresh session logs in with SASL PLAIN and sends one
-//! request. The node being down refuses it (nothing stored); an answer with an error
-//! code, or a node that restarts while serving it, leaves it unknown.
+//! Each exchange is one connection to a random node: a fresh session logs in with SASL
+//! PLAIN and sends one request. Nothing reaching a node refuses it (nothing stored); an
+//! answer with an error code, or one that was lost, leaves it unknown.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,21 +22,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http::Response;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    ApiKey, CreateTopicsRequest, FetchRequest, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 use madsim::rand::{thread_rng, Rng};
+use sluice_node::Node;
 use sluice_tcp::kafka::{encode_records, plain_record, KafkaConfig, Reply, Session};
 
-use crate::client::{Ctx, Target};
+use crate::client::Ctx;
+use crate::cluster::Reached;
 
 /// The topic the producer writes (tenant 0's).
 const TOPIC: &str = "kstream";
@@ -73,7 +75,7 @@ pub enum Produce {
 #[derive(Default)]
 pub struct KafkaHistory {
     pub produced: Vec<Produced>,
-    /// Whether setup created the topic (the cluster simulation runs no Kafka traffic).
+    /// Whether setup created the topic.
     pub topic: bool,
 }
 
@@ -86,7 +88,7 @@ fn config() -> Arc<KafkaConfig> {
     })
 }
 
-/// A whole request frame (length prefix included) for `request` at `version`.
+/// A whole request frame, length prefix included, for `request` at `version`.
 fn frame<R: Request>(correlation_id: i32, version: i16, request: &R) -> Bytes {
     let key = ApiKey::try_from(R::KEY).expect("a known API");
     let header = RequestHeader::default()
@@ -102,53 +104,108 @@ fn frame<R: Request>(correlation_id: i32, version: i16, request: &R) -> Bytes {
     request.encode(&mut out, version).expect("encodes");
     let length = i32::try_from(out.len() - 4).expect("small");
     out[..4].copy_from_slice(&length.to_be_bytes());
-    // The session takes a frame without its length prefix.
-    out.freeze().slice(4..)
+    out.freeze()
 }
 
-/// The answer to `request` in `reply`, or why there is none.
-fn answer<R: Request>(version: i16, reply: &Reply) -> Result<R::Response, String> {
-    let Reply::Send(bytes) = reply else {
-        return Err(format!("no answer: {reply:?}"));
-    };
+/// The answer to `request` in `reply` (a response frame without its length prefix).
+fn answer<R: Request>(version: i16, reply: &Bytes) -> Result<R::Response, String> {
     let key = ApiKey::try_from(R::KEY).expect("a known API");
-    let mut body = Bytes::copy_from_slice(&bytes[4..]);
+    let mut body = reply.clone();
     ResponseHeader::decode(&mut body, key.response_header_version(version))
         .map_err(|e| format!("response header: {e}"))?;
     R::Response::decode(&mut body, version).map_err(|e| format!("answer: {e}"))
 }
 
-/// One connection: log in as tenant 0 and send `request`; `None` when the node is down,
-/// `Err` when it restarted while serving (the answer is then unknown).
-async fn exchange<R: Request>(
-    ctx: &Ctx,
-    version: i16,
-    request: &R,
-) -> Option<Result<R::Response, String>> {
-    let Target::Single(node) = &ctx.target else {
-        panic!("Kafka traffic runs in the single-node simulation");
-    };
+/// The simulator's path for one Kafka connection: the request's body is the client's
+/// frames (each with its length prefix), the answer's body the server's replies, up to
+/// the first that closes the connection. The simulated network carries HTTP packets;
+/// this is how a connection's bytes ride on one (`Node::handle`, `Cluster::serve`).
+pub const KAFKA_PATH: &str = "/sim/kafka";
+
+/// Serves one Kafka connection carried by a request to [`KAFKA_PATH`] with the server's
+/// Kafka session on `node` (the shard the request entered).
+pub async fn serve_connection<N: Node>(node: &N, body: &Bytes) -> Response<Bytes> {
+    let mut session = Session::new(config());
+    let mut out = Vec::new();
+    let mut rest = body.clone();
+    while rest.len() >= 4 {
+        let length = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+        let length = usize::try_from(length).expect("fits");
+        if rest.len() < 4 + length {
+            break;
+        }
+        let frame = rest.slice(4..4 + length);
+        rest = rest.slice(4 + length..);
+        match session.handle(node, frame).await {
+            Reply::Send(bytes) => out.extend_from_slice(&bytes),
+            Reply::Nothing => {}
+            Reply::Close(_) => break,
+        }
+    }
+    Response::new(Bytes::from(out))
+}
+
+/// The answer frames (without length prefixes) in a [`serve_connection`] response body.
+fn replies(body: &Bytes) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut rest = body.clone();
+    while rest.len() >= 4 {
+        let length = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+        let length = usize::try_from(length).expect("fits");
+        if rest.len() < 4 + length {
+            break;
+        }
+        out.push(rest.slice(4..4 + length));
+        rest = rest.slice(4 + length..);
+    }
+    out
+}
+
+/// What became of one Kafka connection's request.
+enum Exchange<T> {
+    Answered(T),
+    /// Nothing reached a node: nothing applied.
+    Refused,
+    /// Maybe applied: the answer was lost, damaged, or carried an error.
+    Unknown(String),
+}
+
+/// One connection: log in as tenant 0 and send `request`, through any node.
+async fn exchange<R: Request>(ctx: &Ctx, version: i16, request: &R) -> Exchange<R::Response> {
     let credentials = ctx.credentials.borrow()[0].clone();
     let token = format!("\0{}\0{}", credentials.ak, credentials.sk);
-    let frames = vec![
-        frame(
-            1,
-            1,
-            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        ),
-        frame(
-            2,
-            2,
-            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token.into_bytes())),
-        ),
-        frame(3, version, request),
-    ];
-    let mut session = Session::new(config());
-    let replies = node.kafka(&mut session, frames).await?;
-    Some(match replies.last() {
-        Some(reply) if replies.len() == 3 => answer::<R>(version, reply),
-        _ => Err(format!("the session ended early: {replies:?}")),
-    })
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&frame(
+        1,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    ));
+    body.extend_from_slice(&frame(
+        2,
+        2,
+        &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token.into_bytes())),
+    ));
+    body.extend_from_slice(&frame(3, version, request));
+    let (parts, ()) = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(KAFKA_PATH)
+        .body(())
+        .expect("a valid request")
+        .into_parts();
+    match ctx.target.handle(parts, body.freeze()).await {
+        Reached::Refused => Exchange::Refused,
+        Reached::Lost { .. } => Exchange::Unknown("the answer was lost".into()),
+        Reached::Served(served) => {
+            let replies = replies(served.response.body());
+            match replies.get(2) {
+                Some(reply) => match answer::<R>(version, reply) {
+                    Ok(answer) => Exchange::Answered(answer),
+                    Err(why) => Exchange::Unknown(why),
+                },
+                None => Exchange::Unknown(format!("{} replies of 3", replies.len())),
+            }
+        }
+    }
 }
 
 /// Creates the topic (setup, before faults).
@@ -160,7 +217,8 @@ pub async fn setup(ctx: &Ctx) {
             .with_replication_factor(-1)])
         .with_timeout_ms(10_000);
     for _ in 0..CREATE_ATTEMPTS_MAX {
-        if let Some(Ok(answer)) = exchange::<CreateTopicsRequest>(ctx, 5, &request).await {
+        if let Exchange::Answered(answer) = exchange::<CreateTopicsRequest>(ctx, 5, &request).await
+        {
             let code = answer.topics.first().map(|t| t.error_code);
             // 0, or TOPIC_ALREADY_EXISTS after an attempt whose answer was lost.
             if matches!(code, Some(0 | 36)) {
@@ -207,9 +265,9 @@ pub async fn producer(ctx: Rc<Ctx>, partitions: u16) {
                     .with_records(Some(batch(&values)))])]);
         for _ in 0..ATTEMPTS_MAX {
             let outcome = match exchange::<ProduceRequest>(&ctx, 9, &request).await {
-                None => Produce::Refused,
-                Some(Err(why)) => Produce::Unknown(why),
-                Some(Ok(answer)) => produce_outcome(&answer),
+                Exchange::Refused => Produce::Refused,
+                Exchange::Unknown(why) => Produce::Unknown(why),
+                Exchange::Answered(answer) => produce_outcome(&answer),
             };
             let acked = matches!(outcome, Produce::Acked(_));
             ctx.kafka.borrow_mut().produced.push(Produced {
@@ -243,31 +301,55 @@ fn produce_outcome(answer: &ProduceResponse) -> Produce {
     }
 }
 
-/// Reads each partition of the topic from offset 0 to its high watermark; `Err` when the
-/// node does not answer.
+/// Fetch attempts at one offset in the final read (an election may be under way), and the
+/// pause between them.
+const FETCH_ATTEMPTS_MAX: u32 = 30;
+const FETCH_RETRY_MS: u64 = 500;
+
+/// One Fetch of `partition` from `offset`: the partition's answer, retried while the
+/// answer is lost or an error (bounded).
+async fn fetch(ctx: &Ctx, partition: i32, offset: i64) -> Result<PartitionData, String> {
+    let request = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut why = String::new();
+    for _ in 0..FETCH_ATTEMPTS_MAX {
+        match exchange::<FetchRequest>(ctx, 12, &request).await {
+            Exchange::Answered(answer) => {
+                let data = answer
+                    .responses
+                    .into_iter()
+                    .next()
+                    .and_then(|topic| topic.partitions.into_iter().next())
+                    .ok_or_else(|| "no partition in the fetch answer".to_string())?;
+                if data.error_code == 0 {
+                    return Ok(data);
+                }
+                why = format!("fetch error {}", data.error_code);
+            }
+            Exchange::Refused => why = "refused".into(),
+            Exchange::Unknown(reason) => why = reason,
+        }
+        madsim::time::sleep(Duration::from_millis(FETCH_RETRY_MS)).await;
+    }
+    Err(format!(
+        "{FETCH_ATTEMPTS_MAX} fetches at {offset} failed; the last: {why}"
+    ))
+}
+
+/// Reads a partition of the topic from offset 0 to its high watermark.
 async fn read_partition(ctx: &Ctx, partition: i32) -> Result<Vec<(i64, String)>, String> {
     let mut log = Vec::new();
     let mut next = 0i64;
     for _ in 0..FETCHES_MAX {
-        let request = FetchRequest::default()
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
-            .with_max_bytes(1 << 20)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(next)
-                    .with_partition_max_bytes(1 << 20)])]);
-        let answer = match exchange::<FetchRequest>(ctx, 12, &request).await {
-            Some(Ok(answer)) => answer,
-            Some(Err(why)) => return Err(why),
-            None => return Err("the node is down".into()),
-        };
-        let data = first_partition(&answer)?;
-        if data.error_code != 0 {
-            return Err(format!("fetch error {}", data.error_code));
-        }
+        let data = fetch(ctx, partition, next).await?;
         let mut records = data.records.clone().unwrap_or_default();
         let mut fetched = 0;
         while !records.is_empty() {
@@ -291,16 +373,6 @@ async fn read_partition(ctx: &Ctx, partition: i32) -> Result<Vec<(i64, String)>,
         }
     }
     Err(format!("more than {FETCHES_MAX} fetches"))
-}
-
-fn first_partition(
-    answer: &FetchResponse,
-) -> Result<&kafka_protocol::messages::fetch_response::PartitionData, String> {
-    answer
-        .responses
-        .first()
-        .and_then(|topic| topic.partitions.first())
-        .ok_or_else(|| "no partition in the fetch answer".to_string())
 }
 
 /// The final read and its checks (after the drain, faults healed); the violations found.

@@ -38,9 +38,9 @@ use sluice_http::service::{self, ServiceConfig};
 use sluice_node::local::{LocalNode, Runtime};
 use sluice_node::tenants::Tenant;
 use sluice_node::Node as _;
-use sluice_tcp::kafka::{Reply, Session};
 
 use crate::history::{Event, EventKind, History};
+use crate::kafka;
 use crate::slow_disk::SlowDisk;
 
 /// Node time is this base plus simulated milliseconds: a plausible epoch time (2023-11),
@@ -425,7 +425,12 @@ impl Node {
         let entry_queue_ms = local.runtime().now_ms();
         let entry_gap = wall_gap_ms(local.runtime());
         let entry = thread_rng().gen_range(0..local.shard_count());
-        let response = service::handle(&**local.shard(entry), &self.service, &parts, &body).await;
+        let shard = &**local.shard(entry);
+        let response = if parts.uri.path() == kafka::KAFKA_PATH {
+            kafka::serve_connection(shard, &body).await
+        } else {
+            service::handle(shard, &self.service, &parts, &body).await
+        };
         let done_serial = self.serial.get() + 1;
         self.serial.set(done_serial);
         let done_ms = now_ms(self.start);
@@ -450,27 +455,5 @@ impl Node {
             done_ms,
             response,
         })
-    }
-
-    /// Serves one Kafka connection's `frames` (without length prefixes) in order with the
-    /// server's Kafka session at a random shard, up to the first that closes it; `None`
-    /// when the node is down. A storage fault restarts the node, as for [`Node::handle`].
-    pub async fn kafka(&self, session: &mut Session, frames: Vec<Bytes>) -> Option<Vec<Reply>> {
-        let local = self.local()?;
-        let generation = self.generation.get();
-        let entry = thread_rng().gen_range(0..local.shard_count());
-        let mut replies = Vec::new();
-        for frame in frames {
-            let reply = session.handle(&**local.shard(entry), frame).await;
-            let closed = matches!(reply, Reply::Close(_));
-            replies.push(reply);
-            if closed {
-                break;
-            }
-        }
-        if local.faults() > 0 {
-            self.poison(generation, "a storage fault");
-        }
-        Some(replies)
     }
 }

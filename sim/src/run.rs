@@ -198,9 +198,7 @@ pub async fn simulate(seed: u64) -> Report {
         madsim::time::sleep(Duration::from_millis(SIMULATED_MS_MAX)).await;
         panic!("the run did not end within {SIMULATED_MS_MAX} ms of simulated time");
     });
-    let mut workload = spawn_workload(&ctx);
-    let kafka = kafka::producer(ctx.clone(), ctx.knobs.partitions);
-    workload.producers.push(madsim::task::spawn_local(kafka));
+    let workload = spawn_workload(&ctx);
     let wake = wind_down(&ctx, workload).await;
     watchdog.abort();
     report(seed, &ctx, wake)
@@ -217,6 +215,7 @@ pub async fn simulate_cluster(seed: u64, nodes: Nodes) -> Report {
     let (ctx, cluster) = build_cluster(seed, nodes);
     cluster.launch();
     client::setup(&ctx).await;
+    kafka::setup(&ctx).await;
     unleash(&ctx);
     cluster_nemesis::unleash(&cluster);
     let watchdog = madsim::task::spawn_local(async {
@@ -373,6 +372,14 @@ fn unleash(ctx: &Ctx) {
     }
 }
 
+/// The partitions of the node (of every node of the cluster).
+fn partitions(ctx: &Ctx) -> u16 {
+    match &ctx.target {
+        Target::Single(_) => ctx.knobs.partitions,
+        Target::Cluster(cluster) => u16::try_from(cluster.partitions()).expect("few partitions"),
+    }
+}
+
 /// Every simulated disk of the run.
 fn disks(ctx: &Ctx) -> Vec<SimDisk> {
     match &ctx.target {
@@ -437,6 +444,8 @@ fn spawn_workload(ctx: &Rc<Ctx>) -> Workload {
         )));
         client_id += 1;
     }
+    let kafka = kafka::producer(ctx.clone(), partitions(ctx));
+    producers.push(madsim::task::spawn_local(kafka));
     Workload {
         node_loop,
         nemesis,
@@ -449,8 +458,7 @@ fn spawn_workload(ctx: &Rc<Ctx>) -> Workload {
 
 /// Ends the run: once the producers are done, heals, drains (`DRAIN_MS`, plus
 /// `release_wait_ms`), stops the clients, probes that the node still answers, and stops
-/// the node. Returns the wake probe's violation, if any, and the Kafka checks' (single
-/// node).
+/// the node. Returns the wake probe's violation, if any, and the Kafka checks'.
 async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Vec<String> {
     for producer in workload.producers {
         producer.await.expect("producer task");
@@ -475,9 +483,7 @@ async fn wind_down(ctx: &Rc<Ctx>, workload: Workload) -> Vec<String> {
     }
     workload.prober.await.expect("prober task");
     let mut wake: Vec<String> = client::wake_probe(ctx.clone()).await.into_iter().collect();
-    if matches!(ctx.target, Target::Single(_)) {
-        wake.extend(kafka::verify(ctx, ctx.knobs.partitions).await);
-    }
+    wake.extend(kafka::verify(ctx, partitions(ctx)).await);
     match &ctx.target {
         Target::Single(node) => {
             node.stopped.set(true);
