@@ -1008,15 +1008,16 @@ fn under_load_a_move_puts_every_partition_on_a_new_node_and_loses_nothing() {
 }
 
 #[test]
-fn kafka_metadata_names_every_node_and_each_partitions_leader() {
+fn kafka_metadata_and_find_coordinator_name_every_node_and_each_partitions_leader() {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
-        CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
-        ProduceRequest, ProduceResponse, TopicName,
+        CreateTopicsRequest, CreateTopicsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+        MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
+    use sluice_node::kafka_groups::{group_key, group_partition};
     use sluice_tcp::kafka::{encode_records, plain_record};
 
     let dir = tempfile::tempdir().unwrap();
@@ -1081,6 +1082,37 @@ fn kafka_metadata_names_every_node_and_each_partitions_leader() {
         }
         (named == leaders).then_some(leaders)
     });
+
+    // FindCoordinator through node 2 names, for each group, the leader of the partition
+    // its state lives on.
+    let groups: Vec<String> = (0..8).map(|g| format!("group-{g}")).collect();
+    let find = FindCoordinatorRequest::default()
+        .with_key_type(0)
+        .with_coordinator_keys(
+            groups
+                .iter()
+                .map(|g| StrBytes::from_string(g.clone()))
+                .collect(),
+        );
+    poll(
+        "FindCoordinator naming each group's partition leader",
+        || {
+            let answer: FindCoordinatorResponse = via_two.call(4, &find);
+            let leaders = wait_agreed(&nodes, None);
+            let partitions = u32::try_from(leaders.len()).unwrap();
+            let mut agreed = true;
+            for (group, coordinator) in groups.iter().zip(&answer.coordinators) {
+                assert_eq!(coordinator.error_code, 0, "{coordinator:?}");
+                let key = group_key(&credentials.project_id, group);
+                let partition = usize::try_from(group_partition(&key, partitions)).unwrap();
+                let leader = leaders[partition];
+                let at = format!("{}:{}", coordinator.host, coordinator.port);
+                agreed &= u64::try_from(coordinator.node_id.0).unwrap() == leader;
+                agreed &= at == address(leader);
+            }
+            agreed.then_some(())
+        },
+    );
 
     // A record produced at each partition's leader, and one through node 2 (which
     // forwards where it does not lead), are stored: offsets 0 and 1 of each partition.

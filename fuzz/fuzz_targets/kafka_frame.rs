@@ -43,6 +43,7 @@ fn world() -> World {
         max_consume_count: None,
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 0,
+        partitions: 0,
     };
     block_on(
         node.shard(0)

@@ -23,9 +23,10 @@ pub struct Routed<T> {
     pub item: T,
 }
 
-/// The partition one message goes to. `owned` lists the partitions a plain NORMAL send
-/// may rotate over (the routing shard's [`send_preference`], maybe none); `rotation` is
-/// the shard's rotation counter for this request.
+/// The partition one message goes to, below `partition_count` (the queue's partitions).
+/// `owned` lists the partitions a plain NORMAL send may rotate over (the routing shard's
+/// [`send_preference`], maybe none; those at or above the count are passed over);
+/// `rotation` is the shard's rotation counter for this request.
 pub fn partition_for_send(
     mode: QueueMode,
     partition_count: u32,
@@ -36,12 +37,13 @@ pub fn partition_for_send(
     assert!(partition_count > 0, "a queue has at least one partition");
     let count = u64::from(partition_count);
     let hashed = |key: &[u8]| u32::try_from(xxh3_64(key) % count).expect("below count");
-    let rotating = || {
-        if owned.is_empty() {
-            u32::try_from(rotation % count).expect("below count")
-        } else {
-            owned[usize::try_from(rotation % owned.len() as u64).expect("below len")]
-        }
+    // Only the owned partitions the queue uses (a queue may use fewer than the node has).
+    let usable = || owned.iter().copied().filter(|p| *p < partition_count);
+    let rotating = || match usable().count() as u64 {
+        0 => u32::try_from(rotation % count).expect("below count"),
+        choices => usable()
+            .nth(usize::try_from(rotation % choices).expect("below len"))
+            .expect("below the count of choices"),
     };
     match mode {
         QueueMode::Normal => match &message.dedup_id {
@@ -174,6 +176,29 @@ mod tests {
         let from_a = partition_for_send(QueueMode::Normal, 4, &[1, 3], &keyed, 0);
         let from_b = partition_for_send(QueueMode::Normal, 4, &[0, 2], &keyed, 5);
         assert_eq!(from_a, from_b);
+    }
+
+    #[test]
+    fn a_queue_of_fewer_partitions_than_the_node_gets_sends_only_on_its_own() {
+        // Goal: a Kafka topic of 2 partitions on a node of 4 stores nothing on 2 and 3,
+        // whatever the routing shard owns and whatever decides the partition.
+        let plain = message(None, None);
+        for rotation in 0..8 {
+            let p = partition_for_send(QueueMode::Normal, 2, &[1, 3], &plain, rotation);
+            assert_eq!(p, 1, "the one owned partition the queue uses");
+            let p = partition_for_send(QueueMode::Normal, 2, &[2, 3], &plain, rotation);
+            assert_eq!(
+                p,
+                u32::try_from(rotation % 2).unwrap(),
+                "none usable: all of its own"
+            );
+            let keyed = message(Some(&format!("d{rotation}")), None);
+            assert!(partition_for_send(QueueMode::Normal, 2, &[3], &keyed, rotation) < 2);
+            let grouped = message(None, Some(&format!("g{rotation}")));
+            let fifo = QueueMode::Fifo(FifoScope::MessageGroup);
+            assert!(partition_for_send(fifo, 2, &[3], &grouped, rotation) < 2);
+        }
+        assert_eq!(receive_order(2, 1, |p| p == 3), [1, 0]);
     }
 
     #[test]

@@ -362,7 +362,7 @@ impl<H: Host> NodeShard<H> {
         let mut bytes_delivered: u64 = 0;
         let mut seen = Vec::new();
         let order =
-            routing::receive_order(self.config.partition_count, self.next_rotation(), |p| {
+            routing::receive_order(self.queue_partitions(queue), self.next_rotation(), |p| {
                 self.owns(p)
             });
         for partition in order {
@@ -544,6 +544,18 @@ impl<H: Host> NodeShard<H> {
     pub(crate) fn view(&self, queue: QueueId) -> Option<QueueView> {
         self.directories.queues.load().get(queue).cloned()
     }
+
+    /// The partitions `queue` uses (`0..` this): its own count, or the node's for a
+    /// queue this node's directory does not know yet (the engine decides then).
+    fn queue_partitions(&self, queue: QueueId) -> u32 {
+        self.directories
+            .queues
+            .load()
+            .get(queue)
+            .map_or(self.config.partition_count, |view| {
+                view.config.partitions_on(self.config.partition_count)
+            })
+    }
 }
 
 impl<H: Host> Node for NodeShard<H> {
@@ -678,14 +690,14 @@ impl<H: Host> Node for NodeShard<H> {
         // Refused whole for anything that needs no queue state, before any partition
         // stores part of it.
         validate_batch(&self.config.limits, &messages, self.now_ms())?;
-        let mode = self
+        let config = self
             .view(queue)
-            .map(|view| view.config.mode)
+            .map(|view| view.config)
             .ok_or(EngineError::QueueNotFound)?;
         let preferred = routing::send_preference(&self.owned, |p| self.leads(p));
         let batches = routing::split_send(
-            mode,
-            self.config.partition_count,
+            config.mode,
+            config.partitions_on(self.config.partition_count),
             &preferred,
             &messages,
             self.next_rotation(),
@@ -781,7 +793,12 @@ impl<H: Host> Node for NodeShard<H> {
         messages: Vec<SendInput>,
         producer: Option<ProducerBatch>,
     ) -> Result<SendToReply, NodeError> {
-        if partition >= self.config.partition_count {
+        let partitions = if bugs::enabled(Bug::TopicPartitionsIgnored) {
+            self.config.partition_count
+        } else {
+            self.queue_partitions(queue)
+        };
+        if partition >= partitions {
             return Err(NodeError::Engine(EngineError::QueueNotFound));
         }
         if messages.is_empty() {
@@ -814,7 +831,7 @@ impl<H: Host> Node for NodeShard<H> {
             let mut total = 0u64;
             for read in &reads {
                 let budget = read.bytes_max.min(bytes_max.saturating_sub(total));
-                if read.partition >= self.config.partition_count {
+                if read.partition >= self.queue_partitions(read.queue) {
                     answers.push(Err(NodeError::Engine(EngineError::QueueNotFound)));
                     continue;
                 }
@@ -860,7 +877,7 @@ impl<H: Host> Node for NodeShard<H> {
         partition: u32,
         at_ms: Option<u64>,
     ) -> Result<(u64, u64, Option<u64>), NodeError> {
-        if partition >= self.config.partition_count {
+        if partition >= self.queue_partitions(queue) {
             return Err(NodeError::Engine(EngineError::QueueNotFound));
         }
         self.call(requests::Positions {

@@ -89,6 +89,7 @@ fn config(mode: QueueMode) -> QueueConfig {
         max_consume_count: None,
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 300_000,
+        partitions: 0,
     }
 }
 
@@ -394,6 +395,76 @@ fn normal_sends_stay_on_the_entry_shards_partitions_and_receives_drain_all() {
     assert!(results.iter().all(|r| *r == Ok(AckOutcome::Applied)));
     let again = block_on(node.receive(queue, group, Lane::Main, receive_request(64), 0)).unwrap();
     assert!(again.is_empty());
+}
+
+#[test]
+fn a_queue_of_two_partitions_on_a_node_of_four_uses_only_its_own_after_a_restart_too() {
+    // Goal: a Kafka topic created with 2 partitions on a node of 4: sends through any
+    // shard, dedup ids and FIFO groups land on partitions 0 and 1 only, receives drain
+    // them, the partitions it lacks refuse position sends and reads, and the count
+    // survives a restart (it is part of the queue's durable config).
+    let disks: Vec<SimDisk> = (0..4).map(SimDisk::new).collect();
+    let node = started_over(&disks, 2);
+    let tenant = with_tenant(&node);
+    let two = QueueConfig {
+        partitions: 2,
+        ..normal()
+    };
+    let (queue, group) = queue_with_group(&node, &tenant, two);
+    let mut sent = 0;
+    for shard in 0..2 {
+        for i in 0..6 {
+            let mut keyed = message(&format!("k{shard}.{i}"));
+            keyed.dedup_id = Some(format!("d{shard}.{i}"));
+            let batch = vec![message(&format!("m{shard}.{i}")), keyed];
+            for routed in block_on(node.shard(shard).send(queue, batch)).unwrap() {
+                assert!(
+                    routed.partition < 2,
+                    "stored on partition {}",
+                    routed.partition
+                );
+                sent += 1;
+            }
+        }
+    }
+    for partition in 2..4 {
+        let info = node.engine(partition).unwrap().queue_info(queue).unwrap();
+        assert_eq!(info.sent_total, 0, "partition {partition} holds none of it");
+    }
+    let check_outside = |node: &TestNode| {
+        let refused = block_on(node.send_to(queue, 2, vec![message("x")], None));
+        assert_eq!(
+            refused.unwrap_err(),
+            NodeError::Engine(EngineError::QueueNotFound)
+        );
+        let refused = block_on(node.positions(queue, 3, None));
+        assert_eq!(
+            refused.unwrap_err(),
+            NodeError::Engine(EngineError::QueueNotFound)
+        );
+        let read = crate::PositionRead {
+            queue,
+            partition: 3,
+            from: 0,
+            bytes_max: 1 << 20,
+        };
+        let answers = block_on(node.read_positions(vec![read], 1 << 20, 0, 0)).unwrap();
+        assert_eq!(
+            answers[0].as_ref().unwrap_err(),
+            &NodeError::Engine(EngineError::QueueNotFound)
+        );
+    };
+    check_outside(&node);
+    assert!(block_on(node.send_to(queue, 1, vec![message("p1")], None)).is_ok());
+    sent += 1;
+    drop(node);
+    let node = started_over(&disks, 2);
+    let view = node.queue(&tenant, queue).unwrap();
+    assert_eq!(view.config.partitions, 2, "the count outlives a restart");
+    check_outside(&node);
+    let got = block_on(node.receive(queue, group, Lane::Main, receive_request(64), 0)).unwrap();
+    assert_eq!(got.len(), sent);
+    assert!(got.iter().all(|d| d.partition < 2));
 }
 
 #[test]

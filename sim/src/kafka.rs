@@ -69,6 +69,8 @@ pub enum Produce {
     Refused,
     /// Maybe stored: an error code, or the node restarted while serving it.
     Unknown(String),
+    /// Refused UNKNOWN_TOPIC_OR_PARTITION for a partition the topic does not have.
+    Outside,
 }
 
 /// The Kafka side of a run's history.
@@ -77,7 +79,18 @@ pub struct KafkaHistory {
     pub produced: Vec<Produced>,
     /// Whether setup created the topic.
     pub topic: bool,
+    /// The topic's partitions ([`topic_partitions`]), fewer than the node's where it has
+    /// more than one, so that a queue of fewer partitions than the node meets the faults.
+    pub partitions: u16,
 }
+
+/// The partition count the topic is created with on a node of `node_partitions`.
+pub fn topic_partitions(node_partitions: u16) -> u16 {
+    node_partitions.saturating_sub(1).max(1)
+}
+
+/// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 fn config() -> Arc<KafkaConfig> {
     Arc::new(KafkaConfig {
@@ -208,12 +221,14 @@ async fn exchange<R: Request>(ctx: &Ctx, version: i16, request: &R) -> Exchange<
     }
 }
 
-/// Creates the topic (setup, before faults).
-pub async fn setup(ctx: &Ctx) {
+/// Creates the topic (setup, before faults) with [`topic_partitions`] of the node's
+/// `node_partitions`.
+pub async fn setup(ctx: &Ctx, node_partitions: u16) {
+    let partitions = topic_partitions(node_partitions);
     let request = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-            .with_num_partitions(-1)
+            .with_num_partitions(i32::from(partitions))
             .with_replication_factor(-1)])
         .with_timeout_ms(10_000);
     for _ in 0..CREATE_ATTEMPTS_MAX {
@@ -222,7 +237,9 @@ pub async fn setup(ctx: &Ctx) {
             let code = answer.topics.first().map(|t| t.error_code);
             // 0, or TOPIC_ALREADY_EXISTS after an attempt whose answer was lost.
             if matches!(code, Some(0 | 36)) {
-                ctx.kafka.borrow_mut().topic = true;
+                let mut history = ctx.kafka.borrow_mut();
+                history.topic = true;
+                history.partitions = partitions;
                 return;
             }
         }
@@ -241,10 +258,13 @@ fn batch(values: &[String]) -> Bytes {
 
 /// Produces `BATCHES` batches of new records to random partitions with acks=all,
 /// retrying a batch whose outcome is unknown.
+/// Produces [`BATCHES`] batches to random partitions of the node's `partitions` (those
+/// the topic lacks included: they must be refused).
 pub async fn producer(ctx: Rc<Ctx>, partitions: u16) {
     if !ctx.kafka.borrow().topic {
         return;
     }
+    let inside = ctx.kafka.borrow().partitions;
     let mut serial = 0u32;
     for _ in 0..BATCHES {
         let partition = i32::from(thread_rng().gen_range(0..partitions));
@@ -267,9 +287,11 @@ pub async fn producer(ctx: Rc<Ctx>, partitions: u16) {
             let outcome = match exchange::<ProduceRequest>(&ctx, 9, &request).await {
                 Exchange::Refused => Produce::Refused,
                 Exchange::Unknown(why) => Produce::Unknown(why),
-                Exchange::Answered(answer) => produce_outcome(&answer),
+                Exchange::Answered(answer) => {
+                    produce_outcome(&answer, partition >= i32::from(inside))
+                }
             };
-            let acked = matches!(outcome, Produce::Acked(_));
+            let acked = matches!(outcome, Produce::Acked(_) | Produce::Outside);
             ctx.kafka.borrow_mut().produced.push(Produced {
                 partition,
                 values: values.clone(),
@@ -284,7 +306,8 @@ pub async fn producer(ctx: Rc<Ctx>, partitions: u16) {
     }
 }
 
-fn produce_outcome(answer: &ProduceResponse) -> Produce {
+/// What an answer says of one produce; `outside` when its partition is not the topic's.
+fn produce_outcome(answer: &ProduceResponse, outside: bool) -> Produce {
     let Some(partition) = answer
         .responses
         .first()
@@ -294,6 +317,7 @@ fn produce_outcome(answer: &ProduceResponse) -> Produce {
     };
     match partition.error_code {
         0 => Produce::Acked(partition.base_offset),
+        UNKNOWN_TOPIC_OR_PARTITION if outside => Produce::Outside,
         code => Produce::Unknown(format!(
             "error {code}: {:?}",
             partition.error_message.as_ref().map(StrBytes::as_str)
@@ -306,10 +330,9 @@ fn produce_outcome(answer: &ProduceResponse) -> Produce {
 const FETCH_ATTEMPTS_MAX: u32 = 30;
 const FETCH_RETRY_MS: u64 = 500;
 
-/// One Fetch of `partition` from `offset`: the partition's answer, retried while the
-/// answer is lost or an error (bounded).
-async fn fetch(ctx: &Ctx, partition: i32, offset: i64) -> Result<PartitionData, String> {
-    let request = FetchRequest::default()
+/// A Fetch of `partition` from `offset`, answering at once.
+fn fetch_request(partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default()
         .with_max_wait_ms(0)
         .with_min_bytes(0)
         .with_max_bytes(1 << 20)
@@ -318,7 +341,13 @@ async fn fetch(ctx: &Ctx, partition: i32, offset: i64) -> Result<PartitionData, 
             .with_partitions(vec![FetchPartition::default()
                 .with_partition(partition)
                 .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+/// One Fetch of `partition` from `offset`: the partition's answer, retried while the
+/// answer is lost or an error (bounded).
+async fn fetch(ctx: &Ctx, partition: i32, offset: i64) -> Result<PartitionData, String> {
+    let request = fetch_request(partition, offset);
     let mut why = String::new();
     for _ in 0..FETCH_ATTEMPTS_MAX {
         match exchange::<FetchRequest>(ctx, 12, &request).await {
@@ -341,6 +370,34 @@ async fn fetch(ctx: &Ctx, partition: i32, offset: i64) -> Result<PartitionData, 
     }
     Err(format!(
         "{FETCH_ATTEMPTS_MAX} fetches at {offset} failed; the last: {why}"
+    ))
+}
+
+/// Checks that a fetch of `partition`, one the topic does not have, is refused
+/// UNKNOWN_TOPIC_OR_PARTITION (retried while lost or another error, bounded).
+async fn refused_outside(ctx: &Ctx, partition: i32) -> Result<(), String> {
+    let mut why = String::new();
+    for _ in 0..FETCH_ATTEMPTS_MAX {
+        match exchange::<FetchRequest>(ctx, 12, &fetch_request(partition, 0)).await {
+            Exchange::Answered(answer) => {
+                let code = answer
+                    .responses
+                    .first()
+                    .and_then(|topic| topic.partitions.first())
+                    .map(|data| data.error_code);
+                match code {
+                    Some(UNKNOWN_TOPIC_OR_PARTITION) => return Ok(()),
+                    Some(0) => return Err("outside the topic, yet a fetch was answered".into()),
+                    other => why = format!("fetch answered {other:?}"),
+                }
+            }
+            Exchange::Refused => why = "refused".into(),
+            Exchange::Unknown(reason) => why = reason,
+        }
+        madsim::time::sleep(Duration::from_millis(FETCH_RETRY_MS)).await;
+    }
+    Err(format!(
+        "{FETCH_ATTEMPTS_MAX} fetches failed; the last: {why}"
     ))
 }
 
@@ -382,7 +439,13 @@ pub async fn verify(ctx: &Ctx, partitions: u16) -> Vec<String> {
     }
     let mut violations = Vec::new();
     let mut logs = BTreeMap::new();
-    for partition in 0..i32::from(partitions) {
+    let inside = i32::from(ctx.kafka.borrow().partitions);
+    for partition in inside..i32::from(partitions) {
+        if let Err(why) = refused_outside(ctx, partition).await {
+            violations.push(format!("kafka: partition {partition}: {why}"));
+        }
+    }
+    for partition in 0..inside {
         match read_partition(ctx, partition).await {
             Ok(log) => {
                 logs.insert(partition, log);
@@ -391,12 +454,13 @@ pub async fn verify(ctx: &Ctx, partitions: u16) -> Vec<String> {
         }
     }
     let history = ctx.kafka.borrow();
-    check(&history.produced, &logs, &mut violations);
+    check(inside, &history.produced, &logs, &mut violations);
     violations
 }
 
 /// The checks of the module documentation over the produce history and the fetched logs.
 fn check(
+    inside: i32,
     produced: &[Produced],
     logs: &BTreeMap<i32, Vec<(i64, String)>>,
     violations: &mut Vec<String>,
@@ -404,7 +468,7 @@ fn check(
     // Per value: its partition and how many attempts may have stored it.
     let mut may_store: BTreeMap<&str, (i32, usize)> = BTreeMap::new();
     for attempt in produced {
-        if attempt.outcome == Produce::Refused {
+        if matches!(attempt.outcome, Produce::Refused | Produce::Outside) {
             continue;
         }
         for value in &attempt.values {
@@ -445,6 +509,13 @@ fn check(
         let Produce::Acked(base) = attempt.outcome else {
             continue;
         };
+        if attempt.partition >= inside {
+            violations.push(format!(
+                "kafka: a batch acknowledged at {}.{base}, a partition the topic does not have",
+                attempt.partition
+            ));
+            continue;
+        }
         let Some(log) = logs.get(&attempt.partition) else {
             continue; // Its partition could not be read: reported above.
         };

@@ -190,7 +190,7 @@ fn service_config(knobs: &Knobs) -> ServiceConfig {
 pub async fn simulate(seed: u64) -> Report {
     let ctx = build(seed);
     client::setup(&ctx).await;
-    kafka::setup(&ctx).await;
+    kafka::setup(&ctx, partitions(&ctx)).await;
     unleash(&ctx);
     // A run that does not end within this much simulated time is a failure (a hang),
     // not a wait: the task panics and the seed reports it.
@@ -215,7 +215,7 @@ pub async fn simulate_cluster(seed: u64, nodes: Nodes) -> Report {
     let (ctx, cluster) = build_cluster(seed, nodes);
     cluster.launch();
     client::setup(&ctx).await;
-    kafka::setup(&ctx).await;
+    kafka::setup(&ctx, partitions(&ctx)).await;
     unleash(&ctx);
     cluster_nemesis::unleash(&cluster);
     let watchdog = madsim::task::spawn_local(async {

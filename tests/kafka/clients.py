@@ -54,12 +54,25 @@ def kafka_python():
     back by assignment, ListOffsets, a wrong secret refused, another tenant's topic
     invisible."""
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError
+    from kafka.admin import NewPartitions, NewTopic
+    from kafka.errors import InvalidPartitionsError, KafkaError
 
     admin = KafkaAdminClient(**kp_common())
     admin.create_topics([NewTopic("kp-orders", num_partitions=2, replication_factor=1)])
     check("kp-orders" in admin.list_topics(), "created topic is listed")
+    # A topic of one partition: the clients see one, records go there, growing is refused.
+    admin.create_topics([NewTopic("kp-single", num_partitions=1, replication_factor=1)])
+    single = KafkaProducer(acks="all", **kp_common())
+    for i in range(5):
+        metadata = single.send("kp-single", value=b"one-%d" % i).get(timeout=DEADLINE_S)
+        check(metadata.partition == 0, "a one-partition topic stores on partition 0")
+    check(single.partitions_for("kp-single") == {0}, "the producer sees one partition")
+    single.close()
+    try:
+        admin.create_partitions({"kp-single": NewPartitions(total_count=2)})
+        fail("a topic's partition count grew")
+    except InvalidPartitionsError:
+        pass
     sent = {}
     for acks in (0, 1, "all"):
         producer = KafkaProducer(acks=acks, **kp_common())

@@ -301,6 +301,7 @@ fn another_tenants_topic_is_invisible() {
         max_consume_count: None,
         retry: sluice_core::engine::types::RetryPolicy::Immediate,
         dedup_window_ms: 0,
+        partitions: 0,
     };
     block_on(node.create_queue(&other.project_id, "secret", config, Vec::new())).unwrap();
     let answer: MetadataResponse = world.call(&mut session, 12, &MetadataRequest::default());
@@ -345,6 +346,88 @@ impl World {
         let part = &answer.responses[0].partition_responses[0];
         (part.error_code, part.base_offset)
     }
+}
+
+#[test]
+fn a_topic_keeps_the_partition_count_and_replication_factor_it_was_created_with() {
+    // The node has 2 partitions and is a cluster of one.
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+    let world = world();
+    let mut session = session();
+    world.login(&mut session);
+    let create = |session: &mut Session, name: &str, partitions: i32, replication: i16| {
+        let mut create = CreateTopicsRequest::default();
+        let mut wanted = CreatableTopic::default();
+        wanted.name = topic(name);
+        wanted.num_partitions = partitions;
+        wanted.replication_factor = replication;
+        create.topics.push(wanted);
+        let answer: CreateTopicsResponse = world.call(session, 5, &create);
+        answer.topics.into_iter().next().unwrap()
+    };
+    let one = create(&mut session, "one", 1, 1);
+    assert_eq!(
+        (one.error_code, one.num_partitions),
+        (0, 1),
+        "{:?}",
+        one.error_message
+    );
+    assert_eq!(one.replication_factor, 1);
+    // More partitions than the node has, none, or a factor above the cluster's size.
+    let refused = |session: &mut Session, name, partitions, replication| {
+        create(session, name, partitions, replication).error_code
+    };
+    assert_eq!(
+        refused(&mut session, "three", 3, -1),
+        37,
+        "INVALID_PARTITIONS"
+    );
+    assert_eq!(
+        refused(&mut session, "none", 0, -1),
+        37,
+        "INVALID_PARTITIONS"
+    );
+    assert_eq!(
+        refused(&mut session, "copies", -1, 2),
+        38,
+        "INVALID_REPLICATION_FACTOR"
+    );
+
+    let mut metadata = MetadataRequest::default();
+    let mut asked = MetadataRequestTopic::default();
+    asked.name = Some(topic("one"));
+    metadata.topics = Some(vec![asked]);
+    let answer: MetadataResponse = world.call(&mut session, 12, &metadata);
+    assert_eq!(answer.topics[0].partitions.len(), 1);
+
+    let produce = |session: &mut Session, partition: i32| {
+        let mut produce = ProduceRequest::default();
+        produce.acks = -1;
+        produce.timeout_ms = 5_000;
+        let mut data = TopicProduceData::default();
+        data.name = topic("one");
+        let mut part = PartitionProduceData::default();
+        part.index = partition;
+        part.records = Some(batch(&["x"]));
+        data.partition_data.push(part);
+        produce.topic_data.push(data);
+        let answer: ProduceResponse = world.call(session, 9, &produce);
+        answer.responses[0].partition_responses[0].error_code
+    };
+    assert_eq!(produce(&mut session, 0), 0);
+    assert_eq!(produce(&mut session, 1), 3, "UNKNOWN_TOPIC_OR_PARTITION");
+
+    let mut grow = CreatePartitionsRequest::default();
+    let mut wanted = CreatePartitionsTopic::default();
+    wanted.name = topic("one");
+    wanted.count = 2;
+    grow.topics.push(wanted);
+    let answer: CreatePartitionsResponse = world.call(&mut session, 3, &grow);
+    assert_eq!(answer.results[0].error_code, 37, "growing is refused");
+    grow.topics[0].count = 1;
+    let answer: CreatePartitionsResponse = world.call(&mut session, 3, &grow);
+    assert_eq!(answer.results[0].error_code, 0, "its own count is a no-op");
 }
 
 #[test]

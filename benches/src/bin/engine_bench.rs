@@ -69,6 +69,7 @@ fn queue_config(mode: QueueMode) -> QueueConfig {
         max_consume_count: Some(16),
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 300_000,
+        partitions: 0,
     }
 }
 

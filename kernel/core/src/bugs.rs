@@ -75,6 +75,10 @@ pub enum Bug {
     /// The position `send_to` answers for a batch (a Kafka produce's base offset) is one
     /// past its first message's (sluice-node `shard.rs`, `send_to_partition`).
     SendToWrongOffset,
+    /// `send_to` (a Kafka produce) takes any partition of the node, not only those of
+    /// the queue (sluice-node `shard.rs`, `send_to`): a topic of fewer partitions than
+    /// the node stores records on a partition it does not have.
+    TopicPartitionsIgnored,
     /// A write (a send, an ack, a metadata change) is answered once the leader's own log
     /// holds its entries durably, before a majority has them (engine `replication.rs`,
     /// `wait_committed`): a leader deposed before replicating loses them.
@@ -101,7 +105,7 @@ pub enum Bug {
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 23] = [
+    pub const ALL: [Bug; 24] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -120,6 +124,7 @@ impl Bug {
         Bug::AckForwardUnconfirmed,
         Bug::LongPollNeverWakes,
         Bug::SendToWrongOffset,
+        Bug::TopicPartitionsIgnored,
         Bug::RaftConfirmBeforeMajority,
         Bug::RaftVoteWithoutPersisting,
         Bug::RaftApplyUncommitted,
@@ -131,7 +136,7 @@ impl Bug {
     /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
     /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs. Left out too:
     /// [`Bug::RAFT`], which a node of single-replica partitions cannot catch.
-    pub const CAUGHT: [Bug; 16] = [
+    pub const CAUGHT: [Bug; 17] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -148,6 +153,7 @@ impl Bug {
         Bug::AckForwardUnconfirmed,
         Bug::LongPollNeverWakes,
         Bug::SendToWrongOffset,
+        Bug::TopicPartitionsIgnored,
     ];
 
     /// The Raft bugs: the seeded cluster of sluice-core's replication tests
@@ -181,6 +187,7 @@ impl Bug {
             Bug::AckForwardUnconfirmed => "ack-forward-unconfirmed",
             Bug::LongPollNeverWakes => "long-poll-never-wakes",
             Bug::SendToWrongOffset => "send-to-wrong-offset",
+            Bug::TopicPartitionsIgnored => "topic-partitions-ignored",
             Bug::RaftConfirmBeforeMajority => "raft-confirm-before-majority",
             Bug::RaftVoteWithoutPersisting => "raft-vote-without-persisting",
             Bug::RaftApplyUncommitted => "raft-apply-uncommitted",

@@ -340,6 +340,7 @@ fn queue_config() -> QueueConfig {
         max_consume_count: None,
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 300 * 1000,
+        partitions: 0,
     }
 }
 

@@ -68,6 +68,7 @@ pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError>
         max_consume_count,
         retry: create_retry(&body)?,
         dedup_window_ms: ctx.config.dedup_window_ms,
+        partitions: 0,
     };
     let tags = tags::parse_create(&body)?;
     let meta = serde_json::to_vec(&QueueMeta { description, tags }).expect("meta serialises");

@@ -33,11 +33,13 @@ use kafka_protocol::ResponseError;
 use sluice_core::engine::command::CommittedOffset;
 use sluice_core::engine::types::{EngineError, QueueId};
 use sluice_core::limits::OFFSET_METADATA_BYTES_MAX;
-use sluice_node::kafka_groups::{GroupError, Join, GROUP_KEY_BYTES_MAX};
+use sluice_node::kafka_groups::{
+    group_key, group_partition, GroupError, Join, GROUP_KEY_BYTES_MAX,
+};
 use sluice_node::{Node, NodeError};
 
 use super::api::{decode, respond, Context};
-use super::topics::{error_code, too_many_partitions, topic_index, TopicIndex};
+use super::topics::{error_code, too_many_partitions, topic_index, Placement, TopicIndex};
 use super::{Reply, TOPICS_PER_REQUEST_MAX};
 
 /// Groups (or coordinator keys, or members) one request may name.
@@ -95,8 +97,10 @@ fn too_many(what: &str, count: usize, max: usize) -> Option<Reply> {
     (count > max).then(|| Reply::Close(format!("{count} {what} in one request; at most {max}")))
 }
 
+/// FindCoordinator: a group's coordinator is the leader of the partition its state
+/// lives on ([`group_partition`] of its key), as Metadata names leaders; any node serves
+/// a group call by forwarding, so a stale answer costs a hop, not an error.
 pub async fn find_coordinator<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes) -> Reply {
-    let _ = node;
     let request: FindCoordinatorRequest = match decode(context.head, body) {
         Ok(request) => request,
         Err(reply) => return reply,
@@ -109,42 +113,39 @@ pub async fn find_coordinator<N: Node>(context: &Context<'_>, node: &N, body: &m
         return reply;
     }
     // Groups only (key type 0): transactions are not served.
-    let code = if request.key_type == 0 {
-        0
-    } else {
-        ResponseError::CoordinatorNotAvailable.code()
+    let served = request.key_type == 0;
+    let placement = Placement::read(context, node).await;
+    let tenant = context.tenant.project_id.as_str();
+    let partitions = node.partition_count();
+    let locate = |key: &str| {
+        if served {
+            let (id, host, port) =
+                placement.leader_address(group_partition(&group_key(tenant, key), partitions));
+            (0, id, host, port)
+        } else {
+            let code = ResponseError::CoordinatorNotAvailable.code();
+            (code, BrokerId(-1), StrBytes::default(), -1)
+        }
     };
-    let host = StrBytes::from_string(context.config.advertised_host.clone());
-    let me = BrokerId(context.config.broker_id);
     let mut response = FindCoordinatorResponse::default();
     if context.head.version < 4 {
+        let (code, id, host, port) = locate(request.key.as_str());
         response.error_code = code;
-        response.node_id = if code == 0 { me } else { BrokerId(-1) };
-        response.host = if code == 0 { host } else { StrBytes::default() };
-        response.port = if code == 0 {
-            context.config.advertised_port
-        } else {
-            -1
-        };
+        response.node_id = id;
+        response.host = host;
+        response.port = port;
     } else {
         response.coordinators = request
             .coordinator_keys
             .iter()
             .map(|key| {
+                let (code, id, host, port) = locate(key.as_str());
                 let mut coordinator = Coordinator::default();
                 coordinator.key = key.clone();
                 coordinator.error_code = code;
-                coordinator.node_id = if code == 0 { me } else { BrokerId(-1) };
-                coordinator.host = if code == 0 {
-                    host.clone()
-                } else {
-                    StrBytes::default()
-                };
-                coordinator.port = if code == 0 {
-                    context.config.advertised_port
-                } else {
-                    -1
-                };
+                coordinator.node_id = id;
+                coordinator.host = host;
+                coordinator.port = port;
                 coordinator
             })
             .collect();
@@ -331,7 +332,7 @@ pub async fn offset_commit<N: Node>(context: &Context<'_>, node: &N, body: &mut 
     let tenant = context.tenant.project_id.as_str();
     let names: Vec<&str> = request.topics.iter().map(|t| t.name.0.as_str()).collect();
     let index = topic_index(node, tenant, &names).await;
-    let partition_count = node.partition_count();
+    let node_partitions = node.partition_count();
     let group_ok = valid_group(context, &request.group_id);
     // Each asked partition's code; `None` for those that go to the node.
     let mut codes: Vec<Vec<Option<i16>>> = Vec::new();
@@ -340,7 +341,10 @@ pub async fn offset_commit<N: Node>(context: &Context<'_>, node: &N, body: &mut 
         if let Some(reply) = too_many_partitions(topic.partitions.len()) {
             return reply;
         }
-        let queue = index.get(topic.name.0.as_str()).map(|view| view.id);
+        let view = index.get(topic.name.0.as_str());
+        let queue = view.map(|view| view.id);
+        let partition_count =
+            view.map_or(node_partitions, |v| v.config.partitions_on(node_partitions));
         let topic_codes = topic
             .partitions
             .iter()

@@ -150,9 +150,7 @@ pub async fn heartbeat<N: Node>(
     };
     let names: Vec<&str> = subscribed.iter().map(String::as_str).collect();
     let index = topic_index(node, &context.tenant.project_id, &names).await;
-    let partitions: Vec<i32> = (0..node.partition_count())
-        .map(|p| i32::try_from(p).expect("partitions are u16"))
-        .collect();
+    let node_partitions = node.partition_count();
     let mut assignment = Assignment::default();
     assignment.topic_partitions = names
         .iter()
@@ -160,7 +158,9 @@ pub async fn heartbeat<N: Node>(
         .map(|view| {
             let mut topic = TopicPartitions::default();
             topic.topic_id = topic_id(view);
-            topic.partitions = partitions.clone();
+            topic.partitions = (0..view.config.partitions_on(node_partitions))
+                .map(|p| i32::try_from(p).expect("partitions are u16"))
+                .collect();
             topic
         })
         .collect();

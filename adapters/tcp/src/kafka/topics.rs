@@ -126,14 +126,14 @@ fn too_many(what: &str, count: usize) -> Option<Reply> {
 /// What Metadata says about brokers and partition leaders: every node with its Kafka
 /// address when `--kafka-brokers` names them, each partition led by the node this
 /// node's replica believes leads it; else this node alone, leading every partition.
-struct Placement {
+pub(super) struct Placement {
     brokers: Vec<MetadataResponseBroker>,
     /// Per partition: the leader and the replicas, as broker ids.
     partitions: Vec<(BrokerId, Vec<BrokerId>)>,
 }
 
 impl Placement {
-    async fn read<N: Node>(context: &Context<'_>, node: &N) -> Placement {
+    pub(super) async fn read<N: Node>(context: &Context<'_>, node: &N) -> Placement {
         let config = &context.config;
         let me = BrokerId(config.broker_id);
         let alone = |count: u32| Placement {
@@ -187,13 +187,41 @@ impl Placement {
         }
     }
 
+    /// The broker leading `partition` as (id, host, port); the first broker (this node
+    /// alone, or the first named) for a partition it does not know.
+    pub(super) fn leader_address(&self, partition: u32) -> (BrokerId, StrBytes, i32) {
+        let leader = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.partitions.get(p))
+            .map(|(leader, _)| *leader);
+        let broker = self
+            .brokers
+            .iter()
+            .find(|b| Some(b.node_id) == leader)
+            .or(self.brokers.first())
+            .expect("a placement names at least one broker");
+        (broker.node_id, broker.host.clone(), broker.port)
+    }
+
+    fn node_partitions(&self) -> u32 {
+        u32::try_from(self.partitions.len()).expect("partitions are u16")
+    }
+
+    /// The cluster's size as a replication factor: the most voters any partition has.
+    fn replication_factor(&self) -> i16 {
+        let voters = self.partitions.iter().map(|(_, replicas)| replicas.len());
+        i16::try_from(voters.max().unwrap_or(1)).unwrap_or(i16::MAX)
+    }
+
     fn topic(&self, view: &QueueView) -> MetadataResponseTopic {
         let mut topic = MetadataResponseTopic::default();
         topic.name = Some(TopicName(StrBytes::from_string(view.name.to_string())));
         topic.topic_id = topic_id(view);
+        let count = view.config.partitions_on(self.node_partitions());
         topic.partitions = self
             .partitions
             .iter()
+            .take(usize::try_from(count).expect("partitions are u16"))
             .enumerate()
             .map(|(partition, (leader, replicas))| {
                 let mut p = MetadataResponsePartition::default();
@@ -277,6 +305,16 @@ pub async fn metadata<N: Node>(context: &Context<'_>, node: &N, body: &mut Bytes
     respond(context.head, &response)
 }
 
+/// The partition count of a new topic asking for `wanted` (-1: the node's).
+fn topic_partitions(wanted: i32, node_partitions: u32) -> i32 {
+    let node = i32::try_from(node_partitions).expect("partitions are u16");
+    if wanted == -1 {
+        node
+    } else {
+        wanted
+    }
+}
+
 /// The queue configuration of a new topic, from its `configs`.
 fn topic_config(
     configs: &[kafka_protocol::messages::create_topics_request::CreatableTopicConfig],
@@ -287,6 +325,7 @@ fn topic_config(
         max_consume_count: None,
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 0,
+        partitions: 0,
     };
     for entry in configs {
         let value = entry.value.as_ref().map(StrBytes::as_str);
@@ -322,22 +361,30 @@ pub async fn create_topics<N: Node>(context: &Context<'_>, node: &N, body: &mut 
     if let Some(reply) = too_many("topics", request.topics.len()) {
         return reply;
     }
-    let partitions = i32::try_from(node.partition_count()).expect("partitions are u16");
+    let node_partitions = node.partition_count();
+    let placement = Placement::read(context, node).await;
+    let cluster = placement.replication_factor();
     let mut response = CreateTopicsResponse::default();
     for topic in &request.topics {
         let mut result = CreatableTopicResult::default();
         result.name = topic.name.clone();
-        result.num_partitions = partitions;
-        result.replication_factor = 1;
-        let refusal = if topic.num_partitions != -1 && topic.num_partitions != partitions {
+        result.num_partitions = topic_partitions(topic.num_partitions, node_partitions);
+        result.replication_factor = cluster;
+        let refusal = if topic.num_partitions == 0
+            || topic.num_partitions < -1
+            || topic.num_partitions > i32::try_from(node_partitions).expect("u16")
+        {
             Some((
                 ResponseError::InvalidPartitions,
-                format!("every topic here has {partitions} partitions (the node's)"),
+                format!("a topic has 1 to {node_partitions} partitions (the node's)"),
             ))
-        } else if !(-1..=1).contains(&topic.replication_factor) && topic.replication_factor != 3 {
+        } else if topic.replication_factor == 0
+            || topic.replication_factor < -1
+            || topic.replication_factor > cluster
+        {
             Some((
                 ResponseError::InvalidReplicationFactor,
-                "the replication factor is the cluster's (1 or 3)".to_string(),
+                format!("a replication factor is 1 to {cluster} (the cluster's size)"),
             ))
         } else if !topic.assignments.is_empty() {
             Some((
@@ -354,7 +401,10 @@ pub async fn create_topics<N: Node>(context: &Context<'_>, node: &N, body: &mut 
             continue;
         }
         let config = match topic_config(&topic.configs) {
-            Ok(config) => config,
+            Ok(config) => QueueConfig {
+                partitions: u16::try_from(result.num_partitions).expect("checked above"),
+                ..config
+            },
             Err(message) => {
                 result.error_code = ResponseError::InvalidConfig.code();
                 result.error_message = Some(StrBytes::from_string(message));
@@ -566,8 +616,9 @@ pub async fn describe_configs<N: Node>(context: &Context<'_>, node: &N, body: &m
     respond(context.head, &response)
 }
 
-/// CreatePartitions: a topic has the node's partitions, no more and no fewer, so only a
-/// request for that count succeeds (as a no-op).
+/// CreatePartitions: a topic keeps the partition count it was created with; a request
+/// for that count succeeds (as a no-op), one to grow it is refused INVALID_PARTITIONS
+/// (growing a topic is not built), one to shrink it too, as Kafka does.
 pub async fn create_partitions<N: Node>(
     context: &Context<'_>,
     node: &N,
@@ -585,18 +636,22 @@ pub async fn create_partitions<N: Node>(
     let tenant = context.tenant.project_id.as_str();
     let names: Vec<&str> = request.topics.iter().map(|t| t.name.0.as_str()).collect();
     let index = topic_index(node, tenant, &names).await;
-    let partitions = i32::try_from(node.partition_count()).expect("partitions are u16");
     let mut response = CreatePartitionsResponse::default();
     for topic in &request.topics {
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
-        if index.get(topic.name.0.as_str()).is_none() {
-            result.error_code = ResponseError::UnknownTopicOrPartition.code();
-        } else if topic.count != partitions {
-            result.error_code = ResponseError::InvalidPartitions.code();
-            result.error_message = Some(StrBytes::from_string(format!(
-                "every topic here has {partitions} partitions (the node's)"
-            )));
+        match index.get(topic.name.0.as_str()) {
+            None => result.error_code = ResponseError::UnknownTopicOrPartition.code(),
+            Some(view) => {
+                let has = view.config.partitions_on(node.partition_count());
+                if i64::from(topic.count) != i64::from(has) {
+                    result.error_code = ResponseError::InvalidPartitions.code();
+                    result.error_message = Some(StrBytes::from_string(format!(
+                        "topic {} has {has} partitions; a topic's count cannot change here",
+                        view.name
+                    )));
+                }
+            }
         }
         response.results.push(result);
     }

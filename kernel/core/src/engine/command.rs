@@ -492,15 +492,29 @@ pub(crate) fn encode_config(w: &mut Writer, config: &QueueConfig) {
         RetryPolicy::Immediate => 0,
         RetryPolicy::Backoff => 1,
     };
-    w.u8(mode)
+    // A partition count (0 is "every partition") follows only when the mode byte says
+    // so, which keeps configs written before the count existed readable.
+    let counted = if config.partitions == 0 {
+        0
+    } else {
+        PARTITIONS_FOLLOW
+    };
+    w.u8(mode | counted)
         .u64(config.retention_ms)
         .u16(config.max_consume_count.unwrap_or(0))
         .u8(retry);
     w.u64(config.dedup_window_ms);
+    if config.partitions != 0 {
+        w.u16(config.partitions);
+    }
 }
 
+/// The flag in a config's mode byte: a u16 partition count ends the config.
+const PARTITIONS_FOLLOW: u8 = 0x80;
+
 pub(crate) fn decode_config(r: &mut Reader<'_>) -> Result<QueueConfig, CodecError> {
-    let mode = match r.u8()? {
+    let mode_byte = r.u8()?;
+    let mode = match mode_byte & !PARTITIONS_FOLLOW {
         0 => QueueMode::Normal,
         1 => QueueMode::Fifo(FifoScope::Queue),
         2 => QueueMode::Fifo(FifoScope::MessageGroup),
@@ -517,12 +531,21 @@ pub(crate) fn decode_config(r: &mut Reader<'_>) -> Result<QueueConfig, CodecErro
         _ => return Err(invalid(r)),
     };
     let dedup_window_ms = r.u64()?;
+    let partitions = if mode_byte & PARTITIONS_FOLLOW == 0 {
+        0
+    } else {
+        match r.u16()? {
+            0 => return Err(invalid(r)),
+            count => count,
+        }
+    };
     Ok(QueueConfig {
         mode,
         retention_ms,
         max_consume_count,
         retry,
         dedup_window_ms,
+        partitions,
     })
 }
 
@@ -557,6 +580,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_config_carries_a_partition_count_only_when_it_has_one() {
+        let every = QueueConfig {
+            mode: QueueMode::Normal,
+            retention_ms: 5,
+            max_consume_count: None,
+            retry: RetryPolicy::Immediate,
+            dedup_window_ms: 7,
+            partitions: 0,
+        };
+        // Without a count the bytes are those of a config written before counts existed
+        // (mode, retention, max consume count, retry, dedup window).
+        let mut w = Writer::default();
+        encode_config(&mut w, &every);
+        assert_eq!(w.bytes.len(), 1 + 8 + 2 + 1 + 8);
+        assert_eq!(decode_config(&mut Reader::new(&w.bytes)), Ok(every));
+        let three = QueueConfig {
+            partitions: 3,
+            ..every
+        };
+        let mut w = Writer::default();
+        encode_config(&mut w, &three);
+        assert_eq!(w.bytes.len(), 1 + 8 + 2 + 1 + 8 + 2);
+        assert_eq!(decode_config(&mut Reader::new(&w.bytes)), Ok(three));
+        // A count of 0 after the flag is no count at all: refused, not read as "every".
+        let end = w.bytes.len();
+        w.bytes[end - 2..].copy_from_slice(&0u16.to_le_bytes());
+        assert!(decode_config(&mut Reader::new(&w.bytes)).is_err());
+        assert_eq!(three.partitions_on(8), 3);
+        assert_eq!(three.partitions_on(2), 2);
+        assert_eq!(every.partitions_on(8), 8);
+    }
+
+    #[test]
     fn every_command_roundtrips() {
         let config = QueueConfig {
             mode: QueueMode::Fifo(FifoScope::MessageGroup),
@@ -564,6 +620,7 @@ mod tests {
             max_consume_count: Some(3),
             retry: RetryPolicy::Backoff,
             dedup_window_ms: 7,
+            partitions: 3,
         };
         let filter = TagFilter {
             tags: vec!["a".into(), "b".into()],

@@ -219,6 +219,7 @@ mod tests {
             max_consume_count: None,
             retry: RetryPolicy::Immediate,
             dedup_window_ms: 1,
+            partitions: 0,
         };
         let mut probe = StateProbe::new(config, 1_000);
         probe.send(100, 0);

@@ -450,6 +450,7 @@ mod tests {
             max_consume_count: None,
             retry: RetryPolicy::Immediate,
             dedup_window_ms: 1,
+            partitions: 0,
         };
         let create = Command::CreateQueue {
             queue,

@@ -1025,6 +1025,7 @@ mod tests {
             max_consume_count: Some(3),
             retry: RetryPolicy::Immediate,
             dedup_window_ms: 60_000,
+            partitions: 0,
         }
     }
 

@@ -35,6 +35,7 @@ fn queue_config(mode: QueueMode) -> QueueConfig {
         max_consume_count: None,
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 300 * SECOND,
+        partitions: 0,
     }
 }
 

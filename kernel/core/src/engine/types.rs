@@ -50,6 +50,21 @@ pub struct QueueConfig {
     pub max_consume_count: Option<u16>,
     pub retry: RetryPolicy,
     pub dedup_window_ms: u64,
+    #[serde(default)]
+    /// How many of the node's partitions the queue spreads over: partitions `0..n`
+    /// (a Kafka topic's partition count). 0, as every DMS queue has, means all of them;
+    /// a count above the node's is capped to it ([`QueueConfig::partitions_on`]).
+    pub partitions: u16,
+}
+
+impl QueueConfig {
+    /// The partitions the queue uses on a node of `node_partitions`: `0..` this.
+    pub fn partitions_on(&self, node_partitions: u32) -> u32 {
+        match u32::from(self.partitions) {
+            0 => node_partitions,
+            count => count.min(node_partitions),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

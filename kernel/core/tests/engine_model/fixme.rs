@@ -25,6 +25,7 @@ fn config(retention_ms: u64) -> QueueConfig {
         max_consume_count: None,
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 300_000,
+        partitions: 0,
     }
 }
 

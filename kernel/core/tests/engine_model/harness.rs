@@ -257,6 +257,7 @@ impl Harness {
             max_consume_count: spec.max_consume_count,
             retry: spec.retry,
             dedup_window_ms: spec.dedup_window_ms,
+            partitions: 0,
         };
         let result = block_on(self.engine().create_queue("t", &name, config, self.now()));
         let expected = self.model.create_queue(&name, config);

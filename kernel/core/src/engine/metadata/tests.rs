@@ -131,6 +131,7 @@ fn normal() -> QueueConfig {
         max_consume_count: None,
         retry: RetryPolicy::Immediate,
         dedup_window_ms: 60_000,
+        partitions: 0,
     }
 }
 
