@@ -30,13 +30,12 @@ use std::rc::Rc;
 
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use libfuzzer_sys::fuzz_target;
-use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
-use sluice_core::log::{LogConfig, VerifyOnOpen};
+use sluice_core::engine::EngineLimits;
 use sluice_core::sim_disk::{block_on, SimDisk};
 use sluice_http::auth::{self, SignedRequest, TokenClaims};
 use sluice_http::dms::{self, DmsConfig};
 use sluice_http::service::{self, ServiceConfig};
-use sluice_node::local::{LocalNode, Runtime};
+use sluice_node::local::{sim_node_on, test_engine_config, LocalNode, StepClock};
 use sluice_node::Node;
 
 /// 2026-11-26, so signatures carry a plausible date.
@@ -53,18 +52,6 @@ const METHODS: [&str; 6] = ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"];
 /// The token codes of a request refused as unauthenticated (docs/dms-api.md §5).
 const AUTH_FAILURES: [&str; 3] = ["10240101", "10240102", "10240103"];
 
-#[derive(Clone)]
-struct StepClock(Rc<Cell<u64>>);
-
-impl Runtime for StepClock {
-    fn now_ms(&self) -> u64 {
-        self.0.get()
-    }
-    async fn sleep_ms(&self, ms: u64) {
-        self.0.set(self.0.get().saturating_add(ms));
-    }
-}
-
 struct World {
     node: LocalNode<SimDisk, StepClock>,
     clock: Rc<Cell<u64>>,
@@ -78,23 +65,10 @@ struct World {
 }
 
 fn world() -> World {
-    let engine_config = EngineConfig {
-        log: LogConfig {
-            segment_bytes_max: 1 << 20,
-            index_interval_bytes: 4096,
-            preallocate_bytes: 0,
-            verify_on_open: VerifyOnOpen::Tail,
-            cache_bytes_max: sluice_core::limits::LOG_CACHE_BYTES_DEFAULT,
-            recycle_segments_max: sluice_core::limits::LOG_RECYCLE_SEGMENTS_DEFAULT,
-        },
-        limits: EngineLimits::dms(),
-        snapshot_every_records: 1_000,
-    };
-    let engines = (0..2)
-        .map(|p| block_on(Engine::open(SimDisk::new(p), engine_config, START_MS)).expect("opens"))
-        .collect();
-    let clock = Rc::new(Cell::new(START_MS));
-    let node = LocalNode::new(engines, StepClock(clock.clone()), 1, 2);
+    let clock = StepClock::starting_at(START_MS);
+    let engines = test_engine_config(EngineLimits::dms());
+    let node = sim_node_on(2, 2, engines, clock.clone());
+    let clock = clock.0;
     let tenant = block_on(node.create_tenant("fuzz", None)).expect("tenant");
     let config = ServiceConfig {
         dms: DmsConfig {

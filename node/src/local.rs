@@ -477,13 +477,29 @@ pub fn sim_node(
     limits: sluice_core::engine::EngineLimits,
     now_ms: u64,
 ) -> LocalNode<sluice_core::sim_disk::SimDisk, StepClock> {
+    sim_node_on(
+        partitions,
+        shards,
+        test_engine_config(limits),
+        StepClock::starting_at(now_ms),
+    )
+}
+
+/// [`sim_node`] with the engines' configuration and the clock given (keep a clone of
+/// it to move time); the engines open at the clock's time.
+pub fn sim_node_on(
+    partitions: u32,
+    shards: usize,
+    config: sluice_core::engine::EngineConfig,
+    clock: StepClock,
+) -> LocalNode<sluice_core::sim_disk::SimDisk, StepClock> {
     use sluice_core::sim_disk::{block_on, SimDisk};
-    let config = test_engine_config(limits);
+    let now_ms = clock.0.get();
     let engines = (0..partitions)
         .map(|p| {
             block_on(Engine::open(SimDisk::new(u64::from(p)), config, now_ms))
                 .expect("a fresh simulated disk opens")
         })
         .collect();
-    LocalNode::new(engines, StepClock::starting_at(now_ms), 1, shards)
+    LocalNode::new(engines, clock, 1, shards)
 }

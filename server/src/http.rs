@@ -292,23 +292,7 @@ pub async fn accept_loop(
     role: Role,
 ) {
     // Runs until shutdown: one accepted connection per iteration.
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stopped(&shard).await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(error)) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                eprintln!("sluice: shard {}: accept failed: {error}", shard.index);
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = next_connection(&shard, &listener, "HTTP").await {
         let peer = stream.peer_addr().ok().map(|address| address.ip());
         let key = peer.map(fairness::client_key);
         if let Err(refusal) = admit(&shard, key) {
@@ -331,6 +315,37 @@ pub async fn accept_loop(
             release(&shard, key);
         })
         .detach();
+    }
+}
+
+/// The listener's next connection (with `TCP_NODELAY`), or `None` once the server
+/// stops. A failed accept (EMFILE and friends) is logged with `what` and retried after a
+/// short pause rather than in a spin. Every listener's accept loop (HTTP, Kafka) starts
+/// with this.
+pub async fn next_connection(
+    shard: &Shard,
+    listener: &TcpListener,
+    what: &str,
+) -> Option<TcpStream> {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stopped(shard).await;
+            None
+        })
+        .await?;
+        match accepted {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Some(stream);
+            }
+            Err(error) => {
+                eprintln!(
+                    "sluice: shard {}: {what} accept failed: {error}",
+                    shard.index
+                );
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use glommio::net::{TcpListener, TcpStream};
 use sluice_tcp::kafka::{KafkaConfig, Reply, Session, FRAME_BYTES_MAX};
 
 use crate::fairness;
-use crate::http::{admit, release, stopped};
+use crate::http::{admit, next_connection, release, stopped};
 use crate::metrics::ReasonLabels;
 use crate::shard::Shard;
 
@@ -101,26 +101,7 @@ impl From<std::io::Error> for Closed {
 /// Accepts Kafka connections until the server stops.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, config: Arc<KafkaConfig>) {
     // Runs until shutdown: one accepted connection per iteration.
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stopped(&shard).await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(error)) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                eprintln!(
-                    "sluice: shard {}: Kafka accept failed: {error}",
-                    shard.index
-                );
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = next_connection(&shard, &listener, "Kafka").await {
         let peer = stream.peer_addr().ok();
         let key = peer.map(|address| fairness::client_key(address.ip()));
         let metrics = &shard.shared.metrics;

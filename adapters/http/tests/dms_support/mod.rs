@@ -9,28 +9,15 @@ use std::rc::Rc;
 
 use http::{Method, Request, StatusCode};
 use serde_json::Value;
-use sluice_core::engine::{Engine, EngineConfig, EngineLimits};
+use sluice_core::engine::{EngineConfig, EngineLimits};
 use sluice_core::log::{LogConfig, VerifyOnOpen};
 use sluice_core::sim_disk::{block_on, SimDisk};
 use sluice_http::dms::{self, DmsConfig};
-use sluice_node::local::{LocalNode, LocalShard, Runtime};
+use sluice_node::local::{sim_node_on, LocalNode, LocalShard, StepClock};
 use sluice_node::tenants::Tenant;
 use sluice_node::Node;
 
 pub const START_MS: u64 = 1_764_081_000_000;
-
-/// A clock tests advance by hand; sleeping advances it to the wake-up time.
-#[derive(Clone)]
-pub struct TestClock(pub Rc<Cell<u64>>);
-
-impl Runtime for TestClock {
-    fn now_ms(&self) -> u64 {
-        self.0.get()
-    }
-    async fn sleep_ms(&self, ms: u64) {
-        self.0.set(self.0.get() + ms);
-    }
-}
 
 pub struct Answer {
     pub status: StatusCode,
@@ -53,7 +40,7 @@ impl Answer {
 }
 
 pub struct Harness {
-    pub node: LocalNode<SimDisk, TestClock>,
+    pub node: LocalNode<SimDisk, StepClock>,
     pub clock: Rc<Cell<u64>>,
     pub config: DmsConfig,
     pub tenant: Tenant,
@@ -76,19 +63,10 @@ impl Harness {
             limits: EngineLimits::dms(),
             snapshot_every_records: 100_000,
         };
-        let engines = (0..partitions)
-            .map(|p| {
-                block_on(Engine::open(
-                    SimDisk::new(u64::from(p)),
-                    engine_config,
-                    START_MS,
-                ))
-                .unwrap()
-            })
-            .collect();
-        let clock = Rc::new(Cell::new(START_MS));
+        let clock = StepClock::starting_at(START_MS);
         let shards = usize::from(partitions).min(2);
-        let node = LocalNode::new(engines, TestClock(clock.clone()), 42, shards);
+        let node = sim_node_on(u32::from(partitions), shards, engine_config, clock.clone());
+        let clock = clock.0;
         let tenant = block_on(node.create_tenant("tenant-a", None)).unwrap();
         let other = block_on(node.create_tenant("tenant-b", None)).unwrap();
         let config = DmsConfig {
@@ -106,7 +84,7 @@ impl Harness {
     }
 
     /// The shard the next request enters at: each in turn.
-    pub fn entry(&self) -> &LocalShard<SimDisk, TestClock> {
+    pub fn entry(&self) -> &LocalShard<SimDisk, StepClock> {
         let index = self.entry.get();
         self.entry.set((index + 1) % self.node.shard_count());
         self.node.shard(index)

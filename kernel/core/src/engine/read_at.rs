@@ -103,17 +103,10 @@ impl<S: Storage + Clone> Engine<S> {
             }
         }
         // Binary search over the rest, correct where ids are in order there.
-        let (mut low, mut high) = (start, seq);
-        while low < high {
-            let middle = low + (high - low) / 2;
-            let id = q.message(middle)?.message_id;
-            match id.cmp(&message) {
-                std::cmp::Ordering::Equal => return Some(middle),
-                std::cmp::Ordering::Less => low = middle + 1,
-                std::cmp::Ordering::Greater => high = middle,
-            }
-        }
-        None
+        let found = first_position(start, seq, |at| {
+            q.message(at).is_some_and(|m| m.message_id < message)
+        });
+        (found < seq && q.message(found)?.message_id == message).then_some(found)
     }
 
     /// The retained positions of `queue` (its first and the next one) and, with `at_ms`,
@@ -128,24 +121,47 @@ impl<S: Storage + Clone> Engine<S> {
         let state = self.state.borrow();
         let q = state.queue(queue)?;
         let (start, next) = (q.base_seq(), q.next_seq());
+        // Availability times follow positions (the leader's queue time, which never goes
+        // back within a run): a binary search finds the first at or after.
         let at = at_ms.map(|time_ms| {
-            // Availability times follow positions (the leader's queue time, which never
-            // goes back within a run): a binary search finds the first at or after.
-            let (mut low, mut high) = (start, next);
-            while low < high {
-                let middle = low + (high - low) / 2;
-                let available = q.message(middle).map_or(u64::MAX, |m| m.available_ms);
-                if available < time_ms {
-                    low = middle + 1;
-                } else {
-                    high = middle;
-                }
-            }
-            low
+            first_position(start, next, |at| {
+                q.message(at).is_some_and(|m| m.available_ms < time_ms)
+            })
         });
         Ok((start, next, at))
     }
 }
 
+/// The first position of `low..high` for which `before` is false, `high` when there is
+/// none; `before` must hold for a prefix of the range and fail for the rest.
+fn first_position(mut low: u64, mut high: u64, before: impl Fn(u64) -> bool) -> u64 {
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if before(middle) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
+}
+
 /// How many of the newest positions [`Engine::seq_of`] scans before it searches.
 const SEQ_SCAN_STEPS_MAX: u32 = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::first_position;
+
+    #[test]
+    fn first_position_finds_where_the_prefix_ends() {
+        let values = [1u64, 3, 3, 5, 8];
+        let below = |limit: u64| move |at: u64| values[at as usize] < limit;
+        assert_eq!(first_position(0, 5, below(0)), 0);
+        assert_eq!(first_position(0, 5, below(3)), 1);
+        assert_eq!(first_position(0, 5, below(4)), 3);
+        assert_eq!(first_position(0, 5, below(9)), 5, "none: the end");
+        assert_eq!(first_position(2, 4, below(9)), 4, "within the range given");
+        assert_eq!(first_position(3, 3, below(9)), 3, "an empty range");
+    }
+}
