@@ -315,8 +315,8 @@ pub trait Node {
         wait_ms: u64,
     ) -> Result<Vec<Routed<Delivery>>, NodeError>;
 
-    /// The node's partition count: every queue has this many partitions (a Kafka
-    /// topic's partitions).
+    /// The node's partition count. A queue uses partitions `0..` its own count, at most
+    /// this ([`QueueConfig::partitions_on`]; a DMS queue uses them all).
     fn partition_count(&self) -> u32;
 
     /// Sends a batch to one partition, chosen by the caller (a Kafka producer); answers

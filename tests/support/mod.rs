@@ -6,6 +6,7 @@
 
 pub mod kafka;
 pub mod raw;
+pub mod scenario;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -17,6 +17,8 @@ use crate::command;
 const REQUIREMENTS: &str = "adapters/http/tests/py/requirements.txt";
 /// Pins of the Kafka client tests (tests/kafka_clients.rs), installed into the same venv.
 const REQUIREMENTS_KAFKA: &str = "tests/kafka/requirements.txt";
+/// Pins of the SQS client tests (tests/sqs_clients.rs), installed into the same venv.
+const REQUIREMENTS_SQS: &str = "tests/sqs/requirements.txt";
 /// Pins installed beside the venv, not into it (`pip install --no-deps --target`).
 const REQUIREMENTS_LEGACY: &str = "adapters/http/tests/py/requirements-legacy.txt";
 /// Bump when the way the venv is built changes, so old venvs are rebuilt.
@@ -29,7 +31,12 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
     let python = venv.join("bin").join("python");
     let stamp_path = venv.join("requirements.stamp");
     let mut stamp = String::from(LAYOUT_VERSION);
-    for requirements in [REQUIREMENTS, REQUIREMENTS_KAFKA, REQUIREMENTS_LEGACY] {
+    for requirements in [
+        REQUIREMENTS,
+        REQUIREMENTS_KAFKA,
+        REQUIREMENTS_SQS,
+        REQUIREMENTS_LEGACY,
+    ] {
         let path = root.join(requirements);
         let text = std::fs::read_to_string(&path)
             .map_err(|error| format!("reading {}: {error}", path.display()))?;
@@ -62,6 +69,8 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
         REQUIREMENTS,
         "-r",
         REQUIREMENTS_KAFKA,
+        "-r",
+        REQUIREMENTS_SQS,
     ]))?;
     // The pins must co-install: a conflict fails here rather than in a test.
     command::run(pip().arg("check"))?;

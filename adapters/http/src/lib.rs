@@ -12,3 +12,4 @@ pub mod auth;
 pub mod dms;
 pub mod json_depth;
 pub mod service;
+pub mod sqs;

@@ -128,6 +128,12 @@ async fn route<N: Node>(
     if let Some(refused) = crate::json_depth::refusal(path, body) {
         return refused;
     }
+    if crate::sqs::is_sqs(parts) {
+        if parts.method != Method::POST {
+            return method_not_allowed();
+        }
+        return crate::sqs::handle(node, config, parts, body).await;
+    }
     if path == "/healthz" {
         return json_response(StatusCode::OK, json!({"status": "ok"}).to_string());
     }

@@ -1,0 +1,190 @@
+//! The SQS API over the AWS JSON 1.0 protocol (`POST /` with `X-Amz-Target:
+//! AmazonSQS.<Operation>` and a JSON body), signed with AWS Signature Version 4 by the
+//! tenant's AK/SK (docs/sqs.md).
+//!
+//! One engine: an SQS queue is a Sluice queue of the tenant with one implicit consumer
+//! group ([`GROUP`]); the adapter holds no queue semantics. It translates requests into
+//! node calls, keeps SQS's own queue attributes in the queue's opaque `meta` and a
+//! message's SQS attributes in its opaque attributes (behind [`ATTRIBUTES_MARK`], which
+//! no DMS or Kafka attribute starts with), and maps node errors to SQS's.
+
+mod errors;
+mod messages;
+mod queues;
+pub mod sigv4;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
+use serde_json::{Map, Value};
+use sluice_node::Node;
+
+pub use errors::SqsError;
+
+use crate::service::ServiceConfig;
+
+/// The JSON protocol's content type, on requests and answers.
+pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
+/// The prefix of `X-Amz-Target` that routes a request here.
+pub const TARGET_PREFIX: &str = "AmazonSQS.";
+/// The consumer group every SQS queue reads through.
+pub const GROUP: &str = "sqs";
+/// The first bytes of a message's attributes written by this adapter.
+pub const ATTRIBUTES_MARK: &[u8] = b"\0S\x01";
+
+/// Whether `parts` is an SQS request (its `X-Amz-Target` names SQS).
+pub fn is_sqs(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get("x-amz-target")
+        .is_some_and(|target| target.as_bytes().starts_with(TARGET_PREFIX.as_bytes()))
+}
+
+/// What every operation works with: the node, the service's configuration and the
+/// authenticated tenant's project id.
+pub(crate) struct Ctx<'a, N: Node> {
+    pub node: &'a N,
+    pub config: &'a ServiceConfig,
+    pub tenant: &'a str,
+}
+
+impl<N: Node> Ctx<'_, N> {
+    /// The URL of the tenant's queue `name`: the endpoint, the project id, the name.
+    pub fn queue_url(&self, name: &str) -> String {
+        format!(
+            "{}/{}/{}",
+            self.config.endpoint.trim_end_matches('/'),
+            self.tenant,
+            name
+        )
+    }
+}
+
+/// Serves one SQS request.
+pub async fn handle<N: Node>(
+    node: &N,
+    config: &ServiceConfig,
+    parts: &Parts,
+    body: &[u8],
+) -> Response<Bytes> {
+    match serve(node, config, parts, body).await {
+        Ok(answer) => {
+            let mut response = Response::new(Bytes::from(Value::Object(answer).to_string()));
+            response
+                .headers_mut()
+                .insert("content-type", HeaderValue::from_static(JSON_CONTENT_TYPE));
+            *response.status_mut() = StatusCode::OK;
+            response
+        }
+        Err(error) => error.response(),
+    }
+}
+
+async fn serve<N: Node>(
+    node: &N,
+    config: &ServiceConfig,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Map<String, Value>, SqsError> {
+    let tenant = authenticate(node, config, parts, body).await?;
+    let action = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|target| target.to_str().ok())
+        .and_then(|target| target.strip_prefix(TARGET_PREFIX))
+        .unwrap_or_default()
+        .to_string();
+    let input: Value = if body.is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|error| SqsError::malformed(format!("the body is not JSON: {error}")))?
+    };
+    let Value::Object(input) = input else {
+        return Err(SqsError::malformed("the body is not a JSON object"));
+    };
+    let ctx = Ctx {
+        node,
+        config,
+        tenant: &tenant,
+    };
+    match action.as_str() {
+        "CreateQueue" => queues::create(&ctx, &input).await,
+        "GetQueueUrl" => queues::get_url(&ctx, &input).await,
+        "ListQueues" => queues::list(&ctx, &input),
+        "DeleteQueue" => queues::delete(&ctx, &input).await,
+        "GetQueueAttributes" => queues::attributes(&ctx, &input).await,
+        "SendMessage" => messages::send(&ctx, &input).await,
+        "SendMessageBatch" => messages::send_batch(&ctx, &input).await,
+        "ReceiveMessage" => messages::receive(&ctx, &input).await,
+        "DeleteMessage" => messages::delete(&ctx, &input).await,
+        "DeleteMessageBatch" => messages::delete_batch(&ctx, &input).await,
+        other => Err(SqsError::invalid_action(other)),
+    }
+}
+
+/// The tenant (project id) whose AK signed the request; the tenant list is read again
+/// once when the AK is unknown (a tenant created through another node a moment ago).
+async fn authenticate<N: Node>(
+    node: &N,
+    config: &ServiceConfig,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<String, SqsError> {
+    let now_s = i64::try_from(node.wall_ms() / 1000).expect("seconds fit i64");
+    let verify = || {
+        let tenants = node.tenants();
+        let secret = |ak: &str| tenants.by_ak(ak).map(|t| t.sk.clone());
+        sigv4::verify(parts, body, secret, now_s, config.clock_skew_s_max)
+            .map(|ak| tenants.by_ak(&ak).map(|t| t.project_id.clone()))
+    };
+    let verified = match verify() {
+        Err(error) if error.name == "InvalidClientTokenId" => {
+            node.sync_tenants().await;
+            verify()
+        }
+        other => other,
+    };
+    verified?.ok_or_else(SqsError::invalid_client_token)
+}
+
+/// A string member of `input`, if present.
+pub(crate) fn string<'a>(
+    input: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, SqsError> {
+    match input.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(SqsError::invalid_parameter(format!(
+            "{name} must be a string."
+        ))),
+    }
+}
+
+/// A required string member of `input`.
+pub(crate) fn required<'a>(input: &'a Map<String, Value>, name: &str) -> Result<&'a str, SqsError> {
+    string(input, name)?.ok_or_else(|| SqsError::missing_parameter(name))
+}
+
+/// An integer member of `input` within `min..=max`, if present.
+pub(crate) fn integer(
+    input: &Map<String, Value>,
+    name: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, SqsError> {
+    let value = match input.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => number.as_i64(),
+        // The query protocol's values arrive as text; accept that form too.
+        Some(Value::String(text)) => text.parse().ok(),
+        Some(_) => None,
+    };
+    match value {
+        Some(value) if (min..=max).contains(&value) => Ok(Some(value)),
+        _ => Err(SqsError::invalid_parameter(format!(
+            "Value for parameter {name} is invalid. Reason: must be between {min} and {max}."
+        ))),
+    }
+}

@@ -1,0 +1,459 @@
+//! Queue operations: CreateQueue, GetQueueUrl, ListQueues, DeleteQueue,
+//! GetQueueAttributes; and the lookups every operation shares (a queue by its URL, the
+//! implicit group).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sluice_core::engine::types::{
+    EngineError, FifoScope, GroupId, QueueConfig, QueueMode, RetryPolicy,
+};
+use sluice_node::{Node, NodeError, QueueView};
+
+use super::{integer, required, string, Ctx, SqsError, GROUP};
+
+/// Queue names: 1 to 80 of `A-Z a-z 0-9 - _`, and `.fifo` at the end of a FIFO queue's.
+const NAME_BYTES_MAX: usize = 80;
+/// SQS's window for FIFO deduplication ids.
+const FIFO_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Queue URLs one ListQueues answers, at most (SQS's own limit).
+const LIST_RESULTS_MAX: i64 = 1000;
+
+/// A queue attribute this adapter serves: its name, default and bounds (numbers) or
+/// `None` (booleans).
+struct AttributeRule {
+    name: &'static str,
+    default: &'static str,
+    range: Option<(i64, i64)>,
+}
+
+const ATTRIBUTES: [AttributeRule; 7] = [
+    AttributeRule {
+        name: "DelaySeconds",
+        default: "0",
+        range: Some((0, 900)),
+    },
+    AttributeRule {
+        name: "MaximumMessageSize",
+        default: "262144",
+        range: Some((1024, 262_144)),
+    },
+    AttributeRule {
+        name: "MessageRetentionPeriod",
+        default: "345600",
+        range: Some((60, 1_209_600)),
+    },
+    AttributeRule {
+        name: "ReceiveMessageWaitTimeSeconds",
+        default: "0",
+        range: Some((0, 20)),
+    },
+    AttributeRule {
+        name: "VisibilityTimeout",
+        default: "30",
+        range: Some((0, 43_200)),
+    },
+    AttributeRule {
+        name: "FifoQueue",
+        default: "false",
+        range: None,
+    },
+    AttributeRule {
+        name: "ContentBasedDeduplication",
+        default: "false",
+        range: None,
+    },
+];
+
+/// The SQS fields kept in a queue's `meta` (JSON `{"sqs": {...}}`; the DMS adapter reads
+/// the same bytes and ignores the member).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Meta {
+    #[serde(default)]
+    sqs: BTreeMap<String, String>,
+}
+
+/// A queue's SQS attributes: those set at creation over the defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Attributes(BTreeMap<String, String>);
+
+impl Attributes {
+    fn of(view: &QueueView) -> Attributes {
+        let meta: Meta = serde_json::from_slice(&view.meta).unwrap_or_default();
+        let mut attributes: BTreeMap<String, String> = ATTRIBUTES
+            .iter()
+            .map(|rule| (rule.name.to_string(), rule.default.to_string()))
+            .collect();
+        // A queue made through DMS: its mode and retention are the truth.
+        attributes.insert(
+            "FifoQueue".into(),
+            matches!(view.config.mode, QueueMode::Fifo(_)).to_string(),
+        );
+        attributes.insert(
+            "MessageRetentionPeriod".into(),
+            (view.config.retention_ms / 1000).to_string(),
+        );
+        attributes.extend(meta.sqs);
+        Attributes(attributes)
+    }
+
+    pub fn number(&self, name: &str) -> i64 {
+        self.0
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(|v| v == "true")
+    }
+}
+
+/// Checks CreateQueue's `Attributes`; answers them normalised.
+fn checked_attributes(input: &Map<String, Value>) -> Result<BTreeMap<String, String>, SqsError> {
+    let mut checked = BTreeMap::new();
+    let Some(given) = input.get("Attributes") else {
+        return Ok(checked);
+    };
+    let Value::Object(given) = given else {
+        return Err(SqsError::invalid_parameter("Attributes must be a map."));
+    };
+    for (name, value) in given {
+        let rule = ATTRIBUTES
+            .iter()
+            .find(|rule| rule.name == name)
+            .ok_or_else(|| SqsError::invalid_attribute_name(name))?;
+        let Value::String(value) = value else {
+            return Err(SqsError::invalid_parameter(format!(
+                "Invalid value for the parameter {name}."
+            )));
+        };
+        let normal = match rule.range {
+            Some((min, max)) => {
+                let number: i64 = value.parse().map_err(|_| invalid_value(name))?;
+                if !(min..=max).contains(&number) {
+                    return Err(invalid_value(name));
+                }
+                number.to_string()
+            }
+            None => match value.to_ascii_lowercase().as_str() {
+                "true" => "true".to_string(),
+                "false" => "false".to_string(),
+                _ => return Err(invalid_value(name)),
+            },
+        };
+        checked.insert(name.clone(), normal);
+    }
+    Ok(checked)
+}
+
+fn invalid_value(name: &str) -> SqsError {
+    SqsError::invalid_parameter(format!("Invalid value for the parameter {name}."))
+}
+
+fn check_name(name: &str, fifo: bool) -> Result<(), SqsError> {
+    let stem = if fifo {
+        name.strip_suffix(".fifo").ok_or_else(|| {
+            SqsError::invalid_parameter("The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix and be 1 to 80 in length.")
+        })?
+    } else {
+        name
+    };
+    let valid = !stem.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(SqsError::invalid_parameter(
+            "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
+        ))
+    }
+}
+
+pub(super) async fn create<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let name = required(input, "QueueName")?;
+    let mut attributes = checked_attributes(input)?;
+    let fifo = attributes.get("FifoQueue").is_some_and(|v| v == "true");
+    if !fifo && attributes.contains_key("ContentBasedDeduplication") {
+        return Err(SqsError::invalid_attribute_name(
+            "ContentBasedDeduplication",
+        ));
+    }
+    if name.ends_with(".fifo") && !fifo {
+        return Err(SqsError::invalid_parameter(
+            "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
+        ));
+    }
+    check_name(name, fifo)?;
+    if attributes.get("FifoQueue").is_some_and(|v| v == "false") {
+        attributes.remove("FifoQueue");
+    }
+    if let Some(view) = find(ctx, name).await {
+        return existing(ctx, &view, &attributes).await;
+    }
+    let retention_s = attributes
+        .get("MessageRetentionPeriod")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(345_600);
+    let config = QueueConfig {
+        mode: if fifo {
+            QueueMode::Fifo(FifoScope::MessageGroup)
+        } else {
+            QueueMode::Normal
+        },
+        retention_ms: retention_s * 1000,
+        max_consume_count: None,
+        retry: RetryPolicy::Immediate,
+        dedup_window_ms: FIFO_DEDUP_WINDOW_MS,
+        partitions: 0,
+    };
+    let meta = serde_json::to_vec(&Meta {
+        sqs: attributes.clone(),
+    })
+    .expect("serialises");
+    match ctx.node.create_queue(ctx.tenant, name, config, meta).await {
+        Ok(queue) => {
+            // The group; a crash before it is made leaves a queue that gets it on first
+            // use (`group_of`).
+            match ctx.node.create_groups(queue, &[GROUP.to_string()]).await {
+                Ok(_) | Err(NodeError::Engine(EngineError::GroupExists)) => {}
+                Err(error) => return Err(error.into()),
+            }
+            Ok(url_answer(ctx, name))
+        }
+        // Created meanwhile (another request, or this one's earlier attempt).
+        Err(NodeError::Engine(EngineError::QueueExists)) => match find(ctx, name).await {
+            Some(view) => existing(ctx, &view, &attributes).await,
+            None => Err(SqsError::unavailable("the queue is being created; retry")),
+        },
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// CreateQueue of a queue that exists: its URL when every given attribute has its value.
+async fn existing<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+    asked: &BTreeMap<String, String>,
+) -> Result<Map<String, Value>, SqsError> {
+    let has = Attributes::of(view);
+    if asked
+        .iter()
+        .any(|(name, value)| has.0.get(name) != Some(value))
+    {
+        return Err(SqsError::queue_name_exists(&view.name));
+    }
+    group_of(ctx, view).await?;
+    Ok(url_answer(ctx, &view.name))
+}
+
+fn url_answer<N: Node>(ctx: &Ctx<'_, N>, name: &str) -> Map<String, Value> {
+    let mut answer = Map::new();
+    answer.insert("QueueUrl".into(), Value::String(ctx.queue_url(name)));
+    answer
+}
+
+/// The tenant's queue `name`, reading partition 0's leader once when it is not in this
+/// node's directory (a queue created through another node a moment ago).
+async fn find<N: Node>(ctx: &Ctx<'_, N>, name: &str) -> Option<QueueView> {
+    if let Some(view) = ctx.node.queue_named(ctx.tenant, name) {
+        return Some(view);
+    }
+    ctx.node.sync_directory().await;
+    ctx.node.queue_named(ctx.tenant, name)
+}
+
+/// The queue a `QueueUrl` names: its last two path segments are the tenant's project id
+/// and the queue's name; another tenant's project names no queue of this one.
+pub(crate) async fn queue_of<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<QueueView, SqsError> {
+    let url = required(input, "QueueUrl")?;
+    let path = match url.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, path)| path),
+        None => url.trim_start_matches('/'),
+    };
+    let mut segments = path.rsplit('/');
+    let (Some(name), Some(project)) = (segments.next(), segments.next()) else {
+        return Err(SqsError::queue_does_not_exist());
+    };
+    if project != ctx.tenant || name.is_empty() {
+        return Err(SqsError::queue_does_not_exist());
+    }
+    find(ctx, name)
+        .await
+        .ok_or_else(SqsError::queue_does_not_exist)
+}
+
+/// The queue's SQS group, made when missing (a queue created through DMS, or an SQS
+/// create that stopped before making it).
+pub(crate) async fn group_of<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+) -> Result<GroupId, SqsError> {
+    if let Some((group, _)) = view.groups.iter().find(|(_, name)| name == GROUP) {
+        return Ok(*group);
+    }
+    match ctx.node.create_groups(view.id, &[GROUP.to_string()]).await {
+        Ok(groups) => Ok(groups[0]),
+        Err(NodeError::Engine(EngineError::GroupExists)) => {
+            ctx.node.sync_directory().await;
+            ctx.node
+                .queue(ctx.tenant, view.id)
+                .and_then(|v| v.groups.iter().find(|(_, n)| n == GROUP).map(|(g, _)| *g))
+                .ok_or_else(|| SqsError::unavailable("the queue's group is being made; retry"))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The queue's SQS attributes.
+pub(crate) fn attributes_of(view: &QueueView) -> Attributes {
+    Attributes::of(view)
+}
+
+pub(super) async fn get_url<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let name = required(input, "QueueName")?;
+    if let Some(owner) = string(input, "QueueOwnerAWSAccountId")? {
+        if owner != ctx.tenant {
+            return Err(SqsError::queue_does_not_exist());
+        }
+    }
+    let view = find(ctx, name)
+        .await
+        .ok_or_else(SqsError::queue_does_not_exist)?;
+    Ok(url_answer(ctx, &view.name))
+}
+
+pub(super) fn list<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let prefix = string(input, "QueueNamePrefix")?.unwrap_or("");
+    let max = integer(input, "MaxResults", 1, LIST_RESULTS_MAX)?;
+    let after = string(input, "NextToken")?;
+    let mut names: Vec<String> = ctx
+        .node
+        .queues_of(ctx.tenant)
+        .into_iter()
+        .map(|view| view.name.to_string())
+        .filter(|name| name.starts_with(prefix))
+        .filter(|name| after.is_none_or(|after| name.as_str() > after))
+        .collect();
+    names.sort();
+    let limit = usize::try_from(max.unwrap_or(LIST_RESULTS_MAX)).expect("bounded");
+    let more = max.is_some() && names.len() > limit;
+    names.truncate(limit);
+    let mut answer = Map::new();
+    answer.insert(
+        "QueueUrls".into(),
+        Value::Array(
+            names
+                .iter()
+                .map(|name| Value::String(ctx.queue_url(name)))
+                .collect(),
+        ),
+    );
+    if more {
+        let last = names.last().expect("more implies some");
+        answer.insert("NextToken".into(), Value::String(last.clone()));
+    }
+    Ok(answer)
+}
+
+pub(super) async fn delete<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let view = queue_of(ctx, input).await?;
+    ctx.node.delete_queue(view.id).await?;
+    Ok(Map::new())
+}
+
+pub(super) async fn attributes<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let view = queue_of(ctx, input).await?;
+    let names: Vec<String> = match input.get("AttributeNames") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(names)) => names
+            .iter()
+            .map(|n| n.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| SqsError::invalid_parameter("AttributeNames must be strings."))?,
+        Some(_) => {
+            return Err(SqsError::invalid_parameter(
+                "AttributeNames must be a list.",
+            ))
+        }
+    };
+    let mut all = Attributes::of(&view).0;
+    let group = group_of(ctx, &view).await?;
+    let counts = ctx.node.queue_counts(view.id).await?;
+    let stats = counts
+        .groups
+        .iter()
+        .find(|(g, _)| *g == group)
+        .map(|(_, s)| *s)
+        .unwrap_or_default();
+    let visible = stats.backlog.saturating_sub(stats.in_flight);
+    all.insert(
+        "ApproximateNumberOfMessages".into(),
+        visible.saturating_sub(counts.delayed).to_string(),
+    );
+    all.insert(
+        "ApproximateNumberOfMessagesNotVisible".into(),
+        stats.in_flight.to_string(),
+    );
+    all.insert(
+        "ApproximateNumberOfMessagesDelayed".into(),
+        counts.delayed.to_string(),
+    );
+    all.insert(
+        "CreatedTimestamp".into(),
+        (view.created_ms / 1000).to_string(),
+    );
+    all.insert(
+        "LastModifiedTimestamp".into(),
+        (view.created_ms / 1000).to_string(),
+    );
+    all.insert(
+        "QueueArn".into(),
+        format!(
+            "arn:aws:sqs:{}:{}:{}",
+            ctx.config.region, ctx.tenant, view.name
+        ),
+    );
+    if all.get("FifoQueue").is_none_or(|v| v != "true") {
+        all.remove("FifoQueue");
+        all.remove("ContentBasedDeduplication");
+    }
+    let wanted = |name: &str| names.iter().any(|n| n == "All" || n == name);
+    for name in &names {
+        if name != "All" && !all.contains_key(name) {
+            return Err(SqsError::invalid_attribute_name(name));
+        }
+    }
+    let chosen: Map<String, Value> = all
+        .into_iter()
+        .filter(|(name, _)| wanted(name))
+        .map(|(name, value)| (name, Value::String(value)))
+        .collect();
+    let mut answer = Map::new();
+    if !chosen.is_empty() {
+        answer.insert("Attributes".into(), Value::Object(chosen));
+    }
+    Ok(answer)
+}

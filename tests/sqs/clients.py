@@ -1,0 +1,233 @@
+"""SQS client scenarios against a running Sluice (tests/sqs_clients.rs starts the server).
+
+Each scenario checks every answer itself and exits non-zero on the first failure; the
+last line of a passing run is a JSON summary. Environment: SLUICE_ENDPOINT (the HTTP
+endpoint), SLUICE_AK / SLUICE_SK (a tenant), SLUICE_OTHER_AK / SLUICE_OTHER_SK (another
+tenant), SLUICE_PROJECT (the first tenant's project id).
+"""
+
+import base64
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+
+ENDPOINT = os.environ["SLUICE_ENDPOINT"]
+PROJECT = os.environ["SLUICE_PROJECT"]
+REGION = "region-1"
+
+
+def fail(message):
+    print("FAIL: " + message, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def client(ak=None, sk=None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sqs",
+        endpoint_url=ENDPOINT,
+        region_name=REGION,
+        aws_access_key_id=ak or os.environ["SLUICE_AK"],
+        aws_secret_access_key=sk or os.environ["SLUICE_SK"],
+        config=Config(retries={"max_attempts": 1}, read_timeout=30),
+    )
+
+
+def error_code(call):
+    """The error code a call fails with (fails the scenario when it succeeds)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        call()
+    except ClientError as error:
+        return error.response["Error"]["Code"]
+    fail("the call succeeded")
+
+
+def attributes_md5(attributes):
+    """SQS's digest of message attributes, written here from the published algorithm."""
+    encoded = b""
+    for name in sorted(attributes):
+        value = attributes[name]
+        data_type = value["DataType"]
+        encoded += struct.pack(">I", len(name.encode())) + name.encode()
+        encoded += struct.pack(">I", len(data_type.encode())) + data_type.encode()
+        if "BinaryValue" in value:
+            raw = value["BinaryValue"]
+            encoded += b"\x02" + struct.pack(">I", len(raw)) + raw
+        else:
+            raw = value["StringValue"].encode()
+            encoded += b"\x01" + struct.pack(">I", len(raw)) + raw
+    return hashlib.md5(encoded).hexdigest()
+
+
+def receive_all(sqs, url, expected, **extra):
+    """Receives until `expected` messages came (or 20 s passed); answers them."""
+    got = []
+    deadline = time.time() + 20
+    while len(got) < expected and time.time() < deadline:
+        answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, **extra)
+        got.extend(answer.get("Messages", []))
+    return got
+
+
+def queues(sqs):
+    """Queues: create (idempotent; other attributes refused), URL, list with pagination,
+    attributes, delete; another tenant's queues invisible; a wrong secret refused."""
+    url = sqs.create_queue(QueueName="orders", Attributes={"VisibilityTimeout": "45"})["QueueUrl"]
+    check(url == "%s/%s/orders" % (ENDPOINT, PROJECT), "queue URL %r" % url)
+    again = sqs.create_queue(QueueName="orders", Attributes={"VisibilityTimeout": "45"})["QueueUrl"]
+    check(again == url, "creating the same queue again answers its URL")
+    code = error_code(lambda: sqs.create_queue(QueueName="orders", Attributes={"VisibilityTimeout": "5"}))
+    check(code in ("QueueAlreadyExists", "QueueNameExists"), "different attributes refused: %s" % code)
+    check(sqs.get_queue_url(QueueName="orders")["QueueUrl"] == url, "GetQueueUrl")
+    code = error_code(lambda: sqs.create_queue(QueueName="bad name!"))
+    check(code == "InvalidParameterValue", "a bad name is refused: %s" % code)
+    code = error_code(lambda: sqs.create_queue(QueueName="q", Attributes={"Colour": "blue"}))
+    check(code == "InvalidAttributeName", "an unknown attribute is refused: %s" % code)
+
+    for i in range(3):
+        sqs.create_queue(QueueName="page-%d" % i)
+    first = sqs.list_queues(QueueNamePrefix="page-", MaxResults=2)
+    check(len(first["QueueUrls"]) == 2 and "NextToken" in first, "first page: %s" % first)
+    rest = sqs.list_queues(QueueNamePrefix="page-", MaxResults=2, NextToken=first["NextToken"])
+    names = [u.rsplit("/", 1)[1] for u in first["QueueUrls"] + rest["QueueUrls"]]
+    check(names == ["page-0", "page-1", "page-2"], "pages: %s" % names)
+    check(url in sqs.list_queues()["QueueUrls"], "ListQueues lists it")
+
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    check(attributes["VisibilityTimeout"] == "45", "VisibilityTimeout kept: %s" % attributes)
+    check(attributes["ApproximateNumberOfMessages"] == "0", "empty: %s" % attributes)
+    check(attributes["QueueArn"].endswith(":%s:orders" % PROJECT), "ARN: %s" % attributes)
+
+    other = client(os.environ["SLUICE_OTHER_AK"], os.environ["SLUICE_OTHER_SK"])
+    code = error_code(lambda: other.get_queue_url(QueueName="orders"))
+    check(code == "AWS.SimpleQueueService.NonExistentQueue", "another tenant: %s" % code)
+    code = error_code(lambda: other.send_message(QueueUrl=url, MessageBody="intruder"))
+    check(code == "AWS.SimpleQueueService.NonExistentQueue", "another tenant's URL: %s" % code)
+    check(url not in other.list_queues().get("QueueUrls", []), "another tenant lists none of it")
+
+    wrong = client(os.environ["SLUICE_AK"], os.environ["SLUICE_SK"] + "x")
+    code = error_code(lambda: wrong.list_queues())
+    check(code == "SignatureDoesNotMatch", "a wrong secret: %s" % code)
+    stranger = client("AKNOBODY", "secret")
+    code = error_code(lambda: stranger.list_queues())
+    check(code == "InvalidClientTokenId", "an unknown key: %s" % code)
+
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName="page-2")["QueueUrl"])
+    code = error_code(lambda: sqs.get_queue_url(QueueName="page-2"))
+    check(code == "AWS.SimpleQueueService.NonExistentQueue", "deleted: %s" % code)
+    print(json.dumps({"scenario": "queues"}), flush=True)
+
+
+def messages(sqs):
+    """Send with attributes (digests checked here), receive with system attributes,
+    delete; batches; the batch limit; visibility expiry brings a message back."""
+    url = sqs.create_queue(QueueName="events")["QueueUrl"]
+    attributes = {
+        "colour": {"DataType": "String", "StringValue": "blue"},
+        "count": {"DataType": "Number", "StringValue": "42"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\xfe"},
+    }
+    sent = sqs.send_message(QueueUrl=url, MessageBody="héllo", MessageAttributes=attributes)
+    check(sent["MD5OfMessageBody"] == hashlib.md5("héllo".encode()).hexdigest(), "body MD5")
+    check(sent["MD5OfMessageAttributes"] == attributes_md5(attributes), "attributes MD5: %s" % sent)
+    got = receive_all(sqs, url, 1, MessageAttributeNames=["All"], AttributeNames=["All"])
+    check(len(got) == 1, "one message: %s" % got)
+    message = got[0]
+    check(message["Body"] == "héllo" and message["MessageId"] == sent["MessageId"], "the message")
+    check(message["MD5OfBody"] == sent["MD5OfMessageBody"], "MD5OfBody")
+    check(message["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\x01\xfe", "binary back")
+    check(message["MessageAttributes"]["count"]["StringValue"] == "42", "number back")
+    check(message["MD5OfMessageAttributes"] == sent["MD5OfMessageAttributes"], "MD5 on receive")
+    check(message["Attributes"]["ApproximateReceiveCount"] == "1", "receive count")
+    check(abs(int(message["Attributes"]["SentTimestamp"]) / 1000 - time.time()) < 60, "sent time")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    # Deleting again succeeds (SQS's rule), a forged handle is refused.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    code = error_code(lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle="not-a-handle"))
+    check(code == "ReceiptHandleIsInvalid", "a forged handle: %s" % code)
+
+    entries = [{"Id": "m%d" % i, "MessageBody": "batch %d" % i} for i in range(10)]
+    answer = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    check(len(answer["Successful"]) == 10 and not answer.get("Failed"), "batch: %s" % answer)
+    code = error_code(lambda: sqs.send_message_batch(
+        QueueUrl=url, Entries=entries + [{"Id": "m10", "MessageBody": "x"}]))
+    check(code == "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", "11 entries: %s" % code)
+    got = receive_all(sqs, url, 10)
+    check(sorted(m["Body"] for m in got) == sorted(e["MessageBody"] for e in entries), "batch back")
+    deleted = sqs.delete_message_batch(
+        QueueUrl=url,
+        Entries=[{"Id": "d%d" % i, "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got[:9])]
+        + [{"Id": "forged", "ReceiptHandle": "nonsense"}],
+    )
+    check(len(deleted["Successful"]) == 9, "batch delete: %s" % deleted)
+    check([f["Id"] for f in deleted["Failed"]] == ["forged"], "forged entry fails alone")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=got[9]["ReceiptHandle"])
+    left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    check("Messages" not in left, "nothing left: %s" % left)
+
+    # Visibility: a received message not deleted comes back after its timeout.
+    sqs.send_message(QueueUrl=url, MessageBody="again")
+    first = receive_all(sqs, url, 1, VisibilityTimeout=1)
+    check(len(first) == 1, "received once")
+    second = receive_all(sqs, url, 1, VisibilityTimeout=30, AttributeNames=["ApproximateReceiveCount"])
+    check(len(second) == 1 and second[0]["Body"] == "again", "back after visibility: %s" % second)
+    check(second[0]["Attributes"]["ApproximateReceiveCount"] == "2", "second receive counted")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=second[0]["ReceiptHandle"])
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    check(attributes["Attributes"]["ApproximateNumberOfMessages"] == "0", "drained: %s" % attributes)
+    print(json.dumps({"scenario": "messages"}), flush=True)
+
+
+def fifo(sqs):
+    """FIFO: order within a message group, deduplication by content, MessageGroupId
+    required, SequenceNumber answered."""
+    url = sqs.create_queue(
+        QueueName="jobs.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    code = error_code(lambda: sqs.create_queue(QueueName="plain.fifo"))
+    check(code == "InvalidParameterValue", ".fifo without FifoQueue: %s" % code)
+    for i in range(5):
+        answer = sqs.send_message(QueueUrl=url, MessageBody="job %d" % i, MessageGroupId="g1")
+        check("SequenceNumber" in answer, "a sequence number: %s" % answer)
+    again = sqs.send_message(QueueUrl=url, MessageBody="job 0", MessageGroupId="g1")
+    code = error_code(lambda: sqs.send_message(QueueUrl=url, MessageBody="x"))
+    check(code == "MissingParameter", "no MessageGroupId: %s" % code)
+    order = []
+    deadline = time.time() + 20
+    while len(order) < 5 and time.time() < deadline:
+        answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                     AttributeNames=["MessageGroupId"])
+        for message in answer.get("Messages", []):
+            check(message["Attributes"]["MessageGroupId"] == "g1", "group attribute")
+            order.append(message["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    check(order == ["job %d" % i for i in range(5)], "FIFO order, the duplicate dropped: %s" % order)
+    check(again["MessageId"] is not None, "the duplicate is answered")
+    print(json.dumps({"scenario": "fifo"}), flush=True)
+
+
+def boto3_scenario():
+    sqs = client()
+    queues(sqs)
+    messages(sqs)
+    fifo(sqs)
+    print(json.dumps({"scenario": "boto3", "passed": True}), flush=True)
+
+
+SCENARIOS = {"boto3": boto3_scenario}
+
+if __name__ == "__main__":
+    SCENARIOS[sys.argv[1]]()
