@@ -1,11 +1,12 @@
 //! SQS client libraries, unmodified, against the real binary's HTTP listener: boto3 from
-//! the pinned venv of `cargo xtask test` (`SLUICE_PYTHON`). The test starts a fresh
-//! server and runs tests/sqs/clients.py, which checks every answer itself (digests it
-//! computes on its own, error codes, order, isolation between tenants).
+//! the pinned venv of `cargo xtask test` (`SLUICE_PYTHON`) and the AWS SDK for JavaScript
+//! v3 from the pinned `node_modules` it installs (`SLUICE_AWS_SDK`). Each test starts a
+//! fresh server and runs a scenario (tests/sqs/clients.py, tests/sqs/clients.mjs), which
+//! checks every answer itself (digests, error codes, order, isolation between tenants).
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -29,18 +30,11 @@ fn tenant(server: &Server, name: &str) -> Tenant {
     }
 }
 
-#[test]
-#[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
-fn boto3_serves_queues_messages_fifo_and_keeps_tenants_apart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--shards", "2"]);
-    let first = tenant(&server, "sqs");
-    let other = tenant(&server, "sqs-other");
-    let mut command = Command::new(python());
+/// A scenario's command with the server's endpoint and two tenants' credentials.
+fn scenario(mut command: Command, server: &Server) -> Command {
+    let first = tenant(server, "sqs");
+    let other = tenant(server, "sqs-other");
     command
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sqs/clients.py"))
-        .arg("boto3")
-        .env("PYTHONUNBUFFERED", "1")
         .env("SLUICE_ENDPOINT", &server.endpoint)
         .env("SLUICE_AK", &first.ak)
         .env("SLUICE_SK", &first.sk)
@@ -50,9 +44,54 @@ fn boto3_serves_queues_messages_fifo_and_keeps_tenants_apart() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let lines = run(command);
+    command
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sqs")
+        .join(name)
+}
+
+fn aws_sdk_modules() -> PathBuf {
+    match std::env::var_os("SLUICE_AWS_SDK") {
+        Some(modules) => PathBuf::from(modules),
+        None => panic!(
+            "SLUICE_AWS_SDK is not set. Run this test via `cargo xtask test`, which installs \
+             the pinned @aws-sdk/client-sqs (target/awssdk/node_modules) and sets SLUICE_AWS_SDK"
+        ),
+    }
+}
+
+#[test]
+#[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
+fn boto3_serves_queues_messages_fifo_and_keeps_tenants_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", "2"]);
+    let mut command = Command::new(python());
+    command
+        .arg(script("clients.py"))
+        .arg("boto3")
+        .env("PYTHONUNBUFFERED", "1");
+    let lines = run(scenario(command, &server));
     assert!(
         lines.iter().any(|l| l.contains("\"passed\": true")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs the pinned AWS SDK for JavaScript: run by `cargo xtask test` (SLUICE_AWS_SDK)"]
+fn the_aws_sdk_for_javascript_checks_every_digest_it_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", "2"]);
+    let mut command = Command::new("node");
+    command
+        .arg(script("clients.mjs"))
+        .env("SLUICE_AWS_SDK", aws_sdk_modules());
+    let lines = run(scenario(command, &server));
+    assert!(
+        lines.iter().any(|l| l.contains("\"passed\":true")),
         "{lines:?}"
     );
 }

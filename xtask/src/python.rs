@@ -1,5 +1,6 @@
 //! The pinned Python venv the client-compatibility tests run with (`target/py-venv`), and
-//! the pinned kafkajs of the Kafka client tests (`target/kafkajs`).
+//! the pinned Node.js packages of the Kafka and SQS client tests (`target/kafkajs`,
+//! `target/awssdk`).
 //!
 //! `ensure_venv` creates it when missing or when the pinned requirements changed since it was
 //! built (a stamp file holds the requirements it was built from), installs the pins with pip
@@ -89,15 +90,29 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
 
 /// The kafkajs package of the Kafka client tests: its package.json and lock file.
 const KAFKAJS_PACKAGE: &str = "tests/kafka/kafkajs";
+/// The AWS SDK for JavaScript package of the SQS client tests.
+const AWS_SDK_PACKAGE: &str = "tests/sqs/awssdk";
 
-/// Makes `<root>/target/kafkajs` hold `npm ci` of the pinned kafkajs package (rebuilt when
-/// its lock file changed, by a stamp as for the venv) and returns its `node_modules`, which
-/// the test runner passes to the tests as `SLUICE_KAFKAJS`.
+/// Makes `<root>/target/kafkajs` hold `npm ci` of the pinned kafkajs package and returns
+/// its `node_modules`, which the test runner passes to the tests as `SLUICE_KAFKAJS`.
 pub fn ensure_kafkajs(root: &Path) -> Result<PathBuf, String> {
-    let dir = root.join("target").join("kafkajs");
+    ensure_node_package(root, KAFKAJS_PACKAGE, "kafkajs")
+}
+
+/// Makes `<root>/target/awssdk` hold `npm ci` of the pinned `@aws-sdk/client-sqs` and
+/// returns its `node_modules` (`SLUICE_AWS_SDK` for the tests).
+pub fn ensure_aws_sdk(root: &Path) -> Result<PathBuf, String> {
+    ensure_node_package(root, AWS_SDK_PACKAGE, "awssdk")
+}
+
+/// Makes `<root>/target/<name>` hold `npm ci` of the package at `<root>/<package>` (its
+/// package.json and lock file; rebuilt when either changed, by a stamp as for the venv)
+/// and returns its `node_modules`.
+fn ensure_node_package(root: &Path, package: &str, name: &str) -> Result<PathBuf, String> {
+    let dir = root.join("target").join(name);
     let modules = dir.join("node_modules");
     let stamp_path = dir.join("lock.stamp");
-    let source = root.join(KAFKAJS_PACKAGE);
+    let source = root.join(package);
     let read = |name: &str| {
         let path = source.join(name);
         std::fs::read_to_string(&path)
@@ -108,7 +123,7 @@ pub fn ensure_kafkajs(root: &Path) -> Result<PathBuf, String> {
     if modules.exists() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
         return Ok(modules);
     }
-    println!("kafkajs: installing {} from the lock file", dir.display());
+    println!("{name}: installing {} from the lock file", dir.display());
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
             .map_err(|error| format!("removing stale {}: {error}", dir.display()))?;

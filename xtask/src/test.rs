@@ -147,6 +147,8 @@ fn tests(counts: &mut Counts) -> Result<(), String> {
     let python = crate::python::ensure_venv(&command::workspace_root())?;
     // The Kafka client tests also run kafkajs on Node.js.
     let kafkajs = crate::python::ensure_kafkajs(&command::workspace_root())?;
+    // The SQS client tests also run the AWS SDK for JavaScript.
+    let aws_sdk = crate::python::ensure_aws_sdk(&command::workspace_root())?;
     let mut cargo: Command = command::cargo();
     // The tests that drive real Python SDKs are `#[ignore]`d with a reason, so a plain
     // `cargo test` lists them as skipped; here the venv exists and they run.
@@ -163,6 +165,7 @@ fn tests(counts: &mut Counts) -> Result<(), String> {
     cargo.env("PROPTEST_CASES", PROPTEST_CASES);
     cargo.env("SLUICE_PYTHON", python);
     cargo.env("SLUICE_KAFKAJS", kafkajs);
+    cargo.env("SLUICE_AWS_SDK", aws_sdk);
     counts.tests_ran = true;
     command::run_tee(&mut cargo, &mut |line| {
         if let Some((passed, failed)) = parse_test_result(line) {

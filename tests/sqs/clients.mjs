@@ -1,0 +1,124 @@
+// The AWS SDK for JavaScript v3 (@aws-sdk/client-sqs) against a running Sluice
+// (tests/sqs_clients.rs starts the server). The SDK itself checks the MD5 digests of
+// bodies and message attributes on send and receive (its md5 middleware), so a wrong
+// digest fails here. Exits non-zero on the first failure; the last line of a passing
+// run is a JSON summary. Environment as tests/sqs/clients.py.
+
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const require = createRequire(path.join(process.env.SLUICE_AWS_SDK, 'index.js'));
+const sqsSdk = require('@aws-sdk/client-sqs');
+const {
+  SQSClient, CreateQueueCommand, GetQueueUrlCommand, SendMessageCommand,
+  SendMessageBatchCommand, ReceiveMessageCommand, DeleteMessageCommand,
+  DeleteMessageBatchCommand, ListQueuesCommand, GetQueueAttributesCommand,
+  DeleteQueueCommand,
+} = sqsSdk;
+
+const ENDPOINT = process.env.SLUICE_ENDPOINT;
+
+function fail(message) {
+  console.error('FAIL: ' + message);
+  process.exit(1);
+}
+
+function check(condition, message) {
+  if (!condition) fail(message);
+}
+
+function client(ak, sk) {
+  return new SQSClient({
+    endpoint: ENDPOINT,
+    region: 'region-1',
+    credentials: { accessKeyId: ak, secretAccessKey: sk },
+    maxAttempts: 1,
+  });
+}
+
+async function errorName(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    return error.name;
+  }
+  fail('the call succeeded');
+}
+
+async function receiveAll(sqs, url, expected, extra = {}) {
+  const got = [];
+  const deadline = Date.now() + 20000;
+  while (got.length < expected && Date.now() < deadline) {
+    const answer = await sqs.send(new ReceiveMessageCommand({
+      QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, ...extra,
+    }));
+    got.push(...(answer.Messages || []));
+  }
+  return got;
+}
+
+async function main() {
+  const sqs = client(process.env.SLUICE_AK, process.env.SLUICE_SK);
+  const { QueueUrl: url } = await sqs.send(new CreateQueueCommand({ QueueName: 'js-events' }));
+  check(url.endsWith('/js-events'), `queue URL ${url}`);
+  const found = await sqs.send(new GetQueueUrlCommand({ QueueName: 'js-events' }));
+  check(found.QueueUrl === url, 'GetQueueUrl');
+  const listed = await sqs.send(new ListQueuesCommand({ QueueNamePrefix: 'js-' }));
+  check(listed.QueueUrls.includes(url), 'ListQueues');
+
+  // Attributes of every type: the SDK checks MD5OfMessageAttributes on the answer.
+  const attributes = {
+    colour: { DataType: 'String', StringValue: 'green' },
+    weight: { DataType: 'Number.kg', StringValue: '7' },
+    raw: { DataType: 'Binary', BinaryValue: Uint8Array.from([0, 255, 7]) },
+  };
+  const sent = await sqs.send(new SendMessageCommand({
+    QueueUrl: url, MessageBody: 'from node ✓', MessageAttributes: attributes,
+  }));
+  check(sent.MessageId && sent.MD5OfMessageAttributes, 'sent with digests');
+  const batch = await sqs.send(new SendMessageBatchCommand({
+    QueueUrl: url,
+    Entries: [1, 2, 3].map((i) => ({
+      Id: `e${i}`, MessageBody: `batch ${i}`,
+      MessageAttributes: { n: { DataType: 'Number', StringValue: String(i) } },
+    })),
+  }));
+  check(batch.Successful.length === 3, `batch ${JSON.stringify(batch)}`);
+
+  // The SDK checks MD5OfBody and MD5OfMessageAttributes of each received message.
+  const got = await receiveAll(sqs, url, 4, {
+    MessageAttributeNames: ['All'], MessageSystemAttributeNames: ['All'],
+  });
+  check(got.length === 4, `received ${got.length}`);
+  const first = got.find((m) => m.MessageId === sent.MessageId);
+  check(first && first.Body === 'from node ✓', 'the body back');
+  check(first.MessageAttributes.weight.DataType === 'Number.kg', 'custom type back');
+  check(Buffer.from(first.MessageAttributes.raw.BinaryValue).equals(Buffer.from([0, 255, 7])),
+    'binary back');
+  check(first.Attributes.ApproximateReceiveCount === '1', 'receive count');
+  await sqs.send(new DeleteMessageCommand({ QueueUrl: url, ReceiptHandle: first.ReceiptHandle }));
+  const rest = got.filter((m) => m !== first);
+  const deleted = await sqs.send(new DeleteMessageBatchCommand({
+    QueueUrl: url,
+    Entries: rest.map((m, i) => ({ Id: `d${i}`, ReceiptHandle: m.ReceiptHandle })),
+  }));
+  check(deleted.Successful.length === 3, 'batch delete');
+  const counts = await sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'],
+  }));
+  check(counts.Attributes.ApproximateNumberOfMessages === '0', 'drained');
+
+  const other = client(process.env.SLUICE_OTHER_AK, process.env.SLUICE_OTHER_SK);
+  const name = await errorName(other.send(new GetQueueUrlCommand({ QueueName: 'js-events' })));
+  check(name === 'QueueDoesNotExist', `another tenant: ${name}`);
+  const wrong = client(process.env.SLUICE_AK, process.env.SLUICE_SK + 'x');
+  const refused = await errorName(wrong.send(new ListQueuesCommand({})));
+  check(refused === 'SignatureDoesNotMatch', `a wrong secret: ${refused}`);
+
+  await sqs.send(new DeleteQueueCommand({ QueueUrl: url }));
+  const gone = await errorName(sqs.send(new GetQueueUrlCommand({ QueueName: 'js-events' })));
+  check(gone === 'QueueDoesNotExist', `deleted: ${gone}`);
+  console.log(JSON.stringify({ scenario: 'aws-sdk-js', passed: true }));
+}
+
+main().catch((error) => fail(error.stack || String(error)));
