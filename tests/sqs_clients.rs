@@ -78,6 +78,31 @@ fn boto3_serves_queues_messages_fifo_and_keeps_tenants_apart() {
         lines.iter().any(|l| l.contains("\"passed\": true")),
         "{lines:?}"
     );
+    // One engine: the SQS queues are the tenant's queues in the DMS API too, with the
+    // implicit group, and a DMS tag change keeps the SQS attributes.
+    let dms = server.client_for("sqs");
+    let listed = dms
+        .call("GET", &format!("{}/queues", support::base(&dms)), None)
+        .expect("DMS list");
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let queues = listed.body["queues"].as_array().expect("a queue list");
+    let orders = queues
+        .iter()
+        .find(|q| q["name"] == "orders")
+        .unwrap_or_else(|| panic!("orders is not listed through DMS: {queues:?}"));
+    let id = orders["id"].as_str().expect("an id");
+    let groups = dms
+        .call(
+            "GET",
+            &format!("{}/queues/{id}/groups", support::base(&dms)),
+            None,
+        )
+        .expect("DMS groups");
+    assert!(
+        groups.body.to_string().contains("\"sqs\""),
+        "the implicit group: {:?}",
+        groups.body
+    );
 }
 
 #[test]

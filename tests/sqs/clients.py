@@ -110,6 +110,15 @@ def queues(sqs):
     check(attributes["ApproximateNumberOfMessages"] == "0", "empty: %s" % attributes)
     check(attributes["QueueArn"].endswith(":%s:orders" % PROJECT), "ARN: %s" % attributes)
 
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "60", "DelaySeconds": "0"})
+    changed = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+    check(changed["Attributes"] == {"VisibilityTimeout": "60"}, "changed: %s" % changed)
+    code = error_code(lambda: sqs.set_queue_attributes(
+        QueueUrl=url, Attributes={"MessageRetentionPeriod": "600"}))
+    check(code == "InvalidParameterValue", "retention is fixed: %s" % code)
+    code = error_code(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "-1"}))
+    check(code == "InvalidParameterValue", "a bad value: %s" % code)
+
     other = client(os.environ["SLUICE_OTHER_AK"], os.environ["SLUICE_OTHER_SK"])
     code = error_code(lambda: other.get_queue_url(QueueName="orders"))
     check(code == "AWS.SimpleQueueService.NonExistentQueue", "another tenant: %s" % code)

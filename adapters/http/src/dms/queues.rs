@@ -71,7 +71,12 @@ pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError>
         partitions: 0,
     };
     let tags = tags::parse_create(&body)?;
-    let meta = serde_json::to_vec(&QueueMeta { description, tags }).expect("meta serialises");
+    let meta = serde_json::to_vec(&QueueMeta {
+        description,
+        tags,
+        others: serde_json::Map::new(),
+    })
+    .expect("meta serialises");
     let queue = ctx
         .node
         .create_queue(ctx.tenant, &name, config, meta)

@@ -17,6 +17,10 @@ pub struct QueueMeta {
     /// fields of a queue without tags read as before tags existed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<QueueTag>,
+    /// Fields another adapter keeps in the same bytes (the SQS adapter's `sqs`), kept as
+    /// they are when this adapter rewrites its own.
+    #[serde(flatten)]
+    pub others: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One queue tag, in the meta and in the answers of the tag calls.

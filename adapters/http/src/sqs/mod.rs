@@ -114,6 +114,7 @@ async fn serve<N: Node>(
         "ListQueues" => queues::list(&ctx, &input),
         "DeleteQueue" => queues::delete(&ctx, &input).await,
         "GetQueueAttributes" => queues::attributes(&ctx, &input).await,
+        "SetQueueAttributes" => queues::set_attributes(&ctx, &input).await,
         "SendMessage" => messages::send(&ctx, &input).await,
         "SendMessageBatch" => messages::send_batch(&ctx, &input).await,
         "ReceiveMessage" => messages::receive(&ctx, &input).await,

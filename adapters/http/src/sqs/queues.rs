@@ -19,6 +19,8 @@ const NAME_BYTES_MAX: usize = 80;
 const FIFO_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// Queue URLs one ListQueues answers, at most (SQS's own limit).
 const LIST_RESULTS_MAX: i64 = 1000;
+/// Attempts of SetQueueAttributes that found the queue's fields changed under it.
+const META_UPDATE_ATTEMPTS_MAX: u32 = 8;
 
 /// A queue attribute this adapter serves: its name, default and bounds (numbers) or
 /// `None` (booleans).
@@ -456,4 +458,88 @@ pub(super) async fn attributes<N: Node>(
         answer.insert("Attributes".into(), Value::Object(chosen));
     }
     Ok(answer)
+}
+
+/// SetQueueAttributes: the attributes kept in the queue's fields (delay, maximum size,
+/// wait, visibility, content-based deduplication) change by compare-and-set on those
+/// fields, keeping whatever else they hold (the DMS adapter's description and tags).
+/// The queue's type and its retention (the engine's configuration) cannot change.
+pub(super) async fn set_attributes<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let asked = checked_attributes(input)?;
+    for fixed in ["FifoQueue", "MessageRetentionPeriod"] {
+        if asked.contains_key(fixed) {
+            return Err(SqsError::invalid_parameter(format!(
+                "The attribute {fixed} cannot be changed after the queue is created."
+            )));
+        }
+    }
+    for _ in 0..META_UPDATE_ATTEMPTS_MAX {
+        let view = queue_of(ctx, input).await?;
+        if asked.contains_key("ContentBasedDeduplication")
+            && !Attributes::of(&view).flag("FifoQueue")
+        {
+            return Err(SqsError::invalid_attribute_name(
+                "ContentBasedDeduplication",
+            ));
+        }
+        let mut fields = match serde_json::from_slice(&view.meta) {
+            Ok(Value::Object(fields)) => fields,
+            _ => Map::new(),
+        };
+        let sqs = fields
+            .entry("sqs")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !sqs.is_object() {
+            *sqs = Value::Object(Map::new());
+        }
+        let sqs = sqs.as_object_mut().expect("made an object above");
+        for (name, value) in &asked {
+            sqs.insert(name.clone(), Value::String(value.clone()));
+        }
+        let bytes = serde_json::to_vec(&Value::Object(fields)).expect("serialises");
+        match ctx.node.set_queue_meta(view.id, &view.meta, bytes).await {
+            Ok(()) => return Ok(Map::new()),
+            Err(NodeError::MetaChanged) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(SqsError::unavailable(
+        "the queue's attributes kept changing; retry",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dms::wire::QueueMeta;
+
+    #[test]
+    fn the_dms_adapter_rewriting_its_fields_keeps_the_sqs_attributes() {
+        let written = serde_json::to_vec(&Meta {
+            sqs: BTreeMap::from([("VisibilityTimeout".to_string(), "60".to_string())]),
+        })
+        .unwrap();
+        let mut dms: QueueMeta = serde_json::from_slice(&written).unwrap();
+        dms.description = "described through DMS".into();
+        let rewritten = serde_json::to_vec(&dms).unwrap();
+        let back: Meta = serde_json::from_slice(&rewritten).unwrap();
+        assert_eq!(back.sqs["VisibilityTimeout"], "60");
+    }
+
+    #[test]
+    fn queue_names_follow_sqs_rules() {
+        assert!(check_name("orders-1_a", false).is_ok());
+        assert!(check_name("jobs.fifo", true).is_ok());
+        assert!(
+            check_name("jobs", true).is_err(),
+            "a FIFO name ends with .fifo"
+        );
+        assert!(check_name("", false).is_err());
+        assert!(check_name("has space", false).is_err());
+        assert!(check_name(&"q".repeat(81), false).is_err());
+        assert!(check_name(&"q".repeat(80), false).is_ok());
+    }
 }
