@@ -21,6 +21,7 @@ pub const TARGETS: &[&str] = &[
     "http_service",
     "cluster_frame",
     "kafka_frame",
+    "sqs_request",
 ];
 /// Wall-clock bound of each target in `cargo xtask test`.
 pub const SMOKE_SECONDS: u64 = 20;

@@ -67,7 +67,12 @@ pub async fn handle<N: Node>(
     parts: &Parts,
     body: &[u8],
 ) -> Response<Bytes> {
-    match serve(node, config, parts, body).await {
+    answer(serve(node, config, parts, body).await)
+}
+
+/// The HTTP answer of an operation's outcome.
+fn answer(outcome: Result<Map<String, Value>, SqsError>) -> Response<Bytes> {
+    match outcome {
         Ok(answer) => {
             let mut response = Response::new(Bytes::from(Value::Object(answer).to_string()));
             response
@@ -92,8 +97,30 @@ async fn serve<N: Node>(
         .get("x-amz-target")
         .and_then(|target| target.to_str().ok())
         .and_then(|target| target.strip_prefix(TARGET_PREFIX))
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
+    dispatch(node, config, &tenant, action, body).await
+}
+
+/// Serves an authenticated request: `action` (the operation's name) with its JSON
+/// `body`, for the tenant whose project id is `tenant`. [`handle`] calls it after the
+/// signature check; the fuzz target calls it directly, to reach past that check.
+pub async fn handle_authenticated<N: Node>(
+    node: &N,
+    config: &ServiceConfig,
+    tenant: &str,
+    action: &str,
+    body: &[u8],
+) -> Response<Bytes> {
+    answer(dispatch(node, config, tenant, action, body).await)
+}
+
+async fn dispatch<N: Node>(
+    node: &N,
+    config: &ServiceConfig,
+    tenant: &str,
+    action: &str,
+    body: &[u8],
+) -> Result<Map<String, Value>, SqsError> {
     let input: Value = if body.is_empty() {
         Value::Object(Map::new())
     } else {
@@ -106,9 +133,9 @@ async fn serve<N: Node>(
     let ctx = Ctx {
         node,
         config,
-        tenant: &tenant,
+        tenant,
     };
-    match action.as_str() {
+    match action {
         "CreateQueue" => queues::create(&ctx, &input).await,
         "GetQueueUrl" => queues::get_url(&ctx, &input).await,
         "ListQueues" => queues::list(&ctx, &input),
