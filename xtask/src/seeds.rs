@@ -399,6 +399,54 @@ fn kafka_frame_seeds() -> Vec<Vec<u8>> {
     seeds
 }
 
+/// Requests as `fuzz_targets/sqs_request.rs` reads them: the operation's index in its
+/// `ACTIONS`, then the JSON body (`$URL` and `$FIFO` name its two queues).
+fn sqs_request_seeds() -> Vec<Vec<u8>> {
+    let requests: [(u8, &str); 12] = [
+        (
+            0,
+            r#"{"QueueName":"n1","Attributes":{"VisibilityTimeout":"5","DelaySeconds":"1"}}"#,
+        ),
+        (1, r#"{"QueueName":"q"}"#),
+        (2, r#"{"QueueNamePrefix":"","MaxResults":1}"#),
+        (3, r#"{"QueueUrl":"$URL"}"#),
+        (4, r#"{"QueueUrl":"$FIFO","AttributeNames":["All"]}"#),
+        (
+            5,
+            r#"{"QueueUrl":"$URL","Attributes":{"VisibilityTimeout":"60"}}"#,
+        ),
+        (
+            6,
+            r#"{"QueueUrl":"$URL","MessageBody":"b","MessageAttributes":{"a":{"DataType":"Binary","BinaryValue":"AAE="},"n":{"DataType":"Number","StringValue":"1"}}}"#,
+        ),
+        (
+            6,
+            r#"{"QueueUrl":"$FIFO","MessageBody":"b","MessageGroupId":"g"}"#,
+        ),
+        (
+            7,
+            r#"{"QueueUrl":"$URL","Entries":[{"Id":"a","MessageBody":"x"},{"Id":"b","MessageBody":"y","DelaySeconds":2}]}"#,
+        ),
+        (
+            8,
+            r#"{"QueueUrl":"$URL","MaxNumberOfMessages":10,"VisibilityTimeout":0,"AttributeNames":["All"],"MessageAttributeNames":["All"]}"#,
+        ),
+        (9, r#"{"QueueUrl":"$URL","ReceiptHandle":"00"}"#),
+        (
+            10,
+            r#"{"QueueUrl":"$URL","Entries":[{"Id":"a","ReceiptHandle":"x"}]}"#,
+        ),
+    ];
+    requests
+        .iter()
+        .map(|(action, body)| {
+            let mut seed = vec![*action];
+            seed.extend_from_slice(body.as_bytes());
+            seed
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use sluice_core::frame::decode_frame;
@@ -452,52 +500,4 @@ mod tests {
             .collect();
         assert_eq!(frames, [1, 4, 2, 1, 3]);
     }
-}
-
-/// Requests as `fuzz_targets/sqs_request.rs` reads them: the operation's index in its
-/// `ACTIONS`, then the JSON body (`$URL` and `$FIFO` name its two queues).
-fn sqs_request_seeds() -> Vec<Vec<u8>> {
-    let requests: [(u8, &str); 12] = [
-        (
-            0,
-            r#"{"QueueName":"n1","Attributes":{"VisibilityTimeout":"5","DelaySeconds":"1"}}"#,
-        ),
-        (1, r#"{"QueueName":"q"}"#),
-        (2, r#"{"QueueNamePrefix":"","MaxResults":1}"#),
-        (3, r#"{"QueueUrl":"$URL"}"#),
-        (4, r#"{"QueueUrl":"$FIFO","AttributeNames":["All"]}"#),
-        (
-            5,
-            r#"{"QueueUrl":"$URL","Attributes":{"VisibilityTimeout":"60"}}"#,
-        ),
-        (
-            6,
-            r#"{"QueueUrl":"$URL","MessageBody":"b","MessageAttributes":{"a":{"DataType":"Binary","BinaryValue":"AAE="},"n":{"DataType":"Number","StringValue":"1"}}}"#,
-        ),
-        (
-            6,
-            r#"{"QueueUrl":"$FIFO","MessageBody":"b","MessageGroupId":"g"}"#,
-        ),
-        (
-            7,
-            r#"{"QueueUrl":"$URL","Entries":[{"Id":"a","MessageBody":"x"},{"Id":"b","MessageBody":"y","DelaySeconds":2}]}"#,
-        ),
-        (
-            8,
-            r#"{"QueueUrl":"$URL","MaxNumberOfMessages":10,"VisibilityTimeout":0,"AttributeNames":["All"],"MessageAttributeNames":["All"]}"#,
-        ),
-        (9, r#"{"QueueUrl":"$URL","ReceiptHandle":"00"}"#),
-        (
-            10,
-            r#"{"QueueUrl":"$URL","Entries":[{"Id":"a","ReceiptHandle":"x"}]}"#,
-        ),
-    ];
-    requests
-        .iter()
-        .map(|(action, body)| {
-            let mut seed = vec![*action];
-            seed.extend_from_slice(body.as_bytes());
-            seed
-        })
-        .collect()
 }
