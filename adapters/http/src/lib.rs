@@ -1,7 +1,7 @@
-//! HTTP adapters: the DMS queue API (v1.0, also under /v2), the Keystone-compatible token
-//! endpoint and the admin API (the SQS API and the console are planned). Adapters
-//! translate a protocol into node calls and kernel errors into protocol errors; they hold
-//! no queue semantics.
+//! HTTP adapters: the DMS queue API (v1.0, also under /v2), the SQS API (its JSON
+//! protocol), the Keystone-compatible token endpoint and the admin API (the console is
+//! planned). Adapters translate a protocol into node calls and kernel errors into
+//! protocol errors; they hold no queue semantics.
 //!
 //! Runtime-agnostic: nothing here depends on glommio or madsim. The server and the
 //! simulation both run this code against the one node layer (`sluice_node::Node`).
