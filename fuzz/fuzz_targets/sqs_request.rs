@@ -21,7 +21,7 @@ use sluice_node::local::{sim_node, LocalNode, StepClock};
 use sluice_node::Node;
 
 /// The operations an input's first byte chooses from (one unknown name among them).
-const ACTIONS: [&str; 13] = [
+const ACTIONS: [&str; 15] = [
     "CreateQueue",
     "GetQueueUrl",
     "ListQueues",
@@ -33,6 +33,8 @@ const ACTIONS: [&str; 13] = [
     "ReceiveMessage",
     "DeleteMessage",
     "DeleteMessageBatch",
+    "ChangeMessageVisibility",
+    "ChangeMessageVisibilityBatch",
     "PurgeQueue",
     "",
 ];

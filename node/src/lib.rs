@@ -363,6 +363,17 @@ pub trait Node {
         acks: Vec<(Routed<ReceiptHandle>, AckKind)>,
     ) -> Result<Vec<Result<AckOutcome, HandleError>>, NodeError>;
 
+    /// Moves the visibility deadline of a delivery (SQS's ChangeMessageVisibility) to
+    /// `visibility_ms` from now, at most the visibility limit; 0 makes the message
+    /// visible at once. Leases are leader-only state, so the partition's serving leader
+    /// answers. The inner error names a handle whose delivery is unknown or over (a
+    /// partition the node does not have included).
+    async fn change_visibility(
+        &self,
+        handle: Routed<ReceiptHandle>,
+        visibility_ms: u64,
+    ) -> Result<Result<(), HandleError>, NodeError>;
+
     /// Admin: adds a tenant (durably) and returns it with its fresh credentials; with a
     /// password, its argon2id hash is kept for Keystone logins.
     async fn create_tenant(

@@ -338,6 +338,13 @@ partition_request! {
 }
 
 partition_request! {
+    /// Moves a delivery's visibility deadline to `visibility_ms` from now (0: visible at
+    /// once); the inner error names a handle whose delivery is unknown or over.
+    ChangeVisibility { handle: ReceiptHandle, visibility_ms: u64 } -> Result<(), HandleError>,
+    |this, shard, engine, now| engine.change_visibility(&this.handle, this.visibility_ms, now)
+}
+
+partition_request! {
     /// Answers once the partition changed after `seen`, or after `wait_ms`.
     WaitChange { seen: u64, wait_ms: u64 } -> (),
     |this, shard, engine, now| {

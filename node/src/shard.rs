@@ -786,6 +786,23 @@ impl<H: Host> Node for NodeShard<H> {
         self.config.partition_count
     }
 
+    async fn change_visibility(
+        &self,
+        handle: Routed<ReceiptHandle>,
+        visibility_ms: u64,
+    ) -> Result<Result<(), HandleError>, NodeError> {
+        let partition = u32::from(handle.partition);
+        if partition >= self.config.partition_count {
+            return Ok(Err(HandleError::Unknown));
+        }
+        self.call(requests::ChangeVisibility {
+            partition,
+            handle: handle.item,
+            visibility_ms,
+        })
+        .await
+    }
+
     async fn send_to(
         &self,
         queue: QueueId,

@@ -468,6 +468,46 @@ fn a_queue_of_two_partitions_on_a_node_of_four_uses_only_its_own_after_a_restart
 }
 
 #[test]
+fn visibility_changes_reach_the_owning_shard_and_zero_makes_a_message_due_at_once() {
+    let node = check_node(2, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    block_on(node.send(queue, vec![message("m")])).unwrap();
+    let got = block_on(node.receive(queue, group, Lane::Main, receive_request(1), 0)).unwrap();
+    assert_eq!(got.len(), 1);
+    let handle = route(&got[0]);
+    // Through the shard that does not own the partition (a hop), and through the owner.
+    for shard in 0..2 {
+        let extended = block_on(node.shard(shard).change_visibility(handle.clone(), 60_000));
+        assert_eq!(extended, Ok(Ok(())));
+    }
+    let hidden = block_on(node.receive(queue, group, Lane::Main, receive_request(1), 0)).unwrap();
+    assert!(hidden.is_empty(), "still in flight");
+    assert_eq!(
+        block_on(node.change_visibility(handle.clone(), 0)),
+        Ok(Ok(()))
+    );
+    // Due now: the next tick ends the lease (the server ticks on its own).
+    block_on(node.tick(node.runtime().0.get())).unwrap();
+    let again = block_on(node.receive(queue, group, Lane::Main, receive_request(1), 0)).unwrap();
+    assert_eq!(again.len(), 1, "visible at once");
+    assert_eq!(again[0].item.delivery_count, 2);
+    // The old delivery is over; a partition the node lacks names nothing.
+    assert_eq!(
+        block_on(node.change_visibility(handle.clone(), 1_000)),
+        Ok(Err(HandleError::Stale))
+    );
+    let elsewhere = Routed {
+        partition: 9,
+        item: handle.item,
+    };
+    assert_eq!(
+        block_on(node.change_visibility(elsewhere, 1_000)),
+        Ok(Err(HandleError::Unknown))
+    );
+}
+
+#[test]
 fn a_retried_send_with_a_dedup_id_is_stored_once_whichever_shard_it_enters() {
     // Goal: dedup holds for a partitioned NORMAL queue: the id decides the partition, so
     // a retry entering at another shard meets the original.

@@ -193,7 +193,21 @@ def messages(sqs):
     second = receive_all(sqs, url, 1, VisibilityTimeout=30, AttributeNames=["ApproximateReceiveCount"])
     check(len(second) == 1 and second[0]["Body"] == "again", "back after visibility: %s" % second)
     check(second[0]["Attributes"]["ApproximateReceiveCount"] == "2", "second receive counted")
-    sqs.delete_message(QueueUrl=url, ReceiptHandle=second[0]["ReceiptHandle"])
+    # ChangeMessageVisibility: 0 makes it visible again at once (within the server's
+    # tick), a batch extends leases, a delivery that is over is not in flight.
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=second[0]["ReceiptHandle"], VisibilityTimeout=0)
+    third = receive_all(sqs, url, 1, VisibilityTimeout=30)
+    check(len(third) == 1 and third[0]["Body"] == "again", "visible after a change to 0: %s" % third)
+    code = error_code(lambda: sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=second[0]["ReceiptHandle"], VisibilityTimeout=10))
+    check(code == "AWS.SimpleQueueService.MessageNotInflight", "an old delivery: %s" % code)
+    changed = sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": "live", "ReceiptHandle": third[0]["ReceiptHandle"], "VisibilityTimeout": 120},
+        {"Id": "old", "ReceiptHandle": second[0]["ReceiptHandle"], "VisibilityTimeout": 120},
+    ])
+    check([e["Id"] for e in changed["Successful"]] == ["live"], "batch change: %s" % changed)
+    check([e["Id"] for e in changed["Failed"]] == ["old"], "batch change fails the old one")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=third[0]["ReceiptHandle"])
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     check(attributes["Attributes"]["ApproximateNumberOfMessages"] == "0", "drained: %s" % attributes)
     print(json.dumps({"scenario": "messages"}), flush=True)

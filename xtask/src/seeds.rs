@@ -402,7 +402,7 @@ fn kafka_frame_seeds() -> Vec<Vec<u8>> {
 /// Requests as `fuzz_targets/sqs_request.rs` reads them: the operation's index in its
 /// `ACTIONS`, then the JSON body (`$URL` and `$FIFO` name its two queues).
 fn sqs_request_seeds() -> Vec<Vec<u8>> {
-    let requests: [(u8, &str); 12] = [
+    let requests: [(u8, &str); 14] = [
         (
             0,
             r#"{"QueueName":"n1","Attributes":{"VisibilityTimeout":"5","DelaySeconds":"1"}}"#,
@@ -435,6 +435,14 @@ fn sqs_request_seeds() -> Vec<Vec<u8>> {
         (
             10,
             r#"{"QueueUrl":"$URL","Entries":[{"Id":"a","ReceiptHandle":"x"}]}"#,
+        ),
+        (
+            11,
+            r#"{"QueueUrl":"$URL","ReceiptHandle":"00","VisibilityTimeout":0}"#,
+        ),
+        (
+            12,
+            r#"{"QueueUrl":"$URL","Entries":[{"Id":"a","ReceiptHandle":"x","VisibilityTimeout":5}]}"#,
         ),
     ];
     requests

@@ -89,6 +89,15 @@ impl SqsError {
         )
     }
 
+    pub fn message_not_inflight() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "MessageNotInflight",
+            "AWS.SimpleQueueService.MessageNotInflight",
+            "The message referred to is not in flight.".to_string(),
+        )
+    }
+
     pub fn too_many_entries() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

@@ -570,6 +570,72 @@ pub(super) async fn delete_batch<N: Node>(
     Ok(answer)
 }
 
+/// Moves the visibility of one delivery of `view`'s queue, by its receipt handle text.
+async fn change_one<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+    text: &str,
+    visibility_s: i64,
+) -> Result<(), SqsError> {
+    let handle = ids::handler_decode(text)
+        .filter(|h| h.item.queue == view.id && !h.item.dead_letter)
+        .ok_or_else(SqsError::receipt_handle_invalid)?;
+    let visibility_ms = u64::try_from(visibility_s).expect("checked not negative") * 1000;
+    match ctx.node.change_visibility(handle, visibility_ms).await? {
+        Ok(()) => Ok(()),
+        Err(_) => Err(SqsError::message_not_inflight()),
+    }
+}
+
+pub(super) async fn change_visibility<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let view = queue_of(ctx, input).await?;
+    let handle = required(input, "ReceiptHandle")?;
+    let visibility_s = integer(input, "VisibilityTimeout", 0, VISIBILITY_S_MAX)?
+        .ok_or_else(|| SqsError::missing_parameter("VisibilityTimeout"))?;
+    change_one(ctx, &view, handle, visibility_s).await?;
+    Ok(Map::new())
+}
+
+pub(super) async fn change_visibility_batch<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let view = queue_of(ctx, input).await?;
+    let entries = entries(input)?;
+    let mut successful = Vec::new();
+    let mut failed = Vec::new();
+    for entry in &entries {
+        let id = required(entry, "Id")?;
+        let outcome = match (
+            required(entry, "ReceiptHandle"),
+            integer(entry, "VisibilityTimeout", 0, VISIBILITY_S_MAX),
+        ) {
+            (Ok(handle), Ok(Some(visibility_s))) => {
+                change_one(ctx, &view, handle, visibility_s).await
+            }
+            (Err(error), _) | (_, Err(error)) => Err(error),
+            (_, Ok(None)) => Err(SqsError::missing_parameter("VisibilityTimeout")),
+        };
+        match outcome {
+            Ok(()) => {
+                let mut ok = Map::new();
+                ok.insert("Id".into(), Value::String(id.to_string()));
+                successful.push(Value::Object(ok));
+            }
+            // The node itself failing fails the request, as for a single change.
+            Err(error) if error.status.is_server_error() => return Err(error),
+            Err(error) => failed.push(failure(id, &error)),
+        }
+    }
+    let mut answer = Map::new();
+    answer.insert("Successful".into(), Value::Array(successful));
+    answer.insert("Failed".into(), Value::Array(failed));
+    Ok(answer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,6 +147,8 @@ async fn dispatch<N: Node>(
         "ReceiveMessage" => messages::receive(&ctx, &input).await,
         "DeleteMessage" => messages::delete(&ctx, &input).await,
         "DeleteMessageBatch" => messages::delete_batch(&ctx, &input).await,
+        "ChangeMessageVisibility" => messages::change_visibility(&ctx, &input).await,
+        "ChangeMessageVisibilityBatch" => messages::change_visibility_batch(&ctx, &input).await,
         other => Err(SqsError::invalid_action(other)),
     }
 }

@@ -293,21 +293,27 @@ impl<S: Storage + Clone> Engine<S> {
         Ok(results)
     }
 
+    /// Moves an in-flight delivery's visibility deadline to `visibility_ms` from `now`
+    /// (at most the visibility limit; 0 makes it visible at once). Leases are the serving
+    /// leader's state, so only it answers; the outer error is that refusal, the inner one
+    /// a handle whose delivery is unknown or over.
     pub fn change_visibility(
         &self,
         handle: &ReceiptHandle,
         visibility_ms: u64,
         now: u64,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Result<(), HandleError>, EngineError> {
+        self.check_serving()?;
         let limits = &self.config.limits;
         let visibility_ms = visibility_ms.clamp(0, limits.visibility_ms_max);
-        self.state
+        let changed = self
+            .state
             .borrow_mut()
-            .change_visibility(handle, visibility_ms, now)?;
-        if visibility_ms == 0 {
+            .change_visibility(handle, visibility_ms, now);
+        if changed.is_ok() && visibility_ms == 0 {
             self.notify();
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Moves every dead letter of the group back to its main lane.

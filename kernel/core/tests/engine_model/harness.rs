@@ -533,7 +533,7 @@ impl Harness {
         let model = handle.model;
         let expected = self.model.change_visibility(&model, ms);
         let step = self.step;
-        assert_eq!(result, expected, "step {step}: change_visibility");
+        assert_eq!(result, Ok(expected), "step {step}: change_visibility");
     }
 
     fn cancel(&mut self, message: Pick, queue: Option<u8>) {
