@@ -140,15 +140,7 @@ pub const KAFKA_PATH: &str = "/sim/kafka";
 pub async fn serve_connection<N: Node>(node: &N, body: &Bytes) -> Response<Bytes> {
     let mut session = Session::new(config());
     let mut out = Vec::new();
-    let mut rest = body.clone();
-    while rest.len() >= 4 {
-        let length = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
-        let length = usize::try_from(length).expect("fits");
-        if rest.len() < 4 + length {
-            break;
-        }
-        let frame = rest.slice(4..4 + length);
-        rest = rest.slice(4 + length..);
+    for frame in frames(body) {
         match session.handle(node, frame).await {
             Reply::Send(bytes) => out.extend_from_slice(&bytes),
             Reply::Nothing => {}
@@ -158,8 +150,10 @@ pub async fn serve_connection<N: Node>(node: &N, body: &Bytes) -> Response<Bytes
     Response::new(Bytes::from(out))
 }
 
-/// The answer frames (without length prefixes) in a [`serve_connection`] response body.
-fn replies(body: &Bytes) -> Vec<Bytes> {
+/// The frames of `body` (each a big-endian u32 length and its bytes), without their
+/// length prefixes; a cut-off last frame is left out. Request bodies carry the client's
+/// frames, [`serve_connection`]'s answers the server's.
+fn frames(body: &Bytes) -> Vec<Bytes> {
     let mut out = Vec::new();
     let mut rest = body.clone();
     while rest.len() >= 4 {
@@ -209,7 +203,7 @@ async fn exchange<R: Request>(ctx: &Ctx, version: i16, request: &R) -> Exchange<
         Reached::Refused => Exchange::Refused,
         Reached::Lost { .. } => Exchange::Unknown("the answer was lost".into()),
         Reached::Served(served) => {
-            let replies = replies(served.response.body());
+            let replies = frames(served.response.body());
             match replies.get(2) {
                 Some(reply) => match answer::<R>(version, reply) {
                     Ok(answer) => Exchange::Answered(answer),

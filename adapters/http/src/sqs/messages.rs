@@ -304,6 +304,22 @@ fn entries(input: &Map<String, Value>) -> Result<Vec<&Map<String, Value>>, SqsEr
     Ok(maps)
 }
 
+/// A batch's answer: the entries that succeeded (each its own answer with its `Id`) and
+/// those that failed.
+fn batch_answer(successful: Vec<Value>, failed: Vec<Value>) -> Map<String, Value> {
+    let mut answer = Map::new();
+    answer.insert("Successful".into(), Value::Array(successful));
+    answer.insert("Failed".into(), Value::Array(failed));
+    answer
+}
+
+/// A successful batch entry that answers nothing but its `Id`.
+fn done(id: &str) -> Value {
+    let mut ok = Map::new();
+    ok.insert("Id".into(), Value::String(id.to_string()));
+    Value::Object(ok)
+}
+
 fn failure(id: &str, error: &SqsError) -> Value {
     let mut failed = Map::new();
     failed.insert("Id".into(), Value::String(id.to_string()));
@@ -346,14 +362,11 @@ pub(super) async fn send_batch<N: Node>(
             successful.push(Value::Object(answer));
         }
     }
-    let mut answer = Map::new();
-    answer.insert("Successful".into(), Value::Array(successful));
-    answer.insert("Failed".into(), Value::Array(failed));
-    Ok(answer)
+    Ok(batch_answer(successful, failed))
 }
 
 /// The names a list member asks for (`All` and `.*` ask for all).
-fn names(input: &Map<String, Value>, member: &str) -> Result<Vec<String>, SqsError> {
+pub(super) fn names(input: &Map<String, Value>, member: &str) -> Result<Vec<String>, SqsError> {
     match input.get(member) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(names)) => names
@@ -506,24 +519,20 @@ async fn delete_handles<N: Node>(
 ) -> Result<Vec<Result<(), SqsError>>, SqsError> {
     let mut answers: Vec<Result<(), SqsError>> = Vec::with_capacity(handles.len());
     let mut acks = Vec::new();
-    let mut positions = Vec::new();
-    for (index, text) in handles.iter().enumerate() {
+    for text in handles {
         match ids::handler_decode(text) {
             Some(handle) if handle.item.queue == view.id && !handle.item.dead_letter => {
                 acks.push((handle, AckKind::Success));
-                positions.push(index);
                 answers.push(Ok(()));
             }
             _ => answers.push(Err(SqsError::receipt_handle_invalid())),
         }
     }
     // One at a time: the node stops a batch at its first invalid handle, and each of
-    // these answers on its own.
-    for (ack, index) in acks.into_iter().zip(positions) {
-        let result = ctx.node.ack(Lane::Main, vec![ack]).await?;
-        if result.is_empty() {
-            answers[index] = Err(SqsError::receipt_handle_invalid());
-        }
+    // these answers on its own. A delivery that is over (its handle Stale or Unknown)
+    // answers success all the same, as SQS does: the ack changed nothing.
+    for ack in acks {
+        ctx.node.ack(Lane::Main, vec![ack]).await?;
     }
     Ok(answers)
 }
@@ -556,18 +565,11 @@ pub(super) async fn delete_batch<N: Node>(
     let mut failed = Vec::new();
     for (id, answer) in ids.iter().zip(answers) {
         match answer {
-            Ok(()) => {
-                let mut ok = Map::new();
-                ok.insert("Id".into(), Value::String((*id).to_string()));
-                successful.push(Value::Object(ok));
-            }
+            Ok(()) => successful.push(done(id)),
             Err(error) => failed.push(failure(id, &error)),
         }
     }
-    let mut answer = Map::new();
-    answer.insert("Successful".into(), Value::Array(successful));
-    answer.insert("Failed".into(), Value::Array(failed));
-    Ok(answer)
+    Ok(batch_answer(successful, failed))
 }
 
 /// Moves the visibility of one delivery of `view`'s queue, by its receipt handle text.
@@ -620,20 +622,13 @@ pub(super) async fn change_visibility_batch<N: Node>(
             (_, Ok(None)) => Err(SqsError::missing_parameter("VisibilityTimeout")),
         };
         match outcome {
-            Ok(()) => {
-                let mut ok = Map::new();
-                ok.insert("Id".into(), Value::String(id.to_string()));
-                successful.push(Value::Object(ok));
-            }
+            Ok(()) => successful.push(done(id)),
             // The node itself failing fails the request, as for a single change.
             Err(error) if error.status.is_server_error() => return Err(error),
             Err(error) => failed.push(failure(id, &error)),
         }
     }
-    let mut answer = Map::new();
-    answer.insert("Successful".into(), Value::Array(successful));
-    answer.insert("Failed".into(), Value::Array(failed));
-    Ok(answer)
+    Ok(batch_answer(successful, failed))
 }
 
 #[cfg(test)]

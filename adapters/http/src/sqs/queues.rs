@@ -388,19 +388,7 @@ pub(super) async fn attributes<N: Node>(
     input: &Map<String, Value>,
 ) -> Result<Map<String, Value>, SqsError> {
     let view = queue_of(ctx, input).await?;
-    let names: Vec<String> = match input.get("AttributeNames") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(names)) => names
-            .iter()
-            .map(|n| n.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or_else(|| SqsError::invalid_parameter("AttributeNames must be strings."))?,
-        Some(_) => {
-            return Err(SqsError::invalid_parameter(
-                "AttributeNames must be a list.",
-            ))
-        }
-    };
+    let names = super::messages::names(input, "AttributeNames")?;
     let mut all = Attributes::of(&view).0;
     let group = group_of(ctx, &view).await?;
     let counts = ctx.node.queue_counts(view.id).await?;
