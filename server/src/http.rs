@@ -501,6 +501,8 @@ async fn handle_request(
             .set(shard.requests_inflight.get() - 1);
         response
     };
+    // A refusal made before the SQS adapter answered speaks SQS to an SQS client.
+    let response = sluice_http::sqs::as_sqs_error(&parts, response);
     let status = response.status().as_u16();
     shard
         .shared

@@ -188,6 +188,22 @@ impl SqsError {
         )
     }
 
+    /// The SQS error of a refusal the server made before the SQS adapter saw the request
+    /// (a body too large or too slow, the request limit, JSON nested too deep), by its
+    /// status.
+    pub fn from_status(status: StatusCode, message: String) -> Self {
+        let (name, code) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ("RequestEntityTooLarge", "RequestEntityTooLarge"),
+            StatusCode::REQUEST_TIMEOUT => ("RequestTimeout", "RequestTimeout"),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                ("ServiceUnavailable", "ServiceUnavailable")
+            }
+            status if status.is_client_error() => ("InvalidParameterValue", "MalformedInput"),
+            _ => ("InternalFailure", "InternalFailure"),
+        };
+        Self::new(status, name, code, message)
+    }
+
     /// The answer carrying this error.
     pub fn response(&self) -> Response<Bytes> {
         let body = json!({

@@ -40,6 +40,22 @@ pub fn is_sqs(parts: &Parts) -> bool {
         .is_some_and(|target| target.as_bytes().starts_with(TARGET_PREFIX.as_bytes()))
 }
 
+/// `response` in SQS's error format when `parts` is an SQS request and the server
+/// refused it before the SQS adapter answered (a body too large or too slow, the request
+/// limit, JSON nested too deep: answers in the DMS format); any other response as it is.
+pub fn as_sqs_error(parts: &Parts, response: Response<Bytes>) -> Response<Bytes> {
+    let answered_here = response.headers().contains_key("x-amzn-query-error");
+    if !is_sqs(parts) || response.status().is_success() || answered_here {
+        return response;
+    }
+    let status = response.status();
+    let message = serde_json::from_slice::<Value>(response.body())
+        .ok()
+        .and_then(|body| body["error_msg"].as_str().map(str::to_string))
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").to_string());
+    SqsError::from_status(status, message).response()
+}
+
 /// What every operation works with: the node, the service's configuration and the
 /// authenticated tenant's project id.
 pub(crate) struct Ctx<'a, N: Node> {
