@@ -86,6 +86,8 @@ def queues(sqs):
     attributes, delete; another tenant's queues invisible; a wrong secret refused."""
     url = sqs.create_queue(QueueName="orders", Attributes={"VisibilityTimeout": "45"})["QueueUrl"]
     check(url == "%s/%s/orders" % (ENDPOINT, PROJECT), "queue URL %r" % url)
+    answer = sqs.get_queue_url(QueueName="orders")
+    check(len(answer["ResponseMetadata"].get("RequestId", "")) == 20, "a request id: %s" % answer)
     again = sqs.create_queue(QueueName="orders", Attributes={"VisibilityTimeout": "45"})["QueueUrl"]
     check(again == url, "creating the same queue again answers its URL")
     code = error_code(lambda: sqs.create_queue(QueueName="orders", Attributes={"VisibilityTimeout": "5"}))

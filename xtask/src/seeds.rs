@@ -222,7 +222,7 @@ fn dms_seeds() -> Vec<Vec<u8>> {
 /// bits 0-1, JSON content type in bit 2, `X-Project-Id` in bit 3), then path, query,
 /// headers and body separated by NUL.
 fn http_service_seeds() -> Vec<Vec<u8>> {
-    let requests: [(u8, u8, &str); 9] = [
+    let requests: [(u8, u8, &str); 10] = [
         (
             1,
             4,
@@ -247,6 +247,11 @@ fn http_service_seeds() -> Vec<Vec<u8>> {
         (0, 0, "/v2/$P/queue/tags\0\0\0"),
         (1, 0, "/v3/auth/tokens\0\0\0{\"auth\":{}}"),
         (0, 3, "/admin/tenants\0\0\0"),
+        (
+            1,
+            2,
+            "/\0\0x-amz-target:AmazonSQS.ListQueues\nx-amz-date:20261126T000000Z\nauthorization:AWS4-HMAC-SHA256 Credential=AK/20261126/r/sqs/aws4_request, SignedHeaders=host;x-amz-date, Signature=00\0{}",
+        ),
         (
             0,
             2,

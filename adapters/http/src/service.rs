@@ -111,10 +111,14 @@ pub async fn handle<N: Node>(
     }
     let serial = REQUEST_SERIAL.fetch_add(1, Ordering::Relaxed);
     let id = format!("{:012x}{:08x}", node.now_ms(), serial & 0xffff_ffff);
-    response.headers_mut().insert(
-        "x-request-id",
-        HeaderValue::from_str(&id).expect("hex is a valid header value"),
-    );
+    let id = HeaderValue::from_str(&id).expect("hex is a valid header value");
+    if crate::sqs::is_sqs(parts) {
+        // Where the AWS SDKs read a request's id (ResponseMetadata.RequestId).
+        response
+            .headers_mut()
+            .insert(crate::sqs::REQUEST_ID_HEADER, id.clone());
+    }
+    response.headers_mut().insert("x-request-id", id);
     response
 }
 

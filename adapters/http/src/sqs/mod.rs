@@ -29,6 +29,8 @@ pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 pub const TARGET_PREFIX: &str = "AmazonSQS.";
 /// The consumer group every SQS queue reads through.
 pub const GROUP: &str = "sqs";
+/// The header the AWS SDKs read a request's id from.
+pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 /// The first bytes of a message's attributes written by this adapter.
 pub const ATTRIBUTES_MARK: &[u8] = b"\0S\x01";
 
@@ -53,7 +55,12 @@ pub fn as_sqs_error(parts: &Parts, response: Response<Bytes>) -> Response<Bytes>
         .ok()
         .and_then(|body| body["error_msg"].as_str().map(str::to_string))
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").to_string());
-    SqsError::from_status(status, message).response()
+    let mut answer = SqsError::from_status(status, message).response();
+    if let Some(id) = response.headers().get("x-request-id") {
+        answer.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+        answer.headers_mut().insert("x-request-id", id.clone());
+    }
+    answer
 }
 
 /// What every operation works with: the node, the service's configuration and the
