@@ -29,8 +29,8 @@ struct World {
 
 fn world() -> World {
     let clock = StepClock::starting_at(1_000);
-    let engines = test_engine_config(EngineLimits::dms());
-    let node = sim_node_on(2, 2, engines, clock.clone());
+    let config = test_engine_config(EngineLimits::dms());
+    let node = sim_node_on(2, 2, config, clock.clone());
     let clock = clock.0;
     let tenant = block_on(node.create_tenant("fuzz", None)).expect("tenant");
     let mut world = World {

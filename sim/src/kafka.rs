@@ -341,6 +341,17 @@ fn fetch_request(partition: i32, offset: i64) -> FetchRequest {
 /// One Fetch of `partition` from `offset`: the partition's answer, retried while the
 /// answer is lost or an error (bounded).
 async fn fetch(ctx: &Ctx, partition: i32, offset: i64) -> Result<PartitionData, String> {
+    fetch_until(ctx, partition, offset, |code| code == 0).await
+}
+
+/// A Fetch of `partition` from `offset`, retried (bounded) while the answer is lost or
+/// its error code is not one that `settled` accepts; the partition's answer.
+async fn fetch_until(
+    ctx: &Ctx,
+    partition: i32,
+    offset: i64,
+    settled: impl Fn(i16) -> bool,
+) -> Result<PartitionData, String> {
     let request = fetch_request(partition, offset);
     let mut why = String::new();
     for _ in 0..FETCH_ATTEMPTS_MAX {
@@ -352,7 +363,7 @@ async fn fetch(ctx: &Ctx, partition: i32, offset: i64) -> Result<PartitionData, 
                     .next()
                     .and_then(|topic| topic.partitions.into_iter().next())
                     .ok_or_else(|| "no partition in the fetch answer".to_string())?;
-                if data.error_code == 0 {
+                if settled(data.error_code) {
                     return Ok(data);
                 }
                 why = format!("fetch error {}", data.error_code);
@@ -370,29 +381,11 @@ async fn fetch(ctx: &Ctx, partition: i32, offset: i64) -> Result<PartitionData, 
 /// Checks that a fetch of `partition`, one the topic does not have, is refused
 /// UNKNOWN_TOPIC_OR_PARTITION (retried while lost or another error, bounded).
 async fn refused_outside(ctx: &Ctx, partition: i32) -> Result<(), String> {
-    let mut why = String::new();
-    for _ in 0..FETCH_ATTEMPTS_MAX {
-        match exchange::<FetchRequest>(ctx, 12, &fetch_request(partition, 0)).await {
-            Exchange::Answered(answer) => {
-                let code = answer
-                    .responses
-                    .first()
-                    .and_then(|topic| topic.partitions.first())
-                    .map(|data| data.error_code);
-                match code {
-                    Some(UNKNOWN_TOPIC_OR_PARTITION) => return Ok(()),
-                    Some(0) => return Err("outside the topic, yet a fetch was answered".into()),
-                    other => why = format!("fetch answered {other:?}"),
-                }
-            }
-            Exchange::Refused => why = "refused".into(),
-            Exchange::Unknown(reason) => why = reason,
-        }
-        madsim::time::sleep(Duration::from_millis(FETCH_RETRY_MS)).await;
+    let settled = |code| code == 0 || code == UNKNOWN_TOPIC_OR_PARTITION;
+    match fetch_until(ctx, partition, 0, settled).await?.error_code {
+        0 => Err("outside the topic, yet a fetch was answered".into()),
+        _ => Ok(()),
     }
-    Err(format!(
-        "{FETCH_ATTEMPTS_MAX} fetches failed; the last: {why}"
-    ))
 }
 
 /// Reads a partition of the topic from offset 0 to its high watermark.

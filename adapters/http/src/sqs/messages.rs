@@ -9,7 +9,7 @@ use sluice_core::engine::ReceiveRequest;
 use sluice_node::routing::Routed;
 use sluice_node::{Lane, Node, QueueView};
 
-use super::queues::{attributes_of, group_of, queue_of};
+use super::queues::{group_of, queue_of, Attributes};
 use super::{integer, required, string, Ctx, SqsError, ATTRIBUTES_MARK};
 use crate::dms::ids;
 
@@ -41,16 +41,19 @@ struct MessageAttribute<'a> {
     binary: bool,
 }
 
-/// Checks a message's `MessageAttributes`, sorted by name.
-fn message_attributes(input: &Map<String, Value>) -> Result<Vec<MessageAttribute<'_>>, SqsError> {
-    let Some(given) = input.get("MessageAttributes") else {
-        return Ok(Vec::new());
-    };
-    let Value::Object(given) = given else {
-        return Err(SqsError::invalid_parameter(
+/// A request's `MessageAttributes` map, if it has one.
+fn given_attributes(input: &Map<String, Value>) -> Result<Option<&Map<String, Value>>, SqsError> {
+    match input.get("MessageAttributes") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(given)) => Ok(Some(given)),
+        Some(_) => Err(SqsError::invalid_parameter(
             "MessageAttributes must be a map.",
-        ));
-    };
+        )),
+    }
+}
+
+/// Checks message attributes (a `MessageAttributes` map), sorted by name.
+fn message_attributes(given: &Map<String, Value>) -> Result<Vec<MessageAttribute<'_>>, SqsError> {
     if given.len() > MESSAGE_ATTRIBUTES_MAX {
         return Err(SqsError::invalid_parameter(format!(
             "Number of message attributes [{}] exceeds the allowed maximum [{MESSAGE_ATTRIBUTES_MAX}].",
@@ -135,12 +138,17 @@ fn push_field(bytes: &mut Vec<u8>, field: &[u8]) {
     bytes.extend_from_slice(field);
 }
 
-/// The stored form of message attributes: the mark, then their JSON as received.
-fn stored_attributes(input: &Map<String, Value>) -> Vec<u8> {
-    match input.get("MessageAttributes") {
-        Some(Value::Object(map)) if !map.is_empty() => {
+/// The stored form of message attributes: the mark, then their JSON as received; none
+/// for none.
+fn stored_attributes(given: Option<&Map<String, Value>>) -> Vec<u8> {
+    match given {
+        Some(map) if !map.is_empty() => {
             let mut bytes = ATTRIBUTES_MARK.to_vec();
-            bytes.extend_from_slice(Value::Object(map.clone()).to_string().as_bytes());
+            bytes.extend_from_slice(
+                serde_json::to_string(map)
+                    .expect("a JSON map serialises")
+                    .as_bytes(),
+            );
             bytes
         }
         _ => Vec::new(),
@@ -154,14 +162,18 @@ struct Prepared {
     attributes_md5: Option<String>,
 }
 
-fn prepare(view: &QueueView, input: &Map<String, Value>) -> Result<Prepared, SqsError> {
-    let queue = attributes_of(view);
+/// Checks one message to send to a queue of attributes `queue`.
+fn prepare(queue: &Attributes, input: &Map<String, Value>) -> Result<Prepared, SqsError> {
     let body = required(input, "MessageBody")?;
     if body.is_empty() {
         return Err(SqsError::missing_parameter("MessageBody"));
     }
-    let attributes = message_attributes(input)?;
-    let stored = stored_attributes(input);
+    let given = given_attributes(input)?;
+    let attributes = match given {
+        Some(given) => message_attributes(given)?,
+        None => Vec::new(),
+    };
+    let stored = stored_attributes(given);
     let size = body.len()
         + attributes
             .iter()
@@ -259,10 +271,10 @@ pub(super) async fn send<N: Node>(
     input: &Map<String, Value>,
 ) -> Result<Map<String, Value>, SqsError> {
     let view = queue_of(ctx, input).await?;
-    let fifo = attributes_of(&view).flag("FifoQueue");
-    let prepared = prepare(&view, input)?;
+    let queue = Attributes::of(&view);
+    let prepared = prepare(&queue, input)?;
     let sent = ctx.node.send(view.id, vec![prepared.input.clone()]).await?;
-    Ok(sent_answer(&prepared, &sent[0], fifo))
+    Ok(sent_answer(&prepared, &sent[0], queue.flag("FifoQueue")))
 }
 
 /// A batch's entries, checked for count and distinct ids.
@@ -334,7 +346,8 @@ pub(super) async fn send_batch<N: Node>(
     input: &Map<String, Value>,
 ) -> Result<Map<String, Value>, SqsError> {
     let view = queue_of(ctx, input).await?;
-    let fifo = attributes_of(&view).flag("FifoQueue");
+    let queue = Attributes::of(&view);
+    let fifo = queue.flag("FifoQueue");
     let entries = entries(input)?;
     let mut failed = Vec::new();
     let mut ready: Vec<(&str, Prepared)> = Vec::new();
@@ -342,7 +355,7 @@ pub(super) async fn send_batch<N: Node>(
     for entry in &entries {
         let id = required(entry, "Id")?;
         bytes += string(entry, "MessageBody")?.map_or(0, str::len);
-        match prepare(&view, entry) {
+        match prepare(&queue, entry) {
             Ok(prepared) => ready.push((id, prepared)),
             Err(error) => failed.push(failure(id, &error)),
         }
@@ -405,7 +418,7 @@ pub(super) async fn receive<N: Node>(
     input: &Map<String, Value>,
 ) -> Result<Map<String, Value>, SqsError> {
     let view = queue_of(ctx, input).await?;
-    let queue = attributes_of(&view);
+    let queue = Attributes::of(&view);
     let group = group_of(ctx, &view).await?;
     let max = integer(input, "MaxNumberOfMessages", 1, RECEIVE_MAX)?.unwrap_or(1);
     let visibility_s = integer(input, "VisibilityTimeout", 0, VISIBILITY_S_MAX)?
@@ -485,12 +498,7 @@ pub(super) async fn receive<N: Node>(
                     .filter(|(name, _)| asks_for(&wanted_attributes, name))
                     .collect();
                 if !chosen.is_empty() {
-                    let input = {
-                        let mut input = Map::new();
-                        input.insert("MessageAttributes".into(), Value::Object(chosen.clone()));
-                        input
-                    };
-                    if let Ok(parsed) = message_attributes(&input) {
+                    if let Ok(parsed) = message_attributes(&chosen) {
                         message.insert(
                             "MD5OfMessageAttributes".into(),
                             Value::String(attributes_md5(&parsed)),
@@ -643,7 +651,8 @@ mod tests {
             r#"{"MessageAttributes": {"k": {"DataType": "String", "StringValue": "v"}}}"#,
         )
         .unwrap();
-        let parsed = message_attributes(&input).unwrap();
+        let given = given_attributes(&input).unwrap().unwrap();
+        let parsed = message_attributes(given).unwrap();
         let mut expected = Vec::new();
         expected.extend_from_slice(&[0, 0, 0, 1, b'k']);
         expected.extend_from_slice(&[0, 0, 0, 6]);

@@ -81,7 +81,8 @@ struct Meta {
 pub(crate) struct Attributes(BTreeMap<String, String>);
 
 impl Attributes {
-    fn of(view: &QueueView) -> Attributes {
+    /// The attributes of `view`'s queue.
+    pub fn of(view: &QueueView) -> Attributes {
         let meta: Meta = serde_json::from_slice(&view.meta).unwrap_or_default();
         let mut attributes: BTreeMap<String, String> = ATTRIBUTES
             .iter()
@@ -150,6 +151,15 @@ fn checked_attributes(input: &Map<String, Value>) -> Result<BTreeMap<String, Str
     Ok(checked)
 }
 
+/// The default of a served attribute.
+fn default_of(name: &str) -> &'static str {
+    ATTRIBUTES
+        .iter()
+        .find(|rule| rule.name == name)
+        .map(|rule| rule.default)
+        .expect("a served attribute")
+}
+
 fn invalid_value(name: &str) -> SqsError {
     SqsError::invalid_parameter(format!("Invalid value for the parameter {name}."))
 }
@@ -200,10 +210,11 @@ pub(super) async fn create<N: Node>(
     if let Some(view) = find(ctx, name).await {
         return existing(ctx, &view, &attributes).await;
     }
-    let retention_s = attributes
+    let retention_s: u64 = attributes
         .get("MessageRetentionPeriod")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(345_600);
+        .map_or(default_of("MessageRetentionPeriod"), String::as_str)
+        .parse()
+        .expect("checked or a default: a number");
     let config = QueueConfig {
         mode: if fifo {
             QueueMode::Fifo(FifoScope::MessageGroup)
@@ -315,11 +326,6 @@ pub(crate) async fn group_of<N: Node>(
         }
         Err(error) => Err(error.into()),
     }
-}
-
-/// The queue's SQS attributes.
-pub(crate) fn attributes_of(view: &QueueView) -> Attributes {
-    Attributes::of(view)
 }
 
 pub(super) async fn get_url<N: Node>(
