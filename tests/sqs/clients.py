@@ -251,11 +251,53 @@ def fifo(sqs):
     print(json.dumps({"scenario": "fifo"}), flush=True)
 
 
+def presigned(sqs):
+    """A request presigned by botocore's SigV4QueryAuth (the signature in the query
+    string, no Authorization header) is served; the same URL changed is refused."""
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = sqs.create_queue(QueueName="presigned")["QueueUrl"]
+    request = AWSRequest(method="POST", url=ENDPOINT + "/", data=b"", headers={
+        "X-Amz-Target": "AmazonSQS.ListQueues",
+        "Content-Type": "application/x-amz-json-1.0",
+    })
+    credentials = Credentials(os.environ["SLUICE_AK"], os.environ["SLUICE_SK"])
+    SigV4QueryAuth(credentials, "sqs", REGION, expires=60).add_auth(request)
+    check("X-Amz-Signature=" in request.url and "Authorization" not in request.headers,
+          "botocore presigned in the query: %s" % request.url)
+
+    def send(target):
+        prepared = AWSRequest(method="POST", url=target, data=b"",
+                              headers=dict(request.headers)).prepare()
+        call = urllib.request.Request(prepared.url, data=b"", method="POST",
+                                      headers=dict(prepared.headers))
+        try:
+            with urllib.request.urlopen(call, timeout=30) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    status, answer = send(request.url)
+    check(status == 200 and url in answer.get("QueueUrls", []),
+          "a presigned ListQueues: %s %s" % (status, answer))
+    status, answer = send(request.url.replace("X-Amz-Expires=60", "X-Amz-Expires=61"))
+    check(status == 403 and answer["__type"].endswith("SignatureDoesNotMatch"),
+          "a presigned URL changed: %s %s" % (status, answer))
+    sqs.delete_queue(QueueUrl=url)
+    print(json.dumps({"scenario": "presigned"}), flush=True)
+
+
 def boto3_scenario():
     sqs = client()
     queues(sqs)
     messages(sqs)
     fifo(sqs)
+    presigned(sqs)
     print(json.dumps({"scenario": "boto3", "passed": True}), flush=True)
 
 
