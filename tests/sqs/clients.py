@@ -251,6 +251,47 @@ def fifo(sqs):
     print(json.dumps({"scenario": "fifo"}), flush=True)
 
 
+def dedup_scopes(sqs):
+    """FIFO deduplication scopes: queue-wide by default (an id repeated in another group is
+    the same message), per message group when asked (it is another message); the scope is
+    fixed once the queue exists and only FIFO queues have it; group and dedup ids bounded."""
+    wide = sqs.create_queue(QueueName="wide.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    narrow = sqs.create_queue(QueueName="narrow.fifo", Attributes={
+        "FifoQueue": "true", "DeduplicationScope": "messageGroup",
+        "FifoThroughputLimit": "perMessageGroupId"})["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=wide, AttributeNames=["All"])["Attributes"]
+    check(attributes["DeduplicationScope"] == "queue"
+          and attributes["FifoThroughputLimit"] == "perQueue", "defaults: %s" % attributes)
+    attributes = sqs.get_queue_attributes(QueueUrl=narrow, AttributeNames=["All"])["Attributes"]
+    check(attributes["DeduplicationScope"] == "messageGroup"
+          and attributes["FifoThroughputLimit"] == "perMessageGroupId", "asked: %s" % attributes)
+    for url, same in [(wide, True), (narrow, False)]:
+        ids = [sqs.send_message(QueueUrl=url, MessageBody="from %s" % group, MessageGroupId=group,
+                                MessageDeduplicationId="order-1")["MessageId"]
+               for group in ["g1", "g2", "g3", "g4"]]
+        check((len(set(ids)) == 1) == same and (len(set(ids)) == 4) != same,
+              "the same dedup id in four groups, one message %s: %s" % (same, ids))
+        count = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+            "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+        check(count == ("1" if same else "4"), "messages stored: %s" % count)
+    code = error_code(lambda: sqs.set_queue_attributes(
+        QueueUrl=wide, Attributes={"DeduplicationScope": "messageGroup"}))
+    check(code == "InvalidParameterValue", "the scope is fixed: %s" % code)
+    code = error_code(lambda: sqs.create_queue(
+        QueueName="plain-scope", Attributes={"DeduplicationScope": "queue"}))
+    check(code == "InvalidAttributeName", "a standard queue has no scope: %s" % code)
+    code = error_code(lambda: sqs.create_queue(QueueName="odd.fifo", Attributes={
+        "FifoQueue": "true", "FifoThroughputLimit": "perGroup"}))
+    check(code == "InvalidParameterValue", "an unknown throughput limit: %s" % code)
+    for group, dedup in [("g" * 129, "d"), ("g", "d" * 129), ("has space", "d"), ("g", "")]:
+        code = error_code(lambda: sqs.send_message(
+            QueueUrl=wide, MessageBody="x", MessageGroupId=group, MessageDeduplicationId=dedup))
+        check(code == "InvalidParameterValue", "ids %r %r: %s" % (group[:8], dedup[:8], code))
+    sqs.delete_queue(QueueUrl=wide)
+    sqs.delete_queue(QueueUrl=narrow)
+    print(json.dumps({"scenario": "dedup_scopes"}), flush=True)
+
+
 def presigned(sqs):
     """A request presigned by botocore's SigV4QueryAuth (the signature in the query
     string, no Authorization header) is served; the same URL changed is refused."""
@@ -297,6 +338,7 @@ def boto3_scenario():
     queues(sqs)
     messages(sqs)
     fifo(sqs)
+    dedup_scopes(sqs)
     presigned(sqs)
     print(json.dumps({"scenario": "boto3", "passed": True}), flush=True)
 

@@ -9,12 +9,14 @@ use sluice_core::engine::ReceiveRequest;
 use sluice_node::routing::Routed;
 use sluice_node::{Lane, Node, QueueView};
 
-use super::queues::{group_of, queue_of, Attributes};
+use super::queues::{group_of, queue_of, Attributes, SCOPE_QUEUE};
 use super::{integer, required, string, Ctx, SqsError, ATTRIBUTES_MARK};
 use crate::dms::ids;
 
 /// Entries of one batch request, at most (SQS's limit).
 const BATCH_ENTRIES_MAX: usize = 10;
+/// Characters of a `MessageGroupId` or `MessageDeduplicationId`, at most.
+const TOKEN_BYTES_MAX: usize = 128;
 /// Message attributes of one message, at most (SQS's limit).
 const MESSAGE_ATTRIBUTES_MAX: usize = 10;
 /// Bytes of a batch's bodies and attributes together, at most (SQS's limit).
@@ -203,6 +205,11 @@ fn prepare(queue: &Attributes, input: &Map<String, Value>) -> Result<Prepared, S
             "The request include parameter MessageDeduplicationId that is not valid for this queue type.",
         ));
     }
+    for (name, token) in [("MessageGroupId", group), ("MessageDeduplicationId", dedup)] {
+        if let Some(token) = token {
+            check_token(name, token)?;
+        }
+    }
     let dedup_id = match (fifo, dedup) {
         (true, Some(id)) => Some(id.to_string()),
         (true, None) if queue.flag("ContentBasedDeduplication") => {
@@ -214,6 +221,15 @@ fn prepare(queue: &Attributes, input: &Map<String, Value>) -> Result<Prepared, S
             ))
         }
         (false, _) => None,
+    };
+    // The engine deduplicates within a partition. A queue-wide scope is one partition
+    // (`queues::fifo_partitions`); a per-group scope keys the id by its group, as groups
+    // share partitions.
+    let dedup_id = match (dedup_id, group) {
+        (Some(id), Some(group)) if queue.text("DeduplicationScope") != SCOPE_QUEUE => {
+            Some(format!("{group}\n{id}"))
+        }
+        (id, _) => id,
     };
     let delay_s = delay_s.unwrap_or_else(|| queue.number("DelaySeconds"));
     let delay = if delay_s > 0 {
@@ -233,6 +249,18 @@ fn prepare(queue: &Attributes, input: &Map<String, Value>) -> Result<Prepared, S
         body_md5: md5_hex(body.as_bytes()),
         attributes_md5: (!attributes.is_empty()).then(|| attributes_md5(&attributes)),
     })
+}
+
+/// `MessageGroupId` and `MessageDeduplicationId`: 1 to 128 characters, each a letter,
+/// digit or punctuation (printable ASCII but the space), as SQS takes them.
+fn check_token(name: &str, token: &str) -> Result<(), SqsError> {
+    if (1..=TOKEN_BYTES_MAX).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(SqsError::invalid_parameter(format!(
+            "Value {token:?} for parameter {name} is invalid. Reason: 1 to 128 letters, digits or punctuation."
+        )))
+    }
 }
 
 fn sent_answer(

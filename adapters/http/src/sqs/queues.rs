@@ -22,49 +22,82 @@ const LIST_RESULTS_MAX: i64 = 1000;
 /// Attempts of SetQueueAttributes that found the queue's fields changed under it.
 const META_UPDATE_ATTEMPTS_MAX: u32 = 8;
 
-/// A queue attribute this adapter serves: its name, default and bounds (numbers) or
-/// `None` (booleans).
+/// What values a queue attribute takes.
+enum Kind {
+    /// A whole number within the bounds.
+    Number(i64, i64),
+    /// `true` or `false`, in any case.
+    Flag,
+    /// One of the names, as written.
+    Choice(&'static [&'static str]),
+}
+
+/// A queue attribute this adapter serves: its name, default and values.
 struct AttributeRule {
     name: &'static str,
     default: &'static str,
-    range: Option<(i64, i64)>,
+    kind: Kind,
 }
 
-const ATTRIBUTES: [AttributeRule; 7] = [
+/// FIFO deduplication within the whole queue (SQS's default).
+pub(crate) const SCOPE_QUEUE: &str = "queue";
+/// FIFO deduplication within each message group.
+const SCOPE_GROUP: &str = "messageGroup";
+/// The attributes only FIFO queues have.
+const FIFO_ONLY: [&str; 3] = [
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+];
+/// The attributes fixed once the queue exists: they are the engine's queue configuration
+/// (mode, retention, the partitions a FIFO queue spreads over).
+const FIXED: [&str; 3] = ["FifoQueue", "MessageRetentionPeriod", "DeduplicationScope"];
+
+const ATTRIBUTES: [AttributeRule; 9] = [
     AttributeRule {
         name: "DelaySeconds",
         default: "0",
-        range: Some((0, 900)),
+        kind: Kind::Number(0, 900),
     },
     AttributeRule {
         name: "MaximumMessageSize",
         default: "262144",
-        range: Some((1024, 262_144)),
+        kind: Kind::Number(1024, 262_144),
     },
     AttributeRule {
         name: "MessageRetentionPeriod",
         default: "345600",
-        range: Some((60, 1_209_600)),
+        kind: Kind::Number(60, 1_209_600),
     },
     AttributeRule {
         name: "ReceiveMessageWaitTimeSeconds",
         default: "0",
-        range: Some((0, 20)),
+        kind: Kind::Number(0, 20),
     },
     AttributeRule {
         name: "VisibilityTimeout",
         default: "30",
-        range: Some((0, 43_200)),
+        kind: Kind::Number(0, 43_200),
     },
     AttributeRule {
         name: "FifoQueue",
         default: "false",
-        range: None,
+        kind: Kind::Flag,
     },
     AttributeRule {
         name: "ContentBasedDeduplication",
         default: "false",
-        range: None,
+        kind: Kind::Flag,
+    },
+    AttributeRule {
+        name: "DeduplicationScope",
+        default: SCOPE_QUEUE,
+        kind: Kind::Choice(&[SCOPE_QUEUE, SCOPE_GROUP]),
+    },
+    AttributeRule {
+        name: "FifoThroughputLimit",
+        default: "perQueue",
+        kind: Kind::Choice(&["perQueue", "perMessageGroupId"]),
     },
 ];
 
@@ -98,6 +131,13 @@ impl Attributes {
             (view.config.retention_ms / 1000).to_string(),
         );
         attributes.extend(meta.sqs);
+        // The scope is where the engine deduplicates: one partition is the whole queue.
+        let scope = if view.config.partitions == 1 {
+            SCOPE_QUEUE
+        } else {
+            SCOPE_GROUP
+        };
+        attributes.insert("DeduplicationScope".into(), scope.into());
         Attributes(attributes)
     }
 
@@ -106,6 +146,10 @@ impl Attributes {
             .get(name)
             .and_then(|v| v.parse().ok())
             .unwrap_or_default()
+    }
+
+    pub fn text(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
     }
 
     pub fn flag(&self, name: &str) -> bool {
@@ -132,19 +176,24 @@ fn checked_attributes(input: &Map<String, Value>) -> Result<BTreeMap<String, Str
                 "Invalid value for the parameter {name}."
             )));
         };
-        let normal = match rule.range {
-            Some((min, max)) => {
+        let normal = match rule.kind {
+            Kind::Number(min, max) => {
                 let number: i64 = value.parse().map_err(|_| invalid_value(name))?;
                 if !(min..=max).contains(&number) {
                     return Err(invalid_value(name));
                 }
                 number.to_string()
             }
-            None => match value.to_ascii_lowercase().as_str() {
+            Kind::Flag => match value.to_ascii_lowercase().as_str() {
                 "true" => "true".to_string(),
                 "false" => "false".to_string(),
                 _ => return Err(invalid_value(name)),
             },
+            Kind::Choice(names) => names
+                .iter()
+                .find(|choice| **choice == value)
+                .ok_or_else(|| invalid_value(name))?
+                .to_string(),
         };
         checked.insert(name.clone(), normal);
     }
@@ -193,10 +242,11 @@ pub(super) async fn create<N: Node>(
     let name = required(input, "QueueName")?;
     let mut attributes = checked_attributes(input)?;
     let fifo = attributes.get("FifoQueue").is_some_and(|v| v == "true");
-    if !fifo && attributes.contains_key("ContentBasedDeduplication") {
-        return Err(SqsError::invalid_attribute_name(
-            "ContentBasedDeduplication",
-        ));
+    if let Some(name) = FIFO_ONLY
+        .iter()
+        .find(|name| !fifo && attributes.contains_key(**name))
+    {
+        return Err(SqsError::invalid_attribute_name(name));
     }
     if name.ends_with(".fifo") && !fifo {
         return Err(SqsError::invalid_parameter(
@@ -225,7 +275,7 @@ pub(super) async fn create<N: Node>(
         max_consume_count: None,
         retry: RetryPolicy::Immediate,
         dedup_window_ms: FIFO_DEDUP_WINDOW_MS,
-        partitions: 0,
+        partitions: fifo_partitions(fifo, &attributes),
     };
     let meta = serde_json::to_vec(&Meta {
         sqs: attributes.clone(),
@@ -248,6 +298,17 @@ pub(super) async fn create<N: Node>(
         },
         Err(error) => Err(error.into()),
     }
+}
+
+/// The partitions a new queue spreads over (`QueueConfig::partitions`): a FIFO queue
+/// deduplicating queue-wide (SQS's default) lives in one partition, where the engine
+/// deduplicates and orders; one deduplicating per message group spreads its groups over
+/// every partition, each group in one. A standard queue spreads over every partition.
+fn fifo_partitions(fifo: bool, attributes: &BTreeMap<String, String>) -> u16 {
+    let scope = attributes
+        .get("DeduplicationScope")
+        .map_or(default_of("DeduplicationScope"), String::as_str);
+    u16::from(fifo && scope == SCOPE_QUEUE)
 }
 
 /// CreateQueue of a queue that exists: its URL when every given attribute has its value.
@@ -434,7 +495,9 @@ pub(super) async fn attributes<N: Node>(
     );
     if all.get("FifoQueue").is_none_or(|v| v != "true") {
         all.remove("FifoQueue");
-        all.remove("ContentBasedDeduplication");
+        for name in FIFO_ONLY {
+            all.remove(name);
+        }
     }
     let wanted = |name: &str| names.iter().any(|n| n == "All" || n == name);
     for name in &names {
@@ -463,7 +526,7 @@ pub(super) async fn set_attributes<N: Node>(
     input: &Map<String, Value>,
 ) -> Result<Map<String, Value>, SqsError> {
     let asked = checked_attributes(input)?;
-    for fixed in ["FifoQueue", "MessageRetentionPeriod"] {
+    for fixed in FIXED {
         if asked.contains_key(fixed) {
             return Err(SqsError::invalid_parameter(format!(
                 "The attribute {fixed} cannot be changed after the queue is created."
@@ -472,12 +535,11 @@ pub(super) async fn set_attributes<N: Node>(
     }
     for _ in 0..META_UPDATE_ATTEMPTS_MAX {
         let view = queue_of(ctx, input).await?;
-        if asked.contains_key("ContentBasedDeduplication")
-            && !Attributes::of(&view).flag("FifoQueue")
+        if let Some(name) = FIFO_ONLY
+            .iter()
+            .find(|name| asked.contains_key(**name) && !Attributes::of(&view).flag("FifoQueue"))
         {
-            return Err(SqsError::invalid_attribute_name(
-                "ContentBasedDeduplication",
-            ));
+            return Err(SqsError::invalid_attribute_name(name));
         }
         let mut fields = match serde_json::from_slice(&view.meta) {
             Ok(Value::Object(fields)) => fields,
