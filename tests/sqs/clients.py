@@ -197,11 +197,17 @@ def messages(sqs):
 
     # Visibility: a received message not deleted comes back after its timeout.
     sqs.send_message(QueueUrl=url, MessageBody="again")
-    first = receive_all(sqs, url, 1, VisibilityTimeout=1)
+    first = receive_all(sqs, url, 1, VisibilityTimeout=1,
+                        AttributeNames=["ApproximateFirstReceiveTimestamp"])
     check(len(first) == 1, "received once")
-    second = receive_all(sqs, url, 1, VisibilityTimeout=30, AttributeNames=["ApproximateReceiveCount"])
+    first_at = int(first[0]["Attributes"]["ApproximateFirstReceiveTimestamp"])
+    check(abs(first_at / 1000 - time.time()) < 60, "first receive time: %s" % first)
+    second = receive_all(sqs, url, 1, VisibilityTimeout=30, AttributeNames=[
+        "ApproximateReceiveCount", "ApproximateFirstReceiveTimestamp"])
     check(len(second) == 1 and second[0]["Body"] == "again", "back after visibility: %s" % second)
     check(second[0]["Attributes"]["ApproximateReceiveCount"] == "2", "second receive counted")
+    check(second[0]["Attributes"]["ApproximateFirstReceiveTimestamp"] == str(first_at),
+          "the first receive's time kept: %s" % second)
     # ChangeMessageVisibility: 0 makes it visible again at once (within the server's
     # tick), a batch extends leases, a delivery that is over is not in flight.
     sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=second[0]["ReceiptHandle"], VisibilityTimeout=0)
@@ -241,9 +247,13 @@ def fifo(sqs):
     deadline = time.time() + 20
     while len(order) < 5 and time.time() < deadline:
         answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                     AttributeNames=["MessageGroupId"])
+                                     AttributeNames=["MessageGroupId"],
+                                     MessageSystemAttributeNames=["MessageDeduplicationId"])
         for message in answer.get("Messages", []):
             check(message["Attributes"]["MessageGroupId"] == "g1", "group attribute")
+            content = hashlib.sha256(message["Body"].encode()).hexdigest()
+            check(message["Attributes"]["MessageDeduplicationId"] == content,
+                  "the content's dedup id: %s" % message["Attributes"])
             order.append(message["Body"])
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     check(order == ["job %d" % i for i in range(5)], "FIFO order, the duplicate dropped: %s" % order)
@@ -274,6 +284,10 @@ def dedup_scopes(sqs):
         count = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
             "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
         check(count == ("1" if same else "4"), "messages stored: %s" % count)
+        got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5, MessageSystemAttributeNames=[
+            "MessageDeduplicationId"]).get("Messages", [])
+        check(len(got) == 1 and got[0]["Attributes"]["MessageDeduplicationId"] == "order-1",
+              "the dedup id as sent: %s" % got)
     code = error_code(lambda: sqs.set_queue_attributes(
         QueueUrl=wide, Attributes={"DeduplicationScope": "messageGroup"}))
     check(code == "InvalidParameterValue", "the scope is fixed: %s" % code)

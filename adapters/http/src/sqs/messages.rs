@@ -10,7 +10,7 @@ use sluice_node::routing::Routed;
 use sluice_node::{Lane, Node, QueueView};
 
 use super::queues::{group_of, queue_of, Attributes, SCOPE_QUEUE};
-use super::{integer, required, string, Ctx, SqsError, ATTRIBUTES_MARK};
+use super::{integer, required, string, Ctx, SqsError, ATTRIBUTES_MARK, ATTRIBUTES_MARK_DEDUP};
 use crate::dms::ids;
 
 /// Entries of one batch request, at most (SQS's limit).
@@ -140,20 +140,47 @@ fn push_field(bytes: &mut Vec<u8>, field: &[u8]) {
     bytes.extend_from_slice(field);
 }
 
-/// The stored form of message attributes: the mark, then their JSON as received; none
-/// for none.
-fn stored_attributes(given: Option<&Map<String, Value>>) -> Vec<u8> {
-    match given {
-        Some(map) if !map.is_empty() => {
-            let mut bytes = ATTRIBUTES_MARK.to_vec();
-            bytes.extend_from_slice(
-                serde_json::to_string(map)
-                    .expect("a JSON map serialises")
-                    .as_bytes(),
-            );
-            bytes
-        }
-        _ => Vec::new(),
+/// The stored form of a message's SQS fields: with a deduplication id, the mark of
+/// format 2 and `{"attributes": {...}, "dedup": ID}`; else, with message attributes, the
+/// mark of format 1 and their JSON as received; nothing for neither.
+fn stored_attributes(given: Option<&Map<String, Value>>, dedup_id: Option<&str>) -> Vec<u8> {
+    let given = given.filter(|map| !map.is_empty());
+    let (mark, json) = match (given, dedup_id) {
+        (given, Some(dedup_id)) => (
+            ATTRIBUTES_MARK_DEDUP,
+            serde_json::json!({"attributes": given.cloned().unwrap_or_default(), "dedup": dedup_id}),
+        ),
+        (Some(map), None) => (ATTRIBUTES_MARK, Value::Object(map.clone())),
+        (None, None) => return Vec::new(),
+    };
+    let mut bytes = mark.to_vec();
+    bytes.extend_from_slice(json.to_string().as_bytes());
+    bytes
+}
+
+/// A delivered message's SQS fields: its message attributes and deduplication id.
+fn delivered_fields(delivery: &Delivery) -> (Option<Map<String, Value>>, Option<String>) {
+    let attributes = &delivery.attributes;
+    let parsed = |json: &[u8]| match serde_json::from_slice(json) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    };
+    if let Some(json) = attributes.strip_prefix(ATTRIBUTES_MARK) {
+        return (parsed(json), None);
+    }
+    let Some(mut fields) = attributes
+        .strip_prefix(ATTRIBUTES_MARK_DEDUP)
+        .and_then(parsed)
+    else {
+        return (None, None);
+    };
+    let dedup_id = match fields.remove("dedup") {
+        Some(Value::String(id)) => Some(id),
+        _ => None,
+    };
+    match fields.remove("attributes") {
+        Some(Value::Object(map)) if !map.is_empty() => (Some(map), dedup_id),
+        _ => (None, dedup_id),
     }
 }
 
@@ -175,7 +202,6 @@ fn prepare(queue: &Attributes, input: &Map<String, Value>) -> Result<Prepared, S
         Some(given) => message_attributes(given)?,
         None => Vec::new(),
     };
-    let stored = stored_attributes(given);
     let size = body.len()
         + attributes
             .iter()
@@ -222,6 +248,7 @@ fn prepare(queue: &Attributes, input: &Map<String, Value>) -> Result<Prepared, S
         }
         (false, _) => None,
     };
+    let stored = stored_attributes(given, dedup_id.as_deref());
     // The engine deduplicates within a partition. A queue-wide scope is one partition
     // (`queues::fifo_partitions`); a per-group scope keys the id by its group, as groups
     // share partitions.
@@ -433,14 +460,6 @@ fn asks_for(names: &[String], name: &str) -> bool {
 }
 
 /// The message attributes a delivery carries, if this adapter wrote them.
-fn delivered_attributes(delivery: &Delivery) -> Option<Map<String, Value>> {
-    let json = delivery.attributes.strip_prefix(ATTRIBUTES_MARK)?;
-    match serde_json::from_slice(json).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
-}
-
 pub(super) async fn receive<N: Node>(
     ctx: &Ctx<'_, N>,
     input: &Map<String, Value>,
@@ -507,6 +526,11 @@ pub(super) async fn receive<N: Node>(
                 delivery.delivery_count.to_string(),
             );
             add("SentTimestamp", delivery.sent_ms.to_string());
+            add(
+                "ApproximateFirstReceiveTimestamp",
+                delivery.first_delivered_ms.to_string(),
+            );
+            let (stored, dedup_id) = delivered_fields(delivery);
             add("SenderId", ctx.tenant.to_string());
             if fifo {
                 if let Some(group) = &delivery.fifo_group {
@@ -516,11 +540,14 @@ pub(super) async fn receive<N: Node>(
                     "SequenceNumber",
                     sequence_number(routed.partition, delivery.message_id.0),
                 );
+                if let Some(dedup_id) = dedup_id {
+                    add("MessageDeduplicationId", dedup_id);
+                }
             }
             if !attributes.is_empty() {
                 message.insert("Attributes".into(), Value::Object(attributes));
             }
-            if let Some(stored) = delivered_attributes(delivery) {
+            if let Some(stored) = stored {
                 let chosen: Map<String, Value> = stored
                     .into_iter()
                     .filter(|(name, _)| asks_for(&wanted_attributes, name))

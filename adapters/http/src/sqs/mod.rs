@@ -33,6 +33,9 @@ pub const GROUP: &str = "sqs";
 pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 /// The first bytes of a message's attributes written by this adapter.
 pub const ATTRIBUTES_MARK: &[u8] = b"\0S\x01";
+/// The first bytes of a message's attributes written by this adapter when the message
+/// has a deduplication id (FIFO): format 2, `{"attributes": {...}, "dedup": ID}`.
+pub const ATTRIBUTES_MARK_DEDUP: &[u8] = b"\0S\x02";
 
 /// Whether `parts` is an SQS request (its `X-Amz-Target` names SQS).
 pub fn is_sqs(parts: &Parts) -> bool {

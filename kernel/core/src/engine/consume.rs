@@ -137,6 +137,7 @@ impl<S: Storage + Clone> Engine<S> {
                 handle: pick.handle,
                 message_id: pick.meta.message_id,
                 delivery_count: pick.delivery_count,
+                first_delivered_ms: pick.first_delivered_ms,
                 sent_ms: send.sent_ms,
                 attributes: send.attributes,
                 body: send.body,

@@ -180,6 +180,7 @@ impl State {
                 handle,
                 meta,
                 delivery_count: 1,
+                first_delivered_ms: now,
             });
         }
         assert!(
@@ -646,6 +647,7 @@ impl Leaser<'_> {
         let queue = self.queue;
         push_lease(self.wakeups, queue, g, seq, deadline_ms);
         let failures = u32::from(g.failures.get(&seq).copied().unwrap_or(0));
+        let first_delivered_ms = *g.first_delivered.entry(seq).or_insert(self.now);
         let handle = ReceiptHandle {
             queue,
             group: g.id,
@@ -657,6 +659,7 @@ impl Leaser<'_> {
             handle,
             meta,
             delivery_count: failures + 1,
+            first_delivered_ms,
         }
     }
 }

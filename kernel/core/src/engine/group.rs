@@ -64,6 +64,10 @@ pub(crate) struct Group {
     pub filter: Option<CompiledFilter>,
     pub done: RangeSet,
     pub failures: HashMap<u64, u16>,
+    /// When each message delivered and not yet done was first delivered (leader only:
+    /// after a restart or a change of leader a message's next delivery counts as its
+    /// first). An entry per message in flight or failed, gone when the message is done.
+    pub first_delivered: HashMap<u64, u64>,
     pub holds: BTreeMap<u64, Hold>,
     pub dead: BTreeMap<u64, DeadLetter>,
     pub ready: BTreeSet<u64>,
@@ -87,6 +91,7 @@ impl Group {
             filter: None,
             done: RangeSet::default(),
             failures: HashMap::new(),
+            first_delivered: HashMap::new(),
             holds: BTreeMap::new(),
             dead: BTreeMap::new(),
             ready: BTreeSet::new(),
@@ -154,6 +159,7 @@ impl Group {
     pub fn trim_below(&mut self, base: u64, key_of: impl Fn(u64) -> u32) {
         self.done.trim_below(base);
         self.failures.retain(|seq, _| *seq >= base);
+        self.first_delivered.retain(|seq, _| *seq >= base);
         let dropped: Vec<u64> = self.holds.range(..base).map(|(seq, _)| *seq).collect();
         for seq in dropped {
             let key = key_of(seq);

@@ -237,6 +237,9 @@ pub(crate) struct Picked {
     pub handle: ReceiptHandle,
     pub meta: MessageMeta,
     pub delivery_count: u32,
+    /// When the message was first delivered to the group (leader only; this delivery's
+    /// time when the leader has no earlier one).
+    pub first_delivered_ms: u64,
 }
 
 /// Dead-letter lease timers carry the nonce so a stale timer is ignored.
@@ -603,6 +606,7 @@ impl State {
                 continue;
             }
             g.failures.remove(seq);
+            g.first_delivered.remove(seq);
             g.ready.remove(seq);
             if !bugs::enabled(Bug::RedeliverAcked) {
                 g.done.insert(*seq);
@@ -628,6 +632,7 @@ impl State {
             let dead = config.max_consume_count.is_some_and(|max| failures >= max);
             if dead && !bugs::enabled(Bug::NeverDeadLetter) {
                 g.failures.remove(seq);
+                g.first_delivered.remove(seq);
                 g.ready.remove(seq);
                 g.done.insert(*seq);
                 g.dead.insert(*seq, DeadLetter::default());
@@ -814,6 +819,7 @@ impl State {
                 for dead in g.dead.values_mut() {
                     *dead = DeadLetter::default();
                 }
+                g.first_delivered.clear();
                 g.ready.clear();
                 g.lease_heap.clear();
                 g.cursor = *base_seq;

@@ -189,6 +189,48 @@ fn ack_removes_for_good_even_across_restart() {
 }
 
 #[test]
+fn a_redelivery_carries_the_time_of_the_first_delivery_until_a_restart() {
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    h.send(q, &["a", "b"]);
+    let first_at = h.now;
+    let first = h.receive_with(q, g, 2, 10 * SECOND);
+    assert!(first.iter().all(|d| d.first_delivered_ms == first_at));
+    h.ack(&first[1..], AckKind::Success);
+    h.advance(11 * SECOND);
+    let second = h.receive(q, g, 1);
+    assert_eq!(
+        (second[0].delivery_count, second[0].first_delivered_ms),
+        (2, first_at)
+    );
+    // Failed explicitly: still the first delivery's time.
+    h.ack(&second, AckKind::Fail);
+    h.advance(SECOND);
+    let third = h.receive(q, g, 1);
+    assert_eq!(
+        (third[0].delivery_count, third[0].first_delivered_ms),
+        (3, first_at)
+    );
+    // A message sent after the first was acked starts its own.
+    h.send(q, &["c"]);
+    h.advance(SECOND);
+    let later = h.receive(q, g, 1);
+    assert_eq!(Harness::bodies(&later), ["c"]);
+    assert_eq!(later[0].first_delivered_ms, h.now);
+    // Leader-only: after a restart the next delivery counts as the first.
+    h.crash();
+    h.advance(SECOND);
+    let after = h.receive(q, g, 10);
+    assert_eq!(Harness::bodies(&after), ["a", "c"]);
+    assert!(after.iter().all(|d| d.first_delivered_ms == h.now));
+    assert_eq!(
+        after[0].delivery_count, 3,
+        "two durable failures; a lease lost in a restart is none"
+    );
+}
+
+#[test]
 fn visibility_timeout_redelivers_and_old_handles_go_stale() {
     let mut h = Harness::new();
     let q = h.queue("q", queue_config(QueueMode::Normal));

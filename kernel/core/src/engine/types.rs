@@ -177,6 +177,10 @@ pub struct Delivery {
     pub message_id: MessageId,
     /// 1 for the first delivery to this group; failed deliveries add one.
     pub delivery_count: u32,
+    /// When the message was first delivered to this group: this delivery's time for a
+    /// first delivery, else the first's as the serving leader remembers it (leader-only
+    /// state: after a restart or a change of leader, the first delivery it made).
+    pub first_delivered_ms: u64,
     pub sent_ms: u64,
     /// A slice of the log's batch (cached or read), not a copy.
     pub body: bytes::Bytes,
