@@ -110,6 +110,7 @@ fn message(body: &str) -> SendInput {
 
 fn receive_request(max: u32) -> ReceiveRequest {
     ReceiveRequest {
+        attempt: None,
         max_messages: max,
         bytes_max: u64::MAX,
         oversize_first: true,

@@ -258,6 +258,23 @@ def fifo(sqs):
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     check(order == ["job %d" % i for i in range(5)], "FIFO order, the duplicate dropped: %s" % order)
     check(again["MessageId"] is not None, "the duplicate is answered")
+
+    # ReceiveRequestAttemptId: a retried receive answers the same messages and handles.
+    for i in range(2):
+        sqs.send_message(QueueUrl=url, MessageBody="retry %d" % i, MessageGroupId="g9")
+    first = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5,
+                                ReceiveRequestAttemptId="attempt-1")["Messages"]
+    retried = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                  ReceiveRequestAttemptId="attempt-1")["Messages"]
+    check([m["ReceiptHandle"] for m in retried] == [m["ReceiptHandle"] for m in first]
+          and [m["Body"] for m in retried] == [m["Body"] for m in first],
+          "the retry answers the same: %s %s" % (first, retried))
+    check("Messages" not in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10),
+          "without the attempt id, the group stays locked")
+    code = error_code(lambda: sqs.receive_message(QueueUrl=url, ReceiveRequestAttemptId="a b"))
+    check(code == "InvalidParameterValue", "a bad attempt id: %s" % code)
+    for message in retried:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     print(json.dumps({"scenario": "fifo"}), flush=True)
 
 

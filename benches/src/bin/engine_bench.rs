@@ -179,6 +179,7 @@ fn plain_message(bytes: usize, delay: Delay) -> SendInput {
 /// A receive of up to 10 messages, as DMS clients ask, with no byte budget.
 fn receive_ten() -> ReceiveRequest {
     ReceiveRequest {
+        attempt: None,
         max_messages: 10,
         bytes_max: u64::MAX,
         oversize_first: true,

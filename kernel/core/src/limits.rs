@@ -84,6 +84,13 @@ pub const ADMIN_SECRET_BYTES_MAX: usize = 1024;
 
 // ---- Committed consumer offsets (`Command::CommitOffsets`, `engine/offsets.rs`). ----
 
+/// How long a receive's answer is kept under its attempt key (SQS keeps a
+/// `ReceiveRequestAttemptId` 5 minutes).
+pub const RECEIVE_ATTEMPT_MS: u64 = 5 * 60 * 1000;
+/// Attempt keys one consumer group's leader keeps at most; past it, the one expiring
+/// first goes.
+pub const RECEIVE_ATTEMPTS_PER_GROUP_MAX: usize = 1024;
+
 /// Bytes of a group's key (the node layer's tenant and group id) an offset commit names.
 pub const COMMIT_GROUP_BYTES_MAX: usize = 512;
 /// Offsets one commit record carries.

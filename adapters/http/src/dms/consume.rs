@@ -52,6 +52,7 @@ pub(super) async fn consume<N: Node>(
     // The byte budget goes into the receive, not after it: messages picked and then left
     // out of the answer would be leased to nobody until their ack_wait ran out.
     let request = ReceiveRequest {
+        attempt: None,
         max_messages: u32::try_from(max_messages).expect("at most consume_messages_max"),
         bytes_max: config.consume_bytes_max,
         oversize_first: true,

@@ -477,7 +477,18 @@ pub(super) async fn receive<N: Node>(
     let wanted_attributes = names(input, "MessageAttributeNames")?;
     // The engine's shortest visibility is a second: 0 is served as that.
     let visibility_ms = u64::try_from(visibility_s.max(1)).expect("positive") * 1000;
+    let fifo = queue.flag("FifoQueue");
+    // FIFO queues only, as in SQS: a retry within 5 minutes answers the same messages and
+    // receipt handles while they are still in flight (the engine's attempt key).
+    let attempt = match string(input, "ReceiveRequestAttemptId")? {
+        Some(id) => {
+            check_token("ReceiveRequestAttemptId", id)?;
+            fifo.then(|| xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
+        }
+        None => None,
+    };
     let request = ReceiveRequest {
+        attempt,
         max_messages: u32::try_from(max).expect("bounded"),
         bytes_max: u64::MAX,
         oversize_first: true,
@@ -489,7 +500,6 @@ pub(super) async fn receive<N: Node>(
         .node
         .receive(view.id, group, Lane::Main, request, wait_ms)
         .await?;
-    let fifo = queue.flag("FifoQueue");
     let messages: Vec<Value> = delivered
         .iter()
         .map(|routed| {

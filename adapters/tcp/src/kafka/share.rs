@@ -455,6 +455,7 @@ async fn acquire<N: Node>(
             }
         };
         let receive = ReceiveRequest {
+            attempt: None,
             max_messages: budget_records,
             visibility_ms: ACQUISITION_LOCK_MS,
             filter: None,

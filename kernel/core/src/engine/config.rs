@@ -136,6 +136,13 @@ pub struct ReceiveRequest {
     pub oversize_first: bool,
     pub visibility_ms: u64,
     pub filter: Option<TagFilter>,
+    /// A receive attempt's key (SQS's `ReceiveRequestAttemptId`, hashed): a receive
+    /// repeated with the same key within `RECEIVE_ATTEMPT_MS` answers the same deliveries,
+    /// their leases extended by `visibility_ms`, while every one of them is still held by
+    /// it (leader-only state; otherwise it receives afresh and keeps its answer under the
+    /// key). `None` for a receive that is not retried so.
+    #[serde(default)]
+    pub attempt: Option<u64>,
 }
 
 /// A queue as listed to its tenant.

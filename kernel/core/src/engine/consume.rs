@@ -50,7 +50,7 @@ impl<S: Storage + Clone> Engine<S> {
             queue,
             group,
             pick_limits(request),
-            request.visibility_ms,
+            (request.visibility_ms, request.attempt),
             self.config.limits.inflight_per_group_max,
             now,
         )?;

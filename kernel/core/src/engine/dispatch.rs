@@ -8,14 +8,16 @@ use std::cmp::Reverse;
 use std::collections::{HashSet, VecDeque};
 
 use super::group::{short_nonce, Group, Hold};
-use super::state::{group_parts, message_at, LeaseTimer, MessageMeta, Picked, Queue, State};
+use super::state::{
+    group_parts, message_at, LeaseTimer, MessageMeta, MessageState, Picked, Queue, State,
+};
 use super::timers::TimerQueue;
 use super::types::{
     AckOutcome, EngineError, FifoScope, GroupId, HandleError, MessageId, QueueId, QueueMode,
     ReceiptHandle,
 };
 use crate::bugs::{self, Bug};
-use crate::limits::{ENGINE_READY_BLOCKED_MAX, ENGINE_SCAN_STEPS_MAX};
+use crate::limits::{ENGINE_READY_BLOCKED_MAX, ENGINE_SCAN_STEPS_MAX, RECEIVE_ATTEMPT_MS};
 
 /// How much one receive may pick: a number of messages and a byte budget (the
 /// `ReceiveRequest` fields of the same names).
@@ -57,13 +59,17 @@ pub(crate) enum AckLog {
 impl State {
     /// Picks up to `limits` for `group` (a count and a byte budget), leasing each until
     /// `now + visibility_ms`. It stops before the first message that does not fit the
-    /// budget: a receive never skips a message for a smaller one behind it.
+    /// budget: a receive never skips a message for a smaller one behind it. With an
+    /// attempt key, a repeat within `RECEIVE_ATTEMPT_MS` answers what the first answered
+    /// while all of it is still held by that answer and fits `limits`, each lease extended
+    /// to `now + visibility_ms`; otherwise it picks afresh and keeps the answer under the
+    /// key.
     pub(crate) fn receive(
         &mut self,
         queue: QueueId,
         group: GroupId,
         limits: PickLimits,
-        visibility_ms: u64,
+        (visibility_ms, attempt): (u64, Option<u64>),
         inflight_max: u64,
         now: u64,
     ) -> Result<Vec<Picked>, EngineError> {
@@ -82,6 +88,23 @@ impl State {
         } = &mut **q;
         let g = groups.get_mut(&group).ok_or(EngineError::GroupNotFound)?;
         let store = store.get();
+        if let Some(key) = attempt {
+            let deadline_ms = now.saturating_add(visibility_ms);
+            if let Some(replayed) = replay_attempt(queue, g, store, key, limits, now) {
+                for pick in &replayed {
+                    let seq = pick.handle.seq;
+                    if let Some(Hold::Leased {
+                        deadline_ms: deadline,
+                        ..
+                    }) = g.holds.get_mut(&seq)
+                    {
+                        *deadline = deadline_ms;
+                    }
+                    push_lease(group_wakeups, queue, g, seq, deadline_ms);
+                }
+                return Ok(replayed);
+            }
+        }
         let mut picking = Picking {
             leaser: Leaser {
                 queue,
@@ -117,6 +140,14 @@ impl State {
             picking.picked_bytes,
             picking.picked.len()
         );
+        if let (Some(key), false) = (attempt, picking.picked.is_empty()) {
+            let leases = picking
+                .picked
+                .iter()
+                .map(|pick| (pick.handle.seq, pick.handle.nonce))
+                .collect();
+            g.remember_attempt(key, leases, now, now.saturating_add(RECEIVE_ATTEMPT_MS));
+        }
         Ok(picking.picked)
     }
 
@@ -661,6 +692,57 @@ impl Leaser<'_> {
             delivery_count: failures + 1,
             first_delivered_ms,
         }
+    }
+}
+
+/// The deliveries attempt `key` answered, when it is known and unexpired, every one of
+/// them is still leased under the nonce it was answered with, and together they fit
+/// `limits`; else `None` (and an unusable attempt is forgotten).
+fn replay_attempt(
+    queue: QueueId,
+    g: &mut Group,
+    store: &MessageState,
+    key: u64,
+    limits: PickLimits,
+    now: u64,
+) -> Option<Vec<Picked>> {
+    let attempt = g.attempts.get(&key)?;
+    let mut picked = Vec::with_capacity(attempt.leases.len());
+    let mut picked_bytes = 0u64;
+    let usable = attempt.expires_ms > now
+        && attempt.leases.len() <= limits.messages_max as usize
+        && attempt.leases.iter().all(|&(seq, nonce)| {
+            let leased = matches!(
+                g.holds.get(&seq),
+                Some(Hold::Leased { nonce: held, .. }) if *held == short_nonce(nonce)
+            );
+            let Some(meta) = message_at(&store.messages, store.base_seq, seq).copied() else {
+                return false;
+            };
+            if !leased || !limits.fits(picked.len(), picked_bytes, meta.message_bytes) {
+                return false;
+            }
+            picked_bytes = picked_bytes.saturating_add(u64::from(meta.message_bytes));
+            let failures = u32::from(g.failures.get(&seq).copied().unwrap_or(0));
+            picked.push(Picked {
+                handle: ReceiptHandle {
+                    queue,
+                    group: g.id,
+                    seq,
+                    nonce,
+                    dead_letter: false,
+                },
+                meta,
+                delivery_count: failures + 1,
+                first_delivered_ms: g.first_delivered.get(&seq).copied().unwrap_or(now),
+            });
+            true
+        });
+    if usable {
+        Some(picked)
+    } else {
+        g.attempts.remove(&key);
+        None
     }
 }
 

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use super::range_set::RangeSet;
 use super::types::{GroupId, TagFilter, TagMatch};
+use crate::limits::RECEIVE_ATTEMPTS_PER_GROUP_MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hold {
@@ -27,6 +28,14 @@ pub(crate) enum Hold {
     Nacking,
     /// Failed with back-off; visible again at `visible_ms` (durable).
     Waiting { visible_ms: u64 },
+}
+
+/// A receive's answer kept under its attempt key (leader only): until when, and each
+/// delivery's sequence number and full nonce, in the order answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    pub expires_ms: u64,
+    pub leases: Vec<(u64, u64)>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +77,9 @@ pub(crate) struct Group {
     /// after a restart or a change of leader a message's next delivery counts as its
     /// first). An entry per message in flight or failed, gone when the message is done.
     pub first_delivered: HashMap<u64, u64>,
+    /// Receive answers by attempt key (`ReceiveRequest::attempt`; leader only), at most
+    /// `RECEIVE_ATTEMPTS_PER_GROUP_MAX`.
+    pub attempts: HashMap<u64, Attempt>,
     pub holds: BTreeMap<u64, Hold>,
     pub dead: BTreeMap<u64, DeadLetter>,
     pub ready: BTreeSet<u64>,
@@ -92,6 +104,7 @@ impl Group {
             done: RangeSet::default(),
             failures: HashMap::new(),
             first_delivered: HashMap::new(),
+            attempts: HashMap::new(),
             holds: BTreeMap::new(),
             dead: BTreeMap::new(),
             ready: BTreeSet::new(),
@@ -103,6 +116,31 @@ impl Group {
             delivered_total: 0,
             dead_total: 0,
         }
+    }
+
+    /// Keeps `leases`, a receive's answer, under attempt `key` until `expires_ms`,
+    /// dropping expired attempts and, at the bound, the one expiring first.
+    pub fn remember_attempt(
+        &mut self,
+        key: u64,
+        leases: Vec<(u64, u64)>,
+        now: u64,
+        expires_ms: u64,
+    ) {
+        self.attempts.retain(|_, attempt| attempt.expires_ms > now);
+        if self.attempts.len() >= RECEIVE_ATTEMPTS_PER_GROUP_MAX
+            && !self.attempts.contains_key(&key)
+        {
+            let first = self
+                .attempts
+                .iter()
+                .min_by_key(|(key, attempt)| (attempt.expires_ms, **key))
+                .map(|(key, _)| *key);
+            if let Some(first) = first {
+                self.attempts.remove(&first);
+            }
+        }
+        self.attempts.insert(key, Attempt { expires_ms, leases });
     }
 
     /// Sets or clears the hold on `seq`, keeping FIFO locks and counters in step.
@@ -177,3 +215,23 @@ pub(crate) fn short_nonce(nonce: u64) -> u32 {
 }
 
 const _: () = assert!(core::mem::size_of::<Hold>() == 16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_keeps_its_bound_of_receive_attempts_dropping_the_first_to_expire() {
+        let max = RECEIVE_ATTEMPTS_PER_GROUP_MAX as u64;
+        let mut g = Group::new(GroupId(1), "g".into(), 0);
+        for key in 0..max + 10 {
+            g.remember_attempt(key, vec![(key, key)], 0, 1_000 + key);
+        }
+        assert_eq!(g.attempts.len(), RECEIVE_ATTEMPTS_PER_GROUP_MAX);
+        assert!(!g.attempts.contains_key(&9) && g.attempts.contains_key(&10));
+        // Expired attempts go before any other.
+        g.remember_attempt(u64::MAX, Vec::new(), 1_000 + max, 10_000_000);
+        assert_eq!(g.attempts.len(), 10);
+        assert_eq!(g.attempts[&u64::MAX].expires_ms, 10_000_000);
+    }
+}

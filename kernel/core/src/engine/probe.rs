@@ -73,7 +73,7 @@ impl StateProbe {
                 self.queue,
                 self.group,
                 unlimited(max),
-                visibility_ms,
+                (visibility_ms, None),
                 u64::MAX,
                 self.now,
             )
@@ -89,7 +89,7 @@ impl StateProbe {
                 self.queue,
                 self.group,
                 unlimited(max),
-                30_000,
+                (30_000, None),
                 u64::MAX,
                 self.now,
             )

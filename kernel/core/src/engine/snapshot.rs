@@ -488,7 +488,14 @@ mod tests {
             oversize_first: true,
         };
         let picked = state
-            .receive(QueueId(0), GroupId(0), limits, 30_000, u64::MAX, 2_000)
+            .receive(
+                QueueId(0),
+                GroupId(0),
+                limits,
+                (30_000, None),
+                u64::MAX,
+                2_000,
+            )
             .unwrap();
         picked.len()
     }

@@ -820,6 +820,7 @@ impl State {
                     *dead = DeadLetter::default();
                 }
                 g.first_delivered.clear();
+                g.attempts.clear();
                 g.ready.clear();
                 g.lease_heap.clear();
                 g.cursor = *base_seq;
@@ -1067,7 +1068,7 @@ mod tests {
             oversize_first: true,
         };
         state
-            .receive(QUEUE, GROUP, limits, 30_000, u64::MAX, now)
+            .receive(QUEUE, GROUP, limits, (30_000, None), u64::MAX, now)
             .unwrap()
     }
 

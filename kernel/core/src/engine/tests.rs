@@ -103,6 +103,7 @@ impl Harness {
         visibility_ms: u64,
     ) -> Vec<Delivery> {
         let request = ReceiveRequest {
+            attempt: None,
             max_messages: max,
             bytes_max: u64::MAX,
             oversize_first: true,
@@ -114,6 +115,25 @@ impl Harness {
 
     fn receive(&self, queue: QueueId, group: GroupId, max: u32) -> Vec<Delivery> {
         self.receive_with(queue, group, max, 30 * SECOND)
+    }
+
+    /// A receive of up to `max` under attempt key `attempt`, leasing for `visibility_ms`.
+    fn receive_attempt(
+        &self,
+        (queue, group): (QueueId, GroupId),
+        max: u32,
+        visibility_ms: u64,
+        attempt: u64,
+    ) -> Vec<Delivery> {
+        let request = ReceiveRequest {
+            attempt: Some(attempt),
+            max_messages: max,
+            bytes_max: u64::MAX,
+            oversize_first: true,
+            visibility_ms,
+            filter: None,
+        };
+        block_on(self.engine().receive(queue, group, &request, self.now)).expect("receive")
     }
 
     fn bodies(deliveries: &[Delivery]) -> Vec<String> {
@@ -231,6 +251,47 @@ fn a_redelivery_carries_the_time_of_the_first_delivery_until_a_restart() {
 }
 
 #[test]
+fn a_repeated_receive_attempt_answers_the_same_deliveries_while_they_are_held() {
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Fifo(FifoScope::MessageGroup)));
+    let g = h.group(q, "g");
+    h.send(q, &["a", "b", "c"]);
+    let first = h.receive_attempt((q, g), 2, 10 * SECOND, 7);
+    assert_eq!(Harness::bodies(&first), ["a", "b"]);
+    // The answer was lost; the retry gets the same deliveries, leases extended.
+    h.advance(8 * SECOND);
+    let again = h.receive_attempt((q, g), 2, 10 * SECOND, 7);
+    let handles = |d: &[Delivery]| d.iter().map(|d| d.handle).collect::<Vec<_>>();
+    assert_eq!(handles(&again), handles(&first));
+    assert_eq!(Harness::bodies(&again), ["a", "b"]);
+    h.advance(8 * SECOND);
+    assert!(
+        h.receive(q, g, 10).is_empty(),
+        "the group is locked: a and b held"
+    );
+    // Another key picks afresh (nothing: FIFO order holds c behind a and b).
+    assert!(h.receive_attempt((q, g), 2, 10 * SECOND, 8).is_empty());
+    // A retry asking fewer than the answer held picks afresh, and the key is forgotten.
+    assert!(h.receive_attempt((q, g), 1, 10 * SECOND, 7).is_empty());
+    assert!(h.receive_attempt((q, g), 2, 10 * SECOND, 7).is_empty());
+    // The handles the retry answered are the first's: they ack.
+    assert_eq!(
+        h.ack(&again, AckKind::Success),
+        [Ok(AckOutcome::Applied), Ok(AckOutcome::Applied)]
+    );
+    let next = h.receive_attempt((q, g), 2, 10 * SECOND, 7);
+    assert_eq!(Harness::bodies(&next), ["c"]);
+    // Past the key's five minutes (and c's lease), a repeat picks afresh: c again, newly
+    // leased.
+    h.advance(crate::limits::RECEIVE_ATTEMPT_MS + SECOND);
+    let later = h.receive_attempt((q, g), 2, 10 * SECOND, 7);
+    assert_eq!(Harness::bodies(&later), ["c"]);
+    assert_ne!(later[0].handle, next[0].handle);
+    assert_eq!(later[0].delivery_count, 2);
+    assert_eq!(h.ack(&next, AckKind::Success), [Err(HandleError::Stale)]);
+}
+
+#[test]
 fn visibility_timeout_redelivers_and_old_handles_go_stale() {
     let mut h = Harness::new();
     let q = h.queue("q", queue_config(QueueMode::Normal));
@@ -317,6 +378,7 @@ fn dead_letters_after_max_consume_count_and_redrive() {
     );
     assert_eq!(h.engine().group_stats(q, g).unwrap().dead_letters, 1);
     let request = ReceiveRequest {
+        attempt: None,
         max_messages: 5,
         bytes_max: u64::MAX,
         oversize_first: true,
@@ -576,6 +638,7 @@ fn tag_filters_select_and_conflicts_are_refused() {
         mode: TagMatch::Any,
     };
     let request = ReceiveRequest {
+        attempt: None,
         max_messages: 10,
         bytes_max: u64::MAX,
         oversize_first: true,
@@ -694,6 +757,7 @@ fn limits_are_typed_errors() {
     let err = block_on(engine.create_group(q, "g9", GroupStart::Oldest, h.now)).unwrap_err();
     assert_eq!(err, EngineError::TooManyGroups { limit: 8 });
     let request = ReceiveRequest {
+        attempt: None,
         max_messages: 0,
         bytes_max: u64::MAX,
         oversize_first: true,
@@ -705,6 +769,7 @@ fn limits_are_typed_errors() {
         Err(EngineError::InvalidMaxMessages { .. })
     ));
     let request = ReceiveRequest {
+        attempt: None,
         max_messages: 1,
         bytes_max: u64::MAX,
         oversize_first: true,
@@ -739,6 +804,7 @@ fn inflight_is_bounded_per_group() {
     let messages: Vec<_> = (0..10).map(|i| message(&i.to_string())).collect();
     block_on(engine.send(q, &messages, now)).unwrap();
     let request = ReceiveRequest {
+        attempt: None,
         max_messages: 10,
         bytes_max: u64::MAX,
         oversize_first: true,
@@ -765,6 +831,7 @@ fn long_poll_wakes_when_a_message_arrives() {
     let g = h.group(q, "g");
     let engine = h.engine();
     let request = ReceiveRequest {
+        attempt: None,
         max_messages: 10,
         bytes_max: u64::MAX,
         oversize_first: true,
@@ -943,6 +1010,7 @@ fn an_ack_racing_a_pending_ack_whose_fsync_fails_is_not_reported_done() {
     let g = block_on(engine.create_group(q, "g", GroupStart::Oldest, now)).unwrap();
     block_on(engine.send(q, &[message("m")], now)).unwrap();
     let request = ReceiveRequest {
+        attempt: None,
         max_messages: 1,
         bytes_max: u64::MAX,
         oversize_first: true,
@@ -1107,6 +1175,7 @@ fn a_receive_keeps_its_byte_budget_except_for_a_single_first_message() {
     h.send_all(q, vec![sized(100), sized(300), sized(50), sized(2_000)]);
     let receive = |h: &Harness, lane_dead: bool, bytes_max: u64, oversize_first: bool| {
         let request = ReceiveRequest {
+            attempt: None,
             max_messages: 10,
             bytes_max,
             oversize_first,

@@ -96,6 +96,7 @@ impl Fixture {
         filter: Option<TagFilter>,
     ) -> Result<Vec<Delivery>, EngineError> {
         let request = ReceiveRequest {
+            attempt: None,
             max_messages: 10,
             bytes_max: u64::MAX,
             oversize_first: true,

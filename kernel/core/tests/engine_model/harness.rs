@@ -383,6 +383,7 @@ impl Harness {
             FilterChoice::Table(index) => Some(filter_table(usize::from(index))),
         };
         let request = ReceiveRequest {
+            attempt: None,
             max_messages: max,
             bytes_max: budget.bytes_max,
             oversize_first: budget.oversize_first,
@@ -410,6 +411,7 @@ impl Harness {
         let (q, queue_id) = self.queue_target(queue);
         let (g, group_id) = self.group_target(q, group);
         let request = ReceiveRequest {
+            attempt: None,
             max_messages: max,
             bytes_max: budget.bytes_max,
             oversize_first: budget.oversize_first,
