@@ -102,31 +102,23 @@ impl Harness {
         max: u32,
         visibility_ms: u64,
     ) -> Vec<Delivery> {
-        let request = ReceiveRequest {
-            attempt: None,
-            max_messages: max,
-            bytes_max: u64::MAX,
-            oversize_first: true,
-            visibility_ms,
-            filter: None,
-        };
-        block_on(self.engine().receive(queue, group, &request, self.now)).expect("receive")
+        self.receive_attempt((queue, group), max, visibility_ms, None)
     }
 
     fn receive(&self, queue: QueueId, group: GroupId, max: u32) -> Vec<Delivery> {
         self.receive_with(queue, group, max, 30 * SECOND)
     }
 
-    /// A receive of up to `max` under attempt key `attempt`, leasing for `visibility_ms`.
+    /// A receive of up to `max`, leasing for `visibility_ms`, under `attempt`'s key.
     fn receive_attempt(
         &self,
         (queue, group): (QueueId, GroupId),
         max: u32,
         visibility_ms: u64,
-        attempt: u64,
+        attempt: Option<u64>,
     ) -> Vec<Delivery> {
         let request = ReceiveRequest {
-            attempt: Some(attempt),
+            attempt,
             max_messages: max,
             bytes_max: u64::MAX,
             oversize_first: true,
@@ -256,11 +248,11 @@ fn a_repeated_receive_attempt_answers_the_same_deliveries_while_they_are_held() 
     let q = h.queue("q", queue_config(QueueMode::Fifo(FifoScope::MessageGroup)));
     let g = h.group(q, "g");
     h.send(q, &["a", "b", "c"]);
-    let first = h.receive_attempt((q, g), 2, 10 * SECOND, 7);
+    let first = h.receive_attempt((q, g), 2, 10 * SECOND, Some(7));
     assert_eq!(Harness::bodies(&first), ["a", "b"]);
     // The answer was lost; the retry gets the same deliveries, leases extended.
     h.advance(8 * SECOND);
-    let again = h.receive_attempt((q, g), 2, 10 * SECOND, 7);
+    let again = h.receive_attempt((q, g), 2, 10 * SECOND, Some(7));
     let handles = |d: &[Delivery]| d.iter().map(|d| d.handle).collect::<Vec<_>>();
     assert_eq!(handles(&again), handles(&first));
     assert_eq!(Harness::bodies(&again), ["a", "b"]);
@@ -270,21 +262,27 @@ fn a_repeated_receive_attempt_answers_the_same_deliveries_while_they_are_held() 
         "the group is locked: a and b held"
     );
     // Another key picks afresh (nothing: FIFO order holds c behind a and b).
-    assert!(h.receive_attempt((q, g), 2, 10 * SECOND, 8).is_empty());
+    assert!(h
+        .receive_attempt((q, g), 2, 10 * SECOND, Some(8))
+        .is_empty());
     // A retry asking fewer than the answer held picks afresh, and the key is forgotten.
-    assert!(h.receive_attempt((q, g), 1, 10 * SECOND, 7).is_empty());
-    assert!(h.receive_attempt((q, g), 2, 10 * SECOND, 7).is_empty());
+    assert!(h
+        .receive_attempt((q, g), 1, 10 * SECOND, Some(7))
+        .is_empty());
+    assert!(h
+        .receive_attempt((q, g), 2, 10 * SECOND, Some(7))
+        .is_empty());
     // The handles the retry answered are the first's: they ack.
     assert_eq!(
         h.ack(&again, AckKind::Success),
         [Ok(AckOutcome::Applied), Ok(AckOutcome::Applied)]
     );
-    let next = h.receive_attempt((q, g), 2, 10 * SECOND, 7);
+    let next = h.receive_attempt((q, g), 2, 10 * SECOND, Some(7));
     assert_eq!(Harness::bodies(&next), ["c"]);
     // Past the key's five minutes (and c's lease), a repeat picks afresh: c again, newly
     // leased.
     h.advance(crate::limits::RECEIVE_ATTEMPT_MS + SECOND);
-    let later = h.receive_attempt((q, g), 2, 10 * SECOND, 7);
+    let later = h.receive_attempt((q, g), 2, 10 * SECOND, Some(7));
     assert_eq!(Harness::bodies(&later), ["c"]);
     assert_ne!(later[0].handle, next[0].handle);
     assert_eq!(later[0].delivery_count, 2);
