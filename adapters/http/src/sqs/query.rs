@@ -239,7 +239,7 @@ fn flatten(members: &[(&str, &str)], level: Level) -> Result<Map<String, Value>,
         Level::Entry => ENTRY_SCALARS,
     };
     let mut input = Map::new();
-    // Indexed parameters by prefix, in order of the prefix's first appearance.
+    // Indexed parameters by prefix, then by index.
     let mut grouped: BTreeMap<&str, Groups<'_>> = BTreeMap::new();
     for &(name, value) in members {
         let Some((prefix, rest)) = name.split_once('.') else {
@@ -483,7 +483,7 @@ pub fn answer_xml(action: &str, answer: &Map<String, Value>, request_id: &str) -
 }
 
 /// An XML text being written. Element names are this module's and the operations'
-/// (never a client's text); every text is escaped.
+/// member names (never a client's text, [`element_name`]); every text is escaped.
 #[derive(Default)]
 struct Xml(String);
 
@@ -516,7 +516,10 @@ impl Xml {
                 ("Messages", value) => self.value(action, "Message", value),
                 ("Successful", value) => self.value(action, &format!("{action}ResultEntry"), value),
                 ("Failed", value) => self.value(action, "BatchResultErrorEntry", value),
-                (name, value) => self.value(action, name, value),
+                (name, value) if element_name(name) => self.value(action, name, value),
+                // A member no answer of SQS has (a client's own key stored with its
+                // message attributes): no element name comes from a client's text.
+                _ => {}
             }
         }
     }
@@ -551,6 +554,13 @@ impl Xml {
             }
         }
     }
+}
+
+/// Whether `name` is a member name of SQS's shapes, safe as an element name: ASCII
+/// letters and digits, a letter first.
+fn element_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Appends `text` escaped as XML character data: the five markup characters as entity

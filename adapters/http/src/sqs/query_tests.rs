@@ -286,6 +286,22 @@ fn text_is_escaped_and_characters_xml_cannot_carry_are_replaced() {
 }
 
 #[test]
+fn no_element_name_comes_from_a_clients_text() {
+    // A message attribute's value object is stored as the client sent it, extra keys too.
+    let answer = json!({"Messages": [{"MessageAttributes": {"a": {
+        "DataType": "String", "StringValue": "x", "<evil/>": "y", "a b": "z", "1a": "w",
+    }}}]});
+    let xml = answer_xml("ReceiveMessage", answer.as_object().unwrap(), "r");
+    assert!(
+        xml.contains(
+            "<MessageAttribute><Name>a</Name><Value><DataType>String</DataType>\
+         <StringValue>x</StringValue></Value></MessageAttribute>"
+        ),
+        "{xml}"
+    );
+}
+
+#[test]
 fn errors_are_xml_documents_with_the_query_code() {
     let error = SqsError::queue_does_not_exist();
     let id = HeaderValue::from_static("abc");
@@ -310,4 +326,39 @@ fn errors_are_xml_documents_with_the_query_code() {
     assert!(receiver.contains(
         "<Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>a &amp; b</Message>"
     ));
+}
+
+#[test]
+fn refusals_made_before_the_adapter_answer_in_the_requests_protocol() {
+    let refusal = || {
+        let mut response = Response::new(Bytes::from_static(
+            br#"{"error_code": "DMS.00400413", "error_msg": "The request body is too large."}"#,
+        ));
+        *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        response
+            .headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("id1"));
+        response
+    };
+    let answer = super::super::as_sqs_error(&form("/p/q"), refusal());
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.headers()["content-type"], XML_CONTENT_TYPE);
+    let body = std::str::from_utf8(answer.body()).unwrap();
+    assert!(
+        body.contains(
+            "<Code>RequestEntityTooLarge</Code><Message>The request body is too large.</Message>"
+        ) && body.contains("<RequestId>id1</RequestId>"),
+        "{body}"
+    );
+    // A JSON-protocol request gets the JSON form; a DMS request keeps its answer.
+    let mut json = parts("POST", "/", Some("application/x-amz-json-1.0"));
+    json.headers.insert(
+        "x-amz-target",
+        HeaderValue::from_static("AmazonSQS.SendMessage"),
+    );
+    let answer = super::super::as_sqs_error(&json, refusal());
+    assert!(answer.body().starts_with(b"{\"__type\""));
+    let dms = parts("POST", "/v2/p/queues", Some("application/json"));
+    let answer = super::super::as_sqs_error(&dms, refusal());
+    assert!(answer.body().starts_with(b"{\"error_code\""));
 }
