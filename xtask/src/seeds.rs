@@ -222,7 +222,7 @@ fn dms_seeds() -> Vec<Vec<u8>> {
 /// bits 0-1, JSON content type in bit 2, `X-Project-Id` in bit 3), then path, query,
 /// headers and body separated by NUL.
 fn http_service_seeds() -> Vec<Vec<u8>> {
-    let requests: [(u8, u8, &str); 10] = [
+    let requests: [(u8, u8, &str); 12] = [
         (
             1,
             4,
@@ -257,6 +257,13 @@ fn http_service_seeds() -> Vec<Vec<u8>> {
             2,
             "/v2/$P/quotas\0\0authorization:SDK-HMAC-SHA256 Access=x, SignedHeaders=host, Signature=00\nx-sdk-date:20261126T000000Z\0",
         ),
+        // SQS's query protocol: a form POST to a queue's path, a GET with Action.
+        (
+            1,
+            2,
+            "/$P/q\0\0content-type:application/x-www-form-urlencoded\0Action=SendMessage&MessageBody=m&MessageAttribute.1.Name=a&MessageAttribute.1.Value.DataType=String&MessageAttribute.1.Value.StringValue=v",
+        ),
+        (0, 2, "/\0Action=ListQueues&QueueNamePrefix=q\0\0"),
     ];
     requests
         .iter()
