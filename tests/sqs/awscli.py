@@ -5,7 +5,9 @@ The pinned CLI (tests/sqs/requirements-awscli.txt: its botocore serializes SQS r
 as `Action=` forms and parses XML answers) runs as a subprocess for each call, with this
 interpreter and `PYTHONPATH=$SLUICE_AWSCLI`. Every answer is checked; the first failure
 exits non-zero; the last line of a passing run is a JSON summary. Environment as for
-clients.py, plus SLUICE_AWSCLI (the directory the CLI is installed in).
+clients.py, plus SLUICE_AWSCLI (the directory the CLI is installed in). A few requests
+are also signed by hand (with the venv's botocore) to reach what the CLI does not send:
+a GET with the parameters in its query string, a POST to a queue's URL path.
 """
 
 import base64
@@ -15,6 +17,10 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ElementTree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clients import attributes_md5, check, fail  # noqa: E402
@@ -91,6 +97,62 @@ def protocol():
           "the request is not a form")
     check("X-Amz-Target" not in stderr, "the request carries the JSON protocol's target")
     check("<ListQueuesResponse" in stderr, "the answer is not XML")
+
+
+XMLNS = "{http://queue.amazonaws.com/doc/2012-11-05/}"
+
+
+def raw(method, path, parameters):
+    """A query-protocol request signed with SigV4 by the venv's botocore (not the CLI):
+    the parameters in the query string of a GET or the form body of a POST. Answers the
+    status and the parsed XML document."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    form = urllib.parse.urlencode(parameters)
+    url = ENDPOINT + path + ("?" + form if method == "GET" else "")
+    headers = {} if method == "GET" else {
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    request = AWSRequest(method=method, url=url, data=None if method == "GET" else form.encode(),
+                         headers=headers)
+    credentials = Credentials(os.environ["SLUICE_AK"], os.environ["SLUICE_SK"])
+    SigV4Auth(credentials, "sqs", REGION).add_auth(request)
+    prepared = request.prepare()
+    sent = urllib.request.Request(prepared.url, data=prepared.body, method=method,
+                                  headers=dict(prepared.headers.items()))
+    try:
+        with urllib.request.urlopen(sent, timeout=CALL_TIMEOUT_S) as answer:
+            status, text = answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read()
+    return status, ElementTree.fromstring(text)
+
+
+def raw_requests(url):
+    """GET with the parameters in the query string; a POST to the queue's URL path
+    naming the queue by its path; an error document."""
+    status, listed = raw("GET", "/", {"Action": "ListQueues", "QueueNamePrefix": "cli-"})
+    check(status == 200 and listed.tag == XMLNS + "ListQueuesResponse", f"GET {status}")
+    urls = [e.text for e in listed.iter(XMLNS + "QueueUrl")]
+    check(urls == [url], f"GET list-queues {urls}")
+    check(listed.find(f"{XMLNS}ResponseMetadata/{XMLNS}RequestId").text, "a request id")
+    path = urllib.parse.urlparse(url).path
+    status, read = raw("POST", path, {"Action": "GetQueueAttributes",
+                                      "AttributeName.1": "VisibilityTimeout"})
+    check(status == 200, f"POST to the queue path {status}")
+    attribute = read.find(f"{XMLNS}GetQueueAttributesResult/{XMLNS}Attribute")
+    check(attribute.find(XMLNS + "Name").text == "VisibilityTimeout"
+          and attribute.find(XMLNS + "Value").text == "7", "the queue named by the path")
+    status, error = raw("GET", "/", {"Action": "GetQueueUrl", "QueueName": "no-such"})
+    check(status == 400 and error.tag == XMLNS + "ErrorResponse", f"an error {status}")
+    check(error.find(f"{XMLNS}Error/{XMLNS}Type").text == "Sender", "the error's type")
+    check(error.find(f"{XMLNS}Error/{XMLNS}Code").text
+          == "AWS.SimpleQueueService.NonExistentQueue", "the error's code")
+    status, error = raw("POST", "/", {"Action": "ListQueues", "AttributeName.0": "x"})
+    check(status == 400, f"a bad index {status}")
+    check(error.find(f"{XMLNS}Error/{XMLNS}Code").text == "InvalidParameterValue",
+          "a bad index's code")
 
 
 def queues():
@@ -222,6 +284,7 @@ def errors(url):
 def main():
     protocol()
     url, fifo = queues()
+    raw_requests(url)
     messages(url)
     fifo_messages(fifo)
     errors(url)
