@@ -206,7 +206,7 @@ async fn dispatch_input<N: Node>(
 
 /// The tenant (project id) whose AK signed the request; the tenant list is read again
 /// once when the AK is unknown (a tenant created through another node a moment ago).
-pub(crate) async fn authenticate<N: Node>(
+async fn authenticate<N: Node>(
     node: &N,
     config: &ServiceConfig,
     parts: &Parts,

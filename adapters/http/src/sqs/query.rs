@@ -425,6 +425,8 @@ pub async fn handle_authenticated<N: Node>(
     }
 }
 
+/// `response` with `status`, the XML content type and the request id's headers (none for
+/// an empty id: a refusal the server made before the service named the request).
 fn with_headers(
     mut response: Response<Bytes>,
     status: StatusCode,
@@ -436,8 +438,10 @@ fn with_headers(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(XML_CONTENT_TYPE),
     );
-    headers.insert(super::REQUEST_ID_HEADER, id.clone());
-    headers.insert("x-request-id", id.clone());
+    if !id.is_empty() {
+        headers.insert(super::REQUEST_ID_HEADER, id.clone());
+        headers.insert("x-request-id", id.clone());
+    }
     response
 }
 
