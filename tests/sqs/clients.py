@@ -360,6 +360,16 @@ def presigned(sqs):
     status, answer = send(request.url.replace("X-Amz-Expires=60", "X-Amz-Expires=61"))
     check(status == 403 and answer["__type"].endswith("SignatureDoesNotMatch"),
           "a presigned URL changed: %s %s" % (status, answer))
+
+    # The query protocol's presigned GET, as older SDKs make one.
+    get = AWSRequest(method="GET", url=ENDPOINT + "/?Action=ListQueues&Version=2012-11-05")
+    SigV4QueryAuth(credentials, "sqs", REGION, expires=60).add_auth(get)
+    prepared = get.prepare()
+    with urllib.request.urlopen(urllib.request.Request(
+            prepared.url, headers=dict(prepared.headers)), timeout=30) as answer:
+        xml = answer.read().decode()
+    check(answer.status == 200 and "<ListQueuesResponse" in xml and url in xml,
+          "a presigned query-protocol GET: %s" % xml)
     sqs.delete_queue(QueueUrl=url)
     print(json.dumps({"scenario": "presigned"}), flush=True)
 

@@ -7,7 +7,10 @@
 //! and returns its Python, which the test runner passes to the tests as `SLUICE_PYTHON`. The
 //! packages come from PyPI, so the first run needs the registry; later runs only compare the
 //! stamp. The legacy `huaweicloud-sdk-python` goes into `target/py-venv/legacy` with
-//! `--no-deps`: its `openstack` package would overwrite openstacksdk's in the venv.
+//! `--no-deps`: its `openstack` package would overwrite openstacksdk's in the venv. The
+//! AWS CLI v1 of the SQS query-protocol test goes into `target/py-venv/awscli` with its
+//! dependencies (its older botocore conflicts with the venv's boto3); [`awscli_dir`]
+//! names it for the test runner (`SLUICE_AWSCLI`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,8 +25,11 @@ const REQUIREMENTS_KAFKA: &str = "tests/kafka/requirements.txt";
 const REQUIREMENTS_SQS: &str = "tests/sqs/requirements.txt";
 /// Pins installed beside the venv, not into it (`pip install --no-deps --target`).
 const REQUIREMENTS_LEGACY: &str = "adapters/http/tests/py/requirements-legacy.txt";
+/// Pins installed beside the venv with their dependencies (`pip install --target`): the
+/// AWS CLI v1, which speaks SQS's query protocol through its own older botocore.
+const REQUIREMENTS_AWSCLI: &str = "tests/sqs/requirements-awscli.txt";
 /// Bump when the way the venv is built changes, so old venvs are rebuilt.
-const LAYOUT_VERSION: &str = "py-venv layout 1";
+const LAYOUT_VERSION: &str = "py-venv layout 2";
 
 /// Makes `<root>/target/py-venv` match the pinned requirements and returns its Python.
 /// The base interpreter is `$SLUICE_PYTHON_BASE`, else `python3` on PATH.
@@ -37,6 +43,7 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
         REQUIREMENTS_KAFKA,
         REQUIREMENTS_SQS,
         REQUIREMENTS_LEGACY,
+        REQUIREMENTS_AWSCLI,
     ] {
         let path = root.join(requirements);
         let text = std::fs::read_to_string(&path)
@@ -82,10 +89,22 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
             .arg(&legacy)
             .args(["-r", REQUIREMENTS_LEGACY]),
     )?;
+    command::run(
+        pip()
+            .args(["install", "--quiet", "--target"])
+            .arg(awscli_dir(root))
+            .args(["-r", REQUIREMENTS_AWSCLI]),
+    )?;
     // Written last: an interrupted build has no stamp and is rebuilt next time.
     std::fs::write(&stamp_path, stamp)
         .map_err(|error| format!("writing {}: {error}", stamp_path.display()))?;
     Ok(python)
+}
+
+/// Where [`ensure_venv`] installs the AWS CLI v1: run it as `PYTHONPATH=<dir> python -m
+/// awscli` with the venv's Python.
+pub fn awscli_dir(root: &Path) -> PathBuf {
+    root.join("target").join("py-venv").join("awscli")
 }
 
 /// The kafkajs package of the Kafka client tests: its package.json and lock file.

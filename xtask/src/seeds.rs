@@ -222,7 +222,7 @@ fn dms_seeds() -> Vec<Vec<u8>> {
 /// bits 0-1, JSON content type in bit 2, `X-Project-Id` in bit 3), then path, query,
 /// headers and body separated by NUL.
 fn http_service_seeds() -> Vec<Vec<u8>> {
-    let requests: [(u8, u8, &str); 10] = [
+    let requests: [(u8, u8, &str); 12] = [
         (
             1,
             4,
@@ -257,6 +257,13 @@ fn http_service_seeds() -> Vec<Vec<u8>> {
             2,
             "/v2/$P/quotas\0\0authorization:SDK-HMAC-SHA256 Access=x, SignedHeaders=host, Signature=00\nx-sdk-date:20261126T000000Z\0",
         ),
+        // SQS's query protocol: a form POST to a queue's path, a GET with Action.
+        (
+            1,
+            2,
+            "/$P/q\0\0content-type:application/x-www-form-urlencoded\0Action=SendMessage&MessageBody=m&MessageAttribute.1.Name=a&MessageAttribute.1.Value.DataType=String&MessageAttribute.1.Value.StringValue=v",
+        ),
+        (0, 2, "/\0Action=ListQueues&QueueNamePrefix=q\0\0"),
     ];
     requests
         .iter()
@@ -405,7 +412,9 @@ fn kafka_frame_seeds() -> Vec<Vec<u8>> {
 }
 
 /// Requests as `fuzz_targets/sqs_request.rs` reads them: the operation's index in its
-/// `ACTIONS`, then the JSON body (`$URL` and `$FIFO` name its two queues).
+/// `ACTIONS`, then the JSON body (`$URL` and `$FIFO` name its two queues); and
+/// query-protocol requests: a byte from 128 on choosing the method and path, then the
+/// form.
 fn sqs_request_seeds() -> Vec<Vec<u8>> {
     let requests: [(u8, &str); 14] = [
         (
@@ -450,8 +459,70 @@ fn sqs_request_seeds() -> Vec<Vec<u8>> {
             r#"{"QueueUrl":"$URL","Entries":[{"Id":"a","ReceiptHandle":"x","VisibilityTimeout":5}]}"#,
         ),
     ];
+    // Query-protocol requests: from 128 on, the byte's lowest bit chooses GET and the
+    // rest the path (0 `/`, 1 the standard queue's, 2 the FIFO queue's).
+    let queries: [(u8, &str); 14] = [
+        (
+            128,
+            "Action=CreateQueue&QueueName=n2&Attribute.1.Name=VisibilityTimeout\
+             &Attribute.1.Value=5&Tag.1.Key=team&Tag.1.Value=core",
+        ),
+        (129, "Action=GetQueueUrl&QueueName=q"),
+        (129, "Action=ListQueues&QueueNamePrefix=&MaxResults=2"),
+        (
+            132,
+            "Action=GetQueueAttributes&AttributeName.1=All&AttributeName.2=QueueArn",
+        ),
+        (
+            130,
+            "Action=SetQueueAttributes&Attribute.1.Name=DelaySeconds&Attribute.1.Value=0",
+        ),
+        (
+            130,
+            "Action=SendMessage&MessageBody=a%3Cb%26c&MessageAttribute.1.Name=k\
+             &MessageAttribute.1.Value.DataType=String&MessageAttribute.1.Value.StringValue=v\
+             &MessageAttribute.2.Name=b&MessageAttribute.2.Value.DataType=Binary\
+             &MessageAttribute.2.Value.BinaryValue=AAE%3D",
+        ),
+        (
+            128,
+            "Action=SendMessage&QueueUrl=$FIFO&MessageBody=f&MessageGroupId=g",
+        ),
+        (
+            130,
+            "Action=SendMessageBatch&SendMessageBatchRequestEntry.1.Id=a\
+             &SendMessageBatchRequestEntry.1.MessageBody=x&SendMessageBatchRequestEntry.3.Id=b\
+             &SendMessageBatchRequestEntry.3.MessageBody=y\
+             &SendMessageBatchRequestEntry.3.MessageAttribute.1.Name=n\
+             &SendMessageBatchRequestEntry.3.MessageAttribute.1.Value.DataType=Number\
+             &SendMessageBatchRequestEntry.3.MessageAttribute.1.Value.StringValue=1",
+        ),
+        (
+            130,
+            "Action=ReceiveMessage&MaxNumberOfMessages=10&VisibilityTimeout=0\
+             &AttributeName.1=All&MessageAttributeName.1=All&MessageSystemAttributeName.1=SenderId",
+        ),
+        (130, "Action=DeleteMessage&ReceiptHandle=00"),
+        (
+            130,
+            "Action=DeleteMessageBatch&DeleteMessageBatchRequestEntry.1.Id=a\
+             &DeleteMessageBatchRequestEntry.1.ReceiptHandle=x",
+        ),
+        (
+            130,
+            "Action=ChangeMessageVisibilityBatch&ChangeMessageVisibilityBatchRequestEntry.1.Id=a\
+             &ChangeMessageVisibilityBatchRequestEntry.1.ReceiptHandle=x\
+             &ChangeMessageVisibilityBatchRequestEntry.1.VisibilityTimeout=5",
+        ),
+        (134, "Action=DeleteQueue"),
+        (
+            128,
+            "Action=TagQueue&QueueUrl=$URL&Tag.1.Key=k&Tag.1.Value=v&TagKey.1=k",
+        ),
+    ];
     requests
         .iter()
+        .chain(queries.iter())
         .map(|(action, body)| {
             let mut seed = vec![*action];
             seed.extend_from_slice(body.as_bytes());

@@ -164,6 +164,10 @@ fn tests(counts: &mut Counts) -> Result<(), String> {
     ]);
     cargo.env("PROPTEST_CASES", PROPTEST_CASES);
     cargo.env("SLUICE_PYTHON", python);
+    cargo.env(
+        "SLUICE_AWSCLI",
+        crate::python::awscli_dir(&command::workspace_root()),
+    );
     cargo.env("SLUICE_KAFKAJS", kafkajs);
     cargo.env("SLUICE_AWS_SDK", aws_sdk);
     counts.tests_ran = true;

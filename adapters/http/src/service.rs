@@ -109,9 +109,7 @@ pub async fn handle<N: Node>(
     if response.headers().contains_key("x-request-id") {
         return response;
     }
-    let serial = REQUEST_SERIAL.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{:012x}{:08x}", node.now_ms(), serial & 0xffff_ffff);
-    let id = HeaderValue::from_str(&id).expect("hex is a valid header value");
+    let id = request_id(node);
     if crate::sqs::is_sqs(parts) {
         // Where the AWS SDKs read a request's id (ResponseMetadata.RequestId).
         response
@@ -122,6 +120,13 @@ pub async fn handle<N: Node>(
     response
 }
 
+/// A new request id: the node's clock and a serial, in hex.
+pub(crate) fn request_id<N: Node>(node: &N) -> HeaderValue {
+    let serial = REQUEST_SERIAL.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{:012x}{:08x}", node.now_ms(), serial & 0xffff_ffff);
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
 async fn route<N: Node>(
     node: &N,
     config: &ServiceConfig,
@@ -129,11 +134,13 @@ async fn route<N: Node>(
     body: &[u8],
 ) -> Response<Bytes> {
     let path = parts.uri.path();
-    if let Some(refused) = crate::json_depth::refusal(path, body) {
+    // A query-protocol SQS body is a form, not JSON: its values are read as text only.
+    let form = crate::sqs::query::is_query(parts) && !crate::sqs::is_json(parts);
+    if let Some(refused) = crate::json_depth::refusal(path, body).filter(|_| !form) {
         return refused;
     }
     if crate::sqs::is_sqs(parts) {
-        if parts.method != Method::POST {
+        if crate::sqs::is_json(parts) && parts.method != Method::POST {
             return method_not_allowed();
         }
         return crate::sqs::handle(node, config, parts, body).await;

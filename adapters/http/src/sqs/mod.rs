@@ -1,6 +1,7 @@
 //! The SQS API over the AWS JSON 1.0 protocol (`POST /` with `X-Amz-Target:
-//! AmazonSQS.<Operation>` and a JSON body), signed with AWS Signature Version 4 by the
-//! tenant's AK/SK (docs/sqs.md).
+//! AmazonSQS.<Operation>` and a JSON body) and the query protocol (`Action=<Operation>`
+//! form parameters, XML answers: [`query`], a translation onto the same operations),
+//! signed with AWS Signature Version 4 by the tenant's AK/SK (docs/sqs.md).
 //!
 //! One engine: an SQS queue is a Sluice queue of the tenant with one implicit consumer
 //! group ([`GROUP`]); the adapter holds no queue semantics. It translates requests into
@@ -10,6 +11,7 @@
 
 mod errors;
 mod messages;
+pub mod query;
 mod queues;
 pub mod sigv4;
 
@@ -37,8 +39,14 @@ pub const ATTRIBUTES_MARK: &[u8] = b"\0S\x01";
 /// has a deduplication id (FIFO): format 2, `{"attributes": {...}, "dedup": ID}`.
 pub const ATTRIBUTES_MARK_DEDUP: &[u8] = b"\0S\x02";
 
-/// Whether `parts` is an SQS request (its `X-Amz-Target` names SQS).
+/// Whether `parts` is an SQS request: of the JSON protocol ([`is_json`]) or of the query
+/// protocol ([`query::is_query`]).
 pub fn is_sqs(parts: &Parts) -> bool {
+    is_json(parts) || query::is_query(parts)
+}
+
+/// Whether `parts` is a JSON-protocol SQS request (its `X-Amz-Target` names SQS).
+pub fn is_json(parts: &Parts) -> bool {
     parts
         .headers
         .get("x-amz-target")
@@ -58,8 +66,14 @@ pub fn as_sqs_error(parts: &Parts, response: Response<Bytes>) -> Response<Bytes>
         .ok()
         .and_then(|body| body["error_msg"].as_str().map(str::to_string))
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").to_string());
-    let mut answer = SqsError::from_status(status, message).response();
-    if let Some(id) = response.headers().get("x-request-id") {
+    let error = SqsError::from_status(status, message);
+    let id = response.headers().get("x-request-id");
+    if !is_json(parts) {
+        let id = id.cloned().unwrap_or(HeaderValue::from_static(""));
+        return query::error_response(&error, &id);
+    }
+    let mut answer = error.response();
+    if let Some(id) = id {
         answer.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
         answer.headers_mut().insert("x-request-id", id.clone());
     }
@@ -86,13 +100,16 @@ impl<N: Node> Ctx<'_, N> {
     }
 }
 
-/// Serves one SQS request.
+/// Serves one SQS request, of either protocol.
 pub async fn handle<N: Node>(
     node: &N,
     config: &ServiceConfig,
     parts: &Parts,
     body: &[u8],
 ) -> Response<Bytes> {
+    if !is_json(parts) {
+        return query::handle(node, config, parts, body).await;
+    }
     answer(serve(node, config, parts, body).await)
 }
 
@@ -156,25 +173,36 @@ async fn dispatch<N: Node>(
     let Value::Object(input) = input else {
         return Err(SqsError::malformed("the body is not a JSON object"));
     };
+    dispatch_input(node, config, tenant, action, &input).await
+}
+
+/// Serves `action` with its parsed JSON `input`: every operation of both protocols.
+async fn dispatch_input<N: Node>(
+    node: &N,
+    config: &ServiceConfig,
+    tenant: &str,
+    action: &str,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
     let ctx = Ctx {
         node,
         config,
         tenant,
     };
     match action {
-        "CreateQueue" => queues::create(&ctx, &input).await,
-        "GetQueueUrl" => queues::get_url(&ctx, &input).await,
-        "ListQueues" => queues::list(&ctx, &input),
-        "DeleteQueue" => queues::delete(&ctx, &input).await,
-        "GetQueueAttributes" => queues::attributes(&ctx, &input).await,
-        "SetQueueAttributes" => queues::set_attributes(&ctx, &input).await,
-        "SendMessage" => messages::send(&ctx, &input).await,
-        "SendMessageBatch" => messages::send_batch(&ctx, &input).await,
-        "ReceiveMessage" => messages::receive(&ctx, &input).await,
-        "DeleteMessage" => messages::delete(&ctx, &input).await,
-        "DeleteMessageBatch" => messages::delete_batch(&ctx, &input).await,
-        "ChangeMessageVisibility" => messages::change_visibility(&ctx, &input).await,
-        "ChangeMessageVisibilityBatch" => messages::change_visibility_batch(&ctx, &input).await,
+        "CreateQueue" => queues::create(&ctx, input).await,
+        "GetQueueUrl" => queues::get_url(&ctx, input).await,
+        "ListQueues" => queues::list(&ctx, input),
+        "DeleteQueue" => queues::delete(&ctx, input).await,
+        "GetQueueAttributes" => queues::attributes(&ctx, input).await,
+        "SetQueueAttributes" => queues::set_attributes(&ctx, input).await,
+        "SendMessage" => messages::send(&ctx, input).await,
+        "SendMessageBatch" => messages::send_batch(&ctx, input).await,
+        "ReceiveMessage" => messages::receive(&ctx, input).await,
+        "DeleteMessage" => messages::delete(&ctx, input).await,
+        "DeleteMessageBatch" => messages::delete_batch(&ctx, input).await,
+        "ChangeMessageVisibility" => messages::change_visibility(&ctx, input).await,
+        "ChangeMessageVisibilityBatch" => messages::change_visibility_batch(&ctx, input).await,
         other => Err(SqsError::invalid_action(other)),
     }
 }
