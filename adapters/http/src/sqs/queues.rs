@@ -1,6 +1,6 @@
 //! Queue operations: CreateQueue, GetQueueUrl, ListQueues, DeleteQueue,
-//! GetQueueAttributes; and the lookups every operation shares (a queue by its URL, the
-//! implicit group).
+//! GetQueueAttributes, SetQueueAttributes, PurgeQueue; and the lookups every operation
+//! shares (a queue by its URL, the implicit group).
 
 use std::collections::BTreeMap;
 
