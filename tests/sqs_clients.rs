@@ -67,7 +67,7 @@ fn aws_sdk_modules() -> PathBuf {
 
 #[test]
 #[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
-fn boto3_serves_queues_messages_fifo_and_keeps_tenants_apart() {
+fn boto3_serves_queues_messages_fifo_purge_tags_and_keeps_tenants_apart() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--shards", "2"]);
     let mut command = Command::new(python());
@@ -104,6 +104,22 @@ fn boto3_serves_queues_messages_fifo_and_keeps_tenants_apart() {
         groups.body.to_string().contains("\"sqs\""),
         "the implicit group: {:?}",
         groups.body
+    );
+    // The tags set through SQS are the queue's tags in the DMS tag API.
+    let tagged = queues
+        .iter()
+        .find(|q| q["name"] == "tagged")
+        .unwrap_or_else(|| panic!("tagged is not listed through DMS: {queues:?}"));
+    let id = tagged["id"].as_str().expect("an id");
+    let project = &dms.credentials.project_id;
+    let tags = dms
+        .call("GET", &format!("/v2/{project}/queue/{id}/tags"), None)
+        .expect("DMS tags");
+    assert_eq!(tags.status, 200, "{:?}", tags.body);
+    assert_eq!(
+        tags.body["tags"],
+        serde_json::json!([{"key": "cost", "value": "42"}, {"key": "env", "value": "prod"}]),
+        "the SQS tags through DMS"
     );
 }
 

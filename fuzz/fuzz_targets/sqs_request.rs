@@ -28,7 +28,7 @@ use sluice_node::local::{sim_node, LocalNode, StepClock};
 use sluice_node::Node;
 
 /// The operations an input's first byte chooses from (one unknown name among them).
-const ACTIONS: [&str; 15] = [
+const ACTIONS: [&str; 18] = [
     "CreateQueue",
     "GetQueueUrl",
     "ListQueues",
@@ -43,6 +43,9 @@ const ACTIONS: [&str; 15] = [
     "ChangeMessageVisibility",
     "ChangeMessageVisibilityBatch",
     "PurgeQueue",
+    "TagQueue",
+    "UntagQueue",
+    "ListQueueTags",
     "",
 ];
 const ENDPOINT: &str = "http://fuzz.example:1";

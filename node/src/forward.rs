@@ -99,7 +99,7 @@ forwardable! {
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,
     ReadMembership, ChangeMembership, TransferLead, LeaderHint,
     KafkaJoinGroup, KafkaSyncGroup, KafkaHeartbeat, KafkaLeaveGroup, KafkaCommitOffsets,
-    KafkaFetchOffsets, KafkaDescribeGroup, KafkaListGroups,
+    KafkaFetchOffsets, KafkaDescribeGroup, KafkaListGroups, Purge,
 }
 
 impl Call {

@@ -374,6 +374,13 @@ pub trait Node {
         visibility_ms: u64,
     ) -> Result<Result<(), HandleError>, NodeError>;
 
+    /// Purges `queue` (SQS's PurgeQueue): on each of its partitions, in turn, the serving
+    /// leader logs the removal of every message stored there so far and the cancel of
+    /// every delayed one not yet released (`Engine::purge`); answers once all are
+    /// durable. A message stored meanwhile may stay. A failure part-way leaves the
+    /// partitions before it purged (a retry purges the rest).
+    async fn purge_queue(&self, queue: QueueId) -> Result<(), NodeError>;
+
     /// Admin: adds a tenant (durably) and returns it with its fresh credentials; with a
     /// password, its argon2id hash is kept for Keystone logins.
     async fn create_tenant(

@@ -345,6 +345,13 @@ partition_request! {
 }
 
 partition_request! {
+    /// Purges the queue on this partition at its serving leader (`Engine::purge`): its
+    /// stored messages and its delayed ones not yet released go.
+    Purge { queue: QueueId } -> (),
+    |this, shard, engine, now| engine.purge(this.queue, now).await
+}
+
+partition_request! {
     /// Answers once the partition changed after `seen`, or after `wait_ms`.
     WaitChange { seen: u64, wait_ms: u64 } -> (),
     |this, shard, engine, now| {

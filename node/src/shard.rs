@@ -803,6 +803,15 @@ impl<H: Host> Node for NodeShard<H> {
         .await
     }
 
+    async fn purge_queue(&self, queue: QueueId) -> Result<(), NodeError> {
+        // One partition at a time, each at its serving leader (here, another shard or
+        // another node): a queue unknown to the directory yet is judged by the engines.
+        for partition in 0..self.queue_partitions(queue) {
+            self.call(requests::Purge { partition, queue }).await?;
+        }
+        Ok(())
+    }
+
     async fn send_to(
         &self,
         queue: QueueId,

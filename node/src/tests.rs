@@ -941,3 +941,46 @@ fn the_admin_secret_is_created_once_and_learned_on_every_start() {
         Some(&b"first"[..])
     );
 }
+
+#[test]
+fn a_purge_reaches_every_partition_of_the_queue_through_any_shard() {
+    // Goal: a purge entering at one shard empties the queue on every partition, those
+    // another shard owns included (a hop), delayed messages too; later sends are
+    // delivered. Method: messages on all four partitions (sends entering at both shards)
+    // and one delayed; purge through shard 1; count and receive.
+    let node = check_node(4, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    for shard in 0..2 {
+        let batch = (0..4).map(|i| message(&format!("m{shard}{i}"))).collect();
+        block_on(node.shard(shard).send(queue, batch)).unwrap();
+    }
+    let delayed = SendInput {
+        delay: Delay::Ms(60_000),
+        ..message("later")
+    };
+    block_on(node.send(queue, vec![delayed])).unwrap();
+    let in_flight =
+        block_on(node.receive(queue, group, Lane::Main, receive_request(1), 0)).unwrap();
+    assert_eq!(in_flight.len(), 1);
+    let before = block_on(node.queue_counts(queue)).unwrap();
+    assert_eq!((before.stored, before.delayed), (8, 1));
+
+    block_on(node.shard(1).purge_queue(queue)).unwrap();
+    let after = block_on(node.queue_counts(queue)).unwrap();
+    assert_eq!((after.stored, after.delayed), (0, 0));
+    assert_eq!(after.groups[0].1.backlog, 0);
+    let got = block_on(node.receive(queue, group, Lane::Main, receive_request(10), 0)).unwrap();
+    assert!(got.is_empty());
+    let acked = block_on(node.ack(Lane::Main, vec![(route(&in_flight[0]), AckKind::Success)]));
+    assert_eq!(acked, Ok(vec![Err(HandleError::Unknown)]));
+
+    block_on(node.shard(0).send(queue, vec![message("after")])).unwrap();
+    let got = block_on(node.receive(queue, group, Lane::Main, receive_request(10), 0)).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].item.body[..], b"after");
+    assert_eq!(
+        block_on(node.purge_queue(QueueId(999))),
+        Err(NodeError::Engine(EngineError::QueueNotFound))
+    );
+}

@@ -13,7 +13,7 @@ const {
   SQSClient, CreateQueueCommand, GetQueueUrlCommand, SendMessageCommand,
   SendMessageBatchCommand, ReceiveMessageCommand, DeleteMessageCommand,
   DeleteMessageBatchCommand, ListQueuesCommand, GetQueueAttributesCommand,
-  DeleteQueueCommand,
+  DeleteQueueCommand, TagQueueCommand, ListQueueTagsCommand, PurgeQueueCommand,
 } = sqsSdk;
 
 const ENDPOINT = process.env.SLUICE_ENDPOINT;
@@ -107,6 +107,21 @@ async function main() {
     QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'],
   }));
   check(counts.Attributes.ApproximateNumberOfMessages === '0', 'drained');
+
+  await sqs.send(new TagQueueCommand({ QueueUrl: url, Tags: { team: 'js', env: 'test' } }));
+  const tags = await sqs.send(new ListQueueTagsCommand({ QueueUrl: url }));
+  check(JSON.stringify(tags.Tags) === JSON.stringify({ env: 'test', team: 'js' }),
+    `tags: ${JSON.stringify(tags.Tags)}`);
+  const badTag = await errorName(sqs.send(new TagQueueCommand({ QueueUrl: url, Tags: { 'a|b': 'v' } })));
+  check(badTag === 'InvalidParameterValue', `a bad tag key: ${badTag}`);
+  await sqs.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'to purge' }));
+  await sqs.send(new PurgeQueueCommand({ QueueUrl: url }));
+  const again = await errorName(sqs.send(new PurgeQueueCommand({ QueueUrl: url })));
+  check(again === 'PurgeQueueInProgress', `a second purge: ${again}`);
+  const purged = await sqs.send(new ReceiveMessageCommand({
+    QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1,
+  }));
+  check(!purged.Messages || purged.Messages.length === 0, 'nothing after the purge');
 
   const other = client(process.env.SLUICE_OTHER_AK, process.env.SLUICE_OTHER_SK);
   const name = await errorName(other.send(new GetQueueUrlCommand({ QueueName: 'js-events' })));

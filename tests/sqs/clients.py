@@ -372,6 +372,73 @@ def presigned(sqs):
           "a presigned query-protocol GET: %s" % xml)
     sqs.delete_queue(QueueUrl=url)
     print(json.dumps({"scenario": "presigned"}), flush=True)
+def purge(sqs):
+    """PurgeQueue: stored, in-flight and delayed messages go; a second purge within 60 s
+    is refused; deleting a purged delivery succeeds and changes nothing; a message sent
+    afterwards is delivered, alone."""
+    url = sqs.create_queue(QueueName="purged")["QueueUrl"]
+    for i in range(5):
+        sqs.send_message(QueueUrl=url, MessageBody="old %d" % i)
+    sqs.send_message(QueueUrl=url, MessageBody="delayed", DelaySeconds=900)
+    in_flight = []
+    deadline = time.time() + 20
+    while not in_flight and time.time() < deadline:
+        answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1,
+                                     VisibilityTimeout=60)
+        in_flight = answer.get("Messages", [])
+    check(len(in_flight) == 1, "one message in flight: %s" % in_flight)
+    sqs.purge_queue(QueueUrl=url)
+    code = error_code(lambda: sqs.purge_queue(QueueUrl=url))
+    check(code in ("AWS.SimpleQueueService.PurgeQueueInProgress", "PurgeQueueInProgress"),
+          "a second purge within 60 s: %s" % code)
+    answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    check("Messages" not in answer, "nothing after the purge: %s" % answer)
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    for name in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                 "ApproximateNumberOfMessagesDelayed"):
+        check(counts[name] == "0", "%s after the purge: %s" % (name, counts))
+    check("sqs_purged_ms" not in json.dumps(counts), "the purge time is no attribute")
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=in_flight[0]["ReceiptHandle"])
+    sqs.send_message(QueueUrl=url, MessageBody="after")
+    got = receive_all(sqs, url, 1)
+    check([m["Body"] for m in got] == ["after"], "only the later message: %s" % got)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    check("Messages" not in answer, "nothing else: %s" % answer)
+    code = error_code(lambda: sqs.purge_queue(QueueUrl=url.replace("/purged", "/unknown")))
+    check(code == "AWS.SimpleQueueService.NonExistentQueue", "an unknown queue: %s" % code)
+    print(json.dumps({"scenario": "purge"}), flush=True)
+
+
+def tags(sqs):
+    """Tags: set at create, added, listed, removed; a bad key refused; another tenant's
+    queue refused. The queue stays, for tests/sqs_clients.rs to read its tags through the
+    DMS API (they are the same tags)."""
+    url = sqs.create_queue(QueueName="tagged", tags={"team": "core", "env": "test"})["QueueUrl"]
+    listed = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    check(listed == {"team": "core", "env": "test"}, "tags from the create: %s" % listed)
+    sqs.tag_queue(QueueUrl=url, Tags={"env": "prod", "cost": "42"})
+    listed = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    check(listed == {"team": "core", "env": "prod", "cost": "42"}, "tagged: %s" % listed)
+    sqs.untag_queue(QueueUrl=url, TagKeys=["team", "absent"])
+    listed = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    check(listed == {"env": "prod", "cost": "42"}, "untagged: %s" % listed)
+    for bad in ({"bad/key": "v"}, {"k" * 37: "v"}, {"key": "v" * 44}):
+        code = error_code(lambda: sqs.tag_queue(QueueUrl=url, Tags=bad))
+        check(code == "InvalidParameterValue", "a bad tag %s: %s" % (bad, code))
+    code = error_code(lambda: sqs.create_queue(QueueName="badly-tagged", tags={"a=b": "v"}))
+    check(code == "InvalidParameterValue", "a bad tag at create: %s" % code)
+    code = error_code(lambda: sqs.get_queue_url(QueueName="badly-tagged"))
+    check(code == "AWS.SimpleQueueService.NonExistentQueue", "not created: %s" % code)
+    other = client(os.environ["SLUICE_OTHER_AK"], os.environ["SLUICE_OTHER_SK"])
+    for call in (lambda: other.list_queue_tags(QueueUrl=url),
+                 lambda: other.tag_queue(QueueUrl=url, Tags={"x": "y"}),
+                 lambda: other.untag_queue(QueueUrl=url, TagKeys=["env"])):
+        code = error_code(call)
+        check(code == "AWS.SimpleQueueService.NonExistentQueue", "another tenant: %s" % code)
+    listed = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    check(listed == {"env": "prod", "cost": "42"}, "unchanged by the refusals: %s" % listed)
+    print(json.dumps({"scenario": "tags"}), flush=True)
 
 
 def boto3_scenario():
@@ -381,6 +448,8 @@ def boto3_scenario():
     fifo(sqs)
     dedup_scopes(sqs)
     presigned(sqs)
+    purge(sqs)
+    tags(sqs)
     print(json.dumps({"scenario": "boto3", "passed": True}), flush=True)
 
 

@@ -11,5 +11,6 @@
 pub mod auth;
 pub mod dms;
 pub mod json_depth;
+pub mod queue_meta;
 pub mod service;
 pub mod sqs;

@@ -1612,3 +1612,73 @@ fn queue_tag_rules_answer_the_invalid_tag_code() {
     let filter = h.call(Method::GET, &h.v2("/queues?tag_key=a%3Db"), None);
     assert_eq!(filter.code(), "10240004");
 }
+
+/// An SQS request of `h`'s tenant, past the signature check; its status and JSON answer.
+fn sqs_call(h: &Harness, action: &str, body: Value) -> (StatusCode, Value) {
+    let config = sluice_http::service::ServiceConfig {
+        dms: h.config,
+        clock_skew_s_max: 900,
+        token_ttl_s: 3600,
+        token_key: [7; 32],
+        admin_ak: "ADMIN".to_string(),
+        admin_sk: "admin-secret".to_string(),
+        endpoint: "http://sqs.test".to_string(),
+        region: "region-1".to_string(),
+    };
+    let body = serde_json::to_vec(&body).unwrap();
+    let response = block_on(sluice_http::sqs::handle_authenticated(
+        h.entry(),
+        &config,
+        &h.tenant.project_id,
+        action,
+        &body,
+    ));
+    let json = serde_json::from_slice(response.body()).unwrap();
+    (response.status(), json)
+}
+
+#[test]
+fn the_dms_and_sqs_apis_share_one_set_of_queue_tags() {
+    // Goal: a queue's tags are the same through both APIs, by the same rules, and each
+    // API's changes keep what the other keeps in the queue's fields. Method: tags set
+    // through DMS listed through SQS, changed through SQS and listed through DMS; a key
+    // DMS refuses refused by SQS too; a purge's time (SQS) kept by a DMS tag change.
+    let h = Harness::new(2);
+    let id = h.queue(json!({"name": "shared", "tags": [{"key": "env", "value": "test"}]}));
+    let url = format!("http://sqs.test/{}/shared", h.tenant.project_id);
+    let (status, listed) = sqs_call(&h, "ListQueueTags", json!({"QueueUrl": url}));
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed, json!({"Tags": {"env": "test"}}));
+    let (status, answer) = sqs_call(
+        &h,
+        "TagQueue",
+        json!({"QueueUrl": url, "Tags": {"team": "ops", "env": "prod"}}),
+    );
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        queue_tags(&h, &id),
+        json!({"tags": [{"key": "env", "value": "prod"}, {"key": "team", "value": "ops"}]})
+    );
+    let (status, refused) = sqs_call(
+        &h,
+        "TagQueue",
+        json!({"QueueUrl": url, "Tags": {"a|b": "v"}}),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["__type"], "com.amazonaws.sqs#InvalidParameterValue");
+    let dms_refused = tag_action(&h, &id, "create", json!([{"key": "a|b", "value": "v"}]));
+    assert_eq!(dms_refused.code(), "10240004");
+
+    let (status, answer) = sqs_call(&h, "PurgeQueue", json!({"QueueUrl": url}));
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let deleted = tag_action(&h, &id, "delete", json!([{"key": "team"}]));
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.json);
+    let (status, again) = sqs_call(&h, "PurgeQueue", json!({"QueueUrl": url}));
+    assert_eq!(status, StatusCode::FORBIDDEN, "{again}");
+    assert_eq!(again["__type"], "com.amazonaws.sqs#PurgeQueueInProgress");
+    h.advance(60_000);
+    let (status, answer) = sqs_call(&h, "PurgeQueue", json!({"QueueUrl": url}));
+    assert_eq!(status, StatusCode::OK, "a purge 60 s later: {answer}");
+    let (_, listed) = sqs_call(&h, "ListQueueTags", json!({"QueueUrl": url}));
+    assert_eq!(listed, json!({"Tags": {"env": "prod"}}));
+}

@@ -90,6 +90,12 @@ impl DmsError {
     }
 }
 
+impl From<NodeError> for DmsError {
+    fn from(error: NodeError) -> DmsError {
+        from_node(error)
+    }
+}
+
 /// The one mapping from node and kernel errors to DMS errors. No `_` arm: a new kernel
 /// error must be given its protocol meaning here (docs/style.md §6).
 pub fn from_node(error: NodeError) -> DmsError {
@@ -102,12 +108,13 @@ pub fn from_node(error: NodeError) -> DmsError {
                 format!("The service is temporarily unavailable ({why}); retry."),
             )
         }
-        // The tag handlers retry a bounded number of times before they let this through.
+        // Changes of the queue's fields retry a bounded number of times before they let
+        // this through (`queue_meta::update`).
         NodeError::MetaChanged => {
             return DmsError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
-                "The queue's tags were changed by other requests meanwhile; retry.",
+                "The queue's fields were changed by other requests meanwhile; retry.",
             )
         }
     };

@@ -5,52 +5,31 @@
 //! and the queue list filtered by tag (`tag_key`, `tag_value`).
 //!
 //! Tags live in the queue's adapter fields ([`QueueMeta::tags`], the node's
-//! `QueueView::meta`), set at create and replaced through `Node::set_queue_meta`: a
-//! compare-and-set on the fields this handler read, retried a bounded number of times, so
-//! two concurrent changes never undo each other. The rules (lengths, characters) are the
-//! SDK model's; the count limits are the usual per-resource ones of the service's tag API.
+//! `QueueView::meta`), the same tags the SQS API shows; they are set at create and
+//! changed through [`queue_meta::update`] (a bounded compare-and-set). Their rules
+//! (lengths, characters, the count per queue) are [`queue_meta::tags`], shared with the
+//! SQS adapter; the request's shape and its limit of tags named are this API's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use http::StatusCode;
 use serde_json::value::RawValue;
 
-use super::errors::{from_node, DmsError, INVALID_TAG};
+use super::errors::{DmsError, INVALID_TAG};
 use super::request::{field, object, raw_array, raw_object, Object, Query};
 use super::wire::{ProjectTag, ProjectTags, QueueMeta, QueueTag, QueueTags};
 use super::{Ctx, Reply};
-use sluice_core::limits::QUEUE_META_BYTES_MAX;
-use sluice_node::{Node, NodeError, QueueView};
+use crate::queue_meta;
+use crate::queue_meta::tags::{self as rules, Action, TagError};
+use sluice_node::{Node, QueueView};
 
-/// Tags one queue may carry.
-pub const QUEUE_TAGS_MAX: usize = 20;
 /// Tags one create or delete request may name.
 pub const TAGS_PER_REQUEST_MAX: usize = 20;
-/// Characters of a tag key (1 at least).
-pub const TAG_KEY_CHARS_MAX: usize = 36;
-/// Characters of a tag value (it may be empty).
-pub const TAG_VALUE_CHARS_MAX: usize = 43;
-/// Attempts of a tag change that found the queue's fields changed under it, before it
-/// answers 503: tag changes of one queue are rare, so a few attempts settle any race.
-const META_UPDATE_ATTEMPTS_MAX: u32 = 8;
-/// Characters no key or value may hold (besides the control characters 0-31).
-const FORBIDDEN_CHARS: [char; 8] = ['=', '*', '<', '>', '\\', ',', '|', '/'];
 
-/// The largest adapter fields these limits allow: a description of 160 characters
-/// (`DmsConfig::dms_default`), each at most 6 bytes of JSON (`\u0001`), and the tags, each
-/// character at most 4 bytes (control characters and `\` are refused), with the JSON
-/// around them.
-const META_BYTES_WORST: usize =
-    32 + 160 * 6 + QUEUE_TAGS_MAX * (24 + 4 * (TAG_KEY_CHARS_MAX + TAG_VALUE_CHARS_MAX));
-const _: () = assert!(META_BYTES_WORST <= QUEUE_META_BYTES_MAX);
-
-/// What a tag change does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Action {
-    /// Add the tags; a key the queue has takes the new value.
-    Create,
-    /// Remove the tags by key (and value, when one is given).
-    Delete,
+impl From<TagError> for DmsError {
+    fn from(error: TagError) -> DmsError {
+        DmsError::bad(INVALID_TAG, error.0)
+    }
 }
 
 /// `GET /v2/{p}/queue/tags`: every key the project's queues carry, with its values.
@@ -99,7 +78,10 @@ pub(super) async fn action<N: Node>(ctx: &Ctx<'_, N>, queue: &str) -> Result<Rep
             DmsError::parameter("The field tags must be an array of 1 or more {key, value}.")
         })?;
     let tags = parse_tags(&entries, action == Action::Create)?;
-    change(ctx, queue, |current| apply(current, action, &tags)).await
+    change(ctx, queue, |current| {
+        Ok(rules::apply(current, action, &tags)?)
+    })
+    .await
 }
 
 /// `DELETE /v2/{p}/queue/{queue_id}/tags/{key}` (Sluice extension), answered 204; a key
@@ -113,10 +95,14 @@ pub(super) async fn delete_one<N: Node>(
         .decode_utf8()
         .map_err(|_| DmsError::bad(INVALID_TAG, "The tag key in the path is not UTF-8."))?
         .into_owned();
-    check_text("key", &key, 1, TAG_KEY_CHARS_MAX)?;
+    rules::check_key("key", &key)?;
     let tag = (key, None);
     change(ctx, queue, |current| {
-        apply(current, Action::Delete, std::slice::from_ref(&tag))
+        Ok(rules::apply(
+            current,
+            Action::Delete,
+            std::slice::from_ref(&tag),
+        )?)
     })
     .await
 }
@@ -129,7 +115,7 @@ pub(super) fn parse_create(body: &Object) -> Result<Vec<QueueTag>, DmsError> {
     let entries = raw_array(raw)
         .ok_or_else(|| DmsError::parameter("The field tags must be an array of {key, value}."))?;
     let tags = parse_tags(&entries, true)?;
-    apply(&[], Action::Create, &tags)
+    Ok(rules::apply(&[], Action::Create, &tags)?)
 }
 
 /// The queue list's tag filter (Sluice extension): `tag_key`, and `tag_value` if given,
@@ -138,10 +124,10 @@ pub(super) fn list_filter(query: &Query) -> Result<Option<(String, Option<String
     let Some(key) = query.get("tag_key") else {
         return Ok(None);
     };
-    check_text("tag_key", key, 1, TAG_KEY_CHARS_MAX)?;
+    rules::check_key("tag_key", key)?;
     let value = query.get("tag_value");
     if let Some(value) = value {
-        check_text("tag_value", value, 0, TAG_VALUE_CHARS_MAX)?;
+        rules::check_value("tag_value", value)?;
     }
     Ok(Some((key.to_string(), value.map(str::to_string))))
 }
@@ -157,74 +143,26 @@ pub(super) fn matches(view: &QueueView, filter: &(String, Option<String>)) -> bo
 
 /// The queue's adapter fields; fields another adapter wrote read as none.
 fn meta_of(view: &QueueView) -> QueueMeta {
-    serde_json::from_slice(&view.meta).unwrap_or_default()
+    QueueMeta::of(view)
 }
 
-/// Applies a tag change to the queue named by `queue` by compare-and-set on its fields,
-/// reading them again after a concurrent change; 204 when done (or nothing to change).
+/// Applies a tag change to the queue named by `queue` ([`queue_meta::update`]); 204 when
+/// done (or nothing to change).
 async fn change<N: Node>(
     ctx: &Ctx<'_, N>,
     queue: &str,
     update: impl Fn(&[QueueTag]) -> Result<Vec<QueueTag>, DmsError>,
 ) -> Result<Reply, DmsError> {
-    for _ in 0..META_UPDATE_ATTEMPTS_MAX {
-        let view = ctx.queue(queue)?;
-        let mut meta = meta_of(&view);
-        let tags = update(&meta.tags)?;
-        if tags == meta.tags {
-            return Ok(Reply::no_content());
-        }
-        meta.tags = tags;
-        let bytes = serde_json::to_vec(&meta).expect("meta serialises");
-        match ctx.node.set_queue_meta(view.id, &view.meta, bytes).await {
-            Ok(()) => return Ok(Reply::no_content()),
-            Err(NodeError::MetaChanged) => continue,
-            Err(error) => return Err(from_node(error)),
-        }
-    }
-    Err(from_node(NodeError::MetaChanged))
-}
-
-/// `current` after `action` with `tags` (key, value), sorted by key; more than
-/// [`QUEUE_TAGS_MAX`] is refused.
-fn apply(
-    current: &[QueueTag],
-    action: Action,
-    tags: &[(String, Option<String>)],
-) -> Result<Vec<QueueTag>, DmsError> {
-    let mut by_key: BTreeMap<String, String> = current
-        .iter()
-        .map(|tag| (tag.key.clone(), tag.value.clone()))
-        .collect();
-    for (key, value) in tags {
-        match (action, value) {
-            (Action::Create, Some(value)) => {
-                by_key.insert(key.clone(), value.clone());
-            }
-            (Action::Create, None) => unreachable!("a create's tags all have values"),
-            (Action::Delete, Some(value)) => {
-                if by_key.get(key) == Some(value) {
-                    by_key.remove(key);
-                }
-            }
-            (Action::Delete, None) => {
-                by_key.remove(key);
-            }
-        }
-    }
-    if by_key.len() > QUEUE_TAGS_MAX {
-        return Err(DmsError::bad(
-            INVALID_TAG,
-            format!(
-                "A queue carries at most {QUEUE_TAGS_MAX} tags; this change would give it {}.",
-                by_key.len()
-            ),
-        ));
-    }
-    Ok(by_key
-        .into_iter()
-        .map(|(key, value)| QueueTag { key, value })
-        .collect())
+    queue_meta::update(
+        ctx.node,
+        async || ctx.queue(queue),
+        |_, meta| {
+            meta.tags = update(&meta.tags)?;
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(Reply::no_content())
 }
 
 /// The request's tags as (key, value): 1 to [`TAGS_PER_REQUEST_MAX`], unique keys, each
@@ -249,17 +187,12 @@ fn parse_tags(
         let key: String = field(&entry, "key", "a string")
             .map_err(|_| tag_error("key must be a string"))?
             .ok_or_else(|| tag_error("key is required"))?;
-        check_text(&format!("tags[{index}].key"), &key, 1, TAG_KEY_CHARS_MAX)?;
+        rules::check_key(&format!("tags[{index}].key"), &key)?;
         let value: Option<String> =
             field(&entry, "value", "a string").map_err(|_| tag_error("value must be a string"))?;
         match &value {
             Some(value) => {
-                check_text(
-                    &format!("tags[{index}].value"),
-                    value,
-                    0,
-                    TAG_VALUE_CHARS_MAX,
-                )?;
+                rules::check_value(&format!("tags[{index}].value"), value)?;
             }
             None if value_required => return Err(tag_error("value is required")),
             None => {}
@@ -273,26 +206,4 @@ fn parse_tags(
         tags.push((key, value));
     }
     Ok(tags)
-}
-
-/// A key or value: `chars_min` to `chars_max` characters, none of them a control
-/// character or one of [`FORBIDDEN_CHARS`].
-fn check_text(name: &str, text: &str, chars_min: usize, chars_max: usize) -> Result<(), DmsError> {
-    let chars = text.chars().count();
-    if !(chars_min..=chars_max).contains(&chars) {
-        return Err(DmsError::bad(
-            INVALID_TAG,
-            format!("{name} must have {chars_min} to {chars_max} characters; it has {chars}."),
-        ));
-    }
-    if text
-        .chars()
-        .any(|c| u32::from(c) < 0x20 || FORBIDDEN_CHARS.contains(&c))
-    {
-        return Err(DmsError::bad(
-            INVALID_TAG,
-            format!("{name} contains a control character or one of = * < > \\ , | /."),
-        ));
-    }
-    Ok(())
 }

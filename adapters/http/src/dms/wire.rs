@@ -8,27 +8,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-/// The adapter's queue fields, stored as JSON in the engine's opaque `meta` bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueMeta {
-    #[serde(default)]
-    pub description: String,
-    /// The queue's tags, sorted by key (absent from the JSON when there are none, so the
-    /// fields of a queue without tags read as before tags existed).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<QueueTag>,
-    /// Fields another adapter keeps in the same bytes (the SQS adapter's `sqs`), kept as
-    /// they are when this adapter rewrites its own.
-    #[serde(flatten)]
-    pub others: serde_json::Map<String, serde_json::Value>,
-}
-
-/// One queue tag, in the meta and in the answers of the tag calls.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueTag {
-    pub key: String,
-    pub value: String,
-}
+pub use crate::queue_meta::{QueueMeta, QueueTag};
 
 /// `GET /v2/{p}/queue/{queue_id}/tags`.
 #[derive(Serialize)]

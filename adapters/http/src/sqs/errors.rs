@@ -10,6 +10,8 @@ use serde_json::json;
 use sluice_core::engine::types::EngineError;
 use sluice_node::NodeError;
 
+use crate::queue_meta::tags::TagError;
+
 /// One SQS error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqsError {
@@ -104,6 +106,15 @@ impl SqsError {
             "TooManyEntriesInBatchRequest",
             "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
             "Maximum number of entries per request are 10.".to_string(),
+        )
+    }
+
+    pub fn purge_queue_in_progress() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "PurgeQueueInProgress",
+            "AWS.SimpleQueueService.PurgeQueueInProgress",
+            "Only one PurgeQueue operation on a queue is allowed every 60 seconds.".to_string(),
         )
     }
 
@@ -222,6 +233,12 @@ impl SqsError {
             headers.insert("x-amzn-query-error", value);
         }
         response
+    }
+}
+
+impl From<TagError> for SqsError {
+    fn from(error: TagError) -> SqsError {
+        SqsError::invalid_parameter(error.0)
     }
 }
 

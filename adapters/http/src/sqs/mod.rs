@@ -14,6 +14,7 @@ mod messages;
 pub mod query;
 mod queues;
 pub mod sigv4;
+mod tags;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -196,6 +197,10 @@ async fn dispatch_input<N: Node>(
         "DeleteQueue" => queues::delete(&ctx, input).await,
         "GetQueueAttributes" => queues::attributes(&ctx, input).await,
         "SetQueueAttributes" => queues::set_attributes(&ctx, input).await,
+        "PurgeQueue" => queues::purge(&ctx, input).await,
+        "TagQueue" => tags::tag(&ctx, input).await,
+        "UntagQueue" => tags::untag(&ctx, input).await,
+        "ListQueueTags" => tags::list(&ctx, input).await,
         "SendMessage" => messages::send(&ctx, input).await,
         "SendMessageBatch" => messages::send_batch(&ctx, input).await,
         "ReceiveMessage" => messages::receive(&ctx, input).await,

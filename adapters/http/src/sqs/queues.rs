@@ -1,6 +1,6 @@
 //! Queue operations: CreateQueue, GetQueueUrl, ListQueues, DeleteQueue,
-//! GetQueueAttributes; and the lookups every operation shares (a queue by its URL, the
-//! implicit group).
+//! GetQueueAttributes, SetQueueAttributes, PurgeQueue; and the lookups every operation
+//! shares (a queue by its URL, the implicit group).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,7 @@ use sluice_core::engine::types::{
 use sluice_node::{Node, NodeError, QueueView};
 
 use super::{integer, required, string, Ctx, SqsError, GROUP};
+use crate::queue_meta::{self, QueueMeta};
 
 /// Queue names: 1 to 80 of `A-Z a-z 0-9 - _`, and `.fifo` at the end of a FIFO queue's.
 const NAME_BYTES_MAX: usize = 80;
@@ -19,8 +20,13 @@ const NAME_BYTES_MAX: usize = 80;
 const FIFO_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// Queue URLs one ListQueues answers, at most (SQS's own limit).
 const LIST_RESULTS_MAX: i64 = 1000;
-/// Attempts of SetQueueAttributes that found the queue's fields changed under it.
-const META_UPDATE_ATTEMPTS_MAX: u32 = 8;
+/// The member of the queue's fields that holds its SQS attributes.
+const SQS_MEMBER: &str = "sqs";
+/// The member of the queue's fields that holds the time of its last purge (queue time,
+/// epoch milliseconds).
+const PURGED_MEMBER: &str = "sqs_purged_ms";
+/// How long after a purge another is refused (SQS's PurgeQueueInProgress).
+const PURGE_INTERVAL_MS: u64 = 60_000;
 
 /// What values a queue attribute takes.
 enum Kind {
@@ -254,6 +260,7 @@ pub(super) async fn create<N: Node>(
         ));
     }
     check_name(name, fifo)?;
+    let tags = super::tags::initial(input)?;
     if attributes.get("FifoQueue").is_some_and(|v| v == "false") {
         attributes.remove("FifoQueue");
     }
@@ -277,10 +284,13 @@ pub(super) async fn create<N: Node>(
         dedup_window_ms: FIFO_DEDUP_WINDOW_MS,
         partitions: fifo_partitions(fifo, &attributes),
     };
-    let meta = serde_json::to_vec(&Meta {
-        sqs: attributes.clone(),
-    })
-    .expect("serialises");
+    let mut meta = QueueMeta {
+        tags,
+        ..QueueMeta::default()
+    };
+    let sqs = serde_json::to_value(&attributes).expect("serialises");
+    meta.others.insert(SQS_MEMBER.into(), sqs);
+    let meta = meta.to_bytes();
     match ctx.node.create_queue(ctx.tenant, name, config, meta).await {
         Ok(queue) => {
             // The group; a crash before it is made leaves a queue that gets it on first
@@ -533,38 +543,71 @@ pub(super) async fn set_attributes<N: Node>(
             )));
         }
     }
-    for _ in 0..META_UPDATE_ATTEMPTS_MAX {
-        let view = queue_of(ctx, input).await?;
-        if let Some(name) = FIFO_ONLY
-            .iter()
-            .find(|name| asked.contains_key(**name) && !Attributes::of(&view).flag("FifoQueue"))
-        {
-            return Err(SqsError::invalid_attribute_name(name));
+    queue_meta::update(
+        ctx.node,
+        async || queue_of(ctx, input).await,
+        |view, meta| {
+            if let Some(name) = FIFO_ONLY
+                .iter()
+                .find(|name| asked.contains_key(**name) && !Attributes::of(view).flag("FifoQueue"))
+            {
+                return Err(SqsError::invalid_attribute_name(name));
+            }
+            let sqs = meta
+                .others
+                .entry(SQS_MEMBER)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !sqs.is_object() {
+                *sqs = Value::Object(Map::new());
+            }
+            let sqs = sqs.as_object_mut().expect("made an object above");
+            for (name, value) in &asked {
+                sqs.insert(name.clone(), Value::String(value.clone()));
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(Map::new())
+}
+
+/// PurgeQueue: every message of the queue goes, on every partition at its leader
+/// (`Node::purge_queue`); one sent meanwhile may stay, as in SQS. A second purge within
+/// [`PURGE_INTERVAL_MS`] of the last is refused (PurgeQueueInProgress): the time of the
+/// last is kept in the queue's fields ([`PURGED_MEMBER`]), claimed by compare-and-set
+/// before purging (so of two concurrent purges one is refused) and given back should the
+/// purge fail (so a retry is not refused).
+pub(super) async fn purge<N: Node>(
+    ctx: &Ctx<'_, N>,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, SqsError> {
+    let now = ctx.node.now_ms();
+    let read = async || queue_of(ctx, input).await;
+    let (queue, last) = queue_meta::update(ctx.node, read, |view, meta| {
+        let last = meta.others.get(PURGED_MEMBER).and_then(Value::as_u64);
+        if last.is_some_and(|last| now >= last && now - last < PURGE_INTERVAL_MS) {
+            return Err(SqsError::purge_queue_in_progress());
         }
-        let mut fields = match serde_json::from_slice(&view.meta) {
-            Ok(Value::Object(fields)) => fields,
-            _ => Map::new(),
-        };
-        let sqs = fields
-            .entry("sqs")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !sqs.is_object() {
-            *sqs = Value::Object(Map::new());
-        }
-        let sqs = sqs.as_object_mut().expect("made an object above");
-        for (name, value) in &asked {
-            sqs.insert(name.clone(), Value::String(value.clone()));
-        }
-        let bytes = serde_json::to_vec(&Value::Object(fields)).expect("serialises");
-        match ctx.node.set_queue_meta(view.id, &view.meta, bytes).await {
-            Ok(()) => return Ok(Map::new()),
-            Err(NodeError::MetaChanged) => continue,
-            Err(error) => return Err(error.into()),
-        }
+        meta.others.insert(PURGED_MEMBER.into(), Value::from(now));
+        Ok((view.id, last))
+    })
+    .await?;
+    if let Err(error) = ctx.node.purge_queue(queue).await {
+        // Best effort: a claim left behind only delays the next purge by the interval.
+        let read = async || queue_of(ctx, input).await;
+        let _ = queue_meta::update(ctx.node, read, |_, meta| {
+            if meta.others.get(PURGED_MEMBER) == Some(&Value::from(now)) {
+                match last {
+                    Some(last) => meta.others.insert(PURGED_MEMBER.into(), Value::from(last)),
+                    None => meta.others.remove(PURGED_MEMBER),
+                };
+            }
+            Ok::<_, SqsError>(())
+        })
+        .await;
+        return Err(error.into());
     }
-    Err(SqsError::unavailable(
-        "the queue's attributes kept changing; retry",
-    ))
+    Ok(Map::new())
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use super::types::{
 };
 use super::{valid_tag, Engine, EngineLimits, Entry};
 use crate::bugs::{self, Bug};
-use crate::limits::{ENGINE_DELAY_MS_CEILING, ENGINE_TAGS_PER_QUEUE_MAX};
+use crate::limits::{
+    ENGINE_BATCH_MESSAGES_CEILING, ENGINE_DELAY_MS_CEILING, ENGINE_TAGS_PER_QUEUE_MAX,
+};
 use crate::storage::Storage;
 use crate::types::Offset;
 
@@ -241,6 +243,68 @@ impl<S: Storage + Clone> Engine<S> {
                 delayed.releasing = false;
             }
         }
+        result
+    }
+}
+
+impl<S: Storage + Clone> Engine<S> {
+    /// Purges `queue` on this partition (SQS's PurgeQueue): at the serving leader, logs
+    /// `Trim { below_seq }` at the queue's next position here, so every message stored
+    /// so far goes on every replica alike, with what groups hold of them (leases,
+    /// failures, dead letters); and a `Cancel` for every delayed message not yet released
+    /// (one on its way to release stays). The records are committed in runs of at most
+    /// [`ENGINE_BATCH_MESSAGES_CEILING`]; a message stored meanwhile may stay. An ack of a
+    /// delivery purged here answers `Unknown` and changes nothing.
+    pub async fn purge(&self, queue: QueueId, now: u64) -> Result<(), EngineError> {
+        self.check_serving()?;
+        let (below_seq, trims, delayed) = {
+            let mut state = self.state.borrow_mut();
+            let q = state.queue_mut(queue)?;
+            let (below_seq, trims) = (q.next_seq(), q.next_seq() > q.base_seq());
+            let mut delayed = Vec::new();
+            if let Some(store) = q.store.used_mut() {
+                for (message, pending) in &mut store.delayed {
+                    if !pending.releasing {
+                        // Held from release until the cancel is applied (or given up).
+                        pending.releasing = true;
+                        delayed.push(*message);
+                    }
+                }
+            }
+            (below_seq, trims, delayed)
+        };
+        let mut entries: Vec<Entry> = Vec::with_capacity(delayed.len() + 1);
+        if trims {
+            entries.push(Entry::plain(Command::Trim { queue, below_seq }));
+        }
+        entries.extend(
+            delayed
+                .iter()
+                .map(|&message| Entry::plain(Command::Cancel { queue, message })),
+        );
+        let mut result = Ok(());
+        // Bounded: each pass commits up to a ceiling's worth of the records made above.
+        while !entries.is_empty() {
+            let rest = entries.split_off(entries.len().min(ENGINE_BATCH_MESSAGES_CEILING as usize));
+            if let Err(error) = self.commit(entries, now).await {
+                result = Err(error);
+                break;
+            }
+            entries = rest;
+        }
+        if result.is_err() {
+            // What was not cancelled is released when due, as before the purge (its timer
+            // set again: it may have fired meanwhile and found the message held).
+            let mut state = self.state.borrow_mut();
+            for message in delayed {
+                if let Some(pending) = state.delayed_mut(queue, message) {
+                    pending.releasing = false;
+                    let due = pending.deliver_at_ms;
+                    state.delay_timers.insert(due, (queue, message));
+                }
+            }
+        }
+        self.notify();
         result
     }
 }
