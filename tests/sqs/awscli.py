@@ -269,6 +269,28 @@ def fifo_messages(fifo):
     check("MissingParameter" in stderr, f"a FIFO send without a group: {stderr}")
 
 
+def tags_and_purge(url):
+    """Tags (TagQueue's and CreateQueue's `Tag.N` forms) and a purge, over the query
+    protocol."""
+    ok("tag-queue", "--queue-url", url, "--tags", "team=core,tier=gold")
+    listed = ok("list-queue-tags", "--queue-url", url)
+    check(listed.get("Tags") == {"team": "core", "tier": "gold"}, f"tags {listed}")
+    ok("untag-queue", "--queue-url", url, "--tag-keys", "tier")
+    listed = ok("list-queue-tags", "--queue-url", url)
+    check(listed.get("Tags") == {"team": "core"}, f"untagged {listed}")
+    tagged = ok("create-queue", "--queue-name", "cli-tagged", "--tags", "owner=cli")["QueueUrl"]
+    listed = ok("list-queue-tags", "--queue-url", tagged)
+    check(listed.get("Tags") == {"owner": "cli"}, f"tags at create {listed}")
+    ok("delete-queue", "--queue-url", tagged)
+    ok("send-message", "--queue-url", url, "--message-body", "to be purged")
+    ok("purge-queue", "--queue-url", url)
+    stderr = refused("purge-queue", "--queue-url", url)
+    check("AWS.SimpleQueueService.PurgeQueueInProgress" in stderr, f"a second purge: {stderr}")
+    left = ok("get-queue-attributes", "--queue-url", url, "--attribute-names",
+              "ApproximateNumberOfMessages")
+    check(left["Attributes"]["ApproximateNumberOfMessages"] == "0", f"purged {left}")
+
+
 def errors(url):
     stderr = refused("get-queue-url", "--queue-name", "no-such-queue")
     check("AWS.SimpleQueueService.NonExistentQueue" in stderr, f"nonexistent: {stderr}")
@@ -287,6 +309,7 @@ def main():
     raw_requests(url)
     messages(url)
     fifo_messages(fifo)
+    tags_and_purge(url)
     errors(url)
     ok("delete-queue", "--queue-url", url)
     ok("delete-queue", "--queue-url", fifo)

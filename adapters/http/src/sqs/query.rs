@@ -191,6 +191,12 @@ pub fn translate(parts: &Parts, body: &[u8], endpoint: &str) -> Result<Translate
     }
     let action = action.ok_or_else(|| SqsError::missing_parameter("Action"))?;
     let mut input = flatten(&members, Level::Top)?;
+    // `Tag.N` is CreateQueue's `tags` and TagQueue's `Tags` (both serialise as `Tag`).
+    if action == "TagQueue" {
+        if let Some(tags) = input.remove("tags") {
+            input.insert("Tags".into(), tags);
+        }
+    }
     let path = parts.uri.path();
     if path != "/" && !input.contains_key("QueueUrl") {
         let url = format!("{}{path}", endpoint.trim_end_matches('/'));

@@ -362,3 +362,19 @@ fn refusals_made_before_the_adapter_answer_in_the_requests_protocol() {
     let answer = super::super::as_sqs_error(&dms, refusal());
     assert!(answer.body().starts_with(b"{\"error_code\""));
 }
+
+#[test]
+fn tag_queue_takes_the_tag_form_as_its_tags_member() {
+    let parts = http::Request::post("/")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let body = b"Action=TagQueue&QueueUrl=u&Tag.1.Key=team&Tag.1.Value=core";
+    let translated = translate(&parts, body, "http://h").unwrap();
+    assert_eq!(
+        Value::Object(translated.input),
+        json!({"QueueUrl": "u", "Tags": {"team": "core"}})
+    );
+}
