@@ -98,6 +98,12 @@ pub(super) async fn untag<N: Node>(
             ))
         }
     };
+    if keys.len() > QUEUE_TAGS_MAX {
+        return Err(SqsError::invalid_parameter(format!(
+            "A queue carries at most {QUEUE_TAGS_MAX} tags; TagKeys has {}.",
+            keys.len()
+        )));
+    }
     let mut tags = Vec::with_capacity(keys.len());
     for key in keys {
         let Value::String(key) = key else {
