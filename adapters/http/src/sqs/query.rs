@@ -2,7 +2,7 @@
 //! operation's members flattened into form parameters (a `POST` body of
 //! `application/x-www-form-urlencoded`, or the URL's query string of a `GET`), answered
 //! in XML. It is a translation only: the parameters become the JSON input the operations
-//! already take, [`super::dispatch_input`] serves them as for the JSON protocol, and the
+//! already take, `super::dispatch_input` serves them as for the JSON protocol, and the
 //! JSON answer is written out as SQS's XML.
 //!
 //! Flattened forms (`N` and `M` count from 1; gaps are allowed, every index is bounded):
