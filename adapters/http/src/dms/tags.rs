@@ -36,7 +36,7 @@ impl From<TagError> for DmsError {
 pub(super) fn project<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
     let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for view in ctx.node.queues_of(ctx.tenant) {
-        for tag in meta_of(&view).tags {
+        for tag in QueueMeta::of(&view).tags {
             keys.entry(tag.key).or_default().insert(tag.value);
         }
     }
@@ -52,7 +52,7 @@ pub(super) fn project<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
 
 /// `GET /v2/{p}/queue/{queue_id}/tags`.
 pub(super) fn list(view: &QueueView) -> Result<Reply, DmsError> {
-    let tags = meta_of(view).tags;
+    let tags = QueueMeta::of(view).tags;
     Ok(Reply::json(StatusCode::OK, &QueueTags { tags }))
 }
 
@@ -135,15 +135,10 @@ pub(super) fn list_filter(query: &Query) -> Result<Option<(String, Option<String
 /// Whether `view` carries the tag of a list filter.
 pub(super) fn matches(view: &QueueView, filter: &(String, Option<String>)) -> bool {
     let (key, value) = filter;
-    meta_of(view)
+    QueueMeta::of(view)
         .tags
         .iter()
         .any(|tag| &tag.key == key && value.as_ref().is_none_or(|v| &tag.value == v))
-}
-
-/// The queue's adapter fields; fields another adapter wrote read as none.
-fn meta_of(view: &QueueView) -> QueueMeta {
-    QueueMeta::of(view)
 }
 
 /// Applies a tag change to the queue named by `queue` ([`queue_meta::update`]); 204 when

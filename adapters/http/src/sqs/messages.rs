@@ -459,7 +459,6 @@ fn asks_for(names: &[String], name: &str) -> bool {
     })
 }
 
-/// The message attributes a delivery carries, if this adapter wrote them.
 pub(super) async fn receive<N: Node>(
     ctx: &Ctx<'_, N>,
     input: &Map<String, Value>,

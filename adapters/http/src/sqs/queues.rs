@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sluice_core::engine::types::{
     EngineError, FifoScope, GroupId, QueueConfig, QueueMode, RetryPolicy,
@@ -107,12 +106,14 @@ const ATTRIBUTES: [AttributeRule; 9] = [
     },
 ];
 
-/// The SQS fields kept in a queue's `meta` (JSON `{"sqs": {...}}`; the DMS adapter reads
-/// the same bytes and ignores the member).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Meta {
-    #[serde(default)]
-    sqs: BTreeMap<String, String>,
+/// The SQS attributes kept in a queue's fields (the member [`SQS_MEMBER`], names to
+/// values; the DMS adapter keeps it when it rewrites its own); none when absent or not
+/// such a map.
+fn sqs_fields(meta: &QueueMeta) -> BTreeMap<String, String> {
+    meta.others
+        .get(SQS_MEMBER)
+        .and_then(|sqs| serde_json::from_value(sqs.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// A queue's SQS attributes: those set at creation over the defaults.
@@ -122,7 +123,6 @@ pub(crate) struct Attributes(BTreeMap<String, String>);
 impl Attributes {
     /// The attributes of `view`'s queue.
     pub fn of(view: &QueueView) -> Attributes {
-        let meta: Meta = serde_json::from_slice(&view.meta).unwrap_or_default();
         let mut attributes: BTreeMap<String, String> = ATTRIBUTES
             .iter()
             .map(|rule| (rule.name.to_string(), rule.default.to_string()))
@@ -136,7 +136,7 @@ impl Attributes {
             "MessageRetentionPeriod".into(),
             (view.config.retention_ms / 1000).to_string(),
         );
-        attributes.extend(meta.sqs);
+        attributes.extend(sqs_fields(&QueueMeta::of(view)));
         // The scope is where the engine deduplicates: one partition is the whole queue.
         let scope = if view.config.partitions == 1 {
             SCOPE_QUEUE
@@ -613,19 +613,15 @@ pub(super) async fn purge<N: Node>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dms::wire::QueueMeta;
+    use crate::dms::wire::QueueMeta as DmsQueueMeta;
 
     #[test]
     fn the_dms_adapter_rewriting_its_fields_keeps_the_sqs_attributes() {
-        let written = serde_json::to_vec(&Meta {
-            sqs: BTreeMap::from([("VisibilityTimeout".to_string(), "60".to_string())]),
-        })
-        .unwrap();
-        let mut dms: QueueMeta = serde_json::from_slice(&written).unwrap();
+        let written = br#"{"sqs": {"VisibilityTimeout": "60"}}"#;
+        let mut dms: DmsQueueMeta = serde_json::from_slice(written).unwrap();
         dms.description = "described through DMS".into();
-        let rewritten = serde_json::to_vec(&dms).unwrap();
-        let back: Meta = serde_json::from_slice(&rewritten).unwrap();
-        assert_eq!(back.sqs["VisibilityTimeout"], "60");
+        let rewritten: QueueMeta = serde_json::from_slice(&dms.to_bytes()).unwrap();
+        assert_eq!(sqs_fields(&rewritten)["VisibilityTimeout"], "60");
     }
 
     #[test]
