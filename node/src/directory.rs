@@ -243,6 +243,7 @@ mod tests {
             config: crate::tests::normal(),
             created_ms: 0,
             meta: Vec::new(),
+            dead_letter_to: None,
             sent_total: 0,
             stored: 0,
             delayed: 0,

@@ -85,6 +85,8 @@ pub struct QueueView {
     /// Opaque to the kernel: the adapter's own queue fields (the DMS description and
     /// tags), set at create and replaced by [`Node::set_queue_meta`].
     pub meta: Box<[u8]>,
+    /// The queue that takes its dead letters, if any ([`Node::set_dead_letter`]).
+    pub dead_letter_to: Option<QueueId>,
     pub groups: Vec<(GroupId, String)>,
 }
 
@@ -99,6 +101,7 @@ impl QueueView {
             config: info.config,
             created_ms: info.created_ms,
             meta: info.meta.into(),
+            dead_letter_to: info.dead_letter_to,
             groups: info.groups,
         }
     }
@@ -269,6 +272,18 @@ pub trait Node {
         queue: QueueId,
         expected: &[u8],
         meta: Vec<u8>,
+    ) -> Result<(), NodeError>;
+
+    /// Sets the queue's dead-letter policy durably on every partition: after
+    /// `max_consume_count` failures (`None`: never) a message goes to its group's dead
+    /// letters or, with `target` (another queue of the same tenant spreading over at least
+    /// as many partitions), to that queue as an available message
+    /// (`Engine::set_dead_letter`).
+    async fn set_dead_letter(
+        &self,
+        queue: QueueId,
+        max_consume_count: Option<u16>,
+        target: Option<QueueId>,
     ) -> Result<(), NodeError>;
 
     /// Creates several groups as one request: all of them, or (on a validation error such

@@ -7,13 +7,15 @@
 //! (bounded by the engines' limits), all-or-nothing group creation, tenant credentials.
 //! After every change, shard 0 republishes the queue directory from partition 0.
 
-use sluice_core::engine::metadata::{MetadataPartitions, MetadataPermit, NewQueue, RepairError};
+use sluice_core::engine::metadata::{
+    DeadLetterPolicy, MetadataPartitions, MetadataPermit, NewQueue, RepairError,
+};
 use sluice_core::engine::types::{EngineError, GroupId, QueueId};
 use sluice_core::engine::QueueInfo;
 
 use crate::requests::{
     self, MetaCreateGroups, MetaCreateQueue, MetaCreateTenant, MetaDeleteGroup, MetaDeleteQueue,
-    MetaDeleteTenant, MetaSetQueueMeta, MetaSetQuotas,
+    MetaDeleteTenant, MetaSetDeadLetter, MetaSetQueueMeta, MetaSetQuotas,
 };
 use crate::tenants::{self, valid_tenant_name, Quotas, Tenant, TenantError};
 use crate::{Host, NodeError, NodeShard};
@@ -81,6 +83,21 @@ impl<H: Host> MetadataPartitions for ShardPartitions<'_, H> {
             partition,
             queue,
             meta: meta.to_vec(),
+        };
+        self.0.call(call).await
+    }
+
+    async fn set_dead_letter(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        policy: DeadLetterPolicy,
+    ) -> Result<(), NodeError> {
+        let call = requests::SetDeadLetter {
+            partition,
+            queue,
+            max_consume_count: policy.max_consume_count,
+            target: policy.target,
         };
         self.0.call(call).await
     }
@@ -239,6 +256,24 @@ impl<H: Host> NodeShard<H> {
             }
             permit
                 .set_queue_meta(partitions, request.queue, &request.meta)
+                .await
+                .map_err(|failure| failure.error)
+        })
+        .await
+    }
+
+    /// The target must be a queue of the same tenant (the engines check it too).
+    pub(crate) async fn apply_set_dead_letter(
+        &self,
+        request: MetaSetDeadLetter,
+    ) -> Result<(), NodeError> {
+        self.change(async |permit, partitions| {
+            let policy = DeadLetterPolicy {
+                max_consume_count: request.max_consume_count,
+                target: request.target,
+            };
+            permit
+                .set_dead_letter(partitions, request.queue, policy)
                 .await
                 .map_err(|failure| failure.error)
         })

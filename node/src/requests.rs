@@ -238,6 +238,16 @@ partition_request! {
 }
 
 partition_request! {
+    /// Sets a queue's dead-letter policy on this partition.
+    SetDeadLetter { queue: QueueId, max_consume_count: Option<u16>, target: Option<QueueId> } -> (),
+    |this, shard, engine, now| {
+        engine
+            .set_dead_letter(this.queue, this.max_consume_count, this.target, now)
+            .await
+    }
+}
+
+partition_request! {
     /// Creates a group (at the oldest message) under partition 0's id, as `CreateQueue`.
     CreateGroup { id: Option<GroupId>, queue: QueueId, name: String } -> GroupId,
     |this, shard, engine, now| {
@@ -636,6 +646,12 @@ meta_request! {
     /// Replaces the queue's adapter fields if they are still `expected`.
     MetaSetQueueMeta { queue: QueueId, expected: Vec<u8>, meta: Vec<u8> } -> (),
     apply_set_queue_meta
+}
+
+meta_request! {
+    /// Sets the queue's dead-letter policy on every partition.
+    MetaSetDeadLetter { queue: QueueId, max_consume_count: Option<u16>, target: Option<QueueId> } -> (),
+    apply_set_dead_letter
 }
 
 meta_request! {

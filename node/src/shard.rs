@@ -652,6 +652,20 @@ impl<H: Host> Node for NodeShard<H> {
         self.call(call).await
     }
 
+    async fn set_dead_letter(
+        &self,
+        queue: QueueId,
+        max_consume_count: Option<u16>,
+        target: Option<QueueId>,
+    ) -> Result<(), NodeError> {
+        let call = requests::MetaSetDeadLetter {
+            queue,
+            max_consume_count,
+            target,
+        };
+        self.call(call).await
+    }
+
     async fn create_groups(
         &self,
         queue: QueueId,

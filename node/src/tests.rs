@@ -781,6 +781,60 @@ fn queue_meta_changes_reach_every_partition_and_refuse_a_stale_read() {
     assert!(!node.needs_repair());
 }
 
+#[test]
+fn dead_letters_move_to_the_target_queue_on_every_partition() {
+    // Goal: `set_dead_letter`, through any shard, gives every partition the policy, the
+    // directory shows the target, and messages failing on any partition arrive in the
+    // target queue; a target that spreads over fewer partitions is refused.
+    let node = check_node(4, 2);
+    let tenant = with_tenant(&node);
+    let (source, group) = queue_with_group(&node, &tenant, normal());
+    let dlq = block_on(node.create_queue(&tenant, "dlq", normal(), Vec::new())).unwrap();
+    let dlq_group = block_on(node.create_groups(dlq, &["g".to_string()])).unwrap()[0];
+    let narrow = QueueConfig {
+        partitions: 1,
+        ..normal()
+    };
+    let small = block_on(node.create_queue(&tenant, "small", narrow, Vec::new())).unwrap();
+    let refused = block_on(node.set_dead_letter(source, Some(1), Some(small)));
+    assert_eq!(
+        refused,
+        Err(NodeError::Engine(EngineError::InvalidConfig(
+            "dead_letter_target"
+        )))
+    );
+    block_on(node.shard(1).set_dead_letter(source, Some(1), Some(dlq))).unwrap();
+    assert_eq!(
+        node.queue(&tenant, source).unwrap().dead_letter_to,
+        Some(dlq)
+    );
+    for partition in 0..node.partition_count() {
+        let info = node.engine(partition).unwrap().queue_info(source).unwrap();
+        assert_eq!(info.dead_letter_to, Some(dlq), "{partition}");
+    }
+    for shard in 0..2 {
+        for i in 0..4 {
+            let body = format!("s{shard}m{i}");
+            block_on(node.shard(shard).send(source, vec![message(&body)])).unwrap();
+        }
+    }
+    let got = block_on(node.receive(source, group, Lane::Main, receive_request(64), 0)).unwrap();
+    assert_eq!(got.len(), 8);
+    let fails = got.iter().map(|d| (route(d), AckKind::Fail)).collect();
+    block_on(node.ack(Lane::Main, fails)).unwrap();
+    let moved = block_on(node.receive(dlq, dlq_group, Lane::Main, receive_request(64), 0));
+    let mut bodies: Vec<Vec<u8>> = moved
+        .unwrap()
+        .iter()
+        .map(|d| d.item.body.to_vec())
+        .collect();
+    let mut sent: Vec<Vec<u8>> = got.iter().map(|d| d.item.body.to_vec()).collect();
+    bodies.sort();
+    sent.sort();
+    assert_eq!(bodies, sent);
+    assert!(!node.needs_repair());
+}
+
 /// A node over `disks` (reopened: a new node, as after a restart), repaired and with its
 /// tenants published, as the server starts one.
 fn started_over(disks: &[SimDisk], shards: usize) -> TestNode {

@@ -281,6 +281,7 @@ fn part3(quick: bool) {
             config,
             created_ms: NOW,
             meta: IDLE_META.to_vec(),
+            dead_letter_to: None,
             sent_total: 0,
             stored: 0,
             delayed: 0,

@@ -133,6 +133,14 @@ pub enum Command {
         group: String,
         offsets: Vec<CommittedOffset>,
     },
+    /// A queue's dead-letter policy: after `max_consume_count` failures (`None`: never) a
+    /// message leaves the group's main lane, for the group's dead letters or, with
+    /// `target`, for that queue of the same tenant (on the same partition).
+    SetDeadLetter {
+        queue: QueueId,
+        max_consume_count: Option<u16>,
+        target: Option<QueueId>,
+    },
 }
 
 /// One committed offset: queue, partition, next position to consume, metadata.
@@ -159,6 +167,7 @@ const KIND_DELETE_TENANT: u8 = 18;
 const KIND_SET_ADMIN_SECRET: u8 = 19;
 const KIND_TRIM: u8 = 20;
 const KIND_COMMIT_OFFSETS: u8 = 21;
+const KIND_SET_DEAD_LETTER: u8 = 22;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -278,6 +287,18 @@ impl Command {
                     w.u32(queue.0).u32(*partition).u64(*offset).str(metadata);
                 }
             }
+            Command::SetDeadLetter {
+                queue,
+                max_consume_count,
+                target,
+            } => {
+                // 0 is no count (a count of 0 is refused); a flag byte marks a target.
+                w.u8(KIND_SET_DEAD_LETTER)
+                    .u32(queue.0)
+                    .u16(max_consume_count.unwrap_or(0))
+                    .u8(u8::from(target.is_some()))
+                    .u32(target.map_or(0, |t| t.0));
+            }
         }
         w.bytes
     }
@@ -354,6 +375,21 @@ impl Command {
                 queue: QueueId(r.u32()?),
                 meta: r.bytes()?.to_vec(),
             },
+            KIND_SET_DEAD_LETTER => {
+                let queue = QueueId(r.u32()?);
+                let max_consume_count = Some(r.u16()?).filter(|n| *n != 0);
+                let has_target = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(invalid(&r)),
+                };
+                let target = QueueId(r.u32()?);
+                Command::SetDeadLetter {
+                    queue,
+                    max_consume_count,
+                    target: has_target.then_some(target),
+                }
+            }
             _ => return Err(invalid(&r)),
         };
         if !r.is_empty() {
@@ -692,6 +728,16 @@ mod tests {
             Command::SetQueueMeta {
                 queue: QueueId(1),
                 meta: b"{\"tags\":[]}".to_vec(),
+            },
+            Command::SetDeadLetter {
+                queue: QueueId(1),
+                max_consume_count: Some(4),
+                target: Some(QueueId(7)),
+            },
+            Command::SetDeadLetter {
+                queue: QueueId(1),
+                max_consume_count: None,
+                target: None,
             },
             Command::RaftNoop,
             Command::Membership { v2: true },

@@ -154,6 +154,8 @@ pub struct QueueInfo {
     pub config: QueueConfig,
     pub created_ms: u64,
     pub meta: Vec<u8>,
+    /// The queue that takes its dead letters (`Engine::set_dead_letter`), if any.
+    pub dead_letter_to: Option<QueueId>,
     pub sent_total: u64,
     pub stored: u64,
     pub delayed: u64,

@@ -333,6 +333,50 @@ impl<S: Storage + Clone> Engine<S> {
         self.commit(vec![Entry::plain(command)], now).await
     }
 
+    /// Sets the queue's dead-letter policy durably: after `max_consume_count` failures
+    /// (`None`: never) a message leaves the group's main lane, for the group's dead
+    /// letters or, with `target`, for that queue. The target belongs to the same tenant,
+    /// is another queue, and spreads over at least the partitions this one does (a dead
+    /// letter moves within its partition). Dead letters already held stay where they are.
+    pub async fn set_dead_letter(
+        &self,
+        queue: QueueId,
+        max_consume_count: Option<u16>,
+        target: Option<QueueId>,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        if max_consume_count == Some(0) {
+            return Err(EngineError::InvalidConfig("max_consume_count"));
+        }
+        {
+            let state = self.state.borrow();
+            let source = state.queue(queue)?;
+            if let Some(target) = target {
+                let to = state.queue(target)?;
+                let spread = |partitions: u16| {
+                    if partitions == 0 {
+                        u16::MAX
+                    } else {
+                        partitions
+                    }
+                };
+                if target == queue
+                    || to.tenant != source.tenant
+                    || max_consume_count.is_none()
+                    || spread(to.config.partitions) < spread(source.config.partitions)
+                {
+                    return Err(EngineError::InvalidConfig("dead_letter_target"));
+                }
+            }
+        }
+        let command = Command::SetDeadLetter {
+            queue,
+            max_consume_count,
+            target,
+        };
+        self.commit(vec![Entry::plain(command)], now).await
+    }
+
     pub async fn delete_queue(&self, queue: QueueId, now: u64) -> Result<(), EngineError> {
         self.state.borrow().queue(queue)?;
         self.commit(vec![Entry::plain(Command::DeleteQueue { queue })], now)
@@ -425,6 +469,7 @@ impl<S: Storage + Clone> Engine<S> {
             config: q.config,
             created_ms: q.created_ms,
             meta: q.meta.to_vec(),
+            dead_letter_to: q.dead_letter_to,
             sent_total: q.store.get().sent_total,
             stored: q.store.get().messages.len() as u64,
             delayed: q.store.get().delayed.len() as u64,

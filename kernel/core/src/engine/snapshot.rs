@@ -23,9 +23,12 @@ use crate::limits::{
     COMMIT_GROUP_BYTES_MAX, OFFSET_METADATA_BYTES_MAX, TENANTS_MAX, TENANT_RECORD_BYTES_MAX,
 };
 
-/// The current format: version 5 plus the consumer groups' committed offsets
-/// (`Command::CommitOffsets`).
-const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP6");
+/// The current format: version 6 plus each queue's dead-letter target
+/// (`Command::SetDeadLetter`).
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP7");
+/// Version 5 plus the consumer groups' committed offsets (`Command::CommitOffsets`);
+/// still read, with no dead-letter targets.
+const SNAPSHOT_MAGIC_V6: u64 = u64::from_le_bytes(*b"SLCSNAP6");
 /// Version 4 plus partition 0's tenants and admin secret; still read, with no committed
 /// offsets.
 const SNAPSHOT_MAGIC_V5: u64 = u64::from_le_bytes(*b"SLCSNAP5");
@@ -53,19 +56,20 @@ pub fn parse_snapshot_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The snapshot formats this build reads; it writes only the newest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The snapshot formats this build reads, oldest first; it writes only the newest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Version {
     V3,
     V4,
     V5,
     V6,
+    V7,
 }
 
 /// Encodes the state; `capacity` is a guess of the size (the previous snapshot's), so
 /// that a large state is not copied again each time the buffer doubles.
 pub(crate) fn encode(state: &State, applied_offset: u64, capacity: usize) -> Vec<u8> {
-    encode_version(state, applied_offset, Version::V6, capacity)
+    encode_version(state, applied_offset, Version::V7, capacity)
 }
 
 fn encode_version(
@@ -81,7 +85,8 @@ fn encode_version(
         Version::V3 => SNAPSHOT_MAGIC_V3,
         Version::V4 => SNAPSHOT_MAGIC_V4,
         Version::V5 => SNAPSHOT_MAGIC_V5,
-        Version::V6 => SNAPSHOT_MAGIC,
+        Version::V6 => SNAPSHOT_MAGIC_V6,
+        Version::V7 => SNAPSHOT_MAGIC,
     };
     w.u64(magic)
         .u64(applied_offset)
@@ -123,11 +128,14 @@ fn encode_version(
             encode_group(&mut w, g);
         }
     }
-    if matches!(version, Version::V5 | Version::V6) {
+    if version >= Version::V5 {
         encode_tenants(&mut w, state);
     }
-    if version == Version::V6 {
+    if version >= Version::V6 {
         encode_committed(&mut w, state);
+    }
+    if version >= Version::V7 {
+        encode_dead_letter_targets(&mut w, state);
     }
     let checksum = xxh3_64(&w.bytes);
     w.u64(checksum);
@@ -223,6 +231,29 @@ fn decode_committed(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecEr
     Ok(())
 }
 
+/// Each queue's dead-letter target, for the queues that have one (format 7).
+fn encode_dead_letter_targets(w: &mut Writer, state: &State) {
+    let targets: Vec<(QueueId, QueueId)> = state
+        .queues
+        .values()
+        .filter_map(|q| Some((q.id, q.dead_letter_to?)))
+        .collect();
+    w.u32(u32::try_from(targets.len()).expect("bounded"));
+    for (queue, target) in targets {
+        w.u32(queue.0).u32(target.0);
+    }
+}
+
+fn decode_dead_letter_targets(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecError> {
+    for _ in 0..r.count(COUNT_MAX)? {
+        let queue = QueueId(r.u32()?);
+        let target = QueueId(r.u32()?);
+        let q = state.queues.get_mut(&queue).ok_or_else(|| bad(r))?;
+        q.dead_letter_to = Some(target);
+    }
+    Ok(())
+}
+
 fn encode_group(w: &mut Writer, g: &Group) {
     w.u32(g.id.0).str(&g.name);
     match &g.filter {
@@ -275,7 +306,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
     }
     let mut r = Reader::new(&bytes[..body_len]);
     let version = match r.u64()? {
-        SNAPSHOT_MAGIC => Version::V6,
+        SNAPSHOT_MAGIC => Version::V7,
+        SNAPSHOT_MAGIC_V6 => Version::V6,
         SNAPSHOT_MAGIC_V5 => Version::V5,
         SNAPSHOT_MAGIC_V4 => Version::V4,
         SNAPSHOT_MAGIC_V3 => Version::V3,
@@ -354,11 +386,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
         }
         state.insert_queue(q);
     }
-    if matches!(version, Version::V5 | Version::V6) {
+    if version >= Version::V5 {
         decode_tenants(&mut r, &mut state)?;
     }
-    if version == Version::V6 {
+    if version >= Version::V6 {
         decode_committed(&mut r, &mut state)?;
+    }
+    if version >= Version::V7 {
+        decode_dead_letter_targets(&mut r, &mut state)?;
     }
     if !r.is_empty() {
         return Err(bad(&r));
@@ -380,7 +415,7 @@ fn decode_meta(r: &mut Reader<'_>, version: Version) -> Result<MessageMeta, Code
         tags: [r.u16()?, r.u16()?, r.u16()?],
         message_bytes: match version {
             Version::V3 => MESSAGE_BYTES_UNKNOWN,
-            Version::V4 | Version::V5 | Version::V6 => r.u32()?,
+            Version::V4 | Version::V5 | Version::V6 | Version::V7 => r.u32()?,
         },
     })
 }

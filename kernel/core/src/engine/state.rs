@@ -78,6 +78,10 @@ pub(crate) struct Queue {
     pub created_ms: u64,
     /// Opaque adapter fields from the create, or the latest `SetQueueMeta`.
     pub meta: Box<[u8]>,
+    /// Where messages that failed `config.max_consume_count` times go: this queue (of
+    /// the same tenant) on the same partition, rather than the group's dead letters
+    /// (`Command::SetDeadLetter`).
+    pub dead_letter_to: Option<QueueId>,
     pub groups: BTreeMap<GroupId, Group>,
     /// The applied index of the last change to the queue's directory entry (its key in
     /// `DirectoryJournal::changed`); 0 when it predates the journal.
@@ -385,6 +389,14 @@ impl State {
             }
             Command::DeleteQueue { queue } => {
                 if let Some(removed) = self.queues.remove(queue) {
+                    // A queue that sent its dead letters here keeps them in its groups'
+                    // lanes from now on (and repair never meets a target that is gone).
+                    for q in self.queues.values_mut() {
+                        if q.dead_letter_to == Some(*queue) {
+                            q.dead_letter_to = None;
+                            self.directory.note_change(q, index);
+                        }
+                    }
                     self.committed.remove_queue(*queue);
                     self.uncount(&removed.tenant);
                     self.directory.note_delete(&removed, index);
@@ -448,6 +460,17 @@ impl State {
             Command::SetQueueMeta { queue, meta } => {
                 if let Some(q) = self.queues.get_mut(queue) {
                     q.meta = meta.as_slice().into();
+                    self.directory.note_change(q, index);
+                }
+            }
+            Command::SetDeadLetter {
+                queue,
+                max_consume_count,
+                target,
+            } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    q.config.max_consume_count = *max_consume_count;
+                    q.dead_letter_to = *target;
                     self.directory.note_change(q, index);
                 }
             }
@@ -616,6 +639,13 @@ impl State {
     }
 
     fn apply_nack(&mut self, queue: QueueId, group: GroupId, seqs: &[u64], ts: u64) {
+        // A dead-letter queue deleted since the policy was set: dead letters stay here.
+        let target = self
+            .queues
+            .get(&queue)
+            .and_then(|q| q.dead_letter_to)
+            .filter(|target| self.queues.contains_key(target));
+        let mut moved = Vec::new();
         let Some((g, table, config)) = group_parts(&mut self.queues, queue, group) else {
             return;
         };
@@ -635,8 +665,13 @@ impl State {
                 g.first_delivered.remove(seq);
                 g.ready.remove(seq);
                 g.done.insert(*seq);
-                g.dead.insert(*seq, DeadLetter::default());
                 g.dead_total += 1;
+                match target {
+                    Some(_) => moved.push(meta),
+                    None => {
+                        g.dead.insert(*seq, DeadLetter::default());
+                    }
+                }
                 continue;
             }
             match config.retry {
@@ -649,6 +684,51 @@ impl State {
                     self.wait_timers.insert(visible_ms, (queue, group, *seq));
                 }
             }
+        }
+        if let Some(target) = target {
+            self.transfer(queue, target, &moved, ts);
+        }
+    }
+
+    /// Adds `moved`, messages of queue `from` on this partition, to queue `to`'s
+    /// available messages: the same log records (message ids), their tags interned in
+    /// `to`'s dictionary, their FIFO key kept where `to` orders by message group, and
+    /// `to`'s retention running from `ts`.
+    fn transfer(&mut self, from: QueueId, to: QueueId, moved: &[MessageMeta], ts: u64) {
+        if moved.is_empty() {
+            return;
+        }
+        let Some(source) = self.queues.get(&from) else {
+            return;
+        };
+        let names = &source.store.get().tag_names;
+        let tags_of = |meta: &MessageMeta| {
+            meta.tags.map(|id| {
+                usize::from(id)
+                    .checked_sub(1)
+                    .and_then(|index| names.get(index).cloned())
+            })
+        };
+        let moved: Vec<(MessageMeta, [Option<String>; 3])> =
+            moved.iter().map(|meta| (*meta, tags_of(meta))).collect();
+        let Some(q) = self.queues.get_mut(&to) else {
+            return;
+        };
+        let by_group = matches!(q.config.mode, QueueMode::Fifo(FifoScope::MessageGroup));
+        let (id, retention_ms) = (q.id, q.config.retention_ms);
+        let store = q.store.make();
+        for (meta, tags) in moved {
+            let mut interned = [0u16; 3];
+            for (slot, tag) in interned.iter_mut().zip(tags) {
+                *slot = tag.map_or(0, |tag| store.intern_tag(&tag));
+            }
+            let meta = MessageMeta {
+                available_ms: ts,
+                fifo_key: if by_group { meta.fifo_key } else { 0 },
+                tags: interned,
+                ..meta
+            };
+            store.push_message(meta, id, retention_ms, &mut self.retention_timers);
         }
     }
 
@@ -908,6 +988,7 @@ pub(crate) fn new_queue(id: QueueId, tenant: Arc<str>, name: &str, config: Queue
         config,
         created_ms: 0,
         meta: Box::default(),
+        dead_letter_to: None,
         groups: BTreeMap::new(),
         changed_at: 0,
         store: Store::default(),

@@ -412,6 +412,109 @@ fn dead_letters_after_max_consume_count_and_redrive() {
 }
 
 #[test]
+fn dead_letters_move_to_the_target_queue_and_survive_snapshot_and_replay() {
+    // Goal: with a dead-letter target, a message that failed max_consume_count times
+    // becomes an available message of the target (same id, body and tags), not a dead
+    // letter of the source group; the policy can be set after the create, survives a
+    // restart from the log and from a snapshot, and a deleted target leaves dead letters
+    // in the source's lane.
+    let mut h = Harness::new();
+    let source = h.queue("source", queue_config(QueueMode::Normal));
+    let dlq = h.queue("dlq", queue_config(QueueMode::Normal));
+    let other = block_on(h.engine().create_queue(
+        "other-tenant",
+        "dlq",
+        queue_config(QueueMode::Normal),
+        h.now,
+    ))
+    .unwrap();
+    let g = h.group(source, "g");
+    let dg = h.group(dlq, "g");
+    let set =
+        |h: &Harness, max, target| block_on(h.engine().set_dead_letter(source, max, target, h.now));
+    let invalid = Err(EngineError::InvalidConfig("dead_letter_target"));
+    assert_eq!(
+        set(&h, Some(2), Some(other)),
+        invalid,
+        "another tenant's queue"
+    );
+    assert_eq!(set(&h, Some(2), Some(source)), invalid, "the queue itself");
+    assert_eq!(set(&h, None, Some(dlq)), invalid, "a target with no count");
+    assert_eq!(
+        set(&h, Some(0), Some(dlq)),
+        Err(EngineError::InvalidConfig("max_consume_count"))
+    );
+    assert_eq!(
+        set(&h, Some(2), Some(QueueId(999))),
+        Err(EngineError::QueueNotFound)
+    );
+    set(&h, Some(2), Some(dlq)).unwrap();
+    let info = h.engine().queue_info(source).unwrap();
+    assert_eq!(
+        (info.config.max_consume_count, info.dead_letter_to),
+        (Some(2), Some(dlq))
+    );
+    let tagged = SendInput {
+        tags: vec!["red".into()],
+        ..message("poison")
+    };
+    let ids: Vec<MessageId> = h
+        .send_all(source, vec![tagged, message("fine")])
+        .into_iter()
+        .map(|outcome| outcome.message_id)
+        .collect();
+    for _ in 0..2 {
+        let got = h.receive(source, g, 5);
+        let poison: Vec<Delivery> = got
+            .iter()
+            .filter(|d| d.body[..] == b"poison"[..])
+            .cloned()
+            .collect();
+        let fine: Vec<Delivery> = got
+            .iter()
+            .filter(|d| d.body[..] == b"fine"[..])
+            .cloned()
+            .collect();
+        h.ack(&fine, AckKind::Success);
+        h.ack(&poison, AckKind::Fail);
+    }
+    assert!(h.receive(source, g, 5).is_empty());
+    let stats = h.engine().group_stats(source, g).unwrap();
+    assert_eq!(stats.dead_letters, 0, "moved, not kept as a dead letter");
+    h.crash();
+    let moved = h.receive(dlq, dg, 5);
+    assert_eq!(Harness::bodies(&moved), ["poison"]);
+    assert_eq!(moved[0].message_id, ids[0], "the same message");
+    assert_eq!(moved[0].tags, ["red"]);
+    h.ack(&moved, AckKind::Fail);
+    block_on(h.engine().snapshot()).unwrap();
+    h.crash();
+    let info = h.engine().queue_info(source).unwrap();
+    assert_eq!(
+        info.dead_letter_to,
+        Some(dlq),
+        "the target survives a snapshot"
+    );
+    assert_eq!(Harness::bodies(&h.receive(dlq, dg, 5)), ["poison"]);
+    // Without its target, the source keeps dead letters in the group's lane again.
+    block_on(h.engine().delete_queue(dlq, h.now)).unwrap();
+    h.send(source, &["second"]);
+    for _ in 0..2 {
+        let got = h.receive(source, g, 5);
+        h.ack(&got, AckKind::Fail);
+    }
+    assert_eq!(h.engine().group_stats(source, g).unwrap().dead_letters, 1);
+    // Clearing the policy: failures never dead-letter.
+    set(&h, None, None).unwrap();
+    h.send(source, &["third"]);
+    for _ in 0..4 {
+        let got = h.receive(source, g, 5);
+        assert_eq!(Harness::bodies(&got), ["third"]);
+        h.ack(&got, AckKind::Fail);
+    }
+}
+
+#[test]
 fn fifo_queue_hands_out_one_batch_at_a_time_in_order() {
     let mut h = Harness::new();
     let q = h.queue("f", queue_config(QueueMode::Fifo(FifoScope::Queue)));

@@ -441,11 +441,12 @@ mod config_field {
 
 /// Every field name [`EngineError::InvalidConfig`] carries, in the engine and the node
 /// layer, so that one read from a peer keeps its name.
-pub const CONFIG_FIELDS: [&str; 13] = [
+pub const CONFIG_FIELDS: [&str; 14] = [
     "admin secret",
     "batch_bytes_max",
     "batch_messages_max",
     "committed offsets",
+    "dead_letter_target",
     "max_consume_count",
     "meta",
     "offset metadata",

@@ -8,8 +8,8 @@ use std::task::{Poll, Waker};
 
 use super::repair::{reconcile, Repair, RepairError};
 use super::{
-    create_group, create_queue, delete_group, delete_queue, set_queue_meta, ChangeError,
-    MetadataPartitions, NewQueue,
+    create_group, create_queue, delete_group, delete_queue, set_dead_letter, set_queue_meta,
+    ChangeError, DeadLetterPolicy, MetadataPartitions, NewQueue,
 };
 use crate::engine::types::{GroupId, QueueId};
 
@@ -126,6 +126,15 @@ impl MetadataPermit<'_> {
         meta: &[u8],
     ) -> Result<(), ChangeError<P::Error>> {
         self.guard(set_queue_meta(partitions, queue, meta)).await
+    }
+
+    pub async fn set_dead_letter<P: MetadataPartitions>(
+        &self,
+        partitions: &P,
+        queue: QueueId,
+        policy: DeadLetterPolicy,
+    ) -> Result<(), ChangeError<P::Error>> {
+        self.guard(set_dead_letter(partitions, queue, policy)).await
     }
 
     pub async fn create_group<P: MetadataPartitions>(

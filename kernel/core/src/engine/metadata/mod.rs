@@ -75,6 +75,14 @@ pub trait MetadataPartitions {
         meta: &[u8],
     ) -> Result<(), Self::Error>;
 
+    /// Sets the queue's dead-letter policy (`Engine::set_dead_letter`).
+    async fn set_dead_letter(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        policy: DeadLetterPolicy,
+    ) -> Result<(), Self::Error>;
+
     /// Creates group `name` under `id`, or under the engine's next id when `None`.
     async fn create_group(
         &self,
@@ -90,6 +98,24 @@ pub trait MetadataPartitions {
         queue: QueueId,
         group: GroupId,
     ) -> Result<(), Self::Error>;
+}
+
+/// A queue's dead-letter policy: after `max_consume_count` failures (`None`: never) a
+/// message goes to its group's dead letters, or to queue `target` when set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterPolicy {
+    pub max_consume_count: Option<u16>,
+    pub target: Option<QueueId>,
+}
+
+impl DeadLetterPolicy {
+    /// The policy `info`'s queue has.
+    pub fn of(info: &QueueInfo) -> DeadLetterPolicy {
+        DeadLetterPolicy {
+            max_consume_count: info.config.max_consume_count,
+            target: info.dead_letter_to,
+        }
+    }
 }
 
 /// A metadata change that failed on `partition` (the partitions before it applied it).
@@ -167,6 +193,21 @@ pub async fn set_queue_meta<P: MetadataPartitions>(
     for partition in 0..partitions.partition_count() {
         partitions
             .set_queue_meta(partition, queue, meta)
+            .await
+            .map_err(|error| ChangeError::at::<P>(partition, error))?;
+    }
+    Ok(())
+}
+
+/// Sets a queue's dead-letter policy on every partition, partition 0 first.
+pub async fn set_dead_letter<P: MetadataPartitions>(
+    partitions: &P,
+    queue: QueueId,
+    policy: DeadLetterPolicy,
+) -> Result<(), ChangeError<P::Error>> {
+    for partition in 0..partitions.partition_count() {
+        partitions
+            .set_dead_letter(partition, queue, policy)
             .await
             .map_err(|error| ChangeError::at::<P>(partition, error))?;
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::{MetadataPartitions, NewQueue};
+use super::{DeadLetterPolicy, MetadataPartitions, NewQueue};
 use crate::engine::config::QueueInfo;
 use crate::engine::types::{GroupId, QueueId};
 
@@ -32,6 +32,11 @@ pub enum Repair {
     },
     /// The queue's adapter fields differed from partition 0's and were replaced.
     SetQueueMeta {
+        partition: u32,
+        queue: QueueId,
+    },
+    /// The queue's dead-letter policy differed from partition 0's and was replaced.
+    SetDeadLetter {
         partition: u32,
         queue: QueueId,
     },
@@ -73,6 +78,11 @@ impl fmt::Display for Repair {
                 "partition {partition}: replaced the fields of queue {} (repair)",
                 queue.0
             ),
+            Repair::SetDeadLetter { partition, queue } => write!(
+                f,
+                "partition {partition}: replaced the dead-letter policy of queue {} (repair)",
+                queue.0
+            ),
         }
     }
 }
@@ -86,6 +96,7 @@ pub enum RepairStep {
     AddQueue,
     AddGroup,
     SetQueueMeta,
+    SetDeadLetter,
 }
 
 /// Why a repair stopped. The partitions are still apart; a later repair starts over.
@@ -212,6 +223,8 @@ async fn reconcile_partition<P: MetadataPartitions>(
     // with 100,000 queues take 10^10 comparisons).
     let held_by_id: HashMap<QueueId, &QueueInfo> = held.iter().map(|h| (h.id, h)).collect();
     let mut missing_groups: Vec<(GroupId, QueueId, &str)> = Vec::new();
+    // Set last, once every queue a policy may name exists here.
+    let mut policies: Vec<(QueueId, DeadLetterPolicy)> = Vec::new();
     for queue in truth {
         let have = held_by_id.get(&queue.id).copied();
         if have.is_none() {
@@ -247,6 +260,17 @@ async fn reconcile_partition<P: MetadataPartitions>(
                 queue: queue.id,
             });
         }
+        // A queue just added has its create's count and no target yet.
+        let held_policy = have.map_or(
+            DeadLetterPolicy {
+                max_consume_count: queue.config.max_consume_count,
+                target: None,
+            },
+            |h| DeadLetterPolicy::of(h),
+        );
+        if held_policy != DeadLetterPolicy::of(queue) {
+            policies.push((queue.id, DeadLetterPolicy::of(queue)));
+        }
         let held_groups = have.map_or(&[][..], |h| &h.groups[..]);
         for (group, name) in queue.groups.iter().filter(|g| !held_groups.contains(g)) {
             missing_groups.push((*group, queue.id, name));
@@ -271,6 +295,13 @@ async fn reconcile_partition<P: MetadataPartitions>(
             queue,
             group,
         });
+    }
+    for (queue, policy) in policies {
+        partitions
+            .set_dead_letter(partition, queue, policy)
+            .await
+            .map_err(call(RepairStep::SetDeadLetter))?;
+        repaired.push(Repair::SetDeadLetter { partition, queue });
     }
     Ok(())
 }

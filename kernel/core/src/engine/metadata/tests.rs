@@ -94,6 +94,21 @@ impl MetadataPartitions for Engines {
             .await
     }
 
+    async fn set_dead_letter(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        policy: DeadLetterPolicy,
+    ) -> Result<(), EngineError> {
+        let DeadLetterPolicy {
+            max_consume_count,
+            target,
+        } = policy;
+        self.engine(partition)
+            .set_dead_letter(queue, max_consume_count, target, NOW)
+            .await
+    }
+
     async fn create_group(
         &self,
         partition: u32,
@@ -175,6 +190,22 @@ impl Check {
     fn set_queue_meta(&self, queue: QueueId, meta: &[u8]) -> Result<(), ChangeError<EngineError>> {
         let permit = block_on(self.gate.lock());
         block_on(permit.set_queue_meta(self.at(), queue, meta))
+    }
+
+    fn set_dead_letter(
+        &self,
+        queue: QueueId,
+        policy: DeadLetterPolicy,
+    ) -> Result<(), ChangeError<EngineError>> {
+        let permit = block_on(self.gate.lock());
+        block_on(permit.set_dead_letter(self.at(), queue, policy))
+    }
+
+    /// Every partition's dead-letter policy of `queue`.
+    fn policies(&self, queue: QueueId) -> Vec<DeadLetterPolicy> {
+        (0..self.at().partition_count())
+            .map(|p| DeadLetterPolicy::of(&self.at().engine(p).queue_info(queue).unwrap()))
+            .collect()
     }
 
     /// Every partition's meta of `queue`.
@@ -465,4 +496,57 @@ fn a_meta_change_that_fails_part_way_is_finished_by_reconcile() {
     let refused = check.set_queue_meta(q, &big).unwrap_err();
     assert_eq!(refused.error, EngineError::InvalidConfig("meta"));
     assert!(!check.gate.needs_repair());
+}
+
+#[test]
+fn a_dead_letter_policy_that_fails_part_way_is_finished_by_reconcile() {
+    // Goal: a dead-letter policy reaches every partition, and one cut short on a later
+    // partition is completed by repair, also where repair first re-creates the queue;
+    // deleting the target clears it everywhere. Method: fail partition 2's fsync,
+    // restart losing its unsynced tail, repair; then drop the source on partition 1
+    // behind the node's back and repair again.
+    let mut check = Check::new(3);
+    let source = check.create_queue("source").unwrap();
+    let dlq = check.create_queue("dlq").unwrap();
+    let policy = DeadLetterPolicy {
+        max_consume_count: Some(3),
+        target: Some(dlq),
+    };
+    check.disks[2].fail_next(IoOp::Sync, IoErrorKind::Io);
+    let failed = check.set_dead_letter(source, policy).unwrap_err();
+    assert_eq!((failed.partition, failed.part_way), (2, true));
+    check.restart(Some(2));
+    assert_eq!(check.policies(source)[2], DeadLetterPolicy::default());
+    let repaired = check.reconcile().unwrap();
+    assert_eq!(
+        repaired,
+        [Repair::SetDeadLetter {
+            partition: 2,
+            queue: source
+        }]
+    );
+    assert_eq!(check.policies(source), vec![policy; 3]);
+    block_on(check.at().engine(1).delete_queue(source, NOW)).unwrap();
+    let repaired = check.reconcile().unwrap();
+    assert_eq!(
+        repaired,
+        [
+            Repair::AddedQueue {
+                partition: 1,
+                queue: source
+            },
+            Repair::SetDeadLetter {
+                partition: 1,
+                queue: source
+            }
+        ]
+    );
+    assert_eq!(check.policies(source), vec![policy; 3]);
+    check.delete_queue(dlq).unwrap();
+    let kept = DeadLetterPolicy {
+        target: None,
+        ..policy
+    };
+    assert_eq!(check.policies(source), vec![kept; 3]);
+    assert!(check.reconcile().unwrap().is_empty());
 }
