@@ -396,6 +396,22 @@ pub trait Node {
     /// partitions before it purged (a retry purges the rest).
     async fn purge_queue(&self, queue: QueueId) -> Result<(), NodeError>;
 
+    /// Starts a move task of `group` on each of `queue`'s partitions, in turn, at its
+    /// serving leader: the group's backlog there goes to queue `to` at most `per_second`
+    /// a second per partition (0: as fast as the leader's passes go), then the task ends
+    /// by itself (`Engine::start_move`). Progress shows in the group's counts
+    /// (`GroupStats::moving`, `moved_total`, `move_remaining`). A failure part-way leaves
+    /// the partitions before it moving.
+    async fn start_move(
+        &self,
+        source: (QueueId, GroupId),
+        to: QueueId,
+        per_second: u32,
+    ) -> Result<(), NodeError>;
+
+    /// Stops the group's move tasks on every partition of `queue`.
+    async fn stop_move(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError>;
+
     /// Admin: adds a tenant (durably) and returns it with its fresh credentials; with a
     /// password, its argon2id hash is kept for Keystone logins.
     async fn create_tenant(

@@ -362,6 +362,23 @@ partition_request! {
 }
 
 partition_request! {
+    /// Starts (or restarts) the group's move task on this partition at its serving
+    /// leader (`Engine::start_move`).
+    StartMove { queue: QueueId, group: GroupId, to: QueueId, per_second: u32 } -> (),
+    |this, shard, engine, now| {
+        engine
+            .start_move((this.queue, this.group), this.to, this.per_second, now)
+            .await
+    }
+}
+
+partition_request! {
+    /// Stops the group's move task on this partition (`Engine::stop_move`).
+    StopMove { queue: QueueId, group: GroupId } -> (),
+    |this, shard, engine, now| engine.stop_move(this.queue, this.group, now).await
+}
+
+partition_request! {
     /// Answers once the partition changed after `seen`, or after `wait_ms`.
     WaitChange { seen: u64, wait_ms: u64 } -> (),
     |this, shard, engine, now| {

@@ -826,6 +826,37 @@ impl<H: Host> Node for NodeShard<H> {
         Ok(())
     }
 
+    async fn start_move(
+        &self,
+        (queue, group): (QueueId, GroupId),
+        to: QueueId,
+        per_second: u32,
+    ) -> Result<(), NodeError> {
+        for partition in 0..self.queue_partitions(queue) {
+            let call = requests::StartMove {
+                partition,
+                queue,
+                group,
+                to,
+                per_second,
+            };
+            self.call(call).await?;
+        }
+        Ok(())
+    }
+
+    async fn stop_move(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError> {
+        for partition in 0..self.queue_partitions(queue) {
+            self.call(requests::StopMove {
+                partition,
+                queue,
+                group,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn send_to(
         &self,
         queue: QueueId,

@@ -173,3 +173,12 @@ const _: () = assert!(CLUSTER_FRAME_BYTES_MAX > BATCH_BYTES_MAX);
 const _: () = assert!(REPLICA_SNAPSHOT_CHUNK_BYTES_MAX > BATCH_BYTES_MAX + 4096);
 const _: () = assert!(REPLICA_SNAPSHOT_CHUNK_BYTES_MAX <= CLUSTER_FRAME_BYTES_MAX / 2);
 const _: () = assert!((REPLICA_SNAPSHOT_CHUNK_BYTES_MAX as u64).is_multiple_of(BLOCK_BYTES));
+
+/// Messages one move task ([`crate::engine::moves`]) moves per partition per pass: one
+/// `Move` record at most this long.
+pub const MOVE_BATCH_MAX: u32 = 100;
+/// How often the serving leader moves the next batch of an active move task.
+pub const MOVE_INTERVAL_MS: u64 = 100;
+/// How long a message picked for a move stays leased should its `Move` record fail
+/// (it then comes back as an expired lease would).
+pub const MOVE_LEASE_MS: u64 = 30_000;

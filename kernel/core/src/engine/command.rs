@@ -141,6 +141,27 @@ pub enum Command {
         max_consume_count: Option<u16>,
         target: Option<QueueId>,
     },
+    /// The group's move task starts on this partition (or restarts): its messages go to
+    /// queue `to`, at most `per_second` a second (0: a batch every pass).
+    StartMove {
+        queue: QueueId,
+        group: GroupId,
+        to: QueueId,
+        per_second: u32,
+    },
+    /// The group's move task ends on this partition (cancelled, or done).
+    StopMove {
+        queue: QueueId,
+        group: GroupId,
+    },
+    /// A move task's batch: the group's messages `seqs` are done there and appended to
+    /// queue `to` on this partition.
+    Move {
+        queue: QueueId,
+        group: GroupId,
+        to: QueueId,
+        seqs: Vec<u64>,
+    },
 }
 
 /// One committed offset: queue, partition, next position to consume, metadata.
@@ -168,6 +189,9 @@ const KIND_SET_ADMIN_SECRET: u8 = 19;
 const KIND_TRIM: u8 = 20;
 const KIND_COMMIT_OFFSETS: u8 = 21;
 const KIND_SET_DEAD_LETTER: u8 = 22;
+const KIND_START_MOVE: u8 = 23;
+const KIND_STOP_MOVE: u8 = 24;
+const KIND_MOVE: u8 = 25;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -299,6 +323,37 @@ impl Command {
                     .u8(u8::from(target.is_some()))
                     .u32(target.map_or(0, |t| t.0));
             }
+            Command::StartMove {
+                queue,
+                group,
+                to,
+                per_second,
+            } => {
+                w.u8(KIND_START_MOVE)
+                    .u32(queue.0)
+                    .u32(group.0)
+                    .u32(to.0)
+                    .u32(*per_second);
+            }
+            Command::StopMove { queue, group } => {
+                w.u8(KIND_STOP_MOVE).u32(queue.0).u32(group.0);
+            }
+            Command::Move {
+                queue,
+                group,
+                to,
+                seqs,
+            } => {
+                assert!(seqs.len() <= SEQS_MAX, "move records are bounded");
+                w.u8(KIND_MOVE)
+                    .u32(queue.0)
+                    .u32(group.0)
+                    .u32(to.0)
+                    .u32(u32::try_from(seqs.len()).expect("bounded"));
+                for seq in seqs {
+                    w.u64(*seq);
+                }
+            }
         }
         w.bytes
     }
@@ -374,6 +429,32 @@ impl Command {
             KIND_SET_QUEUE_META => Command::SetQueueMeta {
                 queue: QueueId(r.u32()?),
                 meta: r.bytes()?.to_vec(),
+            },
+            KIND_START_MOVE => Command::StartMove {
+                queue: QueueId(r.u32()?),
+                group: GroupId(r.u32()?),
+                to: QueueId(r.u32()?),
+                per_second: r.u32()?,
+            },
+            KIND_MOVE => {
+                let queue = QueueId(r.u32()?);
+                let group = GroupId(r.u32()?);
+                let to = QueueId(r.u32()?);
+                let count = r.count(SEQS_MAX)?;
+                let mut seqs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    seqs.push(r.u64()?);
+                }
+                Command::Move {
+                    queue,
+                    group,
+                    to,
+                    seqs,
+                }
+            }
+            KIND_STOP_MOVE => Command::StopMove {
+                queue: QueueId(r.u32()?),
+                group: GroupId(r.u32()?),
             },
             KIND_SET_DEAD_LETTER => {
                 let queue = QueueId(r.u32()?);
@@ -738,6 +819,22 @@ mod tests {
                 queue: QueueId(1),
                 max_consume_count: None,
                 target: None,
+            },
+            Command::StartMove {
+                queue: QueueId(1),
+                group: GroupId(2),
+                to: QueueId(3),
+                per_second: 50,
+            },
+            Command::StopMove {
+                queue: QueueId(1),
+                group: GroupId(2),
+            },
+            Command::Move {
+                queue: QueueId(1),
+                group: GroupId(2),
+                to: QueueId(3),
+                seqs: vec![4, 9],
             },
             Command::RaftNoop,
             Command::Membership { v2: true },

@@ -93,6 +93,10 @@ pub(crate) struct Group {
     pub acked_total: u64,
     pub delivered_total: u64,
     pub dead_total: u64,
+    /// The group's move task on this partition, if one runs (`super::moves`).
+    pub moving: Option<super::moves::MoveTask>,
+    /// Messages moved out of the group by move tasks, ever.
+    pub moved_total: u64,
 }
 
 impl Group {
@@ -115,6 +119,8 @@ impl Group {
             acked_total: 0,
             delivered_total: 0,
             dead_total: 0,
+            moving: None,
+            moved_total: 0,
         }
     }
 

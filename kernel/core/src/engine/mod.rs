@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod group;
 pub mod membership;
 pub mod metadata;
+mod moves;
 pub mod offsets;
 pub mod probe;
 mod raft_snapshot;
@@ -352,19 +353,7 @@ impl<S: Storage + Clone> Engine<S> {
             let state = self.state.borrow();
             let source = state.queue(queue)?;
             if let Some(target) = target {
-                let to = state.queue(target)?;
-                let spread = |partitions: u16| {
-                    if partitions == 0 {
-                        u16::MAX
-                    } else {
-                        partitions
-                    }
-                };
-                if target == queue
-                    || to.tenant != source.tenant
-                    || max_consume_count.is_none()
-                    || spread(to.config.partitions) < spread(source.config.partitions)
-                {
+                if max_consume_count.is_none() || !placeable(source, state.queue(target)?) {
                     return Err(EngineError::InvalidConfig("dead_letter_target"));
                 }
             }
@@ -374,6 +363,53 @@ impl<S: Storage + Clone> Engine<S> {
             max_consume_count,
             target,
         };
+        self.commit(vec![Entry::plain(command)], now).await
+    }
+
+    /// Starts (or restarts) a move task of the group on this partition: its messages go
+    /// to queue `to` (another queue of the same tenant, spreading over at least the
+    /// partitions this one does), at most `per_second` a second (0: a batch every pass),
+    /// until the group's backlog at the start has moved (`moves`).
+    pub async fn start_move(
+        &self,
+        (queue, group): (QueueId, GroupId),
+        to: QueueId,
+        per_second: u32,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        {
+            let state = self.state.borrow();
+            let source = state.queue(queue)?;
+            if !source.groups.contains_key(&group) {
+                return Err(EngineError::GroupNotFound);
+            }
+            if !placeable(source, state.queue(to)?) {
+                return Err(EngineError::InvalidConfig("move target"));
+            }
+        }
+        let command = Command::StartMove {
+            queue,
+            group,
+            to,
+            per_second,
+        };
+        self.commit(vec![Entry::plain(command)], now).await
+    }
+
+    /// Stops the group's move task on this partition, if one runs.
+    pub async fn stop_move(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        let state = self.state.borrow();
+        let source = state.queue(queue)?;
+        if !source.groups.contains_key(&group) {
+            return Err(EngineError::GroupNotFound);
+        }
+        drop(state);
+        let command = Command::StopMove { queue, group };
         self.commit(vec![Entry::plain(command)], now).await
     }
 
@@ -528,17 +564,20 @@ impl<S: Storage + Clone> Engine<S> {
     pub async fn tick(&self, now: u64) -> Result<(), EngineError> {
         // Only the serving leader decides time-driven changes; replicas apply its records.
         let leads = self.replica.serving.get();
-        let (failed, releases, trims) = {
+        let (failed, releases, trims, (moves, moves_over)) = {
             let mut state = self.state.borrow_mut();
             state.fire_waits(now);
             if leads {
                 let failed = state.expire_leases(now);
                 let releases = state.due_releases(now);
                 let trims = state.due_trims(now);
-                (failed, releases, trims)
+                (failed, releases, trims, state.due_moves(now))
             } else {
                 state.drop_due_trims(now);
-                (Vec::new(), Vec::new(), Vec::new())
+                // Move tasks are the leader's to drive.
+                state.move_due_ms = None;
+                let none = (Vec::new(), Vec::new());
+                (Vec::new(), Vec::new(), Vec::new(), none)
             }
         };
         let mut nacks: BTreeMap<(QueueId, GroupId), Vec<u64>> = BTreeMap::new();
@@ -562,6 +601,19 @@ impl<S: Storage + Clone> Engine<S> {
                 .iter()
                 .map(|&(queue, below_seq)| Entry::plain(Command::Trim { queue, below_seq })),
         );
+        entries.extend(moves.iter().map(|batch| {
+            Entry::plain(Command::Move {
+                queue: batch.queue,
+                group: batch.group,
+                to: batch.to,
+                seqs: batch.handles.iter().map(|handle| handle.seq).collect(),
+            })
+        }));
+        entries.extend(
+            moves_over
+                .iter()
+                .map(|&(queue, group)| Entry::plain(Command::StopMove { queue, group })),
+        );
         self.notify();
         // Bounded: each pass logs up to a ceiling's worth of commands.
         while !entries.is_empty() {
@@ -569,9 +621,9 @@ impl<S: Storage + Clone> Engine<S> {
             if let Err(error) = self.commit(entries, now).await {
                 // Whatever was not applied is tried again later rather than left held.
                 let retry_at = now.saturating_add(TICK_RETRY_MS);
-                self.state
-                    .borrow_mut()
-                    .abort_tick(&failed, &releases, &trims, retry_at);
+                let mut state = self.state.borrow_mut();
+                state.abort_tick(&failed, &releases, &trims, retry_at);
+                state.abort_moves(&moves, now);
                 return Err(error);
             }
             entries = rest;
@@ -922,6 +974,16 @@ async fn load_snapshot<S: Storage>(storage: &S) -> (State, u64) {
         }
     }
     (State::default(), 0)
+}
+
+/// Whether messages of `from` may go to `to` (dead letters, move tasks): another queue
+/// of the same tenant that spreads over at least the partitions `from` does, since a
+/// message moves within its partition.
+fn placeable(from: &state::Queue, to: &state::Queue) -> bool {
+    let spread = |partitions: u16| if partitions == 0 { u16::MAX } else { partitions };
+    to.id != from.id
+        && to.tenant == from.tenant
+        && spread(to.config.partitions) >= spread(from.config.partitions)
 }
 
 #[cfg(test)]

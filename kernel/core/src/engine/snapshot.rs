@@ -14,6 +14,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::codec::{CodecError, Reader, Writer};
 use super::command::{decode_config, decode_filter, encode_config, encode_filter};
 use super::group::{DeadLetter, Group, Hold};
+use super::moves::MoveTask;
 use super::state::{
     new_queue, DelayedMessage, MessageMeta, MessageState, State, MESSAGE_BYTES_UNKNOWN,
 };
@@ -24,7 +25,7 @@ use crate::limits::{
 };
 
 /// The current format: version 6 plus each queue's dead-letter target
-/// (`Command::SetDeadLetter`).
+/// (`Command::SetDeadLetter`) and the groups' move tasks (`Command::StartMove`).
 const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP7");
 /// Version 5 plus the consumer groups' committed offsets (`Command::CommitOffsets`);
 /// still read, with no dead-letter targets.
@@ -136,6 +137,7 @@ fn encode_version(
     }
     if version >= Version::V7 {
         encode_dead_letter_targets(&mut w, state);
+        encode_moves(&mut w, state);
     }
     let checksum = xxh3_64(&w.bytes);
     w.u64(checksum);
@@ -250,6 +252,57 @@ fn decode_dead_letter_targets(r: &mut Reader<'_>, state: &mut State) -> Result<(
         let target = QueueId(r.u32()?);
         let q = state.queues.get_mut(&queue).ok_or_else(|| bad(r))?;
         q.dead_letter_to = Some(target);
+    }
+    Ok(())
+}
+
+/// The groups' move tasks and moved counts, for the groups that have either (format 7).
+fn encode_moves(w: &mut Writer, state: &State) {
+    let groups: Vec<(QueueId, &Group)> = state
+        .queues
+        .values()
+        .flat_map(|q| q.groups.values().map(|g| (q.id, g)))
+        .filter(|(_, g)| g.moving.is_some() || g.moved_total > 0)
+        .collect();
+    w.u32(u32::try_from(groups.len()).expect("bounded"));
+    for (queue, g) in groups {
+        w.u32(queue.0).u32(g.id.0).u64(g.moved_total);
+        match g.moving {
+            None => w.u8(0),
+            Some(task) => w
+                .u8(1)
+                .u32(task.to.0)
+                .u32(task.per_second)
+                .u64(task.remaining),
+        };
+    }
+}
+
+fn decode_moves(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecError> {
+    for _ in 0..r.count(COUNT_MAX)? {
+        let queue = QueueId(r.u32()?);
+        let group = GroupId(r.u32()?);
+        let moved_total = r.u64()?;
+        let moving = match r.u8()? {
+            0 => None,
+            1 => Some(MoveTask {
+                to: QueueId(r.u32()?),
+                per_second: r.u32()?,
+                remaining: r.u64()?,
+                last_ms: 0,
+            }),
+            _ => return Err(bad(r)),
+        };
+        let g = state
+            .queues
+            .get_mut(&queue)
+            .and_then(|q| q.groups.get_mut(&group))
+            .ok_or_else(|| bad(r))?;
+        g.moved_total = moved_total;
+        g.moving = moving;
+        if moving.is_some() {
+            state.moves.insert((queue, group));
+        }
     }
     Ok(())
 }
@@ -394,6 +447,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
     }
     if version >= Version::V7 {
         decode_dead_letter_targets(&mut r, &mut state)?;
+        decode_moves(&mut r, &mut state)?;
     }
     if !r.is_empty() {
         return Err(bad(&r));

@@ -291,6 +291,10 @@ pub(crate) struct State {
     /// Queues per tenant (the quota check at create), kept with `queues`; its keys are
     /// the tenant names the tenant's queues share.
     pub tenant_queue_counts: HashMap<Arc<str>, u32>,
+    /// The groups with a move task (`super::moves`), kept with each group's `moving`.
+    pub moves: BTreeSet<(QueueId, GroupId)>,
+    /// When the leader next moves a batch of the move tasks (leader only).
+    pub move_due_ms: Option<u64>,
 }
 
 impl State {
@@ -397,6 +401,7 @@ impl State {
                             self.directory.note_change(q, index);
                         }
                     }
+                    self.moves.retain(|(moving, _)| moving != queue);
                     self.committed.remove_queue(*queue);
                     self.uncount(&removed.tenant);
                     self.directory.note_delete(&removed, index);
@@ -411,6 +416,7 @@ impl State {
                 start,
             } => self.apply_create_group(*queue, *group, name, *start, index),
             Command::DeleteGroup { queue, group } => {
+                self.moves.remove(&(*queue, *group));
                 if let Some(q) = self.queues.get_mut(queue) {
                     if q.groups.remove(group).is_some() {
                         self.directory.note_change(q, index);
@@ -463,6 +469,19 @@ impl State {
                     self.directory.note_change(q, index);
                 }
             }
+            Command::StartMove {
+                queue,
+                group,
+                to,
+                per_second,
+            } => self.apply_start_move(*queue, *group, (*to, *per_second), ts),
+            Command::StopMove { queue, group } => self.apply_stop_move(*queue, *group),
+            Command::Move {
+                queue,
+                group,
+                to,
+                seqs,
+            } => self.apply_move(*queue, *group, *to, seqs, ts),
             Command::SetDeadLetter {
                 queue,
                 max_consume_count,
@@ -694,7 +713,13 @@ impl State {
     /// available messages: the same log records (message ids), their tags interned in
     /// `to`'s dictionary, their FIFO key kept where `to` orders by message group, and
     /// `to`'s retention running from `ts`.
-    fn transfer(&mut self, from: QueueId, to: QueueId, moved: &[MessageMeta], ts: u64) {
+    pub(super) fn transfer(
+        &mut self,
+        from: QueueId,
+        to: QueueId,
+        moved: &[MessageMeta],
+        ts: u64,
+    ) {
         if moved.is_empty() {
             return;
         }
@@ -839,6 +864,7 @@ impl State {
             self.wait_timers.next_deadline_ms(),
             self.delay_timers.next_deadline_ms(),
             self.retention_timers.next_deadline_ms(),
+            self.move_due_ms,
         ]
         .into_iter()
         .flatten()
@@ -868,6 +894,9 @@ impl State {
             dead_letters: g.dead.len() as u64,
             acked_total: g.acked_total,
             delivered_total: g.delivered_total,
+            moved_total: g.moved_total,
+            move_remaining: g.moving.map_or(0, |task| task.remaining),
+            moving: u64::from(g.moving.is_some()),
         })
     }
 
@@ -908,6 +937,7 @@ impl State {
         }
         self.delay_timers.clear();
         self.retention_timers.clear();
+        self.move_due_ms = (!self.moves.is_empty()).then_some(0);
         for q in self.queues.values() {
             let store = q.store.get();
             if let Some(front) = store.messages.front() {

@@ -515,6 +515,62 @@ fn dead_letters_move_to_the_target_queue_and_survive_snapshot_and_replay() {
 }
 
 #[test]
+fn a_move_task_moves_the_backlog_at_its_rate_and_ends() {
+    // Goal: a move task takes the group's backlog at its start into the target queue at
+    // most `per_second` a second, skips nothing in flight for good (a message leased by
+    // a consumer moves once its lease ends), survives a restart mid-way, ends by itself,
+    // and counts what it moved; a stop ends it early.
+    let mut h = Harness::new();
+    let dlq = h.queue("dlq", queue_config(QueueMode::Normal));
+    let back = h.queue("back", queue_config(QueueMode::Normal));
+    let g = h.group(dlq, "g");
+    let bg = h.group(back, "g");
+    let bodies: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    h.send(dlq, &refs);
+    assert_eq!(
+        block_on(h.engine().start_move((dlq, g), dlq, 10, h.now)),
+        Err(EngineError::InvalidConfig("move target"))
+    );
+    block_on(h.engine().start_move((dlq, g), back, 10, h.now)).unwrap();
+    let stats = |h: &Harness| h.engine().group_stats(dlq, g).unwrap();
+    assert_eq!((stats(&h).moving, stats(&h).move_remaining), (1, 25));
+    // Ten a second: one second moves ten.
+    for _ in 0..10 {
+        h.advance(100);
+    }
+    assert_eq!(stats(&h).moved_total, 10);
+    block_on(h.engine().snapshot()).unwrap();
+    h.crash();
+    // A consumer holds one of those left (a restart ended every lease before it).
+    let held = h.receive_with(dlq, g, 1, 5 * SECOND);
+    for _ in 0..40 {
+        h.advance(100);
+    }
+    assert_eq!(stats(&h).moved_total, 24, "all but the leased one");
+    assert_eq!(stats(&h).moving, 1, "waits for the message in flight");
+    h.advance(5 * SECOND);
+    for _ in 0..20 {
+        h.advance(100);
+    }
+    let done = stats(&h);
+    assert_eq!((done.moved_total, done.moving, done.backlog), (25, 0, 0));
+    assert_eq!(h.ack(&held, AckKind::Success), [Ok(AckOutcome::AlreadyDone)]);
+    let moved = h.receive(back, bg, 64);
+    let mut got = Harness::bodies(&moved);
+    got.sort();
+    let mut want = bodies.clone();
+    want.sort();
+    assert_eq!(got, want);
+    // A stopped task moves nothing more.
+    h.send(dlq, &["late"]);
+    block_on(h.engine().start_move((dlq, g), back, 0, h.now)).unwrap();
+    block_on(h.engine().stop_move(dlq, g, h.now)).unwrap();
+    h.advance(SECOND);
+    assert_eq!(Harness::bodies(&h.receive(dlq, g, 5)), ["late"]);
+}
+
+#[test]
 fn fifo_queue_hands_out_one_batch_at_a_time_in_order() {
     let mut h = Harness::new();
     let q = h.queue("f", queue_config(QueueMode::Fifo(FifoScope::Queue)));

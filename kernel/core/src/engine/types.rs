@@ -233,6 +233,12 @@ pub struct GroupStats {
     pub dead_letters: u64,
     pub acked_total: u64,
     pub delivered_total: u64,
+    /// Messages move tasks took out of the group, ever.
+    pub moved_total: u64,
+    /// Messages the group's move tasks have still to move.
+    pub move_remaining: u64,
+    /// Partitions where a move task of the group runs.
+    pub moving: u64,
 }
 
 impl GroupStats {
@@ -243,6 +249,9 @@ impl GroupStats {
         self.dead_letters += other.dead_letters;
         self.acked_total += other.acked_total;
         self.delivered_total += other.delivered_total;
+        self.moved_total += other.moved_total;
+        self.move_remaining += other.move_remaining;
+        self.moving += other.moving;
     }
 }
 
@@ -441,7 +450,7 @@ mod config_field {
 
 /// Every field name [`EngineError::InvalidConfig`] carries, in the engine and the node
 /// layer, so that one read from a peer keeps its name.
-pub const CONFIG_FIELDS: [&str; 14] = [
+pub const CONFIG_FIELDS: [&str; 15] = [
     "admin secret",
     "batch_bytes_max",
     "batch_messages_max",
@@ -449,6 +458,7 @@ pub const CONFIG_FIELDS: [&str; 14] = [
     "dead_letter_target",
     "max_consume_count",
     "meta",
+    "move target",
     "offset metadata",
     "receive_messages_max",
     "retention_ms",
