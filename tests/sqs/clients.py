@@ -441,6 +441,109 @@ def tags(sqs):
     print(json.dumps({"scenario": "tags"}), flush=True)
 
 
+def wait_for_task(sqs, dlq_arn, status):
+    """Polls ListMessageMoveTasks until the newest task has `status` (or 30 s passed)."""
+    deadline = time.time() + 30
+    while True:
+        tasks = sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
+        if tasks and tasks[0]["Status"] == status:
+            return tasks
+        check(time.time() < deadline, "task status %s never came: %s" % (status, tasks))
+        time.sleep(0.2)
+
+
+def dead_letters(sqs):
+    dlq = sqs.create_queue(QueueName="dl-target")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    check(dlq_arn == "arn:aws:sqs:%s:%s:dl-target" % (REGION, PROJECT), "the ARN: %s" % dlq_arn)
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})
+    src = sqs.create_queue(QueueName="dl-source", Attributes={"RedrivePolicy": policy})["QueueUrl"]
+    again = sqs.create_queue(QueueName="dl-source", Attributes={"RedrivePolicy": policy})["QueueUrl"]
+    check(again == src, "an idempotent create with the same policy")
+    got = sqs.get_queue_attributes(QueueUrl=src, AttributeNames=["All"])["Attributes"]
+    check(json.loads(got["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2},
+          "the policy back: %s" % got)
+    plain = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])["Attributes"]
+    check("RedrivePolicy" not in plain and "RedriveAllowPolicy" not in plain, "none unset: %s" % plain)
+    sources = sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]
+    check(sources == [src], "the source queues: %s" % sources)
+
+    # Two failed receives (visibility expired), then the message is in the DLQ.
+    sqs.send_message(QueueUrl=src, MessageBody="poison",
+                     MessageAttributes={"kind": {"DataType": "String", "StringValue": "bad"}})
+    for attempt in (1, 2):
+        got = receive_all(sqs, src, 1, VisibilityTimeout=1, MessageSystemAttributeNames=["All"])
+        check(len(got) == 1 and got[0]["Attributes"]["ApproximateReceiveCount"] == str(attempt),
+              "receive %d: %s" % (attempt, got))
+    moved = receive_all(sqs, dlq, 1, VisibilityTimeout=30, MessageAttributeNames=["All"])
+    check(len(moved) == 1 and moved[0]["Body"] == "poison", "dead-lettered: %s" % moved)
+    check(moved[0]["MessageAttributes"]["kind"]["StringValue"] == "bad", "attributes kept: %s" % moved)
+    left = sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+    check(not left.get("Messages"), "gone from the source: %s" % left)
+    sqs.change_message_visibility(QueueUrl=dlq, ReceiptHandle=moved[0]["ReceiptHandle"], VisibilityTimeout=0)
+
+    # A move task back to the only source queue.
+    sqs.start_message_move_task(SourceArn=dlq_arn)
+    tasks = wait_for_task(sqs, dlq_arn, "COMPLETED")
+    check(tasks[0]["ApproximateNumberOfMessagesMoved"] == 1, "moved one: %s" % tasks)
+    check(tasks[0]["DestinationArn"].endswith(":dl-source") and "TaskHandle" not in tasks[0],
+          "the task: %s" % tasks)
+    back = receive_all(sqs, src, 1, VisibilityTimeout=30)
+    check(len(back) == 1 and back[0]["Body"] == "poison", "moved back: %s" % back)
+    sqs.delete_message(QueueUrl=src, ReceiptHandle=back[0]["ReceiptHandle"])
+
+    # A slow task cancelled part-way; its handle is then unknown.
+    sqs.send_message_batch(QueueUrl=dlq, Entries=[
+        {"Id": str(i), "MessageBody": "slow %d" % i} for i in range(10)])
+    sqs.send_message_batch(QueueUrl=dlq, Entries=[
+        {"Id": str(i), "MessageBody": "slow %d" % (i + 10)} for i in range(10)])
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=dlq_arn.replace(
+        "dl-target", "dl-source"), MaxNumberOfMessagesPerSecond=1)["TaskHandle"]
+    running = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"]
+    check(running[0]["Status"] == "RUNNING" and running[0]["TaskHandle"] == handle,
+          "running: %s" % running)
+    check(running[0]["ApproximateNumberOfMessagesToMove"] == 20, "to move: %s" % running)
+    code = error_code(lambda: sqs.start_message_move_task(SourceArn=dlq_arn))
+    check(code == "AWS.SimpleQueueService.UnsupportedOperation", "a second task while one runs: %s" % code)
+    cancelled = sqs.cancel_message_move_task(TaskHandle=handle)
+    check(cancelled["ApproximateNumberOfMessagesMoved"] < 20, "cancelled early: %s" % cancelled)
+    tasks = sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
+    check([t["Status"] for t in tasks] == ["CANCELLED", "COMPLETED"], "history: %s" % tasks)
+    code = error_code(lambda: sqs.cancel_message_move_task(TaskHandle=handle))
+    check(code == "ResourceNotFoundException", "a finished task's handle: %s" % code)
+
+    # Policies that SQS refuses.
+    fifo_dlq = sqs.create_queue(QueueName="dl-fifo.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    fifo_arn = dlq_arn.replace("dl-target", "dl-fifo.fifo")
+    bad = json.dumps({"deadLetterTargetArn": fifo_arn, "maxReceiveCount": 3})
+    code = error_code(lambda: sqs.set_queue_attributes(QueueUrl=src, Attributes={"RedrivePolicy": bad}))
+    check(code == "InvalidParameterValue", "a FIFO DLQ for a standard queue: %s" % code)
+    for bad in ('{"maxReceiveCount": 3}', json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 0})):
+        code = error_code(lambda: sqs.set_queue_attributes(QueueUrl=src, Attributes={"RedrivePolicy": bad}))
+        check(code == "InvalidParameterValue", "policy %s: %s" % (bad, code))
+    locked = sqs.create_queue(QueueName="dl-locked", Attributes={
+        "RedriveAllowPolicy": json.dumps({"redrivePermission": "denyAll"})})["QueueUrl"]
+    locked_arn = dlq_arn.replace("dl-target", "dl-locked")
+    to_locked = json.dumps({"deadLetterTargetArn": locked_arn, "maxReceiveCount": 3})
+    code = error_code(lambda: sqs.set_queue_attributes(QueueUrl=src, Attributes={"RedrivePolicy": to_locked}))
+    check(code == "InvalidParameterValue", "a denyAll DLQ: %s" % code)
+    src_arn = dlq_arn.replace("dl-target", "dl-source")
+    sqs.set_queue_attributes(QueueUrl=locked, Attributes={"RedriveAllowPolicy": json.dumps(
+        {"redrivePermission": "byQueue", "sourceQueueArns": [src_arn]})})
+    sqs.set_queue_attributes(QueueUrl=src, Attributes={"RedrivePolicy": to_locked})
+    check(sqs.list_dead_letter_source_queues(QueueUrl=locked)["queueUrls"] == [src], "byQueue allows it")
+    check(sqs.list_dead_letter_source_queues(QueueUrl=dlq).get("queueUrls") == [], "moved off the first")
+    other = client(os.environ["SLUICE_OTHER_AK"], os.environ["SLUICE_OTHER_SK"])
+    code = error_code(lambda: other.list_dead_letter_source_queues(QueueUrl=locked))
+    check(code == "AWS.SimpleQueueService.NonExistentQueue", "another tenant: %s" % code)
+    sqs.set_queue_attributes(QueueUrl=src, Attributes={"RedrivePolicy": ""})
+    got = sqs.get_queue_attributes(QueueUrl=src, AttributeNames=["RedrivePolicy"])
+    check("Attributes" not in got or "RedrivePolicy" not in got["Attributes"], "removed: %s" % got)
+    for url in (src, dlq, fifo_dlq, locked):
+        sqs.delete_queue(QueueUrl=url)
+    print(json.dumps({"scenario": "dead_letters"}), flush=True)
+
+
 def boto3_scenario():
     sqs = client()
     queues(sqs)
@@ -450,6 +553,7 @@ def boto3_scenario():
     presigned(sqs)
     purge(sqs)
     tags(sqs)
+    dead_letters(sqs)
     print(json.dumps({"scenario": "boto3", "passed": True}), flush=True)
 
 

@@ -64,6 +64,24 @@ impl SqsError {
         )
     }
 
+    pub fn resource_not_found() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "ResourceNotFoundException",
+            "ResourceNotFoundException",
+            "One or more specified resources don't exist.".to_string(),
+        )
+    }
+
+    pub fn unsupported_operation(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "UnsupportedOperation",
+            "AWS.SimpleQueueService.UnsupportedOperation",
+            message.into(),
+        )
+    }
+
     pub fn queue_does_not_exist() -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

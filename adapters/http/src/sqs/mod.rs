@@ -13,6 +13,7 @@ mod errors;
 mod messages;
 pub mod query;
 mod queues;
+mod redrive;
 pub mod sigv4;
 mod tags;
 
@@ -208,6 +209,10 @@ async fn dispatch_input<N: Node>(
         "DeleteMessageBatch" => messages::delete_batch(&ctx, input).await,
         "ChangeMessageVisibility" => messages::change_visibility(&ctx, input).await,
         "ChangeMessageVisibilityBatch" => messages::change_visibility_batch(&ctx, input).await,
+        "ListDeadLetterSourceQueues" => redrive::list_sources(&ctx, input).await,
+        "StartMessageMoveTask" => redrive::start_move(&ctx, input).await,
+        "ListMessageMoveTasks" => redrive::list_moves(&ctx, input).await,
+        "CancelMessageMoveTask" => redrive::cancel_move(&ctx, input).await,
         other => Err(SqsError::invalid_action(other)),
     }
 }

@@ -56,6 +56,10 @@ const TOP_SCALARS: &[&str] = &[
     "WaitTimeSeconds",
     "ReceiveRequestAttemptId",
     "ReceiptHandle",
+    "SourceArn",
+    "DestinationArn",
+    "MaxNumberOfMessagesPerSecond",
+    "TaskHandle",
 ];
 /// Scalar members a batch entry may give.
 const ENTRY_SCALARS: &[&str] = &[
@@ -522,7 +526,8 @@ impl Xml {
                     self.map("MessageAttribute", "Name", "Value", map)
                 }
                 ("Tags" | "tags", Value::Object(map)) => self.map("Tag", "Key", "Value", map),
-                ("QueueUrls", value) => self.value(action, "QueueUrl", value),
+                ("QueueUrls" | "queueUrls", value) => self.value(action, "QueueUrl", value),
+                ("Results", value) => self.value(action, &format!("{action}ResultEntry"), value),
                 ("Messages", value) => self.value(action, "Message", value),
                 ("Successful", value) => self.value(action, &format!("{action}ResultEntry"), value),
                 ("Failed", value) => self.value(action, "BatchResultErrorEntry", value),

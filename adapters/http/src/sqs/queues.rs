@@ -10,6 +10,7 @@ use sluice_core::engine::types::{
 };
 use sluice_node::{Node, NodeError, QueueView};
 
+use super::redrive::{self, Redrive, REDRIVE_ALLOW_POLICY, REDRIVE_POLICY};
 use super::{integer, required, string, Ctx, SqsError, GROUP};
 use crate::queue_meta::{self, QueueMeta};
 
@@ -35,6 +36,8 @@ enum Kind {
     Flag,
     /// One of the names, as written.
     Choice(&'static [&'static str]),
+    /// A JSON policy document (`redrive`); empty for none.
+    Policy,
 }
 
 /// A queue attribute this adapter serves: its name, default and values.
@@ -58,7 +61,7 @@ const FIFO_ONLY: [&str; 3] = [
 /// (mode, retention, the partitions a FIFO queue spreads over).
 const FIXED: [&str; 3] = ["FifoQueue", "MessageRetentionPeriod", "DeduplicationScope"];
 
-const ATTRIBUTES: [AttributeRule; 9] = [
+const ATTRIBUTES: [AttributeRule; 11] = [
     AttributeRule {
         name: "DelaySeconds",
         default: "0",
@@ -103,6 +106,17 @@ const ATTRIBUTES: [AttributeRule; 9] = [
         name: "FifoThroughputLimit",
         default: "perQueue",
         kind: Kind::Choice(&["perQueue", "perMessageGroupId"]),
+    },
+    // The engine's dead-letter policy: never kept in the queue's fields.
+    AttributeRule {
+        name: REDRIVE_POLICY,
+        default: "",
+        kind: Kind::Policy,
+    },
+    AttributeRule {
+        name: REDRIVE_ALLOW_POLICY,
+        default: "",
+        kind: Kind::Policy,
     },
 ];
 
@@ -200,6 +214,11 @@ fn checked_attributes(input: &Map<String, Value>) -> Result<BTreeMap<String, Str
                 .find(|choice| **choice == value)
                 .ok_or_else(|| invalid_value(name))?
                 .to_string(),
+            Kind::Policy if name == REDRIVE_POLICY => {
+                redrive::parse_redrive(value)?;
+                value.clone()
+            }
+            Kind::Policy => redrive::normal_allow_policy(value)?,
         };
         checked.insert(name.clone(), normal);
     }
@@ -264,8 +283,12 @@ pub(super) async fn create<N: Node>(
     if attributes.get("FifoQueue").is_some_and(|v| v == "false") {
         attributes.remove("FifoQueue");
     }
+    let redrive = match attributes.remove(REDRIVE_POLICY) {
+        Some(text) => redrive::parse_redrive(&text)?,
+        None => None,
+    };
     if let Some(view) = find(ctx, name).await {
-        return existing(ctx, &view, &attributes).await;
+        return existing(ctx, &view, &attributes, redrive.as_ref()).await;
     }
     let retention_s: u64 = attributes
         .get("MessageRetentionPeriod")
@@ -299,11 +322,17 @@ pub(super) async fn create<N: Node>(
                 Ok(_) | Err(NodeError::Engine(EngineError::GroupExists)) => {}
                 Err(error) => return Err(error.into()),
             }
+            // A failure here leaves the queue without its policy; a retried create
+            // finishes it (`existing`).
+            if let Some(redrive) = &redrive {
+                let view = find(ctx, name).await.ok_or_else(SqsError::queue_does_not_exist)?;
+                redrive::set_redrive(ctx, &view, Some(redrive)).await?;
+            }
             Ok(url_answer(ctx, name))
         }
         // Created meanwhile (another request, or this one's earlier attempt).
         Err(NodeError::Engine(EngineError::QueueExists)) => match find(ctx, name).await {
-            Some(view) => existing(ctx, &view, &attributes).await,
+            Some(view) => existing(ctx, &view, &attributes, redrive.as_ref()).await,
             None => Err(SqsError::unavailable("the queue is being created; retry")),
         },
         Err(error) => Err(error.into()),
@@ -321,11 +350,13 @@ fn fifo_partitions(fifo: bool, attributes: &BTreeMap<String, String>) -> u16 {
     u16::from(fifo && scope == SCOPE_QUEUE)
 }
 
-/// CreateQueue of a queue that exists: its URL when every given attribute has its value.
+/// CreateQueue of a queue that exists: its URL when every given attribute has its value
+/// (a RedrivePolicy the queue lacks is given to it: a create cut short before it).
 async fn existing<N: Node>(
     ctx: &Ctx<'_, N>,
     view: &QueueView,
     asked: &BTreeMap<String, String>,
+    redrive: Option<&Redrive>,
 ) -> Result<Map<String, Value>, SqsError> {
     let has = Attributes::of(view);
     if asked
@@ -333,6 +364,15 @@ async fn existing<N: Node>(
         .any(|(name, value)| has.0.get(name) != Some(value))
     {
         return Err(SqsError::queue_name_exists(&view.name));
+    }
+    if let Some(redrive) = redrive {
+        let current = redrive::redrive_of(ctx, view)
+            .and_then(|text| redrive::parse_redrive(&text).ok().flatten());
+        match current {
+            None => redrive::set_redrive(ctx, view, Some(redrive)).await?,
+            Some(current) if current == *redrive => {}
+            Some(_) => return Err(SqsError::queue_name_exists(&view.name)),
+        }
     }
     group_of(ctx, view).await?;
     Ok(url_answer(ctx, &view.name))
@@ -346,7 +386,7 @@ fn url_answer<N: Node>(ctx: &Ctx<'_, N>, name: &str) -> Map<String, Value> {
 
 /// The tenant's queue `name`, reading partition 0's leader once when it is not in this
 /// node's directory (a queue created through another node a moment ago).
-async fn find<N: Node>(ctx: &Ctx<'_, N>, name: &str) -> Option<QueueView> {
+pub(crate) async fn find<N: Node>(ctx: &Ctx<'_, N>, name: &str) -> Option<QueueView> {
     if let Some(view) = ctx.node.queue_named(ctx.tenant, name) {
         return Some(view);
     }
@@ -496,12 +536,10 @@ pub(super) async fn attributes<N: Node>(
         "LastModifiedTimestamp".into(),
         (view.created_ms / 1000).to_string(),
     );
+    all.insert("QueueArn".into(), redrive::queue_arn(ctx, &view.name));
     all.insert(
-        "QueueArn".into(),
-        format!(
-            "arn:aws:sqs:{}:{}:{}",
-            ctx.config.region, ctx.tenant, view.name
-        ),
+        REDRIVE_POLICY.into(),
+        redrive::redrive_of(ctx, &view).unwrap_or_default(),
     );
     if all.get("FifoQueue").is_none_or(|v| v != "true") {
         all.remove("FifoQueue");
@@ -515,9 +553,12 @@ pub(super) async fn attributes<N: Node>(
             return Err(SqsError::invalid_attribute_name(name));
         }
     }
+    // The policies are answered only when the queue has them.
+    let empty_policy =
+        |name: &str, value: &str| value.is_empty() && [REDRIVE_POLICY, REDRIVE_ALLOW_POLICY].contains(&name);
     let chosen: Map<String, Value> = all
         .into_iter()
-        .filter(|(name, _)| wanted(name))
+        .filter(|(name, value)| wanted(name) && !empty_policy(name, value))
         .map(|(name, value)| (name, Value::String(value)))
         .collect();
     let mut answer = Map::new();
@@ -535,7 +576,8 @@ pub(super) async fn set_attributes<N: Node>(
     ctx: &Ctx<'_, N>,
     input: &Map<String, Value>,
 ) -> Result<Map<String, Value>, SqsError> {
-    let asked = checked_attributes(input)?;
+    let mut asked = checked_attributes(input)?;
+    let redrive = asked.remove(REDRIVE_POLICY);
     for fixed in FIXED {
         if asked.contains_key(fixed) {
             return Err(SqsError::invalid_parameter(format!(
@@ -568,6 +610,11 @@ pub(super) async fn set_attributes<N: Node>(
         },
     )
     .await?;
+    if let Some(text) = redrive {
+        let view = queue_of(ctx, input).await?;
+        let policy = redrive::parse_redrive(&text)?;
+        redrive::set_redrive(ctx, &view, policy.as_ref()).await?;
+    }
     Ok(Map::new())
 }
 
