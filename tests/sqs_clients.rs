@@ -67,7 +67,7 @@ fn aws_sdk_modules() -> PathBuf {
 
 #[test]
 #[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
-fn boto3_serves_queues_messages_fifo_purge_tags_and_keeps_tenants_apart() {
+fn boto3_serves_queues_messages_fifo_purge_tags_dead_letters_and_keeps_tenants_apart() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--shards", "2"]);
     let mut command = Command::new(python());
@@ -78,6 +78,12 @@ fn boto3_serves_queues_messages_fifo_purge_tags_and_keeps_tenants_apart() {
     let lines = run(scenario(command, &server));
     assert!(
         lines.iter().any(|l| l.contains("\"passed\": true")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"scenario\": \"dead_letters\"")),
         "{lines:?}"
     );
     // One engine: the SQS queues are the tenant's queues in the DMS API too, with the

@@ -303,8 +303,37 @@ def errors(url):
     check("InvalidParameterValue" in stderr, f"a bad name: {stderr}")
 
 
+def dead_letters():
+    """A redrive policy, its source listed, a move task back, over the query protocol
+    (the answers' flattened `QueueUrl` and `...ResultEntry` lists)."""
+    dlq = ok("create-queue", "--queue-name", "cli-dlq")["QueueUrl"]
+    arn = ok("get-queue-attributes", "--queue-url", dlq, "--attribute-names", "QueueArn")
+    arn = arn["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "3"})
+    src = ok("create-queue", "--queue-name", "cli-src", "--attributes",
+             json.dumps({"RedrivePolicy": policy}))["QueueUrl"]
+    sources = ok("list-dead-letter-source-queues", "--queue-url", dlq)
+    check(sources.get("queueUrls") == [src], f"sources: {sources}")
+    for body in ("dead 1", "dead 2"):
+        ok("send-message", "--queue-url", dlq, "--message-body", body)
+    ok("start-message-move-task", "--source-arn", arn)
+    deadline = time.time() + 30
+    while True:
+        tasks = ok("list-message-move-tasks", "--source-arn", arn)["Results"]
+        if tasks[0]["Status"] == "COMPLETED":
+            break
+        check(time.time() < deadline, f"the move task never completed: {tasks}")
+        time.sleep(0.2)
+    check(tasks[0]["ApproximateNumberOfMessagesMoved"] == 2, f"moved: {tasks}")
+    back = receive(src, 2)
+    check(sorted(m["Body"] for m in back) == ["dead 1", "dead 2"], f"moved back: {back}")
+    ok("delete-queue", "--queue-url", src)
+    ok("delete-queue", "--queue-url", dlq)
+
+
 def main():
     protocol()
+    dead_letters()
     url, fifo = queues()
     raw_requests(url)
     messages(url)

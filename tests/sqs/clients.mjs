@@ -14,6 +14,8 @@ const {
   SendMessageBatchCommand, ReceiveMessageCommand, DeleteMessageCommand,
   DeleteMessageBatchCommand, ListQueuesCommand, GetQueueAttributesCommand,
   DeleteQueueCommand, TagQueueCommand, ListQueueTagsCommand, PurgeQueueCommand,
+  SetQueueAttributesCommand, ListDeadLetterSourceQueuesCommand, StartMessageMoveTaskCommand,
+  ListMessageMoveTasksCommand,
 } = sqsSdk;
 
 const ENDPOINT = process.env.SLUICE_ENDPOINT;
@@ -55,6 +57,41 @@ async function receiveAll(sqs, url, expected, extra = {}) {
     got.push(...(answer.Messages || []));
   }
   return got;
+}
+
+// A redrive policy set after the create, its source listed, and a move task that takes
+// the dead-letter queue's messages back to the source.
+async function deadLetters(sqs) {
+  const { QueueUrl: dlq } = await sqs.send(new CreateQueueCommand({ QueueName: 'js-dlq' }));
+  const { QueueUrl: src } = await sqs.send(new CreateQueueCommand({ QueueName: 'js-src' }));
+  const { Attributes: { QueueArn: dlqArn } } = await sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: dlq, AttributeNames: ['QueueArn'],
+  }));
+  const policy = JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: 5 });
+  await sqs.send(new SetQueueAttributesCommand({ QueueUrl: src, Attributes: { RedrivePolicy: policy } }));
+  const { Attributes: { RedrivePolicy: got } } = await sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: src, AttributeNames: ['RedrivePolicy'],
+  }));
+  check(JSON.parse(got).maxReceiveCount === 5, `the policy back: ${got}`);
+  const sources = await sqs.send(new ListDeadLetterSourceQueuesCommand({ QueueUrl: dlq }));
+  check(JSON.stringify(sources.queueUrls) === JSON.stringify([src]), `sources: ${JSON.stringify(sources)}`);
+  await sqs.send(new SendMessageBatchCommand({
+    QueueUrl: dlq, Entries: [1, 2, 3].map((i) => ({ Id: `m${i}`, MessageBody: `dead ${i}` })),
+  }));
+  const { TaskHandle: handle } = await sqs.send(new StartMessageMoveTaskCommand({ SourceArn: dlqArn }));
+  check(handle, 'a task handle');
+  const deadline = Date.now() + 30000;
+  let tasks;
+  do {
+    ({ Results: tasks } = await sqs.send(new ListMessageMoveTasksCommand({ SourceArn: dlqArn })));
+    check(Date.now() < deadline, `the task never completed: ${JSON.stringify(tasks)}`);
+  } while (tasks[0].Status !== 'COMPLETED');
+  check(tasks[0].ApproximateNumberOfMessagesMoved === 3, `moved: ${JSON.stringify(tasks)}`);
+  const back = await receiveAll(sqs, src, 3);
+  check(JSON.stringify(back.map((m) => m.Body).sort()) === JSON.stringify(['dead 1', 'dead 2', 'dead 3']),
+    `moved back: ${JSON.stringify(back)}`);
+  await sqs.send(new DeleteQueueCommand({ QueueUrl: src }));
+  await sqs.send(new DeleteQueueCommand({ QueueUrl: dlq }));
 }
 
 async function main() {
@@ -122,6 +159,8 @@ async function main() {
     QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1,
   }));
   check(!purged.Messages || purged.Messages.length === 0, 'nothing after the purge');
+
+  await deadLetters(sqs);
 
   const other = client(process.env.SLUICE_OTHER_AK, process.env.SLUICE_OTHER_SK);
   const name = await errorName(other.send(new GetQueueUrlCommand({ QueueName: 'js-events' })));

@@ -325,7 +325,9 @@ pub(super) async fn create<N: Node>(
             // A failure here leaves the queue without its policy; a retried create
             // finishes it (`existing`).
             if let Some(redrive) = &redrive {
-                let view = find(ctx, name).await.ok_or_else(SqsError::queue_does_not_exist)?;
+                let view = find(ctx, name)
+                    .await
+                    .ok_or_else(SqsError::queue_does_not_exist)?;
                 redrive::set_redrive(ctx, &view, Some(redrive)).await?;
             }
             Ok(url_answer(ctx, name))
@@ -554,8 +556,9 @@ pub(super) async fn attributes<N: Node>(
         }
     }
     // The policies are answered only when the queue has them.
-    let empty_policy =
-        |name: &str, value: &str| value.is_empty() && [REDRIVE_POLICY, REDRIVE_ALLOW_POLICY].contains(&name);
+    let empty_policy = |name: &str, value: &str| {
+        value.is_empty() && [REDRIVE_POLICY, REDRIVE_ALLOW_POLICY].contains(&name)
+    };
     let chosen: Map<String, Value> = all
         .into_iter()
         .filter(|(name, value)| wanted(name) && !empty_policy(name, value))

@@ -44,7 +44,11 @@ pub(crate) fn queue_arn<N: Node>(ctx: &Ctx<'_, N>, name: &str) -> String {
 }
 
 /// The queue name an ARN of this tenant's names (another account's names none of its).
-fn name_of_arn<'a, N: Node>(ctx: &Ctx<'_, N>, arn: &'a str, parameter: &str) -> Result<&'a str, SqsError> {
+fn name_of_arn<'a, N: Node>(
+    ctx: &Ctx<'_, N>,
+    arn: &'a str,
+    parameter: &str,
+) -> Result<&'a str, SqsError> {
     let parts: Vec<&str> = arn.split(':').collect();
     match parts[..] {
         ["arn", "aws", "sqs", _, account, name] if account == ctx.tenant && !name.is_empty() => {
@@ -154,7 +158,9 @@ pub(crate) fn normal_allow_policy(text: &str) -> Result<String, SqsError> {
 
 /// Whether `target`'s RedriveAllowPolicy lets the queue `source_arn` use it.
 fn allows(target: &QueueView, source_arn: &str) -> bool {
-    let text = Attributes::of(target).text(REDRIVE_ALLOW_POLICY).to_string();
+    let text = Attributes::of(target)
+        .text(REDRIVE_ALLOW_POLICY)
+        .to_string();
     let Ok(policy) = serde_json::from_str::<AllowPolicy>(&text) else {
         return true;
     };
@@ -497,7 +503,10 @@ pub(super) async fn cancel_move<N: Node>(
     })
     .await?;
     let mut answer = Map::new();
-    answer.insert("ApproximateNumberOfMessagesMoved".into(), Value::from(moved));
+    answer.insert(
+        "ApproximateNumberOfMessagesMoved".into(),
+        Value::from(moved),
+    );
     Ok(answer)
 }
 
@@ -545,7 +554,9 @@ mod tests {
         ] {
             assert!(normal_allow_policy(bad).is_err(), "{bad}");
         }
-        let many: Vec<String> = (0..11).map(|i| format!("\"arn:aws:sqs:r:p:q{i}\"")).collect();
+        let many: Vec<String> = (0..11)
+            .map(|i| format!("\"arn:aws:sqs:r:p:q{i}\""))
+            .collect();
         let too_many = format!(
             r#"{{"redrivePermission":"byQueue","sourceQueueArns":[{}]}}"#,
             many.join(",")

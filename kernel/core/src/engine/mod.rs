@@ -980,7 +980,13 @@ async fn load_snapshot<S: Storage>(storage: &S) -> (State, u64) {
 /// of the same tenant that spreads over at least the partitions `from` does, since a
 /// message moves within its partition.
 fn placeable(from: &state::Queue, to: &state::Queue) -> bool {
-    let spread = |partitions: u16| if partitions == 0 { u16::MAX } else { partitions };
+    let spread = |partitions: u16| {
+        if partitions == 0 {
+            u16::MAX
+        } else {
+            partitions
+        }
+    };
     to.id != from.id
         && to.tenant == from.tenant
         && spread(to.config.partitions) >= spread(from.config.partitions)

@@ -129,11 +129,7 @@ impl State {
         self.move_due_ms = Some(now.saturating_add(MOVE_INTERVAL_MS));
         let tasks: Vec<(QueueId, GroupId)> = self.moves.iter().copied().collect();
         for (queue, group) in tasks {
-            let Some(g) = self
-                .queues
-                .get(&queue)
-                .and_then(|q| q.groups.get(&group))
-            else {
+            let Some(g) = self.queues.get(&queue).and_then(|q| q.groups.get(&group)) else {
                 continue;
             };
             let Some(task) = g.moving else {
@@ -148,9 +144,7 @@ impl State {
                 0 => u64::from(MOVE_BATCH_MAX),
                 rate => u64::from(rate).saturating_mul(now.saturating_sub(task.last_ms)) / 1000,
             };
-            let budget = allowed
-                .min(u64::from(MOVE_BATCH_MAX))
-                .min(task.remaining);
+            let budget = allowed.min(u64::from(MOVE_BATCH_MAX)).min(task.remaining);
             if budget == 0 {
                 continue;
             }
@@ -159,7 +153,8 @@ impl State {
                 bytes_max: u64::MAX,
                 oversize_first: true,
             };
-            let Ok(picked) = self.receive(queue, group, limits, (MOVE_LEASE_MS, None), u64::MAX, now)
+            let Ok(picked) =
+                self.receive(queue, group, limits, (MOVE_LEASE_MS, None), u64::MAX, now)
             else {
                 continue;
             };
@@ -179,9 +174,7 @@ impl State {
             }
             let handles = picked
                 .iter()
-                .filter(|pick| {
-                    matches!(self.begin_ack(&pick.handle, true), Ok((_, AckLog::Own)))
-                })
+                .filter(|pick| matches!(self.begin_ack(&pick.handle, true), Ok((_, AckLog::Own))))
                 .map(|pick| pick.handle)
                 .collect();
             batches.push(MoveBatch {

@@ -713,13 +713,7 @@ impl State {
     /// available messages: the same log records (message ids), their tags interned in
     /// `to`'s dictionary, their FIFO key kept where `to` orders by message group, and
     /// `to`'s retention running from `ts`.
-    pub(super) fn transfer(
-        &mut self,
-        from: QueueId,
-        to: QueueId,
-        moved: &[MessageMeta],
-        ts: u64,
-    ) {
+    pub(super) fn transfer(&mut self, from: QueueId, to: QueueId, moved: &[MessageMeta], ts: u64) {
         if moved.is_empty() {
             return;
         }

@@ -555,7 +555,10 @@ fn a_move_task_moves_the_backlog_at_its_rate_and_ends() {
     }
     let done = stats(&h);
     assert_eq!((done.moved_total, done.moving, done.backlog), (25, 0, 0));
-    assert_eq!(h.ack(&held, AckKind::Success), [Ok(AckOutcome::AlreadyDone)]);
+    assert_eq!(
+        h.ack(&held, AckKind::Success),
+        [Ok(AckOutcome::AlreadyDone)]
+    );
     let moved = h.receive(back, bg, 64);
     let mut got = Harness::bodies(&moved);
     got.sort();
