@@ -403,12 +403,9 @@ impl<S: Storage + Clone> Engine<S> {
         group: GroupId,
         now: u64,
     ) -> Result<(), EngineError> {
-        let state = self.state.borrow();
-        let source = state.queue(queue)?;
-        if !source.groups.contains_key(&group) {
+        if !self.state.borrow().queue(queue)?.groups.contains_key(&group) {
             return Err(EngineError::GroupNotFound);
         }
-        drop(state);
         let command = Command::StopMove { queue, group };
         self.commit(vec![Entry::plain(command)], now).await
     }

@@ -266,7 +266,7 @@ async fn reconcile_partition<P: MetadataPartitions>(
                 max_consume_count: queue.config.max_consume_count,
                 target: None,
             },
-            |h| DeadLetterPolicy::of(h),
+            DeadLetterPolicy::of,
         );
         if held_policy != DeadLetterPolicy::of(queue) {
             policies.push((queue.id, DeadLetterPolicy::of(queue)));
