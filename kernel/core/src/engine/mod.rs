@@ -353,7 +353,9 @@ impl<S: Storage + Clone> Engine<S> {
             let state = self.state.borrow();
             let source = state.queue(queue)?;
             if let Some(target) = target {
-                if max_consume_count.is_none() || !placeable(source, state.queue(target)?) {
+                // A missing target is that, whatever else is wrong.
+                let to = state.queue(target)?;
+                if max_consume_count.is_none() || !placeable(source, to) {
                     return Err(EngineError::InvalidConfig("dead_letter_target"));
                 }
             }
@@ -403,7 +405,13 @@ impl<S: Storage + Clone> Engine<S> {
         group: GroupId,
         now: u64,
     ) -> Result<(), EngineError> {
-        if !self.state.borrow().queue(queue)?.groups.contains_key(&group) {
+        if !self
+            .state
+            .borrow()
+            .queue(queue)?
+            .groups
+            .contains_key(&group)
+        {
             return Err(EngineError::GroupNotFound);
         }
         let command = Command::StopMove { queue, group };
@@ -974,8 +982,8 @@ async fn load_snapshot<S: Storage>(storage: &S) -> (State, u64) {
 }
 
 /// Whether messages of `from` may go to `to` (dead letters, move tasks): another queue
-/// of the same tenant that spreads over at least the partitions `from` does, since a
-/// message moves within its partition.
+/// of the same tenant and mode (a message keeps its FIFO key), spreading over at least
+/// the partitions `from` does, since a message moves within its partition.
 fn placeable(from: &state::Queue, to: &state::Queue) -> bool {
     let spread = |partitions: u16| {
         if partitions == 0 {
@@ -986,6 +994,7 @@ fn placeable(from: &state::Queue, to: &state::Queue) -> bool {
     };
     to.id != from.id
         && to.tenant == from.tenant
+        && to.config.mode == from.config.mode
         && spread(to.config.partitions) >= spread(from.config.partitions)
 }
 

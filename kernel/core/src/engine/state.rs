@@ -686,7 +686,7 @@ impl State {
                 g.done.insert(*seq);
                 g.dead_total += 1;
                 match target {
-                    Some(_) => moved.push(meta),
+                    Some(_) => moved.push((*seq, meta)),
                     None => {
                         g.dead.insert(*seq, DeadLetter::default());
                     }
@@ -705,14 +705,17 @@ impl State {
             }
         }
         if let Some(target) = target {
+            // In the source's order, whatever the order of the failures.
+            moved.sort_by_key(|(seq, _)| *seq);
+            let moved: Vec<MessageMeta> = moved.into_iter().map(|(_, meta)| meta).collect();
             self.transfer(queue, target, &moved, ts);
         }
     }
 
     /// Adds `moved`, messages of queue `from` on this partition, to queue `to`'s
     /// available messages: the same log records (message ids), their tags interned in
-    /// `to`'s dictionary, their FIFO key kept where `to` orders by message group, and
-    /// `to`'s retention running from `ts`.
+    /// `to`'s dictionary, their FIFO key kept (`to` has `from`'s mode), and `to`'s
+    /// retention running from `ts`.
     pub(super) fn transfer(&mut self, from: QueueId, to: QueueId, moved: &[MessageMeta], ts: u64) {
         if moved.is_empty() {
             return;
@@ -733,7 +736,6 @@ impl State {
         let Some(q) = self.queues.get_mut(&to) else {
             return;
         };
-        let by_group = matches!(q.config.mode, QueueMode::Fifo(FifoScope::MessageGroup));
         let (id, retention_ms) = (q.id, q.config.retention_ms);
         let store = q.store.make();
         for (meta, tags) in moved {
@@ -743,7 +745,6 @@ impl State {
             }
             let meta = MessageMeta {
                 available_ms: ts,
-                fifo_key: if by_group { meta.fifo_key } else { 0 },
                 tags: interned,
                 ..meta
             };

@@ -215,6 +215,28 @@ impl Harness {
                 let expected = self.model.set_queue_meta(slot, meta, QUEUE_META_BYTES_MAX);
                 agree(self.step, result, expected);
             }
+            Op::SetDeadLetter { queue, max, target } => {
+                let (slot, id) = self.queue_target(*queue);
+                let target = target.map(|pick| self.queue_target(pick));
+                let result = block_on(self.engine().set_dead_letter(
+                    id,
+                    *max,
+                    target.map(|(_, id)| id),
+                    self.now(),
+                ));
+                let expected = self
+                    .model
+                    .set_dead_letter(slot, *max, target.map(|(slot, _)| slot));
+                agree(self.step, result, expected);
+            }
+        }
+        // Dead letters moved to a target are new model messages of the same engine
+        // message as the one first sent.
+        for copy in &self.model.messages[self.message_ids.len()..] {
+            let original = copy
+                .moved_from
+                .expect("only moves add messages outside sends");
+            self.message_ids.push(self.message_ids[original]);
         }
         self.check_stats();
     }
@@ -473,7 +495,7 @@ impl Harness {
         for (delivery, (m, _, lease)) in deliveries.into_iter().zip(picked) {
             let message = &self.model.messages[m];
             assert_eq!(delivery.body, message.body.as_bytes());
-            assert_eq!(self.message_index.get(&delivery.message_id), Some(&m));
+            assert_eq!(delivery.message_id, self.message_ids[m], "step {step}: id");
             assert_eq!(delivery.tags, message.tags, "step {step}: tags");
             assert_eq!(
                 delivery.fifo_group, message.fifo_group,

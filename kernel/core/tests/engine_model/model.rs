@@ -51,6 +51,9 @@ pub struct Message {
     pub cancelled: bool,
     /// Deleted by retention.
     pub removed: bool,
+    /// A dead letter moved to its queue's dead-letter target: the message it was first
+    /// sent as (the same engine message, the same log record).
+    pub moved_from: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +118,8 @@ pub struct Queue {
     pub dedup: Vec<(String, u64, usize)>,
     /// The adapter fields: empty at create, then the latest set.
     pub meta: Vec<u8>,
+    /// Where its dead letters go instead of its groups' dead-letter lanes.
+    pub dead_letter_to: Option<usize>,
 }
 
 /// A receipt as the model knows it.
@@ -173,6 +178,8 @@ pub struct Model {
     pub groups_per_queue_max: u32,
     pub visibility_ms_max: u64,
     next_lease: u64,
+    /// Dead letters on their way to a target: (queue, group, position, message, target).
+    moving: Vec<(usize, usize, usize, usize, usize)>,
 }
 
 impl Model {
@@ -184,6 +191,7 @@ impl Model {
             groups_per_queue_max,
             visibility_ms_max,
             next_lease: 0,
+            moving: Vec::new(),
         }
     }
 
@@ -232,6 +240,7 @@ impl Model {
             order: Vec::new(),
             dedup: Vec::new(),
             meta: Vec::new(),
+            dead_letter_to: None,
         });
         Ok(self.queues.len() - 1)
     }
@@ -260,6 +269,38 @@ impl Model {
     pub fn delete_queue(&mut self, queue: Option<usize>) -> Result<(), EngineError> {
         let q = self.live_queue(queue)?;
         self.queues[q].deleted = true;
+        // Queues that sent their dead letters here keep them in their own lanes.
+        for other in &mut self.queues {
+            if other.dead_letter_to == Some(q) {
+                other.dead_letter_to = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// `target`: `None` for no target, `Some(None)` for a slot no queue has.
+    pub fn set_dead_letter(
+        &mut self,
+        queue: Option<usize>,
+        max: Option<u16>,
+        target: Option<Option<usize>>,
+    ) -> Result<(), EngineError> {
+        if max == Some(0) {
+            return Err(EngineError::InvalidConfig("max_consume_count"));
+        }
+        let q = self.live_queue(queue)?;
+        let target = match target {
+            None => None,
+            Some(slot) => Some(self.live_queue(slot)?),
+        };
+        if let Some(t) = target {
+            let same_mode = self.queues[t].config.mode == self.queues[q].config.mode;
+            if max.is_none() || t == q || !same_mode {
+                return Err(EngineError::InvalidConfig("dead_letter_target"));
+            }
+        }
+        self.queues[q].config.max_consume_count = max;
+        self.queues[q].dead_letter_to = target;
         Ok(())
     }
 
@@ -355,6 +396,7 @@ impl Model {
                 available_ms: None,
                 cancelled: false,
                 removed: false,
+                moved_from: None,
             });
             if deliver_at_ms.is_none() {
                 self.make_available(index);
@@ -513,6 +555,7 @@ impl Model {
             failed |= result.is_err();
             results.push(result);
         }
+        self.move_dead_letters();
         results
     }
 
@@ -563,11 +606,20 @@ impl Model {
     fn fail(&mut self, queue: usize, group: usize, message: usize) {
         let config = self.queues[queue].config;
         let now = self.now;
+        let target = self.queues[queue].dead_letter_to;
+        let position = self.messages[message].position;
         let g = &mut self.queues[queue].groups[group];
         let failures = g.failure_count(message) + 1;
         if config.max_consume_count.is_some_and(|max| failures >= max) {
             g.set_failures(message, 0);
-            g.set_lane(message, Lane::Dead { lease: None });
+            match target {
+                Some(target) => {
+                    g.set_lane(message, Lane::Done);
+                    let position = position.expect("a failed message is available");
+                    self.moving.push((queue, group, position, message, target));
+                }
+                None => g.set_lane(message, Lane::Dead { lease: None }),
+            }
             return;
         }
         g.set_failures(message, failures);
@@ -581,6 +633,29 @@ impl Model {
             }
         };
         g.set_lane(message, lane);
+    }
+
+    /// The dead letters of the last ack batch or tick step, moved to their targets in
+    /// the order of their (queue, group, position): each a new message of the target,
+    /// available now, the same body, tags, group and send time.
+    fn move_dead_letters(&mut self) {
+        let mut moving = std::mem::take(&mut self.moving);
+        moving.sort();
+        for (_, _, _, message, target) in moving {
+            let original = &self.messages[message];
+            let copy = Message {
+                queue: target,
+                deliver_at_ms: None,
+                position: None,
+                available_ms: None,
+                cancelled: false,
+                removed: false,
+                moved_from: Some(original.moved_from.unwrap_or(message)),
+                ..original.clone()
+            };
+            self.messages.push(copy);
+            self.make_available(self.messages.len() - 1);
+        }
     }
 
     pub fn change_visibility(&mut self, handle: &Handle, ms: u64) -> Result<(), HandleError> {
@@ -666,6 +741,7 @@ impl Model {
                 }
             }
         }
+        self.move_dead_letters();
         // 3. Delayed messages due become available, by due time then send order.
         let mut due: Vec<(u64, usize)> = self
             .messages

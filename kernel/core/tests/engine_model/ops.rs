@@ -147,6 +147,12 @@ pub enum Op {
         fill: u8,
         bytes: u16,
     },
+    /// Set a queue's dead-letter policy: a count and a target queue slot.
+    SetDeadLetter {
+        queue: u8,
+        max: Option<u16>,
+        target: Option<u8>,
+    },
 }
 
 pub fn queue_spec() -> impl Strategy<Value = QueueSpec> {
@@ -259,6 +265,8 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         1 => slot().prop_map(|queue| Op::DeleteQueue { queue }),
         2 => (slot(), any::<u8>(), prop_oneof![9 => 0u16..64, 1 => Just(16 * 1024 + 1)])
             .prop_map(|(queue, fill, bytes)| Op::SetQueueMeta { queue, fill, bytes }),
+        3 => (slot(), prop::option::weighted(0.9, 0u16..=3), prop::option::weighted(0.8, slot()))
+            .prop_map(|(queue, max, target)| Op::SetDeadLetter { queue, max, target }),
     ]
 }
 
