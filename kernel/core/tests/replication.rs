@@ -730,6 +730,105 @@ fn a_release_refused_during_a_lead_transfer_is_tried_again() {
 }
 
 #[test]
+fn dead_letters_and_a_move_task_reach_every_replica_and_survive_the_leaders_crash() {
+    // Goal: a dead letter moved to its target queue, and a move task, are replicated
+    // state: every replica holds the same messages, and a task cut short by the leader's
+    // crash is finished by the next leader from the durable task.
+    let mut cluster = Cluster::new(3);
+    let first = cluster.leader();
+    let (source, group) = setup(&cluster, first);
+    let engine = cluster.engine(first);
+    let dlq = cluster
+        .run(engine.create_queue("tenant", "dlq", queue_config(), cluster.now.get()))
+        .expect("dlq");
+    let dlq_group = cluster
+        .run(engine.create_group(dlq, "g", GroupStart::Oldest, cluster.now.get()))
+        .expect("group");
+    cluster
+        .run(engine.set_dead_letter(source, Some(1), Some(dlq), cluster.now.get()))
+        .expect("policy");
+    send(&cluster, first, source, &["poison"]);
+    let got = cluster
+        .run(engine.receive(source, group, &request(1), cluster.now.get()))
+        .expect("receive");
+    let fail = [(got[0].handle, AckKind::Fail)];
+    cluster
+        .run(engine.ack(&fail, false, cluster.now.get()))
+        .expect("fail");
+    let bodies: Vec<String> = (0..30).map(|i| format!("d{i}")).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    for batch in refs.chunks(10) {
+        send(&cluster, first, dlq, batch);
+    }
+    cluster
+        .run(engine.start_move((dlq, dlq_group), source, 10, cluster.now.get()))
+        .expect("start");
+    // Half a second of the leader's passes: some move, not all.
+    for _ in 0..5 {
+        let at = cluster.now.get() + 100;
+        cluster.now.set(at);
+        cluster.run(cluster.engine(first).tick(at)).expect("tick");
+    }
+    cluster.settle(first);
+    let stats = |cluster: &Cluster, id: u64| {
+        cluster
+            .engine(id)
+            .group_stats(dlq, dlq_group)
+            .expect("stats")
+    };
+    let part_way = stats(&cluster, first);
+    assert!(
+        part_way.moving == 1 && part_way.moved_total > 0 && part_way.moved_total < 31,
+        "{part_way:?}"
+    );
+    for id in 1..=3 {
+        assert_eq!(
+            stats(&cluster, id).moved_total,
+            part_way.moved_total,
+            "replica {id}"
+        );
+    }
+    cluster.crash(first);
+    let second = cluster.leader();
+    for _ in 0..100 {
+        if stats(&cluster, second).moving == 0 {
+            break;
+        }
+        let at = cluster.now.get() + 100;
+        cluster.now.set(at);
+        cluster.run(cluster.engine(second).tick(at)).expect("tick");
+    }
+    cluster.restart(first);
+    cluster.settle(second);
+    let done = stats(&cluster, second);
+    assert_eq!((done.moving, done.moved_total, done.backlog), (0, 31, 0));
+    let mut moved = Vec::new();
+    loop {
+        let more = receive_bodies(&cluster, second, source, group);
+        if more.is_empty() {
+            break;
+        }
+        moved.extend(more);
+    }
+    moved.sort();
+    let mut want: Vec<String> = bodies.clone();
+    want.push("poison".into());
+    want.sort();
+    assert_eq!(moved, want, "every message back in the source once");
+    cluster.settle(second);
+    for id in 1..=3 {
+        for queue in [source, dlq] {
+            assert_eq!(
+                cluster.engine(id).queue_info(queue).unwrap(),
+                cluster.engine(second).queue_info(queue).unwrap(),
+                "replica {id}"
+            );
+        }
+        assert_eq!(stats(&cluster, id).moved_total, 31, "replica {id}");
+    }
+}
+
+#[test]
 fn replicas_agree_on_tenants_and_the_admin_secret_after_writes_at_the_leader() {
     // Goal: tenants and the admin secret written at partition 0's leader are applied by
     // every replica (a follower's `tenant_changes` moves, so its node can republish), a
