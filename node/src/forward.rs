@@ -93,10 +93,10 @@ macro_rules! forwardable {
 
 forwardable! {
     ReadDirectory, ReadDirectoryChanges, ReadTenants, PutTenant, RemoveTenant, SetAdminSecret,
-    CreateQueue, DeleteQueue, SetQueueMeta, SetDeadLetter, CreateGroup, DeleteGroup, SendBatch, SendTo, ReadPositions,
+    CreateQueue, DeleteQueue, SetQueueMeta, SetDeadLetter, SetPartitions, CreateGroup, DeleteGroup, SendBatch, SendTo, ReadPositions,
     Positions, Cancel,
     Receive, Ack, ChangeVisibility, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
-    MetaSetDeadLetter,
+    MetaSetDeadLetter, MetaSetPartitions,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,
     ReadMembership, ChangeMembership, TransferLead, LeaderHint,
     KafkaJoinGroup, KafkaSyncGroup, KafkaHeartbeat, KafkaLeaveGroup, KafkaCommitOffsets,

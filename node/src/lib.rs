@@ -286,6 +286,12 @@ pub trait Node {
         target: Option<QueueId>,
     ) -> Result<(), NodeError>;
 
+    /// Spreads a NORMAL queue of its own partition count over more of the node's
+    /// partitions (at most all of them), durably on every partition: later sends use them,
+    /// stored messages stay where they are (a Kafka CreatePartitions). A count that does
+    /// not grow, or past the node's, is `InvalidConfig("partitions")`.
+    async fn set_partitions(&self, queue: QueueId, partitions: u16) -> Result<(), NodeError>;
+
     /// Creates several groups as one request: all of them, or (on a validation error such
     /// as a duplicate name or the per-queue limit, or a fault part-way) none.
     async fn create_groups(

@@ -15,7 +15,7 @@ use sluice_core::engine::QueueInfo;
 
 use crate::requests::{
     self, MetaCreateGroups, MetaCreateQueue, MetaCreateTenant, MetaDeleteGroup, MetaDeleteQueue,
-    MetaDeleteTenant, MetaSetDeadLetter, MetaSetQueueMeta, MetaSetQuotas,
+    MetaDeleteTenant, MetaSetDeadLetter, MetaSetPartitions, MetaSetQueueMeta, MetaSetQuotas,
 };
 use crate::tenants::{self, valid_tenant_name, Quotas, Tenant, TenantError};
 use crate::{Host, NodeError, NodeShard};
@@ -98,6 +98,20 @@ impl<H: Host> MetadataPartitions for ShardPartitions<'_, H> {
             queue,
             max_consume_count: policy.max_consume_count,
             target: policy.target,
+        };
+        self.0.call(call).await
+    }
+
+    async fn set_partitions(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        partitions: u16,
+    ) -> Result<(), NodeError> {
+        let call = requests::SetPartitions {
+            partition,
+            queue,
+            partitions,
         };
         self.0.call(call).await
     }
@@ -274,6 +288,23 @@ impl<H: Host> NodeShard<H> {
             };
             permit
                 .set_dead_letter(partitions, request.queue, policy)
+                .await
+                .map_err(|failure| failure.error)
+        })
+        .await
+    }
+
+    /// At most the node's partitions (the engines check that the count grows).
+    pub(crate) async fn apply_set_partitions(
+        &self,
+        request: MetaSetPartitions,
+    ) -> Result<(), NodeError> {
+        if u32::from(request.partitions) > self.config().partition_count {
+            return Err(EngineError::InvalidConfig("partitions").into());
+        }
+        self.change(async |permit, partitions| {
+            permit
+                .set_partitions(partitions, request.queue, request.partitions)
                 .await
                 .map_err(|failure| failure.error)
         })

@@ -248,6 +248,12 @@ partition_request! {
 }
 
 partition_request! {
+    /// Spreads a queue over more partitions on this partition.
+    SetPartitions { queue: QueueId, partitions: u16 } -> (),
+    |this, shard, engine, now| engine.set_partitions(this.queue, this.partitions, now).await
+}
+
+partition_request! {
     /// Creates a group (at the oldest message) under partition 0's id, as `CreateQueue`.
     CreateGroup { id: Option<GroupId>, queue: QueueId, name: String } -> GroupId,
     |this, shard, engine, now| {
@@ -669,6 +675,12 @@ meta_request! {
     /// Sets the queue's dead-letter policy on every partition.
     MetaSetDeadLetter { queue: QueueId, max_consume_count: Option<u16>, target: Option<QueueId> } -> (),
     apply_set_dead_letter
+}
+
+meta_request! {
+    /// Spreads the queue over more partitions on every partition.
+    MetaSetPartitions { queue: QueueId, partitions: u16 } -> (),
+    apply_set_partitions
 }
 
 meta_request! {

@@ -666,6 +666,11 @@ impl<H: Host> Node for NodeShard<H> {
         self.call(call).await
     }
 
+    async fn set_partitions(&self, queue: QueueId, partitions: u16) -> Result<(), NodeError> {
+        self.call(requests::MetaSetPartitions { queue, partitions })
+            .await
+    }
+
     async fn create_groups(
         &self,
         queue: QueueId,

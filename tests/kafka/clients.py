@@ -60,7 +60,8 @@ def kafka_python():
     admin = KafkaAdminClient(**kp_common())
     admin.create_topics([NewTopic("kp-orders", num_partitions=2, replication_factor=1)])
     check("kp-orders" in admin.list_topics(), "created topic is listed")
-    # A topic of one partition: the clients see one, records go there, growing is refused.
+    # A topic of one partition: the clients see one, records go there; it grows to two
+    # (CreatePartitions), never shrinks, and a new producer stores on the new partition.
     admin.create_topics([NewTopic("kp-single", num_partitions=1, replication_factor=1)])
     single = KafkaProducer(acks="all", **kp_common())
     for i in range(5):
@@ -68,11 +69,18 @@ def kafka_python():
         check(metadata.partition == 0, "a one-partition topic stores on partition 0")
     check(single.partitions_for("kp-single") == {0}, "the producer sees one partition")
     single.close()
-    try:
-        admin.create_partitions({"kp-single": NewPartitions(total_count=2)})
-        fail("a topic's partition count grew")
-    except InvalidPartitionsError:
-        pass
+    admin.create_partitions({"kp-single": NewPartitions(total_count=2)})
+    for count in (2, 1, 1000):
+        try:
+            admin.create_partitions({"kp-single": NewPartitions(total_count=count)})
+            fail("a topic's partition count became %d" % count)
+        except InvalidPartitionsError:
+            pass
+    grown = KafkaProducer(acks="all", **kp_common())
+    check(grown.partitions_for("kp-single") == {0, 1}, "the producer sees the grown topic")
+    metadata = grown.send("kp-single", value=b"two", partition=1).get(timeout=DEADLINE_S)
+    check(metadata.partition == 1 and metadata.offset == 0, "the new partition starts at 0")
+    grown.close()
     sent = {}
     for acks in (0, 1, "all"):
         producer = KafkaProducer(acks=acks, **kp_common())

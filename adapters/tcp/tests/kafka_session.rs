@@ -423,11 +423,29 @@ fn a_topic_keeps_the_partition_count_and_replication_factor_it_was_created_with(
     wanted.name = topic("one");
     wanted.count = 2;
     grow.topics.push(wanted);
+    grow.validate_only = true;
     let answer: CreatePartitionsResponse = world.call(&mut session, 3, &grow);
-    assert_eq!(answer.results[0].error_code, 37, "growing is refused");
-    grow.topics[0].count = 1;
+    assert_eq!(answer.results[0].error_code, 0, "a valid growth");
+    let answer: MetadataResponse = world.call(&mut session, 12, &metadata);
+    assert_eq!(answer.topics[0].partitions.len(), 1, "validated only");
+    grow.validate_only = false;
     let answer: CreatePartitionsResponse = world.call(&mut session, 3, &grow);
-    assert_eq!(answer.results[0].error_code, 0, "its own count is a no-op");
+    assert_eq!(answer.results[0].error_code, 0, "grown");
+    let answer: MetadataResponse = world.call(&mut session, 12, &metadata);
+    assert_eq!(answer.topics[0].partitions.len(), 2, "the grown count");
+    assert_eq!(
+        produce(&mut session, 1),
+        0,
+        "the new partition takes records"
+    );
+    for count in [2, 1, 0, -1, 1000] {
+        grow.topics[0].count = count;
+        let answer: CreatePartitionsResponse = world.call(&mut session, 3, &grow);
+        assert_eq!(
+            answer.results[0].error_code, 37,
+            "INVALID_PARTITIONS for {count}"
+        );
+    }
 }
 
 #[test]

@@ -616,9 +616,11 @@ pub async fn describe_configs<N: Node>(context: &Context<'_>, node: &N, body: &m
     respond(context.head, &response)
 }
 
-/// CreatePartitions: a topic keeps the partition count it was created with; a request
-/// for that count succeeds (as a no-op), one to grow it is refused INVALID_PARTITIONS
-/// (growing a topic is not built), one to shrink it too, as Kafka does.
+/// CreatePartitions: a topic grows to `count` partitions, at most the node's
+/// (`Node::set_partitions`); a count that does not grow, or past the node's, is refused
+/// INVALID_PARTITIONS, as Kafka refuses one that does not grow. Replica assignments are
+/// not taken: every partition is on every voter of its Raft group. With
+/// `validate_only`, nothing changes.
 pub async fn create_partitions<N: Node>(
     context: &Context<'_>,
     node: &N,
@@ -644,12 +646,38 @@ pub async fn create_partitions<N: Node>(
             None => result.error_code = ResponseError::UnknownTopicOrPartition.code(),
             Some(view) => {
                 let has = view.config.partitions_on(node.partition_count());
-                if i64::from(topic.count) != i64::from(has) {
-                    result.error_code = ResponseError::InvalidPartitions.code();
-                    result.error_message = Some(StrBytes::from_string(format!(
-                        "topic {} has {has} partitions; a topic's count cannot change here",
+                let most = node.partition_count();
+                let grown = match u32::try_from(topic.count) {
+                    Ok(count) if count > most => Err(format!(
+                        "topic {} cannot have {count} partitions: the cluster has {most}",
                         view.name
-                    )));
+                    )),
+                    Ok(count) if count > has => {
+                        let count = u16::try_from(count).expect("at most the node's");
+                        match request.validate_only {
+                            true => Ok(()),
+                            false => match node.set_partitions(view.id, count).await {
+                                Err(NodeError::Engine(EngineError::InvalidConfig(_))) => {
+                                    Err(format!("topic {} cannot grow (a FIFO queue)", view.name))
+                                }
+                                Err(error) => {
+                                    result.error_code = error_code(&error);
+                                    result.error_message =
+                                        Some(StrBytes::from_string(error.to_string()));
+                                    Ok(())
+                                }
+                                Ok(()) => Ok(()),
+                            },
+                        }
+                    }
+                    _ => Err(format!(
+                        "topic {} has {has} partitions; a count must grow it",
+                        view.name
+                    )),
+                };
+                if let Err(message) = grown {
+                    result.error_code = ResponseError::InvalidPartitions.code();
+                    result.error_message = Some(StrBytes::from_string(message));
                 }
             }
         }

@@ -162,6 +162,12 @@ pub enum Command {
         to: QueueId,
         seqs: Vec<u64>,
     },
+    /// The queue spreads over more partitions from now on (`QueueConfig::partitions`; a
+    /// Kafka CreatePartitions).
+    SetPartitions {
+        queue: QueueId,
+        partitions: u16,
+    },
 }
 
 /// One committed offset: queue, partition, next position to consume, metadata.
@@ -192,6 +198,7 @@ const KIND_SET_DEAD_LETTER: u8 = 22;
 const KIND_START_MOVE: u8 = 23;
 const KIND_STOP_MOVE: u8 = 24;
 const KIND_MOVE: u8 = 25;
+const KIND_SET_PARTITIONS: u8 = 26;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -338,6 +345,9 @@ impl Command {
             Command::StopMove { queue, group } => {
                 w.u8(KIND_STOP_MOVE).u32(queue.0).u32(group.0);
             }
+            Command::SetPartitions { queue, partitions } => {
+                w.u8(KIND_SET_PARTITIONS).u32(queue.0).u16(*partitions);
+            }
             Command::Move {
                 queue,
                 group,
@@ -452,6 +462,10 @@ impl Command {
                     seqs,
                 }
             }
+            KIND_SET_PARTITIONS => Command::SetPartitions {
+                queue: QueueId(r.u32()?),
+                partitions: r.u16()?,
+            },
             KIND_STOP_MOVE => Command::StopMove {
                 queue: QueueId(r.u32()?),
                 group: GroupId(r.u32()?),
@@ -835,6 +849,10 @@ mod tests {
                 group: GroupId(2),
                 to: QueueId(3),
                 seqs: vec![4, 9],
+            },
+            Command::SetPartitions {
+                queue: QueueId(1),
+                partitions: 6,
             },
             Command::RaftNoop,
             Command::Membership { v2: true },

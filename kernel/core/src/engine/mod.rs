@@ -368,6 +368,25 @@ impl<S: Storage + Clone> Engine<S> {
         self.commit(vec![Entry::plain(command)], now).await
     }
 
+    /// Spreads the queue over `partitions` of the node's partitions from now on
+    /// (`QueueConfig::partitions`, a Kafka CreatePartitions): more than it has, on a
+    /// NORMAL queue that does not already use them all (0). Messages stay where they are;
+    /// a FIFO queue keeps its count, since its message groups map onto its partitions.
+    pub async fn set_partitions(
+        &self,
+        queue: QueueId,
+        partitions: u16,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        let config = self.state.borrow().queue(queue)?.config;
+        let grows = config.partitions != 0 && partitions > config.partitions;
+        if !grows || config.mode != types::QueueMode::Normal {
+            return Err(EngineError::InvalidConfig("partitions"));
+        }
+        let command = Command::SetPartitions { queue, partitions };
+        self.commit(vec![Entry::plain(command)], now).await
+    }
+
     /// Starts (or restarts) a move task of the group on this partition: its messages go
     /// to queue `to` (another queue of the same tenant, spreading over at least the
     /// partitions this one does), at most `per_second` a second (0: a batch every pass),

@@ -476,6 +476,12 @@ impl State {
                 per_second,
             } => self.apply_start_move(*queue, *group, (*to, *per_second), ts),
             Command::StopMove { queue, group } => self.apply_stop_move(*queue, *group),
+            Command::SetPartitions { queue, partitions } => {
+                if let Some(q) = self.queues.get_mut(queue) {
+                    q.config.partitions = *partitions;
+                    self.directory.note_change(q, index);
+                }
+            }
             Command::Move {
                 queue,
                 group,

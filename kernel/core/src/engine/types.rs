@@ -450,7 +450,7 @@ mod config_field {
 
 /// Every field name [`EngineError::InvalidConfig`] carries, in the engine and the node
 /// layer, so that one read from a peer keeps its name.
-pub const CONFIG_FIELDS: [&str; 15] = [
+pub const CONFIG_FIELDS: [&str; 16] = [
     "admin secret",
     "batch_bytes_max",
     "batch_messages_max",
@@ -460,6 +460,7 @@ pub const CONFIG_FIELDS: [&str; 15] = [
     "meta",
     "move target",
     "offset metadata",
+    "partitions",
     "receive_messages_max",
     "retention_ms",
     "tags_per_message_max",

@@ -8,8 +8,8 @@ use std::task::{Poll, Waker};
 
 use super::repair::{reconcile, Repair, RepairError};
 use super::{
-    create_group, create_queue, delete_group, delete_queue, set_dead_letter, set_queue_meta,
-    ChangeError, DeadLetterPolicy, MetadataPartitions, NewQueue,
+    create_group, create_queue, delete_group, delete_queue, set_dead_letter, set_partitions,
+    set_queue_meta, ChangeError, DeadLetterPolicy, MetadataPartitions, NewQueue,
 };
 use crate::engine::types::{GroupId, QueueId};
 
@@ -135,6 +135,15 @@ impl MetadataPermit<'_> {
         policy: DeadLetterPolicy,
     ) -> Result<(), ChangeError<P::Error>> {
         self.guard(set_dead_letter(partitions, queue, policy)).await
+    }
+
+    pub async fn set_partitions<P: MetadataPartitions>(
+        &self,
+        partitions: &P,
+        queue: QueueId,
+        count: u16,
+    ) -> Result<(), ChangeError<P::Error>> {
+        self.guard(set_partitions(partitions, queue, count)).await
     }
 
     pub async fn create_group<P: MetadataPartitions>(

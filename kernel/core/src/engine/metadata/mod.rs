@@ -83,6 +83,14 @@ pub trait MetadataPartitions {
         policy: DeadLetterPolicy,
     ) -> Result<(), Self::Error>;
 
+    /// Spreads the queue over more partitions (`Engine::set_partitions`).
+    async fn set_partitions(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        partitions: u16,
+    ) -> Result<(), Self::Error>;
+
     /// Creates group `name` under `id`, or under the engine's next id when `None`.
     async fn create_group(
         &self,
@@ -208,6 +216,21 @@ pub async fn set_dead_letter<P: MetadataPartitions>(
     for partition in 0..partitions.partition_count() {
         partitions
             .set_dead_letter(partition, queue, policy)
+            .await
+            .map_err(|error| ChangeError::at::<P>(partition, error))?;
+    }
+    Ok(())
+}
+
+/// Spreads a queue over more partitions, on every partition, partition 0 first.
+pub async fn set_partitions<P: MetadataPartitions>(
+    partitions: &P,
+    queue: QueueId,
+    count: u16,
+) -> Result<(), ChangeError<P::Error>> {
+    for partition in 0..partitions.partition_count() {
+        partitions
+            .set_partitions(partition, queue, count)
             .await
             .map_err(|error| ChangeError::at::<P>(partition, error))?;
     }

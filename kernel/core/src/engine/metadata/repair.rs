@@ -40,6 +40,11 @@ pub enum Repair {
         partition: u32,
         queue: QueueId,
     },
+    /// The queue spread over fewer partitions than on partition 0 and was grown.
+    SetPartitions {
+        partition: u32,
+        queue: QueueId,
+    },
 }
 
 impl fmt::Display for Repair {
@@ -78,6 +83,11 @@ impl fmt::Display for Repair {
                 "partition {partition}: replaced the fields of queue {} (repair)",
                 queue.0
             ),
+            Repair::SetPartitions { partition, queue } => write!(
+                f,
+                "partition {partition}: grew the partition count of queue {} (repair)",
+                queue.0
+            ),
             Repair::SetDeadLetter { partition, queue } => write!(
                 f,
                 "partition {partition}: replaced the dead-letter policy of queue {} (repair)",
@@ -97,6 +107,7 @@ pub enum RepairStep {
     AddGroup,
     SetQueueMeta,
     SetDeadLetter,
+    SetPartitions,
 }
 
 /// Why a repair stopped. The partitions are still apart; a later repair starts over.
@@ -256,6 +267,17 @@ async fn reconcile_partition<P: MetadataPartitions>(
                 .await
                 .map_err(call(RepairStep::SetQueueMeta))?;
             repaired.push(Repair::SetQueueMeta {
+                partition,
+                queue: queue.id,
+            });
+        }
+        if have.is_some_and(|h| h.config.partitions != queue.config.partitions) {
+            // Counts only grow, partition 0 first: this one is behind.
+            partitions
+                .set_partitions(partition, queue.id, queue.config.partitions)
+                .await
+                .map_err(call(RepairStep::SetPartitions))?;
+            repaired.push(Repair::SetPartitions {
                 partition,
                 queue: queue.id,
             });

@@ -109,6 +109,17 @@ impl MetadataPartitions for Engines {
             .await
     }
 
+    async fn set_partitions(
+        &self,
+        partition: u32,
+        queue: QueueId,
+        partitions: u16,
+    ) -> Result<(), EngineError> {
+        self.engine(partition)
+            .set_partitions(queue, partitions, NOW)
+            .await
+    }
+
     async fn create_group(
         &self,
         partition: u32,
@@ -549,4 +560,68 @@ fn a_dead_letter_policy_that_fails_part_way_is_finished_by_reconcile() {
     };
     assert_eq!(check.policies(source), vec![kept; 3]);
     assert!(check.reconcile().unwrap().is_empty());
+}
+
+#[test]
+fn a_partition_count_grown_part_way_is_finished_by_reconcile() {
+    // Goal: a queue's partition count grows on every partition, only grows, only for a
+    // NORMAL queue with a count of its own, and a growth cut short on a later partition
+    // is completed by repair. Method: fail partition 1's fsync, restart losing its
+    // unsynced tail, repair.
+    let mut check = Check::new(3);
+    let permit = block_on(check.gate.lock());
+    let two = NewQueue {
+        config: QueueConfig {
+            partitions: 2,
+            ..normal()
+        },
+        ..named("topic")
+    };
+    let q = block_on(permit.create_queue(check.at(), &two)).unwrap();
+    let all = block_on(permit.create_queue(check.at(), &named("all"))).unwrap();
+    drop(permit);
+    let grow = |check: &Check, queue, count| {
+        let permit = block_on(check.gate.lock());
+        block_on(permit.set_partitions(check.at(), queue, count))
+    };
+    let counts = |check: &Check| -> Vec<u16> {
+        (0..3)
+            .map(|p| {
+                check
+                    .at()
+                    .engine(p)
+                    .queue_info(q)
+                    .unwrap()
+                    .config
+                    .partitions
+            })
+            .collect()
+    };
+    let refused = EngineError::InvalidConfig("partitions");
+    for (queue, count) in [(q, 2), (q, 1), (all, 4)] {
+        let error = grow(&check, queue, count).unwrap_err();
+        assert_eq!((error.error, error.part_way), (refused.clone(), false));
+    }
+    check.disks[1].fail_next(IoOp::Sync, IoErrorKind::Io);
+    let failed = grow(&check, q, 3).unwrap_err();
+    assert_eq!((failed.partition, failed.part_way), (1, true));
+    check.restart(Some(1));
+    assert_eq!(counts(&check), [3, 2, 2]);
+    let repaired = check.reconcile().unwrap();
+    assert_eq!(
+        repaired,
+        [
+            Repair::SetPartitions {
+                partition: 1,
+                queue: q
+            },
+            Repair::SetPartitions {
+                partition: 2,
+                queue: q
+            }
+        ]
+    );
+    assert_eq!(counts(&check), [3, 3, 3]);
+    check.restart(None);
+    assert_eq!(counts(&check), [3, 3, 3], "durable");
 }
