@@ -1,6 +1,6 @@
 //! The pinned Python venv the client-compatibility tests run with (`target/py-venv`), and
-//! the pinned Node.js packages of the Kafka and SQS client tests (`target/kafkajs`,
-//! `target/awssdk`).
+//! the pinned Node.js packages of the Kafka, SQS and console tests (`target/kafkajs`,
+//! `target/awssdk`, `target/playwright`), and Debian's chromium for the console's.
 //!
 //! `ensure_venv` creates it when missing or when the pinned requirements changed since it was
 //! built (a stamp file holds the requirements it was built from), installs the pins with pip
@@ -105,6 +105,55 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
 /// awscli` with the venv's Python.
 pub fn awscli_dir(root: &Path) -> PathBuf {
     root.join("target").join("py-venv").join("awscli")
+}
+
+/// The playwright-core package of the console's browser tests.
+const PLAYWRIGHT_PACKAGE: &str = "tests/console/browser";
+/// Where Debian's chromium package puts the browser.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Makes `<root>/target/playwright` hold `npm ci` of the pinned playwright-core and
+/// returns its `node_modules` (`SLUICE_PLAYWRIGHT` for the tests).
+pub fn ensure_playwright(root: &Path) -> Result<PathBuf, String> {
+    ensure_node_package(root, PLAYWRIGHT_PACKAGE, "playwright")
+}
+
+/// Debian's `chromium` package, installed with apt-get when the browser is missing (as
+/// root, else through `sudo -n`); returns the browser (`SLUICE_CHROMIUM` for the tests).
+pub fn ensure_chromium() -> Result<PathBuf, String> {
+    let browser = PathBuf::from(CHROMIUM);
+    if browser.exists() {
+        return Ok(browser);
+    }
+    println!("chromium: installing Debian's package");
+    let apt = |args: &[&str]| {
+        let uid = Command::new("id").arg("-u").output();
+        let root = uid.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command::run(&mut command)
+    };
+    apt(&["update", "-qq"])?;
+    apt(&[
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "chromium",
+    ])?;
+    if browser.exists() {
+        Ok(browser)
+    } else {
+        Err(format!(
+            "apt-get installed chromium but {CHROMIUM} is missing"
+        ))
+    }
 }
 
 /// The kafkajs package of the Kafka client tests: its package.json and lock file.

@@ -149,6 +149,9 @@ fn tests(counts: &mut Counts) -> Result<(), String> {
     let kafkajs = crate::python::ensure_kafkajs(&command::workspace_root())?;
     // The SQS client tests also run the AWS SDK for JavaScript.
     let aws_sdk = crate::python::ensure_aws_sdk(&command::workspace_root())?;
+    // The console's tests drive Debian's chromium with playwright-core.
+    let playwright = crate::python::ensure_playwright(&command::workspace_root())?;
+    let chromium = crate::python::ensure_chromium()?;
     let mut cargo: Command = command::cargo();
     // The tests that drive real Python SDKs are `#[ignore]`d with a reason, so a plain
     // `cargo test` lists them as skipped; here the venv exists and they run.
@@ -170,6 +173,8 @@ fn tests(counts: &mut Counts) -> Result<(), String> {
     );
     cargo.env("SLUICE_KAFKAJS", kafkajs);
     cargo.env("SLUICE_AWS_SDK", aws_sdk);
+    cargo.env("SLUICE_PLAYWRIGHT", playwright);
+    cargo.env("SLUICE_CHROMIUM", chromium);
     counts.tests_ran = true;
     command::run_tee(&mut cargo, &mut |line| {
         if let Some((passed, failed)) = parse_test_result(line) {

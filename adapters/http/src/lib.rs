@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod console;
 pub mod dms;
 pub mod json_depth;
 pub mod queue_meta;

@@ -94,6 +94,7 @@ pub fn route_label(parts: &Parts) -> &'static str {
         "/v3/auth/tokens" => "keystone_token",
         "/v3" | "/v3/" => "keystone_version",
         _ if path.starts_with("/admin/") => "admin",
+        _ if crate::console::is_console_path(path) => "console",
         _ if dms::is_dms_path(path) => dms::route_label(parts),
         _ => "unknown",
     }
@@ -147,6 +148,9 @@ async fn route<N: Node>(
     }
     if path == "/healthz" {
         return json_response(StatusCode::OK, json!({"status": "ok"}).to_string());
+    }
+    if crate::console::is_console_path(path) {
+        return crate::console::serve(parts);
     }
     if path == "/v3" || path == "/v3/" {
         // Keystone's version document: keystoneauth reads it before logging in.

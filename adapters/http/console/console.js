@@ -1,0 +1,374 @@
+// The Sluice console: plain DOM, no framework, no build step. It logs in through the
+// Keystone-compatible token endpoint and calls the DMS API with the token; the token is
+// kept in this script's memory only. Every text from the server is set as text, never
+// parsed as markup.
+'use strict';
+
+const session = { token: null, project: null, tenant: null };
+const view = { queue: null, consuming: null };
+
+const $ = (id) => document.getElementById(id);
+
+function show(name) {
+  for (const id of ['login-view', 'queues-view', 'queue-view']) {
+    $(id).hidden = id !== name;
+  }
+  $('nav').hidden = name === 'login-view';
+  const heading = $(name).querySelector('h2');
+  if (heading) {
+    heading.tabIndex = -1;
+    heading.focus();
+  }
+}
+
+function say(id, text, isError) {
+  const element = $(id);
+  element.textContent = text;
+  element.classList.toggle('error', Boolean(isError));
+}
+
+async function api(method, path, body) {
+  const headers = { 'X-Auth-Token': session.token };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(`/v1.0/${session.project}${path}`, init);
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const message = (data && (data.error_msg || data.message)) || response.statusText;
+    throw new Error(`${response.status}: ${message}`);
+  }
+  return data;
+}
+
+function cell(row, text, className) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function button(label, action, name) {
+  const element = document.createElement('button');
+  element.type = 'button';
+  element.textContent = label;
+  if (name) element.setAttribute('aria-label', name);
+  element.addEventListener('click', action);
+  return element;
+}
+
+// ---------------------------------------------------------------- login
+
+async function login(event) {
+  event.preventDefault();
+  const tenant = $('login-tenant').value.trim();
+  const password = $('login-password').value;
+  const request = {
+    auth: {
+      identity: {
+        methods: ['password'],
+        password: { user: { name: tenant, password, domain: { name: tenant } } },
+      },
+      scope: { project: { name: tenant } },
+    },
+  };
+  say('login-error', '');
+  const response = await fetch('/v3/auth/tokens', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(request),
+  });
+  $('login-password').value = '';
+  if (!response.ok) {
+    say('login-error', 'The tenant or password is wrong.', true);
+    return;
+  }
+  const body = await response.json();
+  session.token = response.headers.get('X-Subject-Token');
+  session.project = body.token.project.id;
+  session.tenant = tenant;
+  $('who').textContent = `Tenant ${tenant}`;
+  await openQueues();
+}
+
+function logout() {
+  stopConsuming();
+  session.token = null;
+  session.project = null;
+  session.tenant = null;
+  view.queue = null;
+  show('login-view');
+}
+
+// ---------------------------------------------------------------- queues
+
+async function openQueues() {
+  stopConsuming();
+  show('queues-view');
+  await loadQueues();
+}
+
+async function loadQueues() {
+  const body = $('queue-table').querySelector('tbody');
+  try {
+    const data = await api('GET', '/queues?include_messages_num=true');
+    body.replaceChildren();
+    $('select-all').checked = false;
+    for (const queue of data.queues) {
+      const row = document.createElement('tr');
+      const pick = document.createElement('td');
+      const box = document.createElement('input');
+      box.type = 'checkbox';
+      box.value = queue.id;
+      box.className = 'queue-pick';
+      box.setAttribute('aria-label', `Select ${queue.name}`);
+      pick.appendChild(box);
+      row.appendChild(pick);
+      const name = document.createElement('td');
+      const link = document.createElement('a');
+      link.href = '#';
+      link.textContent = queue.name;
+      link.addEventListener('click', (event) => {
+        event.preventDefault();
+        openQueue(queue);
+      });
+      name.appendChild(link);
+      row.appendChild(name);
+      cell(row, queue.queue_mode);
+      cell(row, String(queue.produced_messages ?? 0));
+      cell(row, String(queue.group_count ?? 0));
+      cell(row, new Date(queue.created).toISOString());
+      const actions = document.createElement('td');
+      actions.appendChild(button('Delete', () => deleteQueues([queue]), `Delete ${queue.name}`));
+      row.appendChild(actions);
+      body.appendChild(row);
+    }
+    say('queues-status', `${data.total} queue${data.total === 1 ? '' : 's'}.`);
+  } catch (error) {
+    say('queues-status', error.message, true);
+  }
+}
+
+async function createQueue(event) {
+  event.preventDefault();
+  const redrive = $('create-redrive').checked;
+  const request = {
+    name: $('create-name').value.trim(),
+    queue_mode: $('create-mode').value,
+    description: $('create-description').value,
+    redrive_policy: redrive ? 'enable' : 'disable',
+  };
+  if (redrive) request.max_consume_count = Number($('create-max').value);
+  try {
+    await api('POST', '/queues', request);
+    say('queues-status', `Created ${request.name}.`);
+    $('create-name').value = '';
+    $('create-description').value = '';
+    await loadQueues();
+  } catch (error) {
+    say('queues-status', error.message, true);
+  }
+}
+
+async function deleteQueues(queues) {
+  if (queues.length === 0) {
+    say('queues-status', 'Select the queues to delete first.', true);
+    return;
+  }
+  const failed = [];
+  for (const queue of queues) {
+    try {
+      await api('DELETE', `/queues/${queue.id}`);
+    } catch (error) {
+      failed.push(`${queue.name || queue.id}: ${error.message}`);
+    }
+  }
+  await loadQueues();
+  if (failed.length > 0) {
+    say('queues-status', `Not deleted: ${failed.join('; ')}`, true);
+  } else {
+    say('queues-status', `Deleted ${queues.length} queue${queues.length === 1 ? '' : 's'}.`);
+  }
+}
+
+function selectedQueues() {
+  return [...document.querySelectorAll('.queue-pick:checked')].map((box) => ({ id: box.value }));
+}
+
+// ---------------------------------------------------------------- one queue
+
+async function openQueue(queue) {
+  view.queue = queue;
+  $('queue-title').textContent = `Queue ${queue.name}`;
+  $('queue-summary').textContent =
+    `${queue.queue_mode}, created ${new Date(queue.created).toISOString()}, id ${queue.id}`;
+  $('received-table').querySelector('tbody').replaceChildren();
+  say('queue-status', '');
+  show('queue-view');
+  await loadGroups();
+}
+
+async function loadGroups() {
+  const body = $('group-table').querySelector('tbody');
+  const select = $('consume-group');
+  try {
+    const data = await api('GET', `/queues/${view.queue.id}/groups`);
+    body.replaceChildren();
+    const chosen = select.value;
+    select.replaceChildren();
+    for (const group of data.groups) {
+      const row = document.createElement('tr');
+      cell(row, group.name);
+      cell(row, String(group.available_messages));
+      cell(row, String(group.consumed_messages));
+      cell(row, String(group.produced_messages));
+      const actions = document.createElement('td');
+      actions.appendChild(button('Delete', () => deleteGroup(group), `Delete group ${group.name}`));
+      row.appendChild(actions);
+      body.appendChild(row);
+      const option = document.createElement('option');
+      option.value = group.id;
+      option.textContent = group.name;
+      select.appendChild(option);
+    }
+    if (chosen) select.value = chosen;
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+async function createGroup(event) {
+  event.preventDefault();
+  const name = $('group-name').value.trim();
+  try {
+    await api('POST', `/queues/${view.queue.id}/groups`, { groups: [{ name }] });
+    $('group-name').value = '';
+    say('queue-status', `Created group ${name}.`);
+    await loadGroups();
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+async function deleteGroup(group) {
+  try {
+    await api('DELETE', `/queues/${view.queue.id}/groups/${group.id}`);
+    say('queue-status', `Deleted group ${group.name}.`);
+    await loadGroups();
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+async function sendMessages(event) {
+  event.preventDefault();
+  let attributes;
+  try {
+    attributes = JSON.parse($('send-attributes').value || '{}');
+    if (typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)) {
+      throw new Error('not an object');
+    }
+  } catch {
+    say('queue-status', 'The attributes must be a JSON object.', true);
+    return;
+  }
+  const count = Number($('send-count').value);
+  const body = $('send-body').value;
+  const messages = Array.from({ length: count }, () => ({ body, attributes }));
+  try {
+    await api('POST', `/queues/${view.queue.id}/messages`, { messages });
+    say('queue-status', `Sent ${count} message${count === 1 ? '' : 's'}.`);
+    await loadGroups();
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+// ---------------------------------------------------------------- consume
+
+function startConsuming(event) {
+  event.preventDefault();
+  const group = $('consume-group').value;
+  if (!group) {
+    say('queue-status', 'Create a consumer group first.', true);
+    return;
+  }
+  stopConsuming();
+  const count = Number($('consume-count').value);
+  const interval = Number($('consume-interval').value);
+  const queue = view.queue.id;
+  const run = { stopped: false, timer: null };
+  view.consuming = run;
+  $('consume-start').disabled = true;
+  $('consume-stop').disabled = false;
+  say('queue-status', 'Consuming.');
+  const pass = async () => {
+    if (run.stopped) return;
+    try {
+      await consumeOnce(queue, group, count);
+    } catch (error) {
+      say('queue-status', error.message, true);
+    }
+    if (!run.stopped) run.timer = setTimeout(pass, interval);
+  };
+  pass();
+}
+
+async function consumeOnce(queue, group, count) {
+  const path = `/queues/${queue}/groups/${group}/messages?max_msgs=${count}&time_wait=1`;
+  const deliveries = await api('GET', path);
+  if (!deliveries || deliveries.length === 0) return;
+  const acks = deliveries.map((d) => ({ handler: d.handler, status: 'success' }));
+  await api('POST', `/queues/${queue}/groups/${group}/ack`, { message: acks });
+  const body = $('received-table').querySelector('tbody');
+  const now = new Date().toISOString();
+  for (const delivery of deliveries) {
+    const message = delivery.message;
+    const text = typeof message.body === 'string' ? message.body : JSON.stringify(message.body);
+    const row = document.createElement('tr');
+    cell(row, text, 'body');
+    cell(row, String(new TextEncoder().encode(text).length));
+    cell(row, JSON.stringify(message.attributes ?? {}));
+    cell(row, now);
+    body.appendChild(row);
+  }
+  say('queue-status', `Received and acknowledged ${deliveries.length}.`);
+  await loadGroups();
+}
+
+function stopConsuming() {
+  const run = view.consuming;
+  if (!run) return;
+  run.stopped = true;
+  clearTimeout(run.timer);
+  view.consuming = null;
+  $('consume-start').disabled = false;
+  $('consume-stop').disabled = true;
+}
+
+// ---------------------------------------------------------------- wiring
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('login-form').addEventListener('submit', login);
+  $('logout').addEventListener('click', logout);
+  $('nav-queues').addEventListener('click', openQueues);
+  $('create-form').addEventListener('submit', createQueue);
+  $('refresh-queues').addEventListener('click', loadQueues);
+  $('delete-selected').addEventListener('click', () => deleteQueues(selectedQueues()));
+  $('select-all').addEventListener('change', (event) => {
+    for (const box of document.querySelectorAll('.queue-pick')) box.checked = event.target.checked;
+  });
+  $('group-form').addEventListener('submit', createGroup);
+  $('send-form').addEventListener('submit', sendMessages);
+  $('consume-form').addEventListener('submit', startConsuming);
+  $('consume-stop').addEventListener('click', () => {
+    stopConsuming();
+    say('queue-status', 'Stopped.');
+  });
+  show('login-view');
+  $('login-tenant').focus();
+});

@@ -1,0 +1,146 @@
+// The web console in headless Chromium (Debian's package, driven by playwright-core)
+// against a running Sluice (tests/console.rs starts it). Exits non-zero on the first
+// failure; the last line of a passing run is a JSON summary. Environment: SLUICE_ENDPOINT,
+// SLUICE_PLAYWRIGHT (node_modules with playwright-core), SLUICE_CHROMIUM (the browser),
+// SLUICE_TENANT and SLUICE_PASSWORD (a tenant with a password), SLUICE_HIDDEN_QUEUE (a
+// queue of another tenant, never to be shown), SLUICE_SCREENSHOTS (a directory).
+
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const require = createRequire(path.join(process.env.SLUICE_PLAYWRIGHT, 'index.js'));
+const { chromium } = require('playwright-core');
+
+const ENDPOINT = process.env.SLUICE_ENDPOINT;
+const TENANT = process.env.SLUICE_TENANT;
+const PASSWORD = process.env.SLUICE_PASSWORD;
+const SHOTS = process.env.SLUICE_SCREENSHOTS;
+const WAIT_MS = 15000;
+
+function fail(message) {
+  console.error('FAIL: ' + message);
+  process.exit(1);
+}
+
+function check(condition, message) {
+  if (!condition) fail(message);
+}
+
+async function rowsOf(page, table) {
+  return page.$$eval(`#${table} tbody tr`, (rows) =>
+    rows.map((row) => [...row.querySelectorAll('td')].map((td) => td.textContent.trim())));
+}
+
+async function queueNames(page) {
+  return (await rowsOf(page, 'queue-table')).map((cells) => cells[1]);
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.SLUICE_CHROMIUM,
+    headless: true,
+    // The test may run as root, where Chromium's sandbox cannot start.
+    args: ['--no-sandbox'],
+  });
+  const page = await browser.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  const violations = [];
+  // Errors the page reports, but for the answer to the wrong password below (a 401 the
+  // browser logs as a failed load): a CSP violation or a script error would show here.
+  page.on('console', (message) => {
+    const text = message.text();
+    const refusedLogin = text.includes('status of 401');
+    if (message.type() === 'error' && !refusedLogin) violations.push(text);
+  });
+  page.on('pageerror', (error) => violations.push(String(error)));
+
+  // The page and its security headers.
+  const response = await page.goto(`${ENDPOINT}/console/`);
+  check(response.status() === 200, `the console page: ${response.status()}`);
+  const policy = response.headers()['content-security-policy'] || '';
+  check(policy.includes("script-src 'self'") && policy.includes("frame-ancestors 'none'"),
+    `a content security policy: ${policy}`);
+  check(response.headers()['x-content-type-options'] === 'nosniff', 'nosniff');
+
+  // Every form control is labelled (by a <label> or an aria-label).
+  const unlabelled = await page.$$eval('input, select, textarea', (controls) =>
+    controls.filter((c) => c.labels.length === 0 && !c.getAttribute('aria-label'))
+      .map((c) => c.id || c.name));
+  check(unlabelled.length === 0, `unlabelled controls: ${unlabelled}`);
+
+  // A wrong password is refused in an alert; then a login by keyboard alone.
+  const focused = await page.evaluate(() => document.activeElement.id);
+  check(focused === 'login-tenant', `the tenant field has the focus: ${focused}`);
+  await page.keyboard.type(TENANT);
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('not-the-password');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.getElementById('login-error').textContent !== '');
+  check(await page.isVisible('#login-view'), 'still at the login');
+  await page.focus('#login-tenant');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(PASSWORD);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#queues-view:not([hidden])');
+  await page.screenshot({ path: path.join(SHOTS, 'login-done.png') });
+
+  // Queues: create three (one FIFO with dead letters), never see another tenant's.
+  for (const [name, mode, redrive] of [['web-orders', 'NORMAL', false],
+    ['web-fifo', 'FIFO', true], ['web-spare', 'NORMAL', false]]) {
+    await page.fill('#create-name', name);
+    await page.selectOption('#create-mode', mode);
+    await page.setChecked('#create-redrive', redrive);
+    await page.click('#create-form button[type=submit]');
+    await page.waitForFunction((n) => [...document.querySelectorAll('#queue-table tbody a')]
+      .some((a) => a.textContent === n), name);
+  }
+  let names = await queueNames(page);
+  check(!names.includes(process.env.SLUICE_HIDDEN_QUEUE), `another tenant's queue: ${names}`);
+  const fifo = (await rowsOf(page, 'queue-table')).find((cells) => cells[1] === 'web-fifo');
+  check(fifo[2] === 'FIFO', `the type column: ${fifo}`);
+  await page.screenshot({ path: path.join(SHOTS, 'queues.png'), fullPage: true });
+
+  // Select two and delete them together.
+  await page.check('input[aria-label="Select web-fifo"]');
+  await page.check('input[aria-label="Select web-spare"]');
+  await page.click('#delete-selected');
+  await page.waitForFunction(() => ![...document.querySelectorAll('#queue-table tbody a')]
+    .some((a) => a.textContent === 'web-spare'));
+  names = await queueNames(page);
+  check(names.includes('web-orders') && !names.includes('web-fifo'), `after delete: ${names}`);
+
+  // A queue: a group, test messages, consumed with auto-ack until the backlog is gone.
+  await page.click('text=web-orders');
+  await page.waitForSelector('#queue-view:not([hidden])');
+  await page.fill('#group-name', 'web-readers');
+  await page.click('#group-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelectorAll('#group-table tbody tr').length === 1);
+  await page.fill('#send-body', 'hello from the console');
+  await page.fill('#send-attributes', '{"origin": "browser"}');
+  await page.fill('#send-count', '3');
+  await page.click('#send-form button[type=submit]');
+  await page.waitForFunction(() =>
+    document.querySelector('#group-table tbody tr td:nth-child(2)').textContent === '3');
+  await page.fill('#consume-interval', '200');
+  await page.click('#consume-start');
+  await page.waitForFunction(() => document.querySelectorAll('#received-table tbody tr').length === 3);
+  await page.click('#consume-stop');
+  const received = await rowsOf(page, 'received-table');
+  check(received.every((cells) => cells[0] === 'hello from the console'
+    && cells[1] === '22' && cells[2] === '{"origin":"browser"}'), `received: ${received}`);
+  await page.waitForFunction(() =>
+    document.querySelector('#group-table tbody tr td:nth-child(2)').textContent === '0');
+  await page.screenshot({ path: path.join(SHOTS, 'queue.png'), fullPage: true });
+
+  // Nothing kept in the browser's storage; logging out forgets the token.
+  const stored = await page.evaluate(() => [localStorage.length, sessionStorage.length,
+    document.cookie]);
+  check(stored[0] === 0 && stored[1] === 0 && stored[2] === '', `browser storage: ${stored}`);
+  await page.click('#logout');
+  await page.waitForSelector('#login-view:not([hidden])');
+  check(violations.length === 0, `console errors (a CSP violation?): ${violations}`);
+  await browser.close();
+  console.log(JSON.stringify({ scenario: 'console', passed: true }));
+}
+
+main().catch((error) => fail(error.stack || String(error)));
