@@ -44,6 +44,47 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         )
         .expect("a neighbour's queue");
     assert_eq!(created.status, 201, "{:?}", created.body);
+    // A dead letter of webuser's, for the console's dead-letter lane.
+    let webuser = server.client_for("webuser");
+    let base = support::base(&webuser);
+    let call = |method: &str, path: String, body: Option<serde_json::Value>| {
+        let answer = webuser
+            .call(method, &format!("{base}{path}"), body.as_ref())
+            .expect("a call as webuser");
+        assert!(answer.status < 300, "{method} {path}: {:?}", answer.body);
+        answer.body
+    };
+    let dead = call(
+        "POST",
+        "/queues".into(),
+        Some(json!({"name": "web-dead", "redrive_policy": "enable", "max_consume_count": 1})),
+    );
+    let queue = dead["id"].as_str().expect("an id").to_string();
+    let groups = call(
+        "POST",
+        format!("/queues/{queue}/groups"),
+        Some(json!({"groups": [{"name": "dead-readers"}]})),
+    );
+    let group = groups["groups"][0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    call(
+        "POST",
+        format!("/queues/{queue}/messages"),
+        Some(json!({"messages": [{"body": "poison"}]})),
+    );
+    let got = call(
+        "GET",
+        format!("/queues/{queue}/groups/{group}/messages?time_wait=5"),
+        None,
+    );
+    let handler = got[0]["handler"].as_str().expect("a delivery").to_string();
+    call(
+        "POST",
+        format!("/queues/{queue}/groups/{group}/ack"),
+        Some(json!({"message": [{"handler": handler, "status": "fail"}]})),
+    );
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join("console-screenshots");
@@ -65,7 +106,12 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         lines.iter().any(|l| l.contains("\"passed\":true")),
         "{lines:?}"
     );
-    for shot in ["login-done.png", "queues.png", "queue.png"] {
+    for shot in [
+        "login-done.png",
+        "queues.png",
+        "queue.png",
+        "dead-letters.png",
+    ] {
         let size = std::fs::metadata(shots.join(shot)).map(|m| m.len()).ok();
         assert!(size.is_some_and(|size| size > 1000), "{shot}: {size:?}");
     }

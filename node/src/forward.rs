@@ -100,7 +100,7 @@ forwardable! {
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,
     ReadMembership, ChangeMembership, TransferLead, LeaderHint,
     KafkaJoinGroup, KafkaSyncGroup, KafkaHeartbeat, KafkaLeaveGroup, KafkaCommitOffsets,
-    KafkaFetchOffsets, KafkaDescribeGroup, KafkaListGroups, Purge, StartMove, StopMove,
+    KafkaFetchOffsets, KafkaDescribeGroup, KafkaListGroups, Purge, StartMove, StopMove, Redrive,
 }
 
 impl Call {

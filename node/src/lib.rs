@@ -415,6 +415,12 @@ pub trait Node {
         per_second: u32,
     ) -> Result<(), NodeError>;
 
+    /// Moves every dead letter of `group` back to its main lane, on each of `queue`'s
+    /// partitions in turn, at its serving leader (`Engine::redrive`); a queue without dead
+    /// letters (no max consume count) is `NoDeadLetters`. A failure part-way leaves the
+    /// partitions before it redriven.
+    async fn redrive(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError>;
+
     /// Stops the group's move tasks on every partition of `queue`.
     async fn stop_move(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError>;
 

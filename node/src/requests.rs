@@ -368,6 +368,13 @@ partition_request! {
 }
 
 partition_request! {
+    /// Moves the group's dead letters on this partition back to its main lane
+    /// (`Engine::redrive`).
+    Redrive { queue: QueueId, group: GroupId } -> (),
+    |this, shard, engine, now| engine.redrive(this.queue, this.group, now).await
+}
+
+partition_request! {
     /// Starts (or restarts) the group's move task on this partition at its serving
     /// leader (`Engine::start_move`).
     StartMove { queue: QueueId, group: GroupId, to: QueueId, per_second: u32 } -> (),

@@ -850,6 +850,18 @@ impl<H: Host> Node for NodeShard<H> {
         Ok(())
     }
 
+    async fn redrive(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError> {
+        for partition in 0..self.queue_partitions(queue) {
+            self.call(requests::Redrive {
+                partition,
+                queue,
+                group,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn stop_move(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError> {
         for partition in 0..self.queue_partitions(queue) {
             self.call(requests::StopMove {

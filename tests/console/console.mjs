@@ -132,6 +132,47 @@ async function main() {
     document.querySelector('#group-table tbody tr td:nth-child(2)').textContent === '0');
   await page.screenshot({ path: path.join(SHOTS, 'queue.png'), fullPage: true });
 
+  // Tags: added and removed.
+  await page.fill('#tag-key', 'team');
+  await page.fill('#tag-value', 'web');
+  await page.click('#tag-form button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('tag-list').textContent.includes('team = web'));
+  await page.click('button[aria-label="Remove tag team"]');
+  await page.waitForFunction(() => document.querySelectorAll('#tag-list li').length === 0);
+
+  // A delayed message, listed with its id, then cancelled: it is never delivered.
+  await page.fill('#send-body', 'for later');
+  await page.fill('#send-attributes', '{}');
+  await page.fill('#send-tags', 'later');
+  await page.fill('#send-delay', '600');
+  await page.fill('#send-count', '1');
+  await page.click('#send-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelectorAll('#scheduled-table tbody tr').length === 1);
+  const [scheduledId] = (await rowsOf(page, 'scheduled-table'))[0];
+  check(/^[0-9a-f]{20}$/.test(scheduledId), `a message id: ${scheduledId}`);
+  await page.click(`button[aria-label="Cancel message ${scheduledId}"]`);
+  await page.waitForFunction(() => document.querySelectorAll('#scheduled-table tbody tr').length === 0);
+  const cancelled = await page.textContent('#queue-status');
+  check(cancelled.includes('Cancelled'), `cancel status: ${cancelled}`);
+
+  // The dead-letter lane: the test made one dead letter in web-dead; redrive it.
+  await page.click('#nav-queues');
+  await page.waitForSelector('#queues-view:not([hidden])');
+  await page.click('text=web-dead');
+  await page.waitForSelector('#queue-view:not([hidden])');
+  await page.waitForFunction(() => {
+    const cells = document.querySelectorAll('#group-table tbody tr td');
+    return cells.length > 0 && cells[4].textContent === '1';
+  });
+  await page.screenshot({ path: path.join(SHOTS, 'dead-letters.png'), fullPage: true });
+  const chosen = await page.$eval('#consume-group', (select) => select.selectedOptions[0]?.textContent);
+  check(chosen === 'dead-readers', `the consume form offers this queue's group: ${chosen}`);
+  await page.click('button[aria-label="Redrive the dead letters of dead-readers"]');
+  await page.waitForFunction(() => {
+    const cells = document.querySelectorAll('#group-table tbody tr td');
+    return cells[4].textContent === '0' && cells[1].textContent === '1';
+  });
+
   // Nothing kept in the browser's storage; logging out forgets the token.
   const stored = await page.evaluate(() => [localStorage.length, sessionStorage.length,
     document.cookie]);

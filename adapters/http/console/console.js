@@ -27,14 +27,14 @@ function say(id, text, isError) {
   element.classList.toggle('error', Boolean(isError));
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, prefix = 'v1.0') {
   const headers = { 'X-Auth-Token': session.token };
   const init = { method, headers };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(`/v1.0/${session.project}${path}`, init);
+  const response = await fetch(`/${prefix}/${session.project}${path}`, init);
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
@@ -207,16 +207,19 @@ async function openQueue(queue) {
   $('queue-summary').textContent =
     `${queue.queue_mode}, created ${new Date(queue.created).toISOString()}, id ${queue.id}`;
   $('received-table').querySelector('tbody').replaceChildren();
+  $('scheduled-table').querySelector('tbody').replaceChildren();
   say('queue-status', '');
   show('queue-view');
   await loadGroups();
+  await loadTags();
 }
 
 async function loadGroups() {
   const body = $('group-table').querySelector('tbody');
   const select = $('consume-group');
   try {
-    const data = await api('GET', `/queues/${view.queue.id}/groups`);
+    const data = await api('GET', `/queues/${view.queue.id}/groups?include_deadletter=true`);
+    const deadLetters = data.redrive_policy === 'enable';
     body.replaceChildren();
     const chosen = select.value;
     select.replaceChildren();
@@ -226,7 +229,12 @@ async function loadGroups() {
       cell(row, String(group.available_messages));
       cell(row, String(group.consumed_messages));
       cell(row, String(group.produced_messages));
+      cell(row, deadLetters ? String(group.available_deadletters ?? 0) : '-');
       const actions = document.createElement('td');
+      if (deadLetters) {
+        actions.appendChild(button('Redrive', () => redrive(group),
+          `Redrive the dead letters of ${group.name}`));
+      }
       actions.appendChild(button('Delete', () => deleteGroup(group), `Delete group ${group.name}`));
       row.appendChild(actions);
       body.appendChild(row);
@@ -235,7 +243,7 @@ async function loadGroups() {
       option.textContent = group.name;
       select.appendChild(option);
     }
-    if (chosen) select.value = chosen;
+    if ([...select.options].some((option) => option.value === chosen)) select.value = chosen;
   } catch (error) {
     say('queue-status', error.message, true);
   }
@@ -248,6 +256,16 @@ async function createGroup(event) {
     await api('POST', `/queues/${view.queue.id}/groups`, { groups: [{ name }] });
     $('group-name').value = '';
     say('queue-status', `Created group ${name}.`);
+    await loadGroups();
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+async function redrive(group) {
+  try {
+    await api('POST', `/queues/${view.queue.id}/groups/${group.id}/deadletters/redrive`);
+    say('queue-status', `Redrove the dead letters of ${group.name}.`);
     await loadGroups();
   } catch (error) {
     say('queue-status', error.message, true);
@@ -278,11 +296,68 @@ async function sendMessages(event) {
   }
   const count = Number($('send-count').value);
   const body = $('send-body').value;
-  const messages = Array.from({ length: count }, () => ({ body, attributes }));
+  const tags = $('send-tags').value.split(',').map((t) => t.trim()).filter((t) => t);
+  const delayMs = Number($('send-delay').value) * 1000;
+  const message = { body, attributes };
+  if (tags.length > 0) message.tags = tags;
+  if (delayMs > 0) message.delay_time = delayMs;
+  const messages = Array.from({ length: count }, () => message);
   try {
-    await api('POST', `/queues/${view.queue.id}/messages`, { messages });
+    const sent = await api('POST', `/queues/${view.queue.id}/messages`,
+      { messages, return_id: true });
     say('queue-status', `Sent ${count} message${count === 1 ? '' : 's'}.`);
+    if (delayMs > 0) {
+      const due = new Date(Date.now() + delayMs).toISOString();
+      for (const result of sent.messages) scheduled(result.id, due);
+    }
     await loadGroups();
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+// A delayed message sent from this page, with a button that cancels it.
+function scheduled(id, due) {
+  const row = document.createElement('tr');
+  cell(row, id);
+  cell(row, due);
+  const actions = document.createElement('td');
+  actions.appendChild(button('Cancel', async () => {
+    try {
+      await api('DELETE', `/queues/${view.queue.id}/messages/${id}`);
+      row.remove();
+      say('queue-status', `Cancelled ${id}.`);
+    } catch (error) {
+      say('queue-status', error.message, true);
+    }
+  }, `Cancel message ${id}`));
+  row.appendChild(actions);
+  $('scheduled-table').querySelector('tbody').appendChild(row);
+}
+
+// ---------------------------------------------------------------- tags
+
+async function loadTags() {
+  const list = $('tag-list');
+  try {
+    const data = await api('GET', `/queue/${view.queue.id}/tags`, undefined, 'v2');
+    list.replaceChildren();
+    for (const tag of data.tags) {
+      const item = document.createElement('li');
+      item.appendChild(document.createTextNode(`${tag.key} = ${tag.value} `));
+      item.appendChild(button('Remove', () => changeTags('delete', tag),
+        `Remove tag ${tag.key}`));
+      list.appendChild(item);
+    }
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+async function changeTags(action, tag) {
+  try {
+    await api('POST', `/queue/${view.queue.id}/tags/action`, { action, tags: [tag] }, 'v2');
+    await loadTags();
   } catch (error) {
     say('queue-status', error.message, true);
   }
@@ -364,6 +439,12 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('group-form').addEventListener('submit', createGroup);
   $('send-form').addEventListener('submit', sendMessages);
+  $('tag-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    await changeTags('create', { key: $('tag-key').value.trim(), value: $('tag-value').value });
+    $('tag-key').value = '';
+    $('tag-value').value = '';
+  });
   $('consume-form').addEventListener('submit', startConsuming);
   $('consume-stop').addEventListener('click', () => {
     stopConsuming();

@@ -860,12 +860,31 @@ fn dead_letters_after_max_consume_count() {
     assert_eq!(acked.json, json!({"success": 1, "fail": 0}));
     let after = h.call(Method::GET, &format!("{dead_path}?time_wait=1"), None);
     assert_eq!(after.json, json!([]));
+    // Sluice extension: redrive puts a group's dead letters back in its main lane, with
+    // a fresh failure count.
+    h.send(&q, json!([{"body": "second"}]));
+    for _ in 0..2 {
+        let got = handlers(&h.consume(&q, &g, "time_wait=1").json);
+        h.ack(&q, &g, acks(&got, "fail"));
+    }
+    let redrive = h.call(Method::POST, &format!("{dead_path}/redrive"), None);
+    assert_eq!(redrive.status, StatusCode::NO_CONTENT);
+    let back = h.consume(&q, &g, "time_wait=1").json;
+    assert_eq!(bodies(&back), [json!("second")]);
+    let wrong_method = h.call(Method::GET, &format!("{dead_path}/redrive"), None);
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
     // A queue without redrive has no dead letters.
     let plain = h.queue(json!({"name": "plain"}));
     let pg = h.group(&plain, "g");
     let none = h.call(
         Method::GET,
         &h.v1(&format!("/queues/{plain}/groups/{pg}/deadletters")),
+        None,
+    );
+    assert_eq!(none.code(), "10249007");
+    let none = h.call(
+        Method::POST,
+        &h.v1(&format!("/queues/{plain}/groups/{pg}/deadletters/redrive")),
         None,
     );
     assert_eq!(none.code(), "10249007");

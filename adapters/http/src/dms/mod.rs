@@ -256,6 +256,14 @@ async fn dispatch<N: Node>(
             let (queue, group) = ctx.group(q, g)?;
             consume::ack(&ctx, &queue, group, sluice_node::Lane::DeadLetters).await
         }
+        (Endpoint::DeadLetterRedrive, Resource::DeadLetterRedrive(q, g)) => {
+            let (queue, group) = ctx.group(q, g)?;
+            ctx.node
+                .redrive(queue.id, group)
+                .await
+                .map_err(errors::from_node)?;
+            Ok(Reply::no_content())
+        }
         (Endpoint::Quotas, _) => quotas::show(&ctx),
         (Endpoint::ProjectTags, _) => tags::project(&ctx),
         (Endpoint::QueueTagList, Resource::QueueTags(q)) => tags::list(&ctx.queue(q)?),

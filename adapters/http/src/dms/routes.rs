@@ -26,6 +26,8 @@ pub enum Resource<'a> {
     Ack(&'a str, &'a str),
     DeadLetters(&'a str, &'a str),
     DeadLetterAck(&'a str, &'a str),
+    /// Sluice extension: the group's dead letters back to its main lane.
+    DeadLetterRedrive(&'a str, &'a str),
     Quotas,
     /// `/v2` `queue/tags`: the tags of the project's queues.
     ProjectTags,
@@ -54,7 +56,8 @@ impl<'a> Resource<'a> {
             | Resource::GroupMessages(q, g)
             | Resource::Ack(q, g)
             | Resource::DeadLetters(q, g)
-            | Resource::DeadLetterAck(q, g) => (Some(q), Some(g)),
+            | Resource::DeadLetterAck(q, g)
+            | Resource::DeadLetterRedrive(q, g) => (Some(q), Some(g)),
         }
     }
 }
@@ -83,6 +86,8 @@ pub enum Endpoint {
     Ack,
     DeadLetterConsume,
     DeadLetterAck,
+    /// Sluice extension: redrive a group's dead letters.
+    DeadLetterRedrive,
     Quotas,
     ProjectTags,
     QueueTagList,
@@ -108,6 +113,7 @@ impl Endpoint {
             Endpoint::Ack => "ack",
             Endpoint::DeadLetterConsume => "deadletter_consume",
             Endpoint::DeadLetterAck => "deadletter_ack",
+            Endpoint::DeadLetterRedrive => "deadletter_redrive",
             Endpoint::Quotas => "quotas",
             Endpoint::ProjectTags => "project_tags",
             Endpoint::QueueTagList => "queue_tags",
@@ -151,6 +157,9 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
         (["queues", q, "groups", g, "ack"], _) => Resource::Ack(q, g),
         (["queues", q, "groups", g, "deadletters"], _) => Resource::DeadLetters(q, g),
         (["queues", q, "groups", g, "deadletters", "ack"], _) => Resource::DeadLetterAck(q, g),
+        (["queues", q, "groups", g, "deadletters", "redrive"], _) => {
+            Resource::DeadLetterRedrive(q, g)
+        }
         (["quotas", "dms"], Version::V1) | (["quotas"], Version::V2) => Resource::Quotas,
         (["queue", "tags"], Version::V2) => Resource::ProjectTags,
         (["queue", q, "tags"], Version::V2) => Resource::QueueTags(q),
@@ -194,6 +203,8 @@ pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'
         (Resource::DeadLetters(..), _) => return Err("GET"),
         (Resource::DeadLetterAck(..), "POST") => Endpoint::DeadLetterAck,
         (Resource::DeadLetterAck(..), _) => return Err("POST"),
+        (Resource::DeadLetterRedrive(..), "POST") => Endpoint::DeadLetterRedrive,
+        (Resource::DeadLetterRedrive(..), _) => return Err("POST"),
         (Resource::Quotas, "GET") => Endpoint::Quotas,
         (Resource::Quotas, _) => return Err("GET"),
         (Resource::ProjectTags, "GET") => Endpoint::ProjectTags,
