@@ -26,7 +26,11 @@ fn env_path(name: &str) -> PathBuf {
 #[ignore = "needs chromium and playwright-core: run by `cargo xtask test` (SLUICE_CHROMIUM, SLUICE_PLAYWRIGHT)"]
 fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--shards", "2"]);
+    // The console's charts need samples within the test's time.
+    let server = Server::start(
+        dir.path(),
+        &["--shards", "2", "--set", "monitor_interval_ms=200"],
+    );
     server.cli(&[
         "tenant",
         "create",

@@ -216,6 +216,8 @@ impl QueueDirectory {
 pub struct Directories {
     pub tenants: ArcSwap<TenantDirectory>,
     pub queues: ArcSwap<QueueDirectory>,
+    /// The node's monitoring ring (`crate::monitor`), beside the directories it samples.
+    pub monitor: crate::monitor::Monitor,
 }
 
 impl Directories {
@@ -225,6 +227,7 @@ impl Directories {
         Arc::new(Directories {
             tenants: ArcSwap::from_pointee(tenants),
             queues: ArcSwap::from_pointee(QueueDirectory::default()),
+            monitor: crate::monitor::Monitor::default(),
         })
     }
 }

@@ -44,6 +44,7 @@ pub mod local;
 pub mod login;
 pub mod membership;
 mod metadata;
+pub mod monitor;
 pub mod password;
 pub mod replay;
 pub mod replication;
@@ -414,6 +415,10 @@ pub trait Node {
         to: QueueId,
         per_second: u32,
     ) -> Result<(), NodeError>;
+
+    /// The queue's recent counts as this node sampled them (`monitor`), oldest first;
+    /// empty before the first sample or for a queue past the bound. No I/O.
+    fn queue_history(&self, queue: QueueId) -> Vec<monitor::Sample>;
 
     /// Moves every dead letter of `group` back to its main lane, on each of `queue`'s
     /// partitions in turn, at its serving leader (`Engine::redrive`); a queue without dead

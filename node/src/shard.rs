@@ -102,6 +102,12 @@ pub struct NodeShard<H: Host> {
 }
 
 impl<H: Host> NodeShard<H> {
+    /// One sampling pass of the node's monitoring ring (`crate::monitor::sample`): the
+    /// host runs it on one shard at its interval.
+    pub async fn sample_monitor(&self) {
+        crate::monitor::sample(self, &self.directories.monitor).await;
+    }
+
     pub fn new(
         index: usize,
         host: H,
@@ -848,6 +854,10 @@ impl<H: Host> Node for NodeShard<H> {
             self.call(call).await?;
         }
         Ok(())
+    }
+
+    fn queue_history(&self, queue: QueueId) -> Vec<crate::monitor::Sample> {
+        self.directories.monitor.history(queue)
     }
 
     async fn redrive(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError> {

@@ -14,7 +14,7 @@ use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 41] = [
+pub const KEYS: [&str; 42] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -48,6 +48,7 @@ pub const KEYS: [&str; 41] = [
     "login_failures_per_tenant_max",
     "login_failures_per_address_max",
     "login_backoff_s_max",
+    "monitor_interval_ms",
     "replay_entries_max",
     "node_id",
     "cluster_listen",
@@ -172,6 +173,9 @@ pub struct Config {
     pub login_failures_per_address_max: u32,
     /// Longest back-off after failed logins (it starts at 1 s and doubles per failure).
     pub login_backoff_s_max: u64,
+    /// How often shard 0 samples every queue's counts for the console's charts
+    /// (`sluice_node::monitor`).
+    pub monitor_interval_ms: u64,
     /// Signed token requests remembered at once against replays.
     pub replay_entries_max: u32,
     /// This node's id in the cluster (`--node-id`); `None` without a cluster.
@@ -254,6 +258,7 @@ impl Config {
             login_failures_per_tenant_max: 5,
             login_failures_per_address_max: 20,
             login_backoff_s_max: 300,
+            monitor_interval_ms: sluice_node::monitor::MONITOR_INTERVAL_MS_DEFAULT,
             replay_entries_max: 65_536,
             node_id: None,
             cluster_listen: None,
@@ -455,6 +460,7 @@ impl Config {
             "login_failures_per_tenant_max" => self.login_failures_per_tenant_max = num(value)?,
             "login_failures_per_address_max" => self.login_failures_per_address_max = num(value)?,
             "login_backoff_s_max" => self.login_backoff_s_max = num(value)?,
+            "monitor_interval_ms" => self.monitor_interval_ms = num(value)?,
             "replay_entries_max" => self.replay_entries_max = num(value)?,
             "node_id" => self.node_id = Some(NodeId(num(value)?)),
             "cluster_listen" => {
@@ -672,7 +678,7 @@ impl Config {
     /// The authentication settings: the skew window, token lifetime, password verifiers,
     /// login back-off and replay cache.
     fn validate_auth(&self) -> Result<(), String> {
-        let checks: [(bool, String); 6] = [
+        let checks: [(bool, String); 7] = [
             (
                 (1..=CLOCK_SKEW_S_CEILING).contains(&self.clock_skew_s_max),
                 format!("clock_skew_s_max must be 1 to {CLOCK_SKEW_S_CEILING}"),
@@ -692,6 +698,10 @@ impl Config {
             (
                 (1..=86_400).contains(&self.login_backoff_s_max),
                 "login_backoff_s_max must be 1 to 86400".to_string(),
+            ),
+            (
+                (100..=3_600_000).contains(&self.monitor_interval_ms),
+                "monitor_interval_ms must be 100 to 3600000".to_string(),
             ),
             (
                 (1..=1 << 24).contains(&self.replay_entries_max),
@@ -744,6 +754,7 @@ struct FileConfig {
     login_failures_per_tenant_max: Option<u32>,
     login_failures_per_address_max: Option<u32>,
     login_backoff_s_max: Option<u64>,
+    monitor_interval_ms: Option<u64>,
     replay_entries_max: Option<u32>,
     node_id: Option<u64>,
     cluster_listen: Option<SocketAddr>,
@@ -795,6 +806,7 @@ impl FileConfig {
             login_failures_per_tenant_max,
             login_failures_per_address_max,
             login_backoff_s_max,
+            monitor_interval_ms,
             replay_entries_max
         );
         if let Some(address) = self.metrics_listen {

@@ -258,6 +258,17 @@ async fn shard_main(
         let node = shard.node.clone();
         glommio::spawn_local(async move { node.follow_metadata().await }).detach();
         shared.directory_ready.store(true, Ordering::Release);
+        // The console's charts: every queue's counts, sampled at the configured interval.
+        let (node, every) = (shard.node.clone(), shared.config.monitor_interval_ms);
+        let sampler = shared.clone();
+        glommio::spawn_local(async move {
+            // Runs until the node stops.
+            while !sampler.stopping() {
+                node.sample_monitor().await;
+                glommio::timer::sleep(Duration::from_millis(every)).await;
+            }
+        })
+        .detach();
     }
     barrier(&shared, "the directory", || {
         shared.directory_ready.load(Ordering::Acquire)

@@ -130,6 +130,21 @@ async function main() {
     && cells[1] === '22' && cells[2] === '{"origin":"browser"}'), `received: ${received}`);
   await page.waitForFunction(() =>
     document.querySelector('#group-table tbody tr td:nth-child(2)').textContent === '0');
+  // Monitoring: the server samples every 200 ms here; the charts show the group.
+  await page.waitForFunction(async () => {
+    document.getElementById('refresh-charts').click();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const backlog = document.querySelector('figure[aria-label="Backlog"] figcaption');
+    const rate = document.querySelector('figure[aria-label="Consume rate (acks/s)"] polyline');
+    return backlog && backlog.textContent === 'web-readers: 0' && rate
+      && rate.getAttribute('points').split(' ').length >= 2;
+  }, null, { polling: 500 });
+  const charts = await page.$$eval('#charts figure', (figures) => figures.length);
+  check(charts === 5, `five charts: ${charts}`);
+  // Drawn from the newest answer: one more load, waited for to its end.
+  await page.evaluate(() => loadCharts());
+  const legend = await page.textContent('figure[aria-label="Backlog"] figcaption');
+  check(legend === 'web-readers: 0', `the newest backlog: ${legend}`);
   await page.screenshot({ path: path.join(SHOTS, 'queue.png'), fullPage: true });
 
   // Tags: added and removed.

@@ -212,6 +212,102 @@ async function openQueue(queue) {
   show('queue-view');
   await loadGroups();
   await loadTags();
+  await loadCharts();
+}
+
+// ---------------------------------------------------------------- monitoring
+
+const SVG = 'http://www.w3.org/2000/svg';
+const COLOURS = ['#0969da', '#bf3989', '#1a7f37', '#9a6700', '#8250df', '#cf222e'];
+
+// Series of points [(time ms, value)] drawn as lines in one chart, with a text summary
+// (the last value of each) for screen readers and the tests.
+function chart(title, series) {
+  const width = 320;
+  const height = 120;
+  const figure = document.createElement('figure');
+  figure.className = 'chart';
+  figure.setAttribute('aria-label', title);
+  const heading = document.createElement('h4');
+  heading.textContent = title;
+  figure.appendChild(heading);
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('width', String(width));
+  svg.setAttribute('height', String(height));
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', title);
+  const points = series.flatMap((s) => s.points);
+  const times = points.map((p) => p[0]);
+  const t0 = Math.min(...times);
+  const t1 = Math.max(...times);
+  const top = Math.max(1, ...points.map((p) => p[1]));
+  const x = (t) => (t1 === t0 ? width : ((t - t0) / (t1 - t0)) * (width - 4) + 2);
+  const y = (v) => height - 2 - (v / top) * (height - 4);
+  series.forEach((s, index) => {
+    const line = document.createElementNS(SVG, 'polyline');
+    line.setAttribute('fill', 'none');
+    line.setAttribute('stroke', COLOURS[index % COLOURS.length]);
+    line.setAttribute('stroke-width', '2');
+    line.setAttribute('points', s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' '));
+    svg.appendChild(line);
+  });
+  figure.appendChild(svg);
+  const legend = document.createElement('figcaption');
+  legend.className = 'legend';
+  legend.textContent = series
+    .map((s) => `${s.name}: ${s.points.length ? Number(s.points[s.points.length - 1][1].toFixed(2)) : '-'}`)
+    .join('; ');
+  figure.appendChild(legend);
+  return figure;
+}
+
+// Per second between consecutive samples of a running total.
+function rate(samples, total) {
+  const points = [];
+  for (let i = 1; i < samples.length; i += 1) {
+    const seconds = (samples[i].at - samples[i - 1].at) / 1000;
+    const value = total(samples[i]);
+    const before = total(samples[i - 1]);
+    if (seconds > 0 && value !== undefined && before !== undefined) {
+      points.push([samples[i].at, Math.max(0, value - before) / seconds]);
+    }
+  }
+  return points;
+}
+
+async function loadCharts() {
+  const box = $('charts');
+  // Only the newest request draws: an older answer arriving late would show stale counts.
+  view.chartRequest = (view.chartRequest || 0) + 1;
+  const request = view.chartRequest;
+  try {
+    const { samples } = await api('GET', `/queues/${view.queue.id}/metrics`);
+    if (request !== view.chartRequest) return;
+    box.replaceChildren();
+    if (samples.length === 0) {
+      box.textContent = 'No samples yet: the server samples every queue at its monitoring interval.';
+      return;
+    }
+    const names = [...new Set(samples.flatMap((s) => s.groups.map((g) => g.name)))];
+    const ofGroup = (name, field) => (sample) => {
+      const group = sample.groups.find((g) => g.name === name);
+      return group ? group[field] : undefined;
+    };
+    const perGroup = (field) => names.map((name) => ({
+      name,
+      points: samples.filter((s) => ofGroup(name, field)(s) !== undefined)
+        .map((s) => [s.at, ofGroup(name, field)(s)]),
+    }));
+    box.appendChild(chart('Send rate (messages/s)',
+      [{ name: 'sent', points: rate(samples, (s) => s.sent_total) }]));
+    box.appendChild(chart('Consume rate (acks/s)',
+      names.map((name) => ({ name, points: rate(samples, ofGroup(name, 'acked_total')) }))));
+    box.appendChild(chart('Backlog', perGroup('backlog')));
+    box.appendChild(chart('In flight', perGroup('in_flight')));
+    box.appendChild(chart('Dead letters', perGroup('dead_letters')));
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
 }
 
 async function loadGroups() {
@@ -439,6 +535,7 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('group-form').addEventListener('submit', createGroup);
   $('send-form').addEventListener('submit', sendMessages);
+  $('refresh-charts').addEventListener('click', loadCharts);
   $('tag-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     await changeTags('create', { key: $('tag-key').value.trim(), value: $('tag-value').value });

@@ -264,6 +264,9 @@ async fn dispatch<N: Node>(
                 .map_err(errors::from_node)?;
             Ok(Reply::no_content())
         }
+        (Endpoint::QueueMetrics, Resource::QueueMetrics(q)) => {
+            Ok(queues::metrics(&ctx, &ctx.queue(q)?))
+        }
         (Endpoint::Quotas, _) => quotas::show(&ctx),
         (Endpoint::ProjectTags, _) => tags::project(&ctx),
         (Endpoint::QueueTagList, Resource::QueueTags(q)) => tags::list(&ctx.queue(q)?),

@@ -233,3 +233,40 @@ fn queue_object(
         retry_policy,
     }
 }
+
+/// Sluice extension, `GET .../queues/{queue_id}/metrics`: the queue's counts as this node
+/// sampled them for the last hour (`Node::queue_history`), oldest first, each group by
+/// its DMS id and name. Rates are for the reader to derive from the totals.
+pub(super) fn metrics<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Reply {
+    let names: std::collections::HashMap<_, _> = view.groups.iter().cloned().collect();
+    let samples: Vec<serde_json::Value> = ctx
+        .node
+        .queue_history(view.id)
+        .into_iter()
+        .map(|sample| {
+            let groups: Vec<serde_json::Value> = sample
+                .groups
+                .iter()
+                .filter_map(|(group, stats)| {
+                    Some(serde_json::json!({
+                        "id": ids::group_id_encode(view.id, *group),
+                        "name": names.get(group)?,
+                        "backlog": stats.backlog,
+                        "in_flight": stats.in_flight,
+                        "dead_letters": stats.dead_letters,
+                        "acked_total": stats.acked_total,
+                        "delivered_total": stats.delivered_total,
+                    }))
+                })
+                .collect();
+            serde_json::json!({
+                "at": sample.at_ms,
+                "sent_total": sample.sent_total,
+                "stored": sample.stored,
+                "delayed": sample.delayed,
+                "groups": groups,
+            })
+        })
+        .collect();
+    Reply::json(StatusCode::OK, &serde_json::json!({ "samples": samples }))
+}

@@ -23,6 +23,8 @@ pub enum Resource<'a> {
     /// One message of a queue: the queue id, the message id (Sluice extension).
     Message(&'a str, &'a str),
     GroupMessages(&'a str, &'a str),
+    /// Sluice extension: a queue's sampled counts (the console's charts).
+    QueueMetrics(&'a str),
     Ack(&'a str, &'a str),
     DeadLetters(&'a str, &'a str),
     DeadLetterAck(&'a str, &'a str),
@@ -49,6 +51,7 @@ impl<'a> Resource<'a> {
             | Resource::Groups(q)
             | Resource::Messages(q)
             | Resource::Message(q, _)
+            | Resource::QueueMetrics(q)
             | Resource::QueueTags(q)
             | Resource::QueueTagAction(q)
             | Resource::QueueTag(q, _) => (Some(q), None),
@@ -88,6 +91,8 @@ pub enum Endpoint {
     DeadLetterAck,
     /// Sluice extension: redrive a group's dead letters.
     DeadLetterRedrive,
+    /// Sluice extension: a queue's sampled counts.
+    QueueMetrics,
     Quotas,
     ProjectTags,
     QueueTagList,
@@ -114,6 +119,7 @@ impl Endpoint {
             Endpoint::DeadLetterConsume => "deadletter_consume",
             Endpoint::DeadLetterAck => "deadletter_ack",
             Endpoint::DeadLetterRedrive => "deadletter_redrive",
+            Endpoint::QueueMetrics => "queue_metrics",
             Endpoint::Quotas => "quotas",
             Endpoint::ProjectTags => "project_tags",
             Endpoint::QueueTagList => "queue_tags",
@@ -151,6 +157,7 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
         (["queues", q], _) => Resource::Queue(q),
         (["queues", q, "groups"], _) => Resource::Groups(q),
         (["queues", q, "messages"], _) => Resource::Messages(q),
+        (["queues", q, "metrics"], _) => Resource::QueueMetrics(q),
         (["queues", q, "groups", g], _) => Resource::Group(q, g),
         (["queues", q, "messages", m], _) => Resource::Message(q, m),
         (["queues", q, "groups", g, "messages"], _) => Resource::GroupMessages(q, g),
@@ -193,6 +200,8 @@ pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'
         (Resource::Group(..), _) => return Err("DELETE"),
         (Resource::Messages(_), "POST") => Endpoint::Send,
         (Resource::Messages(_), _) => return Err("POST"),
+        (Resource::QueueMetrics(_), "GET") => Endpoint::QueueMetrics,
+        (Resource::QueueMetrics(_), _) => return Err("GET"),
         (Resource::Message(..), "DELETE") => Endpoint::Cancel,
         (Resource::Message(..), _) => return Err("DELETE"),
         (Resource::GroupMessages(..), "GET") => Endpoint::Consume,
