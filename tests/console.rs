@@ -4,8 +4,11 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 
 use serde_json::json;
 use support::scenario::run;
@@ -20,6 +23,36 @@ fn env_path(name: &str) -> PathBuf {
              SLUICE_PLAYWRIGHT"
         ),
     }
+}
+
+/// A loopback webhook receiver: answers 204 to every POST and hands its body over.
+fn webhook_receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alarms", listener.local_addr().unwrap());
+    let (sender, bodies) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+                if let Ok(value) = serde_json::from_slice(&body) {
+                    let _ = sender.send(value);
+                }
+            }
+        }
+    });
+    (url, bodies)
 }
 
 #[test]
@@ -93,6 +126,7 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         .join("target")
         .join("console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
+    let (webhook, notifications) = webhook_receiver();
     let mut command = Command::new("node");
     command
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs"))
@@ -103,6 +137,7 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         .env("SLUICE_PASSWORD", "console-pass-1")
         .env("SLUICE_HIDDEN_QUEUE", "neighbour-private")
         .env("SLUICE_SCREENSHOTS", &shots)
+        .env("SLUICE_WEBHOOK", &webhook)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let lines = run(command);
@@ -110,6 +145,13 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         lines.iter().any(|l| l.contains("\"passed\":true")),
         "{lines:?}"
     );
+    // The alarm's two changes reached the webhook, in order.
+    let states: Vec<String> = notifications
+        .try_iter()
+        .filter(|n| n["alarm"] == "backlog-high")
+        .map(|n| n["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["firing", "ok"], "webhook notifications");
     for shot in [
         "login-done.png",
         "queues.png",

@@ -121,4 +121,10 @@ pub trait Host: Sized + 'static {
     /// Fills `bytes` with randomness for credentials and password salts (the OS in
     /// production; a seeded generator in the simulation, so a seed replays).
     fn fill_random(&self, bytes: &mut [u8]);
+
+    /// Posts an alarm's change of state (`body`, JSON) to its webhook, off the shard's
+    /// thread, with bounded retries (`crate::alarms`); a host without a network drops it.
+    fn deliver_webhook(&self, url: &str, body: Vec<u8>) {
+        let _ = (url, body);
+    }
 }

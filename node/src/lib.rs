@@ -32,6 +32,7 @@ use sluice_core::engine::types::{
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
+pub mod alarms;
 pub mod backoff;
 pub mod directory;
 pub mod forward;
@@ -419,6 +420,10 @@ pub trait Node {
     /// The queue's recent counts as this node sampled them (`monitor`), oldest first;
     /// empty before the first sample or for a queue past the bound. No I/O.
     fn queue_history(&self, queue: QueueId) -> Vec<monitor::Sample>;
+
+    /// The states of the queue's alarm rules on this node and their changes, oldest
+    /// first (`alarms`). No I/O.
+    fn queue_alarms(&self, queue: QueueId) -> (Vec<alarms::AlarmState>, Vec<alarms::AlarmState>);
 
     /// Moves every dead letter of `group` back to its main lane, on each of `queue`'s
     /// partitions in turn, at its serving leader (`Engine::redrive`); a queue without dead

@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sluice_core::engine::types::{GroupId, GroupStats, QueueId};
 
-use crate::Node;
+use crate::alarms::{self, Alarms};
+use crate::{Node, QueueView};
 
 /// Queues one node samples, at most.
 pub const MONITOR_QUEUES_MAX: usize = 1_000;
@@ -37,6 +38,8 @@ pub struct Sample {
 #[derive(Debug, Default)]
 pub struct Monitor {
     series: Mutex<HashMap<QueueId, VecDeque<Sample>>>,
+    /// The alarm rules' states, judged after each pass.
+    pub alarms: Alarms,
 }
 
 impl Monitor {
@@ -66,22 +69,27 @@ impl Monitor {
 
 /// One sampling pass over the node's queues (every tenant's, the lowest ids first, at
 /// most [`MONITOR_QUEUES_MAX`]): each queue's counts (`Node::queue_counts`), recorded in
-/// `monitor`. A queue whose counts cannot be read now (a leader changing) is skipped.
-pub async fn sample<N: Node>(node: &N, monitor: &Monitor) {
+/// `monitor`; a queue whose counts cannot be read now (a leader changing) is skipped.
+/// Then each sampled queue's alarm rules are judged, and each change of state is passed
+/// to `notify` (with the rule, for its webhook).
+pub async fn sample<N: Node>(
+    node: &N,
+    monitor: &Monitor,
+    notify: impl Fn(&alarms::AlarmRule, &alarms::AlarmState),
+) {
     let tenants = node.tenants();
-    let mut queues: Vec<QueueId> = tenants
+    let mut views: Vec<QueueView> = tenants
         .all()
         .iter()
         .flat_map(|tenant| node.queues_of(&tenant.project_id))
-        .map(|view| view.id)
         .collect();
-    queues.sort();
-    queues.truncate(MONITOR_QUEUES_MAX);
-    let mut samples = Vec::with_capacity(queues.len());
-    for queue in &queues {
-        if let Ok(counts) = node.queue_counts(*queue).await {
+    views.sort_by_key(|view| view.id);
+    views.truncate(MONITOR_QUEUES_MAX);
+    let mut samples = Vec::with_capacity(views.len());
+    for view in &views {
+        if let Ok(counts) = node.queue_counts(view.id).await {
             samples.push((
-                *queue,
+                view.id,
                 Sample {
                     at_ms: node.wall_ms(),
                     sent_total: counts.sent_total,
@@ -92,7 +100,30 @@ pub async fn sample<N: Node>(node: &N, monitor: &Monitor) {
             ));
         }
     }
+    let queues: Vec<QueueId> = views.iter().map(|view| view.id).collect();
     monitor.record(samples, &queues);
+    for view in &views {
+        let rules = alarms::rules_of(&view.meta);
+        monitor.alarms.keep_only(view.id, &rules);
+        if rules.is_empty() {
+            continue;
+        }
+        let history = monitor.history(view.id);
+        for rule in &rules {
+            let group = view.groups.iter().find(|(_, name)| *name == rule.group);
+            let judged = group.and_then(|(group, _)| alarms::evaluate(rule, *group, &history));
+            let Some((firing, value)) = judged else {
+                continue;
+            };
+            let now = node.wall_ms();
+            if let Some(state) = monitor
+                .alarms
+                .judge(view.id, &rule.name, firing, value, now)
+            {
+                notify(rule, &state);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -104,8 +104,31 @@ pub struct NodeShard<H: Host> {
 impl<H: Host> NodeShard<H> {
     /// One sampling pass of the node's monitoring ring (`crate::monitor::sample`): the
     /// host runs it on one shard at its interval.
+    /// A change of an alarm's state is posted to its webhook by the node that leads
+    /// partition 0 only (`Host::deliver_webhook`), so a cluster notifies once.
     pub async fn sample_monitor(&self) {
-        crate::monitor::sample(self, &self.directories.monitor).await;
+        let notify = |rule: &crate::alarms::AlarmRule, state: &crate::alarms::AlarmState| {
+            let Some(url) = &rule.webhook else {
+                return;
+            };
+            let leads = self.host.engine(0).is_ok_and(|e| e.is_serving_leader());
+            if !leads {
+                return;
+            }
+            let body = serde_json::json!({
+                "alarm": rule.name,
+                "queue_id": state.queue.0,
+                "group": rule.group,
+                "kind": rule.kind,
+                "threshold": rule.threshold,
+                "state": if state.firing { "firing" } else { "ok" },
+                "value": state.value,
+                "since_ms": state.since_ms,
+            });
+            self.host
+                .deliver_webhook(url, body.to_string().into_bytes());
+        };
+        crate::monitor::sample(self, &self.directories.monitor, notify).await;
     }
 
     pub fn new(
@@ -858,6 +881,16 @@ impl<H: Host> Node for NodeShard<H> {
 
     fn queue_history(&self, queue: QueueId) -> Vec<crate::monitor::Sample> {
         self.directories.monitor.history(queue)
+    }
+
+    fn queue_alarms(
+        &self,
+        queue: QueueId,
+    ) -> (
+        Vec<crate::alarms::AlarmState>,
+        Vec<crate::alarms::AlarmState>,
+    ) {
+        self.directories.monitor.alarms.of(queue)
     }
 
     async fn redrive(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError> {

@@ -51,3 +51,4 @@ pub mod shard;
 pub mod shared;
 #[cfg(not(madsim))]
 pub mod snapshot_transfer;
+pub mod webhooks;

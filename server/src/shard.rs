@@ -255,6 +255,10 @@ impl Host for ServerHost {
         rand::rngs::OsRng.fill_bytes(bytes);
     }
 
+    fn deliver_webhook(&self, url: &str, body: Vec<u8>) {
+        self.shared.webhooks.post(url, body);
+    }
+
     fn log(&self, line: &str) {
         eprintln!("sluice: {line}");
     }

@@ -33,6 +33,8 @@ pub struct Shared {
     pub guards: Arc<AuthGuards>,
     /// Threads that check login passwords for every shard.
     pub passwords: PasswordPool,
+    /// The thread that posts alarm webhooks for every shard.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Set by the signal thread: stop accepting, finish, sync, exit.
     pub stopping: AtomicBool,
     /// The port every shard binds (shard 0 resolves port 0 first).
@@ -119,6 +121,7 @@ impl Shared {
             directories: Directories::new(tenants),
             guards,
             passwords,
+            webhooks: crate::webhooks::Webhooks::start(),
             stopping: AtomicBool::new(false),
             port: AtomicU16::new(0),
             kafka_port: AtomicU16::new(0),

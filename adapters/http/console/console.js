@@ -213,6 +213,77 @@ async function openQueue(queue) {
   await loadGroups();
   await loadTags();
   await loadCharts();
+  await loadAlarms();
+}
+
+// ---------------------------------------------------------------- alarms
+
+const KIND_TEXT = {
+  backlog_above: 'backlog above',
+  dead_letters_above: 'dead letters above',
+  consume_rate_below: 'consume rate below',
+};
+
+async function loadAlarms() {
+  // As for the charts: only the newest request draws.
+  view.alarmRequest = (view.alarmRequest || 0) + 1;
+  const request = view.alarmRequest;
+  try {
+    const data = await api('GET', `/queues/${view.queue.id}/alarms`);
+    if (request !== view.alarmRequest) return;
+    view.alarmRules = data.rules;
+    const body = $('alarm-table').querySelector('tbody');
+    body.replaceChildren();
+    for (const rule of data.rules) {
+      const state = data.states.find((s) => s.rule === rule.name);
+      const row = document.createElement('tr');
+      cell(row, rule.name);
+      cell(row, `${rule.group}: ${KIND_TEXT[rule.kind]} ${rule.threshold} for ${rule.for_s} s`);
+      cell(row, rule.webhook || '-');
+      cell(row, state ? `${state.state} (${Number(state.value.toFixed(2))})` : 'not judged yet');
+      const actions = document.createElement('td');
+      actions.appendChild(button('Delete', () => saveAlarms(
+        view.alarmRules.filter((r) => r.name !== rule.name)), `Delete rule ${rule.name}`));
+      row.appendChild(actions);
+      body.appendChild(row);
+    }
+    const history = $('alarm-history').querySelector('tbody');
+    history.replaceChildren();
+    for (const change of data.history) {
+      const row = document.createElement('tr');
+      cell(row, change.rule);
+      cell(row, change.state);
+      cell(row, String(Number(change.value.toFixed(2))));
+      cell(row, new Date(change.since).toISOString());
+      history.appendChild(row);
+    }
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+async function saveAlarms(rules) {
+  try {
+    await api('PUT', `/queues/${view.queue.id}/alarms`, { rules });
+    await loadAlarms();
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+async function addAlarm(event) {
+  event.preventDefault();
+  const rule = {
+    name: $('alarm-name').value.trim(),
+    group: $('alarm-group').selectedOptions[0]?.textContent || '',
+    kind: $('alarm-kind').value,
+    threshold: Number($('alarm-threshold').value),
+    for_s: Number($('alarm-for').value),
+  };
+  const webhook = $('alarm-webhook').value.trim();
+  if (webhook) rule.webhook = webhook;
+  await saveAlarms([...(view.alarmRules || []), rule]);
+  $('alarm-name').value = '';
 }
 
 // ---------------------------------------------------------------- monitoring
@@ -319,6 +390,7 @@ async function loadGroups() {
     body.replaceChildren();
     const chosen = select.value;
     select.replaceChildren();
+    $('alarm-group').replaceChildren();
     for (const group of data.groups) {
       const row = document.createElement('tr');
       cell(row, group.name);
@@ -338,6 +410,7 @@ async function loadGroups() {
       option.value = group.id;
       option.textContent = group.name;
       select.appendChild(option);
+      $('alarm-group').appendChild(option.cloneNode(true));
     }
     if ([...select.options].some((option) => option.value === chosen)) select.value = chosen;
   } catch (error) {
@@ -536,6 +609,8 @@ document.addEventListener('DOMContentLoaded', () => {
   $('group-form').addEventListener('submit', createGroup);
   $('send-form').addEventListener('submit', sendMessages);
   $('refresh-charts').addEventListener('click', loadCharts);
+  $('refresh-alarms').addEventListener('click', loadAlarms);
+  $('alarm-form').addEventListener('submit', addAlarm);
   $('tag-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     await changeTags('create', { key: $('tag-key').value.trim(), value: $('tag-value').value });

@@ -174,7 +174,7 @@ const _: () = assert!(REPLICA_SNAPSHOT_CHUNK_BYTES_MAX > BATCH_BYTES_MAX + 4096)
 const _: () = assert!(REPLICA_SNAPSHOT_CHUNK_BYTES_MAX <= CLUSTER_FRAME_BYTES_MAX / 2);
 const _: () = assert!((REPLICA_SNAPSHOT_CHUNK_BYTES_MAX as u64).is_multiple_of(BLOCK_BYTES));
 
-/// Messages one move task ([`crate::engine::moves`]) moves per partition per pass: one
+/// Messages one move task (`engine::moves`) moves per partition per pass: one
 /// `Move` record at most this long.
 pub const MOVE_BATCH_MAX: u32 = 100;
 /// How often the serving leader moves the next batch of an active move task.

@@ -13,6 +13,7 @@
 //! the cancel of a scheduled message), `consume` (consume and ack, both lanes), `quotas`,
 //! `tags` (queue tags).
 
+mod alarms;
 mod config;
 mod consume;
 pub mod errors;
@@ -267,6 +268,10 @@ async fn dispatch<N: Node>(
         (Endpoint::QueueMetrics, Resource::QueueMetrics(q)) => {
             Ok(queues::metrics(&ctx, &ctx.queue(q)?))
         }
+        (Endpoint::QueueAlarmsShow, Resource::QueueAlarms(q)) => {
+            Ok(alarms::show(&ctx, &ctx.queue(q)?))
+        }
+        (Endpoint::QueueAlarmsReplace, Resource::QueueAlarms(q)) => alarms::replace(&ctx, q).await,
         (Endpoint::Quotas, _) => quotas::show(&ctx),
         (Endpoint::ProjectTags, _) => tags::project(&ctx),
         (Endpoint::QueueTagList, Resource::QueueTags(q)) => tags::list(&ctx.queue(q)?),

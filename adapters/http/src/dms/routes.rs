@@ -25,6 +25,8 @@ pub enum Resource<'a> {
     GroupMessages(&'a str, &'a str),
     /// Sluice extension: a queue's sampled counts (the console's charts).
     QueueMetrics(&'a str),
+    /// Sluice extension: a queue's alarm rules, states and history.
+    QueueAlarms(&'a str),
     Ack(&'a str, &'a str),
     DeadLetters(&'a str, &'a str),
     DeadLetterAck(&'a str, &'a str),
@@ -52,6 +54,7 @@ impl<'a> Resource<'a> {
             | Resource::Messages(q)
             | Resource::Message(q, _)
             | Resource::QueueMetrics(q)
+            | Resource::QueueAlarms(q)
             | Resource::QueueTags(q)
             | Resource::QueueTagAction(q)
             | Resource::QueueTag(q, _) => (Some(q), None),
@@ -93,6 +96,10 @@ pub enum Endpoint {
     DeadLetterRedrive,
     /// Sluice extension: a queue's sampled counts.
     QueueMetrics,
+    /// Sluice extension: a queue's alarms.
+    QueueAlarmsShow,
+    /// Sluice extension: replace a queue's alarm rules.
+    QueueAlarmsReplace,
     Quotas,
     ProjectTags,
     QueueTagList,
@@ -120,6 +127,8 @@ impl Endpoint {
             Endpoint::DeadLetterAck => "deadletter_ack",
             Endpoint::DeadLetterRedrive => "deadletter_redrive",
             Endpoint::QueueMetrics => "queue_metrics",
+            Endpoint::QueueAlarmsShow => "queue_alarms",
+            Endpoint::QueueAlarmsReplace => "queue_alarms_replace",
             Endpoint::Quotas => "quotas",
             Endpoint::ProjectTags => "project_tags",
             Endpoint::QueueTagList => "queue_tags",
@@ -158,6 +167,7 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
         (["queues", q, "groups"], _) => Resource::Groups(q),
         (["queues", q, "messages"], _) => Resource::Messages(q),
         (["queues", q, "metrics"], _) => Resource::QueueMetrics(q),
+        (["queues", q, "alarms"], _) => Resource::QueueAlarms(q),
         (["queues", q, "groups", g], _) => Resource::Group(q, g),
         (["queues", q, "messages", m], _) => Resource::Message(q, m),
         (["queues", q, "groups", g, "messages"], _) => Resource::GroupMessages(q, g),
@@ -202,6 +212,9 @@ pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'
         (Resource::Messages(_), _) => return Err("POST"),
         (Resource::QueueMetrics(_), "GET") => Endpoint::QueueMetrics,
         (Resource::QueueMetrics(_), _) => return Err("GET"),
+        (Resource::QueueAlarms(_), "GET") => Endpoint::QueueAlarmsShow,
+        (Resource::QueueAlarms(_), "PUT") => Endpoint::QueueAlarmsReplace,
+        (Resource::QueueAlarms(_), _) => return Err("GET, PUT"),
         (Resource::Message(..), "DELETE") => Endpoint::Cancel,
         (Resource::Message(..), _) => return Err("DELETE"),
         (Resource::GroupMessages(..), "GET") => Endpoint::Consume,

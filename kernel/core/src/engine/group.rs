@@ -190,6 +190,19 @@ impl Group {
         true
     }
 
+    /// For a durable ack or move of `seq`: false when it is done already; otherwise ends
+    /// its hold, forgets its failures, first delivery and redelivery, and returns true
+    /// (the caller marks it done and counts it).
+    pub fn finish(&mut self, seq: u64, key: u32) -> bool {
+        if !self.end_hold_unless_done(seq, key) {
+            return false;
+        }
+        self.failures.remove(&seq);
+        self.first_delivered.remove(&seq);
+        self.ready.remove(&seq);
+        true
+    }
+
     /// A message that is neither done nor held becomes deliverable again.
     pub fn make_visible(&mut self, seq: u64) {
         assert!(!self.holds.contains_key(&seq), "visible message still held");

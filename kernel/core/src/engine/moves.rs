@@ -97,12 +97,9 @@ impl State {
             let Some(meta) = table.get(*seq) else {
                 continue;
             };
-            if !g.end_hold_unless_done(*seq, meta.fifo_key) {
+            if !g.finish(*seq, meta.fifo_key) {
                 continue;
             }
-            g.failures.remove(seq);
-            g.first_delivered.remove(seq);
-            g.ready.remove(seq);
             g.done.insert(*seq);
             g.moved_total += 1;
             moved.push(meta);

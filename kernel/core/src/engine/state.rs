@@ -650,12 +650,9 @@ impl State {
             let Some(meta) = table.get(*seq) else {
                 continue;
             };
-            if !g.end_hold_unless_done(*seq, meta.fifo_key) {
+            if !g.finish(*seq, meta.fifo_key) {
                 continue;
             }
-            g.failures.remove(seq);
-            g.first_delivered.remove(seq);
-            g.ready.remove(seq);
             if !bugs::enabled(Bug::RedeliverAcked) {
                 g.done.insert(*seq);
             }
