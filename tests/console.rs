@@ -138,6 +138,8 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         .env("SLUICE_HIDDEN_QUEUE", "neighbour-private")
         .env("SLUICE_SCREENSHOTS", &shots)
         .env("SLUICE_WEBHOOK", &webhook)
+        .env("SLUICE_AK", &webuser.credentials.ak)
+        .env("SLUICE_SK", &webuser.credentials.sk)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let lines = run(command);

@@ -61,7 +61,7 @@ async function main() {
   // browser logs as a failed load): a CSP violation or a script error would show here.
   page.on('console', (message) => {
     const text = message.text();
-    const refusedLogin = text.includes('status of 401');
+    const refusedLogin = text.includes('status of 401');  // the wrong password and SK below
     if (message.type() === 'error' && !refusedLogin) violations.push(text);
   });
   page.on('pageerror', (error) => violations.push(String(error)));
@@ -228,6 +228,22 @@ async function main() {
   check(stored[0] === 0 && stored[1] === 0 && stored[2] === '', `browser storage: ${stored}`);
   await page.click('#logout');
   await page.waitForSelector('#login-view:not([hidden])');
+
+  // AK/SK: a wrong secret refused, then the token request signed in the page.
+  await page.fill('#login-ak', process.env.SLUICE_AK);
+  await page.fill('#login-sk', 'not-the-secret');
+  await page.click('#login-keys-form button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('login-error').textContent !== '');
+  check(await page.isVisible('#login-view'), 'a wrong SK is refused');
+  await page.fill('#login-sk', process.env.SLUICE_SK);
+  await page.click('#login-keys-form button[type=submit]');
+  await page.waitForSelector('#queues-view:not([hidden])');
+  names = await queueNames(page);
+  check(names.includes('web-orders'), `the queues after an AK/SK login: ${names}`);
+  check(await page.inputValue('#login-sk') === '', 'the SK is not kept in the form');
+  const keptAfterKeys = await page.evaluate(() => [localStorage.length, sessionStorage.length]);
+  check(keptAfterKeys[0] === 0 && keptAfterKeys[1] === 0, `storage: ${keptAfterKeys}`);
+  await page.click('#logout');
   check(violations.length === 0, `console errors (a CSP violation?): ${violations}`);
   await browser.close();
   console.log(JSON.stringify({ scenario: 'console', passed: true }));
