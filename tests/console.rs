@@ -127,6 +127,7 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         .join("console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let (webhook, notifications) = webhook_receiver();
+    let secrets = sluice_server::datadir::load_secrets(dir.path()).expect("the admin keys");
     let mut command = Command::new("node");
     command
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs"))
@@ -139,6 +140,8 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         .env("SLUICE_SCREENSHOTS", &shots)
         .env("SLUICE_WEBHOOK", &webhook)
         .env("SLUICE_AK", &webuser.credentials.ak)
+        .env("SLUICE_ADMIN_AK", &secrets.admin_ak)
+        .env("SLUICE_ADMIN_SK", &secrets.admin_sk)
         .env("SLUICE_SK", &webuser.credentials.sk)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -159,6 +162,8 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         "queues.png",
         "queue.png",
         "dead-letters.png",
+        "alarm.png",
+        "admin.png",
     ] {
         let size = std::fs::metadata(shots.join(shot)).map(|m| m.len()).ok();
         assert!(size.is_some_and(|size| size > 1000), "{shot}: {size:?}");

@@ -244,6 +244,34 @@ async function main() {
   const keptAfterKeys = await page.evaluate(() => [localStorage.length, sessionStorage.length]);
   check(keptAfterKeys[0] === 0 && keptAfterKeys[1] === 0, `storage: ${keptAfterKeys}`);
   await page.click('#logout');
+
+  // The admin, by its keys: every tenant with its quotas, a quota changed, a tenant
+  // created (its keys shown once) and deleted, the cluster's partitions; no queue pages.
+  await page.fill('#login-ak', process.env.SLUICE_ADMIN_AK);
+  await page.fill('#login-sk', process.env.SLUICE_ADMIN_SK);
+  await page.click('#login-keys-form button[type=submit]');
+  await page.waitForSelector('#admin-view:not([hidden])');
+  check(await page.isHidden('#nav-queues'), 'no queue pages for the admin');
+  await page.waitForFunction(() => document.querySelectorAll('#tenant-table tbody tr').length >= 3);
+  const tenants = (await rowsOf(page, 'tenant-table')).map((cells) => cells[0]);
+  check(tenants.includes(TENANT) && tenants.includes('neighbour'), `tenants: ${tenants}`);
+  await page.fill(`input[aria-label="Queues at most for ${TENANT}"]`, '7');
+  await page.click(`button[aria-label="Save the quotas of ${TENANT}"]`);
+  await page.waitForFunction((t) => document.getElementById('admin-status').textContent
+    === `Saved the quotas of ${t}.`, TENANT);
+  check(await page.inputValue(`input[aria-label="Queues at most for ${TENANT}"]`) === '7',
+    'the quota saved');
+  await page.fill('#tenant-name', 'made-in-console');
+  await page.click('#tenant-form button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('tenant-keys').textContent.includes('SK '));
+  await page.click('button[aria-label="Delete tenant made-in-console"]');
+  await page.waitForFunction(() => document.getElementById('admin-status').textContent
+    === 'Deleted made-in-console.');
+  const partitions = await rowsOf(page, 'partition-table');
+  check(partitions.length > 0 && partitions.every((cells) => cells[1] !== '-'),
+    `every partition has a leader: ${partitions}`);
+  await page.screenshot({ path: path.join(SHOTS, 'admin.png'), fullPage: true });
+  await page.click('#logout');
   check(violations.length === 0, `console errors (a CSP violation?): ${violations}`);
   await browser.close();
   console.log(JSON.stringify({ scenario: 'console', passed: true }));

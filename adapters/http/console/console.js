@@ -10,7 +10,7 @@ const view = { queue: null, consuming: null };
 const $ = (id) => document.getElementById(id);
 
 function show(name) {
-  for (const id of ['login-view', 'queues-view', 'queue-view']) {
+  for (const id of ['login-view', 'queues-view', 'queue-view', 'admin-view']) {
     $(id).hidden = id !== name;
   }
   $('nav').hidden = name === 'login-view';
@@ -140,8 +140,131 @@ async function loggedIn(response) {
   session.token = response.headers.get('X-Subject-Token');
   session.project = body.token.project.id;
   session.tenant = body.token.project.name;
-  $('who').textContent = `Tenant ${session.tenant}`;
-  await openQueues();
+  // The admin's token has no project: the admin pages, not a tenant's.
+  session.admin = session.project === '';
+  $('nav-queues').hidden = session.admin;
+  $('who').textContent = session.admin ? 'Admin' : `Tenant ${session.tenant}`;
+  if (session.admin) {
+    await openAdmin();
+  } else {
+    await openQueues();
+  }
+}
+
+// ---------------------------------------------------------------- admin
+
+async function admin(method, path, body) {
+  const headers = { 'X-Auth-Token': session.token };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(`/admin${path}`, init);
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    throw new Error(`${response.status}: ${(data && data.error_msg) || response.statusText}`);
+  }
+  return data;
+}
+
+async function openAdmin() {
+  show('admin-view');
+  await loadTenants();
+  await loadCluster();
+}
+
+function quotaInput(value, label) {
+  const input = document.createElement('input');
+  input.type = 'number';
+  input.min = '0';
+  input.value = String(value);
+  input.setAttribute('aria-label', label);
+  return input;
+}
+
+async function loadTenants() {
+  try {
+    const data = await admin('GET', '/tenants');
+    const body = $('tenant-table').querySelector('tbody');
+    body.replaceChildren();
+    for (const tenant of data.tenants) {
+      const row = document.createElement('tr');
+      cell(row, tenant.name);
+      cell(row, tenant.project_id);
+      const queues = quotaInput(tenant.queues_max, `Queues at most for ${tenant.name}`);
+      const groups = quotaInput(tenant.groups_per_queue_max,
+        `Groups per queue at most for ${tenant.name}`);
+      for (const input of [queues, groups]) {
+        const td = document.createElement('td');
+        td.appendChild(input);
+        row.appendChild(td);
+      }
+      cell(row, new Date(tenant.created).toISOString());
+      const actions = document.createElement('td');
+      actions.appendChild(button('Save quotas', async () => {
+        try {
+          await admin('PUT', `/tenants/${tenant.project_id}/quotas`, {
+            queues_max: Number(queues.value),
+            groups_per_queue_max: Number(groups.value),
+          });
+          say('admin-status', `Saved the quotas of ${tenant.name}.`);
+          await loadTenants();
+        } catch (error) {
+          say('admin-status', error.message, true);
+        }
+      }, `Save the quotas of ${tenant.name}`));
+      actions.appendChild(button('Delete', async () => {
+        try {
+          await admin('DELETE', `/tenants/${tenant.project_id}`);
+          say('admin-status', `Deleted ${tenant.name}.`);
+          await loadTenants();
+        } catch (error) {
+          say('admin-status', error.message, true);
+        }
+      }, `Delete tenant ${tenant.name}`));
+      row.appendChild(actions);
+      body.appendChild(row);
+    }
+  } catch (error) {
+    say('admin-status', error.message, true);
+  }
+}
+
+async function createTenant(event) {
+  event.preventDefault();
+  const request = { name: $('tenant-name').value.trim() };
+  const password = $('tenant-password').value;
+  if (password) request.password = password;
+  $('tenant-password').value = '';
+  try {
+    const created = await admin('POST', '/tenants', request);
+    // Shown once, never kept: the secret key is the tenant's to store.
+    say('tenant-keys', `Created ${created.name}: AK ${created.ak}, SK ${created.sk}`);
+    $('tenant-name').value = '';
+    await loadTenants();
+  } catch (error) {
+    say('admin-status', error.message, true);
+  }
+}
+
+async function loadCluster() {
+  try {
+    const data = await admin('GET', '/cluster');
+    const body = $('partition-table').querySelector('tbody');
+    body.replaceChildren();
+    for (const view of data.partitions) {
+      const row = document.createElement('tr');
+      cell(row, String(view.partition));
+      cell(row, view.leader === null || view.leader === undefined ? '-' : String(view.leader));
+      cell(row, (view.voters || []).join(', '));
+      cell(row, (view.learners || []).join(', ') || '-');
+      body.appendChild(row);
+    }
+  } catch (error) {
+    say('admin-status', error.message, true);
+  }
 }
 
 function logout() {
@@ -649,6 +772,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('login-form').addEventListener('submit', login);
   $('login-keys-form').addEventListener('submit', loginWithKeys);
   $('logout').addEventListener('click', logout);
+  $('tenant-form').addEventListener('submit', createTenant);
   $('nav-queues').addEventListener('click', openQueues);
   $('create-form').addEventListener('submit', createQueue);
   $('refresh-queues').addEventListener('click', loadQueues);

@@ -249,6 +249,22 @@ fn authenticate<N: Node>(
             }
             Err(failure) => return Err(Denied::new(TOKEN_INVALID, failure.message())),
         };
+        if claims.project_id == ADMIN_TOKEN_PROJECT {
+            // An admin token (`keystone_signed`): honoured while the admin keys it was
+            // issued under are the node's.
+            if !bool::from(admin_fingerprint(config).ct_eq(&claims.key_fingerprint)) {
+                return Err(Denied::new(
+                    TOKEN_INVALID,
+                    "The X-Auth-Token was revoked: the admin keys changed. Request a new \
+                     token."
+                        .to_string(),
+                ));
+            }
+            return Ok(Authenticated {
+                principal: Principal::Admin,
+                signed: None,
+            });
+        }
         if !token_still_valid(config, &tenants, &claims) {
             return Err(Denied::new(
                 TOKEN_INVALID,
@@ -310,6 +326,22 @@ fn token_still_valid(
     bool::from(current.ct_eq(&claims.key_fingerprint))
 }
 
+/// The project id of an admin token: no tenant's (a project id is never empty).
+const ADMIN_TOKEN_PROJECT: &str = "";
+
+/// The fingerprint an admin token carries: of the admin keys.
+fn admin_fingerprint(config: &ServiceConfig) -> [u8; auth::token::FINGERPRINT_BYTES] {
+    auth::key_fingerprint(&config.token_key, &config.admin_ak, &config.admin_sk, None)
+}
+
+/// Who a token is issued to.
+enum Holder {
+    Tenant(Tenant),
+    /// The admin, by a request signed with the admin keys: its token opens the admin API
+    /// only (the console's admin pages), and nothing of any tenant's.
+    Admin,
+}
+
 fn token_fingerprint(
     config: &ServiceConfig,
     tenant: &Tenant,
@@ -334,33 +366,41 @@ async fn keystone<N: Node>(
     if parts.headers.contains_key("x-auth-token") {
         return unauthorized(TOKEN_EXCHANGE_REFUSED);
     }
-    let tenant = if parts.headers.contains_key(http::header::AUTHORIZATION) {
+    let holder = if parts.headers.contains_key(http::header::AUTHORIZATION) {
         match keystone_signed(node, config, parts, body) {
-            Ok(tenant) => tenant,
+            Ok(holder) => holder,
             Err(refusal) => return *refusal,
         }
     } else {
         match keystone_password(node, parts, body).await {
-            Ok(tenant) => tenant,
+            Ok(tenant) => Holder::Tenant(tenant),
             Err(refusal) => return *refusal,
         }
     };
+    let (project_id, name, key_fingerprint) = match &holder {
+        Holder::Tenant(tenant) => (
+            tenant.project_id.as_str(),
+            tenant.name.as_str(),
+            token_fingerprint(config, tenant),
+        ),
+        Holder::Admin => (ADMIN_TOKEN_PROJECT, "admin", admin_fingerprint(config)),
+    };
     let now_s = i64::try_from(node.wall_ms() / 1000).expect("seconds fit i64");
     let claims = TokenClaims {
-        project_id: tenant.project_id.clone(),
-        user_name: tenant.name.clone(),
+        project_id: project_id.to_string(),
+        user_name: name.to_string(),
         issued_unix_s: now_s,
         expires_unix_s: now_s + config.token_ttl_s,
-        key_fingerprint: token_fingerprint(config, &tenant),
+        key_fingerprint,
     };
     let token = auth::issue_token(&config.token_key, &claims);
     let body = auth::keystone_response_body(&KeystoneResponse {
         issued_unix_s: claims.issued_unix_s,
         expires_unix_s: claims.expires_unix_s,
-        user_id: &tenant.project_id,
-        user_name: &tenant.name,
-        project_id: &tenant.project_id,
-        project_name: &tenant.name,
+        user_id: project_id,
+        user_name: name,
+        project_id,
+        project_name: name,
         endpoint: &config.endpoint,
         region: &config.region,
     });
@@ -384,22 +424,18 @@ fn keystone_signed<N: Node>(
     config: &ServiceConfig,
     parts: &Parts,
     body: &[u8],
-) -> Result<Tenant, Refusal> {
+) -> Result<Holder, Refusal> {
     let authenticated =
         authenticate(node, config, parts, body).map_err(|denied| Box::new(denied.render()))?;
-    let project = match authenticated.principal {
-        Principal::Tenant(project) => project,
-        Principal::Admin => {
-            return Err(Box::new(unauthorized(
-                "The admin has no project to scope a token to.",
-            )))
-        }
+    let holder = match authenticated.principal {
+        Principal::Tenant(project) => Holder::Tenant(
+            node.tenants()
+                .by_project(&project)
+                .cloned()
+                .ok_or_else(|| Box::new(unauthorized("The tenant no longer exists.")))?,
+        ),
+        Principal::Admin => Holder::Admin,
     };
-    let tenant = node
-        .tenants()
-        .by_project(&project)
-        .cloned()
-        .ok_or_else(|| Box::new(unauthorized("The tenant no longer exists.")))?;
     // A token request authenticated by an X-Auth-Token would renew tokens without end.
     let Some(signed) = authenticated.signed else {
         return Err(Box::new(unauthorized(TOKEN_EXCHANGE_REFUSED)));
@@ -410,7 +446,7 @@ fn keystone_signed<N: Node>(
         config.clock_skew_s_max,
     );
     match admitted {
-        Ok(()) => Ok(tenant),
+        Ok(()) => Ok(holder),
         Err(ReplayRefusal::Seen) => Err(Box::new(unauthorized(
             "This signed token request was already used: a signed request gives one token. \
              Sign a new request.",

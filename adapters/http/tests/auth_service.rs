@@ -410,3 +410,45 @@ fn failed_logins_back_off_per_address_whatever_the_tenant() {
     let blocked = auth.send(1, &auth.login("anonymous", "wrong", None));
     assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[test]
+fn an_admin_token_opens_the_admin_api_only_and_dies_with_the_admin_keys() {
+    // Goal: a request signed with the admin keys gets a token (for the console's admin
+    // pages) that opens the admin API and nothing of a tenant's, is accepted once like any
+    // signed token request, and is refused once the admin keys it was issued under are
+    // no longer the node's.
+    let mut auth = Auth::new();
+    let request = auth.signed(
+        (ADMIN_AK, ADMIN_SK),
+        Method::POST,
+        "/v3/auth/tokens",
+        b"{}",
+        auth.now_s(),
+    );
+    let issued = auth.send(0, &request);
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.json);
+    assert_eq!(issued.json["token"]["user"]["name"], "admin");
+    let token = token_of(&issued);
+    assert_eq!(
+        auth.send(1, &request).status,
+        StatusCode::UNAUTHORIZED,
+        "once"
+    );
+    let admin_call = |auth: &Auth| {
+        let call = Request::builder()
+            .uri("/admin/tenants")
+            .header("x-auth-token", token.as_str())
+            .body(Vec::new())
+            .unwrap();
+        auth.send(1, &call)
+    };
+    let listed = admin_call(&auth);
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.json);
+    assert!(listed.json["tenants"].is_array());
+    let tenant = auth.h.tenant.project_id.clone();
+    let refused = auth.send(0, &auth.with_token(&tenant, &token));
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "no tenant's queues");
+    auth.config.admin_sk = "another-admin-secret".into();
+    let revoked = admin_call(&auth);
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED, "{}", revoked.json);
+}
