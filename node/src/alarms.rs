@@ -38,6 +38,8 @@ pub enum AlarmKind {
     DeadLettersAbove,
     /// The group's acks per second below `threshold`.
     ConsumeRateBelow,
+    /// The group's oldest unfinished message older than `threshold` seconds.
+    OldestAgeAbove,
 }
 
 /// One rule, as kept in the queue's fields.
@@ -122,15 +124,16 @@ pub fn evaluate(rule: &AlarmRule, group: GroupId, samples: &[Sample]) -> Option<
             .map(|(_, stats)| *stats)
     };
     match rule.kind {
-        AlarmKind::BacklogAbove | AlarmKind::DeadLettersAbove => {
-            let value = |stats: GroupStats| match rule.kind {
-                AlarmKind::BacklogAbove => stats.backlog,
-                _ => stats.dead_letters,
-            } as f64;
-            let values: Vec<f64> = window
-                .iter()
-                .map(|s| stats(s).map(value))
-                .collect::<Option<_>>()?;
+        AlarmKind::BacklogAbove | AlarmKind::DeadLettersAbove | AlarmKind::OldestAgeAbove => {
+            let value = |sample: &Sample| {
+                let stats = stats(sample)?;
+                Some(match rule.kind {
+                    AlarmKind::BacklogAbove => stats.backlog as f64,
+                    AlarmKind::DeadLettersAbove => stats.dead_letters as f64,
+                    _ => oldest_age_s(sample.at_ms, &stats),
+                })
+            };
+            let values: Vec<f64> = window.iter().map(value).collect::<Option<_>>()?;
             let latest = *values.last()?;
             Some((values.iter().all(|v| *v > rule.threshold), latest))
         }
@@ -146,6 +149,15 @@ pub fn evaluate(rule: &AlarmRule, group: GroupId, samples: &[Sample]) -> Option<
             let rate = acked as f64 / seconds;
             Some((rate < rule.threshold, rate))
         }
+    }
+}
+
+/// Seconds since the group's oldest unfinished message arrived, at `at_ms` (0 when it
+/// has none).
+pub fn oldest_age_s(at_ms: u64, stats: &GroupStats) -> f64 {
+    match stats.oldest_available_ms {
+        0 => 0.0,
+        oldest => at_ms.saturating_sub(oldest) as f64 / 1000.0,
     }
 }
 
@@ -302,6 +314,16 @@ mod tests {
         assert_eq!(evaluate(&slow, G, &samples), Some((false, 5.0)));
         let now = rule(AlarmKind::BacklogAbove, 0.0, 0);
         assert_eq!(evaluate(&now, G, &[sample(5, 1, 0)]), Some((true, 1.0)));
+        let old = rule(AlarmKind::OldestAgeAbove, 60.0, 0);
+        let mut waiting = sample(100_000, 1, 0);
+        waiting.groups[0].1.oldest_available_ms = 10_000;
+        assert_eq!(evaluate(&old, G, &[waiting.clone()]), Some((true, 90.0)));
+        waiting.groups[0].1.oldest_available_ms = 0;
+        assert_eq!(
+            evaluate(&old, G, &[waiting]),
+            Some((false, 0.0)),
+            "nothing waits"
+        );
     }
 
     #[test]

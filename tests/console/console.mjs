@@ -150,7 +150,7 @@ async function main() {
       && rate.getAttribute('points').split(' ').length >= 2);
   }), 'charts with the consumed backlog');
   const charts = await page.$$eval('#charts figure', (figures) => figures.length);
-  check(charts === 5, `five charts: ${charts}`);
+  check(charts === 6, `six charts: ${charts}`);
 
   await page.screenshot({ path: path.join(SHOTS, 'queue.png'), fullPage: true });
 

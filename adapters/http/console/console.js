@@ -394,6 +394,7 @@ const KIND_TEXT = {
   backlog_above: 'backlog above',
   dead_letters_above: 'dead letters above',
   consume_rate_below: 'consume rate below',
+  oldest_age_above: 'oldest message (s) older than',
 };
 
 async function loadAlarms() {
@@ -548,6 +549,7 @@ async function loadCharts() {
     box.appendChild(chart('Backlog', perGroup('backlog')));
     box.appendChild(chart('In flight', perGroup('in_flight')));
     box.appendChild(chart('Dead letters', perGroup('dead_letters')));
+    box.appendChild(chart('Oldest unconsumed message (s)', perGroup('oldest_age_s')));
   } catch (error) {
     say('queue-status', error.message, true);
   }

@@ -256,6 +256,7 @@ pub(super) fn metrics<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Reply {
                         "dead_letters": stats.dead_letters,
                         "acked_total": stats.acked_total,
                         "delivered_total": stats.delivered_total,
+                        "oldest_age_s": sluice_node::alarms::oldest_age_s(sample.at_ms, stats),
                     }))
                 })
                 .collect();

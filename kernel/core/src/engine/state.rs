@@ -895,6 +895,7 @@ impl State {
             moved_total: g.moved_total,
             move_remaining: g.moving.map_or(0, |task| task.remaining),
             moving: u64::from(g.moving.is_some()),
+            oldest_available_ms: oldest_unfinished(q, g),
         })
     }
 
@@ -948,6 +949,18 @@ impl State {
             }
         }
     }
+}
+
+/// When the oldest message `g` has not finished became available (0: none). Messages
+/// join a queue in time order, so it is the first sequence number the group's done set
+/// lacks (its ranges are never adjacent: the end of one is missing).
+fn oldest_unfinished(q: &Queue, g: &Group) -> u64 {
+    let base = q.base_seq();
+    let first = g.done.range_of(base).map_or(base, |(_, end)| end);
+    if first >= q.next_seq() {
+        return 0;
+    }
+    q.message(first).map_or(0, |meta| meta.available_ms)
 }
 
 /// Drops dedup entries whose window ended by `now`.

@@ -574,6 +574,31 @@ fn a_move_task_moves_the_backlog_at_its_rate_and_ends() {
 }
 
 #[test]
+fn group_stats_name_when_the_oldest_unfinished_message_arrived() {
+    // Goal: `oldest_available_ms` is the arrival of the oldest message a group has not
+    // finished (in flight counts as not finished), 0 when none; it moves on as the group
+    // acks, whatever the order of the acks.
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    let oldest = |h: &Harness| h.engine().group_stats(q, g).unwrap().oldest_available_ms;
+    assert_eq!(oldest(&h), 0);
+    let first_at = h.now;
+    h.send(q, &["a"]);
+    h.advance(SECOND);
+    let second_at = h.now;
+    h.send(q, &["b", "c"]);
+    let got = h.receive(q, g, 3);
+    assert_eq!(oldest(&h), first_at, "in flight is not finished");
+    h.ack(&got[1..2], AckKind::Success);
+    assert_eq!(oldest(&h), first_at);
+    h.ack(&got[..1], AckKind::Success);
+    assert_eq!(oldest(&h), second_at, "past the acked ones");
+    h.ack(&got[2..], AckKind::Success);
+    assert_eq!(oldest(&h), 0);
+}
+
+#[test]
 fn fifo_queue_hands_out_one_batch_at_a_time_in_order() {
     let mut h = Harness::new();
     let q = h.queue("f", queue_config(QueueMode::Fifo(FifoScope::Queue)));

@@ -239,6 +239,9 @@ pub struct GroupStats {
     pub move_remaining: u64,
     /// Partitions where a move task of the group runs.
     pub moving: u64,
+    /// When the oldest message the group has not finished became available (queue time,
+    /// epoch milliseconds); 0 when it has none.
+    pub oldest_available_ms: u64,
 }
 
 impl GroupStats {
@@ -252,6 +255,11 @@ impl GroupStats {
         self.moved_total += other.moved_total;
         self.move_remaining += other.move_remaining;
         self.moving += other.moving;
+        self.oldest_available_ms = match (self.oldest_available_ms, other.oldest_available_ms) {
+            (0, other) => other,
+            (mine, 0) => mine,
+            (mine, other) => mine.min(other),
+        };
     }
 }
 
