@@ -109,7 +109,7 @@ async function main() {
   let names = await queueNames(page);
   check(!names.includes(process.env.SLUICE_HIDDEN_QUEUE), `another tenant's queue: ${names}`);
   const fifo = (await rowsOf(page, 'queue-table')).find((cells) => cells[1] === 'web-fifo');
-  check(fifo[2] === 'FIFO', `the type column: ${fifo}`);
+  check(fifo[2] === 'FIFO' && fifo[3] === '1', `the type and partitions columns: ${fifo}`);
   await page.screenshot({ path: path.join(SHOTS, 'queues.png'), fullPage: true });
 
   // Select two and delete them together.
@@ -138,8 +138,11 @@ async function main() {
   await page.waitForFunction(() => document.querySelectorAll('#received-table tbody tr').length === 3);
   await page.click('#consume-stop');
   const received = await rowsOf(page, 'received-table');
-  check(received.every((cells) => cells[0] === 'hello from the console'
-    && cells[1] === '22' && cells[2] === '{"origin":"browser"}'), `received: ${received}`);
+  check(received.every((cells) => /^[0-9a-f]{20}$/.test(cells[0])
+    && cells[1] === 'hello from the console' && cells[2] === '22'
+    && cells[3] === '{"origin":"browser"}' && !Number.isNaN(Date.parse(cells[4]))),
+  `received: ${received}`);
+  check(new Set(received.map((cells) => cells[0])).size === 3, 'three message ids');
   await page.waitForFunction(() =>
     document.querySelector('#group-table tbody tr td:nth-child(2)').textContent === '0');
   // Monitoring: the server samples every 200 ms here; the charts show the group.
@@ -211,7 +214,7 @@ async function main() {
   await page.waitForSelector('#queue-view:not([hidden])');
   await page.waitForFunction(() => {
     const cells = document.querySelectorAll('#group-table tbody tr td');
-    return cells.length > 0 && cells[4].textContent === '1';
+    return cells.length > 0 && cells[5].textContent === '1';
   });
   await page.screenshot({ path: path.join(SHOTS, 'dead-letters.png'), fullPage: true });
   const chosen = await page.$eval('#consume-group', (select) => select.selectedOptions[0]?.textContent);
@@ -219,7 +222,7 @@ async function main() {
   await page.click('button[aria-label="Redrive the dead letters of dead-readers"]');
   await page.waitForFunction(() => {
     const cells = document.querySelectorAll('#group-table tbody tr td');
-    return cells[4].textContent === '0' && cells[1].textContent === '1';
+    return cells[5].textContent === '0' && cells[1].textContent === '1';
   });
 
   // Nothing kept in the browser's storage; logging out forgets the token.

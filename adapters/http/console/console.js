@@ -311,6 +311,7 @@ async function loadQueues() {
       name.appendChild(link);
       row.appendChild(name);
       cell(row, queue.queue_mode);
+      cell(row, String(queue.partitions ?? '-'));
       cell(row, String(queue.produced_messages ?? 0));
       cell(row, String(queue.group_count ?? 0));
       cell(row, new Date(queue.created).toISOString());
@@ -569,6 +570,7 @@ async function loadGroups() {
       const row = document.createElement('tr');
       cell(row, group.name);
       cell(row, String(group.available_messages));
+      cell(row, String(group.in_flight_messages ?? '-'));
       cell(row, String(group.consumed_messages));
       cell(row, String(group.produced_messages));
       cell(row, deadLetters ? String(group.available_deadletters ?? 0) : '-');
@@ -748,9 +750,11 @@ async function consumeOnce(queue, group, count) {
     const message = delivery.message;
     const text = typeof message.body === 'string' ? message.body : JSON.stringify(message.body);
     const row = document.createElement('tr');
+    cell(row, message.message_id ?? '-');
     cell(row, text, 'body');
     cell(row, String(new TextEncoder().encode(text).length));
     cell(row, JSON.stringify(message.attributes ?? {}));
+    cell(row, message.sent_time ? new Date(message.sent_time).toISOString() : '-');
     cell(row, now);
     body.appendChild(row);
   }

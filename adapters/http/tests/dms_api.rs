@@ -66,7 +66,7 @@ fn queue_lifecycle_under_both_prefixes() {
                "queue_mode": "FIFO", "created": START_MS, "eff_date": START_MS,
                "reservation": 4320, "max_msg_size_byte": 524288, "produced_messages": 0,
                "group_count": 0, "redrive_policy": "enable", "max_consume_count": 5,
-               "fifo_scope": "queue", "retry_policy": "immediate"})
+               "fifo_scope": "queue", "retry_policy": "immediate", "partitions": 1})
     );
     let plain = h.call(Method::GET, &h.v2(&format!("/queues/{id}")), None);
     assert!(plain.json.get("redrive_policy").is_none());
@@ -402,9 +402,9 @@ fn groups_create_list_paginate_and_delete() {
         json!({"queue_id": q, "queue_name": "q", "redrive_policy": "enable", "total": 2,
                "groups": [
                  {"id": a, "name": "printer-a", "produced_messages": 2,
-                  "consumed_messages": 0, "available_messages": 2},
+                  "consumed_messages": 0, "available_messages": 2, "in_flight_messages": 0},
                  {"id": b, "name": "audit", "produced_messages": 2,
-                  "consumed_messages": 0, "available_messages": 2}]})
+                  "consumed_messages": 0, "available_messages": 2, "in_flight_messages": 0}]})
     );
     let with_dead = h.call(
         Method::GET,
@@ -507,7 +507,7 @@ fn send_consume_ack_round_trip_keeps_json_bodies() {
         .unwrap();
     assert_eq!(
         first["message"],
-        json!({"body": {"invoice": 4711, "copies": 2}, "attributes": {"priority": 3, "source": "erp"}, "message_id": ids[0]})
+        json!({"body": {"invoice": 4711, "copies": 2}, "attributes": {"priority": 3, "source": "erp"}, "message_id": ids[0], "sent_time": START_MS})
     );
     let second = list
         .iter()

@@ -118,6 +118,7 @@ fn consumed(delivery: &Routed<Delivery>) -> Consumed<'_> {
             attributes,
             tags: item.tags.clone(),
             id: ids::message_id_encode(delivery.partition, item.message_id),
+            sent_time: item.sent_ms,
         },
     }
 }

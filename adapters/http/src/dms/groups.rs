@@ -85,6 +85,7 @@ pub(super) async fn list<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<
             produced_messages: messages.map(|(sent, _)| sent),
             consumed_messages: messages.map(|(_, s)| s.acked_total),
             available_messages: messages.map(|(_, s)| s.backlog),
+            in_flight_messages: messages.map(|(_, s)| s.in_flight),
             produced_deadletters: dead.map(|(_, s)| s.dead_letters),
             available_deadletters: dead.map(|(_, s)| s.dead_letters),
         });

@@ -165,7 +165,7 @@ pub(super) async fn list<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
             &view,
             counts.as_ref(),
             include_deadletter,
-            ctx.config,
+            (ctx.config, ctx.node.partition_count()),
         ));
     }
     let list = QueueList {
@@ -178,7 +178,12 @@ pub(super) async fn list<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError> {
 pub(super) async fn show<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<Reply, DmsError> {
     let include_deadletter = ctx.query.boolean("include_deadletter", false)?;
     let counts = ctx.node.queue_counts(view.id).await.map_err(from_node)?;
-    let object = queue_object(view, Some(&counts), include_deadletter, ctx.config);
+    let object = queue_object(
+        view,
+        Some(&counts),
+        include_deadletter,
+        (ctx.config, ctx.node.partition_count()),
+    );
     Ok(Reply::json(StatusCode::OK, &object))
 }
 
@@ -199,7 +204,7 @@ fn queue_object(
     view: &QueueView,
     counts: Option<&QueueCounts>,
     include_deadletter: bool,
-    config: &DmsConfig,
+    (config, node_partitions): (&DmsConfig, u32),
 ) -> QueueObject {
     // Meta this adapter did not write (another adapter's queue) reads as no description.
     let meta: QueueMeta = serde_json::from_slice(&view.meta).unwrap_or_default();
@@ -231,6 +236,11 @@ fn queue_object(
         },
         fifo_scope,
         retry_policy,
+        // A whole-queue FIFO lives in partition 0 (`sluice_node::routing`).
+        partitions: match view.config.mode {
+            QueueMode::Fifo(FifoScope::Queue) => 1,
+            _ => view.config.partitions_on(node_partitions),
+        },
     }
 }
 

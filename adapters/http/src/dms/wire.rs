@@ -60,6 +60,8 @@ pub struct QueueObject {
     pub fifo_scope: Option<&'static str>,
     /// Sluice extension: `immediate` or `backoff`.
     pub retry_policy: &'static str,
+    /// Sluice extension: the partitions the queue spreads over.
+    pub partitions: u32,
 }
 
 #[derive(Serialize)]
@@ -89,6 +91,9 @@ pub struct GroupObject {
     pub consumed_messages: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available_messages: Option<u64>,
+    /// Sluice extension: delivered and not yet acknowledged or expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight_messages: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub produced_deadletters: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,6 +138,8 @@ pub struct ConsumedMessage<'a> {
     /// `id` keyword makes every consume raise TypeError (docs/client-compat.md).
     #[serde(rename = "message_id")]
     pub id: String,
+    /// Sluice extension: when the message was sent, epoch milliseconds.
+    pub sent_time: u64,
 }
 
 /// One element of the top-level array a consume answers.
