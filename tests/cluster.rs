@@ -1005,6 +1005,23 @@ fn under_load_a_move_puts_every_partition_on_a_new_node_and_loses_nothing() {
     wait_caught_up(&nodes, "nodes 2, 3 and 4 agree");
     let status = cluster_cli(&nodes[&3], &["status"]);
     assert_eq!(voters_of(&status), vec![vec![2, 3, 4]; 4], "{status}");
+    // The leader's view of its replicas' lag (the console's cluster page): each of the
+    // three voters named, none behind once they agree.
+    for partition in status["partitions"].as_array().expect("partitions") {
+        if partition["at_leader"] == true {
+            let lag: Vec<(u64, u64)> = partition["lag"]
+                .as_array()
+                .expect("a lag list at the leader")
+                .iter()
+                .map(|r| (r["node"].as_u64().unwrap(), r["behind"].as_u64().unwrap()))
+                .collect();
+            assert_eq!(
+                lag.iter().map(|(node, _)| *node).collect::<Vec<_>>(),
+                [2, 3, 4]
+            );
+            assert!(lag.iter().all(|(_, behind)| *behind < 100), "{lag:?}");
+        }
+    }
 }
 
 #[test]

@@ -228,6 +228,7 @@ mod tests {
                 outgoing: Vec::new(),
             },
             caught_up: caught_up.to_vec(),
+            lag: Vec::new(),
         }
     }
 

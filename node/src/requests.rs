@@ -437,6 +437,7 @@ partition_request! {
             at_leader: engine.is_serving_leader(),
             membership,
             caught_up,
+            lag: engine.replica_lag(),
         })
     }
 }
@@ -616,6 +617,8 @@ pub struct PartitionMembership {
     pub membership: Membership,
     /// The learners that hold everything committed (may be promoted).
     pub caught_up: Vec<u64>,
+    /// At the leader: each replica and the log entries it lacks (`Engine::replica_lag`).
+    pub lag: Vec<(u64, u64)>,
 }
 
 /// Defines a metadata change, run by shard 0 one at a time: its fields, its reply and

@@ -273,6 +273,7 @@ async function main() {
   const partitions = await rowsOf(page, 'partition-table');
   check(partitions.length > 0 && partitions.every((cells) => cells[1] !== '-'),
     `every partition has a leader: ${partitions}`);
+  check(partitions.every((cells) => cells[4] === 'node 1: 0'), `replica lag: ${partitions}`);
   await page.screenshot({ path: path.join(SHOTS, 'admin.png'), fullPage: true });
   await page.click('#logout');
   check(violations.length === 0, `console errors (a CSP violation?): ${violations}`);

@@ -260,6 +260,7 @@ async function loadCluster() {
       cell(row, view.leader === null || view.leader === undefined ? '-' : String(view.leader));
       cell(row, (view.voters || []).join(', '));
       cell(row, (view.learners || []).join(', ') || '-');
+      cell(row, (view.lag || []).map((r) => `node ${r.node}: ${r.behind}`).join(', ') || '-');
       body.appendChild(row);
     }
   } catch (error) {

@@ -671,6 +671,8 @@ fn membership_json(view: &PartitionMembership) -> serde_json::Value {
         "voters": view.membership.voters,
         "learners": view.membership.learners,
         "outgoing": view.membership.outgoing,
+        // At the leader: each replica's entries behind the leader's last.
+        "lag": view.lag.iter().map(|(node, behind)| json!({"node": node, "behind": behind})).collect::<Vec<_>>(),
     })
 }
 

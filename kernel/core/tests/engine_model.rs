@@ -56,7 +56,8 @@
 //!   target, a message that dies is done for its group and becomes a new available message
 //!   of the target (same body, tags, group and send time, its retention from now, fresh
 //!   counts); the dead letters of one ack batch, or of one tick's expired leases, move in
-//!   the order of (queue, group, position). Deleting a queue removes it as a target.
+//!   the order of (queue, group, position), at the end of the batch: a later entry of the
+//!   same batch on a message it failed is `Stale`, a later batch's Success `AlreadyDone`. Deleting a queue removes it as a target.
 //! - Crash and reopen lose every lease (in-flight messages available at once, failures
 //!   unchanged) and nothing else. A snapshot changes nothing observable.
 //!

@@ -134,6 +134,24 @@ impl<S: Storage + Clone> Engine<S> {
             })
     }
 
+    /// At the leader: each replica of the configuration (voters and learners, this one
+    /// included) with how many log entries it lacks of the leader's last; empty elsewhere.
+    pub fn replica_lag(&self) -> Vec<(u64, u64)> {
+        let node = self.replica.node.borrow();
+        let raft = &node.raft;
+        if raft.state != StateRole::Leader {
+            return Vec::new();
+        }
+        let last = raft.raft_log.last_index();
+        let mut lag: Vec<(u64, u64)> = raft
+            .prs()
+            .iter()
+            .map(|(id, progress)| (*id, last.saturating_sub(progress.matched)))
+            .collect();
+        lag.sort_unstable();
+        lag
+    }
+
     /// Proposes `steps` as one change and waits until it is applied here and the group is
     /// out of any joint configuration. Only the serving leader takes changes; see the
     /// module documentation for the rules.

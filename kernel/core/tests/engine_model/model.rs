@@ -614,7 +614,10 @@ impl Model {
             g.set_failures(message, 0);
             match target {
                 Some(target) => {
-                    g.set_lane(message, Lane::Done);
+                    // Dead until the batch (or the tick) ends: a later entry of the same
+                    // ack batch finds it failed (Stale), as the engine, which decides every
+                    // entry before it applies any; done once moved.
+                    g.set_lane(message, Lane::Dead { lease: None });
                     let position = position.expect("a failed message is available");
                     self.moving.push((queue, group, position, message, target));
                 }
@@ -641,7 +644,8 @@ impl Model {
     fn move_dead_letters(&mut self) {
         let mut moving = std::mem::take(&mut self.moving);
         moving.sort();
-        for (_, _, _, message, target) in moving {
+        for (queue, group, _, message, target) in moving {
+            self.queues[queue].groups[group].set_lane(message, Lane::Done);
             let original = &self.messages[message];
             let copy = Message {
                 queue: target,
