@@ -71,11 +71,11 @@ impl Monitor {
 /// most [`MONITOR_QUEUES_MAX`]): each queue's counts (`Node::queue_counts`), recorded in
 /// `monitor`; a queue whose counts cannot be read now (a leader changing) is skipped.
 /// Then each sampled queue's alarm rules are judged, and each change of state is passed
-/// to `notify` (with the rule, for its webhook).
+/// to `notify` (with the queue and the rule, for its webhook).
 pub async fn sample<N: Node>(
     node: &N,
     monitor: &Monitor,
-    notify: impl Fn(&alarms::AlarmRule, &alarms::AlarmState),
+    notify: impl Fn(&QueueView, &alarms::AlarmRule, &alarms::AlarmState),
 ) {
     let tenants = node.tenants();
     let mut views: Vec<QueueView> = tenants
@@ -120,7 +120,7 @@ pub async fn sample<N: Node>(
                 .alarms
                 .judge(view.id, &rule.name, firing, value, now)
             {
-                notify(rule, &state);
+                notify(view, rule, &state);
             }
         }
     }

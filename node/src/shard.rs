@@ -102,12 +102,30 @@ pub struct NodeShard<H: Host> {
 }
 
 impl<H: Host> NodeShard<H> {
+    /// Runs the request `make` gives for each of `queue`'s partitions, one at a time, each
+    /// at its serving leader (here, another shard or another node): a queue unknown to the
+    /// directory yet is judged by the engines. A failure part-way leaves the partitions
+    /// before it done.
+    async fn on_each_partition<R: requests::ShardRequest<Reply = ()>>(
+        &self,
+        queue: QueueId,
+        make: impl Fn(u32) -> R,
+    ) -> Result<(), NodeError> {
+        for partition in 0..self.queue_partitions(queue) {
+            self.call(make(partition)).await?;
+        }
+        Ok(())
+    }
+
     /// One sampling pass of the node's monitoring ring (`crate::monitor::sample`): the
     /// host runs it on one shard at its interval.
+    ///
     /// A change of an alarm's state is posted to its webhook by the node that leads
     /// partition 0 only (`Host::deliver_webhook`), so a cluster notifies once.
     pub async fn sample_monitor(&self) {
-        let notify = |rule: &crate::alarms::AlarmRule, state: &crate::alarms::AlarmState| {
+        let notify = |view: &QueueView,
+                      rule: &crate::alarms::AlarmRule,
+                      state: &crate::alarms::AlarmState| {
             let Some(url) = &rule.webhook else {
                 return;
             };
@@ -117,7 +135,8 @@ impl<H: Host> NodeShard<H> {
             }
             let body = serde_json::json!({
                 "alarm": rule.name,
-                "queue_id": state.queue.0,
+                "project_id": &*view.tenant,
+                "queue": &*view.name,
                 "group": rule.group,
                 "kind": rule.kind,
                 "threshold": rule.threshold,
@@ -852,12 +871,8 @@ impl<H: Host> Node for NodeShard<H> {
     }
 
     async fn purge_queue(&self, queue: QueueId) -> Result<(), NodeError> {
-        // One partition at a time, each at its serving leader (here, another shard or
-        // another node): a queue unknown to the directory yet is judged by the engines.
-        for partition in 0..self.queue_partitions(queue) {
-            self.call(requests::Purge { partition, queue }).await?;
-        }
-        Ok(())
+        self.on_each_partition(queue, |partition| requests::Purge { partition, queue })
+            .await
     }
 
     async fn start_move(
@@ -866,17 +881,14 @@ impl<H: Host> Node for NodeShard<H> {
         to: QueueId,
         per_second: u32,
     ) -> Result<(), NodeError> {
-        for partition in 0..self.queue_partitions(queue) {
-            let call = requests::StartMove {
-                partition,
-                queue,
-                group,
-                to,
-                per_second,
-            };
-            self.call(call).await?;
-        }
-        Ok(())
+        self.on_each_partition(queue, |partition| requests::StartMove {
+            partition,
+            queue,
+            group,
+            to,
+            per_second,
+        })
+        .await
     }
 
     fn queue_history(&self, queue: QueueId) -> Vec<crate::monitor::Sample> {
@@ -894,27 +906,21 @@ impl<H: Host> Node for NodeShard<H> {
     }
 
     async fn redrive(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError> {
-        for partition in 0..self.queue_partitions(queue) {
-            self.call(requests::Redrive {
-                partition,
-                queue,
-                group,
-            })
-            .await?;
-        }
-        Ok(())
+        self.on_each_partition(queue, |partition| requests::Redrive {
+            partition,
+            queue,
+            group,
+        })
+        .await
     }
 
     async fn stop_move(&self, queue: QueueId, group: GroupId) -> Result<(), NodeError> {
-        for partition in 0..self.queue_partitions(queue) {
-            self.call(requests::StopMove {
-                partition,
-                queue,
-                group,
-            })
-            .await?;
-        }
-        Ok(())
+        self.on_each_partition(queue, |partition| requests::StopMove {
+            partition,
+            queue,
+            group,
+        })
+        .await
     }
 
     async fn send_to(
