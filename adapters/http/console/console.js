@@ -27,14 +27,16 @@ function say(id, text, isError) {
   element.classList.toggle('error', Boolean(isError));
 }
 
-async function api(method, path, body, prefix = 'v1.0') {
+// A call with the session's token and a JSON body, if any; the answer's JSON, or an error
+// naming the status and the server's message.
+async function call(method, url, body) {
   const headers = { 'X-Auth-Token': session.token };
   const init = { method, headers };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(`/${prefix}/${session.project}${path}`, init);
+  const response = await fetch(url, init);
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
@@ -42,6 +44,11 @@ async function api(method, path, body, prefix = 'v1.0') {
     throw new Error(`${response.status}: ${message}`);
   }
   return data;
+}
+
+// The DMS API of the tenant's project (`v1.0`, or `v2` for the tag routes).
+function api(method, path, body, prefix = 'v1.0') {
+  return call(method, `/${prefix}/${session.project}${path}`, body);
 }
 
 function cell(row, text, className) {
@@ -153,20 +160,9 @@ async function loggedIn(response) {
 
 // ---------------------------------------------------------------- admin
 
-async function admin(method, path, body) {
-  const headers = { 'X-Auth-Token': session.token };
-  const init = { method, headers };
-  if (body !== undefined) {
-    headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body);
-  }
-  const response = await fetch(`/admin${path}`, init);
-  const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!response.ok) {
-    throw new Error(`${response.status}: ${(data && data.error_msg) || response.statusText}`);
-  }
-  return data;
+// The admin API, with the admin's token.
+function admin(method, path, body) {
+  return call(method, `/admin${path}`, body);
 }
 
 async function openAdmin() {
