@@ -15,7 +15,8 @@ const {
   DeleteMessageBatchCommand, ListQueuesCommand, GetQueueAttributesCommand,
   DeleteQueueCommand, TagQueueCommand, ListQueueTagsCommand, PurgeQueueCommand,
   SetQueueAttributesCommand, ListDeadLetterSourceQueuesCommand, StartMessageMoveTaskCommand,
-  ListMessageMoveTasksCommand,
+  ListMessageMoveTasksCommand, CancelMessageMoveTaskCommand, UntagQueueCommand,
+  ChangeMessageVisibilityCommand, ChangeMessageVisibilityBatchCommand,
 } = sqsSdk;
 
 const ENDPOINT = process.env.SLUICE_ENDPOINT;
@@ -90,8 +91,51 @@ async function deadLetters(sqs) {
   const back = await receiveAll(sqs, src, 3);
   check(JSON.stringify(back.map((m) => m.Body).sort()) === JSON.stringify(['dead 1', 'dead 2', 'dead 3']),
     `moved back: ${JSON.stringify(back)}`);
+  // A slow task (one a second) cancelled at once; then its handle is unknown.
+  await sqs.send(new SendMessageBatchCommand({
+    QueueUrl: dlq, Entries: [1, 2, 3, 4, 5].map((i) => ({ Id: `s${i}`, MessageBody: `slow ${i}` })),
+  }));
+  const { TaskHandle: slow } = await sqs.send(new StartMessageMoveTaskCommand({
+    SourceArn: dlqArn, MaxNumberOfMessagesPerSecond: 1,
+  }));
+  const cancelled = await sqs.send(new CancelMessageMoveTaskCommand({ TaskHandle: slow }));
+  check(cancelled.ApproximateNumberOfMessagesMoved < 5, `cancelled: ${JSON.stringify(cancelled)}`);
+  const { Results: history } = await sqs.send(new ListMessageMoveTasksCommand({
+    SourceArn: dlqArn, MaxResults: 10,
+  }));
+  check(history.map((t) => t.Status).join() === 'CANCELLED,COMPLETED', `tasks: ${JSON.stringify(history)}`);
+  const again = await errorName(sqs.send(new CancelMessageMoveTaskCommand({ TaskHandle: slow })));
+  check(again === 'ResourceNotFoundException', `a cancelled task's handle: ${again}`);
   await sqs.send(new DeleteQueueCommand({ QueueUrl: src }));
   await sqs.send(new DeleteQueueCommand({ QueueUrl: dlq }));
+}
+
+// Visibility: a delivery hidden longer, one made visible again at once (and received
+// again), and a batch change with an entry whose delivery is over.
+async function visibility(sqs, url) {
+  await sqs.send(new SendMessageBatchCommand({
+    QueueUrl: url, Entries: [1, 2].map((i) => ({ Id: `v${i}`, MessageBody: `visible ${i}` })),
+  }));
+  const got = await receiveAll(sqs, url, 2, { VisibilityTimeout: 30 });
+  check(got.length === 2, `received ${got.length}`);
+  await sqs.send(new ChangeMessageVisibilityCommand({
+    QueueUrl: url, ReceiptHandle: got[0].ReceiptHandle, VisibilityTimeout: 0,
+  }));
+  const back = await receiveAll(sqs, url, 1, { VisibilityTimeout: 30 });
+  check(back.length === 1 && back[0].Body === got[0].Body, `back: ${JSON.stringify(back)}`);
+  const batch = await sqs.send(new ChangeMessageVisibilityBatchCommand({
+    QueueUrl: url,
+    Entries: [
+      { Id: 'live', ReceiptHandle: got[1].ReceiptHandle, VisibilityTimeout: 60 },
+      { Id: 'over', ReceiptHandle: got[0].ReceiptHandle, VisibilityTimeout: 60 },
+    ],
+  }));
+  check(batch.Successful.length === 1 && batch.Successful[0].Id === 'live'
+    && batch.Failed.length === 1 && batch.Failed[0].Id === 'over', `batch: ${JSON.stringify(batch)}`);
+  await sqs.send(new DeleteMessageBatchCommand({
+    QueueUrl: url,
+    Entries: [back[0], got[1]].map((m, i) => ({ Id: `d${i}`, ReceiptHandle: m.ReceiptHandle })),
+  }));
 }
 
 async function main() {
@@ -145,10 +189,15 @@ async function main() {
   }));
   check(counts.Attributes.ApproximateNumberOfMessages === '0', 'drained');
 
+  await visibility(sqs, url);
+
   await sqs.send(new TagQueueCommand({ QueueUrl: url, Tags: { team: 'js', env: 'test' } }));
   const tags = await sqs.send(new ListQueueTagsCommand({ QueueUrl: url }));
   check(JSON.stringify(tags.Tags) === JSON.stringify({ env: 'test', team: 'js' }),
     `tags: ${JSON.stringify(tags.Tags)}`);
+  await sqs.send(new UntagQueueCommand({ QueueUrl: url, TagKeys: ['env'] }));
+  const left = await sqs.send(new ListQueueTagsCommand({ QueueUrl: url }));
+  check(JSON.stringify(left.Tags) === JSON.stringify({ team: 'js' }), `untagged: ${JSON.stringify(left.Tags)}`);
   const badTag = await errorName(sqs.send(new TagQueueCommand({ QueueUrl: url, Tags: { 'a|b': 'v' } })));
   check(badTag === 'InvalidParameterValue', `a bad tag key: ${badTag}`);
   await sqs.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'to purge' }));
