@@ -877,3 +877,39 @@ fn scheduled_messages_are_cancelled_on_either_shard() {
         (400, Some("10249008"))
     );
 }
+
+#[test]
+fn alarm_rules_survive_a_restart() {
+    // Goal: a queue's alarm rules are durable (the queue's fields, a metadata command):
+    // after SIGTERM and a restart on the same data directory they are all there.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let client = server.client();
+    let base = support::base(&client);
+    let created = client
+        .call("POST", &format!("{base}/queues"), Some(&json!({"name": "watched"})))
+        .expect("create");
+    let queue = created.body["id"].as_str().expect("an id").to_string();
+    let rules = json!({"rules": [
+        {"name": "deep", "group": "g", "kind": "backlog_above", "threshold": 100.0, "for_s": 60},
+        {"name": "late", "group": "g", "kind": "oldest_age_above", "threshold": 30.0, "for_s": 0,
+         "webhook": "http://127.0.0.1:9/hook"}]});
+    let put = client
+        .call("PUT", &format!("{base}/queues/{queue}/alarms"), Some(&rules))
+        .expect("put");
+    assert_eq!(put.status, 204, "{:?}", put.body);
+    let bad = json!({"rules": [{"name": "x", "group": "g", "kind": "backlog_above",
+                                "threshold": -1.0, "for_s": 0}]});
+    let refused = client
+        .call("PUT", &format!("{base}/queues/{queue}/alarms"), Some(&bad))
+        .expect("put");
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert!(server.terminate().success());
+    let server = Server::start(dir.path(), &[]);
+    let client = server.client();
+    let read = client
+        .call("GET", &format!("{base}/queues/{queue}/alarms"), None)
+        .expect("get");
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    assert_eq!(read.body["rules"], rules["rules"], "the rules after a restart");
+}

@@ -145,6 +145,9 @@ async function main() {
   check(new Set(received.map((cells) => cells[0])).size === 3, 'three message ids');
   await page.waitForFunction(() =>
     document.querySelector('#group-table tbody tr td:nth-child(2)').textContent === '0');
+  const readers = (await rowsOf(page, 'group-table'))[0];
+  check(readers[2] === '0' && readers[3] === '3' && readers[4] === '3',
+    `in flight, delivered and consumed: ${readers}`);
   // Monitoring: the server samples every 200 ms here; the charts show the group.
   await until(page, () => loadCharts(), () => page.evaluate(() => {
     const backlog = document.querySelector('figure[aria-label="Backlog"] figcaption');
@@ -214,15 +217,19 @@ async function main() {
   await page.waitForSelector('#queue-view:not([hidden])');
   await page.waitForFunction(() => {
     const cells = document.querySelectorAll('#group-table tbody tr td');
-    return cells.length > 0 && cells[5].textContent === '1';
+    return cells.length > 0 && cells[6].textContent === '1';
   });
+  await page.click('button[aria-label="Show the dead letters of dead-readers"]');
+  await page.waitForSelector('#dead-table:not([hidden])');
+  const dead = await rowsOf(page, 'dead-table');
+  check(dead.length === 1 && dead[0][1] === 'poison', `the dead letters: ${dead}`);
   await page.screenshot({ path: path.join(SHOTS, 'dead-letters.png'), fullPage: true });
   const chosen = await page.$eval('#consume-group', (select) => select.selectedOptions[0]?.textContent);
   check(chosen === 'dead-readers', `the consume form offers this queue's group: ${chosen}`);
   await page.click('button[aria-label="Redrive the dead letters of dead-readers"]');
   await page.waitForFunction(() => {
     const cells = document.querySelectorAll('#group-table tbody tr td');
-    return cells[5].textContent === '0' && cells[1].textContent === '1';
+    return cells[6].textContent === '0' && cells[1].textContent === '1';
   });
 
   // Nothing kept in the browser's storage; logging out forgets the token.
@@ -274,6 +281,9 @@ async function main() {
   check(partitions.length > 0 && partitions.every((cells) => cells[1] !== '-'),
     `every partition has a leader: ${partitions}`);
   check(partitions.every((cells) => cells[4] === 'node 1: 0'), `replica lag: ${partitions}`);
+  const nodes = await rowsOf(page, 'node-table');
+  check(nodes.length === 1 && nodes[0][0] === '1' && nodes[0][1] === String(partitions.length),
+    `the nodes: ${nodes}`);
   await page.screenshot({ path: path.join(SHOTS, 'admin.png'), fullPage: true });
   await page.click('#logout');
   check(violations.length === 0, `console errors (a CSP violation?): ${violations}`);

@@ -250,6 +250,25 @@ async function loadCluster() {
     const data = await admin('GET', '/cluster');
     const body = $('partition-table').querySelector('tbody');
     body.replaceChildren();
+    // Each node: the partitions it leads and the replicas it holds, from the partitions.
+    const nodes = new Map();
+    const node = (id) => {
+      if (!nodes.has(id)) nodes.set(id, { leads: 0, holds: 0 });
+      return nodes.get(id);
+    };
+    for (const view of data.partitions) {
+      if (view.leader !== null && view.leader !== undefined) node(view.leader).leads += 1;
+      for (const id of [...(view.voters || []), ...(view.learners || [])]) node(id).holds += 1;
+    }
+    const nodeBody = $('node-table').querySelector('tbody');
+    nodeBody.replaceChildren();
+    for (const [id, counts] of [...nodes.entries()].sort((a, b) => a[0] - b[0])) {
+      const row = document.createElement('tr');
+      cell(row, String(id));
+      cell(row, String(counts.leads));
+      cell(row, String(counts.holds));
+      nodeBody.appendChild(row);
+    }
     for (const view of data.partitions) {
       const row = document.createElement('tr');
       cell(row, String(view.partition));
@@ -378,6 +397,7 @@ async function openQueue(queue) {
     `${queue.queue_mode}, created ${new Date(queue.created).toISOString()}, id ${queue.id}`;
   $('received-table').querySelector('tbody').replaceChildren();
   $('scheduled-table').querySelector('tbody').replaceChildren();
+  $('dead-table').hidden = true;
   say('queue-status', '');
   show('queue-view');
   await loadGroups();
@@ -568,11 +588,14 @@ async function loadGroups() {
       cell(row, group.name);
       cell(row, String(group.available_messages));
       cell(row, String(group.in_flight_messages ?? '-'));
+      cell(row, String(group.delivered_messages ?? '-'));
       cell(row, String(group.consumed_messages));
       cell(row, String(group.produced_messages));
       cell(row, deadLetters ? String(group.available_deadletters ?? 0) : '-');
       const actions = document.createElement('td');
       if (deadLetters) {
+        actions.appendChild(button('Show dead letters', () => showDeadLetters(group),
+          `Show the dead letters of ${group.name}`));
         actions.appendChild(button('Redrive', () => redrive(group),
           `Redrive the dead letters of ${group.name}`));
       }
@@ -599,6 +622,31 @@ async function createGroup(event) {
     $('group-name').value = '';
     say('queue-status', `Created group ${name}.`);
     await loadGroups();
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
+// Up to 10 of the group's dead letters, read from their lane: reading leases them, so
+// they stay out of the lane for the API's shortest ack_wait (15 s), then come back.
+async function showDeadLetters(group) {
+  try {
+    const path = `/queues/${view.queue.id}/groups/${group.id}/deadletters?max_msgs=10&time_wait=1&ack_wait=15`;
+    const deliveries = await api('GET', path);
+    $('dead-caption').textContent = `Dead letters of ${group.name}`;
+    const body = $('dead-table').querySelector('tbody');
+    body.replaceChildren();
+    for (const delivery of deliveries) {
+      const message = delivery.message;
+      const row = document.createElement('tr');
+      cell(row, message.message_id ?? '-');
+      cell(row, typeof message.body === 'string' ? message.body : JSON.stringify(message.body), 'body');
+      cell(row, JSON.stringify(message.attributes ?? {}));
+      cell(row, message.sent_time ? new Date(message.sent_time).toISOString() : '-');
+      body.appendChild(row);
+    }
+    $('dead-table').hidden = false;
+    say('queue-status', `${deliveries.length} dead letter${deliveries.length === 1 ? '' : 's'} of ${group.name} shown.`);
   } catch (error) {
     say('queue-status', error.message, true);
   }

@@ -402,9 +402,11 @@ fn groups_create_list_paginate_and_delete() {
         json!({"queue_id": q, "queue_name": "q", "redrive_policy": "enable", "total": 2,
                "groups": [
                  {"id": a, "name": "printer-a", "produced_messages": 2,
-                  "consumed_messages": 0, "available_messages": 2, "in_flight_messages": 0},
+                  "consumed_messages": 0, "available_messages": 2, "in_flight_messages": 0,
+                  "delivered_messages": 0},
                  {"id": b, "name": "audit", "produced_messages": 2,
-                  "consumed_messages": 0, "available_messages": 2, "in_flight_messages": 0}]})
+                  "consumed_messages": 0, "available_messages": 2, "in_flight_messages": 0,
+                  "delivered_messages": 0}]})
     );
     let with_dead = h.call(
         Method::GET,

@@ -86,6 +86,7 @@ pub(super) async fn list<N: Node>(ctx: &Ctx<'_, N>, view: &QueueView) -> Result<
             consumed_messages: messages.map(|(_, s)| s.acked_total),
             available_messages: messages.map(|(_, s)| s.backlog),
             in_flight_messages: messages.map(|(_, s)| s.in_flight),
+            delivered_messages: messages.map(|(_, s)| s.delivered_total),
             produced_deadletters: dead.map(|(_, s)| s.dead_letters),
             available_deadletters: dead.map(|(_, s)| s.dead_letters),
         });

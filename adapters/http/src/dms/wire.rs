@@ -94,6 +94,9 @@ pub struct GroupObject {
     /// Sluice extension: delivered and not yet acknowledged or expired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight_messages: Option<u64>,
+    /// Sluice extension: deliveries made, redeliveries included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_messages: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub produced_deadletters: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
