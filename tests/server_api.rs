@@ -887,7 +887,11 @@ fn alarm_rules_survive_a_restart() {
     let client = server.client();
     let base = support::base(&client);
     let created = client
-        .call("POST", &format!("{base}/queues"), Some(&json!({"name": "watched"})))
+        .call(
+            "POST",
+            &format!("{base}/queues"),
+            Some(&json!({"name": "watched"})),
+        )
         .expect("create");
     let queue = created.body["id"].as_str().expect("an id").to_string();
     let rules = json!({"rules": [
@@ -895,7 +899,11 @@ fn alarm_rules_survive_a_restart() {
         {"name": "late", "group": "g", "kind": "oldest_age_above", "threshold": 30.0, "for_s": 0,
          "webhook": "http://127.0.0.1:9/hook"}]});
     let put = client
-        .call("PUT", &format!("{base}/queues/{queue}/alarms"), Some(&rules))
+        .call(
+            "PUT",
+            &format!("{base}/queues/{queue}/alarms"),
+            Some(&rules),
+        )
         .expect("put");
     assert_eq!(put.status, 204, "{:?}", put.body);
     let bad = json!({"rules": [{"name": "x", "group": "g", "kind": "backlog_above",
@@ -911,5 +919,8 @@ fn alarm_rules_survive_a_restart() {
         .call("GET", &format!("{base}/queues/{queue}/alarms"), None)
         .expect("get");
     assert_eq!(read.status, 200, "{:?}", read.body);
-    assert_eq!(read.body["rules"], rules["rules"], "the rules after a restart");
+    assert_eq!(
+        read.body["rules"], rules["rules"],
+        "the rules after a restart"
+    );
 }
