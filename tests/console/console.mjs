@@ -57,12 +57,14 @@ async function main() {
   const page = await browser.newPage();
   page.setDefaultTimeout(WAIT_MS);
   const violations = [];
-  // Errors the page reports, but for the answer to the wrong password below (a 401 the
-  // browser logs as a failed load): a CSP violation or a script error would show here.
+  // Errors the page reports, but for the refusals the test provokes (logged by the
+  // browser as failed loads): a CSP violation or a script error would show here.
   page.on('console', (message) => {
     const text = message.text();
-    const refusedLogin = text.includes('status of 401');  // the wrong password and SK below
-    if (message.type() === 'error' && !refusedLogin) violations.push(text);
+    // The refusals this test asks for: the wrong password and SK (401), the second cancel
+    // of one message (409).
+    const asked = text.includes('status of 401') || text.includes('status of 409');
+    if (message.type() === 'error' && !asked) violations.push(text);
   });
   page.on('pageerror', (error) => violations.push(String(error)));
 
@@ -102,6 +104,9 @@ async function main() {
     await page.fill('#create-name', name);
     await page.selectOption('#create-mode', mode);
     await page.setChecked('#create-redrive', redrive);
+    // The FIFO queue orders per message group and backs off after a failure.
+    await page.selectOption('#create-scope', mode === 'FIFO' ? 'message_group' : 'queue');
+    await page.selectOption('#create-retry', mode === 'FIFO' ? 'backoff' : 'immediate');
     await page.click('#create-form button[type=submit]');
     await page.waitForFunction((n) => [...document.querySelectorAll('#queue-table tbody a')]
       .some((a) => a.textContent === n), name);
@@ -109,7 +114,12 @@ async function main() {
   let names = await queueNames(page);
   check(!names.includes(process.env.SLUICE_HIDDEN_QUEUE), `another tenant's queue: ${names}`);
   const fifo = (await rowsOf(page, 'queue-table')).find((cells) => cells[1] === 'web-fifo');
-  check(fifo[2] === 'FIFO' && fifo[3] === '1', `the type and partitions columns: ${fifo}`);
+  const orders = (await rowsOf(page, 'queue-table')).find((cells) => cells[1] === 'web-orders');
+  check(fifo[2] === 'FIFO' && fifo[3] === orders[3], `the type and partitions columns: ${fifo}`);
+  const made = await page.evaluate(() => api('GET', '/queues'));
+  const fifoMade = made.queues.find((q) => q.name === 'web-fifo');
+  check(fifoMade.fifo_scope === 'message_group' && fifoMade.retry_policy === 'backoff',
+    `the FIFO queue's options: ${JSON.stringify(fifoMade)}`);
   await page.screenshot({ path: path.join(SHOTS, 'queues.png'), fullPage: true });
 
   // Select two and delete them together.
@@ -200,15 +210,22 @@ async function main() {
   await page.fill('#send-attributes', '{}');
   await page.fill('#send-tags', 'later');
   await page.fill('#send-delay', '600');
-  await page.fill('#send-count', '1');
+  await page.fill('#send-count', '2');
   await page.click('#send-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelectorAll('#scheduled-table tbody tr').length === 2);
+  const [[firstId], [secondId]] = await rowsOf(page, 'scheduled-table');
+  check(/^[0-9a-f]{20}$/.test(firstId) && firstId !== secondId, `message ids: ${firstId}, ${secondId}`);
+  await page.click(`button[aria-label="Cancel message ${firstId}"]`);
   await page.waitForFunction(() => document.querySelectorAll('#scheduled-table tbody tr').length === 1);
-  const [scheduledId] = (await rowsOf(page, 'scheduled-table'))[0];
-  check(/^[0-9a-f]{20}$/.test(scheduledId), `a message id: ${scheduledId}`);
-  await page.click(`button[aria-label="Cancel message ${scheduledId}"]`);
+  // The other by its id, as one sent from elsewhere would be.
+  await page.fill('#cancel-id', secondId);
+  await page.click('#cancel-form button[type=submit]');
   await page.waitForFunction(() => document.querySelectorAll('#scheduled-table tbody tr').length === 0);
   const cancelled = await page.textContent('#queue-status');
-  check(cancelled.includes('Cancelled'), `cancel status: ${cancelled}`);
+  check(cancelled === `Cancelled ${secondId}.`, `cancel status: ${cancelled}`);
+  await page.fill('#cancel-id', secondId);
+  await page.click('#cancel-form button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('queue-status').textContent.startsWith('409'));
 
   // The dead-letter lane: the test made one dead letter in web-dead; redrive it.
   await page.click('#nav-queues');

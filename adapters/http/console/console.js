@@ -350,7 +350,9 @@ async function createQueue(event) {
     queue_mode: $('create-mode').value,
     description: $('create-description').value,
     redrive_policy: redrive ? 'enable' : 'disable',
+    retry_policy: $('create-retry').value,
   };
+  if (request.queue_mode === 'FIFO') request.fifo_scope = $('create-scope').value;
   if (redrive) request.max_consume_count = Number($('create-max').value);
   try {
     await api('POST', '/queues', request);
@@ -706,6 +708,18 @@ async function sendMessages(event) {
   }
 }
 
+// Cancels a delayed or scheduled message of this queue by its id; true when done.
+async function cancelMessage(id) {
+  try {
+    await api('DELETE', `/queues/${view.queue.id}/messages/${id}`);
+    say('queue-status', `Cancelled ${id}.`);
+    return true;
+  } catch (error) {
+    say('queue-status', error.message, true);
+    return false;
+  }
+}
+
 // A delayed message sent from this page, with a button that cancels it.
 function scheduled(id, due) {
   const row = document.createElement('tr');
@@ -713,13 +727,7 @@ function scheduled(id, due) {
   cell(row, due);
   const actions = document.createElement('td');
   actions.appendChild(button('Cancel', async () => {
-    try {
-      await api('DELETE', `/queues/${view.queue.id}/messages/${id}`);
-      row.remove();
-      say('queue-status', `Cancelled ${id}.`);
-    } catch (error) {
-      say('queue-status', error.message, true);
-    }
+    if (await cancelMessage(id)) row.remove();
   }, `Cancel message ${id}`));
   row.appendChild(actions);
   $('scheduled-table').querySelector('tbody').appendChild(row);
@@ -834,6 +842,17 @@ document.addEventListener('DOMContentLoaded', () => {
   $('group-form').addEventListener('submit', createGroup);
   $('send-form').addEventListener('submit', sendMessages);
   $('refresh-charts').addEventListener('click', loadCharts);
+  $('cancel-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const id = $('cancel-id').value.trim();
+    if (await cancelMessage(id)) {
+      $('cancel-id').value = '';
+      // A row of this page's own delayed messages goes with it.
+      for (const row of $('scheduled-table').querySelectorAll('tbody tr')) {
+        if (row.firstChild.textContent === id) row.remove();
+      }
+    }
+  });
   $('refresh-alarms').addEventListener('click', loadAlarms);
   $('alarm-form').addEventListener('submit', addAlarm);
   $('tag-form').addEventListener('submit', async (event) => {
