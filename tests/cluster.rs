@@ -342,6 +342,18 @@ fn any_node_serves_any_request_and_no_acknowledged_message_is_lost() {
             .collect::<Option<_>>()?;
         all.windows(2).all(|w| w[0] == w[1]).then_some(())
     });
+    // Every node serves the web console, with its security policy.
+    for (id, node) in &nodes {
+        let request = b"GET /console/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let (status, text) = raw::exchange(&node.endpoint, request);
+        assert_eq!(status, 200, "node {id}: {text}");
+        let lower = text.to_ascii_lowercase();
+        assert!(
+            lower.contains("content-security-policy: default-src 'none'")
+                && text.contains("console.js"),
+            "node {id}: {text}"
+        );
+    }
     // A node that does not lead partition 0 (so tenant creation is forwarded).
     let (&creator, _) = nodes
         .iter()
