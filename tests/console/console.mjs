@@ -130,10 +130,24 @@ async function main() {
     .some((a) => a.textContent === 'web-spare'));
   names = await queueNames(page);
   check(names.includes('web-orders') && !names.includes('web-fifo'), `after delete: ${names}`);
+  // And one by its own button.
+  await page.fill('#create-name', 'web-single');
+  await page.selectOption('#create-mode', 'NORMAL');
+  await page.click('#create-form button[type=submit]');
+  await page.waitForSelector('button[aria-label="Delete web-single"]');
+  await page.click('button[aria-label="Delete web-single"]');
+  await page.waitForFunction(() => ![...document.querySelectorAll('#queue-table tbody a')]
+    .some((a) => a.textContent === 'web-single'));
 
   // A queue: a group, test messages, consumed with auto-ack until the backlog is gone.
   await page.click('text=web-orders');
   await page.waitForSelector('#queue-view:not([hidden])');
+  // A group made and deleted, then the one the rest uses.
+  await page.fill('#group-name', 'web-temp');
+  await page.click('#group-form button[type=submit]');
+  await page.waitForSelector('button[aria-label="Delete group web-temp"]');
+  await page.click('button[aria-label="Delete group web-temp"]');
+  await page.waitForFunction(() => document.querySelectorAll('#group-table tbody tr').length === 0);
   await page.fill('#group-name', 'web-readers');
   await page.click('#group-form button[type=submit]');
   await page.waitForFunction(() => document.querySelectorAll('#group-table tbody tr').length === 1);
@@ -196,6 +210,8 @@ async function main() {
   const changes = await rowsOf(page, 'alarm-history');
   check(changes.length === 2 && changes[0][1] === 'firing' && changes[1][1] === 'ok',
     `the alarm's history: ${changes}`);
+  await page.click('button[aria-label="Delete rule backlog-high"]');
+  await page.waitForFunction(() => document.querySelectorAll('#alarm-table tbody tr').length === 0);
 
   // Tags: added and removed.
   await page.fill('#tag-key', 'team');
