@@ -26,7 +26,8 @@ pub const MONITOR_INTERVAL_MS_DEFAULT: u64 = 30_000;
 /// A queue's counts at one time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Wall-clock time of the sample, epoch milliseconds.
+    /// Queue time of the sample (`Node::now_ms`, epoch milliseconds): it never steps
+    /// back, and message arrival times (`GroupStats::oldest_available_ms`) are on it.
     pub at_ms: u64,
     pub sent_total: u64,
     pub stored: u64,
@@ -91,7 +92,7 @@ pub async fn sample<N: Node>(
             samples.push((
                 view.id,
                 Sample {
-                    at_ms: node.wall_ms(),
+                    at_ms: node.now_ms(),
                     sent_total: counts.sent_total,
                     stored: counts.stored,
                     delayed: counts.delayed,
