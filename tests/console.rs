@@ -1,6 +1,7 @@
 //! The web console in a real browser: headless Chromium (Debian's `chromium` package)
 //! driven by `playwright-core` from npm, both installed by `cargo xtask test`, against the
-//! real binary (tests/console/console.mjs).
+//! real binary (tests/console/console.mjs), logged in to one node of a three-node
+//! cluster: the admin's cluster page shows the three nodes and each partition's replicas.
 
 mod support;
 
@@ -11,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use serde_json::json;
+use support::cluster::{start_cluster_with, NODES};
 use support::scenario::run;
-use support::Server;
 
 fn env_path(name: &str) -> PathBuf {
     match std::env::var_os(name) {
@@ -60,10 +61,9 @@ fn webhook_receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
 fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     // The console's charts need samples within the test's time.
-    let server = Server::start(
-        dir.path(),
-        &["--shards", "2", "--set", "monitor_interval_ms=200"],
-    );
+    let (nodes, _leaders, _peers) =
+        start_cluster_with(dir.path(), &["--set", "monitor_interval_ms=200"]);
+    let server = &nodes[&1];
     server.cli(&[
         "tenant",
         "create",
@@ -127,7 +127,7 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         .join("console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let (webhook, notifications) = webhook_receiver();
-    let secrets = sluice_server::datadir::load_secrets(dir.path()).expect("the admin keys");
+    let secrets = sluice_server::datadir::load_secrets(&server.data_dir).expect("the admin keys");
     let mut command = Command::new("node");
     command
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.mjs"))
@@ -143,6 +143,7 @@ fn the_console_logs_in_manages_queues_sends_and_consumes_in_a_browser() {
         .env("SLUICE_ADMIN_AK", &secrets.admin_ak)
         .env("SLUICE_ADMIN_SK", &secrets.admin_sk)
         .env("SLUICE_SK", &webuser.credentials.sk)
+        .env("SLUICE_NODES", NODES.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let lines = run(command);

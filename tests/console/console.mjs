@@ -98,11 +98,13 @@ async function main() {
   await page.waitForSelector('#queues-view:not([hidden])');
   await page.screenshot({ path: path.join(SHOTS, 'login-done.png') });
 
-  // Queues: create three (one FIFO with dead letters), never see another tenant's.
+  // Queues: create three (one FIFO with dead letters, one Kafka queue keeping its
+  // messages 24 hours), never see another tenant's.
   for (const [name, mode, redrive] of [['web-orders', 'NORMAL', false],
-    ['web-fifo', 'FIFO', true], ['web-spare', 'NORMAL', false]]) {
+    ['web-fifo', 'FIFO', true], ['web-spare', 'KAFKA_HA', false]]) {
     await page.fill('#create-name', name);
     await page.selectOption('#create-mode', mode);
+    await page.fill('#create-retention', '24');
     await page.setChecked('#create-redrive', redrive);
     // The FIFO queue orders per message group and backs off after a failure.
     await page.selectOption('#create-scope', mode === 'FIFO' ? 'message_group' : 'queue');
@@ -120,6 +122,11 @@ async function main() {
   const fifoMade = made.queues.find((q) => q.name === 'web-fifo');
   check(fifoMade.fifo_scope === 'message_group' && fifoMade.retry_policy === 'backoff',
     `the FIFO queue's options: ${JSON.stringify(fifoMade)}`);
+  const kafkaMade = made.queues.find((q) => q.name === 'web-spare');
+  check(kafkaMade.queue_mode === 'KAFKA_HA' && kafkaMade.reservation === 24 * 60,
+    `the Kafka queue's retention: ${JSON.stringify(kafkaMade)}`);
+  const spare = (await rowsOf(page, 'queue-table')).find((cells) => cells[1] === 'web-spare');
+  check(spare[2] === 'KAFKA_HA', `the Kafka queue's type column: ${spare}`);
   await page.screenshot({ path: path.join(SHOTS, 'queues.png'), fullPage: true });
 
   // Select two and delete them together.
@@ -310,13 +317,23 @@ async function main() {
   await page.click('button[aria-label="Delete tenant made-in-console"]');
   await page.waitForFunction(() => document.getElementById('admin-status').textContent
     === 'Deleted made-in-console.');
+  // The cluster: every node holds a replica of every partition, each partition has a
+  // leader, the leads add up, and the leader reports every node's lag.
+  const nodeCount = Number(process.env.SLUICE_NODES);
+  const nodeIds = Array.from({ length: nodeCount }, (_, i) => String(i + 1));
+  await page.waitForFunction((n) => document.querySelectorAll('#node-table tbody tr').length === n,
+    nodeCount);
   const partitions = await rowsOf(page, 'partition-table');
-  check(partitions.length > 0 && partitions.every((cells) => cells[1] !== '-'),
+  check(partitions.length > 0 && partitions.every((cells) => nodeIds.includes(cells[1])),
     `every partition has a leader: ${partitions}`);
-  check(partitions.every((cells) => cells[4] === 'node 1: 0'), `replica lag: ${partitions}`);
+  check(partitions.every((cells) => cells[2] === nodeIds.join(', ')), `voters: ${partitions}`);
+  check(partitions.every((cells) => nodeIds.every((id) => cells[4].includes(`node ${id}: `))),
+    `replica lag: ${partitions}`);
   const nodes = await rowsOf(page, 'node-table');
-  check(nodes.length === 1 && nodes[0][0] === '1' && nodes[0][1] === String(partitions.length),
-    `the nodes: ${nodes}`);
+  check(nodes.map((cells) => cells[0]).join(',') === nodeIds.join(',')
+    && nodes.every((cells) => cells[2] === String(partitions.length))
+    && nodes.reduce((sum, cells) => sum + Number(cells[1]), 0) === partitions.length,
+  `the nodes: ${nodes}`);
   await page.screenshot({ path: path.join(SHOTS, 'admin.png'), fullPage: true });
   await page.click('#logout');
   check(violations.length === 0, `console errors (a CSP violation?): ${violations}`);

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod cluster;
 pub mod kafka;
 pub mod raw;
 pub mod scenario;

@@ -353,6 +353,7 @@ async function createQueue(event) {
     retry_policy: $('create-retry').value,
   };
   if (request.queue_mode === 'FIFO') request.fifo_scope = $('create-scope').value;
+  if (request.queue_mode === 'KAFKA_HA') request.retention_hours = Number($('create-retention').value);
   if (redrive) request.max_consume_count = Number($('create-max').value);
   try {
     await api('POST', '/queues', request);
@@ -396,7 +397,7 @@ async function openQueue(queue) {
   view.queue = queue;
   $('queue-title').textContent = `Queue ${queue.name}`;
   $('queue-summary').textContent =
-    `${queue.queue_mode}, created ${new Date(queue.created).toISOString()}, id ${queue.id}`;
+    `${queue.queue_mode}, messages kept ${queue.reservation / 60} h, created ${new Date(queue.created).toISOString()}, id ${queue.id}`;
   $('received-table').querySelector('tbody').replaceChildren();
   $('scheduled-table').querySelector('tbody').replaceChildren();
   $('dead-table').hidden = true;

@@ -29,6 +29,10 @@ pub struct QueueMeta {
     /// fields of a queue without tags read as before tags existed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<QueueTag>,
+    /// Created through the DMS API as a Kafka queue (`queue_mode` `KAFKA_HA`): the queue
+    /// reports that mode and its topic, and its retention was chosen at create.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kafka: bool,
     /// Members one adapter keeps for itself (the SQS adapter's `sqs` attributes and
     /// `sqs_purged_ms`), kept as they are when another rewrites its own.
     #[serde(flatten)]

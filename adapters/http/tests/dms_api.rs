@@ -108,6 +108,51 @@ fn queue_lifecycle_under_both_prefixes() {
 }
 
 #[test]
+fn kafka_queue_keeps_its_mode_topic_and_retention() {
+    // Goal: a KAFKA_HA queue is created with its retention_hours, reports the mode, the
+    // topic and the retention in minutes, and a message outlives neither that retention
+    // nor less than it.
+    let h = Harness::new(1);
+    let created = h.call(
+        Method::POST,
+        &h.v2("/queues"),
+        Some(json!({"name": "clicks", "queue_mode": "kafka_ha", "retention_hours": 2})),
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{id}")), None);
+    assert_eq!(show.json["queue_mode"], "KAFKA_HA");
+    assert_eq!(show.json["kafka_topic"], "clicks");
+    assert_eq!(show.json["reservation"], 120);
+    let g = h.group(&id, "readers");
+    assert_eq!(
+        h.send(&id, json!([{"body": "early"}])).status,
+        StatusCode::CREATED
+    );
+    h.advance(3_600_000);
+    assert_eq!(
+        h.send(&id, json!([{"body": "late"}])).status,
+        StatusCode::CREATED
+    );
+    h.advance(3_600_001);
+    let left = h.consume(&id, &g, "max_msgs=10");
+    let bodies: Vec<&Value> = left
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["message"]["body"])
+        .collect();
+    assert_eq!(bodies, [&json!("late")], "{}", left.json);
+    let default = h.queue(json!({"name": "views", "queue_mode": "KAFKA_HA"}));
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{default}")), None);
+    assert_eq!(show.json["reservation"], 72 * 60);
+    let normal = h.queue(json!({"name": "plain"}));
+    let show = h.call(Method::GET, &h.v1(&format!("/queues/{normal}")), None);
+    assert!(show.json.get("kafka_topic").is_none());
+}
+
+#[test]
 fn queue_create_rejects_every_bad_field_with_its_code() {
     // Goal: each §3.1 rule answers 400 with the service's code and a precise message.
     let h = Harness::new(1);
@@ -130,7 +175,20 @@ fn queue_create_rejects_every_bad_field_with_its_code() {
         "10240010"
     );
     assert_eq!(
-        check(json!({"name": "q", "queue_mode": "KAFKA_HA"})),
+        check(json!({"name": "q", "queue_mode": "KAFKA_HT"})),
+        "10249001"
+    );
+    for hours in [json!(0), json!(73), json!("24"), json!(-1)] {
+        assert_eq!(
+            check(json!({"name": "q", "queue_mode": "KAFKA_HA", "retention_hours": hours})),
+            "10240027"
+        );
+    }
+    assert_eq!(
+        check(
+            json!({"name": "q", "queue_mode": "KAFKA_HA", "redrive_policy": "enable",
+                     "max_consume_count": 3})
+        ),
         "10249001"
     );
     assert_eq!(

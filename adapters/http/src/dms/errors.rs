@@ -25,6 +25,7 @@ pub const TOO_MANY_GROUPS: &str = "10240019";
 pub const QUOTA_EXCEEDED: &str = "10240020";
 pub const TIME_WAIT_RANGE: &str = "10240021";
 pub const MAX_CONSUME_COUNT_RANGE: &str = "10240022";
+pub const RETENTION_RANGE: &str = "10240027";
 pub const RETENTION_NOT_KAFKA: &str = "10240028";
 pub const PROJECT_MISMATCH: &str = "10240104";
 // Sluice's codes.

@@ -6,6 +6,7 @@ use sluice_core::engine::types::{FifoScope, QueueConfig, QueueMode, RetryPolicy}
 
 use super::errors::{
     from_node, DmsError, MAX_CONSUME_COUNT_RANGE, QUEUE_NAME_LENGTH, RETENTION_NOT_KAFKA,
+    RETENTION_RANGE,
 };
 use super::request::{field, object};
 use super::wire::{QueueCreated, QueueList, QueueMeta, QueueObject};
@@ -22,17 +23,19 @@ pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError>
     })?;
     validate::queue_name(&name)?;
     let mode: Option<String> = field(&body, "queue_mode", "a string")?;
-    let fifo = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        None | Some("NORMAL") => false,
-        Some("FIFO") => true,
-        Some("KAFKA_HA" | "KAFKA_HT") => {
+    let (fifo, kafka) = match mode.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("NORMAL") => (false, false),
+        Some("FIFO") => (true, false),
+        Some("KAFKA_HA") => (false, true),
+        Some("KAFKA_HT") => {
             return Err(DmsError::parameter(
-                "Kafka queue modes are not supported; use NORMAL or FIFO.",
+                "The high-throughput Kafka mode KAFKA_HT is not served; use KAFKA_HA \
+                 (every write confirmed after a majority has it on disk).",
             ))
         }
         Some(_) => {
             return Err(DmsError::parameter(
-                "The field queue_mode must be NORMAL or FIFO.",
+                "The field queue_mode must be NORMAL, FIFO or KAFKA_HA.",
             ))
         }
     };
@@ -48,23 +51,20 @@ pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError>
             ))
         }
     };
+    if kafka && redrive {
+        return Err(DmsError::parameter(
+            "Dead letters (redrive_policy) are for NORMAL and FIFO queues, not Kafka queues.",
+        ));
+    }
     let max_consume_count = if redrive {
         Some(create_max_consume_count(&body, ctx.config)?)
     } else {
         None
     };
-    if body
-        .get("retention_hours")
-        .is_some_and(|v| v.get() != "null")
-    {
-        return Err(DmsError::bad(
-            RETENTION_NOT_KAFKA,
-            "Non-Kafka queues do not support retention_hours.",
-        ));
-    }
+    let retention_ms = create_retention(&body, kafka, ctx.config)?;
     let config = QueueConfig {
         mode: create_mode(&body, fifo)?,
-        retention_ms: ctx.config.retention_minutes * 60_000,
+        retention_ms,
         max_consume_count,
         retry: create_retry(&body)?,
         dedup_window_ms: ctx.config.dedup_window_ms,
@@ -74,6 +74,7 @@ pub(super) async fn create<N: Node>(ctx: &Ctx<'_, N>) -> Result<Reply, DmsError>
     let meta = serde_json::to_vec(&QueueMeta {
         description,
         tags,
+        kafka,
         others: serde_json::Map::new(),
     })
     .expect("meta serialises");
@@ -110,6 +111,48 @@ fn create_max_consume_count(
 }
 
 /// The Sluice extension `fifo_scope` (FIFO queues only).
+/// A Kafka queue's `retention_hours` (1-72, 72 when absent); other queues keep the
+/// configured retention and refuse the field, as the service does.
+fn create_retention(
+    body: &super::request::Object,
+    kafka: bool,
+    config: &DmsConfig,
+) -> Result<u64, DmsError> {
+    let range_error = || {
+        DmsError::bad(
+            RETENTION_RANGE,
+            format!(
+                "The value of retention_hours must be within the range of 1-{RETENTION_HOURS_MAX}."
+            ),
+        )
+    };
+    if !kafka {
+        if body
+            .get("retention_hours")
+            .is_some_and(|value| value.get().trim() != "null")
+        {
+            return Err(DmsError::bad(
+                RETENTION_NOT_KAFKA,
+                "Non-Kafka queues do not support retention_hours.",
+            ));
+        }
+        return Ok(config.retention_minutes * 60_000);
+    }
+    let hours: Option<i64> =
+        field(body, "retention_hours", "an integer").map_err(|_| range_error())?;
+    match hours {
+        None => Ok(RETENTION_HOURS_MAX * 3_600_000),
+        Some(hours) => u64::try_from(hours)
+            .ok()
+            .filter(|hours| (1..=RETENTION_HOURS_MAX).contains(hours))
+            .map(|hours| hours * 3_600_000)
+            .ok_or_else(range_error),
+    }
+}
+
+/// The longest retention of a Kafka queue, hours (the service's bound).
+const RETENTION_HOURS_MAX: u64 = 72;
+
 fn create_mode(body: &super::request::Object, fifo: bool) -> Result<QueueMode, DmsError> {
     let scope: Option<String> = field(body, "fifo_scope", "a string")?;
     match (fifo, scope.as_deref()) {
@@ -209,6 +252,7 @@ fn queue_object(
     // Meta this adapter did not write (another adapter's queue) reads as no description.
     let meta: QueueMeta = serde_json::from_slice(&view.meta).unwrap_or_default();
     let (queue_mode, fifo_scope) = match view.config.mode {
+        QueueMode::Normal if meta.kafka => ("KAFKA_HA", None),
         QueueMode::Normal => ("NORMAL", None),
         QueueMode::Fifo(FifoScope::Queue) => ("FIFO", Some("queue")),
         QueueMode::Fifo(FifoScope::MessageGroup) => ("FIFO", Some("message_group")),
@@ -222,6 +266,7 @@ fn queue_object(
         name: view.name.to_string(),
         description: meta.description,
         queue_mode,
+        kafka_topic: meta.kafka.then(|| view.name.to_string()),
         created: view.created_ms,
         eff_date: view.created_ms,
         reservation: view.config.retention_ms / 60_000,

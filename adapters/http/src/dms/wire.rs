@@ -42,6 +42,9 @@ pub struct QueueObject {
     pub name: String,
     pub description: String,
     pub queue_mode: &'static str,
+    /// The Kafka topic of a Kafka queue (`KAFKA_HA`): the queue's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_topic: Option<String>,
     /// Epoch milliseconds (an integer, as the clients parse it).
     pub created: u64,
     pub eff_date: u64,
