@@ -182,3 +182,8 @@ pub const MOVE_INTERVAL_MS: u64 = 100;
 /// How long a message picked for a move stays leased should its `Move` record fail
 /// (it then comes back as an expired lease would).
 pub const MOVE_LEASE_MS: u64 = 30_000;
+
+/// Checks of open transactions a leader keeps for the adapter to take
+/// (`Engine::take_transaction_checks`); past it a check is dropped, and the half message
+/// is checked again an interval later.
+pub const TRANSACTION_CHECKS_WAITING_MAX: usize = 4096;

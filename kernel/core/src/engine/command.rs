@@ -25,6 +25,9 @@ pub struct SendMeta {
     pub tags: Vec<String>,
     /// xxh3 of the dedup id; 0 when none.
     pub dedup_hash: u64,
+    /// A transactional half message (`Delay::Half`): held until its transaction ends;
+    /// `deliver_at_ms` is its first check.
+    pub half: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +60,8 @@ pub enum Command {
     },
     /// The body and user attributes travel beside the command (payload, trailing bytes).
     Send(SendMeta),
-    /// A delayed or scheduled message becomes available.
+    /// A delayed or scheduled message becomes available (or a half message's transaction
+    /// is committed).
     Release {
         queue: QueueId,
         message: MessageId,
@@ -168,6 +172,13 @@ pub enum Command {
         queue: QueueId,
         partitions: u16,
     },
+    /// The leader asks the producer about a half message whose transaction is still open:
+    /// one more check counted, the next one due at `next_at_ms`.
+    Check {
+        queue: QueueId,
+        message: MessageId,
+        next_at_ms: u64,
+    },
 }
 
 /// One committed offset: queue, partition, next position to consume, metadata.
@@ -199,6 +210,9 @@ const KIND_START_MOVE: u8 = 23;
 const KIND_STOP_MOVE: u8 = 24;
 const KIND_MOVE: u8 = 25;
 const KIND_SET_PARTITIONS: u8 = 26;
+/// A send of a transactional half message: the fields of [`KIND_SEND`].
+const KIND_SEND_HALF: u8 = 27;
+const KIND_CHECK: u8 = 28;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -250,7 +264,7 @@ impl Command {
                 encode_filter(&mut w, filter);
             }
             Command::Send(meta) => {
-                w.u8(KIND_SEND)
+                w.u8(if meta.half { KIND_SEND_HALF } else { KIND_SEND })
                     .u32(meta.queue.0)
                     .u64(meta.deliver_at_ms)
                     .u64(meta.dedup_hash);
@@ -348,6 +362,16 @@ impl Command {
             Command::SetPartitions { queue, partitions } => {
                 w.u8(KIND_SET_PARTITIONS).u32(queue.0).u16(*partitions);
             }
+            Command::Check {
+                queue,
+                message,
+                next_at_ms,
+            } => {
+                w.u8(KIND_CHECK)
+                    .u32(queue.0)
+                    .u64(message.0)
+                    .u64(*next_at_ms);
+            }
             Command::Move {
                 queue,
                 group,
@@ -393,11 +417,17 @@ impl Command {
                     filter: decode_filter(&mut r)?,
                 }
             }
-            KIND_SEND => {
-                let (meta, attributes) = decode_send(&mut r)?;
+            KIND_SEND | KIND_SEND_HALF => {
+                let (mut meta, attributes) = decode_send(&mut r)?;
+                meta.half = kind == KIND_SEND_HALF;
                 user_attributes = attributes;
                 Command::Send(meta)
             }
+            KIND_CHECK => Command::Check {
+                queue: QueueId(r.u32()?),
+                message: MessageId(r.u64()?),
+                next_at_ms: r.u64()?,
+            },
             KIND_RELEASE => Command::Release {
                 queue: QueueId(r.u32()?),
                 message: MessageId(r.u64()?),
@@ -597,6 +627,7 @@ fn decode_send<'a>(r: &mut Reader<'a>) -> Result<(SendMeta, &'a [u8]), CodecErro
         fifo_group,
         tags,
         dedup_hash,
+        half: false,
     };
     Ok((meta, user_attributes))
 }
@@ -787,7 +818,21 @@ mod tests {
                 fifo_group: Some("fg".into()),
                 tags: vec!["x".into()],
                 dedup_hash: 11,
+                half: false,
             }),
+            Command::Send(SendMeta {
+                queue: QueueId(1),
+                deliver_at_ms: 6_009,
+                fifo_group: None,
+                tags: vec![],
+                dedup_hash: 0,
+                half: true,
+            }),
+            Command::Check {
+                queue: QueueId(1),
+                message: MessageId(5),
+                next_at_ms: 66_009,
+            },
             Command::Release {
                 queue: QueueId(1),
                 message: MessageId(4),

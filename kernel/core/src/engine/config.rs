@@ -21,6 +21,12 @@ pub struct EngineLimits {
     pub dedup_entries_per_queue_max: u64,
     pub retention_ms_min: u64,
     pub retention_ms_max: u64,
+    /// Between two checks of an unresolved transaction (RocketMQ's
+    /// `transactionCheckInterval`).
+    pub transaction_check_interval_ms: u64,
+    /// Checks of an unresolved transaction before its half message is dropped
+    /// (RocketMQ's `transactionCheckMax`).
+    pub transaction_checks_max: u32,
 }
 
 impl EngineLimits {
@@ -41,6 +47,8 @@ impl EngineLimits {
             dedup_entries_per_queue_max: 1_000_000,
             retention_ms_min: 60_000,
             retention_ms_max: 14 * 24 * 3600 * 1000,
+            transaction_check_interval_ms: 60_000,
+            transaction_checks_max: 15,
         }
     }
 
@@ -63,6 +71,11 @@ impl EngineLimits {
             || self.queues_per_tenant_max > crate::limits::QUEUES_PER_TENANT_CEILING
         {
             return Err(EngineError::InvalidConfig("queues_per_tenant_max"));
+        }
+        if self.transaction_check_interval_ms == 0
+            || self.transaction_check_interval_ms > crate::limits::ENGINE_DELAY_MS_CEILING
+        {
+            return Err(EngineError::InvalidConfig("transaction_check_interval_ms"));
         }
         let batch_ceiling = u64::from(crate::limits::BATCH_BYTES_MAX) / 2;
         if self.batch_bytes_max > batch_ceiling || self.message_bytes_max > self.batch_bytes_max {

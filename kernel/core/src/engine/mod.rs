@@ -57,6 +57,7 @@ use command::Command;
 use state::State;
 use types::{
     EngineError, GroupId, GroupStart, GroupStats, MessageId, QueueConfig, QueueId, StorageFault,
+    TransactionCheck,
 };
 
 struct Unapplied {
@@ -107,6 +108,9 @@ pub struct Engine<S: Storage + Clone> {
     pending_dedup: RefCell<HashMap<(QueueId, u64), (MessageId, replication::Proposal)>>,
     changes: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
+    /// Checks of open transactions this leader logged and the producers are to be asked
+    /// about (`take_transaction_checks`), at most `TRANSACTION_CHECKS_WAITING_MAX`.
+    transaction_checks: RefCell<VecDeque<TransactionCheck>>,
     replica: replication::Replica<S>,
     raft_snapshots: raft_snapshot::RaftSnapshots,
 }
@@ -193,6 +197,7 @@ impl<S: Storage + Clone> Engine<S> {
             pending_dedup: RefCell::new(HashMap::new()),
             changes: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
+            transaction_checks: RefCell::new(VecDeque::new()),
             replica: replication::Replica::new(replica.id, node, store, hard_file, saved),
             raft_snapshots: raft_snapshot::RaftSnapshots::default(),
         };
@@ -583,6 +588,52 @@ impl<S: Storage + Clone> Engine<S> {
 
     // ------------------------------------------------------------------ time
 
+    /// What ends the wait of a held message that is due: a delayed or scheduled message
+    /// is released; a half message's open transaction is checked once more, or, after
+    /// `transaction_checks_max` checks, dropped (as a rollback).
+    fn end_of_delay(&self, queue: QueueId, message: MessageId, now: u64) -> Command {
+        let limits = &self.config.limits;
+        match self.state.borrow().half_checks(queue, message) {
+            None => Command::Release { queue, message },
+            Some(checks) if checks >= limits.transaction_checks_max => {
+                Command::Cancel { queue, message }
+            }
+            Some(_) => Command::Check {
+                queue,
+                message,
+                next_at_ms: now.saturating_add(limits.transaction_check_interval_ms),
+            },
+        }
+    }
+
+    /// Queues the checks just logged for the producers, while the half messages are
+    /// still open; past `TRANSACTION_CHECKS_WAITING_MAX` waiting, a check is dropped
+    /// (the next one comes an interval later).
+    fn note_checks(&self, logged: &[(QueueId, MessageId)]) {
+        let state = self.state.borrow();
+        let mut waiting = self.transaction_checks.borrow_mut();
+        for &(queue, message) in logged {
+            let Some(checks) = state.half_checks(queue, message) else {
+                continue;
+            };
+            if waiting.len() >= crate::limits::TRANSACTION_CHECKS_WAITING_MAX {
+                continue;
+            }
+            waiting.push_back(TransactionCheck {
+                queue,
+                message,
+                checks,
+            });
+        }
+    }
+
+    /// The checks of open transactions logged since the last call, oldest first: the
+    /// adapter asks each half message's producer whether to commit or roll back
+    /// (`end_transaction`). Only a serving leader logs checks.
+    pub fn take_transaction_checks(&self) -> Vec<TransactionCheck> {
+        self.transaction_checks.borrow_mut().drain(..).collect()
+    }
+
     /// Advances time: ends leases and back-off waits, releases due delayed messages,
     /// applies retention, and takes a snapshot when due.
     pub async fn tick(&self, now: u64) -> Result<(), EngineError> {
@@ -618,7 +669,7 @@ impl<S: Storage + Clone> Engine<S> {
         entries.extend(
             releases
                 .iter()
-                .map(|&(queue, message)| Entry::plain(Command::Release { queue, message })),
+                .map(|&(queue, message)| Entry::plain(self.end_of_delay(queue, message, now))),
         );
         entries.extend(
             trims
@@ -642,6 +693,13 @@ impl<S: Storage + Clone> Engine<S> {
         // Bounded: each pass logs up to a ceiling's worth of commands.
         while !entries.is_empty() {
             let rest = entries.split_off(entries.len().min(ENGINE_BATCH_MESSAGES_CEILING as usize));
+            let checks: Vec<(QueueId, MessageId)> = entries
+                .iter()
+                .filter_map(|entry| match entry.command {
+                    Command::Check { queue, message, .. } => Some((queue, message)),
+                    _ => None,
+                })
+                .collect();
             if let Err(error) = self.commit(entries, now).await {
                 // Whatever was not applied is tried again later rather than left held.
                 let retry_at = now.saturating_add(TICK_RETRY_MS);
@@ -650,6 +708,7 @@ impl<S: Storage + Clone> Engine<S> {
                 state.abort_moves(&moves, now);
                 return Err(error);
             }
+            self.note_checks(&checks);
             entries = rest;
         }
         if self.raft_snapshots.applying.get() {

@@ -54,6 +54,7 @@ impl StateProbe {
                 fifo_group: None,
                 tags: Vec::new(),
                 dedup_hash: 0,
+                half: false,
             };
             self.state.apply(
                 &Command::Send(meta),
@@ -177,6 +178,7 @@ impl IdleQueues {
                 fifo_group: None,
                 tags: Vec::new(),
                 dedup_hash: 0,
+                half: false,
             };
             self.apply(&Command::Send(meta));
         }

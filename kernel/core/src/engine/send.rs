@@ -164,6 +164,7 @@ impl<S: Storage + Clone> Engine<S> {
                 fifo_group: message.fifo_group.clone(),
                 tags: message.tags.clone(),
                 dedup_hash,
+                half: matches!(message.delay, Delay::Half { .. }),
             };
             entries.push(Entry {
                 command: Command::Send(meta),
@@ -230,17 +231,64 @@ impl<S: Storage + Clone> Engine<S> {
             let delayed = q.delayed_mut(message);
             match delayed {
                 Some(_) if bugs::enabled(Bug::IgnoreCancel) => return Ok(()),
-                Some(delayed) if !delayed.releasing => delayed.releasing = true,
+                // A half message ends with its transaction (`end_transaction`).
+                Some(delayed) if !delayed.releasing && delayed.half.is_none() => {
+                    delayed.releasing = true;
+                }
                 _ => return Err(EngineError::NotScheduled),
             }
         }
-        let result = self
-            .commit(vec![Entry::plain(Command::Cancel { queue, message })], now)
-            .await;
+        self.end_delay(queue, message, Command::Cancel { queue, message }, now)
+            .await
+    }
+
+    /// Ends the transaction of the half message `message` (`Delay::Half`): committed, it
+    /// becomes available now (its retention counted from now); rolled back, it is
+    /// dropped. `NotScheduled` when no open transaction has that half message (unknown,
+    /// ended already, dropped after its last check, or a message that is not half).
+    pub async fn end_transaction(
+        &self,
+        queue: QueueId,
+        message: MessageId,
+        commit: bool,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        self.check_serving()?;
+        {
+            let mut state = self.state.borrow_mut();
+            let q = state.queue_mut(queue)?;
+            match q.delayed_mut(message) {
+                Some(delayed) if !delayed.releasing && delayed.half.is_some() => {
+                    delayed.releasing = true;
+                }
+                _ => return Err(EngineError::NotScheduled),
+            }
+        }
+        let command = if commit {
+            Command::Release { queue, message }
+        } else {
+            Command::Cancel { queue, message }
+        };
+        self.end_delay(queue, message, command, now).await
+    }
+
+    /// Logs the `Release` or `Cancel` that ends a held message marked releasing; if it
+    /// cannot be logged, the message is held again as before, its timer armed again (a
+    /// timer that fired meanwhile skipped it).
+    async fn end_delay(
+        &self,
+        queue: QueueId,
+        message: MessageId,
+        command: Command,
+        now: u64,
+    ) -> Result<(), EngineError> {
+        let result = self.commit(vec![Entry::plain(command)], now).await;
         if result.is_err() {
             let mut state = self.state.borrow_mut();
             if let Some(delayed) = state.delayed_mut(queue, message) {
                 delayed.releasing = false;
+                let deliver_at_ms = delayed.deliver_at_ms;
+                state.delay_timers.insert(deliver_at_ms, (queue, message));
             }
         }
         result
@@ -405,6 +453,11 @@ fn deliver_at(delay: Delay, now: u64) -> Result<u64, EngineError> {
         Delay::Ms(_) => return Err(EngineError::InvalidDelay),
         Delay::At(at) if at <= now.saturating_add(ENGINE_DELAY_MS_CEILING) => at,
         Delay::At(_) => return Err(EngineError::InvalidDelay),
+        // Held however soon its first check: only the end of its transaction releases it.
+        Delay::Half { check_after_ms } if check_after_ms <= ENGINE_DELAY_MS_CEILING => {
+            return Ok(now + check_after_ms.max(1))
+        }
+        Delay::Half { .. } => return Err(EngineError::InvalidDelay),
     };
     Ok(if at <= now { 0 } else { at })
 }

@@ -24,9 +24,12 @@ use crate::limits::{
     COMMIT_GROUP_BYTES_MAX, OFFSET_METADATA_BYTES_MAX, TENANTS_MAX, TENANT_RECORD_BYTES_MAX,
 };
 
-/// The current format: version 6 plus each queue's dead-letter target
-/// (`Command::SetDeadLetter`) and the groups' move tasks (`Command::StartMove`).
-const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP7");
+/// The current format: version 7 plus which held messages are transactional half
+/// messages and their checks so far (`Command::Check`).
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"SLCSNAP8");
+/// Version 6 plus each queue's dead-letter target (`Command::SetDeadLetter`) and the
+/// groups' move tasks (`Command::StartMove`); still read, with no half messages.
+const SNAPSHOT_MAGIC_V7: u64 = u64::from_le_bytes(*b"SLCSNAP7");
 /// Version 5 plus the consumer groups' committed offsets (`Command::CommitOffsets`);
 /// still read, with no dead-letter targets.
 const SNAPSHOT_MAGIC_V6: u64 = u64::from_le_bytes(*b"SLCSNAP6");
@@ -65,12 +68,13 @@ enum Version {
     V5,
     V6,
     V7,
+    V8,
 }
 
 /// Encodes the state; `capacity` is a guess of the size (the previous snapshot's), so
 /// that a large state is not copied again each time the buffer doubles.
 pub(crate) fn encode(state: &State, applied_offset: u64, capacity: usize) -> Vec<u8> {
-    encode_version(state, applied_offset, Version::V7, capacity)
+    encode_version(state, applied_offset, Version::V8, capacity)
 }
 
 fn encode_version(
@@ -87,7 +91,8 @@ fn encode_version(
         Version::V4 => SNAPSHOT_MAGIC_V4,
         Version::V5 => SNAPSHOT_MAGIC_V5,
         Version::V6 => SNAPSHOT_MAGIC_V6,
-        Version::V7 => SNAPSHOT_MAGIC,
+        Version::V7 => SNAPSHOT_MAGIC_V7,
+        Version::V8 => SNAPSHOT_MAGIC,
     };
     w.u64(magic)
         .u64(applied_offset)
@@ -138,6 +143,9 @@ fn encode_version(
     if version >= Version::V7 {
         encode_dead_letter_targets(&mut w, state);
         encode_moves(&mut w, state);
+    }
+    if version >= Version::V8 {
+        encode_halves(&mut w, state);
     }
     let checksum = xxh3_64(&w.bytes);
     w.u64(checksum);
@@ -278,6 +286,36 @@ fn encode_moves(w: &mut Writer, state: &State) {
     }
 }
 
+/// The held messages that are transactional half messages, with their checks so far
+/// (format 8).
+fn encode_halves(w: &mut Writer, state: &State) {
+    let halves: Vec<(QueueId, MessageId, u32)> = state
+        .queues
+        .values()
+        .flat_map(|q| {
+            let delayed = &q.store.get().delayed;
+            delayed
+                .iter()
+                .filter_map(move |(id, d)| Some((q.id, *id, d.half?)))
+        })
+        .collect();
+    w.u32(u32::try_from(halves.len()).expect("bounded"));
+    for (queue, message, checks) in halves {
+        w.u32(queue.0).u64(message.0).u32(checks);
+    }
+}
+
+fn decode_halves(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecError> {
+    for _ in 0..r.count(COUNT_MAX)? {
+        let queue = QueueId(r.u32()?);
+        let message = MessageId(r.u64()?);
+        let checks = r.u32()?;
+        let delayed = state.delayed_mut(queue, message).ok_or_else(|| bad(r))?;
+        delayed.half = Some(checks);
+    }
+    Ok(())
+}
+
 fn decode_moves(r: &mut Reader<'_>, state: &mut State) -> Result<(), CodecError> {
     for _ in 0..r.count(COUNT_MAX)? {
         let queue = QueueId(r.u32()?);
@@ -359,7 +397,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
     }
     let mut r = Reader::new(&bytes[..body_len]);
     let version = match r.u64()? {
-        SNAPSHOT_MAGIC => Version::V7,
+        SNAPSHOT_MAGIC => Version::V8,
+        SNAPSHOT_MAGIC_V7 => Version::V7,
         SNAPSHOT_MAGIC_V6 => Version::V6,
         SNAPSHOT_MAGIC_V5 => Version::V5,
         SNAPSHOT_MAGIC_V4 => Version::V4,
@@ -419,6 +458,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
                     deliver_at_ms,
                     meta,
                     releasing: false,
+                    half: None,
                 },
             );
         }
@@ -449,6 +489,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(State, u64), CodecError> {
         decode_dead_letter_targets(&mut r, &mut state)?;
         decode_moves(&mut r, &mut state)?;
     }
+    if version >= Version::V8 {
+        decode_halves(&mut r, &mut state)?;
+    }
     if !r.is_empty() {
         return Err(bad(&r));
     }
@@ -469,7 +512,7 @@ fn decode_meta(r: &mut Reader<'_>, version: Version) -> Result<MessageMeta, Code
         tags: [r.u16()?, r.u16()?, r.u16()?],
         message_bytes: match version {
             Version::V3 => MESSAGE_BYTES_UNKNOWN,
-            Version::V4 | Version::V5 | Version::V6 | Version::V7 => r.u32()?,
+            Version::V4 | Version::V5 | Version::V6 | Version::V7 | Version::V8 => r.u32()?,
         },
     })
 }
@@ -563,6 +606,7 @@ mod tests {
                 fifo_group: None,
                 tags: Vec::new(),
                 dedup_hash: 0,
+                half: false,
             });
             state.apply(&send, MessageId(offset), 1_000, bytes);
         }

@@ -61,8 +61,11 @@ pub(crate) fn message_bytes(body_bytes: usize, attributes_bytes: usize) -> u32 {
 pub(crate) struct DelayedMessage {
     pub deliver_at_ms: u64,
     pub meta: MessageMeta,
-    /// A release command is on its way to the log.
+    /// A release, cancel or check command is on its way to the log.
     pub releasing: bool,
+    /// A transactional half message (`Delay::Half`): the checks logged so far
+    /// (`Command::Check`); `None` for a delayed or scheduled message.
+    pub half: Option<u32>,
 }
 
 /// A queue on one partition. Its message state ([`MessageState`]) is allocated when the
@@ -438,6 +441,11 @@ impl State {
             }
             Command::Send(meta) => self.apply_send(meta, message_id, ts, message_bytes),
             Command::Release { queue, message } => self.apply_release(*queue, *message, ts),
+            Command::Check {
+                queue,
+                message,
+                next_at_ms,
+            } => self.apply_check(*queue, *message, *next_at_ms),
             Command::Cancel { queue, message } => {
                 if let Some(store) = self.queues.get_mut(queue).and_then(|q| q.store.used_mut()) {
                     store.delayed.remove(message);
@@ -581,6 +589,33 @@ impl State {
         self.directory.note_change(q, index);
     }
 
+    /// One more check of a half message's open transaction; the next is due at
+    /// `next_at_ms`.
+    fn apply_check(&mut self, queue: QueueId, message: MessageId, next_at_ms: u64) {
+        let Some(delayed) = self.delayed_mut(queue, message) else {
+            return;
+        };
+        let Some(checks) = delayed.half.as_mut() else {
+            return;
+        };
+        *checks = checks.saturating_add(1);
+        delayed.deliver_at_ms = next_at_ms;
+        delayed.releasing = false;
+        self.delay_timers.insert(next_at_ms, (queue, message));
+    }
+
+    /// The checks logged so far of half message `message`; `None` when it is not a
+    /// held half message.
+    pub fn half_checks(&self, queue: QueueId, message: MessageId) -> Option<u32> {
+        self.queues
+            .get(&queue)?
+            .store
+            .get()
+            .delayed
+            .get(&message)?
+            .half
+    }
+
     /// Makes a delayed message available (unless a cancel removed it first).
     fn apply_release(&mut self, queue: QueueId, message: MessageId, ts: u64) {
         let Some(q) = self.queues.get_mut(&queue) else {
@@ -633,6 +668,7 @@ impl State {
                 deliver_at_ms: meta.deliver_at_ms,
                 meta: message,
                 releasing: false,
+                half: meta.half.then_some(0),
             };
             store.delayed.insert(message_id, delayed);
             self.delay_timers
@@ -1201,6 +1237,7 @@ mod tests {
             fifo_group: None,
             tags: vec![tag.to_string()],
             dedup_hash,
+            half: false,
         })
     }
 

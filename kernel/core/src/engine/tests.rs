@@ -743,6 +743,99 @@ fn delayed_and_scheduled_messages_never_arrive_early() {
 }
 
 #[test]
+fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
+    let mut h = Harness::new();
+    let q = h.queue("q", queue_config(QueueMode::Normal));
+    let g = h.group(q, "g");
+    let half = |body: &str, check_after_ms: u64| SendInput {
+        delay: Delay::Half { check_after_ms },
+        ..message(body)
+    };
+    let ids: Vec<MessageId> = h
+        .send_all(
+            q,
+            vec![
+                half("committed", 6 * SECOND),
+                half("rolled back", 6 * SECOND),
+                half("never answered", 0),
+                half("committed after a check", 6 * SECOND),
+            ],
+        )
+        .iter()
+        .map(|o| o.message_id)
+        .collect();
+    let limits = test_config().limits;
+    let interval = limits.transaction_check_interval_ms;
+    // Held, whatever the time, until committed; a half message is no scheduled message.
+    assert!(h.receive(q, g, 10).is_empty());
+    assert_eq!(
+        block_on(h.engine().cancel(q, ids[0], h.now)),
+        Err(EngineError::NotScheduled)
+    );
+    block_on(h.engine().end_transaction(q, ids[0], true, h.now)).unwrap();
+    block_on(h.engine().end_transaction(q, ids[1], false, h.now)).unwrap();
+    for id in &ids[..2] {
+        assert_eq!(
+            block_on(h.engine().end_transaction(q, *id, true, h.now)),
+            Err(EngineError::NotScheduled),
+            "a transaction ends once"
+        );
+    }
+    let got = h.receive(q, g, 10);
+    assert_eq!(Harness::bodies(&got), ["committed"]);
+    h.ack(&got, AckKind::Success);
+    // Checked at its first check time (0 ms: the next tick), then every interval.
+    h.advance(1);
+    let checks = h.engine().take_transaction_checks();
+    assert_eq!(checks.len(), 1);
+    assert_eq!((checks[0].message, checks[0].checks), (ids[2], 1));
+    h.advance(6 * SECOND - 2);
+    assert!(h.engine().take_transaction_checks().is_empty());
+    h.advance(1);
+    let checks = h.engine().take_transaction_checks();
+    assert_eq!(checks.iter().map(|c| c.message).collect::<Vec<_>>(), [ids[3]]);
+    // Crashed and reopened, the open transactions and their counts remain.
+    h.crash();
+    block_on(h.engine().end_transaction(q, ids[3], true, h.now)).unwrap();
+    let got = h.receive(q, g, 10);
+    assert_eq!(Harness::bodies(&got), ["committed after a check"]);
+    h.ack(&got, AckKind::Success);
+    let mut counted = 1;
+    while counted < limits.transaction_checks_max {
+        h.advance(interval);
+        let checks = h.engine().take_transaction_checks();
+        counted += 1;
+        assert_eq!(checks.len(), 1, "check {counted}");
+        assert_eq!(checks[0].checks, counted);
+        if counted == 5 {
+            block_on(h.engine().snapshot()).unwrap();
+            h.reopen();
+        }
+    }
+    // After the last check, the next due time drops it as a rollback.
+    h.advance(interval);
+    assert!(h.engine().take_transaction_checks().is_empty());
+    assert_eq!(
+        block_on(h.engine().end_transaction(q, ids[2], true, h.now)),
+        Err(EngineError::NotScheduled)
+    );
+    h.advance(interval);
+    assert!(h.receive(q, g, 10).is_empty());
+    // A delayed message has no transaction to end.
+    let delayed = h.send_all(
+        q,
+        vec![SendInput {
+            delay: Delay::Ms(SECOND),
+            ..message("delayed")
+        }],
+    );
+    assert_eq!(
+        block_on(h.engine().end_transaction(q, delayed[0].message_id, true, h.now)),
+        Err(EngineError::NotScheduled)
+    );
+}
+
+#[test]
 fn retention_deletes_messages_and_log_segments() {
     let mut h = Harness::new();
     let config = QueueConfig {

@@ -98,6 +98,12 @@ pub enum Delay {
     Ms(u64),
     /// Deliver at this absolute time (a scheduled message).
     At(u64),
+    /// A transactional half message: invisible until its transaction is committed
+    /// (`Engine::end_transaction`), dropped on rollback; unresolved after
+    /// `check_after_ms`, the producer is asked (`Engine::take_transaction_checks`), and
+    /// again every `EngineLimits::transaction_check_interval_ms`, at most
+    /// `transaction_checks_max` times, after which it is dropped.
+    Half { check_after_ms: u64 },
 }
 
 /// RocketMQ's delay levels in milliseconds.
@@ -123,6 +129,16 @@ pub struct SendInput {
     pub fifo_group: Option<String>,
     pub delay: Delay,
     pub dedup_id: Option<String>,
+}
+
+/// A check of an open transaction the leader logged (`Command::Check`): the producer of
+/// half message `message` is to be asked whether to commit or roll it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionCheck {
+    pub queue: QueueId,
+    pub message: MessageId,
+    /// Checks logged so far, this one included.
+    pub checks: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,7 +330,8 @@ pub enum EngineError {
     FilterConflict,
     TooManyDistinctTags,
     DedupTableFull,
-    /// Cancel of a scheduled message that is unknown or already delivered.
+    /// Cancel of a scheduled message that is unknown or already delivered, or the end of
+    /// a transaction whose half message is unknown or already resolved.
     NotScheduled,
     /// A dead-letter operation on a queue without a redrive policy.
     NoDeadLetters,
