@@ -2,7 +2,8 @@
 //! reference model (`engine_model/model.rs`).
 //!
 //! Goal: for any sequence of queue and group changes, sends (delayed, scheduled, tagged,
-//! FIFO-grouped, deduplicated), receives (with and without tag filters), acks and fails of
+//! FIFO-grouped, deduplicated, transactional half messages), transactions committed and
+//! rolled back, receives (with and without tag filters), acks and fails of
 //! current and stale handles, visibility changes, dead-letter receives and redrives,
 //! cancels, dead-letter policies with and without a target queue, snapshots, crashes and
 //! time passing, the engine gives exactly the results the
@@ -58,6 +59,14 @@
 //!   counts); the dead letters of one ack batch, or of one tick's expired leases, move in
 //!   the order of (queue, group, position), at the end of the batch: a later entry of the
 //!   same batch on a message it failed is `Stale`, a later batch's Success `AlreadyDone`. Deleting a queue removes it as a target.
+//! - A half message (`Delay::Half { check_after_ms }`) is held until its transaction
+//!   ends: `end_transaction` commit makes it available at that moment (retention from
+//!   then), rollback drops it; either on anything but an open half message of that queue
+//!   is `NotScheduled`, as is `cancel` of a half message. While open, it is due first at
+//!   send + max(check_after_ms, 1), then every `transaction_check_interval_ms` after the
+//!   tick that checked it; a tick that finds it due checks it (the count + 1, reported
+//!   by `take_transaction_checks` as (message, count) for that tick, in any order), or,
+//!   when it was checked `transaction_checks_max` times already, drops it.
 //! - Crash and reopen lose every lease (in-flight messages available at once, failures
 //!   unchanged) and nothing else. A snapshot changes nothing observable.
 //!
@@ -77,6 +86,10 @@
 //! cursor or dropping dead-letter leases on reopen (a reopened state is built fresh),
 //! redrive keeping failure counts (they are forgotten when a message dies), and a dedup
 //! entry still valid at its expiry instant (the tick at that instant drops it first).
+//!
+//! Transactions, one run each: a replayed half message checked again at its stale first
+//! check time (the timer not compared with its due time): step 27 of the first case.
+//! Dropping a half message one check late: step 20.
 //!
 //! Dead-letter targets, one run each: moving a command's dead letters in reverse order:
 //! 456 cases. Dropping the move (the message done in the source, nowhere in the target):

@@ -487,7 +487,9 @@ impl State {
         }
     }
 
-    /// Delayed messages now due, to be released through the log.
+    /// Held messages now due, to be released through the log (or, for a half message,
+    /// checked). A timer set for an earlier due time (a half message's first check, still
+    /// in the queue after a replay applied its later checks) is stale and skipped.
     pub fn due_releases(&mut self, now: u64) -> Vec<(QueueId, MessageId)> {
         let mut due = Vec::new();
         let now = if bugs::enabled(Bug::ReleaseEarly) {
@@ -498,7 +500,7 @@ impl State {
         while let Some((_, (queue, message))) = self.delay_timers.pop_due(now) {
             let delayed = self.delayed_mut(queue, message);
             if let Some(delayed) = delayed {
-                if !delayed.releasing {
+                if !delayed.releasing && delayed.deliver_at_ms <= now {
                     delayed.releasing = true;
                     due.push((queue, message));
                 }

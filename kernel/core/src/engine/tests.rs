@@ -793,7 +793,10 @@ fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
     assert!(h.engine().take_transaction_checks().is_empty());
     h.advance(1);
     let checks = h.engine().take_transaction_checks();
-    assert_eq!(checks.iter().map(|c| c.message).collect::<Vec<_>>(), [ids[3]]);
+    assert_eq!(
+        checks.iter().map(|c| c.message).collect::<Vec<_>>(),
+        [ids[3]]
+    );
     // Crashed and reopened, the open transactions and their counts remain.
     h.crash();
     block_on(h.engine().end_transaction(q, ids[3], true, h.now)).unwrap();
@@ -830,7 +833,10 @@ fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
         }],
     );
     assert_eq!(
-        block_on(h.engine().end_transaction(q, delayed[0].message_id, true, h.now)),
+        block_on(
+            h.engine()
+                .end_transaction(q, delayed[0].message_id, true, h.now)
+        ),
         Err(EngineError::NotScheduled)
     );
 }

@@ -103,7 +103,9 @@ pub enum Delay {
     /// `check_after_ms`, the producer is asked (`Engine::take_transaction_checks`), and
     /// again every `EngineLimits::transaction_check_interval_ms`, at most
     /// `transaction_checks_max` times, after which it is dropped.
-    Half { check_after_ms: u64 },
+    Half {
+        check_after_ms: u64,
+    },
 }
 
 /// RocketMQ's delay levels in milliseconds.

@@ -33,6 +33,9 @@ pub fn engine_config(snapshot_every_records: u64) -> EngineConfig {
             groups_per_queue_max: 8,
             batch_messages_max: 64,
             receive_messages_max: 64,
+            // Short and few, so that cases reach repeated checks and the final drop.
+            transaction_check_interval_ms: 7_000,
+            transaction_checks_max: 2,
             ..EngineLimits::dms()
         },
         snapshot_every_records,
@@ -102,6 +105,10 @@ impl Harness {
                 START_MS,
                 limits.groups_per_queue_max,
                 limits.visibility_ms_max,
+                (
+                    limits.transaction_check_interval_ms,
+                    limits.transaction_checks_max,
+                ),
             ),
             queue_ids: Vec::new(),
             group_ids: Vec::new(),
@@ -180,6 +187,11 @@ impl Harness {
             } => self.ack(picks, *stop_at_first_error),
             Op::ChangeVisibility { pick, ms } => self.change_visibility(*pick, *ms),
             Op::Cancel { message, queue } => self.cancel(*message, *queue),
+            Op::EndTransaction {
+                message,
+                queue,
+                commit,
+            } => self.end_transaction(*message, *queue, *commit),
             Op::Redrive {
                 queue,
                 group,
@@ -361,6 +373,7 @@ impl Harness {
             DelaySpec::None => Delay::None,
             DelaySpec::Ms(ms) => Delay::Ms(ms),
             DelaySpec::At(offset) => Delay::At(self.now().saturating_add_signed(offset)),
+            DelaySpec::Half(check_after_ms) => Delay::Half { check_after_ms },
         };
         let tags: Vec<String> = spec
             .tags
@@ -560,7 +573,13 @@ impl Harness {
         assert_eq!(result, Ok(expected), "step {step}: change_visibility");
     }
 
-    fn cancel(&mut self, message: Pick, queue: Option<u8>) {
+    /// The message `message` picks, its queue (or `queue`'s) as the model and the engine
+    /// name them, and its engine id (an unknown one when nothing was sent).
+    fn held_target(
+        &mut self,
+        message: Pick,
+        queue: Option<u8>,
+    ) -> (Option<usize>, Option<usize>, QueueId, MessageId) {
         let m = message.resolve(self.message_ids.len());
         let (slot, queue_id) = match (queue, m) {
             (Some(queue), _) => self.queue_target(queue),
@@ -571,8 +590,26 @@ impl Harness {
             (None, None) => self.queue_target(0),
         };
         let id = m.map_or(MessageId(u64::MAX), |m| self.message_ids[m]);
+        (m, slot, queue_id, id)
+    }
+
+    fn cancel(&mut self, message: Pick, queue: Option<u8>) {
+        let (m, slot, queue_id, id) = self.held_target(message, queue);
         let result = block_on(self.engine().cancel(queue_id, id, self.now()));
         agree(self.step, result, self.model.cancel(slot, m));
+    }
+
+    fn end_transaction(&mut self, message: Pick, queue: Option<u8>, commit: bool) {
+        let (m, slot, queue_id, id) = self.held_target(message, queue);
+        let result = block_on(
+            self.engine()
+                .end_transaction(queue_id, id, commit, self.now()),
+        );
+        agree(
+            self.step,
+            result,
+            self.model.end_transaction(slot, m, commit),
+        );
     }
 
     fn redrive(&mut self, queue: u8, group: u8) {
@@ -587,6 +624,18 @@ impl Harness {
         let result = block_on(self.engine().tick(now));
         agree(self.step, result, Ok::<(), EngineError>(()));
         self.model.tick(now);
+        // The checks the tick logged: the same half messages with the same counts (the
+        // order among checks due at one instant is not part of the contract).
+        let mut checks: Vec<(usize, u32)> = self
+            .engine()
+            .take_transaction_checks()
+            .iter()
+            .map(|check| (self.message_index[&check.message], check.checks))
+            .collect();
+        checks.sort_unstable();
+        let mut expected = std::mem::take(&mut self.model.checks);
+        expected.sort_unstable();
+        assert_eq!(checks, expected, "step {}: transaction checks", self.step);
     }
 
     fn crash(&mut self, clean: bool) {

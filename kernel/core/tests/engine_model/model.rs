@@ -49,6 +49,8 @@ pub struct Message {
     /// here (docs/semantics.md), while deliveries report `sent_ms`.
     pub available_ms: Option<u64>,
     pub cancelled: bool,
+    /// A transactional half message whose transaction is open: the checks so far.
+    pub half: Option<u32>,
     /// Deleted by retention.
     pub removed: bool,
     /// A dead letter moved to its queue's dead-letter target: the message it was first
@@ -180,10 +182,19 @@ pub struct Model {
     next_lease: u64,
     /// Dead letters on their way to a target: (queue, group, position, message, target).
     moving: Vec<(usize, usize, usize, usize, usize)>,
+    /// Between two checks of an open transaction, and the checks before it is dropped.
+    transactions: (u64, u32),
+    /// Checks the ticks made since the harness last took them: (message, checks so far).
+    pub checks: Vec<(usize, u32)>,
 }
 
 impl Model {
-    pub fn new(now: u64, groups_per_queue_max: u32, visibility_ms_max: u64) -> Model {
+    pub fn new(
+        now: u64,
+        groups_per_queue_max: u32,
+        visibility_ms_max: u64,
+        transactions: (u64, u32),
+    ) -> Model {
         Model {
             now,
             queues: Vec::new(),
@@ -192,6 +203,8 @@ impl Model {
             visibility_ms_max,
             next_lease: 0,
             moving: Vec::new(),
+            transactions,
+            checks: Vec::new(),
         }
     }
 
@@ -377,10 +390,13 @@ impl Model {
                 }
             }
             let index = self.messages.len();
+            let half = matches!(outgoing.delay, Delay::Half { .. });
             let deliver_at_ms = match outgoing.delay {
                 Delay::None => None,
                 Delay::Ms(ms) => Some(now + ms),
                 Delay::At(at) => Some(at),
+                // Held until its transaction ends, however soon its first check.
+                Delay::Half { check_after_ms } => Some(now + check_after_ms.max(1)),
                 Delay::Level(_) => unreachable!("the harness sends no levels"),
             }
             .filter(|at| *at > now);
@@ -395,6 +411,7 @@ impl Model {
                 position: None,
                 available_ms: None,
                 cancelled: false,
+                half: half.then_some(0),
                 removed: false,
                 moved_from: None,
             });
@@ -430,13 +447,46 @@ impl Model {
         };
         let pending = {
             let message = &self.messages[m];
-            message.queue == q && message.deliver_at_ms.is_some() && !message.cancelled
+            message.queue == q
+                && message.deliver_at_ms.is_some()
+                && !message.cancelled
+                && message.half.is_none()
         };
         if !pending {
             return Err(EngineError::NotScheduled);
         }
+        self.drop_held(m);
+        Ok(())
+    }
+
+    fn drop_held(&mut self, m: usize) {
         self.messages[m].cancelled = true;
         self.messages[m].deliver_at_ms = None;
+        self.messages[m].half = None;
+    }
+
+    /// Commit: the half message becomes available now; roll back: it is gone. Only an
+    /// open transaction of the queue's half message ends.
+    pub fn end_transaction(
+        &mut self,
+        queue: Option<usize>,
+        message: Option<usize>,
+        commit: bool,
+    ) -> Result<(), EngineError> {
+        let q = self.live_queue(queue)?;
+        let open = message.filter(|m| {
+            let message = &self.messages[*m];
+            message.queue == q && message.half.is_some() && message.deliver_at_ms.is_some()
+        });
+        let Some(m) = open else {
+            return Err(EngineError::NotScheduled);
+        };
+        if commit {
+            self.messages[m].half = None;
+            self.make_available(m);
+        } else {
+            self.drop_held(m);
+        }
         Ok(())
     }
 
@@ -653,6 +703,7 @@ impl Model {
                 position: None,
                 available_ms: None,
                 cancelled: false,
+                half: None,
                 removed: false,
                 moved_from: Some(original.moved_from.unwrap_or(message)),
                 ..original.clone()
@@ -755,8 +806,18 @@ impl Model {
             .filter(|(at, m)| *at <= now && !self.queues[self.messages[*m].queue].deleted)
             .collect();
         due.sort();
+        let (interval_ms, checks_max) = self.transactions;
         for (_, m) in due {
-            self.make_available(m);
+            match self.messages[m].half {
+                None => self.make_available(m),
+                // After its last check, an open transaction is rolled back.
+                Some(checks) if checks >= checks_max => self.drop_held(m),
+                Some(checks) => {
+                    self.messages[m].half = Some(checks + 1);
+                    self.messages[m].deliver_at_ms = Some(now + interval_ms);
+                    self.checks.push((m, checks + 1));
+                }
+            }
         }
         // 4. Retention, from the time a message became available.
         for message in &mut self.messages {

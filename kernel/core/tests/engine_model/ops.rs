@@ -21,6 +21,8 @@ pub enum DelaySpec {
     Ms(u64),
     /// Relative to now; may lie in the past.
     At(i64),
+    /// A transactional half message, first checked after this many ms.
+    Half(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +120,13 @@ pub enum Op {
         message: Pick,
         queue: Option<u8>,
     },
+    /// End the transaction of a sent message (commit or roll back), in its own queue
+    /// (`queue: None`) or another.
+    EndTransaction {
+        message: Pick,
+        queue: Option<u8>,
+        commit: bool,
+    },
     Redrive {
         queue: u8,
         group: u8,
@@ -190,6 +199,7 @@ pub fn message_spec() -> impl Strategy<Value = MessageSpec> {
         6 => Just(DelaySpec::None),
         2 => prop_oneof![1 => Just(0), 4 => 1u64..20_000].prop_map(DelaySpec::Ms),
         2 => prop_oneof![1 => Just(0), 4 => -10_000i64..20_000].prop_map(DelaySpec::At),
+        1 => prop_oneof![1 => Just(0), 4 => 1u64..20_000].prop_map(DelaySpec::Half),
     ];
     (
         prop::collection::vec(0u8..3, 0..=3),
@@ -254,6 +264,8 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(pick, ms)| Op::ChangeVisibility { pick, ms }),
         3 => (pick(), prop::option::weighted(0.2, slot()))
             .prop_map(|(message, queue)| Op::Cancel { message, queue }),
+        3 => (pick(), prop::option::weighted(0.1, slot()), prop::bool::weighted(0.7))
+            .prop_map(|(message, queue, commit)| Op::EndTransaction { message, queue, commit }),
         3 => (slot(), slot(), follow())
             .prop_map(|(queue, group, follow)| Op::Redrive { queue, group, follow }),
         9 => (0u64..40_000).prop_map(Op::Advance),
