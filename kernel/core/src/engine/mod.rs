@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod state;
 mod tenants;
 pub mod timers;
+pub mod transactions;
 pub mod types;
 
 pub use config::{EngineConfig, EngineLimits, EngineOpenError, QueueInfo, ReceiveRequest};
@@ -587,52 +588,6 @@ impl<S: Storage + Clone> Engine<S> {
     }
 
     // ------------------------------------------------------------------ time
-
-    /// What ends the wait of a held message that is due: a delayed or scheduled message
-    /// is released; a half message's open transaction is checked once more, or, after
-    /// `transaction_checks_max` checks, dropped (as a rollback).
-    fn end_of_delay(&self, queue: QueueId, message: MessageId, now: u64) -> Command {
-        let limits = &self.config.limits;
-        match self.state.borrow().half_checks(queue, message) {
-            None => Command::Release { queue, message },
-            Some(checks) if checks >= limits.transaction_checks_max => {
-                Command::Cancel { queue, message }
-            }
-            Some(_) => Command::Check {
-                queue,
-                message,
-                next_at_ms: now.saturating_add(limits.transaction_check_interval_ms),
-            },
-        }
-    }
-
-    /// Queues the checks just logged for the producers, while the half messages are
-    /// still open; past `TRANSACTION_CHECKS_WAITING_MAX` waiting, a check is dropped
-    /// (the next one comes an interval later).
-    fn note_checks(&self, logged: &[(QueueId, MessageId)]) {
-        let state = self.state.borrow();
-        let mut waiting = self.transaction_checks.borrow_mut();
-        for &(queue, message) in logged {
-            let Some(checks) = state.half_checks(queue, message) else {
-                continue;
-            };
-            if waiting.len() >= crate::limits::TRANSACTION_CHECKS_WAITING_MAX {
-                continue;
-            }
-            waiting.push_back(TransactionCheck {
-                queue,
-                message,
-                checks,
-            });
-        }
-    }
-
-    /// The checks of open transactions logged since the last call, oldest first: the
-    /// adapter asks each half message's producer whether to commit or roll back
-    /// (`end_transaction`). Only a serving leader logs checks.
-    pub fn take_transaction_checks(&self) -> Vec<TransactionCheck> {
-        self.transaction_checks.borrow_mut().drain(..).collect()
-    }
 
     /// Advances time: ends leases and back-off waits, releases due delayed messages,
     /// applies retention, and takes a snapshot when due.

@@ -152,6 +152,16 @@ impl Harness {
         );
     }
 
+    /// Every check of an open transaction logged since the last call.
+    fn checks(&self) -> Vec<TransactionCheck> {
+        let taken = block_on(self.engine().take_transaction_checks(None, usize::MAX));
+        taken
+            .expect("checks")
+            .into_iter()
+            .map(|half| half.check)
+            .collect()
+    }
+
     fn crash(&mut self) {
         self.engine = None;
         self.disk.crash_with(CrashMode::ScrambleSectors);
@@ -786,13 +796,18 @@ fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
     h.ack(&got, AckKind::Success);
     // Checked at its first check time (0 ms: the next tick), then every interval.
     h.advance(1);
-    let checks = h.engine().take_transaction_checks();
-    assert_eq!(checks.len(), 1);
-    assert_eq!((checks[0].message, checks[0].checks), (ids[2], 1));
+    let taken = block_on(h.engine().take_transaction_checks(Some(&[q]), 10)).unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((taken[0].check.message, taken[0].check.checks), (ids[2], 1));
+    assert_eq!(
+        &taken[0].body[..],
+        b"never answered",
+        "the check carries its message"
+    );
     h.advance(6 * SECOND - 2);
-    assert!(h.engine().take_transaction_checks().is_empty());
+    assert!(h.checks().is_empty());
     h.advance(1);
-    let checks = h.engine().take_transaction_checks();
+    let checks = h.checks();
     assert_eq!(
         checks.iter().map(|c| c.message).collect::<Vec<_>>(),
         [ids[3]]
@@ -806,7 +821,7 @@ fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
     let mut counted = 1;
     while counted < limits.transaction_checks_max {
         h.advance(interval);
-        let checks = h.engine().take_transaction_checks();
+        let checks = h.checks();
         counted += 1;
         assert_eq!(checks.len(), 1, "check {counted}");
         assert_eq!(checks[0].checks, counted);
@@ -817,7 +832,7 @@ fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
     }
     // After the last check, the next due time drops it as a rollback.
     h.advance(interval);
-    assert!(h.engine().take_transaction_checks().is_empty());
+    assert!(h.checks().is_empty());
     assert_eq!(
         block_on(h.engine().end_transaction(q, ids[2], true, h.now)),
         Err(EngineError::NotScheduled)

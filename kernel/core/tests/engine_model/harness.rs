@@ -626,11 +626,11 @@ impl Harness {
         self.model.tick(now);
         // The checks the tick logged: the same half messages with the same counts (the
         // order among checks due at one instant is not part of the contract).
-        let mut checks: Vec<(usize, u32)> = self
-            .engine()
-            .take_transaction_checks()
+        let taken = block_on(self.engine().take_transaction_checks(None, usize::MAX));
+        let mut checks: Vec<(usize, u32)> = taken
+            .expect("checks")
             .iter()
-            .map(|check| (self.message_index[&check.message], check.checks))
+            .map(|half| (self.message_index[&half.check.message], half.check.checks))
             .collect();
         checks.sort_unstable();
         let mut expected = std::mem::take(&mut self.model.checks);
