@@ -26,11 +26,17 @@ use std::sync::Arc;
 
 use sluice_core::engine::command::CommittedOffset;
 use sluice_core::engine::read_at::ReadAt;
+use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, MessageId,
     QueueConfig, QueueId, ReceiptHandle, SendInput, SendOutcome,
 };
 use sluice_core::engine::{QueueInfo, ReceiveRequest};
+
+/// The most transaction checks one `Node::take_transaction_checks` takes.
+pub const TRANSACTION_CHECKS_TAKEN_MAX: u32 = 256;
+/// The most queues one `Node::take_transaction_checks` names.
+pub const TRANSACTION_CHECK_QUEUES_MAX: usize = 1024;
 
 pub mod alarms;
 pub mod backoff;
@@ -323,6 +329,30 @@ pub trait Node {
         partition: u16,
         message: MessageId,
     ) -> Result<(), NodeError>;
+
+    /// Ends the transaction of half message `message` of `queue` (sent with
+    /// `Delay::Half`), on the partition its id names: committed, it becomes available;
+    /// rolled back, it is dropped. Answers once durable. No open transaction with that
+    /// half message (ended, dropped after its last check, not a half message, unknown, or
+    /// a partition the node does not have) is `EngineError::NotScheduled`.
+    async fn end_transaction(
+        &self,
+        queue: QueueId,
+        partition: u16,
+        message: MessageId,
+        commit: bool,
+    ) -> Result<(), NodeError>;
+
+    /// Takes, from partition `partition`'s leader, the checks of open transactions of
+    /// `queues` waiting for a producer to answer, at most `max` (bounded by
+    /// `TRANSACTION_CHECKS_TAKEN_MAX`), each with its half message. A check taken is
+    /// gone: the half message is checked again an interval later if still open.
+    async fn take_transaction_checks(
+        &self,
+        partition: u32,
+        queues: Vec<QueueId>,
+        max: u32,
+    ) -> Result<Vec<HalfMessage>, NodeError>;
 
     /// Receives up to `request.max_messages`, whose bodies and attributes total at most
     /// `request.bytes_max` over all partitions (or one message alone, larger, when

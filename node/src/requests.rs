@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use sluice_core::engine::membership::{Membership, MembershipStep};
 use sluice_core::engine::read_at::ReadAt;
+use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, GroupId, GroupStats, HandleError, MessageId, QueueConfig,
     QueueId, ReceiptHandle, SendInput, SendOutcome,
@@ -321,6 +322,23 @@ partition_request! {
     /// Cancels a delayed or scheduled message not yet released.
     Cancel { queue: QueueId, message: MessageId } -> (),
     |this, shard, engine, now| engine.cancel(this.queue, this.message, now).await
+}
+
+partition_request! {
+    /// Ends the transaction of a half message: commit (available now) or roll back.
+    EndTransaction { queue: QueueId, message: MessageId, commit: bool } -> (),
+    |this, shard, engine, now| engine.end_transaction(this.queue, this.message, this.commit, now).await
+}
+
+partition_request! {
+    /// Takes the leader's waiting checks of open transactions of `queues`, at most `max`,
+    /// with their half messages.
+    TakeTransactionChecks { queues: Vec<QueueId>, max: u32 } -> Vec<HalfMessage>,
+    |this, shard, engine, now| {
+        let _ = now;
+        let max = usize::try_from(this.max).unwrap_or(usize::MAX);
+        engine.take_transaction_checks(Some(&this.queues), max).await
+    }
 }
 
 partition_request! {

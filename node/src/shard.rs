@@ -16,6 +16,7 @@ use sluice_core::bugs::{self, Bug};
 use sluice_core::engine::command::CommittedOffset;
 use sluice_core::engine::metadata::MetadataGate;
 use sluice_core::engine::read_at::ReadAt;
+use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, MessageId, QueueConfig,
     QueueId, ReceiptHandle, SendInput, SendOutcome,
@@ -33,7 +34,7 @@ use crate::routing::{self, Routed};
 use crate::tenants::{Quotas, Tenant, TenantDirectory, TenantError};
 use crate::{
     Directories, Host, Job, Lane, Node, NodeError, PositionRead, QueueCounts, QueueView,
-    SendToReply,
+    SendToReply, TRANSACTION_CHECKS_TAKEN_MAX, TRANSACTION_CHECK_QUEUES_MAX,
 };
 
 /// A long poll wakes at least this often (queue time) to notice a shutdown.
@@ -816,6 +817,49 @@ impl<H: Host> Node for NodeShard<H> {
             partition,
             queue,
             message,
+        })
+        .await
+    }
+
+    async fn end_transaction(
+        &self,
+        queue: QueueId,
+        partition: u16,
+        message: MessageId,
+        commit: bool,
+    ) -> Result<(), NodeError> {
+        let partition = u32::from(partition);
+        if partition >= self.config.partition_count {
+            return Err(EngineError::NotScheduled.into());
+        }
+        self.call(requests::EndTransaction {
+            partition,
+            queue,
+            message,
+            commit,
+        })
+        .await
+    }
+
+    async fn take_transaction_checks(
+        &self,
+        partition: u32,
+        queues: Vec<QueueId>,
+        max: u32,
+    ) -> Result<Vec<HalfMessage>, NodeError> {
+        if partition >= self.config.partition_count {
+            return Ok(Vec::new());
+        }
+        if queues.len() > TRANSACTION_CHECK_QUEUES_MAX {
+            return Err(NodeError::Engine(EngineError::BatchTooLarge {
+                count: u32::try_from(queues.len()).unwrap_or(u32::MAX),
+                limit: TRANSACTION_CHECK_QUEUES_MAX as u32,
+            }));
+        }
+        self.call(requests::TakeTransactionChecks {
+            partition,
+            queues,
+            max: max.min(TRANSACTION_CHECKS_TAKEN_MAX),
         })
         .await
     }

@@ -608,6 +608,65 @@ fn cancels_and_counts_reach_every_partition_through_any_shard() {
 }
 
 #[test]
+fn transactions_end_and_checks_are_taken_through_any_shard() {
+    // Goal: a half message sent through one shard is committed through another (the
+    // request forwarded to its partition), another's check is taken through any shard
+    // with its body, and an ended transaction or a partition the node lacks is
+    // NotScheduled.
+    let node = check_node(2, 2);
+    let tenant = with_tenant(&node);
+    let (queue, group) = queue_with_group(&node, &tenant, normal());
+    let half = |body: &str| SendInput {
+        delay: Delay::Half {
+            check_after_ms: 1_000,
+        },
+        ..message(body)
+    };
+    let sent = block_on(
+        node.shard(1)
+            .send(queue, vec![half("commit me"), half("ask me")]),
+    )
+    .unwrap();
+    let (partition, commit_id) = (sent[0].partition, sent[0].item.message_id);
+    let asked = (sent[1].partition, sent[1].item.message_id);
+    let other = 1 - usize::from(partition);
+    block_on(
+        node.shard(other)
+            .end_transaction(queue, partition, commit_id, true),
+    )
+    .unwrap();
+    assert_eq!(
+        block_on(
+            node.shard(other)
+                .end_transaction(queue, partition, commit_id, false)
+        ),
+        Err(NodeError::Engine(EngineError::NotScheduled))
+    );
+    assert_eq!(
+        block_on(node.end_transaction(queue, 9, commit_id, true)),
+        Err(NodeError::Engine(EngineError::NotScheduled))
+    );
+    let got = block_on(
+        node.shard(0)
+            .receive(queue, group, Lane::Main, receive_request(10), 0),
+    )
+    .unwrap();
+    assert_eq!(got.len(), 1, "only the committed message is available");
+    let clock = &node.runtime().0;
+    clock.set(clock.get() + 1_000);
+    block_on(node.tick(clock.get())).unwrap();
+    let checks = block_on(node.shard(other).take_transaction_checks(
+        u32::from(asked.0),
+        vec![queue],
+        10,
+    ))
+    .unwrap();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].check.message, asked.1);
+    assert_eq!(&checks[0].body[..], b"ask me");
+}
+
+#[test]
 fn the_first_change_repairs_engines_left_apart_by_a_crash() {
     // Goal: a node built over engines that a crash left apart (partition 0 holds a
     // queue and group the others lack) repairs them before its first change. Method:
