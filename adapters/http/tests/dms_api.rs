@@ -1032,6 +1032,101 @@ fn send_ids(h: &Harness, queue: &str, messages: Value) -> Vec<String> {
         .collect()
 }
 
+#[test]
+fn transactions_commit_roll_back_and_are_checked() {
+    // Goal: a message sent with transaction: true is held until committed through
+    // .../messages/{id}/commit (then consumed), dropped by /rollback, and offered for a
+    // check through POST .../transactions/checks once its check time comes; a second end
+    // answers 409; bad fields answer their codes.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "tx"}));
+    let g = h.group(&q, "g");
+    let ids = send_ids(
+        &h,
+        &q,
+        json!([{"body": "pay", "transaction": true},
+               {"body": "refund", "transaction": true},
+               {"body": "ask", "transaction": true, "transaction_check_after_ms": 2000}]),
+    );
+    let end = |id: &str, action: &str| {
+        h.call(
+            Method::POST,
+            &h.v2(&format!("/queues/{q}/messages/{id}/{action}")),
+            None,
+        )
+    };
+    assert!(h
+        .consume(&q, &g, "max_msgs=10")
+        .json
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(end(&ids[0], "commit").status, StatusCode::NO_CONTENT);
+    assert_eq!(end(&ids[1], "rollback").status, StatusCode::NO_CONTENT);
+    assert_eq!(end(&ids[1], "commit").status, StatusCode::CONFLICT);
+    assert_eq!(end("nonsense", "commit").status, StatusCode::BAD_REQUEST);
+    let got = h.consume(&q, &g, "max_msgs=10");
+    let bodies: Vec<&Value> = got
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["message"]["body"])
+        .collect();
+    assert_eq!(bodies, [&json!("pay")]);
+    let checks = |h: &Harness| {
+        h.call(
+            Method::POST,
+            &h.v1(&format!("/queues/{q}/transactions/checks?limit=5")),
+            None,
+        )
+    };
+    assert_eq!(checks(&h).json, json!({"checks": []}));
+    h.advance(2_000);
+    let taken = checks(&h);
+    assert_eq!(taken.status, StatusCode::OK);
+    assert_eq!(
+        taken.json["checks"].as_array().unwrap().len(),
+        1,
+        "{}",
+        taken.json
+    );
+    assert_eq!(taken.json["checks"][0]["checks"], 1);
+    assert_eq!(taken.json["checks"][0]["message"]["body"], "ask");
+    assert_eq!(
+        taken.json["checks"][0]["message"]["message_id"],
+        ids[2].as_str()
+    );
+    assert_eq!(
+        checks(&h).json,
+        json!({"checks": []}),
+        "a check is taken once"
+    );
+    assert_eq!(end(&ids[2], "commit").status, StatusCode::NO_CONTENT);
+    let send = |fields: Value| {
+        let mut message = json!({"body": 1});
+        message
+            .as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        h.send(&q, json!([message]))
+    };
+    let refused = send(json!({"transaction": true, "delay_time": 1000}));
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.code(), "10249008");
+    assert_eq!(
+        send(json!({"transaction_check_after_ms": 5})).code(),
+        "10249001"
+    );
+    assert_eq!(send(json!({"transaction": "yes"})).code(), "10249001");
+    let bad_limit = h.call(
+        Method::POST,
+        &h.v1(&format!("/queues/{q}/transactions/checks?limit=0")),
+        None,
+    );
+    assert_eq!(bad_limit.status, StatusCode::BAD_REQUEST);
+}
+
 fn cancel(h: &Harness, queue: &str, id: &str) -> dms_support::Answer {
     h.call(
         Method::DELETE,

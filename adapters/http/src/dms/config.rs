@@ -48,6 +48,9 @@ pub struct DmsConfig {
     /// code; the day between is slack for the time from the adapter's clock reading to
     /// the engine's.
     pub schedule_ahead_ms_max: u64,
+    /// A transaction's first check when its half message names none (Sluice extension
+    /// `transaction`), milliseconds: RocketMQ's `transactionTimeOut`, 6 s.
+    pub transaction_check_after_ms: u64,
     /// The dedup window of new queues, milliseconds (Sluice extension `dedup_id`).
     pub dedup_window_ms: u64,
     /// Queue description length, characters.
@@ -78,6 +81,7 @@ impl DmsConfig {
             max_consume_count_max: 100,
             delay_ms_max: 604_800_000,
             schedule_ahead_ms_max: 365 * 24 * 3_600_000,
+            transaction_check_after_ms: 6_000,
             dedup_window_ms: 300_000,
             description_chars_max: 160,
         }

@@ -7,7 +7,9 @@ use std::borrow::Cow;
 
 use http::StatusCode;
 use serde_json::value::RawValue;
-use sluice_core::engine::types::{AckKind, Delivery, GroupId, ReceiptHandle, TagFilter, TagMatch};
+use sluice_core::engine::types::{
+    AckKind, Delivery, GroupId, MessageId, ReceiptHandle, TagFilter, TagMatch,
+};
 use sluice_core::engine::ReceiveRequest;
 use sluice_node::Routed;
 
@@ -95,31 +97,48 @@ fn consumed(delivery: &Routed<Delivery>) -> Consumed<'_> {
         partition: delivery.partition,
         item: item.handle,
     };
+    Consumed {
+        handler: ids::handler_encode(&handle),
+        message: message_object(
+            delivery.partition,
+            item.message_id,
+            (&item.body, &item.attributes),
+            item.tags.clone(),
+            item.sent_ms,
+        ),
+    }
+}
+
+/// A stored message as a consume shows it (and a transaction check).
+pub(super) fn message_object<'a>(
+    partition: u16,
+    message_id: MessageId,
+    (body, attributes): (&'a [u8], &'a [u8]),
+    tags: Vec<String>,
+    sent_ms: u64,
+) -> ConsumedMessage<'a> {
     // A body this adapter did not write (another protocol's message) is returned as a
     // JSON string of its text when it is not JSON, or JSON nested deeper than a body this
     // adapter accepts (the answer stays within the depth limit clients were promised).
-    let body = std::str::from_utf8(&item.body)
+    let body = std::str::from_utf8(body)
         .ok()
         .filter(|text| crate::json_depth::check(text.as_bytes(), BODY_DEPTH_MAX).is_ok())
         .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
         .map(Cow::Borrowed)
         .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(&item.body);
+            let text = String::from_utf8_lossy(body);
             Cow::Owned(serde_json::value::to_raw_value(&text).expect("a string serialises"))
         });
-    let attributes = std::str::from_utf8(&item.attributes)
+    let attributes = std::str::from_utf8(attributes)
         .ok()
         .filter(|text| text.trim_start().starts_with('{'))
         .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
-    Consumed {
-        handler: ids::handler_encode(&handle),
-        message: ConsumedMessage {
-            body,
-            attributes,
-            tags: item.tags.clone(),
-            id: ids::message_id_encode(delivery.partition, item.message_id),
-            sent_time: item.sent_ms,
-        },
+    ConsumedMessage {
+        body,
+        attributes,
+        tags,
+        id: ids::message_id_encode(partition, message_id),
+        sent_time: sent_ms,
     }
 }
 

@@ -241,6 +241,12 @@ async fn dispatch<N: Node>(
         }
         (Endpoint::Send, Resource::Messages(q)) => send::send(&ctx, &ctx.queue(q)?).await,
         (Endpoint::Cancel, Resource::Message(q, m)) => send::cancel(&ctx, &ctx.queue(q)?, m).await,
+        (Endpoint::EndTransaction, Resource::MessageEnd(q, m, commit)) => {
+            send::end_transaction(&ctx, &ctx.queue(q)?, m, commit).await
+        }
+        (Endpoint::TransactionChecks, Resource::TransactionChecks(q)) => {
+            send::take_transaction_checks(&ctx, &ctx.queue(q)?).await
+        }
         (Endpoint::Consume, Resource::GroupMessages(q, g)) => {
             let (queue, group) = ctx.group(q, g)?;
             consume::consume(&ctx, &queue, group, sluice_node::Lane::Main).await

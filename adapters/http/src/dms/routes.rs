@@ -22,6 +22,11 @@ pub enum Resource<'a> {
     Messages(&'a str),
     /// One message of a queue: the queue id, the message id (Sluice extension).
     Message(&'a str, &'a str),
+    /// The end of a half message's transaction: `.../messages/{m}/commit` (true) or
+    /// `/rollback` (false) (Sluice extension).
+    MessageEnd(&'a str, &'a str, bool),
+    /// The checks of a queue's open transactions (Sluice extension).
+    TransactionChecks(&'a str),
     GroupMessages(&'a str, &'a str),
     /// Sluice extension: a queue's sampled counts (the console's charts).
     QueueMetrics(&'a str),
@@ -53,6 +58,8 @@ impl<'a> Resource<'a> {
             | Resource::Groups(q)
             | Resource::Messages(q)
             | Resource::Message(q, _)
+            | Resource::MessageEnd(q, _, _)
+            | Resource::TransactionChecks(q)
             | Resource::QueueMetrics(q)
             | Resource::QueueAlarms(q)
             | Resource::QueueTags(q)
@@ -88,6 +95,10 @@ pub enum Endpoint {
     Send,
     /// Sluice extension: cancel a scheduled message.
     Cancel,
+    /// Sluice extension: commit or roll back a half message's transaction.
+    EndTransaction,
+    /// Sluice extension: take the checks of a queue's open transactions.
+    TransactionChecks,
     Consume,
     Ack,
     DeadLetterConsume,
@@ -121,6 +132,8 @@ impl Endpoint {
             Endpoint::GroupDelete => "group_delete",
             Endpoint::Send => "send",
             Endpoint::Cancel => "cancel",
+            Endpoint::EndTransaction => "end_transaction",
+            Endpoint::TransactionChecks => "transaction_checks",
             Endpoint::Consume => "consume",
             Endpoint::Ack => "ack",
             Endpoint::DeadLetterConsume => "deadletter_consume",
@@ -170,6 +183,9 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
         (["queues", q, "alarms"], _) => Resource::QueueAlarms(q),
         (["queues", q, "groups", g], _) => Resource::Group(q, g),
         (["queues", q, "messages", m], _) => Resource::Message(q, m),
+        (["queues", q, "messages", m, "commit"], _) => Resource::MessageEnd(q, m, true),
+        (["queues", q, "messages", m, "rollback"], _) => Resource::MessageEnd(q, m, false),
+        (["queues", q, "transactions", "checks"], _) => Resource::TransactionChecks(q),
         (["queues", q, "groups", g, "messages"], _) => Resource::GroupMessages(q, g),
         (["queues", q, "groups", g, "ack"], _) => Resource::Ack(q, g),
         (["queues", q, "groups", g, "deadletters"], _) => Resource::DeadLetters(q, g),
@@ -217,6 +233,10 @@ pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'
         (Resource::QueueAlarms(_), _) => return Err("GET, PUT"),
         (Resource::Message(..), "DELETE") => Endpoint::Cancel,
         (Resource::Message(..), _) => return Err("DELETE"),
+        (Resource::MessageEnd(..), "POST") => Endpoint::EndTransaction,
+        (Resource::MessageEnd(..), _) => return Err("POST"),
+        (Resource::TransactionChecks(_), "POST") => Endpoint::TransactionChecks,
+        (Resource::TransactionChecks(_), _) => return Err("POST"),
         (Resource::GroupMessages(..), "GET") => Endpoint::Consume,
         (Resource::GroupMessages(..), _) => return Err("GET"),
         (Resource::Ack(..), "POST") => Endpoint::Ack,

@@ -13,7 +13,7 @@ use super::errors::{
 use super::request::{field, object, raw_array, raw_object, Object};
 use super::wire::{AttributesCheck, SendResponse, SendResult};
 use super::{ids, validate, Ctx, DmsConfig, Reply};
-use sluice_node::{Node, QueueView};
+use sluice_node::{Node, QueueView, TRANSACTION_CHECKS_TAKEN_MAX};
 
 /// Bytes of a `fifo_group` or `dedup_id` (the engine's bound).
 const KEY_BYTES_MAX: usize = 128;
@@ -85,12 +85,7 @@ pub(super) async fn cancel<N: Node>(
     view: &QueueView,
     message_id: &str,
 ) -> Result<Reply, DmsError> {
-    let (partition, message) = ids::message_id_decode(message_id).ok_or_else(|| {
-        DmsError::parameter(
-            "The message ID format is invalid: it is the 20 lower-case hex digits a send \
-             answers with return_id.",
-        )
-    })?;
+    let (partition, message) = message_id_decode(message_id)?;
     ctx.node
         .cancel(view.id, partition, message)
         .await
@@ -135,6 +130,18 @@ fn message(
         None => field(&entry, "message_group", "a string")?,
     };
     let dedup_id: Option<String> = field(&entry, "dedup_id", "a string")?;
+    let delay = match message_transaction(config, &entry, index)? {
+        Some(half) => {
+            if message_delay(config, time, &entry, index)? != Delay::None {
+                return Err(DmsError::bad(
+                    INVALID_DELAY,
+                    format!("messages[{index}] is a transaction's message: it takes no delay."),
+                ));
+            }
+            half
+        }
+        None => message_delay(config, time, &entry, index)?,
+    };
     for (name, key) in [("fifo_group", &fifo_group), ("dedup_id", &dedup_id)] {
         if key
             .as_ref()
@@ -150,8 +157,113 @@ fn message(
         attributes,
         tags,
         fifo_group,
-        delay: message_delay(config, time, &entry, index)?,
+        delay,
         dedup_id,
+    })
+}
+
+/// The Sluice extension `transaction: true`: a half message, held until its transaction
+/// is committed or rolled back (`end_transaction`), first offered for a check after
+/// `transaction_check_after_ms` (milliseconds, the configured default when absent).
+fn message_transaction(
+    config: &DmsConfig,
+    entry: &Object,
+    index: usize,
+) -> Result<Option<Delay>, DmsError> {
+    let half = field::<bool>(entry, "transaction", "true or false")?.unwrap_or(false);
+    let check_after: Option<u64> = field(
+        entry,
+        "transaction_check_after_ms",
+        "a non-negative integer (milliseconds)",
+    )?;
+    let max = config.delay_ms_max;
+    match (half, check_after) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(DmsError::parameter(format!(
+            "messages[{index}].transaction_check_after_ms needs transaction: true."
+        ))),
+        (true, Some(ms)) if ms > max => Err(DmsError::bad(
+            INVALID_DELAY,
+            format!("messages[{index}].transaction_check_after_ms must be from 0 to {max}."),
+        )),
+        (true, check_after) => Ok(Some(Delay::Half {
+            check_after_ms: check_after.unwrap_or(config.transaction_check_after_ms),
+        })),
+    }
+}
+
+/// Sluice extension: ends the transaction of a half message (sent with `transaction:
+/// true`), named by the id its send answered: commit makes it available now, rollback
+/// drops it. 204 on success; no open transaction with that message answers 409.
+pub(super) async fn end_transaction<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+    message_id: &str,
+    commit: bool,
+) -> Result<Reply, DmsError> {
+    let (partition, message) = message_id_decode(message_id)?;
+    ctx.node
+        .end_transaction(view.id, partition, message, commit)
+        .await
+        .map_err(from_node)?;
+    Ok(Reply::no_content())
+}
+
+/// Sluice extension: takes the checks of the queue's open transactions waiting for an
+/// answer (at most `limit`, default and maximum `TRANSACTION_CHECKS_TAKEN_MAX`), each
+/// with its half message; a producer answers each by committing or rolling back. A
+/// check taken is not offered again; an open transaction is checked again an interval
+/// later.
+pub(super) async fn take_transaction_checks<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+) -> Result<Reply, DmsError> {
+    let max = u64::from(TRANSACTION_CHECKS_TAKEN_MAX);
+    let limit = ctx
+        .query
+        .integer("limit", max, (1, max), super::errors::INVALID_PARAMETER)?;
+    let mut left = u32::try_from(limit).expect("bounded by a u32");
+    let mut checks = Vec::new();
+    for partition in 0..view.config.partitions_on(ctx.node.partition_count()) {
+        if left == 0 {
+            break;
+        }
+        let taken = ctx
+            .node
+            .take_transaction_checks(partition, vec![view.id], left)
+            .await
+            .map_err(from_node)?;
+        left -= u32::try_from(taken.len()).expect("bounded by left");
+        let partition = u16::try_from(partition).expect("partitions fit u16");
+        checks.extend(taken.into_iter().map(|half| (partition, half)));
+    }
+    let checks: Vec<serde_json::Value> = checks
+        .iter()
+        .map(|(partition, half)| {
+            let message = super::consume::message_object(
+                *partition,
+                half.check.message,
+                (&half.body, &half.attributes),
+                half.tags.clone(),
+                half.sent_ms,
+            );
+            serde_json::json!({ "checks": half.check.checks, "message": message })
+        })
+        .collect();
+    Ok(Reply::json(
+        StatusCode::OK,
+        &serde_json::json!({ "checks": checks }),
+    ))
+}
+
+fn message_id_decode(
+    message_id: &str,
+) -> Result<(u16, sluice_core::engine::types::MessageId), DmsError> {
+    ids::message_id_decode(message_id).ok_or_else(|| {
+        DmsError::parameter(
+            "The message ID format is invalid: it is the 20 lower-case hex digits a send \
+             answers with return_id.",
+        )
     })
 }
 
