@@ -86,6 +86,9 @@ enum Command {
         /// partition's leader (default: this node alone, forwarding to the leaders).
         #[arg(long, value_name = "ID=HOST:PORT,...")]
         kafka_brokers: Option<String>,
+        /// Serve the RocketMQ 5 gRPC protocol on this IP:port (every shard; default: off).
+        #[arg(long, value_name = "ADDR")]
+        rocketmq_listen: Option<String>,
         /// This node's id in a cluster (with --cluster-listen and --peers).
         #[arg(long, value_name = "N")]
         node_id: Option<u64>,
@@ -263,6 +266,7 @@ fn run(cli: Cli) -> Result<(), String> {
             kafka_listen,
             kafka_advertise,
             kafka_brokers,
+            rocketmq_listen,
             node_id,
             cluster_listen,
             peers,
@@ -307,6 +311,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 resolved
                     .set("kafka_brokers", &brokers)
                     .map_err(|e| format!("--kafka-brokers: {e}"))?;
+            }
+            if let Some(listen) = rocketmq_listen {
+                resolved
+                    .set("rocketmq_listen", &listen)
+                    .map_err(|e| format!("--rocketmq-listen: {e}"))?;
             }
             if let Some(node_id) = node_id {
                 resolved.set("node_id", &node_id.to_string())?;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use sluice_node::LoginLimits;
+use sluice_rocketmq::RocketMqConfig;
 use sluice_shard::IoSubmit;
 use sluice_tcp::kafka::{Broker, KafkaConfig};
 
@@ -14,7 +15,7 @@ use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 42] = [
+pub const KEYS: [&str; 43] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -57,6 +58,7 @@ pub const KEYS: [&str; 42] = [
     "kafka_listen",
     "kafka_advertise",
     "kafka_brokers",
+    "rocketmq_listen",
 ];
 
 /// Parses node ids separated by commas (`--initial-voters 1,2,3`).
@@ -198,6 +200,9 @@ pub struct Config {
     /// `ID=HOST:PORT` separated by commas), so Metadata names each partition's leader;
     /// empty: this node alone (it forwards to the leaders).
     pub kafka_brokers: Vec<(NodeId, String)>,
+    /// Serve the RocketMQ 5 gRPC protocol on this address (`--rocketmq-listen`; every
+    /// shard listens, SO_REUSEPORT); `None`: no RocketMQ listener.
+    pub rocketmq_listen: Option<SocketAddr>,
 }
 
 /// Parses `--kafka-brokers`: `ID=HOST:PORT` entries separated by commas.
@@ -267,6 +272,21 @@ impl Config {
             kafka_listen: None,
             kafka_advertise: None,
             kafka_brokers: Vec::new(),
+            rocketmq_listen: None,
+        }
+    }
+
+    /// What the RocketMQ adapter tells clients about this node, once its listener is
+    /// bound at `bound`: the listener's own address (127.0.0.1 for an unspecified IP).
+    pub fn rocketmq_config(&self, bound: SocketAddr) -> RocketMqConfig {
+        let host = if bound.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        RocketMqConfig {
+            advertised_host: host,
+            advertised_port: bound.port(),
         }
     }
 
@@ -481,6 +501,14 @@ impl Config {
                 }
             }
             "kafka_brokers" => self.kafka_brokers = parse_kafka_brokers(value)?,
+            "rocketmq_listen" => {
+                self.rocketmq_listen = match value {
+                    "" | "off" => None,
+                    _ => Some(value.parse().map_err(|_| {
+                        format!("{value:?} is not an IP:port address (or \"off\")")
+                    })?),
+                }
+            }
             "kafka_advertise" => {
                 self.kafka_advertise = match value {
                     "" => None,
@@ -558,7 +586,33 @@ impl Config {
         self.validate_fairness()?;
         self.validate_auth()?;
         self.validate_cluster()?;
-        self.validate_kafka()
+        self.validate_kafka()?;
+        self.validate_rocketmq()
+    }
+
+    /// A RocketMQ port apart from the others.
+    fn validate_rocketmq(&self) -> Result<(), String> {
+        let Some(rocketmq) = self.rocketmq_listen else {
+            return Ok(());
+        };
+        let clashes = |other: SocketAddr| {
+            let same_ip = rocketmq.ip() == other.ip()
+                || rocketmq.ip().is_unspecified()
+                || other.ip().is_unspecified();
+            same_ip && rocketmq.port() == other.port() && rocketmq.port() != 0
+        };
+        let others = [
+            (Some(self.http_listen), "http_listen"),
+            (self.metrics_listen, "metrics_listen"),
+            (self.cluster_listen, "cluster_listen"),
+            (self.kafka_listen, "kafka_listen"),
+        ];
+        for (other, name) in others {
+            if other.is_some_and(clashes) {
+                return Err(format!("rocketmq_listen must differ from {name}"));
+            }
+        }
+        Ok(())
     }
 
     /// A Kafka port apart from the others, and a node id a Kafka broker id can carry.

@@ -185,7 +185,7 @@ fn raw_response(response: &Response<Bytes>) -> Vec<u8> {
 /// timer, thread-safe by itself, cost a cross-thread wake-up per request: about 6% of
 /// the server's CPU in the HTTP benchmark.)
 #[derive(Clone)]
-struct HyperTimer;
+pub(crate) struct HyperTimer;
 
 #[derive(Default)]
 struct SleepState {

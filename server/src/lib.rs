@@ -43,6 +43,8 @@ pub mod password_pool;
 #[cfg(not(madsim))]
 pub mod replication;
 #[cfg(not(madsim))]
+pub mod rocketmq;
+#[cfg(not(madsim))]
 pub mod run;
 pub mod secrets;
 #[cfg(not(madsim))]

@@ -14,6 +14,7 @@ use sluice_http::dms::DmsConfig;
 use sluice_http::service::ServiceConfig;
 use sluice_node::tenants::{Quotas, TenantDirectory};
 use sluice_node::Job;
+use sluice_rocketmq::RocketMqConfig;
 use sluice_shard::executor::ShardStartup;
 use sluice_tcp::kafka::KafkaConfig;
 
@@ -285,6 +286,7 @@ async fn shard_main(
     // catalog's URL) names the real port, never 0.
     let listener = bind(&shard).await?;
     let kafka = bind_kafka(&shard).await?;
+    let rocketmq = bind_rocketmq(&shard).await?;
     let endpoint = format!(
         "http://{}:{}",
         shared.config.http_listen.ip(),
@@ -317,10 +319,22 @@ async fn shard_main(
         let kafka = kafka
             .as_ref()
             .map(|(_, bound, config)| crate::kafka::describe(*bound, config));
+        let rocketmq = rocketmq
+            .as_ref()
+            .map(|(_, bound, _)| crate::rocketmq::describe(*bound));
+        // The banner names every extra listener after the HTTP one.
+        let kafka = match (kafka, rocketmq) {
+            (Some(kafka), Some(rocketmq)) => Some(format!("{kafka}; {rocketmq}")),
+            (kafka, rocketmq) => kafka.or(rocketmq),
+        };
         announce(&shared, &endpoint, metrics, kafka, first_start)?;
     }
     if let Some((listener, _, config)) = kafka {
         let loop_ = crate::kafka::accept_loop(shard.clone(), listener, config);
+        glommio::spawn_local(loop_).detach();
+    }
+    if let Some((listener, _, config)) = rocketmq {
+        let loop_ = crate::rocketmq::accept_loop(shard.clone(), listener, config);
         glommio::spawn_local(loop_).detach();
     }
     crate::http::accept_loop(shard.clone(), listener, service, Role::Api).await;
@@ -424,6 +438,35 @@ async fn bind_kafka(
         shared.kafka_port.store(bound.port(), Ordering::Release);
     }
     let config = Arc::new(shared.config.kafka_config(bound));
+    Ok(Some((listener, bound, config)))
+}
+
+/// With `rocketmq_listen`: every shard's RocketMQ listener (SO_REUSEPORT), on the port
+/// shard 0 bound first (which resolves port 0), its address, and what the adapter tells
+/// clients.
+async fn bind_rocketmq(
+    shard: &Rc<Shard>,
+) -> Result<Option<(TcpListener, SocketAddr, Arc<RocketMqConfig>)>, String> {
+    let shared = &shard.shared;
+    let Some(wanted) = shared.config.rocketmq_listen else {
+        return Ok(None);
+    };
+    let address = if shard.index == 0 {
+        wanted
+    } else {
+        barrier(shared, "shard 0's RocketMQ port", || {
+            shared.rocketmq_port.load(Ordering::Acquire) != 0
+        })
+        .await?;
+        SocketAddr::new(wanted.ip(), shared.rocketmq_port.load(Ordering::Acquire))
+    };
+    let listener = TcpListener::bind(address)
+        .map_err(|e| format!("cannot listen on {address} (rocketmq_listen): {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    if shard.index == 0 {
+        shared.rocketmq_port.store(bound.port(), Ordering::Release);
+    }
+    let config = Arc::new(shared.config.rocketmq_config(bound));
     Ok(Some((listener, bound, config)))
 }
 

@@ -41,6 +41,9 @@ pub struct Shared {
     pub port: AtomicU16,
     /// The Kafka port every shard binds (`kafka_listen`; shard 0 resolves port 0 first).
     pub kafka_port: AtomicU16,
+    /// The RocketMQ port every shard binds (`rocketmq_listen`; shard 0 resolves port 0
+    /// first).
+    pub rocketmq_port: AtomicU16,
     /// Mesh peer id of each shard (`usize::MAX` until it joined).
     pub peer_of_shard: Vec<AtomicUsize>,
     /// Shards that finished start-up (engines open, directory published, listening).
@@ -125,6 +128,7 @@ impl Shared {
             stopping: AtomicBool::new(false),
             port: AtomicU16::new(0),
             kafka_port: AtomicU16::new(0),
+            rocketmq_port: AtomicU16::new(0),
             peer_of_shard: (0..shard_count)
                 .map(|_| AtomicUsize::new(usize::MAX))
                 .collect(),
