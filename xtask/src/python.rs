@@ -23,6 +23,9 @@ const REQUIREMENTS: &str = "adapters/http/tests/py/requirements.txt";
 const REQUIREMENTS_KAFKA: &str = "tests/kafka/requirements.txt";
 /// Pins of the SQS client tests (tests/sqs_clients.rs), installed into the same venv.
 const REQUIREMENTS_SQS: &str = "tests/sqs/requirements.txt";
+/// Pins of the RocketMQ client tests (tests/rocketmq_clients.rs), installed into the same
+/// venv.
+const REQUIREMENTS_ROCKETMQ: &str = "tests/rocketmq/requirements.txt";
 /// Pins installed beside the venv, not into it (`pip install --no-deps --target`).
 const REQUIREMENTS_LEGACY: &str = "adapters/http/tests/py/requirements-legacy.txt";
 /// Pins installed beside the venv with their dependencies (`pip install --target`): the
@@ -42,6 +45,7 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
         REQUIREMENTS,
         REQUIREMENTS_KAFKA,
         REQUIREMENTS_SQS,
+        REQUIREMENTS_ROCKETMQ,
         REQUIREMENTS_LEGACY,
         REQUIREMENTS_AWSCLI,
     ] {
@@ -79,6 +83,8 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
         REQUIREMENTS_KAFKA,
         "-r",
         REQUIREMENTS_SQS,
+        "-r",
+        REQUIREMENTS_ROCKETMQ,
     ]))?;
     // The pins must co-install: a conflict fails here rather than in a test.
     command::run(pip().arg("check"))?;
