@@ -145,6 +145,8 @@ pub enum Delay {
     /// The extension `deliver_at`: a wall-clock date, epoch milliseconds (a scheduled
     /// message).
     At(u64),
+    /// The extension `transaction`: a half message, first checked after this many ms.
+    Half(u64),
 }
 
 /// `POST /queues/{queue_id}/messages` with `return_id`, so the answer names the ids.
@@ -164,6 +166,10 @@ pub fn send(queue_id: &str, messages: &[Outgoing]) -> ApiRequest {
                 Delay::Ms(ms) => entry["delay_time"] = json!(ms),
                 Delay::Level(level) => entry["delay_level"] = json!(level),
                 Delay::At(at) => entry["deliver_at"] = json!(at),
+                Delay::Half(check_after_ms) => {
+                    entry["transaction"] = json!(true);
+                    entry["transaction_check_after_ms"] = json!(check_after_ms);
+                }
             }
             entry
         })
@@ -186,6 +192,50 @@ pub fn cancel(queue_id: &str, message_id: MessageId) -> ApiRequest {
         None,
         None,
     )
+}
+
+/// `POST /queues/{queue_id}/messages/{message_id}/commit` or `/rollback` (extension):
+/// ends a half message's transaction.
+pub fn end_transaction(queue_id: &str, message_id: MessageId, commit: bool) -> ApiRequest {
+    let id = format!("{:04x}{:016x}", message_id.partition, message_id.offset);
+    let action = if commit { "commit" } else { "rollback" };
+    ApiRequest::new(
+        Method::POST,
+        format!("/queues/{queue_id}/messages/{id}/{action}"),
+        None,
+        None,
+    )
+}
+
+/// `POST /queues/{queue_id}/transactions/checks` (extension): takes the checks of the
+/// queue's open transactions.
+pub fn transaction_checks(queue_id: &str) -> ApiRequest {
+    ApiRequest::new(
+        Method::POST,
+        format!("/queues/{queue_id}/transactions/checks"),
+        Some("limit=20".into()),
+        None,
+    )
+}
+
+/// A checks answer: each check's key (its body) and message id.
+pub fn checked(answer: &Value) -> Vec<(u32, MessageId)> {
+    answer["checks"]
+        .as_array()
+        .expect("checks answers checks")
+        .iter()
+        .map(|check| {
+            let message = &check["message"];
+            let key = key_of(&message["body"]).expect("a check carries a body the sim sent");
+            let id = message["message_id"]
+                .as_str()
+                .expect("a check names its message");
+            (
+                key,
+                MessageId::parse(id).expect("a message id is 20 hex digits"),
+            )
+        })
+        .collect()
 }
 
 /// Which of a group's message sets a consume or ack reaches: its queue's messages or its

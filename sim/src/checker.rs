@@ -82,6 +82,11 @@ struct Facts {
     cancels: BTreeMap<(usize, MessageId), Vec<Reached>>,
     /// Keys whose cancel may have taken effect: they need not be delivered.
     maybe_cancelled: BTreeSet<u32>,
+    /// Ends of transactions that reached the node, per half message: (commit, entry
+    /// serial, completion serial when known to have succeeded).
+    ends: BTreeMap<(usize, MessageId), Vec<(bool, u64, Option<u64>)>>,
+    /// Half messages whose commit is known to have succeeded: they must be delivered.
+    committed: BTreeSet<u32>,
     /// (queue, incarnation) -> completion serials of deletes known to have succeeded, and
     /// whether one may have (its messages need not be delivered).
     deleted: BTreeMap<(usize, u32), Vec<u64>>,
@@ -168,6 +173,7 @@ pub fn check(
     check_delays(history, &mut facts);
     check_dead_letters(max_consume_count, &mut facts);
     check_cancels(&mut facts);
+    check_transactions(history, &mut facts);
     Judgement {
         violations: facts.violations,
         known: facts.known.into_iter().collect(),
@@ -205,6 +211,21 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
             message_id,
             outcome,
         } => collect_cancel(*queue, *key, *message_id, outcome, facts),
+        EventKind::EndTransaction {
+            queue,
+            key,
+            message_id,
+            commit,
+            outcome,
+        } => {
+            if let Some((entry, done)) = outcome.reached() {
+                let ends = facts.ends.entry((*queue, *message_id)).or_default();
+                ends.push((*commit, entry, done));
+                if *commit && done.is_some() {
+                    facts.committed.insert(*key);
+                }
+            }
+        }
         EventKind::Probe {
             what,
             status,
@@ -467,6 +488,41 @@ fn check_deletes(facts: &mut Facts) {
 /// Cancels: a message whose cancel succeeded is never handed out after it (by any
 /// group), and a cancel cannot succeed for a message already handed out (it was
 /// released, so it was no longer cancellable).
+/// Transactions: a half message is delivered only after a commit of it reached the node
+/// (one that entered before the delivery completed), and never once its rollback
+/// succeeded.
+fn check_transactions(history: &History, facts: &mut Facts) {
+    let mut violations = Vec::new();
+    for d in &facts.deliveries {
+        if !history.specs[d.key as usize].half {
+            continue;
+        }
+        let ends = facts
+            .ends
+            .get(&(d.queue, d.message_id))
+            .map_or(&[][..], Vec::as_slice);
+        let committed_before = ends
+            .iter()
+            .any(|(commit, entry, _)| *commit && *entry < d.done_serial);
+        if !committed_before {
+            violations.push(format!(
+                "q{} g{} #{}: half message m{} delivered, but no commit of it reached the node before",
+                d.queue, d.group, d.serial, d.key
+            ));
+        }
+        if let Some((_, _, Some(done))) = ends
+            .iter()
+            .find(|(commit, _, done)| !commit && done.is_some())
+        {
+            violations.push(format!(
+                "q{} g{} #{}: m{} delivered, but its rollback succeeded at #{done}",
+                d.queue, d.group, d.serial, d.key
+            ));
+        }
+    }
+    facts.violations.extend(violations);
+}
+
 fn check_cancels(facts: &mut Facts) {
     let mut violations = Vec::new();
     for d in &facts.deliveries {
@@ -611,8 +667,15 @@ fn check_complete(history: &History, expiry: &Expiry, facts: &mut Facts) {
             .maybe_deleted
             .contains(&(spec.queue, spec.incarnation))
     };
-    let required: Vec<u32> = facts
+    // A half message is owed a delivery once its commit succeeded, not at its send.
+    let owed: BTreeSet<u32> = facts
         .sent_ok
+        .iter()
+        .filter(|key| !history.specs[**key as usize].half)
+        .chain(&facts.committed)
+        .copied()
+        .collect();
+    let required: Vec<u32> = owed
         .difference(&facts.maybe_cancelled)
         .filter(|key| !gone(key) && !expiry.may_have_expired(facts, **key, u64::MAX))
         .copied()

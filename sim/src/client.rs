@@ -15,7 +15,7 @@ use sluice_core::storage::{IoErrorKind, IoOp};
 
 use crate::api::{self, ApiRequest, Credentials, Delay, Lane, Outgoing};
 use crate::cluster::{Cluster, Reached};
-use crate::history::{Event, EventKind, History, MessageSpec, Outcome};
+use crate::history::{Event, EventKind, History, MessageId, MessageSpec, Outcome};
 use crate::node::{now_ms, Node, EPOCH_MS, TENANT_NAMES};
 
 /// One of the workload's queues.
@@ -541,6 +541,7 @@ fn new_message(ctx: &Ctx, queue: usize) -> Outgoing {
         incarnation: ctx.route(queue).incarnation,
         fifo_group: fifo_group.clone(),
         first_attempt_ms: now,
+        half: false,
     });
     Outgoing {
         key,
@@ -601,6 +602,126 @@ pub async fn producer(ctx: Rc<Ctx>, client: u32, queue: usize) {
             }
         }
         sleep_ms(thread_rng().gen_range(0..=1_000)).await;
+    }
+}
+
+/// Keeps taking checks after its last batch for this long, so transactions left open
+/// under faults are answered (a check comes at most `check_after` plus one interval,
+/// 3 s in the simulation, after the send; later ones after a lost check).
+const TRANSACTION_CHECKS_AFTER_MS: u64 = 12_000;
+
+/// Sends transactions to a NORMAL queue, one half message a batch, each with its
+/// decision (commit 70%, roll back 30%): most are ended at once (one to three attempts),
+/// the rest when a check offers them (one check taker a queue, this task).
+pub async fn transactor(ctx: Rc<Ctx>, client: u32, queue: usize) {
+    assert!(!QUEUES[queue].fifo, "transactions go to NORMAL queues");
+    let tenant = QUEUES[queue].tenant;
+    let mut decisions: std::collections::BTreeMap<u32, bool> = Default::default();
+    let batches = ctx.knobs.batches_per_producer / 2;
+    for _ in 0..batches {
+        let route = ctx.route(queue);
+        let commit = thread_rng().gen_range(0..100) < 70;
+        let check_after_ms = thread_rng().gen_range(0..=4_000);
+        let message = Outgoing {
+            delay: Delay::Half(check_after_ms),
+            ..new_message(&ctx, queue)
+        };
+        {
+            let mut history = ctx.history.borrow_mut();
+            let spec = &mut history.specs[message.key as usize];
+            spec.delay_ms = 0;
+            spec.deliver_at_ms = None;
+            spec.half = true;
+        }
+        decisions.insert(message.key, commit);
+        let request = api::send(&route.queue_id, std::slice::from_ref(&message));
+        let mut id = None;
+        for attempt in 1..=SEND_ATTEMPTS_MAX {
+            if ctx.route(queue).incarnation != route.incarnation {
+                break;
+            }
+            let outcome = ctx.call(tenant, &request).await.map(|v| api::sent(&v));
+            if let Outcome::Ok { value, .. } = &outcome {
+                id = value.first().copied();
+            }
+            let done = matches!(outcome, Outcome::Ok { .. });
+            let keys = vec![message.key];
+            let kind = EventKind::Send {
+                queue,
+                keys,
+                attempt,
+                outcome,
+            };
+            ctx.record(client, kind);
+            if done {
+                break;
+            }
+            sleep_ms(thread_rng().gen_range(50..=500)).await;
+        }
+        if let Some(message_id) = id {
+            if thread_rng().gen_range(0..100) < 75 {
+                sleep_ms(thread_rng().gen_range(0..=2_000)).await;
+                end_transaction(&ctx, client, queue, (message.key, message_id), commit).await;
+            }
+        }
+        answer_checks(&ctx, client, queue, &decisions).await;
+        sleep_ms(thread_rng().gen_range(0..=1_000)).await;
+    }
+    let until = ctx.now() + TRANSACTION_CHECKS_AFTER_MS;
+    // Bounded by TRANSACTION_CHECKS_AFTER_MS.
+    while ctx.now() < until {
+        answer_checks(&ctx, client, queue, &decisions).await;
+        sleep_ms(thread_rng().gen_range(300..=1_000)).await;
+    }
+}
+
+/// Ends a transaction with `commit` (else rolls it back): up to three attempts while the
+/// answer is lost; a refusal (409: ended already, or dropped after its last check) ends
+/// the tries.
+async fn end_transaction(
+    ctx: &Ctx,
+    client: u32,
+    queue: usize,
+    (key, message_id): (u32, MessageId),
+    commit: bool,
+) {
+    let tenant = QUEUES[queue].tenant;
+    for _ in 0..3 {
+        let route = ctx.route(queue);
+        let request = api::end_transaction(&route.queue_id, message_id, commit);
+        let outcome = ctx.call(tenant, &request).await.map(|_| ());
+        let again = matches!(outcome, Outcome::Ambiguous { .. });
+        let kind = EventKind::EndTransaction {
+            queue,
+            key,
+            message_id,
+            commit,
+            outcome,
+        };
+        ctx.record(client, kind);
+        if !again {
+            return;
+        }
+    }
+}
+
+/// Takes the queue's due checks and answers each with its transaction's decision.
+async fn answer_checks(
+    ctx: &Ctx,
+    client: u32,
+    queue: usize,
+    decisions: &std::collections::BTreeMap<u32, bool>,
+) {
+    let route = ctx.route(queue);
+    let request = api::transaction_checks(&route.queue_id);
+    let Outcome::Ok { value, .. } = ctx.call(QUEUES[queue].tenant, &request).await else {
+        return;
+    };
+    for (key, message_id) in api::checked(&value) {
+        let commit = *decisions
+            .get(&key)
+            .expect("a check names a half message sent here");
+        end_transaction(ctx, client, queue, (key, message_id), commit).await;
     }
 }
 

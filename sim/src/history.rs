@@ -108,6 +108,14 @@ pub enum EventKind {
         message_id: MessageId,
         outcome: Outcome<()>,
     },
+    /// The end of a half message's transaction (`commit`, else a rollback).
+    EndTransaction {
+        queue: usize,
+        key: u32,
+        message_id: MessageId,
+        commit: bool,
+        outcome: Outcome<()>,
+    },
     /// A delete of one creation of a queue.
     QueueDelete {
         queue: usize,
@@ -152,6 +160,8 @@ pub struct MessageSpec {
     pub fifo_group: Option<String>,
     /// True simulated time of the first attempt to send it.
     pub first_attempt_ms: u64,
+    /// A transaction's half message: delivered only once committed.
+    pub half: bool,
 }
 
 /// The message body (a JSON value, as the DMS API carries it) that names `key`.
@@ -289,6 +299,16 @@ impl std::fmt::Display for Event {
                 message_id,
                 outcome,
             } => write!(f, "cancel q{queue} m{key}/{message_id}: {outcome}"),
+            EventKind::EndTransaction {
+                queue,
+                key,
+                message_id,
+                commit,
+                outcome,
+            } => {
+                let action = if *commit { "commit" } else { "rollback" };
+                write!(f, "{action} q{queue} m{key}/{message_id}: {outcome}")
+            }
             EventKind::QueueDelete {
                 queue,
                 incarnation,

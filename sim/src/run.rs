@@ -156,6 +156,9 @@ fn engine_config(knobs: &Knobs) -> EngineConfig {
         },
         limits: EngineLimits {
             groups_per_queue_max: 8,
+            // Checks within a run's seconds, and some transactions dropped after the last.
+            transaction_check_interval_ms: 3_000,
+            transaction_checks_max: 3,
             ..EngineLimits::dms()
         },
         snapshot_every_records: knobs.snapshot_every_records,
@@ -446,6 +449,15 @@ fn spawn_workload(ctx: &Rc<Ctx>) -> Workload {
     }
     let kafka = kafka::producer(ctx.clone(), partitions(ctx));
     producers.push(madsim::task::spawn_local(kafka));
+    // Transactions on the two NORMAL queues that are never deleted.
+    for queue in [0, 2] {
+        producers.push(madsim::task::spawn_local(client::transactor(
+            ctx.clone(),
+            client_id,
+            queue,
+        )));
+        client_id += 1;
+    }
     Workload {
         node_loop,
         nemesis,

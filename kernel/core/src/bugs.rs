@@ -52,6 +52,9 @@ pub enum Bug {
     /// Delayed and scheduled messages are released a second early (engine `dispatch.rs`,
     /// `due_releases`).
     ReleaseEarly,
+    /// Rolling back a transaction commits its half message (engine `send.rs`,
+    /// `end_transaction`).
+    RollbackCommits,
     /// A queue is found by id whichever tenant asks (`Node::queue` of sluice-node's
     /// `NodeShard`): tenant isolation is gone.
     CrossTenant,
@@ -105,7 +108,7 @@ pub enum Bug {
 
 impl Bug {
     /// Every bug.
-    pub const ALL: [Bug; 24] = [
+    pub const ALL: [Bug; 25] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -115,6 +118,7 @@ impl Bug {
         Bug::NeverDeadLetter,
         Bug::IgnoreCancel,
         Bug::ReleaseEarly,
+        Bug::RollbackCommits,
         Bug::CrossTenant,
         Bug::IgnoreDedup,
         Bug::KeepTornTail,
@@ -136,7 +140,7 @@ impl Bug {
     /// Left out: [`Bug::KeepTornTail`] and [`Bug::TrustOneRead`], which no seed of 0..2000
     /// caught (docs/simulation.md says why); they stay for `--bug NAME` runs. Left out too:
     /// [`Bug::RAFT`], which a node of single-replica partitions cannot catch.
-    pub const CAUGHT: [Bug; 17] = [
+    pub const CAUGHT: [Bug; 18] = [
         Bug::ReplyBeforeFsync,
         Bug::RedeliverAcked,
         Bug::SkipFifoBlocking,
@@ -146,6 +150,7 @@ impl Bug {
         Bug::NeverDeadLetter,
         Bug::IgnoreCancel,
         Bug::ReleaseEarly,
+        Bug::RollbackCommits,
         Bug::CrossTenant,
         Bug::IgnoreDedup,
         Bug::DedupAnyPartition,
@@ -180,6 +185,7 @@ impl Bug {
             Bug::NeverDeadLetter => "never-dead-letter",
             Bug::IgnoreCancel => "ignore-cancel",
             Bug::ReleaseEarly => "release-early",
+            Bug::RollbackCommits => "rollback-commits",
             Bug::CrossTenant => "cross-tenant",
             Bug::IgnoreDedup => "ignore-dedup",
             Bug::DedupAnyPartition => "dedup-any-partition",

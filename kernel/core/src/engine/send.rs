@@ -264,7 +264,7 @@ impl<S: Storage + Clone> Engine<S> {
                 _ => return Err(EngineError::NotScheduled),
             }
         }
-        let command = if commit {
+        let command = if commit || bugs::enabled(Bug::RollbackCommits) {
             Command::Release { queue, message }
         } else {
             Command::Cancel { queue, message }
