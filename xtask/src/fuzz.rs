@@ -22,6 +22,7 @@ pub const TARGETS: &[&str] = &[
     "cluster_frame",
     "kafka_frame",
     "sqs_request",
+    "rocketmq_frame",
 ];
 /// Wall-clock bound of each target in `cargo xtask test`.
 pub const SMOKE_SECONDS: u64 = 20;

@@ -23,6 +23,7 @@ pub fn for_target(target: &str) -> Vec<Vec<u8>> {
         "cluster_frame" => cluster_frame_seeds(),
         "kafka_frame" => kafka_frame_seeds(),
         "sqs_request" => sqs_request_seeds(),
+        "rocketmq_frame" => rocketmq_frame_seeds(),
         _ => unreachable!("unknown fuzz target {target}, checked by the caller"),
     }
 }
@@ -409,6 +410,133 @@ fn kafka_frame_seeds() -> Vec<Vec<u8>> {
     let mut seeds = seeds;
     seeds.push(all);
     seeds
+}
+
+/// gRPC streams as `fuzz_targets/rocketmq_frame.rs` reads them: the method's index, the
+/// chunk size, then 5-byte prefixed messages, each protobuf encoded by hand here (field
+/// numbers from adapters/rocketmq/proto/apache/rocketmq/v2).
+fn rocketmq_frame_seeds() -> Vec<Vec<u8>> {
+    fn varint(out: &mut Vec<u8>, mut value: u64) {
+        // Bounded: a u64 has at most 10 groups of 7 bits.
+        while value >= 0x80 {
+            out.push((value as u8 & 0x7f) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+    fn bytes_field(tag: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(&mut out, tag << 3 | 2);
+        varint(&mut out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+        out
+    }
+    fn number_field(tag: u64, value: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(&mut out, tag << 3);
+        varint(&mut out, value);
+        out
+    }
+    fn seed(method: u8, step: u8, messages: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = vec![method, step];
+        for message in messages {
+            out.push(0);
+            out.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+            out.extend_from_slice(message);
+        }
+        out
+    }
+    let topic = |name: &str| bytes_field(2, name.as_bytes());
+    let group = bytes_field(1, &bytes_field(2, b"g"));
+    let seconds = |s: u64| number_field(1, s);
+    let normal = [
+        bytes_field(1, &topic("t")),
+        bytes_field(
+            3,
+            &[
+                bytes_field(1, b"a"),
+                bytes_field(2, b"k"),
+                bytes_field(3, b"ID1"),
+                number_field(5, 1),
+                number_field(6, 1),
+            ]
+            .concat(),
+        ),
+        bytes_field(4, b"hello"),
+    ]
+    .concat();
+    let fifo = [
+        bytes_field(1, &topic("f")),
+        bytes_field(3, &[number_field(6, 2), bytes_field(17, b"g1")].concat()),
+        bytes_field(4, b"first"),
+    ]
+    .concat();
+    let delayed = [
+        bytes_field(1, &topic("t")),
+        bytes_field(
+            3,
+            &[number_field(6, 3), bytes_field(11, &seconds(1_000_000))].concat(),
+        ),
+        bytes_field(4, b"later"),
+    ]
+    .concat();
+    let receive = [
+        group.clone(),
+        bytes_field(2, &bytes_field(1, &topic("t"))),
+        bytes_field(3, &[number_field(1, 1), bytes_field(2, b"a || b")].concat()),
+        number_field(4, 4),
+        bytes_field(5, &seconds(30)),
+        bytes_field(7, &seconds(1)),
+    ]
+    .concat();
+    let handle = "0000".to_string() + &"00".repeat(25);
+    let ack = [
+        group.clone(),
+        bytes_field(2, &topic("t")),
+        bytes_field(
+            3,
+            &[bytes_field(1, b"ID1"), bytes_field(2, handle.as_bytes())].concat(),
+        ),
+    ]
+    .concat();
+    let change = [
+        group.clone(),
+        bytes_field(2, &topic("t")),
+        bytes_field(3, handle.as_bytes()),
+        bytes_field(4, &seconds(5)),
+    ]
+    .concat();
+    let settings = bytes_field(
+        2,
+        &[
+            number_field(1, 1),
+            bytes_field(5, &bytes_field(1, &topic("t"))),
+        ]
+        .concat(),
+    );
+    vec![
+        seed(0, 64, &[bytes_field(1, &topic("t"))]),
+        seed(
+            1,
+            7,
+            &[[bytes_field(1, &topic("t")), group.clone()].concat()],
+        ),
+        seed(2, 64, &[number_field(2, 1)]),
+        seed(3, 64, &[bytes_field(1, &normal)]),
+        seed(3, 3, &[bytes_field(1, &fifo)]),
+        seed(3, 64, &[bytes_field(1, &delayed)]),
+        seed(4, 64, &[receive]),
+        seed(5, 64, &[ack]),
+        seed(6, 64, std::slice::from_ref(&change)),
+        seed(7, 64, &[change]),
+        seed(8, 64, &[group]),
+        seed(
+            9,
+            64,
+            &[[bytes_field(1, &topic("t")), bytes_field(2, b"00")].concat()],
+        ),
+        seed(10, 5, &[settings.clone(), settings]),
+    ]
 }
 
 /// Requests as `fuzz_targets/sqs_request.rs` reads them: the operation's index in its

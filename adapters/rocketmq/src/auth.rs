@@ -89,6 +89,15 @@ pub fn verify(sk: &str, date: &[u8], signature: &[u8; 20]) -> bool {
     mac.verify_slice(signature).is_ok()
 }
 
+/// The `authorization` header a client signs `date` with (what the official clients
+/// send; for tools and tests).
+pub fn sign(ak: &str, sk: &str, date: &str) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(sk.as_bytes()).expect("HMAC takes any key");
+    mac.update(date.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    format!("{ALGORITHM} Credential={ak}, SignedHeaders={DATE_HEADER}, Signature={signature}")
+}
+
 /// The tenant a call's headers sign for. An AK this node does not know is looked up again
 /// after reading partition 0's leader (a tenant created through another node).
 pub async fn authenticate<N: Node>(node: &N, headers: &HeaderMap) -> Result<Tenant, AuthError> {
@@ -128,6 +137,7 @@ mod tests {
                       Signature=dd39b206edb1322b2a01097336f780e3073447d1";
         assert_eq!(parse(header).unwrap().ak, "ak1");
         assert_eq!(check(header, "sk1", "20261207T120000Z"), Ok(true));
+        assert_eq!(sign("ak1", "sk1", "20261207T120000Z"), header);
         assert_eq!(check(header, "sk2", "20261207T120000Z"), Ok(false));
         assert_eq!(check(header, "sk1", "20261207T120001Z"), Ok(false));
         let empty = "MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, \
