@@ -159,6 +159,11 @@ enum Command {
         #[command(flatten)]
         who: TenantCredentials,
     },
+    /// A consumer group's dead letters.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLettersAction,
+    },
     /// Acknowledge received messages by handler.
     Ack {
         queue: String,
@@ -205,6 +210,18 @@ enum ClusterAction {
         id: u64,
         #[command(flatten)]
         target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersAction {
+    /// Write every dead letter of GROUP of QUEUE to stdout as JSON lines (one message a
+    /// line: body, attributes, tags, message_id, sent_time), without consuming them.
+    Export {
+        queue: String,
+        group: String,
+        #[command(flatten)]
+        who: TenantCredentials,
     },
 }
 
@@ -394,6 +411,15 @@ fn run(cli: Cli) -> Result<(), String> {
             fail,
             who,
         } => print_json(&client(&who)?.ack(&queue, &group, &handlers, !fail)?),
+        Command::DeadLetters {
+            action: DeadLettersAction::Export { queue, group, who },
+        } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = client(&who)?.export_dead_letters(&queue, &group, &mut out)?;
+            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
+            eprintln!("sluice: exported {written} dead letters");
+            Ok(())
+        }
     }
 }
 

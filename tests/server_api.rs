@@ -924,3 +924,52 @@ fn alarm_rules_survive_a_restart() {
         "the rules after a restart"
     );
 }
+
+#[test]
+fn the_cli_exports_a_groups_dead_letters_as_json_lines() {
+    // Goal: `sluice dead-letters export QUEUE GROUP` writes every dead letter of the group
+    // as one JSON line each (all pages, every partition), and leaves them to consume.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--shards", "2"]);
+    server.cli(&["queue-create", "orders", "--max-consume-count", "1"]);
+    server.cli(&["group-create", "orders", "billing"]);
+    let bodies: Vec<String> = (0..25).map(|i| format!("{{\"order\":{i}}}")).collect();
+    for chunk in bodies.chunks(10) {
+        let mut args = vec!["send", "orders"];
+        args.extend(chunk.iter().map(String::as_str));
+        server.cli(&args);
+    }
+    let client = server.client();
+    let mut failed = 0;
+    // Bounded: each round fails what it received, 25 in all.
+    for _ in 0..100 {
+        if failed == 25 {
+            break;
+        }
+        let got = client.receive("orders", "billing", 10, 1, 30).unwrap();
+        let handlers: Vec<String> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["handler"].as_str().unwrap().to_string())
+            .collect();
+        failed += handlers.len();
+        if !handlers.is_empty() {
+            client.ack("orders", "billing", &handlers, false).unwrap();
+        }
+    }
+    assert_eq!(failed, 25);
+    let out = server.cli(&["dead-letters", "export", "orders", "billing"]);
+    let mut orders: Vec<u64> = out
+        .lines()
+        .map(|line| {
+            let message: Value = serde_json::from_str(line).expect("a JSON line");
+            assert!(message["message_id"].as_str().is_some());
+            message["body"]["order"].as_u64().expect("the body sent")
+        })
+        .collect();
+    orders.sort_unstable();
+    assert_eq!(orders, (0..25).collect::<Vec<u64>>());
+    let again = server.cli(&["dead-letters", "export", "orders", "billing"]);
+    assert_eq!(again.lines().count(), 25, "an export consumes nothing");
+}

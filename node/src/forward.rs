@@ -94,7 +94,7 @@ macro_rules! forwardable {
 forwardable! {
     ReadDirectory, ReadDirectoryChanges, ReadTenants, PutTenant, RemoveTenant, SetAdminSecret,
     CreateQueue, DeleteQueue, SetQueueMeta, SetDeadLetter, SetPartitions, CreateGroup, DeleteGroup, SendBatch, SendTo, ReadPositions,
-    Positions, Cancel, EndTransaction, TakeTransactionChecks,
+    Positions, Cancel, EndTransaction, TakeTransactionChecks, ReadDeadLetters,
     Receive, Ack, ChangeVisibility, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
     MetaSetDeadLetter, MetaSetPartitions,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,

@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 use sluice_core::engine::command::CommittedOffset;
-use sluice_core::engine::read_at::ReadAt;
+use sluice_core::engine::read_at::{ReadAt, StoredMessage};
 use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, MessageId,
@@ -35,6 +35,11 @@ use sluice_core::engine::{QueueInfo, ReceiveRequest};
 
 /// The most transaction checks one `Node::take_transaction_checks` takes.
 pub const TRANSACTION_CHECKS_TAKEN_MAX: u32 = 256;
+/// The most dead letters one `Node::read_dead_letters` answers.
+pub const DEAD_LETTER_PAGE_MAX: u32 = 1_000;
+/// The most bytes of bodies and attributes one `Node::read_dead_letters` answers (past
+/// its first message).
+pub const DEAD_LETTER_PAGE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// The most queues one `Node::take_transaction_checks` names.
 pub const TRANSACTION_CHECK_QUEUES_MAX: usize = 1024;
 
@@ -329,6 +334,20 @@ pub trait Node {
         partition: u16,
         message: MessageId,
     ) -> Result<(), NodeError>;
+
+    /// Reads `group`'s dead letters on partition `partition`, at its leader, after
+    /// position `after_seq` (from the first with `None`), in position order, at most
+    /// `max` (bounded by `DEAD_LETTER_PAGE_MAX`) and `DEAD_LETTER_PAGE_BYTES_MAX` bytes:
+    /// an export, which leases nothing. A partition the queue does not spread over has
+    /// none.
+    async fn read_dead_letters(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        partition: u32,
+        after_seq: Option<u64>,
+        max: u32,
+    ) -> Result<Vec<StoredMessage>, NodeError>;
 
     /// Ends the transaction of half message `message` of `queue` (sent with
     /// `Delay::Half`), on the partition its id names: committed, it becomes available;

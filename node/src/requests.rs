@@ -14,7 +14,7 @@
 use std::rc::Rc;
 
 use sluice_core::engine::membership::{Membership, MembershipStep};
-use sluice_core::engine::read_at::ReadAt;
+use sluice_core::engine::read_at::{ReadAt, StoredMessage};
 use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, GroupId, GroupStats, HandleError, MessageId, QueueConfig,
@@ -322,6 +322,24 @@ partition_request! {
     /// Cancels a delayed or scheduled message not yet released.
     Cancel { queue: QueueId, message: MessageId } -> (),
     |this, shard, engine, now| engine.cancel(this.queue, this.message, now).await
+}
+
+partition_request! {
+    /// Reads a group's dead letters after a position, without leasing them (an export).
+    ReadDeadLetters {
+        queue: QueueId,
+        group: GroupId,
+        after_seq: Option<u64>,
+        max: u32,
+        bytes_max: u64,
+    } -> Vec<StoredMessage>,
+    |this, shard, engine, now| {
+        let _ = now;
+        let max = usize::try_from(this.max).unwrap_or(usize::MAX);
+        engine
+            .read_dead_letters(this.queue, this.group, this.after_seq, max, this.bytes_max)
+            .await
+    }
 }
 
 partition_request! {

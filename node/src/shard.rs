@@ -15,7 +15,7 @@ use std::task::Poll;
 use sluice_core::bugs::{self, Bug};
 use sluice_core::engine::command::CommittedOffset;
 use sluice_core::engine::metadata::MetadataGate;
-use sluice_core::engine::read_at::ReadAt;
+use sluice_core::engine::read_at::{ReadAt, StoredMessage};
 use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, MessageId, QueueConfig,
@@ -34,7 +34,8 @@ use crate::routing::{self, Routed};
 use crate::tenants::{Quotas, Tenant, TenantDirectory, TenantError};
 use crate::{
     Directories, Host, Job, Lane, Node, NodeError, PositionRead, QueueCounts, QueueView,
-    SendToReply, TRANSACTION_CHECKS_TAKEN_MAX, TRANSACTION_CHECK_QUEUES_MAX,
+    SendToReply, DEAD_LETTER_PAGE_BYTES_MAX, DEAD_LETTER_PAGE_MAX, TRANSACTION_CHECKS_TAKEN_MAX,
+    TRANSACTION_CHECK_QUEUES_MAX,
 };
 
 /// A long poll wakes at least this often (queue time) to notice a shutdown.
@@ -817,6 +818,28 @@ impl<H: Host> Node for NodeShard<H> {
             partition,
             queue,
             message,
+        })
+        .await
+    }
+
+    async fn read_dead_letters(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        partition: u32,
+        after_seq: Option<u64>,
+        max: u32,
+    ) -> Result<Vec<StoredMessage>, NodeError> {
+        if partition >= self.config.partition_count {
+            return Ok(Vec::new());
+        }
+        self.call(requests::ReadDeadLetters {
+            partition,
+            queue,
+            group,
+            after_seq,
+            max: max.min(DEAD_LETTER_PAGE_MAX),
+            bytes_max: DEAD_LETTER_PAGE_BYTES_MAX,
         })
         .await
     }

@@ -77,6 +77,24 @@ impl Client {
 
     /// Sends one signed request. `path` may carry a query (`/v1.0/p/queues?x=1`).
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer, String> {
+        let response = self.exchange(method, path, body)?;
+        let status = response.status();
+        let text = response.into_string().map_err(|e| e.to_string())?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| format!("{method} {path}: bad JSON: {e}"))?
+        };
+        Ok(Answer { status, body })
+    }
+
+    /// One signed request; the response whatever its status.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<ureq::Response, String> {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let (raw_path, raw_query) = match path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -139,14 +157,51 @@ impl Client {
                 Err(error) => return Err(format!("{method} {path}: {error}")),
             }
         };
-        let status = response.status();
-        let text = response.into_string().map_err(|e| e.to_string())?;
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).map_err(|e| format!("{method} {path}: bad JSON: {e}"))?
-        };
-        Ok(Answer { status, body })
+        Ok(response)
+    }
+
+    /// Writes every dead letter of `group` of `queue` to `out` as JSON lines (one
+    /// message a line, as a consume shows it), page by page through the export API
+    /// (`.../deadletters/export`, following `X-Next-Cursor`), leasing none. Returns how
+    /// many were written.
+    pub fn export_dead_letters(
+        &self,
+        queue: &str,
+        group: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, String> {
+        let queue_id = self.queue_id(queue)?;
+        let group_id = self.group_id(&queue_id, group)?;
+        let export = format!(
+            "{}/queues/{queue_id}/groups/{group_id}/deadletters/export",
+            self.base()
+        );
+        let mut cursor: Option<String> = None;
+        let mut written = 0;
+        // Bounded by the dead letters: each page moves the cursor past what it wrote.
+        loop {
+            let path = match &cursor {
+                None => export.clone(),
+                Some(cursor) => format!("{export}?cursor={cursor}"),
+            };
+            let response = self.exchange("GET", &path, None)?;
+            let status = response.status();
+            let next = response.header("x-next-cursor").map(str::to_string);
+            let text = response.into_string().map_err(|e| e.to_string())?;
+            if !(200..300).contains(&status) {
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                return Answer { status, body }.ok().map(|_| 0);
+            }
+            for line in text.lines().filter(|line| !line.is_empty()) {
+                writeln!(out, "{line}").map_err(|e| format!("writing the export: {e}"))?;
+                written += 1;
+            }
+            match next {
+                Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
+                Some(_) => return Err("the export's cursor did not move".to_string()),
+                None => return Ok(written),
+            }
+        }
     }
 
     fn base(&self) -> String {

@@ -864,6 +864,85 @@ fn per_message_group_fifo_extension() {
 }
 
 #[test]
+fn dead_letters_export_as_json_lines_page_by_page_without_leasing() {
+    // Goal: GET .../deadletters/export answers the group's dead letters as JSON lines,
+    // `limit` a page with X-Next-Cursor while there is more, every dead letter once over
+    // the pages (all partitions), and leaves them in place for a dead-letter consume.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q", "redrive_policy": "enable", "max_consume_count": 1}));
+    let g = h.group(&q, "g");
+    let bodies: Vec<Value> = (0..5).map(|i| json!({"n": i})).collect();
+    for body in &bodies {
+        h.send(
+            &q,
+            json!([{"body": body, "tags": ["t"], "attributes": {"a": 1}}]),
+        );
+    }
+    let mut failed = 0;
+    while failed < 5 {
+        let got = handlers(&h.consume(&q, &g, "max_msgs=10").json);
+        assert!(!got.is_empty());
+        failed += got.len();
+        h.ack(&q, &g, acks(&got, "fail"));
+    }
+    let export = h.v1(&format!("/queues/{q}/groups/{g}/deadletters/export"));
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0.. {
+        assert!(page < 5, "the pages end");
+        let query = match &cursor {
+            None => "?limit=2".to_string(),
+            Some(cursor) => format!("?limit=2&cursor={cursor}"),
+        };
+        let answer = h.call(Method::GET, &format!("{export}{query}"), None);
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.headers["content-type"], "application/x-ndjson");
+        let text = String::from_utf8(answer.raw.clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(lines.len() <= 2);
+        for line in &lines {
+            assert_eq!(line["tags"], json!(["t"]));
+            assert_eq!(line["attributes"], json!({"a": 1}));
+            seen.push(line["body"].clone());
+        }
+        cursor = answer
+            .headers
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_string());
+        if cursor.is_none() {
+            break;
+        }
+    }
+    seen.sort_by_key(|body| body["n"].as_u64());
+    assert_eq!(seen, bodies);
+    let dead = h.call(
+        Method::GET,
+        &h.v1(&format!(
+            "/queues/{q}/groups/{g}/deadletters?max_msgs=10&time_wait=1"
+        )),
+        None,
+    );
+    assert_eq!(
+        dead.json.as_array().unwrap().len(),
+        5,
+        "still there to consume"
+    );
+    let bad = h.call(Method::GET, &format!("{export}?cursor=x"), None);
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let plain = h.queue(json!({"name": "plain"}));
+    let pg = h.group(&plain, "g");
+    let none = h.call(
+        Method::GET,
+        &h.v1(&format!("/queues/{plain}/groups/{pg}/deadletters/export")),
+        None,
+    );
+    assert_eq!(none.code(), "10249007");
+}
+
+#[test]
 fn dead_letters_after_max_consume_count() {
     // Goal: with redrive enabled, a message that failed max_consume_count times moves to
     // the group's dead letters (not another group's), which are consumed and acked through

@@ -19,7 +19,7 @@ use super::errors::{
 use super::request::{field, object, raw_array, raw_object};
 use super::wire::{AckResponse, Consumed, ConsumedMessage};
 use super::{ids, validate, Ctx, Reply};
-use sluice_node::{Lane, Node, QueueView};
+use sluice_node::{Lane, Node, QueueView, DEAD_LETTER_PAGE_MAX};
 
 /// The deepest message body a consume answers as JSON: what a send accepts, the request's
 /// three levels (`{"messages": [{"body": ...`) taken from the limit on the whole request.
@@ -231,4 +231,83 @@ fn handler_error(index: usize) -> DmsError {
         INVALID_HANDLER,
         format!("message[{index}].handler must be the handler string a consume returned."),
     )
+}
+
+/// Sluice extension: `GET .../groups/{group_id}/deadletters/export?cursor=C&limit=N`, the
+/// group's dead letters as JSON lines (`application/x-ndjson`), one message a line as a
+/// consume shows it, oldest first per partition, partitions in order, without leasing
+/// them. At most `limit` (1 to `DEAD_LETTER_PAGE_MAX`, the default) lines a page; when
+/// there may be more, the `X-Next-Cursor` header holds the `cursor` of the next page.
+pub(super) async fn export_dead_letters<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+    group: GroupId,
+) -> Result<Reply, DmsError> {
+    if view.config.max_consume_count.is_none() {
+        return Err(from_node(sluice_node::NodeError::Engine(
+            sluice_core::engine::types::EngineError::NoDeadLetters,
+        )));
+    }
+    let max = u64::from(DEAD_LETTER_PAGE_MAX);
+    let limit = ctx
+        .query
+        .integer("limit", max, (1, max), INVALID_PARAMETER)?;
+    let mut left = u32::try_from(limit).expect("bounded by a u32");
+    let (mut partition, mut after) = match ctx.query.get("cursor") {
+        None => (0, None),
+        Some(cursor) => export_cursor_decode(cursor).ok_or_else(|| {
+            DmsError::parameter("The cursor is not one an export answered in X-Next-Cursor.")
+        })?,
+    };
+    let partitions = view.config.partitions_on(ctx.node.partition_count());
+    let mut lines = Vec::new();
+    let mut next = None;
+    while partition < partitions {
+        let read = ctx
+            .node
+            .read_dead_letters(view.id, group, partition, after, left)
+            .await
+            .map_err(from_node)?;
+        let got = u32::try_from(read.len()).expect("bounded by left");
+        let last = read.last().map(|message| message.seq);
+        let wire_partition = u16::try_from(partition).expect("partitions fit u16");
+        lines.extend(read.into_iter().map(|message| {
+            let object = message_object(
+                wire_partition,
+                message.message_id,
+                (&message.body, &message.attributes),
+                message.tags.clone(),
+                message.sent_ms,
+            );
+            serde_json::to_value(object).expect("a message serialises")
+        }));
+        left = left.saturating_sub(got);
+        if left == 0 {
+            // A full page: the next one starts after its last line.
+            next = last.map(|seq| format!("{partition}.{seq}"));
+            break;
+        }
+        // Fewer than asked: the partition's end, or its byte bound (then the next page
+        // goes on after the last line).
+        if let Some(seq) = last {
+            let more = ctx
+                .node
+                .read_dead_letters(view.id, group, partition, Some(seq), 1)
+                .await
+                .map_err(from_node)?;
+            if !more.is_empty() {
+                next = Some(format!("{partition}.{seq}"));
+                break;
+            }
+        }
+        partition += 1;
+        after = None;
+    }
+    Ok(Reply::json_lines(&lines, next))
+}
+
+/// An export cursor `P.S`: partition `P`, after position `S`.
+fn export_cursor_decode(cursor: &str) -> Option<(u32, Option<u64>)> {
+    let (partition, seq) = cursor.split_once('.')?;
+    Some((partition.parse().ok()?, Some(seq.parse().ok()?)))
 }

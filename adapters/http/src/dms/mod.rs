@@ -56,6 +56,10 @@ const REQUEST_ID_CHARS_MAX: usize = 128;
 pub(crate) struct Reply {
     status: StatusCode,
     body: Option<Vec<u8>>,
+    /// The body's media type: JSON but for an export's JSON lines.
+    content_type: &'static str,
+    /// An export's cursor for the next page (`X-Next-Cursor`), when there is more.
+    next_cursor: Option<String>,
 }
 
 impl Reply {
@@ -64,6 +68,8 @@ impl Reply {
         Reply {
             status,
             body: Some(body),
+            content_type: "application/json",
+            next_cursor: None,
         }
     }
 
@@ -71,9 +77,29 @@ impl Reply {
         Reply {
             status: StatusCode::NO_CONTENT,
             body: None,
+            content_type: "application/json",
+            next_cursor: None,
+        }
+    }
+
+    /// JSON lines (`application/x-ndjson`), one value a line, and the next page's cursor.
+    fn json_lines<T: Serialize>(lines: &[T], next_cursor: Option<String>) -> Reply {
+        let mut body = Vec::new();
+        for line in lines {
+            serde_json::to_writer(&mut body, line).expect("wire types always serialise");
+            body.push(b'\n');
+        }
+        Reply {
+            status: StatusCode::OK,
+            body: Some(body),
+            content_type: "application/x-ndjson",
+            next_cursor,
         }
     }
 }
+
+/// The header naming an export's next page ([`Reply::json_lines`]).
+pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
 /// Whether `path` belongs to the DMS API (a `queues` or `quotas` resource under a
 /// `/v1.0/{project}` or `/v2/{project}` prefix, or the `queue` tag resources under
@@ -120,7 +146,10 @@ pub async fn handle<N: Node>(
         .status(reply.status)
         .header(REQUEST_ID_HEADER, request_id);
     if reply.body.is_some() {
-        builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        builder = builder.header(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    }
+    if let Some(cursor) = &reply.next_cursor {
+        builder = builder.header(NEXT_CURSOR_HEADER, cursor.as_str());
     }
     builder
         .body(Bytes::from(reply.body.unwrap_or_default()))
@@ -250,6 +279,10 @@ async fn dispatch<N: Node>(
         (Endpoint::Consume, Resource::GroupMessages(q, g)) => {
             let (queue, group) = ctx.group(q, g)?;
             consume::consume(&ctx, &queue, group, sluice_node::Lane::Main).await
+        }
+        (Endpoint::DeadLetterExport, Resource::DeadLetterExport(q, g)) => {
+            let (queue, group) = ctx.group(q, g)?;
+            consume::export_dead_letters(&ctx, &queue, group).await
         }
         (Endpoint::DeadLetterConsume, Resource::DeadLetters(q, g)) => {
             let (queue, group) = ctx.group(q, g)?;

@@ -37,6 +37,8 @@ pub enum Resource<'a> {
     DeadLetterAck(&'a str, &'a str),
     /// Sluice extension: the group's dead letters back to its main lane.
     DeadLetterRedrive(&'a str, &'a str),
+    /// Sluice extension: the group's dead letters as JSON lines, unleased.
+    DeadLetterExport(&'a str, &'a str),
     Quotas,
     /// `/v2` `queue/tags`: the tags of the project's queues.
     ProjectTags,
@@ -70,7 +72,8 @@ impl<'a> Resource<'a> {
             | Resource::Ack(q, g)
             | Resource::DeadLetters(q, g)
             | Resource::DeadLetterAck(q, g)
-            | Resource::DeadLetterRedrive(q, g) => (Some(q), Some(g)),
+            | Resource::DeadLetterRedrive(q, g)
+            | Resource::DeadLetterExport(q, g) => (Some(q), Some(g)),
         }
     }
 }
@@ -105,6 +108,8 @@ pub enum Endpoint {
     DeadLetterAck,
     /// Sluice extension: redrive a group's dead letters.
     DeadLetterRedrive,
+    /// Sluice extension: export a group's dead letters.
+    DeadLetterExport,
     /// Sluice extension: a queue's sampled counts.
     QueueMetrics,
     /// Sluice extension: a queue's alarms.
@@ -139,6 +144,7 @@ impl Endpoint {
             Endpoint::DeadLetterConsume => "deadletter_consume",
             Endpoint::DeadLetterAck => "deadletter_ack",
             Endpoint::DeadLetterRedrive => "deadletter_redrive",
+            Endpoint::DeadLetterExport => "deadletter_export",
             Endpoint::QueueMetrics => "queue_metrics",
             Endpoint::QueueAlarmsShow => "queue_alarms",
             Endpoint::QueueAlarmsReplace => "queue_alarms_replace",
@@ -192,6 +198,9 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
         (["queues", q, "groups", g, "deadletters", "ack"], _) => Resource::DeadLetterAck(q, g),
         (["queues", q, "groups", g, "deadletters", "redrive"], _) => {
             Resource::DeadLetterRedrive(q, g)
+        }
+        (["queues", q, "groups", g, "deadletters", "export"], _) => {
+            Resource::DeadLetterExport(q, g)
         }
         (["quotas", "dms"], Version::V1) | (["quotas"], Version::V2) => Resource::Quotas,
         (["queue", "tags"], Version::V2) => Resource::ProjectTags,
@@ -247,6 +256,8 @@ pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'
         (Resource::DeadLetterAck(..), _) => return Err("POST"),
         (Resource::DeadLetterRedrive(..), "POST") => Endpoint::DeadLetterRedrive,
         (Resource::DeadLetterRedrive(..), _) => return Err("POST"),
+        (Resource::DeadLetterExport(..), "GET") => Endpoint::DeadLetterExport,
+        (Resource::DeadLetterExport(..), _) => return Err("GET"),
         (Resource::Quotas, "GET") => Endpoint::Quotas,
         (Resource::Quotas, _) => return Err("GET"),
         (Resource::ProjectTags, "GET") => Endpoint::ProjectTags,

@@ -202,7 +202,11 @@ fn request(method: Method, path: &str, content_type: Option<&str>) -> Request<()
 
 fn answer(response: http::Response<bytes::Bytes>) -> Answer {
     let (parts, body) = response.into_parts();
-    let json = if body.is_empty() {
+    let json_lines = parts
+        .headers
+        .get("content-type")
+        .is_some_and(|t| t == "application/x-ndjson");
+    let json = if body.is_empty() || json_lines {
         Value::Null
     } else {
         serde_json::from_slice(&body).expect("every answer with a body is JSON")

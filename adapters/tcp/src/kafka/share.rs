@@ -498,6 +498,7 @@ async fn acquire<N: Node>(
                     sent_ms: item.sent_ms,
                     body: item.body,
                     attributes: item.attributes,
+                    tags: item.tags,
                 },
                 item.delivery_count,
             ));

@@ -4,7 +4,7 @@
 //! released), the same on every replica and across restarts; retention moves the start.
 
 use super::state::MessageMeta;
-use super::types::{EngineError, MessageId, QueueId};
+use super::types::{EngineError, GroupId, MessageId, QueueId};
 use super::Engine;
 use crate::storage::Storage;
 
@@ -17,6 +17,7 @@ pub struct StoredMessage {
     pub sent_ms: u64,
     pub body: bytes::Bytes,
     pub attributes: bytes::Bytes,
+    pub tags: Vec<String>,
 }
 
 /// The answer to [`Engine::read_at`].
@@ -76,6 +77,7 @@ impl<S: Storage + Clone> Engine<S> {
                 sent_ms: send.sent_ms,
                 body: send.body,
                 attributes: send.attributes,
+                tags: send.tags,
             })
             .collect();
         Ok(ReadAt {
@@ -83,6 +85,59 @@ impl<S: Storage + Clone> Engine<S> {
             next_seq,
             messages,
         })
+    }
+
+    /// Reads the dead letters of `group` on this partition from position `after_seq` on
+    /// (exclusive; `None` from the first), at most `max_messages` whose bodies and
+    /// attributes total at most `bytes_max` (the first whatever its size), in position
+    /// order, without leasing them (an export). Only the serving leader answers.
+    pub async fn read_dead_letters(
+        &self,
+        queue: QueueId,
+        group: GroupId,
+        after_seq: Option<u64>,
+        max_messages: usize,
+        bytes_max: u64,
+    ) -> Result<Vec<StoredMessage>, EngineError> {
+        self.confirm_leadership().await?;
+        let metas: Vec<(u64, MessageMeta)> = {
+            let state = self.state.borrow();
+            let q = state.queue(queue)?;
+            let g = q.groups.get(&group).ok_or(EngineError::GroupNotFound)?;
+            let from = after_seq.map_or(0, |seq| seq.saturating_add(1));
+            let mut bytes = 0u64;
+            let mut metas = Vec::new();
+            for seq in g.dead.range(from..).map(|(seq, _)| *seq) {
+                if metas.len() >= max_messages {
+                    break;
+                }
+                // A dead letter past retention is gone with its message.
+                let Some(meta) = q.message(seq).copied() else {
+                    continue;
+                };
+                let size = u64::from(meta.message_bytes);
+                if !metas.is_empty() && bytes.saturating_add(size) > bytes_max {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                metas.push((seq, meta));
+            }
+            metas
+        };
+        let ids: Vec<MessageId> = metas.iter().map(|(_, meta)| meta.message_id).collect();
+        let read = self.read_sends(&ids).await?;
+        Ok(metas
+            .iter()
+            .zip(read)
+            .map(|((seq, meta), send)| StoredMessage {
+                seq: *seq,
+                message_id: meta.message_id,
+                sent_ms: send.sent_ms,
+                body: send.body,
+                attributes: send.attributes,
+                tags: send.tags,
+            })
+            .collect())
     }
 
     /// The position of a message of `queue` still held, by its id (what a send answered).
