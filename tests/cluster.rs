@@ -58,18 +58,7 @@ use support::{raw, Server};
 #[test]
 fn three_nodes_elect_leaders_and_reelect_after_a_node_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: BTreeMap<u64, u16> = (1..=NODES).map(|id| (id, free_port())).collect();
-    let peers: Vec<String> = ports
-        .iter()
-        .map(|(id, port)| format!("{id}=127.0.0.1:{port}"))
-        .collect();
-    let peers = peers.join(",");
-    let mut nodes: BTreeMap<u64, Server> = ports
-        .iter()
-        .map(|(id, port)| (*id, start_node(dir.path(), *id, &peers, *port)))
-        .collect();
-
-    let leaders = wait_agreed(&nodes, None);
+    let (mut nodes, leaders, (peers, ports)) = start_cluster_with_peers(dir.path());
     assert_eq!(leaders.len(), 4, "one leader per partition: {leaders:?}");
     assert!(
         leaders.iter().all(|leader| ports.contains_key(leader)),

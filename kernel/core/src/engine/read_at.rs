@@ -66,20 +66,7 @@ impl<S: Storage + Clone> Engine<S> {
             }
             (start_seq, next_seq, metas)
         };
-        let ids: Vec<MessageId> = metas.iter().map(|(_, meta)| meta.message_id).collect();
-        let read = self.read_sends(&ids).await?;
-        let messages = metas
-            .iter()
-            .zip(read)
-            .map(|((seq, meta), send)| StoredMessage {
-                seq: *seq,
-                message_id: meta.message_id,
-                sent_ms: send.sent_ms,
-                body: send.body,
-                attributes: send.attributes,
-                tags: send.tags,
-            })
-            .collect();
+        let messages = self.stored_messages(&metas).await?;
         Ok(ReadAt {
             start_seq,
             next_seq,
@@ -124,6 +111,14 @@ impl<S: Storage + Clone> Engine<S> {
             }
             metas
         };
+        self.stored_messages(&metas).await
+    }
+
+    /// The messages at these positions, read from their send records.
+    async fn stored_messages(
+        &self,
+        metas: &[(u64, MessageMeta)],
+    ) -> Result<Vec<StoredMessage>, EngineError> {
         let ids: Vec<MessageId> = metas.iter().map(|(_, meta)| meta.message_id).collect();
         let read = self.read_sends(&ids).await?;
         Ok(metas
