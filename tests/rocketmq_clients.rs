@@ -157,3 +157,19 @@ fn a_wrong_secret_is_refused_and_another_tenants_topic_is_invisible() {
         "{lines:?}"
     );
 }
+
+#[test]
+#[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
+fn transactions_commit_roll_back_and_an_open_one_is_checked_over_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RocketMqServer::start(dir.path());
+    let tenant = server.tenant("rmq");
+    server.topic(&tenant, "payments", false);
+    let lines = run(scenario(&server, "transaction", &tenant, "payments"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"delivered\": 2, \"checked\": 1")),
+        "{lines:?}"
+    );
+}

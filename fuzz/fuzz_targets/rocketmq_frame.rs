@@ -26,7 +26,7 @@ use sluice_rocketmq::grpc::PREFIX_BYTES;
 use sluice_rocketmq::proto::StatusOnly;
 use sluice_rocketmq::{auth, FrameDecoder, GrpcCode, Method, RocketMqConfig, Telemetry};
 
-const METHODS: [Method; 11] = [
+const METHODS: [Method; 12] = [
     Method::QueryRoute,
     Method::QueryAssignment,
     Method::Heartbeat,
@@ -37,6 +37,7 @@ const METHODS: [Method; 11] = [
     Method::ForwardMessageToDeadLetterQueue,
     Method::NotifyClientTermination,
     Method::RecallMessage,
+    Method::EndTransaction,
     Method::Telemetry,
 ];
 

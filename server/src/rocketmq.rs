@@ -12,7 +12,9 @@
 //! ends the call with RESOURCE_EXHAUSTED before its body is read), headers of at most
 //! [`HEADER_LIST_BYTES_MAX`], one request message per unary call arriving within
 //! `body_timeout_ms`, and at most `TELEMETRY_OUTBOX_MAX` answers queued on a Telemetry
-//! stream (a client that does not read them stalls only its own stream). Unary calls
+//! stream (a client that does not read them stalls only its own stream). A producer's
+//! Telemetry stream looks for checks of its open transactions every
+//! `TRANSACTION_CHECK_POLL_MS` and writes them on the stream. Unary calls
 //! count against the shard's request limit like HTTP requests; over it they answer
 //! RESOURCE_EXHAUSTED. At shutdown, Telemetry streams end with UNAVAILABLE and the
 //! connection closes once its calls are answered.
@@ -35,7 +37,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use sluice_rocketmq::limits::TELEMETRY_OUTBOX_MAX;
+use sluice_rocketmq::limits::{TELEMETRY_OUTBOX_MAX, TRANSACTION_CHECK_POLL_MS};
 use sluice_rocketmq::{
     grpc, method_of, Answer, FrameDecoder, GrpcCode, Method, RocketMqConfig, Telemetry,
 };
@@ -335,6 +337,16 @@ async fn read_one(shard: &Shard, mut body: Incoming) -> Result<Bytes, Answer> {
     futures_lite::future::or(read, timeout).await
 }
 
+/// What a Telemetry stream's task waits for.
+enum Event {
+    /// The client's next frame (or its end, or a failed read).
+    Frame(Option<Result<Frame<Bytes>, hyper::Error>>),
+    /// The server is stopping.
+    Stop,
+    /// Time to look for transaction checks.
+    Poll,
+}
+
 /// A Telemetry call: a task reads the client's commands and writes the answers into the
 /// response body's bounded channel until the client ends its side, the connection goes,
 /// or the server stops.
@@ -351,24 +363,40 @@ fn telemetry(shard: Rc<Shard>, headers: HeaderMap, mut body: Incoming) -> Respon
             }
         };
         let mut decoder = FrameDecoder::new();
-        // Runs for the life of the stream: one frame of the client per pass.
+        // Runs for the life of the stream: one frame of the client, or one pass over
+        // the producer's transaction checks, per iteration.
         loop {
-            let next = futures_lite::future::or(async { Some(body.frame().await) }, async {
+            let frame = async { Event::Frame(body.frame().await) };
+            let stop = async {
                 stopped(&shard).await;
-                None
-            })
-            .await;
+                Event::Stop
+            };
+            let poll = async {
+                glommio::timer::sleep(Duration::from_millis(TRANSACTION_CHECK_POLL_MS)).await;
+                Event::Poll
+            };
+            let next = futures_lite::future::or(frame, futures_lite::future::or(stop, poll)).await;
             let frame = match next {
-                None => {
+                Event::Stop => {
                     let _ = sender
                         .send(end(GrpcCode::Unavailable, "the server is stopping"))
                         .await;
                     return;
                 }
-                Some(None) => break,
-                Some(Some(Ok(frame))) => frame,
+                Event::Poll => {
+                    if session.wants_checks() {
+                        for command in session.take_checks(&*shard.node).await {
+                            if sender.send(Frame::data(command)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Event::Frame(None) => break,
+                Event::Frame(Some(Ok(frame))) => frame,
                 // The client went away: nobody reads the answer.
-                Some(Some(Err(_))) => return,
+                Event::Frame(Some(Err(_))) => return,
             };
             let Ok(data) = frame.into_data() else {
                 continue;

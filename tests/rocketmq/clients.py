@@ -14,7 +14,7 @@ import sys
 import time
 
 from rocketmq import (ClientConfiguration, Credentials, FilterExpression, Message,
-                      Producer, SimpleConsumer)
+                      Producer, SimpleConsumer, TransactionChecker, TransactionResolution)
 
 ENDPOINT = os.environ["SLUICE_ROCKETMQ"]
 DEADLINE_S = 20
@@ -194,6 +194,24 @@ def query_route(topic, ak, sk):
     return answer.status.code
 
 
+def raw_call(method, payload, ak, sk):
+    """A call of `method` with `payload` as the request's bytes, signed as the client
+    signs: the gRPC status code it ends with."""
+    import grpc
+    from rocketmq.v5.util.client_id import ClientId
+    from rocketmq.v5.util.signature import Signature
+    metadata = Signature.metadata(config(ak, sk), ClientId().client_id)
+    with grpc.insecure_channel(ENDPOINT) as channel:
+        call = channel.unary_unary(f"/apache.rocketmq.v2.MessagingService/{method}",
+                                   request_serializer=lambda x: x,
+                                   response_deserializer=lambda x: x)
+        try:
+            call(payload, metadata=metadata, timeout=5)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            return error.code()
+
+
 def refused():
     """A wrong secret is refused (UNAUTHORIZED), and another tenant's topic does not
     exist for it (TOPIC_NOT_FOUND); the client's sends fail."""
@@ -214,11 +232,61 @@ def refused():
         except Exception as error:  # the client reports a route it could not fetch
             check("route" in str(error) or "40" in str(error), f"refused: {error!r}")
         p.shutdown()
+    import grpc
+    check(raw_call("PullMessage", b"", ak, sk) == grpc.StatusCode.UNIMPLEMENTED,
+          "an RPC not served answers UNIMPLEMENTED")
+    check(raw_call("SendMessage", b"\xff\xff\xff", ak, sk) == grpc.StatusCode.INVALID_ARGUMENT,
+          "a request that does not decode ends with INVALID_ARGUMENT")
     owner = producer(topic)
     check(owner.send(message(topic, b"mine")).message_id, "the owner still sends")
     owner.shutdown()
     print(json.dumps({"refused": 2}), flush=True)
 
 
+class Checker(TransactionChecker):
+    """Commits the orphaned transaction the server asks about; counts the checks."""
+
+    def __init__(self):
+        self.checked = []
+
+    def check(self, message):
+        self.checked.append(message.body)
+        if message.body == b"orphan-commit":
+            return TransactionResolution.COMMIT
+        return TransactionResolution.ROLLBACK
+
+
+def transaction():
+    """A committed transaction's message is delivered after the commit, a rolled-back
+    one never; an open one is checked through Telemetry and its producer's answer
+    (commit) delivers it."""
+    topic = os.environ["SLUICE_TOPIC"]
+    checker = Checker()
+    p = Producer(config(), (topic,), checker=checker)
+    p.startup()
+    c = consumer(topic, "tx-readers")
+    committed = p.begin_transaction()
+    sent = p.send(message(topic, b"committed"), committed)
+    check(sent.transaction_id, "a transactional send answers a transaction id")
+    check(not c.receive(32, 15), "a half message is not delivered before its commit")
+    committed.commit()
+    rolled_back = p.begin_transaction()
+    p.send(message(topic, b"rolled-back"), rolled_back)
+    rolled_back.rollback()
+    orphan = p.begin_transaction()
+    p.send(message(topic, b"orphan-commit"), orphan)
+    got = receive_until(c, 2)
+    bodies = sorted(m.body for m in got)
+    check(bodies == [b"committed", b"orphan-commit"],
+          f"the committed and the checked-then-committed messages arrive: {bodies}")
+    check(checker.checked == [b"orphan-commit"],
+          f"only the open transaction was checked: {checker.checked}")
+    check(not c.receive(32, 15), "the rolled-back message never arrives")
+    c.shutdown()
+    p.shutdown()
+    print(json.dumps({"delivered": len(got), "checked": len(checker.checked)}), flush=True)
+
+
 if __name__ == "__main__":
-    {"roundtrip": roundtrip, "fifo": fifo, "delay": delay, "refused": refused}[sys.argv[1]]()
+    {"roundtrip": roundtrip, "fifo": fifo, "delay": delay, "refused": refused,
+     "transaction": transaction}[sys.argv[1]]()

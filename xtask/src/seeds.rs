@@ -535,7 +535,17 @@ fn rocketmq_frame_seeds() -> Vec<Vec<u8>> {
             64,
             &[[bytes_field(1, &topic("t")), bytes_field(2, b"00")].concat()],
         ),
-        seed(10, 5, &[settings.clone(), settings]),
+        seed(
+            10,
+            64,
+            &[[
+                bytes_field(1, &topic("t")),
+                bytes_field(3, b"00000000000000000000"),
+                number_field(4, 1),
+            ]
+            .concat()],
+        ),
+        seed(11, 5, &[settings.clone(), settings]),
     ]
 }
 

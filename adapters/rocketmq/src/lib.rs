@@ -29,6 +29,7 @@ mod route;
 mod send;
 pub mod service;
 mod telemetry;
+mod transaction;
 pub mod wire;
 
 pub use grpc::{FrameDecoder, FrameError, GrpcCode};

@@ -49,5 +49,18 @@ pub const DELIVERY_ATTEMPTS_DEFAULT: i32 = 17;
 /// Bytes of the `authorization` header parsed.
 pub const AUTHORIZATION_BYTES_MAX: usize = 512;
 
+/// How long a transactional message waits for its producer's commit or rollback before
+/// the first check, when the message does not say (RocketMQ's default transaction
+/// timeout); later checks follow the engine's check interval.
+pub const TRANSACTION_CHECK_AFTER_MS_DEFAULT: u64 = 6_000;
+
+/// Transaction checks one Telemetry stream takes per pass (at most this many per
+/// partition), and how often a producer's stream looks for them.
+pub const TRANSACTION_CHECKS_PER_PASS_MAX: u32 = 16;
+pub const TRANSACTION_CHECK_POLL_MS: u64 = 1_000;
+
+/// Topics one producer's Telemetry stream takes transaction checks for.
+pub const TRANSACTION_TOPICS_MAX: usize = 64;
+
 /// Messages the server may queue on one Telemetry stream before the client takes them.
 pub const TELEMETRY_OUTBOX_MAX: usize = 16;

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use prost_types::{Duration, Timestamp};
 use sluice_core::engine::types::{
-    AckKind, AckOutcome, Delivery, HandleError, ReceiptHandle, TagFilter, TagMatch,
+    AckKind, AckOutcome, HandleError, ReceiptHandle, TagFilter, TagMatch,
 };
 use sluice_core::engine::ReceiveRequest;
 use sluice_node::{Lane, Node, QueueView, Routed};
@@ -43,7 +43,7 @@ fn duration_ms(duration: &Duration) -> u64 {
         .saturating_add(nanos / 1_000_000)
 }
 
-fn timestamp_of(ms: u64) -> Timestamp {
+pub(crate) fn timestamp_of(ms: u64) -> Timestamp {
     Timestamp {
         seconds: i64::try_from(ms / 1000).expect("epoch seconds fit i64"),
         nanos: i32::try_from((ms % 1000) * 1_000_000).expect("below a second"),
@@ -153,7 +153,25 @@ pub(crate) async fn receive_message<N: Node>(
         content: Some(Content::Status(status)),
     }));
     for delivery in &deliveries {
-        let message = message_of(&view, &resource, delivery, visibility_ms);
+        let item = &delivery.item;
+        let stored = Stored {
+            partition: delivery.partition,
+            message_id: item.message_id,
+            body: &item.body,
+            attributes: &item.attributes,
+            tags: &item.tags,
+            fifo_group: item.fifo_group.as_ref(),
+            sent_ms: item.sent_ms,
+        };
+        let lease = Lease {
+            handle: Routed {
+                partition: delivery.partition,
+                item: item.handle,
+            },
+            delivery_count: item.delivery_count,
+            visibility_ms,
+        };
+        let message = message_of(&resource, &stored, Some(&lease));
         answer.extend(framed(&ReceiveMessageResponse {
             content: Some(Content::Message(message)),
         }));
@@ -166,60 +184,74 @@ pub(crate) async fn receive_message<N: Node>(
     Ok(answer)
 }
 
-/// A delivery as the client reads it.
-fn message_of(
-    view: &QueueView,
-    topic: &Resource,
-    delivery: &Routed<Delivery>,
-    visibility_ms: u64,
-) -> Message {
-    let item = &delivery.item;
-    let attributes = Attributes::decode(&item.attributes);
-    let reference = message_ref_encode(delivery.partition, item.message_id);
-    let (message_id, message_type, born_ms, born_host, keys, properties) = match attributes {
-        Some(attributes) if !attributes.message_id.is_empty() => (
-            attributes.message_id,
-            attributes.message_type,
-            attributes.born_ms,
-            attributes.born_host,
-            attributes.keys,
-            attributes.properties,
-        ),
-        Some(attributes) => (
-            reference,
-            attributes.message_type,
-            attributes.born_ms,
-            attributes.born_host,
-            attributes.keys,
-            attributes.properties,
-        ),
-        None => {
-            let foreign = if item.attributes.is_empty() {
-                Vec::new()
-            } else {
-                vec![(
-                    FOREIGN_ATTRIBUTES_PROPERTY.to_string(),
-                    String::from_utf8_lossy(&item.attributes).into_owned(),
-                )]
-            };
-            let kind = if item.fifo_group.is_some() {
-                MessageType::Fifo
-            } else {
-                MessageType::Normal
-            };
-            (
-                reference,
-                kind as i32,
-                item.sent_ms,
-                String::new(),
-                Vec::new(),
-                foreign,
-            )
-        }
+/// A stored message as the client reads it: from a delivery, or a transaction check's
+/// half message.
+pub(crate) struct Stored<'a> {
+    pub partition: u16,
+    pub message_id: sluice_core::engine::types::MessageId,
+    pub body: &'a Bytes,
+    pub attributes: &'a Bytes,
+    pub tags: &'a [String],
+    pub fifo_group: Option<&'a String>,
+    pub sent_ms: u64,
+}
+
+/// A delivery of a stored message: its handle, attempt and lease.
+pub(crate) struct Lease {
+    pub handle: Routed<ReceiptHandle>,
+    pub delivery_count: u32,
+    pub visibility_ms: u64,
+}
+
+/// The message the client reads for `stored`, delivered under `lease` if any.
+pub(crate) fn message_of(topic: &Resource, stored: &Stored<'_>, lease: Option<&Lease>) -> Message {
+    let reference = message_ref_encode(stored.partition, stored.message_id);
+    let (message_id, message_type, born_ms, born_host, keys, properties) =
+        match Attributes::decode(stored.attributes) {
+            Some(attributes) => (
+                if attributes.message_id.is_empty() {
+                    reference
+                } else {
+                    attributes.message_id
+                },
+                attributes.message_type,
+                attributes.born_ms,
+                attributes.born_host,
+                attributes.keys,
+                attributes.properties,
+            ),
+            None => {
+                let foreign = if stored.attributes.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(
+                        FOREIGN_ATTRIBUTES_PROPERTY.to_string(),
+                        String::from_utf8_lossy(stored.attributes).into_owned(),
+                    )]
+                };
+                let kind = if stored.fifo_group.is_some() {
+                    MessageType::Fifo
+                } else {
+                    MessageType::Normal
+                };
+                (
+                    reference,
+                    kind as i32,
+                    stored.sent_ms,
+                    String::new(),
+                    Vec::new(),
+                    foreign,
+                )
+            }
+        };
+    let checksum = format!("{:08X}", crc32fast::hash(stored.body));
+    let born_ms = if born_ms == 0 {
+        stored.sent_ms
+    } else {
+        born_ms
     };
-    let checksum = format!("{:08X}", crc32fast::hash(&item.body));
     let system_properties = SystemProperties {
-        tag: item.tags.first().cloned(),
+        tag: stored.tags.first().cloned(),
         keys,
         message_id,
         body_digest: Some(Digest {
@@ -228,39 +260,32 @@ fn message_of(
         }),
         body_encoding: Encoding::Identity as i32,
         message_type,
-        born_timestamp: Some(timestamp_of(if born_ms == 0 {
-            item.sent_ms
-        } else {
-            born_ms
-        })),
+        born_timestamp: Some(timestamp_of(born_ms)),
         born_host,
-        store_timestamp: Some(timestamp_of(item.sent_ms)),
+        store_timestamp: Some(timestamp_of(stored.sent_ms)),
         store_host: String::new(),
         delivery_timestamp: None,
-        receipt_handle: Some(receipt_handle_encode(&Routed {
-            partition: delivery.partition,
-            item: item.handle,
-        })),
-        queue_id: i32::from(delivery.partition),
-        queue_offset: i64::try_from(item.message_id.0).ok(),
-        invisible_duration: Some(Duration {
-            seconds: i64::try_from(visibility_ms / 1000).expect("fits i64"),
-            nanos: i32::try_from((visibility_ms % 1000) * 1_000_000).expect("below a second"),
+        receipt_handle: lease.map(|lease| receipt_handle_encode(&lease.handle)),
+        queue_id: i32::from(stored.partition),
+        queue_offset: i64::try_from(stored.message_id.0).ok(),
+        invisible_duration: lease.map(|lease| Duration {
+            seconds: i64::try_from(lease.visibility_ms / 1000).expect("fits i64"),
+            nanos: i32::try_from((lease.visibility_ms % 1000) * 1_000_000).expect("below a second"),
         }),
-        delivery_attempt: Some(i32::try_from(item.delivery_count).unwrap_or(i32::MAX)),
-        message_group: item.fifo_group.clone(),
+        delivery_attempt: lease
+            .map(|lease| i32::try_from(lease.delivery_count).unwrap_or(i32::MAX)),
+        message_group: stored.fifo_group.cloned(),
         trace_context: None,
         orphaned_transaction_recovery_duration: None,
         dead_letter_queue: None,
         lite_topic: None,
         priority: None,
     };
-    debug_assert!(view.name.as_ref() == topic.name);
     Message {
         topic: Some(topic.clone()),
         user_properties: properties.into_iter().collect(),
         system_properties: Some(system_properties),
-        body: item.body.clone(),
+        body: stored.body.clone(),
     }
 }
 

@@ -21,12 +21,16 @@ use crate::service::{framed, ok, Call, Refusal};
 /// The broker name every queue names.
 const BROKER_NAME: &str = "sluice";
 
-/// The message types a queue takes: a FIFO queue FIFO messages, any other queue normal
-/// and delayed ones.
+/// The message types a queue takes: a FIFO queue FIFO messages, any other queue normal,
+/// delayed and transactional ones.
 pub(crate) fn accepted_types(view: &QueueView) -> Vec<i32> {
     match view.config.mode {
         QueueMode::Fifo(_) => vec![MessageType::Fifo as i32],
-        QueueMode::Normal => vec![MessageType::Normal as i32, MessageType::Delay as i32],
+        QueueMode::Normal => vec![
+            MessageType::Normal as i32,
+            MessageType::Delay as i32,
+            MessageType::Transaction as i32,
+        ],
     }
 }
 

@@ -5,7 +5,9 @@
 //! (`Delay::At`, converted from the client's wall clock to queue time), and its id, keys,
 //! user properties, born time and host the attributes (`wire::Attributes`). The node
 //! routes the batch and answers once it is durable. A scheduled message's recall handle
-//! names its partition and id, which RecallMessage hands to the node's cancel.
+//! names its partition and id, which RecallMessage hands to the node's cancel. A
+//! TRANSACTION message is a half message (`Delay::Half`) whose transaction id names its
+//! partition and id, which EndTransaction hands to the node's `end_transaction`.
 
 use bytes::Bytes;
 use prost_types::Timestamp;
@@ -15,6 +17,7 @@ use sluice_node::{Node, QueueView};
 
 use crate::limits::{
     BODY_BYTES_MAX, NAME_BYTES_MAX, PROPERTIES_PER_MESSAGE_MAX, SEND_MESSAGES_MAX,
+    TRANSACTION_CHECK_AFTER_MS_DEFAULT,
 };
 use crate::proto::{
     Code, Message, MessageType, RecallMessageRequest, RecallMessageResponse, SendMessageRequest,
@@ -76,10 +79,16 @@ pub(crate) async fn send_message<N: Node>(
             } else {
                 String::new()
             };
+            // A transaction is named by its half message's partition and id.
+            let transaction_id = if kind == MessageType::Transaction {
+                reference.clone()
+            } else {
+                String::new()
+            };
             SendResultEntry {
                 status: ok(),
                 message_id: if id.is_empty() { reference } else { id },
-                transaction_id: String::new(),
+                transaction_id,
                 offset: i64::try_from(outcome.item.message_id.0).unwrap_or(i64::MAX),
                 recall_handle,
             }
@@ -147,11 +156,21 @@ fn send_input(
             })?;
             (MessageType::Delay, delay_of(at, queue_ms, wall_ms)?, None)
         }
-        MessageType::Transaction => {
-            return Err(Refusal::new(
-                Code::Unsupported,
-                "transactional messages are not supported yet",
-            ))
+        MessageType::Transaction
+            if properties.message_group.is_none() && properties.delivery_timestamp.is_none() =>
+        {
+            let check_after_ms = properties
+                .orphaned_transaction_recovery_duration
+                .as_ref()
+                .map_or(TRANSACTION_CHECK_AFTER_MS_DEFAULT, |duration| {
+                    let seconds = u64::try_from(duration.seconds).unwrap_or(0);
+                    seconds.saturating_mul(1000).min(ENGINE_DELAY_MS_CEILING)
+                });
+            (
+                MessageType::Transaction,
+                Delay::Half { check_after_ms },
+                None,
+            )
         }
         _ => {
             return Err(Refusal::new(

@@ -20,7 +20,7 @@ use crate::proto::{Code, Resource, Status, StatusOnly};
 pub const SERVICE_PATH: &str = "/apache.rocketmq.v2.MessagingService/";
 
 /// The methods served. Any other path of the service (PullMessage, UpdateOffset,
-/// GetOffset, QueryOffset, SyncLiteSubscription, EndTransaction) answers UNIMPLEMENTED.
+/// GetOffset, QueryOffset, SyncLiteSubscription) answers UNIMPLEMENTED.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     QueryRoute,
@@ -33,6 +33,7 @@ pub enum Method {
     ForwardMessageToDeadLetterQueue,
     NotifyClientTermination,
     RecallMessage,
+    EndTransaction,
     /// Bidirectional: served by [`crate::Telemetry`], not [`unary`].
     Telemetry,
 }
@@ -51,6 +52,7 @@ pub fn method_of(path: &str) -> Option<Method> {
         "ForwardMessageToDeadLetterQueue" => Method::ForwardMessageToDeadLetterQueue,
         "NotifyClientTermination" => Method::NotifyClientTermination,
         "RecallMessage" => Method::RecallMessage,
+        "EndTransaction" => Method::EndTransaction,
         "Telemetry" => Method::Telemetry,
         _ => return None,
     })
@@ -285,6 +287,10 @@ pub async fn unary<N: Node>(
             Ok(request) => crate::send::recall_message(&call, request).await,
             Err(answer) => return answer,
         },
+        Method::EndTransaction => match decode(request) {
+            Ok(request) => crate::transaction::end_transaction(&call, request).await,
+            Err(answer) => return answer,
+        },
         Method::ReceiveMessage => match decode(request) {
             Ok(request) => crate::receive::receive_message(&call, request).await,
             Err(answer) => return answer,
@@ -351,7 +357,7 @@ mod tests {
         );
         assert_eq!(
             check("/apache.rocketmq.v2.MessagingService/EndTransaction"),
-            None
+            Some(Method::EndTransaction)
         );
         assert_eq!(check("/other.Service/SendMessage"), None);
         let refused = Answer::refused(Refusal::new(Code::Unauthorized, "no"));
