@@ -821,6 +821,7 @@ struct FileConfig {
     kafka_advertise: Option<String>,
     /// As `--kafka-brokers` writes it: `"1=HOST:PORT,2=HOST:PORT,..."`.
     kafka_brokers: Option<String>,
+    rocketmq_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -874,6 +875,9 @@ impl FileConfig {
         }
         if let Some(address) = self.kafka_listen {
             config.kafka_listen = Some(address);
+        }
+        if let Some(address) = self.rocketmq_listen {
+            config.rocketmq_listen = Some(address);
         }
     }
 }
@@ -1051,6 +1055,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.contains("not in peers"), "{error}");
+    }
+
+    #[test]
+    fn the_rocketmq_listener_is_off_by_default_set_from_every_source_and_apart() {
+        assert_eq!(check("", &[], &[]).unwrap().rocketmq_listen, None);
+        let file = check("rocketmq_listen = \"0.0.0.0:8081\"", &[], &[]).unwrap();
+        let env = check("", &[("SLUICE_ROCKETMQ_LISTEN", "0.0.0.0:8081")], &[]).unwrap();
+        let flags = check("", &[], &[("rocketmq_listen", "0.0.0.0:8081")]).unwrap();
+        assert_eq!(file, env);
+        assert_eq!(file, flags);
+        let rocketmq = flags.rocketmq_config("0.0.0.0:8081".parse().unwrap());
+        assert_eq!(rocketmq.advertised_host, "127.0.0.1");
+        assert_eq!(rocketmq.advertised_port, 8081);
+        let off = check(
+            "rocketmq_listen = \"127.0.0.1:8081\"",
+            &[],
+            &[("rocketmq_listen", "off")],
+        );
+        assert_eq!(off.unwrap().rocketmq_listen, None);
+        let clash = check(
+            "",
+            &[],
+            &[
+                ("kafka_listen", "127.0.0.1:9092"),
+                ("rocketmq_listen", "0.0.0.0:9092"),
+            ],
+        );
+        assert!(clash
+            .unwrap_err()
+            .contains("rocketmq_listen must differ from kafka_listen"));
     }
 
     #[test]
