@@ -95,6 +95,7 @@ forwardable! {
     ReadDirectory, ReadDirectoryChanges, ReadTenants, PutTenant, RemoveTenant, SetAdminSecret,
     CreateQueue, DeleteQueue, SetQueueMeta, SetDeadLetter, SetPartitions, CreateGroup, DeleteGroup, SendBatch, SendTo, ReadPositions,
     Positions, Cancel, EndTransaction, TakeTransactionChecks, ReadDeadLetters,
+    TraceMessage,
     Receive, Ack, ChangeVisibility, WaitChange, Counts, MetaCreateQueue, MetaDeleteQueue, MetaSetQueueMeta,
     MetaSetDeadLetter, MetaSetPartitions,
     MetaCreateGroups, MetaDeleteGroup, MetaCreateTenant, MetaDeleteTenant, MetaSetQuotas,

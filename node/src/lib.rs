@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use sluice_core::engine::command::CommittedOffset;
 use sluice_core::engine::read_at::{ReadAt, StoredMessage};
+use sluice_core::engine::trace::Trace;
 use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, GroupStats, HandleError, MessageId,
@@ -334,6 +335,17 @@ pub trait Node {
         partition: u16,
         message: MessageId,
     ) -> Result<(), NodeError>;
+
+    /// The trace of message `message` of `queue`, on the partition its id names, read
+    /// from that partition's log at its leader (`Engine::trace`): its steps from its send
+    /// on. No send of it there (unknown, another queue's, past retention, or a partition
+    /// the node does not have) is an empty trace.
+    async fn trace(
+        &self,
+        queue: QueueId,
+        partition: u16,
+        message: MessageId,
+    ) -> Result<Trace, NodeError>;
 
     /// Reads `group`'s dead letters on partition `partition`, at its leader, after
     /// position `after_seq` (from the first with `None`), in position order, at most

@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use sluice_core::engine::membership::{Membership, MembershipStep};
 use sluice_core::engine::read_at::{ReadAt, StoredMessage};
+use sluice_core::engine::trace::Trace;
 use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, GroupId, GroupStats, HandleError, MessageId, QueueConfig,
@@ -322,6 +323,15 @@ partition_request! {
     /// Cancels a delayed or scheduled message not yet released.
     Cancel { queue: QueueId, message: MessageId } -> (),
     |this, shard, engine, now| engine.cancel(this.queue, this.message, now).await
+}
+
+partition_request! {
+    /// A message's trace, read from the partition's log at its leader.
+    TraceMessage { queue: QueueId, message: MessageId } -> Trace,
+    |this, shard, engine, now| {
+        let _ = now;
+        engine.trace(this.queue, this.message).await
+    }
 }
 
 partition_request! {

@@ -16,6 +16,7 @@ use sluice_core::bugs::{self, Bug};
 use sluice_core::engine::command::CommittedOffset;
 use sluice_core::engine::metadata::MetadataGate;
 use sluice_core::engine::read_at::{ReadAt, StoredMessage};
+use sluice_core::engine::trace::Trace;
 use sluice_core::engine::transactions::HalfMessage;
 use sluice_core::engine::types::{
     AckKind, AckOutcome, Delivery, EngineError, GroupId, HandleError, MessageId, QueueConfig,
@@ -815,6 +816,24 @@ impl<H: Host> Node for NodeShard<H> {
             return Err(EngineError::NotScheduled.into());
         }
         self.call(requests::Cancel {
+            partition,
+            queue,
+            message,
+        })
+        .await
+    }
+
+    async fn trace(
+        &self,
+        queue: QueueId,
+        partition: u16,
+        message: MessageId,
+    ) -> Result<Trace, NodeError> {
+        let partition = u32::from(partition);
+        if partition >= self.config.partition_count {
+            return Ok(Trace::default());
+        }
+        self.call(requests::TraceMessage {
             partition,
             queue,
             message,

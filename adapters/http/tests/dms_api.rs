@@ -1206,6 +1206,73 @@ fn transactions_commit_roll_back_and_are_checked() {
     assert_eq!(bad_limit.status, StatusCode::BAD_REQUEST);
 }
 
+#[test]
+fn a_message_trace_lists_its_steps_with_group_names() {
+    // Goal: GET .../messages/{id}/trace answers the message's steps in order: stored,
+    // delivered to a group (logged at the next tick), failed, delivered again, acked;
+    // a committed transaction's message shows its release; unknown ids answer 404.
+    let h = Harness::new(2);
+    let q = h.queue(json!({"name": "q"}));
+    let g = h.group(&q, "billing");
+    let ids = send_ids(&h, &q, json!([{"body": "traced"}]));
+    let got = handlers(&h.consume(&q, &g, "max_msgs=1").json);
+    h.ack(&q, &g, acks(&got, "fail"));
+    let got = handlers(&h.consume(&q, &g, "max_msgs=1").json);
+    h.ack(&q, &g, acks(&got, "success"));
+    h.advance(1);
+    let trace = h.call(
+        Method::GET,
+        &h.v2(&format!("/queues/{q}/messages/{}/trace", ids[0])),
+        None,
+    );
+    assert_eq!(trace.status, StatusCode::OK, "{}", trace.json);
+    assert_eq!(trace.json["complete"], true);
+    let steps: Vec<&str> = trace.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps[0], "stored");
+    let mut rest = steps[1..].to_vec();
+    rest.sort_unstable();
+    assert_eq!(rest, ["acked", "delivered", "delivered", "failed"]);
+    let failed = trace.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["step"] == "failed")
+        .unwrap();
+    assert_eq!(failed["group"], "billing");
+    assert_eq!(failed["group_id"], g.as_str());
+    assert_eq!(failed["failures"], 1);
+    let half = send_ids(&h, &q, json!([{"body": "tx", "transaction": true}]));
+    h.call(
+        Method::POST,
+        &h.v2(&format!("/queues/{q}/messages/{}/commit", half[0])),
+        None,
+    );
+    let trace = h.call(
+        Method::GET,
+        &h.v1(&format!("/queues/{q}/messages/{}/trace", half[0])),
+        None,
+    );
+    let steps: Vec<&Value> = trace.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["step"])
+        .collect();
+    assert_eq!(steps, [&json!("stored"), &json!("released")]);
+    assert_eq!(trace.json["events"][0]["held"], true);
+    let unknown = h.call(
+        Method::GET,
+        &h.v1(&format!("/queues/{q}/messages/00000000000000ffffff/trace")),
+        None,
+    );
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
 fn cancel(h: &Harness, queue: &str, id: &str) -> dms_support::Answer {
     h.call(
         Method::DELETE,

@@ -187,3 +187,10 @@ pub const MOVE_LEASE_MS: u64 = 30_000;
 /// (`Engine::take_transaction_checks`); past it a check is dropped, and the half message
 /// is checked again an interval later.
 pub const TRANSACTION_CHECKS_WAITING_MAX: usize = 4096;
+
+/// Deliveries a leader notes between two ticks for message traces
+/// (`Command::Delivered`); past it, deliveries go unrecorded until the next tick.
+pub const TRACE_DELIVERIES_WAITING_MAX: usize = 16 * 1024;
+/// Bytes of log a message trace reads past the message's own record at most
+/// (`Engine::trace`); a trace that stops there says so.
+pub const TRACE_SCAN_BYTES_MAX: u64 = 64 * 1024 * 1024;

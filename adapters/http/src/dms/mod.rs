@@ -273,6 +273,9 @@ async fn dispatch<N: Node>(
         (Endpoint::EndTransaction, Resource::MessageEnd(q, m, commit)) => {
             send::end_transaction(&ctx, &ctx.queue(q)?, m, commit).await
         }
+        (Endpoint::MessageTrace, Resource::MessageTrace(q, m)) => {
+            send::trace(&ctx, &ctx.queue(q)?, m).await
+        }
         (Endpoint::TransactionChecks, Resource::TransactionChecks(q)) => {
             send::take_transaction_checks(&ctx, &ctx.queue(q)?).await
         }

@@ -27,6 +27,8 @@ pub enum Resource<'a> {
     MessageEnd(&'a str, &'a str, bool),
     /// The checks of a queue's open transactions (Sluice extension).
     TransactionChecks(&'a str),
+    /// A message's trace: `.../messages/{m}/trace` (Sluice extension).
+    MessageTrace(&'a str, &'a str),
     GroupMessages(&'a str, &'a str),
     /// Sluice extension: a queue's sampled counts (the console's charts).
     QueueMetrics(&'a str),
@@ -62,6 +64,7 @@ impl<'a> Resource<'a> {
             | Resource::Message(q, _)
             | Resource::MessageEnd(q, _, _)
             | Resource::TransactionChecks(q)
+            | Resource::MessageTrace(q, _)
             | Resource::QueueMetrics(q)
             | Resource::QueueAlarms(q)
             | Resource::QueueTags(q)
@@ -102,6 +105,8 @@ pub enum Endpoint {
     EndTransaction,
     /// Sluice extension: take the checks of a queue's open transactions.
     TransactionChecks,
+    /// Sluice extension: a message's trace.
+    MessageTrace,
     Consume,
     Ack,
     DeadLetterConsume,
@@ -139,6 +144,7 @@ impl Endpoint {
             Endpoint::Cancel => "cancel",
             Endpoint::EndTransaction => "end_transaction",
             Endpoint::TransactionChecks => "transaction_checks",
+            Endpoint::MessageTrace => "message_trace",
             Endpoint::Consume => "consume",
             Endpoint::Ack => "ack",
             Endpoint::DeadLetterConsume => "deadletter_consume",
@@ -191,6 +197,7 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
         (["queues", q, "messages", m], _) => Resource::Message(q, m),
         (["queues", q, "messages", m, "commit"], _) => Resource::MessageEnd(q, m, true),
         (["queues", q, "messages", m, "rollback"], _) => Resource::MessageEnd(q, m, false),
+        (["queues", q, "messages", m, "trace"], _) => Resource::MessageTrace(q, m),
         (["queues", q, "transactions", "checks"], _) => Resource::TransactionChecks(q),
         (["queues", q, "groups", g, "messages"], _) => Resource::GroupMessages(q, g),
         (["queues", q, "groups", g, "ack"], _) => Resource::Ack(q, g),
@@ -246,6 +253,8 @@ pub fn endpoint(method: &Method, resource: &Resource<'_>) -> Result<Endpoint, &'
         (Resource::MessageEnd(..), _) => return Err("POST"),
         (Resource::TransactionChecks(_), "POST") => Endpoint::TransactionChecks,
         (Resource::TransactionChecks(_), _) => return Err("POST"),
+        (Resource::MessageTrace(..), "GET") => Endpoint::MessageTrace,
+        (Resource::MessageTrace(..), _) => return Err("GET"),
         (Resource::GroupMessages(..), "GET") => Endpoint::Consume,
         (Resource::GroupMessages(..), _) => return Err("GET"),
         (Resource::Ack(..), "POST") => Endpoint::Ack,

@@ -256,6 +256,92 @@ pub(super) async fn take_transaction_checks<N: Node>(
     ))
 }
 
+/// Sluice extension: `GET .../queues/{queue_id}/messages/{message_id}/trace`, what
+/// happened to a message (the id a send answered): `{"message_id", "complete", "events":
+/// [{"time", "step", ...}]}` in log order, groups by id and name. 404 when the partition's
+/// log has no send of it to this queue (unknown, or past retention).
+pub(super) async fn trace<N: Node>(
+    ctx: &Ctx<'_, N>,
+    view: &QueueView,
+    message_id: &str,
+) -> Result<Reply, DmsError> {
+    use sluice_core::engine::trace::TraceStep;
+    let (partition, message) = message_id_decode(message_id)?;
+    let trace = ctx
+        .node
+        .trace(view.id, partition, message)
+        .await
+        .map_err(from_node)?;
+    if trace.events.is_empty() {
+        return Err(DmsError::new(
+            StatusCode::NOT_FOUND,
+            super::errors::RESOURCE_NOT_FOUND,
+            "No message with this ID was sent to this queue, or it is past its retention.",
+        ));
+    }
+    let group = |group: sluice_core::engine::types::GroupId| {
+        let name = view
+            .groups
+            .iter()
+            .find(|(id, _)| *id == group)
+            .map(|(_, name)| name.to_string());
+        serde_json::json!({"group_id": ids::group_id_encode(view.id, group), "group": name})
+    };
+    let events: Vec<serde_json::Value> = trace
+        .events
+        .iter()
+        .map(|event| {
+            let (step, mut fields) = match &event.step {
+                TraceStep::Stored { held } => ("stored", serde_json::json!({"held": held})),
+                TraceStep::Released => ("released", serde_json::json!({})),
+                TraceStep::Cancelled => ("cancelled", serde_json::json!({})),
+                TraceStep::Checked => ("checked", serde_json::json!({})),
+                TraceStep::Delivered {
+                    group: g,
+                    dead_letter,
+                } => {
+                    let mut fields = group(*g);
+                    fields["dead_letter"] = serde_json::json!(dead_letter);
+                    ("delivered", fields)
+                }
+                TraceStep::Acked { group: g } => ("acked", group(*g)),
+                TraceStep::Failed { group: g, failures } => {
+                    let mut fields = group(*g);
+                    fields["failures"] = serde_json::json!(failures);
+                    ("failed", fields)
+                }
+                TraceStep::DeadLettered { group: g, to } => {
+                    let mut fields = group(*g);
+                    if let Some(to) = to {
+                        fields["to_queue_id"] = serde_json::json!(ids::queue_id_encode(*to));
+                    }
+                    ("dead_lettered", fields)
+                }
+                TraceStep::DeadLetterAcked { group: g } => ("dead_letter_acked", group(*g)),
+                TraceStep::Redriven { group: g } => ("redriven", group(*g)),
+                TraceStep::Moved { group: g, to } => {
+                    let mut fields = group(*g);
+                    fields["to_queue_id"] = serde_json::json!(ids::queue_id_encode(*to));
+                    ("moved", fields)
+                }
+                TraceStep::Expired => ("expired", serde_json::json!({})),
+                TraceStep::QueueDeleted => ("queue_deleted", serde_json::json!({})),
+            };
+            fields["step"] = serde_json::json!(step);
+            fields["time"] = serde_json::json!(event.at_ms);
+            fields
+        })
+        .collect();
+    Ok(Reply::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "message_id": message_id,
+            "complete": trace.complete,
+            "events": events,
+        }),
+    ))
+}
+
 fn message_id_decode(
     message_id: &str,
 ) -> Result<(u16, sluice_core::engine::types::MessageId), DmsError> {

@@ -179,6 +179,15 @@ pub enum Command {
         message: MessageId,
         next_at_ms: u64,
     },
+    /// The group's messages `seqs` were handed out (on its dead-letter lane when
+    /// `dead_letter`) since the leader's last such record: for message traces only; the
+    /// state ignores it.
+    Delivered {
+        queue: QueueId,
+        group: GroupId,
+        dead_letter: bool,
+        seqs: Vec<u64>,
+    },
 }
 
 /// One committed offset: queue, partition, next position to consume, metadata.
@@ -213,6 +222,7 @@ const KIND_SET_PARTITIONS: u8 = 26;
 /// A send of a transactional half message: the fields of [`KIND_SEND`].
 const KIND_SEND_HALF: u8 = 27;
 const KIND_CHECK: u8 = 28;
+const KIND_DELIVERED: u8 = 29;
 
 /// The most sequence numbers one ack-like record lists.
 const SEQS_MAX: usize = 64 * 1024;
@@ -362,6 +372,15 @@ impl Command {
             Command::SetPartitions { queue, partitions } => {
                 w.u8(KIND_SET_PARTITIONS).u32(queue.0).u16(*partitions);
             }
+            Command::Delivered {
+                queue,
+                group,
+                dead_letter,
+                seqs,
+            } => {
+                encode_seqs(&mut w, KIND_DELIVERED, *queue, *group, seqs);
+                w.u8(u8::from(*dead_letter));
+            }
             Command::Check {
                 queue,
                 message,
@@ -422,6 +441,20 @@ impl Command {
                 meta.half = kind == KIND_SEND_HALF;
                 user_attributes = attributes;
                 Command::Send(meta)
+            }
+            KIND_DELIVERED => {
+                let (queue, group, seqs) = decode_seqs(&mut r)?;
+                let dead_letter = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(invalid(&r)),
+                };
+                Command::Delivered {
+                    queue,
+                    group,
+                    dead_letter,
+                    seqs,
+                }
             }
             KIND_CHECK => Command::Check {
                 queue: QueueId(r.u32()?),
@@ -832,6 +865,12 @@ mod tests {
                 queue: QueueId(1),
                 message: MessageId(5),
                 next_at_ms: 66_009,
+            },
+            Command::Delivered {
+                queue: QueueId(1),
+                group: GroupId(2),
+                dead_letter: true,
+                seqs: vec![3, 8],
             },
             Command::Release {
                 queue: QueueId(1),

@@ -128,6 +128,12 @@ impl<S: Storage + Clone> Engine<S> {
 
     /// Reads the bodies of picked messages.
     async fn deliveries(&self, picked: Vec<Picked>) -> Result<Vec<Delivery>, EngineError> {
+        {
+            let mut delivered = self.delivered.borrow_mut();
+            for pick in &picked {
+                delivered.note(&pick.handle);
+            }
+        }
         let ids: Vec<MessageId> = picked.iter().map(|pick| pick.meta.message_id).collect();
         let read = self.read_sends(&ids).await?;
         Ok(picked

@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod state;
 mod tenants;
 pub mod timers;
+pub mod trace;
 pub mod transactions;
 pub mod types;
 
@@ -112,6 +113,10 @@ pub struct Engine<S: Storage + Clone> {
     /// Checks of open transactions this leader logged and the producers are to be asked
     /// about (`take_transaction_checks`), at most `TRANSACTION_CHECKS_WAITING_MAX`.
     transaction_checks: RefCell<VecDeque<TransactionCheck>>,
+    /// Deliveries since the tick last logged them (`Command::Delivered`, for message
+    /// traces), per (queue, group, dead-letter lane); at most
+    /// `TRACE_DELIVERIES_WAITING_MAX` positions, past which deliveries go unrecorded.
+    delivered: RefCell<trace::DeliveredSince>,
     replica: replication::Replica<S>,
     raft_snapshots: raft_snapshot::RaftSnapshots,
 }
@@ -199,6 +204,7 @@ impl<S: Storage + Clone> Engine<S> {
             changes: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
             transaction_checks: RefCell::new(VecDeque::new()),
+            delivered: RefCell::new(trace::DeliveredSince::default()),
             replica: replication::Replica::new(replica.id, node, store, hard_file, saved),
             raft_snapshots: raft_snapshot::RaftSnapshots::default(),
         };
@@ -631,6 +637,11 @@ impl<S: Storage + Clone> Engine<S> {
                 .iter()
                 .map(|&(queue, below_seq)| Entry::plain(Command::Trim { queue, below_seq })),
         );
+        // Only a leader hands messages out; what a deposed one noted is dropped.
+        let delivered = self.delivered.borrow_mut().take();
+        if leads {
+            entries.extend(delivered.into_iter().map(Entry::plain));
+        }
         entries.extend(moves.iter().map(|batch| {
             Entry::plain(Command::Move {
                 queue: batch.queue,

@@ -508,7 +508,7 @@ impl State {
                 }
             }
             // Raft's own records: the replica acts on them, the queue state does not.
-            Command::RaftNoop | Command::Membership { .. } => {}
+            Command::RaftNoop | Command::Membership { .. } | Command::Delivered { .. } => {}
             Command::PutTenant { name, record } => self.apply_put_tenant(name, record),
             Command::DeleteTenant { name } => {
                 if self.tenants.remove(name).is_some() {

@@ -857,6 +857,102 @@ fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
 }
 
 #[test]
+fn a_trace_tells_a_messages_steps_from_the_log() {
+    use super::trace::TraceStep;
+    let mut h = Harness::new();
+    let config = QueueConfig {
+        max_consume_count: Some(2),
+        ..queue_config(QueueMode::Normal)
+    };
+    let q = h.queue("q", config);
+    let g = h.group(q, "g");
+    let other = h.group(q, "other");
+    let ids = h.send(q, &["traced"]);
+    let steps = |h: &Harness, id: MessageId| {
+        let trace = block_on(h.engine().trace(q, id)).unwrap();
+        assert!(trace.complete);
+        trace.events.into_iter().map(|e| e.step).collect::<Vec<_>>()
+    };
+    assert_eq!(steps(&h, ids[0]), [TraceStep::Stored { held: false }]);
+    let got = h.receive(q, g, 1);
+    h.ack(&got, AckKind::Fail);
+    let got = h.receive(q, g, 1);
+    h.ack(&got, AckKind::Fail);
+    let got = h.receive(q, other, 1);
+    h.ack(&got, AckKind::Success);
+    // Deliveries are logged by the next tick.
+    h.advance(1);
+    let dead = block_on(h.engine().receive_dead(
+        q,
+        g,
+        &ReceiveRequest {
+            attempt: None,
+            max_messages: 1,
+            bytes_max: u64::MAX,
+            oversize_first: true,
+            visibility_ms: 30 * SECOND,
+            filter: None,
+        },
+        h.now,
+    ))
+    .unwrap();
+    h.ack(&dead, AckKind::Success);
+    h.advance(1);
+    let all = steps(&h, ids[0]);
+    assert_eq!(all[0], TraceStep::Stored { held: false });
+    let mut rest: Vec<TraceStep> = all[1..].to_vec();
+    // Deliveries are logged at the tick, after the acks of the same interval.
+    let delivered = |group, dead_letter| TraceStep::Delivered { group, dead_letter };
+    for step in [
+        delivered(g, false),
+        delivered(g, false),
+        delivered(other, false),
+        delivered(g, true),
+    ] {
+        let at = rest
+            .iter()
+            .position(|s| *s == step)
+            .expect("each delivery is traced");
+        rest.remove(at);
+    }
+    assert_eq!(
+        rest,
+        [
+            TraceStep::Failed {
+                group: g,
+                failures: 1
+            },
+            TraceStep::Failed {
+                group: g,
+                failures: 2
+            },
+            TraceStep::DeadLettered { group: g, to: None },
+            TraceStep::Acked { group: other },
+            TraceStep::DeadLetterAcked { group: g },
+        ]
+    );
+    // A delayed message is held, then released; an unknown id has no trace; a crash
+    // keeps the trace (the log is durable).
+    let later = h.send_all(
+        q,
+        vec![SendInput {
+            delay: Delay::Ms(SECOND),
+            ..message("later")
+        }],
+    );
+    h.advance(SECOND);
+    h.crash();
+    assert_eq!(
+        steps(&h, later[0].message_id),
+        [TraceStep::Stored { held: true }, TraceStep::Released]
+    );
+    assert!(block_on(h.engine().trace(q, MessageId(999_999)))
+        .unwrap()
+        .events
+        .is_empty());
+}
+
+#[test]
 fn retention_deletes_messages_and_log_segments() {
     let mut h = Harness::new();
     let config = QueueConfig {
