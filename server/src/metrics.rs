@@ -106,6 +106,12 @@ pub struct Metrics {
     pub kafka_connections_refused: Family<ReasonLabels, Counter>,
     pub kafka_connections_closed: Family<ReasonLabels, Counter>,
     pub kafka_requests: Counter,
+    /// RocketMQ listener (`rocketmq.rs`): connections accepted, open now, refused at
+    /// accept (by `fairness::Refusal::label`), and gRPC calls served.
+    pub rocketmq_connections: Counter,
+    pub rocketmq_connections_open: Gauge,
+    pub rocketmq_connections_refused: Family<ReasonLabels, Counter>,
+    pub rocketmq_calls: Counter,
 }
 
 impl Metrics {
@@ -195,8 +201,37 @@ impl Metrics {
             "Kafka request frames read and handed to the adapter",
             kafka_requests.clone(),
         );
+        let rocketmq_connections = Counter::default();
+        let rocketmq_connections_open = Gauge::default();
+        let rocketmq_connections_refused = Family::<ReasonLabels, Counter>::default();
+        let rocketmq_calls = Counter::default();
+        registry.register(
+            "sluice_rocketmq_connections",
+            "RocketMQ (gRPC) connections accepted",
+            rocketmq_connections.clone(),
+        );
+        registry.register(
+            "sluice_rocketmq_connections_open",
+            "RocketMQ (gRPC) connections open now",
+            rocketmq_connections_open.clone(),
+        );
+        registry.register(
+            "sluice_rocketmq_connections_refused",
+            "RocketMQ connections refused at accept (closed at once), by reason: shard_full, \
+             reserve, address_connections, address_rate",
+            rocketmq_connections_refused.clone(),
+        );
+        registry.register(
+            "sluice_rocketmq_calls",
+            "RocketMQ gRPC calls received (every method, Telemetry streams included)",
+            rocketmq_calls.clone(),
+        );
         Metrics {
             registry,
+            rocketmq_connections,
+            rocketmq_connections_open,
+            rocketmq_connections_refused,
+            rocketmq_calls,
             kafka_connections,
             kafka_connections_open,
             kafka_connections_refused,

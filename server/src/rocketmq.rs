@@ -44,6 +44,7 @@ use sluice_rocketmq::{
 
 use crate::fairness;
 use crate::http::{admit, next_connection, release, stopped, HyperTimer};
+use crate::metrics::ReasonLabels;
 use crate::shard::Shard;
 
 /// Calls (HTTP/2 streams) one connection may have open at once.
@@ -185,15 +186,26 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, config: Arc<Ro
             .peer_addr()
             .ok()
             .map(|address| fairness::client_key(address.ip()));
-        if admit(&shard, key).is_err() {
+        let metrics = &shard.shared.metrics;
+        if let Err(refusal) = admit(&shard, key) {
             // HTTP/2 has no answer before the preface: the connection is only closed.
+            let reason = ReasonLabels {
+                reason: refusal.label(),
+            };
+            metrics
+                .rocketmq_connections_refused
+                .get_or_create(&reason)
+                .inc();
             drop(stream);
             continue;
         }
+        metrics.rocketmq_connections.inc();
+        metrics.rocketmq_connections_open.inc();
         let shard = shard.clone();
         let config = config.clone();
         glommio::spawn_local(async move {
             serve_connection(&shard, stream, config).await;
+            shard.shared.metrics.rocketmq_connections_open.dec();
             release(&shard, key);
         })
         .detach();
@@ -233,6 +245,7 @@ async fn handle(
     config: Arc<RocketMqConfig>,
     request: Request<Incoming>,
 ) -> Response<GrpcBody> {
+    shard.shared.metrics.rocketmq_calls.inc();
     let grpc = request
         .headers()
         .get(http::header::CONTENT_TYPE)
