@@ -179,6 +179,16 @@ async function main() {
   const readers = (await rowsOf(page, 'group-table'))[0];
   check(readers[2] === '0' && readers[3] === '3' && readers[4] === '3',
     `in flight, delivered and consumed: ${readers}`);
+  // The trace of one of them: stored, delivered to the group and acked (a delivery is
+  // logged by its partition leader's next tick, so the trace is asked again until then).
+  await page.fill('#trace-id', received[0][0]);
+  await until(page, () => document.querySelector('#trace-form button[type=submit]').click(),
+    async () => {
+      const steps = (await rowsOf(page, 'trace-table')).map((cells) => cells[1]);
+      return steps[0] === 'stored' && steps.includes('delivered') && steps.includes('acked');
+    }, 'the trace of a consumed message');
+  const traced = await rowsOf(page, 'trace-table');
+  check(traced.slice(1).every((cells) => cells[2] === 'web-readers'), `trace groups: ${traced}`);
   // Monitoring: the server samples every 200 ms here; the charts show the group.
   await until(page, () => loadCharts(), () => page.evaluate(() => {
     const backlog = document.querySelector('figure[aria-label="Backlog"] figcaption');

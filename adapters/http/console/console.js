@@ -283,6 +283,34 @@ async function loadCluster() {
   }
 }
 
+// A message's trace (the DMS extension `.../messages/{id}/trace`) into the trace table.
+async function traceMessage(event) {
+  event.preventDefault();
+  const id = $('trace-id').value.trim();
+  const body = $('trace-table').querySelector('tbody');
+  body.replaceChildren();
+  try {
+    const trace = await api('GET', `/queues/${view.queue.id}/messages/${id}/trace`);
+    for (const step of trace.events) {
+      const row = document.createElement('tr');
+      cell(row, new Date(step.time).toISOString());
+      cell(row, step.step.replaceAll('_', ' '));
+      cell(row, step.group || '-');
+      const details = [];
+      if (step.held) details.push('held (delayed, scheduled or a transaction)');
+      if (step.dead_letter) details.push('from the dead letters');
+      if (step.failures !== undefined) details.push(`failure ${step.failures}`);
+      if (step.to_queue_id) details.push(`to queue ${step.to_queue_id}`);
+      cell(row, details.join(', ') || '-');
+      body.appendChild(row);
+    }
+    const more = trace.complete ? '' : ' (more may follow: the scan stopped at its bound)';
+    say('queue-status', `Traced ${id}: ${trace.events.length} steps${more}.`);
+  } catch (error) {
+    say('queue-status', error.message, true);
+  }
+}
+
 function logout() {
   stopConsuming();
   session.token = null;
@@ -854,6 +882,7 @@ document.addEventListener('DOMContentLoaded', () => {
       }
     }
   });
+  $('trace-form').addEventListener('submit', traceMessage);
   $('refresh-alarms').addEventListener('click', loadAlarms);
   $('alarm-form').addEventListener('submit', addAlarm);
   $('tag-form').addEventListener('submit', async (event) => {
