@@ -10,6 +10,8 @@
 //! (5-byte prefixed messages). The topics `t` (NORMAL) and `f` (FIFO per message group)
 //! exist.
 #![no_main]
+// The futures of a call (adapter, node layer, engine) nest deeply.
+#![recursion_limit = "256"]
 
 use std::cell::RefCell;
 

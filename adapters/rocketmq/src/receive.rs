@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use prost_types::{Duration, Timestamp};
 use sluice_core::engine::types::{
-    AckKind, AckOutcome, HandleError, ReceiptHandle, TagFilter, TagMatch,
+    AckKind, AckOutcome, GroupId, HandleError, ReceiptHandle, TagFilter, TagMatch,
 };
 use sluice_core::engine::ReceiveRequest;
 use sluice_node::{Lane, Node, QueueView, Routed};
@@ -289,15 +289,23 @@ pub(crate) fn message_of(topic: &Resource, stored: &Stored<'_>, lease: Option<&L
     }
 }
 
-/// A receipt handle of the caller's topic `view`, or INVALID_RECEIPT_HANDLE.
-fn handle_of(view: &QueueView, text: &str) -> Result<Routed<ReceiptHandle>, Refusal> {
+/// A receipt handle of the caller's topic `view` and `group`, or INVALID_RECEIPT_HANDLE.
+fn handle_of(
+    view: &QueueView,
+    group: GroupId,
+    text: &str,
+) -> Result<Routed<ReceiptHandle>, Refusal> {
     match receipt_handle_decode(text) {
-        Some(handle) if handle.item.queue == view.id && Lane::Main.holds(&handle.item) => {
+        Some(handle)
+            if handle.item.queue == view.id
+                && handle.item.group == group
+                && Lane::Main.holds(&handle.item) =>
+        {
             Ok(handle)
         }
         _ => Err(Refusal::new(
             Code::InvalidReceiptHandle,
-            "the receipt handle is not one of this topic's",
+            "the receipt handle is not one of this topic's and group's",
         )),
     }
 }
@@ -338,7 +346,7 @@ pub(crate) async fn ack_message<N: Node>(
     request: AckMessageRequest,
 ) -> Result<Vec<Bytes>, Refusal> {
     let view = call.topic(request.topic.as_ref()).await?;
-    call.group(&view, request.group.as_ref()).await?;
+    let group = call.existing_group(&view, request.group.as_ref()).await?;
     if request.entries.is_empty() || request.entries.len() > RECEIVE_MESSAGES_MAX as usize {
         return Err(Refusal::new(
             Code::BadRequest,
@@ -348,7 +356,7 @@ pub(crate) async fn ack_message<N: Node>(
     let mut entries = Vec::with_capacity(request.entries.len());
     let mut first_refusal = None;
     for entry in &request.entries {
-        let settled = match handle_of(&view, &entry.receipt_handle) {
+        let settled = match handle_of(&view, group, &entry.receipt_handle) {
             Ok(handle) => settle(call, handle, AckKind::Success).await,
             Err(refusal) => Err(refusal),
         };
@@ -387,8 +395,8 @@ pub(crate) async fn change_invisible_duration<N: Node>(
     request: ChangeInvisibleDurationRequest,
 ) -> Result<Vec<Bytes>, Refusal> {
     let view = call.topic(request.topic.as_ref()).await?;
-    call.group(&view, request.group.as_ref()).await?;
-    let handle = handle_of(&view, &request.receipt_handle)?;
+    let group = call.existing_group(&view, request.group.as_ref()).await?;
+    let handle = handle_of(&view, group, &request.receipt_handle)?;
     let visibility_ms = request
         .invisible_duration
         .as_ref()
@@ -418,8 +426,8 @@ pub(crate) async fn forward_to_dead_letters<N: Node>(
     request: ForwardMessageToDeadLetterQueueRequest,
 ) -> Result<Vec<Bytes>, Refusal> {
     let view = call.topic(request.topic.as_ref()).await?;
-    call.group(&view, request.group.as_ref()).await?;
-    let handle = handle_of(&view, &request.receipt_handle)?;
+    let group = call.existing_group(&view, request.group.as_ref()).await?;
+    let handle = handle_of(&view, group, &request.receipt_handle)?;
     settle(call, handle, AckKind::Fail).await?;
     Ok(framed(&ForwardMessageToDeadLetterQueueResponse {
         status: ok(),

@@ -212,6 +212,41 @@ impl<N: Node> Call<'_, N> {
         ))
     }
 
+    /// The consumer group a resource names on `view`'s queue, if it exists
+    /// (CONSUMER_GROUP_NOT_FOUND otherwise): for calls that settle a delivery, which must
+    /// not create a group. A group this node does not know is looked up again after
+    /// reading partition 0's leader (created through another node a moment ago).
+    pub async fn existing_group(
+        &self,
+        view: &QueueView,
+        resource: Option<&Resource>,
+    ) -> Result<GroupId, Refusal> {
+        let name = name_of(resource, Code::IllegalConsumerGroup, "consumer group")?;
+        let find = |view: &QueueView| {
+            view.groups
+                .iter()
+                .find(|(_, group)| group == name)
+                .map(|(id, _)| *id)
+        };
+        if let Some(id) = find(view) {
+            return Ok(id);
+        }
+        let fresh = if self.node.sync_directory().await {
+            self.node.queue(&view.tenant, view.id)
+        } else {
+            None
+        };
+        fresh.as_ref().and_then(find).ok_or_else(|| {
+            Refusal::new(
+                Code::ConsumerGroupNotFound,
+                format!(
+                    "consumer group {name} does not exist on topic {}",
+                    view.name
+                ),
+            )
+        })
+    }
+
     /// The consumer group a resource names on `view`'s queue, created when missing (as a
     /// RocketMQ broker creates subscription groups on first use).
     pub async fn group(
