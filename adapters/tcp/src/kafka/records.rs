@@ -480,6 +480,7 @@ mod tests {
                 sent_ms: 1,
                 body: Bytes::from_static(b"one"),
                 attributes: Bytes::from(encode_attributes(&kafka)),
+                tags: Vec::new(),
             },
             StoredMessage {
                 seq: 8,
@@ -487,6 +488,7 @@ mod tests {
                 sent_ms: 99,
                 body: Bytes::from_static(b"two"),
                 attributes: Bytes::from_static(b"{\"x\":1}"),
+                tags: Vec::new(),
             },
         ];
         let batch = encode_batch(&messages).unwrap();
