@@ -203,47 +203,52 @@ pub(crate) struct Lease {
     pub visibility_ms: u64,
 }
 
+/// What a message sent through another API shows: its attributes, if any, as one user
+/// property, its send time as its born time.
+fn foreign_attributes(stored: &Stored<'_>) -> Attributes {
+    let properties = if stored.attributes.is_empty() {
+        Vec::new()
+    } else {
+        vec![(
+            FOREIGN_ATTRIBUTES_PROPERTY.to_string(),
+            String::from_utf8_lossy(stored.attributes).into_owned(),
+        )]
+    };
+    let kind = if stored.fifo_group.is_some() {
+        MessageType::Fifo
+    } else {
+        MessageType::Normal
+    };
+    Attributes {
+        message_id: String::new(),
+        message_type: kind as i32,
+        body_encoding: Encoding::Identity as i32,
+        born_ms: stored.sent_ms,
+        born_host: String::new(),
+        keys: Vec::new(),
+        properties,
+    }
+}
+
 /// The message the client reads for `stored`, delivered under `lease` if any.
 pub(crate) fn message_of(topic: &Resource, stored: &Stored<'_>, lease: Option<&Lease>) -> Message {
     let reference = message_ref_encode(stored.partition, stored.message_id);
-    let (message_id, message_type, born_ms, born_host, keys, properties) =
-        match Attributes::decode(stored.attributes) {
-            Some(attributes) => (
-                if attributes.message_id.is_empty() {
-                    reference
-                } else {
-                    attributes.message_id
-                },
-                attributes.message_type,
-                attributes.born_ms,
-                attributes.born_host,
-                attributes.keys,
-                attributes.properties,
-            ),
-            None => {
-                let foreign = if stored.attributes.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![(
-                        FOREIGN_ATTRIBUTES_PROPERTY.to_string(),
-                        String::from_utf8_lossy(stored.attributes).into_owned(),
-                    )]
-                };
-                let kind = if stored.fifo_group.is_some() {
-                    MessageType::Fifo
-                } else {
-                    MessageType::Normal
-                };
-                (
-                    reference,
-                    kind as i32,
-                    stored.sent_ms,
-                    String::new(),
-                    Vec::new(),
-                    foreign,
-                )
-            }
-        };
+    let attributes =
+        Attributes::decode(stored.attributes).unwrap_or_else(|| foreign_attributes(stored));
+    let Attributes {
+        message_id,
+        message_type,
+        body_encoding,
+        born_ms,
+        born_host,
+        keys,
+        properties,
+    } = attributes;
+    let message_id = if message_id.is_empty() {
+        reference
+    } else {
+        message_id
+    };
     let checksum = format!("{:08X}", crc32fast::hash(stored.body));
     let born_ms = if born_ms == 0 {
         stored.sent_ms
@@ -258,7 +263,7 @@ pub(crate) fn message_of(topic: &Resource, stored: &Stored<'_>, lease: Option<&L
             r#type: DigestType::Crc32 as i32,
             checksum,
         }),
-        body_encoding: Encoding::Identity as i32,
+        body_encoding,
         message_type,
         born_timestamp: Some(timestamp_of(born_ms)),
         born_host,

@@ -20,8 +20,8 @@ use crate::limits::{
     TRANSACTION_CHECK_AFTER_MS_DEFAULT,
 };
 use crate::proto::{
-    Code, Message, MessageType, RecallMessageRequest, RecallMessageResponse, SendMessageRequest,
-    SendMessageResponse, SendResultEntry,
+    Code, Encoding, Message, MessageType, RecallMessageRequest, RecallMessageResponse,
+    SendMessageRequest, SendMessageResponse, SendResultEntry,
 };
 use crate::route::accepted_types;
 use crate::service::{framed, ok, refusal_of, Call, Refusal};
@@ -235,9 +235,21 @@ fn send_input(
         ));
     }
     let born_ms = properties.born_timestamp.as_ref().map_or(0, timestamp_ms);
+    // A GZIP body is stored as sent and delivered as GZIP: the consumer decompresses it.
+    let body_encoding = match Encoding::try_from(properties.body_encoding) {
+        Ok(Encoding::Gzip) => Encoding::Gzip as i32,
+        Ok(Encoding::Identity | Encoding::Unspecified) => Encoding::Identity as i32,
+        Err(_) => {
+            return Err(Refusal::new(
+                Code::BadRequest,
+                "the body encoding must be IDENTITY or GZIP",
+            ))
+        }
+    };
     let attributes = Attributes {
         message_id: properties.message_id.clone(),
         message_type: kind as i32,
+        body_encoding,
         born_ms,
         born_host: properties.born_host.chars().take(NAME_BYTES_MAX).collect(),
         keys: properties.keys.clone(),

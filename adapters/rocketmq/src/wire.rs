@@ -2,7 +2,7 @@
 //!
 //! A RocketMQ message is one Sluice message: the body is the body, the tag its one tag,
 //! the message group its FIFO group; the client's message id, keys, user properties, born
-//! time and host are the message's attributes in the binary form below (a NUL first, so
+//! time and host, and the body's encoding are the message's attributes in the binary form below (a NUL first, so
 //! never the DMS adapter's JSON, and `R` where the Kafka adapter writes `K`). A message
 //! sent through another API reads with a Sluice id and, when it has attributes, one user
 //! property [`FOREIGN_ATTRIBUTES_PROPERTY`] holding them as text.
@@ -29,6 +29,9 @@ pub struct Attributes {
     pub message_id: String,
     /// `MessageType` as sent (NORMAL, FIFO, DELAY, TRANSACTION).
     pub message_type: i32,
+    /// `Encoding` of the body as sent (IDENTITY, or GZIP: the body is stored compressed
+    /// and delivered so).
+    pub body_encoding: i32,
     pub born_ms: u64,
     pub born_host: String,
     pub keys: Vec<String>,
@@ -57,6 +60,7 @@ impl Attributes {
         out.extend_from_slice(&MAGIC);
         put_str(&mut out, &self.message_id);
         out.put_i32(self.message_type);
+        out.put_i32(self.body_encoding);
         out.put_u64(self.born_ms);
         put_str(&mut out, &self.born_host);
         out.put_u32(u32::try_from(self.keys.len()).expect("keys are bounded"));
@@ -79,15 +83,17 @@ impl Attributes {
         }
         let mut rest = bytes.slice(MAGIC.len()..);
         let message_id = take_str(&mut rest)?;
-        if rest.remaining() < 12 {
+        if rest.remaining() < 16 {
             return None;
         }
         let message_type = rest.get_i32();
+        let body_encoding = rest.get_i32();
         let born_ms = rest.get_u64();
         let born_host = take_str(&mut rest)?;
         let mut attributes = Attributes {
             message_id,
             message_type,
+            body_encoding,
             born_ms,
             born_host,
             keys: Vec::new(),
@@ -178,6 +184,7 @@ mod tests {
         check(&Attributes {
             message_id: "0102FC0000000107510B28B92C00000000".into(),
             message_type: 2,
+            body_encoding: 2,
             born_ms: 1_700_000_000_000,
             born_host: "10.0.0.1".into(),
             keys: vec!["k1".into(), "k2".into()],

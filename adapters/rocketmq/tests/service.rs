@@ -297,3 +297,29 @@ fn a_receipt_handle_settles_only_its_own_group_and_visibility_changes_keep_it() 
         "a repeated ack is OK"
     );
 }
+
+#[test]
+fn a_gzip_body_is_stored_as_sent_and_delivered_as_gzip() {
+    let world = world();
+    let mut send = send_request("t", MessageType::Normal, None);
+    let properties = send.messages[0].system_properties.as_mut().unwrap();
+    properties.body_encoding = sluice_rocketmq::proto::Encoding::Gzip as i32;
+    let sent: Vec<SendMessageResponse> =
+        check(&world, &world.tenant, None, Method::SendMessage, &send);
+    assert_eq!(code_of(sent[0].status.clone()), Code::Ok as i32);
+    let frames = receive(&world, "readers", "*");
+    let Some(Content::Message(message)) = &frames[1].content else {
+        panic!("a message: {frames:?}");
+    };
+    let properties = message.system_properties.clone().unwrap();
+    assert_eq!(
+        properties.body_encoding,
+        sluice_rocketmq::proto::Encoding::Gzip as i32
+    );
+    assert_eq!(message.body, Bytes::from_static(b"hello"));
+    let digest = properties.body_digest.unwrap();
+    assert_eq!(
+        digest.checksum,
+        format!("{:08X}", crc32fast::hash(b"hello"))
+    );
+}
