@@ -89,6 +89,10 @@ enum Command {
         /// Serve the RocketMQ 5 gRPC protocol on this IP:port (every shard; default: off).
         #[arg(long, value_name = "ADDR")]
         rocketmq_listen: Option<String>,
+        /// The address RocketMQ clients are told to connect to (default: the
+        /// --rocketmq-listen address, 127.0.0.1 for 0.0.0.0).
+        #[arg(long, value_name = "HOST:PORT")]
+        rocketmq_advertise: Option<String>,
         /// This node's id in a cluster (with --cluster-listen and --peers).
         #[arg(long, value_name = "N")]
         node_id: Option<u64>,
@@ -284,6 +288,7 @@ fn run(cli: Cli) -> Result<(), String> {
             kafka_advertise,
             kafka_brokers,
             rocketmq_listen,
+            rocketmq_advertise,
             node_id,
             cluster_listen,
             peers,
@@ -333,6 +338,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 resolved
                     .set("rocketmq_listen", &listen)
                     .map_err(|e| format!("--rocketmq-listen: {e}"))?;
+            }
+            if let Some(advertise) = rocketmq_advertise {
+                resolved
+                    .set("rocketmq_advertise", &advertise)
+                    .map_err(|e| format!("--rocketmq-advertise: {e}"))?;
             }
             if let Some(node_id) = node_id {
                 resolved.set("node_id", &node_id.to_string())?;

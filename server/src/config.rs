@@ -15,7 +15,7 @@ use crate::cluster::config::parse_peers;
 use crate::cluster::{ClusterConfig, NodeId, Peer};
 
 /// Every key, as in the TOML file and (upper case, `SLUICE_` prefix) the environment.
-pub const KEYS: [&str; 43] = [
+pub const KEYS: [&str; 44] = [
     "data_dir",
     "http_listen",
     "shards",
@@ -59,6 +59,7 @@ pub const KEYS: [&str; 43] = [
     "kafka_advertise",
     "kafka_brokers",
     "rocketmq_listen",
+    "rocketmq_advertise",
 ];
 
 /// Parses node ids separated by commas (`--initial-voters 1,2,3`).
@@ -203,6 +204,9 @@ pub struct Config {
     /// Serve the RocketMQ 5 gRPC protocol on this address (`--rocketmq-listen`; every
     /// shard listens, SO_REUSEPORT); `None`: no RocketMQ listener.
     pub rocketmq_listen: Option<SocketAddr>,
+    /// The `HOST:PORT` RocketMQ clients are told to connect to (QueryRoute's broker
+    /// endpoints); `None`: the listener's own address (127.0.0.1 for an unspecified IP).
+    pub rocketmq_advertise: Option<String>,
 }
 
 /// Parses `--kafka-brokers`: `ID=HOST:PORT` entries separated by commas.
@@ -273,20 +277,22 @@ impl Config {
             kafka_advertise: None,
             kafka_brokers: Vec::new(),
             rocketmq_listen: None,
+            rocketmq_advertise: None,
         }
     }
 
     /// What the RocketMQ adapter tells clients about this node, once its listener is
-    /// bound at `bound`: the listener's own address (127.0.0.1 for an unspecified IP).
+    /// bound at `bound`: the address `rocketmq_advertise` names or, without it, the
+    /// listener's own (127.0.0.1 for an unspecified IP).
     pub fn rocketmq_config(&self, bound: SocketAddr) -> RocketMqConfig {
-        let host = if bound.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            bound.ip().to_string()
+        let (advertised_host, advertised_port) = match &self.rocketmq_advertise {
+            Some(advertise) => parse_host_port(advertise).expect("validated: a HOST:PORT address"),
+            None if bound.ip().is_unspecified() => ("127.0.0.1".to_string(), bound.port()),
+            None => (bound.ip().to_string(), bound.port()),
         };
         RocketMqConfig {
-            advertised_host: host,
-            advertised_port: bound.port(),
+            advertised_host,
+            advertised_port,
         }
     }
 
@@ -396,6 +402,10 @@ impl Config {
             self.set("kafka_advertise", &advertise)
                 .map_err(|e| format!("kafka_advertise: {e}"))?;
         }
+        if let Some(advertise) = file.rocketmq_advertise.take() {
+            self.set("rocketmq_advertise", &advertise)
+                .map_err(|e| format!("rocketmq_advertise: {e}"))?;
+        }
         if let Some(voters) = file.initial_voters.take() {
             self.initial_voters =
                 parse_node_ids(&voters).map_err(|e| format!("initial_voters: {e}"))?;
@@ -501,6 +511,15 @@ impl Config {
                 }
             }
             "kafka_brokers" => self.kafka_brokers = parse_kafka_brokers(value)?,
+            "rocketmq_advertise" => {
+                self.rocketmq_advertise = match value {
+                    "" => None,
+                    _ => {
+                        parse_host_port(value)?;
+                        Some(value.to_string())
+                    }
+                }
+            }
             "rocketmq_listen" => {
                 self.rocketmq_listen = match value {
                     "" | "off" => None,
@@ -593,6 +612,9 @@ impl Config {
     /// A RocketMQ port apart from the others.
     fn validate_rocketmq(&self) -> Result<(), String> {
         let Some(rocketmq) = self.rocketmq_listen else {
+            if self.rocketmq_advertise.is_some() {
+                return Err("rocketmq_advertise needs rocketmq_listen".into());
+            }
             return Ok(());
         };
         let clashes = |other: SocketAddr| {
@@ -822,6 +844,8 @@ struct FileConfig {
     /// As `--kafka-brokers` writes it: `"1=HOST:PORT,2=HOST:PORT,..."`.
     kafka_brokers: Option<String>,
     rocketmq_listen: Option<SocketAddr>,
+    /// `"HOST:PORT"`, checked like `--rocketmq-advertise`.
+    rocketmq_advertise: Option<String>,
 }
 
 impl FileConfig {
@@ -924,7 +948,7 @@ mod tests {
                 "7=127.0.0.1:1"
             } else if key == "initial_voters" {
                 "7"
-            } else if key == "kafka_advertise" {
+            } else if key == "kafka_advertise" || key == "rocketmq_advertise" {
                 "kafka.example:9092"
             } else if key == "kafka_brokers" {
                 "7=kafka.example:9092"
@@ -1068,6 +1092,20 @@ mod tests {
         let rocketmq = flags.rocketmq_config("0.0.0.0:8081".parse().unwrap());
         assert_eq!(rocketmq.advertised_host, "127.0.0.1");
         assert_eq!(rocketmq.advertised_port, 8081);
+        let advertised = check(
+            "rocketmq_listen = \"0.0.0.0:8081\"\nrocketmq_advertise = \"mq.example:18081\"",
+            &[],
+            &[],
+        )
+        .unwrap()
+        .rocketmq_config("0.0.0.0:8081".parse().unwrap());
+        assert_eq!(advertised.advertised_host, "mq.example");
+        assert_eq!(advertised.advertised_port, 18081);
+        let alone = check("", &[("SLUICE_ROCKETMQ_ADVERTISE", "mq.example:1")], &[]);
+        assert!(alone
+            .unwrap_err()
+            .contains("rocketmq_advertise needs rocketmq_listen"));
+        assert!(check("", &[], &[("rocketmq_advertise", "nope")]).is_err());
         let off = check(
             "rocketmq_listen = \"127.0.0.1:8081\"",
             &[],
