@@ -237,6 +237,8 @@ def refused():
           "an RPC not served answers UNIMPLEMENTED")
     check(raw_call("SendMessage", b"\xff\xff\xff", ak, sk) == grpc.StatusCode.INVALID_ARGUMENT,
           "a request that does not decode ends with INVALID_ARGUMENT")
+    check(raw_call("SendMessage", bytes(2 << 20), ak, sk) == grpc.StatusCode.RESOURCE_EXHAUSTED,
+          "a request message over the server's limit ends with RESOURCE_EXHAUSTED")
     owner = producer(topic)
     check(owner.send(message(topic, b"mine")).message_id, "the owner still sends")
     owner.shutdown()
