@@ -415,27 +415,8 @@ fn telemetry(shard: Rc<Shard>, headers: HeaderMap, mut body: Incoming) -> Respon
                 continue;
             };
             decoder.push(&data);
-            loop {
-                let message = match decoder.next_message() {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(error) => {
-                        let _ = sender.send(end(error.code(), &error.to_string())).await;
-                        return;
-                    }
-                };
-                match session.command(&*shard.node, message) {
-                    Ok(Some(reply)) => {
-                        if sender.send(Frame::data(reply)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(why) => {
-                        let _ = sender.send(end(GrpcCode::InvalidArgument, &why)).await;
-                        return;
-                    }
-                }
+            if !telemetry_commands(&shard, &mut session, &mut decoder, &sender).await {
+                return;
             }
         }
         let _ = sender.send(end(GrpcCode::Ok, "")).await;
@@ -446,6 +427,40 @@ fn telemetry(shard: Rc<Shard>, headers: HeaderMap, mut body: Incoming) -> Respon
         stream: Some(Box::pin(receiver)),
         trailers: None,
     })
+}
+
+/// Answers every whole command the client's stream holds; false once the stream ended
+/// (a bad frame or command, answered with its gRPC error, or a client gone).
+async fn telemetry_commands(
+    shard: &Shard,
+    session: &mut Telemetry,
+    decoder: &mut FrameDecoder,
+    sender: &async_channel::Sender<Frame<Bytes>>,
+) -> bool {
+    let end = |code: GrpcCode, message: &str| Frame::trailers(trailers(code, message));
+    // Bounded by the bytes pushed: every pass takes one whole message or stops.
+    loop {
+        let message = match decoder.next_message() {
+            Ok(Some(message)) => message,
+            Ok(None) => return true,
+            Err(error) => {
+                let _ = sender.send(end(error.code(), &error.to_string())).await;
+                return false;
+            }
+        };
+        match session.command(&*shard.node, message) {
+            Ok(Some(reply)) => {
+                if sender.send(Frame::data(reply)).await.is_err() {
+                    return false;
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                let _ = sender.send(end(GrpcCode::InvalidArgument, &why)).await;
+                return false;
+            }
+        }
+    }
 }
 
 /// The RocketMQ listener as the start-up banner names it.

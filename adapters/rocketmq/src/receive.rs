@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use prost_types::{Duration, Timestamp};
 use sluice_core::engine::types::{
-    AckKind, AckOutcome, GroupId, HandleError, ReceiptHandle, TagFilter, TagMatch,
+    AckKind, AckOutcome, Delivery, GroupId, HandleError, ReceiptHandle, TagFilter, TagMatch,
 };
 use sluice_core::engine::ReceiveRequest;
 use sluice_node::{Lane, Node, QueueView, Routed};
@@ -140,6 +140,18 @@ pub(crate) async fn receive_message<N: Node>(
             .unwrap_or_default(),
         name: view.name.to_string(),
     };
+    let now = timestamp_of(call.node.wall_ms());
+    Ok(receive_answer(&resource, &deliveries, visibility_ms, now))
+}
+
+/// The stream a receive answers: a status (MESSAGE_NOT_FOUND when nothing came), one
+/// frame per delivery, then the delivery time `now`.
+fn receive_answer(
+    resource: &Resource,
+    deliveries: &[Routed<Delivery>],
+    visibility_ms: u64,
+    now: Timestamp,
+) -> Vec<Bytes> {
     let mut answer = Vec::with_capacity(deliveries.len() + 2);
     let status = if deliveries.is_empty() {
         Status {
@@ -152,7 +164,7 @@ pub(crate) async fn receive_message<N: Node>(
     answer.extend(framed(&ReceiveMessageResponse {
         content: Some(Content::Status(status)),
     }));
-    for delivery in &deliveries {
+    for delivery in deliveries {
         let item = &delivery.item;
         let stored = Stored {
             partition: delivery.partition,
@@ -171,17 +183,16 @@ pub(crate) async fn receive_message<N: Node>(
             delivery_count: item.delivery_count,
             visibility_ms,
         };
-        let message = message_of(&resource, &stored, Some(&lease));
+        let message = message_of(resource, &stored, Some(&lease));
         answer.extend(framed(&ReceiveMessageResponse {
             content: Some(Content::Message(message)),
         }));
     }
     answer.extend(framed(&ReceiveMessageResponse {
-        content: Some(Content::DeliveryTimestamp(timestamp_of(
-            call.node.wall_ms(),
-        ))),
+        content: Some(Content::DeliveryTimestamp(now)),
     }));
-    Ok(answer)
+    assert_eq!(answer.len(), deliveries.len() + 2, "status, messages, time");
+    answer
 }
 
 /// A stored message as the client reads it: from a delivery, or a transaction check's

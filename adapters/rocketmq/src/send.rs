@@ -21,7 +21,7 @@ use crate::limits::{
 };
 use crate::proto::{
     Code, Encoding, Message, MessageType, RecallMessageRequest, RecallMessageResponse,
-    SendMessageRequest, SendMessageResponse, SendResultEntry,
+    SendMessageRequest, SendMessageResponse, SendResultEntry, SystemProperties,
 };
 use crate::route::accepted_types;
 use crate::service::{framed, ok, refusal_of, Call, Refusal};
@@ -120,6 +120,62 @@ fn send_input(
     wall_ms: u64,
 ) -> Result<(SendInput, MessageType, String), Refusal> {
     let properties = message.system_properties.clone().unwrap_or_default();
+    send_input_body(message)?;
+    let (kind, delay, fifo_group) = send_input_kind(&properties, queue_ms, wall_ms)?;
+    if !accepted_types(view).contains(&(kind as i32)) {
+        let mode = match view.config.mode {
+            QueueMode::Fifo(_) => "FIFO",
+            QueueMode::Normal => "NORMAL",
+        };
+        return Err(Refusal::new(
+            Code::MessagePropertyConflictWithType,
+            format!(
+                "topic {} is a {mode} queue and does not take {} messages",
+                view.name,
+                kind.as_str_name()
+            ),
+        ));
+    }
+    let (tags, user) = send_input_properties(&properties, message)?;
+    if properties.message_id.len() > MESSAGE_ID_BYTES_MAX {
+        return Err(Refusal::new(
+            Code::IllegalMessageId,
+            format!("a message id may have at most {MESSAGE_ID_BYTES_MAX} bytes"),
+        ));
+    }
+    // A GZIP body is stored as sent and delivered as GZIP: the consumer decompresses it.
+    let body_encoding = match Encoding::try_from(properties.body_encoding) {
+        Ok(Encoding::Gzip) => Encoding::Gzip as i32,
+        Ok(Encoding::Identity | Encoding::Unspecified) => Encoding::Identity as i32,
+        Err(_) => {
+            return Err(Refusal::new(
+                Code::BadRequest,
+                "the body encoding must be IDENTITY or GZIP",
+            ))
+        }
+    };
+    let attributes = Attributes {
+        message_id: properties.message_id.clone(),
+        message_type: kind as i32,
+        body_encoding,
+        born_ms: properties.born_timestamp.as_ref().map_or(0, timestamp_ms),
+        born_host: properties.born_host.chars().take(NAME_BYTES_MAX).collect(),
+        keys: properties.keys.clone(),
+        properties: user,
+    };
+    let input = SendInput {
+        body: message.body.to_vec(),
+        attributes: attributes.encode(),
+        tags,
+        fifo_group,
+        delay,
+        dedup_id: None,
+    };
+    Ok((input, kind, properties.message_id))
+}
+
+/// A body of 1 to [`BODY_BYTES_MAX`] bytes.
+fn send_input_body(message: &Message) -> Result<(), Refusal> {
     if message.body.is_empty() {
         return Err(Refusal::new(
             Code::MessageBodyEmpty,
@@ -135,11 +191,21 @@ fn send_input(
             ),
         ));
     }
+    Ok(())
+}
+
+/// The message's type with what it makes of the message: its delay and FIFO group. A
+/// message group makes a FIFO message, a delivery time a DELAY one; neither goes with
+/// another type.
+fn send_input_kind(
+    properties: &SystemProperties,
+    queue_ms: u64,
+    wall_ms: u64,
+) -> Result<(MessageType, Delay, Option<String>), Refusal> {
     let kind = MessageType::try_from(properties.message_type).unwrap_or(MessageType::Unspecified);
-    let (kind, delay, fifo_group) = match kind {
-        MessageType::Normal | MessageType::Unspecified
-            if properties.message_group.is_none() && properties.delivery_timestamp.is_none() =>
-        {
+    let plain = properties.message_group.is_none() && properties.delivery_timestamp.is_none();
+    Ok(match kind {
+        MessageType::Normal | MessageType::Unspecified if plain => {
             (MessageType::Normal, Delay::None, None)
         }
         MessageType::Fifo => {
@@ -156,9 +222,7 @@ fn send_input(
             })?;
             (MessageType::Delay, delay_of(at, queue_ms, wall_ms)?, None)
         }
-        MessageType::Transaction
-            if properties.message_group.is_none() && properties.delivery_timestamp.is_none() =>
-        {
+        MessageType::Transaction if plain => {
             let check_after_ms = properties
                 .orphaned_transaction_recovery_duration
                 .as_ref()
@@ -166,11 +230,8 @@ fn send_input(
                     let seconds = u64::try_from(duration.seconds).unwrap_or(0);
                     seconds.saturating_mul(1000).min(ENGINE_DELAY_MS_CEILING)
                 });
-            (
-                MessageType::Transaction,
-                Delay::Half { check_after_ms },
-                None,
-            )
+            let delay = Delay::Half { check_after_ms };
+            (MessageType::Transaction, delay, None)
         }
         _ => {
             return Err(Refusal::new(
@@ -178,21 +239,19 @@ fn send_input(
                 "the message's properties do not fit its type",
             ))
         }
-    };
-    if !accepted_types(view).contains(&(kind as i32)) {
-        let mode = match view.config.mode {
-            QueueMode::Fifo(_) => "FIFO",
-            QueueMode::Normal => "NORMAL",
-        };
-        return Err(Refusal::new(
-            Code::MessagePropertyConflictWithType,
-            format!(
-                "topic {} is a {mode} queue and does not take {} messages",
-                view.name,
-                kind.as_str_name()
-            ),
-        ));
-    }
+    })
+}
+
+/// A message's user properties: name and value.
+type UserProperties = Vec<(String, String)>;
+
+/// The message's tag (at most one, without `|`) and its user properties, sorted by name,
+/// with its keys checked: names of 1 to [`NAME_BYTES_MAX`] bytes, at most
+/// [`PROPERTIES_PER_MESSAGE_MAX`] keys and properties together.
+fn send_input_properties(
+    properties: &SystemProperties,
+    message: &Message,
+) -> Result<(Vec<String>, UserProperties), Refusal> {
     let mut tags = Vec::new();
     if let Some(tag) = &properties.tag {
         check_name(tag, Code::IllegalMessageTag, "tag")?;
@@ -228,42 +287,7 @@ fn send_input(
             ));
         }
     }
-    if properties.message_id.len() > MESSAGE_ID_BYTES_MAX {
-        return Err(Refusal::new(
-            Code::IllegalMessageId,
-            format!("a message id may have at most {MESSAGE_ID_BYTES_MAX} bytes"),
-        ));
-    }
-    let born_ms = properties.born_timestamp.as_ref().map_or(0, timestamp_ms);
-    // A GZIP body is stored as sent and delivered as GZIP: the consumer decompresses it.
-    let body_encoding = match Encoding::try_from(properties.body_encoding) {
-        Ok(Encoding::Gzip) => Encoding::Gzip as i32,
-        Ok(Encoding::Identity | Encoding::Unspecified) => Encoding::Identity as i32,
-        Err(_) => {
-            return Err(Refusal::new(
-                Code::BadRequest,
-                "the body encoding must be IDENTITY or GZIP",
-            ))
-        }
-    };
-    let attributes = Attributes {
-        message_id: properties.message_id.clone(),
-        message_type: kind as i32,
-        body_encoding,
-        born_ms,
-        born_host: properties.born_host.chars().take(NAME_BYTES_MAX).collect(),
-        keys: properties.keys.clone(),
-        properties: user,
-    };
-    let input = SendInput {
-        body: message.body.to_vec(),
-        attributes: attributes.encode(),
-        tags,
-        fifo_group,
-        delay,
-        dedup_id: None,
-    };
-    Ok((input, kind, properties.message_id))
+    Ok((tags, user))
 }
 
 /// Epoch milliseconds of a timestamp (0 before the epoch).
