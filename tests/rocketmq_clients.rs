@@ -173,3 +173,17 @@ fn transactions_commit_roll_back_and_an_open_one_is_checked_over_telemetry() {
         "{lines:?}"
     );
 }
+
+#[test]
+#[ignore = "needs the pinned Python venv: run by `cargo xtask test` (SLUICE_PYTHON)"]
+fn a_push_consumer_consumes_everything_and_a_failed_message_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RocketMqServer::start(dir.path());
+    let tenant = server.tenant("rmq");
+    server.topic(&tenant, "events", false);
+    let lines = run(scenario(&server, "push", &tenant, "events"));
+    assert!(
+        lines.iter().any(|l| l.contains("\"consumed\": 4")),
+        "{lines:?}"
+    );
+}

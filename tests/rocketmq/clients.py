@@ -13,8 +13,9 @@ import os
 import sys
 import time
 
-from rocketmq import (ClientConfiguration, Credentials, FilterExpression, Message,
-                      Producer, SimpleConsumer, TransactionChecker, TransactionResolution)
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression,
+                      Message, MessageListener, Producer, PushConsumer, SimpleConsumer,
+                      TransactionChecker, TransactionResolution)
 
 ENDPOINT = os.environ["SLUICE_ROCKETMQ"]
 DEADLINE_S = 20
@@ -289,6 +290,46 @@ def transaction():
     print(json.dumps({"delivered": len(got), "checked": len(checker.checked)}), flush=True)
 
 
+class Listener(MessageListener):
+    """Fails the first delivery of `fail-once`, consumes everything else; counts."""
+
+    def __init__(self):
+        self.attempts = {}
+
+    def consume(self, m):
+        self.attempts.setdefault(m.body, []).append(m.delivery_attempt)
+        if m.body == b"fail-once" and m.delivery_attempt == 1:
+            return ConsumeResult.FAILURE
+        return ConsumeResult.SUCCESS
+
+
+def push():
+    """A push consumer (assignment, long polls with auto-renewed leases) consumes every
+    message, and one it failed comes back as the next attempt."""
+    topic = os.environ["SLUICE_TOPIC"]
+    p = producer(topic)
+    bodies = [b"one", b"two", b"fail-once"]
+    for body in bodies:
+        p.send(message(topic, body))
+    listener = Listener()
+    c = PushConsumer(config(), "pushers", listener, {topic: FilterExpression("*")})
+    c.startup()
+    end = time.monotonic() + DEADLINE_S
+    # Polls the listener's record (the client consumes on its own threads).
+    while time.monotonic() < end and len(listener.attempts.get(b"fail-once", [])) < 2:
+        time.sleep(0.1)
+    attempts = dict(listener.attempts)
+    check(attempts.get(b"one") == [1] and attempts.get(b"two") == [1],
+          f"each message is consumed once: {attempts}")
+    check(attempts.get(b"fail-once") == [1, 2],
+          f"a failed message comes back as attempt 2: {attempts}")
+    p.shutdown()
+    print(json.dumps({"consumed": sum(len(a) for a in attempts.values())}), flush=True)
+    # The client's push consumer keeps threads that its shutdown does not always end (it
+    # also logs a client-side metrics error on its Telemetry stream): exit at once.
+    os._exit(0)
+
+
 if __name__ == "__main__":
     {"roundtrip": roundtrip, "fifo": fifo, "delay": delay, "refused": refused,
-     "transaction": transaction}[sys.argv[1]]()
+     "transaction": transaction, "push": push}[sys.argv[1]]()
