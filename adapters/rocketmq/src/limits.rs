@@ -64,3 +64,24 @@ pub const TRANSACTION_TOPICS_MAX: usize = 64;
 
 /// Messages the server may queue on one Telemetry stream before the client takes them.
 pub const TELEMETRY_OUTBOX_MAX: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The advertised body limit is the engines' message limit (the server runs
+    /// `EngineLimits::dms()`'s): a larger one would be refused by the node after the
+    /// client was told it fits.
+    fn check(limits: sluice_core::engine::EngineLimits) {
+        assert_eq!(u64::from(BODY_BYTES_MAX), limits.message_bytes_max);
+        assert!(
+            u64::from(GRPC_MESSAGE_BYTES_MAX)
+                > limits.message_bytes_max + limits.attributes_bytes_max
+        );
+    }
+
+    #[test]
+    fn the_body_limit_is_the_nodes() {
+        check(sluice_core::engine::EngineLimits::dms());
+    }
+}
