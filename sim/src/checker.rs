@@ -82,9 +82,9 @@ struct Facts {
     cancels: BTreeMap<(usize, MessageId), Vec<Reached>>,
     /// Keys whose cancel may have taken effect: they need not be delivered.
     maybe_cancelled: BTreeSet<u32>,
-    /// Ends of transactions that reached the node, per half message: (commit, entry
-    /// serial, completion serial when known to have succeeded).
-    ends: BTreeMap<(usize, MessageId), Vec<(bool, u64, Option<u64>)>>,
+    /// Ends of transactions that reached the node, per half message: whether a commit,
+    /// and when.
+    ends: BTreeMap<(usize, MessageId), Vec<(bool, Reached)>>,
     /// Half messages whose commit is known to have succeeded: they must be delivered.
     committed: BTreeSet<u32>,
     /// (queue, incarnation) -> completion serials of deletes known to have succeeded, and
@@ -220,7 +220,7 @@ fn collect(history: &History, kind: &EventKind, facts: &mut Facts) {
         } => {
             if let Some((entry, done)) = outcome.reached() {
                 let ends = facts.ends.entry((*queue, *message_id)).or_default();
-                ends.push((*commit, entry, done));
+                ends.push((*commit, (entry, done)));
                 if *commit && done.is_some() {
                     facts.committed.insert(*key);
                 }
@@ -503,17 +503,17 @@ fn check_transactions(history: &History, facts: &mut Facts) {
             .map_or(&[][..], Vec::as_slice);
         let committed_before = ends
             .iter()
-            .any(|(commit, entry, _)| *commit && *entry < d.done_serial);
+            .any(|(commit, (entry, _))| *commit && *entry < d.done_serial);
         if !committed_before {
             violations.push(format!(
                 "q{} g{} #{}: half message m{} delivered, but no commit of it reached the node before",
                 d.queue, d.group, d.serial, d.key
             ));
         }
-        if let Some((_, _, Some(done))) = ends
+        let rolled_back = ends
             .iter()
-            .find(|(commit, _, done)| !commit && done.is_some())
-        {
+            .find(|(commit, (_, done))| !commit && done.is_some());
+        if let Some((_, (_, Some(done)))) = rolled_back {
             violations.push(format!(
                 "q{} g{} #{}: m{} delivered, but its rollback succeeded at #{done}",
                 d.queue, d.group, d.serial, d.key
