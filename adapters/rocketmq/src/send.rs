@@ -314,10 +314,9 @@ fn delay_of(at: &Timestamp, queue_ms: u64, wall_ms: u64) -> Result<Delay, Refusa
             format!("the delivery time is {ahead_ms} ms ahead; at most {ENGINE_DELAY_MS_CEILING} ms are allowed"),
         ));
     }
-    let behind_ms = wall_ms.saturating_sub(at_ms);
-    Ok(Delay::At(
-        queue_ms.saturating_add(ahead_ms).saturating_sub(behind_ms),
-    ))
+    Ok(Delay::At(sluice_core::clock::queue_time_of(
+        at_ms, queue_ms, wall_ms,
+    )))
 }
 
 pub(crate) async fn recall_message<N: Node>(

@@ -58,6 +58,16 @@ impl QueueClock {
     }
 }
 
+/// The queue time of the wall-clock date `at_ms` (a client's scheduled delivery time),
+/// with the node's clocks at `queue_ms` and `wall_ms` now: their difference now carries
+/// over, so a date now or in the past maps to queue time now or before (no delay). The
+/// one conversion every adapter uses; each bounds how far ahead a date may lie.
+pub fn queue_time_of(at_ms: u64, queue_ms: u64, wall_ms: u64) -> u64 {
+    let ahead_ms = at_ms.saturating_sub(wall_ms);
+    let behind_ms = wall_ms.saturating_sub(at_ms);
+    queue_ms.saturating_add(ahead_ms).saturating_sub(behind_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

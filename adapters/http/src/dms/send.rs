@@ -471,12 +471,11 @@ fn message_deliver_at(
             ),
         ));
     }
-    let behind_ms = time.wall_ms.saturating_sub(at);
-    Ok(Delay::At(
-        time.queue_ms
-            .saturating_add(ahead_ms)
-            .saturating_sub(behind_ms),
-    ))
+    Ok(Delay::At(sluice_core::clock::queue_time_of(
+        at,
+        time.queue_ms,
+        time.wall_ms,
+    )))
 }
 
 #[cfg(test)]
