@@ -244,6 +244,21 @@ impl World {
                 "a console answer carries its policy"
             );
             serde_json::Value::Null
+        } else if response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|t| t == "application/x-ndjson")
+        {
+            // A dead-letter export: JSON lines, maybe none.
+            assert_eq!(status, 200, "an export page answers 200");
+            for line in response
+                .body()
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                serde_json::from_slice::<serde_json::Value>(line).expect("every line is JSON");
+            }
+            serde_json::Value::Null
         } else if response.body().is_empty() {
             assert_eq!(status, 204, "only 204 has no body");
             serde_json::Value::Null

@@ -135,6 +135,11 @@ async fn route<N: Node>(
     body: &[u8],
 ) -> Response<Bytes> {
     let path = parts.uri.path();
+    // The console's paths are the console's, whatever the headers say (an SQS target
+    // header there still gets the console's answer and its security policy).
+    if crate::console::is_console_path(path) {
+        return crate::console::serve(parts);
+    }
     // A query-protocol SQS body is a form, not JSON: its values are read as text only.
     let form = crate::sqs::query::is_query(parts) && !crate::sqs::is_json(parts);
     if let Some(refused) = crate::json_depth::refusal(path, body).filter(|_| !form) {
@@ -148,9 +153,6 @@ async fn route<N: Node>(
     }
     if path == "/healthz" {
         return json_response(StatusCode::OK, json!({"status": "ok"}).to_string());
-    }
-    if crate::console::is_console_path(path) {
-        return crate::console::serve(parts);
     }
     if path == "/v3" || path == "/v3/" {
         // Keystone's version document: keystoneauth reads it before logging in.

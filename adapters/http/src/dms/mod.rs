@@ -98,7 +98,7 @@ impl Reply {
     }
 }
 
-/// The header naming an export's next page ([`Reply::json_lines`]).
+/// The header naming the next page of a dead-letter export (a JSON-lines answer).
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
 
 /// Whether `path` belongs to the DMS API (a `queues` or `quotas` resource under a
