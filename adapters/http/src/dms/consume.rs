@@ -19,7 +19,7 @@ use super::errors::{
 use super::request::{field, object, raw_array, raw_object};
 use super::wire::{AckResponse, Consumed, ConsumedMessage};
 use super::{ids, validate, Ctx, Reply};
-use sluice_node::{Lane, Node, QueueView, DEAD_LETTER_PAGE_MAX};
+use sluice_node::{Lane, Node, QueueView, DEAD_LETTER_PAGE_BYTES_MAX, DEAD_LETTER_PAGE_MAX};
 
 /// The deepest message body a consume answers as JSON: what a send accepts, the request's
 /// three levels (`{"messages": [{"body": ...`) taken from the limit on the whole request.
@@ -236,8 +236,9 @@ fn handler_error(index: usize) -> DmsError {
 /// Sluice extension: `GET .../groups/{group_id}/deadletters/export?cursor=C&limit=N`, the
 /// group's dead letters as JSON lines (`application/x-ndjson`), one message a line as a
 /// consume shows it, oldest first per partition, partitions in order, without leasing
-/// them. At most `limit` (1 to `DEAD_LETTER_PAGE_MAX`, the default) lines a page; when
-/// there may be more, the `X-Next-Cursor` header holds the `cursor` of the next page.
+/// them. At most `limit` (1 to `DEAD_LETTER_PAGE_MAX`, the default) lines a page, and the
+/// page ends after the partition read that reached `DEAD_LETTER_PAGE_BYTES_MAX` bytes;
+/// when there may be more, the `X-Next-Cursor` header holds the `cursor` of the next page.
 pub(super) async fn export_dead_letters<N: Node>(
     ctx: &Ctx<'_, N>,
     view: &QueueView,
@@ -261,6 +262,7 @@ pub(super) async fn export_dead_letters<N: Node>(
     };
     let partitions = view.config.partitions_on(ctx.node.partition_count());
     let mut lines = Vec::new();
+    let mut page_bytes = 0u64;
     let mut next = None;
     while partition < partitions {
         let read = ctx
@@ -270,6 +272,10 @@ pub(super) async fn export_dead_letters<N: Node>(
             .map_err(from_node)?;
         let got = u32::try_from(read.len()).expect("bounded by left");
         let last = read.last().map(|message| message.seq);
+        page_bytes += read
+            .iter()
+            .map(|message| (message.body.len() + message.attributes.len()) as u64)
+            .sum::<u64>();
         let wire_partition = u16::try_from(partition).expect("partitions fit u16");
         lines.extend(read.into_iter().map(|message| {
             let object = message_object(
@@ -282,8 +288,8 @@ pub(super) async fn export_dead_letters<N: Node>(
             serde_json::to_value(object).expect("a message serialises")
         }));
         left = left.saturating_sub(got);
-        if left == 0 {
-            // A full page: the next one starts after its last line.
+        if left == 0 || page_bytes >= DEAD_LETTER_PAGE_BYTES_MAX {
+            // A full page (by lines or bytes): the next one starts after its last line.
             next = last.map(|seq| format!("{partition}.{seq}"));
             break;
         }

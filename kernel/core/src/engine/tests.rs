@@ -839,6 +839,17 @@ fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
     );
     h.advance(interval);
     assert!(h.receive(q, g, 10).is_empty());
+    // Checks past a take's `max` wait for the next take; another queue's stay.
+    let other = h.queue("other", queue_config(QueueMode::Normal));
+    h.send_all(q, vec![half("a", 0), half("b", 0)]);
+    h.send_all(other, vec![half("c", 0)]);
+    h.advance(1);
+    for _ in 0..2 {
+        let taken = block_on(h.engine().take_transaction_checks(Some(&[q]), 1)).unwrap();
+        assert_eq!(taken.len(), 1);
+    }
+    assert!(block_on(h.engine().take_transaction_checks(Some(&[q]), 1)).unwrap().is_empty());
+    assert_eq!(h.checks().len(), 1, "the other queue's check still waits");
     // A delayed message has no transaction to end.
     let delayed = h.send_all(
         q,

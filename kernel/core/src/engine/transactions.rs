@@ -81,8 +81,9 @@ impl<S: Storage + Clone> Engine<S> {
                     taken.push(*check);
                     return false;
                 }
-                // Ended transactions go; other queues' checks wait for their takers.
-                open && !wanted
+                // Ended transactions go; the others wait for a taker (another queue's, or
+                // this one's next call past `max`).
+                open
             });
             taken
         };
