@@ -848,7 +848,9 @@ fn half_messages_wait_for_their_transaction_and_are_checked_until_resolved() {
         let taken = block_on(h.engine().take_transaction_checks(Some(&[q]), 1)).unwrap();
         assert_eq!(taken.len(), 1);
     }
-    assert!(block_on(h.engine().take_transaction_checks(Some(&[q]), 1)).unwrap().is_empty());
+    assert!(block_on(h.engine().take_transaction_checks(Some(&[q]), 1))
+        .unwrap()
+        .is_empty());
     assert_eq!(h.checks().len(), 1, "the other queue's check still waits");
     // A delayed message has no transaction to end.
     let delayed = h.send_all(
